@@ -1,0 +1,237 @@
+"""Class schemes, palettes and crosswalks, loaded from the JSON files in ``seghz/schemes``.
+
+A scheme lists its classes in training order. Each class has the ``id`` it carries in label files of
+that scheme (hz20 files hold 1..20, GID files 0..14, ...), a name and an RGB colour. Inside SegHZ a
+label raster always holds *class indices* 0..C-1 in scheme order, with 255 = ignore. ``Scheme.lut``
+turns file ids into indices; the scheme's unlabelled ids become 255 and ids it does not know are an
+error (see :func:`Scheme.ids_to_index`).
+
+Crosswalks (``crosswalks.json``) map file ids of one scheme to file ids of another; chains are
+composed automatically (hz20 -> hz14 -> hz11 -> hz7).
+"""
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from seghz.errors import BadInputError, SchemeMismatchError
+
+IGNORE = 255
+SCHEME_DIR = Path(__file__).parent / "schemes"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One class scheme. Indices are positions in ``names``; ``ids`` are the values in label files."""
+
+    name: str
+    title: str
+    names: tuple[str, ...]
+    ids: tuple[int, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    unlabelled_ids: tuple[int, ...] = ()
+    unlabelled_colors: tuple[tuple[int, int, int], ...] = ()
+    notes: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def lut(self) -> np.ndarray:
+        """uint16 look-up table file id -> index (255 = ignore, 256 = unknown id)."""
+        lut = np.full(256, 256, np.uint16)
+        for u in self.unlabelled_ids:
+            lut[u] = IGNORE
+        for i, cid in enumerate(self.ids):
+            lut[cid] = i
+        return lut
+
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 colour table indexed by class index; ignore is black."""
+        pal = np.zeros((256, 3), np.uint8)
+        pal[: self.num_classes] = np.array(self.colors, np.uint8)
+        return pal
+
+    def hex_colors(self) -> list[str]:
+        return ["#%02x%02x%02x" % tuple(c) for c in self.colors]
+
+    def ids_to_index(self, ids: np.ndarray, source: str = "<array>") -> np.ndarray:
+        """Map a uint8 id mask (file ids of this scheme) to class indices; unknown ids raise."""
+        ids = np.asarray(ids)
+        if ids.dtype != np.uint8:
+            if ids.size and (ids.min() < 0 or ids.max() > 255):
+                raise BadInputError(source, f"label values must be 0..255, found {ids.min()}..{ids.max()}")
+            ids = ids.astype(np.uint8)
+        out = self.lut[ids]
+        bad = out == 256
+        if bad.any():
+            ys, xs = np.nonzero(bad)
+            vals = sorted(set(np.unique(ids[bad]).tolist()))
+            raise BadInputError(
+                source,
+                f"{int(bad.sum())} pixel(s) hold class id(s) {vals[:10]} that scheme '{self.name}' does not define "
+                f"(valid ids: {list(self.ids)}, unlabelled: {list(self.unlabelled_ids)}); first at row {ys[0]}, col {xs[0]}",
+            )
+        return out.astype(np.uint8)
+
+    def index_to_ids(self, index: np.ndarray, unlabelled: int | None = None) -> np.ndarray:
+        """Inverse of :meth:`ids_to_index`; ignore becomes the first unlabelled id (or 255)."""
+        lut = np.full(256, unlabelled if unlabelled is not None else (self.unlabelled_ids[0] if self.unlabelled_ids else 255), np.uint8)
+        lut[: self.num_classes] = np.array(self.ids, np.uint8)
+        return lut[np.asarray(index, np.uint8)]
+
+    def colorize(self, index: np.ndarray) -> np.ndarray:
+        """Class-index mask -> RGB image in the scheme's colours (ignore = black)."""
+        return self.palette()[np.asarray(index, np.uint8)]
+
+    def decode_rgb(self, rgb: np.ndarray, source: str = "<array>") -> np.ndarray:
+        """Decode an RGB palette mask by exact colour. Unknown colours raise with count and first position."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] < 3:
+            raise BadInputError(source, f"an RGB palette mask needs 3 channels, got shape {rgb.shape}")
+        rgb = rgb[..., :3].astype(np.uint32)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        keys, inv = np.unique(code.ravel(), return_inverse=True)
+        table = {}
+        for i, c in enumerate(self.colors):
+            table[(c[0] << 16) | (c[1] << 8) | c[2]] = i
+        unl = [(c[0] << 16) | (c[1] << 8) | c[2] for c in self.unlabelled_colors]
+        if self.unlabelled_ids and not self.unlabelled_colors:
+            unl.append(0)  # black = unlabelled for id-based schemes (hz: id 0 is black)
+        mapped = np.empty(len(keys), np.int32)
+        for k, key in enumerate(keys.tolist()):
+            if key in table:
+                mapped[k] = table[key]
+            elif key in unl:
+                mapped[k] = IGNORE
+            else:
+                mapped[k] = -1
+        out = mapped[inv].reshape(code.shape)
+        bad = out < 0
+        if bad.any():
+            ys, xs = np.nonzero(bad)
+            y, x = int(ys[0]), int(xs[0])
+            col = tuple(int(v) for v in rgb[y, x])
+            raise BadInputError(
+                source,
+                f"{int(bad.sum())} pixel(s) have colours that are not in scheme '{self.name}'; "
+                f"first at row {y}, col {x} with RGB {col}",
+            )
+        return out.astype(np.uint8)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "names": list(self.names),
+            "ids": list(self.ids),
+            "colors": [list(c) for c in self.colors],
+        }
+
+
+def _load(path: Path) -> Scheme:
+    d = json.loads(path.read_text())
+    cls = d["classes"]
+    return Scheme(
+        name=d["name"],
+        title=d.get("title", d["name"]),
+        names=tuple(c["name"] for c in cls),
+        ids=tuple(int(c["id"]) for c in cls),
+        colors=tuple(tuple(int(v) for v in c["color"]) for c in cls),
+        unlabelled_ids=tuple(int(v) for v in d.get("unlabelled_ids", [])),
+        unlabelled_colors=tuple(tuple(int(v) for v in c) for c in d.get("unlabelled_colors", [])),
+        notes=d.get("notes", ""),
+    )
+
+
+@lru_cache(maxsize=None)
+def _registry() -> dict[str, Scheme]:
+    out = {}
+    for p in sorted(SCHEME_DIR.glob("*.json")):
+        if p.name == "crosswalks.json":
+            continue
+        s = _load(p)
+        out[s.name] = s
+    return out
+
+
+def scheme_names() -> list[str]:
+    return list(_registry())
+
+
+def get_scheme(name: str) -> Scheme:
+    reg = _registry()
+    if name not in reg:
+        raise KeyError(f"unknown class scheme '{name}'; known: {', '.join(reg)}")
+    return reg[name]
+
+
+@lru_cache(maxsize=None)
+def _crosswalk_edges() -> dict[str, dict[str, dict]]:
+    raw = json.loads((SCHEME_DIR / "crosswalks.json").read_text())
+    edges: dict[str, dict[str, dict]] = {}
+    for key, val in raw.items():
+        src, dst = key.split("->")
+        edges.setdefault(src, {})[dst] = val
+    return edges
+
+
+def crosswalk_path(src: str, dst: str) -> list[str] | None:
+    """Shortest chain of schemes from ``src`` to ``dst`` through the crosswalk table, or None."""
+    if src == dst:
+        return [src]
+    edges = _crosswalk_edges()
+    prev = {src: None}
+    q = deque([src])
+    while q:
+        cur = q.popleft()
+        for nxt in edges.get(cur, {}):
+            if nxt not in prev:
+                prev[nxt] = cur
+                if nxt == dst:
+                    path = [dst]
+                    while prev[path[-1]] is not None:
+                        path.append(prev[path[-1]])
+                    return path[::-1]
+                q.append(nxt)
+    return None
+
+
+def index_crosswalk(src: str, dst: str) -> np.ndarray:
+    """uint8 LUT of 256 entries mapping class *indices* of ``src`` to indices of ``dst`` (255 stays 255).
+
+    Raises SchemeMismatchError when no crosswalk chain exists.
+    """
+    path = crosswalk_path(src, dst)
+    if path is None:
+        raise SchemeMismatchError(
+            f"no crosswalk from scheme '{src}' to '{dst}'; known crosswalks: "
+            + ", ".join(f"{a}->{b}" for a, d in _crosswalk_edges().items() for b in d)
+        )
+    s = get_scheme(src)
+    # start: index -> file id of src
+    cur = np.full(256, -1, np.int32)
+    cur[: s.num_classes] = s.ids
+    edges = _crosswalk_edges()
+    for a, b in zip(path, path[1:]):
+        m = {int(k): int(v) for k, v in edges[a][b]["map"].items()}
+        cur = np.array([m.get(int(v), -1) if v >= 0 else -1 for v in cur], np.int32)
+    d = get_scheme(dst)
+    d_lut = d.lut
+    out = np.full(256, IGNORE, np.uint8)
+    for i, v in enumerate(cur):
+        if v >= 0 and d_lut[v] < 256:
+            out[i] = d_lut[v]
+    out[IGNORE] = IGNORE
+    return out
+
+
+def crosswalk_notes(src: str, dst: str) -> list[str]:
+    path = crosswalk_path(src, dst) or []
+    e = _crosswalk_edges()
+    return [f"{a}->{b}: {e[a][b].get('notes', '')}" for a, b in zip(path, path[1:])]

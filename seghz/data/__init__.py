@@ -1,0 +1,1 @@
+"""Data access: the one raster reader, label decoding, scenes and splits."""

@@ -1,0 +1,262 @@
+"""The one raster reader/writer of SegHZ.
+
+Every image and label file goes through here, so every bad file gets the same clear error naming
+the file and the problem. GeoTIFFs are read with rasterio (CRS + transform kept, windows supported);
+PNG/JPEG with Pillow (truncated files raise instead of decoding half an image).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from seghz.classes import Scheme
+from seghz.errors import BadInputError
+
+TIFF_EXT = {".tif", ".tiff"}
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+Image.MAX_IMAGE_PIXELS = 30000 * 30000
+
+
+@dataclass
+class RasterInfo:
+    """Size and geography of a raster. ``crs`` is None for pixel-space rasters."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None  # affine a, b, c, d, e, f
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None and self.transform is not None
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_EXT
+
+
+def raster_info(path: str | os.PathLike) -> RasterInfo:
+    """Read size, band count and geography without reading pixels."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(p, "file does not exist")
+    if _is_tiff(p):
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        try:
+            with rasterio.open(p) as ds:
+                crs = ds.crs.to_string() if ds.crs else None
+                tr = tuple(ds.transform)[:6] if ds.crs else None
+                return RasterInfo(str(p), ds.width, ds.height, ds.count, ds.dtypes[0], crs, tr)
+        except RasterioIOError as e:
+            raise BadInputError(p, f"not a readable GeoTIFF ({e})") from None
+    try:
+        with Image.open(p) as im:
+            bands = len(im.getbands())
+            return RasterInfo(str(p), im.width, im.height, bands, "uint8")
+    except (UnidentifiedImageError, OSError) as e:
+        raise BadInputError(p, f"not a readable image ({e})") from None
+
+
+def _to_rgb8(arr: np.ndarray, src: Path) -> np.ndarray:
+    """Normalise an H×W×B array to RGB uint8: drop alpha, stretch 16-bit, reject other band counts."""
+    if arr.ndim == 2:
+        raise BadInputError(src, "image has 1 band; SegHZ models need RGB (3 bands) imagery")
+    b = arr.shape[2]
+    if b == 4:
+        arr = arr[..., :3]
+    elif b != 3:
+        raise BadInputError(src, f"image has {b} bands; SegHZ needs RGB (3 bands, or 4 with alpha)")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype in (np.uint16, np.int16, np.float32, np.float64, np.int32, np.uint32):
+        a = arr.astype(np.float32)
+        lo, hi = np.percentile(a, 2), np.percentile(a, 98)
+        if hi <= lo:
+            hi = lo + 1
+        return np.clip((a - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
+    raise BadInputError(src, f"unsupported pixel type {arr.dtype}")
+
+
+def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Read an RGB image as H×W×3 uint8. ``window`` = (row, col, height, width) reads part of a GeoTIFF.
+
+    Raises BadInputError naming the file for missing, corrupt, truncated, empty or non-RGB files.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(p, "file does not exist")
+    if p.stat().st_size == 0:
+        raise BadInputError(p, "file is empty (0 bytes)")
+    if _is_tiff(p):
+        arr = _read_tiff(p, window)
+    else:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                if im.mode in ("P", "PA"):
+                    im = im.convert("RGBA")
+                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGB")
+                arr = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise BadInputError(p, f"corrupt or truncated image ({e})") from None
+        if window is not None:
+            r, c, h, w = window
+            arr = arr[r : r + h, c : c + w]
+    if arr.size == 0 or min(arr.shape[:2]) == 0:
+        raise BadInputError(p, f"image has zero pixels (shape {arr.shape})")
+    return _to_rgb8(arr, p)
+
+
+def _read_tiff(p: Path, window) -> np.ndarray:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(p) as ds:
+            w = None if window is None else Window(window[1], window[0], window[3], window[2])
+            data = ds.read(window=w)  # B×H×W
+    except (RasterioIOError, ValueError) as e:
+        raise BadInputError(p, f"corrupt or truncated GeoTIFF ({e})") from None
+    return data[0] if data.shape[0] == 1 else np.transpose(data, (1, 2, 0))
+
+
+def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarray:
+    """Read a label file into class indices of ``scheme`` (uint8, 255 = ignore).
+
+    Single-band files hold the scheme's file ids; RGB files are palette masks decoded by exact colour.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(p, "file does not exist")
+    if p.stat().st_size == 0:
+        raise BadInputError(p, "file is empty (0 bytes)")
+    if _is_tiff(p):
+        arr = _read_tiff(p, window)
+    else:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGB")
+                arr = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise BadInputError(p, f"corrupt or truncated label image ({e})") from None
+        if window is not None:
+            r, c, h, w = window
+            arr = arr[r : r + h, c : c + w]
+    if arr.size == 0:
+        raise BadInputError(p, "label has zero pixels")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return scheme.ids_to_index(arr, source=str(p))
+    return scheme.decode_rgb(arr, source=str(p))
+
+
+def read_index_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a workspace class-index mask (single-band uint8 PNG written by :func:`write_index_mask`)."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, FileNotFoundError) as e:
+        raise BadInputError(p, f"cannot read mask ({e})") from None
+    if arr.ndim != 2:
+        raise BadInputError(p, f"workspace mask must be single-band, got shape {arr.shape}")
+    return arr.astype(np.uint8)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(p.parent, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    except OSError:
+        pass
+
+
+def _png_bytes(arr: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    import io
+
+    im = Image.fromarray(arr)
+    if palette is not None and arr.ndim == 2:
+        im = im.convert("P")
+        im.putpalette(palette.astype(np.uint8).ravel().tolist())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_index_mask(path: str | os.PathLike, mask: np.ndarray, scheme: Scheme | None = None) -> None:
+    """Atomically write a class-index mask as single-band PNG (palette PNG in scheme colours if given)."""
+    mask = np.asarray(mask, np.uint8)
+    atomic_write_bytes(path, _png_bytes(mask, scheme.palette() if scheme is not None else None))
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Atomically write an RGB uint8 image (PNG or JPEG by suffix)."""
+    import io
+
+    p = Path(path)
+    buf = io.BytesIO()
+    fmt = "JPEG" if p.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format=fmt, quality=92)
+    atomic_write_bytes(p, buf.getvalue())
+
+
+def list_pairs(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pair files in two folders by stem. Raises for empty folders or stems missing a partner."""
+    di, dl = Path(images), Path(labels)
+    for d in (di, dl):
+        if not d.is_dir():
+            raise BadInputError(d, "folder does not exist")
+    imgs = {p.stem: p for p in sorted(di.iterdir()) if p.suffix.lower() in IMAGE_EXT}
+    lbls = {p.stem: p for p in sorted(dl.iterdir()) if p.suffix.lower() in IMAGE_EXT}
+    if not imgs:
+        raise BadInputError(di, "folder holds no images (.png/.jpg/.tif)")
+    if not lbls:
+        raise BadInputError(dl, "folder holds no label files (.png/.tif)")
+    missing = sorted(set(imgs) - set(lbls))
+    if missing:
+        raise BadInputError(dl, f"{len(missing)} image(s) have no label with the same stem, e.g. '{missing[0]}'")
+    return [(imgs[s], lbls[s]) for s in sorted(imgs)]
+
+
+def read_pair(image: Path, label: Path, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its label, checking that their sizes agree."""
+    img = read_image(image)
+    lbl = read_label(label, scheme)
+    if img.shape[:2] != lbl.shape:
+        raise BadInputError(
+            label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size {img.shape[1]}x{img.shape[0]}"
+        )
+    return img, lbl

@@ -1,0 +1,31 @@
+"""Errors SegHZ raises on bad input. Every message names the file (or object) and the problem."""
+from __future__ import annotations
+
+
+class SegHZError(Exception):
+    """Base class of SegHZ's own errors."""
+
+
+class BadInputError(SegHZError, ValueError):
+    """A file or array is not what SegHZ needs. ``source`` names the file."""
+
+    def __init__(self, source: str, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class SchemeMismatchError(SegHZError, ValueError):
+    """Class schemes differ and no crosswalk joins them."""
+
+
+class CheckpointError(SegHZError, ValueError):
+    """A file is not a valid SegHZ checkpoint."""
+
+
+class RegionError(SegHZError, ValueError):
+    """A requested region lies outside every scene or exceeds the size cap."""
+
+
+class ConflictError(SegHZError):
+    """A save was based on a version that is no longer the latest."""
