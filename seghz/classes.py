@@ -95,6 +95,9 @@ class Scheme:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise BadInputError(source, f"an RGB palette mask needs 3 channels, got shape {rgb.shape}")
+        if rgb.dtype != np.uint8:
+            if rgb.size and (rgb[..., :3].min() < 0 or rgb[..., :3].max() > 255):
+                raise BadInputError(source, f"palette mask values must be 0..255 per channel, found {rgb.min()}..{rgb.max()}")
         rgb = rgb[..., :3].astype(np.uint32)
         code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         keys, inv = np.unique(code.ravel(), return_inverse=True)

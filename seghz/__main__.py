@@ -1,0 +1,3 @@
+from seghz.cli import main
+
+raise SystemExit(main())

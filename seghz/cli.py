@@ -1,0 +1,307 @@
+"""``python -m seghz``: the command line mirror of the app (import, train, predict, evaluate, info)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from seghz.errors import SegHZError  # noqa: E402
+
+
+def _tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, leave=False, file=sys.stderr, disable=None)
+
+    def cb(frac: float, msg: str = "") -> None:
+        bar.n = int(frac * 1000)
+        if msg:
+            bar.set_postfix_str(msg[:60], refresh=False)
+        bar.refresh()
+
+    cb.close = bar.close  # type: ignore[attr-defined]
+    return cb
+
+
+def print_table(sc: dict, out=sys.stdout) -> None:
+    """Per-class IoU / Acc table followed by mIoU, fwIoU, OA."""
+    w = max(len(n) for n in sc["classes"]) + 2
+    print(f"{'class':<{w}} {'IoU':>7} {'Acc':>7} {'support':>10}", file=out)
+    for n in sc["classes"]:
+        pc = sc["per_class"][n]
+        f = lambda v: "   -   " if v is None else f"{v * 100:7.2f}"  # noqa: E731
+        print(f"{n:<{w}} {f(pc['iou'])} {f(pc['acc'])} {pc['support']:>10}", file=out)
+    f = lambda v: "-" if v is None else f"{v * 100:.2f}"  # noqa: E731
+    print(f"mIoU {f(sc['miou'])}  fwIoU {f(sc['fwiou'])}  OA {f(sc['oa'])}", file=out)
+
+
+def cmd_train(a) -> int:
+    from seghz.classes import get_scheme
+    from seghz.data.folders import holdout_split, load_folder
+    from seghz.train.trainer import TrainConfig, train
+
+    target = a.target_scheme or a.scheme
+    nc = get_scheme(target).num_classes
+    bar = _tqdm_progress("read")
+    items = load_folder(a.images, a.labels, a.scheme, target, progress=bar)
+    bar.close()
+    split = holdout_split(items, nc, a.test_fraction, a.val_count)
+    print(f"train {len(split['train'])}  val {len(split['val'])}  test {len(split['test'])} (held out, never trained on)", file=sys.stderr)
+    cfg = TrainConfig(
+        scheme=target, arch=a.arch, encoder=a.encoder, encoder_weights=None if a.weights == "none" else a.weights,
+        parent_checkpoint=a.parent, epochs=a.epochs, batch_size=a.batch_size, crop_size=a.crop_size, lr=a.lr,
+        dice=not a.no_dice, seed=a.seed, device=a.device, tile_size=a.tile_size, steps_per_epoch=a.steps_per_epoch,
+        extra={"data": {"images": str(a.images), "scheme": a.scheme, "test_fraction": a.test_fraction, "val_count": a.val_count}},
+    )
+    bar = _tqdm_progress("train")
+
+    def on_metrics(step, epoch, row):
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    res = train(cfg, [(i, l) for _, i, l in split["train"]], [(i, l) for _, i, l in split["val"]], a.out,
+                progress=bar, on_metrics=on_metrics,
+                meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+                            "test_stems": [s for s, _, _ in split["test"]]})
+    bar.close()
+    print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou'] if res['best_val'] else None}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    import numpy as np
+
+    from seghz.classes import get_scheme, index_crosswalk
+    from seghz.data.io import list_pairs, read_pair
+    from seghz.infer.engine import Predictor
+    from seghz.metrics import confusion_matrix, scores
+    from seghz.models.checkpoint import read_metadata
+
+    meta = read_metadata(a.checkpoint)
+    ck_scheme = meta["scheme"]["name"]
+    lut = index_crosswalk(a.scheme, ck_scheme) if a.scheme != ck_scheme else None
+    src = get_scheme(a.scheme)
+    pairs = list_pairs(a.images, a.labels)
+    if a.stems_from_checkpoint:
+        keep = set(meta.get("test_stems") or [])
+        pairs = [p for p in pairs if p[0].stem in keep]
+    pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
+    nc = int(meta["num_classes"])
+    cm = np.zeros((nc, nc), np.int64)
+    bar = _tqdm_progress("evaluate")
+    for i, (ip, lp) in enumerate(pairs):
+        img, lbl = read_pair(ip, lp, src)
+        if lut is not None:
+            lbl = lut[lbl]
+        p, _ = pred.predict(img, a.tta)
+        cm += confusion_matrix(p, lbl, nc)
+        bar((i + 1) / len(pairs), ip.name)
+    bar.close()
+    sc = scores(cm, meta["scheme"]["names"])
+    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme)
+    print_table(sc)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(sc, indent=1))
+    return 0
+
+
+def cmd_train_demo(a) -> int:
+    from seghz.demo import generate_scene
+    from seghz.train.trainer import TrainConfig, train
+
+    bar = _tqdm_progress("scenes")
+    train_s = []
+    for k, seed in enumerate(range(1, a.scenes + 1)):
+        train_s.append(generate_scene(a.size, seed))
+        bar((k + 1) / a.scenes)
+    bar.close()
+    val_s = [generate_scene(a.size, 1000)]
+    cfg = TrainConfig(scheme="hz7", epochs=a.epochs, batch_size=a.batch_size, crop_size=a.crop_size,
+                      steps_per_epoch=a.steps_per_epoch, lr=a.lr, seed=a.seed, device=a.device,
+                      extra={"data": f"synthetic demo scenes seeds 1..{a.scenes} at {a.size}px; val seed 1000"})
+    bar = _tqdm_progress("train")
+    res = train(cfg, train_s, val_s, a.out, progress=bar,
+                on_metrics=lambda s, e, row: print(json.dumps(row), file=sys.stderr, flush=True),
+                meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]), "synthetic": True})
+    bar.close()
+    print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou']:.4f}")
+    return 0
+
+
+def _workspace(a):
+    from seghz.store import Workspace
+
+    return Workspace(a.workspace)
+
+
+def cmd_import(a) -> int:
+    from seghz.data.scenes import import_folder, import_scene
+
+    ws = _workspace(a)
+    if a.images:
+        if not a.labels:
+            raise SegHZError("--images needs --labels (a folder of label files with the same stems)")
+        bar = _tqdm_progress("import")
+        scenes = import_folder(ws, a.images, a.labels, scheme=a.scheme, target_scheme=a.target_scheme,
+                               test_fraction=a.test_fraction, val_count=a.val_count, limit=a.limit, progress=bar)
+        bar.close()
+    elif a.image:
+        scenes = [import_scene(ws, a.image, a.label, scheme=a.scheme, target_scheme=a.target_scheme, name=a.name, split=a.split)]
+    else:
+        raise SegHZError("give --image FILE [--label FILE] or --images DIR --labels DIR")
+    from collections import Counter
+
+    c = Counter(s.split for s in scenes)
+    print(f"imported {len(scenes)} scene(s) into {ws.root}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    return 0
+
+
+def cmd_predict(a) -> int:
+    import numpy as np
+
+    from seghz.classes import get_scheme
+    from seghz.data.io import read_image, write_index_mask, write_rgb
+    from seghz.infer.engine import Predictor
+    from seghz.infer.region import class_areas
+
+    pred, meta = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
+    scheme = get_scheme(meta["scheme"]["name"])
+    inputs = sorted(p for p in Path(a.input).iterdir() if p.is_file()) if Path(a.input).is_dir() else [Path(a.input)]
+    out = Path(a.output)
+    multi = len(inputs) > 1 or Path(a.input).is_dir()
+    if multi:
+        out.mkdir(parents=True, exist_ok=True)
+    bar = _tqdm_progress("predict")
+    for i, p in enumerate(inputs):
+        img = read_image(p)
+        mask, conf = pred.predict(img, a.tta)
+        dst = out / f"{p.stem}.png" if multi else out
+        write_index_mask(dst, mask, scheme)
+        if a.color:
+            write_rgb(dst.with_name(dst.stem + "_color.png"), scheme.colorize(mask))
+        if a.areas:
+            import csv
+
+            with open(dst.with_suffix(".csv"), "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["class", "pixels", "percent"])
+                w.writeheader()
+                w.writerows(class_areas(mask, scheme.names, None))
+        bar((i + 1) / len(inputs), p.name)
+        print(f"{p} -> {dst}  mean confidence {float(np.mean(conf)):.3f}", file=sys.stderr)
+    bar.close()
+    return 0
+
+
+def cmd_info(a) -> int:
+    from seghz.classes import get_scheme, scheme_names
+
+    if a.checkpoint:
+        from seghz.models.checkpoint import read_metadata
+
+        meta = read_metadata(a.checkpoint)
+        print(json.dumps({k: v for k, v in meta.items() if k not in ("test_stems",)}, indent=1))
+        return 0
+    print("class schemes: " + ", ".join(f"{n} ({get_scheme(n).num_classes})" for n in scheme_names()))
+    ws = _workspace(a)
+    print(f"workspace {ws.root}")
+    print(json.dumps(ws.summary(), indent=1))
+    for c in ws.list_checkpoints():
+        print(f"checkpoint {c.id}: {c.arch}/{c.encoder} scheme {c.scheme} val {c.metrics.get('val')} {c.note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
+    p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    im = sub.add_parser("import", help="import imagery (+labels) into the workspace")
+    im.add_argument("--image", help="one image: GeoTIFF (any CRS), PNG or JPEG")
+    im.add_argument("--label", help="its label: id mask or RGB palette mask")
+    im.add_argument("--name")
+    im.add_argument("--split", default="none", choices=["train", "val", "test", "none"])
+    im.add_argument("--images", help="folder of images (paired with --labels by file stem)")
+    im.add_argument("--labels", help="folder of label files")
+    im.add_argument("--scheme", required=True, help="class scheme of the label files")
+    im.add_argument("--target-scheme", help="store labels crosswalked to this scheme")
+    im.add_argument("--test-fraction", type=float, default=0.2)
+    im.add_argument("--val-count", type=int, default=60)
+    im.add_argument("--limit", type=int, help="import at most N pairs")
+    im.set_defaults(fn=cmd_import)
+
+    pr = sub.add_parser("predict", help="predict class masks for an image or a folder of images")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--input", required=True, help="image file or folder")
+    pr.add_argument("--output", required=True, help="output PNG (single input) or folder")
+    pr.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    pr.add_argument("--color", action="store_true", help="also write a colourised PNG")
+    pr.add_argument("--areas", action="store_true", help="also write a class-area CSV")
+    pr.add_argument("--device")
+    pr.add_argument("--batch-size", type=int, default=4)
+    pr.set_defaults(fn=cmd_predict)
+
+    inf = sub.add_parser("info", help="show schemes, the workspace summary, or a checkpoint's metadata")
+    inf.add_argument("--checkpoint")
+    inf.set_defaults(fn=cmd_info)
+
+    t = sub.add_parser("train", help="train a model on an image/label folder pair")
+    t.add_argument("--images", required=True)
+    t.add_argument("--labels", required=True)
+    t.add_argument("--scheme", required=True, help="class scheme of the label files")
+    t.add_argument("--target-scheme", help="train in this scheme (labels crosswalked)")
+    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--arch", default="Unet")
+    t.add_argument("--encoder", default="tu-efficientnet_lite0")
+    t.add_argument("--weights", default="lite0-imagenet", help="'lite0-imagenet' or 'none'")
+    t.add_argument("--parent", help="start from this checkpoint")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--crop-size", type=int, default=224)
+    t.add_argument("--tile-size", type=int, default=512)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--no-dice", action="store_true")
+    t.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training pixels")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device")
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--val-count", type=int, default=60)
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on an image/label folder pair")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--images", required=True)
+    e.add_argument("--labels", required=True)
+    e.add_argument("--scheme", required=True, help="class scheme of the label files")
+    e.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    e.add_argument("--json")
+    e.add_argument("--device")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
+    e.set_defaults(fn=cmd_evaluate)
+    d = sub.add_parser("train-demo", help="train the shipped demo model on synthetic scenes")
+    d.add_argument("--out", default="checkpoints/demo_hz7.safetensors")
+    d.add_argument("--scenes", type=int, default=6)
+    d.add_argument("--size", type=int, default=1024)
+    d.add_argument("--epochs", type=int, default=8)
+    d.add_argument("--steps-per-epoch", type=int, default=40)
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--crop-size", type=int, default=256)
+    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device")
+    d.set_defaults(fn=cmd_train_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (SegHZError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,54 @@
+"""Image+label folder datasets (files paired by stem), crosswalked to a target scheme on read."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from seghz.classes import get_scheme, index_crosswalk
+from seghz.data.io import list_pairs, read_pair
+from seghz.data.splits import class_distribution, greedy_max_entropy, hash_fraction
+
+
+def load_folder(
+    images: str | Path,
+    labels: str | Path,
+    scheme: str,
+    target_scheme: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Read all (stem, image, label) pairs; labels become class indices of ``target_scheme`` (or ``scheme``)."""
+    src = get_scheme(scheme)
+    lut = index_crosswalk(scheme, target_scheme) if target_scheme and target_scheme != scheme else None
+    pairs = list_pairs(images, labels)
+    out = []
+    for i, (ip, lp) in enumerate(pairs):
+        img, lbl = read_pair(ip, lp, src)
+        if lut is not None:
+            lbl = lut[lbl]
+        out.append((ip.stem, img, lbl))
+        if progress is not None:
+            progress((i + 1) / len(pairs), f"read {ip.name}")
+    return out
+
+
+def holdout_split(
+    items: list[tuple[str, np.ndarray, np.ndarray]], num_classes: int, test_fraction: float = 0.2, val_count: int = 60, salt: str = "seghz"
+) -> dict[str, list]:
+    """Split items into train / val / test.
+
+    Test = items whose stable hash of the stem falls below ``test_fraction`` (reproducible, independent of
+    file order). Val = ``val_count`` items chosen from the rest by greedy max class entropy (the study's
+    method) and removed from train (the study forgot to).
+    """
+    test = [it for it in items if hash_fraction(it[0], salt) < test_fraction]
+    rest = [it for it in items if hash_fraction(it[0], salt) >= test_fraction]
+    if val_count and rest:
+        dists = np.stack([class_distribution(it[2], num_classes) for it in rest])
+        vi = set(greedy_max_entropy(dists, val_count))
+    else:
+        vi = set()
+    val = [it for i, it in enumerate(rest) if i in vi]
+    train = [it for i, it in enumerate(rest) if i not in vi]
+    return {"train": train, "val": val, "test": test}

@@ -1,0 +1,169 @@
+"""Bringing imagery into a workspace: GeoTIFFs, image+label pairs, whole folders, and the demo scenes.
+
+Files are copied into ``<workspace>/scenes/<id>/``; labels are stored as class-index PNGs of the scene's
+scheme (the original, never modified). Label files may be id masks or RGB palette masks (decoded by
+exact colour) and can be crosswalked to another scheme on import.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from seghz.classes import get_scheme, index_crosswalk
+from seghz.data.io import read_image, read_label, raster_info, write_index_mask, write_rgb
+from seghz.errors import BadInputError
+from seghz.store import Scene, Workspace, slugify
+
+Progress = Callable[[float, str], None]
+
+
+def _scene_dir(ws: Workspace, name: str) -> tuple[str, Path]:
+    sid = ws.unique_scene_id(slugify(name, "scene"))
+    d = ws.root / "scenes" / sid
+    d.mkdir(parents=True, exist_ok=False)
+    return sid, d
+
+
+def _label_to_target(label_path: Path, scheme: str, target: str | None) -> np.ndarray:
+    lbl = read_label(label_path, get_scheme(scheme))
+    if target and target != scheme:
+        lbl = index_crosswalk(scheme, target)[lbl]
+    return lbl
+
+
+def import_scene(
+    ws: Workspace,
+    image: str | Path,
+    label: str | Path | None = None,
+    *,
+    scheme: str,
+    target_scheme: str | None = None,
+    name: str | None = None,
+    split: str = "none",
+    synthetic: bool = False,
+) -> Scene:
+    """Import one image (GeoTIFF in any CRS, PNG or JPEG) with an optional label file.
+
+    GeoTIFFs keep their CRS and transform (the file is copied as is); other images are pixel-space.
+    """
+    image = Path(image)
+    info = raster_info(image)
+    if info.width == 0 or info.height == 0:
+        raise BadInputError(image, "image has zero pixels")
+    out_scheme = target_scheme or scheme
+    lbl = None
+    if label is not None:
+        lbl = _label_to_target(Path(label), scheme, target_scheme)
+        if lbl.shape != (info.height, info.width):
+            raise BadInputError(label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size {info.width}x{info.height}")
+    sid, d = _scene_dir(ws, name or image.stem)
+    try:
+        if info.georeferenced:
+            img_dst = d / ("image" + image.suffix.lower())
+            shutil.copyfile(image, img_dst)
+            read_image(img_dst, window=(0, 0, min(16, info.height), min(16, info.width)))  # validates bands now
+        else:
+            img_dst = d / "image.png"
+            write_rgb(img_dst, read_image(image))
+        lbl_dst = None
+        if lbl is not None:
+            lbl_dst = d / "label.png"
+            write_index_mask(lbl_dst, lbl, get_scheme(out_scheme))
+        return ws.add_scene(name or image.stem, img_dst, out_scheme, label_path=lbl_dst, split=split,
+                            synthetic=synthetic, source=str(image), scene_id=sid)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+def import_folder(
+    ws: Workspace,
+    images: str | Path,
+    labels: str | Path,
+    *,
+    scheme: str,
+    target_scheme: str | None = None,
+    test_fraction: float = 0.2,
+    val_count: int = 60,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> list[Scene]:
+    """Import every image/label pair of two folders (paired by stem), with train/val/test splits.
+
+    Splits follow :func:`seghz.data.folders.holdout_split` (hash hold-out test, greedy max-entropy val).
+    """
+    from seghz.data.folders import holdout_split
+    from seghz.data.io import list_pairs
+
+    pairs = list_pairs(images, labels)[: limit or None]
+    out_scheme = target_scheme or scheme
+    nc = get_scheme(out_scheme).num_classes
+    items = []
+    for i, (ip, lp) in enumerate(pairs):
+        items.append((ip.stem, ip, _label_to_target(lp, scheme, target_scheme)))
+        if progress:
+            progress(0.3 * (i + 1) / len(pairs), f"checking {ip.name}")
+    split = holdout_split(items, nc, test_fraction, min(val_count, max(0, len(items) // 5)))
+    which = {it[0]: s for s, its in split.items() for it in its}
+    scenes = []
+    for i, (stem, ip, _) in enumerate(items):
+        lp = dict((p.stem, l) for p, l in pairs)[stem]
+        scenes.append(import_scene(ws, ip, lp, scheme=scheme, target_scheme=target_scheme, name=stem, split=which[stem]))
+        if progress:
+            progress(0.3 + 0.7 * (i + 1) / len(items), f"imported {ip.name}")
+    return scenes
+
+
+DEMO_SCENES = (("Demo town (synthetic)", 0, "val", (0, 0)), ("Demo farmland A (synthetic)", 11, "train", (0, 1)),
+               ("Demo farmland B (synthetic)", 12, "train", (1, 0)), ("Demo farmland C (synthetic)", 13, "train", (1, 1)))
+DEMO_SIZE = 1024
+
+
+def ensure_demo_workspace(ws: Workspace, checkpoints_dir: str | Path = "checkpoints", progress: Progress | None = None) -> bool:
+    """On an empty workspace, create the synthetic demo scenes and register the shipped checkpoints.
+
+    Returns True when something was created. The demo model becomes the active checkpoint.
+    """
+    from seghz.demo import demo_transform, generate_scene, write_demo_geotiff
+
+    created = False
+    if not ws.list_scenes():
+        crs, t = demo_transform(DEMO_SIZE)
+        for k, (name, seed, split, (gy, gx)) in enumerate(DEMO_SCENES):
+            rgb, lbl = generate_scene(DEMO_SIZE, seed)
+            sid, d = _scene_dir(ws, name)
+            write_demo_geotiff(d / "image.tif", rgb)
+            write_index_mask(d / "label.png", lbl, get_scheme("hz7"))
+            off = (t[0] * DEMO_SIZE * 1.02 * gx, -t[4] * DEMO_SIZE * 1.02 * gy)
+            tr = (t[0], 0.0, t[2] + off[0], 0.0, t[4], t[5] - off[1])
+            ws.add_scene(name, d / "image.tif", "hz7", label_path=d / "label.png", split=split, synthetic=True,
+                         source=f"seghz.demo.generate_scene(size={DEMO_SIZE}, seed={seed})", scene_id=sid, crs=crs, transform=tr)
+            if progress:
+                progress((k + 1) / len(DEMO_SCENES), f"created {name}")
+        created = True
+    created |= register_shipped_checkpoints(ws, checkpoints_dir)
+    return created
+
+
+def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "checkpoints") -> bool:
+    """Register every ``*.safetensors`` in ``checkpoints_dir`` not yet known; activate the demo model if none is."""
+    from seghz.models.checkpoint import read_metadata
+
+    known = {ws.checkpoint_path(c).resolve() for c in ws.list_checkpoints()}
+    added = False
+    for p in sorted(Path(checkpoints_dir).glob("*.safetensors")):
+        if p.resolve() in known:
+            continue
+        meta = read_metadata(p)
+        ws.register_checkpoint(p.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, checkpoint_id=slugify(p.stem), name=p.stem,
+                               note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
+        added = True
+    if ws.active_checkpoint() is None:
+        ids = [c.id for c in ws.list_checkpoints()]
+        pick = next((i for i in ids if i.startswith("demo")), ids[0] if ids else None)
+        if pick:
+            ws.set_active_checkpoint(pick)
+    return added

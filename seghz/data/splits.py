@@ -1,0 +1,48 @@
+"""Splits: the study's greedy max class-entropy validation set, and stable hash splits."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def class_distribution(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Normalised class histogram of one mask (ignore excluded); zeros when fully ignored."""
+    m = mask[mask < num_classes]
+    h = np.bincount(m.ravel(), minlength=num_classes).astype(np.float64)
+    return h / h.sum() if h.sum() > 0 else h
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def greedy_max_entropy(dists: np.ndarray, k: int) -> list[int]:
+    """Pick ``k`` items greedily so the *mean* of their class distributions has maximal entropy.
+
+    Each image weighs the same (the study's ``greedy_entropy``); ties go to the later index.
+    """
+    dists = np.asarray(dists, np.float64)
+    n = len(dists)
+    k = min(k, n)
+    chosen: list[int] = []
+    used = np.zeros(n, bool)
+    total = np.zeros(dists.shape[1])
+    for _ in range(k):
+        cand = total[None] + dists
+        s = cand.sum(1, keepdims=True)
+        p = np.divide(cand, s, out=np.zeros_like(cand), where=s > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+        h[used] = -np.inf
+        j = int(n - 1 - np.argmax(h[::-1]))  # ties -> later index
+        chosen.append(j)
+        used[j] = True
+        total += dists[j]
+    return chosen
+
+
+def hash_fraction(key: str, salt: str = "seghz") -> float:
+    """Stable pseudo-random number in [0, 1) from a string (for reproducible hold-out splits)."""
+    return int(hashlib.sha1(f"{salt}:{key}".encode()).hexdigest()[:8], 16) / 2**32

@@ -1,0 +1,73 @@
+"""Evaluating a workspace checkpoint on a split of the workspace, cached by (checkpoint, split, TTA, data version)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from seghz.classes import index_crosswalk
+from seghz.data.io import read_image
+from seghz.errors import SegHZError
+from seghz.infer.engine import Predictor
+from seghz.metrics import class_frequencies, confusion_matrix, scores
+from seghz.store import Workspace
+
+
+def label_for_checkpoint(label: np.ndarray, label_scheme: str, ck_scheme: str) -> np.ndarray:
+    """Crosswalk a class-index label into the checkpoint's scheme (raises SchemeMismatchError when impossible)."""
+    return label if label_scheme == ck_scheme else index_crosswalk(label_scheme, ck_scheme)[label]
+
+
+def evaluate_split(
+    ws: Workspace,
+    checkpoint_id: str,
+    split: str,
+    tta: str = "none",
+    predictor: Predictor | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    use_cache: bool = True,
+) -> dict:
+    """Scores of a checkpoint over the labelled scenes of a split, using the effective (corrected) labels.
+
+    The result holds the study's metrics (see :func:`seghz.metrics.scores`) plus per-scene confusion
+    matrices (``per_scene``) and label/prediction class frequencies (``freq_label``/``freq_pred``).
+    """
+    dv = ws.data_version(split)
+    if use_cache:
+        hit = ws.find_evaluation(checkpoint_id, split, tta != "none", dv)
+        if hit is not None and hit.result.get("tta") == tta:
+            return hit.result
+    ck = ws.get_checkpoint(checkpoint_id)
+    if predictor is None:
+        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck))
+    scenes = [s for s in ws.list_scenes(split) if s.label_path]
+    if not scenes:
+        raise SegHZError(f"split '{split}' of workspace {ws.root} has no labelled scenes to evaluate")
+    names = None
+    from seghz.models.checkpoint import read_metadata
+
+    meta = read_metadata(ws.checkpoint_path(ck))
+    names = meta["scheme"]["names"]
+    nc = len(names)
+    total = np.zeros((nc, nc), np.int64)
+    per_scene = {}
+    for i, s in enumerate(scenes):
+        img = read_image(ws.scene_path(s, "image"))
+        lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, meta["scheme"]["name"])
+        sub = None
+        if progress:
+            sub = lambda f, m, i=i: progress((i + f) / len(scenes), f"{s.name}: {m}")  # noqa: E731
+        pred, _ = predictor.predict(img, tta, progress=sub)
+        cm = confusion_matrix(pred, lbl, nc)
+        per_scene[s.id] = cm.tolist()
+        total += cm
+    res = scores(total, names)
+    res.update(
+        checkpoint_id=checkpoint_id, split=split, tta=tta, data_version=dv, scenes=len(scenes), per_scene=per_scene,
+        freq_label=(total.sum(1) / max(total.sum(), 1)).tolist(), freq_pred=(total.sum(0) / max(total.sum(), 1)).tolist(),
+    )
+    ws.add_evaluation(checkpoint_id, split, tta != "none", dv, res)
+    return res
+
+
+__all__ = ["evaluate_split", "label_for_checkpoint", "class_frequencies"]

@@ -1,0 +1,95 @@
+"""Predicting an analyst's region of a workspace scene, with class areas in km² (or pixels)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from seghz.data.io import read_image
+from seghz.errors import RegionError
+from seghz.infer.engine import Predictor
+from seghz.store import Scene, Workspace
+
+MAX_REGION_PIXELS = 2048 * 2048
+
+
+@dataclass
+class RegionResult:
+    """A region prediction: window (row, col, h, w) in scene pixels, class mask, confidence, label crop."""
+
+    scene_id: str
+    window: tuple[int, int, int, int]
+    pred: np.ndarray
+    confidence: np.ndarray
+    label: np.ndarray | None
+    pixel_area_m2: float | None
+    tta: str
+
+
+def pixel_area_m2(scene: Scene, row: float, col: float) -> float | None:
+    """Ground area of one pixel near (row, col) in m², or None for pixel-space scenes."""
+    if scene.crs is None or scene.transform is None:
+        return None
+    from rasterio.warp import transform as warp
+
+    a, b, c, d, e, f = scene.transform
+    pts = [(col, row), (col + 1, row), (col, row + 1)]
+    xs = [a * x + b * y + c for x, y in pts]
+    ys = [d * x + e * y + f for x, y in pts]
+    lon, lat = warp(scene.crs, "EPSG:4326", xs, ys)
+    r = 6371008.8
+    k = math.cos(math.radians(lat[0]))
+    vx = (math.radians(lon[1] - lon[0]) * r * k, math.radians(lat[1] - lat[0]) * r)
+    vy = (math.radians(lon[2] - lon[0]) * r * k, math.radians(lat[2] - lat[0]) * r)
+    return abs(vx[0] * vy[1] - vx[1] * vy[0])
+
+
+def check_window(scene: Scene, window: tuple[int, int, int, int], max_pixels: int = MAX_REGION_PIXELS) -> tuple[int, int, int, int]:
+    """Clip a window to the scene; raise RegionError when it is empty or larger than the cap."""
+    r, c, h, w = (int(v) for v in window)
+    r0, c0 = max(0, r), max(0, c)
+    r1, c1 = min(scene.height, r + h), min(scene.width, c + w)
+    if r1 <= r0 or c1 <= c0:
+        raise RegionError(f"the region lies outside scene '{scene.name}' ({scene.width}x{scene.height} px)")
+    if (r1 - r0) * (c1 - c0) > max_pixels:
+        raise RegionError(
+            f"the region is {(c1 - c0)}x{(r1 - r0)} px = {(r1 - r0) * (c1 - c0) / 1e6:.1f} Mpx, over the cap of "
+            f"{max_pixels / 1e6:.1f} Mpx; draw a smaller region or run the whole scene with `python -m seghz predict`"
+        )
+    return r0, c0, r1 - r0, c1 - c0
+
+
+def predict_region(
+    ws: Workspace,
+    scene: Scene,
+    window: tuple[int, int, int, int],
+    predictor: Predictor,
+    tta: str = "none",
+    progress: Callable[[float, str], None] | None = None,
+    max_pixels: int = MAX_REGION_PIXELS,
+) -> RegionResult:
+    """Run the model on a window of a scene (read window-wise from GeoTIFFs)."""
+    win = check_window(scene, window, max_pixels)
+    img = read_image(ws.scene_path(scene, "image"), window=win)
+    pred, conf = predictor.predict(img, tta, progress=progress)
+    label = None
+    if scene.label_path:
+        r, c, h, w = win
+        label = ws.effective_label(scene.id)[r : r + h, c : c + w]
+    return RegionResult(scene.id, win, pred, conf, label, pixel_area_m2(scene, win[0] + win[2] / 2, win[1] + win[3] / 2), tta)
+
+
+def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:
+    """Per-class pixel counts, share (%) and area (km², when georeferenced) of a class mask."""
+    valid = mask[mask != 255]
+    counts = np.bincount(valid.ravel(), minlength=len(names))[: len(names)]
+    total = max(int(counts.sum()), 1)
+    rows = []
+    for i, n in enumerate(names):
+        row = {"class": n, "pixels": int(counts[i]), "percent": 100.0 * counts[i] / total}
+        if pixel_area is not None:
+            row["km2"] = counts[i] * pixel_area / 1e6
+        rows.append(row)
+    return rows

@@ -1,0 +1,96 @@
+"""The one SegHZ checkpoint format: safetensors weights + JSON metadata in the safetensors header.
+
+Loading never unpickles anything (safetensors holds raw tensors only), so a crafted file cannot run
+code. The metadata carries what is needed to use the model: architecture, encoder, class scheme
+(names, file ids, colours), normalisation, tile size, training recipe, validation metrics, parent
+checkpoint, creation date and the command that made it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from seghz.errors import CheckpointError
+
+FORMAT = "seghz-checkpoint/1"
+REQUIRED = ("arch", "encoder", "scheme", "num_classes")
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Atomically write ``model``'s weights and ``meta`` to ``path`` (.safetensors)."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint metadata lacks {missing}")
+    meta = dict(meta)
+    meta.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta["format"] = FORMAT
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"seghz": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the metadata of a checkpoint. Raises CheckpointError naming the file when it is not one."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file does not exist")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get("seghz")
+    except Exception as e:  # safetensors raises its own error types for foreign files
+        raise CheckpointError(f"{p}: not a SegHZ checkpoint (not a safetensors file: {e})") from None
+    if raw is None:
+        raise CheckpointError(f"{p}: safetensors file without SegHZ metadata; not a SegHZ checkpoint")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: SegHZ metadata is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED):
+        raise CheckpointError(f"{p}: unsupported checkpoint metadata (format {meta.get('format')!r})")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model named in the metadata and load its weights. Returns (model in eval mode, metadata)."""
+    from safetensors.torch import load_file
+
+    from seghz.models.registry import build_model
+
+    meta = read_metadata(path)
+    try:
+        model = build_model(meta["arch"], meta["encoder"], int(meta["num_classes"]), encoder_weights=None)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot build {meta['arch']}/{meta['encoder']} named in its metadata ({e})") from None
+    state = load_file(str(path), device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({str(e)[:300]})") from None
+    return model.to(device).eval(), meta
+
+
+def scheme_meta(scheme) -> dict[str, Any]:
+    """The scheme block stored in checkpoint metadata."""
+    return scheme.to_json()

@@ -1,0 +1,1 @@
+"""Training: losses, sample batching and the trainer."""

@@ -1,0 +1,64 @@
+"""Shared helpers for the core-module tests (classes, io, metrics, infer, splits, losses, checkpoint, demo).
+
+Import as ``from helpers_core import ...`` (pytest puts ``tests/`` on ``sys.path``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+HZ_DIR = SHARED_DATA / "hangzhou_airport"
+GID_DIR = SHARED_DATA / "gid15"
+
+
+def need_shared(path: Path) -> Path:
+    """Skip the calling test unless ``path`` (inside ../shared/data) exists."""
+    if not path.exists():
+        pytest.skip(f"real sample data not available: {path} is absent (../shared/data is not part of a fresh clone)")
+    return path
+
+
+def read_palette_csv(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
+    """Rows ``name,R,G,B`` of a study palette CSV, in file order (file id = row number + 1)."""
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if not row or not row[0].strip():
+                continue
+            rows.append((row[0].strip(), (int(row[1]), int(row[2]), int(row[3]))))
+    return rows
+
+
+def encode(arr: np.ndarray, fmt: str) -> bytes:
+    """Encode an array with Pillow into the bytes of a PNG / JPEG file."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def files_in(folder: Path) -> list[str]:
+    """Names of all entries of a folder (hidden ones included), sorted."""
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+@pytest.fixture(scope="module", autouse=False)
+def torch_one_thread():
+    """Run torch on one thread for the module, then restore the old setting.
+
+    The test machine has 2 cores shared with training jobs; torch's 2-thread pool spin-waits under that
+    contention and makes tiny convolutions ~100x slower.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

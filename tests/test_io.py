@@ -1,0 +1,338 @@
+"""Tests of seghz.data.io (the raster reader/writer) and seghz.data.folders.load_folder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers_core import HZ_DIR, encode, files_in, need_shared
+from seghz.classes import get_scheme
+from seghz.data import io as sio
+from seghz.data.folders import load_folder
+from seghz.errors import BadInputError
+
+HZ7 = get_scheme("hz7")
+HZ20 = get_scheme("hz20")
+
+
+def _rand_rgb(h=40, w=56, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _write_geotiff(path, arr_bhw, dtype, georef=True):
+    import rasterio
+    from rasterio.transform import Affine
+
+    kw = dict(crs="EPSG:3857", transform=Affine(0.5, 0.0, 13_500_000.0, 0.0, -0.5, 3_600_000.0)) if georef else {}
+    b, h, w = arr_bhw.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=b, dtype=dtype, **kw) as ds:
+        ds.write(arr_bhw)
+
+
+# ---------------------------------------------------------------- corrupt / unsuitable files
+
+
+@pytest.mark.parametrize("fmt,ext", [("PNG", "png"), ("JPEG", "jpg")])
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_truncated_image_raises_naming_file(tmp_path, fmt, ext, keep):
+    data = encode(_rand_rgb(), fmt)
+    assert sio.read_image(_put(tmp_path / f"ok.{ext}", data)).shape == (40, 56, 3)
+    p = _put(tmp_path / f"cut_{int(keep * 100)}.{ext}", data[: int(len(data) * keep)])
+    with pytest.raises(BadInputError) as ei:
+        sio.read_image(p)
+    assert p.name in str(ei.value)
+    assert ei.value.source == str(p)
+
+
+def _put(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9, 0.99])
+def test_truncated_geotiff_raises_naming_file(tmp_path, keep):
+    t = tmp_path / "full.tif"
+    _write_geotiff(t, _rand_rgb(60, 70).transpose(2, 0, 1), "uint8")
+    data = t.read_bytes()
+    p = _put(tmp_path / "cut.tif", data[: int(len(data) * keep)])
+    with pytest.raises(BadInputError) as ei:
+        sio.read_image(p)
+    assert "cut.tif" in str(ei.value)
+
+
+def test_truncated_label_raises_naming_file(tmp_path):
+    data = encode(HZ7.colorize(np.random.default_rng(1).integers(0, 7, (64, 64)).astype(np.uint8)), "PNG")
+    p = _put(tmp_path / "lbl.png", data[: len(data) // 2])
+    with pytest.raises(BadInputError, match="lbl.png"):
+        sio.read_label(p, HZ7)
+
+
+def test_zero_byte_files_raise(tmp_path):
+    for name in ("empty.png", "empty.jpg", "empty.tif"):
+        p = _put(tmp_path / name, b"")
+        with pytest.raises(BadInputError, match="0 bytes") as ei:
+            sio.read_image(p)
+        assert name in str(ei.value)
+        with pytest.raises(BadInputError, match=name):
+            sio.read_label(p, HZ7)
+
+
+def test_missing_and_garbage_files_raise(tmp_path):
+    with pytest.raises(BadInputError, match="does not exist"):
+        sio.read_image(tmp_path / "nope.png")
+    p = _put(tmp_path / "garbage.tif", b"this is not a tiff at all" * 10)
+    with pytest.raises(BadInputError, match="garbage.tif"):
+        sio.read_image(p)
+    q = _put(tmp_path / "garbage.png", b"\x89PNG but not really" * 10)
+    with pytest.raises(BadInputError, match="garbage.png"):
+        sio.read_image(q)
+    with pytest.raises(BadInputError, match="garbage.png"):
+        sio.raster_info(q)
+
+
+def test_single_band_image_raises(tmp_path):
+    p = tmp_path / "gray.png"
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(p)
+    with pytest.raises(BadInputError, match="1 band") as ei:
+        sio.read_image(p)
+    assert "gray.png" in str(ei.value)
+    t = tmp_path / "gray.tif"
+    _write_geotiff(t, np.zeros((1, 8, 9), np.uint8), "uint8")
+    with pytest.raises(BadInputError, match="1 band"):
+        sio.read_image(t)
+
+
+def test_two_band_tiff_raises(tmp_path):
+    t = tmp_path / "two.tif"
+    _write_geotiff(t, np.zeros((2, 8, 9), np.uint8), "uint8")
+    with pytest.raises(BadInputError, match="2 bands"):
+        sio.read_image(t)
+
+
+def test_rgba_png_drops_alpha(tmp_path):
+    rgb = _rand_rgb(12, 15)
+    alpha = np.random.default_rng(5).integers(0, 256, (12, 15, 1), dtype=np.uint8)
+    p = tmp_path / "rgba.png"
+    Image.fromarray(np.concatenate([rgb, alpha], 2), "RGBA").save(p)
+    out = sio.read_image(p)
+    assert out.shape == (12, 15, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, rgb)
+
+
+def test_rgba_tiff_drops_alpha(tmp_path):
+    rgb = _rand_rgb(10, 11)
+    t = tmp_path / "rgba.tif"
+    _write_geotiff(t, np.concatenate([rgb, np.full((10, 11, 1), 255, np.uint8)], 2).transpose(2, 0, 1), "uint8")
+    assert np.array_equal(sio.read_image(t), rgb)
+
+
+def test_16bit_tiff_is_stretched_to_uint8(tmp_path):
+    # a ramp 1000..4000 in every band: a plain cast to uint8 would wrap around
+    h, w = 50, 60
+    ramp = np.linspace(1000, 4000, h * w).reshape(h, w)
+    arr = np.stack([ramp, ramp, ramp]).round().astype(np.uint16)
+    t = tmp_path / "u16.tif"
+    _write_geotiff(t, arr, "uint16")
+    out = sio.read_image(t)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    # stretched: full range used, order preserved
+    assert out.min() == 0 and out.max() == 255
+    flat_in, flat_out = arr[0].ravel(), out[..., 0].ravel()
+    order = np.argsort(flat_in, kind="stable")
+    assert (np.diff(flat_out[order].astype(int)) >= 0).all()
+    # 2-98 % stretch of a uniform ramp: 2500 (the middle) lands at mid-grey (~128, by hand)
+    mid = np.argmin(np.abs(flat_in.astype(int) - 2500))
+    assert abs(int(flat_out[mid]) - 128) <= 2
+    # 10 % up the ramp: (1300 - 1060) / (3940 - 1060) * 255 = 21.25
+    q = np.argmin(np.abs(flat_in.astype(int) - 1300))
+    assert abs(int(flat_out[q]) - 21) <= 2
+
+
+def test_uint8_rgb_png_and_jpeg_read(tmp_path):
+    rgb = _rand_rgb(20, 30)
+    p = _put(tmp_path / "a.png", encode(rgb, "PNG"))
+    assert np.array_equal(sio.read_image(p), rgb)
+    smooth = np.repeat(np.linspace(0, 255, 30)[None, :, None], 20, 0).repeat(3, 2).astype(np.uint8)
+    j = _put(tmp_path / "a.jpeg", encode(smooth, "JPEG"))
+    out = sio.read_image(j)
+    assert out.shape == (20, 30, 3) and np.abs(out.astype(int) - smooth).max() < 12
+
+
+# ---------------------------------------------------------------- GeoTIFF windows and info
+
+
+def test_geotiff_window_equals_slice_of_full_read(tmp_path):
+    rgb = _rand_rgb(70, 90, seed=3)
+    t = tmp_path / "geo.tif"
+    _write_geotiff(t, rgb.transpose(2, 0, 1), "uint8")
+    full = sio.read_image(t)
+    assert np.array_equal(full, rgb)
+    for r, c, h, w in [(5, 17, 23, 41), (0, 0, 70, 90), (69, 89, 1, 1), (10, 60, 40, 30)]:
+        win = sio.read_image(t, window=(r, c, h, w))
+        assert win.shape == (h, w, 3)
+        assert np.array_equal(win, full[r : r + h, c : c + w])
+    info = sio.raster_info(t)
+    assert (info.width, info.height, info.count, info.dtype) == (90, 70, 3, "uint8")
+    assert info.georeferenced and "3857" in info.crs
+    assert info.transform[:3] == (0.5, 0.0, 13_500_000.0)
+
+
+def test_label_window_geotiff(tmp_path):
+    ids = np.random.default_rng(2).integers(0, 21, (30, 40)).astype(np.uint8)
+    t = tmp_path / "lbl.tif"
+    _write_geotiff(t, ids[None], "uint8")
+    full = sio.read_label(t, HZ20)
+    assert np.array_equal(full, HZ20.ids_to_index(ids))
+    assert np.array_equal(sio.read_label(t, HZ20, window=(3, 7, 11, 13)), full[3:14, 7:20])
+
+
+def test_png_info_is_not_georeferenced(tmp_path):
+    p = _put(tmp_path / "a.png", encode(_rand_rgb(9, 13), "PNG"))
+    info = sio.raster_info(p)
+    assert (info.width, info.height, info.count) == (13, 9, 3)
+    assert not info.georeferenced
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_read_label_rgb_palette_and_id_masks(tmp_path):
+    idx = np.random.default_rng(4).integers(0, 7, (16, 16)).astype(np.uint8)
+    idx[0, :3] = 255
+    p = _put(tmp_path / "rgb.png", encode(HZ7.colorize(idx), "PNG"))
+    assert np.array_equal(sio.read_label(p, HZ7), idx)
+    ids = HZ7.index_to_ids(idx)  # 0 for ignore
+    q = _put(tmp_path / "ids.png", encode(ids, "PNG"))
+    assert np.array_equal(sio.read_label(q, HZ7), idx)
+
+
+@pytest.mark.realdata
+def test_read_real_hz20_rgb_label():
+    p = need_shared(HZ_DIR / "A_label.png")
+    lbl = sio.read_label(p, HZ20)
+    assert lbl.shape == (800, 1000)
+    present = set(np.unique(lbl).tolist()) - {255}
+    assert len(present) == 12  # the data README: 12 of the 20 classes are present
+    assert max(present) < 20
+    # independent decode: match each pixel colour against the palette with plain numpy comparisons
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(p).convert("RGB"))
+    for idx in present:
+        col = np.array(HZ20.colors[idx], np.uint8)
+        assert np.array_equal(lbl == idx, (rgb == col).all(2)), HZ20.names[idx]
+
+
+def test_read_label_unknown_colour_names_file(tmp_path):
+    rgb = HZ7.colorize(np.zeros((6, 6), np.uint8))
+    rgb[4, 1] = (9, 9, 9)
+    p = _put(tmp_path / "bad_colour.png", encode(rgb, "PNG"))
+    with pytest.raises(BadInputError, match="bad_colour.png") as ei:
+        sio.read_label(p, HZ7)
+    assert "1 pixel(s)" in str(ei.value) and "row 4, col 1" in str(ei.value)
+
+
+def test_read_pair_size_mismatch(tmp_path):
+    img = _put(tmp_path / "a.png", encode(_rand_rgb(20, 30), "PNG"))
+    lbl = _put(tmp_path / "a_lbl.png", encode(np.ones((20, 31), np.uint8), "PNG"))
+    with pytest.raises(BadInputError) as ei:
+        sio.read_pair(img, lbl, HZ7)
+    msg = str(ei.value)
+    assert "a_lbl.png" in msg and "31x20" in msg and "30x20" in msg
+    ok = _put(tmp_path / "b_lbl.png", encode(np.ones((20, 30), np.uint8), "PNG"))
+    im, lb = sio.read_pair(img, ok, HZ7)
+    assert im.shape == (20, 30, 3) and lb.shape == (20, 30) and (lb == 0).all()
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_list_pairs_errors(tmp_path):
+    di, dl = tmp_path / "images", tmp_path / "labels"
+    di.mkdir()
+    dl.mkdir()
+    with pytest.raises(BadInputError, match="no images") as ei:
+        sio.list_pairs(di, dl)
+    assert "images" in str(ei.value)
+    (di / "notes.txt").write_text("not an image")
+    with pytest.raises(BadInputError, match="no images"):
+        sio.list_pairs(di, dl)
+    for stem in ("t1", "t2", "t3"):
+        _put(di / f"{stem}.png", encode(_rand_rgb(4, 4), "PNG"))
+    with pytest.raises(BadInputError, match="no label"):
+        sio.list_pairs(di, dl)
+    _put(dl / "t1.png", encode(np.ones((4, 4), np.uint8), "PNG"))
+    _put(dl / "t3.tif", encode(np.ones((4, 4), np.uint8), "PNG"))
+    with pytest.raises(BadInputError) as ei:
+        sio.list_pairs(di, dl)
+    assert "1 image(s)" in str(ei.value) and "'t2'" in str(ei.value)
+    _put(dl / "t2.png", encode(np.ones((4, 4), np.uint8), "PNG"))
+    pairs = sio.list_pairs(di, dl)
+    assert [(a.name, b.name) for a, b in pairs] == [("t1.png", "t1.png"), ("t2.png", "t2.png"), ("t3.png", "t3.tif")]
+    with pytest.raises(BadInputError, match="does not exist"):
+        sio.list_pairs(tmp_path / "missing", dl)
+
+
+def test_load_folder_crosswalks_to_target(tmp_path):
+    di, dl = tmp_path / "img", tmp_path / "lbl"
+    di.mkdir()
+    dl.mkdir()
+    ids = np.array([[0, 1, 2, 3], [5, 6, 7, 8], [9, 15, 19, 20]], np.uint8)
+    for stem in ("b", "a"):
+        _put(di / f"{stem}.png", encode(_rand_rgb(3, 4), "PNG"))
+        _put(dl / f"{stem}.png", encode(ids, "PNG"))
+    seen = []
+    items = load_folder(di, dl, "hz20", "hz7", progress=lambda f, m: seen.append(f))
+    assert [it[0] for it in items] == ["a", "b"]
+    # by hand from the study map: 0->ignore, 1,2,3->Water(0), 5->OpenArea(1), 6,19->Green(2), 7->Forest(3),
+    # 8->Glass(4), 9,15->Buildings(5), 20->Road(6)
+    assert items[0][2].tolist() == [[255, 0, 0, 0], [1, 2, 3, 4], [5, 5, 2, 6]]
+    assert seen[-1] == 1.0 and len(seen) == 2
+    plain = load_folder(di, dl, "hz20")
+    assert np.array_equal(plain[0][2], HZ20.ids_to_index(ids))
+
+
+# ---------------------------------------------------------------- writers
+
+
+@pytest.mark.parametrize("with_scheme", [False, True])
+def test_write_then_read_index_mask_round_trip(tmp_path, with_scheme):
+    mask = np.random.default_rng(7).integers(0, 7, (33, 47)).astype(np.uint8)
+    mask[::5, ::3] = 255
+    p = tmp_path / "sub" / "mask.png"
+    sio.write_index_mask(p, mask, HZ7 if with_scheme else None)
+    back = sio.read_index_mask(p)
+    assert back.dtype == np.uint8 and np.array_equal(back, mask)
+    assert files_in(p.parent) == ["mask.png"]
+    if with_scheme:  # a palette PNG shows the scheme colours in any viewer
+        with Image.open(p) as im:
+            assert im.mode == "P"
+            assert np.array_equal(np.asarray(im.convert("RGB")), HZ7.colorize(mask))
+
+
+def test_read_index_mask_rejects_rgb_and_missing(tmp_path):
+    p = _put(tmp_path / "rgb.png", encode(_rand_rgb(4, 4), "PNG"))
+    with pytest.raises(BadInputError, match="single-band"):
+        sio.read_index_mask(p)
+    with pytest.raises(BadInputError, match="nothere.png"):
+        sio.read_index_mask(tmp_path / "nothere.png")
+
+
+def test_atomic_write_bytes_leaves_no_temp_files(tmp_path):
+    p = tmp_path / "d" / "file.bin"
+    sio.atomic_write_bytes(p, b"first")
+    sio.atomic_write_bytes(p, b"second version")
+    assert p.read_bytes() == b"second version"
+    assert files_in(p.parent) == ["file.bin"]
+    # a failing write (str is not bytes) keeps the old content and cleans its temp file up
+    with pytest.raises(TypeError):
+        sio.atomic_write_bytes(p, "not bytes")  # type: ignore[arg-type]
+    assert p.read_bytes() == b"second version"
+    assert files_in(p.parent) == ["file.bin"]
+
+
+def test_write_rgb_round_trip(tmp_path):
+    rgb = _rand_rgb(9, 11)
+    sio.write_rgb(tmp_path / "x.png", rgb)
+    assert np.array_equal(sio.read_image(tmp_path / "x.png"), rgb)
+    assert files_in(tmp_path) == ["x.png"]

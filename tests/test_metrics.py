@@ -1,0 +1,133 @@
+"""Tests of seghz.metrics: confusion matrix and the study's scores."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seghz.metrics import class_frequencies, confusion_matrix, scores
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    c=st.integers(1, 6),
+    n=st.integers(0, 60),
+    seed=st.integers(0, 2**32 - 1),
+    ignore_share=st.floats(0, 1),
+)
+def test_confusion_matrix_matches_brute_force(c, n, seed, ignore_share):
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, c, n).astype(np.uint8)
+    pred = rng.integers(0, c, n).astype(np.uint8)
+    ign = rng.random(n) < ignore_share
+    gt[ign] = 255
+    # predictions under ignore pixels may be anything, even out of range: they are skipped
+    pred[ign] = rng.integers(0, 256, int(ign.sum()))
+    shape = (1, n) if n % 2 else (n // 2 if n else 0, 2)
+    cm = confusion_matrix(pred.reshape(shape), gt.reshape(shape), c)
+    expected = [[0] * c for _ in range(c)]
+    for g, p in zip(gt.tolist(), pred.tolist()):
+        if g == 255:
+            continue
+        expected[g][p] += 1
+    assert cm.shape == (c, c)
+    assert cm.tolist() == expected
+    assert cm.sum() == int((~ign).sum())
+
+
+def test_confusion_rows_are_ground_truth():
+    cm = confusion_matrix(np.array([1, 1, 1]), np.array([0, 0, 2]), 3)
+    assert cm.tolist() == [[0, 2, 0], [0, 0, 0], [0, 1, 0]]
+
+
+def test_scores_by_hand_three_classes():
+    gt = np.array([0, 0, 1, 1, 2, 255])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(pred, gt, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    s = scores(cm, ["a", "b", "c"])
+    # by hand: tp = (1, 2, 0), gt sums (2, 2, 1), pred sums (2, 3, 0), unions (3, 3, 1)
+    pc = s["per_class"]
+    assert pc["a"]["iou"] == pytest.approx(1 / 3)
+    assert pc["b"]["iou"] == pytest.approx(2 / 3)
+    assert pc["c"]["iou"] == pytest.approx(0.0)
+    assert pc["a"]["acc"] == pytest.approx(0.5)
+    assert pc["b"]["acc"] == pytest.approx(1.0)
+    assert pc["c"]["acc"] == pytest.approx(0.0)
+    assert pc["a"]["precision"] == pytest.approx(0.5)
+    assert pc["b"]["precision"] == pytest.approx(2 / 3)
+    assert pc["c"]["precision"] is None  # never predicted
+    assert pc["a"]["f1"] == pytest.approx(0.5)
+    assert pc["b"]["f1"] == pytest.approx(0.8)
+    assert [pc[k]["support"] for k in "abc"] == [2, 2, 1]
+    assert [pc[k]["predicted"] for k in "abc"] == [2, 3, 0]
+    assert s["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert s["macc"] == pytest.approx(0.5)
+    assert s["oa"] == pytest.approx(3 / 5)
+    # fwIoU = sum(freq * IoU) with gt frequencies 2/5, 2/5, 1/5
+    assert s["fwiou"] == pytest.approx(2 / 5 * 1 / 3 + 2 / 5 * 2 / 3 + 1 / 5 * 0)
+    assert s["present"] == ["a", "b", "c"]
+    assert s["confusion"] == cm.tolist()
+    assert s["classes"] == ["a", "b", "c"]
+    json.dumps(s, allow_nan=False)
+
+
+def test_miou_averages_over_present_classes_only():
+    # 4 classes; class 3 appears in neither labels nor predictions; class 2 only in predictions
+    gt = np.array([0, 0, 0, 1, 1, 1])
+    pred = np.array([0, 0, 2, 1, 1, 0])
+    s = scores(confusion_matrix(pred, gt, 4))
+    iou0 = 2 / 4  # tp 2, gt 3, pred 3 -> union 4
+    iou1 = 2 / 3  # tp 2, gt 3, pred 2 -> union 3
+    iou2 = 0.0  # false positive only: present, IoU 0
+    assert s["per_class"]["3"]["iou"] is None
+    assert s["per_class"]["2"]["iou"] == pytest.approx(0.0)
+    assert s["miou"] == pytest.approx((iou0 + iou1 + iou2) / 3)
+    assert s["present"] == ["0", "1", "2"]
+    # macc: over classes with ground truth only
+    assert s["macc"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert s["oa"] == pytest.approx(4 / 6)
+    assert s["fwiou"] == pytest.approx(0.5 * iou0 + 0.5 * iou1)
+
+
+def test_perfect_prediction_scores_one():
+    gt = np.random.default_rng(0).integers(0, 5, (9, 9))
+    s = scores(confusion_matrix(gt, gt, 5))
+    assert s["miou"] == pytest.approx(1.0) and s["fwiou"] == pytest.approx(1.0) and s["oa"] == 1.0
+
+
+def test_empty_confusion_gives_none():
+    s = scores(np.zeros((3, 3), np.int64))
+    assert s["miou"] is None and s["oa"] is None and s["fwiou"] is None and s["macc"] is None
+    assert s["present"] == []
+    json.dumps(s, allow_nan=False)  # no NaN leaks into the JSON-ready dict
+    assert all(v["iou"] is None for v in s["per_class"].values())
+
+
+def test_prediction_out_of_range_raises():
+    with pytest.raises(ValueError, match=r"prediction holds class indices outside 0..2 \(0..3\)"):
+        confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+
+
+def test_label_out_of_range_raises():
+    with pytest.raises(ValueError, match="label holds class index 7"):
+        confusion_matrix(np.array([0, 0]), np.array([7, 1]), 3)
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="pixels"):
+        confusion_matrix(np.zeros(4), np.zeros(5), 2)
+
+
+def test_class_frequencies():
+    m = np.array([[0, 0, 1], [255, 2, 2], [2, 255, 255]], np.uint8)
+    assert class_frequencies(m, 4).tolist() == pytest.approx([2 / 6, 1 / 6, 3 / 6, 0.0])
+    assert class_frequencies(np.full((2, 2), 255, np.uint8), 3).tolist() == [0, 0, 0]
+
+
+def test_negative_prediction_raises():
+    with pytest.raises(ValueError):
+        confusion_matrix(np.array([-1, 0]), np.array([1, 0]), 3)
