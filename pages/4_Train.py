@@ -1,0 +1,201 @@
+"""Train: launch a training job in the background, watch it, compare and promote its checkpoint.
+
+Jobs run in their own processes (seghz.jobs); all state is in the workspace index, so closing the tab or
+rerunning the page loses nothing. The job list refreshes itself every 2 s only while a job is active.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import streamlit as st
+
+from seghz import report
+from seghz.classes import scheme_names
+from seghz.jobs.runner import cancel_job, refresh_job_states, submit_job, tail_log
+from seghz.store import NotFoundError
+from ui.common import page_header
+
+ARCHS = ["Unet"]
+ENCODERS = ["tu-efficientnet_lite0"]
+WEIGHTS = ["lite0-imagenet", "none"]
+JOB_LIST_LIMIT = 50
+
+ws = page_header("Train", "Fine-tune the active model on the corrected labels of the train split, or train a new one.")
+ss = st.session_state
+refresh_job_states(ws)
+active = ws.active_checkpoint()
+train_scenes = [s for s in ws.list_scenes("train") if s.label_path]
+val_scenes = [s for s in ws.list_scenes("val") if s.label_path]
+
+
+def validate(cfg: dict, fine_tune: bool) -> list[str]:
+    """Plain-language problems with a training request (empty when it can be launched)."""
+    errors = []
+    if fine_tune and active is None:
+        errors.append("There is no active checkpoint to fine-tune; choose “from scratch”.")
+    if not train_scenes:
+        errors.append("The train split has no labelled scenes: there is nothing to train on.")
+    if cfg["crop_size"] < 32 or cfg["crop_size"] % 32:
+        errors.append(f"Crop size must be a multiple of 32 and at least 32 (got {cfg['crop_size']}); "
+                      f"e.g. {max(32, round(cfg['crop_size'] / 32) * 32)}.")
+    elif train_scenes and cfg["crop_size"] > min(min(s.width, s.height) for s in train_scenes):
+        small = min(train_scenes, key=lambda s: min(s.width, s.height))
+        errors.append(f"Crop size {cfg['crop_size']} is larger than the smallest training scene "
+                      f"('{small.name}', {small.width}×{small.height} px).")
+    if cfg["epochs"] < 1:
+        errors.append("Epochs must be at least 1.")
+    if cfg["batch_size"] < 1:
+        errors.append("Batch size must be at least 1.")
+    if cfg["batch_size"] == 1 and cfg["crop_size"] <= 32:
+        errors.append("Batch size 1 with a 32 px crop cannot train (batch normalisation needs more than one value).")
+    if not (0 < cfg["lr"] < 1):
+        errors.append(f"Learning rate must be between 0 and 1 (got {cfg['lr']}).")
+    if cfg.get("steps_per_epoch") is not None and cfg["steps_per_epoch"] < 1:
+        errors.append("Steps per epoch must be at least 1 (or 0 for automatic).")
+    if not errors:
+        from seghz.train.trainer import TrainConfig
+
+        try:
+            TrainConfig(**{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}).validate()
+        except (ValueError, KeyError, TypeError) as e:
+            errors.append(str(e))
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------ launch form
+st.subheader("Launch a training run")
+st.caption(f"Training data: {len(train_scenes)} labelled train scene(s); validation: {len(val_scenes)} val scene(s) "
+           "(latest label versions).")
+modes = ["finetune", "scratch"] if active is not None else ["scratch"]
+start = st.radio(
+    "Start from", modes, horizontal=True, key="train_start",
+    format_func={"finetune": f"the active checkpoint (fine-tune {active.name})" if active else "",
+                 "scratch": "scratch (new model)"}.get,
+)
+fine_tune = start == "finetune"
+with st.form("train_form"):
+    if fine_tune:
+        st.markdown(f"Fine-tunes **{active.name}** (`{active.id}`, {active.arch}/{active.encoder}, scheme "
+                    f"**{active.scheme}**); architecture and classes come from it.")
+        scheme = active.scheme
+    else:
+        f1, f2, f3, f4 = st.columns(4)
+        arch = f1.selectbox("Architecture", ARCHS, key="train_arch")
+        encoder = f2.selectbox("Encoder", ENCODERS, key="train_encoder")
+        weights = f3.selectbox("Encoder weights", WEIGHTS, key="train_weights",
+                               help="lite0-imagenet: ImageNet-pretrained EfficientNet-Lite0 (shipped, offline); none: random.")
+        common = Counter(s.scheme for s in train_scenes).most_common(1)
+        names = scheme_names()
+        default_scheme = common[0][0] if common and common[0][0] in names else ("hz7" if "hz7" in names else names[0])
+        scheme = f4.selectbox("Class scheme", names, index=names.index(default_scheme), key="train_scheme")
+    g1, g2, g3, g4, g5 = st.columns(5)
+    epochs = g1.number_input("Epochs", min_value=0, max_value=1000, value=10 if fine_tune else 30, step=1,
+                             key=f"train_epochs_{start}")
+    batch = g2.number_input("Batch size", min_value=0, max_value=512, value=8, step=1, key="train_batch")
+    crop = g3.number_input("Crop size (px)", min_value=0, max_value=2048, value=224, step=32, key="train_crop",
+                           help="Random training crops; a multiple of 32.")
+    steps = g4.number_input("Steps per epoch", min_value=0, max_value=100000, value=0, step=10, key="train_steps",
+                            help="0 = automatic (about one pass over the training pixels per epoch).")
+    lr = g5.number_input("Learning rate", min_value=0.0, max_value=1.0, value=1e-3 if fine_tune else 2e-3,
+                         step=1e-4, format="%.5f", key=f"train_lr_{start}")
+    run_name = st.text_input("Name of the new checkpoint (optional)", key="train_name")
+    submitted = st.form_submit_button("Launch training", type="primary", key="train_submit")
+
+if submitted:
+    config: dict = {"epochs": int(epochs), "batch_size": int(batch), "crop_size": int(crop), "lr": float(lr),
+                    "steps_per_epoch": int(steps) or None, "scheme": scheme}
+    if fine_tune and active is not None:
+        config["parent_checkpoint_id"] = active.id
+    else:
+        config.update(arch=arch, encoder=encoder, encoder_weights=None if weights == "none" else weights)
+    if run_name.strip():
+        config["name"] = run_name.strip()
+    errors = validate(config, fine_tune)
+    if errors:
+        st.error("Cannot launch this training run:\n\n" + "\n".join(f"- {e}" for e in errors))
+    else:
+        try:
+            jid = submit_job(ws, "train", config)
+        except (ValueError, ImportError, OSError) as e:
+            st.error(f"Could not start the training job: {e}")
+        else:
+            ss["train_job_sel"] = jid
+            st.success(f"Training job `{jid}` submitted. It runs in the background; you may close this tab.")
+
+# ------------------------------------------------------------------------------------------------ jobs
+st.subheader("Training jobs")
+watching = any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT))
+
+
+def show_result(job) -> None:
+    """The finished job's checkpoint next to the active one, with a Promote button."""
+    cid = (job.result or {}).get("checkpoint_id")
+    if not cid:
+        st.info("This job did not produce a checkpoint.")
+        return
+    try:
+        ck = ws.get_checkpoint(cid)
+    except NotFoundError:
+        st.warning(f"Its checkpoint `{cid}` is no longer registered.")
+        return
+    cur = ws.active_checkpoint()
+    st.markdown(f"**Result:** checkpoint **{ck.name}** (`{ck.id}`)")
+    table = report.compare_checkpoints(cur.metrics if cur else None, ck.metrics,
+                                       labels=(f"active ({cur.name})" if cur else "active (none)", f"new ({ck.name})"))
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe(table, hide_index=True,
+                 column_config={table.columns[1]: pct, table.columns[2]: pct,
+                                "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
+    st.caption("Validation scores recorded during each checkpoint's own training; for a like-for-like comparison "
+               "evaluate both on the same split on the Evaluate page.")
+    if cur is not None and cur.id == ck.id:
+        st.success("This checkpoint is the active one.")
+    elif st.button("Promote to active", key=f"train_promote_{ck.id}", type="primary"):
+        ws.set_active_checkpoint(ck.id)
+        st.rerun()
+
+
+@st.fragment(run_every=2 if watching else None)
+def jobs_panel(watching: bool) -> None:
+    refresh_job_states(ws)
+    jobs = [j for j in ws.list_jobs(limit=JOB_LIST_LIMIT) if j.kind == "train"]
+    if watching and not any(j.active for j in jobs) and not any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT)):
+        st.rerun()  # the last active job ended: stop polling and refresh the whole page (sidebar, summary)
+    if not jobs:
+        st.caption("No training jobs yet.")
+        return
+    st.dataframe(report.job_table(jobs), hide_index=True,
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
+    ids = [j.id for j in jobs]
+    if ss.get("train_job_sel") not in ids:
+        ss["train_job_sel"] = ids[0]
+    by_id = {j.id: j for j in jobs}
+    jid = st.selectbox("Job", ids, key="train_job_sel",
+                       format_func=lambda i: f"{i} — {by_id[i].status}")
+    job = by_id[jid]
+    st.progress(min(1.0, max(0.0, job.progress)),
+                text=f"{job.status}: {(job.message or '').splitlines()[0] if job.message else ''}"[:200])
+    if job.active:
+        label = "Cancel requested…" if job.cancel_requested else "Cancel job"
+        if st.button(label, key=f"train_cancel_{jid}", disabled=job.cancel_requested):
+            cancel_job(ws, jid)
+            st.rerun(scope="fragment")
+    elif job.status in ("failed", "died"):
+        st.error(f"The job {job.status}:\n\n```\n{job.message}\n```")
+    elif job.status == "cancelled":
+        st.info(job.message or "Cancelled.")
+    fig = report.training_curves_figure(ws.job_metrics(jid))
+    if fig is not None:
+        st.plotly_chart(fig, key=f"train_curves_{jid}")
+    elif job.active:
+        st.caption("Curves appear after the first epoch.")
+    if job.status == "done":
+        show_result(job)
+    with st.expander("Log (last lines)", expanded=job.active):
+        st.code("\n".join(tail_log(ws, jid, 40)) or "(empty)", language=None)
+    with st.expander("Configuration"):
+        st.code(json.dumps(job.config, indent=1), language="json")
+
+
+jobs_panel(watching)

@@ -1,0 +1,207 @@
+"""Turning brush strokes painted on a canvas into label edits (pure numpy; no Streamlit).
+
+The Labels page shows a *window* of a scene (``(row, col, height, width)`` in scene pixels, at most
+1024×1024) on a drawing canvas that may be displayed smaller than the window (``canvas_scale``). The
+canvas returns what was painted as an RGBA image of the *canvas* size; every pixel with alpha at or
+above ``alpha_threshold`` (default 1, i.e. alpha > 0) counts as painted. :func:`apply_strokes` scales
+that mask back to the window (nearest neighbour) and writes the chosen class index there, on a copy
+of the full scene label.
+
+An edit made on label version N can be carried onto a newer version M (when someone saved first):
+:func:`rebase_edit` re-applies exactly the pixels the analyst changed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from seghz.classes import IGNORE
+
+MAX_WINDOW = 1024
+Window = tuple[int, int, int, int]  # (row, col, height, width) in scene pixels
+
+
+def canvas_scale(
+    window_height: int, window_width: int, max_display: int = 768, min_display: int = 0
+) -> tuple[int, int, float]:
+    """Display size of a window on the canvas: ``(canvas_height, canvas_width, scale)``.
+
+    The longer side is shrunk to at most ``max_display`` canvas pixels; a window whose longer side is
+    below ``min_display`` is enlarged to it (so tiny scenes stay paintable). ``scale`` is canvas pixels
+    per scene pixel.
+
+    Raises:
+        ValueError: For an empty window or a non-positive ``max_display``.
+    """
+    if window_height <= 0 or window_width <= 0:
+        raise ValueError(f"window must have pixels, got {window_height}x{window_width}")
+    if max_display <= 0:
+        raise ValueError(f"max_display must be positive, got {max_display}")
+    longest = max(window_height, window_width)
+    scale = min(1.0, max_display / longest)
+    if min_display and longest < min_display:
+        scale = min(min_display, max_display) / longest
+    return max(1, round(window_height * scale)), max(1, round(window_width * scale)), scale
+
+
+def clamp_window(scene_height: int, scene_width: int, row: int, col: int, size: int = MAX_WINDOW) -> Window:
+    """A window of at most ``size``×``size`` (and at most ``MAX_WINDOW``) starting near ``(row, col)``,
+    shifted back so that it lies inside the scene."""
+    if scene_height <= 0 or scene_width <= 0:
+        raise ValueError(f"scene must have pixels, got {scene_height}x{scene_width}")
+    size = max(1, min(int(size), MAX_WINDOW))
+    h, w = min(size, scene_height), min(size, scene_width)
+    r = min(max(0, int(row)), scene_height - h)
+    c = min(max(0, int(col)), scene_width - w)
+    return r, c, h, w
+
+
+def _check_window(shape: tuple[int, int], window: Window) -> Window:
+    r, c, h, w = (int(v) for v in window)
+    if h <= 0 or w <= 0 or r < 0 or c < 0 or r + h > shape[0] or c + w > shape[1]:
+        raise ValueError(f"window (row={r}, col={c}, h={h}, w={w}) does not lie inside the {shape[1]}x{shape[0]} label")
+    return r, c, h, w
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a 2-D array to ``height``×``width`` (pixel centres are matched)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"resize_nearest needs a 2-D array, got shape {mask.shape}")
+    sh, sw = mask.shape
+    if (sh, sw) == (height, width):
+        return mask.copy()
+    rows = np.minimum(((np.arange(height) + 0.5) * sh / height).astype(np.int64), sh - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * sw / width).astype(np.int64), sw - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def stroke_mask(rgba: np.ndarray | None, height: int, width: int, alpha_threshold: int = 1) -> np.ndarray:
+    """Boolean ``height``×``width`` mask of painted pixels of a canvas RGBA image (scaled to the window).
+
+    Args:
+        rgba: Canvas image H'×W'×4 (uint8, alpha last) of any size, or None (nothing painted).
+        height, width: Window size in scene pixels.
+        alpha_threshold: Minimum alpha counted as painted (1 = any alpha > 0).
+    """
+    if rgba is None:
+        return np.zeros((height, width), bool)
+    a = np.asarray(rgba)
+    if a.ndim != 3 or a.shape[2] != 4:
+        raise ValueError(f"canvas image must be H×W×4 (RGBA), got shape {a.shape}")
+    painted = a[..., 3] >= alpha_threshold
+    return resize_nearest(painted, height, width)
+
+
+def apply_strokes(
+    label: np.ndarray,
+    rgba: np.ndarray | None,
+    class_index: int,
+    window: Window,
+    *,
+    num_classes: int | None = None,
+    alpha_threshold: int = 1,
+) -> np.ndarray:
+    """A copy of the full scene ``label`` with the painted pixels of ``rgba`` set to ``class_index``.
+
+    Args:
+        label: uint8 H×W class-index mask of the whole scene (255 = ignore); not modified.
+        rgba: Canvas image (RGBA, alpha > 0 = painted) covering ``window``; it may be smaller or larger
+            than the window (e.g. a canvas shown at ``canvas_scale``) and is scaled to it.
+        class_index: Class index to paint, or 255 to mark pixels as ignore / unlabelled.
+        window: ``(row, col, height, width)`` of the canvas in scene pixels.
+        num_classes: When given, ``class_index`` must be below it (or 255).
+        alpha_threshold: Minimum alpha counted as painted.
+
+    Returns:
+        The new uint8 label (a copy, even when nothing was painted).
+
+    Raises:
+        ValueError: For a bad class index, a window outside the label or a canvas that is not RGBA.
+    """
+    lbl = np.asarray(label)
+    if lbl.ndim != 2:
+        raise ValueError(f"label must be a 2-D class-index mask, got shape {lbl.shape}")
+    ci = int(class_index)
+    if not (0 <= ci < (num_classes if num_classes is not None else IGNORE) or ci == IGNORE):
+        raise ValueError(f"class index {ci} is not a class of the scheme (0..{(num_classes or IGNORE) - 1}) or 255 (ignore)")
+    r, c, h, w = _check_window(lbl.shape, window)
+    out = lbl.astype(np.uint8, copy=True)
+    painted = stroke_mask(rgba, h, w, alpha_threshold)
+    out[r : r + h, c : c + w][painted] = ci
+    return out
+
+
+def count_painted(rgba: np.ndarray | None, alpha_threshold: int = 1) -> int:
+    """Number of painted canvas pixels (0 for None)."""
+    if rgba is None:
+        return 0
+    a = np.asarray(rgba)
+    if a.ndim != 3 or a.shape[2] != 4:
+        return 0
+    return int(np.count_nonzero(a[..., 3] >= alpha_threshold))
+
+
+def rebase_edit(base: np.ndarray, edited: np.ndarray, latest: np.ndarray) -> tuple[np.ndarray, int]:
+    """Carry an edit made on ``base`` onto ``latest``: the pixels where ``edited`` differs from ``base``
+    take ``edited``'s value, all others keep ``latest``'s.
+
+    Returns:
+        ``(new mask, number of pixels carried over)``.
+    """
+    base, edited, latest = (np.asarray(a) for a in (base, edited, latest))
+    if not (base.shape == edited.shape == latest.shape):
+        raise ValueError(f"masks differ in shape: base {base.shape}, edited {edited.shape}, latest {latest.shape}")
+    changed = edited != base
+    out = latest.astype(np.uint8, copy=True)
+    out[changed] = edited[changed]
+    return out, int(np.count_nonzero(changed))
+
+
+def blend_overlay(image: np.ndarray, colored: np.ndarray, opacity: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """RGB ``image`` with ``colored`` (RGB, same size) blended on top at ``opacity`` (where ``mask`` is True)."""
+    img = np.asarray(image, np.float32)
+    col = np.asarray(colored, np.float32)
+    if img.shape != col.shape:
+        raise ValueError(f"image {img.shape} and overlay {col.shape} differ in shape")
+    a = float(min(1.0, max(0.0, opacity)))
+    out = img * (1 - a) + col * a
+    if mask is not None:
+        out = np.where(np.asarray(mask, bool)[..., None], out, img)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def agreement(pred: np.ndarray, label: np.ndarray) -> float | None:
+    """Share of labelled pixels (label != 255) where ``pred`` equals ``label``; None when none are labelled."""
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
+    keep = label != IGNORE
+    n = int(np.count_nonzero(keep))
+    return None if n == 0 else float(np.count_nonzero(pred[keep] == label[keep]) / n)
+
+
+def window_options(scene_height: int, scene_width: int, sizes=(256, 512, 768, 1024)) -> list[int]:
+    """Window sizes worth offering for a scene: those below its longer side, plus that side capped at 1024."""
+    longest = min(max(scene_height, scene_width), MAX_WINDOW)
+    out = sorted({s for s in sizes if s < longest} | {longest})
+    return out
+
+
+def offset_step(extent: int) -> int:
+    """A slider step for window offsets over ``0..extent``: 1 below 64 px, 16 below 1024 px, else 64."""
+    return 1 if extent < 64 else 16 if extent < 1024 else 64
+
+
+def offset_slider_max(extent: int) -> int:
+    """Slider maximum for offsets over ``0..extent``: ``extent`` rounded up to a multiple of the step, so the
+    last window (flush with the border, after :func:`clamp_window`) is always reachable."""
+    step = offset_step(extent)
+    return int(math.ceil(max(0, extent) / step) * step)
+
+
+__all__ = [
+    "MAX_WINDOW", "agreement", "apply_strokes", "blend_overlay", "canvas_scale", "clamp_window", "count_painted",
+    "offset_slider_max", "offset_step", "rebase_edit", "resize_nearest", "stroke_mask", "window_options",
+]

@@ -1,0 +1,337 @@
+"""Numbers -> tables and figures for the app: evaluations, checkpoints, training jobs (no Streamlit here).
+
+Everything takes plain data (an evaluation result dict from :func:`seghz.evaluate.evaluate_split`, a
+checkpoint's ``metrics`` dict, rows of :meth:`seghz.store.Workspace.job_metrics`, jobs) and returns a
+pandas DataFrame or a plotly Figure, so the pages stay thin and these are unit-testable.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CONFUSION_MODES = ("counts", "recall", "precision")
+CONFUSION_MODE_LABELS = {
+    "counts": "Pixel counts",
+    "recall": "Row-normalised (recall)",
+    "precision": "Column-normalised (precision)",
+}
+FALLBACK_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)
+
+
+def _colors(n: int, colors: Sequence[str] | None) -> list[str]:
+    if colors is not None and len(colors) >= n:
+        return list(colors)[:n]
+    return [FALLBACK_COLORS[i % len(FALLBACK_COLORS)] for i in range(n)]
+
+
+def _num(v: Any) -> float | None:
+    """A float, or None for None/NaN."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def fmt_pct(v: Any, digits: int = 1) -> str:
+    """``0.6234`` -> ``"62.3 %"``; None/NaN -> ``"–"``."""
+    f = _num(v)
+    return "–" if f is None else f"{100 * f:.{digits}f} %"
+
+
+# ---------------------------------------------------------------------------------------------- evaluations
+
+
+def normalize_confusion(cm: Sequence[Sequence[float]] | np.ndarray, mode: str = "counts") -> np.ndarray:
+    """The confusion matrix (rows = label, columns = prediction) as shown.
+
+    ``"counts"``: as is (float); ``"recall"``: each row divided by its sum (the row's diagonal cell is
+    the class's recall); ``"precision"``: each column divided by its sum. Empty rows/columns give 0.
+
+    Raises:
+        ValueError: For an unknown mode or a matrix that is not square.
+    """
+    m = np.asarray(cm, np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {m.shape}")
+    if mode == "counts":
+        return m
+    if mode == "recall":
+        s = m.sum(1, keepdims=True)
+    elif mode == "precision":
+        s = m.sum(0, keepdims=True)
+    else:
+        raise ValueError(f"unknown confusion mode {mode!r}; use one of {CONFUSION_MODES}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s > 0, m / np.where(s > 0, s, 1), 0.0)
+
+
+def color_chip_label(name: str, color: str | None) -> str:
+    """Plotly tick text: a small square in the class colour, then the class name."""
+    n = html.escape(str(name))
+    return n if not color else f"<span style='color:{color}'>■</span> {n}"
+
+
+def confusion_figure(result: dict, mode: str = "counts", colors: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap of an evaluation's confusion matrix; classes in scheme order on both axes, each tick
+    label led by a square in the class colour. Rows (y) = label, columns (x) = prediction."""
+    names = list(result["classes"])
+    cm = np.asarray(result["confusion"], np.float64)
+    z = normalize_confusion(cm, mode)
+    cols = _colors(len(names), colors)
+    ticks = [color_chip_label(n, c) for n, c in zip(names, cols)]
+    if mode == "counts":
+        text = [[f"{int(v):,}" for v in row] for row in cm]
+        hover = "label %{y}<br>predicted %{x}<br>%{text} px<extra></extra>"
+        cbar = "pixels"
+    else:
+        text = [[f"{100 * v:.1f}%" for v in row] for row in z]
+        what = "share of label row" if mode == "recall" else "share of prediction column"
+        hover = "label %{y}<br>predicted %{x}<br>%{text} (" + what + ")<extra></extra>"
+        cbar = "share"
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=list(range(len(names))), y=list(range(len(names))), text=text, texttemplate="%{text}",
+            hovertemplate=hover, colorscale="Blues", colorbar={"title": {"text": cbar}},
+            zmin=0, zmax=(None if mode == "counts" else 1.0),
+        )
+    )
+    axis = {"tickmode": "array", "tickvals": list(range(len(names))), "ticktext": ticks}
+    fig.update_xaxes(title_text="predicted class", side="bottom", **axis)
+    fig.update_yaxes(title_text="label (ground truth)", autorange="reversed", **axis)
+    fig.update_layout(
+        title=f"Confusion matrix — {CONFUSION_MODE_LABELS.get(mode, mode)}",
+        height=max(380, 60 + 42 * len(names)), margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def per_class_table(result: dict) -> pd.DataFrame:
+    """One row per class (scheme order): IoU, Acc (recall), precision, F1, support and predicted pixels,
+    and whether the class occurs in labels or predictions at all."""
+    rows = []
+    pc = result.get("per_class", {})
+    for name in result["classes"]:
+        d = pc.get(name, {})
+        rows.append({
+            "class": name,
+            "IoU": _num(d.get("iou")),
+            "Acc (recall)": _num(d.get("acc")),
+            "Precision": _num(d.get("precision")),
+            "F1": _num(d.get("f1")),
+            "Support (px)": int(d.get("support", 0) or 0),
+            "Predicted (px)": int(d.get("predicted", 0) or 0),
+        })
+    df = pd.DataFrame(rows)
+    for c in ("IoU", "Acc (recall)", "Precision", "F1"):
+        df[c] = df[c].astype("float64")
+    return df
+
+
+def iou_bar_figure(result: dict, colors: Sequence[str] | None = None) -> go.Figure:
+    """Per-class IoU bars in the class colours (absent classes shown as empty bars)."""
+    names = list(result["classes"])
+    cols = _colors(len(names), colors)
+    iou = [_num(result.get("per_class", {}).get(n, {}).get("iou")) for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names, y=[0 if v is None else v for v in iou], marker_color=cols,
+            text=["absent" if v is None else f"{100 * v:.1f}%" for v in iou], textposition="outside",
+            hovertemplate="%{x}: %{text}<extra></extra>",
+        )
+    )
+    miou = _num(result.get("miou"))
+    if miou is not None:
+        fig.add_hline(y=miou, line_dash="dash", line_color="#444", annotation_text=f"mIoU {100 * miou:.1f}%")
+    fig.update_layout(title="IoU per class", yaxis={"range": [0, 1.08], "tickformat": ".0%", "title": "IoU"},
+                      height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
+    return fig
+
+
+def frequency_figure(result: dict, colors: Sequence[str] | None = None) -> go.Figure:
+    """Grouped bars: share of pixels of each class in the labels vs in the predictions."""
+    names = list(result["classes"])
+    cm = np.asarray(result["confusion"], np.float64)
+    total = max(cm.sum(), 1.0)
+    freq_label = result.get("freq_label") or (cm.sum(1) / total).tolist()
+    freq_pred = result.get("freq_pred") or (cm.sum(0) / total).tolist()
+    cols = _colors(len(names), colors)
+    fig = go.Figure([
+        go.Bar(name="label", x=names, y=freq_label, marker={"color": cols, "line": {"color": "#333", "width": 1}},
+               hovertemplate="%{x}: %{y:.1%} of labelled pixels<extra>label</extra>"),
+        go.Bar(name="prediction", x=names, y=freq_pred,
+               marker={"color": cols, "pattern": {"shape": "/"}, "opacity": 0.6, "line": {"color": "#333", "width": 1}},
+               hovertemplate="%{x}: %{y:.1%} of predicted pixels<extra>prediction</extra>"),
+    ])
+    fig.update_layout(barmode="group", title="Class frequencies: label vs prediction",
+                      yaxis={"tickformat": ".0%", "title": "share of pixels"}, height=380,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    return fig
+
+
+def per_scene_table(result: dict, scene_names: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per evaluated scene (from ``result["per_scene"]`` confusion matrices): mIoU, fwIoU, OA, pixels."""
+    from seghz.metrics import scores
+
+    rows = []
+    for sid, cm in (result.get("per_scene") or {}).items():
+        sc = scores(np.asarray(cm), result["classes"])
+        rows.append({"scene": sid, "name": (scene_names or {}).get(sid, sid), "mIoU": _num(sc["miou"]),
+                     "fwIoU": _num(sc["fwiou"]), "OA": _num(sc["oa"]), "labelled px": int(np.asarray(cm).sum())})
+    df = pd.DataFrame(rows, columns=["scene", "name", "mIoU", "fwIoU", "OA", "labelled px"])
+    for c in ("mIoU", "fwIoU", "OA"):
+        df[c] = df[c].astype("float64")
+    return df
+
+
+def headline(result: dict) -> dict[str, float | None]:
+    """``{"mIoU", "fwIoU", "OA"}`` of an evaluation result (None where undefined)."""
+    return {"mIoU": _num(result.get("miou")), "fwIoU": _num(result.get("fwiou")), "OA": _num(result.get("oa"))}
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_val_metrics(metrics: dict | None) -> dict:
+    """The validation scores stored with a checkpoint (``metrics["val"]`` as written by the trainer):
+    ``{"miou", "fwiou", "oa", "per_class_iou": {name: iou}, "epoch"}``; missing values are None / {}."""
+    metrics = metrics or {}
+    val = metrics.get("val") or {}
+    if not isinstance(val, dict):
+        val = {}
+    pci = val.get("per_class_iou") or {}
+    return {
+        "miou": _num(val.get("miou")),
+        "fwiou": _num(val.get("fwiou")),
+        "oa": _num(val.get("oa")),
+        "per_class_iou": {str(k): _num(v) for k, v in pci.items()} if isinstance(pci, dict) else {},
+        "epoch": metrics.get("epoch"),
+    }
+
+
+def per_class_iou_table(metrics: dict | None) -> pd.DataFrame:
+    """Per-class validation IoU of a checkpoint as a small table (``class``, ``IoU``)."""
+    pci = checkpoint_val_metrics(metrics)["per_class_iou"]
+    df = pd.DataFrame({"class": list(pci), "IoU": [v for v in pci.values()]})
+    df["IoU"] = df["IoU"].astype("float64")
+    return df
+
+
+def compare_checkpoints(
+    current: dict | None, candidate: dict | None, labels: tuple[str, str] = ("active", "new")
+) -> pd.DataFrame:
+    """Validation scores of two checkpoints side by side (mIoU, fwIoU, OA, then IoU per class) with
+    the difference ``new − active`` in percentage points."""
+    a, b = checkpoint_val_metrics(current), checkpoint_val_metrics(candidate)
+    rows = [("mIoU", a["miou"], b["miou"]), ("fwIoU", a["fwiou"], b["fwiou"]), ("OA", a["oa"], b["oa"])]
+    names = list(dict.fromkeys([*a["per_class_iou"], *b["per_class_iou"]]))
+    rows += [(f"IoU {n}", a["per_class_iou"].get(n), b["per_class_iou"].get(n)) for n in names]
+    df = pd.DataFrame(rows, columns=["metric", labels[0], labels[1]])
+    for c in labels:
+        df[c] = df[c].astype("float64")
+    df["Δ (pp)"] = (df[labels[1]] - df[labels[0]]) * 100
+    return df
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def _parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def job_duration_s(job: Any, now: datetime | None = None) -> float | None:
+    """Seconds a job ran: ``finished_at − started_at``, or until ``now`` while it runs; None before it started."""
+    start = _parse_time(getattr(job, "started_at", None))
+    if start is None:
+        return None
+    end = _parse_time(getattr(job, "finished_at", None)) or (now or datetime.now(timezone.utc))
+    return max(0.0, (end - start).total_seconds())
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``75`` -> ``"1 min 15 s"``; None -> ``"–"``."""
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
+    """Jobs as rows: id, kind, status, progress (0..1), created (local time), duration, message (first line)."""
+    rows = []
+    for j in jobs:
+        created = _parse_time(j.created_at)
+        msg = (j.message or "").strip().splitlines()
+        rows.append({
+            "job": j.id,
+            "kind": j.kind,
+            "status": j.status + (" (cancel requested)" if getattr(j, "cancel_requested", False) and j.status == "running" else ""),
+            "progress": float(j.progress or 0.0),
+            "created": created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "",
+            "duration": fmt_duration(job_duration_s(j, now)),
+            "message": msg[0][:160] if msg else "",
+        })
+    return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "duration", "message"])
+
+
+def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows of :meth:`Workspace.job_metrics` pivoted to one row per (step, epoch), one column per key."""
+    rows = list(rows)
+    if not rows:
+        return pd.DataFrame(columns=["step", "epoch"])
+    df = pd.DataFrame(rows)
+    wide = df.pivot_table(index=["step", "epoch"], columns="key", values="value", aggfunc="last").reset_index()
+    wide.columns.name = None
+    return wide.sort_values("step").reset_index(drop=True)
+
+
+def training_curves_figure(rows: Iterable[dict]) -> go.Figure | None:
+    """Training loss and validation mIoU (and fwIoU) per epoch, side by side; None without metrics."""
+    wide = metrics_frame(rows)
+    if wide.empty:
+        return None
+    xname = "epoch" if wide["epoch"].nunique() == len(wide) else "step"
+    x = wide[xname]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation"))
+    if "loss" in wide:
+        fig.add_trace(go.Scatter(x=x, y=wide["loss"], mode="lines+markers", name="loss", line={"color": "#d62728"}), 1, 1)
+    for key, name, color in (("val_miou", "val mIoU", "#1b7f5f"), ("val_fwiou", "val fwIoU", "#1f77b4")):
+        if key in wide and wide[key].notna().any():
+            fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines+markers", name=name, line={"color": color}), 1, 2)
+    fig.update_xaxes(title_text=xname)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="score", tickformat=".0%", row=1, col=2)
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+__all__ = [
+    "CONFUSION_MODES", "CONFUSION_MODE_LABELS", "checkpoint_val_metrics", "color_chip_label", "compare_checkpoints",
+    "confusion_figure", "fmt_duration", "fmt_pct", "frequency_figure", "headline", "iou_bar_figure", "job_duration_s",
+    "job_table", "metrics_frame", "normalize_confusion", "per_class_iou_table", "per_class_table", "per_scene_table",
+    "training_curves_figure",
+]

@@ -1,0 +1,304 @@
+"""Streamlit AppTest tests of the app's pages (home, Evaluate, Labels, Train) on a small prepared workspace.
+
+The workspace (``$SEGHZ_WORKSPACE``, with ``$SEGHZ_NO_DEMO=1`` so the four 1024 px demo scenes are not
+created) holds two 128 px synthetic hz7 scenes (val + train) and a tiny registered, active checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import ui.common  # noqa: E402  (the Labels page calls ui.common.canvas, patched below; importing
+#                   streamlit_drawable_canvas itself outside a Streamlit runtime fails: components v2
+#                   resolve their asset folder only when a runtime has registered the manifests)
+
+from seghz.classes import get_scheme  # noqa: E402
+from seghz.store import Workspace  # noqa: E402
+
+TIMEOUT = 30  # seconds per AppTest run: the CPU is shared with long training runs
+TRAIN_WAIT_S = 300
+HZ7 = get_scheme("hz7")
+
+
+def make_tiny_checkpoint(path: Path) -> dict:
+    """A small FPN/MobileNetV3 hz7 checkpoint with metadata like the trainer writes."""
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("FPN", "tu-mobilenetv3_small_050", HZ7.num_classes)
+    meta = {
+        "arch": "FPN", "encoder": "tu-mobilenetv3_small_050", "num_classes": HZ7.num_classes,
+        "scheme": HZ7.to_json(), "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "tile_size": 256,
+        "metrics": {"val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7,
+                            "per_class_iou": {n: 0.1 * i for i, n in enumerate(HZ7.names)}}, "epoch": 1},
+        "synthetic": True,
+    }
+    save_checkpoint(path, model, meta)
+    return meta
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return path, make_tiny_checkpoint(path)
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch, tiny_checkpoint) -> Workspace:
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.data.scenes import import_scene
+    from seghz.demo import generate_scene
+
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(REPO)
+    w = Workspace(tmp_path / "ws")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, seed, split in (("val town", 0, "val"), ("train farm", 11, "train")):
+        rgb, lbl = generate_scene(128, seed)
+        write_rgb(src / f"{seed}.png", rgb)
+        write_index_mask(src / f"{seed}_label.png", lbl, HZ7)
+        import_scene(w, src / f"{seed}.png", src / f"{seed}_label.png", scheme="hz7", name=name, split=split, synthetic=True)
+    path, meta = tiny_checkpoint
+    dst = w.root / "checkpoints" / "tiny.safetensors"
+    dst.write_bytes(path.read_bytes())
+    cid = w.register_checkpoint(dst, {**meta, "scheme": "hz7"}, checkpoint_id="tiny-test", name="tiny test model")
+    w.set_active_checkpoint(cid)
+    monkeypatch.setenv("SEGHZ_WORKSPACE", str(w.root))
+    monkeypatch.setenv("SEGHZ_NO_DEMO", "1")
+    yield w
+    from seghz.jobs.runner import pid_alive
+
+    for job in w.list_jobs():  # never leave a worker behind
+        if job.pid and pid_alive(job.pid, job.id):
+            os.kill(job.pid, signal.SIGKILL)
+
+
+def app(script: str) -> AppTest:
+    return AppTest.from_file(str(REPO / script), default_timeout=TIMEOUT)
+
+
+def texts(at: AppTest) -> str:
+    """All markdown/caption/alert text of a run, sidebar included, joined."""
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# ------------------------------------------------------------------------------------------------ all pages
+
+
+@pytest.mark.parametrize("script", ["app.py", "pages/2_Evaluate.py", "pages/3_Labels.py", "pages/4_Train.py"])
+def test_page_loads_without_error(ws, script):
+    at = app(script).run()  # the Labels page uses the real streamlit-drawable-canvas here
+    assert_ok(at)
+    assert "SYNTHETIC DEMO DATA" in "\n".join(e.value for e in at.sidebar.error)
+    assert at.sidebar.text_input(key="seghz_analyst") is not None
+
+
+# ------------------------------------------------------------------------------------------------ home
+
+
+def test_home_shows_summary_active_checkpoint_and_synthetic_notice(ws):
+    at = app("app.py").run()
+    assert_ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scenes"] == "2" and metrics["train"] == "1" and metrics["val"] == "1"
+    assert metrics["Checkpoints"] == "1"
+    assert metrics["val mIoU"] == "50.0 %"
+    t = texts(at)
+    assert "tiny test model" in t and "tiny-test" in t
+    assert "SYNTHETIC DEMO DATA" in t
+    assert "python -m seghz import --images DIR --labels DIR --scheme gid15 --target-scheme hz7" in [c.value for c in at.code]
+    assert str(ws.root) in [c.value for c in at.sidebar.code]
+    assert len(at.dataframe) >= 1  # per-class IoU table
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+def test_evaluate_runs_and_shows_metrics_and_charts(ws):
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert not [m for m in at.metric if m.label == "mIoU"]  # nothing cached yet
+    at.button(key="eval_run").click().run()
+    assert_ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["mIoU"].endswith("%") and metrics["OA"].endswith("%")
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # confusion matrix, IoU bars, frequencies
+    ev = ws.list_evaluations("tiny-test")
+    assert len(ev) == 1 and ev[0].split == "val"
+
+    # a fresh session shows the cached result at once, and the confusion toggle works
+    at2 = app("pages/2_Evaluate.py").run()
+    assert_ok(at2)
+    assert {m.label for m in at2.metric} >= {"mIoU", "fwIoU", "OA"}
+    at2.radio(key="eval_cm_mode").set_value("recall").run()
+    assert_ok(at2)
+    assert len(at2.get("plotly_chart")) >= 3
+    assert len(ws.list_evaluations("tiny-test")) == 1
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+def fake_canvas_factory(calls: list):
+    """A stand-in for ui.common.canvas (i.e. st_canvas) that 'paints' canvas rows 40..79 × cols 0..159 in the chosen colour."""
+
+    def fake(**kw):
+        calls.append(kw)
+        rgba = np.zeros((kw["height"], kw["width"], 4), np.uint8)
+        rgba[40:80, 0:160] = (255, 0, 0, 255)
+        return SimpleNamespace(image_data=rgba, json_data={"objects": [{"type": "path"}]})
+
+    return fake
+
+
+def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory(calls))
+    at = app("pages/3_Labels.py").run()
+    assert_ok(at)
+    sid = at.selectbox(key="lbl_scene").value
+    assert sid in {s.id for s in ws.list_scenes()}
+    orig_path = ws.scene_path(sid, "label")
+    orig_hash = hashlib.sha256(orig_path.read_bytes()).hexdigest()
+    original = ws.effective_label(sid, 0)
+    kw = calls[-1]
+    assert kw["return_image_data"] is True and kw["height"] == kw["width"] == 512  # 128 px window shown at 4×
+    assert kw["background_image"] is not None and kw["drawing_mode"] == "freedraw"
+
+    # saving without an analyst name is refused
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("analyst name" in e.value for e in at.error)
+    assert ws.latest_label_version(sid) == 0
+
+    buildings = HZ7.names.index("Buildings")
+    at.sidebar.text_input(key="seghz_analyst").input("Ann Analyst").run()
+    at.selectbox(key="lbl_class").set_value(buildings).run()
+    assert_ok(at)
+    assert calls[-1]["stroke_color"].startswith("rgba(%d, %d, %d" % HZ7.colors[buildings])
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("Saved label version 1" in s.value for s in at.success)
+
+    assert ws.latest_label_version(sid) == 1
+    new = ws.effective_label(sid)
+    expected = original.copy()
+    expected[10:20, 0:40] = buildings  # canvas rows 40..79, cols 0..159 at scale 4
+    np.testing.assert_array_equal(new, expected)
+    hist = ws.label_history(sid)
+    assert hist[0].analyst == "Ann Analyst" and hist[0].tool == "brush" and hist[0].checkpoint_id == "tiny-test"
+    assert hist[0].n_changed == int(np.count_nonzero(expected != original))
+    assert hashlib.sha256(orig_path.read_bytes()).hexdigest() == orig_hash  # original label untouched
+    np.testing.assert_array_equal(ws.effective_label(sid, 0), original)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 2  # history: original + v1
+
+
+def test_labels_prediction_on_demand(ws, monkeypatch):
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    n_images = len(at.image)
+    at.button(key="lbl_predict").click().run()
+    assert_ok(at)
+    assert len(at.image) == n_images + 1
+    assert any("Agrees with the label" in c.value for c in at.caption)
+    assert len(at.session_state["lbl_preds"]) == 1
+
+
+def test_labels_conflict_keeps_the_edit(ws, monkeypatch):
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    # someone else saves first
+    other = ws.effective_label(sid)
+    other[0, 0] = 0 if other[0, 0] != 0 else 1
+    ws.save_label_version(sid, other, base_version=0, analyst="Bob", tool="brush")
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("someone saved this scene first" in e.value for e in at.error)
+    assert ws.latest_label_version(sid) == 1
+    assert at.button(key="lbl_rebase")  # the edit is kept and can be re-applied
+    at.button(key="lbl_rebase").click().run()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert ws.latest_label_version(sid) == 2
+    final = ws.effective_label(sid)
+    assert final[0, 0] == other[0, 0] and (final[10:20, 0:40] == 0).all()  # Bob's pixel + my strokes (class 0)
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+def test_train_rejects_bad_settings(ws):
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    at.number_input(key="train_crop").set_value(100)
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert any("multiple of 32" in e.value for e in at.error)
+    assert ws.list_jobs() == []
+
+
+def test_train_submits_job_shows_result_and_promotes(ws):
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert at.radio(key="train_start").value == "finetune"
+    at.number_input(key="train_epochs_finetune").set_value(1)
+    at.number_input(key="train_batch").set_value(2)
+    at.number_input(key="train_crop").set_value(64)
+    at.number_input(key="train_steps").set_value(1)
+    at.text_input(key="train_name").input("ui test run")
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    jobs = ws.list_jobs()
+    assert len(jobs) == 1 and jobs[0].kind == "train"
+    job = jobs[0]
+    assert job.config["parent_checkpoint_id"] == "tiny-test" and job.config["crop_size"] == 64
+    assert job.config["steps_per_epoch"] == 1 and job.config["name"] == "ui test run"
+    assert any(job.id in s.value for s in at.success)
+
+    deadline = time.monotonic() + TRAIN_WAIT_S
+    while ws.get_job(job.id).active and time.monotonic() < deadline:
+        time.sleep(1.0)
+    job = ws.get_job(job.id)
+    if job.active:
+        from seghz.jobs.runner import cancel_job
+
+        cancel_job(ws, job.id)
+        pytest.fail(f"training job still {job.status} after {TRAIN_WAIT_S} s (CPU too busy?)")
+    assert job.status == "done", job.message
+
+    at = app("pages/4_Train.py").run()  # a new session: everything comes back from the workspace
+    assert_ok(at)
+    new_id = job.result["checkpoint_id"]
+    promote = at.button(key=f"train_promote_{new_id}")
+    assert len(at.get("plotly_chart")) >= 1  # loss / val curves
+    promote.click().run()
+    assert_ok(at)
+    assert ws.active_checkpoint().id == new_id

@@ -1,0 +1,142 @@
+"""Tests of seghz.report: evaluation / checkpoint / job numbers -> DataFrames and plotly figures."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from seghz import report
+from seghz.metrics import scores
+
+NAMES = ["Water", "Road", "Forest"]
+COLORS = ["#0000ff", "#808080", "#00ff00"]
+CM = np.array([[50, 0, 10], [5, 20, 0], [0, 0, 0]])  # Forest never labelled, predicted 10 times
+
+
+def result() -> dict:
+    r = scores(CM, NAMES)
+    r.update(split="val", tta="none", scenes=2, per_scene={"a": (CM // 2).tolist(), "b": (CM - CM // 2).tolist()},
+             freq_label=(CM.sum(1) / CM.sum()).tolist(), freq_pred=(CM.sum(0) / CM.sum()).tolist())
+    return r
+
+
+def test_normalize_confusion_modes():
+    counts = report.normalize_confusion(CM, "counts")
+    np.testing.assert_array_equal(counts, CM)
+    rec = report.normalize_confusion(CM, "recall")
+    np.testing.assert_allclose(rec[0], [50 / 60, 0, 10 / 60])
+    np.testing.assert_allclose(rec[2], [0, 0, 0])  # empty row -> zeros, no NaN
+    prec = report.normalize_confusion(CM, "precision")
+    np.testing.assert_allclose(prec[:, 0], [50 / 55, 5 / 55, 0])
+    np.testing.assert_allclose(prec[:, 2], [1, 0, 0])
+    with pytest.raises(ValueError):
+        report.normalize_confusion(CM, "bogus")
+    with pytest.raises(ValueError):
+        report.normalize_confusion(np.zeros((2, 3)), "counts")
+
+
+@pytest.mark.parametrize("mode", report.CONFUSION_MODES)
+def test_confusion_figure_axes_in_scheme_order_with_colour_chips(mode):
+    fig = report.confusion_figure(result(), mode, COLORS)
+    assert isinstance(fig, go.Figure)
+    hm = fig.data[0]
+    assert hm.type == "heatmap"
+    np.testing.assert_allclose(np.asarray(hm.z, float), report.normalize_confusion(CM, mode))
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert [t.split("</span> ")[-1] for t in ticks] == NAMES
+    assert all(c in t for c, t in zip(COLORS, ticks))
+    assert list(fig.layout.yaxis.ticktext) == ticks
+    assert fig.layout.yaxis.autorange == "reversed"  # first class on top
+
+
+def test_per_class_table():
+    df = report.per_class_table(result())
+    assert list(df["class"]) == NAMES
+    assert list(df.columns) == ["class", "IoU", "Acc (recall)", "Precision", "F1", "Support (px)", "Predicted (px)"]
+    assert df.loc[0, "IoU"] == pytest.approx(50 / 65)
+    assert df.loc[2, "Support (px)"] == 0 and df.loc[2, "Predicted (px)"] == 10
+    assert np.isnan(df.loc[2, "Acc (recall)"])  # undefined without support
+
+
+def test_iou_and_frequency_figures_use_class_colours():
+    r = result()
+    bar = report.iou_bar_figure(r, COLORS)
+    assert list(bar.data[0].x) == NAMES and list(bar.data[0].marker.color) == COLORS
+    assert bar.data[0].y[0] == pytest.approx(50 / 65)
+    freq = report.frequency_figure(r, COLORS)
+    assert [t.name for t in freq.data] == ["label", "prediction"]
+    assert freq.layout.barmode == "group"
+    np.testing.assert_allclose(freq.data[0].y, CM.sum(1) / CM.sum())
+    np.testing.assert_allclose(freq.data[1].y, CM.sum(0) / CM.sum())
+    # without colours a fallback palette is used
+    assert len(report.iou_bar_figure(r).data[0].marker.color) == 3
+
+
+def test_headline_per_scene_and_formatting():
+    r = result()
+    h = report.headline(r)
+    assert h["mIoU"] == pytest.approx(r["miou"]) and h["OA"] == pytest.approx(70 / 85)
+    ps = report.per_scene_table(r, {"a": "Scene A"})
+    assert list(ps["scene"]) == ["a", "b"] and ps.loc[0, "name"] == "Scene A"
+    assert ps["labelled px"].sum() == CM.sum()
+    assert report.fmt_pct(0.6234) == "62.3 %" and report.fmt_pct(None) == "–" and report.fmt_pct(float("nan")) == "–"
+
+
+def test_checkpoint_metrics_and_comparison():
+    a = {"val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7, "per_class_iou": {"Water": 0.8, "Road": 0.2}}, "epoch": 3}
+    b = {"val": {"miou": 0.55, "fwiou": 0.6, "oa": 0.72, "per_class_iou": {"Water": 0.9, "Road": None}}}
+    m = report.checkpoint_val_metrics(a)
+    assert m["miou"] == 0.5 and m["per_class_iou"] == {"Water": 0.8, "Road": 0.2} and m["epoch"] == 3
+    assert report.checkpoint_val_metrics({})["miou"] is None
+    assert report.checkpoint_val_metrics({"val": None})["per_class_iou"] == {}
+    t = report.per_class_iou_table(a)
+    assert list(t["class"]) == ["Water", "Road"]
+    cmp = report.compare_checkpoints(a, b)
+    assert list(cmp["metric"]) == ["mIoU", "fwIoU", "OA", "IoU Water", "IoU Road"]
+    assert cmp.loc[0, "Δ (pp)"] == pytest.approx(5.0)
+    assert np.isnan(cmp.loc[4, "new"])
+    assert report.compare_checkpoints(None, b)["active"].isna().all()
+
+
+@dataclass
+class FakeJob:
+    id: str
+    kind: str = "train"
+    status: str = "running"
+    progress: float = 0.5
+    created_at: str = "2024-01-01T00:00:00.000+00:00"
+    started_at: str | None = "2024-01-01T00:00:10.000+00:00"
+    finished_at: str | None = None
+    message: str = "epoch 1/2\nmore"
+    cancel_requested: bool = False
+
+
+def test_job_table_and_durations():
+    now = datetime(2024, 1, 1, 0, 1, 25, tzinfo=timezone.utc)
+    jobs = [FakeJob("a"), FakeJob("b", status="done", progress=1.0, finished_at="2024-01-01T02:00:10.000+00:00"),
+            FakeJob("c", status="queued", started_at=None)]
+    assert report.job_duration_s(jobs[0], now) == pytest.approx(75)
+    assert report.job_duration_s(jobs[2], now) is None
+    df = report.job_table(jobs, now)
+    assert list(df["job"]) == ["a", "b", "c"]
+    assert list(df["duration"]) == ["1 min 15 s", "2 h 00 min", "–"]
+    assert df.loc[0, "message"] == "epoch 1/2"
+    assert report.job_table([]).empty
+    assert report.fmt_duration(timedelta(seconds=5).total_seconds()) == "5 s"
+
+
+def test_training_curves():
+    rows = []
+    for step, epoch in ((4, 1), (8, 2)):
+        for k, v in (("loss", 1.0 / epoch), ("lr", 0.001), ("val_miou", 0.3 * epoch), ("val_fwiou", 0.4 * epoch)):
+            rows.append({"step": step, "epoch": epoch, "key": k, "value": v, "ts": 0.0})
+    wide = report.metrics_frame(rows)
+    assert list(wide["epoch"]) == [1, 2] and list(wide["loss"]) == [1.0, 0.5]
+    fig = report.training_curves_figure(rows)
+    names = [t.name for t in fig.data]
+    assert names == ["loss", "val mIoU", "val fwIoU"]
+    assert list(fig.data[1].y) == pytest.approx([0.3, 0.6])
+    assert report.training_curves_figure([]) is None

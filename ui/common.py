@@ -1,0 +1,217 @@
+"""Streamlit glue shared by the pages: the workspace, cached predictors, progress bars, legends, the page header.
+
+Pages stay thin: they lay out widgets and call seghz functions; anything numeric lives in ``seghz/``.
+
+Environment:
+    SEGHZ_WORKSPACE   workspace folder (default ``./workspace``).
+    SEGHZ_NO_DEMO=1   do not create the synthetic demo scenes nor register the shipped checkpoints of
+                      ``./checkpoints`` (tests use this with a small prepared workspace).
+"""
+from __future__ import annotations
+
+import html
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from seghz.classes import Scheme, get_scheme
+from seghz.store import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CHECKPOINTS = REPO_ROOT / "checkpoints"
+ANALYST_KEY = "seghz_analyst"
+
+
+def workspace_root() -> Path:
+    """The workspace folder this app uses: ``$SEGHZ_WORKSPACE`` or ``./workspace`` (resolved)."""
+    return Path(os.environ.get("SEGHZ_WORKSPACE") or "workspace").expanduser().resolve()
+
+
+def demo_disabled() -> bool:
+    """True when ``$SEGHZ_NO_DEMO`` is set to a true value (1/true/yes)."""
+    return os.environ.get("SEGHZ_NO_DEMO", "").strip().lower() in ("1", "true", "yes")
+
+
+@st.cache_resource(show_spinner=False)
+def _open_workspace(root: str) -> Workspace:
+    return Workspace(root)
+
+
+_PREPARED: set[str] = set()
+_PREPARE_LOCK = threading.Lock()
+
+
+def _prepare_demo(ws: Workspace) -> None:
+    """Run ensure_demo_workspace once per folder and server process (serialised between sessions)."""
+    root = str(ws.root)
+    if root in _PREPARED:
+        return
+    with _PREPARE_LOCK:
+        if root in _PREPARED:
+            return
+        from seghz.data.scenes import ensure_demo_workspace
+
+        try:
+            if ws.list_scenes():
+                ensure_demo_workspace(ws, SHIPPED_CHECKPOINTS)  # only registers new shipped checkpoints
+            else:
+                with st.spinner("Preparing the workspace: creating the synthetic demo scenes (first start only)…"):
+                    ensure_demo_workspace(ws, SHIPPED_CHECKPOINTS)
+        except Exception as e:  # noqa: BLE001 - a broken shipped file must not take the whole app down
+            st.warning(f"Could not fully prepare the demo workspace in {root}: {e}")
+        _PREPARED.add(root)
+
+
+@st.cache_resource(show_spinner=False)
+def _register_shipped(root: str, signature: tuple) -> None:
+    from seghz.data.scenes import register_shipped_checkpoints
+
+    register_shipped_checkpoints(Workspace(root), SHIPPED_CHECKPOINTS)
+
+
+def _shipped_signature() -> tuple:
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in SHIPPED_CHECKPOINTS.glob("*.safetensors")))
+    except OSError:
+        return ()
+
+
+def get_workspace() -> Workspace:
+    """The app's :class:`Workspace` (one per folder and server process).
+
+    On first use of a folder it runs :func:`seghz.data.scenes.ensure_demo_workspace` (with a spinner), so a
+    fresh clone shows the synthetic demo within seconds; checkpoints that appear in ``./checkpoints`` later
+    (e.g. a demo model finishing training) are registered on the next rerun. Both are skipped when
+    ``$SEGHZ_NO_DEMO=1``.
+    """
+    root = str(workspace_root())
+    with_demo = not demo_disabled()
+    ws = _open_workspace(root)
+    if with_demo:
+        _prepare_demo(ws)
+        sig = _shipped_signature()
+        if sig:
+            try:
+                _register_shipped(root, sig)
+            except Exception as e:  # noqa: BLE001
+                st.sidebar.warning(f"Could not register the shipped checkpoints: {e}")
+    return ws
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=3)
+def get_predictor(checkpoint_path: str, mtime: float) -> tuple[Any, dict]:
+    """``(Predictor, metadata)`` for a checkpoint file; cached per (path, modification time)."""
+    from seghz.infer.engine import Predictor
+
+    return Predictor.from_checkpoint(checkpoint_path)
+
+
+def predictor_for(ws: Workspace, checkpoint_id: str) -> tuple[Any, dict]:
+    """The cached ``(Predictor, metadata)`` of a workspace checkpoint."""
+    path = ws.checkpoint_path(checkpoint_id)
+    return get_predictor(str(path), path.stat().st_mtime)
+
+
+def progress_callback(bar) -> Callable[[float, str], None]:
+    """Adapt an ``st.progress`` element to seghz's ``progress(fraction, message)`` callbacks."""
+
+    def update(fraction: float, message: str = "") -> None:
+        try:
+            f = min(1.0, max(0.0, float(fraction)))
+        except (TypeError, ValueError):
+            f = 0.0
+        bar.progress(f, text=message or None)
+
+    return update
+
+
+def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None) -> str:
+    """HTML of coloured legend chips for a scheme's classes (for ``st.markdown(..., unsafe_allow_html=True)``)."""
+    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    chips = []
+    for name, color in zip(sch.names, sch.hex_colors()):
+        if names is not None and name not in names:
+            continue
+        chips.append(
+            "<span style='display:inline-flex;align-items:center;margin:0 10px 4px 0;white-space:nowrap'>"
+            f"<span style='display:inline-block;width:14px;height:14px;border-radius:3px;background:{color};"
+            "border:1px solid rgba(0,0,0,.35);margin-right:5px'></span>"
+            f"<span style='font-size:0.88em'>{html.escape(name)}</span></span>"
+        )
+    return f"<div style='display:flex;flex-wrap:wrap;line-height:1.6'>{''.join(chips)}</div>"
+
+
+def analyst_name_input() -> str:
+    """Render the sidebar "Analyst name" input (kept for the whole session, across pages); return the name."""
+    value = st.sidebar.text_input(
+        "Analyst name", key=ANALYST_KEY, persist_state="session", placeholder="who is editing labels",
+        help="Recorded with every label version you save.",
+    )
+    return (value or "").strip()
+
+
+def analyst_name() -> str:
+    """The analyst's name entered in the sidebar (stripped; empty when not entered yet).
+
+    The input itself is rendered by :func:`page_header` on every page (session-wide state)."""
+    return str(st.session_state.get(ANALYST_KEY) or "").strip()
+
+
+def has_synthetic_scenes(ws: Workspace) -> bool:
+    """Whether any scene of the workspace is synthetic demo data."""
+    return any(s.synthetic for s in ws.list_scenes())
+
+
+def page_header(title: str, caption: str | None = None, *, set_config: bool = True) -> Workspace:
+    """Page title plus the sidebar block every page shows; returns the workspace.
+
+    The sidebar shows the analyst name input, the workspace folder, the active checkpoint and — when any
+    scene is synthetic — a clear "SYNTHETIC DEMO DATA" notice.
+    """
+    if set_config:
+        st.set_page_config(page_title=f"SegHZ · {title}", layout="wide")
+    ws = get_workspace()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    with st.sidebar:
+        analyst_name_input()
+        st.markdown("**Workspace**")
+        st.code(str(ws.root), language=None)
+        active = ws.active_checkpoint()
+        if active is None:
+            st.warning("No active checkpoint. Train one on the Train page or register one with the CLI.")
+        else:
+            from seghz.report import checkpoint_val_metrics, fmt_pct
+
+            m = checkpoint_val_metrics(active.metrics)
+            st.markdown(
+                f"**Active checkpoint**  \n{html.escape(active.name)}  \n"
+                f"<span style='font-size:0.8em;color:#666'>{html.escape(active.id)} · {html.escape(active.arch)}/"
+                f"{html.escape(active.encoder)} · {html.escape(active.scheme)} · val mIoU {fmt_pct(m['miou'])}</span>",
+                unsafe_allow_html=True,
+            )
+        if has_synthetic_scenes(ws):
+            st.error(
+                "**SYNTHETIC DEMO DATA** — the demo scenes are procedurally generated, not real imagery; "
+                "their location near Hangzhou is nominal (for display only)."
+            )
+    return ws
+
+
+def canvas(**kwargs) -> Any:
+    """Call ``streamlit_drawable_canvas.st_canvas`` (looked up at call time, so tests can patch it)."""
+    import streamlit_drawable_canvas
+
+    return streamlit_drawable_canvas.st_canvas(**kwargs)
+
+
+__all__ = [
+    "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "canvas", "demo_disabled", "get_predictor",
+    "get_workspace", "has_synthetic_scenes", "page_header", "predictor_for", "progress_callback",
+    "scheme_legend_html", "workspace_root",
+]
