@@ -1,0 +1,266 @@
+"""Map: browse a scene on an offline map, draw a region, predict it with the active model, read the class areas.
+
+* The scene is shown from a local tile pyramid (built on first view into ``static/tiles/<workspace key>/<scene>``,
+  served by Streamlit at ``/app/static``); Leaflet and Leaflet.draw come from ``static/vendor`` (no internet).
+* ``st_folium`` returns only the drawings, so panning/zooming never reruns the app. The prediction, label and
+  uncertainty overlays travel as a ``feature_group_to_add``, which streamlit-folium swaps in place: the map is not
+  re-created (view and drawn shapes stay) when a prediction arrives or the opacity changes.
+* A drawn polygon is predicted over its bounding window; pixels whose centres fall outside it are left out
+  (transparent, not counted). Rectangles count whole.
+* The region and the last prediction are kept per scene in ``st.session_state`` (``map_regions``,
+  ``map_results``), so they survive reruns and switching scenes.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import folium
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import streamlit_folium
+
+from seghz.data.io import raster_info
+from seghz.errors import RegionError, SchemeMismatchError, SegHZError
+from seghz.evaluate import label_for_checkpoint
+from seghz.geo.regions import (
+    checkpoint_scheme,
+    geometry_pixel_rings,
+    confidence_classes,
+    confidence_scheme,
+    mask_outside,
+    region_mask,
+    workspace_tile_key,
+)
+from seghz.geo.tiles import (
+    build_pyramid,
+    geojson_to_pixel_window,
+    pixel_to_latlng,
+    region_overlay,
+    rgba_overlay_png,
+    tile_dir,
+    window_bounds,
+)
+from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
+from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region
+from seghz.labels_edit import agreement
+from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
+
+MAP_HEIGHT = 560
+REGION_STYLE = {"color": "#ff7800", "weight": 2, "dash_array": "6 4", "fill": False, "interactive": False}
+
+ws = page_header("Map", "Browse a scene, draw a rectangle or polygon on it and predict that region with the active "
+                        "model; class areas in km² (georeferenced scenes) or pixels.")
+ss = st.session_state
+regions: dict = ss.setdefault("map_regions", {})  # scene id -> drawn GeoJSON Feature
+results: dict = ss.setdefault("map_results", {})  # scene id -> last prediction record
+
+
+@st.cache_resource(show_spinner=False)
+def _pyramids() -> tuple[dict, threading.Lock]:
+    """Pyramids built by this server process, keyed by source file state and tile folder."""
+    return {}, threading.Lock()
+
+
+def scene_pyramid(image: Path, out_dir: Path):
+    built, lock = _pyramids()
+    stat = image.stat()
+    key = (str(image), stat.st_mtime_ns, stat.st_size, str(out_dir))
+    manifest = out_dir / "pyramid.json"
+    if key in built and manifest.is_file():
+        return built[key]
+    with lock:
+        if key not in built or not manifest.is_file():
+            bar = st.progress(0.0, text="Preparing the map tiles of this scene (first view only)…")
+            try:
+                built[key] = build_pyramid(
+                    image, out_dir,
+                    progress=lambda f: bar.progress(min(1.0, max(0.0, float(f))), text=f"Building map tiles… {f:.0%}"),
+                )
+            finally:
+                bar.empty()
+    return built[key]
+
+
+# ------------------------------------------------------------------------------------------------ scene
+scenes = sorted(ws.list_scenes(), key=lambda s: (s.created_at, s.id))  # in import order: the demo town first
+if not scenes:
+    st.warning("The workspace has no scenes. Import imagery with `python -m seghz import`.")
+    st.stop()
+by_id = {s.id: s for s in scenes}
+if ss.get("map_scene") not in by_id:
+    ss.pop("map_scene", None)
+c_scene, c_tta, c_opacity = st.columns([3, 1, 2])
+sid = c_scene.selectbox(
+    "Scene", list(by_id), key="map_scene",
+    format_func=lambda i: f"{by_id[i].name} — {by_id[i].width}×{by_id[i].height} px"
+    + (", georeferenced" if by_id[i].crs else ", pixel space") + (", synthetic" if by_id[i].synthetic else ""),
+)
+scene = by_id[sid]
+tta = c_tta.radio("Test-time augmentation", ["none", "d4"], horizontal=True, key="map_tta",
+                  help="d4 averages the 8 flips/rotations: usually a little better, 8× slower.")
+opacity = c_opacity.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="map_opacity")
+t1, t2, t3, _ = st.columns([1, 1, 1, 2])
+show_pred = t1.toggle("Prediction layer", value=True, key="map_show_pred")
+show_label = t2.toggle("Label layer", value=False, key="map_show_label", disabled=not scene.label_path,
+                       help=None if scene.label_path else "This scene has no label.")
+show_conf = t3.toggle("Uncertainty layer", value=False, key="map_show_conf",
+                      help="Pixels where the model's top class probability is below 90 % (red = least sure).")
+
+image_path = ws.scene_path(scene, "image")
+try:
+    info = raster_info(image_path)
+    pyramid = scene_pyramid(image_path, tile_dir(workspace_tile_key(ws.root), scene.id))
+except (SegHZError, OSError, ValueError) as e:
+    st.error(f"Cannot show scene '{scene.name}': {e}")
+    st.stop()
+
+active = ws.active_checkpoint()
+rec = results.get(sid)
+scheme = rec["scheme"] if rec else None
+
+# ------------------------------------------------------------------------------------------------ overlays
+layers = folium.FeatureGroup(name="SegHZ layers", control=False)
+label_error = None
+pred_shown = label_shown = None
+if rec:
+    res = rec["result"]
+    pred_shown = mask_outside(res.pred, rec["inside"])
+    if res.label is not None:  # the label in the checkpoint's classes (crosswalked when the schemes differ)
+        try:
+            label_shown = mask_outside(label_for_checkpoint(res.label, scene.scheme, scheme.name), rec["inside"])
+        except SchemeMismatchError as e:
+            label_error = (f"The scene's label (scheme {scene.scheme}) cannot be compared with the prediction "
+                           f"(checkpoint scheme {scheme.name}): {e}")
+    if show_label and label_shown is not None:
+        add_region_overlay(layers, region_overlay(label_shown, res.window, info, scheme, opacity), name="Label")
+    if show_pred:
+        add_region_overlay(layers, region_overlay(pred_shown, res.window, info, scheme, opacity), name="Prediction")
+    if show_conf:
+        inside = rec["inside"] if rec["inside"] is not None else np.ones(res.pred.shape, bool)
+        add_region_overlay(layers, region_overlay(confidence_classes(res.confidence, inside), res.window, info,
+                                                  confidence_scheme(), opacity), name="Uncertainty")
+    add_outline(layers, window_bounds(res.window, info), tooltip="predicted window")
+geometry = regions.get(sid)
+if geometry:  # the drawn region's outline, so it stays visible when the map is re-created (e.g. scene switch)
+    try:
+        for poly in geometry_pixel_rings(geometry, info, densify=1):
+            rows, cols = poly[0]
+            lat, lng = pixel_to_latlng(rows, cols, info)
+            folium.Polygon([[float(a), float(b)] for a, b in zip(lat, lng)], **REGION_STYLE).add_to(layers)
+    except RegionError:
+        pass
+
+# ------------------------------------------------------------------------------------------------ map
+m = make_map(info, draw=True)
+add_tile_layer(m, pyramid, name="Scene")
+out = streamlit_folium.st_folium(
+    m, key=f"map_{sid}", feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
+    height=MAP_HEIGHT, use_container_width=True,
+) or {}
+drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")
+if isinstance(drawn, list) and not drawn:
+    if regions.pop(sid, None) is not None:
+        st.rerun()  # the analyst deleted the shape: drop its outline from the map
+elif drawing and drawing != regions.get(sid):
+    regions[sid] = drawing
+    st.rerun()  # show the region's outline (kept when the map is re-created) and its window
+geometry = regions.get(sid)
+
+if rec:
+    st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
+    if show_conf:
+        st.markdown(scheme_legend_html(confidence_scheme()), unsafe_allow_html=True)
+if label_error:
+    st.error(label_error)
+
+# ------------------------------------------------------------------------------------------------ region
+window = None
+if geometry is None:
+    st.info("Draw a rectangle or polygon on the scene with the tools at the top left of the map, then predict it. "
+            f"Regions are capped at {MAX_REGION_PIXELS / 1e6:.1f} Mpx (e.g. 2048×2048 px).")
+else:
+    try:
+        window = check_window(scene, geojson_to_pixel_window(geometry, info))
+    except RegionError as e:
+        st.error(f"Cannot predict this region: {e}")
+if window is not None:
+    r, c, h, w = window
+    st.caption(f"Drawn region: rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px = {w * h / 1e6:.2f} Mpx) "
+               f"of {scene.width}×{scene.height} px.")
+    if rec and tuple(rec["result"].window) != tuple(window):
+        st.caption("The overlay shows an earlier region; press **Predict region** to predict this one.")
+if active is None:
+    st.warning("No active checkpoint: train one on the Train page (or register one with the CLI) to predict regions.")
+
+if st.button("Predict region", type="primary", key="map_predict", disabled=window is None or active is None):
+    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {active.name} (TTA {tta})…")
+    ok = False
+    try:
+        predictor, meta = predictor_for(ws, active.id)
+        pred_scheme = checkpoint_scheme(meta)
+        res = predict_region(ws, scene, window, predictor, tta, progress=progress_callback(bar))
+        results[sid] = {
+            "result": res, "inside": region_mask(geometry, info, res.window), "geometry": geometry,
+            "scheme": pred_scheme, "checkpoint_id": active.id, "checkpoint_name": active.name,
+        }
+        ok = True
+    except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
+        st.error(f"Prediction failed: {e}")
+    finally:
+        bar.empty()
+    if ok:
+        st.rerun()
+
+# ------------------------------------------------------------------------------------------------ results
+if rec:
+    res = rec["result"]
+    r, c, h, w = res.window
+    georef = res.pixel_area_m2 is not None
+    areas = class_areas(pred_shown, list(scheme.names), res.pixel_area_m2)
+    table = pd.DataFrame(areas)
+    n_valid = int(table["pixels"].sum())
+    st.subheader("Class areas")
+    where = "the drawn polygon" if rec["inside"] is not None else "the drawn rectangle"
+    st.caption(f"Predicted window rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px) of {where}, "
+               f"with {rec['checkpoint_name']} ({rec['checkpoint_id']}), TTA {res.tta}"
+               + ("" if active is not None and active.id == rec["checkpoint_id"] else " — not the active checkpoint")
+               + ".")
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("Area", f"{n_valid * res.pixel_area_m2 / 1e6:.3f} km²" if georef else f"{n_valid:,} px")
+    k2.metric("Pixels", f"{n_valid:,}")
+    valid = pred_shown != 255
+    k3.metric("Mean confidence", f"{float(res.confidence[valid].mean()) * 100:.1f} %" if valid.any() else "–")
+    agree = agreement(pred_shown, label_shown) if label_shown is not None else None
+    k4.metric("Agreement with label", f"{agree * 100:.1f} %" if agree is not None else "–",
+              help="Share of labelled pixels of the region where prediction and (latest) label agree.")
+
+    shown = pd.DataFrame({"class": table["class"]})
+    if georef:
+        shown["area (km²)"] = table["km2"]
+    shown["pixels"] = table["pixels"]
+    shown["share (%)"] = table["percent"]
+    left, right = st.columns([2, 3])
+    left.dataframe(
+        shown, hide_index=True,
+        column_config={"area (km²)": st.column_config.NumberColumn(format="%.4f"),
+                       "share (%)": st.column_config.NumberColumn(format="%.1f")},
+    )
+    yname = "area (km²)" if georef else "pixels"
+    fig = go.Figure(go.Bar(
+        x=shown["class"], y=shown[yname], marker_color=scheme.hex_colors(),
+        text=[f"{p:.1f} %" for p in shown["share (%)"]], textposition="outside",
+    ))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=yname, showlegend=False,
+                      title=f"Predicted class {'areas' if georef else 'pixels'}")
+    right.plotly_chart(fig, key="map_area_chart")
+
+    stem = f"{sid}_r{r}_c{c}_{w}x{h}"
+    d1, d2, _ = st.columns([1, 1, 2])
+    d1.download_button("Download prediction (PNG)", rgba_overlay_png(pred_shown, scheme, 1.0),
+                       file_name=f"{stem}_prediction.png", mime="image/png", key="map_dl_png",
+                       help="Class colours of the checkpoint's scheme; outside the region is transparent.")
+    d2.download_button("Download class areas (CSV)", shown.to_csv(index=False).encode(),
+                       file_name=f"{stem}_class_areas.csv", mime="text/csv", key="map_dl_csv")

@@ -1,0 +1,277 @@
+"""Drawn regions of the Map page: polygon masks in scene pixels, confidence classes, and small helpers.
+
+A region drawn with Leaflet.draw comes back from streamlit-folium as a GeoJSON Feature (``[lng, lat]``
+positions; for pixel-space scenes ``[col, -row]``, see :mod:`seghz.geo.tiles`). The Map page predicts the
+region's bounding window (:func:`seghz.geo.tiles.geojson_to_pixel_window`); for a polygon it then hides the
+prediction outside the polygon with :func:`polygon_mask` -- the pixels whose *centres* lie inside the polygon
+(even-odd rule per polygon, holes honoured; the parts of a MultiPolygon are united). Rectangles drawn with the
+rectangle tool (:func:`is_axis_rectangle`) keep their whole window, like ``geojson_to_pixel_window`` does.
+
+Polygon edges are straight lines on the Leaflet map, i.e. in Web Mercator for georeferenced scenes; they are
+densified in Web Mercator before being projected into scene pixels (exact for EPSG:3857 scenes, close for any
+other CRS). No Streamlit here.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from seghz.classes import IGNORE, Scheme, get_scheme
+from seghz.data.io import RasterInfo
+from seghz.errors import RegionError
+from seghz.geo.tiles import MERC_MAX_LAT, Window, latlng_to_pixel
+
+EARTH_RADIUS_MERC = 6378137.0
+# Confidence (max class probability) bins of the uncertainty layer; at or above the last edge = transparent.
+CONFIDENCE_EDGES = (0.5, 0.7, 0.9)
+CONFIDENCE_COLORS = ((215, 48, 31), (252, 141, 89), (253, 204, 138))
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def _polygons(geometry: Any) -> tuple[str, list[list[list[tuple[float, float]]]]]:
+    """(geometry type, polygons -> rings -> (lng, lat) positions) of a GeoJSON Polygon/MultiPolygon/Feature."""
+    if not isinstance(geometry, dict):
+        raise RegionError(f"expected a GeoJSON geometry or Feature (dict), got {type(geometry).__name__}")
+    if geometry.get("type") == "Feature":
+        geometry = geometry.get("geometry")
+        if not isinstance(geometry, dict):
+            raise RegionError("the GeoJSON Feature has no geometry")
+    gtype = geometry.get("type")
+    coords = geometry.get("coordinates")
+    if gtype == "Polygon":
+        raw = [coords]
+    elif gtype == "MultiPolygon":
+        raw = coords
+    else:
+        raise RegionError(f"a region must be a drawn rectangle or polygon, got a GeoJSON {gtype!r}")
+    polys = []
+    try:
+        for poly in raw:
+            rings = []
+            for ring in poly:
+                pts = [(float(p[0]), float(p[1])) for p in ring]
+                if len(pts) >= 3:
+                    rings.append(pts)
+            if rings:
+                polys.append(rings)
+    except (TypeError, ValueError, IndexError):
+        raise RegionError(f"malformed GeoJSON {gtype} coordinates") from None
+    if not polys or not all(math.isfinite(v) for poly in polys for ring in poly for p in ring for v in p):
+        raise RegionError(f"the GeoJSON {gtype} has no usable polygon (3+ finite positions)")
+    return gtype, polys
+
+
+def is_axis_rectangle(geometry: Any, rel_tol: float = 1e-9) -> bool:
+    """True for a single-ring Polygon with 4 corners and edges along meridians/parallels (lng/lat axes), as
+    Leaflet.draw's rectangle tool makes it. Raises RegionError for non-polygon input."""
+    gtype, polys = _polygons(geometry)
+    if gtype != "Polygon" or len(polys) != 1 or len(polys[0]) != 1:
+        return False
+    pts = polys[0][0]
+    if pts[0] == pts[-1]:
+        pts = pts[:-1]
+    if len(pts) != 4:
+        return False
+    xs = sorted({p[0] for p in pts})
+    ys = sorted({p[1] for p in pts})
+    span = max(abs(v) for p in pts for v in p) or 1.0
+    tol = rel_tol * span
+
+    def close_groups(vals: list[float]) -> int:
+        groups = 1
+        for a, b in zip(vals, vals[1:]):
+            if b - a > tol:
+                groups += 1
+        return groups
+
+    if close_groups(xs) != 2 or close_groups(ys) != 2:
+        return False
+    # each edge must change exactly one coordinate
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
+        if (abs(x1 - x0) > tol) == (abs(y1 - y0) > tol):
+            return False
+    return True
+
+
+def _merc_y(lat: np.ndarray) -> np.ndarray:
+    lat = np.clip(lat, -MERC_MAX_LAT, MERC_MAX_LAT)
+    return EARTH_RADIUS_MERC * np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+
+
+def _merc_lat(y: np.ndarray) -> np.ndarray:
+    return np.degrees(2 * np.arctan(np.exp(y / EARTH_RADIUS_MERC)) - np.pi / 2)
+
+
+def _ring_to_pixels(ring: list[tuple[float, float]], info: RasterInfo, densify: int) -> tuple[np.ndarray, np.ndarray]:
+    """A closed ring of (lng, lat) -> (rows, cols) of a closed ring in continuous scene pixel coordinates."""
+    lng = np.array([p[0] for p in ring], np.float64)
+    lat = np.array([p[1] for p in ring], np.float64)
+    if lng[0] != lng[-1] or lat[0] != lat[-1]:
+        lng, lat = np.append(lng, lng[0]), np.append(lat, lat[0])
+    if info.georeferenced and densify > 1:
+        # Leaflet draws edges straight in Web Mercator: x is linear in longitude, y is not in latitude.
+        my = _merc_y(lat)
+        t = np.linspace(0.0, 1.0, densify, endpoint=False)[None, :]
+        lng = np.concatenate([(lng[:-1, None] + (lng[1:] - lng[:-1])[:, None] * t).ravel(), lng[-1:]])
+        my = np.concatenate([(my[:-1, None] + (my[1:] - my[:-1])[:, None] * t).ravel(), my[-1:]])
+        lat = _merc_lat(my)
+    rows, cols = latlng_to_pixel(lat, lng, info)
+    return rows, cols
+
+
+def geometry_pixel_rings(geometry: Any, info: RasterInfo, densify: int = 8) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Polygons -> rings -> closed ``(rows, cols)`` arrays in continuous scene pixel coordinates (pixel ``(r, c)``
+    covers ``[r, r+1) x [c, c+1)``). Raises RegionError for non-polygons or positions that cannot be projected."""
+    _, polys = _polygons(geometry)
+    out = []
+    for poly in polys:
+        rings = []
+        for ring in poly:
+            rows, cols = _ring_to_pixels(ring, info, densify)
+            if not (np.all(np.isfinite(rows)) and np.all(np.isfinite(cols))):
+                raise RegionError(f"the region cannot be projected into the CRS of scene {info.path} ({info.crs})")
+            rings.append((rows, cols))
+        out.append(rings)
+    return out
+
+
+def rings_mask(rings: list[tuple[np.ndarray, np.ndarray]], window: Window) -> np.ndarray:
+    """Boolean (height, width) mask of the pixels of ``window`` whose centres lie inside the closed pixel-space
+    rings (even-odd rule: a ring inside another is a hole). Scanline fill, O(rows x edges + pixels)."""
+    r0, c0, h, w = (int(v) for v in window)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"window must have a positive size, got {window}")
+    ya, yb, xa, xb = [], [], [], []
+    for rows, cols in rings:
+        rows, cols = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
+        ya.append(rows[:-1])
+        yb.append(rows[1:])
+        xa.append(cols[:-1])
+        xb.append(cols[1:])
+    y0, y1, x0, x1 = (np.concatenate(v) for v in (ya, yb, xa, xb))
+    keep = y0 != y1  # horizontal edges never cross a scanline under the half-open rule
+    y0, y1, x0, x1 = y0[keep], y1[keep], x0[keep], x1[keep]
+    mask = np.zeros((h, w), bool)
+    if y0.size == 0:
+        return mask
+    lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
+    xc = c0 + np.arange(w, dtype=np.float64) + 0.5
+    for i in range(h):
+        yc = r0 + i + 0.5
+        hit = (lo <= yc) & (yc < hi)
+        if not hit.any():
+            continue
+        t = (yc - y0[hit]) / (y1[hit] - y0[hit])
+        xs = np.sort(x0[hit] + t * (x1[hit] - x0[hit]))
+        # crossings at or left of each pixel centre; odd = inside ([x_in, x_out) intervals)
+        mask[i] = (np.searchsorted(xs, xc, side="right") % 2) == 1
+    return mask
+
+
+def polygon_mask(geometry: Any, info: RasterInfo, window: Window, densify: int = 8) -> np.ndarray:
+    """Boolean (height, width) mask of the pixels of ``window`` (row, col, height, width) whose centres lie
+    inside a drawn GeoJSON Polygon/MultiPolygon (or Feature). Holes are honoured; MultiPolygon parts united."""
+    r0, c0, h, w = (int(v) for v in window)
+    mask = np.zeros((h, w), bool)
+    for rings in geometry_pixel_rings(geometry, info, densify):
+        mask |= rings_mask(rings, (r0, c0, h, w))
+    return mask
+
+
+def region_mask(geometry: Any, info: RasterInfo, window: Window) -> np.ndarray | None:
+    """The mask to apply to a region prediction: None for axis-aligned rectangles (the whole window counts),
+    else :func:`polygon_mask`."""
+    if is_axis_rectangle(geometry):
+        return None
+    return polygon_mask(geometry, info, window)
+
+
+def mask_outside(arr: np.ndarray, inside: np.ndarray | None, fill: int = IGNORE) -> np.ndarray:
+    """Copy of a class-index array with ``fill`` (ignore) where ``inside`` is False; ``inside=None`` = no mask."""
+    out = np.array(arr, copy=True)
+    if inside is None:
+        return out
+    if out.shape != inside.shape:
+        raise ValueError(f"array {out.shape} and mask {inside.shape} differ in shape")
+    out[~inside] = fill
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ confidence
+
+
+def confidence_scheme() -> Scheme:
+    """A pseudo class scheme for the uncertainty layer: one class per low-confidence bin (red = least sure);
+    confidence at or above the last edge (default 90 %) is not drawn."""
+    edges = (0.0, *CONFIDENCE_EDGES)
+    names = tuple(
+        f"confidence < {edges[1] * 100:.0f} %" if i == 0 else f"confidence {edges[i] * 100:.0f}–{edges[i + 1] * 100:.0f} %"
+        for i in range(len(CONFIDENCE_EDGES))
+    )
+    return Scheme(
+        name="confidence", title="Model confidence (max class probability)", names=names,
+        ids=tuple(range(len(names))), colors=CONFIDENCE_COLORS,
+    )
+
+
+def confidence_classes(confidence: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """uint8 bin index of each pixel's confidence (see :func:`confidence_scheme`); IGNORE at or above the last
+    edge, outside ``valid`` and where the confidence is not finite."""
+    conf = np.asarray(confidence)
+    if not np.issubdtype(conf.dtype, np.floating):
+        conf = conf.astype(np.float64)
+    # edges in the data's precision, so a float32 0.9 lands in the >= 90 % bin
+    out = np.digitize(conf, np.asarray(CONFIDENCE_EDGES, conf.dtype)).astype(np.uint8)  # 0..len(edges)
+    out[out >= len(CONFIDENCE_EDGES)] = IGNORE
+    out[~np.isfinite(conf)] = IGNORE
+    if valid is not None:
+        out[~np.asarray(valid, bool)] = IGNORE
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ misc
+
+
+def checkpoint_scheme(meta: dict) -> Scheme:
+    """The class scheme of a checkpoint from its metadata (``meta["scheme"]`` is the block written by
+    :func:`seghz.models.checkpoint.scheme_meta`, or a scheme name): the registered scheme of that name when it
+    matches the stored class names, else a Scheme built from the stored names/ids/colours."""
+    block = meta.get("scheme")
+    if isinstance(block, str):
+        return get_scheme(block)
+    if not isinstance(block, dict) or "names" not in block:
+        raise ValueError("checkpoint metadata has no usable 'scheme' block")
+    names = tuple(str(n) for n in block["names"])
+    try:
+        known = get_scheme(str(block.get("name")))
+        if known.names == names:
+            return known
+    except KeyError:
+        pass
+    ids = tuple(int(v) for v in block.get("ids", range(len(names))))
+    colors = block.get("colors")
+    if not colors or len(colors) != len(names):
+        rng = np.random.default_rng(0)
+        colors = rng.integers(40, 230, (len(names), 3)).tolist()
+    return Scheme(
+        name=str(block.get("name", "checkpoint")), title=str(block.get("name", "checkpoint")), names=names, ids=ids,
+        colors=tuple(tuple(int(v) for v in c) for c in colors),
+    )
+
+
+def workspace_tile_key(root: str | os.PathLike) -> str:
+    """A short, URL-safe key for a workspace folder (tile pyramids go to ``tile_dir(key, scene_id)``), so
+    scenes of different workspaces with the same id never share tiles."""
+    return "ws-" + hashlib.sha1(os.path.realpath(os.fspath(root)).encode()).hexdigest()[:12]
+
+
+__all__ = [
+    "CONFIDENCE_EDGES", "checkpoint_scheme", "confidence_classes", "confidence_scheme", "geometry_pixel_rings",
+    "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
+]

@@ -1,0 +1,349 @@
+"""Streamlit AppTest tests of the Map page (``pages/1_Map.py``) on a small prepared workspace.
+
+The workspace (``$SEGHZ_WORKSPACE`` with ``$SEGHZ_NO_DEMO=1``) holds one 256 px synthetic georeferenced hz7 scene
+with its label and a tiny registered, active Segformer/efficientnet-lite0 hz7 checkpoint (untrained weights: the
+page is tested, not the model). ``streamlit_folium.st_folium`` is replaced by a fake that "draws" a region
+(GeoJSON in lon/lat, as Leaflet returns it) and records what the page passed to the map.
+
+:func:`populate_map_workspace` is reused by ``tests/browser/test_map_page.py``.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from seghz.classes import get_scheme  # noqa: E402
+from seghz.store import Workspace  # noqa: E402
+
+TIMEOUT = 60  # seconds per AppTest run: the CPU is shared with long training runs
+HZ7 = get_scheme("hz7")
+SCENE_SIZE = 256
+SCENE_ID = "town"
+
+
+def make_tiny_checkpoint(path: Path) -> dict:
+    """An untrained Segformer/tu-efficientnet_lite0 hz7 checkpoint (~3.4 M parameters) with trainer-like metadata."""
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("Segformer", "tu-efficientnet_lite0", HZ7.num_classes)
+    meta = {
+        "arch": "Segformer", "encoder": "tu-efficientnet_lite0", "num_classes": HZ7.num_classes,
+        "scheme": HZ7.to_json(), "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "tile_size": 256,
+        "recipe": {"note": "test fixture, untrained"},
+        "metrics": {"val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7,
+                            "per_class_iou": {n: 0.1 * i for i, n in enumerate(HZ7.names)}}, "epoch": 1},
+        "parent": None, "synthetic": True,
+    }
+    save_checkpoint(path, model, meta)
+    return meta
+
+
+def populate_map_workspace(root: Path, checkpoint: tuple[Path, dict] | None = None, name: str = "tiny map model") -> Workspace:
+    """A workspace with one 256 px georeferenced synthetic hz7 scene (id ``town``, labelled) and an active
+    checkpoint ``tiny-map`` called ``name`` (copied from ``checkpoint`` = (file, metadata) when given, else a tiny
+    untrained one is built)."""
+    from seghz.data.io import write_index_mask
+    from seghz.demo import generate_scene, write_demo_geotiff
+
+    ws = Workspace(root)
+    rgb, lbl = generate_scene(SCENE_SIZE, 0)
+    img = ws.root / "scenes" / "town.tif"
+    write_demo_geotiff(img, rgb)
+    lab = ws.root / "labels" / "town_label.png"
+    write_index_mask(lab, lbl, HZ7)
+    ws.add_scene("Test town (synthetic)", img, "hz7", label_path=lab, split="val", synthetic=True, scene_id=SCENE_ID)
+    dst = ws.root / "checkpoints" / "tiny.safetensors"
+    if checkpoint is None:
+        meta = make_tiny_checkpoint(dst)
+    else:
+        shutil.copy2(checkpoint[0], dst)
+        meta = checkpoint[1]
+    scheme = meta["scheme"]["name"] if isinstance(meta["scheme"], dict) else meta["scheme"]
+    cid = ws.register_checkpoint(dst, {**meta, "scheme": scheme}, checkpoint_id="tiny-map", name=name)
+    ws.set_active_checkpoint(cid)
+    return ws
+
+
+def remove_tiles(ws_root: Path) -> None:
+    """Delete the tile pyramids the Map page built for this workspace under the repository's static/tiles."""
+    from seghz.geo.regions import workspace_tile_key
+    from seghz.geo.tiles import tile_dir
+
+    shutil.rmtree(tile_dir(workspace_tile_key(ws_root), SCENE_ID).parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_map_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("map_ckpt") / "tiny.safetensors"
+    return path, make_tiny_checkpoint(path)
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch, tiny_map_checkpoint) -> Workspace:
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(REPO)
+    w = populate_map_workspace(tmp_path / "ws", tiny_map_checkpoint)
+    monkeypatch.setenv("SEGHZ_WORKSPACE", str(w.root))
+    monkeypatch.setenv("SEGHZ_NO_DEMO", "1")
+    yield w
+    remove_tiles(w.root)
+
+
+class FakeFolium:
+    """Stands in for ``streamlit_folium.st_folium``: returns ``drawing`` as the last drawn shape."""
+
+    def __init__(self, drawing: dict | None):
+        self.drawing = drawing
+        self.calls: list[dict] = []
+
+    def __call__(self, fig, **kwargs):
+        self.calls.append({"fig": fig, **kwargs})
+        if self.drawing is None:
+            return {"last_active_drawing": None, "all_drawings": None}
+        return {"last_active_drawing": self.drawing, "all_drawings": [self.drawing]}
+
+    def layers(self) -> dict[str, object]:
+        """Name -> layer of the overlays in the feature group of the last call."""
+        fg = self.calls[-1]["feature_group_to_add"]
+        return {getattr(ch, "layer_name", type(ch).__name__): ch for ch in fg._children.values()}
+
+
+def feature(geometry: dict) -> dict:
+    return {"type": "Feature", "properties": {}, "geometry": geometry}
+
+
+def scene_info(ws: Workspace):
+    from seghz.data.io import raster_info
+
+    return raster_info(ws.scene_path(SCENE_ID, "image"))
+
+
+@pytest.fixture
+def fake_map(monkeypatch):
+    import streamlit_folium
+
+    def install(drawing: dict | None) -> FakeFolium:
+        fake = FakeFolium(drawing)
+        monkeypatch.setattr(streamlit_folium, "st_folium", fake)
+        return fake
+
+    return install
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(REPO / "pages" / "1_Map.py"), default_timeout=TIMEOUT)
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
+    from seghz.geo.regions import workspace_tile_key
+    from seghz.geo.tiles import pixel_window_to_geojson, tile_dir
+    from folium.raster_layers import ImageOverlay
+
+    info = scene_info(ws)
+    window = (64, 32, 96, 128)
+    fake = fake_map(feature(pixel_window_to_geojson(window, info)))
+    at = app().run()
+    assert_ok(at)
+    # tiles were built for this workspace's scene, and the map got them plus the draw tools
+    assert (tile_dir(workspace_tile_key(ws.root), SCENE_ID) / "pyramid.json").is_file()
+    call = fake.calls[-1]
+    assert call["key"] == f"map_{SCENE_ID}" and call["returned_objects"] == ["last_active_drawing", "all_drawings"]
+    assert "/app/static/tiles/" in call["fig"].get_root().render()
+    assert not [ch for ch in call["feature_group_to_add"]._children.values() if isinstance(ch, ImageOverlay)]
+    assert at.session_state["map_regions"][SCENE_ID]["geometry"]["type"] == "Polygon"
+    assert "rows 64–159, columns 32–159 (128×96 px" in texts(at)
+    assert at.selectbox(key="map_scene").value == SCENE_ID
+
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    res = at.session_state["map_results"][SCENE_ID]["result"]
+    assert res.window == window and res.pred.shape == (96, 128) and res.tta == "none"
+    assert res.label is not None and res.pixel_area_m2 == pytest.approx(1.0, rel=0.05)  # ~1 m demo pixels
+    assert at.session_state["map_results"][SCENE_ID]["inside"] is None  # rectangle: whole window
+
+    layers = fake.layers()
+    assert isinstance(layers.get("Prediction"), ImageOverlay), layers
+    (s, w), (n, e) = layers["Prediction"].bounds
+    from seghz.geo.tiles import window_bounds
+
+    (s0, w0), (n0, e0) = window_bounds(window, info)
+    assert abs(s - s0) < 1e-7 and abs(n - n0) < 1e-7 and abs(w - w0) < 1e-7 and abs(e - e0) < 1e-7
+    assert "Label" not in layers and "Uncertainty" not in layers
+
+    # class-area table: all hz7 classes, km² column, shares sum to 100 %
+    df = at.dataframe[0].value
+    assert list(df["class"]) == list(HZ7.names)
+    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+    assert int(df["pixels"].sum()) == 96 * 128
+    assert float(df["area (km²)"].sum()) == pytest.approx(96 * 128 * res.pixel_area_m2 / 1e6, rel=1e-6)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Area"].endswith("km²") and metrics["Pixels"] == f"{96 * 128:,}"
+    assert metrics["Mean confidence"].endswith("%") and metrics["Agreement with label"].endswith("%")
+    assert len(at.get("plotly_chart")) == 1
+    t = texts(at)
+    assert all(name in t for name in HZ7.names)  # legend chips in the scheme colours
+    assert "tiny map model" in t
+
+    # label + uncertainty layers; opacity reaches the PNG alpha
+    at.toggle(key="map_show_label").set_value(True)
+    at.toggle(key="map_show_conf").set_value(True).run()
+    assert_ok(at)
+    layers = fake.layers()
+    assert {"Prediction", "Label", "Uncertainty"} <= set(layers), layers
+    at.toggle(key="map_show_pred").set_value(False).run()
+    assert_ok(at)
+    assert "Prediction" not in fake.layers() and "Label" in fake.layers()
+    # the result survives reruns and the TTA choice applies to the next prediction
+    at.radio(key="map_tta").set_value("d4")
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    assert at.session_state["map_results"][SCENE_ID]["result"].tta == "d4"
+
+
+def test_map_page_masks_outside_a_drawn_polygon(ws, fake_map):
+    from seghz.geo.tiles import pixel_to_latlng
+
+    info = scene_info(ws)
+    rows, cols = np.array([20.0, 200.0, 120.0, 20.0]), np.array([30.0, 60.0, 220.0, 30.0])
+    lat, lng = pixel_to_latlng(rows, cols, info)
+    tri = {"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in zip(lng, lat)]]}
+    fake_map(feature(tri))
+    at = app().run()
+    assert_ok(at)
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    rec = at.session_state["map_results"][SCENE_ID]
+    inside = rec["inside"]
+    assert inside is not None and inside.shape == rec["result"].pred.shape and 0.3 < inside.mean() < 0.7
+    df = at.dataframe[0].value
+    assert int(df["pixels"].sum()) == int(inside.sum())  # only the polygon's pixels are counted
+    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+
+
+def test_map_page_region_outside_the_scene_shows_an_error(ws, fake_map):
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    info = scene_info(ws)
+    fake_map(feature(pixel_window_to_geojson((-400, 600, 100, 100), info)))  # well off the image
+    at = app().run()
+    assert_ok(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "Cannot predict this region" in errors and "outside" in errors, errors
+    assert at.button(key="map_predict").disabled
+    assert "map_results" not in at.session_state or SCENE_ID not in at.session_state["map_results"]
+
+
+def test_map_page_without_drawing_asks_to_draw(ws, fake_map):
+    fake_map(None)
+    at = app().run()
+    assert_ok(at)
+    assert any("Draw a rectangle or polygon" in i.value for i in at.info)
+    assert at.button(key="map_predict").disabled
+
+
+def test_map_page_region_over_the_size_cap_shows_an_error(ws, fake_map, monkeypatch):
+    import functools
+
+    import seghz.infer.region as region
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    # a 256 px scene cannot exceed the real 4.2 Mpx cap: lower it for this run
+    monkeypatch.setattr(region, "check_window", functools.partial(region.check_window, max_pixels=1000))
+    fake_map(feature(pixel_window_to_geojson((0, 0, 64, 64), scene_info(ws))))
+    at = app().run()
+    assert_ok(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "Cannot predict this region" in errors and "over the cap" in errors, errors
+    assert at.button(key="map_predict").disabled
+
+
+def test_map_page_pixel_space_scene_counts_pixels(ws, fake_map):
+    from seghz.data.io import raster_info, write_index_mask, write_rgb
+    from seghz.demo import generate_scene
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    rgb, lbl = generate_scene(160, 3)
+    write_rgb(ws.root / "scenes" / "plain.png", rgb[:, :128])
+    write_index_mask(ws.root / "labels" / "plain_label.png", lbl[:, :128], HZ7)
+    ws.add_scene("Plain picture", ws.root / "scenes" / "plain.png", "hz7", label_path=ws.root / "labels" / "plain_label.png",
+                 scene_id="plain")
+    info = raster_info(ws.scene_path("plain", "image"))
+    assert not info.georeferenced
+    fake = fake_map(feature(pixel_window_to_geojson((10, 20, 50, 60), info)))  # [col, -row] positions
+    at = app().run()
+    at.selectbox(key="map_scene").set_value("plain").run()
+    assert_ok(at)
+    assert fake.calls[-1]["key"] == "map_plain"
+    assert "rows 10–59, columns 20–79 (60×50 px" in texts(at)
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    res = at.session_state["map_results"]["plain"]["result"]
+    assert res.window == (10, 20, 50, 60) and res.pixel_area_m2 is None
+    df = at.dataframe[0].value
+    assert "area (km²)" not in df.columns and int(df["pixels"].sum()) == 50 * 60
+    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+    assert {m.label: m.value for m in at.metric}["Area"] == f"{50 * 60:,} px"
+    (s, w), (n, e) = fake.layers()["Prediction"].bounds
+    assert (s, w, n, e) == (-60.0, 20.0, -10.0, 80.0)  # CRS.Simple: lat = -row, lng = col
+    # the other scene keeps its own (empty) state
+    at.selectbox(key="map_scene").set_value(SCENE_ID).run()
+    assert_ok(at)
+    assert SCENE_ID not in at.session_state["map_results"] and "plain" in at.session_state["map_results"]
+
+
+def test_map_page_label_in_a_scheme_without_crosswalk_shows_an_error(ws, fake_map, tiny_map_checkpoint):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    # the same 7-class weights, declared as a LoveDA model: hz7 labels have no crosswalk to loveda
+    src, meta = tiny_map_checkpoint
+    with safe_open(str(src), framework="pt") as f:
+        raw = json.loads(f.metadata()["seghz"])
+    raw["scheme"] = get_scheme("loveda").to_json()
+    dst = ws.root / "checkpoints" / "loveda.safetensors"
+    save_file(load_file(str(src)), str(dst), metadata={"seghz": json.dumps(raw)})
+    cid = ws.register_checkpoint(dst, {**meta, "scheme": "loveda"}, checkpoint_id="tiny-loveda", name="loveda model")
+    ws.set_active_checkpoint(cid)
+    fake = fake_map(feature(pixel_window_to_geojson((0, 0, 64, 64), scene_info(ws))))
+    at = app().run()
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "cannot be compared" in errors and "loveda" in errors, errors
+    df = at.dataframe[0].value
+    assert list(df["class"]) == list(get_scheme("loveda").names)  # the prediction is in the checkpoint's classes
+    assert {m.label: m.value for m in at.metric}["Agreement with label"] == "–"
+    at.toggle(key="map_show_label").set_value(True).run()
+    assert_ok(at)
+    assert "Label" not in fake.layers() and "Prediction" in fake.layers()
