@@ -87,11 +87,8 @@ def _to_rgb8(arr: np.ndarray, src: Path) -> np.ndarray:
     raise BadInputError(src, f"unsupported pixel type {arr.dtype}")
 
 
-def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Read an RGB image as H×W×3 uint8. ``window`` = (row, col, height, width) reads part of a GeoTIFF.
-
-    Raises BadInputError naming the file for missing, corrupt, truncated, empty or non-RGB files.
-    """
+def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str]) -> tuple[Path, np.ndarray]:
+    """Read a raster file as an array (GeoTIFF via rasterio, else Pillow), converting Pillow modes per ``convert``."""
     p = Path(path)
     if not p.exists():
         raise BadInputError(p, "file does not exist")
@@ -103,18 +100,28 @@ def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None
         try:
             with Image.open(p) as im:
                 im.load()
-                if im.mode in ("P", "PA"):
-                    im = im.convert("RGBA")
-                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                    im = im.convert("RGB")
+                if im.mode in convert:
+                    im = im.convert(convert[im.mode])
                 arr = np.asarray(im)
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise BadInputError(p, f"corrupt or truncated image ({e})") from None
+            raise BadInputError(p, f"corrupt or truncated {what} ({e})") from None
         if window is not None:
             r, c, h, w = window
             arr = arr[r : r + h, c : c + w]
     if arr.size == 0 or min(arr.shape[:2]) == 0:
-        raise BadInputError(p, f"image has zero pixels (shape {arr.shape})")
+        raise BadInputError(p, f"{what} has zero pixels (shape {arr.shape})")
+    return p, arr
+
+
+_IMAGE_MODES = {"P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Read an RGB image as H×W×3 uint8. ``window`` = (row, col, height, width) reads part of a GeoTIFF.
+
+    Raises BadInputError naming the file for missing, corrupt, truncated, empty or non-RGB files.
+    """
+    p, arr = _read_raw(path, window, "image", _IMAGE_MODES)
     return _to_rgb8(arr, p)
 
 
@@ -137,27 +144,7 @@ def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarr
 
     Single-band files hold the scheme's file ids; RGB files are palette masks decoded by exact colour.
     """
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(p, "file does not exist")
-    if p.stat().st_size == 0:
-        raise BadInputError(p, "file is empty (0 bytes)")
-    if _is_tiff(p):
-        arr = _read_tiff(p, window)
-    else:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                if im.mode == "P":
-                    im = im.convert("RGB")
-                arr = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise BadInputError(p, f"corrupt or truncated label image ({e})") from None
-        if window is not None:
-            r, c, h, w = window
-            arr = arr[r : r + h, c : c + w]
-    if arr.size == 0:
-        raise BadInputError(p, "label has zero pixels")
+    p, arr = _read_raw(path, window, "label image", {"P": "RGB"})
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
@@ -179,8 +166,9 @@ def read_index_mask(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync (unless ``fsync=False``, for
+    rebuildable caches such as map tiles), rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -188,7 +176,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -196,6 +185,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not fsync:
+        return
     try:
         dfd = os.open(p.parent, os.O_RDONLY)
         os.fsync(dfd)

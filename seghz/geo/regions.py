@@ -14,7 +14,6 @@ other CRS). No Streamlit here.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 from seghz.classes import IGNORE, Scheme, get_scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
-from seghz.geo.tiles import MERC_MAX_LAT, Window, latlng_to_pixel
+from seghz.geo.tiles import MERC_MAX_LAT, Window, geojson_polygons, latlng_to_pixel
 
 EARTH_RADIUS_MERC = 6378137.0
 # Confidence (max class probability) bins of the uncertainty layer; at or above the last edge = transparent.
@@ -35,36 +34,8 @@ CONFIDENCE_COLORS = ((215, 48, 31), (252, 141, 89), (253, 204, 138))
 
 
 def _polygons(geometry: Any) -> tuple[str, list[list[list[tuple[float, float]]]]]:
-    """(geometry type, polygons -> rings -> (lng, lat) positions) of a GeoJSON Polygon/MultiPolygon/Feature."""
-    if not isinstance(geometry, dict):
-        raise RegionError(f"expected a GeoJSON geometry or Feature (dict), got {type(geometry).__name__}")
-    if geometry.get("type") == "Feature":
-        geometry = geometry.get("geometry")
-        if not isinstance(geometry, dict):
-            raise RegionError("the GeoJSON Feature has no geometry")
-    gtype = geometry.get("type")
-    coords = geometry.get("coordinates")
-    if gtype == "Polygon":
-        raw = [coords]
-    elif gtype == "MultiPolygon":
-        raw = coords
-    else:
-        raise RegionError(f"a region must be a drawn rectangle or polygon, got a GeoJSON {gtype!r}")
-    polys = []
-    try:
-        for poly in raw:
-            rings = []
-            for ring in poly:
-                pts = [(float(p[0]), float(p[1])) for p in ring]
-                if len(pts) >= 3:
-                    rings.append(pts)
-            if rings:
-                polys.append(rings)
-    except (TypeError, ValueError, IndexError):
-        raise RegionError(f"malformed GeoJSON {gtype} coordinates") from None
-    if not polys or not all(math.isfinite(v) for poly in polys for ring in poly for p in ring for v in p):
-        raise RegionError(f"the GeoJSON {gtype} has no usable polygon (3+ finite positions)")
-    return gtype, polys
+    """Polygons of a drawn region: rings need 3+ positions."""
+    return geojson_polygons(geometry, min_points=3)
 
 
 def is_axis_rectangle(geometry: Any, rel_tol: float = 1e-9) -> bool:

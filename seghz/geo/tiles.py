@@ -54,7 +54,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -185,8 +184,9 @@ def pixel_window_to_geojson(window: Window, info: RasterInfo) -> dict:
     return {"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in zip(lng, lat)]]}
 
 
-def _geometry_positions(geometry: Any) -> list[list[tuple[float, float]]]:
-    """Rings of (lng, lat) pairs of a GeoJSON Polygon/MultiPolygon (or a Feature holding one)."""
+def geojson_polygons(geometry: Any, min_points: int = 1) -> tuple[str, list[list[list[tuple[float, float]]]]]:
+    """(geometry type, polygons -> rings -> (lng, lat) positions) of a GeoJSON Polygon/MultiPolygon or a Feature
+    holding one. Rings with fewer than ``min_points`` positions are dropped; RegionError when nothing usable is left."""
     if not isinstance(geometry, dict):
         raise RegionError(f"expected a GeoJSON geometry or Feature (dict), got {type(geometry).__name__}")
     if geometry.get("type") == "Feature":
@@ -196,23 +196,27 @@ def _geometry_positions(geometry: Any) -> list[list[tuple[float, float]]]:
     gtype = geometry.get("type")
     coords = geometry.get("coordinates")
     if gtype == "Polygon":
-        polys = [coords]
+        raw = [coords]
     elif gtype == "MultiPolygon":
-        polys = coords
+        raw = coords
     else:
         raise RegionError(f"a region must be a drawn rectangle or polygon, got a GeoJSON {gtype!r}")
-    rings = []
+    polys = []
     try:
-        for poly in polys:
-            for ring in poly:
-                pts = [(float(p[0]), float(p[1])) for p in ring]
-                if pts:
-                    rings.append(pts)
+        for poly in raw:
+            rings = [r for r in ([(float(p[0]), float(p[1])) for p in ring] for ring in poly) if len(r) >= max(1, min_points)]
+            if rings:
+                polys.append(rings)
     except (TypeError, ValueError, IndexError):
         raise RegionError(f"malformed GeoJSON {gtype} coordinates") from None
-    if not rings or not all(math.isfinite(v) for ring in rings for p in ring for v in p):
-        raise RegionError(f"the GeoJSON {gtype} has no usable (finite) coordinates")
-    return rings
+    if not polys or not all(math.isfinite(v) for poly in polys for ring in poly for p in ring for v in p):
+        raise RegionError(f"the GeoJSON {gtype} has no usable polygon ({min_points}+ finite positions)")
+    return gtype, polys
+
+
+def _geometry_positions(geometry: Any) -> list[list[tuple[float, float]]]:
+    """All rings of (lng, lat) pairs of a GeoJSON Polygon/MultiPolygon (or a Feature holding one)."""
+    return [ring for poly in geojson_polygons(geometry)[1] for ring in poly]
 
 
 def _densify_ring_merc(ring: list[tuple[float, float]], n: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -446,17 +450,7 @@ def _write_tile(path: Path, rgba: np.ndarray) -> None:
     im = Image.fromarray(rgba[..., :3], "RGB") if rgba[..., 3].min() == 255 else Image.fromarray(rgba, "RGBA")
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=3)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
 def _read_tile(path: Path) -> np.ndarray | None:
