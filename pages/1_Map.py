@@ -157,7 +157,7 @@ if geometry:  # the drawn region's outline, so it stays visible when the map is 
 m = make_map(info, draw=True)
 add_tile_layer(m, pyramid, name="Scene")
 out = streamlit_folium.st_folium(
-    m, key=f"map_{sid}", feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
+    m, key=f"map_folium__{sid}", feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
     height=MAP_HEIGHT, use_container_width=True,
 ) or {}
 drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")

@@ -46,6 +46,13 @@ def cmd_train(a) -> int:
     from seghz.train.trainer import TrainConfig, train
 
     target = a.target_scheme or a.scheme
+    if a.parent:
+        from seghz.errors import CheckpointError
+        from seghz.models.checkpoint import read_metadata
+
+        pscheme = read_metadata(a.parent)["scheme"]["name"]
+        if pscheme != target:
+            raise CheckpointError(f"{a.parent}: parent checkpoint is for scheme '{pscheme}', training uses '{target}'")
     nc = get_scheme(target).num_classes
     bar = _tqdm_progress("read")
     items = load_folder(a.images, a.labels, a.scheme, target, progress=bar)
@@ -171,7 +178,13 @@ def cmd_predict(a) -> int:
 
     pred, meta = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     scheme = get_scheme(meta["scheme"]["name"])
-    inputs = sorted(p for p in Path(a.input).iterdir() if p.is_file()) if Path(a.input).is_dir() else [Path(a.input)]
+    from seghz.data.io import IMAGE_EXT
+    from seghz.errors import BadInputError
+
+    src = Path(a.input)
+    inputs = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT) if src.is_dir() else [src]
+    if not inputs:
+        raise BadInputError(src, "folder holds no images (.png/.jpg/.tif)")
     out = Path(a.output)
     multi = len(inputs) > 1 or Path(a.input).is_dir()
     if multi:

@@ -137,12 +137,13 @@ def demo_transform(size: int) -> tuple[str, tuple[float, ...]]:
     return "EPSG:3857", (res, 0.0, x, 0.0, -res, y)
 
 
-def write_demo_geotiff(path, rgb: np.ndarray) -> None:
-    """Write the demo image as a tiled GeoTIFF with the nominal placement."""
+def write_demo_geotiff(path, rgb: np.ndarray, transform: tuple[float, ...] | None = None) -> None:
+    """Write the demo image as a tiled GeoTIFF with the nominal placement (or the given affine transform)."""
     import rasterio
     from rasterio.transform import Affine
 
     crs, t = demo_transform(rgb.shape[0])
+    t = tuple(transform) if transform is not None else t
     with rasterio.open(
         path, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8",
         crs=crs, transform=Affine(*t), tiled=True, blockxsize=256, blockysize=256, compress="deflate",

@@ -153,6 +153,8 @@ def slugify(text: str, fallback: str = "item") -> str:
     """
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9_]+", "-", ascii_text.lower()).strip("-_")[:48].strip("-_")
+    if not slug and text.strip():  # e.g. a Chinese name: keep distinct names distinct
+        return f"{fallback}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return slug or fallback
 
 

@@ -113,6 +113,35 @@ def test_demo_workspace_and_shipped_checkpoints(tmp_path):
     town = next(s for s in got if s.name.startswith("Demo town"))
     assert np.array_equal(read_index_mask(ws.scene_path(town, "label")), generate_scene(1024, 0)[1])
     assert sc.ensure_demo_workspace(ws, empty) is False  # idempotent
-    # distinct placements: no two demo scenes share an origin
+    # distinct placements: no two demo scenes share an origin, and each file carries the indexed transform
     assert len({s.transform[2:6:3] for s in got}) == len(got)
+    from seghz.data.io import raster_info
+
+    for s in got:
+        assert np.allclose(raster_info(ws.scene_path(s, "image")).transform, s.transform)
     assert register_shipped_checkpoints(ws, empty) is False and ws.active_checkpoint() is None
+
+
+def test_interrupted_demo_build_is_completed(tmp_path):
+    """A kill during the first start leaves a partial demo (and maybe an orphan folder): the next start finishes it."""
+    from seghz.data import scenes as sc
+
+    ws = Workspace(tmp_path / "ws")
+    empty = tmp_path / "nockpt"
+    empty.mkdir()
+    sc.ensure_demo_workspace(ws, empty)
+    victim = ws.list_scenes()[0]
+    ws.delete_scene(victim.id)
+    (ws.root / "scenes" / victim.id).mkdir(parents=True, exist_ok=True)  # orphan folder, no index row
+    (ws.root / "scenes" / victim.id / "image.tif").write_bytes(b"torn")
+    assert sc.ensure_demo_workspace(ws, empty) is True
+    assert sorted(s.name for s in ws.list_scenes()) == sorted(n for n, *_ in DEMO_SCENES)
+
+
+def test_non_ascii_names_get_distinct_ids(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    Image.fromarray(_rgb(4, 4)).save(tmp_path / "西湖.png")
+    Image.fromarray(_rgb(4, 4)).save(tmp_path / "钱塘江.png")
+    a = import_scene(ws, tmp_path / "西湖.png", scheme="hz7")
+    b = import_scene(ws, tmp_path / "钱塘江.png", scheme="hz7")
+    assert a.id != b.id and a.id.startswith("scene-") and a.name == "西湖"

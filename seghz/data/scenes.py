@@ -21,9 +21,12 @@ Progress = Callable[[float, str], None]
 
 
 def _scene_dir(ws: Workspace, name: str) -> tuple[str, Path]:
+    """A free scene id and its new, empty folder. A folder left by an interrupted import (no index row) is removed."""
     sid = ws.unique_scene_id(slugify(name, "scene"))
     d = ws.root / "scenes" / sid
-    d.mkdir(parents=True, exist_ok=False)
+    if d.exists():  # orphan: the id is free in the index, so nothing refers to this folder
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
     return sid, d
 
 
@@ -130,17 +133,22 @@ def ensure_demo_workspace(ws: Workspace, checkpoints_dir: str | Path = "checkpoi
     from seghz.demo import demo_transform, generate_scene, write_demo_geotiff
 
     created = False
-    if not ws.list_scenes():
+    scenes = ws.list_scenes()
+    have = {s.name for s in scenes}
+    # a fresh workspace, or a demo build that was interrupted: (re)create the missing demo scenes
+    if not scenes or (all(s.synthetic for s in scenes) and len(have & {n for n, *_ in DEMO_SCENES}) < len(DEMO_SCENES)):
         crs, t = demo_transform(DEMO_SIZE)
         for k, (name, seed, split, (gy, gx)) in enumerate(DEMO_SCENES):
+            if name in have:
+                continue
             rgb, lbl = generate_scene(DEMO_SIZE, seed)
             sid, d = _scene_dir(ws, name)
-            write_demo_geotiff(d / "image.tif", rgb)
-            write_index_mask(d / "label.png", lbl, get_scheme("hz7"))
             off = (t[0] * DEMO_SIZE * 1.02 * gx, -t[4] * DEMO_SIZE * 1.02 * gy)
             tr = (t[0], 0.0, t[2] + off[0], 0.0, t[4], t[5] - off[1])
+            write_demo_geotiff(d / "image.tif", rgb, tr)
+            write_index_mask(d / "label.png", lbl, get_scheme("hz7"))
             ws.add_scene(name, d / "image.tif", "hz7", label_path=d / "label.png", split=split, synthetic=True,
-                         source=f"seghz.demo.generate_scene(size={DEMO_SIZE}, seed={seed})", scene_id=sid, crs=crs, transform=tr)
+                         source=f"seghz.demo.generate_scene(size={DEMO_SIZE}, seed={seed})", scene_id=sid)
             if progress:
                 progress((k + 1) / len(DEMO_SCENES), f"created {name}")
         created = True

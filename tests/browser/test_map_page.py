@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -63,8 +62,7 @@ def map_app(chromium_browser, tmp_path):
         remove_tiles(ws.root)
 
 
-def test_map_page_draw_predict_overlay(map_app, chromium_browser):
-    t0 = time.monotonic()
+def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
     url, ws = map_app
     ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
@@ -122,8 +120,9 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser):
         page.set_viewport_size({"width": 1400, "height": 1750})
         page.wait_for_selector(".js-plotly-plot", timeout=20_000)
         page.wait_for_timeout(1000)  # let the tiles and the chart settle
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
+        shot = SCREENSHOT if os.environ.get("SEGHZ_SCREENSHOTS") else tmp_path / "map.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
 
         external = [u for u in requests if urlparse(u).scheme in ("http", "https") and urlparse(u).hostname not in LOCAL_HOSTS]
         assert not external, f"requests to non-local hosts: {external}"
@@ -134,4 +133,3 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser):
         assert not page_errors, page_errors
     finally:
         ctx.close()
-    assert time.monotonic() - t0 < 90

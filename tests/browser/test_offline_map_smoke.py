@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -27,7 +26,6 @@ LEAFLET_ASSETS = (
 
 @pytest.mark.parametrize("kind", ["pixel", "georef"])
 def test_offline_map_renders_and_draws(kind, browser_page, map_smoke_url):
-    t0 = time.monotonic()
     page = browser_page
     requests: list[str] = []
     failed: list[tuple[str, str]] = []
@@ -123,4 +121,3 @@ def test_offline_map_renders_and_draws(kind, browser_page, map_smoke_url):
     bad_status = {u: s for u, s in status.items() if "/app/static/" in u and s >= 400}
     assert not bad_status, bad_status
     assert not page_errors, page_errors
-    assert time.monotonic() - t0 < 60

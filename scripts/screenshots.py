@@ -1,0 +1,47 @@
+"""Screenshots of every page for the README: `python scripts/screenshots.py` (needs /usr/bin/chromium).
+
+Starts `streamlit run app.py` on a fresh temporary workspace (the synthetic demo + shipped checkpoints),
+drives each page in headless Chromium and writes docs/screenshots/<page>.png.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from conftest import CHROMIUM, CHROMIUM_ARGS, run_streamlit  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, run_streamlit(ROOT / "app.py", env={"SEGHZ_WORKSPACE": tmp}) as url:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+
+            def shot(path: str, name: str, ready: str, click: str | None = None, after: str | None = None) -> None:
+                page.goto(f"{url}/{path}")
+                page.get_by_text(ready, exact=False).first.wait_for(timeout=120_000)
+                if click:
+                    page.get_by_role("button", name=click).first.click()
+                    page.get_by_text(after, exact=False).first.wait_for(timeout=300_000)
+                page.wait_for_timeout(2500)
+                page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                print("wrote", OUT / f"{name}.png")
+
+            shot("", "home", "Active checkpoint")
+            shot("Evaluate", "evaluate", "Run evaluation", "Run evaluation", "fwIoU")
+            shot("Labels", "labels", "Predict this window", "Predict this window", "Prediction")
+            shot("Train", "train", "Launch training")
+            b.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
