@@ -174,7 +174,7 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     # tiles were built for this workspace's scene, and the map got them plus the draw tools
     assert (tile_dir(workspace_tile_key(ws.root), SCENE_ID) / "pyramid.json").is_file()
     call = fake.calls[-1]
-    assert call["key"] == f"map_{SCENE_ID}" and call["returned_objects"] == ["last_active_drawing", "all_drawings"]
+    assert call["key"] == f"map_folium__{SCENE_ID}" and call["returned_objects"] == ["last_active_drawing", "all_drawings"]
     assert "/app/static/tiles/" in call["fig"].get_root().render()
     assert not [ch for ch in call["feature_group_to_add"]._children.values() if isinstance(ch, ImageOverlay)]
     assert at.session_state["map_regions"][SCENE_ID]["geometry"]["type"] == "Polygon"
@@ -300,7 +300,7 @@ def test_map_page_pixel_space_scene_counts_pixels(ws, fake_map):
     at = app().run()
     at.selectbox(key="map_scene").set_value("plain").run()
     assert_ok(at)
-    assert fake.calls[-1]["key"] == "map_plain"
+    assert fake.calls[-1]["key"] == "map_folium__plain"
     assert "rows 10–59, columns 20–79 (60×50 px" in texts(at)
     at.button(key="map_predict").click().run()
     assert_ok(at)
