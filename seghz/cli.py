@@ -228,6 +228,21 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_demo_data(a) -> int:
+    from seghz.classes import get_scheme
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.demo import generate_scene
+
+    out = Path(a.out)
+    hz7 = get_scheme("hz7")
+    for seed in a.seeds:
+        rgb, lbl = generate_scene(a.size, seed)
+        write_rgb(out / "images" / f"demo_{seed}.png", rgb)
+        write_index_mask(out / "labels" / f"demo_{seed}.png", hz7.index_to_ids(lbl))
+    print(f"wrote {len(a.seeds)} synthetic scene(s) to {out}/images and {out}/labels (hz7 id masks)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
     p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
@@ -296,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
     e.set_defaults(fn=cmd_evaluate)
+    dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
+    dd.add_argument("--out", required=True)
+    dd.add_argument("--seeds", type=int, nargs="+", default=[0])
+    dd.add_argument("--size", type=int, default=1024)
+    dd.set_defaults(fn=cmd_demo_data)
+
     d = sub.add_parser("train-demo", help="train the shipped demo model on synthetic scenes")
     d.add_argument("--out", default="checkpoints/demo_hz7.safetensors")
     d.add_argument("--scenes", type=int, default=6)
