@@ -37,8 +37,26 @@ def main() -> int:
 
             shot("", "home", "Active checkpoint")
             shot("Evaluate", "evaluate", "Run evaluation", "Run evaluation", "fwIoU")
-            shot("Labels", "labels", "Predict this window", "Predict this window", "Prediction")
+            shot("Labels", "labels", "Predict this window", "Predict this window", "Agrees with the label")
             shot("Train", "train", "Launch training")
+            # Map: draw a rectangle over the middle of the default scene (the demo town), predict with D4 TTA
+            page.goto(f"{url}/Map")
+            frame = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=120_000).content_frame()
+            frame.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=60_000)
+            box = frame.locator(".leaflet-container").bounding_box()
+            frame.click("a.leaflet-draw-draw-rectangle")
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx - 160, cy - 120)
+            page.mouse.down()
+            page.mouse.move(cx + 160, cy + 120, steps=8)
+            page.mouse.up()
+            page.get_by_text("Drawn region:", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("d4", exact=True).first.click()
+            page.get_by_role("button", name="Predict region").click()
+            frame.wait_for_selector("img.leaflet-image-layer", timeout=300_000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(OUT / "map.png"), full_page=True)
+            print("wrote", OUT / "map.png")
             b.close()
     return 0
 
