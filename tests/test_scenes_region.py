@@ -145,3 +145,18 @@ def test_non_ascii_names_get_distinct_ids(tmp_path):
     a = import_scene(ws, tmp_path / "西湖.png", scheme="hz7")
     b = import_scene(ws, tmp_path / "钱塘江.png", scheme="hz7")
     assert a.id != b.id and a.id.startswith("scene-") and a.name == "西湖"
+
+
+def test_bad_shipped_checkpoint_does_not_hide_the_others(tmp_path):
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "a_broken.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\n")
+    model = build_model("Segformer", "tu-efficientnet_lite0", 7)
+    save_checkpoint(d / "b_demo.safetensors", model, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "num_classes": 7,
+                                                      "scheme": get_scheme("hz7").to_json()})
+    ws = Workspace(tmp_path / "ws")
+    assert register_shipped_checkpoints(ws, d) is True
+    assert [c.id for c in ws.list_checkpoints()] == ["b_demo"] and ws.active_checkpoint().id == "b_demo"

@@ -6,6 +6,7 @@ exact colour) and can be crosswalked to another scheme on import.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -14,10 +15,11 @@ import numpy as np
 
 from seghz.classes import get_scheme, index_crosswalk
 from seghz.data.io import read_image, read_label, raster_info, write_index_mask, write_rgb
-from seghz.errors import BadInputError
+from seghz.errors import BadInputError, SegHZError
 from seghz.store import Scene, Workspace, slugify
 
 Progress = Callable[[float, str], None]
+log = logging.getLogger(__name__)
 
 
 def _scene_dir(ws: Workspace, name: str) -> tuple[str, Path]:
@@ -165,9 +167,13 @@ def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "c
     for p in sorted(Path(checkpoints_dir).glob("*.safetensors")):
         if p.resolve() in known:
             continue
-        meta = read_metadata(p)
-        ws.register_checkpoint(p.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, checkpoint_id=slugify(p.stem), name=p.stem,
-                               note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
+        try:
+            meta = read_metadata(p)
+            ws.register_checkpoint(p.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, checkpoint_id=slugify(p.stem),
+                                   name=p.stem, note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
+        except (SegHZError, KeyError, TypeError) as e:  # one bad file (e.g. an LFS pointer) must not hide the others
+            log.warning("skipping shipped checkpoint %s: %s", p, e)
+            continue
         added = True
     if ws.active_checkpoint() is None:
         ids = [c.id for c in ws.list_checkpoints()]
