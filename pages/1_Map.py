@@ -232,7 +232,10 @@ if rec:
     k1.metric("Area", f"{n_valid * res.pixel_area_m2 / 1e6:.3f} km²" if georef else f"{n_valid:,} px")
     k2.metric("Pixels", f"{n_valid:,}")
     valid = pred_shown != 255
-    k3.metric("Mean confidence", f"{float(res.confidence[valid].mean()) * 100:.1f} %" if valid.any() else "–")
+    dis = getattr(res, "disagreement", None)
+    k3.metric("Mean confidence", f"{float(res.confidence[valid].mean()) * 100:.1f} %" if valid.any() else "–",
+              help=None if dis is None or not valid.any() else
+              f"TTA views disagree with the consensus on {float(np.nanmean(dis[valid])) * 100:.2f} % of view-pixels.")
     agree = agreement(pred_shown, label_shown) if label_shown is not None else None
     k4.metric("Agreement with label", f"{agree * 100:.1f} %" if agree is not None else "–",
               help="Share of labelled pixels of the region where prediction and (latest) label agree.")

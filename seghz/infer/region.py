@@ -26,6 +26,8 @@ class RegionResult:
     label: np.ndarray | None
     pixel_area_m2: float | None
     tta: str
+    entropy: np.ndarray | None = None  # predictive entropy of the merged distribution (nats)
+    disagreement: np.ndarray | None = None  # fraction of TTA views disagreeing with the consensus
 
 
 def pixel_area_m2(scene: Scene, row: float, col: float) -> float | None:
@@ -73,12 +75,13 @@ def predict_region(
     """Run the model on a window of a scene (read window-wise from GeoTIFFs)."""
     win = check_window(scene, window, max_pixels)
     img = read_image(ws.scene_path(scene, "image"), window=win)
-    pred, conf = predictor.predict(img, tta, progress=progress)
+    full = predictor.predict_full(img, tta, progress=progress)
     label = None
     if scene.label_path:
         r, c, h, w = win
         label = ws.effective_label(scene.id)[r : r + h, c : c + w]
-    return RegionResult(scene.id, win, pred, conf, label, pixel_area_m2(scene, win[0] + win[2] / 2, win[1] + win[3] / 2), tta)
+    return RegionResult(scene.id, win, full.mask, full.confidence, label,
+                        pixel_area_m2(scene, win[0] + win[2] / 2, win[1] + win[3] / 2), tta, full.entropy, full.disagreement)
 
 
 def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:
