@@ -1,0 +1,52 @@
+"""Smoke test of bench/infer_bench.py: the tiniest scene through a subprocess, then the JSON's shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_infer_bench_tiny_writes_json_with_positive_rates(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "infer_bench.py"),
+        "--device",
+        "cpu",
+        "--size",
+        "tiny",
+        "--repeats",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "engine_vs_ideal" in proc.stdout
+
+    rep = json.loads(out.read_text())
+    assert {"config", "env", "rates", "ratios", "peak_rss_mb", "wall_s"} <= rep.keys()
+    assert rep["config"]["scene"] == 256 and rep["config"]["tile"] == 128
+    assert rep["config"]["windows"] >= 1 and rep["config"]["overlap_factor"] >= 1.0
+    assert {"device_description", "torch", "date"} <= rep["env"].keys()
+    assert rep["env"]["device_description"]
+
+    rates = rep["rates"]
+    for key in ("raw", "engine_none", "engine_d4", "naive_none", "naive_d4"):
+        assert rates[key]["mp_s"] > 0, key
+        assert rates[key]["median_s"] > 0, key
+    # ttach is a listed requirement; if it is missing the bench records a skip instead of a rate
+    assert rates["ttach_d4"].get("mp_s", 0) > 0 or rates["ttach_d4"].get("skipped") == "ttach unavailable"
+
+    ratios = rep["ratios"]
+    for key in ("engine_vs_ideal", "engine_d4_vs_ideal", "engine_vs_naive_none", "engine_vs_naive_d4"):
+        assert ratios[key] > 0, key
+    if "mp_s" in rates["ttach_d4"]:
+        assert ratios["engine_vs_ttach_d4"] > 0
+    assert rep["peak_rss_mb"] > 0
