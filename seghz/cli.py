@@ -210,6 +210,53 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_predict_scene(a) -> int:
+    """Whole-scene prediction of a (huge) GeoTIFF, block by block; runs data-parallel under torchrun."""
+    from seghz.infer.engine import Predictor
+    from seghz.infer.scene import predict_scene
+
+    if not Path(a.checkpoint).is_file():
+        raise SegHZError(f"{a.checkpoint}: checkpoint file does not exist")
+    if not Path(a.input).is_file():
+        raise SegHZError(f"{a.input}: file does not exist")
+    world, rank, device = int(os.environ.get("WORLD_SIZE", "1")), 0, a.device
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        if device is None and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    kw = {"batch_size": a.batch_size}
+    if a.tile:
+        kw["tile"] = a.tile
+    if a.overlap is not None:
+        kw["overlap"] = a.overlap
+    try:
+        pred, meta = Predictor.from_checkpoint(a.checkpoint, device, **kw)
+    except ValueError as e:  # bad --tile / --overlap / --batch-size
+        raise SegHZError(str(e)) from None
+    bar = _tqdm_progress("predict-scene" if world == 1 else f"predict-scene rank {rank}")
+    try:
+        summary = predict_scene(pred, a.input, a.output, tta=a.tta, block=a.block, uncertainty=a.uncertainty, png=a.png,
+                                areas_csv=a.areas, scheme=meta["scheme"]["name"], progress=bar, rank=rank, world_size=world)
+    finally:
+        bar.close()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank == 0:
+        brief = {k: v for k, v in summary.items() if k != "areas"}
+        print(json.dumps(brief), file=sys.stderr)
+        for row in summary["areas"]:
+            km2 = f"  {row['km2']:.4f} km2" if "km2" in row else ""
+            print(f"{row['class']:<16} {row['pixels']:>12} px {row['percent']:6.2f} %{km2}")
+    return 0
+
+
 def cmd_info(a) -> int:
     from seghz.classes import get_scheme, scheme_names
 
@@ -272,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device")
     pr.add_argument("--batch-size", type=int, default=4)
     pr.set_defaults(fn=cmd_predict)
+
+    ps = sub.add_parser("predict-scene", help="predict a whole (huge) GeoTIFF block by block into a class GeoTIFF")
+    ps.add_argument("--checkpoint", required=True)
+    ps.add_argument("--input", required=True, help="GeoTIFF (RGB, or RGB + alpha)")
+    ps.add_argument("--output", required=True, help="output GeoTIFF (uint8 class index, colour table, 255 = nodata)")
+    ps.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    ps.add_argument("--tile", type=int, help="model window size (default: the checkpoint's tile size)")
+    ps.add_argument("--overlap", type=float, help="window overlap fraction (default 0.25)")
+    ps.add_argument("--block", type=int, help="block core size in px (default: largest multiple of the tile <= 2048)")
+    ps.add_argument("--uncertainty", action="store_true", help="also write <output>_uncertainty.tif (confidence, entropy, disagreement)")
+    ps.add_argument("--png", help="also write a colourised preview PNG (long side <= 4096)")
+    ps.add_argument("--areas", help="also write a class-area CSV (km2 when georeferenced)")
+    ps.add_argument("--device")
+    ps.add_argument("--batch-size", type=int, default=4)
+    ps.set_defaults(fn=cmd_predict_scene)
 
     inf = sub.add_parser("info", help="show schemes, the workspace summary, or a checkpoint's metadata")
     inf.add_argument("--checkpoint")

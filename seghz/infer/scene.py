@@ -1,0 +1,394 @@
+"""Whole-scene prediction of huge rasters with bounded memory, written straight into a GeoTIFF.
+
+The scene is cut into square blocks (a multiple of the model tile, 2048 px by default). Each block is
+read with a halo of context (half a tile by default) through :func:`seghz.data.io.read_image`,
+predicted with :meth:`Predictor.predict_full`, cropped back to its core and written into the output
+GeoTIFF window by window; the whole scene is never held in memory (peak ≈ one block + halo times the
+number of classes in float32, plus a ≤ 4096 px preview when a PNG is asked for).
+
+Output: band 1 uint8 class index with the scheme's colour table, 255 = nodata (set as the file's
+nodata), tiled + deflate, CRS and transform copied from a georeferenced input. With
+``uncertainty=True`` a second float32 file ``<output stem>_uncertainty.tif`` holds confidence,
+entropy and view disagreement (NaN = nodata). Files are written under a temporary name next to the
+output and renamed at the very end, so a crash or cancel never leaves a file that looks complete.
+
+Nodata: source pixels whose dataset mask is 0 (alpha band == 0, or every band equal to the source's
+nodata value) and, for 4-band inputs, pixels whose 4th band is 0 are predicted as 255. This module is
+the one place besides :mod:`seghz.data.io` that opens rasters with rasterio, and only to read those
+masks and to write the output.
+
+Distributed (``world_size > 1``, e.g. under torchrun with ``torch.distributed`` initialised): blocks
+are dealt round-robin to the ranks; each rank saves its block results as ``.npy`` files in a shared
+parts folder next to the output, and rank 0 assembles the final files in block order after every
+rank has reported success; the result equals the one-process output bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from seghz.classes import Scheme, get_scheme, scheme_names
+from seghz.data.io import TIFF_EXT, atomic_write_bytes, raster_info, read_image, write_rgb
+from seghz.errors import BadInputError, SegHZError
+from seghz.infer.engine import Cancelled, Predictor
+from seghz.infer.region import class_areas, pixel_area_m2
+
+DEFAULT_BLOCK = 2048
+PNG_MAX_SIDE = 4096
+NODATA = 255
+UNCERTAINTY_BANDS = ("confidence", "entropy", "disagreement")
+
+
+class SceneError(SegHZError, ValueError):
+    """Bad settings for a scene prediction (block, halo, rank, scheme)."""
+
+
+def scene_blocks(height: int, width: int, block: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping blocks (row, col, h, w) covering the scene in row-major order."""
+    return [(r, c, min(block, height - r), min(block, width - c)) for r in range(0, height, block) for c in range(0, width, block)]
+
+
+def _default_block(tile: int) -> int:
+    return tile * max(1, DEFAULT_BLOCK // tile)
+
+
+def _guess_scheme(num_classes: int) -> Scheme | None:
+    for n in scheme_names():
+        s = get_scheme(n)
+        if s.num_classes == num_classes:
+            return s
+    return None
+
+
+def uncertainty_path(output: str | os.PathLike) -> Path:
+    p = Path(output)
+    return p.with_name(p.stem + "_uncertainty" + p.suffix)
+
+
+class _Masks:
+    """Validity masks of the source raster (alpha / nodata); None where the source has none."""
+
+    def __init__(self, path: Path, count: int):
+        self.ds = None
+        if Path(path).suffix.lower() not in TIFF_EXT:
+            return
+        import rasterio
+        from rasterio.enums import ColorInterp
+
+        ds = rasterio.open(path)
+        has_alpha = ColorInterp.alpha in ds.colorinterp or count == 4
+        if ds.nodata is None and not has_alpha:
+            ds.close()
+            return
+        self.ds = ds
+        self.count = count
+
+    def read(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        if self.ds is None:
+            return None
+        from rasterio.windows import Window
+
+        w = Window(window[1], window[0], window[3], window[2])
+        valid = self.ds.dataset_mask(window=w) != 0
+        if self.count == 4:
+            valid &= self.ds.read(4, window=w) != 0
+        return valid
+
+    def close(self) -> None:
+        if self.ds is not None:
+            self.ds.close()
+            self.ds = None
+
+
+class _Writer:
+    """Writes block results into the (temporary) output files and gathers counts and the preview."""
+
+    def __init__(self, output: Path, info, scheme: Scheme | None, nc: int, uncertainty: bool, png: bool):
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        self.output, self.info, self.nc = output, info, nc
+        self.tmp: list[Path] = []
+        self.counts = np.zeros(256, np.int64)
+        H, W = info.height, info.width
+        prof = {"driver": "GTiff", "width": W, "height": H, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+        if info.georeferenced:
+            from affine import Affine
+
+            prof.update(crs=info.crs, transform=Affine(*info.transform))
+        self.ds = self.unc = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                t = self._tmp(output)
+                self.ds = rasterio.open(t, "w", count=1, dtype="uint8", nodata=NODATA, **prof)
+                self.ds.set_band_description(1, "class")
+                pal = scheme.palette() if scheme is not None else np.zeros((256, 3), np.uint8)
+                self.ds.write_colormap(1, {i: (*map(int, pal[i]), 255) for i in range(256)})
+                if scheme is not None:
+                    self.ds.update_tags(1, classes=",".join(scheme.names), scheme=scheme.name)
+                if uncertainty:
+                    t = self._tmp(uncertainty_path(output))
+                    self.unc = rasterio.open(t, "w", count=3, dtype="float32", nodata=float("nan"), predictor=3, **prof)
+                    for i, n in enumerate(UNCERTAINTY_BANDS, 1):
+                        self.unc.set_band_description(i, n)
+        except BaseException:
+            self.abort()
+            raise
+        self.step = max(1, math.ceil(max(H, W) / PNG_MAX_SIDE))
+        self.preview = np.full((math.ceil(H / self.step), math.ceil(W / self.step)), NODATA, np.uint8) if png else None
+
+    def _tmp(self, final: Path) -> Path:
+        fd, t = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        self.tmp.append(Path(t))
+        return Path(t)
+
+    def put(self, win: tuple[int, int, int, int], mask: np.ndarray, unc: np.ndarray | None) -> None:
+        from rasterio.windows import Window
+
+        r, c, h, w = win
+        rw = Window(c, r, w, h)
+        self.ds.write(mask, 1, window=rw)
+        if self.unc is not None:
+            self.unc.write(unc, window=rw)
+        self.counts += np.bincount(mask.ravel(), minlength=256)
+        if self.preview is not None:
+            s = self.step
+            r0, c0 = (-r) % s, (-c) % s
+            sub = mask[r0::s, c0::s]
+            self.preview[(r + r0) // s : (r + r0) // s + sub.shape[0], (c + c0) // s : (c + c0) // s + sub.shape[1]] = sub
+
+    def finish(self) -> None:
+        """Close and rename the temporary files onto their final names (uncertainty first, class map last)."""
+        self.ds.close()
+        if self.unc is not None:
+            self.unc.close()
+            os.chmod(self.tmp[1], 0o644)
+            os.replace(self.tmp[1], uncertainty_path(self.output))
+        os.chmod(self.tmp[0], 0o644)
+        os.replace(self.tmp[0], self.output)
+        self.tmp = []
+
+    def abort(self) -> None:
+        for d in (self.ds, self.unc):
+            if d is not None:
+                with contextlib.suppress(Exception):  # best-effort cleanup
+                    d.close()
+        for t in self.tmp:
+            t.unlink(missing_ok=True)
+        self.tmp = []
+
+
+def _predict_block(predictor: Predictor, path: Path, masks: _Masks, info, win, halo: int, tta, uncertainty: bool,
+                   progress, should_cancel):
+    """(core mask uint8 h×w, core uncertainty 3×h×w float32 or None) for one block."""
+    r, c, h, w = win
+    rr, cc = max(0, r - halo), max(0, c - halo)
+    r1, c1 = min(info.height, r + h + halo), min(info.width, c + w + halo)
+    rd = (rr, cc, r1 - rr, c1 - cc)
+    core = (slice(r - rr, r - rr + h), slice(c - cc, c - cc + w))
+    valid = masks.read(rd)
+    if valid is not None and not valid[core].any():
+        unc = np.full((3, h, w), np.nan, np.float32) if uncertainty else None
+        if unc is not None:
+            unc[0] = 0.0
+        return np.full((h, w), NODATA, np.uint8), unc
+    if valid is not None and valid.all():
+        valid = None
+    img = read_image(path, window=rd)
+    res = predictor.predict_full(img, tta, progress, should_cancel, valid_mask=valid)
+    mask = np.ascontiguousarray(res.mask[core])
+    unc = np.stack([res.confidence[core], res.entropy[core], res.disagreement[core]]).astype(np.float32) if uncertainty else None
+    return mask, unc
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise SegHZError("world_size > 1 needs torch.distributed to be initialised (run under torchrun)")
+    return dist
+
+
+def _all_ok(ok: bool, world_size: int) -> bool:
+    """True when every rank reports success (a collective: every rank must call it)."""
+    if world_size == 1:
+        return ok
+    import torch
+
+    dist = _dist()
+    t = torch.tensor([0 if ok else 1], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) == 0
+
+
+def predict_scene(
+    predictor: Predictor,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    tta="none",
+    block: int | None = None,
+    halo: int | None = None,
+    uncertainty: bool = False,
+    png: str | os.PathLike | None = None,
+    areas_csv: str | os.PathLike | None = None,
+    scheme: Scheme | str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
+    """Predict a whole raster block by block into a class-index GeoTIFF; returns a summary dict.
+
+    ``block`` (default: the largest multiple of the tile ≤ 2048) is the core size of a block, ``halo``
+    (default: half a tile) the context read around it. ``scheme`` (a Scheme or its name; default: the
+    first registered scheme with the predictor's class count) gives the colour table, class names of
+    the CSV and the PNG colours. Raises :class:`Cancelled` when ``should_cancel()`` turns true; no
+    output or temporary file is left behind then (nor on any other error).
+    """
+    t0 = time.time()
+    src, out = Path(input_path), Path(output_path)
+    if out.suffix.lower() not in TIFF_EXT:
+        raise BadInputError(out, "the output must be a GeoTIFF (.tif or .tiff)")
+    info = raster_info(src)
+    if info.count not in (3, 4):
+        raise BadInputError(src, f"image has {info.count} band(s); SegHZ needs RGB (3 bands, or 4 with alpha)")
+    tile = int(predictor.tile)
+    block = int(block) if block is not None else _default_block(tile)
+    if block <= 0:
+        raise SceneError(f"block must be a positive integer, got {block}")
+    halo = int(halo) if halo is not None else tile // 2
+    if halo < 0:
+        raise SceneError(f"halo must be >= 0, got {halo}")
+    if isinstance(scheme, str):
+        scheme = get_scheme(scheme)
+    if scheme is None:
+        scheme = _guess_scheme(predictor.num_classes)
+    if scheme is not None and scheme.num_classes != predictor.num_classes:
+        raise SceneError(f"scheme '{scheme.name}' has {scheme.num_classes} classes, the model {predictor.num_classes}")
+    names = list(scheme.names) if scheme is not None else [f"class_{i}" for i in range(predictor.num_classes)]
+    if not 0 <= rank < world_size:
+        raise SceneError(f"rank {rank} outside world_size {world_size}")
+    if world_size > 1:
+        _dist()
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    blocks = scene_blocks(info.height, info.width, block)
+    mine = [i for i in range(len(blocks)) if i % world_size == rank]
+    parts = out.with_name(f".{out.name}.parts")
+    writer: _Writer | None = None
+    masks = _Masks(src, info.count)
+    err: BaseException | None = None
+    try:
+        if world_size == 1:
+            writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
+        else:
+            parts.mkdir(exist_ok=True)
+        for k, i in enumerate(mine):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("scene prediction cancelled")
+            inner = None
+            if progress is not None:
+                inner = lambda f, m, k=k, i=i: progress((k + f) / len(mine), f"block {i + 1}/{len(blocks)} {m}")
+            mask, unc = _predict_block(predictor, src, masks, info, blocks[i], halo, tta, uncertainty, inner, should_cancel)
+            if writer is not None:
+                writer.put(blocks[i], mask, unc)
+            else:
+                np.save(parts / f"{i}.mask.npy", mask)
+                if unc is not None:
+                    np.save(parts / f"{i}.unc.npy", unc)
+            if progress is not None:
+                progress((k + 1) / len(mine), f"block {i + 1}/{len(blocks)}")
+    except BaseException as e:  # noqa: BLE001 - re-raised below after cleanup (and after the other ranks know)
+        err = e
+    finally:
+        masks.close()
+    if world_size > 1:
+        ok = _all_ok(err is None, world_size)
+        if ok and rank == 0:
+            try:
+                writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
+                for i in range(len(blocks)):
+                    unc = np.load(parts / f"{i}.unc.npy") if uncertainty else None
+                    writer.put(blocks[i], np.load(parts / f"{i}.mask.npy"), unc)
+            except BaseException as e:  # noqa: BLE001
+                err = e
+        if not ok and err is None:
+            err = SegHZError(f"scene prediction failed on another rank; no output written ({out})")
+        ok = _all_ok(err is None, world_size)  # every rank finished reading/writing the parts
+        if rank == 0:
+            shutil.rmtree(parts, ignore_errors=True)
+        if not ok and err is None:
+            err = SegHZError(f"scene prediction failed on another rank; no output written ({out})")
+    if err is not None:
+        if writer is not None:
+            writer.abort()
+        raise err
+
+    summary = {
+        "input": str(src), "output": str(out) if rank == 0 else None, "width": info.width, "height": info.height,
+        "crs": info.crs, "transform": list(info.transform) if info.transform else None, "tile": tile, "block": block,
+        "halo": halo, "blocks": len(blocks), "blocks_this_rank": len(mine), "tta": tta if isinstance(tta, str) else list(tta),
+        "rank": rank, "world_size": world_size, "scheme": scheme.name if scheme is not None else None,
+    }
+    if writer is None:  # ranks > 0 of a distributed run
+        summary["seconds"] = round(time.time() - t0, 3)
+        return summary
+    try:
+        counts = writer.counts
+        area = pixel_area_m2(SimpleNamespace(crs=info.crs, transform=info.transform), info.height / 2, info.width / 2) \
+            if info.georeferenced else None
+        rows = _areas(counts, names, area)
+        if areas_csv is not None:
+            buf = io.StringIO()
+            wr = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            wr.writeheader()
+            wr.writerows(rows)
+            atomic_write_bytes(areas_csv, buf.getvalue().encode())
+        if png is not None:
+            pal = scheme.palette() if scheme is not None else np.zeros((256, 3), np.uint8)
+            write_rgb(png, pal[writer.preview])
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    summary.update(
+        valid_pixels=int(counts[: len(names)].sum()), nodata_pixels=int(counts[NODATA]), pixel_area_m2=area, areas=rows,
+        uncertainty=str(uncertainty_path(out)) if uncertainty else None, png=str(png) if png is not None else None,
+        areas_csv=str(areas_csv) if areas_csv is not None else None, seconds=round(time.time() - t0, 3),
+    )
+    return summary
+
+
+def _areas(counts: np.ndarray, names: list[str], pixel_area: float | None) -> list[dict]:
+    """Class-area rows from whole-scene pixel counts, via :func:`class_areas` on a tiny stand-in mask.
+
+    ``class_areas`` counts a mask; a one-row mask holding each class once is weighted back to the
+    scene's counts so the row layout (class, pixels, percent, km2) stays that of region.py.
+    """
+    rows = class_areas(np.arange(len(names), dtype=np.uint8)[None], names, pixel_area)
+    c = counts[: len(names)].astype(np.int64)
+    total = max(int(c.sum()), 1)
+    for i, row in enumerate(rows):
+        row["pixels"] = int(c[i])
+        row["percent"] = 100.0 * float(c[i]) / total
+        if pixel_area is not None:
+            row["km2"] = float(c[i]) * pixel_area / 1e6
+    return rows
+
+
+__all__ = ["DEFAULT_BLOCK", "NODATA", "UNCERTAINTY_BANDS", "SceneError", "predict_scene", "scene_blocks", "uncertainty_path"]
