@@ -25,8 +25,8 @@ import streamlit_folium
 from seghz.data.io import raster_info
 from seghz.errors import RegionError, SchemeMismatchError, SegHZError
 from seghz.evaluate import label_for_checkpoint
+from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
-    checkpoint_scheme,
     geometry_pixel_rings,
     confidence_classes,
     confidence_scheme,

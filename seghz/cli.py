@@ -171,13 +171,13 @@ def cmd_import(a) -> int:
 def cmd_predict(a) -> int:
     import numpy as np
 
-    from seghz.classes import get_scheme
     from seghz.data.io import read_image, write_index_mask, write_rgb
     from seghz.infer.engine import Predictor
     from seghz.infer.region import class_areas
+    from seghz.models.checkpoint import checkpoint_scheme
 
     pred, meta = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
-    scheme = get_scheme(meta["scheme"]["name"])
+    scheme = checkpoint_scheme(meta)
     from seghz.data.io import IMAGE_EXT
     from seghz.errors import BadInputError
 

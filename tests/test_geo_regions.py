@@ -7,8 +7,8 @@ import pytest
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
+from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
-    checkpoint_scheme,
     confidence_classes,
     confidence_scheme,
     is_axis_rectangle,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from seghz.classes import IGNORE, Scheme, get_scheme
+from seghz.classes import IGNORE, Scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
 from seghz.geo.tiles import MERC_MAX_LAT, Window, geojson_polygons, latlng_to_pixel
@@ -209,33 +209,6 @@ def confidence_classes(confidence: np.ndarray, valid: np.ndarray | None = None) 
 # ------------------------------------------------------------------------------------------------ misc
 
 
-def checkpoint_scheme(meta: dict) -> Scheme:
-    """The class scheme of a checkpoint from its metadata (``meta["scheme"]`` is the block written by
-    :func:`seghz.models.checkpoint.scheme_meta`, or a scheme name): the registered scheme of that name when it
-    matches the stored class names, else a Scheme built from the stored names/ids/colours."""
-    block = meta.get("scheme")
-    if isinstance(block, str):
-        return get_scheme(block)
-    if not isinstance(block, dict) or "names" not in block:
-        raise ValueError("checkpoint metadata has no usable 'scheme' block")
-    names = tuple(str(n) for n in block["names"])
-    try:
-        known = get_scheme(str(block.get("name")))
-        if known.names == names:
-            return known
-    except KeyError:
-        pass
-    ids = tuple(int(v) for v in block.get("ids", range(len(names))))
-    colors = block.get("colors")
-    if not colors or len(colors) != len(names):
-        rng = np.random.default_rng(0)
-        colors = rng.integers(40, 230, (len(names), 3)).tolist()
-    return Scheme(
-        name=str(block.get("name", "checkpoint")), title=str(block.get("name", "checkpoint")), names=names, ids=ids,
-        colors=tuple(tuple(int(v) for v in c) for c in colors),
-    )
-
-
 def workspace_tile_key(root: str | os.PathLike) -> str:
     """A short, URL-safe key for a workspace folder (tile pyramids go to ``tile_dir(key, scene_id)``), so
     scenes of different workspaces with the same id never share tiles."""
@@ -243,6 +216,6 @@ def workspace_tile_key(root: str | os.PathLike) -> str:
 
 
 __all__ = [
-    "CONFIDENCE_EDGES", "checkpoint_scheme", "confidence_classes", "confidence_scheme", "geometry_pixel_rings",
+    "CONFIDENCE_EDGES", "confidence_classes", "confidence_scheme", "geometry_pixel_rings",
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
 ]

@@ -14,9 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from seghz.classes import Scheme, get_scheme
 from seghz.errors import CheckpointError
 
 FORMAT = "seghz-checkpoint/1"
@@ -90,6 +92,33 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({str(e)[:300]})") from None
     return model.to(device).eval(), meta
+
+
+def checkpoint_scheme(meta: dict) -> Scheme:
+    """The class scheme of a checkpoint from its metadata (``meta["scheme"]`` is the block written by
+    :func:`seghz.models.checkpoint.scheme_meta`, or a scheme name): the registered scheme of that name when it
+    matches the stored class names, else a Scheme built from the stored names/ids/colours."""
+    block = meta.get("scheme")
+    if isinstance(block, str):
+        return get_scheme(block)
+    if not isinstance(block, dict) or "names" not in block:
+        raise ValueError("checkpoint metadata has no usable 'scheme' block")
+    names = tuple(str(n) for n in block["names"])
+    try:
+        known = get_scheme(str(block.get("name")))
+        if known.names == names:
+            return known
+    except KeyError:
+        pass
+    ids = tuple(int(v) for v in block.get("ids", range(len(names))))
+    colors = block.get("colors")
+    if not colors or len(colors) != len(names):
+        rng = np.random.default_rng(0)
+        colors = rng.integers(40, 230, (len(names), 3)).tolist()
+    return Scheme(
+        name=str(block.get("name", "checkpoint")), title=str(block.get("name", "checkpoint")), names=names, ids=ids,
+        colors=tuple(tuple(int(v) for v in c) for c in colors),
+    )
 
 
 def scheme_meta(scheme) -> dict[str, Any]:
