@@ -210,8 +210,35 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def _parse_tta(text: str):
+    """``none`` / ``flip`` / ``d4`` or comma-separated view names (``identity,lr,rot90``), validated."""
+    from seghz.infer.engine import tta_views
+
+    tta = text if "," not in text else [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        tta_views(tta)
+    except ValueError as e:
+        raise SegHZError(f"--tta {text}: {e}") from None
+    return tta
+
+
+def _want_compile(choice: str, pred, image) -> bool:
+    """``--compile auto``: on for CPU runs of ≥ 32 windows when a C++ compiler is present (the compile takes 10–40 s)."""
+    from seghz.data.io import raster_info
+    from seghz.infer.engine import compiler_available, sliding_windows
+
+    if choice == "off":
+        return False
+    if choice == "on":
+        return True
+    if pred._cuda or not compiler_available():
+        return False
+    info = raster_info(image)
+    return len(sliding_windows(info.height, info.width, int(pred.tile), pred.overlap)) >= 32
+
+
 def cmd_predict_scene(a) -> int:
-    """Whole-scene prediction of a (huge) GeoTIFF, block by block; runs data-parallel under torchrun."""
+    """Whole-scene prediction of a (huge) GeoTIFF, window row by window row; runs data-parallel under torchrun."""
     from seghz.infer.engine import Predictor
     from seghz.infer.scene import predict_scene
 
@@ -229,18 +256,20 @@ def cmd_predict_scene(a) -> int:
         rank = dist.get_rank()
         if device is None and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    kw = {"batch_size": a.batch_size}
+    kw = {"batch_size": a.batch_size, "blend": a.blend, "merge": a.merge}
     if a.tile:
         kw["tile"] = a.tile
     if a.overlap is not None:
         kw["overlap"] = a.overlap
+    tta = _parse_tta(a.tta)
     try:
         pred, meta = Predictor.from_checkpoint(a.checkpoint, device, **kw)
     except ValueError as e:  # bad --tile / --overlap / --batch-size
         raise SegHZError(str(e)) from None
+    pred.compile = _want_compile(a.compile, pred, a.input)
     bar = _tqdm_progress("predict-scene" if world == 1 else f"predict-scene rank {rank}")
     try:
-        summary = predict_scene(pred, a.input, a.output, tta=a.tta, block=a.block, uncertainty=a.uncertainty, png=a.png,
+        summary = predict_scene(pred, a.input, a.output, tta=tta, uncertainty=a.uncertainty, png=a.png,
                                 areas_csv=a.areas, scheme=meta["scheme"]["name"], progress=bar, rank=rank, world_size=world)
     finally:
         bar.close()
@@ -320,19 +349,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4)
     pr.set_defaults(fn=cmd_predict)
 
-    ps = sub.add_parser("predict-scene", help="predict a whole (huge) GeoTIFF block by block into a class GeoTIFF")
+    ps = sub.add_parser("predict-scene", help="predict a whole (huge) GeoTIFF, streamed row by row, into a class GeoTIFF")
     ps.add_argument("--checkpoint", required=True)
     ps.add_argument("--input", required=True, help="GeoTIFF (RGB, or RGB + alpha)")
     ps.add_argument("--output", required=True, help="output GeoTIFF (uint8 class index, colour table, 255 = nodata)")
-    ps.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    ps.add_argument("--tta", default="none", help="none | flip | d4 | comma-separated views, e.g. identity,lr,rot90")
     ps.add_argument("--tile", type=int, help="model window size (default: the checkpoint's tile size)")
     ps.add_argument("--overlap", type=float, help="window overlap fraction (default 0.25)")
-    ps.add_argument("--block", type=int, help="block core size in px (default: largest multiple of the tile <= 2048)")
+    ps.add_argument("--blend", default="uniform", choices=["uniform", "gaussian", "cosine"], help="window blending")
+    ps.add_argument("--merge", default="softmax", choices=["softmax", "logits"], help="merge views by mean softmax or logits")
+    ps.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                    help="torch.compile the model (auto: CPU scenes of >= 32 windows, when a C++ compiler exists)")
     ps.add_argument("--uncertainty", action="store_true", help="also write <output>_uncertainty.tif (confidence, entropy, disagreement)")
     ps.add_argument("--png", help="also write a colourised preview PNG (long side <= 4096)")
     ps.add_argument("--areas", help="also write a class-area CSV (km2 when georeferenced)")
     ps.add_argument("--device")
-    ps.add_argument("--batch-size", type=int, default=4)
+    ps.add_argument("--batch-size", type=int, help="model inputs per batch (default: 4 on CPU, from free memory on CUDA)")
     ps.set_defaults(fn=cmd_predict_scene)
 
     inf = sub.add_parser("info", help="show schemes, the workspace summary, or a checkpoint's metadata")

@@ -1,4 +1,4 @@
-"""Whole-scene block-wise prediction into a GeoTIFF (seghz.infer.scene, ``python -m seghz predict-scene``)."""
+"""Whole-scene streamed prediction into a GeoTIFF (seghz.infer.scene, ``python -m seghz predict-scene``)."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
-from seghz.infer.engine import Cancelled, Predictor
+from seghz.infer.engine import Cancelled, Predictor, shard_rows, window_rows
 from seghz.infer.scene import predict_scene, uncertainty_path
 
 torch.set_num_threads(1)
@@ -64,7 +64,7 @@ def scene(tmp_path_factory):
 def test_output_keeps_geo_and_colours(scene, tmp_path):
     _, src = scene
     out = tmp_path / "out.tif"
-    s = predict_scene(_pointwise(), src, out, block=256, png=tmp_path / "p.png", areas_csv=tmp_path / "a.csv")
+    s = predict_scene(_pointwise(), src, out, png=tmp_path / "p.png", areas_csv=tmp_path / "a.csv")
     with rasterio.open(src) as a, rasterio.open(out) as b:
         assert (b.width, b.height, b.count, b.dtypes[0]) == (W, H, 1, "uint8")
         assert b.crs == a.crs and b.transform == a.transform
@@ -73,7 +73,7 @@ def test_output_keeps_geo_and_colours(scene, tmp_path):
         for i, c in enumerate(HZ7.colors):
             assert cmap[i][:3] == tuple(c)
         assert b.profile.get("compress", "").lower() == "deflate" and b.profile.get("tiled")
-    assert s["blocks"] == 3 * 4 and s["pixel_area_m2"] > 0
+    assert s["strips_this_rank"] == len(window_rows(H, 128, 0.25)) == 7 and s["pixel_area_m2"] > 0
     with open(tmp_path / "a.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["class"] for r in rows] == list(HZ7.names)
@@ -87,26 +87,42 @@ def test_output_keeps_geo_and_colours(scene, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporaries left
 
 
-@pytest.mark.parametrize("block,tile", [(128, 128), (256, 128), (384, 64), (2048, 128)])
-def test_blockwise_equals_whole_image(scene, tmp_path, block, tile):
+def _conv(tile=128, overlap=0.25) -> Predictor:
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(8, HZ7.num_classes, 5, padding=2))
+    return Predictor(m.eval(), HZ7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=overlap, batch_size=3, device="cpu")
+
+
+@pytest.mark.parametrize("tile,overlap,tta", [(128, 0.25, "none"), (96, 0.5, "flip"), (64, 0.0, "none"), (1024, 0.25, "none")])
+def test_streamed_scene_equals_whole_image(scene, tmp_path, tile, overlap, tta):
+    """Window rows streamed from the file give the in-memory whole-image result bit for bit (context-using model)."""
     img, src = scene
-    p = _pointwise(tile)
+    p = _conv(tile, overlap)
     out = tmp_path / "o.tif"
-    predict_scene(p, src, out, block=block)
+    predict_scene(p, src, out, tta=tta, uncertainty=True)
+    want = p.predict_full(img, tta)
     with rasterio.open(out) as ds:
-        got = ds.read(1)
-    want, _ = p.predict(img)
-    assert np.array_equal(got, want)
+        assert np.array_equal(ds.read(1), want.mask)
+    with rasterio.open(uncertainty_path(out)) as ds:
+        u = ds.read()
+    assert u[0].tobytes() == want.confidence.tobytes() and u[1].tobytes() == want.entropy.tobytes()
 
 
 def test_nodata_and_alpha_become_255(tmp_path):
     img = _image(1)
     alpha = np.full((H, W), 255, np.uint8)
-    alpha[:, :300] = 0  # a whole block column and part of the next
+    alpha[:, :300] = 0  # whole window columns and part of the next
     alpha[600:, 800:] = 0
     src = _write_tif(tmp_path / "alpha.tif", img, alpha=alpha)
     out = tmp_path / "o.tif"
-    s = predict_scene(_pointwise(), src, out, block=256, uncertainty=True, areas_csv=tmp_path / "a.csv")
+    p = _pointwise()
+    calls = []
+    p.model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    s = predict_scene(p, src, out, uncertainty=True, areas_csv=tmp_path / "a.csv")
+    # windows entirely in the nodata columns are never run: 128-px windows at stride 96 → columns 0, 96 skipped
+    cols = [c for c in range(0, W - 128, 96)] + [W - 128]
+    run = [c for c in cols if c + 128 > 300]
+    assert sum(calls) == len(window_rows(H, 128, 0.25)) * len(run)
     with rasterio.open(out) as ds:
         m = ds.read(1)
     assert (m[alpha == 0] == 255).all() and (m[alpha > 0] < 7).all()
@@ -117,7 +133,7 @@ def test_nodata_and_alpha_become_255(tmp_path):
     img2 = img.copy()
     img2[:100, :100] = 0
     src2 = _write_tif(tmp_path / "nd.tif", img2, nodata=0, geo=False)
-    predict_scene(_pointwise(), src2, tmp_path / "o2.tif", block=256)
+    predict_scene(_pointwise(), src2, tmp_path / "o2.tif")
     with rasterio.open(tmp_path / "o2.tif") as ds:
         m2 = ds.read(1)
         assert ds.crs is None
@@ -127,7 +143,7 @@ def test_nodata_and_alpha_become_255(tmp_path):
 def test_uncertainty_bands(scene, tmp_path):
     _, src = scene
     out = tmp_path / "o.tif"
-    predict_scene(_pointwise(), src, out, block=512, tta="flip", uncertainty=True)
+    predict_scene(_pointwise(), src, out, tta="flip", uncertainty=True)
     with rasterio.open(uncertainty_path(out)) as ds:
         assert ds.count == 3 and ds.dtypes[0] == "float32"
         assert ds.descriptions == ("confidence", "entropy", "disagreement")
@@ -146,7 +162,7 @@ def test_cancel_leaves_nothing(scene, tmp_path):
         return calls["n"] > 5
 
     with pytest.raises(Cancelled):
-        predict_scene(_pointwise(), src, out, block=256, uncertainty=True, png=tmp_path / "p.png",
+        predict_scene(_pointwise(), src, out, uncertainty=True, png=tmp_path / "p.png",
                       areas_csv=tmp_path / "a.csv", should_cancel=cancel)
     assert list(tmp_path.iterdir()) == []
 
@@ -189,7 +205,7 @@ def _cli(*args, module=("-m", "seghz"), timeout=300):
 def test_cli_predict_scene(scene, tiny_ckpt, tmp_path):
     _, src = scene
     out = tmp_path / "cli.tif"
-    p = _cli("predict-scene", "--checkpoint", tiny_ckpt, "--input", src, "--output", out, "--block", "512",
+    p = _cli("predict-scene", "--checkpoint", tiny_ckpt, "--input", src, "--output", out, "--compile", "off",
              "--areas", tmp_path / "a.csv", "--png", tmp_path / "p.png", "--device", "cpu")
     assert p.returncode == 0, p.stdout + p.stderr
     with rasterio.open(out) as ds:
@@ -212,7 +228,7 @@ def test_cli_predict_scene(scene, tiny_ckpt, tmp_path):
 def test_torchrun_two_ranks_equals_one(scene, tiny_ckpt, tmp_path):
     _, src = scene
     one, two = tmp_path / "one.tif", tmp_path / "two.tif"
-    common = ["--checkpoint", tiny_ckpt, "--input", src, "--block", "256", "--device", "cpu", "--uncertainty"]
+    common = ["--checkpoint", tiny_ckpt, "--input", src, "--tile", "128", "--device", "cpu", "--uncertainty", "--tta", "identity,rot90"]
     p = _cli("predict-scene", *common, "--output", one)
     assert p.returncode == 0, p.stderr
     q = _cli("--standalone", "--nproc-per-node", "2", "-m", "seghz", "predict-scene", *common, "--output", two,
@@ -224,3 +240,29 @@ def test_torchrun_two_ranks_equals_one(scene, tiny_ckpt, tmp_path):
     with rasterio.open(uncertainty_path(one)) as a, rasterio.open(uncertainty_path(two)) as b:
         assert a.read().tobytes() == b.read().tobytes()
     assert not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+def test_shards_join_into_the_whole(world):
+    """Rank row ranges are contiguous, cover the image and start on window rows (in-process check of the split)."""
+    for h, tile, ov in [(700, 128, 0.25), (50, 128, 0.25), (1000, 64, 0.5)]:
+        spans = [shard_rows(h, tile, ov, r, world) for r in range(world)]
+        assert spans[0][0] == 0 and spans[-1][1] == h
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        starts = set(window_rows(h, tile, ov)) | {h}
+        assert all(y0 in starts or y0 == y1 for y0, y1 in spans)
+
+
+def test_rank_rows_equal_the_whole(scene):
+    """Streaming only some rows (as a rank does) gives exactly those rows of the whole-image run."""
+    img, _ = scene
+    p = _conv(96, 0.5)
+    want = p.predict_full(img, "flip")
+    read = lambda a, b: (img[a:b], None)  # noqa: E731
+    for world in (2, 3):
+        got = []
+        for r in range(world):
+            y0, y1 = shard_rows(H, 96, 0.5, r, world)
+            if y0 < y1:
+                got += [st.result().mask for st in p.stream(H, W, read, "flip", rows=(y0, y1))]
+        assert np.concatenate(got).tobytes() == want.mask.tobytes()

@@ -1,10 +1,12 @@
 """Whole-scene prediction of huge rasters with bounded memory, written straight into a GeoTIFF.
 
-The scene is cut into square blocks (a multiple of the model tile, 2048 px by default). Each block is
-read with a halo of context (half a tile by default) through :func:`seghz.data.io.read_image`,
-predicted with :meth:`Predictor.predict_full`, cropped back to its core and written into the output
-GeoTIFF window by window; the whole scene is never held in memory (peak ≈ one block + halo times the
-number of classes in float32, plus a ≤ 4096 px preview when a PNG is asked for).
+The scene is streamed through :meth:`Predictor.stream` one window row at a time: each window row is
+read through :func:`seghz.data.io.read_image` (a strip ``tile`` rows tall, the full width), run through
+the model, blended into a rolling buffer, and every row that no later window touches is written into
+the output GeoTIFF at once. The whole scene is never held in memory (peak ≈ (classes + 3) × tile ×
+width × 4 bytes of buffers, plus the model, plus a ≤ 4096 px preview when a PNG is asked for), no pixel
+is computed twice beyond the windows' own overlap, and the result equals
+:meth:`Predictor.predict_full` on the whole image bit for bit.
 
 Output: band 1 uint8 class index with the scheme's colour table, 255 = nodata (set as the file's
 nodata), tiled + deflate, CRS and transform copied from a georeferenced input. With
@@ -13,14 +15,15 @@ entropy and view disagreement (NaN = nodata). Files are written under a temporar
 output and renamed at the very end, so a crash or cancel never leaves a file that looks complete.
 
 Nodata: source pixels whose dataset mask is 0 (alpha band == 0, or every band equal to the source's
-nodata value) and, for 4-band inputs, pixels whose 4th band is 0 are predicted as 255. This module is
-the one place besides :mod:`seghz.data.io` that opens rasters with rasterio, and only to read those
-masks and to write the output.
+nodata value) and, for 4-band inputs, pixels whose 4th band is 0 are predicted as 255; windows with no
+valid pixel are not run. This module is the one place besides :mod:`seghz.data.io` that opens rasters
+with rasterio, and only to read those masks and to write the output.
 
-Distributed (``world_size > 1``, e.g. under torchrun with ``torch.distributed`` initialised): blocks
-are dealt round-robin to the ranks; each rank saves its block results as ``.npy`` files in a shared
-parts folder next to the output, and rank 0 assembles the final files in block order after every
-rank has reported success; the result equals the one-process output bit for bit.
+Distributed (``world_size > 1``, e.g. under torchrun with ``torch.distributed`` initialised): each rank
+takes a contiguous run of window rows (:func:`seghz.infer.engine.shard_rows`), streams the window rows
+touching them exactly as one process would, and saves its finished rows as ``.npy`` strips in a shared
+parts folder next to the output; rank 0 assembles the final files in row order after every rank has
+reported success, so the result equals the one-process output bit for bit.
 """
 from __future__ import annotations
 
@@ -42,26 +45,16 @@ import numpy as np
 from seghz.classes import Scheme, get_scheme, scheme_names
 from seghz.data.io import TIFF_EXT, atomic_write_bytes, raster_info, read_image, write_rgb
 from seghz.errors import BadInputError, SegHZError
-from seghz.infer.engine import Cancelled, Predictor
+from seghz.infer.engine import Cancelled, Predictor, shard_rows
 from seghz.infer.region import class_areas, pixel_area_m2
 
-DEFAULT_BLOCK = 2048
 PNG_MAX_SIDE = 4096
 NODATA = 255
 UNCERTAINTY_BANDS = ("confidence", "entropy", "disagreement")
 
 
 class SceneError(SegHZError, ValueError):
-    """Bad settings for a scene prediction (block, halo, rank, scheme)."""
-
-
-def scene_blocks(height: int, width: int, block: int) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping blocks (row, col, h, w) covering the scene in row-major order."""
-    return [(r, c, min(block, height - r), min(block, width - c)) for r in range(0, height, block) for c in range(0, width, block)]
-
-
-def _default_block(tile: int) -> int:
-    return tile * max(1, DEFAULT_BLOCK // tile)
+    """Bad settings for a scene prediction (rank, scheme)."""
 
 
 def _guess_scheme(num_classes: int) -> Scheme | None:
@@ -192,29 +185,6 @@ class _Writer:
         self.tmp = []
 
 
-def _predict_block(predictor: Predictor, path: Path, masks: _Masks, info, win, halo: int, tta, uncertainty: bool,
-                   progress, should_cancel):
-    """(core mask uint8 h×w, core uncertainty 3×h×w float32 or None) for one block."""
-    r, c, h, w = win
-    rr, cc = max(0, r - halo), max(0, c - halo)
-    r1, c1 = min(info.height, r + h + halo), min(info.width, c + w + halo)
-    rd = (rr, cc, r1 - rr, c1 - cc)
-    core = (slice(r - rr, r - rr + h), slice(c - cc, c - cc + w))
-    valid = masks.read(rd)
-    if valid is not None and not valid[core].any():
-        unc = np.full((3, h, w), np.nan, np.float32) if uncertainty else None
-        if unc is not None:
-            unc[0] = 0.0
-        return np.full((h, w), NODATA, np.uint8), unc
-    if valid is not None and valid.all():
-        valid = None
-    img = read_image(path, window=rd)
-    res = predictor.predict_full(img, tta, progress, should_cancel, valid_mask=valid)
-    mask = np.ascontiguousarray(res.mask[core])
-    unc = np.stack([res.confidence[core], res.entropy[core], res.disagreement[core]]).astype(np.float32) if uncertainty else None
-    return mask, unc
-
-
 def _dist():
     import torch.distributed as dist
 
@@ -241,8 +211,6 @@ def predict_scene(
     output_path: str | os.PathLike,
     *,
     tta="none",
-    block: int | None = None,
-    halo: int | None = None,
     uncertainty: bool = False,
     png: str | os.PathLike | None = None,
     areas_csv: str | os.PathLike | None = None,
@@ -252,13 +220,12 @@ def predict_scene(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict:
-    """Predict a whole raster block by block into a class-index GeoTIFF; returns a summary dict.
+    """Predict a whole raster window row by window row into a class-index GeoTIFF; returns a summary dict.
 
-    ``block`` (default: the largest multiple of the tile ≤ 2048) is the core size of a block, ``halo``
-    (default: half a tile) the context read around it. ``scheme`` (a Scheme or its name; default: the
-    first registered scheme with the predictor's class count) gives the colour table, class names of
-    the CSV and the PNG colours. Raises :class:`Cancelled` when ``should_cancel()`` turns true; no
-    output or temporary file is left behind then (nor on any other error).
+    ``scheme`` (a Scheme or its name; default: the first registered scheme with the predictor's class
+    count) gives the colour table, class names of the CSV and the PNG colours. Raises
+    :class:`Cancelled` when ``should_cancel()`` turns true; no output or temporary file is left behind
+    then (nor on any other error).
     """
     t0 = time.time()
     src, out = Path(input_path), Path(output_path)
@@ -267,13 +234,6 @@ def predict_scene(
     info = raster_info(src)
     if info.count not in (3, 4):
         raise BadInputError(src, f"image has {info.count} band(s); SegHZ needs RGB (3 bands, or 4 with alpha)")
-    tile = int(predictor.tile)
-    block = int(block) if block is not None else _default_block(tile)
-    if block <= 0:
-        raise SceneError(f"block must be a positive integer, got {block}")
-    halo = int(halo) if halo is not None else tile // 2
-    if halo < 0:
-        raise SceneError(f"halo must be >= 0, got {halo}")
     if isinstance(scheme, str):
         scheme = get_scheme(scheme)
     if scheme is None:
@@ -287,32 +247,39 @@ def predict_scene(
         _dist()
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    blocks = scene_blocks(info.height, info.width, block)
-    mine = [i for i in range(len(blocks)) if i % world_size == rank]
+    H, W = info.height, info.width
+    y0, y1 = shard_rows(H, int(predictor.tile), predictor.overlap, rank, world_size)
     parts = out.with_name(f".{out.name}.parts")
     writer: _Writer | None = None
     masks = _Masks(src, info.count)
+
+    def read(r0: int, r1: int):
+        win = (r0, 0, r1 - r0, W)
+        return read_image(src, window=win), masks.read(win)
+
     err: BaseException | None = None
+    strips = 0
     try:
         if world_size == 1:
             writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
         else:
             parts.mkdir(exist_ok=True)
-        for k, i in enumerate(mine):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled("scene prediction cancelled")
-            inner = None
-            if progress is not None:
-                inner = lambda f, m, k=k, i=i: progress((k + f) / len(mine), f"block {i + 1}/{len(blocks)} {m}")
-            mask, unc = _predict_block(predictor, src, masks, info, blocks[i], halo, tta, uncertainty, inner, should_cancel)
-            if writer is not None:
-                writer.put(blocks[i], mask, unc)
-            else:
-                np.save(parts / f"{i}.mask.npy", mask)
-                if unc is not None:
-                    np.save(parts / f"{i}.unc.npy", unc)
-            if progress is not None:
-                progress((k + 1) / len(mine), f"block {i + 1}/{len(blocks)}")
+        msg = (lambda f, m: progress(f, f"rows {y0}–{y1} of {H}: {m}")) if progress is not None else None  # noqa: E731
+        if y0 < y1:
+            for st in predictor.stream(H, W, read, tta, rows=(y0, y1), progress=msg, should_cancel=should_cancel,
+                                       uncertainty=uncertainty):
+                res = st.result()
+                unc = np.stack([res.confidence, res.entropy, res.disagreement]).astype(np.float32) if uncertainty else None
+                win = (st.y0, 0, st.y1 - st.y0, W)
+                if writer is not None:
+                    writer.put(win, res.mask, unc)
+                else:
+                    np.save(parts / f"{st.y0:010d}.mask.npy", res.mask)
+                    if unc is not None:
+                        np.save(parts / f"{st.y0:010d}.unc.npy", unc)
+                strips += 1
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("scene prediction cancelled")
     except BaseException as e:  # noqa: BLE001 - re-raised below after cleanup (and after the other ranks know)
         err = e
     finally:
@@ -322,9 +289,11 @@ def predict_scene(
         if ok and rank == 0:
             try:
                 writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
-                for i in range(len(blocks)):
-                    unc = np.load(parts / f"{i}.unc.npy") if uncertainty else None
-                    writer.put(blocks[i], np.load(parts / f"{i}.mask.npy"), unc)
+                for f in sorted(parts.glob("*.mask.npy")):
+                    r = int(f.name.split(".")[0])
+                    mask = np.load(f)
+                    unc = np.load(parts / f"{r:010d}.unc.npy") if uncertainty else None
+                    writer.put((r, 0, mask.shape[0], W), mask, unc)
             except BaseException as e:  # noqa: BLE001
                 err = e
         if not ok and err is None:
@@ -340,17 +309,20 @@ def predict_scene(
         raise err
 
     summary = {
-        "input": str(src), "output": str(out) if rank == 0 else None, "width": info.width, "height": info.height,
-        "crs": info.crs, "transform": list(info.transform) if info.transform else None, "tile": tile, "block": block,
-        "halo": halo, "blocks": len(blocks), "blocks_this_rank": len(mine), "tta": tta if isinstance(tta, str) else list(tta),
-        "rank": rank, "world_size": world_size, "scheme": scheme.name if scheme is not None else None,
+        "input": str(src), "output": str(out) if rank == 0 else None, "width": W, "height": H,
+        "crs": info.crs, "transform": list(info.transform) if info.transform else None, "tile": int(predictor.tile),
+        "overlap": predictor.overlap, "rows_this_rank": [y0, y1], "strips_this_rank": strips,
+        "tta": tta if isinstance(tta, str) else list(tta), "rank": rank, "world_size": world_size,
+        "scheme": scheme.name if scheme is not None else None, "batch_size": predictor.batch_size,
+        "compiled": bool(predictor.compile and predictor.compile_error is None),
+        "compile_seconds": round(predictor.compile_seconds, 3),
     }
     if writer is None:  # ranks > 0 of a distributed run
         summary["seconds"] = round(time.time() - t0, 3)
         return summary
     try:
         counts = writer.counts
-        area = pixel_area_m2(SimpleNamespace(crs=info.crs, transform=info.transform), info.height / 2, info.width / 2) \
+        area = pixel_area_m2(SimpleNamespace(crs=info.crs, transform=info.transform), H / 2, W / 2) \
             if info.georeferenced else None
         rows = _areas(counts, names, area)
         if areas_csv is not None:
@@ -391,4 +363,4 @@ def _areas(counts: np.ndarray, names: list[str], pixel_area: float | None) -> li
     return rows
 
 
-__all__ = ["DEFAULT_BLOCK", "NODATA", "UNCERTAINTY_BANDS", "SceneError", "predict_scene", "scene_blocks", "uncertainty_path"]
+__all__ = ["NODATA", "UNCERTAINTY_BANDS", "SceneError", "predict_scene", "uncertainty_path"]

@@ -1,0 +1,115 @@
+"""The streaming core of the engine: window rows, bounded buffers, row shards, compile and automatic batch size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers_core import torch_one_thread  # noqa: F401 (fixture)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seghz.infer.engine import Predictor, auto_batch_size, compiler_available, shard_rows, sliding_windows, window_rows
+
+C = 3
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(5, C, 3, padding=1)).eval()
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 90), tile=st.integers(8, 64), overlap=st.floats(0, 0.8), world=st.integers(1, 6))
+def test_window_rows_and_shards(h, tile, overlap, world):
+    rs = window_rows(h, tile, overlap)
+    assert rs == sorted({r for r, *_ in sliding_windows(h, 5, tile, overlap)})
+    spans = [shard_rows(h, tile, overlap, r, world) for r in range(world)]
+    assert spans[0][0] == 0 and spans[-1][1] == h and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_stream_reads_one_window_row_at_a_time_and_yields_every_row_once():
+    img = _image(70, 50)
+    reads = []
+
+    def read(a, b):
+        reads.append((a, b))
+        return img[a:b], None
+
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, overlap=0.25, device="cpu")
+    strips = list(pr.stream(70, 50, read, "flip"))
+    assert reads == [(r, r + 32) for r in window_rows(70, 32, 0.25)]
+    rows = [(s.y0, s.y1) for s in strips]
+    assert rows[0][0] == 0 and rows[-1][1] == 70 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+    whole = pr.predict_proba(img, "flip")
+    assert np.concatenate([s.proba for s in strips], 1).tobytes() == whole.tobytes()
+
+
+def test_stream_checks_what_read_returns_and_rows():
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=16, device="cpu")
+    with pytest.raises(ValueError, match="expected"):
+        list(pr.stream(40, 40, lambda a, b: (np.zeros((b - a, 39, 3), np.uint8), None)))
+    with pytest.raises(ValueError, match="rows"):
+        list(pr.stream(40, 40, lambda a, b: (np.zeros((b - a, 40, 3), np.uint8), None), rows=(10, 50)))
+
+
+def test_auto_batch_size():
+    assert auto_batch_size(10 * 2**30, 2**30) == 6
+    assert auto_batch_size(2**20, 2**30) == 1  # never below one
+    assert auto_batch_size(2**40, 2**20) == 64  # capped
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=16, batch_size=None, device="cpu")
+    assert pr.resolve_batch_size() == 4
+    with pytest.raises(ValueError, match="batch_size"):
+        Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, batch_size=0, device="cpu")
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    img = _image(64, 64)
+    ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, device="cpu").predict_proba(img, "d4")
+
+    def broken(model, **kw):
+        def fn(x):
+            raise RuntimeError("no C++ compiler (test)")
+        return fn
+
+    monkeypatch.setattr(torch, "compile", broken)
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, device="cpu", compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        got = pr.predict_proba(img, "d4")
+    assert "no C++ compiler" in pr.compile_error
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
+    shapes = []
+
+    def fake_compile(model, **kw):
+        def fn(x):
+            shapes.append(tuple(x.shape))
+            return model(x)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    img = _image(40, 72)  # 2 window rows × 3 windows of 32 at overlap 0.25
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu", compile=True)
+    got = pr.predict_proba(img, "flip")  # 6 inputs per row: a batch of 4 and one of 2 padded to 4
+    assert set(shapes) == {(4, 3, 32, 32)} and len(shapes) == 4
+    ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu").predict_proba(img, "flip")
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    big = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=64, batch_size=4, device="cpu", compile=True)
+    small = big.predict_proba(_image(20, 20))  # smaller than a tile (padded to 32, not 64): runs eagerly
+    assert small.shape == (C, 20, 20) and len(shapes) == 4
+
+
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler (g++/clang++), absent here")
+def test_real_compile_matches_eager():
+    img = _image(48, 48)
+    ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, device="cpu").predict_proba(img, "flip")
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, device="cpu", compile=True)
+    got = pr.predict_proba(img, "flip")
+    assert pr.compile_error is None and pr.compile_seconds > 0
+    np.testing.assert_allclose(got, ref, atol=1e-4)
