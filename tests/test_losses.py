@@ -1,14 +1,27 @@
-"""Tests of seghz.train.losses: ENet class weights, weighted CE with ignore, soft Dice."""
+"""Tests of seghz.train.losses: class weights, CE with ignore, Dice, label smoothing, noise mask, OHEM, consistency."""
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
-
 from helpers_core import torch_one_thread  # noqa: F401 (fixture)
-from seghz.train.losses import SegLoss, dice_loss, enet_class_weights
+
+from seghz.train.losses import (
+    LossConfig,
+    SegLoss,
+    class_weights,
+    consistency_loss,
+    dice_loss,
+    enet_class_weights,
+    noise_mask_ce,
+    noise_threshold,
+    ohem_ce,
+    pixel_ce,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -119,3 +132,304 @@ def test_all_ignored_dice_is_zero_not_nan():
     assert d.item() == 0.0
     d.backward()  # still part of the graph
     assert logits.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------ recipe (issue 4)
+
+LN2 = math.log(2.0)
+
+
+def _binary_logits(ps, targets=None):
+    """1 x 2 x 1 x K logits [ln p, ln(1-p)] per pixel: softmax gives exactly (p, 1-p), so class-0 CE = -ln p."""
+    p = torch.tensor(ps, dtype=torch.float64)
+    lg = torch.stack([p.log(), (1 - p).log()]).float().reshape(1, 2, 1, -1)
+    tgt = torch.zeros(1, 1, len(ps), dtype=torch.long) if targets is None else torch.tensor([[targets]])
+    return lg, tgt
+
+
+def test_class_weights_modes_by_hand():
+    f = np.array([0.5, 0.25, 0.25])
+    assert class_weights(f, "none") is None
+    assert class_weights(f, "enet").tolist() == pytest.approx([1 / math.log(1.52), 1 / math.log(1.27), 1 / math.log(1.27)], rel=1e-6)
+    # inverse: 1/(K f), K = 3 present classes -> Σ f w = 1
+    assert class_weights(f, "inverse").tolist() == pytest.approx([2 / 3, 4 / 3, 4 / 3], rel=1e-6)
+    # counts are normalised first
+    assert class_weights(np.array([2.0, 1.0, 1.0]), "inverse").tolist() == pytest.approx([2 / 3, 4 / 3, 4 / 3], rel=1e-6)
+    with pytest.raises(ValueError, match="unknown class weighting"):
+        class_weights(f, "median")
+
+
+@pytest.mark.parametrize("mode", ["none", "enet", "inverse"])
+def test_absent_class_warns_and_weight_stays_finite(mode):
+    f = np.array([0.6, 0.0, 0.4])
+    with pytest.warns(UserWarning, match="absent.*Sea"):
+        w = class_weights(f, mode, names=["Water", "Sea", "Forest"])
+    if mode == "none":
+        assert w is None
+        return
+    assert np.all(np.isfinite(w))
+    if mode == "enet":
+        assert w[1] == pytest.approx(1 / math.log(1.02), rel=1e-6)
+    else:  # 1/(2·0.6), 1/(2·0.4); the absent class gets the largest present weight
+        assert w.tolist() == pytest.approx([1 / 1.2, 1 / 0.8, 1 / 0.8], rel=1e-6)
+    # usable in the loss
+    lg, t = _binary_logits([0.5, 0.5])
+    assert math.isfinite(SegLoss(weights=w[:2])(lg, t).item())
+
+
+def test_label_smoothing_by_hand_with_ignore():
+    # logits [ln2, 0, 0] -> p = (1/2, 1/4, 1/4); eps = 0.2, C = 3 -> q = 1-eps on gt, eps/2 elsewhere
+    lg = torch.zeros(1, 3, 1, 3)
+    lg[0, 0, 0, :2] = LN2
+    lg[0, :, 0, 2] = torch.tensor([7.0, -3.0, 1.0])  # ignored pixel: anything
+    target = torch.tensor([[[0, 1, 255]]])
+    # target 0: -(0.8 ln .5 + 0.1 ln .25 + 0.1 ln .25) = 0.8 ln2 + 0.4 ln2 = 1.2 ln2
+    # target 1: -(0.1 ln .5 + 0.8 ln .25 + 0.1 ln .25) = 0.1 ln2 + 1.8 ln2 = 1.9 ln2
+    expected = (1.2 * LN2 + 1.9 * LN2) / 2
+    loss = SegLoss(config=LossConfig(label_smoothing=0.2))
+    assert loss(lg, target).item() == pytest.approx(expected, rel=1e-6)
+    nll, per, valid = pixel_ce(lg, target, 0.2)
+    assert per[0, 0].tolist() == pytest.approx([1.2 * LN2, 1.9 * LN2, 0.0], rel=1e-6)
+    assert nll[0, 0].tolist() == pytest.approx([LN2, 2 * LN2, 0.0], rel=1e-6)
+    assert valid.tolist() == [[[True, True, False]]]
+    # eps = 0 is plain CE
+    assert SegLoss(config=LossConfig(label_smoothing=0.0))(lg, target).item() == pytest.approx((LN2 + 2 * LN2) / 2, rel=1e-6)
+    # weighted: weight[label] per pixel, weighted mean
+    w = np.array([1.0, 3.0, 1.0], np.float32)
+    got = SegLoss(w, config=LossConfig(label_smoothing=0.2))(lg, target).item()
+    assert got == pytest.approx((1.2 * LN2 + 3 * 1.9 * LN2) / 4, rel=1e-6)
+
+
+def test_dice_added_to_ce_by_hand():
+    # the hand case of test_dice_by_hand_single_class_mismatch: Dice 0.375; CE: pixel 0 ~0, pixel 1 = 100
+    logits = torch.tensor([[[[50.0, 50.0]], [[-50.0, -50.0]]]])
+    target = torch.tensor([[[0, 1]]])
+    ce = (math.log1p(math.exp(-100)) + 100 + math.log1p(math.exp(-100))) / 2
+    assert SegLoss(dice=True)(logits, target).item() == pytest.approx(ce + 0.375, rel=1e-6)
+    got = SegLoss(config=LossConfig(dice=True, dice_weight=2.0))(logits, target).item()
+    assert got == pytest.approx(ce + 0.75, rel=1e-6)
+
+
+def test_noise_threshold_schedule_endpoints():
+    assert noise_threshold(0, 50) == pytest.approx(math.log(100), abs=1e-12)
+    assert noise_threshold(50, 50) == pytest.approx(math.log(10), abs=1e-12)
+    assert noise_threshold(25, 50) == pytest.approx(1.5 * math.log(10), abs=1e-12)  # midpoint: (ln10 + ln100) / 2
+    # the study's numbers for E = 50 (epochs counted from 1)
+    assert noise_threshold(1, 50) == pytest.approx(4.6029, abs=1e-4)
+    assert noise_threshold(25, 50) == pytest.approx(3.4539, abs=1e-4)
+    # monotone decreasing, and other probabilities
+    vals = [noise_threshold(e, 10) for e in range(11)]
+    assert all(a > b for a, b in itertools.pairwise(vals))
+    assert noise_threshold(0, 4, 0.05, 0.5) == pytest.approx(-math.log(0.05))
+    assert noise_threshold(4, 4, 0.05, 0.5) == pytest.approx(-math.log(0.5))
+
+
+def test_noise_mask_by_hand_denominators_and_fraction():
+    # class-0 pixels with p = .5, .2, .05, .005 -> CE ln2, ln5, ln20, ln200; plus one ignored pixel
+    lg, _ = _binary_logits([0.5, 0.2, 0.05, 0.005, 0.3])
+    t = torch.tensor([[[0, 0, 0, 0, 255]]])
+    ln = math.log
+    # threshold ln100 drops ln200 only
+    loss, frac = noise_mask_ce(lg, t, math.log(100), denominator="all")
+    assert loss.item() == pytest.approx((ln(2) + ln(5) + ln(20)) / 4, rel=1e-5)
+    assert frac.item() == pytest.approx(0.25)
+    loss, _ = noise_mask_ce(lg, t, math.log(100), denominator="kept")
+    assert loss.item() == pytest.approx((ln(2) + ln(5) + ln(20)) / 3, rel=1e-5)
+    # threshold ln10 also drops ln20
+    loss, frac = noise_mask_ce(lg, t, math.log(10), denominator="all")
+    assert loss.item() == pytest.approx((ln(2) + ln(5)) / 4, rel=1e-5)
+    assert frac.item() == pytest.approx(0.5)
+    loss, _ = noise_mask_ce(lg, t, math.log(10), denominator="kept")
+    assert loss.item() == pytest.approx((ln(2) + ln(5)) / 2, rel=1e-5)
+    # trusted: the p=.005 pixel stays
+    trusted = torch.tensor([[[False, False, False, True, False]]])
+    loss, frac = noise_mask_ce(lg, t, math.log(10), trusted=trusted, denominator="kept")
+    assert loss.item() == pytest.approx((ln(2) + ln(5) + ln(200)) / 3, rel=1e-5)
+    assert frac.item() == pytest.approx(0.25)
+    # a huge threshold is plain CE
+    assert noise_mask_ce(lg, t, 1e9)[0].item() == pytest.approx(SegLoss()(lg, t).item(), rel=1e-6)
+
+
+def test_noise_mask_class_weighted_by_hand():
+    # pixels: class 0 with p(0)=.5 (CE ln2), class 1 with p(1)=.8 (CE ln1.25), class 1 with p(1)=.001 (CE ln1000)
+    lg, _ = _binary_logits([0.5, 0.2, 0.999])
+    t = torch.tensor([[[0, 1, 1]]])
+    w = torch.tensor([2.0, 1.0])
+    ln = math.log
+    loss, frac = noise_mask_ce(lg, t, math.log(100), weight=w, denominator="all")
+    assert loss.item() == pytest.approx((2 * ln(2) + ln(1.25)) / 4, rel=1e-4)
+    loss, _ = noise_mask_ce(lg, t, math.log(100), weight=w, denominator="kept")
+    assert loss.item() == pytest.approx((2 * ln(2) + ln(1.25)) / 3, rel=1e-4)
+    assert frac.item() == pytest.approx(1 / 3)
+
+
+def test_noise_mask_trusted_pixels_never_dropped():
+    g = torch.Generator().manual_seed(3)
+    lg = torch.randn(2, 4, 8, 8, generator=g) * 5
+    t = torch.randint(0, 4, (2, 8, 8), generator=g)
+    t[:, 0] = 255
+    trusted = torch.rand(2, 8, 8, generator=g) < 0.5
+    nll, _, valid = pixel_ce(lg, t)
+    thr = 0.01  # would drop nearly everything
+    _, frac = noise_mask_ce(lg, t, thr, trusted=trusted, denominator="kept")
+    droppable = valid & ~trusted & (nll > thr)
+    assert frac.item() == pytest.approx(droppable.sum().item() / valid.sum().item())
+    # the kept-denominator loss is exactly the mean over trusted-or-low-loss pixels
+    keep = valid & ~droppable
+    got = noise_mask_ce(lg, t, thr, trusted=trusted, denominator="kept")[0].item()
+    assert got == pytest.approx(nll[keep].mean().item(), rel=1e-5)
+    # all trusted -> nothing dropped -> plain CE
+    loss, frac = noise_mask_ce(lg, t, thr, trusted=torch.ones_like(trusted))
+    assert frac.item() == 0.0 and loss.item() == pytest.approx(SegLoss()(lg, t).item(), rel=1e-5)
+
+
+def test_segloss_noise_mask_schedule_and_stats():
+    lg, _ = _binary_logits([0.5, 0.2, 0.05, 0.005])
+    t = torch.zeros(1, 1, 4, dtype=torch.long)
+    crit = SegLoss(config=LossConfig(noise_mask="cos", noise_denominator="kept"))
+    assert crit.set_epoch(0, 10) == pytest.approx(math.log(100))
+    crit(lg, t)
+    assert crit.last_stats["noise_dropped"].item() == pytest.approx(0.25)
+    assert crit.set_epoch(10, 10) == pytest.approx(math.log(10))
+    assert crit(lg, t).item() == pytest.approx((math.log(2) + math.log(5)) / 2, rel=1e-5)
+    assert crit.last_stats["noise_dropped"].item() == pytest.approx(0.5)
+    const = SegLoss(config=LossConfig(noise_mask="const", noise_threshold=math.log(10)))
+    assert const.set_epoch(1, 10) == pytest.approx(math.log(10))
+    assert const(lg, t).item() == pytest.approx((math.log(2) + math.log(5)) / 4, rel=1e-5)
+
+
+def test_ohem_by_hand_and_min_kept():
+    ps = [0.9, 0.8, 0.6, 0.3, 0.1]
+    lg, t = _binary_logits(ps)
+    nll = [-math.log(p) for p in ps]
+    # p < 0.7: .6, .3, .1
+    loss, frac = ohem_ce(lg, t, thresh=0.7, min_kept=1)
+    assert loss.item() == pytest.approx(sum(nll[2:]) / 3, rel=1e-5) and frac.item() == pytest.approx(0.6)
+    # min_kept 4: the 4 hardest (threshold = the 5th smallest p = .9 > .7)
+    loss, frac = ohem_ce(lg, t, thresh=0.7, min_kept=4)
+    assert loss.item() == pytest.approx(sum(nll[1:]) / 4, rel=1e-5) and frac.item() == pytest.approx(0.8)
+    # min_kept above the pixel count: all
+    assert ohem_ce(lg, t, 0.7, 100)[0].item() == pytest.approx(sum(nll) / 5, rel=1e-5)
+    # nothing below thresh and all tied: exactly min_kept kept, never an empty mean
+    lg2, t2 = _binary_logits([0.9] * 6)
+    loss, frac = ohem_ce(lg2, t2, 0.7, 2)
+    assert loss.item() == pytest.approx(-math.log(0.9), rel=1e-5) and frac.item() == pytest.approx(2 / 6)
+    # ignored pixels never kept; all ignored -> 0, not NaN
+    t3 = t.clone()
+    t3[0, 0, 2:] = 255
+    loss, frac = ohem_ce(lg, t3, 0.7, 1)
+    assert loss.item() == pytest.approx(nll[1], rel=1e-5)  # .9 and .8 labelled; none < .7; min_kept 1 -> .8
+    loss, _ = ohem_ce(lg, torch.full_like(t, 255), 0.7, 3)
+    assert loss.item() == 0.0
+    # via SegLoss
+    crit = SegLoss(config=LossConfig(ohem=True, ohem_min_kept=1))
+    assert crit(lg, t).item() == pytest.approx(sum(nll[2:]) / 3, rel=1e-5)
+    assert crit.last_stats["ohem_kept"].item() == pytest.approx(0.6)
+
+
+def test_consistency_loss_zero_mse_for_rotation_equivariant_model():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)
+    x = torch.randn(2, 3, 6, 6)
+    y = torch.randint(0, 4, (2, 6, 6))
+    y[0, 0] = 255
+    logits = model(x)
+    for k in (1, 2, 3):
+        total, ce, mse = consistency_loss(model, x, y, logits, k=k, return_parts=True)
+        assert mse.item() == pytest.approx(0.0, abs=1e-10)
+        assert ce.item() == pytest.approx(SegLoss()(logits, y).item(), rel=1e-5)
+        assert total.item() == pytest.approx(ce.item(), rel=1e-6)
+    # random k works too (and is drawn in 1..3)
+    assert consistency_loss(model, x, y, logits).item() == pytest.approx(SegLoss()(logits, y).item(), rel=1e-5)
+
+
+class _ColumnRamp(torch.nn.Module):
+    """Logits = column index in every channel (not rotation-equivariant)."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        return torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(n, 3, h, w) + 0 * x[:, :1]
+
+
+def test_consistency_loss_by_hand_for_a_non_equivariant_model():
+    model = _ColumnRamp()
+    x = torch.randn(1, 3, 2, 2)
+    y = torch.tensor([[[0, 1], [2, 255]]])
+    logits = model(x)  # L[h, w] = w
+    # k = 2: the rotated view's output O[h, w] = w rotated back by 180° is 1 - w; diff ±1 everywhere -> MSE 1
+    # all channels equal -> uniform softmax -> CE ln 3 on each labelled pixel
+    total, ce, mse = consistency_loss(model, x, y, logits, k=2, weight=0.5, return_parts=True)
+    assert mse.item() == pytest.approx(1.0)
+    assert ce.item() == pytest.approx(math.log(3), rel=1e-6)
+    assert total.item() == pytest.approx(math.log(3) + 0.5, rel=1e-6)
+    # SegLoss.model_loss adds it to the main loss (ln 3) when enabled
+    crit = SegLoss(config=LossConfig(consistency=True, consistency_weight=0.5))
+    loss, _ = crit.model_loss(model, x, y, k=2)
+    assert loss.item() == pytest.approx(2 * math.log(3) + 0.5, rel=1e-6)
+    assert crit.last_stats["consistency_mse"].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rotation"):
+        consistency_loss(model, x, y, logits, k=4)
+
+
+def test_consistency_gradients_flow_through_both_views():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(3, 3, 1))
+    x = torch.randn(2, 3, 8, 8)
+    y = torch.randint(0, 3, (2, 8, 8))
+    crit = SegLoss(config=LossConfig(consistency=True))
+    loss, _ = crit.model_loss(model, x, y)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_loss_config_validation_messages():
+    LossConfig().validate()
+    with pytest.raises(ValueError, match=r"label_smoothing.*\[0, 1\)"):
+        LossConfig(label_smoothing=1.0).validate()
+    with pytest.raises(ValueError, match=r"label_smoothing"):
+        LossConfig(label_smoothing=-0.1).validate()
+    with pytest.raises(ValueError, match="noise_mask must be one of"):
+        LossConfig(noise_mask="cosine").validate()
+    with pytest.raises(ValueError, match="noise_denominator"):
+        LossConfig(noise_denominator="valid").validate()
+    with pytest.raises(ValueError, match="class_weights"):
+        LossConfig(class_weights="median").validate()
+    with pytest.raises(ValueError, match="only one"):
+        LossConfig(ohem=True, noise_mask="cos").validate()
+    with pytest.raises(ValueError, match="ohem_min_kept"):
+        LossConfig(ohem_min_kept=-1).validate()
+    with pytest.raises(ValueError, match="unknown loss option"):
+        LossConfig.from_dict({"focal": True})
+    with pytest.raises(ValueError, match="noise_p_start"):
+        LossConfig(noise_p_start=0.0).validate()
+    assert LossConfig.from_dict({"dice": True, "label_smoothing": 0.1}).dice
+    with pytest.raises(ValueError, match="finite"):
+        SegLoss(weights=np.array([1.0, np.inf]))
+
+
+def test_all_ignored_losses_are_zero_not_nan():
+    lg = torch.randn(1, 3, 2, 2, requires_grad=True)
+    t = torch.full((1, 2, 2), 255)
+    for cfg in (LossConfig(), LossConfig(label_smoothing=0.1, dice=True), LossConfig(noise_mask="cos"),
+                LossConfig(ohem=True)):
+        loss = SegLoss(config=cfg)(lg, t)
+        assert loss.item() == 0.0
+        loss.backward()
+
+
+def test_out_of_range_target_is_an_error():
+    with pytest.raises(ValueError, match="outside"):
+        SegLoss()(torch.zeros(1, 3, 1, 2), torch.tensor([[[0, 5]]]))
+
+
+def test_logits_smaller_than_target_are_upsampled():
+    lg = torch.zeros(1, 2, 2, 2)
+    lg[:, 0] = 1.0
+    t = torch.zeros(1, 4, 4, dtype=torch.long)
+    assert SegLoss()(lg, t).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
+
+
+def test_no_warnings_for_present_classes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        class_weights(np.array([0.5, 0.5]), "enet")

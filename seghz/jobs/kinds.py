@@ -1,6 +1,8 @@
 """The job kinds SegHZ runs in background processes (imported by the job worker)."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 from seghz.classes import get_scheme
@@ -10,8 +12,8 @@ from seghz.jobs.runner import ProgressReporter, register_job_kind
 from seghz.store import Workspace
 from seghz.train.trainer import TrainConfig, train
 
-TRAIN_KEYS = {"scheme", "arch", "encoder", "encoder_weights", "epochs", "batch_size", "crop_size", "lr", "dice",
-              "seed", "steps_per_epoch", "tile_size", "class_weights", "device"}
+# Every TrainConfig field a job config may set (the parent comes from parent_checkpoint_id instead).
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"parent_checkpoint"}
 
 
 def _samples(ws: Workspace, split: str, scheme: str) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,5 +1,30 @@
-"""Losses of the study's recipe (v1: weighted CE, optional Dice). ignore = 255 throughout."""
+"""Losses of the study's recipe, each selectable through :class:`LossConfig`. ignore = 255 throughout.
+
+Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W``):
+
+* **CE** with optional class weights (:func:`class_weights`: none, ENet ``1/ln(1.02+f)``, or inverse frequency).
+  Weighted means divide by the sum of the weights of the pixels counted, as ``torch.nn.functional.cross_entropy``.
+* **Label smoothing ε**, the study's form: target ``1−ε`` on the true class and ``ε/(C−1)`` on each other class.
+* **Dice** (multi-class, softmax) added to CE with a weight.
+* **Noise mask**: pixels whose CE ``−ln p(gt)`` exceeds a threshold are dropped (the study's ``Thre_CELoss``). The
+  threshold is constant or follows :func:`noise_threshold` (cosine from ``−ln 0.01`` to ``−ln 0.1``). Trusted
+  pixels (corrected / confirmed by an analyst) are never dropped. ``denominator="all"`` keeps dropped pixels in the
+  mean's denominator as zeros (as the study did), ``"kept"`` divides by the kept pixels only. Unlike the study,
+  ignored pixels never count in the denominator, and the threshold is compared with the *unweighted* ``−ln p(gt)``
+  (the study compared the class-weighted loss, so class weights moved the threshold).
+* **OHEM**: keep pixels whose true-class probability is below ``thresh`` (0.7), and at least the ``min_kept``
+  hardest pixels (ties included in a fixed order, so the kept set is never empty unless every pixel is ignored).
+* **Multi-view consistency** (:func:`consistency_loss`): loss on a random rot90 view mapped back, plus MSE between
+  the logits of the two views.
+
+:class:`SegLoss` builds the combination; ``SegLoss(weights, dice)`` keeps the v1 signature.
+"""
 from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -7,11 +32,67 @@ import torch.nn.functional as F
 
 from seghz.classes import IGNORE
 
+CLASS_WEIGHT_MODES = ("none", "enet", "inverse")
+NOISE_MODES = ("none", "cos", "const")
+NOISE_DENOMINATORS = ("all", "kept")
+LN100 = math.log(100.0)
+LN10 = math.log(10.0)
+
 
 def enet_class_weights(freqs: np.ndarray, c: float = 1.02) -> np.ndarray:
     """The study's class weights ``w = 1 / ln(c + f)`` for class pixel frequencies ``f``."""
     f = np.asarray(freqs, np.float64)
     return (1.0 / np.log(c + f)).astype(np.float32)
+
+
+def class_weights(freqs: np.ndarray, mode: str = "enet", names: list[str] | None = None) -> np.ndarray | None:
+    """Class weights from training pixel frequencies ``f`` (they need not sum to 1; they are normalised).
+
+    * ``"none"``: None (plain CE).
+    * ``"enet"``: ``1 / ln(1.02 + f)``; an absent class gets ``1/ln 1.02`` ≈ 50.5, finite by construction.
+    * ``"inverse"``: ``1 / (K·f)`` with K the number of present classes, so that uniform frequencies give 1 and
+      the pixel-averaged weight ``Σ f·w`` is 1. An absent class gets the largest weight of the present classes.
+
+    A class absent from training (f = 0) raises a ``UserWarning`` naming it (in every mode); its weight stays finite.
+    """
+    if mode not in CLASS_WEIGHT_MODES:
+        raise ValueError(f"unknown class weighting '{mode}'; choose one of {', '.join(CLASS_WEIGHT_MODES)}")
+    f = np.asarray(freqs, np.float64)
+    if f.ndim != 1 or not np.all(np.isfinite(f)) or np.any(f < 0):
+        raise ValueError("class frequencies must be a 1-D array of finite non-negative numbers")
+    total = f.sum()
+    if total <= 0:
+        raise ValueError("class frequencies are all zero: the training labels hold no labelled pixel")
+    f = f / total
+    absent = np.flatnonzero(f == 0)
+    if absent.size:
+        label = [names[i] if names is not None and i < len(names) else str(i) for i in absent]
+        warnings.warn(f"class(es) absent from the training labels: {', '.join(label)}"
+                      + ("" if mode == "none" else "; their class weight is kept finite"), UserWarning, stacklevel=2)
+    if mode == "none":
+        return None
+    if mode == "enet":
+        return enet_class_weights(f)
+    present = f > 0
+    w = np.zeros_like(f)
+    w[present] = 1.0 / (present.sum() * f[present])
+    w[~present] = w[present].max()
+    return w.astype(np.float32)
+
+
+def noise_threshold(epoch: float, epochs: int, p_start: float = 0.01, p_end: float = 0.1) -> float:
+    """Cosine noise-mask threshold: ``−ln p_start`` at epoch 0 down to ``−ln p_end`` at ``epoch == epochs``.
+
+    ``thre = −ln p_end + 0.5·(−ln p_start + ln p_end)·(1 + cos(π·epoch/epochs))``; with the defaults
+    ``ln 10 + 0.5·(ln 100 − ln 10)·(1 + cos(π·epoch/E))``. A pixel counts as a noisy label when
+    ``p(gt) < exp(−thre)``, so the cut-off probability rises from ``p_start`` to ``p_end``. The trainer passes the
+    1-based epoch (as the study did), so the last epoch uses ``−ln p_end``. Epochs outside [0, E] are clamped.
+    """
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    t = min(max(epoch / epochs, 0.0), 1.0)
+    hi, lo = -math.log(p_start), -math.log(p_end)
+    return lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * t))
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -28,16 +109,277 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1 - dice[present]).mean() if present.any() else logits.sum() * 0
 
 
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pixel losses ``(nll, loss, valid)``, each ``N×H×W``.
+
+    ``nll = −ln p(gt)``; ``loss`` is the smoothed CE ``−Σ_c q_c ln p_c`` with ``q = 1−ε`` on the true class and
+    ``ε/(C−1)`` elsewhere (equal to ``nll`` when ε = 0). Both are 0 at ignored pixels; ``valid`` marks the others.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    c = logits.shape[1]
+    target = target.long()
+    valid = target != IGNORE
+    if bool(((target < 0) | (target >= c))[valid].any()):
+        raise ValueError(f"target holds class indices outside [0, {c}) other than the ignore value {IGNORE}")
+    logp = logits.float().log_softmax(1)
+    t = torch.where(valid, target, torch.zeros_like(target))
+    nll = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
+    if smoothing > 0:
+        if c < 2:
+            raise ValueError("label smoothing needs at least 2 classes")
+        rest = -(logp.sum(1) + nll)  # −Σ_{c≠y} ln p_c  (ln p_y = −nll)
+        loss = (1 - smoothing) * nll + smoothing / (c - 1) * rest
+    else:
+        loss = nll
+    zero = torch.zeros_like(nll)
+    return torch.where(valid, nll, zero), torch.where(valid, loss, zero), valid
+
+
+def _pixel_weights(target: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return valid.float()
+    t = torch.where(valid, target.long(), torch.zeros_like(target, dtype=torch.long))
+    return weight.to(target.device, torch.float32)[t] * valid.float()
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, 0 (still in the graph) when nothing is counted."""
+    return num / den.clamp_min(1e-12)
+
+
+def noise_mask_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float,
+    weight: torch.Tensor | None = None,
+    trusted: torch.Tensor | None = None,
+    denominator: str = "all",
+    smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise-mask CE. Returns ``(loss, dropped_fraction)``.
+
+    Pixels with ``−ln p(gt) > threshold`` are dropped unless ``trusted``. ``denominator="all"``: the mean divides by
+    all labelled pixels (dropped ones count as zeros, the study's choice); ``"kept"``: by the kept pixels only.
+    ``dropped_fraction`` = dropped / labelled pixels (a detached 0-d tensor).
+    """
+    if denominator not in NOISE_DENOMINATORS:
+        raise ValueError(f"unknown noise-mask denominator '{denominator}'; choose 'all' or 'kept'")
+    nll, loss, valid = pixel_ce(logits, target, smoothing)
+    drop = valid & (nll.detach() > threshold)
+    if trusted is not None:
+        drop &= ~trusted.to(drop.device).bool()
+    keep = valid & ~drop
+    w = _pixel_weights(target, valid, weight)
+    num = (loss * w * keep).sum()
+    den = w.sum() if denominator == "all" else (w * keep).sum()
+    frac = drop.sum().float() / valid.sum().clamp_min(1).float()
+    return _ratio(num, den), frac.detach()
+
+
+def ohem_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    thresh: float = 0.7,
+    min_kept: int = 20000,
+    weight: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online hard example mining CE over the whole batch. Returns ``(loss, kept_fraction)``.
+
+    Kept: labelled pixels with ``p(gt) < max(thresh, p_(min_kept))`` where ``p_(k)`` is the k-th smallest
+    true-class probability — i.e. every pixel below ``thresh`` plus the ``min_kept`` hardest pixels (all of them
+    when fewer are labelled). Ties are broken by a stable order, so exactly ``min_kept`` are kept when no pixel is
+    below ``thresh``. The loss is the (class-weighted) mean over the kept pixels.
+    """
+    nll, loss, valid = pixel_ce(logits, target, smoothing)
+    p = torch.exp(-nll.detach())
+    keep = valid & (p < thresh)
+    n = int(valid.sum())
+    k = min(int(min_kept), n)
+    if k > 0:
+        pv = p[valid]
+        order = torch.sort(pv, stable=True).indices[:k]
+        kv = keep[valid]
+        kv[order] = True
+        keep = keep.clone()
+        keep[valid] = kv
+    w = _pixel_weights(target, valid, weight)
+    frac = keep.sum().float() / max(n, 1)
+    return _ratio((loss * w * keep).sum(), (w * keep).sum()), frac.detach()
+
+
+def consistency_loss(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    logits: torch.Tensor,
+    k: int | None = None,
+    weight: float = 1.0,
+    ce_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    return_parts: bool = False,
+):
+    """Multi-view consistency (the study's self-supervision step).
+
+    Rotates the batch by ``k``·90° (``k`` random in 1..3 when None), runs ``model`` on it and rotates the output
+    back. Returns ``ce_fn(back, y) + weight · MSE(back, logits)``; ``ce_fn`` defaults to mean CE with ignore.
+    The MSE is on raw logits over all pixels and elements, with gradients through both views (as the study).
+    ``return_parts=True`` returns ``(total, ce, mse)``.
+    """
+    if k is None:
+        k = int(torch.randint(1, 4, (1,), generator=generator).item())
+    if k % 4 == 0:
+        raise ValueError("the consistency view needs a rotation k not divisible by 4")
+    back = torch.rot90(model(torch.rot90(x, k, dims=(2, 3))), -k, dims=(2, 3))
+    if back.shape != logits.shape:
+        raise ValueError(f"the rotated view's logits {tuple(back.shape)} do not match {tuple(logits.shape)}")
+    if ce_fn is None:
+        _, loss, valid = pixel_ce(back, y)
+        ce = _ratio(loss.sum(), valid.sum().float())
+    else:
+        ce = ce_fn(back, y)
+    mse = F.mse_loss(back.float(), logits.float())
+    total = ce + weight * mse
+    return (total, ce, mse) if return_parts else total
+
+
+@dataclass
+class LossConfig:
+    """Which loss terms a training run uses (the loss part of the training recipe)."""
+
+    class_weights: str = "none"  # none | enet (1/ln(1.02+f)) | inverse (1/(K f)); applied by the caller's weights
+    dice: bool = False
+    dice_weight: float = 1.0
+    label_smoothing: float = 0.0
+    noise_mask: str = "none"  # none | cos (cosine schedule) | const
+    noise_p_start: float = 0.01  # cos: threshold −ln p_start at epoch 0 ...
+    noise_p_end: float = 0.1  # ... down to −ln p_end at the last epoch
+    noise_threshold: float = LN100  # const: the fixed threshold on −ln p(gt)
+    noise_denominator: str = "all"  # all (dropped pixels stay in the mean's denominator, the study) | kept
+    ohem: bool = False
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 20000
+    consistency: bool = False
+    consistency_weight: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LossConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown loss option(s): {', '.join(unknown)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.class_weights not in CLASS_WEIGHT_MODES:
+            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHT_MODES)} (got '{self.class_weights}')")
+        if self.noise_mask not in NOISE_MODES:
+            raise ValueError(f"noise_mask must be one of {', '.join(NOISE_MODES)} (got '{self.noise_mask}')")
+        if self.noise_denominator not in NOISE_DENOMINATORS:
+            raise ValueError(f"noise_denominator must be 'all' or 'kept' (got '{self.noise_denominator}')")
+        if not (isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0):
+            raise ValueError(f"label_smoothing ε must be in [0, 1) (got {self.label_smoothing})")
+        if not (0.0 < self.noise_p_start < 1.0 and 0.0 < self.noise_p_end < 1.0):
+            raise ValueError("noise_p_start and noise_p_end are probabilities in (0, 1)")
+        if not (math.isfinite(self.noise_threshold) and self.noise_threshold > 0):
+            raise ValueError(f"noise_threshold must be a positive number (a CE value, e.g. −ln 0.01 = {LN100:.3f})")
+        if not 0.0 < self.ohem_thresh <= 1.0:
+            raise ValueError(f"ohem_thresh is a probability in (0, 1] (got {self.ohem_thresh})")
+        if int(self.ohem_min_kept) != self.ohem_min_kept or self.ohem_min_kept < 0:
+            raise ValueError(f"ohem_min_kept must be a non-negative integer (got {self.ohem_min_kept})")
+        if self.ohem and self.noise_mask != "none":
+            raise ValueError("OHEM and the noise mask select pixels in opposite ways; enable only one of them")
+        for name in ("dice_weight", "consistency_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (got {v})")
+
+
 class SegLoss(torch.nn.Module):
-    """CE (optionally class-weighted) + optional Dice."""
+    """The configured loss: CE (class weights, label smoothing, noise mask or OHEM) + optional Dice.
 
-    def __init__(self, weights: np.ndarray | None = None, dice: bool = False):
+    ``SegLoss(weights, dice)`` is the v1 form (weighted CE + Dice). ``SegLoss(weights, config=LossConfig(...))``
+    selects the rest. Call :meth:`set_epoch` once per epoch for the cosine noise threshold; after each call
+    :attr:`last_stats` holds detached tensors (``noise_dropped`` / ``ohem_kept``). :meth:`model_loss` runs the
+    model and adds the consistency term when enabled.
+    """
+
+    def __init__(self, weights: np.ndarray | None = None, dice: bool = False, config: LossConfig | None = None):
         super().__init__()
-        self.register_buffer("weight", None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
-        self.dice = dice
+        cfg = config if config is not None else LossConfig(dice=dice)
+        if config is not None and dice:
+            cfg = LossConfig(**{**cfg.to_dict(), "dice": True})
+        cfg.validate()
+        self.config = cfg
+        self.register_buffer("weight", None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32))
+        if self.weight is not None and not bool(torch.isfinite(self.weight).all()):
+            raise ValueError("class weights must be finite")
+        self.threshold = cfg.noise_threshold if cfg.noise_mask == "const" else noise_threshold(0, 1, cfg.noise_p_start, cfg.noise_p_end)
+        self.last_stats: dict[str, torch.Tensor] = {}
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits.float(), target.long(), weight=self.weight, ignore_index=IGNORE)
-        if self.dice:
-            loss = loss + dice_loss(logits, target)
+    @property
+    def dice(self) -> bool:
+        return self.config.dice
+
+    def set_epoch(self, epoch: int, epochs: int) -> float:
+        """Set (and return) the noise threshold of this epoch (1-based epoch as in the study, or 0)."""
+        c = self.config
+        if c.noise_mask == "cos":
+            self.threshold = noise_threshold(epoch, epochs, c.noise_p_start, c.noise_p_end)
+        elif c.noise_mask == "const":
+            self.threshold = c.noise_threshold
+        return self.threshold
+
+    def _resize(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    def _main(self, logits: torch.Tensor, target: torch.Tensor, trusted: torch.Tensor | None, record: bool) -> torch.Tensor:
+        c = self.config
+        logits = self._resize(logits, target)
+        target = target.long()
+        if c.noise_mask != "none":
+            loss, frac = noise_mask_ce(logits, target, self.threshold, self.weight, trusted, c.noise_denominator, c.label_smoothing)
+            if record:
+                self.last_stats["noise_dropped"] = frac
+        elif c.ohem:
+            loss, frac = ohem_ce(logits, target, c.ohem_thresh, c.ohem_min_kept, self.weight, c.label_smoothing)
+            if record:
+                self.last_stats["ohem_kept"] = frac
+        else:
+            _, per, valid = pixel_ce(logits, target, c.label_smoothing)
+            w = _pixel_weights(target, valid, self.weight)
+            loss = _ratio((per * w).sum(), w.sum())
+        if c.dice:
+            loss = loss + c.dice_weight * dice_loss(logits, target)
         return loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, trusted: torch.Tensor | None = None) -> torch.Tensor:
+        self.last_stats = {}
+        return self._main(logits, target, trusted, record=True)
+
+    def model_loss(self, model, x: torch.Tensor, y: torch.Tensor, trusted: torch.Tensor | None = None,
+                   k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``model(x)``; return ``(loss, logits)`` with the consistency term added when enabled."""
+        logits = model(x)
+        loss = self.forward(logits, y, trusted)
+        if self.config.consistency:
+            total, _, mse = consistency_loss(
+                model, x, y, logits, k=k, weight=self.config.consistency_weight,
+                ce_fn=lambda lg, t: self._main(lg, t, trusted, record=False), return_parts=True)
+            loss = loss + total
+            self.last_stats["consistency_mse"] = mse.detach()
+        return loss, logits
+
+
+__all__ = [
+    "LossConfig", "SegLoss", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights", "noise_mask_ce",
+    "noise_threshold", "ohem_ce", "pixel_ce",
+]
