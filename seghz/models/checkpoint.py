@@ -33,6 +33,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
     meta = dict(meta)
+    if getattr(model, "arch_kwargs", None) and "arch_kwargs" not in meta:
+        meta["arch_kwargs"] = dict(model.arch_kwargs)  # constructor options the architecture needs to be rebuilt
     meta.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     meta["format"] = FORMAT
     p = Path(path)
@@ -83,8 +85,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     meta = read_metadata(path)
     try:
-        model = build_model(meta["arch"], meta["encoder"], int(meta["num_classes"]), encoder_weights=None)
-    except (KeyError, ValueError, RuntimeError) as e:
+        model = build_model(meta["arch"], meta["encoder"], int(meta["num_classes"]), encoder_weights=None, **meta.get("arch_kwargs", {}))
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot build {meta['arch']}/{meta['encoder']} named in its metadata ({e})") from None
     state = load_file(str(path), device="cpu")
     try:
