@@ -282,3 +282,23 @@ def test_lite0_imagenet_head_names_natural_photos():
         top = net.eval()(x).argmax(1).tolist()
     for (name, ok), t in zip(want.items(), top):
         assert t in ok, (name, t)
+
+
+def test_ocr_aux_head_adds_its_weighted_loss_in_training():
+    from seghz.train.losses import SegLoss
+
+    torch.manual_seed(0)
+    model = build_model("HRNetOCR", "tu-hrnet_w18_small", 3).train()
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.randint(0, 3, (2, 64, 64))
+    crit = SegLoss()
+    torch.manual_seed(1)
+    with_aux, logits = crit.model_loss(model, x, y)
+    aux = model.aux_logits
+    assert aux is not None
+    main = crit(logits, y)
+    expected = main + model.aux_weight * crit(aux, y)
+    assert torch.allclose(with_aux, expected, atol=1e-5) and with_aux > main
+    model.eval()
+    ev, _ = crit.model_loss(model, x, y)  # no aux term in eval mode
+    assert torch.allclose(ev, crit(model(x), y), atol=1e-5)

@@ -367,9 +367,16 @@ class SegLoss(torch.nn.Module):
 
     def model_loss(self, model, x: torch.Tensor, y: torch.Tensor, trusted: torch.Tensor | None = None,
                    k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run ``model(x)``; return ``(loss, logits)`` with the consistency term added when enabled."""
+        """Run ``model(x)``; return ``(loss, logits)`` with the consistency term added when enabled.
+
+        Models with an auxiliary head (HRNetOCR's soft object regions) leave its logits in
+        ``model.aux_logits`` after a training forward; they add ``model.aux_weight`` × the same loss.
+        """
         logits = model(x)
         loss = self.forward(logits, y, trusted)
+        aux = getattr(model, "aux_logits", None) if model.training else None
+        if aux is not None and getattr(model, "aux_weight", 0):
+            loss = loss + float(model.aux_weight) * self._main(aux, y, trusted, record=False)
         if self.config.consistency:
             total, _, mse = consistency_loss(
                 model, x, y, logits, k=k, weight=self.config.consistency_weight,
