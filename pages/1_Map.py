@@ -7,6 +7,10 @@
   re-created (view and drawn shapes stay) when a prediction arrives or the opacity changes.
 * A drawn polygon is predicted over its bounding window; pixels whose centres fall outside it are left out
   (transparent, not counted). Rectangles count whole.
+* Test-time augmentation: none, the 8 D4 views, or a custom subset of the views (at least one); the merge (mean
+  of softmax / of logits) and the window blending are in an expander. The result records the views it ran.
+* One uncertainty layer at a time: low confidence (binned max probability), predictive entropy (0..ln C nats) or
+  view disagreement (fraction of TTA views differing from the merged class; needs >= 2 views), each with a legend.
 * The region and the last prediction are kept per scene in ``st.session_state`` (``map_regions``,
   ``map_results``), so they survive reruns and switching scenes.
 """
@@ -27,11 +31,15 @@ from seghz.errors import RegionError, SchemeMismatchError, SegHZError
 from seghz.evaluate import label_for_checkpoint
 from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
-    geometry_pixel_rings,
+    UNCERTAINTY_LAYERS,
     confidence_classes,
     confidence_scheme,
+    disagreement_spec,
+    entropy_spec,
+    geometry_pixel_rings,
     mask_outside,
     region_mask,
+    uncertainty_summary,
     workspace_tile_key,
 )
 from seghz.geo.tiles import (
@@ -40,15 +48,20 @@ from seghz.geo.tiles import (
     pixel_to_latlng,
     region_overlay,
     rgba_overlay_png,
+    scalar_overlay,
     tile_dir,
     window_bounds,
 )
 from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
+from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region
 from seghz.labels_edit import agreement
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
 
 MAP_HEIGHT = 560
+TTA_CHOICES = {"none": "none", "d4": "d4 (8 views)", "custom": "custom"}
+MERGE_LABELS = {"softmax": "mean of softmax", "logits": "mean of logits"}
+BLEND_LABELS = {"uniform": "uniform", "gaussian": "gaussian (centre-weighted)", "cosine": "cosine (centre-weighted)"}
 REGION_STYLE = {"color": "#ff7800", "weight": 2, "dash_array": "6 4", "fill": False, "interactive": False}
 
 ws = page_header("Map", "Browse a scene, draw a rectangle or polygon on it and predict that region with the active "
@@ -92,22 +105,45 @@ if not scenes:
 by_id = {s.id: s for s in scenes}
 if ss.get("map_scene") not in by_id:
     ss.pop("map_scene", None)
-c_scene, c_tta, c_opacity = st.columns([3, 1, 2])
+c_scene, c_tta, c_opacity = st.columns([3, 2, 2])
 sid = c_scene.selectbox(
     "Scene", list(by_id), key="map_scene",
     format_func=lambda i: f"{by_id[i].name} — {by_id[i].width}×{by_id[i].height} px"
     + (", georeferenced" if by_id[i].crs else ", pixel space") + (", synthetic" if by_id[i].synthetic else ""),
 )
 scene = by_id[sid]
-tta = c_tta.radio("Test-time augmentation", ["none", "d4"], horizontal=True, key="map_tta",
-                  help="d4 averages the 8 flips/rotations: usually a little better, 8× slower.")
+tta_mode = c_tta.radio(
+    "Test-time augmentation", list(TTA_CHOICES), format_func=TTA_CHOICES.get, horizontal=True, key="map_tta",
+    help="d4 averages the 8 flips/rotations (usually a little better, 8× slower); custom runs the views you pick.",
+)
 opacity = c_opacity.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="map_opacity")
-t1, t2, t3, _ = st.columns([1, 1, 1, 2])
+tta_choice: str | list[str] | None = tta_mode
+if tta_mode == "custom":
+    views = st.multiselect(
+        "TTA views", VIEW_NAMES, default=["identity"], key="map_tta_views",
+        help="identity = the image as is; lr/tb = left-right/top-bottom flips; lrtb = both; diag/diag2 = transpose/"
+             "anti-transpose; rot90/180/270 = rotations. Each view is undone exactly before the views are merged.",
+    )
+    tta_choice = list(views) or None
+    if not views:
+        st.error("Choose at least one TTA view (e.g. identity) to predict with custom test-time augmentation.")
+with st.expander("Inference settings (merge, window blending)"):
+    e1, e2 = st.columns(2)
+    merge = e1.selectbox("Merge the views by", list(MERGES), format_func=MERGE_LABELS.get, key="map_merge",
+                         help="Average the views' class probabilities (softmax) or their logits before the softmax.")
+    blend = e2.selectbox("Blend overlapping windows", list(BLENDS), format_func=BLEND_LABELS.get, key="map_blend",
+                         help="Centre-weighted blending down-weights window borders and removes seams.")
+t1, t2, t3 = st.columns([1, 1, 3])
 show_pred = t1.toggle("Prediction layer", value=True, key="map_show_pred")
 show_label = t2.toggle("Label layer", value=False, key="map_show_label", disabled=not scene.label_path,
                        help=None if scene.label_path else "This scene has no label.")
-show_conf = t3.toggle("Uncertainty layer", value=False, key="map_show_conf",
-                      help="Pixels where the model's top class probability is below 90 % (red = least sure).")
+unc_layer = t3.radio(
+    "Uncertainty layer", list(UNCERTAINTY_LAYERS), format_func=UNCERTAINTY_LAYERS.get, horizontal=True,
+    key="map_uncertainty",
+    help="low confidence: top class probability below 90 % (red = least sure); entropy: of the merged class "
+         "probabilities, 0..ln C nats; disagreement: fraction of the TTA views whose class differs from the merged "
+         "one (needs at least 2 views).",
+)
 
 image_path = ws.scene_path(scene, "image")
 try:
@@ -125,6 +161,7 @@ scheme = rec["scheme"] if rec else None
 layers = folium.FeatureGroup(name="SegHZ layers", control=False)
 label_error = None
 pred_shown = label_shown = None
+unc_legend = unc_note = None  # the uncertainty layer's legend (HTML) / why it is not drawn
 if rec:
     res = rec["result"]
     pred_shown = mask_outside(res.pred, rec["inside"])
@@ -138,10 +175,26 @@ if rec:
         add_region_overlay(layers, region_overlay(label_shown, res.window, info, scheme, opacity), name="Label")
     if show_pred:
         add_region_overlay(layers, region_overlay(pred_shown, res.window, info, scheme, opacity), name="Prediction")
-    if show_conf:
+    run_views = tuple(getattr(res, "views", ()) or ("identity",))  # results from before views were recorded: 1
+    n_views = len(run_views)
+    if unc_layer == "confidence":
         inside = rec["inside"] if rec["inside"] is not None else np.ones(res.pred.shape, bool)
         add_region_overlay(layers, region_overlay(confidence_classes(res.confidence, inside), res.window, info,
-                                                  confidence_scheme(), opacity), name="Uncertainty")
+                                                  confidence_scheme(), opacity), name="Low confidence")
+        unc_legend = scheme_legend_html(confidence_scheme())
+    elif unc_layer in ("entropy", "disagreement"):
+        values = getattr(res, unc_layer, None)
+        if values is None:
+            unc_note = f"This prediction has no {unc_layer} layer: press **Predict region** again."
+        elif unc_layer == "disagreement" and n_views < 2:
+            unc_note = ("View disagreement needs at least 2 TTA views; this prediction ran 1 view "
+                        f"({', '.join(run_views)}), so there is nothing to disagree. Choose d4 or a custom set of "
+                        "2+ views and predict again.")
+        else:
+            spec = entropy_spec(scheme.num_classes) if unc_layer == "entropy" else disagreement_spec(n_views)
+            add_region_overlay(layers, scalar_overlay(values, res.window, info, spec, opacity, valid=rec["inside"]),
+                               name=unc_layer.capitalize())
+            unc_legend = spec.legend_html()
     add_outline(layers, window_bounds(res.window, info), tooltip="predicted window")
 geometry = regions.get(sid)
 if geometry:  # the drawn region's outline, so it stays visible when the map is re-created (e.g. scene switch)
@@ -171,8 +224,20 @@ geometry = regions.get(sid)
 
 if rec:
     st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
-    if show_conf:
-        st.markdown(scheme_legend_html(confidence_scheme()), unsafe_allow_html=True)
+    if unc_legend:
+        st.markdown(unc_legend, unsafe_allow_html=True)
+    if unc_note:
+        st.info(unc_note)
+    res = rec["result"]
+    summ = uncertainty_summary(getattr(res, "entropy", None), getattr(res, "disagreement", None), rec["inside"],
+                               len(getattr(res, "views", ()) or ("identity",)))
+    if summ.pixels:
+        ent_txt = (f"mean entropy {summ.mean_entropy:.3f} nats (max ln {scheme.num_classes} = "
+                   f"{np.log(scheme.num_classes):.2f})" if summ.mean_entropy is not None else "entropy –")
+        dis_txt = (f"views disagree on {summ.disagreeing_fraction * 100:.1f} % of pixels ({summ.n_views} views)"
+                   if summ.disagreeing_fraction is not None else
+                   "view disagreement: n/a, TTA off (1 view); choose d4 or 2+ custom views")
+        st.caption(f"Region uncertainty: {ent_txt} · {dis_txt}.")
 if label_error:
     st.error(label_error)
 
@@ -195,13 +260,17 @@ if window is not None:
 if active is None:
     st.warning("No active checkpoint: train one on the Train page (or register one with the CLI) to predict regions.")
 
-if st.button("Predict region", type="primary", key="map_predict", disabled=window is None or active is None):
-    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {active.name} (TTA {tta})…")
+clicked = st.button("Predict region", type="primary", key="map_predict",
+                    disabled=window is None or active is None or tta_choice is None)
+if clicked and window is not None and active is not None and tta_choice is not None:
+    tta_txt = tta_mode if isinstance(tta_choice, str) else f"{len(tta_choice)} views: {', '.join(tta_choice)}"
+    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {active.name} (TTA {tta_txt})…")
     ok = False
     try:
         predictor, meta = predictor_for(ws, active.id)
         pred_scheme = checkpoint_scheme(meta)
-        res = predict_region(ws, scene, window, predictor, tta, progress=progress_callback(bar))
+        res = predict_region(ws, scene, window, predictor, tta_choice, progress=progress_callback(bar),
+                             merge=merge, blend=blend)
         results[sid] = {
             "result": res, "inside": region_mask(geometry, info, res.window), "geometry": geometry,
             "scheme": pred_scheme, "checkpoint_id": active.id, "checkpoint_name": active.name,
@@ -225,7 +294,10 @@ if rec:
     st.subheader("Class areas")
     where = "the drawn polygon" if rec["inside"] is not None else "the drawn rectangle"
     st.caption(f"Predicted window rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px) of {where}, "
-               f"with {rec['checkpoint_name']} ({rec['checkpoint_id']}), TTA {res.tta}"
+               f"with {rec['checkpoint_name']} ({rec['checkpoint_id']}), TTA "
+               + (res.tta_description if hasattr(res, "tta_description") else str(res.tta))
+               + (f", merge: {MERGE_LABELS.get(res.merge, res.merge)}" if getattr(res, "merge", None) else "")
+               + (f", blending: {res.blend}" if getattr(res, "blend", None) else "")
                + ("" if active is not None and active.id == rec["checkpoint_id"] else " — not the active checkpoint")
                + ".")
     k1, k2, k3, k4 = st.columns(4)

@@ -1,4 +1,5 @@
-"""Unit tests of seghz.geo.regions: polygon masks in scene pixels, rectangle detection, confidence classes."""
+"""Unit tests of seghz.geo.regions (polygon masks in scene pixels, rectangle detection, confidence classes,
+uncertainty layers) and of the continuous-overlay helpers of seghz.geo.tiles (colour ramps, legends)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,12 @@ from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
 from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
+    UNCERTAINTY_LAYERS,
     confidence_classes,
     confidence_scheme,
+    disagreement_spec,
+    entropy_spec,
+    uncertainty_summary,
     is_axis_rectangle,
     mask_outside,
     polygon_mask,
@@ -18,7 +23,18 @@ from seghz.geo.regions import (
     rings_mask,
     workspace_tile_key,
 )
-from seghz.geo.tiles import geojson_to_pixel_window, pixel_to_latlng, pixel_window_to_geojson
+from seghz.geo.tiles import (
+    RAMPS,
+    RampSpec,
+    geojson_to_pixel_window,
+    pixel_to_latlng,
+    pixel_window_to_geojson,
+    ramp_colors,
+    rgba_png,
+    scalar_overlay,
+    scalar_rgba,
+    window_bounds,
+)
 
 PIX = RasterInfo("p.png", 100, 80, 3, "uint8")
 # 1 m/px EPSG:3857 near Hangzhou (north-up), and a UTM 51N scene (not Web-Mercator aligned).
@@ -160,3 +176,110 @@ def test_checkpoint_scheme_and_tile_key(tmp_path):
         checkpoint_scheme({})
     k1, k2 = workspace_tile_key(tmp_path / "a"), workspace_tile_key(tmp_path / "b")
     assert k1 != k2 and k1 == workspace_tile_key(str(tmp_path / "a")) and k1.replace("-", "").isalnum()
+
+
+# ------------------------------------------------------------------------------------------------ continuous layers
+
+
+def _png_rgba(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def test_ramp_colors_ends_and_clipping():
+    for name, stops in RAMPS.items():
+        c = ramp_colors(np.array([-5.0, 0.0, 1.0, 7.0, np.nan]), name)
+        assert c.shape == (5, 3) and c.dtype == np.uint8
+        assert tuple(c[1]) == stops[0][1] and tuple(c[2]) == stops[-1][1]
+        assert (c[0] == c[1]).all() and (c[3] == c[2]).all()  # clipped to the ends
+    mid = ramp_colors(np.array([0.125]), "ylorrd")[0]  # halfway between the first two stops
+    (_, a), (_, b) = RAMPS["ylorrd"][:2]
+    assert np.abs(mid.astype(int) - (np.array(a) + np.array(b)) / 2).max() <= 1
+    with pytest.raises(ValueError, match="unknown colour ramp"):
+        ramp_colors(np.zeros(2), "rainbow")
+
+
+def test_scalar_rgba_transparency_clipping_and_opacity():
+    v = np.array([[np.nan, 0.0, 0.5, 1.0], [2.0, -1.0, np.inf, 0.25]], np.float32)
+    rgba = scalar_rgba(v, 0.0, 1.0, "ylorrd", opacity=0.5)
+    assert rgba.shape == (2, 4, 4) and rgba.dtype == np.uint8
+    alpha = rgba[..., 3]
+    # NaN, inf, zero (= vmin) and below are transparent; the rest get the opacity
+    assert alpha.tolist() == [[0, 0, 128, 128], [128, 0, 0, 128]]
+    assert (rgba[alpha == 0, :3] == 0).all()
+    top = tuple(RAMPS["ylorrd"][-1][1])
+    assert tuple(rgba[0, 3, :3]) == top and tuple(rgba[1, 0, :3]) == top  # 2.0 clipped to vmax
+    # a valid mask hides pixels (outside a drawn polygon) whatever their value
+    valid = np.ones_like(v, bool)
+    valid[0, 2] = False
+    assert scalar_rgba(v, 0.0, 1.0, valid=valid)[0, 2, 3] == 0
+    # hide_min=False keeps the bottom of the range visible (not NaN, though)
+    shown = scalar_rgba(v, 0.0, 1.0, hide_min=False)[..., 3] > 0
+    assert shown.tolist() == [[False, True, True, True], [True, True, False, True]]
+    with pytest.raises(ValueError, match="vmax > vmin"):
+        scalar_rgba(v, 1.0, 1.0)
+    with pytest.raises(ValueError, match="opacity"):
+        scalar_rgba(v, 0.0, 1.0, opacity=2.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        scalar_rgba(v, 0.0, 1.0, valid=np.ones((3, 3), bool))
+    # PNG round trip keeps the RGBA
+    assert (_png_rgba(rgba_png(rgba)) == rgba).all()
+
+
+def test_entropy_and_disagreement_specs_and_legends():
+    e = entropy_spec(7)
+    assert e.vmin == 0.0 and e.vmax == pytest.approx(np.log(7)) and e.units == "nats"
+    html = e.legend_html()
+    assert "Predictive entropy" in html and "(nats)" in html and "ln 7 = 1.95 nats" in html and "0 nats" in html
+    assert "linear-gradient" in html
+    d = disagreement_spec(8)
+    assert (d.vmin, d.vmax) == (0.0, 1.0) and d.units == "fraction of views"
+    html = d.legend_html()
+    assert "View disagreement" in html and "fraction of views" in html and "8 TTA views" in html and "1/8" in html
+    plain = RampSpec("Thing", 0.5, 2.0, units="m").legend_html()
+    assert "0.5 m" in plain and "2 m" in plain
+    with pytest.raises(ValueError):
+        entropy_spec(1)
+    assert list(UNCERTAINTY_LAYERS) == ["off", "confidence", "entropy", "disagreement"]
+
+
+@pytest.mark.parametrize("info", [PIX, MERC, UTM], ids=["pixel", "merc", "utm"])
+def test_scalar_overlay_masks_nan_and_outside(info):
+    win = (10, 20, 40, 60)
+    v = np.full((40, 60), 0.8, np.float32)
+    v[:, :10] = np.nan  # nodata
+    inside = np.ones((40, 60), bool)
+    inside[30:] = False  # outside the drawn polygon
+    spec = entropy_spec(2)
+    ov = scalar_overlay(v, win, info, spec, opacity=1.0, valid=inside)
+    rgba = _png_rgba(ov.png)
+    if info is UTM:  # resampled onto a Web-Mercator grid: only proportions can be compared
+        frac = (rgba[..., 3] > 0).sum() / rgba[..., 3].size
+        assert 0.4 < frac < 0.75  # ~ 50/60 x 30/40 = 62 % of the window, less the grid's margins
+        assert set(np.unique(rgba[..., 3])) <= {0, 255}
+    else:
+        assert rgba.shape == (40, 60, 4)
+        assert ov.bounds == window_bounds(win, info)
+        assert (rgba[:, :10, 3] == 0).all() and (rgba[30:, :, 3] == 0).all()
+        assert (rgba[:30, 10:, 3] == 255).all()
+        expect = ramp_colors(np.array([0.8 / np.log(2)]), spec.ramp)[0]
+        assert (rgba[:30, 10:, :3] == expect).all()
+    with pytest.raises(ValueError, match="does not match window"):
+        scalar_overlay(v[:10], win, info, spec)
+
+
+def test_uncertainty_summary():
+    ent = np.array([[0.0, 1.0], [2.0, np.nan]], np.float32)
+    dis = np.array([[0.0, 0.5], [0.0, np.nan]], np.float32)
+    s = uncertainty_summary(ent, dis, None, n_views=2)
+    assert s.pixels == 3 and s.mean_entropy == pytest.approx(1.0) and s.disagreeing_fraction == pytest.approx(1 / 3)
+    inside = np.array([[True, True], [False, True]])
+    s = uncertainty_summary(ent, dis, inside, n_views=2)
+    assert s.pixels == 2 and s.mean_entropy == pytest.approx(0.5) and s.disagreeing_fraction == pytest.approx(0.5)
+    one = uncertainty_summary(ent, np.zeros_like(dis), None, n_views=1)
+    assert one.disagreeing_fraction is None and one.mean_entropy is not None  # meaningless with one view
+    none = uncertainty_summary(None, None)
+    assert none.pixels == 0 and none.mean_entropy is None

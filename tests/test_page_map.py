@@ -211,12 +211,32 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     assert all(name in t for name in HZ7.names)  # legend chips in the scheme colours
     assert "tiny map model" in t
 
-    # label + uncertainty layers; opacity reaches the PNG alpha
+    # TTA off: one view recorded, disagreement explained as n/a in the summary under the map
+    assert res.views == ("identity",) and res.merge == "softmax" and res.blend == "uniform"
+    assert "TTA none (1 view: identity)" in t
+    assert "mean entropy" in t and "n/a, TTA off (1 view)" in t
+
+    # label + low-confidence layers
     at.toggle(key="map_show_label").set_value(True)
-    at.toggle(key="map_show_conf").set_value(True).run()
+    at.radio(key="map_uncertainty").set_value("confidence").run()
     assert_ok(at)
     layers = fake.layers()
-    assert {"Prediction", "Label", "Uncertainty"} <= set(layers), layers
+    assert {"Prediction", "Label", "Low confidence"} <= set(layers), layers
+    # entropy layer: a colour-ramp overlay with its legend (0 .. ln 7 nats)
+    at.radio(key="map_uncertainty").set_value("entropy").run()
+    assert_ok(at)
+    layers = fake.layers()
+    assert isinstance(layers.get("Entropy"), ImageOverlay) and "Low confidence" not in layers, layers
+    t = texts(at)
+    assert "Predictive entropy" in t and "nats" in t and "ln 7 = 1.95" in t
+    # disagreement with one view: said so, nothing drawn
+    at.radio(key="map_uncertainty").set_value("disagreement").run()
+    assert_ok(at)
+    assert "Disagreement" not in fake.layers() and "Entropy" not in fake.layers()
+    assert "needs at least 2 TTA views" in texts(at)
+    at.radio(key="map_uncertainty").set_value("off").run()
+    assert_ok(at)
+    assert not {"Low confidence", "Entropy", "Disagreement"} & set(fake.layers())
     at.toggle(key="map_show_pred").set_value(False).run()
     assert_ok(at)
     assert "Prediction" not in fake.layers() and "Label" in fake.layers()
@@ -347,3 +367,126 @@ def test_map_page_label_in_a_scheme_without_crosswalk_shows_an_error(ws, fake_ma
     at.toggle(key="map_show_label").set_value(True).run()
     assert_ok(at)
     assert "Label" not in fake.layers() and "Prediction" in fake.layers()
+
+
+def _overlay_rgba(layer) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    url = layer.url if hasattr(layer, "url") else layer.image
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+
+def test_map_page_custom_views_merge_and_blend_reach_the_engine(ws, fake_map):
+    from folium.raster_layers import ImageOverlay
+
+    from seghz.data.io import read_image
+    from seghz.geo.tiles import pixel_window_to_geojson
+    from seghz.infer.engine import Predictor
+
+    window = (32, 16, 64, 96)
+    fake = fake_map(feature(pixel_window_to_geojson(window, scene_info(ws))))
+    at = app().run()
+    assert_ok(at)
+    assert not at.multiselect  # no view picker unless TTA is custom
+    at.radio(key="map_tta").set_value("custom").run()
+    assert_ok(at)
+    assert at.multiselect(key="map_tta_views").value == ["identity"]  # identity pre-selected
+    at.multiselect(key="map_tta_views").select("lr")
+    at.selectbox(key="map_merge").set_value("logits")
+    at.selectbox(key="map_blend").set_value("gaussian").run()
+    assert_ok(at)
+    assert not at.button(key="map_predict").disabled
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    res = at.session_state["map_results"][SCENE_ID]["result"]
+    assert res.tta == "custom" and res.views == ("identity", "lr")
+    assert res.merge == "logits" and res.blend == "gaussian"
+    assert "TTA custom (2 views: identity, lr), merge: mean of logits, blending: gaussian" in texts(at)
+
+    # the same as running the engine directly with those views and settings
+    pred, _ = Predictor.from_checkpoint(ws.checkpoint_path("tiny-map"), device="cpu")
+    img = read_image(ws.scene_path(SCENE_ID, "image"), window=window)
+    direct = pred.predict_full(img, ["identity", "lr"], merge="logits", blend="gaussian")
+    assert np.allclose(res.confidence, direct.confidence, atol=1e-5)
+    assert (res.pred == direct.mask).mean() > 0.999
+    assert np.allclose(res.entropy, direct.entropy, atol=1e-4, equal_nan=True)
+    assert np.allclose(res.disagreement, direct.disagreement, equal_nan=True)
+    # ... and not what the identity view alone gives (the untrained net is not flip-invariant)
+    alone = pred.predict_full(img, ["identity"], merge="logits", blend="gaussian")
+    assert not np.allclose(res.confidence, alone.confidence, atol=1e-5)
+    assert set(np.unique(res.disagreement)) <= {0.0, 0.5, 1.0}  # multiples of 1/2 views
+
+    # disagreement layer: drawn, with its legend and the summary under the map
+    at.radio(key="map_uncertainty").set_value("disagreement").run()
+    assert_ok(at)
+    layer = fake.layers().get("Disagreement")
+    assert isinstance(layer, ImageOverlay), fake.layers()
+    t = texts(at)
+    assert "View disagreement" in t and "fraction of views" in t and "2 TTA views" in t
+    frac = float((res.disagreement > 0).mean())
+    assert f"views disagree on {frac * 100:.1f} % of pixels (2 views)" in t
+    assert f"mean entropy {float(np.nanmean(res.entropy)):.3f} nats" in t
+    rgba = _overlay_rgba(layer)
+    assert rgba.shape[:2] == res.pred.shape  # north-up Web-Mercator demo scene: the overlay is the window itself
+    assert ((rgba[..., 3] > 0) == (res.disagreement > 0)).all()  # agreeing pixels are transparent
+
+
+def test_map_page_empty_custom_view_set_is_refused(ws, fake_map):
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    fake_map(feature(pixel_window_to_geojson((0, 0, 64, 64), scene_info(ws))))
+    at = app().run()
+    at.radio(key="map_tta").set_value("custom").run()
+    at.multiselect(key="map_tta_views").unselect("identity").run()
+    assert_ok(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "Choose at least one TTA view" in errors, errors
+    assert at.button(key="map_predict").disabled
+    at.run()
+    assert_ok(at)
+    assert SCENE_ID not in at.session_state["map_results"]
+    # picking a view again enables it, and that view alone is run
+    at.multiselect(key="map_tta_views").select("rot90").run()
+    assert not any("Choose at least one TTA view" in e.value for e in at.error)
+    assert not at.button(key="map_predict").disabled
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    assert at.session_state["map_results"][SCENE_ID]["result"].views == ("rot90",)
+
+
+def test_map_page_entropy_layer_is_transparent_outside_a_polygon(ws, fake_map):
+    from seghz.geo.tiles import pixel_to_latlng
+
+    info = scene_info(ws)
+    rows, cols = np.array([10.0, 120.0, 70.0, 10.0]), np.array([10.0, 30.0, 120.0, 10.0])
+    lat, lng = pixel_to_latlng(rows, cols, info)
+    fake = fake_map(feature({"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in zip(lng, lat)]]}))
+    at = app().run()
+    at.radio(key="map_uncertainty").set_value("entropy")
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    rec = at.session_state["map_results"][SCENE_ID]
+    inside = rec["inside"]
+    assert inside is not None and 0.2 < inside.mean() < 0.8
+    rgba = _overlay_rgba(fake.layers()["Entropy"])
+    assert rgba.shape[:2] == inside.shape  # north-up Web-Mercator demo scene
+    assert (rgba[..., 3][~inside] == 0).all() and (rgba[..., 3][inside] > 0).mean() > 0.99
+    ent = rec["result"].entropy[inside]
+    assert f"mean entropy {float(ent.mean()):.3f} nats" in texts(at)
+
+
+def test_resolve_tta_modes_and_custom_lists():
+    from seghz.infer.region import resolve_tta
+
+    assert resolve_tta("none") == ("none", ("identity",))
+    assert resolve_tta("d4")[0] == "d4" and len(resolve_tta("d4")[1]) == 8
+    assert resolve_tta(["identity", "lr"]) == ("custom", ("identity", "lr"))
+    assert resolve_tta(["transpose"]) == ("custom", ("diag",))  # old alias -> the seed's name
+    with pytest.raises(ValueError, match="no TTA views"):
+        resolve_tta([])
+    with pytest.raises(ValueError, match="unknown TTA view"):
+        resolve_tta(["identity", "spin"])

@@ -9,12 +9,19 @@ rectangle tool (:func:`is_axis_rectangle`) keep their whole window, like ``geojs
 
 Polygon edges are straight lines on the Leaflet map, i.e. in Web Mercator for georeferenced scenes; they are
 densified in Web Mercator before being projected into scene pixels (exact for EPSG:3857 scenes, close for any
-other CRS). No Streamlit here.
+other CRS).
+
+Uncertainty layers: :func:`confidence_classes` bins the max probability (the "low confidence" layer);
+:func:`entropy_spec` and :func:`disagreement_spec` describe the continuous predictive-entropy (0..ln C nats) and
+view-disagreement (fraction of TTA views) layers drawn with :func:`seghz.geo.tiles.scalar_overlay`, and
+:func:`uncertainty_summary` gives the figures shown under the map. No Streamlit here.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +29,7 @@ import numpy as np
 from seghz.classes import IGNORE, Scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
-from seghz.geo.tiles import MERC_MAX_LAT, Window, geojson_polygons, latlng_to_pixel
+from seghz.geo.tiles import MERC_MAX_LAT, RampSpec, Window, geojson_polygons, latlng_to_pixel
 
 EARTH_RADIUS_MERC = 6378137.0
 # Confidence (max class probability) bins of the uncertainty layer; at or above the last edge = transparent.
@@ -206,6 +213,71 @@ def confidence_classes(confidence: np.ndarray, valid: np.ndarray | None = None) 
     return out
 
 
+# ------------------------------------------------------------------------------------------------ uncertainty
+
+# The Map page's one uncertainty selector: layer key -> label.
+UNCERTAINTY_LAYERS = {"off": "off", "confidence": "low confidence", "entropy": "entropy", "disagreement": "disagreement"}
+
+
+def entropy_spec(num_classes: int) -> RampSpec:
+    """Colouring of the predictive-entropy layer: 0 .. ln(C) nats (the entropy of the uniform distribution over
+    the C classes, the largest possible)."""
+    c = int(num_classes)
+    if c < 2:
+        raise ValueError(f"entropy needs at least 2 classes, got {c}")
+    top = math.log(c)
+    return RampSpec(
+        title="Predictive entropy", vmin=0.0, vmax=top, units="nats", ramp="ylorrd",
+        min_label="0 nats (certain)", max_label=f"ln {c} = {top:.2f} nats (uniform over {c} classes)",
+    )
+
+
+def disagreement_spec(n_views: int) -> RampSpec:
+    """Colouring of the view-disagreement layer: the fraction (0..1) of the ``n_views`` TTA views whose class
+    differs from the merged prediction. Zero (all views agree) is transparent."""
+    n = int(n_views)
+    return RampSpec(
+        title="View disagreement", vmin=0.0, vmax=1.0, units="fraction of views", ramp="bupu",
+        min_label="0 (all views agree)", max_label="1 (every view differs)",
+        note=f"{n} TTA view{'s' if n != 1 else ''}; each step is 1/{n} of the views." if n >= 2 else None,
+    )
+
+
+@dataclass(frozen=True)
+class UncertaintySummary:
+    """Summary of a region's uncertainty over its valid pixels (inside the drawn region, not nodata)."""
+
+    pixels: int
+    mean_entropy: float | None  # nats; None when no pixel has a finite entropy
+    disagreeing_fraction: float | None  # share of pixels where any view disagrees; None with < 2 views
+    n_views: int
+
+
+def uncertainty_summary(
+    entropy: np.ndarray | None,
+    disagreement: np.ndarray | None,
+    inside: np.ndarray | None = None,
+    n_views: int = 1,
+) -> UncertaintySummary:
+    """Mean entropy and the share of pixels with any view disagreement (> 0) over the pixels inside the region
+    (``inside`` None = all) whose values are finite (NaN = nodata). Disagreement is None with fewer than 2
+    views (it is 0 by construction then)."""
+    ok = None
+    for arr in (entropy, disagreement):
+        if arr is not None:
+            ok = np.isfinite(arr) if ok is None else ok & np.isfinite(arr)
+    if ok is None:
+        return UncertaintySummary(0, None, None, int(n_views))
+    if inside is not None:
+        ok = ok & np.asarray(inside, bool)
+    n = int(ok.sum())
+    mean_ent = float(np.asarray(entropy, np.float64)[ok].mean()) if entropy is not None and n else None
+    frac = None
+    if disagreement is not None and n and n_views >= 2:
+        frac = float((np.asarray(disagreement)[ok] > 0).mean())
+    return UncertaintySummary(n, mean_ent, frac, int(n_views))
+
+
 # ------------------------------------------------------------------------------------------------ misc
 
 
@@ -216,6 +288,7 @@ def workspace_tile_key(root: str | os.PathLike) -> str:
 
 
 __all__ = [
-    "CONFIDENCE_EDGES", "confidence_classes", "confidence_scheme", "geometry_pixel_rings",
+    "CONFIDENCE_EDGES", "UNCERTAINTY_LAYERS", "UncertaintySummary", "confidence_classes", "confidence_scheme",
+    "disagreement_spec", "entropy_spec", "geometry_pixel_rings", "uncertainty_summary",
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
 ]

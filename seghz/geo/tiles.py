@@ -43,6 +43,11 @@ class-index mask into one palette PNG (ignore = transparent) plus its bounds, fo
 linearly in projected (Web-Mercator) space, so a georeferenced mask whose CRS is not a north-up EPSG:3857 grid
 is first resampled (nearest) onto a Web-Mercator-aligned grid; otherwise a UTM or rotated scene would be
 drawn visibly shifted/rotated.
+
+Continuous region layers (predictive entropy, view disagreement) go the same way through :func:`scalar_overlay`:
+values are clipped to a :class:`RampSpec`'s range and coloured along a sequential ramp into an RGBA PNG (NaN,
+pixels outside the drawn polygon and values at the bottom of the range are transparent);
+:meth:`RampSpec.legend_html` draws the matching colour bar.
 """
 from __future__ import annotations
 
@@ -801,6 +806,37 @@ def _is_north_up_mercator(info: RasterInfo) -> bool:
     return same and b == 0 and d == 0 and a > 0 and e < 0
 
 
+def _to_merc_grid(arr: np.ndarray, window: Window, info: RasterInfo, nodata) -> tuple[np.ndarray, LatLngBounds]:
+    """Resample (nearest) a window-shaped array of a georeferenced scene onto a Web-Mercator-aligned grid at about
+    the scene's resolution; cells not covered get ``nodata``. Returns (array, lat/lng bounds of the grid)."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    r, c, _, _ = (int(v) for v in window)
+    rows, cols = _window_boundary(window, 32)
+    lat, lng = pixel_to_latlng(rows, cols, info)
+    mx, my = _transform(WGS84, WEB_MERCATOR, lng, np.clip(lat, -MERC_MAX_LAT, MERC_MAX_LAT))
+    x0, y0, x1, y1 = float(mx.min()), float(my.min()), float(mx.max()), float(my.max())
+    res = _merc_resolution(info)
+    res = max(res, (x1 - x0) / OVERLAY_MAX_SIDE, (y1 - y0) / OVERLAY_MAX_SIDE)
+    dw, dh = max(1, math.ceil((x1 - x0) / res)), max(1, math.ceil((y1 - y0) / res))
+    x1, y0 = x0 + dw * res, y1 - dh * res
+    dst = np.full((dh, dw), nodata, arr.dtype)
+    src_tr = _affine(info) @ Affine.translation(c, r)
+    reproject(
+        arr, dst, src_transform=src_tr, src_crs=info.crs, dst_transform=Affine(res, 0, x0, 0, -res, y1),
+        dst_crs=WEB_MERCATOR, resampling=Resampling.nearest, src_nodata=nodata, dst_nodata=nodata, num_threads=1,
+    )
+    lng2, lat2 = _transform(WEB_MERCATOR, WGS84, np.array([x0, x1]), np.array([y0, y1]))
+    return dst, ((float(lat2[0]), float(lng2[0])), (float(lat2[1]), float(lng2[1])))
+
+
+def _check_window_shape(arr: np.ndarray, window: Window, what: str) -> None:
+    _, _, h, w = (int(v) for v in window)
+    if arr.shape != (h, w):
+        raise ValueError(f"{what} shape {arr.shape} does not match window {w}x{h} (width x height)")
+
+
 def region_overlay(
     class_index_mask: np.ndarray, window: Window, info: RasterInfo, scheme: Scheme, opacity: float = 0.6
 ) -> RegionOverlay:
@@ -810,30 +846,152 @@ def region_overlay(
     (nearest, ignore = transparent) onto a Web-Mercator-aligned grid at about the scene's resolution so that
     Leaflet's linear stretch of the image overlay is exact."""
     mask = np.asarray(class_index_mask, np.uint8)
-    r, c, h, w = (int(v) for v in window)
-    if mask.shape != (h, w):
-        raise ValueError(f"mask shape {mask.shape} does not match window {w}x{h} (width x height)")
+    _check_window_shape(mask, window, "mask")
     kind = crs_kind(info)
     if kind == PIXEL or _is_north_up_mercator(info):
         return RegionOverlay(rgba_overlay_png(mask, scheme, opacity), window_bounds(window, info), kind)
-
-    from affine import Affine
-    from rasterio.warp import Resampling, reproject
-
-    rows, cols = _window_boundary(window, 32)
-    lat, lng = pixel_to_latlng(rows, cols, info)
-    mx, my = _transform(WGS84, WEB_MERCATOR, lng, np.clip(lat, -MERC_MAX_LAT, MERC_MAX_LAT))
-    x0, y0, x1, y1 = float(mx.min()), float(my.min()), float(mx.max()), float(my.max())
-    res = _merc_resolution(info)
-    res = max(res, (x1 - x0) / OVERLAY_MAX_SIDE, (y1 - y0) / OVERLAY_MAX_SIDE)
-    dw, dh = max(1, math.ceil((x1 - x0) / res)), max(1, math.ceil((y1 - y0) / res))
-    x1, y0 = x0 + dw * res, y1 - dh * res
-    dst = np.full((dh, dw), IGNORE, np.uint8)
-    src_tr = _affine(info) @ Affine.translation(c, r)
-    reproject(
-        mask, dst, src_transform=src_tr, src_crs=info.crs, dst_transform=Affine(res, 0, x0, 0, -res, y1),
-        dst_crs=WEB_MERCATOR, resampling=Resampling.nearest, src_nodata=IGNORE, dst_nodata=IGNORE, num_threads=1,
-    )
-    lng2, lat2 = _transform(WEB_MERCATOR, WGS84, np.array([x0, x1]), np.array([y0, y1]))
-    bounds = ((float(lat2[0]), float(lng2[0])), (float(lat2[1]), float(lng2[1])))
+    dst, bounds = _to_merc_grid(mask, window, info, IGNORE)
     return RegionOverlay(rgba_overlay_png(dst, scheme, opacity), bounds, kind)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Continuous overlays (entropy, view disagreement): colour ramps and their legends
+# --------------------------------------------------------------------------------------------------------------
+
+# Sequential ramps as (position in 0..1, (r, g, b)) stops, linearly interpolated (ColorBrewer YlOrRd and BuPu).
+RAMPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
+    "ylorrd": ((0.0, (255, 237, 160)), (0.25, (254, 178, 76)), (0.5, (253, 141, 60)), (0.75, (227, 26, 28)),
+               (1.0, (128, 0, 38))),
+    "bupu": ((0.0, (191, 211, 230)), (0.25, (158, 188, 218)), (0.5, (140, 107, 177)), (0.75, (136, 65, 157)),
+             (1.0, (77, 0, 75))),
+}
+
+
+def _ramp_stops(ramp: str) -> tuple[np.ndarray, np.ndarray]:
+    if ramp not in RAMPS:
+        raise ValueError(f"unknown colour ramp {ramp!r}; use one of {sorted(RAMPS)}")
+    stops = RAMPS[ramp]
+    return np.array([p for p, _ in stops], np.float64), np.array([c for _, c in stops], np.float64)
+
+
+def ramp_colors(t: np.ndarray, ramp: str = "ylorrd") -> np.ndarray:
+    """Colours (uint8, shape ``t.shape + (3,)``) of positions ``t`` along a ramp; ``t`` is clipped to 0..1
+    (NaN -> 0, callers make those pixels transparent)."""
+    pos, rgb = _ramp_stops(ramp)
+    t = np.nan_to_num(np.clip(np.asarray(t, np.float64), 0.0, 1.0), nan=0.0)
+    out = np.empty(t.shape + (3,), np.uint8)
+    for k in range(3):
+        out[..., k] = np.round(np.interp(t, pos, rgb[:, k])).astype(np.uint8)
+    return out
+
+
+def scalar_rgba(
+    values: np.ndarray,
+    vmin: float,
+    vmax: float,
+    ramp: str = "ylorrd",
+    opacity: float = 0.6,
+    valid: np.ndarray | None = None,
+    hide_min: bool = True,
+) -> np.ndarray:
+    """A continuous H×W array -> H×W×4 uint8 RGBA along a colour ramp: values are clipped to ``[vmin, vmax]``
+    and mapped linearly onto the ramp; alpha is ``opacity``. Fully transparent: NaN/inf, pixels where ``valid``
+    is False, and (``hide_min``) values at or below ``vmin`` (e.g. zero entropy / no disagreement)."""
+    v = np.asarray(values, np.float64)
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"values must be a non-empty 2-D array, got shape {v.shape}")
+    vmin, vmax = float(vmin), float(vmax)
+    if not (math.isfinite(vmin) and math.isfinite(vmax) and vmax > vmin):
+        raise ValueError(f"the ramp range must be finite with vmax > vmin, got {vmin}..{vmax}")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise ValueError(f"opacity must be within 0..1, got {opacity}")
+    shown = np.isfinite(v)
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        if valid.shape != v.shape:
+            raise ValueError(f"valid mask {valid.shape} and values {v.shape} differ in shape")
+        shown &= valid
+    if hide_min:
+        shown &= v > vmin
+    rgba = np.zeros(v.shape + (4,), np.uint8)
+    rgba[..., :3] = ramp_colors((v - vmin) / (vmax - vmin), ramp)
+    rgba[..., 3] = np.where(shown, round(255 * float(opacity)), 0).astype(np.uint8)
+    rgba[~shown, :3] = 0
+    return rgba
+
+
+def rgba_png(rgba: np.ndarray) -> bytes:
+    """H×W×4 uint8 RGBA -> PNG bytes."""
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.size == 0:
+        raise ValueError(f"expected an H×W×4 RGBA array, got shape {rgba.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba.astype(np.uint8)), "RGBA").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class RampSpec:
+    """How a continuous layer is coloured and explained: ``[vmin, vmax]`` in ``units`` along ``ramp``; the legend
+    labels its ends with ``min_label``/``max_label`` (default: the numbers with the units)."""
+
+    title: str
+    vmin: float
+    vmax: float
+    units: str = ""
+    ramp: str = "ylorrd"
+    min_label: str | None = None
+    max_label: str | None = None
+    note: str | None = None
+
+    def label(self, which: str) -> str:
+        custom = self.min_label if which == "min" else self.max_label
+        if custom is not None:
+            return custom
+        v = self.vmin if which == "min" else self.vmax
+        return f"{v:.3g}{(' ' + self.units) if self.units else ''}"
+
+    def css_gradient(self) -> str:
+        pos, rgb = _ramp_stops(self.ramp)
+        parts = [f"rgb({int(r)},{int(g)},{int(b)}) {p * 100:.0f}%" for p, (r, g, b) in zip(pos, rgb)]
+        return f"linear-gradient(to right, {', '.join(parts)})"
+
+    def legend_html(self) -> str:
+        """A colour bar with the min/max labels and the units, for ``st.markdown(..., unsafe_allow_html=True)``."""
+        import html
+
+        units = f" ({html.escape(self.units)})" if self.units else ""
+        note = (f"<div style='font-size:0.8em;opacity:.75'>{html.escape(self.note)}</div>" if self.note else "")
+        return (
+            "<div style='margin:2px 0 6px 0;max-width:420px'>"
+            f"<div style='font-size:0.88em'>{html.escape(self.title)}{units}</div>"
+            f"<div style='height:12px;border-radius:3px;border:1px solid rgba(0,0,0,.35);background:{self.css_gradient()}'></div>"
+            "<div style='display:flex;justify-content:space-between;font-size:0.8em'>"
+            f"<span>{html.escape(self.label('min'))}</span><span>{html.escape(self.label('max'))}</span></div>"
+            f"{note}</div>"
+        )
+
+
+def scalar_overlay(
+    values: np.ndarray,
+    window: Window,
+    info: RasterInfo,
+    spec: RampSpec,
+    opacity: float = 0.6,
+    valid: np.ndarray | None = None,
+) -> RegionOverlay:
+    """Overlay of a continuous region layer (shape (height, width) of ``window``) coloured by ``spec`` (see
+    :func:`scalar_rgba`: NaN, ``valid`` False and values ≤ ``spec.vmin`` are transparent). Non-Web-Mercator
+    georeferenced scenes are resampled (nearest) like :func:`region_overlay`."""
+    v = np.array(values, np.float32, copy=True)
+    _check_window_shape(v, window, "values")
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        _check_window_shape(valid, window, "valid mask")
+        v[~valid] = np.nan
+    kind = crs_kind(info)
+    if kind == PIXEL or _is_north_up_mercator(info):
+        bounds = window_bounds(window, info)
+    else:
+        v, bounds = _to_merc_grid(v, window, info, np.float32(np.nan))
+    return RegionOverlay(rgba_png(scalar_rgba(v, spec.vmin, spec.vmax, spec.ramp, opacity)), bounds, kind)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from seghz.data.io import read_image
 from seghz.errors import RegionError
-from seghz.infer.engine import Predictor
+from seghz.infer.engine import TTA_MODES, Predictor, tta_views
 from seghz.store import Scene, Workspace
 
 MAX_REGION_PIXELS = 2048 * 2048
@@ -25,9 +25,27 @@ class RegionResult:
     confidence: np.ndarray
     label: np.ndarray | None
     pixel_area_m2: float | None
-    tta: str
+    tta: str  # the TTA mode ("none", "flip", "d4") or "custom" for an analyst's list of views
     entropy: np.ndarray | None = None  # predictive entropy of the merged distribution (nats)
     disagreement: np.ndarray | None = None  # fraction of TTA views disagreeing with the consensus
+    views: tuple[str, ...] = ("identity",)  # the TTA views that were run (canonical names, in order)
+    merge: str | None = None  # how the views were merged ("softmax" | "logits")
+    blend: str | None = None  # how overlapping windows were blended ("uniform" | "gaussian" | "cosine")
+
+    @property
+    def tta_description(self) -> str:
+        """E.g. ``"none (1 view: identity)"`` or ``"custom (2 views: identity, lr)"``."""
+        n = len(self.views)
+        return f"{self.tta} ({n} view{'s' if n != 1 else ''}: {', '.join(self.views)})"
+
+
+def resolve_tta(tta: str | Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """(mode label, canonical view names) of a TTA choice: a mode name (``none``/``flip``/``d4``), one view name,
+    or a list of view names (-> ``"custom"``). Raises ValueError for unknown names or an empty list."""
+    names = tuple(name for name, *_ in tta_views(tta))
+    if isinstance(tta, str):
+        return (tta if tta in TTA_MODES else "custom"), names
+    return "custom", names
 
 
 def pixel_area_m2(scene: Scene, row: float, col: float) -> float | None:
@@ -68,20 +86,33 @@ def predict_region(
     scene: Scene,
     window: tuple[int, int, int, int],
     predictor: Predictor,
-    tta: str = "none",
+    tta: str | Sequence[str] = "none",
     progress: Callable[[float, str], None] | None = None,
     max_pixels: int = MAX_REGION_PIXELS,
+    *,
+    merge: str | None = None,
+    blend: str | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> RegionResult:
-    """Run the model on a window of a scene (read window-wise from GeoTIFFs)."""
+    """Run the model on a window of a scene (read window-wise from GeoTIFFs).
+
+    ``tta`` is a mode (``"none"``, ``"flip"``, ``"d4"``) or the analyst's list of view names
+    (:data:`seghz.infer.engine.VIEW_NAMES`); ``merge``/``blend`` override the predictor's defaults. The result
+    records the views, merge and blend that were run."""
+    mode, views = resolve_tta(tta)  # validates before any pixel is read
     win = check_window(scene, window, max_pixels)
+    merge = merge or getattr(predictor, "merge", None)
+    blend = blend or getattr(predictor, "blend", None)
     img = read_image(ws.scene_path(scene, "image"), window=win)
-    full = predictor.predict_full(img, tta, progress=progress)
+    full = predictor.predict_full(img, tta if isinstance(tta, str) else list(views), progress=progress,
+                                  should_cancel=should_cancel, merge=merge, blend=blend)
     label = None
     if scene.label_path:
         r, c, h, w = win
         label = ws.effective_label(scene.id)[r : r + h, c : c + w]
     return RegionResult(scene.id, win, full.mask, full.confidence, label,
-                        pixel_area_m2(scene, win[0] + win[2] / 2, win[1] + win[3] / 2), tta, full.entropy, full.disagreement)
+                        pixel_area_m2(scene, win[0] + win[2] / 2, win[1] + win[3] / 2), mode, full.entropy,
+                        full.disagreement, views, merge, blend)
 
 
 def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:

@@ -6,7 +6,8 @@ georeferenced synthetic hz7 scene and a checkpoint (see ``tests/test_page_map.py
 test asserts depends on the prediction's quality. The test opens ``/Map``, waits for Leaflet inside the streamlit-folium
 iframe, draws a rectangle with the mouse, presses "Predict region" and checks that the prediction overlay
 (``img.leaflet-image-layer``) appears on the map without the map being re-created (the drawn shape stays), that
-the legend and the class-area table show the hz7 classes, and that nothing was fetched from a host other than
+the legend and the class-area table show the hz7 classes, that the entropy layer (a second overlay with its
+colour-bar legend) can be switched on in place, and that nothing was fetched from a host other than
 127.0.0.1. Screenshot: ``docs/screenshots/map.png``.
 
 The server runs the repository's ``app.py`` with the repository root as working directory (so
@@ -123,6 +124,14 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
         shot = SCREENSHOT if os.environ.get("SEGHZ_SCREENSHOTS") else tmp_path / "map.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))
+
+        # the entropy layer: a second image overlay swapped into the same map, with its colour-bar legend
+        page.get_by_text("entropy", exact=True).click()
+        page.wait_for_selector("text=Predictive entropy", timeout=30_000)
+        frame.wait_for_function("() => document.querySelectorAll('img.leaflet-image-layer').length >= 2", timeout=30_000)
+        assert frame.evaluate("() => document.querySelectorAll('.leaflet-overlay-pane path').length") >= 2
+        body = page.inner_text("body")
+        assert "ln 7 = 1.95 nats" in body and "mean entropy" in body
 
         external = [u for u in requests if urlparse(u).scheme in ("http", "https") and urlparse(u).hostname not in LOCAL_HOSTS]
         assert not external, f"requests to non-local hosts: {external}"
