@@ -5,7 +5,9 @@ One run builds one randomly initialised model (eval mode, ``torch.no_grad``) and
 scene, then measures, with warm-up and ``time.perf_counter`` (median of repeats where cheap):
 
 (a) ``raw``       batched forward only (``--batch-size`` tile-sized random inputs), MP/s of input;
-(b) ``engine``    ``Predictor.predict_proba(scene, tta)`` for tta "none" and "d4", MP/s of scene;
+(b) ``engine``    ``Predictor.predict_proba(scene, tta)`` for tta "none" and "d4", MP/s of scene; with
+                  ``--compile on`` (default where a C++ compiler exists, CPU) the engine runs its
+                  ``torch.compile``d model, and ``engine_eager_*`` repeat the runs without compiling;
 (c) ``naive``     a reference written here: the same windows, batch 1, window by window, TTA views
                   one after another, softmax averaged over views and overlapping windows;
 (d) ``ttach``     ``ttach.SegmentationTTAWrapper(model, d4_transform(), merge_mode="mean")`` at
@@ -13,12 +15,18 @@ scene, then measures, with warm-up and ``time.perf_counter`` (median of repeats 
 
 Ratios printed:
     overlap_factor      = pixels covered by all windows / scene pixels
-    engine_vs_ideal     = engine_none / (raw / overlap_factor)
+    engine_vs_ideal     = engine_none / (raw / overlap_factor)      (raw = the plain eager model)
+    engine_vs_ideal_same_model = engine_none / (raw_compiled / overlap_factor)  (pipeline cost alone)
     engine_d4_vs_ideal  = engine_d4 / (raw / (8 * overlap_factor))
     engine_vs_naive     = engine_<tta> / naive_<tta>   (none and d4)
     engine_vs_ttach     = engine_d4 / ttach_d4
 
     python bench/infer_bench.py --device cpu --size small --json /tmp/bench.json
+
+``--size xlarge`` (or ``--stream``) measures the whole-scene path instead: it writes a synthetic
+GeoTIFF of the scene size to ``--workdir`` strip by strip, saves the random model as a checkpoint, runs
+``python -m seghz predict-scene`` on it in a child process and reports its wall time, MP/s and peak
+RSS (the child's ``ru_maxrss``), next to the raw model rate.
 
 Add a scene size by adding one entry to :data:`SIZES`.
 """
@@ -44,16 +52,16 @@ if str(ROOT) not in sys.path:
 import numpy as np
 import torch
 
-from seghz.infer.engine import Predictor
+from seghz.infer.engine import Predictor, compiler_available
 from seghz.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 # name: (scene side px, tile px, default encoder, default repeats)
 SIZES: dict[str, tuple[int, int, str, int]] = {
     "tiny": (256, 128, "tu-efficientnet_lite0", 1),
-    "small": (768, 256, "tu-efficientnet_lite0", 3),  # 16 windows: fits < 1 min on 2 cores
+    "small": (640, 256, "tu-efficientnet_lite0", 2),  # 9 windows: < 1 min on 2 cores, compile included
     "medium": (4096, 512, "resnet34", 3),
     "large": (8192, 1024, "resnet34", 1),
-    "xlarge": (20000, 1024, "resnet34", 1),  # the 20000² case (needs ~11 GB RAM for probabilities at 7 classes)
+    "xlarge": (20000, 1024, "resnet34", 1),  # the 20000² case: streamed from a GeoTIFF by predict-scene (peak RSS)
 }
 
 
@@ -172,6 +180,99 @@ def device_description(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def write_synthetic_geotiff(path: Path, side: int, seed: int = 0, strip: int = 1024) -> Path:
+    """A side×side RGB GeoTIFF (EPSG:3857, 1 m pixels, tiled + deflate) written strip by strip, never whole in RAM."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    prof = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "crs": "EPSG:3857",
+            "transform": from_origin(13375000.0, 3536000.0, 1.0, 1.0), "tiled": True, "blockxsize": 512,
+            "blockysize": 512, "compress": "deflate"}
+    tmp = path.with_name(path.name + ".tmp")
+    xx = np.arange(side, dtype=np.float32)[None, :]
+    with rasterio.open(tmp, "w", **prof) as ds:
+        for r in range(0, side, strip):
+            h = min(strip, side - r)
+            yy = np.arange(r, r + h, dtype=np.float32)[:, None]
+            fields = [np.sin(xx / 97.0 + k) * np.cos(yy / 131.0 - k) for k in range(3)]
+            noise = rng.integers(-12, 13, (3, h, side), dtype=np.int16)
+            bands = np.stack([(127 + 100 * f).astype(np.int16) for f in fields]) + noise
+            ds.write(np.clip(bands, 0, 255).astype(np.uint8), window=rasterio.windows.Window(0, r, side, h))
+    os.replace(tmp, path)
+    return path
+
+
+def stream_bench(a, model, device, encoder, tile, side, threads, use_compile, res, t_start) -> dict:
+    """predict-scene over a synthetic side² GeoTIFF in a child process: wall time, MP/s, peak RSS."""
+    import subprocess
+    import tempfile
+
+    from seghz.classes import get_scheme
+    from seghz.models.checkpoint import save_checkpoint
+
+    work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="seghz_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / f"synthetic_{side}.tif"
+    t0 = time.perf_counter()
+    if not src.is_file():
+        write_synthetic_geotiff(src, side, a.seed)
+    write_s = time.perf_counter() - t0
+    scheme = next((get_scheme(n) for n in ("hz7", "gid15", "hz20") if get_scheme(n).num_classes == a.num_classes), None)
+    if scheme is None:
+        raise SystemExit(f"--stream needs a class count of a registered scheme (7, 15 or 20), got {a.num_classes}")
+    meta = {"arch": a.arch, "encoder": encoder, "num_classes": a.num_classes, "scheme": scheme.to_json(),
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}, "tile_size": tile}
+    ckpt = save_checkpoint(work / "bench_model.safetensors", model.cpu(), meta)
+    out = work / f"synthetic_{side}_classes.tif"
+    cmd = [sys.executable, "-m", "seghz", "predict-scene", "--checkpoint", str(ckpt), "--input", str(src), "--output",
+           str(out), "--tta", a.tta, "--tile", str(tile), "--overlap", str(a.overlap), "--device", device,
+           "--batch-size", str(a.batch_size), "--compile", "on" if use_compile else "off"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"predict-scene failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    child_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    summary = {}
+    for line in p.stderr.splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)
+    wins = _windows(side, side, tile, a.overlap)
+    overlap_factor = sum(th * tw for _, _, th, tw in wins) / (side * side)
+    views = 8 if a.tta == "d4" else (2 if a.tta == "flip" else 1)
+    scene_mp = side * side / 1e6
+    rate = scene_mp / wall
+    res["predict_scene"] = {"mp_s": rate, "median_s": wall, "times_s": [wall], "compile_s": summary.get("compile_seconds"),
+                            "seconds_in_predict_scene": summary.get("seconds")}
+    ideal = res["raw"]["mp_s"] / (views * overlap_factor)
+    report = {
+        "config": {"size": a.size, "scene": side, "tile": tile, "overlap": a.overlap, "arch": a.arch, "encoder": encoder,
+                   "num_classes": a.num_classes, "batch_size": a.batch_size, "threads": threads, "device": device,
+                   "tta": a.tta, "compile": use_compile, "windows": len(wins), "overlap_factor": overlap_factor,
+                   "scene_mp": scene_mp, "command": " ".join(cmd)},
+        "env": {"device_description": device_description(device), "torch": torch.__version__,
+                "python": platform.python_version(), "cpu_count": os.cpu_count(), "loadavg_1_5_15_at_end": os.getloadavg(),
+                "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
+        "rates": res,
+        "ratios": {"predict_scene_vs_ideal": rate / ideal},
+        "peak_rss_mb_predict_scene": child_rss_mb,
+        "synthetic_tif_write_s": write_s,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    print(f"# predict-scene {side}x{side} tile {tile} overlap {a.overlap} tta {a.tta} {a.arch}/{encoder} device {device} "
+          f"({report['env']['device_description']}) threads {threads} compile {use_compile}")
+    print(f"raw model            {res['raw']['mp_s']:>8.3f} MP/s")
+    print(f"predict-scene        {rate:>8.3f} MP/s  wall {wall:.1f} s (compile {summary.get('compile_seconds')} s)")
+    print(f"predict_scene_vs_ideal {rate / ideal:>6.3f}")
+    print(f"peak RSS of predict-scene {child_rss_mb:.0f} MB")
+    if a.json_out:
+        Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json_out).write_text(json.dumps(report, indent=2))
+    return report
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
@@ -185,8 +286,14 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=4, help="engine batch size and raw-rate batch")
     p.add_argument("--repeats", type=int, default=None, help="max repeats per scene measurement (median); default per size")
     p.add_argument(
-        "--budget-s", type=float, default=20.0, help="no further round of scene measurements once this many seconds are spent"
+        "--budget-s", type=float, default=None,
+        help="no further round of scene measurements once this many seconds are spent (default 10 for small, else 20)",
     )
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="engine with torch.compile (auto: on for CPU when a C++ compiler exists)")
+    p.add_argument("--stream", action="store_true", help="measure predict-scene on a synthetic GeoTIFF (default for xlarge)")
+    p.add_argument("--workdir", default=None, help="where --stream writes its GeoTIFFs (default: a temporary folder)")
+    p.add_argument("--tta", default="none", help="TTA of the --stream run")
     p.add_argument(
         "--check-max", type=int, default=8192, help="compare outputs against the engine only for scenes up to this side"
     )
@@ -214,15 +321,11 @@ def main(argv=None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(a.seed)
 
+    budget = a.budget_s if a.budget_s is not None else (10.0 if a.size == "small" else 20.0)
+    use_compile = a.compile == "on" or (a.compile == "auto" and device == "cpu" and compiler_available())
+
     model = build_model(a.arch, encoder, a.num_classes).to(device).eval()
-    rng = np.random.default_rng(a.seed)
-    scene = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-    wins = _windows(side, side, tile, a.overlap)
-    covered = sum(th * tw for _, _, th, tw in wins)
-    overlap_factor = covered / (side * side)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    pred = Predictor(model, a.num_classes, mean, std, tile=tile, overlap=a.overlap, batch_size=a.batch_size, device=device)
-    views_d4 = _d4_views()
     t_start = time.perf_counter()
     res: dict = {}
 
@@ -231,22 +334,48 @@ def main(argv=None) -> dict:
         xb = torch.randn(a.batch_size, 3, tile, tile, device=device)
         for _ in range(2):
             model(xb)
-        med, times, _ = _timed(lambda x=xb: model(x), device, 5, a.budget_s)
+        med, times, _ = _timed(lambda x=xb: model(x), device, 5, budget)
     res["raw"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times, "batch": a.batch_size}
-    del xb
+    if a.stream or a.size == "xlarge":
+        return stream_bench(a, model, device, encoder, tile, side, threads, use_compile, res, t_start)
+
+    rng = np.random.default_rng(a.seed)
+    scene = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    wins = _windows(side, side, tile, a.overlap)
+    covered = sum(th * tw for _, _, th, tw in wins)
+    overlap_factor = covered / (side * side)
+    pred = Predictor(model, a.num_classes, mean, std, tile=tile, overlap=a.overlap, batch_size=a.batch_size, device=device,
+                     compile=use_compile)
+    eager = Predictor(model, a.num_classes, mean, std, tile=tile, overlap=a.overlap, batch_size=a.batch_size,
+                      device=device) if use_compile else None
+    views_d4 = _d4_views()
 
     # warm-up the scene paths on one window-sized crop
     crop = scene[:tile, :tile]
-    pred.predict_proba(crop, "none")
+    pred.predict_proba(crop, "none")  # compiles, when compiling
+    if use_compile:
+        res["compile"] = {"seconds": pred.compile_seconds, "error": pred.compile_error}
+        fn = pred._compiled_fn()
+        if fn is not None:
+            with torch.no_grad():
+                fn(xb)
+                med, times, _ = _timed(lambda x=xb: fn(x), device, 5, budget)
+            res["raw_compiled"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times,
+                                   "batch": a.batch_size}
+    del xb
 
     # Scene-level measurements run interleaved, one of each per round, so that load from other
     # processes on a shared machine hits every method alike; medians over rounds.
     jobs = [("engine_none", lambda: pred.predict_proba(scene, "none"))]
+    if eager is not None:
+        jobs.append(("engine_eager_none", lambda: eager.predict_proba(scene, "none")))
     if "naive" not in skip:
         jobs.append(("naive_none", lambda: naive_predict(model, scene, a.num_classes, mean, std, wins, device, views_d4[:1])))
     if "d4" not in skip:
         pred.predict_proba(crop, "d4")
         jobs.append(("engine_d4", lambda: pred.predict_proba(scene, "d4")))
+        if eager is not None:
+            jobs.append(("engine_eager_d4", lambda: eager.predict_proba(scene, "d4")))
         if "naive" not in skip:
             jobs.append(("naive_d4", lambda: naive_predict(model, scene, a.num_classes, mean, std, wins, device, views_d4)))
         if "ttach" not in skip:
@@ -273,13 +402,15 @@ def main(argv=None) -> dict:
             times[key].append(time.perf_counter() - t0)
             if rnd == 0 and check:
                 tta = key.rsplit("_", 1)[1]
-                if key.startswith("engine"):
+                if key.startswith("engine_eager"):
+                    diffs[key] = float(np.abs(out - ref[tta]).max()) if tta in ref else float("nan")
+                elif key.startswith("engine"):
                     ref[tta] = out
                 elif tta in ref:
                     diffs[key] = float(np.abs(out - ref[tta]).max())
             del out
         ref.clear()
-        if time.perf_counter() - t_rounds > a.budget_s:
+        if time.perf_counter() - t_rounds > budget:
             break
     scene_mp = side * side / 1e6
     for key, ts in times.items():
@@ -300,6 +431,12 @@ def main(argv=None) -> dict:
         ratios["engine_vs_naive_d4"] = res["engine_d4"]["mp_s"] / res["naive_d4"]["mp_s"]
     if "mp_s" in res.get("ttach_d4", {}):
         ratios["engine_vs_ttach_d4"] = res["engine_d4"]["mp_s"] / res["ttach_d4"]["mp_s"]
+    if "raw_compiled" in res:
+        ratios["engine_vs_ideal_same_model"] = res["engine_none"]["mp_s"] / (res["raw_compiled"]["mp_s"] / overlap_factor)
+    if "engine_eager_none" in res:
+        ratios["engine_eager_vs_ideal"] = res["engine_eager_none"]["mp_s"] / (raw / overlap_factor)
+    if "engine_eager_d4" in res and "mp_s" in res.get("ttach_d4", {}):
+        ratios["engine_eager_vs_ttach_d4"] = res["engine_eager_d4"]["mp_s"] / res["ttach_d4"]["mp_s"]
 
     load = os.getloadavg()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -313,6 +450,7 @@ def main(argv=None) -> dict:
             "encoder": encoder,
             "num_classes": a.num_classes,
             "batch_size": a.batch_size,
+            "compile": use_compile,
             "repeats": repeats,
             "threads": threads,
             "device": device,
@@ -349,6 +487,9 @@ def main(argv=None) -> dict:
         "raw": "model forward only, MP of input",
         "engine_none": "Predictor.predict_proba tta=none",
         "engine_d4": "Predictor.predict_proba tta=d4",
+        "raw_compiled": "the engine's compiled model, forward only",
+        "engine_eager_none": "engine without torch.compile, tta=none",
+        "engine_eager_d4": "engine without torch.compile, tta=d4",
         "naive_none": "batch 1, window by window",
         "naive_d4": "batch 1, views one after another",
         "ttach_d4": "ttach SegmentationTTAWrapper d4, batch 1",
@@ -357,6 +498,9 @@ def main(argv=None) -> dict:
         if not isinstance(v, dict):
             continue
         if "mp_s" not in v:
+            if k == "compile":
+                print(f"{'compile':<14}{'-':>10}{v['seconds']:>11.1f}     1  first compiled call (s){' — failed: ' + v['error'] if v['error'] else ''}")
+                continue
             print(f"{k:<14}{'-':>10}{'-':>11}     -  {v}")
             continue
         extra = f"  (max|Δp| vs engine {v['max_abs_diff_vs_engine']:.1e})" if "max_abs_diff_vs_engine" in v else ""

@@ -23,6 +23,8 @@ def test_infer_bench_tiny_writes_json_with_positive_rates(tmp_path):
         "1",
         "--threads",
         "2",
+        "--compile",
+        "off",
         "--json",
         str(out),
     ]
@@ -50,3 +52,22 @@ def test_infer_bench_tiny_writes_json_with_positive_rates(tmp_path):
     if "mp_s" in rates["ttach_d4"]:
         assert ratios["engine_vs_ttach_d4"] > 0
     assert rep["peak_rss_mb"] > 0
+
+    assert rates["naive_d4"]["max_abs_diff_vs_engine"] < 1e-4  # the naive loop is the same computation
+
+
+def test_infer_bench_stream_runs_predict_scene_and_reports_child_rss(tmp_path):
+    """--stream: synthetic GeoTIFF → python -m seghz predict-scene in a child → wall time, MP/s, child peak RSS."""
+    out = tmp_path / "stream.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "infer_bench.py"), "--device", "cpu", "--size", "tiny", "--stream",
+           "--scene", "300", "--threads", "1", "--compile", "off", "--workdir", str(tmp_path / "w"), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep["config"]["scene"] == 300 and rep["rates"]["predict_scene"]["mp_s"] > 0
+    assert rep["peak_rss_mb_predict_scene"] > 50  # the child's own peak (torch alone is > 50 MB)
+    import rasterio
+
+    with rasterio.open(tmp_path / "w" / "synthetic_300_classes.tif") as ds:
+        assert (ds.width, ds.height) == (300, 300) and ds.crs.to_epsg() == 3857
+        assert ds.read(1).max() < 7

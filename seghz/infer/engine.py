@@ -52,6 +52,7 @@ TTA_MODES: dict[str, list[str]] = {"none": ["identity"], "flip": ["identity", "l
 # Backward compatible: the 8 distinct D4 views as (name, forward, inverse).
 D4_VIEWS: list[tuple[str, Callable, Callable]] = [(n, *VIEWS[n]) for n in _D4]
 MERGES = ("softmax", "logits")
+STRIP_VALUES = 1 << 24  # probabilities per yielded strip (64 MB of float32): bounds the memory of wide scenes
 BLENDS = ("uniform", "gaussian", "cosine")
 
 
@@ -438,24 +439,24 @@ class Predictor:
             cols = [c for c in cs if valid is None or valid[:, c : c + tw].any()]
             done += len(cs) - len(cols)
             if cols:
-                xt = self._normalise(img)
-                bs = self._run_row(xt, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov,
+                bs = self._run_row(img, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov,
                                    progress, should_cancel, done, total)
                 done += len(cols)
             if progress is not None:
                 progress(done / total if total else 1.0, f"window {done}/{total}")
             e = rs[k + 1] if k + 1 < len(rs) else H  # rows above e get no more windows
-            a, b = max(y0, r), min(y1, e)
-            if a < b:
+            step = max(1, STRIP_VALUES // (C * W))  # finished rows go out in pieces of ≤ STRIP_VALUES probabilities
+            for a in range(max(y0, r), min(y1, e), step):
+                b = min(a + step, y1, e)
                 yield self._strip(a, b, r, acc, wsum, dis, votes, ncov, None if valid is None else valid[a - r : b - r])
 
-    def _run_row(self, xt, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov, progress, should_cancel,
+    def _run_row(self, img, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov, progress, should_cancel,
                  done, total) -> int:
         """Run the windows of one window row (views × windows in batches of ``bs``) into the row buffers.
 
         Returns the batch size to go on with (halved after running out of GPU memory)."""
         nv = len(views)
-        crops = {c: self._pad32(xt[None, :, :, c : c + tw]) for c in cols}
+        crops = {c: self._pad32(self._normalise(img[:, c : c + tw])[None]) for c in cols}
         items = [(c, vi) for c in cols for vi in range(nv)]
         pending: dict[int, list] = {}
         C = acc.shape[0]
