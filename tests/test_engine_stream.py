@@ -67,6 +67,14 @@ def test_auto_batch_size():
         Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, batch_size=0, device="cpu")
 
 
+def test_eager_batches_are_equal_sized():
+    sizes = []
+    m = _model()
+    m.register_forward_hook(lambda mod, i, o: sizes.append(i[0].shape[0]))
+    Predictor(m, C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu").predict_proba(_image(40, 128))
+    assert sizes == [3, 2, 3, 2]  # 5 windows per row at most 4 a batch: 3 + 2, not 4 + 1
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     img = _image(64, 64)
     ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, device="cpu").predict_proba(img, "d4")
@@ -94,15 +102,17 @@ def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    img = _image(40, 72)  # 2 window rows × 3 windows of 32 at overlap 0.25
+    img = _image(40, 128)  # 2 window rows × 5 windows of 32 at overlap 0.25
     pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu", compile=True)
-    got = pr.predict_proba(img, "flip")  # 6 inputs per row: a batch of 4 and one of 2 padded to 4
+    got = pr.predict_proba(img)  # 5 inputs per row: a batch of 4 and one of 1 padded to 4 (one compiled shape)
     assert set(shapes) == {(4, 3, 32, 32)} and len(shapes) == 4
-    ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu").predict_proba(img, "flip")
+    pr.predict_proba(_image(32, 32), "d4")  # 8 views of one window: two batches of 4, no new shape
+    assert set(shapes) == {(4, 3, 32, 32)} and len(shapes) == 6
+    ref = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu").predict_proba(img)
     np.testing.assert_allclose(got, ref, atol=1e-6)
     big = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=64, batch_size=4, device="cpu", compile=True)
     small = big.predict_proba(_image(20, 20))  # smaller than a tile (padded to 32, not 64): runs eagerly
-    assert small.shape == (C, 20, 20) and len(shapes) == 4
+    assert small.shape == (C, 20, 20) and len(shapes) == 6
 
 
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler (g++/clang++), absent here")

@@ -310,7 +310,7 @@ class Predictor:
         return self.batch_size
 
     def _model_call(self, x: torch.Tensor, fn=None) -> torch.Tensor:
-        fn = fn or self.model
+        fn = self.model if fn is None else fn
         x = x.to(self.device, non_blocking=True)
         if self._cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -461,13 +461,17 @@ class Predictor:
         pending: dict[int, list] = {}
         C = acc.shape[0]
         i = 0
+        # Eager: equal batches of at most bs (a row of n inputs in ceil(n/bs) batches). Compiled: batches of bs,
+        # the last one padded, so the compiled graph sees one shape whatever the image (a new shape recompiles).
+        compiled = self._compiled_fn() is not None
+        bs_row = bs if compiled else -(-len(items) // -(-len(items) // bs))
         while i < len(items):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("inference cancelled")
-            batch = items[i : i + bs]
+            batch = items[i : i + bs_row]
             inputs = [views[vi][1](crops[c]) for c, vi in batch]
             try:
-                logits = self._run_items(inputs, bs)
+                logits = self._run_items(inputs, bs_row)
             except torch.cuda.OutOfMemoryError as e:
                 if self._cuda:
                     torch.cuda.empty_cache()
@@ -476,6 +480,7 @@ class Predictor:
                         "out of GPU memory even with a batch of 1; use a smaller tile or run on the CPU (--device cpu)"
                     ) from e
                 bs = max(1, bs // 2)  # kept for the rest of this image
+                bs_row = bs if compiled else -(-(len(items) - i) // -(-(len(items) - i) // bs))
                 continue
             for (c, vi), y in zip(batch, logits):
                 if y.shape[1] != C:
