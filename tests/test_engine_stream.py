@@ -41,7 +41,7 @@ def test_stream_reads_one_window_row_at_a_time_and_yields_every_row_once():
         return img[a:b], None
 
     pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, overlap=0.25, device="cpu")
-    strips = list(pr.stream(70, 50, read, "flip"))
+    strips = list(pr.stream(70, 50, read, "flip", proba=True))
     assert reads == [(r, r + 32) for r in window_rows(70, 32, 0.25)]
     rows = [(s.y0, s.y1) for s in strips]
     assert rows[0][0] == 0 and rows[-1][1] == 70 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))

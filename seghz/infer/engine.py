@@ -143,37 +143,23 @@ class PredictionResult:
 
 @dataclass
 class Strip:
-    """Finished rows ``[y0, y1)`` of a streamed prediction (see :meth:`Predictor.stream`); arrays cover those rows."""
+    """Finished rows ``[y0, y1)`` of a streamed prediction (see :meth:`Predictor.stream`); arrays cover those rows.
+
+    Not-valid or uncovered pixels already hold mask 255, confidence 0, NaN entropy/disagreement/seam and
+    zero probabilities.
+    """
 
     y0: int
     y1: int
-    proba: np.ndarray  # float32 C×h×W merged and blended class probabilities (0 where not covered)
-    covered: np.ndarray  # bool h×W: some window (with a valid pixel) covered the pixel
-    valid: np.ndarray | None  # bool h×W validity (None = all valid)
-    disagreement: np.ndarray | None  # float32 h×W, when uncertainty was asked
-    seam: np.ndarray | None  # float32 h×W, when seams were asked
+    mask: np.ndarray  # uint8 h×W
+    confidence: np.ndarray  # float32 h×W
+    entropy: np.ndarray  # float32 h×W
+    disagreement: np.ndarray  # float32 h×W (zeros when uncertainty was not asked or with one view)
+    seam: np.ndarray | None = None  # float32 h×W, when seams were asked
+    proba: np.ndarray | None = None  # float32 C×h×W, when probabilities were asked
 
-    def result(self, return_proba: bool = False) -> PredictionResult:
-        """Mask, confidence, entropy, disagreement (and seam) of these rows; not-valid pixels masked out."""
-        proba = self.proba
-        ok = self.covered if self.valid is None else (self.covered & self.valid)
-        mask = proba.argmax(0).astype(np.uint8)
-        conf = proba.max(0).astype(np.float32)
-        ent = -(proba * np.log(np.clip(proba, 1e-12, None))).sum(0).astype(np.float32)
-        ent = np.maximum(ent, 0.0)
-        dis = self.disagreement.astype(np.float32) if self.disagreement is not None else np.zeros(mask.shape, np.float32)
-        seam = self.seam.astype(np.float32) if self.seam is not None else None
-        if not ok.all():
-            bad = ~ok
-            mask[bad] = 255
-            conf[bad] = 0.0
-            ent[bad] = np.nan
-            dis[bad] = np.nan
-            if seam is not None:
-                seam[bad] = np.nan
-            if return_proba:
-                proba[:, bad] = 0.0
-        return PredictionResult(mask, conf, ent, dis, seam, proba if return_proba else None)
+    def result(self) -> PredictionResult:
+        return PredictionResult(self.mask, self.confidence, self.entropy, self.disagreement, self.seam, self.proba)
 
 
 def window_rows(height: int, tile: int, overlap: float) -> list[int]:
@@ -271,10 +257,11 @@ class Predictor:
         if blend not in BLENDS:
             raise ValueError(f"unknown blend '{blend}'; use one of {list(BLENDS)}")
 
-    def _normalise(self, img: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
-        m = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        s = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+    def _normalise_t(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 h×w×3 tensor (on any device) → normalised float 3×h×w on the same device."""
+        x = x.permute(2, 0, 1).float().div_(255)
+        m = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+        s = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
         return (x - m) / s
 
     # ------------------------------------------------------------------ model calls
@@ -384,19 +371,21 @@ class Predictor:
         blend: str | None = None,
         uncertainty: bool = True,
         seams: bool = False,
+        proba: bool = False,
     ):
         """Predict an image ``height``×``width`` window row by window row; yields finished :class:`Strip` s.
 
         ``read(r0, r1)`` returns rows ``[r0, r1)`` of the image (uint8 (r1−r0)×W×3) and their validity
-        (bool, or None when all valid); it is called once per window row. Memory is one window row:
-        about (C + 3) × tile × width × 4 bytes, whatever the height. ``rows=(y0, y1)`` yields only those
-        rows, running only the window rows that touch them (see :func:`shard_rows`); the values are
-        those of the whole-image run bit for bit. Windows without a valid pixel are not run.
+        (bool, or None when all valid); it is called once per window row. The blending buffers live on
+        the model's device and hold one window row: about (C + 3) × tile × width × 4 bytes, whatever the
+        height; finished rows leave as masks and per-pixel uncertainty (and probabilities when
+        ``proba=True``). ``rows=(y0, y1)`` yields only those rows, running only the window rows that
+        touch them (see :func:`shard_rows`); the values are those of the whole-image run bit for bit.
+        Windows without a valid pixel are not run.
         """
         merge, blend = merge or self.merge, blend or self.blend
         self._check_settings(merge, blend)
         views = tta_views(tta)
-        nv = len(views)
         H, W = int(height), int(width)
         if H <= 0 or W <= 0:
             raise ValueError(f"image has zero pixels ({H}x{W})")
@@ -410,22 +399,23 @@ class Predictor:
         ks = [k for k in range(len(rs)) if rs[k] < y1 and rs[k] + th > y0]
         C = self.num_classes
         bs = self.resolve_batch_size()
-        wt = window_weights(th, tw, blend)
-        acc = np.zeros((C, th, W), np.float32)
-        wsum = np.zeros((th, W), np.float32)
-        dis = np.zeros((th, W), np.float32) if uncertainty else None
-        votes = np.zeros((C, th, W), np.float32) if seams else None
-        ncov = np.zeros((th, W), np.float32) if seams else None
-        bufs = [b for b in (acc, wsum, dis, votes, ncov) if b is not None]
+        dev = torch.device(self.device)
+        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float32, device=dev)  # noqa: E731
+        buf = {"acc": zeros(C, th, W), "wsum": zeros(th, W)}
+        if uncertainty:
+            buf["dis"] = zeros(th, W)
+        if seams:
+            buf["votes"], buf["ncov"] = zeros(C, th, W), zeros(th, W)
+        wt = torch.from_numpy(window_weights(th, tw, blend)).to(dev)
         total = len(ks) * len(cs)
         done = 0
         base = rs[ks[0]]
-        for n, k in enumerate(ks):
+        for k in ks:
             r = rs[k]
             if r > base:  # slide the buffers down to start at row r (rows above were finished and yielded)
                 d = r - base
-                for b in bufs:
-                    b[..., : th - d, :] = b[..., d:, :]
+                for b in buf.values():
+                    b[..., : th - d, :] = b[..., d:, :].clone()
                     b[..., th - d :, :] = 0
                 base = r
             img, valid = read(r, r + th)
@@ -439,8 +429,7 @@ class Predictor:
             cols = [c for c in cs if valid is None or valid[:, c : c + tw].any()]
             done += len(cs) - len(cols)
             if cols:
-                bs = self._run_row(img, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov,
-                                   progress, should_cancel, done, total)
+                bs = self._run_row(img, cols, th, tw, views, bs, merge, wt, buf, progress, should_cancel, done, total)
                 done += len(cols)
             if progress is not None:
                 progress(done / total if total else 1.0, f"window {done}/{total}")
@@ -448,17 +437,18 @@ class Predictor:
             step = max(1, STRIP_VALUES // (C * W))  # finished rows go out in pieces of ≤ STRIP_VALUES probabilities
             for a in range(max(y0, r), min(y1, e), step):
                 b = min(a + step, y1, e)
-                yield self._strip(a, b, r, acc, wsum, dis, votes, ncov, None if valid is None else valid[a - r : b - r])
+                yield self._strip(a, b, r, buf, None if valid is None else valid[a - r : b - r], proba)
 
-    def _run_row(self, img, cols, th, tw, views, bs, merge, wt, acc, wsum, dis, votes, ncov, progress, should_cancel,
-                 done, total) -> int:
+    def _run_row(self, img, cols, th, tw, views, bs, merge, wt, buf, progress, should_cancel, done, total) -> int:
         """Run the windows of one window row (views × windows in batches of ``bs``) into the row buffers.
 
         Returns the batch size to go on with (halved after running out of GPU memory)."""
         nv = len(views)
-        crops = {c: self._pad32(self._normalise(img[:, c : c + tw])[None]) for c in cols}
+        x_row = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)  # uint8, th×W×3
+        crops = {c: self._pad32(self._normalise_t(x_row[:, c : c + tw])[None]) for c in cols}
         items = [(c, vi) for c in cols for vi in range(nv)]
         pending: dict[int, list] = {}
+        acc, wsum, dis, votes, ncov = (buf.get(k) for k in ("acc", "wsum", "dis", "votes", "ncov"))
         C = acc.shape[0]
         i = 0
         # Eager: equal batches of at most bs (a row of n inputs in ceil(n/bs) batches). Compiled: batches of bs,
@@ -489,16 +479,14 @@ class Predictor:
                 if len(pending[c]) == nv:
                     outs = torch.cat(pending.pop(c))  # nv×C×th×tw logits, original orientation
                     p = outs.mean(0).softmax(0) if merge == "logits" else outs.softmax(1).mean(0)
-                    pn = p.cpu().numpy()
-                    sl = (slice(None), slice(c, c + tw))
-                    acc[(slice(None), *sl)] += pn * wt
-                    wsum[sl] += wt
+                    cs_ = slice(c, c + tw)
+                    acc[:, :, cs_] += p * wt
+                    wsum[:, cs_] += wt
                     if dis is not None and nv > 1:
-                        d = (outs.argmax(1) != p.argmax(0)).float().mean(0).cpu().numpy()
-                        dis[sl] += d * wt
+                        dis[:, cs_] += (outs.argmax(1) != p.argmax(0)).float().mean(0) * wt
                     if votes is not None:
-                        votes[(slice(None), *sl)] += pn.argmax(0)[None] == np.arange(C)[:, None, None]
-                        ncov[sl] += 1
+                        votes[:, :, cs_] += F.one_hot(p.argmax(0), C).permute(2, 0, 1).float()
+                        ncov[:, cs_] += 1
             i += len(batch)
             if progress is not None and i < len(items):
                 f = (done + i / nv) / total
@@ -506,20 +494,35 @@ class Predictor:
         return bs
 
     @staticmethod
-    def _strip(a, b, base, acc, wsum, dis, votes, ncov, valid) -> Strip:
+    def _strip(a, b, base, buf, valid, want_proba) -> Strip:
+        """Rows [a, b) of the buffers (which start at row ``base``) as finished outputs, computed on the device."""
         rows = slice(a - base, b - base)
-        ws = wsum[rows]
+        ws = buf["wsum"][rows]
         covered = ws > 0
-        safe = np.where(covered, ws, 1.0)
-        proba = acc[:, rows] / safe[None]
-        d = dis[rows] / safe if dis is not None else None
+        safe = torch.where(covered, ws, torch.ones_like(ws))
+        proba = buf["acc"][:, rows] / safe
+        ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
+        bad = ~ok
+        mask = proba.argmax(0).to(torch.uint8)
+        conf = proba.amax(0)
+        ent = (-(proba * proba.clamp_min(1e-12).log()).sum(0)).clamp_min(0.0)
+        dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
         seam = None
-        if votes is not None:
-            top = proba.argmax(0)
-            agree = np.take_along_axis(votes[:, rows], top[None], 0)[0]
-            nc = ncov[rows]
-            seam = 1.0 - agree / np.where(nc > 0, nc, 1.0)
-        return Strip(a, b, proba, covered, valid, d, seam)
+        if "votes" in buf:
+            agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
+            nc = buf["ncov"][rows]
+            seam = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
+        nan = float("nan")
+        mask[bad] = 255
+        conf[bad] = 0.0
+        ent[bad] = nan
+        dis[bad] = nan
+        if seam is not None:
+            seam[bad] = nan
+        if want_proba:
+            proba[:, bad] = 0.0
+        np_ = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
+        return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None)
 
     def _image_stream(self, image, tta, progress, should_cancel, valid_mask, **kw):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -551,7 +554,8 @@ class Predictor:
         blend: str | None = None,
     ) -> np.ndarray:
         """Class probabilities C×H×W (float32) for an RGB uint8 image H×W×3."""
-        strips = self._image_stream(image, tta, progress, should_cancel, None, merge=merge, blend=blend, uncertainty=False)
+        strips = self._image_stream(image, tta, progress, should_cancel, None, merge=merge, blend=blend, uncertainty=False,
+                                    proba=True)
         return np.concatenate([s.proba for s in strips], axis=1)
 
     def predict(self, image: np.ndarray, tta="none", progress=None, should_cancel=None, **kw) -> tuple[np.ndarray, np.ndarray]:
@@ -577,8 +581,9 @@ class Predictor:
         ``valid_mask`` (H×W bool, False = nodata): those pixels get mask 255, confidence 0 and NaN
         uncertainty; windows with no valid pixel are not run through the model.
         """
-        parts = [s.result(return_proba) for s in self._image_stream(
-            image, tta, progress, should_cancel, valid_mask, merge=merge, blend=blend, uncertainty=True, seams=seams)]
+        parts = [s.result() for s in self._image_stream(
+            image, tta, progress, should_cancel, valid_mask, merge=merge, blend=blend, uncertainty=True, seams=seams,
+            proba=return_proba)]
         cat = lambda f, ax=0: np.concatenate([getattr(p, f) for p in parts], axis=ax)  # noqa: E731
         return PredictionResult(
             cat("mask"), cat("confidence"), cat("entropy"), cat("disagreement"),
