@@ -1,4 +1,6 @@
-"""Train: launch a training job in the background, watch it, compare and promote its checkpoint.
+"""Train: launch a training job in the background, watch it, then promote its checkpoint through the
+regression gate (seghz.gate: per-class IoU against the active model on the same validation data; a flagged
+candidate needs a recorded override), roll back, and see the promotion history.
 
 Jobs run in their own processes (seghz.jobs); all state is in the workspace index, so closing the tab or
 rerunning the page loses nothing. The job list refreshes itself every 2 s only while a job is active.
@@ -10,11 +12,12 @@ from collections import Counter
 
 import streamlit as st
 
-from seghz import report
+from seghz import gate, report
 from seghz.classes import scheme_names
+from seghz.errors import ConflictError
 from seghz.jobs.runner import cancel_job, refresh_job_states, submit_job, tail_log
 from seghz.store import NotFoundError
-from ui.common import page_header
+from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
 ENCODERS = ["tu-efficientnet_lite0"]
@@ -129,7 +132,7 @@ watching = any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT))
 
 
 def show_result(job) -> None:
-    """The finished job's checkpoint next to the active one, with a Promote button."""
+    """The finished job's checkpoint: lineage, the regression-gate verdict against the active model, then Promote."""
     cid = (job.result or {}).get("checkpoint_id")
     if not cid:
         st.info("This job did not produce a checkpoint.")
@@ -141,19 +144,47 @@ def show_result(job) -> None:
         return
     cur = ws.active_checkpoint()
     st.markdown(f"**Result:** checkpoint **{ck.name}** (`{ck.id}`)")
-    table = report.compare_checkpoints(cur.metrics if cur else None, ck.metrics,
-                                       labels=(f"active ({cur.name})" if cur else "active (none)", f"new ({ck.name})"))
-    pct = st.column_config.NumberColumn(format="percent")
-    st.dataframe(table, hide_index=True,
-                 column_config={table.columns[1]: pct, table.columns[2]: pct,
-                                "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
-    st.caption("Validation scores recorded during each checkpoint's own training; for a like-for-like comparison "
-               "evaluate both on the same split on the Evaluate page.")
+    st.caption(f"Lineage: parent `{ck.parent_id or '—'}` · training data version `{ck.data_version or '—'}` · "
+               f"validation data version `{ck.val_data_version or '—'}`")
+    with st.expander("Scores recorded during training"):
+        table = report.compare_checkpoints(cur.metrics if cur else None, ck.metrics,
+                                           labels=(f"active ({cur.name})" if cur else "active (none)", f"new ({ck.name})"))
+        pct = st.column_config.NumberColumn(format="percent")
+        st.dataframe(table, hide_index=True,
+                     column_config={table.columns[1]: pct, table.columns[2]: pct,
+                                    "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
     if cur is not None and cur.id == ck.id:
         st.success("This checkpoint is the active one.")
-    elif st.button("Promote to active", key=f"train_promote_{ck.id}", type="primary"):
-        ws.set_active_checkpoint(ck.id)
-        st.rerun()
+        return
+
+    st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
+    verdict = gate.check(ws, ck.id)
+    can_score = verdict.status == "unknown" and cur is not None and cur.scheme == ck.scheme
+    if can_score and st.button("Score both models on the validation split", key=f"train_gate_eval_{ck.id}"):
+        with st.spinner("Evaluating on the validation split…"):
+            verdict = gate.check(ws, ck.id, compute=True)
+    show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
+    show(f"Gate verdict: **{verdict.status.upper()}** — {verdict.message}")
+    if verdict.rows:
+        st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=f"train_gate_table_{ck.id}")
+        if verdict.offending:
+            st.caption("Offending classes: " + ", ".join(f"**{o['class']}** ({o['delta']:+.3f})" for o in verdict.offending)
+                       + f" — margin {verdict.margin:.3f} IoU.")
+    override, reason = False, ""
+    if not verdict.passed:
+        override = st.checkbox("Override the regression gate and promote anyway", key=f"train_override_{ck.id}")
+        reason = st.text_input("Reason for the override (recorded)", key=f"train_override_reason_{ck.id}",
+                               disabled=not override)
+        if override and not analyst_name():
+            st.warning("Enter your analyst name in the sidebar: overrides are recorded with it.")
+    ready = verdict.passed or (override and reason.strip() and analyst_name())
+    if st.button("Promote to active", key=f"train_promote_{ck.id}", type="primary", disabled=not ready):
+        try:
+            gate.promote(ws, ck.id, override=override, analyst=analyst_name(), reason=reason, compute=False)
+        except (gate.GateRefused, ValueError, ConflictError, NotFoundError) as e:
+            st.error(str(e))
+        else:
+            st.rerun()
 
 
 @st.fragment(run_every=2 if watching else None)
@@ -199,3 +230,24 @@ def jobs_panel(watching: bool) -> None:
 
 
 jobs_panel(watching)
+
+
+# ------------------------------------------------------------------------------------------------ active model
+st.subheader("Active model: promotions and rollback")
+target = ws.rollback_target()
+if target is not None:
+    if st.button(f"Roll back to {target}", key="train_rollback",
+                 help="Return to the checkpoint that was active before the current one (recorded in the history)."):
+        try:
+            ws.rollback(analyst=analyst_name())
+        except (NotFoundError, ConflictError) as e:
+            st.error(str(e))
+        else:
+            st.rerun()
+else:
+    st.caption("Nothing to roll back: no earlier active checkpoint is recorded.")
+history = ws.promotion_history(limit=50)
+if history:
+    st.dataframe(gate.history_table(history), hide_index=True, key="train_history")
+else:
+    st.caption("No promotions recorded yet.")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,29 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import raster_info, read_index_mask, write_index_mask
 from seghz.errors import BadInputError, ConflictError, SegHZError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPLITS = ("train", "val", "test", "none")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "died")
 ACTIVE_JOB_STATUSES = ("queued", "running")
 BUSY_TIMEOUT_S = 10.0
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
-# Migrations: entry i (0-based) brings the schema from version i to version i + 1.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+PROMOTION_ACTIONS = ("promote", "rollback", "set")
+
+
+def _add_column(table: str, column: str, decl: str):
+    """A migration step that adds a column unless it is already there (so a step can safely run twice)."""
+
+    def step(conn: sqlite3.Connection) -> None:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    return step
+
+
+# Migrations: entry i (0-based) brings the schema from version i to version i + 1. A step is SQL text or a
+# callable taking the connection; every step from version 2 on is idempotent (IF NOT EXISTS / guarded ALTER).
+_MIGRATIONS: tuple[tuple[Any, ...], ...] = (
     (
         """CREATE TABLE scenes (
             id TEXT PRIMARY KEY,
@@ -128,6 +143,41 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             result TEXT NOT NULL
         )""",
         "CREATE INDEX evaluations_key ON evaluations(checkpoint_id, split, tta, data_version)",
+    ),
+    (  # 1 -> 2: checkpoint registry (lineage, per-class validation metrics, promotion history and gate overrides)
+        _add_column("checkpoints", "data_version", "TEXT"),
+        _add_column("checkpoints", "val_data_version", "TEXT"),
+        _add_column("checkpoints", "recipe", "TEXT NOT NULL DEFAULT '{}'"),
+        """CREATE TABLE IF NOT EXISTS checkpoint_class_metrics (
+            checkpoint_id TEXT NOT NULL REFERENCES checkpoints(id) ON DELETE CASCADE,
+            split TEXT NOT NULL,
+            data_version TEXT NOT NULL,
+            class_index INTEGER NOT NULL,
+            class_name TEXT NOT NULL,
+            iou REAL,
+            acc REAL,
+            precision REAL,
+            f1 REAL,
+            support INTEGER,
+            source TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (checkpoint_id, split, data_version, class_name)
+        )""",
+        """CREATE TABLE IF NOT EXISTS promotions (
+            id INTEGER PRIMARY KEY,
+            action TEXT NOT NULL CHECK (action IN ('promote', 'rollback', 'set')),
+            from_id TEXT,
+            to_id TEXT,
+            analyst TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            verdict TEXT,
+            override INTEGER NOT NULL DEFAULT 0,
+            offending TEXT NOT NULL DEFAULT '[]',
+            gate TEXT,
+            undone_by INTEGER
+        )""",
+        "CREATE INDEX IF NOT EXISTS promotions_to ON promotions(to_id)",
     ),
 )
 
@@ -236,7 +286,12 @@ class LabelVersion:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A registered model checkpoint; ``metrics`` is decoded from JSON."""
+    """A registered model checkpoint; ``metrics`` and ``recipe`` are decoded from JSON.
+
+    Lineage: ``parent_id`` (the checkpoint it was fine-tuned from), ``data_version`` (of the training split
+    when it was trained), ``val_data_version`` (of the validation split its recorded scores were measured
+    on) and ``recipe`` (the TrainConfig as a dict; empty when unknown).
+    """
 
     id: str
     path: str
@@ -249,12 +304,49 @@ class Checkpoint:
     metrics: dict
     note: str
     job_id: str | None
+    data_version: str | None = None
+    val_data_version: str | None = None
+    recipe: dict = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Checkpoint:
         """Build a Checkpoint from a ``checkpoints`` row."""
         d = {k: row[k] for k in row.keys()}
         d["metrics"] = json.loads(d["metrics"])
+        d["recipe"] = json.loads(d.get("recipe") or "{}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One change of the active checkpoint (``promotions`` row); ``offending`` and ``gate`` decoded from JSON.
+
+    ``action`` is ``promote`` (through the regression gate), ``rollback`` or ``set`` (direct, e.g. the demo
+    setup or the CLI). ``verdict`` is the gate's status at the time (None when the gate was not consulted),
+    ``override`` whether a flagged/unknown verdict was overridden, ``offending`` the classes the gate
+    flagged, ``undone_by`` the id of the rollback that reverted this change.
+    """
+
+    id: int
+    action: str
+    from_id: str | None
+    to_id: str | None
+    analyst: str
+    reason: str
+    created_at: str
+    verdict: str | None
+    override: bool
+    offending: list
+    gate: dict | None
+    undone_by: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Promotion:
+        """Build a Promotion from a ``promotions`` row."""
+        d = {k: row[k] for k in row.keys()}
+        d["override"] = bool(d["override"])
+        d["offending"] = json.loads(d["offending"] or "[]")
+        d["gate"] = _json_or_none(d["gate"])
         return cls(**d)
 
 
@@ -385,7 +477,10 @@ class Workspace:
                 )
             for version in range(current, SCHEMA_VERSION):
                 for stmt in _MIGRATIONS[version]:
-                    conn.execute(stmt)
+                    if callable(stmt):
+                        stmt(conn)
+                    else:
+                        conn.execute(stmt)
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif current < SCHEMA_VERSION:
@@ -762,7 +857,7 @@ class Workspace:
                     (key, json.dumps(value)),
                 )
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints (registry)
 
     def register_checkpoint(
         self,
@@ -774,25 +869,36 @@ class Workspace:
         parent_id: str | None = None,
         note: str = "",
         job_id: str | None = None,
+        data_version: str | None = None,
+        val_data_version: str | None = None,
+        recipe: dict | None = None,
+        val_metrics: dict | None = None,
+        val_split: str = "val",
     ) -> str:
-        """Register a checkpoint file.
+        """Register a checkpoint file, with its lineage and (optionally) its per-class validation metrics.
 
         Args:
             path: The checkpoint file (kept relative when inside the workspace, absolute otherwise).
-            meta: Its metadata; ``arch``, ``encoder``, ``scheme``, ``metrics`` (dict), and optionally ``name``
-                and ``parent_id`` are read from it.
+            meta: Its metadata; ``arch``, ``encoder``, ``scheme``, ``metrics`` (dict), and optionally ``name``,
+                ``parent_id``, ``data_version``, ``val_data_version`` and ``recipe`` are read from it.
             checkpoint_id: Wanted id (a safe slug); defaults to a slug of the name plus a random suffix.
             name: Display name; defaults to ``meta["name"]`` or the file's stem.
             parent_id: Checkpoint this one was fine-tuned from; defaults to ``meta.get("parent_id")``.
             note: Free text.
             job_id: Job that trained it.
+            data_version: :meth:`data_version` of the training split when it was trained.
+            val_data_version: :meth:`data_version` of the validation split ``val_metrics`` were measured on.
+            recipe: The training recipe (a TrainConfig as a dict).
+            val_metrics: Per-class validation scores, ``{class: {"iou", "acc", "precision", "f1", "support"}}``
+                (as :func:`seghz.metrics.scores` gives in ``per_class``) or ``{class: iou}``; stored in the same
+                transaction under ``(val_split, val_data_version)``, which must then be given.
 
         Returns:
             The checkpoint id.
 
         Raises:
             BadInputError: When the file does not exist.
-            ValueError: For an unsafe ``checkpoint_id``.
+            ValueError: For an unsafe ``checkpoint_id``, or ``val_metrics`` without ``val_data_version``.
             ConflictError: When ``checkpoint_id`` is already registered.
         """
         p = Path(path)
@@ -805,17 +911,27 @@ class Workspace:
             if checkpoint_id is not None
             else f"{slugify(name, 'ckpt')[:40]}-{uuid.uuid4().hex[:6]}"
         )
+        data_version = data_version if data_version is not None else meta.get("data_version")
+        val_data_version = val_data_version if val_data_version is not None else meta.get("val_data_version")
+        recipe = recipe if recipe is not None else meta.get("recipe")
+        if val_metrics and not val_data_version:
+            raise ValueError("register_checkpoint: val_metrics need the val_data_version they were measured on")
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM checkpoints WHERE id = ?", (cid,)).fetchone():
                 raise ConflictError(f"checkpoint id '{cid}' is already registered in workspace {self.root}")
             conn.execute(
-                "INSERT INTO checkpoints (id, path, name, arch, encoder, scheme, created_at, parent_id, metrics, note, job_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO checkpoints (id, path, name, arch, encoder, scheme, created_at, parent_id, metrics, note, job_id, "
+                "data_version, val_data_version, recipe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, self.relative(full, "checkpoint", inside=False), name, str(meta.get("arch", "")),
                  str(meta.get("encoder", "")), str(meta.get("scheme", "")), now_iso(),
                  parent_id if parent_id is not None else meta.get("parent_id"),
-                 json.dumps(meta.get("metrics") or {}), note, job_id),
+                 json.dumps(meta.get("metrics") or {}), note, job_id,
+                 None if data_version is None else str(data_version),
+                 None if val_data_version is None else str(val_data_version),
+                 json.dumps(recipe if isinstance(recipe, dict) else {})),
             )
+            if val_metrics:
+                self._write_class_metrics(conn, cid, val_split, str(val_data_version), val_metrics, "train")
         return cid
 
     def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
@@ -842,15 +958,115 @@ class Workspace:
             checkpoint = self.get_checkpoint(checkpoint)
         return self.path(checkpoint.path)
 
-    def set_active_checkpoint(self, checkpoint_id: str | None) -> None:
-        """Make a registered checkpoint the active model (None clears it).
+    def lineage(self, checkpoint_id: str) -> list[Checkpoint]:
+        """The checkpoint and its ancestors through ``parent_id``: ``[itself, parent, grandparent, ...]``.
+
+        The walk stops at a checkpoint without a parent, at a parent that is not registered (e.g. a file path
+        recorded by the CLI trainer), or at a cycle.
+
+        Raises:
+            NotFoundError: When ``checkpoint_id`` itself is not registered.
+        """
+        out = [self.get_checkpoint(checkpoint_id)]
+        seen = {checkpoint_id}
+        while out[-1].parent_id and out[-1].parent_id not in seen:
+            seen.add(out[-1].parent_id)
+            try:
+                out.append(self.get_checkpoint(out[-1].parent_id))
+            except NotFoundError:
+                break
+        return out
+
+    # per-class metrics ------------------------------------------------------------------
+
+    @staticmethod
+    def _write_class_metrics(
+        conn: sqlite3.Connection, checkpoint_id: str, split: str, data_version: str, per_class: dict, source: str
+    ) -> None:
+        def num(v: Any) -> float | None:
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                return None
+            return None if math.isnan(f) else f
+
+        ts = now_iso()
+        conn.execute(
+            "DELETE FROM checkpoint_class_metrics WHERE checkpoint_id = ? AND split = ? AND data_version = ?",
+            (checkpoint_id, split, data_version),
+        )
+        rows = []
+        for i, (cls_name, v) in enumerate(per_class.items()):
+            d = v if isinstance(v, dict) else {"iou": v}
+            support = d.get("support")
+            rows.append((checkpoint_id, split, data_version, i, str(cls_name), num(d.get("iou")), num(d.get("acc")),
+                         num(d.get("precision")), num(d.get("f1")), None if support is None else int(support), source, ts))
+        conn.executemany(
+            "INSERT INTO checkpoint_class_metrics (checkpoint_id, split, data_version, class_index, class_name, iou, acc, "
+            "precision, f1, support, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def record_class_metrics(
+        self, checkpoint_id: str, split: str, data_version: str, per_class: dict, source: str = "eval"
+    ) -> None:
+        """Store a checkpoint's per-class scores on ``split`` at ``data_version`` (replacing earlier ones there).
+
+        Args:
+            per_class: ``{class: {"iou", "acc", "precision", "f1", "support"}}`` (missing keys stay NULL) or
+                ``{class: iou}``, in class order.
+            source: Where they come from: ``"train"`` (the training job's validation) or ``"eval"``.
 
         Raises:
             NotFoundError: When the checkpoint is not registered.
         """
-        if checkpoint_id is not None:
-            self.get_checkpoint(checkpoint_id)
-        self.set_setting("active_checkpoint_id", checkpoint_id)
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone() is None:
+                raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
+            self._write_class_metrics(conn, checkpoint_id, split, str(data_version), per_class, source)
+
+    def class_metrics(self, checkpoint_id: str, split: str = "val", data_version: str | None = None) -> dict[str, dict]:
+        """Per-class scores of a checkpoint on ``split``: ``{class: {"iou", "acc", "precision", "f1", "support"}}``.
+
+        ``data_version`` None gives the most recently recorded ones. Empty when none were recorded.
+        """
+        with self.connect() as conn:
+            if data_version is None:
+                row = conn.execute(
+                    "SELECT data_version FROM checkpoint_class_metrics WHERE checkpoint_id = ? AND split = ? "
+                    "ORDER BY created_at DESC, rowid DESC LIMIT 1", (checkpoint_id, split),
+                ).fetchone()
+                if row is None:
+                    return {}
+                data_version = row[0]
+            rows = conn.execute(
+                "SELECT class_name, iou, acc, precision, f1, support FROM checkpoint_class_metrics "
+                "WHERE checkpoint_id = ? AND split = ? AND data_version = ? ORDER BY class_index",
+                (checkpoint_id, split, data_version),
+            ).fetchall()
+        return {r["class_name"]: {k: r[k] for k in ("iou", "acc", "precision", "f1", "support")} for r in rows}
+
+    def class_metrics_versions(self, checkpoint_id: str, split: str = "val") -> list[str]:
+        """Data versions of ``split`` at which per-class scores of the checkpoint were recorded, newest first."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT data_version, MAX(created_at) AS t FROM checkpoint_class_metrics WHERE checkpoint_id = ? "
+                "AND split = ? GROUP BY data_version ORDER BY t DESC", (checkpoint_id, split),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    # active checkpoint, promotion history, rollback ------------------------------------------
+
+    def set_active_checkpoint(self, checkpoint_id: str | None, *, analyst: str = "", reason: str = "") -> None:
+        """Make a registered checkpoint the active model directly (None clears it), without the regression gate.
+
+        The change is recorded in the promotion history as action ``set`` (so it can be rolled back). Use
+        :meth:`promote` to go through the regression gate.
+
+        Raises:
+            NotFoundError: When the checkpoint is not registered.
+        """
+        self.record_activation(checkpoint_id, action="set", analyst=analyst, reason=reason)
 
     def active_checkpoint(self) -> Checkpoint | None:
         """The active checkpoint, or None when none is set (or it was unregistered)."""
@@ -861,6 +1077,144 @@ class Workspace:
             return self.get_checkpoint(cid)
         except NotFoundError:
             return None
+
+    @staticmethod
+    def _active_id(conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT value FROM settings WHERE key = 'active_checkpoint_id'").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    @staticmethod
+    def _write_active(conn: sqlite3.Connection, checkpoint_id: str | None) -> None:
+        if checkpoint_id is None:
+            conn.execute("DELETE FROM settings WHERE key = 'active_checkpoint_id'")
+        else:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('active_checkpoint_id', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (json.dumps(checkpoint_id),),
+            )
+
+    _UNSET: Any = object()
+
+    def record_activation(
+        self,
+        checkpoint_id: str | None,
+        *,
+        action: str = "set",
+        analyst: str = "",
+        reason: str = "",
+        verdict: dict | None = None,
+        override: bool = False,
+        expected_active: Any = _UNSET,
+    ) -> Promotion:
+        """Make ``checkpoint_id`` active and append the change to the promotion history, atomically.
+
+        This is the low-level write; :func:`seghz.gate.promote` decides whether a promotion is allowed.
+
+        Args:
+            checkpoint_id: The checkpoint to activate (None clears the active model).
+            action: ``promote``, ``set`` (or ``rollback``, used by :meth:`rollback`).
+            analyst: Who made the change.
+            reason: Why (required by the gate for an override).
+            verdict: The regression gate's verdict as a dict (``status``, ``offending``, ...), stored whole.
+            override: Whether a verdict other than ``pass`` was overridden.
+            expected_active: When given, the change is refused unless this is still the active checkpoint id
+                (the gate verdict was computed against it).
+
+        Raises:
+            ValueError: For an unknown action.
+            NotFoundError: When the checkpoint is not registered.
+            ConflictError: When the active checkpoint is no longer ``expected_active``.
+        """
+        if action not in PROMOTION_ACTIONS:
+            raise ValueError(f"unknown promotion action {action!r}; use one of {PROMOTION_ACTIONS}")
+        offending = [o.get("class") if isinstance(o, dict) else str(o) for o in (verdict or {}).get("offending", [])]
+        with self.transaction() as conn:
+            if checkpoint_id is not None and conn.execute(
+                "SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,)
+            ).fetchone() is None:
+                raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
+            current = self._active_id(conn)
+            if expected_active is not self._UNSET and current != expected_active:
+                raise ConflictError(
+                    f"the active checkpoint changed to '{current}' (expected '{expected_active}') before this change "
+                    "was saved; check the candidate against the new active model and try again"
+                )
+            self._write_active(conn, checkpoint_id)
+            cur = conn.execute(
+                "INSERT INTO promotions (action, from_id, to_id, analyst, reason, created_at, verdict, override, offending, "
+                "gate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (action, current, checkpoint_id, analyst or "", reason or "", now_iso(),
+                 None if verdict is None else verdict.get("status"), int(bool(override)), json.dumps(offending),
+                 None if verdict is None else json.dumps(verdict)),
+            )
+            row = conn.execute("SELECT * FROM promotions WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return Promotion.from_row(row)
+
+    def promotion_history(self, limit: int | None = None) -> list[Promotion]:
+        """Changes of the active checkpoint, newest first (at most ``limit``)."""
+        sql = "SELECT * FROM promotions ORDER BY id DESC"
+        with self.connect() as conn:
+            rows = conn.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                                (int(limit),) if limit is not None else ()).fetchall()
+        return [Promotion.from_row(r) for r in rows]
+
+    @staticmethod
+    def _rollback_row(conn: sqlite3.Connection, active_id: str | None) -> sqlite3.Row | None:
+        if active_id is None:
+            return None
+        return conn.execute(
+            "SELECT * FROM promotions WHERE action IN ('promote', 'set') AND undone_by IS NULL AND to_id = ? "
+            "ORDER BY id DESC LIMIT 1", (active_id,),
+        ).fetchone()
+
+    def rollback_target(self) -> str | None:
+        """The checkpoint :meth:`rollback` would return to (the one active before the current one), or None."""
+        with self.connect() as conn:
+            row = self._rollback_row(conn, self._active_id(conn))
+        return None if row is None else row["from_id"]
+
+    def rollback(self, analyst: str = "", reason: str = "") -> Checkpoint:
+        """Return to the previously active checkpoint, undoing the change that made the current one active.
+
+        Repeated rollbacks walk further back (promote A→B, B→C; rollback → B; rollback → A). The rollback is
+        recorded in the promotion history and the undone change is marked with its id.
+
+        Returns:
+            The checkpoint that is active now.
+
+        Raises:
+            NotFoundError: When there is no earlier active checkpoint to return to (nothing was promoted, the
+                current one was the first), or it is no longer registered.
+        """
+        with self.transaction() as conn:
+            current = self._active_id(conn)
+            row = self._rollback_row(conn, current)
+            if row is None or row["from_id"] is None:
+                raise NotFoundError(
+                    f"nothing to roll back in workspace {self.root}: no earlier active checkpoint recorded before "
+                    f"'{current}'" if current else f"nothing to roll back in workspace {self.root}: no active checkpoint"
+                )
+            target = row["from_id"]
+            if conn.execute("SELECT 1 FROM checkpoints WHERE id = ?", (target,)).fetchone() is None:
+                raise NotFoundError(f"cannot roll back: the previously active checkpoint '{target}' is no longer registered")
+            self._write_active(conn, target)
+            cur = conn.execute(
+                "INSERT INTO promotions (action, from_id, to_id, analyst, reason, created_at) "
+                "VALUES ('rollback', ?, ?, ?, ?, ?)",
+                (current, target, analyst or "", reason or f"undo change #{row['id']}", now_iso()),
+            )
+            conn.execute("UPDATE promotions SET undone_by = ? WHERE id = ?", (cur.lastrowid, row["id"]))
+        return self.get_checkpoint(target)
+
+    def promote(self, candidate_id: str, override: bool = False, analyst: str = "", reason: str = "", **kwargs: Any):
+        """Promote a checkpoint to active through the regression gate; see :func:`seghz.gate.promote`.
+
+        Returns the :class:`seghz.gate.Verdict`; raises :class:`seghz.gate.GateRefused` for a flagged
+        candidate without ``override``.
+        """
+        from seghz import gate
+
+        return gate.promote(self, candidate_id, override=override, analyst=analyst, reason=reason, **kwargs)
 
     # ------------------------------------------------------------------ jobs
 

@@ -13,7 +13,7 @@ import pytest
 
 from seghz.data.io import write_index_mask, write_rgb
 from seghz.errors import BadInputError, ConflictError
-from seghz.store import NotFoundError, Workspace
+from seghz.store import SCHEMA_VERSION, NotFoundError, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 24, 32
@@ -56,8 +56,8 @@ def test_layout_wal_and_schema(tmp_path, monkeypatch):
     raw = sqlite3.connect(ws.db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     raw.close()
-    assert ws.schema_version() == 1
-    assert Workspace(ws.root).schema_version() == 1  # reopening is idempotent
+    assert ws.schema_version() == SCHEMA_VERSION == 2
+    assert Workspace(ws.root).schema_version() == SCHEMA_VERSION  # reopening is idempotent
 
 
 def test_newer_schema_is_refused(ws):
@@ -359,3 +359,134 @@ def test_job_rows_and_summary(ws, scene):
     assert s["scenes"] == {"train": 1, "val": 0, "test": 0, "none": 0, "total": 1}
     assert s["jobs"]["done"] == 1 and s["jobs"]["queued"] == 0
     assert s["label_versions"] == 0 and s["checkpoints"] == 0 and s["active_checkpoint_id"] is None
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint registry
+
+
+def _file(ws: Workspace, name: str) -> Path:
+    f = ws.root / "checkpoints" / name
+    f.write_bytes(b"x")
+    return f
+
+
+def test_registry_lineage_recipe_and_class_metrics(ws):
+    meta = {"arch": "Unet", "encoder": "e", "scheme": "hz7", "recipe": {"epochs": 3, "lr": 0.002}, "data_version": "dvT"}
+    a = ws.register_checkpoint(_file(ws, "a.pt"), meta, checkpoint_id="a")
+    per_class = {"Buildings": {"iou": 0.5, "acc": 0.6, "precision": 0.7, "f1": 0.65, "support": 10},
+                 "Water": {"iou": None, "acc": None, "precision": None, "f1": None, "support": 0}}
+    b = ws.register_checkpoint(_file(ws, "b.pt"), {"scheme": "hz7"}, checkpoint_id="b", parent_id=a, data_version="dv1",
+                               val_data_version="dvV", recipe={"epochs": 1}, val_metrics=per_class)
+    c = ws.register_checkpoint(_file(ws, "c.pt"), {"scheme": "hz7", "parent_id": "b"}, checkpoint_id="c")
+    ca, cb = ws.get_checkpoint(a), ws.get_checkpoint(b)
+    assert ca.recipe == {"epochs": 3, "lr": 0.002} and ca.data_version == "dvT" and ca.val_data_version is None
+    assert cb.parent_id == "a" and cb.data_version == "dv1" and cb.val_data_version == "dvV" and cb.recipe == {"epochs": 1}
+    assert [k.id for k in ws.lineage(c)] == ["c", "b", "a"]
+    assert ws.get_checkpoint(c).recipe == {}
+    # per-class scores: stored at registration, looked up by (split, data version)
+    got = ws.class_metrics(b, "val", "dvV")
+    assert list(got) == ["Buildings", "Water"]
+    assert got["Buildings"] == {"iou": 0.5, "acc": 0.6, "precision": 0.7, "f1": 0.65, "support": 10}
+    assert got["Water"]["iou"] is None and got["Water"]["support"] == 0
+    assert ws.class_metrics(b) == got and ws.class_metrics(b, "val", "other") == {} and ws.class_metrics(a) == {}
+    ws.record_class_metrics(b, "val", "dvW", {"Buildings": 0.4, "Water": float("nan")})
+    assert ws.class_metrics(b)["Buildings"]["iou"] == 0.4 and ws.class_metrics(b)["Water"]["iou"] is None
+    assert ws.class_metrics_versions(b) == ["dvW", "dvV"]
+    ws.record_class_metrics(b, "val", "dvW", {"Buildings": 0.45})  # replaces that version's rows
+    assert ws.class_metrics(b, "val", "dvW") == {"Buildings": {"iou": 0.45, "acc": None, "precision": None, "f1": None,
+                                                               "support": None}}
+    with pytest.raises(NotFoundError):
+        ws.record_class_metrics("nope", "val", "dv", {"A": 0.1})
+    with pytest.raises(ValueError, match="val_data_version"):
+        ws.register_checkpoint(_file(ws, "d.pt"), {}, val_metrics={"A": 0.1})
+
+
+def test_lineage_stops_at_unknown_parent_and_cycles(ws):
+    ws.register_checkpoint(_file(ws, "x.pt"), {"parent_id": "/somewhere/parent.safetensors"}, checkpoint_id="x")
+    assert [k.id for k in ws.lineage("x")] == ["x"]
+    ws.register_checkpoint(_file(ws, "p.pt"), {"parent_id": "q"}, checkpoint_id="p")
+    ws.register_checkpoint(_file(ws, "q.pt"), {"parent_id": "p"}, checkpoint_id="q")
+    assert [k.id for k in ws.lineage("p")] == ["p", "q"]
+
+
+def test_promotion_history_and_repeated_rollback(ws):
+    for n in "abc":
+        ws.register_checkpoint(_file(ws, f"{n}.pt"), {}, checkpoint_id=n)
+    with pytest.raises(NotFoundError, match="no active checkpoint"):
+        ws.rollback()
+    assert ws.rollback_target() is None
+    ws.set_active_checkpoint("a", analyst="setup")
+    with pytest.raises(NotFoundError, match="nothing to roll back"):
+        ws.rollback()  # a was the first active model
+    ws.record_activation("b", action="promote", analyst="Ann", verdict={"status": "pass", "offending": []})
+    ws.record_activation("c", action="promote", analyst="Bob", reason="better roads", override=True,
+                         verdict={"status": "flagged", "offending": [{"class": "Water", "delta": -0.1}]})
+    hist = ws.promotion_history()
+    assert [(p.action, p.from_id, p.to_id) for p in hist] == [("promote", "b", "c"), ("promote", "a", "b"), ("set", None, "a")]
+    assert hist[0].override and hist[0].offending == ["Water"] and hist[0].verdict == "flagged" and hist[0].reason == "better roads"
+    assert hist[2].verdict is None and hist[2].gate is None and hist[2].analyst == "setup"
+    assert ws.rollback_target() == "b"
+    assert ws.rollback(analyst="Ann").id == "b"
+    assert ws.rollback_target() == "a"
+    assert ws.rollback().id == "a"  # a second rollback walks further back
+    assert ws.active_checkpoint().id == "a"
+    hist = ws.promotion_history()
+    assert [p.action for p in hist] == ["rollback", "rollback", "promote", "promote", "set"]
+    assert hist[2].undone_by == hist[1].id and hist[3].undone_by == hist[0].id  # b→c undone first, then a→b
+    assert ws.promotion_history(limit=2) == hist[:2]
+    # promoting again after a rollback, then rolling back, returns to where we were
+    ws.record_activation("c", action="promote")
+    assert ws.rollback().id == "a"
+    with pytest.raises(ValueError, match="unknown promotion action"):
+        ws.record_activation("a", action="bogus")
+    with pytest.raises(ConflictError, match="active checkpoint changed"):
+        ws.record_activation("b", action="promote", expected_active="c")
+    assert ws.active_checkpoint().id == "a"
+    ws.set_active_checkpoint(None)
+    assert ws.active_checkpoint() is None and ws.promotion_history()[0].to_id is None
+
+
+def test_schema_migration_from_version_1_keeps_the_workspace(tmp_path):
+    """A workspace index written by SegHZ schema version 1 (before the registry) opens, is migrated, keeps its rows."""
+    import json
+
+    from seghz.store import _MIGRATIONS
+
+    root = tmp_path / "oldws"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "m.pt").write_bytes(b"x")
+    raw = sqlite3.connect(root / "index.sqlite", isolation_level=None)
+    raw.execute("PRAGMA journal_mode = WAL")
+    for stmt in _MIGRATIONS[0]:  # the version-1 schema exactly as version-1 code created it
+        raw.execute(stmt)
+    raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    raw.execute("INSERT INTO schema_version (version) VALUES (1)")
+    raw.execute("INSERT INTO checkpoints (id, path, name, created_at, metrics) VALUES "
+                "('m', 'checkpoints/m.pt', 'old model', '2024-01-01T00:00:00.000+00:00', ?)", (json.dumps({"miou": 0.5}),))
+    raw.execute("INSERT INTO settings (key, value) VALUES ('active_checkpoint_id', '\"m\"')")
+    raw.execute("INSERT INTO evaluations (checkpoint_id, split, tta, data_version, created_at, result) "
+                "VALUES ('m', 'val', 0, 'dv', '2024', '{\"miou\": 0.5}')")
+    raw.close()
+
+    ws = Workspace(root)
+    assert ws.schema_version() == SCHEMA_VERSION
+    ck = ws.get_checkpoint("m")
+    assert ck.name == "old model" and ck.metrics == {"miou": 0.5}
+    assert ck.recipe == {} and ck.data_version is None and ck.val_data_version is None
+    assert ws.active_checkpoint().id == "m"
+    assert ws.find_evaluation("m", "val", False, "dv").result == {"miou": 0.5}
+    assert ws.promotion_history() == [] and ws.rollback_target() is None
+    # the new registry works on the migrated index
+    n = ws.register_checkpoint(_file(ws, "n.pt"), {}, checkpoint_id="n", parent_id="m", recipe={"epochs": 2},
+                               val_data_version="dv", val_metrics={"Buildings": 0.3})
+    ws.record_activation(n, action="promote")
+    assert ws.rollback().id == "m"
+    assert ws.class_metrics(n)["Buildings"]["iou"] == 0.3
+    # reopening is idempotent, and a half-applied migration (a column already there) does not break it
+    with ws.transaction() as conn:
+        conn.execute("UPDATE schema_version SET version = 1")
+    ws2 = Workspace(root)
+    assert ws2.schema_version() == SCHEMA_VERSION and ws2.get_checkpoint(n).recipe == {"epochs": 2}
+    with ws2.connect() as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")]
+    assert cols.count("recipe") == 1 and "val_data_version" in cols

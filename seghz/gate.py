@@ -1,0 +1,465 @@
+"""The regression gate: may a candidate checkpoint replace the active model?
+
+The candidate's per-class IoU is compared with the active model's on the *same* validation data (the same
+split at the same :meth:`~seghz.store.Workspace.data_version`). A class whose IoU drops by more than the
+margin (default 0.02 absolute IoU, workspace setting ``gate_margin``) flags the candidate; otherwise it
+passes. Classes absent from the validation labels (support 0, or no score at all) are left out of the
+comparison, and the verdict says which.
+
+Verdicts:
+
+- ``pass``: no compared class dropped by more than the margin (also: no active model to compare with).
+- ``flagged``: at least one class dropped by more than the margin (``offending`` lists them with deltas).
+- ``unknown``: no like-for-like comparison is possible (different class schemes, no per-class scores of
+  one model on the validation data the other was scored on, or nothing comparable).
+
+:func:`promote` activates a ``pass`` candidate; anything else needs ``override=True`` with the analyst's
+name and a reason, and the override (analyst, time, reason, offending classes, whole verdict) is recorded
+in the workspace's promotion history. Auto-promotion after training (:func:`after_training`) happens only
+on ``pass``.
+
+Per-class scores come from the checkpoint registry (``Workspace.class_metrics``: the training job's
+validation scores, or earlier gate evaluations), else from the evaluation cache (``evaluations`` rows
+without TTA); with ``compute=True`` a missing one is computed by :func:`seghz.evaluate.evaluate_split`.
+
+No Streamlit here; the table helpers return pandas objects for the Train page.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from seghz.errors import ConflictError, SegHZError
+from seghz.store import Promotion, Workspace
+
+DEFAULT_MARGIN = 0.02
+MARGIN_SETTING = "gate_margin"
+STATUSES = ("pass", "flagged", "unknown")
+_EPS = 1e-9  # a drop of exactly the margin passes, whatever the float rounding
+
+ABSENT = "absent from the validation labels"
+
+
+class GateRefused(SegHZError):
+    """A promotion was refused by the regression gate (flagged or unknown verdict, no override)."""
+
+    def __init__(self, verdict: Verdict):
+        self.verdict = verdict
+        super().__init__(
+            f"checkpoint '{verdict.candidate_id}' was not promoted: regression gate verdict '{verdict.status}' — "
+            f"{verdict.message} Promote with an override (analyst name and reason) to activate it anyway."
+        )
+
+
+@dataclass
+class Verdict:
+    """The regression gate's answer for one candidate.
+
+    Attributes:
+        status: ``pass``, ``flagged`` or ``unknown``.
+        margin: Largest allowed IoU drop per class (absolute IoU).
+        rows: One dict per class in class order: ``class``, ``active_iou``, ``candidate_iou``, ``delta``
+            (candidate − active, None when not compared), ``offending`` (bool), ``excluded`` (why the class
+            was left out, or None).
+        offending: ``{"class", "active_iou", "candidate_iou", "delta"}`` of each class that dropped too much.
+        excluded: ``{"class", "why"}`` of each class left out of the comparison.
+        message: One plain-language sentence (or two).
+        candidate_id / active_id: The checkpoints compared (active None when there is no active model).
+        split / data_version: The validation data both were scored on.
+    """
+
+    status: str
+    margin: float = DEFAULT_MARGIN
+    rows: list[dict] = field(default_factory=list)
+    offending: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)
+    message: str = ""
+    candidate_id: str | None = None
+    active_id: str | None = None
+    split: str | None = None
+    data_version: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True for a ``pass`` verdict."""
+        return self.status == "pass"
+
+    @property
+    def offending_classes(self) -> list[str]:
+        """Names of the offending classes."""
+        return [o["class"] for o in self.offending]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (stored with a promotion)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Verdict:
+        """Inverse of :meth:`to_dict` (unknown keys ignored)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# ------------------------------------------------------------------------------------------------ pure comparison
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def per_class_iou(metrics: Mapping | None) -> dict[str, tuple[float | None, int | None]]:
+    """``{class: (iou, support)}`` from any of the shapes per-class scores come in.
+
+    Accepted: ``{class: iou}``; ``{class: {"iou", "support", ...}}`` (registry rows, ``scores()["per_class"]``);
+    a whole :func:`seghz.metrics.scores` result (its ``per_class``); checkpoint metadata metrics
+    (``{"val": {"per_class_iou": ...}}``) or their ``val`` part. Support is None when not known.
+    """
+    if not metrics:
+        return {}
+    if "per_class" in metrics and isinstance(metrics["per_class"], Mapping):
+        metrics = metrics["per_class"]
+    elif isinstance(metrics.get("val"), Mapping):
+        metrics = metrics["val"].get("per_class_iou") or {}
+    elif isinstance(metrics.get("per_class_iou"), Mapping):
+        metrics = metrics["per_class_iou"]
+    out = {}
+    for name, v in metrics.items():
+        if isinstance(v, Mapping):
+            sup = v.get("support")
+            out[str(name)] = (_num(v.get("iou")), None if sup is None else int(sup))
+        else:
+            out[str(name)] = (_num(v), None)
+    return out
+
+
+def compare(
+    active: Mapping | None,
+    candidate: Mapping | None,
+    margin: float = DEFAULT_MARGIN,
+    **ids: Any,
+) -> Verdict:
+    """Compare per-class IoU of a candidate against the active model (both on the same validation data).
+
+    Args:
+        active: The active model's per-class scores (any shape :func:`per_class_iou` accepts).
+        candidate: The candidate's per-class scores.
+        margin: Largest allowed drop of a class's IoU (absolute, e.g. 0.02); a drop of exactly the margin passes.
+        **ids: ``candidate_id``, ``active_id``, ``split``, ``data_version`` to put into the verdict.
+
+    Returns:
+        ``flagged`` when any compared class dropped by more than ``margin``; ``pass`` otherwise; ``unknown``
+        when no class could be compared. A class with support 0 (or no IoU) on either side is excluded as
+        absent from the validation labels; a class scored for only one model is excluded too.
+    """
+    margin = float(margin)
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"the gate margin must be a finite number >= 0 (got {margin})")
+    a, c = per_class_iou(active), per_class_iou(candidate)
+    names = list(c) + [n for n in a if n not in c]
+    rows, offending, excluded = [], [], []
+    for n in names:
+        (ai, asup), (ci, csup) = a.get(n, (None, None)), c.get(n, (None, None))
+        why = None
+        if n not in a:
+            why = "not scored for the active model"
+        elif n not in c:
+            why = "not scored for the candidate"
+        elif asup == 0 or csup == 0:
+            why = ABSENT
+        elif ai is None or ci is None:
+            why = f"{ABSENT} (no score)"
+        delta = None if why else ci - ai
+        bad = delta is not None and delta < -(margin + _EPS)
+        rows.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta, "offending": bad, "excluded": why})
+        if why:
+            excluded.append({"class": n, "why": why})
+        if bad:
+            offending.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta})
+    compared = len(rows) - len(excluded)
+    ex_txt = ""
+    if excluded:
+        ex_txt = " Excluded: " + "; ".join(f"{e['class']} ({e['why']})" for e in excluded) + "."
+    if offending:
+        status = "flagged"
+        worst = ", ".join(f"{o['class']} {o['delta']:+.3f}" for o in sorted(offending, key=lambda o: o["delta"]))
+        msg = (f"{len(offending)} of {compared} compared class(es) lost more than {margin:.3f} IoU against the active "
+               f"model: {worst}.")
+    elif compared == 0:
+        status = "unknown"
+        msg = "no class could be compared (no class has scores for both models on the validation labels)."
+    else:
+        status = "pass"
+        msg = f"no class lost more than {margin:.3f} IoU against the active model ({compared} class(es) compared)."
+    return Verdict(status=status, margin=margin, rows=rows, offending=offending, excluded=excluded,
+                   message=msg + ex_txt, **ids)
+
+
+# ------------------------------------------------------------------------------------------------ workspace
+
+
+def get_margin(ws: Workspace, margin: float | None = None) -> float:
+    """``margin`` when given, else the workspace setting ``gate_margin``, else :data:`DEFAULT_MARGIN`."""
+    if margin is not None:
+        return float(margin)
+    v = ws.get_setting(MARGIN_SETTING)
+    return DEFAULT_MARGIN if v is None else float(v)
+
+
+def set_margin(ws: Workspace, margin: float | None) -> None:
+    """Store the workspace's gate margin (None restores the default 0.02)."""
+    if margin is not None and not (float(margin) >= 0 and math.isfinite(float(margin))):
+        raise ValueError(f"the gate margin must be a finite number >= 0 (got {margin})")
+    ws.set_setting(MARGIN_SETTING, None if margin is None else float(margin))
+
+
+def stored_metrics(ws: Workspace, checkpoint_id: str, split: str, data_version: str) -> dict:
+    """Per-class scores of a checkpoint on ``split`` at ``data_version``: the registry, else the evaluation
+    cache (no TTA); empty when neither has them."""
+    m = ws.class_metrics(checkpoint_id, split, data_version)
+    if m:
+        return m
+    ev = ws.find_evaluation(checkpoint_id, split, False, data_version)
+    if ev is not None and ev.result.get("tta", "none") == "none" and isinstance(ev.result.get("per_class"), Mapping):
+        return dict(ev.result["per_class"])
+    return {}
+
+
+def _versions(ws: Workspace, checkpoint_id: str, split: str) -> list[str]:
+    out = ws.class_metrics_versions(checkpoint_id, split)
+    for e in ws.list_evaluations(checkpoint_id):
+        if e.split == split and not e.tta and e.data_version not in out:
+            out.append(e.data_version)
+    return out
+
+
+def evaluate_metrics(ws: Workspace, checkpoint_id: str, split: str, progress: Callable | None = None) -> tuple[str, dict]:
+    """Evaluate a checkpoint on ``split`` now (no TTA, cached) and record its per-class scores in the registry.
+
+    Returns:
+        ``(data_version, per_class)``.
+    """
+    from seghz.evaluate import evaluate_split
+
+    res = evaluate_split(ws, checkpoint_id, split, "none", progress=progress)
+    ws.record_class_metrics(checkpoint_id, split, res["data_version"], res["per_class"], source="eval")
+    return res["data_version"], res["per_class"]
+
+
+def check(
+    ws: Workspace,
+    candidate_id: str,
+    *,
+    split: str = "val",
+    margin: float | None = None,
+    compute: bool = False,
+    progress: Callable | None = None,
+) -> Verdict:
+    """The gate verdict for promoting ``candidate_id`` over the workspace's active model.
+
+    Both models must have per-class scores on ``split`` at one data version. The current data version is
+    preferred; without ``compute`` an older one both were scored on is used (the message says so); with
+    ``compute`` the missing scores at the current version are computed (model inference on the split).
+
+    Raises:
+        NotFoundError: When the candidate is not registered.
+    """
+    margin = get_margin(ws, margin)
+    cand = ws.get_checkpoint(candidate_id)
+    active = ws.active_checkpoint()
+    ids = {"candidate_id": cand.id, "active_id": active.id if active else None, "split": split}
+    if active is None:
+        return Verdict("pass", margin, message="there is no active model: nothing to compare against.", **ids)
+    if active.id == cand.id:
+        return Verdict("pass", margin, message="this checkpoint is already the active model.", **ids)
+    if active.scheme and cand.scheme and active.scheme != cand.scheme:
+        return Verdict("unknown", margin, message=(
+            f"the candidate predicts scheme {cand.scheme} and the active model {active.scheme}: their per-class "
+            "IoU cannot be compared."), **ids)
+    current = ws.data_version(split)
+    note = ""
+    cm, am = stored_metrics(ws, cand.id, split, current), stored_metrics(ws, active.id, split, current)
+    dv = current
+    if not (cm and am) and compute:
+        try:
+            if not cm:
+                dv, cm = evaluate_metrics(ws, cand.id, split, progress)
+            if not am:
+                dv, am = evaluate_metrics(ws, active.id, split, progress)
+        except Exception as e:  # noqa: BLE001 - no model, no labels, bad file: the verdict says why
+            return Verdict("unknown", margin, message=f"could not score both models on the '{split}' split: {e}",
+                           data_version=current, **ids)
+    if not (cm and am):
+        for v in _versions(ws, cand.id, split):
+            cm2, am2 = stored_metrics(ws, cand.id, split, v), stored_metrics(ws, active.id, split, v)
+            if cm2 and am2:
+                cm, am, dv = cm2, am2, v
+                note = (f" Compared on an earlier version of the '{split}' labels ({v}); they have changed since "
+                        f"(now {current}).")
+                break
+    if not (cm and am):
+        who = "the candidate" if not cm else "the active model"
+        return Verdict("unknown", margin, data_version=current, message=(
+            f"{who} has no per-class scores on the '{split}' split at a data version the other was scored on; "
+            "evaluate both on it to get a verdict."), **ids)
+    v = compare(am, cm, margin, data_version=dv, **ids)
+    v.message += note
+    return v
+
+
+def promote(
+    ws: Workspace,
+    candidate_id: str,
+    override: bool = False,
+    analyst: str = "",
+    reason: str = "",
+    *,
+    split: str = "val",
+    margin: float | None = None,
+    compute: bool = True,
+    progress: Callable | None = None,
+) -> Verdict:
+    """Make ``candidate_id`` the active model if the regression gate lets it.
+
+    A ``pass`` verdict promotes. A ``flagged`` (or ``unknown``) verdict is refused unless ``override=True``,
+    which needs the analyst's name and a reason; the override is recorded in the promotion history with the
+    offending classes and the whole verdict. The promotion is refused with ConflictError when the active
+    model changed while the verdict was computed.
+
+    Returns:
+        The verdict the decision was made on.
+
+    Raises:
+        GateRefused: Flagged/unknown candidate without ``override``.
+        ValueError: Override without analyst name or reason.
+        NotFoundError: Candidate not registered.
+        ConflictError: The active model changed meanwhile.
+    """
+    v = check(ws, candidate_id, split=split, margin=margin, compute=compute, progress=progress)
+    if v.active_id == candidate_id:
+        return v
+    if not v.passed:
+        if not override:
+            raise GateRefused(v)
+        if not (analyst or "").strip() or not (reason or "").strip():
+            raise ValueError("overriding the regression gate needs the analyst's name and a reason")
+    ws.record_activation(candidate_id, action="promote", analyst=(analyst or "").strip(), reason=(reason or "").strip(),
+                         verdict=v.to_dict(), override=not v.passed, expected_active=v.active_id)
+    return v
+
+
+def after_training(
+    ws: Workspace,
+    candidate_id: str,
+    *,
+    split: str = "val",
+    auto_promote: bool = False,
+    job_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Verdict, bool]:
+    """Run the gate for a freshly trained checkpoint (scoring the active model on the same data if needed) and,
+    when asked, auto-promote it — only on a ``pass`` verdict.
+
+    Returns:
+        ``(verdict, promoted)``.
+    """
+    try:
+        v = check(ws, candidate_id, split=split, compute=True)
+    except Exception as e:  # noqa: BLE001 - the trained checkpoint is registered; never fail the job here
+        v = Verdict("unknown", message=f"the regression gate could not run: {e}", candidate_id=candidate_id, split=split)
+    if log:
+        log(f"regression gate: {v.status} — {v.message}")
+    promoted = False
+    if auto_promote and v.passed and v.active_id != candidate_id:
+        try:
+            ws.record_activation(candidate_id, action="promote", analyst=f"auto ({job_id})" if job_id else "auto",
+                                 reason="auto-promoted after training: regression gate passed", verdict=v.to_dict(),
+                                 expected_active=v.active_id)
+            promoted = True
+        except ConflictError as e:
+            if log:
+                log(f"not auto-promoted: {e}")
+        if promoted and log:
+            log(f"auto-promoted {candidate_id} to the active model")
+    elif auto_promote and log and not v.passed:
+        log(f"not auto-promoted: verdict '{v.status}' (an analyst may promote it with an override)")
+    return v, promoted
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def verdict_table(v: Verdict):
+    """Per-class IoU of active vs candidate: ``class, active IoU, candidate IoU, Δ IoU, gate`` (pandas)."""
+    import pandas as pd
+
+    rows = [{
+        "class": r["class"], "active IoU": r["active_iou"], "candidate IoU": r["candidate_iou"], "Δ IoU": r["delta"],
+        "gate": "OFFENDING" if r["offending"] else (f"excluded: {r['excluded']}" if r["excluded"] else "ok"),
+    } for r in v.rows]
+    return pd.DataFrame(rows, columns=["class", "active IoU", "candidate IoU", "Δ IoU", "gate"])
+
+
+def styled_verdict_table(v: Verdict):
+    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop within the margin, red beyond
+    it; offending rows highlighted, excluded rows greyed."""
+    df = verdict_table(v)
+
+    def delta_color(x: Any) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return ""
+        if x < -(v.margin + _EPS):
+            return "color: #b00020; font-weight: bold"
+        if x < 0:
+            return "color: #c77700"
+        return "color: #1b7a1b"
+
+    def row_style(row) -> list[str]:
+        if row["gate"] == "OFFENDING":
+            return ["background-color: #fbd5d5"] * len(row)
+        if str(row["gate"]).startswith("excluded"):
+            return ["color: #888888"] * len(row)
+        return [""] * len(row)
+
+    return (df.style.apply(row_style, axis=1).map(delta_color, subset=["Δ IoU"])
+            .format({"active IoU": "{:.3f}", "candidate IoU": "{:.3f}", "Δ IoU": "{:+.3f}"}, na_rep="—"))
+
+
+def history_table(promotions: Iterable[Promotion]):
+    """The promotion history as a pandas DataFrame, newest first."""
+    import pandas as pd
+
+    rows = [{
+        "when": p.created_at.replace("T", " ")[:19], "action": p.action, "from": p.from_id or "—", "to": p.to_id or "—",
+        "analyst": p.analyst or "—", "gate": p.verdict or "—", "override": "yes" if p.override else "",
+        "offending": ", ".join(p.offending), "reason": p.reason,
+        "rolled back": f"by #{p.undone_by}" if p.undone_by else "", "#": p.id,
+    } for p in promotions]
+    cols = ["#", "when", "action", "from", "to", "analyst", "gate", "override", "offending", "reason", "rolled back"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+__all__ = [
+    "ABSENT",
+    "DEFAULT_MARGIN",
+    "MARGIN_SETTING",
+    "STATUSES",
+    "GateRefused",
+    "Verdict",
+    "after_training",
+    "check",
+    "compare",
+    "evaluate_metrics",
+    "get_margin",
+    "history_table",
+    "per_class_iou",
+    "promote",
+    "set_margin",
+    "stored_metrics",
+    "styled_verdict_table",
+    "verdict_table",
+]
