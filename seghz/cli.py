@@ -41,10 +41,13 @@ def print_table(sc: dict, out=sys.stdout) -> None:
 
 
 def cmd_train(a) -> int:
+    """Train on an image/label folder pair. Under ``torchrun`` (WORLD_SIZE > 1) every process reads the data, trains
+    its shard with DDP (``--batch-size`` per process) and only rank 0 prints, validates and writes files."""
     from seghz.classes import get_scheme
     from seghz.data.folders import holdout_split, load_folder
     from seghz.train.trainer import TrainConfig, train
 
+    main = int(os.environ.get("RANK", "0") or 0) == 0
     target = a.target_scheme or a.scheme
     if a.parent:
         from seghz.errors import CheckpointError
@@ -54,28 +57,37 @@ def cmd_train(a) -> int:
         if pscheme != target:
             raise CheckpointError(f"{a.parent}: parent checkpoint is for scheme '{pscheme}', training uses '{target}'")
     nc = get_scheme(target).num_classes
-    bar = _tqdm_progress("read")
+    bar = _tqdm_progress("read") if main else None
     items = load_folder(a.images, a.labels, a.scheme, target, progress=bar)
-    bar.close()
+    if bar is not None:
+        bar.close()
     split = holdout_split(items, nc, a.test_fraction, a.val_count)
-    print(f"train {len(split['train'])}  val {len(split['val'])}  test {len(split['test'])} (held out, never trained on)", file=sys.stderr)
+    if main:
+        print(f"train {len(split['train'])}  val {len(split['val'])}  test {len(split['test'])} (held out, never trained on)", file=sys.stderr)
     cfg = TrainConfig(
         scheme=target, arch=a.arch, encoder=a.encoder, encoder_weights=None if a.weights == "none" else a.weights,
         parent_checkpoint=a.parent, epochs=a.epochs, batch_size=a.batch_size, crop_size=a.crop_size, lr=a.lr,
         dice=not a.no_dice, seed=a.seed, device=a.device, tile_size=a.tile_size, steps_per_epoch=a.steps_per_epoch,
+        resume=a.resume, amp=not a.no_amp, ddp=False if a.no_ddp else None,
         extra={"data": {"images": str(a.images), "scheme": a.scheme, "test_fraction": a.test_fraction, "val_count": a.val_count}},
     )
-    bar = _tqdm_progress("train")
+    bar = _tqdm_progress("train") if main else None
 
     def on_metrics(step, epoch, row):
         print(json.dumps(row), file=sys.stderr, flush=True)
 
-    res = train(cfg, [(i, l) for _, i, l in split["train"]], [(i, l) for _, i, l in split["val"]], a.out,
-                progress=bar, on_metrics=on_metrics,
-                meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
-                            "test_stems": [s for s, _, _ in split["test"]]})
-    bar.close()
-    print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou'] if res['best_val'] else None}")
+    try:
+        res = train(cfg, [(i, l) for _, i, l in split["train"]], [(i, l) for _, i, l in split["val"]], a.out,
+                    progress=bar, on_metrics=on_metrics,
+                    meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+                                "test_stems": [s for s, _, _ in split["test"]]})
+    finally:
+        if bar is not None:
+            bar.close()
+    if main:
+        if res["resumed_from"] is not None:
+            print(f"resumed after epoch {res['resumed_from']} from {res['state']}", file=sys.stderr)
+        print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou'] if res['best_val'] else None}")
     return 0
 
 
@@ -382,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weights", default="lite0-imagenet", help="'lite0-imagenet' or 'none'")
     t.add_argument("--parent", help="start from this checkpoint")
     t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--batch-size", type=int, default=16, help="images per step (per process under torchrun)")
     t.add_argument("--crop-size", type=int, default=224)
     t.add_argument("--tile-size", type=int, default=512)
     t.add_argument("--lr", type=float, default=2e-3)
@@ -392,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device")
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--val-count", type=int, default=60)
+    t.add_argument("--resume", action="store_true",
+                   help="continue from <out>.state.safetensors (weights, optimizer, scheduler, RNG) when it exists")
+    t.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 without channels_last (default: bf16 autocast)")
+    t.add_argument("--no-ddp", action="store_true", help="do not use DDP even when WORLD_SIZE > 1")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on an image/label folder pair")

@@ -1,14 +1,34 @@
 """Training: the study's loss recipe (see :mod:`seghz.train.losses`), random crops with D4 + colour jitter,
-best-validation checkpoint, optional early stopping.
+best-validation checkpoint, optional early stopping, resume, bf16 AMP on CUDA and DDP under ``torchrun``.
 
 Runs in-process (the CLI, a background job process or a test calls :func:`train`); it never runs inside
 a Streamlit rerun. Progress, metrics and cancellation go through callbacks.
+
+* **Resume**: after every epoch the training state (last weights, optimizer, scheduler, RNG states, loop
+  counters, history) is written atomically to ``<out>.state.safetensors`` (:mod:`seghz.train.state`);
+  ``TrainConfig.resume`` continues from it, bit-for-bit like an uninterrupted run on the CPU.
+* **Data order**: one global sample order per run (a seeded shuffle); the crop/D4/jitter of the sample in slot
+  ``j`` of global step ``s`` comes from its own generator seeded ``"{seed}/{s}/{j}"``, so a run gives the same
+  batches whatever the number of processes.
+* **CUDA**: bf16 autocast and channels_last (``amp``, default on); the CPU always trains in fp32.
+* **DDP**: with ``WORLD_SIZE > 1`` (``torchrun``) or ``ddp=True``: gloo on the CPU, nccl on CUDA; ``batch_size``
+  is per process (global batch = batch_size × world size); rank r takes slots ``[r·B, (r+1)·B)`` of each global
+  batch; only rank 0 validates and writes the checkpoint and the state; early stopping, NaN stops, cancels and
+  save errors are agreed by all ranks. BatchNorm becomes SyncBatchNorm on CUDA (``sync_bn``); on the CPU
+  (gloo; SyncBatchNorm needs a GPU) BatchNorm statistics stay per process.
+* **Debug**: with ``SEGHZ_TRAIN_DEBUG_DIR`` set, each rank writes ``rank<r>.json`` there: per step, the sample
+  indices it trained on and their positions in the run's global sample stream (step × global batch + slot).
 """
 from __future__ import annotations
 
+import contextlib
+import errno as _errno
+import json
 import math
+import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +37,14 @@ import numpy as np
 import torch
 
 from seghz.classes import IGNORE, get_scheme
+from seghz.errors import SegHZError
 from seghz.infer.engine import Predictor
 from seghz.metrics import class_frequencies, confusion_matrix, scores
 from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.losses import LossConfig, SegLoss
 from seghz.train.losses import class_weights as make_class_weights
+from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
 # (RGB uint8 H×W×3, class index uint8 H×W) or (RGB, class index, trusted bool H×W): trusted pixels were corrected
 # or confirmed by an analyst and are never dropped by the noise mask.
@@ -38,6 +60,17 @@ class TrainCancelled(Exception):
 
 class TrainDiverged(RuntimeError):
     """The training loss became NaN or infinite; the job stops (the last good checkpoint, if any, is kept)."""
+
+
+class TrainSaveError(SegHZError, OSError):
+    """Writing the checkpoint or the training state failed (a full disk: errno ENOSPC). The previous checkpoint
+    and state files are untouched; ``errno`` is the underlying error's."""
+
+
+# Recipe fields that may differ between a run and the run it resumes (batch_size: the global batch must match).
+RESUME_FREE = frozenset({"resume", "device", "patience", "extra", "ddp", "amp", "sync_bn", "deterministic",
+                         "tile_size", "parent_checkpoint", "batch_size", "encoder_weights"})
+DEBUG_ENV = "SEGHZ_TRAIN_DEBUG_DIR"
 
 
 @dataclass
@@ -75,6 +108,10 @@ class TrainConfig:
     device: str | None = None
     tile_size: int = 512
     steps_per_epoch: int | None = None  # default: one pass over the training pixels
+    resume: bool = False  # continue from <out>.state.safetensors when it exists (else start from scratch)
+    amp: bool = True  # CUDA: bf16 autocast + channels_last; the CPU always trains in fp32
+    ddp: bool | None = None  # None: DDP when torchrun sets WORLD_SIZE > 1; batch_size is per process
+    sync_bn: bool = True  # DDP on CUDA: BatchNorm -> SyncBatchNorm (gloo/CPU keeps per-process statistics)
     extra: dict = field(default_factory=dict)
 
     def loss_config(self) -> LossConfig:
@@ -122,6 +159,31 @@ def _random_crop(img: np.ndarray, lbl: np.ndarray, size: int, rng: random.Random
     return img[win], lbl[win], trusted[win]
 
 
+def _augment(sample: Sample, size: int, rng: random.Random):
+    """One sample's random crop, D4 view and colour jitter: (float 3×S×S in [0, 1], long S×S, bool S×S)."""
+    img, lbl, tr = _random_crop(sample[0], sample[1], size, rng, _trusted_of(sample))
+    k = rng.randint(0, 3)
+    img, lbl, tr = np.rot90(img, k), np.rot90(lbl, k), np.rot90(tr, k)
+    if rng.random() < 0.5:
+        img, lbl, tr = img[:, ::-1], lbl[:, ::-1], tr[:, ::-1]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.8, 1.2) + mean
+    return (x.clamp_(0, 1), torch.from_numpy(np.ascontiguousarray(lbl)).long(),
+            torch.from_numpy(np.ascontiguousarray(tr, dtype=bool)))
+
+
+def _stack(parts: list, norm: dict, return_trusted: bool):
+    x = torch.stack([p[0] for p in parts])
+    m = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
+    s = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    y = torch.stack([p[1] for p in parts])
+    if return_trusted:
+        return (x - m) / s, y, torch.stack([p[2] for p in parts])
+    return (x - m) / s, y
+
+
 def make_batch(samples: list[Sample], idx: list[int], size: int, rng: random.Random, norm: dict,
                return_trusted: bool = False):
     """Random crop, random D4 view and mild colour jitter for each sample; normalised float batch.
@@ -129,26 +191,15 @@ def make_batch(samples: list[Sample], idx: list[int], size: int, rng: random.Ran
     Returns ``(x, y)``, or ``(x, y, trusted)`` with ``return_trusted`` (a bool batch, False where a sample has no
     trusted mask). Samples are ``(img, lbl)`` or ``(img, lbl, trusted)``.
     """
-    xs, ys, ts = [], [], []
-    for i in idx:
-        img, lbl, tr = _random_crop(samples[i][0], samples[i][1], size, rng, _trusted_of(samples[i]))
-        k = rng.randint(0, 3)
-        img, lbl, tr = np.rot90(img, k), np.rot90(lbl, k), np.rot90(tr, k)
-        if rng.random() < 0.5:
-            img, lbl, tr = img[:, ::-1], lbl[:, ::-1], tr[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
-        x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
-        mean = x.mean()
-        x = (x - mean) * rng.uniform(0.8, 1.2) + mean
-        xs.append(x.clamp_(0, 1))
-        ys.append(torch.from_numpy(np.ascontiguousarray(lbl)).long())
-        ts.append(torch.from_numpy(np.ascontiguousarray(tr, dtype=bool)))
-    x = torch.stack(xs)
-    m = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    s = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-    if return_trusted:
-        return (x - m) / s, torch.stack(ys), torch.stack(ts)
-    return (x - m) / s, torch.stack(ys)
+    return _stack([_augment(samples[i], size, rng) for i in idx], norm, return_trusted)
+
+
+def slot_batch(samples: list[Sample], idx: list[int], slots: list[int], seed: int, step: int, size: int, norm: dict):
+    """Like :func:`make_batch` (with trusted masks), but sample ``idx[n]`` in global batch slot ``slots[n]`` of
+    global step ``step`` is augmented by its own generator ``random.Random(f"{seed}/{step}/{slot}")``: the same
+    crops whichever process (or how many) builds the batch, and independent of what was drawn before."""
+    parts = [_augment(samples[i], size, random.Random(f"{seed}/{step}/{j}")) for i, j in zip(idx, slots)]
+    return _stack(parts, norm, True)
 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], names, tta: str = "none") -> dict:
@@ -185,6 +236,148 @@ def _check_samples(train_samples: list[Sample], val_samples: list[Sample], nc: i
             raise ValueError(f"sample {i}: trusted mask {np.shape(tr)} does not match its label {lbl.shape}")
 
 
+@dataclass
+class _Dist:
+    """This process's place in a DDP run (world 1: not distributed)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_setup(cfg: TrainConfig) -> tuple[_Dist, str]:
+    """Decide on DDP (``cfg.ddp``, else ``WORLD_SIZE > 1``), init the process group (gloo on the CPU, nccl on CUDA)
+    unless one exists, and pick this rank's device (``cuda:<LOCAL_RANK>`` on CUDA)."""
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    env_world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    want = cfg.ddp if cfg.ddp is not None else env_world > 1
+    if not want:
+        return _Dist(), device
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("DDP was asked for but this torch build has no torch.distributed")
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        if torch.device(device).index is None:
+            device = f"cuda:{local}"
+        torch.cuda.set_device(torch.device(device))
+    owns = False
+    if not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE") if k not in os.environ]
+        if missing:
+            raise RuntimeError(f"DDP training needs the torchrun environment ({', '.join(missing)} not set); start it "
+                               "with `python -m torch.distributed.run --nproc-per-node N -m seghz train ...`")
+        dist.init_process_group("nccl" if cuda else "gloo")
+        owns = True
+    return _Dist(dist.get_world_size(), dist.get_rank(), local, owns), device
+
+
+class _DDPView:
+    """What the loss calls as "the model" under DDP: forwards through the DDP wrapper (gradient all-reduce) and reads
+    every other attribute (``training``, ``aux_logits``, ``aux_weight``) from the wrapped module."""
+
+    def __init__(self, ddp_model):
+        self._ddp = ddp_model
+
+    def __call__(self, *a, **kw):
+        return self._ddp(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._ddp.module, name)
+
+
+def _allreduce_mean(tensors: list[torch.Tensor], world: int) -> None:
+    """Average tensors over the ranks, in one flat buffer."""
+    import torch.distributed as dist
+
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    o = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[o : o + n].view_as(t))
+        o += n
+
+
+def _allreduce_grads(model: torch.nn.Module, world: int) -> None:
+    """Manual gradient averaging, used when the loss runs the model more than once per step (the consistency
+    loss' second view), which DDP's reducer does not allow."""
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    for dtype in {g.dtype for g in grads}:
+        _allreduce_mean([g for g in grads if g.dtype == dtype], world)
+
+
+def _agree(dctx: _Dist, values: list[float], device: str, op: str = "max") -> list[float]:
+    """All-reduce a few flags/numbers (``max`` or ``sum``) so that every rank takes the same decision."""
+    if not dctx.on:
+        return values
+    import torch.distributed as dist
+
+    dev = device if torch.device(device).type == "cuda" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return [float(v) for v in t.cpu()]
+
+
+def _broadcast(dctx: _Dist, values: list[float], device: str) -> list[float]:
+    """Rank 0's values, on every rank."""
+    if not dctx.on:
+        return values
+    import torch.distributed as dist
+
+    dev = device if torch.device(device).type == "cuda" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.broadcast(t, 0)
+    return [float(v) for v in t.cpu()]
+
+
+def _check_resumable(info: dict, cfg: TrainConfig, global_batch: int, steps: int, spath: Path) -> None:
+    old = info.get("recipe") or {}
+    new = asdict(cfg)
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if k not in RESUME_FREE and old.get(k) != new.get(k)]
+    if info.get("global_batch") != global_batch:
+        diff.append(f"global batch: {info.get('global_batch')} -> {global_batch}")
+    if info.get("steps_per_epoch") != steps:
+        diff.append(f"steps per epoch: {info.get('steps_per_epoch')} -> {steps}")
+    if diff:
+        raise TrainStateError(f"{spath}: cannot resume, the recipe differs from the saved run ({'; '.join(diff)}); "
+                              "start a new run (without resume) or restore the original settings")
+
+
+def _write_debug(dctx: _Dist, seen: list[dict], global_batch: int, device: str) -> None:
+    folder = os.environ.get(DEBUG_ENV)
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    dst = Path(folder) / f"rank{dctx.rank}.json"
+    tmp = dst.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"rank": dctx.rank, "world_size": dctx.world, "device": device,
+                               "global_batch": global_batch, "steps": seen}))
+    os.replace(tmp, dst)
+
+
+def _save_error(e: OSError, what: str, path: Path, epoch: int, kept: str) -> TrainSaveError:
+    reason = "no space left on device" if e.errno == _errno.ENOSPC else (e.strerror or str(e))
+    return TrainSaveError(e.errno or _errno.EIO,
+                          f"could not write the {what} {path} at epoch {epoch}: {reason}. {kept} "
+                          "Free some space and run again with resume to continue.")
+
+
 def train(
     cfg: TrainConfig,
     train_samples: list[Sample],
@@ -194,6 +387,7 @@ def train(
     on_metrics: Callable[[int, int, dict], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     meta_extra: dict | None = None,
+    resume: bool | None = None,
 ) -> dict:
     """Train a model and write the best checkpoint (by validation ``cfg.monitor``) atomically to ``out_path``.
 
@@ -201,18 +395,43 @@ def train(
     ``on_metrics``) holds loss, lr, seconds, the validation scores and, when enabled, ``noise_threshold`` /
     ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept`` and ``consistency_mse``.
     A NaN/inf loss raises :class:`TrainDiverged`; checkpoints are only written at a new best, so the last good
-    one stays. Returns ``{"checkpoint", "best_val", "history", "seconds", "stopped_early"}``.
+    one stays. After every epoch the training state goes to :func:`state_path` ``(out_path)``; ``resume`` (default
+    ``cfg.resume``) continues from it. A cancel (``should_cancel`` is asked before every step) raises
+    :class:`TrainCancelled` and leaves the checkpoint and the state of the last finished epoch; a failed write
+    (full disk) raises :class:`TrainSaveError` and leaves the previous files.
+    Under DDP (see the module doc) callbacks run on rank 0 only.
+    Returns ``{"checkpoint", "state", "best_val", "history", "seconds", "stopped_early", "resumed_from"}``.
     """
+    if resume is not None:
+        cfg.resume = bool(resume)
     cfg.validate()
     if not train_samples:
         raise ValueError("no training samples")
     scheme = get_scheme(cfg.scheme)
+    _check_samples(train_samples, val_samples, scheme.num_classes, cfg.scheme)
+    dctx, device = _dist_setup(cfg)
+    try:
+        return _train(cfg, dctx, device, train_samples, val_samples, Path(out_path), progress, on_metrics,
+                      should_cancel, meta_extra)
+    finally:
+        if dctx.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: Path, progress, on_metrics,
+           should_cancel, meta_extra) -> dict:
+    scheme = get_scheme(cfg.scheme)
     nc = scheme.num_classes
-    _check_samples(train_samples, val_samples, nc, cfg.scheme)
+    main = dctx.main
+    say = progress if main else None
+    on_metrics = on_metrics if main else None
+    spath = state_path(out_path)
     _seed_everything(cfg.seed, cfg.deterministic)
-    rng = random.Random(cfg.seed)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     norm = _normalization(cfg)
+    cuda = torch.device(device).type == "cuda"
+    amp = bool(cfg.amp) and cuda  # CUDA: bf16 autocast + channels_last. CPU: fp32, contiguous (unchanged)
 
     if cfg.parent_checkpoint:
         model, pmeta = load_checkpoint(cfg.parent_checkpoint, device)
@@ -222,6 +441,10 @@ def train(
         cfg.arch, cfg.encoder = pmeta["arch"], pmeta["encoder"]
     else:
         model = build_model(cfg.arch, cfg.encoder, nc, cfg.encoder_weights).to(device)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    if dctx.on and cuda and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
 
     freqs = np.zeros(nc)
@@ -232,90 +455,215 @@ def train(
         raise ValueError("the training labels hold no labelled pixel (all are ignore/background)")
     freqs = freqs / freqs.sum()
     absent = [scheme.names[i] for i in np.flatnonzero(freqs == 0)]
-    if absent and progress is not None:
-        progress(0.0, f"warning: class(es) absent from the training labels: {', '.join(absent)}")
+    if absent and say is not None:
+        say(0.0, f"warning: class(es) absent from the training labels: {', '.join(absent)}")
     weights = make_class_weights(freqs, cfg.class_weights, list(scheme.names))  # warns about absent classes
     lcfg = cfg.loss_config()
     crit = SegLoss(weights, config=lcfg).to(device)
 
+    global_batch = cfg.batch_size * dctx.world
     pixels = sum(s[1].size for s in train_samples)
-    steps = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop_size**2) / cfg.batch_size))
+    steps = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop_size**2) / global_batch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = steps * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
-    history, best, best_scores, best_epoch = [], -1.0, None, None
-    bad_epochs, stopped_early = 0, None
     has_trusted = any(len(s) > 2 for s in train_samples)
-    t0 = time.time()
-    step = 0
+    order_rng = random.Random(cfg.seed)
     order: list[int] = []
-    for epoch in range(1, cfg.epochs + 1):
+    # loop state: everything the training-state file carries besides tensors and RNGs
+    st = {"epoch": 0, "step": 0, "best": -1.0, "best_scores": None, "best_epoch": None, "bad_epochs": 0,
+          "history": [], "stopped_early": None, "finished": False, "elapsed": 0.0}
+    resumed_from = None
+    if cfg.resume:
+        if dctx.on:  # every rank must see the same file (multi-node: put --out on shared storage)
+            have = _agree(dctx, [float(spath.is_file())], device, "sum")[0]
+            if 0 < have < dctx.world:
+                raise TrainStateError(f"{spath}: the training state is visible to {int(have)} of {dctx.world} processes; "
+                                      "put the output on storage that every node shares to resume a multi-node run")
+        if spath.is_file():
+            ts = load_train_state(spath)
+            _check_resumable(ts.info, cfg, global_batch, steps, spath)
+            model.load_state_dict(ts.model)
+            opt.load_state_dict(ts.optimizer)
+            if ts.scheduler is not None:
+                sched.load_state_dict(ts.scheduler)
+            if ts.rng is not None:
+                set_rng_state(ts.rng)
+            loop = ts.info["loop"]
+            v, keys, gauss = loop["order_rng"]
+            order_rng.setstate((int(v), tuple(int(k) for k in keys), gauss))
+            order = [int(i) for i in loop["order"]]
+            for k in st:
+                st[k] = loop[k]
+            resumed_from = st["epoch"]
+            if say is not None:
+                say(st["step"] / total, f"resuming after epoch {st['epoch']} (step {st['step']}) from {spath}")
+        elif say is not None:
+            say(0.0, f"no training state at {spath}; starting from scratch")
+
+    def result() -> dict:
+        return {"checkpoint": str(out_path), "state": str(spath), "best_val": st["best_scores"],
+                "history": st["history"], "seconds": st["elapsed"], "stopped_early": st["stopped_early"],
+                "resumed_from": resumed_from}
+
+    if st["finished"]:
+        if say is not None:
+            say(1.0, f"the saved run already finished (epoch {st['epoch']}); nothing to do")
+        return result()
+
+    manual_sync = False
+    fwd = model
+    if dctx.on:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(model, device_ids=[torch.device(device).index] if cuda else None)  # broadcasts rank 0's weights
+        if lcfg.consistency:  # two forwards per step: average gradients by hand
+            manual_sync = True
+        else:
+            fwd = _DDPView(ddp)
+        if main and not cuda and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+            warnings.warn("DDP on the CPU keeps per-process BatchNorm statistics (SyncBatchNorm needs a GPU); results "
+                          "differ slightly from one process at the same global batch", stacklevel=2)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    mem_fmt = torch.channels_last if amp else torch.preserve_format
+    debug = bool(os.environ.get(DEBUG_ENV))
+    seen: list[dict] = []
+    lo = dctx.rank * cfg.batch_size
+    my_slots = list(range(lo, lo + cfg.batch_size))
+    t0 = time.time() - float(st["elapsed"])
+    step = int(st["step"])
+
+    def kept_msg() -> str:
+        if st["best_epoch"] is None:
+            return "No checkpoint was written."
+        return f"The checkpoint of epoch {st['best_epoch']} is kept at {out_path}; the state of epoch {st['epoch']} at {spath}."
+
+    for epoch in range(int(st["epoch"]) + 1, cfg.epochs + 1):
         model.train()
         thre = crit.set_epoch(epoch, cfg.epochs)
         losses: list[float] = []
         stats: dict[str, list[float]] = {}
         for _ in range(steps):
-            if should_cancel is not None and should_cancel():
-                raise TrainCancelled(f"cancelled at epoch {epoch}, step {step}")
-            if len(order) < cfg.batch_size:
+            cancel = should_cancel is not None and bool(should_cancel())
+            if dctx.on:
+                cancel = _agree(dctx, [float(cancel)], device)[0] > 0
+            if cancel:
+                raise TrainCancelled(f"cancelled at epoch {epoch}, step {step}. {kept_msg()}")
+            if len(order) < global_batch:
                 extra = list(range(len(train_samples)))
-                rng.shuffle(extra)
+                order_rng.shuffle(extra)
                 order += extra
-            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-            x, y, tr = make_batch(train_samples, idx, cfg.crop_size, rng, norm, return_trusted=True)
-            x, y = x.to(device), y.to(device)
-            tr = tr.to(device) if has_trusted else None
-            loss, _ = crit.model_loss(model, x, y, tr)
-            lv = float(loss.detach())
+                while len(order) < global_batch:  # fewer samples than one global batch
+                    order_rng.shuffle(extra)
+                    order += extra
+            gidx, order = order[:global_batch], order[global_batch:]
+            idx = gidx[lo : lo + cfg.batch_size]
+            if debug:
+                seen.append({"epoch": epoch, "step": step, "indices": idx,
+                             "positions": [step * global_batch + j for j in my_slots]})
+            x, y, tr = slot_batch(train_samples, idx, my_slots, cfg.seed, step, cfg.crop_size, norm)
+            x = x.to(device, non_blocking=cuda, memory_format=mem_fmt)
+            y = y.to(device, non_blocking=cuda)
+            tr = tr.to(device, non_blocking=cuda) if has_trusted else None
+            with autocast():
+                loss, _ = crit.model_loss(fwd, x, y, tr)
+            lv = float(loss.detach().float()) if not dctx.on else _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world
             if not math.isfinite(lv):
-                kept = (f"the last good checkpoint (epoch {best_epoch}) is kept at {out_path}" if best_epoch is not None
-                        else "no checkpoint was written")
+                kept = (f"the last good checkpoint (epoch {st['best_epoch']}) is kept at {out_path}"
+                        if st["best_epoch"] is not None else "no checkpoint was written")
                 raise TrainDiverged(f"training loss became {lv} at epoch {epoch}, step {step + 1}; stopped. {kept}. "
                                     "Try a lower learning rate or check the labels.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if manual_sync:
+                _allreduce_grads(model, dctx.world)
             opt.step()
             sched.step()
             step += 1
             losses.append(lv)
             for k, v in crit.last_stats.items():
                 stats.setdefault(k, []).append(float(v))
-            if progress is not None:
-                progress(step / total, f"epoch {epoch}/{cfg.epochs} step {step}/{total} loss {lv:.3f}")
+            if say is not None:
+                say(step / total, f"epoch {epoch}/{cfg.epochs} step {step}/{total} loss {lv:.3f}")
+        if debug:
+            _write_debug(dctx, seen, global_batch, device)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0]), "seconds": time.time() - t0}
         if lcfg.noise_mask != "none":
             row["noise_threshold"] = float(thre)
         row.update({k: float(np.mean(v)) for k, v in stats.items()})
-        if val_samples:
-            pred = Predictor(model, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
-            sc = evaluate_samples(pred, val_samples, scheme.names)
-            row.update(val_miou=sc["miou"], val_fwiou=sc["fwiou"], val_oa=sc["oa"])
-            score = sc[cfg.monitor] or 0.0
-        else:
-            sc, score = None, float(epoch)
-        history.append(row)
-        if on_metrics is not None:
-            on_metrics(step, epoch, row)
-        if score > best:
-            best, best_scores, best_epoch, bad_epochs = score, sc, epoch, 0
-            meta = {
-                "arch": cfg.arch, "encoder": cfg.encoder, "num_classes": nc, "scheme": scheme.to_json(),
-                "normalization": norm, "tile_size": cfg.tile_size, "recipe": asdict(cfg),
-                "metrics": {"val": _brief(sc), "epoch": epoch, "train_class_freq": freqs.tolist()},
-                "parent": cfg.parent_checkpoint,
-            }
-            meta.update(meta_extra or {})
-            save_checkpoint(out_path, model, meta)
-        else:
-            bad_epochs += 1
-            if cfg.patience is not None and bad_epochs >= cfg.patience:
-                stopped_early = epoch
-                if progress is not None:
-                    progress(1.0, f"early stop at epoch {epoch}: val {cfg.monitor} did not improve for {bad_epochs} epochs")
-                break
-    return {"checkpoint": str(out_path), "best_val": best_scores, "history": history, "seconds": time.time() - t0,
-            "stopped_early": stopped_early}
+        failure: BaseException | None = None
+        stop = False
+        if main:
+            try:
+                stop = _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs,
+                                     out_path, spath, meta_extra, opt, sched, order_rng, order, on_metrics, say, total,
+                                     global_batch, steps, dctx)
+            except BaseException as e:  # noqa: BLE001 - told to the other ranks, then re-raised
+                failure = e
+        code = _broadcast(dctx, [2.0 if failure is not None else (1.0 if stop else 0.0)], device)[0]
+        if not main:
+            st["history"].append(row)  # without validation scores (rank 0 has them)
+        if failure is not None:
+            raise failure
+        if code == 2.0:
+            raise RuntimeError(f"rank 0 failed at the end of epoch {epoch} (see its log); rank {dctx.rank} stops")
+        if code == 1.0:
+            st["stopped_early"] = epoch
+            break
+    st["elapsed"] = time.time() - t0
+    return result()
 
+
+def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs, out_path, spath,
+                  meta_extra, opt, sched, order_rng, order, on_metrics, say, total, global_batch, steps, dctx) -> bool:
+    """Rank 0: validate, log, write the checkpoint at a new best and the training state. True: stop early."""
+    if val_samples:
+        pred = Predictor(model, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
+        sc = evaluate_samples(pred, val_samples, scheme.names)
+        row.update(val_miou=sc["miou"], val_fwiou=sc["fwiou"], val_oa=sc["oa"])
+        score = sc[cfg.monitor] or 0.0
+    else:
+        sc, score = None, float(epoch)
+    st["history"].append(row)
+    if on_metrics is not None:
+        on_metrics(step, epoch, row)
+    stop = False
+    if score > st["best"]:
+        meta = {
+            "arch": cfg.arch, "encoder": cfg.encoder, "num_classes": nc, "scheme": scheme.to_json(),
+            "normalization": norm, "tile_size": cfg.tile_size, "recipe": asdict(cfg),
+            "metrics": {"val": _brief(sc), "epoch": epoch, "train_class_freq": freqs.tolist()},
+            "parent": cfg.parent_checkpoint,
+        }
+        meta.update(meta_extra or {})
+        try:
+            save_checkpoint(out_path, model, meta)
+        except OSError as e:
+            kept = (f"The previous checkpoint (epoch {st['best_epoch']}) is kept at {out_path}." if st["best_epoch"]
+                    is not None else "No checkpoint had been written yet.")
+            raise _save_error(e, "checkpoint", out_path, epoch, kept) from e
+        st.update(best=score, best_scores=sc, best_epoch=epoch, bad_epochs=0)
+    else:
+        st["bad_epochs"] += 1
+        if cfg.patience is not None and st["bad_epochs"] >= cfg.patience:
+            stop = True
+            st["stopped_early"] = epoch
+            if say is not None:
+                say(1.0, f"early stop at epoch {epoch}: val {cfg.monitor} did not improve for {st['bad_epochs']} epochs")
+    st["epoch"], st["step"] = epoch, step
+    st["finished"] = stop or epoch == cfg.epochs
+    st["elapsed"] = row["seconds"]
+    py = order_rng.getstate()
+    info = {"recipe": asdict(cfg), "checkpoint": out_path.name, "world_size": dctx.world, "global_batch": global_batch,
+            "steps_per_epoch": steps, "total_steps": total,
+            "loop": {**st, "order": list(order), "order_rng": [py[0], list(py[1]), py[2]]}}
+    try:
+        save_train_state(spath, model, opt, sched, info, rng_state())
+    except OSError as e:
+        prev = f"The training state of the last saved epoch is kept at {spath}." if spath.is_file() else "No training state had been written yet."
+        ck = f" The checkpoint at {out_path} is of epoch {st['best_epoch']}." if st["best_epoch"] is not None else ""
+        raise _save_error(e, "training state", spath, epoch, prev + ck) from e
+    return stop
 
 def _brief(sc: dict | None) -> dict | None:
     if sc is None:
@@ -324,4 +672,5 @@ def _brief(sc: dict | None) -> dict | None:
             "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()}}
 
 
-__all__ = ["TrainCancelled", "TrainConfig", "TrainDiverged", "class_frequencies", "evaluate_samples", "make_batch", "train"]
+__all__ = ["TrainCancelled", "TrainConfig", "TrainDiverged", "TrainSaveError", "class_frequencies", "evaluate_samples",
+           "make_batch", "slot_batch", "state_path", "train"]
