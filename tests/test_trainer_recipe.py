@@ -208,3 +208,18 @@ def test_empty_or_unlabelled_training_set(tmp_path):
     img, lbl = _scene(0)
     with pytest.raises(ValueError, match="no labelled pixel"):
         train(_cfg(), [(img, np.full_like(lbl, 255))], [], tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("opts", [{"sampler": "class_aware"}, {"augment": "device", "scale_min": 0.8, "scale_max": 1.2},
+                                  {"augment": "device", "sampler": "class_aware", "sampler_classes": [5]}])
+def test_sampler_and_device_augmentation_train(opts, data, tmp_path):
+    tr, va = data
+    res = train(_cfg(**opts), tr, va, tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").is_file() and len(res["history"]) == 2
+
+
+def test_sampler_and_augment_settings_are_validated():
+    for bad in ({"sampler": "buildings"}, {"augment": "gpu"}, {"scale_min": 1.5, "scale_max": 1.0},
+                {"sampler_min_fraction": 2.0}):
+        with pytest.raises(ValueError):
+            _cfg(**bad).validate()

@@ -42,7 +42,9 @@ from seghz.infer.engine import Predictor
 from seghz.metrics import class_frequencies, confusion_matrix, scores
 from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 from seghz.models.registry import LITE0_WEIGHTS, build_model
+from seghz.train.augment import default_budget, make_device_batch, preload
 from seghz.train.losses import LossConfig, SegLoss
+from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.losses import class_weights as make_class_weights
 from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
@@ -112,6 +114,12 @@ class TrainConfig:
     amp: bool = True  # CUDA: bf16 autocast + channels_last; the CPU always trains in fp32
     ddp: bool | None = None  # None: DDP when torchrun sets WORLD_SIZE > 1; batch_size is per process
     sync_bn: bool = True  # DDP on CUDA: BatchNorm -> SyncBatchNorm (gloo/CPU keeps per-process statistics)
+    sampler: str = "random"  # crop windows: "random", or "class_aware" (the study's building-aware sampler)
+    sampler_classes: list | None = None  # class_aware: the foreground classes (default: the scheme's building classes)
+    sampler_min_fraction: float = 0.1  # class_aware: windows with at least this foreground fraction are preferred
+    augment: str = "auto"  # "host": per-sample pipeline; "device": batched on the GPU; "auto": device on CUDA
+    scale_min: float = 1.0  # device augmentation: random scale range of the crops
+    scale_max: float = 1.0
     extra: dict = field(default_factory=dict)
 
     def loss_config(self) -> LossConfig:
@@ -120,6 +128,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         get_scheme(self.scheme)
+        if self.sampler not in ("random", "class_aware"):
+            raise ValueError(f"unknown sampler '{self.sampler}'; use 'random' or 'class_aware'")
+        if not 0 <= self.sampler_min_fraction <= 1:
+            raise ValueError(f"sampler_min_fraction must be in [0, 1], got {self.sampler_min_fraction}")
+        if self.augment not in ("auto", "host", "device"):
+            raise ValueError(f"unknown augment '{self.augment}'; use 'auto', 'host' or 'device'")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"scale range must satisfy 0 < scale_min <= scale_max, got {self.scale_min}..{self.scale_max}")
         if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 32 or self.crop_size % 32:
             raise ValueError("epochs and batch size must be >= 1 and crop size a multiple of 32 (>= 32)")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -159,9 +175,13 @@ def _random_crop(img: np.ndarray, lbl: np.ndarray, size: int, rng: random.Random
     return img[win], lbl[win], trusted[win]
 
 
-def _augment(sample: Sample, size: int, rng: random.Random):
-    """One sample's random crop, D4 view and colour jitter: (float 3×S×S in [0, 1], long S×S, bool S×S)."""
-    img, lbl, tr = _random_crop(sample[0], sample[1], size, rng, _trusted_of(sample))
+def _augment(sample: Sample, size: int, rng: random.Random, sampler=None):
+    """One sample's crop (random, or from ``sampler``), D4 view and colour jitter: (float 3×S×S in [0, 1], long S×S,
+    bool S×S)."""
+    if sampler is not None:
+        img, lbl, tr = sampler.crop(sample[0], sample[1], rng, _trusted_of(sample))
+    else:
+        img, lbl, tr = _random_crop(sample[0], sample[1], size, rng, _trusted_of(sample))
     k = rng.randint(0, 3)
     img, lbl, tr = np.rot90(img, k), np.rot90(lbl, k), np.rot90(tr, k)
     if rng.random() < 0.5:
@@ -194,11 +214,12 @@ def make_batch(samples: list[Sample], idx: list[int], size: int, rng: random.Ran
     return _stack([_augment(samples[i], size, rng) for i in idx], norm, return_trusted)
 
 
-def slot_batch(samples: list[Sample], idx: list[int], slots: list[int], seed: int, step: int, size: int, norm: dict):
+def slot_batch(samples: list[Sample], idx: list[int], slots: list[int], seed: int, step: int, size: int, norm: dict,
+               sampler=None):
     """Like :func:`make_batch` (with trusted masks), but sample ``idx[n]`` in global batch slot ``slots[n]`` of
     global step ``step`` is augmented by its own generator ``random.Random(f"{seed}/{step}/{slot}")``: the same
     crops whichever process (or how many) builds the batch, and independent of what was drawn before."""
-    parts = [_augment(samples[i], size, random.Random(f"{seed}/{step}/{j}")) for i, j in zip(idx, slots)]
+    parts = [_augment(samples[i], size, random.Random(f"{seed}/{step}/{j}"), sampler) for i, j in zip(idx, slots)]
     return _stack(parts, norm, True)
 
 
@@ -432,6 +453,12 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     norm = _normalization(cfg)
     cuda = torch.device(device).type == "cuda"
     amp = bool(cfg.amp) and cuda  # CUDA: bf16 autocast + channels_last. CPU: fp32, contiguous (unchanged)
+    sampler = None
+    if cfg.sampler == "class_aware":
+        classes = cfg.sampler_classes if cfg.sampler_classes is not None else building_classes(cfg.scheme)
+        sampler = CropSampler(cfg.crop_size, "class_aware", classes, cfg.sampler_min_fraction)
+    on_device = cfg.augment == "device" or (cfg.augment == "auto" and cuda)
+    pre = preload(train_samples, device, default_budget(device)) if on_device else None
 
     if cfg.parent_checkpoint:
         model, pmeta = load_checkpoint(cfg.parent_checkpoint, device)
@@ -561,7 +588,12 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             if debug:
                 seen.append({"epoch": epoch, "step": step, "indices": idx,
                              "positions": [step * global_batch + j for j in my_slots]})
-            x, y, tr = slot_batch(train_samples, idx, my_slots, cfg.seed, step, cfg.crop_size, norm)
+            if on_device:  # one batched warp on the device; crops drawn from a per-(step, rank) generator
+                x, y, tr = make_device_batch(train_samples, idx, sampler or CropSampler(cfg.crop_size), random.Random(
+                    f"{cfg.seed}/{step}/r{lo}"), norm, device, preloaded=pre, scale=(cfg.scale_min, cfg.scale_max),
+                    return_trusted=True)
+            else:
+                x, y, tr = slot_batch(train_samples, idx, my_slots, cfg.seed, step, cfg.crop_size, norm, sampler)
             x = x.to(device, non_blocking=cuda, memory_format=mem_fmt)
             y = y.to(device, non_blocking=cuda)
             tr = tr.to(device, non_blocking=cuda) if has_trusted else None
