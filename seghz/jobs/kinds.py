@@ -57,12 +57,125 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         progress.check_cancel()  # raises JobCancelled
         return False
 
+    val_split = config.get("val_split", "val")
+    dv_train, dv_val = ws.data_version(config.get("train_split", "train")), ws.data_version(val_split)
     res = train(cfg, tr, va, out, progress=progress.update, on_metrics=on_metrics, should_cancel=should_cancel,
-                meta_extra={"job_id": job_id, "data_version": ws.data_version(config.get("train_split", "train"))})
+                meta_extra={"job_id": job_id, "data_version": dv_train, "val_data_version": dv_val})
+    from seghz import gate
     from seghz.models.checkpoint import read_metadata
 
     meta = read_metadata(out)
-    cid = ws.register_checkpoint(out, {**meta, "scheme": cfg.scheme}, name=config.get("name") or f"retrained {job_id[-6:]}",
-                                 parent_id=parent_id, job_id=job_id, note="trained in the app")
     best = res["best_val"] or {}
-    return {"checkpoint_id": cid, "val_miou": best.get("miou"), "val_fwiou": best.get("fwiou"), "seconds": res["seconds"]}
+    # registry row: lineage (parent, data versions, recipe) and the best epoch's per-class validation scores
+    cid = ws.register_checkpoint(out, {**meta, "scheme": cfg.scheme}, name=config.get("name") or f"retrained {job_id[-6:]}",
+                                 parent_id=parent_id, job_id=job_id, note="trained in the app", data_version=dv_train,
+                                 val_data_version=dv_val, recipe=meta.get("recipe"),
+                                 val_metrics=best.get("per_class") if va else None, val_split=val_split)
+    # regression gate against the active model on the same validation data; auto-promotion only on "pass"
+    verdict, promoted = gate.after_training(ws, cid, split=val_split, auto_promote=bool(config.get("auto_promote")),
+                                            job_id=job_id, log=progress.log)
+    return {"checkpoint_id": cid, "val_miou": best.get("miou"), "val_fwiou": best.get("fwiou"), "seconds": res["seconds"],
+            "gate": verdict.status, "gate_offending": verdict.offending_classes, "promoted": promoted}
+
+
+@register_job_kind("refit")
+def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """Fast head-only refit of a workspace checkpoint on the analysts' corrections (see :mod:`seghz.train.refit`).
+
+    Corrected pixels are those whose effective (latest) label differs from the scene's original label (on a
+    scene without an original label: every labelled pixel). When no scene has any, the full effective labels
+    of the scenes listed in ``label_scenes`` are used instead. Existing labels (effective labels of
+    ``context_split``, plus those of the corrected scenes, at most ``context_max_scenes`` scenes) give the
+    class-balanced sample that keeps untouched classes alive.
+
+    config: ``checkpoint_id`` (default: the active checkpoint), ``scenes`` (scene ids to take corrections from;
+    default all), ``label_scenes``, ``context_split`` (default "train"; None for no context),
+    ``context_max_scenes`` (default 8), ``name``, and any :class:`seghz.train.refit.RefitConfig` field.
+    """
+    import inspect
+    from dataclasses import fields as _fields
+
+    from seghz.models.checkpoint import read_metadata
+    from seghz.train.refit import RefitConfig, RefitItem, refit_head
+
+    parent_id = config.get("checkpoint_id") or config.get("parent_checkpoint_id")
+    if not parent_id:
+        active = ws.active_checkpoint()
+        if active is None:
+            raise ValueError("refit needs a checkpoint_id (and no checkpoint is active)")
+        parent_id = active.id
+    ck = ws.get_checkpoint(parent_id)
+    parent_path = ws.checkpoint_path(ck)
+    ck_scheme = read_metadata(parent_path)["scheme"]["name"]
+    rkeys = {f.name for f in _fields(RefitConfig)}
+    rcfg = RefitConfig(**{k: v for k, v in config.items() if k in rkeys})
+    rcfg.validate()
+
+    wanted = config.get("scenes")
+    scenes = [ws.get_scene(s) for s in wanted] if wanted else ws.list_scenes()
+    corrected: dict[str, np.ndarray] = {}
+    effective: dict[str, np.ndarray] = {}
+    for s in scenes:
+        progress.check_cancel()
+        if ws.latest_label_version(s.id) == 0:
+            continue
+        eff = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme)
+        orig = label_for_checkpoint(ws.effective_label(s.id, 0), s.scheme, ck_scheme)
+        corr = np.where((eff != orig) & (eff != 255), eff, 255).astype(np.uint8)
+        if (corr != 255).any():
+            corrected[s.id], effective[s.id] = corr, eff
+    source = "corrections"
+    if not corrected:
+        for sid in config.get("label_scenes") or []:
+            s = ws.get_scene(sid)
+            eff = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme)
+            if (eff != 255).any():
+                corrected[s.id], effective[s.id] = eff, eff
+        source = "labels"
+    if not corrected:
+        raise ValueError("no corrected pixels in the workspace (no saved label edit differs from its original) and no "
+                         "'label_scenes' with labels given; nothing to refit on")
+    n_corr = int(sum(int((c != 255).sum()) for c in corrected.values()))
+    progress.log(f"{n_corr} corrected pixels in {len(corrected)} scene(s) (from {source})")
+
+    # context: existing labels of the corrected scenes (outside their corrections) and of the context split
+    context_ids: list[str] = list(corrected) if source == "corrections" else []
+    split = config.get("context_split", "train")
+    if split:
+        others = [s.id for s in ws.list_scenes(split)
+                  if s.id not in corrected and (s.label_path or ws.latest_label_version(s.id))]
+        rng = np.random.default_rng(rcfg.seed)
+        rng.shuffle(others)
+        context_ids += others[: max(0, int(config.get("context_max_scenes", 8)) - len(context_ids))]
+    items = []
+    for sid in dict.fromkeys(list(corrected) + context_ids):
+        progress.check_cancel()
+        s = ws.get_scene(sid)
+        lab = effective.get(sid) if source == "corrections" else None
+        if lab is None and sid in context_ids:
+            lab = label_for_checkpoint(ws.effective_label(sid), s.scheme, ck_scheme)
+        items.append(RefitItem(read_image(ws.scene_path(s, "image")), corrected.get(sid), lab))
+    progress.log(f"{len(items)} scene(s) in the refit ({len(context_ids)} giving context labels)")
+
+    def should_cancel() -> bool:
+        progress.check_cancel()  # raises JobCancelled
+        return False
+
+    out = ws.root / "checkpoints" / f"{job_id}.safetensors"
+    dv = ws.data_version()
+    res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id, progress=progress.update, should_cancel=should_cancel,
+                     meta_extra={"job_id": job_id, "data_version": dv, "refit_source": source,
+                                 "refit_scenes": sorted(corrected)})
+    meta = read_metadata(out)
+    kw = {"name": config.get("name") or f"refit {job_id[-6:]}", "parent_id": parent_id, "job_id": job_id,
+          "note": f"head refit on {res.counts['corrected_used']} corrected pixels"}
+    accepted = inspect.signature(ws.register_checkpoint).parameters
+    for k, v in (("data_version", dv), ("recipe", meta.get("recipe"))):
+        if k in accepted:
+            kw[k] = v
+    cid = ws.register_checkpoint(out, {**meta, "scheme": ck_scheme}, **kw)
+    progress.log(f"registered {cid}: corrected-pixel accuracy {res.fit['before']['corrected_acc']:.3f} → "
+                 f"{res.fit['after']['corrected_acc']:.3f} in {res.seconds['total']:.1f} s")
+    return {"checkpoint_id": cid, "parent_id": parent_id, "source": source, "counts": res.counts,
+            "seconds": res.seconds["total"], "corrected_acc_before": res.fit["before"]["corrected_acc"],
+            "corrected_acc_after": res.fit["after"]["corrected_acc"]}

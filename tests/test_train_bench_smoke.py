@@ -1,0 +1,38 @@
+"""Smoke test of bench/train_bench.py: a tiny CPU configuration through a subprocess, then the JSON's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_bench_tiny_writes_json_with_both_rates(tmp_path):
+    out = tmp_path / "train_bench.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "train_bench.py"), "--device", "cpu", "--arch", "Unet",
+           "--encoder", "tu-mobilenetv3_small_050", "--crop", "64", "--batch", "2", "--steps", "2", "--warmup", "1",
+           "--num-images", "2", "--image-size", "96", "--threads", "1", "--json", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trainer_vs_bare" in proc.stdout
+
+    rep = json.loads(out.read_text())
+    assert {"config", "env", "rates", "ratios", "wall_s"} <= rep.keys()
+    cfg = rep["config"]
+    assert (cfg["device"], cfg["arch"], cfg["crop"], cfg["batch"], cfg["steps"]) == ("cpu", "Unet", 64, 2, 2)
+    assert cfg["image_size"] == [96, 96] and cfg["num_images"] == 2
+    assert cfg["isolate"] is True and cfg["repeats"] == 1  # each part measured in its own child process
+    assert len(rep["rates"]["trainer"]["runs_img_s"]) == len(rep["rates"]["bare"]["runs_img_s"]) == 1
+    assert {"device_description", "torch", "threads", "loadavg", "date"} <= rep["env"].keys()
+    assert rep["env"]["threads"] == 1
+    for key in ("trainer", "bare"):
+        assert rep["rates"][key]["img_s"] > 0, key
+    assert rep["rates"]["trainer"]["timed"] == "per-step callbacks"  # the trainer reported every step
+    assert rep["rates"]["bare"]["amp"] == "fp32"  # CPU trains in fp32
+    ratio = rep["ratios"]["trainer_vs_bare"]
+    assert abs(ratio - rep["rates"]["trainer"]["img_s"] / rep["rates"]["bare"]["img_s"]) < 1e-9 and ratio > 0
