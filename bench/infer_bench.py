@@ -283,7 +283,8 @@ def parse_args(argv=None):
     p.add_argument("--tile", type=int, default=None, help="window side (multiple of 32); default per size")
     p.add_argument("--scene", type=int, default=None, help="scene side in px; default per size")
     p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=4, help="engine batch size and raw-rate batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="engine batch size and raw-rate batch (default 4; --stream: the engine's automatic choice)")
     p.add_argument("--repeats", type=int, default=None, help="max repeats per scene measurement (median); default per size")
     p.add_argument(
         "--budget-s", type=float, default=None,
@@ -322,6 +323,10 @@ def main(argv=None) -> dict:
     torch.manual_seed(a.seed)
 
     budget = a.budget_s if a.budget_s is not None else (10.0 if a.size == "small" else 20.0)
+    stream = a.stream or a.size == "xlarge"
+    if a.batch_size is None:
+        a.batch_size = Predictor(torch.nn.Identity(), 1, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
+                                 device=device).resolve_batch_size() if stream and device == "cpu" else 4
     use_compile = a.compile == "on" or (a.compile == "auto" and device == "cpu" and compiler_available())
 
     model = build_model(a.arch, encoder, a.num_classes).to(device).eval()
@@ -336,7 +341,7 @@ def main(argv=None) -> dict:
             model(xb)
         med, times, _ = _timed(lambda x=xb: model(x), device, 5, budget)
     res["raw"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times, "batch": a.batch_size}
-    if a.stream or a.size == "xlarge":
+    if stream:
         return stream_bench(a, model, device, encoder, tile, side, threads, use_compile, res, t_start)
 
     rng = np.random.default_rng(a.seed)

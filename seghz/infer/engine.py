@@ -52,7 +52,7 @@ TTA_MODES: dict[str, list[str]] = {"none": ["identity"], "flip": ["identity", "l
 # Backward compatible: the 8 distinct D4 views as (name, forward, inverse).
 D4_VIEWS: list[tuple[str, Callable, Callable]] = [(n, *VIEWS[n]) for n in _D4]
 MERGES = ("softmax", "logits")
-STRIP_VALUES = 1 << 24  # probabilities per yielded strip (64 MB of float32): bounds the memory of wide scenes
+STRIP_VALUES = 1 << 22  # probabilities per yielded strip (16 MB of float32): bounds the memory of wide scenes
 BLENDS = ("uniform", "gaussian", "cosine")
 
 
@@ -202,7 +202,8 @@ def compiler_available() -> bool:
 class Predictor:
     """Runs a model over images of any size. ``mean``/``std`` are the normalisation in [0, 1] units.
 
-    ``batch_size=None`` picks it: 4 on the CPU; on CUDA from the free memory measured with one window.
+    ``batch_size=None`` picks it: on the CPU 4 windows of ≤ 512² (1 of 1024²); on CUDA from the free memory
+    measured with one window.
     ``compile=True`` runs full-tile batches through ``torch.compile`` (Inductor with frozen weights:
     about 2× faster on CPU after a 10–40 s first compile); inputs of other shapes run eagerly, and a
     compile failure (e.g. no C++ compiler) falls back to eager with a warning.
@@ -280,9 +281,9 @@ class Predictor:
         """The batch size in use: the configured one, or (``None``) 4 on CPU / measured from free CUDA memory."""
         if self.batch_size is not None:
             return int(self.batch_size)
-        if not self._cuda:
-            self.batch_size = 4
-            return 4
+        if not self._cuda:  # CPU convolutions gain nothing from big batches: 4 windows of 512², fewer when larger
+            self.batch_size = int(max(1, min(4, (4 * 512 * 512) // (int(self.tile) ** 2))))
+            return self.batch_size
         t = -(-int(self.tile) // 32) * 32
         dev = torch.device(self.device)
         torch.cuda.synchronize(dev)
@@ -414,8 +415,10 @@ class Predictor:
             r = rs[k]
             if r > base:  # slide the buffers down to start at row r (rows above were finished and yielded)
                 d = r - base
-                for b in buf.values():
-                    b[..., : th - d, :] = b[..., d:, :].clone()
+                for b in buf.values():  # copy rows up in chunks of d (source and destination never overlap): no temp
+                    for i in range(0, th - d, d):
+                        n = min(d, th - d - i)
+                        b[..., i : i + n, :] = b[..., i + d : i + d + n, :]
                     b[..., th - d :, :] = 0
                 base = r
             img, valid = read(r, r + th)
@@ -445,7 +448,13 @@ class Predictor:
         Returns the batch size to go on with (halved after running out of GPU memory)."""
         nv = len(views)
         x_row = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)  # uint8, th×W×3
-        crops = {c: self._pad32(self._normalise_t(x_row[:, c : c + tw])[None]) for c in cols}
+        crops: dict[int, torch.Tensor] = {}  # normalised windows of the batches in flight only (not the whole row)
+
+        def crop(c: int) -> torch.Tensor:
+            if c not in crops:
+                crops[c] = self._pad32(self._normalise_t(x_row[:, c : c + tw])[None])
+            return crops[c]
+
         items = [(c, vi) for c in cols for vi in range(nv)]
         pending: dict[int, list] = {}
         acc, wsum, dis, votes, ncov = (buf.get(k) for k in ("acc", "wsum", "dis", "votes", "ncov"))
@@ -459,7 +468,7 @@ class Predictor:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("inference cancelled")
             batch = items[i : i + bs_row]
-            inputs = [views[vi][1](crops[c]) for c, vi in batch]
+            inputs = [views[vi][1](crop(c)) for c, vi in batch]
             try:
                 logits = self._run_items(inputs, bs_row)
             except torch.cuda.OutOfMemoryError as e:
@@ -477,6 +486,7 @@ class Predictor:
                     raise SegHZError(f"model returned {y.shape[1]} classes, expected {C}")
                 pending.setdefault(c, []).append(views[vi][2](y)[:, :, :th, :tw])
                 if len(pending[c]) == nv:
+                    crops.pop(c, None)
                     outs = torch.cat(pending.pop(c))  # nv×C×th×tw logits, original orientation
                     p = outs.mean(0).softmax(0) if merge == "logits" else outs.softmax(1).mean(0)
                     cs_ = slice(c, c + tw)
@@ -505,7 +515,9 @@ class Predictor:
         bad = ~ok
         mask = proba.argmax(0).to(torch.uint8)
         conf = proba.amax(0)
-        ent = (-(proba * proba.clamp_min(1e-12).log()).sum(0)).clamp_min(0.0)
+        t = proba.clamp_min(1e-12)
+        ent = t.log_().mul_(proba).sum(0).neg_().clamp_min_(0.0)
+        del t
         dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
         seam = None
         if "votes" in buf:
