@@ -27,8 +27,6 @@ REQUIRED = ("arch", "encoder", "scheme", "num_classes")
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Atomically write ``model``'s weights and ``meta`` to ``path`` (.safetensors)."""
-    from safetensors.torch import save_file
-
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
@@ -38,40 +36,64 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     meta.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     meta["format"] = FORMAT
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return write_safetensors(p, state, {"seghz": json.dumps(meta)})
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Atomically write a safetensors file (temporary name, fsync, rename, fsync of the folder): the one way SegHZ
+    writes weights (checkpoints, training states). A failure leaves any previous file untouched."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.fchmod(fd, 0o644)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"seghz": json.dumps(meta)})
+        save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:
+        fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     return p
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read only the metadata of a checkpoint. Raises CheckpointError naming the file when it is not one."""
+def read_safetensors_meta(path: Path, key: str, error: type[Exception], what: str) -> dict[str, Any]:
+    """The JSON stored under ``key`` in a safetensors file's header, without reading tensors; ``error(message)``
+    naming the file when it is missing, not safetensors, lacks the key or holds bad JSON."""
     from safetensors import safe_open
 
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file does not exist")
+        raise error(f"{p}: {what} file does not exist")
     try:
         with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get("seghz")
-    except Exception as e:  # safetensors raises its own error types for foreign files
-        raise CheckpointError(f"{p}: not a SegHZ checkpoint (not a safetensors file: {e})") from None
+            raw = (f.metadata() or {}).get(key)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for foreign / truncated files
+        raise error(f"{p}: not a SegHZ {what} (not a safetensors file: {e})") from None
     if raw is None:
-        raise CheckpointError(f"{p}: safetensors file without SegHZ metadata; not a SegHZ checkpoint")
+        raise error(f"{p}: safetensors file without SegHZ metadata; not a SegHZ {what}")
     try:
-        meta = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: SegHZ metadata is not valid JSON ({e})") from None
+        raise error(f"{p}: SegHZ {what} metadata is not valid JSON ({e})") from None
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the metadata of a checkpoint. Raises CheckpointError naming the file when it is not one."""
+    p = Path(path)
+    meta = read_safetensors_meta(p, "seghz", CheckpointError, "checkpoint")
     if meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED):
         raise CheckpointError(f"{p}: unsupported checkpoint metadata (format {meta.get('format')!r})")
     return meta

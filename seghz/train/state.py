@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,25 +107,10 @@ def _cpu(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
     return t
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_train_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: Any | None, info: dict[str, Any], rng: dict[str, Any] | None = None) -> Path:
     """Atomically write a training state to ``path``. On any error (a full disk: ``OSError`` ENOSPC) the temporary
     file is removed, the error propagates and the previous state file, if any, is untouched."""
-    from safetensors.torch import save_file
-
     p = Path(path)
     seen: set[int] = set()
     tensors: dict[str, torch.Tensor] = {f"model/{k}": _cpu(v, seen) for k, v in model.state_dict().items()}
@@ -148,19 +132,9 @@ def save_train_state(path: str | os.PathLike, model: torch.nn.Module, optimizer:
         "scheduler": None if scheduler is None else _jsonable(scheduler.state_dict(), "scheduler state"),
         "rng": None if rng is None else _jsonable(rng, "RNG state"),
     }
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(p.parent)
-    return p
+    from seghz.models.checkpoint import write_safetensors
+
+    return write_safetensors(p, tensors, {META_KEY: json.dumps(meta)})
 
 
 def read_state_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -169,21 +143,9 @@ def read_state_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read_meta(p: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+    from seghz.models.checkpoint import read_safetensors_meta
 
-    if not p.is_file():
-        raise TrainStateError(f"{p}: training-state file does not exist")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-    except Exception as e:  # noqa: BLE001 - safetensors' own error types for foreign / truncated files
-        raise TrainStateError(f"{p}: not a SegHZ training state (not a safetensors file: {e})") from None
-    if raw is None:
-        raise TrainStateError(f"{p}: safetensors file without SegHZ training-state metadata")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise TrainStateError(f"{p}: training-state metadata is not valid JSON ({e})") from None
+    meta = read_safetensors_meta(p, META_KEY, TrainStateError, "training state")
     if meta.get("format") != FORMAT:
         raise TrainStateError(f"{p}: unsupported training-state format {meta.get('format')!r}")
     return meta
