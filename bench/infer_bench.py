@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from seghz.infer.engine import Predictor, compiler_available
+from seghz.devices import device_description
 from seghz.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 # name: (scene side px, tile px, default encoder, default repeats)
@@ -166,18 +167,6 @@ def ttach_predict(wrapper, image, num_classes, mean, std, wins, device) -> np.nd
         out[:, r : r + th, c : c + tw] += p
         cnt[r : r + th, c : c + tw] += 1
     return out / cnt[None]
-
-
-def device_description(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_synthetic_geotiff(path: Path, side: int, seed: int = 0, strip: int = 1024) -> Path:

@@ -45,21 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from seghz.classes import get_scheme
+from seghz.devices import device_description
 from seghz.models.registry import build_model
 
 GID_DIR = ROOT.parent / "shared" / "data" / "gid15"
-
-
-def device_description(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_samples(n: int, size: int, nc: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
