@@ -62,3 +62,14 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def tiny_train_config(size: int = 32, **kw):
+    """A TrainConfig for tiny CPU trainings in tests: FPN + mobilenetv3_small_050, size² crops, 2 epochs of 1 step."""
+    from seghz.train.trainer import TrainConfig
+
+    base = {"scheme": "hz7", "arch": "FPN", "encoder": "tu-mobilenetv3_small_050", "encoder_weights": None, "epochs": 2,
+            "batch_size": 2, "crop_size": size, "steps_per_epoch": 1, "tile_size": size, "device": "cpu",
+            "class_weights": "none", "dice": False, "lr": 1e-3}
+    base.update(kw)
+    return TrainConfig(**base)

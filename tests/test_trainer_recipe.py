@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers_core import torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.models.checkpoint import read_metadata
 from seghz.train import losses as losses_mod
@@ -44,11 +44,7 @@ def data():
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"scheme": "hz7", "arch": "FPN", "encoder": "tu-mobilenetv3_small_050", "encoder_weights": None, "epochs": 2,
-            "batch_size": 2, "crop_size": SIZE, "steps_per_epoch": 1, "tile_size": SIZE, "device": "cpu",
-            "class_weights": "none", "dice": False, "lr": 1e-3}
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(SIZE, **kw)
 
 
 OPTIONS = {
