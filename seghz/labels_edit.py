@@ -9,6 +9,11 @@ of the full scene label.
 
 An edit made on label version N can be carried onto a newer version M (when someone saved first):
 :func:`rebase_edit` re-applies exactly the pixels the analyst changed.
+
+The label store keeps corrections as sparse layers (changed flat pixel indices + new values, plus confirmed
+pixels): :func:`diff_layer` turns an edited mask into such a layer, :func:`stroke_pixels` turns canvas
+strokes into a scene-sized pixel mask (for ``Workspace.save_label_edit(pixels=..., values=...)`` or
+``confirm=...``), and :func:`colorize_status` shows ``Workspace.pixel_status`` codes.
 """
 from __future__ import annotations
 
@@ -159,6 +164,49 @@ def rebase_edit(base: np.ndarray, edited: np.ndarray, latest: np.ndarray) -> tup
     return out, int(np.count_nonzero(changed))
 
 
+def stroke_pixels(
+    rgba: np.ndarray | None, window: Window, shape: tuple[int, int], alpha_threshold: int = 1
+) -> np.ndarray:
+    """Boolean scene-sized (``shape`` = (H, W)) mask of the pixels painted on a canvas showing ``window``."""
+    r, c, h, w = _check_window(tuple(shape), window)
+    out = np.zeros(tuple(shape), bool)
+    out[r : r + h, c : c + w] = stroke_mask(rgba, h, w, alpha_threshold)
+    return out
+
+
+def diff_layer(base: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse layer turning ``base`` into ``edited``: ``(flat int32 indices, uint8 new values)``."""
+    base, edited = np.asarray(base), np.asarray(edited)
+    if base.shape != edited.shape:
+        raise ValueError(f"masks differ in shape: base {base.shape}, edited {edited.shape}")
+    idx = np.flatnonzero(base.ravel() != edited.ravel()).astype(np.int32)
+    return idx, edited.ravel()[idx].astype(np.uint8)
+
+
+def apply_layer(label: np.ndarray, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A copy of ``label`` with the flat ``indices`` set to ``values`` (the inverse of :func:`diff_layer`)."""
+    out = np.asarray(label).astype(np.uint8, copy=True)
+    out.ravel()[np.asarray(indices, np.int64)] = np.asarray(values, np.uint8)
+    return out
+
+
+STATUS_COLORS = {  # pixel status code (seghz.store.PIXEL_*) -> RGB
+    0: (0, 0, 0),  # original: not drawn (see colorize_status)
+    1: (255, 140, 0),  # corrected: orange
+    2: (30, 200, 90),  # confirmed: green
+    255: (128, 128, 128),  # ignored: grey
+}
+
+
+def colorize_status(status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image (uint8 H×W×3) of pixel status codes and the mask of pixels worth drawing (not original)."""
+    st = np.asarray(status)
+    rgb = np.zeros((*st.shape, 3), np.uint8)
+    for code, color in STATUS_COLORS.items():
+        rgb[st == code] = color
+    return rgb, st != 0
+
+
 def blend_overlay(image: np.ndarray, colored: np.ndarray, opacity: float, mask: np.ndarray | None = None) -> np.ndarray:
     """RGB ``image`` with ``colored`` (RGB, same size) blended on top at ``opacity`` (where ``mask`` is True)."""
     img = np.asarray(image, np.float32)
@@ -202,6 +250,7 @@ def offset_slider_max(extent: int) -> int:
 
 
 __all__ = [
-    "MAX_WINDOW", "agreement", "apply_strokes", "blend_overlay", "canvas_scale", "clamp_window", "count_painted",
-    "offset_slider_max", "offset_step", "rebase_edit", "resize_nearest", "stroke_mask", "window_options",
+    "MAX_WINDOW", "STATUS_COLORS", "agreement", "apply_layer", "apply_strokes", "blend_overlay", "canvas_scale",
+    "clamp_window", "colorize_status", "count_painted", "diff_layer", "offset_slider_max", "offset_step",
+    "rebase_edit", "resize_nearest", "stroke_mask", "stroke_pixels", "window_options",
 ]

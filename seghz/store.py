@@ -4,7 +4,8 @@ Layout of a workspace folder (default ``./workspace``, or ``$SEGHZ_WORKSPACE``):
 
     index.sqlite        the index (WAL mode, so readers never block the one writer)
     scenes/             imagery and ORIGINAL labels, copied in on import and never modified
-    labels/<scene>/     label versions, one full class-index mask per version: v0001.png, v0002.png, ...
+    labels/<scene>/     label history: one sparse correction layer per version, v0001.npz, v0002.npz, ...
+                        (workspaces of older SegHZ may also hold whole-mask versions vNNNN.png; still read)
     checkpoints/        trained models
     jobs/               one log per background job: <job id>.log
     evals/              evaluation outputs
@@ -13,9 +14,15 @@ Every method opens its own short-lived SQLite connection, so one :class:`Workspa
 Streamlit threads, and any number of processes (background jobs, the CLI) may use the same folder.
 Writes that must see a consistent state (label saves, job claims) run in ``BEGIN IMMEDIATE`` transactions.
 
-Label versions: version 0 is the original label of a scene (its ``label_path``, not a row); version N is a
-row of ``label_versions`` plus the mask file ``labels/<scene>/vNNNN.png``. A save names the version it
-was based on; when that is no longer the latest, the save is refused with :class:`ConflictError`.
+Label store: the original label of a scene (version 0, its ``label_path``) is never modified. Every later
+version is one row of ``label_versions``: a correction *layer* (changed pixels as flat indices + new
+values, confirmed pixels, provenance: analyst, UTC time, tool, checkpoint id, reason), or an ``undo`` /
+``redo`` of one analyst's layer. The effective label of version N is the original with the layers in
+effect at N applied in version order; :meth:`Workspace.pixel_status` tells original / corrected /
+confirmed / ignored pixels apart. A save names the version it was based on; when that is stale, it is
+merged if its pixels do not overlap those touched since, else refused with :class:`ConflictError`.
+A layer file is written atomically (temp + fsync + rename) before its row commits: the row is the
+acknowledgement, and files without a row (a crash in between) are never read.
 """
 from __future__ import annotations
 
@@ -38,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from seghz.classes import IGNORE, get_scheme
-from seghz.data.io import raster_info, read_index_mask, write_index_mask
+from seghz.data.io import atomic_write_bytes, raster_info, read_index_mask, write_index_mask, write_index_mask_geotiff
 from seghz.errors import BadInputError, ConflictError, SegHZError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPLITS = ("train", "val", "test", "none")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "died")
 ACTIVE_JOB_STATUSES = ("queued", "running")
@@ -179,7 +186,100 @@ _MIGRATIONS: tuple[tuple[Any, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS promotions_to ON promotions(to_id)",
     ),
+    (  # 2 -> 3: label store of sparse correction layers with undo/redo (old rows are whole-mask PNGs: kind 'full')
+        _add_column("label_versions", "kind", "TEXT NOT NULL DEFAULT 'full'"),
+        _add_column("label_versions", "target_version", "INTEGER"),
+        _add_column("label_versions", "base_version", "INTEGER"),
+        _add_column("label_versions", "n_confirmed", "INTEGER NOT NULL DEFAULT 0"),
+        _add_column("label_versions", "sha256", "TEXT"),
+        "CREATE INDEX IF NOT EXISTS label_versions_analyst ON label_versions(scene_id, analyst)",
+    ),
 )
+
+
+# ---------------------------------------------------------------------- label store: layers and pixel status
+
+PIXEL_ORIGINAL = 0  #: pixel status: the original label, untouched by any correction in effect
+PIXEL_CORRECTED = 1  #: pixel status: an analyst set a value that differs from the original label
+PIXEL_CONFIRMED = 2  #: pixel status: an analyst confirmed the label (or set it back to the original value)
+PIXEL_IGNORED = 255  #: pixel status: the effective label is 255 (ignore), same code as in label masks
+ANALYST_MAX = 64  #: longest analyst name (characters, after NFC normalisation and trimming)
+REASON_MAX = 2000  #: longest reason text
+LAYER_FORMAT = 1  #: version of the .npz layer file format
+_LAYER_KINDS = ("layer", "full")  # history entries that carry pixels ("full" = whole-mask PNG of older SegHZ)
+
+
+class EmptyEditError(BadInputError):
+    """A label edit that changes no pixel and confirms none; no version is created."""
+
+
+def _conflict(message: str, scene_id: str, base: int, latest: int, overlap: int | None) -> ConflictError:
+    err = ConflictError(message)
+    err.scene_id, err.base_version, err.latest_version, err.overlap = scene_id, base, latest, overlap
+    return err
+
+
+@dataclass(frozen=True)
+class LabelLayer:
+    """One correction layer: ``indices`` (int32 flat pixel indices, row * width + col, ascending) take
+    ``values`` (uint8 class indices, 255 = ignore); ``confirm`` (int32 flat indices) are pixels confirmed
+    as correctly labelled (values unchanged).
+
+    On disk (``labels/<scene>/vNNNN.npz``, ``numpy.savez_compressed``, no pickled objects): arrays
+    ``format`` (= 1), ``shape`` (int64 [H, W]), ``indices``, ``values`` and ``confirm``; the SHA-256 of the
+    file is kept in the version's row and checked on every read.
+    """
+
+    version: int
+    shape: tuple[int, int]
+    indices: np.ndarray
+    values: np.ndarray
+    confirm: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        """The layer as ``.npz`` bytes."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, format=np.array(LAYER_FORMAT, np.int64), shape=np.array(self.shape, np.int64),
+                            indices=self.indices.astype(np.int32), values=self.values.astype(np.uint8),
+                            confirm=self.confirm.astype(np.int32))
+        return buf.getvalue()
+
+
+def read_label_layer(path: str | os.PathLike, shape: tuple[int, int], sha256: str | None = None,
+                     version: int = 0) -> LabelLayer:
+    """Read and check a layer file written by :meth:`LabelLayer.to_bytes`.
+
+    Raises:
+        BadInputError: Naming the file, when it is missing, torn (checksum mismatch), unreadable, of another
+            format version or for another scene size, or holds indices outside the scene.
+    """
+    import io
+    import zipfile
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BadInputError(p, f"cannot read label layer of version {version} ({e})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise BadInputError(p, f"label layer of version {version} is damaged (checksum mismatch)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            fmt, shp = int(z["format"]), tuple(int(v) for v in z["shape"])
+            idx, vals, conf = z["indices"], z["values"], z["confirm"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise BadInputError(p, f"not a readable label layer ({e})") from None
+    if fmt != LAYER_FORMAT:
+        raise BadInputError(p, f"label layer format {fmt} is not understood (this SegHZ reads {LAYER_FORMAT})")
+    if shp != tuple(shape):
+        raise BadInputError(p, f"label layer is for a {shp[1]}x{shp[0]} scene, not {shape[1]}x{shape[0]}")
+    n = shape[0] * shape[1]
+    if idx.shape != vals.shape or any(a.size and (a.min() < 0 or a.max() >= n) for a in (idx, conf)):
+        raise BadInputError(p, "label layer holds pixel indices outside the scene or mismatched values")
+    return LabelLayer(version, tuple(shape), idx.astype(np.int64), vals.astype(np.uint8), conf.astype(np.int64))
+
 
 
 class NotFoundError(SegHZError, LookupError):
@@ -264,7 +364,14 @@ class Scene:
 
 @dataclass(frozen=True)
 class LabelVersion:
-    """One saved label version of a scene (version 0, the original label, has no row)."""
+    """One entry of a scene's label history (version 0, the original label, has no row).
+
+    ``kind``: ``layer`` (a sparse correction layer, ``path`` = its .npz), ``full`` (a whole-mask PNG saved by
+    older SegHZ; read as its difference from the previous version), ``undo`` / ``redo`` (``target_version``
+    = the layer taken back / re-applied; no file). ``parent_version`` is the version it was put on top of,
+    ``base_version`` the one the analyst edited (they differ after a merge). ``n_changed`` = pixels whose
+    value it changes, ``n_confirmed`` = pixels it confirms, ``undone`` = a layer currently out of effect.
+    """
 
     id: int
     scene_id: str
@@ -277,11 +384,17 @@ class LabelVersion:
     reason: str | None
     n_changed: int
     created_at: str
+    kind: str = "full"
+    target_version: int | None = None
+    base_version: int | None = None
+    n_confirmed: int = 0
+    sha256: str | None = None
+    undone: bool = False
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LabelVersion:
+    def from_row(cls, row: sqlite3.Row, undone: bool = False) -> LabelVersion:
         """Build a LabelVersion from a ``label_versions`` row."""
-        return cls(**{k: row[k] for k in row.keys()})
+        return cls(**{k: row[k] for k in row.keys()}, undone=bool(undone))
 
 
 @dataclass(frozen=True)
@@ -709,7 +822,10 @@ class Workspace:
     # ------------------------------------------------------------------ label versions
 
     def latest_label_version(self, scene_id: str) -> int:
-        """Latest label version of a scene (0 = the original label, nothing saved yet)."""
+        """Latest label version of a scene (0 = the original label, nothing saved yet).
+
+        Every history entry (a saved correction layer, an undo, a redo) is a new version.
+        """
         with self.connect() as conn:
             return self._latest_version(conn, scene_id)
 
@@ -719,21 +835,106 @@ class Workspace:
             "SELECT COALESCE(MAX(version), 0) FROM label_versions WHERE scene_id = ?", (scene_id,)
         ).fetchone()[0]
 
-    def _version_mask(self, conn: sqlite3.Connection, scene: Scene, version: int) -> np.ndarray:
-        if version == 0:
-            if scene.label_path is None:
-                return np.full((scene.height, scene.width), IGNORE, np.uint8)
-            return read_index_mask(self.path(scene.label_path))
-        row = conn.execute(
-            "SELECT path FROM label_versions WHERE scene_id = ? AND version = ?", (scene.id, version)
-        ).fetchone()
-        if row is None:
-            latest = self._latest_version(conn, scene.id)
-            raise NotFoundError(f"scene '{scene.id}' has no label version {version} (latest is {latest})")
-        return read_index_mask(self.path(row["path"]))
+    def _original_label(self, scene: Scene) -> np.ndarray:
+        if scene.label_path is None:
+            return np.full((scene.height, scene.width), IGNORE, np.uint8)
+        mask = read_index_mask(self.path(scene.label_path))
+        if mask.shape != (scene.height, scene.width):
+            raise BadInputError(self.path(scene.label_path), f"original label of scene '{scene.id}' is {mask.shape[1]}x"
+                                f"{mask.shape[0]}, the scene {scene.width}x{scene.height}")
+        return mask
+
+    @staticmethod
+    def _history_rows(conn: sqlite3.Connection, scene_id: str, upto: int | None = None) -> list[sqlite3.Row]:
+        if upto is None:
+            return conn.execute("SELECT * FROM label_versions WHERE scene_id = ? ORDER BY version", (scene_id,)).fetchall()
+        return conn.execute(
+            "SELECT * FROM label_versions WHERE scene_id = ? AND version <= ? ORDER BY version", (scene_id, int(upto))
+        ).fetchall()
+
+    @staticmethod
+    def _active_versions(rows: list[sqlite3.Row]) -> list[int]:
+        """Versions of the correction layers in effect after ``rows`` (oldest first = order of application)."""
+        active: set[int] = set()
+        for r in rows:
+            if r["kind"] in _LAYER_KINDS:
+                active.add(r["version"])
+            elif r["kind"] == "undo":
+                active.discard(r["target_version"])
+            elif r["kind"] == "redo":
+                active.add(r["target_version"])
+        return sorted(active)
+
+    def _load_layer(self, scene: Scene, row: sqlite3.Row, by_version: dict[int, sqlite3.Row],
+                    cache: dict[int, LabelLayer]) -> LabelLayer:
+        """The correction layer written by a ``layer`` row, or derived from a legacy ``full`` row (the pixels
+        where its whole-mask PNG differs from the previous legacy version, or the original)."""
+        v = row["version"]
+        if v in cache:
+            return cache[v]
+        n = scene.height * scene.width
+        if row["kind"] == "layer":
+            layer = read_label_layer(self.path(row["path"]), (scene.height, scene.width), row["sha256"], version=v)
+        elif row["kind"] == "full":
+            full = read_index_mask(self.path(row["path"])).ravel()
+            if full.size != n:
+                raise BadInputError(self.path(row["path"]), f"label version {v} of scene '{scene.id}' has "
+                                    f"{full.size} pixels, the scene {n}")
+            parent = by_version.get(row["parent_version"])
+            if parent is not None and parent["kind"] == "full":
+                prev = read_index_mask(self.path(parent["path"])).ravel()
+            else:
+                prev = self._original_label(scene).ravel()
+            idx = np.flatnonzero(full != prev).astype(np.int32)
+            layer = LabelLayer(v, (scene.height, scene.width), idx, full[idx], np.zeros(0, np.int32))
+        else:
+            raise ValueError(f"scene '{scene.id}': label version {v} is a {row['kind']} entry, not a correction layer")
+        cache[v] = layer
+        return layer
+
+    def _compose(self, conn: sqlite3.Connection, scene: Scene, version: int | None,
+                 status: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(effective label, pixel status or None, version) of ``version`` (None = latest), in ``conn``'s snapshot."""
+        rows = self._history_rows(conn, scene.id, version)
+        latest_here = rows[-1]["version"] if rows else 0
+        if version is None:
+            version = latest_here
+        elif version < 0 or latest_here != version:
+            raise NotFoundError(f"scene '{scene.id}' has no label version {version} "
+                                f"(latest is {self._latest_version(conn, scene.id)})")
+        original = self._original_label(scene)
+        eff = original.ravel().copy()
+        last = np.zeros(eff.size, np.uint8) if status else None
+        by_version = {r["version"]: r for r in rows}
+        cache: dict[int, LabelLayer] = {}
+        for v in self._active_versions(rows):
+            layer = self._load_layer(scene, by_version[v], by_version, cache)
+            eff[layer.indices] = layer.values
+            if last is not None:
+                last[layer.indices] = 1
+                last[layer.confirm] = 2
+        eff = eff.reshape(original.shape)
+        if last is None:
+            return eff, None, version
+        last = last.reshape(original.shape)
+        st = np.full(original.shape, PIXEL_ORIGINAL, np.uint8)
+        st[(last == 1) & (eff != original)] = PIXEL_CORRECTED
+        st[(last == 2) | ((last == 1) & (eff == original))] = PIXEL_CONFIRMED
+        st[eff == IGNORE] = PIXEL_IGNORED
+        return eff, st, version
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            conn.execute("BEGIN")  # one read snapshot for the history rows
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def effective_label(self, scene_id: str, version: int | None = None) -> np.ndarray:
-        """The class-index mask (uint8, H×W, 255 = ignore) of a label version.
+        """The class-index mask (uint8, H×W, 255 = ignore) of a label version: the original label with the
+        correction layers in effect at that version applied in order (undone layers skipped).
 
         Args:
             scene_id: The scene.
@@ -741,29 +942,120 @@ class Workspace:
 
         Raises:
             NotFoundError: When the scene or the version does not exist.
-            BadInputError: When the version's mask file is missing or unreadable.
+            BadInputError: When a layer or mask file is missing, unreadable or fails its checksum.
         """
         scene = self.get_scene(scene_id)
-        with self.connect() as conn:
-            conn.execute("BEGIN")  # one snapshot for "latest" and its path
-            try:
-                v = self._latest_version(conn, scene_id) if version is None else int(version)
-                return self._version_mask(conn, scene, v)
-            finally:
-                conn.execute("COMMIT")
+        with self._snapshot() as conn:
+            return self._compose(conn, scene, None if version is None else int(version))[0]
 
-    def label_history(self, scene_id: str) -> list[LabelVersion]:
-        """Saved label versions of a scene, oldest first (the original, version 0, is not listed).
+    def pixel_status(self, scene_id: str, version: int | None = None) -> np.ndarray:
+        """Per-pixel status (uint8 H×W) of a label version.
+
+        Codes: ``PIXEL_ORIGINAL`` = 0 (untouched original label), ``PIXEL_CORRECTED`` = 1 (an analyst set a
+        value that differs from the original), ``PIXEL_CONFIRMED`` = 2 (an analyst confirmed the label, or set
+        it back to the original value), ``PIXEL_IGNORED`` = 255 (the effective label is 255, whoever made it so).
+        The newest layer in effect that touches a pixel decides between corrected and confirmed.
+
+        Raises:
+            NotFoundError: When the scene or the version does not exist.
+        """
+        scene = self.get_scene(scene_id)
+        with self._snapshot() as conn:
+            return self._compose(conn, scene, None if version is None else int(version), status=True)[1]
+
+    def label_and_status(self, scene_id: str, version: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`effective_label` and :meth:`pixel_status` of one version, read in one pass."""
+        scene = self.get_scene(scene_id)
+        with self._snapshot() as conn:
+            eff, st, _ = self._compose(conn, scene, None if version is None else int(version), status=True)
+        return eff, st
+
+    def trusted_mask(self, scene_id: str, version: int | None = None) -> np.ndarray:
+        """Boolean H×W mask of pixels an analyst vouched for (corrected or confirmed, not ignored); training
+        must never drop these with its noise mask."""
+        st = self.pixel_status(scene_id, version)
+        return (st == PIXEL_CORRECTED) | (st == PIXEL_CONFIRMED)
+
+    def label_layer(self, scene_id: str, version: int) -> LabelLayer:
+        """The correction layer saved as ``version`` (for a legacy whole-mask version: its difference from the
+        previous version).
+
+        Raises:
+            NotFoundError: When the version does not exist.
+            ValueError: When the version is an undo/redo entry (it has no layer of its own).
+        """
+        scene = self.get_scene(scene_id)
+        with self._snapshot() as conn:
+            rows = self._history_rows(conn, scene_id)
+            by_version = {r["version"]: r for r in rows}
+            if int(version) not in by_version:
+                raise NotFoundError(f"scene '{scene_id}' has no label version {version} "
+                                    f"(latest is {rows[-1]['version'] if rows else 0})")
+            return self._load_layer(scene, by_version[int(version)], by_version, {})
+
+    def label_history(self, scene_id: str, analyst: str | None = None) -> list[LabelVersion]:
+        """History of a scene's labels, oldest first (the original, version 0, is not listed).
+
+        Each entry carries its provenance (analyst, UTC time, tool, checkpoint id, reason), its ``kind``
+        (``layer``; ``full`` for versions saved as whole masks by older SegHZ; ``undo``/``redo`` with
+        ``target_version``) and ``undone`` (whether a layer is currently out of effect).
+
+        Args:
+            scene_id: The scene.
+            analyst: Only this analyst's entries (compared after Unicode NFC normalisation and trimming).
 
         Raises:
             NotFoundError: When the scene does not exist.
         """
         self.get_scene(scene_id)
-        with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM label_versions WHERE scene_id = ? ORDER BY version", (scene_id,)
-            ).fetchall()
-        return [LabelVersion.from_row(r) for r in rows]
+        with self._snapshot() as conn:
+            rows = self._history_rows(conn, scene_id)
+        active = set(self._active_versions(rows))
+        name = None if analyst is None else unicodedata.normalize("NFC", analyst).strip()
+        return [LabelVersion.from_row(r, undone=r["kind"] in _LAYER_KINDS and r["version"] not in active)
+                for r in rows if name is None or r["analyst"] == name]
+
+    # ---- saving
+
+    @staticmethod
+    def _check_provenance(scene_id: str, analyst: Any, tool: Any, reason: Any) -> tuple[str, str, str | None]:
+        source = f"label edit for scene '{scene_id}'"
+        if not isinstance(analyst, str) or not analyst.strip():
+            raise BadInputError(source, "the analyst's name is required (every label version records who made "
+                                "it); got an empty one")
+        name = unicodedata.normalize("NFC", analyst).strip()
+        if len(name) > ANALYST_MAX:
+            raise BadInputError(source, f"analyst name is {len(name)} characters long; at most {ANALYST_MAX} allowed")
+        if any(unicodedata.category(ch).startswith("C") for ch in name):
+            raise BadInputError(source, f"analyst name {name!r} holds control characters")
+        if not isinstance(tool, str) or not tool.strip() or len(tool.strip()) > 64:
+            raise BadInputError(source, f"tool must be a name of 1-64 characters, got {tool!r}")
+        if reason is not None:
+            if not isinstance(reason, str):
+                raise BadInputError(source, f"reason must be text, got {type(reason).__name__}")
+            reason = unicodedata.normalize("NFC", reason).strip() or None
+            if reason is not None and len(reason) > REASON_MAX:
+                raise BadInputError(source, f"reason is {len(reason)} characters long; at most {REASON_MAX} allowed")
+        return name, tool.strip(), reason
+
+    @staticmethod
+    def _flat_pixels(pixels: Any, shape: tuple[int, int], source: str, what: str) -> np.ndarray:
+        """Flat int64 indices from a boolean H×W mask or an array of flat indices."""
+        arr = np.asarray(pixels)
+        n = shape[0] * shape[1]
+        if arr.dtype == bool:
+            if arr.shape != shape:
+                raise BadInputError(source, f"{what} mask shape {arr.shape} differs from the scene's (height, width) = {shape}")
+            return np.flatnonzero(arr)
+        if arr.size == 0:
+            return np.zeros(0, np.int64)
+        if not np.issubdtype(arr.dtype, np.integer) or arr.ndim != 1:
+            raise BadInputError(source, f"{what} must be a boolean H×W mask or a 1-D array of flat pixel indices, "
+                                f"got dtype {arr.dtype} shape {arr.shape}")
+        if arr.min() < 0 or arr.max() >= n:
+            raise BadInputError(source, f"{what} index {int(arr.min() if arr.min() < 0 else arr.max())} lies outside "
+                                f"the scene's {shape[1]}x{shape[0]} = {n} pixels")
+        return arr.astype(np.int64)
 
     def save_label_version(
         self,
@@ -774,69 +1066,305 @@ class Workspace:
         tool: str,
         checkpoint_id: str | None = None,
         reason: str | None = None,
+        *,
+        confirm: np.ndarray | None = None,
+        merge: bool = False,
     ) -> int:
-        """Save a full class-index mask as the next label version of a scene.
-
-        The save runs in one ``BEGIN IMMEDIATE`` transaction: it checks that ``base_version`` is still the
-        latest, writes ``labels/<scene>/vNNNN.png`` atomically, then inserts the row and commits. A crash at
-        any point leaves the previous state (at worst with an orphan file that the next save overwrites).
+        """Save an edited whole class-index mask: stored as a correction layer holding the pixels where ``mask``
+        differs from label version ``base_version`` (see :meth:`save_label_edit` for the rules).
 
         Args:
             scene_id: The scene.
             mask: uint8 H×W class indices of the scene's scheme (255 = ignore), the scene's size.
             base_version: The version the edit started from (what :meth:`latest_label_version` said then).
-            analyst: Who made the edit; must not be empty.
+            analyst: Who made the edit (1-64 characters, any script).
             tool: What made the edit (e.g. ``"brush"``, ``"accept-prediction"``).
-            checkpoint_id: Model whose prediction the edit used, if any.
+            checkpoint_id: Model whose prediction the edit used; None = the workspace's active checkpoint.
             reason: Free-text reason.
+            confirm: Pixels (boolean H×W mask or flat indices) the analyst confirms as correctly labelled.
+            merge: When ``base_version`` is stale, merge non-overlapping edits instead of refusing every stale
+                save (the default here is strict, as before; :meth:`save_label_edit` merges by default).
 
         Returns:
             The new version number.
 
         Raises:
-            ValueError: For an empty analyst name.
-            BadInputError: For a mask of the wrong shape or with values that are not class indices.
+            BadInputError (a ValueError): Empty/too long analyst name, a mask of the wrong shape or with
+                values that are not class indices, or an edit that changes and confirms nothing
+                (:class:`EmptyEditError`; no version is created).
             NotFoundError: When the scene does not exist.
-            ConflictError: When ``base_version`` is no longer the latest version (someone else saved first).
+            ConflictError: When ``base_version`` is stale (and, with ``merge``, the edits overlap).
         """
-        if not analyst or not analyst.strip():
-            raise ValueError(f"scene '{scene_id}': a label save needs the analyst's name; got an empty one")
+        self._check_provenance(scene_id, analyst, tool, reason)
         scene = self.get_scene(scene_id)
         source = f"new label for scene '{scene_id}'"
         arr = np.asarray(mask)
         if arr.shape != (scene.height, scene.width):
-            raise BadInputError(source, f"mask shape {arr.shape} differs from the scene's (height, width) = ({scene.height}, {scene.width})")
+            raise BadInputError(source, f"mask shape {arr.shape} differs from the scene's (height, width) = "
+                                f"({scene.height}, {scene.width})")
         if arr.dtype != np.uint8:
             if not np.issubdtype(arr.dtype, np.integer) or (arr.size and (arr.min() < 0 or arr.max() > 255)):
                 raise BadInputError(source, f"mask must hold uint8 class indices, got dtype {arr.dtype}")
             arr = arr.astype(np.uint8)
         self._check_mask_values(arr, get_scheme(scene.scheme).num_classes, source)
+        base = self._base_label(scene, base_version)
+        changed = np.flatnonzero(arr.ravel() != base.ravel())
+        return self._save_layer(scene, int(base_version), changed, arr.ravel()[changed], confirm, analyst, tool,
+                                checkpoint_id, reason, merge, base)
+
+    def save_label_edit(
+        self,
+        scene_id: str,
+        base_version: int,
+        analyst: str,
+        tool: str,
+        *,
+        pixels: np.ndarray | None = None,
+        values: int | np.ndarray | None = None,
+        confirm: np.ndarray | None = None,
+        checkpoint_id: str | None = None,
+        reason: str | None = None,
+        merge: bool = True,
+    ) -> int:
+        """Save a sparse correction: ``pixels`` get ``values``, ``confirm`` pixels are vouched for unchanged.
+
+        Pixels set to the value they already hold in label version ``base_version`` are not changes: they
+        are recorded as confirmed (the analyst looked at them and chose that class). An edit with no pixel
+        and no confirmation (an empty stroke) creates no version (:class:`EmptyEditError`).
+
+        Concurrency: when ``base_version`` is no longer the latest, the edit is merged on top of the latest
+        version if none of its pixels (changed or confirmed) was touched by the versions saved since
+        ``base_version``; otherwise (or with ``merge=False``) it is refused with :class:`ConflictError`
+        naming the scene, both versions and the number of overlapping pixels.
+
+        Durability: the layer is written to ``labels/<scene>/vNNNN.npz`` atomically (temp file, fsync,
+        rename, folder fsync) and then its row is committed; the committed row is the acknowledgement.
+
+        Args:
+            scene_id: The scene.
+            base_version: Version the edit was made on.
+            analyst: Who made it (1-64 characters after trimming, any script, no control characters).
+            tool: What made it (e.g. ``"brush"``, ``"polygon"``, ``"accept-prediction"``, ``"confirm"``).
+            pixels: Boolean H×W mask or 1-D flat indices (row * width + col) of the pixels to set.
+            values: One class index for all ``pixels``, or one per flat index (uint8; 255 = ignore).
+            confirm: Boolean H×W mask or flat indices of pixels confirmed as correctly labelled.
+            checkpoint_id: Model whose prediction the edit used; None = the workspace's active checkpoint.
+            reason: Optional free text (any script, at most 2000 characters).
+            merge: Merge non-overlapping stale edits (default) instead of refusing them.
+
+        Returns:
+            The new version number.
+        """
+        self._check_provenance(scene_id, analyst, tool, reason)
+        scene = self.get_scene(scene_id)
+        shape = (scene.height, scene.width)
+        source = f"label edit for scene '{scene_id}'"
+        idx = self._flat_pixels(pixels if pixels is not None else np.zeros(0, np.int64), shape, source, "pixels")
+        if values is None:
+            if idx.size:
+                raise BadInputError(source, "pixels given without values")
+            vals = np.zeros(0, np.uint8)
+        else:
+            v = np.asarray(values)
+            if not np.issubdtype(v.dtype, np.integer):
+                raise BadInputError(source, f"values must be integer class indices, got dtype {v.dtype}")
+            if v.ndim == 0:
+                v = np.full(idx.size, int(v), np.int64)
+            elif v.shape == shape and np.asarray(pixels).dtype == bool:
+                v = v.ravel()[idx]
+            elif v.shape != idx.shape:
+                raise BadInputError(source, f"{v.size} values for {idx.size} pixels")
+            if v.size and (v.min() < 0 or v.max() > 255):
+                raise BadInputError(source, f"values must be class indices 0..255, got {int(v.min())}..{int(v.max())}")
+            vals = v.astype(np.uint8)
+        if np.unique(idx).size != idx.size:
+            raise BadInputError(source, "the same pixel is given more than once")
+        nc = get_scheme(scene.scheme).num_classes
+        bad = (vals >= nc) & (vals != IGNORE)
+        if bad.any():
+            raise BadInputError(source, f"class id(s) {sorted(np.unique(vals[bad]).tolist())[:10]} are not class "
+                                f"indices 0..{nc - 1} of scheme '{scene.scheme}' or 255 (ignore)")
+        base = self._base_label(scene, base_version)
+        keep = base.ravel()[idx] != vals
+        if not keep.all():  # painted with the value they already hold: the analyst vouches for them
+            extra = idx[~keep]
+            if confirm is not None:
+                extra = np.union1d(extra, self._flat_pixels(confirm, shape, source, "confirm"))
+            confirm = extra
+        return self._save_layer(scene, int(base_version), idx[keep], vals[keep], confirm, analyst, tool,
+                                checkpoint_id, reason, merge, base)
+
+    def _base_label(self, scene: Scene, base_version: Any) -> np.ndarray:
+        if isinstance(base_version, bool) or not isinstance(base_version, (int, np.integer)) or base_version < 0:
+            raise BadInputError(f"label edit for scene '{scene.id}'",
+                                f"base_version must be a version number >= 0, got {base_version!r}")
+        with self._snapshot() as conn:
+            latest = self._latest_version(conn, scene.id)
+            if base_version > latest:
+                raise ConflictError(f"scene '{scene.id}': this edit is based on label version {base_version}, which "
+                                    f"does not exist (the latest is version {latest}); reload the labels")
+            return self._compose(conn, scene, int(base_version))[0]
+
+    def _save_layer(self, scene: Scene, base_version: int, idx: np.ndarray, vals: np.ndarray, confirm: Any,
+                    analyst: str, tool: str, checkpoint_id: str | None, reason: str | None, merge: bool,
+                    base: np.ndarray) -> int:
+        name, tool, reason = self._check_provenance(scene.id, analyst, tool, reason)
+        shape = (scene.height, scene.width)
+        source = f"label edit for scene '{scene.id}'"
+        conf = np.zeros(0, np.int64) if confirm is None else self._flat_pixels(confirm, shape, source, "confirm")
+        conf = np.setdiff1d(conf, idx)  # a pixel both set and confirmed is set
+        if idx.size == 0 and conf.size == 0:
+            raise EmptyEditError(source, f"the edit on label version {base_version} changes no pixel and confirms "
+                                 "none; no version was created")
+        order = np.argsort(idx, kind="stable")
+        layer = LabelLayer(0, shape, idx[order].astype(np.int32), vals[order].astype(np.uint8), conf.astype(np.int32))
+        data = layer.to_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        touched_new = np.concatenate([layer.indices, layer.confirm])
         with self.transaction() as conn:
-            latest = self._latest_version(conn, scene_id)
+            latest = self._latest_version(conn, scene.id)
+            if base_version > latest:
+                raise ConflictError(f"scene '{scene.id}': label version {base_version} no longer exists (latest is "
+                                    f"{latest}); reload the labels")
             if base_version != latest:
-                raise ConflictError(self._conflict_message(conn, scene_id, base_version, latest))
-            base = self._version_mask(conn, scene, latest)
+                self._check_stale(conn, scene, base_version, latest, touched_new, merge)
             version = latest + 1
-            rel = f"labels/{scene_id}/v{version:04d}.png"
-            write_index_mask(self.path(rel), arr, get_scheme(scene.scheme))
+            if checkpoint_id is None:
+                checkpoint_id = self._active_id(conn)
+            rel = f"labels/{scene.id}/v{version:04d}.npz"
+            atomic_write_bytes(self.path(rel), data)
             conn.execute(
                 "INSERT INTO label_versions (scene_id, version, parent_version, path, analyst, tool, checkpoint_id, "
-                "reason, n_changed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (scene_id, version, latest, rel, analyst.strip(), tool, checkpoint_id, reason,
-                 int(np.count_nonzero(arr != base)), now_iso()),
+                "reason, n_changed, created_at, kind, target_version, base_version, n_confirmed, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'layer', NULL, ?, ?, ?)",
+                (scene.id, version, latest, rel, name, tool, checkpoint_id, reason, int(layer.indices.size), now_iso(),
+                 base_version, int(layer.confirm.size), digest),
             )
         return version
 
-    @staticmethod
-    def _conflict_message(conn: sqlite3.Connection, scene_id: str, base: int, latest: int) -> str:
-        row = conn.execute(
-            "SELECT analyst, created_at FROM label_versions WHERE scene_id = ? AND version = ?", (scene_id, latest)
-        ).fetchone()
-        by = f"saved by '{row['analyst']}' at {row['created_at']}" if row else "the original label"
-        return (
-            f"scene '{scene_id}': this edit is based on label version {base}, but the latest is version {latest} "
-            f"({by}); reload the latest labels and redo the edit"
-        )
+    def _check_stale(self, conn: sqlite3.Connection, scene: Scene, base: int, latest: int, pixels: np.ndarray,
+                     merge: bool) -> None:
+        """Raise ConflictError unless ``merge`` and no pixel of ``pixels`` was touched by versions base+1..latest."""
+        rows = self._history_rows(conn, scene.id)
+        by_version = {r["version"]: r for r in rows}
+        last = by_version[latest]
+        by = f"saved by '{last['analyst']}' at {last['created_at']}"
+        head = f"scene '{scene.id}': this edit is based on label version {base}, but the latest is version {latest} ({by})"
+        if not merge:
+            raise _conflict(f"{head}; reload the latest labels and redo the edit", scene.id, base, latest, None)
+        touched = np.zeros(scene.height * scene.width, bool)
+        hits: list[str] = []
+        cache: dict[int, LabelLayer] = {}
+        for r in rows:
+            if r["version"] <= base:
+                continue
+            target = by_version[r["target_version"]] if r["kind"] in ("undo", "redo") else r
+            layer = self._load_layer(scene, target, by_version, cache)
+            px = np.concatenate([layer.indices, layer.confirm])
+            k = int(np.count_nonzero(np.isin(pixels, px, assume_unique=False)))
+            if k:
+                hits.append(f"v{r['version']} by '{r['analyst']}' ({k} px)")
+            touched[px] = True
+        overlap = int(np.count_nonzero(touched[pixels]))
+        if overlap:
+            raise _conflict(
+                f"{head}; {overlap} of the edit's {pixels.size} pixel(s) were also changed since version {base} "
+                f"({', '.join(hits)}); reload the latest labels and redo the edit on those pixels",
+                scene.id, base, latest, overlap)
+
+    # ---- undo / redo
+
+    def _undo_redo_targets(self, rows: list[sqlite3.Row], name: str) -> tuple[int | None, int | None]:
+        active = set(self._active_versions(rows))
+        mine = [r for r in rows if r["analyst"] == name]
+        undo = max((r["version"] for r in mine if r["kind"] in _LAYER_KINDS and r["version"] in active), default=None)
+        stack: list[int] = []
+        for r in mine:
+            if r["kind"] in _LAYER_KINDS:
+                stack.clear()
+            elif r["kind"] == "undo":
+                stack.append(r["target_version"])
+            elif r["kind"] == "redo" and stack and stack[-1] == r["target_version"]:
+                stack.pop()
+        while stack and stack[-1] in active:  # re-applied some other way; nothing to redo there
+            stack.pop()
+        return undo, (stack[-1] if stack else None)
+
+    def undo_redo_state(self, scene_id: str, analyst: str) -> tuple[int | None, int | None]:
+        """``(version undo would take back, version redo would re-apply)`` for this analyst; None = nothing."""
+        name, _, _ = self._check_provenance(scene_id, analyst, "undo", None)
+        self.get_scene(scene_id)
+        with self._snapshot() as conn:
+            return self._undo_redo_targets(self._history_rows(conn, scene_id), name)
+
+    def undo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None) -> int:
+        """Take back the analyst's newest correction layer still in effect on the scene.
+
+        Nothing is deleted: a new ``undo`` version is recorded (so the history shows who undid what, when).
+
+        Returns:
+            The new version number.
+
+        Raises:
+            NotFoundError: When the scene does not exist or the analyst has no layer in effect to undo.
+        """
+        return self._undo_redo(scene_id, analyst, reason, "undo")
+
+    def redo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None) -> int:
+        """Re-apply the layer the analyst undid last (as a new ``redo`` version; the layer keeps its place in
+        the order of application). Redo is no longer possible once the analyst saved a new edit.
+
+        Raises:
+            NotFoundError: When the scene does not exist or there is nothing to redo.
+        """
+        return self._undo_redo(scene_id, analyst, reason, "redo")
+
+    def _undo_redo(self, scene_id: str, analyst: str, reason: str | None, kind: str) -> int:
+        name, _, reason = self._check_provenance(scene_id, analyst, kind, reason)
+        scene = self.get_scene(scene_id)
+        with self.transaction() as conn:
+            rows = self._history_rows(conn, scene_id)
+            undo, redo = self._undo_redo_targets(rows, name)
+            target = undo if kind == "undo" else redo
+            if target is None:
+                raise NotFoundError(f"scene '{scene_id}': analyst '{name}' has no label edit to {kind}")
+            latest = rows[-1]["version"]
+            before = self._compose(conn, scene, latest)[0]
+            version = latest + 1
+            conn.execute(
+                "INSERT INTO label_versions (scene_id, version, parent_version, path, analyst, tool, checkpoint_id, "
+                "reason, n_changed, created_at, kind, target_version, base_version, n_confirmed, sha256) "
+                "VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, NULL)",
+                (scene_id, version, latest, name, kind, self._active_id(conn), reason, now_iso(), kind, target, latest),
+            )
+            after = self._compose(conn, scene, version)[0]
+            conn.execute("UPDATE label_versions SET n_changed = ? WHERE scene_id = ? AND version = ?",
+                         (int(np.count_nonzero(before != after)), scene_id, version))
+        return version
+
+    # ---- export
+
+    def export_label(self, scene_id: str, path: str | os.PathLike, version: int | None = None) -> Path:
+        """Write a label version as a class-index mask: ``.png`` (palette PNG in scheme colours) or
+        ``.tif``/``.tiff`` (GeoTIFF with the scene's CRS and transform, nodata 255). Written atomically.
+
+        Raises:
+            BadInputError: For another file suffix.
+            NotFoundError: When the scene or version does not exist.
+        """
+        p = Path(path)
+        scene = self.get_scene(scene_id)
+        mask = self.effective_label(scene_id, version)
+        scheme = get_scheme(scene.scheme)
+        suffix = p.suffix.lower()
+        if suffix == ".png":
+            write_index_mask(p, mask, scheme)
+        elif suffix in (".tif", ".tiff"):
+            write_index_mask_geotiff(p, mask, crs=scene.crs, transform=scene.transform, scheme=scheme)
+        else:
+            raise BadInputError(p, f"cannot export the label of scene '{scene_id}' as '{suffix or p.name}'; "
+                                "use .png or .tif")
+        return p
 
     # ------------------------------------------------------------------ settings
 

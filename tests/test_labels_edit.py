@@ -147,3 +147,20 @@ def test_blend_overlay_and_agreement():
     assert out[0, 0, 0] == 150 and out[1, 1, 0] == 100
     assert agreement(np.array([1, 2, 3]), np.array([1, 0, 255])) == 0.5
     assert agreement(np.array([1]), np.array([255])) is None
+
+
+def test_diff_layer_roundtrip_and_stroke_pixels():
+    from seghz.labels_edit import apply_layer, colorize_status, diff_layer, stroke_pixels
+
+    base = np.zeros((6, 8), np.uint8)
+    edited = base.copy()
+    edited[1, 2], edited[4, 7] = 3, 255
+    idx, vals = diff_layer(base, edited)
+    assert idx.tolist() == [1 * 8 + 2, 4 * 8 + 7] and vals.tolist() == [3, 255] and idx.dtype == np.int32
+    np.testing.assert_array_equal(apply_layer(base, idx, vals), edited)
+    with pytest.raises(ValueError, match="shape"):
+        diff_layer(base, edited[:, 1:])
+    px = stroke_pixels(rgba_with(4, 4, (0, 2, 0, 2)), (2, 3, 4, 4), (6, 8))
+    assert px.shape == (6, 8) and px.sum() == 4 and px[2:4, 3:5].all()
+    rgb, drawn = colorize_status(np.array([[0, 1], [2, 255]], np.uint8))
+    assert drawn.tolist() == [[False, True], [True, True]] and rgb[0, 0].tolist() == [0, 0, 0]

@@ -32,6 +32,13 @@ def _make_scene_files(ws: Workspace, folder: str, label: bool = True, size: tupl
     return img, lbl
 
 
+def _changed(mask: np.ndarray) -> np.ndarray:
+    """A copy of ``mask`` with one pixel changed (an unchanged mask is an empty edit: no version)."""
+    out = mask.copy()
+    out[5, 5] = (out[5, 5] + 1) % 7
+    return out
+
+
 @pytest.fixture
 def ws(tmp_path) -> Workspace:
     return Workspace(tmp_path / "ws")
@@ -56,7 +63,7 @@ def test_layout_wal_and_schema(tmp_path, monkeypatch):
     raw = sqlite3.connect(ws.db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     raw.close()
-    assert ws.schema_version() == SCHEMA_VERSION == 2
+    assert ws.schema_version() == SCHEMA_VERSION == 3
     assert Workspace(ws.root).schema_version() == SCHEMA_VERSION  # reopening is idempotent
 
 
@@ -157,7 +164,7 @@ def test_label_versions(ws, scene):
     np.testing.assert_array_equal(ws.effective_label("s"), edit2)
     np.testing.assert_array_equal(ws.effective_label("s", 1), edit)
     np.testing.assert_array_equal(ws.effective_label("s", 0), original)
-    assert (ws.root / "labels/s/v0001.png").is_file() and (ws.root / "labels/s/v0002.png").is_file()
+    assert (ws.root / "labels/s/v0001.npz").is_file() and (ws.root / "labels/s/v0002.npz").is_file()
     hist = ws.label_history("s")
     assert [(h.version, h.parent_version, h.analyst, h.tool, h.n_changed) for h in hist] == [
         (1, 0, "ann", "brush", n1),
@@ -199,7 +206,7 @@ def test_conflicting_saves_keep_the_first(ws, scene):
     assert "scene 's'" in msg and "version 0" in msg and "version 1" in msg and "'alice'" in msg
     np.testing.assert_array_equal(ws.effective_label("s"), first)
     assert ws.latest_label_version("s") == 1
-    assert not (ws.root / "labels/s/v0002.png").exists()
+    assert not (ws.root / "labels/s/v0002.npz").exists()
 
 
 def test_failed_file_write_leaves_old_state(ws, scene, monkeypatch):
@@ -208,9 +215,11 @@ def test_failed_file_write_leaves_old_state(ws, scene, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "write_index_mask", boom)
+    monkeypatch.setattr(store, "atomic_write_bytes", boom)
+    edit = ws.effective_label("s")
+    edit[3, 3] = (edit[3, 3] + 1) % 7
     with pytest.raises(OSError, match="disk full"):
-        ws.save_label_version("s", ws.effective_label("s"), 0, "ann", "brush")
+        ws.save_label_version("s", edit, 0, "ann", "brush")
     assert ws.latest_label_version("s") == 0 and ws.label_history("s") == []
 
 
@@ -265,7 +274,7 @@ def test_data_version_tracks_labels_and_membership(ws, scene):
     v0 = ws.data_version("train")
     assert v0 == ws.data_version("train") and len(v0) == 12
     empty_val = ws.data_version("val")
-    ws.save_label_version("s", ws.effective_label("s"), 0, "ann", "brush")
+    ws.save_label_version("s", _changed(ws.effective_label("s")), 0, "ann", "brush")
     v1 = ws.data_version("train")
     assert v1 != v0
     assert ws.data_version("val") == empty_val
@@ -284,7 +293,7 @@ def test_unlabelled_scene_starts_all_ignore(ws):
 
 
 def test_delete_scene_removes_rows_and_files(ws, scene):
-    ws.save_label_version("s", ws.effective_label("s"), 0, "ann", "brush")
+    ws.save_label_version("s", _changed(ws.effective_label("s")), 0, "ann", "brush")
     ws.delete_scene("s")
     assert ws.list_scenes() == []
     assert not (ws.root / "labels/s").exists() and not (ws.root / "scenes/s").exists()

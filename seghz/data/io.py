@@ -252,3 +252,56 @@ def read_pair(image: Path, label: Path, scheme: Scheme) -> tuple[np.ndarray, np.
             label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size {img.shape[1]}x{img.shape[0]}"
         )
     return img, lbl
+
+
+def write_index_mask_geotiff(
+    path: str | os.PathLike,
+    mask: np.ndarray,
+    crs: str | None = None,
+    transform: tuple[float, ...] | None = None,
+    scheme: Scheme | None = None,
+) -> None:
+    """Atomically write a class-index mask as a single-band uint8 GeoTIFF (deflate, nodata 255) with ``crs``
+    and the affine ``transform`` (a, b, c, d, e, f) when given, and a colour map in ``scheme`` colours."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.transform import Affine
+
+    mask = np.asarray(mask, np.uint8)
+    if mask.ndim != 2:
+        raise ValueError(f"index mask must be 2-D, got shape {mask.shape}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.tif", dir=p.parent)
+    os.close(fd)
+    profile = {"driver": "GTiff", "width": mask.shape[1], "height": mask.shape[0], "count": 1, "dtype": "uint8",
+               "nodata": 255, "compress": "deflate"}
+    if crs:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = Affine(*[float(v) for v in transform][:6])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as ds:
+                ds.write(mask, 1)
+                if scheme is not None:
+                    ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(scheme.colors)})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(p.parent, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    except OSError:
+        pass
