@@ -16,13 +16,18 @@ from seghz.train.trainer import TrainConfig, train
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"parent_checkpoint"}
 
 
-def _samples(ws: Workspace, split: str, scheme: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False) -> list[tuple[np.ndarray, ...]]:
+    """(image, effective label[, trusted mask]) of every labelled scene of a split, labels in ``scheme``.
+
+    A scene counts as labelled when it has an original label or any saved correction; trusted pixels (corrected
+    or confirmed by an analyst) are never dropped by the noise-mask loss."""
     out = []
     for s in ws.list_scenes(split):
-        if not s.label_path:
+        if not s.label_path and ws.latest_label_version(s.id) == 0:
             continue
         lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, scheme)
-        out.append((read_image(ws.scene_path(s, "image")), lbl))
+        img = read_image(ws.scene_path(s, "image"))
+        out.append((img, lbl, ws.trusted_mask(s.id)) if trusted else (img, lbl))
     return out
 
 
@@ -42,7 +47,7 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     cfg.validate()
     get_scheme(cfg.scheme)
     progress.log(f"loading scenes for scheme {cfg.scheme}")
-    tr = _samples(ws, config.get("train_split", "train"), cfg.scheme)
+    tr = _samples(ws, config.get("train_split", "train"), cfg.scheme, trusted=True)
     va = _samples(ws, config.get("val_split", "val"), cfg.scheme)
     if not tr:
         raise ValueError(f"the '{config.get('train_split', 'train')}' split has no labelled scenes to train on")
