@@ -579,3 +579,24 @@ def test_bad_input_is_refused_with_clear_errors(ws):
     assert [(h.analyst, h.reason) for h in hist] == [(name, "Überprüft: 道路 → 建筑 ✓"), ("Zoë", "ok 👍")]
     assert ws.label_history("s", analyst="Zoe\u0308")[0].version == v  # NFC: the same name typed decomposed
     assert ws.undo_label_edit("s", name) == v + 1
+
+
+def test_training_samples_carry_trusted_masks(ws, tmp_path):
+    """The train job's samples: effective labels (crosswalked) with the trusted mask of corrected/confirmed pixels;
+    a scene labelled only by corrections is included."""
+    from seghz.jobs.kinds import _samples
+
+    paint = np.zeros((H, W), bool)
+    paint[3:6, 4:9] = True
+    ws.save_label_edit("s", 0, "ann", "brush", pixels=paint, values=3)
+    img, _ = _scene_files(ws.root, "u")
+    ws.add_scene("U", img, "hz7", split="train", scene_id="u")  # no original label
+    assert [len(x) for x in _samples(ws, "train", "hz7")] == [2]  # the unlabelled scene has no edits yet
+    ws.save_label_edit("u", 0, "ann", "brush", pixels=paint, values=1)
+    got = _samples(ws, "train", "hz7", trusted=True)
+    assert len(got) == 2
+    for _img, lbl, tr in got:
+        assert tr.dtype == bool and np.array_equal(tr, paint)
+        assert (lbl[paint] != 255).all()
+    u = [g for g in got if (g[1] != 255).sum() == paint.sum()]
+    assert len(u) == 1 and (u[0][1][paint] == 1).all()
