@@ -202,7 +202,7 @@ def compiler_available() -> bool:
 class Predictor:
     """Runs a model over images of any size. ``mean``/``std`` are the normalisation in [0, 1] units.
 
-    ``batch_size=None`` picks it: on the CPU 4 windows of ≤ 512² (1 of 1024²); on CUDA from the free memory
+    ``batch_size=None`` picks it: on the CPU 2 windows of 512² (4 of 256², 1 of 1024²); on CUDA from the free memory
     measured with one window.
     ``compile=True`` runs full-tile batches through ``torch.compile`` (Inductor with frozen weights:
     about 2× faster on CPU after a 10–40 s first compile); inputs of other shapes run eagerly, and a
@@ -281,8 +281,8 @@ class Predictor:
         """The batch size in use: the configured one, or (``None``) 4 on CPU / measured from free CUDA memory."""
         if self.batch_size is not None:
             return int(self.batch_size)
-        if not self._cuda:  # CPU convolutions gain nothing from big batches: 4 windows of 512², fewer when larger
-            self.batch_size = int(max(1, min(4, (4 * 512 * 512) // (int(self.tile) ** 2))))
+        if not self._cuda:  # CPU convolutions gain nothing from big batches: 2 windows of 512², 1 of 1024², 4 of 256²
+            self.batch_size = int(max(1, min(4, (2 * 512 * 512) // (int(self.tile) ** 2))))
             return self.batch_size
         t = -(-int(self.tile) // 32) * 32
         dev = torch.device(self.device)

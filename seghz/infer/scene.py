@@ -49,6 +49,7 @@ from seghz.infer.engine import Cancelled, Predictor, shard_rows
 from seghz.infer.region import class_areas, pixel_area_m2
 
 PNG_MAX_SIDE = 4096
+GDAL_CACHE_MB = 64  # GDAL block cache while predicting a scene (MB)
 NODATA = 255
 UNCERTAINTY_BANDS = ("confidence", "entropy", "disagreement")
 
@@ -205,7 +206,21 @@ def _all_ok(ok: bool, world_size: int) -> bool:
     return int(t.item()) == 0
 
 
-def predict_scene(
+def predict_scene(predictor: Predictor, input_path: str | os.PathLike, output_path: str | os.PathLike, **kw) -> dict:
+    """Predict a whole raster window row by window row into a class-index GeoTIFF; returns a summary dict.
+
+    Keyword arguments: ``tta``, ``uncertainty``, ``png``, ``areas_csv``, ``scheme``, ``progress``,
+    ``should_cancel``, ``rank``, ``world_size`` (see :func:`_predict_scene`). GDAL's block cache is capped at
+    ``GDAL_CACHE_MB`` while it runs (GDAL's default allows 5 % of the machine's RAM), so the open output file
+    cannot hold more than that of cached blocks.
+    """
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _predict_scene(predictor, input_path, output_path, **kw)
+
+
+def _predict_scene(
     predictor: Predictor,
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -220,7 +235,7 @@ def predict_scene(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict:
-    """Predict a whole raster window row by window row into a class-index GeoTIFF; returns a summary dict.
+    """The body of :func:`predict_scene`.
 
     ``scheme`` (a Scheme or its name; default: the first registered scheme with the predictor's class
     count) gives the colour table, class names of the CSV and the PNG colours. Raises
