@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -331,6 +332,94 @@ def cmd_demo_data(a) -> int:
     return 0
 
 
+def cmd_noise_rank(a) -> int:
+    """Per-pixel label suspicion (``<stem>.npy``) and the ranked review queue (``--json``) for an image/label folder.
+
+    Two passes: the first predicts every image once (probabilities and TTA disagreement, cached in a temporary
+    folder) and accumulates the per-class confident-learning thresholds over the whole folder; the second
+    scores, writes the ``.npy`` files and groups suspicious pixels into queue items. Queue items carry class
+    names (``label_class``/``predicted_class``) and class indices of the checkpoint's scheme
+    (``label_id``/``predicted_id``); ``bbox`` is ``[row0, col0, row1, col1]``, end-exclusive.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from seghz.classes import get_scheme
+    from seghz.data.io import list_pairs, read_pair
+    from seghz.errors import BadInputError
+    from seghz.evaluate import label_for_checkpoint
+    from seghz.infer.engine import Predictor
+    from seghz.models.checkpoint import read_metadata
+    from seghz.review.suspicion import DEFAULT_WEIGHTS, ClassThresholds, combine, group_components, signals
+
+    if not Path(a.checkpoint).is_file():
+        raise SegHZError(f"{a.checkpoint}: checkpoint file does not exist")
+    src = get_scheme(a.scheme)
+    meta = read_metadata(a.checkpoint)
+    ck_scheme = meta["scheme"]["name"]
+    names = list(meta["scheme"]["names"])
+    if a.scheme != ck_scheme:
+        from seghz.classes import index_crosswalk
+
+        index_crosswalk(a.scheme, ck_scheme)  # raises SchemeMismatchError naming both schemes
+    pairs = list_pairs(a.images, a.labels)
+    if not pairs:
+        raise BadInputError(a.images, "no image/label pairs")
+    if a.tau <= 0:
+        raise SegHZError(f"--tau must be > 0 nats, got {a.tau}")
+    if a.top_fraction is not None and not 0 < a.top_fraction <= 1:
+        raise SegHZError(f"--top-fraction must be in (0, 1], got {a.top_fraction}")
+    out = Path(a.scores)
+    out.mkdir(parents=True, exist_ok=True)
+    pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
+    nc = int(meta["num_classes"])
+    acc = ClassThresholds(nc)
+    with tempfile.TemporaryDirectory(prefix="seghz-noise-") as tmp:
+        bar = _tqdm_progress("noise-rank: predict")
+        try:
+            for i, (ip, lp) in enumerate(pairs):
+                img, lbl = read_pair(ip, lp, src)
+                lbl = label_for_checkpoint(lbl, a.scheme, ck_scheme)
+                res = pred.predict_full(img, a.tta, return_proba=True)
+                acc.update(res.proba, lbl)
+                np.savez(Path(tmp) / f"{i}.npz", proba=res.proba, disagreement=res.disagreement, label=lbl)
+                bar((i + 1) / len(pairs), ip.name)
+        finally:
+            bar.close()
+        thr, freq = acc.thresholds(), acc.frequencies()
+        queue = []
+        bar = _tqdm_progress("noise-rank: score")
+        try:
+            for i, (ip, _) in enumerate(pairs):
+                z = np.load(Path(tmp) / f"{i}.npz")
+                lbl = z["label"]
+                sig = signals(z["proba"], lbl, z["disagreement"], thresholds=thr, tau=a.tau)
+                score = combine(sig, lbl, DEFAULT_WEIGHTS)
+                dst = out / f"{ip.stem}.npy"
+                part = out / f".{ip.stem}.npy.part"
+                with open(part, "wb") as f:
+                    np.save(f, score)
+                os.replace(part, dst)
+                queue += group_components(score, lbl, sig["argmax"], stem=ip.stem, names=names, threshold=a.threshold,
+                                          top_fraction=a.top_fraction, min_pixels=a.min_pixels, rarity=a.rarity,
+                                          class_freq=freq)
+                bar((i + 1) / len(pairs), ip.name)
+        finally:
+            bar.close()
+    queue.sort(key=lambda it: (-it.score, it.stem, it.bbox))
+    print(f"scored {len(pairs)} image(s) into {out}; {len(queue)} queue item(s)", file=sys.stderr)
+    for it in queue[:10]:
+        print(f"{it.stem}  bbox {list(it.bbox)}  {it.pixels} px  score {it.score:.1f}  "
+              f"label {it.label_class} -> predicted {it.predicted_class}")
+    if a.json:
+        from seghz.data.io import atomic_write_bytes
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(a.json, json.dumps([it.to_json() for it in queue], indent=1).encode(), fsync=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
     p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
@@ -439,6 +528,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device")
     d.set_defaults(fn=cmd_train_demo)
+
+    nr = sub.add_parser("noise-rank", help="rank probably-wrong labels: per-pixel suspicion .npy files and a review queue")
+    nr.add_argument("--checkpoint", required=True)
+    nr.add_argument("--images", required=True, help="folder of images (paired with --labels by file stem)")
+    nr.add_argument("--labels", required=True, help="folder of label files")
+    nr.add_argument("--scheme", required=True, help="class scheme of the label files (crosswalked to the checkpoint's)")
+    nr.add_argument("--tta", default="none", choices=["none", "d4"])
+    nr.add_argument("--scores", required=True, help="output folder for <stem>.npy (float32 HxW, -inf = ignored)")
+    nr.add_argument("--json", help="write the ranked queue [{stem, bbox, pixels, score, label_class, predicted_class, ...}]")
+    nr.add_argument("--tau", type=float, default=math.log(10.0), help="noise-mask threshold in nats (default ln 10)")
+    nr.add_argument("--threshold", type=float, default=0.5, help="suspicion at or above which a pixel joins a queue item")
+    nr.add_argument("--top-fraction", type=float, help="instead of --threshold: keep this top fraction of each image's pixels")
+    nr.add_argument("--min-pixels", type=int, default=4, help="drop queue items smaller than this")
+    nr.add_argument("--rarity", type=float, default=0.0, help="class-rarity boost exponent (0 = off)")
+    nr.add_argument("--device")
+    nr.add_argument("--batch-size", type=int, default=8)
+    nr.set_defaults(fn=cmd_noise_rank)
     return p
 
 
