@@ -41,6 +41,27 @@ def print_table(sc: dict, out=sys.stdout) -> None:
     print(f"mIoU {f(sc['miou'])}  fwIoU {f(sc['fwiou'])}  OA {f(sc['oa'])}", file=out)
 
 
+def _apply_sets(cfg, items: list[str]) -> None:
+    """``--set key=value`` overrides of any TrainConfig field (values parsed as JSON, else taken as text)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cfg)} - {"extra"}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise SegHZError(f"--set {item}: expected KEY=VALUE with KEY one of {sorted(names)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        setattr(cfg, key, value)
+    try:
+        cfg.validate()
+    except (ValueError, TypeError) as e:
+        raise SegHZError(f"training recipe: {e}") from None
+
+
 def cmd_train(a) -> int:
     """Train on an image/label folder pair. Under ``torchrun`` (WORLD_SIZE > 1) every process reads the data, trains
     its shard with DDP (``--batch-size`` per process) and only rank 0 prints, validates and writes files."""
@@ -72,6 +93,7 @@ def cmd_train(a) -> int:
         resume=a.resume, amp=not a.no_amp, ddp=False if a.no_ddp else None,
         extra={"data": {"images": str(a.images), "scheme": a.scheme, "test_fraction": a.test_fraction, "val_count": a.val_count}},
     )
+    _apply_sets(cfg, a.set or [])
     bar = _tqdm_progress("train") if main else None
 
     def on_metrics(step, epoch, row):
@@ -497,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from <out>.state.safetensors (weights, optimizer, scheduler, RNG) when it exists")
     t.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 without channels_last (default: bf16 autocast)")
     t.add_argument("--no-ddp", action="store_true", help="do not use DDP even when WORLD_SIZE > 1")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any recipe field, e.g. --set noise_mask=cos --set label_smoothing=0.1 --set ohem=true "
+                        "--set sampler=class_aware --set patience=5 (repeatable; values are JSON)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on an image/label folder pair")

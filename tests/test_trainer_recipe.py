@@ -219,3 +219,17 @@ def test_sampler_and_augment_settings_are_validated():
                 {"sampler_min_fraction": 2.0}):
         with pytest.raises(ValueError):
             _cfg(**bad).validate()
+
+
+def test_cli_set_overrides_recipe_fields():
+    from seghz.cli import _apply_sets
+    from seghz.errors import SegHZError
+
+    cfg = _cfg()
+    _apply_sets(cfg, ["noise_mask=cos", "label_smoothing=0.1", "ohem=false", "sampler=class_aware", "patience=3",
+                      "sampler-classes=[5]"])
+    assert (cfg.noise_mask, cfg.label_smoothing, cfg.ohem, cfg.sampler, cfg.patience, cfg.sampler_classes) == \
+        ("cos", 0.1, False, "class_aware", 3, [5])
+    for bad in (["nope=1"], ["noise_mask"], ["label_smoothing=1.5"], ["sampler=everything"]):
+        with pytest.raises(SegHZError):
+            _apply_sets(_cfg(), bad)
