@@ -1,8 +1,16 @@
-"""Labels: compare a scene's label with the active model's prediction and paint corrections with a class brush.
+"""Labels: compare a scene's label with the active model's prediction, review the model-ranked noise queue,
+and paint corrections with a class brush.
 
-Every save is a new label version (``ws.save_label_version``); original labels are never modified. An edit
-keeps the version it started from; if someone else saved in between, the save is refused (ConflictError)
-and the edit stays in this session so it can be re-applied onto the latest version.
+Every save is a sparse correction layer (``ws.save_label_edit``: the painted pixels and their class, with the
+analyst, tool, active checkpoint and reason); original labels are never modified. An edit keeps the version it
+started from; when someone saved in between, the save is merged if none of its pixels were touched since, and
+refused otherwise (ConflictError) with the edit kept in this session so it can be re-applied onto the latest
+version. Pixels painted with the class they already hold are recorded as confirmed.
+
+Noise queue (``seghz.review.queue``): the active checkpoint scores the scene's label, suspicious pixels are
+grouped into ranked components, and each item can be accepted (model's prediction), relabelled, ignored or
+confirmed with one click (tools ``queue-accept`` / ``queue-relabel`` / ``queue-ignore`` / ``queue-confirm``).
+Judged items leave the queue and only come back when their label pixels change.
 
 Canvas: streamlit-drawable-canvas 0.13.0 (a components-v2 rewrite that works with Streamlit 1.67). The
 background is passed as encoded image bytes (a data: URL built by the package), not through Streamlit's
@@ -12,37 +20,55 @@ returns only what was painted (the background lives on a separate layer), so alp
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from seghz import report
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
 from seghz.labels_edit import (
     agreement,
-    apply_strokes,
     blend_overlay,
     canvas_scale,
     clamp_window,
+    colorize_status,
     count_painted,
     offset_slider_max,
     offset_step,
     rebase_edit,
+    stroke_pixels,
     window_options,
 )
-from ui.common import analyst_name, canvas, page_header, predictor_for, progress_callback, scheme_legend_html
+from seghz.review import queue as rq
+from seghz.store import NotFoundError
+from ui.common import (
+    analyst_name,
+    analyst_problem,
+    canvas,
+    page_header,
+    predictor_for,
+    progress_callback,
+    scheme_legend_html,
+)
 
 MAX_DISPLAY = 768  # canvas pixels on the longer side, at most
 MIN_DISPLAY = 512  # small windows are enlarged to this on the canvas
 PRED_CACHE = 4
+QUEUE_PAGE = 5  # queue items per page
+TTA_CHOICES = ["none", "flip", "d4"]
+JOBS_SHOWN = 3
 
-ws = page_header("Labels", "Review the model's prediction against the label and paint corrections; "
+ws = page_header("Labels", "Review the model's prediction and its noise queue against the label, and paint corrections; "
                            "each save is a new label version (originals are never modified).")
 ss = st.session_state
-edits: dict = ss.setdefault("lbl_edits", {})  # scene id -> {"base_version", "mask", "gen"}
+edits: dict = ss.setdefault("lbl_edits", {})  # scene id -> {"base_version", "mask", "painted", "gen"}
+queues: dict = ss.setdefault("lbl_queues", {})  # scene id -> (file mtime, SceneQueue)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -55,13 +81,45 @@ def version_mask(root: str, scene_id: str, version: int) -> np.ndarray:
     return ws.effective_label(scene_id, version)  # label versions never change once saved
 
 
-def new_edit(scene_id: str) -> dict:
+@st.cache_data(max_entries=4, show_spinner=False)
+def version_status(root: str, scene_id: str, version: int) -> np.ndarray:
+    return ws.pixel_status(scene_id, version)
+
+
+def new_edit(scene_id: str, gen: int = 0) -> dict:
     v = ws.latest_label_version(scene_id)
-    return {"base_version": v, "mask": version_mask(str(ws.root), scene_id, v).copy(), "gen": 0}
+    mask = version_mask(str(ws.root), scene_id, v).copy()
+    return {"scene_id": scene_id, "base_version": v, "mask": mask, "painted": np.zeros(mask.shape, bool), "gen": gen}
 
 
-def flash(kind: str, message: str) -> None:
-    ss["lbl_flash"] = (kind, message)
+def pending_pixels(edit: dict) -> np.ndarray:
+    """Pixels the unsaved edit sets: painted ones plus any whose value differs from its base version."""
+    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"])
+    return edit["painted"] | (edit["mask"] != base)
+
+
+def reset_edit(scene_id: str) -> None:
+    edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
+
+
+def flash(kind: str, message: str, area: str = "edit") -> None:
+    ss[f"lbl_flash_{area}"] = (kind, message)
+
+
+def show_flash(area: str) -> None:
+    msg = ss.pop(f"lbl_flash_{area}", None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+
+
+def current_analyst(area: str) -> str | None:
+    """The analyst's name, or None after flashing why it cannot be used."""
+    name = analyst_name()
+    problem = analyst_problem(name)
+    if problem:
+        flash("error", problem, area)
+        return None
+    return name
 
 
 def commit_pending() -> int:
@@ -74,8 +132,10 @@ def commit_pending() -> int:
     n = count_painted(last["rgba"])
     if edit is None or edit["gen"] != last["gen"] or n == 0:
         return 0
-    edit["mask"] = apply_strokes(edit["mask"], last["rgba"], last["class_index"], last["window"],
-                                 num_classes=last["num_classes"])
+    px = stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)
+    edit["mask"] = edit["mask"].copy()
+    edit["mask"][px] = last["class_index"]
+    edit["painted"] = edit["painted"] | px
     edit["gen"] += 1
     return n
 
@@ -87,9 +147,7 @@ def on_apply() -> None:
 
 def on_discard(scene_id: str) -> None:
     ss.pop("lbl_strokes", None)
-    gen = edits.get(scene_id, {}).get("gen", 0)
-    edits[scene_id] = new_edit(scene_id)
-    edits[scene_id]["gen"] = gen + 1
+    reset_edit(scene_id)
     ss.pop("lbl_conflict", None)
     flash("info", "Discarded your unsaved changes; showing the latest label version.")
 
@@ -98,39 +156,134 @@ def on_rebase(scene_id: str) -> None:
     edit = edits[scene_id]
     latest = ws.latest_label_version(scene_id)
     base = version_mask(str(ws.root), scene_id, edit["base_version"])
-    new, n = rebase_edit(base, edit["mask"], version_mask(str(ws.root), scene_id, latest))
-    edits[scene_id] = {"base_version": latest, "mask": new, "gen": edit["gen"] + 1}
+    new, _ = rebase_edit(base, edit["mask"], version_mask(str(ws.root), scene_id, latest))
+    sel = pending_pixels(edit)
+    new[sel] = edit["mask"][sel]
+    edits[scene_id] = {**edit, "base_version": latest, "mask": new, "painted": sel, "gen": edit["gen"] + 1}
     ss.pop("lbl_conflict", None)
-    flash("info", f"Re-applied your {n} changed pixel(s) onto label version {latest}. Check them, then save again.")
+    flash("info", f"Re-applied your {int(sel.sum())} edited pixel(s) onto label version {latest}. Check them, then save again.")
 
 
 def on_save(scene_id: str, checkpoint_id: str | None) -> None:
-    name = analyst_name()
-    if not name:
-        flash("error", "Enter your analyst name in the sidebar before saving; every label version records who made it.")
+    name = current_analyst("edit")
+    if name is None:
         return
     commit_pending()
     edit = edits[scene_id]
-    base = version_mask(str(ws.root), scene_id, edit["base_version"])
-    if np.array_equal(base, edit["mask"]):
-        flash("warning", "Nothing to save: your edit does not change any pixel.")
+    px = pending_pixels(edit)
+    if not px.any():
+        flash("warning", "Nothing to save: your edit does not paint any pixel.")
         return
+    latest_before = ws.latest_label_version(scene_id)
     try:
-        v = ws.save_label_version(scene_id, edit["mask"], base_version=edit["base_version"], analyst=name, tool="brush",
-                                  checkpoint_id=checkpoint_id, reason=(ss.get("lbl_reason") or "").strip() or None)
+        v = ws.save_label_edit(scene_id, edit["base_version"], name, "brush", pixels=px, values=edit["mask"],
+                               checkpoint_id=checkpoint_id, reason=(ss.get("lbl_reason") or "").strip() or None, merge=True)
     except ConflictError as e:
         ss["lbl_conflict"] = {"scene_id": scene_id, "message": str(e)}
-        flash("error", f"Not saved — someone saved this scene first. {e}. Your edit is kept in this session: "
-                       "press “Re-apply my edit on the latest version”, check it, and save again.")
+        flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}. Your edit "
+                       "is kept in this session: press “Re-apply my edit on the latest version”, check it, and save again.")
         return
     except (SegHZError, ValueError) as e:
         flash("error", f"Not saved: {e}")
         return
-    edit["base_version"] = v
-    edit["gen"] += 1
+    merged = latest_before != edit["base_version"]
+    reset_edit(scene_id)
     ss.pop("lbl_conflict", None)
     ss["lbl_reason"] = ""
-    flash("success", f"Saved label version {v} of '{scene_id}' as {name}.")
+    flash("success", f"Saved label version {v} of '{scene_id}' as {name}"
+          + (f" (merged on top of version {latest_before}, saved meanwhile; your pixels did not overlap)." if merged else "."))
+
+
+def on_undo_redo(scene_id: str, kind: str) -> None:
+    name = current_analyst("history")
+    if name is None:
+        return
+    try:
+        v = (ws.undo_label_edit if kind == "undo" else ws.redo_label_edit)(scene_id, name)
+    except (NotFoundError, SegHZError, ValueError) as e:
+        flash("error", f"Could not {kind}: {e}", "history")
+        return
+    target = next((h.target_version for h in ws.label_history(scene_id) if h.version == v), None)
+    if not pending_pixels(edits[scene_id]).any():
+        reset_edit(scene_id)
+    flash("success", f"{'Undid' if kind == 'undo' else 'Re-applied'} your label version {target} (recorded as version {v}).",
+          "history")
+
+
+def export_data(scene_id: str, version: int, suffix: str):
+    def make() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="seghz-export-") as d:
+            return ws.export_label(scene_id, Path(d) / f"label{suffix}", version).read_bytes()
+
+    return make
+
+
+# ---- noise queue
+
+
+def scene_queue(scene_id: str) -> rq.SceneQueue | None:
+    """The scene's cached queue (re-read when its file changed, e.g. rebuilt in another session)."""
+    path = rq.review_dir(ws, scene_id) / "queue.npz"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        queues.pop(scene_id, None)
+        return None
+    cached = queues.get(scene_id)
+    if cached is None or cached[0] != mtime:
+        q = rq.load_queue(ws, scene_id)
+        if q is None:
+            return None
+        queues[scene_id] = cached = (mtime, q)
+    return cached[1]
+
+
+def item_suffix(it: rq.ReviewItem) -> str:
+    return "_".join(str(v) for v in it.bbox)
+
+
+def on_queue_action(scene_id: str, key: str, action: str) -> None:
+    name = current_analyst("queue")
+    if name is None:
+        return
+    q = scene_queue(scene_id)
+    it = q.item(key) if q is not None else None
+    if it is None:
+        flash("warning", "That queue item is gone (the queue was rebuilt); nothing saved.", "queue")
+        return
+    class_index = ss.get(f"lbl_q_cls_{item_suffix(it)}") if action == "relabel" else None
+    try:
+        v = rq.apply_action(ws, q, it, action, name, class_index=class_index)
+    except ConflictError as e:
+        flash("error", f"Not saved: the label of this component changed since the queue was built ({e}). "
+                       "Rebuild the queue.", "queue")
+        return
+    except (SegHZError, ValueError) as e:
+        flash("error", f"Not saved: {e}", "queue")
+        return
+    if not pending_pixels(edits[scene_id]).any():
+        reset_edit(scene_id)
+    verb = {"accept": "Accepted the prediction for", "relabel": "Relabelled", "ignore": "Marked as ignored",
+            "confirm": "Confirmed the label of"}[action]
+    flash("success", f"{verb} the {it.label_class} component at {it.location()} ({it.pixels} px): label version {v}.",
+          "queue")
+
+
+def on_retrain(kind: str, checkpoint_id: str, name: str) -> None:
+    from seghz.jobs.runner import submit_job
+
+    if kind == "train":
+        config = {"parent_checkpoint_id": checkpoint_id, "epochs": int(ss.get("lbl_rt_epochs", 5)),
+                  "name": f"{name} + corrections", "origin": "labels"}
+    else:
+        config = {"checkpoint_id": checkpoint_id, "name": f"{name} head refit", "origin": "labels"}
+    try:
+        jid = submit_job(ws, kind, config)
+    except (ValueError, ImportError, OSError) as e:
+        flash("error", f"Could not start the job: {e}", "retrain")
+        return
+    flash("success", f"{'Full retrain' if kind == 'train' else 'Head refit'} job `{jid}` submitted; it runs in the "
+                     "background (progress below and on the Train page).", "retrain")
 
 
 # ------------------------------------------------------------------------------------------------ scene
@@ -138,6 +291,9 @@ scenes = [s for s in ws.list_scenes() if s.label_path]
 if not scenes:
     st.info("No labelled scenes in this workspace. Import image/label pairs with `python -m seghz import`.")
     st.stop()
+name_problem = analyst_problem(analyst_name())
+if name_problem and analyst_name():  # empty is explained where it matters; a bad name is flagged at once
+    st.sidebar.error(name_problem)
 by_id = {s.id: s for s in scenes}
 sid = st.selectbox(
     "Scene", list(by_id), key="lbl_scene", on_change=commit_pending,
@@ -146,26 +302,26 @@ sid = st.selectbox(
 )
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
-if sid not in edits:
+if sid not in edits or "painted" not in edits[sid]:
     edits[sid] = new_edit(sid)
 edit = edits[sid]
-base_mask = version_mask(str(ws.root), sid, edit["base_version"])
-n_changed = int(np.count_nonzero(base_mask != edit["mask"]))
+n_changed = int(np.count_nonzero(pending_pixels(edit)))
 latest = ws.latest_label_version(sid)
 if latest != edit["base_version"]:
     if n_changed == 0:
-        edits[sid] = edit = {**new_edit(sid), "gen": edit["gen"] + 1}
-        base_mask = version_mask(str(ws.root), sid, edit["base_version"])
-        st.info(f"Label version {latest} was saved meanwhile; showing it.")
+        edits[sid] = edit = new_edit(sid, edit["gen"] + 1)
+        st.info(f"Showing label version {latest} (saved since this page last showed the scene).")
     else:
         st.warning(
             f"Your unsaved edit ({n_changed} px) started from label version {edit['base_version']}, but version "
-            f"{latest} has been saved since. Saving now would be refused. Re-apply your changed pixels onto the "
-            "latest version, or discard them."
+            f"{latest} has been saved since. Saving merges your edit on top of it when none of your pixels were changed "
+            "since; otherwise the save is refused. You can also re-apply your pixels onto the latest version first, or "
+            "discard them."
         )
         r1, r2, _ = st.columns([2, 2, 3])
         r1.button("Re-apply my edit on the latest version", key="lbl_rebase", on_click=on_rebase, args=(sid,))
         r2.button("Discard my edit", key="lbl_discard_conflict", on_click=on_discard, args=(sid,))
+base_version = edit["base_version"]
 
 # ------------------------------------------------------------------------------------------------ window
 sizes = window_options(scene.height, scene.width)
@@ -184,19 +340,26 @@ if scene.width > size:
 win = clamp_window(scene.height, scene.width, row, col, size)
 r0, c0, wh, ww = win
 img_path = ws.scene_path(scene, "image")
-img = load_window(str(img_path), img_path.stat().st_mtime, win)
+img_mtime = img_path.stat().st_mtime
+img = load_window(str(img_path), img_mtime, win)
 lbl_win = edit["mask"][r0 : r0 + wh, c0 : c0 + ww]
 st.caption(f"Window rows {r0}–{r0 + wh - 1}, columns {c0}–{c0 + ww - 1} of {scene.width}×{scene.height} px · "
-           f"editing from label version {edit['base_version']} · unsaved changed pixels: {n_changed}")
+           f"editing from label version {base_version} · unsaved edited pixels: {n_changed}")
 
 # ------------------------------------------------------------------------------------------------ views
 active = ws.active_checkpoint()
+queue = scene_queue(sid)
 preds: dict = ss.setdefault("lbl_preds", {})
 pred_key = f"{sid}|{win}|{active.id if active else ''}"
+try:
+    ck_scheme = get_scheme(active.scheme) if active else scheme
+except KeyError:
+    ck_scheme = scheme
 v1, v2, v3 = st.columns(3)
 v1.image(img, caption="image", width="stretch")
-v2.image(scheme.colorize(lbl_win), caption=f"label (version {edit['base_version']}" + (" + your edit)" if n_changed else ")"),
+v2.image(scheme.colorize(lbl_win), caption=f"label (version {base_version}" + (" + your edit)" if n_changed else ")"),
          width="stretch")
+pred = None
 with v3:
     if active is None:
         st.info("No active checkpoint: nothing to predict with.")
@@ -205,8 +368,8 @@ with v3:
             bar = st.progress(0.0, text="predicting…")
             try:
                 predictor, meta = predictor_for(ws, active.id)
-                pred, _ = predictor.predict(img, "none", progress=progress_callback(bar))
-                preds[pred_key] = pred
+                p, _ = predictor.predict(img, "none", progress=progress_callback(bar))
+                preds[pred_key] = p
                 while len(preds) > PRED_CACHE:
                     preds.pop(next(iter(preds)))
             except (SegHZError, ValueError, OSError, RuntimeError) as e:
@@ -214,13 +377,12 @@ with v3:
             finally:
                 bar.empty()
         pred = preds.get(pred_key)
+        if pred is None and queue is not None and queue.checkpoint_id == active.id and queue.shape == edit["mask"].shape:
+            pred = queue.predicted[r0 : r0 + wh, c0 : c0 + ww]
         if pred is None:
-            st.caption(f"Prediction of the active model **{active.name}**: press the button (computed on demand).")
+            st.caption(f"Prediction of the active model **{active.name}**: press the button (computed on demand), "
+                       "or build the noise queue below.")
         else:
-            try:
-                ck_scheme = get_scheme(active.scheme)
-            except KeyError:
-                ck_scheme = scheme
             st.image(ck_scheme.colorize(pred), caption=f"prediction ({active.name})", width="stretch")
             if ck_scheme.name == scheme.name:
                 agree = agreement(pred, lbl_win)
@@ -231,10 +393,32 @@ with v3:
                 st.markdown(scheme_legend_html(ck_scheme), unsafe_allow_html=True)
 st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
 
+# ------------------------------------------------------------------------------------------------ overlays
+st.markdown("**Canvas overlays**")
+o1, o2, o3, o4 = st.columns(4)
+opacity = o1.slider("Label", 0.0, 1.0, 0.35, 0.05, key="lbl_opacity", help="Opacity of the label on the canvas.")
+pred_opacity = o2.slider("Prediction", 0.0, 1.0, 0.0, 0.05, key="lbl_pred_opacity", disabled=pred is None,
+                         help="Opacity of the model's prediction (predict the window or build the queue first).")
+have_score = queue is not None and queue.shape == edit["mask"].shape
+sus_opacity = o3.slider("Suspicion", 0.0, 1.0, 0.0, 0.05, key="lbl_sus_opacity", disabled=not have_score,
+                        help="Opacity of the noise-queue suspicion score (yellow → red; build the queue first).")
+show_status = o4.toggle("Pixel status", key="lbl_status", help="Colour the saved label's pixels by status: corrected "
+                        "(orange), confirmed (green), ignored (grey); original pixels are left as they are.")
+bg = blend_overlay(img, scheme.colorize(lbl_win), opacity, mask=lbl_win != IGNORE)
+if pred is not None and pred_opacity > 0:
+    bg = blend_overlay(bg, ck_scheme.colorize(pred), pred_opacity)
+if have_score and sus_opacity > 0:
+    rgb, m = rq.score_rgb(queue.score[r0 : r0 + wh, c0 : c0 + ww])
+    bg = blend_overlay(bg, rgb, sus_opacity, mask=m)
+if show_status:
+    rgb, m = colorize_status(version_status(str(ws.root), sid, base_version)[r0 : r0 + wh, c0 : c0 + ww])
+    bg = blend_overlay(bg, rgb, 0.65, mask=m)
+    st.caption(f"Status of label version {base_version}: orange = corrected, green = confirmed, grey = ignored.")
+
 # ------------------------------------------------------------------------------------------------ brush
 st.subheader("Paint a correction")
 options = list(range(scheme.num_classes)) + [IGNORE]
-b1, b2, b3, b4 = st.columns([2, 1, 1, 1])
+b1, b2, b3 = st.columns([2, 1, 1])
 class_index = b1.selectbox(
     "Class to paint", options, key="lbl_class", on_change=commit_pending,
     format_func=lambda i: "ignore / unlabelled (255)" if i == IGNORE else f"{i}: {scheme.names[i]}",
@@ -242,12 +426,10 @@ class_index = b1.selectbox(
 )
 mode = b2.radio("Tool", ["freedraw", "rect"], key="lbl_mode", format_func={"freedraw": "brush", "rect": "rectangle"}.get)
 stroke = b3.slider("Brush width (canvas px)", 1, 80, 16, key="lbl_width")
-opacity = b4.slider("Label overlay", 0.0, 1.0, 0.35, 0.05, key="lbl_opacity", help="Opacity of the label on the canvas.")
 
 ch, cw, scale = canvas_scale(wh, ww, MAX_DISPLAY, MIN_DISPLAY)
 rgb = (0, 0, 0) if class_index == IGNORE else scheme.colors[class_index]
 paint = f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, 0.8)"
-bg = blend_overlay(img, scheme.colorize(lbl_win), opacity, mask=lbl_win != IGNORE)
 bg_img = Image.fromarray(bg).resize((cw, ch), Image.NEAREST if scale >= 1 else Image.BILINEAR)
 buf = io.BytesIO()
 bg_img.save(buf, format="JPEG", quality=90)
@@ -265,7 +447,7 @@ else:
     ss.pop("lbl_strokes", None)
 st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f}). Painted on the canvas, not yet "
            f"applied: {n_painted} canvas px. Strokes are applied with their class when you switch class or window, "
-           "press Apply, or save.")
+           "press Apply, or save. Pixels painted with the class they already have are saved as confirmed.")
 
 st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
@@ -275,15 +457,176 @@ a2.button("Save as new label version", key="lbl_save", type="primary", on_click=
 a3.button("Discard unsaved changes", key="lbl_discard", on_click=on_discard, args=(sid,))
 if not analyst_name():
     st.caption("Enter your analyst name in the sidebar to save.")
-msg = ss.pop("lbl_flash", None)
-if msg:
-    getattr(st, msg[0])(msg[1])
+show_flash("edit")
+
+# ------------------------------------------------------------------------------------------------ undo / export
+st.subheader("Undo, redo and export")
+undo_v = redo_v = None
+if name_problem is None:
+    try:
+        undo_v, redo_v = ws.undo_redo_state(sid, analyst_name())
+    except (SegHZError, ValueError):
+        pass
+u1, u2, u3, u4 = st.columns(4)
+u1.button("Undo my last edit" + (f" (v{undo_v})" if undo_v is not None else ""), key="lbl_undo",
+          disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"),
+          help="Take back your newest label version still in effect on this scene (recorded as a new version).")
+u2.button("Redo" + (f" (v{redo_v})" if redo_v is not None else ""), key="lbl_redo", disabled=redo_v is None,
+          on_click=on_undo_redo, args=(sid, "redo"), help="Re-apply the version you undid last.")
+u3.download_button("Export label (PNG)", data=export_data(sid, latest, ".png"), file_name=f"{sid}_v{latest}.png",
+                   mime="image/png", key="lbl_export_png", on_click="ignore",
+                   help=f"Label version {latest} as a class-index PNG in scheme colours.")
+u4.download_button("Export label (GeoTIFF)", data=export_data(sid, latest, ".tif"), file_name=f"{sid}_v{latest}.tif",
+                   mime="image/tiff", key="lbl_export_tif", on_click="ignore",
+                   help=f"Label version {latest} as a GeoTIFF with the scene's CRS and transform (nodata 255).")
+if name_problem and not analyst_name():
+    st.caption("Undo and redo act on your own edits: enter your analyst name in the sidebar.")
+show_flash("history")
+
+# ------------------------------------------------------------------------------------------------ noise queue
+st.subheader("Noise queue")
+st.caption("The active model scores every labelled pixel of the scene (loss against the label, confident-learning "
+           "margin, TTA vote); suspicious pixels are grouped into components ranked by score × area.")
+q1, q2, q3 = st.columns([1, 1, 2])
+tta = q1.selectbox("TTA", TTA_CHOICES, key="lbl_q_tta", help="Test-time augmentation views (more views: slower, "
+                   "adds the disagreement signal).")
+threshold = q2.slider("Suspicion threshold", 0.05, 0.95, 0.5, 0.05, key="lbl_q_threshold",
+                      help="Pixels scoring at or above this join a queue item.")
+if active is None:
+    st.info("No active checkpoint: the queue needs a model.")
+elif ck_scheme.name != scheme.name:
+    st.info(f"The active model predicts {ck_scheme.name} classes but this scene is labelled in {scheme.name}; "
+            "the queue needs a model of the scene's scheme.")
+elif q3.button("Build queue", key="lbl_q_build", type="primary", help=f"Score the whole scene with {active.name}."):
+    bar = st.progress(0.0, text="scoring the scene…")
+    try:
+        predictor, _ = predictor_for(ws, active.id)
+        rq.build_queue(ws, sid, predictor, active.id, tta=tta, threshold=float(threshold),
+                       progress=progress_callback(bar))
+    except (SegHZError, ValueError, OSError, RuntimeError) as e:
+        st.error(f"Could not build the queue: {e}")
+    finally:
+        bar.empty()
+    queue = scene_queue(sid)
+if queue is not None:
+    latest_mask = version_mask(str(ws.root), sid, latest)
+    pending = rq.pending_items(ws, queue, label=latest_mask) if queue.shape == latest_mask.shape else []
+    st.caption(f"Built with **{queue.checkpoint_id}** (TTA {queue.tta}, threshold {queue.threshold:.2f}) on label "
+               f"version {queue.label_version}, {queue.created_at[:19].replace('T', ' ')} UTC · {len(queue.items)} "
+               f"item(s), {len(pending)} still to review.")
+    if active is not None and queue.checkpoint_id != active.id:
+        st.warning("The active checkpoint changed since this queue was built: build it again to re-rank "
+                   "(judged items stay out unless their label changed).")
+    show_flash("queue")
+    if not pending:
+        st.success("Nothing left to review in this queue.")
+    else:
+        n_pages = (len(pending) + QUEUE_PAGE - 1) // QUEUE_PAGE
+        page = int(st.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"lbl_q_page_{sid}")) if n_pages > 1 else 1
+        page = min(max(page, 1), n_pages)
+        first = (page - 1) * QUEUE_PAGE
+        class_opts = list(range(scheme.num_classes))
+        for rank, it in enumerate(pending[first : first + QUEUE_PAGE], start=first + 1):
+            sfx = item_suffix(it)
+            with st.container(border=True):
+                cr, cc, chh, cww = rq.crop_window(it.bbox, queue.shape)
+                crop_img = load_window(str(img_path), img_mtime, (cr, cc, chh, cww))
+                m = it.crop_mask((cr, cc, chh, cww), queue.shape[1])
+                panels = rq.item_panels(crop_img, latest_mask[cr : cr + chh, cc : cc + cww],
+                                        queue.predicted[cr : cr + chh, cc : cc + cww], m, scheme)
+                left, right = st.columns([3, 2])
+                left.image(rq.composite(panels), caption="image · label · prediction · suspect pixels")
+                b_r0, b_c0, b_r1, b_c1 = it.bbox
+                right.markdown(f"**#{rank}** · label **{it.label_class}** → model says **{it.predicted_class}** · "
+                               f"{it.pixels} px · score {it.score:.1f} (mean {it.mean_score:.2f})")
+                right.caption(f"Location: {it.location()} of {scene.width}×{scene.height} px · send to map: bbox "
+                              f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
+                k1, k2, k3 = right.columns(3)
+                k1.button("Accept prediction", key=f"lbl_q_accept_{sfx}", on_click=on_queue_action,
+                          args=(sid, it.key, "accept"), help="The component's pixels take the model's prediction.")
+                k2.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_queue_action,
+                          args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
+                k3.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
+                          args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
+                k4, k5 = right.columns([2, 1])
+                k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
+                             key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",
+                             label_visibility="collapsed")
+                k5.button("Relabel", key=f"lbl_q_relabel_{sfx}", on_click=on_queue_action,
+                          args=(sid, it.key, "relabel"), help="Set the component's pixels to the chosen class.")
+else:
+    show_flash("queue")
+    if active is not None:
+        st.caption("No queue built for this scene yet.")
+
+# ------------------------------------------------------------------------------------------------ retrain
+st.subheader("Retrain with corrections")
+
+
+def show_labels_jobs(parent_ok: bool) -> None:
+    from seghz.jobs.runner import refresh_job_states
+
+    refresh_job_states(ws)
+    jobs = [j for j in ws.list_jobs(limit=50) if (j.config or {}).get("origin") == "labels"][:JOBS_SHOWN]
+    if not jobs:
+        st.caption("No retraining jobs started from this page yet.")
+        return
+    for j in jobs:
+        what = "full retrain" if j.kind == "train" else "head refit"
+        st.markdown(f"`{j.id}` · {what} · **{j.status}** · {100 * (j.progress or 0):.0f} %")
+        if j.active:
+            st.progress(min(1.0, max(0.0, float(j.progress or 0))))
+            continue
+        res = j.result or {}
+        if j.status != "done" or not res.get("checkpoint_id"):
+            if j.message:
+                st.caption(j.message.strip().splitlines()[-1][:300])
+            continue
+        parent_id = j.config.get("parent_checkpoint_id") or j.config.get("checkpoint_id") or res.get("parent_id")
+        try:
+            new = ws.get_checkpoint(res["checkpoint_id"])
+            old = ws.get_checkpoint(parent_id) if parent_id else None
+        except NotFoundError:
+            st.caption("Its checkpoints are no longer registered.")
+            continue
+        if "corrected_acc_before" in res:
+            st.caption(f"Accuracy on the corrected pixels: {100 * res['corrected_acc_before']:.1f} % → "
+                       f"{100 * res['corrected_acc_after']:.1f} %.")
+        table = report.compare_checkpoints(old.metrics if old else None, new.metrics,
+                                           labels=(f"before ({old.name})" if old else "before", f"after ({new.name})"))
+        if table.iloc[:, 1:3].notna().any().any():
+            st.caption("Validation scores before / after (per-class IoU as recorded with each checkpoint):")
+            st.dataframe(table, hide_index=True, key=f"lbl_rt_table_{j.id}")
+        st.caption(f"New checkpoint `{new.id}`: promote it on the Train page (regression gate).")
+
+
+if active is None:
+    st.info("No active checkpoint to start from.")
+else:
+    t1, t2, t3 = st.columns([1, 2, 2])
+    t1.number_input("Epochs", 1, 200, 5, key="lbl_rt_epochs", help="Epochs of the full retrain.")
+    t2.button("Full retrain from the active checkpoint", key="lbl_rt_train", on_click=on_retrain,
+              args=("train", active.id, active.name), help="Fine-tunes the active checkpoint on the effective labels "
+              "of the train split (trusted pixels are never dropped by the noise mask).")
+    t3.button("Fast head refit on the corrections", key="lbl_rt_refit", on_click=on_retrain,
+              args=("refit", active.id, active.name), help="Refits only the classifier head on the corrected pixels "
+              "(seconds to minutes).")
+    show_flash("retrain")
+    watching = any(j.active and (j.config or {}).get("origin") == "labels" for j in ws.list_jobs(limit=50))
+
+    @st.fragment(run_every=3 if watching else None)
+    def jobs_fragment() -> None:
+        show_labels_jobs(True)
+
+    jobs_fragment()
 
 # ------------------------------------------------------------------------------------------------ history
 st.subheader("Label history")
-hist = [{"version": 0, "parent": None, "analyst": "", "time (UTC)": scene.created_at[:19].replace("T", " "),
-         "tool": "original", "checkpoint": None, "n_changed": 0, "reason": "original label (never modified)"}]
-hist += [{"version": h.version, "parent": h.parent_version, "analyst": h.analyst,
-          "time (UTC)": h.created_at[:19].replace("T", " "), "tool": h.tool, "checkpoint": h.checkpoint_id,
-          "n_changed": h.n_changed, "reason": h.reason or ""} for h in ws.label_history(sid)]
-st.dataframe(pd.DataFrame(hist), hide_index=True)
+hist = [{"version": 0, "kind": "original", "analyst": "", "time (UTC)": scene.created_at[:19].replace("T", " "),
+         "tool": "original", "changed": 0, "confirmed": 0, "undone": False, "checkpoint": None,
+         "reason": "original label (never modified)"}]
+hist += [{"version": h.version, "kind": h.kind if h.kind not in ("undo", "redo") else f"{h.kind} v{h.target_version}",
+          "analyst": h.analyst, "time (UTC)": h.created_at[:19].replace("T", " "), "tool": h.tool,
+          "changed": h.n_changed, "confirmed": h.n_confirmed, "undone": h.undone, "checkpoint": h.checkpoint_id,
+          "reason": h.reason or ""} for h in ws.label_history(sid)]
+st.dataframe(pd.DataFrame(hist), hide_index=True, key="lbl_history")

@@ -216,7 +216,9 @@ def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
     assert hist[0].n_changed == int(np.count_nonzero(expected != original))
     assert hashlib.sha256(orig_path.read_bytes()).hexdigest() == orig_hash  # original label untouched
     np.testing.assert_array_equal(ws.effective_label(sid, 0), original)
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 2  # history: original + v1
+    hist_df = history_frame(at)
+    assert len(hist_df) == 2 and hist_df["tool"].tolist() == ["original", "brush"]  # history: original + v1
+    assert {"kind", "analyst", "time (UTC)", "changed", "confirmed", "undone"} <= set(hist_df.columns)
 
 
 def test_labels_prediction_on_demand(ws, monkeypatch):
@@ -230,26 +232,151 @@ def test_labels_prediction_on_demand(ws, monkeypatch):
     assert len(at.session_state["lbl_preds"]) == 1
 
 
+def history_frame(at: AppTest):
+    return next(d.value for d in at.dataframe if "undone" in d.value.columns)
+
+
 def test_labels_conflict_keeps_the_edit(ws, monkeypatch):
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()
     sid = at.selectbox(key="lbl_scene").value
     at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
-    # someone else saves first
+    # someone else saves first, on pixels my strokes (rows 10..19, cols 0..39) do not touch: merged
     other = ws.effective_label(sid)
     other[0, 0] = 0 if other[0, 0] != 0 else 1
-    ws.save_label_version(sid, other, base_version=0, analyst="Bob", tool="brush")
+    ws.save_label_edit(sid, 0, "Bob", "brush", pixels=np.flatnonzero(other.ravel() != ws.effective_label(sid, 0).ravel()),
+                       values=int(other[0, 0]))
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("Saved label version 2" in s.value and "merged" in s.value for s in at.success)
+    final = ws.effective_label(sid)
+    assert final[0, 0] == other[0, 0] and (final[10:20, 0:40] == 0).all()  # Bob's pixel + my strokes (class 0)
+    assert ws.label_history(sid)[-1].base_version == 0 and ws.label_history(sid)[-1].parent_version == 1
+
+    # Bob changes a pixel inside my next strokes: my save overlaps and is refused, the edit is kept
+    ws.save_label_edit(sid, 2, "Bob", "brush", pixels=np.array([15 * 128 + 5]), values=3)
+    buildings = HZ7.names.index("Buildings")
+    at.selectbox(key="lbl_class").set_value(buildings).run()  # the fake canvas paints the same rows in Buildings
     at.button(key="lbl_save").click().run()
     assert_ok(at)
     assert any("someone saved this scene first" in e.value for e in at.error)
-    assert ws.latest_label_version(sid) == 1
+    assert ws.latest_label_version(sid) == 3
     assert at.button(key="lbl_rebase")  # the edit is kept and can be re-applied
     at.button(key="lbl_rebase").click().run()
     at.button(key="lbl_save").click().run()
     assert_ok(at)
-    assert ws.latest_label_version(sid) == 2
+    assert ws.latest_label_version(sid) == 4
     final = ws.effective_label(sid)
-    assert final[0, 0] == other[0, 0] and (final[10:20, 0:40] == 0).all()  # Bob's pixel + my strokes (class 0)
+    assert final[0, 0] == other[0, 0] and (final[10:20, 0:40] == buildings).all()
+
+
+def test_labels_undo_redo_buttons(ws, monkeypatch):
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    assert_ok(at)
+    sid = at.selectbox(key="lbl_scene").value
+    assert at.button(key="lbl_undo").disabled and at.button(key="lbl_redo").disabled  # no analyst yet
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    assert at.button(key="lbl_undo").disabled and at.button(key="lbl_redo").disabled  # nothing saved yet
+    original = ws.effective_label(sid, 0)
+    at.selectbox(key="lbl_class").set_value(HZ7.names.index("Buildings")).run()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    edited = ws.effective_label(sid)
+    assert not at.button(key="lbl_undo").disabled and at.button(key="lbl_redo").disabled
+
+    at.button(key="lbl_undo").click().run()
+    assert_ok(at)
+    assert any("Undid your label version 1" in s.value for s in at.success)
+    np.testing.assert_array_equal(ws.effective_label(sid), original)
+    assert at.button(key="lbl_undo").disabled and not at.button(key="lbl_redo").disabled
+    at.button(key="lbl_redo").click().run()
+    assert_ok(at)
+    np.testing.assert_array_equal(ws.effective_label(sid), edited)
+    assert ws.latest_label_version(sid) == 3
+    hist = history_frame(at)
+    assert hist["kind"].tolist() == ["original", "layer", "undo v1", "redo v1"]
+    assert hist["analyst"].tolist()[1:] == ["Ann"] * 3
+    assert at.get("download_button")  # PNG / GeoTIFF export of the current version
+
+
+def test_labels_analyst_name_empty_or_too_long(ws, monkeypatch):
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    at.sidebar.text_input(key="seghz_analyst").input("   ").run()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("Enter your analyst name" in e.value for e in at.error)
+    at.sidebar.text_input(key="seghz_analyst").input("A" * 80).run()
+    assert any("80 characters long" in e.value for e in at.sidebar.error)
+    at.button(key="lbl_save").click().run()
+    assert any("at most 64" in e.value for e in at.error)
+    assert ws.latest_label_version(sid) == 0
+
+
+def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
+    from seghz.review import queue as rq
+    from seghz.store import PIXEL_CONFIRMED
+
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    at.slider(key="lbl_q_threshold").set_value(0.05).run()  # the tiny untrained model: take nearly every pixel
+    at.button(key="lbl_q_build").click().run()
+    assert_ok(at)
+    q = rq.load_queue(ws, sid)
+    assert q is not None and q.items and q.checkpoint_id == "tiny-test"
+    first = q.items[0]
+    sfx = "_".join(str(v) for v in first.bbox)
+    assert any("send to map" in c.value for c in at.caption)
+    at.button(key=f"lbl_q_confirm_{sfx}").click().run()
+    assert_ok(at)
+    assert any("Confirmed the label" in s.value for s in at.success)
+    h = ws.label_history(sid)[-1]
+    assert h.tool == "queue-confirm" and h.analyst == "Ann" and h.n_confirmed == first.pixels and h.n_changed == 0
+    st = ws.pixel_status(sid)
+    assert (st.ravel()[first.indices] == PIXEL_CONFIRMED).all()
+    assert not any(b.key == f"lbl_q_confirm_{sfx}" for b in at.button)  # judged: gone from the queue
+    # the status overlay renders
+    at.toggle(key="lbl_status").set_value(True).run()
+    assert_ok(at)
+
+
+def test_labels_retrain_buttons_submit_jobs_and_show_before_after(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    at = app("pages/3_Labels.py").run()
+    at.number_input(key="lbl_rt_epochs").set_value(2)
+    at.button(key="lbl_rt_train").click().run()
+    assert_ok(at)
+    at.button(key="lbl_rt_refit").click().run()
+    assert_ok(at)
+    jobs = {j.kind: j for j in ws.list_jobs()}
+    assert jobs["train"].config["parent_checkpoint_id"] == "tiny-test" and jobs["train"].config["epochs"] == 2
+    assert jobs["refit"].config["checkpoint_id"] == "tiny-test"
+    assert any("Head refit job" in s.value for s in at.success)
+
+    # a finished refit: before/after scores of the parent and the new checkpoint
+    dst = ws.root / "checkpoints" / "after.safetensors"
+    dst.write_bytes((ws.root / "checkpoints" / "tiny.safetensors").read_bytes())
+    ck = ws.get_checkpoint("tiny-test")
+    metrics = {"val": {"miou": 0.6, "per_class_iou": {n: 0.2 for n in HZ7.names}}}
+    new_id = ws.register_checkpoint(dst, {"arch": ck.arch, "encoder": ck.encoder, "scheme": "hz7", "metrics": metrics},
+                                    checkpoint_id="after-test", name="after")
+    jid = jobs["refit"].id
+    ws.update_job(jid, status="done", progress=1.0, result={"checkpoint_id": new_id, "corrected_acc_before": 0.5,
+                                                              "corrected_acc_after": 0.9})
+    ws.update_job(jobs["train"].id, status="cancelled")
+    at = app("pages/3_Labels.py").run()
+    assert_ok(at)
+    assert any("50.0 % → 90.0 %" in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "Δ (pp)" in d.value.columns)
+    row = table[table["metric"] == f"IoU {HZ7.names[1]}"].iloc[0]
+    assert abs(row.iloc[1] - 0.1) < 1e-9 and abs(row.iloc[2] - 0.2) < 1e-9
 
 
 # ------------------------------------------------------------------------------------------------ train

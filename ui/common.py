@@ -161,6 +161,24 @@ def analyst_name() -> str:
     return str(st.session_state.get(ANALYST_KEY) or "").strip()
 
 
+def analyst_problem(name: str | None) -> str | None:
+    """Why an analyst name cannot be recorded with a label edit (None when it can): empty, too long, or
+    holding control characters. Same rules as the label store (``Workspace.save_label_edit``)."""
+    import unicodedata
+
+    from seghz.store import ANALYST_MAX
+
+    n = unicodedata.normalize("NFC", str(name or "")).strip()
+    if not n:
+        return "Enter your analyst name in the sidebar first: every label edit records who made it."
+    if len(n) > ANALYST_MAX:
+        return (f"Your analyst name is {len(n)} characters long; at most {ANALYST_MAX} are allowed. "
+                "Shorten it in the sidebar.")
+    if any(unicodedata.category(ch).startswith("C") for ch in n):
+        return "Your analyst name holds control characters; retype it in the sidebar."
+    return None
+
+
 def has_synthetic_scenes(ws: Workspace) -> bool:
     """Whether any scene of the workspace is synthetic demo data."""
     return any(s.synthetic for s in ws.list_scenes())
@@ -211,7 +229,7 @@ def canvas(**kwargs) -> Any:
 
 
 __all__ = [
-    "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "canvas", "demo_disabled", "get_predictor",
+    "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "analyst_problem", "canvas", "demo_disabled", "get_predictor",
     "get_workspace", "has_synthetic_scenes", "page_header", "predictor_for", "progress_callback",
     "scheme_legend_html", "workspace_root",
 ]

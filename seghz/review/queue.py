@@ -1,0 +1,436 @@
+"""The noise queue of one scene: build it with a checkpoint, act on its items, remember the verdicts.
+
+Pure Python/numpy (no Streamlit); the Labels page lays out what these functions return.
+
+Building
+========
+:func:`build_queue` runs the checkpoint over the whole scene (``Predictor.predict_full(image, tta,
+return_proba=True)``), computes the per-pixel suspicion score against the scene's latest effective label
+(:func:`seghz.review.suspicion.suspicion_score`, TTA disagreement included when ``tta != "none"``) and groups
+the suspicious pixels into ranked components (:func:`seghz.review.suspicion.group_components`). Each
+:class:`ReviewItem` also carries the flat pixel indices of its component (recovered from the same
+connected-component labelling), so an action touches exactly those pixels. The result, a
+:class:`SceneQueue` (items + the predicted class map + the score map + the label version it was built on),
+is cached per scene in ``review/<scene>/queue.npz`` (written atomically; :func:`load_queue`).
+
+Actions
+=======
+:func:`apply_action` saves one sparse label edit per item (``Workspace.save_label_edit``, ``merge=True``,
+based on the version the queue was built on, so a component whose pixels someone changed since is refused
+with ``ConflictError`` while disjoint items merge):
+
+==========  =================  ==========================================================================
+action      tool               edit
+==========  =================  ==========================================================================
+accept      ``queue-accept``   the component's pixels take the model's per-pixel prediction
+relabel     ``queue-relabel``  the component's pixels take one chosen class
+ignore      ``queue-ignore``   the component's pixels become 255 (ignore)
+confirm     ``queue-confirm``  the component's pixels are confirmed (unchanged values, status confirmed)
+==========  =================  ==========================================================================
+
+Verdicts
+========
+Every action is logged in ``review/<scene>/verdicts.json`` (scene, bbox, label version after the action,
+action, class, analyst, time, checkpoint) and the component's pixels are remembered with the label value
+they hold after the action in ``review/<scene>/judged.npz``. An item (of this queue or of a queue rebuilt
+after a retrain, whose components may shift a little) is *judged* when at least ``JUDGED_OVERLAP`` of its
+pixels are remembered pixels whose current label still equals the remembered value: judged items leave the
+queue and do not come back unless their label pixels changed (an undo, a brush edit, another analyst).
+Read-modify-write of these files is serialised with an ``fcntl`` lock on ``review/<scene>/.lock``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from seghz.classes import IGNORE, get_scheme
+from seghz.data.io import atomic_write_bytes, read_image
+from seghz.errors import BadInputError
+from seghz.review.suspicion import group_components, suspicion_score
+from seghz.store import Workspace, now_iso
+
+ACTIONS: dict[str, str] = {
+    "accept": "queue-accept",
+    "relabel": "queue-relabel",
+    "ignore": "queue-ignore",
+    "confirm": "queue-confirm",
+}
+JUDGED_OVERLAP = 0.5  # share of an item's pixels judged (and unchanged since) that keeps it out of the queue
+QUEUE_FORMAT = 1
+DEFAULT_MAX_ITEMS = 500
+
+
+@dataclass
+class ReviewItem:
+    """One queue item: a connected suspicious component of one label class.
+
+    ``bbox = (row0, col0, row1, col1)`` end-exclusive; ``indices`` = flat pixel indices (row * width + col)."""
+
+    scene_id: str
+    bbox: tuple[int, int, int, int]
+    pixels: int
+    score: float
+    mean_score: float
+    label_id: int
+    predicted_id: int
+    label_class: str
+    predicted_class: str
+    indices: np.ndarray = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        r0, c0, r1, c1 = self.bbox
+        return f"{self.scene_id}:{r0},{c0},{r1},{c1}"
+
+    def location(self) -> str:
+        r0, c0, r1, c1 = self.bbox
+        return f"rows {r0}–{r1 - 1}, columns {c0}–{c1 - 1}"
+
+    def crop_mask(self, window: tuple[int, int, int, int], width: int) -> np.ndarray:
+        """Boolean mask of the component inside ``window = (row, col, height, width)`` of a scene ``width`` px wide."""
+        r, c, h, w = window
+        rows, cols = np.divmod(self.indices, int(width))
+        sel = (rows >= r) & (rows < r + h) & (cols >= c) & (cols < c + w)
+        out = np.zeros((h, w), bool)
+        out[rows[sel] - r, cols[sel] - c] = True
+        return out
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Boolean scene-sized mask of the component."""
+        m = np.zeros(shape[0] * shape[1], bool)
+        m[self.indices] = True
+        return m.reshape(shape)
+
+
+@dataclass
+class SceneQueue:
+    """A scene's ranked queue, built with ``checkpoint_id`` on label version ``label_version``."""
+
+    scene_id: str
+    checkpoint_id: str
+    tta: str
+    label_version: int
+    created_at: str
+    items: list[ReviewItem]
+    predicted: np.ndarray  # uint8 H×W model argmax
+    score: np.ndarray  # float32 H×W suspicion, -inf at ignored pixels
+    threshold: float = 0.5
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.predicted.shape)  # type: ignore[return-value]
+
+    def item(self, key: str) -> ReviewItem | None:
+        return next((it for it in self.items if it.key == key), None)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def review_dir(ws: Workspace, scene_id: str) -> Path:
+    return ws.root / "review" / scene_id
+
+
+@contextlib.contextmanager
+def _locked(ws: Workspace, scene_id: str) -> Iterator[None]:
+    import fcntl
+
+    d = review_dir(ws, scene_id)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def save_queue(ws: Workspace, queue: SceneQueue) -> Path:
+    """Write the queue to ``review/<scene>/queue.npz`` atomically; returns the path."""
+    items = [{k: (list(v) if k == "bbox" else v) for k, v in it.__dict__.items() if k != "indices"} for it in queue.items]
+    meta = {"format": QUEUE_FORMAT, "scene_id": queue.scene_id, "checkpoint_id": queue.checkpoint_id, "tta": queue.tta,
+            "label_version": queue.label_version, "created_at": queue.created_at, "threshold": queue.threshold,
+            "items": items}
+    offsets = np.cumsum([0] + [int(it.indices.size) for it in queue.items]).astype(np.int64)
+    idx = np.concatenate([it.indices for it in queue.items]).astype(np.int64) if queue.items else np.zeros(0, np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), offsets=offsets, indices=idx,
+                        predicted=queue.predicted.astype(np.uint8), score=queue.score.astype(np.float16))
+    path = review_dir(ws, queue.scene_id) / "queue.npz"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_queue(ws: Workspace, scene_id: str) -> SceneQueue | None:
+    """The cached queue of a scene, or None (none built yet, or an unreadable/foreign file)."""
+    path = review_dir(ws, scene_id) / "queue.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            offsets, idx = z["offsets"], z["indices"]
+            predicted, score = z["predicted"], z["score"].astype(np.float32)
+    except (OSError, ValueError, KeyError):
+        return None
+    if meta.get("format") != QUEUE_FORMAT or meta.get("scene_id") != scene_id:
+        return None
+    items = []
+    for i, d in enumerate(meta["items"]):
+        d = dict(d)
+        d["bbox"] = tuple(int(v) for v in d["bbox"])
+        items.append(ReviewItem(**d, indices=idx[offsets[i]: offsets[i + 1]].astype(np.int64)))
+    return SceneQueue(scene_id, meta["checkpoint_id"], meta["tta"], int(meta["label_version"]), meta["created_at"],
+                      items, predicted.astype(np.uint8), score, float(meta.get("threshold", 0.5)))
+
+
+def clear_queue(ws: Workspace, scene_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (review_dir(ws, scene_id) / "queue.npz").unlink()
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def component_indices(score: np.ndarray, label: np.ndarray, items: list, threshold: float) -> list[np.ndarray]:
+    """Flat pixel indices of the components behind ``items`` (from :func:`group_components` with ``threshold``),
+    found again by labelling the same mask and matching each item's bbox and area."""
+    valid = np.isfinite(score) & (label != IGNORE)
+    sus = valid & (score >= threshold)
+    out: list[np.ndarray | None] = [None] * len(items)
+    by_class: dict[int, list[int]] = {}
+    for i, it in enumerate(items):
+        by_class.setdefault(int(it.label_id), []).append(i)
+    for c, members in by_class.items():
+        m = (sus & (label == c)).astype(np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8, ltype=cv2.CV_32S)
+        lookup: dict[tuple, int] = {}
+        for j in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[j])
+            lookup[(y, x, y + h, x + w, area)] = j
+        for i in members:
+            it = items[i]
+            j = lookup.get((*tuple(int(v) for v in it.bbox), int(it.pixels)))
+            if j is None:
+                raise RuntimeError(f"queue item {it.bbox} not found again in the component labelling")
+            r0, c0, r1, c1 = it.bbox
+            sub = lab[r0:r1, c0:c1] == j
+            rr, cc = np.nonzero(sub)
+            out[i] = np.sort((rr + r0).astype(np.int64) * label.shape[1] + (cc + c0))
+    return out  # type: ignore[return-value]
+
+
+def build_queue(
+    ws: Workspace,
+    scene_id: str,
+    predictor: Any,
+    checkpoint_id: str,
+    *,
+    tta: str = "none",
+    threshold: float = 0.5,
+    min_pixels: int = 4,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    progress: Callable[[float, str], None] | None = None,
+    save: bool = True,
+) -> SceneQueue:
+    """Score the scene's latest effective label with the checkpoint's predictor and group it into a queue.
+
+    Raises:
+        BadInputError: When the checkpoint predicts another class scheme than the scene's.
+    """
+    scene = ws.get_scene(scene_id)
+    ck = ws.get_checkpoint(checkpoint_id)
+    if ck.scheme != scene.scheme:
+        raise BadInputError(f"scene '{scene_id}'", f"checkpoint '{checkpoint_id}' predicts {ck.scheme} classes but the "
+                            f"scene is labelled in {scene.scheme}; the queue needs a checkpoint of the scene's scheme")
+    scheme = get_scheme(scene.scheme)
+    version = ws.latest_label_version(scene_id)
+    label = ws.effective_label(scene_id, version)
+    image = read_image(ws.scene_path(scene, "image"))
+    res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
+    proba = res.proba
+    disagreement = res.disagreement if tta != "none" else None
+    score = suspicion_score(proba, label, disagreement)
+    predicted = proba.argmax(0).astype(np.uint8)
+    items = group_components(score, label, predicted, stem=scene_id, names=scheme.names, threshold=threshold,
+                             min_pixels=min_pixels)[: max(0, int(max_items))]
+    indices = component_indices(score, label, items, threshold)
+    q = SceneQueue(
+        scene_id=scene_id, checkpoint_id=checkpoint_id, tta=str(tta), label_version=version, created_at=now_iso(),
+        items=[ReviewItem(scene_id, tuple(it.bbox), int(it.pixels), float(it.score), float(it.mean_score),
+                          int(it.label_id), int(it.predicted_id), it.label_class, it.predicted_class, ix)
+               for it, ix in zip(items, indices)],
+        predicted=predicted, score=score.astype(np.float32), threshold=float(threshold),
+    )
+    if save:
+        save_queue(ws, q)
+    return q
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+
+
+def judged_pixels(ws: Workspace, scene_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat indices (sorted), label values at judgment)`` of every pixel judged in the scene's queues."""
+    try:
+        with np.load(review_dir(ws, scene_id) / "judged.npz", allow_pickle=False) as z:
+            return z["indices"].astype(np.int64), z["values"].astype(np.uint8)
+    except (OSError, ValueError, KeyError):
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+
+
+def verdicts(ws: Workspace, scene_id: str) -> list[dict]:
+    """The scene's verdict log, oldest first."""
+    try:
+        data = json.loads((review_dir(ws, scene_id) / "verdicts.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def record_verdict(ws: Workspace, scene_id: str, item: ReviewItem, action: str, version: int, analyst: str,
+                   *, class_index: int | None = None, checkpoint_id: str | None = None) -> dict:
+    """Remember an item as judged: its pixels with their label at ``version``, and a log entry."""
+    label = ws.effective_label(scene_id, version).ravel()
+    entry = {"scene_id": scene_id, "bbox": list(item.bbox), "label_version": int(version), "action": action,
+             "class_index": class_index, "label_class": item.label_class, "pixels": int(item.pixels),
+             "analyst": analyst, "time": now_iso(), "checkpoint_id": checkpoint_id}
+    with _locked(ws, scene_id):
+        idx, vals = judged_pixels(ws, scene_id)
+        keep = ~np.isin(idx, item.indices)
+        idx = np.concatenate([idx[keep], item.indices])
+        vals = np.concatenate([vals[keep], label[item.indices]])
+        order = np.argsort(idx, kind="stable")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, indices=idx[order], values=vals[order])
+        atomic_write_bytes(review_dir(ws, scene_id) / "judged.npz", buf.getvalue())
+        log = verdicts(ws, scene_id) + [entry]
+        atomic_write_bytes(review_dir(ws, scene_id) / "verdicts.json",
+                           json.dumps(log, ensure_ascii=False, indent=1).encode("utf-8"))
+    return entry
+
+
+def is_judged(item: ReviewItem, judged: tuple[np.ndarray, np.ndarray], label: np.ndarray,
+              overlap: float = JUDGED_OVERLAP) -> bool:
+    """Whether at least ``overlap`` of the item's pixels were judged and still hold the judged label value."""
+    idx, vals = judged
+    if idx.size == 0 or item.indices.size == 0:
+        return False
+    pos = np.searchsorted(idx, item.indices)
+    pos = np.minimum(pos, idx.size - 1)
+    hit = idx[pos] == item.indices
+    same = hit & (vals[pos] == np.asarray(label).ravel()[item.indices])
+    return int(np.count_nonzero(same)) >= overlap * item.indices.size
+
+
+def pending_items(ws: Workspace, queue: SceneQueue, label: np.ndarray | None = None) -> list[ReviewItem]:
+    """The queue's items not judged yet (or whose label changed since), in rank order.
+
+    ``label``: the scene's current effective label (read when None)."""
+    judged = judged_pixels(ws, queue.scene_id)
+    if judged[0].size == 0:
+        return list(queue.items)
+    lbl = ws.effective_label(queue.scene_id) if label is None else label
+    return [it for it in queue.items if not is_judged(it, judged, lbl)]
+
+
+# ------------------------------------------------------------------------------------------------ actions
+
+
+def action_edit(queue: SceneQueue, item: ReviewItem, action: str, class_index: int | None = None) -> dict:
+    """The keyword arguments of ``Workspace.save_label_edit`` for an action on an item (pixels/values/confirm)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown queue action '{action}'; use one of {sorted(ACTIONS)}")
+    if action == "confirm":
+        return {"confirm": item.indices}
+    if action == "accept":
+        return {"pixels": item.indices, "values": queue.predicted.ravel()[item.indices].astype(np.int64)}
+    if action == "ignore":
+        return {"pixels": item.indices, "values": IGNORE}
+    if class_index is None:
+        raise ValueError("relabel needs a class index")
+    return {"pixels": item.indices, "values": int(class_index)}
+
+
+def apply_action(ws: Workspace, queue: SceneQueue, item: ReviewItem, action: str, analyst: str, *,
+                 class_index: int | None = None, reason: str | None = None) -> int:
+    """Save the sparse edit of an action on a queue item (tool ``queue-<action>``) and record the verdict.
+
+    The edit is based on the version the queue was built on and merged when others saved disjoint pixels
+    meanwhile.
+
+    Returns:
+        The new label version.
+
+    Raises:
+        ConflictError: When the component's pixels were changed since the queue was built.
+        BadInputError: Bad analyst name, class index outside the scheme.
+    """
+    kw = action_edit(queue, item, action, class_index)
+    version = ws.save_label_edit(queue.scene_id, queue.label_version, analyst, ACTIONS[action],
+                                 checkpoint_id=queue.checkpoint_id, reason=reason, merge=True, **kw)
+    record_verdict(ws, queue.scene_id, item, action, version, analyst,
+                   class_index=class_index if action == "relabel" else None, checkpoint_id=queue.checkpoint_id)
+    return version
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+
+def crop_window(bbox: tuple[int, int, int, int], shape: tuple[int, int], margin: float = 0.5,
+                min_size: int = 24) -> tuple[int, int, int, int]:
+    """``(row, col, height, width)`` around a bbox, grown by ``margin`` of its size (at least ``min_size``
+    px on each side), clamped to the scene."""
+    r0, c0, r1, c1 = bbox
+    h, w = r1 - r0, c1 - c0
+    side_h = max(min_size, round(h * (1 + 2 * margin)))
+    side_w = max(min_size, round(w * (1 + 2 * margin)))
+    side_h, side_w = min(side_h, shape[0]), min(side_w, shape[1])
+    rr = min(max(0, r0 - (side_h - h) // 2), shape[0] - side_h)
+    cc = min(max(0, c0 - (side_w - w) // 2), shape[1] - side_w)
+    return rr, cc, side_h, side_w
+
+
+def composite(panels: list[np.ndarray], size: int = 160, gap: int = 4) -> np.ndarray:
+    """RGB panels (same size) scaled to ``size`` px on the longer side and put side by side on white."""
+    from PIL import Image
+
+    h, w = panels[0].shape[:2]
+    s = size / max(h, w)
+    th, tw = max(1, round(h * s)), max(1, round(w * s))
+    out = np.full((th, len(panels) * tw + (len(panels) - 1) * gap, 3), 255, np.uint8)
+    for i, p in enumerate(panels):
+        im = Image.fromarray(np.asarray(p, np.uint8)).resize((tw, th), Image.NEAREST)
+        out[:, i * (tw + gap): i * (tw + gap) + tw] = np.asarray(im)
+    return out
+
+
+def item_panels(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, item_mask: np.ndarray,
+                scheme: Any) -> list[np.ndarray]:
+    """Image, label, prediction and suspect-mask crops (RGB) of one item; all arrays are the same crop."""
+    from seghz.labels_edit import blend_overlay
+
+    lbl_rgb = scheme.colorize(label)
+    pred_rgb = scheme.colorize(predicted)
+    sus = blend_overlay(image, np.broadcast_to(np.array([255, 0, 255], np.uint8), image.shape).copy(), 0.7, mask=item_mask)
+    return [np.asarray(image, np.uint8), lbl_rgb, pred_rgb, sus]
+
+
+def score_rgb(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A heat colouring (yellow → red) of a suspicion score crop and the mask of pixels worth drawing."""
+    s = np.nan_to_num(np.asarray(score, np.float32), nan=0.0, neginf=0.0, posinf=1.0).clip(0, 1)
+    rgb = np.stack([np.full_like(s, 255), 255 * (1 - s), np.zeros_like(s)], -1).astype(np.uint8)
+    return rgb, np.isfinite(score) & (np.asarray(score) >= 0.25)
+
+
+__all__ = [
+    "ACTIONS", "JUDGED_OVERLAP", "ReviewItem", "SceneQueue", "action_edit", "apply_action", "build_queue",
+    "clear_queue", "component_indices", "composite", "crop_window", "is_judged", "item_panels", "judged_pixels",
+    "load_queue", "pending_items", "record_verdict", "review_dir", "save_queue", "score_rgb", "verdicts",
+]
