@@ -51,9 +51,11 @@ def main() -> int:
             page.mouse.move(cx + 160, cy + 120, steps=8)
             page.mouse.up()
             page.get_by_text("Drawn region:", exact=False).first.wait_for(timeout=60_000)
-            page.get_by_text("d4", exact=True).first.click()
+            page.get_by_text("d4 (8 views)", exact=True).first.click()
             page.get_by_role("button", name="Predict region").click()
             frame.wait_for_selector("img.leaflet-image-layer", timeout=300_000)
+            page.get_by_text("entropy", exact=True).first.click()  # the entropy layer with its legend
+            page.get_by_text("nats", exact=False).first.wait_for(timeout=60_000)
             page.wait_for_timeout(3000)
             page.screenshot(path=str(OUT / "map.png"), full_page=True)
             print("wrote", OUT / "map.png")
