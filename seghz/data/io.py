@@ -6,6 +6,7 @@ PNG/JPEG with Pillow (truncated files raise instead of decoding half an image).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -166,34 +167,41 @@ def read_index_mask(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", fsync: bool = True):
+    """Yield a temporary path next to ``path``; when the block ends without error the file is fsynced, given mode
+    0644 and renamed onto ``path`` (then the folder is fsynced); on any error it is removed and ``path`` is left as
+    it was. The one way SegHZ replaces a file (labels, masks, checkpoints, training states)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if fsync:
+        try:
+            dfd = os.open(p.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync (unless ``fsync=False``, for
     rebuildable caches such as map tiles), rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if not fsync:
-        return
-    try:
-        dfd = os.open(p.parent, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
-    except OSError:
-        pass
+    with atomic_target(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
 
 
 def _png_bytes(arr: np.ndarray, palette: np.ndarray | None = None) -> bytes:
@@ -272,36 +280,15 @@ def write_index_mask_geotiff(
     mask = np.asarray(mask, np.uint8)
     if mask.ndim != 2:
         raise ValueError(f"index mask must be 2-D, got shape {mask.shape}")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.tif", dir=p.parent)
-    os.close(fd)
     profile = {"driver": "GTiff", "width": mask.shape[1], "height": mask.shape[0], "count": 1, "dtype": "uint8",
                "nodata": 255, "compress": "deflate"}
     if crs:
         profile["crs"] = crs
     if transform is not None:
         profile["transform"] = Affine(*[float(v) for v in transform][:6])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(tmp, "w", **profile) as ds:
-                ds.write(mask, 1)
-                if scheme is not None:
-                    ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(scheme.colors)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(p.parent, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
-    except OSError:
-        pass
+    with atomic_target(path, suffix=".tmp.tif") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as ds:
+            ds.write(mask, 1)
+            if scheme is not None:
+                ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(scheme.colors)})

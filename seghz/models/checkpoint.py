@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,27 +44,11 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     writes weights (checkpoints, training states). A failure leaves any previous file untouched."""
     from safetensors.torch import save_file
 
+    from seghz.data.io import atomic_target
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.fchmod(fd, 0o644)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_target(p) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return p
 
 
