@@ -442,6 +442,43 @@ def cmd_noise_rank(a) -> int:
     return 0
 
 
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [t for t in text.replace(" ", "").split(",") if t]
+    try:
+        vals = tuple(float(t) for t in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(f"bbox {text!r} must be four numbers W,S,E,N (WGS-84 degrees)")
+    return vals  # type: ignore[return-value]
+
+
+def cmd_fetch(a) -> int:
+    """Fetch XYZ tiles over a WGS-84 bbox into an EPSG:3857 GeoTIFF mosaic; prints the size estimate first."""
+    from seghz.geo.fetch import check_template, fetch_baidu, fetch_xyz, plan_baidu, plan_xyz
+
+    check_template(a.url)
+    plan = (plan_baidu if a.baidu else plan_xyz)(a.bbox, a.zoom)
+    print(f"estimate: {plan.describe()}", flush=True)
+    if a.max_tiles is not None and plan.tiles > a.max_tiles:
+        print(f"error: {plan.tiles} tiles exceed --max-tiles {a.max_tiles}; use a smaller bbox or zoom", file=sys.stderr)
+        return 2
+    last = [-1]
+
+    def progress(frac: float, msg: str) -> None:
+        step = int(frac * 10)
+        if step != last[0]:
+            last[0] = step
+            print(f"  {frac * 100:5.1f}%  {msg}", file=sys.stderr, flush=True)
+
+    res = (fetch_baidu if a.baidu else fetch_xyz)(a.url, a.bbox, a.zoom, a.output, cache_dir=a.cache, rate=a.rate, max_tiles=a.max_tiles,
+                    retries=a.retries, progress=progress)
+    print(res.summary())
+    for x, y, why in res.missing[:20]:
+        print(f"  missing tile {plan.zoom}/{x}/{y}: {why}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
     p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
@@ -570,6 +607,18 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--device")
     nr.add_argument("--batch-size", type=int, default=8)
     nr.set_defaults(fn=cmd_noise_rank)
+    fe = sub.add_parser("fetch", help="fetch XYZ map tiles over a WGS-84 bbox into an EPSG:3857 GeoTIFF mosaic")
+    fe.add_argument("--url", required=True, help="tile URL template with {z} {x} {y} (optional {s} subdomain)")
+    fe.add_argument("--bbox", required=True, type=_parse_bbox, help="W,S,E,N in WGS-84 degrees")
+    fe.add_argument("--zoom", required=True, type=int)
+    fe.add_argument("--output", required=True, help="output GeoTIFF")
+    fe.add_argument("--cache", help="tile cache folder (default <output folder>/.tilecache); reruns resume from it")
+    fe.add_argument("--rate", type=float, default=4.0, help="at most this many requests per second")
+    fe.add_argument("--max-tiles", type=int, default=10000, help="refuse larger fetches")
+    fe.add_argument("--retries", type=int, default=3)
+    fe.add_argument("--baidu", action="store_true",
+                    help="the template serves Baidu tiles (BD09MC ids, y northward): warp them to EPSG:3857")
+    fe.set_defaults(fn=cmd_fetch)
     return p
 
 
