@@ -115,6 +115,23 @@ def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
     assert small.shape == (C, 20, 20) and len(shapes) == 6
 
 
+def test_compiled_shape_follows_the_first_image(monkeypatch):
+    shapes = []
+
+    def fake_compile(model, **kw):
+        def fn(x):
+            shapes.append(tuple(x.shape))
+            return model(x)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu", compile=True)
+    pr.predict_proba(_image(40, 72))  # 3 windows per row: compiled batches of 3, nothing padded
+    assert shapes == [(3, 3, 32, 32)] * 2
+    pr.predict_proba(_image(40, 72), "d4")  # 24 inputs per row: 8 batches of 3, still one shape
+    assert set(shapes) == {(3, 3, 32, 32)} and len(shapes) == 2 + 16
+
+
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler (g++/clang++), absent here")
 def test_real_compile_matches_eager():
     img = _image(48, 48)

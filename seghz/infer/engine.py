@@ -241,6 +241,7 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         self.model.eval()
         self._compiled = None
+        self._compiled_bs: int | None = None
         self.compile_seconds = 0.0
         self.compile_error: str | None = None
 
@@ -460,9 +461,14 @@ class Predictor:
         acc, wsum, dis, votes, ncov = (buf.get(k) for k in ("acc", "wsum", "dis", "votes", "ncov"))
         C = acc.shape[0]
         i = 0
-        # Eager: equal batches of at most bs (a row of n inputs in ceil(n/bs) batches). Compiled: batches of bs,
-        # the last one padded, so the compiled graph sees one shape whatever the image (a new shape recompiles).
+        # Eager: equal batches of at most bs (a row of n inputs in ceil(n/bs) batches). Compiled: batches of one
+        # size, min(bs, inputs of the first row run), the last one padded, so the compiled graph sees one shape
+        # whatever the image (a new shape would recompile) and a small first image pads nothing.
         compiled = self._compiled_fn() is not None
+        if compiled:  # one compiled batch shape for the predictor's life, fixed by the first row it runs
+            if self._compiled_bs is None:
+                self._compiled_bs = min(bs, len(items))
+            bs = min(bs, self._compiled_bs)
         bs_row = bs if compiled else -(-len(items) // -(-len(items) // bs))
         while i < len(items):
             if should_cancel is not None and should_cancel():
