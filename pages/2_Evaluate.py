@@ -4,13 +4,15 @@ Results are cached in the workspace per (checkpoint, split, TTA, data version) a
 """
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from seghz import report
+from seghz import drilldown, report
 from seghz.classes import get_scheme
+from seghz.data.io import read_image
 from seghz.errors import SegHZError
-from seghz.evaluate import evaluate_split
-from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
+from seghz.evaluate import evaluate_split, label_for_checkpoint
+from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html
 
 ws = page_header("Evaluate", "Scores of a checkpoint on the labelled scenes of a split, using the latest label versions.")
 
@@ -65,38 +67,148 @@ when = f" · computed {cached.created_at[:19].replace('T', ' ')} UTC" if cached 
 st.caption(f"{result.get('scenes', '?')} labelled scene(s) of the **{split}** split · TTA {tta} · "
            f"data version `{result.get('data_version', data_version)}`{when}")
 
-h = report.headline(result)
+# ---------------------------------------------------------------------------------------------- scheme view
+try:
+    scheme = get_scheme(ck.scheme)
+    native_ok = list(scheme.names) == list(result["classes"])
+except KeyError:
+    scheme, native_ok = None, False
+views = drilldown.scheme_views(ck.scheme) if native_ok else [ck.scheme]
+view = st.selectbox("Class scheme view", views, key="eval_view", disabled=len(views) < 2,
+                    help="Coarser schemes collapse the confusion matrix through the crosswalk (e.g. hz20 → hz14 → hz11 → hz7).")
+if view not in views:
+    view = views[0]
+vres = drilldown.collapse_result(result, ck.scheme, view) if native_ok else result
+vscheme = get_scheme(view) if native_ok else scheme
+colors = vscheme.hex_colors() if vscheme is not None and list(vscheme.names) == list(vres["classes"]) else None
+names = list(vres["classes"])
+
+h = report.headline(vres)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("mIoU", report.fmt_pct(h["mIoU"]))
 m2.metric("fwIoU", report.fmt_pct(h["fwIoU"]))
 m3.metric("OA", report.fmt_pct(h["OA"]))
-m4.metric("mean class accuracy", report.fmt_pct(result.get("macc")))
+m4.metric("mean class accuracy", report.fmt_pct(vres.get("macc")))
+if view != ck.scheme:
+    st.caption(f"Scores recomputed on the confusion matrix collapsed from **{ck.scheme}** to **{view}**.")
+if colors is not None:
+    st.markdown(scheme_legend_html(vscheme), unsafe_allow_html=True)
 
-try:
-    scheme = get_scheme(ck.scheme)
-    colors = scheme.hex_colors() if list(scheme.names) == list(result["classes"]) else None
-except KeyError:
-    scheme, colors = None, None
-if scheme is not None and colors is not None:
-    st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
-
+# ---------------------------------------------------------------------------------------------- confusion matrix
 mode = st.radio("Confusion matrix", list(report.CONFUSION_MODES), horizontal=True, key="eval_cm_mode",
                 format_func=report.CONFUSION_MODE_LABELS.get)
-st.plotly_chart(report.confusion_figure(result, mode, colors), key="eval_cm")
+event = st.plotly_chart(report.confusion_figure(vres, mode, colors), key="eval_cm", on_select="rerun",
+                        selection_mode="points")
+st.caption("Click a cell to drill down into it (or choose the cell below).")
 
+# ---------------------------------------------------------------------------------------------- per class
 st.subheader("Per class")
 pct = st.column_config.NumberColumn(format="percent")
+st.dataframe(report.summary_table(vres), hide_index=True,
+             column_config={"mIoU": pct, "fwIoU": pct, "OA": pct, "mAcc": pct})
 st.dataframe(
-    report.per_class_table(result), hide_index=True,
+    report.per_class_table(vres), hide_index=True,
     column_config={"IoU": pct, "Acc (recall)": pct, "Precision": pct, "F1": pct,
                    "Support (px)": st.column_config.NumberColumn(format="localized"),
                    "Predicted (px)": st.column_config.NumberColumn(format="localized")},
 )
 g1, g2 = st.columns(2)
-g1.plotly_chart(report.iou_bar_figure(result, colors), key="eval_iou")
-g2.plotly_chart(report.frequency_figure(result, colors), key="eval_freq")
+g1.plotly_chart(report.iou_bar_figure(vres, colors), key="eval_iou")
+g2.plotly_chart(report.class_metric_bars(vres, colors), key="eval_class_bars")
 
-per_scene = report.per_scene_table(result, {s.id: s.name for s in labelled})
+# ---------------------------------------------------------------------------------------------- class frequencies
+st.subheader("Class frequencies")
+per_scene = report.per_scene_table(vres, {s.id: s.name for s in labelled})
+scene_names = dict(zip(per_scene["scene"], per_scene["name"]))
+f1, f2 = st.columns([3, 2])
+scope = f1.selectbox("Scope", ["__split__", *scene_names], key="eval_freq_scope",
+                     format_func=lambda v: f"whole {split} split" if v == "__split__" else f"scene {scene_names.get(v, v)}")
+thr = f2.slider("Bias threshold (percentage points)", 0.5, 20.0, 100 * report.BIAS_THRESHOLD, 0.5, key="eval_bias_thr")
+freq = report.frequency_table(vres, thr / 100, scene=None if scope == "__split__" else scope)
+if scope == "__split__":
+    st.plotly_chart(report.frequency_figure(vres, colors), key="eval_freq")
+else:
+    st.plotly_chart(report.frequency_figure({"classes": names, "confusion": vres["per_scene"][scope]}, colors),
+                    key="eval_freq")
+biased = freq.loc[freq["bias"] != "", "class"].tolist()
+if biased:
+    st.warning("Bias: predicted share differs from labelled share by more than "
+               f"{thr:g} pp for " + ", ".join(f"**{c}** ({b})" for c, b in freq.loc[freq["bias"] != "", ["class", "bias"]].values))
+st.dataframe(freq, hide_index=True, key="eval_freq_table",
+             column_config={"labelled share": pct, "predicted share": pct,
+                            "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
+
 if len(per_scene) > 1:
     with st.expander(f"Per scene ({len(per_scene)})"):
         st.dataframe(per_scene, hide_index=True, column_config={"mIoU": pct, "fwIoU": pct, "OA": pct})
+
+# ---------------------------------------------------------------------------------------------- drill-down
+st.subheader("Drill-down: where does label A become prediction B?")
+clicked = drilldown.cell_from_selection(event, len(names))
+if clicked is not None and (*clicked, view) != st.session_state.get("eval_dd_click"):
+    st.session_state["eval_dd_click"] = (*clicked, view)
+    st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[clicked[0]], names[clicked[1]]
+cmv = np.asarray(vres["confusion"])
+if st.session_state.get("eval_dd_true") not in names or st.session_state.get("eval_dd_pred") not in names:
+    off = cmv.copy()
+    np.fill_diagonal(off, -1)
+    ia, ib = np.unravel_index(int(np.argmax(off)), off.shape)
+    st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[ia], names[ib]
+d1, d2, d3, d4 = st.columns([2, 2, 1, 1])
+a_name = d1.selectbox("True class (A)", names, key="eval_dd_true")
+b_name = d2.selectbox("Predicted class (B)", names, key="eval_dd_pred")
+win = d3.selectbox("Window (px)", [128, 256, 512], index=1, key="eval_dd_window")
+max_scenes = d4.number_input("Scenes", 1, 50, 5, key="eval_dd_scenes", help="Scenes to search, most A→B pixels first.")
+a, b = names.index(a_name), names.index(b_name)
+hits = drilldown.scenes_with_cell(vres, a, b)
+st.caption(f"{int(cmv[a, b]):,} px labelled **{a_name}** are predicted **{b_name}**, in {len(hits)} scene(s).")
+if not hits:
+    st.info("No pixels in this cell.")
+    st.stop()
+
+lut = drilldown.view_lut(ck.scheme, view) if native_ok and view != ck.scheme else None
+by_scene = {s.id: s for s in labelled}
+data = {}
+try:
+    predictor, _ = predictor_for(ws, cid)
+    with st.spinner("predicting the scenes with this confusion (cached in memory)…"):
+        for sid, _n in hits[: int(max_scenes)]:
+            if sid not in by_scene:
+                continue
+            pred = drilldown.scene_prediction(ws, cid, sid, tta, predictor)
+            lbl = label_for_checkpoint(ws.effective_label(sid), by_scene[sid].scheme, ck.scheme)
+            data[sid] = (pred, lbl)
+except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
+    st.error(f"Drill-down failed: {e}")
+    st.stop()
+masks = {sid: drilldown.cell_mask(p_, l_, a, b, lut) for sid, (p_, l_) in data.items()}
+windows = drilldown.rank_windows(masks, int(win), limit=50)
+st.dataframe(
+    [{"rank": i + 1, "scene": w.scene_id, "name": by_scene[w.scene_id].name, "rows": f"{w.bbox[0]}–{w.bbox[2]}",
+      "cols": f"{w.bbox[1]}–{w.bbox[3]}", f"{a_name}→{b_name} (px)": w.count} for i, w in enumerate(windows)],
+    hide_index=True, key="eval_dd_table",
+)
+n_thumbs = min(len(windows), 6) if vscheme is not None else 0
+images = {}
+for i, w in enumerate(windows[:n_thumbs]):
+    if w.scene_id not in images:
+        images[w.scene_id] = read_image(ws.scene_path(w.scene_id, "image"))
+    pred, lbl = data[w.scene_id]
+    panels = drilldown.cell_panels(*(drilldown.crop(x, w.bbox) for x in (images[w.scene_id], lbl, pred)), a, b,
+                                   vscheme, lut)
+    st.image(drilldown.thumbnail(panels),
+             caption=f"#{i + 1} · {w.count:,} px · image | label | prediction | {a_name}→{b_name} in magenta")
+    c_loc, c_btn = st.columns([4, 1])
+    c_loc.caption("Open on map: " + drilldown.map_location(by_scene[w.scene_id], w.bbox))
+    if c_btn.button("Open on map", key=f"eval_dd_map_{i}"):
+        st.session_state["map_scene"] = w.scene_id
+        st.switch_page("pages/1_Map.py")
+
+keys = [w.key() for w in windows]
+chosen = st.multiselect("Windows to send to label review", keys, default=keys[:n_thumbs], key="eval_dd_send_sel")
+if st.button("Send to label review", key="eval_dd_send", disabled=not chosen):
+    picked = [w for w in windows if w.key() in chosen]
+    n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
+                                     checkpoint_id=cid, analyst=analyst_name() or "")
+    st.success(f"Added {n} window(s) to the review list ({len(picked) - n} already there): "
+               f"`{drilldown.review_list_path(ws)}`")

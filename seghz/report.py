@@ -181,6 +181,56 @@ def frequency_figure(result: dict, colors: Sequence[str] | None = None) -> go.Fi
     return fig
 
 
+BIAS_THRESHOLD = 0.05  # |predicted share − labelled share| above this flags a class as biased
+
+
+def frequency_table(result: dict, threshold: float = BIAS_THRESHOLD, scene: str | None = None) -> pd.DataFrame:
+    """Label vs prediction share of each class (scheme order) of the whole evaluation, or of one scene
+    (``scene``: its per-scene matrix), with ``Δ (pp)`` = predicted − labelled share in percentage points
+    and ``bias`` = ``"over"`` / ``"under"`` where |Δ| > ``threshold`` (a share, 0.05 = 5 pp), else ``""``."""
+    names = list(result["classes"])
+    if scene is not None:
+        cm = np.asarray((result.get("per_scene") or {})[scene], np.float64)
+        fl = fp = None
+    else:
+        cm = np.asarray(result["confusion"], np.float64)
+        fl, fp = result.get("freq_label"), result.get("freq_pred")
+    total = max(cm.sum(), 1.0)
+    fl = np.asarray(fl if fl is not None else cm.sum(1) / total, np.float64)
+    fp = np.asarray(fp if fp is not None else cm.sum(0) / total, np.float64)
+    delta = fp - fl
+    flag = np.where(np.abs(delta) > threshold + 1e-12, np.where(delta > 0, "over", "under"), "")
+    return pd.DataFrame({
+        "class": names, "labelled share": fl, "predicted share": fp, "Δ (pp)": delta * 100,
+        "labelled (px)": cm.sum(1).astype(np.int64), "predicted (px)": cm.sum(0).astype(np.int64), "bias": flag,
+    })
+
+
+def biased_classes(result: dict, threshold: float = BIAS_THRESHOLD) -> list[str]:
+    """Classes whose predicted share differs from the labelled share by more than ``threshold``."""
+    df = frequency_table(result, threshold)
+    return df.loc[df["bias"] != "", "class"].tolist()
+
+
+def summary_table(result: dict) -> pd.DataFrame:
+    """The study's headline metrics as one row: ``mIoU``, ``fwIoU``, ``OA``, ``mAcc``."""
+    return pd.DataFrame([{"mIoU": _num(result.get("miou")), "fwIoU": _num(result.get("fwiou")),
+                          "OA": _num(result.get("oa")), "mAcc": _num(result.get("macc"))}], dtype="float64")
+
+
+def class_metric_bars(result: dict, colors: Sequence[str] | None = None) -> go.Figure:
+    """Grouped bars per class of IoU, Acc (recall), precision and F1."""
+    df = per_class_table(result)
+    fig = go.Figure()
+    for col, color in (("IoU", "#1b7f5f"), ("Acc (recall)", "#1f77b4"), ("Precision", "#ff7f0e"), ("F1", "#9467bd")):
+        fig.add_trace(go.Bar(name=col, x=df["class"], y=df[col].fillna(0), marker_color=color,
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + col + "</extra>"))
+    fig.update_layout(barmode="group", title="Per-class scores", yaxis={"range": [0, 1.05], "tickformat": ".0%"},
+                      height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    return fig
+
+
 def per_scene_table(result: dict, scene_names: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per evaluated scene (from ``result["per_scene"]`` confusion matrices): mIoU, fwIoU, OA, pixels."""
     from seghz.metrics import scores
@@ -330,8 +380,28 @@ def training_curves_figure(rows: Iterable[dict]) -> go.Figure | None:
 
 
 __all__ = [
-    "CONFUSION_MODES", "CONFUSION_MODE_LABELS", "checkpoint_val_metrics", "color_chip_label", "compare_checkpoints",
-    "confusion_figure", "fmt_duration", "fmt_pct", "frequency_figure", "headline", "iou_bar_figure", "job_duration_s",
-    "job_table", "metrics_frame", "normalize_confusion", "per_class_iou_table", "per_class_table", "per_scene_table",
+    "BIAS_THRESHOLD",
+    "CONFUSION_MODES",
+    "CONFUSION_MODE_LABELS",
+    "biased_classes",
+    "checkpoint_val_metrics",
+    "class_metric_bars",
+    "color_chip_label",
+    "compare_checkpoints",
+    "confusion_figure",
+    "fmt_duration",
+    "fmt_pct",
+    "frequency_figure",
+    "frequency_table",
+    "headline",
+    "iou_bar_figure",
+    "job_duration_s",
+    "job_table",
+    "metrics_frame",
+    "normalize_confusion",
+    "per_class_iou_table",
+    "per_class_table",
+    "per_scene_table",
+    "summary_table",
     "training_curves_figure",
 ]

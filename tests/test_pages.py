@@ -429,3 +429,107 @@ def test_train_submits_job_shows_result_and_promotes(ws):
     promote.click().run()
     assert_ok(at)
     assert ws.active_checkpoint().id == new_id
+
+
+# ------------------------------------------------------------------------------------------------ evaluate: drill-down
+
+
+def _frame_with(at: AppTest, column: str):
+    """The first dataframe of a run that has ``column``."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert frames, f"no dataframe with column {column!r}"
+    return frames[0]
+
+
+def _off_diagonal_cells(ws, cid="tiny-test"):
+    ev = ws.list_evaluations(cid)[0].result
+    cm = np.asarray(ev["confusion"])
+    return ev, [(int(i), int(j)) for i, j in zip(*np.nonzero(cm)) if i != j]
+
+
+def test_evaluate_matrix_views_frequencies_and_drilldown_sends_to_review(ws):
+    import json
+
+    from seghz import drilldown, report
+
+    at = app("pages/2_Evaluate.py").run()
+    at.button(key="eval_run").click().run()
+    assert_ok(at)
+    assert at.selectbox(key="eval_view").options == ["hz7"]
+    for mode in ("counts", "recall", "precision"):
+        at.radio(key="eval_cm_mode").set_value(mode).run()
+        assert_ok(at)
+        cm_chart = [c for c in at.get("plotly_chart") if c.key == "eval_cm"]
+        assert len(cm_chart) == 1
+        spec = json.loads(cm_chart[0].proto.spec)
+        assert spec["data"][0]["type"] == "heatmap"
+        assert report.CONFUSION_MODE_LABELS[mode] in spec["layout"]["title"]["text"]
+    t = texts(at)
+    assert "Class frequencies" in t and "Drill-down" in t
+    ev, cells = _off_diagonal_cells(ws)
+    assert cells, "the tiny model should confuse something"
+    names = ev["classes"]
+    cm = np.asarray(ev["confusion"])
+    a, b = max(cells, key=lambda c: cm[c])
+    at.selectbox(key="eval_dd_true").set_value(names[a])
+    at.selectbox(key="eval_dd_pred").set_value(names[b]).run()
+    assert_ok(at)
+    assert f"{int(cm[a, b]):,} px labelled **{names[a]}** are predicted **{names[b]}**" in texts(at)
+    table = _frame_with(at, "rank")
+    assert len(table) >= 1 and int(table.iloc[:, -1].sum()) == int(cm[a, b])  # 128 px scene: one 256 px window
+    imgs = at.get("image")
+    assert len(imgs) >= 1 and "in magenta" in imgs[0].proto.imgs[0].caption
+    assert any("Open on map: scene `" in c.value for c in at.caption)
+    # frequency table with a bias threshold
+    freq = _frame_with(at, "bias")
+    assert list(freq["class"]) == names and set(freq["bias"]) <= {"", "over", "under"}
+    # send to label review
+    at.button(key="eval_dd_send").click().run()
+    assert_ok(at)
+    items = drilldown.load_review_list(ws)
+    assert len(items) == len(table) and items[0]["true"] == names[a] and items[0]["predicted"] == names[b]
+    assert json.loads(drilldown.review_list_path(ws).read_text()) == items
+    assert any("Added" in s.value for s in at.success)
+
+
+def test_evaluate_cell_without_pixels_says_so(ws):
+    at = app("pages/2_Evaluate.py").run()
+    at.button(key="eval_run").click().run()
+    assert_ok(at)
+    ev = ws.list_evaluations("tiny-test")[0].result
+    cm = np.asarray(ev["confusion"])
+    empty = [(i, j) for i in range(len(cm)) for j in range(len(cm)) if cm[i, j] == 0]
+    if not empty:
+        pytest.skip("every cell has pixels")
+    i, j = empty[0]
+    at.selectbox(key="eval_dd_true").set_value(ev["classes"][i])
+    at.selectbox(key="eval_dd_pred").set_value(ev["classes"][j]).run()
+    assert_ok(at)
+    assert "No pixels in this cell." in texts(at)
+
+
+def test_evaluate_collapsed_scheme_view(ws, tiny_checkpoint):
+    """A cached hz14 evaluation (injected) is shown in hz14, hz11 and hz7 with the matrix collapsed."""
+    from seghz import drilldown
+    from seghz.metrics import scores
+
+    _path, meta = tiny_checkpoint
+    cid = ws.register_checkpoint(ws.root / "checkpoints" / "tiny.safetensors", {**meta, "scheme": "hz14"},
+                                 checkpoint_id="fake-hz14", name="fake hz14")
+    ws.set_active_checkpoint(cid)
+    hz14 = get_scheme("hz14")
+    cm = np.random.default_rng(0).integers(0, 30, (hz14.num_classes, hz14.num_classes))
+    res = scores(cm, hz14.names)
+    dv = ws.data_version("val")
+    res.update(checkpoint_id=cid, split="val", tta="none", data_version=dv, scenes=1, per_scene={})
+    ws.add_evaluation(cid, "val", False, dv, res)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert at.selectbox(key="eval_view").options == ["hz14", "hz11", "hz7"]
+    at.selectbox(key="eval_view").set_value("hz7").run()
+    assert_ok(at)
+    mi = {m.label: m.value for m in at.metric}["mIoU"]
+    want = scores(drilldown.collapse_confusion(cm, "hz14", "hz7"))["miou"]
+    assert mi == f"{100 * want:.1f} %"
+    assert "collapsed from **hz14** to **hz7**" in texts(at)
+    assert list(_frame_with(at, "bias")["class"]) == list(get_scheme("hz7").names)

@@ -140,3 +140,33 @@ def test_training_curves():
     assert names == ["loss", "val mIoU", "val fwIoU"]
     assert list(fig.data[1].y) == pytest.approx([0.3, 0.6])
     assert report.training_curves_figure([]) is None
+
+
+def test_frequency_table_and_bias_flag():
+    # labelled shares: Water 60/85, Road 25/85, Forest 0; predicted: Water 55/85, Road 20/85, Forest 10/85
+    df = report.frequency_table(result(), threshold=0.05)
+    assert list(df["class"]) == NAMES
+    assert list(df.columns) == ["class", "labelled share", "predicted share", "Δ (pp)", "labelled (px)",
+                                "predicted (px)", "bias"]
+    np.testing.assert_allclose(df["labelled share"], [60 / 85, 25 / 85, 0])
+    np.testing.assert_allclose(df["predicted share"], [55 / 85, 20 / 85, 10 / 85])
+    np.testing.assert_allclose(df["Δ (pp)"], [-500 / 85, -500 / 85, 1000 / 85])
+    assert list(df["bias"]) == ["under", "under", "over"]  # 5.9 pp, 5.9 pp, 11.8 pp
+    assert report.biased_classes(result(), threshold=0.06) == ["Forest"]
+    assert report.biased_classes(result(), threshold=0.2) == []
+
+
+def test_frequency_table_per_scene():
+    df = report.frequency_table(result(), threshold=0.05, scene="b")
+    b = CM - CM // 2  # [[25, 0, 5], [3, 10, 0], [0, 0, 0]]
+    np.testing.assert_array_equal(df["labelled (px)"], b.sum(1))
+    np.testing.assert_allclose(df["predicted share"], b.sum(0) / b.sum())
+
+
+def test_summary_table_and_class_metric_bars():
+    s = report.summary_table(result())
+    assert list(s.columns) == ["mIoU", "fwIoU", "OA", "mAcc"]
+    assert s.loc[0, "OA"] == pytest.approx(70 / 85)
+    fig = report.class_metric_bars(result(), COLORS)
+    assert [t.name for t in fig.data] == ["IoU", "Acc (recall)", "Precision", "F1"]
+    assert list(fig.data[0].x) == NAMES

@@ -1,0 +1,318 @@
+"""Confusion drill-down: from a cell (true A, predicted B) of an evaluation down to the pixels behind it.
+
+Pure numpy (no Streamlit); the Evaluate page lays out what these functions return.
+
+* Scheme views: an evaluation in the checkpoint's scheme (e.g. hz20) can be shown in every coarser scheme
+  reachable through the crosswalks (hz14, hz11, hz7): :func:`scheme_views`, :func:`collapse_confusion`,
+  :func:`collapse_result` (the scores recomputed on the collapsed matrix, per-scene matrices collapsed too).
+* Places: :func:`window_counts` counts the A→B pixels of one scene in a grid of windows (256 px by
+  default); :func:`rank_windows` ranks the windows of several scenes by that count. ``evaluate_split`` keeps
+  only confusion matrices, so predictions are recomputed on demand (:func:`scene_prediction`, cached in
+  memory per checkpoint file, scene, TTA and label version) and only for the scenes whose per-scene
+  matrix has A→B pixels (:func:`scenes_with_cell`).
+* Thumbnails: :func:`cell_panels` / :func:`thumbnail` give image, label, prediction and the A→B pixels
+  highlighted in :data:`HIGHLIGHT` (exactly those pixels; everything else is the image darkened).
+* Review list: :func:`add_to_review_list` appends windows to ``review/drilldown.json`` in the workspace
+  (written atomically, deduplicated); :func:`load_review_list` reads it back.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seghz.classes import IGNORE, crosswalk_path, get_scheme, index_crosswalk, scheme_names
+from seghz.data.io import atomic_write_bytes
+from seghz.metrics import scores
+
+HIGHLIGHT = (255, 0, 255)  # magenta: the A→B pixels in the highlight panel
+WINDOW = 256
+REVIEW_FILE = "review/drilldown.json"
+
+
+# ------------------------------------------------------------------------------------------------ scheme views
+
+
+def scheme_views(scheme: str) -> list[str]:
+    """``scheme`` itself, then every scheme it collapses into through the crosswalks, finest first
+    (hz20 -> ``["hz20", "hz14", "hz11", "hz7"]``; hz7 -> ``["hz7"]``)."""
+    out = []
+    for name in scheme_names():
+        if name != scheme and crosswalk_path(scheme, name) is not None:
+            out.append(name)
+    out.sort(key=lambda n: -get_scheme(n).num_classes)
+    return [scheme, *out]
+
+
+def view_lut(src: str, dst: str) -> np.ndarray:
+    """uint8 LUT class index of ``src`` -> index of ``dst`` (identity when equal; 255 = dropped)."""
+    if src == dst:
+        lut = np.full(256, IGNORE, np.uint8)
+        lut[:255] = np.arange(255, dtype=np.uint8)
+        return lut
+    return index_crosswalk(src, dst)
+
+
+def collapse_confusion(cm: Sequence[Sequence[float]] | np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Sum the rows and columns of a ``src`` confusion matrix into ``dst`` classes through the crosswalk.
+
+    Classes the crosswalk maps to nothing (255) are dropped. Raises SchemeMismatchError without a crosswalk.
+    """
+    m = np.asarray(cm, np.int64)
+    lut = view_lut(src, dst)
+    n = get_scheme(dst).num_classes
+    idx = lut[: m.shape[0]].astype(np.int64)
+    keep = idx != IGNORE
+    out = np.zeros((n, n), np.int64)
+    rows, cols = np.nonzero(keep[:, None] & keep[None, :])
+    np.add.at(out, (idx[rows], idx[cols]), m[rows, cols])
+    return out
+
+
+def collapse_result(result: dict, src: str, dst: str) -> dict:
+    """An evaluation result seen in scheme ``dst``: scores of the collapsed matrix, per-scene matrices
+    collapsed, label/prediction frequencies recomputed. ``src == dst`` returns ``result`` unchanged."""
+    if src == dst:
+        return result
+    cm = collapse_confusion(result["confusion"], src, dst)
+    out = {k: v for k, v in result.items() if k not in ("per_class", "confusion", "classes", "present")}
+    out.update(scores(cm, get_scheme(dst).names))
+    out["per_scene"] = {sid: collapse_confusion(c, src, dst).tolist() for sid, c in (result.get("per_scene") or {}).items()}
+    total = max(int(cm.sum()), 1)
+    out["freq_label"] = (cm.sum(1) / total).tolist()
+    out["freq_pred"] = (cm.sum(0) / total).tolist()
+    out["scheme_view"] = dst
+    return out
+
+
+def cell_from_selection(event: Any, num_classes: int) -> tuple[int, int] | None:
+    """``(true, predicted)`` indices of the first clicked point of a confusion heatmap selection event
+    (``st.plotly_chart(..., on_select="rerun")``: ``{"selection": {"points": [{"x": col, "y": row}, ...]}}``),
+    or None when nothing valid is selected."""
+    try:
+        points = (event or {}).get("selection", {}).get("points", []) or []
+        p = points[0]
+        a, b = int(p.get("y")), int(p.get("x"))
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return None
+    return (a, b) if 0 <= a < num_classes and 0 <= b < num_classes else None
+
+
+# ------------------------------------------------------------------------------------------------ places
+
+
+def cell_mask(pred: np.ndarray, label: np.ndarray, a: int, b: int, lut: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of the pixels labelled ``a`` and predicted ``b`` (after mapping both through ``lut``)."""
+    p, g = np.asarray(pred), np.asarray(label)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {p.shape} != label shape {g.shape}")
+    if lut is not None:
+        p, g = lut[p], lut[g]
+    return (g == a) & (p == b) & (g != IGNORE)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of a scene with its A→B pixel count; bbox is ``(row0, col0, row1, col1)``, end exclusive."""
+
+    scene_id: str
+    bbox: tuple[int, int, int, int]
+    count: int
+
+    def key(self) -> str:
+        return f"{self.scene_id}:{self.bbox[0]},{self.bbox[1]},{self.bbox[2]},{self.bbox[3]}"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "bbox": list(self.bbox)}
+
+
+def window_counts(mask: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Counts of True pixels in each ``window``×``window`` cell of a grid over ``mask`` (edge cells smaller)."""
+    m = np.asarray(mask, bool)
+    h, w = m.shape
+    gh, gw = -(-h // window), -(-w // window)
+    pad = np.zeros((gh * window, gw * window), np.int64)
+    pad[:h, :w] = m
+    return pad.reshape(gh, window, gw, window).sum(axis=(1, 3))
+
+
+def scene_windows(scene_id: str, mask: np.ndarray, window: int = WINDOW) -> list[Window]:
+    """The windows of one scene holding at least one True pixel of ``mask``, most pixels first."""
+    counts = window_counts(mask, window)
+    h, w = np.asarray(mask).shape
+    out = []
+    for gy, gx in zip(*np.nonzero(counts)):
+        r0, c0 = int(gy) * window, int(gx) * window
+        out.append(Window(scene_id, (r0, c0, min(r0 + window, h), min(c0 + window, w)), int(counts[gy, gx])))
+    out.sort(key=lambda x: (-x.count, x.bbox))
+    return out
+
+
+def rank_windows(masks: dict[str, np.ndarray], window: int = WINDOW, limit: int | None = None) -> list[Window]:
+    """Windows of all scenes (``{scene_id: A→B mask}``) ranked by A→B pixel count (ties: scene, position)."""
+    out = [w for sid, m in masks.items() for w in scene_windows(sid, m, window)]
+    out.sort(key=lambda x: (-x.count, x.scene_id, x.bbox))
+    return out if limit is None else out[:limit]
+
+
+def scenes_with_cell(result: dict, a: int, b: int) -> list[tuple[str, int]]:
+    """``(scene_id, A→B pixels)`` of the scenes whose per-scene matrix has the cell, most first."""
+    out = []
+    for sid, cm in (result.get("per_scene") or {}).items():
+        m = np.asarray(cm)
+        if a < m.shape[0] and b < m.shape[1] and m[a, b] > 0:
+            out.append((sid, int(m[a, b])))
+    out.sort(key=lambda t: (-t[1], t[0]))
+    return out
+
+
+_PRED_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
+PRED_CACHE_SIZE = 16
+
+
+def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str, predictor: Any) -> np.ndarray:
+    """The checkpoint's class-index prediction of a scene, cached in memory per (checkpoint file and its
+    mtime, scene, TTA) — the label version does not change a prediction."""
+    from seghz.data.io import read_image
+
+    ck = ws.get_checkpoint(checkpoint_id)
+    path = ws.checkpoint_path(ck)
+    key = (str(ws.root), str(path), path.stat().st_mtime_ns if path.exists() else 0, scene_id, tta)
+    if key in _PRED_CACHE:
+        _PRED_CACHE.move_to_end(key)
+        return _PRED_CACHE[key]
+    img = read_image(ws.scene_path(scene_id, "image"))
+    pred, _ = predictor.predict(img, tta)
+    pred = np.asarray(pred, np.uint8)
+    _PRED_CACHE[key] = pred
+    while len(_PRED_CACHE) > PRED_CACHE_SIZE:
+        _PRED_CACHE.popitem(last=False)
+    return pred
+
+
+def clear_prediction_cache() -> None:
+    _PRED_CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------------ thumbnails
+
+
+def highlight_panel(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = HIGHLIGHT) -> np.ndarray:
+    """The image darkened to half (so no other pixel can equal a 255 channel) with ``mask`` pixels in ``color``."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    out = (img[..., :3].astype(np.uint16) // 2).astype(np.uint8)
+    out[np.asarray(mask, bool)] = color
+    return out
+
+
+def cell_panels(image: np.ndarray, label: np.ndarray, pred: np.ndarray, a: int, b: int, scheme: Any,
+                lut: np.ndarray | None = None) -> list[np.ndarray]:
+    """Image, label, prediction (colours of ``scheme``, i.e. the view scheme) and the A→B highlight, same size."""
+    lab, prd = (label, pred) if lut is None else (lut[label], lut[pred])
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return [img[..., :3].astype(np.uint8), scheme.colorize(lab), scheme.colorize(prd),
+            highlight_panel(img, cell_mask(pred, label, a, b, lut))]
+
+
+def thumbnail(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Panels side by side at native resolution on white (``gap`` px apart): one RGB image."""
+    h, w = panels[0].shape[:2]
+    out = np.full((h, len(panels) * w + (len(panels) - 1) * gap, 3), 255, np.uint8)
+    for i, p in enumerate(panels):
+        out[:, i * (w + gap): i * (w + gap) + w] = p
+    return out
+
+
+def crop(arr: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    r0, c0, r1, c1 = bbox
+    return np.asarray(arr)[r0:r1, c0:c1]
+
+
+def map_location(scene: Any, bbox: tuple[int, int, int, int]) -> str:
+    """Where a window is, for "open on map": scene id and pixel bbox, plus the map bbox when georeferenced."""
+    r0, c0, r1, c1 = bbox
+    txt = f"scene `{scene.id}` rows {r0}–{r1}, cols {c0}–{c1}"
+    tr = getattr(scene, "transform", None)
+    if tr and len(tr) >= 6:
+        a, b_, c, d, e, f = tr[:6]
+        xs = [a * x + b_ * y + c for x, y in ((c0, r0), (c1, r1))]
+        ys = [d * x + e * y + f for x, y in ((c0, r0), (c1, r1))]
+        txt += f" · bbox ({min(xs):.6g}, {min(ys):.6g}, {max(xs):.6g}, {max(ys):.6g})"
+        if getattr(scene, "crs", None):
+            txt += f" {scene.crs}"
+    return txt
+
+
+# ------------------------------------------------------------------------------------------------ review list
+
+
+def review_list_path(ws: Any) -> Path:
+    return Path(ws.root) / REVIEW_FILE
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name("." + path.name + ".lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load_review_list(ws: Any) -> list[dict]:
+    """Entries of the drill-down review list (empty when none)."""
+    p = review_list_path(ws)
+    if not p.exists():
+        return []
+    data = json.loads(p.read_text() or "[]")
+    return data if isinstance(data, list) else []
+
+
+def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, pred_class: str, scheme: str,
+                       checkpoint_id: str, analyst: str = "") -> int:
+    """Append windows (with the confusion they show) to the review list; returns how many were new.
+
+    An entry is the window's scene, bbox, A→B count, the classes and scheme, checkpoint, analyst and time.
+    Already-listed (scene, bbox, true, predicted, scheme) entries are kept once. Written atomically under a lock.
+    """
+    from seghz.store import now_iso
+
+    p = review_list_path(ws)
+    with _locked(p):
+        items = load_review_list(ws)
+        seen = {(e.get("scene_id"), tuple(e.get("bbox", ())), e.get("true"), e.get("predicted"), e.get("scheme"))
+                for e in items}
+        added = 0
+        for w in windows:
+            k = (w.scene_id, tuple(w.bbox), true_class, pred_class, scheme)
+            if k in seen:
+                continue
+            seen.add(k)
+            items.append({"scene_id": w.scene_id, "bbox": list(w.bbox), "count": w.count, "true": true_class,
+                          "predicted": pred_class, "scheme": scheme, "checkpoint_id": checkpoint_id,
+                          "analyst": analyst, "added_at": now_iso(), "status": "pending"})
+            added += 1
+        if added:
+            atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
+    return added
+
+
+__all__ = [
+    "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
+    "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
+    "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",
+    "thumbnail", "view_lut", "window_counts",
+]

@@ -1,0 +1,165 @@
+"""Tests of seghz.drilldown: scheme views / matrix collapse, A→B window ranking, highlight thumbnails, review list."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from seghz import drilldown as dd
+from seghz.classes import IGNORE, get_scheme, index_crosswalk
+from seghz.metrics import confusion_matrix, scores
+
+
+def test_scheme_views_follow_crosswalk_chain():
+    assert dd.scheme_views("hz20") == ["hz20", "hz14", "hz11", "hz7"]
+    assert dd.scheme_views("hz14") == ["hz14", "hz11", "hz7"]
+    assert dd.scheme_views("hz7") == ["hz7"]
+
+
+@pytest.mark.parametrize("dst", ["hz14", "hz11", "hz7"])
+def test_collapse_confusion_equals_matrix_of_crosswalked_masks(dst):
+    rng = np.random.default_rng(0)
+    n = get_scheme("hz20").num_classes
+    gt = rng.integers(0, n, (64, 64)).astype(np.uint8)
+    gt[:3] = IGNORE
+    pred = rng.integers(0, n, (64, 64)).astype(np.uint8)
+    cm = confusion_matrix(pred, gt, n)
+    lut = index_crosswalk("hz20", dst)
+    # pixels whose label or prediction the crosswalk drops are dropped from the collapsed matrix
+    g2, p2 = lut[gt], lut[pred]
+    g2 = np.where(p2 == IGNORE, IGNORE, g2).astype(np.uint8)
+    p2 = np.where(p2 == IGNORE, 0, p2).astype(np.uint8)
+    expect = confusion_matrix(p2, g2, get_scheme(dst).num_classes)
+    np.testing.assert_array_equal(dd.collapse_confusion(cm, "hz20", dst), expect)
+
+
+def test_collapse_confusion_hand_sum():
+    # hz11 -> hz7: sum every (i, j) into (lut[i], lut[j])
+    n = get_scheme("hz11").num_classes
+    cm = np.arange(n * n).reshape(n, n)
+    lut = index_crosswalk("hz11", "hz7")
+    out = dd.collapse_confusion(cm, "hz11", "hz7")
+    for A in range(get_scheme("hz7").num_classes):
+        for B in range(get_scheme("hz7").num_classes):
+            assert out[A, B] == sum(cm[i, j] for i in range(n) for j in range(n) if lut[i] == A and lut[j] == B)
+    assert dd.collapse_confusion(cm, "hz11", "hz11").tolist() == cm.tolist()
+
+
+def test_collapse_result_rescores_and_collapses_per_scene():
+    n = get_scheme("hz14").num_classes
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 50, (n, n)), rng.integers(0, 50, (n, n))
+    r = scores(a + b, get_scheme("hz14").names)
+    r.update(per_scene={"s1": a.tolist(), "s2": b.tolist()}, split="val", tta="none")
+    v = dd.collapse_result(r, "hz14", "hz7")
+    assert v["classes"] == list(get_scheme("hz7").names) and v["split"] == "val"
+    np.testing.assert_array_equal(np.asarray(v["per_scene"]["s1"]) + v["per_scene"]["s2"], v["confusion"])
+    assert v["miou"] == pytest.approx(scores(dd.collapse_confusion(a + b, "hz14", "hz7"))["miou"])
+    assert sum(v["freq_label"]) == pytest.approx(1) and dd.collapse_result(r, "hz14", "hz14") is r
+
+
+def test_window_ranking_on_hand_made_pair():
+    label = np.zeros((10, 12), np.uint8)
+    pred = np.zeros((10, 12), np.uint8)
+    # A=1 -> B=2: 3 px in window (0,0), 5 px in window (4,8) [edge window], 1 px in window (8,4)
+    label[0:3, 0] = 1; pred[0:3, 0] = 2
+    label[4:5, 8:12] = 1; pred[4:5, 8:12] = 2; label[5, 8] = 1; pred[5, 8] = 2
+    label[9, 5] = 1; pred[9, 5] = 2
+    label[1, 1] = 1; pred[1, 1] = 1    # correct: not counted
+    label[2, 2] = 2; pred[2, 2] = 1    # B->A: not counted
+    label[3, 3] = IGNORE; pred[3, 3] = 2
+    m = dd.cell_mask(pred, label, 1, 2)
+    assert m.sum() == 9
+    w = dd.scene_windows("s", m, window=4)
+    assert [(x.bbox, x.count) for x in w] == [((4, 8, 8, 12), 5), ((0, 0, 4, 4), 3), ((8, 4, 10, 8), 1)]
+    other = np.zeros((4, 4), bool); other[:2, :2] = True  # 4 px
+    ranked = dd.rank_windows({"s": m, "t": other}, window=4)
+    assert [(x.scene_id, x.count) for x in ranked] == [("s", 5), ("t", 4), ("s", 3), ("s", 1)]
+    assert len(dd.rank_windows({"s": m, "t": other}, window=4, limit=2)) == 2
+    assert sum(x.count for x in ranked if x.scene_id == "s") == m.sum()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cell_mask_and_windows_property(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(5, 70, 2)
+    label = rng.integers(0, 4, (h, w)).astype(np.uint8)
+    label[rng.random((h, w)) < 0.1] = IGNORE
+    pred = rng.integers(0, 4, (h, w)).astype(np.uint8)
+    a, b = rng.integers(0, 4, 2)
+    m = dd.cell_mask(pred, label, a, b)
+    assert m.sum() == confusion_matrix(pred, label, 4)[a, b]
+    assert np.array_equal(m, (label == a) & (pred == b))
+    win = dd.scene_windows("x", m, window=16)
+    assert sum(x.count for x in win) == m.sum()
+    for x in win:
+        r0, c0, r1, c1 = x.bbox
+        assert m[r0:r1, c0:c1].sum() == x.count
+
+
+def test_thumbnail_highlights_exactly_the_cell_pixels():
+    rng = np.random.default_rng(3)
+    scheme = get_scheme("hz7")
+    image = rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)
+    image[0, 0] = (255, 0, 255)  # a magenta image pixel must not look highlighted
+    label = rng.integers(0, scheme.num_classes, (20, 24)).astype(np.uint8)
+    pred = rng.integers(0, scheme.num_classes, (20, 24)).astype(np.uint8)
+    panels = dd.cell_panels(image, label, pred, 1, 3, scheme)
+    assert len(panels) == 4 and all(p.shape == (20, 24, 3) for p in panels)
+    np.testing.assert_array_equal(panels[1], scheme.colorize(label))
+    np.testing.assert_array_equal(panels[2], scheme.colorize(pred))
+    thumb = dd.thumbnail(panels, gap=4)
+    assert thumb.shape == (20, 4 * 24 + 3 * 4, 3)
+    hl = thumb[:, 3 * 28: 3 * 28 + 24]
+    got = np.all(hl == dd.HIGHLIGHT, axis=2)
+    np.testing.assert_array_equal(got, (label == 1) & (pred == 3))
+    np.testing.assert_array_equal(thumb[:, :24], image)
+
+
+def test_cell_panels_in_collapsed_view():
+    scheme = get_scheme("hz7")
+    lut = dd.view_lut("hz11", "hz7")
+    n11 = get_scheme("hz11").num_classes
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, n11, (16, 16)).astype(np.uint8)
+    pred = rng.integers(0, n11, (16, 16)).astype(np.uint8)
+    panels = dd.cell_panels(np.zeros((16, 16, 3), np.uint8), label, pred, 0, 1, scheme, lut)
+    np.testing.assert_array_equal(np.all(panels[3] == dd.HIGHLIGHT, axis=2), (lut[label] == 0) & (lut[pred] == 1))
+
+
+def test_scenes_with_cell():
+    r = {"per_scene": {"a": [[1, 2], [0, 1]], "b": [[1, 5], [0, 0]], "c": [[3, 0], [1, 0]]}}
+    assert dd.scenes_with_cell(r, 0, 1) == [("b", 5), ("a", 2)]
+    assert dd.scenes_with_cell(r, 1, 1) == [("a", 1)]
+
+
+def test_map_location_with_and_without_transform():
+    s = SimpleNamespace(id="sc", transform=None, crs=None)
+    assert dd.map_location(s, (0, 10, 256, 266)) == "scene `sc` rows 0–256, cols 10–266"
+    g = SimpleNamespace(id="sc", transform=(0.5, 0, 100, 0, -0.5, 200), crs="EPSG:32650")
+    assert "bbox (105, 72, 233, 200) EPSG:32650" in dd.map_location(g, (0, 10, 256, 266))
+
+
+def test_review_list_is_appended_atomically_and_deduplicated(tmp_path):
+    ws = SimpleNamespace(root=tmp_path)
+    w1, w2 = dd.Window("s", (0, 0, 256, 256), 40), dd.Window("s", (256, 0, 512, 256), 7)
+    kw = {"true_class": "Water", "pred_class": "Road", "scheme": "hz7", "checkpoint_id": "ck", "analyst": "ann"}
+    assert dd.add_to_review_list(ws, [w1, w2], **kw) == 2
+    assert dd.add_to_review_list(ws, [w1], **kw) == 0
+    assert dd.add_to_review_list(ws, [w1], **{**kw, "pred_class": "Forest"}) == 1
+    items = json.loads(dd.review_list_path(ws).read_text())
+    assert len(items) == 3 and items[0]["bbox"] == [0, 0, 256, 256] and items[0]["count"] == 40
+    assert items[0]["true"] == "Water" and items[0]["analyst"] == "ann" and items[0]["status"] == "pending"
+    assert dd.load_review_list(ws) == items
+    assert not [p for p in dd.review_list_path(ws).parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cell_from_selection_event():
+    ev = {"selection": {"points": [{"x": 2, "y": 1, "z": 5}], "box": [], "lasso": []}}
+    assert dd.cell_from_selection(ev, 3) == (1, 2)
+    assert dd.cell_from_selection(ev, 2) is None  # outside the matrix
+    assert dd.cell_from_selection({"selection": {"points": []}}, 3) is None
+    assert dd.cell_from_selection(None, 3) is None
+    assert dd.cell_from_selection({"selection": {"points": [{"x": "a", "y": 0}]}}, 3) is None
