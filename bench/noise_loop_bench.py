@@ -1,0 +1,299 @@
+#!/usr/bin/env python
+"""Loop check of the noise queue (issue 5): fix the top-N queue items, retrain, mIoU gained vs fixing random items.
+
+A "retrain" that fits a CPU: the fast head-only refit (:func:`seghz.train.refit.refit_head`, backbone and decoder
+frozen). Steps, on held-out GID-15 test tiles of the shipped model (same salted order and noise injection as
+``bench/noise_bench.py``; its first ``--tune-tiles`` tuning tiles are skipped):
+
+1. **noisy training**: noise is injected into the labels of ``--tiles`` TRAINING tiles (30 % component flips +
+   boundary shifts, :func:`bench.noise_bench.inject_noise`) and the shipped model's head is refitted on those noisy
+   labels (every labelled pixel is a fit target, class-balanced subsample of ``--max-pixels``). Only the head
+   absorbs the noise; the features are still the ones learned on clean labels.
+2. **queue**: that noisy model predicts the training tiles (``--tta``); the suspicion score
+   (:data:`DEFAULT_WEIGHTS`) against the noisy labels is grouped into queue items
+   (:func:`seghz.review.suspicion.group_components`), ranked by score × area.
+3. **analyst**: the top-N items (N in ``--n``) are fixed with the TRUE labels (an item's pixels: the suspicious
+   same-label pixels of its bbox not claimed by a higher item, as in ``noise_bench.queue_metrics``). Baselines,
+   each the mean over ``--draws`` random draws: N random components of the noisy label map (what an analyst would
+   review without a model; a whole component is fixed) and N random queue items (the queue without its order).
+4. **retrain**: the shipped model's head is refitted again, same config and seed, on the noisy labels with the
+   fixes applied.
+5. **evaluate**: mIoU (hz7) on the CLEAN labels of ``--eval-tiles`` EVALUATION tiles, disjoint from the training
+   tiles, no TTA.
+
+Reported per arm: mIoU, gain over the noisy model, gain per 100 items, noisy pixels fixed (per item and as a fraction
+of all the injected noise), pixels reviewed per item. Reference rows: the shipped model (never saw the noise) and
+the "oracle" refit on the clean training labels (every noisy pixel fixed).
+
+    python bench/noise_loop_bench.py --json /tmp/loop.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2
+import numpy as np
+
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise, method_metrics
+from seghz.classes import IGNORE, get_scheme
+from seghz.data.io import read_image, read_label
+from seghz.evaluate import label_for_checkpoint
+from seghz.metrics import confusion_matrix, scores
+from seghz.review.suspicion import DEFAULT_WEIGHTS, ClassThresholds, combine, group_components
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- items
+
+def queue_item_masks(tiles: list[dict], items, score: dict[str, np.ndarray], threshold: float = 0.5) -> list[tuple[int, np.ndarray]]:
+    """(tile index, full-size bool mask) per queue item, in queue order: the suspicious same-label pixels of the
+    item's bbox not claimed by a higher item (the definition of ``noise_bench.queue_metrics``)."""
+    idx = {t["stem"]: i for i, t in enumerate(tiles)}
+    claimed = {t["stem"]: np.zeros(t["noisy"].shape, bool) for t in tiles}
+    out = []
+    for it in items:
+        t = tiles[idx[it.stem]]
+        r0, c0, r1, c1 = it.bbox
+        m = np.zeros(t["noisy"].shape, bool)
+        sl = np.s_[r0:r1, c0:c1]
+        m[sl] = (score[it.stem][sl] >= threshold) & (t["noisy"][sl] == it.label_id) & ~claimed[it.stem][sl]
+        claimed[it.stem] |= m
+        out.append((idx[it.stem], m))
+    return out
+
+
+def label_components(tiles: list[dict]) -> list[tuple[int, np.ndarray]]:
+    """(tile index, bool mask) of every 8-connected component of each class of the NOISY label maps."""
+    out = []
+    for i, t in enumerate(tiles):
+        lb = t["noisy"]
+        for c in np.unique(lb[lb != IGNORE]):
+            n, lab = cv2.connectedComponents((lb == c).astype(np.uint8), connectivity=8)
+            out += [(i, lab == j) for j in range(1, n)]
+    return out
+
+
+def apply_fixes(tiles: list[dict], fixes: list[tuple[int, np.ndarray]]) -> tuple[list[np.ndarray], dict]:
+    """Effective labels = noisy labels with the fixed pixels set to the true labels; and what the fixes did."""
+    eff = [t["noisy"].copy() for t in tiles]
+    reviewed = 0
+    for i, m in fixes:
+        eff[i][m] = tiles[i]["true"][m]
+        reviewed += int(m.sum())
+    noisy_total = int(sum(t["noise"].sum() for t in tiles))
+    left = int(sum(((e != t["true"]) & (t["true"] != IGNORE)).sum() for e, t in zip(eff, tiles)))
+    fixed = noisy_total - left
+    n = max(len(fixes), 1)
+    return eff, {"items": len(fixes), "pixels_reviewed": reviewed, "pixels_reviewed_per_item": reviewed / n,
+                 "noisy_pixels_fixed": fixed, "noisy_fixed_per_item": fixed / n,
+                 "noise_fraction_fixed": fixed / max(noisy_total, 1), "noise_fraction_fixed_per_100_items": 100 * fixed / max(noisy_total, 1) / n,
+                 "precision_of_review": fixed / max(reviewed, 1)}
+
+
+# ----------------------------------------------------------------------------- refit + evaluation
+
+def refit_and_eval(ckpt: str, train: list[dict], labels: list[np.ndarray], evals: list[dict], cfg, workdir: Path, tag: str,
+                   device: str) -> dict:
+    from seghz.train.refit import RefitItem, refit_head
+
+    out = workdir / f"{tag}.safetensors"
+    t0 = time.perf_counter()
+    res = refit_head(ckpt, [RefitItem(t["image"], corrected=lb) for t, lb in zip(train, labels)], out, cfg)
+    t1 = time.perf_counter()
+    ev = evaluate_checkpoint(str(out), evals, device)
+    ev.update(refit_seconds=round(t1 - t0, 2), eval_seconds=round(time.perf_counter() - t1, 2),
+              fit_pixels=res.counts["corrected_used"])
+    return ev
+
+
+def evaluate_checkpoint(ckpt: str, evals: list[dict], device: str, predictor=None) -> dict:
+    from seghz.infer.engine import Predictor
+
+    pred = predictor if predictor is not None else Predictor.from_checkpoint(ckpt, device)[0]
+    nc = len(evals[0]["names"])
+    cm = np.zeros((nc, nc), np.int64)
+    for t in evals:
+        cm += confusion_matrix(pred.predict_full(t["image"], "none").mask, t["true"], nc)
+    s = scores(cm, evals[0]["names"])
+    return {"miou": float(s["miou"]), "oa": float(s["oa"])}
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="GID-15 folder with images/ and labels/")
+    ap.add_argument("--tiles", type=int, default=30, help="training tiles (noisy labels, the queue comes from them)")
+    ap.add_argument("--eval-tiles", type=int, default=30, help="evaluation tiles (clean labels; disjoint from training)")
+    ap.add_argument("--tune-tiles", type=int, default=40, help="noise_bench's tuning tiles, skipped")
+    ap.add_argument("--n", default="25,50,100,200", help="comma-separated numbers of items reviewed")
+    ap.add_argument("--draws", type=int, default=3, help="random draws per N for the random arms")
+    ap.add_argument("--random", default="components", help="random arms: components, queue (comma-separated)")
+    ap.add_argument("--tta", choices=["none", "flip", "d4"], default="d4", help="TTA of the queue's predictions")
+    ap.add_argument("--tau", type=float, default=float(np.log(10.0)))
+    ap.add_argument("--flip-fraction", type=float, default=0.3)
+    ap.add_argument("--shift-fraction", type=float, default=0.5)
+    ap.add_argument("--max-pixels", type=int, default=40_000, help="fit pixels per refit (class-balanced subsample)")
+    ap.add_argument("--steps", type=int, default=50, help="L-BFGS iterations per refit")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    data = Path(args.data)
+    if not (data / "images").is_dir():
+        _log(f"GID-15 data not found at {data} (../shared/data is not part of a fresh clone); nothing to measure")
+        return 2
+    import torch
+
+    from seghz.infer.engine import Predictor
+    from seghz.models.checkpoint import read_metadata
+    from seghz.train.refit import RefitConfig
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
+    t_start = time.perf_counter()
+    meta = read_metadata(args.checkpoint)
+    stems = sorted(meta.get("test_stems") or [], key=_salted)[args.tune_tiles:]
+    train_stems = stems[: args.tiles]
+    eval_stems = stems[args.tiles: args.tiles + args.eval_tiles]
+    if len(train_stems) < args.tiles or not eval_stems:
+        _log(f"not enough held-out tiles: {len(stems)} after the tuning ones, asked {args.tiles} + {args.eval_tiles}")
+        return 2
+    assert not set(train_stems) & set(eval_stems)
+    ck_scheme = meta["scheme"]["name"]
+    names = list(meta["scheme"]["names"])
+    src = get_scheme("gid15")
+
+    def load(stem):
+        img = read_image(data / "images" / f"{stem}.png")
+        true = label_for_checkpoint(read_label(data / "labels" / f"{stem}.png", src), src.name, ck_scheme)
+        return {"stem": stem, "image": img, "true": true, "names": names}
+
+    train = [load(s) for s in train_stems]
+    evals = [load(s) for s in eval_stems]
+    classes = sorted({int(c) for t in train for c in np.unique(t["true"]) if c != IGNORE})
+    noisy = inject_noise([t["true"] for t in train], np.random.default_rng(args.seed), classes, args.flip_fraction,
+                         args.shift_fraction)
+    for t, nz in zip(train, noisy):
+        t["noisy"] = nz
+        t["noise"] = (nz != t["true"]) & (t["true"] != IGNORE)
+    valid_px = int(sum((t["true"] != IGNORE).sum() for t in train))
+    noisy_px = int(sum(t["noise"].sum() for t in train))
+    _log(f"train {len(train)} tiles ({noisy_px}/{valid_px} noisy px), eval {len(evals)} tiles")
+
+    cfg = RefitConfig(steps=args.steps, max_corrected=args.max_pixels, context_per_class=0, max_windows=len(train),
+                      tile=256, seed=args.seed, device=args.device)
+    ns = [int(x) for x in args.n.split(",") if x.strip()]
+    arms_random = [a.strip() for a in args.random.split(",") if a.strip()]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="noise_loop_") as tmp:
+        work = Path(tmp)
+        shipped = evaluate_checkpoint(args.checkpoint, evals, args.device)
+        _log(f"shipped model: mIoU {shipped['miou']:.4f}")
+        # 1. noisy training
+        base = refit_and_eval(args.checkpoint, train, [t["noisy"] for t in train], evals, cfg, work, "noisy", args.device)
+        _log(f"noisy refit: mIoU {base['miou']:.4f} ({base['refit_seconds']} s refit)")
+        oracle = refit_and_eval(args.checkpoint, train, [t["true"] for t in train], evals, cfg, work, "oracle", args.device)
+        _log(f"oracle (clean) refit: mIoU {oracle['miou']:.4f}")
+        # 2. the queue from the noisy model
+        pred, _ = Predictor.from_checkpoint(str(work / "noisy.safetensors"), args.device)
+        for t in train:
+            r = pred.predict_full(t["image"], args.tta, return_proba=True)
+            t["proba"], t["dis"] = r.proba.astype(np.float32), r.disagreement.astype(np.float32)
+        det = method_metrics(train, {"suspicion": DEFAULT_WEIGHTS}, args.tau)
+        acc = ClassThresholds(len(names))
+        for t in train:
+            acc.update(t["proba"], t["noisy"])
+        items, score = [], {}
+        for t in train:
+            s = score[t["stem"]] = combine(t["sig"], t["noisy"], DEFAULT_WEIGHTS)
+            items += group_components(s, t["noisy"], t["sig"]["argmax"], stem=t["stem"], names=names,
+                                      class_freq=acc.frequencies())
+        items.sort(key=lambda it: (-it.score, it.stem, it.bbox))
+        qmasks = queue_item_masks(train, items, score)
+        comps = label_components(train)
+        _log(f"noisy model as detector: P@k {det['suspicion']['precision_at_k']:.4f} (loss {det['loss']['precision_at_k']:.4f}); "
+             f"queue {len(items)} items, {len(comps)} label components")
+        for t in train:  # free memory
+            t.pop("proba"), t.pop("dis"), t.pop("sig")
+
+        def arm(name, n, fixes, draw=None):
+            eff, fx = apply_fixes(train, fixes)
+            ev = refit_and_eval(args.checkpoint, train, eff, evals, cfg, work, f"{name}_{n}_{draw}", args.device)
+            row = {"arm": name, "n": n, "draw": draw, **fx, **ev, "gain": ev["miou"] - base["miou"],
+                   "gain_per_100_items": 100 * (ev["miou"] - base["miou"]) / max(fx["items"], 1)}
+            _log(f"  {name:<18} N={n:<4} draw={draw}  items {fx['items']:<4} fixed {fx['noise_fraction_fixed']:.3f} "
+                 f"mIoU {ev['miou']:.4f} ({row['gain']:+.4f})")
+            rows.append(row)
+
+        for n in ns:
+            arm("queue", n, qmasks[:n])
+            for d in range(args.draws):
+                rng = np.random.default_rng([args.seed, n, d, 1])
+                if "components" in arms_random:
+                    pick = rng.choice(len(comps), min(n, len(comps)), replace=False)
+                    arm("random_components", n, [comps[i] for i in pick], d)
+                if "queue" in arms_random:
+                    pick = rng.choice(len(qmasks), min(n, len(qmasks)), replace=False)
+                    arm("random_queue_items", n, [qmasks[i] for i in sorted(pick)], d)
+    seconds = round(time.perf_counter() - t_start, 1)
+
+    keys = ("items", "pixels_reviewed_per_item", "noisy_fixed_per_item", "noise_fraction_fixed",
+            "noise_fraction_fixed_per_100_items", "precision_of_review", "miou", "gain", "gain_per_100_items")
+    summary = []
+    for n in ns:
+        for name in ["queue"] + [f"random_{a}" if a != "queue" else "random_queue_items" for a in arms_random]:
+            rs = [r for r in rows if r["arm"] == name and r["n"] == n]
+            if rs:
+                s = {"arm": name, "n": n, "draws": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
+                s["gain_std"] = float(np.std([r["gain"] for r in rs]))
+                summary.append(s)
+
+    print(f"train {len(train)} tiles ({noisy_px}/{valid_px} = {noisy_px / valid_px:.3f} noisy), eval {len(evals)} tiles (clean)")
+    print(f"noisy model as detector ({args.tta}): suspicion P@k {det['suspicion']['precision_at_k']:.4f}, "
+          f"loss P@k {det['loss']['precision_at_k']:.4f}; queue {len(items)} items, {len(comps)} label components")
+    print(f"mIoU on eval tiles: shipped {shipped['miou']:.4f} | noisy refit {base['miou']:.4f} | "
+          f"oracle clean refit {oracle['miou']:.4f}")
+    hdr = f"{'arm':<19}{'N':>5}{'items':>6}{'px/item':>9}{'noisy fixed/item':>17}{'noise fixed':>12}{'rev. prec':>10}{'mIoU':>8}{'gain':>9}{'±sd':>8}{'gain/100':>10}"
+    print(hdr)
+    for s in summary:
+        print(f"{s['arm']:<19}{s['n']:>5}{s['items']:>6.0f}{s['pixels_reviewed_per_item']:>9.0f}{s['noisy_fixed_per_item']:>17.0f}"
+              f"{s['noise_fraction_fixed']:>12.3f}{s['precision_of_review']:>10.3f}{s['miou']:>8.4f}{s['gain']:>+9.4f}"
+              f"{s['gain_std']:>8.4f}{s['gain_per_100_items']:>+10.4f}")
+    print(f"total {seconds} s")
+
+    if args.json:
+        out = {"train_tiles": train_stems, "eval_tiles": eval_stems, "tuning_tiles_skipped": args.tune_tiles,
+               "pixels": valid_px, "noisy_pixels": noisy_px, "noise_rate": noisy_px / valid_px,
+               "detector": det, "queue_items": len(items), "label_components": len(comps),
+               "shipped": shipped, "noisy_refit": base, "oracle_refit": oracle, "summary": summary, "runs": rows,
+               "config": {"refit": {k: getattr(cfg, k) for k in ("steps", "max_corrected", "context_per_class", "weight_decay", "tile", "seed")},
+                          "tta": args.tta, "tau": args.tau, "flip_fraction": args.flip_fraction,
+                          "shift_fraction": args.shift_fraction, "seed": args.seed, "draws": args.draws},
+               "seconds": seconds, "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "threads": torch.get_num_threads(),
+               "command": "python bench/noise_loop_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
