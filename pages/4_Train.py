@@ -102,12 +102,34 @@ with st.form("train_form"):
                             help="0 = automatic (about one pass over the training pixels per epoch).")
     lr = g5.number_input("Learning rate", min_value=0.0, max_value=1.0, value=1e-3 if fine_tune else 2e-3,
                          step=1e-4, format="%.5f", key=f"train_lr_{start}")
+    with st.expander("Recipe: losses, noise mask, sampler, early stopping"):
+        r1, r2, r3, r4 = st.columns(4)
+        class_weights = r1.selectbox("Class weights", ["enet", "none", "inverse"], key="train_cw",
+                                     help="enet: the study's 1/ln(1.02+f); inverse: 1/f normalised; none: plain CE.")
+        dice = r2.checkbox("+ Dice loss", value=True, key="train_dice")
+        smoothing = r3.number_input("Label smoothing ε", min_value=0.0, max_value=0.5, value=0.0, step=0.05,
+                                    key="train_smooth")
+        sampler = r4.selectbox("Crop sampler", ["random", "class_aware"], key="train_sampler",
+                               help="class_aware: the study's building-aware sampler (crops rich in building classes).")
+        n1, n2, n3, n4 = st.columns(4)
+        noise = n1.selectbox("Noise mask", ["none", "cos", "const"], key="train_noise",
+                             help="Drop pixels whose loss exceeds a threshold: cos = the study's schedule from "
+                                  "−ln 0.01 to −ln 0.1; const = a fixed threshold. Analyst-trusted pixels are never dropped.")
+        ohem = n2.checkbox("OHEM", key="train_ohem", help="Keep only hard pixels (true-class p < 0.7, with a minimum).")
+        consistency = n3.checkbox("Multi-view consistency", key="train_consistency",
+                                  help="CE on a random rot90 view + MSE between the two views' logits.")
+        patience = n4.number_input("Early stop after N epochs without gain (0 = off)", min_value=0, max_value=1000,
+                                   value=0, step=1, key="train_patience")
+        auto_promote = st.checkbox("Promote automatically when the regression gate passes", key="train_auto_promote")
     run_name = st.text_input("Name of the new checkpoint (optional)", key="train_name")
     submitted = st.form_submit_button("Launch training", type="primary", key="train_submit")
 
 if submitted:
     config: dict = {"epochs": int(epochs), "batch_size": int(batch), "crop_size": int(crop), "lr": float(lr),
-                    "steps_per_epoch": int(steps) or None, "scheme": scheme}
+                    "steps_per_epoch": int(steps) or None, "scheme": scheme, "class_weights": class_weights,
+                    "dice": bool(dice), "label_smoothing": float(smoothing), "noise_mask": noise, "ohem": bool(ohem),
+                    "consistency": bool(consistency), "sampler": sampler, "patience": int(patience) or None,
+                    "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
         config["parent_checkpoint_id"] = active.id
     else:

@@ -392,6 +392,29 @@ def test_train_rejects_bad_settings(ws):
     assert ws.list_jobs() == []
 
 
+def test_train_recipe_options_reach_the_job_config(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    at.number_input(key="train_crop").set_value(64)
+    at.selectbox(key="train_noise").set_value("cos")
+    at.selectbox(key="train_sampler").set_value("class_aware")
+    at.selectbox(key="train_cw").set_value("inverse")
+    at.number_input(key="train_smooth").set_value(0.1)
+    at.checkbox(key="train_consistency").check()
+    at.number_input(key="train_patience").set_value(3)
+    at.checkbox(key="train_auto_promote").check()
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    c = job.config
+    assert (c["noise_mask"], c["sampler"], c["class_weights"], c["consistency"], c["patience"], c["auto_promote"]) == \
+        ("cos", "class_aware", "inverse", True, 3, True)
+    assert abs(c["label_smoothing"] - 0.1) < 1e-9 and c["ohem"] is False
+
+
 def test_train_submits_job_shows_result_and_promotes(ws):
     at = app("pages/4_Train.py").run()
     assert_ok(at)
