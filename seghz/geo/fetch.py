@@ -30,7 +30,6 @@ import hashlib
 import io
 import math
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seghz.data.io import atomic_write_bytes
+from seghz.data.io import atomic_target, atomic_write_bytes
 from seghz.errors import BadInputError, SegHZError
 from seghz.geo.datum import check_bbox
 
@@ -297,6 +296,17 @@ def _fetch_grid(
     return mosaic
 
 
+def _prepare(url: str, plan, output, cache_dir, max_tiles, rate) -> tuple[Path, Path, FetchResult]:
+    """Checks shared by the fetchers (tile budget, rate) → (output path, tile cache folder, empty result)."""
+    if max_tiles is not None and plan.tiles > int(max_tiles):
+        raise BadInputError("bbox", f"{plan.describe()} -- more than --max-tiles {max_tiles}; use a smaller bbox or zoom")
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise BadInputError("rate", f"{rate} must be a positive number of requests per second")
+    out = Path(output)
+    cache = cache_folder(cache_dir if cache_dir is not None else out.parent / ".tilecache", url)
+    return out, cache, FetchResult(plan, out)  # type: ignore[arg-type]
+
+
 def fetch_xyz(
     url: str,
     bbox: Sequence[float],
@@ -318,13 +328,7 @@ def fetch_xyz(
     ``output`` (see the module docstring). Without ``cache_dir`` the cache is ``<output folder>/.tilecache``."""
     check_template(url)
     plan = plan_xyz(bbox, zoom)
-    if max_tiles is not None and plan.tiles > int(max_tiles):
-        raise BadInputError("bbox", f"{plan.describe()} -- more than --max-tiles {max_tiles}; use a smaller bbox or zoom")
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
-        raise BadInputError("rate", f"{rate} must be a positive number of requests per second")
-    out = Path(output)
-    cache = cache_folder(cache_dir if cache_dir is not None else out.parent / ".tilecache", url)
-    result = FetchResult(plan, out)
+    out, cache, result = _prepare(url, plan, output, cache_dir, max_tiles, rate)
     mosaic = _fetch_grid(url, plan.zoom, list(plan.x_range), list(plan.y_range), cache, result,
                          _Limiter(rate, clock, sleep), retries, backoff, timeout, subdomains, progress, sleep)
     r, c, h, w = plan.window
@@ -341,27 +345,12 @@ def write_rgba_geotiff(path: str | os.PathLike, rgba: np.ndarray, crs: str, tran
     rgba = np.asarray(rgba, np.uint8)
     if rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ValueError(f"expected an H x W x 4 RGBA array, got {rgba.shape}")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.tif", dir=p.parent)
-    os.close(fd)
     profile = {"driver": "GTiff", "width": rgba.shape[1], "height": rgba.shape[0], "count": 4, "dtype": "uint8",
                "crs": crs, "transform": Affine(*[float(v) for v in transform][:6]), "compress": "deflate",
                "photometric": "RGB", "tiled": rgba.shape[0] >= 256 and rgba.shape[1] >= 256}
-    try:
-        with rasterio.open(tmp, "w", **profile) as ds:
-            ds.write(np.moveaxis(rgba, 2, 0))
-            ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_target(path, suffix=".tmp.tif") as tmp, rasterio.open(tmp, "w", **profile) as ds:
+        ds.write(np.moveaxis(rgba, 2, 0))
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -458,13 +447,7 @@ def fetch_baidu(
     cache/retry/rate/missing-tile behaviour as :func:`fetch_xyz`."""
     check_template(url)
     plan = plan_baidu(bbox, zoom)
-    if max_tiles is not None and plan.tiles > int(max_tiles):
-        raise BadInputError("bbox", f"{plan.describe()} -- more than --max-tiles {max_tiles}; use a smaller bbox or zoom")
-    if rate is not None and not (rate > 0 and math.isfinite(rate)):
-        raise BadInputError("rate", f"{rate} must be a positive number of requests per second")
-    out = Path(output)
-    cache = cache_folder(cache_dir if cache_dir is not None else out.parent / ".tilecache", url)
-    result = FetchResult(plan, out)  # type: ignore[arg-type]
+    out, cache, result = _prepare(url, plan, output, cache_dir, max_tiles, rate)
     ys = list(reversed(plan.y_range))  # Baidu y grows northward: top row is the largest y
     mosaic = _fetch_grid(url, plan.zoom, list(plan.x_range), ys, cache, result, _Limiter(rate, clock, sleep),
                          retries, backoff, timeout, subdomains, progress, sleep)
