@@ -92,7 +92,8 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     np.testing.assert_array_equal(got, ref)
 
 
-def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
+def _record_compiled_shapes(monkeypatch) -> list:
+    """Replace torch.compile by a pass-through that records the input shape of every compiled call."""
     shapes = []
 
     def fake_compile(model, **kw):
@@ -102,6 +103,11 @@ def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
+    return shapes
+
+
+def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
+    shapes = _record_compiled_shapes(monkeypatch)
     img = _image(40, 128)  # 2 window rows × 5 windows of 32 at overlap 0.25
     pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu", compile=True)
     got = pr.predict_proba(img)  # 5 inputs per row: a batch of 4 and one of 1 padded to 4 (one compiled shape)
@@ -116,15 +122,7 @@ def test_compiled_batches_are_padded_to_one_shape(monkeypatch):
 
 
 def test_compiled_shape_follows_the_first_image(monkeypatch):
-    shapes = []
-
-    def fake_compile(model, **kw):
-        def fn(x):
-            shapes.append(tuple(x.shape))
-            return model(x)
-        return fn
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
+    shapes = _record_compiled_shapes(monkeypatch)
     pr = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=32, batch_size=4, device="cpu", compile=True)
     pr.predict_proba(_image(40, 72))  # 3 windows per row: compiled batches of 3, nothing padded
     assert shapes == [(3, 3, 32, 32)] * 2
