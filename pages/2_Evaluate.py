@@ -150,9 +150,7 @@ if clicked is not None and (*clicked, view) != st.session_state.get("eval_dd_cli
     st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[clicked[0]], names[clicked[1]]
 cmv = np.asarray(vres["confusion"])
 if st.session_state.get("eval_dd_true") not in names or st.session_state.get("eval_dd_pred") not in names:
-    off = cmv.copy()
-    np.fill_diagonal(off, -1)
-    ia, ib = np.unravel_index(int(np.argmax(off)), off.shape)
+    ia, ib = drilldown.largest_confusion(cmv)
     st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[ia], names[ib]
 d1, d2, d3, d4 = st.columns([2, 2, 1, 1])
 a_name = d1.selectbox("True class (A)", names, key="eval_dd_true")

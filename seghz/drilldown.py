@@ -311,8 +311,17 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
 
 
 __all__ = [
+    "largest_confusion",
     "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
     "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
     "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",
     "thumbnail", "view_lut", "window_counts",
 ]
+
+
+def largest_confusion(cm: np.ndarray) -> tuple[int, int]:
+    """(true, predicted) of the largest off-diagonal cell of a confusion matrix (the default drill-down cell)."""
+    off = np.array(cm, dtype=np.float64, copy=True)
+    np.fill_diagonal(off, -1)
+    ia, ib = np.unravel_index(int(np.argmax(off)), off.shape)
+    return int(ia), int(ib)

@@ -163,3 +163,10 @@ def test_cell_from_selection_event():
     assert dd.cell_from_selection({"selection": {"points": []}}, 3) is None
     assert dd.cell_from_selection(None, 3) is None
     assert dd.cell_from_selection({"selection": {"points": [{"x": "a", "y": 0}]}}, 3) is None
+
+
+def test_largest_confusion_skips_the_diagonal():
+    from seghz.drilldown import largest_confusion
+
+    cm = np.array([[90, 3, 1], [7, 80, 2], [0, 5, 70]])
+    assert largest_confusion(cm) == (1, 0)
