@@ -33,7 +33,9 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
 from seghz.labels_edit import (
+    CANVAS_MODE,
     agreement,
+    apply_tool,
     blend_overlay,
     canvas_scale,
     clamp_window,
@@ -44,6 +46,7 @@ from seghz.labels_edit import (
     rebase_edit,
     stroke_pixels,
     window_options,
+    zoom_window,
 )
 from seghz.review import queue as rq
 from seghz.store import NotFoundError
@@ -62,6 +65,12 @@ MIN_DISPLAY = 512  # small windows are enlarged to this on the canvas
 PRED_CACHE = 4
 QUEUE_PAGE = 5  # queue items per page
 TTA_CHOICES = ["none", "flip", "d4"]
+TOOL_NAMES = {"brush": "brush", "eraser": "eraser (back to the saved label)", "rect": "rectangle", "polygon": "polygon fill",
+              "fill": "fill region (click)", "accept": "accept prediction (rectangle)"}
+TOOL_HELP = ("Brush / rectangle / polygon fill: paint the class (polygon: click the corners, close it on the first "
+             "point or double-click). Eraser: give the pixels back their saved label. Fill region: click inside a region "
+             "of one label value to fill all of it (4-connected, inside this window) with the class. Accept prediction: "
+             "drag a rectangle; inside it the label takes the model's prediction (predict the window first).")
 JOBS_SHOWN = 3
 
 ws = page_header("Labels", "Review the model's prediction and its noise queue against the label, and paint corrections; "
@@ -133,9 +142,17 @@ def commit_pending() -> int:
     if edit is None or edit["gen"] != last["gen"] or n == 0:
         return 0
     px = stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)
-    edit["mask"] = edit["mask"].copy()
-    edit["mask"][px] = last["class_index"]
-    edit["painted"] = edit["painted"] | px
+    tool = last.get("tool", "brush")
+    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"]) if tool == "eraser" else None
+    try:
+        mask, touched = apply_tool(edit["mask"], px, tool, last["class_index"], last["window"], base=base,
+                                   prediction=last.get("prediction"), num_classes=last.get("num_classes"))
+    except ValueError as e:
+        flash("error", f"The {TOOL_NAMES.get(tool, tool)} strokes were not applied: {e}")
+        return 0
+    edit["mask"] = mask
+    edit["painted"] = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
+    edit.setdefault("tools", set()).add(tool)
     edit["gen"] += 1
     return n
 
@@ -176,7 +193,8 @@ def on_save(scene_id: str, checkpoint_id: str | None) -> None:
         return
     latest_before = ws.latest_label_version(scene_id)
     try:
-        v = ws.save_label_edit(scene_id, edit["base_version"], name, "brush", pixels=px, values=edit["mask"],
+        v = ws.save_label_edit(scene_id, edit["base_version"], name, "+".join(sorted(edit.get("tools") or {"brush"})),
+                               pixels=px, values=edit["mask"],
                                checkpoint_id=checkpoint_id, reason=(ss.get("lbl_reason") or "").strip() or None, merge=True)
     except ConflictError as e:
         ss["lbl_conflict"] = {"scene_id": scene_id, "message": str(e)}
@@ -208,6 +226,18 @@ def on_undo_redo(scene_id: str, kind: str) -> None:
         reset_edit(scene_id)
     flash("success", f"{'Undid' if kind == 'undo' else 'Re-applied'} your label version {target} (recorded as version {v}).",
           "history")
+
+
+def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: int) -> None:
+    """Show a queue item's component: set the window selectbox and offset sliders to frame its bbox."""
+    commit_pending()
+    size, row, col = zoom_window(bbox, height, width)
+    ss[f"lbl_size_{scene_id}"] = size
+    ss[f"lbl_row_{scene_id}"] = row
+    ss[f"lbl_col_{scene_id}"] = col
+    ss["lbl_sus_opacity"] = max(float(ss.get("lbl_sus_opacity", 0.0)), 0.5)
+    flash("info", f"Zoomed to the component at rows {bbox[0]}–{bbox[2]}, columns {bbox[1]}–{bbox[3]} "
+                  f"({size}×{size} px window); its suspicion is shown on the canvas.")
 
 
 def export_data(scene_id: str, version: int, suffix: str):
@@ -424,36 +454,52 @@ class_index = b1.selectbox(
     format_func=lambda i: "ignore / unlabelled (255)" if i == IGNORE else f"{i}: {scheme.names[i]}",
     help="Strokes already on the canvas keep the class they were painted with when you switch.",
 )
-mode = b2.radio("Tool", ["freedraw", "rect"], key="lbl_mode", format_func={"freedraw": "brush", "rect": "rectangle"}.get)
-stroke = b3.slider("Brush width (canvas px)", 1, 80, 16, key="lbl_width")
+tool = b2.radio("Tool", list(TOOL_NAMES), key="lbl_tool", format_func=TOOL_NAMES.get, on_change=commit_pending,
+                help=TOOL_HELP)
+stroke = b3.slider("Brush width (canvas px)", 1, 80, 16, key="lbl_width",
+                   disabled=tool not in ("brush", "eraser"), help="Width of the brush and eraser strokes.")
+sw = scheme.colors[class_index] if class_index != IGNORE else (0, 0, 0)
+b1.markdown(f"<span style='display:inline-block;width:1.6em;height:1em;vertical-align:middle;border:1px solid #555;"
+            f"background:rgb{tuple(sw)}'></span> painting "
+            f"**{'ignore (255)' if class_index == IGNORE else scheme.names[class_index]}**", unsafe_allow_html=True)
+pred_for_tool = pred if (pred is not None and ck_scheme.name == scheme.name) else None
+if tool == "accept" and pred_for_tool is None:
+    st.warning("Accept prediction needs the model's prediction of this window in the label's scheme: press "
+               "“Predict this window” above (or build the noise queue) first.")
+mode = CANVAS_MODE[tool]
 
 ch, cw, scale = canvas_scale(wh, ww, MAX_DISPLAY, MIN_DISPLAY)
 rgb = (0, 0, 0) if class_index == IGNORE else scheme.colors[class_index]
 paint = f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, 0.8)"
+if tool in ("eraser", "accept"):
+    paint = "rgba(255, 255, 255, 0.55)"  # these tools do not write the picked class: neutral colour
 bg_img = Image.fromarray(bg).resize((cw, ch), Image.NEAREST if scale >= 1 else Image.BILINEAR)
 buf = io.BytesIO()
 bg_img.save(buf, format="JPEG", quality=90)
 canvas_key = f"lbl_canvas_{sid}_{r0}_{c0}_{wh}_{ww}_{edit['gen']}"
 result = canvas(
-    fill_color=paint, stroke_width=stroke, stroke_color=paint, background_image=buf.getvalue(),
+    fill_color=paint, stroke_width=stroke if mode == "freedraw" else 2, stroke_color=paint,
+    background_image=buf.getvalue(), point_display_radius=4,
     update_streamlit=True, height=ch, width=cw, drawing_mode=mode, return_image_data=True, key=canvas_key,
 )
 rgba = getattr(result, "image_data", None) if result is not None else None
 n_painted = count_painted(rgba)
 if n_painted:
     ss["lbl_strokes"] = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
-                         "num_classes": scheme.num_classes, "rgba": np.asarray(rgba)}
+                         "num_classes": scheme.num_classes, "rgba": np.asarray(rgba), "tool": tool,
+                         "prediction": pred_for_tool}
 else:
     ss.pop("lbl_strokes", None)
 st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f}). Painted on the canvas, not yet "
            f"applied: {n_painted} canvas px. Strokes are applied with their class when you switch class or window, "
-           "press Apply, or save. Pixels painted with the class they already have are saved as confirmed.")
+           "press Apply, or save. Pixels painted with the class they already have are saved as confirmed. "
+           "Keys: Shift+A apply · Shift+S save · Shift+Z undo · Shift+Y redo.")
 
 st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
-a1.button("Apply strokes", key="lbl_apply", on_click=on_apply)
+a1.button("Apply strokes", key="lbl_apply", on_click=on_apply, shortcut="Shift+A")
 a2.button("Save as new label version", key="lbl_save", type="primary", on_click=on_save,
-          args=(sid, active.id if active else None))
+          args=(sid, active.id if active else None), shortcut="Shift+S")
 a3.button("Discard unsaved changes", key="lbl_discard", on_click=on_discard, args=(sid,))
 if not analyst_name():
     st.caption("Enter your analyst name in the sidebar to save.")
@@ -469,10 +515,10 @@ if name_problem is None:
         pass
 u1, u2, u3, u4 = st.columns(4)
 u1.button("Undo my last edit" + (f" (v{undo_v})" if undo_v is not None else ""), key="lbl_undo",
-          disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"),
+          disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"), shortcut="Shift+Z",
           help="Take back your newest label version still in effect on this scene (recorded as a new version).")
 u2.button("Redo" + (f" (v{redo_v})" if redo_v is not None else ""), key="lbl_redo", disabled=redo_v is None,
-          on_click=on_undo_redo, args=(sid, "redo"), help="Re-apply the version you undid last.")
+          on_click=on_undo_redo, args=(sid, "redo"), shortcut="Shift+Y", help="Re-apply the version you undid last.")
 u3.download_button("Export label (PNG)", data=export_data(sid, latest, ".png"), file_name=f"{sid}_v{latest}.png",
                    mime="image/png", key="lbl_export_png", on_click="ignore",
                    help=f"Label version {latest} as a class-index PNG in scheme colours.")
@@ -548,6 +594,9 @@ if queue is not None:
                           args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
                 k3.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
                           args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
+                right.button("Zoom to it", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
+                             args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
+                             help="Show this component in the correction canvas above, with its suspicion overlaid.")
                 k4, k5 = right.columns([2, 1])
                 k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
                              key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",

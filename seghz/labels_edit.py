@@ -190,6 +190,128 @@ def apply_layer(label: np.ndarray, indices: np.ndarray, values: np.ndarray) -> n
     return out
 
 
+TOOLS = ("brush", "eraser", "rect", "polygon", "fill", "accept")
+"""Correction tools of the Labels page: what the painted pixels of one canvas do to the edit.
+
+* ``brush`` / ``rect`` / ``polygon``: the painted (or enclosed, for a closed polygon) pixels take the class.
+* ``eraser``: the painted pixels go back to the saved label they were edited from (wipes out strokes).
+* ``fill``: each click (a painted blob) fills the 4-connected region of equal label value under its centre, inside
+  the window, with the class (bucket fill).
+* ``accept``: inside the painted shape (a rectangle on the page), the label takes the model's prediction.
+"""
+
+CANVAS_MODE = {"brush": "freedraw", "eraser": "freedraw", "rect": "rect", "polygon": "polygon", "fill": "point",
+               "accept": "rect"}
+
+
+def blob_seeds(painted: np.ndarray) -> list[tuple[int, int]]:
+    """One ``(row, col)`` seed per 4-connected blob of ``painted``: the blob's pixel nearest its centroid."""
+    import cv2
+
+    m = np.asarray(painted, bool)
+    if not m.any():
+        return []
+    n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=4)
+    seeds = []
+    for k in range(1, n):
+        rr, cc = np.nonzero(lab == k)
+        i = int(np.argmin((rr - rr.mean()) ** 2 + (cc - cc.mean()) ** 2))
+        seeds.append((int(rr[i]), int(cc[i])))
+    return seeds
+
+
+def fill_region(mask: np.ndarray, seed: tuple[int, int], window: Window | None = None) -> np.ndarray:
+    """Boolean mask (shape of ``mask``) of the 4-connected pixels with ``mask[seed]``'s value, reachable from
+    ``seed`` without leaving ``window`` (the whole mask when None)."""
+    import cv2
+
+    m = np.asarray(mask)
+    r, c, h, w = _check_window(m.shape, window if window is not None else (0, 0, m.shape[0], m.shape[1]))
+    sr, sc = int(seed[0]), int(seed[1])
+    if not (r <= sr < r + h and c <= sc < c + w):
+        raise ValueError(f"seed {seed} lies outside the window {(r, c, h, w)}")
+    sub = m[r : r + h, c : c + w]
+    same = (sub == sub[sr - r, sc - c]).astype(np.uint8)
+    _, lab = cv2.connectedComponents(same, connectivity=4)
+    out = np.zeros(m.shape, bool)
+    out[r : r + h, c : c + w] = lab == lab[sr - r, sc - c]
+    return out
+
+
+def apply_tool(
+    mask: np.ndarray,
+    painted: np.ndarray,
+    tool: str,
+    class_index: int,
+    window: Window,
+    *,
+    base: np.ndarray | None = None,
+    prediction: np.ndarray | None = None,
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one canvas of one correction tool to an edit.
+
+    Args:
+        mask: uint8 H×W edited label of the whole scene (not modified).
+        painted: Boolean H×W mask of the pixels painted on the canvas (:func:`stroke_pixels`).
+        tool: One of :data:`TOOLS`.
+        class_index: Class written by brush/rect/polygon/fill (255 = ignore).
+        window: ``(row, col, height, width)`` of the canvas; painting outside it is refused.
+        base: H×W saved label the edit started from (needed by ``eraser``).
+        prediction: ``height``×``width`` class-index prediction of the window, in the label's scheme (``accept``).
+        num_classes: When given, ``class_index`` and prediction values must be below it (or 255).
+
+    Returns:
+        ``(new mask, touched)``: a copy of ``mask`` with the tool applied, and the boolean H×W mask of the pixels
+        the tool wrote (for ``eraser``: the pixels it restored).
+
+    Raises:
+        ValueError: Unknown tool, bad class index, shapes that do not match, a missing ``base``/``prediction``.
+    """
+    if tool not in TOOLS:
+        raise ValueError(f"unknown correction tool {tool!r}; choose one of {', '.join(TOOLS)}")
+    m = np.asarray(mask)
+    px = np.asarray(painted, bool)
+    if m.ndim != 2 or px.shape != m.shape:
+        raise ValueError(f"painted pixels {px.shape} and label {m.shape} must be the same 2-D shape")
+    r, c, h, w = _check_window(m.shape, window)
+    inside = np.zeros_like(px)
+    inside[r : r + h, c : c + w] = True
+    px = px & inside
+    ci = int(class_index)
+    limit = num_classes if num_classes is not None else IGNORE
+    if tool in ("brush", "rect", "polygon", "fill") and not (0 <= ci < limit or ci == IGNORE):
+        raise ValueError(f"class index {ci} is not a class of the scheme (0..{limit - 1}) or 255 (ignore)")
+    out = m.astype(np.uint8, copy=True)
+    if tool == "eraser":
+        if base is None or np.shape(base) != m.shape:
+            raise ValueError(f"the eraser needs the saved label of shape {m.shape}")
+        out[px] = np.asarray(base, np.uint8)[px]
+        return out, px
+    if tool == "accept":
+        if prediction is None:
+            raise ValueError("accept-prediction needs a prediction of the window: predict it first")
+        pred = np.asarray(prediction)
+        if pred.shape != (h, w):
+            raise ValueError(f"prediction {pred.shape} does not match the window {(h, w)}")
+        bad = (pred >= limit) & (pred != IGNORE)
+        if bad.any():
+            raise ValueError(f"prediction holds class {int(pred[bad].max())}, outside the label's scheme (0..{limit - 1})")
+        full = np.zeros(m.shape, np.uint8)
+        full[r : r + h, c : c + w] = pred
+        out[px] = full[px]
+        return out, px
+    if tool == "fill":
+        touched = np.zeros_like(px)
+        for seed in blob_seeds(px):
+            region = fill_region(out, seed, (r, c, h, w))
+            out[region] = ci
+            touched |= region
+        return out, touched
+    out[px] = ci
+    return out, px
+
+
 STATUS_COLORS = {  # pixel status code (seghz.store.PIXEL_*) -> RGB
     0: (0, 0, 0),  # original: not drawn (see colorize_status)
     1: (255, 140, 0),  # corrected: orange
@@ -249,8 +371,43 @@ def offset_slider_max(extent: int) -> int:
     return int(math.ceil(max(0, extent) / step) * step)
 
 
+
+def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width: int, margin: float = 0.5,
+                sizes=(256, 512, 768, 1024)) -> tuple[int, int, int]:
+    """Window settings ``(size, row offset, column offset)`` of the Labels page that show ``bbox`` zoomed in.
+
+    The size is the smallest of :func:`window_options` holding the box plus ``margin`` of its size on each side
+    (or the largest when none does); the offsets centre the box, rounded to the sliders' steps
+    (:func:`offset_step`) so the sliders can show them, and :func:`clamp_window` keeps the window in the scene.
+
+    Args:
+        bbox: ``(row0, col0, row1, col1)`` in scene pixels (end exclusive), e.g. a noise-queue item.
+    """
+    r0, c0, r1, c1 = (int(v) for v in bbox)
+    if not (0 <= r0 < r1 <= scene_height and 0 <= c0 < c1 <= scene_width):
+        raise ValueError(f"bbox {bbox} is empty or outside the {scene_height}x{scene_width} scene")
+    opts = window_options(scene_height, scene_width, sizes)
+    need = max(r1 - r0, c1 - c0) * (1 + 2 * margin)
+    size = next((s for s in opts if s >= need), opts[-1])
+
+    def offset(lo: int, hi: int, extent: int) -> int:
+        room = extent - min(size, extent)
+        if room <= 0:
+            return 0
+        step = offset_step(room)
+        centre = (lo + hi) / 2 - size / 2
+        want = min(max(0.0, centre), room)
+        # round down to the slider step, but never so far that the box's far edge leaves the window
+        off = int(want // step) * step
+        if off + size < hi:
+            off = min(off + step, offset_slider_max(room))
+        return off
+
+    return size, offset(r0, r1, scene_height), offset(c0, c1, scene_width)
+
 __all__ = [
-    "MAX_WINDOW", "STATUS_COLORS", "agreement", "apply_layer", "apply_strokes", "blend_overlay", "canvas_scale",
-    "clamp_window", "colorize_status", "count_painted", "diff_layer", "offset_slider_max", "offset_step",
-    "rebase_edit", "resize_nearest", "stroke_mask", "stroke_pixels", "window_options",
+    "CANVAS_MODE", "MAX_WINDOW", "STATUS_COLORS", "TOOLS", "agreement", "apply_layer", "apply_strokes", "apply_tool",
+    "blend_overlay", "blob_seeds", "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer",
+    "fill_region", "offset_slider_max", "offset_step", "rebase_edit", "resize_nearest", "stroke_mask", "stroke_pixels",
+    "window_options", "zoom_window",
 ]

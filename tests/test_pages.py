@@ -221,6 +221,69 @@ def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
     assert {"kind", "analyst", "time (UTC)", "changed", "confirmed", "undone"} <= set(hist_df.columns)
 
 
+def test_labels_fill_eraser_and_accept_tools(ws, monkeypatch):
+    """The fill tool fills the label region under the click; the eraser gives pixels back their saved label;
+    accept-prediction copies the model's prediction inside the rectangle; the save records the tools used."""
+    from seghz.labels_edit import fill_region
+
+    calls: list = []
+    painting = {"on": False}
+    paint = fake_canvas_factory(calls)
+
+    def fake(**kw):  # paints (canvas rows 40..79 × cols 0..159 = scene rows 10..19 × cols 0..39) only when asked
+        out = paint(**kw)
+        return out if painting["on"] else SimpleNamespace(image_data=np.zeros_like(out.image_data), json_data=None)
+
+    def stroke_and_apply() -> None:
+        painting["on"] = True
+        at.run()
+        at.button(key="lbl_apply").click().run()
+        painting["on"] = False
+        assert_ok(at)
+
+    monkeypatch.setattr(ui.common, "canvas", fake)
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    original = ws.effective_label(sid, 0)
+    at.sidebar.text_input(key="seghz_analyst").input("Fay").run()
+    seed = (14, 19)  # the blob pixel nearest its centroid (14.5, 19.5)
+    fill_class = next(i for i in range(HZ7.num_classes) if i != original[seed])
+    at.selectbox(key="lbl_class").set_value(fill_class).run()
+
+    # fill: one click blob → the 4-connected region of the label value under it takes the class
+    at.radio(key="lbl_tool").set_value("fill").run()
+    assert calls[-1]["drawing_mode"] == "point"
+    stroke_and_apply()
+    region = fill_region(original, seed)
+    expected = original.copy()
+    expected[region] = fill_class
+    edit = at.session_state["lbl_edits"][sid]
+    np.testing.assert_array_equal(edit["mask"], expected)
+    assert region.sum() > 1 and (edit["painted"] == region).all()
+
+    # eraser over the click area gives those pixels back their saved label
+    at.radio(key="lbl_tool").set_value("eraser").run()
+    stroke_and_apply()
+    edit = at.session_state["lbl_edits"][sid]
+    np.testing.assert_array_equal(edit["mask"][10:20, 0:40], original[10:20, 0:40])
+    assert not edit["painted"][10:20, 0:40].any()
+    expected[10:20, 0:40] = original[10:20, 0:40]
+
+    # accept-prediction without a prediction: a warning; with one, the rectangle takes it
+    at.radio(key="lbl_tool").set_value("accept").run()
+    assert any("Accept prediction needs" in w.value for w in at.warning)
+    at.button(key="lbl_predict").click().run()
+    assert_ok(at)
+    pred = next(iter(at.session_state["lbl_preds"].values()))
+    stroke_and_apply()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    expected[10:20, 0:40] = pred[10:20, 0:40]
+    np.testing.assert_array_equal(ws.effective_label(sid), expected)
+    h = ws.label_history(sid)[-1]
+    assert h.analyst == "Fay" and set(h.tool.split("+")) == {"accept", "eraser", "fill"}
+
+
 def test_labels_prediction_on_demand(ws, monkeypatch):
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()
@@ -339,6 +402,12 @@ def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
     st = ws.pixel_status(sid)
     assert (st.ravel()[first.indices] == PIXEL_CONFIRMED).all()
     assert not any(b.key == f"lbl_q_confirm_{sfx}" for b in at.button)  # judged: gone from the queue
+    # zoom to the next item sets the window and shows the suspicion on the canvas
+    nxt = rq.pending_items(ws, rq.load_queue(ws, sid), label=ws.effective_label(sid))[0]
+    at.button(key=f"lbl_q_zoom_{'_'.join(str(v) for v in nxt.bbox)}").click().run()
+    assert_ok(at)
+    assert any("Zoomed to the component" in i.value for i in at.info)
+    assert at.session_state["lbl_sus_opacity"] >= 0.5 and at.session_state[f"lbl_size_{sid}"] == 128
     # the status overlay renders
     at.toggle(key="lbl_status").set_value(True).run()
     assert_ok(at)
