@@ -538,6 +538,10 @@ tta = q1.selectbox("TTA", TTA_CHOICES, key="lbl_q_tta", help="Test-time augmenta
                    "adds the disagreement signal).")
 threshold = q2.slider("Suspicion threshold", 0.05, 0.95, 0.5, 0.05, key="lbl_q_threshold",
                       help="Pixels scoring at or above this join a queue item.")
+held_out = q3.checkbox("Held-out scoring", key="lbl_q_heldout",
+                       help="Score this scene with the model's head refitted on the labels of the OTHER scenes only "
+                            "(seconds to a minute). Use it when the active model was trained on this scene's labels: "
+                            "a model that learned a wrong label no longer finds it suspicious; a held-out head does.")
 if active is None:
     st.info("No active checkpoint: the queue needs a model.")
 elif ck_scheme.name != scheme.name:
@@ -548,7 +552,7 @@ elif q3.button("Build queue", key="lbl_q_build", type="primary", help=f"Score th
     try:
         predictor, _ = predictor_for(ws, active.id)
         rq.build_queue(ws, sid, predictor, active.id, tta=tta, threshold=float(threshold),
-                       progress=progress_callback(bar))
+                       progress=progress_callback(bar), held_out=held_out)
     except (SegHZError, ValueError, OSError, RuntimeError) as e:
         st.error(f"Could not build the queue: {e}")
     finally:
@@ -557,7 +561,8 @@ elif q3.button("Build queue", key="lbl_q_build", type="primary", help=f"Score th
 if queue is not None:
     latest_mask = version_mask(str(ws.root), sid, latest)
     pending = rq.pending_items(ws, queue, label=latest_mask) if queue.shape == latest_mask.shape else []
-    st.caption(f"Built with **{queue.checkpoint_id}** (TTA {queue.tta}, threshold {queue.threshold:.2f}) on label "
+    st.caption(f"Built with **{queue.checkpoint_id}** ({queue.scoring}, TTA {queue.tta}, threshold "
+               f"{queue.threshold:.2f}) on label "
                f"version {queue.label_version}, {queue.created_at[:19].replace('T', ' ')} UTC · {len(queue.items)} "
                f"item(s), {len(pending)} still to review.")
     if active is not None and queue.checkpoint_id != active.id:

@@ -185,6 +185,19 @@ def cmd_import(a) -> int:
     from seghz.data.scenes import import_folder, import_scene
 
     ws = _workspace(a)
+    if a.path:
+        from seghz.data.scenes import IMAGERY_SCHEME, import_imagery
+
+        if a.image or a.images or a.label:
+            raise SegHZError("give either PATH (imagery without a label) or --image/--images, not both")
+        bar = _tqdm_progress("import")
+        scene, msg = import_imagery(ws, a.path, name=a.name, zoom=a.zoom, scheme=a.scheme or IMAGERY_SCHEME,
+                                    progress=bar)
+        bar.close()
+        print(msg)
+        return 0
+    if not a.scheme:
+        raise SegHZError("--scheme is required with --image/--images (the class scheme of the label files)")
     if a.images:
         if not a.labels:
             raise SegHZError("--images needs --labels (a folder of label files with the same stems)")
@@ -392,18 +405,45 @@ def cmd_noise_rank(a) -> int:
         raise SegHZError(f"--tau must be > 0 nats, got {a.tau}")
     if a.top_fraction is not None and not 0 < a.top_fraction <= 1:
         raise SegHZError(f"--top-fraction must be in (0, 1], got {a.top_fraction}")
+    if a.cross_fit and a.cross_fit < 2:
+        raise SegHZError(f"--cross-fit needs at least 2 folds, got {a.cross_fit}")
     out = Path(a.scores)
     out.mkdir(parents=True, exist_ok=True)
-    pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     acc = ClassThresholds(nc)
     with tempfile.TemporaryDirectory(prefix="seghz-noise-") as tmp:
+        if a.cross_fit:
+            from seghz.review.crossfit import fold_assignment, held_out_head
+
+            folds = fold_assignment(len(pairs), a.cross_fit)
+            fold_of = {i: f for f, members in enumerate(folds) for i in members}
+            heads = []
+            rng = np.random.default_rng(0)
+            bar = _tqdm_progress("noise-rank: held-out heads")
+            try:
+                for f, members in enumerate(folds):
+                    others = [i for i in range(len(pairs)) if fold_of[i] != f]
+                    others = sorted(rng.choice(others, min(len(others), a.cross_fit_images), replace=False).tolist())
+                    fit = []
+                    for i in others:
+                        img, lbl = read_pair(*pairs[i], src)
+                        fit.append((img, label_for_checkpoint(lbl, a.scheme, ck_scheme)))
+                    path = held_out_head(a.checkpoint, fit, Path(tmp) / f"head{f}.safetensors",
+                                         max_images=a.cross_fit_images, device=a.device)
+                    heads.append(Predictor.from_checkpoint(path, a.device, batch_size=a.batch_size)[0])
+                    bar((f + 1) / len(folds), f"fold {f + 1}/{len(folds)}: head fitted on {len(fit)} image(s)")
+            finally:
+                bar.close()
+            predictor_for = lambda i: heads[fold_of[i]]  # noqa: E731
+        else:
+            pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
+            predictor_for = lambda i: pred  # noqa: E731
         bar = _tqdm_progress("noise-rank: predict")
         try:
             for i, (ip, lp) in enumerate(pairs):
                 img, lbl = read_pair(ip, lp, src)
                 lbl = label_for_checkpoint(lbl, a.scheme, ck_scheme)
-                res = pred.predict_full(img, a.tta, return_proba=True)
+                res = predictor_for(i).predict_full(img, a.tta, return_proba=True)
                 acc.update(res.proba, lbl)
                 np.savez(Path(tmp) / f"{i}.npz", proba=res.proba, disagreement=res.disagreement, label=lbl)
                 bar((i + 1) / len(pairs), ip.name)
@@ -485,13 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     im = sub.add_parser("import", help="import imagery (+labels) into the workspace")
+    im.add_argument("path", nargs="?", help="imagery without a label: a GeoTIFF (any CRS; none = pixel space), PNG/JPEG, "
+                                            "or a folder of Baidu tiles {x}-{y}.jpeg")
+    im.add_argument("--zoom", type=int, help="Baidu level of a tile folder (default: the folder name if it is a "
+                                             "number, else 16)")
     im.add_argument("--image", help="one image: GeoTIFF (any CRS), PNG or JPEG")
     im.add_argument("--label", help="its label: id mask or RGB palette mask")
     im.add_argument("--name")
     im.add_argument("--split", default="none", choices=["train", "val", "test", "none"])
     im.add_argument("--images", help="folder of images (paired with --labels by file stem)")
     im.add_argument("--labels", help="folder of label files")
-    im.add_argument("--scheme", required=True, help="class scheme of the label files")
+    im.add_argument("--scheme", help="class scheme of the label files (required with --image/--images; "
+                                      "default hz7 for PATH)")
     im.add_argument("--target-scheme", help="store labels crosswalked to this scheme")
     im.add_argument("--test-fraction", type=float, default=0.2)
     im.add_argument("--val-count", type=int, default=60)
@@ -606,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--rarity", type=float, default=0.0, help="class-rarity boost exponent (0 = off)")
     nr.add_argument("--device")
     nr.add_argument("--batch-size", type=int, default=8)
+    nr.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                    help="score each of K folds with the checkpoint's head refitted on the OTHER folds' labels "
+                         "(use when the checkpoint was trained on these labels; 0 = off)")
+    nr.add_argument("--cross-fit-images", type=int, default=16, help="labelled images per held-out head fit, at most")
     nr.set_defaults(fn=cmd_noise_rank)
     fe = sub.add_parser("fetch", help="fetch XYZ map tiles over a WGS-84 bbox into an EPSG:3857 GeoTIFF mosaic")
     fe.add_argument("--url", required=True, help="tile URL template with {z} {x} {y} (optional {s} subdomain)")

@@ -73,3 +73,27 @@ def tiny_train_config(size: int = 32, **kw):
             "class_weights": "none", "dice": False, "lr": 1e-3}
     base.update(kw)
     return TrainConfig(**base)
+
+
+def colour_folder(root: Path, n: int = 4, size: int = 48) -> tuple[Path, Path]:
+    """Images whose colour gives the class (red = 2, green = 5, blue = 0). In image 0 the red half is a slightly
+    darker red, and labelled 5: a label flip that a head fitted on image 0 itself can learn (dark red → 5) but a
+    head fitted on the other images cannot (dark red looks like red → 2)."""
+    from seghz.classes import get_scheme
+    from seghz.data.io import write_index_mask, write_rgb
+
+    hz7 = get_scheme("hz7")
+    for i in range(n):
+        img = np.zeros((size, size, 3), np.uint8)
+        lbl = np.zeros((size, size), np.uint8)
+        img[: size // 2] = (200, 30, 30)
+        lbl[: size // 2] = 2
+        img[size // 2:, : size // 2] = (30, 190, 40)
+        lbl[size // 2:, : size // 2] = 5
+        img[size // 2:, size // 2:] = (30, 40, 200)
+        if i == 0:
+            img[: size // 2] = (165, 25, 25)
+            lbl[: size // 2] = 5  # the noise
+        write_rgb(root / "images" / f"c{i}.png", img)
+        write_index_mask(root / "labels" / f"c{i}.png", hz7.index_to_ids(lbl, unlabelled=0))
+    return root / "images", root / "labels"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_core import GID_DIR, need_shared
+from helpers_core import GID_DIR, colour_folder, need_shared
 
 from seghz.classes import get_scheme
 from seghz.cli import main
@@ -180,3 +180,35 @@ def test_noise_rank_real_gid_tiles(tmp_path):
     g = get_scheme("gid15")
     _check_outputs(tmp_path / "images", tmp_path / "labels", scores, qp,
                    lambda f: label_for_checkpoint(read_label(f, g), "gid15", "hz7"))
+
+
+def test_noise_rank_cross_fit_finds_a_flip_the_model_has_absorbed(tiny_ckpt, tmp_path):
+    """A model whose head was fitted on the noisy labels (in-sample) finds the flip less suspicious than
+    ``--cross-fit 2`` (each image scored by a head fitted on the other fold's labels only)."""
+    from seghz.data.io import list_pairs, read_pair
+    from seghz.review.crossfit import fold_assignment, held_out_head
+
+    torch.set_num_threads(1)
+    images, labels = colour_folder(tmp_path)
+    pairs = [read_pair(ip, lp, HZ7) for ip, lp in list_pairs(images, labels)]
+    noisy_model = held_out_head(tiny_ckpt, pairs, tmp_path / "noisy.safetensors", steps=100, tile=64)
+    runs = {}
+    for name, extra in (("in-sample", []), ("cross-fit", ["--cross-fit", "2"])):
+        sc = tmp_path / name
+        rc = main(["noise-rank", "--checkpoint", str(noisy_model), "--images", str(images), "--labels", str(labels),
+                   "--scheme", "hz7", "--scores", str(sc), "--json", str(tmp_path / f"{name}.json"), "--device", "cpu",
+                   *extra])
+        assert rc == 0
+        runs[name] = np.load(sc / "c0.npy")
+    flip = np.zeros((48, 48), bool)
+    flip[:24] = True
+    ins, cf = runs["in-sample"][flip].mean(), runs["cross-fit"][flip].mean()
+    assert cf > ins + 0.2, f"cross-fit suspicion of the flip {cf:.3f} vs in-sample {ins:.3f}"
+    assert np.median(runs["cross-fit"][~flip]) < 0.5  # the clean pixels stay unsuspicious
+    # folds: every image in exactly one; too few images for the folds is a clear error
+    folds = fold_assignment(7, 3)
+    assert sorted(i for f in folds for i in f) == list(range(7)) and all(folds)
+    with pytest.raises(ValueError, match="cannot be split"):
+        fold_assignment(2, 3)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        fold_assignment(5, 1)

@@ -411,6 +411,12 @@ def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
     # the status overlay renders
     at.toggle(key="lbl_status").set_value(True).run()
     assert_ok(at)
+    # held-out scoring: the head refitted on the other scene's labels scores this one; the queue says so
+    at.checkbox(key="lbl_q_heldout").check().run()
+    at.button(key="lbl_q_build").click().run()
+    assert_ok(at)
+    assert rq.load_queue(ws, sid).scoring == "held-out head (1 scene(s))"
+    assert any("held-out head (1 scene(s))" in c.value for c in at.caption)
 
 
 def test_labels_retrain_buttons_submit_jobs_and_show_before_after(ws, monkeypatch):

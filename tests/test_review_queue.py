@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seghz.classes import IGNORE, get_scheme
-from seghz.errors import ConflictError
+from seghz.errors import BadInputError, ConflictError
 from seghz.review import queue as rq
 from seghz.store import PIXEL_CONFIRMED, PIXEL_CORRECTED, PIXEL_IGNORED, PIXEL_ORIGINAL, Workspace
 
@@ -183,3 +183,49 @@ def test_display_helpers():
     assert comp.shape == (64, 4 * 64 + 12, 3)
     rgb, m = rq.score_rgb(np.array([[0.9, -np.inf], [0.1, 0.5]], np.float32))
     assert m.tolist() == [[True, False], [False, True]] and rgb.shape == (2, 2, 3)
+
+
+def test_held_out_scoring_flags_a_flip_the_model_absorbed(tmp_path):
+    """build_queue(held_out=True) scores the scene with the head refitted on the OTHER scenes' labels: the flip
+    that the (noisy-trained) checkpoint learned is suspicious again; the scoring is recorded with the queue."""
+    import torch
+    from helpers_core import colour_folder
+
+    from seghz.data.scenes import import_scene
+    from seghz.infer.engine import Predictor
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+    from seghz.review.crossfit import held_out_head
+    from seghz.data.io import read_pair
+
+    torch.set_num_threads(1)
+    images, labels = colour_folder(tmp_path / "data", n=3)
+    ws = Workspace(tmp_path / "ws")
+    sids = [import_scene(ws, images / f"c{i}.png", labels / f"c{i}.png", scheme="hz7", name=f"c{i}", split="train").id
+            for i in range(3)]
+    torch.manual_seed(0)
+    base = save_checkpoint(tmp_path / "base.safetensors", build_model("Segformer", "tu-efficientnet_lite0", HZ7.num_classes),
+                           {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "num_classes": HZ7.num_classes,
+                            "scheme": HZ7.to_json(), "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+                            "tile_size": 64})
+    pairs = [read_pair(images / f"c{i}.png", labels / f"c{i}.png", HZ7) for i in range(3)]
+    noisy = held_out_head(base, pairs, ws.root / "checkpoints" / "noisy.safetensors", steps=100, tile=64)
+    cid = ws.register_checkpoint(noisy, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "scheme": "hz7"},
+                                 checkpoint_id="noisy")
+    pred, _ = Predictor.from_checkpoint(noisy, "cpu")
+    flip = np.zeros((48, 48), bool)
+    flip[:24] = True
+    q_in = rq.build_queue(ws, sids[0], pred, cid, save=False)
+    q_out = rq.build_queue(ws, sids[0], pred, cid, held_out=True)
+    assert q_in.scoring == "in-sample" and q_out.scoring == "held-out head (2 scene(s))"
+    assert q_out.score[flip].mean() > q_in.score[flip].mean() + 0.2
+    top = q_out.items[0]
+    assert top.bbox == (0, 0, 24, 48) and top.label_class == "Buildings" and top.predicted_class == "Green_land"
+    assert rq.load_queue(ws, sids[0]).scoring == q_out.scoring  # persisted with the queue
+    # no other labelled scene of the scheme: a clear error
+    ws2 = Workspace(tmp_path / "ws2")
+    s2 = import_scene(ws2, images / "c0.png", labels / "c0.png", scheme="hz7", name="alone", split="train")
+    ck2 = ws2.register_checkpoint(noisy, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "scheme": "hz7"},
+                                  checkpoint_id="noisy")
+    with pytest.raises(BadInputError, match="OTHER labelled scene"):
+        rq.build_queue(ws2, s2.id, pred, ck2, held_out=True)

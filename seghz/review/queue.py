@@ -41,6 +41,7 @@ Read-modify-write of these files is serialised with an ``fcntl`` lock on ``revie
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -123,6 +124,7 @@ class SceneQueue:
     predicted: np.ndarray  # uint8 H×W model argmax
     score: np.ndarray  # float32 H×W suspicion, -inf at ignored pixels
     threshold: float = 0.5
+    scoring: str = "in-sample"  # or "held-out head (N scene(s))": see seghz.review.crossfit
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -158,7 +160,7 @@ def save_queue(ws: Workspace, queue: SceneQueue) -> Path:
     items = [{k: (list(v) if k == "bbox" else v) for k, v in it.__dict__.items() if k != "indices"} for it in queue.items]
     meta = {"format": QUEUE_FORMAT, "scene_id": queue.scene_id, "checkpoint_id": queue.checkpoint_id, "tta": queue.tta,
             "label_version": queue.label_version, "created_at": queue.created_at, "threshold": queue.threshold,
-            "items": items}
+            "scoring": queue.scoring, "items": items}
     offsets = np.cumsum([0] + [int(it.indices.size) for it in queue.items]).astype(np.int64)
     idx = np.concatenate([it.indices for it in queue.items]).astype(np.int64) if queue.items else np.zeros(0, np.int64)
     buf = io.BytesIO()
@@ -187,7 +189,8 @@ def load_queue(ws: Workspace, scene_id: str) -> SceneQueue | None:
         d["bbox"] = tuple(int(v) for v in d["bbox"])
         items.append(ReviewItem(**d, indices=idx[offsets[i]: offsets[i + 1]].astype(np.int64)))
     return SceneQueue(scene_id, meta["checkpoint_id"], meta["tta"], int(meta["label_version"]), meta["created_at"],
-                      items, predicted.astype(np.uint8), score, float(meta.get("threshold", 0.5)))
+                      items, predicted.astype(np.uint8), score, float(meta.get("threshold", 0.5)),
+                      str(meta.get("scoring", "in-sample")))
 
 
 def clear_queue(ws: Workspace, scene_id: str) -> None:
@@ -226,6 +229,29 @@ def component_indices(score: np.ndarray, label: np.ndarray, items: list, thresho
     return out  # type: ignore[return-value]
 
 
+def _held_out_predictor(ws: Workspace, scene: Any, checkpoint_id: str, predictor: Any, tmp: Path, max_scenes: int,
+                        progress: Callable[[float, str], None] | None) -> tuple[Any, int]:
+    """A predictor of the checkpoint with its head refitted on other labelled scenes of ``scene``'s scheme."""
+    from seghz.infer.engine import Predictor
+    from seghz.review.crossfit import held_out_head
+
+    others = [s for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme
+              and (s.label_path or ws.latest_label_version(s.id))]
+    if not others:
+        raise BadInputError(f"scene '{scene.id}'", "held-out scoring needs at least one OTHER labelled scene of the "
+                            f"{scene.scheme} scheme to refit the head on; there is none")
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(len(others), min(len(others), max_scenes), replace=False).tolist())
+    fit = [(read_image(ws.scene_path(others[i], "image")), ws.effective_label(others[i].id)) for i in pick]
+    if progress:
+        progress(0.0, f"refitting the head on {len(fit)} other scene(s)")
+    path = held_out_head(ws.checkpoint_path(ws.get_checkpoint(checkpoint_id)), fit, tmp / "held_out.safetensors",
+                         max_images=max_scenes, device=str(getattr(predictor, "device", "cpu")))
+    held, _ = Predictor.from_checkpoint(path, str(getattr(predictor, "device", "cpu")),
+                                        batch_size=getattr(predictor, "batch_size", None))
+    return held, len(fit)
+
+
 def build_queue(
     ws: Workspace,
     scene_id: str,
@@ -238,11 +264,19 @@ def build_queue(
     max_items: int = DEFAULT_MAX_ITEMS,
     progress: Callable[[float, str], None] | None = None,
     save: bool = True,
+    held_out: bool = False,
+    held_out_scenes: int = 8,
 ) -> SceneQueue:
     """Score the scene's latest effective label with the checkpoint's predictor and group it into a queue.
 
+    With ``held_out``, the scene is scored by the checkpoint's head refitted on the effective labels of up to
+    ``held_out_scenes`` OTHER labelled scenes of the same scheme (:mod:`seghz.review.crossfit`), so a model that was
+    trained on this scene's noisy labels does not excuse the noise it learned; ``predictor`` is then only used for
+    its device and batch size.
+
     Raises:
-        BadInputError: When the checkpoint predicts another class scheme than the scene's.
+        BadInputError: When the checkpoint predicts another class scheme than the scene's, or ``held_out`` finds no
+            other labelled scene.
     """
     scene = ws.get_scene(scene_id)
     ck = ws.get_checkpoint(checkpoint_id)
@@ -253,7 +287,13 @@ def build_queue(
     version = ws.latest_label_version(scene_id)
     label = ws.effective_label(scene_id, version)
     image = read_image(ws.scene_path(scene, "image"))
-    res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
+    scoring = "in-sample"
+    with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
+        if held_out:
+            predictor, n_fit = _held_out_predictor(ws, scene, checkpoint_id, predictor, Path(tmp), held_out_scenes,
+                                                   progress)
+            scoring = f"held-out head ({n_fit} scene(s))"
+        res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
     proba = res.proba
     disagreement = res.disagreement if tta != "none" else None
     score = suspicion_score(proba, label, disagreement)
@@ -266,7 +306,7 @@ def build_queue(
         items=[ReviewItem(scene_id, tuple(it.bbox), int(it.pixels), float(it.score), float(it.mean_score),
                           int(it.label_id), int(it.predicted_id), it.label_class, it.predicted_class, ix)
                for it, ix in zip(items, indices)],
-        predicted=predicted, score=score.astype(np.float32), threshold=float(threshold),
+        predicted=predicted, score=score.astype(np.float32), threshold=float(threshold), scoring=scoring,
     )
     if save:
         save_queue(ws, q)
