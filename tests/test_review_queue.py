@@ -222,6 +222,14 @@ def test_held_out_scoring_flags_a_flip_the_model_absorbed(tmp_path):
     top = q_out.items[0]
     assert top.bbox == (0, 0, 24, 48) and top.label_class == "Buildings" and top.predicted_class == "Green_land"
     assert rq.load_queue(ws, sids[0]).scoring == q_out.scoring  # persisted with the queue
+    # after a retrain the saved queues are re-ranked with the new checkpoint, keeping TTA/threshold/scoring
+    cid2 = ws.register_checkpoint(base, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "scheme": "hz7"},
+                                  checkpoint_id="retrained")
+    logs: list[str] = []
+    assert rq.rerank_queues(ws, cid2, device="cpu", log=logs.append) == [sids[0]]
+    q2 = rq.load_queue(ws, sids[0])
+    assert q2.checkpoint_id == "retrained" and q2.scoring == q_out.scoring and q2.tta == "none"
+    assert any("re-ranked" in line for line in logs)
     # no other labelled scene of the scheme: a clear error
     ws2 = Workspace(tmp_path / "ws2")
     s2 = import_scene(ws2, images / "c0.png", labels / "c0.png", scheme="hz7", name="alone", split="train")

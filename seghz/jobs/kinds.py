@@ -79,8 +79,20 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     # regression gate against the active model on the same validation data; auto-promotion only on "pass"
     verdict, promoted = gate.after_training(ws, cid, split=val_split, auto_promote=bool(config.get("auto_promote")),
                                             job_id=job_id, log=progress.log)
+    reranked = _rerank(ws, cid, config, progress)
     return {"checkpoint_id": cid, "val_miou": best.get("miou"), "val_fwiou": best.get("fwiou"), "seconds": res["seconds"],
-            "gate": verdict.status, "gate_offending": verdict.offending_classes, "promoted": promoted}
+            "gate": verdict.status, "gate_offending": verdict.offending_classes, "promoted": promoted,
+            "queues_reranked": reranked}
+
+
+def _rerank(ws: Workspace, checkpoint_id: str, config: dict, progress: ProgressReporter) -> list[str]:
+    """After a retrain: re-rank the saved noise queues with the new checkpoint (config ``rerank_queues``, default on)."""
+    if not config.get("rerank_queues", True):
+        return []
+    from seghz.review.queue import rerank_queues
+
+    progress.update(0.99, "re-ranking the noise queues with the new checkpoint")
+    return rerank_queues(ws, checkpoint_id, device=config.get("device"), log=progress.log)
 
 
 @register_job_kind("refit")
@@ -183,4 +195,4 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
                  f"{res.fit['after']['corrected_acc']:.3f} in {res.seconds['total']:.1f} s")
     return {"checkpoint_id": cid, "parent_id": parent_id, "source": source, "counts": res.counts,
             "seconds": res.seconds["total"], "corrected_acc_before": res.fit["before"]["corrected_acc"],
-            "corrected_acc_after": res.fit["after"]["corrected_acc"]}
+            "corrected_acc_after": res.fit["after"]["corrected_acc"], "queues_reranked": _rerank(ws, cid, config, progress)}

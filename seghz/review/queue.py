@@ -313,6 +313,35 @@ def build_queue(
     return q
 
 
+def rerank_queues(ws: Workspace, checkpoint_id: str, *, device: str | None = None,
+                  log: Callable[[str], None] | None = None) -> list[str]:
+    """Rebuild every saved queue of the checkpoint's scheme with ``checkpoint_id`` (e.g. right after a retrain),
+    keeping each queue's TTA, threshold and scoring. Judged items stay out unless their label changed
+    (:func:`pending_items`). Returns the ids of the scenes re-ranked; a scene that fails is logged and skipped."""
+    from seghz.infer.engine import Predictor
+
+    ck = ws.get_checkpoint(checkpoint_id)
+    done: list[str] = []
+    predictor = None
+    for scene in ws.list_scenes():
+        old = load_queue(ws, scene.id) if scene.scheme == ck.scheme else None
+        if old is None:
+            continue
+        if predictor is None:
+            predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), device)
+        try:
+            build_queue(ws, scene.id, predictor, checkpoint_id, tta=old.tta, threshold=old.threshold,
+                        held_out=old.scoring != "in-sample")
+        except (BadInputError, ValueError, OSError, RuntimeError) as e:
+            if log:
+                log(f"queue of scene '{scene.id}' not re-ranked: {e}")
+            continue
+        done.append(scene.id)
+        if log:
+            log(f"re-ranked the noise queue of scene '{scene.id}' with {checkpoint_id}")
+    return done
+
+
 # ------------------------------------------------------------------------------------------------ verdicts
 
 
@@ -471,6 +500,6 @@ def score_rgb(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 __all__ = [
     "ACTIONS", "JUDGED_OVERLAP", "ReviewItem", "SceneQueue", "action_edit", "apply_action", "build_queue",
-    "clear_queue", "component_indices", "composite", "crop_window", "is_judged", "item_panels", "judged_pixels",
+    "clear_queue", "component_indices", "rerank_queues", "composite", "crop_window", "is_judged", "item_panels", "judged_pixels",
     "load_queue", "pending_items", "record_verdict", "review_dir", "save_queue", "score_rgb", "verdicts",
 ]
