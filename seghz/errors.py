@@ -29,3 +29,8 @@ class RegionError(SegHZError, ValueError):
 
 class ConflictError(SegHZError):
     """A save was based on a version that is no longer the latest."""
+
+
+class WriteError(SegHZError, OSError):
+    """Writing a file failed (disk full, read-only folder, ...). The message names the file; the previous
+    version of the file, if any, is unchanged. Also an OSError (same ``errno``), for callers that catch those."""

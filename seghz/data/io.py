@@ -16,11 +16,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from seghz.classes import Scheme
-from seghz.errors import BadInputError
+from seghz.errors import BadInputError, WriteError
 
 TIFF_EXT = {".tif", ".tiff"}
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 Image.MAX_IMAGE_PIXELS = 30000 * 30000
+# What Pillow raises for damaged files: besides OSError/SyntaxError, ValueError for impossible mode/size fields and
+# DecompressionBombError (not an OSError) for headers claiming more than 2 x MAX_IMAGE_PIXELS pixels.
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -51,20 +54,20 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
         raise BadInputError(p, "file does not exist")
     if _is_tiff(p):
         import rasterio
-        from rasterio.errors import RasterioIOError
+        from rasterio.errors import RasterioError
 
         try:
             with rasterio.open(p) as ds:
                 crs = ds.crs.to_string() if ds.crs else None
                 tr = tuple(ds.transform)[:6] if ds.crs else None
                 return RasterInfo(str(p), ds.width, ds.height, ds.count, ds.dtypes[0], crs, tr)
-        except RasterioIOError as e:
+        except (RasterioError, ValueError) as e:
             raise BadInputError(p, f"not a readable GeoTIFF ({e})") from None
     try:
         with Image.open(p) as im:
             bands = len(im.getbands())
             return RasterInfo(str(p), im.width, im.height, bands, "uint8")
-    except (UnidentifiedImageError, OSError) as e:
+    except _PIL_ERRORS as e:
         raise BadInputError(p, f"not a readable image ({e})") from None
 
 
@@ -104,8 +107,10 @@ def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str
                 if im.mode in convert:
                     im = im.convert(convert[im.mode])
                 arr = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        except _PIL_ERRORS as e:
             raise BadInputError(p, f"corrupt or truncated {what} ({e})") from None
+        except MemoryError:
+            raise BadInputError(p, f"{what} header claims more pixels than fit in memory (damaged header?)") from None
         if window is not None:
             r, c, h, w = window
             arr = arr[r : r + h, c : c + w]
@@ -128,16 +133,37 @@ def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None
 
 def _read_tiff(p: Path, window) -> np.ndarray:
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
     try:
         with rasterio.open(p) as ds:
             w = None if window is None else Window(window[1], window[0], window[3], window[2])
+            h_, w_ = (ds.height, ds.width) if window is None else (window[2], window[3])
+            if h_ * w_ > Image.MAX_IMAGE_PIXELS:
+                raise BadInputError(p, f"a {w_}x{h_} px read is over the limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                                       "(a damaged header, or imagery to read in windows)")
             data = ds.read(window=w)  # B×H×W
-    except (RasterioIOError, ValueError) as e:
+    except (RasterioError, ValueError, MemoryError) as e:
+        if isinstance(e, BadInputError):
+            raise
         raise BadInputError(p, f"corrupt or truncated GeoTIFF ({e})") from None
     return data[0] if data.shape[0] == 1 else np.transpose(data, (1, 2, 0))
+
+
+def verify_tiff(path: str | os.PathLike) -> None:
+    """Read every block of a GeoTIFF (one block at a time, so memory stays small) to prove the whole file decodes;
+    a truncated or damaged file raises BadInputError naming it. For imports, which otherwise read only a corner."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    p = Path(path)
+    try:
+        with rasterio.open(p) as ds:
+            for _, win in ds.block_windows(1):
+                ds.read(window=win)
+    except (RasterioError, ValueError) as e:
+        raise BadInputError(p, f"corrupt or truncated GeoTIFF ({e})") from None
 
 
 def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarray:
@@ -160,7 +186,7 @@ def read_index_mask(path: str | os.PathLike) -> np.ndarray:
         with Image.open(p) as im:
             im.load()
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, FileNotFoundError) as e:
+    except _PIL_ERRORS as e:
         raise BadInputError(p, f"cannot read mask ({e})") from None
     if arr.ndim != 2:
         raise BadInputError(p, f"workspace mask must be single-band, got shape {arr.shape}")
@@ -171,11 +197,16 @@ def read_index_mask(path: str | os.PathLike) -> np.ndarray:
 def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", fsync: bool = True):
     """Yield a temporary path next to ``path``; when the block ends without error the file is fsynced, given mode
     0644 and renamed onto ``path`` (then the folder is fsynced); on any error it is removed and ``path`` is left as
-    it was. The one way SegHZ replaces a file (labels, masks, checkpoints, training states)."""
+    it was. The one way SegHZ replaces a file (labels, masks, checkpoints, training states).
+
+    An OSError on the way (disk full, quota, read-only folder) is raised as :class:`WriteError` naming ``path``."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
-    os.close(fd)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _write_error(p, e) from e
     try:
         yield Path(tmp)
         if fsync:
@@ -183,8 +214,10 @@ def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", fsync: bool = T
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _write_error(p, e) from e
         raise
     if fsync:
         try:
@@ -195,6 +228,12 @@ def atomic_target(path: str | os.PathLike, suffix: str = ".tmp", fsync: bool = T
                 os.close(dfd)
         except OSError:
             pass
+
+
+def _write_error(p: Path, e: OSError) -> WriteError:
+    why = e.strerror or str(e) or type(e).__name__
+    prev = "the previous file is unchanged" if p.exists() else "nothing was written"
+    return WriteError(e.errno, f"cannot write {p}: {why}; {prev}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from seghz.security import redact_secrets
 from seghz.store import Job, Workspace, now_iso
 
 JobFn = Callable[[Workspace, str, dict, "ProgressReporter"], dict]
@@ -108,10 +109,10 @@ class ProgressReporter:
         self.ws.add_job_metrics(self.job_id, step, epoch, values)
 
     def log(self, line: str) -> None:
-        """Append a time-stamped line to the job's log file."""
+        """Append a time-stamped line to the job's log file (API keys in URLs masked, see seghz.security)."""
         stamp = datetime.now().strftime("%H:%M:%S")
         with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(f"[{stamp}] {line.rstrip()}\n")
+            f.write(f"[{stamp}] {redact_secrets(line.rstrip())}\n")
 
     def check_cancel(self) -> None:
         """Raise :class:`JobCancelled` when a cancel was requested (reads the index at most every 0.5 s)."""
@@ -236,6 +237,21 @@ def cancel_job(ws: Workspace, job_id: str) -> Job:
             (now_iso(), job_id),
         )
     return ws.get_job(job_id)
+
+
+RETRYABLE_STATUSES = ("done", "failed", "cancelled", "died")
+
+
+def retry_job(ws: Workspace, job_id: str) -> str:
+    """Submit a new job with the same kind and config as a finished, failed, cancelled or died job; its id.
+
+    Raises:
+        ValueError: When the job is still queued or running.
+    """
+    job = ws.get_job(job_id)
+    if job.status not in RETRYABLE_STATUSES:
+        raise ValueError(f"job '{job_id}' is {job.status}; only {', '.join(RETRYABLE_STATUSES)} jobs can be retried")
+    return submit_job(ws, job.kind, dict(job.config))
 
 
 def tail_log(ws: Workspace, job_id: str, n: int = 50) -> list[str]:

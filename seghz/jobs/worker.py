@@ -13,6 +13,7 @@ import time
 import traceback
 
 from seghz.jobs.runner import JobCancelled, ProgressReporter, load_job_kinds, refresh_job_states
+from seghz.security import redact_secrets
 from seghz.store import Workspace, now_iso
 
 QUEUE_POLL_S = 0.5
@@ -20,7 +21,7 @@ TRACEBACK_LINES = 6
 
 
 def _fail(ws: Workspace, job_id: str, exc: BaseException, what: str) -> None:
-    text = "".join(traceback.format_exception(exc))
+    text = redact_secrets("".join(traceback.format_exception(exc)))  # an API key in a URL must not reach log/index
     print(text, file=sys.stderr, flush=True)
     tail = "\n".join(text.strip().splitlines()[-TRACEBACK_LINES:])
     ws.update_job(job_id, status="failed", finished_at=now_iso(), message=f"{what}:\n{tail}")
