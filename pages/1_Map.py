@@ -49,10 +49,14 @@ from seghz.geo.tiles import (
     region_overlay,
     rgba_overlay_png,
     scalar_overlay,
+    scene_bounds as scene_bounds_of,
     tile_dir,
     window_bounds,
 )
 from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
+from seghz.geo.basemaps import GCJ02, OFFLINE, add_basemap, basemap_choices, gcj_view_shift
+from seghz.data.scenes import import_imagery
+from seghz.security import redact_secrets
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region
 from seghz.labels_edit import agreement
@@ -96,6 +100,38 @@ def scene_pyramid(image: Path, out_dir: Path):
                 bar.empty()
     return built[key]
 
+
+# ------------------------------------------------------------------------------------------------ import
+with st.expander("Import imagery"):
+    st.caption("A GeoTIFF in any CRS (reprojected for display; no CRS = pixel space, never placed at a made-up "
+               "location), a PNG/JPEG (pixel space) or a folder of Baidu `{x}-{y}.jpeg` tiles (mosaicked and "
+               "shifted from BD-09 to WGS-84). Same as `python -m seghz import PATH`.")
+    i1, i2, i3 = st.columns([4, 2, 1])
+    imp_path = i1.text_input("Local path (file or tile folder)", key="map_import_path")
+    imp_name = i2.text_input("Scene name (optional)", key="map_import_name")
+    imp_zoom = i3.number_input("Baidu level", 3, 19, 16, key="map_import_zoom",
+                               help="Level of the tiles in a tile folder (the seed's folders hold level 16).")
+    imp_file = st.file_uploader("…or upload an image", type=["tif", "tiff", "png", "jpg", "jpeg"],
+                                key="map_import_upload")
+    imp_clicked = st.button("Import", key="map_import_go")
+    if imp_clicked and not (imp_path.strip() or imp_file):
+        st.error("Give a local path (a file or a tile folder) or upload an image first.")
+    elif imp_clicked:
+        import tempfile
+
+        try:
+            with st.spinner("Importing…"), tempfile.TemporaryDirectory() as tmp:
+                src = Path(imp_path.strip()).expanduser() if imp_path.strip() else Path(tmp) / Path(imp_file.name).name
+                if not imp_path.strip():
+                    src.write_bytes(imp_file.getvalue())
+                new_scene, imp_msg = import_imagery(ws, src, name=imp_name.strip() or None, zoom=int(imp_zoom))
+            ss["map_import_msg"] = imp_msg
+            ss["map_scene"] = new_scene.id
+            st.rerun()
+        except (SegHZError, OSError, ValueError) as e:
+            st.error(f"Import failed: {redact_secrets(str(e))}")
+    if ss.get("map_import_msg"):
+        st.success(ss["map_import_msg"])
 
 # ------------------------------------------------------------------------------------------------ scene
 scenes = sorted(ws.list_scenes(), key=lambda s: (s.created_at, s.id))  # in import order: the demo town first
@@ -144,6 +180,22 @@ unc_layer = t3.radio(
          "probabilities, 0..ln C nats; disagreement: fraction of the TTA views whose class differs from the merged "
          "one (needs at least 2 views).",
 )
+
+_bm_choices = basemap_choices()
+_bm_ok = {c.basemap.key: c for c in _bm_choices if c.available}
+basemap_key = st.selectbox(
+    "Basemap", list(_bm_ok), format_func=lambda k: _bm_ok[k].basemap.label, key="map_basemap",
+    disabled=not scene.crs,
+    help="Offline shows only the scene's own tiles (no internet needed). Online basemaps need internet."
+    if scene.crs else "This scene is in pixel space (no CRS): it has no place on Earth, so no basemap.",
+)
+if not scene.crs:
+    basemap_key = OFFLINE
+for _c in _bm_choices:
+    if not _c.available:
+        st.caption(f"{_c.basemap.label} is unavailable: {_c.hint}.")
+if basemap_key in _bm_ok and _bm_ok[basemap_key].key_display:
+    st.caption(f"{_bm_ok[basemap_key].basemap.label}: {_bm_ok[basemap_key].hint}.")
 
 image_path = ws.scene_path(scene, "image")
 try:
@@ -208,6 +260,12 @@ if geometry:  # the drawn region's outline, so it stays visible when the map is 
 
 # ------------------------------------------------------------------------------------------------ map
 m = make_map(info, draw=True)
+if basemap_key != OFFLINE and info.georeferenced:
+    _bm = _bm_ok[basemap_key].basemap
+    add_basemap(m, _bm)
+    if _bm.datum == GCJ02:
+        st.warning(f"{_bm.label} tiles are in GCJ-02, the scene and its overlays in WGS-84: they appear shifted by "
+                   f"the GCJ-02 offset. {gcj_view_shift(scene_bounds_of(info)).describe()}.")
 add_tile_layer(m, pyramid, name="Scene")
 out = streamlit_folium.st_folium(
     m, key=f"map_folium__{sid}", feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],

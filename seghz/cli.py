@@ -191,7 +191,7 @@ def cmd_import(a) -> int:
         if a.image or a.images or a.label:
             raise SegHZError("give either PATH (imagery without a label) or --image/--images, not both")
         bar = _tqdm_progress("import")
-        scene, msg = import_imagery(ws, a.path, name=a.name, zoom=a.zoom, scheme=a.scheme or IMAGERY_SCHEME,
+        _, msg = import_imagery(ws, a.path, name=a.name, zoom=a.zoom, scheme=a.scheme or IMAGERY_SCHEME,
                                     progress=bar)
         bar.close()
         print(msg)

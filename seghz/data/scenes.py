@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from seghz.classes import get_scheme, index_crosswalk
-from seghz.data.io import read_image, read_label, raster_info, write_index_mask, write_rgb
+from seghz.data.io import raster_info, read_image, read_label, verify_tiff, write_index_mask, write_rgb
 from seghz.errors import BadInputError, SegHZError
 from seghz.store import Scene, Workspace, slugify
 
@@ -66,10 +66,11 @@ def import_scene(
             raise BadInputError(label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size {info.width}x{info.height}")
     sid, d = _scene_dir(ws, name or image.stem)
     try:
-        if info.georeferenced:
+        if has_usable_georef(info):
+            read_image(image, window=(0, 0, min(16, info.height), min(16, info.width)))  # validates bands now
+            verify_tiff(image)  # and that every block decodes: a truncated file must not become a scene
             img_dst = d / ("image" + image.suffix.lower())
             shutil.copyfile(image, img_dst)
-            read_image(img_dst, window=(0, 0, min(16, info.height), min(16, info.width)))  # validates bands now
         else:
             img_dst = d / "image.png"
             write_rgb(img_dst, read_image(image))
@@ -120,6 +121,82 @@ def import_folder(
         if progress:
             progress(0.3 + 0.7 * (i + 1) / len(items), f"imported {ip.name}")
     return scenes
+
+
+IMAGERY_SCHEME = "hz7"  # scheme recorded for imagery imported without a label (the demo model's classes)
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def has_usable_georef(info) -> bool:
+    """True when a raster has a CRS and a real geotransform. A GeoTIFF with a CRS but the identity transform (no
+    geotransform written) has no location: it is imported in pixel space, never placed at a fake spot."""
+    return bool(info.georeferenced) and tuple(float(v) for v in info.transform[:6]) != _IDENTITY
+
+
+def wgs84_bounds(info) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) in WGS-84 of a georeferenced raster (``rasterio.warp.transform_bounds`` with a
+    densified outline, so UTM/rotated grids get their true extent), or None for a pixel-space raster."""
+    if not has_usable_georef(info):
+        return None
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    t = Affine(*info.transform[:6])
+    xs, ys = zip(*(t @ (c, r) for c, r in ((0, 0), (info.width, 0), (0, info.height), (info.width, info.height))))
+    return tuple(float(v) for v in transform_bounds(info.crs, "EPSG:4326", min(xs), min(ys), max(xs), max(ys),
+                                                    densify_pts=21))
+
+
+def describe_georef(info) -> str:
+    """One line for people: where a raster lies (WGS-84 bounds and CRS) or that it is pixel space."""
+    b = wgs84_bounds(info)
+    if b is None:
+        why = "has no CRS" if not info.crs else "has a CRS but no geotransform"
+        return (f"{info.width}×{info.height} px, {why}: imported in pixel space (shown on a plain pixel grid, "
+                "not placed on the world map; areas in pixels)")
+    w, s, e, n = b
+    return f"{info.width}×{info.height} px, {info.crs}, WGS-84 bounds {w:.5f}–{e:.5f} E, {s:.5f}–{n:.5f} N"
+
+
+def import_tile_folder(
+    ws: Workspace, folder: str | Path, *, name: str | None = None, zoom: int | None = None, scheme: str = IMAGERY_SCHEME,
+    progress: Progress | None = None,
+) -> Scene:
+    """Import a folder of Baidu tiles ``{x}-{y}.jpeg`` (the seed's layout) as one scene: the tiles are mosaicked
+    and warped to a north-up EPSG:3857 GeoTIFF by :func:`seghz.geo.fetch.baidu_folder_to_geotiff` (BD-09 ->
+    WGS-84 datum shift applied)."""
+    from seghz.geo.fetch import baidu_folder_to_geotiff, guess_baidu_level
+
+    folder = Path(folder)
+    z = guess_baidu_level(folder) if zoom is None else int(zoom)
+    label = name or (f"{folder.parent.name}-{folder.name}" if folder.name.isdigit() else folder.name) or "tiles"
+    sid, d = _scene_dir(ws, label)
+    try:
+        plan = baidu_folder_to_geotiff(folder, d / "image.tif", zoom=z, progress=progress)
+        return ws.add_scene(label, d / "image.tif", scheme, source=f"{folder} (Baidu level {plan.zoom}, {plan.tiles} "
+                            "tile slots)", scene_id=sid)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+def import_imagery(
+    ws: Workspace, path: str | Path, *, name: str | None = None, zoom: int | None = None, scheme: str = IMAGERY_SCHEME,
+    progress: Progress | None = None,
+) -> tuple[Scene, str]:
+    """Import imagery without a label: a GeoTIFF (any CRS; none = pixel space), a PNG/JPEG (pixel space) or a
+    folder of Baidu tiles. Returns the scene and a one-line description of where it lies."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BadInputError(p, "does not exist")
+    if p.is_dir():
+        scene = import_tile_folder(ws, p, name=name, zoom=zoom, scheme=scheme, progress=progress)
+        what = "Baidu tile folder"
+    else:
+        scene = import_scene(ws, p, scheme=scheme, name=name)
+        what = "image"
+    info = raster_info(p if p.is_file() else ws.scene_path(scene, "image"))  # the source says why it has no place
+    return scene, f"imported {what} {p.name} as scene '{scene.name}' ({scene.id}): {describe_georef(info)}"
 
 
 DEMO_SCENES = (("Demo town (synthetic)", 0, "val", (0, 0)), ("Demo farmland A (synthetic)", 11, "train", (0, 1)),

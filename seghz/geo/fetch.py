@@ -44,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from seghz.data.io import atomic_target, atomic_write_bytes
 from seghz.errors import BadInputError, SegHZError
 from seghz.geo.datum import check_bbox
+from seghz.security import redact_secrets
 
 TILE_SIZE = 256
 MERC_HALF = 20037508.342789244
@@ -153,9 +154,9 @@ def check_zoom(zoom: Any) -> int:
 
 def check_template(url: str) -> None:
     if not isinstance(url, str) or not all(k in url for k in ("{z}", "{x}", "{y}")):
-        raise BadInputError("url", f"{url!r} must be a tile URL template containing {{z}}, {{x}} and {{y}}")
+        raise BadInputError("url", f"{redact_secrets(repr(url))} must be a tile URL template containing {{z}}, {{x}} and {{y}}")
     if not url.lower().startswith(("http://", "https://", "file://")):
-        raise BadInputError("url", f"{url!r} must start with http:// or https://")
+        raise BadInputError("url", f"{redact_secrets(repr(url))} must start with http:// or https://")
 
 
 def plan_xyz(bbox: Sequence[float], zoom: int) -> FetchPlan:
@@ -189,7 +190,7 @@ def tile_url(url: str, z: int, x: int, y: int, subdomains: Sequence[str] = ("a",
     out = url.replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
     if "{s}" in out:
         if not subdomains:
-            raise BadInputError("url", f"{url!r} uses {{s}} but no subdomains were given")
+            raise BadInputError("url", f"{redact_secrets(repr(url))} uses {{s}} but no subdomains were given")
         out = out.replace("{s}", subdomains[(x + y) % len(subdomains)])
     return out
 
@@ -252,7 +253,7 @@ def _download(
             last = f"unreachable ({reason})"
         # retry
     if last.startswith("unreachable"):
-        raise FetchError(f"cannot reach the tile server at {url}: {last[len('unreachable ('):-1]} "
+        raise FetchError(f"cannot reach the tile server at {redact_secrets(url)}: {last[len('unreachable ('):-1]} "
                          f"after {retries + 1} tries -- are you offline?")
     return None, f"{last} after {retries + 1} tries"
 
@@ -454,3 +455,94 @@ def fetch_baidu(
     rgba, transform = warp_baidu_mosaic(mosaic, plan)
     write_rgba_geotiff(out, rgba, "EPSG:3857", transform)
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A folder of Baidu tiles (the seed's layout) -> Web-Mercator GeoTIFF
+# --------------------------------------------------------------------------------------------------------------
+
+BAIDU_FOLDER_EXT = (".jpeg", ".jpg", ".png")
+
+
+def baidu_folder_tiles(folder: str | os.PathLike) -> dict[tuple[int, int], Path]:
+    """``{(x, y): file}`` of the ``{x}-{y}.jpeg`` (or ``.jpg``/``.png``) Baidu tiles in ``folder``; other files are
+    ignored. BadInputError when there are none."""
+    import re
+
+    pat = re.compile(r"^(\d+)-(\d+)$")
+    d = Path(folder)
+    if not d.is_dir():
+        raise BadInputError(d, "is not a folder")
+    tiles = {}
+    for p in sorted(d.iterdir()):
+        m = pat.match(p.stem)
+        if m and p.suffix.lower() in BAIDU_FOLDER_EXT and p.is_file():
+            tiles[(int(m.group(1)), int(m.group(2)))] = p
+    if not tiles:
+        raise BadInputError(d, "holds no Baidu tiles named {x}-{y}.jpeg (e.g. 13039-3433.jpeg)")
+    return tiles
+
+
+def guess_baidu_level(folder: str | os.PathLike, default: int = 16) -> int:
+    """The Baidu level of a tile folder: its name when that is a level number (the seed keeps z16 tiles in
+    ``.../16``), else ``default``."""
+    from seghz.geo.datum import BAIDU_ZOOM_RANGE
+
+    name = Path(folder).name
+    if name.isdigit() and BAIDU_ZOOM_RANGE[0] <= int(name) <= BAIDU_ZOOM_RANGE[1]:
+        return int(name)
+    return default
+
+
+def baidu_folder_plan(tiles: dict[tuple[int, int], Path] | Sequence[tuple[int, int]], zoom: int) -> BaiduPlan:
+    """The :class:`BaiduPlan` of a set of Baidu tile ids: the tile ranges and the WGS-84 bbox of their outline
+    (BD09MC -> WGS-84, the outline densified since the datum shift is non-linear). BadInputError for a level out
+    of range or tiles outside China."""
+    from seghz.geo.datum import baidu_tile_span, bd09mc_to_wgs84, in_china
+
+    span = baidu_tile_span(zoom)  # checks the level
+    xs = sorted({x for x, _ in tiles})
+    ys = sorted({y for _, y in tiles})
+    xr, yr = range(xs[0], xs[-1] + 1), range(ys[0], ys[-1] + 1)
+    t = np.linspace(0.0, 1.0, 17)
+    x0, x1, y0, y1 = xr.start * span, xr.stop * span, yr.start * span, yr.stop * span
+    mx = np.concatenate([x0 + (x1 - x0) * t, np.full(17, x1), x0 + (x1 - x0) * t, np.full(17, x0)])
+    my = np.concatenate([np.full(17, y0), y0 + (y1 - y0) * t, np.full(17, y1), y0 + (y1 - y0) * t])
+    lon, lat = bd09mc_to_wgs84(mx, my)
+    if not np.all(in_china(lon, lat)):
+        raise BadInputError("tiles", f"Baidu level-{zoom} tiles x {xr.start}..{xr.stop - 1}, y {yr.start}..{yr.stop - 1} "
+                                     "are not inside China; is the level right?")
+    bbox = (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
+    return BaiduPlan(int(zoom), bbox, xr, yr)
+
+
+def baidu_folder_to_geotiff(
+    folder: str | os.PathLike, output: str | os.PathLike, *, zoom: int | None = None, max_tiles: int = DEFAULT_MAX_TILES,
+    progress: Progress | None = None,
+) -> BaiduPlan:
+    """Mosaic a folder of 256-px Baidu tiles ``{x}-{y}.jpeg`` (Baidu ids at level ``zoom``, default: the folder
+    name when it is a level number, else 16) and warp it with :func:`warp_baidu_mosaic` into a north-up EPSG:3857
+    RGBA GeoTIFF. Tiles missing inside the rectangle of ids stay transparent. Returns the plan (bbox in WGS-84)."""
+    from seghz.data.io import read_image
+
+    tiles = baidu_folder_tiles(folder)
+    z = guess_baidu_level(folder) if zoom is None else int(zoom)
+    plan = baidu_folder_plan(tiles, z)
+    if plan.tiles > max_tiles:
+        raise BadInputError(folder, f"{plan.describe()} -- more than {max_tiles} tiles")
+    mosaic = np.zeros((len(plan.y_range) * TILE_SIZE, len(plan.x_range) * TILE_SIZE, 4), np.uint8)
+    top = plan.y_range[-1]  # Baidu y grows northward: the top mosaic row is the largest y
+    for k, ((x, y), p) in enumerate(sorted(tiles.items())):
+        rgb = read_image(p)
+        if rgb.shape[:2] != (TILE_SIZE, TILE_SIZE):
+            raise BadInputError(p, f"tile is {rgb.shape[1]}x{rgb.shape[0]} px, Baidu tiles are {TILE_SIZE}x{TILE_SIZE}")
+        i, j = x - plan.x_range.start, top - y
+        mosaic[j * TILE_SIZE:(j + 1) * TILE_SIZE, i * TILE_SIZE:(i + 1) * TILE_SIZE, :3] = rgb
+        mosaic[j * TILE_SIZE:(j + 1) * TILE_SIZE, i * TILE_SIZE:(i + 1) * TILE_SIZE, 3] = 255
+        if progress is not None:
+            progress(0.8 * (k + 1) / len(tiles), f"read {p.name}")
+    rgba, transform = warp_baidu_mosaic(mosaic, plan)
+    write_rgba_geotiff(output, rgba, "EPSG:3857", transform)
+    if progress is not None:
+        progress(1.0, f"warped {len(tiles)} tiles")
+    return plan
