@@ -5,9 +5,10 @@ Results are cached in the workspace per (checkpoint, split, TTA, data version) a
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-from seghz import drilldown, report
+from seghz import compare, drilldown, report
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
@@ -36,7 +37,7 @@ ck = by_id[cid]
 
 labelled = [s for s in ws.list_scenes(split) if s.label_path]
 data_version = ws.data_version(split)
-cached = ws.find_evaluation(cid, split, tta != "none", data_version)
+cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tta)
 result = cached.result if cached is not None and cached.result.get("tta") == tta else None
 
 b1, b2 = st.columns([1, 3])
@@ -51,17 +52,157 @@ if run:
         predictor, _ = predictor_for(ws, cid)
         result = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=progress_callback(bar),
                                 use_cache=not force)
-        cached = ws.find_evaluation(cid, split, tta != "none", data_version)
+        cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tta)
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
         result = None
         st.error(f"Evaluation failed: {e}")
     finally:
         bar.empty()
 
+
+# ---------------------------------------------------------------------------------------------- comparisons
+# Checkpoint comparison and the TTA report do not depend on the result above; they render at the page's end
+# (also where the page stops early) through extra_sections().
+def compare_section() -> None:
+    """Two or more checkpoints side by side, per-class IoU deltas, and the pixels two of them predict differently."""
+    st.divider()
+    st.subheader("Compare checkpoints")
+    default = list(dict.fromkeys(([active.id] if active and active.id in by_id else []) + ids))[:2]
+    sel = st.multiselect("Checkpoints (the first is the baseline)", ids, default=default, key="eval_cmp_sel",
+                         format_func=lambda i: compare.checkpoint_label(by_id[i]))
+    if len(sel) < 2:
+        st.caption("Pick two or more registered checkpoints to compare.")
+        return
+    csplit = st.radio("Split for per-class IoU", ["val", "test", "train"], horizontal=True, key="eval_cmp_split")
+    has_labels = any(s.label_path for s in ws.list_scenes(csplit))
+    missing = compare.missing_evaluations(ws, sel, csplit) if has_labels else []
+    if missing:
+        st.caption(f"{len(missing)} of them have no cached evaluation on the **{csplit}** split for the current labels: "
+                   + ", ".join(f"`{by_id[c].name}`" for c in missing))
+        if st.button(f"Evaluate {len(missing)} missing on {csplit}", key="eval_cmp_run"):
+            bar = st.progress(0.0, text=f"evaluating {len(missing)} checkpoint(s) on {csplit}…")
+            cb = progress_callback(bar)
+            try:
+                for i, c in enumerate(missing):
+                    pred_c, _ = predictor_for(ws, c)
+                    evaluate_split(ws, c, csplit, "none", predictor=pred_c,
+                                   progress=lambda f, m, i=i, c=c: cb((i + f) / len(missing), f"{by_id[c].name}: {m}"))
+            except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
+                st.error(f"Evaluation failed: {e}")
+            finally:
+                bar.empty()
+            missing = compare.missing_evaluations(ws, sel, csplit)
+    elif not has_labels:
+        st.caption(f"The **{csplit}** split has no labelled scenes: per-class deltas need an evaluation.")
+    entries = compare.comparison_entries(ws, sel)
+    table = compare.comparison_table(entries)
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe(table, hide_index=True, key="eval_cmp_table",
+                 column_config={c: pct for c in table.columns if c not in ("checkpoint", "note")})
+    st.caption("Scores: cached evaluations without TTA on the current labels where present, else those recorded at "
+               "training time (" + "; ".join(f"{e['checkpoint']}: val {e['val_source']}, test {e['test_source']}"
+                                             for e in entries) + "). Note = recipe keys that differ from the first.")
+    results = {}
+    for c in sel:
+        hit = compare.split_scores(ws, c, csplit)
+        if hit[1] == "evaluated":
+            results[compare.checkpoint_label(by_id[c])] = hit[0]
+    if sel[0] not in missing and len(results) >= 2:
+        deltas = compare.class_iou_deltas(results)
+        st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp)**")
+        st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas")
+    else:
+        st.caption("Per-class deltas appear once the baseline and at least one other checkpoint are evaluated on "
+                   f"the {csplit} split.")
+
+    st.markdown("**Changed pixels: where two checkpoints predict differently**")
+    scenes_all = ws.list_scenes()
+    if not scenes_all:
+        st.caption("No scenes in the workspace.")
+        return
+    scene_by = {s.id: s for s in scenes_all}
+    p1, p2, p3, p4 = st.columns([2, 2, 2, 1])
+    ca = p1.selectbox("Checkpoint A", sel, key="eval_cmp_a", format_func=lambda i: by_id[i].name)
+    cb_ = p2.selectbox("Checkpoint B", sel, index=1, key="eval_cmp_b", format_func=lambda i: by_id[i].name)
+    sid = p3.selectbox("Scene", list(scene_by), key="eval_cmp_scene",
+                       format_func=lambda i: f"{scene_by[i].name} ({scene_by[i].split})")
+    cap = p4.selectbox("Region (px)", [256, 512, 1024, 2048], index=1, key="eval_cmp_cap",
+                       help="The centre of the scene, at most this size, is predicted by both checkpoints.")
+    req = (ca, cb_, sid, int(cap))
+    if st.button("Predict and compare", key="eval_cmp_predict", disabled=ca == cb_):
+        try:
+            sc = scene_by[sid]
+            bbox = compare.region_bbox(sc.height, sc.width, int(cap))
+            img = drilldown.crop(read_image(ws.scene_path(sc, "image")), bbox)
+            with st.spinner("predicting the region with both checkpoints…"):
+                pa, _ = predictor_for(ws, ca)[0].predict(img, "none")
+                pb, _ = predictor_for(ws, cb_)[0].predict(img, "none")
+            pa, pb, sch = compare.common_scheme(pa, by_id[ca].scheme, pb, by_id[cb_].scheme)
+            scheme_ab = get_scheme(sch)
+            stats = compare.changed_pixels(pa, pb, scheme_ab.names)
+            st.session_state["eval_cmp_changed"] = {
+                "req": req, "bbox": bbox, "scheme": sch, "changed": stats["changed"], "total": stats["total"],
+                "fraction": stats["fraction"], "pairs": stats["pairs"],
+                "image": drilldown.thumbnail(compare.changed_panels(img, pa, pb, stats["mask"], scheme_ab)),
+            }
+        except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
+            st.error(f"Comparison failed: {e}")
+    got = st.session_state.get("eval_cmp_changed")
+    if ca == cb_:
+        st.caption("Choose two different checkpoints.")
+    elif got is None or got["req"] != req:
+        st.caption("Press **Predict and compare** to predict the region with both checkpoints.")
+    else:
+        r0, c0, r1, c1 = got["bbox"]
+        st.metric("Changed pixels", f"{100 * got['fraction']:.1f} %",
+                  help=f"{got['changed']:,} of {got['total']:,} px (rows {r0}–{r1}, cols {c0}–{c1}, scheme {got['scheme']})")
+        st.image(got["image"], caption=f"image | {by_id[ca].name} (A) | {by_id[cb_].name} (B) | "
+                                       "changed pixels in magenta")
+        pairs = compare.changed_pairs_table(got, top=10)
+        st.dataframe(pairs, hide_index=True, key="eval_cmp_pairs",
+                     column_config={"share of changed": pct,
+                                    "pixels": st.column_config.NumberColumn(format="localized")})
+
+
+def tta_section() -> None:
+    """mIoU as TTA views are added one at a time (the study's NAIC table), on demand, cached per view list."""
+    with st.expander("TTA report: scores as views are added (baseline, +lr, +tb, … full D4)"):
+        st.caption(f"Checkpoint **{ck.name}** on the **{split}** split; each row adds one view to the row above "
+                   "(mean of softmax). Rows are cached like evaluations (checkpoint, labels, view list).")
+        table = compare.tta_report(ws, cid, split, compute=False)
+        if st.button("Compute the TTA report", key="eval_tta_run", disabled=not labelled,
+                     help="Up to 36 model passes per window in all (1 + 2 + … + 8 views); cached rows are reused."):
+            bar = st.progress(0.0, text="TTA report…")
+            try:
+                predictor, _ = predictor_for(ws, cid)
+                table = compare.tta_report(ws, cid, split, predictor=predictor, progress=progress_callback(bar))
+            except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
+                st.error(f"TTA report failed: {e}")
+            finally:
+                bar.empty()
+        if table["mIoU"].notna().any():
+            pct = st.column_config.NumberColumn(format="percent")
+            st.dataframe(table, hide_index=True, key="eval_tta_table",
+                         column_config={"mIoU": pct, "fwIoU": pct, "OA": pct,
+                                        "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
+        else:
+            st.caption("Not computed yet for this checkpoint, split and the current labels.")
+
+
+def extra_sections() -> None:
+    tta_section()
+    compare_section()
+
+
+def stop() -> None:
+    extra_sections()
+    st.stop()
+
+
 if result is None:
     if labelled and not run:
         st.caption("No cached result for this checkpoint, split, TTA and the current labels. Press **Run evaluation**.")
-    st.stop()
+    stop()
 
 when = f" · computed {cached.created_at[:19].replace('T', ' ')} UTC" if cached is not None else ""
 st.caption(f"{result.get('scenes', '?')} labelled scene(s) of the **{split}** split · TTA {tta} · "
@@ -97,8 +238,18 @@ if colors is not None:
 # ---------------------------------------------------------------------------------------------- confusion matrix
 mode = st.radio("Confusion matrix", list(report.CONFUSION_MODES), horizontal=True, key="eval_cm_mode",
                 format_func=report.CONFUSION_MODE_LABELS.get)
-event = st.plotly_chart(report.confusion_figure(vres, mode, colors), key="eval_cm", on_select="rerun",
-                        selection_mode="points")
+cm_fig = report.confusion_figure(vres, mode, colors)
+# Streamlit reports clicks only on selectable traces, and a heatmap is not one: without this layer of invisible
+# markers on the cell centres (carrying the heatmap's hover text) clicking a cell in the browser did nothing.
+hm = cm_fig.data[0]
+n_cls = len(vres["classes"])
+cm_fig.add_trace(go.Scatter(
+    x=[j for i in range(n_cls) for j in range(n_cls)], y=[i for i in range(n_cls) for j in range(n_cls)],
+    text=[t for row in hm.text for t in row], hovertemplate=hm.hovertemplate, mode="markers",
+    marker={"size": 28, "opacity": 0, "symbol": "square"}, showlegend=False,
+))
+hm.update(hoverinfo="skip", hovertemplate=None)
+event = st.plotly_chart(cm_fig, key="eval_cm", on_select="rerun", selection_mode="points")
 st.caption("Click a cell to drill down into it (or choose the cell below).")
 
 # ---------------------------------------------------------------------------------------------- per class
@@ -162,7 +313,7 @@ hits = drilldown.scenes_with_cell(vres, a, b)
 st.caption(f"{int(cmv[a, b]):,} px labelled **{a_name}** are predicted **{b_name}**, in {len(hits)} scene(s).")
 if not hits:
     st.info("No pixels in this cell.")
-    st.stop()
+    stop()
 
 lut = drilldown.view_lut(ck.scheme, view) if native_ok and view != ck.scheme else None
 by_scene = {s.id: s for s in labelled}
@@ -178,7 +329,7 @@ try:
             data[sid] = (pred, lbl)
 except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
     st.error(f"Drill-down failed: {e}")
-    st.stop()
+    stop()
 masks = {sid: drilldown.cell_mask(p_, l_, a, b, lut) for sid, (p_, l_) in data.items()}
 windows = drilldown.rank_windows(masks, int(win), limit=50)
 st.dataframe(
@@ -210,3 +361,5 @@ if st.button("Send to label review", key="eval_dd_send", disabled=not chosen):
                                      checkpoint_id=cid, analyst=analyst_name() or "")
     st.success(f"Added {n} window(s) to the review list ({len(picked) - n} already there): "
                f"`{drilldown.review_list_path(ws)}`")
+
+extra_sections()

@@ -15,8 +15,9 @@ import streamlit as st
 from seghz import gate, report
 from seghz.classes import scheme_names
 from seghz.errors import ConflictError
-from seghz.jobs.runner import cancel_job, refresh_job_states, submit_job, tail_log
+from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
+from seghz.train.form import form_state_from_config
 from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
@@ -70,6 +71,13 @@ def validate(cfg: dict, fine_tune: bool) -> list[str]:
 st.subheader("Launch a training run")
 st.caption(f"Training data: {len(train_scenes)} labelled train scene(s); validation: {len(val_scenes)} val scene(s) "
            "(latest label versions).")
+clone = ss.pop("train_clone_request", None)  # "Clone into the form" of a job below: prefill the widgets
+if clone is not None:
+    state, notes = form_state_from_config(
+        clone["config"], active_id=active.id if active else None,
+        options={"train_arch": ARCHS, "train_encoder": ENCODERS, "train_weights": WEIGHTS, "train_scheme": scheme_names()})
+    ss.update(state)
+    st.info(f"The form is filled from job `{clone['job_id']}`: edit it and launch." + "".join(f"\n\n- {n}" for n in notes))
 modes = ["finetune", "scratch"] if active is not None else ["scratch"]
 start = st.radio(
     "Start from", modes, horizontal=True, key="train_start",
@@ -221,6 +229,8 @@ def jobs_panel(watching: bool) -> None:
     st.dataframe(report.job_table(jobs), hide_index=True,
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
     ids = [j.id for j in jobs]
+    if ss.get("train_retried") in ids:  # a retry below submitted a job: show it
+        ss["train_job_sel"] = ss.pop("train_retried")
     if ss.get("train_job_sel") not in ids:
         ss["train_job_sel"] = ids[0]
     by_id = {j.id: j for j in jobs}
@@ -238,6 +248,19 @@ def jobs_panel(watching: bool) -> None:
         st.error(f"The job {job.status}:\n\n```\n{job.message}\n```")
     elif job.status == "cancelled":
         st.info(job.message or "Cancelled.")
+    if job.status in RETRYABLE_STATUSES:
+        a1, a2, _ = st.columns([1, 1, 3])
+        if a1.button("Retry", key=f"train_retry_{jid}", help="Submit a new job with the same configuration."):
+            try:
+                ss["train_retried"] = retry_job(ws, jid)
+            except (ValueError, ImportError, OSError) as e:
+                st.error(f"Could not start the training job: {e}")
+            else:
+                st.rerun()
+        if a2.button("Clone into the form", key=f"train_clone_{jid}",
+                     help="Fill the launch form above with this job's configuration, to edit and launch."):
+            ss["train_clone_request"] = {"job_id": jid, "config": job.config}
+            st.rerun()
     fig = report.training_curves_figure(ws.job_metrics(jid))
     if fig is not None:
         st.plotly_chart(fig, key=f"train_curves_{jid}")

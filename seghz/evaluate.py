@@ -8,7 +8,7 @@ import numpy as np
 from seghz.classes import index_crosswalk
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
-from seghz.infer.engine import Predictor
+from seghz.infer.engine import _ALIASES, TTA_MODES, VIEWS, Predictor
 from seghz.metrics import class_frequencies, confusion_matrix, scores
 from seghz.store import Workspace
 
@@ -18,11 +18,44 @@ def label_for_checkpoint(label: np.ndarray, label_scheme: str, ck_scheme: str) -
     return label if label_scheme == ck_scheme else index_crosswalk(label_scheme, ck_scheme)[label]
 
 
+def tta_key(tta: str | list[str] | tuple[str, ...]) -> str:
+    """The canonical cache key of a TTA spec: a mode name (``none``/``flip``/``d4``) or comma-joined view names.
+
+    A view list equal to a mode's views (in order) is that mode, so ``["identity"]`` is ``"none"`` and the
+    eight D4 views in the engine's order are ``"d4"``; aliases become the engine's names (``flip_lr`` -> ``lr``).
+    """
+    if isinstance(tta, str):
+        if tta in TTA_MODES:
+            return tta
+        tta = [t.strip() for t in tta.split(",") if t.strip()]
+    names = [_ALIASES.get(n, n) for n in tta]
+    unknown = [n for n in names if n not in VIEWS]
+    if unknown or not names:
+        raise ValueError(f"unknown TTA spec {tta!r}: use one of {list(TTA_MODES)} or view names {list(VIEWS)}")
+    for mode, views in TTA_MODES.items():
+        if names == views:
+            return mode
+    return ",".join(names)
+
+
+def tta_views_of(key: str) -> str | list[str]:
+    """What :meth:`Predictor.predict` takes for a canonical key of :func:`tta_key`."""
+    return key if key in TTA_MODES else key.split(",")
+
+
+def cached_evaluation(ws: Workspace, checkpoint_id: str, split: str, tta: str | list[str] = "none",
+                      data_version: str | None = None):
+    """The cached :class:`seghz.store.Evaluation` for exactly this TTA spec and the split's current data (or None)."""
+    key = tta_key(tta)
+    dv = ws.data_version(split) if data_version is None else data_version
+    return ws.find_evaluation(checkpoint_id, split, key != "none", dv, tta_spec=key)
+
+
 def evaluate_split(
     ws: Workspace,
     checkpoint_id: str,
     split: str,
-    tta: str = "none",
+    tta: str | list[str] = "none",
     predictor: Predictor | None = None,
     progress: Callable[[float, str], None] | None = None,
     use_cache: bool = True,
@@ -31,11 +64,14 @@ def evaluate_split(
 
     The result holds the study's metrics (see :func:`seghz.metrics.scores`) plus per-scene confusion
     matrices (``per_scene``) and label/prediction class frequencies (``freq_label``/``freq_pred``).
+    ``tta`` is a mode or a list (or comma-joined string) of view names; results are cached per
+    :func:`tta_key` of it (``result["tta"]``), checkpoint, split and data version.
     """
+    tta = tta_key(tta)
     dv = ws.data_version(split)
     if use_cache:
-        hit = ws.find_evaluation(checkpoint_id, split, tta != "none", dv)
-        if hit is not None and hit.result.get("tta") == tta:
+        hit = ws.find_evaluation(checkpoint_id, split, tta != "none", dv, tta_spec=tta)
+        if hit is not None:
             return hit.result
     ck = ws.get_checkpoint(checkpoint_id)
     if predictor is None:
@@ -57,7 +93,7 @@ def evaluate_split(
         sub = None
         if progress:
             sub = lambda f, m, i=i: progress((i + f) / len(scenes), f"{s.name}: {m}")  # noqa: E731
-        pred, _ = predictor.predict(img, tta, progress=sub)
+        pred, _ = predictor.predict(img, tta_views_of(tta), progress=sub)
         cm = confusion_matrix(pred, lbl, nc)
         per_scene[s.id] = cm.tolist()
         total += cm
@@ -70,4 +106,4 @@ def evaluate_split(
     return res
 
 
-__all__ = ["evaluate_split", "label_for_checkpoint", "class_frequencies"]
+__all__ = ["cached_evaluation", "class_frequencies", "evaluate_split", "label_for_checkpoint", "tta_key", "tta_views_of"]

@@ -1888,14 +1888,20 @@ class Workspace:
             )
             return cur.lastrowid
 
-    def find_evaluation(self, checkpoint_id: str, split: str, tta: bool, data_version: str) -> Evaluation | None:
-        """The newest evaluation with exactly these keys, or None (then it must be recomputed)."""
+    def find_evaluation(self, checkpoint_id: str, split: str, tta: bool, data_version: str,
+                        tta_spec: str | None = None) -> Evaluation | None:
+        """The newest evaluation with exactly these keys, or None (then it must be recomputed).
+
+        ``tta_spec`` (e.g. ``"d4"`` or ``"identity,lr"``, see :func:`seghz.evaluate.tta_key`) also requires the
+        result's ``tta`` to be exactly that spec, so several TTA view lists are cached side by side.
+        """
+        sql = ("SELECT * FROM evaluations WHERE checkpoint_id = ? AND split = ? AND tta = ? AND data_version = ?")
+        args: list = [checkpoint_id, split, int(bool(tta)), data_version]
+        if tta_spec is not None:
+            sql += " AND json_extract(result, '$.tta') = ?"
+            args.append(str(tta_spec))
         with self.connect() as conn:
-            row = conn.execute(
-                "SELECT * FROM evaluations WHERE checkpoint_id = ? AND split = ? AND tta = ? AND data_version = ? "
-                "ORDER BY id DESC LIMIT 1",
-                (checkpoint_id, split, int(bool(tta)), data_version),
-            ).fetchone()
+            row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return None if row is None else Evaluation.from_row(row)
 
     def list_evaluations(self, checkpoint_id: str | None = None) -> list[Evaluation]:

@@ -1,0 +1,73 @@
+"""The Train page's launch form <-> a training job's config (no Streamlit here).
+
+:func:`form_state_from_config` turns a job's config back into the form's widget values (keyed by the widget
+keys of ``pages/4_Train.py``), so "Clone into the form" can prefill the form for editing and relaunching.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CLASS_WEIGHTS = ("enet", "none", "inverse")
+SAMPLERS = ("random", "class_aware")
+NOISE_MASKS = ("none", "cos", "const")
+
+
+def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
+                           options: Mapping[str, Sequence[Any]] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Widget values for the launch form from a training job's ``config``, and notes on what could not be kept.
+
+    ``options`` lists the choices of the form's select boxes (``train_arch``, ``train_encoder``,
+    ``train_weights``, ``train_scheme``); a value outside them is left out (with a note). A config that
+    fine-tuned a checkpoint fills the fine-tune form when there is an active checkpoint (it starts from the *active*
+    checkpoint, ``active_id``, None when there is none), else the from-scratch form.
+    """
+    options = dict(options or {})
+    options.setdefault("train_cw", CLASS_WEIGHTS)
+    options.setdefault("train_sampler", SAMPLERS)
+    options.setdefault("train_noise", NOISE_MASKS)
+    notes: list[str] = []
+    parent = config.get("parent_checkpoint_id")
+    start = "finetune" if parent and active_id else "scratch"
+    if parent and not active_id:
+        notes.append(f"The job fine-tuned `{parent}`, but there is no active checkpoint now: the form trains from scratch.")
+    state: dict[str, Any] = {"train_start": start}
+
+    def put(key: str, value: Any) -> None:
+        if value is None:
+            return
+        allowed = options.get(key)
+        if allowed is not None and value not in allowed:
+            notes.append(f"{key.removeprefix('train_')} `{value}` is not offered by the form; left at its default.")
+            return
+        state[key] = value
+
+    put(f"train_epochs_{start}", int(config["epochs"]) if "epochs" in config else None)
+    put(f"train_lr_{start}", float(config["lr"]) if "lr" in config else None)
+    put("train_batch", int(config["batch_size"]) if "batch_size" in config else None)
+    put("train_crop", int(config["crop_size"]) if "crop_size" in config else None)
+    if "steps_per_epoch" in config:
+        put("train_steps", int(config["steps_per_epoch"] or 0))
+    put("train_cw", config.get("class_weights"))
+    put("train_dice", None if "dice" not in config else bool(config["dice"]))
+    put("train_smooth", None if "label_smoothing" not in config else float(config["label_smoothing"]))
+    put("train_sampler", config.get("sampler"))
+    put("train_noise", config.get("noise_mask"))
+    put("train_ohem", None if "ohem" not in config else bool(config["ohem"]))
+    put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
+    if "patience" in config:
+        put("train_patience", int(config["patience"] or 0))
+    put("train_auto_promote", None if "auto_promote" not in config else bool(config["auto_promote"]))
+    if start == "scratch":
+        put("train_arch", config.get("arch"))
+        put("train_encoder", config.get("encoder"))
+        if "encoder_weights" in config:
+            put("train_weights", config["encoder_weights"] or "none")
+        put("train_scheme", config.get("scheme"))
+    elif parent != active_id:
+        notes.append(f"The job fine-tuned `{parent}`; the form fine-tunes the active checkpoint `{active_id}`.")
+    state["train_name"] = str(config.get("name") or "")
+    return state, notes
+
+
+__all__ = ["form_state_from_config"]

@@ -1,0 +1,237 @@
+"""seghz.compare: recipe diffs, the checkpoint comparison table, changed pixels, and the cumulative TTA report
+(on a tiny model and a 64 px synthetic scene), plus the evaluation cache's TTA keys and label invalidation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seghz import compare
+from seghz.classes import get_scheme
+from seghz.evaluate import cached_evaluation, evaluate_split, tta_key
+from seghz.infer.engine import TTA_MODES
+from seghz.store import Workspace
+
+HZ7 = get_scheme("hz7")
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+
+
+def test_recipe_diff_lists_only_the_differing_keys():
+    base = {"epochs": 5, "lr": 0.002, "noise_mask": "none", "dice": True, "device": "cpu", "extra": {}}
+    other = {"epochs": 20, "lr": 0.002, "noise_mask": "cos", "dice": True, "device": "cuda", "extra": {},
+             "loss": {"noise_mask": "cos"}}
+    assert compare.recipe_diff(base, other) == "epochs 5→20; noise_mask none→cos; loss.noise_mask=cos"
+    assert compare.recipe_diff(base, base) == ""
+    assert compare.recipe_diff({"lr": 0.002, "ohem": False}, {"ohem": True}) == "ohem false→true; lr 0.002→(unset)"
+    # nested dicts compare key by key; ignored keys (where it ran) never show
+    assert compare.recipe_diff({"config": {"a": 1, "b": 2}}, {"config": {"a": 1, "b": 3}, "device": "x"}) == "config.b 2→3"
+
+
+def test_comparison_table_shape_and_notes():
+    entries = [
+        {"checkpoint": "A", "recipe": {"epochs": 5}, "val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7}, "test": None},
+        {"checkpoint": "B", "recipe": {"epochs": 20, "noise_mask": "cos"}, "val": {"miou": 0.55, "fwiou": 0.61, "oa": 0.72},
+         "test": {"miou": 0.4, "fwiou": 0.5, "oa": 0.6}},
+        {"checkpoint": "C", "recipe": {"epochs": 5}, "val": None, "test": None},
+        {"checkpoint": "D", "recipe": {}, "val": None, "test": None},
+    ]
+    df = compare.comparison_table(entries)
+    assert list(df.columns) == ["checkpoint", "valid mIoU", "valid fwIoU", "valid Acc", "test mIoU", "test fwIoU",
+                                "test Acc", "note"]
+    assert len(df) == 4 and list(df["checkpoint"]) == ["A", "B", "C", "D"]
+    assert list(df["note"]) == ["baseline", "epochs 5→20; noise_mask=cos", "same recipe", "recipe unknown"]
+    assert df.loc[1, "test mIoU"] == 0.4 and np.isnan(df.loc[0, "test mIoU"]) and df.loc[0, "valid Acc"] == 0.7
+
+
+def test_recorded_scores():
+    assert compare.recorded_scores({"val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7}}, "val") == \
+        {"miou": 0.5, "fwiou": 0.6, "oa": 0.7}
+    assert compare.recorded_scores({"val": {"miou": 0.5}}, "test") is None
+    assert compare.recorded_scores(None, "val") is None
+
+
+def _res(ious: dict) -> dict:
+    return {"classes": list(ious), "per_class": {c: {"iou": v} for c, v in ious.items()}}
+
+
+def test_class_iou_deltas_and_styler():
+    df = compare.class_iou_deltas({"A": _res({"x": 0.5, "y": 0.2}), "B": _res({"x": 0.6, "y": 0.1}),
+                                   "C": _res({"x": 0.5, "y": None})})
+    assert list(df.columns) == ["class", "A IoU", "Δ B (pp)", "Δ C (pp)"]
+    assert df["Δ B (pp)"].round(6).tolist() == [10.0, -10.0]
+    assert df.loc[0, "Δ C (pp)"] == 0 and np.isnan(df.loc[1, "Δ C (pp)"])
+    html = compare.style_deltas(df).to_html()
+    assert compare.delta_color(10.0, 10.0) in html and compare.delta_color(-10.0, 10.0) in html
+    assert compare.delta_color(0.0) == "background-color: #ffffff"
+    assert compare.delta_color(5.0) != compare.delta_color(-5.0) and compare.delta_color(None) == ""
+
+
+def test_changed_pixels_on_hand_built_arrays():
+    a = np.array([[0, 0, 1], [1, 2, 2]])
+    b = np.array([[0, 1, 1], [2, 1, 1]])
+    st = compare.changed_pixels(a, b, ["r", "g", "b"])
+    assert st["changed"] == 4 and st["total"] == 6 and st["fraction"] == pytest.approx(4 / 6)
+    assert st["mask"].tolist() == [[False, True, False], [True, True, True]]
+    assert st["pairs"] == [("b", "g", 2), ("g", "b", 1), ("r", "g", 1)]
+    t = compare.changed_pairs_table(st, top=2)
+    assert list(t.columns) == ["A", "B", "pixels", "share of changed"] and len(t) == 2
+    assert t.loc[0, "pixels"] == 2 and t.loc[0, "share of changed"] == pytest.approx(0.5)
+    # a validity mask restricts the comparison
+    valid = np.array([[True, True, True], [False, False, False]])
+    st2 = compare.changed_pixels(a, b, ["r", "g", "b"], valid)
+    assert (st2["changed"], st2["total"], st2["pairs"]) == (1, 3, [("r", "g", 1)])
+    same = compare.changed_pixels(a, a, ["r", "g", "b"])
+    assert same["changed"] == 0 and same["pairs"] == [] and len(compare.changed_pairs_table(same)) == 0
+    with pytest.raises(ValueError):
+        compare.changed_pixels(a, b[:, :2], ["r", "g", "b"])
+
+
+def test_changed_panels_and_region_bbox():
+    img = np.zeros((4, 5, 3), np.uint8)
+    pa = np.zeros((4, 5), np.uint8)
+    pb = pa.copy()
+    pb[1, 2] = 3
+    st = compare.changed_pixels(pa, pb, HZ7.names)
+    panels = compare.changed_panels(img, pa, pb, st["mask"], HZ7)
+    assert len(panels) == 4 and all(p.shape == (4, 5, 3) for p in panels)
+    assert tuple(panels[3][1, 2]) == compare.HIGHLIGHT and tuple(panels[3][0, 0]) != compare.HIGHLIGHT
+    assert compare.region_bbox(100, 200, 64) == (18, 68, 82, 132)
+    assert compare.region_bbox(100, 200, 512) == (0, 0, 100, 200)
+    assert compare.region_bbox(100, 200, 64, center=(0, 199)) == (0, 136, 64, 200)
+
+
+def test_tta_keys_and_cumulative_specs():
+    assert tta_key("none") == "none" and tta_key(["identity"]) == "none" and tta_key("d4") == "d4"
+    assert tta_key(["identity", "flip_lr"]) == "flip" and tta_key("identity,lr,rot90") == "identity,lr,rot90"
+    assert tta_key(list(TTA_MODES["d4"])) == "d4"
+    with pytest.raises(ValueError):
+        tta_key(["spin"])
+    specs = compare.cumulative_tta_specs()
+    assert specs[0] == ("baseline (identity)", "none") and specs[1] == ("+lr", "flip")
+    assert specs[2] == ("+tb", "identity,lr,tb") and specs[-1] == ("+rot270", "d4")
+    assert len(specs) == len(TTA_MODES["d4"])
+    df = compare.tta_table([("baseline (identity)", "none", {"miou": 0.5, "fwiou": 0.6, "oa": 0.7}),
+                            ("+lr", "flip", {"miou": 0.52, "fwiou": 0.6, "oa": 0.7}), ("+tb", "identity,lr,tb", None)])
+    assert list(df.columns) == ["TTA", "views", "spec", "mIoU", "fwIoU", "OA", "Δ mIoU (pp)"]
+    assert df["views"].tolist() == [1, 2, 3] and df.loc[1, "Δ mIoU (pp)"] == pytest.approx(2.0)
+    assert df.loc[0, "Δ mIoU (pp)"] == 0 and np.isnan(df.loc[2, "mIoU"])
+
+
+# ---------------------------------------------------------------------------------------------- tiny workspace
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    import torch
+
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cmp_ckpt") / "tiny.safetensors"
+    model = build_model("FPN", "tu-mobilenetv3_small_050", HZ7.num_classes)
+    meta = {"arch": "FPN", "encoder": "tu-mobilenetv3_small_050", "num_classes": HZ7.num_classes,
+            "scheme": HZ7.to_json(), "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "tile_size": 64,
+            "metrics": {"val": {"miou": 0.5, "fwiou": 0.6, "oa": 0.7}}, "synthetic": True}
+    save_checkpoint(path, model, meta)
+    return path, meta
+
+
+@pytest.fixture
+def tiny_ws(tmp_path, tiny_ckpt):
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.data.scenes import import_scene
+    from seghz.demo import generate_scene
+
+    w = Workspace(tmp_path / "ws")
+    rgb, lbl = generate_scene(64, 3)
+    write_rgb(tmp_path / "s.png", rgb)
+    write_index_mask(tmp_path / "s_label.png", lbl, HZ7)
+    import_scene(w, tmp_path / "s.png", tmp_path / "s_label.png", scheme="hz7", name="val scene", split="val",
+                 synthetic=True)
+    path, meta = tiny_ckpt
+    dst = w.root / "checkpoints" / "tiny.safetensors"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(path.read_bytes())
+    w.register_checkpoint(dst, {**meta, "scheme": "hz7"}, checkpoint_id="tiny", name="tiny",
+                          recipe={"epochs": 5, "noise_mask": "none"})
+    w.register_checkpoint(dst, {**meta, "scheme": "hz7"}, checkpoint_id="tiny2", name="tiny two",
+                          recipe={"epochs": 20, "noise_mask": "cos"})
+    return w
+
+
+@pytest.fixture
+def predictor(tiny_ws):
+    from seghz.infer.engine import Predictor
+
+    p, _ = Predictor.from_checkpoint(tiny_ws.checkpoint_path("tiny"), device="cpu")
+    return p
+
+
+def test_tta_report_first_row_is_no_tta_and_last_is_d4(tiny_ws, predictor):
+    calls = []
+    df = compare.tta_report(tiny_ws, "tiny", "val", predictor=predictor, progress=lambda f, m: calls.append(f))
+    assert len(df) == 8 and df["TTA"].tolist()[:3] == ["baseline (identity)", "+lr", "+tb"]
+    assert calls and max(calls) <= 1.0
+    plain = evaluate_split(tiny_ws, "tiny", "val", "none", predictor=predictor, use_cache=False)
+    full = evaluate_split(tiny_ws, "tiny", "val", "d4", predictor=predictor, use_cache=False)
+    assert df.loc[0, "mIoU"] == pytest.approx(plain["miou"]) and df.loc[0, "OA"] == pytest.approx(plain["oa"])
+    assert df.loc[7, "mIoU"] == pytest.approx(full["miou"]) and df.loc[7, "fwIoU"] == pytest.approx(full["fwiou"])
+    assert df.loc[0, "Δ mIoU (pp)"] == 0
+    # every row is cached in the workspace's evaluations, keyed by its view list; no recomputation next time
+    specs = {e.result["tta"] for e in tiny_ws.list_evaluations("tiny")}
+    assert specs >= {s for _, s in compare.cumulative_tta_specs()}
+    n = len(tiny_ws.list_evaluations("tiny"))
+    again = compare.tta_report(tiny_ws, "tiny", "val", compute=False)
+    assert len(tiny_ws.list_evaluations("tiny")) == n
+    assert again["mIoU"].tolist() == pytest.approx(df["mIoU"].tolist())
+    # the plain d4 lookup (the Evaluate page's) finds the d4 row even after other view lists were cached
+    assert cached_evaluation(tiny_ws, "tiny", "val", "d4").result["tta"] == "d4"
+
+
+def test_cached_evaluation_is_invalidated_when_labels_change(tiny_ws, predictor):
+    first = evaluate_split(tiny_ws, "tiny", "val", predictor=predictor)
+    assert evaluate_split(tiny_ws, "tiny", "val", predictor=predictor) == first  # a cache hit
+    assert len(tiny_ws.list_evaluations("tiny")) == 1
+    (scene,) = tiny_ws.list_scenes("val")
+    lbl = tiny_ws.effective_label(scene.id)
+    new = lbl.copy()
+    new[:32] = (lbl[:32] + 1) % HZ7.num_classes  # relabel the top half
+    tiny_ws.save_label_version(scene.id, new, tiny_ws.latest_label_version(scene.id), "tester", "brush")
+    assert cached_evaluation(tiny_ws, "tiny", "val") is None  # stale: the data version moved on
+    second = evaluate_split(tiny_ws, "tiny", "val", predictor=predictor)
+    assert len(tiny_ws.list_evaluations("tiny")) == 2  # recomputed and stored fresh
+    assert second["data_version"] != first["data_version"] == tiny_ws.list_evaluations("tiny")[1].data_version
+    assert second["confusion"] != first["confusion"]
+    assert np.asarray(second["confusion"]).sum(0).tolist() == np.asarray(first["confusion"]).sum(0).tolist()  # same preds
+    assert cached_evaluation(tiny_ws, "tiny", "val").result == second
+
+
+def test_comparison_entries_use_cache_then_recorded_scores(tiny_ws, predictor):
+    entries = compare.comparison_entries(tiny_ws, ["tiny", "tiny2"])
+    assert [e["val_source"] for e in entries] == ["recorded", "recorded"]
+    assert [e["test_source"] for e in entries] == ["missing", "missing"]
+    assert compare.missing_evaluations(tiny_ws, ["tiny", "tiny2"], "val") == ["tiny", "tiny2"]
+    res = evaluate_split(tiny_ws, "tiny", "val", predictor=predictor)
+    entries = compare.comparison_entries(tiny_ws, ["tiny", "tiny2"])
+    assert entries[0]["val_source"] == "evaluated" and entries[0]["val"]["miou"] == res["miou"]
+    assert compare.missing_evaluations(tiny_ws, ["tiny", "tiny2"], "val") == ["tiny2"]
+    df = compare.comparison_table(entries)
+    assert df["note"].tolist() == ["baseline", "epochs 5→20; noise_mask none→cos"]
+    assert df.loc[0, "valid mIoU"] == pytest.approx(res["miou"]) and df.loc[1, "valid mIoU"] == 0.5
+    assert df["checkpoint"].tolist() == ["tiny (tiny)", "tiny two (tiny2)"]
+
+
+def test_common_scheme_crosswalks_the_finer_prediction():
+    from seghz.classes import index_crosswalk
+
+    a = np.array([[0, 5], [13, 2]], np.uint8)  # hz14 indices
+    b = np.array([[1, 2], [3, 4]], np.uint8)  # hz7 indices
+    pa, pb, sch = compare.common_scheme(a, "hz14", b, "hz7")
+    assert sch == "hz7" and pa.tolist() == index_crosswalk("hz14", "hz7")[a].tolist() and pb is b
+    pb2, pa2, sch2 = compare.common_scheme(b, "hz7", a, "hz14")
+    assert sch2 == "hz7" and pa2.tolist() == pa.tolist() and pb2 is b
+    same = compare.common_scheme(b, "hz7", b, "hz7")
+    assert same[2] == "hz7" and same[0] is b

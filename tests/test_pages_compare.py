@@ -1,0 +1,195 @@
+"""AppTest tests of the Evaluate page's "Compare checkpoints" section and TTA report, and of the Train page's
+Retry / Clone-into-the-form buttons (same prepared workspace as tests/test_pages.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_pages import HZ7, REPO, assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
+
+TIMEOUT = 90  # the comparison evaluates two checkpoints and the TTA report runs 36 passes: the CPU is shared
+
+
+def app(script: str) -> AppTest:
+    return AppTest.from_file(str(REPO / script), default_timeout=TIMEOUT)
+
+
+def _register(ws, cid: str, seed: int, recipe: dict, meta: dict) -> str:  # noqa: F811
+    """Register a tiny hz7 checkpoint with other random weights (``seed``) and a recipe."""
+    import torch
+
+    from seghz.models.checkpoint import save_checkpoint
+    from seghz.models.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("FPN", "tu-mobilenetv3_small_050", HZ7.num_classes)
+    path = ws.root / "checkpoints" / f"{cid}.safetensors"
+    save_checkpoint(path, model, meta)
+    return ws.register_checkpoint(path, {**meta, "scheme": "hz7"}, checkpoint_id=cid, name=cid, recipe=recipe)
+
+
+FRAME_COLUMNS = {  # AppTest gives dataframes without selection no key: find them by a column of theirs
+    "eval_cmp_table": "note", "eval_cmp_deltas": "class", "eval_cmp_pairs": "share of changed", "eval_tta_table": "TTA",
+}
+
+
+def _frames(at: AppTest, key: str) -> list:
+    col = FRAME_COLUMNS[key]
+    out = []
+    for d in at.dataframe:
+        v = d.value
+        frame = getattr(v, "data", v)
+        if col in frame.columns and (key != "eval_cmp_deltas" or any(str(c).startswith("Δ ") for c in frame.columns)):
+            out.append(frame)
+    return out
+
+
+def _frame(at: AppTest, key: str):
+    frames = _frames(at, key)
+    assert len(frames) == 1, (key, len(frames), [e.value for e in at.error])
+    return frames[0]
+
+
+def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F811
+    _path, meta = tiny_checkpoint
+    _register(ws, "cmp-a", 1, {"epochs": 5, "noise_mask": "none"}, meta)
+    _register(ws, "cmp-b", 2, {"epochs": 20, "noise_mask": "cos"}, meta)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert "Compare checkpoints" in texts(at)  # rendered although nothing is evaluated yet (the page stopped early)
+    at.multiselect(key="eval_cmp_sel").set_value(["cmp-a", "cmp-b"]).run()
+    assert_ok(at)
+    table = _frame(at, "eval_cmp_table")
+    assert list(table.columns) == ["checkpoint", "valid mIoU", "valid fwIoU", "valid Acc", "test mIoU", "test fwIoU",
+                                   "test Acc", "note"]
+    assert table["checkpoint"].tolist() == ["cmp-a (cmp-a)", "cmp-b (cmp-b)"]
+    assert table["note"].tolist() == ["baseline", "epochs 5→20; noise_mask none→cos"]
+    assert table["valid mIoU"].tolist() == [0.5, 0.5]  # recorded at training time (the metadata)
+    assert not _frames(at, "eval_cmp_deltas")
+
+    at.button(key="eval_cmp_run").click().run()  # evaluate the missing ones on val
+    assert_ok(at)
+    ev = {c: ws.list_evaluations(c) for c in ("cmp-a", "cmp-b")}
+    assert all(len(v) == 1 and v[0].split == "val" and v[0].result["tta"] == "none" for v in ev.values())
+    table = _frame(at, "eval_cmp_table")
+    assert table["valid mIoU"].tolist() == pytest.approx([ev["cmp-a"][0].result["miou"], ev["cmp-b"][0].result["miou"]])
+    deltas = _frame(at, "eval_cmp_deltas")
+    assert list(deltas.columns) == ["class", "cmp-a (cmp-a) IoU", "Δ cmp-b (cmp-b) (pp)"]
+    assert len(deltas) == HZ7.num_classes
+
+    # changed pixels between the two on the val scene
+    at.selectbox(key="eval_cmp_a").set_value("cmp-a")
+    at.selectbox(key="eval_cmp_b").set_value("cmp-b")
+    at.selectbox(key="eval_cmp_cap").set_value(256).run()
+    assert "Press **Predict and compare**" in texts(at)
+    at.button(key="eval_cmp_predict").click().run()
+    assert_ok(at)
+    got = at.session_state["eval_cmp_changed"]
+    assert got["total"] == 128 * 128 and got["bbox"] == (0, 0, 128, 128)
+    assert 0 < got["changed"] <= got["total"], "two differently initialised models should disagree somewhere"
+    assert {m.label: m.value for m in at.metric}["Changed pixels"] == f"{100 * got['fraction']:.1f} %"
+    imgs = [i for i in at.get("image") if "changed pixels in magenta" in i.proto.imgs[0].caption]
+    assert len(imgs) == 1
+    pairs = _frame(at, "eval_cmp_pairs")
+    assert list(pairs.columns) == ["A", "B", "pixels", "share of changed"]
+    assert 1 <= len(pairs) <= 10 and pairs["pixels"].is_monotonic_decreasing
+    assert int(pairs["pixels"].sum()) <= got["changed"]
+
+
+def test_evaluate_tta_report_expander(ws):  # noqa: F811
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert not _frames(at, "eval_tta_table")
+    at.button(key="eval_tta_run").click().run()
+    assert_ok(at)
+    table = _frame(at, "eval_tta_table")
+    assert table["TTA"].tolist() == ["baseline (identity)", "+lr", "+tb", "+diag", "+diag2", "+rot90", "+rot180", "+rot270"]
+    assert table["views"].tolist() == list(range(1, 9)) and table.loc[0, "Δ mIoU (pp)"] == 0
+    evs = {e.result["tta"]: e.result for e in ws.list_evaluations("tiny-test")}
+    assert len(evs) == 8 and table.loc[0, "mIoU"] == pytest.approx(evs["none"]["miou"])
+    assert table.loc[7, "mIoU"] == pytest.approx(evs["d4"]["miou"])
+    # the d4 row is the page's own d4 evaluation: choosing TTA d4 shows it at once, without recomputing
+    at2 = app("pages/2_Evaluate.py").run()
+    at2.radio(key="eval_tta").set_value("d4").run()
+    assert_ok(at2)
+    assert {m.label: m.value for m in at2.metric}["mIoU"] == f"{100 * evs['d4']['miou']:.1f} %"
+    assert len(ws.list_evaluations("tiny-test")) == 8
+    assert np.isfinite(_frame(at2, "eval_tta_table")["mIoU"]).all()  # cached rows shown in a new session
+
+
+# ------------------------------------------------------------------------------------------------ train: retry / clone
+
+JOB_CONFIG = {"epochs": 7, "batch_size": 4, "crop_size": 96, "lr": 0.0005, "steps_per_epoch": 3, "scheme": "hz7",
+              "class_weights": "inverse", "dice": False, "label_smoothing": 0.05, "noise_mask": "cos", "ohem": False,
+              "consistency": True, "sampler": "class_aware", "patience": 2, "auto_promote": True,
+              "parent_checkpoint_id": "tiny-test", "name": "first try"}
+
+
+def _finished_job(ws, status: str, config: dict = JOB_CONFIG) -> str:  # noqa: F811
+    jid = ws.create_job("train", config)
+    ws.update_job(jid, status=status, message=f"it {status}", finished_at="2026-01-01T00:00:00+00:00")
+    return jid
+
+
+@pytest.mark.parametrize("status", ["failed", "done", "cancelled", "died"])
+def test_train_retry_submits_the_same_config(ws, monkeypatch, status):  # noqa: F811
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    jid = _finished_job(ws, status)
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert at.selectbox(key="train_job_sel").value == jid
+    at.button(key=f"train_retry_{jid}").click().run()
+    assert_ok(at)
+    jobs = ws.list_jobs()
+    assert len(jobs) == 2 and jobs[1].id == jid
+    new = jobs[0]
+    assert new.kind == "train" and new.config == ws.get_job(jid).config == JOB_CONFIG and new.status == "queued"
+    assert at.selectbox(key="train_job_sel").value == new.id  # the retried job is shown
+    assert not [b for b in at.button if b.key == f"train_retry_{new.id}"]  # a queued job offers Cancel, not Retry
+
+
+def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
+    jid = _finished_job(ws, "failed")
+    at = app("pages/4_Train.py").run()
+    at.button(key=f"train_clone_{jid}").click().run()
+    assert_ok(at)
+    assert f"The form is filled from job `{jid}`" in texts(at)
+    assert at.radio(key="train_start").value == "finetune"
+    values = {k: at.number_input(key=k).value for k in ("train_epochs_finetune", "train_batch", "train_crop",
+                                                        "train_steps", "train_patience")}
+    assert values == {"train_epochs_finetune": 7, "train_batch": 4, "train_crop": 96, "train_steps": 3, "train_patience": 2}
+    assert at.number_input(key="train_lr_finetune").value == pytest.approx(0.0005)
+    assert at.number_input(key="train_smooth").value == pytest.approx(0.05)
+    assert (at.selectbox(key="train_cw").value, at.selectbox(key="train_noise").value,
+            at.selectbox(key="train_sampler").value) == ("inverse", "cos", "class_aware")
+    assert (at.checkbox(key="train_dice").value, at.checkbox(key="train_ohem").value,
+            at.checkbox(key="train_consistency").value, at.checkbox(key="train_auto_promote").value) == (False, False, True, True)
+    assert at.text_input(key="train_name").value == "first try"
+    assert not at.warning  # no "default value but also set via Session State" warnings
+    # edit one value and launch: the new job has the cloned config with that change
+    at.text_input(key="train_name").input("second try")
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert not [e.value for e in at.error if "Cannot launch" in e.value]
+    new = ws.list_jobs()[0]
+    assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try"}
+
+
+def test_train_clone_of_a_scratch_job(ws, monkeypatch):  # noqa: F811
+    cfg = {"epochs": 3, "batch_size": 2, "crop_size": 64, "lr": 0.002, "steps_per_epoch": None, "scheme": "hz7",
+           "class_weights": "enet", "dice": True, "label_smoothing": 0.0, "noise_mask": "none", "ohem": False,
+           "consistency": False, "sampler": "random", "patience": None, "auto_promote": False, "arch": "Unet",
+           "encoder": "tu-efficientnet_lite0", "encoder_weights": None}
+    jid = _finished_job(ws, "cancelled", cfg)
+    at = app("pages/4_Train.py").run()
+    at.button(key=f"train_clone_{jid}").click().run()
+    assert_ok(at)
+    assert at.radio(key="train_start").value == "scratch"
+    assert at.selectbox(key="train_weights").value == "none" and at.selectbox(key="train_scheme").value == "hz7"
+    assert at.number_input(key="train_epochs_scratch").value == 3 and at.number_input(key="train_steps").value == 0
+    assert at.number_input(key="train_patience").value == 0 and at.text_input(key="train_name").value == ""

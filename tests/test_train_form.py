@@ -1,0 +1,46 @@
+"""seghz.train.form (a job's config -> the Train page's form widgets) and seghz.jobs.runner.retry_job."""
+from __future__ import annotations
+
+import pytest
+
+from seghz.jobs import runner
+from seghz.store import Workspace
+from seghz.train.form import form_state_from_config
+
+OPTIONS = {"train_arch": ["Unet"], "train_encoder": ["tu-efficientnet_lite0"], "train_weights": ["lite0-imagenet", "none"],
+           "train_scheme": ["hz7", "hz14"]}
+
+
+def test_finetune_config_fills_the_finetune_form():
+    cfg = {"epochs": 7, "lr": 5e-4, "batch_size": 4, "crop_size": 96, "steps_per_epoch": None, "patience": None,
+           "noise_mask": "cos", "dice": False, "parent_checkpoint_id": "old", "name": "x"}
+    state, notes = form_state_from_config(cfg, active_id="new", options=OPTIONS)
+    assert state == {"train_start": "finetune", "train_epochs_finetune": 7, "train_lr_finetune": 5e-4, "train_batch": 4,
+                     "train_crop": 96, "train_steps": 0, "train_patience": 0, "train_noise": "cos", "train_dice": False,
+                     "train_name": "x"}
+    assert notes == ["The job fine-tuned `old`; the form fine-tunes the active checkpoint `new`."]
+    assert form_state_from_config(cfg, active_id="old", options=OPTIONS)[1] == []
+
+
+def test_scratch_config_and_values_the_form_does_not_offer():
+    cfg = {"epochs": 3, "arch": "Unet", "encoder": "resnet50", "encoder_weights": None, "scheme": "hz14",
+           "sampler": "weird"}
+    state, notes = form_state_from_config(cfg, active_id=None, options=OPTIONS)
+    assert state["train_start"] == "scratch" and state["train_epochs_scratch"] == 3
+    assert state["train_weights"] == "none" and state["train_scheme"] == "hz14" and state["train_arch"] == "Unet"
+    assert "train_encoder" not in state and "train_sampler" not in state and len(notes) == 2
+    # a fine-tune job without an active checkpoint now: the scratch form, said so
+    state, notes = form_state_from_config({"parent_checkpoint_id": "p", "epochs": 2}, active_id=None, options=OPTIONS)
+    assert state["train_start"] == "scratch" and state["train_epochs_scratch"] == 2 and "from scratch" in notes[0]
+
+
+def test_retry_job_resubmits_same_kind_and_config(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
+    jid = ws.create_job("train", {"epochs": 2, "extra": {"a": [1, 2]}})
+    with pytest.raises(ValueError, match="queued"):
+        runner.retry_job(ws, jid)
+    ws.update_job(jid, status="died")
+    new = runner.retry_job(ws, jid)
+    assert new != jid and ws.get_job(new).kind == "train" and ws.get_job(new).config == ws.get_job(jid).config
+    assert ws.get_job(new).status == "queued"
