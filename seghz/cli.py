@@ -344,6 +344,13 @@ def cmd_info(a) -> int:
         print(json.dumps({k: v for k, v in meta.items() if k not in ("test_stems",)}, indent=1))
         return 0
     print("class schemes: " + ", ".join(f"{n} ({get_scheme(n).num_classes})" for n in scheme_names()))
+    import torch
+
+    from seghz.devices import device_description
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device: {dev} ({device_description(dev)}); torch {torch.__version__}, CUDA build "
+          f"{torch.version.cuda or 'none'}, {torch.cuda.device_count()} GPU(s) visible")
     ws = _workspace(a)
     print(f"workspace {ws.root}")
     print(json.dumps(ws.summary(), indent=1))

@@ -43,6 +43,7 @@ def test_import_predict_evaluate_train(gid_subset, tmp_path):
     assert "imported 12 scene(s)" in out.stdout
     info = run("--workspace", ws, "info")
     assert '"total": 12' in info.stdout
+    assert "device: cpu" in info.stdout or "device: cuda" in info.stdout  # the troubleshooting check
 
     ck = tmp_path / "m.safetensors"
     tr = run("train", "--images", d / "images", "--labels", d / "labels", "--scheme", "gid15", "--target-scheme", "hz7",
