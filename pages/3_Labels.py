@@ -538,10 +538,11 @@ tta = q1.selectbox("TTA", TTA_CHOICES, key="lbl_q_tta", help="Test-time augmenta
                    "adds the disagreement signal).")
 threshold = q2.slider("Suspicion threshold", 0.05, 0.95, 0.5, 0.05, key="lbl_q_threshold",
                       help="Pixels scoring at or above this join a queue item.")
-held_out = q3.checkbox("Held-out scoring", key="lbl_q_heldout",
+held_out = q3.checkbox("Held-out scoring", value=scene.split == "train", key=f"lbl_q_heldout_{sid}",
                        help="Score this scene with the model's head refitted on the labels of the OTHER scenes only "
-                            "(seconds to a minute). Use it when the active model was trained on this scene's labels: "
-                            "a model that learned a wrong label no longer finds it suspicious; a held-out head does.")
+                            "(seconds to a minute). On by default for training scenes: a model trained on this scene's "
+                            "labels learned part of their noise and no longer finds it suspicious; a held-out head "
+                            "does (loop check: 86 % of the noise in the top 25 items instead of 13 %).")
 if active is None:
     st.info("No active checkpoint: the queue needs a model.")
 elif ck_scheme.name != scheme.name:

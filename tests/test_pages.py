@@ -387,10 +387,13 @@ def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
     sid = at.selectbox(key="lbl_scene").value
     at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
     at.slider(key="lbl_q_threshold").set_value(0.05).run()  # the tiny untrained model: take nearly every pixel
+    heldout = at.checkbox(key=f"lbl_q_heldout_{sid}")
+    assert heldout.value == (ws.get_scene(sid).split == "train")  # on by default for training scenes only
+    heldout.uncheck().run()
     at.button(key="lbl_q_build").click().run()
     assert_ok(at)
     q = rq.load_queue(ws, sid)
-    assert q is not None and q.items and q.checkpoint_id == "tiny-test"
+    assert q is not None and q.items and q.checkpoint_id == "tiny-test" and q.scoring == "in-sample"
     first = q.items[0]
     sfx = "_".join(str(v) for v in first.bbox)
     assert any("send to map" in c.value for c in at.caption)
@@ -412,7 +415,7 @@ def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
     at.toggle(key="lbl_status").set_value(True).run()
     assert_ok(at)
     # held-out scoring: the head refitted on the other scene's labels scores this one; the queue says so
-    at.checkbox(key="lbl_q_heldout").check().run()
+    at.checkbox(key=f"lbl_q_heldout_{sid}").check().run()
     at.button(key="lbl_q_build").click().run()
     assert_ok(at)
     assert rq.load_queue(ws, sid).scoring == "held-out head (1 scene(s))"
