@@ -58,7 +58,7 @@ from seghz.geo.basemaps import GCJ02, OFFLINE, add_basemap, basemap_choices, gcj
 from seghz.data.scenes import import_imagery
 from seghz.security import redact_secrets
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
-from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region
+from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region, region_geotiff
 from seghz.labels_edit import agreement
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
 
@@ -391,9 +391,13 @@ if rec:
     right.plotly_chart(fig, key="map_area_chart")
 
     stem = f"{sid}_r{r}_c{c}_{w}x{h}"
-    d1, d2, _ = st.columns([1, 1, 2])
+    d1, d2, d3, _ = st.columns([1, 1, 1, 1])
     d1.download_button("Download prediction (PNG)", rgba_overlay_png(pred_shown, scheme, 1.0),
                        file_name=f"{stem}_prediction.png", mime="image/png", key="map_dl_png",
                        help="Class colours of the checkpoint's scheme; outside the region is transparent.")
     d2.download_button("Download class areas (CSV)", shown.to_csv(index=False).encode(),
                        file_name=f"{stem}_class_areas.csv", mime="text/csv", key="map_dl_csv")
+    d3.download_button("Download prediction (GeoTIFF)", lambda: region_geotiff(scene, res.window, pred_shown, scheme),
+                       file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
+                       help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
+                            "colour table in the scheme's colours; opens in QGIS/rasterio.")

@@ -600,7 +600,7 @@ if queue is not None:
                           args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
                 k3.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
                           args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
-                right.button("Zoom to it", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
+                right.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
                              args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
                              help="Show this component in the correction canvas above, with its suspicion overlaid.")
                 k4, k5 = right.columns([2, 1])

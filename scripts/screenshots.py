@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, run_streamlit  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, draw_centre_rectangle, full_screenshot, open_map, run_app  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 
@@ -20,7 +20,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, run_streamlit(ROOT / "app.py", env={"SEGHZ_WORKSPACE": tmp}) as url:
+    with tempfile.TemporaryDirectory() as tmp, run_app(Path(tmp) / "ws", Path(tmp) / "app", demo=True) as url:
         with sync_playwright() as pw:
             b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             page = b.new_page(viewport={"width": 1400, "height": 1000})
@@ -32,7 +32,7 @@ def main() -> int:
                     page.get_by_role("button", name=click).first.click()
                     page.get_by_text(after, exact=False).first.wait_for(timeout=300_000)
                 page.wait_for_timeout(2500)
-                page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                full_screenshot(page, OUT / f"{name}.png")
                 print("wrote", OUT / f"{name}.png")
 
             shot("", "home", "Active checkpoint")
@@ -40,16 +40,8 @@ def main() -> int:
             shot("Labels", "labels", "Predict this window", "Predict this window", "Agrees with the label")
             shot("Train", "train", "Launch training")
             # Map: draw a rectangle over the middle of the default scene (the demo town), predict with D4 TTA
-            page.goto(f"{url}/Map")
-            frame = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=120_000).content_frame()
-            frame.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=60_000)
-            box = frame.locator(".leaflet-container").bounding_box()
-            frame.click("a.leaflet-draw-draw-rectangle")
-            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(cx - 160, cy - 120)
-            page.mouse.down()
-            page.mouse.move(cx + 160, cy + 120, steps=8)
-            page.mouse.up()
+            frame = open_map(page, url, timeout_ms=120_000)
+            draw_centre_rectangle(page, frame, 160, 120)
             page.get_by_text("Drawn region:", exact=False).first.wait_for(timeout=60_000)
             page.get_by_text("d4 (8 views)", exact=True).first.click()
             page.get_by_role("button", name="Predict region").click()
@@ -57,7 +49,7 @@ def main() -> int:
             page.get_by_text("entropy", exact=True).first.click()  # the entropy layer with its legend
             page.get_by_text("nats", exact=False).first.wait_for(timeout=60_000)
             page.wait_for_timeout(3000)
-            page.screenshot(path=str(OUT / "map.png"), full_page=True)
+            full_screenshot(page, OUT / "map.png")
             print("wrote", OUT / "map.png")
             b.close()
     return 0

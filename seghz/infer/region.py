@@ -115,6 +115,37 @@ def predict_region(
                         full.disagreement, views, merge, blend)
 
 
+def window_transform(transform: Sequence[float], window: tuple[int, int, int, int]) -> tuple[float, ...]:
+    """The affine ``(a, b, c, d, e, f)`` of a ``(row, col, height, width)`` window of a raster with ``transform``:
+    the same pixel size and rotation, origin moved to the window's top-left pixel corner."""
+    a, b, c, d, e, f = (float(v) for v in list(transform)[:6])
+    r, col = int(window[0]), int(window[1])
+    return a, b, c + a * col + b * r, d, e, f + d * col + e * r
+
+
+def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.ndarray, scheme=None) -> bytes:
+    """A predicted region as GeoTIFF bytes: uint8 class indices (255 = outside the region / ignore), the scene's CRS
+    and the window's transform (pixel space, no CRS, when the scene has none), colour table in ``scheme`` colours.
+
+    Raises:
+        ValueError: When ``mask`` is not ``height``×``width`` of the window.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from seghz.data.io import write_index_mask_geotiff
+
+    mask = np.asarray(mask)
+    if mask.shape != (int(window[2]), int(window[3])):
+        raise ValueError(f"mask {mask.shape} does not match the window {tuple(window[2:])}")
+    georef = scene.crs and scene.transform is not None
+    with tempfile.TemporaryDirectory(prefix="seghz-region-") as d:
+        out = Path(d) / "region.tif"
+        write_index_mask_geotiff(out, mask, scene.crs if georef else None,
+                                 window_transform(scene.transform, window) if georef else None, scheme)
+        return out.read_bytes()
+
+
 def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:
     """Per-class pixel counts, share (%) and area (km², when georeferenced) of a class mask."""
     valid = mask[mask != 255]

@@ -128,3 +128,119 @@ def map_smoke_url(chromium_browser, tmp_path_factory) -> Iterator[str]:
     shutil.copytree(vendor, app_dir / "static" / "vendor")
     with run_streamlit(app_dir / "map_smoke_app.py") as url:
         yield url
+
+
+# ------------------------------------------------------------------------------------------------ the full app
+# Shared by the browser tests of the app (test_map_page.py, test_pages_e2e.py, test_load.py) and by
+# scripts/screenshots.py: one way to serve app.py on a workspace and one set of page-driving helpers.
+
+FOLIUM_IFRAME = "iframe[title='streamlit_folium.st_folium']"
+# exception boxes anywhere; st.error alerts in the main area (the sidebar's permanent "SYNTHETIC DEMO DATA" notice is
+# an st.error by design)
+ERROR_SELECTOR = "[data-testid='stException'], [data-testid='stMain'] [data-testid='stAlertContentError']"
+
+
+@contextlib.contextmanager
+def run_app(workspace: Path, farm: Path, *, demo: bool = False) -> Iterator[str]:
+    """Serve the repository's ``app.py`` (with its pages) on ``workspace``; yield the base URL.
+
+    ``farm`` is an empty scratch folder that receives symlinks to ``app.py``, ``pages`` and ``static``: Streamlit
+    serves ``<folder of the main script>/static`` -- the symlink, i.e. the repository's ``static/`` with the
+    vendored Leaflet and the tile pyramids -- and ``run_streamlit`` writes its log next to the script, i.e. into
+    ``farm`` and not into the repository. ``demo=False`` sets ``SEGHZ_NO_DEMO=1`` (the workspace is used as is).
+    """
+    farm.mkdir(parents=True, exist_ok=True)
+    for name in ("app.py", "pages", "static"):
+        if not (farm / name).exists():
+            os.symlink(ROOT / name, farm / name)
+    env = {"SEGHZ_WORKSPACE": str(workspace), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if not demo:
+        env["SEGHZ_NO_DEMO"] = "1"
+    with run_streamlit(farm / "app.py", cwd=ROOT, env=env) as url:
+        yield url
+
+
+def wait_app_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit has finished the current script run (no "running" status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.match(/Running|Stop/)",
+        timeout=timeout_ms,
+    )
+
+
+def app_errors(page) -> list[str]:
+    """Texts of the exception boxes and st.error alerts currently shown on the page."""
+    return [e.inner_text() for e in page.query_selector_all(ERROR_SELECTOR)]
+
+
+def open_map(page, url: str, timeout_ms: int = 60_000):
+    """Open the Map page; return the streamlit-folium frame once Leaflet shows loaded tiles."""
+    page.goto(f"{url}/Map", wait_until="domcontentloaded")
+    frame = page.wait_for_selector(FOLIUM_IFRAME, timeout=timeout_ms).content_frame()
+    assert frame is not None
+    frame.wait_for_selector(".leaflet-container", timeout=timeout_ms)
+    frame.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=timeout_ms)
+    return frame
+
+
+def latlng_to_container(frame, latlngs) -> list[tuple[float, float]]:
+    """Map container pixel coordinates of (lat, lng) points (Leaflet's ``latLngToContainerPoint``)."""
+    return [tuple(p) for p in frame.evaluate(
+        "(ll) => ll.map(p => { const c = map.latLngToContainerPoint(L.latLng(p[0], p[1])); return [c.x, c.y]; })",
+        [[float(a), float(b)] for a, b in latlngs],
+    )]
+
+
+def scene_rect_points(frame, info, r0: float, c0: float, r1: float, c1: float) -> list[tuple[float, float]]:
+    """Container pixel coordinates of the corners (r0, c0) and (r1, c1) of a georeferenced scene."""
+    from seghz.geo.tiles import pixel_to_latlng
+
+    lat, lng = pixel_to_latlng([r0, r1], [c0, c1], info)
+    return latlng_to_container(frame, zip(lat, lng))
+
+
+def draw_rectangle(page, frame, p0: tuple[float, float], p1: tuple[float, float]) -> None:
+    """Drag a Leaflet.draw rectangle from container point ``p0`` to ``p1`` with the mouse."""
+    frame.locator(".leaflet-container").scroll_into_view_if_needed()
+    frame.click("a.leaflet-draw-draw-rectangle")
+    box = frame.locator(".leaflet-container").bounding_box()  # after any scrolling: mouse positions are viewport ones
+    page.mouse.move(box["x"] + p0[0], box["y"] + p0[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + p1[0], box["y"] + p1[1], steps=8)
+    page.mouse.up()
+
+
+def draw_centre_rectangle(page, frame, half_w: float = 160, half_h: float = 120) -> None:
+    """Drag a rectangle around the centre of the map view."""
+    box = frame.locator(".leaflet-container").bounding_box()
+    cx, cy = box["width"] / 2, box["height"] / 2
+    draw_rectangle(page, frame, (cx - half_w, cy - half_h), (cx + half_w, cy + half_h))
+
+
+def assert_not_blank(png: Path, min_std: float = 3.0) -> float:
+    """Assert that a screenshot has some contrast (pixel standard deviation above ``min_std``); return it."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    std = float(arr.std())
+    assert arr.size > 0 and std > min_std, f"{png} looks blank (pixel std {std:.2f})"
+    return std
+
+
+def full_screenshot(page, path: Path) -> Path:
+    """A full-page screenshot at ``path``, checked not to be blank."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert_not_blank(path)
+    return path
+
+
+def selectbox_text(page, key: str) -> str:
+    """What a keyed ``st.selectbox`` shows: its label, plus the chosen option (the value of its input, if any)."""
+    box = page.locator(f".st-key-{key}").first
+    inputs = box.locator("input")
+    value = inputs.first.input_value() if inputs.count() else ""
+    return f"{box.inner_text()}\n{value}"

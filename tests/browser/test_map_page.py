@@ -10,21 +10,22 @@ the legend and the class-area table show the hz7 classes, that the entropy layer
 colour-bar legend) can be switched on in place, and that nothing was fetched from a host other than
 127.0.0.1. Screenshot: ``docs/screenshots/map.png``.
 
-The server runs the repository's ``app.py`` with the repository root as working directory (so
-``.streamlit/config.toml`` applies) through a temporary folder of symlinks (``app.py``, ``pages``, ``static``):
-Streamlit serves ``<folder of the main script>/static`` -- the symlink, i.e. the repository's ``static/`` where
-the page builds its tiles -- and ``run_streamlit`` writes its log next to the script, i.e. not into the repo.
+The server is started by ``conftest.run_app`` (the repository's ``app.py`` with the repository root as working
+directory, through a scratch folder of symlinks: see there); one server serves both tests of this module.
+The second test predicts with D4 TTA, switches on the view-disagreement layer and exports the prediction as a
+GeoTIFF (checked with rasterio against the scene's georeference and the drawn region).
 """
 from __future__ import annotations
 
 import os
 import re
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT, run_streamlit
+from conftest import ROOT, app_errors, draw_rectangle, full_screenshot, open_map, run_app, scene_rect_points
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_page_map import HZ7, SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
@@ -36,11 +37,12 @@ IFRAME = "iframe[title='streamlit_folium.st_folium']"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "map.png"
 
 
-@pytest.fixture
-def map_app(chromium_browser, tmp_path):
+@pytest.fixture(scope="module")
+def map_app(chromium_browser, tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("map_app")
     shipped = ROOT / "checkpoints" / "demo_hz7.safetensors"
     checkpoint = None
     if shipped.is_file():  # the trained demo model, when present, makes a more telling screenshot
@@ -50,14 +52,9 @@ def map_app(chromium_browser, tmp_path):
             checkpoint = (shipped, read_metadata(shipped))
         except Exception:  # noqa: BLE001 - still being written / unreadable: use the tiny model
             checkpoint = None
-    ws = populate_map_workspace(tmp_path / "ws", checkpoint, name="demo_hz7" if checkpoint else "tiny map model")
-    farm = tmp_path / "app"
-    farm.mkdir()
-    for name in ("app.py", "pages", "static"):
-        os.symlink(ROOT / name, farm / name)
-    env = {"SEGHZ_WORKSPACE": str(ws.root), "SEGHZ_NO_DEMO": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    ws = populate_map_workspace(tmp / "ws", checkpoint, name="demo_hz7" if checkpoint else "tiny map model")
     try:
-        with run_streamlit(farm / "app.py", cwd=ROOT, env=env) as url:
+        with run_app(ws.root, tmp / "app") as url:
             yield url, ws
     finally:
         remove_tiles(ws.root)
@@ -72,31 +69,17 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
     page.on("request", lambda r: requests.append(r.url))
     page.on("pageerror", lambda e: page_errors.append(str(e)))
     try:
-        page.goto(f"{url}/Map", wait_until="domcontentloaded")
-        iframe = page.wait_for_selector(IFRAME, timeout=60_000)
-        frame = iframe.content_frame()
-        assert frame is not None
-        frame.wait_for_selector(".leaflet-container", timeout=30_000)
-        frame.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=20_000)
+        frame = open_map(page, url)
         page.wait_for_selector("text=Draw a rectangle or polygon", timeout=20_000)
 
         # Drag a rectangle over the middle of the scene (from 25 % to 75 % of its extent).
         from seghz.data.io import raster_info
-        from seghz.geo.tiles import pixel_to_latlng
 
         info = raster_info(ws.scene_path("town", "image"))
-        lat, lng = pixel_to_latlng([SCENE_SIZE * 0.25, SCENE_SIZE * 0.75], [SCENE_SIZE * 0.25, SCENE_SIZE * 0.75], info)
-        (x0, y0), (x1, y1) = frame.evaluate(
-            "(ll) => ll.map(p => { const c = map.latLngToContainerPoint(L.latLng(p[0], p[1])); return [c.x, c.y]; })",
-            [[float(lat[0]), float(lng[0])], [float(lat[1]), float(lng[1])]],
-        )
+        (x0, y0), (x1, y1) = scene_rect_points(frame, info, SCENE_SIZE * 0.25, SCENE_SIZE * 0.25,
+                                               SCENE_SIZE * 0.75, SCENE_SIZE * 0.75)
         assert x1 - x0 > 60 and y1 - y0 > 60, ((x0, y0), (x1, y1))
-        box = frame.locator(".leaflet-container").bounding_box()
-        frame.click("a.leaflet-draw-draw-rectangle")
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=8)
-        page.mouse.up()
+        draw_rectangle(page, frame, (x0, y0), (x1, y1))
 
         page.wait_for_selector("text=Drawn region:", timeout=30_000)
         caption = page.inner_text("body")
@@ -140,5 +123,62 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
         assert any(urlparse(u).path == "/app/static/vendor/leaflet/leaflet.js" for u in requests)
         assert any("/app/static/tiles/" in u for u in requests)
         assert not page_errors, page_errors
+    finally:
+        ctx.close()
+
+
+def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_browser, tmp_path):
+    """Predict a region with D4 TTA, switch the view-disagreement layer on (legend with 8 views), then export the
+    prediction as a GeoTIFF and check its CRS and bounds against the scene's georeference and the drawn region."""
+    import numpy as np
+    import rasterio
+    from rasterio.windows import Window, bounds as window_bounds
+
+    from seghz.data.io import raster_info
+
+    url, ws = map_app
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        frame = open_map(page, url)
+        info = raster_info(ws.scene_path("town", "image"))
+        p0, p1 = scene_rect_points(frame, info, 32, 48, 160, 208)  # rows 32..160, cols 48..208
+        draw_rectangle(page, frame, p0, p1)
+        page.get_by_text("Drawn region:").first.wait_for()
+        m = re.search(r"Drawn region: rows (\d+)–(\d+), columns (\d+)–(\d+)", page.inner_text("body"))
+        r0, r1, c0, c1 = (int(v) for v in m.groups())
+        assert abs(r0 - 32) <= 3 and abs(c0 - 48) <= 3 and abs(r1 - 159) <= 3 and abs(c1 - 207) <= 3, m.group(0)
+
+        page.get_by_text("d4 (8 views)", exact=True).first.click()
+        page.get_by_role("button", name="Predict region").click()
+        frame.wait_for_selector("img.leaflet-image-layer", state="attached", timeout=120_000)
+        page.get_by_text("Class areas").first.wait_for()
+        body = page.inner_text("body")
+        assert "views disagree on" in body and "(8 views)" in body, body
+        n_overlays = frame.evaluate("() => document.querySelectorAll('img.leaflet-image-layer').length")
+
+        # the uncertainty layer: view disagreement, drawn as one more overlay with its colour-bar legend
+        page.locator(".st-key-map_uncertainty").get_by_text("disagreement", exact=True).click()
+        page.get_by_text("View disagreement (fraction of views)").first.wait_for(timeout=30_000)
+        page.get_by_text("8 TTA views; each step is 1/8 of the views.").first.wait_for()
+        frame.wait_for_function(f"() => document.querySelectorAll('img.leaflet-image-layer').length > {n_overlays}",
+                                timeout=30_000)
+        assert not app_errors(page), app_errors(page)
+        full_screenshot(page, tmp_path / "map_d4_disagreement.png")
+
+        # GeoTIFF export of the prediction
+        buttons = page.locator("[data-testid='stDownloadButton']").filter(has_text=re.compile("GeoTIFF", re.I))
+        buttons.first.scroll_into_view_if_needed(timeout=30_000)
+        with page.expect_download(timeout=60_000) as dl:
+            buttons.first.click()
+        path = Path(dl.value.path())
+        with rasterio.open(path) as ds:
+            assert ds.crs is not None and ds.crs.to_epsg() == rasterio.crs.CRS.from_user_input(info.crs).to_epsg()
+            want = window_bounds(Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1), rasterio.Affine(*info.transform[:6]))
+            assert np.allclose(tuple(ds.bounds), want, atol=abs(info.transform[0]) * 0.51), (tuple(ds.bounds), want)
+            assert (ds.height, ds.width) == (r1 - r0 + 1, c1 - c0 + 1)
+            data = ds.read(1)
+            assert data.size and ((data < 7) | (data == 255)).all()
     finally:
         ctx.close()
