@@ -433,3 +433,111 @@ def test_no_warnings_for_present_classes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         class_weights(np.array([0.5, 0.5]), "enet")
+
+
+# ----------------------------------------------------------------------------- bootstrapping (Reed et al. 2015)
+
+def test_bootstrap_soft_and_hard_by_hand():
+    logits, px = _logits_2x2()
+    target = torch.tensor([[[0, 2], [255, 1]]])
+    beta = 0.8
+    for mode in ("soft", "hard"):
+        nll, loss, valid = pixel_ce(logits, target, bootstrap=mode, beta=beta)
+        for (r, c), v in px.items():
+            y = int(target[0, r, c])
+            if y == 255:
+                assert float(loss[0, r, c]) == 0.0 and not bool(valid[0, r, c])
+                continue
+            lse = math.log(sum(math.exp(a) for a in v))
+            logp = [a - lse for a in v]
+            if mode == "soft":
+                self_term = -sum(math.exp(lp) * lp for lp in logp)  # entropy of the prediction
+            else:
+                self_term = -max(logp)  # CE against the predicted class
+            expect = beta * _nll(v, y) + (1 - beta) * self_term
+            assert float(loss[0, r, c]) == pytest.approx(expect, rel=1e-5), (mode, r, c)
+            assert float(nll[0, r, c]) == pytest.approx(_nll(v, y), rel=1e-5)  # selection still uses the label's CE
+
+
+def test_bootstrap_beta_one_or_none_is_plain_ce_and_trusted_keeps_label():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 5)
+    target = torch.randint(0, 4, (2, 5, 5))
+    _, plain, _ = pixel_ce(logits, target, smoothing=0.1)
+    for mode in ("none", "soft", "hard"):
+        _, same, _ = pixel_ce(logits, target, smoothing=0.1, bootstrap=mode, beta=1.0)
+        assert torch.allclose(same, plain)
+    trusted = torch.zeros(2, 5, 5, dtype=torch.bool)
+    trusted[0] = True
+    _, boot, _ = pixel_ce(logits, target, smoothing=0.1, bootstrap="hard", beta=0.5, trusted=trusted)
+    assert torch.allclose(boot[0], plain[0])  # trusted pixels: the label alone
+    assert not torch.allclose(boot[1], plain[1])
+
+
+def test_bootstrap_hard_pulls_toward_prediction_on_a_flipped_pixel():
+    # a confident prediction of class 0 against a (noisy) label 1: bootstrapping shrinks the push toward the label
+    logits = torch.tensor([4.0, 0.0, 0.0]).view(1, 3, 1, 1).requires_grad_(True)
+    target = torch.tensor([[[1]]])
+    grads = {}
+    for mode, beta in (("none", 1.0), ("hard", 0.8)):
+        logits.grad = None
+        _, loss, _ = pixel_ce(logits, target, bootstrap=mode, beta=beta)
+        loss.sum().backward()
+        grads[mode] = logits.grad.clone().view(3)
+    # d loss / d logit_label = p_label - q_label: less negative with bootstrapping (q_label = β instead of 1)
+    assert grads["hard"][1] > grads["none"][1]
+    assert grads["hard"][0] < grads["none"][0]  # and the predicted class is pushed down less
+
+
+def test_bootstrap_through_segloss_config_noise_mask_and_ohem():
+    torch.manual_seed(1)
+    logits = torch.randn(1, 3, 6, 6)
+    target = torch.randint(0, 3, (1, 6, 6))
+    target[0, 0, :3] = 255
+    for extra in ({}, {"noise_mask": "const", "noise_threshold": 1.0}, {"ohem": True, "ohem_min_kept": 5}):
+        base = SegLoss(None, config=LossConfig(**extra))(logits, target)
+        boot = SegLoss(None, config=LossConfig(bootstrap="soft", bootstrap_beta=0.95, **extra))(logits, target)
+        off = SegLoss(None, config=LossConfig(bootstrap="soft", bootstrap_beta=1.0, **extra))(logits, target)
+        assert torch.isfinite(boot) and float(boot) != pytest.approx(float(base))
+        assert float(off) == pytest.approx(float(base), rel=1e-6)
+    # the plain path equals the by-hand mean of the per-pixel bootstrapped losses
+    _, per, valid = pixel_ce(logits, target, bootstrap="hard", beta=0.8)
+    got = SegLoss(None, config=LossConfig(bootstrap="hard", bootstrap_beta=0.8))(logits, target)
+    assert float(got) == pytest.approx(float(per[valid].mean()), rel=1e-6)
+
+
+def test_bootstrap_config_validation():
+    assert LossConfig.from_dict({"bootstrap": "hard", "bootstrap_beta": 0.8}).bootstrap == "hard"
+    with pytest.raises(ValueError, match="bootstrap"):
+        LossConfig.from_dict({"bootstrap": "medium"})
+    with pytest.raises(ValueError, match="bootstrap_beta"):
+        LossConfig.from_dict({"bootstrap": "soft", "bootstrap_beta": 1.5})
+    with pytest.raises(ValueError, match="bootstrap"):
+        pixel_ce(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), bootstrap="x")
+    with pytest.raises(ValueError, match="beta"):
+        pixel_ce(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), bootstrap="soft", beta=-0.1)
+
+
+def test_bootstrap_is_a_train_recipe_field():
+    from seghz.train.trainer import TrainConfig
+
+    cfg = TrainConfig(scheme="hz7", bootstrap="soft", bootstrap_beta=0.95)
+    lc = cfg.loss_config()
+    assert (lc.bootstrap, lc.bootstrap_beta) == ("soft", 0.95)
+    assert TrainConfig(scheme="hz7").loss_config().bootstrap == "none"  # off by default: old recipes unchanged
+    with pytest.raises(ValueError, match="bootstrap"):
+        TrainConfig(scheme="hz7", bootstrap="sometimes").validate()
+
+
+def test_training_states_written_before_bootstrap_still_resume(tmp_path):
+    from dataclasses import asdict
+
+    from seghz.train.state import TrainStateError
+    from seghz.train.trainer import TrainConfig, _check_resumable
+
+    old = asdict(TrainConfig(scheme="hz7"))
+    del old["bootstrap"], old["bootstrap_beta"]  # a state file from before the field existed
+    info = {"recipe": old, "global_batch": 16, "steps_per_epoch": 5}
+    _check_resumable(info, TrainConfig(scheme="hz7"), 16, 5, tmp_path / "s")  # missing = default: resumable
+    with pytest.raises(TrainStateError, match="bootstrap: 'none' -> 'hard'"):
+        _check_resumable(info, TrainConfig(scheme="hz7", bootstrap="hard"), 16, 5, tmp_path / "s")

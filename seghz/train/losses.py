@@ -14,6 +14,12 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   (the study compared the class-weighted loss, so class weights moved the threshold).
 * **OHEM**: keep pixels whose true-class probability is below ``thresh`` (0.7), and at least the ``min_kept``
   hardest pixels (ties included in a fixed order, so the kept set is never empty unless every pixel is ignored).
+* **Bootstrapping** (Reed et al., ICLR 2015 workshop, "Training deep neural networks on noisy labels with
+  bootstrapping"): the per-pixel target becomes ``β·label + (1−β)·prediction``. ``"soft"``: the prediction is the
+  softmax ``p`` itself (gradients flow through both terms, as in the paper: the extra term is ``(1−β)·H(p)``);
+  ``"hard"``: the one-hot of ``argmax p``. The label part keeps label smoothing. Trusted pixels keep ``β = 1``.
+  The noise mask and OHEM still select pixels by the *label's* ``−ln p(gt)``. Reed et al. used β = 0.95 (soft)
+  and β = 0.8 (hard).
 * **Multi-view consistency** (:func:`consistency_loss`): loss on a random rot90 view mapped back, plus MSE between
   the logits of the two views.
 
@@ -35,6 +41,7 @@ from seghz.classes import IGNORE
 CLASS_WEIGHT_MODES = ("none", "enet", "inverse")
 NOISE_MODES = ("none", "cos", "const")
 NOISE_DENOMINATORS = ("all", "kept")
+BOOTSTRAP_MODES = ("none", "soft", "hard")
 LN100 = math.log(100.0)
 LN10 = math.log(10.0)
 
@@ -109,14 +116,21 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1 - dice[present]).mean() if present.any() else logits.sum() * 0
 
 
-def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0, bootstrap: str = "none",
+             beta: float = 1.0, trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pixel losses ``(nll, loss, valid)``, each ``N×H×W``.
 
     ``nll = −ln p(gt)``; ``loss`` is the smoothed CE ``−Σ_c q_c ln p_c`` with ``q = 1−ε`` on the true class and
     ``ε/(C−1)`` elsewhere (equal to ``nll`` when ε = 0). Both are 0 at ignored pixels; ``valid`` marks the others.
+    ``bootstrap`` ``"soft"`` / ``"hard"`` (Reed et al. 2015) makes ``loss = β·(smoothed CE) + (1−β)·(−Σ_c r_c ln p_c)``
+    with ``r = p`` (soft) or ``onehot(argmax p)`` (hard); ``trusted`` pixels keep the plain (smoothed) CE.
     """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    if bootstrap not in BOOTSTRAP_MODES:
+        raise ValueError(f"unknown bootstrap mode '{bootstrap}'; choose one of {', '.join(BOOTSTRAP_MODES)}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"bootstrap beta must be in [0, 1], got {beta}")
     c = logits.shape[1]
     target = target.long()
     valid = target != IGNORE
@@ -132,6 +146,15 @@ def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0)
         loss = (1 - smoothing) * nll + smoothing / (c - 1) * rest
     else:
         loss = nll
+    if bootstrap != "none" and beta < 1.0:
+        if bootstrap == "soft":
+            self_term = -(logp.exp() * logp).sum(1)  # H(p), gradients through both factors (Reed et al.)
+        else:
+            self_term = -logp.max(1).values  # −ln p(argmax p)
+        b = torch.full_like(nll, float(beta))
+        if trusted is not None:
+            b = torch.where(trusted.to(b.device).bool(), torch.ones_like(b), b)
+        loss = b * loss + (1 - b) * self_term
     zero = torch.zeros_like(nll)
     return torch.where(valid, nll, zero), torch.where(valid, loss, zero), valid
 
@@ -156,6 +179,8 @@ def noise_mask_ce(
     trusted: torch.Tensor | None = None,
     denominator: str = "all",
     smoothing: float = 0.0,
+    bootstrap: str = "none",
+    beta: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise-mask CE. Returns ``(loss, dropped_fraction)``.
 
@@ -165,7 +190,7 @@ def noise_mask_ce(
     """
     if denominator not in NOISE_DENOMINATORS:
         raise ValueError(f"unknown noise-mask denominator '{denominator}'; choose 'all' or 'kept'")
-    nll, loss, valid = pixel_ce(logits, target, smoothing)
+    nll, loss, valid = pixel_ce(logits, target, smoothing, bootstrap, beta, trusted)
     drop = valid & (nll.detach() > threshold)
     if trusted is not None:
         drop &= ~trusted.to(drop.device).bool()
@@ -184,6 +209,9 @@ def ohem_ce(
     min_kept: int = 20000,
     weight: torch.Tensor | None = None,
     smoothing: float = 0.0,
+    bootstrap: str = "none",
+    beta: float = 1.0,
+    trusted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Online hard example mining CE over the whole batch. Returns ``(loss, kept_fraction)``.
 
@@ -192,7 +220,7 @@ def ohem_ce(
     when fewer are labelled). Ties are broken by a stable order, so exactly ``min_kept`` are kept when no pixel is
     below ``thresh``. The loss is the (class-weighted) mean over the kept pixels.
     """
-    nll, loss, valid = pixel_ce(logits, target, smoothing)
+    nll, loss, valid = pixel_ce(logits, target, smoothing, bootstrap, beta, trusted)
     p = torch.exp(-nll.detach())
     keep = valid & (p < thresh)
     n = int(valid.sum())
@@ -262,6 +290,8 @@ class LossConfig:
     ohem_min_kept: int = 20000
     consistency: bool = False
     consistency_weight: float = 1.0
+    bootstrap: str = "none"  # none | soft (target β·label + (1−β)·p) | hard (β·label + (1−β)·onehot(argmax p))
+    bootstrap_beta: float = 0.8  # β, the label's share (Reed et al.: 0.95 soft, 0.8 hard)
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -293,6 +323,10 @@ class LossConfig:
             raise ValueError(f"ohem_thresh is a probability in (0, 1] (got {self.ohem_thresh})")
         if int(self.ohem_min_kept) != self.ohem_min_kept or self.ohem_min_kept < 0:
             raise ValueError(f"ohem_min_kept must be a non-negative integer (got {self.ohem_min_kept})")
+        if self.bootstrap not in BOOTSTRAP_MODES:
+            raise ValueError(f"bootstrap must be one of {', '.join(BOOTSTRAP_MODES)} (got '{self.bootstrap}')")
+        if not (isinstance(self.bootstrap_beta, (int, float)) and 0.0 <= self.bootstrap_beta <= 1.0):
+            raise ValueError(f"bootstrap_beta β must be in [0, 1] (got {self.bootstrap_beta})")
         if self.ohem and self.noise_mask != "none":
             raise ValueError("OHEM and the noise mask select pixels in opposite ways; enable only one of them")
         for name in ("dice_weight", "consistency_weight"):
@@ -346,15 +380,17 @@ class SegLoss(torch.nn.Module):
         logits = self._resize(logits, target)
         target = target.long()
         if c.noise_mask != "none":
-            loss, frac = noise_mask_ce(logits, target, self.threshold, self.weight, trusted, c.noise_denominator, c.label_smoothing)
+            loss, frac = noise_mask_ce(logits, target, self.threshold, self.weight, trusted, c.noise_denominator,
+                                       c.label_smoothing, c.bootstrap, c.bootstrap_beta)
             if record:
                 self.last_stats["noise_dropped"] = frac
         elif c.ohem:
-            loss, frac = ohem_ce(logits, target, c.ohem_thresh, c.ohem_min_kept, self.weight, c.label_smoothing)
+            loss, frac = ohem_ce(logits, target, c.ohem_thresh, c.ohem_min_kept, self.weight, c.label_smoothing,
+                                 c.bootstrap, c.bootstrap_beta, trusted)
             if record:
                 self.last_stats["ohem_kept"] = frac
         else:
-            _, per, valid = pixel_ce(logits, target, c.label_smoothing)
+            _, per, valid = pixel_ce(logits, target, c.label_smoothing, c.bootstrap, c.bootstrap_beta, trusted)
             w = _pixel_weights(target, valid, self.weight)
             loss = _ratio((per * w).sum(), w.sum())
         if c.dice:

@@ -30,7 +30,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,8 @@ class TrainConfig:
     ohem_min_kept: int = 20000
     consistency: bool = False  # CE on a random rot90 view + MSE between the two views' logits
     consistency_weight: float = 1.0
+    bootstrap: str = "none"  # "soft" | "hard": target β·label + (1−β)·prediction (Reed et al. 2015)
+    bootstrap_beta: float = 0.8  # β, the label's share
     monitor: str = "miou"  # validation score that picks the best checkpoint and drives early stopping
     patience: int | None = None  # stop after this many epochs without improvement of `monitor` (None: never)
     deterministic: bool = False  # also ask torch for deterministic kernels (slower on GPU)
@@ -367,8 +369,10 @@ def _broadcast(dctx: _Dist, values: list[float], device: str) -> list[float]:
 
 
 def _check_resumable(info: dict, cfg: TrainConfig, global_batch: int, steps: int, spath: Path) -> None:
-    old = info.get("recipe") or {}
     new = asdict(cfg)
+    # a field added after the state was written counts as its default (the behaviour the old run had)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    old = {**{k: v for k, v in defaults.items() if k in new}, **(info.get("recipe") or {})}
     diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if k not in RESUME_FREE and old.get(k) != new.get(k)]
     if info.get("global_batch") != global_batch:

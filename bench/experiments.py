@@ -1,0 +1,373 @@
+#!/usr/bin/env python
+"""Loss-recipe ablation on real data (GID-15 → hz7), clean and with noisy training labels; writes docs/experiments.md.
+
+Protocol (issue 4, "Experiments"):
+
+* **Data**: ``../shared/data/gid15`` (224² Gaofen-2 tiles), labels crosswalked gid15 → hz7.
+* **Split** (fixed, disjoint): EVALUATION = the held-out ``test_stems`` of the shipped GID checkpoint (125 tiles,
+  never trained on by it), ordered by the salted SHA-1 of :func:`bench.noise_bench._salted`; the first
+  ``--eval-tiles`` are used. TRAINING = the other tiles of the folder (489), ordered by a salted SHA-1 of the stem
+  (salt ``experiments-v1``); the first ``--train-tiles`` are used. No validation split and no model selection: the
+  model after the last step is evaluated (equal budget for every row).
+* **Model**: ``Unet`` + ``tu-efficientnet_lite0`` from the shipped ImageNet weights (as the shipped GID model).
+* **Budget**: ``--steps`` optimiser steps of ``--batch-size`` random ``--crop`` crops (D4 + colour jitter, the
+  trainer's pipeline), split into ``--epochs`` epochs (the cosine noise-mask threshold moves per epoch), AdamW +
+  OneCycle at ``--lr``. Same budget for every row; the consistency row runs a second forward per step.
+* **Rows**: plain CE (no class weights, no Dice) plus ONE component each (see :data:`ROWS`); ``noisy_<row>`` trains
+  the same recipe on labels where ``--flip-fraction`` (30 %) of the 8-connected label components of the training
+  set get a random other class (:func:`bench.noise_bench.inject_noise` with ``shift_fraction=0``; the noise draw is
+  seeded ``1000 + seed``, shared by all recipes of one seed). Evaluation is ALWAYS on the clean held-out labels.
+* **Scores**: mIoU / fwIoU / OA (:mod:`seghz.metrics`, TTA none) per run; mean ± sample sd over ``--seeds``.
+  ``recovery`` of a noisy row = (mIoU_noisy_recipe − mIoU_noisy_CE) / (mIoU_clean_CE − mIoU_noisy_CE), from the
+  seed means (1 = the recipe recovers all that the noise cost plain CE, 0 = nothing, < 0 = worse than noisy CE).
+
+The markdown keeps the text between ``<!-- reading -->`` and ``<!-- /reading -->`` of an existing ``--out`` (the
+hand-written reading of the results). ``--json`` is rewritten after every run; with ``--resume`` the runs already
+in it (same protocol) are not run again.
+
+    python bench/experiments.py --rows ce,noisy_ce,noisy_nm_cos,noisy_boot --seeds 0,1 --steps 120 --device cpu
+    python bench/experiments.py --device cuda --seeds 0,1,2 --steps 3000 --epochs 10 --batch-size 16 --json docs/experiments.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise
+from seghz.classes import IGNORE, get_scheme, index_crosswalk
+
+TRAIN_SALT = "experiments-v1"
+SCHEME_SRC, SCHEME = "gid15", "hz7"
+# row key -> (label, TrainConfig overrides on top of the plain-CE base)
+ROWS: dict[str, tuple[str, dict]] = {
+    "ce": ("baseline CE", {}),
+    "cw": ("+ class weights (1/ln(1.02+f))", {"class_weights": "enet"}),
+    "dice": ("+ Dice", {"dice": True}),
+    "ls": ("+ label smoothing ε=0.1", {"label_smoothing": 0.1}),
+    "nm_cos": ("+ noise mask (cos, p 0.01→0.1)", {"noise_mask": "cos"}),
+    "ohem": ("+ OHEM (p<0.7, ≥20000 px)", {"ohem": True}),
+    "cons": ("+ consistency (rot90 view)", {"consistency": True}),
+    "boot": ("+ hard bootstrapping β=0.8", {"bootstrap": "hard", "bootstrap_beta": 0.8}),
+}
+BASE = {"class_weights": "none", "dice": False}
+ALL_ROWS = list(ROWS) + [f"noisy_{k}" for k in ROWS]
+READ_START, READ_END = "<!-- reading -->", "<!-- /reading -->"
+
+
+def _stem_order(stem: str) -> str:
+    return hashlib.sha1(f"{TRAIN_SALT}:{stem}".encode()).hexdigest()
+
+
+def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tiles: int | None) -> tuple[list[str], list[str]]:
+    """(train stems, eval stems): eval from the checkpoint's held-out ``test_stems``, train from the rest."""
+    from seghz.models.checkpoint import read_metadata
+
+    test = list(read_metadata(checkpoint).get("test_stems") or [])
+    if not test:
+        raise SystemExit(f"{checkpoint}: no test_stems in its metadata; cannot pick held-out tiles")
+    all_stems = sorted(p.stem for p in (data / "images").glob("*.png"))
+    held = set(test)
+    train = sorted((s for s in all_stems if s not in held and (data / "labels" / f"{s}.png").is_file()), key=_stem_order)
+    ev = sorted((s for s in test if (data / "images" / f"{s}.png").is_file()), key=_salted)
+    train, ev = train[:train_tiles] if train_tiles else train, ev[:eval_tiles] if eval_tiles else ev
+    assert not set(train) & set(ev)
+    return train, ev
+
+
+def load(data: Path, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from seghz.data.io import read_image, read_label
+
+    src = get_scheme(SCHEME_SRC)
+    lut = index_crosswalk(SCHEME_SRC, SCHEME)
+    return [(read_image(data / "images" / f"{s}.png"), lut[read_label(data / "labels" / f"{s}.png", src)]) for s in stems]
+
+
+def noisy_copy(samples, seed: int, flip_fraction: float) -> tuple[list, float]:
+    """Training samples with ``flip_fraction`` of the label components flipped; returns (samples, noisy pixel rate)."""
+    labels = [lb for _, lb in samples]
+    classes = sorted({int(c) for lb in labels for c in np.unique(lb) if c != IGNORE})
+    noisy = inject_noise(labels, np.random.default_rng(1000 + seed), classes, flip_fraction, shift_fraction=0.0)
+    valid = sum(int((lb != IGNORE).sum()) for lb in labels)
+    changed = sum(int(((n != lb) & (lb != IGNORE)).sum()) for n, lb in zip(noisy, labels))
+    return [(img, n) for (img, _), n in zip(samples, noisy)], changed / max(valid, 1)
+
+
+def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
+    import torch
+
+    from seghz.infer.engine import Predictor
+    from seghz.train.trainer import TrainConfig, evaluate_samples, train
+
+    key = row.removeprefix("noisy_")
+    spe = max(1, -(-a.steps // a.epochs))
+    cfg = TrainConfig(scheme=SCHEME, arch="Unet", encoder="tu-efficientnet_lite0", epochs=a.epochs, batch_size=a.batch_size,
+                      crop_size=a.crop, lr=a.lr, seed=seed, device=a.device, tile_size=max(a.crop, 224),
+                      steps_per_epoch=spe, **{**BASE, **ROWS[key][1]})
+    names = list(get_scheme(SCHEME).names)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        res = train(cfg, train_samples, [], Path(d) / "run.safetensors")
+        t_train = time.perf_counter() - t0
+        pred, _ = Predictor.from_checkpoint(Path(d) / "run.safetensors", a.device)
+        t1 = time.perf_counter()
+        sc = evaluate_samples(pred, eval_samples, names)
+        t_eval = time.perf_counter() - t1
+    del pred
+    if a.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    last = res["history"][-1] if res["history"] else {}
+    return {"row": row, "seed": seed, "miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
+            "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
+            "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
+            "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
+            "recipe": {**BASE, **ROWS[key][1]}}
+
+
+def miou_gt(sc: dict) -> float:
+    """Mean IoU over the classes present in the evaluation labels only (a class that appears only in the
+    predictions, e.g. a few pixels of a class GID does not have, does not enter the mean)."""
+    ious = [v["iou"] for v in sc["per_class"].values() if v.get("support") and v["iou"] is not None]
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def _protocol(a, train_stems, eval_stems) -> dict:
+    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": "tu-efficientnet_lite0", "encoder_weights": "lite0-imagenet",
+            "steps": max(1, -(-a.steps // a.epochs)) * a.epochs, "epochs": a.epochs, "batch_size": a.batch_size,
+            "crop": a.crop, "lr": a.lr, "flip_fraction": a.flip_fraction, "train_tiles": len(train_stems),
+            "eval_tiles": len(eval_stems), "train_stems_sha1": hashlib.sha1(",".join(train_stems).encode()).hexdigest()[:12],
+            "eval_stems_sha1": hashlib.sha1(",".join(eval_stems).encode()).hexdigest()[:12]}
+
+
+def _ms(vals: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        rr = [x for x in runs if x["row"] == r]
+        if not rr:
+            continue
+        s = {"n": len(rr), "seeds": sorted(x["seed"] for x in rr), "train_s": statistics.fmean(x["train_s"] for x in rr),
+             "eval_s": statistics.fmean(x["eval_s"] for x in rr)}
+        for m in ("miou", "miou_gt", "fwiou", "oa"):
+            s[m], s[f"{m}_sd"] = _ms([x[m] * 100 for x in rr])
+        out[r] = s
+    ce, nce = out.get("ce"), out.get("noisy_ce")
+    if ce and nce:
+        for m, name in (("miou", "recovery"), ("miou_gt", "recovery_gt")):
+            gap = ce[m] - nce[m]
+            for r, s in out.items():
+                if r.startswith("noisy_"):
+                    s[name] = (s[m] - nce[m]) / gap if abs(gap) > 1e-9 else None
+    return out
+
+
+def _fmt(m: float, sd: float | None) -> str:
+    return f"{m:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def render(report: dict, old_text: str | None) -> str:
+    p, env, summ = report["protocol"], report["env"], report["summary"]
+    reading = "_(no reading written yet)_"
+    if old_text and READ_START in old_text and READ_END in old_text:
+        reading = old_text.split(READ_START, 1)[1].split(READ_END, 1)[0].strip()
+    seeds = ", ".join(str(s) for s in report["seeds"])
+    noise = ", ".join(f"seed {k}: {v * 100:.1f} %" for k, v in sorted(report.get("noise_rate", {}).items())) or "n/a"
+    lines = [
+        "# Experiments: loss recipes on real data, clean and noisy labels",
+        "",
+        "Generated by `bench/experiments.py` (re-run it to regenerate this file; the reading section is kept).",
+        "",
+        f"- **Command**: `{report['command']}`",
+        (f"- **Device**: {env['device']} ({env['device_description']}; torch {env['torch']}, {env['threads']} threads, "
+         f"{env['cpu_count']} CPUs, load average at start {env['loadavg']})"),
+        f"- **Date**: {env['date']}; total wall time {report['wall_s'] / 60:.1f} min",
+        "",
+        "## Setup",
+        "",
+        ("- Data: `../shared/data/gid15` (Gaofen-2, 224×224 tiles, ~4 m/px), labels crosswalked gid15 → hz7 "
+         "(`seghz/schemes/crosswalks.json`; OpenArea and Reflection are empty in GID)."),
+        (f"- Split (fixed, disjoint): **evaluation** = the first {p['eval_tiles']} of the 125 held-out `test_stems` of "
+         "`checkpoints/gid15_hz7_unet_lite0.safetensors`, in the salted order of `bench/noise_bench.py`; **training** = "
+         f"the first {p['train_tiles']} of the other tiles, ordered by SHA-1 of `experiments-v1:<stem>` "
+         f"(stem-list hashes: train `{p['train_stems_sha1']}`, eval `{p['eval_stems_sha1']}`). No validation split, no "
+         "model selection: the weights after the last step are scored."),
+        "- Model: Unet + tu-efficientnet_lite0 from the shipped ImageNet weights, input normalised mean = std = 0.5.",
+        (f"- Budget (equal for every row): {p['steps']} AdamW steps ({p['epochs']} epochs × {p['steps'] // p['epochs']}), "
+         f"batch {p['batch_size']} random {p['crop']}² crops with D4 + colour jitter, OneCycle max lr {p['lr']}, "
+         "weight decay 1e-4. The consistency row does a second forward/backward per step."),
+        ("- Rows: plain CE (no class weights, no Dice: **not** the shipped default recipe) plus one component each. "
+         f"`noisy` rows train on labels where {p['flip_fraction'] * 100:.0f} % of the 8-connected label components of "
+         "the training set were flipped to a random other present class (`inject_noise`, no boundary shifts; draw "
+         f"seeded 1000 + seed, shared by every recipe of a seed); noisy pixels: {noise}. "
+         "Evaluation always uses the CLEAN held-out labels."),
+        (f"- Scores: mIoU / mIoU (GT classes) / fwIoU / OA in %, TTA none, mean ± sample sd over seeds {seeds} "
+         "(mIoU over the classes present in labels OR predictions, as `seghz evaluate`: a model that predicts a few "
+         "pixels of a class GID lacks gets a 0 IoU for it in the mean; **mIoU (GT classes)** averages only the "
+         f"classes of the evaluation labels: {', '.join(report.get('eval_classes', []))}). "
+         "**recovery** = (mIoU_noisy_recipe − mIoU_noisy_CE) / (mIoU_clean_CE − mIoU_noisy_CE), from the means "
+         "(and the same with the GT-classes mIoU)."),
+        "",
+        "## Results",
+        "",
+    ]
+    for title, noisy in (("Clean training labels", False), (f"Noisy training labels ({p['flip_fraction'] * 100:.0f} % of components flipped)", True)):
+        rows = [r for r in report["rows"] if r.startswith("noisy_") == noisy and r in summ]
+        if not rows:
+            continue
+        lines += [f"### {title}", ""]
+        head = ("| recipe | mIoU | mIoU (GT classes) | fwIoU | OA | " + ("recovery | recovery (GT classes) | " if noisy else "")
+                + "train s/run | seeds |")
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            s = summ[r]
+            cells = [ROWS[r.removeprefix("noisy_")][0], _fmt(s["miou"], s["miou_sd"]), _fmt(s["miou_gt"], s["miou_gt_sd"]),
+                     _fmt(s["fwiou"], s["fwiou_sd"]), _fmt(s["oa"], s["oa_sd"])]
+            if noisy:
+                for name in ("recovery", "recovery_gt"):
+                    rec = s.get(name)
+                    cells.append("—" if r == "noisy_ce" else ("n/a" if rec is None else f"{rec:+.2f}"))
+            cells += [f"{s['train_s']:.0f}", str(s["n"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Per run", "", ("| row | seed | mIoU | mIoU (GT classes) | fwIoU | OA | IoU per class (GT classes) "
+                                  "| final train loss | noise-mask dropped | train s | eval s |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in report["runs"]:
+        nd = "" if x.get("noise_dropped") is None else f"{x['noise_dropped'] * 100:.1f} %"
+        fl = "" if x.get("final_loss") is None else f"{x['final_loss']:.3f}"
+        pc = ", ".join(f"{k} {v * 100:.0f}" for k, v in x["per_class_iou"].items() if k in report.get("eval_classes", [])
+                       and v is not None)
+        lines.append(f"| {x['row']} | {x['seed']} | {x['miou'] * 100:.2f} | {x['miou_gt'] * 100:.2f} | {x['fwiou'] * 100:.2f} | "
+                     f"{x['oa'] * 100:.2f} | {pc} | {fl} | {nd} | {x['train_s']:.0f} | {x['eval_s']:.0f} |")
+    lines += [
+        "",
+        "## Reading",
+        "",
+        READ_START,
+        reading,
+        READ_END,
+        "",
+        "## Reference protocol on a GPU",
+        "",
+        "The same script, a larger budget and all rows (plus a third seed):",
+        "",
+        "```bash",
+        "python bench/experiments.py --device cuda --seeds 0,1,2 --steps 3000 --epochs 10 --batch-size 16 --crop 224 \\",
+        "  --out docs/experiments.md --json docs/experiments.json",
+        "```",
+        "",
+        ("(3000 steps × 16 crops ≈ 98 passes over the 489 training tiles, ≈ 2.4× the ~1270 steps of 16 of the shipped "
+         "model's two CPU stages; 16 rows × 3 seeds = 48 runs.)"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma list of {', '.join(ALL_ROWS)} (default all)")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--steps", type=int, default=120, help="optimiser steps per run (rounded up to a multiple of --epochs)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs the steps are split into (cosine noise-mask schedule)")
+    ap.add_argument("--crop", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--train-tiles", type=int, default=None, help="default: all 489 non-test tiles")
+    ap.add_argument("--eval-tiles", type=int, default=None, help="default: all 125 held-out test tiles")
+    ap.add_argument("--flip-fraction", type=float, default=0.3)
+    ap.add_argument("--device", default=None, help="cpu | cuda[:i] (default cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default OMP_NUM_THREADS or torch's)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="source of the held-out test_stems")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments.md")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--resume", action="store_true", help="skip runs already in --json (same protocol)")
+    a = ap.parse_args(argv)
+    import torch
+
+    from seghz.devices import device_description
+
+    a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ALL_ROWS]
+    if bad:
+        raise SystemExit(f"unknown row(s) {', '.join(bad)}; choose from {', '.join(ALL_ROWS)}")
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    if not (a.data / "images").is_dir():
+        raise SystemExit(f"GID-15 data not found at {a.data} (../shared/data is not part of a fresh clone)")
+    if a.steps < 1 or a.epochs < 1 or a.crop % 32 or a.crop > 224:
+        raise SystemExit("--steps and --epochs >= 1, --crop a multiple of 32 and <= 224 (the GID tile size)")
+    t_all = time.perf_counter()
+    train_stems, eval_stems = split_stems(a.data, a.checkpoint, a.train_tiles, a.eval_tiles)
+    train_clean, eval_samples = load(a.data, train_stems), load(a.data, eval_stems)
+    protocol = _protocol(a, train_stems, eval_stems)
+    names = list(get_scheme(SCHEME).names)
+    eval_classes = [names[c] for c in sorted({int(c) for _, lb in eval_samples for c in np.unique(lb) if c != IGNORE})]
+    command = "python bench/experiments.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        load_avg = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        load_avg = "n/a"
+    env = {"device": a.device, "device_description": device_description(a.device), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "loadavg": load_avg,
+           "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "python": platform.python_version()}
+    runs: list[dict] = []
+    if a.resume and a.json and a.json.is_file():
+        old = json.loads(a.json.read_text())
+        if old.get("protocol") == protocol:
+            runs = [x for x in old.get("runs", []) if x["row"] in rows and x["seed"] in seeds]
+            print(f"resuming: {len(runs)} run(s) kept from {a.json}", file=sys.stderr)
+    noisy_cache: dict[int, list] = {}
+    noise_rate: dict[int, float] = {}
+    report: dict = {}
+
+    def write() -> None:
+        report.update(command=command, env=env, protocol=protocol, eval_classes=eval_classes, rows=rows, seeds=seeds, runs=runs,
+                      noise_rate={str(k): v for k, v in noise_rate.items()}, summary=summarise(runs, rows),
+                      wall_s=time.perf_counter() - t_all)
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(report, indent=1))
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            old_text = a.out.read_text() if a.out.is_file() else None
+            a.out.write_text(render(report, old_text))
+
+    for seed in seeds:
+        if any(r.startswith("noisy_") for r in rows):
+            noisy_cache[seed], noise_rate[seed] = noisy_copy(train_clean, seed, a.flip_fraction)
+    for seed in seeds:  # seed-major: an interrupted run still has every row of the first seed(s)
+        for row in rows:
+            if any(x["row"] == row and x["seed"] == seed for x in runs):
+                continue
+            samples = noisy_cache[seed] if row.startswith("noisy_") else train_clean
+            x = run_one(a, row, seed, samples, eval_samples)
+            runs.append(x)
+            print(f"{row:<14} seed {seed}  mIoU {x['miou'] * 100:6.2f}  fwIoU {x['fwiou'] * 100:6.2f}  OA {x['oa'] * 100:6.2f}"
+                  f"  train {x['train_s']:.0f}s  eval {x['eval_s']:.0f}s", flush=True)
+            write()
+    write()
+    return report
+
+
+if __name__ == "__main__":
+    main()
