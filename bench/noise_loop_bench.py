@@ -51,6 +51,7 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
 from seghz.metrics import confusion_matrix, scores
+from seghz.review.crossfit import fold_assignment, held_out_head
 from seghz.review.suspicion import DEFAULT_WEIGHTS, ClassThresholds, combine, group_components
 
 
@@ -146,6 +147,10 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3, help="random draws per N for the random arms")
     ap.add_argument("--random", default="components", help="random arms: components, queue (comma-separated)")
     ap.add_argument("--tta", choices=["none", "flip", "d4"], default="d4", help="TTA of the queue's predictions")
+    ap.add_argument("--scoring", default="in-sample,held-out",
+                    help="queues to test: in-sample (the noisy model scores its own training labels) and/or held-out "
+                         "(each fold scored by a head refitted on the other folds' noisy labels, seghz.review.crossfit)")
+    ap.add_argument("--folds", type=int, default=2, help="folds of the held-out scoring")
     ap.add_argument("--tau", type=float, default=float(np.log(10.0)))
     ap.add_argument("--flip-fraction", type=float, default=0.3)
     ap.add_argument("--shift-fraction", type=float, default=0.5)
@@ -211,27 +216,49 @@ def main(argv=None) -> int:
         _log(f"noisy refit: mIoU {base['miou']:.4f} ({base['refit_seconds']} s refit)")
         oracle = refit_and_eval(args.checkpoint, train, [t["true"] for t in train], evals, cfg, work, "oracle", args.device)
         _log(f"oracle (clean) refit: mIoU {oracle['miou']:.4f}")
-        # 2. the queue from the noisy model
-        pred, _ = Predictor.from_checkpoint(str(work / "noisy.safetensors"), args.device)
-        for t in train:
-            r = pred.predict_full(t["image"], args.tta, return_proba=True)
-            t["proba"], t["dis"] = r.proba.astype(np.float32), r.disagreement.astype(np.float32)
-        det = method_metrics(train, {"suspicion": DEFAULT_WEIGHTS}, args.tau)
-        acc = ClassThresholds(len(names))
-        for t in train:
-            acc.update(t["proba"], t["noisy"])
-        items, score = [], {}
-        for t in train:
-            s = score[t["stem"]] = combine(t["sig"], t["noisy"], DEFAULT_WEIGHTS)
-            items += group_components(s, t["noisy"], t["sig"]["argmax"], stem=t["stem"], names=names,
-                                      class_freq=acc.frequencies())
-        items.sort(key=lambda it: (-it.score, it.stem, it.bbox))
-        qmasks = queue_item_masks(train, items, score)
+        # 2. the queues from the noisy model: in-sample, and held-out heads (seghz.review.crossfit)
+        scorings = [x.strip() for x in args.scoring.split(",") if x.strip()]
+        noisy_pred, _ = Predictor.from_checkpoint(str(work / "noisy.safetensors"), args.device)
+        queues, dets, n_items = {}, {}, {}
+        for scoring in scorings:
+            if scoring == "in-sample":
+                pred_of = {i: noisy_pred for i in range(len(train))}
+                name = "queue"
+            elif scoring == "held-out":
+                folds = fold_assignment(len(train), args.folds, args.seed)
+                pred_of = {}
+                t0 = time.perf_counter()
+                for f, members in enumerate(folds):
+                    fit = [(t["image"], t["noisy"]) for i, t in enumerate(train) if i not in members]
+                    path = held_out_head(args.checkpoint, fit, work / f"heldout{f}.safetensors", max_images=len(fit),
+                                         max_pixels=args.max_pixels, steps=args.steps, tile=256, seed=args.seed,
+                                         device=args.device)
+                    p_f = Predictor.from_checkpoint(str(path), args.device)[0]
+                    pred_of.update({i: p_f for i in members})
+                _log(f"held-out heads ({args.folds} folds): {time.perf_counter() - t0:.1f} s")
+                name = "queue_heldout"
+            else:
+                raise SystemExit(f"unknown --scoring {scoring!r}: in-sample, held-out")
+            for i, t in enumerate(train):
+                r = pred_of[i].predict_full(t["image"], args.tta, return_proba=True)
+                t["proba"], t["dis"] = r.proba.astype(np.float32), r.disagreement.astype(np.float32)
+            det = dets[name] = method_metrics(train, {"suspicion": DEFAULT_WEIGHTS}, args.tau)
+            acc = ClassThresholds(len(names))
+            for t in train:
+                acc.update(t["proba"], t["noisy"])
+            items, score = [], {}
+            for t in train:
+                s_ = score[t["stem"]] = combine(t["sig"], t["noisy"], DEFAULT_WEIGHTS)
+                items += group_components(s_, t["noisy"], t["sig"]["argmax"], stem=t["stem"], names=names,
+                                          class_freq=acc.frequencies())
+            items.sort(key=lambda it: (-it.score, it.stem, it.bbox))
+            queues[name] = queue_item_masks(train, items, score)
+            n_items[name] = len(items)
+            _log(f"{scoring} scoring: suspicion P@k {det['suspicion']['precision_at_k']:.4f} (loss "
+                 f"{det['loss']['precision_at_k']:.4f}), AUROC {det['suspicion']['auroc']:.4f}; {len(items)} items")
+            for t in train:  # free memory
+                t.pop("proba"), t.pop("dis"), t.pop("sig")
         comps = label_components(train)
-        _log(f"noisy model as detector: P@k {det['suspicion']['precision_at_k']:.4f} (loss {det['loss']['precision_at_k']:.4f}); "
-             f"queue {len(items)} items, {len(comps)} label components")
-        for t in train:  # free memory
-            t.pop("proba"), t.pop("dis"), t.pop("sig")
 
         def arm(name, n, fixes, draw=None):
             eff, fx = apply_fixes(train, fixes)
@@ -243,22 +270,24 @@ def main(argv=None) -> int:
             rows.append(row)
 
         for n in ns:
-            arm("queue", n, qmasks[:n])
+            for name, qm in queues.items():
+                arm(name, n, qm[:n])
             for d in range(args.draws):
                 rng = np.random.default_rng([args.seed, n, d, 1])
                 if "components" in arms_random:
                     pick = rng.choice(len(comps), min(n, len(comps)), replace=False)
                     arm("random_components", n, [comps[i] for i in pick], d)
-                if "queue" in arms_random:
-                    pick = rng.choice(len(qmasks), min(n, len(qmasks)), replace=False)
-                    arm("random_queue_items", n, [qmasks[i] for i in sorted(pick)], d)
+                if "queue" in arms_random and "queue" in queues:
+                    qm = queues["queue"]
+                    pick = rng.choice(len(qm), min(n, len(qm)), replace=False)
+                    arm("random_queue_items", n, [qm[i] for i in sorted(pick)], d)
     seconds = round(time.perf_counter() - t_start, 1)
 
     keys = ("items", "pixels_reviewed_per_item", "noisy_fixed_per_item", "noise_fraction_fixed",
             "noise_fraction_fixed_per_100_items", "precision_of_review", "miou", "gain", "gain_per_100_items")
     summary = []
     for n in ns:
-        for name in ["queue"] + [f"random_{a}" if a != "queue" else "random_queue_items" for a in arms_random]:
+        for name in list(queues) + [f"random_{a}" if a != "queue" else "random_queue_items" for a in arms_random]:
             rs = [r for r in rows if r["arm"] == name and r["n"] == n]
             if rs:
                 s = {"arm": name, "n": n, "draws": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
@@ -266,8 +295,10 @@ def main(argv=None) -> int:
                 summary.append(s)
 
     print(f"train {len(train)} tiles ({noisy_px}/{valid_px} = {noisy_px / valid_px:.3f} noisy), eval {len(evals)} tiles (clean)")
-    print(f"noisy model as detector ({args.tta}): suspicion P@k {det['suspicion']['precision_at_k']:.4f}, "
-          f"loss P@k {det['loss']['precision_at_k']:.4f}; queue {len(items)} items, {len(comps)} label components")
+    for name, det in dets.items():
+        print(f"{name} detector ({args.tta}): suspicion P@k {det['suspicion']['precision_at_k']:.4f}, AUROC "
+              f"{det['suspicion']['auroc']:.4f}, loss P@k {det['loss']['precision_at_k']:.4f}; {n_items[name]} items")
+    print(f"{len(comps)} label components")
     print(f"mIoU on eval tiles: shipped {shipped['miou']:.4f} | noisy refit {base['miou']:.4f} | "
           f"oracle clean refit {oracle['miou']:.4f}")
     hdr = f"{'arm':<19}{'N':>5}{'items':>6}{'px/item':>9}{'noisy fixed/item':>17}{'noise fixed':>12}{'rev. prec':>10}{'mIoU':>8}{'gain':>9}{'±sd':>8}{'gain/100':>10}"
@@ -281,11 +312,12 @@ def main(argv=None) -> int:
     if args.json:
         out = {"train_tiles": train_stems, "eval_tiles": eval_stems, "tuning_tiles_skipped": args.tune_tiles,
                "pixels": valid_px, "noisy_pixels": noisy_px, "noise_rate": noisy_px / valid_px,
-               "detector": det, "queue_items": len(items), "label_components": len(comps),
+               "detector": dets, "queue_items": n_items, "label_components": len(comps),
                "shipped": shipped, "noisy_refit": base, "oracle_refit": oracle, "summary": summary, "runs": rows,
                "config": {"refit": {k: getattr(cfg, k) for k in ("steps", "max_corrected", "context_per_class", "weight_decay", "tile", "seed")},
                           "tta": args.tta, "tau": args.tau, "flip_fraction": args.flip_fraction,
-                          "shift_fraction": args.shift_fraction, "seed": args.seed, "draws": args.draws},
+                          "shift_fraction": args.shift_fraction, "seed": args.seed, "draws": args.draws,
+                          "scoring": scorings, "folds": args.folds},
                "seconds": seconds, "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "threads": torch.get_num_threads(),

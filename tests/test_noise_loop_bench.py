@@ -51,7 +51,8 @@ def test_noise_loop_bench_tiny_run(tmp_path):
     assert not set(rep["train_tiles"]) & set(rep["eval_tiles"])
     assert len(rep["train_tiles"]) == 3 and len(rep["eval_tiles"]) == 1
     arms = {s["arm"] for s in rep["summary"]}
-    assert arms == {"queue", "random_components"}
+    assert arms == {"queue", "queue_heldout", "random_components"}
+    assert set(rep["detector"]) == {"queue", "queue_heldout"}
     for s in rep["summary"]:
         assert 0 <= s["noise_fraction_fixed"] <= 1 and 0 <= s["miou"] <= 1
     assert 0 < rep["noise_rate"] < 1 and 0 <= rep["noisy_refit"]["miou"] <= 1
