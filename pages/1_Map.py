@@ -32,6 +32,10 @@ from seghz.evaluate import label_for_checkpoint
 from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
     UNCERTAINTY_LAYERS,
+    bbox_to_window,
+    error_classes,
+    error_scheme,
+    window_to_geojson,
     confidence_classes,
     confidence_scheme,
     disagreement_spec,
@@ -73,6 +77,7 @@ ws = page_header("Map", "Browse a scene, draw a rectangle or polygon on it and p
 ss = st.session_state
 regions: dict = ss.setdefault("map_regions", {})  # scene id -> drawn GeoJSON Feature
 results: dict = ss.setdefault("map_results", {})  # scene id -> last prediction record
+focus: dict = ss.setdefault("map_focus", {})  # scene id -> window the map opened at ("open on map" from other pages)
 
 
 @st.cache_resource(show_spinner=False)
@@ -139,6 +144,13 @@ if not scenes:
     st.warning("The workspace has no scenes. Import imagery with `python -m seghz import`.")
     st.stop()
 by_id = {s.id: s for s in scenes}
+# jump-to from another page: {"scene_id", "bbox": (row0, col0, row1, col1), "layer": "error" | None}
+jump = ss.pop("map_jump", None)
+if jump and jump.get("scene_id") in by_id:
+    ss["map_scene"] = jump["scene_id"]
+    if jump.get("layer") == "error":
+        ss["map_show_error"] = True
+    ss["map_pending_jump"] = jump
 if ss.get("map_scene") not in by_id:
     ss.pop("map_scene", None)
 c_scene, c_tta, c_opacity = st.columns([3, 2, 2])
@@ -169,10 +181,13 @@ with st.expander("Inference settings (merge, window blending)"):
                          help="Average the views' class probabilities (softmax) or their logits before the softmax.")
     blend = e2.selectbox("Blend overlapping windows", list(BLENDS), format_func=BLEND_LABELS.get, key="map_blend",
                          help="Centre-weighted blending down-weights window borders and removes seams.")
-t1, t2, t3 = st.columns([1, 1, 3])
+t1, t2, t4, t3 = st.columns([1, 1, 1, 3])
 show_pred = t1.toggle("Prediction layer", value=True, key="map_show_pred")
 show_label = t2.toggle("Label layer", value=False, key="map_show_label", disabled=not scene.label_path,
                        help=None if scene.label_path else "This scene has no label.")
+show_error = t4.toggle("Error layer", key="map_show_error", disabled=not scene.label_path,
+                       help="Magenta where the prediction differs from the (latest) label." if scene.label_path
+                       else "This scene has no label.")
 unc_layer = t3.radio(
     "Uncertainty layer", list(UNCERTAINTY_LAYERS), format_func=UNCERTAINTY_LAYERS.get, horizontal=True,
     key="map_uncertainty",
@@ -204,6 +219,22 @@ try:
 except (SegHZError, OSError, ValueError) as e:
     st.error(f"Cannot show scene '{scene.name}': {e}")
     st.stop()
+pending = ss.pop("map_pending_jump", None)
+if pending and pending.get("scene_id") == sid:
+    try:
+        jw = bbox_to_window(tuple(pending["bbox"]), scene.height, scene.width)
+        regions[sid] = window_to_geojson(jw, info)
+        focus[sid] = jw
+        ss["map_autopredict"] = True
+        ss.setdefault("map_jump_msg", {})[sid] = (
+            f"Opened at rows {jw[0]}–{jw[0] + jw[2] - 1}, columns {jw[1]}–{jw[1] + jw[3] - 1}"
+            + (f" ({pending['why']})" if pending.get("why") else "")
+            + "; the region is predicted with the active model"
+            + (" and the error layer is on." if pending.get("layer") == "error" else "."))
+    except RegionError as e:
+        st.error(f"Cannot open that place on the map: {e}")
+if ss.get("map_jump_msg", {}).get(sid) and focus.get(sid):
+    st.info(ss["map_jump_msg"][sid])
 
 active = ws.active_checkpoint()
 rec = results.get(sid)
@@ -247,6 +278,9 @@ if rec:
             add_region_overlay(layers, scalar_overlay(values, res.window, info, spec, opacity, valid=rec["inside"]),
                                name=unc_layer.capitalize())
             unc_legend = spec.legend_html()
+    if show_error and label_shown is not None:
+        add_region_overlay(layers, region_overlay(error_classes(pred_shown, label_shown), res.window, info,
+                                                  error_scheme(), max(opacity, 0.8)), name="Errors")
     add_outline(layers, window_bounds(res.window, info), tooltip="predicted window")
 geometry = regions.get(sid)
 if geometry:  # the drawn region's outline, so it stays visible when the map is re-created (e.g. scene switch)
@@ -259,7 +293,8 @@ if geometry:  # the drawn region's outline, so it stays visible when the map is 
         pass
 
 # ------------------------------------------------------------------------------------------------ map
-m = make_map(info, draw=True)
+fw = focus.get(sid)
+m = make_map(info, draw=True, bounds=window_bounds(fw, info) if fw else None)
 if basemap_key != OFFLINE and info.georeferenced:
     _bm = _bm_ok[basemap_key].basemap
     add_basemap(m, _bm)
@@ -268,7 +303,7 @@ if basemap_key != OFFLINE and info.georeferenced:
                    f"the GCJ-02 offset. {gcj_view_shift(scene_bounds_of(info)).describe()}.")
 add_tile_layer(m, pyramid, name="Scene")
 out = streamlit_folium.st_folium(
-    m, key=f"map_folium__{sid}", feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
+    m, key=f"map_folium__{sid}" + ("__at_{}_{}_{}_{}".format(*fw) if fw else ""), feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
     height=MAP_HEIGHT, use_container_width=True,
 ) or {}
 drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")
@@ -282,6 +317,14 @@ geometry = regions.get(sid)
 
 if rec:
     st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
+    if show_error and label_shown is not None:
+        n_err = int((error_classes(pred_shown, label_shown) == 0).sum())
+        st.markdown(scheme_legend_html(error_scheme()), unsafe_allow_html=True)
+        st.caption(f"Error layer: {n_err:,} px where the prediction differs from the label "
+                   f"({100 * n_err / max(int(((pred_shown != 255) & (label_shown != 255)).sum()), 1):.1f} % of the "
+                   "labelled region).")
+    elif show_error and rec:
+        st.caption("Error layer: this scene's label cannot be compared with the prediction here.")
     if unc_legend:
         st.markdown(unc_legend, unsafe_allow_html=True)
     if unc_note:
@@ -320,6 +363,7 @@ if active is None:
 
 clicked = st.button("Predict region", type="primary", key="map_predict",
                     disabled=window is None or active is None or tta_choice is None)
+clicked = ss.pop("map_autopredict", False) or clicked
 if clicked and window is not None and active is not None and tta_choice is not None:
     tta_txt = tta_mode if isinstance(tta_choice, str) else f"{len(tta_choice)} views: {', '.join(tta_choice)}"
     bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {active.name} (TTA {tta_txt})…")

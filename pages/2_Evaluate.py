@@ -350,7 +350,8 @@ for i, w in enumerate(windows[:n_thumbs]):
     c_loc, c_btn = st.columns([4, 1])
     c_loc.caption("Open on map: " + drilldown.map_location(by_scene[w.scene_id], w.bbox))
     if c_btn.button("Open on map", key=f"eval_dd_map_{i}"):
-        st.session_state["map_scene"] = w.scene_id
+        st.session_state["map_jump"] = {"scene_id": w.scene_id, "bbox": tuple(int(v) for v in w.bbox),
+                                        "layer": "error", "why": f"{a_name} predicted as {b_name}"}
         st.switch_page("pages/1_Map.py")
 
 keys = [w.key() for w in windows]

@@ -161,6 +161,44 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+def test_map_page_jump_to_opens_predicts_and_shows_the_error_layer(ws, fake_map):
+    """"Open on map" from the Evaluate drill-down / the noise queue: the Map page selects the scene, puts the
+    window around the bbox in as the region, zooms the map to it, predicts it and turns the error layer on."""
+    from folium.raster_layers import ImageOverlay
+
+    from seghz.geo.regions import bbox_to_window
+    from seghz.geo.tiles import window_bounds
+
+    info = scene_info(ws)
+    fake = fake_map(None)  # the analyst draws nothing
+    at = app()
+    at.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (40, 50, 70, 90), "layer": "error",
+                                    "why": "Water predicted as Buildings"}
+    at.run()
+    assert_ok(at)
+    want = bbox_to_window((40, 50, 70, 90), info.height, info.width)
+    assert at.selectbox(key="map_scene").value == SCENE_ID and at.toggle(key="map_show_error").value
+    assert "Opened at rows" in texts(at) and "Water predicted as Buildings" in texts(at)
+    res = at.session_state["map_results"][SCENE_ID]["result"]
+    assert res.window == want  # predicted without a click
+    assert at.session_state["map_focus"][SCENE_ID] == want
+    call = fake.calls[-1]
+    assert call["key"].endswith("__at_{}_{}_{}_{}".format(*want))  # a map re-created at the window
+    assert call["fig"].get_root().render().count("fitBounds") >= 1
+    layers = fake.layers()
+    assert isinstance(layers.get("Errors"), ImageOverlay), layers
+    (s, w), (n, e) = layers["Errors"].bounds
+    (s0, w0), (n0, e0) = window_bounds(want, info)
+    assert abs(s - s0) < 1e-7 and abs(e - e0) < 1e-7
+    assert "Error layer:" in texts(at) and "prediction differs from the label" in texts(at)
+    # a bbox outside the scene: a clear message, nothing predicted
+    at2 = app()
+    at2.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (0, 0, 10**6, 10), "layer": "error"}
+    at2.run()
+    assert_ok(at2)
+    assert any("Cannot open that place on the map" in e.value for e in at2.error)
+
+
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     from seghz.geo.regions import workspace_tile_key
     from seghz.geo.tiles import pixel_window_to_geojson, tile_dir

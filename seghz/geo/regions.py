@@ -29,7 +29,7 @@ import numpy as np
 from seghz.classes import IGNORE, Scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
-from seghz.geo.tiles import MERC_MAX_LAT, RampSpec, Window, geojson_polygons, latlng_to_pixel
+from seghz.geo.tiles import MERC_MAX_LAT, RampSpec, Window, geojson_polygons, latlng_to_pixel, pixel_window_to_geojson
 
 EARTH_RADIUS_MERC = 6378137.0
 # Confidence (max class probability) bins of the uncertainty layer; at or above the last edge = transparent.
@@ -181,6 +181,51 @@ def mask_outside(arr: np.ndarray, inside: np.ndarray | None, fill: int = IGNORE)
     return out
 
 
+# ------------------------------------------------------------------------------------------------ jump-to and errors
+
+ERROR_COLOR = (255, 0, 255)
+
+
+def error_scheme() -> Scheme:
+    """A one-class pseudo scheme for the error layer: prediction ≠ label, in magenta."""
+    return Scheme(name="error", title="Errors (prediction ≠ label)", names=("prediction ≠ label",), ids=(0,),
+                  colors=(ERROR_COLOR,))
+
+
+def error_classes(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """uint8 mask for :func:`error_scheme`: 0 where both are valid and differ, IGNORE elsewhere."""
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
+    wrong = (pred != label) & (pred != IGNORE) & (label != IGNORE)
+    return np.where(wrong, 0, IGNORE).astype(np.uint8)
+
+
+def bbox_to_window(bbox: tuple[int, int, int, int], height: int, width: int, margin: float = 0.25,
+                   min_side: int = 64) -> tuple[int, int, int, int]:
+    """A ``(row, col, height, width)`` window around a ``(row0, col0, row1, col1)`` pixel bbox (end exclusive) with
+    ``margin`` of its size on each side, at least ``min_side`` px a side, clipped to the scene."""
+    r0, c0, r1, c1 = (int(v) for v in bbox)
+    if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
+        raise RegionError(f"bbox {tuple(bbox)} is empty or outside the {width}×{height} px scene")
+    out = []
+    for lo, hi, ext in ((r0, r1, height), (c0, c1, width)):
+        side = max(hi - lo, 1)
+        pad = max(int(round(side * margin)), (min_side - side + 1) // 2, 0)
+        a, b = max(0, lo - pad), min(ext, hi + pad)
+        out.append((a, b))
+    (ra, rb), (ca, cb) = out
+    return ra, ca, rb - ra, cb - ca
+
+
+def window_to_geojson(window: tuple[int, int, int, int], info: Any) -> dict:
+    """The GeoJSON Feature of a pixel window (:func:`seghz.geo.tiles.pixel_window_to_geojson`) as streamlit-folium
+    returns drawings: what "open on map" puts in as the drawn region (round trip:
+    :func:`seghz.geo.tiles.geojson_to_pixel_window` gives ``window`` back)."""
+    return {"type": "Feature", "properties": {"source": "jump-to"},
+            "geometry": pixel_window_to_geojson(window, info, inset=0.25)}
+
+
 # ------------------------------------------------------------------------------------------------ confidence
 
 
@@ -291,4 +336,5 @@ __all__ = [
     "CONFIDENCE_EDGES", "UNCERTAINTY_LAYERS", "UncertaintySummary", "confidence_classes", "confidence_scheme",
     "disagreement_spec", "entropy_spec", "geometry_pixel_rings", "uncertainty_summary",
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
+    "ERROR_COLOR", "bbox_to_window", "error_classes", "error_scheme", "window_to_geojson",
 ]

@@ -178,13 +178,17 @@ def pixel_bounds(info: RasterInfo) -> LatLngBounds:
     return ((float(-info.height), 0.0), (0.0, float(info.width)))
 
 
-def pixel_window_to_geojson(window: Window, info: RasterInfo) -> dict:
+def pixel_window_to_geojson(window: Window, info: RasterInfo, inset: float = 0.0) -> dict:
     """GeoJSON Polygon geometry (``[lng, lat]`` positions, counter-clockwise) of a pixel window's corners.
 
-    For GEOREF the positions are WGS84; for PIXEL they are ``[col, -row]`` (see the module docstring)."""
+    For GEOREF the positions are WGS84; for PIXEL they are ``[col, -row]`` (see the module docstring). ``inset``
+    (pixels, < 0.5) moves the corners inside the window: with 0.49 the polygon maps back to exactly ``window``
+    through :func:`geojson_to_pixel_window` even after the float error of a projected CRS round trip."""
     r, c, h, w = (int(v) for v in window)
-    rows = np.array([r, r + h, r + h, r, r], np.float64)
-    cols = np.array([c, c, c + w, c + w, c], np.float64)
+    if not 0 <= inset < 0.5:
+        raise ValueError(f"inset must be in [0, 0.5), got {inset}")
+    rows = np.array([r + inset, r + h - inset, r + h - inset, r + inset, r + inset], np.float64)
+    cols = np.array([c + inset, c + inset, c + w - inset, c + w - inset, c + inset], np.float64)
     lat, lng = pixel_to_latlng(rows, cols, info)
     return {"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in zip(lng, lat)]]}
 

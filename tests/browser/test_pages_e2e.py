@@ -159,8 +159,11 @@ def test_evaluate_click_confusion_cell_thumbnails_open_on_map(e2e_app, page, tmp
     frame = page.wait_for_selector("iframe[title='streamlit_folium.st_folium']", timeout=60_000).content_frame()
     frame.wait_for_function("() => document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=30_000)
     assert "Test town (synthetic)" in selectbox_text(page, "map_scene")
-    # The Map page implements "open on map" as selecting the scene: it neither zooms to the window's bbox nor
-    # draws an error layer, so there is nothing more to check on the map here.
+    # ... opened at the window (the region drawn for us, predicted), with the error layer on and its legend
+    page.get_by_text(re.compile(r"Opened at rows \d+–\d+, columns \d+–\d+")).first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"Error layer: [\d,]+ px where the prediction differs")).first.wait_for(timeout=120_000)
+    frame.wait_for_selector("img.leaflet-image-layer", state="attached", timeout=60_000)
+    assert page.get_by_text("Drawn region: rows").count() >= 1
     assert not app_errors(page), app_errors(page)
     full_screenshot(page, tmp_path / "evaluate_to_map.png")
 
