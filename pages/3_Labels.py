@@ -600,9 +600,15 @@ if queue is not None:
                           args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
                 k3.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
                           args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
-                right.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
-                             args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
-                             help="Show this component in the correction canvas above, with its suspicion overlaid.")
+                z1, z2 = right.columns(2)
+                z1.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
+                          args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
+                          help="Show this component in the correction canvas above, with its suspicion overlaid.")
+                if z2.button("Open on map", key=f"lbl_q_map_{sfx}",
+                             help="The Map page at this component, predicted, with the error layer on."):
+                    ss["map_jump"] = {"scene_id": sid, "bbox": tuple(int(v) for v in it.bbox), "layer": "error",
+                                      "why": f"noise-queue item: label {it.label_class}, model {it.predicted_class}"}
+                    st.switch_page("pages/1_Map.py")
                 k4, k5 = right.columns([2, 1])
                 k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
                              key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",
