@@ -22,6 +22,7 @@ PAGES = (
     ("pages/2_Evaluate.py", "Evaluate — scores of a checkpoint on a split", "📊"),
     ("pages/3_Labels.py", "Labels — review predictions and correct labels", "🖌️"),
     ("pages/4_Train.py", "Train — fine-tune or train a model in the background", "🏋️"),
+    ("pages/5_Align.py", "Align — co-register a label map with imagery", "📐"),
 )
 IMPORT_CMD = "python -m seghz import --images DIR --labels DIR --scheme gid15 --target-scheme hz7"
 

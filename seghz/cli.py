@@ -526,6 +526,57 @@ def cmd_fetch(a) -> int:
     return 0
 
 
+def cmd_align(a) -> int:
+    """Align a label map to imagery (control points or automatic matching); print the RMSE; optionally write the
+    warped label, a before/after overlay PNG, and import the pair as a scene."""
+    from seghz.geo import align as A
+    from seghz.geo.align_scene import import_aligned_scene, load_pair, load_points, write_overlay
+
+    label, image = load_pair(a.label, a.image, a.scheme)
+    pts = load_points(a.points) if a.points else None
+    if pts is not None and not a.auto:
+        src, dst, _ = pts
+        try:
+            M = A.fit_transform(src, dst, a.kind)
+        except ValueError as e:
+            raise SegHZError(f"control points {a.points}: {e}") from None
+        method = f"manual ({len(src)} control points)"
+        print(f"fit {a.kind} on {len(src)} control points")
+    else:
+        res = A.auto_align(label, image, kind=a.kind, palette=None)
+        M, method = res.M, f"automatic: {res.method}"
+        print(f"automatic matching: {res.method}, score {res.score:.4f}, {res.inliers} inlier windows/features, "
+              f"{res.seconds:.1f} s")
+    print("matrix (label px -> image px):")
+    for row in M:
+        print("  " + "  ".join(f"{v: .6g}" for v in row))
+    rmse = loo = None
+    n = 0
+    if pts is not None:
+        src, dst, _ = pts
+        n = len(src)
+        before = A.rmse(A.resize_transform(label.shape, image.shape), src, dst)
+        rmse = A.rmse(M, src, dst)
+        print(f"RMSE on {n} control points: {rmse:.2f} px (plain resize: {before:.2f} px)")
+        if not a.auto and n > A.MIN_POINTS[a.kind]:
+            loo, _ = A.holdout_rmse(src, dst, a.kind)
+            print(f"leave-one-out RMSE: {loo:.2f} px")
+    if a.out:
+        from seghz.classes import get_scheme
+        from seghz.data.io import write_index_mask
+
+        write_index_mask(a.out, A.warp_label(label, M, image.shape[:2]), get_scheme(a.scheme))
+        print(f"wrote the aligned label (class indices, palette PNG; 255 = outside the label) to {a.out}")
+    if a.overlay:
+        write_overlay(a.overlay, label, image, M, a.scheme)
+        print(f"wrote the before (plain resize) / after overlay to {a.overlay}")
+    if a.import_scene:
+        sc = import_aligned_scene(_workspace(a), a.label, a.image, M, scheme=a.scheme, name=a.import_scene, kind=a.kind,
+                                  method=method, rmse=rmse, n_points=n, holdout_rmse=loo, label=label)
+        print(f"imported scene '{sc.name}' ({sc.id}) with the aligned label")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
     p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
@@ -675,6 +726,18 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--baidu", action="store_true",
                     help="the template serves Baidu tiles (BD09MC ids, y northward): warp them to EPSG:3857")
     fe.set_defaults(fn=cmd_fetch)
+    al = sub.add_parser("align", help="align a label map to imagery (control points or automatic); prints the RMSE")
+    al.add_argument("--label", required=True, help="label file (palette RGB or id mask) of --scheme")
+    al.add_argument("--image", required=True, help="the imagery (PNG/JPEG/GeoTIFF)")
+    al.add_argument("--scheme", required=True, help="class scheme of the label file, e.g. hz20")
+    al.add_argument("--points", help="control points JSON (label_xy -> image_xy); without --auto the transform is "
+                                     "fitted on them, with --auto they only measure the automatic result")
+    al.add_argument("--auto", action="store_true", help="automatic matching even when --points is given")
+    al.add_argument("--kind", default="homography", choices=["similarity", "affine", "homography"])
+    al.add_argument("--out", help="write the aligned label (image grid, palette PNG) here")
+    al.add_argument("--overlay", help="write a before/after overlay PNG here (local use; do not commit real data)")
+    al.add_argument("--import-scene", metavar="NAME", help="import image + aligned label as a workspace scene")
+    al.set_defaults(fn=cmd_align)
     return p
 
 

@@ -49,10 +49,14 @@ def import_scene(
     name: str | None = None,
     split: str = "none",
     synthetic: bool = False,
+    source: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Scene:
     """Import one image (GeoTIFF in any CRS, PNG or JPEG) with an optional label file.
 
     GeoTIFFs keep their CRS and transform (the file is copied as is); other images are pixel-space.
+    ``source`` overrides the recorded source (default: the image path); ``extra_files`` (name -> bytes) are
+    written into the scene folder too, e.g. an ``alignment.json`` provenance record.
     """
     image = Path(image)
     info = raster_info(image)
@@ -78,8 +82,12 @@ def import_scene(
         if lbl is not None:
             lbl_dst = d / "label.png"
             write_index_mask(lbl_dst, lbl, get_scheme(out_scheme))
+        for fname, data in (extra_files or {}).items():
+            if "/" in fname or "\\" in fname or fname.startswith(".") or fname in ("image.png", "label.png"):
+                raise ValueError(f"extra file name {fname!r} must be a plain new file name")
+            (d / fname).write_bytes(data)
         return ws.add_scene(name or image.stem, img_dst, out_scheme, label_path=lbl_dst, split=split,
-                            synthetic=synthetic, source=str(image), scene_id=sid)
+                            synthetic=synthetic, source=source or str(image), scene_id=sid)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise

@@ -1,0 +1,126 @@
+"""Align: co-register a label map with imagery (the seed's NBBs step) and save the aligned pair as a scene.
+
+Manual control points (a table: label px -> image px, with a live residual per point and the RMSE of the chosen
+transform kind) or automatic matching (``seghz.geo.align.auto_align``); before/after overlays; "Save as aligned
+label scene" imports the image and the warped label through ``seghz.data.scenes.import_scene`` with the
+transform, method and RMSE recorded (``alignment.json`` in the scene folder). The work is in
+``seghz.geo.align`` / ``seghz.geo.align_scene``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from seghz.classes import get_scheme, scheme_names
+from seghz.errors import SegHZError
+from seghz.geo import align as A
+from seghz.geo.align_scene import before_after, default_airport_files, import_aligned_scene, load_pair, load_points
+from ui.common import page_header
+
+ws = page_header("Align", "Co-register a label map with imagery: control points or automatic matching, then save "
+                          "the aligned label with the image as a scene.")
+ss = st.session_state
+COLS = ["label_x", "label_y", "image_x", "image_y"]
+defaults = default_airport_files()
+
+c1, c2, c3 = st.columns([4, 4, 2])
+label_path = c1.text_input("Label file (palette RGB or id mask)", value=str(defaults[0]) if defaults else "", key="al_label")
+image_path = c2.text_input("Imagery (PNG / JPEG / GeoTIFF)", value=str(defaults[1]) if defaults else "", key="al_image")
+names = scheme_names()
+scheme = c3.selectbox("Label scheme", names, index=names.index("hz20") if "hz20" in names else 0, key="al_scheme")
+if not label_path or not image_path:
+    st.info("Give a label file and an image (local paths).")
+    st.stop()
+try:
+    label, image = load_pair(label_path.strip(), image_path.strip(), scheme)
+except SegHZError as e:
+    st.error(str(e))
+    st.stop()
+pair = (label_path, image_path, scheme)
+if ss.get("al_pair") != pair:  # another pair: forget the previous automatic result
+    ss["al_pair"] = pair
+    ss.pop("al_auto", None)
+
+a, b = st.columns(2)
+a.image(get_scheme(scheme).colorize(label), caption=f"label {label.shape[1]}×{label.shape[0]} px", width="stretch")
+b.image(image, caption=f"image {image.shape[1]}×{image.shape[0]} px", width="stretch")
+
+kind = st.radio("Transform", list(A.KINDS), index=2, horizontal=True, key="al_kind",
+                help="similarity: scale+rotation+shift (≥2 points); affine: +shear (≥3); homography: +perspective (≥4)")
+
+# --------------------------------------------------------------------------------------------- control points
+st.subheader("Control points")
+pc1, pc2 = st.columns([5, 1])
+pts_path = pc1.text_input("Load control points (JSON: label_xy → image_xy)", key="al_points_path")
+if pc2.button("Load", key="al_points_load") and pts_path.strip():
+    try:
+        src, dst, _ = load_points(pts_path.strip())
+        ss["al_points"] = pd.DataFrame(np.c_[src, dst], columns=COLS)
+        ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
+    except SegHZError as e:
+        st.error(str(e))
+pts = ss.get("al_points", pd.DataFrame(columns=COLS, dtype=float))
+edited = st.data_editor(pts, num_rows="dynamic", key=f"al_editor_{ss.get('al_editor_gen', 0)}", width="stretch",
+                        column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in COLS})
+rows = edited[COLS].apply(pd.to_numeric, errors="coerce").dropna()
+src, dst = rows[["label_x", "label_y"]].to_numpy(float), rows[["image_x", "image_y"]].to_numpy(float)
+M_manual = None
+if len(rows):
+    try:
+        M_manual = A.fit_transform(src, dst, kind)
+    except ValueError as e:
+        st.warning(f"Manual fit: {e}")
+if M_manual is not None:
+    res = A.residuals(M_manual, src, dst)
+    loo = A.holdout_rmse(src, dst, kind)[0] if len(src) > A.MIN_POINTS[kind] else float("nan")
+    before = A.rmse(A.resize_transform(label.shape, image.shape), src, dst)
+    st.markdown(f"**Manual {kind}: RMSE {A.rmse(M_manual, src, dst):.2f} px** on {len(src)} points · leave-one-out "
+                f"{'n/a' if np.isnan(loo) else f'{loo:.2f} px'} · plain resize {before:.2f} px")
+    st.dataframe(pd.DataFrame({**{c: rows[c].to_numpy() for c in COLS}, "residual_px": np.round(res, 2)}),
+                 width="stretch", hide_index=True)
+
+# ------------------------------------------------------------------------------------------------ automatic
+st.subheader("Automatic matching")
+if st.button("Automatic matching", key="al_auto_btn", help="coarse scale/rotation search, features, ECC and local windows"):
+    bar = st.progress(0.0, "starting")
+    try:
+        r = A.auto_align(label, image, kind=kind, progress=lambda f, m: bar.progress(min(1.0, f), m))
+        ss["al_auto"] = {"M": r.M, "kind": kind, "method": r.method, "score": r.score, "seconds": r.seconds,
+                         "inliers": r.inliers}
+    except (ValueError, SegHZError) as e:
+        st.error(f"Automatic matching failed: {e}")
+    bar.empty()
+auto = ss.get("al_auto")
+if auto:
+    msg = f"Automatic ({auto['kind']}): {auto['method']}, score {auto['score']:.3f}, {auto['seconds']:.1f} s"
+    if len(src):
+        msg += f" · **RMSE on the {len(src)} control points {A.rmse(auto['M'], src, dst):.2f} px**"
+    st.markdown(msg)
+
+# ------------------------------------------------------------------------------------------------- result
+choices = (["manual fit"] if M_manual is not None else []) + (["automatic"] if auto else [])
+if not choices:
+    st.info("Add control points (at least 2 / 3 / 4 for similarity / affine / homography) or run automatic matching.")
+    st.stop()
+use = st.radio("Use", choices, horizontal=True, key="al_use")
+M = M_manual if use == "manual fit" else auto["M"]
+use_kind = kind if use == "manual fit" else auto["kind"]
+method = f"manual ({len(src)} control points)" if use == "manual fit" else f"automatic: {auto['method']}"
+opacity = st.slider("Label opacity", 0.0, 1.0, 0.45, 0.05, key="al_opacity")
+bef, aft = before_after(label, image, M, scheme, opacity)
+o1, o2 = st.columns(2)
+o1.image(bef, caption="before: label stretched onto the image (plain resize)", width="stretch")
+o2.image(aft, caption=f"after: {method}", width="stretch")
+st.caption("Matrix (label px → image px): " + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in M))
+
+name = st.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name")
+if st.button("Save as aligned label scene", type="primary", key="al_save"):
+    rm = A.rmse(M, src, dst) if len(src) else None
+    loo = A.holdout_rmse(src, dst, use_kind)[0] if use == "manual fit" and len(src) > A.MIN_POINTS[use_kind] else None
+    try:
+        sc = import_aligned_scene(ws, label_path.strip(), image_path.strip(), M, scheme=scheme, name=name, kind=use_kind,
+                                  method=method, rmse=rm, n_points=len(src), holdout_rmse=loo, label=label)
+        st.success(f"Saved scene '{sc.name}' ({sc.id}): the image with the aligned label; provenance in alignment.json.")
+    except (ValueError, SegHZError) as e:
+        st.error(f"Not saved: {e}")

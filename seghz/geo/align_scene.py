@@ -1,0 +1,128 @@
+"""File-level alignment workflow shared by the Align page and ``python -m seghz align``.
+
+Reads a label file (palette or id mask, via :func:`seghz.data.io.read_label`) and an image, loads control
+points, renders before/after overlays, and saves an aligned label as a workspace scene whose provenance
+(matrix, method, RMSE, source files) is kept in the scene's source line and in ``alignment.json`` next to it.
+No Streamlit here.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from seghz.classes import get_scheme
+from seghz.data.io import read_image, read_label, write_index_mask, write_rgb
+from seghz.errors import BadInputError
+from seghz.geo import align as A
+
+AIRPORT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hangzhou_airport"
+
+
+def default_airport_files() -> tuple[Path, Path] | None:
+    """(A_label.png, B_sat.jpeg) of the local sample data when present (never shipped with SegHZ)."""
+    lab, img = AIRPORT_DIR / "A_label.png", AIRPORT_DIR / "B_sat.jpeg"
+    return (lab, img) if lab.is_file() and img.is_file() else None
+
+
+def load_pair(label_path, image_path, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """The label as class indices of ``scheme`` (255 = ignore) and the image as RGB uint8. Sizes may differ."""
+    return read_label(label_path, get_scheme(scheme)), read_image(image_path)
+
+
+def load_points(path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Control points from JSON: ``{"points": [{"label_xy": [x, y], "image_xy": [x, y], "id": ...}, ...]}`` or a
+    list of such objects or of ``[label_x, label_y, image_x, image_y]`` rows. Returns (src, dst, ids)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInputError(p, f"not a readable JSON file of control points ({e})") from None
+    rows = data.get("points") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not rows:
+        raise BadInputError(p, "holds no control points (expected a 'points' list)")
+    src, dst, ids = [], [], []
+    for i, r in enumerate(rows):
+        try:
+            if isinstance(r, dict):
+                src.append([float(v) for v in r["label_xy"]][:2])
+                dst.append([float(v) for v in r["image_xy"]][:2])
+                ids.append(str(r.get("id", i + 1)))
+            else:
+                lx, ly, ix, iy = (float(v) for v in r)
+                src.append([lx, ly])
+                dst.append([ix, iy])
+                ids.append(str(i + 1))
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(p, f"point {i + 1} is not label_xy/image_xy pairs of numbers: {r!r}") from None
+    return np.asarray(src, np.float64), np.asarray(dst, np.float64), ids
+
+
+def points_table(src, dst, M=None, ids=None) -> list[dict]:
+    """Rows for display: label x/y, image x/y and (given ``M``) the residual of each pair in image px."""
+    src, dst = np.asarray(src, np.float64).reshape(-1, 2), np.asarray(dst, np.float64).reshape(-1, 2)
+    res = A.residuals(M, src, dst) if M is not None and len(src) else [None] * len(src)
+    return [{"id": (ids[i] if ids else str(i + 1)), "label_x": float(s[0]), "label_y": float(s[1]),
+             "image_x": float(d[0]), "image_y": float(d[1]),
+             "residual_px": None if r is None else round(float(r), 2)} for i, (s, d, r) in enumerate(zip(src, dst, res))]
+
+
+def before_after(label: np.ndarray, image: np.ndarray, M, scheme: str, opacity: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+    """(before, after) overlays: the label stretched onto the image (plain resize) and warped with ``M``."""
+    pal = get_scheme(scheme).palette()
+    before = A.label_overlay(image, label, A.resize_transform(label.shape, image.shape), pal, opacity)
+    after = A.label_overlay(image, label, M, pal, opacity)
+    return before, after
+
+
+def write_overlay(path, label: np.ndarray, image: np.ndarray, M, scheme: str, opacity: float = 0.45) -> Path:
+    """Write the before (left) / after (right) overlay side by side as one PNG at ``path``."""
+    b, a = before_after(label, image, M, scheme, opacity)
+    gap = np.full((b.shape[0], 8, 3), 255, np.uint8)
+    p = Path(path)
+    write_rgb(p, np.concatenate([b, gap, a], axis=1))
+    return p
+
+
+def provenance(M, *, kind: str, method: str, label_path, image_path, scheme: str, rmse: float | None = None,
+               n_points: int = 0, holdout_rmse: float | None = None, extra: dict | None = None) -> dict:
+    """The record saved with an aligned scene."""
+    return {"transform": "label px -> image px (3x3, pixel centres at integers)",
+            "matrix": np.asarray(M, np.float64).tolist(), "kind": kind, "method": method,
+            "rmse_px": None if rmse is None else round(float(rmse), 3), "control_points": int(n_points),
+            "leave_one_out_rmse_px": None if holdout_rmse is None else round(float(holdout_rmse), 3),
+            "label_file": str(label_path), "image_file": str(image_path), "scheme": scheme,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {})}
+
+
+def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: str | None = None, kind: str = "homography",
+                         method: str = "manual", rmse: float | None = None, n_points: int = 0,
+                         holdout_rmse: float | None = None, label: np.ndarray | None = None, extra: dict | None = None):
+    """Warp the label into the image grid with ``M`` and import image + warped label as a new scene (through
+    :func:`seghz.data.scenes.import_scene`). Pixels outside the label become unlabelled. The scene's source
+    line names the files, method and RMSE; ``alignment.json`` in the scene folder holds the full record."""
+    from seghz.data.io import raster_info
+    from seghz.data.scenes import import_scene
+
+    A.check_transform(M, kind)
+    info = raster_info(image_path)
+    lbl = label if label is not None else read_label(label_path, get_scheme(scheme))
+    warped = A.warp_label(lbl, M, (info.height, info.width))
+    if not (warped != A.IGNORE).any():
+        raise BadInputError(image_path, "the transform puts the label entirely outside the image")
+    rec = provenance(M, kind=kind, method=method, label_path=label_path, image_path=image_path, scheme=scheme,
+                     rmse=rmse, n_points=n_points, holdout_rmse=holdout_rmse, extra=extra)
+    rm = "n/a" if rmse is None else f"{rmse:.2f} px on {n_points} control points"
+    source = f"{image_path} + label {label_path} aligned ({method}, {kind}, RMSE {rm}); see alignment.json"
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "aligned_label.png"
+        write_index_mask(tmp, warped, get_scheme(scheme))  # palette PNG: 255 -> black -> unlabelled on read
+        return import_scene(ws, image_path, tmp, scheme=scheme, name=name or f"{Path(image_path).stem} aligned",
+                            source=source, extra_files={"alignment.json": json.dumps(rec, indent=1).encode()})
+
+
+__all__ = ["before_after", "default_airport_files", "import_aligned_scene", "load_pair", "load_points",
+           "points_table", "provenance", "write_overlay"]

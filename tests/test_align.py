@@ -1,0 +1,280 @@
+"""Label-to-imagery alignment (seghz.geo.align): fits, errors, warping, automatic matching; real airport data
+when the local sample folder exists (../shared/data/hangzhou_airport, never committed)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seghz.geo import align as A
+
+REPO = Path(__file__).resolve().parents[1]
+AIRPORT = REPO.parent / "shared" / "data" / "hangzhou_airport"
+POINTS = REPO / "tests" / "fixtures" / "airport_control_points.json"
+
+
+def similarity(s=1.3, deg=2.0, tx=40.0, ty=-12.0) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[s * math.cos(a), -s * math.sin(a), tx], [s * math.sin(a), s * math.cos(a), ty], [0, 0, 1.0]])
+
+
+def affine() -> np.ndarray:
+    return np.array([[1.35, 0.08, 25.0], [-0.05, 1.28, 14.0], [0, 0, 1.0]])
+
+
+def homography() -> np.ndarray:
+    return np.array([[1.4, -0.04, 30.0], [0.03, 1.43, 10.0], [2e-5, -1.5e-5, 1.0]])
+
+
+KNOWN = {"similarity": similarity(), "affine": affine(), "homography": homography()}
+
+
+def grid(w=200, h=160, n=6) -> np.ndarray:
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, n), np.linspace(0, h - 1, n))
+    return np.c_[xs.ravel(), ys.ravel()]
+
+
+def synthetic_label(h=240, w=300, seed=0, classes=8) -> np.ndarray:
+    """Voronoi patches of ``classes`` classes crossed by a few 'roads' and 'canals' (class 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform([0, 0], [w, h], size=(40, 2))
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = (xx[..., None] - pts[:, 0]) ** 2 + (yy[..., None] - pts[:, 1]) ** 2
+    lbl = (np.argmin(d, axis=2) % (classes - 2) + 2).astype(np.uint8)
+    for k in range(5):
+        p0 = rng.uniform([0, 0], [w, h]).astype(int)
+        p1 = rng.uniform([0, 0], [w, h]).astype(int)
+        cv2.line(lbl, tuple(int(v) for v in p0), tuple(int(v) for v in p1), int(k % 2), 3)
+    return lbl
+
+
+def render_image(label: np.ndarray, M, shape, seed=0) -> np.ndarray:
+    """A fake 'satellite image' of ``label`` warped by ``M``: a colour per class, texture noise and blur."""
+    rng = np.random.default_rng(seed)
+    colors = rng.integers(30, 226, size=(256, 3)).astype(np.float32)
+    w = cv2.warpPerspective(label, M, (shape[1], shape[0]), flags=cv2.INTER_NEAREST, borderValue=int(label[0, 0]))
+    img = colors[w] + rng.normal(0, 12, size=(*shape, 3))
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------------ fitting
+@pytest.mark.parametrize("kind", A.KINDS)
+def test_fit_recovers_known_transform(kind):
+    M = KNOWN[kind]
+    src = grid()
+    got = A.fit_transform(src, A.apply_transform(M, src), kind)
+    np.testing.assert_allclose(A.apply_transform(got, src), A.apply_transform(M, src), atol=1e-6)
+    assert A.rmse(got, src, A.apply_transform(M, src)) < 1e-6
+
+
+def test_fit_with_noise_and_holdout():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 300, size=(20, 2))
+    dst = A.apply_transform(homography(), src) + rng.normal(0, 0.5, size=(20, 2))
+    M = A.fit_transform(src, dst, "homography")
+    assert A.rmse(M, src, dst) < 1.0
+    loo, errs = A.holdout_rmse(src, dst, "homography")
+    assert len(errs) == 20 and 0.3 < loo < 2.0
+    r, e = A.holdout_rmse(src, dst, "affine", holdout=[0, 5, 9])
+    assert len(e) == 3 and np.isfinite(r)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(A.KINDS), s=st.floats(0.5, 2.5), deg=st.floats(-20, 20), tx=st.floats(-300, 300),
+       ty=st.floats(-300, 300), shear=st.floats(-0.2, 0.2), px=st.floats(-1e-4, 1e-4), py=st.floats(-1e-4, 1e-4),
+       seed=st.integers(0, 10_000))
+def test_property_exact_correspondences_reproduce_transform(kind, s, deg, tx, ty, shear, px, py, seed):
+    M = similarity(s, deg, tx, ty)
+    if kind != "similarity":
+        M = M @ np.array([[1, shear, 0], [0, 1, 0], [0, 0, 1.0]])
+    if kind == "homography":
+        M = M.copy()
+        M[2, :2] = [px, py]
+    rng = np.random.default_rng(seed)
+    corners = np.array([[0, 0], [500, 0], [0, 500], [500, 500]], float)  # spread: no accidental collinearity
+    src = np.r_[corners[: A.MIN_POINTS[kind]], rng.uniform(0, 500, size=(int(rng.integers(0, 10)), 2))]
+    got = A.fit_transform(src, A.apply_transform(M, src), kind)
+    np.testing.assert_allclose(A.apply_transform(got, grid(500, 500)), A.apply_transform(M, grid(500, 500)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,n", [("similarity", 1), ("affine", 2), ("homography", 3)])
+def test_too_few_points(kind, n):
+    src = np.array([[0, 0], [10, 3], [4, 9]], float)[:n]
+    with pytest.raises(ValueError, match=f"a {kind} needs at least {A.MIN_POINTS[kind]} point pairs, got {n}"):
+        A.fit_transform(src, src, kind)
+
+
+@pytest.mark.parametrize("kind", ["affine", "homography"])
+def test_collinear_points_named(kind):
+    src = np.array([[0, 0], [10, 10], [20, 20], [30, 30], [40, 40]], float)
+    with pytest.raises(ValueError, match="collinear"):
+        A.fit_transform(src, src * 2, kind)
+
+
+def test_coincident_points_and_bad_input():
+    with pytest.raises(ValueError, match="coincide"):
+        A.fit_transform([[5, 5], [5, 5]], [[1, 1], [2, 2]], "similarity")
+    with pytest.raises(ValueError, match="unknown transform kind"):
+        A.fit_transform(grid(), grid(), "projective")
+    with pytest.raises(ValueError, match="6 source points but 5"):
+        A.fit_transform(grid()[:6], grid()[:5], "affine")
+    with pytest.raises(ValueError, match="N×2"):
+        A.fit_transform(np.zeros((4, 3)), np.zeros((4, 3)), "affine")
+
+
+def test_degenerate_results_named():
+    src = grid()
+    mirror = np.diag([-1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="flips orientation"):
+        A.fit_transform(src, A.apply_transform(mirror, src), "affine")
+    with pytest.raises(ValueError, match="extreme scale"):
+        A.fit_transform(src, src * 200, "similarity")
+    with pytest.raises(ValueError, match="shear/stretch"):
+        A.fit_transform(src, src * [10, 1], "affine")
+    persp = np.array([[1, 0, 0], [0, 1, 0], [0.01, 0, 1.0]])
+    with pytest.raises(ValueError, match="perspective"):
+        A.fit_transform(src, A.apply_transform(persp, src), "homography")
+    with pytest.raises(ValueError, match="near-singular"):
+        A.check_transform(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1e-14]]), "homography")
+
+
+# ------------------------------------------------------------------------------------------------------ warping
+def test_warp_label_nearest_and_ignore_outside():
+    lbl = synthetic_label(80, 100, seed=3, classes=6)
+    out = A.warp_label(lbl, homography(), (200, 220))
+    vals = set(np.unique(out).tolist())
+    assert vals <= set(np.unique(lbl).tolist()) | {255}
+    assert 255 in vals and out[0, 0] == 255 and out[-1, -1] == 255  # outside the label -> ignore
+    ident = A.warp_label(lbl, np.eye(3), lbl.shape)
+    np.testing.assert_array_equal(ident, lbl)
+    # the label pixel (x, y) lands at M(x, y)
+    x, y = 50, 40
+    u, v = np.round(A.apply_transform(similarity(1.0, 0, 7, 5), [[x, y]])[0]).astype(int)
+    assert A.warp_label(lbl, similarity(1.0, 0, 7, 5), (100, 120))[v, u] == lbl[y, x]
+
+
+def test_resize_transform_maps_extent():
+    M = A.resize_transform((800, 1000), (1280, 1536))
+    np.testing.assert_allclose(A.apply_transform(M, [[-0.5, -0.5], [999.5, 799.5]]), [[-0.5, -0.5], [1535.5, 1279.5]])
+
+
+# --------------------------------------------------------------------------------------------------- automatic
+@pytest.mark.parametrize("kind", ["similarity", "homography"])
+def test_auto_align_synthetic_recovers_transform(kind):
+    lbl = synthetic_label(240, 300, seed=7)
+    M = similarity(1.45, 1.5, 25, -10) if kind == "similarity" else homography()
+    img = render_image(lbl, M, (380, 460), seed=7)
+    res = A.auto_align(lbl, img, kind=kind)
+    # accuracy over the part of the label that lies on the image
+    g = grid(300, 240, 9)
+    on = A.apply_transform(M, g)
+    inside = (on[:, 0] > 5) & (on[:, 0] < 455) & (on[:, 1] > 5) & (on[:, 1] < 375)
+    err = A.rmse(res.M, g[inside], on[inside])
+    assert err < 1.5, (err, res.method, res.candidates)
+    assert res.to_json()["method"] == res.method and res.score > 0.5
+
+
+def test_auto_align_rejects_bad_input():
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        A.auto_align(np.full((50, 60), 255, np.uint8), np.zeros((80, 90, 3), np.uint8))
+    with pytest.raises(ValueError, match="RGB"):
+        A.auto_align(np.zeros((50, 60), np.uint8), np.zeros((80, 90), np.uint8))
+
+
+def test_feature_match_on_identical_renderings():
+    lbl = synthetic_label(240, 300, seed=2)
+    src = A.render_luminance(lbl)
+    M = similarity(1.2, 3, 15, 8)
+    dst = cv2.warpPerspective(src, M, (400, 330))
+    got, n = A.feature_match(src, dst, "sift", "similarity")
+    assert got is not None and n >= 10
+    assert A.rmse(got, grid(300, 240), A.apply_transform(M, grid(300, 240))) < 1.5
+
+
+# ---------------------------------------------------------------------------------------------------- real data
+def _airport():
+    if not (AIRPORT / "A_label.png").is_file() or not (AIRPORT / "B_sat.jpeg").is_file():
+        pytest.skip(f"real sample data absent: {AIRPORT} (local-only airport label/imagery, never committed)")
+    from seghz.classes import get_scheme
+    from seghz.data.io import read_image, read_label
+
+    pts = json.loads(POINTS.read_text())["points"]
+    src = np.array([p["label_xy"] for p in pts])
+    dst = np.array([p["image_xy"] for p in pts])
+    return read_label(AIRPORT / "A_label.png", get_scheme("hz20")), read_image(AIRPORT / "B_sat.jpeg"), src, dst
+
+
+def test_hand_control_points_consistent():
+    pts = json.loads(POINTS.read_text())["points"]
+    assert len(pts) >= 12 and len({p["id"] for p in pts}) == len(pts)
+    src = np.array([p["label_xy"] for p in pts])
+    dst = np.array([p["image_xy"] for p in pts])
+    assert np.ptp(src[:, 0]) > 700 and np.ptp(src[:, 1]) > 500  # spread over the 1000×800 label
+    M = A.fit_transform(src, dst, "homography")
+    assert A.rmse(M, src, dst) < 3.0  # measured 2.53 px
+    loo, _ = A.holdout_rmse(src, dst, "homography")
+    assert loo < 6.0  # measured 4.80 px (corner points extrapolate)
+
+
+@pytest.fixture(scope="module")
+def airport_auto():
+    label, image, src, dst = _airport()
+    res = A.auto_align(label, image, kind="homography")
+    return res, src, dst, label, image
+
+
+def test_airport_plain_resize_is_far_off():
+    label, image, src, dst = _airport()
+    assert A.rmse(A.resize_transform(label.shape, image.shape), src, dst) > 50  # measured 71.0 px
+
+
+def test_airport_auto_alignment_regression(airport_auto):
+    res, src, dst, *_ = airport_auto
+    err = A.rmse(res.M, src, dst)
+    assert err < 5.0, (err, res.method)  # measured 4.06 px RMSE (median 2.98 px) on the 12 hand points
+    assert 1.35 < A.describe(res.M)["scale"] < 1.55
+
+
+@pytest.mark.xfail(reason="issue target 3 px not reached: automatic alignment measures 4.06 px RMSE (median 2.98 px) "
+                          "on the 12 hand points; a homography fitted to the hand points themselves gives 2.53 px",
+                   strict=False)
+def test_airport_auto_alignment_within_3px(airport_auto):
+    res, src, dst, *_ = airport_auto
+    assert A.rmse(res.M, src, dst) < 3.0
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def test_cli_align_points_out_overlay_import(tmp_path, capsys):
+    from seghz.classes import get_scheme
+    from seghz.cli import main
+    from seghz.data.io import read_index_mask, write_index_mask, write_rgb
+    from seghz.store import Workspace
+
+    lbl = synthetic_label(160, 200, seed=4)
+    M = similarity(1.4, 1.0, 12, 6)
+    lp, ip, pp = tmp_path / "l.png", tmp_path / "i.png", tmp_path / "p.json"
+    write_index_mask(lp, lbl, get_scheme("hz20"))
+    write_rgb(ip, render_image(lbl, M, (240, 300), seed=4))
+    src = grid(200, 160, 3)
+    pp.write_text(json.dumps([[*s, *d] for s, d in zip(src.tolist(), A.apply_transform(M, src).tolist())]))
+    ws = tmp_path / "ws"
+    rc = main(["--workspace", str(ws), "align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points",
+               str(pp), "--kind", "similarity", "--out", str(tmp_path / "a.png"), "--overlay", str(tmp_path / "o.png"),
+               "--import-scene", "cli aligned"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "RMSE on 9 control points: 0.00 px" in out and "leave-one-out RMSE: 0.00 px" in out
+    assert read_index_mask(tmp_path / "a.png").shape == (240, 300)
+    assert (tmp_path / "o.png").stat().st_size > 0
+    sc = next(s for s in Workspace(ws).list_scenes() if s.name == "cli aligned")
+    assert "similarity" in sc.source
+    # too few points: a clear error, exit code 2
+    pp.write_text(json.dumps([[0, 0, 1, 1]]))
+    rc = main(["align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points", str(pp)])
+    assert rc == 2 and "needs at least 4 point pairs, got 1" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""AppTest of pages/5_Align.py on synthetic files: control points -> RMSE, automatic matching, save as a scene."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest
+
+from seghz.classes import get_scheme
+from seghz.data.io import write_index_mask, write_rgb
+from seghz.geo import align as A
+from seghz.store import Workspace
+
+TIMEOUT = 120
+
+
+def _texts(at) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    from test_align import homography, render_image, synthetic_label
+
+    lbl = synthetic_label(160, 200, seed=5, classes=8)  # hz20 indices 0..7
+    M = homography()
+    img = render_image(lbl, M, (250, 300), seed=5)
+    lp, ip = tmp_path / "label.png", tmp_path / "image.png"
+    write_index_mask(lp, lbl, get_scheme("hz20"))  # palette PNG in hz20 colours
+    write_rgb(ip, img)
+    src = np.array([[10, 10], [190, 12], [15, 150], [185, 145], [100, 80], [60, 120]], float)
+    pts = tmp_path / "points.json"
+    pts.write_text(json.dumps({"points": [{"id": str(i), "label_xy": s.tolist(), "image_xy": d.tolist()}
+                                          for i, (s, d) in enumerate(zip(src, A.apply_transform(M, src)))]}))
+    ws = Workspace(tmp_path / "ws")
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("SEGHZ_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("SEGHZ_NO_DEMO", "1")
+    return lp, ip, pts, ws, M
+
+
+def test_align_page_points_auto_and_save(files):
+    lp, ip, pts, ws, M = files
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="al_label").set_value(str(lp))
+    at.text_input(key="al_image").set_value(str(ip))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Add control points" in _texts(at)
+    at.text_input(key="al_points_path").set_value(str(pts))
+    at.button(key="al_points_load").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    t = _texts(at)
+    assert "Manual homography: RMSE 0.00 px" in t, t
+    assert "plain resize" in t
+    # automatic matching on the same pair
+    at.button(key="al_auto_btn").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    t = _texts(at)
+    assert "Automatic (homography)" in t, t
+    auto_rmse = float(t.split("RMSE on the 6 control points ")[1].split(" px")[0])
+    assert auto_rmse < 2.0
+    # save with the manual fit
+    at.radio(key="al_use").set_value("manual fit")
+    at.text_input(key="al_name").set_value("synthetic aligned")
+    at.button(key="al_save").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Saved scene 'synthetic aligned'" in str(s.value) for s in at.success), _texts(at)
+    sc = next(s for s in ws.list_scenes() if s.name == "synthetic aligned")
+    assert (sc.width, sc.height) == (300, 250) and sc.scheme == "hz20"
+    assert "manual (6 control points)" in sc.source and "RMSE 0.00 px" in sc.source
+    rec = json.loads((ws.scene_path(sc, "image").parent / "alignment.json").read_text())
+    np.testing.assert_allclose(np.array(rec["matrix"]), M, atol=1e-6)
+    assert rec["method"].startswith("manual") and rec["rmse_px"] == 0.0 and rec["label_file"] == str(lp)
+
+
+def test_align_page_bad_file(files, tmp_path):
+    _lp, ip, *_ = files
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="al_label").set_value(str(tmp_path / "missing.png"))
+    at.text_input(key="al_image").set_value(str(ip))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("does not exist" in str(e.value) for e in at.error)
