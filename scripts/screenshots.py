@@ -16,6 +16,23 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, draw_centre_rectangle, full_screen
 OUT = ROOT / "docs" / "screenshots"
 
 
+def synthetic_alignment_pair(folder: Path) -> tuple[Path, Path]:
+    """A 384 px synthetic demo label (hz7 palette) and its image resampled 1.3× larger, rotated 3° and shifted."""
+    import cv2
+
+    from seghz.classes import get_scheme
+    from seghz.data.io import write_rgb
+    from seghz.demo import generate_scene
+
+    rgb, lbl = generate_scene(384, 11)
+    M = cv2.getRotationMatrix2D((192, 192), 3.0, 1.3)
+    M[:, 2] += (40, 25)
+    img = cv2.warpAffine(rgb, M, (560, 540), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    write_rgb(folder / "align_label.png", get_scheme("hz7").colorize(lbl))
+    write_rgb(folder / "align_image.png", img)
+    return folder / "align_label.png", folder / "align_image.png"
+
+
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
@@ -51,6 +68,21 @@ def main() -> int:
             page.wait_for_timeout(3000)
             full_screenshot(page, OUT / "map.png")
             print("wrote", OUT / "map.png")
+            # Align: a synthetic demo label and the same scene's image scaled and rotated (never the real airport data)
+            lbl_file, img_file = synthetic_alignment_pair(Path(tmp))
+            page.goto(f"{url}/Align")
+            page.get_by_label("Label file (palette RGB or id mask)").fill(str(lbl_file))
+            page.get_by_label("Label file (palette RGB or id mask)").press("Enter")
+            page.get_by_label("Imagery (PNG / JPEG / GeoTIFF)").fill(str(img_file))
+            page.get_by_label("Imagery (PNG / JPEG / GeoTIFF)").press("Enter")
+            page.wait_for_timeout(2000)
+            page.locator(".st-key-al_scheme").click()
+            page.get_by_role("option", name="hz7").click()
+            page.get_by_role("button", name="Automatic matching").click()
+            page.get_by_text("after: automatic", exact=False).first.wait_for(timeout=300_000)
+            page.wait_for_timeout(2500)
+            full_screenshot(page, OUT / "align.png")
+            print("wrote", OUT / "align.png")
             b.close()
     return 0
 
