@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
+sys.path.insert(0, str(ROOT))
 from conftest import CHROMIUM, CHROMIUM_ARGS, draw_centre_rectangle, full_screenshot, open_map, run_app  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
@@ -81,6 +82,9 @@ def main() -> int:
             page.get_by_role("button", name="Automatic matching").click()
             page.get_by_text("after: automatic", exact=False).first.wait_for(timeout=300_000)
             page.wait_for_timeout(2500)
+            page.get_by_text("after: automatic", exact=False).first.scroll_into_view_if_needed()
+            page.mouse.wheel(0, 250)
+            page.wait_for_timeout(1000)
             full_screenshot(page, OUT / "align.png")
             print("wrote", OUT / "align.png")
             b.close()

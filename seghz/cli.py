@@ -114,7 +114,13 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_evaluate(a) -> int:
+def _evaluate_folder(a, keep: bool = False):
+    """Predict every image/label pair of ``--images``/``--labels`` (labels crosswalked to the checkpoint's scheme).
+
+    Returns ``(scores dict, per-image list)``; with ``keep`` the list holds ``(image path, image, label, prediction)``
+    for images with any confusion, else ``(image path, None, None, None)``. The scores carry ``per_scene`` matrices
+    (by file stem) and the label/prediction class frequencies.
+    """
     import numpy as np
 
     from seghz.classes import get_scheme, index_crosswalk
@@ -128,27 +134,72 @@ def cmd_evaluate(a) -> int:
     lut = index_crosswalk(a.scheme, ck_scheme) if a.scheme != ck_scheme else None
     src = get_scheme(a.scheme)
     pairs = list_pairs(a.images, a.labels)
-    if a.stems_from_checkpoint:
-        keep = set(meta.get("test_stems") or [])
-        pairs = [p for p in pairs if p[0].stem in keep]
+    if getattr(a, "stems_from_checkpoint", False):
+        keep_stems = set(meta.get("test_stems") or [])
+        pairs = [p for p in pairs if p[0].stem in keep_stems]
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
-    bar = _tqdm_progress("evaluate")
-    for i, (ip, lp) in enumerate(pairs):
-        img, lbl = read_pair(ip, lp, src)
-        if lut is not None:
-            lbl = lut[lbl]
-        p, _ = pred.predict(img, a.tta)
-        cm += confusion_matrix(p, lbl, nc)
-        bar((i + 1) / len(pairs), ip.name)
-    bar.close()
+    per_scene, kept = {}, []
+    bar = _tqdm_progress(a.cmd)
+    try:
+        for i, (ip, lp) in enumerate(pairs):
+            img, lbl = read_pair(ip, lp, src)
+            if lut is not None:
+                lbl = lut[lbl]
+            p, _ = pred.predict(img, a.tta)
+            c = confusion_matrix(p, lbl, nc)
+            cm += c
+            per_scene[ip.stem] = c.tolist()
+            confused = int(c.sum() - np.trace(c)) > 0
+            kept.append((ip, img, lbl, p) if keep and confused else (ip, None, None, None))
+            bar((i + 1) / len(pairs), ip.name)
+    finally:
+        bar.close()
     sc = scores(cm, meta["scheme"]["names"])
-    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme)
+    total = max(int(cm.sum()), 1)
+    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme, per_scene=per_scene,
+              freq_label=(cm.sum(1) / total).tolist(), freq_pred=(cm.sum(0) / total).tolist())
+    return sc, kept, meta
+
+
+def cmd_evaluate(a) -> int:
+    sc, _, _ = _evaluate_folder(a)
     print_table(sc)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(sc, indent=1))
+        Path(a.json).write_text(json.dumps({k: v for k, v in sc.items() if k != "per_scene"}, indent=1))
+    return 0
+
+
+def cmd_report(a) -> int:
+    """Evaluate, then write a self-contained HTML report (confusion matrix, per-class table, class frequencies and
+    the top confusion examples as thumbnails)."""
+    import datetime as dt
+
+    from seghz import drilldown
+    from seghz.data.io import atomic_write_bytes
+    from seghz.html_report import Example, render, top_cells
+    from seghz.models.checkpoint import checkpoint_scheme
+
+    sc, kept, meta = _evaluate_folder(a, keep=True)
+    scheme = checkpoint_scheme(meta)
+    examples = []
+    for ta, pb, _n in top_cells(sc["confusion"], a.cells):
+        masks = {str(i): drilldown.cell_mask(p, lbl, ta, pb) for i, (_, img, lbl, p) in enumerate(kept) if img is not None}
+        for w in drilldown.rank_windows(masks, limit=a.examples):
+            ip, img, lbl, p = kept[int(w.scene_id)]
+            panels = drilldown.cell_panels(*(drilldown.crop(x, w.bbox) for x in (img, lbl, p)), ta, pb, scheme)
+            examples.append(Example(ip.name, scheme.names[ta], scheme.names[pb], int(w.count), tuple(w.bbox),
+                                    drilldown.thumbnail(panels)))
+    doc = render(sc, examples, title=f"SegHZ evaluation — {Path(a.checkpoint).name}",
+                 subtitle=f"{sc['images']} image(s) from {a.images} · labels {a.labels} ({a.scheme} → {sc['scheme']}) "
+                          f"· TTA {a.tta} · {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+                 colors=scheme.hex_colors())
+    Path(a.html).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(a.html, doc.encode(), fsync=False)
+    print_table(sc)
+    print(f"wrote {a.html} ({len(doc) / 1e6:.1f} MB, {len(examples)} example(s))", file=sys.stderr)
     return 0
 
 
@@ -675,6 +726,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
     e.set_defaults(fn=cmd_evaluate)
+    rp = sub.add_parser("report", help="evaluate and write a self-contained HTML report")
+    rp.add_argument("--checkpoint", required=True)
+    rp.add_argument("--images", required=True)
+    rp.add_argument("--labels", required=True)
+    rp.add_argument("--scheme", required=True, help="class scheme of the label files")
+    rp.add_argument("--html", required=True, help="output .html file (opens offline: plotly.js is inlined)")
+    rp.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    rp.add_argument("--cells", type=int, default=3, help="top confusions (true → predicted) to illustrate")
+    rp.add_argument("--examples", type=int, default=2, help="example windows per confusion")
+    rp.add_argument("--device")
+    rp.add_argument("--batch-size", type=int, default=8)
+    rp.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
+    rp.set_defaults(fn=cmd_report)
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)
     dd.add_argument("--seeds", type=int, nargs="+", default=[0])
