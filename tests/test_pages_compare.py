@@ -121,7 +121,8 @@ def test_evaluate_tta_report_expander(ws):  # noqa: F811
 
 JOB_CONFIG = {"epochs": 7, "batch_size": 4, "crop_size": 96, "lr": 0.0005, "steps_per_epoch": 3, "scheme": "hz7",
               "class_weights": "inverse", "dice": False, "label_smoothing": 0.05, "noise_mask": "cos", "ohem": False,
-              "consistency": True, "sampler": "class_aware", "patience": 2, "auto_promote": True,
+              "consistency": True, "sampler": "class_aware", "patience": 2, "auto_promote": True, "bootstrap": "soft",
+              "bootstrap_beta": 0.6,
               "parent_checkpoint_id": "tiny-test", "name": "first try"}
 
 

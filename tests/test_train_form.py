@@ -13,11 +13,12 @@ OPTIONS = {"train_arch": ["Unet"], "train_encoder": ["tu-efficientnet_lite0"], "
 
 def test_finetune_config_fills_the_finetune_form():
     cfg = {"epochs": 7, "lr": 5e-4, "batch_size": 4, "crop_size": 96, "steps_per_epoch": None, "patience": None,
-           "noise_mask": "cos", "dice": False, "parent_checkpoint_id": "old", "name": "x"}
+           "noise_mask": "cos", "dice": False, "parent_checkpoint_id": "old", "name": "x", "bootstrap": "hard",
+           "bootstrap_beta": 0.7}
     state, notes = form_state_from_config(cfg, active_id="new", options=OPTIONS)
     assert state == {"train_start": "finetune", "train_epochs_finetune": 7, "train_lr_finetune": 5e-4, "train_batch": 4,
                      "train_crop": 96, "train_steps": 0, "train_patience": 0, "train_noise": "cos", "train_dice": False,
-                     "train_name": "x"}
+                     "train_boot": "hard", "train_boot_beta": 0.7, "train_name": "x"}
     assert notes == ["The job fine-tuned `old`; the form fine-tunes the active checkpoint `new`."]
     assert form_state_from_config(cfg, active_id="old", options=OPTIONS)[1] == []
 

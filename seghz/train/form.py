@@ -11,6 +11,7 @@ from typing import Any
 CLASS_WEIGHTS = ("enet", "none", "inverse")
 SAMPLERS = ("random", "class_aware")
 NOISE_MASKS = ("none", "cos", "const")
+BOOTSTRAPS = ("none", "soft", "hard")
 
 
 def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
@@ -26,6 +27,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     options.setdefault("train_cw", CLASS_WEIGHTS)
     options.setdefault("train_sampler", SAMPLERS)
     options.setdefault("train_noise", NOISE_MASKS)
+    options.setdefault("train_boot", BOOTSTRAPS)
     notes: list[str] = []
     parent = config.get("parent_checkpoint_id")
     start = "finetune" if parent and active_id else "scratch"
@@ -54,6 +56,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_sampler", config.get("sampler"))
     put("train_noise", config.get("noise_mask"))
     put("train_ohem", None if "ohem" not in config else bool(config["ohem"]))
+    put("train_boot", config.get("bootstrap"))
+    put("train_boot_beta", None if "bootstrap_beta" not in config else float(config["bootstrap_beta"]))
     put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
     if "patience" in config:
         put("train_patience", int(config["patience"] or 0))
