@@ -28,7 +28,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz import report
+from seghz import drilldown, report
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
@@ -528,6 +528,29 @@ u4.download_button("Export label (GeoTIFF)", data=export_data(sid, latest, ".tif
 if name_problem and not analyst_name():
     st.caption("Undo and redo act on your own edits: enter your analyst name in the sidebar.")
 show_flash("history")
+
+# ------------------------------------------------------------------------------------------------ from Evaluate
+sent = drilldown.pending_reviews(ws, sid)
+if sent:
+    with st.expander(f"Sent from Evaluate for review ({len(sent)})", expanded=True):
+        st.caption("Windows where the model confuses one class with another, sent from the Evaluate page's "
+                   "drill-down. Open one, fix or confirm the label, then mark it reviewed.")
+        for k, e in enumerate(sent[:QUEUE_PAGE]):
+            bb = tuple(int(v) for v in e["bbox"])
+            c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+            c1.markdown(f"**{e['true']} → {e['predicted']}** ({e.get('scheme', '')}) · {int(e.get('count', 0)):,} px · "
+                        f"rows {bb[0]}–{bb[2]}, cols {bb[1]}–{bb[3]} · sent by {e.get('analyst') or 'someone'}")
+            c2.button("Open in the canvas", key=f"lbl_sent_zoom_{k}", on_click=on_zoom,
+                      args=(sid, bb, scene.height, scene.width))
+            if c3.button("Open on map", key=f"lbl_sent_map_{k}"):
+                ss["map_jump"] = {"scene_id": sid, "bbox": bb, "layer": "error",
+                                  "why": f"{e['true']} predicted as {e['predicted']}"}
+                st.switch_page("pages/1_Map.py")
+            if c4.button("Mark reviewed", key=f"lbl_sent_done_{k}"):
+                drilldown.set_review_status(ws, e, "reviewed", analyst_name() or "")
+                st.rerun()
+        if len(sent) > QUEUE_PAGE:
+            st.caption(f"… and {len(sent) - QUEUE_PAGE} more (largest first).")
 
 # ------------------------------------------------------------------------------------------------ noise queue
 st.subheader("Noise queue")

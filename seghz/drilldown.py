@@ -310,8 +310,34 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
     return added
 
 
+def pending_reviews(ws: Any, scene_id: str) -> list[dict]:
+    """The review-list entries of one scene still waiting for an analyst (status "pending"), largest count first."""
+    items = [e for e in load_review_list(ws) if e.get("scene_id") == scene_id and e.get("status") == "pending"]
+    return sorted(items, key=lambda e: (-int(e.get("count", 0)), tuple(e.get("bbox", ()))))
+
+
+def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> bool:
+    """Mark one review-list entry (matched by scene, bbox, classes and scheme) ``status`` ("reviewed" / "pending"),
+    with who and when; returns False when the entry is no longer listed. Written atomically under the list's lock."""
+    from seghz.store import now_iso
+
+    if status not in ("pending", "reviewed"):
+        raise ValueError(f"review status must be 'pending' or 'reviewed', got {status!r}")
+    key = (entry.get("scene_id"), tuple(entry.get("bbox", ())), entry.get("true"), entry.get("predicted"),
+           entry.get("scheme"))
+    p = review_list_path(ws)
+    with _locked(p):
+        items = load_review_list(ws)
+        for e in items:
+            if (e.get("scene_id"), tuple(e.get("bbox", ())), e.get("true"), e.get("predicted"), e.get("scheme")) == key:
+                e.update(status=status, reviewed_by=analyst, reviewed_at=now_iso())
+                atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
+                return True
+    return False
+
+
 __all__ = [
-    "largest_confusion",
+    "largest_confusion", "pending_reviews", "set_review_status",
     "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
     "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
     "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",

@@ -154,6 +154,14 @@ def test_review_list_is_appended_atomically_and_deduplicated(tmp_path):
     assert items[0]["true"] == "Water" and items[0]["analyst"] == "ann" and items[0]["status"] == "pending"
     assert dd.load_review_list(ws) == items
     assert not [p for p in dd.review_list_path(ws).parent.iterdir() if p.name.endswith(".tmp")]
+    # the Labels page's view: a scene's pending entries, largest first; marking one reviewed takes it out
+    assert [e["count"] for e in dd.pending_reviews(ws, "s")] == [40, 40, 7] and dd.pending_reviews(ws, "other") == []
+    assert dd.set_review_status(ws, items[1], "reviewed", "bo") is True
+    assert [e["count"] for e in dd.pending_reviews(ws, "s")] == [40, 40]
+    assert dd.load_review_list(ws)[1]["reviewed_by"] == "bo"
+    assert dd.set_review_status(ws, {**items[1], "bbox": [1, 2, 3, 4]}, "reviewed") is False
+    with pytest.raises(ValueError, match="review status"):
+        dd.set_review_status(ws, items[0], "done")
 
 
 def test_cell_from_selection_event():

@@ -284,6 +284,29 @@ def test_labels_fill_eraser_and_accept_tools(ws, monkeypatch):
     assert h.analyst == "Fay" and set(h.tool.split("+")) == {"accept", "eraser", "fill"}
 
 
+def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, monkeypatch):
+    from seghz import drilldown
+
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    w = drilldown.Window(sid, (8, 16, 40, 64), 123)
+    assert drilldown.add_to_review_list(ws, [w], true_class="Water", pred_class="Buildings", scheme="hz7",
+                                        checkpoint_id="tiny-test", analyst="Eve") == 1
+    at.run()
+    assert_ok(at)
+    assert any("Water → Buildings" in m.value and "123 px" in m.value for m in at.markdown)
+    at.button(key="lbl_sent_zoom_0").click().run()
+    assert_ok(at)
+    assert any("Zoomed to the component at rows 8–40" in i.value for i in at.info)
+    at.button(key="lbl_sent_done_0").click().run()
+    assert_ok(at)
+    assert drilldown.pending_reviews(ws, sid) == []
+    (e,) = drilldown.load_review_list(ws)
+    assert e["status"] == "reviewed" and e["reviewed_at"]
+    assert not any("Water → Buildings" in m.value for m in at.markdown)
+
+
 def test_labels_prediction_on_demand(ws, monkeypatch):
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()
