@@ -64,6 +64,7 @@ from seghz.security import redact_secrets
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region, region_geotiff
 from seghz.labels_edit import agreement
+from seghz.report import BIAS_THRESHOLD
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
 
 MAP_HEIGHT = 560
@@ -419,11 +420,19 @@ if rec:
         shown["area (km²)"] = table["km2"]
     shown["pixels"] = table["pixels"]
     shown["share (%)"] = table["percent"]
+    if label_shown is not None and (label_shown != 255).any():  # the region's class frequencies against its label
+        lab = pd.DataFrame(class_areas(label_shown, list(scheme.names), res.pixel_area_m2))
+        shown["label share (%)"] = lab["percent"]
+        shown["Δ (pp)"] = shown["share (%)"] - shown["label share (%)"]
+        shown["bias"] = ["over" if d > 100 * BIAS_THRESHOLD else "under" if d < -100 * BIAS_THRESHOLD else ""
+                         for d in shown["Δ (pp)"]]
     left, right = st.columns([2, 3])
     left.dataframe(
         shown, hide_index=True,
         column_config={"area (km²)": st.column_config.NumberColumn(format="%.4f"),
-                       "share (%)": st.column_config.NumberColumn(format="%.1f")},
+                       "share (%)": st.column_config.NumberColumn("predicted share (%)", format="%.1f"),
+                       "label share (%)": st.column_config.NumberColumn(format="%.1f"),
+                       "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")},
     )
     yname = "area (km²)" if georef else "pixels"
     fig = go.Figure(go.Bar(

@@ -241,6 +241,12 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
     assert int(df["pixels"].sum()) == 96 * 128
     assert float(df["area (km²)"].sum()) == pytest.approx(96 * 128 * res.pixel_area_m2 / 1e6, rel=1e-6)
+    # the region's class frequencies against its label: the label's shares, the difference, bias flags
+    lab = res.label[res.label != 255]
+    want = [100.0 * float((lab == i).mean()) for i in range(HZ7.num_classes)]
+    assert list(df["label share (%)"]) == pytest.approx(want)
+    assert list(df["Δ (pp)"]) == pytest.approx(list(df["share (%)"] - df["label share (%)"]))
+    assert all((b == "over") == (d > 5) and (b == "under") == (d < -5) for b, d in zip(df["bias"], df["Δ (pp)"]))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Area"].endswith("km²") and metrics["Pixels"] == f"{96 * 128:,}"
     assert metrics["Mean confidence"].endswith("%") and metrics["Agreement with label"].endswith("%")
