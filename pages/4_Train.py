@@ -13,7 +13,7 @@ from collections import Counter
 import streamlit as st
 
 from seghz import gate, report
-from seghz.classes import scheme_names
+from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
@@ -269,7 +269,12 @@ def jobs_panel(watching: bool) -> None:
                      help="Fill the launch form above with this job's configuration, to edit and launch."):
             ss["train_clone_request"] = {"job_id": jid, "config": job.config}
             st.rerun()
-    fig = report.training_curves_figure(ws.job_metrics(jid))
+    try:
+        _sch = get_scheme(str((job.config or {}).get("scheme") or "hz7"))
+        class_colors = dict(zip(_sch.names, _sch.hex_colors()))
+    except KeyError:
+        class_colors = None
+    fig = report.training_curves_figure(ws.job_metrics(jid), class_colors)
     if fig is not None:
         st.plotly_chart(fig, key=f"train_curves_{jid}")
     elif job.active:

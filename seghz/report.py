@@ -358,24 +358,42 @@ def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return wide.sort_values("step").reset_index(drop=True)
 
 
-def training_curves_figure(rows: Iterable[dict]) -> go.Figure | None:
-    """Training loss and validation mIoU (and fwIoU) per epoch, side by side; None without metrics."""
+def training_curves_figure(rows: Iterable[dict], colors: dict[str, str] | None = None) -> go.Figure | None:
+    """Live training curves per epoch (or step): training loss, learning rate, the noise-mask threshold (when the
+    recipe has one), and validation mIoU / fwIoU with each class's IoU (``val_iou/<class>``, thin lines in the class
+    colours given by ``colors``); None without metrics."""
     wide = metrics_frame(rows)
     if wide.empty:
         return None
     xname = "epoch" if wide["epoch"].nunique() == len(wide) else "step"
     x = wide[xname]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation"))
+    has_tau = "noise_threshold" in wide and wide["noise_threshold"].notna().any()
+    titles = ["training loss", "learning rate"] + (["noise-mask threshold (nats)"] if has_tau else []) + ["validation"]
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=tuple(titles))
+    col = 1
     if "loss" in wide:
-        fig.add_trace(go.Scatter(x=x, y=wide["loss"], mode="lines+markers", name="loss", line={"color": "#d62728"}), 1, 1)
+        fig.add_trace(go.Scatter(x=x, y=wide["loss"], mode="lines+markers", name="loss", line={"color": "#d62728"}), 1, col)
+    col += 1
+    if "lr" in wide:
+        fig.add_trace(go.Scatter(x=x, y=wide["lr"], mode="lines+markers", name="learning rate",
+                                 line={"color": "#9467bd"}), 1, col)
+    if has_tau:
+        col += 1
+        fig.add_trace(go.Scatter(x=x, y=wide["noise_threshold"], mode="lines+markers", name="noise threshold",
+                                 line={"color": "#8c564b"}), 1, col)
+    col += 1
+    for key in sorted(k for k in wide.columns if isinstance(k, str) and k.startswith("val_iou/")):
+        name = key.split("/", 1)[1]
+        fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines", name=f"IoU {name}", opacity=0.6,
+                                 line={"width": 1, "color": (colors or {}).get(name)}, legendgroup="classes"), 1, col)
     for key, name, color in (("val_miou", "val mIoU", "#1b7f5f"), ("val_fwiou", "val fwIoU", "#1f77b4")):
         if key in wide and wide[key].notna().any():
-            fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines+markers", name=name, line={"color": color}), 1, 2)
+            fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines+markers", name=name, line={"color": color,
+                                                                                            "width": 3}), 1, col)
     fig.update_xaxes(title_text=xname)
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="score", tickformat=".0%", row=1, col=2)
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.update_yaxes(title_text="score", tickformat=".0%", row=1, col=col)
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 

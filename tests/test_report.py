@@ -131,14 +131,22 @@ def test_job_table_and_durations():
 def test_training_curves():
     rows = []
     for step, epoch in ((4, 1), (8, 2)):
-        for k, v in (("loss", 1.0 / epoch), ("lr", 0.001), ("val_miou", 0.3 * epoch), ("val_fwiou", 0.4 * epoch)):
+        for k, v in (("loss", 1.0 / epoch), ("lr", 0.001 / epoch), ("val_miou", 0.3 * epoch), ("val_fwiou", 0.4 * epoch),
+                     ("val_iou/Water", 0.5 * epoch)):
             rows.append({"step": step, "epoch": epoch, "key": k, "value": v, "ts": 0.0})
     wide = report.metrics_frame(rows)
     assert list(wide["epoch"]) == [1, 2] and list(wide["loss"]) == [1.0, 0.5]
-    fig = report.training_curves_figure(rows)
+    fig = report.training_curves_figure(rows, {"Water": "#123456"})
     names = [t.name for t in fig.data]
-    assert names == ["loss", "val mIoU", "val fwIoU"]
-    assert list(fig.data[1].y) == pytest.approx([0.3, 0.6])
+    assert names == ["loss", "learning rate", "IoU Water", "val mIoU", "val fwIoU"]
+    assert list(fig.data[1].y) == pytest.approx([0.001, 0.0005]) and list(fig.data[3].y) == pytest.approx([0.3, 0.6])
+    assert fig.data[2].line.color == "#123456"
+    assert len(fig.layout.annotations) == 3  # loss | learning rate | validation (no noise mask in this recipe)
+    # with the noise mask: its threshold gets a panel of its own
+    rows += [{"step": s, "epoch": e, "key": "noise_threshold", "value": t, "ts": 0.0} for s, e, t in ((4, 1, 4.6), (8, 2, 2.3))]
+    fig = report.training_curves_figure(rows)
+    assert [a.text for a in fig.layout.annotations][2] == "noise-mask threshold (nats)"
+    assert list(next(t for t in fig.data if t.name == "noise threshold").y) == pytest.approx([4.6, 2.3])
     assert report.training_curves_figure([]) is None
 
 

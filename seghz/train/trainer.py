@@ -657,6 +657,7 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
         pred = Predictor(model, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
         sc = evaluate_samples(pred, val_samples, scheme.names)
         row.update(val_miou=sc["miou"], val_fwiou=sc["fwiou"], val_oa=sc["oa"])
+        row.update({f"val_iou/{n}": v["iou"] for n, v in sc["per_class"].items() if v["iou"] is not None})
         score = sc[cfg.monitor] or 0.0
     else:
         sc, score = None, float(epoch)
