@@ -35,6 +35,7 @@ from seghz.geo.regions import (
     bbox_to_window,
     error_classes,
     error_scheme,
+    suspicion_spec,
     window_to_geojson,
     confidence_classes,
     confidence_scheme,
@@ -65,6 +66,7 @@ from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region, region_geotiff
 from seghz.labels_edit import agreement
 from seghz.report import BIAS_THRESHOLD
+from seghz.review import queue as rq
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
 
 MAP_HEIGHT = 560
@@ -182,13 +184,19 @@ with st.expander("Inference settings (merge, window blending)"):
                          help="Average the views' class probabilities (softmax) or their logits before the softmax.")
     blend = e2.selectbox("Blend overlapping windows", list(BLENDS), format_func=BLEND_LABELS.get, key="map_blend",
                          help="Centre-weighted blending down-weights window borders and removes seams.")
-t1, t2, t4, t3 = st.columns([1, 1, 1, 3])
+t1, t2, t4, t5, t3 = st.columns([1, 1, 1, 1, 3])
 show_pred = t1.toggle("Prediction layer", value=True, key="map_show_pred")
 show_label = t2.toggle("Label layer", value=False, key="map_show_label", disabled=not scene.label_path,
                        help=None if scene.label_path else "This scene has no label.")
 show_error = t4.toggle("Error layer", key="map_show_error", disabled=not scene.label_path,
                        help="Magenta where the prediction differs from the (latest) label." if scene.label_path
                        else "This scene has no label.")
+queue = rq.load_queue(ws, scene.id)
+if queue is not None and queue.shape != (scene.height, scene.width):
+    queue = None
+show_sus = t5.toggle("Suspicion layer", key="map_show_sus", disabled=queue is None,
+                     help="The noise queue's per-pixel label suspicion (yellow → red) over the predicted region."
+                     if queue is not None else "No noise queue for this scene yet: build one on the Labels page.")
 unc_layer = t3.radio(
     "Uncertainty layer", list(UNCERTAINTY_LAYERS), format_func=UNCERTAINTY_LAYERS.get, horizontal=True,
     key="map_uncertainty",
@@ -282,6 +290,11 @@ if rec:
     if show_error and label_shown is not None:
         add_region_overlay(layers, region_overlay(error_classes(pred_shown, label_shown), res.window, info,
                                                   error_scheme(), max(opacity, 0.8)), name="Errors")
+    if show_sus and queue is not None:
+        qr, qc, qh, qw = res.window
+        add_region_overlay(layers, scalar_overlay(queue.score[qr:qr + qh, qc:qc + qw], res.window, info,
+                                                  suspicion_spec(queue.checkpoint_id), opacity, valid=rec["inside"]),
+                           name="Suspicion")
     add_outline(layers, window_bounds(res.window, info), tooltip="predicted window")
 geometry = regions.get(sid)
 if geometry:  # the drawn region's outline, so it stays visible when the map is re-created (e.g. scene switch)
@@ -328,6 +341,8 @@ if rec:
         st.caption("Error layer: this scene's label cannot be compared with the prediction here.")
     if unc_legend:
         st.markdown(unc_legend, unsafe_allow_html=True)
+    if show_sus and queue is not None:
+        st.markdown(suspicion_spec(queue.checkpoint_id).legend_html(), unsafe_allow_html=True)
     if unc_note:
         st.info(unc_note)
     res = rec["result"]

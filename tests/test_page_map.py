@@ -199,6 +199,29 @@ def test_map_page_jump_to_opens_predicts_and_shows_the_error_layer(ws, fake_map)
     assert any("Cannot open that place on the map" in e.value for e in at2.error)
 
 
+def test_map_page_suspicion_layer_from_the_noise_queue(ws, fake_map):
+    from folium.raster_layers import ImageOverlay
+
+    from seghz.geo.tiles import pixel_window_to_geojson
+    from seghz.review import queue as rq
+    from seghz.store import now_iso
+
+    info = scene_info(ws)
+    fake_map(feature(pixel_window_to_geojson((0, 0, 64, 64), info)))
+    at = app().run()
+    assert at.toggle(key="map_show_sus").disabled  # no queue yet
+    score = np.linspace(0, 1, info.height * info.width, dtype=np.float32).reshape(info.height, info.width)
+    rq.save_queue(ws, rq.SceneQueue(SCENE_ID, "tiny-map", "none", 0, now_iso(), [],
+                                    np.zeros((info.height, info.width), np.uint8), score))
+    fake = fake_map(feature(pixel_window_to_geojson((0, 0, 64, 64), info)))
+    at.run()
+    at.toggle(key="map_show_sus").set_value(True).run()
+    at.button(key="map_predict").click().run()
+    assert_ok(at)
+    assert isinstance(fake.layers().get("Suspicion"), ImageOverlay), fake.layers()
+    assert "Label suspicion (noise queue)" in texts(at) and "built with tiny-map" in texts(at)
+
+
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     from seghz.geo.regions import workspace_tile_key
     from seghz.geo.tiles import pixel_window_to_geojson, tile_dir

@@ -288,6 +288,15 @@ def disagreement_spec(n_views: int) -> RampSpec:
     )
 
 
+def suspicion_spec(built_with: str | None = None) -> RampSpec:
+    """Colouring of the label-suspicion layer (the noise queue's per-pixel score, 0..1; below 0.25 transparent)."""
+    return RampSpec(
+        title="Label suspicion (noise queue)", vmin=0.25, vmax=1.0, units="score", ramp="ylorrd",
+        min_label="0.25 (slightly suspicious)", max_label="1 (the label is very probably wrong)",
+        note=f"From the noise queue built with {built_with}." if built_with else None,
+    )
+
+
 @dataclass(frozen=True)
 class UncertaintySummary:
     """Summary of a region's uncertainty over its valid pixels (inside the drawn region, not nodata)."""
@@ -336,5 +345,5 @@ __all__ = [
     "CONFIDENCE_EDGES", "UNCERTAINTY_LAYERS", "UncertaintySummary", "confidence_classes", "confidence_scheme",
     "disagreement_spec", "entropy_spec", "geometry_pixel_rings", "uncertainty_summary",
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
-    "ERROR_COLOR", "bbox_to_window", "error_classes", "error_scheme", "window_to_geojson",
+    "ERROR_COLOR", "bbox_to_window", "error_classes", "error_scheme", "suspicion_spec", "window_to_geojson",
 ]
