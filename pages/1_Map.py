@@ -59,7 +59,16 @@ from seghz.geo.tiles import (
     window_bounds,
 )
 from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
-from seghz.geo.basemaps import GCJ02, OFFLINE, add_basemap, basemap_choices, gcj_view_shift
+from seghz.geo.basemaps import (
+    GCJ02,
+    OFFLINE,
+    add_basemap,
+    basemap_choices,
+    fetch_bbox_default,
+    fetch_sources,
+    gcj_view_shift,
+)
+from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
 from seghz.data.scenes import import_imagery
 from seghz.security import redact_secrets
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
@@ -469,3 +478,47 @@ if rec:
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
                        help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
                             "colour table in the scheme's colours; opens in QGIS/rasterio.")
+
+# ------------------------------------------------------------------------------------------------ fetch
+with st.expander("Fetch imagery for this area (online, as a background job)"):
+    st.caption("Downloads map tiles over a WGS-84 box into a GeoTIFF in the workspace and imports it as a new scene "
+               "(tile cache, retries, polite rate limit; missing tiles are skipped and reported). Needs internet.")
+    sources = fetch_sources()
+    f1, f2 = st.columns([2, 1])
+    src_key = f1.selectbox("Source", list(sources), format_func=lambda k: sources[k].label, key="map_fetch_src")
+    src = sources[src_key]
+    url = src.url
+    if src.custom:
+        url = f1.text_input("Tile URL template", key="map_fetch_url", placeholder="https://…/{z}/{x}/{y}.png",
+                            help="{z} {x} {y} and optionally {s} (subdomain); for Baidu: its tile ids (BD-09).")
+    zoom = int(f2.number_input("Zoom level", 1, 21, min(17, src.max_zoom), key="map_fetch_zoom"))
+    default_box = fetch_bbox_default(regions.get(sid), info)
+    box_txt = st.text_input("Box W,S,E,N (WGS-84 degrees)", value=", ".join(f"{v:.6f}" for v in default_box)
+                            if default_box else "", key=f"map_fetch_bbox_{sid}",
+                            help="Defaults to the drawn region (or the scene) when the scene is georeferenced.")
+    plan_txt, config = None, None
+    try:
+        if not url:
+            raise ValueError("give a tile URL template")
+        box = parse_bbox(box_txt)
+        plan_txt = (plan_baidu if src.baidu else plan_xyz)(box, zoom).describe()
+        config = {"url": url, "bbox": list(box), "zoom": zoom, "baidu": src.baidu, "key_env": src.key_env,
+                  "subdomains": list(src.subdomains) or None, "name": f"{src.label} z{zoom}"}
+    except (SegHZError, ValueError) as e:
+        st.caption(f"Not ready: {redact_secrets(str(e))}")
+    if plan_txt:
+        st.caption(f"Estimate: {plan_txt}")
+    if st.button("Fetch as a background job", key="map_fetch_go", disabled=config is None):
+        from seghz.jobs.runner import submit_job
+
+        try:
+            jid = submit_job(ws, "fetch", config)
+            st.success(f"Fetch job {jid} started; the new scene appears in the scene list when it is done.")
+        except (SegHZError, ValueError, OSError) as e:
+            st.error(f"Could not start the fetch: {redact_secrets(str(e))}")
+    for j in [j for j in ws.list_jobs(limit=20) if j.kind == "fetch"][:3]:
+        res = j.result or {}
+        st.caption(f"`{j.id}` · {j.status} · {100 * float(j.progress or 0):.0f} %"
+                   + (f" · scene `{res['scene_id']}`: {res.get('where', '')}" if res.get("scene_id") else "")
+                   + (f" · {redact_secrets(j.message.strip().splitlines()[-1][:200])}"
+                      if j.status in ("failed", "died") and j.message else ""))

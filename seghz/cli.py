@@ -541,14 +541,12 @@ def cmd_noise_rank(a) -> int:
 
 
 def _parse_bbox(text: str) -> tuple[float, float, float, float]:
-    parts = [t for t in text.replace(" ", "").split(",") if t]
+    from seghz.geo.fetch import parse_bbox
+
     try:
-        vals = tuple(float(t) for t in parts)
-    except ValueError:
-        vals = ()
-    if len(vals) != 4:
-        raise argparse.ArgumentTypeError(f"bbox {text!r} must be four numbers W,S,E,N (WGS-84 degrees)")
-    return vals  # type: ignore[return-value]
+        return parse_bbox(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_fetch(a) -> int:

@@ -86,3 +86,30 @@ def test_gcj_shift_near_hangzhou_matches_datum():
     assert paris.metres == 0.0 and "no shift" in paris.describe()
     with pytest.raises(BadInputError):
         B.gcj_view_shift(((31.0, 120.0), (30.0, 121.0)))
+
+
+def test_fetch_sources_leave_out_osm_and_gaode_and_need_the_tianditu_key():
+    from seghz.geo.basemaps import fetch_sources
+
+    without = fetch_sources({})
+    assert "osm" not in without and "gaode" not in without and "tianditu" not in without
+    assert {"esri", "custom", "baidu"} <= set(without) and without["baidu"].baidu and without["custom"].custom
+    with_key = fetch_sources({"SEGHZ_TIANDITU_KEY": "abc"})
+    assert with_key["tianditu"].key_env == "SEGHZ_TIANDITU_KEY" and "{key}" in with_key["tianditu"].url
+
+
+def test_fetch_bbox_default_is_the_drawn_region_or_the_scene():
+    from seghz.data.io import RasterInfo
+    from seghz.geo.basemaps import fetch_bbox_default
+    from seghz.geo.fetch import parse_bbox
+
+    info = RasterInfo(path="x.tif", width=100, height=100, count=3, dtype="uint8", crs="EPSG:4326",
+                      transform=(0.001, 0.0, 120.1, 0.0, -0.001, 30.3))
+    region = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[120.12, 30.25], [120.15, 30.25], [120.15, 30.28], [120.12, 30.28], [120.12, 30.25]]]}}
+    assert fetch_bbox_default(region, info) == pytest.approx((120.12, 30.25, 120.15, 30.28))
+    assert fetch_bbox_default(None, info) == pytest.approx((120.1, 30.2, 120.2, 30.3), abs=1e-6)
+    assert fetch_bbox_default(region, RasterInfo(path="x.png", width=5, height=5, count=3, dtype="uint8")) is None
+    assert parse_bbox(" 120.1, 30.2,120.2 ,30.3") == (120.1, 30.2, 120.2, 30.3)
+    with pytest.raises(ValueError, match="four numbers"):
+        parse_bbox("120.1, 30.2, east")

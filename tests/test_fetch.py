@@ -56,7 +56,7 @@ class TileServer:
                 pass
 
             def do_GET(self):
-                m = re.fullmatch(r"/(\d+)/(\d+)/(\d+)\.png", self.path)
+                m = re.fullmatch(r"/(\d+)/(\d+)/(\d+)\.png(?:\?.*)?", self.path)  # a query (e.g. an API key) is ignored
                 if not m:
                     self.send_error(400)
                     return

@@ -222,6 +222,34 @@ def test_map_page_suspicion_layer_from_the_noise_queue(ws, fake_map):
     assert "Label suspicion (noise queue)" in texts(at) and "built with tiny-map" in texts(at)
 
 
+def test_map_page_fetch_expander_submits_a_fetch_job_for_the_drawn_box(ws, fake_map, monkeypatch):
+    from seghz.geo.tiles import pixel_window_to_geojson
+    from seghz.jobs import runner
+
+    info = scene_info(ws)
+    region = feature(pixel_window_to_geojson((0, 0, 64, 64), info))
+    fake_map(region)
+    submitted = []
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: submitted.append((kind, config)) or "fetch-1")
+    at = app().run()
+    assert_ok(at)
+    assert "osm" not in at.selectbox(key="map_fetch_src").options
+    box = at.text_input(key=f"map_fetch_bbox_{SCENE_ID}").value
+    lngs = [p[0] for p in region["geometry"]["coordinates"][0]]
+    assert float(box.split(",")[0]) == pytest.approx(min(lngs), abs=1e-6)  # the drawn region's west edge
+    assert any(c.value.startswith("Estimate: ") for c in at.caption)
+    at.number_input(key="map_fetch_zoom").set_value(15).run()
+    at.button(key="map_fetch_go").click().run()
+    assert_ok(at)
+    (kind, cfg), = submitted
+    assert kind == "fetch" and cfg["zoom"] == 15 and cfg["url"].startswith("https://server.arcgisonline.com")
+    assert cfg["bbox"] == pytest.approx([float(v) for v in box.split(",")])
+    assert any("Fetch job fetch-1 started" in s.value for s in at.success)
+    # a custom source without a template: not ready, no button
+    at.selectbox(key="map_fetch_src").set_value("custom").run()
+    assert at.button(key="map_fetch_go").disabled and any("give a tile URL template" in c.value for c in at.caption)
+
+
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     from seghz.geo.regions import workspace_tile_key
     from seghz.geo.tiles import pixel_window_to_geojson, tile_dir

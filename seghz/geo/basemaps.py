@@ -222,3 +222,54 @@ def shift_bounds(bounds, shift: GcjShift):
     """``bounds`` ((south, west), (north, east)) moved by the shift (WGS-84 -> where it shows on GCJ-02 tiles)."""
     (s, w), (n, e) = bounds
     return ((s + shift.dlat, w + shift.dlon), (n + shift.dlat, e + shift.dlon))
+
+
+@dataclass(frozen=True)
+class FetchSource:
+    """A tile source the Map page can download imagery from (a basemap, or a URL template the analyst types)."""
+
+    key: str
+    label: str
+    url: str | None  # None: the analyst gives the template
+    max_zoom: int = 19
+    baidu: bool = False
+    key_env: str | None = None
+    subdomains: tuple[str, ...] = ()
+
+    @property
+    def custom(self) -> bool:
+        return self.url is None
+
+
+def fetch_sources(env: Mapping[str, str] | None = None) -> dict[str, FetchSource]:
+    """Download sources: Esri World Imagery, Tianditu (only when its key variable is set), and custom XYZ / Baidu
+    templates. OpenStreetMap is left out on purpose (its tile policy forbids bulk downloads), and so is Gaode (its
+    tiles are in GCJ-02, so a mosaic georeferenced as WGS-84 would be hundreds of metres off)."""
+    env = os.environ if env is None else env
+    out = {}
+    for b in BASEMAPS.values():
+        if not b.online or b.key in ("osm", "gaode"):
+            continue
+        if b.key_env and not env.get(b.key_env):
+            continue
+        out[b.key] = FetchSource(b.key, b.label, b.url, b.max_zoom, key_env=b.key_env, subdomains=b.subdomains)
+    out["custom"] = FetchSource("custom", "Custom XYZ template", None, 21)
+    out["baidu"] = FetchSource("baidu", "Custom Baidu tile template (BD-09 ids, warped to WGS-84)", None, 19, baidu=True)
+    return out
+
+
+def fetch_bbox_default(region: dict | None, info) -> tuple[float, float, float, float] | None:
+    """(W, S, E, N) to fetch by default: the drawn region's bounds (streamlit-folium GeoJSON is [lng, lat] for a
+    georeferenced scene), else the scene's WGS-84 bounds; None for a pixel-space scene."""
+    if info is None or not getattr(info, "georeferenced", False):
+        return None
+    if region:
+        geom = region.get("geometry", region)
+        pts = [p for ring in geom.get("coordinates", []) for p in ring] if geom.get("type") == "Polygon" else []
+        if pts:
+            xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
+            return min(xs), min(ys), max(xs), max(ys)
+    from seghz.geo.tiles import scene_bounds
+
+    (s, w), (n, e) = scene_bounds(info)
+    return w, s, e, n

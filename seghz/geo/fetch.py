@@ -159,6 +159,19 @@ def check_template(url: str) -> None:
         raise BadInputError("url", f"{redact_secrets(repr(url))} must start with http:// or https://")
 
 
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``"W, S, E, N"`` (WGS-84 degrees) → four floats; ValueError naming the text otherwise (the planners check
+    the ranges)."""
+    parts = [t for t in str(text).replace(" ", "").split(",") if t]
+    try:
+        vals = tuple(float(t) for t in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 4:
+        raise ValueError(f"bbox {text!r} must be four numbers W,S,E,N (WGS-84 degrees)")
+    return vals  # type: ignore[return-value]
+
+
 def plan_xyz(bbox: Sequence[float], zoom: int) -> FetchPlan:
     """Tiles and crop window covering a WGS-84 ``bbox`` (W, S, E, N) at ``zoom``; BadInputError on bad input."""
     if len(bbox) != 4:

@@ -196,3 +196,51 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     return {"checkpoint_id": cid, "parent_id": parent_id, "source": source, "counts": res.counts,
             "seconds": res.seconds["total"], "corrected_acc_before": res.fit["before"]["corrected_acc"],
             "corrected_acc_after": res.fit["after"]["corrected_acc"], "queues_reranked": _rerank(ws, cid, config, progress)}
+
+
+@register_job_kind("fetch")
+def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """Fetch online imagery over a WGS-84 bbox into a GeoTIFF in the workspace and import it as a scene.
+
+    config: ``url`` (tile template with ``{z} {x} {y}``, optional ``{s}``; a ``{key}`` placeholder is filled at run
+    time from the environment variable named by ``key_env``, so no key is stored in the job), ``bbox``
+    ``[W, S, E, N]``, ``zoom``, ``baidu`` (Baidu tile numbering: warped to Web Mercator), ``name``, ``max_tiles``,
+    ``subdomains``, ``rate`` (requests per second).
+    """
+    import os
+
+    from seghz.data.scenes import import_imagery
+    from seghz.geo.fetch import fetch_baidu, fetch_xyz, plan_baidu, plan_xyz
+    from seghz.security import redact_secrets
+
+    url = str(config["url"])
+    if "{key}" in url:
+        env = config.get("key_env") or ""
+        key = os.environ.get(env, "")
+        if not key:
+            raise ValueError(f"the tile source needs an API key in the environment variable {env or '(none named)'}")
+        url = url.replace("{key}", key)
+    bbox = [float(v) for v in config["bbox"]]
+    zoom = int(config["zoom"])
+    baidu = bool(config.get("baidu"))
+    plan = (plan_baidu if baidu else plan_xyz)(bbox, zoom)
+    progress.log(f"fetching {redact_secrets(str(config['url']))}: {plan.describe()}")
+    out = ws.root / "imagery" / f"{job_id}.tif"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_progress(frac: float, msg: str) -> None:
+        progress.check_cancel()
+        progress.update(0.9 * frac, msg)
+
+    kw = {"cache_dir": ws.root / "imagery" / ".tilecache", "max_tiles": config.get("max_tiles", 4096),
+          "rate": float(config.get("rate", 4.0)), "progress": on_progress}
+    if config.get("subdomains"):
+        kw["subdomains"] = tuple(config["subdomains"])
+    res = (fetch_baidu if baidu else fetch_xyz)(url, bbox, zoom, out, **kw)
+    for x, y, why in res.missing[:20]:
+        progress.log(redact_secrets(f"missing tile {zoom}/{x}/{y}: {why}"))
+    progress.update(0.95, "importing the mosaic as a scene")
+    scene, where = import_imagery(ws, out, name=config.get("name") or f"fetched {job_id[-6:]}")
+    progress.log(f"imported scene {scene.id}: {where}")
+    return {"scene_id": scene.id, "where": where, "tiles": plan.tiles, "missing": len(res.missing),
+            "summary": redact_secrets(res.summary())}
