@@ -72,7 +72,14 @@ from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
 from seghz.data.scenes import import_imagery
 from seghz.security import redact_secrets
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
-from seghz.infer.region import MAX_REGION_PIXELS, check_window, class_areas, predict_region, region_geotiff
+from seghz.infer.region import (
+    MAX_REGION_PIXELS,
+    check_window,
+    class_areas,
+    predict_region,
+    region_geotiff,
+    too_big_window,
+)
 from seghz.labels_edit import agreement
 from seghz.report import BIAS_THRESHOLD
 from seghz.review import queue as rq
@@ -377,6 +384,16 @@ else:
         window = check_window(scene, geojson_to_pixel_window(geometry, info))
     except RegionError as e:
         st.error(f"Cannot predict this region: {e}")
+        big = too_big_window(scene, geometry, info)
+        if big is not None and active is not None and tta_choice is not None:
+            st.caption(f"It can run as a background job instead ({big[3]}×{big[2]} px, streamed window row by window "
+                       "row into a GeoTIFF in the workspace; the app stays usable).")
+            if st.button("Predict it as a background job", key="map_bigjob"):
+                from seghz.jobs.runner import submit_job
+
+                jid = submit_job(ws, "predict-region", {"scene_id": sid, "window": list(big), "checkpoint_id": active.id,
+                                                        "tta": tta_choice})
+                st.success(f"Job {jid} started: its GeoTIFF will be listed below when it is done.")
 if window is not None:
     r, c, h, w = window
     st.caption(f"Drawn region: rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px = {w * h / 1e6:.2f} Mpx) "
@@ -478,6 +495,23 @@ if rec:
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
                        help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
                             "colour table in the scheme's colours; opens in QGIS/rasterio.")
+
+# ------------------------------------------------------------------------------------------------ big regions
+big_jobs = [j for j in ws.list_jobs(limit=30) if j.kind == "predict-region" and (j.config or {}).get("scene_id") == sid]
+if big_jobs:
+    st.subheader("Large regions predicted in the background")
+    for j in big_jobs[:3]:
+        res = j.result or {}
+        r_, c_, h_, w_ = (j.config or {}).get("window", (0, 0, 0, 0))
+        line = f"`{j.id}` · rows {r_}–{r_ + h_ - 1}, columns {c_}–{c_ + w_ - 1} · {j.status} · {100 * float(j.progress or 0):.0f} %"
+        if j.status == "done" and res.get("output") and (ws.root / res["output"]).is_file():
+            b1, b2 = st.columns([3, 1])
+            b1.caption(line)
+            b2.download_button("GeoTIFF", (ws.root / res["output"]).read_bytes, file_name=Path(res["output"]).name,
+                               mime="image/tiff", key=f"map_bigjob_dl_{j.id}", on_click="ignore")
+        else:
+            st.caption(line + (f" · {j.message.strip().splitlines()[-1][:200]}" if j.status in ("failed", "died")
+                               and j.message else ""))
 
 # ------------------------------------------------------------------------------------------------ fetch
 with st.expander("Fetch imagery for this area (online, as a background job)"):

@@ -250,6 +250,47 @@ def test_map_page_fetch_expander_submits_a_fetch_job_for_the_drawn_box(ws, fake_
     assert at.button(key="map_fetch_go").disabled and any("give a tile URL template" in c.value for c in at.caption)
 
 
+def test_map_page_region_over_the_cap_runs_as_a_background_job(ws, fake_map, monkeypatch):
+    """Past the inline cap the page offers a background job; the job streams the window into a GeoTIFF with the
+    window's georeference, equal to predicting the cropped image inline."""
+    import rasterio
+
+    import seghz.infer.region as region_mod
+    from seghz.data.io import read_image
+    from seghz.geo.tiles import pixel_window_to_geojson
+    from seghz.infer.engine import Predictor
+    from seghz.infer.region import window_transform
+    from seghz.jobs import runner
+    from seghz.jobs.kinds import predict_region_job
+    from seghz.jobs.runner import ProgressReporter
+
+    info = scene_info(ws)
+    window = (16, 24, 64, 96)
+    fake_map(feature(pixel_window_to_geojson(window, info)))
+    monkeypatch.setattr(region_mod.check_window, "__defaults__", (1000,))  # a tiny inline cap for the test
+    monkeypatch.setattr(region_mod, "MAX_REGION_PIXELS", 1000)
+    submitted = []
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: submitted.append((kind, config)) or "job-1")
+    at = app().run()
+    assert_ok(at)
+    assert any("over the cap" in e.value for e in at.error)
+    at.button(key="map_bigjob").click().run()
+    (kind, cfg), = submitted
+    assert kind == "predict-region" and cfg["window"] == list(window) and cfg["scene_id"] == SCENE_ID
+
+    jid = ws.create_job(kind, cfg)
+    res = predict_region_job(ws, jid, cfg, ProgressReporter(ws, jid))
+    ck = ws.get_checkpoint(cfg["checkpoint_id"])
+    pred, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), "cpu")
+    r, c, h, w = window
+    want = pred.predict_full(read_image(ws.scene_path(SCENE_ID, "image"))[r:r + h, c:c + w], "none").mask
+    with rasterio.open(ws.root / res["output"]) as ds:
+        assert (ds.height, ds.width) == (h, w) and ds.crs.to_string() == rasterio.crs.CRS.from_user_input(info.crs).to_string()
+        assert tuple(ds.transform)[:6] == pytest.approx(window_transform(info.transform, window))
+        np.testing.assert_array_equal(ds.read(1), want)
+    assert (ws.root / res["areas_csv"]).is_file()
+
+
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     from seghz.geo.regions import workspace_tile_key
     from seghz.geo.tiles import pixel_window_to_geojson, tile_dir

@@ -146,6 +146,18 @@ def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.nda
         return out.read_bytes()
 
 
+def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | None:
+    """The pixel window of a drawn region when it is valid but over the inline cap (:data:`MAX_REGION_PIXELS`), so it
+    can run as a background job; None when the region is fine inline or unusable (e.g. outside the scene)."""
+    from seghz.geo.tiles import geojson_to_pixel_window
+
+    try:
+        w = check_window(scene, geojson_to_pixel_window(geometry, info), max_pixels=2**62)
+    except RegionError:
+        return None
+    return w if w[2] * w[3] > MAX_REGION_PIXELS else None
+
+
 def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:
     """Per-class pixel counts, share (%) and area (km², when georeferenced) of a class mask."""
     valid = mask[mask != 255]

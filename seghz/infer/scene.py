@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -46,7 +47,7 @@ from seghz.classes import Scheme, get_scheme, scheme_names
 from seghz.data.io import TIFF_EXT, atomic_write_bytes, raster_info, read_image, write_rgb
 from seghz.errors import BadInputError, SegHZError
 from seghz.infer.engine import Cancelled, Predictor, shard_rows
-from seghz.infer.region import class_areas, pixel_area_m2
+from seghz.infer.region import class_areas, pixel_area_m2, window_transform
 
 PNG_MAX_SIDE = 4096
 GDAL_CACHE_MB = 64  # GDAL block cache while predicting a scene (MB)
@@ -234,8 +235,12 @@ def _predict_scene(
     should_cancel: Callable[[], bool] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    window: tuple[int, int, int, int] | None = None,
 ) -> dict:
     """The body of :func:`predict_scene`.
+
+    ``window`` = ``(row, col, height, width)`` predicts only that part of the raster (streamed the same way); the
+    output then covers the window, with the window's transform (e.g. a Map-page region too big to predict inline).
 
     ``scheme`` (a Scheme or its name; default: the first registered scheme with the predictor's class
     count) gives the colour table, class names of the CSV and the PNG colours. Raises
@@ -246,7 +251,14 @@ def _predict_scene(
     src, out = Path(input_path), Path(output_path)
     if out.suffix.lower() not in TIFF_EXT:
         raise BadInputError(out, "the output must be a GeoTIFF (.tif or .tiff)")
-    info = raster_info(src)
+    info = src_info = raster_info(src)
+    wr = wc = 0
+    if window is not None:
+        wr, wc, wh, ww = (int(v) for v in window)
+        if wh <= 0 or ww <= 0 or wr < 0 or wc < 0 or wr + wh > info.height or wc + ww > info.width:
+            raise BadInputError(src, f"window {tuple(window)} is empty or outside the {info.width}x{info.height} raster")
+        info = dataclasses.replace(info, width=ww, height=wh,
+                                   transform=window_transform(info.transform, window) if info.transform else None)
     if info.count not in (3, 4):
         raise BadInputError(src, f"image has {info.count} band(s); SegHZ needs RGB (3 bands, or 4 with alpha)")
     if isinstance(scheme, str):
@@ -266,10 +278,10 @@ def _predict_scene(
     y0, y1 = shard_rows(H, int(predictor.tile), predictor.overlap, rank, world_size)
     parts = out.with_name(f".{out.name}.parts")
     writer: _Writer | None = None
-    masks = _Masks(src, info.count)
+    masks = _Masks(src, src_info.count)
 
     def read(r0: int, r1: int):
-        win = (r0, 0, r1 - r0, W)
+        win = (wr + r0, wc, r1 - r0, W)
         return read_image(src, window=win), masks.read(win)
 
     err: BaseException | None = None

@@ -244,3 +244,39 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     progress.log(f"imported scene {scene.id}: {where}")
     return {"scene_id": scene.id, "where": where, "tiles": plan.tiles, "missing": len(res.missing),
             "summary": redact_secrets(res.summary())}
+
+
+@register_job_kind("predict-region")
+def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """Predict a region too big for the Map page's inline prediction, streamed window row by window row into a
+    class-index GeoTIFF in the workspace (``predictions/<job>.tif``; colour table, the scene's CRS and the region's
+    transform) with a class-area CSV beside it.
+
+    config: ``scene_id``, ``window`` ``[row, col, height, width]``, ``checkpoint_id`` (default: the active one),
+    ``tta`` (``none`` / ``d4`` / a list of view names), ``device``.
+    """
+    from seghz.infer.engine import Predictor
+    from seghz.infer.scene import predict_scene
+    from seghz.models.checkpoint import checkpoint_scheme
+
+    scene = ws.get_scene(config["scene_id"])
+    cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
+    if not cid:
+        raise ValueError("no checkpoint given and none is active")
+    pred, meta = Predictor.from_checkpoint(ws.checkpoint_path(ws.get_checkpoint(cid)), config.get("device"),
+                                           batch_size=None)
+    out = ws.root / "predictions" / f"{job_id}.tif"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    window = tuple(int(v) for v in config["window"])
+    progress.log(f"predicting rows {window[0]}..{window[0] + window[2] - 1}, cols {window[1]}..{window[1] + window[3] - 1} "
+                 f"of scene {scene.id} with {cid} (TTA {config.get('tta', 'none')})")
+
+    def should_cancel() -> bool:
+        progress.check_cancel()
+        return False
+
+    summary = predict_scene(pred, ws.scene_path(scene, "image"), out, tta=config.get("tta", "none"),
+                            scheme=checkpoint_scheme(meta), areas_csv=out.with_suffix(".csv"),
+                            progress=progress.update, should_cancel=should_cancel, window=window)
+    return {"output": str(out.relative_to(ws.root)), "areas_csv": str(out.with_suffix(".csv").relative_to(ws.root)),
+            "scene_id": scene.id, "window": list(window), "checkpoint_id": cid, "seconds": summary.get("seconds")}
