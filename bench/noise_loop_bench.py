@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise, method_metrics
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise, method_metrics, run_cleanlab
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -151,6 +151,9 @@ def main(argv=None) -> int:
                     help="queues to test: in-sample (the noisy model scores its own training labels) and/or held-out "
                          "(each fold scored by a head refitted on the other folds' noisy labels, seghz.review.crossfit)")
     ap.add_argument("--folds", type=int, default=2, help="folds of the held-out scoring")
+    ap.add_argument("--detector-only", action="store_true",
+                    help="stop after the detectors (pixel P@k / AUROC of ours, plain loss and cleanlab on the same "
+                         "probabilities of the noise-trained model); no fixing/retraining arms")
     ap.add_argument("--tau", type=float, default=float(np.log(10.0)))
     ap.add_argument("--flip-fraction", type=float, default=0.3)
     ap.add_argument("--shift-fraction", type=float, default=0.5)
@@ -243,6 +246,7 @@ def main(argv=None) -> int:
                 r = pred_of[i].predict_full(t["image"], args.tta, return_proba=True)
                 t["proba"], t["dis"] = r.proba.astype(np.float32), r.disagreement.astype(np.float32)
             det = dets[name] = method_metrics(train, {"suspicion": DEFAULT_WEIGHTS}, args.tau)
+            det["cleanlab"] = run_cleanlab(train)
             acc = ClassThresholds(len(names))
             for t in train:
                 acc.update(t["proba"], t["noisy"])
@@ -254,11 +258,15 @@ def main(argv=None) -> int:
             items.sort(key=lambda it: (-it.score, it.stem, it.bbox))
             queues[name] = queue_item_masks(train, items, score)
             n_items[name] = len(items)
+            cl = det["cleanlab"].get("pixel_scores", {})
             _log(f"{scoring} scoring: suspicion P@k {det['suspicion']['precision_at_k']:.4f} (loss "
-                 f"{det['loss']['precision_at_k']:.4f}), AUROC {det['suspicion']['auroc']:.4f}; {len(items)} items")
+                 f"{det['loss']['precision_at_k']:.4f}, cleanlab {cl.get('precision_at_k', float('nan')):.4f}), "
+                 f"AUROC {det['suspicion']['auroc']:.4f}; {len(items)} items")
             for t in train:  # free memory
                 t.pop("proba"), t.pop("dis"), t.pop("sig")
         comps = label_components(train)
+        if args.detector_only:
+            ns = []
 
         def arm(name, n, fixes, draw=None):
             eff, fx = apply_fixes(train, fixes)
@@ -296,8 +304,13 @@ def main(argv=None) -> int:
 
     print(f"train {len(train)} tiles ({noisy_px}/{valid_px} = {noisy_px / valid_px:.3f} noisy), eval {len(evals)} tiles (clean)")
     for name, det in dets.items():
+        cl = det["cleanlab"]
+        cl_txt = (f"cleanlab pixel scores P@k {cl['pixel_scores']['precision_at_k']:.4f}, find_label_issues precision "
+                  f"{cl['find_label_issues']['precision']:.4f} / recall {cl['find_label_issues']['recall']:.4f}"
+                  if "pixel_scores" in cl else f"cleanlab: {cl.get('skipped', 'n/a')}")
         print(f"{name} detector ({args.tta}): suspicion P@k {det['suspicion']['precision_at_k']:.4f}, AUROC "
-              f"{det['suspicion']['auroc']:.4f}, loss P@k {det['loss']['precision_at_k']:.4f}; {n_items[name]} items")
+              f"{det['suspicion']['auroc']:.4f}, loss P@k {det['loss']['precision_at_k']:.4f}; {cl_txt}; "
+              f"{n_items[name]} items")
     print(f"{len(comps)} label components")
     print(f"mIoU on eval tiles: shipped {shipped['miou']:.4f} | noisy refit {base['miou']:.4f} | "
           f"oracle clean refit {oracle['miou']:.4f}")
