@@ -1,6 +1,7 @@
 """Align: co-register a label map with imagery (the seed's NBBs step) and save the aligned pair as a scene.
 
-Manual control points (a table: label px -> image px, with a live residual per point and the RMSE of the chosen
+Manual control points (clicked on the two images, or typed in a table: label px -> image px, with a live residual
+per point and the RMSE of the chosen
 transform kind) or automatic matching (``seghz.geo.align.auto_align``); before/after overlays; "Save as aligned
 label scene" imports the image and the warped label through ``seghz.data.scenes.import_scene`` with the
 transform, method and RMSE recorded (``alignment.json`` in the scene folder). The work is in
@@ -8,20 +9,31 @@ transform, method and RMSE recorded (``alignment.json`` in the scene folder). Th
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from seghz.classes import get_scheme, scheme_names
 from seghz.errors import SegHZError
 from seghz.geo import align as A
-from seghz.geo.align_scene import before_after, default_airport_files, import_aligned_scene, load_pair, load_points
-from ui.common import page_header
+from seghz.geo.align_scene import (
+    before_after,
+    canvas_points,
+    default_airport_files,
+    import_aligned_scene,
+    load_pair,
+    load_points,
+)
+from ui.common import canvas, page_header
 
 ws = page_header("Align", "Co-register a label map with imagery: control points or automatic matching, then save "
                           "the aligned label with the image as a scene.")
 ss = st.session_state
 COLS = ["label_x", "label_y", "image_x", "image_y"]
+CLICK_WIDTH = 560  # canvas px of each image when clicking control points
 defaults = default_airport_files()
 
 c1, c2, c3 = st.columns([4, 4, 2])
@@ -42,9 +54,36 @@ if ss.get("al_pair") != pair:  # another pair: forget the previous automatic res
     ss["al_pair"] = pair
     ss.pop("al_auto", None)
 
+label_rgb = get_scheme(scheme).colorize(label)
+clicking = st.toggle("Click control points on the two images", key="al_click",
+                     help="Click a feature on the label, then the same feature on the image; repeat. Pairs are "
+                          "matched in click order; press “Add the clicked pairs” to put them in the table.")
 a, b = st.columns(2)
-a.image(get_scheme(scheme).colorize(label), caption=f"label {label.shape[1]}×{label.shape[0]} px", width="stretch")
-b.image(image, caption=f"image {image.shape[1]}×{image.shape[0]} px", width="stretch")
+clicked = {}
+if clicking:
+    gen = ss.get("al_click_gen", 0)
+    for col, name, arr in ((a, "label", label_rgb), (b, "image", image)):
+        sc = min(1.0, CLICK_WIDTH / arr.shape[1])
+        h, w = max(1, round(arr.shape[0] * sc)), max(1, round(arr.shape[1] * sc))
+        buf = io.BytesIO()
+        Image.fromarray(arr).resize((w, h), Image.BILINEAR).save(buf, format="JPEG", quality=90)
+        with col:
+            out = canvas(drawing_mode="point", point_display_radius=4, stroke_width=2, stroke_color="#ff00ff",
+                         fill_color="rgba(255, 0, 255, 0.6)", background_image=buf.getvalue(), height=h, width=w,
+                         update_streamlit=True, key=f"al_canvas_{name}_{gen}")
+        clicked[name] = canvas_points(getattr(out, "json_data", None), sc)
+        col.caption(f"{name}: {len(clicked[name])} point(s) clicked")
+    n_pairs = min(len(clicked["label"]), len(clicked["image"]))
+    if st.button(f"Add the {n_pairs} clicked pair(s)", key="al_click_add", disabled=n_pairs == 0):
+        cur = ss.get("al_points", pd.DataFrame(columns=COLS, dtype=float))
+        new = pd.DataFrame(np.c_[clicked["label"][:n_pairs], clicked["image"][:n_pairs]], columns=COLS)
+        ss["al_points"] = pd.concat([cur, new], ignore_index=True)
+        ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
+        ss["al_click_gen"] = gen + 1
+        st.rerun()
+else:
+    a.image(label_rgb, caption=f"label {label.shape[1]}×{label.shape[0]} px", width="stretch")
+    b.image(image, caption=f"image {image.shape[1]}×{image.shape[0]} px", width="stretch")
 
 kind = st.radio("Transform", list(A.KINDS), index=2, horizontal=True, key="al_kind",
                 help="similarity: scale+rotation+shift (≥2 points); affine: +shear (≥3); homography: +perspective (≥4)")

@@ -99,3 +99,59 @@ def test_align_page_bad_file(files, tmp_path):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("does not exist" in str(e.value) for e in at.error)
+
+
+def test_canvas_points_are_the_click_positions_in_image_pixels():
+    from seghz.geo.align_scene import canvas_points
+
+    # what the canvas stores for clicks at (100, 50) and (20.5, 7) with radius 4 and stroke 2, shown at scale 0.5
+    objs = {"objects": [
+        {"type": "circle", "left": 100 - 5, "top": 50, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
+        {"type": "path"},
+        {"type": "circle", "left": 20.5 - 5, "top": 7, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
+    ]}
+    np.testing.assert_allclose(canvas_points(objs, 0.5), [[200, 100], [41, 14]])
+    assert canvas_points(None, 1.0).shape == (0, 2)
+    with pytest.raises(ValueError, match="scale"):
+        canvas_points(objs, 0)
+
+
+def test_align_page_clicked_pairs_go_into_the_table(files, monkeypatch):
+    from types import SimpleNamespace
+
+    import ui.common
+
+    lp, ip, pts, ws, M = files
+    clicks = {"label": [(20, 30), (150, 40), (40, 120), (170, 130)], "image": []}
+    calls = []
+
+    def fake_canvas(**kw):
+        calls.append(kw)
+        which = "label" if "_label_" in kw["key"] else "image"
+        r, sw = kw["point_display_radius"], kw["stroke_width"]
+        objs = [{"type": "circle", "left": x - r - sw / 2, "top": y, "radius": r, "strokeWidth": sw, "originX": "left",
+                 "originY": "center"} for x, y in clicks[which]]
+        return SimpleNamespace(json_data={"objects": objs}, image_data=None)
+
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas)
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="al_label").set_value(str(lp))
+    at.text_input(key="al_image").set_value(str(ip))
+    at.toggle(key="al_click").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {c["drawing_mode"] for c in calls} == {"point"}
+    assert at.button(key="al_click_add").disabled  # no image points yet: no pairs
+    # the same features clicked on the image (the true transform, at the image canvas' scale)
+    img_scale = next(c for c in reversed(calls) if "_image_" in c["key"])["width"] / 300
+    lbl_scale = next(c for c in reversed(calls) if "_label_" in c["key"])["width"] / 200
+    truth = A.apply_transform(M, np.array(clicks["label"], float) / lbl_scale)
+    clicks["image"] = [tuple(p * img_scale) for p in truth]
+    at.run()
+    at.button(key="al_click_add").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.session_state["al_points"]
+    assert len(table) == 4
+    np.testing.assert_allclose(table[["label_x", "label_y"]].to_numpy(), np.array(clicks["label"]) / lbl_scale, atol=1e-6)
+    np.testing.assert_allclose(table[["image_x", "image_y"]].to_numpy(), truth, atol=1e-6)
+    assert "RMSE" in _texts(at)  # the manual fit on the clicked pairs is shown live

@@ -124,5 +124,28 @@ def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: st
                             source=source, extra_files={"alignment.json": json.dumps(rec, indent=1).encode()})
 
 
-__all__ = ["before_after", "default_airport_files", "import_aligned_scene", "load_pair", "load_points",
+
+
+def canvas_points(json_data: dict | None, scale: float) -> np.ndarray:
+    """Click positions of the "point" objects of a streamlit-drawable-canvas (``json_data``), in click order, as
+    ``(n, 2)`` ``(x, y)`` pixel coordinates of the image shown at ``scale`` (canvas px = image px × scale).
+
+    The canvas stores a clicked point as a circle whose ``left`` is the click minus (radius + stroke / 2) with
+    ``originX = "left"`` and whose ``top`` is the click with ``originY = "center"``; other origins are handled too.
+    """
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    out = []
+    for o in (json_data or {}).get("objects") or []:
+        if o.get("type") != "circle":
+            continue
+        r = float(o.get("radius", 0)) * float(o.get("scaleX", 1) or 1)
+        half = r + float(o.get("strokeWidth", 0)) / 2
+        x = float(o.get("left", 0)) + {"left": half, "center": 0.0, "right": -half}.get(o.get("originX", "left"), half)
+        y = float(o.get("top", 0)) + {"top": half, "center": 0.0, "bottom": -half}.get(o.get("originY", "top"), half)
+        out.append((x / scale, y / scale))
+    return np.asarray(out, float).reshape(-1, 2)
+
+
+__all__ = ["before_after", "canvas_points", "default_airport_files", "import_aligned_scene", "load_pair", "load_points",
            "points_table", "provenance", "write_overlay"]
