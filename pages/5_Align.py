@@ -1,8 +1,7 @@
 """Align: co-register a label map with imagery (the seed's NBBs step) and save the aligned pair as a scene.
 
 Manual control points (clicked on the two images, or typed in a table: label px -> image px, with a live residual
-per point and the RMSE of the chosen
-transform kind) or automatic matching (``seghz.geo.align.auto_align``); before/after overlays; "Save as aligned
+per point and the RMSE of the chosen transform kind) or automatic matching (``seghz.geo.align.auto_align``); before/after overlays; "Save as aligned
 label scene" imports the image and the warped label through ``seghz.data.scenes.import_scene`` with the
 transform, method and RMSE recorded (``alignment.json`` in the scene folder). The work is in
 ``seghz.geo.align`` / ``seghz.geo.align_scene``.
