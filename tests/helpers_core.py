@@ -97,3 +97,19 @@ def colour_folder(root: Path, n: int = 4, size: int = 48) -> tuple[Path, Path]:
         write_rgb(root / "images" / f"c{i}.png", img)
         write_index_mask(root / "labels" / f"c{i}.png", hz7.index_to_ids(lbl, unlabelled=0))
     return root / "images", root / "labels"
+
+
+def wait_for(pred, what: str, timeout: float = 30.0):
+    """Poll ``pred`` every 50 ms until it returns something truthy (returned); fail the test after ``timeout`` s."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_core import wait_for
 
 from seghz.data.io import read_index_mask, write_index_mask, write_rgb
 from seghz.errors import WriteError
@@ -31,17 +32,6 @@ TESTS = REPO / "tests"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")])))
 H, W = 24, 32
-
-
-def _wait_for(pred, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _tensor_digest(path: Path) -> str:
@@ -191,7 +181,7 @@ def test_job_survives_the_app_server_being_killed(tmp_path, monkeypatch):
         job_id = server.stdout.readline().strip()
         assert job_id, server.stderr.read()
         ws = Workspace(root)
-        _wait_for(lambda: ws.get_job(job_id).status == "running", "the job to start")
+        wait_for(lambda: ws.get_job(job_id).status == "running", "the job to start")
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
         assert server.returncode == -signal.SIGKILL
@@ -201,7 +191,7 @@ def test_job_survives_the_app_server_being_killed(tmp_path, monkeypatch):
         assert job.status == "running" and pid_alive(job.pid, job.id)
         assert refresh_job_states(fresh) == []  # the worker is alive: not marked died
         assert fresh.get_job(job_id).status == "running"
-        job = _wait_for(lambda: (j := fresh.get_job(job_id)).status not in ("queued", "running") and j,
+        job = wait_for(lambda: (j := fresh.get_job(job_id)).status not in ("queued", "running") and j,
                         "the job to finish after its server died", 40)
         assert job.status == "done", job.message
         assert job.result["iterations"] > 0 and job.progress == 1.0

@@ -5,11 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers_core import wait_for
 
 from seghz.jobs import JOB_KINDS, cancel_job, refresh_job_states, register_job_kind, submit_job, tail_log
 from seghz.jobs.runner import pid_alive
@@ -17,18 +16,6 @@ from seghz.store import Workspace
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT_S = 30.0
-
-
-def wait_for(pred: Callable[[], object], what: str, timeout: float = TIMEOUT_S) -> object:
-    """Poll ``pred`` every 50 ms until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_status(ws: Workspace, job_id: str, *statuses: str, timeout: float = TIMEOUT_S):
