@@ -27,38 +27,9 @@ import streamlit as st
 import streamlit_folium
 
 from seghz.data.io import raster_info
+from seghz.data.scenes import import_imagery
 from seghz.errors import RegionError, SchemeMismatchError, SegHZError
 from seghz.evaluate import label_for_checkpoint
-from seghz.models.checkpoint import checkpoint_scheme
-from seghz.geo.regions import (
-    UNCERTAINTY_LAYERS,
-    bbox_to_window,
-    error_classes,
-    error_scheme,
-    suspicion_spec,
-    window_to_geojson,
-    confidence_classes,
-    confidence_scheme,
-    disagreement_spec,
-    entropy_spec,
-    geometry_pixel_rings,
-    mask_outside,
-    region_mask,
-    uncertainty_summary,
-    workspace_tile_key,
-)
-from seghz.geo.tiles import (
-    build_pyramid,
-    geojson_to_pixel_window,
-    pixel_to_latlng,
-    region_overlay,
-    rgba_overlay_png,
-    scalar_overlay,
-    scene_bounds as scene_bounds_of,
-    tile_dir,
-    window_bounds,
-)
-from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
 from seghz.geo.basemaps import (
     GCJ02,
     OFFLINE,
@@ -69,8 +40,37 @@ from seghz.geo.basemaps import (
     gcj_view_shift,
 )
 from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
-from seghz.data.scenes import import_imagery
-from seghz.security import redact_secrets
+from seghz.geo.regions import (
+    UNCERTAINTY_LAYERS,
+    bbox_to_window,
+    confidence_classes,
+    confidence_scheme,
+    disagreement_spec,
+    entropy_spec,
+    error_classes,
+    error_scheme,
+    geometry_pixel_rings,
+    mask_outside,
+    region_mask,
+    suspicion_spec,
+    uncertainty_summary,
+    window_to_geojson,
+    workspace_tile_key,
+)
+from seghz.geo.tiles import (
+    build_pyramid,
+    geojson_to_pixel_window,
+    pixel_to_latlng,
+    region_overlay,
+    rgba_overlay_png,
+    scalar_overlay,
+    tile_dir,
+    window_bounds,
+)
+from seghz.geo.tiles import (
+    scene_bounds as scene_bounds_of,
+)
+from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import (
     MAX_REGION_PIXELS,
@@ -81,8 +81,10 @@ from seghz.infer.region import (
     too_big_window,
 )
 from seghz.labels_edit import agreement
+from seghz.models.checkpoint import checkpoint_scheme
 from seghz.report import BIAS_THRESHOLD
 from seghz.review import queue as rq
+from seghz.security import redact_secrets
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
 
 MAP_HEIGHT = 560

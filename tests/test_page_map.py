@@ -292,9 +292,10 @@ def test_map_page_region_over_the_cap_runs_as_a_background_job(ws, fake_map, mon
 
 
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
+    from folium.raster_layers import ImageOverlay
+
     from seghz.geo.regions import workspace_tile_key
     from seghz.geo.tiles import pixel_window_to_geojson, tile_dir
-    from folium.raster_layers import ImageOverlay
 
     info = scene_info(ws)
     window = (64, 32, 96, 128)

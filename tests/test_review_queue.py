@@ -191,12 +191,12 @@ def test_held_out_scoring_flags_a_flip_the_model_absorbed(tmp_path):
     import torch
     from helpers_core import colour_folder
 
+    from seghz.data.io import read_pair
     from seghz.data.scenes import import_scene
     from seghz.infer.engine import Predictor
     from seghz.models.checkpoint import save_checkpoint
     from seghz.models.registry import build_model
     from seghz.review.crossfit import held_out_head
-    from seghz.data.io import read_pair
 
     torch.set_num_threads(1)
     images, labels = colour_folder(tmp_path / "data", n=3)

@@ -41,9 +41,9 @@ Read-modify-write of these files is serialised with an ``fcntl`` lock on ``revie
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import io
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -44,8 +44,8 @@ from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
 from seghz.train.losses import LossConfig, SegLoss
-from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.losses import class_weights as make_class_weights
+from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
 # (RGB uint8 H×W×3, class index uint8 H×W) or (RGB, class index, trusted bool H×W): trusted pixels were corrected

@@ -14,7 +14,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import ROOT, app_errors, draw_rectangle, full_screenshot, open_map, run_app, scene_rect_points
 
 sys.path.insert(0, str(ROOT / "tests"))

@@ -24,7 +24,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import ROOT, app_errors, draw_rectangle, full_screenshot, open_map, run_app, scene_rect_points
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -132,7 +131,8 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
     prediction as a GeoTIFF and check its CRS and bounds against the scene's georeference and the drawn region."""
     import numpy as np
     import rasterio
-    from rasterio.windows import Window, bounds as window_bounds
+    from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
 
     from seghz.data.io import raster_info
 

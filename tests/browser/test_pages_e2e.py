@@ -15,19 +15,17 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import (
     ROOT,
     app_errors,
     full_screenshot,
-    open_map,
     run_app,
     selectbox_text,
     wait_app_idle,
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_page_map import SCENE_ID, SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
+from test_page_map import SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
