@@ -336,3 +336,33 @@ def test_write_rgb_round_trip(tmp_path):
     sio.write_rgb(tmp_path / "x.png", rgb)
     assert np.array_equal(sio.read_image(tmp_path / "x.png"), rgb)
     assert files_in(tmp_path) == ["x.png"]
+
+
+def test_16bit_geotiff_windows_share_one_scene_wide_stretch(tmp_path):
+    """Windows of a 16-bit scene are stretched with the scene's range, so reading row strips (as predict_scene
+    does) gives exactly the slices of the full read: no seams between window rows; the map tiles use the same."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from seghz.data.io import read_image, tiff_stretch
+    from seghz.geo.tiles import _TiffSource
+
+    h, w = 96, 80
+    rows = np.linspace(0, 1, h)[:, None, None]
+    data = (1000 + 30000 * rows * np.ones((h, w, 3))).astype(np.uint16)  # bright at the bottom, dark at the top
+    data[:5, :5] = 0
+    p = tmp_path / "s16.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint16", nodata=0,
+                       crs="EPSG:3857", transform=from_origin(0, 0, 1, 1)) as ds:
+        ds.write(np.moveaxis(data, 2, 0))
+    full = read_image(p)
+    strips = np.concatenate([read_image(p, window=(r, 0, 16, w)) for r in range(0, h, 16)])
+    np.testing.assert_array_equal(strips, full)
+    lo, hi = tiff_stretch(p)
+    assert 1000 <= lo < hi <= 31000  # nodata (0) left out of the range
+    assert full[:16].mean() < 40 and full[-16:].mean() > 215  # a dark top strip stays dark (not stretched alone)
+    src = _TiffSource(p)
+    try:
+        assert src.stretch == (lo, hi)
+    finally:
+        src.close()

@@ -7,6 +7,7 @@ PNG/JPEG with Pillow (truncated files raise instead of decoding half an image).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -71,8 +72,42 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
         raise BadInputError(p, f"not a readable image ({e})") from None
 
 
-def _to_rgb8(arr: np.ndarray, src: Path) -> np.ndarray:
-    """Normalise an H×W×B array to RGB uint8: drop alpha, stretch 16-bit, reject other band counts."""
+STRETCH_SAMPLE = 1024  # longest side of the decimated read that gives a GeoTIFF's stretch range
+
+
+@functools.lru_cache(maxsize=32)
+def _tiff_stretch_cached(path: str, mtime_ns: int, size: int) -> tuple[float, float] | None:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        if ds.dtypes[0] == "uint8":
+            return None
+        bands = [1, 2, 3] if ds.count >= 3 else [1]
+        f = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE)
+        shape = (len(bands), max(1, int(ds.height / f)), max(1, int(ds.width / f)))
+        data = ds.read(indexes=bands, out_shape=shape, masked=True)
+    vals = np.ma.compressed(data).astype(np.float64)
+    if vals.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(vals, [2, 98]))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def tiff_stretch(path: str | os.PathLike) -> tuple[float, float] | None:
+    """The (2nd, 98th) percentile range of a non-8-bit GeoTIFF (RGB bands, or the grey band), from one decimated
+    read of the whole raster (nodata left out), so every window of a scene — predicted rows and map tiles alike — is
+    stretched the same way (no seams between windows); None for 8-bit rasters. Cached per file state."""
+    p = Path(path)
+    st_ = p.stat()
+    try:
+        return _tiff_stretch_cached(str(p), st_.st_mtime_ns, st_.st_size)
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the actual read
+        return None
+
+
+def _to_rgb8(arr: np.ndarray, src: Path, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    """Normalise an H×W×B array to RGB uint8: drop alpha, stretch 16-bit (with ``stretch`` = (lo, hi) when given,
+    else the array's own 2nd–98th percentiles), reject other band counts."""
     if arr.ndim == 2:
         raise BadInputError(src, "image has 1 band; SegHZ models need RGB (3 bands) imagery")
     b = arr.shape[2]
@@ -84,7 +119,7 @@ def _to_rgb8(arr: np.ndarray, src: Path) -> np.ndarray:
         return np.ascontiguousarray(arr)
     if arr.dtype in (np.uint16, np.int16, np.float32, np.float64, np.int32, np.uint32):
         a = arr.astype(np.float32)
-        lo, hi = np.percentile(a, 2), np.percentile(a, 98)
+        lo, hi = stretch if stretch is not None else (np.percentile(a, 2), np.percentile(a, 98))
         if hi <= lo:
             hi = lo + 1
         return np.clip((a - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -128,7 +163,8 @@ def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None
     Raises BadInputError naming the file for missing, corrupt, truncated, empty or non-RGB files.
     """
     p, arr = _read_raw(path, window, "image", _IMAGE_MODES)
-    return _to_rgb8(arr, p)
+    stretch = tiff_stretch(p) if arr.dtype != np.uint8 and _is_tiff(p) else None
+    return _to_rgb8(arr, p, stretch)
 
 
 def _read_tiff(p: Path, window) -> np.ndarray:

@@ -67,7 +67,7 @@ import numpy as np
 from PIL import Image
 
 from seghz.classes import IGNORE, Scheme
-from seghz.data.io import TIFF_EXT, RasterInfo, atomic_write_bytes, raster_info, read_image
+from seghz.data.io import TIFF_EXT, RasterInfo, atomic_write_bytes, raster_info, read_image, tiff_stretch
 from seghz.errors import BadInputError, RegionError
 
 TILE_SIZE = 256
@@ -383,12 +383,6 @@ def _url_for(out_dir: Path, static_root: Path, url_prefix: str, version: str) ->
     return f"{url_prefix.rstrip('/')}/{rel.as_posix()}/{{z}}/{{x}}/{{y}}.png?v={version}"
 
 
-def _stretch_of(arr: np.ndarray) -> tuple[float, float]:
-    a = arr.astype(np.float64)
-    lo, hi = (float(v) for v in np.percentile(a, [2, 98])) if a.size else (0.0, 1.0)
-    return lo, (hi if hi > lo else lo + 1.0)
-
-
 def _to_rgb8(data: np.ndarray, stretch: tuple[float, float] | None) -> np.ndarray:
     """B x H x W (B = 1 or 3) -> H x W x 3 uint8, applying the scene-wide stretch for non-uint8 data."""
     if stretch is not None:
@@ -414,12 +408,7 @@ class _TiffSource:
         ds = self.ds
         self.path = path
         self.bands = [1, 2, 3] if ds.count >= 3 else [1]
-        self.stretch = None
-        if ds.dtypes[0] != "uint8":
-            f = max(1.0, max(ds.width, ds.height) / 1024)
-            shape = (len(self.bands), max(1, int(ds.height / f)), max(1, int(ds.width / f)))
-            small = ds.read(self.bands, out_shape=shape)
-            self.stretch = _stretch_of(small)
+        self.stretch = tiff_stretch(path)  # the one scene-wide stretch, shared with seghz.data.io.read_image
 
     def read(self, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """(B x h x w raw data, h x w uint8 mask 0/255) of a window inside the raster."""
