@@ -202,17 +202,18 @@ with st.expander("Inference settings (merge, window blending)"):
                          help="Average the views' class probabilities (softmax) or their logits before the softmax.")
     blend = e2.selectbox("Blend overlapping windows", list(BLENDS), format_func=BLEND_LABELS.get, key="map_blend",
                          help="Centre-weighted blending down-weights window borders and removes seams.")
+st.caption("Layers (each with its legend under the map):")
 t1, t2, t4, t5, t3 = st.columns([1, 1, 1, 1, 3])
-show_pred = t1.toggle("Prediction layer", value=True, key="map_show_pred")
-show_label = t2.toggle("Label layer", value=False, key="map_show_label", disabled=not scene.label_path,
+show_pred = t1.toggle("Prediction", value=True, key="map_show_pred")
+show_label = t2.toggle("Label", value=False, key="map_show_label", disabled=not scene.label_path,
                        help=None if scene.label_path else "This scene has no label.")
-show_error = t4.toggle("Error layer", key="map_show_error", disabled=not scene.label_path,
+show_error = t4.toggle("Errors", key="map_show_error", disabled=not scene.label_path,
                        help="Magenta where the prediction differs from the (latest) label." if scene.label_path
                        else "This scene has no label.")
 queue = rq.load_queue(ws, scene.id)
 if queue is not None and queue.shape != (scene.height, scene.width):
     queue = None
-show_sus = t5.toggle("Suspicion layer", key="map_show_sus", disabled=queue is None,
+show_sus = t5.toggle("Suspicion", key="map_show_sus", disabled=queue is None,
                      help="The noise queue's per-pixel label suspicion (yellow → red) over the predicted region."
                      if queue is not None else "No noise queue for this scene yet: build one on the Labels page.")
 unc_layer = t3.radio(
