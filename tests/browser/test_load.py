@@ -14,7 +14,16 @@ import re
 import sys
 
 import pytest
-from conftest import ROOT, app_errors, draw_rectangle, full_screenshot, open_map, run_app, scene_rect_points
+from conftest import (
+    ROOT,
+    app_errors,
+    draw_rectangle,
+    full_screenshot,
+    open_map,
+    run_app,
+    scene_rect_points,
+    wait_app_idle,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from test_page_map import SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
@@ -84,7 +93,9 @@ def test_four_sessions_predict_their_own_regions(load_app, chromium_browser, tmp
 
         for i, (page, frame, region) in enumerate(zip(pages, frames, REGIONS)):
             page.get_by_text("Class areas").first.wait_for(timeout=120_000)
+            page.get_by_text(re.compile(r"Predicted window rows \d+")).first.wait_for(timeout=60_000)
             frame.wait_for_selector("img.leaflet-image-layer", state="attached", timeout=30_000)
+            wait_app_idle(page)  # read the page between reruns, not half-drawn
             text = page.inner_text("body")
             assert not app_errors(page), (i, app_errors(page))
             drawn = region_caption(text, "Drawn region:")
