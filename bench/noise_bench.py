@@ -171,14 +171,20 @@ def load_tiles(args, stems: list[str], pred, src_scheme, ck_scheme: str, classes
         tiles.append({"stem": stem, "true": true, "proba": proba, "dis": dis})
         print(f"\r  predicted {i + 1}/{len(stems)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+    return tiles, add_noise(tiles, args.seed, args.flip_fraction, args.shift_fraction, classes)
+
+
+def add_noise(tiles: list[dict], seed: int, flip_fraction: float, shift_fraction: float,
+              classes: list[int] | None = None) -> list[int]:
+    """Give every tile ``noisy`` (its ``true`` label with :func:`inject_noise`) and ``noise`` (the changed labelled
+    pixels); flips go to the ``classes`` present in the tiles' labels unless given. Returns the classes used."""
     if classes is None:
         classes = sorted({int(c) for t in tiles for c in np.unique(t["true"]) if c != IGNORE})
-    noisy = inject_noise([t["true"] for t in tiles], np.random.default_rng(args.seed), classes, args.flip_fraction,
-                         args.shift_fraction)
+    noisy = inject_noise([t["true"] for t in tiles], np.random.default_rng(seed), classes, flip_fraction, shift_fraction)
     for t, nz in zip(tiles, noisy):
         t["noisy"] = nz
         t["noise"] = (nz != t["true"]) & (t["true"] != IGNORE)
-    return tiles, classes
+    return classes
 
 
 def method_metrics(tiles: list[dict], weights_list: dict[str, SuspicionWeights], tau: float,

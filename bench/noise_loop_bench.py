@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise, method_metrics, run_cleanlab
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, add_noise, method_metrics, run_cleanlab
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -195,12 +195,7 @@ def main(argv=None) -> int:
 
     train = [load(s) for s in train_stems]
     evals = [load(s) for s in eval_stems]
-    classes = sorted({int(c) for t in train for c in np.unique(t["true"]) if c != IGNORE})
-    noisy = inject_noise([t["true"] for t in train], np.random.default_rng(args.seed), classes, args.flip_fraction,
-                         args.shift_fraction)
-    for t, nz in zip(train, noisy):
-        t["noisy"] = nz
-        t["noise"] = (nz != t["true"]) & (t["true"] != IGNORE)
+    add_noise(train, args.seed, args.flip_fraction, args.shift_fraction)
     valid_px = int(sum((t["true"] != IGNORE).sum() for t in train))
     noisy_px = int(sum(t["noise"].sum() for t in train))
     _log(f"train {len(train)} tiles ({noisy_px}/{valid_px} noisy px), eval {len(evals)} tiles")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from seghz.infer.engine import TTA_MODES
+from seghz.metrics import as_float as _num
 
 # Recipe keys that do not change what a run learns (where it ran, whether it resumed, its parent's file path).
 RECIPE_IGNORED = frozenset({"device", "resume", "parent_checkpoint", "ddp", "deterministic"})
@@ -75,14 +76,6 @@ def recipe_diff(base: Mapping | None, other: Mapping | None, ignore: Iterable[st
 
 
 # ---------------------------------------------------------------------------------------------- comparison table
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if np.isnan(f) else f
 
 
 def comparison_table(entries: Sequence[Mapping]) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seghz.errors import ConflictError, SegHZError
+from seghz.metrics import as_float as _num
 from seghz.store import Promotion, Workspace
 
 DEFAULT_MARGIN = 0.02
@@ -102,14 +103,6 @@ class Verdict:
 
 
 # ------------------------------------------------------------------------------------------------ pure comparison
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def per_class_iou(metrics: Mapping | None) -> dict[str, tuple[float | None, int | None]]:

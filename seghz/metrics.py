@@ -76,3 +76,14 @@ def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:
     if m.size == 0:
         return np.zeros(num_classes)
     return np.bincount(m, minlength=num_classes)[:num_classes] / m.size
+
+
+def as_float(v) -> float | None:
+    """A float, or None for None, NaN and anything that is not a number (scores read back from JSON/metadata)."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(f) else f

@@ -7,7 +7,6 @@ pandas DataFrame or a plotly Figure, so the pages stay thin and these are unit-t
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +15,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from seghz.metrics import as_float as _num
 
 CONFUSION_MODES = ("counts", "recall", "precision")
 CONFUSION_MODE_LABELS = {
@@ -32,17 +33,6 @@ def _colors(n: int, colors: Sequence[str] | None) -> list[str]:
     if colors is not None and len(colors) >= n:
         return list(colors)[:n]
     return [FALLBACK_COLORS[i % len(FALLBACK_COLORS)] for i in range(n)]
-
-
-def _num(v: Any) -> float | None:
-    """A float, or None for None/NaN."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def fmt_pct(v: Any, digits: int = 1) -> str:
