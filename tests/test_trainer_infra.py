@@ -186,21 +186,20 @@ def test_cancel_mid_epoch_keeps_files_and_resume_matches_an_uninterrupted_run(da
 
 
 def _full_disk_on_call(monkeypatch, fail_at: int) -> dict:
-    """Make safetensors' save_file (used for checkpoints and states) write half a file and fail with ENOSPC on
-    call ``fail_at`` (1-based)."""
-    import safetensors.torch as st
-
-    real = st.save_file
+    """Make the write of a safetensors file (checkpoints and states: serialised in memory, then written to a temp
+    file next to the target) write a partial file and fail with ENOSPC on call ``fail_at`` (1-based)."""
+    real = Path.write_bytes
     calls = {"n": 0}
 
-    def save_file(tensors, filename, metadata=None):
-        calls["n"] += 1
-        if calls["n"] == fail_at:
-            Path(filename).write_bytes(b"\0" * 100)  # what made it to disk before the disk filled up
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(tensors, filename, metadata=metadata)
+    def write_bytes(self, data):
+        if ".safetensors." in self.name and self.name.endswith(".tmp"):
+            calls["n"] += 1
+            if calls["n"] == fail_at:
+                real(self, data[:100])  # what made it to disk before the disk filled up
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
 
-    monkeypatch.setattr(st, "save_file", save_file)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
     return calls
 
 

@@ -41,14 +41,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """Atomically write a safetensors file (temporary name, fsync, rename, fsync of the folder): the one way SegHZ
-    writes weights (checkpoints, training states). A failure leaves any previous file untouched."""
-    from safetensors.torch import save_file
+    writes weights (checkpoints, training states). A failure leaves any previous file untouched.
+
+    The bytes are serialised in memory and written by us: ``safetensors.torch.save_file`` (0.8) writes through a
+    temporary file of its own (``.tmpXXXXXX``) next to the target, which a kill left behind as a stray file."""
+    from safetensors.torch import save
 
     from seghz.data.io import atomic_target
 
     p = Path(path)
     with atomic_target(p) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(save(tensors, metadata=metadata))
     return p
 
 
