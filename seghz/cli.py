@@ -576,13 +576,15 @@ def cmd_fetch(a) -> int:
 
 
 def cmd_align(a) -> int:
-    """Align a label map to imagery (control points or automatic matching); print the RMSE; optionally write the
-    warped label, a before/after overlay PNG, and import the pair as a scene."""
+    """Align a label map to imagery (control points or automatic matching); print the RMSE; optionally refine the
+    global transform non-rigidly from automatic window matches (``--refine local``); optionally write the warped
+    label, a before/after overlay PNG, and import the pair as a scene."""
     from seghz.geo import align as A
     from seghz.geo.align_scene import import_aligned_scene, load_pair, load_points, write_overlay
 
     label, image = load_pair(a.label, a.image, a.scheme)
     pts = load_points(a.points) if a.points else None
+    refine = getattr(a, "refine", "none")
     if pts is not None and not a.auto:
         src, dst, _ = pts
         try:
@@ -599,28 +601,46 @@ def cmd_align(a) -> int:
     print("matrix (label px -> image px):")
     for row in M:
         print("  " + "  ".join(f"{v: .6g}" for v in row))
+    T = M
+    if refine == "local":
+        try:
+            T = A.local_refine(label, image, M)
+        except ValueError as e:
+            print(f"local refinement not used ({e}); keeping the global {a.kind}", file=sys.stderr)
+        else:
+            cv = T.info["cv"] or {}
+            method += " + local field"
+            print(f"local refinement: {T.info['correspondences']} window matches ({T.info['inliers']} kept), "
+                  f"{T.info['estimator']} kernel, sigma {T.info['sigma_px']} label px, prior {T.info['prior']} "
+                  f"(block cross-validation: {cv.get('cv_rmse_px')} px vs {cv.get('cv_rmse_global_px')} px for the "
+                  f"global transform), max displacement {T.info['max_displacement_px']:.2f} px, "
+                  f"{T.info['seconds']:.1f} s")
     rmse = loo = None
     n = 0
     if pts is not None:
         src, dst, _ = pts
         n = len(src)
         before = A.rmse(A.resize_transform(label.shape, image.shape), src, dst)
-        rmse = A.rmse(M, src, dst)
-        print(f"RMSE on {n} control points: {rmse:.2f} px (plain resize: {before:.2f} px)")
-        if not a.auto and n > A.MIN_POINTS[a.kind]:
+        rmse = A.rmse(T, src, dst)
+        if T is not M:
+            print(f"RMSE on {n} control points: {rmse:.2f} px with the local field ({A.rmse(M, src, dst):.2f} px "
+                  f"global {a.kind}; plain resize: {before:.2f} px)")
+        else:
+            print(f"RMSE on {n} control points: {rmse:.2f} px (plain resize: {before:.2f} px)")
+        if not a.auto and n > A.MIN_POINTS[a.kind] and T is M:
             loo, _ = A.holdout_rmse(src, dst, a.kind)
             print(f"leave-one-out RMSE: {loo:.2f} px")
     if a.out:
         from seghz.classes import get_scheme
         from seghz.data.io import write_index_mask
 
-        write_index_mask(a.out, A.warp_label(label, M, image.shape[:2]), get_scheme(a.scheme))
+        write_index_mask(a.out, A.warp_label(label, T, image.shape[:2]), get_scheme(a.scheme))
         print(f"wrote the aligned label (class indices, palette PNG; 255 = outside the label) to {a.out}")
     if a.overlay:
-        write_overlay(a.overlay, label, image, M, a.scheme)
+        write_overlay(a.overlay, label, image, T, a.scheme)
         print(f"wrote the before (plain resize) / after overlay to {a.overlay}")
     if a.import_scene:
-        sc = import_aligned_scene(_workspace(a), a.label, a.image, M, scheme=a.scheme, name=a.import_scene, kind=a.kind,
+        sc = import_aligned_scene(_workspace(a), a.label, a.image, T, scheme=a.scheme, name=a.import_scene, kind=a.kind,
                                   method=method, rmse=rmse, n_points=n, holdout_rmse=loo, label=label)
         print(f"imported scene '{sc.name}' ({sc.id}) with the aligned label")
     return 0
@@ -796,6 +816,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "fitted on them, with --auto they only measure the automatic result")
     al.add_argument("--auto", action="store_true", help="automatic matching even when --points is given")
     al.add_argument("--kind", default="homography", choices=["similarity", "affine", "homography"])
+    al.add_argument("--refine", default="none", choices=["none", "local"],
+                    help="'local': add a smooth non-rigid displacement field on top of the global transform, fitted "
+                         "on automatic window matches only (smoothing chosen by spatial cross-validation); the "
+                         "field is saved in alignment.json with --import-scene")
     al.add_argument("--out", help="write the aligned label (image grid, palette PNG) here")
     al.add_argument("--overlay", help="write a before/after overlay PNG here (local use; do not commit real data)")
     al.add_argument("--import-scene", metavar="NAME", help="import image + aligned label as a workspace scene")

@@ -198,6 +198,130 @@ def test_feature_match_on_identical_renderings():
     assert A.rmse(got, grid(300, 240), A.apply_transform(M, grid(300, 240))) < 1.5
 
 
+# ------------------------------------------------------------------------------------------- non-rigid (local) refinement
+def sine_warp(M, shape, amp=(3.0, 2.5), wavelength=(400.0, 460.0), phase=(0.0, 0.0), spacing=4.0) -> A.LocalWarp:
+    """A homography plus a smooth sinusoidal displacement (image px) as a LocalWarp: dx varies along y, dy along x."""
+    h, w = shape
+    gw, gh = math.ceil((w - 1) / spacing) + 1, math.ceil((h - 1) / spacing) + 1
+    gx, gy = np.meshgrid(np.arange(gw) * spacing, np.arange(gh) * spacing)
+    return A.LocalWarp(M=np.asarray(M, float), dx=amp[0] * np.sin(2 * np.pi * gy / wavelength[0] + phase[0]),
+                       dy=amp[1] * np.cos(2 * np.pi * gx / wavelength[1] + phase[1]), spacing=spacing)
+
+
+def render_warped(label, T, shape, seed=0) -> np.ndarray:
+    """Like :func:`render_image`, through a LocalWarp (the label's first pixel's class fills the outside)."""
+    rng = np.random.default_rng(seed)
+    colors = rng.integers(30, 226, size=(256, 3)).astype(np.float32)
+    mx, my = T.inverse_maps(shape)
+    w = cv2.remap(label, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=int(label[0, 0]))
+    img = cv2.GaussianBlur((colors[w] + rng.normal(0, 12, size=(*shape, 3))).astype(np.float32), (0, 0), 1.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _inside(T, g, shape, margin=5):
+    on = A.map_points(T, g)
+    return (on[:, 0] > margin) & (on[:, 0] < shape[1] - margin) & (on[:, 1] > margin) & (on[:, 1] < shape[0] - margin)
+
+
+@pytest.mark.parametrize("seed", [3, 5, 11])
+def test_local_refinement_recovers_smooth_warp(seed):
+    lbl = synthetic_label(300, 360, seed=seed)
+    T = sine_warp(homography(), lbl.shape, phase=(seed * 0.7, seed * 1.3))
+    shape = (470, 560)
+    img = render_warped(lbl, T, shape, seed=seed)
+    res = A.auto_align(lbl, img, kind="homography", local="local")
+    assert res.warp is not None and res.method.endswith("+local") and res.transform is res.warp, res.local_note
+    g = grid(360, 300, 15)
+    ins = _inside(T, g, shape)
+    glob, loc = A.rmse(res.M, g[ins], T.apply(g[ins])), A.rmse(res.transform, g[ins], T.apply(g[ins]))
+    # the global homography leaves 1.8-4.6 px here; the field brings it to about a pixel (measured 0.61-1.21 px
+    # over seeds 1, 2, 3, 5, 11)
+    assert loc < 1.5 and loc < 0.6 * glob, (glob, loc, res.warp.info["cv"]["choice"])
+    assert res.to_json()["local"]["model"] == "homography+local"
+
+
+def test_local_refinement_pure_homography_no_worse():
+    lbl = synthetic_label(300, 360, seed=5)
+    H = homography()
+    shape = (470, 560)
+    img = render_image(lbl, H, shape, seed=5)
+    res = A.auto_align(lbl, img, kind="homography", local="local")
+    g = grid(360, 300, 15)
+    ins = _inside(H, g, shape)
+    glob, loc = A.rmse(res.M, g[ins], A.apply_transform(H, g[ins])), A.rmse(res.warp, g[ins], A.apply_transform(H, g[ins]))
+    assert loc < max(glob + 0.1, 0.3), (glob, loc)
+    assert res.warp.max_displacement() < 0.5
+
+
+@settings(max_examples=12, deadline=None)
+@given(ax=st.floats(0, 6), ay=st.floats(0, 6), lx=st.floats(150, 600), ly=st.floats(150, 600),
+       px=st.floats(0, 6.3), py=st.floats(0, 6.3), s=st.floats(1.1, 1.8), deg=st.floats(-5, 5))
+def test_property_point_mapping_and_label_warp_agree(ax, ay, lx, ly, px, py, s, deg):
+    lh, lw = 120, 160
+    T = sine_warp(similarity(s, deg, 30, 20), (lh, lw), amp=(ax, ay), wavelength=(lx, ly), phase=(px, py), spacing=8)
+    shape = (int(lh * s) + 80, int(lw * s) + 80)
+    yy, xx = np.mgrid[0:lh, 0:lw]
+    # stripes 5 px wide: a stripe's centre pixel must land (nearest neighbour) on that stripe's value
+    for code, coord in (((xx // 5) % 250).astype(np.uint8), 0), (((yy // 5) % 250).astype(np.uint8), 1):
+        warped = A.warp_label(code, T, shape)
+        assert set(np.unique(warped).tolist()) <= set(np.unique(code).tolist()) | {255}
+        p = np.c_[xx[2:-2:5, 2:-2:5].ravel(), yy[2:-2:5, 2:-2:5].ravel()].astype(float)
+        p = p[(p[:, coord] % 5) == 2]
+        u = np.rint(T.apply(p)).astype(int)
+        ok = (u[:, 0] >= 0) & (u[:, 0] < shape[1]) & (u[:, 1] >= 0) & (u[:, 1] < shape[0])
+        got = warped[u[ok, 1], u[ok, 0]]
+        want = code[p[ok, 1].astype(int), p[ok, 0].astype(int)]
+        np.testing.assert_array_equal(got, want)
+    # inverse and forward mapping agree
+    u = np.c_[np.linspace(40, shape[1] - 40, 20), np.linspace(30, shape[0] - 30, 20)]
+    np.testing.assert_allclose(T.apply(T.inverse(u)), u, atol=1e-3)
+
+
+def test_local_warp_json_roundtrip_and_zero_field():
+    T = sine_warp(homography(), (100, 120), spacing=8)
+    back = A.LocalWarp.from_json(json.loads(json.dumps(T.to_json())))
+    g = grid(120, 100, 7)
+    np.testing.assert_allclose(back.apply(g), T.apply(g), atol=2e-3)
+    zero = A.LocalWarp(M=homography(), dx=np.zeros((3, 4)), dy=np.zeros((3, 4)), spacing=40)
+    np.testing.assert_allclose(zero.apply(g), A.apply_transform(homography(), g), atol=1e-9)
+    lbl = synthetic_label(100, 120, seed=1)
+    np.testing.assert_array_equal(A.warp_label(lbl, zero, (180, 200)), A.warp_label(lbl, homography(), (180, 200)))
+
+
+def test_local_refinement_bad_input(monkeypatch):
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (5, 2))
+    with pytest.raises(ValueError, match="at least 20 window correspondences, got 5"):
+        A.fit_local_field(src, src + 1, np.eye(3), (100, 100))
+    lbl = synthetic_label(60, 70, seed=2)
+    img = render_image(lbl, similarity(1.4, 0, 5, 5), (100, 110), seed=2)
+    with pytest.raises(ValueError, match="window correspondences"):
+        A.local_refine(lbl, img, similarity(1.4, 0, 5, 5))
+    # auto_align falls back to the global transform and says why
+    lbl = synthetic_label(240, 300, seed=7)
+    img = render_image(lbl, homography(), (380, 460), seed=7)
+
+    def boom(*a, **k):
+        raise ValueError("a local refinement needs at least 20 window correspondences, got 3")
+
+    monkeypatch.setattr(A, "local_refine", boom)
+    res = A.auto_align(lbl, img, kind="homography", local="local")
+    assert res.warp is None and res.transform is res.M and "global transform kept" in res.local_note
+    assert "+local" not in res.method and "local_note" in res.to_json()
+    res = A.auto_align(lbl, img, kind="homography", local="local", refine=False)
+    assert res.warp is None and "needs the refined global transform" in res.local_note
+    with pytest.raises(ValueError, match="unknown local refinement"):
+        A.auto_align(lbl, img, local="tps")
+
+
+def test_cv_prefers_global_on_pure_noise():
+    rng = np.random.default_rng(3)
+    src = rng.uniform(0, 400, (300, 2))
+    dst = A.apply_transform(homography(), src) + rng.normal(0, 0.5, (300, 2))
+    W = A.fit_local_field(src, dst, homography(), (400, 400))
+    assert W.max_displacement() < 0.5, W.info["cv"]["choice"]  # measured: "global only", a zero field
+
+
 # ---------------------------------------------------------------------------------------------------- real data
 def _airport():
     if not (AIRPORT / "A_label.png").is_file() or not (AIRPORT / "B_sat.jpeg").is_file():
@@ -242,12 +366,29 @@ def test_airport_auto_alignment_regression(airport_auto):
     assert 1.35 < A.describe(res.M)["scale"] < 1.55
 
 
+@pytest.fixture(scope="module")
+def airport_local(airport_auto):
+    res, src, dst, label, image = airport_auto
+    return A.local_refine(label, image, res.M), src, dst
+
+
+def test_airport_local_refinement_improves(airport_auto, airport_local):
+    res, *_ = airport_auto
+    W, src, dst = airport_local
+    g, loc = A.rmse(res.M, src, dst), A.rmse(W, src, dst)
+    assert loc < g and loc < 3.6, (g, loc, W.info["cv"]["choice"])  # measured 4.06 -> 3.29 px
+    assert W.info["cv"]["cv_rmse_px"] < W.info["cv"]["cv_rmse_global_px"]
+    assert float(np.max(A.residuals(W, src, dst))) < 7.0  # measured max 8.82 -> 5.94 px
+
+
 @pytest.mark.xfail(reason="issue target 3 px not reached: automatic alignment measures 4.06 px RMSE (median 2.98 px) "
-                          "on the 12 hand points; a homography fitted to the hand points themselves gives 2.53 px",
+                          "with the global homography and 3.29 px (median 2.60, max 5.94) with the non-rigid "
+                          "refinement (refine/local='local') on the 12 hand points; a homography fitted to the hand "
+                          "points themselves gives 2.53 px in-sample, 4.80 px leave-one-out",
                    strict=False)
-def test_airport_auto_alignment_within_3px(airport_auto):
-    res, src, dst, *_ = airport_auto
-    assert A.rmse(res.M, src, dst) < 3.0
+def test_airport_auto_alignment_within_3px(airport_local):
+    W, src, dst = airport_local
+    assert A.rmse(W, src, dst) < 3.0
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -278,3 +419,34 @@ def test_cli_align_points_out_overlay_import(tmp_path, capsys):
     pp.write_text(json.dumps([[0, 0, 1, 1]]))
     rc = main(["align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points", str(pp)])
     assert rc == 2 and "needs at least 4 point pairs, got 1" in capsys.readouterr().err
+
+
+def test_cli_align_refine_local_saves_field(tmp_path, capsys):
+    from seghz.classes import get_scheme
+    from seghz.cli import main
+    from seghz.data.io import read_index_mask, write_index_mask, write_rgb
+    from seghz.geo.align_scene import load_transform
+    from seghz.store import Workspace
+
+    lbl = synthetic_label(300, 360, seed=5)
+    T = sine_warp(homography(), lbl.shape, phase=(3.5, 6.5))
+    lp, ip, pp = tmp_path / "l.png", tmp_path / "i.png", tmp_path / "p.json"
+    write_index_mask(lp, lbl, get_scheme("hz20"))
+    write_rgb(ip, render_warped(lbl, T, (470, 560), seed=5))
+    src = grid(360, 300, 5)[1:-1]
+    pp.write_text(json.dumps([[*s, *d] for s, d in zip(src.tolist(), T.apply(src).tolist())]))
+    ws = tmp_path / "ws"
+    rc = main(["--workspace", str(ws), "align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points",
+               str(pp), "--auto", "--refine", "local", "--out", str(tmp_path / "a.png"), "--import-scene", "local"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "local refinement:" in out and "with the local field" in out, out
+    sc = next(s for s in Workspace(ws).list_scenes() if s.name == "local")
+    assert "+local field" in sc.source
+    rec = json.loads((Workspace(ws).scene_path(sc, "image").parent / "alignment.json").read_text())
+    assert rec["refinement"] == "local" and rec["local"]["info"]["cv"]["choice"]
+    back = load_transform(rec)
+    assert isinstance(back, A.LocalWarp) and A.rmse(back, src, T.apply(src)) < 1.5
+    assert rec["rmse_px"] == pytest.approx(A.rmse(back, src, T.apply(src)), abs=0.01)
+    saved = read_index_mask(tmp_path / "a.png")
+    assert (saved == A.warp_label(lbl, back, saved.shape)).mean() > 0.999  # field stored to 1e-3 px
+    assert isinstance(load_transform({"matrix": np.eye(3).tolist()}), np.ndarray)

@@ -75,6 +75,14 @@ def test_align_page_points_auto_and_save(files):
     assert "Automatic (homography)" in t, t
     auto_rmse = float(t.split("RMSE on the 6 control points ")[1].split(" px")[0])
     assert auto_rmse < 2.0
+    # the same with the local (non-rigid) refinement: used and reported, or refused with the reason
+    at.checkbox(key="al_local").check()
+    at.button(key="al_auto_btn").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    t = _texts(at)
+    assert "ecc+windows+local" in t and "global homography alone" in t and "Local field:" in t, t
+    assert float(t.split("RMSE on the 6 control points ")[1].split(" px")[0]) < 2.0
     # save with the manual fit
     at.radio(key="al_use").set_value("manual fit")
     at.text_input(key="al_name").set_value("synthetic aligned")
@@ -88,6 +96,20 @@ def test_align_page_points_auto_and_save(files):
     rec = json.loads((ws.scene_path(sc, "image").parent / "alignment.json").read_text())
     np.testing.assert_allclose(np.array(rec["matrix"]), M, atol=1e-6)
     assert rec["method"].startswith("manual") and rec["rmse_px"] == 0.0 and rec["label_file"] == str(lp)
+    # and with the automatic + local result: the field is saved with the scene
+    at.radio(key="al_use").set_value("automatic")
+    at.text_input(key="al_name").set_value("synthetic local")
+    at.button(key="al_save").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    sc = next(s for s in ws.list_scenes() if s.name == "synthetic local")
+    assert "homography+local field" in sc.source
+    rec = json.loads((ws.scene_path(sc, "image").parent / "alignment.json").read_text())
+    assert rec["refinement"] == "local" and rec["local"]["field"]["dx"]
+    from seghz.geo.align import LocalWarp
+    from seghz.geo.align_scene import load_transform
+
+    assert isinstance(load_transform(rec), LocalWarp)
 
 
 def test_align_page_bad_file(files, tmp_path):

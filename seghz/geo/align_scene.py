@@ -89,25 +89,52 @@ def write_overlay(path, label: np.ndarray, image: np.ndarray, M, scheme: str, op
 
 def provenance(M, *, kind: str, method: str, label_path, image_path, scheme: str, rmse: float | None = None,
                n_points: int = 0, holdout_rmse: float | None = None, extra: dict | None = None) -> dict:
-    """The record saved with an aligned scene."""
-    return {"transform": "label px -> image px (3x3, pixel centres at integers)",
+    """The record saved with an aligned scene. ``M`` is a 3×3 matrix or a :class:`seghz.geo.align.LocalWarp`; for
+    the latter ``matrix`` is its global 3×3 and ``local`` holds the displacement field (control grid, plain JSON) and
+    how it was fitted; :func:`load_transform` reads either back."""
+    local = None
+    if isinstance(M, A.LocalWarp):
+        local = M.to_json()
+        local.pop("matrix", None)
+        M = M.M
+    rec = {"transform": "label px -> image px (3x3, pixel centres at integers)" if local is None else
+           "label px -> image px: matrix (3x3, pixel centres at integers) + local displacement field (see 'local')",
             "matrix": np.asarray(M, np.float64).tolist(), "kind": kind, "method": method,
             "rmse_px": None if rmse is None else round(float(rmse), 3), "control_points": int(n_points),
             "leave_one_out_rmse_px": None if holdout_rmse is None else round(float(holdout_rmse), 3),
             "label_file": str(label_path), "image_file": str(image_path), "scheme": scheme,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {})}
+    if local is not None:
+        rec["refinement"] = "local"
+        rec["local"] = local
+    return rec
+
+
+def load_transform(record):
+    """The label → image mapping of an ``alignment.json`` record (a dict, or the path of the file): the 3×3 matrix
+    as an array, or a :class:`seghz.geo.align.LocalWarp` when the record holds a local refinement."""
+    if not isinstance(record, dict):
+        p = Path(record)
+        try:
+            record = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BadInputError(p, f"not a readable alignment record ({e})") from None
+    M = np.asarray(record["matrix"], np.float64)
+    if record.get("local"):
+        return A.LocalWarp.from_json({**record["local"], "matrix": record["matrix"]})
+    return M
 
 
 def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: str | None = None, kind: str = "homography",
                          method: str = "manual", rmse: float | None = None, n_points: int = 0,
                          holdout_rmse: float | None = None, label: np.ndarray | None = None, extra: dict | None = None):
-    """Warp the label into the image grid with ``M`` and import image + warped label as a new scene (through
-    :func:`seghz.data.scenes.import_scene`). Pixels outside the label become unlabelled. The scene's source
+    """Warp the label into the image grid with ``M`` (3×3 or :class:`seghz.geo.align.LocalWarp`) and import image +
+    warped label as a new scene (through :func:`seghz.data.scenes.import_scene`). Pixels outside the label become unlabelled. The scene's source
     line names the files, method and RMSE; ``alignment.json`` in the scene folder holds the full record."""
     from seghz.data.io import raster_info
     from seghz.data.scenes import import_scene
 
-    A.check_transform(M, kind)
+    A.check_transform(M.M if isinstance(M, A.LocalWarp) else M, kind)
     info = raster_info(image_path)
     lbl = label if label is not None else read_label(label_path, get_scheme(scheme))
     warped = A.warp_label(lbl, M, (info.height, info.width))
@@ -116,7 +143,8 @@ def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: st
     rec = provenance(M, kind=kind, method=method, label_path=label_path, image_path=image_path, scheme=scheme,
                      rmse=rmse, n_points=n_points, holdout_rmse=holdout_rmse, extra=extra)
     rm = "n/a" if rmse is None else f"{rmse:.2f} px on {n_points} control points"
-    source = f"{image_path} + label {label_path} aligned ({method}, {kind}, RMSE {rm}); see alignment.json"
+    how = f"{kind}+local field" if isinstance(M, A.LocalWarp) else kind
+    source = f"{image_path} + label {label_path} aligned ({method}, {how}, RMSE {rm}); see alignment.json"
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td) / "aligned_label.png"
         write_index_mask(tmp, warped, get_scheme(scheme))  # palette PNG: 255 -> black -> unlabelled on read
@@ -148,4 +176,4 @@ def canvas_points(json_data: dict | None, scale: float) -> np.ndarray:
 
 
 __all__ = ["before_after", "canvas_points", "default_airport_files", "import_aligned_scene", "load_pair", "load_points",
-           "points_table", "provenance", "write_overlay"]
+           "load_transform", "points_table", "provenance", "write_overlay"]
