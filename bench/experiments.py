@@ -9,7 +9,9 @@ Protocol (issue 4, "Experiments"):
   ``--eval-tiles`` are used. TRAINING = the other tiles of the folder (489), ordered by a salted SHA-1 of the stem
   (salt ``experiments-v1``); the first ``--train-tiles`` are used. No validation split and no model selection: the
   model after the last step is evaluated (equal budget for every row).
-* **Model**: ``Unet`` + ``tu-efficientnet_lite0`` from the shipped ImageNet weights (as the shipped GID model).
+* **Model**: ``Unet`` + ``tu-efficientnet_lite0`` from the shipped ImageNet weights (as the shipped GID model), or
+  with ``--init scratch`` from timm's random initialisation (seeded by the run's seed). The init is part of the
+  protocol (``--resume`` never mixes the two) and of every run's record.
 * **Budget**: ``--steps`` optimiser steps of ``--batch-size`` random ``--crop`` crops (D4 + colour jitter, the
   trainer's pipeline), split into ``--epochs`` epochs (the cosine noise-mask threshold moves per epoch), AdamW +
   OneCycle at ``--lr``. Same budget for every row; the consistency row runs a second forward per step.
@@ -23,10 +25,16 @@ Protocol (issue 4, "Experiments"):
 
 The markdown keeps the text between ``<!-- reading -->`` and ``<!-- /reading -->`` of an existing ``--out`` (the
 hand-written reading of the results). ``--json`` is rewritten after every run; with ``--resume`` the runs already
-in it (same protocol) are not run again.
+in it (same protocol) are not run again. ``--compare A.json B.json`` adds the CE rows of other reports of this script
+(same split and recipe settings; another ``--init`` and/or ``--steps``) as an "Initialisation" section next to the
+report's own CE rows; they are embedded in ``--json`` (key ``compare``). ``--render-only`` rewrites ``--out`` from
+``--json`` (plus any ``--compare``) without training.
 
     python bench/experiments.py --rows ce,noisy_ce,noisy_nm_cos,noisy_boot --seeds 0,1 --steps 120 --device cpu
     python bench/experiments.py --device cuda --seeds 0,1,2 --steps 3000 --epochs 10 --batch-size 16 --json docs/experiments.json
+    python bench/experiments.py --init scratch --rows ce,noisy_ce --seeds 0,1 --steps 56 --crop 160 --device cpu \
+        --out /tmp/exp_init/scratch56.md --json /tmp/exp_init/scratch56.json
+    python bench/experiments.py --render-only --json docs/experiments.json --compare /tmp/exp_init/scratch56.json
 """
 from __future__ import annotations
 
@@ -52,6 +60,9 @@ from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise
 from seghz.classes import IGNORE, get_scheme, index_crosswalk
 
 TRAIN_SALT = "experiments-v1"
+# --init -> encoder_weights of the TrainConfig (and of the protocol): the shipped ImageNet Lite0 weights, or none
+# (timm's random initialisation, seeded by the run's seed like the decoder's)
+INITS: dict[str, str | None] = {"imagenet": "lite0-imagenet", "scratch": None}
 SCHEME_SRC, SCHEME = "gid15", "hz7"
 # row key -> (label, TrainConfig overrides on top of the plain-CE base)
 ROWS: dict[str, tuple[str, dict]] = {
@@ -107,17 +118,25 @@ def noisy_copy(samples, seed: int, flip_fraction: float) -> tuple[list, float]:
     return [(img, n) for (img, _), n in zip(samples, noisy)], changed / max(valid, 1)
 
 
+def train_config(a, row: str, seed: int):
+    """The :class:`TrainConfig` of one run (``a``: the parsed arguments): the row's recipe, ``--init``'s weights."""
+    from seghz.train.trainer import TrainConfig
+
+    return TrainConfig(scheme=SCHEME, arch="Unet", encoder="tu-efficientnet_lite0", epochs=a.epochs, batch_size=a.batch_size,
+                       crop_size=a.crop, lr=a.lr, seed=seed, device=a.device, tile_size=max(a.crop, 224),
+                       steps_per_epoch=max(1, -(-a.steps // a.epochs)), encoder_weights=INITS[a.init],
+                       **{**BASE, **ROWS[row.removeprefix("noisy_")][1]})
+
+
 def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
     import torch
 
     from seghz.infer.engine import Predictor
-    from seghz.train.trainer import TrainConfig, evaluate_samples, train
+    from seghz.train.trainer import evaluate_samples, train
 
     key = row.removeprefix("noisy_")
     spe = max(1, -(-a.steps // a.epochs))
-    cfg = TrainConfig(scheme=SCHEME, arch="Unet", encoder="tu-efficientnet_lite0", epochs=a.epochs, batch_size=a.batch_size,
-                      crop_size=a.crop, lr=a.lr, seed=seed, device=a.device, tile_size=max(a.crop, 224),
-                      steps_per_epoch=spe, **{**BASE, **ROWS[key][1]})
+    cfg = train_config(a, row, seed)
     names = list(get_scheme(SCHEME).names)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -131,7 +150,7 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
     if a.device.startswith("cuda"):
         torch.cuda.empty_cache()
     last = res["history"][-1] if res["history"] else {}
-    return {"row": row, "seed": seed, "miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
+    return {"row": row, "seed": seed, "init": a.init, "miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
             "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
             "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
             "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
@@ -146,11 +165,17 @@ def miou_gt(sc: dict) -> float:
 
 
 def _protocol(a, train_stems, eval_stems) -> dict:
-    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": "tu-efficientnet_lite0", "encoder_weights": "lite0-imagenet",
+    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": "tu-efficientnet_lite0", "init": a.init,
+            "encoder_weights": INITS[a.init],
             "steps": max(1, -(-a.steps // a.epochs)) * a.epochs, "epochs": a.epochs, "batch_size": a.batch_size,
             "crop": a.crop, "lr": a.lr, "flip_fraction": a.flip_fraction, "train_tiles": len(train_stems),
             "eval_tiles": len(eval_stems), "train_stems_sha1": hashlib.sha1(",".join(train_stems).encode()).hexdigest()[:12],
             "eval_stems_sha1": hashlib.sha1(",".join(eval_stems).encode()).hexdigest()[:12]}
+
+
+def _same_protocol(old: dict | None, new: dict) -> bool:
+    """``--resume`` check; a JSON written before ``--init`` existed (no ``init`` key) was an ImageNet run."""
+    return old is not None and {"init": "imagenet", **old} == new
 
 
 def _ms(vals: list[float]) -> tuple[float, float | None]:
@@ -176,6 +201,80 @@ def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
                 if r.startswith("noisy_"):
                     s[name] = (s[m] - nce[m]) / gap if abs(gap) > 1e-9 else None
     return out
+
+
+# protocol keys that must match for reports to be compared side by side (init and steps may differ)
+COMPARE_KEYS = ("data", "arch", "encoder", "epochs", "batch_size", "crop", "lr", "flip_fraction", "train_tiles", "eval_tiles",
+                "train_stems_sha1", "eval_stems_sha1")
+COMPARE_ROWS = ("ce", "noisy_ce")
+
+
+def compare_entries(protocol: dict, reports: list[dict]) -> list[dict]:
+    """Group the runs of other reports by (init, steps) for the "Initialisation" section.
+
+    Each entry: ``{"init", "steps", "commands", "dates", "runs"}``; reports with the same init and steps (e.g. one
+    per seed, run in parallel) are merged, a (row, seed) seen twice is an error. Raises ValueError when a report's
+    split or recipe settings differ from ``protocol``'s (only the init and the number of steps may differ)."""
+    groups: dict[tuple[str, int], dict] = {}
+    for rep in reports:
+        q = rep["protocol"]
+        bad = [k for k in COMPARE_KEYS if q.get(k) != protocol.get(k)]
+        if bad:
+            raise ValueError(f"cannot compare a report made with other settings: {', '.join(bad)} "
+                             f"({rep.get('command', '?')})")
+        key = (q.get("init", "imagenet"), int(q["steps"]))
+        g = groups.setdefault(key, {"init": key[0], "steps": key[1], "commands": [], "dates": [], "runs": []})
+        g["commands"].append(rep.get("command", ""))
+        g["dates"].append(rep.get("env", {}).get("date", ""))
+        for x in rep["runs"]:
+            if any(y["row"] == x["row"] and y["seed"] == x["seed"] for y in g["runs"]):
+                raise ValueError(f"run {x['row']} seed {x['seed']} ({key[0]}, {key[1]} steps) is in two reports")
+            g["runs"].append({**x, "init": key[0]})
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[1], k[0] != "imagenet", k[0]))]
+
+
+def render_compare(report: dict) -> list[str]:
+    """Markdown lines of the "Initialisation" section: this report's CE rows next to those of ``report["compare"]``."""
+    p = report["protocol"]
+    own = {"init": p.get("init", "imagenet"), "steps": int(p["steps"]), "runs": report["runs"], "commands": ["(this report)"]}
+    entries = [own] + [e for e in report.get("compare", []) if (e["init"], e["steps"]) != (own["init"], own["steps"])]
+    entries.sort(key=lambda e: (e["steps"], e["init"] != "imagenet", e["init"]))
+    summ = {(e["init"], e["steps"]): summarise(e["runs"], list(COMPARE_ROWS)) for e in entries}
+    label = {"imagenet": "ImageNet (shipped Lite0)", "scratch": "scratch (random)"}
+    lines = ["## Initialisation: ImageNet vs from scratch", "",
+             (f"CE rows only, same split, batch {p['batch_size']} × {p['crop']}² crops, {p['epochs']} epochs, OneCycle max lr "
+              f"{p['lr']}; only the encoder initialisation and the number of steps differ. **Δ** = mIoU(scratch) − "
+              "mIoU(ImageNet) at the same steps and training labels, from the means."), "",
+             "| training labels | steps | init | mIoU | mIoU (GT classes) | fwIoU | OA | Δ mIoU | Δ mIoU (GT classes) | train s/run | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in COMPARE_ROWS:
+        for e in entries:
+            s = summ[(e["init"], e["steps"])].get(row)
+            if not s:
+                continue
+            ref = summ.get(("imagenet", e["steps"]), {}).get(row)
+            deltas = ["—", "—"] if e["init"] == "imagenet" else (
+                [f"{s[m] - ref[m]:+.2f}" for m in ("miou", "miou_gt")] if ref else ["n/a", "n/a"])
+            lines.append("| " + " | ".join([
+                "noisy (30 % flipped)" if row.startswith("noisy_") else "clean", str(e["steps"]), label.get(e["init"], e["init"]),
+                _fmt(s["miou"], s["miou_sd"]), _fmt(s["miou_gt"], s["miou_gt_sd"]), _fmt(s["fwiou"], s["fwiou_sd"]),
+                _fmt(s["oa"], s["oa_sd"]), *deltas, f"{s['train_s']:.0f}", ", ".join(str(x) for x in s["seeds"])]) + " |")
+    lines += ["", "Per run:", "",
+              "| init | steps | row | seed | mIoU | mIoU (GT classes) | IoU per class (GT classes) | final train loss | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    gt = report.get("eval_classes", [])
+    for e in entries:
+        for x in sorted((x for x in e["runs"] if x["row"] in COMPARE_ROWS), key=lambda x: (COMPARE_ROWS.index(x["row"]), x["seed"])):
+            pc = ", ".join(f"{k} {v * 100:.0f}" for k, v in x["per_class_iou"].items() if k in gt and v is not None)
+            fl = "" if x.get("final_loss") is None else f"{x['final_loss']:.3f}"
+            lines.append(f"| {e['init']} | {e['steps']} | {x['row']} | {x['seed']} | {x['miou'] * 100:.2f} | "
+                         f"{x['miou_gt'] * 100:.2f} | {pc} | {fl} | {x['train_s']:.0f} |")
+    cmds = [c for e in entries if e is not own for c in e["commands"]]
+    dates = sorted(d for e in entries if e is not own for d in e.get("dates", []) if d)
+    if cmds:
+        lines += ["", "Other runs: " + "; ".join(f"`{c}`" for c in cmds)
+                  + (f" (started {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + ")." if dates else ".")]
+    return lines
 
 
 def _fmt(m: float, sd: float | None) -> str:
@@ -208,7 +307,10 @@ def render(report: dict, old_text: str | None) -> str:
          f"the first {p['train_tiles']} of the other tiles, ordered by SHA-1 of `experiments-v1:<stem>` "
          f"(stem-list hashes: train `{p['train_stems_sha1']}`, eval `{p['eval_stems_sha1']}`). No validation split, no "
          "model selection: the weights after the last step are scored."),
-        "- Model: Unet + tu-efficientnet_lite0 from the shipped ImageNet weights, input normalised mean = std = 0.5.",
+        ("- Model: Unet + tu-efficientnet_lite0 "
+         + ("from the shipped ImageNet weights" if p.get("init", "imagenet") == "imagenet"
+            else "randomly initialised (`--init scratch`, timm's default init seeded by the run's seed)")
+         + ", input normalised mean = std = 0.5."),
         (f"- Budget (equal for every row): {p['steps']} AdamW steps ({p['epochs']} epochs × {p['steps'] // p['epochs']}), "
          f"batch {p['batch_size']} random {p['crop']}² crops with D4 + colour jitter, OneCycle max lr {p['lr']}, "
          "weight decay 1e-4. The consistency row does a second forward/backward per step."),
@@ -256,6 +358,8 @@ def render(report: dict, old_text: str | None) -> str:
                        and v is not None)
         lines.append(f"| {x['row']} | {x['seed']} | {x['miou'] * 100:.2f} | {x['miou_gt'] * 100:.2f} | {x['fwiou'] * 100:.2f} | "
                      f"{x['oa'] * 100:.2f} | {pc} | {fl} | {nd} | {x['train_s']:.0f} | {x['eval_s']:.0f} |")
+    if report.get("compare"):
+        lines += ["", *render_compare(report)]
     lines += [
         "",
         "## Reading",
@@ -292,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-tiles", type=int, default=None, help="default: all 489 non-test tiles")
     ap.add_argument("--eval-tiles", type=int, default=None, help="default: all 125 held-out test tiles")
     ap.add_argument("--flip-fraction", type=float, default=0.3)
+    ap.add_argument("--init", choices=list(INITS), default="imagenet",
+                    help="encoder initialisation: the shipped ImageNet Lite0 weights (default) or random (scratch)")
     ap.add_argument("--device", default=None, help="cpu | cuda[:i] (default cuda when available)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default OMP_NUM_THREADS or torch's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -299,7 +405,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments.md")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--resume", action="store_true", help="skip runs already in --json (same protocol)")
+    ap.add_argument("--compare", type=Path, nargs="+", default=None,
+                    help="other reports of this script (another --init and/or --steps) for the Initialisation section")
+    ap.add_argument("--render-only", action="store_true", help="rewrite --out from --json (and --compare); no training")
     a = ap.parse_args(argv)
+    compare = None
+    if a.compare:
+        compare = [json.loads(f.read_text()) for f in a.compare]
+    if a.render_only:
+        if not (a.json and a.json.is_file()):
+            raise SystemExit("--render-only needs an existing --json")
+        report = json.loads(a.json.read_text())
+        report["protocol"].setdefault("init", "imagenet")
+        if compare is not None:
+            report["compare"] = compare_entries(report["protocol"], compare)
+        report["summary"] = summarise(report["runs"], report["rows"])
+        a.json.write_text(json.dumps(report, indent=1))
+        if a.out:
+            a.out.write_text(render(report, a.out.read_text() if a.out.is_file() else None))
+        return report
     import torch
 
     from seghz.devices import device_description
@@ -320,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_stems, eval_stems = split_stems(a.data, a.checkpoint, a.train_tiles, a.eval_tiles)
     train_clean, eval_samples = load(a.data, train_stems), load(a.data, eval_stems)
     protocol = _protocol(a, train_stems, eval_stems)
+    compare_data = compare_entries(protocol, compare) if compare is not None else None
     names = list(get_scheme(SCHEME).names)
     eval_classes = [names[c] for c in sorted({int(c) for _, lb in eval_samples for c in np.unique(lb) if c != IGNORE})]
     command = "python bench/experiments.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -333,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs: list[dict] = []
     if a.resume and a.json and a.json.is_file():
         old = json.loads(a.json.read_text())
-        if old.get("protocol") == protocol:
+        if _same_protocol(old.get("protocol"), protocol):
             runs = [x for x in old.get("runs", []) if x["row"] in rows and x["seed"] in seeds]
             print(f"resuming: {len(runs)} run(s) kept from {a.json}", file=sys.stderr)
     noisy_cache: dict[int, list] = {}
@@ -344,6 +469,8 @@ def main(argv: list[str] | None = None) -> dict:
         report.update(command=command, env=env, protocol=protocol, eval_classes=eval_classes, rows=rows, seeds=seeds, runs=runs,
                       noise_rate={str(k): v for k, v in noise_rate.items()}, summary=summarise(runs, rows),
                       wall_s=time.perf_counter() - t_all)
+        if compare_data is not None:
+            report["compare"] = compare_data
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(report, indent=1))

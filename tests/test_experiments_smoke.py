@@ -61,6 +61,8 @@ def test_experiments_tiny_run_writes_markdown_and_json(tmp_path):
     assert [(r["row"], r["seed"]) for r in rep["runs"]] == [("ce", 0), ("noisy_ce", 0), ("noisy_boot", 0)]
     p = rep["protocol"]
     assert (p["train_tiles"], p["eval_tiles"], p["steps"], p["crop"]) == (3, 2, 1, 32)
+    assert (p["init"], p["encoder_weights"]) == ("imagenet", "lite0-imagenet")  # the default --init
+    assert all(r["init"] == "imagenet" for r in rep["runs"])
     for r in rep["runs"]:
         assert 0 <= r["miou"] <= 1 and 0 <= r["oa"] <= 1 and r["steps"] == 1
     assert rep["runs"][-1]["recipe"]["bootstrap"] == "hard"
@@ -79,3 +81,80 @@ def test_experiments_tiny_run_writes_markdown_and_json(tmp_path):
     proc = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "3 run(s) kept" in proc.stderr and "mIoU" not in proc.stdout
+
+
+def _args(init, steps=56):
+    import types
+
+    return types.SimpleNamespace(init=init, steps=steps, epochs=4, batch_size=8, crop=160, lr=2e-3, device="cpu",
+                                 flip_fraction=0.3)
+
+
+def test_init_scratch_builds_a_randomly_initialised_encoder_and_is_part_of_the_protocol():
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import _protocol, _same_protocol, train_config
+    from seghz.classes import get_scheme
+    from seghz.models.registry import build_model, lite0_state_dict
+
+    nc = len(get_scheme("hz7").names)
+    models = {}
+    for init in ("imagenet", "scratch"):
+        cfg = train_config(_args(init), "noisy_ce", seed=0)  # the TrainConfig run_one hands to train()
+        assert cfg.encoder == "tu-efficientnet_lite0" and cfg.class_weights == "none"
+        torch.manual_seed(0)  # as train() seeds before build_model
+        models[init] = build_model(cfg.arch, cfg.encoder, nc, cfg.encoder_weights)
+    assert train_config(_args("scratch"), "ce", 0).encoder_weights is None
+    assert train_config(_args("imagenet"), "ce", 0).encoder_weights == "lite0-imagenet"
+    enc = {k: m.encoder.model.state_dict() for k, m in models.items()}
+    ref = lite0_state_dict()
+    w = "conv_stem.weight"
+    assert torch.equal(enc["imagenet"][w], ref[w])  # the shipped ImageNet weights
+    assert not torch.equal(enc["scratch"][w], ref[w])
+    differ = [k for k, v in enc["imagenet"].items() if v.is_floating_point() and not torch.equal(v, enc["scratch"][k])]
+    assert len(differ) > 0.9 * sum(v.is_floating_point() for v in enc["imagenet"].values())
+    # same seed: only the encoder differs, the decoder / head draw is the same
+    dec = {k: dict(m.named_parameters()) for k, m in models.items()}
+    for k, v in dec["imagenet"].items():
+        if not k.startswith("encoder."):
+            assert torch.equal(v, dec["scratch"][k]), k
+
+    p_in, p_sc = (_protocol(_args(i), ["a", "b"], ["c"]) for i in ("imagenet", "scratch"))
+    assert (p_in["init"], p_in["encoder_weights"]) == ("imagenet", "lite0-imagenet")
+    assert (p_sc["init"], p_sc["encoder_weights"]) == ("scratch", None)
+    # --resume: never mixes inits; a JSON written before --init existed (no "init" key) counts as an ImageNet run
+    legacy = {k: v for k, v in p_in.items() if k != "init"}
+    assert _same_protocol(p_in, p_in) and not _same_protocol(p_in, p_sc) and not _same_protocol(p_sc, p_in)
+    assert _same_protocol(legacy, p_in) and not _same_protocol(legacy, p_sc) and not _same_protocol(None, p_in)
+
+
+def test_compare_section_merges_reports_by_init_and_steps_and_refuses_other_splits():
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import _protocol, compare_entries, render, summarise
+
+    base = _protocol(_args("imagenet"), ["a", "b"], ["c"])
+    sc = _protocol(_args("scratch"), ["a", "b"], ["c"])
+    runs = [_run("ce", 0, 0.40, 0.42), _run("ce", 1, 0.44, 0.46)]
+    own = {"protocol": base, "env": {"device": "cpu", "device_description": "X", "torch": "t", "threads": 1,
+                                     "cpu_count": 2, "loadavg": "1", "date": "d"},
+           "runs": runs + [_run("noisy_ce", 0, 0.30, 0.30)], "rows": ["ce", "noisy_ce"], "seeds": [0, 1],
+           "command": "main", "wall_s": 1.0, "eval_classes": ["Water"]}
+    own["summary"] = summarise(own["runs"], own["rows"])
+    # scratch runs split over two reports (one per seed) are merged into one (init, steps) group
+    s0 = {"protocol": sc, "command": "scratch s0", "env": {"date": "t0"}, "runs": [_run("ce", 0, 0.30, 0.31)]}
+    s1 = {"protocol": sc, "command": "scratch s1", "env": {"date": "t1"}, "runs": [_run("ce", 1, 0.34, 0.35)]}
+    entries = compare_entries(base, [s1, s0])
+    assert [(e["init"], e["steps"], len(e["runs"])) for e in entries] == [("scratch", 56, 2)]
+    with pytest.raises(ValueError, match="two reports"):
+        compare_entries(base, [s0, s0])
+    with pytest.raises(ValueError, match="crop"):
+        compare_entries(base, [{**s0, "protocol": {**sc, "crop": 224}}])
+    own["compare"] = entries
+    md = render(own, "<!-- reading -->\nkept\n<!-- /reading -->")
+    assert "## Initialisation: ImageNet vs from scratch" in md and "kept" in md
+    # clean CE: ImageNet 42.00 ± 2.83, scratch 32.00 ± 2.83, delta -10.00 (GT classes: 44 -> 33, -11.00)
+    assert "| clean | 56 | ImageNet (shipped Lite0) | 42.00 ± 2.83 | 44.00 ± 2.83 |" in md
+    assert "| clean | 56 | scratch (random) | 32.00 ± 2.83 | 33.00 ± 2.83 | 50.00 ± 0.00 | 60.00 ± 0.00 | -10.00 | -11.00 |" in md
+    assert "| noisy (30 % flipped) | 56 | ImageNet (shipped Lite0) | 30.00 |" in md
+    assert "`scratch s1`; `scratch s0`" in md and md.index("## Initialisation") < md.index("## Reading")
