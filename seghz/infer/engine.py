@@ -13,6 +13,7 @@ and, on request, where overlapping windows disagree (seams).
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -157,9 +158,106 @@ class Strip:
     disagreement: np.ndarray  # float32 h×W (zeros when uncertainty was not asked or with one view)
     seam: np.ndarray | None = None  # float32 h×W, when seams were asked
     proba: np.ndarray | None = None  # float32 C×h×W, when probabilities were asked
+    x0: int = 0  # first column: > 0 only for column blocks (``stream(..., blocks=True)``); the width is mask's
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.mask.shape[1]
 
     def result(self) -> PredictionResult:
         return PredictionResult(self.mask, self.confidence, self.entropy, self.disagreement, self.seam, self.proba)
+
+    def rows(self, a: int, b: int) -> Strip:
+        """Rows ``[a, b)`` of this strip (views of its arrays)."""
+        i, j = a - self.y0, b - self.y0
+        cut = lambda t, ax=0: None if t is None else (t[i:j] if ax == 0 else t[:, i:j])
+        return Strip(a, b, cut(self.mask), cut(self.confidence), cut(self.entropy), cut(self.disagreement),
+                     cut(self.seam), cut(self.proba, 1), self.x0)
+
+
+def _join(pieces: list[Strip]) -> Strip:
+    """Side-by-side column blocks of the same rows, left to right, as one strip."""
+    if len(pieces) == 1:
+        return pieces[0]
+    cat = lambda f: None if getattr(pieces[0], f) is None else np.concatenate([getattr(p, f) for p in pieces], -1)
+    p0 = pieces[0]
+    return Strip(p0.y0, p0.y1, cat("mask"), cat("confidence"), cat("entropy"), cat("disagreement"), cat("seam"),
+                 cat("proba"), p0.x0)
+
+
+def _class_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(0)`` for a C×h×w tensor, with the same additions in the same order for every pixel whatever h and w.
+
+    ``Tensor.sum(0)`` on the CPU adds the classes of most pixels one after the other (in runs of 16 whose sums are
+    added last) but takes another order for the last few pixels of the tensor (its scalar tail), so a pixel's
+    entropy would depend on where the block it is finished in ends. This spells out the main order (to the bit).
+    """
+    C = x.shape[0]
+    if C >= 256:  # deeper cascade: no scheme has that many classes
+        return x.sum(0)
+
+    def run(a: int, b: int) -> torch.Tensor:
+        s = torch.zeros_like(x[0])
+        for c in range(a, b):
+            s.add_(x[c])
+        return s
+
+    full = (C // 16) * 16
+    runs = torch.zeros_like(x[0])
+    for a in range(0, full, 16):
+        runs.add_(run(a, a + 16))
+    return run(full, C).add_(runs)
+
+
+class _Band:
+    """The blending buffers of one window row (rows ``[r, r + th)``), one set per column block, made on first use.
+
+    ``edges``: block ``j`` holds columns ``[edges[j], edges[j + 1])`` (block j starts where window column j starts).
+    ``planes``: buffer name -> class count of its leading axis (0: a plain th×w plane). ``carry``: per block, the
+    buffers of the rows this row shares with the previous one (its top rows), taken over when the block is made.
+    """
+
+    def __init__(self, th: int, tw: int, edges: list[int], planes: dict[str, int], carry: dict, dev):
+        self.th, self.tw, self.edges, self.planes, self.carry, self.dev = th, tw, edges, planes, carry, dev
+        self.blocks: dict[int, dict[str, torch.Tensor]] = {}
+        self.carry_out: dict[int, dict[str, torch.Tensor]] = {}  # what the next row takes over, per block
+        self.finished = 0  # blocks [0, finished) are done
+        self.pieces: list[Strip] = []  # finished blocks kept to be joined into whole-row strips
+        self.r = self.e = 0
+        self.valid: np.ndarray | None = None
+        self.out = (0, 0)
+        self.carry_on = False
+
+    def get(self, j: int) -> dict[str, torch.Tensor]:
+        bb = self.blocks.get(j)
+        if bb is None:
+            w = self.edges[j + 1] - self.edges[j]
+            cj = self.carry.pop(j, None)
+            bb = {}
+            for n, c in self.planes.items():
+                t = torch.zeros((c, self.th, w) if c else (self.th, w), dtype=torch.float32, device=self.dev)
+                if cj is not None:
+                    t[..., : cj[n].shape[-2], :] = cj[n]
+                bb[n] = t
+            del cj
+            self.blocks[j] = bb
+        return bb
+
+    def take(self, j: int) -> dict[str, torch.Tensor]:
+        """Block ``j``'s buffers, no longer kept by the row (made now when no window touched it)."""
+        bb = self.get(j)
+        del self.blocks[j]
+        return bb
+
+    def add(self, j: int, name: str, val) -> None:
+        """Add ``val`` (a (C×)th×tw tensor, or a number) of the window starting at column ``edges[j]`` into the blocks."""
+        c = self.edges[j]
+        end = c + self.tw
+        while j + 1 < len(self.edges) and self.edges[j] < end:
+            x0, x1 = self.edges[j], min(self.edges[j + 1], end)
+            tgt = self.get(j)[name][..., : x1 - x0]  # block j starts at x0
+            tgt.add_(val if not torch.is_tensor(val) else val[..., x0 - c : x1 - c])
+            j += 1
 
 
 def window_rows(height: int, tile: int, overlap: float) -> list[int]:
@@ -374,16 +472,25 @@ class Predictor:
         uncertainty: bool = True,
         seams: bool = False,
         proba: bool = False,
+        blocks: bool = False,
     ):
         """Predict an image ``height``×``width`` window row by window row; yields finished :class:`Strip` s.
 
         ``read(r0, r1)`` returns rows ``[r0, r1)`` of the image (uint8 (r1−r0)×W×3) and their validity
-        (bool, or None when all valid); it is called once per window row. The blending buffers live on
-        the model's device and hold one window row: about (C + 3) × tile × width × 4 bytes, whatever the
-        height; finished rows leave as masks and per-pixel uncertainty (and probabilities when
-        ``proba=True``). ``rows=(y0, y1)`` yields only those rows, running only the window rows that
-        touch them (see :func:`shard_rows`); the values are those of the whole-image run bit for bit.
-        Windows without a valid pixel are not run.
+        (bool, or None when all valid); it is called once per window row.
+
+        The blending buffers live on the model's device and are kept per column block (block ``j`` = the
+        columns from window column ``j``'s start to the next one's): a block is finished (normalised,
+        argmax, uncertainty) as soon as the last window of the row touching it has been blended, and only
+        its rows that the next window row also covers (the overlap) are carried on. So at most about
+        (C + 3) × tile × (tile + stride) × 4 bytes of the current window row plus (C + 3) × carried rows ×
+        width × 4 bytes of overlap are held, whatever the height. ``blocks=True`` yields the finished
+        blocks as they come (:attr:`Strip.x0` says where they sit); otherwise each window row's blocks
+        are joined into full-width strips. Every pixel sees the same floating-point operations in the
+        same order as with whole-row buffers, so the values do not depend on the blocking.
+        ``rows=(y0, y1)`` yields only those rows, running only the window rows that touch them (see
+        :func:`shard_rows`); the values are those of the whole-image run bit for bit. Windows without a
+        valid pixel are not run. Probabilities are returned when ``proba=True``.
         """
         merge, blend = merge or self.merge, blend or self.blend
         self._check_settings(merge, blend)
@@ -402,26 +509,19 @@ class Predictor:
         C = self.num_classes
         bs = self.resolve_batch_size()
         dev = torch.device(self.device)
-        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float32, device=dev)  # noqa: E731
-        buf = {"acc": zeros(C, th, W), "wsum": zeros(th, W)}
+        planes = {"acc": C, "wsum": 0}  # buffer name -> leading class axis (0: none)
         if uncertainty:
-            buf["dis"] = zeros(th, W)
+            planes["dis"] = 0
         if seams:
-            buf["votes"], buf["ncov"] = zeros(C, th, W), zeros(th, W)
+            planes["votes"], planes["ncov"] = C, 0
         wt = torch.from_numpy(window_weights(th, tw, blend)).to(dev)
+        edges = list(cs) + [W]  # block j = columns [edges[j], edges[j + 1])
         total = len(ks) * len(cs)
         done = 0
-        base = rs[ks[0]]
+        carry: dict[int, dict[str, torch.Tensor]] = {}  # block -> rows [r, previous r + th) carried into this row
         for k in ks:
             r = rs[k]
-            if r > base:  # slide the buffers down to start at row r (rows above were finished and yielded)
-                d = r - base
-                for b in buf.values():  # copy rows up in chunks of d (source and destination never overlap): no temp
-                    for i in range(0, th - d, d):
-                        n = min(d, th - d - i)
-                        b[..., i : i + n, :] = b[..., i + d : i + d + n, :]
-                    b[..., th - d :, :] = 0
-                base = r
+            e = rs[k + 1] if k + 1 < len(rs) else H  # rows above e get no more windows
             img, valid = read(r, r + th)
             img = np.asarray(img)
             if img.shape != (th, W, 3):
@@ -430,25 +530,42 @@ class Predictor:
                 valid = np.asarray(valid, bool)
                 if valid.all():
                     valid = None
-            cols = [c for c in cs if valid is None or valid[:, c : c + tw].any()]
+            band = _Band(th, tw, edges, planes, carry, dev)
+            band.r, band.e, band.valid = r, e, valid
+            band.out = (max(y0, r), min(y1, e))  # the rows this window row finishes (and that were asked for)
+            band.carry_on = k != ks[-1] and e < r + th  # the next window row takes over rows [e, r + th)
+            carry = band.carry_out
+            finish = functools.partial(self._finish_blocks, band, C=C, blocks=blocks, proba=proba)
+            cols = [j for j, c in enumerate(cs) if valid is None or valid[:, c : c + tw].any()]
             done += len(cs) - len(cols)
             if cols:
-                bs = self._run_row(img, cols, th, tw, views, bs, merge, wt, buf, progress, should_cancel, done, total)
+                bs = yield from self._run_row(img, cols, cs, th, tw, views, bs, merge, wt, band, finish, progress,
+                                              should_cancel, done, total)
                 done += len(cols)
+            yield from finish(len(cs))
             if progress is not None:
                 progress(done / total if total else 1.0, f"window {done}/{total}")
-            e = rs[k + 1] if k + 1 < len(rs) else H  # rows above e get no more windows
-            step = max(1, STRIP_VALUES // (C * W))  # finished rows go out in pieces of ≤ STRIP_VALUES probabilities
-            for a in range(max(y0, r), min(y1, e), step):
-                b = min(a + step, y1, e)
-                yield self._strip(a, b, r, buf, None if valid is None else valid[a - r : b - r], proba)
+            a_out, b_out = band.out
+            pieces, band, finish = band.pieces, None, None
+            if pieces:  # whole-row strips: join the blocks, hand them out in pieces of ≤ STRIP_VALUES probabilities
+                full = _join(pieces)
+                step = max(1, STRIP_VALUES // (C * W))
+                for a in range(a_out, b_out, step):
+                    b = min(a + step, b_out)
+                    yield full.rows(a, b)
+                del full, pieces
 
-    def _run_row(self, img, cols, th, tw, views, bs, merge, wt, buf, progress, should_cancel, done, total) -> int:
-        """Run the windows of one window row (views × windows in batches of ``bs``) into the row buffers.
+    def _run_row(self, img, cols, cs, th, tw, views, bs, merge, wt, band, finish, progress, should_cancel, done,
+                 total):
+        """Run the windows ``cols`` (indices into ``cs``) of one window row (views × windows in batches of ``bs``)
+        into the row's block buffers, yielding the blocks that each finished window completes.
 
         Returns the batch size to go on with (halved after running out of GPU memory)."""
         nv = len(views)
-        x_row = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)  # uint8, th×W×3
+        if any(st < 0 for st in img.strides):
+            img = np.ascontiguousarray(img)
+        # uint8 th×W×3, any strides: a band-major row read (3×th×W transposed) is not copied once more here
+        x_row = torch.from_numpy(img).to(self.device, non_blocking=True)
         crops: dict[int, torch.Tensor] = {}  # normalised windows of the batches in flight only (not the whole row)
 
         def crop(c: int) -> torch.Tensor:
@@ -456,10 +573,10 @@ class Predictor:
                 crops[c] = self._pad32(self._normalise_t(x_row[:, c : c + tw])[None])
             return crops[c]
 
-        items = [(c, vi) for c in cols for vi in range(nv)]
+        items = [(j, vi) for j in cols for vi in range(nv)]
         pending: dict[int, list] = {}
-        acc, wsum, dis, votes, ncov = (buf.get(k) for k in ("acc", "wsum", "dis", "votes", "ncov"))
-        C = acc.shape[0]
+        C = self.num_classes
+        has_dis, has_votes = "dis" in band.planes, "votes" in band.planes
         i = 0
         # Eager: equal batches of at most bs (a row of n inputs in ceil(n/bs) batches). Compiled: batches of one
         # size, min(bs, inputs of the first row run), the last one padded, so the compiled graph sees one shape
@@ -474,7 +591,7 @@ class Predictor:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("inference cancelled")
             batch = items[i : i + bs_row]
-            inputs = [views[vi][1](crop(c)) for c, vi in batch]
+            inputs = [views[vi][1](crop(cs[j])) for j, vi in batch]
             try:
                 logits = self._run_items(inputs, bs_row)
             except torch.cuda.OutOfMemoryError as e:
@@ -487,31 +604,56 @@ class Predictor:
                 bs = max(1, bs // 2)  # kept for the rest of this image
                 bs_row = bs if compiled else -(-(len(items) - i) // -(-(len(items) - i) // bs))
                 continue
-            for (c, vi), y in zip(batch, logits):
+            for (j, vi), y in zip(batch, logits):
                 if y.shape[1] != C:
                     raise SegHZError(f"model returned {y.shape[1]} classes, expected {C}")
-                pending.setdefault(c, []).append(views[vi][2](y)[:, :, :th, :tw])
-                if len(pending[c]) == nv:
-                    crops.pop(c, None)
-                    outs = torch.cat(pending.pop(c))  # nv×C×th×tw logits, original orientation
+                pending.setdefault(j, []).append(views[vi][2](y)[:, :, :th, :tw])
+                if len(pending[j]) == nv:
+                    crops.pop(cs[j], None)
+                    outs = torch.cat(pending.pop(j))  # nv×C×th×tw logits, original orientation
                     p = outs.mean(0).softmax(0) if merge == "logits" else outs.softmax(1).mean(0)
-                    cs_ = slice(c, c + tw)
-                    acc[:, :, cs_] += p * wt
-                    wsum[:, cs_] += wt
-                    if dis is not None and nv > 1:
-                        dis[:, cs_] += (outs.argmax(1) != p.argmax(0)).float().mean(0) * wt
-                    if votes is not None:
-                        votes[:, :, cs_] += F.one_hot(p.argmax(0), C).permute(2, 0, 1).float()
-                        ncov[:, cs_] += 1
+                    band.add(j, "acc", p * wt)
+                    band.add(j, "wsum", wt)
+                    if has_dis and nv > 1:
+                        band.add(j, "dis", (outs.argmax(1) != p.argmax(0)).float().mean(0) * wt)
+                    if has_votes:
+                        band.add(j, "votes", F.one_hot(p.argmax(0), C).permute(2, 0, 1).float())
+                        band.add(j, "ncov", 1.0)
+                    del outs, p
+                    yield from finish(j + 1)  # no later window of this row touches the blocks up to j
             i += len(batch)
+            del logits
             if progress is not None and i < len(items):
                 f = (done + i / nv) / total
                 progress(f, f"window {done + i // nv}/{total}")
         return bs
 
+    def _finish_blocks(self, band: _Band, upto: int, *, C: int, blocks: bool, proba: bool):
+        """Finish the blocks of ``band`` up to ``upto`` (no window left touches them): yield (``blocks=True``) or
+        keep (``band.pieces``) their rows ``band.out``, and hand their rows ``[e, r + th)`` on to the next row."""
+        r, e, valid = band.r, band.e, band.valid
+        a_out, b_out = band.out
+        for j in range(band.finished, upto):
+            bb = band.take(j)
+            x0, x1 = band.edges[j], band.edges[j + 1]
+            if band.carry_on:
+                band.carry_out[j] = {n: t[..., e - r :, :].clone() for n, t in bb.items()}
+            if a_out < b_out:
+                vb = None if valid is None else valid[:, x0:x1]
+                step = max(1, STRIP_VALUES // (C * (x1 - x0))) if blocks else b_out - a_out
+                for a in range(a_out, b_out, step):
+                    b = min(a + step, b_out)
+                    st = self._strip(a, b, r, bb, None if vb is None else vb[a - r : b - r], proba, x0)
+                    if blocks:
+                        yield st
+                    else:
+                        band.pieces.append(st)
+            del bb
+        band.finished = max(band.finished, upto)
+
     @staticmethod
-    def _strip(a, b, base, buf, valid, want_proba) -> Strip:
-        """Rows [a, b) of the buffers (which start at row ``base``) as finished outputs, computed on the device."""
+    def _strip(a, b, base, buf, valid, want_proba, x0=0) -> Strip:
+        """Rows [a, b) of one block's buffers (which start at row ``base``) as finished outputs, computed on the device."""
         rows = slice(a - base, b - base)
         ws = buf["wsum"][rows]
         covered = ws > 0
@@ -522,7 +664,7 @@ class Predictor:
         mask = proba.argmax(0).to(torch.uint8)
         conf = proba.amax(0)
         t = proba.clamp_min(1e-12)
-        ent = t.log_().mul_(proba).sum(0).neg_().clamp_min_(0.0)
+        ent = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
         del t
         dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
         seam = None
@@ -540,7 +682,7 @@ class Predictor:
         if want_proba:
             proba[:, bad] = 0.0
         np_ = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
-        return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None)
+        return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None, x0)
 
     def _image_stream(self, image, tta, progress, should_cancel, valid_mask, **kw):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:

@@ -2,10 +2,12 @@
 
 The scene is streamed through :meth:`Predictor.stream` one window row at a time: each window row is
 read through :func:`seghz.data.io.read_image` (a strip ``tile`` rows tall, the full width), run through
-the model, blended into a rolling buffer, and every row that no later window touches is written into
-the output GeoTIFF at once. The whole scene is never held in memory (peak ≈ (classes + 3) × tile ×
-width × 4 bytes of buffers, plus the model, plus a ≤ 4096 px preview when a PNG is asked for), no pixel
-is computed twice beyond the windows' own overlap, and the result equals
+the model window by window and blended into per-column-block buffers; each column block is finished
+and written into the output GeoTIFF as soon as the last window of the row touching it is blended, and
+only its rows shared with the next window row (the overlap) are kept. The whole scene is never held in
+memory (peak ≈ (classes + 3) × 4 bytes × (tile × (tile + stride) + carried overlap rows × width) of
+buffers, plus the uint8 window row read, plus the model, plus a ≤ 4096 px preview when a PNG is asked
+for), no pixel is computed twice beyond the windows' own overlap, and the result equals
 :meth:`Predictor.predict_full` on the whole image bit for bit.
 
 Output: band 1 uint8 class index with the scheme's colour table, 255 = nodata (set as the file's
@@ -21,7 +23,7 @@ with rasterio, and only to read those masks and to write the output.
 
 Distributed (``world_size > 1``, e.g. under torchrun with ``torch.distributed`` initialised): each rank
 takes a contiguous run of window rows (:func:`seghz.infer.engine.shard_rows`), streams the window rows
-touching them exactly as one process would, and saves its finished rows as ``.npy`` strips in a shared
+touching them exactly as one process would, and saves its finished blocks as ``.npy`` files in a shared
 parts folder next to the output; rank 0 assembles the final files in row order after every rank has
 reported success, so the result equals the one-process output bit for bit.
 """
@@ -294,16 +296,16 @@ def _predict_scene(
         msg = (lambda f, m: progress(f, f"rows {y0}–{y1} of {H}: {m}")) if progress is not None else None  # noqa: E731
         if y0 < y1:
             for st in predictor.stream(H, W, read, tta, rows=(y0, y1), progress=msg, should_cancel=should_cancel,
-                                       uncertainty=uncertainty):
+                                       uncertainty=uncertainty, blocks=True):
                 res = st.result()
                 unc = np.stack([res.confidence, res.entropy, res.disagreement]).astype(np.float32) if uncertainty else None
-                win = (st.y0, 0, st.y1 - st.y0, W)
+                win = (st.y0, st.x0, st.y1 - st.y0, st.x1 - st.x0)
                 if writer is not None:
                     writer.put(win, res.mask, unc)
                 else:
-                    np.save(parts / f"{st.y0:010d}.mask.npy", res.mask)
+                    np.save(parts / f"{st.y0:010d}_{st.x0:010d}.mask.npy", res.mask)
                     if unc is not None:
-                        np.save(parts / f"{st.y0:010d}.unc.npy", unc)
+                        np.save(parts / f"{st.y0:010d}_{st.x0:010d}.unc.npy", unc)
                 strips += 1
                 if should_cancel is not None and should_cancel():
                     raise Cancelled("scene prediction cancelled")
@@ -316,11 +318,12 @@ def _predict_scene(
         if ok and rank == 0:
             try:
                 writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
-                for f in sorted(parts.glob("*.mask.npy")):
-                    r = int(f.name.split(".")[0])
+                for f in sorted(parts.glob("*.mask.npy")):  # row-major: y0 then x0 (zero-padded names)
+                    key = f.name.split(".")[0]
+                    r, c = (int(v) for v in key.split("_"))
                     mask = np.load(f)
-                    unc = np.load(parts / f"{r:010d}.unc.npy") if uncertainty else None
-                    writer.put((r, 0, mask.shape[0], W), mask, unc)
+                    unc = np.load(parts / f"{key}.unc.npy") if uncertainty else None
+                    writer.put((r, c, *mask.shape), mask, unc)
             except BaseException as e:  # noqa: BLE001
                 err = e
         if not ok and err is None:
