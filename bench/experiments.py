@@ -239,12 +239,23 @@ def render_compare(report: dict) -> list[str]:
     own = {"init": p.get("init", "imagenet"), "steps": int(p["steps"]), "runs": report["runs"], "commands": ["(this report)"]}
     entries = [own] + [e for e in report.get("compare", []) if (e["init"], e["steps"]) != (own["init"], own["steps"])]
     entries.sort(key=lambda e: (e["steps"], e["init"] != "imagenet", e["init"]))
-    summ = {(e["init"], e["steps"]): summarise(e["runs"], list(COMPARE_ROWS)) for e in entries}
+    # paired seeds: per (row, steps), only the seeds that every init at those steps ran enter the means and the Δ
+    common: dict[tuple[str, int], set] = {}
+    for row in COMPARE_ROWS:
+        for e in entries:
+            seeds = {x["seed"] for x in e["runs"] if x["row"] == row}
+            if seeds:
+                key = (row, e["steps"])
+                common[key] = common[key] & seeds if key in common else seeds
+    summ = {(e["init"], e["steps"]): {row: summarise([x for x in e["runs"] if x["row"] == row
+                                                      and x["seed"] in common.get((row, e["steps"]), set())], [row]).get(row)
+                                      for row in COMPARE_ROWS} for e in entries}
     label = {"imagenet": "ImageNet (shipped Lite0)", "scratch": "scratch (random)"}
     lines = ["## Initialisation: ImageNet vs from scratch", "",
              (f"CE rows only, same split, batch {p['batch_size']} × {p['crop']}² crops, {p['epochs']} epochs, OneCycle max lr "
               f"{p['lr']}; only the encoder initialisation and the number of steps differ. **Δ** = mIoU(scratch) − "
-              "mIoU(ImageNet) at the same steps and training labels, from the means."), "",
+              "mIoU(ImageNet) at the same steps and training labels, from the means over the seeds that both inits "
+              "ran (runs of other seeds are listed per run only)."), "",
              "| training labels | steps | init | mIoU | mIoU (GT classes) | fwIoU | OA | Δ mIoU | Δ mIoU (GT classes) | train s/run | seeds |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in COMPARE_ROWS:
