@@ -79,6 +79,7 @@ def main() -> int:
             page.wait_for_timeout(2000)
             page.locator(".st-key-al_scheme").click()
             page.get_by_role("option", name="hz7").click()
+            page.get_by_text("Local (non-rigid) refinement", exact=True).click()
             page.get_by_role("button", name="Automatic matching").click()
             page.get_by_text("after: automatic", exact=False).first.wait_for(timeout=300_000)
             page.wait_for_timeout(2500)
