@@ -557,33 +557,9 @@ def patch_correspondences(label: np.ndarray, image: np.ndarray, M, *, patch: int
     into ``patch``-px windows every ``step`` px, and each window is matched (normalised cross-correlation,
     sub-pixel peak) within ±``search`` px of its place in the image grey level. Windows fully inside the label,
     with texture, and a peak ≥ ``min_peak`` give one correspondence each. Returns (label points, image points,
-    peak values)."""
-    h, w = image.shape[:2]
-    wl = warp_label(label, M, (h, w))
-    lut = render_means(np.arange(256, dtype=np.uint8)[None], class_means(label, image, M))[0]
-    rend = cv2.GaussianBlur(lut[wl], (0, 0), sigma)
-    gray = cv2.GaussianBlur(image_gray(image), (0, 0), sigma)
-    inside = wl != IGNORE
-    Minv = np.linalg.inv(np.asarray(M, np.float64))
-    src, dst, peaks = [], [], []
-    for y0 in range(search, h - patch - search + 1, step):
-        for x0 in range(search, w - patch - search + 1, step):
-            if not inside[y0:y0 + patch, x0:x0 + patch].all():
-                continue
-            tpl = rend[y0:y0 + patch, x0:x0 + patch]
-            if tpl.std() < 0.02:
-                continue
-            reg = gray[y0 - search:y0 + patch + search, x0 - search:x0 + patch + search]
-            res = cv2.matchTemplate(reg, tpl, cv2.TM_CCOEFF_NORMED)
-            _, mx, _, loc = cv2.minMaxLoc(res)
-            if mx < min_peak or loc[0] in (0, res.shape[1] - 1) or loc[1] in (0, res.shape[0] - 1):
-                continue
-            px, py = _subpixel(res, loc)
-            c = np.array([x0 + (patch - 1) / 2, y0 + (patch - 1) / 2])
-            src.append(apply_transform(Minv, c[None])[0])
-            dst.append(c + [px - search, py - search])
-            peaks.append(mx)
-    return np.asarray(src).reshape(-1, 2), np.asarray(dst).reshape(-1, 2), np.asarray(peaks)
+    peak values). :func:`window_correspondences` with ``min_inside=1``."""
+    return window_correspondences(label, image, M, patch=patch, step=step, search=search, min_peak=min_peak,
+                                  min_inside=1.0, sigma=sigma)
 
 
 def patch_refine(label: np.ndarray, image: np.ndarray, M, kind: str = "homography", rounds: int = 2,
@@ -829,10 +805,11 @@ def map_points(T, pts) -> np.ndarray:
 def window_correspondences(label: np.ndarray, image: np.ndarray, T, *, patch: int = 96, step: int = 32,
                            search: int = 14, min_peak: float = 0.5, min_inside: float = 0.6, sigma: float = 1.0
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`patch_correspondences`, for a 3×3 ``T`` or a :class:`LocalWarp`: windows of the warped class-mean
-    rendering with at least ``min_inside`` of their pixels labelled (masked normalised cross-correlation, so label
-    edges are measured too), matched within ±``search`` px. Returns (label points, image points, peaks); the label
-    point is the window centre mapped back with ``T``."""
+    """Local shifts of the label against the image under a 3×3 ``T`` or a :class:`LocalWarp`: windows of the warped
+    class-mean rendering with at least ``min_inside`` of their pixels labelled (masked normalised
+    cross-correlation, so label edges are measured too; ``min_inside=1``: only windows wholly inside the label,
+    unmasked), matched within ±``search`` px. Returns (label points, image points, peaks); the label point is the
+    centre of the window's labelled part mapped back with ``T``."""
     h, w = image.shape[:2]
     M = T.M if isinstance(T, LocalWarp) else np.asarray(T, np.float64)
     wl = T.warp_label(label, (h, w)) if isinstance(T, LocalWarp) else warp_label(label, M, (h, w))
@@ -840,8 +817,8 @@ def window_correspondences(label: np.ndarray, image: np.ndarray, T, *, patch: in
     rend = cv2.GaussianBlur(lut[wl], (0, 0), sigma)
     gray = cv2.GaussianBlur(image_gray(image), (0, 0), sigma)
     inside = (wl != IGNORE).astype(np.float32)
-    # erode the mask a little: the blur mixes the outside fill into the rendering near the label's edge
-    inside = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(2 * sigma)))
+    if min_inside < 1.0:  # erode the mask a little: the blur mixes the outside fill into the rendering near the edge
+        inside = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(2 * sigma)))
     cs = [], [], []
     for y0 in range(search, h - patch - search + 1, step):
         for x0 in range(search, w - patch - search + 1, step):
