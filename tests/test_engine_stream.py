@@ -138,3 +138,37 @@ def test_real_compile_matches_eager():
     got = pr.predict_proba(img, "flip")
     assert pr.compile_error is None and pr.compile_seconds > 0
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(5, 70), w=st.integers(5, 70), tile=st.sampled_from([16, 24, 32]), overlap=st.sampled_from([0.0, 0.25, 0.5]),
+       tta=st.sampled_from(["none", "d4", "flip"]), nodata=st.booleans())
+def test_in_memory_outputs_equal_the_streamed_strips_bit_for_bit(h, w, tile, overlap, tta, nodata):
+    """predict_full / predict_proba write each finished block straight into whole-image arrays (the sink); the
+    values are those of the strips that stream() yields, joined, to the bit (nodata pixels included)."""
+    img = _image(h, w, seed=h * 71 + w)
+    valid = None
+    if nodata:
+        valid = np.ones((h, w), bool)
+        valid[: h // 3, : w // 2] = False
+        if not valid.any():
+            valid[-1, -1] = True
+    p = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=overlap, batch_size=3, device="cpu")
+    read = lambda a, b: (img[a:b], None if valid is None else valid[a:b])  # noqa: E731
+    strips = list(p.stream(h, w, read, tta, uncertainty=True, seams=True, proba=True))
+    cat = lambda f, ax=0: np.concatenate([getattr(s, f) for s in strips], axis=ax)  # noqa: E731
+    full = p.predict_full(img, tta, valid_mask=valid, seams=True, return_proba=True)
+    for f in ("mask", "confidence", "entropy", "disagreement", "seam"):
+        np.testing.assert_array_equal(getattr(full, f), cat(f), err_msg=f)
+    np.testing.assert_array_equal(full.proba, cat("proba", 1))
+    if valid is None:
+        np.testing.assert_array_equal(p.predict_proba(img, tta), cat("proba", 1))
+    light = p.predict_full(img, tta, valid_mask=valid)
+    assert light.seam is None and light.proba is None
+    np.testing.assert_array_equal(light.mask, full.mask)
+
+
+def test_sink_needs_a_mask():
+    p = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=16, device="cpu")
+    with pytest.raises(ValueError, match="mask"):
+        list(p.stream(20, 20, lambda a, b: (_image(20, 20)[a:b], None), sink={"proba": np.empty((C, 20, 20), np.float32)}))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,6 +177,13 @@ class Strip:
                      cut(self.seam), cut(self.proba, 1), self.x0)
 
 
+def _image_hw(image) -> tuple[int, int]:
+    """(H, W) of an H×W×3 image array, with the engine's error for anything else."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be an H×W×3 array, got shape {getattr(image, 'shape', type(image).__name__)}")
+    return int(image.shape[0]), int(image.shape[1])
+
+
 def _join(pieces: list[Strip]) -> Strip:
     """Side-by-side column blocks of the same rows, left to right, as one strip."""
     if len(pieces) == 1:
@@ -207,6 +216,52 @@ def _class_sum(x: torch.Tensor) -> torch.Tensor:
     for a in range(0, full, 16):
         runs.add_(run(a, a + 16))
     return run(full, C).add_(runs)
+
+
+class _Copier:
+    """Device → host copies of finished blocks into (views of) preallocated numpy outputs.
+
+    On the CPU a copy is a plain ``copy_``. On CUDA each copy is queued on a side stream (after an event recorded
+    on the compute stream, so it sees the finished values) and run by one worker thread: the compute stream goes on
+    with the next windows while the host receives the last ones. The worker holds a reference to each source
+    tensor until its copy is done. :meth:`close` waits for every copy and re-raises the first failure.
+    """
+
+    def __init__(self, dev: torch.device):
+        self.cuda = dev.type == "cuda"
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="seghz-d2h") if self.cuda else None
+        self.stream = torch.cuda.Stream(dev) if self.cuda else None
+        self.futures: list = []
+        self.lock = threading.Lock()
+
+    def put(self, src: torch.Tensor, dst: np.ndarray) -> None:
+        if not self.cuda:
+            torch.from_numpy(dst).copy_(src)
+            return
+        ev = torch.cuda.Event()
+        ev.record()  # on the current (compute) stream, after src was computed
+
+        def job(src=src, ev=ev, dst=dst):
+            with torch.cuda.stream(self.stream):
+                self.stream.wait_event(ev)
+                torch.from_numpy(dst).copy_(src)  # to pageable memory: returns once the data is in dst
+            self.stream.synchronize()
+
+        with self.lock:
+            self.futures.append(self.pool.submit(job))
+            if len(self.futures) > 64:  # keep the list short: drop the finished ones (errors surface in close)
+                keep = [f for f in self.futures if not f.done() or f.exception() is not None]
+                self.futures = keep
+
+    def close(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            for f in self.futures:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
 class _Band:
@@ -473,6 +528,7 @@ class Predictor:
         seams: bool = False,
         proba: bool = False,
         blocks: bool = False,
+        sink: dict[str, np.ndarray] | None = None,
     ):
         """Predict an image ``height``×``width`` window row by window row; yields finished :class:`Strip` s.
 
@@ -491,7 +547,22 @@ class Predictor:
         ``rows=(y0, y1)`` yields only those rows, running only the window rows that touch them (see
         :func:`shard_rows`); the values are those of the whole-image run bit for bit. Windows without a
         valid pixel are not run. Probabilities are returned when ``proba=True``.
+
+        ``sink`` (used by the in-memory :meth:`predict_full` / :meth:`predict_proba`): preallocated whole-image
+        outputs by :class:`Strip` field name (``mask`` H×W uint8 is required; ``confidence``, ``entropy``,
+        ``disagreement``, ``seam`` H×W float32 and ``proba`` C×H×W float32 as wanted). Each finished block is
+        copied from the device straight into them (no per-strip arrays, no joining); only the fields in the sink
+        are computed; nothing is yielded. On CUDA the copies run on a side stream from a worker thread, so the
+        device goes on with the next windows while the host receives the last ones.
         """
+        if sink is not None:
+            if "mask" not in sink:
+                raise ValueError("sink needs a 'mask' array")
+            blocks, proba = True, "proba" in sink
+            if "disagreement" in sink:
+                uncertainty = True
+            if "seam" in sink:
+                seams = True
         merge, blend = merge or self.merge, blend or self.blend
         self._check_settings(merge, blend)
         views = tta_views(tta)
@@ -517,8 +588,19 @@ class Predictor:
         wt = torch.from_numpy(window_weights(th, tw, blend)).to(dev)
         edges = list(cs) + [W]  # block j = columns [edges[j], edges[j + 1])
         total = len(ks) * len(cs)
-        done = 0
         carry: dict[int, dict[str, torch.Tensor]] = {}  # block -> rows [r, previous r + th) carried into this row
+        copier = _Copier(dev) if sink is not None else None
+        try:
+            yield from self._stream_rows(ks, rs, cs, H, W, th, tw, y0, y1, C, bs, planes, wt, edges, total, carry, read,
+                                         views, merge, blocks, proba, sink, copier, progress, should_cancel)
+        finally:
+            if copier is not None:
+                copier.close()
+
+    def _stream_rows(self, ks, rs, cs, H, W, th, tw, y0, y1, C, bs, planes, wt, edges, total, carry, read, views,
+                     merge, blocks, proba, sink, copier, progress, should_cancel):
+        dev = torch.device(self.device)
+        done = 0
         for k in ks:
             r = rs[k]
             e = rs[k + 1] if k + 1 < len(rs) else H  # rows above e get no more windows
@@ -535,7 +617,8 @@ class Predictor:
             band.out = (max(y0, r), min(y1, e))  # the rows this window row finishes (and that were asked for)
             band.carry_on = k != ks[-1] and e < r + th  # the next window row takes over rows [e, r + th)
             carry = band.carry_out
-            finish = functools.partial(self._finish_blocks, band, C=C, blocks=blocks, proba=proba)
+            finish = functools.partial(self._finish_blocks, band, C=C, blocks=blocks, proba=proba, sink=sink,
+                                       copier=copier)
             cols = [j for j, c in enumerate(cs) if valid is None or valid[:, c : c + tw].any()]
             done += len(cs) - len(cols)
             if cols:
@@ -628,7 +711,7 @@ class Predictor:
                 progress(f, f"window {done + i // nv}/{total}")
         return bs
 
-    def _finish_blocks(self, band: _Band, upto: int, *, C: int, blocks: bool, proba: bool):
+    def _finish_blocks(self, band: _Band, upto: int, *, C: int, blocks: bool, proba: bool, sink=None, copier=None):
         """Finish the blocks of ``band`` up to ``upto`` (no window left touches them): yield (``blocks=True``) or
         keep (``band.pieces``) their rows ``band.out``, and hand their rows ``[e, r + th)`` on to the next row."""
         r, e, valid = band.r, band.e, band.valid
@@ -643,6 +726,9 @@ class Predictor:
                 step = max(1, STRIP_VALUES // (C * (x1 - x0))) if blocks else b_out - a_out
                 for a in range(a_out, b_out, step):
                     b = min(a + step, b_out)
+                    if sink is not None:
+                        self._strip_into(sink, copier, a, b, r, bb, None if vb is None else vb[a - r : b - r], x0)
+                        continue
                     st = self._strip(a, b, r, bb, None if vb is None else vb[a - r : b - r], proba, x0)
                     if blocks:
                         yield st
@@ -684,10 +770,49 @@ class Predictor:
         np_ = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
         return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None, x0)
 
+    @staticmethod
+    def _strip_into(sink, copier, a, b, base, buf, valid, x0) -> None:
+        """Like :meth:`_strip`, for the fields of ``sink`` only, copied into ``sink[...][..., a:b, x0:x1]``."""
+        rows = slice(a - base, b - base)
+        ws = buf["wsum"][rows]
+        covered = ws > 0
+        safe = torch.where(covered, ws, torch.ones_like(ws))
+        proba = buf["acc"][:, rows] / safe
+        ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
+        bad = ~ok
+        x1 = x0 + ws.shape[1]
+        mask = proba.argmax(0).to(torch.uint8)
+        out: dict[str, torch.Tensor] = {}
+        if "confidence" in sink:
+            conf = proba.amax(0)
+            conf[bad] = 0.0
+            out["confidence"] = conf
+        if "entropy" in sink:
+            t = proba.clamp_min(1e-12)
+            ent = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
+            del t
+            ent[bad] = float("nan")
+            out["entropy"] = ent
+        if "disagreement" in sink:
+            dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
+            dis[bad] = float("nan")
+            out["disagreement"] = dis
+        if "seam" in sink:
+            agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
+            nc = buf["ncov"][rows]
+            seam = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
+            seam[bad] = float("nan")
+            out["seam"] = seam
+        if "proba" in sink:
+            proba[:, bad] = 0.0
+            out["proba"] = proba
+        mask[bad] = 255
+        out["mask"] = mask
+        for name, t in out.items():
+            copier.put(t, sink[name][..., a:b, x0:x1])
+
     def _image_stream(self, image, tta, progress, should_cancel, valid_mask, **kw):
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be an H×W×3 array, got shape {getattr(image, 'shape', type(image).__name__)}")
-        h, w = image.shape[:2]
+        h, w = _image_hw(image)
         if h == 0 or w == 0:
             raise ValueError(f"image has zero pixels ({h}x{w})")
         valid = None
@@ -714,9 +839,12 @@ class Predictor:
         blend: str | None = None,
     ) -> np.ndarray:
         """Class probabilities C×H×W (float32) for an RGB uint8 image H×W×3."""
-        strips = self._image_stream(image, tta, progress, should_cancel, None, merge=merge, blend=blend, uncertainty=False,
-                                    proba=True)
-        return np.concatenate([s.proba for s in strips], axis=1)
+        h, w = _image_hw(image)
+        sink = {"mask": np.empty((h, w), np.uint8), "proba": np.empty((self.num_classes, h, w), np.float32)}
+        for _ in self._image_stream(image, tta, progress, should_cancel, None, merge=merge, blend=blend, uncertainty=False,
+                                    sink=sink):
+            pass
+        return sink["proba"]
 
     def predict(self, image: np.ndarray, tta="none", progress=None, should_cancel=None, **kw) -> tuple[np.ndarray, np.ndarray]:
         """(class-index mask uint8, confidence float32 = max probability)."""
@@ -741,14 +869,18 @@ class Predictor:
         ``valid_mask`` (H×W bool, False = nodata): those pixels get mask 255, confidence 0 and NaN
         uncertainty; windows with no valid pixel are not run through the model.
         """
-        parts = [s.result() for s in self._image_stream(
-            image, tta, progress, should_cancel, valid_mask, merge=merge, blend=blend, uncertainty=True, seams=seams,
-            proba=return_proba)]
-        cat = lambda f, ax=0: np.concatenate([getattr(p, f) for p in parts], axis=ax)  # noqa: E731
-        return PredictionResult(
-            cat("mask"), cat("confidence"), cat("entropy"), cat("disagreement"),
-            cat("seam") if seams else None, cat("proba", 1) if return_proba else None,
-        )
+        h, w = _image_hw(image)
+        plane = lambda: np.empty((h, w), np.float32)  # noqa: E731
+        sink = {"mask": np.empty((h, w), np.uint8), "confidence": plane(), "entropy": plane(), "disagreement": plane()}
+        if seams:
+            sink["seam"] = plane()
+        if return_proba:
+            sink["proba"] = np.empty((self.num_classes, h, w), np.float32)
+        for _ in self._image_stream(image, tta, progress, should_cancel, valid_mask, merge=merge, blend=blend,
+                                    uncertainty=True, seams=seams, sink=sink):
+            pass
+        return PredictionResult(sink["mask"], sink["confidence"], sink["entropy"], sink["disagreement"],
+                                sink.get("seam"), sink.get("proba"))
 
 
 __all__ = [
