@@ -34,6 +34,7 @@ Add a scene size by adding one entry to :data:`SIZES`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -131,6 +132,12 @@ def _timed(fn, device: str, repeats: int, budget_s: float):
     return statistics.median(times), times, out
 
 
+def _amp(device: str):
+    """The engine's arithmetic on CUDA (bf16 autocast; the model is channels_last), so that raw, naive and ttach
+    are compared with the engine at the same precision; a no-op on the CPU (fp32 everywhere)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+
+
 def _to_tensor(img: np.ndarray, mean, std) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
@@ -147,7 +154,9 @@ def naive_predict(model, image, num_classes, mean, std, wins, device, views) -> 
         x = xt[None, :, r : r + th, c : c + tw].contiguous().to(device)
         acc = None
         for fwd, inv in views:
-            y = inv(model(fwd(x)).float().softmax(1))
+            with _amp(device):
+                y = model(fwd(x))
+            y = inv(y.float().softmax(1))
             acc = y if acc is None else acc + y
         out[:, r : r + th, c : c + tw] += (acc / len(views))[0].cpu().numpy()
         cnt[r : r + th, c : c + tw] += 1
@@ -163,7 +172,9 @@ def ttach_predict(wrapper, image, num_classes, mean, std, wins, device) -> np.nd
     xt = _to_tensor(image, mean, std)
     for r, c, th, tw in wins:
         x = xt[None, :, r : r + th, c : c + tw].contiguous().to(device)
-        p = wrapper(x).float().softmax(1)[0].cpu().numpy()
+        with _amp(device):
+            y = wrapper(x)
+        p = y.float().softmax(1)[0].cpu().numpy()
         out[:, r : r + th, c : c + tw] += p
         cnt[r : r + th, c : c + tw] += 1
     return out / cnt[None]
@@ -313,12 +324,17 @@ def main(argv=None) -> dict:
 
     budget = a.budget_s if a.budget_s is not None else (10.0 if a.size == "small" else 20.0)
     stream = a.stream or a.size == "xlarge"
-    if a.batch_size is None:
+    if a.batch_size is None and device == "cpu":  # CPU stream: the engine's own choice
         a.batch_size = Predictor(torch.nn.Identity(), 1, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
-                                 device=device).resolve_batch_size() if stream and device == "cpu" else 4
+                                 device=device).resolve_batch_size() if stream else 4
     use_compile = a.compile == "on" or (a.compile == "auto" and device == "cpu" and compiler_available())
 
     model = build_model(a.arch, encoder, a.num_classes).to(device).eval()
+    if device == "cuda":  # as the engine runs it (see _amp); batch: the engine's choice from free memory
+        model = model.to(memory_format=torch.channels_last)
+        if a.batch_size is None:
+            a.batch_size = Predictor(model, a.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
+                                     device=device).resolve_batch_size()
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     t_start = time.perf_counter()
     res: dict = {}
@@ -326,9 +342,16 @@ def main(argv=None) -> dict:
     # ---- (a) raw model rate
     with torch.no_grad():
         xb = torch.randn(a.batch_size, 3, tile, tile, device=device)
+        if device == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+
+        def raw_fwd(x=xb):
+            with _amp(device):
+                return model(x)
+
         for _ in range(2):
-            model(xb)
-        med, times, _ = _timed(lambda x=xb: model(x), device, 5, budget)
+            raw_fwd()
+        med, times, _ = _timed(raw_fwd, device, 5, budget)
     res["raw"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times, "batch": a.batch_size}
     if stream:
         return stream_bench(a, model, device, encoder, tile, side, threads, use_compile, res, t_start)
