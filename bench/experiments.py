@@ -122,7 +122,7 @@ def train_config(a, row: str, seed: int):
     """The :class:`TrainConfig` of one run (``a``: the parsed arguments): the row's recipe, ``--init``'s weights."""
     from seghz.train.trainer import TrainConfig
 
-    return TrainConfig(scheme=SCHEME, arch="Unet", encoder="tu-efficientnet_lite0", epochs=a.epochs, batch_size=a.batch_size,
+    return TrainConfig(scheme=SCHEME, arch="Unet", encoder=a.encoder, epochs=a.epochs, batch_size=a.batch_size,
                        crop_size=a.crop, lr=a.lr, seed=seed, device=a.device, tile_size=max(a.crop, 224),
                        steps_per_epoch=max(1, -(-a.steps // a.epochs)), encoder_weights=INITS[a.init],
                        **{**BASE, **ROWS[row.removeprefix("noisy_")][1]})
@@ -165,7 +165,7 @@ def miou_gt(sc: dict) -> float:
 
 
 def _protocol(a, train_stems, eval_stems) -> dict:
-    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": "tu-efficientnet_lite0", "init": a.init,
+    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": a.encoder, "init": a.init,
             "encoder_weights": INITS[a.init],
             "steps": max(1, -(-a.steps // a.epochs)) * a.epochs, "epochs": a.epochs, "batch_size": a.batch_size,
             "crop": a.crop, "lr": a.lr, "flip_fraction": a.flip_fraction, "train_tiles": len(train_stems),
@@ -318,7 +318,7 @@ def render(report: dict, old_text: str | None) -> str:
          f"the first {p['train_tiles']} of the other tiles, ordered by SHA-1 of `experiments-v1:<stem>` "
          f"(stem-list hashes: train `{p['train_stems_sha1']}`, eval `{p['eval_stems_sha1']}`). No validation split, no "
          "model selection: the weights after the last step are scored."),
-        ("- Model: Unet + tu-efficientnet_lite0 "
+        (f"- Model: Unet + {p.get('encoder', 'tu-efficientnet_lite0')} "
          + ("from the shipped ImageNet weights" if p.get("init", "imagenet") == "imagenet"
             else "randomly initialised (`--init scratch`, timm's default init seeded by the run's seed)")
          + ", input normalised mean = std = 0.5."),
@@ -409,6 +409,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--flip-fraction", type=float, default=0.3)
     ap.add_argument("--init", choices=list(INITS), default="imagenet",
                     help="encoder initialisation: the shipped ImageNet Lite0 weights (default) or random (scratch)")
+    ap.add_argument("--encoder", default="tu-efficientnet_lite0",
+                    help="smp/timm encoder of the Unet (e.g. resnet34, the issue's GPU reference); --init imagenet needs "
+                         "tu-efficientnet_lite0 (the only ImageNet weights available offline)")
+    ap.add_argument("--deadline-min", type=float, default=None,
+                    help="start no new run after this many minutes (runs are seed-major: the first seeds stay complete)")
     ap.add_argument("--device", default=None, help="cpu | cuda[:i] (default cuda when available)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default OMP_NUM_THREADS or torch's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -449,6 +454,9 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     if not (a.data / "images").is_dir():
         raise SystemExit(f"GID-15 data not found at {a.data} (../shared/data is not part of a fresh clone)")
+    if a.init == "imagenet" and a.encoder != "tu-efficientnet_lite0":
+        raise SystemExit(f"--init imagenet needs --encoder tu-efficientnet_lite0 (no offline ImageNet weights for {a.encoder}); "
+                         "use --init scratch")
     if a.steps < 1 or a.epochs < 1 or a.crop % 32 or a.crop > 224:
         raise SystemExit("--steps and --epochs >= 1, --crop a multiple of 32 and <= 224 (the GID tile size)")
     t_all = time.perf_counter()
@@ -473,6 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs = [x for x in old.get("runs", []) if x["row"] in rows and x["seed"] in seeds]
             print(f"resuming: {len(runs)} run(s) kept from {a.json}", file=sys.stderr)
     noisy_cache: dict[int, list] = {}
+    skipped: list[str] = []
     noise_rate: dict[int, float] = {}
     report: dict = {}
 
@@ -497,12 +506,18 @@ def main(argv: list[str] | None = None) -> dict:
         for row in rows:
             if any(x["row"] == row and x["seed"] == seed for x in runs):
                 continue
+            if a.deadline_min is not None and time.perf_counter() - t_all > a.deadline_min * 60:
+                skipped.append(f"{row}/{seed}")
+                continue
             samples = noisy_cache[seed] if row.startswith("noisy_") else train_clean
             x = run_one(a, row, seed, samples, eval_samples)
             runs.append(x)
             print(f"{row:<14} seed {seed}  mIoU {x['miou'] * 100:6.2f}  fwIoU {x['fwiou'] * 100:6.2f}  OA {x['oa'] * 100:6.2f}"
                   f"  train {x['train_s']:.0f}s  eval {x['eval_s']:.0f}s", flush=True)
             write()
+    if skipped:
+        report["skipped_after_deadline"] = skipped
+        print(f"deadline of {a.deadline_min} min reached; not run: {', '.join(skipped)}", file=sys.stderr)
     write()
     return report
 
