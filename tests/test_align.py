@@ -234,10 +234,36 @@ def test_local_refinement_recovers_smooth_warp(seed):
     g = grid(360, 300, 15)
     ins = _inside(T, g, shape)
     glob, loc = A.rmse(res.M, g[ins], T.apply(g[ins])), A.rmse(res.transform, g[ins], T.apply(g[ins]))
-    # the global homography leaves 1.8-4.6 px here; the field brings it to about a pixel (measured 0.61-1.21 px
-    # over seeds 1, 2, 3, 5, 11)
+    # the global homography leaves 1.8-4.6 px here; the field brings it under a pixel (measured 0.49-0.91 px over
+    # seeds 1, 2, 3, 5, 11 with the default coarse-to-fine second round; 0.61-1.21 px with one round)
     assert loc < 1.5 and loc < 0.6 * glob, (glob, loc, res.warp.info["cv"]["choice"])
+    assert res.warp.info["rounds"] == 2 and res.warp.info["searches"][1] < res.warp.info["searches"][0]
     assert res.to_json()["local"]["model"] == "homography+local"
+
+
+def test_local_refinement_coarse_to_fine_beats_single_pass():
+    # against the known warp (not against any hand points): the second round, matched under the first field with
+    # the narrower search, gets closer than the single pass (measured on seeds 1, 2, 3, 5, 11: 1.07 -> 0.89,
+    # 1.21 -> 0.91, 0.87 -> 0.77, 0.61 -> 0.49, 1.00 -> 0.72 px)
+    lbl = synthetic_label(300, 360, seed=11)
+    T = sine_warp(homography(), lbl.shape, phase=(11 * 0.7, 11 * 1.3))
+    shape = (470, 560)
+    img = render_warped(lbl, T, shape, seed=11)
+    M = A.auto_align(lbl, img, kind="homography").M
+    g = grid(360, 300, 15)
+    ins = _inside(T, g, shape)
+    one = A.local_refine(lbl, img, M, rounds=1)
+    two = A.local_refine(lbl, img, M)
+    assert one.info["rounds"] == 1 and one.info["searches"] == [14]
+    assert two.info["rounds"] == 2 and 3 <= two.info["searches"][1] < 14
+    e1, e2 = A.rmse(one, g[ins], T.apply(g[ins])), A.rmse(two, g[ins], T.apply(g[ins]))
+    assert e2 < e1 and e2 < 1.0, (e1, e2)
+    assert two.info["cv"]["cv_rmse_px"] < one.info["cv"]["cv_rmse_px"]
+    # the fine search covers the Tukey cut-off (4.685 x robust scale) + 1 px for the peak fit, within [3, search]
+    assert A.fine_search_radius(0.6, 14) == 4 and A.fine_search_radius(0.69, 14) == 5
+    assert A.fine_search_radius(0.01, 14) == 3 and A.fine_search_radius(10.0, 14) == 14
+    # an explicit fine search is honoured
+    assert A.local_refine(lbl, img, M, fine_search=6).info["searches"] == [14, 6]
 
 
 def test_local_refinement_pure_homography_no_worse():
@@ -376,15 +402,18 @@ def test_airport_local_refinement_improves(airport_auto, airport_local):
     res, *_ = airport_auto
     W, src, dst = airport_local
     g, loc = A.rmse(res.M, src, dst), A.rmse(W, src, dst)
-    assert loc < g and loc < 3.6, (g, loc, W.info["cv"]["choice"])  # measured 4.06 -> 3.29 px
+    assert loc < g and loc < 3.6, (g, loc, W.info["cv"]["choice"])  # measured 4.06 -> 3.23 px (one round: 3.29)
     assert W.info["cv"]["cv_rmse_px"] < W.info["cv"]["cv_rmse_global_px"]
-    assert float(np.max(A.residuals(W, src, dst))) < 7.0  # measured max 8.82 -> 5.94 px
+    assert float(np.max(A.residuals(W, src, dst))) < 7.0  # measured max 8.82 -> 5.82 px
+    assert W.info["searches"] == [14, 5]  # coarse-to-fine: the second round searches ±5 px (robust scale 0.69 px)
 
 
 @pytest.mark.xfail(reason="issue target 3 px not reached: automatic alignment measures 4.06 px RMSE (median 2.98 px) "
-                          "with the global homography and 3.29 px (median 2.60, max 5.94) with the non-rigid "
-                          "refinement (refine/local='local') on the 12 hand points; a homography fitted to the hand "
-                          "points themselves gives 2.53 px in-sample, 4.80 px leave-one-out",
+                          "with the global homography and 3.23 px (median 2.56, max 5.82) with the non-rigid "
+                          "coarse-to-fine refinement (refine/local='local') on the 12 hand points; a homography fitted "
+                          "to the hand points themselves gives 2.53 px in-sample, 4.80 px leave-one-out; at SWC, S1, "
+                          "NEC2 and I, windows of 48-96 px centred on the refined prediction find at most 0.9 px of "
+                          "shift (NCC peaks 0.59-0.88) where the hand points differ by 2.9-5.8 px (docs/alignment.md)",
                    strict=False)
 def test_airport_auto_alignment_within_3px(airport_local):
     W, src, dst = airport_local

@@ -698,6 +698,7 @@ def auto_align(label: np.ndarray, image: np.ndarray, *, kind: str = "homography"
 # ----------------------------------------------------------------------------------------------- non-rigid refinement
 LOCAL_SIGMAS = (12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0)  # candidate kernel widths, label px (CV picks)
 LOCAL_PRIORS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # shrinkage toward the global transform, window-equivalents (CV picks)
+TUKEY_C = 4.685  # Tukey biweight constant (95 % efficiency under Gaussian noise); residuals beyond c·scale get weight 0
 
 
 def _bilinear(grid: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -820,6 +821,7 @@ def window_correspondences(label: np.ndarray, image: np.ndarray, T, *, patch: in
     if min_inside < 1.0:  # erode the mask a little: the blur mixes the outside fill into the rendering near the edge
         inside = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=max(1, round(2 * sigma)))
     cs = [], [], []
+    ramp = np.arange(patch, dtype=np.float64)
     for y0 in range(search, h - patch - search + 1, step):
         for x0 in range(search, w - patch - search + 1, step):
             msk = inside[y0:y0 + patch, x0:x0 + patch]
@@ -839,9 +841,9 @@ def window_correspondences(label: np.ndarray, image: np.ndarray, T, *, patch: in
             if mx < min_peak or loc[0] in (0, res.shape[1] - 1) or loc[1] in (0, res.shape[0] - 1):
                 continue
             px, py = _subpixel(res, loc)
-            # the centre of the labelled part of the window (what was actually matched)
-            ys, xs = np.nonzero(msk)
-            c = np.array([x0 + xs.mean(), y0 + ys.mean()])
+            # the centre of the labelled part of the window (what was actually matched); msk is 0/1
+            n_in = float(msk.sum())
+            c = np.array([x0 + float(msk.sum(0) @ ramp) / n_in, y0 + float(msk.sum(1) @ ramp) / n_in])
             cs[0].append(c)
             cs[1].append(c + [px - search, py - search])
             cs[2].append(mx)
@@ -891,7 +893,7 @@ def _smooth(Q: np.ndarray, P: np.ndarray, wts: np.ndarray, r: np.ndarray, sigma:
 
 
 def _robust_fit(src: np.ndarray, r: np.ndarray, sigma: float, prior: float, linear: bool = False,
-                iterations: int = 4, c: float = 4.685) -> tuple[np.ndarray, float]:
+                iterations: int = 4, c: float = TUKEY_C) -> tuple[np.ndarray, float]:
     """Tukey-biweight weights (IRLS) of correspondences against the leave-one-out kernel smooth. Returns (weights,
     robust scale of the leave-one-out residuals, px)."""
     K = _kernel(src, src, sigma)
@@ -1006,17 +1008,29 @@ def fit_local_field(src, dst, M, shape: tuple[int, int], *, spacing: float | Non
     return LocalWarp(M=M, dx=dxg, dy=dyg, spacing=float(spacing), info=info)
 
 
+def fine_search_radius(robust_scale: float, search: int, c: float = TUKEY_C) -> int:
+    """Search radius (px) for a coarse-to-fine matching round under a fitted field: just wide enough that every
+    shift the Tukey weights would still keep (up to ``c`` × the field's robust residual scale) lands inside the
+    correlation map, where its peak can be refined (a peak on the map's border is rejected); at least 3 px and at
+    most the first round's ``search``."""
+    return int(min(search, max(3, math.ceil(c * robust_scale) + 1)))
+
+
 def local_refine(label: np.ndarray, image: np.ndarray, M, *, patches=None, step: int = 32, search: int = 14,
-                 rounds: int = 1, spacing: float | None = None, sigma: float | None = None, prior: float | None = None,
-                 min_matches: int = 20, progress=None) -> LocalWarp:
+                 rounds: int = 2, spacing: float | None = None, sigma: float | None = None, prior: float | None = None,
+                 min_matches: int = 20, fine_search: int | None = None, progress=None) -> LocalWarp:
     """Non-rigid refinement of a global transform ``M`` from the automatic window correspondences only.
 
-    Each round matches windows of every size in ``patches`` (every ``step`` px, ±``search`` px, masked so windows
-    that straddle the label's edge count) under the current warp, and refits the residual field
-    (:func:`fit_local_field`: Gaussian-kernel smoothing with Tukey outlier weights, width and shrinkage by
-    spatial-block cross-validation). ``patches`` defaults to the window of :func:`auto_align`'s window step
-    (``min(160, max(48, short image side / 5))`` px) and 0.6 of it. Raises ValueError when there are fewer than
-    ``min_matches`` windows."""
+    Each round matches windows of every size in ``patches`` (every ``step`` px, masked so windows that straddle the
+    label's edge count) under the current warp, and refits the residual field (:func:`fit_local_field`:
+    Gaussian-kernel smoothing with Tukey outlier weights, width and shrinkage by spatial-block cross-validation)
+    on top of ``M`` from that round's matches alone. The first round searches ±``search`` px around ``M``; later
+    rounds are coarse-to-fine: the windows are cut from the label warped by the previous round's field and searched
+    only ±``fine_search`` px (default :func:`fine_search_radius` of the previous field's robust residual scale), so
+    fewer false peaks compete. ``rounds=1`` is the single-pass refinement. ``patches`` defaults to the window of
+    :func:`auto_align`'s window step (``min(160, max(48, short image side / 5))`` px) and 0.6 of it. Raises
+    ValueError when there are fewer than ``min_matches`` windows (in the first round; a later round with too few
+    keeps the previous field)."""
     import time
 
     if patches is None:
@@ -1026,16 +1040,31 @@ def local_refine(label: np.ndarray, image: np.ndarray, M, *, patches=None, step:
     label = np.asarray(label, np.uint8)
     T = np.asarray(M, np.float64)
     say = progress or (lambda f, m: None)
-    for k in range(rounds):
+    searches, done, n_rounds = [], 0, max(1, int(rounds))
+    for k in range(n_rounds):
+        if k == 0:
+            rad = int(search)
+        elif fine_search is not None:
+            rad = int(fine_search)
+        else:
+            rad = fine_search_radius(float(T.info.get("robust_scale_px", search)), int(search))
         S, D = [], []
         for p in patches:
-            say((k + 0.5) / rounds, f"local windows {p} px (round {k + 1})")
-            s, d, _ = window_correspondences(label, image, T, patch=p, step=step, search=search)
+            say((k + 0.5) / n_rounds, f"local windows {p} px, ±{rad} px (round {k + 1})")
+            s, d, _ = window_correspondences(label, image, T, patch=p, step=step, search=rad)
             S.append(s)
             D.append(d)
         src, dst = np.concatenate(S), np.concatenate(D)
-        T = fit_local_field(src, dst, M, label.shape, spacing=spacing, sigma=sigma, prior=prior, min_matches=min_matches)
-    T.info.update({"rounds": rounds, "patches": list(patches), "step": step, "search": search,
+        try:
+            T = fit_local_field(src, dst, M, label.shape, spacing=spacing, sigma=sigma, prior=prior,
+                                min_matches=min_matches)
+        except ValueError:
+            if k == 0:
+                raise
+            break
+        searches.append(rad)
+        done = k + 1
+    T.info.update({"rounds": done, "patches": list(patches), "step": step, "search": search, "searches": searches,
                    "max_displacement_px": round(T.max_displacement(), 3), "seconds": round(time.perf_counter() - t0, 2)})
     return T
 
@@ -1056,6 +1085,7 @@ __all__ = [
     "describe",
     "ecc_refine",
     "feature_match",
+    "fine_search_radius",
     "fit_local_field",
     "fit_transform",
     "holdout_rmse",
