@@ -12,6 +12,8 @@ CLASS_WEIGHTS = ("enet", "none", "inverse")
 SAMPLERS = ("random", "class_aware")
 NOISE_MASKS = ("none", "cos", "const")
 BOOTSTRAPS = ("none", "soft", "hard")
+REFINES = ("none", "region")  # label refinement (seghz.train.refine.REFINES)
+CLEANS = ("none", "crossfit")  # label cleaning (seghz.train.clean.CLEANS)
 
 
 def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
@@ -28,6 +30,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     options.setdefault("train_sampler", SAMPLERS)
     options.setdefault("train_noise", NOISE_MASKS)
     options.setdefault("train_boot", BOOTSTRAPS)
+    options.setdefault("train_refine", REFINES)
+    options.setdefault("train_clean", CLEANS)
     notes: list[str] = []
     parent = config.get("parent_checkpoint_id")
     start = "finetune" if parent and active_id else "scratch"
@@ -59,6 +63,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_boot", config.get("bootstrap"))
     put("train_boot_beta", None if "bootstrap_beta" not in config else float(config["bootstrap_beta"]))
     put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
+    put("train_refine", config.get("refine"))
+    put("train_clean", config.get("clean"))
     if "patience" in config:
         put("train_patience", int(config["patience"] or 0))
     put("train_auto_promote", None if "auto_promote" not in config else bool(config["auto_promote"]))

@@ -16,6 +16,14 @@ a Streamlit rerun. Progress, metrics and cancellation go through callbacks.
   batch; only rank 0 validates and writes the checkpoint and the state; early stopping, NaN stops, cancels and
   save errors are agreed by all ranks. BatchNorm becomes SyncBatchNorm on CUDA (``sync_bn``); on the CPU
   (gloo; SyncBatchNorm needs a GPU) BatchNorm statistics stay per process.
+* **Label refinement** (``refine="region"``, :mod:`seghz.train.refine`): at the end of each refinement epoch (see
+  :func:`~seghz.train.refine.refine_epochs`) rank 0 predicts every training image with the current model and
+  relabels, from the ORIGINAL labels, the regions the model confidently disagrees with; the next epochs train on
+  those labels (host samples and device-preloaded labels). Rank 0 broadcasts them to the other ranks as one flat
+  uint8 tensor (so the ranks always train on identical labels, whatever their per-process BatchNorm statistics), and
+  writes them atomically to ``<out>.refine.safetensors`` before the training state; the state's loop info names
+  their epoch and SHA-1. Resume reads that file; if it is missing or stale and the refinement was at the saved epoch,
+  the labels are recomputed from the saved weights (the weights they came from), else resuming is refused.
 * **Debug**: with ``SEGHZ_TRAIN_DEBUG_DIR`` set, each rank writes ``rank<r>.json`` there: per step, the sample
   indices it trained on and their positions in the run's global sample stream (step × global batch + slot).
 """
@@ -27,10 +35,11 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +54,7 @@ from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
 from seghz.train.losses import LossConfig, SegLoss
 from seghz.train.losses import class_weights as make_class_weights
+from seghz.train.refine import REFINES, RefineParams, labels_digest, refine_epochs, refine_samples
 from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
@@ -122,6 +132,21 @@ class TrainConfig:
     augment: str = "auto"  # "host": per-sample pipeline; "device": batched on the GPU; "auto": device on CUDA
     scale_min: float = 1.0  # device augmentation: random scale range of the crops
     scale_max: float = 1.0
+    # label refinement from the model's own early-learning predictions (seghz.train.refine): "none" | "region"
+    refine: str = "none"
+    refine_start: float = 0.4  # fraction of the epochs of pure training before the first refinement
+    refine_every: int = 1  # refine at the end of every this-many epochs from then on (never after the last epoch)
+    refine_conf: float = 0.5  # a region's mean probability of the new class must reach this to relabel it
+    refine_keep: float = 0.2  # ... and its mean probability of the given label must be below this
+    refine_min_px: int = 16  # smaller regions are not relabelled
+    refine_ignore_conf: float | None = 0.9  # pixel rule: p(given) < 0.05 and max p >= this -> ignore (None: off)
+    # cross-fitted label cleaning before training (seghz.train.clean): "none" | "crossfit"
+    clean: str = "none"
+    clean_folds: int = 2  # fold models, each trained on the other folds, judge the fold they never saw
+    clean_share: float = 0.5  # share of the run's optimiser steps spent on the fold models (the rest: final model)
+    clean_conf: float = 0.5  # relabel a region when the held-out model's mean p(new class) reaches this ...
+    clean_keep: float = 0.2  # ... and its mean p(given label) is below this
+    clean_doubt: bool = True  # regions with p(given) < clean_keep but no confident class become ignore
     extra: dict = field(default_factory=dict)
 
     def loss_config(self) -> LossConfig:
@@ -148,7 +173,44 @@ class TrainConfig:
             raise ValueError(f"monitor must be one of {', '.join(MONITORS)} (got '{self.monitor}')")
         if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
             raise ValueError(f"patience must be an integer >= 1 or None (got {self.patience})")
+        self._validate_refine()
+        self._validate_clean()
         self.loss_config().validate()
+
+    def _validate_clean(self) -> None:
+        from seghz.train.clean import CLEANS
+
+        if self.clean not in CLEANS:
+            raise ValueError(f"unknown clean '{self.clean}'; use one of {', '.join(CLEANS)}")
+        if isinstance(self.clean_folds, bool) or not isinstance(self.clean_folds, int) or self.clean_folds < 2:
+            raise ValueError(f"clean_folds must be an integer >= 2, got {self.clean_folds!r}")
+        num = (int, float)
+        if not (isinstance(self.clean_share, num) and 0 < self.clean_share < 1):
+            raise ValueError(f"clean_share (share of the steps for the fold models) must be in (0, 1), got {self.clean_share!r}")
+        for name in ("clean_conf", "clean_keep"):
+            v = getattr(self, name)
+            if not (isinstance(v, num) and 0 < v <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {v!r}")
+        if self.clean != "none" and self.refine != "none":
+            raise ValueError("choose one of clean='crossfit' and refine='region' (both rewrite the training labels)")
+
+    def _validate_refine(self) -> None:
+        if self.refine not in REFINES:
+            raise ValueError(f"unknown refine '{self.refine}'; use one of {', '.join(REFINES)}")
+        num = (int, float)
+        if not (isinstance(self.refine_start, num) and 0 <= self.refine_start < 1):
+            raise ValueError(f"refine_start must be a fraction of the epochs in [0, 1), got {self.refine_start!r}")
+        if isinstance(self.refine_every, bool) or not isinstance(self.refine_every, int) or self.refine_every < 1:
+            raise ValueError(f"refine_every must be an integer >= 1, got {self.refine_every!r}")
+        if not (isinstance(self.refine_conf, num) and 0 < self.refine_conf <= 1):
+            raise ValueError(f"refine_conf (min mean probability of the new class) must be in (0, 1], got {self.refine_conf!r}")
+        if not (isinstance(self.refine_keep, num) and 0 < self.refine_keep <= 1):
+            raise ValueError(f"refine_keep (max mean probability of the given label) must be in (0, 1], got {self.refine_keep!r}")
+        if isinstance(self.refine_min_px, bool) or not isinstance(self.refine_min_px, int) or self.refine_min_px < 1:
+            raise ValueError(f"refine_min_px must be an integer >= 1, got {self.refine_min_px!r}")
+        ic = self.refine_ignore_conf
+        if ic is not None and not (isinstance(ic, num) and 0 < ic <= 1):
+            raise ValueError(f"refine_ignore_conf must be in (0, 1] or None (no pixel rule), got {ic!r}")
 
 
 def _normalization(cfg: TrainConfig) -> dict:
@@ -418,14 +480,18 @@ def train(
 
     Samples are ``(image, label)`` or ``(image, label, trusted)``. Each epoch's metrics row (passed to
     ``on_metrics``) holds loss, lr, seconds, the validation scores and, when enabled, ``noise_threshold`` /
-    ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept`` and ``consistency_mse``.
+    ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept``, ``consistency_mse`` and, at a
+    label-refinement epoch, ``refined_px`` / ``refine_ignored_px`` (fractions of the labelled training pixels
+    relabelled / set to ignore).
     A NaN/inf loss raises :class:`TrainDiverged`; checkpoints are only written at a new best, so the last good
     one stays. After every epoch the training state goes to :func:`state_path` ``(out_path)``; ``resume`` (default
     ``cfg.resume``) continues from it. A cancel (``should_cancel`` is asked before every step) raises
     :class:`TrainCancelled` and leaves the checkpoint and the state of the last finished epoch; a failed write
     (full disk) raises :class:`TrainSaveError` and leaves the previous files.
     Under DDP (see the module doc) callbacks run on rank 0 only.
-    Returns ``{"checkpoint", "state", "best_val", "history", "seconds", "stopped_early", "resumed_from"}``.
+    Returns ``{"checkpoint", "state", "best_val", "history", "seconds", "stopped_early", "resumed_from",
+    "refine_epoch", "refined_labels"}`` (the last two: the epoch of the latest label refinement and the labels it
+    produced, one uint8 map per training sample; None without refinement).
     """
     if resume is not None:
         cfg.resume = bool(resume)
@@ -436,8 +502,15 @@ def train(
     _check_samples(train_samples, val_samples, scheme.num_classes, cfg.scheme)
     dctx, device = _dist_setup(cfg)
     try:
-        return _train(cfg, dctx, device, train_samples, val_samples, Path(out_path), progress, on_metrics,
-                      should_cancel, meta_extra)
+        clean_stats = None
+        if cfg.clean == "crossfit":
+            cfg, train_samples, clean_stats = _crossfit(cfg, dctx, device, train_samples, Path(out_path), progress)
+            meta_extra = {**(meta_extra or {}), "clean": {k: v for k, v in clean_stats.items() if k != "clean_folds"}}
+        res = _train(cfg, dctx, device, train_samples, val_samples, Path(out_path), progress, on_metrics,
+                     should_cancel, meta_extra)
+        if clean_stats is not None:
+            res["clean"] = clean_stats
+        return res
     finally:
         if dctx.owns_group:
             import torch.distributed as dist
@@ -463,6 +536,13 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         sampler = CropSampler(cfg.crop_size, "class_aware", classes, cfg.sampler_min_fraction)
     on_device = cfg.augment == "device" or (cfg.augment == "auto" and cuda)
     pre = preload(train_samples, device, default_budget(device)) if on_device else None
+    # label refinement: `cur` are the samples trained on (the original ones until the first refinement, then the
+    # original images with the refined labels of the latest refinement); `train_samples` keep the given labels
+    refine_at = set(refine_epochs(cfg.epochs, cfg.refine_start, cfg.refine_every)) if cfg.refine != "none" else set()
+    rparams = RefineParams.of(cfg)
+    rpath = refine_path(out_path)
+    cur: list[Sample] = list(train_samples)
+    refined: list[np.ndarray] | None = None
 
     if cfg.parent_checkpoint:
         model, pmeta = load_checkpoint(cfg.parent_checkpoint, device)
@@ -503,7 +583,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     order: list[int] = []
     # loop state: everything the training-state file carries besides tensors and RNGs
     st = {"epoch": 0, "step": 0, "best": -1.0, "best_scores": None, "best_epoch": None, "bad_epochs": 0,
-          "history": [], "stopped_early": None, "finished": False, "elapsed": 0.0}
+          "history": [], "stopped_early": None, "finished": False, "elapsed": 0.0, "refine_epoch": None,
+          "refine_digest": None}
     resumed_from = None
     if cfg.resume:
         if dctx.on:  # every rank must see the same file (multi-node: put --out on shared storage)
@@ -524,8 +605,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             v, keys, gauss = loop["order_rng"]
             order_rng.setstate((int(v), tuple(int(k) for k in keys), gauss))
             order = [int(i) for i in loop["order"]]
-            for k in st:
-                st[k] = loop[k]
+            st.update({k: loop.get(k, v) for k, v in st.items()})  # keys added later (refine_*) keep their defaults
             resumed_from = st["epoch"]
             if say is not None:
                 say(st["step"] / total, f"resuming after epoch {st['epoch']} (step {st['step']}) from {spath}")
@@ -535,12 +615,16 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     def result() -> dict:
         return {"checkpoint": str(out_path), "state": str(spath), "best_val": st["best_scores"],
                 "history": st["history"], "seconds": st["elapsed"], "stopped_early": st["stopped_early"],
-                "resumed_from": resumed_from}
+                "resumed_from": resumed_from, "refine_epoch": st["refine_epoch"], "refined_labels": refined}
 
     if st["finished"]:
         if say is not None:
             say(1.0, f"the saved run already finished (epoch {st['epoch']}); nothing to do")
         return result()
+    if st["refine_epoch"] is not None:  # resume: train on the labels of the saved run's latest refinement
+        refined = _restore_refined(cfg, dctx, model, norm, device, train_samples, st, rpath, rparams, say,
+                                   st["step"] / total)
+        cur = _apply_refined(train_samples, refined, pre)
 
     manual_sync = False
     fwd = model
@@ -569,11 +653,35 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             return "No checkpoint was written."
         return f"The checkpoint of epoch {st['best_epoch']} is kept at {out_path}; the state of epoch {st['epoch']} at {spath}."
 
+    # Each step's loss (and loss stats) is read back to the host — a device sync — to check it is finite, log it
+    # and report progress. On one CUDA device that happens SYNC_LAG steps late, after the next step is queued, so
+    # the GPU never waits for Python between steps (a NaN then stops the run one update later; the files on disk
+    # are the same: checkpoints are only written at the end of an epoch). CPU and DDP runs read it back at once.
+    lag = _sync_lag(cuda, dctx)
+    pending: list[tuple[int, int, torch.Tensor, dict]] = []  # (epoch, step, loss, stats) not read back yet
+    losses: list[float] = []
+    stats: dict[str, list[float]] = {}
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            ep, sp, lt, sts = pending.pop(0)
+            lv = float(lt.float())
+            if not math.isfinite(lv):
+                kept = (f"the last good checkpoint (epoch {st['best_epoch']}) is kept at {out_path}"
+                        if st["best_epoch"] is not None else "no checkpoint was written")
+                raise TrainDiverged(f"training loss became {lv} at epoch {ep}, step {sp}; stopped. {kept}. "
+                                    "Try a lower learning rate or check the labels.")
+            losses.append(lv)
+            for k, v in sts.items():
+                stats.setdefault(k, []).append(float(v))
+            if say is not None:
+                say(sp / total, f"epoch {ep}/{cfg.epochs} step {sp}/{total} loss {lv:.3f}")
+
     for epoch in range(int(st["epoch"]) + 1, cfg.epochs + 1):
         model.train()
         thre = crit.set_epoch(epoch, cfg.epochs)
-        losses: list[float] = []
-        stats: dict[str, list[float]] = {}
+        losses.clear()
+        stats.clear()
         for _ in range(steps):
             cancel = should_cancel is not None and bool(should_cancel())
             if dctx.on:
@@ -593,22 +701,21 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                 seen.append({"epoch": epoch, "step": step, "indices": idx,
                              "positions": [step * global_batch + j for j in my_slots]})
             if on_device:  # one batched warp on the device; crops drawn from a per-(step, rank) generator
-                x, y, tr = make_device_batch(train_samples, idx, sampler or CropSampler(cfg.crop_size), random.Random(
+                x, y, tr = make_device_batch(cur, idx, sampler or CropSampler(cfg.crop_size), random.Random(
                     f"{cfg.seed}/{step}/r{lo}"), norm, device, preloaded=pre, scale=(cfg.scale_min, cfg.scale_max),
                     return_trusted=True)
             else:
-                x, y, tr = slot_batch(train_samples, idx, my_slots, cfg.seed, step, cfg.crop_size, norm, sampler)
+                x, y, tr = slot_batch(cur, idx, my_slots, cfg.seed, step, cfg.crop_size, norm, sampler)
             x = x.to(device, non_blocking=cuda, memory_format=mem_fmt)
             y = y.to(device, non_blocking=cuda)
             tr = tr.to(device, non_blocking=cuda) if has_trusted else None
             with autocast():
                 loss, _ = crit.model_loss(fwd, x, y, tr)
-            lv = float(loss.detach().float()) if not dctx.on else _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world
-            if not math.isfinite(lv):
-                kept = (f"the last good checkpoint (epoch {st['best_epoch']}) is kept at {out_path}"
-                        if st["best_epoch"] is not None else "no checkpoint was written")
-                raise TrainDiverged(f"training loss became {lv} at epoch {epoch}, step {step + 1}; stopped. {kept}. "
-                                    "Try a lower learning rate or check the labels.")
+            lt = loss.detach() if not dctx.on else torch.tensor(
+                _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world)
+            pending.append((epoch, step + 1, lt, dict(crit.last_stats)))
+            if not lag:
+                drain(0)  # read back now: a NaN stops the run before the update
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if manual_sync:
@@ -616,11 +723,9 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             opt.step()
             sched.step()
             step += 1
-            losses.append(lv)
-            for k, v in crit.last_stats.items():
-                stats.setdefault(k, []).append(float(v))
-            if say is not None:
-                say(step / total, f"epoch {epoch}/{cfg.epochs} step {step}/{total} loss {lv:.3f}")
+            if lag:
+                drain(lag)  # the previous step's loss: the device is busy with this one meanwhile
+        drain(0)
         if debug:
             _write_debug(dctx, seen, global_batch, device)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0]), "seconds": time.time() - t0}
@@ -629,8 +734,18 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         row.update({k: float(np.mean(v)) for k, v in stats.items()})
         failure: BaseException | None = None
         stop = False
+        do_refine = epoch in refine_at
+        new_labels: list[np.ndarray] | None = None
         if main:
             try:
+                if do_refine:  # rank 0 refines (from the given labels), keeps them next to the state, then shares them
+                    new_labels, rst = refine_samples(model, train_samples, norm, device, rparams, amp=amp)
+                    row.update(refined_px=rst["refined_px"], refine_ignored_px=rst["refine_ignored_px"])
+                    st["refine_epoch"], st["refine_digest"] = epoch, _save_refined(rpath, new_labels, epoch)
+                    if say is not None:
+                        say(step / total, f"epoch {epoch}: refined labels: {100 * rst['refined_px']:.2f} % of the "
+                                          f"labelled pixels relabelled ({rst['regions']} regions), "
+                                          f"{100 * rst['refine_ignored_px']:.2f} % ignored")
                 stop = _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs,
                                      out_path, spath, meta_extra, opt, sched, order_rng, order, on_metrics, say, total,
                                      global_batch, steps, dctx)
@@ -643,6 +758,16 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             raise failure
         if code == 2.0:
             raise RuntimeError(f"rank 0 failed at the end of epoch {epoch} (see its log); rank {dctx.rank} stops")
+        if do_refine:
+            if not main:
+                fr = _broadcast(dctx, [0.0, 0.0], device)
+                row.update(refined_px=fr[0], refine_ignored_px=fr[1])
+            elif dctx.on:
+                _broadcast(dctx, [row["refined_px"], row["refine_ignored_px"]], device)
+            refined = _share_labels(dctx, new_labels, train_samples, device)
+            cur = _apply_refined(train_samples, refined, pre)
+            if not main:
+                st["refine_epoch"], st["refine_digest"] = epoch, labels_digest(refined)
         if code == 1.0:
             st["stopped_early"] = epoch
             break
@@ -702,6 +827,171 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
         raise _save_error(e, "training state", spath, epoch, prev + ck) from e
     return stop
 
+SYNC_LAG = 1  # steps between a step's launch and the read-back of its loss on one CUDA device (see _train)
+
+
+def _sync_lag(cuda: bool, dctx: _Dist) -> int:
+    """How many steps late the loss is read back: :data:`SYNC_LAG` on one CUDA device, else 0 (at once)."""
+    return SYNC_LAG if cuda and not dctx.on else 0
+
+
+def clean_path(checkpoint_path: str | os.PathLike) -> Path:
+    """``run.safetensors`` -> ``run.clean.safetensors``: the training labels after cross-fitted cleaning."""
+    p = Path(checkpoint_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".clean.safetensors")
+
+
+def _crossfit(cfg: TrainConfig, dctx: _Dist, device: str, train_samples, out_path: Path, progress):
+    """Cross-fitted cleaning (:func:`seghz.train.clean.crossfit_clean`) before the final model: returns the final
+    model's config (the steps left after the fold models), the cleaned samples and the cleaning's statistics.
+    The cleaned labels are kept next to the checkpoint (:func:`clean_path`) so that a resumed run reuses them."""
+    from seghz.train.clean import crossfit_clean, total_steps
+
+    steps = total_steps(cfg, train_samples, dctx.world)
+    final = replace(cfg, steps_per_epoch=max(1, -(-round(steps * (1 - float(cfg.clean_share))) // cfg.epochs)))
+    cpath = clean_path(out_path)
+    labels = _read_clean(cpath, train_samples) if cfg.resume and state_path(out_path).is_file() else None
+    stats: dict = {}
+    if labels is None:
+        say = progress if dctx.main else None
+        work = out_path.parent / f".{out_path.name}.crossfit"  # fold checkpoints: one folder every rank sees
+        try:
+            cleaned, stats = crossfit_clean(cfg, train_samples, device=device, world=dctx.world, progress=say,
+                                            workdir=work)
+            labels = _share_labels(dctx, [c[1] for c in cleaned] if dctx.main else None, train_samples, device)
+        finally:
+            if dctx.main:  # after the broadcast (a collective): no rank reads the fold checkpoints any more
+                shutil.rmtree(work, ignore_errors=True)
+        if dctx.main:
+            _save_refined(cpath, labels, 0)
+    else:
+        stats = {"reused": str(cpath)}
+    return final, [(s[0], lb, *s[2:]) for s, lb in zip(train_samples, labels)], stats
+
+
+def _read_clean(path: Path, train_samples) -> list[np.ndarray] | None:
+    """The cleaned labels of an earlier (interrupted) run of the same training set, when intact; else None."""
+    from seghz.models.checkpoint import read_safetensors_meta
+
+    if not path.is_file():
+        return None
+    try:
+        meta = read_safetensors_meta(path, REFINE_KEY, TrainStateError, "cleaned-labels")
+    except TrainStateError:
+        return None
+    return _read_refined(path, train_samples, {"refine_epoch": 0, "refine_digest": meta.get("digest")})
+
+
+REFINE_KEY = "seghz_refine"
+REFINE_FORMAT = "seghz-refine/1"
+
+
+def refine_path(checkpoint_path: str | os.PathLike) -> Path:
+    """``run.safetensors`` -> ``run.refine.safetensors``: the refined training labels of the latest refinement."""
+    p = Path(checkpoint_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".refine.safetensors")
+
+
+def _save_refined(path: Path, labels: list[np.ndarray], epoch: int) -> str:
+    """Write the refined labels (uint8 tensors ``labels/<sample index>``) atomically; their digest."""
+    from seghz.models.checkpoint import write_safetensors
+
+    digest = labels_digest(labels)
+    tensors = {f"labels/{i}": torch.from_numpy(np.ascontiguousarray(lb, dtype=np.uint8)) for i, lb in enumerate(labels)}
+    meta = {"format": REFINE_FORMAT, "epoch": int(epoch), "digest": digest, "count": len(labels)}
+    try:
+        write_safetensors(path, tensors, {REFINE_KEY: json.dumps(meta)})
+    except OSError as e:
+        raise _save_error(e, "refined labels", path, epoch, "Training stops before using them.") from e
+    return digest
+
+
+def _read_refined(path: Path, train_samples, st: dict) -> list[np.ndarray] | None:
+    """The refined labels of ``path`` when they are those the training state names (epoch and digest), else None."""
+    from safetensors.torch import load_file
+
+    from seghz.models.checkpoint import read_safetensors_meta
+
+    if not path.is_file():
+        return None
+    try:
+        meta = read_safetensors_meta(path, REFINE_KEY, TrainStateError, "refined-labels")
+    except TrainStateError:  # damaged / foreign: treated as missing
+        return None
+    if (meta.get("format") != REFINE_FORMAT or meta.get("epoch") != st["refine_epoch"]
+            or meta.get("digest") != st["refine_digest"] or meta.get("count") != len(train_samples)):
+        return None
+    t = load_file(str(path), device="cpu")
+    labels = [t[f"labels/{i}"].numpy() for i in range(len(train_samples)) if f"labels/{i}" in t]
+    if len(labels) != len(train_samples) or any(lb.shape != s[1].shape for lb, s in zip(labels, train_samples)):
+        return None
+    return labels if labels_digest(labels) == st["refine_digest"] else None
+
+
+def _restore_refined(cfg, dctx: _Dist, model, norm, device, train_samples, st: dict, rpath: Path, rparams, say,
+                     frac: float):
+    """Resume: the labels of the saved run's latest refinement. Rank 0 reads them from :func:`refine_path` (written
+    with the state); when that file is missing or belongs to another epoch and the refinement was at the saved epoch,
+    they are recomputed from the saved (= that epoch's) weights; otherwise the run cannot resume. Shared with all ranks."""
+    labels: list[np.ndarray] | None = None
+    failure: BaseException | None = None
+    if dctx.main:
+        try:
+            labels = _read_refined(rpath, train_samples, st)
+            if labels is None:
+                if int(st["refine_epoch"]) != int(st["epoch"]):
+                    raise TrainStateError(
+                        f"{rpath}: the refined labels of epoch {st['refine_epoch']} that the training state needs are "
+                        "missing or do not match it; start a new run (without resume)")
+                cuda = torch.device(device).type == "cuda"
+                labels, _ = refine_samples(model, train_samples, norm, device, rparams, amp=bool(cfg.amp) and cuda)
+                digest = _save_refined(rpath, labels, int(st["refine_epoch"]))
+                if digest != st["refine_digest"] and say is not None:
+                    say(frac, f"warning: {rpath} was missing; the refined labels of epoch "
+                        f"{st['refine_epoch']} were recomputed and differ slightly from the saved run's")
+                st["refine_digest"] = digest
+        except BaseException as e:  # noqa: BLE001 - told to the other ranks, then re-raised
+            failure = e
+    code = _broadcast(dctx, [2.0 if failure is not None else 0.0], device)[0]
+    if failure is not None:
+        raise failure
+    if code == 2.0:
+        raise RuntimeError(f"rank 0 could not restore the refined labels (see its log); rank {dctx.rank} stops")
+    return _share_labels(dctx, labels, train_samples, device)
+
+
+def _share_labels(dctx: _Dist, labels: list[np.ndarray] | None, train_samples, device: str) -> list[np.ndarray]:
+    """Rank 0's label maps on every rank (one flat uint8 broadcast; the shapes are those of the training labels)."""
+    if not dctx.on:
+        assert labels is not None
+        return labels
+    import torch.distributed as dist
+
+    shapes = [s[1].shape for s in train_samples]
+    sizes = [int(np.prod(sh)) for sh in shapes]
+    dev = device if torch.device(device).type == "cuda" else "cpu"
+    if dctx.main:
+        assert labels is not None
+        flat = torch.from_numpy(np.concatenate([np.ascontiguousarray(lb, dtype=np.uint8).ravel() for lb in labels])).to(dev)
+    else:
+        flat = torch.empty(sum(sizes), dtype=torch.uint8, device=dev)
+    dist.broadcast(flat, 0)
+    if dctx.main:
+        return labels  # type: ignore[return-value]
+    parts = torch.split(flat.cpu(), sizes)
+    return [p.numpy().reshape(sh).copy() for p, sh in zip(parts, shapes)]
+
+
+def _apply_refined(train_samples, labels: list[np.ndarray], pre) -> list:
+    """The samples with the refined labels (images and trusted masks unchanged); device-preloaded labels updated too."""
+    cur = [(s[0], lb, *s[2:]) for s, lb in zip(train_samples, labels)]
+    if pre is not None:
+        for i, lb in enumerate(labels):
+            h, w = lb.shape
+            pre.labels[i, :h, :w] = torch.from_numpy(np.ascontiguousarray(lb, dtype=np.uint8)).to(pre.device)
+    return cur
+
+
 def _brief(sc: dict | None) -> dict | None:
     if sc is None:
         return None
@@ -710,4 +1000,4 @@ def _brief(sc: dict | None) -> dict | None:
 
 
 __all__ = ["TrainCancelled", "TrainConfig", "TrainDiverged", "TrainSaveError", "class_frequencies", "evaluate_samples",
-           "make_batch", "slot_batch", "state_path", "train"]
+           "make_batch", "refine_path", "slot_batch", "state_path", "train"]

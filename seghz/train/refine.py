@@ -1,0 +1,238 @@
+"""Label refinement from the model's own early-learning predictions, decided per region (issue 4).
+
+In the spirit of ADELE (Liu et al., "Adaptive Early-Learning Correction for Segmentation from Noisy Annotations",
+CVPR 2022), but region-wise: after an early-learning phase the training model (which fits the clean majority of the
+labels before it memorises the noisy ones) predicts every training image, and whole label regions that it confidently
+disagrees with are relabelled to its class. Pure functions (numpy / torch / OpenCV), no Streamlit.
+
+* :func:`predict_probs` / :func:`iter_probs`: softmax C×H×W (float32) of a model in eval mode over whole training
+  images (batched by image shape, padded to a multiple of 32, flip-averaged); images larger than ``max_side`` go
+  through the sliding-window :class:`~seghz.infer.engine.Predictor`. The model is put back in train mode after.
+* :func:`refine_labels`: one image's refined labels, ALWAYS from the original given labels (so errors do not
+  compound over refinements). A region is a connected (8-connectivity) piece of ``{given == g} ∩ {argmax == c}``
+  for ``c != g`` — i.e. a piece of one given component ``K`` of class ``g`` that the model calls ``c`` (a flipped
+  component merged with a real neighbour of the same new class splits into the flipped part, predicted as its true
+  class, and the rest, predicted as ``g``). ``S`` becomes ``c`` when ``|S| >= min_px``, ``mean p[c] over S >= conf``
+  and ``mean p[g] over S < keep``. Then the pixel rule: a pixel (not relabelled) whose given label has probability
+  < :data:`IGNORE_GIVEN_P` while the model's max probability is >= ``ignore_conf`` becomes ignore (255).
+  Trusted pixels (analyst-corrected/confirmed) and 255 pixels never change.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seghz.classes import IGNORE
+
+REFINES = ("none", "region")
+IGNORE_GIVEN_P = 0.05  # pixel rule: the given label's probability below this ...
+
+
+@dataclass(frozen=True)
+class RefineParams:
+    """The decision thresholds (TrainConfig ``refine_min_px``, ``refine_conf``, ``refine_keep``, ``refine_ignore_conf``;
+    ``ignore_conf=None`` turns the pixel rule off)."""
+
+    min_px: int = 16
+    conf: float = 0.5
+    keep: float = 0.2
+    ignore_conf: float | None = 0.9
+
+    @classmethod
+    def of(cls, cfg) -> RefineParams:
+        return cls(int(cfg.refine_min_px), float(cfg.refine_conf), float(cfg.refine_keep), cfg.refine_ignore_conf)
+
+
+def refine_epochs(epochs: int, start: float, every: int = 1) -> list[int]:
+    """The epochs (1-based) at whose end labels are refined: ``e0 = max(1, ceil(start·epochs))``, then every
+    ``every`` epochs, while ``e < epochs`` (the last epoch trains on the labels of the refinement before it)."""
+    import math
+
+    e0 = max(1, math.ceil(round(start * epochs, 9)))
+    return list(range(e0, epochs, max(1, int(every))))
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def _normalise(batch_u8: torch.Tensor, norm: dict) -> torch.Tensor:
+    x = batch_u8.permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(norm["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(norm["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _pad32(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
+    return x
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _logits(model, x: torch.Tensor, cuda: bool, amp: bool) -> torch.Tensor:
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and amp) else contextlib.nullcontext()
+    with ctx:
+        y = model(x)
+    if isinstance(y, (tuple, list)):  # models with auxiliary heads: the main logits first
+        y = y[0]
+    return y.float()
+
+
+@torch.no_grad()
+def iter_probs(model: torch.nn.Module, images: Sequence[np.ndarray], norm: dict, device: str, *, flip: bool = True,
+               batch_size: int | None = None, max_side: int = 1024, tile: int = 512, amp: bool = True
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, softmax float32 C×H×W)`` for each RGB uint8 H×W×3 image, in index order within each shape group.
+
+    Images of the same shape (at most ``max_side`` a side) run in batches of ``batch_size`` (default: 32 on CUDA,
+    4 on the CPU); larger ones go through the sliding-window :class:`~seghz.infer.engine.Predictor` (``tile``).
+    ``flip``: average of the identity and the left-right flipped view. bf16 autocast on CUDA (``amp``), fp32 on the
+    CPU. The model runs in eval mode and gets its previous mode back afterwards."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    bs = int(batch_size or (32 if cuda else 4))
+    groups: dict[tuple, list[int]] = {}
+    big: list[int] = []
+    for i, img in enumerate(images):
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"image {i} must be H×W×3, got {img.shape}")
+        (big if max(img.shape[:2]) > max_side else groups.setdefault(tuple(img.shape[:2]), [])).append(i)
+    with _eval_mode(model):
+        for (h, w), idx in groups.items():
+            for k in range(0, len(idx), bs):
+                part = idx[k : k + bs]
+                u8 = torch.from_numpy(np.stack([np.ascontiguousarray(images[i], dtype=np.uint8) for i in part]))
+                x = _pad32(_normalise(u8.to(dev, non_blocking=cuda), norm))
+                p = _logits(model, x, cuda, amp).softmax(1)
+                if flip:
+                    p = p + _logits(model, x.flip(3), cuda, amp).softmax(1).flip(3)
+                    p = p * 0.5
+                p = p[:, :, :h, :w].cpu().numpy().astype(np.float32, copy=False)
+                for j, i in enumerate(part):
+                    yield i, p[j]
+        if big:
+            from seghz.infer.engine import Predictor
+
+            pred = Predictor(model, _num_classes(model, images[big[0]], norm, dev, cuda, amp), tuple(norm["mean"]),
+                             tuple(norm["std"]), tile=tile, device=str(dev), batch_size=max(1, bs // 4))
+            for i in big:
+                yield i, pred.predict_proba(images[i], "flip" if flip else "none").astype(np.float32, copy=False)
+
+
+def _num_classes(model, img, norm, dev, cuda, amp) -> int:
+    x = _pad32(_normalise(torch.from_numpy(np.ascontiguousarray(img[:32, :32], dtype=np.uint8))[None].to(dev), norm))
+    return int(_logits(model, x, cuda, amp).shape[1])
+
+
+def predict_probs(model: torch.nn.Module, image: np.ndarray, norm: dict, device: str, **kw) -> np.ndarray:
+    """Softmax float32 C×H×W of one RGB uint8 H×W×3 image (see :func:`iter_probs` for the options)."""
+    ((_, probs),) = iter_probs(model, [image], norm, device, **kw)  # runs the generator to its end (train mode back)
+    return probs
+
+
+# ----------------------------------------------------------------------------- refinement
+
+
+def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None = None,
+                  cfg: RefineParams | None = None) -> tuple[np.ndarray, dict]:
+    """Refined copy of the ``given`` labels (uint8 H×W, 255 = ignore) from the model's ``probs`` (C×H×W).
+
+    Returns ``(labels, stats)``; stats hold pixel counts ``labelled`` (given != 255), ``relabelled``, ``ignored`` and
+    ``regions`` (the number of relabelled regions). See the module doc for the rules. ``given`` is never modified.
+    """
+    cfg = cfg or RefineParams()
+    given = np.asarray(given)
+    if given.ndim != 2:
+        raise ValueError(f"labels must be H×W, got {given.shape}")
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[1:] != given.shape:
+        raise ValueError(f"probs must be C×H×W matching the labels {given.shape}, got {probs.shape}")
+    nc = probs.shape[0]
+    labelled = given != IGNORE
+    if labelled.any() and int(given[labelled].max()) >= nc:
+        raise ValueError(f"labels hold class index >= {nc} (the number of probability planes)")
+    free = labelled if trusted is None else labelled & ~np.asarray(trusted, dtype=bool)
+    out = given.astype(np.uint8, copy=True)
+    pred = probs.argmax(0).astype(np.uint8)
+    cand = free & (pred != given)
+    changed = np.zeros(given.shape, bool)
+    regions = 0
+    if cand.any():
+        key = given.astype(np.int32) * nc + pred
+        for k in np.unique(key[cand]):
+            g, c = divmod(int(k), nc)
+            mask = cand & (key == k)
+            n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+            if n <= 1:
+                continue
+            ids = lab[mask]
+            size = np.bincount(ids, minlength=n).astype(np.float64)
+            size[0] = 1.0  # background: never chosen (size 0 in `ids`)
+            pc = np.bincount(ids, weights=probs[c][mask], minlength=n) / size
+            pg = np.bincount(ids, weights=probs[g][mask], minlength=n) / size
+            ok = (size >= cfg.min_px) & (pc >= cfg.conf) & (pg < cfg.keep)
+            ok[0] = False
+            if ok.any():
+                sel = np.zeros(given.shape, bool)
+                sel[mask] = ok[ids]
+                out[sel] = c
+                changed |= sel
+                regions += int(ok.sum())
+    ignored = np.zeros(given.shape, bool)
+    if cfg.ignore_conf is not None:
+        rest = free & ~changed
+        if rest.any():
+            pgiven = np.take_along_axis(probs, np.where(labelled, given, 0)[None].astype(np.int64), 0)[0]
+            ignored = rest & (pgiven < IGNORE_GIVEN_P) & (probs.max(0) >= cfg.ignore_conf)
+            out[ignored] = IGNORE
+    return out, {"labelled": int(labelled.sum()), "relabelled": int(changed.sum()), "ignored": int(ignored.sum()),
+                 "regions": regions}
+
+
+def labels_digest(labels: Sequence[np.ndarray]) -> str:
+    """SHA-1 over the shapes and bytes of a list of label maps (to check that a resumed run has the same labels)."""
+    h = hashlib.sha1()
+    for lb in labels:
+        a = np.ascontiguousarray(lb, dtype=np.uint8)
+        h.update(f"{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict, device: str, params: RefineParams,
+                   **kw) -> tuple[list[np.ndarray], dict]:
+    """Refined labels for every ``(image, label[, trusted])`` sample (from the ORIGINAL labels in ``samples``) and the
+    totals: ``refined_px`` / ``refine_ignored_px`` = fractions of the labelled pixels, plus the raw counts."""
+    out: list[np.ndarray | None] = [None] * len(samples)
+    tot = {"labelled": 0, "relabelled": 0, "ignored": 0, "regions": 0}
+    for i, p in iter_probs(model, [s[0] for s in samples], norm, device, **kw):
+        s = samples[i]
+        out[i], st = refine_labels(s[1], p, s[2] if len(s) > 2 else None, params)
+        for k in tot:
+            tot[k] += st[k]
+    den = max(1, tot["labelled"])
+    return out, {"refined_px": tot["relabelled"] / den, "refine_ignored_px": tot["ignored"] / den, **tot}  # type: ignore[return-value]
+
+
+__all__ = ["IGNORE_GIVEN_P", "REFINES", "RefineParams", "iter_probs", "labels_digest", "predict_probs",
+           "refine_epochs", "refine_labels", "refine_samples"]

@@ -1,0 +1,471 @@
+"""Region-wise label refinement from the model's early-learning predictions (seghz.train.refine, issue 4).
+
+Hand-computed refine_labels cases on synthetic probability maps, the refinement schedule, the batched prediction,
+config validation, and tiny CPU trainings (FPN + mobilenetv3_small_050) on a colour-coded data set where one red
+square is labelled green: the refinement must correct it, resume must continue with the same refined labels, and
+every refinement must start from the original labels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+
+from seghz.train import refine as refine_mod
+from seghz.train import trainer as trainer_mod
+from seghz.train.augment import preload
+from seghz.train.form import form_state_from_config
+from seghz.train.refine import RefineParams, iter_probs, predict_probs, refine_epochs, refine_labels
+from seghz.train.state import TrainStateError, read_state_info, state_path
+from seghz.train.trainer import TrainCancelled, TrainConfig, refine_path, train
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+C = 3
+
+
+def _probs(h: int, w: int, base=(0.9, 0.05, 0.05)) -> np.ndarray:
+    p = np.empty((C, h, w), np.float32)
+    for c in range(C):
+        p[c] = base[c]
+    return p
+
+
+def _set(p: np.ndarray, win, vals) -> None:
+    for c in range(C):
+        p[c][win] = vals[c]
+
+
+NO_PIXEL_RULE = RefineParams(min_px=16, conf=0.5, keep=0.2, ignore_conf=None)
+
+
+# ---------------------------------------------------------------- refine_labels: hand-computed cases
+
+
+def test_flipped_square_is_relabelled_exactly():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1  # a flipped component: truly class 0
+    p = _probs(20, 20)  # the model says 0 everywhere (p0 = 0.9, p1 = 0.05)
+    out, st = refine_labels(given, p, None, RefineParams())
+    assert (out == 0).all()
+    assert st == {"labelled": 400, "relabelled": 36, "ignored": 0, "regions": 1}
+    assert (given[2:8, 2:8] == 1).all()  # the input is not modified
+
+
+def test_region_below_min_px_is_not_relabelled_but_the_pixel_rule_may_ignore_it():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:5, 2:5] = 1  # 9 px < 16
+    given[10:14, 10:14] = 1  # 16 px == min_px: relabelled
+    p = _probs(20, 20)
+    out, st = refine_labels(given, p, None, NO_PIXEL_RULE)
+    assert (out[2:5, 2:5] == 1).all() and (out[10:14, 10:14] == 0).all()
+    assert st["relabelled"] == 16 and st["ignored"] == 0
+    # pixel rule: p(given) = 0.02 < 0.05 and max p = 0.95 >= 0.9 -> ignore (not relabelled)
+    _set(p, np.s_[2:5, 2:5], (0.95, 0.02, 0.03))
+    out, st = refine_labels(given, p, None, RefineParams(min_px=16, ignore_conf=0.9))
+    assert (out[2:5, 2:5] == 255).all() and (out[10:14, 10:14] == 0).all()
+    assert st["ignored"] == 9 and st["relabelled"] == 16
+    # max p 0.95 < ignore_conf 0.96: kept
+    out, _ = refine_labels(given, p, None, RefineParams(min_px=16, ignore_conf=0.96))
+    assert (out[2:5, 2:5] == 1).all()
+
+
+def test_keep_and_conf_thresholds_are_on_the_region_means():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1
+    p = _probs(20, 20)
+    _set(p, np.s_[2:8, 2:8], (0.55, 0.25, 0.20))  # argmax 0, but mean p[given] = 0.25 >= keep 0.2: untouched
+    out, st = refine_labels(given, p, None, NO_PIXEL_RULE)
+    assert (out == given).all() and st["relabelled"] == 0
+    _set(p, np.s_[2:8, 2:8], (0.45, 0.15, 0.40))  # mean p[new] = 0.45 < conf 0.5: untouched
+    out, _ = refine_labels(given, p, None, NO_PIXEL_RULE)
+    assert (out == given).all()
+    # half the region is confident (0.9 / 0.05), half weak (0.4 / 0.3): mean p0 = 0.65 >= 0.5 and mean p1 = 0.175 <
+    # 0.2, so the WHOLE region changes (a per-pixel rule would keep the weak half)
+    _set(p, np.s_[2:8, 2:8], (0.9, 0.05, 0.05))
+    _set(p, np.s_[2:8, 5:8], (0.4, 0.3, 0.3))
+    out, st = refine_labels(given, p, None, NO_PIXEL_RULE)
+    assert (out == 0).all() and st["relabelled"] == 36
+    # keep = 0.17 < 0.175: untouched
+    out, _ = refine_labels(given, p, None, RefineParams(min_px=16, conf=0.5, keep=0.17, ignore_conf=None))
+    assert (out == given).all()
+
+
+def test_trusted_and_ignore_pixels_are_never_changed():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1
+    given[15:20, :] = 255
+    trusted = np.zeros((20, 20), bool)
+    trusted[2:8, 2:5] = True  # the left half of the flipped square is trusted (18 px); the right half is 18 px
+    p = _probs(20, 20, (0.96, 0.02, 0.02))  # the pixel rule would ignore any pixel labelled 1
+    out, st = refine_labels(given, p, trusted, RefineParams())
+    assert (out[2:8, 2:5] == 1).all()  # trusted: kept
+    assert (out[2:8, 5:8] == 0).all()  # the untrusted rest: relabelled
+    assert (out[15:20] == 255).all()  # ignore stays ignore although the model is sure it is class 0
+    assert st == {"labelled": 300, "relabelled": 18, "ignored": 0, "regions": 1}
+
+
+def test_merged_component_only_the_flipped_part_is_relabelled():
+    """A real class-2 field (left) and, touching it, a square of true class 0 flipped to 2: one given component of
+    class 2. The model calls the square 0 and the field 2, so only the square changes."""
+    given = np.zeros((20, 20), np.uint8)
+    given[:, :8] = 2  # real class-2 field
+    given[5:11, 8:14] = 2  # flipped square, 8-connected to the field: one component of class 2
+    p = _probs(20, 20)
+    _set(p, np.s_[:, :8], (0.05, 0.05, 0.9))
+    out, st = refine_labels(given, p, None, RefineParams())
+    expect = np.zeros((20, 20), np.uint8)
+    expect[:, :8] = 2
+    assert (out == expect).all()
+    assert st["relabelled"] == 36 and st["regions"] == 1
+
+
+def test_two_pieces_of_one_component_are_decided_separately():
+    given = np.full((20, 20), 1, np.uint8)  # one component of class 1
+    p = _probs(20, 20, (0.05, 0.9, 0.05))
+    _set(p, np.s_[0:5, 0:5], (0.9, 0.05, 0.05))  # 25 px called 0, confident
+    _set(p, np.s_[10:15, 10:15], (0.6, 0.3, 0.1))  # 25 px called 0, but p[1] = 0.3 >= keep
+    out, st = refine_labels(given, p, None, NO_PIXEL_RULE)
+    assert (out[0:5, 0:5] == 0).all() and (out[10:15, 10:15] == 1).all()
+    assert st["relabelled"] == 25 and st["regions"] == 1
+
+
+def test_refinement_starts_from_the_given_labels_each_time():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1
+    p1 = _probs(20, 20)
+    first, _ = refine_labels(given, p1, None, NO_PIXEL_RULE)
+    assert (first == 0).all()
+    p2 = _probs(20, 20, (0.05, 0.9, 0.05))  # a later model agrees with the given label 1 there... and everywhere
+    _set(p2, np.s_[8:20, :], (0.3, 0.3, 0.4))
+    second, _ = refine_labels(given, p2, None, NO_PIXEL_RULE)
+    assert (second[2:8, 2:8] == 1).all()  # back to the given label: the first refinement does not carry over
+    with pytest.raises(ValueError, match="match"):
+        refine_labels(given, p1[:, :10], None)
+    with pytest.raises(ValueError, match="class index"):
+        refine_labels(np.full((20, 20), 3, np.uint8), p1, None)
+
+
+@pytest.mark.parametrize(("epochs", "start", "every", "expect"), [
+    (10, 0.4, 1, [4, 5, 6, 7, 8, 9]), (10, 0.4, 2, [4, 6, 8]), (4, 0.5, 1, [2, 3]), (5, 0.5, 1, [3, 4]),
+    (1, 0.4, 1, []), (3, 0.0, 1, [1, 2]), (6, 0.9, 1, []),
+])
+def test_refine_epochs(epochs, start, every, expect):
+    assert refine_epochs(epochs, start, every) == expect
+
+
+# ---------------------------------------------------------------- prediction
+
+
+class _ColourNet(torch.nn.Module):
+    """A 1×1 conv 'model' (3 classes) with a BatchNorm, to see the train/eval mode switch."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+def test_predict_probs_batched_flip_and_large_images():
+    model = _ColourNet().train()
+    norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    rs = np.random.RandomState(0)
+    imgs = [rs.randint(0, 256, (40, 50, 3), np.uint8) for _ in range(3)] + [rs.randint(0, 256, (70, 70, 3), np.uint8)]
+    got = dict(iter_probs(model, imgs, norm, "cpu", batch_size=2, max_side=64, tile=64))
+    assert model.training and sorted(got) == [0, 1, 2, 3]
+    for i, img in enumerate(imgs):
+        p = got[i]
+        assert p.shape == (3, *img.shape[:2]) and p.dtype == np.float32
+        assert np.allclose(p.sum(0), 1, atol=1e-5)
+    # reference for a batched one: eval model on the (padded) image and its flip
+    model.eval()
+    x = torch.from_numpy(imgs[1]).permute(2, 0, 1)[None].float() / 255
+    x = torch.nn.functional.pad((x - 0.5) / 0.5, (0, 14, 0, 24), mode="reflect")
+    with torch.no_grad():
+        ref = (model(x).softmax(1) + model(x.flip(3)).softmax(1).flip(3))[0, :, :40, :50] / 2
+    model.train()
+    assert np.allclose(got[1], ref.numpy(), atol=1e-5)
+    one = predict_probs(model, imgs[1], norm, "cpu", flip=False)
+    assert model.training and not np.allclose(one, got[1], atol=1e-4)  # no flip: another average
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"refine": "pixel"}, "unknown refine 'pixel'"),
+    ({"refine_start": 1.0}, r"refine_start must be a fraction of the epochs in \[0, 1\)"),
+    ({"refine_start": -0.1}, "refine_start"),
+    ({"refine_every": 0}, "refine_every must be an integer >= 1"),
+    ({"refine_every": 1.5}, "refine_every"),
+    ({"refine_conf": 0.0}, r"refine_conf .* must be in \(0, 1\]"),
+    ({"refine_conf": 1.5}, "refine_conf"),
+    ({"refine_keep": 0}, r"refine_keep .* must be in \(0, 1\]"),
+    ({"refine_min_px": 0}, "refine_min_px must be an integer >= 1"),
+    ({"refine_min_px": 2.5}, "refine_min_px"),
+    ({"refine_ignore_conf": 0.0}, "refine_ignore_conf must be in"),
+    ({"refine_ignore_conf": "high"}, "refine_ignore_conf"),
+])
+def test_config_validation(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(scheme="hz7", **kw).validate()
+    TrainConfig(scheme="hz7", refine="region", refine_ignore_conf=None).validate()  # valid
+
+
+def test_form_maps_the_refine_option():
+    state, notes = form_state_from_config({"refine": "region"}, active_id=None)
+    assert state["train_refine"] == "region" and not notes
+    state, notes = form_state_from_config({"refine": "bogus"}, active_id=None)
+    assert "train_refine" not in state and notes
+
+
+# ---------------------------------------------------------------- training
+
+S = 64
+SQUARE = np.s_[8:24, 8:24]
+
+
+def _scene(i: int):
+    rs = np.random.RandomState(i)
+    img = np.zeros((S, S, 3), np.float64)
+    lbl = np.zeros((S, S), np.uint8)
+    img[:] = (30, 40, 200)  # blue = 0
+    img[: S // 2] = (200, 30, 30)  # red = 2
+    lbl[: S // 2] = 2
+    img[S // 2 :, : S // 2] = (30, 190, 40)  # green = 5
+    lbl[S // 2 :, : S // 2] = 5
+    return np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    """4 colour-coded scenes; in scene 0 a red 16×16 square (true class 2) is labelled green (5)."""
+    tr = [_scene(i) for i in range(4)]
+    img, lbl = tr[0]
+    lbl = lbl.copy()
+    lbl[SQUARE] = 5
+    tr[0] = (img, lbl)
+    return tr
+
+
+def _rcfg(**kw) -> TrainConfig:
+    base = {"epochs": 4, "steps_per_epoch": 8, "batch_size": 4, "lr": 1e-2, "refine": "region", "refine_start": 0.5}
+    return tiny_train_config(S, **{**base, **kw})
+
+
+def _check_corrected(res, tr):
+    r = res["refined_labels"]
+    assert r is not None and len(r) == len(tr)
+    assert (r[0][SQUARE] == 2).all(), np.bincount(r[0][SQUARE].ravel())  # the flipped square is corrected
+    other = np.ones((S, S), bool)
+    other[SQUARE] = False
+    for i, (a, s) in enumerate(zip(r, tr)):
+        changed = (a != s[1]) & (other if i == 0 else True)
+        assert changed.mean() < 0.03, (i, changed.mean())  # little else changes
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_training_refines_a_flipped_square(noisy, tmp_path):
+    rows = []
+    res = train(_rcfg(), noisy, [], tmp_path / "m.safetensors", on_metrics=lambda s, e, r: rows.append(r))
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:  # refinement at the end of epochs 2 and 3 (start 0.5 of 4; never after the last)
+        assert (("refined_px" in r) == (r["epoch"] in (2, 3))) and (("refine_ignored_px" in r) == (r["epoch"] in (2, 3)))
+    last = rows[2]
+    assert 256 / (4 * S * S) <= last["refined_px"] < 0.05 and 0 <= last["refine_ignored_px"] < 0.02
+    assert res["refine_epoch"] == 3
+    _check_corrected(res, noisy)
+    # the refined labels of the latest refinement sit next to the state, which names them
+    info = read_state_info(state_path(tmp_path / "m.safetensors"))["loop"]
+    assert info["refine_epoch"] == 3 and info["refine_digest"] == refine_mod.labels_digest(res["refined_labels"])
+    assert refine_path(tmp_path / "m.safetensors").is_file()
+    # the recipe in the checkpoint carries the refine fields
+    from seghz.models.checkpoint import read_metadata
+
+    assert read_metadata(tmp_path / "m.safetensors")["recipe"]["refine"] == "region"
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_no_refinement_by_default(noisy, tmp_path):
+    res = train(_rcfg(refine="none", epochs=2, steps_per_epoch=1), noisy, [], tmp_path / "m.safetensors")
+    assert res["refined_labels"] is None and res["refine_epoch"] is None
+    assert all("refined_px" not in r for r in res["history"])
+    assert not refine_path(tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_every_refinement_starts_from_the_original_labels_and_batches_use_the_refined_ones(noisy, tmp_path, monkeypatch):
+    seen_labels: list[list[np.ndarray]] = []
+    real = trainer_mod.refine_samples
+
+    def spy(model, samples, *a, **kw):
+        seen_labels.append([s[1] for s in samples])
+        return real(model, samples, *a, **kw)
+
+    batches: list[list[np.ndarray]] = []
+    real_batch = trainer_mod.slot_batch
+
+    def spy_batch(samples, *a, **kw):
+        batches.append([s[1] for s in samples])
+        return real_batch(samples, *a, **kw)
+
+    monkeypatch.setattr(trainer_mod, "refine_samples", spy)
+    monkeypatch.setattr(trainer_mod, "slot_batch", spy_batch)
+    res = train(_rcfg(), noisy, [], tmp_path / "m.safetensors")
+    assert len(seen_labels) == 2
+    for labels in seen_labels:
+        assert all(a is s[1] for a, s in zip(labels, noisy))  # the given arrays themselves, each time
+    assert len(batches) == 32
+    assert all(a is s[1] for b in batches[:16] for a, s in zip(b, noisy))  # epochs 1-2: the given labels
+    assert all(not (b[0] == noisy[0][1]).all() for b in batches[16:])  # epochs 3-4: the refined ones
+    assert all(a is r for a, r in zip(batches[-1], res["refined_labels"]))
+
+
+def test_apply_refined_updates_preloaded_labels(noisy):
+    pre = preload(noisy, "cpu", max_bytes=1 << 30)
+    labels = [np.full(s[1].shape, 3, np.uint8) for s in noisy]
+    cur = trainer_mod._apply_refined(noisy, labels, pre)
+    assert all(c[0] is s[0] and c[1] is lb for c, s, lb in zip(cur, noisy, labels))
+    assert (pre.labels == 3).all() and (pre.images.numpy() == np.stack([s[0] for s in noisy])).all()
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_training_with_device_augmentation_and_preloaded_labels(noisy, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "default_budget", lambda device: 1 << 30)
+    seen = []
+    real = trainer_mod._apply_refined
+
+    def spy(samples, labels, pre):
+        seen.append(pre)
+        return real(samples, labels, pre)
+
+    monkeypatch.setattr(trainer_mod, "_apply_refined", spy)
+    res = train(_rcfg(augment="device", steps_per_epoch=12, epochs=4), noisy, [], tmp_path / "m.safetensors")
+    assert len(seen) == 2 and seen[-1] is not None  # the preloaded labels were updated
+    assert (seen[-1].labels[0, 8:24, 8:24] == torch.from_numpy(res["refined_labels"][0][SQUARE])).all()
+    assert all("refined_px" in r for r in res["history"][1:3])
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_resume_continues_with_the_same_refined_labels(noisy, tmp_path):
+    full = train(_rcfg(), noisy, [], tmp_path / "a" / "m.safetensors")
+
+    out = tmp_path / "b" / "m.safetensors"
+    calls = {"n": 0}
+
+    def cancel_in_epoch_3():  # 8 steps per epoch: call 17 is the first step of epoch 3 (after the refinement of 2)
+        calls["n"] += 1
+        return calls["n"] == 18
+
+    with pytest.raises(TrainCancelled):
+        train(_rcfg(), noisy, [], out, should_cancel=cancel_in_epoch_3)
+    loop = read_state_info(state_path(out))["loop"]
+    assert loop["epoch"] == 2 and loop["refine_epoch"] == 2
+    res = train(_rcfg(resume=True), noisy, [], out)
+    assert res["resumed_from"] == 2 and res["refine_epoch"] == 3
+    for ra, rb in zip(full["history"], res["history"]):
+        for k in ("loss", "refined_px", "refine_ignored_px"):
+            assert (k in ra) == (k in rb), k
+            if k in ra:
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-9), k
+    for a, b in zip(full["refined_labels"], res["refined_labels"]):
+        assert (a == b).all()
+
+    # the refined-labels file is gone or damaged: the refinement was at the saved epoch, so it is recomputed from the
+    # saved weights (those it came from)
+    for how in ("missing", "damaged"):
+        out_c = tmp_path / how / "m.safetensors"
+        calls["n"] = 0
+        with pytest.raises(TrainCancelled):
+            train(_rcfg(), noisy, [], out_c, should_cancel=cancel_in_epoch_3)
+        if how == "missing":
+            refine_path(out_c).unlink()
+        else:
+            refine_path(out_c).write_bytes(b"not a safetensors file")
+        res_c = train(_rcfg(resume=True), noisy, [], out_c)
+        assert [r["loss"] for r in res_c["history"]] == pytest.approx([r["loss"] for r in full["history"]], rel=1e-6)
+        for a, b in zip(full["refined_labels"], res_c["refined_labels"]):
+            assert (a == b).all()
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_resume_refuses_without_the_labels_of_an_earlier_refinement(noisy, tmp_path):
+    out = tmp_path / "m.safetensors"
+    calls = {"n": 0}
+
+    def cancel_in_epoch_3():  # 4 steps per epoch: call 9 is the first step of epoch 3
+        calls["n"] += 1
+        return calls["n"] == 9
+
+    kw = {"epochs": 5, "steps_per_epoch": 4, "refine_start": 0.2, "refine_every": 2}  # refinements after 1 and 3
+    with pytest.raises(TrainCancelled):
+        train(_rcfg(**kw), noisy, [], out, should_cancel=cancel_in_epoch_3)
+    loop = read_state_info(state_path(out))["loop"]
+    assert loop["epoch"] == 2 and loop["refine_epoch"] == 1
+    saved = refine_path(out).read_bytes()
+    refine_path(out).unlink()
+    with pytest.raises(TrainStateError, match="refined labels of epoch 1 .* missing"):
+        train(_rcfg(**kw, resume=True), noisy, [], out)
+    refine_path(out).write_bytes(saved)
+    res = train(_rcfg(**kw, resume=True), noisy, [], out)
+    assert res["resumed_from"] == 2 and res["refine_epoch"] == 3
+
+
+DDP_DRIVER = r'''
+import json, os, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from ddp_train_driver import patch_trainer
+from helpers_core import tiny_train_config
+from seghz.train.refine import labels_digest
+from seghz.train.trainer import train
+patch_trainer()
+S = 64
+tr = []
+for i in range(4):
+    rs = np.random.RandomState(i)
+    img = np.zeros((S, S, 3)); lbl = np.zeros((S, S), np.uint8)
+    img[:] = (30, 40, 200); img[: S // 2] = (200, 30, 30); lbl[: S // 2] = 2
+    img[S // 2:, : S // 2] = (30, 190, 40); lbl[S // 2:, : S // 2] = 5
+    tr.append((np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl))
+tr[0][1][8:24, 8:24] = 5
+cfg = tiny_train_config(S, epochs=3, steps_per_epoch=6, batch_size=2, lr=1e-2, refine="region", refine_start=0.3)
+res = train(cfg, tr, [], sys.argv[1])
+print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": labels_digest(res["refined_labels"]),
+                  "rows": [{{k: r.get(k) for k in ("epoch", "refined_px", "refine_ignored_px")}} for r in res["history"]],
+                  "square": int((res["refined_labels"][0][8:24, 8:24] == 2).sum())}}), flush=True)
+'''
+
+
+def test_ddp_ranks_train_on_rank_0s_refined_labels(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    drv = tmp_path / "drv.py"
+    drv.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-W", "ignore", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(drv), str(tmp_path / "m.safetensors")]
+    proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    assert [o["rank"] for o in outs] == [0, 1]
+    assert outs[0]["digest"] == outs[1]["digest"]  # identical labels on both ranks
+    assert outs[0]["rows"] == outs[1]["rows"]  # and the same refine stats in both histories
+    assert [r["epoch"] for r in outs[0]["rows"] if r["refined_px"] is not None] == [1, 2]
+    assert outs[0]["digest"] == read_state_info(state_path(tmp_path / "m.safetensors"))["loop"]["refine_digest"]
