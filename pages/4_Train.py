@@ -128,13 +128,22 @@ with st.form("train_form"):
                                   help="CE on a random rot90 view + MSE between the two views' logits.")
         patience = n4.number_input("Early stop after N epochs without gain (0 = off)", min_value=0, max_value=1000,
                                    value=0, step=1, key="train_patience")
-        b1, b2, _b3 = st.columns([1, 1, 2])
+        b1, b2, b3, b4 = st.columns(4)
         bootstrap = b1.selectbox("Bootstrapping", ["none", "soft", "hard"], key="train_boot",
                                  help="Reed et al. 2015: train on β·label + (1−β)·prediction (soft: probabilities, "
                                       "hard: predicted class), so confidently contradicted labels weigh less. "
                                       "Trusted pixels always train on their label.")
         boot_beta = b2.number_input("Bootstrapping β", min_value=0.0, max_value=1.0, value=0.8, step=0.05,
                                     key="train_boot_beta", disabled=bootstrap == "none")
+        clean = b3.selectbox("Label cleaning", ["none", "crossfit"], key="train_clean",
+                             help="crossfit: two fold models, each trained on the other half of the images (half of "
+                                  "the steps), judge the half they never saw; label regions they confidently call "
+                                  "another class are relabelled, doubtful ones ignored; the final model trains on "
+                                  "the cleaned labels (the other half of the steps). Trusted pixels never change.")
+        refine = b4.selectbox("Label refinement", ["none", "region"], key="train_refine",
+                              help="region: from 40 % of the epochs on, the training model relabels label regions "
+                                   "it confidently disagrees with (it can learn its own mistakes: see "
+                                   "docs/experiments.md). Trusted pixels never change.")
         auto_promote = st.checkbox("Promote automatically when the regression gate passes", key="train_auto_promote")
     run_name = st.text_input("Name of the new checkpoint (optional)", key="train_name")
     submitted = st.form_submit_button("Launch training", type="primary", key="train_submit")
@@ -144,7 +153,7 @@ if submitted:
                     "steps_per_epoch": int(steps) or None, "scheme": scheme, "class_weights": class_weights,
                     "dice": bool(dice), "label_smoothing": float(smoothing), "noise_mask": noise, "ohem": bool(ohem),
                     "consistency": bool(consistency), "sampler": sampler, "patience": int(patience) or None,
-                    "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta),
+                    "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta), "clean": clean, "refine": refine,
                     "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
         config["parent_checkpoint_id"] = active.id
