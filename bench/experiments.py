@@ -74,6 +74,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "ohem": ("+ OHEM (p<0.7, ≥20000 px)", {"ohem": True}),
     "cons": ("+ consistency (rot90 view)", {"consistency": True}),
     "boot": ("+ hard bootstrapping β=0.8", {"bootstrap": "hard", "bootstrap_beta": 0.8}),
+    "refine": ("+ region label refinement (in-training, from 40 % of the epochs)", {"refine": "region"}),
+    "xfit": ("+ cross-fitted cleaning (2 fold models on half the steps, then retrain)", {"clean": "crossfit"}),
 }
 BASE = {"class_weights": "none", "dice": False}
 ALL_ROWS = list(ROWS) + [f"noisy_{k}" for k in ROWS]
@@ -128,11 +130,11 @@ def train_config(a, row: str, seed: int):
                        **{**BASE, **ROWS[row.removeprefix("noisy_")][1]})
 
 
-def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
+def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> dict:
     import torch
 
     from seghz.infer.engine import Predictor
-    from seghz.train.trainer import evaluate_samples, train
+    from seghz.train.trainer import clean_path, evaluate_samples, train
 
     key = row.removeprefix("noisy_")
     spe = max(1, -(-a.steps // a.epochs))
@@ -142,6 +144,9 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
         t0 = time.perf_counter()
         res = train(cfg, train_samples, [], Path(d) / "run.safetensors")
         t_train = time.perf_counter() - t0
+        rewritten = res.get("refined_labels")
+        if cfg.clean != "none":
+            rewritten = _read_labels(clean_path(Path(d) / "run.safetensors"))
         pred, _ = Predictor.from_checkpoint(Path(d) / "run.safetensors", a.device)
         t1 = time.perf_counter()
         sc = evaluate_samples(pred, eval_samples, names)
@@ -154,7 +159,30 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples) -> dict:
             "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
             "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
             "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
+            "label_error": label_error(train_samples, rewritten, truth) if truth is not None else None,
             "recipe": {**BASE, **ROWS[key][1]}}
+
+
+def _read_labels(path: Path) -> list[np.ndarray]:
+    from safetensors.numpy import load_file
+
+    t = load_file(str(path))
+    return [t[f"labels/{i}"] for i in range(len(t))]
+
+
+def label_error(given, rewritten, truth) -> dict:
+    """How wrong the training labels were as given and after the recipe rewrote them (refinement / cleaning), against
+    the clean labels: ``given`` / ``after`` = wrong share of the labelled pixels (ignore counts as not wrong),
+    ``ignored`` = share set to ignore, ``clean_changed`` = share of the correct pixels that the rewrite made wrong."""
+    lab = sum(int((t != IGNORE).sum()) for t in truth)
+    wrong_given = sum(int(((s[1] != t) & (t != IGNORE)).sum()) for s, t in zip(given, truth))
+    out = {"given": wrong_given / max(lab, 1)}
+    if rewritten is not None:
+        w_after = sum(int(((r != t) & (t != IGNORE) & (r != IGNORE)).sum()) for r, t in zip(rewritten, truth))
+        ign = sum(int(((r == IGNORE) & (t != IGNORE)).sum()) for r, t in zip(rewritten, truth))
+        broke = sum(int(((s[1] == t) & (r != t) & (t != IGNORE)).sum()) for s, r, t in zip(given, rewritten, truth))
+        out.update(after=w_after / max(lab, 1), ignored=ign / max(lab, 1), clean_changed=broke / max(lab, 1))
+    return out
 
 
 def miou_gt(sc: dict) -> float:
@@ -510,7 +538,7 @@ def main(argv: list[str] | None = None) -> dict:
                 skipped.append(f"{row}/{seed}")
                 continue
             samples = noisy_cache[seed] if row.startswith("noisy_") else train_clean
-            x = run_one(a, row, seed, samples, eval_samples)
+            x = run_one(a, row, seed, samples, eval_samples, [lb for _, lb in train_clean])
             runs.append(x)
             print(f"{row:<14} seed {seed}  mIoU {x['miou'] * 100:6.2f}  fwIoU {x['fwiou'] * 100:6.2f}  OA {x['oa'] * 100:6.2f}"
                   f"  train {x['train_s']:.0f}s  eval {x['eval_s']:.0f}s", flush=True)

@@ -87,7 +87,7 @@ def _args(init, steps=56):
     import types
 
     return types.SimpleNamespace(init=init, steps=steps, epochs=4, batch_size=8, crop=160, lr=2e-3, device="cpu",
-                                 flip_fraction=0.3)
+                                 flip_fraction=0.3, encoder="tu-efficientnet_lite0")
 
 
 def test_init_scratch_builds_a_randomly_initialised_encoder_and_is_part_of_the_protocol():

@@ -144,6 +144,35 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(data, tm
     assert not (tmp_path / "none.safetensors").exists()
 
 
+def test_late_loss_read_back_gives_the_same_run_and_the_same_nan_stop(data, tmp_path, monkeypatch):
+    """On one CUDA device the loss is read back one step late (the GPU goes on meanwhile). Forced here on the CPU:
+    the history, progress messages and checkpoint equal the immediate read-back's, and a NaN still stops the run
+    naming its step, with the last good checkpoint kept."""
+    tr, va = data
+    runs = {}
+    for lag in (0, 1):
+        monkeypatch.setattr(trainer_mod, "_sync_lag", lambda cuda, dctx, lag=lag: lag)
+        msgs: list[str] = []
+        res = train(_cfg(epochs=2, steps_per_epoch=3, noise_mask="cos"), tr, va, tmp_path / f"l{lag}.safetensors",
+                    progress=lambda f, m, msgs=msgs: msgs.append(m))
+        runs[lag] = ([{k: v for k, v in r.items() if k != "seconds"} for r in res["history"]], msgs)
+    assert runs[0] == runs[1]
+    assert sum("step" in m and "loss" in m for m in runs[1][1]) == 6
+    calls = {"n": 0}
+    orig = losses_mod.SegLoss.model_loss
+
+    def poisoned(self, model, x, y, trusted=None, k=None):
+        loss, logits = orig(self, model, x, y, trusted, k)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 3 else loss), logits
+
+    monkeypatch.setattr(losses_mod.SegLoss, "model_loss", poisoned)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(TrainDiverged, match=r"loss became nan at epoch 2, step 3;.*last good checkpoint \(epoch 1\)"):
+        train(_cfg(epochs=3, steps_per_epoch=2), tr, va, out)
+    assert read_metadata(out)["metrics"]["epoch"] == 1
+
+
 def test_same_seed_same_run(data, tmp_path):
     tr, va = data
     cfg = {"epochs": 2, "steps_per_epoch": 2, "consistency": True, "noise_mask": "cos"}
