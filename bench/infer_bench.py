@@ -53,8 +53,8 @@ if str(ROOT) not in sys.path:
 import numpy as np
 import torch
 
-from seghz.infer.engine import Predictor, compiler_available
 from seghz.devices import device_description
+from seghz.infer.engine import Predictor, compiler_available
 from seghz.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_model
 
 # name: (scene side px, tile px, default encoder, default repeats)
@@ -299,7 +299,7 @@ def parse_args(argv=None):
         "--check-max", type=int, default=8192, help="compare outputs against the engine only for scenes up to this side"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; default = usable cores")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: naive,ttach,d4")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: naive,ttach,d4,full")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", default=None, help="write every figure to this JSON file")
     return p.parse_args(argv)
@@ -388,11 +388,15 @@ def main(argv=None) -> dict:
     jobs = [("engine_none", lambda: pred.predict_proba(scene, "none"))]
     if eager is not None:
         jobs.append(("engine_eager_none", lambda: eager.predict_proba(scene, "none")))
+    if "full" not in skip:  # mask + confidence + entropy + view disagreement: what the Map page and predict-scene use
+        jobs.append(("engine_full_none", lambda: pred.predict_full(scene, "none")))
     if "naive" not in skip:
         jobs.append(("naive_none", lambda: naive_predict(model, scene, a.num_classes, mean, std, wins, device, views_d4[:1])))
     if "d4" not in skip:
         pred.predict_proba(crop, "d4")
         jobs.append(("engine_d4", lambda: pred.predict_proba(scene, "d4")))
+        if "full" not in skip:
+            jobs.append(("engine_full_d4", lambda: pred.predict_full(scene, "d4")))
         if eager is not None:
             jobs.append(("engine_eager_d4", lambda: eager.predict_proba(scene, "d4")))
         if "naive" not in skip:
@@ -410,6 +414,7 @@ def main(argv=None) -> dict:
     check = side <= a.check_max  # keep the engine's outputs of round 0 to compare the others against
     times: dict[str, list[float]] = {k: [] for k, _ in jobs}
     diffs: dict[str, float] = {}
+    agree: dict[str, float] = {}  # share of pixels whose argmax equals the engine's (bf16 on CUDA flips near-ties)
     ref: dict[str, np.ndarray] = {}
     t_rounds = time.perf_counter()
     for rnd in range(max(1, repeats)):
@@ -421,12 +426,17 @@ def main(argv=None) -> dict:
             times[key].append(time.perf_counter() - t0)
             if rnd == 0 and check:
                 tta = key.rsplit("_", 1)[1]
-                if key.startswith("engine_eager"):
+                if key.startswith("engine_full"):
+                    if tta in ref:  # the full outputs' mask against the argmax of the engine's probabilities
+                        agree[key] = float((out.mask == ref[tta].argmax(0)).mean())
+                elif key.startswith("engine_eager"):
                     diffs[key] = float(np.abs(out - ref[tta]).max()) if tta in ref else float("nan")
+                    agree[key] = float((out.argmax(0) == ref[tta].argmax(0)).mean()) if tta in ref else float("nan")
                 elif key.startswith("engine"):
                     ref[tta] = out
                 elif tta in ref:
                     diffs[key] = float(np.abs(out - ref[tta]).max())
+                    agree[key] = float((out.argmax(0) == ref[tta].argmax(0)).mean())
             del out
         ref.clear()
         if time.perf_counter() - t_rounds > budget:
@@ -438,6 +448,8 @@ def main(argv=None) -> dict:
         if key in diffs:
             # naive must match the engine to float rounding; ttach averages logits (engine: softmax), so it differs a little
             res[key]["max_abs_diff_vs_engine"] = diffs[key]
+        if key in agree:
+            res[key]["argmax_agreement_vs_engine"] = agree[key]
 
     # ---- ratios
     raw = res["raw"]["mp_s"]
@@ -452,6 +464,10 @@ def main(argv=None) -> dict:
         ratios["engine_vs_ttach_d4"] = res["engine_d4"]["mp_s"] / res["ttach_d4"]["mp_s"]
     if "raw_compiled" in res:
         ratios["engine_vs_ideal_same_model"] = res["engine_none"]["mp_s"] / (res["raw_compiled"]["mp_s"] / overlap_factor)
+    if "engine_full_none" in res:
+        ratios["engine_full_vs_ideal"] = res["engine_full_none"]["mp_s"] / (raw / overlap_factor)
+    if "engine_full_d4" in res:
+        ratios["engine_full_d4_vs_ideal"] = res["engine_full_d4"]["mp_s"] / (raw / (8 * overlap_factor))
     if "engine_eager_none" in res:
         ratios["engine_eager_vs_ideal"] = res["engine_eager_none"]["mp_s"] / (raw / overlap_factor)
     if "engine_eager_d4" in res and "mp_s" in res.get("ttach_d4", {}):
@@ -501,7 +517,7 @@ def main(argv=None) -> dict:
         f"overlap_factor {overlap_factor:.3f}  batch {a.batch_size}  device {device} ({report['env']['device_description']})  "
         f"threads {threads}  torch {torch.__version__}"
     )
-    print(f"{'measurement':<14}{'MP/s':>10}{'median s':>11}  runs  note")
+    print(f"{'measurement':<17}{'MP/s':>10}{'median s':>11}  runs  note")
     notes = {
         "raw": "model forward only, MP of input",
         "engine_none": "Predictor.predict_proba tta=none",
@@ -512,6 +528,8 @@ def main(argv=None) -> dict:
         "naive_none": "batch 1, window by window",
         "naive_d4": "batch 1, views one after another",
         "ttach_d4": "ttach SegmentationTTAWrapper d4, batch 1",
+        "engine_full_none": "Predictor.predict_full tta=none (mask, confidence, entropy, disagreement)",
+        "engine_full_d4": "Predictor.predict_full tta=d4 (mask, confidence, entropy, disagreement)",
     }
     for k, v in res.items():
         if not isinstance(v, dict):
@@ -523,7 +541,9 @@ def main(argv=None) -> dict:
             print(f"{k:<14}{'-':>10}{'-':>11}     -  {v}")
             continue
         extra = f"  (max|Δp| vs engine {v['max_abs_diff_vs_engine']:.1e})" if "max_abs_diff_vs_engine" in v else ""
-        print(f"{k:<14}{v['mp_s']:>10.3f}{v['median_s']:>11.3f}  {len(v['times_s']):>4}  {notes.get(k, '')}{extra}")
+        if "argmax_agreement_vs_engine" in v:
+            extra += f"  (argmax = engine's on {v['argmax_agreement_vs_engine'] * 100:.3f} % of pixels)"
+        print(f"{k:<17}{v['mp_s']:>10.3f}{v['median_s']:>11.3f}  {len(v['times_s']):>4}  {notes.get(k, '')}{extra}")
     for k, v in ratios.items():
         print(f"{k:<22}{v:>8.3f}")
     print(

@@ -767,7 +767,7 @@ class Predictor:
             seam[bad] = nan
         if want_proba:
             proba[:, bad] = 0.0
-        np_ = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
+        np_ = lambda t: None if t is None else t.cpu().numpy()
         return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None, x0)
 
     @staticmethod
@@ -823,7 +823,7 @@ class Predictor:
             valid = valid.astype(bool)
             if not valid.any():
                 raise ValueError("the region has no valid pixels (valid_mask is all False)")
-        read = lambda r0, r1: (image[r0:r1], None if valid is None else valid[r0:r1])  # noqa: E731
+        read = lambda r0, r1: (image[r0:r1], None if valid is None else valid[r0:r1])
         return self.stream(h, w, read, tta, progress=progress, should_cancel=should_cancel, **kw)
 
     # ------------------------------------------------------------------ public API
@@ -870,7 +870,7 @@ class Predictor:
         uncertainty; windows with no valid pixel are not run through the model.
         """
         h, w = _image_hw(image)
-        plane = lambda: np.empty((h, w), np.float32)  # noqa: E731
+        plane = lambda: np.empty((h, w), np.float32)
         sink = {"mask": np.empty((h, w), np.uint8), "confidence": plane(), "entropy": plane(), "disagreement": plane()}
         if seams:
             sink["seam"] = plane()
