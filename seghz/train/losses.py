@@ -134,7 +134,9 @@ def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
     c = logits.shape[1]
     target = target.long()
     valid = target != IGNORE
-    if bool(((target < 0) | (target >= c))[valid].any()):
+    # the range check reads a value back from the device: on CUDA it would stall every step (the trainer checks its
+    # samples' class indices once, before training), so it runs where it is free, on the CPU
+    if not target.is_cuda and bool(((target < 0) | (target >= c))[valid].any()):
         raise ValueError(f"target holds class indices outside [0, {c}) other than the ignore value {IGNORE}")
     logp = logits.float().log_softmax(1)
     t = torch.where(valid, target, torch.zeros_like(target))
