@@ -174,3 +174,24 @@ def test_resume_reuses_the_cleaned_labels(noisy, tmp_path, monkeypatch):
     monkeypatch.setattr(clean_mod, "crossfit_clean", boom)
     res = train(_ccfg(resume=True), noisy, [], out)
     assert res["clean"] == {"reused": str(clean_path(out))}
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_progress_covers_cleaning_then_training_once_and_a_cancel_stops_the_fold_models(noisy, tmp_path):
+    fr: list[tuple[float, str]] = []
+    train(_ccfg(), noisy, [], tmp_path / "m.safetensors", progress=lambda f, m: fr.append((f, m)))
+    cleaning = [f for f, m in fr if m.startswith("cleaning")]
+    final = [f for f, m in fr if not m.startswith("cleaning")]
+    assert cleaning and final and max(cleaning) <= 0.5 + 1e-9 and min(final) >= 0.5 - 1e-9
+    assert all(0.0 <= f <= 1.0 for f, _ in fr) and fr[-1][0] == pytest.approx(1.0)
+    from seghz.train.trainer import TrainCancelled
+
+    asked = {"n": 0}
+
+    def cancel_soon():
+        asked["n"] += 1
+        return asked["n"] > 3  # during the first fold model
+
+    with pytest.raises(TrainCancelled):
+        train(_ccfg(), noisy, [], tmp_path / "c.safetensors", should_cancel=cancel_soon)
+    assert not (tmp_path / "c.safetensors").exists() and not clean_path(tmp_path / "c.safetensors").exists()

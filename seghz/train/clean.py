@@ -89,7 +89,7 @@ def total_steps(cfg, samples: Sequence[tuple], world: int = 1) -> int:
 
 def crossfit_clean(cfg, samples: Sequence[tuple], *, device: str, world: int = 1,
                    progress: Callable[[float, str], None] | None = None, workdir: str | Path | None = None,
-                   ) -> tuple[list[tuple], dict]:
+                   should_cancel: Callable[[], bool] | None = None) -> tuple[list[tuple], dict]:
     """Cleaned copies of ``samples`` (``(image, label[, trusted])``, same order) and the cleaning's statistics.
 
     ``cfg`` is the run's :class:`~seghz.train.trainer.TrainConfig` (``clean_folds``, ``clean_share``, ``clean_conf``,
@@ -125,7 +125,7 @@ def crossfit_clean(cfg, samples: Sequence[tuple], *, device: str, world: int = 1
 
             out = Path(d) / f"fold{k}.safetensors"
             train(dataclasses.replace(fold_cfg, seed=int(cfg.seed) * 100 + k), [samples[i] for i in train_idx], [], out,
-                  progress=sub)
+                  progress=sub, should_cancel=should_cancel)  # a cancel stops a fold model too (TrainCancelled)
             model, meta = load_checkpoint(out, device)
             norm = meta.get("normalization") or {"mean": (0.5,) * 3, "std": (0.5,) * 3}
             say(base + 0.9 / folds, f"cleaning: fold {k + 1}/{folds}: judging {len(held)} held-out images")

@@ -503,9 +503,14 @@ def train(
     dctx, device = _dist_setup(cfg)
     try:
         clean_stats = None
-        if cfg.clean == "crossfit":
-            cfg, train_samples, clean_stats = _crossfit(cfg, dctx, device, train_samples, Path(out_path), progress)
+        if cfg.clean == "crossfit":  # progress: the fold models fill [0, clean_share), the final model the rest
+            share = float(cfg.clean_share)
+            outer = progress
+            part = (lambda a, b: (lambda f, m: outer(a + (b - a) * f, m))) if outer is not None else (lambda a, b: None)
+            cfg, train_samples, clean_stats = _crossfit(cfg, dctx, device, train_samples, Path(out_path),
+                                                        part(0.0, share), should_cancel)
             meta_extra = {**(meta_extra or {}), "clean": {k: v for k, v in clean_stats.items() if k != "clean_folds"}}
+            progress = part(share, 1.0)
         res = _train(cfg, dctx, device, train_samples, val_samples, Path(out_path), progress, on_metrics,
                      should_cancel, meta_extra)
         if clean_stats is not None:
@@ -841,7 +846,7 @@ def clean_path(checkpoint_path: str | os.PathLike) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + ".clean.safetensors")
 
 
-def _crossfit(cfg: TrainConfig, dctx: _Dist, device: str, train_samples, out_path: Path, progress):
+def _crossfit(cfg: TrainConfig, dctx: _Dist, device: str, train_samples, out_path: Path, progress, should_cancel=None):
     """Cross-fitted cleaning (:func:`seghz.train.clean.crossfit_clean`) before the final model: returns the final
     model's config (the steps left after the fold models), the cleaned samples and the cleaning's statistics.
     The cleaned labels are kept next to the checkpoint (:func:`clean_path`) so that a resumed run reuses them."""
@@ -857,7 +862,7 @@ def _crossfit(cfg: TrainConfig, dctx: _Dist, device: str, train_samples, out_pat
         work = out_path.parent / f".{out_path.name}.crossfit"  # fold checkpoints: one folder every rank sees
         try:
             cleaned, stats = crossfit_clean(cfg, train_samples, device=device, world=dctx.world, progress=say,
-                                            workdir=work)
+                                            workdir=work, should_cancel=should_cancel)
             labels = _share_labels(dctx, [c[1] for c in cleaned] if dctx.main else None, train_samples, device)
         finally:
             if dctx.main:  # after the broadcast (a collective): no rank reads the fold checkpoints any more
