@@ -7,6 +7,12 @@ part of the run's, and a resumed run reuses the cleaned labels instead of traini
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
@@ -173,7 +179,7 @@ def test_resume_reuses_the_cleaned_labels(noisy, tmp_path, monkeypatch):
 
     monkeypatch.setattr(clean_mod, "crossfit_clean", boom)
     res = train(_ccfg(resume=True), noisy, [], out)
-    assert res["clean"] == {"reused": str(clean_path(out))}
+    assert res["clean"]["reused"] == str(clean_path(out))
 
 
 @pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
@@ -195,3 +201,53 @@ def test_progress_covers_cleaning_then_training_once_and_a_cancel_stops_the_fold
     with pytest.raises(TrainCancelled):
         train(_ccfg(), noisy, [], tmp_path / "c.safetensors", should_cancel=cancel_soon)
     assert not (tmp_path / "c.safetensors").exists() and not clean_path(tmp_path / "c.safetensors").exists()
+
+
+DDP_DRIVER = r'''
+import json, os, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from ddp_train_driver import patch_trainer
+from helpers_core import tiny_train_config
+from seghz.train.trainer import train
+patch_trainer()
+S = 64
+tr = []
+for i in range(6):
+    rs = np.random.RandomState(i)
+    img = np.zeros((S, S, 3)); lbl = np.zeros((S, S), np.uint8)
+    img[:] = (30, 40, 200); img[: S // 2] = (200, 30, 30); lbl[: S // 2] = 2
+    img[S // 2:, : S // 2] = (30, 190, 40); lbl[S // 2:, : S // 2] = 5
+    tr.append((np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl))
+tr[0][1][8:24, 8:24] = 5
+cfg = tiny_train_config(S, epochs=2, steps_per_epoch=12, batch_size=2, lr=1e-2, clean="crossfit")
+res = train(cfg, tr, [], sys.argv[1])
+print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": res["clean"]["labels_digest"]}}), flush=True)
+'''
+
+
+def test_ddp_ranks_train_on_rank_0s_cleaned_labels(tmp_path):
+    import torch.distributed as dist
+
+    from seghz.train.refine import labels_digest
+    from seghz.train.trainer import _read_clean
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    drv = tmp_path / "drv.py"
+    drv.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent)))
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-W", "ignore", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(drv), str(tmp_path / "m.safetensors")]
+    proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    assert [o["rank"] for o in outs] == [0, 1] and outs[0]["digest"] == outs[1]["digest"]
+    tr = [(np.zeros((S, S, 3), np.uint8), np.zeros((S, S), np.uint8))] * 6  # shapes only, for the reader
+    saved = _read_clean(clean_path(tmp_path / "m.safetensors"), tr)
+    assert saved is not None and labels_digest(saved) == outs[0]["digest"]
+    assert (saved[0][SQUARE] != 5).mean() > 0.9  # the flipped square was cleaned on rank 0's judgement
+    assert not (tmp_path / ".m.safetensors.crossfit").exists()

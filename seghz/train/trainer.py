@@ -869,8 +869,9 @@ def _crossfit(cfg: TrainConfig, dctx: _Dist, device: str, train_samples, out_pat
                 shutil.rmtree(work, ignore_errors=True)
         if dctx.main:
             _save_refined(cpath, labels, 0)
+        stats["labels_digest"] = labels_digest(labels)  # the same on every rank (rank 0's labels)
     else:
-        stats = {"reused": str(cpath)}
+        stats = {"reused": str(cpath), "labels_digest": labels_digest(labels)}
     return final, [(s[0], lb, *s[2:]) for s, lb in zip(train_samples, labels)], stats
 
 
