@@ -251,3 +251,12 @@ def test_ddp_ranks_train_on_rank_0s_cleaned_labels(tmp_path):
     assert saved is not None and labels_digest(saved) == outs[0]["digest"]
     assert (saved[0][SQUARE] != 5).mean() > 0.9  # the flipped square was cleaned on rank 0's judgement
     assert not (tmp_path / ".m.safetensors.crossfit").exists()
+
+
+def test_form_maps_the_clean_option():
+    from seghz.train.form import form_state_from_config
+
+    state, notes = form_state_from_config({"clean": "crossfit"}, active_id=None)
+    assert state["train_clean"] == "crossfit" and not notes
+    state, notes = form_state_from_config({"clean": "bogus"}, active_id=None)
+    assert "train_clean" not in state and notes

@@ -178,7 +178,8 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     assert_ok(at)
     assert not [e.value for e in at.error if "Cannot launch" in e.value]
     new = ws.list_jobs()[0]
-    assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try"}
+    # the form also sends the label-rewriting options (the cloned job predates them: their defaults)
+    assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try", "clean": "none", "refine": "none"}
 
 
 def test_train_clone_of_a_scratch_job(ws, monkeypatch):  # noqa: F811
