@@ -113,3 +113,19 @@ def wait_for(pred, what: str, timeout: float = 30.0):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def colour_scene(i: int, size: int = 64):
+    """A colour-coded scene for label-noise tests: the colour gives the class (top half red = 2, bottom-left green
+    = 5, bottom-right blue = 0), plus Gaussian noise seeded by ``i``. Returns (RGB uint8, class index uint8)."""
+    import numpy as np
+
+    rs = np.random.RandomState(i)
+    img = np.zeros((size, size, 3), np.float64)
+    lbl = np.zeros((size, size), np.uint8)
+    img[:] = (30, 40, 200)
+    img[: size // 2] = (200, 30, 30)
+    lbl[: size // 2] = 2
+    img[size // 2 :, : size // 2] = (30, 190, 40)
+    lbl[size // 2 :, : size // 2] = 5
+    return np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import colour_scene, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,22 +82,10 @@ def test_config_validation():
             TrainConfig(scheme="hz7", **kw).validate()
 
 
-def _scene(i):
-    rs = np.random.RandomState(i)
-    img = np.zeros((S, S, 3), np.float64)
-    lbl = np.zeros((S, S), np.uint8)
-    img[:] = (30, 40, 200)  # blue = 0
-    img[: S // 2] = (200, 30, 30)  # red = 2
-    lbl[: S // 2] = 2
-    img[S // 2 :, : S // 2] = (30, 190, 40)  # green = 5
-    lbl[S // 2 :, : S // 2] = 5
-    return np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl
-
-
 @pytest.fixture(scope="module")
 def noisy():
     """6 colour-coded scenes; in scene 0 a red 16×16 square (true class 2) is labelled green (5)."""
-    tr = [_scene(i) for i in range(6)]
+    tr = [colour_scene(i, S) for i in range(6)]
     img, lbl = tr[0]
     lbl = lbl.copy()
     lbl[SQUARE] = 5
@@ -209,17 +197,11 @@ import numpy as np, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from ddp_train_driver import patch_trainer
-from helpers_core import tiny_train_config
+from helpers_core import colour_scene, tiny_train_config
 from seghz.train.trainer import train
 patch_trainer()
 S = 64
-tr = []
-for i in range(6):
-    rs = np.random.RandomState(i)
-    img = np.zeros((S, S, 3)); lbl = np.zeros((S, S), np.uint8)
-    img[:] = (30, 40, 200); img[: S // 2] = (200, 30, 30); lbl[: S // 2] = 2
-    img[S // 2:, : S // 2] = (30, 190, 40); lbl[S // 2:, : S // 2] = 5
-    tr.append((np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl))
+tr = [colour_scene(i, S) for i in range(6)]
 tr[0][1][8:24, 8:24] = 5
 cfg = tiny_train_config(S, epochs=2, steps_per_epoch=12, batch_size=2, lr=1e-2, clean="crossfit")
 res = train(cfg, tr, [], sys.argv[1])

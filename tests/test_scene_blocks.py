@@ -15,7 +15,7 @@ import torch
 from helpers_core import torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.infer import engine
-from seghz.infer.engine import Predictor, _class_sum, _starts, shard_rows, tta_views, window_weights
+from seghz.infer.engine import Predictor, _class_sum, _starts, pad32, shard_rows, tta_views, window_weights
 
 C = 5
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -64,7 +64,7 @@ def _whole_buffer_reference(pr: Predictor, img, valid, tta, seams):
         pending: dict[int, list] = {}
         for i in range(0, len(items), bs_row):
             batch = items[i : i + bs_row]
-            crops = [pr._pad32(pr._normalise_t(torch.from_numpy(img[r : r + th, c : c + tw]))[None]) for c, _ in batch]
+            crops = [pad32(pr._normalise_t(torch.from_numpy(img[r : r + th, c : c + tw]))[None]) for c, _ in batch]
             logits = pr._run_items([views[vi][1](x) for (_, vi), x in zip(batch, crops)], bs_row)
             for (c, vi), y in zip(batch, logits):
                 pending.setdefault(c, []).append(views[vi][2](y)[:, :, :th, :tw])

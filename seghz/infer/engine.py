@@ -177,6 +177,26 @@ class Strip:
                      cut(self.seam), cut(self.proba, 1), self.x0)
 
 
+def pad32(x: torch.Tensor) -> torch.Tensor:
+    """Pad an N×C×h×w batch at the bottom/right to a multiple of 32 (reflect, else replicate: too small to reflect)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
+    return x
+
+
+def _block_proba(buf: dict[str, torch.Tensor], rows: slice, valid: np.ndarray | None):
+    """Rows ``rows`` of one block's blending buffers: (weight sum, weight sum with 1 where uncovered, blended
+    probabilities, pixels that are uncovered or not valid)."""
+    ws = buf["wsum"][rows]
+    covered = ws > 0
+    safe = torch.where(covered, ws, torch.ones_like(ws))
+    proba = buf["acc"][:, rows] / safe
+    ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
+    return ws, safe, proba, ~ok
+
+
 def _image_hw(image) -> tuple[int, int]:
     """(H, W) of an H×W×3 image array, with the engine's error for anything else."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -421,16 +441,6 @@ class Predictor:
 
     # ------------------------------------------------------------------ model calls
 
-    @staticmethod
-    def _pad32(x: torch.Tensor) -> torch.Tensor:
-        """Pad a 1×3×h×w window at the bottom/right to a multiple of 32 (reflect, else replicate)."""
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
-        if ph or pw:
-            mode = "reflect" if (ph < h and pw < w) else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return x
-
     def resolve_batch_size(self) -> int:
         """The batch size in use: the configured one, or (``None``) 4 on CPU / measured from free CUDA memory."""
         if self.batch_size is not None:
@@ -653,7 +663,7 @@ class Predictor:
 
         def crop(c: int) -> torch.Tensor:
             if c not in crops:
-                crops[c] = self._pad32(self._normalise_t(x_row[:, c : c + tw])[None])
+                crops[c] = pad32(self._normalise_t(x_row[:, c : c + tw])[None])
             return crops[c]
 
         items = [(j, vi) for j in cols for vi in range(nv)]
@@ -741,12 +751,7 @@ class Predictor:
     def _strip(a, b, base, buf, valid, want_proba, x0=0) -> Strip:
         """Rows [a, b) of one block's buffers (which start at row ``base``) as finished outputs, computed on the device."""
         rows = slice(a - base, b - base)
-        ws = buf["wsum"][rows]
-        covered = ws > 0
-        safe = torch.where(covered, ws, torch.ones_like(ws))
-        proba = buf["acc"][:, rows] / safe
-        ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
-        bad = ~ok
+        ws, safe, proba, bad = _block_proba(buf, rows, valid)
         mask = proba.argmax(0).to(torch.uint8)
         conf = proba.amax(0)
         t = proba.clamp_min(1e-12)
@@ -774,12 +779,7 @@ class Predictor:
     def _strip_into(sink, copier, a, b, base, buf, valid, x0) -> None:
         """Like :meth:`_strip`, for the fields of ``sink`` only, copied into ``sink[...][..., a:b, x0:x1]``."""
         rows = slice(a - base, b - base)
-        ws = buf["wsum"][rows]
-        covered = ws > 0
-        safe = torch.where(covered, ws, torch.ones_like(ws))
-        proba = buf["acc"][:, rows] / safe
-        ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
-        bad = ~ok
+        ws, safe, proba, bad = _block_proba(buf, rows, valid)
         x1 = x0 + ws.shape[1]
         mask = proba.argmax(0).to(torch.uint8)
         out: dict[str, torch.Tensor] = {}
@@ -896,6 +896,7 @@ __all__ = [
     "Strip",
     "auto_batch_size",
     "compiler_available",
+    "pad32",
     "shard_rows",
     "sliding_windows",
     "tta_views",

@@ -24,11 +24,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from seghz.classes import IGNORE
-from seghz.train.refine import RefineParams, iter_probs, refine_labels
+from seghz.train.refine import RefineParams, iter_probs, refine_labels, region_pieces
 
 CLEANS = ("none", "crossfit")
 
@@ -58,19 +57,8 @@ def doubt_ignore(given: np.ndarray, cleaned: np.ndarray, probs: np.ndarray, trus
     pred = probs.argmax(0).astype(np.uint8)
     cand = free & (pred != given)
     out = cleaned.copy()
-    if not cand.any():
-        return out
-    key = given.astype(np.int32) * nc + pred
-    for k in np.unique(key[cand]):
-        g = int(k) // nc
-        mask = cand & (key == k)
-        n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        if n <= 1:
-            continue
-        ids = lab[mask]
-        size = np.bincount(ids, minlength=n).astype(np.float64)
-        size[0] = 1.0
-        pg = np.bincount(ids, weights=probs[g][mask], minlength=n) / size
+    for g, _c, mask, ids, size in region_pieces(given, pred, cand, nc):
+        pg = np.bincount(ids, weights=probs[g][mask], minlength=len(size)) / size
         bad = (size >= params.min_px) & (pg < params.keep)
         bad[0] = False
         if bad.any():

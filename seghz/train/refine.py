@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seghz.classes import IGNORE
+from seghz.infer.engine import pad32
 
 REFINES = ("none", "region")
 IGNORE_GIVEN_P = 0.05  # pixel rule: the given label's probability below this ...
@@ -67,14 +67,6 @@ def _normalise(batch_u8: torch.Tensor, norm: dict) -> torch.Tensor:
     m = torch.tensor(norm["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(norm["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
-
-
-def _pad32(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % 32, (-w) % 32
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
-    return x
 
 
 @contextlib.contextmanager
@@ -122,7 +114,7 @@ def iter_probs(model: torch.nn.Module, images: Sequence[np.ndarray], norm: dict,
             for k in range(0, len(idx), bs):
                 part = idx[k : k + bs]
                 u8 = torch.from_numpy(np.stack([np.ascontiguousarray(images[i], dtype=np.uint8) for i in part]))
-                x = _pad32(_normalise(u8.to(dev, non_blocking=cuda), norm))
+                x = pad32(_normalise(u8.to(dev, non_blocking=cuda), norm))
                 p = _logits(model, x, cuda, amp).softmax(1)
                 if flip:
                     p = p + _logits(model, x.flip(3), cuda, amp).softmax(1).flip(3)
@@ -140,7 +132,7 @@ def iter_probs(model: torch.nn.Module, images: Sequence[np.ndarray], norm: dict,
 
 
 def _num_classes(model, img, norm, dev, cuda, amp) -> int:
-    x = _pad32(_normalise(torch.from_numpy(np.ascontiguousarray(img[:32, :32], dtype=np.uint8))[None].to(dev), norm))
+    x = pad32(_normalise(torch.from_numpy(np.ascontiguousarray(img[:32, :32], dtype=np.uint8))[None].to(dev), norm))
     return int(_logits(model, x, cuda, amp).shape[1])
 
 
@@ -151,6 +143,26 @@ def predict_probs(model: torch.nn.Module, image: np.ndarray, norm: dict, device:
 
 
 # ----------------------------------------------------------------------------- refinement
+
+
+def region_pieces(given: np.ndarray, pred: np.ndarray, cand: np.ndarray, nc: int):
+    """The regions of the rules: for each (given class g, predicted class c) among the ``cand`` pixels, the
+    8-connected pieces of ``cand ∩ {given == g} ∩ {pred == c}``. Yields ``(g, c, mask, ids, size)``: the pixels of
+    that pair, each one's piece id (1..n), and the piece sizes (float, index 0 = background, set to 1 so that
+    means over it are finite; it is never a real piece)."""
+    if not cand.any():
+        return
+    key = given.astype(np.int32) * nc + pred
+    for k in np.unique(key[cand]):
+        g, c = divmod(int(k), nc)
+        mask = cand & (key == k)
+        n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        ids = lab[mask]
+        size = np.bincount(ids, minlength=n).astype(np.float64)
+        size[0] = 1.0
+        yield g, c, mask, ids, size
 
 
 def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None = None,
@@ -177,27 +189,17 @@ def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | No
     cand = free & (pred != given)
     changed = np.zeros(given.shape, bool)
     regions = 0
-    if cand.any():
-        key = given.astype(np.int32) * nc + pred
-        for k in np.unique(key[cand]):
-            g, c = divmod(int(k), nc)
-            mask = cand & (key == k)
-            n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-            if n <= 1:
-                continue
-            ids = lab[mask]
-            size = np.bincount(ids, minlength=n).astype(np.float64)
-            size[0] = 1.0  # background: never chosen (size 0 in `ids`)
-            pc = np.bincount(ids, weights=probs[c][mask], minlength=n) / size
-            pg = np.bincount(ids, weights=probs[g][mask], minlength=n) / size
-            ok = (size >= cfg.min_px) & (pc >= cfg.conf) & (pg < cfg.keep)
-            ok[0] = False
-            if ok.any():
-                sel = np.zeros(given.shape, bool)
-                sel[mask] = ok[ids]
-                out[sel] = c
-                changed |= sel
-                regions += int(ok.sum())
+    for g, c, mask, ids, size in region_pieces(given, pred, cand, nc):
+        pc = np.bincount(ids, weights=probs[c][mask], minlength=len(size)) / size
+        pg = np.bincount(ids, weights=probs[g][mask], minlength=len(size)) / size
+        ok = (size >= cfg.min_px) & (pc >= cfg.conf) & (pg < cfg.keep)
+        ok[0] = False
+        if ok.any():
+            sel = np.zeros(given.shape, bool)
+            sel[mask] = ok[ids]
+            out[sel] = c
+            changed |= sel
+            regions += int(ok.sum())
     ignored = np.zeros(given.shape, bool)
     if cfg.ignore_conf is not None:
         rest = free & ~changed
@@ -235,4 +237,4 @@ def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict,
 
 
 __all__ = ["IGNORE_GIVEN_P", "REFINES", "RefineParams", "iter_probs", "labels_digest", "predict_probs",
-           "refine_epochs", "refine_labels", "refine_samples"]
+           "refine_epochs", "refine_labels", "refine_samples", "region_pieces"]

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seghz.classes import IGNORE
+from seghz.infer.engine import pad32
 from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 
 RECIPE_KIND = "head_refit"
@@ -250,14 +251,6 @@ def _plan(items: list[RefitItem], nc: int, cfg: RefitConfig, rng: np.random.Gene
     return picks, counts
 
 
-def _pad32(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % 32, (-w) % 32
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
-    return x
-
-
 @torch.no_grad()
 def extract_features(model: nn.Module, head: nn.Conv2d, items: list[RefitItem], picks: list[_Pick], norm: dict,
                      device: str, should_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
@@ -278,7 +271,7 @@ def extract_features(model: nn.Module, head: nn.Conv2d, items: list[RefitItem], 
             r0, c0, th, tw = p.win
             img = items[p.item].image[r0 : r0 + th, c0 : c0 + tw]
             x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).to(device).permute(2, 0, 1)[None].float().div_(255)
-            x = _pad32((x - mean) / std)
+            x = pad32((x - mean) / std)
             grabbed.clear()
             model(x)
             if "x" not in grabbed:
