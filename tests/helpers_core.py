@@ -129,3 +129,29 @@ def colour_scene(i: int, size: int = 64):
     img[size // 2 :, : size // 2] = (30, 190, 40)
     lbl[size // 2 :, : size // 2] = 5
     return np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl
+
+
+def run_two_gloo_ranks(script: str, tmp_path, *args: str, timeout: int = 300) -> list[dict]:
+    """Run ``script`` (Python text formatted with ``tests`` = this folder, so ``{tests!r}``) under ``torchrun --nproc-per-node 2`` on
+    the CPU and return the JSON lines it printed (one dict per line starting with ``{``), sorted by ``"rank"``.
+    Skips when torch has no gloo backend; fails with the ranks' stderr when the run fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    drv = Path(tmp_path) / "drv.py"
+    drv.write_text(script.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-W", "ignore", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(drv), *args]
+    proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])

@@ -7,15 +7,9 @@ part of the run's, and a resumed run reuses the cleaned labels instead of traini
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-from helpers_core import colour_scene, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -210,23 +204,10 @@ print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": res["clean"]["labe
 
 
 def test_ddp_ranks_train_on_rank_0s_cleaned_labels(tmp_path):
-    import torch.distributed as dist
-
     from seghz.train.refine import labels_digest
     from seghz.train.trainer import _read_clean
 
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    drv = tmp_path / "drv.py"
-    drv.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent)))
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-W", "ignore", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(drv), str(tmp_path / "m.safetensors")]
-    proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    outs = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    outs = run_two_gloo_ranks(DDP_DRIVER, tmp_path, str(tmp_path / "m.safetensors"))
     assert [o["rank"] for o in outs] == [0, 1] and outs[0]["digest"] == outs[1]["digest"]
     tr = [(np.zeros((S, S, 3), np.uint8), np.zeros((S, S), np.uint8))] * 6  # shapes only, for the reader
     saved = _read_clean(clean_path(tmp_path / "m.safetensors"), tr)

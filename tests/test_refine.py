@@ -7,16 +7,12 @@ every refinement must start from the original labels.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers_core import colour_scene, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.train import refine as refine_mod
 from seghz.train import trainer as trainer_mod
@@ -433,19 +429,7 @@ print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": labels_digest(res[
 
 
 def test_ddp_ranks_train_on_rank_0s_refined_labels(tmp_path):
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    drv = tmp_path / "drv.py"
-    drv.write_text(DDP_DRIVER.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-W", "ignore", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(drv), str(tmp_path / "m.safetensors")]
-    proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    outs = sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    outs = run_two_gloo_ranks(DDP_DRIVER, tmp_path, str(tmp_path / "m.safetensors"))
     assert [o["rank"] for o in outs] == [0, 1]
     assert outs[0]["digest"] == outs[1]["digest"]  # identical labels on both ranks
     assert outs[0]["rows"] == outs[1]["rows"]  # and the same refine stats in both histories
