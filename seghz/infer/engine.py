@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -186,15 +185,40 @@ def pad32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _block_proba(buf: dict[str, torch.Tensor], rows: slice, valid: np.ndarray | None):
-    """Rows ``rows`` of one block's blending buffers: (weight sum, weight sum with 1 where uncovered, blended
-    probabilities, pixels that are uncovered or not valid)."""
+def _block_fields(buf: dict[str, torch.Tensor], rows: slice, valid: np.ndarray | None, want: set[str]) -> dict:
+    """Rows ``rows`` of one block's blending buffers as finished outputs, on the device: ``mask`` (uint8, 255 where
+    uncovered or not valid) and those of ``confidence``, ``entropy``, ``disagreement``, ``seam``, ``proba`` in
+    ``want``. Not-valid pixels hold confidence 0, NaN entropy / disagreement / seam and zero probabilities."""
     ws = buf["wsum"][rows]
     covered = ws > 0
     safe = torch.where(covered, ws, torch.ones_like(ws))
     proba = buf["acc"][:, rows] / safe
     ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
-    return ws, safe, proba, ~ok
+    bad = ~ok
+    mask = proba.argmax(0).to(torch.uint8)
+    out: dict[str, torch.Tensor] = {}
+    if "confidence" in want:
+        out["confidence"] = proba.amax(0)
+        out["confidence"][bad] = 0.0
+    if "entropy" in want:
+        t = proba.clamp_min(1e-12)
+        out["entropy"] = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
+        del t
+        out["entropy"][bad] = float("nan")
+    if "disagreement" in want:
+        out["disagreement"] = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
+        out["disagreement"][bad] = float("nan")
+    if "seam" in want:
+        agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
+        nc = buf["ncov"][rows]
+        out["seam"] = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
+        out["seam"][bad] = float("nan")
+    if "proba" in want:
+        proba[:, bad] = 0.0
+        out["proba"] = proba
+    mask[bad] = 255
+    out["mask"] = mask
+    return out
 
 
 def _image_hw(image) -> tuple[int, int]:
@@ -251,8 +275,7 @@ class _Copier:
         self.cuda = dev.type == "cuda"
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="seghz-d2h") if self.cuda else None
         self.stream = torch.cuda.Stream(dev) if self.cuda else None
-        self.futures: list = []
-        self.lock = threading.Lock()
+        self.futures: list = []  # touched by the calling thread only (the worker runs the jobs)
 
     def put(self, src: torch.Tensor, dst: np.ndarray) -> None:
         if not self.cuda:
@@ -267,11 +290,9 @@ class _Copier:
                 torch.from_numpy(dst).copy_(src)  # to pageable memory: returns once the data is in dst
             self.stream.synchronize()
 
-        with self.lock:
-            self.futures.append(self.pool.submit(job))
-            if len(self.futures) > 64:  # keep the list short: drop the finished ones (errors surface in close)
-                keep = [f for f in self.futures if not f.done() or f.exception() is not None]
-                self.futures = keep
+        self.futures.append(self.pool.submit(job))
+        if len(self.futures) > 64:  # keep the list short: drop the finished ones (errors surface in close)
+            self.futures = [f for f in self.futures if not f.done() or f.exception() is not None]
 
     def close(self) -> None:
         if self.pool is None:
@@ -750,64 +771,17 @@ class Predictor:
     @staticmethod
     def _strip(a, b, base, buf, valid, want_proba, x0=0) -> Strip:
         """Rows [a, b) of one block's buffers (which start at row ``base``) as finished outputs, computed on the device."""
-        rows = slice(a - base, b - base)
-        ws, safe, proba, bad = _block_proba(buf, rows, valid)
-        mask = proba.argmax(0).to(torch.uint8)
-        conf = proba.amax(0)
-        t = proba.clamp_min(1e-12)
-        ent = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
-        del t
-        dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
-        seam = None
-        if "votes" in buf:
-            agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
-            nc = buf["ncov"][rows]
-            seam = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
-        nan = float("nan")
-        mask[bad] = 255
-        conf[bad] = 0.0
-        ent[bad] = nan
-        dis[bad] = nan
-        if seam is not None:
-            seam[bad] = nan
-        if want_proba:
-            proba[:, bad] = 0.0
-        np_ = lambda t: None if t is None else t.cpu().numpy()
-        return Strip(a, b, np_(mask), np_(conf), np_(ent), np_(dis), np_(seam), np_(proba) if want_proba else None, x0)
+        want = {"confidence", "entropy", "disagreement"} | ({"seam"} if "votes" in buf else set())
+        out = _block_fields(buf, slice(a - base, b - base), valid, want | ({"proba"} if want_proba else set()))
+        np_ = lambda f: None if f not in out else out[f].cpu().numpy()
+        return Strip(a, b, np_("mask"), np_("confidence"), np_("entropy"), np_("disagreement"), np_("seam"), np_("proba"),
+                     x0)
 
     @staticmethod
     def _strip_into(sink, copier, a, b, base, buf, valid, x0) -> None:
         """Like :meth:`_strip`, for the fields of ``sink`` only, copied into ``sink[...][..., a:b, x0:x1]``."""
-        rows = slice(a - base, b - base)
-        ws, safe, proba, bad = _block_proba(buf, rows, valid)
-        x1 = x0 + ws.shape[1]
-        mask = proba.argmax(0).to(torch.uint8)
-        out: dict[str, torch.Tensor] = {}
-        if "confidence" in sink:
-            conf = proba.amax(0)
-            conf[bad] = 0.0
-            out["confidence"] = conf
-        if "entropy" in sink:
-            t = proba.clamp_min(1e-12)
-            ent = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
-            del t
-            ent[bad] = float("nan")
-            out["entropy"] = ent
-        if "disagreement" in sink:
-            dis = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
-            dis[bad] = float("nan")
-            out["disagreement"] = dis
-        if "seam" in sink:
-            agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
-            nc = buf["ncov"][rows]
-            seam = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
-            seam[bad] = float("nan")
-            out["seam"] = seam
-        if "proba" in sink:
-            proba[:, bad] = 0.0
-            out["proba"] = proba
-        mask[bad] = 255
-        out["mask"] = mask
+        out = _block_fields(buf, slice(a - base, b - base), valid, set(sink))
+        x1 = x0 + out["mask"].shape[1]
         for name, t in out.items():
             copier.put(t, sink[name][..., a:b, x0:x1])
 
