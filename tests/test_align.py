@@ -361,16 +361,30 @@ def _airport():
     return read_label(AIRPORT / "A_label.png", get_scheme("hz20")), read_image(AIRPORT / "B_sat.jpeg"), src, dst
 
 
+def _split_rounds(pts):
+    """(round-1 points, round-2 points). Round 2 (``"round": 2``, B01-B18) never looked at the automatic prediction;
+    B13-B18 were marked after the residuals of B01-B12 had been seen (see the fixture's ``method_round2``)."""
+    return [p for p in pts if p.get("round", 1) == 1], [p for p in pts if p.get("round", 1) == 2]
+
+
+def _xy(pts):
+    return np.array([p["label_xy"] for p in pts]), np.array([p["image_xy"] for p in pts])
+
+
 def test_hand_control_points_consistent():
     pts = json.loads(POINTS.read_text())["points"]
-    assert len(pts) >= 12 and len({p["id"] for p in pts}) == len(pts)
-    src = np.array([p["label_xy"] for p in pts])
-    dst = np.array([p["image_xy"] for p in pts])
-    assert np.ptp(src[:, 0]) > 700 and np.ptp(src[:, 1]) > 500  # spread over the 1000×800 label
+    assert len(pts) >= 30 and len({p["id"] for p in pts}) == len(pts)
+    old, new = _split_rounds(pts)
+    assert len(old) == 12 and len(new) >= 18  # 12 from round 1 + 18 added in round 2 (B01-B18)
+    for sub in (old, new, pts):
+        src, dst = _xy(sub)
+        assert np.ptp(src[:, 0]) > 700 and np.ptp(src[:, 1]) > 500  # each set spread over the 1000×800 label
+    src, dst = _xy(pts)
     M = A.fit_transform(src, dst, "homography")
-    assert A.rmse(M, src, dst) < 3.0  # measured 2.53 px
+    # a single homography does not fit the label exactly (it is not a projective image of the mosaic):
+    assert A.rmse(M, src, dst) < 4.0  # measured 3.35 px on all 30 (round 1: 2.53, round 2: 2.76 px)
     loo, _ = A.holdout_rmse(src, dst, "homography")
-    assert loo < 6.0  # measured 4.80 px (corner points extrapolate)
+    assert loo < 5.5  # measured 4.17 px on all 30 (round 1: 4.80, round 2: 3.57 px; edge points extrapolate)
 
 
 @pytest.fixture(scope="module")
@@ -382,13 +396,13 @@ def airport_auto():
 
 def test_airport_plain_resize_is_far_off():
     label, image, src, dst = _airport()
-    assert A.rmse(A.resize_transform(label.shape, image.shape), src, dst) > 50  # measured 71.0 px
+    assert A.rmse(A.resize_transform(label.shape, image.shape), src, dst) > 50  # measured 78.0 px (round 1: 71.0)
 
 
 def test_airport_auto_alignment_regression(airport_auto):
     res, src, dst, *_ = airport_auto
     err = A.rmse(res.M, src, dst)
-    assert err < 5.0, (err, res.method)  # measured 4.06 px RMSE (median 2.98 px) on the 12 hand points
+    assert err < 5.0, (err, res.method)  # measured 3.72 px RMSE (median 2.73) on the 30 hand points (round 1: 4.06)
     assert 1.35 < A.describe(res.M)["scale"] < 1.55
 
 
@@ -402,20 +416,32 @@ def test_airport_local_refinement_improves(airport_auto, airport_local):
     res, *_ = airport_auto
     W, src, dst = airport_local
     g, loc = A.rmse(res.M, src, dst), A.rmse(W, src, dst)
-    assert loc < g and loc < 3.6, (g, loc, W.info["cv"]["choice"])  # measured 4.06 -> 3.23 px (one round: 3.29)
+    assert loc < g and loc < 3.2, (g, loc, W.info["cv"]["choice"])  # measured 3.72 -> 2.80 px on all 30 points
     assert W.info["cv"]["cv_rmse_px"] < W.info["cv"]["cv_rmse_global_px"]
-    assert float(np.max(A.residuals(W, src, dst))) < 7.0  # measured max 8.82 -> 5.82 px
+    assert float(np.max(A.residuals(W, src, dst))) < 7.0  # measured max 8.82 -> 5.82 px (SWC)
     assert W.info["searches"] == [14, 5]  # coarse-to-fine: the second round searches ±5 px (robust scale 0.69 px)
 
 
-@pytest.mark.xfail(reason="issue target 3 px not reached: automatic alignment measures 4.06 px RMSE (median 2.98 px) "
-                          "with the global homography and 3.23 px (median 2.56, max 5.82) with the non-rigid "
-                          "coarse-to-fine refinement (refine/local='local') on the 12 hand points; a homography fitted "
-                          "to the hand points themselves gives 2.53 px in-sample, 4.80 px leave-one-out; at SWC, S1, "
-                          "NEC2 and I, windows of 48-96 px centred on the refined prediction find at most 0.9 px of "
-                          "shift (NCC peaks 0.59-0.88) where the hand points differ by 2.9-5.8 px (docs/alignment.md)",
-                   strict=False)
+def test_airport_local_refinement_per_round(airport_auto, airport_local):
+    """The field is fitted without any hand point; measured on each marking round separately. Round 2 was marked
+    without looking at the automatic (local) prediction, so it is the fairer check of the refinement."""
+    res, *_ = airport_auto
+    W, *_ = airport_local
+    old, new = _split_rounds(json.loads(POINTS.read_text())["points"])
+    so, do = _xy(old)
+    sn, dn = _xy(new)
+    assert A.rmse(W, so, do) < 3.6  # measured 4.06 -> 3.23 px (median 2.56, max 5.82) on the 12 round-1 points
+    assert A.rmse(W, sn, dn) < 2.9  # measured 3.47 -> 2.48 px (median 1.82, max 4.72) on the 18 round-2 points
+    assert A.rmse(W, sn, dn) < A.rmse(res.M, sn, dn)
+
+
 def test_airport_auto_alignment_within_3px(airport_local):
+    """Issue target: automatic alignment within 3 px RMSE on the hand-marked points (all rounds, 30 points).
+
+    Measured 2026-11-26 (2-core CPU): 2.80 px (median 2.17, max 5.82 at SWC) with the two-round local refinement,
+    3.72 px with the global homography alone. Round 1 alone still measures 3.23 px, round 2 alone 2.48 px. The margin
+    is small against the uncertainty of the reference: a bootstrap over the 30 points gives a 90 % interval of
+    2.34-3.24 px, and on the first 24 points (before the B13-B18 batch) it was 2.99 px (docs/alignment.md)."""
     W, src, dst = airport_local
     assert A.rmse(W, src, dst) < 3.0
 
