@@ -76,6 +76,12 @@ ROWS: dict[str, tuple[str, dict]] = {
     "boot": ("+ hard bootstrapping β=0.8", {"bootstrap": "hard", "bootstrap_beta": 0.8}),
     "refine": ("+ region label refinement (in-training, from 40 % of the epochs)", {"refine": "region"}),
     "xfit": ("+ cross-fitted cleaning (2 fold models on half the steps, then retrain)", {"clean": "crossfit"}),
+    "fwd": ("+ forward loss correction (η=0.3)", {"robust": "forward", "noise_rate": 0.3}),
+    "gce": ("+ generalized CE (q=0.7)", {"robust": "gce", "gce_q": 0.7}),
+    "xfit_nd": ("+ cross-fitted cleaning, relabel only (no doubtful regions ignored)",
+                {"clean": "crossfit", "clean_doubt": False}),
+    "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
+                 {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }
 BASE = {"class_weights": "none", "dice": False}
 ALL_ROWS = list(ROWS) + [f"noisy_{k}" for k in ROWS]
@@ -357,7 +363,8 @@ def render(report: dict, old_text: str | None) -> str:
          f"`noisy` rows train on labels where {p['flip_fraction'] * 100:.0f} % of the 8-connected label components of "
          "the training set were flipped to a random other present class (`inject_noise`, no boundary shifts; draw "
          f"seeded 1000 + seed, shared by every recipe of a seed); noisy pixels: {noise}. "
-         "Evaluation always uses the CLEAN held-out labels."),
+         "Evaluation always uses the CLEAN held-out labels. The final train loss is each row's own loss (forward-"
+         "corrected NLL and generalized CE are not on CE's scale)."),
         (f"- Scores: mIoU / mIoU (GT classes) / fwIoU / OA in %, TTA none, mean ± sample sd over seeds {seeds} "
          "(mIoU over the classes present in labels OR predictions, as `seghz evaluate`: a model that predicts a few "
          "pixels of a class GID lacks gets a 0 IoU for it in the mean; **mIoU (GT classes)** averages only the "
@@ -417,7 +424,7 @@ def render(report: dict, old_text: str | None) -> str:
         "```",
         "",
         ("(3000 steps × 16 crops ≈ 98 passes over the 489 training tiles, ≈ 2.4× the ~1270 steps of 16 of the shipped "
-         "model's two CPU stages; 16 rows × 3 seeds = 48 runs.)"),
+         f"model's two CPU stages; {len(ALL_ROWS)} rows × 3 seeds = {3 * len(ALL_ROWS)} runs.)"),
         "",
     ]
     return "\n".join(lines)

@@ -144,6 +144,19 @@ with st.form("train_form"):
                               help="region: from 40 % of the epochs on, the training model relabels label regions "
                                    "it confidently disagrees with (it can learn its own mistakes: see "
                                    "docs/experiments.md). Trusted pixels never change.")
+        m1, m2, m3, _ = st.columns(4)
+        robust = m1.selectbox("Noise-robust loss", ["none", "forward", "gce"], key="train_robust",
+                              help="Replaces CE for noisy labels (not with the noise mask, OHEM or bootstrapping). "
+                                   "forward: loss correction (Patrini et al. 2017) — the model's probabilities are "
+                                   "passed through a symmetric noise matrix (1−η kept, η spread over the other classes "
+                                   "present) before the loss; gce: generalized cross entropy (Zhang & Sabuncu 2018), "
+                                   "(1 − p^q)/q, between CE (q → 0) and MAE (q = 1). Trusted pixels always train on "
+                                   "plain CE; prediction is unchanged.")
+        noise_rate = m2.number_input("Expected label noise η", min_value=0.0, max_value=0.8, value=0.3, step=0.05,
+                                     key="train_noise_rate", disabled=robust != "forward",
+                                     help="forward: the expected share of wrong labels (below (K−1)/K).")
+        gce_q = m3.number_input("GCE q", min_value=0.05, max_value=1.0, value=0.7, step=0.05, key="train_gce_q",
+                                disabled=robust != "gce", help="gce: 0.7 in the paper; smaller is closer to CE.")
         auto_promote = st.checkbox("Promote automatically when the regression gate passes", key="train_auto_promote")
     run_name = st.text_input("Name of the new checkpoint (optional)", key="train_name")
     submitted = st.form_submit_button("Launch training", type="primary", key="train_submit")
@@ -154,6 +167,7 @@ if submitted:
                     "dice": bool(dice), "label_smoothing": float(smoothing), "noise_mask": noise, "ohem": bool(ohem),
                     "consistency": bool(consistency), "sampler": sampler, "patience": int(patience) or None,
                     "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta), "clean": clean, "refine": refine,
+                    "robust": robust, "noise_rate": float(noise_rate), "gce_q": float(gce_q),
                     "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
         config["parent_checkpoint_id"] = active.id

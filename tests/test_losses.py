@@ -1,14 +1,18 @@
-"""Tests of seghz.train.losses: class weights, CE with ignore, Dice, label smoothing, noise mask, OHEM, consistency."""
+"""Tests of seghz.train.losses: class weights, CE with ignore, Dice, label smoothing, noise mask, OHEM, consistency,
+bootstrapping and the noise-robust losses (forward correction, generalized CE)."""
 from __future__ import annotations
 
 import itertools
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers_core import torch_one_thread  # noqa: F401 (fixture)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seghz.train.losses import (
     LossConfig,
@@ -17,6 +21,9 @@ from seghz.train.losses import (
     consistency_loss,
     dice_loss,
     enet_class_weights,
+    forward_ce,
+    forward_transition,
+    generalized_ce,
     noise_mask_ce,
     noise_threshold,
     ohem_ce,
@@ -541,3 +548,221 @@ def test_training_states_written_before_bootstrap_still_resume(tmp_path):
     _check_resumable(info, TrainConfig(scheme="hz7"), 16, 5, tmp_path / "s")  # missing = default: resumable
     with pytest.raises(TrainStateError, match="bootstrap: 'none' -> 'hard'"):
         _check_resumable(info, TrainConfig(scheme="hz7", bootstrap="hard"), 16, 5, tmp_path / "s")
+
+
+# ------------------------------------------------------------------------ noise-robust losses: forward / GCE
+# The hand example: 1×3×1×2 logits, pixel 0 = (2, 0.5, −1), pixel 1 = (0, 1, 3); labels (1, 0).
+# Reference numbers from a float64 numpy computation that does not use seghz:
+#   p0 = (0.785597034589, 0.175290392140, 0.039112573271), p1 = (0.042010066134, 0.114195199385, 0.843794734481)
+#   T (η = 0.3, K = 3): 0.7 on the diagonal, 0.15 elsewhere; p̃ = p·T
+#   p̃0 = (0.582078369024, 0.246409715677, 0.171511915299), p̃1 = (0.173105536374, 0.212807359662, 0.614087103965)
+#   forward: −ln p̃0[1] = 1.400759617593, −ln p̃1[0] = 1.753853833639
+#   CE:      −ln p0[1] = 1.741311296657, −ln p1[0] = 3.169846019556
+#   GCE q=0.7: (1 − p0[1]^0.7)/0.7 = 1.006357419808, (1 − p1[0]^0.7)/0.7 = 1.273243584035
+HAND_LOGITS = [[[[2.0, 0.0]], [[0.5, 1.0]], [[-1.0, 3.0]]]]  # N=1, C=3, H=1, W=2
+FWD = [1.400759617593, 1.753853833639]
+CE = [1.741311296657, 3.169846019556]
+GCE = [1.006357419808, 1.273243584035]
+
+
+def _hand():
+    return torch.tensor(HAND_LOGITS), torch.tensor([[[1, 0]]])
+
+
+def test_forward_transition_by_hand_with_an_absent_class():
+    t = forward_transition(3, 0.3)
+    assert np.allclose(t.numpy(), [[0.7, 0.15, 0.15], [0.15, 0.7, 0.15], [0.15, 0.15, 0.7]])
+    t = forward_transition(4, 0.3, np.array([True, True, False, True]))
+    assert np.allclose(t.numpy(), [[0.7, 0.15, 0, 0.15], [0.15, 0.7, 0, 0.15], [0, 0, 1, 0], [0.15, 0.15, 0, 0.7]])
+    assert t.sum(1).tolist() == pytest.approx([1.0] * 4)
+    assert torch.equal(forward_transition(3, 0.0), torch.eye(3, dtype=torch.float64))
+
+
+def test_forward_and_gce_by_hand_with_ignore_trusted_and_class_weights():
+    logits, y = _hand()
+    fwd, valid = forward_ce(logits, y, forward_transition(3, 0.3))
+    assert valid.tolist() == [[[True, True]]] and fwd[0, 0].tolist() == pytest.approx(FWD, rel=1e-6)
+    gce, _ = generalized_ce(logits, y, q=0.7)
+    assert gce[0, 0].tolist() == pytest.approx(GCE, rel=1e-6)
+    # through SegLoss: class weights w = (0.5, 2, 1) weigh each pixel by its label: (2·l0 + 0.5·l1) / 2.5
+    w = np.array([0.5, 2.0, 1.0], np.float32)
+    got = SegLoss(w, config=LossConfig(robust="forward", noise_rate=0.3))(logits, y)
+    assert float(got) == pytest.approx((2 * FWD[0] + 0.5 * FWD[1]) / 2.5, rel=1e-6)  # 1.471378460802
+    got = SegLoss(w, config=LossConfig(robust="gce", gce_q=0.7))(logits, y)
+    assert float(got) == pytest.approx((2 * GCE[0] + 0.5 * GCE[1]) / 2.5, rel=1e-6)  # 1.059734652653
+    # an ignored pixel: 0 and not counted
+    yi = torch.tensor([[[1, 255]]])
+    for mode, ref in (("forward", FWD), ("gce", GCE)):
+        per = forward_ce(logits, yi, forward_transition(3, 0.3))[0] if mode == "forward" else generalized_ce(logits, yi)[0]
+        assert per[0, 0].tolist() == pytest.approx([ref[0], 0.0], rel=1e-6)
+        assert float(SegLoss(w, config=LossConfig(robust=mode))(logits, yi)) == pytest.approx(ref[0], rel=1e-6)
+    # a trusted pixel (pixel 1) trains on plain CE
+    trusted = torch.tensor([[[False, True]]])
+    for mode, ref in (("forward", FWD), ("gce", GCE)):
+        got = SegLoss(None, config=LossConfig(robust=mode))(logits, y, trusted)
+        assert float(got) == pytest.approx((ref[0] + CE[1]) / 2, rel=1e-6)  # 2.285302818575 / 2.088101719682
+
+
+def test_forward_by_hand_with_an_absent_class_and_label_smoothing():
+    logits, y = _hand()
+    # class 2 absent from the training labels: K = 2, T = [[.7, .3, 0], [.3, .7, 0], [0, 0, 1]]
+    # p̃0[1] = .3·p0[0] + .7·p0[1], p̃1[0] = .7·p1[0] + .3·p1[1]  ->  1.026154748434, 2.754110797713
+    crit = SegLoss(None, config=LossConfig(robust="forward", noise_rate=0.3), present=np.array([True, True, False]))
+    assert float(crit(logits, y)) == pytest.approx((1.026154748434 + 2.754110797713) / 2, rel=1e-6)
+    # label smoothing ε = 0.1: −Σ_j s_j ln p̃_j with s = 0.9 on the label, 0.05 elsewhere (K = 3, η = 0.3)
+    per, _ = forward_ce(logits, y, forward_transition(3, 0.3), smoothing=0.1)
+    assert per[0, 0].tolist() == pytest.approx([1.375896292007, 1.680217772025], rel=1e-6)
+    per, _ = generalized_ce(logits, y, q=0.7, smoothing=0.1)  # Σ_j s_j (1 − p_j^q)/q
+    assert per[0, 0].tolist() == pytest.approx([0.980864372980, 1.209715096583], rel=1e-6)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_forward_with_eta_zero_is_plain_ce_exactly(smoothing):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 4, 3, generator=g) * 4
+    y = torch.randint(0, 5, (2, 4, 3), generator=g)
+    y[0, 0] = 255
+    fwd, valid = forward_ce(logits, y, forward_transition(5, 0.0), smoothing)
+    _, ce, valid_ce = pixel_ce(logits, y, smoothing)
+    assert torch.equal(valid, valid_ce) and torch.equal(fwd, ce)
+    w = np.linspace(0.5, 2, 5).astype(np.float32)
+    a = SegLoss(w, config=LossConfig(robust="forward", noise_rate=0.0, label_smoothing=smoothing, dice=True))(logits, y)
+    b = SegLoss(w, config=LossConfig(label_smoothing=smoothing, dice=True))(logits, y)
+    assert float(a) == float(b)
+
+
+def test_gce_small_q_approaches_ce_and_q_one_is_mae():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 5, 5, generator=g) * 3
+    y = torch.randint(0, 4, (2, 5, 5), generator=g)
+    y[1, :2] = 255
+    _, ce, valid = pixel_ce(logits, y)
+    gce, _ = generalized_ce(logits, y, q=1e-4)
+    assert torch.allclose(gce[valid], ce[valid], rtol=2e-3, atol=1e-5)
+    mae, _ = generalized_ce(logits, y, q=1.0)
+    p = torch.exp(-ce)
+    assert torch.allclose(mae[valid], (1 - p)[valid], atol=1e-6)
+    assert bool((mae[valid] <= 1).all())  # MAE is bounded by 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 8), absent=st.integers(0, 2),
+       eta=st.floats(0.01, 0.8), scale=st.sampled_from([1.0, 10.0, 1e3]))
+def test_forward_loss_is_bounded_by_minus_ln_eta_over_k_minus_1(seed, k, absent, eta, scale):
+    eta = min(eta, 0.99 * (k - 1) / k)
+    g = torch.Generator().manual_seed(seed)
+    c = k + absent
+    present = np.array([True] * k + [False] * absent)
+    logits = torch.randn(2, c, 3, 3, generator=g) * scale
+    if absent:  # the bound is on the present classes' mass: keep the model's mass there
+        logits[:, k:] = -1e4
+    y = torch.randint(0, k, (2, 3, 3), generator=g)
+    per, _ = forward_ce(logits, y, forward_transition(c, eta, present))
+    bound = -math.log(eta / (k - 1))
+    assert bool((per <= bound + 1e-4).all()) and bool((per >= -1e-6).all())
+    crit = SegLoss(None, config=LossConfig(robust="forward", noise_rate=eta), present=present)
+    assert float(crit(logits, y)) <= bound + 1e-4
+
+
+@pytest.mark.parametrize("cfg", [
+    {"robust": "forward", "noise_rate": 0.3}, {"robust": "forward", "noise_rate": 0.0},
+    {"robust": "forward", "noise_rate": 0.3, "label_smoothing": 0.1, "dice": True},
+    {"robust": "gce", "gce_q": 0.7}, {"robust": "gce", "gce_q": 1e-3, "label_smoothing": 0.1},
+])
+@pytest.mark.parametrize("present", [None, [True, True, False, True]])
+def test_robust_gradients_are_finite_for_extreme_logits(cfg, present):
+    logits = torch.tensor([1e4, -1e4, -1e4, 1e4, -1e4, 1e4, 0.0, -1e4]).view(1, 4, 1, 2).repeat(2, 1, 3, 1)
+    logits = logits.clone().requires_grad_()
+    y = torch.tensor([1, 0, 3, 2, 255, 1]).view(2, 3, 1).repeat(1, 1, 2)
+    trusted = torch.zeros_like(y, dtype=torch.bool)
+    trusted[0, 0] = True
+    crit = SegLoss(np.ones(4, np.float32), config=LossConfig(**cfg),
+                   present=None if present is None else np.array(present))
+    loss = crit(logits, y, trusted)
+    loss.backward()
+    assert math.isfinite(float(loss.detach())) and bool(torch.isfinite(logits.grad).all())
+
+
+@pytest.mark.parametrize("d, msg", [
+    ({"robust": "forwards"}, "robust .*must be one of none, forward, gce"),
+    ({"robust": "forward", "noise_rate": -0.1}, r"noise_rate η must be in \[0"),
+    ({"robust": "forward", "noise_rate": 1.0}, r"noise_rate η must be in \[0"),
+    ({"robust": "forward", "noise_rate": float("nan")}, "noise_rate"),
+    ({"robust": "gce", "gce_q": 0.0}, r"gce_q must be in \(0, 1\]"),
+    ({"robust": "gce", "gce_q": 1.5}, r"gce_q must be in \(0, 1\]"),
+    ({"robust": "forward", "noise_mask": "cos"}, "cannot be combined with the noise mask"),
+    ({"robust": "gce", "ohem": True}, "cannot be combined with OHEM"),
+    ({"robust": "gce", "bootstrap": "soft"}, "cannot be combined with bootstrapping"),
+])
+def test_robust_config_validation_messages(d, msg):
+    with pytest.raises(ValueError, match=msg):
+        LossConfig.from_dict(d)
+
+
+def test_forward_noise_rate_is_checked_against_the_present_classes():
+    # K = 2 present: η must be below 1/2
+    with pytest.raises(ValueError, match=r"\(K−1\)/K\) = \[0, 0.5000\) for K = 2 present"):
+        SegLoss(None, config=LossConfig(robust="forward", noise_rate=0.6), present=np.array([True, False, True]))
+    with pytest.raises(ValueError, match="at least 2 classes present"):
+        SegLoss(None, config=LossConfig(robust="forward"), present=np.array([False, True, False]))
+    with pytest.raises(ValueError, match="3 entries for 4 classes"):
+        forward_transition(4, 0.3, np.array([True, True, True]))
+    # without `present`, K = C of the logits, checked on the first call
+    crit = SegLoss(None, config=LossConfig(robust="forward", noise_rate=0.6))
+    with pytest.raises(ValueError, match="K = 2"):
+        crit(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"GCE q must be in \(0, 1\]"):
+        generalized_ce(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), q=0)
+    # a loss built for 3 classes refuses logits with 4
+    crit = SegLoss(None, config=LossConfig(robust="forward"), present=np.ones(3, bool))
+    with pytest.raises(ValueError, match="built for 3 classes"):
+        crit(torch.zeros(1, 4, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mode", ["forward", "gce"])
+def test_robust_loss_decreases_under_sgd_on_a_toy_problem(mode):
+    # a 1×1 conv on 3 colour-coded classes with 20 % of the labels flipped: the configured loss must go down
+    g = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    truth = torch.randint(0, 3, (4, 8, 8), generator=g)
+    x = colours[truth].permute(0, 3, 1, 2) + 0.1 * torch.randn(4, 3, 8, 8, generator=g)
+    flip = torch.rand(4, 8, 8, generator=g) < 0.2
+    y = torch.where(flip, (truth + 1) % 3, truth)
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 1)
+    crit = SegLoss(None, config=LossConfig(robust=mode, noise_rate=0.2), present=np.ones(3, bool))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = crit(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0] and all(b <= a + 1e-6 for a, b in itertools.pairwise(losses[5:]))
+    acc = float((net(x).argmax(1) == truth).float().mean())
+    assert acc > 0.95  # the noise-robust model recovers the clean classes
+
+
+def test_robust_loss_is_a_train_recipe_field():
+    from dataclasses import asdict
+
+    from seghz.train.state import TrainStateError
+    from seghz.train.trainer import TrainConfig, _check_resumable
+
+    lc = TrainConfig(scheme="hz7", robust="forward", noise_rate=0.25).loss_config()
+    assert (lc.robust, lc.noise_rate, lc.gce_q) == ("forward", 0.25, 0.7)
+    assert TrainConfig(scheme="hz7").loss_config().robust == "none"  # off by default: old recipes unchanged
+    with pytest.raises(ValueError, match="robust"):
+        TrainConfig(scheme="hz7", robust="mae").validate()
+    # hz7 has 7 classes: η must be below 6/7 whatever the data
+    with pytest.raises(ValueError, match=r"below \(K−1\)/K = 0.8571 for the 7 classes of scheme hz7"):
+        TrainConfig(scheme="hz7", robust="forward", noise_rate=0.9).validate()
+    TrainConfig(scheme="hz7", robust="gce", noise_rate=0.9).validate()  # η only matters for forward
+    old = asdict(TrainConfig(scheme="hz7"))
+    for k in ("robust", "noise_rate", "gce_q"):
+        del old[k]  # a state file from before the fields existed
+    info = {"recipe": old, "global_batch": 16, "steps_per_epoch": 5}
+    _check_resumable(info, TrainConfig(scheme="hz7"), 16, 5, Path("s"))
+    with pytest.raises(TrainStateError, match="robust: 'none' -> 'gce'"):
+        _check_resumable(info, TrainConfig(scheme="hz7", robust="gce"), 16, 5, Path("s"))

@@ -516,6 +516,30 @@ def test_train_recipe_options_reach_the_job_config(ws, monkeypatch):
     assert abs(c["label_smoothing"] - 0.1) < 1e-9 and c["ohem"] is False
 
 
+def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are_refused(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert at.selectbox(key="train_robust").value == "none"
+    assert at.number_input(key="train_noise_rate").disabled and at.number_input(key="train_gce_q").disabled
+    at.number_input(key="train_crop").set_value(64)
+    at.selectbox(key="train_robust").set_value("forward")
+    at.selectbox(key="train_noise").set_value("cos")  # another rule for the same noisy pixels: refused
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert any("cannot be combined with the noise mask" in e.value for e in at.error) and ws.list_jobs() == []
+    assert not at.number_input(key="train_noise_rate").disabled and at.number_input(key="train_gce_q").disabled
+    at.selectbox(key="train_noise").set_value("none")
+    at.number_input(key="train_noise_rate").set_value(0.2)
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    c = job.config
+    assert c["robust"] == "forward" and abs(c["noise_rate"] - 0.2) < 1e-9 and c["noise_mask"] == "none"
+
+
 def test_train_submits_job_shows_result_and_promotes(ws):
     at = app("pages/4_Train.py").run()
     assert_ok(at)

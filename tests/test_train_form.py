@@ -23,6 +23,19 @@ def test_finetune_config_fills_the_finetune_form():
     assert form_state_from_config(cfg, active_id="old", options=OPTIONS)[1] == []
 
 
+def test_noise_robust_loss_fills_the_form_and_unknown_modes_are_noted():
+    cfg = {"robust": "forward", "noise_rate": 0.25, "gce_q": 0.7}
+    state, notes = form_state_from_config(cfg, active_id=None, options=OPTIONS)
+    assert (state["train_robust"], state["train_noise_rate"], state["train_gce_q"]) == ("forward", 0.25, 0.7)
+    assert notes == []
+    state, notes = form_state_from_config({"robust": "gce", "gce_q": 0.5}, active_id=None, options=OPTIONS)
+    assert state["train_robust"] == "gce" and state["train_gce_q"] == 0.5 and "train_noise_rate" not in state
+    state, notes = form_state_from_config({"robust": "symmetric"}, active_id=None, options=OPTIONS)
+    assert "train_robust" not in state and notes == ["robust `symmetric` is not offered by the form; left at its default."]
+    # a job from before the option: nothing set, the form keeps its defaults
+    assert not {"train_robust", "train_noise_rate", "train_gce_q"} & set(form_state_from_config({}, active_id=None)[0])
+
+
 def test_scratch_config_and_values_the_form_does_not_offer():
     cfg = {"epochs": 3, "arch": "Unet", "encoder": "resnet50", "encoder_weights": None, "scheme": "hz14",
            "sampler": "weird"}

@@ -57,6 +57,8 @@ OPTIONS = {
     "noise_const_kept": {"noise_mask": "const", "noise_threshold": 1.0, "noise_denominator": "kept"},
     "ohem": {"ohem": True, "ohem_min_kept": 100},
     "consistency": {"consistency": True, "consistency_weight": 0.5},
+    "forward": {"robust": "forward", "noise_rate": 0.2},
+    "gce": {"robust": "gce", "gce_q": 0.5},
 }
 
 
@@ -209,6 +211,25 @@ def test_absent_class_warns_and_trains(tmp_path):
     assert math.isfinite(res["history"][0]["loss"])
 
 
+def test_forward_correction_gets_the_classes_present_in_the_training_labels(tmp_path, monkeypatch):
+    tr = [_scene(s, classes=(0, 1, 2)) for s in range(3)]  # classes 3..6 of hz7 are absent
+    built = []
+    real = trainer_mod.SegLoss
+
+    def spy(*a, **k):
+        built.append(k.get("present"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "SegLoss", spy)
+    with pytest.warns(UserWarning, match="absent from the training labels"):
+        res = train(_cfg(robust="forward", noise_rate=0.5, epochs=1), tr, [], tmp_path / "m.safetensors")
+    assert math.isfinite(res["history"][0]["loss"])
+    assert built[0].tolist() == [True, True, True, False, False, False, False]
+    # K = 3 present classes: η must be below 2/3 (the scheme's 6/7 is not enough)
+    with pytest.warns(UserWarning, match="absent"), pytest.raises(ValueError, match="K = 3 present classes"):
+        train(_cfg(robust="forward", noise_rate=0.7, epochs=1), tr, [], tmp_path / "n.safetensors")
+
+
 @pytest.mark.parametrize("kw, msg", [
     ({"label_smoothing": 1.0}, r"label_smoothing.*\[0, 1\)"),
     ({"label_smoothing": -0.2}, "label_smoothing"),
@@ -216,6 +237,10 @@ def test_absent_class_warns_and_trains(tmp_path):
     ({"noise_denominator": "some"}, "noise_denominator"),
     ({"class_weights": "median"}, "class_weights must be one of"),
     ({"ohem": True, "noise_mask": "cos"}, "only one"),
+    ({"robust": "forward", "bootstrap": "hard"}, "cannot be combined with bootstrapping"),
+    ({"robust": "gce", "gce_q": 0.0}, "gce_q"),
+    ({"robust": "forward", "noise_rate": 0.9}, r"noise_rate η must be below \(K−1\)/K"),
+    ({"robust": "huber"}, "robust .*must be one of"),
     ({"noise_p_start": 1.5}, "noise_p_start"),
     ({"monitor": "oa"}, "monitor must be one of"),
     ({"patience": 0}, "patience"),

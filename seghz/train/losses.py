@@ -20,6 +20,21 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   ``"hard"``: the one-hot of ``argmax p``. The label part keeps label smoothing. Trusted pixels keep ``β = 1``.
   The noise mask and OHEM still select pixels by the *label's* ``−ln p(gt)``. Reed et al. used β = 0.95 (soft)
   and β = 0.8 (hard).
+* **Forward loss correction** (``robust="forward"``; Patrini et al., CVPR 2017, "Making deep neural networks robust
+  to label noise: a loss correction approach"): the NLL of the *corrected* distribution ``p̃ = Tᵀ·softmax(logits)``
+  (``p̃_j = Σ_i p_i T[i, j]``, computed as ``logsumexp_i(ln p_i + ln T[i, j])``) against the noisy label, with the
+  symmetric transition matrix of :func:`forward_transition`: ``T[i, j] = P(noisy label j | true class i)`` is
+  ``1−η`` on the diagonal and ``η/(K−1)`` between the K classes present in the training labels; a class absent from
+  them keeps an identity row and column (no mass leaks to or from it, so the loss pushes its probability down as
+  CE does; a label of an absent class gets plain CE). η = ``noise_rate`` must be in ``[0, (K−1)/K)`` (at
+  ``(K−1)/K`` T is uniform: the labels carry no information). Nothing changes at inference: the plain softmax is
+  the clean estimate. The per-pixel loss is bounded by ``−ln(η/(K−1)) − ln Σ_{i present} p_i``.
+* **Generalized cross entropy** (``robust="gce"``; Zhang & Sabuncu, NeurIPS 2018): ``(1 − p_y^q)/q`` with
+  ``q = gce_q`` in (0, 1] (q → 0 is CE, q = 1 is MAE), computed as ``−expm1(q·ln p_y)/q``.
+  Both robust losses: trusted pixels keep plain (smoothed) CE; class weights weigh a pixel by its (noisy) label's
+  class as for CE; label smoothing mixes the per-class terms with the smoothed target (``−Σ_j s_j ln p̃_j`` and
+  ``Σ_j s_j (1 − p_j^q)/q``); Dice is added unchanged. They cannot be combined with the noise mask, OHEM or
+  bootstrapping (each is another rule for the same noisy pixels; :meth:`LossConfig.validate` refuses them).
 * **Multi-view consistency** (:func:`consistency_loss`): loss on a random rot90 view mapped back, plus MSE between
   the logits of the two views.
 
@@ -42,6 +57,7 @@ CLASS_WEIGHT_MODES = ("none", "enet", "inverse")
 NOISE_MODES = ("none", "cos", "const")
 NOISE_DENOMINATORS = ("all", "kept")
 BOOTSTRAP_MODES = ("none", "soft", "hard")
+ROBUST_MODES = ("none", "forward", "gce")
 LN100 = math.log(100.0)
 LN10 = math.log(10.0)
 
@@ -116,6 +132,30 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1 - dice[present]).mean() if present.any() else logits.sum() * 0
 
 
+def _checked_target(target: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(target as long, valid = not ignored, target with ignored pixels set to class 0)``; checks the indices."""
+    target = target.long()
+    valid = target != IGNORE
+    # the range check reads a value back from the device: on CUDA it would stall every step (the trainer checks its
+    # samples' class indices once, before training), so it runs where it is free, on the CPU
+    if not target.is_cuda and bool(((target < 0) | (target >= c))[valid].any()):
+        raise ValueError(f"target holds class indices outside [0, {c}) other than the ignore value {IGNORE}")
+    return target, valid, torch.where(valid, target, torch.zeros_like(target))
+
+
+def _smoothed(term_y: torch.Tensor, term_sum: Callable[[], torch.Tensor], smoothing: float, c: int) -> torch.Tensor:
+    """``Σ_j s_j ℓ_j`` for the smoothed target ``s`` (``1−ε`` on the label, ``ε/(C−1)`` elsewhere).
+
+    ``term_y`` is ``ℓ_y`` (``N×H×W``), ``term_sum()`` gives ``Σ_j ℓ_j`` (only called when ε > 0).
+    """
+    if smoothing <= 0:
+        return term_y
+    if c < 2:
+        raise ValueError("label smoothing needs at least 2 classes")
+    rest = term_sum() - term_y  # Σ_{j≠y} ℓ_j
+    return (1 - smoothing) * term_y + smoothing / (c - 1) * rest
+
+
 def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0, bootstrap: str = "none",
              beta: float = 1.0, trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pixel losses ``(nll, loss, valid)``, each ``N×H×W``.
@@ -132,22 +172,10 @@ def pixel_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"bootstrap beta must be in [0, 1], got {beta}")
     c = logits.shape[1]
-    target = target.long()
-    valid = target != IGNORE
-    # the range check reads a value back from the device: on CUDA it would stall every step (the trainer checks its
-    # samples' class indices once, before training), so it runs where it is free, on the CPU
-    if not target.is_cuda and bool(((target < 0) | (target >= c))[valid].any()):
-        raise ValueError(f"target holds class indices outside [0, {c}) other than the ignore value {IGNORE}")
+    target, valid, t = _checked_target(target, c)
     logp = logits.float().log_softmax(1)
-    t = torch.where(valid, target, torch.zeros_like(target))
     nll = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
-    if smoothing > 0:
-        if c < 2:
-            raise ValueError("label smoothing needs at least 2 classes")
-        rest = -(logp.sum(1) + nll)  # −Σ_{c≠y} ln p_c  (ln p_y = −nll)
-        loss = (1 - smoothing) * nll + smoothing / (c - 1) * rest
-    else:
-        loss = nll
+    loss = _smoothed(nll, lambda: -logp.sum(1), smoothing, c)
     if bootstrap != "none" and beta < 1.0:
         if bootstrap == "soft":
             self_term = -(logp.exp() * logp).sum(1)  # H(p), gradients through both factors (Reed et al.)
@@ -239,6 +267,86 @@ def ohem_ce(
     return _ratio((loss * w * keep).sum(), (w * keep).sum()), frac.detach()
 
 
+def forward_transition(c: int, noise_rate: float, present: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """The symmetric noise transition matrix ``T`` (``C×C``, float64) of forward correction.
+
+    ``T[i, j] = P(noisy label j | true class i)``. Between the K classes ``present`` in the training labels (all C
+    when None): ``1−η`` on the diagonal and ``η/(K−1)`` elsewhere. A class absent from them keeps an identity row
+    and column, so no mass flows to or from it. Every row sums to 1. η must be in ``[0, (K−1)/K)``: at
+    ``(K−1)/K`` every row is uniform and the noisy label says nothing about the true class; K must be >= 2.
+    """
+    pres = np.ones(c, bool) if present is None else np.asarray(torch.as_tensor(present).cpu(), bool).reshape(-1)
+    if pres.shape != (c,):
+        raise ValueError(f"the present-class vector has {pres.size} entries for {c} classes")
+    k = int(pres.sum())
+    if k < 2:
+        raise ValueError(f"forward loss correction needs at least 2 classes present in the training labels (got {k})")
+    eta = float(noise_rate)
+    if not (math.isfinite(eta) and 0.0 <= eta < (k - 1) / k):
+        raise ValueError(f"noise_rate η must be in [0, (K−1)/K) = [0, {(k - 1) / k:.4f}) for K = {k} present classes "
+                         f"(got {noise_rate})")
+    t = np.eye(c)
+    idx = np.flatnonzero(pres)
+    t[np.ix_(idx, idx)] = eta / (k - 1)
+    t[idx, idx] = 1.0 - eta
+    return torch.from_numpy(t)
+
+
+def forward_ce(logits: torch.Tensor, target: torch.Tensor, transition: torch.Tensor, smoothing: float = 0.0,
+               trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel forward-corrected CE ``(loss, valid)``, each ``N×H×W`` (Patrini et al. 2017).
+
+    ``loss = −ln p̃_y`` with ``ln p̃_j = logsumexp_i(ln p_i + ln T[i, j])`` (``transition`` = T, ``C×C``; zeros
+    of T are exact ``−inf`` in log space, so η = 0 gives plain CE). With label smoothing ε the loss is
+    ``−Σ_j s_j ln p̃_j``. ``trusted`` pixels get the plain (smoothed) CE. 0 at ignored pixels.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    c = logits.shape[1]
+    if tuple(transition.shape) != (c, c):
+        raise ValueError(f"the transition matrix is {tuple(transition.shape)} for {c} classes")
+    _, valid, t = _checked_target(target, c)
+    logp = logits.float().log_softmax(1)
+    log_t = transition.to(logp.device, torch.float32).log()  # −inf where T = 0
+    if smoothing > 0:
+        # every ln p̃_j: N×C(i)×C(j)×H×W, reduced over i
+        logq = torch.logsumexp(logp.unsqueeze(2) + log_t[None, :, :, None, None], dim=1)
+        nll_q = -logq.gather(1, t.unsqueeze(1)).squeeze(1)
+        loss = _smoothed(nll_q, lambda: -logq.sum(1), smoothing, c)
+    else:
+        # only the label's column: ln T[i, y] per pixel, N×C(i)×H×W
+        col = log_t.t()[t].permute(0, 3, 1, 2)
+        loss = -torch.logsumexp(logp + col, dim=1)
+    if trusted is not None:
+        nll = -logp.gather(1, t.unsqueeze(1)).squeeze(1)
+        ce = _smoothed(nll, lambda: -logp.sum(1), smoothing, c)
+        loss = torch.where(trusted.to(loss.device).bool(), ce, loss)
+    return torch.where(valid, loss, torch.zeros_like(loss)), valid
+
+
+def generalized_ce(logits: torch.Tensor, target: torch.Tensor, q: float = 0.7, smoothing: float = 0.0,
+                   trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel generalized cross entropy ``(loss, valid)``, each ``N×H×W`` (Zhang & Sabuncu 2018).
+
+    ``loss = (1 − p_y^q)/q``, computed as ``−expm1(q·ln p_y)/q`` (exact as q → 0, where it tends to CE);
+    ``q = 1`` is MAE (``1 − p_y``). With label smoothing ε: ``Σ_j s_j (1 − p_j^q)/q``. ``trusted`` pixels get the
+    plain (smoothed) CE. 0 at ignored pixels.
+    """
+    if not (isinstance(q, (int, float)) and 0.0 < q <= 1.0):
+        raise ValueError(f"GCE q must be in (0, 1], got {q}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    c = logits.shape[1]
+    _, valid, t = _checked_target(target, c)
+    logp = logits.float().log_softmax(1)
+    lp_y = logp.gather(1, t.unsqueeze(1)).squeeze(1)
+    loss = _smoothed(-torch.expm1(q * lp_y) / q, lambda: (-torch.expm1(q * logp) / q).sum(1), smoothing, c)
+    if trusted is not None:
+        ce = _smoothed(-lp_y, lambda: -logp.sum(1), smoothing, c)
+        loss = torch.where(trusted.to(loss.device).bool(), ce, loss)
+    return torch.where(valid, loss, torch.zeros_like(loss)), valid
+
+
 def consistency_loss(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -294,6 +402,9 @@ class LossConfig:
     consistency_weight: float = 1.0
     bootstrap: str = "none"  # none | soft (target β·label + (1−β)·p) | hard (β·label + (1−β)·onehot(argmax p))
     bootstrap_beta: float = 0.8  # β, the label's share (Reed et al.: 0.95 soft, 0.8 hard)
+    robust: str = "none"  # none | forward (loss correction with symmetric T, Patrini et al.) | gce (Zhang & Sabuncu)
+    noise_rate: float = 0.3  # forward: η, the expected share of flipped labels; in [0, (K−1)/K) for K present classes
+    gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -331,6 +442,20 @@ class LossConfig:
             raise ValueError(f"bootstrap_beta β must be in [0, 1] (got {self.bootstrap_beta})")
         if self.ohem and self.noise_mask != "none":
             raise ValueError("OHEM and the noise mask select pixels in opposite ways; enable only one of them")
+        if self.robust not in ROBUST_MODES:
+            raise ValueError(f"robust (noise-robust loss) must be one of {', '.join(ROBUST_MODES)} (got '{self.robust}')")
+        if not (isinstance(self.noise_rate, (int, float)) and math.isfinite(self.noise_rate) and 0.0 <= self.noise_rate < 1.0):
+            raise ValueError(f"noise_rate η must be in [0, 1), and below (K−1)/K for the K classes present in the "
+                             f"training labels (got {self.noise_rate})")
+        if not (isinstance(self.gce_q, (int, float)) and 0.0 < self.gce_q <= 1.0):
+            raise ValueError(f"gce_q must be in (0, 1] (q → 0 is CE, q = 1 is MAE; got {self.gce_q})")
+        if self.robust != "none":
+            other = [name for name, on in (("the noise mask", self.noise_mask != "none"), ("OHEM", self.ohem),
+                                           ("bootstrapping", self.bootstrap != "none")) if on]
+            if other:
+                raise ValueError(f"the noise-robust loss robust='{self.robust}' replaces the per-pixel CE; it cannot be "
+                                 f"combined with {' or '.join(other)} (another rule for the same noisy pixels): "
+                                 "enable only one of them")
         for name in ("dice_weight", "consistency_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -338,15 +463,17 @@ class LossConfig:
 
 
 class SegLoss(torch.nn.Module):
-    """The configured loss: CE (class weights, label smoothing, noise mask or OHEM) + optional Dice.
+    """The configured loss: CE (class weights, label smoothing, noise mask, OHEM or a noise-robust loss) + optional Dice.
 
     ``SegLoss(weights, dice)`` is the v1 form (weighted CE + Dice). ``SegLoss(weights, config=LossConfig(...))``
-    selects the rest. Call :meth:`set_epoch` once per epoch for the cosine noise threshold; after each call
+    selects the rest; ``present`` (a boolean vector over the classes, e.g. ``freqs > 0`` of the training labels)
+    fixes the K classes of forward correction's transition matrix (default: every class of the logits). Call :meth:`set_epoch` once per epoch for the cosine noise threshold; after each call
     :attr:`last_stats` holds detached tensors (``noise_dropped`` / ``ohem_kept``). :meth:`model_loss` runs the
     model and adds the consistency term when enabled.
     """
 
-    def __init__(self, weights: np.ndarray | None = None, dice: bool = False, config: LossConfig | None = None):
+    def __init__(self, weights: np.ndarray | None = None, dice: bool = False, config: LossConfig | None = None,
+                 present: np.ndarray | None = None):
         super().__init__()
         cfg = config if config is not None else LossConfig(dice=dice)
         if config is not None and dice:
@@ -356,6 +483,12 @@ class SegLoss(torch.nn.Module):
         self.register_buffer("weight", None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32))
         if self.weight is not None and not bool(torch.isfinite(self.weight).all()):
             raise ValueError("class weights must be finite")
+        # forward correction: the classes present in the training labels (None: every class of the logits)
+        self.present = None if present is None else np.asarray(present, bool).reshape(-1).copy()
+        transition = None
+        if cfg.robust == "forward" and self.present is not None:
+            transition = forward_transition(self.present.size, cfg.noise_rate, self.present).float()
+        self.register_buffer("transition", transition)
         self.threshold = cfg.noise_threshold if cfg.noise_mask == "const" else noise_threshold(0, 1, cfg.noise_p_start, cfg.noise_p_end)
         self.last_stats: dict[str, torch.Tensor] = {}
 
@@ -371,6 +504,14 @@ class SegLoss(torch.nn.Module):
         elif c.noise_mask == "const":
             self.threshold = c.noise_threshold
         return self.threshold
+
+    def _transition(self, c: int, device: torch.device) -> torch.Tensor:
+        """T for ``c`` classes: built from ``present`` at construction, else with every class present."""
+        if self.transition is None:
+            self.transition = forward_transition(c, self.config.noise_rate).float().to(device)
+        if self.transition.shape[0] != c:
+            raise ValueError(f"the loss was built for {self.transition.shape[0]} classes, the logits have {c}")
+        return self.transition
 
     def _resize(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
@@ -392,7 +533,13 @@ class SegLoss(torch.nn.Module):
             if record:
                 self.last_stats["ohem_kept"] = frac
         else:
-            _, per, valid = pixel_ce(logits, target, c.label_smoothing, c.bootstrap, c.bootstrap_beta, trusted)
+            if c.robust == "forward":
+                per, valid = forward_ce(logits, target, self._transition(logits.shape[1], logits.device),
+                                        c.label_smoothing, trusted)
+            elif c.robust == "gce":
+                per, valid = generalized_ce(logits, target, c.gce_q, c.label_smoothing, trusted)
+            else:
+                _, per, valid = pixel_ce(logits, target, c.label_smoothing, c.bootstrap, c.bootstrap_beta, trusted)
             w = _pixel_weights(target, valid, self.weight)
             loss = _ratio((per * w).sum(), w.sum())
         if c.dice:
@@ -425,6 +572,6 @@ class SegLoss(torch.nn.Module):
 
 
 __all__ = [
-    "LossConfig", "SegLoss", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights", "noise_mask_ce",
-    "noise_threshold", "ohem_ce", "pixel_ce",
+    "LossConfig", "SegLoss", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights", "forward_ce",
+    "forward_transition", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
 ]

@@ -115,6 +115,11 @@ class TrainConfig:
     consistency_weight: float = 1.0
     bootstrap: str = "none"  # "soft" | "hard": target β·label + (1−β)·prediction (Reed et al. 2015)
     bootstrap_beta: float = 0.8  # β, the label's share
+    # noise-robust loss instead of CE: "none" | "forward" (loss correction with a symmetric transition matrix,
+    # Patrini et al. 2017) | "gce" (generalized cross entropy, Zhang & Sabuncu 2018); trusted pixels keep CE
+    robust: str = "none"
+    noise_rate: float = 0.3  # forward: η, the expected share of flipped labels, in [0, (K−1)/K) for K present classes
+    gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
     monitor: str = "miou"  # validation score that picks the best checkpoint and drives early stopping
     patience: int | None = None  # stop after this many epochs without improvement of `monitor` (None: never)
     deterministic: bool = False  # also ask torch for deterministic kernels (slower on GPU)
@@ -176,6 +181,11 @@ class TrainConfig:
         self._validate_refine()
         self._validate_clean()
         self.loss_config().validate()
+        if self.robust == "forward":
+            k = len(get_scheme(self.scheme).names)  # at most K classes can be present in the training labels
+            if not self.noise_rate < (k - 1) / k:
+                raise ValueError(f"noise_rate η must be below (K−1)/K = {(k - 1) / k:.4f} for the {k} classes of scheme "
+                                 f"{self.scheme} (got {self.noise_rate}); at (K−1)/K the labels say nothing")
 
     def _validate_clean(self) -> None:
         from seghz.train.clean import CLEANS
@@ -575,7 +585,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         say(0.0, f"warning: class(es) absent from the training labels: {', '.join(absent)}")
     weights = make_class_weights(freqs, cfg.class_weights, list(scheme.names))  # warns about absent classes
     lcfg = cfg.loss_config()
-    crit = SegLoss(weights, config=lcfg).to(device)
+    crit = SegLoss(weights, config=lcfg, present=freqs > 0).to(device)  # present: forward correction's K classes
 
     global_batch = cfg.batch_size * dctx.world
     pixels = sum(s[1].size for s in train_samples)
