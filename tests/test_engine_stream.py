@@ -140,12 +140,24 @@ def test_real_compile_matches_eager():
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(h=st.integers(5, 70), w=st.integers(5, 70), tile=st.sampled_from([16, 24, 32]), overlap=st.sampled_from([0.0, 0.25, 0.5]),
-       tta=st.sampled_from(["none", "d4", "flip"]), nodata=st.booleans())
-def test_in_memory_outputs_equal_the_streamed_strips_bit_for_bit(h, w, tile, overlap, tta, nodata):
+       tta=st.sampled_from(["none", "d4", "flip"]), nodata=st.booleans(), rowwise=st.booleans())
+def test_in_memory_outputs_equal_the_streamed_strips_bit_for_bit(h, w, tile, overlap, tta, nodata, rowwise):
     """predict_full / predict_proba write each finished block straight into whole-image arrays (the sink); the
-    values are those of the strips that stream() yields, joined, to the bit (nodata pixels included)."""
+    values are those of the strips that stream() yields, joined, to the bit (nodata pixels included).
+    ``rowwise`` runs the CUDA path's gathering on the CPU: blocks collected into full-width device rows that are
+    copied to the host once per window row (contiguous copies)."""
+    import seghz.infer.engine as E
+
+    old, E._ROWWISE_ON_CPU = E._ROWWISE_ON_CPU, rowwise
+    try:
+        _check_sink_equals_strips(h, w, tile, overlap, tta, nodata)
+    finally:
+        E._ROWWISE_ON_CPU = old
+
+
+def _check_sink_equals_strips(h, w, tile, overlap, tta, nodata):
     img = _image(h, w, seed=h * 71 + w)
     valid = None
     if nodata:
@@ -172,3 +184,32 @@ def test_sink_needs_a_mask():
     p = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=16, device="cpu")
     with pytest.raises(ValueError, match="mask"):
         list(p.stream(20, 20, lambda a, b: (_image(20, 20)[a:b], None), sink={"proba": np.empty((C, 20, 20), np.float32)}))
+
+
+def test_host_outputs_fall_back_to_plain_arrays():
+    """Page-locked outputs only for CUDA runs within the size cap; otherwise (or when pinning fails) plain arrays of
+    the asked shapes and dtypes."""
+    import seghz.infer.engine as E
+
+    specs = {"mask": ((3, 5), np.uint8), "proba": ((2, 3, 5), np.float32)}
+    out = E.host_outputs(specs, pinned=False)
+    assert {k: (v.shape, v.dtype) for k, v in out.items()} == {"mask": ((3, 5), np.uint8), "proba": ((2, 3, 5), np.float32)}
+    assert all(v.flags.writeable and v.flags.c_contiguous for v in out.values())
+    old, E.PINNED_OUTPUT_MAX_BYTES = E.PINNED_OUTPUT_MAX_BYTES, 10  # over the cap: never pinned, even when asked
+    try:
+        big = E.host_outputs(specs, pinned=True)
+        assert big["proba"].shape == (2, 3, 5) and big["mask"].dtype == np.uint8
+        assert not any(torch.from_numpy(v).is_pinned() for v in big.values()) if torch.cuda.is_available() else True
+    finally:
+        E.PINNED_OUTPUT_MAX_BYTES = old
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked outputs and the row-wise copy path need CUDA")
+def test_cuda_sink_outputs_are_pinned_and_equal_the_streamed_strips():
+    img = _image(61, 47, seed=3)
+    p = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=24, overlap=0.25, batch_size=3, device="cuda")
+    strips = list(p.stream(61, 47, lambda a, b: (img[a:b], None), "flip", uncertainty=True, proba=True))
+    full = p.predict_full(img, "flip", return_proba=True)
+    assert torch.from_numpy(full.proba).is_pinned()
+    np.testing.assert_array_equal(full.mask, np.concatenate([s.mask for s in strips]))
+    np.testing.assert_array_equal(full.proba, np.concatenate([s.proba for s in strips], 1))

@@ -482,3 +482,18 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(a[0], b[0].cpu(), atol=1e-4, rtol=0)
     agree = (a[1] == b[1].cpu()).float().mean()
     assert agree > 0.999  # nearest ties may round differently on the GPU
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), flip=st.booleans(), dtype=st.sampled_from([None, torch.float32, torch.long]))
+def test_to_device_copies_values_whatever_the_strides(h, w, flip, dtype):
+    """The stall-free host → device copy: same values (and the asked dtype) for reversed / transposed arrays."""
+    from seghz.devices import to_device
+
+    a = np.arange(h * w * 2, dtype=np.int64).reshape(h, w, 2)
+    a = a[:, ::-1] if flip else a.transpose(1, 0, 2)
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        t = to_device(a, dev, dtype)
+        assert t.device.type == dev and t.dtype == (dtype or torch.int64)
+        np.testing.assert_array_equal(t.cpu().numpy(), a.astype(t.cpu().numpy().dtype))
+    assert to_device([3, 1, 2], "cpu", torch.long).tolist() == [3, 1, 2]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seghz.devices import readonly_tensor, to_device
 from seghz.errors import SegHZError
 
 
@@ -54,6 +56,7 @@ TTA_MODES: dict[str, list[str]] = {"none": ["identity"], "flip": ["identity", "l
 # Backward compatible: the 8 distinct D4 views as (name, forward, inverse).
 D4_VIEWS: list[tuple[str, Callable, Callable]] = [(n, *VIEWS[n]) for n in _D4]
 MERGES = ("softmax", "logits")
+_ROWWISE_ON_CPU = False  # tests: run the CUDA row-wise sink path on the CPU
 STRIP_VALUES = 1 << 22  # probabilities per yielded strip (16 MB of float32): bounds the memory of wide scenes
 BLENDS = ("uniform", "gaussian", "cosine")
 
@@ -185,39 +188,39 @@ def pad32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _block_fields(buf: dict[str, torch.Tensor], rows: slice, valid: np.ndarray | None, want: set[str]) -> dict:
+def _block_fields(buf: dict[str, torch.Tensor], rows: slice, valid: torch.Tensor | None, want: set[str]) -> dict:
     """Rows ``rows`` of one block's blending buffers as finished outputs, on the device: ``mask`` (uint8, 255 where
     uncovered or not valid) and those of ``confidence``, ``entropy``, ``disagreement``, ``seam``, ``proba`` in
-    ``want``. Not-valid pixels hold confidence 0, NaN entropy / disagreement / seam and zero probabilities."""
+    ``want``. ``valid``: the rows' validity, best on the buffers' device (None: all valid). Not-valid pixels hold
+    confidence 0, NaN entropy / disagreement / seam and zero probabilities.
+
+    Only ``masked_fill_`` writes the not-valid pixels: boolean-index assignment (``x[bad] = v``) can make CUDA
+    read the mask back to the host, which would stall the device once per block."""
     ws = buf["wsum"][rows]
     covered = ws > 0
     safe = torch.where(covered, ws, torch.ones_like(ws))
     proba = buf["acc"][:, rows] / safe
-    ok = covered if valid is None else covered & torch.from_numpy(np.ascontiguousarray(valid)).to(ws.device)
-    bad = ~ok
+    if valid is not None and not torch.is_tensor(valid):  # a host mask (the stream hands device ones)
+        valid = torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(ws.device)
+    bad = ~covered if valid is None else ~(covered & valid)
     mask = proba.argmax(0).to(torch.uint8)
     out: dict[str, torch.Tensor] = {}
     if "confidence" in want:
-        out["confidence"] = proba.amax(0)
-        out["confidence"][bad] = 0.0
+        out["confidence"] = proba.amax(0).masked_fill_(bad, 0.0)
     if "entropy" in want:
         t = proba.clamp_min(1e-12)
-        out["entropy"] = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0)
+        out["entropy"] = _class_sum(t.log_().mul_(proba)).neg_().clamp_min_(0.0).masked_fill_(bad, float("nan"))
         del t
-        out["entropy"][bad] = float("nan")
     if "disagreement" in want:
-        out["disagreement"] = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
-        out["disagreement"][bad] = float("nan")
+        d = buf["dis"][rows] / safe if "dis" in buf else torch.zeros_like(ws)
+        out["disagreement"] = d.masked_fill_(bad, float("nan"))
     if "seam" in want:
         agree = buf["votes"][:, rows].gather(0, mask.long()[None])[0]
         nc = buf["ncov"][rows]
-        out["seam"] = 1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))
-        out["seam"][bad] = float("nan")
+        out["seam"] = (1.0 - agree / torch.where(nc > 0, nc, torch.ones_like(nc))).masked_fill_(bad, float("nan"))
     if "proba" in want:
-        proba[:, bad] = 0.0
-        out["proba"] = proba
-    mask[bad] = 255
-    out["mask"] = mask
+        out["proba"] = proba.masked_fill_(bad[None], 0.0)
+    out["mask"] = mask.masked_fill_(bad, 255)
     return out
 
 
@@ -263,17 +266,23 @@ def _class_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Copier:
-    """Device → host copies of finished blocks into (views of) preallocated numpy outputs.
+    """Device → host copies of finished outputs into (views of) preallocated numpy outputs.
 
-    On the CPU a copy is a plain ``copy_``. On CUDA each copy is queued on a side stream (after an event recorded
-    on the compute stream, so it sees the finished values) and run by one worker thread: the compute stream goes on
-    with the next windows while the host receives the last ones. The worker holds a reference to each source
-    tensor until its copy is done. :meth:`close` waits for every copy and re-raises the first failure.
+    On the CPU a copy is a plain ``copy_``. On CUDA (``rowwise``) the stream gathers each window row's finished
+    rows on the device and hands them over whole, so every copy lands in *contiguous* host memory (a strided
+    host destination makes torch stage the copy through a temporary pageable buffer). Into page-locked outputs
+    (``pinned``, see :func:`host_outputs`) a copy is queued on a side stream after an event recorded on the compute
+    stream, straight from the calling thread: a DMA that overlaps the next windows' compute (the source is kept
+    alive for the side stream by ``record_stream``). Into pageable outputs the copies run from one worker thread
+    (a copy into pageable memory blocks the thread that issues it). :meth:`close` waits for every copy and
+    re-raises the first failure.
     """
 
-    def __init__(self, dev: torch.device):
+    def __init__(self, dev: torch.device, pinned: bool = False, rowwise: bool | None = None):
         self.cuda = dev.type == "cuda"
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="seghz-d2h") if self.cuda else None
+        self.pinned = self.cuda and pinned
+        self.rowwise = self.cuda if rowwise is None else rowwise
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="seghz-d2h") if self.cuda and not self.pinned else None
         self.stream = torch.cuda.Stream(dev) if self.cuda else None
         self.futures: list = []  # touched by the calling thread only (the worker runs the jobs)
 
@@ -283,6 +292,12 @@ class _Copier:
             return
         ev = torch.cuda.Event()
         ev.record()  # on the current (compute) stream, after src was computed
+        if self.pinned:
+            with torch.cuda.stream(self.stream):
+                self.stream.wait_event(ev)
+                torch.from_numpy(dst).copy_(src, non_blocking=True)
+            src.record_stream(self.stream)  # the allocator must not hand src's memory out before the copy ran
+            return
 
         def job(src=src, ev=ev, dst=dst):
             with torch.cuda.stream(self.stream):
@@ -294,7 +309,17 @@ class _Copier:
         if len(self.futures) > 64:  # keep the list short: drop the finished ones (errors surface in close)
             self.futures = [f for f in self.futures if not f.done() or f.exception() is not None]
 
+    def put_rows(self, t: torch.Tensor, dst: np.ndarray, a: int, b: int) -> None:
+        """Copy ``t`` (a (C×)(b−a)×W device tensor) into rows ``[a, b)`` of ``dst``, one contiguous copy per class."""
+        if t.dim() == 3:
+            for c in range(t.shape[0]):
+                self.put(t[c], dst[c, a:b])
+        else:
+            self.put(t, dst[a:b])
+
     def close(self) -> None:
+        if self.pinned:
+            self.stream.synchronize()
         if self.pool is None:
             return
         try:
@@ -303,6 +328,38 @@ class _Copier:
         finally:
             self.pool.shutdown(wait=True)
             self.pool = None
+
+
+PINNED_OUTPUT_MAX_BYTES = 8 << 30  # in-memory results up to this size are page-locked on CUDA (and ≤ 1/4 of the RAM)
+
+
+def _ram_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 0
+
+
+def host_outputs(specs: dict[str, tuple[tuple[int, ...], type]], pinned: bool) -> dict[str, np.ndarray]:
+    """Uninitialised numpy output arrays ``name -> (shape, dtype)``.
+
+    With ``pinned`` (the model runs on CUDA) and a total of at most :data:`PINNED_OUTPUT_MAX_BYTES` (and a quarter
+    of the machine's RAM) they are views of page-locked torch tensors from torch's caching host allocator: the
+    device copies into them are asynchronous DMAs at full bus speed, and a freed result's memory is reused by the
+    next one without pinning it again. Otherwise (or if page-locking fails) plain numpy arrays."""
+    total = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in specs.values())
+    ram = _ram_bytes()
+    if pinned and total <= PINNED_OUTPUT_MAX_BYTES and (ram == 0 or total <= ram // 4):
+        try:
+            return {n: torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dt)).dtype, pin_memory=True).numpy()
+                    for n, (shape, dt) in specs.items()}
+        except RuntimeError:  # page-locking refused (limits, no driver): plain memory still works
+            pass
+    return {n: np.empty(shape, dt) for n, (shape, dt) in specs.items()}
+
+
+def _is_pinned(a: np.ndarray) -> bool:
+    return a.size > 0 and torch.from_numpy(a).is_pinned()
 
 
 class _Band:
@@ -321,8 +378,10 @@ class _Band:
         self.pieces: list[Strip] = []  # finished blocks kept to be joined into whole-row strips
         self.r = self.e = 0
         self.valid: np.ndarray | None = None
+        self.valid_t: torch.Tensor | None = None  # ``valid`` on the device
         self.out = (0, 0)
         self.carry_on = False
+        self.rows: dict[str, torch.Tensor] = {}  # row-wise sink copies: the finished rows ``out``, full width
 
     def get(self, j: int) -> dict[str, torch.Tensor]:
         bb = self.blocks.get(j)
@@ -435,6 +494,7 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         self.model.eval()
         self._compiled = None
+        self._norm_consts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._compiled_bs: int | None = None
         self.compile_seconds = 0.0
         self.compile_error: str | None = None
@@ -456,9 +516,12 @@ class Predictor:
     def _normalise_t(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 h×w×3 tensor (on any device) → normalised float 3×h×w on the same device."""
         x = x.permute(2, 0, 1).float().div_(255)
-        m = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-        s = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
-        return (x - m) / s
+        key = (str(x.device), tuple(self.mean), tuple(self.std))
+        ms = self._norm_consts.get(key)
+        if ms is None:  # made once per device: a tensor built from Python numbers on CUDA waits for the device
+            ms = self._norm_consts[key] = tuple(torch.tensor(v, dtype=torch.float32).view(3, 1, 1).to(x.device)
+                                                for v in (self.mean, self.std))
+        return (x - ms[0]) / ms[1]
 
     # ------------------------------------------------------------------ model calls
 
@@ -620,7 +683,11 @@ class Predictor:
         edges = list(cs) + [W]  # block j = columns [edges[j], edges[j + 1])
         total = len(ks) * len(cs)
         carry: dict[int, dict[str, torch.Tensor]] = {}  # block -> rows [r, previous r + th) carried into this row
-        copier = _Copier(dev) if sink is not None else None
+        copier = None
+        if sink is not None:
+            cuda = dev.type == "cuda"
+            copier = _Copier(dev, pinned=cuda and all(_is_pinned(v) for v in sink.values()),
+                             rowwise=True if _ROWWISE_ON_CPU else None)
         try:
             yield from self._stream_rows(ks, rs, cs, H, W, th, tw, y0, y1, C, bs, planes, wt, edges, total, carry, read,
                                          views, merge, blocks, proba, sink, copier, progress, should_cancel)
@@ -645,6 +712,8 @@ class Predictor:
                     valid = None
             band = _Band(th, tw, edges, planes, carry, dev)
             band.r, band.e, band.valid = r, e, valid
+            if valid is not None:  # once per row, without stalling the device
+                band.valid_t = to_device(valid, dev)
             band.out = (max(y0, r), min(y1, e))  # the rows this window row finishes (and that were asked for)
             band.carry_on = k != ks[-1] and e < r + th  # the next window row takes over rows [e, r + th)
             carry = band.carry_out
@@ -657,6 +726,9 @@ class Predictor:
                                               should_cancel, done, total)
                 done += len(cols)
             yield from finish(len(cs))
+            for name, t in band.rows.items():  # row-wise sink: the row's finished rows, whole, to the host
+                copier.put_rows(t, sink[name], *band.out)
+            band.rows = {}
             if progress is not None:
                 progress(done / total if total else 1.0, f"window {done}/{total}")
             a_out, b_out = band.out
@@ -677,9 +749,9 @@ class Predictor:
         Returns the batch size to go on with (halved after running out of GPU memory)."""
         nv = len(views)
         if any(st < 0 for st in img.strides):
-            img = np.ascontiguousarray(img)
+            img = img.copy(order="C")  # ascontiguousarray would keep a size-1 axis's negative stride
         # uint8 th×W×3, any strides: a band-major row read (3×th×W transposed) is not copied once more here
-        x_row = torch.from_numpy(img).to(self.device, non_blocking=True)
+        x_row = to_device(img, self.device) if self._cuda else readonly_tensor(img)
         crops: dict[int, torch.Tensor] = {}  # normalised windows of the batches in flight only (not the whole row)
 
         def crop(c: int) -> torch.Tensor:
@@ -745,7 +817,7 @@ class Predictor:
     def _finish_blocks(self, band: _Band, upto: int, *, C: int, blocks: bool, proba: bool, sink=None, copier=None):
         """Finish the blocks of ``band`` up to ``upto`` (no window left touches them): yield (``blocks=True``) or
         keep (``band.pieces``) their rows ``band.out``, and hand their rows ``[e, r + th)`` on to the next row."""
-        r, e, valid = band.r, band.e, band.valid
+        r, e, valid = band.r, band.e, band.valid_t
         a_out, b_out = band.out
         for j in range(band.finished, upto):
             bb = band.take(j)
@@ -757,10 +829,11 @@ class Predictor:
                 step = max(1, STRIP_VALUES // (C * (x1 - x0))) if blocks else b_out - a_out
                 for a in range(a_out, b_out, step):
                     b = min(a + step, b_out)
+                    vab = None if vb is None else vb[a - r : b - r]
                     if sink is not None:
-                        self._strip_into(sink, copier, a, b, r, bb, None if vb is None else vb[a - r : b - r], x0)
+                        self._strip_into(sink, copier, band, a, b, r, bb, vab, x0)
                         continue
-                    st = self._strip(a, b, r, bb, None if vb is None else vb[a - r : b - r], proba, x0)
+                    st = self._strip(a, b, r, bb, vab, proba, x0)
                     if blocks:
                         yield st
                     else:
@@ -778,12 +851,23 @@ class Predictor:
                      x0)
 
     @staticmethod
-    def _strip_into(sink, copier, a, b, base, buf, valid, x0) -> None:
-        """Like :meth:`_strip`, for the fields of ``sink`` only, copied into ``sink[...][..., a:b, x0:x1]``."""
+    def _strip_into(sink, copier, band, a, b, base, buf, valid, x0) -> None:
+        """Like :meth:`_strip`, for the fields of ``sink`` only: copied into ``sink[...][..., a:b, x0:x1]``, or
+        (``copier.rowwise``) into the row's full-width device buffers ``band.rows``, copied to the host whole when
+        the window row is done."""
         out = _block_fields(buf, slice(a - base, b - base), valid, set(sink))
         x1 = x0 + out["mask"].shape[1]
+        if not copier.rowwise:
+            for name, t in out.items():
+                copier.put(t, sink[name][..., a:b, x0:x1])
+            return
+        a_out, b_out = band.out
         for name, t in out.items():
-            copier.put(t, sink[name][..., a:b, x0:x1])
+            rb = band.rows.get(name)
+            if rb is None:
+                shape = (*sink[name].shape[:-2], b_out - a_out, sink[name].shape[-1])
+                rb = band.rows[name] = torch.empty(shape, dtype=t.dtype, device=t.device)
+            rb[..., a - a_out : b - a_out, x0:x1].copy_(t)
 
     def _image_stream(self, image, tta, progress, should_cancel, valid_mask, **kw):
         h, w = _image_hw(image)
@@ -814,7 +898,7 @@ class Predictor:
     ) -> np.ndarray:
         """Class probabilities C×H×W (float32) for an RGB uint8 image H×W×3."""
         h, w = _image_hw(image)
-        sink = {"mask": np.empty((h, w), np.uint8), "proba": np.empty((self.num_classes, h, w), np.float32)}
+        sink = host_outputs({"mask": ((h, w), np.uint8), "proba": ((self.num_classes, h, w), np.float32)}, self._cuda)
         for _ in self._image_stream(image, tta, progress, should_cancel, None, merge=merge, blend=blend, uncertainty=False,
                                     sink=sink):
             pass
@@ -844,12 +928,12 @@ class Predictor:
         uncertainty; windows with no valid pixel are not run through the model.
         """
         h, w = _image_hw(image)
-        plane = lambda: np.empty((h, w), np.float32)
-        sink = {"mask": np.empty((h, w), np.uint8), "confidence": plane(), "entropy": plane(), "disagreement": plane()}
+        specs = {"mask": ((h, w), np.uint8), **{f: ((h, w), np.float32) for f in ("confidence", "entropy", "disagreement")}}
         if seams:
-            sink["seam"] = plane()
+            specs["seam"] = ((h, w), np.float32)
         if return_proba:
-            sink["proba"] = np.empty((self.num_classes, h, w), np.float32)
+            specs["proba"] = ((self.num_classes, h, w), np.float32)
+        sink = host_outputs(specs, self._cuda)
         for _ in self._image_stream(image, tta, progress, should_cancel, valid_mask, merge=merge, blend=blend,
                                     uncertainty=True, seams=seams, sink=sink):
             pass
@@ -870,6 +954,7 @@ __all__ = [
     "Strip",
     "auto_batch_size",
     "compiler_available",
+    "host_outputs",
     "pad32",
     "shard_rows",
     "sliding_windows",

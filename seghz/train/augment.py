@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from seghz.classes import IGNORE
+from seghz.devices import to_device
 from seghz.train.sampling import CropSampler, Rng, randbelow, uniform
 
 # The 8 elements of D4 as 2×2 integer matrices acting on (x, y) = (col, row) offsets: rot90^k, then optionally
@@ -175,7 +176,7 @@ def _gather_preloaded(data: Preloaded, idx: Sequence[int], starts: torch.Tensor,
     The image repeats its edge outside the sample's extent (clamped indices)."""
     dev = data.device
     ar = torch.arange(p, device=dev)
-    it = torch.as_tensor(list(idx), dtype=torch.long, device=dev)
+    it = to_device(list(idx), dev, torch.long)
     shp = data.shapes[it]  # B×2
     rows = starts[:, 0:1] + ar  # B×P
     cols = starts[:, 1:2] + ar
@@ -218,21 +219,15 @@ def _gather_numpy(samples: Sequence[tuple], idx: Sequence[int], starts: np.ndarr
         lbl[k] = np.where(inside, s[1][np.ix_(rc, cc)], IGNORE)
         if st is not None:
             tr[k] = st[np.ix_(rc, cc)] & inside
-    pin = torch.device(device).type == "cuda"
-
-    def move(a):
-        t = torch.from_numpy(a)
-        return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
-
-    return move(img), move(lbl), (move(tr) if tr is not None else None)
+    return to_device(img, device), to_device(lbl, device), (to_device(tr, device) if tr is not None else None)
 
 
 def _sampling_grid(params: AugParams, starts: np.ndarray, size: int, p: int, device) -> torch.Tensor:
     """B×size×size×2 grid (x, y) in the patches' normalised coordinates (``align_corners=False``)."""
     mats = np.stack([D4[k] for k in params.d4]).astype(np.float64) / params.scales[:, None, None]  # B×2×2: M / s
     # Normalised patch coordinate = (centre − start + M·p / s) · 2/P − 1, as one affine map of the offsets p.
-    coef = torch.as_tensor(mats * (2.0 / p), dtype=torch.float32, device=device)
-    shift = torch.as_tensor((params.centres - starts)[:, ::-1] * (2.0 / p) - 1.0, dtype=torch.float32, device=device)
+    coef = to_device(mats * (2.0 / p), device, torch.float32)
+    shift = to_device((params.centres - starts)[:, ::-1] * (2.0 / p) - 1.0, device, torch.float32)
     off = torch.arange(size, dtype=torch.float32, device=device) + (0.5 - size / 2)
     ox, oy = off.view(1, 1, size), off.view(1, size, 1)
     gx = coef[:, 0, 0, None, None] * ox + coef[:, 0, 1, None, None] * oy + shift[:, 0, None, None]
@@ -258,8 +253,8 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, norm: dict) -> torch.Tensor:
     """``(x − mean) / std`` per channel of a B×3×H×W batch in [0, 1]."""
-    m = torch.as_tensor(norm["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(norm["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    m = to_device(norm["mean"], x.device, x.dtype).view(1, -1, 1, 1)
+    s = to_device(norm["std"], x.device, x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
 
 
@@ -303,7 +298,7 @@ def make_device_batch(samples: Sequence[tuple], idx: Sequence[int], sampler: Cro
     p = _patch_extent(size, lo)
     starts = np.floor(params.centres - p / 2).astype(np.int64)  # B×2 top-left of each source patch
     if preloaded is not None:
-        img, lbl, tr = _gather_preloaded(preloaded, idx, torch.as_tensor(starts, device=preloaded.device), p)
+        img, lbl, tr = _gather_preloaded(preloaded, idx, to_device(starts, preloaded.device), p)
         img, lbl = img.to(device), lbl.to(device)
         tr = tr.to(device) if tr is not None else None
     else:
@@ -311,7 +306,7 @@ def make_device_batch(samples: Sequence[tuple], idx: Sequence[int], sampler: Cro
     grid = _sampling_grid(params, starts, size, p, device)
     x, y, t = warp_batch(img, lbl, tr if return_trusted else None, grid)
     if jitter > 0:
-        x = color_jitter(x, torch.as_tensor(params.jitter, dtype=torch.float32, device=device))
+        x = color_jitter(x, to_device(params.jitter, device, torch.float32))
     x = normalize(x, norm)
     if return_trusted:
         if t is None:
