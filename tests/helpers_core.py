@@ -131,6 +131,24 @@ def colour_scene(i: int, size: int = 64):
     return np.clip(img + rs.normal(0, 8, img.shape), 0, 255).astype(np.uint8), lbl
 
 
+# The head of a torchrun driver script that trains on a flipped-square set (pass it to :func:`run_two_gloo_ranks`
+# with the test's own lines after it): ``train``, ``S`` and ``tr``, a list of ``{n}`` colour scenes whose first label
+# has a 16-pixel square flipped to class 5, are defined.
+DDP_FLIPPED_SQUARE_HEAD = r'''
+import json, os, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from ddp_train_driver import patch_trainer
+from helpers_core import colour_scene, tiny_train_config
+from seghz.train.trainer import train
+patch_trainer()
+S = 64
+tr = [colour_scene(i, S) for i in range({n})]
+tr[0][1][8:24, 8:24] = 5
+'''
+
+
 def run_two_gloo_ranks(script: str, tmp_path, *args: str, timeout: int = 300) -> list[dict]:
     """Run ``script`` (Python text formatted with ``tests`` = this folder, so ``{tests!r}``) under ``torchrun --nproc-per-node 2`` on
     the CPU and return the JSON lines it printed (one dict per line starting with ``{``), sorted by ``"rank"``.

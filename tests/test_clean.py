@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers_core import colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import DDP_FLIPPED_SQUARE_HEAD, colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,18 +185,7 @@ def test_progress_covers_cleaning_then_training_once_and_a_cancel_stops_the_fold
     assert not (tmp_path / "c.safetensors").exists() and not clean_path(tmp_path / "c.safetensors").exists()
 
 
-DDP_DRIVER = r'''
-import json, os, sys
-import numpy as np, torch
-sys.path.insert(0, {tests!r})
-torch.set_num_threads(1)
-from ddp_train_driver import patch_trainer
-from helpers_core import colour_scene, tiny_train_config
-from seghz.train.trainer import train
-patch_trainer()
-S = 64
-tr = [colour_scene(i, S) for i in range(6)]
-tr[0][1][8:24, 8:24] = 5
+DDP_DRIVER = DDP_FLIPPED_SQUARE_HEAD.replace("{n}", "6") + r'''
 cfg = tiny_train_config(S, epochs=2, steps_per_epoch=12, batch_size=2, lr=1e-2, clean="crossfit")
 res = train(cfg, tr, [], sys.argv[1])
 print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": res["clean"]["labels_digest"]}}), flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_core import colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import DDP_FLIPPED_SQUARE_HEAD, colour_scene, run_two_gloo_ranks, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.train import refine as refine_mod
 from seghz.train import trainer as trainer_mod
@@ -407,19 +407,8 @@ def test_resume_refuses_without_the_labels_of_an_earlier_refinement(noisy, tmp_p
     assert res["resumed_from"] == 2 and res["refine_epoch"] == 3
 
 
-DDP_DRIVER = r'''
-import json, os, sys
-import numpy as np, torch
-sys.path.insert(0, {tests!r})
-torch.set_num_threads(1)
-from ddp_train_driver import patch_trainer
-from helpers_core import colour_scene, tiny_train_config
+DDP_DRIVER = DDP_FLIPPED_SQUARE_HEAD.replace("{n}", "4") + r'''
 from seghz.train.refine import labels_digest
-from seghz.train.trainer import train
-patch_trainer()
-S = 64
-tr = [colour_scene(i, S) for i in range(4)]
-tr[0][1][8:24, 8:24] = 5
 cfg = tiny_train_config(S, epochs=3, steps_per_epoch=6, batch_size=2, lr=1e-2, refine="region", refine_start=0.3)
 res = train(cfg, tr, [], sys.argv[1])
 print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": labels_digest(res["refined_labels"]),
