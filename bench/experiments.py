@@ -80,6 +80,10 @@ ROWS: dict[str, tuple[str, dict]] = {
     "gce": ("+ generalized CE (q=0.7)", {"robust": "gce", "gce_q": 0.7}),
     "xfit_nd": ("+ cross-fitted cleaning, relabel only (no doubtful regions ignored)",
                 {"clean": "crossfit", "clean_doubt": False}),
+    "drop": ("+ component drop (re-judged every epoch from 10 % of the epochs; doubted label components ignored, ≤ 50 % of a class)",
+             {"refine": "drop"}),
+    "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
+                {"refine": "drop", "refine_relabel_conf": 0.5}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }

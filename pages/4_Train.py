@@ -17,7 +17,7 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import form_state_from_config
+from seghz.train.form import REFINES, form_state_from_config
 from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
@@ -140,10 +140,14 @@ with st.form("train_form"):
                                   "the steps), judge the half they never saw; label regions they confidently call "
                                   "another class are relabelled, doubtful ones ignored; the final model trains on "
                                   "the cleaned labels (the other half of the steps). Trusted pixels never change.")
-        refine = b4.selectbox("Label refinement", ["none", "region"], key="train_refine",
-                              help="region: from 40 % of the epochs on, the training model relabels label regions "
-                                   "it confidently disagrees with (it can learn its own mistakes: see "
-                                   "docs/experiments.md). Trusted pixels never change.")
+        refine = b4.selectbox("Label refinement", list(REFINES), key="train_refine",
+                              help="The training model re-judges the labels at the end of every epoch (always from "
+                                   "the given ones), from 10 % of the epochs on (drop) or 40 % (region). drop: a whole "
+                                   "label component whose mean "
+                                   "prediction prefers another class is ignored, at most half of any class's pixels, "
+                                   "the most doubted first (the best recipe on noisy labels so far: see "
+                                   "docs/experiments.md). region: pieces it confidently calls another class are "
+                                   "relabelled (it can learn its own mistakes). Trusted pixels never change.")
         m1, m2, m3, _ = st.columns(4)
         robust = m1.selectbox("Noise-robust loss", ["none", "forward", "gce"], key="train_robust",
                               help="Replaces CE for noisy labels (not with the noise mask, OHEM or bootstrapping). "

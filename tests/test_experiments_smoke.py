@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,3 +159,18 @@ def test_compare_section_merges_reports_by_init_and_steps_and_refuses_other_spli
     assert "| clean | 56 | scratch (random) | 32.00 ± 2.83 | 33.00 ± 2.83 | 50.00 ± 0.00 | 60.00 ± 0.00 | -10.00 | -11.00 |" in md
     assert "| noisy (30 % flipped) | 56 | ImageNet (shipped Lite0) | 30.00 |" in md
     assert "`scratch s1`; `scratch s0`" in md and md.index("## Initialisation") < md.index("## Reading")
+
+
+def test_noise_epochs_label_report_by_hand():
+    """bench/noise_epochs.py's label report on a 1×2×4 case: truth, the noisy given labels, the rewritten ones."""
+    sys.path.insert(0, str(ROOT))
+    from bench.noise_epochs import label_report
+
+    truth = [np.array([[0, 0, 1, 1], [1, 1, 255, 0]], np.uint8)]
+    given = [np.array([[0, 1, 1, 1], [0, 1, 255, 0]], np.uint8)]  # 2 of 7 labelled px wrong
+    final = [np.array([[0, 255, 1, 255], [0, 1, 255, 0]], np.uint8)]  # one wrong px caught, one correct px dropped
+    r = label_report(truth, given, final, ["A", "B"])
+    assert r["given_wrong"] == pytest.approx(2 / 7) and r["after_wrong"] == pytest.approx(1 / 7)
+    assert r["after_ignored"] == pytest.approx(2 / 7) and r["correct_ignored"] == pytest.approx(1 / 5)
+    assert r["wrong_caught"] == pytest.approx(1 / 2)
+    assert r["true_class_kept"] == {"A": pytest.approx(2 / 3), "B": pytest.approx(2 / 4)}

@@ -18,7 +18,15 @@ from seghz.train import refine as refine_mod
 from seghz.train import trainer as trainer_mod
 from seghz.train.augment import preload
 from seghz.train.form import form_state_from_config
-from seghz.train.refine import RefineParams, iter_probs, predict_probs, refine_epochs, refine_labels
+from seghz.train.refine import (
+    RefineParams,
+    drop_components,
+    iter_probs,
+    predict_probs,
+    refine_epochs,
+    refine_labels,
+    select_drops,
+)
 from seghz.train.state import TrainStateError, read_state_info, state_path
 from seghz.train.trainer import TrainCancelled, TrainConfig, refine_path, train
 
@@ -197,6 +205,149 @@ def test_predict_probs_batched_flip_and_large_images():
     assert model.training and not np.allclose(one, got[1], atol=1e-4)  # no flip: another average
 
 
+# ---------------------------------------------------------------- drop_components: hand-computed cases
+
+DROP = RefineParams(min_px=16, rule="drop", max_drop=1.0)  # no class quota in the hand cases
+
+
+def test_drop_ignores_a_whole_component_the_model_pools_to_another_class():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1  # a flipped component: truly class 0
+    p = _probs(20, 20)
+    _set(p, np.s_[2:8, 2:5], (0.3, 0.6, 0.1))  # the model agrees with the given class on half of it ...
+    # ... and not on the other half (0.9 / 0.05): component means p0 = 0.6, p1 = 0.325 -> class 0 wins: dropped
+    out, st = drop_components(given, p, None, DROP)
+    expect = np.zeros((20, 20), np.uint8)
+    expect[2:8, 2:8] = 255
+    assert (out == expect).all()
+    assert st == {"labelled": 400, "relabelled": 0, "ignored": 36, "regions": 1}
+    assert (given[2:8, 2:8] == 1).all()  # the input is not modified
+
+
+def test_drop_keeps_a_component_whose_mean_still_prefers_its_class():
+    """Pixel-wise the model disagrees on 16 of 36 pixels, but pooled over the component the given class wins."""
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1
+    p = _probs(20, 20)
+    _set(p, np.s_[2:8, 2:8], (0.1, 0.8, 0.1))
+    _set(p, np.s_[2:6, 2:6], (0.55, 0.4, 0.05))  # 16 px called 0; means: p1 = (20·0.8 + 16·0.4)/36 = 0.62 > p0
+    out, st = drop_components(given, p, None, DROP)
+    assert (out == given).all() and st["ignored"] == 0 and st["regions"] == 0
+
+
+def test_drop_min_px_trusted_and_ignore():
+    given = np.zeros((20, 20), np.uint8)
+    given[2:8, 2:8] = 1  # 36 px, flipped
+    given[12:15, 12:15] = 2  # 9 px, flipped, below min_px: kept
+    given[17:20, :] = 255
+    trusted = np.zeros((20, 20), bool)
+    trusted[2:8, 2:4] = True  # 12 trusted px of the flipped square: never dropped
+    p = _probs(20, 20, (0.96, 0.02, 0.02))
+    out, st = drop_components(given, p, trusted, DROP)
+    assert (out[2:8, 2:4] == 1).all() and (out[2:8, 4:8] == 255).all()
+    assert (out[12:15, 12:15] == 2).all()
+    assert (out[17:20] == 255).all() and (out[:17] != 255).sum() == 17 * 20 - 24
+    assert st == {"labelled": 340, "relabelled": 0, "ignored": 24, "regions": 1}
+
+
+def test_drop_decides_each_component_of_a_class_separately():
+    given = np.zeros((20, 20), np.uint8)
+    given[1:6, 1:6] = 2  # component A of class 2: the model agrees
+    given[12:18, 12:18] = 2  # component B of class 2 (not 8-connected to A): the model calls it 1
+    p = _probs(20, 20)
+    _set(p, np.s_[1:6, 1:6], (0.1, 0.1, 0.8))
+    _set(p, np.s_[12:18, 12:18], (0.1, 0.7, 0.2))
+    out, st = drop_components(given, p, None, DROP)
+    assert (out[1:6, 1:6] == 2).all() and (out[12:18, 12:18] == 255).all()
+    assert st["regions"] == 1 and st["ignored"] == 36
+
+
+def test_drop_quota_keeps_each_class_from_collapsing():
+    """Class 1 holds 100 labelled px in three components; the model prefers class 0 on two of them. With a quota
+    of half the class, only the most doubted one (lowest p1 / p0) goes."""
+    given = np.zeros((30, 30), np.uint8)
+    given[1:7, 1:7] = 1  # A: 36 px, p1 / p0 = 0.05 / 0.9
+    given[10:16, 10:16] = 1  # B: 36 px, p1 / p0 = 0.3 / 0.6 = 0.5
+    given[20:24, 20:27] = 1  # C: 28 px, the model agrees
+    p = _probs(30, 30)
+    _set(p, np.s_[10:16, 10:16], (0.6, 0.3, 0.1))
+    _set(p, np.s_[20:24, 20:27], (0.1, 0.8, 0.1))
+    half = RefineParams(min_px=16, rule="drop", max_drop=0.5)
+    out, st = drop_components(given, p, None, half)
+    assert (out[1:7, 1:7] == 255).all() and (out[10:16, 10:16] == 1).all() and (out[20:24, 20:27] == 1).all()
+    assert st["regions"] == 1 and st["ignored"] == 36
+    out, st = drop_components(given, p, None, DROP)  # no quota: both doubted components go
+    assert (out[10:16, 10:16] == 255).all() and st["regions"] == 2 and st["ignored"] == 72
+    # the quota is per class: class 0 (800 px, none doubted) does not lend its share to class 1
+    assert (out == 0).sum() == (given == 0).sum()
+
+
+def test_drop_relabels_only_the_confident_components_when_asked():
+    """With ``relabel_conf`` a doubted component whose top class reaches it takes that class; a doubted but
+    unconfident one is still ignored; the quota counts both."""
+    given = np.zeros((20, 20), np.uint8)
+    given[1:7, 1:7] = 1  # the model: class 0 at 0.9 -> relabelled to 0
+    given[10:16, 10:16] = 2  # the model: class 1 at 0.45 (p2 = 0.2) -> ignored
+    p = _probs(20, 20)
+    _set(p, np.s_[10:16, 10:16], (0.35, 0.45, 0.2))
+    out, st = drop_components(given, p, None, RefineParams(min_px=16, rule="drop", max_drop=1.0, relabel_conf=0.6))
+    assert (out[1:7, 1:7] == 0).all() and (out[10:16, 10:16] == 255).all()
+    assert st == {"labelled": 400, "relabelled": 36, "ignored": 36, "regions": 2}
+    trusted = np.zeros((20, 20), bool)
+    trusted[1:7, 1:4] = True
+    out, _ = drop_components(given, p, trusted, RefineParams(min_px=16, rule="drop", max_drop=1.0, relabel_conf=0.6))
+    assert (out[1:7, 1:4] == 1).all() and (out[1:7, 4:7] == 0).all()  # trusted pixels keep their label
+
+
+def test_select_drops_orders_by_doubt_and_respects_each_class_quota():
+    doubts = [("a", 1, 30, 0.4), ("b", 1, 30, 0.1), ("c", 1, 30, 0.2), ("d", 2, 10, 0.9)]
+    assert select_drops(doubts, {1: 100, 2: 10}, 0.6) == {"b", "c"}  # 60 of 100; "a" would make 90
+    assert select_drops(doubts, {1: 100, 2: 10}, 1.0) == {"a", "b", "c", "d"}
+    assert select_drops(doubts, {1: 100, 2: 10}, 0.25) == set()  # a single 30-px component exceeds 25 px
+
+
+def test_refine_samples_drop_quota_is_over_the_whole_training_set(monkeypatch):
+    """Image 0 holds only a doubted class-1 component (36 px), image 1 a less doubted one (36 px) and an agreed one
+    (28 px): 100 px of class 1 in all. The quota of half of the class is taken over both images: image 0's
+    component goes (36 ≤ 50 although it is all of image 0's class 1), image 1's does not (72 > 50)."""
+    g0 = np.zeros((20, 20), np.uint8)
+    g0[1:7, 1:7] = 1
+    g1 = np.zeros((20, 20), np.uint8)
+    g1[1:7, 1:7] = 1
+    g1[10:14, 10:17] = 1
+    p0 = _probs(20, 20)  # image 0: p1 / p0 = 0.05 / 0.9 on the component
+    p1 = _probs(20, 20)
+    _set(p1, np.s_[1:7, 1:7], (0.6, 0.3, 0.1))  # ratio 0.5
+    _set(p1, np.s_[10:14, 10:17], (0.1, 0.8, 0.1))
+    probs = {0: p0, 1: p1}
+    monkeypatch.setattr(refine_mod, "iter_probs", lambda model, images, *a, **kw: ((i, probs[i]) for i in range(len(images))))
+    img = np.zeros((20, 20, 3), np.uint8)
+    out, st = refine_mod.refine_samples(None, [(img, g0), (img, g1)], {}, "cpu", RefineParams(min_px=16, rule="drop"))
+    assert (out[0][1:7, 1:7] == 255).all() and (out[0] != 255).sum() == 400 - 36
+    assert (out[1] == g1).all()
+    assert st["ignored"] == 36 and st["regions"] == 1 and st["relabelled"] == 0
+    assert st["refine_ignored_px"] == pytest.approx(36 / 800) and st["refined_px"] == 0
+
+
+def test_drop_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="labels must be H×W"):
+        drop_components(np.zeros((2, 4, 4), np.uint8), _probs(4, 4))
+    with pytest.raises(ValueError, match="probs must be C×H×W"):
+        drop_components(np.zeros((4, 4), np.uint8), _probs(4, 5))
+    with pytest.raises(ValueError, match="class index >= 3"):
+        drop_components(np.full((4, 4), 3, np.uint8), _probs(4, 4))
+
+
+def test_refine_params_pick_the_rule_from_the_config():
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop")).rule == "drop"
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="region")).rule == "region"
+    # the first refinement: the rule's default unless set
+    assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="drop")) == 0.1
+    assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="region")) == 0.4
+    assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="drop", refine_start=0.3)) == 0.3
+    assert refine_epochs(10, refine_mod.refine_start(TrainConfig(scheme="hz7", refine="drop"))) == list(range(1, 10))
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -212,6 +363,10 @@ def test_predict_probs_batched_flip_and_large_images():
     ({"refine_min_px": 0}, "refine_min_px must be an integer >= 1"),
     ({"refine_min_px": 2.5}, "refine_min_px"),
     ({"refine_ignore_conf": 0.0}, "refine_ignore_conf must be in"),
+    ({"refine_max_drop": 0.0}, r"refine_max_drop .* must be in \(0, 1\]"),
+    ({"refine_max_drop": 1.5}, "refine_max_drop"),
+    ({"refine_relabel_conf": 0.0}, r"refine_relabel_conf must be in \(0, 1\] or None"),
+    ({"refine_relabel_conf": "yes"}, "refine_relabel_conf"),
     ({"refine_ignore_conf": "high"}, "refine_ignore_conf"),
 ])
 def test_config_validation(kw, msg):
@@ -223,6 +378,8 @@ def test_config_validation(kw, msg):
 def test_form_maps_the_refine_option():
     state, notes = form_state_from_config({"refine": "region"}, active_id=None)
     assert state["train_refine"] == "region" and not notes
+    state, notes = form_state_from_config({"refine": "drop"}, active_id=None)
+    assert state["train_refine"] == "drop" and not notes
     state, notes = form_state_from_config({"refine": "bogus"}, active_id=None)
     assert "train_refine" not in state and notes
 
@@ -279,6 +436,23 @@ def test_training_refines_a_flipped_square(noisy, tmp_path):
     from seghz.models.checkpoint import read_metadata
 
     assert read_metadata(tmp_path / "m.safetensors")["recipe"]["refine"] == "region"
+
+
+@pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
+def test_training_drops_a_flipped_square(noisy, tmp_path):
+    """refine="drop": the flipped square (red labelled green) is ignored as a whole, nothing is relabelled, and the
+    correct components stay."""
+    res = train(_rcfg(refine="drop"), noisy, [], tmp_path / "m.safetensors")
+    r = res["refined_labels"]
+    assert r is not None and res["refine_epoch"] == 3
+    assert (r[0][SQUARE] == 255).all()
+    for i, (a, s) in enumerate(zip(r, noisy)):
+        changed = a != s[1]
+        if i == 0:
+            changed[SQUARE] = False
+        assert not changed.any(), (i, int(changed.sum()))  # every correct component is kept whole
+    last = [row for row in res["history"] if "refine_ignored_px" in row][-1]
+    assert last["refined_px"] == 0 and last["refine_ignored_px"] == pytest.approx(256 / (4 * S * S))
 
 
 @pytest.mark.filterwarnings("ignore:class\\(es\\) absent")

@@ -13,7 +13,7 @@ SAMPLERS = ("random", "class_aware")
 NOISE_MASKS = ("none", "cos", "const")
 BOOTSTRAPS = ("none", "soft", "hard")
 ROBUSTS = ("none", "forward", "gce")  # noise-robust loss (seghz.train.losses.ROBUST_MODES)
-REFINES = ("none", "region")  # label refinement (seghz.train.refine.REFINES)
+REFINES = ("none", "region", "drop")  # label refinement (seghz.train.refine.REFINES)
 CLEANS = ("none", "crossfit")  # label cleaning (seghz.train.clean.CLEANS)
 
 

@@ -31,7 +31,7 @@ import torch
 from seghz.classes import IGNORE
 from seghz.infer.engine import pad32
 
-REFINES = ("none", "region")
+REFINES = ("none", "region", "drop")
 IGNORE_GIVEN_P = 0.05  # pixel rule: the given label's probability below this ...
 
 
@@ -44,10 +44,27 @@ class RefineParams:
     conf: float = 0.5
     keep: float = 0.2
     ignore_conf: float | None = 0.9
+    rule: str = "region"  # "region": relabel pieces (refine_labels); "drop": ignore whole components (drop_components)
+    max_drop: float = 0.5  # "drop": at most this fraction of a class's labelled pixels is dropped
+    relabel_conf: float | None = None  # "drop": a dropped component whose top class has this mean probability is relabelled
 
     @classmethod
     def of(cls, cfg) -> RefineParams:
-        return cls(int(cfg.refine_min_px), float(cfg.refine_conf), float(cfg.refine_keep), cfg.refine_ignore_conf)
+        rule = "drop" if getattr(cfg, "refine", "region") == "drop" else "region"
+        return cls(int(cfg.refine_min_px), float(cfg.refine_conf), float(cfg.refine_keep), cfg.refine_ignore_conf, rule,
+                   float(getattr(cfg, "refine_max_drop", 0.5)), getattr(cfg, "refine_relabel_conf", None))
+
+
+# the default first refinement, as a fraction of the epochs: relabelling waits for the early-learning phase (a
+# relabel the model gets wrong is then trained on); dropping starts after the first epoch (GID CPU proxy, seed 0,
+# docs/experiments.md: starting at 0.1 / 0.2 / 0.4 of the epochs recovered 0.46 / 0.41 / 0.31 of the noise cost)
+REFINE_START = {"region": 0.4, "drop": 0.1}
+
+
+def refine_start(cfg) -> float:
+    """The run's first-refinement fraction: ``cfg.refine_start``, or the default of its rule (:data:`REFINE_START`)."""
+    v = getattr(cfg, "refine_start", None)
+    return float(v) if v is not None else REFINE_START.get(getattr(cfg, "refine", "region"), 0.4)
 
 
 def refine_epochs(epochs: int, start: float, every: int = 1) -> list[int]:
@@ -211,6 +228,123 @@ def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | No
                  "regions": regions}
 
 
+def _class_components(given: np.ndarray, nc: int):
+    """For each class present in ``given`` (not 255): ``(g, lab, n)`` with ``lab`` the 8-connected component ids
+    (0 = other pixels, 1..n-1) of ``given == g``."""
+    labelled = given != IGNORE
+    if labelled.any() and int(given[labelled].max()) >= nc:
+        raise ValueError(f"labels hold class index >= {nc} (the number of probability planes)")
+    for g in np.unique(given[labelled]):
+        n, lab = cv2.connectedComponents((given == g).astype(np.uint8), connectivity=8)
+        if n > 1:
+            yield int(g), lab, n
+
+
+def component_doubts(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int) -> list[tuple]:
+    """The doubted components of one image: ``(g, id, droppable px, ratio, top, p_top)`` for each 8-connected
+    component of a given class ``g`` (≥ ``min_px`` pixels) whose class is not the most probable one of the
+    component's mean probability; ``ratio`` = mean p[g] / max mean p (< 1, lower = more doubted), ``top`` that most
+    probable class and ``p_top`` its mean probability. Trusted pixels do not count."""
+    given = np.asarray(given)
+    if given.ndim != 2:
+        raise ValueError(f"labels must be H×W, got {given.shape}")
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[1:] != given.shape:
+        raise ValueError(f"probs must be C×H×W matching the labels {given.shape}, got {probs.shape}")
+    nc = probs.shape[0]
+    free = None if trusted is None else ~np.asarray(trusted, dtype=bool)
+    out = []
+    for g, lab, n in _class_components(given, nc):
+        mask = lab > 0
+        ids = lab[mask]
+        size = np.bincount(ids, minlength=n).astype(np.float64)
+        mean = np.stack([np.bincount(ids, weights=probs[c][mask], minlength=n) for c in range(nc)]) / np.maximum(size, 1)
+        top = mean.max(0)
+        bad = (size >= min_px) & (mean.argmax(0) != g)
+        bad[0] = False
+        if not bad.any():
+            continue
+        px = size if free is None else np.bincount(ids, weights=free[mask], minlength=n)
+        arg = mean.argmax(0)
+        out += [(g, int(k), int(px[k]), float(mean[g, k] / max(top[k], 1e-12)), int(arg[k]), float(top[k]))
+                for k in np.flatnonzero(bad) if px[k] > 0]
+    return out
+
+
+def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarray, max_drop: float) -> set:
+    """Which doubted components to drop: per class, the most doubted first (lowest ratio), each as long as the class
+    keeps at least ``1 − max_drop`` of its labelled pixels (one that would go past that is skipped, a smaller, less
+    doubted one may still fit). ``doubts``: ``(key, g, px, ratio)``; returns the chosen keys.
+
+    The quota guards against a class collapsing: a class the model has not learned yet (or confuses with a larger
+    one) would otherwise lose every component, never be trained on again, and vanish from the predictions."""
+    chosen = set()
+    used: dict[int, int] = {}
+    for key, g, px, _r in sorted(doubts, key=lambda d: (d[3], d[1], d[0])):
+        cap = max_drop * float(labelled_px[g])
+        if used.get(g, 0) + px <= cap:
+            used[g] = used.get(g, 0) + px
+            chosen.add(key)
+    return chosen
+
+
+def _apply_drops(given: np.ndarray, trusted: np.ndarray | None, keys: dict, nc: int) -> np.ndarray:
+    """``given`` with each component ``(g, id)`` of ``keys`` set to its value there (255 = ignore, or a class)
+    (trusted pixels kept)."""
+    given = np.asarray(given)
+    out = given.astype(np.uint8, copy=True)
+    if not keys:
+        return out
+    new = np.full(out.shape, -1, np.int16)
+    for g, lab, n in _class_components(given, nc):
+        ids = [(k, v) for (gg, k), v in keys.items() if gg == g]
+        if ids:
+            lut = np.full(n, -1, np.int16)
+            for k, v in ids:
+                lut[k] = v
+            sel = lab > 0
+            new[sel] = lut[lab[sel]]
+    if trusted is not None:
+        new[np.asarray(trusted, dtype=bool)] = -1
+    out[new >= 0] = new[new >= 0].astype(np.uint8)
+    return out
+
+
+def _verdicts(chosen: set, doubts: Sequence[tuple], relabel_conf: float | None) -> dict:
+    """``key -> new value`` of the chosen components: 255, or the top class when ``relabel_conf`` is set and its
+    mean probability reaches it. ``doubts``: ``(key, g, px, ratio, top, p_top)``."""
+    out = {}
+    for key, _g, _px, _r, top, ptop in doubts:
+        if key in chosen:
+            out[key] = top if (relabel_conf is not None and ptop >= relabel_conf) else IGNORE
+    return out
+
+
+def drop_components(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None = None,
+                    cfg: RefineParams | None = None) -> tuple[np.ndarray, dict]:
+    """Copy of the ``given`` labels with the doubted label components set to ignore (255) (or, with ``relabel_conf``,
+    relabelled to their most probable class when its mean probability reaches it).
+
+    A component is an 8-connected region of one given class ``g`` (of at least ``min_px`` pixels). It is doubted
+    when ``g`` is not the most probable class of the component's mean probability (``probs`` C×H×W): the model,
+    pooled over the whole region, prefers another class. Component noise (a polygon drawn with the wrong class) is
+    decided as a unit, so pixel-level disagreement inside a correct region does not drop it. At most ``max_drop``
+    of each class's labelled pixels are dropped, the most doubted components first (:func:`select_drops`; in
+    training the quota is over the whole training set, see :func:`refine_samples`). Trusted pixels and 255 never
+    change. Stats as :func:`refine_labels` (``regions`` = dropped components, ``relabelled`` = 0)."""
+    cfg = cfg or RefineParams(rule="drop")
+    doubts = component_doubts(given, probs, trusted, cfg.min_px)
+    nc = np.asarray(probs).shape[0]
+    labelled = np.asarray(given) != IGNORE
+    counts = np.bincount(np.asarray(given)[labelled].ravel(), minlength=nc)
+    keyed = [((g, k), g, px, r, t, pt) for g, k, px, r, t, pt in doubts]
+    keys = _verdicts(select_drops([d[:4] for d in keyed], counts, cfg.max_drop), keyed, cfg.relabel_conf)
+    out = _apply_drops(given, trusted, keys, nc)
+    ign = labelled & (out == IGNORE)
+    return out, {"labelled": int(labelled.sum()), "relabelled": int((labelled & ~ign & (out != given)).sum()),
+                 "ignored": int(ign.sum()), "regions": len(keys)}
+
+
 def labels_digest(labels: Sequence[np.ndarray]) -> str:
     """SHA-1 over the shapes and bytes of a list of label maps (to check that a resumed run has the same labels)."""
     h = hashlib.sha1()
@@ -224,17 +358,46 @@ def labels_digest(labels: Sequence[np.ndarray]) -> str:
 def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict, device: str, params: RefineParams,
                    **kw) -> tuple[list[np.ndarray], dict]:
     """Refined labels for every ``(image, label[, trusted])`` sample (from the ORIGINAL labels in ``samples``) and the
-    totals: ``refined_px`` / ``refine_ignored_px`` = fractions of the labelled pixels, plus the raw counts."""
+    totals: ``refined_px`` / ``refine_ignored_px`` = fractions of the labelled pixels, plus the raw counts. With the
+    ``drop`` rule the per-class quota ``max_drop`` is over the whole training set (one prediction pass collects the
+    doubted components of every image, then the most doubted of each class are dropped)."""
     out: list[np.ndarray | None] = [None] * len(samples)
     tot = {"labelled": 0, "relabelled": 0, "ignored": 0, "regions": 0}
-    for i, p in iter_probs(model, [s[0] for s in samples], norm, device, **kw):
-        s = samples[i]
-        out[i], st = refine_labels(s[1], p, s[2] if len(s) > 2 else None, params)
-        for k in tot:
-            tot[k] += st[k]
+    if params.rule == "drop":
+        doubts, counts, nc = [], None, 0
+        for i, p in iter_probs(model, [s[0] for s in samples], norm, device, **kw):
+            s = samples[i]
+            nc = p.shape[0]
+            doubts += [((i, g, k), g, px, r, t, pt) for g, k, px, r, t, pt in
+                       component_doubts(s[1], p, s[2] if len(s) > 2 else None, params.min_px)]
+        for s in samples:
+            lb = np.asarray(s[1])
+            c = np.bincount(lb[lb != IGNORE].ravel(), minlength=nc)
+            counts = c if counts is None else counts + c[: len(counts)]
+        keys = _verdicts(select_drops([d[:4] for d in doubts], counts if counts is not None else [], params.max_drop),
+                         doubts, params.relabel_conf)
+        per_image: dict[int, dict] = {}
+        for (j, g, k), v in keys.items():
+            per_image.setdefault(j, {})[(g, k)] = v
+        for i, s in enumerate(samples):
+            mine = per_image.get(i, {})
+            out[i] = _apply_drops(s[1], s[2] if len(s) > 2 else None, mine, nc)
+            labelled = np.asarray(s[1]) != IGNORE
+            ign = labelled & (out[i] == IGNORE)
+            tot["labelled"] += int(labelled.sum())
+            tot["ignored"] += int(ign.sum())
+            tot["relabelled"] += int((labelled & ~ign & (out[i] != np.asarray(s[1]))).sum())
+        tot["regions"] = len(keys)
+    else:
+        for i, p in iter_probs(model, [s[0] for s in samples], norm, device, **kw):
+            s = samples[i]
+            out[i], st = refine_labels(s[1], p, s[2] if len(s) > 2 else None, params)
+            for k in tot:
+                tot[k] += st[k]
     den = max(1, tot["labelled"])
     return out, {"refined_px": tot["relabelled"] / den, "refine_ignored_px": tot["ignored"] / den, **tot}  # type: ignore[return-value]
 
 
-__all__ = ["IGNORE_GIVEN_P", "REFINES", "RefineParams", "iter_probs", "labels_digest", "predict_probs",
-           "refine_epochs", "refine_labels", "refine_samples", "region_pieces"]
+__all__ = ["IGNORE_GIVEN_P", "REFINES", "REFINE_START", "RefineParams", "component_doubts", "drop_components",
+           "iter_probs", "labels_digest", "predict_probs", "refine_epochs", "refine_labels", "refine_samples",
+           "refine_start", "region_pieces", "select_drops"]

@@ -16,9 +16,11 @@ a Streamlit rerun. Progress, metrics and cancellation go through callbacks.
   batch; only rank 0 validates and writes the checkpoint and the state; early stopping, NaN stops, cancels and
   save errors are agreed by all ranks. BatchNorm becomes SyncBatchNorm on CUDA (``sync_bn``); on the CPU
   (gloo; SyncBatchNorm needs a GPU) BatchNorm statistics stay per process.
-* **Label refinement** (``refine="region"``, :mod:`seghz.train.refine`): at the end of each refinement epoch (see
-  :func:`~seghz.train.refine.refine_epochs`) rank 0 predicts every training image with the current model and
-  relabels, from the ORIGINAL labels, the regions the model confidently disagrees with; the next epochs train on
+* **Label refinement** (``refine="region"`` or ``"drop"``, :mod:`seghz.train.refine`): at the end of each refinement
+  epoch (see :func:`~seghz.train.refine.refine_epochs`) rank 0 predicts every training image with the current model
+  and, from the ORIGINAL labels, relabels the regions the model confidently disagrees with (region) or ignores the
+  label components whose pooled prediction prefers another class, at most ``refine_max_drop`` of each class
+  (drop); the next epochs train on
   those labels (host samples and device-preloaded labels). Rank 0 broadcasts them to the other ranks as one flat
   uint8 tensor (so the ranks always train on identical labels, whatever their per-process BatchNorm statistics), and
   writes them atomically to ``<out>.refine.safetensors`` before the training state; the state's loop info names
@@ -54,7 +56,7 @@ from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
 from seghz.train.losses import LossConfig, SegLoss
 from seghz.train.losses import class_weights as make_class_weights
-from seghz.train.refine import REFINES, RefineParams, labels_digest, refine_epochs, refine_samples
+from seghz.train.refine import REFINES, RefineParams, labels_digest, refine_epochs, refine_samples, refine_start
 from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
@@ -139,12 +141,14 @@ class TrainConfig:
     scale_max: float = 1.0
     # label refinement from the model's own early-learning predictions (seghz.train.refine): "none" | "region"
     refine: str = "none"
-    refine_start: float = 0.4  # fraction of the epochs of pure training before the first refinement
+    refine_start: float | None = None  # fraction of the epochs before the first refinement (None: REFINE_START)
     refine_every: int = 1  # refine at the end of every this-many epochs from then on (never after the last epoch)
     refine_conf: float = 0.5  # a region's mean probability of the new class must reach this to relabel it
     refine_keep: float = 0.2  # ... and its mean probability of the given label must be below this
     refine_min_px: int = 16  # smaller regions are not relabelled
     refine_ignore_conf: float | None = 0.9  # pixel rule: p(given) < 0.05 and max p >= this -> ignore (None: off)
+    refine_max_drop: float = 0.5  # refine="drop": at most this fraction of each class's labelled pixels is ignored
+    refine_relabel_conf: float | None = None  # refine="drop": relabel (not ignore) a component whose top class reaches this
     # cross-fitted label cleaning before training (seghz.train.clean): "none" | "crossfit"
     clean: str = "none"
     clean_folds: int = 2  # fold models, each trained on the other folds, judge the fold they never saw
@@ -208,7 +212,7 @@ class TrainConfig:
         if self.refine not in REFINES:
             raise ValueError(f"unknown refine '{self.refine}'; use one of {', '.join(REFINES)}")
         num = (int, float)
-        if not (isinstance(self.refine_start, num) and 0 <= self.refine_start < 1):
+        if self.refine_start is not None and not (isinstance(self.refine_start, num) and 0 <= self.refine_start < 1):
             raise ValueError(f"refine_start must be a fraction of the epochs in [0, 1), got {self.refine_start!r}")
         if isinstance(self.refine_every, bool) or not isinstance(self.refine_every, int) or self.refine_every < 1:
             raise ValueError(f"refine_every must be an integer >= 1, got {self.refine_every!r}")
@@ -218,6 +222,12 @@ class TrainConfig:
             raise ValueError(f"refine_keep (max mean probability of the given label) must be in (0, 1], got {self.refine_keep!r}")
         if isinstance(self.refine_min_px, bool) or not isinstance(self.refine_min_px, int) or self.refine_min_px < 1:
             raise ValueError(f"refine_min_px must be an integer >= 1, got {self.refine_min_px!r}")
+        if not (isinstance(self.refine_max_drop, num) and 0 < self.refine_max_drop <= 1):
+            raise ValueError(f"refine_max_drop (the largest fraction of a class's labelled pixels to ignore) must be in "
+                             f"(0, 1], got {self.refine_max_drop!r}")
+        rc = self.refine_relabel_conf
+        if rc is not None and not (isinstance(rc, num) and not isinstance(rc, bool) and 0 < rc <= 1):
+            raise ValueError(f"refine_relabel_conf must be in (0, 1] or None (drop only, never relabel), got {rc!r}")
         ic = self.refine_ignore_conf
         if ic is not None and not (isinstance(ic, num) and 0 < ic <= 1):
             raise ValueError(f"refine_ignore_conf must be in (0, 1] or None (no pixel rule), got {ic!r}")
@@ -553,7 +563,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     pre = preload(train_samples, device, default_budget(device)) if on_device else None
     # label refinement: `cur` are the samples trained on (the original ones until the first refinement, then the
     # original images with the refined labels of the latest refinement); `train_samples` keep the given labels
-    refine_at = set(refine_epochs(cfg.epochs, cfg.refine_start, cfg.refine_every)) if cfg.refine != "none" else set()
+    refine_at = set(refine_epochs(cfg.epochs, refine_start(cfg), cfg.refine_every)) if cfg.refine != "none" else set()
     rparams = RefineParams.of(cfg)
     rpath = refine_path(out_path)
     cur: list[Sample] = list(train_samples)
