@@ -182,6 +182,17 @@ def region_pieces(given: np.ndarray, pred: np.ndarray, cand: np.ndarray, nc: int
         yield g, c, mask, ids, size
 
 
+def _label_and_probs(given, probs) -> tuple[np.ndarray, np.ndarray]:
+    """``(given, probs)`` as arrays (probs float32), checked: labels H×W, probabilities C×H×W of the same size."""
+    given = np.asarray(given)
+    if given.ndim != 2:
+        raise ValueError(f"labels must be H×W, got {given.shape}")
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3 or probs.shape[1:] != given.shape:
+        raise ValueError(f"probs must be C×H×W matching the labels {given.shape}, got {probs.shape}")
+    return given, probs
+
+
 def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None = None,
                   cfg: RefineParams | None = None) -> tuple[np.ndarray, dict]:
     """Refined copy of the ``given`` labels (uint8 H×W, 255 = ignore) from the model's ``probs`` (C×H×W).
@@ -190,12 +201,7 @@ def refine_labels(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | No
     ``regions`` (the number of relabelled regions). See the module doc for the rules. ``given`` is never modified.
     """
     cfg = cfg or RefineParams()
-    given = np.asarray(given)
-    if given.ndim != 2:
-        raise ValueError(f"labels must be H×W, got {given.shape}")
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 3 or probs.shape[1:] != given.shape:
-        raise ValueError(f"probs must be C×H×W matching the labels {given.shape}, got {probs.shape}")
+    given, probs = _label_and_probs(given, probs)
     nc = probs.shape[0]
     labelled = given != IGNORE
     if labelled.any() and int(given[labelled].max()) >= nc:
@@ -245,12 +251,7 @@ def component_doubts(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray |
     component of a given class ``g`` (≥ ``min_px`` pixels) whose class is not the most probable one of the
     component's mean probability; ``ratio`` = mean p[g] / max mean p (< 1, lower = more doubted), ``top`` that most
     probable class and ``p_top`` its mean probability. Trusted pixels do not count."""
-    given = np.asarray(given)
-    if given.ndim != 2:
-        raise ValueError(f"labels must be H×W, got {given.shape}")
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.ndim != 3 or probs.shape[1:] != given.shape:
-        raise ValueError(f"probs must be C×H×W matching the labels {given.shape}, got {probs.shape}")
+    given, probs = _label_and_probs(given, probs)
     nc = probs.shape[0]
     free = None if trusted is None else ~np.asarray(trusted, dtype=bool)
     out = []
