@@ -270,7 +270,7 @@ def warp_batch(img: torch.Tensor, lbl: torch.Tensor, trusted: torch.Tensor | Non
         chans.append(trusted.float())
     lt = F.grid_sample(torch.stack(chans, 1), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     y = lt[:, 0].round_().long() - 1
-    y[y < 0] = IGNORE
+    y.masked_fill_(y < 0, IGNORE)  # not y[y < 0] = …: a boolean-index write waits for the device (once per step)
     tr = lt[:, 1] > 0.5 if trusted is not None else None
     return x, y, tr
 

@@ -129,7 +129,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     denom = prob.sum(dims) + onehot.sum(dims)
     present = onehot.sum(dims) > 0
     dice = (2 * inter + eps) / (denom + eps)
-    return (1 - dice[present]).mean() if present.any() else logits.sum() * 0
+    # mean over the present classes without a host sync (no boolean index, no .any()): 0 when none is present
+    pf = present.float()
+    return ((1 - dice) * pf).sum() / pf.sum().clamp_min(1)
 
 
 def _checked_target(target: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
