@@ -82,6 +82,8 @@ ROWS: dict[str, tuple[str, dict]] = {
                 {"clean": "crossfit", "clean_doubt": False}),
     "drop": ("+ component drop (re-judged every epoch from 10 % of the epochs; doubted label components ignored, ≤ 50 % of a class)",
              {"refine": "drop"}),
+    "dropn": ("+ component drop, each class's quota = its label noise estimated by confident learning (≤ 80 %)",
+              {"refine": "drop", "refine_quota": "noise", "refine_max_drop": 0.8}),
     "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
                 {"refine": "drop", "refine_relabel_conf": 0.5}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",

@@ -20,6 +20,8 @@ from seghz.train.augment import preload
 from seghz.train.form import form_state_from_config
 from seghz.train.refine import (
     RefineParams,
+    component_table,
+    confident_noise_rates,
     drop_components,
     iter_probs,
     predict_probs,
@@ -329,6 +331,93 @@ def test_refine_samples_drop_quota_is_over_the_whole_training_set(monkeypatch):
     assert st["refine_ignored_px"] == pytest.approx(36 / 800) and st["refined_px"] == 0
 
 
+# ---------------------------------------------------------------- confident-learning quota (quota="noise")
+
+
+def test_confident_noise_rates_by_hand():
+    """Two classes, five 10-px components. Thresholds (mean self-confidence): t0 = (0.9 + 0.8 + 0.2) / 3 = 0.633,
+    t1 = (0.9 + 0.7) / 2 = 0.8. Class 0: two components confidently 0, one ([0.2, 0.8]) confidently 1 (0.8 ≥ t1) ->
+    rate 10 / 30. Class 1: [0.1, 0.9] confidently 1; [0.3, 0.7] reaches no threshold and is not counted -> rate 0."""
+    g = np.array([0, 0, 0, 1, 1])
+    px = np.full(5, 10.0)
+    mean = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
+    assert confident_noise_rates(g, px, mean, 2) == pytest.approx([1 / 3, 0.0])
+    # pixel weights count: the off-diagonal component weighs 30 px -> 30 / 50; t1 is unchanged (class 1's own)
+    assert confident_noise_rates(g, np.array([10, 10, 30, 10, 10.0]), mean, 2)[0] == pytest.approx(30 / 50)
+    # a component confident in two classes counts for the more probable one. Given 0: A [0.4, 0.3, 0.3],
+    # B [0.42, 0.5, 0.08], C [0.38, 0.31, 0.31] -> t0 = 0.4; given 1: D [0.2, 0.5, 0.3] -> t1 = 0.5; class 2 has no
+    # component (threshold never reached). A -> (0, 0); B reaches t0 and t1 and counts for 1; C reaches none.
+    g3 = np.array([0, 0, 0, 1])
+    m3 = np.array([[0.4, 0.3, 0.3], [0.42, 0.5, 0.08], [0.38, 0.31, 0.31], [0.2, 0.5, 0.3]])
+    assert confident_noise_rates(g3, np.full(4, 5.0), m3, 3) == pytest.approx([0.5, 0.0, 0.0])
+
+
+def _noise_scene():
+    """Class 0 holds 70 px in three components (A agreed, B flipped and confidently class 1, D doubted but not
+    confidently anything); class 1 one agreed component. Means: A [0.9, 0.1] 40 px, B [0.2, 0.8] 20 px,
+    D [0.45, 0.55] 10 px, C (class 1) [0.2, 0.8] 40 px."""
+    given = np.full((30, 30), 255, np.uint8)
+    given[0:4, 0:10] = 0  # A, 40 px
+    given[10:14, 0:5] = 0  # B, 20 px
+    given[20:22, 0:5] = 0  # D, 10 px
+    given[10:14, 20:30] = 1  # C, 40 px
+    p = np.zeros((2, 30, 30), np.float32)
+    for win, v in ((np.s_[0:4, 0:10], (0.9, 0.1)), (np.s_[10:14, 0:5], (0.2, 0.8)), (np.s_[20:22, 0:5], (0.45, 0.55)),
+                   (np.s_[10:14, 20:30], (0.2, 0.8))):
+        p[0][win], p[1][win] = v
+    return given, p
+
+
+def test_component_table_lists_every_component():
+    given, p = _noise_scene()
+    g, px, mean = component_table(given, p, None, 5)
+    order = np.lexsort((px, g))
+    assert g[order].tolist() == [0, 0, 0, 1] and px[order].tolist() == [10, 20, 40, 40]
+    assert mean[order] == pytest.approx(np.array([[0.45, 0.55], [0.2, 0.8], [0.9, 0.1], [0.2, 0.8]]))
+    g, px, _ = component_table(given, p, None, 15)  # min_px drops D
+    assert sorted(px.tolist()) == [20, 40, 40]
+
+
+def test_drop_noise_quota_follows_the_estimated_noise_rate():
+    """t0 = (40·0.9 + 20·0.2 + 10·0.45) / 70 = 0.636, t1 = 0.8. Class 0: A counted as 0, B as 1 (0.8 ≥ t1), D not
+    counted (0.55 < t1, 0.45 < t0) -> estimated rate 20 / 60 = 1/3 of class 0's 70 px = 23.3 px: B (the most doubted,
+    20 px) goes, D (10 more) does not fit. The fixed half-class quota (35 px) drops both."""
+    given, p = _noise_scene()
+    fixed = RefineParams(min_px=5, rule="drop", max_drop=0.5)
+    out, st = drop_components(given, p, None, fixed)
+    assert (out[10:14, 0:5] == 255).all() and (out[20:22, 0:5] == 255).all() and st["regions"] == 2
+    noise = RefineParams(min_px=5, rule="drop", max_drop=0.5, quota="noise")
+    out, st = drop_components(given, p, None, noise)
+    assert (out[10:14, 0:5] == 255).all() and (out[20:22, 0:5] == 0).all() and (out[0:4, 0:10] == 0).all()
+    assert st["regions"] == 1 and st["ignored"] == 20
+    # the estimate is capped at max_drop: with 0.2 (14 px) B no longer fits, and the greedy order takes D (10 px)
+    out, st = drop_components(given, p, None, RefineParams(min_px=5, rule="drop", max_drop=0.2, quota="noise"))
+    assert (out[10:14, 0:5] == 0).all() and (out[20:22, 0:5] == 255).all() and st["regions"] == 1
+
+
+def test_select_drops_takes_one_quota_per_class():
+    doubts = [("a", 1, 30, 0.4), ("b", 1, 30, 0.1), ("d", 2, 10, 0.9)]
+    assert select_drops(doubts, [0, 100, 10], np.array([0.0, 0.3, 1.0])) == {"b", "d"}
+    assert select_drops(doubts, [0, 100, 10], np.array([0.0, 0.6, 0.5])) == {"a", "b"}
+
+
+def test_refine_samples_noise_quota_over_the_training_set(monkeypatch):
+    """The confident joint is pooled over all images: image 0 alone has B (confidently class 1), image 1 has the
+    thresholds' other components. The rates come back with the totals."""
+    given, p = _noise_scene()
+    g0, g1 = given.copy(), given.copy()
+    g0[0:4, 0:10] = 255
+    g0[20:22, 0:5] = 255
+    g0[10:14, 20:30] = 255  # image 0: only B
+    g1[10:14, 0:5] = 255  # image 1: everything but B
+    monkeypatch.setattr(refine_mod, "iter_probs", lambda model, images, *a, **kw: ((i, p) for i in range(len(images))))
+    img = np.zeros((30, 30, 3), np.uint8)
+    out, st = refine_mod.refine_samples(None, [(img, g0), (img, g1)], {}, "cpu",
+                                        RefineParams(min_px=5, rule="drop", max_drop=0.5, quota="noise"))
+    assert (out[0][10:14, 0:5] == 255).all() and (out[1] == g1).all()
+    assert st["noise_rates"] == pytest.approx([1 / 3, 0.0], abs=1e-4) and st["regions"] == 1
+
+
 def test_drop_rejects_bad_shapes():
     with pytest.raises(ValueError, match="labels must be H×W"):
         drop_components(np.zeros((2, 4, 4), np.uint8), _probs(4, 4))
@@ -341,6 +430,8 @@ def test_drop_rejects_bad_shapes():
 def test_refine_params_pick_the_rule_from_the_config():
     assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop")).rule == "drop"
     assert RefineParams.of(TrainConfig(scheme="hz7", refine="region")).rule == "region"
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop")).quota == "fixed"
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop", refine_quota="noise")).quota == "noise"
     # the first refinement: the rule's default unless set
     assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="drop")) == 0.1
     assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="region")) == 0.4
@@ -366,6 +457,7 @@ def test_refine_params_pick_the_rule_from_the_config():
     ({"refine_max_drop": 0.0}, r"refine_max_drop .* must be in \(0, 1\]"),
     ({"refine_max_drop": 1.5}, "refine_max_drop"),
     ({"refine_relabel_conf": 0.0}, r"refine_relabel_conf must be in \(0, 1\] or None"),
+    ({"refine_quota": "auto"}, "unknown refine_quota 'auto'; use one of fixed, noise"),
     ({"refine_relabel_conf": "yes"}, "refine_relabel_conf"),
     ({"refine_ignore_conf": "high"}, "refine_ignore_conf"),
 ])
@@ -439,10 +531,13 @@ def test_training_refines_a_flipped_square(noisy, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:class\\(es\\) absent")
-def test_training_drops_a_flipped_square(noisy, tmp_path):
+@pytest.mark.parametrize("quota", ["fixed", "noise"])
+def test_training_drops_a_flipped_square(noisy, tmp_path, quota):
     """refine="drop": the flipped square (red labelled green) is ignored as a whole, nothing is relabelled, and the
-    correct components stay."""
-    res = train(_rcfg(refine="drop"), noisy, [], tmp_path / "m.safetensors")
+    correct components stay — with the fixed half-class quota and with the confident-learning estimate."""
+    msgs = []
+    res = train(_rcfg(refine="drop", refine_quota=quota), noisy, [], tmp_path / "m.safetensors",
+                progress=lambda f, m: msgs.append(m))
     r = res["refined_labels"]
     assert r is not None and res["refine_epoch"] == 3
     assert (r[0][SQUARE] == 255).all()
@@ -453,6 +548,8 @@ def test_training_drops_a_flipped_square(noisy, tmp_path):
         assert not changed.any(), (i, int(changed.sum()))  # every correct component is kept whole
     last = [row for row in res["history"] if "refine_ignored_px" in row][-1]
     assert last["refined_px"] == 0 and last["refine_ignored_px"] == pytest.approx(256 / (4 * S * S))
+    said = [m for m in msgs if "refined labels" in m]
+    assert said and all(("estimated label noise" in m) == (quota == "noise") for m in said)
 
 
 @pytest.mark.filterwarnings("ignore:class\\(es\\) absent")

@@ -32,6 +32,7 @@ from seghz.classes import IGNORE
 from seghz.infer.engine import pad32
 
 REFINES = ("none", "region", "drop")
+QUOTAS = ("fixed", "noise")  # refine="drop": per-class drop quota (RefineParams.quota)
 IGNORE_GIVEN_P = 0.05  # pixel rule: the given label's probability below this ...
 
 
@@ -47,12 +48,14 @@ class RefineParams:
     rule: str = "region"  # "region": relabel pieces (refine_labels); "drop": ignore whole components (drop_components)
     max_drop: float = 0.5  # "drop": at most this fraction of a class's labelled pixels is dropped
     relabel_conf: float | None = None  # "drop": a dropped component whose top class has this mean probability is relabelled
+    quota: str = "fixed"  # "drop": "fixed" = max_drop for every class; "noise" = confident-learning estimate, ≤ max_drop
 
     @classmethod
     def of(cls, cfg) -> RefineParams:
         rule = "drop" if getattr(cfg, "refine", "region") == "drop" else "region"
         return cls(int(cfg.refine_min_px), float(cfg.refine_conf), float(cfg.refine_keep), cfg.refine_ignore_conf, rule,
-                   float(getattr(cfg, "refine_max_drop", 0.5)), getattr(cfg, "refine_relabel_conf", None))
+                   float(getattr(cfg, "refine_max_drop", 0.5)), getattr(cfg, "refine_relabel_conf", None),
+                   str(getattr(cfg, "refine_quota", "fixed")))
 
 
 # the default first refinement, as a fraction of the epochs: relabelling waits for the early-learning phase (a
@@ -246,47 +249,110 @@ def _class_components(given: np.ndarray, nc: int):
             yield int(g), lab, n
 
 
+def _component_means(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int):
+    """Per class ``g`` present in ``given``: ``(g, ids, px, mean)`` over its 8-connected components of at least
+    ``min_px`` pixels with at least one untrusted pixel: component ids, untrusted pixel counts (float), and the mean
+    probability of every class over each whole component (nc × len(ids))."""
+    given, probs = _label_and_probs(given, probs)
+    nc = probs.shape[0]
+    free = None if trusted is None else ~np.asarray(trusted, dtype=bool)
+    for g, lab, n in _class_components(given, nc):
+        mask = lab > 0
+        ids = lab[mask]
+        size = np.bincount(ids, minlength=n).astype(np.float64)
+        px = size if free is None else np.bincount(ids, weights=free[mask], minlength=n)
+        keep = (size >= min_px) & (px > 0)
+        keep[0] = False
+        if not keep.any():
+            continue
+        k = np.flatnonzero(keep)
+        mean = np.stack([np.bincount(ids, weights=probs[c][mask], minlength=n)[k] for c in range(nc)]) / size[k]
+        yield g, k, px[k], mean
+
+
 def component_doubts(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int) -> list[tuple]:
     """The doubted components of one image: ``(g, id, droppable px, ratio, top, p_top)`` for each 8-connected
     component of a given class ``g`` (≥ ``min_px`` pixels) whose class is not the most probable one of the
     component's mean probability; ``ratio`` = mean p[g] / max mean p (< 1, lower = more doubted), ``top`` that most
     probable class and ``p_top`` its mean probability. Trusted pixels do not count."""
-    given, probs = _label_and_probs(given, probs)
-    nc = probs.shape[0]
-    free = None if trusted is None else ~np.asarray(trusted, dtype=bool)
     out = []
-    for g, lab, n in _class_components(given, nc):
-        mask = lab > 0
-        ids = lab[mask]
-        size = np.bincount(ids, minlength=n).astype(np.float64)
-        mean = np.stack([np.bincount(ids, weights=probs[c][mask], minlength=n) for c in range(nc)]) / np.maximum(size, 1)
-        top = mean.max(0)
-        bad = (size >= min_px) & (mean.argmax(0) != g)
-        bad[0] = False
-        if not bad.any():
-            continue
-        px = size if free is None else np.bincount(ids, weights=free[mask], minlength=n)
-        arg = mean.argmax(0)
-        out += [(g, int(k), int(px[k]), float(mean[g, k] / max(top[k], 1e-12)), int(arg[k]), float(top[k]))
-                for k in np.flatnonzero(bad) if px[k] > 0]
+    for g, ids, px, mean in _component_means(given, probs, trusted, min_px):
+        arg, top = mean.argmax(0), mean.max(0)
+        out += [(g, int(ids[j]), int(px[j]), float(mean[g, j] / max(top[j], 1e-12)), int(arg[j]), float(top[j]))
+                for j in np.flatnonzero(arg != g)]
     return out
 
 
-def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarray, max_drop: float) -> set:
+def component_table(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every component of one image (as :func:`component_doubts`, doubted or not): ``(g, px, mean)`` arrays —
+    given class (int), untrusted pixels (float) and mean probabilities (N × nc) — the input of
+    :func:`confident_noise_rates`."""
+    nc = np.asarray(probs).shape[0]
+    parts = list(_component_means(given, probs, trusted, min_px))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, nc))
+    return (np.concatenate([np.full(len(i), g, np.int64) for g, i, _, _ in parts]),
+            np.concatenate([px for _, _, px, _ in parts]), np.concatenate([m.T for _, _, _, m in parts]))
+
+
+def confident_noise_rates(g: np.ndarray, px: np.ndarray, mean: np.ndarray, nc: int) -> np.ndarray:
+    """Estimated fraction of each given class's labelled pixels that belong to another class, from the confident
+    joint of confident learning (Northcutt et al., JAIR 2021) over label components weighted by their pixels.
+
+    Threshold ``t_j`` = the mean probability of class ``j`` over the components labelled ``j`` (the class's average
+    self-confidence). A component labelled ``g`` counts towards ``C[g, j]`` for the most probable class ``j`` among
+    those whose mean probability reaches ``t_j`` (no class reaches its threshold: not counted). The rate of ``g`` is
+    the off-diagonal share of row ``g``, ``1 − C[g, g] / Σ_j C[g, j]`` (0 for a class with no counted component).
+    ``g`` / ``px`` / ``mean``: as :func:`component_table` (concatenated over images)."""
+    g = np.asarray(g, dtype=np.int64)
+    px = np.asarray(px, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64).reshape(len(g), nc)
+    t = np.full(nc, np.inf)
+    for j in range(nc):
+        sel = g == j
+        if px[sel].sum() > 0:
+            t[j] = float((mean[sel, j] * px[sel]).sum() / px[sel].sum())
+    ok = mean >= t[None, :]
+    score = np.where(ok, mean, -1.0)
+    j = score.argmax(1)
+    counted = ok.any(1)
+    joint = np.zeros((nc, nc))
+    np.add.at(joint, (g[counted], j[counted]), px[counted])
+    rows = joint.sum(1)
+    return np.where(rows > 0, 1.0 - np.diag(joint) / np.maximum(rows, 1e-12), 0.0)
+
+
+def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarray,
+                 max_drop: float | Sequence[float] | np.ndarray) -> set:
     """Which doubted components to drop: per class, the most doubted first (lowest ratio), each as long as the class
     keeps at least ``1 − max_drop`` of its labelled pixels (one that would go past that is skipped, a smaller, less
-    doubted one may still fit). ``doubts``: ``(key, g, px, ratio)``; returns the chosen keys.
+    doubted one may still fit). ``doubts``: ``(key, g, px, ratio)``; ``max_drop``: one fraction for every class, or
+    one per class index; returns the chosen keys.
 
     The quota guards against a class collapsing: a class the model has not learned yet (or confuses with a larger
     one) would otherwise lose every component, never be trained on again, and vanish from the predictions."""
+    per_class = not np.isscalar(max_drop)
     chosen = set()
     used: dict[int, int] = {}
     for key, g, px, _r in sorted(doubts, key=lambda d: (d[3], d[1], d[0])):
-        cap = max_drop * float(labelled_px[g])
+        cap = float(max_drop[g] if per_class else max_drop) * float(labelled_px[g])  # type: ignore[index]
         if used.get(g, 0) + px <= cap:
             used[g] = used.get(g, 0) + px
             chosen.add(key)
     return chosen
+
+
+def drop_caps(params: RefineParams, tables: Sequence[tuple], nc: int) -> float | np.ndarray:
+    """The per-class drop quota: ``max_drop`` (quota ``"fixed"``), or with quota ``"noise"`` each class's
+    :func:`confident_noise_rates` estimate capped at ``max_drop``. ``tables``: :func:`component_table` of each
+    image."""
+    if params.quota != "noise":
+        return params.max_drop
+    if not tables:
+        return np.zeros(nc)
+    g, px, mean = (np.concatenate([t[i] for t in tables]) for i in range(3))
+    return np.minimum(confident_noise_rates(g, px, mean.reshape(-1, nc), nc), params.max_drop)
 
 
 def _apply_drops(given: np.ndarray, trusted: np.ndarray | None, keys: dict, nc: int) -> np.ndarray:
@@ -339,7 +405,8 @@ def drop_components(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | 
     labelled = np.asarray(given) != IGNORE
     counts = np.bincount(np.asarray(given)[labelled].ravel(), minlength=nc)
     keyed = [((g, k), g, px, r, t, pt) for g, k, px, r, t, pt in doubts]
-    keys = _verdicts(select_drops([d[:4] for d in keyed], counts, cfg.max_drop), keyed, cfg.relabel_conf)
+    caps = drop_caps(cfg, [component_table(given, probs, trusted, cfg.min_px)] if cfg.quota == "noise" else [], nc)
+    keys = _verdicts(select_drops([d[:4] for d in keyed], counts, caps), keyed, cfg.relabel_conf)
     out = _apply_drops(given, trusted, keys, nc)
     ign = labelled & (out == IGNORE)
     return out, {"labelled": int(labelled.sum()), "relabelled": int((labelled & ~ign & (out != given)).sum()),
@@ -365,18 +432,23 @@ def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict,
     out: list[np.ndarray | None] = [None] * len(samples)
     tot = {"labelled": 0, "relabelled": 0, "ignored": 0, "regions": 0}
     if params.rule == "drop":
-        doubts, counts, nc = [], None, 0
+        doubts, counts, nc, tables = [], None, 0, []
         for i, p in iter_probs(model, [s[0] for s in samples], norm, device, **kw):
             s = samples[i]
             nc = p.shape[0]
+            tr = s[2] if len(s) > 2 else None
             doubts += [((i, g, k), g, px, r, t, pt) for g, k, px, r, t, pt in
-                       component_doubts(s[1], p, s[2] if len(s) > 2 else None, params.min_px)]
+                       component_doubts(s[1], p, tr, params.min_px)]
+            if params.quota == "noise":
+                tables.append(component_table(s[1], p, tr, params.min_px))
         for s in samples:
             lb = np.asarray(s[1])
             c = np.bincount(lb[lb != IGNORE].ravel(), minlength=nc)
             counts = c if counts is None else counts + c[: len(counts)]
-        keys = _verdicts(select_drops([d[:4] for d in doubts], counts if counts is not None else [], params.max_drop),
+        caps = drop_caps(params, tables, nc)
+        keys = _verdicts(select_drops([d[:4] for d in doubts], counts if counts is not None else [], caps),
                          doubts, params.relabel_conf)
+        tot["noise_rates"] = None if np.isscalar(caps) else [round(float(c), 4) for c in caps]
         per_image: dict[int, dict] = {}
         for (j, g, k), v in keys.items():
             per_image.setdefault(j, {})[(g, k)] = v
@@ -399,6 +471,7 @@ def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict,
     return out, {"refined_px": tot["relabelled"] / den, "refine_ignored_px": tot["ignored"] / den, **tot}  # type: ignore[return-value]
 
 
-__all__ = ["IGNORE_GIVEN_P", "REFINES", "REFINE_START", "RefineParams", "component_doubts", "drop_components",
+__all__ = ["IGNORE_GIVEN_P", "QUOTAS", "REFINES", "REFINE_START", "RefineParams", "component_doubts", "component_table",
+           "confident_noise_rates", "drop_caps", "drop_components",
            "iter_probs", "labels_digest", "predict_probs", "refine_epochs", "refine_labels", "refine_samples",
            "refine_start", "region_pieces", "select_drops"]

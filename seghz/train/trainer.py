@@ -56,7 +56,7 @@ from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
 from seghz.train.losses import LossConfig, SegLoss
 from seghz.train.losses import class_weights as make_class_weights
-from seghz.train.refine import REFINES, RefineParams, labels_digest, refine_epochs, refine_samples, refine_start
+from seghz.train.refine import QUOTAS, REFINES, RefineParams, labels_digest, refine_epochs, refine_samples, refine_start
 from seghz.train.sampling import CropSampler, building_classes
 from seghz.train.state import TrainStateError, load_train_state, rng_state, save_train_state, set_rng_state, state_path
 
@@ -149,6 +149,9 @@ class TrainConfig:
     refine_ignore_conf: float | None = 0.9  # pixel rule: p(given) < 0.05 and max p >= this -> ignore (None: off)
     refine_max_drop: float = 0.5  # refine="drop": at most this fraction of each class's labelled pixels is ignored
     refine_relabel_conf: float | None = None  # refine="drop": relabel (not ignore) a component whose top class reaches this
+    # refine="drop": the per-class quota — "fixed" (refine_max_drop for every class) or "noise" (each class's label
+    # noise rate estimated by confident learning over the components, capped at refine_max_drop)
+    refine_quota: str = "fixed"
     # cross-fitted label cleaning before training (seghz.train.clean): "none" | "crossfit"
     clean: str = "none"
     clean_folds: int = 2  # fold models, each trained on the other folds, judge the fold they never saw
@@ -225,6 +228,8 @@ class TrainConfig:
         if not (isinstance(self.refine_max_drop, num) and 0 < self.refine_max_drop <= 1):
             raise ValueError(f"refine_max_drop (the largest fraction of a class's labelled pixels to ignore) must be in "
                              f"(0, 1], got {self.refine_max_drop!r}")
+        if self.refine_quota not in QUOTAS:
+            raise ValueError(f"unknown refine_quota '{self.refine_quota}'; use one of {', '.join(QUOTAS)}")
         rc = self.refine_relabel_conf
         if rc is not None and not (isinstance(rc, num) and not isinstance(rc, bool) and 0 < rc <= 1):
             raise ValueError(f"refine_relabel_conf must be in (0, 1] or None (drop only, never relabel), got {rc!r}")
@@ -483,6 +488,15 @@ def _save_error(e: OSError, what: str, path: Path, epoch: int, kept: str) -> Tra
     return TrainSaveError(e.errno or _errno.EIO,
                           f"could not write the {what} {path} at epoch {epoch}: {reason}. {kept} "
                           "Free some space and run again with resume to continue.")
+
+
+def _rates_text(rates, scheme) -> str:
+    """``"; estimated label noise: Water 38 %, …"`` for the progress line (empty without rates)."""
+    if rates is None:
+        return ""
+    names = list(scheme.names)
+    parts = [f"{names[k] if k < len(names) else k} {100 * r:.0f} %" for k, r in enumerate(rates) if r > 0]
+    return "; estimated label noise: " + (", ".join(parts) if parts else "none")
 
 
 def train(
@@ -768,9 +782,11 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                     row.update(refined_px=rst["refined_px"], refine_ignored_px=rst["refine_ignored_px"])
                     st["refine_epoch"], st["refine_digest"] = epoch, _save_refined(rpath, new_labels, epoch)
                     if say is not None:
+                        what = ("label components dropped" if rparams.rule == "drop" else "regions")
                         say(step / total, f"epoch {epoch}: refined labels: {100 * rst['refined_px']:.2f} % of the "
-                                          f"labelled pixels relabelled ({rst['regions']} regions), "
-                                          f"{100 * rst['refine_ignored_px']:.2f} % ignored")
+                                          f"labelled pixels relabelled ({rst['regions']} {what}), "
+                                          f"{100 * rst['refine_ignored_px']:.2f} % ignored"
+                                          + _rates_text(rst.get("noise_rates"), scheme))
                 stop = _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs,
                                      out_path, spath, meta_extra, opt, sched, order_rng, order, on_metrics, say, total,
                                      global_batch, steps, dctx)
