@@ -268,3 +268,33 @@ def test_rank_rows_equal_the_whole(scene):
             if y0 < y1:
                 got += [st.result().mask for st in p.stream(H, W, read, "flip", rows=(y0, y1))]
         assert np.concatenate(got).tobytes() == want.mask.tobytes()
+
+
+def test_compile_auto_turns_on_where_the_first_compile_pays(monkeypatch):
+    """--compile auto: CPU scenes of >= 32 windows; CUDA jobs of >= 14 Gpx of window input × views; never without a
+    C++ compiler; on / off as asked."""
+    from types import SimpleNamespace
+
+    import seghz.data.io as io_mod
+    import seghz.infer.engine as engine_mod
+    from seghz.cli import CUDA_COMPILE_MIN_PX, _want_compile
+
+    side = {"v": 0}
+    monkeypatch.setattr(io_mod, "raster_info", lambda path: SimpleNamespace(height=side["v"], width=side["v"]))
+    monkeypatch.setattr(engine_mod, "compiler_available", lambda: True)
+    cpu = SimpleNamespace(_cuda=False, tile=512, overlap=0.25)
+    gpu = SimpleNamespace(_cuda=True, tile=1024, overlap=0.25)
+    side["v"] = 512 + 384 * 5  # 6 × 6 = 36 windows of 512² (stride 384)
+    assert _want_compile("auto", cpu, "x.tif") and not _want_compile("auto", gpu, "x.tif")
+    side["v"] = 512 + 384 * 4  # 25 windows
+    assert not _want_compile("auto", cpu, "x.tif")
+    assert _want_compile("on", cpu, "x.tif") and not _want_compile("off", cpu, "x.tif")
+    # CUDA: 1024² windows at stride 768; n² windows × 1024² px × views against 14e9
+    n = 116  # 116² × 1024² = 14.1e9 px: pays without TTA; 82 per side (7.05e9 px) only with 2+ views
+    side["v"] = 1024 + 768 * (n - 1)
+    assert n * n * 1024 ** 2 >= CUDA_COMPILE_MIN_PX and _want_compile("auto", gpu, "x.tif")
+    side["v"] = 1024 + 768 * 81
+    assert not _want_compile("auto", gpu, "x.tif") and _want_compile("auto", gpu, "x.tif", views=8)
+    monkeypatch.setattr(engine_mod, "compiler_available", lambda: False)
+    side["v"] = 512 + 384 * 5
+    assert not _want_compile("auto", cpu, "x.tif") and _want_compile("on", cpu, "x.tif")
