@@ -327,9 +327,10 @@ def _parse_tta(text: str):
 CUDA_COMPILE_MIN_PX = 14e9
 
 
-def _want_compile(choice: str, pred, image, views: int = 1) -> bool:
+def _want_compile(choice: str, pred, image, views: int = 1, world: int = 1) -> bool:
     """``--compile auto``: on when a C++ compiler is present (Inductor needs one) and the first compile pays for
-    itself: CPU runs of ≥ 32 windows (the compile takes 10–40 s and then doubles the rate); CUDA runs of at least
+    itself in this process, which runs about 1/``world`` of the windows (each torchrun rank compiles its own): CPU
+    runs of ≥ 32 windows (the compile takes 10–40 s and then doubles the rate); CUDA runs of at least
     :data:`CUDA_COMPILE_MIN_PX` window pixels × ``views``."""
     from seghz.data.io import raster_info
     from seghz.infer.engine import compiler_available, sliding_windows
@@ -341,7 +342,7 @@ def _want_compile(choice: str, pred, image, views: int = 1) -> bool:
     if not compiler_available():
         return False
     info = raster_info(image)
-    n = len(sliding_windows(info.height, info.width, int(pred.tile), pred.overlap))
+    n = len(sliding_windows(info.height, info.width, int(pred.tile), pred.overlap)) / max(1, int(world))
     if pred._cuda:
         return n * int(pred.tile) ** 2 * max(1, int(views)) >= CUDA_COMPILE_MIN_PX
     return n >= 32
@@ -376,7 +377,7 @@ def cmd_predict_scene(a) -> int:
         pred, meta = Predictor.from_checkpoint(a.checkpoint, device, **kw)
     except ValueError as e:  # bad --tile / --overlap / --batch-size
         raise SegHZError(str(e)) from None
-    pred.compile = _want_compile(a.compile, pred, a.input, len(tta_views(tta)))
+    pred.compile = _want_compile(a.compile, pred, a.input, len(tta_views(tta)), world)
     bar = _tqdm_progress("predict-scene" if world == 1 else f"predict-scene rank {rank}")
     try:
         summary = predict_scene(pred, a.input, a.output, tta=tta, uncertainty=a.uncertainty, png=a.png,

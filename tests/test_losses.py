@@ -141,6 +141,17 @@ def test_all_ignored_dice_is_zero_not_nan():
     assert logits.grad is not None
 
 
+def test_dice_absent_class_with_zero_probability_cannot_leak_nan():
+    """eps = 0 and a class that is absent from the target and has probability 0 everywhere (softmax underflow):
+    its dice is 0/0 = NaN, which must not reach the mean over the present classes (1 − 1 for class 0: perfect)."""
+    logits = torch.tensor([[[[30.0, 30.0]], [[-30.0, -30.0]], [[-1e4, -1e4]]]], requires_grad=True)
+    target = torch.tensor([[[0, 0]]])
+    d = dice_loss(logits, target, eps=0.0)
+    assert torch.isfinite(d) and d.item() == pytest.approx(0.0, abs=1e-6)
+    d.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 # ------------------------------------------------------------------------------------------------ recipe (issue 4)
 
 LN2 = math.log(2.0)

@@ -295,6 +295,11 @@ def test_compile_auto_turns_on_where_the_first_compile_pays(monkeypatch):
     assert n * n * 1024 ** 2 >= CUDA_COMPILE_MIN_PX and _want_compile("auto", gpu, "x.tif")
     side["v"] = 1024 + 768 * 81
     assert not _want_compile("auto", gpu, "x.tif") and _want_compile("auto", gpu, "x.tif", views=8)
+    assert _want_compile("auto", gpu, "x.tif", views=2) and not _want_compile("auto", gpu, "x.tif", views=1)
+    # under torchrun each rank compiles for its share of the windows: 2 ranks need twice the scene
+    assert not _want_compile("auto", gpu, "x.tif", views=2, world=2) and _want_compile("auto", gpu, "x.tif", views=8, world=2)
+    side["v"] = 512 + 384 * 7  # 64 windows of 512²: 32 per rank with 2 ranks, 16 with 4
+    assert _want_compile("auto", cpu, "x.tif", world=2) and not _want_compile("auto", cpu, "x.tif", world=4)
     monkeypatch.setattr(engine_mod, "compiler_available", lambda: False)
     side["v"] = 512 + 384 * 5
     assert not _want_compile("auto", cpu, "x.tif") and _want_compile("on", cpu, "x.tif")

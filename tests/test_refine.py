@@ -399,6 +399,23 @@ def test_select_drops_takes_one_quota_per_class():
     doubts = [("a", 1, 30, 0.4), ("b", 1, 30, 0.1), ("d", 2, 10, 0.9)]
     assert select_drops(doubts, [0, 100, 10], np.array([0.0, 0.3, 1.0])) == {"b", "d"}
     assert select_drops(doubts, [0, 100, 10], np.array([0.0, 0.6, 0.5])) == {"a", "b"}
+    assert select_drops(doubts, [0, 100, 10], np.array(0.6)) == {"a", "b"}  # a 0-d array: one quota for all (d: 10 > 6)
+
+
+def test_noise_quota_counts_only_the_judged_pixels():
+    """Half of A (20 of its 40 px) is trusted. The estimate is over untrusted pixels of the judged components:
+    t0 = (20·0.9 + 20·0.2 + 10·0.45) / 50 = 0.53; A (20 px) counts as 0, B (20 px) as 1, D is not counted -> rate
+    20 / 40 = 0.5 of the 50 judged px = 25 px (not 0.5 of class 0's 70 labelled px = 35). B (20) goes; D (10 more,
+    30 > 25) stays."""
+    given, p = _noise_scene()
+    trusted = np.zeros(given.shape, bool)
+    trusted[0:2, 0:10] = True
+    caps, rates = refine_mod.drop_caps(RefineParams(min_px=5, rule="drop", max_drop=1.0, quota="noise"),
+                                       [component_table(given, p, trusted, 5)], 2, [70, 40])
+    assert rates == pytest.approx([0.5, 0.0]) and caps == pytest.approx([25 / 70, 0.0])
+    out, st = drop_components(given, p, trusted, RefineParams(min_px=5, rule="drop", max_drop=1.0, quota="noise"))
+    assert (out[10:14, 0:5] == 255).all() and (out[20:22, 0:5] == 0).all() and st["ignored"] == 20
+    assert refine_mod.drop_caps(RefineParams(rule="drop", max_drop=0.4), [], 2, [70, 40]) == (0.4, None)
 
 
 def test_refine_samples_noise_quota_over_the_training_set(monkeypatch):
@@ -458,6 +475,7 @@ def test_refine_params_pick_the_rule_from_the_config():
     ({"refine_max_drop": 1.5}, "refine_max_drop"),
     ({"refine_relabel_conf": 0.0}, r"refine_relabel_conf must be in \(0, 1\] or None"),
     ({"refine_quota": "auto"}, "unknown refine_quota 'auto'; use one of fixed, noise"),
+    ({"refine": "region", "refine_quota": "noise"}, "refine_quota='noise' applies to refine='drop' only"),
     ({"refine_relabel_conf": "yes"}, "refine_relabel_conf"),
     ({"refine_ignore_conf": "high"}, "refine_ignore_conf"),
 ])

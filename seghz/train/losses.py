@@ -128,10 +128,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     present = onehot.sum(dims) > 0
-    dice = (2 * inter + eps) / (denom + eps)
-    # mean over the present classes without a host sync (no boolean index, no .any()): 0 when none is present
-    pf = present.float()
-    return ((1 - dice) * pf).sum() / pf.sum().clamp_min(1)
+    # mean over the present classes without a host sync (no boolean index, no .any()): 0 when none is present.
+    # An absent class gets denominator 1, so its (unused) dice is finite and no NaN reaches the value or the gradient.
+    dice = (2 * inter + eps) / torch.where(present, denom + eps, torch.ones_like(denom))
+    return torch.where(present, 1 - dice, torch.zeros_like(dice)).sum() / present.sum().clamp_min(1)
 
 
 def _checked_target(target: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -270,17 +270,28 @@ def _component_means(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray |
         yield g, k, px[k], mean
 
 
+def _doubts_of(parts) -> list[tuple]:
+    out = []
+    for g, ids, px, mean in parts:
+        arg, top = mean.argmax(0), mean.max(0)
+        out += [(g, int(ids[j]), int(px[j]), float(mean[g, j] / max(top[j], 1e-12)), int(arg[j]), float(top[j]))
+                for j in np.flatnonzero(arg != g)]
+    return out
+
+
+def _table_of(parts, nc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, nc))
+    return (np.concatenate([np.full(len(i), g, np.int64) for g, i, _, _ in parts]),
+            np.concatenate([px for _, _, px, _ in parts]), np.concatenate([m.T for _, _, _, m in parts]))
+
+
 def component_doubts(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int) -> list[tuple]:
     """The doubted components of one image: ``(g, id, droppable px, ratio, top, p_top)`` for each 8-connected
     component of a given class ``g`` (≥ ``min_px`` pixels) whose class is not the most probable one of the
     component's mean probability; ``ratio`` = mean p[g] / max mean p (< 1, lower = more doubted), ``top`` that most
     probable class and ``p_top`` its mean probability. Trusted pixels do not count."""
-    out = []
-    for g, ids, px, mean in _component_means(given, probs, trusted, min_px):
-        arg, top = mean.argmax(0), mean.max(0)
-        out += [(g, int(ids[j]), int(px[j]), float(mean[g, j] / max(top[j], 1e-12)), int(arg[j]), float(top[j]))
-                for j in np.flatnonzero(arg != g)]
-    return out
+    return _doubts_of(_component_means(given, probs, trusted, min_px))
 
 
 def component_table(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | None, min_px: int
@@ -288,12 +299,13 @@ def component_table(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | 
     """Every component of one image (as :func:`component_doubts`, doubted or not): ``(g, px, mean)`` arrays —
     given class (int), untrusted pixels (float) and mean probabilities (N × nc) — the input of
     :func:`confident_noise_rates`."""
-    nc = np.asarray(probs).shape[0]
+    return _table_of(list(_component_means(given, probs, trusted, min_px)), np.asarray(probs).shape[0])
+
+
+def _doubts_and_table(given, probs, trusted, min_px: int, want_table: bool):
+    """:func:`component_doubts` and (when ``want_table``) :func:`component_table` from one component labelling."""
     parts = list(_component_means(given, probs, trusted, min_px))
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, nc))
-    return (np.concatenate([np.full(len(i), g, np.int64) for g, i, _, _ in parts]),
-            np.concatenate([px for _, _, px, _ in parts]), np.concatenate([m.T for _, _, _, m in parts]))
+    return _doubts_of(parts), (_table_of(parts, np.asarray(probs).shape[0]) if want_table else None)
 
 
 def confident_noise_rates(g: np.ndarray, px: np.ndarray, mean: np.ndarray, nc: int) -> np.ndarray:
@@ -313,7 +325,7 @@ def confident_noise_rates(g: np.ndarray, px: np.ndarray, mean: np.ndarray, nc: i
         sel = g == j
         if px[sel].sum() > 0:
             t[j] = float((mean[sel, j] * px[sel]).sum() / px[sel].sum())
-    ok = mean >= t[None, :]
+    ok = mean >= t[None, :] - 1e-9  # "reaches": a class's components that all share one mean reach its threshold
     score = np.where(ok, mean, -1.0)
     j = score.argmax(1)
     counted = ok.any(1)
@@ -332,7 +344,7 @@ def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarra
 
     The quota guards against a class collapsing: a class the model has not learned yet (or confuses with a larger
     one) would otherwise lose every component, never be trained on again, and vanish from the predictions."""
-    per_class = not np.isscalar(max_drop)
+    per_class = np.ndim(max_drop) > 0
     chosen = set()
     used: dict[int, int] = {}
     for key, g, px, _r in sorted(doubts, key=lambda d: (d[3], d[1], d[0])):
@@ -343,16 +355,26 @@ def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarra
     return chosen
 
 
-def drop_caps(params: RefineParams, tables: Sequence[tuple], nc: int) -> float | np.ndarray:
-    """The per-class drop quota: ``max_drop`` (quota ``"fixed"``), or with quota ``"noise"`` each class's
-    :func:`confident_noise_rates` estimate capped at ``max_drop``. ``tables``: :func:`component_table` of each
-    image."""
+def drop_caps(params: RefineParams, tables: Sequence[tuple], nc: int, labelled_px: Sequence[int] | np.ndarray
+              ) -> tuple[float | np.ndarray, np.ndarray | None]:
+    """``(quota, rates)``: the per-class drop quota as a fraction of each class's labelled pixels, and the estimated
+    noise rates. Quota ``"fixed"``: ``(max_drop, None)``. Quota ``"noise"``: each class's
+    :func:`confident_noise_rates` estimate — a fraction of the untrusted pixels of its components of at least
+    ``min_px`` (the table's ``px``) — turned into pixels of that set and then into a fraction of ``labelled_px``
+    (which also counts trusted pixels and small components), capped at ``max_drop``. ``tables``:
+    :func:`component_table` of each image."""
     if params.quota != "noise":
-        return params.max_drop
+        return params.max_drop, None
     if not tables:
-        return np.zeros(nc)
+        return np.zeros(nc), np.zeros(nc)
     g, px, mean = (np.concatenate([t[i] for t in tables]) for i in range(3))
-    return np.minimum(confident_noise_rates(g, px, mean.reshape(-1, nc), nc), params.max_drop)
+    rates = confident_noise_rates(g, px, mean.reshape(-1, nc), nc)
+    judged = np.bincount(g, weights=px, minlength=nc)[:nc]
+    lab = np.zeros(nc)
+    lp = np.asarray(labelled_px, dtype=np.float64)[:nc]
+    lab[: len(lp)] = lp
+    quota = np.where(lab > 0, rates * judged / np.maximum(lab, 1), 0.0)
+    return np.minimum(quota, params.max_drop), rates
 
 
 def _apply_drops(given: np.ndarray, trusted: np.ndarray | None, keys: dict, nc: int) -> np.ndarray:
@@ -400,12 +422,12 @@ def drop_components(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | 
     training the quota is over the whole training set, see :func:`refine_samples`). Trusted pixels and 255 never
     change. Stats as :func:`refine_labels` (``regions`` = dropped components, ``relabelled`` = 0)."""
     cfg = cfg or RefineParams(rule="drop")
-    doubts = component_doubts(given, probs, trusted, cfg.min_px)
+    doubts, table = _doubts_and_table(given, probs, trusted, cfg.min_px, cfg.quota == "noise")
     nc = np.asarray(probs).shape[0]
     labelled = np.asarray(given) != IGNORE
     counts = np.bincount(np.asarray(given)[labelled].ravel(), minlength=nc)
     keyed = [((g, k), g, px, r, t, pt) for g, k, px, r, t, pt in doubts]
-    caps = drop_caps(cfg, [component_table(given, probs, trusted, cfg.min_px)] if cfg.quota == "noise" else [], nc)
+    caps, _ = drop_caps(cfg, [table] if table is not None else [], nc, counts)
     keys = _verdicts(select_drops([d[:4] for d in keyed], counts, caps), keyed, cfg.relabel_conf)
     out = _apply_drops(given, trusted, keys, nc)
     ign = labelled & (out == IGNORE)
@@ -437,18 +459,18 @@ def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict,
             s = samples[i]
             nc = p.shape[0]
             tr = s[2] if len(s) > 2 else None
-            doubts += [((i, g, k), g, px, r, t, pt) for g, k, px, r, t, pt in
-                       component_doubts(s[1], p, tr, params.min_px)]
-            if params.quota == "noise":
-                tables.append(component_table(s[1], p, tr, params.min_px))
+            dbt, table = _doubts_and_table(s[1], p, tr, params.min_px, params.quota == "noise")
+            doubts += [((i, g, k), g, px, r, t, pt) for g, k, px, r, t, pt in dbt]
+            if table is not None:
+                tables.append(table)
         for s in samples:
             lb = np.asarray(s[1])
             c = np.bincount(lb[lb != IGNORE].ravel(), minlength=nc)
             counts = c if counts is None else counts + c[: len(counts)]
-        caps = drop_caps(params, tables, nc)
-        keys = _verdicts(select_drops([d[:4] for d in doubts], counts if counts is not None else [], caps),
-                         doubts, params.relabel_conf)
-        tot["noise_rates"] = None if np.isscalar(caps) else [round(float(c), 4) for c in caps]
+        counts = counts if counts is not None else np.zeros(nc, np.int64)
+        caps, rates = drop_caps(params, tables, nc, counts)
+        keys = _verdicts(select_drops([d[:4] for d in doubts], counts, caps), doubts, params.relabel_conf)
+        tot["noise_rates"] = None if rates is None else [round(float(c), 4) for c in rates]
         per_image: dict[int, dict] = {}
         for (j, g, k), v in keys.items():
             per_image.setdefault(j, {})[(g, k)] = v

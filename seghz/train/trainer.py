@@ -230,6 +230,8 @@ class TrainConfig:
                              f"(0, 1], got {self.refine_max_drop!r}")
         if self.refine_quota not in QUOTAS:
             raise ValueError(f"unknown refine_quota '{self.refine_quota}'; use one of {', '.join(QUOTAS)}")
+        if self.refine_quota != "fixed" and self.refine != "drop":
+            raise ValueError(f"refine_quota='{self.refine_quota}' applies to refine='drop' only (refine is '{self.refine}')")
         rc = self.refine_relabel_conf
         if rc is not None and not (isinstance(rc, num) and not isinstance(rc, bool) and 0 < rc <= 1):
             raise ValueError(f"refine_relabel_conf must be in (0, 1] or None (drop only, never relabel), got {rc!r}")
@@ -495,7 +497,7 @@ def _rates_text(rates, scheme) -> str:
     if rates is None:
         return ""
     names = list(scheme.names)
-    parts = [f"{names[k] if k < len(names) else k} {100 * r:.0f} %" for k, r in enumerate(rates) if r > 0]
+    parts = [f"{names[k] if k < len(names) else k} {100 * r:.0f} %" for k, r in enumerate(rates) if round(100 * r) > 0]
     return "; estimated label noise: " + (", ".join(parts) if parts else "none")
 
 
@@ -782,7 +784,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                     row.update(refined_px=rst["refined_px"], refine_ignored_px=rst["refine_ignored_px"])
                     st["refine_epoch"], st["refine_digest"] = epoch, _save_refined(rpath, new_labels, epoch)
                     if say is not None:
-                        what = ("label components dropped" if rparams.rule == "drop" else "regions")
+                        what = ("regions" if rparams.rule != "drop" else "label components dropped"
+                                if rparams.relabel_conf is None else "label components dropped or relabelled")
                         say(step / total, f"epoch {epoch}: refined labels: {100 * rst['refined_px']:.2f} % of the "
                                           f"labelled pixels relabelled ({rst['regions']} {what}), "
                                           f"{100 * rst['refine_ignored_px']:.2f} % ignored"
