@@ -86,6 +86,8 @@ ROWS: dict[str, tuple[str, dict]] = {
               {"refine": "drop", "refine_quota": "noise", "refine_max_drop": 1.0}),
     "dropn8": ("+ component drop, each class's quota = its confident-learning noise estimate, at most 80 %",
                {"refine": "drop", "refine_quota": "noise", "refine_max_drop": 0.8}),
+    "drop_r5": ("+ component drop of the clearly doubted components only (p(given) / p(top) < 0.5)",
+                {"refine": "drop", "refine_drop_ratio": 0.5}),
     "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
                 {"refine": "drop", "refine_relabel_conf": 0.5}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",

@@ -402,6 +402,29 @@ def test_select_drops_takes_one_quota_per_class():
     assert select_drops(doubts, [0, 100, 10], np.array(0.6)) == {"a", "b"}  # a 0-d array: one quota for all (d: 10 > 6)
 
 
+def test_select_drops_max_ratio_keeps_the_narrowly_doubted():
+    """Only components whose p(given) / p(top) is below max_ratio may go; the quota then applies to those."""
+    doubts = [("a", 1, 30, 0.4), ("b", 1, 30, 0.1), ("c", 1, 30, 0.2), ("d", 2, 10, 0.9)]
+    assert select_drops(doubts, {1: 100, 2: 10}, 1.0, max_ratio=0.3) == {"b", "c"}
+    assert select_drops(doubts, {1: 100, 2: 10}, 1.0, max_ratio=0.4) == {"b", "c"}  # 0.4 is not below 0.4
+    assert select_drops(doubts, {1: 100, 2: 10}, 0.3, max_ratio=0.15) == {"b"}
+    assert select_drops(doubts, {1: 100, 2: 10}, 1.0, max_ratio=0.05) == set()
+
+
+def test_drop_max_ratio_in_drop_components():
+    """Class 1: A (p1 / p0 = 0.05 / 0.9 = 0.056) and B (0.3 / 0.6 = 0.5) are both doubted; with max_ratio 0.5 only A
+    goes, B (exactly 0.5) stays."""
+    given = np.zeros((30, 30), np.uint8)
+    given[1:7, 1:7] = 1
+    given[10:16, 10:16] = 1
+    p = _probs(30, 30)
+    _set(p, np.s_[10:16, 10:16], (0.6, 0.3, 0.1))
+    out, st = drop_components(given, p, None, RefineParams(min_px=16, rule="drop", max_drop=1.0, max_ratio=0.5))
+    assert (out[1:7, 1:7] == 255).all() and (out[10:16, 10:16] == 1).all() and st["regions"] == 1
+    out, st = drop_components(given, p, None, RefineParams(min_px=16, rule="drop", max_drop=1.0, max_ratio=0.51))
+    assert st["regions"] == 2
+
+
 def test_noise_quota_counts_only_the_judged_pixels():
     """Half of A (20 of its 40 px) is trusted. The estimate is over untrusted pixels of the judged components:
     t0 = (20·0.9 + 20·0.2 + 10·0.45) / 50 = 0.53; A (20 px) counts as 0, B (20 px) as 1, D is not counted -> rate
@@ -449,6 +472,8 @@ def test_refine_params_pick_the_rule_from_the_config():
     assert RefineParams.of(TrainConfig(scheme="hz7", refine="region")).rule == "region"
     assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop")).quota == "fixed"
     assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop", refine_quota="noise")).quota == "noise"
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop")).max_ratio == 1.0
+    assert RefineParams.of(TrainConfig(scheme="hz7", refine="drop", refine_drop_ratio=0.5)).max_ratio == 0.5
     # the first refinement: the rule's default unless set
     assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="drop")) == 0.1
     assert refine_mod.refine_start(TrainConfig(scheme="hz7", refine="region")) == 0.4
@@ -475,6 +500,9 @@ def test_refine_params_pick_the_rule_from_the_config():
     ({"refine_max_drop": 1.5}, "refine_max_drop"),
     ({"refine_relabel_conf": 0.0}, r"refine_relabel_conf must be in \(0, 1\] or None"),
     ({"refine_quota": "auto"}, "unknown refine_quota 'auto'; use one of fixed, noise"),
+    ({"refine_drop_ratio": 0.0}, r"refine_drop_ratio .* must be in \(0, 1\]"),
+    ({"refine_drop_ratio": 1.5}, "refine_drop_ratio"),
+    ({"refine_drop_ratio": True}, "refine_drop_ratio"),
     ({"refine": "region", "refine_quota": "noise"}, "refine_quota='noise' applies to refine='drop' only"),
     ({"refine_relabel_conf": "yes"}, "refine_relabel_conf"),
     ({"refine_ignore_conf": "high"}, "refine_ignore_conf"),

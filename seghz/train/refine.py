@@ -49,13 +49,14 @@ class RefineParams:
     max_drop: float = 0.5  # "drop": at most this fraction of a class's labelled pixels is dropped
     relabel_conf: float | None = None  # "drop": a dropped component whose top class has this mean probability is relabelled
     quota: str = "fixed"  # "drop": "fixed" = max_drop for every class; "noise" = confident-learning estimate, ≤ max_drop
+    max_ratio: float = 1.0  # "drop": only components with p(given) / p(top) below this are dropped (1.0: every doubted one)
 
     @classmethod
     def of(cls, cfg) -> RefineParams:
         rule = "drop" if getattr(cfg, "refine", "region") == "drop" else "region"
         return cls(int(cfg.refine_min_px), float(cfg.refine_conf), float(cfg.refine_keep), cfg.refine_ignore_conf, rule,
                    float(getattr(cfg, "refine_max_drop", 0.5)), getattr(cfg, "refine_relabel_conf", None),
-                   str(getattr(cfg, "refine_quota", "fixed")))
+                   str(getattr(cfg, "refine_quota", "fixed")), float(getattr(cfg, "refine_drop_ratio", 1.0)))
 
 
 # the default first refinement, as a fraction of the epochs: relabelling waits for the early-learning phase (a
@@ -336,18 +337,21 @@ def confident_noise_rates(g: np.ndarray, px: np.ndarray, mean: np.ndarray, nc: i
 
 
 def select_drops(doubts: Sequence[tuple], labelled_px: Sequence[int] | np.ndarray,
-                 max_drop: float | Sequence[float] | np.ndarray) -> set:
+                 max_drop: float | Sequence[float] | np.ndarray, max_ratio: float = 1.0) -> set:
     """Which doubted components to drop: per class, the most doubted first (lowest ratio), each as long as the class
     keeps at least ``1 − max_drop`` of its labelled pixels (one that would go past that is skipped, a smaller, less
     doubted one may still fit). ``doubts``: ``(key, g, px, ratio)``; ``max_drop``: one fraction for every class, or
-    one per class index; returns the chosen keys.
+    one per class index; components whose ratio is not below ``max_ratio`` are never chosen (the model prefers
+    another class, but not by much); returns the chosen keys.
 
     The quota guards against a class collapsing: a class the model has not learned yet (or confuses with a larger
     one) would otherwise lose every component, never be trained on again, and vanish from the predictions."""
     per_class = np.ndim(max_drop) > 0
     chosen = set()
     used: dict[int, int] = {}
-    for key, g, px, _r in sorted(doubts, key=lambda d: (d[3], d[1], d[0])):
+    for key, g, px, r in sorted(doubts, key=lambda d: (d[3], d[1], d[0])):
+        if r >= max_ratio:
+            continue
         cap = float(max_drop[g] if per_class else max_drop) * float(labelled_px[g])  # type: ignore[index]
         if used.get(g, 0) + px <= cap:
             used[g] = used.get(g, 0) + px
@@ -428,7 +432,7 @@ def drop_components(given: np.ndarray, probs: np.ndarray, trusted: np.ndarray | 
     counts = np.bincount(np.asarray(given)[labelled].ravel(), minlength=nc)
     keyed = [((g, k), g, px, r, t, pt) for g, k, px, r, t, pt in doubts]
     caps, _ = drop_caps(cfg, [table] if table is not None else [], nc, counts)
-    keys = _verdicts(select_drops([d[:4] for d in keyed], counts, caps), keyed, cfg.relabel_conf)
+    keys = _verdicts(select_drops([d[:4] for d in keyed], counts, caps, cfg.max_ratio), keyed, cfg.relabel_conf)
     out = _apply_drops(given, trusted, keys, nc)
     ign = labelled & (out == IGNORE)
     return out, {"labelled": int(labelled.sum()), "relabelled": int((labelled & ~ign & (out != given)).sum()),
@@ -469,7 +473,8 @@ def refine_samples(model: torch.nn.Module, samples: Sequence[tuple], norm: dict,
             counts = c if counts is None else counts + c[: len(counts)]
         counts = counts if counts is not None else np.zeros(nc, np.int64)
         caps, rates = drop_caps(params, tables, nc, counts)
-        keys = _verdicts(select_drops([d[:4] for d in doubts], counts, caps), doubts, params.relabel_conf)
+        keys = _verdicts(select_drops([d[:4] for d in doubts], counts, caps, params.max_ratio), doubts,
+                         params.relabel_conf)
         tot["noise_rates"] = None if rates is None else [round(float(c), 4) for c in rates]
         per_image: dict[int, dict] = {}
         for (j, g, k), v in keys.items():

@@ -152,6 +152,7 @@ class TrainConfig:
     # refine="drop": the per-class quota — "fixed" (refine_max_drop for every class) or "noise" (each class's label
     # noise rate estimated by confident learning over the components, capped at refine_max_drop)
     refine_quota: str = "fixed"
+    refine_drop_ratio: float = 1.0  # refine="drop": drop only components with mean p(given) / p(top) below this
     # cross-fitted label cleaning before training (seghz.train.clean): "none" | "crossfit"
     clean: str = "none"
     clean_folds: int = 2  # fold models, each trained on the other folds, judge the fold they never saw
@@ -230,6 +231,10 @@ class TrainConfig:
                              f"(0, 1], got {self.refine_max_drop!r}")
         if self.refine_quota not in QUOTAS:
             raise ValueError(f"unknown refine_quota '{self.refine_quota}'; use one of {', '.join(QUOTAS)}")
+        dr = self.refine_drop_ratio
+        if isinstance(dr, bool) or not (isinstance(dr, num) and 0 < dr <= 1):
+            raise ValueError(f"refine_drop_ratio (drop only components with p(given) / p(top) below it) must be in (0, 1], "
+                             f"got {dr!r}")
         if self.refine_quota != "fixed" and self.refine != "drop":
             raise ValueError(f"refine_quota='{self.refine_quota}' applies to refine='drop' only (refine is '{self.refine}')")
         rc = self.refine_relabel_conf
