@@ -134,9 +134,11 @@ def test_no_pickle_in_the_trainer_code():
 # ---------------------------------------------------------------- resume / cancel
 
 
-def test_cancel_mid_epoch_keeps_files_and_resume_matches_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.3])  # 0.3: the checkpoint holds the moving average, the state both
+def test_cancel_mid_epoch_keeps_files_and_resume_matches_an_uninterrupted_run(data, tmp_path, ema):
     tr, va = data
-    kw = {"epochs": 4, "steps_per_epoch": 2, "consistency": True, "noise_mask": "cos"}  # both draw random numbers
+    kw = {"epochs": 4, "steps_per_epoch": 2, "consistency": True, "noise_mask": "cos",  # both draw random numbers
+          "ema": ema}
     a_out = tmp_path / "a" / "m.safetensors"
     full = train(_cfg(**kw), tr, va, a_out)
     assert [r["epoch"] for r in full["history"]] == [1, 2, 3, 4]
@@ -168,7 +170,8 @@ def test_cancel_mid_epoch_keeps_files_and_resume_matches_an_uninterrupted_run(da
     for ra, rb in zip(full["history"], res["history"]):
         for k in ("loss", "lr", "val_miou", "val_fwiou", "noise_threshold", "consistency_mse"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), k
-    _assert_same_weights(_weights(state_path(a_out)), _weights(b_state), atol=1e-6)  # last weights + optimizer
+    _assert_same_weights(_weights(state_path(a_out)), _weights(b_state), atol=1e-6)  # last weights + optimizer (+ EMA)
+    assert any(k.startswith("ema/") for k in _weights(b_state)) == (ema > 0)
     _assert_same_weights(_weights(a_out), _weights(b_out), atol=1e-6)  # best checkpoint
     assert read_metadata(a_out)["metrics"]["epoch"] == read_metadata(b_out)["metrics"]["epoch"]
     assert all(v.dtype in (torch.float32, torch.int64) for v in _weights(b_out).values())  # CPU: fp32

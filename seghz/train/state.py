@@ -5,7 +5,8 @@ atomically (temporary file in the same folder, fsync, ``os.replace``) at the end
 pickled:
 
 * tensors (safetensors): ``model/<state-dict key>`` for the model's parameters and buffers (the weights of
-  the *last* epoch, not the best one, which is the checkpoint), and ``optim/<param index>/<name>`` for each
+  the *last* epoch, not the best one, which is the checkpoint), ``ema/<state-dict key>`` for the averaged weights
+  when the run keeps an exponential moving average (:mod:`seghz.train.ema`), and ``optim/<param index>/<name>`` for each
   tensor in the optimizer's per-parameter state (AdamW: ``step``, ``exp_avg``, ``exp_avg_sq``);
 * JSON in the safetensors header under ``"seghz_state"`` (format ``seghz-train-state/1``): the caller's loop
   info (epoch, step, best score, history, ...), ``optimizer`` = ``{"param_groups": [...], "state": {index:
@@ -41,13 +42,14 @@ class TrainStateError(SegHZError, ValueError):
 class TrainState:
     """A loaded training state: ``info`` (the caller's JSON), ``model`` (state dict), ``optimizer`` (a state
     dict for ``Optimizer.load_state_dict``), ``scheduler`` (a state dict for ``LRScheduler.load_state_dict``)
-    and ``rng`` (for :func:`set_rng_state`)."""
+    ``rng`` (for :func:`set_rng_state`) and ``ema`` (the averaged weights' state dict, or None)."""
 
     info: dict[str, Any]
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None
     rng: dict[str, Any] | None
+    ema: dict[str, torch.Tensor] | None = None
 
 
 def state_path(checkpoint_path: str | os.PathLike) -> Path:
@@ -108,12 +110,15 @@ def _cpu(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
 
 
 def save_train_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any | None, info: dict[str, Any], rng: dict[str, Any] | None = None) -> Path:
-    """Atomically write a training state to ``path``. On any error (a full disk: ``OSError`` ENOSPC) the temporary
-    file is removed, the error propagates and the previous state file, if any, is untouched."""
+                     scheduler: Any | None, info: dict[str, Any], rng: dict[str, Any] | None = None,
+                     ema: dict[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write a training state to ``path`` (``ema``: the averaged weights' state dict, if any). On any
+    error (a full disk: ``OSError`` ENOSPC) the temporary file is removed, the error propagates and the previous
+    state file, if any, is untouched."""
     p = Path(path)
     seen: set[int] = set()
     tensors: dict[str, torch.Tensor] = {f"model/{k}": _cpu(v, seen) for k, v in model.state_dict().items()}
+    tensors.update({f"ema/{k}": _cpu(v, seen) for k, v in (ema or {}).items()})
     osd = optimizer.state_dict()
     index: dict[str, dict[str, Any]] = {}
     for pid, pstate in osd["state"].items():
@@ -159,6 +164,7 @@ def load_train_state(path: str | os.PathLike) -> TrainState:
     meta = _read_meta(p)
     tensors = load_file(str(p), device="cpu")
     model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    ema = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")} or None
     state: dict[int, dict[str, Any]] = {}
     for pid, entry in meta["optimizer"]["state"].items():
         st: dict[str, Any] = {}
@@ -178,7 +184,7 @@ def load_train_state(path: str | os.PathLike) -> TrainState:
             g["betas"] = tuple(g["betas"])
         groups.append(g)
     return TrainState(info=meta["info"], model=model, optimizer={"state": state, "param_groups": groups},
-                      scheduler=meta.get("scheduler"), rng=meta.get("rng"))
+                      scheduler=meta.get("scheduler"), rng=meta.get("rng"), ema=ema)
 
 
 __all__ = ["FORMAT", "TrainState", "TrainStateError", "load_train_state", "read_state_info", "rng_state",

@@ -54,6 +54,7 @@ from seghz.metrics import class_frequencies, confusion_matrix, scores
 from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
+from seghz.train.ema import WeightEMA, ema_decay
 from seghz.train.losses import LossConfig, SegLoss
 from seghz.train.losses import class_weights as make_class_weights
 from seghz.train.refine import QUOTAS, REFINES, RefineParams, labels_digest, refine_epochs, refine_samples, refine_start
@@ -122,6 +123,9 @@ class TrainConfig:
     robust: str = "none"
     noise_rate: float = 0.3  # forward: η, the expected share of flipped labels, in [0, (K−1)/K) for K present classes
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
+    # exponential moving average of the weights (seghz.train.ema): its horizon as a fraction of the run's optimiser
+    # steps (0: off). The averaged weights are validated, saved as the checkpoint and judge refine's labels
+    ema: float = 0.0
     monitor: str = "miou"  # validation score that picks the best checkpoint and drives early stopping
     patience: int | None = None  # stop after this many epochs without improvement of `monitor` (None: never)
     deterministic: bool = False  # also ask torch for deterministic kernels (slower on GPU)
@@ -186,6 +190,9 @@ class TrainConfig:
             raise ValueError(f"monitor must be one of {', '.join(MONITORS)} (got '{self.monitor}')")
         if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
             raise ValueError(f"patience must be an integer >= 1 or None (got {self.patience})")
+        if isinstance(self.ema, bool) or not (isinstance(self.ema, (int, float)) and 0 <= self.ema <= 1):
+            raise ValueError(f"ema (the averaging horizon as a fraction of the run's steps; 0 = off) must be in [0, 1], "
+                             f"got {self.ema!r}")
         self._validate_refine()
         self._validate_clean()
         self.loss_config().validate()
@@ -627,6 +634,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     has_trusted = any(len(s) > 2 for s in train_samples)
     order_rng = random.Random(cfg.seed)
     order: list[int] = []
+    ema = WeightEMA(model, ema_decay(cfg.ema, total)) if cfg.ema > 0 else None
     # loop state: everything the training-state file carries besides tensors and RNGs
     st = {"epoch": 0, "step": 0, "best": -1.0, "best_scores": None, "best_epoch": None, "bad_epochs": 0,
           "history": [], "stopped_early": None, "finished": False, "elapsed": 0.0, "refine_epoch": None,
@@ -642,6 +650,11 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             ts = load_train_state(spath)
             _check_resumable(ts.info, cfg, global_batch, steps, spath)
             model.load_state_dict(ts.model)
+            if ema is not None:
+                if ts.ema is None:
+                    raise TrainStateError(f"{spath}: the run keeps a moving average of the weights (ema={cfg.ema}) "
+                                          "but the training state holds none; start a new run (without resume)")
+                ema.load_state_dict(ts.ema, int(ts.info["loop"]["step"]))
             opt.load_state_dict(ts.optimizer)
             if ts.scheduler is not None:
                 sched.load_state_dict(ts.scheduler)
@@ -668,8 +681,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             say(1.0, f"the saved run already finished (epoch {st['epoch']}); nothing to do")
         return result()
     if st["refine_epoch"] is not None:  # resume: train on the labels of the saved run's latest refinement
-        refined = _restore_refined(cfg, dctx, model, norm, device, train_samples, st, rpath, rparams, say,
-                                   st["step"] / total)
+        refined = _restore_refined(cfg, dctx, ema.module if ema is not None else model, norm, device,
+                                   train_samples, st, rpath, rparams, say, st["step"] / total)
         cur = _apply_refined(train_samples, refined, pre)
 
     manual_sync = False
@@ -768,6 +781,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                 _allreduce_grads(model, dctx.world)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             if lag:
                 drain(lag)  # the previous step's loss: the device is busy with this one meanwhile
@@ -785,7 +800,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         if main:
             try:
                 if do_refine:  # rank 0 refines (from the given labels), keeps them next to the state, then shares them
-                    new_labels, rst = refine_samples(model, train_samples, norm, device, rparams, amp=amp)
+                    judge = ema.module if ema is not None else model  # the averaged weights judge, when kept
+                    new_labels, rst = refine_samples(judge, train_samples, norm, device, rparams, amp=amp)
                     row.update(refined_px=rst["refined_px"], refine_ignored_px=rst["refine_ignored_px"])
                     st["refine_epoch"], st["refine_digest"] = epoch, _save_refined(rpath, new_labels, epoch)
                     if say is not None:
@@ -797,7 +813,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                                           + _rates_text(rst.get("noise_rates"), scheme))
                 stop = _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs,
                                      out_path, spath, meta_extra, opt, sched, order_rng, order, on_metrics, say, total,
-                                     global_batch, steps, dctx)
+                                     global_batch, steps, dctx, ema)
             except BaseException as e:  # noqa: BLE001 - told to the other ranks, then re-raised
                 failure = e
         code = _broadcast(dctx, [2.0 if failure is not None else (1.0 if stop else 0.0)], device)[0]
@@ -825,10 +841,13 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
 
 
 def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs, out_path, spath,
-                  meta_extra, opt, sched, order_rng, order, on_metrics, say, total, global_batch, steps, dctx) -> bool:
-    """Rank 0: validate, log, write the checkpoint at a new best and the training state. True: stop early."""
+                  meta_extra, opt, sched, order_rng, order, on_metrics, say, total, global_batch, steps, dctx,
+                  ema: WeightEMA | None = None) -> bool:
+    """Rank 0: validate, log, write the checkpoint at a new best and the training state. True: stop early. With a
+    moving average of the weights (``ema``), the averaged weights are validated and saved as the checkpoint."""
+    net = ema.module if ema is not None else model
     if val_samples:
-        pred = Predictor(model, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
+        pred = Predictor(net, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
         sc = evaluate_samples(pred, val_samples, scheme.names)
         row.update(val_miou=sc["miou"], val_fwiou=sc["fwiou"], val_oa=sc["oa"])
         row.update({f"val_iou/{n}": v["iou"] for n, v in sc["per_class"].items() if v["iou"] is not None})
@@ -848,7 +867,7 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
         }
         meta.update(meta_extra or {})
         try:
-            save_checkpoint(out_path, model, meta)
+            save_checkpoint(out_path, net, meta)
         except OSError as e:
             kept = (f"The previous checkpoint (epoch {st['best_epoch']}) is kept at {out_path}." if st["best_epoch"]
                     is not None else "No checkpoint had been written yet.")
@@ -869,7 +888,7 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
             "steps_per_epoch": steps, "total_steps": total,
             "loop": {**st, "order": list(order), "order_rng": [py[0], list(py[1]), py[2]]}}
     try:
-        save_train_state(spath, model, opt, sched, info, rng_state())
+        save_train_state(spath, model, opt, sched, info, rng_state(), ema=ema.state_dict() if ema is not None else None)
     except OSError as e:
         prev = f"The training state of the last saved epoch is kept at {spath}." if spath.is_file() else "No training state had been written yet."
         ck = f" The checkpoint at {out_path} is of epoch {st['best_epoch']}." if st["best_epoch"] is not None else ""
