@@ -90,6 +90,9 @@ ROWS: dict[str, tuple[str, dict]] = {
                 {"refine": "drop", "refine_drop_ratio": 0.5}),
     "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
                 {"refine": "drop", "refine_relabel_conf": 0.5}),
+    "ema": ("+ moving average of the weights (horizon 5 % of the steps; it is validated and saved)", {"ema": 0.05}),
+    "drop_ema": ("+ component drop judged by the moving average of the weights (horizon 5 %)",
+                 {"refine": "drop", "ema": 0.05}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }

@@ -533,11 +533,14 @@ def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are
     assert not at.number_input(key="train_noise_rate").disabled and at.number_input(key="train_gce_q").disabled
     at.selectbox(key="train_noise").set_value("none")
     at.number_input(key="train_noise_rate").set_value(0.2)
+    assert at.number_input(key="train_ema").value == 0.0  # weight averaging is off by default
+    at.number_input(key="train_ema").set_value(0.05)
     at.button(key="train_submit").click().run()
     assert_ok(at)
     (job,) = ws.list_jobs()
     c = job.config
     assert c["robust"] == "forward" and abs(c["noise_rate"] - 0.2) < 1e-9 and c["noise_mask"] == "none"
+    assert abs(c["ema"] - 0.05) < 1e-9
 
 
 def test_train_submits_job_shows_result_and_promotes(ws):

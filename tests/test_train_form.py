@@ -33,7 +33,8 @@ def test_noise_robust_loss_fills_the_form_and_unknown_modes_are_noted():
     state, notes = form_state_from_config({"robust": "symmetric"}, active_id=None, options=OPTIONS)
     assert "train_robust" not in state and notes == ["robust `symmetric` is not offered by the form; left at its default."]
     # a job from before the option: nothing set, the form keeps its defaults
-    assert not {"train_robust", "train_noise_rate", "train_gce_q"} & set(form_state_from_config({}, active_id=None)[0])
+    assert not {"train_robust", "train_noise_rate", "train_gce_q", "train_ema"} & set(form_state_from_config({}, active_id=None)[0])
+    assert form_state_from_config({"ema": 0.05}, active_id=None)[0]["train_ema"] == 0.05
 
 
 def test_scratch_config_and_values_the_form_does_not_offer():

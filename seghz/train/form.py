@@ -67,6 +67,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_robust", config.get("robust"))
     put("train_noise_rate", None if "noise_rate" not in config else float(config["noise_rate"]))
     put("train_gce_q", None if "gce_q" not in config else float(config["gce_q"]))
+    put("train_ema", None if "ema" not in config else float(config["ema"]))
     put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
     put("train_refine", config.get("refine"))
     put("train_clean", config.get("clean"))
