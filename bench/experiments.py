@@ -93,6 +93,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "ema": ("+ moving average of the weights (horizon 5 % of the steps; it is validated and saved)", {"ema": 0.05}),
     "drop_ema": ("+ component drop judged by the moving average of the weights (horizon 5 %)",
                  {"refine": "drop", "ema": 0.05}),
+    "drop_gce": ("+ component drop + generalized CE (q=0.7) on the labels it keeps",
+                 {"refine": "drop", "robust": "gce", "gce_q": 0.7}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }
