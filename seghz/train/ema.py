@@ -45,7 +45,9 @@ class WeightEMA:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self._pairs()  # checks that the copy and the model line up
+        self._live: torch.nn.Module | None = None  # the model the cached tensor pairs below belong to
+        self._float: tuple[list, list] = ([], [])
+        self._other: list = []
 
     def _pairs(self, model: torch.nn.Module | None = None):
         mine = self.module.state_dict(keep_vars=True)
@@ -58,18 +60,19 @@ class WeightEMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> float:
-        """Move the average towards ``model``'s current weights; returns the decay used."""
+        """Move the average towards ``model``'s current weights; returns the decay used. The pairing of the two
+        models' tensors is built once per live model (the optimiser updates its tensors in place)."""
         d = warm_decay(self.decay, self.updates)
-        mine, theirs = self._pairs(model)
-        fa, fb = [], []
-        for k, a in mine.items():
-            if a.is_floating_point():
-                fa.append(a)
-                fb.append(theirs[k].detach())
-            else:
-                a.copy_(theirs[k])
-        if fa:
-            torch._foreach_lerp_([t.data for t in fa], [t.data for t in fb], 1.0 - d)
+        if self._live is not model:
+            mine, theirs = self._pairs(model)
+            self._float = ([a.data for k, a in mine.items() if a.is_floating_point()],
+                           [theirs[k].data for k, a in mine.items() if a.is_floating_point()])
+            self._other = [(a, theirs[k]) for k, a in mine.items() if not a.is_floating_point()]
+            self._live = model
+        if self._float[0]:
+            torch._foreach_lerp_(self._float[0], self._float[1], 1.0 - d)
+        for a, b in self._other:
+            a.copy_(b)
         self.updates += 1
         return d
 
@@ -77,7 +80,7 @@ class WeightEMA:
         return {k: v.detach() for k, v in self.module.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
-        self.module.load_state_dict(state)
+        self.module.load_state_dict(state)  # copies into the existing tensors: the cached pairs stay valid
         self.updates = int(updates)
 
 
