@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     truth = [lb for _, lb in train_s]
     if not a.clean:
         train_s, _ = noisy_copy(train_s, a.seed, a.flip_fraction)
-    cfg = TrainConfig(scheme=SCHEME, arch="Unet", encoder=a.encoder, epochs=a.epochs, batch_size=a.batch_size,
-                      crop_size=a.crop, lr=a.lr, seed=a.seed, device=a.device, tile_size=max(a.crop, 224),
-                      steps_per_epoch=-(-a.steps // a.epochs), encoder_weights=INITS[a.init], class_weights="none",
-                      dice=False, **json.loads(a.extra))
+    # the plain-CE base of bench/experiments.py; --extra may override any of it (class weights, Dice, ...)
+    base = dict(scheme=SCHEME, arch="Unet", encoder=a.encoder, epochs=a.epochs, batch_size=a.batch_size,
+                crop_size=a.crop, lr=a.lr, seed=a.seed, device=a.device, tile_size=max(a.crop, 224),
+                steps_per_epoch=-(-a.steps // a.epochs), encoder_weights=INITS[a.init], class_weights="none",
+                dice=False)
+    cfg = TrainConfig(**{**base, **json.loads(a.extra)})
     ck = a.out / "run.safetensors"
 
     def keep(step, epoch, row):  # called before epoch `epoch`'s checkpoint is written: the file holds epoch - 1
