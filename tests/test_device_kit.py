@@ -1,0 +1,275 @@
+"""bench/device_kit.py (pack / unpack / merge) and bench/device_run.sh (syntax; orchestration with a stand-in script)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import device_kit as kit  # noqa: E402
+
+STEMS = ["arbor_a_1", "lake_b_2", "road_c_3"]
+
+
+def _gid_like(root: Path, n: int = 3) -> Path:
+    """A tiny gid15-like folder: smooth 32x32 RGB images/<stem>.png and single-band labels/<stem>.png."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    for i, s in enumerate(STEMS[:n]):
+        a, b = rng.uniform(0.5, 3.0, 2)
+        img = np.stack([128 + 100 * np.sin((xx * a + yy * b + 10 * c + i) / 12) for c in range(3)], -1)
+        cv2.imwrite(str(root / "images" / f"{s}.png"), np.clip(img, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(root / "labels" / f"{s}.png"), rng.integers(0, 6, (32, 32), dtype=np.uint8))
+    return root
+
+
+def _run(row: str, seed: int, miou: float) -> dict:
+    return {"row": row, "seed": seed, "init": "scratch", "miou": miou, "miou_gt": miou + 0.02, "fwiou": 0.5, "oa": 0.6,
+            "per_class_iou": {"Water": miou}, "steps": 10, "train_s": 10.0, "eval_s": 1.0, "final_loss": 1.0,
+            "noise_dropped": None, "label_error": None, "recipe": {}}
+
+
+def _report(runs: list[dict], rows: list[str], seeds: list[int], **protocol) -> dict:
+    p = {"data": "gid15 -> hz7", "arch": "Unet", "encoder": "resnet34", "init": "scratch", "steps": 10, "epochs": 10,
+         "batch_size": 16, "crop": 224, "lr": 0.002, "flip_fraction": 0.3, "train_tiles": 489, "eval_tiles": 125,
+         "train_stems_sha1": "a", "eval_stems_sha1": "b", **protocol}
+    return {"command": f"python bench/experiments.py --rows {','.join(rows)}", "env": {"device": "cuda"}, "protocol": p,
+            "eval_classes": ["Water"], "rows": rows, "seeds": seeds, "runs": runs,
+            "noise_rate": {str(s): 0.3 for s in seeds}, "summary": {}, "wall_s": 100.0 + len(runs)}
+
+
+# ---------------------------------------------------------------------------------------------------- pack/unpack
+
+
+def test_pack_unpack_roundtrip(tmp_path):
+    data = _gid_like(tmp_path / "gid")
+    dest = tmp_path / "kit"
+    assert kit.main(["pack", "--data", str(data), "--dest", str(dest), "--no-wheels", "--quality", "95"]) == 0
+    assert sorted(p.stem for p in (dest / "gid15" / "images").glob("*.jpg")) == sorted(STEMS)
+    assert not (dest / "whl").exists()
+    again = kit.pack(data, dest, 95, None)  # everything up to date
+    assert again["encoded"] == again["copied"] == 0 and again["skipped"] == 6
+
+    out = tmp_path / "unpacked"
+    assert kit.main(["unpack", "--src", str(dest / "gid15"), "--dest", str(out)]) == 0
+    assert sorted(p.stem for p in (out / "images").glob("*.png")) == sorted(STEMS)
+    assert sorted(p.name for p in (out / "labels").glob("*.png")) == sorted(f"{s}.png" for s in STEMS)
+    for s in STEMS:
+        assert (out / "labels" / f"{s}.png").read_bytes() == (data / "labels" / f"{s}.png").read_bytes()
+        a = cv2.imread(str(data / "images" / f"{s}.png"), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(out / "images" / f"{s}.png"), cv2.IMREAD_UNCHANGED)
+        assert b.shape == a.shape == (32, 32, 3) and b.dtype == np.uint8
+        assert np.abs(a.astype(int) - b).mean() < 3.0
+    # the unpacked folder reads as experiments.py --data does
+    from seghz.classes import get_scheme
+    from seghz.data.io import read_image, read_label
+
+    assert read_image(out / "images" / f"{STEMS[0]}.png").shape == (32, 32, 3)
+    assert read_label(out / "labels" / f"{STEMS[0]}.png", get_scheme("gid15")).shape == (32, 32)
+
+    # a tile gone from the source disappears from the pack and, on the next unpack, from the unpacked folder
+    (data / "images" / f"{STEMS[2]}.png").unlink()
+    (data / "labels" / f"{STEMS[2]}.png").unlink()
+    assert kit.pack(data, dest, 95, None)["removed"] == 2
+    assert kit.unpack(dest / "gid15", out)["removed"] == 2
+    assert sorted(p.stem for p in (out / "images").glob("*.png")) == sorted(STEMS[:2])
+
+
+def test_pack_quality_change_reencodes(tmp_path):
+    data = _gid_like(tmp_path / "gid", 2)
+    dest = tmp_path / "kit"
+    kit.pack(data, dest, 95, None)
+    big = sum(p.stat().st_size for p in (dest / "gid15" / "images").glob("*.jpg"))
+    assert kit.pack(data, dest, 40, None)["encoded"] == 2
+    assert sum(p.stat().st_size for p in (dest / "gid15" / "images").glob("*.jpg")) < big
+
+
+def test_pack_adds_exclude_line_once_inside_repo(tmp_path):
+    data = _gid_like(tmp_path / "gid", 1)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    real_exclude = ROOT / ".git" / "info" / "exclude"
+    before = real_exclude.read_bytes() if real_exclude.is_file() else None
+    for _ in range(2):
+        assert kit.main(["pack", "--data", str(data), "--dest", ".gpu", "--no-wheels", "--repo-root", str(repo)]) == 0
+    assert (repo / ".gpu" / "gid15" / "images" / f"{STEMS[0]}.jpg").is_file()
+    assert (repo / ".git" / "info" / "exclude").read_text().splitlines().count("/.gpu/") == 1
+    assert (real_exclude.read_bytes() if real_exclude.is_file() else None) == before
+
+    (repo / ".git" / "info" / "exclude").write_text("# no newline at the end")
+    kit.ensure_excluded(repo, Path("kit/sub"))
+    assert (repo / ".git" / "info" / "exclude").read_text() == "# no newline at the end\n/kit/sub/\n"
+
+
+def test_pack_and_unpack_errors_name_the_path(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    with pytest.raises(kit.KitError, match=re.escape(str(missing))):
+        kit.pack(missing, tmp_path / "kit", 95, None)
+    assert kit.main(["pack", "--data", str(missing), "--dest", str(tmp_path / "kit"), "--no-wheels"]) == 1
+    assert str(missing) in capsys.readouterr().err
+
+    (tmp_path / "nolabels" / "images").mkdir(parents=True)
+    with pytest.raises(kit.KitError, match=re.escape(str(tmp_path / "nolabels" / "labels"))):
+        kit.pack(tmp_path / "nolabels", tmp_path / "kit", 95, None)
+
+    data = _gid_like(tmp_path / "gid", 2)
+    bad = data / "images" / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(kit.KitError, match=re.escape(f"cannot read image {bad}")):
+        kit.pack(data, tmp_path / "kit", 95, None)
+
+    with pytest.raises(kit.KitError, match=re.escape(str(tmp_path / "nokit"))):
+        kit.unpack(tmp_path / "nokit", tmp_path / "out")
+    assert kit.main(["unpack", "--src", str(tmp_path / "nokit"), "--dest", str(tmp_path / "out")]) == 1
+    assert str(tmp_path / "nokit") in capsys.readouterr().err
+
+
+def test_unpack_refuses_a_foreign_nonempty_dest(tmp_path):
+    data = _gid_like(tmp_path / "gid", 1)
+    kit.pack(data, tmp_path / "kit", 95, None)
+    with pytest.raises(kit.KitError, match="not an earlier unpack"):
+        kit.unpack(tmp_path / "kit" / "gid15", data)  # would overwrite the PNG originals
+    assert kit.unpack(tmp_path / "kit" / "gid15", tmp_path / "out")["decoded"] == 1
+    assert kit.unpack(tmp_path / "kit" / "gid15", tmp_path / "out")["decoded"] == 0  # an earlier unpack: fine, up to date
+
+
+def test_wheel_requirements_skip_extras(tmp_path):
+    import zipfile
+
+    whl = tmp_path / "x-1.0-py3-none-any.whl"
+    meta = ("Metadata-Version: 2.1\nName: x_pkg\nVersion: 1.0\nRequires-Dist: huggingface-hub>=0.24\n"
+            "Requires-Dist: Pillow (>=8)\nRequires-Dist: pytest; extra == \"test\"\nRequires-Dist: foo_bar[x]>=1; "
+            "python_version >= \"3.8\"\n\nRequires-Dist: in the description\n")
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("x_pkg-1.0.dist-info/METADATA", meta)
+    name, reqs = kit.wheel_requirements(whl)
+    assert name == "x_pkg" and reqs == ["huggingface-hub", "Pillow", "foo_bar"]
+    assert {kit._norm(r) for r in reqs} - kit.DEVICE_HAS == {"foo-bar"}
+
+
+# ---------------------------------------------------------------------------------------------------------- merge
+
+
+def test_merge_two_reports_recomputes_summary(tmp_path):
+    a = _report([_run("ce", 0, 0.60), _run("noisy_ce", 0, 0.40)], ["ce", "noisy_ce"], [0])
+    b = _report([_run("noisy_boot", 0, 0.50), _run("ce", 1, 0.64)], ["noisy_boot", "ce"], [0, 1])
+    b["noise_rate"] = {"1": 0.31}
+    fa, fb, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "m" / "merged.json"
+    fa.write_text(json.dumps(a))
+    fb.write_text(json.dumps(b))
+    assert kit.main(["merge", "--out", str(out), str(fa), str(fb)]) == 0
+    m = json.loads(out.read_text())
+    assert [(x["row"], x["seed"]) for x in m["runs"]] == [("ce", 0), ("noisy_ce", 0), ("noisy_boot", 0), ("ce", 1)]
+    assert m["rows"] == ["ce", "noisy_ce", "noisy_boot"] and m["seeds"] == [0, 1]
+    assert m["noise_rate"] == {"0": 0.3, "1": 0.31}
+    assert m["protocol"] == a["protocol"] and m["wall_s"] == max(a["wall_s"], b["wall_s"])
+    s = m["summary"]
+    assert s["ce"]["n"] == 2 and s["ce"]["miou"] == pytest.approx(62.0)
+    assert s["noisy_boot"]["recovery"] == pytest.approx((50 - 40) / (62 - 40))
+    from bench.experiments import summarise
+
+    assert s == json.loads(json.dumps(summarise(m["runs"], m["rows"])))
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_merge_differing_protocol_names_the_key(tmp_path):
+    a = _report([_run("ce", 0, 0.6)], ["ce"], [0])
+    b = _report([_run("ce", 1, 0.6)], ["ce"], [1], steps=20)
+    with pytest.raises(kit.KitError, match="'steps'"):
+        kit.merge_reports([a, b], ["a.json", "b.json"])
+    c = _report([_run("ce", 1, 0.6)], ["ce"], [1])
+    del c["protocol"]["lr"]
+    with pytest.raises(kit.KitError, match="'lr'"):
+        kit.merge_reports([a, c])
+
+
+def test_merge_duplicate_run_replaced_by_later(tmp_path, capsys):
+    a = _report([_run("ce", 0, 0.60), _run("ce", 1, 0.62)], ["ce"], [0, 1])
+    b = _report([_run("ce", 0, 0.70)], ["ce"], [0])
+    m = kit.merge_reports([a, b], ["a", "b"])
+    assert [(x["seed"], x["miou"]) for x in m["runs"]] == [(0, 0.70), (1, 0.62)]
+    assert m["summary"]["ce"]["n"] == 2 and m["summary"]["ce"]["miou"] == pytest.approx(66.0)
+    assert "replaces the earlier run" in capsys.readouterr().err
+
+
+def test_merge_bad_input(tmp_path):
+    good, bad = tmp_path / "g.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_report([_run("ce", 0, 0.6)], ["ce"], [0])))
+    bad.write_text('{"trunc')
+    with pytest.raises(kit.KitError, match=re.escape(str(bad))):
+        kit.merge_files(tmp_path / "m.json", [good, bad])
+    assert len(kit.merge_files(tmp_path / "m.json", [good, bad], skip_bad=True)["runs"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- device_run.sh
+
+
+def test_device_run_sh_syntax():
+    subprocess.run(["bash", "-n", str(ROOT / "bench" / "device_run.sh")], check=True)
+
+
+FAKE_EXPERIMENTS = '''
+import argparse, json, sys, time
+from pathlib import Path
+ap = argparse.ArgumentParser()
+for o in ("--device", "--encoder", "--init", "--rows", "--seeds", "--steps", "--epochs", "--batch-size", "--crop",
+          "--data", "--deadline-min", "--out", "--json"):
+    ap.add_argument(o)
+ap.add_argument("--render-only", action="store_true")
+a = ap.parse_args()
+if a.render_only:
+    Path(a.out).write_text("rendered " + a.json)
+    sys.exit(0)
+assert Path(a.data, "images").is_dir(), a.data
+print("fake", a.rows, a.seeds, flush=True)
+if a.rows == "hang":
+    time.sleep(600)
+seeds = [int(s) for s in a.seeds.split(",")]
+runs = [{"row": a.rows, "seed": s, "miou": 0.5, "miou_gt": 0.5, "fwiou": 0.5, "oa": 0.5, "train_s": 1.0, "eval_s": 1.0}
+        for s in seeds]
+p = {"steps": int(a.steps), "encoder": a.encoder, "init": a.init, "batch_size": int(a.batch_size), "crop": int(a.crop)}
+rep = {"command": "fake", "env": {}, "protocol": p, "eval_classes": [], "rows": [a.rows], "seeds": seeds, "runs": runs,
+       "noise_rate": {}, "summary": {}, "wall_s": 1.0}
+Path(a.json).write_text(json.dumps(rep))
+'''
+
+
+def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
+    """The orchestration, without torch/CUDA: a stand-in experiments.py; one job hangs and the watchdog stops it."""
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    for f in ("__init__.py", "device_kit.py", "experiments.py", "device_run.sh"):
+        (repo / "bench" / f).symlink_to(ROOT / "bench" / f)
+    kit.pack(_gid_like(tmp_path / "gid", 2), repo / ".gpu", 90, None, repo_root=repo)
+    (tmp_path / "fake.py").write_text(textwrap.dedent(FAKE_EXPERIMENTS))
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "DEVICE_RUN_TMP": str(tmp_path / "t"), "DEVICE_RUN_CHECK": "0",
+           "DEVICE_RUN_EXPERIMENTS": str(tmp_path / "fake.py"), "DEVICE_RUN_GRACE_S": "1", "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(["bash", "bench/device_run.sh", "--steps", "7", "--budget-s", "4", "--jobs", "ce:0 noisy_ce:0,1 hang:0"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "t" / "gid15" / "images" / f"{STEMS[0]}.png").is_file()
+    m = json.loads((out / "merged.json").read_text())
+    assert sorted((x["row"], x["seed"]) for x in m["runs"]) == [("ce", 0), ("noisy_ce", 0), ("noisy_ce", 1)]
+    assert m["protocol"]["steps"] == 7 and m["protocol"]["encoder"] == "resnet34" and m["protocol"]["init"] == "scratch"
+    assert sorted(p.name for p in out.iterdir()) == ["jobs.tar.gz", "logs.txt", "merged.json", "merged.md", "summary.txt"]
+    logs = (out / "logs.txt").read_text()
+    assert "watchdog: budget of 4s reached" in logs and "===== hang_0 (exit 143) =====" in logs
+    assert "===== noisy_ce_0-1 (exit 0) =====" in logs
+    summary = (out / "summary.txt").read_text()
+    assert "noisy_ce" in summary and "mIoU  50.00" in summary
+    shutil.rmtree(tmp_path / "t", ignore_errors=True)
