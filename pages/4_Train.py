@@ -17,7 +17,7 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import REFINES, form_state_from_config
+from seghz.train.form import PRESETS, REFINES, form_state_from_config, preset_state
 from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
@@ -78,6 +78,15 @@ if clone is not None:
         options={"train_arch": ARCHS, "train_encoder": ENCODERS, "train_weights": WEIGHTS, "train_scheme": scheme_names()})
     ss.update(state)
     st.info(f"The form is filled from job `{clone['job_id']}`: edit it and launch." + "".join(f"\n\n- {n}" for n in notes))
+preset_cols = st.columns([1] + [2] * len(PRESETS))
+preset_cols[0].markdown("**Recipe presets**", help="\n\n".join(f"**{label}**: {what}" for label, what, _ in PRESETS.values()))
+for col, (pkey, (label, what, _)) in zip(preset_cols[1:], PRESETS.items()):
+    if col.button(label, key=f"train_preset_{pkey}", help=what, width="stretch"):
+        ss.update(preset_state(pkey))  # before the form's widgets exist in this run: they take these values
+        ss["train_preset_applied"] = pkey
+if ss.get("train_preset_applied") in PRESETS:
+    label, what, _ = PRESETS[ss["train_preset_applied"]]
+    st.info(f"Recipe preset **{label}** is in the form (open *Recipe* to see or change it): {what}")
 modes = ["finetune", "scratch"] if active is not None else ["scratch"]
 start = st.radio(
     "Start from", modes, horizontal=True, key="train_start",

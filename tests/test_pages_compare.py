@@ -217,3 +217,36 @@ def test_train_clone_of_a_scratch_job(ws, monkeypatch):  # noqa: F811
     assert at.selectbox(key="train_weights").value == "none" and at.selectbox(key="train_scheme").value == "hz7"
     assert at.number_input(key="train_epochs_scratch").value == 3 and at.number_input(key="train_steps").value == 0
     assert at.number_input(key="train_patience").value == 0 and at.text_input(key="train_name").value == ""
+
+
+def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
+    from seghz.jobs import runner
+    from seghz.train.form import preset_state
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    widget = {"train_cw": at.selectbox, "train_sampler": at.selectbox, "train_noise": at.selectbox, "train_boot": at.selectbox,
+              "train_robust": at.selectbox, "train_refine": at.selectbox, "train_clean": at.selectbox,
+              "train_dice": at.checkbox, "train_ohem": at.checkbox, "train_consistency": at.checkbox}
+
+    def form_values():
+        return {k: (widget[k](key=k).value if k in widget else pytest.approx(at.number_input(key=k).value))
+                for k in preset_state("study")}
+
+    assert form_values() == preset_state("study")  # the study preset is the form's defaults
+    at.button(key="train_preset_noisy").click().run()
+    assert_ok(at)
+    assert form_values() == preset_state("noisy")
+    assert "Noisy labels: component drop + GCE" in texts(at) and not at.warning
+    at.text_input(key="train_name").input("robust")
+    at.number_input(key="train_crop").set_value(64)  # the test workspace's scenes are 128 px
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert not [e.value for e in at.error if "Cannot launch" in e.value]
+    cfg = ws.list_jobs()[0].config
+    assert (cfg["refine"], cfg["robust"], cfg["gce_q"], cfg["class_weights"], cfg["dice"]) == ("drop", "gce", 0.7, "none", False)
+    at.button(key="train_preset_study").click().run()
+    assert_ok(at)
+    assert form_values() == preset_state("study")

@@ -59,3 +59,25 @@ def test_retry_job_resubmits_same_kind_and_config(tmp_path, monkeypatch):
     new = runner.retry_job(ws, jid)
     assert new != jid and ws.get_job(new).kind == "train" and ws.get_job(new).config == ws.get_job(jid).config
     assert ws.get_job(new).status == "queued"
+
+
+def test_presets_set_every_recipe_option_and_nothing_else():
+    from seghz.train.form import PRESETS, RECIPE_DEFAULTS, preset_state
+
+    study, noisy = preset_state("study"), preset_state("noisy")
+    # every recipe option is set (so a preset resets what an earlier preset or a clone changed) ...
+    assert set(study) == set(noisy) == set(form_state_from_config(RECIPE_DEFAULTS, active_id=None)[0]) - {"train_start", "train_name"}
+    # ... and nothing about the budget, the model, the start or the name
+    assert not {k for k in noisy if k.startswith(("train_epochs", "train_lr", "train_arch", "train_encoder", "train_weights",
+                                                  "train_scheme", "train_batch", "train_crop", "train_steps"))}
+    assert (study["train_cw"], study["train_dice"], study["train_refine"], study["train_robust"]) == ("enet", True, "none", "none")
+    assert (noisy["train_cw"], noisy["train_dice"], noisy["train_refine"], noisy["train_robust"], noisy["train_gce_q"]) == \
+        ("none", False, "drop", "gce", 0.7)
+    assert {k: v for k, v in noisy.items() if study[k] != v} == {"train_cw": "none", "train_dice": False,
+                                                                  "train_refine": "drop", "train_robust": "gce"}
+    # the measured rows: the noisy preset is bench/experiments.py's drop_gce row on its plain-CE base
+    from bench.experiments import BASE, ROWS
+
+    assert {**RECIPE_DEFAULTS, **PRESETS["noisy"][2]} == {**RECIPE_DEFAULTS, **BASE, **ROWS["drop_gce"][1]}
+    with pytest.raises(KeyError, match="unknown recipe preset"):
+        preset_state("magic")
