@@ -441,6 +441,17 @@ def render(report: dict, old_text: str | None) -> str:
         ("(3000 steps × 16 crops ≈ 98 passes over the 489 training tiles, ≈ 2.4× the ~1270 steps of 16 of the shipped "
          f"model's two CPU stages; {len(ALL_ROWS)} rows × 3 seeds = {3 * len(ALL_ROWS)} runs.)"),
         "",
+        ("On a lent GPU machine (no internet, no `../shared`, 64 MiB of working tree), one process per row and seed, "
+         "in parallel: `python bench/device_kit.py pack` here (JPEG copies of the tiles and the smp wheel, into the "
+         "ignored `.gpu/`), then, with `.gpu` carried, the issue's protocol (Unet-resnet34 from scratch):"),
+        "",
+        "```bash",
+        ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "ce:1 noisy_ce:1 noisy_drop:1 noisy_drop_gce:0 '
+         'noisy_drop_gce:1 noisy_gce:0 ce:2 noisy_ce:2"'),
+        "```",
+        "",
+        "(merged report in `$OUT/merged.json`; `python bench/device_kit.py merge` joins it with earlier ones.)",
+        "",
     ]
     return "\n".join(lines)
 

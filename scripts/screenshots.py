@@ -47,6 +47,7 @@ def main() -> int:
                 page.goto(f"{url}/{path}")
                 page.get_by_text(ready, exact=False).first.wait_for(timeout=120_000)
                 if click:
+                    page.wait_for_timeout(3000)  # a click before the page has settled can be lost in its rerun
                     page.get_by_role("button", name=click).first.click()
                     page.get_by_text(after, exact=False).first.wait_for(timeout=300_000)
                 page.wait_for_timeout(2500)
