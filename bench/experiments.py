@@ -95,6 +95,8 @@ ROWS: dict[str, tuple[str, dict]] = {
                  {"refine": "drop", "ema": 0.05}),
     "drop_gce": ("+ component drop + generalized CE (q=0.7) on the labels it keeps",
                  {"refine": "drop", "robust": "gce", "gce_q": 0.7}),
+    "drop_gce_w": ("+ component drop + generalized CE (q=0.7) warmed up from CE over the first half of the epochs",
+                   {"refine": "drop", "robust": "gce", "gce_q": 0.7, "gce_warmup": 0.5}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }

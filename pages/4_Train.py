@@ -158,7 +158,7 @@ with st.form("train_form"):
                                    "800-step CPU proxy, 0.53 with GCE — the *Noisy labels* preset —, and 0.34 at 4000 "
                                    "GPU steps, nothing at 2000: see docs/experiments.md). region: pieces it confidently calls another class are "
                                    "relabelled (it can learn its own mistakes). Trusted pixels never change.")
-        m1, m2, m3, m4 = st.columns(4)
+        m1, m2, m3, m5, m4 = st.columns(5)
         robust = m1.selectbox("Noise-robust loss", ["none", "forward", "gce"], key="train_robust",
                               help="Replaces CE for noisy labels (not with the noise mask, OHEM or bootstrapping). "
                                    "forward: loss correction (Patrini et al. 2017) — the model's probabilities are "
@@ -171,6 +171,10 @@ with st.form("train_form"):
                                      help="forward: the expected share of wrong labels (below (K−1)/K).")
         gce_q = m3.number_input("GCE q", min_value=0.05, max_value=1.0, value=0.7, step=0.05, key="train_gce_q",
                                 disabled=robust != "gce", help="gce: 0.7 in the paper; smaller is closer to CE.")
+        gce_warmup = m5.number_input("GCE warm-up (share of the epochs)", min_value=0.0, max_value=1.0, value=0.0,
+                                     step=0.1, key="train_gce_warmup", disabled=robust != "gce",
+                                     help="gce: q rises from 0 (plain CE) to q over this share of the epochs. From "
+                                          "scratch, GCE alone learns too slowly; 0 = GCE from the first step.")
         ema = m4.number_input("Weight averaging (share of the steps)", min_value=0.0, max_value=1.0, value=0.0,
                               step=0.01, key="train_ema",
                               help="0 = off. Keep a moving average of the weights over this share of the run's steps "
@@ -186,7 +190,8 @@ if submitted:
                     "dice": bool(dice), "label_smoothing": float(smoothing), "noise_mask": noise, "ohem": bool(ohem),
                     "consistency": bool(consistency), "sampler": sampler, "patience": int(patience) or None,
                     "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta), "clean": clean, "refine": refine,
-                    "robust": robust, "noise_rate": float(noise_rate), "gce_q": float(gce_q), "ema": float(ema),
+                    "robust": robust, "noise_rate": float(noise_rate), "gce_q": float(gce_q),
+                    "gce_warmup": float(gce_warmup), "ema": float(ema),
                     "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
         config["parent_checkpoint_id"] = active.id

@@ -777,3 +777,29 @@ def test_robust_loss_is_a_train_recipe_field():
     _check_resumable(info, TrainConfig(scheme="hz7"), 16, 5, Path("s"))
     with pytest.raises(TrainStateError, match="robust: 'none' -> 'gce'"):
         _check_resumable(info, TrainConfig(scheme="hz7", robust="gce"), 16, 5, Path("s"))
+
+
+def test_gce_warmup_moves_q_from_ce_to_gce_by_hand():
+    from seghz.train.losses import gce_warmup_q
+
+    # q = 0.7 · min(1, (epoch − 1) / (0.5 · 10)): 0 in epoch 1, full from epoch 6; no warm-up: q throughout
+    assert [gce_warmup_q(e, 10, 0.7, 0.5) for e in range(1, 11)] == pytest.approx(
+        [0.0, 0.14, 0.28, 0.42, 0.56, 0.7, 0.7, 0.7, 0.7, 0.7])
+    assert [gce_warmup_q(e, 4, 0.7, 0.0) for e in (1, 4)] == [0.7, 0.7]
+    assert gce_warmup_q(2, 3, 0.5, 1.0) == pytest.approx(0.5 / 3)
+    logits, y = _hand()
+    crit = SegLoss(None, config=LossConfig(robust="gce", gce_q=0.7, gce_warmup=0.5))
+    assert crit.gce_q == 0.0  # before set_epoch: the first epoch's q
+    crit.set_epoch(1, 10)
+    assert float(crit(logits, y)) == pytest.approx(sum(CE) / 2, rel=1e-6)  # plain CE
+    crit.set_epoch(3, 10)  # q = 0.28: (1 − p^q) / q with p = exp(−CE) of each pixel
+    by_hand = [(1 - math.exp(-0.28 * ce)) / 0.28 for ce in CE]
+    assert float(crit(logits, y)) == pytest.approx(sum(by_hand) / 2, rel=1e-6)
+    crit.set_epoch(6, 10)
+    assert float(crit(logits, y)) == pytest.approx(sum(GCE) / 2, rel=1e-6)  # the full GCE (q 0.7)
+    # trusted pixels stay on CE throughout; bad values are refused
+    crit.set_epoch(3, 10)
+    assert float(crit(logits, y, torch.tensor([[[False, True]]]))) == pytest.approx((by_hand[0] + CE[1]) / 2, rel=1e-6)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="gce_warmup"):
+            LossConfig(robust="gce", gce_warmup=bad).validate()

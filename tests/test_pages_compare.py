@@ -180,7 +180,8 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     new = ws.list_jobs()[0]
     # the form also sends the label-rewriting and noise-robust loss options (the cloned job predates them: defaults)
     assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try", "clean": "none", "refine": "none",
-                                            "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "ema": 0.0}
+                                            "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0,
+                                            "ema": 0.0}
 
 
 def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
@@ -188,13 +189,15 @@ def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
 
     monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
     cfg = {**JOB_CONFIG, "bootstrap": "none", "noise_mask": "none", "robust": "gce", "gce_q": 0.5, "noise_rate": 0.2,
-           "ema": 0.05}
+           "gce_warmup": 0.3, "ema": 0.05}
     jid = _finished_job(ws, "failed", cfg)
     at = app("pages/4_Train.py").run()
     at.button(key=f"train_clone_{jid}").click().run()
     assert_ok(at)
     assert at.selectbox(key="train_robust").value == "gce"
     assert at.number_input(key="train_gce_q").value == pytest.approx(0.5)
+    assert at.number_input(key="train_gce_warmup").value == pytest.approx(0.3)
+    assert not at.number_input(key="train_gce_warmup").disabled
     assert at.number_input(key="train_noise_rate").value == pytest.approx(0.2)
     assert at.number_input(key="train_ema").value == pytest.approx(0.05)
     at.button(key="train_submit").click().run()

@@ -59,6 +59,7 @@ OPTIONS = {
     "consistency": {"consistency": True, "consistency_weight": 0.5},
     "forward": {"robust": "forward", "noise_rate": 0.2},
     "gce": {"robust": "gce", "gce_q": 0.5},
+    "gce_warmup": {"robust": "gce", "gce_q": 0.5, "gce_warmup": 1.0},
 }
 
 
@@ -80,6 +81,10 @@ def test_each_loss_option_trains_and_logs(name, data, tmp_path):
         assert all(0.0 <= r["noise_dropped"] <= 1.0 for r in rows)
     else:
         assert "noise_threshold" not in rows[0]
+    if name == "gce_warmup":  # 2 epochs, warm-up over all of them: CE in epoch 1, q = 0.5 · 1/2 in epoch 2
+        assert [r["gce_q"] for r in rows] == pytest.approx([0.0, 0.25])
+    else:
+        assert "gce_q" not in rows[0]
     if name == "ohem":
         assert all(0.0 < r["ohem_kept"] <= 1.0 for r in rows)
     if name == "consistency":

@@ -67,6 +67,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_robust", config.get("robust"))
     put("train_noise_rate", None if "noise_rate" not in config else float(config["noise_rate"]))
     put("train_gce_q", None if "gce_q" not in config else float(config["gce_q"]))
+    put("train_gce_warmup", None if "gce_warmup" not in config else float(config["gce_warmup"]))
     put("train_ema", None if "ema" not in config else float(config["ema"]))
     put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
     put("train_refine", config.get("refine"))
@@ -92,7 +93,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
 RECIPE_DEFAULTS: dict[str, Any] = {
     "class_weights": "enet", "dice": True, "label_smoothing": 0.0, "noise_mask": "none", "ohem": False,
     "consistency": False, "sampler": "random", "bootstrap": "none", "bootstrap_beta": 0.8, "clean": "none",
-    "refine": "none", "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "ema": 0.0,
+    "refine": "none", "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0, "ema": 0.0,
 }
 # key -> (button label, what it is and what it measured, the options it changes). The noisy-label presets are the
 # rows of bench/experiments.py they were measured as (plain CE base: no class weights, no Dice).

@@ -349,6 +349,16 @@ def generalized_ce(logits: torch.Tensor, target: torch.Tensor, q: float = 0.7, s
     return torch.where(valid, loss, torch.zeros_like(loss)), valid
 
 
+def gce_warmup_q(epoch: int, epochs: int, q: float, warmup: float) -> float:
+    """GCE's q during ``epoch`` (1-based) of ``epochs`` when it rises linearly from 0 over the fraction ``warmup``.
+
+    ``q · min(1, (epoch − 1) / (warmup · epochs))``: 0 (plain CE) in the first epoch, the full q from epoch
+    ``warmup · epochs + 1`` on; ``warmup = 0`` gives q throughout."""
+    if warmup <= 0:
+        return float(q)
+    return float(q) * min(1.0, max(0.0, (epoch - 1) / (warmup * max(epochs, 1))))
+
+
 def consistency_loss(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -407,6 +417,10 @@ class LossConfig:
     robust: str = "none"  # none | forward (loss correction with symmetric T, Patrini et al.) | gce (Zhang & Sabuncu)
     noise_rate: float = 0.3  # forward: η, the expected share of flipped labels; in [0, (K−1)/K) for K present classes
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
+    # gce: q rises linearly from 0 (plain CE in the first epoch) to gce_q over this fraction of the epochs (0: off).
+    # GCE's gradient is scaled by p_y^q, so a model that starts from scratch (every p small) learns slowly under it;
+    # the flips are memorised late, so the robust loss is needed late
+    gce_warmup: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -451,6 +465,8 @@ class LossConfig:
                              f"training labels (got {self.noise_rate})")
         if not (isinstance(self.gce_q, (int, float)) and 0.0 < self.gce_q <= 1.0):
             raise ValueError(f"gce_q must be in (0, 1] (q → 0 is CE, q = 1 is MAE; got {self.gce_q})")
+        if not (isinstance(self.gce_warmup, (int, float)) and 0.0 <= self.gce_warmup <= 1.0):
+            raise ValueError(f"gce_warmup is a fraction of the epochs in [0, 1] (got {self.gce_warmup})")
         if self.robust != "none":
             other = [name for name, on in (("the noise mask", self.noise_mask != "none"), ("OHEM", self.ohem),
                                            ("bootstrapping", self.bootstrap != "none")) if on]
@@ -492,6 +508,7 @@ class SegLoss(torch.nn.Module):
             transition = forward_transition(self.present.size, cfg.noise_rate, self.present).float()
         self.register_buffer("transition", transition)
         self.threshold = cfg.noise_threshold if cfg.noise_mask == "const" else noise_threshold(0, 1, cfg.noise_p_start, cfg.noise_p_end)
+        self.gce_q = 0.0 if cfg.gce_warmup > 0 else cfg.gce_q  # the q in use (0: plain CE); set_epoch moves it
         self.last_stats: dict[str, torch.Tensor] = {}
 
     @property
@@ -499,8 +516,12 @@ class SegLoss(torch.nn.Module):
         return self.config.dice
 
     def set_epoch(self, epoch: int, epochs: int) -> float:
-        """Set (and return) the noise threshold of this epoch (1-based epoch as in the study, or 0)."""
+        """Set (and return) the noise threshold of this epoch (1-based epoch as in the study, or 0).
+
+        Also sets GCE's q of the epoch: with ``gce_warmup`` = w, ``q = gce_q · min(1, (epoch − 1) / (w · epochs))``
+        (plain CE while it is 0)."""
         c = self.config
+        self.gce_q = gce_warmup_q(epoch, epochs, c.gce_q, c.gce_warmup)
         if c.noise_mask == "cos":
             self.threshold = noise_threshold(epoch, epochs, c.noise_p_start, c.noise_p_end)
         elif c.noise_mask == "const":
@@ -538,8 +559,8 @@ class SegLoss(torch.nn.Module):
             if c.robust == "forward":
                 per, valid = forward_ce(logits, target, self._transition(logits.shape[1], logits.device),
                                         c.label_smoothing, trusted)
-            elif c.robust == "gce":
-                per, valid = generalized_ce(logits, target, c.gce_q, c.label_smoothing, trusted)
+            elif c.robust == "gce" and self.gce_q > 0:
+                per, valid = generalized_ce(logits, target, self.gce_q, c.label_smoothing, trusted)
             else:
                 _, per, valid = pixel_ce(logits, target, c.label_smoothing, c.bootstrap, c.bootstrap_beta, trusted)
             w = _pixel_weights(target, valid, self.weight)
@@ -575,5 +596,5 @@ class SegLoss(torch.nn.Module):
 
 __all__ = [
     "LossConfig", "SegLoss", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights", "forward_ce",
-    "forward_transition", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
+    "forward_transition", "gce_warmup_q", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
 ]

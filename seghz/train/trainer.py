@@ -123,6 +123,7 @@ class TrainConfig:
     robust: str = "none"
     noise_rate: float = 0.3  # forward: η, the expected share of flipped labels, in [0, (K−1)/K) for K present classes
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
+    gce_warmup: float = 0.0  # gce: q rises linearly from 0 (CE) to gce_q over this fraction of the epochs (0: off)
     # exponential moving average of the weights (seghz.train.ema): its horizon as a fraction of the run's optimiser
     # steps (0: off). The averaged weights are validated, saved as the checkpoint and judge refine's labels
     ema: float = 0.0
@@ -792,6 +793,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0]), "seconds": time.time() - t0}
         if lcfg.noise_mask != "none":
             row["noise_threshold"] = float(thre)
+        if lcfg.robust == "gce" and lcfg.gce_warmup > 0:
+            row["gce_q"] = float(crit.gce_q)  # the q of this epoch's warm-up
         row.update({k: float(np.mean(v)) for k, v in stats.items()})
         failure: BaseException | None = None
         stop = False
