@@ -136,6 +136,26 @@ def ensure_excluded(repo_root: Path, rel: Path) -> Path | None:
     return exclude
 
 
+def _prune(folder: Path, pattern: str, keep_stems: set[str]) -> int:
+    """Delete the files of ``folder`` matching ``pattern`` whose stem is not in ``keep_stems``; return how many."""
+    gone = [p for p in folder.glob(pattern) if p.stem not in keep_stems]
+    for p in gone:
+        p.unlink()
+    return len(gone)
+
+
+def _sync_labels(labels: list[Path], dest: Path, stats: dict) -> None:
+    """Copy the label PNGs unchanged into ``dest`` (skipping up-to-date copies) and delete labels no longer there."""
+    for src in labels:
+        dst = dest / src.name
+        if _up_to_date(dst, src) and dst.stat().st_size == src.stat().st_size:
+            stats["skipped"] += 1
+            continue
+        shutil.copy2(src, dst)
+        stats["copied"] += 1
+    stats["removed"] += _prune(dest, "*.png", {p.stem for p in labels})
+
+
 def _data_dirs(data: Path) -> tuple[Path, Path]:
     if not data.is_dir():
         raise KitError(f"data folder not found: {data}")
@@ -183,22 +203,9 @@ def pack_data(data: Path, out: Path, quality: int = 95) -> dict:
             raise KitError(f"cannot encode {src} as JPEG")
         _write_atomic(dst, buf.tobytes())
         stats["encoded"] += 1
-    for src in lab_srcs:
-        dst = out_lab / src.name
-        if _up_to_date(dst, src) and dst.stat().st_size == src.stat().st_size:
-            stats["skipped"] += 1
-            continue
-        shutil.copy2(src, dst)
-        stats["copied"] += 1
-    keep_img, keep_lab = {s.stem for s in srcs}, {s.name for s in lab_srcs}
-    for p in out_img.glob("*.jpg"):
-        if p.stem not in keep_img:
-            p.unlink()
-            stats["removed"] += 1
-    for p in out_lab.glob("*.png"):
-        if p.name not in keep_lab:
-            p.unlink()
-            stats["removed"] += 1
+    _sync_labels(lab_srcs, out_lab, stats)
+    keep_img = {s.stem for s in srcs}
+    stats["removed"] += _prune(out_img, "*.jpg", keep_img)
     missing = sorted(keep_img - {s.stem for s in lab_srcs})
     if missing:
         _say(f"warning: {len(missing)} image(s) without a label, e.g. {missing[0]}")
@@ -354,22 +361,8 @@ def unpack(src: Path, dest: Path) -> dict:
             raise KitError(f"cannot encode {dst}")
         _write_atomic(dst, buf.tobytes())
         stats["decoded"] += 1
-    for lab in labs:
-        dst = d_lab / lab.name
-        if _up_to_date(dst, lab) and dst.stat().st_size == lab.stat().st_size:
-            stats["skipped"] += 1
-            continue
-        shutil.copy2(lab, dst)
-        stats["copied"] += 1
-    keep_img, keep_lab = {j.stem for j in jpgs}, {lab.name for lab in labs}
-    for p in d_img.glob("*.png"):
-        if p.stem not in keep_img:
-            p.unlink()
-            stats["removed"] += 1
-    for p in d_lab.glob("*.png"):
-        if p.name not in keep_lab:
-            p.unlink()
-            stats["removed"] += 1
+    _sync_labels(labs, d_lab, stats)
+    stats["removed"] += _prune(d_img, "*.png", {j.stem for j in jpgs})
     return {**stats, "images": len(jpgs), "labels": len(labs)}
 
 
