@@ -107,7 +107,7 @@ PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
               "drop alone 0.46, GCE alone 0.33); not yet measured on a GPU. From scratch it did worse than noisy CE: "
               "use the next preset there. See docs/experiments.md.",
               {"class_weights": "none", "dice": False, "refine": "drop", "robust": "gce", "gce_q": 0.7}),
-    "noisy_scratch": ("Noisy labels, from scratch: component drop",
+    "noisy_scratch": ("Noisy labels from scratch: drop",
                       "For encoders without pretrained weights: component drop with plain CE. From scratch on the CPU "
                       "proxy it recovered 0.23 of the noise cost where drop + GCE lost 0.18 (seed 0); on the H200 "
                       "(resnet34, 4000 steps) 0.34. See docs/experiments.md.",
