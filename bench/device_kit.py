@@ -156,9 +156,10 @@ def _sync_labels(labels: list[Path], dest: Path, stats: dict) -> None:
     stats["removed"] += _prune(dest, "*.png", {p.stem for p in labels})
 
 
-def _data_dirs(data: Path) -> tuple[Path, Path]:
+def _data_dirs(data: Path, what: str = "data folder not found", hint: str = "") -> tuple[Path, Path]:
+    """``data/images`` and ``data/labels``, or a KitError naming what is missing."""
     if not data.is_dir():
-        raise KitError(f"data folder not found: {data}")
+        raise KitError(f"{what}: {data}{hint}")
     images, labels = data / "images", data / "labels"
     for d in (images, labels):
         if not d.is_dir():
@@ -330,12 +331,7 @@ def unpack(src: Path, dest: Path) -> dict:
 
     ``dest`` must be empty, absent or an earlier unpack (it carries a marker file), so real data is never overwritten.
     """
-    if not src.is_dir():
-        raise KitError(f"packed data not found: {src} (run `python bench/device_kit.py pack` and carry .gpu)")
-    s_img, s_lab = src / "images", src / "labels"
-    for d in (s_img, s_lab):
-        if not d.is_dir():
-            raise KitError(f"{src} has no {d.name}/ folder (expected {d})")
+    s_img, s_lab = _data_dirs(src, "packed data not found", " (run `python bench/device_kit.py pack` and carry .gpu)")
     jpgs, labs = sorted(s_img.glob("*.jpg")), sorted(s_lab.glob("*.png"))
     if not jpgs:
         raise KitError(f"no *.jpg images in {s_img}")
