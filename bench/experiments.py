@@ -22,6 +22,8 @@ Protocol (issue 4, "Experiments"):
 * **Scores**: mIoU / fwIoU / OA (:mod:`seghz.metrics`, TTA none) per run; mean ± sample sd over ``--seeds``.
   ``recovery`` of a noisy row = (mIoU_noisy_recipe − mIoU_noisy_CE) / (mIoU_clean_CE − mIoU_noisy_CE), from the
   seed means (1 = the recipe recovers all that the noise cost plain CE, 0 = nothing, < 0 = worse than noisy CE).
+  ``paired recovery`` (:func:`paired_recovery`) is the same on the seeds where the row and both baselines ran, with
+  the standard error of the paired differences and each seed's own recovery.
 
 The markdown keeps the text between ``<!-- reading -->`` and ``<!-- /reading -->`` of an existing ``--out`` (the
 hand-written reading of the results). ``--json`` is rewritten after every run; with ``--resume`` the runs already
@@ -251,7 +253,43 @@ def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
             for r, s in out.items():
                 if r.startswith("noisy_"):
                     s[name] = (s[m] - nce[m]) / gap if abs(gap) > 1e-9 else None
+        for r, s in out.items():
+            if r.startswith("noisy_") and r != "noisy_ce":
+                pr = paired_recovery(runs, r)
+                if pr is not None:
+                    s["paired"] = pr
     return out
+
+
+def paired_recovery(runs: list[dict], row: str, metric: str = "miou") -> dict | None:
+    """Recovery of ``row`` on the seeds where it, clean CE and noisy CE all ran, seed by seed.
+
+    The noise cost varies several-fold between noise draws, so a row run on fewer seeds than its baselines must be
+    compared with ITS seeds' baselines, not with their means over every seed. Returns ``{"seeds", "per_seed",
+    "recovery", "se"}``: ``recovery`` = mean(row − noisy CE) / mean(clean CE − noisy CE) over those seeds, ``se``
+    its standard error from the spread of the paired differences (None with one seed), ``per_seed`` each seed's own
+    recovery (None where that seed's noise cost nothing). None when no seed has all three runs."""
+    val = {(x["row"], x["seed"]): x[metric] * 100 for x in runs}
+    seeds = sorted(sd for (r, sd) in val if r == row and ("ce", sd) in val and ("noisy_ce", sd) in val)
+    if not seeds:
+        return None
+    gaps = [val[("ce", sd)] - val[("noisy_ce", sd)] for sd in seeds]
+    diffs = [val[(row, sd)] - val[("noisy_ce", sd)] for sd in seeds]
+    gap = statistics.fmean(gaps)
+    ok = abs(gap) > 1e-9
+    return {"seeds": seeds,
+            "per_seed": [d / g if abs(g) > 1e-9 else None for d, g in zip(diffs, gaps)],
+            "recovery": statistics.fmean(diffs) / gap if ok else None,
+            "se": (statistics.stdev(diffs) / len(diffs) ** 0.5 / abs(gap)) if ok and len(diffs) > 1 else None}
+
+
+def _fmt_paired(pr: dict | None) -> str:
+    """``+0.00 ± 0.23 (s0 +0.34, s1 −0.47, s2 +0.03)`` for the render."""
+    if not pr or pr.get("recovery") is None:
+        return "n/a"
+    se = f" ± {pr['se']:.2f}" if pr.get("se") is not None else ""
+    per = ", ".join(f"s{sd} " + ("n/a" if v is None else f"{v:+.2f}") for sd, v in zip(pr["seeds"], pr["per_seed"]))
+    return f"{pr['recovery']:+.2f}{se} ({per})"
 
 
 # protocol keys that must match for reports to be compared side by side (init and steps may differ)
@@ -387,7 +425,10 @@ def render(report: dict, old_text: str | None) -> str:
          "pixels of a class GID lacks gets a 0 IoU for it in the mean; **mIoU (GT classes)** averages only the "
          f"classes of the evaluation labels: {', '.join(report.get('eval_classes', []))}). "
          "**recovery** = (mIoU_noisy_recipe − mIoU_noisy_CE) / (mIoU_clean_CE − mIoU_noisy_CE), from the means "
-         "(and the same with the GT-classes mIoU)."),
+         "(and the same with the GT-classes mIoU). **paired recovery** uses only the seeds where the row, clean CE and "
+         "noisy CE all ran: mean(row − noisy CE) / mean(clean CE − noisy CE) over them, ± the standard error of the "
+         "paired differences, and each seed's own recovery (the noise cost differs between noise draws, so a row run "
+         "on fewer seeds is compared with its own seeds' baselines)."),
         "",
         "## Results",
         "",
@@ -397,7 +438,8 @@ def render(report: dict, old_text: str | None) -> str:
         if not rows:
             continue
         lines += [f"### {title}", ""]
-        head = ("| recipe | mIoU | mIoU (GT classes) | fwIoU | OA | " + ("recovery | recovery (GT classes) | " if noisy else "")
+        head = ("| recipe | mIoU | mIoU (GT classes) | fwIoU | OA | "
+                + ("recovery | recovery (GT classes) | paired recovery ± SE (per seed) | " if noisy else "")
                 + "train s/run | seeds |")
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in rows:
@@ -408,6 +450,7 @@ def render(report: dict, old_text: str | None) -> str:
                 for name in ("recovery", "recovery_gt"):
                     rec = s.get(name)
                     cells.append("—" if r == "noisy_ce" else ("n/a" if rec is None else f"{rec:+.2f}"))
+                cells.append("—" if r == "noisy_ce" else _fmt_paired(s.get("paired")))
             cells += [f"{s['train_s']:.0f}", str(s["n"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

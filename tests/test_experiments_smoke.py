@@ -46,6 +46,38 @@ def test_summary_mean_sd_and_recovery_by_hand():
     assert "my reading" in md and "Water 62" in md
 
 
+def test_paired_recovery_compares_a_row_with_its_own_seeds_baselines():
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import _fmt_paired, paired_recovery, render, summarise
+
+    runs = [_run("ce", 0, 0.60, 0.60), _run("ce", 1, 0.64, 0.64), _run("ce", 2, 0.70, 0.70),
+            _run("noisy_ce", 0, 0.40, 0.40), _run("noisy_ce", 1, 0.44, 0.44), _run("noisy_ce", 2, 0.60, 0.60),
+            _run("noisy_drop", 0, 0.50, 0.50), _run("noisy_gce", 0, 0.52, 0.52), _run("noisy_gce", 1, 0.44, 0.44),
+            _run("noisy_fwd", 3, 0.50, 0.50)]
+    # one seed: (50 - 40) / (60 - 40) = 0.5, while the all-seed means give (50 - 48) / (64.67 - 48) = 0.12
+    px = paired_recovery(runs, "noisy_drop")
+    assert px["seeds"] == [0] and px["recovery"] == pytest.approx(0.5) and px["se"] is None
+    # two seeds: differences 12 and 0 over gaps 20 and 20 -> 6 / 20 = 0.3, per seed 0.6 and 0.0,
+    # SE = stdev(12, 0) / sqrt(2) / 20 = 0.3
+    py = paired_recovery(runs, "noisy_gce")
+    assert py["seeds"] == [0, 1] and py["recovery"] == pytest.approx(0.3) and py["se"] == pytest.approx(0.3)
+    assert py["per_seed"] == pytest.approx([0.6, 0.0])
+    assert paired_recovery(runs, "noisy_fwd") is None  # seed 3 has no baselines
+    assert _fmt_paired(py) == "+0.30 ± 0.30 (s0 +0.60, s1 +0.00)"
+    s = summarise(runs, ["ce", "noisy_ce", "noisy_drop", "noisy_gce", "noisy_fwd"])
+    assert s["noisy_drop"]["recovery"] == pytest.approx((50 - 48) / (194 / 3 - 48))
+    assert s["noisy_drop"]["paired"]["recovery"] == pytest.approx(0.5)
+    assert "paired" not in s["noisy_ce"] and "paired" not in s["noisy_fwd"] and "paired" not in s["ce"]
+    report = {"protocol": {"eval_tiles": 2, "train_tiles": 3, "train_stems_sha1": "a", "eval_stems_sha1": "b", "steps": 4,
+                           "epochs": 2, "batch_size": 2, "crop": 64, "lr": 0.002, "flip_fraction": 0.3},
+              "env": {"device": "cpu", "device_description": "X", "torch": "t", "threads": 1, "cpu_count": 2,
+                      "loadavg": "1", "date": "d"}, "summary": s, "runs": runs,
+              "rows": ["ce", "noisy_ce", "noisy_drop", "noisy_gce", "noisy_fwd"],
+              "seeds": [0, 1, 2], "command": "c", "wall_s": 1.0, "eval_classes": ["Water"]}
+    md = render(report, None)
+    assert "paired recovery ± SE (per seed)" in md and "| +0.30 ± 0.30 (s0 +0.60, s1 +0.00) |" in md
+
+
 @needs_gid
 def test_experiments_tiny_run_writes_markdown_and_json(tmp_path):
     out, js = tmp_path / "experiments.md", tmp_path / "experiments.json"
