@@ -491,11 +491,13 @@ def render(report: dict, old_text: str | None) -> str:
          "ignored `.gpu/`), then, with `.gpu` carried, the issue's protocol (Unet-resnet34 from scratch):"),
         "",
         "```bash",
-        ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "ce:1 noisy_ce:1 noisy_drop:1 noisy_drop_gce:0 '
-         'noisy_drop_gce:1 noisy_gce:0 ce:2 noisy_ce:2"'),
+        ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "noisy_fwd:1 noisy_fwd:2 noisy_drop_r5:1 '
+         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_nm_cos:3 noisy_drop:3"'),
         "```",
         "",
-        "(merged report in `$OUT/merged.json`; `python bench/device_kit.py merge` joins it with earlier ones.)",
+        ("(9 runs at once took 431 s on an H200, setup included. Merged report in `$OUT/merged.json`; "
+         "`python bench/device_kit.py merge` joins it with earlier ones, e.g. "
+         "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend to 3–4 seeds.)"),
         "",
     ]
     return "\n".join(lines)

@@ -79,8 +79,7 @@ def test_presets_set_every_recipe_option_and_nothing_else():
     from bench.experiments import BASE, ROWS
 
     assert {**RECIPE_DEFAULTS, **PRESETS["noisy"][2]} == {**RECIPE_DEFAULTS, **BASE, **ROWS["drop_gce"][1]}
-    assert {**RECIPE_DEFAULTS, **PRESETS["noisy_scratch"][2]} == {**RECIPE_DEFAULTS, **BASE, **ROWS["drop"][1]}
-    scratch = preset_state("noisy_scratch")
-    assert (scratch["train_refine"], scratch["train_robust"], scratch["train_cw"]) == ("drop", "none", "none")
+    # no preset for training from scratch: on the GPU protocol no recipe recovered a reliable share (session 12)
+    assert set(PRESETS) == {"study", "noisy"}
     with pytest.raises(KeyError, match="unknown recipe preset"):
         preset_state("magic")
