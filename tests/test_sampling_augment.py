@@ -444,6 +444,28 @@ def test_preloaded_equals_streaming():
         assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
 
 
+def test_preload_copies_read_only_arrays_without_a_warning_and_leaves_them_untouched():
+    import warnings
+
+    samples = sample_set([(32, 32), (24, 40)])
+    frozen = []
+    for smp in samples:
+        arrs = [np.array(a) for a in smp]
+        for a in arrs:
+            a.setflags(write=False)  # as a cache hands them out
+        frozen.append(tuple(arrs))
+    before = [[a.copy() for a in smp] for smp in frozen]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "non-writable NumPy array" UserWarning would fail here
+        pre = preload(frozen, "cpu", max_bytes=10**8)
+    ref = preload(samples, "cpu", max_bytes=10**8)
+    assert torch.equal(pre.images, ref.images) and torch.equal(pre.labels, ref.labels)
+    assert torch.equal(pre.trusted, ref.trusted)
+    pre.images.fill_(7)  # the preloaded tensors are copies: the cached arrays cannot change through them
+    for smp, old in zip(frozen, before):
+        assert all(np.array_equal(a, b) for a, b in zip(smp, old)) and not smp[0].flags.writeable
+
+
 def test_preload_respects_the_budget():
     samples = sample_set([(40, 40), (30, 50)], trusted=False)
     need = preload_bytes(samples)

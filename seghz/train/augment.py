@@ -88,6 +88,12 @@ def default_budget(device: str | torch.device) -> int:
     return 0
 
 
+def _host_tensor(a: np.ndarray, dtype) -> torch.Tensor:
+    """A CPU tensor over ``a`` as C-contiguous ``dtype``; read-only arrays (cached, memory-mapped) are copied first,
+    since torch cannot wrap them safely (it warns and would allow writes into them)."""
+    return torch.from_numpy(np.require(a, dtype=dtype, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
+
+
 def preload(samples: Sequence[tuple], device: str | torch.device, max_bytes: int | None = None) -> Preloaded | None:
     """Stack ``(img, lbl)`` / ``(img, lbl, trusted)`` numpy samples into uint8 tensors on ``device``.
 
@@ -115,10 +121,10 @@ def preload(samples: Sequence[tuple], device: str | torch.device, max_bytes: int
         if img.shape[:2] != lbl.shape or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"sample {i}: image {img.shape} must be H×W×3 matching its label {lbl.shape}")
         hh, ww = lbl.shape
-        images[i, :hh, :ww] = torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8)).to(device)
-        labels[i, :hh, :ww] = torch.from_numpy(np.ascontiguousarray(lbl, dtype=np.uint8)).to(device)
+        images[i, :hh, :ww] = _host_tensor(img, np.uint8).to(device)
+        labels[i, :hh, :ww] = _host_tensor(lbl, np.uint8).to(device)
         if has_tr and len(s) > 2 and s[2] is not None:
-            trusted[i, :hh, :ww] = torch.from_numpy(np.ascontiguousarray(s[2], dtype=bool)).to(device)
+            trusted[i, :hh, :ww] = _host_tensor(s[2], bool).to(device)
         shapes[i, 0], shapes[i, 1] = hh, ww
     return Preloaded(images, labels, trusted, shapes.to(device))
 
