@@ -46,6 +46,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -155,6 +156,50 @@ def train_config(a, row: str, seed: int):
                        **{**BASE, **ROWS[row.removeprefix("noisy_")][1]})
 
 
+class EpochKeeper:
+    """``on_metrics`` callback of :func:`seghz.train.trainer.train` that keeps a copy of every epoch's checkpoint.
+
+    The trainer calls it with epoch ``e``'s metrics just before it writes epoch ``e``'s checkpoint, so the file then
+    holds epoch ``e − 1``; call :meth:`finish` after training for the last epoch. Copies go to ``folder/e{n}``."""
+
+    def __init__(self, ckpt: Path, folder: Path, echo: bool = False):
+        self.ckpt, self.folder, self.echo = Path(ckpt), Path(folder), echo
+        self.kept: dict[int, Path] = {}
+
+    def _keep(self, epoch: int) -> None:
+        dst = self.folder / f"e{epoch}.safetensors"
+        shutil.copy(self.ckpt, dst)
+        self.kept[epoch] = dst
+
+    def __call__(self, step, epoch, row) -> None:
+        if epoch > 1:
+            self._keep(epoch - 1)
+        if self.echo:
+            print(f"epoch {epoch}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}",
+                  flush=True)
+
+    def finish(self, epochs: int) -> dict[int, Path]:
+        self._keep(epochs)
+        return dict(sorted(self.kept.items()))
+
+
+def score_epochs(kept: dict[int, Path], eval_samples, device: str, echo: bool = False) -> dict[int, dict]:
+    """Score each kept checkpoint on ``eval_samples``: ``{epoch: {"miou", "miou_gt", "per_class_iou"}}``."""
+    from seghz.infer.engine import Predictor
+    from seghz.train.trainer import evaluate_samples
+
+    names = list(get_scheme(SCHEME).names)
+    out: dict[int, dict] = {}
+    for e, path in kept.items():
+        pred, _ = Predictor.from_checkpoint(path, device)
+        sc = evaluate_samples(pred, eval_samples, names)
+        out[e] = {"miou": sc["miou"], "miou_gt": miou_gt(sc),
+                  "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()}}
+        if echo:
+            print(f"eval epoch {e}: mIoU {sc['miou']:.4f}", flush=True)
+    return out
+
+
 def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> dict:
     import torch
 
@@ -165,27 +210,37 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> 
     spe = max(1, -(-a.steps // a.epochs))
     cfg = train_config(a, row, seed)
     names = list(get_scheme(SCHEME).names)
+    per_epoch = getattr(a, "per_epoch", False)
+    by_epoch = None
     with tempfile.TemporaryDirectory() as d:
+        ck = Path(d) / "run.safetensors"
+        keeper = EpochKeeper(ck, Path(d)) if per_epoch else None
         t0 = time.perf_counter()
-        res = train(cfg, train_samples, [], Path(d) / "run.safetensors")
+        res = train(cfg, train_samples, [], ck, on_metrics=keeper)
         t_train = time.perf_counter() - t0
         rewritten = res.get("refined_labels")
         if cfg.clean != "none":
-            rewritten = _read_labels(clean_path(Path(d) / "run.safetensors"))
-        pred, _ = Predictor.from_checkpoint(Path(d) / "run.safetensors", a.device)
+            rewritten = _read_labels(clean_path(ck))
+        pred, _ = Predictor.from_checkpoint(ck, a.device)
         t1 = time.perf_counter()
         sc = evaluate_samples(pred, eval_samples, names)
         t_eval = time.perf_counter() - t1
-    del pred
+        del pred
+        if keeper is not None:
+            by_epoch = score_epochs(keeper.finish(a.epochs), eval_samples, a.device)
     if a.device.startswith("cuda"):
         torch.cuda.empty_cache()
     last = res["history"][-1] if res["history"] else {}
-    return {"row": row, "seed": seed, "init": a.init, "miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
-            "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
-            "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
-            "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
-            "label_error": label_error(train_samples, rewritten, truth) if truth is not None else None,
-            "recipe": {**BASE, **ROWS[key][1]}}
+    out = {"row": row, "seed": seed, "init": a.init, "miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
+           "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
+           "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
+           "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
+           "label_error": label_error(train_samples, rewritten, truth) if truth is not None else None,
+           "recipe": {**BASE, **ROWS[key][1]}}
+    if by_epoch is not None:
+        out["by_epoch"] = {str(e): v for e, v in by_epoch.items()}
+        out["train_loss_by_epoch"] = [h.get("loss") for h in res["history"]]
+    return out
 
 
 def _read_labels(path: Path) -> list[np.ndarray]:
@@ -464,6 +519,17 @@ def render(report: dict, old_text: str | None) -> str:
                        and v is not None)
         lines.append(f"| {x['row']} | {x['seed']} | {x['miou'] * 100:.2f} | {x['miou_gt'] * 100:.2f} | {x['fwiou'] * 100:.2f} | "
                      f"{x['oa'] * 100:.2f} | {pc} | {fl} | {nd} | {x['train_s']:.0f} | {x['eval_s']:.0f} |")
+    ep_runs = [x for x in report["runs"] if x.get("by_epoch")]
+    if ep_runs:
+        n_ep = max(len(x["by_epoch"]) for x in ep_runs)
+        lines += ["", "### mIoU after every epoch", "",
+                  "(`--per-epoch`: each epoch's weights scored on the same evaluation tiles; the last column is the run's score.)",
+                  "", "| row | seed | " + " | ".join(f"e{e}" for e in range(1, n_ep + 1)) + " |",
+                  "|---|---|" + "---|" * n_ep]
+        for x in ep_runs:
+            vals = [x["by_epoch"].get(str(e)) for e in range(1, n_ep + 1)]
+            lines.append(f"| {x['row']} | {x['seed']} | "
+                         + " | ".join("" if v is None else f"{v['miou'] * 100:.2f}" for v in vals) + " |")
     if report.get("compare"):
         lines += ["", *render_compare(report)]
     lines += [
@@ -492,10 +558,11 @@ def render(report: dict, old_text: str | None) -> str:
         "",
         "```bash",
         ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "noisy_fwd:1 noisy_fwd:2 noisy_drop_r5:1 '
-         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_nm_cos:3 noisy_drop:3"'),
+         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_nm_cos:3 noisy_drop:3" -- --per-epoch'),
         "```",
         "",
-        ("(9 runs at once took 431 s on an H200, setup included. Merged report in `$OUT/merged.json`; "
+        ("(9 runs at once took 431 s on an H200, setup included; `--per-epoch` adds ten evaluations of 125 tiles "
+         "per run, a few seconds each there, and records each run's course. Merged report in `$OUT/merged.json`; "
          "`python bench/device_kit.py merge` joins it with earlier ones, e.g. "
          "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend to 3–4 seeds.)"),
         "",
@@ -532,6 +599,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compare", type=Path, nargs="+", default=None,
                     help="other reports of this script (another --init and/or --steps) for the Initialisation section")
     ap.add_argument("--render-only", action="store_true", help="rewrite --out from --json (and --compare); no training")
+    ap.add_argument("--per-epoch", action="store_true",
+                    help="also score every epoch's weights on the evaluation tiles (run JSON: by_epoch; one more "
+                         "evaluation per epoch; the scored final weights are unchanged)")
     a = ap.parse_args(argv)
     compare = None
     if a.compare:

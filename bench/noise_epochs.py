@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
-from bench.experiments import DEFAULT_CKPT, DEFAULT_DATA, INITS, SCHEME, load, noisy_copy, split_stems
+from bench.experiments import (DEFAULT_CKPT, DEFAULT_DATA, INITS, SCHEME, EpochKeeper, load, noisy_copy, score_epochs,
+                               split_stems)
 from seghz.classes import IGNORE, get_scheme
 
 
@@ -56,8 +56,7 @@ def label_report(truth: list[np.ndarray], given: list[np.ndarray], final: list[n
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from seghz.infer.engine import Predictor
-    from seghz.train.trainer import TrainConfig, evaluate_samples, train
+    from seghz.train.trainer import TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-tiles", type=int, default=128)
@@ -93,27 +92,17 @@ def main(argv: list[str] | None = None) -> dict:
                 dice=False)
     cfg = TrainConfig(**{**base, **json.loads(a.extra)})
     ck = a.out / "run.safetensors"
-
-    def keep(step, epoch, row):  # called before epoch `epoch`'s checkpoint is written: the file holds epoch - 1
-        if epoch > 1:
-            shutil.copy(ck, a.out / f"e{epoch - 1}.safetensors")
-        print(f"epoch {epoch}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}",
-              flush=True)
-
+    keeper = EpochKeeper(ck, a.out, echo=True)
     t0 = time.perf_counter()
-    res = train(cfg, train_s, [], ck, on_metrics=keep)
-    shutil.copy(ck, a.out / f"e{a.epochs}.safetensors")
+    res = train(cfg, train_s, [], ck, on_metrics=keeper)
+    kept = keeper.finish(a.epochs)
     names = list(get_scheme(SCHEME).names)
     report = {"protocol": {**{k: v for k, v in vars(a).items() if k not in ("data", "out")}},
               "train_s": round(time.perf_counter() - t0, 1), "epochs": {}}
     if res.get("refined_labels") is not None:
         report["labels"] = label_report(truth, [lb for _, lb in train_s], res["refined_labels"], names)
         print("labels:", json.dumps(report["labels"]), flush=True)
-    for e in range(1, a.epochs + 1):
-        pred, _ = Predictor.from_checkpoint(a.out / f"e{e}.safetensors", a.device)
-        sc = evaluate_samples(pred, eval_s, names)
-        report["epochs"][e] = {"miou": sc["miou"], "per_class_iou": {k: v["iou"] for k, v in sc["per_class"].items()}}
-        print(f"eval epoch {e}: mIoU {sc['miou']:.4f}", flush=True)
+    report["epochs"] = score_epochs(kept, eval_s, a.device, echo=True)
     (a.out / "result.json").write_text(json.dumps(report, indent=1))
     return report
 

@@ -116,6 +116,38 @@ def test_experiments_tiny_run_writes_markdown_and_json(tmp_path):
     assert "3 run(s) kept" in proc.stderr and "mIoU" not in proc.stdout
 
 
+def test_epoch_keeper_keeps_each_epochs_checkpoint(tmp_path):
+    """The trainer calls on_metrics(epoch e) just before writing epoch e's checkpoint: the file then holds e - 1."""
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import EpochKeeper
+
+    ck = tmp_path / "run.safetensors"
+    keep = EpochKeeper(ck, tmp_path)
+    for e in (1, 2, 3):
+        keep(step=e * 10, epoch=e, row={"loss": 1.0 / e})  # metrics of epoch e, before its checkpoint is written
+        ck.write_text(f"weights after epoch {e}")
+    kept = keep.finish(3)
+    assert list(kept) == [1, 2, 3]
+    assert [kept[e].read_text() for e in (1, 2, 3)] == [f"weights after epoch {e}" for e in (1, 2, 3)]
+
+
+@needs_gid
+def test_experiments_per_epoch_scores_every_epoch_and_the_last_is_the_run(tmp_path):
+    js = tmp_path / "e.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "noisy_ce", "--seeds", "0", "--steps", "2",
+           "--epochs", "2", "--batch-size", "2", "--crop", "32", "--train-tiles", "3", "--eval-tiles", "2", "--device",
+           "cpu", "--threads", "1", "--per-epoch", "--out", str(tmp_path / "e.md"), "--json", str(js)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(js.read_text())["runs"][0]
+    assert sorted(run["by_epoch"]) == ["1", "2"] and len(run["train_loss_by_epoch"]) == 2
+    assert run["by_epoch"]["2"]["miou"] == pytest.approx(run["miou"], abs=1e-9)  # the last epoch = the scored weights
+    assert run["by_epoch"]["2"]["per_class_iou"] == run["per_class_iou"]
+    assert all(0 <= v["miou"] <= 1 for v in run["by_epoch"].values())
+    assert "### mIoU after every epoch" in (tmp_path / "e.md").read_text()
+
+
 def _args(init, steps=56):
     import types
 
