@@ -89,6 +89,8 @@ ROWS: dict[str, tuple[str, dict]] = {
               {"refine": "drop", "refine_quota": "noise", "refine_max_drop": 1.0}),
     "dropn8": ("+ component drop, each class's quota = its confident-learning noise estimate, at most 80 %",
                {"refine": "drop", "refine_quota": "noise", "refine_max_drop": 0.8}),
+    "drop_late": ("+ component drop from half of the epochs on (a judge trained twice as long; for budgets where "
+                  "noisy CE does not memorise the flips)", {"refine": "drop", "refine_start": 0.5}),
     "drop_r5": ("+ component drop of the clearly doubted components only (p(given) / p(top) < 0.5)",
                 {"refine": "drop", "refine_drop_ratio": 0.5}),
     "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
@@ -558,13 +560,13 @@ def render(report: dict, old_text: str | None) -> str:
         "",
         "```bash",
         ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "noisy_fwd:1 noisy_fwd:2 noisy_drop_r5:1 '
-         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_nm_cos:3 noisy_drop:3" -- --per-epoch'),
+         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_drop_late:0 noisy_drop_late:1" -- --per-epoch'),
         "```",
         "",
         ("(9 runs at once took 431 s on an H200, setup included; `--per-epoch` adds ten evaluations of 125 tiles "
          "per run, a few seconds each there, and records each run's course. Merged report in `$OUT/merged.json`; "
          "`python bench/device_kit.py merge` joins it with earlier ones, e.g. "
-         "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend to 3–4 seeds.)"),
+         "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend: forward correction to 4 seeds, the drop of the clearly doubted components to 3, and the drop from half of the epochs on at 2.)"),
         "",
     ]
     return "\n".join(lines)

@@ -116,6 +116,22 @@ def test_experiments_tiny_run_writes_markdown_and_json(tmp_path):
     assert "3 run(s) kept" in proc.stderr and "mIoU" not in proc.stdout
 
 
+def test_every_row_builds_a_valid_train_config():
+    """A typo in a row's overrides must fail here, not after a device run has started."""
+    import types
+
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import ALL_ROWS, ROWS, train_config
+
+    a = types.SimpleNamespace(init="scratch", steps=40, epochs=4, batch_size=2, crop=64, lr=2e-3, device="cpu",
+                              encoder="resnet34")
+    for row in ALL_ROWS:
+        cfg = train_config(a, row, 0)
+        for k, v in ROWS[row.removeprefix("noisy_")][1].items():
+            assert getattr(cfg, k) == v, (row, k)
+    assert train_config(a, "noisy_drop_late", 0).refine_start == 0.5
+
+
 def test_epoch_keeper_keeps_each_epochs_checkpoint(tmp_path):
     """The trainer calls on_metrics(epoch e) just before writing epoch e's checkpoint: the file then holds e - 1."""
     sys.path.insert(0, str(ROOT))
