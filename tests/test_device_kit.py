@@ -229,6 +229,7 @@ for o in ("--device", "--encoder", "--init", "--rows", "--seeds", "--steps", "--
           "--data", "--deadline-min", "--out", "--json"):
     ap.add_argument(o)
 ap.add_argument("--render-only", action="store_true")
+ap.add_argument("--per-epoch", action="store_true")
 a = ap.parse_args()
 if a.render_only:
     Path(a.out).write_text("rendered " + a.json)
@@ -238,8 +239,8 @@ print("fake", a.rows, a.seeds, flush=True)
 if a.rows == "hang":
     time.sleep(600)
 seeds = [int(s) for s in a.seeds.split(",")]
-runs = [{"row": a.rows, "seed": s, "miou": 0.5, "miou_gt": 0.5, "fwiou": 0.5, "oa": 0.5, "train_s": 1.0, "eval_s": 1.0}
-        for s in seeds]
+runs = [{"row": a.rows, "seed": s, "miou": 0.5, "miou_gt": 0.5, "fwiou": 0.5, "oa": 0.5, "train_s": 1.0, "eval_s": 1.0,
+         "per_epoch": a.per_epoch} for s in seeds]
 p = {"steps": int(a.steps), "encoder": a.encoder, "init": a.init, "batch_size": int(a.batch_size), "crop": int(a.crop)}
 rep = {"command": "fake", "env": {}, "protocol": p, "eval_classes": [], "rows": [a.rows], "seeds": seeds, "runs": runs,
        "noise_rate": {}, "summary": {}, "wall_s": 1.0}
@@ -259,12 +260,14 @@ def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
     env = {**os.environ, "OUT": str(out), "DEVICE_RUN_TMP": str(tmp_path / "t"), "DEVICE_RUN_CHECK": "0",
            "DEVICE_RUN_EXPERIMENTS": str(tmp_path / "fake.py"), "DEVICE_RUN_GRACE_S": "1", "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    r = subprocess.run(["bash", "bench/device_run.sh", "--steps", "7", "--budget-s", "4", "--jobs", "ce:0 noisy_ce:0,1 hang:0"],
+    r = subprocess.run(["bash", "bench/device_run.sh", "--steps", "7", "--budget-s", "4", "--jobs", "ce:0 noisy_ce:0,1 hang:0",
+                        "--", "--per-epoch"],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "t" / "gid15" / "images" / f"{STEMS[0]}.png").is_file()
     m = json.loads((out / "merged.json").read_text())
     assert sorted((x["row"], x["seed"]) for x in m["runs"]) == [("ce", 0), ("noisy_ce", 0), ("noisy_ce", 1)]
+    assert all(x["per_epoch"] for x in m["runs"])  # the options after -- reach every job
     assert m["protocol"]["steps"] == 7 and m["protocol"]["encoder"] == "resnet34" and m["protocol"]["init"] == "scratch"
     assert sorted(p.name for p in out.iterdir()) == ["jobs.tar.gz", "logs.txt", "merged.json", "merged.md", "summary.txt"]
     logs = (out / "logs.txt").read_text()
