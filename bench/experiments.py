@@ -74,6 +74,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "dice": ("+ Dice", {"dice": True}),
     "ls": ("+ label smoothing ε=0.1", {"label_smoothing": 0.1}),
     "nm_cos": ("+ noise mask (cos, p 0.01→0.1)", {"noise_mask": "cos"}),
+    "nm_kept": ("+ noise mask (cos), dropped pixels leave the mean's denominator",
+                {"noise_mask": "cos", "noise_denominator": "kept"}),
+    "nm_const": ("+ noise mask (constant threshold −ln 0.01, the study's thre_0.01)", {"noise_mask": "const"}),
     "ohem": ("+ OHEM (p<0.7, ≥20000 px)", {"ohem": True}),
     "cons": ("+ consistency (rot90 view)", {"consistency": True}),
     "boot": ("+ hard bootstrapping β=0.8", {"bootstrap": "hard", "bootstrap_beta": 0.8}),
@@ -560,13 +563,14 @@ def render(report: dict, old_text: str | None) -> str:
         "",
         "```bash",
         ('bash bench/device_run.sh --steps 4000 --budget-s 520 --jobs "noisy_fwd:1 noisy_fwd:2 noisy_drop_r5:1 '
-         'noisy_drop_r5:2 ce:3 noisy_ce:3 noisy_fwd:3 noisy_drop_late:0 noisy_drop_late:1" -- --per-epoch'),
+         'noisy_drop_r5:2 noisy_drop_late:0 noisy_drop_late:1 noisy_nm_kept:0 noisy_nm_kept:1 noisy_nm_kept:2" '
+         '-- --per-epoch'),
         "```",
         "",
         ("(9 runs at once took 431 s on an H200, setup included; `--per-epoch` adds ten evaluations of 125 tiles "
          "per run, a few seconds each there, and records each run's course. Merged report in `$OUT/merged.json`; "
          "`python bench/device_kit.py merge` joins it with earlier ones, e.g. "
-         "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend: forward correction to 4 seeds, the drop of the clearly doubted components to 3, and the drop from half of the epochs on at 2.)"),
+         "`docs/experiments_runs/gpu_h200_4000steps.json`, whose paired recoveries these jobs extend: forward correction and the drop of the clearly doubted components to 3 seeds, the drop from half of the epochs on at 2, and the noise mask with dropped pixels out of the mean's denominator at 3, beside the study's noise mask.)"),
         "",
     ]
     return "\n".join(lines)

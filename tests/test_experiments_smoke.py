@@ -130,6 +130,8 @@ def test_every_row_builds_a_valid_train_config():
         for k, v in ROWS[row.removeprefix("noisy_")][1].items():
             assert getattr(cfg, k) == v, (row, k)
     assert train_config(a, "noisy_drop_late", 0).refine_start == 0.5
+    assert train_config(a, "nm_kept", 0).noise_denominator == "kept" and train_config(a, "nm_cos", 0).noise_denominator == "all"
+    assert train_config(a, "nm_const", 0).noise_threshold == pytest.approx(-np.log(0.01))
 
 
 def test_epoch_keeper_keeps_each_epochs_checkpoint(tmp_path):
