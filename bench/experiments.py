@@ -315,9 +315,10 @@ def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
                     s[name] = (s[m] - nce[m]) / gap if abs(gap) > 1e-9 else None
         for r, s in out.items():
             if r.startswith("noisy_") and r != "noisy_ce":
-                pr = paired_recovery(runs, r)
-                if pr is not None:
-                    s["paired"] = pr
+                for m, name in (("miou", "paired"), ("miou_gt", "paired_gt")):
+                    pr = paired_recovery(runs, r, m)
+                    if pr is not None:
+                        s[name] = pr
     return out
 
 
@@ -343,11 +344,13 @@ def paired_recovery(runs: list[dict], row: str, metric: str = "miou") -> dict | 
             "se": (statistics.stdev(diffs) / len(diffs) ** 0.5 / abs(gap)) if ok and len(diffs) > 1 else None}
 
 
-def _fmt_paired(pr: dict | None) -> str:
-    """``+0.00 ± 0.23 (s0 +0.34, s1 −0.47, s2 +0.03)`` for the render."""
+def _fmt_paired(pr: dict | None, per_seed: bool = True) -> str:
+    """``+0.00 ± 0.23 (s0 +0.34, s1 −0.47, s2 +0.03)`` for the render (without the parenthesis: ``per_seed=False``)."""
     if not pr or pr.get("recovery") is None:
         return "n/a"
     se = f" ± {pr['se']:.2f}" if pr.get("se") is not None else ""
+    if not per_seed:
+        return f"{pr['recovery']:+.2f}{se}"
     per = ", ".join(f"s{sd} " + ("n/a" if v is None else f"{v:+.2f}") for sd, v in zip(pr["seeds"], pr["per_seed"]))
     return f"{pr['recovery']:+.2f}{se} ({per})"
 
@@ -488,7 +491,8 @@ def render(report: dict, old_text: str | None) -> str:
          "(and the same with the GT-classes mIoU). **paired recovery** uses only the seeds where the row, clean CE and "
          "noisy CE all ran: mean(row − noisy CE) / mean(clean CE − noisy CE) over them, ± the standard error of the "
          "paired differences, and each seed's own recovery (the noise cost differs between noise draws, so a row run "
-         "on fewer seeds is compared with its own seeds' baselines)."),
+         "on fewer seeds is compared with its own seeds' baselines); **paired (GT classes)** is the same on the "
+         "GT-classes mIoU."),
         "",
         "## Results",
         "",
@@ -499,7 +503,8 @@ def render(report: dict, old_text: str | None) -> str:
             continue
         lines += [f"### {title}", ""]
         head = ("| recipe | mIoU | mIoU (GT classes) | fwIoU | OA | "
-                + ("recovery | recovery (GT classes) | paired recovery ± SE (per seed) | " if noisy else "")
+                + ("recovery | recovery (GT classes) | paired recovery ± SE (per seed) | paired (GT classes) | "
+                   if noisy else "")
                 + "train s/run | seeds |")
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in rows:
@@ -511,6 +516,7 @@ def render(report: dict, old_text: str | None) -> str:
                     rec = s.get(name)
                     cells.append("—" if r == "noisy_ce" else ("n/a" if rec is None else f"{rec:+.2f}"))
                 cells.append("—" if r == "noisy_ce" else _fmt_paired(s.get("paired")))
+                cells.append("—" if r == "noisy_ce" else _fmt_paired(s.get("paired_gt"), per_seed=False))
             cells += [f"{s['train_s']:.0f}", str(s["n"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

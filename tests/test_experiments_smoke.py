@@ -35,6 +35,9 @@ def test_summary_mean_sd_and_recovery_by_hand():
     # recovery = (52 - 42) / (62 - 42); GT classes: (58 - 50) / (64 - 50)
     assert s["noisy_boot"]["recovery"] == pytest.approx(0.5) and s["noisy_boot"]["recovery_gt"] == pytest.approx(8 / 14)
     assert "recovery" not in s["ce"] and s["noisy_ce"]["recovery"] == pytest.approx(0.0)
+    # paired on the GT classes: differences 6 and 10 over gaps 12 and 16 -> 8 / 14, per seed 0.5 and 0.625
+    assert s["noisy_boot"]["paired_gt"]["recovery"] == pytest.approx(8 / 14)
+    assert s["noisy_boot"]["paired_gt"]["per_seed"] == pytest.approx([0.5, 0.625])
     report = {"protocol": {"eval_tiles": 2, "train_tiles": 3, "train_stems_sha1": "a", "eval_stems_sha1": "b", "steps": 4,
                            "epochs": 2, "batch_size": 2, "crop": 64, "lr": 0.002, "flip_fraction": 0.3},
               "env": {"device": "cpu", "device_description": "X", "torch": "t", "threads": 1, "cpu_count": 2,
@@ -75,7 +78,8 @@ def test_paired_recovery_compares_a_row_with_its_own_seeds_baselines():
               "rows": ["ce", "noisy_ce", "noisy_drop", "noisy_gce", "noisy_fwd"],
               "seeds": [0, 1, 2], "command": "c", "wall_s": 1.0, "eval_classes": ["Water"]}
     md = render(report, None)
-    assert "paired recovery ± SE (per seed)" in md and "| +0.30 ± 0.30 (s0 +0.60, s1 +0.00) |" in md
+    assert "paired recovery ± SE (per seed)" in md and "| +0.30 ± 0.30 (s0 +0.60, s1 +0.00) | +0.30 ± 0.30 |" in md
+    assert s["noisy_gce"]["paired_gt"]["recovery"] == pytest.approx(0.3)  # _run's miou_gt equals its miou here
 
 
 @needs_gid
