@@ -543,6 +543,32 @@ def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are
     assert abs(c["ema"] - 0.05) < 1e-9
 
 
+def test_train_noise_mask_denominator_and_constant_threshold_reach_the_job_config(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert at.selectbox(key="train_noise_den").value == "all"  # the study's denominator by default
+    assert at.selectbox(key="train_noise_den").disabled and at.number_input(key="train_noise_p").disabled
+    at.number_input(key="train_crop").set_value(64)
+    at.selectbox(key="train_noise").set_value("const")
+    at.button(key="train_submit").click().run()  # the form's dependent inputs follow its last submitted values
+    assert_ok(at)
+    (first,) = ws.list_jobs()
+    assert first.config["noise_mask"] == "const" and first.config["noise_denominator"] == "all"
+    assert abs(first.config["noise_threshold"] + np.log(0.01)) < 1e-9  # the study's thre_0.01
+    assert not at.selectbox(key="train_noise_den").disabled and not at.number_input(key="train_noise_p").disabled
+    at.selectbox(key="train_noise_den").set_value("kept")
+    at.number_input(key="train_noise_p").set_value(0.05)
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    (job,) = [j for j in ws.list_jobs() if j.id != first.id]
+    c = job.config
+    assert c["noise_mask"] == "const" and c["noise_denominator"] == "kept"
+    assert abs(c["noise_threshold"] + np.log(0.05)) < 1e-9
+
+
 def test_train_submits_job_shows_result_and_promotes(ws):
     at = app("pages/4_Train.py").run()
     assert_ok(at)

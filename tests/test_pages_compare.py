@@ -2,6 +2,8 @@
 Retry / Clone-into-the-form buttons (same prepared workspace as tests/test_pages.py)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -181,7 +183,8 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     # the form also sends the label-rewriting and noise-robust loss options (the cloned job predates them: defaults)
     assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try", "clean": "none", "refine": "none",
                                             "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0,
-                                            "ema": 0.0}
+                                            "ema": 0.0, "noise_denominator": "all",
+                                            "noise_threshold": pytest.approx(-math.log(0.01))}
 
 
 def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
@@ -204,7 +207,8 @@ def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
     assert_ok(at)
     assert not [e.value for e in at.error if "Cannot launch" in e.value]
     new = ws.list_jobs()[0]
-    assert new.id != jid and new.config == {**cfg, "clean": "none", "refine": "none"}
+    assert new.id != jid and new.config == {**cfg, "clean": "none", "refine": "none", "noise_denominator": "all",
+                                            "noise_threshold": pytest.approx(-math.log(0.01))}
 
 
 def test_train_clone_of_a_scratch_job(ws, monkeypatch):  # noqa: F811
@@ -232,6 +236,7 @@ def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
     assert_ok(at)
     widget = {"train_cw": at.selectbox, "train_sampler": at.selectbox, "train_noise": at.selectbox, "train_boot": at.selectbox,
               "train_robust": at.selectbox, "train_refine": at.selectbox, "train_clean": at.selectbox,
+              "train_noise_den": at.selectbox,
               "train_dice": at.checkbox, "train_ohem": at.checkbox, "train_consistency": at.checkbox}
 
     def form_values():

@@ -37,6 +37,34 @@ def test_noise_robust_loss_fills_the_form_and_unknown_modes_are_noted():
     assert form_state_from_config({"ema": 0.05}, active_id=None)[0]["train_ema"] == 0.05
 
 
+def test_the_forms_choices_are_the_library_modes():
+    """The form keeps its own (torch-free) choice lists; they must offer exactly what the training code accepts."""
+    from seghz.train import clean, form, losses, refine
+
+    assert set(form.CLASS_WEIGHTS) == set(losses.CLASS_WEIGHT_MODES)
+    assert form.NOISE_MASKS == losses.NOISE_MODES and form.NOISE_DENOMINATORS == losses.NOISE_DENOMINATORS
+    assert form.ROBUSTS == losses.ROBUST_MODES and form.REFINES == refine.REFINES and form.CLEANS == clean.CLEANS
+
+
+def test_noise_mask_denominator_and_constant_threshold_round_trip():
+    from seghz.train.form import noise_p_from_threshold, noise_threshold_from_p
+    from seghz.train.trainer import TrainConfig
+
+    # the form shows p(label); the config stores the CE threshold −ln p (the study's thre_0.01 = TrainConfig's default)
+    assert noise_threshold_from_p(0.01) == pytest.approx(TrainConfig(scheme="hz7").noise_threshold)
+    assert noise_p_from_threshold(noise_threshold_from_p(0.05)) == 0.05
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        noise_threshold_from_p(0.0)
+    cfg = {"noise_mask": "const", "noise_denominator": "kept", "noise_threshold": noise_threshold_from_p(0.05)}
+    state, notes = form_state_from_config(cfg, active_id=None, options=OPTIONS)
+    assert (state["train_noise"], state["train_noise_den"], state["train_noise_p"]) == ("const", "kept", 0.05)
+    assert notes == []
+    state, notes = form_state_from_config({"noise_denominator": "median"}, active_id=None, options=OPTIONS)
+    assert "train_noise_den" not in state and notes == ["noise_den `median` is not offered by the form; left at its default."]
+    # a job from before the options: the form keeps its defaults
+    assert not {"train_noise_den", "train_noise_p"} & set(form_state_from_config({}, active_id=None)[0])
+
+
 def test_scratch_config_and_values_the_form_does_not_offer():
     cfg = {"epochs": 3, "arch": "Unet", "encoder": "resnet50", "encoder_weights": None, "scheme": "hz14",
            "sampler": "weird"}

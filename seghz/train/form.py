@@ -5,16 +5,30 @@ keys of ``pages/4_Train.py``), so "Clone into the form" can prefill the form for
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 CLASS_WEIGHTS = ("enet", "none", "inverse")
 SAMPLERS = ("random", "class_aware")
 NOISE_MASKS = ("none", "cos", "const")
+NOISE_DENOMINATORS = ("all", "kept")  # noise mask: dropped pixels stay in the mean's denominator (the study) or leave it
 BOOTSTRAPS = ("none", "soft", "hard")
 ROBUSTS = ("none", "forward", "gce")  # noise-robust loss (seghz.train.losses.ROBUST_MODES)
 REFINES = ("none", "region", "drop")  # label refinement (seghz.train.refine.REFINES)
 CLEANS = ("none", "crossfit")  # label cleaning (seghz.train.clean.CLEANS)
+
+
+def noise_p_from_threshold(threshold: float) -> float:
+    """The form's "p(label) below" for a constant noise-mask CE threshold (−ln p), rounded for display."""
+    return round(math.exp(-threshold), 6)
+
+
+def noise_threshold_from_p(p: float) -> float:
+    """The constant noise-mask CE threshold −ln p for the form's "p(label) below" value ``p`` in (0, 1)."""
+    if not 0 < p < 1:
+        raise ValueError(f"the noise mask's constant threshold needs 0 < p < 1, got {p!r}")
+    return -math.log(p)
 
 
 def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
@@ -30,6 +44,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     options.setdefault("train_cw", CLASS_WEIGHTS)
     options.setdefault("train_sampler", SAMPLERS)
     options.setdefault("train_noise", NOISE_MASKS)
+    options.setdefault("train_noise_den", NOISE_DENOMINATORS)
     options.setdefault("train_boot", BOOTSTRAPS)
     options.setdefault("train_robust", ROBUSTS)
     options.setdefault("train_refine", REFINES)
@@ -61,6 +76,9 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_smooth", None if "label_smoothing" not in config else float(config["label_smoothing"]))
     put("train_sampler", config.get("sampler"))
     put("train_noise", config.get("noise_mask"))
+    put("train_noise_den", config.get("noise_denominator"))
+    if config.get("noise_threshold") is not None:  # the form shows the constant threshold as p(label) = exp(−CE)
+        put("train_noise_p", noise_p_from_threshold(float(config["noise_threshold"])))
     put("train_ohem", None if "ohem" not in config else bool(config["ohem"]))
     put("train_boot", config.get("bootstrap"))
     put("train_boot_beta", None if "bootstrap_beta" not in config else float(config["bootstrap_beta"]))
@@ -91,7 +109,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
 # study's recipe (CE with 1/ln(1.02+f) class weights + Dice). A preset is these with a few changed, so applying one
 # resets whatever another preset or a clone had set.
 RECIPE_DEFAULTS: dict[str, Any] = {
-    "class_weights": "enet", "dice": True, "label_smoothing": 0.0, "noise_mask": "none", "ohem": False,
+    "class_weights": "enet", "dice": True, "label_smoothing": 0.0, "noise_mask": "none", "noise_denominator": "all",
+    "noise_threshold": noise_threshold_from_p(0.01), "ohem": False,
     "consistency": False, "sampler": "random", "bootstrap": "none", "bootstrap_beta": 0.8, "clean": "none",
     "refine": "none", "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0, "ema": 0.0,
 }
@@ -122,4 +141,5 @@ def preset_state(key: str) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k not in ("train_start", "train_name")}
 
 
-__all__ = ["PRESETS", "RECIPE_DEFAULTS", "form_state_from_config", "preset_state"]
+__all__ = ["NOISE_DENOMINATORS", "PRESETS", "RECIPE_DEFAULTS", "form_state_from_config", "noise_p_from_threshold",
+           "noise_threshold_from_p", "preset_state"]
