@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ import numpy as np, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from ddp_train_driver import patch_trainer
-from helpers_core import colour_scene, tiny_train_config
+from helpers_core import colour_scene, print_json_line, tiny_train_config
 from seghz.train.trainer import train
 patch_trainer()
 S = 64
@@ -172,4 +173,27 @@ def run_two_gloo_ranks(script: str, tmp_path, *args: str, timeout: int = 300) ->
            str(drv), *args]
     proc = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return sorted((json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    return sorted(json_objects(proc.stdout), key=lambda d: d["rank"])
+
+
+def json_objects(text: str) -> list[dict]:
+    """Every JSON object in ``text`` that starts a line, also when two ranks' lines ran together on one line (the
+    ranks share the pipe; with unbuffered output a print's text and its newline are separate writes)."""
+    import json
+
+    dec = json.JSONDecoder()
+    out: list[dict] = []
+    for ln in text.splitlines():
+        i = 0
+        while ln.startswith("{", i):
+            obj, i = dec.raw_decode(ln, i)
+            out.append(obj)
+    return out
+
+
+def print_json_line(obj: dict) -> None:
+    """Print ``obj`` as one JSON line in a single write, so ranks sharing stdout cannot split it."""
+    import json
+
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()

@@ -188,7 +188,7 @@ def test_progress_covers_cleaning_then_training_once_and_a_cancel_stops_the_fold
 DDP_DRIVER = DDP_FLIPPED_SQUARE_HEAD.replace("{n}", "6") + r'''
 cfg = tiny_train_config(S, epochs=2, steps_per_epoch=12, batch_size=2, lr=1e-2, clean="crossfit")
 res = train(cfg, tr, [], sys.argv[1])
-print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": res["clean"]["labels_digest"]}}), flush=True)
+print_json_line({{"rank": int(os.environ["RANK"]), "digest": res["clean"]["labels_digest"]}})
 '''
 
 

@@ -728,9 +728,9 @@ DDP_DRIVER = DDP_FLIPPED_SQUARE_HEAD.replace("{n}", "4") + r'''
 from seghz.train.refine import labels_digest
 cfg = tiny_train_config(S, epochs=3, steps_per_epoch=6, batch_size=2, lr=1e-2, refine="region", refine_start=0.3)
 res = train(cfg, tr, [], sys.argv[1])
-print(json.dumps({{"rank": int(os.environ["RANK"]), "digest": labels_digest(res["refined_labels"]),
-                  "rows": [{{k: r.get(k) for k in ("epoch", "refined_px", "refine_ignored_px")}} for r in res["history"]],
-                  "square": int((res["refined_labels"][0][8:24, 8:24] == 2).sum())}}), flush=True)
+print_json_line({{"rank": int(os.environ["RANK"]), "digest": labels_digest(res["refined_labels"]),
+                 "rows": [{{k: r.get(k) for k in ("epoch", "refined_px", "refine_ignored_px")}} for r in res["history"]],
+                 "square": int((res["refined_labels"][0][8:24, 8:24] == 2).sum())}})
 '''
 
 
@@ -741,3 +741,11 @@ def test_ddp_ranks_train_on_rank_0s_refined_labels(tmp_path):
     assert outs[0]["rows"] == outs[1]["rows"]  # and the same refine stats in both histories
     assert [r["epoch"] for r in outs[0]["rows"] if r["refined_px"] is not None] == [1, 2]
     assert outs[0]["digest"] == read_state_info(state_path(tmp_path / "m.safetensors"))["loop"]["refine_digest"]
+
+
+def test_json_objects_survives_two_ranks_lines_run_together():
+    """The CI failure this guards against: rank 1's line started right after rank 0's text, before its newline."""
+    from helpers_core import json_objects
+
+    text = 'noise\n{"rank": 0, "a": [1, {"b": "}"}]}{"rank": 1, "a": []}\n\n{"rank": 2}\nWARNING {"x": 1}\n'
+    assert json_objects(text) == [{"rank": 0, "a": [1, {"b": "}"}]}, {"rank": 1, "a": []}, {"rank": 2}]
