@@ -17,8 +17,8 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import (NOISE_DENOMINATORS, PRESETS, REFINES, form_state_from_config, noise_threshold_from_p,
-                              preset_state)
+from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, NOISE_DENOMINATORS, NOISE_MASKS, PRESETS, REFINES,
+                              ROBUSTS, SAMPLERS, form_state_from_config, noise_threshold_from_p, preset_state)
 from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
@@ -122,15 +122,15 @@ with st.form("train_form"):
                          step=1e-4, format="%.5f", key=f"train_lr_{start}")
     with st.expander("Recipe: losses, noise mask, sampler, early stopping"):
         r1, r2, r3, r4 = st.columns(4)
-        class_weights = r1.selectbox("Class weights", ["enet", "none", "inverse"], key="train_cw",
+        class_weights = r1.selectbox("Class weights", list(CLASS_WEIGHTS), key="train_cw",
                                      help="enet: the study's 1/ln(1.02+f); inverse: 1/f normalised; none: plain CE.")
         dice = r2.checkbox("+ Dice loss", value=True, key="train_dice")
         smoothing = r3.number_input("Label smoothing ε", min_value=0.0, max_value=0.5, value=0.0, step=0.05,
                                     key="train_smooth")
-        sampler = r4.selectbox("Crop sampler", ["random", "class_aware"], key="train_sampler",
+        sampler = r4.selectbox("Crop sampler", list(SAMPLERS), key="train_sampler",
                                help="class_aware: the study's building-aware sampler (crops rich in building classes).")
         n1, n2, n3, n4 = st.columns(4)
-        noise = n1.selectbox("Noise mask", ["none", "cos", "const"], key="train_noise",
+        noise = n1.selectbox("Noise mask", list(NOISE_MASKS), key="train_noise",
                              help="Drop pixels whose loss exceeds a threshold: cos = the study's schedule from "
                                   "−ln 0.01 to −ln 0.1; const = a fixed threshold. Analyst-trusted pixels are never dropped.")
         ohem = n2.checkbox("OHEM", key="train_ohem", help="Keep only hard pixels (true-class p < 0.7, with a minimum).")
@@ -151,13 +151,13 @@ with st.form("train_form"):
                                   help="const: pixels whose predicted probability of their label is below this are "
                                        "dropped (CE threshold −ln p; the study's thre_0.01 is 0.01).")
         b1, b2, b3, b4 = st.columns(4)
-        bootstrap = b1.selectbox("Bootstrapping", ["none", "soft", "hard"], key="train_boot",
+        bootstrap = b1.selectbox("Bootstrapping", list(BOOTSTRAPS), key="train_boot",
                                  help="Reed et al. 2015: train on β·label + (1−β)·prediction (soft: probabilities, "
                                       "hard: predicted class), so confidently contradicted labels weigh less. "
                                       "Trusted pixels always train on their label.")
         boot_beta = b2.number_input("Bootstrapping β", min_value=0.0, max_value=1.0, value=0.8, step=0.05,
                                     key="train_boot_beta", disabled=bootstrap == "none")
-        clean = b3.selectbox("Label cleaning", ["none", "crossfit"], key="train_clean",
+        clean = b3.selectbox("Label cleaning", list(CLEANS), key="train_clean",
                              help="crossfit: two fold models, each trained on the other half of the images (half of "
                                   "the steps), judge the half they never saw; label regions they confidently call "
                                   "another class are relabelled, doubtful ones ignored; the final model trains on "
@@ -173,7 +173,7 @@ with st.form("train_form"):
                                    "over 3 seeds: see docs/experiments.md). region: pieces it confidently calls another class are "
                                    "relabelled (it can learn its own mistakes). Trusted pixels never change.")
         m1, m2, m3, m5, m4 = st.columns(5)
-        robust = m1.selectbox("Noise-robust loss", ["none", "forward", "gce"], key="train_robust",
+        robust = m1.selectbox("Noise-robust loss", list(ROBUSTS), key="train_robust",
                               help="Replaces CE for noisy labels (not with the noise mask, OHEM or bootstrapping). "
                                    "forward: loss correction (Patrini et al. 2017) — the model's probabilities are "
                                    "passed through a symmetric noise matrix (1−η kept, η spread over the other classes "
