@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 from seghz.train.losses import (
     LossConfig,
     SegLoss,
+    check_transition,
     class_weights,
     consistency_loss,
     dice_loss,
     enet_class_weights,
+    estimate_transition,
     forward_ce,
     forward_transition,
     generalized_ce,
@@ -803,3 +805,86 @@ def test_gce_warmup_moves_q_from_ce_to_gce_by_hand():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="gce_warmup"):
             LossConfig(robust="gce", gce_warmup=bad).validate()
+
+
+def test_estimate_transition_by_hand_with_and_without_shrinkage():
+    reviewed = [np.array([[0, 0, 1, 1]], np.uint8)]
+    given = [np.array([[0, 1, 1, 1]], np.uint8)]
+    # counts: reviewed 0 -> given 0, 1 (one each); reviewed 1 -> given 1 (two); class 2 never reviewed
+    t, counts = estimate_transition(given, reviewed, 3, prior_regions=0)
+    assert counts.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert np.allclose(t, [[0.5 / 1.001, 0.5 / 1.001, 0.001 / 1.001], [0.001 / 1.002, 1 / 1.002, 0.001 / 1.002], [0, 0, 1]])
+    # one region per class, prior 1 region: half the counted row, half the pooled symmetric row (η̂ = 1/4 over {0, 1})
+    t, _ = estimate_transition(given, reviewed, 3, prior_regions=1)
+    assert np.allclose(t, [[0.625 / 1.001, 0.375 / 1.001, 0.001 / 1.001], [0.125 / 1.001, 0.875 / 1.001, 0.001 / 1.001],
+                           [0, 0, 1]])
+    assert np.allclose(t.sum(1), 1)
+    # a mask keeps only the reviewed pixels; ignore (255) in either map does not count
+    t, counts = estimate_transition(given, reviewed, 3, masks=[np.array([[True, False, True, True]])], prior_regions=0)
+    assert counts.tolist() == [[1, 0, 0], [0, 2, 0], [0, 0, 0]]
+    _, counts = estimate_transition([np.array([[0, 255, 1, 1]], np.uint8)], [np.array([[255, 0, 1, 1]], np.uint8)], 3)
+    assert counts.tolist() == [[0, 0, 0], [0, 2, 0], [0, 0, 0]]
+    # nothing reviewed at all: identity
+    t, counts = estimate_transition([np.full((2, 2), 255, np.uint8)], [np.zeros((2, 2), np.uint8)], 3)
+    assert np.array_equal(t, np.eye(3)) and counts.sum() == 0
+
+
+def test_estimate_transition_counts_regions_not_pixels_for_its_shrinkage():
+    # class 0: one big wrong region (given 1) in one map; class 1 right everywhere in many small regions
+    rev = np.zeros((20, 20), np.uint8)
+    giv = np.ones((20, 20), np.uint8)
+    rev2 = np.ones((20, 20), np.uint8)
+    rev2[::2, ::2] = 0  # 100 single-pixel regions of class 0 (8-connectivity: diagonal neighbours are 2 apart)
+    giv2 = rev2.copy()
+    t, counts = estimate_transition([giv, giv2], [rev, rev2], 2, prior_regions=20)
+    # class 0 seen in 101 regions: 400 px given 1, 100 px given 0; its own row dominates (λ = 101/121)
+    lam = 101 / 121
+    eta = 400 / 800
+    sym0 = [1 - min(eta, 0.5 - 1e-6), min(eta, 0.5 - 1e-6)]
+    row0 = lam * np.array([100 / 500, 400 / 500]) + (1 - lam) * np.array(sym0)
+    assert counts.tolist() == [[100, 400], [0, 300]]
+    assert np.allclose(t[0], row0 / row0.sum(), atol=1e-6)
+
+
+def test_estimate_transition_recovers_a_known_noise_matrix_from_many_regions():
+    rng = np.random.default_rng(0)
+    true_t = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.05, 0.05, 0.9]])
+    reviewed, given = [], []
+    for _ in range(60):  # 60 maps of 8×8 blocks of 4×4 px: 3840 regions (not all separate), flipped per block
+        blocks = rng.integers(0, 3, (8, 8))
+        noisy = np.array([[rng.choice(3, p=true_t[b]) for b in row] for row in blocks])
+        reviewed.append(np.kron(blocks, np.ones((4, 4), int)).astype(np.uint8))
+        given.append(np.kron(noisy, np.ones((4, 4), int)).astype(np.uint8))
+    t, _ = estimate_transition(given, reviewed, 3)
+    assert np.abs(t - true_t).max() < 0.05
+
+
+@pytest.mark.parametrize("t, msg", [
+    ([[1.0, 0.0]], "square"),
+    ([[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]][:2], "square"),
+    ([[1.2, -0.2], [0, 1]], ">= 0"),
+    ([[0.7, 0.2], [0.3, 0.7]], "row 0 sums to 0.9000"),
+    ([[0.0, 1.0], [0.3, 0.7]], "positive diagonal"),
+    ([["a", 1], [0, 1]], "matrix of numbers"),
+])
+def test_check_transition_names_the_problem(t, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_transition(t)
+    with pytest.raises(ValueError, match=msg):
+        LossConfig(robust="forward", noise_transition=t).validate()
+
+
+def test_explicit_transition_matches_the_symmetric_one_and_an_asymmetric_one_by_hand():
+    logits, y = _hand()
+    sym = forward_transition(3, 0.3).tolist()
+    a = SegLoss(None, config=LossConfig(robust="forward", noise_rate=0.3))(logits, y)
+    b = SegLoss(None, config=LossConfig(robust="forward", noise_rate=0.0, noise_transition=sym))(logits, y)
+    assert float(a) == pytest.approx(float(b), rel=1e-6)
+    # asymmetric T: per pixel −ln Σ_i p_i T[i, y]
+    t = [[0.6, 0.3, 0.1], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]]
+    p = torch.tensor(HAND_LOGITS).softmax(1)[0, :, 0]  # C×2 pixels
+    want = [-math.log(sum(float(p[i, px]) * t[i][int(y[0, 0, px])] for i in range(3))) for px in range(2)]
+    got = SegLoss(None, config=LossConfig(robust="forward", noise_transition=t))(logits, y)
+    assert float(got) == pytest.approx(sum(want) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="built for 3 classes"):
+        SegLoss(None, config=LossConfig(robust="forward", noise_transition=t))(torch.zeros(1, 4, 1, 2), y)

@@ -29,6 +29,9 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   CE does; a label of an absent class gets plain CE). η = ``noise_rate`` must be in ``[0, (K−1)/K)`` (at
   ``(K−1)/K`` T is uniform: the labels carry no information). Nothing changes at inference: the plain softmax is
   the clean estimate. The per-pixel loss is bounded by ``−ln(η/(K−1)) − ln Σ_{i present} p_i``.
+  ``noise_transition`` replaces the symmetric T by an explicit one, e.g. counted by :func:`estimate_transition`
+  from the pixels an analyst reviewed (the label as given vs the label after review: Hendrycks et al., NeurIPS
+  2018, "Using trusted data to train deep networks on labels corrupted by severe noise", with direct counts).
 * **Generalized cross entropy** (``robust="gce"``; Zhang & Sabuncu, NeurIPS 2018): ``(1 − p_y^q)/q`` with
   ``q = gce_q`` in (0, 1] (q → 0 is CE, q = 1 is MAE), computed as ``−expm1(q·ln p_y)/q``.
   Both robust losses: trusted pixels keep plain (smoothed) CE; class weights weigh a pixel by its (noisy) label's
@@ -294,6 +297,83 @@ def forward_transition(c: int, noise_rate: float, present: np.ndarray | torch.Te
     return torch.from_numpy(t)
 
 
+def check_transition(t, c: int | None = None) -> np.ndarray:
+    """``t`` as a float64 ``C×C`` array if it is a valid transition matrix (finite, >= 0, every row summing to 1
+    within 1e-3, a positive diagonal; ``c`` classes when given), else ValueError saying what is wrong."""
+    try:
+        a = np.asarray(t, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"noise_transition must be a square matrix of numbers ({e})") from None
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
+        raise ValueError(f"noise_transition must be a square C×C matrix with C >= 2 (got shape {a.shape})")
+    if c is not None and a.shape[0] != c:
+        raise ValueError(f"noise_transition is {a.shape[0]}×{a.shape[0]} but the scheme has {c} classes")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError("noise_transition entries must be finite probabilities >= 0")
+    sums = a.sum(1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if bad.size:
+        raise ValueError(f"every row of noise_transition must sum to 1 (row {int(bad[0])} sums to {sums[bad[0]]:.4f})")
+    if (np.diag(a) <= 0).any():
+        raise ValueError(f"noise_transition needs a positive diagonal (class {int(np.flatnonzero(np.diag(a) <= 0)[0])} "
+                         "is never labelled as itself: its labels say nothing about it)")
+    return a
+
+
+def estimate_transition(given, reviewed, c: int, masks=None, prior_regions: float = 20.0,
+                        floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Count the label-noise matrix of forward correction from reviewed pixels.
+
+    ``given`` and ``reviewed`` are sequences of ``H×W`` class-index arrays (255 = ignore): the labels as they came
+    and after an analyst reviewed them (corrected or confirmed). Only pixels labelled in both (and True in
+    ``masks``, e.g. the trusted masks, when given) count. Returns ``(T, counts)``: ``counts[i, j]`` = pixels
+    reviewed as class ``i`` that were given label ``j``, and ``T[i, j] ≈ P(given j | true i)``.
+
+    Label errors come in regions (a mislabelled field is wrong all over), so pixel counts rest on far fewer
+    independent cases than pixels. Each class's counted row is therefore shrunk towards the symmetric matrix of
+    the pooled error rate η̂ (all reviewed pixels, every class; :func:`forward_transition` over the classes seen)
+    with weight ``m / (m + prior_regions)``, ``m`` = the 8-connected regions of that class in the reviewed maps:
+    a class reviewed in 2 regions mostly keeps the pooled rate, one reviewed in 200 its own. A class never reviewed
+    keeps an identity row, a class never seen at all too. Entries of every shrunk row are floored at ``floor``
+    (then renormalised) so that no label is impossible. The estimate is as good as the sample: pixels reviewed
+    because the model doubted them over-state the noise; whole reviewed tiles do not.
+    """
+    import cv2
+
+    given, reviewed = list(given), list(reviewed)
+    masks = None if masks is None else list(masks)
+    if len(given) != len(reviewed) or (masks is not None and len(masks) != len(given)):
+        raise ValueError("estimate_transition needs as many given as reviewed label maps (and masks)")
+    counts = np.zeros((c, c), np.int64)
+    regions = np.zeros(c, np.int64)
+    for n, (g, r) in enumerate(zip(given, reviewed)):
+        g, r = np.asarray(g), np.asarray(r)
+        if g.shape != r.shape:
+            raise ValueError(f"label map {n}: given {g.shape} and reviewed {r.shape} differ in shape")
+        ok = (g != IGNORE) & (r != IGNORE)
+        if masks is not None:
+            ok &= np.asarray(masks[n], bool)
+        gi, ri = g[ok].astype(np.int64), r[ok].astype(np.int64)
+        if gi.size and (gi.max() >= c or ri.max() >= c):
+            raise ValueError(f"label map {n} holds a class index >= {c}")
+        counts += np.bincount(ri * c + gi, minlength=c * c).reshape(c, c)
+        for k in np.unique(ri):
+            regions[k] += cv2.connectedComponents(((r == k) & ok).astype(np.uint8), connectivity=8)[0] - 1
+    t = np.eye(c)
+    n_i = counts.sum(1)
+    seen = n_i > 0
+    k = int(seen.sum())
+    if k == 0:
+        return t, counts
+    eta = float((counts.sum() - np.trace(counts)) / counts.sum())
+    sym = forward_transition(c, min(eta, (k - 1) / k - 1e-6), seen).numpy() if k >= 2 else np.eye(c)
+    for i in np.flatnonzero(seen):
+        lam = regions[i] / (regions[i] + prior_regions) if prior_regions > 0 else 1.0
+        row = np.maximum(lam * counts[i] / n_i[i] + (1 - lam) * sym[i], floor)
+        t[i] = row / row.sum()
+    return t, counts
+
+
 def forward_ce(logits: torch.Tensor, target: torch.Tensor, transition: torch.Tensor, smoothing: float = 0.0,
                trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel forward-corrected CE ``(loss, valid)``, each ``N×H×W`` (Patrini et al. 2017).
@@ -416,6 +496,9 @@ class LossConfig:
     bootstrap_beta: float = 0.8  # β, the label's share (Reed et al.: 0.95 soft, 0.8 hard)
     robust: str = "none"  # none | forward (loss correction with symmetric T, Patrini et al.) | gce (Zhang & Sabuncu)
     noise_rate: float = 0.3  # forward: η, the expected share of flipped labels; in [0, (K−1)/K) for K present classes
+    # forward: an explicit C×C transition matrix T[i][j] = P(given label j | true class i) (rows sum to 1) instead of
+    # the symmetric one of noise_rate, e.g. from estimate_transition over reviewed pixels; None: symmetric
+    noise_transition: list | None = None
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
     # gce: q rises linearly from 0 (plain CE in the first epoch) to gce_q over this fraction of the epochs (0: off).
     # GCE's gradient is scaled by p_y^q, so a model that starts from scratch (every p small) learns slowly under it;
@@ -463,6 +546,8 @@ class LossConfig:
         if not (isinstance(self.noise_rate, (int, float)) and math.isfinite(self.noise_rate) and 0.0 <= self.noise_rate < 1.0):
             raise ValueError(f"noise_rate η must be in [0, 1), and below (K−1)/K for the K classes present in the "
                              f"training labels (got {self.noise_rate})")
+        if self.noise_transition is not None:
+            check_transition(self.noise_transition)
         if not (isinstance(self.gce_q, (int, float)) and 0.0 < self.gce_q <= 1.0):
             raise ValueError(f"gce_q must be in (0, 1] (q → 0 is CE, q = 1 is MAE; got {self.gce_q})")
         if not (isinstance(self.gce_warmup, (int, float)) and 0.0 <= self.gce_warmup <= 1.0):
@@ -504,7 +589,9 @@ class SegLoss(torch.nn.Module):
         # forward correction: the classes present in the training labels (None: every class of the logits)
         self.present = None if present is None else np.asarray(present, bool).reshape(-1).copy()
         transition = None
-        if cfg.robust == "forward" and self.present is not None:
+        if cfg.robust == "forward" and cfg.noise_transition is not None:
+            transition = torch.from_numpy(check_transition(cfg.noise_transition)).float()
+        elif cfg.robust == "forward" and self.present is not None:
             transition = forward_transition(self.present.size, cfg.noise_rate, self.present).float()
         self.register_buffer("transition", transition)
         self.threshold = cfg.noise_threshold if cfg.noise_mask == "const" else noise_threshold(0, 1, cfg.noise_p_start, cfg.noise_p_end)
@@ -595,6 +682,7 @@ class SegLoss(torch.nn.Module):
 
 
 __all__ = [
-    "LossConfig", "SegLoss", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights", "forward_ce",
+    "LossConfig", "SegLoss", "check_transition", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights",
+    "estimate_transition", "forward_ce",
     "forward_transition", "gce_warmup_q", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
 ]

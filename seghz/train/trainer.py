@@ -122,6 +122,9 @@ class TrainConfig:
     # Patrini et al. 2017) | "gce" (generalized cross entropy, Zhang & Sabuncu 2018); trusted pixels keep CE
     robust: str = "none"
     noise_rate: float = 0.3  # forward: η, the expected share of flipped labels, in [0, (K−1)/K) for K present classes
+    # forward: explicit C×C T[i][j] = P(given j | true i) instead of the symmetric η (e.g. counted from reviewed
+    # pixels by seghz.train.losses.estimate_transition; the train job's "transition_from_review")
+    noise_transition: list | None = None
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
     gce_warmup: float = 0.0  # gce: q rises linearly from 0 (CE) to gce_q over this fraction of the epochs (0: off)
     # exponential moving average of the weights (seghz.train.ema): its horizon as a fraction of the run's optimiser
@@ -197,7 +200,11 @@ class TrainConfig:
         self._validate_refine()
         self._validate_clean()
         self.loss_config().validate()
-        if self.robust == "forward":
+        if self.robust == "forward" and self.noise_transition is not None:
+            from seghz.train.losses import check_transition
+
+            check_transition(self.noise_transition, len(get_scheme(self.scheme).names))
+        elif self.robust == "forward":
             k = len(get_scheme(self.scheme).names)  # at most K classes can be present in the training labels
             if not self.noise_rate < (k - 1) / k:
                 raise ValueError(f"noise_rate η must be below (K−1)/K = {(k - 1) / k:.4f} for the {k} classes of scheme "
