@@ -49,7 +49,7 @@ from seghz.labels_edit import (
     zoom_window,
 )
 from seghz.review import queue as rq
-from seghz.store import NotFoundError
+from seghz.store import PIXEL_ORIGINAL, NotFoundError
 from ui.common import (
     analyst_name,
     analyst_problem,
@@ -181,13 +181,22 @@ def on_rebase(scene_id: str) -> None:
     flash("info", f"Re-applied your {int(sel.sum())} edited pixel(s) onto label version {latest}. Check them, then save again.")
 
 
-def on_save(scene_id: str, checkpoint_id: str | None) -> None:
+def start_save(scene_id: str) -> tuple[str, dict, np.ndarray] | None:
+    """The analyst, the scene's edit (canvas strokes applied) and the pixels it sets; None without an analyst name
+    (the message is shown)."""
     name = current_analyst("edit")
     if name is None:
-        return
+        return None
     commit_pending()
     edit = edits[scene_id]
-    px = pending_pixels(edit)
+    return name, edit, pending_pixels(edit)
+
+
+def on_save(scene_id: str, checkpoint_id: str | None) -> None:
+    started = start_save(scene_id)
+    if started is None:
+        return
+    name, edit, px = started
     if not px.any():
         flash("warning", "Nothing to save: your edit does not paint any pixel.")
         return
@@ -210,6 +219,39 @@ def on_save(scene_id: str, checkpoint_id: str | None) -> None:
     ss["lbl_reason"] = ""
     flash("success", f"Saved label version {v} of '{scene_id}' as {name}"
           + (f" (merged on top of version {latest_before}, saved meanwhile; your pixels did not overlap)." if merged else "."))
+
+
+def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoint_id: str | None) -> None:
+    """Save the edit in progress together with a confirmation of every other labelled pixel of the window shown that
+    no one has corrected or confirmed yet: "I reviewed this window". Whole reviewed windows are what makes the
+    label-noise matrix of the Train page honest (reviewing only the wrong labels over-states the noise)."""
+    started = start_save(scene_id)
+    if started is None:
+        return
+    name, edit, px = started
+    r0, c0, wh, ww = window
+    inside = np.zeros(px.shape, bool)
+    inside[r0 : r0 + wh, c0 : c0 + ww] = True
+    status = version_status(str(ws.root), scene_id, edit["base_version"])
+    conf = inside & (status == PIXEL_ORIGINAL) & (edit["mask"] != IGNORE) & ~px
+    if not (px.any() or conf.any()):
+        flash("warning", "Nothing to confirm: every labelled pixel of this window is already corrected or confirmed.")
+        return
+    try:
+        v = ws.save_label_edit(scene_id, edit["base_version"], name, "confirm-window",
+                               pixels=px if px.any() else None, values=edit["mask"] if px.any() else None,
+                               confirm=conf, checkpoint_id=checkpoint_id,
+                               reason=(ss.get("lbl_reason") or "").strip() or None, merge=True)
+    except ConflictError as e:
+        flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}.")
+        return
+    except (SegHZError, ValueError) as e:
+        flash("error", f"Not saved: {e}")
+        return
+    reset_edit(scene_id)
+    ss["lbl_reason"] = ""
+    flash("success", f"Saved label version {v} of '{scene_id}' as {name}: {int(px.sum()):,} pixels corrected, "
+                     f"{int(conf.sum()):,} confirmed in the {ww}×{wh} px window.")
 
 
 def on_undo_redo(scene_id: str, kind: str) -> None:
@@ -496,11 +538,16 @@ st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f})
            "Keys: Shift+A apply · Shift+S save · Shift+Z undo · Shift+Y redo.")
 
 st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
-a1, a2, a3, _ = st.columns([1, 1, 1, 2])
+a1, a2, a3, a4, _ = st.columns([1, 1, 1, 1, 1])
 a1.button("Apply strokes", key="lbl_apply", on_click=on_apply, shortcut="Shift+A")
 a2.button("Save as new label version", key="lbl_save", type="primary", on_click=on_save,
           args=(sid, active.id if active else None), shortcut="Shift+S")
 a3.button("Discard unsaved changes", key="lbl_discard", on_click=on_discard, args=(sid,))
+a4.button("Save and confirm the rest of this window", key="lbl_confirm_window", on_click=on_confirm_window,
+          args=(sid, win, active.id if active else None),
+          help="You reviewed this window: your edit is saved, and every other labelled pixel of the window that no one "
+               "has corrected or confirmed becomes confirmed (trusted). Whole reviewed windows give the Train page an "
+               "honest label-noise matrix.")
 if not analyst_name():
     st.caption("Enter your analyst name in the sidebar to save.")
 show_flash("edit")

@@ -17,8 +17,8 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, NOISE_DENOMINATORS, NOISE_MASKS, PRESETS, REFINES,
-                              ROBUSTS, SAMPLERS, form_state_from_config, noise_threshold_from_p, preset_state)
+from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, NOISE_DENOMINATORS, NOISE_MASKS, NOISE_MATRICES, PRESETS,
+                              REFINES, ROBUSTS, SAMPLERS, form_state_from_config, noise_threshold_from_p, preset_state)
 from ui.common import analyst_name, page_header
 
 ARCHS = ["Unet"]
@@ -58,6 +58,11 @@ def validate(cfg: dict, fine_tune: bool) -> list[str]:
         errors.append(f"Learning rate must be between 0 and 1 (got {cfg['lr']}).")
     if cfg.get("steps_per_epoch") is not None and cfg["steps_per_epoch"] < 1:
         errors.append("Steps per epoch must be at least 1 (or 0 for automatic).")
+    if not errors and cfg.get("noise_from_review"):
+        from seghz.review.noise_matrix import review_noise
+
+        scheme_used = active.scheme if fine_tune and active is not None else cfg["scheme"]
+        errors.extend(f"Noise matrix from your reviews: {p}." for p in review_noise(ws, "train", scheme_used).problems())
     if not errors:
         from seghz.train.trainer import TrainConfig
 
@@ -172,7 +177,7 @@ with st.form("train_form"):
                                    "labels* preset —; from scratch on the study's 4000-step GPU protocol +0.00 ± 0.22 "
                                    "over 3 seeds: see docs/experiments.md). region: pieces it confidently calls another class are "
                                    "relabelled (it can learn its own mistakes). Trusted pixels never change.")
-        m1, m2, m3, m5, m4 = st.columns(5)
+        m1, m2, m6, m3, m5, m4 = st.columns(6)
         robust = m1.selectbox("Noise-robust loss", list(ROBUSTS), key="train_robust",
                               help="Replaces CE for noisy labels (not with the noise mask, OHEM or bootstrapping). "
                                    "forward: loss correction (Patrini et al. 2017) — the model's probabilities are "
@@ -182,7 +187,14 @@ with st.form("train_form"):
                                    "plain CE; prediction is unchanged.")
         noise_rate = m2.number_input("Expected label noise η", min_value=0.0, max_value=0.8, value=0.3, step=0.05,
                                      key="train_noise_rate", disabled=robust != "forward",
-                                     help="forward: the expected share of wrong labels (below (K−1)/K).")
+                                     help="forward, symmetric matrix: the expected share of wrong labels (below (K−1)/K).")
+        noise_from = m6.selectbox("Noise matrix", list(NOISE_MATRICES), key="train_noise_from",
+                                  disabled=robust != "forward",
+                                  help="forward: symmetric = 1−η kept, η spread evenly; reviews = counted on the pixels "
+                                       "analysts corrected or confirmed in the train split (label as given vs as "
+                                       "reviewed; see *Label noise measured from your reviews* below the form). Review "
+                                       "whole tiles: reviewing only the wrong labels over-states the noise, and the "
+                                       "job refuses a matrix that calls a class mostly mislabelled.")
         gce_q = m3.number_input("GCE q", min_value=0.05, max_value=1.0, value=0.7, step=0.05, key="train_gce_q",
                                 disabled=robust != "gce", help="gce: 0.7 in the paper; smaller is closer to CE.")
         gce_warmup = m5.number_input("GCE warm-up (share of the epochs)", min_value=0.0, max_value=1.0, value=0.0,
@@ -208,6 +220,7 @@ if submitted:
                     "consistency": bool(consistency), "sampler": sampler, "patience": int(patience) or None,
                     "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta), "clean": clean, "refine": refine,
                     "robust": robust, "noise_rate": float(noise_rate), "gce_q": float(gce_q),
+                    "noise_from_review": robust == "forward" and noise_from == "reviews",
                     "gce_warmup": float(gce_warmup), "ema": float(ema),
                     "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
@@ -227,6 +240,28 @@ if submitted:
         else:
             ss["train_job_sel"] = jid
             st.success(f"Training job `{jid}` submitted. It runs in the background; you may close this tab.")
+
+with st.expander("Label noise measured from your reviews"):
+    from seghz.review.noise_matrix import review_noise
+
+    noise_scheme = active.scheme if active is not None else (train_scenes[0].scheme if train_scenes else None)
+    if noise_scheme is None:
+        st.info("No labelled training scene yet.")
+    else:
+        rn = review_noise(ws, "train", noise_scheme)
+        if rn.reviewed_px == 0:
+            st.info("No reviewed pixels in the train split yet. Correct or confirm labels on the Labels page; the "
+                    "pairs (label as given, label as reviewed) count how noisy each class is, and forward correction "
+                    "can train with that matrix (*Noise-robust loss* forward, *Noise matrix* reviews).")
+        else:
+            st.caption(f"{rn.reviewed_px:,} reviewed pixels in {rn.scenes} scene(s), {rn.corrected_px:,} of them "
+                       f"corrected ({rn.corrected_px / rn.reviewed_px:.1%}); scheme {noise_scheme}. Each class's row is "
+                       "shrunk towards the pooled error rate in proportion to how few regions of it were reviewed.")
+            st.plotly_chart(report.noise_matrix_figure(rn.names, rn.transition, rn.counts,
+                                                       get_scheme(noise_scheme).hex_colors()),
+                            key="train_noise_matrix")
+            for p in rn.problems():
+                st.warning(f"Not usable for training: {p}.")
 
 # ------------------------------------------------------------------------------------------------ jobs
 st.subheader("Training jobs")

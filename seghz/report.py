@@ -108,6 +108,31 @@ def confusion_figure(result: dict, mode: str = "counts", colors: Sequence[str] |
     return fig
 
 
+def noise_matrix_figure(names: Sequence[str], transition, counts, colors: Sequence[str] | None = None) -> go.Figure:
+    """Heatmap of a label-noise matrix counted on reviewed pixels (:class:`seghz.review.noise_matrix.ReviewNoise`):
+    rows = the class an analyst vouched for, columns = the label it had been given; each cell shows
+    ``T[i, j]`` (the share forward correction uses) and the reviewed pixels behind it. Only classes that occur in
+    the reviews are shown."""
+    t, n = np.asarray(transition, np.float64), np.asarray(counts, np.int64)
+    keep = np.flatnonzero((n.sum(0) + n.sum(1)) > 0)
+    if keep.size == 0:
+        keep = np.arange(len(names))
+    cols = _colors(len(names), colors)
+    ticks = [color_chip_label(names[i], cols[i]) for i in keep]
+    z = t[np.ix_(keep, keep)]
+    text = [[f"{100 * z[a, b]:.0f}%<br>{int(n[i, j]):,} px" for b, j in enumerate(keep)] for a, i in enumerate(keep)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(keep.size)), y=list(range(keep.size)), text=text, texttemplate="%{text}",
+        hovertemplate="reviewed as %{y}<br>given as %{x}<br>%{text}<extra></extra>", colorscale="Blues",
+        zmin=0, zmax=1, colorbar={"title": {"text": "P(given | reviewed)"}}))
+    axis = {"tickmode": "array", "tickvals": list(range(keep.size)), "ticktext": ticks}
+    fig.update_xaxes(title_text="label as given", side="bottom", **axis)
+    fig.update_yaxes(title_text="label as reviewed (true class)", autorange="reversed", **axis)
+    fig.update_layout(title="Label noise measured on your reviewed pixels", height=max(340, 60 + 48 * keep.size),
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
 def per_class_table(result: dict) -> pd.DataFrame:
     """One row per class (scheme order): IoU, Acc (recall), precision, F1, support and predicted pixels,
     and whether the class occurs in labels or predictions at all."""

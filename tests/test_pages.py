@@ -177,6 +177,39 @@ def fake_canvas_factory(calls: list):
     return fake
 
 
+def test_labels_confirm_window_saves_the_edit_and_confirms_the_rest_of_the_window(ws, monkeypatch):
+    from seghz.store import PIXEL_CONFIRMED, PIXEL_CORRECTED, PIXEL_ORIGINAL
+
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    assert_ok(at)
+    sid = at.selectbox(key="lbl_scene").value
+    original, buildings = ws.effective_label(sid, 0), HZ7.names.index("Buildings")
+    at.sidebar.text_input(key="seghz_analyst").input("Ann Analyst")
+    at.selectbox(key="lbl_class").set_value(buildings).run()
+    at.button(key="lbl_confirm_window").click().run()
+    assert_ok(at)
+    assert any("Saved label version 1" in s.value and "confirmed in the 128×128 px window" in s.value for s in at.success)
+    st = ws.pixel_status(sid)
+    painted = np.zeros(original.shape, bool)
+    painted[10:20, 0:40] = True  # the fake canvas stroke
+    changed = painted & (original != buildings)
+    assert (st[changed] == PIXEL_CORRECTED).all()
+    rest = ~changed & (original != 255)
+    assert (st[rest] == PIXEL_CONFIRMED).all() and not (st == PIXEL_ORIGINAL).any()  # the window is the whole scene
+    assert ws.label_history(sid)[0].tool == "confirm-window"
+    # the fake canvas keeps returning its stroke: painted again over pixels that hold the class, they are saved as
+    # confirmed (version 2); with no stroke and nothing unreviewed left, there is nothing to save
+    at.button(key="lbl_confirm_window").click().run()
+    assert_ok(at)
+    assert ws.latest_label_version(sid) == 2 and (ws.pixel_status(sid)[changed] == PIXEL_CONFIRMED).all()
+    monkeypatch.setattr(ui.common, "canvas", lambda **kw: SimpleNamespace(image_data=None, json_data=None))
+    at.run()
+    at.button(key="lbl_confirm_window").click().run()
+    assert_ok(at)
+    assert any("Nothing to confirm" in w.value for w in at.warning) and ws.latest_label_version(sid) == 2
+
+
 def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
     calls: list = []
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory(calls))
@@ -567,6 +600,40 @@ def test_train_noise_mask_denominator_and_constant_threshold_reach_the_job_confi
     c = job.config
     assert c["noise_mask"] == "const" and c["noise_denominator"] == "kept"
     assert abs(c["noise_threshold"] + np.log(0.05)) < 1e-9
+
+
+def test_train_noise_matrix_from_reviews_is_shown_and_reaches_the_job_config(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    (scene,) = ws.list_scenes("train")
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert "No reviewed pixels in the train split yet" in texts(at) and not at.get("plotly_chart")
+    # only corrections saved: the reviews over-sample wrong labels, and the form refuses the matrix
+    orig = ws.effective_label(scene.id, 0)
+    fix = np.zeros(orig.shape, bool)
+    fix[:8, :8] = True
+    ws.save_label_edit(scene.id, 0, "ana", "brush", pixels=np.flatnonzero(fix), values=(int(orig[0, 0]) + 1) % 5)
+    at.number_input(key="train_crop").set_value(64)
+    at.selectbox(key="train_robust").set_value("forward")
+    at.selectbox(key="train_noise").set_value("cos")  # refused combination: no job, but the form now says "forward"
+    at.button(key="train_submit").click().run()
+    assert at.selectbox(key="train_noise_from").value == "symmetric" and ws.list_jobs() == []
+    at.selectbox(key="train_noise").set_value("none")
+    at.selectbox(key="train_noise_from").set_value("reviews")
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert any("Noise matrix from your reviews: 100% of the 64 reviewed pixels were corrected" in e.value
+               for e in at.error) and ws.list_jobs() == []
+    assert any("Not usable for training" in w.value for w in at.warning)
+    # the whole tile confirmed as well: an honest sample; the heatmap shows it and the job asks for it
+    ws.save_label_edit(scene.id, 1, "ana", "confirm", confirm=~fix)
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    assert job.config["robust"] == "forward" and job.config["noise_from_review"] is True
+    assert len(at.get("plotly_chart")) == 1 and f"{orig.size:,} reviewed pixels in 1 scene(s), 64 of them corrected" in texts(at)
 
 
 def test_train_submits_job_shows_result_and_promotes(ws):

@@ -183,7 +183,7 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     # the form also sends the label-rewriting and noise-robust loss options (the cloned job predates them: defaults)
     assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try", "clean": "none", "refine": "none",
                                             "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0,
-                                            "ema": 0.0, "noise_denominator": "all",
+                                            "ema": 0.0, "noise_denominator": "all", "noise_from_review": False,
                                             "noise_threshold": pytest.approx(-math.log(0.01))}
 
 
@@ -208,7 +208,7 @@ def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
     assert not [e.value for e in at.error if "Cannot launch" in e.value]
     new = ws.list_jobs()[0]
     assert new.id != jid and new.config == {**cfg, "clean": "none", "refine": "none", "noise_denominator": "all",
-                                            "noise_threshold": pytest.approx(-math.log(0.01))}
+                                            "noise_from_review": False, "noise_threshold": pytest.approx(-math.log(0.01))}
 
 
 def test_train_clone_of_a_scratch_job(ws, monkeypatch):  # noqa: F811
@@ -236,7 +236,7 @@ def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
     assert_ok(at)
     widget = {"train_cw": at.selectbox, "train_sampler": at.selectbox, "train_noise": at.selectbox, "train_boot": at.selectbox,
               "train_robust": at.selectbox, "train_refine": at.selectbox, "train_clean": at.selectbox,
-              "train_noise_den": at.selectbox,
+              "train_noise_den": at.selectbox, "train_noise_from": at.selectbox,
               "train_dice": at.checkbox, "train_ohem": at.checkbox, "train_consistency": at.checkbox}
 
     def form_values():

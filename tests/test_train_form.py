@@ -63,6 +63,11 @@ def test_noise_mask_denominator_and_constant_threshold_round_trip():
     assert "train_noise_den" not in state and notes == ["noise_den `median` is not offered by the form; left at its default."]
     # a job from before the options: the form keeps its defaults
     assert not {"train_noise_den", "train_noise_p"} & set(form_state_from_config({}, active_id=None)[0])
+    # forward correction's matrix: counted on the reviews, or symmetric; a job from before the option keeps the default
+    for flag, shown in ((True, "reviews"), (False, "symmetric")):
+        state, _ = form_state_from_config({"robust": "forward", "noise_from_review": flag}, active_id=None)
+        assert (state["train_robust"], state["train_noise_from"]) == ("forward", shown)
+    assert "train_noise_from" not in form_state_from_config({"robust": "forward"}, active_id=None)[0]
 
 
 def test_scratch_config_and_values_the_form_does_not_offer():

@@ -1,7 +1,7 @@
 """The job kinds SegHZ runs in background processes (imported by the job worker)."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 
@@ -31,12 +31,40 @@ def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False) -> l
     return out
 
 
+def noise_matrix_for(ws: Workspace, config: dict, scheme: str, log=None) -> list | None:
+    """The job's forward-correction matrix when ``config["noise_from_review"]`` asks for it: counted on the reviewed
+    pixels of the training split (:func:`seghz.review.noise_matrix.review_noise`); None otherwise.
+
+    Raises:
+        ValueError: When it is asked for without ``robust="forward"``, or the reviewed pixels cannot give an
+            honest matrix (none reviewed; a class the matrix calls mostly mislabelled).
+    """
+    if not config.get("noise_from_review"):
+        return None
+    if config.get("robust") != "forward":
+        raise ValueError("noise_from_review counts the noise matrix of forward loss correction: set robust='forward'")
+    from seghz.review.noise_matrix import review_noise
+
+    split = config.get("train_split", "train")
+    rn = review_noise(ws, split, scheme)
+    problems = rn.problems()
+    if problems:
+        raise ValueError(f"cannot count the label-noise matrix from the reviews of the '{split}' split: "
+                         + "; ".join(problems))
+    if log is not None:
+        log(f"noise matrix from {rn.reviewed_px} reviewed pixels of {rn.scenes} scene(s) "
+            f"({rn.corrected_px} corrected); P(label kept) per class: "
+            + ", ".join(f"{n} {rn.transition[i, i]:.2f}" for i, n in enumerate(rn.names) if rn.counts[i].sum()))
+    return rn.transition.round(6).tolist()
+
+
 @register_job_kind("train")
 def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
     """Train on the effective labels of the train split; validate on the val split; register the checkpoint.
 
     config: the :class:`TrainConfig` fields, plus ``parent_checkpoint_id`` (fine-tune from a workspace
-    checkpoint), ``train_split`` / ``val_split`` and ``name``.
+    checkpoint), ``train_split`` / ``val_split``, ``name``, and ``noise_from_review`` (with ``robust="forward"``:
+    the noise matrix is counted on the training split's reviewed pixels, :func:`noise_matrix_for`).
     """
     cfg_d = {k: v for k, v in config.items() if k in TRAIN_KEYS}
     parent_id = config.get("parent_checkpoint_id")
@@ -44,6 +72,9 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     if parent_id:
         cfg_d["scheme"] = ws.get_checkpoint(parent_id).scheme
     cfg = TrainConfig(parent_checkpoint=parent_path, **cfg_d)
+    matrix = noise_matrix_for(ws, config, cfg.scheme, progress.log)  # forward correction counted on the reviews
+    if matrix is not None:
+        cfg = replace(cfg, noise_transition=matrix)
     cfg.validate()
     get_scheme(cfg.scheme)
     progress.log(f"loading scenes for scheme {cfg.scheme}")
@@ -110,7 +141,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     ``context_max_scenes`` (default 8), ``name``, and any :class:`seghz.train.refit.RefitConfig` field.
     """
     import inspect
-    from dataclasses import fields as _fields
+    from dataclasses import fields, replace as _fields
 
     from seghz.models.checkpoint import read_metadata
     from seghz.train.refit import RefitConfig, RefitItem, refit_head

@@ -15,6 +15,8 @@ NOISE_MASKS = ("none", "cos", "const")
 NOISE_DENOMINATORS = ("all", "kept")  # noise mask: dropped pixels stay in the mean's denominator (the study) or leave it
 BOOTSTRAPS = ("none", "soft", "hard")
 ROBUSTS = ("none", "forward", "gce")  # noise-robust loss (seghz.train.losses.ROBUST_MODES)
+# forward correction's noise matrix: symmetric from η, or counted on the reviewed pixels (job key noise_from_review)
+NOISE_MATRICES = ("symmetric", "reviews")
 REFINES = ("none", "region", "drop")  # label refinement (seghz.train.refine.REFINES)
 CLEANS = ("none", "crossfit")  # label cleaning (seghz.train.clean.CLEANS)
 
@@ -47,6 +49,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     options.setdefault("train_noise_den", NOISE_DENOMINATORS)
     options.setdefault("train_boot", BOOTSTRAPS)
     options.setdefault("train_robust", ROBUSTS)
+    options.setdefault("train_noise_from", NOISE_MATRICES)
     options.setdefault("train_refine", REFINES)
     options.setdefault("train_clean", CLEANS)
     notes: list[str] = []
@@ -84,6 +87,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_boot_beta", None if "bootstrap_beta" not in config else float(config["bootstrap_beta"]))
     put("train_robust", config.get("robust"))
     put("train_noise_rate", None if "noise_rate" not in config else float(config["noise_rate"]))
+    if "noise_from_review" in config:
+        put("train_noise_from", "reviews" if config["noise_from_review"] else "symmetric")
     put("train_gce_q", None if "gce_q" not in config else float(config["gce_q"]))
     put("train_gce_warmup", None if "gce_warmup" not in config else float(config["gce_warmup"]))
     put("train_ema", None if "ema" not in config else float(config["ema"]))
@@ -112,7 +117,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "class_weights": "enet", "dice": True, "label_smoothing": 0.0, "noise_mask": "none", "noise_denominator": "all",
     "noise_threshold": noise_threshold_from_p(0.01), "ohem": False,
     "consistency": False, "sampler": "random", "bootstrap": "none", "bootstrap_beta": 0.8, "clean": "none",
-    "refine": "none", "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0, "ema": 0.0,
+    "refine": "none", "robust": "none", "noise_rate": 0.3, "noise_from_review": False, "gce_q": 0.7, "gce_warmup": 0.0,
+    "ema": 0.0,
 }
 # key -> (button label, what it is and what it measured, the options it changes). The noisy-label presets are the
 # rows of bench/experiments.py they were measured as (plain CE base: no class weights, no Dice).
