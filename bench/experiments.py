@@ -83,6 +83,15 @@ ROWS: dict[str, tuple[str, dict]] = {
     "refine": ("+ region label refinement (in-training, from 40 % of the epochs)", {"refine": "region"}),
     "xfit": ("+ cross-fitted cleaning (2 fold models on half the steps, then retrain)", {"clean": "crossfit"}),
     "fwd": ("+ forward loss correction (η=0.3)", {"robust": "forward", "noise_rate": 0.3}),
+    # rv*: noisy rows only — the first --reviewed-tiles training tiles were reviewed by an analyst (their clean labels,
+    # every pixel trusted); what the reviews alone give, and recipes that use them
+    "rv": ("+ reviewed tiles (clean labels, trusted; plain CE: what the reviews alone give)", {}),
+    "rv_fwd_est": ("+ reviewed tiles + forward loss correction, T counted on them (given vs reviewed label)",
+                   {"robust": "forward"}),
+    "rv_fwd": ("+ reviewed tiles + forward loss correction (symmetric η=0.3)", {"robust": "forward", "noise_rate": 0.3}),
+    "rv_nm_cos": ("+ reviewed tiles + the study's noise mask (cos), trusted pixels never dropped", {"noise_mask": "cos"}),
+    "rv_nm_kept": ("+ reviewed tiles + noise mask (cos, dropped pixels leave the denominator), trusted never dropped",
+                   {"noise_mask": "cos", "noise_denominator": "kept"}),
     "gce": ("+ generalized CE (q=0.7)", {"robust": "gce", "gce_q": 0.7}),
     "xfit_nd": ("+ cross-fitted cleaning, relabel only (no doubtful regions ignored)",
                 {"clean": "crossfit", "clean_doubt": False}),
@@ -109,7 +118,8 @@ ROWS: dict[str, tuple[str, dict]] = {
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
 }
 BASE = {"class_weights": "none", "dice": False}
-ALL_ROWS = list(ROWS) + [f"noisy_{k}" for k in ROWS]
+ALL_ROWS = [k for k in ROWS if not k.startswith("rv")] + [f"noisy_{k}" for k in ROWS]
+DEFAULT_REVIEWED_TILES = 25
 READ_START, READ_END = "<!-- reading -->", "<!-- /reading -->"
 
 
@@ -151,14 +161,39 @@ def noisy_copy(samples, seed: int, flip_fraction: float) -> tuple[list, float]:
     return [(img, n) for (img, _), n in zip(samples, noisy)], changed / max(valid, 1)
 
 
-def train_config(a, row: str, seed: int):
-    """The :class:`TrainConfig` of one run (``a``: the parsed arguments): the row's recipe, ``--init``'s weights."""
+def reviewed_copy(noisy, clean, n: int) -> tuple[list, list | None]:
+    """The first ``n`` training tiles reviewed by an analyst: their clean labels with an all-trusted mask (the rest
+    keep their noisy labels), and T counted from those tiles' given (noisy) vs reviewed (clean) labels
+    (:func:`seghz.train.losses.estimate_transition`; None when ``n`` is 0)."""
+    from seghz.train.losses import estimate_transition
+
+    if n <= 0:
+        return noisy, None
+    out = [(img, lb, np.ones(lb.shape, bool)) for img, lb in clean[:n]] + list(noisy[n:])
+    t, _ = estimate_transition([lb for _, lb in noisy[:n]], [lb for _, lb in clean[:n]], len(get_scheme(SCHEME).names))
+    return out, t.round(6).tolist()
+
+
+def reviewed(row: str) -> bool:
+    """Whether a row trains with reviewed tiles (the ``rv`` rows)."""
+    return row.removeprefix("noisy_").split("_")[0] == "rv"
+
+
+def train_config(a, row: str, seed: int, transition: list | None = None):
+    """The :class:`TrainConfig` of one run (``a``: the parsed arguments): the row's recipe, ``--init``'s weights;
+    ``transition``: the seed's T counted on the reviewed tiles (row ``rv_fwd_est`` needs it)."""
     from seghz.train.trainer import TrainConfig
 
+    key = row.removeprefix("noisy_")
+    extra = {}
+    if key == "rv_fwd_est":
+        if transition is None:
+            raise SystemExit(f"row {row} counts its transition matrix on reviewed tiles: pass --reviewed-tiles N > 0")
+        extra = {"noise_transition": transition}
     return TrainConfig(scheme=SCHEME, arch="Unet", encoder=a.encoder, epochs=a.epochs, batch_size=a.batch_size,
                        crop_size=a.crop, lr=a.lr, seed=seed, device=a.device, tile_size=max(a.crop, 224),
                        steps_per_epoch=max(1, -(-a.steps // a.epochs)), encoder_weights=INITS[a.init],
-                       **{**BASE, **ROWS[row.removeprefix("noisy_")][1]})
+                       **{**BASE, **ROWS[key][1], **extra})
 
 
 class EpochKeeper:
@@ -205,7 +240,7 @@ def score_epochs(kept: dict[int, Path], eval_samples, device: str, echo: bool = 
     return out
 
 
-def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> dict:
+def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None, transition: list | None = None) -> dict:
     import torch
 
     from seghz.infer.engine import Predictor
@@ -213,7 +248,7 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> 
 
     key = row.removeprefix("noisy_")
     spe = max(1, -(-a.steps // a.epochs))
-    cfg = train_config(a, row, seed)
+    cfg = train_config(a, row, seed, transition)
     names = list(get_scheme(SCHEME).names)
     per_epoch = getattr(a, "per_epoch", False)
     by_epoch = None
@@ -241,7 +276,9 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None) -> 
            "steps": spe * a.epochs, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
            "final_loss": last.get("loss"), "noise_dropped": last.get("noise_dropped"),
            "label_error": label_error(train_samples, rewritten, truth) if truth is not None else None,
-           "recipe": {**BASE, **ROWS[key][1]}}
+           "recipe": {**BASE, **ROWS[key][1], **({"noise_transition": transition} if key == "rv_fwd_est" else {})}}
+    if reviewed(row):
+        out["reviewed_tiles"] = a.reviewed_tiles
     if by_epoch is not None:
         out["by_epoch"] = {str(e): v for e, v in by_epoch.items()}
         out["train_loss_by_epoch"] = [h.get("loss") for h in res["history"]]
@@ -319,11 +356,19 @@ def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
                     pr = paired_recovery(runs, r, m)
                     if pr is not None:
                         s[name] = pr
+                if r.startswith("noisy_rv_") and "noisy_rv" in out:  # a recipe's gain beyond the reviews alone
+                    for m, name in (("miou", "paired_vs_rv"), ("miou_gt", "paired_vs_rv_gt")):
+                        pr = paired_recovery(runs, r, m, base="noisy_rv")
+                        if pr is not None:
+                            s[name] = pr
     return out
 
 
-def paired_recovery(runs: list[dict], row: str, metric: str = "miou") -> dict | None:
+def paired_recovery(runs: list[dict], row: str, metric: str = "miou", base: str = "noisy_ce") -> dict | None:
     """Recovery of ``row`` on the seeds where it, clean CE and noisy CE all ran, seed by seed.
+
+    ``base``: the row the gain is measured from (default noisy CE; ``noisy_rv`` gives a reviewed-tiles recipe's gain
+    beyond what the reviews alone give), always as a share of the noise cost clean CE − noisy CE.
 
     The noise cost varies several-fold between noise draws, so a row run on fewer seeds than its baselines must be
     compared with ITS seeds' baselines, not with their means over every seed. Returns ``{"seeds", "per_seed",
@@ -331,11 +376,12 @@ def paired_recovery(runs: list[dict], row: str, metric: str = "miou") -> dict | 
     its standard error from the spread of the paired differences (None with one seed), ``per_seed`` each seed's own
     recovery (None where that seed's noise cost nothing). None when no seed has all three runs."""
     val = {(x["row"], x["seed"]): x[metric] * 100 for x in runs}
-    seeds = sorted(sd for (r, sd) in val if r == row and ("ce", sd) in val and ("noisy_ce", sd) in val)
+    seeds = sorted(sd for (r, sd) in val if r == row and ("ce", sd) in val and ("noisy_ce", sd) in val
+                   and (base, sd) in val)
     if not seeds:
         return None
     gaps = [val[("ce", sd)] - val[("noisy_ce", sd)] for sd in seeds]
-    diffs = [val[(row, sd)] - val[("noisy_ce", sd)] for sd in seeds]
+    diffs = [val[(row, sd)] - val[(base, sd)] for sd in seeds]
     gap = statistics.fmean(gaps)
     ok = abs(gap) > 1e-9
     return {"seeds": seeds,
@@ -451,6 +497,7 @@ def render(report: dict, old_text: str | None) -> str:
         reading = old_text.split(READ_START, 1)[1].split(READ_END, 1)[0].strip()
     seeds = ", ".join(str(s) for s in report["seeds"])
     noise = ", ".join(f"seed {k}: {v * 100:.1f} %" for k, v in sorted(report.get("noise_rate", {}).items())) or "n/a"
+    rv_tiles = ", ".join(str(n) for n in sorted({x["reviewed_tiles"] for x in report["runs"] if x.get("reviewed_tiles")}))
     lines = [
         "# Experiments: loss recipes on real data, clean and noisy labels",
         "",
@@ -481,7 +528,11 @@ def render(report: dict, old_text: str | None) -> str:
          f"`noisy` rows train on labels where {p['flip_fraction'] * 100:.0f} % of the 8-connected label components of "
          "the training set were flipped to a random other present class (`inject_noise`, no boundary shifts; draw "
          f"seeded 1000 + seed, shared by every recipe of a seed); noisy pixels: {noise}. "
-         "Evaluation always uses the CLEAN held-out labels. The final train loss is each row's own loss (forward-"
+         + (f"**Reviewed tiles** (rows `rv`): the first {rv_tiles} training tiles carry their clean labels, every "
+            "pixel trusted (an analyst reviewed them; the noise mask, component drop and the robust losses leave "
+            "trusted pixels to plain CE); row `rv_fwd_est` counts its transition matrix on them (given vs reviewed "
+            "label, `seghz.train.losses.estimate_transition`). " if rv_tiles else "")
+         + "Evaluation always uses the CLEAN held-out labels. The final train loss is each row's own loss (forward-"
          "corrected NLL and generalized CE are not on CE's scale)."),
         (f"- Scores: mIoU / mIoU (GT classes) / fwIoU / OA in %, TTA none, mean ± sample sd over seeds {seeds} "
          "(mIoU over the classes present in labels OR predictions, as `seghz evaluate`: a model that predicts a few "
@@ -520,6 +571,15 @@ def render(report: dict, old_text: str | None) -> str:
             cells += [f"{s['train_s']:.0f}", str(s["n"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        beyond = [r for r in rows if summ[r].get("paired_vs_rv")] if noisy else []
+        if beyond:
+            lines += ["Beyond the reviews: each reviewed-tiles recipe against the reviewed tiles with plain CE (row "
+                      "`rv`), paired by seed, as a share of the noise cost (clean CE − noisy CE):", "",
+                      "| recipe | gain beyond the reviews ± SE (per seed) | on the GT classes |", "|---|---|---|"]
+            for r in beyond:
+                lines.append(f"| {ROWS[r.removeprefix('noisy_')][0]} | {_fmt_paired(summ[r]['paired_vs_rv'])} | "
+                             f"{_fmt_paired(summ[r].get('paired_vs_rv_gt'), per_seed=False)} |")
+            lines.append("")
     lines += ["### Per run", "", ("| row | seed | mIoU | mIoU (GT classes) | fwIoU | OA | IoU per class (GT classes) "
                                   "| final train loss | noise-mask dropped | train s | eval s |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -594,6 +654,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-tiles", type=int, default=None, help="default: all 489 non-test tiles")
     ap.add_argument("--eval-tiles", type=int, default=None, help="default: all 125 held-out test tiles")
     ap.add_argument("--flip-fraction", type=float, default=0.3)
+    ap.add_argument("--reviewed-tiles", type=int, default=DEFAULT_REVIEWED_TILES,
+                    help="rows noisy_rv*: the first N training tiles were reviewed by an analyst (clean labels, every "
+                         "pixel trusted); row noisy_rv_fwd_est counts its transition matrix on them")
     ap.add_argument("--init", choices=list(INITS), default="imagenet",
                     help="encoder initialisation: the shipped ImageNet Lite0 weights (default) or random (scratch)")
     ap.add_argument("--encoder", default="tu-efficientnet_lite0",
@@ -671,6 +734,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs = [x for x in old.get("runs", []) if x["row"] in rows and x["seed"] in seeds]
             print(f"resuming: {len(runs)} run(s) kept from {a.json}", file=sys.stderr)
     noisy_cache: dict[int, list] = {}
+    reviewed_cache: dict[int, list] = {}
+    transitions: dict[int, list | None] = {}
     skipped: list[str] = []
     noise_rate: dict[int, float] = {}
     report: dict = {}
@@ -692,6 +757,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in seeds:
         if any(r.startswith("noisy_") for r in rows):
             noisy_cache[seed], noise_rate[seed] = noisy_copy(train_clean, seed, a.flip_fraction)
+        if any(reviewed(r) for r in rows):
+            reviewed_cache[seed], transitions[seed] = reviewed_copy(noisy_cache[seed], train_clean, a.reviewed_tiles)
     for seed in seeds:  # seed-major: an interrupted run still has every row of the first seed(s)
         for row in rows:
             if any(x["row"] == row and x["seed"] == seed for x in runs):
@@ -699,8 +766,8 @@ def main(argv: list[str] | None = None) -> dict:
             if a.deadline_min is not None and time.perf_counter() - t_all > a.deadline_min * 60:
                 skipped.append(f"{row}/{seed}")
                 continue
-            samples = noisy_cache[seed] if row.startswith("noisy_") else train_clean
-            x = run_one(a, row, seed, samples, eval_samples, [lb for _, lb in train_clean])
+            samples = (reviewed_cache[seed] if reviewed(row) else noisy_cache[seed]) if row.startswith("noisy_") else train_clean
+            x = run_one(a, row, seed, samples, eval_samples, [lb for _, lb in train_clean], transitions.get(seed))
             runs.append(x)
             print(f"{row:<14} seed {seed}  mIoU {x['miou'] * 100:6.2f}  fwIoU {x['fwiou'] * 100:6.2f}  OA {x['oa'] * 100:6.2f}"
                   f"  train {x['train_s']:.0f}s  eval {x['eval_s']:.0f}s", flush=True)

@@ -80,6 +80,37 @@ def test_paired_recovery_compares_a_row_with_its_own_seeds_baselines():
     md = render(report, None)
     assert "paired recovery ± SE (per seed)" in md and "| +0.30 ± 0.30 (s0 +0.60, s1 +0.00) | +0.30 ± 0.30 |" in md
     assert s["noisy_gce"]["paired_gt"]["recovery"] == pytest.approx(0.3)  # _run's miou_gt equals its miou here
+    # reviewed tiles: the recipe's gain beyond the reviews alone, still as a share of the noise cost
+    runs += [_run("noisy_rv", 0, 0.44, 0.44), _run("noisy_rv", 1, 0.46, 0.46),
+             _run("noisy_rv_fwd_est", 0, 0.48, 0.48), _run("noisy_rv_fwd_est", 1, 0.47, 0.47)]
+    pv = paired_recovery(runs, "noisy_rv_fwd_est", base="noisy_rv")  # (4 + 1) / 2 / 20 = 0.125
+    assert pv["recovery"] == pytest.approx(0.125) and pv["per_seed"] == pytest.approx([0.2, 0.05])
+    assert paired_recovery(runs, "noisy_rv_fwd_est")["recovery"] == pytest.approx((8 + 3) / 2 / 20)
+    rows = ["ce", "noisy_ce", "noisy_rv", "noisy_rv_fwd_est"]
+    s = summarise(runs, rows)
+    assert s["noisy_rv_fwd_est"]["paired_vs_rv"]["recovery"] == pytest.approx(0.125) and "paired_vs_rv" not in s["noisy_rv"]
+    md = render({**report, "summary": s, "runs": runs, "rows": rows}, None)
+    assert "Beyond the reviews" in md and "| +0.12 ± 0.07 (s0 +0.20, s1 +0.05) | +0.12 ± 0.07 |" in md
+
+
+@needs_gid
+def test_reviewed_tiles_rows_train_on_clean_trusted_tiles_and_count_their_matrix(tmp_path):
+    js = tmp_path / "rv.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "noisy_rv,noisy_rv_fwd_est", "--seeds", "0",
+           "--steps", "1", "--epochs", "1", "--batch-size", "2", "--crop", "32", "--train-tiles", "6", "--reviewed-tiles",
+           "3", "--eval-tiles", "2", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "rv.md"), "--json", str(js)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(js.read_text())
+    rv, fwd = rep["runs"]
+    assert rv["reviewed_tiles"] == fwd["reviewed_tiles"] == 3 and "reviewed_tiles" not in rep["protocol"]
+    # half of the tiles reviewed: the training labels are less wrong than the noise draw made them
+    assert 0 < rv["label_error"]["given"] < float(rep["noise_rate"]["0"])
+    t = np.array(fwd["recipe"]["noise_transition"])
+    assert t.shape == (7, 7) and np.allclose(t.sum(1), 1, atol=1e-5) and (np.diag(t) > 0).all()
+    assert fwd["recipe"]["robust"] == "forward" and "noise_transition" not in rv["recipe"]
+    assert "**Reviewed tiles** (rows `rv`): the first 3 training tiles" in (tmp_path / "rv.md").read_text()
 
 
 @needs_gid
@@ -129,10 +160,16 @@ def test_every_row_builds_a_valid_train_config():
 
     a = types.SimpleNamespace(init="scratch", steps=40, epochs=4, batch_size=2, crop=64, lr=2e-3, device="cpu",
                               encoder="resnet34")
+    sym = np.full((7, 7), 0.05) + np.eye(7) * 0.65  # rows sum to 1: a stand-in for the counted matrix
     for row in ALL_ROWS:
-        cfg = train_config(a, row, 0)
+        cfg = train_config(a, row, 0, sym.tolist() if row == "noisy_rv_fwd_est" else None)
+        cfg.validate()
         for k, v in ROWS[row.removeprefix("noisy_")][1].items():
             assert getattr(cfg, k) == v, (row, k)
+    assert train_config(a, "noisy_rv_fwd_est", 0, sym.tolist()).noise_transition == sym.tolist()
+    with pytest.raises(SystemExit, match="--reviewed-tiles"):
+        train_config(a, "noisy_rv_fwd_est", 0)
+    assert not [r for r in ALL_ROWS if r.startswith("rv")]  # reviewed tiles only make sense with noisy labels
     assert train_config(a, "noisy_drop_late", 0).refine_start == 0.5
     assert train_config(a, "nm_kept", 0).noise_denominator == "kept" and train_config(a, "nm_cos", 0).noise_denominator == "all"
     assert train_config(a, "nm_const", 0).noise_threshold == pytest.approx(-np.log(0.01))
