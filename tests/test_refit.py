@@ -274,3 +274,32 @@ def test_refit_job_uses_the_workspace_corrections_and_registers_the_child(traine
     assert meta["recipe"]["kind"] == "head_refit" and meta["parent_id"] == cid and meta["refit_scenes"] == ["s4"]
     acc = per_class_acc(load_checkpoint(ws.checkpoint_path(child))[0], va)
     assert acc[[A, B]].min() > 0.9, acc
+
+
+def test_refit_job_counts_confirmed_pixels_as_reviewed(trained, data, tmp_path):
+    """A window the analyst confirmed without changing anything is reviewed evidence for every class in it."""
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.jobs.kinds import refit_job
+    from seghz.jobs.runner import ProgressReporter
+    from seghz.store import Workspace
+
+    _, bad = trained
+    tr, va = data
+    ws = Workspace(tmp_path / "ws")
+    cid = ws.register_checkpoint(bad, read_metadata(bad) | {"scheme": "hz7"}, name="scrambled")
+    for k, (img, lbl) in enumerate(tr):
+        d = ws.root / "scenes" / f"s{k}"
+        write_rgb(d / "image.png", img)
+        write_index_mask(d / "label.png", lbl)
+        ws.add_scene(f"S{k}", d / "image.png", "hz7", label_path=d / "label.png", split="train", scene_id=f"s{k}")
+    lbl0 = tr[0][1]
+    window = np.zeros(lbl0.shape, bool)
+    window[: lbl0.shape[0] // 2] = True  # the analyst reviewed the top half of s0 and found nothing to change
+    ws.save_label_edit("s0", 0, "tester", "confirm-window", confirm=window)
+    job = ws.create_job("refit", {"checkpoint_id": cid})
+    out = refit_job(ws, job, {"checkpoint_id": cid, "context_split": None}, ProgressReporter(ws, job))
+    assert out["source"] == "corrections"
+    assert out["counts"]["corrected_available"] == int((window & (lbl0 != 255)).sum())
+    assert out["corrected_acc_after"] > out["corrected_acc_before"]
+    log = (ws.path(ws.get_job(job).log_path)).read_text()
+    assert f"{int((window & (lbl0 != 255)).sum())} reviewed pixels (corrected or confirmed) in 1 scene(s)" in log

@@ -9,7 +9,7 @@ from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.evaluate import label_for_checkpoint
 from seghz.jobs.runner import ProgressReporter, register_job_kind
-from seghz.store import Workspace
+from seghz.store import PIXEL_CONFIRMED, PIXEL_CORRECTED, Workspace
 from seghz.train.trainer import TrainConfig, train
 
 # Every TrainConfig field a job config may set (the parent comes from parent_checkpoint_id instead).
@@ -130,8 +130,9 @@ def _rerank(ws: Workspace, checkpoint_id: str, config: dict, progress: ProgressR
 def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
     """Fast head-only refit of a workspace checkpoint on the analysts' corrections (see :mod:`seghz.train.refit`).
 
-    Corrected pixels are those whose effective (latest) label differs from the scene's original label (on a
-    scene without an original label: every labelled pixel). When no scene has any, the full effective labels
+    The corrections are the reviewed pixels: those an analyst corrected (the effective label differs from the
+    original; on a scene without an original label, every labelled pixel) or confirmed (e.g. *Save and confirm
+    the rest of this window*: a whole reviewed window gives every class its say). When no scene has any, the full effective labels
     of the scenes listed in ``label_scenes`` are used instead. Existing labels (effective labels of
     ``context_split``, plus those of the corrected scenes, at most ``context_max_scenes`` scenes) give the
     class-balanced sample that keeps untouched classes alive.
@@ -141,7 +142,6 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     ``context_max_scenes`` (default 8), ``name``, and any :class:`seghz.train.refit.RefitConfig` field.
     """
     import inspect
-    from dataclasses import fields, replace as _fields
 
     from seghz.models.checkpoint import read_metadata
     from seghz.train.refit import RefitConfig, RefitItem, refit_head
@@ -155,7 +155,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     ck = ws.get_checkpoint(parent_id)
     parent_path = ws.checkpoint_path(ck)
     ck_scheme = read_metadata(parent_path)["scheme"]["name"]
-    rkeys = {f.name for f in _fields(RefitConfig)}
+    rkeys = {f.name for f in fields(RefitConfig)}
     rcfg = RefitConfig(**{k: v for k, v in config.items() if k in rkeys})
     rcfg.validate()
 
@@ -167,9 +167,10 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         progress.check_cancel()
         if ws.latest_label_version(s.id) == 0:
             continue
-        eff = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme)
-        orig = label_for_checkpoint(ws.effective_label(s.id, 0), s.scheme, ck_scheme)
-        corr = np.where((eff != orig) & (eff != 255), eff, 255).astype(np.uint8)
+        eff_s, status = ws.label_and_status(s.id)
+        eff = label_for_checkpoint(eff_s, s.scheme, ck_scheme)
+        reviewed = (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)  # corrected or confirmed
+        corr = np.where(reviewed & (eff != 255), eff, 255).astype(np.uint8)
         if (corr != 255).any():
             corrected[s.id], effective[s.id] = corr, eff
     source = "corrections"
@@ -181,10 +182,10 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
                 corrected[s.id], effective[s.id] = eff, eff
         source = "labels"
     if not corrected:
-        raise ValueError("no corrected pixels in the workspace (no saved label edit differs from its original) and no "
+        raise ValueError("no reviewed pixels in the workspace (no saved label edit corrects or confirms a pixel) and no "
                          "'label_scenes' with labels given; nothing to refit on")
     n_corr = int(sum(int((c != 255).sum()) for c in corrected.values()))
-    progress.log(f"{n_corr} corrected pixels in {len(corrected)} scene(s) (from {source})")
+    progress.log(f"{n_corr} reviewed pixels (corrected or confirmed) in {len(corrected)} scene(s) (from {source})")
 
     # context: existing labels of the corrected scenes (outside their corrections) and of the context split
     context_ids: list[str] = list(corrected) if source == "corrections" else []
