@@ -73,6 +73,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "cw": ("+ class weights (1/ln(1.02+f))", {"class_weights": "enet"}),
     "dice": ("+ Dice", {"dice": True}),
     "ls": ("+ label smoothing ε=0.1", {"label_smoothing": 0.1}),
+    "cw_dice": ("+ class weights + Dice (the study's recipe; the shipped model's and the Train page's default)",
+                {"class_weights": "enet", "dice": True}),
     "nm_cos": ("+ noise mask (cos, p 0.01→0.1)", {"noise_mask": "cos"}),
     "nm_kept": ("+ noise mask (cos), dropped pixels leave the mean's denominator",
                 {"noise_mask": "cos", "noise_denominator": "kept"}),
@@ -89,6 +91,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "rv_fwd_est": ("+ reviewed tiles + forward loss correction, T counted on them (given vs reviewed label)",
                    {"robust": "forward"}),
     "rv_fwd": ("+ reviewed tiles + forward loss correction (symmetric η=0.3)", {"robust": "forward", "noise_rate": 0.3}),
+    "rv_refit": ("+ reviewed tiles (plain CE), then the head refitted on them (the Labels page's fast refit: reviewed "
+                 "pixels as corrections, 8 other tiles' labels as context)", {}),
     "rv_nm_cos": ("+ reviewed tiles + the study's noise mask (cos), trusted pixels never dropped", {"noise_mask": "cos"}),
     "rv_nm_kept": ("+ reviewed tiles + noise mask (cos, dropped pixels leave the denominator), trusted never dropped",
                    {"noise_mask": "cos", "noise_denominator": "kept"}),
@@ -107,6 +111,10 @@ ROWS: dict[str, tuple[str, dict]] = {
                 {"refine": "drop", "refine_drop_ratio": 0.5}),
     "drop_rl": ("+ component drop, confident doubted components relabelled (mean p ≥ 0.5)",
                 {"refine": "drop", "refine_relabel_conf": 0.5}),
+    # clean and noisy: train as plain CE, then refit the head on the first --reviewed-tiles tiles' CLEAN labels (the
+    # reviews used after training only); clean: what the same refit gives a model that never saw noise
+    "refit": ("+ the head refitted after training on the reviewed tiles' labels (fast refit; context: 8 other tiles)",
+              {}),
     "ema": ("+ moving average of the weights (horizon 5 % of the steps; it is validated and saved)", {"ema": 0.05}),
     "drop_ema": ("+ component drop judged by the moving average of the weights (horizon 5 %)",
                  {"refine": "drop", "ema": 0.05}),
@@ -266,6 +274,14 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None, tra
         sc = evaluate_samples(pred, eval_samples, names)
         t_eval = time.perf_counter() - t1
         del pred
+        refit = None
+        if key in ("refit", "rv_refit"):
+            if truth is None:
+                raise SystemExit(f"row {row} refits on the reviewed tiles' clean labels: pass truth")
+            n = a.reviewed_tiles
+            sc, refit = refit_on_reviews(ck, Path(d) / "refit.safetensors",
+                                         [(s[0], t) for s, t in zip(train_samples[:n], truth[:n])], train_samples[n:],
+                                         eval_samples, names, seed, a.device, before=sc)
         if keeper is not None:
             by_epoch = score_epochs(keeper.finish(a.epochs), eval_samples, a.device)
     if a.device.startswith("cuda"):
@@ -279,10 +295,36 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None, tra
            "recipe": {**BASE, **ROWS[key][1], **({"noise_transition": transition} if key == "rv_fwd_est" else {})}}
     if reviewed(row):
         out["reviewed_tiles"] = a.reviewed_tiles
+    if refit is not None:
+        out["refit"] = refit
     if by_epoch is not None:
         out["by_epoch"] = {str(e): v for e, v in by_epoch.items()}
         out["train_loss_by_epoch"] = [h.get("loss") for h in res["history"]]
     return out
+
+
+def refit_on_reviews(ck: Path, out: Path, reviewed_pairs, others, eval_samples, names, seed: int, device: str,
+                     before: dict, context_tiles: int = 8) -> tuple[dict, dict]:
+    """Refit the head of ``ck`` as the refit job does after a review: the reviewed tiles' labels (``reviewed_pairs``:
+    image, reviewed label) as the corrections, ``context_tiles`` of the ``others`` (image, label as trained on)
+    as context; score it. Returns ``(scores after, {"before": the scores passed in, "counts", "seconds", "fit"})``."""
+    from seghz.infer.engine import Predictor
+    from seghz.train.refit import RefitConfig, RefitItem, refit_head
+    from seghz.train.trainer import evaluate_samples
+
+    pick = np.random.default_rng(seed).permutation(len(others))[:context_tiles]
+    items = ([RefitItem(img, corrected=np.asarray(lbl, np.uint8), labels=np.asarray(lbl, np.uint8))
+              for img, lbl in reviewed_pairs]
+             + [RefitItem(others[i][0], labels=others[i][1]) for i in pick])
+    res = refit_head(ck, items, out, RefitConfig(device=device, seed=seed))
+    pred, _ = Predictor.from_checkpoint(out, device)
+    sc = evaluate_samples(pred, eval_samples, names)
+    del pred
+    keep = ("miou", "fwiou", "oa")
+    return sc, {"before": {**{k: before[k] for k in keep}, "miou_gt": miou_gt(before),
+                           "per_class_iou": {k: v["iou"] for k, v in before["per_class"].items()}},
+                "counts": res.counts, "seconds": res.seconds,
+                "fit": {k: v for k, v in res.fit.items() if k in ("before", "after")}}
 
 
 def _read_labels(path: Path) -> list[np.ndarray]:
@@ -356,6 +398,9 @@ def summarise(runs: list[dict], rows: list[str]) -> dict[str, dict]:
                     pr = paired_recovery(runs, r, m)
                     if pr is not None:
                         s[name] = pr
+                own = own_noise_cost(runs, r.removeprefix("noisy_"))
+                if own is not None:  # a recipe that also helps clean labels: its own noise cost, not only recovery
+                    s["own_cost"] = own
                 if r.startswith("noisy_rv_") and "noisy_rv" in out:  # a recipe's gain beyond the reviews alone
                     for m, name in (("miou", "paired_vs_rv"), ("miou_gt", "paired_vs_rv_gt")):
                         pr = paired_recovery(runs, r, m, base="noisy_rv")
@@ -388,6 +433,25 @@ def paired_recovery(runs: list[dict], row: str, metric: str = "miou", base: str 
             "per_seed": [d / g if abs(g) > 1e-9 else None for d, g in zip(diffs, gaps)],
             "recovery": statistics.fmean(diffs) / gap if ok else None,
             "se": (statistics.stdev(diffs) / len(diffs) ** 0.5 / abs(gap)) if ok and len(diffs) > 1 else None}
+
+
+def own_noise_cost(runs: list[dict], key: str) -> dict | None:
+    """What the noise costs a recipe measured clean (row ``key``) and noisy (``noisy_<key>``), against what it costs
+    plain CE, on the seeds where all four ran: ``{"seeds", "cost", "cost_gt", "ce_cost", "ce_cost_gt", "avoided",
+    "avoided_gt"}`` (mean paired costs in mIoU points; ``avoided`` = 1 − cost / CE's cost). A recipe that lifts clean
+    and noisy training alike has a high recovery but avoids none of the noise cost. None without such seeds."""
+    val = {(x["row"], x["seed"]): x for x in runs}
+    seeds = sorted(sd for (r, sd) in val if r == f"noisy_{key}" and (key, sd) in val and ("ce", sd) in val
+                   and ("noisy_ce", sd) in val)
+    if not seeds or key == "ce":
+        return None
+    out: dict = {"seeds": seeds}
+    for m, sfx in (("miou", ""), ("miou_gt", "_gt")):
+        cost = statistics.fmean(100 * (val[(key, sd)][m] - val[(f"noisy_{key}", sd)][m]) for sd in seeds)
+        ce_cost = statistics.fmean(100 * (val[("ce", sd)][m] - val[("noisy_ce", sd)][m]) for sd in seeds)
+        out[f"cost{sfx}"], out[f"ce_cost{sfx}"] = cost, ce_cost
+        out[f"avoided{sfx}"] = 1 - cost / ce_cost if abs(ce_cost) > 1e-9 else None
+    return out
 
 
 def _fmt_paired(pr: dict | None, per_seed: bool = True) -> str:
@@ -571,6 +635,23 @@ def render(report: dict, old_text: str | None) -> str:
             cells += [f"{s['train_s']:.0f}", str(s["n"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        own = [r for r in rows if summ[r].get("own_cost")] if noisy else []
+        if own:
+            lines += ["The noise cost under the recipe itself, for rows measured clean too (clean − noisy, mean over the "
+                      "seeds where the recipe and CE both ran clean and noisy; **avoided** = 1 − its cost / CE's cost: "
+                      "a recipe that lifts clean and noisy training alike shows a recovery above but avoids none of "
+                      "the noise cost):", "",
+                      "| recipe | noise cost (mIoU) | CE's cost | avoided | noise cost (GT classes) | CE's cost | avoided | seeds |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in own:
+                o = summ[r]["own_cost"]
+
+                def av(v):
+                    return "n/a" if v is None else f"{v:+.2f}"
+                lines.append(f"| {ROWS[r.removeprefix('noisy_')][0]} | {o['cost']:.2f} | {o['ce_cost']:.2f} | "
+                             f"{av(o['avoided'])} | {o['cost_gt']:.2f} | {o['ce_cost_gt']:.2f} | {av(o['avoided_gt'])} | "
+                             f"{len(o['seeds'])} |")
+            lines.append("")
         beyond = [r for r in rows if summ[r].get("paired_vs_rv")] if noisy else []
         if beyond:
             lines += ["Beyond the reviews: each reviewed-tiles recipe against the reviewed tiles with plain CE (row "

@@ -93,17 +93,49 @@ def test_paired_recovery_compares_a_row_with_its_own_seeds_baselines():
     assert "Beyond the reviews" in md and "| +0.12 ± 0.07 (s0 +0.20, s1 +0.05) | +0.12 ± 0.07 |" in md
 
 
+def test_own_noise_cost_tells_a_general_lift_from_noise_robustness():
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import own_noise_cost, render, summarise
+
+    # CE: 60 clean / 40 noisy (cost 20); the refit lifts both by 10 (cost 20: recovery 0.5, nothing avoided);
+    # label smoothing loses 2 clean and gains 5 noisy (cost 13: 35 % avoided)
+    runs = [_run("ce", 0, 0.60, 0.60), _run("noisy_ce", 0, 0.40, 0.40), _run("refit", 0, 0.70, 0.70),
+            _run("noisy_refit", 0, 0.50, 0.50), _run("ls", 0, 0.58, 0.58), _run("noisy_ls", 0, 0.45, 0.45),
+            _run("noisy_gce", 0, 0.50, 0.50)]
+    o = own_noise_cost(runs, "refit")
+    assert o["seeds"] == [0] and o["cost"] == pytest.approx(20) and o["ce_cost"] == pytest.approx(20)
+    assert o["avoided"] == pytest.approx(0.0)
+    assert own_noise_cost(runs, "ls")["avoided"] == pytest.approx(1 - 13 / 20)
+    assert own_noise_cost(runs, "gce") is None and own_noise_cost(runs, "ce") is None  # no clean run / the baseline
+    rows = ["ce", "refit", "ls", "noisy_ce", "noisy_refit", "noisy_ls", "noisy_gce"]
+    s = summarise(runs, rows)
+    assert s["noisy_refit"]["recovery"] == pytest.approx(0.5) and s["noisy_refit"]["own_cost"]["avoided"] == pytest.approx(0)
+    assert "own_cost" not in s["noisy_gce"]
+    report = {"protocol": {"eval_tiles": 2, "train_tiles": 3, "train_stems_sha1": "a", "eval_stems_sha1": "b", "steps": 4,
+                           "epochs": 2, "batch_size": 2, "crop": 64, "lr": 0.002, "flip_fraction": 0.3},
+              "env": {"device": "cpu", "device_description": "X", "torch": "t", "threads": 1, "cpu_count": 2,
+                      "loadavg": "1", "date": "d"}, "summary": s, "runs": runs, "rows": rows,
+              "seeds": [0], "command": "c", "wall_s": 1.0, "eval_classes": ["Water"]}
+    md = render(report, None)
+    assert "The noise cost under the recipe itself" in md
+    assert "| 20.00 | 20.00 | +0.00 | 20.00 | 20.00 | +0.00 | 1 |" in md and "| 13.00 | 20.00 | +0.35 |" in md
+
+
 @needs_gid
 def test_reviewed_tiles_rows_train_on_clean_trusted_tiles_and_count_their_matrix(tmp_path):
     js = tmp_path / "rv.json"
-    cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "noisy_rv,noisy_rv_fwd_est", "--seeds", "0",
+    cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "noisy_rv,noisy_rv_fwd_est,noisy_rv_refit",
+           "--seeds", "0",
            "--steps", "1", "--epochs", "1", "--batch-size", "2", "--crop", "32", "--train-tiles", "6", "--reviewed-tiles",
            "3", "--eval-tiles", "2", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "rv.md"), "--json", str(js)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(js.read_text())
-    rv, fwd = rep["runs"]
+    rv, fwd, refit = rep["runs"]
+    # the refit row trains exactly as rv (same seed, same samples), then refits the head on the reviewed tiles
+    assert refit["refit"]["before"]["miou"] == rv["miou"] and refit["refit"]["counts"]["corrected_used"] > 0
+    assert refit["refit"]["fit"]["after"]["corrected_acc"] >= refit["refit"]["fit"]["before"]["corrected_acc"]
     assert rv["reviewed_tiles"] == fwd["reviewed_tiles"] == 3 and "reviewed_tiles" not in rep["protocol"]
     # half of the tiles reviewed: the training labels are less wrong than the noise draw made them
     assert 0 < rv["label_error"]["given"] < float(rep["noise_rate"]["0"])
