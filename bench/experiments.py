@@ -274,6 +274,8 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None, tra
         sc = evaluate_samples(pred, eval_samples, names)
         t_eval = time.perf_counter() - t1
         del pred
+        posthoc = {m: posthoc_score(m, ck, Path(d) / f"posthoc_{m}.safetensors", train_samples, truth, eval_samples,
+                                    names, seed, a) for m in getattr(a, "posthoc", None) or []}
         refit = None
         if key in ("refit", "rv_refit"):
             if truth is None:
@@ -297,6 +299,8 @@ def run_one(a, row: str, seed: int, train_samples, eval_samples, truth=None, tra
         out["reviewed_tiles"] = a.reviewed_tiles
     if refit is not None:
         out["refit"] = refit
+    if posthoc:
+        out["posthoc"] = posthoc
     if by_epoch is not None:
         out["by_epoch"] = {str(e): v for e, v in by_epoch.items()}
         out["train_loss_by_epoch"] = [h.get("loss") for h in res["history"]]
@@ -322,9 +326,47 @@ def refit_on_reviews(ck: Path, out: Path, reviewed_pairs, others, eval_samples, 
     del pred
     keep = ("miou", "fwiou", "oa")
     return sc, {"before": {**{k: before[k] for k in keep}, "miou_gt": miou_gt(before),
-                           "per_class_iou": {k: v["iou"] for k, v in before["per_class"].items()}},
+                           "per_class_iou": {k: v["iou"] for k, v in before["per_class"].items()}} if before else None,
                 "counts": res.counts, "seconds": res.seconds,
                 "fit": {k: v for k, v in res.fit.items() if k in ("before", "after")}}
+
+
+POSTHOC = ("prior", "refit")  # --posthoc: adjustments of the trained model, each scored beside the run's own score
+
+
+def posthoc_score(method: str, ck: Path, out: Path, train_samples, truth, eval_samples, names, seed: int, a) -> dict:
+    """Score one post-hoc adjustment of the trained checkpoint ``ck`` (the run's own score is unchanged).
+
+    ``prior``: each class's threshold moved until the model predicts it as often as the training labels imply
+    (:mod:`seghz.train.calibrate`): the label frequencies mapped back through the noise matrix counted on the first
+    ``--reviewed-tiles`` tiles (given label vs clean; about the identity for clean labels; every labelled class kept
+    at >= 1/4 of its label share), matched on 48 training tiles. ``refit``: the head refitted on the reviewed tiles (:func:`refit_on_reviews`)."""
+    from seghz.infer.engine import Predictor
+    from seghz.train.calibrate import calibrate_checkpoint, clean_prior
+    from seghz.train.losses import estimate_transition
+    from seghz.train.trainer import evaluate_samples
+
+    if truth is None:
+        raise SystemExit(f"--posthoc {method} needs the clean training labels")
+    n, k = a.reviewed_tiles, len(names)
+    if method == "refit":
+        sc, info = refit_on_reviews(ck, out, [(s[0], t) for s, t in zip(train_samples[:n], truth[:n])],
+                                    train_samples[n:], eval_samples, names, seed, a.device, before={})
+        info = {"counts": info["counts"], "seconds": info["seconds"]}
+    elif method == "prior":
+        t, _ = estimate_transition([s[1] for s in train_samples[:n]], truth[:n], k)
+        freqs = np.bincount(np.concatenate([s[1][s[1] != IGNORE].ravel() for s in train_samples]), minlength=k)[:k]
+        target = clean_prior(freqs, t, min_share=0.25)
+        pick = np.random.default_rng(seed).permutation(len(train_samples))[:48]
+        info = calibrate_checkpoint(ck, [train_samples[i][0] for i in pick], [train_samples[i][1] for i in pick],
+                                    target, out, device=a.device, seed=seed)
+        pred, _ = Predictor.from_checkpoint(out, a.device)
+        sc = evaluate_samples(pred, eval_samples, names)
+        del pred
+    else:
+        raise SystemExit(f"unknown --posthoc method {method!r}; use {', '.join(POSTHOC)}")
+    return {"miou": sc["miou"], "miou_gt": miou_gt(sc), "fwiou": sc["fwiou"], "oa": sc["oa"],
+            "per_class_iou": {c: v["iou"] for c, v in sc["per_class"].items()}, "info": info}
 
 
 def _read_labels(path: Path) -> list[np.ndarray]:
@@ -433,6 +475,39 @@ def paired_recovery(runs: list[dict], row: str, metric: str = "miou", base: str 
             "per_seed": [d / g if abs(g) > 1e-9 else None for d, g in zip(diffs, gaps)],
             "recovery": statistics.fmean(diffs) / gap if ok else None,
             "se": (statistics.stdev(diffs) / len(diffs) ** 0.5 / abs(gap)) if ok and len(diffs) > 1 else None}
+
+
+def posthoc_runs(runs: list[dict]) -> list[dict]:
+    """Each ``--posthoc`` adjustment of a run as a run of its own, row ``<row>+<method>`` (the adjusted scores)."""
+    out = []
+    for x in runs:
+        for m, v in (x.get("posthoc") or {}).items():
+            out.append({**{k: x[k] for k in ("seed", "train_s", "eval_s")}, "row": f"{x['row']}+{m}",
+                        **{k: v[k] for k in ("miou", "miou_gt", "fwiou", "oa")}})
+    return out
+
+
+def posthoc_summary(runs: list[dict]) -> dict[str, dict]:
+    """Per adjusted row ``<row>+<method>``: mean scores before (the run's own) and after, the paired recovery of
+    the adjusted noisy model against the plain CE baselines, and the noise cost when CE was adjusted the same way."""
+    ph = posthoc_runs(runs)
+    allr = runs + ph
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(x["row"] for x in ph):
+        base, m = name.rsplit("+", 1)
+        xs = [x for x in ph if x["row"] == name]
+        seeds = {x["seed"] for x in xs}
+        before = [x for x in runs if x["row"] == base and x["seed"] in seeds]
+        e = {"n": len(xs), "seeds": sorted(seeds), "method": m, "row": base}
+        for k in ("miou", "miou_gt"):
+            e[k] = statistics.fmean(100 * x[k] for x in xs)
+            e[f"{k}_before"] = statistics.fmean(100 * x[k] for x in before) if before else None
+        if base.startswith("noisy_"):
+            e["paired_gt"] = paired_recovery(allr, name, "miou_gt")
+            if base == "noisy_ce":
+                e["own_cost"] = own_noise_cost(allr, f"ce+{m}")
+        out[name] = e
+    return out
 
 
 def own_noise_cost(runs: list[dict], key: str) -> dict | None:
@@ -652,6 +727,26 @@ def render(report: dict, old_text: str | None) -> str:
                              f"{av(o['avoided'])} | {o['cost_gt']:.2f} | {o['ce_cost_gt']:.2f} | {av(o['avoided_gt'])} | "
                              f"{len(o['seeds'])} |")
             lines.append("")
+        phs = posthoc_summary(report["runs"]) if noisy else {}
+        if phs:
+            lines += ["Post-hoc adjustments of the trained models (`--posthoc`; the model is not retrained): "
+                      "**prior** moves each class's decision threshold until the model predicts it as often as the "
+                      "training labels imply (their frequencies mapped back through the noise matrix counted on the "
+                      "reviewed tiles); **refit** refits the head on the reviewed tiles. GT-classes mIoU before and "
+                      "after; paired recovery against the plain CE baselines; for noisy CE, the noise cost when clean "
+                      "CE is adjusted the same way:", "",
+                      "| row | adjustment | before | after | paired recovery after (GT classes) | noise cost after (CE's plain cost) | avoided | seeds |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for name, e in phs.items():
+                o = e.get("own_cost")
+                lines.append(f"| {e['row']} | {e['method']} | "
+                             + ("n/a" if e["miou_gt_before"] is None else f"{e['miou_gt_before']:.2f}")
+                             + f" | {e['miou_gt']:.2f} | "
+                             + (_fmt_paired(e.get("paired_gt")) if e.get("paired_gt") else "—") + " | "
+                             + (f"{o['cost_gt']:.2f} ({o['ce_cost_gt']:.2f})" if o else "—") + " | "
+                             + (f"{o['avoided_gt']:+.2f}" if o and o.get("avoided_gt") is not None else "—")
+                             + f" | {e['n']} |")
+            lines.append("")
         beyond = [r for r in rows if summ[r].get("paired_vs_rv")] if noisy else []
         if beyond:
             lines += ["Beyond the reviews: each reviewed-tiles recipe against the reviewed tiles with plain CE (row "
@@ -759,10 +854,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compare", type=Path, nargs="+", default=None,
                     help="other reports of this script (another --init and/or --steps) for the Initialisation section")
     ap.add_argument("--render-only", action="store_true", help="rewrite --out from --json (and --compare); no training")
+    ap.add_argument("--posthoc", default="", help=f"comma list of {', '.join(POSTHOC)}: also score these adjustments "
+                    "of every trained model (prior: class thresholds matched to the prior the labels imply; refit: the "
+                    "head refitted on the reviewed tiles); run JSON: posthoc")
     ap.add_argument("--per-epoch", action="store_true",
                     help="also score every epoch's weights on the evaluation tiles (run JSON: by_epoch; one more "
                          "evaluation per epoch; the scored final weights are unchanged)")
     a = ap.parse_args(argv)
+    a.posthoc = [m.strip() for m in a.posthoc.split(",") if m.strip()]
+    bad_ph = [m for m in a.posthoc if m not in POSTHOC]
+    if bad_ph:
+        raise SystemExit(f"unknown --posthoc method(s) {', '.join(bad_ph)}; use {', '.join(POSTHOC)}")
     compare = None
     if a.compare:
         compare = [json.loads(f.read_text()) for f in a.compare]

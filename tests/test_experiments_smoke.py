@@ -121,6 +121,47 @@ def test_own_noise_cost_tells_a_general_lift_from_noise_robustness():
     assert "| 20.00 | 20.00 | +0.00 | 20.00 | 20.00 | +0.00 | 1 |" in md and "| 13.00 | 20.00 | +0.35 |" in md
 
 
+def test_posthoc_summary_pairs_adjusted_models_with_the_plain_baselines():
+    sys.path.insert(0, str(ROOT))
+    from bench.experiments import posthoc_runs, posthoc_summary
+
+    def ph(run, **scores):
+        return {**run, "posthoc": {m: {"miou": v, "miou_gt": v, "fwiou": v, "oa": v} for m, v in scores.items()}}
+
+    # CE 60 / 40 (cost 20); thresholds moved: clean 62, noisy 52 -> recovery 0.6, cost 10 (half avoided)
+    runs = [ph(_run("ce", 0, 0.60, 0.60), prior=0.62), ph(_run("noisy_ce", 0, 0.40, 0.40), prior=0.52),
+            ph(_run("noisy_drop", 0, 0.45, 0.45), prior=0.50)]
+    assert [x["row"] for x in posthoc_runs(runs)] == ["ce+prior", "noisy_ce+prior", "noisy_drop+prior"]
+    s = posthoc_summary(runs)
+    e = s["noisy_ce+prior"]
+    assert e["miou_gt_before"] == pytest.approx(40) and e["miou_gt"] == pytest.approx(52)
+    assert e["paired_gt"]["recovery"] == pytest.approx(0.6)
+    assert e["own_cost"]["cost_gt"] == pytest.approx(10) and e["own_cost"]["avoided_gt"] == pytest.approx(0.5)
+    assert s["noisy_drop+prior"]["paired_gt"]["recovery"] == pytest.approx(0.5) and "own_cost" not in s["noisy_drop+prior"]
+    assert "paired_gt" not in s["ce+prior"]
+
+
+@needs_gid
+def test_posthoc_adjustments_are_scored_beside_the_run(tmp_path):
+    js = tmp_path / "ph.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "ce,noisy_ce", "--seeds", "0", "--steps", "1",
+           "--epochs", "1", "--batch-size", "2", "--crop", "32", "--train-tiles", "6", "--reviewed-tiles", "3",
+           "--eval-tiles", "2", "--posthoc", "prior,refit", "--device", "cpu", "--threads", "1",
+           "--out", str(tmp_path / "ph.md"), "--json", str(js)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=200, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ce, noisy = json.loads(js.read_text())["runs"]
+    for r in (ce, noisy):
+        assert set(r["posthoc"]) == {"prior", "refit"}
+        info = r["posthoc"]["prior"]["info"]
+        assert np.abs(np.array(info["freqs_after"]) - np.array(info["target"])).max() < 0.02
+        assert r["posthoc"]["refit"]["info"]["counts"]["corrected_used"] > 0
+    assert "Post-hoc adjustments of the trained models" in (tmp_path / "ph.md").read_text()
+    bad = subprocess.run(cmd[:-4] + ["--posthoc", "magic"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode != 0 and "unknown --posthoc method(s) magic" in bad.stderr
+
+
 @needs_gid
 def test_reviewed_tiles_rows_train_on_clean_trusted_tiles_and_count_their_matrix(tmp_path):
     js = tmp_path / "rv.json"
