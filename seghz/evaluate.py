@@ -92,7 +92,7 @@ def evaluate_split(
         lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, meta["scheme"]["name"])
         sub = None
         if progress:
-            sub = lambda f, m, i=i: progress((i + f) / len(scenes), f"{s.name}: {m}")  # noqa: E731
+            sub = lambda f, m, i=i, name=s.name: progress((i + f) / len(scenes), f"{name}: {m}")  # noqa: E731
         pred, _ = predictor.predict(img, tta_views_of(tta), progress=sub)
         cm = confusion_matrix(pred, lbl, nc)
         per_scene[s.id] = cm.tolist()

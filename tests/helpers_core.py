@@ -154,7 +154,6 @@ def run_two_gloo_ranks(script: str, tmp_path, *args: str, timeout: int = 300) ->
     """Run ``script`` (Python text formatted with ``tests`` = this folder, so ``{tests!r}``) under ``torchrun --nproc-per-node 2`` on
     the CPU and return the JSON lines it printed (one dict per line starting with ``{``), sorted by ``"rank"``.
     Skips when torch has no gloo backend; fails with the ranks' stderr when the run fails."""
-    import json
     import os
     import subprocess
     import sys
