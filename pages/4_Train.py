@@ -19,7 +19,7 @@ from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states
 from seghz.store import NotFoundError
 from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, NOISE_DENOMINATORS, NOISE_MASKS, NOISE_MATRICES, PRESETS,
                               REFINES, ROBUSTS, SAMPLERS, form_state_from_config, noise_threshold_from_p, preset_state)
-from ui.common import analyst_name, page_header
+from ui.common import analyst_name, page_header, review_noise_for
 
 ARCHS = ["Unet"]
 ENCODERS = ["tu-efficientnet_lite0"]
@@ -59,10 +59,8 @@ def validate(cfg: dict, fine_tune: bool) -> list[str]:
     if cfg.get("steps_per_epoch") is not None and cfg["steps_per_epoch"] < 1:
         errors.append("Steps per epoch must be at least 1 (or 0 for automatic).")
     if not errors and cfg.get("noise_from_review"):
-        from seghz.review.noise_matrix import review_noise
-
         scheme_used = active.scheme if fine_tune and active is not None else cfg["scheme"]
-        errors.extend(f"Noise matrix from your reviews: {p}." for p in review_noise(ws, "train", scheme_used).problems())
+        errors.extend(f"Noise matrix from your reviews: {p}." for p in review_noise_for(ws, "train", scheme_used).problems())
     if not errors:
         from seghz.train.trainer import TrainConfig
 
@@ -242,13 +240,11 @@ if submitted:
             st.success(f"Training job `{jid}` submitted. It runs in the background; you may close this tab.")
 
 with st.expander("Label noise measured from your reviews"):
-    from seghz.review.noise_matrix import review_noise
-
     noise_scheme = active.scheme if active is not None else (train_scenes[0].scheme if train_scenes else None)
     if noise_scheme is None:
         st.info("No labelled training scene yet.")
     else:
-        rn = review_noise(ws, "train", noise_scheme)
+        rn = review_noise_for(ws, "train", noise_scheme)
         if rn.reviewed_px == 0:
             st.info("No reviewed pixels in the train split yet. Correct or confirm labels on the Labels page; the "
                     "pairs (label as given, label as reviewed) count how noisy each class is, and forward correction "

@@ -116,6 +116,19 @@ def predictor_for(ws: Workspace, checkpoint_id: str) -> tuple[Any, dict]:
     return get_predictor(str(path), path.stat().st_mtime)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _review_noise(root: str, split: str, scheme: str, data_version: str):
+    from seghz.review.noise_matrix import review_noise
+
+    return review_noise(_open_workspace(root), split, scheme)
+
+
+def review_noise_for(ws: Workspace, split: str, scheme: str):
+    """:func:`seghz.review.noise_matrix.review_noise`, counted once per version of the split's labels (it reads
+    every reviewed scene's labels, and the Train page shows it on every rerun)."""
+    return _review_noise(str(ws.root), split, scheme, ws.data_version(split))
+
+
 def progress_callback(bar) -> Callable[[float, str], None]:
     """Adapt an ``st.progress`` element to seghz's ``progress(fraction, message)`` callbacks."""
 
