@@ -45,11 +45,12 @@ from seghz.labels_edit import (
     offset_step,
     rebase_edit,
     stroke_pixels,
+    unreviewed_in_window,
     window_options,
     zoom_window,
 )
 from seghz.review import queue as rq
-from seghz.store import PIXEL_ORIGINAL, NotFoundError
+from seghz.store import NotFoundError
 from ui.common import (
     analyst_name,
     analyst_problem,
@@ -229,11 +230,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
     if started is None:
         return
     name, edit, px = started
-    r0, c0, wh, ww = window
-    inside = np.zeros(px.shape, bool)
-    inside[r0 : r0 + wh, c0 : c0 + ww] = True
-    status = version_status(str(ws.root), scene_id, edit["base_version"])
-    conf = inside & (status == PIXEL_ORIGINAL) & (edit["mask"] != IGNORE) & ~px
+    conf = unreviewed_in_window(version_status(str(ws.root), scene_id, edit["base_version"]), edit["mask"], window, px)
     if not (px.any() or conf.any()):
         flash("warning", "Nothing to confirm: every labelled pixel of this window is already corrected or confirmed.")
         return
@@ -251,7 +248,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
     reset_edit(scene_id)
     ss["lbl_reason"] = ""
     flash("success", f"Saved label version {v} of '{scene_id}' as {name}: {int(px.sum()):,} pixels corrected, "
-                     f"{int(conf.sum()):,} confirmed in the {ww}×{wh} px window.")
+                     f"{int(conf.sum()):,} confirmed in the {window[3]}×{window[2]} px window.")
 
 
 def on_undo_redo(scene_id: str, kind: str) -> None:

@@ -69,6 +69,20 @@ def _check_window(shape: tuple[int, int], window: Window) -> Window:
     return r, c, h, w
 
 
+def unreviewed_in_window(status: np.ndarray, label: np.ndarray, window: Window,
+                         exclude: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of ``window`` that nobody has reviewed yet: status ``PIXEL_ORIGINAL`` (neither corrected nor confirmed;
+    :meth:`seghz.store.Workspace.pixel_status`), labelled (``label`` != 255), and not in ``exclude`` (e.g. the pixels
+    an unsaved edit sets). The Labels page confirms them with *Save and confirm the rest of this window*."""
+    r0, c0, wh, ww = _check_window(status.shape, window)
+    inside = np.zeros(status.shape, bool)
+    inside[r0 : r0 + wh, c0 : c0 + ww] = True
+    from seghz.store import PIXEL_ORIGINAL
+
+    out = inside & (status == PIXEL_ORIGINAL) & (label != IGNORE)
+    return out if exclude is None else out & ~np.asarray(exclude, bool)
+
+
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D array to ``height``×``width`` (pixel centres are matched)."""
     mask = np.asarray(mask)

@@ -164,3 +164,17 @@ def test_diff_layer_roundtrip_and_stroke_pixels():
     assert px.shape == (6, 8) and px.sum() == 4 and px[2:4, 3:5].all()
     rgb, drawn = colorize_status(np.array([[0, 1], [2, 255]], np.uint8))
     assert drawn.tolist() == [[False, True], [True, True]] and rgb[0, 0].tolist() == [0, 0, 0]
+
+
+def test_unreviewed_in_window_by_hand():
+    from seghz.labels_edit import unreviewed_in_window
+
+    status = np.array([[0, 1, 2, 0], [0, 0, 255, 0], [0, 0, 0, 0]], np.uint8)  # original, corrected, confirmed, ignored
+    label = np.array([[1, 2, 3, 255], [1, 1, 255, 4], [0, 0, 0, 0]], np.uint8)
+    got = unreviewed_in_window(status, label, (0, 0, 2, 4))
+    assert got.tolist() == [[True, False, False, False], [True, True, False, True], [False, False, False, False]]
+    pending = np.zeros_like(got)
+    pending[1, 0] = True  # the unsaved edit sets this one: it is saved as an edit, not confirmed
+    assert unreviewed_in_window(status, label, (0, 0, 2, 4), pending)[1].tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match="does not lie inside"):
+        unreviewed_in_window(status, label, (2, 0, 2, 4))
