@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from seghz.classes import IGNORE
+from seghz.store import PIXEL_ORIGINAL
 
 MAX_WINDOW = 1024
 Window = tuple[int, int, int, int]  # (row, col, height, width) in scene pixels
@@ -77,8 +78,6 @@ def unreviewed_in_window(status: np.ndarray, label: np.ndarray, window: Window,
     r0, c0, wh, ww = _check_window(status.shape, window)
     inside = np.zeros(status.shape, bool)
     inside[r0 : r0 + wh, c0 : c0 + ww] = True
-    from seghz.store import PIXEL_ORIGINAL
-
     out = inside & (status == PIXEL_ORIGINAL) & (label != IGNORE)
     return out if exclude is None else out & ~np.asarray(exclude, bool)
 

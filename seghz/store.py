@@ -203,6 +203,11 @@ PIXEL_ORIGINAL = 0  #: pixel status: the original label, untouched by any correc
 PIXEL_CORRECTED = 1  #: pixel status: an analyst set a value that differs from the original label
 PIXEL_CONFIRMED = 2  #: pixel status: an analyst confirmed the label (or set it back to the original value)
 PIXEL_IGNORED = 255  #: pixel status: the effective label is 255 (ignore), same code as in label masks
+
+
+def trusted_of(status: np.ndarray) -> np.ndarray:
+    """The pixels of a :meth:`Workspace.pixel_status` array that an analyst vouched for: corrected or confirmed."""
+    return (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)
 ANALYST_MAX = 64  #: longest analyst name (characters, after NFC normalisation and trimming)
 REASON_MAX = 2000  #: longest reason text
 LAYER_FORMAT = 1  #: version of the .npz layer file format
@@ -973,8 +978,12 @@ class Workspace:
     def trusted_mask(self, scene_id: str, version: int | None = None) -> np.ndarray:
         """Boolean H×W mask of pixels an analyst vouched for (corrected or confirmed, not ignored); training
         must never drop these with its noise mask."""
-        st = self.pixel_status(scene_id, version)
-        return (st == PIXEL_CORRECTED) | (st == PIXEL_CONFIRMED)
+        return trusted_of(self.pixel_status(scene_id, version))
+
+    def label_and_trusted(self, scene_id: str, version: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`effective_label` and :meth:`trusted_mask` of one version, read in one pass."""
+        eff, st = self.label_and_status(scene_id, version)
+        return eff, trusted_of(st)
 
     def label_layer(self, scene_id: str, version: int) -> LabelLayer:
         """The correction layer saved as ``version`` (for a legacy whole-mask version: its difference from the

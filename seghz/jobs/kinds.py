@@ -9,7 +9,7 @@ from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.evaluate import label_for_checkpoint
 from seghz.jobs.runner import ProgressReporter, register_job_kind
-from seghz.store import PIXEL_CONFIRMED, PIXEL_CORRECTED, Workspace
+from seghz.store import Workspace
 from seghz.train.trainer import TrainConfig, train
 
 # Every TrainConfig field a job config may set (the parent comes from parent_checkpoint_id instead).
@@ -167,9 +167,8 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         progress.check_cancel()
         if ws.latest_label_version(s.id) == 0:
             continue
-        eff_s, status = ws.label_and_status(s.id)
+        eff_s, reviewed = ws.label_and_trusted(s.id)  # reviewed: corrected or confirmed
         eff = label_for_checkpoint(eff_s, s.scheme, ck_scheme)
-        reviewed = (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)  # corrected or confirmed
         corr = np.where(reviewed & (eff != 255), eff, 255).astype(np.uint8)
         if (corr != 255).any():
             corrected[s.id], effective[s.id] = corr, eff

@@ -16,7 +16,6 @@ import numpy as np
 
 from seghz.classes import get_scheme
 from seghz.evaluate import label_for_checkpoint
-from seghz.store import PIXEL_CONFIRMED, PIXEL_CORRECTED
 from seghz.train.losses import estimate_transition
 
 
@@ -66,8 +65,7 @@ def review_noise(ws, split: str, scheme: str, prior_regions: float = 20.0) -> Re
     for s in ws.list_scenes(split):
         if not s.label_path or ws.latest_label_version(s.id) == 0:
             continue  # no original label to compare with, or never reviewed
-        eff, status = ws.label_and_status(s.id)
-        tr = (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)  # Workspace.trusted_mask, read in one pass
+        eff, tr = ws.label_and_trusted(s.id)
         if not tr.any():
             continue
         given.append(label_for_checkpoint(ws.effective_label(s.id, 0), s.scheme, scheme))
