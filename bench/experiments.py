@@ -124,6 +124,12 @@ ROWS: dict[str, tuple[str, dict]] = {
                    {"refine": "drop", "robust": "gce", "gce_q": 0.7, "gce_warmup": 0.5}),
     "gce_xfit": ("+ generalized CE (q=0.7) + cross-fitted cleaning (fold models with GCE too)",
                  {"robust": "gce", "gce_q": 0.7, "clean": "crossfit"}),
+    "coteach": ("+ co-teaching (a peer network; forget rate 0.3 per given class, ramped over 20 % of the steps; "
+                "2× the compute per step)", {"coteach": 0.3}),
+    "coteach_px": ("+ co-teaching, pixels ranked over the whole batch (the paper's rule; forget rate 0.3)",
+                   {"coteach": 0.3, "coteach_select": "pixel"}),
+    "drop_coteach": ("+ component drop + co-teaching (forget rate 0.3 per given class) on the labels it keeps",
+                     {"refine": "drop", "coteach": 0.3}),
 }
 BASE = {"class_weights": "none", "dice": False}
 ALL_ROWS = [k for k in ROWS if not k.startswith("rv")] + [f"noisy_{k}" for k in ROWS]

@@ -17,8 +17,9 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, NOISE_DENOMINATORS, NOISE_MASKS, NOISE_MATRICES, PRESETS,
-                              REFINES, ROBUSTS, SAMPLERS, form_state_from_config, noise_threshold_from_p, preset_state)
+from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, COTEACH_SELECT, NOISE_DENOMINATORS, NOISE_MASKS,
+                              NOISE_MATRICES, PRESETS, REFINES, ROBUSTS, SAMPLERS, form_state_from_config,
+                              noise_threshold_from_p, preset_state)
 from ui.common import analyst_name, page_header, review_noise_for
 
 ARCHS = ["Unet"]
@@ -141,7 +142,7 @@ with st.form("train_form"):
                                   help="CE on a random rot90 view + MSE between the two views' logits.")
         patience = n4.number_input("Early stop after N epochs without gain (0 = off)", min_value=0, max_value=1000,
                                    value=0, step=1, key="train_patience")
-        d1, d2, _, _ = st.columns(4)
+        d1, d2, d3, d4 = st.columns(4)
         noise_den = d1.selectbox("Noise-mask denominator", list(NOISE_DENOMINATORS), key="train_noise_den",
                                  disabled=noise == "none",
                                  help="all: dropped pixels stay in the mean's denominator as zeros (the study), so "
@@ -153,6 +154,20 @@ with st.form("train_form"):
                                   value=0.01, step=0.005, format="%.4f", key="train_noise_p", disabled=noise != "const",
                                   help="const: pixels whose predicted probability of their label is below this are "
                                        "dropped (CE threshold −ln p; the study's thre_0.01 is 0.01).")
+        coteach = d3.number_input("Co-teaching forget rate (0 = off)", min_value=0.0, max_value=0.9, value=0.0,
+                                  step=0.05, key="train_coteach",
+                                  help="Co-teaching (Han et al. 2018): a second network trains beside the model on "
+                                       "the same batches, and each one's loss counts only the pixels its peer finds "
+                                       "easiest; this share of them (e.g. the expected label noise, 0.3) is left "
+                                       "out, rising from 0 over the first 20 % of the steps. Twice the training "
+                                       "time and memory; one process only (no multi-GPU). Not with the noise mask, "
+                                       "OHEM, bootstrapping, consistency or a robust loss. Trusted pixels always "
+                                       "count. Measured: see docs/experiments.md.")
+        coteach_select = d4.selectbox("Co-teaching ranks pixels", list(COTEACH_SELECT), key="train_coteach_select",
+                                      disabled=coteach == 0,
+                                      help="class: within each given class of the batch, so a rare or still unlearnt "
+                                           "class keeps its share of pixels; pixel: all the batch's pixels together "
+                                           "(the paper's rule; the hardest class can be left out whole).")
         b1, b2, b3, b4 = st.columns(4)
         bootstrap = b1.selectbox("Bootstrapping", list(BOOTSTRAPS), key="train_boot",
                                  help="Reed et al. 2015: train on β·label + (1−β)·prediction (soft: probabilities, "
@@ -219,7 +234,8 @@ if submitted:
                     "bootstrap": bootstrap, "bootstrap_beta": float(boot_beta), "clean": clean, "refine": refine,
                     "robust": robust, "noise_rate": float(noise_rate), "gce_q": float(gce_q),
                     "noise_from_review": robust == "forward" and noise_from == "reviews",
-                    "gce_warmup": float(gce_warmup), "ema": float(ema),
+                    "gce_warmup": float(gce_warmup), "ema": float(ema), "coteach": float(coteach),
+                    "coteach_select": coteach_select,
                     "auto_promote": bool(auto_promote)}
     if fine_tune and active is not None:
         config["parent_checkpoint_id"] = active.id

@@ -574,6 +574,29 @@ def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are
     c = job.config
     assert c["robust"] == "forward" and abs(c["noise_rate"] - 0.2) < 1e-9 and c["noise_mask"] == "none"
     assert abs(c["ema"] - 0.05) < 1e-9
+    assert c["coteach"] == 0.0 and c["coteach_select"] == "class"  # co-teaching is off by default
+
+
+def test_train_coteaching_reaches_the_job_config_and_conflicts_are_refused(ws, monkeypatch):
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert at.number_input(key="train_coteach").value == 0.0 and at.selectbox(key="train_coteach_select").disabled
+    at.number_input(key="train_crop").set_value(64)
+    at.number_input(key="train_coteach").set_value(0.3)
+    at.selectbox(key="train_robust").set_value("gce")  # another rule for the same pixels: refused
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert any("co-teaching" in e.value and "robust='gce'" in e.value for e in at.error) and ws.list_jobs() == []
+    assert not at.selectbox(key="train_coteach_select").disabled
+    at.selectbox(key="train_robust").set_value("none")
+    at.selectbox(key="train_coteach_select").set_value("pixel")
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    assert abs(job.config["coteach"] - 0.3) < 1e-9 and job.config["coteach_select"] == "pixel"
 
 
 def test_train_noise_mask_denominator_and_constant_threshold_reach_the_job_config(ws, monkeypatch):

@@ -44,6 +44,15 @@ def test_the_forms_choices_are_the_library_modes():
     assert set(form.CLASS_WEIGHTS) == set(losses.CLASS_WEIGHT_MODES)
     assert form.NOISE_MASKS == losses.NOISE_MODES and form.NOISE_DENOMINATORS == losses.NOISE_DENOMINATORS
     assert form.ROBUSTS == losses.ROBUST_MODES and form.REFINES == refine.REFINES and form.CLEANS == clean.CLEANS
+    assert form.COTEACH_SELECT == losses.COTEACH_SELECT
+
+
+def test_coteaching_fills_the_form():
+    state, notes = form_state_from_config({"coteach": 0.3, "coteach_select": "pixel"}, active_id=None)
+    assert (state["train_coteach"], state["train_coteach_select"], notes) == (0.3, "pixel", [])
+    state, notes = form_state_from_config({"coteach_select": "region"}, active_id=None)
+    assert "train_coteach_select" not in state and notes == [
+        "coteach_select `region` is not offered by the form; left at its default."]
 
 
 def test_noise_mask_denominator_and_constant_threshold_round_trip():

@@ -19,6 +19,7 @@ ROBUSTS = ("none", "forward", "gce")  # noise-robust loss (seghz.train.losses.RO
 NOISE_MATRICES = ("symmetric", "reviews")
 REFINES = ("none", "region", "drop")  # label refinement (seghz.train.refine.REFINES)
 CLEANS = ("none", "crossfit")  # label cleaning (seghz.train.clean.CLEANS)
+COTEACH_SELECT = ("class", "pixel")  # co-teaching ranks pixels per given class or over the batch (losses.COTEACH_SELECT)
 
 
 def noise_p_from_threshold(threshold: float) -> float:
@@ -52,6 +53,7 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     options.setdefault("train_noise_from", NOISE_MATRICES)
     options.setdefault("train_refine", REFINES)
     options.setdefault("train_clean", CLEANS)
+    options.setdefault("train_coteach_select", COTEACH_SELECT)
     notes: list[str] = []
     parent = config.get("parent_checkpoint_id")
     start = "finetune" if parent and active_id else "scratch"
@@ -92,6 +94,8 @@ def form_state_from_config(config: Mapping[str, Any], *, active_id: str | None,
     put("train_gce_q", None if "gce_q" not in config else float(config["gce_q"]))
     put("train_gce_warmup", None if "gce_warmup" not in config else float(config["gce_warmup"]))
     put("train_ema", None if "ema" not in config else float(config["ema"]))
+    put("train_coteach", None if "coteach" not in config else float(config["coteach"]))
+    put("train_coteach_select", config.get("coteach_select"))
     put("train_consistency", None if "consistency" not in config else bool(config["consistency"]))
     put("train_refine", config.get("refine"))
     put("train_clean", config.get("clean"))
@@ -118,7 +122,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "noise_threshold": noise_threshold_from_p(0.01), "ohem": False,
     "consistency": False, "sampler": "random", "bootstrap": "none", "bootstrap_beta": 0.8, "clean": "none",
     "refine": "none", "robust": "none", "noise_rate": 0.3, "noise_from_review": False, "gce_q": 0.7, "gce_warmup": 0.0,
-    "ema": 0.0,
+    "ema": 0.0, "coteach": 0.0, "coteach_select": "class",
 }
 # key -> (button label, what it is and what it measured, the options it changes). The noisy-label presets are the
 # rows of bench/experiments.py they were measured as (plain CE base: no class weights, no Dice).

@@ -40,6 +40,14 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   bootstrapping (each is another rule for the same noisy pixels; :meth:`LossConfig.validate` refuses them).
 * **Multi-view consistency** (:func:`consistency_loss`): loss on a random rot90 view mapped back, plus MSE between
   the logits of the two views.
+* **Co-teaching** (Han et al. 2018; :meth:`SegLoss.pair_loss`): two networks train side by side on the same batch;
+  each one's CE counts only the pixels its *peer* finds easiest (smallest CE), and the share left out rises linearly
+  from 0 to the forget rate ``coteach`` over the first ``coteach_ramp`` of the run's steps
+  (:func:`coteach_keep`). ``coteach_select="class"`` ranks the pixels within each given class of the batch, so a
+  rare or still unlearnt class keeps its (1 − rate) share instead of being dropped whole as the hardest;
+  ``"pixel"`` ranks all the batch's pixels together (the paper's rule). Trusted pixels are never left out. The
+  means divide by the kept pixels' weights; Dice, when on, sees only the kept pixels. It cannot be combined with the
+  noise mask, OHEM, bootstrapping, the consistency loss or a robust loss (other rules for the same pixels).
 
 :class:`SegLoss` builds the combination; ``SegLoss(weights, dice)`` keeps the v1 signature.
 """
@@ -61,6 +69,7 @@ NOISE_MODES = ("none", "cos", "const")
 NOISE_DENOMINATORS = ("all", "kept")
 BOOTSTRAP_MODES = ("none", "soft", "hard")
 ROBUST_MODES = ("none", "forward", "gce")
+COTEACH_SELECT = ("class", "pixel")
 LN100 = math.log(100.0)
 LN10 = math.log(10.0)
 
@@ -270,6 +279,34 @@ def ohem_ce(
     w = _pixel_weights(target, valid, weight)
     frac = keep.sum().float() / max(n, 1)
     return _ratio((loss * w * keep).sum(), (w * keep).sum()), frac.detach()
+
+
+def coteach_keep(peer_nll: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, rate: float,
+                 trusted: torch.Tensor | None = None, per_class: bool = True) -> torch.Tensor:
+    """The pixels a network trains on under co-teaching: ``valid`` minus the ``floor(rate · n)`` pixels with the
+    largest ``peer_nll`` (the peer network's CE against the given label) in each group of ``n`` judged pixels.
+
+    A group is a given class of the batch (``per_class``) or the whole batch. Trusted pixels are neither judged nor
+    left out. Exactly ``floor(rate · n)`` pixels leave each group (ties broken by ``torch.topk``).
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"the co-teaching forget rate must be in [0, 1), got {rate}")
+    keep = valid.clone()
+    if rate <= 0.0:
+        return keep
+    judged = valid if trusted is None else valid & ~trusted.to(valid.device).bool()
+    flat_nll, flat_judged, flat_keep = peer_nll.detach().reshape(-1), judged.reshape(-1), keep.view(-1)
+    tflat = target.reshape(-1)
+    classes = torch.unique(tflat[flat_judged]).tolist() if per_class else [None]
+    for c in classes:
+        group = flat_judged if c is None else flat_judged & (tflat == c)
+        pos = group.nonzero().squeeze(1)
+        drop = int(math.floor(rate * pos.numel()))
+        if drop == 0:
+            continue
+        worst = pos[torch.topk(flat_nll[pos], drop).indices]
+        flat_keep[worst] = False
+    return keep
 
 
 def forward_transition(c: int, noise_rate: float, present: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
@@ -504,6 +541,11 @@ class LossConfig:
     # GCE's gradient is scaled by p_y^q, so a model that starts from scratch (every p small) learns slowly under it;
     # the flips are memorised late, so the robust loss is needed late
     gce_warmup: float = 0.0
+    # co-teaching: the forget rate (share of each group's pixels left out, once ramped up; 0: off). A second network
+    # is trained beside the model; each trains on the pixels its peer finds easiest
+    coteach: float = 0.0
+    coteach_ramp: float = 0.2  # the forget rate rises linearly from 0 over this fraction of the run's steps
+    coteach_select: str = "class"  # rank pixels within each given class of the batch ("class") or all together
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -559,6 +601,21 @@ class LossConfig:
                 raise ValueError(f"the noise-robust loss robust='{self.robust}' replaces the per-pixel CE; it cannot be "
                                  f"combined with {' or '.join(other)} (another rule for the same noisy pixels): "
                                  "enable only one of them")
+        if not (isinstance(self.coteach, (int, float)) and not isinstance(self.coteach, bool)
+                and 0.0 <= self.coteach < 1.0):
+            raise ValueError(f"coteach (the co-teaching forget rate; 0 = off) must be in [0, 1) (got {self.coteach!r})")
+        if not (isinstance(self.coteach_ramp, (int, float)) and 0.0 < self.coteach_ramp <= 1.0):
+            raise ValueError(f"coteach_ramp is a fraction of the run's steps in (0, 1] (got {self.coteach_ramp!r})")
+        if self.coteach_select not in COTEACH_SELECT:
+            raise ValueError(f"coteach_select must be one of {', '.join(COTEACH_SELECT)} (got '{self.coteach_select}')")
+        if self.coteach > 0:
+            other = [name for name, on in (("the noise mask", self.noise_mask != "none"), ("OHEM", self.ohem),
+                                           ("bootstrapping", self.bootstrap != "none"),
+                                           ("the consistency loss", self.consistency),
+                                           (f"robust='{self.robust}'", self.robust != "none")) if on]
+            if other:
+                raise ValueError(f"co-teaching chooses which pixels each network trains on; it cannot be combined "
+                                 f"with {' or '.join(other)}: enable only one of them")
         for name in ("dice_weight", "consistency_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -597,6 +654,7 @@ class SegLoss(torch.nn.Module):
         self.threshold = cfg.noise_threshold if cfg.noise_mask == "const" else noise_threshold(0, 1, cfg.noise_p_start, cfg.noise_p_end)
         self.gce_q = 0.0 if cfg.gce_warmup > 0 else cfg.gce_q  # the q in use (0: plain CE); set_epoch moves it
         self.last_stats: dict[str, torch.Tensor] = {}
+        self.coteach_rate = 0.0  # co-teaching: the forget rate of the current step (set_progress moves it)
 
     @property
     def dice(self) -> bool:
@@ -614,6 +672,50 @@ class SegLoss(torch.nn.Module):
         elif c.noise_mask == "const":
             self.threshold = c.noise_threshold
         return self.threshold
+
+    def set_progress(self, step: int, total: int) -> float:
+        """Set (and return) co-teaching's forget rate before optimiser step ``step`` (0-based) of ``total``:
+        ``coteach · min(1, step / (coteach_ramp · total))``."""
+        c = self.config
+        ramp = max(1.0, c.coteach_ramp * max(1, total))
+        self.coteach_rate = float(c.coteach) * min(1.0, step / ramp)
+        return self.coteach_rate
+
+    def _kept_ce(self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor, trusted) -> torch.Tensor:
+        """CE (class weights, label smoothing) averaged over the ``keep`` pixels, + Dice on them when enabled."""
+        c = self.config
+        logits = self._resize(logits, target)
+        _, per, valid = pixel_ce(logits, target, c.label_smoothing, "none", 1.0, trusted)
+        w = _pixel_weights(target, valid, self.weight) * keep.float()
+        loss = _ratio((per * w).sum(), w.sum())
+        if c.dice:
+            loss = loss + c.dice_weight * dice_loss(logits, torch.where(keep, target, torch.full_like(target, IGNORE)))
+        return loss
+
+    def pair_loss(self, model, peer, x: torch.Tensor, y: torch.Tensor,
+                  trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Co-teaching: run both networks on ``x``; each one's loss counts the pixels its peer finds easiest
+        (:func:`coteach_keep` at :attr:`coteach_rate`). Returns ``(mean of the two losses, model's logits)``;
+        :attr:`last_stats` gets ``coteach_dropped`` (share of the labelled pixels left out of the model's loss) and
+        ``coteach_disagree`` (share of the labelled pixels kept for one network and not for the other)."""
+        self.last_stats = {}
+        target = y.long()
+        la, lb = model(x), peer(x)
+        with torch.no_grad():
+            nll_a, _, valid = pixel_ce(self._resize(la, target).detach(), target)
+            nll_b, _, _ = pixel_ce(self._resize(lb, target).detach(), target)
+            per_class = self.config.coteach_select == "class"
+            keep_a = coteach_keep(nll_b, target, valid, self.coteach_rate, trusted, per_class)  # the peer picks for A
+            keep_b = coteach_keep(nll_a, target, valid, self.coteach_rate, trusted, per_class)
+        loss = 0.5 * (self._kept_ce(la, target, keep_a, trusted) + self._kept_ce(lb, target, keep_b, trusted))
+        for net, keep in ((model, keep_a), (peer, keep_b)):
+            aux = getattr(net, "aux_logits", None) if net.training else None
+            if aux is not None and getattr(net, "aux_weight", 0):
+                loss = loss + 0.5 * float(net.aux_weight) * self._kept_ce(aux, target, keep, trusted)
+        n = valid.sum().clamp_min(1).float()
+        self.last_stats["coteach_dropped"] = ((valid & ~keep_a).sum().float() / n).detach()
+        self.last_stats["coteach_disagree"] = ((keep_a ^ keep_b).sum().float() / n).detach()
+        return loss, la
 
     def _transition(self, c: int, device: torch.device) -> torch.Tensor:
         """T for ``c`` classes: built from ``present`` at construction, else with every class present."""
@@ -682,7 +784,7 @@ class SegLoss(torch.nn.Module):
 
 
 __all__ = [
-    "LossConfig", "SegLoss", "check_transition", "class_weights", "consistency_loss", "dice_loss", "enet_class_weights",
+    "LossConfig", "SegLoss", "check_transition", "class_weights", "consistency_loss", "coteach_keep", "dice_loss", "enet_class_weights",
     "estimate_transition", "forward_ce",
     "forward_transition", "gce_warmup_q", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
 ]

@@ -32,6 +32,7 @@ a Streamlit rerun. Progress, metrics and cancellation go through callbacks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno as _errno
 import json
 import math
@@ -127,6 +128,12 @@ class TrainConfig:
     noise_transition: list | None = None
     gce_q: float = 0.7  # gce: q in (0, 1] (q → 0: CE, q = 1: MAE)
     gce_warmup: float = 0.0  # gce: q rises linearly from 0 (CE) to gce_q over this fraction of the epochs (0: off)
+    # co-teaching (Han et al. 2018): a second network trains beside the model on the same batches; each one's CE
+    # counts only the pixels its peer finds easiest. coteach = the forget rate (0: off), reached linearly over the
+    # first coteach_ramp of the steps; coteach_select "class" ranks pixels within each given class, "pixel" all together
+    coteach: float = 0.0
+    coteach_ramp: float = 0.2
+    coteach_select: str = "class"
     # exponential moving average of the weights (seghz.train.ema): its horizon as a fraction of the run's optimiser
     # steps (0: off). The averaged weights are validated, saved as the checkpoint and judge refine's labels
     ema: float = 0.0
@@ -618,6 +625,16 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     if dctx.on and cuda and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
+    peer = None  # co-teaching's second network; `trained` holds every trained weight (the optimiser's and the state's)
+    if cfg.coteach > 0:
+        if dctx.on:
+            raise ValueError("co-teaching (coteach > 0) trains two networks in one process; it does not run under "
+                             "DDP yet: train on one process (or one GPU)")
+        peer = _make_peer(cfg, model, nc, device)
+        if amp:
+            peer = peer.to(memory_format=torch.channels_last)
+        peer.train()
+    trained = torch.nn.ModuleDict({"model": model, "peer": peer}) if peer is not None else model
 
     freqs = np.zeros(nc)
     for sample in train_samples:
@@ -636,7 +653,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     global_batch = cfg.batch_size * dctx.world
     pixels = sum(s[1].size for s in train_samples)
     steps = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop_size**2) / global_batch))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = steps * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
     has_trusted = any(len(s) > 2 for s in train_samples)
@@ -657,7 +674,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         if spath.is_file():
             ts = load_train_state(spath)
             _check_resumable(ts.info, cfg, global_batch, steps, spath)
-            model.load_state_dict(ts.model)
+            trained.load_state_dict(ts.model)
             if ema is not None:
                 if ts.ema is None:
                     raise TrainStateError(f"{spath}: the run keeps a moving average of the weights (ema={cfg.ema}) "
@@ -745,7 +762,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                 say(sp / total, f"epoch {ep}/{cfg.epochs} step {sp}/{total} loss {lv:.3f}")
 
     for epoch in range(int(st["epoch"]) + 1, cfg.epochs + 1):
-        model.train()
+        trained.train()
         thre = crit.set_epoch(epoch, cfg.epochs)
         losses.clear()
         stats.clear()
@@ -777,7 +794,11 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             y = y.to(device, non_blocking=cuda)
             tr = tr.to(device, non_blocking=cuda) if has_trusted else None
             with autocast():
-                loss, _ = crit.model_loss(fwd, x, y, tr)
+                if peer is not None:
+                    crit.set_progress(step, total)
+                    loss, _ = crit.pair_loss(fwd, peer, x, y, tr)
+                else:
+                    loss, _ = crit.model_loss(fwd, x, y, tr)
             lt = loss.detach() if not dctx.on else torch.tensor(
                 _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world)
             pending.append((epoch, step + 1, lt, dict(crit.last_stats)))
@@ -802,6 +823,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             row["noise_threshold"] = float(thre)
         if lcfg.robust == "gce" and lcfg.gce_warmup > 0:
             row["gce_q"] = float(crit.gce_q)  # the q of this epoch's warm-up
+        if peer is not None:
+            row["coteach_rate"] = float(crit.coteach_rate)  # the forget rate of the epoch's last step
         row.update({k: float(np.mean(v)) for k, v in stats.items()})
         failure: BaseException | None = None
         stop = False
@@ -823,7 +846,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                                           + _rates_text(rst.get("noise_rates"), scheme))
                 stop = _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs,
                                      out_path, spath, meta_extra, opt, sched, order_rng, order, on_metrics, say, total,
-                                     global_batch, steps, dctx, ema)
+                                     global_batch, steps, dctx, ema, trained)
             except BaseException as e:  # noqa: BLE001 - told to the other ranks, then re-raised
                 failure = e
         code = _broadcast(dctx, [2.0 if failure is not None else (1.0 if stop else 0.0)], device)[0]
@@ -852,9 +875,10 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
 
 def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step, row, st, freqs, out_path, spath,
                   meta_extra, opt, sched, order_rng, order, on_metrics, say, total, global_batch, steps, dctx,
-                  ema: WeightEMA | None = None) -> bool:
+                  ema: WeightEMA | None = None, trained: torch.nn.Module | None = None) -> bool:
     """Rank 0: validate, log, write the checkpoint at a new best and the training state. True: stop early. With a
-    moving average of the weights (``ema``), the averaged weights are validated and saved as the checkpoint."""
+    moving average of the weights (``ema``), the averaged weights are validated and saved as the checkpoint.
+    ``trained``: every trained weight, for the training state (co-teaching: the model and its peer; default: model)."""
     net = ema.module if ema is not None else model
     if val_samples:
         pred = Predictor(net, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
@@ -898,12 +922,32 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
             "steps_per_epoch": steps, "total_steps": total,
             "loop": {**st, "order": list(order), "order_rng": [py[0], list(py[1]), py[2]]}}
     try:
-        save_train_state(spath, model, opt, sched, info, rng_state(), ema=ema.state_dict() if ema is not None else None)
+        save_train_state(spath, trained if trained is not None else model, opt, sched, info, rng_state(),
+                         ema=ema.state_dict() if ema is not None else None)
     except OSError as e:
         prev = f"The training state of the last saved epoch is kept at {spath}." if spath.is_file() else "No training state had been written yet."
         ck = f" The checkpoint at {out_path} is of epoch {st['best_epoch']}." if st["best_epoch"] is not None else ""
         raise _save_error(e, "training state", spath, epoch, prev + ck) from e
     return stop
+
+def _make_peer(cfg: TrainConfig, model: torch.nn.Module, nc: int, device: str) -> torch.nn.Module:
+    """Co-teaching's second network. From scratch (no encoder weights, no parent) it is a new model with its own
+    random initialisation, as in the paper. Otherwise it shares what was given (the ImageNet or the parent's
+    encoder) and gets its own random decoder and head, so the two networks start apart."""
+    if not cfg.parent_checkpoint and cfg.encoder_weights is None:
+        return build_model(cfg.arch, cfg.encoder, nc, None).to(device)
+    peer = copy.deepcopy(model)
+    reset = 0
+    for name, m in peer.named_modules():
+        if name.split(".")[0] in ("encoder", "backbone") or not hasattr(m, "reset_parameters"):
+            continue
+        m.reset_parameters()
+        reset += 1
+    if not reset:
+        raise ValueError(f"co-teaching: no decoder or head layer of {cfg.arch} could be re-initialised for the peer "
+                         "network; train from scratch (encoder_weights None) instead")
+    return peer
+
 
 SYNC_LAG = 1  # steps between a step's launch and the read-back of its loss on one CUDA device (see _train)
 
