@@ -193,3 +193,13 @@ def test_a_pretrained_peer_shares_the_encoder_and_gets_its_own_decoder():
     assert all(torch.equal(sd[k], ps[k]) for k in enc)
     dec = [k for k in sd if not k.startswith("encoder.") and k.endswith("weight") and sd[k].dim() == 4]
     assert dec and all(not torch.equal(sd[k], ps[k]) for k in dec)
+
+
+def test_coteaching_under_ddp_is_refused_before_anything_is_trained(tmp_path, monkeypatch):
+    from seghz.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "_dist_setup", lambda cfg: (trainer_mod._Dist(world=2, rank=0), "cpu"))
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match="does not run under DDP"):
+        train(tiny_train_config(32, coteach=0.3), [_scene(0)], [], out)
+    assert not out.parent.exists() or not any(out.parent.iterdir())

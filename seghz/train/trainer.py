@@ -565,6 +565,9 @@ def train(
     _check_samples(train_samples, val_samples, scheme.num_classes, cfg.scheme)
     dctx, device = _dist_setup(cfg)
     try:
+        if cfg.coteach > 0 and dctx.on:
+            raise ValueError("co-teaching (coteach > 0) trains two networks in one process; it does not run under "
+                             "DDP yet: train on one process (or one GPU)")
         clean_stats = None
         if cfg.clean == "crossfit":  # progress: the fold models fill [0, clean_share), the final model the rest
             share = float(cfg.clean_share)
@@ -627,9 +630,6 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     model.train()
     peer = None  # co-teaching's second network; `trained` holds every trained weight (the optimiser's and the state's)
     if cfg.coteach > 0:
-        if dctx.on:
-            raise ValueError("co-teaching (coteach > 0) trains two networks in one process; it does not run under "
-                             "DDP yet: train on one process (or one GPU)")
         peer = _make_peer(cfg, model, nc, device)
         if amp:
             peer = peer.to(memory_format=torch.channels_last)
