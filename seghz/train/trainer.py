@@ -543,7 +543,9 @@ def train(
 
     Samples are ``(image, label)`` or ``(image, label, trusted)``. Each epoch's metrics row (passed to
     ``on_metrics``) holds loss, lr, seconds, the validation scores and, when enabled, ``noise_threshold`` /
-    ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept``, ``consistency_mse`` and, at a
+    ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept``, ``consistency_mse``, with co-teaching
+    ``coteach_rate`` (the forget rate at the epoch's last step), ``coteach_dropped`` and ``coteach_disagree`` (mean
+    shares of the labelled pixels left out of the model's loss / kept for one network only) and, at a
     label-refinement epoch, ``refined_px`` / ``refine_ignored_px`` (fractions of the labelled training pixels
     relabelled / set to ignore).
     A NaN/inf loss raises :class:`TrainDiverged`; checkpoints are only written at a new best, so the last good
@@ -929,6 +931,7 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
         ck = f" The checkpoint at {out_path} is of epoch {st['best_epoch']}." if st["best_epoch"] is not None else ""
         raise _save_error(e, "training state", spath, epoch, prev + ck) from e
     return stop
+
 
 def _make_peer(cfg: TrainConfig, model: torch.nn.Module, nc: int, device: str) -> torch.nn.Module:
     """Co-teaching's second network. From scratch (no encoder weights, no parent) it is a new model with its own
