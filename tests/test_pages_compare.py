@@ -184,7 +184,8 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     assert new.id != jid and new.config == {**JOB_CONFIG, "name": "second try", "clean": "none", "refine": "none",
                                             "robust": "none", "noise_rate": 0.3, "gce_q": 0.7, "gce_warmup": 0.0,
                                             "ema": 0.0, "noise_denominator": "all", "noise_from_review": False,
-                                            "noise_threshold": pytest.approx(-math.log(0.01))}
+                                            "noise_threshold": pytest.approx(-math.log(0.01)), "coteach": 0.0,
+                                            "coteach_select": "class"}
 
 
 def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
@@ -192,7 +193,7 @@ def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
 
     monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
     cfg = {**JOB_CONFIG, "bootstrap": "none", "noise_mask": "none", "robust": "gce", "gce_q": 0.5, "noise_rate": 0.2,
-           "gce_warmup": 0.3, "ema": 0.05}
+           "gce_warmup": 0.3, "ema": 0.05, "coteach": 0.0, "coteach_select": "pixel"}
     jid = _finished_job(ws, "failed", cfg)
     at = app("pages/4_Train.py").run()
     at.button(key=f"train_clone_{jid}").click().run()
@@ -203,6 +204,7 @@ def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
     assert not at.number_input(key="train_gce_warmup").disabled
     assert at.number_input(key="train_noise_rate").value == pytest.approx(0.2)
     assert at.number_input(key="train_ema").value == pytest.approx(0.05)
+    assert at.selectbox(key="train_coteach_select").value == "pixel"  # kept although co-teaching is off
     at.button(key="train_submit").click().run()
     assert_ok(at)
     assert not [e.value for e in at.error if "Cannot launch" in e.value]
@@ -236,7 +238,7 @@ def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
     assert_ok(at)
     widget = {"train_cw": at.selectbox, "train_sampler": at.selectbox, "train_noise": at.selectbox, "train_boot": at.selectbox,
               "train_robust": at.selectbox, "train_refine": at.selectbox, "train_clean": at.selectbox,
-              "train_noise_den": at.selectbox, "train_noise_from": at.selectbox,
+              "train_noise_den": at.selectbox, "train_noise_from": at.selectbox, "train_coteach_select": at.selectbox,
               "train_dice": at.checkbox, "train_ohem": at.checkbox, "train_consistency": at.checkbox}
 
     def form_values():
