@@ -681,17 +681,6 @@ class SegLoss(torch.nn.Module):
         self.coteach_rate = float(c.coteach) * min(1.0, step / ramp)
         return self.coteach_rate
 
-    def _kept_ce(self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor, trusted) -> torch.Tensor:
-        """CE (class weights, label smoothing) averaged over the ``keep`` pixels, + Dice on them when enabled."""
-        c = self.config
-        logits = self._resize(logits, target)
-        _, per, valid = pixel_ce(logits, target, c.label_smoothing, "none", 1.0, trusted)
-        w = _pixel_weights(target, valid, self.weight) * keep.float()
-        loss = _ratio((per * w).sum(), w.sum())
-        if c.dice:
-            loss = loss + c.dice_weight * dice_loss(logits, torch.where(keep, target, torch.full_like(target, IGNORE)))
-        return loss
-
     def pair_loss(self, model, peer, x: torch.Tensor, y: torch.Tensor,
                   trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Co-teaching: run both networks on ``x``; each one's loss counts the pixels its peer finds easiest
@@ -707,11 +696,15 @@ class SegLoss(torch.nn.Module):
             per_class = self.config.coteach_select == "class"
             keep_a = coteach_keep(nll_b, target, valid, self.coteach_rate, trusted, per_class)  # the peer picks for A
             keep_b = coteach_keep(nll_a, target, valid, self.coteach_rate, trusted, per_class)
-        loss = 0.5 * (self._kept_ce(la, target, keep_a, trusted) + self._kept_ce(lb, target, keep_b, trusted))
-        for net, keep in ((model, keep_a), (peer, keep_b)):
+        # each network's configured loss (CE with class weights and smoothing, + Dice) with the pixels left out of
+        # it set to ignore: LossConfig.validate allows no other pixel rule beside co-teaching
+        ignore = torch.full_like(target, IGNORE)
+        ya, yb = torch.where(keep_a, target, ignore), torch.where(keep_b, target, ignore)
+        loss = 0.5 * (self._main(la, ya, trusted, record=False) + self._main(lb, yb, trusted, record=False))
+        for net, yk in ((model, ya), (peer, yb)):
             aux = getattr(net, "aux_logits", None) if net.training else None
             if aux is not None and getattr(net, "aux_weight", 0):
-                loss = loss + 0.5 * float(net.aux_weight) * self._kept_ce(aux, target, keep, trusted)
+                loss = loss + 0.5 * float(net.aux_weight) * self._main(aux, yk, trusted, record=False)
         n = valid.sum().clamp_min(1).float()
         self.last_stats["coteach_dropped"] = ((valid & ~keep_a).sum().float() / n).detach()
         self.last_stats["coteach_disagree"] = ((keep_a ^ keep_b).sum().float() / n).detach()
