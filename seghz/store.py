@@ -204,14 +204,15 @@ PIXEL_CORRECTED = 1  #: pixel status: an analyst set a value that differs from t
 PIXEL_CONFIRMED = 2  #: pixel status: an analyst confirmed the label (or set it back to the original value)
 PIXEL_IGNORED = 255  #: pixel status: the effective label is 255 (ignore), same code as in label masks
 
-
-def trusted_of(status: np.ndarray) -> np.ndarray:
-    """The pixels of a :meth:`Workspace.pixel_status` array that an analyst vouched for: corrected or confirmed."""
-    return (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)
 ANALYST_MAX = 64  #: longest analyst name (characters, after NFC normalisation and trimming)
 REASON_MAX = 2000  #: longest reason text
 LAYER_FORMAT = 1  #: version of the .npz layer file format
 _LAYER_KINDS = ("layer", "full")  # history entries that carry pixels ("full" = whole-mask PNG of older SegHZ)
+
+
+def trusted_of(status: np.ndarray) -> np.ndarray:
+    """The pixels of a :meth:`Workspace.pixel_status` array that an analyst vouched for: corrected or confirmed."""
+    return (status == PIXEL_CORRECTED) | (status == PIXEL_CONFIRMED)
 
 
 class EmptyEditError(BadInputError):
