@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(get_scheme(SCHEME).names)
     report = {"protocol": {**{k: v for k, v in vars(a).items() if k not in ("data", "out")}},
               "train_s": round(time.perf_counter() - t0, 1), "epochs": {}}
-    if res.get("refined_labels") is not None:
-        report["labels"] = label_report(truth, [lb for _, lb in train_s], res["refined_labels"], names)
+    final = res["refined_labels"] if res.get("refined_labels") is not None else res.get("cleaned_labels")
+    if final is not None:
+        report["labels"] = label_report(truth, [lb for _, lb in train_s], final, names)
         print("labels:", json.dumps(report["labels"]), flush=True)
     report["epochs"] = score_epochs(kept, eval_s, a.device, echo=True)
     (a.out / "result.json").write_text(json.dumps(report, indent=1))

@@ -321,31 +321,18 @@ def _parse_tta(text: str):
     return tta
 
 
-# On CUDA the compiled engine ran 1.53× faster than the eager one (one H200, Unet-resnet34, 1024² windows, bf16:
-# 1.76 vs 2.69 ns per window pixel and view) after a 13 s first compile (docs/benchmarks.md, session 9): it pays for
-# itself once a job holds about 14 gigapixels of window input (windows × tile² × TTA views).
-CUDA_COMPILE_MIN_PX = 14e9
-
-
 def _want_compile(choice: str, pred, image, views: int = 1, world: int = 1) -> bool:
-    """``--compile auto``: on when a C++ compiler is present (Inductor needs one) and the first compile pays for
-    itself in this process, which runs about 1/``world`` of the windows (each torchrun rank compiles its own): CPU
-    runs of ≥ 32 windows (the compile takes 10–40 s and then doubles the rate); CUDA runs of at least
-    :data:`CUDA_COMPILE_MIN_PX` window pixels × ``views``."""
+    """``--compile``: ``on`` / ``off`` as asked; ``auto`` where the first compile pays for itself on this scene
+    (:func:`seghz.infer.engine.compile_pays`)."""
     from seghz.data.io import raster_info
-    from seghz.infer.engine import compiler_available, sliding_windows
+    from seghz.infer.engine import compile_pays
 
     if choice == "off":
         return False
     if choice == "on":
         return True
-    if not compiler_available():
-        return False
     info = raster_info(image)
-    n = len(sliding_windows(info.height, info.width, int(pred.tile), pred.overlap)) / max(1, int(world))
-    if pred._cuda:
-        return n * int(pred.tile) ** 2 * max(1, int(views)) >= CUDA_COMPILE_MIN_PX
-    return n >= 32
+    return compile_pays(pred, info.height, info.width, views, world)
 
 
 def cmd_predict_scene(a) -> int:

@@ -289,6 +289,33 @@ def test_map_page_region_over_the_cap_runs_as_a_background_job(ws, fake_map, mon
         assert tuple(ds.transform)[:6] == pytest.approx(window_transform(info.transform, window))
         np.testing.assert_array_equal(ds.read(1), want)
     assert (ws.root / res["areas_csv"]).is_file()
+    assert res["compiled"] is False  # 1 window of the default tile: a compile would not pay for itself
+
+
+def test_region_job_compiles_where_it_pays_and_refuses_a_bad_choice(ws, monkeypatch):
+    """The big-region job asks the engine's compile policy with the window's size and the TTA's view count
+    (``compile: auto``), honours ``on`` / ``off``, and refuses anything else before it loads the model."""
+    import seghz.infer.engine as engine_mod
+    from seghz.jobs.kinds import predict_region_job
+    from seghz.jobs.runner import ProgressReporter
+
+    ck = ws.active_checkpoint()
+    asked = []
+    monkeypatch.setattr(engine_mod, "compile_pays", lambda pred, h, w, views=1, world=1: asked.append((h, w, views)) or False)
+    cfg = {"scene_id": SCENE_ID, "window": [0, 0, 40, 56], "checkpoint_id": ck.id, "tta": "d4"}
+    jid = ws.create_job("predict-region", cfg)
+    assert predict_region_job(ws, jid, cfg, ProgressReporter(ws, jid))["compiled"] is False
+    assert asked == [(40, 56, 8)]
+    cfg_off = {**cfg, "tta": "none", "compile": "off"}
+    jid = ws.create_job("predict-region", cfg_off)
+    assert predict_region_job(ws, jid, cfg_off, ProgressReporter(ws, jid))["compiled"] is False and len(asked) == 1
+    loads = []
+    monkeypatch.setattr(engine_mod.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: loads.append(a)))
+    bad = {**cfg, "compile": "yes"}
+    with pytest.raises(ValueError, match="compile must be 'auto', 'on' or 'off'"):
+        jid = ws.create_job("predict-region", bad)
+        predict_region_job(ws, jid, bad, ProgressReporter(ws, jid))
+    assert loads == []
 
 
 def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):

@@ -277,7 +277,8 @@ def test_compile_auto_turns_on_where_the_first_compile_pays(monkeypatch):
 
     import seghz.data.io as io_mod
     import seghz.infer.engine as engine_mod
-    from seghz.cli import CUDA_COMPILE_MIN_PX, _want_compile
+    from seghz.cli import _want_compile
+    from seghz.infer.engine import CUDA_COMPILE_MIN_PX
 
     side = {"v": 0}
     monkeypatch.setattr(io_mod, "raster_info", lambda path: SimpleNamespace(height=side["v"], width=side["v"]))

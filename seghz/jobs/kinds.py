@@ -284,12 +284,16 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     transform) with a class-area CSV beside it.
 
     config: ``scene_id``, ``window`` ``[row, col, height, width]``, ``checkpoint_id`` (default: the active one),
-    ``tta`` (``none`` / ``d4`` / a list of view names), ``device``.
+    ``tta`` (``none`` / ``d4`` / a list of view names), ``device``, ``compile`` (``auto``, the default: where the
+    first ``torch.compile`` pays for itself on this window, :func:`seghz.infer.engine.compile_pays`; ``on``; ``off``).
     """
-    from seghz.infer.engine import Predictor
+    from seghz.infer.engine import Predictor, compile_pays, tta_views
     from seghz.infer.scene import predict_scene
     from seghz.models.checkpoint import checkpoint_scheme
 
+    choice = config.get("compile", "auto")
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"compile must be 'auto', 'on' or 'off', got {choice!r}")
     scene = ws.get_scene(config["scene_id"])
     cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
     if not cid:
@@ -299,6 +303,10 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     out = ws.root / "predictions" / f"{job_id}.tif"
     out.parent.mkdir(parents=True, exist_ok=True)
     window = tuple(int(v) for v in config["window"])
+    tta = config.get("tta", "none")
+    pred.compile = choice == "on" or (choice == "auto" and compile_pays(pred, window[2], window[3], len(tta_views(tta))))
+    if pred.compile:
+        progress.log("the model is compiled on its first windows (torch.compile: it pays for itself on a region this size)")
     progress.log(f"predicting rows {window[0]}..{window[0] + window[2] - 1}, cols {window[1]}..{window[1] + window[3] - 1} "
                  f"of scene {scene.id} with {cid} (TTA {config.get('tta', 'none')})")
 
@@ -306,8 +314,9 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
         progress.check_cancel()
         return False
 
-    summary = predict_scene(pred, ws.scene_path(scene, "image"), out, tta=config.get("tta", "none"),
+    summary = predict_scene(pred, ws.scene_path(scene, "image"), out, tta=tta,
                             scheme=checkpoint_scheme(meta), areas_csv=out.with_suffix(".csv"),
                             progress=progress.update, should_cancel=should_cancel, window=window)
     return {"output": str(out.relative_to(ws.root)), "areas_csv": str(out.with_suffix(".csv").relative_to(ws.root)),
-            "scene_id": scene.id, "window": list(window), "checkpoint_id": cid, "seconds": summary.get("seconds")}
+            "scene_id": scene.id, "window": list(window), "checkpoint_id": cid, "seconds": summary.get("seconds"),
+            "compiled": bool(pred.compile and pred.compile_error is None)}
