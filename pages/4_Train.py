@@ -181,7 +181,10 @@ with st.form("train_form"):
                              help="crossfit: two fold models, each trained on the other half of the images (half of "
                                   "the steps), judge the half they never saw; label regions they confidently call "
                                   "another class are relabelled, doubtful ones ignored; the final model trains on "
-                                  "the cleaned labels (the other half of the steps). Trusted pixels never change.")
+                                  "the cleaned labels (the other half of the steps). Trusted pixels never change. "
+                                  "Measured on 30 % flipped GID labels (CPU proxy, 3 seeds): it caught 82–84 % of the "
+                                  "flips but also dropped most true Road_land, and recovered −0.05 ± 0.22 of the "
+                                  "noise cost, i.e. nothing; review the labels instead where you can.")
         refine = b4.selectbox("Label refinement", list(REFINES), key="train_refine",
                               help="The training model re-judges the labels at the end of every epoch (always from "
                                    "the given ones), from 10 % of the epochs on (drop) or 40 % (region). drop: a whole "
