@@ -38,7 +38,8 @@ def print_table(sc: dict, out=sys.stdout) -> None:
         f = lambda v: "   -   " if v is None else f"{v * 100:7.2f}"  # noqa: E731
         print(f"{n:<{w}} {f(pc['iou'])} {f(pc['acc'])} {pc['support']:>10}", file=out)
     f = lambda v: "-" if v is None else f"{v * 100:.2f}"  # noqa: E731
-    print(f"mIoU {f(sc['miou'])}  fwIoU {f(sc['fwiou'])}  OA {f(sc['oa'])}", file=out)
+    ece = f"  ECE {sc['ece'] * 100:.2f}" if sc.get("ece") is not None else ""
+    print(f"mIoU {f(sc['miou'])}  fwIoU {f(sc['fwiou'])}  OA {f(sc['oa'])}{ece}", file=out)
 
 
 def _apply_sets(cfg, items: list[str]) -> None:
@@ -126,7 +127,7 @@ def _evaluate_folder(a, keep: bool = False):
     from seghz.classes import get_scheme, index_crosswalk
     from seghz.data.io import list_pairs, read_pair
     from seghz.infer.engine import Predictor
-    from seghz.metrics import confusion_matrix, scores
+    from seghz.metrics import add_calibration, calibration_counts, calibration_report, confusion_matrix, scores
     from seghz.models.checkpoint import read_metadata
 
     meta = read_metadata(a.checkpoint)
@@ -140,16 +141,17 @@ def _evaluate_folder(a, keep: bool = False):
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
-    per_scene, kept = {}, []
+    per_scene, kept, calib = {}, [], None
     bar = _tqdm_progress(a.cmd)
     try:
         for i, (ip, lp) in enumerate(pairs):
             img, lbl = read_pair(ip, lp, src)
             if lut is not None:
                 lbl = lut[lbl]
-            p, _ = pred.predict(img, a.tta)
+            p, conf = pred.predict(img, a.tta)
             c = confusion_matrix(p, lbl, nc)
             cm += c
+            calib = add_calibration(calib, calibration_counts(p, conf, lbl, nc))
             per_scene[ip.stem] = c.tolist()
             confused = int(c.sum() - np.trace(c)) > 0
             kept.append((ip, img, lbl, p) if keep and confused else (ip, None, None, None))
@@ -159,7 +161,8 @@ def _evaluate_folder(a, keep: bool = False):
     sc = scores(cm, meta["scheme"]["names"])
     total = max(int(cm.sum()), 1)
     sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme, per_scene=per_scene,
-              freq_label=(cm.sum(1) / total).tolist(), freq_pred=(cm.sum(0) / total).tolist())
+              freq_label=(cm.sum(1) / total).tolist(), freq_pred=(cm.sum(0) / total).tolist(), calibration=calib,
+              ece=calibration_report(calib)["ece"] if calib is not None else None)
     return sc, kept, meta
 
 

@@ -69,6 +69,89 @@ def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> 
     }
 
 
+CAL_BINS = 10  # equal-width confidence bins of the calibration counts
+
+
+def calibration_counts(pred: np.ndarray, conf: np.ndarray, gt: np.ndarray, num_classes: int,
+                       bins: int = CAL_BINS) -> dict:
+    """Per predicted class and confidence bin, over the labelled pixels (gt ≠ 255): how many pixels (``count``),
+    how many of them the label agrees with (``correct``) and the sum of their confidences (``conf_sum``); bins of
+    equal width over [0, 1] (a confidence of exactly 1 falls in the last). JSON-ready: ``{"bins", "count",
+    "correct", "conf_sum"}``, each count a ``num_classes`` × ``bins`` nested list. Add two with
+    :func:`add_calibration`; read them with :func:`calibration_report`."""
+    pred = np.asarray(pred).ravel()
+    conf = np.asarray(conf, np.float64).ravel()
+    gt = np.asarray(gt).ravel()
+    if not (pred.shape == conf.shape == gt.shape):
+        raise ValueError(f"prediction ({pred.size} px), confidence ({conf.size}) and label ({gt.size}) differ in size")
+    keep = (gt != IGNORE) & (pred < num_classes)
+    p = pred[keep].astype(np.int64)
+    b = np.clip((conf[keep] * bins).astype(np.int64), 0, bins - 1)
+    idx = p * bins + b
+    n = num_classes * bins
+    count = np.bincount(idx, minlength=n).reshape(num_classes, bins)
+    correct = np.bincount(idx, weights=(p == gt[keep]).astype(np.float64), minlength=n).reshape(num_classes, bins)
+    csum = np.bincount(idx, weights=conf[keep], minlength=n).reshape(num_classes, bins)
+    return {"bins": int(bins), "count": count.astype(np.int64).tolist(), "correct": correct.astype(np.int64).tolist(),
+            "conf_sum": csum.tolist()}
+
+
+def add_calibration(a: dict | None, b: dict) -> dict:
+    """The calibration counts of two sets of pixels together (``a`` None: ``b``)."""
+    if a is None:
+        return b
+    if a["bins"] != b["bins"] or np.shape(a["count"]) != np.shape(b["count"]):
+        raise ValueError("calibration counts with different classes or bins cannot be added")
+    return {"bins": a["bins"], **{k: (np.asarray(a[k]) + np.asarray(b[k])).tolist() for k in ("count", "correct", "conf_sum")}}
+
+
+def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = None) -> dict:
+    """How far the model's confidence can be trusted, from :func:`calibration_counts`.
+
+    Returns ``{"ece", "pixels", "bins": [{"lo", "hi", "count", "accuracy", "confidence"}], "per_class": {name:
+    {"ece", "pixels", "accuracy", "confidence"}}, "per_class_bins": {name: [{"count", "accuracy", "confidence"}]},
+    "coverage": [{"threshold", "kept", "accuracy", "per_class": {name: {"kept", "accuracy"}}}]}``: the expected calibration error (the pixel-weighted mean |accuracy −
+    confidence| over the bins; per class over the pixels predicted as that class), the reliability points, and
+    what abstaining below each bin edge keeps (share of the pixels; of each predicted class's pixels) and how
+    often the label agrees with what is kept. Accuracy and confidence are None where a bin holds no pixel."""
+    count = np.asarray(cal["count"], np.float64)
+    correct = np.asarray(cal["correct"], np.float64)
+    csum = np.asarray(cal["conf_sum"], np.float64)
+    nc, nb = count.shape
+    names = list(names) if names is not None else [str(i) for i in range(nc)]
+
+    def ratio(a, b):
+        return float(a / b) if b > 0 else None
+
+    def ece(cnt, cor, cs):
+        tot = cnt.sum()
+        if tot <= 0:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = np.where(cnt > 0, np.abs(cor / np.maximum(cnt, 1) - cs / np.maximum(cnt, 1)), 0.0)
+        return float((gap * cnt).sum() / tot)
+
+    c_all, k_all, s_all = count.sum(0), correct.sum(0), csum.sum(0)
+    total = float(c_all.sum())
+    out = {"ece": ece(c_all, k_all, s_all), "pixels": int(total),
+           "bins": [{"lo": i / nb, "hi": (i + 1) / nb, "count": int(c_all[i]), "accuracy": ratio(k_all[i], c_all[i]),
+                     "confidence": ratio(s_all[i], c_all[i])} for i in range(nb)],
+           "per_class": {n: {"ece": ece(count[j], correct[j], csum[j]), "pixels": int(count[j].sum()),
+                             "accuracy": ratio(correct[j].sum(), count[j].sum()),
+                             "confidence": ratio(csum[j].sum(), count[j].sum())} for j, n in enumerate(names)},
+           "per_class_bins": {n: [{"count": int(count[j, i]), "accuracy": ratio(correct[j, i], count[j, i]),
+                                   "confidence": ratio(csum[j, i], count[j, i])} for i in range(nb)]
+                              for j, n in enumerate(names)},
+           "coverage": []}
+    for i in range(nb):
+        kc, kk = count[:, i:].sum(1), correct[:, i:].sum(1)
+        out["coverage"].append({
+            "threshold": i / nb, "kept": ratio(kc.sum(), total), "accuracy": ratio(kk.sum(), kc.sum()),
+            "per_class": {n: {"kept": ratio(kc[j], count[j].sum()), "accuracy": ratio(kk[j], kc[j])}
+                          for j, n in enumerate(names)}})
+    return out
+
+
 def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixel share of each class in a class-index mask (ignore excluded); zeros when empty."""
     m = np.asarray(mask).ravel()

@@ -196,6 +196,74 @@ def frequency_figure(result: dict, colors: Sequence[str] | None = None) -> go.Fi
     return fig
 
 
+def reliability_figure(cal: dict, cls: str | None = None, color: str | None = None) -> go.Figure:
+    """Reliability diagram of a :func:`seghz.metrics.calibration_report`: the share of pixels the label agrees with
+    against the model's mean confidence, per confidence bin (marker area = pixels), with the diagonal of perfect
+    calibration. ``cls``: only the pixels predicted as that class (its points are recomputed from the coverage
+    rows, so no bin counts are needed twice)."""
+    bins = cal["bins"]
+    if cls is None:
+        pts = [(b["confidence"], b["accuracy"], b["count"], b["lo"], b["hi"]) for b in bins]
+        ece = cal.get("ece")
+    else:
+        rows = cal["per_class_bins"][cls]
+        pts = [(r["confidence"], r["accuracy"], r["count"], b["lo"], b["hi"]) for r, b in zip(rows, bins)]
+        ece = cal["per_class"][cls]["ece"]
+    pts = [q for q in pts if q[2] > 0 and q[0] is not None and q[1] is not None]
+    big = max((q[2] for q in pts), default=1)
+    fig = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "#888"}, name="perfectly calibrated",
+                   hoverinfo="skip"),
+        go.Scatter(x=[q[0] for q in pts], y=[q[1] for q in pts], mode="lines+markers", name="model",
+                   line={"color": color or "#1f4e79"},
+                   marker={"size": [8 + 22 * (q[2] / big) ** 0.5 for q in pts], "color": color or "#1f4e79"},
+                   customdata=[[q[2], q[3], q[4]] for q in pts],
+                   hovertemplate="confidence %{customdata[1]:.0%}–%{customdata[2]:.0%}: mean %{x:.1%}, label agrees "
+                                 "%{y:.1%} (%{customdata[0]:,} px)<extra></extra>"),
+    ])
+    what = "all pixels" if cls is None else f"pixels predicted {cls}"
+    title = f"Reliability ({what})" + (f" · ECE {100 * ece:.1f} pp" if ece is not None else "")
+    fig.update_layout(title=title, xaxis={"range": [0, 1.02], "tickformat": ".0%", "title": "model confidence"},
+                      yaxis={"range": [0, 1.02], "tickformat": ".0%", "title": "label agrees"}, height=380,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
+    return fig
+
+
+def coverage_figure(cal: dict, threshold: float | None = None) -> go.Figure:
+    """Abstaining below a confidence threshold: the share of pixels kept and how often the label agrees with the
+    kept ones, per threshold (a :func:`seghz.metrics.calibration_report`); ``threshold`` is marked."""
+    cov = [c for c in cal["coverage"] if c["kept"] is not None]
+    x = [c["threshold"] for c in cov]
+    fig = go.Figure([
+        go.Scatter(x=x, y=[c["kept"] for c in cov], mode="lines+markers", name="pixels kept", line={"color": "#2a7ab9"},
+                   hovertemplate="abstain below %{x:.0%}: %{y:.1%} of the pixels kept<extra></extra>"),
+        go.Scatter(x=x, y=[c["accuracy"] for c in cov], mode="lines+markers", name="label agrees (kept pixels)",
+                   line={"color": "#2a9d3a"},
+                   hovertemplate="abstain below %{x:.0%}: label agrees with %{y:.1%} of the kept pixels<extra></extra>"),
+    ])
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dot", line_color="#444")
+    fig.update_layout(title="Abstaining on low confidence", height=380,
+                      xaxis={"tickformat": ".0%", "title": "abstain below confidence", "range": [-0.02, 1.0]},
+                      yaxis={"tickformat": ".0%", "range": [0, 1.02]}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    return fig
+
+
+def calibration_table(cal: dict, threshold: float = 0.0) -> pd.DataFrame:
+    """Per predicted class: pixels, mean confidence, how often the label agrees, ECE, and what abstaining below
+    ``threshold`` (rounded down to a bin edge) keeps of that class and how often the label agrees there."""
+    edges = [c["threshold"] for c in cal["coverage"]]
+    k = max([i for i, t in enumerate(edges) if t <= threshold + 1e-9], default=0)
+    row = cal["coverage"][k]["per_class"]
+    out = [{"class": n, "predicted (px)": v["pixels"], "mean confidence": v["confidence"], "label agrees": v["accuracy"],
+            "ECE (pp)": None if v["ece"] is None else 100 * v["ece"], "kept": row[n]["kept"],
+            "label agrees (kept)": row[n]["accuracy"]}
+           for n, v in cal["per_class"].items() if v["pixels"] > 0]
+    return pd.DataFrame(out, columns=["class", "predicted (px)", "mean confidence", "label agrees", "ECE (pp)", "kept",
+                                      "label agrees (kept)"])
+
+
 BIAS_THRESHOLD = 0.05  # |predicted share − labelled share| above this flags a class as biased
 
 

@@ -70,6 +70,12 @@ def test_import_predict_evaluate_train(gid_subset, tmp_path):
     lbl = np.concatenate([np.asarray(Image.open(d / "labels" / f"{s}.png")).ravel() for s in stems])
     assert cm.sum() == int((lbl != 15).sum())
     assert 0 <= res["miou"] <= 1 and set(res["per_class"]["Water"]) >= {"iou", "acc"}
+    # the calibration counts cover the same pixels; the ECE printed is the one the counts give
+    from seghz.metrics import calibration_report
+
+    assert np.asarray(res["calibration"]["count"]).sum() == cm.sum()
+    assert res["ece"] == pytest.approx(calibration_report(res["calibration"])["ece"])
+    assert f"ECE {res['ece'] * 100:.2f}" in ev.stdout
 
     # fine-tune from that checkpoint for one more short epoch and evaluate again
     ck2 = tmp_path / "m2.safetensors"

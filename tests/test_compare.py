@@ -191,6 +191,25 @@ def test_tta_report_first_row_is_no_tta_and_last_is_d4(tiny_ws, predictor):
     assert cached_evaluation(tiny_ws, "tiny", "val", "d4").result["tta"] == "d4"
 
 
+def test_evaluation_carries_calibration_counts_of_every_labelled_pixel(tiny_ws, predictor):
+    """The calibration counts cover the same pixels as the confusion matrix, their agreeing pixels are its diagonal,
+    and the mean confidence is the model's own over those pixels."""
+    from seghz.data.io import read_image
+    from seghz.metrics import calibration_report
+
+    res = evaluate_split(tiny_ws, "tiny", "val", "none", predictor=predictor, use_cache=False)
+    cm = np.asarray(res["confusion"])
+    count, correct = np.asarray(res["calibration"]["count"]), np.asarray(res["calibration"]["correct"])
+    assert count.sum() == cm.sum() > 0 and correct.sum(1).tolist() == np.diag(cm).tolist()
+    (scene,) = tiny_ws.list_scenes("val")
+    _, conf = predictor.predict(read_image(tiny_ws.scene_path(scene, "image")), "none")
+    lbl = tiny_ws.effective_label(scene.id)
+    want = float(conf[lbl != 255].astype(np.float64).mean())
+    assert np.asarray(res["calibration"]["conf_sum"]).sum() / count.sum() == pytest.approx(want, rel=1e-5)
+    rep = calibration_report(res["calibration"], res["classes"])
+    assert rep["coverage"][0]["accuracy"] == pytest.approx(res["oa"])
+
+
 def test_cached_evaluation_is_invalidated_when_labels_change(tiny_ws, predictor):
     first = evaluate_split(tiny_ws, "tiny", "val", predictor=predictor)
     assert evaluate_split(tiny_ws, "tiny", "val", predictor=predictor) == first  # a cache hit

@@ -131,3 +131,76 @@ def test_class_frequencies():
 def test_negative_prediction_raises():
     with pytest.raises(ValueError):
         confusion_matrix(np.array([-1, 0]), np.array([1, 0]), 3)
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+from seghz.metrics import add_calibration, calibration_counts, calibration_report  # noqa: E402
+
+
+def test_calibration_counts_and_report_by_hand():
+    """Six labelled pixels and one ignored: bins of 0.1; class 0 predicted at 0.95 (right), 0.95 (wrong), 0.55
+    (right); class 1 at 1.0 (right, last bin), 0.35 (wrong), 0.35 (right)."""
+    pred = np.array([0, 0, 0, 1, 1, 1, 1])
+    conf = np.array([0.95, 0.95, 0.55, 1.0, 0.35, 0.35, 0.99])
+    gt = np.array([0, 1, 0, 1, 0, 1, 255])
+    cal = calibration_counts(pred, conf, gt, 2)
+    count, correct = np.array(cal["count"]), np.array(cal["correct"])
+    assert count[0, 9] == 2 and correct[0, 9] == 1 and count[0, 5] == 1 and correct[0, 5] == 1
+    assert count[1, 9] == 1 and correct[1, 9] == 1 and count[1, 3] == 2 and correct[1, 3] == 1
+    assert count.sum() == 6  # the ignored pixel is not counted
+    rep = calibration_report(cal, ["a", "b"])
+    # bins: 3 -> acc .5 conf .35 (2 px); 5 -> 1 vs .55 (1 px); 9 -> 2/3 vs (0.95+0.95+1.0)/3 (3 px)
+    want = (2 * 0.15 + 1 * 0.45 + 3 * abs(2 / 3 - 2.9 / 3)) / 6
+    assert rep["ece"] == pytest.approx(want)
+    assert rep["per_class"]["a"]["ece"] == pytest.approx((2 * 0.45 + 1 * 0.45) / 3)
+    assert rep["per_class"]["b"]["accuracy"] == pytest.approx(2 / 3) and rep["pixels"] == 6
+    cov = {round(c["threshold"], 1): c for c in rep["coverage"]}
+    assert cov[0.0]["kept"] == 1 and cov[0.0]["accuracy"] == pytest.approx(4 / 6)
+    assert cov[0.5]["kept"] == pytest.approx(4 / 6) and cov[0.5]["accuracy"] == pytest.approx(3 / 4)
+    assert cov[0.9]["per_class"]["b"] == {"kept": pytest.approx(1 / 3), "accuracy": 1.0}
+    assert rep["bins"][0]["accuracy"] is None and rep["per_class_bins"]["b"][3]["count"] == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(c=st.integers(1, 5), n=st.integers(0, 80), seed=st.integers(0, 2**32 - 1), split=st.integers(0, 80))
+def test_calibration_counts_add_up_and_split_anywhere(c, n, seed, split):
+    """The counts cover exactly the labelled pixels, agree with the confusion matrix's diagonal, and counting two
+    halves then adding them gives the counts of the whole."""
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, c, n).astype(np.uint8)
+    gt[rng.random(n) < 0.2] = 255
+    pred = rng.integers(0, c, n).astype(np.uint8)
+    conf = rng.random(n)
+    whole = calibration_counts(pred, conf, gt, c)
+    k = min(split, n)
+    parts = add_calibration(calibration_counts(pred[:k], conf[:k], gt[:k], c), calibration_counts(pred[k:], conf[k:], gt[k:], c))
+    assert parts["count"] == whole["count"] and parts["correct"] == whole["correct"]
+    np.testing.assert_allclose(parts["conf_sum"], whole["conf_sum"])
+    cm = confusion_matrix(pred, gt, c)
+    assert np.asarray(whole["count"]).sum() == cm.sum()
+    assert np.asarray(whole["correct"]).sum(1).tolist() == np.diag(cm).tolist()
+    rep = calibration_report(whole)
+    assert rep["ece"] is None if cm.sum() == 0 else 0 <= rep["ece"] <= 1
+    kept = [cv["kept"] for cv in rep["coverage"] if cv["kept"] is not None]
+    assert kept == sorted(kept, reverse=True)  # a higher threshold never keeps more
+
+
+def test_calibration_of_a_calibrated_model_is_near_zero_and_of_an_overconfident_one_is_not():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    conf = rng.uniform(0.5, 1.0, n)
+    right = rng.random(n) < conf  # the label agrees exactly as often as the confidence says
+    pred = np.zeros(n, np.uint8)
+    gt = np.where(right, 0, 1).astype(np.uint8)
+    assert calibration_report(calibration_counts(pred, conf, gt, 2))["ece"] < 0.01
+    over = calibration_report(calibration_counts(pred, np.full(n, 0.99), gt, 2))["ece"]
+    assert over == pytest.approx(0.99 - right.mean(), abs=1e-9)
+
+
+def test_calibration_refuses_mismatched_inputs():
+    with pytest.raises(ValueError, match="differ in size"):
+        calibration_counts(np.zeros(3), np.zeros(4), np.zeros(3), 2)
+    a = calibration_counts(np.zeros(3, np.uint8), np.zeros(3), np.zeros(3, np.uint8), 2)
+    b = calibration_counts(np.zeros(3, np.uint8), np.zeros(3), np.zeros(3, np.uint8), 3)
+    with pytest.raises(ValueError, match="cannot be added"):
+        add_calibration(a, b)

@@ -148,9 +148,25 @@ def test_evaluate_runs_and_shows_metrics_and_charts(ws):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["mIoU"].endswith("%") and metrics["OA"].endswith("%")
     charts = at.get("plotly_chart")
-    assert len(charts) >= 3  # confusion matrix, IoU bars, frequencies
+    assert len(charts) >= 5  # confusion matrix, IoU bars, reliability, abstaining, frequencies
     ev = ws.list_evaluations("tiny-test")
     assert len(ev) == 1 and ev[0].split == "val"
+    # calibration: the ECE metric, and the abstain slider moves the kept share in the caption and the table
+    from seghz.metrics import calibration_report
+
+    cal = calibration_report(ev[0].result["calibration"], ev[0].result["classes"])
+    assert metrics["ECE (expected calibration error)"] == f"{100 * cal['ece']:.1f} pp"
+    kept = next(c for c in cal["coverage"] if abs(c["threshold"] - 0.5) < 1e-9)
+    at.slider(key="eval_abstain").set_value(0.5).run()
+    assert_ok(at)
+    assert any(f"Abstaining below 50% keeps {kept['kept'] * 100:.1f} %" in c.value for c in at.caption)
+    (table,) = [d.value for d in at.dataframe if "label agrees (kept)" in d.value.columns]
+    for _, r in table.iterrows():
+        assert r["kept"] == pytest.approx(kept["per_class"][r["class"]]["kept"])
+    cls = table["class"].iloc[0]
+    at.selectbox(key="eval_cal_class").set_value(cls).run()
+    assert_ok(at)
+    assert any(f"pixels predicted {cls}" in (ch.proto.spec if hasattr(ch, "proto") else "") for ch in at.get("plotly_chart"))
 
     # a fresh session shows the cached result at once, and the confusion toggle works
     at2 = app("pages/2_Evaluate.py").run()

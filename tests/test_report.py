@@ -178,3 +178,37 @@ def test_summary_table_and_class_metric_bars():
     fig = report.class_metric_bars(result(), COLORS)
     assert [t.name for t in fig.data] == ["IoU", "Acc (recall)", "Precision", "F1"]
     assert list(fig.data[0].x) == NAMES
+
+
+def _calibration():
+    from seghz.metrics import calibration_counts, calibration_report
+
+    pred = np.array([0, 0, 0, 1, 1, 1])
+    conf = np.array([0.95, 0.95, 0.55, 1.0, 0.35, 0.35])
+    gt = np.array([0, 1, 0, 1, 0, 1])
+    return calibration_report(calibration_counts(pred, conf, gt, 3), ["a", "b", "c"])
+
+
+def test_reliability_figure_plots_the_occupied_bins_of_all_pixels_or_one_class():
+    cal = _calibration()
+    fig = report.reliability_figure(cal)
+    pts = fig.data[1]
+    assert list(pts.x) == pytest.approx([0.35, 0.55, 2.9 / 3]) and list(pts.y) == pytest.approx([0.5, 1.0, 2 / 3])
+    assert f"ECE {100 * cal['ece']:.1f} pp" in fig.layout.title.text
+    one = report.reliability_figure(cal, "a", "#ff0000")
+    assert list(one.data[1].x) == pytest.approx([0.55, 0.95]) and "pixels predicted a" in one.layout.title.text
+    assert one.data[1].line.color == "#ff0000"
+
+
+def test_coverage_figure_and_table_follow_the_threshold():
+    cal = _calibration()
+    fig = report.coverage_figure(cal, 0.5)
+    kept = list(fig.data[0].y)
+    assert kept[0] == 1 and kept[5] == pytest.approx(4 / 6) and list(fig.data[1].y)[5] == pytest.approx(3 / 4)
+    assert fig.layout.shapes[0].x0 == 0.5
+    t = report.calibration_table(cal, 0.57)  # rounded down to the 0.5 edge
+    assert t["class"].tolist() == ["a", "b"]  # c is never predicted
+    a = t.set_index("class").loc["a"]
+    assert a["kept"] == pytest.approx(1.0) and a["label agrees (kept)"] == pytest.approx(2 / 3)
+    b = t.set_index("class").loc["b"]
+    assert b["kept"] == pytest.approx(1 / 3) and b["ECE (pp)"] == pytest.approx(100 * cal["per_class"]["b"]["ece"])
