@@ -56,6 +56,11 @@ def main() -> int:
 
             shot("", "home", "Active checkpoint")
             shot("Evaluate", "evaluate", "Run evaluation", "Run evaluation", "fwIoU")
+            page.get_by_text("Calibration: how far", exact=False).first.scroll_into_view_if_needed()
+            page.mouse.wheel(0, 250)  # the section's heading, metrics and both figures in one viewport
+            page.wait_for_timeout(2500)
+            page.screenshot(path=str(OUT / "evaluate_calibration.png"))
+            print("wrote", OUT / "evaluate_calibration.png")
             shot("Labels", "labels", "Predict this window", "Predict this window", "Agrees with the label")
             shot("Train", "train", "Launch training")
             # Map: draw a rectangle over the middle of the default scene (the demo town), predict with D4 TTA
