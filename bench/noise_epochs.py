@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
-from bench.experiments import (DEFAULT_CKPT, DEFAULT_DATA, INITS, SCHEME, EpochKeeper, load, noisy_copy, score_epochs,
-                               split_stems)
+from bench.experiments import (DEFAULT_CKPT, DEFAULT_DATA, INITS, SCHEME, EpochKeeper, _read_labels, load, noisy_copy,
+                               score_epochs, split_stems)
 from seghz.classes import IGNORE, get_scheme
 
 
@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(get_scheme(SCHEME).names)
     report = {"protocol": {**{k: v for k, v in vars(a).items() if k not in ("data", "out")}},
               "train_s": round(time.perf_counter() - t0, 1), "epochs": {}}
-    final = res["refined_labels"] if res.get("refined_labels") is not None else res.get("cleaned_labels")
+    final = res.get("refined_labels")
+    if cfg.clean != "none":  # cross-fitted cleaning keeps its labels next to the checkpoint
+        from seghz.train.trainer import clean_path
+
+        final = _read_labels(clean_path(ck))
     if final is not None:
         report["labels"] = label_report(truth, [lb for _, lb in train_s], final, names)
         print("labels:", json.dumps(report["labels"]), flush=True)

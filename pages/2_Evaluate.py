@@ -13,7 +13,7 @@ from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
 from seghz.evaluate import evaluate_split, label_for_checkpoint
-from seghz.metrics import calibration_report
+from seghz.metrics import calibration_report, coverage_at
 from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html
 
 ws = page_header("Evaluate", "Scores of a checkpoint on the labelled scenes of a split, using the latest label versions.")
@@ -271,8 +271,8 @@ g2.plotly_chart(report.class_metric_bars(vres, colors), key="eval_class_bars")
 # ---------------------------------------------------------------------------------------------- calibration
 st.subheader("Calibration: how far to trust the confidence")
 if not result.get("calibration"):
-    st.caption("This cached result predates the calibration counts: tick **Recompute** and run the evaluation again "
-               "to see them.")
+    st.caption("This cached result predates the calibration counts: tick **Recompute even if a cached result "
+               "exists**, then press **Run evaluation**.")
 else:
     cal = calibration_report(result["calibration"], list(result["classes"]))
     native = list(result["classes"])
@@ -280,25 +280,25 @@ else:
     k1.metric("ECE (expected calibration error)", "–" if cal["ece"] is None else f"{100 * cal['ece']:.1f} pp",
               help="Pixel-weighted mean gap between the model's confidence and how often the label agrees, over "
                    "10 confidence bins. 0 = the confidence means what it says.")
-    mean_conf = sum((b["confidence"] or 0) * b["count"] for b in cal["bins"]) / max(cal["pixels"], 1)
-    k2.metric("mean confidence", report.fmt_pct(mean_conf))
-    k3.metric("label agrees", report.fmt_pct(result.get("oa")))
+    k2.metric("mean confidence", report.fmt_pct(cal["confidence"]))
+    k3.metric("label agrees (OA)", report.fmt_pct(cal["accuracy"]))
     if view != ck.scheme:
         st.caption(f"Calibration is over the checkpoint's own classes (**{ck.scheme}**), not the collapsed view.")
     r1, r2 = st.columns(2)
     cal_cls = r1.selectbox("Reliability of", ["__all__", *[n for n in native if cal["per_class"][n]["pixels"] > 0]],
                            key="eval_cal_class", format_func=lambda v: "all pixels" if v == "__all__" else f"pixels predicted {v}")
-    abstain = r2.slider("Abstain below confidence", 0.0, 0.9, 0.0, 0.1, key="eval_abstain", format="%.1f",
-                        help="What you keep if you leave pixels below this confidence for review (the Map page's "
-                             "low-confidence layer shows where they are).")
+    abstain_pct = r2.slider("Abstain below confidence", 0, 90, 0, 10, key="eval_abstain", format="%d%%",
+                            help="What you keep if you leave the pixels below this confidence for review (on the "
+                                 "Map page, the low-confidence layer marks those below 90 %).")
+    abstain = abstain_pct / 100
     native_colors = scheme.hex_colors() if scheme is not None and native_ok else None
     col = None if cal_cls == "__all__" or native_colors is None else native_colors[native.index(cal_cls)]
     f1c, f2c = st.columns(2)
     f1c.plotly_chart(report.reliability_figure(cal, None if cal_cls == "__all__" else cal_cls, col), key="eval_reliability")
     f2c.plotly_chart(report.coverage_figure(cal, abstain), key="eval_coverage")
-    row = next(c for c in cal["coverage"] if abs(c["threshold"] - abstain) < 1e-6)
+    row = coverage_at(cal, abstain)
     st.caption(f"Abstaining below {abstain:.0%} keeps {report.fmt_pct(row['kept'])} of the labelled pixels; the label "
-               f"agrees with {report.fmt_pct(row['accuracy'])} of them (all pixels: {report.fmt_pct(result.get('oa'))}).")
+               f"agrees with {report.fmt_pct(row['accuracy'])} of them (all pixels: {report.fmt_pct(cal['accuracy'])}).")
     st.dataframe(report.calibration_table(cal, abstain), hide_index=True, key="eval_cal_table",
                  column_config={"mean confidence": pct, "label agrees": pct, "kept": pct, "label agrees (kept)": pct,
                                 "predicted (px)": st.column_config.NumberColumn(format="localized"),

@@ -78,11 +78,14 @@ def collapse_confusion(cm: Sequence[Sequence[float]] | np.ndarray, src: str, dst
 
 def collapse_result(result: dict, src: str, dst: str) -> dict:
     """An evaluation result seen in scheme ``dst``: scores of the collapsed matrix, per-scene matrices
-    collapsed, label/prediction frequencies recomputed. ``src == dst`` returns ``result`` unchanged."""
+    collapsed, label/prediction frequencies recomputed; the calibration counts (and their ECE) are left out: whether
+    a pixel's label agrees depends on the scheme, so they cannot be collapsed. ``src == dst`` returns ``result``
+    unchanged."""
     if src == dst:
         return result
     cm = collapse_confusion(result["confusion"], src, dst)
-    out = {k: v for k, v in result.items() if k not in ("per_class", "confusion", "classes", "present")}
+    out = {k: v for k, v in result.items()
+           if k not in ("per_class", "confusion", "classes", "present", "calibration", "ece")}
     out.update(scores(cm, get_scheme(dst).names))
     out["per_scene"] = {sid: collapse_confusion(c, src, dst).tolist() for sid, c in (result.get("per_scene") or {}).items()}
     total = max(int(cm.sum()), 1)

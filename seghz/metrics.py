@@ -108,7 +108,7 @@ def add_calibration(a: dict | None, b: dict) -> dict:
 def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = None) -> dict:
     """How far the model's confidence can be trusted, from :func:`calibration_counts`.
 
-    Returns ``{"ece", "pixels", "bins": [{"lo", "hi", "count", "accuracy", "confidence"}], "per_class": {name:
+    Returns ``{"ece", "pixels", "confidence", "accuracy", "bins": [{"lo", "hi", "count", "accuracy", "confidence"}], "per_class": {name:
     {"ece", "pixels", "accuracy", "confidence"}}, "per_class_bins": {name: [{"count", "accuracy", "confidence"}]},
     "coverage": [{"threshold", "kept", "accuracy", "per_class": {name: {"kept", "accuracy"}}}]}``: the expected calibration error (the pixel-weighted mean |accuracy −
     confidence| over the bins; per class over the pixels predicted as that class), the reliability points, and
@@ -119,6 +119,8 @@ def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = No
     csum = np.asarray(cal["conf_sum"], np.float64)
     nc, nb = count.shape
     names = list(names) if names is not None else [str(i) for i in range(nc)]
+    if len(names) != nc:
+        raise ValueError(f"calibration counts hold {nc} classes but {len(names)} names were given")
 
     def ratio(a, b):
         return float(a / b) if b > 0 else None
@@ -133,7 +135,8 @@ def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = No
 
     c_all, k_all, s_all = count.sum(0), correct.sum(0), csum.sum(0)
     total = float(c_all.sum())
-    out = {"ece": ece(c_all, k_all, s_all), "pixels": int(total),
+    out = {"ece": ece(c_all, k_all, s_all), "pixels": int(total), "confidence": ratio(s_all.sum(), total),
+           "accuracy": ratio(k_all.sum(), total),
            "bins": [{"lo": i / nb, "hi": (i + 1) / nb, "count": int(c_all[i]), "accuracy": ratio(k_all[i], c_all[i]),
                      "confidence": ratio(s_all[i], c_all[i])} for i in range(nb)],
            "per_class": {n: {"ece": ece(count[j], correct[j], csum[j]), "pixels": int(count[j].sum()),
@@ -150,6 +153,14 @@ def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = No
             "per_class": {n: {"kept": ratio(kc[j], count[j].sum()), "accuracy": ratio(kk[j], kc[j])}
                           for j, n in enumerate(names)}})
     return out
+
+
+def coverage_at(cal_report: dict, threshold: float) -> dict:
+    """The coverage row of a :func:`calibration_report` for abstaining below ``threshold``, rounded down to a bin
+    edge (below the first edge: the first row)."""
+    rows = cal_report["coverage"]
+    k = max([i for i, c in enumerate(rows) if c["threshold"] <= threshold + 1e-9], default=0)
+    return rows[k]
 
 
 def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from seghz.metrics import as_float as _num
+from seghz.metrics import coverage_at
 
 CONFUSION_MODES = ("counts", "recall", "precision")
 CONFUSION_MODE_LABELS = {
@@ -199,8 +200,7 @@ def frequency_figure(result: dict, colors: Sequence[str] | None = None) -> go.Fi
 def reliability_figure(cal: dict, cls: str | None = None, color: str | None = None) -> go.Figure:
     """Reliability diagram of a :func:`seghz.metrics.calibration_report`: the share of pixels the label agrees with
     against the model's mean confidence, per confidence bin (marker area = pixels), with the diagonal of perfect
-    calibration. ``cls``: only the pixels predicted as that class (its points are recomputed from the coverage
-    rows, so no bin counts are needed twice)."""
+    calibration. ``cls``: only the pixels predicted as that class."""
     bins = cal["bins"]
     if cls is None:
         pts = [(b["confidence"], b["accuracy"], b["count"], b["lo"], b["hi"]) for b in bins]
@@ -253,9 +253,7 @@ def coverage_figure(cal: dict, threshold: float | None = None) -> go.Figure:
 def calibration_table(cal: dict, threshold: float = 0.0) -> pd.DataFrame:
     """Per predicted class: pixels, mean confidence, how often the label agrees, ECE, and what abstaining below
     ``threshold`` (rounded down to a bin edge) keeps of that class and how often the label agrees there."""
-    edges = [c["threshold"] for c in cal["coverage"]]
-    k = max([i for i, t in enumerate(edges) if t <= threshold + 1e-9], default=0)
-    row = cal["coverage"][k]["per_class"]
+    row = coverage_at(cal, threshold)["per_class"]
     out = [{"class": n, "predicted (px)": v["pixels"], "mean confidence": v["confidence"], "label agrees": v["accuracy"],
             "ECE (pp)": None if v["ece"] is None else 100 * v["ece"], "kept": row[n]["kept"],
             "label agrees (kept)": row[n]["accuracy"]}

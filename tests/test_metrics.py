@@ -197,6 +197,16 @@ def test_calibration_of_a_calibrated_model_is_near_zero_and_of_an_overconfident_
     assert over == pytest.approx(0.99 - right.mean(), abs=1e-9)
 
 
+def test_coverage_row_rounds_the_threshold_down_to_a_bin_edge():
+    from seghz.metrics import coverage_at
+
+    rep = calibration_report(calibration_counts(np.array([0, 0]), np.array([0.55, 0.95]), np.array([0, 0]), 1))
+    assert coverage_at(rep, 0.59)["threshold"] == pytest.approx(0.5) and coverage_at(rep, 0.59)["kept"] == 1
+    assert coverage_at(rep, 0.6)["kept"] == pytest.approx(0.5) and coverage_at(rep, -1)["threshold"] == 0
+    assert coverage_at(rep, 5)["threshold"] == pytest.approx(0.9)
+    assert rep["confidence"] == pytest.approx(0.75) and rep["accuracy"] == 1
+
+
 def test_calibration_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="differ in size"):
         calibration_counts(np.zeros(3), np.zeros(4), np.zeros(3), 2)
@@ -204,3 +214,5 @@ def test_calibration_refuses_mismatched_inputs():
     b = calibration_counts(np.zeros(3, np.uint8), np.zeros(3), np.zeros(3, np.uint8), 3)
     with pytest.raises(ValueError, match="cannot be added"):
         add_calibration(a, b)
+    with pytest.raises(ValueError, match="hold 2 classes but 3 names"):
+        calibration_report(a, ["x", "y", "z"])

@@ -309,6 +309,13 @@ def test_region_job_compiles_where_it_pays_and_refuses_a_bad_choice(ws, monkeypa
     cfg_off = {**cfg, "tta": "none", "compile": "off"}
     jid = ws.create_job("predict-region", cfg_off)
     assert predict_region_job(ws, jid, cfg_off, ProgressReporter(ws, jid))["compiled"] is False and len(asked) == 1
+    # "on": the job runs its full windows through the compiled model (here the eager one stands in for it)
+    used = []
+    monkeypatch.setattr(engine_mod.Predictor, "_compiled_fn",
+                        lambda self: (used.append(1) or self.model) if self.compile else None)
+    cfg_on = {**cfg, "tta": "none", "compile": "on"}
+    jid = ws.create_job("predict-region", cfg_on)
+    assert predict_region_job(ws, jid, cfg_on, ProgressReporter(ws, jid))["compiled"] is True and used
     loads = []
     monkeypatch.setattr(engine_mod.Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: loads.append(a)))
     bad = {**cfg, "compile": "yes"}

@@ -157,7 +157,7 @@ def test_evaluate_runs_and_shows_metrics_and_charts(ws):
     cal = calibration_report(ev[0].result["calibration"], ev[0].result["classes"])
     assert metrics["ECE (expected calibration error)"] == f"{100 * cal['ece']:.1f} pp"
     kept = next(c for c in cal["coverage"] if abs(c["threshold"] - 0.5) < 1e-9)
-    at.slider(key="eval_abstain").set_value(0.5).run()
+    at.slider(key="eval_abstain").set_value(50).run()
     assert_ok(at)
     assert any(f"Abstaining below 50% keeps {kept['kept'] * 100:.1f} %" in c.value for c in at.caption)
     (table,) = [d.value for d in at.dataframe if "label agrees (kept)" in d.value.columns]
@@ -816,3 +816,9 @@ def test_evaluate_collapsed_scheme_view(ws, tiny_checkpoint):
     assert mi == f"{100 * want:.1f} %"
     assert "collapsed from **hz14** to **hz7**" in texts(at)
     assert list(_frame_with(at, "bias")["class"]) == list(get_scheme("hz7").names)
+    # this injected result has no calibration counts (as one cached before they existed): the page says how to get them
+    assert "predates the calibration counts" in texts(at)
+    # counts of the native classes cannot be collapsed: the collapsed view leaves them out
+    with_cal = {**res, "calibration": {"bins": 10, "count": [[0] * 10] * hz14.num_classes}, "ece": 0.1}
+    collapsed = drilldown.collapse_result(with_cal, "hz14", "hz7")
+    assert "calibration" not in collapsed and "ece" not in collapsed and "calibration" in with_cal

@@ -38,6 +38,7 @@ def sources(tmp_path):
         {"row": "noisy_nm_cos", "seed": 0, "miou": 0.62, "miou_gt": 0.66},
         {"row": "noisy_nm_kept", "seed": 0, "miou": 0.75, "miou_gt": 0.80},
         {"row": "noisy_nm_const", "seed": 0, "miou": 0.20, "miou_gt": 0.22},
+        {"row": "noisy_ls", "seed": 0, "miou": 0.70},  # no GT-class mIoU: left out of a miou_gt panel
     ]}
     paths = {}
     for name, d in (("proxy", proxy), ("again", again), ("report", report)):
@@ -65,13 +66,15 @@ def test_paired_recovery_per_panel_by_hand(sources):
     assert odd["recovery"] == pytest.approx(0.25) and odd["se"] is None and odd["label"] == "gce_q=0.5, robust=gce"
     gt = {p["row"]: p["recovery"] for p in rc.panel_points(rc.load_runs([sources["report"]], "miou_gt"), "miou_gt")}
     assert gt["noisy_nm_kept"] == pytest.approx(18 / 20) and gt["noisy_nm_const"] == pytest.approx(-2.0)
+    assert "noisy_ls" not in gt  # its plain mIoU does not stand in for the missing metric
 
 
 def test_svg_places_each_diamond_at_its_recovery(sources):
     pts = rc.panel_points(rc.load_runs([sources["report"]], "miou"), "miou")
-    assert [p["row"] for p in pts] == ["noisy_nm_kept", "noisy_nm_cos", "noisy_nm_const"]  # best first
+    assert [p["row"] for p in pts] == ["noisy_nm_kept", "noisy_ls", "noisy_nm_cos", "noisy_nm_const"]  # best first
     labels = [p["label"] for p in pts]
-    assert len(set(labels)) == 3 and all(lb.startswith("noise mask (") for lb in labels)  # one short name: full ones
+    nm = [lb for p, lb in zip(pts, labels) if p["row"].startswith("noisy_nm")]
+    assert len(set(nm)) == 3 and all(lb.startswith("noise mask (") for lb in nm)  # one short name: full ones
     svg = rc.render_svg([("panel", pts)], lo=-1.5, hi=1.0, width=980)
     marks = re.findall(r'data-row="([^"]+)" data-recovery="([^"]+)" d="M([\d.]+),', svg)
     assert [m[0] for m in marks] == [p["row"] for p in pts]
@@ -87,7 +90,7 @@ def test_svg_places_each_diamond_at_its_recovery(sources):
 def test_cli_writes_the_chart_and_names_a_missing_source(tmp_path, sources):
     out = tmp_path / "r.svg"
     assert rc.main(["--out", str(out), "--panel", f"P={sources['proxy']}", "--panel", f"Q={sources['report']}@miou_gt"]) == 0
-    assert out.read_text().count('class="mean"') == 5
+    assert out.read_text().count('class="mean"') == 5  # proxy: coteach, odd; report (GT): nm_kept, nm_cos, nm_const
     with pytest.raises(SystemExit, match="nope.json: run JSON not found"):
         rc.main(["--out", str(out), "--panel", f"P={tmp_path / 'nope.json'}"])
 

@@ -557,7 +557,7 @@ def train(
     Returns ``{"checkpoint", "state", "best_val", "history", "seconds", "stopped_early", "resumed_from",
     "refine_epoch", "refined_labels"}`` (the last two: the epoch of the latest label refinement and the labels it
     produced, one uint8 map per training sample; None without refinement) and, with cross-fitted cleaning,
-    ``"clean"`` (its statistics) and ``"cleaned_labels"`` (the labels the final model trained on, same order).
+    ``"clean"`` (its statistics; the cleaned labels are in :func:`clean_path`).
     """
     if resume is not None:
         cfg.resume = bool(resume)
@@ -584,7 +584,6 @@ def train(
                      should_cancel, meta_extra)
         if clean_stats is not None:
             res["clean"] = clean_stats
-            res["cleaned_labels"] = [s[1] for s in train_samples]  # what the final model trained on
         return res
     finally:
         if dctx.owns_group:
