@@ -73,7 +73,8 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
 
     Args:
         result: :func:`seghz.metrics.scores` output (``classes``, ``confusion``, ``per_class``, ``miou`` ...),
-            optionally with ``freq_label`` / ``freq_pred``.
+            optionally with ``freq_label`` / ``freq_pred`` and ``calibration`` (counts of
+            :func:`seghz.metrics.calibration_counts`: adds a calibration section).
         examples: Confusion examples to show as thumbnails.
         title, subtitle: Heading and a line under it (checkpoint, data, TTA, date).
         colors: Class colours (hex) in scheme order for the axes and bars.
@@ -94,6 +95,20 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
                  f"{100 * report.BIAS_THRESHOLD:.0f} pp for: {html.escape(', '.join(biased))}</p>" if biased else
                  "<p>No class is over- or under-predicted by more than "
                  f"{100 * report.BIAS_THRESHOLD:.0f} pp.</p>")
+    cal_html = ""
+    if result.get("calibration"):
+        from seghz.metrics import calibration_report
+
+        cal = calibration_report(result["calibration"], list(result["classes"]))
+        cal_fig = report.reliability_figure(cal).to_html(full_html=False, include_plotlyjs=False,
+                                                         config={"displaylogo": False})
+        cal_tab = report.calibration_table(cal, 0.9).to_html(index=False, float_format=lambda v: f"{v:.4f}",
+                                                            na_rep="–", border=0)
+        ece = "–" if cal["ece"] is None else f"{100 * cal['ece']:.2f}"
+        cal_html = (f"<h2>Calibration</h2><p>Expected calibration error <b>{ece} pp</b> (pixel-weighted gap between "
+                    f"the model's confidence and how often the label agrees, over 10 bins). The table's last two "
+                    f"columns: what abstaining below 90 % confidence keeps of each predicted class.</p>"
+                    f"{cal_fig}{cal_tab}")
     ex_html = "".join(
         f"<div class='ex'><div><b>{html.escape(e.true)} → {html.escape(e.predicted)}</b>: {e.count:,} px in "
         f"<code>{html.escape(e.image_name)}</code> rows {e.bbox[0]}–{e.bbox[2]}, cols {e.bbox[1]}–{e.bbox[3]}</div>"
@@ -107,6 +122,7 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
 {parts[0]}{parts[1]}
 <h2>Per class</h2>{table}
 <h2>Class frequencies</h2>{parts[2]}{freq_html}{bias_line}
+{cal_html}
 <h2>Top confusions</h2><p>image | label | prediction | the confused pixels in magenta</p>{ex_html}
 </body></html>
 """

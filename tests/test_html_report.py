@@ -37,6 +37,23 @@ def test_render_is_self_contained_with_every_section():
     assert len(re.findall(r'class="plotly-graph-div"', doc)) == 3
     assert not re.search(r"<script[^>]+src=", doc), "no external scripts: the file must open offline"
     assert "Buildings" in doc.split("Class frequencies")[1]  # the bias line names the over-predicted class
+    assert "<h2>Calibration</h2>" not in doc  # no counts, no section
+
+
+def test_render_adds_a_calibration_section_from_the_counts():
+    from seghz.metrics import calibration_counts, calibration_report, scores
+
+    pred = np.array([0, 0, 2, 2, 2])
+    gt = np.array([0, 2, 2, 2, 5])
+    conf = np.array([0.95, 0.95, 0.6, 0.92, 0.3])
+    res = scores(np.bincount(gt * 7 + pred, minlength=49).reshape(7, 7), list(HZ7.names))
+    res["calibration"] = calibration_counts(pred, conf, gt, 7)
+    doc = render(res, [], title="T", colors=HZ7.hex_colors())
+    want = calibration_report(res["calibration"], list(HZ7.names))["ece"]
+    section = doc.split("<h2>Calibration</h2>")[1]
+    assert f"<b>{100 * want:.2f} pp</b>" in section
+    assert len(re.findall(r'class="plotly-graph-div"', doc)) == 4  # + the reliability diagram
+    assert "Water" in section and "Green_land" in section and "Forest" not in section  # predicted classes only
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +83,7 @@ def test_report_cli_writes_an_offline_html_report(tiny_ckpt, tmp_path, capsys):
     assert rc == 0 and out.is_file()
     doc = out.read_text()
     assert "2 image(s)" in doc and "<h2>Top confusions</h2>" in doc
+    assert "<h2>Calibration</h2>" in doc  # the CLI's evaluation keeps the counts
     assert 1 <= doc.count("<img alt='example' src='data:image/png;base64,") <= 3  # one example per top confusion (an untrained model confuses)
     assert not re.search(r"<script[^>]+src=", doc)
     assert "wrote" in capsys.readouterr().err
