@@ -208,6 +208,13 @@ def test_labels_queue_paint_save_history_undo(e2e_app, page, tmp_path):
     page.goto(f"{url}/Labels", wait_until="domcontentloaded")
     page.get_by_text("Paint a correction").first.wait_for()
     set_analyst(page, "E2E Analyst")
+    # the scene box is re-rendered by the analyst's rerun: wait until it shows a scene again (a read in the middle of
+    # that rerun found it empty once, on a loaded 2-core CI machine)
+    names = [s.name for s in ws.list_scenes()]
+    page.wait_for_function(
+        "([key, names]) => { const b = document.querySelector('.st-key-' + key); if (!b) return false;"
+        " const t = [b.innerText, ...[...b.querySelectorAll('input')].map(i => i.value)].join(' ');"
+        " return names.some(n => t.includes(n)); }", arg=["lbl_scene", names], timeout=60_000)
     shown = selectbox_text(page, "lbl_scene")  # the first labelled scene: whichever it is, edit that one
     sid = next(s.id for s in ws.list_scenes() if s.name in shown)
     before = ws.latest_label_version(sid)
