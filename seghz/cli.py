@@ -127,7 +127,7 @@ def _evaluate_folder(a, keep: bool = False):
     from seghz.classes import get_scheme, index_crosswalk
     from seghz.data.io import list_pairs, read_pair
     from seghz.infer.engine import Predictor
-    from seghz.metrics import add_calibration, calibration_counts, calibration_report, confusion_matrix, scores
+    from seghz.metrics import add_calibration, calibration_counts, confusion_matrix, evaluation_scores
     from seghz.models.checkpoint import read_metadata
 
     meta = read_metadata(a.checkpoint)
@@ -158,11 +158,8 @@ def _evaluate_folder(a, keep: bool = False):
             bar((i + 1) / len(pairs), ip.name)
     finally:
         bar.close()
-    sc = scores(cm, meta["scheme"]["names"])
-    total = max(int(cm.sum()), 1)
-    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme, per_scene=per_scene,
-              freq_label=(cm.sum(1) / total).tolist(), freq_pred=(cm.sum(0) / total).tolist(), calibration=calib,
-              ece=calibration_report(calib)["ece"] if calib is not None else None)
+    sc = evaluation_scores(cm, meta["scheme"]["names"], calib)
+    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme, per_scene=per_scene)
     return sc, kept, meta
 
 
@@ -325,17 +322,14 @@ def _parse_tta(text: str):
 
 
 def _want_compile(choice: str, pred, image, views: int = 1, world: int = 1) -> bool:
-    """``--compile``: ``on`` / ``off`` as asked; ``auto`` where the first compile pays for itself on this scene
-    (:func:`seghz.infer.engine.compile_pays`)."""
+    """``--compile`` for a scene file: :func:`seghz.infer.engine.want_compile` on its size (read only for ``auto``)."""
     from seghz.data.io import raster_info
-    from seghz.infer.engine import compile_pays
+    from seghz.infer.engine import want_compile
 
-    if choice == "off":
-        return False
-    if choice == "on":
-        return True
+    if choice != "auto":
+        return want_compile(choice, pred, 0, 0)
     info = raster_info(image)
-    return compile_pays(pred, info.height, info.width, views, world)
+    return want_compile(choice, pred, info.height, info.width, views, world)
 
 
 def cmd_predict_scene(a) -> int:

@@ -9,7 +9,7 @@ from seghz.classes import index_crosswalk
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
 from seghz.infer.engine import _ALIASES, TTA_MODES, VIEWS, Predictor
-from seghz.metrics import add_calibration, calibration_counts, class_frequencies, confusion_matrix, scores
+from seghz.metrics import add_calibration, calibration_counts, class_frequencies, confusion_matrix, evaluation_scores
 from seghz.store import Workspace
 
 
@@ -63,8 +63,8 @@ def evaluate_split(
     """Scores of a checkpoint over the labelled scenes of a split, using the effective (corrected) labels.
 
     The result holds the study's metrics (see :func:`seghz.metrics.scores`) plus per-scene confusion
-    matrices (``per_scene``), label/prediction class frequencies (``freq_label``/``freq_pred``) and the
-    confidence calibration counts (``calibration``, :func:`seghz.metrics.calibration_counts`).
+    matrices (``per_scene``), label/prediction class frequencies and the confidence calibration counts with
+    their ECE (:func:`seghz.metrics.evaluation_scores`).
     ``tta`` is a mode or a list (or comma-joined string) of view names; results are cached per
     :func:`tta_key` of it (``result["tta"]``), checkpoint, split and data version.
     """
@@ -100,12 +100,8 @@ def evaluate_split(
         per_scene[s.id] = cm.tolist()
         total += cm
         calib = add_calibration(calib, calibration_counts(pred, conf, lbl, nc))
-    res = scores(total, names)
-    res.update(
-        checkpoint_id=checkpoint_id, split=split, tta=tta, data_version=dv, scenes=len(scenes), per_scene=per_scene,
-        freq_label=(total.sum(1) / max(total.sum(), 1)).tolist(), freq_pred=(total.sum(0) / max(total.sum(), 1)).tolist(),
-        calibration=calib,
-    )
+    res = evaluation_scores(total, names, calib)
+    res.update(checkpoint_id=checkpoint_id, split=split, tta=tta, data_version=dv, scenes=len(scenes), per_scene=per_scene)
     ws.add_evaluation(checkpoint_id, split, tta != "none", dv, res)
     return res
 

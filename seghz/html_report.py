@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seghz import report
+from seghz.metrics import calibration_report
 
 
 @dataclass
@@ -97,8 +98,6 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
                  f"{100 * report.BIAS_THRESHOLD:.0f} pp.</p>")
     cal_html = ""
     if result.get("calibration"):
-        from seghz.metrics import calibration_report
-
         cal = calibration_report(result["calibration"], list(result["classes"]))
         cal_fig = report.reliability_figure(cal).to_html(full_html=False, include_plotlyjs=False,
                                                          config={"displaylogo": False})

@@ -155,6 +155,18 @@ def calibration_report(cal: dict, names: list[str] | tuple[str, ...] | None = No
     return out
 
 
+def evaluation_scores(cm: np.ndarray, names: list[str] | tuple[str, ...], calibration: dict | None = None) -> dict:
+    """An evaluation's result from its summed confusion matrix and calibration counts: :func:`scores` plus the
+    label / prediction class frequencies (``freq_label`` / ``freq_pred``), the counts (``calibration``) and their
+    pooled ``ece`` (None without counts). The workspace evaluation and ``seghz evaluate`` both finish with it."""
+    cm = np.asarray(cm)
+    out = scores(cm, names)
+    total = max(int(cm.sum()), 1)
+    out.update(freq_label=(cm.sum(1) / total).tolist(), freq_pred=(cm.sum(0) / total).tolist(), calibration=calibration,
+               ece=calibration_report(calibration, names)["ece"] if calibration is not None else None)
+    return out
+
+
 def coverage_at(cal_report: dict, threshold: float) -> dict:
     """The coverage row of a :func:`calibration_report` for abstaining below ``threshold``, rounded down to a bin
     edge (below the first edge: the first row)."""

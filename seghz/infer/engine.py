@@ -459,6 +459,24 @@ CUDA_COMPILE_MIN_PX = 14e9
 CPU_COMPILE_MIN_WINDOWS = 32
 
 
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+def check_compile_choice(choice: str) -> str:
+    """``choice`` when it is one of :data:`COMPILE_CHOICES`, else a ValueError (callers check before loading a model)."""
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be 'auto', 'on' or 'off', got {choice!r}")
+    return choice
+
+
+def want_compile(choice: str, pred, height: int, width: int, views: int = 1, world: int = 1) -> bool:
+    """``on`` / ``off`` as asked; ``auto``: :func:`compile_pays` on a ``height`` × ``width`` image (the rule of
+    ``predict-scene --compile`` and of the big-region job)."""
+    if check_compile_choice(choice) != "auto":
+        return choice == "on"
+    return compile_pays(pred, height, width, views, world)
+
+
 def compile_pays(pred, height: int, width: int, views: int = 1, world: int = 1) -> bool:
     """Whether ``torch.compile`` pays for itself on a ``height`` × ``width`` image (or window of a scene) predicted
     with ``views`` TTA views by a process that runs about 1/``world`` of its windows (each torchrun rank compiles
@@ -974,9 +992,11 @@ __all__ = [
     "PredictionResult",
     "Predictor",
     "Strip",
+    "COMPILE_CHOICES",
     "CPU_COMPILE_MIN_WINDOWS",
     "CUDA_COMPILE_MIN_PX",
     "auto_batch_size",
+    "check_compile_choice",
     "compile_pays",
     "compiler_available",
     "host_outputs",
@@ -985,5 +1005,6 @@ __all__ = [
     "sliding_windows",
     "tta_views",
     "window_rows",
+    "want_compile",
     "window_weights",
 ]

@@ -287,13 +287,11 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     ``tta`` (``none`` / ``d4`` / a list of view names), ``device``, ``compile`` (``auto``, the default: where the
     first ``torch.compile`` pays for itself on this window, :func:`seghz.infer.engine.compile_pays`; ``on``; ``off``).
     """
-    from seghz.infer.engine import Predictor, compile_pays, tta_views
+    from seghz.infer.engine import Predictor, check_compile_choice, tta_views, want_compile
     from seghz.infer.scene import predict_scene
     from seghz.models.checkpoint import checkpoint_scheme
 
-    choice = config.get("compile", "auto")
-    if choice not in ("auto", "on", "off"):
-        raise ValueError(f"compile must be 'auto', 'on' or 'off', got {choice!r}")
+    choice = check_compile_choice(config.get("compile", "auto"))  # before the model is loaded
     scene = ws.get_scene(config["scene_id"])
     cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
     if not cid:
@@ -304,11 +302,11 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     out.parent.mkdir(parents=True, exist_ok=True)
     window = tuple(int(v) for v in config["window"])
     tta = config.get("tta", "none")
-    pred.compile = choice == "on" or (choice == "auto" and compile_pays(pred, window[2], window[3], len(tta_views(tta))))
+    pred.compile = want_compile(choice, pred, window[2], window[3], len(tta_views(tta)))
     if pred.compile:
         progress.log("the model is compiled on its first windows (torch.compile: it pays for itself on a region this size)")
     progress.log(f"predicting rows {window[0]}..{window[0] + window[2] - 1}, cols {window[1]}..{window[1] + window[3] - 1} "
-                 f"of scene {scene.id} with {cid} (TTA {config.get('tta', 'none')})")
+                 f"of scene {scene.id} with {cid} (TTA {tta})")
 
     def should_cancel() -> bool:
         progress.check_cancel()
