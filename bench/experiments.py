@@ -130,6 +130,9 @@ ROWS: dict[str, tuple[str, dict]] = {
                    {"coteach": 0.3, "coteach_select": "pixel"}),
     "drop_coteach": ("+ component drop + co-teaching (forget rate 0.3 per given class) on the labels it keeps",
                      {"refine": "drop", "coteach": 0.3}),
+    "elr": ("+ early-learning regularisation (λ 3) towards the moving average of the weights (horizon 10 %; it is "
+            "validated and saved)", {"elr": 3.0, "ema": 0.1}),
+    "ema10": ("+ moving average of the weights (horizon 10 % of the steps), ELR's teacher alone", {"ema": 0.1}),
 }
 BASE = {"class_weights": "none", "dice": False}
 ALL_ROWS = [k for k in ROWS if not k.startswith("rv")] + [f"noisy_{k}" for k in ROWS]

@@ -48,6 +48,15 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   ``"pixel"`` ranks all the batch's pixels together (the paper's rule). Trusted pixels are never left out. The
   means divide by the kept pixels' weights; Dice, when on, sees only the kept pixels. It cannot be combined with the
   noise mask, OHEM, bootstrapping, the consistency loss or a robust loss (other rules for the same pixels).
+* **Early-learning regularisation** (``elr`` = λ > 0; Liu et al., NeurIPS 2020, "Early-learning regularization
+  prevents memorization of noisy labels", in the form of their ELR+ whose targets come from a weight average):
+  adds ``λ · mean log(1 − ⟨p, t⟩)`` over the labelled pixels (:func:`elr_term`), where ``p`` is the model's softmax
+  and ``t`` the softmax of a *teacher*, the moving average of the weights (``TrainConfig.ema``), on the same batch,
+  without gradient. Early in training a network fits the clean majority first, and the averaged weights keep that
+  early fit; the term pulls ``p`` towards it, which cancels the CE gradient on pixels whose label disagrees with the
+  teacher (the flips) and adds to it where they agree. Trusted and ignored pixels: trusted pixels get the term too
+  (it only pulls towards the teacher, and the label's CE stays); ignored pixels are left out. It runs one more
+  forward pass per step (the teacher's).
 
 :class:`SegLoss` builds the combination; ``SegLoss(weights, dice)`` keeps the v1 signature.
 """
@@ -69,6 +78,7 @@ NOISE_MODES = ("none", "cos", "const")
 NOISE_DENOMINATORS = ("all", "kept")
 BOOTSTRAP_MODES = ("none", "soft", "hard")
 ROBUST_MODES = ("none", "forward", "gce")
+ELR_FLOOR = 1e-4  # 1 − ⟨p, t⟩ is clamped to at least this before the log (⟨p, t⟩ → 1 when both are one-hot)
 COTEACH_SELECT = ("class", "pixel")
 LN100 = math.log(100.0)
 LN10 = math.log(10.0)
@@ -443,6 +453,21 @@ def forward_ce(logits: torch.Tensor, target: torch.Tensor, transition: torch.Ten
     return torch.where(valid, loss, torch.zeros_like(loss)), valid
 
 
+def elr_term(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Early-learning regularisation (Liu et al. 2020): ``mean log(1 − ⟨softmax(logits), softmax(teacher)⟩)`` over the
+    pixels whose target is not ignore (0 when there are none). The teacher gets no gradient; ``1 − ⟨p, t⟩`` is
+    clamped to at least :data:`ELR_FLOOR`. Its gradient with respect to the logits is ``−(p ⊙ t − ⟨p, t⟩ p) /
+    (1 − ⟨p, t⟩)`` per pixel: it raises the classes the teacher believes in more than the model does."""
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(f"the teacher's logits {tuple(teacher_logits.shape)} must match the model's {tuple(logits.shape)}")
+    valid = target != IGNORE
+    p = torch.softmax(logits.float(), dim=1)
+    t = torch.softmax(teacher_logits.detach().float(), dim=1)
+    dot = (p * t).sum(dim=1)
+    per = torch.log((1.0 - dot).clamp_min(ELR_FLOOR))
+    return _ratio((per * valid).sum(), valid.sum().float())
+
+
 def generalized_ce(logits: torch.Tensor, target: torch.Tensor, q: float = 0.7, smoothing: float = 0.0,
                    trusted: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel generalized cross entropy ``(loss, valid)``, each ``N×H×W`` (Zhang & Sabuncu 2018).
@@ -546,6 +571,8 @@ class LossConfig:
     coteach: float = 0.0
     coteach_ramp: float = 0.2  # the forget rate rises linearly from 0 over this fraction of the run's steps
     coteach_select: str = "class"  # rank pixels within each given class of the batch ("class") or all together
+    # early-learning regularisation: λ of elr_term against the moving average of the weights (0: off; needs a teacher)
+    elr: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -616,6 +643,13 @@ class LossConfig:
             if other:
                 raise ValueError(f"co-teaching chooses which pixels each network trains on; it cannot be combined "
                                  f"with {' or '.join(other)}: enable only one of them")
+        if isinstance(self.elr, bool) or not (isinstance(self.elr, (int, float)) and math.isfinite(self.elr)
+                                               and self.elr >= 0):
+            raise ValueError(f"elr (λ of the early-learning regularisation; 0 = off) must be a finite number >= 0 "
+                             f"(got {self.elr!r})")
+        if self.elr > 0 and self.coteach > 0:
+            raise ValueError("co-teaching and the early-learning regularisation both decide how the flipped pixels are "
+                             "handled; enable only one of them")
         for name in ("dice_weight", "consistency_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -756,14 +790,26 @@ class SegLoss(torch.nn.Module):
         return self._main(logits, target, trusted, record=True)
 
     def model_loss(self, model, x: torch.Tensor, y: torch.Tensor, trusted: torch.Tensor | None = None,
-                   k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   k: int | None = None, teacher=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``model(x)``; return ``(loss, logits)`` with the consistency term added when enabled.
 
         Models with an auxiliary head (HRNetOCR's soft object regions) leave its logits in
         ``model.aux_logits`` after a training forward; they add ``model.aux_weight`` × the same loss.
+        With ``elr`` > 0, ``teacher`` (a module, e.g. the moving average of the weights) is run on ``x`` without
+        gradient and :func:`elr_term` × λ is added (``last_stats["elr"]`` holds the term).
         """
+        if self.config.elr > 0 and teacher is None:
+            raise ValueError("the early-learning regularisation (elr > 0) needs a teacher: the moving average of the "
+                             "weights (TrainConfig.ema > 0)")
         logits = model(x)
         loss = self.forward(logits, y, trusted)
+        if self.config.elr > 0:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            target = y.long()
+            term = elr_term(self._resize(logits, target), self._resize(t_logits, target), target)
+            loss = loss + float(self.config.elr) * term
+            self.last_stats["elr"] = term.detach()
         aux = getattr(model, "aux_logits", None) if model.training else None
         if aux is not None and getattr(model, "aux_weight", 0):
             loss = loss + float(model.aux_weight) * self._main(aux, y, trusted, record=False)
@@ -777,7 +823,7 @@ class SegLoss(torch.nn.Module):
 
 
 __all__ = [
-    "LossConfig", "SegLoss", "check_transition", "class_weights", "consistency_loss", "coteach_keep", "dice_loss", "enet_class_weights",
+    "LossConfig", "SegLoss", "check_transition", "class_weights", "consistency_loss", "coteach_keep", "dice_loss", "elr_term", "enet_class_weights",
     "estimate_transition", "forward_ce",
     "forward_transition", "gce_warmup_q", "generalized_ce", "noise_mask_ce", "noise_threshold", "ohem_ce", "pixel_ce",
 ]

@@ -137,6 +137,9 @@ class TrainConfig:
     # exponential moving average of the weights (seghz.train.ema): its horizon as a fraction of the run's optimiser
     # steps (0: off). The averaged weights are validated, saved as the checkpoint and judge refine's labels
     ema: float = 0.0
+    # early-learning regularisation (Liu et al. 2020, ELR+): λ · mean log(1 − ⟨p, t⟩) with t the averaged weights'
+    # softmax on the same batch (0: off; needs ema > 0, the teacher)
+    elr: float = 0.0
     monitor: str = "miou"  # validation score that picks the best checkpoint and drives early stopping
     patience: int | None = None  # stop after this many epochs without improvement of `monitor` (None: never)
     deterministic: bool = False  # also ask torch for deterministic kernels (slower on GPU)
@@ -207,6 +210,9 @@ class TrainConfig:
         self._validate_refine()
         self._validate_clean()
         self.loss_config().validate()
+        if self.elr and not self.ema:
+            raise ValueError(f"the early-learning regularisation (elr = {self.elr}) pulls the model towards the moving "
+                             "average of its weights: set ema > 0 (e.g. 0.05, an average over the last 5 % of the steps)")
         if self.robust == "forward" and self.noise_transition is not None:
             from seghz.train.losses import check_transition
 
@@ -801,7 +807,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                     crit.set_progress(step, total)
                     loss, _ = crit.pair_loss(fwd, peer, x, y, tr)
                 else:
-                    loss, _ = crit.model_loss(fwd, x, y, tr)
+                    loss, _ = crit.model_loss(fwd, x, y, tr, teacher=ema.module if lcfg.elr > 0 else None)
             lt = loss.detach() if not dctx.on else torch.tensor(
                 _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world)
             pending.append((epoch, step + 1, lt, dict(crit.last_stats)))
