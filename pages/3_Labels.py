@@ -112,14 +112,27 @@ def reset_edit(scene_id: str) -> None:
     edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
 
 
+def flash_context() -> tuple:
+    """What a flashed message is about: the scene shown, its edit generation and the analyst."""
+    scene_id = ss.get("lbl_scene")
+    return scene_id, (edits.get(scene_id) or {}).get("gen"), analyst_name()
+
+
 def flash(kind: str, message: str, area: str = "edit") -> None:
-    ss[f"lbl_flash_{area}"] = (kind, message)
+    ss[f"lbl_flash_{area}"] = (kind, message, flash_context())
 
 
 def show_flash(area: str) -> None:
-    msg = ss.pop(f"lbl_flash_{area}", None)
-    if msg:
-        getattr(st, msg[0])(msg[1])
+    """Show the area's last message while the scene, the edit and the analyst are those it was about. It is not
+    dropped after one run: a save or a queue verdict gives the canvas a new key, and the new canvas's first value
+    reruns the page at once -- a message shown only once vanished within a second."""
+    msg = ss.get(f"lbl_flash_{area}")
+    if not msg:
+        return
+    if msg[2] != flash_context():
+        ss.pop(f"lbl_flash_{area}", None)
+        return
+    getattr(st, msg[0])(msg[1])
 
 
 def current_analyst(area: str) -> str | None:
@@ -535,16 +548,17 @@ st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f})
            "Keys: Shift+A apply · Shift+S save · Shift+Z undo · Shift+Y redo.")
 
 st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
-a1, a2, a3, a4, _ = st.columns([1, 1, 1, 1, 1])
-a1.button("Apply strokes", key="lbl_apply", on_click=on_apply, shortcut="Shift+A")
-a2.button("Save as new label version", key="lbl_save", type="primary", on_click=on_save,
-          args=(sid, active.id if active else None), shortcut="Shift+S")
-a3.button("Discard unsaved changes", key="lbl_discard", on_click=on_discard, args=(sid,))
-a4.button("Save and confirm the rest of this window", key="lbl_confirm_window", on_click=on_confirm_window,
-          args=(sid, win, active.id if active else None),
-          help="You reviewed this window: your edit is saved, and every other labelled pixel of the window that no one "
-               "has corrected or confirmed becomes confirmed (trusted). Whole reviewed windows give the Train page an "
-               "honest label-noise matrix.")
+# a row that wraps, each button as wide as its label (five equal columns cut "Save as new l…" at 1400 px)
+actions = st.container(horizontal=True, key="lbl_edit_actions")
+actions.button("Apply strokes", key="lbl_apply", on_click=on_apply, shortcut="Shift+A")
+actions.button("Save as new label version", key="lbl_save", type="primary", on_click=on_save,
+               args=(sid, active.id if active else None), shortcut="Shift+S")
+actions.button("Discard unsaved changes", key="lbl_discard", on_click=on_discard, args=(sid,))
+actions.button("Save and confirm the rest of this window", key="lbl_confirm_window", on_click=on_confirm_window,
+               args=(sid, win, active.id if active else None),
+               help="You reviewed this window: your edit is saved, and every other labelled pixel of the window that "
+                    "no one has corrected or confirmed becomes confirmed (trusted). Whole reviewed windows give the "
+                    "Train page an honest label-noise matrix.")
 if not analyst_name():
     st.caption("Enter your analyst name in the sidebar to save.")
 show_flash("edit")
@@ -634,8 +648,9 @@ if queue is not None:
                f"version {queue.label_version}, {queue.created_at[:19].replace('T', ' ')} UTC · {len(queue.items)} "
                f"item(s), {len(pending)} still to review.")
     if active is not None and queue.checkpoint_id != active.id:
-        st.warning("The active checkpoint changed since this queue was built: build it again to re-rank "
-                   "(judged items stay out unless their label changed).")
+        # not always a change of the active model: a training job re-ranks the saved queues with its new checkpoint
+        st.warning(f"This queue was built with **{queue.checkpoint_id}**, not the active checkpoint **{active.id}**: "
+                   "build it again to rank it with the active model (judged items stay out unless their label changed).")
     show_flash("queue")
     if not pending:
         st.success("Nothing left to review in this queue.")
@@ -660,19 +675,19 @@ if queue is not None:
                                f"{it.pixels} px · score {it.score:.1f} (mean {it.mean_score:.2f})")
                 right.caption(f"Location: {it.location()} of {scene.width}×{scene.height} px · send to map: bbox "
                               f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
-                k1, k2, k3 = right.columns(3)
-                k1.button("Accept prediction", key=f"lbl_q_accept_{sfx}", on_click=on_queue_action,
-                          args=(sid, it.key, "accept"), help="The component's pixels take the model's prediction.")
-                k2.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_queue_action,
-                          args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
-                k3.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
-                          args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
-                z1, z2 = right.columns(2)
-                z1.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
-                          args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
-                          help="Show this component in the correction canvas above, with its suspicion overlaid.")
-                if z2.button("Open on map", key=f"lbl_q_map_{sfx}",
-                             help="The Map page at this component, predicted, with the error layer on."):
+                verdicts = right.container(horizontal=True)  # buttons as wide as their labels (thirds cut "Accept pre…")
+                verdicts.button("Accept prediction", key=f"lbl_q_accept_{sfx}", on_click=on_queue_action,
+                                args=(sid, it.key, "accept"), help="The component's pixels take the model's prediction.")
+                verdicts.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_queue_action,
+                                args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
+                verdicts.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
+                                args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
+                openers = right.container(horizontal=True)
+                openers.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
+                               args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
+                               help="Show this component in the correction canvas above, with its suspicion overlaid.")
+                if openers.button("Open on map", key=f"lbl_q_map_{sfx}",
+                                  help="The Map page at this component, predicted, with the error layer on."):
                     ss["map_jump"] = {"scene_id": sid, "bbox": tuple(int(v) for v in it.bbox), "layer": "error",
                                       "why": f"noise-queue item: label {it.label_class}, model {it.predicted_class}"}
                     st.switch_page("pages/1_Map.py")

@@ -270,6 +270,25 @@ def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
     assert {"kind", "analyst", "time (UTC)", "changed", "confirmed", "undone"} <= set(hist_df.columns)
 
 
+def test_labels_save_message_survives_the_new_canvas_rerun(ws, monkeypatch):
+    """In the browser a save gives the canvas a new key; the new canvas's first value reruns the page at once, and the
+    "Saved label version" confirmation, shown for one run only, vanished within a second. It now stays while the
+    scene, the edit and the analyst are unchanged."""
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    at.sidebar.text_input(key="seghz_analyst").input("Ann Analyst").run()
+    at.selectbox(key="lbl_class").set_value(HZ7.names.index("Buildings")).run()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("Saved label version 1" in s.value for s in at.success)
+    at.run()  # the rerun the new canvas triggers (no user action)
+    assert_ok(at)
+    assert any("Saved label version 1" in s.value for s in at.success), [s.value for s in at.success]
+    other = next(s.id for s in ws.list_scenes() if s.id != at.selectbox(key="lbl_scene").value)
+    at.selectbox(key="lbl_scene").set_value(other).run()  # another scene: the message is not about it
+    assert not any("Saved label version" in s.value for s in at.success)
+
+
 def test_labels_fill_eraser_and_accept_tools(ws, monkeypatch):
     """The fill tool fills the label region under the click; the eraser gives pixels back their saved label;
     accept-prediction copies the model's prediction inside the rectangle; the save records the tools used."""
@@ -448,6 +467,26 @@ def test_labels_analyst_name_empty_or_too_long(ws, monkeypatch):
     at.button(key="lbl_save").click().run()
     assert any("at most 64" in e.value for e in at.error)
     assert ws.latest_label_version(sid) == 0
+
+
+def test_labels_queue_of_another_checkpoint_names_both(ws, monkeypatch, tiny_checkpoint):
+    """A training job re-ranks the saved queues with its new checkpoint, promoted or not: the warning said "the
+    active checkpoint changed" when it had not; it now names the queue's checkpoint and the active one."""
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    at.checkbox(key=f"lbl_q_heldout_{sid}").uncheck().run()
+    at.button(key="lbl_q_build").click().run()
+    assert_ok(at)
+    assert not any("not the active checkpoint" in w.value for w in at.warning)
+    path, meta = tiny_checkpoint
+    dst = ws.root / "checkpoints" / "tiny2.safetensors"
+    dst.write_bytes(path.read_bytes())
+    ws.set_active_checkpoint(ws.register_checkpoint(dst, {**meta, "scheme": "hz7"}, checkpoint_id="tiny-2", name="tiny 2"))
+    at.run()
+    assert_ok(at)
+    assert any("built with **tiny-test**, not the active checkpoint **tiny-2**" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
 
 
 def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):

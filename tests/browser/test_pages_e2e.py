@@ -286,6 +286,20 @@ def test_labels_open_top_queue_item(e2e_app, page):
     assert not app_errors(page)
 
 
+def test_labels_buttons_show_their_whole_label(e2e_app, page):
+    """The edit row (and the queue items' verdicts, when a queue is built) were laid out in equal columns that cut
+    "Save as new l…", "Save and confirm the r…" and "Accept pre…" at 1400 px: every button shows its whole label."""
+    url, _ws = e2e_app
+    page.goto(f"{url}/Labels", wait_until="domcontentloaded")
+    page.locator(".st-key-lbl_confirm_window button").first.wait_for()
+    wait_app_idle(page)
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll("[data-testid='stMain'] button .stMarkdownEllipsis")]
+                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"""
+    )
+    assert cut == [], f"button labels cut with an ellipsis: {cut}"
+
+
 # ------------------------------------------------------------------------------------------------ 3. Train
 
 
