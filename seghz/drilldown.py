@@ -242,6 +242,20 @@ def crop(arr: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(arr)[r0:r1, c0:c1]
 
 
+def _coord_decimals(pixel_size: float) -> int:
+    """Decimals that resolve a tenth of a pixel of this size (map units per pixel): 1 for 1 m pixels, 6 for 1e-5°."""
+    if not np.isfinite(pixel_size) or pixel_size <= 0:
+        return 6
+    return int(min(12, max(0, np.ceil(-np.log10(pixel_size / 10)))))
+
+
+def _fmt_coord(v: float, decimals: int) -> str:
+    """A map coordinate in fixed notation, trailing zeros dropped (never 1.33678e+07: six significant digits of a
+    Web-Mercator easting are ±50 m)."""
+    s = f"{v:.{decimals}f}"
+    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"
+
+
 def map_location(scene: Any, bbox: tuple[int, int, int, int]) -> str:
     """Where a window is, for "open on map": scene id and pixel bbox, plus the map bbox when georeferenced."""
     r0, c0, r1, c1 = bbox
@@ -251,7 +265,8 @@ def map_location(scene: Any, bbox: tuple[int, int, int, int]) -> str:
         a, b_, c, d, e, f = tr[:6]
         xs = [a * x + b_ * y + c for x, y in ((c0, r0), (c1, r1))]
         ys = [d * x + e * y + f for x, y in ((c0, r0), (c1, r1))]
-        txt += f" · bbox ({min(xs):.6g}, {min(ys):.6g}, {max(xs):.6g}, {max(ys):.6g})"
+        digits = _coord_decimals(max(abs(a), abs(b_), abs(d), abs(e)))
+        txt += " · bbox (" + ", ".join(_fmt_coord(v, digits) for v in (min(xs), min(ys), max(xs), max(ys))) + ")"
         if getattr(scene, "crs", None):
             txt += f" {scene.crs}"
     return txt

@@ -142,6 +142,16 @@ def test_map_location_with_and_without_transform():
     assert "bbox (105, 72, 233, 200) EPSG:32650" in dd.map_location(g, (0, 10, 256, 266))
 
 
+def test_map_location_keeps_web_mercator_coordinates_to_the_pixel():
+    # the demo scenes: EPSG:3857 at ~1 m/px around x = 1.3368e7 m; six significant digits ("1.33678e+07") were ±50 m
+    g = SimpleNamespace(id="demo", transform=(0.29, 0, 13367512.34, 0, -0.29, 3540581.27), crs="EPSG:3857")
+    txt = dd.map_location(g, (256, 512, 512, 768))
+    assert "e+0" not in txt
+    assert "bbox (13367660.82, 3540432.79, 13367735.06, 3540507.03) EPSG:3857" in txt
+    deg = SimpleNamespace(id="wgs", transform=(1e-5, 0, 120.123456789, 0, -1e-5, 30.2), crs="EPSG:4326")
+    assert "bbox (120.123457, 30.19744, 120.125017, 30.2) EPSG:4326" in dd.map_location(deg, (0, 0, 256, 156))
+
+
 def test_review_list_is_appended_atomically_and_deduplicated(tmp_path):
     ws = SimpleNamespace(root=tmp_path)
     w1, w2 = dd.Window("s", (0, 0, 256, 256), 40), dd.Window("s", (256, 0, 512, 256), 7)
