@@ -40,7 +40,7 @@ label_path = c1.text_input("Label file (palette RGB or id mask)", value=str(defa
 image_path = c2.text_input("Imagery (PNG / JPEG / GeoTIFF)", value=str(defaults[1]) if defaults else "", key="al_image")
 names = scheme_names()
 scheme = c3.selectbox("Label scheme", names, index=names.index("hz20") if "hz20" in names else 0, key="al_scheme")
-if not label_path or not image_path:
+if not label_path.strip() or not image_path.strip():  # spaces only = not given (stripped to "", it was read as the folder ".")
     st.info("Give a label file and an image (local paths).")
     st.stop()
 try:

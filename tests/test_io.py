@@ -90,6 +90,17 @@ def test_missing_and_garbage_files_raise(tmp_path):
         sio.raster_info(q)
 
 
+def test_folder_given_as_image_or_label_says_so(tmp_path):
+    # a folder typed where a file is expected (Align page, CLI) used to read "corrupt or truncated label image
+    # ([Errno 21] Is a directory)"
+    folder = tmp_path / "scenes.png"
+    folder.mkdir()
+    with pytest.raises(BadInputError, match=r"scenes\.png: is a folder, not a file \(give the label image file itself\)"):
+        sio.read_label(folder, HZ7)
+    with pytest.raises(BadInputError, match=r"is a folder, not a file \(give the image file itself\)"):
+        sio.read_image(tmp_path)
+
+
 def test_single_band_image_raises(tmp_path):
     p = tmp_path / "gray.png"
     Image.fromarray(np.zeros((8, 9), np.uint8)).save(p)

@@ -123,6 +123,24 @@ def test_align_page_bad_file(files, tmp_path):
     assert any("does not exist" in str(e.value) for e in at.error)
 
 
+def test_align_page_blank_path_or_folder(files, tmp_path):
+    """A path of only spaces is no path (it was stripped to "" and read as the folder "."), and a folder is named
+    as one (it read "corrupt or truncated label image ([Errno 21] Is a directory)")."""
+    _lp, ip, *_ = files
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="al_label").set_value("   ")
+    at.text_input(key="al_image").set_value(str(ip))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Give a label file and an image" in str(e.value) for e in at.info)
+    at.text_input(key="al_label").set_value(str(tmp_path))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [str(e.value) for e in at.error] == [f"{tmp_path}: is a folder, not a file (give the label image file itself)"]
+
+
 def test_canvas_points_are_the_click_positions_in_image_pixels():
     from seghz.geo.align_scene import canvas_points
 

@@ -131,6 +131,8 @@ def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str
     p = Path(path)
     if not p.exists():
         raise BadInputError(p, "file does not exist")
+    if p.is_dir():
+        raise BadInputError(p, f"is a folder, not a file (give the {what} file itself)")
     if p.stat().st_size == 0:
         raise BadInputError(p, "file is empty (0 bytes)")
     if _is_tiff(p):
