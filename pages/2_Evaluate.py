@@ -78,7 +78,7 @@ def compare_section() -> None:
     has_labels = any(s.label_path for s in ws.list_scenes(csplit))
     missing = compare.missing_evaluations(ws, sel, csplit) if has_labels else []
     if missing:
-        st.caption(f"{len(missing)} of them have no cached evaluation on the **{csplit}** split for the current labels: "
+        st.caption(f"{len(missing)} of them {'has' if len(missing) == 1 else 'have'} no cached evaluation on the **{csplit}** split for the current labels: "
                    + ", ".join(f"`{by_id[c].name}`" for c in missing))
         if st.button(f"Evaluate {len(missing)} missing on {csplit}", key="eval_cmp_run"):
             bar = st.progress(0.0, text=f"evaluating {len(missing)} checkpoint(s) on {csplit}…")
@@ -324,7 +324,9 @@ if biased:
                f"{thr:g} pp for " + ", ".join(f"**{c}** ({b})" for c, b in freq.loc[freq["bias"] != "", ["class", "bias"]].values))
 st.dataframe(freq, hide_index=True, key="eval_freq_table",
              column_config={"labelled share": pct, "predicted share": pct,
-                            "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
+                            "Δ (pp)": st.column_config.NumberColumn(format="%+.1f"),
+                            "labelled (px)": st.column_config.NumberColumn(format="localized"),
+                            "predicted (px)": st.column_config.NumberColumn(format="localized")})
 
 if len(per_scene) > 1:
     with st.expander(f"Per scene ({len(per_scene)})"):

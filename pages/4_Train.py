@@ -358,8 +358,8 @@ def jobs_panel(watching: bool) -> None:
     if ss.get("train_job_sel") not in ids:
         ss["train_job_sel"] = ids[0]
     by_id = {j.id: j for j in jobs}
-    jid = st.selectbox("Job", ids, key="train_job_sel",
-                       format_func=lambda i: f"{i} — {by_id[i].status}")
+    # no status in the option text ("— running" stayed after the job finished); the table and the bar carry it
+    jid = st.selectbox("Job", ids, key="train_job_sel", format_func=lambda i: report.job_option(by_id[i]))
     job = by_id[jid]
     st.progress(min(1.0, max(0.0, job.progress)),
                 text=f"{job.status}: {(job.message or '').splitlines()[0] if job.message else ''}"[:200])

@@ -169,9 +169,11 @@ def iou_bar_figure(result: dict, colors: Sequence[str] | None = None) -> go.Figu
         )
     )
     miou = _num(result.get("miou"))
-    if miou is not None:
-        fig.add_hline(y=miou, line_dash="dash", line_color="#444", annotation_text=f"mIoU {100 * miou:.1f}%")
-    fig.update_layout(title="IoU per class", yaxis={"range": [0, 1.08], "tickformat": ".0%", "title": "IoU"},
+    title = "IoU per class"
+    if miou is not None:  # the value goes in the title: a label on the line sat on the last bar's text
+        fig.add_hline(y=miou, line_dash="dash", line_color="#444")
+        title += f" · mIoU {100 * miou:.1f}% (dashed line)"
+    fig.update_layout(title=title, yaxis={"range": [0, 1.08], "tickformat": ".0%", "title": "IoU"},
                       height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
     return fig
 
@@ -426,6 +428,14 @@ def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
             "message": msg[0][:160] if msg else "",
         })
     return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "duration", "message"])
+
+
+def job_option(job: Any) -> str:
+    """A job as a picker's option: id, kind and when it was created (local time, as :func:`job_table`). No status: a
+    keyed Streamlit selectbox keeps the option text of the run it was drawn in, so a status went stale there."""
+    created = _parse_time(job.created_at)
+    when = created.astimezone().strftime("%Y-%m-%d %H:%M") if created else "?"
+    return f"{job.id} · {job.kind}, created {when}"
 
 
 def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:

@@ -66,6 +66,9 @@ def test_iou_and_frequency_figures_use_class_colours():
     bar = report.iou_bar_figure(r, COLORS)
     assert list(bar.data[0].x) == NAMES and list(bar.data[0].marker.color) == COLORS
     assert bar.data[0].y[0] == pytest.approx(50 / 65)
+    # the mIoU: a dashed line without a label of its own (it overlapped the bars' texts), its value in the title
+    assert [sh.y0 for sh in bar.layout.shapes] == [pytest.approx(r["miou"])] and not bar.layout.annotations
+    assert bar.layout.title.text == f"IoU per class · mIoU {100 * r['miou']:.1f}% (dashed line)"
     freq = report.frequency_figure(r, COLORS)
     assert [t.name for t in freq.data] == ["label", "prediction"]
     assert freq.layout.barmode == "group"
@@ -126,6 +129,10 @@ def test_job_table_and_durations():
     assert df.loc[0, "message"] == "epoch 1/2"
     assert report.job_table([]).empty
     assert report.fmt_duration(timedelta(seconds=5).total_seconds()) == "5 s"
+    # the picker's option: the table's local creation time, and no status (a keyed selectbox kept a stale one)
+    created = df.loc[1, "created"][:16]
+    assert report.job_option(jobs[1]) == f"b · {jobs[1].kind}, created {created}"
+    assert "done" not in report.job_option(jobs[1]) and "running" not in report.job_option(jobs[0])
 
 
 def test_training_curves():
