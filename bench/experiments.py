@@ -131,7 +131,8 @@ ROWS: dict[str, tuple[str, dict]] = {
     "drop_coteach": ("+ component drop + co-teaching (forget rate 0.3 per given class) on the labels it keeps",
                      {"refine": "drop", "coteach": 0.3}),
     "elr": ("+ early-learning regularisation (λ 3) towards the moving average of the weights (horizon 10 %; it is "
-            "validated and saved)", {"elr": 3.0, "ema": 0.1}),
+            "validated and saved), the teacher's weight ramped over 30 % of the steps", {"elr": 3.0, "ema": 0.1,
+                                                                                        "elr_warmup": 0.3}),
     "ema10": ("+ moving average of the weights (horizon 10 % of the steps), ELR's teacher alone", {"ema": 0.1}),
 }
 BASE = {"class_weights": "none", "dice": False}

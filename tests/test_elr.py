@@ -35,6 +35,12 @@ def test_term_against_hand_computed_pixels_and_ignore():
     assert float(elr_term(_px([big, 0.0]), _px([big, 0.0]), torch.tensor([[[0]]]))) == pytest.approx(math.log(ELR_FLOOR))
     # nothing labelled: 0, not NaN
     assert float(elr_term(logits, teacher, torch.full((1, 1, 3), IGNORE))) == 0.0
+    # the teacher's mass m scales t: ⟨p, m·t⟩ = 0.5 m and 0.25 m; m = 0 is no term at all
+    want = (math.log(1 - 0.5 * 0.4) + math.log(1 - 0.25 * 0.4)) / 2
+    assert float(elr_term(logits, teacher, y, mass=0.4)) == pytest.approx(want, rel=1e-6)
+    assert float(elr_term(logits, teacher, y, mass=0.0)) == 0.0
+    with pytest.raises(ValueError, match="mass"):
+        elr_term(logits, teacher, y, mass=1.5)
     with pytest.raises(ValueError, match="teacher"):
         elr_term(logits, teacher[:, :, :, :2], y)
 
@@ -64,7 +70,7 @@ def test_model_loss_adds_lambda_times_the_term_against_the_teacher():
     model, teacher = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 1)
     x, y = torch.randn(2, 3, 5, 5), torch.randint(0, 4, (2, 5, 5))
     plain = SegLoss(None, config=LossConfig())
-    crit = SegLoss(None, config=LossConfig(elr=3.0))
+    crit = SegLoss(None, config=LossConfig(elr=3.0, elr_warmup=0.0))  # the whole teacher from the first step
     base, _ = plain.model_loss(model, x, y)
     loss, _ = crit.model_loss(model, x, y, teacher=teacher)
     term = elr_term(model(x), teacher(x), y)
@@ -77,9 +83,28 @@ def test_model_loss_adds_lambda_times_the_term_against_the_teacher():
         crit.model_loss(model, x, y)
 
 
+def test_the_teachers_mass_ramps_linearly_over_the_warm_up_then_holds():
+    crit = SegLoss(None, config=LossConfig(elr=3.0, elr_warmup=0.25))  # 0.25 · 80 = 20 steps
+    assert crit.elr_mass == 0.0  # before the first step: no teacher yet
+    masses = []
+    for step in (0, 5, 10, 20, 60):
+        crit.set_progress(step, 80)
+        masses.append(crit.elr_mass)
+    assert masses == pytest.approx([0.0, 0.25, 0.5, 1.0, 1.0])
+    # the loss uses the mass of the step
+    torch.manual_seed(1)
+    model, teacher = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 1)
+    x, y = torch.randn(1, 3, 4, 4), torch.randint(0, 4, (1, 4, 4))
+    crit.set_progress(10, 80)
+    crit.model_loss(model, x, y, teacher=teacher)
+    assert float(crit.last_stats["elr"]) == pytest.approx(float(elr_term(model(x), teacher(x), y, 0.5).detach()), rel=1e-6)
+    assert float(crit.last_stats["elr_mass"]) == 0.5
+    assert SegLoss(None, config=LossConfig(elr=3.0, elr_warmup=0.0)).elr_mass == 1.0
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"elr": -1.0}, "elr"), ({"elr": float("nan")}, "elr"), ({"elr": True}, "elr"),
-    ({"elr": 3.0, "coteach": 0.3}, "co-teaching"),
+    ({"elr": 3.0, "coteach": 0.3}, "co-teaching"), ({"elr_warmup": 1.5}, "elr_warmup"), ({"elr_warmup": -0.1}, "elr_warmup"),
 ])
 def test_the_recipe_refuses_bad_or_conflicting_settings(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -107,8 +132,9 @@ def test_trainer_logs_the_term_and_it_changes_the_run(tmp_path):
     kw = {"epochs": 2, "steps_per_epoch": 2, "ema": 0.5}
     with_elr = train(tiny_train_config(32, elr=3.0, **kw), tr, va, tmp_path / "a" / "m.safetensors")
     without = train(tiny_train_config(32, **kw), tr, va, tmp_path / "b" / "m.safetensors")
-    # the logged term is a mean of log(1 − ⟨p, t⟩): negative, above the floor
+    # the logged term is a mean of log(1 − ⟨p, m·t⟩): negative, above the floor; the mass ramps over 0.3 · 4 steps
     assert all(math.log(ELR_FLOOR) <= r["elr"] < 0 for r in with_elr["history"])
+    assert [r["elr_mass"] for r in with_elr["history"]] == pytest.approx([(0 + 1 / 1.2) / 2, 1.0])
     assert all("elr" not in r for r in without["history"])
     # the first step's forward is the same (same seed, same data); the loss adds 3 × the term
     assert with_elr["history"][0]["loss"] != pytest.approx(without["history"][0]["loss"])

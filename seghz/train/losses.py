@@ -453,16 +453,19 @@ def forward_ce(logits: torch.Tensor, target: torch.Tensor, transition: torch.Ten
     return torch.where(valid, loss, torch.zeros_like(loss)), valid
 
 
-def elr_term(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Early-learning regularisation (Liu et al. 2020): ``mean log(1 − ⟨softmax(logits), softmax(teacher)⟩)`` over the
-    pixels whose target is not ignore (0 when there are none). The teacher gets no gradient; ``1 − ⟨p, t⟩`` is
-    clamped to at least :data:`ELR_FLOOR`. Its gradient with respect to the logits is ``−(p ⊙ t − ⟨p, t⟩ p) /
-    (1 − ⟨p, t⟩)`` per pixel: it raises the classes the teacher believes in more than the model does."""
+def elr_term(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, mass: float = 1.0) -> torch.Tensor:
+    """Early-learning regularisation (Liu et al. 2020): ``mean log(1 − ⟨softmax(logits), m·softmax(teacher)⟩)`` over
+    the pixels whose target is not ignore (0 when there are none), with the teacher's mass ``m`` = ``mass`` in
+    [0, 1]. The teacher gets no gradient; ``1 − ⟨p, m·t⟩`` is clamped to at least :data:`ELR_FLOOR`. With
+    ``t' = m·t`` its gradient with respect to the logits is ``−(p ⊙ t' − ⟨p, t'⟩ p) / (1 − ⟨p, t'⟩)`` per pixel: it
+    raises the classes the teacher believes in more than the model does."""
+    if not 0.0 <= mass <= 1.0:
+        raise ValueError(f"the teacher's mass must be in [0, 1], got {mass!r}")
     if teacher_logits.shape != logits.shape:
         raise ValueError(f"the teacher's logits {tuple(teacher_logits.shape)} must match the model's {tuple(logits.shape)}")
     valid = target != IGNORE
     p = torch.softmax(logits.float(), dim=1)
-    t = torch.softmax(teacher_logits.detach().float(), dim=1)
+    t = torch.softmax(teacher_logits.detach().float(), dim=1) * float(mass)
     dot = (p * t).sum(dim=1)
     per = torch.log((1.0 - dot).clamp_min(ELR_FLOOR))
     return _ratio((per * valid).sum(), valid.sum().float())
@@ -573,6 +576,10 @@ class LossConfig:
     coteach_select: str = "class"  # rank pixels within each given class of the batch ("class") or all together
     # early-learning regularisation: λ of elr_term against the moving average of the weights (0: off; needs a teacher)
     elr: float = 0.0
+    # the teacher's weight m in ⟨p, m·t⟩ rises linearly from 0 to 1 over this fraction of the run's steps (0: m = 1 at
+    # once). The paper's targets are temporal averages that start at zero, so their mass grows the same way; with
+    # m = 1 from the first step the teacher equals the model and the term rewards any confident prediction
+    elr_warmup: float = 0.3
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
@@ -647,6 +654,9 @@ class LossConfig:
                                                and self.elr >= 0):
             raise ValueError(f"elr (λ of the early-learning regularisation; 0 = off) must be a finite number >= 0 "
                              f"(got {self.elr!r})")
+        if not (isinstance(self.elr_warmup, (int, float)) and not isinstance(self.elr_warmup, bool)
+                and 0.0 <= self.elr_warmup <= 1.0):
+            raise ValueError(f"elr_warmup is a fraction of the run's steps in [0, 1] (got {self.elr_warmup!r})")
         if self.elr > 0 and self.coteach > 0:
             raise ValueError("co-teaching and the early-learning regularisation both decide how the flipped pixels are "
                              "handled; enable only one of them")
@@ -689,6 +699,7 @@ class SegLoss(torch.nn.Module):
         self.gce_q = 0.0 if cfg.gce_warmup > 0 else cfg.gce_q  # the q in use (0: plain CE); set_epoch moves it
         self.last_stats: dict[str, torch.Tensor] = {}
         self.coteach_rate = 0.0  # co-teaching: the forget rate of the current step (set_progress moves it)
+        self.elr_mass = 1.0 if cfg.elr_warmup <= 0 else 0.0  # ELR: the teacher's mass of the current step (set_progress)
 
     @property
     def dice(self) -> bool:
@@ -709,10 +720,12 @@ class SegLoss(torch.nn.Module):
 
     def set_progress(self, step: int, total: int) -> float:
         """Set (and return) co-teaching's forget rate before optimiser step ``step`` (0-based) of ``total``:
-        ``coteach · min(1, step / (coteach_ramp · total))``."""
+        ``coteach · min(1, step / (coteach_ramp · total))``; also the ELR teacher's mass
+        ``min(1, step / (elr_warmup · total))`` (1 when ``elr_warmup`` is 0)."""
         c = self.config
         ramp = max(1.0, c.coteach_ramp * max(1, total))
         self.coteach_rate = float(c.coteach) * min(1.0, step / ramp)
+        self.elr_mass = 1.0 if c.elr_warmup <= 0 else min(1.0, step / max(1.0, c.elr_warmup * max(1, total)))
         return self.coteach_rate
 
     def pair_loss(self, model, peer, x: torch.Tensor, y: torch.Tensor,
@@ -796,7 +809,8 @@ class SegLoss(torch.nn.Module):
         Models with an auxiliary head (HRNetOCR's soft object regions) leave its logits in
         ``model.aux_logits`` after a training forward; they add ``model.aux_weight`` × the same loss.
         With ``elr`` > 0, ``teacher`` (a module, e.g. the moving average of the weights) is run on ``x`` without
-        gradient and :func:`elr_term` × λ is added (``last_stats["elr"]`` holds the term).
+        gradient and :func:`elr_term` × λ is added at the teacher mass of :meth:`set_progress` (``last_stats["elr"]``
+        holds the term).
         """
         if self.config.elr > 0 and teacher is None:
             raise ValueError("the early-learning regularisation (elr > 0) needs a teacher: the moving average of the "
@@ -807,9 +821,10 @@ class SegLoss(torch.nn.Module):
             with torch.no_grad():
                 t_logits = teacher(x)
             target = y.long()
-            term = elr_term(self._resize(logits, target), self._resize(t_logits, target), target)
+            term = elr_term(self._resize(logits, target), self._resize(t_logits, target), target, self.elr_mass)
             loss = loss + float(self.config.elr) * term
             self.last_stats["elr"] = term.detach()
+            self.last_stats["elr_mass"] = torch.tensor(self.elr_mass)
         aux = getattr(model, "aux_logits", None) if model.training else None
         if aux is not None and getattr(model, "aux_weight", 0):
             loss = loss + float(model.aux_weight) * self._main(aux, y, trusted, record=False)

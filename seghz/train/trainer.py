@@ -140,6 +140,7 @@ class TrainConfig:
     # early-learning regularisation (Liu et al. 2020, ELR+): λ · mean log(1 − ⟨p, t⟩) with t the averaged weights'
     # softmax on the same batch (0: off; needs ema > 0, the teacher)
     elr: float = 0.0
+    elr_warmup: float = 0.3  # the teacher's weight rises from 0 to 1 over this fraction of the run's steps
     monitor: str = "miou"  # validation score that picks the best checkpoint and drives early stopping
     patience: int | None = None  # stop after this many epochs without improvement of `monitor` (None: never)
     deterministic: bool = False  # also ask torch for deterministic kernels (slower on GPU)
@@ -802,9 +803,9 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             x = x.to(device, non_blocking=cuda, memory_format=mem_fmt)
             y = y.to(device, non_blocking=cuda)
             tr = tr.to(device, non_blocking=cuda) if has_trusted else None
+            crit.set_progress(step, total)  # co-teaching's forget rate, ELR's teacher mass
             with autocast():
                 if peer is not None:
-                    crit.set_progress(step, total)
                     loss, _ = crit.pair_loss(fwd, peer, x, y, tr)
                 else:
                     loss, _ = crit.model_loss(fwd, x, y, tr, teacher=ema.module if lcfg.elr > 0 else None)
