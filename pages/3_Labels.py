@@ -118,21 +118,29 @@ def flash_context() -> tuple:
     return scene_id, (edits.get(scene_id) or {}).get("gen"), analyst_name()
 
 
+# a flashed message is shown in this many page runs: the callback's own run and the rerun that the new canvas's
+# first value triggers at once (a save or a queue verdict gives the canvas a new key); shown once, it vanished
+# within a second. Any later run (a stroke, a pan) drops it, so it never outlives what it was about.
+FLASH_RUNS = 2
+
+
 def flash(kind: str, message: str, area: str = "edit") -> None:
-    ss[f"lbl_flash_{area}"] = (kind, message, flash_context())
+    ss[f"lbl_flash_{area}"] = (kind, message, flash_context(), FLASH_RUNS)
 
 
 def show_flash(area: str) -> None:
-    """Show the area's last message while the scene, the edit and the analyst are those it was about. It is not
-    dropped after one run: a save or a queue verdict gives the canvas a new key, and the new canvas's first value
-    reruns the page at once -- a message shown only once vanished within a second."""
-    msg = ss.get(f"lbl_flash_{area}")
+    """Show the area's last message for :data:`FLASH_RUNS` page runs, while the scene, the edit and the analyst are
+    those it was about."""
+    key = f"lbl_flash_{area}"
+    msg = ss.get(key)
     if not msg:
         return
-    if msg[2] != flash_context():
-        ss.pop(f"lbl_flash_{area}", None)
+    kind, text, ctx, left = msg
+    if ctx != flash_context() or left <= 0:
+        ss.pop(key, None)
         return
-    getattr(st, msg[0])(msg[1])
+    ss[key] = (kind, text, ctx, left - 1)
+    getattr(st, kind)(text)
 
 
 def current_analyst(area: str) -> str | None:

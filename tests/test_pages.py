@@ -273,7 +273,7 @@ def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
 def test_labels_save_message_survives_the_new_canvas_rerun(ws, monkeypatch):
     """In the browser a save gives the canvas a new key; the new canvas's first value reruns the page at once, and the
     "Saved label version" confirmation, shown for one run only, vanished within a second. It now stays while the
-    scene, the edit and the analyst are unchanged."""
+    scene, the edit and the analyst are unchanged, for that rerun only."""
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()
     at.sidebar.text_input(key="seghz_analyst").input("Ann Analyst").run()
@@ -284,6 +284,11 @@ def test_labels_save_message_survives_the_new_canvas_rerun(ws, monkeypatch):
     at.run()  # the rerun the new canvas triggers (no user action)
     assert_ok(at)
     assert any("Saved label version 1" in s.value for s in at.success), [s.value for s in at.success]
+    at.run()  # any later run (a stroke, a pan): the message does not outlive what it was about
+    assert not any("Saved label version" in s.value for s in at.success)
+    at.button(key="lbl_save").click().run()  # a second save: its own message, again for two runs
+    at.run()
+    assert [s.value for s in at.success if "Saved label version" in s.value][0].startswith("Saved label version 2")
     other = next(s.id for s in ws.list_scenes() if s.id != at.selectbox(key="lbl_scene").value)
     at.selectbox(key="lbl_scene").set_value(other).run()  # another scene: the message is not about it
     assert not any("Saved label version" in s.value for s in at.success)

@@ -242,6 +242,8 @@ def test_labels_queue_paint_save_history_undo(e2e_app, page, tmp_path):
 
     page.get_by_role("button", name="Save as new label version").click()
     page.get_by_text(f"Saved label version {before + 1}").first.wait_for(timeout=30_000)
+    wait_app_idle(page)  # the new canvas's rerun has happened: the confirmation is still there
+    assert page.get_by_text(f"Saved label version {before + 1}").first.is_visible()
     assert ws.latest_label_version(sid) == before + 1
     h = ws.label_history(sid)[-1]
     assert h.analyst == "E2E Analyst" and h.tool == "brush" and h.n_changed + h.n_confirmed > 0
@@ -287,8 +289,9 @@ def test_labels_open_top_queue_item(e2e_app, page):
 
 
 def test_labels_buttons_show_their_whole_label(e2e_app, page):
-    """The edit row (and the queue items' verdicts, when a queue is built) were laid out in equal columns that cut
-    "Save as new l…", "Save and confirm the r…" and "Accept pre…" at 1400 px: every button shows its whole label."""
+    """The edit row was laid out in equal columns that cut "Save as new l…" and "Save and confirm the r…" at 1400 px
+    (the queue items' verdict row, "Accept pre…", got the same layout): every button of the page shows its whole
+    label."""
     url, _ws = e2e_app
     page.goto(f"{url}/Labels", wait_until="domcontentloaded")
     page.locator(".st-key-lbl_confirm_window button").first.wait_for()
