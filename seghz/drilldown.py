@@ -253,7 +253,8 @@ def _fmt_coord(v: float, decimals: int) -> str:
     """A map coordinate in fixed notation, trailing zeros dropped (never 1.33678e+07: six significant digits of a
     Web-Mercator easting are ±50 m)."""
     s = f"{v:.{decimals}f}"
-    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"
+    s = (s.rstrip("0").rstrip(".") if "." in s else s) or "0"
+    return "0" if s == "-0" else s
 
 
 def map_location(scene: Any, bbox: tuple[int, int, int, int]) -> str:

@@ -412,18 +412,23 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
+def _local_time(stamp: str | None, seconds: bool = True) -> str:
+    """A stored UTC time stamp in local time, ``YYYY-MM-DD HH:MM[:SS]``; "" when there is none or it does not parse."""
+    t = _parse_time(stamp)
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") if t else ""
+
+
 def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
     """Jobs as rows: id, kind, status, progress (0..1), created (local time), duration, message (first line)."""
     rows = []
     for j in jobs:
-        created = _parse_time(j.created_at)
         msg = (j.message or "").strip().splitlines()
         rows.append({
             "job": j.id,
             "kind": j.kind,
             "status": j.status + (" (cancel requested)" if getattr(j, "cancel_requested", False) and j.status == "running" else ""),
             "progress": float(j.progress or 0.0),
-            "created": created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "",
+            "created": _local_time(j.created_at),
             "duration": fmt_duration(job_duration_s(j, now)),
             "message": msg[0][:160] if msg else "",
         })
@@ -433,9 +438,7 @@ def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
 def job_option(job: Any) -> str:
     """A job as a picker's option: id, kind and when it was created (local time, as :func:`job_table`). No status: a
     keyed Streamlit selectbox keeps the option text of the run it was drawn in, so a status went stale there."""
-    created = _parse_time(job.created_at)
-    when = created.astimezone().strftime("%Y-%m-%d %H:%M") if created else "?"
-    return f"{job.id} · {job.kind}, created {when}"
+    return f"{job.id} · {job.kind}, created {_local_time(job.created_at, seconds=False) or '?'}"
 
 
 def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:

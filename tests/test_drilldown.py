@@ -150,6 +150,9 @@ def test_map_location_keeps_web_mercator_coordinates_to_the_pixel():
     assert "bbox (13367660.82, 3540432.79, 13367735.06, 3540507.03) EPSG:3857" in txt
     deg = SimpleNamespace(id="wgs", transform=(1e-5, 0, 120.123456789, 0, -1e-5, 30.2), crs="EPSG:4326")
     assert "bbox (120.123457, 30.19744, 120.125017, 30.2) EPSG:4326" in dd.map_location(deg, (0, 0, 256, 156))
+    # a coordinate that rounds to zero from below is "0", not "-0"
+    tiny = SimpleNamespace(id="t", transform=(1.0, 0, -0.01, 0, -1.0, 10.0), crs="EPSG:32650")
+    assert "bbox (0, 6, 4, 10) EPSG:32650" in dd.map_location(tiny, (0, 0, 4, 4))
 
 
 def test_review_list_is_appended_atomically_and_deduplicated(tmp_path):

@@ -136,5 +136,10 @@ def test_trainer_logs_the_term_and_it_changes_the_run(tmp_path):
     assert all(math.log(ELR_FLOOR) <= r["elr"] < 0 for r in with_elr["history"])
     assert [r["elr_mass"] for r in with_elr["history"]] == pytest.approx([(0 + 1 / 1.2) / 2, 1.0])
     assert all("elr" not in r for r in without["history"])
-    # the first step's forward is the same (same seed, same data); the loss adds 3 × the term
+    # step 0 is the same in both runs (the teacher's mass is 0 then); from step 1 on (mass 1/1.2) the loss adds
+    # 3 × the term, so the epoch means and the trained weights differ
     assert with_elr["history"][0]["loss"] != pytest.approx(without["history"][0]["loss"])
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "a" / "m.safetensors")), load_file(str(tmp_path / "b" / "m.safetensors"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())

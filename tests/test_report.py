@@ -130,8 +130,7 @@ def test_job_table_and_durations():
     assert report.job_table([]).empty
     assert report.fmt_duration(timedelta(seconds=5).total_seconds()) == "5 s"
     # the picker's option: the table's local creation time, and no status (a keyed selectbox kept a stale one)
-    created = df.loc[1, "created"][:16]
-    assert report.job_option(jobs[1]) == f"b · {jobs[1].kind}, created {created}"
+    assert report.job_option(jobs[1]) == f"b · {jobs[1].kind}, created {df.loc[1, 'created'][:16]}"  # minutes
     assert "done" not in report.job_option(jobs[1]) and "running" not in report.job_option(jobs[0])
 
 

@@ -59,7 +59,8 @@ Components (all work on logits ``N×C×H×W`` and class-index targets ``N×H×W`
   forward pass per step (the teacher's). The teacher's weight ``m`` rises from 0 to 1 over ``elr_warmup`` of the
   run's steps, as the paper's temporal targets gain mass from zero. Measured on 30 % flipped GID labels (CPU proxy,
   λ 3, 3 seeds; docs/experiments.md "Session 16"): it collapses training (the model and its average settle on a
-  confident map that ignores the labels; without the warm-up in the first epoch), −1.13 ± 0.35 of the noise cost.
+  confident map that ignores the labels; without the warm-up from the first epochs on), −1.13 ± 0.35 of the noise
+  cost.
   Not offered on the Train page.
 
 :class:`SegLoss` builds the combination; ``SegLoss(weights, dice)`` keeps the v1 signature.
