@@ -100,6 +100,16 @@ def colour_folder(root: Path, n: int = 4, size: int = 48) -> tuple[Path, Path]:
     return root / "images", root / "labels"
 
 
+def halves_scene(seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy RGB scene whose right half is class 5 and left half class 0 (brightness follows the class), and its
+    label: two classes a tiny model learns in a few steps."""
+    rs = np.random.RandomState(seed)
+    lbl = np.zeros((size, size), np.uint8)
+    lbl[:, size // 2:] = 5
+    img = np.clip(lbl[..., None] * 30 + rs.normal(60, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+    return img, lbl
+
+
 def wait_for(pred, what: str, timeout: float = 30.0):
     """Poll ``pred`` every 50 ms until it returns something truthy (returned); fail the test after ``timeout`` s."""
     import time

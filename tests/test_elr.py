@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import halves_scene, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
@@ -119,16 +118,8 @@ def test_the_recipe_needs_the_moving_average_as_teacher():
     TrainConfig(scheme="hz7", elr=3.0, ema=0.1).validate()
 
 
-def _scene(seed: int, size: int = 32):
-    rs = np.random.RandomState(seed)
-    lbl = np.zeros((size, size), np.uint8)
-    lbl[:, size // 2:] = 5
-    img = np.clip(lbl[..., None] * 30 + rs.normal(60, 10, (size, size, 3)), 0, 255).astype(np.uint8)
-    return img, lbl
-
-
 def test_trainer_logs_the_term_and_it_changes_the_run(tmp_path):
-    tr, va = [_scene(0), _scene(1)], [_scene(2)]
+    tr, va = [halves_scene(0), halves_scene(1)], [halves_scene(2)]
     kw = {"epochs": 2, "steps_per_epoch": 2, "ema": 0.5}
     with_elr = train(tiny_train_config(32, elr=3.0, **kw), tr, va, tmp_path / "a" / "m.safetensors")
     without = train(tiny_train_config(32, **kw), tr, va, tmp_path / "b" / "m.safetensors")

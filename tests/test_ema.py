@@ -2,10 +2,9 @@
 computation, the warm-up, the horizon → decay rule, the averaged weights as the checkpoint and as refine's judge."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from helpers_core import tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import halves_scene, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.train import trainer as trainer_mod
 from seghz.train.ema import WeightEMA, ema_decay, warm_decay
@@ -59,14 +58,6 @@ def test_update_matches_the_hand_computation_and_copies_integer_buffers():
         ema.update(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)))
 
 
-def _scene(seed: int, size: int = 32):
-    rs = np.random.RandomState(seed)
-    lbl = np.zeros((size, size), np.uint8)
-    lbl[:, size // 2:] = 5
-    img = np.clip(lbl[..., None] * 30 + rs.normal(60, 10, (size, size, 3)), 0, 255).astype(np.uint8)
-    return img, lbl
-
-
 def test_the_checkpoint_holds_the_averaged_weights_and_they_judge_the_labels(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -80,7 +71,7 @@ def test_the_checkpoint_holds_the_averaged_weights_and_they_judge_the_labels(tmp
     monkeypatch.setattr(trainer_mod, "refine_samples", spy)
     out = tmp_path / "m.safetensors"
     cfg = tiny_train_config(32, epochs=3, steps_per_epoch=2, ema=0.5, refine="drop")
-    train(cfg, [_scene(0), _scene(1)], [], out)  # no validation: every epoch is a new best, the last one is kept
+    train(cfg, [halves_scene(0), halves_scene(1)], [], out)  # no validation: every epoch is a new best, the last one is kept
     ck = load_file(str(out))
     ts = load_train_state(state_path(out))
     assert ts.ema is not None and ck.keys() == ts.ema.keys() == ts.model.keys()
