@@ -808,7 +808,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
                 if peer is not None:
                     loss, _ = crit.pair_loss(fwd, peer, x, y, tr)
                 else:
-                    loss, _ = crit.model_loss(fwd, x, y, tr, teacher=ema.module if lcfg.elr > 0 else None)
+                    loss, _ = crit.model_loss(fwd, x, y, tr, **({"teacher": ema.module} if lcfg.elr > 0 else {}))
             lt = loss.detach() if not dctx.on else torch.tensor(
                 _agree(dctx, [float(loss.detach().float())], device, "sum")[0] / dctx.world)
             pending.append((epoch, step + 1, lt, dict(crit.last_stats)))
