@@ -458,6 +458,15 @@ def forward_ce(logits: torch.Tensor, target: torch.Tensor, transition: torch.Ten
     return torch.where(valid, loss, torch.zeros_like(loss)), valid
 
 
+def ramp_share(step: int, total: int, fraction: float) -> float:
+    """A linear ramp from 0 to 1 over the first ``fraction`` of ``total`` steps, at (0-based) ``step``:
+    ``min(1, step / max(1, fraction · total))``; 1 from the start when ``fraction`` is 0. Co-teaching's forget rate
+    and ELR's teacher weight follow it."""
+    if fraction <= 0:
+        return 1.0
+    return min(1.0, step / max(1.0, fraction * max(1, total)))
+
+
 def elr_term(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, mass: float = 1.0) -> torch.Tensor:
     """Early-learning regularisation (Liu et al. 2020): ``mean log(1 − ⟨softmax(logits), m·softmax(teacher)⟩)`` over
     the pixels whose target is not ignore (0 when there are none), with the teacher's mass ``m`` = ``mass`` in
@@ -704,7 +713,7 @@ class SegLoss(torch.nn.Module):
         self.gce_q = 0.0 if cfg.gce_warmup > 0 else cfg.gce_q  # the q in use (0: plain CE); set_epoch moves it
         self.last_stats: dict[str, torch.Tensor] = {}
         self.coteach_rate = 0.0  # co-teaching: the forget rate of the current step (set_progress moves it)
-        self.elr_mass = 1.0 if cfg.elr_warmup <= 0 else 0.0  # ELR: the teacher's mass of the current step (set_progress)
+        self.elr_mass = ramp_share(0, 1, cfg.elr_warmup)  # ELR: the teacher's mass of the current step (set_progress)
 
     @property
     def dice(self) -> bool:
@@ -728,9 +737,8 @@ class SegLoss(torch.nn.Module):
         ``coteach · min(1, step / (coteach_ramp · total))``; also the ELR teacher's mass
         ``min(1, step / (elr_warmup · total))`` (1 when ``elr_warmup`` is 0)."""
         c = self.config
-        ramp = max(1.0, c.coteach_ramp * max(1, total))
-        self.coteach_rate = float(c.coteach) * min(1.0, step / ramp)
-        self.elr_mass = 1.0 if c.elr_warmup <= 0 else min(1.0, step / max(1.0, c.elr_warmup * max(1, total)))
+        self.coteach_rate = float(c.coteach) * ramp_share(step, total, c.coteach_ramp)
+        self.elr_mass = ramp_share(step, total, c.elr_warmup)
         return self.coteach_rate
 
     def pair_loss(self, model, peer, x: torch.Tensor, y: torch.Tensor,
