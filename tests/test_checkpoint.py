@@ -223,6 +223,59 @@ def test_lite0_mapping_is_plausible():
     assert sd["classifier.weight"].shape == (1000, 1280)
 
 
+def test_lite0_weights_file_stands_in_for_the_package(tmp_path, monkeypatch):
+    """An fp16 encoder-only export (what the GPU kit carries) builds the same encoder within fp16 rounding."""
+    from safetensors.torch import load_file
+
+    from seghz.models.registry import LITE0_ENV, export_lite0_weights
+
+    monkeypatch.delenv(LITE0_ENV, raising=False)
+    ref = build_model(ARCH, ENC, 3, encoder_weights="lite0-imagenet").encoder.model.state_dict()
+    info = export_lite0_weights(tmp_path / "w" / "lite0.safetensors")
+    stored = load_file(info["path"])
+    assert info["tensors"] == len(stored) == len(ref)  # the encoder's tensors, no ImageNet head
+    assert "classifier.weight" not in stored and stored["conv_stem.weight"].dtype == torch.float16
+    assert 4e6 < info["bytes"] < 8e6 and 0 < info["max_rel_err"] <= 2 ** -11
+    assert not list((tmp_path / "w").glob("*.tmp"))  # the atomic write left nothing behind
+
+    monkeypatch.setenv(LITE0_ENV, info["path"])
+    got = build_model(ARCH, ENC, 3, encoder_weights="lite0-imagenet").encoder.model.state_dict()
+    for k, v in ref.items():
+        if v.is_floating_point():
+            assert got[k].dtype == torch.float32
+            assert torch.allclose(got[k], v, rtol=2 ** -10, atol=1e-6), k
+        else:
+            assert torch.equal(got[k], v), k
+    scratch = build_model(ARCH, ENC, 3).encoder.model.state_dict()
+    assert not torch.allclose(scratch["conv_stem.weight"], got["conv_stem.weight"], atol=1e-2)
+
+
+def test_lite0_weights_file_errors_name_the_file(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from seghz.models.registry import LITE0_ENV
+
+    missing = tmp_path / "nope.safetensors"
+    monkeypatch.setenv(LITE0_ENV, str(missing))
+    with pytest.raises(FileNotFoundError, match="nope.safetensors.*SEGHZ_LITE0_WEIGHTS"):
+        lite0_state_dict()
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    monkeypatch.setenv(LITE0_ENV, str(junk))
+    with pytest.raises(ValueError, match="junk.safetensors.*not a readable safetensors"):
+        lite0_state_dict()
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"conv_stem.weight": torch.zeros(16, 3, 3, 3)}, str(wrong))
+    monkeypatch.setenv(LITE0_ENV, str(wrong))
+    with pytest.raises(ValueError, match=r"wrong.safetensors.*conv_stem.weight \(16, 3, 3, 3\).*\(32, 3, 3, 3\)"):
+        lite0_state_dict()
+    save_file({"head.fc.weight": torch.zeros(2, 2)}, str(wrong))
+    with pytest.raises(ValueError, match="head.fc.weight.*no such key"):
+        lite0_state_dict()
+    monkeypatch.setenv(LITE0_ENV, "  ")  # blank: the package
+    assert lite0_state_dict()["conv_stem.weight"].shape == (32, 3, 3, 3)
+
+
 @pytest.mark.realdata
 def test_lite0_imagenet_weights_make_confident_predictions():
     import timm

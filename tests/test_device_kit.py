@@ -222,7 +222,7 @@ def test_device_run_sh_syntax():
 
 
 FAKE_EXPERIMENTS = '''
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 ap = argparse.ArgumentParser()
 for o in ("--device", "--encoder", "--init", "--rows", "--seeds", "--steps", "--epochs", "--batch-size", "--crop",
@@ -240,7 +240,7 @@ if a.rows == "hang":
     time.sleep(600)
 seeds = [int(s) for s in a.seeds.split(",")]
 runs = [{"row": a.rows, "seed": s, "miou": 0.5, "miou_gt": 0.5, "fwiou": 0.5, "oa": 0.5, "train_s": 1.0, "eval_s": 1.0,
-         "per_epoch": a.per_epoch} for s in seeds]
+         "per_epoch": a.per_epoch, "lite0": os.environ.get("SEGHZ_LITE0_WEIGHTS")} for s in seeds]
 p = {"steps": int(a.steps), "encoder": a.encoder, "init": a.init, "batch_size": int(a.batch_size), "crop": int(a.crop)}
 rep = {"command": "fake", "env": {}, "protocol": p, "eval_classes": [], "rows": [a.rows], "seeds": seeds, "runs": runs,
        "noise_rate": {}, "summary": {}, "wall_s": 1.0}
@@ -248,18 +248,24 @@ Path(a.json).write_text(json.dumps(rep))
 '''
 
 
-def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
-    """The orchestration, without torch/CUDA: a stand-in experiments.py; one job hangs and the watchdog stops it."""
+def _fake_repo(tmp_path: Path) -> tuple[Path, dict]:
     repo = tmp_path / "repo"
     (repo / "bench").mkdir(parents=True)
     for f in ("__init__.py", "device_kit.py", "experiments.py", "device_run.sh"):
         (repo / "bench" / f).symlink_to(ROOT / "bench" / f)
     kit.pack(_gid_like(tmp_path / "gid", 2), repo / ".gpu", 90, None, repo_root=repo)
     (tmp_path / "fake.py").write_text(textwrap.dedent(FAKE_EXPERIMENTS))
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "DEVICE_RUN_TMP": str(tmp_path / "t"), "DEVICE_RUN_CHECK": "0",
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DEVICE_RUN_TMP": str(tmp_path / "t"), "DEVICE_RUN_CHECK": "0",
            "DEVICE_RUN_EXPERIMENTS": str(tmp_path / "fake.py"), "DEVICE_RUN_GRACE_S": "1", "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("SEGHZ_LITE0_WEIGHTS", None)
+    return repo, env
+
+
+def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
+    """The orchestration, without torch/CUDA: a stand-in experiments.py; one job hangs and the watchdog stops it."""
+    repo, env = _fake_repo(tmp_path)
+    out = tmp_path / "out"
     r = subprocess.run(["bash", "bench/device_run.sh", "--steps", "7", "--budget-s", "4", "--jobs", "ce:0 noisy_ce:0,1 hang:0",
                         "--", "--per-epoch"],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -268,6 +274,7 @@ def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
     m = json.loads((out / "merged.json").read_text())
     assert sorted((x["row"], x["seed"]) for x in m["runs"]) == [("ce", 0), ("noisy_ce", 0), ("noisy_ce", 1)]
     assert all(x["per_epoch"] for x in m["runs"])  # the options after -- reach every job
+    assert all(x["lite0"] is None for x in m["runs"])  # no packed Lite0 weights: the variable stays unset
     assert m["protocol"]["steps"] == 7 and m["protocol"]["encoder"] == "resnet34" and m["protocol"]["init"] == "scratch"
     assert sorted(p.name for p in out.iterdir()) == ["jobs.tar.gz", "logs.txt", "merged.json", "merged.md", "summary.txt"]
     logs = (out / "logs.txt").read_text()
@@ -276,3 +283,38 @@ def test_device_run_sh_jobs_watchdog_and_merge(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "noisy_ce" in summary and "mIoU  50.00" in summary
     shutil.rmtree(tmp_path / "t", ignore_errors=True)
+
+
+def test_device_run_sh_imagenet_init_needs_the_packed_lite0_weights(tmp_path):
+    repo, env = _fake_repo(tmp_path)
+    cmd = ["bash", "bench/device_run.sh", "--steps", "3", "--budget-s", "60", "--jobs", "ce:0", "--",
+           "--encoder", "tu-efficientnet_lite0", "--init", "imagenet"]
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "--init imagenet needs .gpu/lite0/" + kit.LITE0_FILE in r.stdout and "pack --lite0" in r.stdout
+    assert not (tmp_path / "t" / "exp" / "ce_0.json").exists()  # no job started
+
+    w = repo / ".gpu" / "lite0" / kit.LITE0_FILE
+    w.parent.mkdir()
+    w.write_bytes(b"stand-in")  # the fake experiments.py only reports the variable
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    m = json.loads((tmp_path / "out" / "merged.json").read_text())
+    assert m["protocol"]["init"] == "imagenet" and m["protocol"]["encoder"] == "tu-efficientnet_lite0"
+    assert [x["lite0"] for x in m["runs"]] == [str(w)]
+
+
+def test_pack_lite0_writes_and_removes_the_encoder_weights(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    data = _gid_like(tmp_path / "gid", 1)
+    dest = tmp_path / "kit"
+    res = kit.pack(data, dest, 90, None, lite0=True)
+    w = dest / "lite0" / kit.LITE0_FILE
+    assert res["lite0"] == str(w) and w.is_file()
+    sd = load_file(str(w))
+    assert sd["conv_stem.weight"].shape == (32, 3, 3, 3) and sd["conv_stem.weight"].dtype.itemsize == 2
+    assert res["size"] > w.stat().st_size  # counted in the carried size
+    assert "lite0: 288 encoder tensors, fp16" in capsys.readouterr().err
+    res = kit.pack(data, dest, 90, None)  # asked without: the stale copy goes
+    assert res["lite0"] is None and not (dest / "lite0").exists()

