@@ -315,6 +315,8 @@ def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = N
         _say(f"wheel: {w.name} ({_mib(w.stat().st_size)})")
     lite0_path = dest / "lite0" / LITE0_FILE
     if lite0:
+        if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is bench/
+            sys.path.insert(0, str(ROOT))
         from seghz.models.registry import export_lite0_weights
 
         info = export_lite0_weights(lite0_path)
