@@ -841,7 +841,7 @@ def render(report: dict, old_text: str | None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma list of {', '.join(ALL_ROWS)} (default all)")
     ap.add_argument("--seeds", default="0,1")
@@ -879,7 +879,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--per-epoch", action="store_true",
                     help="also score every epoch's weights on the evaluation tiles (run JSON: by_epoch; one more "
                          "evaluation per epoch; the scored final weights are unchanged)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     a.posthoc = [m.strip() for m in a.posthoc.split(",") if m.strip()]
     bad_ph = [m for m in a.posthoc if m not in POSTHOC]
     if bad_ph:

@@ -321,3 +321,38 @@ def test_pack_lite0_writes_and_removes_the_encoder_weights(tmp_path):
     assert kit.pack(data, dest, 90, None, lite0=True)["lite0"] == str(w)
     res = kit.pack(data, dest, 90, None)  # asked without: the stale copy goes
     assert res["lite0"] is None and not (dest / "lite0").exists()
+
+
+def test_the_device_commands_in_the_docs_name_real_rows_and_options():
+    """A lent GPU session is 15 minutes; a typo in a prepared command in docs/experiments.md would waste it.
+
+    Every ``bash bench/device_run.sh`` line (and every "Next in line" job list) there must name rows of
+    bench/experiments.py, known post-hoc methods and options its parser accepts, and an ImageNet init only with the
+    Lite0 encoder (the one whose weights the kit can carry)."""
+    import shlex
+
+    from bench.experiments import ALL_ROWS, POSTHOC, build_parser
+
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    section = text[text.index("## Reference protocol on a GPU"):]
+    cmds = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("bash bench/device_run.sh")]
+    assert len(cmds) >= 2, "the section lists the prepared device commands"
+    for cmd in cmds:
+        argv = shlex.split(cmd)[2:]
+        extra = argv[argv.index("--") + 1:] if "--" in argv else []
+        head = argv[: argv.index("--")] if "--" in argv else argv
+        jobs = head[head.index("--jobs") + 1].split()
+        assert jobs, cmd
+        for j in jobs:
+            row, seeds = j.split(":")
+            assert row in ALL_ROWS, f"{row} (in: {cmd})"
+            assert all(s.isdigit() for s in seeds.split(",")), j
+        # what device_run.sh passes each job, then the extra options (an unknown one exits here)
+        a = build_parser().parse_args(["--device", "cuda", "--encoder", "resnet34", "--init", "scratch", "--rows",
+                                       jobs[0].split(":")[0], "--steps", "1", *extra])
+        assert all(m in POSTHOC for m in a.posthoc.split(",") if m), cmd
+        if a.init == "imagenet":
+            assert a.encoder == "tu-efficientnet_lite0", cmd
+    for m in re.finditer(r"Next in line: `([^`]+)`", section):
+        for j in m.group(1).split():
+            assert j.split(":")[0] in ALL_ROWS, j
