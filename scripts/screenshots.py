@@ -50,6 +50,7 @@ def main() -> int:
                     page.wait_for_timeout(3000)  # a click before the page has settled can be lost in its rerun
                     page.get_by_role("button", name=click).first.click()
                     page.get_by_text(after, exact=False).first.wait_for(timeout=300_000)
+                    page.mouse.move(5, 995)  # off the button: its tooltip would otherwise be in the picture
                 page.wait_for_timeout(2500)
                 full_screenshot(page, OUT / f"{name}.png")
                 print("wrote", OUT / f"{name}.png")
