@@ -120,6 +120,7 @@ def test_streamlit_binds_localhost_with_capped_uploads():
     assert server.get("enableXsrfProtection", True) is True
     assert server.get("enableCORS", True) is True
     assert cfg.get("browser", {}).get("gatherUsageStats") is False
+    assert cfg.get("client", {}).get("toolbarMode") == "viewer"  # no Deploy button or developer menu for analysts
 
 
 def _ui_files() -> list[Path]:
