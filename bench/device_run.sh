@@ -8,7 +8,8 @@
 # --steps     optimiser steps per run (experiments.py --steps)
 # --budget-s  seconds from the start of this script after which the watchdog stops the jobs (default 520; keep it
 #             ~80 s under the run tool's timeout_s so the merge and the copies to $OUT still happen)
-# EXTRA       more experiments.py options, placed last (so e.g. "-- --encoder tu-efficientnet_lite0" overrides)
+# EXTRA       more experiments.py options, placed last (so e.g. "-- --encoder tu-efficientnet_lite0" overrides);
+#             "--init imagenet" needs .gpu/lite0/ (device_kit.py pack --lite0), exported as $SEGHZ_LITE0_WEIGHTS
 #
 # Each job: python3 bench/experiments.py --device cuda --encoder resnet34 --init scratch --rows ROW --seeds SEED
 #   --steps STEPS --epochs 10 --batch-size 16 --crop 224 --data /tmp/gid15 --deadline-min BUDGET/60
@@ -22,7 +23,7 @@
 # between the watchdog's TERM and KILL, default 10).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 STEPS="" JOBS="" BUDGET=520
 EXTRA=()

