@@ -33,8 +33,9 @@ RUNS = ROOT / "docs" / "experiments_runs"
 DEFAULT_PANELS = [
     ("H200, study budget: Unet-resnet34 from scratch, 4000 × 16 × 224² (sessions 9, 12)",
      [RUNS / "gpu_h200_4000steps.json"], "miou"),
-    ("CPU proxy: Unet-Lite0 ImageNet, 128 tiles, 800 × 8 × 128² (sessions 11, 14–16; one environment)",
-     [RUNS / "cpu_proxy_s14.json", RUNS / "cpu_proxy_s15.json", RUNS / "cpu_proxy_s16.json", RUNS / "cpu_proxy_s11.json"],
+    ("CPU proxy: Unet-Lite0 ImageNet, 128 tiles, 800 × 8 × 128² (sessions 11, 14–17; one environment)",
+     [RUNS / "cpu_proxy_s14.json", RUNS / "cpu_proxy_s15.json", RUNS / "cpu_proxy_s16.json", RUNS / "cpu_proxy_s17.json",
+      RUNS / "cpu_proxy_s11.json"],
      "miou"),
     ("CPU-scale table: Unet-Lite0 ImageNet, 489 tiles, 56 × 8 × 160² (GT-class mIoU)",
      [ROOT / "docs" / "experiments.json"], "miou_gt"),
