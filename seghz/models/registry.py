@@ -134,9 +134,10 @@ def lite0_state_dict() -> dict[str, torch.Tensor]:
 def export_lite0_weights(path: Path, half: bool = True) -> dict:
     """Write the encoder part of :func:`lite0_state_dict` (what ``tu-efficientnet_lite0`` loads) to a safetensors file.
 
-    ``half``: floating tensors as float16 (about 6 MB instead of 12; the largest relative rounding error is
-    2⁻¹¹, and the smallest non-zero BatchNorm variance, 9e-5, is a normal float16). Written atomically. Returns
-    {"path", "tensors", "bytes", "max_abs_err"}.
+    ``half``: floating tensors as float16 (about 6 MB instead of 12). A normal float16 rounds by at most 2⁻¹¹
+    relatively, and the smallest non-zero BatchNorm variance, 9e-5, is normal; the few weights below 2⁻¹⁴ keep an
+    absolute error under 2⁻²⁵. Written atomically (``write_safetensors``). Returns {"path", "tensors", "bytes",
+    "max_rel_err"} (each value's rounding relative to it, values under 2⁻¹⁴ relative to 2⁻¹⁴).
     """
     from seghz.models.checkpoint import write_safetensors  # lazy: checkpoint imports this module
 
