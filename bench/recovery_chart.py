@@ -31,6 +31,8 @@ from bench.experiments import ROWS, paired_recovery  # noqa: E402
 
 RUNS = ROOT / "docs" / "experiments_runs"
 DEFAULT_PANELS = [
+    ("H200, study budget: Unet-Lite0 from ImageNet (the app's default), 4000 × 16 × 224² (session 18)",
+     [RUNS / "gpu_h200_lite0_s18.json"], "miou"),
     ("H200, study budget: Unet-resnet34 from scratch, 4000 × 16 × 224² (sessions 9, 12)",
      [RUNS / "gpu_h200_4000steps.json"], "miou"),
     ("CPU proxy: Unet-Lite0 ImageNet, 128 tiles, 800 × 8 × 128² (sessions 11, 14–17; one environment)",
