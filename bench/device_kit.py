@@ -40,6 +40,7 @@ lazily for its ``summarise``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -71,6 +72,7 @@ WARN_DEST = 40 * 2**20
 MANIFEST = "pack.json"
 LITE0_FILE = "efficientnet_lite0_encoder_fp16.safetensors"  # under DEST/lite0; bench/device_run.sh looks for it there
 UNPACK_MARK = ".device_kit_unpacked"
+PART_SIZE = 15 * 2**20  # split: files come back from the device's $OUT at most 16 MiB each
 
 
 class KitError(Exception):
@@ -95,6 +97,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -482,6 +487,57 @@ def merge_files(out: Path, inputs: list[Path], skip_bad: bool = False) -> dict:
     return report
 
 
+def split_file(src: Path, out_dir: Path, part_size: int = PART_SIZE) -> list[Path]:
+    """``src`` as ``out_dir/<name>.part<i>`` pieces of at most ``part_size`` bytes, plus ``<name>.sha256`` (the
+    digest of the whole): at most 16 MiB a file comes back from the device, and a trained checkpoint is ~21 MB."""
+    if not src.is_file():
+        raise KitError(f"cannot split {src}: no such file")
+    if part_size < 1:
+        raise KitError("part size must be positive")
+    data = src.read_bytes()
+    for old in out_dir.glob(f"{src.name}.part*"):  # a shorter file must not leave an older part behind
+        old.unlink()
+    parts = []
+    for i, at in enumerate(range(0, max(len(data), 1), part_size)):
+        part = out_dir / f"{src.name}.part{i}"
+        _write_atomic(part, data[at:at + part_size])
+        parts.append(part)
+    _write_atomic(out_dir / f"{src.name}.sha256",
+                  f"{hashlib.sha256(data).hexdigest()}  {src.name}  {len(parts)} parts  {len(data)} bytes\n".encode())
+    return parts
+
+
+def join_parts(parts: list[Path], out: Path) -> dict:
+    """Reassemble :func:`split_file`'s pieces into ``out`` (atomically), after checking that every piece is there
+    and the digest in ``<name>.sha256`` beside them matches; ``{"name", "parts", "bytes", "sha256"}``."""
+    if not parts:
+        raise KitError("join needs the .part files")
+    by_name: dict[str, dict[int, Path]] = {}
+    for p in parts:
+        name, dot, idx = p.name.rpartition(".part")
+        if not dot or not idx.isdigit():
+            raise KitError(f"{p}: not a piece written by split (<name>.part<i>)")
+        by_name.setdefault(name, {})[int(idx)] = p
+    if len(by_name) != 1:
+        raise KitError(f"pieces of more than one file: {', '.join(sorted(by_name))}")
+    (name, pieces), = by_name.items()
+    sha_file = next(iter(pieces.values())).parent / f"{name}.sha256"
+    try:
+        fields = sha_file.read_text().split()
+        want, n = fields[0], int(fields[2])
+    except (OSError, ValueError, IndexError) as e:
+        raise KitError(f"cannot read the digest file {sha_file}: {e}") from e
+    missing = sorted(set(range(n)) - set(pieces))
+    if missing or len(pieces) != n:
+        raise KitError(f"{name}: {n} parts expected, missing {missing or 'none'}, given {sorted(pieces)}")
+    data = b"".join(pieces[i].read_bytes() for i in range(n))
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise KitError(f"{name}: SHA-256 of the joined parts is {got}, {sha_file} says {want}; nothing written")
+    _write_atomic(out, data)
+    return {"name": name, "parts": n, "bytes": len(data), "sha256": got}
+
+
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
@@ -508,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--skip-bad", action="store_true", help="warn about and skip unreadable inputs instead of failing")
     m.add_argument("inputs", type=Path, nargs="+")
+    sp = sub.add_parser("split", help="cut a file (a trained checkpoint) into <16 MiB pieces + a SHA-256 file")
+    sp.add_argument("src", type=Path)
+    sp.add_argument("--out", type=Path, required=True, help="folder for <name>.part<i> and <name>.sha256")
+    j = sub.add_parser("join", help="reassemble split's pieces, checking their SHA-256")
+    j.add_argument("parts", type=Path, nargs="+")
+    j.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "pack":
@@ -518,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             s = unpack(a.src, a.dest)
             print(f"{a.dest}: {s['images']} images ({s['decoded']} decoded), {s['labels']} labels ({s['copied']} copied), "
                   f"{s['skipped']} up to date, {s['removed']} stale removed", flush=True)
+        elif a.cmd == "split":
+            parts = split_file(a.src, a.out)
+            print(f"{a.src}: {len(parts)} part(s) in {a.out}", flush=True)
+        elif a.cmd == "join":
+            r = join_parts(a.parts, a.out)
+            print(f"{a.out}: {r['parts']} part(s), {r['bytes']} bytes, SHA-256 {r['sha256']} (matches)", flush=True)
         else:
             r = merge_files(a.out, a.inputs, a.skip_bad)
             print(f"{a.out}: {len(r['runs'])} run(s) of {len(r['rows'])} row(s), seeds {r['seeds']}", flush=True)

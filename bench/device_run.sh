@@ -4,6 +4,14 @@
 #
 #   bash bench/device_run.sh --steps 4000 --jobs "ce:0 noisy_ce:0 noisy_drop_gce:0" [--budget-s 520] [-- EXTRA...]
 #
+#   bash bench/device_run.sh --train [--budget-s 520] -- SEGHZ_TRAIN_OPTIONS...
+#
+# --train     instead of jobs: one `python3 -m seghz train` of the product's trainer on the kit's GID tiles (--images,
+#             --labels, --scheme gid15 --target-scheme hz7 --device cuda --out are set; the options after -- follow),
+#             e.g. to train a shipped checkpoint. The checkpoint it keeps (its best on the validation split, written
+#             atomically, so a watchdog stop keeps the best so far) comes back as $OUT/model.safetensors.part<i> +
+#             .sha256 (files come back ≤ 16 MiB): `python bench/device_kit.py join PARTS --out FILE` here.
+#             ImageNet weights (the trainer's default) need .gpu/lite0/ unless the options say --weights none.
 # --jobs      whitespace-separated ROW:SEED (SEED may be a comma list, e.g. ce:0,1)
 # --steps     optimiser steps per run (experiments.py --steps)
 # --budget-s  seconds from the start of this script after which the watchdog stops the jobs (default 520; keep it
@@ -16,19 +24,22 @@
 #   --out /tmp/exp/ROW_SEED.md --json /tmp/exp/ROW_SEED.json   (stdout+stderr -> /tmp/exp/ROW_SEED.log)
 # Results in $OUT (default ./device_out), 5 files: merged.json (bench/device_kit.py merge of the per-job JSONs),
 # merged.md (experiments.py --render-only of it), summary.txt (one line per run), logs.txt (setup log + the last
-# 200 lines of each job's log + watchdog + nvidia-smi), jobs.tar.gz (everything under /tmp/exp).
+# 200 lines of each job's log + watchdog + nvidia-smi), jobs.tar.gz (everything under /tmp/exp but checkpoints).
+# With --train: model.safetensors.part<i> + model.safetensors.sha256, summary.txt (the trainer's last 25 lines),
+# logs.txt, jobs.tar.gz.
 #
 # For tests (tests/test_device_kit.py) only: DEVICE_RUN_TMP (instead of /tmp), DEVICE_RUN_EXPERIMENTS (a stand-in
-# for bench/experiments.py), DEVICE_RUN_CHECK=0 (skip the torch/smp/CUDA import check), DEVICE_RUN_GRACE_S (seconds
-# between the watchdog's TERM and KILL, default 10).
+# for bench/experiments.py), DEVICE_RUN_SEGHZ (a stand-in script for `-m seghz`), DEVICE_RUN_CHECK=0 (skip the
+# torch/smp/CUDA import check), DEVICE_RUN_GRACE_S (seconds between the watchdog's TERM and KILL, default 10).
 set -euo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 
-STEPS="" JOBS="" BUDGET=520
+STEPS="" JOBS="" BUDGET=520 TRAIN=0
 EXTRA=()
 while (($#)); do
   case "$1" in
+    --train) TRAIN=1; shift ;;
     --steps) STEPS=${2:?--steps needs a value}; shift 2 ;;
     --jobs) JOBS=${2:?--jobs needs a value}; shift 2 ;;
     --budget-s) BUDGET=${2:?--budget-s needs a value}; shift 2 ;;
@@ -37,8 +48,12 @@ while (($#)); do
     *) echo "device_run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-[[ $STEPS =~ ^[0-9]+$ ]] || { echo "device_run.sh: --steps N is required" >&2; exit 2; }
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "device_run.sh: --budget-s must be whole seconds" >&2; exit 2; }
+if ((TRAIN)); then
+  [[ -z $STEPS && -z $JOBS ]] || { echo "device_run.sh: --train takes no --steps or --jobs (give the trainer's options after --)" >&2; exit 2; }
+  JOBS="seghz_train:0"
+fi
+[[ $STEPS =~ ^[0-9]+$ ]] || ((TRAIN)) || { echo "device_run.sh: --steps N is required" >&2; exit 2; }
 read -r -a JOB_LIST <<<"$JOBS"
 ((${#JOB_LIST[@]})) || { echo "device_run.sh: --jobs \"ROW:SEED ...\" is required" >&2; exit 2; }
 for j in "${JOB_LIST[@]}"; do
@@ -97,7 +112,14 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     f=$EXP/$n.json
     [[ -s $f ]] && js+=("$f")
   done
-  if ((${#js[@]})); then
+  if ((TRAIN)); then
+    if [[ -s $EXP/model.safetensors ]]; then
+      python3 bench/device_kit.py split "$EXP/model.safetensors" --out "$OUT" >>"$SETUP_LOG" 2>&1 \
+        || log "split of the checkpoint failed (see above)"
+    else
+      log "the trainer wrote no checkpoint"
+    fi
+  elif ((${#js[@]})); then
     if python3 bench/device_kit.py merge --skip-bad --out "$OUT/merged.json" "${js[@]}" >>"$SETUP_LOG" 2>&1; then
       merged=1
       cp "$OUT/merged.json" "$EXP/render.json"  # --render-only rewrites its --json; keep merged.json as merged
@@ -110,7 +132,7 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     log "no job wrote a JSON"
   fi
   {
-    echo "===== setup (device_run.sh --steps $STEPS --budget-s $BUDGET --jobs \"$JOBS\" ${EXTRA[*]}) ====="
+    echo "===== setup (device_run.sh $( ((TRAIN)) && echo --train) --steps $STEPS --budget-s $BUDGET --jobs \"$JOBS\" ${EXTRA[*]}) ====="
     tail -n 200 "$SETUP_LOG"
     for i in "${!NAMES[@]}"; do
       n=${NAMES[$i]}
@@ -122,7 +144,7 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     echo "===== nvidia-smi ====="
     timeout 20 nvidia-smi 2>&1 || echo
   } >"$OUT/logs.txt"
-  tar -czf "$OUT/jobs.tar.gz" -C "$EXP" . 2>/dev/null || true
+  tar -czf "$OUT/jobs.tar.gz" --exclude='*.safetensors' -C "$EXP" . 2>/dev/null || true  # checkpoints: split above
   if ((merged)); then
     python3 - "$OUT/merged.json" >"$OUT/summary.txt" <<'PY' || true
 import json, sys
@@ -138,6 +160,9 @@ for row, s in r["summary"].items():
 if r.get("skipped_after_deadline"):
     print("not run (deadline):", ", ".join(r["skipped_after_deadline"]))
 PY
+    cat "$OUT/summary.txt"
+  elif ((TRAIN)); then
+    tail -n 25 "$EXP/${NAMES[0]:-seghz_train_0}.log" >"$OUT/summary.txt" 2>/dev/null || true
     cat "$OUT/summary.txt"
   fi
   echo "results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
@@ -178,6 +203,9 @@ LITE0=.gpu/lite0/$LITE0_FILE  # written by `device_kit.py pack --lite0`; the dev
 if [[ -f $LITE0 ]]; then
   export SEGHZ_LITE0_WEIGHTS=$PWD/$LITE0
   log "ImageNet Lite0 encoder weights (for --init imagenet): $LITE0"
+elif ((TRAIN)) && ! [[ " ${EXTRA[*]} " =~ \ --weights(=|\ )none\  ]]; then
+  log "the trainer starts from the ImageNet Lite0 weights unless --weights none: run python bench/device_kit.py pack --lite0 here and carry .gpu"
+  exit 2
 elif [[ " ${EXTRA[*]} " =~ \ --init(=|\ )imagenet\  ]]; then
   log "--init imagenet needs $LITE0: run python bench/device_kit.py pack --lite0 here and carry .gpu"
   exit 2
@@ -206,13 +234,20 @@ NPROC=$(nproc 2>/dev/null || echo 4)
 THREADS=$((NPROC / ${#JOB_LIST[@]}))
 ((THREADS >= 1)) || THREADS=1
 DEADLINE_MIN=$(awk -v b="$BUDGET" 'BEGIN { printf "%.2f", b / 60 }')
+if [[ -n ${DEVICE_RUN_SEGHZ:-} ]]; then SEGHZ=(python3 "$DEVICE_RUN_SEGHZ"); else SEGHZ=(python3 -m seghz); fi
 for j in "${JOB_LIST[@]}"; do
   row=${j%%:*} seed=${j#*:}
   name=${row}_${seed//,/-}
-  OMP_NUM_THREADS=$THREADS python3 "$EXPERIMENTS" --device cuda --encoder resnet34 --init scratch \
-    --rows "$row" --seeds "$seed" --steps "$STEPS" --epochs 10 --batch-size 16 --crop 224 --data "$DATA" \
-    --deadline-min "$DEADLINE_MIN" --out "$EXP/$name.md" --json "$EXP/$name.json" "${EXTRA[@]}" \
-    >"$EXP/$name.log" 2>&1 </dev/null &
+  if ((TRAIN)); then
+    OMP_NUM_THREADS=$THREADS "${SEGHZ[@]}" train --images "$DATA/images" --labels "$DATA/labels" --scheme gid15 \
+      --target-scheme hz7 --device cuda --out "$EXP/model.safetensors" "${EXTRA[@]}" \
+      >"$EXP/$name.log" 2>&1 </dev/null &
+  else
+    OMP_NUM_THREADS=$THREADS python3 "$EXPERIMENTS" --device cuda --encoder resnet34 --init scratch \
+      --rows "$row" --seeds "$seed" --steps "$STEPS" --epochs 10 --batch-size 16 --crop 224 --data "$DATA" \
+      --deadline-min "$DEADLINE_MIN" --out "$EXP/$name.md" --json "$EXP/$name.json" "${EXTRA[@]}" \
+      >"$EXP/$name.log" 2>&1 </dev/null &
+  fi
   PIDS+=("$!")
   NAMES+=("$name")
   log "started $name (pid $!, $THREADS CPU threads)"
@@ -230,6 +265,6 @@ done
 wait "$WD" 2>/dev/null || true  # it ends by itself within ~2 s of the last job (or after its KILL round)
 WD=""
 
-# --- 5. merge + logs + summary into $OUT
+# --- 5. merge (or the checkpoint's pieces) + logs + summary into $OUT
 collect
-[[ -s $OUT/merged.json ]]
+if ((TRAIN)); then [[ -s $OUT/model.safetensors.sha256 ]]; else [[ -s $OUT/merged.json ]]; fi

@@ -323,6 +323,20 @@ def test_pack_lite0_writes_and_removes_the_encoder_weights(tmp_path):
     assert res["lite0"] is None and not (dest / "lite0").exists()
 
 
+def _check_train_command(cmd: str, head: list[str], extra: list[str]) -> None:
+    """A ``device_run.sh --train`` line: only --budget-s beside it, and what device_run.sh adds plus the options
+    after ``--`` parse with ``seghz train``'s parser into a valid recipe (as on the device)."""
+    from seghz.cli import _apply_sets, build_parser
+    from seghz.train.trainer import TrainConfig
+
+    rest = [h for h in head if h != "--train"]
+    opts = dict(zip(rest[::2], rest[1::2], strict=True))
+    assert set(opts) <= {"--budget-s"} and opts.get("--budget-s", "0").isdigit(), cmd
+    a = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--scheme", "gid15", "--target-scheme",
+                                   "hz7", "--device", "cuda", "--out", "m.safetensors", *extra])
+    _apply_sets(TrainConfig(scheme="hz7"), a.set or [])  # an unknown key or a bad value raises here
+
+
 def test_the_device_commands_in_the_docs_name_real_rows_and_options():
     """A lent GPU session is 15 minutes; a typo in a prepared command in docs/experiments.md would waste it.
 
@@ -341,6 +355,9 @@ def test_the_device_commands_in_the_docs_name_real_rows_and_options():
         argv = shlex.split(cmd)[2:]
         extra = argv[argv.index("--") + 1:] if "--" in argv else []
         head = argv[: argv.index("--")] if "--" in argv else argv
+        if "--train" in head:  # one run of the product's trainer: its own CLI must accept every option
+            _check_train_command(cmd, head, extra)
+            continue
         opts = dict(zip(head[::2], head[1::2], strict=True))  # device_run.sh's own options, each with a value
         assert set(opts) <= {"--steps", "--jobs", "--budget-s"} and {"--steps", "--jobs"} <= set(opts), cmd
         assert opts["--steps"].isdigit() and opts.get("--budget-s", "0").isdigit(), cmd
@@ -359,3 +376,96 @@ def test_the_device_commands_in_the_docs_name_real_rows_and_options():
     for m in re.finditer(r"Next in line: `([^`]+)`", section):
         for j in m.group(1).split():
             assert j.split(":")[0] in ALL_ROWS, j
+
+
+def test_split_join_roundtrip_and_errors(tmp_path):
+    """A checkpoint comes back from the device in ≤ 16 MiB pieces; join rebuilds it only when all are there and the
+    SHA-256 matches."""
+    src = tmp_path / "model.safetensors"
+    data = np.random.default_rng(0).integers(0, 256, 2500, dtype=np.uint8).tobytes()
+    src.write_bytes(data)
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "model.safetensors.part7").write_bytes(b"stale")  # from a longer earlier split: removed
+    parts = kit.split_file(src, out, part_size=1000)
+    assert [p.name for p in parts] == [f"model.safetensors.part{i}" for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == [*(p.name for p in parts), "model.safetensors.sha256"]
+    assert [p.stat().st_size for p in parts] == [1000, 1000, 500]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert parts[0].stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
+    joined = tmp_path / "joined.safetensors"
+    r = kit.join_parts(list(reversed(parts)), joined)  # any order
+    assert joined.read_bytes() == data and r["parts"] == 3 and r["bytes"] == 2500
+
+    with pytest.raises(kit.KitError, match=r"3 parts expected, missing \[1\]"):
+        kit.join_parts([parts[0], parts[2]], tmp_path / "x")
+    bad = bytearray(parts[1].read_bytes())
+    bad[0] ^= 1
+    parts[1].write_bytes(bytes(bad))
+    with pytest.raises(kit.KitError, match="SHA-256 of the joined parts"):
+        kit.join_parts(parts, tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing written
+    other = out / "other.bin.part0"
+    other.write_bytes(b"1")
+    with pytest.raises(kit.KitError, match="more than one file"):
+        kit.join_parts([parts[0], other], tmp_path / "x")
+    with pytest.raises(kit.KitError, match="not a piece written by split"):
+        kit.join_parts([src], tmp_path / "x")
+    (out / "model.safetensors.sha256").unlink()
+    with pytest.raises(kit.KitError, match="cannot read the digest file"):
+        kit.join_parts(parts, tmp_path / "x")
+    with pytest.raises(kit.KitError, match="no such file"):
+        kit.split_file(tmp_path / "absent", out)
+
+
+def test_split_join_cli(tmp_path):
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"abc" * 10)
+    assert kit.main(["split", str(src), "--out", str(tmp_path / "o")]) == 0
+    assert kit.main(["join", str(tmp_path / "o" / "m.bin.part0"), "--out", str(tmp_path / "j.bin")]) == 0
+    assert (tmp_path / "j.bin").read_bytes() == b"abc" * 10
+    assert kit.main(["join", str(tmp_path / "o" / "nope.part0"), "--out", str(tmp_path / "k.bin")]) == 1
+
+
+FAKE_SEGHZ = '''
+import argparse, sys
+from pathlib import Path
+assert sys.argv[1] == "train", sys.argv
+ap = argparse.ArgumentParser()
+for o in ("--images", "--labels", "--scheme", "--target-scheme", "--device", "--out", "--epochs", "--weights"):
+    ap.add_argument(o)
+a = ap.parse_args(sys.argv[2:])
+assert Path(a.images).is_dir() and Path(a.labels).is_dir(), a
+print("fake train", a.scheme, a.target_scheme, a.device, a.epochs, a.weights, flush=True)
+Path(a.out).write_bytes(b"weights" * 1000)
+Path(a.out).with_suffix(".state.safetensors").write_bytes(b"state")
+'''
+
+
+def test_device_run_sh_train_mode_returns_the_checkpoint_in_pieces(tmp_path):
+    """--train runs the product's trainer once on the kit's tiles; its checkpoint comes back split with its digest."""
+    repo, env = _fake_repo(tmp_path)
+    (tmp_path / "fake_seghz.py").write_text(textwrap.dedent(FAKE_SEGHZ))
+    env["DEVICE_RUN_SEGHZ"] = str(tmp_path / "fake_seghz.py")
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", "bench/device_run.sh", "--train", "--budget-s", "60", "--", "--epochs", "3"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "--weights none" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]  # no Lite0 packed
+
+    r = subprocess.run(["bash", "bench/device_run.sh", "--train", "--steps", "5", "--", "--weights", "none"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "--train takes no --steps" in r.stderr
+
+    r = subprocess.run(["bash", "bench/device_run.sh", "--train", "--budget-s", "60", "--", "--epochs", "3",
+                        "--weights", "none"], cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["jobs.tar.gz", "logs.txt", "model.safetensors.part0",
+                                                     "model.safetensors.sha256", "summary.txt"]
+    assert "fake train gid15 hz7 cuda 3 none" in (out / "summary.txt").read_text()
+    assert kit.join_parts([out / "model.safetensors.part0"], tmp_path / "m.safetensors")["bytes"] == 7000
+    import tarfile
+    with tarfile.open(out / "jobs.tar.gz") as t:
+        names = t.getnames()
+    assert not any(n.endswith(".safetensors") for n in names) and any(n.endswith("seghz_train_0.log") for n in names)
+    shutil.rmtree(tmp_path / "t", ignore_errors=True)
