@@ -40,6 +40,7 @@ lazily for its ``summarise``).
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -75,6 +76,10 @@ UNPACK_MARK = ".device_kit_unpacked"
 PART_SIZE = 15 * 2**20  # split: files come back from the device's $OUT at most 16 MiB each
 
 
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it), put back at once
+os.umask(_UMASK)
+
+
 class KitError(Exception):
     """A user-facing error (bad path, unreadable file, mismatched reports); the CLI prints it and exits 1."""
 
@@ -97,9 +102,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the result is an ordinary file
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -488,53 +491,74 @@ def merge_files(out: Path, inputs: list[Path], skip_bad: bool = False) -> dict:
 
 
 def split_file(src: Path, out_dir: Path, part_size: int = PART_SIZE) -> list[Path]:
-    """``src`` as ``out_dir/<name>.part<i>`` pieces of at most ``part_size`` bytes, plus ``<name>.sha256`` (the
-    digest of the whole): at most 16 MiB a file comes back from the device, and a trained checkpoint is ~21 MB."""
-    if not src.is_file():
-        raise KitError(f"cannot split {src}: no such file")
+    """``src`` as ``out_dir/<name>.part<i>`` pieces of at most ``part_size`` bytes, plus ``<name>.sha256`` (``<digest>
+    <parts> <bytes> <name>``, the digest of the whole): at most 16 MiB a file comes back from the device, and a trained
+    checkpoint is ~21 MB. Older pieces of the same name in ``out_dir`` are removed first."""
     if part_size < 1:
         raise KitError("part size must be positive")
-    data = src.read_bytes()
-    for old in out_dir.glob(f"{src.name}.part*"):  # a shorter file must not leave an older part behind
-        old.unlink()
-    parts = []
-    for i, at in enumerate(range(0, max(len(data), 1), part_size)):
-        part = out_dir / f"{src.name}.part{i}"
-        _write_atomic(part, data[at:at + part_size])
-        parts.append(part)
-    _write_atomic(out_dir / f"{src.name}.sha256",
-                  f"{hashlib.sha256(data).hexdigest()}  {src.name}  {len(parts)} parts  {len(data)} bytes\n".encode())
+    try:
+        data = src.read_bytes()
+    except OSError as e:
+        raise KitError(f"cannot split {src}: {e.strerror or e}") from e
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob(f"{glob.escape(src.name)}.part*"):  # a shorter file must not leave a piece behind
+            old.unlink()
+        parts = []
+        for i, at in enumerate(range(0, max(len(data), 1), part_size)):
+            part = out_dir / f"{src.name}.part{i}"
+            _write_atomic(part, data[at:at + part_size])
+            parts.append(part)
+        _write_atomic(out_dir / f"{src.name}.sha256",
+                      f"{hashlib.sha256(data).hexdigest()}  {len(parts)}  {len(data)}  {src.name}\n".encode())
+    except OSError as e:
+        raise KitError(f"cannot write the pieces of {src} to {out_dir}: {e}") from e
     return parts
 
 
 def join_parts(parts: list[Path], out: Path) -> dict:
-    """Reassemble :func:`split_file`'s pieces into ``out`` (atomically), after checking that every piece is there
-    and the digest in ``<name>.sha256`` beside them matches; ``{"name", "parts", "bytes", "sha256"}``."""
+    """Reassemble :func:`split_file`'s pieces into ``out`` (atomically), after checking that they are exactly the
+    pieces its ``<name>.sha256`` (beside them) counts and that their digest matches; ``{"name", "parts", "bytes",
+    "sha256"}``. Nothing is written when a check fails."""
     if not parts:
         raise KitError("join needs the .part files")
-    by_name: dict[str, dict[int, Path]] = {}
+    pieces: dict[int, Path] = {}
+    names, folders = set(), set()
     for p in parts:
         name, dot, idx = p.name.rpartition(".part")
         if not dot or not idx.isdigit():
             raise KitError(f"{p}: not a piece written by split (<name>.part<i>)")
-        by_name.setdefault(name, {})[int(idx)] = p
-    if len(by_name) != 1:
-        raise KitError(f"pieces of more than one file: {', '.join(sorted(by_name))}")
-    (name, pieces), = by_name.items()
-    sha_file = next(iter(pieces.values())).parent / f"{name}.sha256"
+        names.add(name)
+        folders.add(p.parent.resolve())
+        pieces[int(idx)] = p
+    if len(names) != 1:
+        raise KitError(f"pieces of more than one file: {', '.join(sorted(names))}")
+    if len(folders) != 1:
+        raise KitError(f"pieces from more than one folder: {', '.join(sorted(map(str, folders)))}")
+    name = names.pop()
+    sha_file = parts[0].parent / f"{name}.sha256"
     try:
-        fields = sha_file.read_text().split()
-        want, n = fields[0], int(fields[2])
-    except (OSError, ValueError, IndexError) as e:
+        want, n_txt, size_txt = sha_file.read_text().split(maxsplit=3)[:3]
+        n, size = int(n_txt), int(size_txt)
+    except (OSError, ValueError) as e:
         raise KitError(f"cannot read the digest file {sha_file}: {e}") from e
-    missing = sorted(set(range(n)) - set(pieces))
-    if missing or len(pieces) != n:
-        raise KitError(f"{name}: {n} parts expected, missing {missing or 'none'}, given {sorted(pieces)}")
-    data = b"".join(pieces[i].read_bytes() for i in range(n))
+    if sorted(pieces) != list(range(n)):
+        missing = sorted(set(range(n)) - set(pieces))
+        extra = sorted(set(pieces) - set(range(n)))
+        raise KitError(f"{name}: {sha_file} counts {n} piece(s) (part0..part{n - 1}); missing {missing or 'none'}, "
+                       f"not counted {extra or 'none'}")
+    try:
+        data = b"".join(pieces[i].read_bytes() for i in range(n))
+    except OSError as e:
+        raise KitError(f"cannot read a piece of {name}: {e}") from e
     got = hashlib.sha256(data).hexdigest()
-    if got != want:
-        raise KitError(f"{name}: SHA-256 of the joined parts is {got}, {sha_file} says {want}; nothing written")
-    _write_atomic(out, data)
+    if got != want or len(data) != size:
+        raise KitError(f"{name}: the joined pieces ({len(data)} bytes, SHA-256 {got}) do not match {sha_file} "
+                       f"({size} bytes, {want}); nothing written")
+    try:
+        _write_atomic(out, data)
+    except OSError as e:
+        raise KitError(f"cannot write {out}: {e}") from e
     return {"name": name, "parts": n, "bytes": len(data), "sha256": got}
 
 

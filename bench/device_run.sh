@@ -71,6 +71,7 @@ DATA=$TMPD/gid15
 EXPERIMENTS=${DEVICE_RUN_EXPERIMENTS:-bench/experiments.py}
 GRACE=${DEVICE_RUN_GRACE_S:-10}
 mkdir -p "$OUT"
+rm -f "$OUT"/model.safetensors.part* "$OUT/model.safetensors.sha256"  # --train: no piece of an earlier run comes back
 rm -rf "$EXP"
 mkdir -p "$EXP"
 SETUP_LOG=$EXP/setup.log
@@ -132,7 +133,7 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     log "no job wrote a JSON"
   fi
   {
-    echo "===== setup (device_run.sh $( ((TRAIN)) && echo --train) --steps $STEPS --budget-s $BUDGET --jobs \"$JOBS\" ${EXTRA[*]}) ====="
+    echo "===== setup (device_run.sh $( ((TRAIN)) && echo --train || echo --steps "$STEPS") --budget-s $BUDGET --jobs \"$JOBS\" ${EXTRA[*]}) ====="
     tail -n 200 "$SETUP_LOG"
     for i in "${!NAMES[@]}"; do
       n=${NAMES[$i]}
@@ -144,7 +145,8 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     echo "===== nvidia-smi ====="
     timeout 20 nvidia-smi 2>&1 || echo
   } >"$OUT/logs.txt"
-  tar -czf "$OUT/jobs.tar.gz" --exclude='*.safetensors' -C "$EXP" . 2>/dev/null || true  # checkpoints: split above
+  # checkpoints (split above) and the temporary files of a write the watchdog cut short stay out of the archive
+  tar -czf "$OUT/jobs.tar.gz" --exclude='*.safetensors*' --exclude='*.tmp' -C "$EXP" . 2>/dev/null || true
   if ((merged)); then
     python3 - "$OUT/merged.json" >"$OUT/summary.txt" <<'PY' || true
 import json, sys
@@ -162,7 +164,10 @@ if r.get("skipped_after_deadline"):
 PY
     cat "$OUT/summary.txt"
   elif ((TRAIN)); then
-    tail -n 25 "$EXP/${NAMES[0]:-seghz_train_0}.log" >"$OUT/summary.txt" 2>/dev/null || true
+    {
+      echo "trainer exit status: ${RCS[${NAMES[0]:-seghz_train_0}]:-? (not waited for)}"
+      tail -n 25 "$EXP/${NAMES[0]:-seghz_train_0}.log" 2>/dev/null || true
+    } >"$OUT/summary.txt"
     cat "$OUT/summary.txt"
   fi
   echo "results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
@@ -267,4 +272,8 @@ WD=""
 
 # --- 5. merge (or the checkpoint's pieces) + logs + summary into $OUT
 collect
-if ((TRAIN)); then [[ -s $OUT/model.safetensors.sha256 ]]; else [[ -s $OUT/merged.json ]]; fi
+if ((TRAIN)); then  # the pieces come back either way; the status says whether the trainer finished
+  [[ -s $OUT/model.safetensors.sha256 && ${RCS[${NAMES[0]}]} == 0 ]]
+else
+  [[ -s $OUT/merged.json ]]
+fi

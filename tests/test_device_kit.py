@@ -332,6 +332,8 @@ def _check_train_command(cmd: str, head: list[str], extra: list[str]) -> None:
     rest = [h for h in head if h != "--train"]
     opts = dict(zip(rest[::2], rest[1::2], strict=True))
     assert set(opts) <= {"--budget-s"} and opts.get("--budget-s", "0").isdigit(), cmd
+    fixed = {"--images", "--labels", "--out", "--scheme", "--target-scheme"}  # device_run.sh sets them; collect reads --out
+    assert not fixed & {e.split("=")[0] for e in extra}, cmd
     a = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--scheme", "gid15", "--target-scheme",
                                    "hz7", "--device", "cuda", "--out", "m.safetensors", *extra])
     _apply_sets(TrainConfig(scheme="hz7"), a.set or [])  # an unknown key or a bad value raises here
@@ -387,23 +389,38 @@ def test_split_join_roundtrip_and_errors(tmp_path):
     out = tmp_path / "out"
     (out).mkdir()
     (out / "model.safetensors.part7").write_bytes(b"stale")  # from a longer earlier split: removed
-    parts = kit.split_file(src, out, part_size=1000)
+    old_umask = os.umask(0o022)  # mkstemp's 0600 must not survive whatever umask the run has
+    try:
+        parts = kit.split_file(src, out, part_size=1000)
+    finally:
+        os.umask(old_umask)
     assert [p.name for p in parts] == [f"model.safetensors.part{i}" for i in range(3)]
     assert sorted(p.name for p in out.iterdir()) == [*(p.name for p in parts), "model.safetensors.sha256"]
     assert [p.stat().st_size for p in parts] == [1000, 1000, 500]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert parts[0].stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~kit._UMASK for p in parts)  # not mkstemp's 0600
     joined = tmp_path / "joined.safetensors"
     r = kit.join_parts(list(reversed(parts)), joined)  # any order
     assert joined.read_bytes() == data and r["parts"] == 3 and r["bytes"] == 2500
 
-    with pytest.raises(kit.KitError, match=r"3 parts expected, missing \[1\]"):
+    with pytest.raises(kit.KitError, match=r"counts 3 piece\(s\) .*missing \[1\], not counted none"):
         kit.join_parts([parts[0], parts[2]], tmp_path / "x")
+    (out / "model.safetensors.part3").write_bytes(b"extra")
+    with pytest.raises(kit.KitError, match=r"missing none, not counted \[3\]"):
+        kit.join_parts([*parts, out / "model.safetensors.part3"], tmp_path / "x")
+    (out / "model.safetensors.part3").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(parts[2], elsewhere / parts[2].name)
+    with pytest.raises(kit.KitError, match="more than one folder"):
+        kit.join_parts([parts[0], parts[1], elsewhere / parts[2].name], tmp_path / "x")
+    parts[2].rename(tmp_path / "moved")  # named but gone
+    with pytest.raises(kit.KitError, match="cannot read a piece"):
+        kit.join_parts(parts, tmp_path / "x")
+    (tmp_path / "moved").rename(parts[2])
     bad = bytearray(parts[1].read_bytes())
     bad[0] ^= 1
     parts[1].write_bytes(bytes(bad))
-    with pytest.raises(kit.KitError, match="SHA-256 of the joined parts"):
+    with pytest.raises(kit.KitError, match=r"the joined pieces .* do not match .*model.safetensors.sha256.*nothing written"):
         kit.join_parts(parts, tmp_path / "x")
     assert not (tmp_path / "x").exists()  # nothing written
     other = out / "other.bin.part0"
@@ -415,8 +432,22 @@ def test_split_join_roundtrip_and_errors(tmp_path):
     (out / "model.safetensors.sha256").unlink()
     with pytest.raises(kit.KitError, match="cannot read the digest file"):
         kit.join_parts(parts, tmp_path / "x")
-    with pytest.raises(kit.KitError, match="no such file"):
+    with pytest.raises(kit.KitError, match="cannot split .*absent"):
         kit.split_file(tmp_path / "absent", out)
+
+
+@pytest.mark.parametrize("name", ["a b.bin", "z[1].bin", "empty.bin"])
+def test_split_join_odd_names_and_sizes(tmp_path, name):
+    """Names with spaces or glob characters, an empty file, and a re-split into fewer pieces leave no stale piece."""
+    src = tmp_path / name
+    src.write_bytes(b"" if name == "empty.bin" else b"x" * 2500)
+    out = tmp_path / "out"
+    kit.split_file(src, out, part_size=1000)
+    src.write_bytes(b"" if name == "empty.bin" else b"y" * 900)  # shorter now: one piece
+    parts = kit.split_file(src, out, part_size=1000)
+    assert sorted(p.name for p in out.glob("*.part*")) == [f"{name}.part0"] == [p.name for p in parts]
+    r = kit.join_parts(parts, tmp_path / "joined")
+    assert (tmp_path / "joined").read_bytes() == src.read_bytes() and r["name"] == name
 
 
 def test_split_join_cli(tmp_path):
@@ -437,6 +468,8 @@ for o in ("--images", "--labels", "--scheme", "--target-scheme", "--device", "--
     ap.add_argument(o)
 a = ap.parse_args(sys.argv[2:])
 assert Path(a.images).is_dir() and Path(a.labels).is_dir(), a
+if a.epochs == "fail":
+    sys.exit(3)
 print("fake train", a.scheme, a.target_scheme, a.device, a.epochs, a.weights, flush=True)
 Path(a.out).write_bytes(b"weights" * 1000)
 Path(a.out).with_suffix(".state.safetensors").write_bytes(b"state")
@@ -457,12 +490,21 @@ def test_device_run_sh_train_mode_returns_the_checkpoint_in_pieces(tmp_path):
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and "--train takes no --steps" in r.stderr
 
+    out.mkdir(exist_ok=True)
+    (out / "model.safetensors.sha256").write_text("stale from an earlier run")
+    (out / "model.safetensors.part1").write_bytes(b"stale")
+    r = subprocess.run(["bash", "bench/device_run.sh", "--train", "--budget-s", "60", "--", "--epochs", "fail",
+                        "--weights", "none"], cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode != 0, r.stdout[-3000:]  # the trainer failed before writing: no checkpoint, no success
+    assert not list(out.glob("model.safetensors.*")) and "trainer exit status: 3" in (out / "summary.txt").read_text()
+
     r = subprocess.run(["bash", "bench/device_run.sh", "--train", "--budget-s", "60", "--", "--epochs", "3",
                         "--weights", "none"], cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["jobs.tar.gz", "logs.txt", "model.safetensors.part0",
                                                      "model.safetensors.sha256", "summary.txt"]
-    assert "fake train gid15 hz7 cuda 3 none" in (out / "summary.txt").read_text()
+    summary = (out / "summary.txt").read_text()
+    assert "trainer exit status: 0" in summary and "fake train gid15 hz7 cuda 3 none" in summary
     assert kit.join_parts([out / "model.safetensors.part0"], tmp_path / "m.safetensors")["bytes"] == 7000
     import tarfile
     with tarfile.open(out / "jobs.tar.gz") as t:

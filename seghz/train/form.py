@@ -135,8 +135,8 @@ PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
               "flipped GID labels at the study's budget (4000 steps × 16 × 224² on an H200, 3 seeds) it recovered "
               "0.65 ± 0.07 of what the noise costs plain CE (per seed 0.70 / 0.72 / 0.54; 79.3 mIoU against 55.0, "
               "92.2 on clean labels; component drop alone 0.60 ± 0.05). Road_land, two thirds of whose labels were "
-              "flips, came back least (0.24 of its cost): review its tiles. Short runs gain less (800 CPU steps: "
-              "0.26 ± 0.21 over 4 seeds). Not for encoders trained from scratch: there nothing measured helps "
+              "flips, came back least (0.24 of its cost): review its tiles. A smaller CPU protocol (800 steps, "
+              "128 tiles) gained less: 0.26 ± 0.21 over 4 seeds. Not for encoders trained from scratch: there nothing measured helps "
               "reliably (resnet34 from scratch at the same budget: component drop +0.00 ± 0.22, the study's noise "
               "mask +0.08 ± 0.05, drop + GCE −0.09 at seed 0). Its cost on labels that are already clean is not "
               "measured yet. See docs/experiments.md.",
