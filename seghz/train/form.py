@@ -138,8 +138,9 @@ PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
               "flips, came back least (0.24 of its cost): review its tiles. A smaller CPU protocol (800 steps, "
               "128 tiles) gained less: 0.26 ± 0.21 over 4 seeds. Not for encoders trained from scratch: there nothing measured helps "
               "reliably (resnet34 from scratch at the same budget: component drop +0.00 ± 0.22, the study's noise "
-              "mask +0.08 ± 0.05, drop + GCE −0.09 at seed 0). Its cost on labels that are already clean is not "
-              "measured yet. See docs/experiments.md.",
+              "mask +0.08 ± 0.05, drop + GCE −0.09 at seed 0). Only for labels known to be noisy: on clean labels "
+              "it still ignores the components the model doubts, and on the CPU protocol it then cost 8–22 points "
+              "(3 seeds; Road_land lost). See docs/experiments.md.",
               {"class_weights": "none", "dice": False, "refine": "drop", "robust": "gce", "gce_q": 0.7}),
 }
 
