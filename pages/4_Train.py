@@ -191,11 +191,11 @@ with st.form("train_form"):
                                    "label component whose mean "
                                    "prediction prefers another class is ignored, at most half of any class's pixels, "
                                    "the most doubted first (on 30 % flipped GID labels, fine-tuning from ImageNet at the study's "
-                                   "4000-step GPU budget, it recovered 0.60 ± 0.05 of the noise cost over 3 seeds, "
-                                   "0.65 ± 0.07 with GCE — the *Noisy labels* preset —; 0.36 ± 0.25 on the 800-step "
+                                   "4000-step GPU budget, it recovered 0.60 ± 0.05 of the noise cost over 3 seeds — "
+                                   "the *Noisy labels* preset —, 0.65 ± 0.07 with GCE; 0.36 ± 0.25 on the 800-step "
                                    "CPU proxy; from scratch at the GPU budget +0.00 ± 0.22: see docs/experiments.md). It drops doubted "
                                    "components even where nothing is wrong, so use it only on labels known to be "
-                                   "noisy (on clean labels, with GCE, it cost 8–22 points on the CPU proxy). region: pieces it confidently calls another class are "
+                                   "noisy (on clean labels it cost 5–7 points on the CPU proxy, 8–22 with GCE). region: pieces it confidently calls another class are "
                                    "relabelled (it can learn its own mistakes). Trusted pixels never change.")
         m1, m2, m6, m3, m5, m4 = st.columns(6)
         robust = m1.selectbox("Noise-robust loss", list(ROBUSTS), key="train_robust",

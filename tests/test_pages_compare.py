@@ -249,14 +249,14 @@ def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
     at.button(key="train_preset_noisy").click().run()
     assert_ok(at)
     assert form_values() == preset_state("noisy")
-    assert "Noisy labels: component drop + GCE" in texts(at) and not at.warning
+    assert "Noisy labels: component drop" in texts(at) and not at.warning
     at.text_input(key="train_name").input("robust")
     at.number_input(key="train_crop").set_value(64)  # the test workspace's scenes are 128 px
     at.button(key="train_submit").click().run()
     assert_ok(at)
     assert not [e.value for e in at.error if "Cannot launch" in e.value]
     cfg = ws.list_jobs()[0].config
-    assert (cfg["refine"], cfg["robust"], cfg["gce_q"], cfg["class_weights"], cfg["dice"]) == ("drop", "gce", 0.7, "none", False)
+    assert (cfg["refine"], cfg["robust"], cfg["class_weights"], cfg["dice"]) == ("drop", "none", "none", False)
     at.button(key="train_preset_study").click().run()
     assert_ok(at)
     assert form_values() == preset_state("study")

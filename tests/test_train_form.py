@@ -113,14 +113,15 @@ def test_presets_set_every_recipe_option_and_nothing_else():
     assert not {k for k in noisy if k.startswith(("train_epochs", "train_lr", "train_arch", "train_encoder", "train_weights",
                                                   "train_scheme", "train_batch", "train_crop", "train_steps"))}
     assert (study["train_cw"], study["train_dice"], study["train_refine"], study["train_robust"]) == ("enet", True, "none", "none")
-    assert (noisy["train_cw"], noisy["train_dice"], noisy["train_refine"], noisy["train_robust"], noisy["train_gce_q"]) == \
-        ("none", False, "drop", "gce", 0.7)
+    assert (noisy["train_cw"], noisy["train_dice"], noisy["train_refine"], noisy["train_robust"]) == \
+        ("none", False, "drop", "none")
     assert {k: v for k, v in noisy.items() if study[k] != v} == {"train_cw": "none", "train_dice": False,
-                                                                  "train_refine": "drop", "train_robust": "gce"}
-    # the measured rows: the noisy preset is bench/experiments.py's drop_gce row on its plain-CE base
+                                                                  "train_refine": "drop"}
+    # the measured rows: the noisy preset is bench/experiments.py's drop row on its plain-CE base (GCE left out since
+    # session 18: +0.05 of the noise cost on the GPU, but twice the drop's cost on clean labels on the CPU proxy)
     from bench.experiments import BASE, ROWS
 
-    assert {**RECIPE_DEFAULTS, **PRESETS["noisy"][2]} == {**RECIPE_DEFAULTS, **BASE, **ROWS["drop_gce"][1]}
+    assert {**RECIPE_DEFAULTS, **PRESETS["noisy"][2]} == {**RECIPE_DEFAULTS, **BASE, **ROWS["drop"][1]}
     # no preset for training from scratch: on the GPU protocol no recipe recovered a reliable share (session 12)
     assert set(PRESETS) == {"study", "noisy"}
     with pytest.raises(KeyError, match="unknown recipe preset"):

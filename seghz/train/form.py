@@ -129,19 +129,19 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "study": ("Study recipe", "CE with 1/ln(1.02+f) class weights + Dice, nothing for noisy labels (the form's defaults).",
               {}),
-    "noisy": ("Noisy labels: component drop + GCE",
-              "For the ImageNet encoder weights (the default). Every epoch from 10 % of the run on, label components "
-              "the model doubts are ignored (≤ half of a class) and the rest train with generalized CE (q 0.7). On 30 % "
-              "flipped GID labels at the study's budget (4000 steps × 16 × 224² on an H200, 3 seeds) it recovered "
-              "0.65 ± 0.07 of what the noise costs plain CE (per seed 0.70 / 0.72 / 0.54; 79.3 mIoU against 55.0, "
-              "92.2 on clean labels; component drop alone 0.60 ± 0.05). Road_land, two thirds of whose labels were "
-              "flips, came back least (0.24 of its cost): review its tiles. A smaller CPU protocol (800 steps, "
-              "128 tiles) gained less: 0.26 ± 0.21 over 4 seeds. Not for encoders trained from scratch: there nothing measured helps "
-              "reliably (resnet34 from scratch at the same budget: component drop +0.00 ± 0.22, the study's noise "
-              "mask +0.08 ± 0.05, drop + GCE −0.09 at seed 0). Only for labels known to be noisy: on clean labels "
-              "it still ignores the components the model doubts, and on the CPU protocol it then cost 8–22 points "
-              "(3 seeds; Road_land lost). See docs/experiments.md.",
-              {"class_weights": "none", "dice": False, "refine": "drop", "robust": "gce", "gce_q": 0.7}),
+    "noisy": ("Noisy labels: component drop",
+              "For the ImageNet encoder weights (the default), and only for labels known to be noisy. Every epoch "
+              "from 10 % of the run on, label components the model doubts are ignored (≤ half of a class); the rest "
+              "train with plain CE. On 30 % flipped GID labels at the study's budget (4000 steps × 16 × 224² on an "
+              "H200, 3 seeds) it recovered 0.60 ± 0.05 of what the noise costs plain CE (per seed 0.63 / 0.65 / 0.53; "
+              "77.5 mIoU against 55.0, 92.2 on clean labels). Road_land, two thirds of whose labels were flips, came "
+              "back least: review its tiles. On clean labels it still ignores what the model doubts: on a small CPU "
+              "protocol (800 steps, 128 tiles, 3 seeds) that cost 5–7 points (half of Road_land's pixels ignored). "
+              "With generalized CE added it recovered 0.65 ± 0.07 on the GPU but cost 8–22 points on clean labels "
+              "there, so the preset leaves GCE out. Not for encoders trained from scratch: there nothing measured "
+              "helps reliably (resnet34 from scratch at the study's budget: component drop +0.00 ± 0.22, the study's "
+              "noise mask +0.08 ± 0.05). See docs/experiments.md.",
+              {"class_weights": "none", "dice": False, "refine": "drop"}),
 }
 
 
