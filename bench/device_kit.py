@@ -31,6 +31,11 @@ rebuilds the ignored folder ``.gpu/`` that fills the gap:
    ``experiments.py --render-only --json merged.json --out docs/...md`` or for another ``merge`` with the reports of
    a later device session (same protocol).
 
+``bash bench/device_run.sh --train -- OPTIONS`` instead runs the product's trainer (``python -m seghz train``) once
+on the kit's tiles; its checkpoint (~21 MB) comes back cut by ``device_kit.py split`` into pieces under the 16 MiB a
+returned file may have, with their SHA-256, and ``python bench/device_kit.py join PIECES --out FILE`` rebuilds it
+here, checking the digest.
+
 Note: the device trains on the decoded JPEGs (mean absolute error ~2.6 grey levels at quality 95), not on the PNG
 originals; the labels and the train/eval split are identical.
 
@@ -76,10 +81,6 @@ UNPACK_MARK = ".device_kit_unpacked"
 PART_SIZE = 15 * 2**20  # split: files come back from the device's $OUT at most 16 MiB each
 
 
-_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it), put back at once
-os.umask(_UMASK)
-
-
 class KitError(Exception):
     """A user-facing error (bad path, unreadable file, mismatched reports); the CLI prints it and exits 1."""
 
@@ -97,16 +98,13 @@ def _tree_size(path: Path) -> int:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` through SegHZ's one file-replacing path (:func:`seghz.data.io.atomic_target`: a
+    temporary file renamed into place, mode 0644), without its fsyncs: everything the kit writes can be rebuilt."""
+    _repo_on_path()
+    from seghz.data.io import atomic_target
+
+    with atomic_target(path, fsync=False) as tmp:
+        tmp.write_bytes(data)
 
 
 def _up_to_date(dst: Path, src: Path) -> bool:

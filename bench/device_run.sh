@@ -71,7 +71,7 @@ DATA=$TMPD/gid15
 EXPERIMENTS=${DEVICE_RUN_EXPERIMENTS:-bench/experiments.py}
 GRACE=${DEVICE_RUN_GRACE_S:-10}
 mkdir -p "$OUT"
-rm -f "$OUT"/model.safetensors.part* "$OUT/model.safetensors.sha256"  # --train: no piece of an earlier run comes back
+if ((TRAIN)); then rm -f "$OUT"/model.safetensors.part* "$OUT/model.safetensors.sha256"; fi  # no earlier run's pieces
 rm -rf "$EXP"
 mkdir -p "$EXP"
 SETUP_LOG=$EXP/setup.log
@@ -118,7 +118,7 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
       python3 bench/device_kit.py split "$EXP/model.safetensors" --out "$OUT" >>"$SETUP_LOG" 2>&1 \
         || log "split of the checkpoint failed (see above)"
     else
-      log "the trainer wrote no checkpoint"
+      log "the trainer wrote no checkpoint ($EXP/model.safetensors)"
     fi
   elif ((${#js[@]})); then
     if python3 bench/device_kit.py merge --skip-bad --out "$OUT/merged.json" "${js[@]}" >>"$SETUP_LOG" 2>&1; then

@@ -323,23 +323,36 @@ def test_pack_lite0_writes_and_removes_the_encoder_weights(tmp_path):
     assert res["lite0"] is None and not (dest / "lite0").exists()
 
 
-def _check_train_command(cmd: str, head: list[str], extra: list[str]) -> None:
-    """A ``device_run.sh --train`` line: only --budget-s beside it, and what device_run.sh adds plus the options
-    after ``--`` parse with ``seghz train``'s parser into a valid recipe (as on the device)."""
-    from seghz.cli import _apply_sets, build_parser
-    from seghz.train.trainer import TrainConfig
-
-    rest = [h for h in head if h != "--train"]
-    opts = dict(zip(rest[::2], rest[1::2], strict=True))
-    assert set(opts) <= {"--budget-s"} and opts.get("--budget-s", "0").isdigit(), cmd
-    fixed = {"--images", "--labels", "--out", "--scheme", "--target-scheme"}  # device_run.sh sets them; collect reads --out
-    assert not fixed & {e.split("=")[0] for e in extra}, cmd
-    a = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--scheme", "gid15", "--target-scheme",
-                                   "hz7", "--device", "cuda", "--out", "m.safetensors", *extra])
-    _apply_sets(TrainConfig(scheme="hz7"), a.set or [])  # an unknown key or a bad value raises here
+PARSING_SEGHZ = f'''
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(ROOT)!r})
+from seghz.cli import _apply_sets, build_parser
+from seghz.train.trainer import TrainConfig
+a = build_parser().parse_args(sys.argv[1:])  # an unknown option exits here
+_apply_sets(TrainConfig(scheme="hz7"), a.set or [])  # an unknown key or a bad value raises here
+Path(a.out).write_bytes(b"parsed")
+'''
 
 
-def test_the_device_commands_in_the_docs_name_real_rows_and_options():
+def _check_train_command(cmd: str, argv: list[str], tmp_path: Path) -> None:
+    """A ``device_run.sh --train`` line, run as written with a stand-in trainer that parses what it receives (what
+    device_run.sh sets, then the line's options) with ``seghz train``'s own parser and recipe check and writes the
+    checkpoint only then. An option that overrides ``--out`` leaves no checkpoint where collect looks: a failure too."""
+    repo, env = _fake_repo(tmp_path)
+    (tmp_path / "parsing_seghz.py").write_text(textwrap.dedent(PARSING_SEGHZ))
+    env["DEVICE_RUN_SEGHZ"] = str(tmp_path / "parsing_seghz.py")
+    w = repo / ".gpu" / "lite0" / kit.LITE0_FILE  # the default ImageNet start needs it (the stand-in never reads it)
+    w.parent.mkdir(parents=True, exist_ok=True)
+    w.write_bytes(b"stand-in")
+    r = subprocess.run(["bash", "bench/device_run.sh", *argv], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+    assert (tmp_path / "out" / "model.safetensors.part0").read_bytes() == b"parsed", cmd
+    shutil.rmtree(tmp_path / "t", ignore_errors=True)
+
+
+def test_the_device_commands_in_the_docs_name_real_rows_and_options(tmp_path):
     """A lent GPU session is 15 minutes; a typo in a prepared command in docs/experiments.md would waste it.
 
     Every ``bash bench/device_run.sh`` line (and every "Next in line" job list) there must name rows of
@@ -358,7 +371,7 @@ def test_the_device_commands_in_the_docs_name_real_rows_and_options():
         extra = argv[argv.index("--") + 1:] if "--" in argv else []
         head = argv[: argv.index("--")] if "--" in argv else argv
         if "--train" in head:  # one run of the product's trainer: its own CLI must accept every option
-            _check_train_command(cmd, head, extra)
+            _check_train_command(cmd, argv, tmp_path / f"train{len(list(tmp_path.iterdir()))}")
             continue
         opts = dict(zip(head[::2], head[1::2], strict=True))  # device_run.sh's own options, each with a value
         assert set(opts) <= {"--steps", "--jobs", "--budget-s"} and {"--steps", "--jobs"} <= set(opts), cmd
@@ -389,15 +402,11 @@ def test_split_join_roundtrip_and_errors(tmp_path):
     out = tmp_path / "out"
     (out).mkdir()
     (out / "model.safetensors.part7").write_bytes(b"stale")  # from a longer earlier split: removed
-    old_umask = os.umask(0o022)  # mkstemp's 0600 must not survive whatever umask the run has
-    try:
-        parts = kit.split_file(src, out, part_size=1000)
-    finally:
-        os.umask(old_umask)
+    parts = kit.split_file(src, out, part_size=1000)
     assert [p.name for p in parts] == [f"model.safetensors.part{i}" for i in range(3)]
     assert sorted(p.name for p in out.iterdir()) == [*(p.name for p in parts), "model.safetensors.sha256"]
     assert [p.stat().st_size for p in parts] == [1000, 1000, 500]
-    assert all(p.stat().st_mode & 0o777 == 0o666 & ~kit._UMASK for p in parts)  # not mkstemp's 0600
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in parts)  # SegHZ's atomic writer, not mkstemp's 0600
     joined = tmp_path / "joined.safetensors"
     r = kit.join_parts(list(reversed(parts)), joined)  # any order
     assert joined.read_bytes() == data and r["parts"] == 3 and r["bytes"] == 2500

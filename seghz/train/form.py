@@ -137,8 +137,8 @@ PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
               "77.5 mIoU against 55.0, 92.2 on clean labels). Road_land, two thirds of whose labels were flips, came "
               "back least: review its tiles. On clean labels it still ignores what the model doubts: on a small CPU "
               "protocol (800 steps, 128 tiles, 3 seeds) that cost 5–7 points (half of Road_land's pixels ignored). "
-              "With generalized CE added it recovered 0.65 ± 0.07 on the GPU but cost 8–22 points on clean labels "
-              "there, so the preset leaves GCE out. Not for encoders trained from scratch: there nothing measured "
+              "With generalized CE added it recovered 0.65 ± 0.07 on the GPU, but on clean labels of that CPU "
+              "protocol it cost 8–22 points, more than the drop alone on every seed, so the preset leaves GCE out. Not for encoders trained from scratch: there nothing measured "
               "helps reliably (resnet34 from scratch at the study's budget: component drop +0.00 ± 0.22, the study's "
               "noise mask +0.08 ± 0.05). See docs/experiments.md.",
               {"class_weights": "none", "dice": False, "refine": "drop"}),
