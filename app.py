@@ -14,7 +14,7 @@ import streamlit as st
 st.set_page_config(page_title="SegHZ", layout="wide")
 
 from seghz.report import checkpoint_val_metrics, fmt_pct, per_class_iou_table  # noqa: E402
-from ui.common import has_synthetic_scenes, page_header, scheme_legend_html  # noqa: E402
+from ui.common import has_synthetic_scenes, metric_row, page_header, scheme_legend_html  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAGES = (
@@ -42,22 +42,12 @@ if has_synthetic_scenes(ws):
     )
 
 st.subheader("Workspace")
-sc = summary["scenes"]
-cols = st.columns(6)
-cols[0].metric("Scenes", sc["total"])
-cols[1].metric("train", sc["train"])
-cols[2].metric("val", sc["val"])
-cols[3].metric("test", sc["test"])
-cols[4].metric("unassigned", sc["none"])
-cols[5].metric("Label versions saved", summary["label_versions"])
-jobs = summary["jobs"]
-cols = st.columns(6)
-cols[0].metric("Checkpoints", summary["checkpoints"])
-cols[1].metric("Jobs running", jobs["running"])
-cols[2].metric("Jobs queued", jobs["queued"])
-cols[3].metric("Jobs done", jobs["done"])
-cols[4].metric("Jobs failed / died", jobs["failed"] + jobs["died"])
-cols[5].metric("Jobs cancelled", jobs["cancelled"])
+sc, jobs = summary["scenes"], summary["jobs"]
+metric_row([("Scenes", sc["total"]), ("train", sc["train"]), ("val", sc["val"]), ("test", sc["test"]),
+            ("unassigned", sc["none"]), ("Label versions saved", summary["label_versions"])])
+metric_row([("Checkpoints", summary["checkpoints"]), ("Jobs running", jobs["running"]), ("Jobs queued", jobs["queued"]),
+            ("Jobs done", jobs["done"]), ("Jobs failed / died", jobs["failed"] + jobs["died"]),
+            ("Jobs cancelled", jobs["cancelled"])])
 
 if scenes:
     with st.expander(f"Scenes ({len(scenes)})"):

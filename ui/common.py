@@ -234,6 +234,12 @@ def page_header(title: str, caption: str | None = None, *, set_config: bool = Tr
     return ws
 
 
+def metric_row(items: list[tuple[str, Any]]) -> None:
+    """One row of ``st.metric`` tiles, one column per ``(label, value)``."""
+    for col, (label, value) in zip(st.columns(len(items)), items, strict=True):
+        col.metric(label, value)
+
+
 def canvas(**kwargs) -> Any:
     """Call ``streamlit_drawable_canvas.st_canvas`` (looked up at call time, so tests can patch it)."""
     import streamlit_drawable_canvas
@@ -243,6 +249,6 @@ def canvas(**kwargs) -> Any:
 
 __all__ = [
     "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "analyst_problem", "canvas", "demo_disabled", "get_predictor",
-    "get_workspace", "has_synthetic_scenes", "page_header", "predictor_for", "progress_callback",
+    "get_workspace", "has_synthetic_scenes", "metric_row", "page_header", "predictor_for", "progress_callback",
     "scheme_legend_html", "workspace_root",
 ]
