@@ -48,11 +48,9 @@ import argparse
 import glob
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
