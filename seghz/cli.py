@@ -104,7 +104,8 @@ def cmd_train(a) -> int:
         res = train(cfg, [(i, l) for _, i, l in split["train"]], [(i, l) for _, i, l in split["val"]], a.out,
                     progress=bar, on_metrics=on_metrics,
                     meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
-                                "test_stems": [s for s, _, _ in split["test"]]})
+                                "test_stems": [s for s, _, _ in split["test"]],
+                                "val_stems": [s for s, _, _ in split["val"]]})
     finally:
         if bar is not None:
             bar.close()
@@ -115,7 +116,46 @@ def cmd_train(a) -> int:
     return 0
 
 
-def _evaluate_folder(a, keep: bool = False):
+def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, which: str = "test") -> set[str]:
+    """The stems of a checkpoint's ``test`` or ``val`` split, as `seghz train` recorded them.
+
+    A checkpoint from before the validation stems were recorded gets them re-derived the way `seghz train` chose them
+    (:func:`seghz.data.folders.holdout_split` with the run's ``test_fraction`` and ``val_count`` over this folder). The
+    folder must then be the one it trained on: the re-derived test split must equal the recorded one, and the training
+    split's class frequencies the recorded ``train_class_freq``; otherwise a :class:`SegHZError` says so."""
+    import numpy as np
+
+    from seghz.classes import IGNORE
+
+    test = set(meta.get("test_stems") or [])
+    if not test:
+        raise SegHZError(f"{checkpoint}: the checkpoint records no held-out test stems (not trained by `seghz train` on a folder)")
+    if which == "test":
+        return test
+    if which != "val":
+        raise SegHZError(f"unknown split '{which}' (test or val)")
+    if meta.get("val_stems") is not None:
+        return set(meta["val_stems"])
+    from seghz.classes import get_scheme
+    from seghz.data.folders import holdout_split, load_folder
+
+    data = ((meta.get("recipe") or {}).get("extra") or {}).get("data") or {}
+    target = meta["scheme"]["name"]
+    nc = get_scheme(target).num_classes
+    split = holdout_split(load_folder(images, labels, scheme, target), nc, float(data.get("test_fraction", 0.2)),
+                          int(data.get("val_count", 60)))
+    freq = np.zeros(nc)
+    for _, _, lbl in split["train"]:
+        freq += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=nc)[:nc]
+    recorded = (meta.get("metrics") or {}).get("train_class_freq")
+    same_train = recorded is not None and freq.sum() > 0 and np.allclose(freq / freq.sum(), recorded, rtol=0, atol=1e-9)
+    if {it[0] for it in split["test"]} != test or not same_train:
+        raise SegHZError(f"{checkpoint}: {images} is not the folder it trained on (its test split or its training "
+                         "pixels differ from the ones recorded), so its validation split cannot be re-derived")
+    return {it[0] for it in split["val"]}
+
+
+def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     """Predict every image/label pair of ``--images``/``--labels`` (labels crosswalked to the checkpoint's scheme).
 
     Returns ``(scores dict, per-image list)``; with ``keep`` the list holds ``(image path, image, label, prediction)``
@@ -135,9 +175,11 @@ def _evaluate_folder(a, keep: bool = False):
     lut = index_crosswalk(a.scheme, ck_scheme) if a.scheme != ck_scheme else None
     src = get_scheme(a.scheme)
     pairs = list_pairs(a.images, a.labels)
-    if getattr(a, "stems_from_checkpoint", False):
-        keep_stems = set(meta.get("test_stems") or [])
-        pairs = [p for p in pairs if p[0].stem in keep_stems]
+    which = getattr(a, "stems_from_checkpoint", None)
+    if stems is None and which:
+        stems = checkpoint_split_stems(a.checkpoint, meta, a.images, a.labels, a.scheme, which)
+    if stems is not None:
+        pairs = [p for p in pairs if p[0].stem in stems]
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
@@ -169,6 +211,51 @@ def cmd_evaluate(a) -> int:
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({k: v for k, v in sc.items() if k != "per_scene"}, indent=1))
+    return 0
+
+
+def cmd_compare(a) -> int:
+    """Score two checkpoints on the same image/label pairs and say how sure their difference is: candidate − reference
+    mIoU and per-class IoU with a paired scene-bootstrap interval (:func:`seghz.metrics.paired_bootstrap`)."""
+    from seghz.metrics import paired_bootstrap
+    from seghz.models.checkpoint import read_metadata
+
+    ref_meta, cand_meta = read_metadata(a.checkpoint), read_metadata(a.candidate)
+    if ref_meta["scheme"]["names"] != cand_meta["scheme"]["names"]:
+        raise SegHZError(f"{a.candidate}: scheme '{cand_meta['scheme']['name']}' differs from {a.checkpoint}'s "
+                         f"'{ref_meta['scheme']['name']}'; the two cannot be compared class by class")
+    stems = None
+    if a.stems_from_checkpoint:
+        stems = checkpoint_split_stems(a.checkpoint, ref_meta, a.images, a.labels, a.scheme, a.stems_from_checkpoint)
+    res = {}
+    for role, ck in (("reference", a.checkpoint), ("candidate", a.candidate)):
+        ns = argparse.Namespace(**{**vars(a), "checkpoint": ck, "cmd": f"{a.cmd} {role}"})
+        res[role], _, _ = _evaluate_folder(ns, stems=stems)
+    keys = sorted(res["reference"]["per_scene"])
+    if not keys:
+        raise SegHZError(f"no image/label pairs to compare in {a.images} / {a.labels}")
+    cms = {r: [res[r]["per_scene"][k] for k in keys] for r in res}
+    bs = paired_bootstrap(cms["reference"], cms["candidate"], rounds=a.rounds, level=a.level, seed=a.seed,
+                          names=ref_meta["scheme"]["names"])
+    if bs["lo"] is None:
+        raise SegHZError(f"no class is present in the labels or predictions of {a.images}; nothing to compare")
+    pct = round(100 * a.level)
+    print(f"{len(keys)} image(s), TTA {a.tta}; {bs['rounds']} paired bootstrap rounds over images, {pct} % interval")
+    print(f"reference {a.checkpoint}: mIoU {100 * bs['a']:.2f}")
+    print(f"candidate {a.candidate}: mIoU {100 * bs['b']:.2f}")
+    print(f"candidate − reference: {100 * bs['delta']:+.2f} [{100 * bs['lo']:+.2f}, {100 * bs['hi']:+.2f}] mIoU; "
+          f"candidate higher in {100 * bs['p_b_better']:.1f} % of the rounds")
+    w = max(len(n) for n in bs["per_class"]) + 2
+    for name, d in bs["per_class"].items():
+        if d is None:
+            continue
+        sure = " (interval excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""
+        print(f"  {name:<{w}} {100 * d['delta']:+7.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]{sure}")
+    if a.json:
+        out = {"bootstrap": bs, "tta": a.tta, "images": keys,
+               **{r: {k: v for k, v in res[r].items() if k != "per_scene"} for r in res}}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=1))
     return 0
 
 
@@ -388,7 +475,7 @@ def cmd_info(a) -> int:
         from seghz.models.checkpoint import read_metadata
 
         meta = read_metadata(a.checkpoint)
-        print(json.dumps({k: v for k, v in meta.items() if k not in ("test_stems",)}, indent=1))
+        print(json.dumps({k: v for k, v in meta.items() if k not in ("test_stems", "val_stems")}, indent=1))
         return 0
     print("class schemes: " + ", ".join(f"{n} ({get_scheme(n).num_classes})" for n in scheme_names()))
     import torch
@@ -739,8 +826,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json")
     e.add_argument("--device")
     e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
+    e.add_argument("--stems-from-checkpoint", nargs="?", const="test", choices=["test", "val"],
+                   help="only the checkpoint's held-out test stems (default) or its validation stems (re-derived)")
     e.set_defaults(fn=cmd_evaluate)
+    cp = sub.add_parser("compare", help="score two checkpoints on the same pairs: difference with a paired bootstrap interval")
+    cp.add_argument("--checkpoint", required=True, help="the reference (e.g. the active model)")
+    cp.add_argument("--candidate", required=True, help="the checkpoint compared with it (differences are candidate − reference)")
+    cp.add_argument("--images", required=True)
+    cp.add_argument("--labels", required=True)
+    cp.add_argument("--scheme", required=True, help="class scheme of the label files")
+    cp.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    cp.add_argument("--stems-from-checkpoint", nargs="?", const="test", choices=["test", "val"],
+                    help="only the reference checkpoint's held-out test stems (default) or its validation stems")
+    cp.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds (images drawn with replacement)")
+    cp.add_argument("--level", type=float, default=0.95, help="interval level")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--json")
+    cp.add_argument("--device")
+    cp.add_argument("--batch-size", type=int, default=8)
+    cp.set_defaults(fn=cmd_compare)
     rp = sub.add_parser("report", help="evaluate and write a self-contained HTML report")
     rp.add_argument("--checkpoint", required=True)
     rp.add_argument("--images", required=True)
@@ -752,7 +856,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--examples", type=int, default=2, help="example windows per confusion")
     rp.add_argument("--device")
     rp.add_argument("--batch-size", type=int, default=8)
-    rp.add_argument("--stems-from-checkpoint", action="store_true", help="only the held-out test stems recorded in the checkpoint")
+    rp.add_argument("--stems-from-checkpoint", nargs="?", const="test", choices=["test", "val"],
+                    help="only the checkpoint's held-out test stems (default) or its validation stems (re-derived)")
     rp.set_defaults(fn=cmd_report)
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)

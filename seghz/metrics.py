@@ -69,6 +69,87 @@ def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> 
     }
 
 
+def iou_batch(cms: np.ndarray) -> np.ndarray:
+    """Per-class IoU of a stack of confusion matrices ``(..., C, C)`` -> ``(..., C)``, NaN where a class is absent
+    from both labels and predictions (as :func:`scores`)."""
+    cms = np.asarray(cms, np.float64)
+    tp = np.diagonal(cms, axis1=-2, axis2=-1)
+    union = cms.sum(-1) + cms.sum(-2) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def miou_batch(cms: np.ndarray) -> np.ndarray:
+    """mIoU of a stack of confusion matrices ``(..., C, C)`` -> ``(...)``: :func:`scores`' ``miou`` for each (NaN
+    where no class is present)."""
+    iou = iou_batch(cms)
+    n = np.sum(~np.isnan(iou), -1)
+    with np.errstate(invalid="ignore"):
+        return np.where(n > 0, np.nansum(iou, -1) / np.maximum(n, 1), np.nan)
+
+
+def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed: int = 0,
+                     names: list[str] | tuple[str, ...] | None = None) -> dict:
+    """How sure is a difference between two models scored on the same scenes? A paired scene bootstrap.
+
+    ``cms_a`` / ``cms_b``: ``(N, C, C)`` confusion matrices of models A and B on the same N scenes, in the same order.
+    Each round draws N scenes with replacement, sums each model's matrices over the draw and takes B − A of the
+    pooled mIoU and per-class IoU (the scores :func:`scores` gives the whole set). Scenes, not pixels, are the unit:
+    pixels of one tile are not independent draws.
+
+    Returns ``{"delta", "lo", "hi", "p_b_better", "a", "b", "scenes", "rounds", "level", "seed", "per_class"}``:
+    ``delta`` = mIoU(B) − mIoU(A) on all scenes, ``lo``/``hi`` the percentile interval at ``level`` over the rounds,
+    ``p_b_better`` the share of rounds where B's mIoU is higher; ``per_class[name]`` = ``{"delta", "lo", "hi"}``
+    (None for a class absent from both models' scores). Fractions, not percent.
+    """
+    a = np.asarray(cms_a, np.int64)
+    b = np.asarray(cms_b, np.int64)
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"cms_a must be (scenes, C, C) confusion matrices (got shape {a.shape})")
+    if a.shape != b.shape:
+        raise ValueError(f"the two models were scored on different scenes or classes: {a.shape} vs {b.shape}")
+    if a.shape[0] == 0:
+        raise ValueError("no scenes to compare")
+    rounds = int(rounds)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1 (got {rounds})")
+    if not 0 < float(level) < 1:
+        raise ValueError(f"level must be in (0, 1) (got {level})")
+    n, c = a.shape[0], a.shape[1]
+    names = list(names) if names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"{len(names)} class names for {c} classes")
+    rng = np.random.default_rng(seed)
+    # counts per scene of each draw (multinomial resampling) -> pooled matrices as one matrix product
+    draws = rng.multinomial(n, np.full(n, 1.0 / n), size=rounds).astype(np.float64)  # (rounds, N)
+    pa = (draws @ a.reshape(n, -1)).reshape(rounds, c, c)
+    pb = (draws @ b.reshape(n, -1)).reshape(rounds, c, c)
+    d = miou_batch(pb) - miou_batch(pa)
+    dc = iou_batch(pb) - iou_batch(pa)
+    tail = (1 - float(level)) / 2
+    full_a, full_b = a.sum(0), b.sum(0)
+    ia, ib = iou_batch(full_a), iou_batch(full_b)
+
+    def interval(x: np.ndarray) -> tuple[float | None, float | None]:
+        x = x[~np.isnan(x)]
+        if not x.size:
+            return None, None
+        return float(np.quantile(x, tail)), float(np.quantile(x, 1 - tail))
+
+    lo, hi = interval(d)
+    per_class = {}
+    for i, name in enumerate(names):
+        if np.isnan(ia[i]) or np.isnan(ib[i]):
+            per_class[name] = None
+            continue
+        clo, chi = interval(dc[:, i])
+        per_class[name] = {"delta": float(ib[i] - ia[i]), "lo": clo, "hi": chi}
+    ma, mb = float(miou_batch(full_a)), float(miou_batch(full_b))
+    return {"delta": mb - ma, "lo": lo, "hi": hi, "p_b_better": float(np.mean(d[~np.isnan(d)] > 0)) if lo is not None else None,
+            "a": ma, "b": mb, "scenes": int(n), "rounds": rounds, "level": float(level), "seed": int(seed),
+            "per_class": per_class}
+
+
 CAL_BINS = 10  # equal-width confidence bins of the calibration counts
 
 

@@ -106,3 +106,79 @@ def test_evaluate_bad_inputs(gid_subset, tmp_path):
     empty.mkdir()
     p = run("evaluate", "--checkpoint", ck, "--images", empty, "--labels", d / "labels", "--scheme", "gid15", ok=False)
     assert p.returncode == 2 and "holds no images" in p.stderr and str(empty) in p.stderr
+
+
+def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
+    """`seghz compare` scores both checkpoints on the same images (the reference's test or re-derived validation
+    stems) and reports candidate − reference with its bootstrap interval; the validation stems are the ones
+    `seghz train` chose; a folder that is not the training folder, or checkpoints of two schemes, are refused."""
+    from seghz.classes import get_scheme
+    from seghz.data.folders import holdout_split, load_folder
+    from seghz.models.checkpoint import read_metadata
+
+    d, _ = gid_subset
+    cks = []
+    for seed in (0, 1):
+        ck = tmp_path / f"s{seed}.safetensors"
+        run("train", "--images", d / "images", "--labels", d / "labels", "--scheme", "gid15", "--target-scheme", "hz7",
+            "--out", ck, "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--crop-size", "64",
+            "--weights", "none", "--val-count", "3", "--tile-size", "224", "--seed", str(seed))
+        cks.append(ck)
+    test = set(read_metadata(cks[0])["test_stems"])
+    assert test  # one of the 12 tiles hashes into the test split
+
+    same = tmp_path / "same.json"
+    p = run("compare", "--checkpoint", cks[0], "--candidate", cks[0], "--images", d / "images", "--labels",
+            d / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "--rounds", "200", "--json", same)
+    r = json.loads(same.read_text())
+    assert set(r["images"]) == test and r["bootstrap"]["delta"] == 0 and r["bootstrap"]["rounds"] == 200
+    assert "candidate − reference: +0.00 [+0.00, +0.00] mIoU" in p.stdout
+
+    items = load_folder(d / "images", d / "labels", "gid15", "hz7")
+    val = {it[0] for it in holdout_split(items, get_scheme("hz7").num_classes, 0.2, 3)["val"]}
+    assert len(val) == 3
+    two = tmp_path / "two.json"
+    run("compare", "--checkpoint", cks[0], "--candidate", cks[1], "--images", d / "images", "--labels", d / "labels",
+        "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", two)
+    r = json.loads(two.read_text())
+    assert set(r["images"]) == val
+    b = r["bootstrap"]
+    for role, key in (("reference", "a"), ("candidate", "b")):
+        ev = tmp_path / f"{role}.json"
+        run("evaluate", "--checkpoint", cks[0] if role == "reference" else cks[1], "--images", d / "images", "--labels",
+            d / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", ev)
+        assert json.loads(ev.read_text())["miou"] == pytest.approx(b[key]) == pytest.approx(r[role]["miou"])
+        assert json.loads(ev.read_text())["images"] == 3
+    assert b["delta"] == pytest.approx(b["b"] - b["a"]) and b["lo"] <= b["hi"]
+
+    assert set(read_metadata(cks[0])["val_stems"]) == val  # recorded by `seghz train`
+
+    # a checkpoint from before the validation stems were recorded: they are re-derived from the folder, which must
+    # be the one it trained on (same test split, same training pixels)
+    from seghz.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(cks[0])
+    old = tmp_path / "old.safetensors"
+    save_checkpoint(old, model, {k: v for k, v in meta.items() if k != "val_stems"})
+    again = tmp_path / "again.json"
+    run("compare", "--checkpoint", old, "--candidate", cks[1], "--images", d / "images", "--labels", d / "labels",
+        "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", again)
+    assert set(json.loads(again.read_text())["images"]) == val
+    dropped = min(x.stem for x in (d / "images").iterdir() if x.stem not in test | val)  # a training tile
+    part = tmp_path / "part"
+    for sub in ("images", "labels"):
+        (part / sub).mkdir(parents=True)
+        for f in (d / sub).iterdir():
+            if f.stem != dropped:
+                shutil.copy(f, part / sub / f.name)
+    assert len(list((part / "images").iterdir())) == 11
+    p = run("compare", "--checkpoint", old, "--candidate", cks[1], "--images", part / "images", "--labels",
+            part / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "val", ok=False)
+    assert p.returncode == 2 and "cannot be re-derived" in p.stderr and str(old) in p.stderr
+    # checkpoints of two schemes
+    g = tmp_path / "g.safetensors"
+    run("train", "--images", d / "images", "--labels", d / "labels", "--scheme", "gid15", "--out", g, "--epochs", "1",
+        "--steps-per-epoch", "1", "--batch-size", "2", "--crop-size", "64", "--weights", "none", "--val-count", "0")
+    p = run("compare", "--checkpoint", cks[0], "--candidate", g, "--images", d / "images", "--labels", d / "labels",
+            "--scheme", "gid15", ok=False)
+    assert p.returncode == 2 and "cannot be compared class by class" in p.stderr
