@@ -112,6 +112,14 @@ def compare_section() -> None:
         deltas = compare.class_iou_deltas(results)
         st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp)**")
         st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas")
+        sure = compare.miou_difference_table(results)
+        pp = st.column_config.NumberColumn(format="%+.2f")
+        st.dataframe(sure, hide_index=True, key="eval_cmp_sure",
+                     column_config={"Δ mIoU (pp)": pp, "low (pp)": pp, "high (pp)": pp,
+                                    "higher in": st.column_config.NumberColumn(format="percent")})
+        st.caption("mIoU minus the baseline's with a 95 % interval from 2000 paired bootstrap rounds over the scenes "
+                   "(scenes, not pixels, are the draws). *cannot tell*: the interval holds 0, so this split cannot "
+                   "tell the two apart; a few hard scenes can reverse a ranking (docs/checkpoints.md).")
     else:
         st.caption("Per-class deltas appear once the baseline and at least one other checkpoint are evaluated on "
                    f"the {csplit} split.")

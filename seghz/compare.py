@@ -3,6 +3,8 @@
 * :func:`recipe_diff`: the recipe keys that differ between two checkpoints (``"noise_mask=cos; epochs 5→20"``),
   the "note" column of :func:`comparison_table` (one row per checkpoint: valid/test mIoU, fwIoU, Acc).
 * :func:`class_iou_deltas` / :func:`style_deltas`: per-class IoU of each checkpoint minus the first, coloured.
+* :func:`miou_difference_table`: each checkpoint's mIoU minus the first's with a paired scene-bootstrap interval, and
+  whether the split can tell them apart.
 * :func:`changed_pixels` / :func:`changed_pairs_table` / :func:`changed_panels`: where two checkpoints'
   predictions of one scene differ, and which class pairs A→B change most.
 * :func:`cumulative_tta_specs` / :func:`tta_report`: the NAIC-style table of mIoU as TTA views are added one by
@@ -177,6 +179,51 @@ def class_iou_deltas(results: Mapping[str, Mapping]) -> pd.DataFrame:
     for lab in labels[1:]:
         df[f"Δ {lab} (pp)"] = [100 * (iou(results[lab], c) - iou(base, c)) for c in classes]
     return df
+
+
+MIOU_DIFF_COLUMNS = ["checkpoint", "Δ mIoU (pp)", "low (pp)", "high (pp)", "higher in", "scenes", "verdict"]
+
+
+def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, level: float = 0.95,
+                          seed: int = 0) -> pd.DataFrame:
+    """Is each checkpoint's mIoU really different from the first's on this split? One row per other checkpoint.
+
+    ``results`` maps a checkpoint label to an evaluation result with per-scene confusion matrices (``per_scene``,
+    as :func:`seghz.evaluate.evaluate_split` stores them). The difference and its interval come from
+    :func:`seghz.metrics.paired_bootstrap` over the scenes both were scored on. Columns :data:`MIOU_DIFF_COLUMNS`;
+    ``verdict`` is ``higher`` / ``lower`` when the interval excludes 0, ``cannot tell`` when it holds it, or why
+    there is no interval (fewer than 2 common scenes, no per-scene counts, another class count).
+    """
+    from seghz.metrics import paired_bootstrap
+
+    labels = list(results)
+    rows = []
+    if len(labels) < 2:
+        return pd.DataFrame(columns=MIOU_DIFF_COLUMNS)
+    base = results[labels[0]].get("per_scene") or {}
+    for lab in labels[1:]:
+        other = results[lab].get("per_scene") or {}
+        common = sorted(set(base) & set(other), key=str)
+        row = {"checkpoint": lab, "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
+               "higher in": np.nan, "scenes": len(common)}
+        a = np.asarray([base[k] for k in common], np.int64)
+        b = np.asarray([other[k] for k in common], np.int64)
+        if not base or not other:
+            row["verdict"] = "no per-scene counts (re-evaluate)"
+        elif a.shape != b.shape:
+            row["verdict"] = "other class count"
+        elif len(common) < 2:
+            row["verdict"] = "fewer than 2 common scenes"
+        else:
+            r = paired_bootstrap(a, b, rounds=rounds, level=level, seed=seed)
+            if r["lo"] is None:
+                row["verdict"] = "no class present"
+            else:
+                row.update({"Δ mIoU (pp)": 100 * r["delta"], "low (pp)": 100 * r["lo"], "high (pp)": 100 * r["hi"],
+                            "higher in": r["p_b_better"]})
+                row["verdict"] = "higher" if r["lo"] > 0 else "lower" if r["hi"] < 0 else "cannot tell"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=MIOU_DIFF_COLUMNS)
 
 
 def delta_color(v: Any, scale: float = 10.0) -> str:

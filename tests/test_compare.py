@@ -254,3 +254,44 @@ def test_common_scheme_crosswalks_the_finer_prediction():
     assert sch2 == "hz7" and pa2.tolist() == pa.tolist() and pb2 is b
     same = compare.common_scheme(b, "hz7", b, "hz7")
     assert same[2] == "hz7" and same[0] is b
+
+
+def test_miou_difference_table_says_whether_the_split_can_tell():
+    """Per other checkpoint: the paired-bootstrap mIoU difference, and a verdict that follows the interval."""
+    from seghz.metrics import scores
+
+    rng = np.random.default_rng(0)
+    perfect = {f"s{k}": np.diag(rng.integers(100, 200, size=3)).tolist() for k in range(8)}
+
+    def spoil(cms, share, scenes):
+        out = {}
+        for k, cm in cms.items():
+            cm = np.array(cm)
+            if k in scenes:
+                moved = int(cm[0, 0] * share)
+                cm[0, 0] -= moved
+                cm[0, 1] += moved
+            out[k] = cm.tolist()
+        return out
+
+    every = spoil(perfect, 0.5, set(perfect))
+    mixed_a = spoil(perfect, 0.5, {"s0", "s2", "s4", "s6"})
+    mixed_b = spoil(perfect, 0.5, {"s1", "s3", "s5", "s7"})
+    results = {"base": {"per_scene": every}, "better": {"per_scene": perfect}, "same": {"per_scene": every}}
+    t = compare.miou_difference_table(results, rounds=500)
+    assert list(t.columns) == compare.MIOU_DIFF_COLUMNS and t["checkpoint"].tolist() == ["better", "same"]
+    better, same = t.iloc[0], t.iloc[1]
+    assert better["verdict"] == "higher" and better["low (pp)"] > 0 and better["higher in"] == 1.0
+    assert better["Δ mIoU (pp)"] == pytest.approx(100 * (1 - scores(np.sum(list(every.values()), 0))["miou"]))
+    assert same["verdict"] == "cannot tell" and same["Δ mIoU (pp)"] == 0 and same["scenes"] == 8
+    t = compare.miou_difference_table({"base": {"per_scene": perfect}, "worse": {"per_scene": every}}, rounds=500)
+    assert t["verdict"].tolist() == ["lower"] and t["high (pp)"].iloc[0] < 0
+    t = compare.miou_difference_table({"a": {"per_scene": mixed_a}, "b": {"per_scene": mixed_b}}, rounds=500)
+    assert t["verdict"].tolist() == ["cannot tell"] and t["low (pp)"].iloc[0] < 0 < t["high (pp)"].iloc[0]
+    # why there is no interval
+    four = {k: np.eye(4, dtype=int).tolist() for k in perfect}
+    t = compare.miou_difference_table({"a": {"per_scene": perfect}, "old": {}, "4cls": {"per_scene": four},
+                                       "one": {"per_scene": {"s0": perfect["s0"]}}})
+    assert t["verdict"].tolist() == ["no per-scene counts (re-evaluate)", "other class count", "fewer than 2 common scenes"]
+    assert t["Δ mIoU (pp)"].isna().all()
+    assert compare.miou_difference_table({"only": {"per_scene": perfect}}).empty

@@ -32,6 +32,7 @@ def _register(ws, cid: str, seed: int, recipe: dict, meta: dict) -> str:  # noqa
 
 FRAME_COLUMNS = {  # AppTest gives dataframes without selection no key: find them by a column of theirs
     "eval_cmp_table": "note", "eval_cmp_deltas": "class", "eval_cmp_pairs": "share of changed", "eval_tta_table": "TTA",
+    "eval_cmp_sure": "verdict",
 }
 
 
@@ -78,6 +79,13 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     deltas = _frame(at, "eval_cmp_deltas")
     assert list(deltas.columns) == ["class", "cmp-a (cmp-a) IoU", "Δ cmp-b (cmp-b) (pp)"]
     assert len(deltas) == HZ7.num_classes
+    sure = _frame(at, "eval_cmp_sure")  # the mIoU difference with its scene-bootstrap interval
+    n_val = len([s for s in ws.list_scenes("val") if s.label_path])
+    assert sure["checkpoint"].tolist() == ["cmp-b (cmp-b)"] and sure["scenes"].tolist() == [n_val]
+    if n_val < 2:
+        assert sure["verdict"].tolist() == ["fewer than 2 common scenes"]
+    else:
+        assert sure["verdict"].iloc[0] in ("higher", "lower", "cannot tell")
 
     # changed pixels between the two on the val scene
     at.selectbox(key="eval_cmp_a").set_value("cmp-a")
