@@ -127,15 +127,16 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
 
     from seghz.classes import IGNORE
 
+    if which not in ("test", "val"):
+        raise SegHZError(f"unknown split '{which}' (test or val)")
+    if which == "val" and meta.get("val_stems") is not None:
+        return set(meta["val_stems"])
     test = set(meta.get("test_stems") or [])
     if not test:
-        raise SegHZError(f"{checkpoint}: the checkpoint records no held-out test stems (not trained by `seghz train` on a folder)")
+        raise SegHZError(f"{checkpoint}: the checkpoint records no held-out test stems (not trained by `seghz train` on "
+                         f"a folder, or with --test-fraction 0), so its {which} split is not known")
     if which == "test":
         return test
-    if which != "val":
-        raise SegHZError(f"unknown split '{which}' (test or val)")
-    if meta.get("val_stems") is not None:
-        return set(meta["val_stems"])
     from seghz.classes import get_scheme
     from seghz.data.folders import holdout_split, load_folder
 
@@ -148,10 +149,18 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
     for _, _, lbl in split["train"]:
         freq += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=nc)[:nc]
     recorded = (meta.get("metrics") or {}).get("train_class_freq")
-    same_train = recorded is not None and freq.sum() > 0 and np.allclose(freq / freq.sum(), recorded, rtol=0, atol=1e-9)
-    if {it[0] for it in split["test"]} != test or not same_train:
-        raise SegHZError(f"{checkpoint}: {images} is not the folder it trained on (its test split or its training "
-                         "pixels differ from the ones recorded), so its validation split cannot be re-derived")
+    why = None
+    if {it[0] for it in split["test"]} != test:
+        why = (f"its test split there has {len(split['test'])} image(s), {len(test & {it[0] for it in split['test']})} "
+               f"of them among the {len(test)} recorded")
+    elif recorded is None:
+        why = "the checkpoint records no training class frequencies to check the folder against"
+    elif not (freq.sum() > 0 and np.allclose(freq / freq.sum(), recorded, rtol=0, atol=1e-9)):
+        why = (f"the training pixels there ({len(split['train'])} image(s), labels read as '{scheme}') have other class "
+               "frequencies than recorded (another folder, other labels, or a run whose training labels were rewritten "
+               "by cleaning)")
+    if why is not None:
+        raise SegHZError(f"{checkpoint}: records no validation stems, and they cannot be re-derived from {images}: {why}")
     return {it[0] for it in split["val"]}
 
 
@@ -220,6 +229,10 @@ def cmd_compare(a) -> int:
     from seghz.metrics import paired_bootstrap
     from seghz.models.checkpoint import read_metadata
 
+    if a.rounds < 1:
+        raise SegHZError(f"--rounds must be at least 1 (got {a.rounds})")
+    if not 0 < a.level < 1:
+        raise SegHZError(f"--level is the interval's coverage, between 0 and 1 exclusive (got {a.level})")
     ref_meta, cand_meta = read_metadata(a.checkpoint), read_metadata(a.candidate)
     if ref_meta["scheme"]["names"] != cand_meta["scheme"]["names"]:
         raise SegHZError(f"{a.candidate}: scheme '{cand_meta['scheme']['name']}' differs from {a.checkpoint}'s "
@@ -227,6 +240,10 @@ def cmd_compare(a) -> int:
     stems = None
     if a.stems_from_checkpoint:
         stems = checkpoint_split_stems(a.checkpoint, ref_meta, a.images, a.labels, a.scheme, a.stems_from_checkpoint)
+        held = cand_meta.get("test_stems" if a.stems_from_checkpoint == "test" else "val_stems")
+        if held is not None and not stems <= set(held):
+            print(f"warning: {len(stems - set(held))} of these {len(stems)} images are not in the candidate's recorded "
+                  f"{a.stems_from_checkpoint} split: it may have trained on them", file=sys.stderr)
     res = {}
     for role, ck in (("reference", a.checkpoint), ("candidate", a.candidate)):
         ns = argparse.Namespace(**{**vars(a), "checkpoint": ck, "cmd": f"{a.cmd} {role}"})
@@ -237,20 +254,30 @@ def cmd_compare(a) -> int:
     cms = {r: [res[r]["per_scene"][k] for k in keys] for r in res}
     bs = paired_bootstrap(cms["reference"], cms["candidate"], rounds=a.rounds, level=a.level, seed=a.seed,
                           names=ref_meta["scheme"]["names"])
-    if bs["lo"] is None:
+    if math.isnan(bs["a"]) or math.isnan(bs["b"]):
         raise SegHZError(f"no class is present in the labels or predictions of {a.images}; nothing to compare")
+
+    def span(lo, hi) -> str:
+        return f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if lo is not None else " (no interval from one image)"
+
     pct = round(100 * a.level)
     print(f"{len(keys)} image(s), TTA {a.tta}; {bs['rounds']} paired bootstrap rounds over images, {pct} % interval")
     print(f"reference {a.checkpoint}: mIoU {100 * bs['a']:.2f}")
     print(f"candidate {a.candidate}: mIoU {100 * bs['b']:.2f}")
-    print(f"candidate − reference: {100 * bs['delta']:+.2f} [{100 * bs['lo']:+.2f}, {100 * bs['hi']:+.2f}] mIoU; "
-          f"candidate higher in {100 * bs['p_b_better']:.1f} % of the rounds")
+    line = f"candidate − reference: {100 * bs['delta']:+.2f}{span(bs['lo'], bs['hi'])} mIoU"
+    if bs["p_b_better"] is not None:
+        line += f"; candidate higher in {100 * bs['p_b_better']:.1f} % of the rounds"
+    print(line)
     w = max(len(n) for n in bs["per_class"]) + 2
     for name, d in bs["per_class"].items():
         if d is None:
             continue
-        sure = " (interval excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""
-        print(f"  {name:<{w}} {100 * d['delta']:+7.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]{sure}")
+        if d["delta"] is None:
+            who = "candidate" if d["only"] == "b" else "reference"
+            print(f"  {name:<{w}} not in the labels; only the {who} predicts it (an IoU of 0 in its mIoU)")
+            continue
+        sure = " (interval excludes 0)" if d["lo"] is not None and (d["lo"] > 0 or d["hi"] < 0) else ""
+        print(f"  {name:<{w}} {100 * d['delta']:+7.2f}{span(d['lo'], d['hi'])}{sure}")
     if a.json:
         out = {"bootstrap": bs, "tta": a.tta, "images": keys,
                **{r: {k: v for k, v in res[r].items() if k != "per_scene"} for r in res}}

@@ -93,14 +93,22 @@ def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed
     """How sure is a difference between two models scored on the same scenes? A paired scene bootstrap.
 
     ``cms_a`` / ``cms_b``: ``(N, C, C)`` confusion matrices of models A and B on the same N scenes, in the same order.
-    Each round draws N scenes with replacement, sums each model's matrices over the draw and takes B − A of the
-    pooled mIoU and per-class IoU (the scores :func:`scores` gives the whole set). Scenes, not pixels, are the unit:
-    pixels of one tile are not independent draws.
+    Each round draws N scenes with replacement (the same draw for both models), sums each model's matrices over the
+    draw and takes B − A of the pooled mIoU and per-class IoU (as :func:`scores` defines them). Scenes, not pixels,
+    are the unit: pixels of one tile are not independent draws.
 
     Returns ``{"delta", "lo", "hi", "p_b_better", "a", "b", "scenes", "rounds", "level", "seed", "per_class"}``:
-    ``delta`` = mIoU(B) − mIoU(A) on all scenes, ``lo``/``hi`` the percentile interval at ``level`` over the rounds,
-    ``p_b_better`` the share of rounds where B's mIoU is higher; ``per_class[name]`` = ``{"delta", "lo", "hi"}``
-    (None for a class absent from both models' scores). Fractions, not percent.
+    ``a`` / ``b`` = each model's mIoU on all scenes, ``delta`` = ``b − a``, ``lo`` / ``hi`` the percentile interval at
+    ``level`` over the rounds, ``p_b_better`` the share of rounds where B's mIoU is higher. With one scene there is
+    nothing to resample: ``lo``, ``hi`` and ``p_b_better`` are None. ``per_class[name]``:
+
+    * ``{"delta", "lo", "hi"}`` for a class both models score (IoU defined: in the labels or in both predictions);
+      rounds whose draw lacks the class are left out of its interval (it is conditional on the class being drawn);
+    * ``{"delta": None, ..., "only": "a" | "b"}`` for a class absent from the labels that one model predicts: it
+      counts as an IoU of 0 in that model's mIoU and is not scored at all for the other;
+    * None for a class neither model scores.
+
+    Fractions, not percent.
     """
     a = np.asarray(cms_a, np.int64)
     b = np.asarray(cms_b, np.int64)
@@ -132,20 +140,23 @@ def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed
 
     def interval(x: np.ndarray) -> tuple[float | None, float | None]:
         x = x[~np.isnan(x)]
-        if not x.size:
+        if n < 2 or not x.size:
             return None, None
         return float(np.quantile(x, tail)), float(np.quantile(x, 1 - tail))
 
     lo, hi = interval(d)
-    per_class = {}
+    per_class: dict[str, dict | None] = {}
     for i, name in enumerate(names):
-        if np.isnan(ia[i]) or np.isnan(ib[i]):
+        if np.isnan(ia[i]) and np.isnan(ib[i]):
             per_class[name] = None
-            continue
-        clo, chi = interval(dc[:, i])
-        per_class[name] = {"delta": float(ib[i] - ia[i]), "lo": clo, "hi": chi}
+        elif np.isnan(ia[i]) or np.isnan(ib[i]):
+            per_class[name] = {"delta": None, "lo": None, "hi": None, "only": "b" if np.isnan(ia[i]) else "a"}
+        else:
+            clo, chi = interval(dc[:, i])
+            per_class[name] = {"delta": float(ib[i] - ia[i]), "lo": clo, "hi": chi}
     ma, mb = float(miou_batch(full_a)), float(miou_batch(full_b))
-    return {"delta": mb - ma, "lo": lo, "hi": hi, "p_b_better": float(np.mean(d[~np.isnan(d)] > 0)) if lo is not None else None,
+    ok = d[~np.isnan(d)]
+    return {"delta": mb - ma, "lo": lo, "hi": hi, "p_b_better": float(np.mean(ok > 0)) if lo is not None else None,
             "a": ma, "b": mb, "scenes": int(n), "rounds": rounds, "level": float(level), "seed": int(seed),
             "per_class": per_class}
 

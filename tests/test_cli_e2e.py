@@ -132,17 +132,24 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
             d / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "--rounds", "200", "--json", same)
     r = json.loads(same.read_text())
     assert set(r["images"]) == test and r["bootstrap"]["delta"] == 0 and r["bootstrap"]["rounds"] == 200
-    assert "candidate − reference: +0.00 [+0.00, +0.00] mIoU" in p.stdout
+    assert len(test) == 1 and r["bootstrap"]["lo"] is None  # one image: no fake zero-width interval
+    assert "candidate − reference: +0.00 (no interval from one image) mIoU" in p.stdout
+    p = run("compare", "--checkpoint", cks[0], "--candidate", cks[0], "--images", d / "images", "--labels",
+            d / "labels", "--scheme", "gid15", "--rounds", "0", ok=False)
+    assert p.returncode == 2 and "--rounds must be at least 1" in p.stderr
 
     items = load_folder(d / "images", d / "labels", "gid15", "hz7")
     val = {it[0] for it in holdout_split(items, get_scheme("hz7").num_classes, 0.2, 3)["val"]}
     assert len(val) == 3
     two = tmp_path / "two.json"
-    run("compare", "--checkpoint", cks[0], "--candidate", cks[1], "--images", d / "images", "--labels", d / "labels",
-        "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", two)
+    p = run("compare", "--checkpoint", cks[0], "--candidate", cks[1], "--images", d / "images", "--labels",
+            d / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", two)
     r = json.loads(two.read_text())
     assert set(r["images"]) == val
     b = r["bootstrap"]
+    assert b["lo"] <= b["delta"] <= b["hi"] and b["scenes"] == 3 and 0 <= b["p_b_better"] <= 1
+    assert f"reference {cks[0]}: mIoU {100 * b['a']:.2f}" in p.stdout
+    assert f"candidate − reference: {100 * b['delta']:+.2f} [{100 * b['lo']:+.2f}, {100 * b['hi']:+.2f}] mIoU" in p.stdout
     for role, key in (("reference", "a"), ("candidate", "b")):
         ev = tmp_path / f"{role}.json"
         run("evaluate", "--checkpoint", cks[0] if role == "reference" else cks[1], "--images", d / "images", "--labels",
@@ -164,6 +171,12 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
     run("compare", "--checkpoint", old, "--candidate", cks[1], "--images", d / "images", "--labels", d / "labels",
         "--scheme", "gid15", "--stems-from-checkpoint", "val", "--json", again)
     assert set(json.loads(again.read_text())["images"]) == val
+    # a candidate whose own recorded validation split does not hold these images may have trained on them
+    leaky = tmp_path / "leaky.safetensors"
+    save_checkpoint(leaky, model, {**meta, "val_stems": []})
+    p = run("compare", "--checkpoint", cks[0], "--candidate", leaky, "--images", d / "images", "--labels", d / "labels",
+            "--scheme", "gid15", "--stems-from-checkpoint", "val", "--rounds", "50")
+    assert "warning: 3 of these 3 images are not in the candidate's recorded val split" in p.stderr
     dropped = min(x.stem for x in (d / "images").iterdir() if x.stem not in test | val)  # a training tile
     part = tmp_path / "part"
     for sub in ("images", "labels"):
@@ -175,6 +188,16 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
     p = run("compare", "--checkpoint", old, "--candidate", cks[1], "--images", part / "images", "--labels",
             part / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "val", ok=False)
     assert p.returncode == 2 and "cannot be re-derived" in p.stderr and str(old) in p.stderr
+    assert "other class frequencies than recorded" in p.stderr
+    notest = tmp_path / "notest"  # the test tile missing: the test split itself differs
+    for sub in ("images", "labels"):
+        (notest / sub).mkdir(parents=True)
+        for f in (d / sub).iterdir():
+            if f.stem not in test:
+                shutil.copy(f, notest / sub / f.name)
+    p = run("compare", "--checkpoint", old, "--candidate", cks[1], "--images", notest / "images", "--labels",
+            notest / "labels", "--scheme", "gid15", "--stems-from-checkpoint", "val", ok=False)
+    assert p.returncode == 2 and "its test split there has 0 image(s), 0 of them among the 1 recorded" in p.stderr
     # checkpoints of two schemes
     g = tmp_path / "g.safetensors"
     run("train", "--images", d / "images", "--labels", d / "labels", "--scheme", "gid15", "--out", g, "--epochs", "1",

@@ -331,3 +331,40 @@ def test_paired_bootstrap_leaves_out_a_class_neither_model_scores():
     cms[:, :, 2] = 0
     r = paired_bootstrap(cms, cms, rounds=50, names=["a", "b", "c"])
     assert r["per_class"]["c"] is None and r["per_class"]["a"] is not None
+
+
+def test_paired_bootstrap_matches_a_plain_resampling_loop():
+    """The vectorised rounds are the textbook ones: draw scene indices (the same for both models), pool, score with
+    :func:`scores`, subtract; the interval is the percentiles of those differences."""
+    from seghz.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(11)
+    a, b = _random_cms(rng, 7, 3), _random_cms(rng, 7, 3)
+    r = paired_bootstrap(a, b, rounds=400, seed=4)
+    draws = np.random.default_rng(4).multinomial(7, np.full(7, 1 / 7), size=400)
+    diffs = []
+    for counts in draws:
+        idx = np.repeat(np.arange(7), counts)  # the scenes this round drew, with repeats
+        diffs.append(scores(b[idx].sum(0))["miou"] - scores(a[idx].sum(0))["miou"])
+    assert r["lo"] == pytest.approx(np.quantile(diffs, 0.025), abs=1e-12)
+    assert r["hi"] == pytest.approx(np.quantile(diffs, 0.975), abs=1e-12)
+    assert r["p_b_better"] == pytest.approx(np.mean(np.array(diffs) > 0))
+
+
+def test_paired_bootstrap_one_scene_has_no_interval_and_one_sided_classes_are_named():
+    """One scene: nothing to resample, so no interval (not a fake zero-width one). A class absent from the labels that
+    only one model predicts gets no IoU difference but says which model predicts it (it costs that model's mIoU)."""
+    from seghz.metrics import paired_bootstrap
+
+    a = np.array([[[50, 0, 0], [0, 40, 0], [0, 0, 0]]] * 3)
+    b = a.copy()
+    b[:, 1, 1] -= 10
+    b[:, 1, 2] += 10  # B predicts class 2, which the labels never hold
+    r = paired_bootstrap(a, b, rounds=100, names=["x", "y", "z"])
+    assert r["per_class"]["z"] == {"delta": None, "lo": None, "hi": None, "only": "b"}
+    assert r["per_class"]["y"]["delta"] == pytest.approx(30 / 40 - 1)  # y: 30 of its 40 pixels kept
+    assert r["b"] == pytest.approx((1 + 30 / 40 + 0) / 3) and r["a"] == 1.0  # z counts as 0 in B's mIoU only
+    assert paired_bootstrap(b, a, rounds=100, names=["x", "y", "z"])["per_class"]["z"]["only"] == "a"
+    one = paired_bootstrap(a[:1], b[:1], rounds=100, names=["x", "y", "z"])
+    assert one["delta"] == pytest.approx(r["delta"]) and one["lo"] is None and one["hi"] is None
+    assert one["p_b_better"] is None and one["per_class"]["y"]["lo"] is None
