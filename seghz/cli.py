@@ -125,7 +125,7 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
     split's class frequencies the recorded ``train_class_freq``; otherwise a :class:`SegHZError` says so."""
     import numpy as np
 
-    from seghz.classes import IGNORE
+    from seghz.metrics import pooled_class_frequencies
 
     if which not in ("test", "val"):
         raise SegHZError(f"unknown split '{which}' (test or val)")
@@ -145,9 +145,7 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
     nc = get_scheme(target).num_classes
     split = holdout_split(load_folder(images, labels, scheme, target), nc, float(data.get("test_fraction", 0.2)),
                           int(data.get("val_count", 60)))
-    freq = np.zeros(nc)
-    for _, _, lbl in split["train"]:
-        freq += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=nc)[:nc]
+    freq = pooled_class_frequencies((lbl for _, _, lbl in split["train"]), nc)
     recorded = (meta.get("metrics") or {}).get("train_class_freq")
     why = None
     if {it[0] for it in split["test"]} != test:
@@ -155,7 +153,7 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
                f"of them among the {len(test)} recorded")
     elif recorded is None:
         why = "the checkpoint records no training class frequencies to check the folder against"
-    elif not (freq.sum() > 0 and np.allclose(freq / freq.sum(), recorded, rtol=0, atol=1e-9)):
+    elif not (freq.sum() > 0 and np.allclose(freq, recorded, rtol=0, atol=1e-9)):
         why = (f"the training pixels there ({len(split['train'])} image(s), labels read as '{scheme}') have other class "
                "frequencies than recorded (another folder, other labels, or a run whose training labels were rewritten "
                "by cleaning)")

@@ -276,6 +276,17 @@ def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(m, minlength=num_classes)[:num_classes] / m.size
 
 
+def pooled_class_frequencies(labels, num_classes: int) -> np.ndarray:
+    """Pixel share of each class over several class-index masks pooled (ignore excluded); zeros when none is
+    labelled. The training class frequencies a checkpoint records (``train_class_freq``)."""
+    counts = np.zeros(num_classes)
+    for lbl in labels:
+        lbl = np.asarray(lbl)
+        counts += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=num_classes)[:num_classes]
+    total = counts.sum()
+    return counts / total if total > 0 else counts
+
+
 def as_float(v) -> float | None:
     """A float, or None for None, NaN and anything that is not a number (scores read back from JSON/metadata)."""
     if v is None:

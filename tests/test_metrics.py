@@ -368,3 +368,14 @@ def test_paired_bootstrap_one_scene_has_no_interval_and_one_sided_classes_are_na
     one = paired_bootstrap(a[:1], b[:1], rounds=100, names=["x", "y", "z"])
     assert one["delta"] == pytest.approx(r["delta"]) and one["lo"] is None and one["hi"] is None
     assert one["p_b_better"] is None and one["per_class"]["y"]["lo"] is None
+
+
+def test_pooled_class_frequencies_equal_those_of_the_masks_put_together():
+    from seghz.metrics import class_frequencies, pooled_class_frequencies
+
+    rng = np.random.default_rng(3)
+    masks = [rng.integers(0, 4, size=(5, 7)).astype(np.uint8) for _ in range(3)]
+    masks[1][:2] = 255  # ignore is left out
+    want = class_frequencies(np.concatenate([m.ravel() for m in masks]), 5)
+    np.testing.assert_allclose(pooled_class_frequencies(masks, 5), want, rtol=0, atol=1e-15)
+    assert pooled_class_frequencies([np.full((2, 2), 255, np.uint8)], 3).tolist() == [0, 0, 0]

@@ -51,7 +51,7 @@ import torch
 from seghz.classes import IGNORE, get_scheme
 from seghz.errors import SegHZError
 from seghz.infer.engine import Predictor
-from seghz.metrics import class_frequencies, confusion_matrix, scores
+from seghz.metrics import class_frequencies, confusion_matrix, pooled_class_frequencies, scores
 from seghz.models.checkpoint import load_checkpoint, save_checkpoint
 from seghz.models.registry import LITE0_WEIGHTS, build_model
 from seghz.train.augment import default_budget, make_device_batch, preload
@@ -646,13 +646,9 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         peer.train()
     trained = torch.nn.ModuleDict({"model": model, "peer": peer}) if peer is not None else model
 
-    freqs = np.zeros(nc)
-    for sample in train_samples:
-        lbl = sample[1]
-        freqs += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=nc)[:nc]
+    freqs = pooled_class_frequencies((sample[1] for sample in train_samples), nc)
     if freqs.sum() <= 0:
         raise ValueError("the training labels hold no labelled pixel (all are ignore/background)")
-    freqs = freqs / freqs.sum()
     absent = [scheme.names[i] for i in np.flatnonzero(freqs == 0)]
     if absent and say is not None:
         say(0.0, f"warning: class(es) absent from the training labels: {', '.join(absent)}")
