@@ -133,8 +133,8 @@ def _timed(fn, device: str, repeats: int, budget_s: float):
 
 
 def _amp(device: str):
-    """The engine's arithmetic on CUDA (bf16 autocast; the model is channels_last), so that raw, naive and ttach
-    are compared with the engine at the same precision; a no-op on the CPU (fp32 everywhere)."""
+    """The engine's arithmetic on CUDA (bf16 autocast), so that raw, naive and ttach are compared with the engine at
+    the same precision; a no-op on the CPU (fp32 everywhere). The model is channels_last on both, as in the engine."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
 
 
@@ -330,8 +330,8 @@ def main(argv=None) -> dict:
     use_compile = a.compile == "on" or (a.compile == "auto" and device == "cpu" and compiler_available())
 
     model = build_model(a.arch, encoder, a.num_classes).to(device).eval()
-    if device == "cuda":  # as the engine runs it (see _amp); batch: the engine's choice from free memory
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # as the engine runs it on every device (see _amp)
+    if device == "cuda":  # batch: the engine's choice from free memory
         if a.batch_size is None:
             a.batch_size = Predictor(model, a.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
                                      device=device).resolve_batch_size()
@@ -342,8 +342,7 @@ def main(argv=None) -> dict:
     # ---- (a) raw model rate
     with torch.no_grad():
         xb = torch.randn(a.batch_size, 3, tile, tile, device=device)
-        if device == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
+        xb = xb.contiguous(memory_format=torch.channels_last)
 
         def raw_fwd(x=xb):
             with _amp(device):

@@ -7,8 +7,10 @@
                  the trainer does them). The end-of-epoch checkpoint write is outside the timed window and
                  reported separately (``trainer_total_s``).
 (b) ``bare``     the same architecture, forward + CE + backward + AdamW step on preloaded random tensors already on
-                 the device (CUDA: bf16 autocast + channels_last, like the trainer; CPU: fp32), timed after warm-up
+                 the device (channels_last like the trainer; CUDA: bf16 autocast, CPU: fp32), timed after warm-up
                  with a device synchronisation at both ends.
+(c) ``bare_contiguous`` (``--compare-contiguous``) the bare step with contiguous (NCHW) weights and batches, the
+                 trainer's layout on the CPU before 2026-11-28; printed as ``channels_last_vs_contiguous``.
 
 By default each measurement runs in its own child process (``--isolate``), bare step first, alternating for
 ``--repeats`` rounds; the median rate of each is reported (on a shared 2-core CPU the second measurement of one
@@ -108,13 +110,13 @@ def bench_trainer(a, samples, scheme: str, device: str) -> dict:
             "total_s": total, "first_steps_s": (t_a - t0)}
 
 
-def bench_bare(a, nc: int, device: str) -> dict:
+def bench_bare(a, nc: int, device: str, channels_last: bool = True) -> dict:
     torch.manual_seed(0)
     cuda = device.startswith("cuda")
     model = build_model(a.arch, a.encoder, nc).to(device).train()
     x = torch.randn(a.batch, 3, a.crop, a.crop, device=device)
     y = torch.randint(0, nc, (a.batch, a.crop, a.crop), device=device)
-    if cuda:
+    if channels_last:  # as the trainer runs it, on every device
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -138,7 +140,7 @@ def bench_bare(a, nc: int, device: str) -> dict:
     _sync(device)
     dt = time.perf_counter() - t0
     return {"img_s": a.batch * a.steps / dt, "step_s": dt / a.steps, "amp": "bf16" if cuda else "fp32",
-            "channels_last": cuda}
+            "channels_last": channels_last}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="trainer loss: plain CE (same loss as the bare step) or the default recipe (enet weights + Dice)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--skip", choices=["none", "trainer", "bare"], default="none")
+    p.add_argument("--compare-contiguous", action="store_true",
+                   help="also time the bare step with contiguous (NCHW) tensors, side by side with channels_last")
+    p.add_argument("--only-contiguous", action="store_true", help=argparse.SUPPRESS)  # child of --isolate
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the trainer and the bare step in separate child processes (default on)")
     p.add_argument("--repeats", type=int, default=1, help="isolated rounds (bare, trainer) to take the median of")
@@ -182,11 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
     rates: dict[str, dict] = {}
     if a.skip != "trainer":
         rates["trainer"] = bench_trainer(a, samples, scheme, a.device)
-    if a.skip != "bare":
-        rates["bare"] = bench_bare(a, nc, a.device)
-    ratios = {}
-    if "trainer" in rates and "bare" in rates:
-        ratios["trainer_vs_bare"] = rates["trainer"]["img_s"] / rates["bare"]["img_s"]
+    if a.only_contiguous:
+        rates["bare_contiguous"] = bench_bare(a, nc, a.device, channels_last=False)
+    else:
+        if a.skip != "bare":
+            rates["bare"] = bench_bare(a, nc, a.device)
+        if a.compare_contiguous:
+            rates["bare_contiguous"] = bench_bare(a, nc, a.device, channels_last=False)
+    ratios = _ratios(rates)
     try:
         load = os.getloadavg()
     except OSError:
@@ -222,16 +230,19 @@ def _isolated(a, argv: list[str], t_all: float) -> dict:
         if x in ("--json", "--repeats"):
             skip_next = True
             continue
-        if x.startswith(("--json=", "--repeats=")) or x in ("--isolate", "--no-isolate"):
+        if x.startswith(("--json=", "--repeats=")) or x in ("--isolate", "--no-isolate", "--compare-contiguous"):
             continue
         base.append(x)
-    runs: dict[str, list[dict]] = {"bare": [], "trainer": []}
+    parts = [("bare", ["--skip", "trainer"]), ("trainer", ["--skip", "bare"])]
+    if a.compare_contiguous:
+        parts.insert(1, ("bare_contiguous", ["--skip", "trainer", "--only-contiguous"]))
+    runs: dict[str, list[dict]] = {part: [] for part, _ in parts}
     report = None
     with tempfile.TemporaryDirectory() as d:
         for r in range(max(1, a.repeats)):
-            for part, other in (("bare", "trainer"), ("trainer", "bare")):
+            for part, flags in parts:
                 out = Path(d) / f"{part}{r}.json"
-                cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--no-isolate", "--skip", other, "--json", str(out)]
+                cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--no-isolate", *flags, "--json", str(out)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     raise SystemExit(f"{part} measurement failed:\n{proc.stderr[-3000:]}")
@@ -243,7 +254,7 @@ def _isolated(a, argv: list[str], t_all: float) -> dict:
         med = statistics.median(x["img_s"] for x in rs)
         rates[part] = {**min(rs, key=lambda x: abs(x["img_s"] - med)), "img_s": med, "runs_img_s": [x["img_s"] for x in rs]}
     report["rates"] = rates
-    report["ratios"] = {"trainer_vs_bare": rates["trainer"]["img_s"] / rates["bare"]["img_s"]}
+    report["ratios"] = _ratios(rates)
     report["config"].update(isolate=True, repeats=max(1, a.repeats))
     try:
         report["env"]["loadavg"] = os.getloadavg()
@@ -257,6 +268,15 @@ def _isolated(a, argv: list[str], t_all: float) -> dict:
     return report
 
 
+def _ratios(rates: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    if "trainer" in rates and "bare" in rates:
+        out["trainer_vs_bare"] = rates["trainer"]["img_s"] / rates["bare"]["img_s"]
+    if "bare" in rates and "bare_contiguous" in rates:
+        out["channels_last_vs_contiguous"] = rates["bare"]["img_s"] / rates["bare_contiguous"]["img_s"]
+    return out
+
+
 def _print(a, report: dict) -> None:
     rates, ratios = report["rates"], report["ratios"]
     load = report["env"].get("loadavg")
@@ -267,8 +287,10 @@ def _print(a, report: dict) -> None:
     print(f"{'':10s}{'img/s':>10s}")
     print(f"{'trainer':10s}{fmt(tr):>10s}")
     print(f"{'bare':10s}{fmt(ba):>10s}")
-    if ratios:
-        print(f"trainer_vs_bare {ratios['trainer_vs_bare']:.3f}")
+    if "bare_contiguous" in rates:
+        print(f"{'bare NCHW':10s}{fmt(rates['bare_contiguous']):>10s}")
+    for name, value in ratios.items():
+        print(f"{name} {value:.3f}")
 
 
 if __name__ == "__main__":

@@ -835,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-count", type=int, default=60)
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>.state.safetensors (weights, optimizer, scheduler, RNG) when it exists")
-    t.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 without channels_last (default: bf16 autocast)")
+    t.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 (default: bf16 autocast; the CPU always trains in fp32)")
     t.add_argument("--no-ddp", action="store_true", help="do not use DDP even when WORLD_SIZE > 1")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any recipe field, e.g. --set noise_mask=cos --set label_smoothing=0.1 --set ohem=true "

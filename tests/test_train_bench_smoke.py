@@ -36,3 +36,24 @@ def test_train_bench_tiny_writes_json_with_both_rates(tmp_path):
     assert rep["rates"]["bare"]["amp"] == "fp32"  # CPU trains in fp32
     ratio = rep["ratios"]["trainer_vs_bare"]
     assert abs(ratio - rep["rates"]["trainer"]["img_s"] / rep["rates"]["bare"]["img_s"]) < 1e-9 and ratio > 0
+
+
+def test_train_bench_compares_channels_last_with_contiguous_side_by_side(tmp_path):
+    """--compare-contiguous adds the NCHW bare step, measured in its own child, and the ratio of the two layouts."""
+    out = tmp_path / "train_bench.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "train_bench.py"), "--device", "cpu", "--arch", "Unet",
+           "--encoder", "tu-mobilenetv3_small_050", "--crop", "64", "--batch", "2", "--steps", "2", "--warmup", "1",
+           "--num-images", "2", "--image-size", "96", "--threads", "1", "--compare-contiguous", "--json", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "channels_last_vs_contiguous" in proc.stdout and "bare NCHW" in proc.stdout
+
+    rep = json.loads(out.read_text())
+    rates = rep["rates"]
+    assert set(rates) == {"trainer", "bare", "bare_contiguous"}
+    assert rates["bare"]["channels_last"] is True and rates["bare_contiguous"]["channels_last"] is False
+    assert len(rates["bare_contiguous"]["runs_img_s"]) == 1 and rates["bare_contiguous"]["img_s"] > 0
+    ratio = rep["ratios"]["channels_last_vs_contiguous"]
+    assert abs(ratio - rates["bare"]["img_s"] / rates["bare_contiguous"]["img_s"]) < 1e-9
+    assert abs(rep["ratios"]["trainer_vs_bare"] - rates["trainer"]["img_s"] / rates["bare"]["img_s"]) < 1e-9

@@ -324,3 +324,29 @@ def test_ddp_two_gloo_ranks_match_single_process_at_the_same_global_batch(consis
     model_keys = [k for k in ws if k.startswith("model/")]
     _assert_same_weights({k: wd[k] for k in model_keys}, {k: ws[k] for k in model_keys}, atol=1e-4)
     assert read_state_info(state_path(ddp_dir / "m.safetensors"))["world_size"] == 2
+
+
+def test_cpu_trains_channels_last_in_fp32_and_saves_ordinary_tensors(data, tmp_path, monkeypatch):
+    """On the CPU the network trains in fp32 with channels_last weights (1.3–1.75× faster steps on the dev CPU,
+    docs/benchmarks.md); the checkpoint still holds plain contiguous fp32 tensors equal to the trained weights."""
+    built = []
+    real_build = trainer_mod.build_model
+
+    def recording_build(*args, **kw):
+        built.append(real_build(*args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(trainer_mod, "build_model", recording_build)
+    out = tmp_path / "m.safetensors"
+    train(_cfg(epochs=1, steps_per_epoch=2), *data, out)
+    (model,) = built
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+             and m.groups == 1 and m.in_channels > 1]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) and not c.weight.is_contiguous()
+                         for c in convs)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    saved = _weights(out)
+    assert all(v.is_contiguous() for v in saved.values())
+    state = model.state_dict()
+    for k, v in saved.items():
+        torch.testing.assert_close(v, state[k].detach().contiguous(), atol=0, rtol=0, msg=k)

@@ -530,8 +530,7 @@ class Predictor:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = str(self.device)
         self.model.to(self.device)
-        if self._cuda:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last)  # faster on CUDA and on the CPU (docs/benchmarks.md)
         self.model.eval()
         self._compiled = None
         self._norm_consts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -588,8 +587,8 @@ class Predictor:
     def _model_call(self, x: torch.Tensor, fn=None) -> torch.Tensor:
         fn = self.model if fn is None else fn
         x = x.to(self.device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
         if self._cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 y = fn(x)
         else:

@@ -101,8 +101,7 @@ def _eval_mode(model: torch.nn.Module):
 
 
 def _logits(model, x: torch.Tensor, cuda: bool, amp: bool) -> torch.Tensor:
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and amp) else contextlib.nullcontext()
     with ctx:
         y = model(x)

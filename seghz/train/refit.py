@@ -271,7 +271,7 @@ def extract_features(model: nn.Module, head: nn.Conv2d, items: list[RefitItem], 
             r0, c0, th, tw = p.win
             img = items[p.item].image[r0 : r0 + th, c0 : c0 + tw]
             x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).to(device).permute(2, 0, 1)[None].float().div_(255)
-            x = pad32((x - mean) / std)
+            x = pad32((x - mean) / std).contiguous(memory_format=torch.channels_last)
             grabbed.clear()
             model(x)
             if "x" not in grabbed:

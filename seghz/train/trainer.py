@@ -10,7 +10,9 @@ a Streamlit rerun. Progress, metrics and cancellation go through callbacks.
 * **Data order**: one global sample order per run (a seeded shuffle); the crop/D4/jitter of the sample in slot
   ``j`` of global step ``s`` comes from its own generator seeded ``"{seed}/{s}/{j}"``, so a run gives the same
   batches whatever the number of processes.
-* **CUDA**: bf16 autocast and channels_last (``amp``, default on); the CPU always trains in fp32.
+* **Arithmetic**: bf16 autocast on CUDA (``amp``, default on); the CPU always trains in fp32. Weights and batches are
+  channels_last on every device (on the 2-core dev CPU, fp32 steps ran 1.3–1.75× faster than contiguous; see
+  docs/benchmarks.md).
 * **DDP**: with ``WORLD_SIZE > 1`` (``torchrun``) or ``ddp=True``: gloo on the CPU, nccl on CUDA; ``batch_size``
   is per process (global batch = batch_size × world size); rank r takes slots ``[r·B, (r+1)·B)`` of each global
   batch; only rank 0 validates and writes the checkpoint and the state; early stopping, NaN stops, cancels and
@@ -149,7 +151,7 @@ class TrainConfig:
     tile_size: int = 512
     steps_per_epoch: int | None = None  # default: one pass over the training pixels
     resume: bool = False  # continue from <out>.state.safetensors when it exists (else start from scratch)
-    amp: bool = True  # CUDA: bf16 autocast + channels_last; the CPU always trains in fp32
+    amp: bool = True  # CUDA: bf16 autocast; the CPU always trains in fp32 (channels_last on both)
     ddp: bool | None = None  # None: DDP when torchrun sets WORLD_SIZE > 1; batch_size is per process
     sync_bn: bool = True  # DDP on CUDA: BatchNorm -> SyncBatchNorm (gloo/CPU keeps per-process statistics)
     sampler: str = "random"  # crop windows: "random", or "class_aware" (the study's building-aware sampler)
@@ -610,7 +612,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     _seed_everything(cfg.seed, cfg.deterministic)
     norm = _normalization(cfg)
     cuda = torch.device(device).type == "cuda"
-    amp = bool(cfg.amp) and cuda  # CUDA: bf16 autocast + channels_last. CPU: fp32, contiguous (unchanged)
+    amp = bool(cfg.amp) and cuda  # CUDA: bf16 autocast. CPU: fp32. channels_last on both
     sampler = None
     if cfg.sampler == "class_aware":
         classes = cfg.sampler_classes if cfg.sampler_classes is not None else building_classes(cfg.scheme)
@@ -633,16 +635,14 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         cfg.arch, cfg.encoder = pmeta["arch"], pmeta["encoder"]
     else:
         model = build_model(cfg.arch, cfg.encoder, nc, cfg.encoder_weights).to(device)
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     if dctx.on and cuda and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
     peer = None  # co-teaching's second network; `trained` holds every trained weight (the optimiser's and the state's)
     if cfg.coteach > 0:
         peer = _make_peer(cfg, model, nc, device)
-        if amp:
-            peer = peer.to(memory_format=torch.channels_last)
+        peer = peer.to(memory_format=torch.channels_last)
         peer.train()
     trained = torch.nn.ModuleDict({"model": model, "peer": peer}) if peer is not None else model
 
@@ -730,7 +730,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             warnings.warn("DDP on the CPU keeps per-process BatchNorm statistics (SyncBatchNorm needs a GPU); results "
                           "differ slightly from one process at the same global batch", stacklevel=2)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
-    mem_fmt = torch.channels_last if amp else torch.preserve_format
+    mem_fmt = torch.channels_last
     debug = bool(os.environ.get(DEBUG_ENV))
     seen: list[dict] = []
     lo = dctx.rank * cfg.batch_size
