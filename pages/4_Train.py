@@ -363,8 +363,10 @@ def jobs_panel(watching: bool) -> None:
     # no status in the option text ("— running" stayed after the job finished); the table and the bar carry it
     jid = st.selectbox("Job", ids, key="train_job_sel", format_func=lambda i: report.job_option(by_id[i]))
     job = by_id[jid]
+    left = report.job_time_left_s(job)
     st.progress(min(1.0, max(0.0, job.progress)),
-                text=f"{job.status}: {(job.message or '').splitlines()[0] if job.message else ''}"[:200])
+                text=(f"{job.status}: {(job.message or '').splitlines()[0] if job.message else ''}"[:200]
+                      + (f" — about {report.fmt_duration(left)} left" if left is not None else "")))
     if job.active:
         label = "Cancel requested…" if job.cancel_requested else "Cancel job"
         if st.button(label, key=f"train_cancel_{jid}", disabled=job.cancel_requested):

@@ -400,6 +400,19 @@ def job_duration_s(job: Any, now: datetime | None = None) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
+def job_time_left_s(job: Any, now: datetime | None = None) -> float | None:
+    """Seconds a running job still needs at the pace it has kept since it started: ``elapsed · (1 − p) / p`` for
+    progress ``p``. None unless it is running with 1 % < p < 100 % and has run for at least 5 s (before that the
+    start-up, e.g. reading the data, dominates and the estimate would mislead)."""
+    if getattr(job, "status", None) != "running":
+        return None
+    p = float(getattr(job, "progress", None) or 0.0)
+    elapsed = job_duration_s(job, now)
+    if elapsed is None or elapsed < 5.0 or not 0.01 < p < 1.0:
+        return None
+    return elapsed * (1.0 - p) / p
+
+
 def fmt_duration(seconds: float | None) -> str:
     """``75`` -> ``"1 min 15 s"``; None -> ``"–"``."""
     if seconds is None:
@@ -419,7 +432,8 @@ def _local_time(stamp: str | None, seconds: bool = True) -> str:
 
 
 def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
-    """Jobs as rows: id, kind, status, progress (0..1), created (local time), duration, message (first line)."""
+    """Jobs as rows: id, kind, status, progress (0..1), created (local time), duration, time left (running jobs, at
+    their pace so far: :func:`job_time_left_s`), message (first line)."""
     rows = []
     for j in jobs:
         msg = (j.message or "").strip().splitlines()
@@ -430,9 +444,14 @@ def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
             "progress": float(j.progress or 0.0),
             "created": _local_time(j.created_at),
             "duration": fmt_duration(job_duration_s(j, now)),
+            "time left": _fmt_left(job_time_left_s(j, now)),
             "message": msg[0][:160] if msg else "",
         })
-    return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "duration", "message"])
+    return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "duration", "time left", "message"])
+
+
+def _fmt_left(seconds: float | None) -> str:
+    return "" if seconds is None else "≈ " + fmt_duration(seconds)
 
 
 def job_option(job: Any) -> str:

@@ -126,6 +126,9 @@ def test_job_table_and_durations():
     df = report.job_table(jobs, now)
     assert list(df["job"]) == ["a", "b", "c"]
     assert list(df["duration"]) == ["1 min 15 s", "2 h 00 min", "–"]
+    # half done after 75 s: as long again to go; only a running job gets an estimate
+    assert report.job_time_left_s(jobs[0], now) == pytest.approx(75)
+    assert list(df["time left"]) == ["≈ 1 min 15 s", "", ""]
     assert df.loc[0, "message"] == "epoch 1/2"
     assert report.job_table([]).empty
     assert report.fmt_duration(timedelta(seconds=5).total_seconds()) == "5 s"
@@ -218,3 +221,16 @@ def test_coverage_figure_and_table_follow_the_threshold():
     assert a["kept"] == pytest.approx(1.0) and a["label agrees (kept)"] == pytest.approx(2 / 3)
     b = t.set_index("class").loc["b"]
     assert b["kept"] == pytest.approx(1 / 3) and b["ECE (pp)"] == pytest.approx(100 * cal["per_class"]["b"]["ece"])
+
+
+def test_job_time_left_follows_the_pace_so_far_and_stays_quiet_when_it_cannot_know():
+    now = datetime(2024, 1, 1, 0, 10, 10, tzinfo=timezone.utc)  # 600 s after the fake jobs start
+    assert report.job_time_left_s(FakeJob("q", progress=0.25), now) == pytest.approx(1800)  # 600 s per quarter
+    assert report.job_time_left_s(FakeJob("q", progress=0.9), now) == pytest.approx(600 / 9)
+    assert report.job_time_left_s(FakeJob("q", progress=0.005), now) is None  # too early to tell
+    assert report.job_time_left_s(FakeJob("q", progress=1.0), now) is None
+    assert report.job_time_left_s(FakeJob("q", progress=0.5, status="queued", started_at=None), now) is None
+    assert report.job_time_left_s(FakeJob("q", progress=0.5, status="cancelled"), now) is None
+    just = datetime(2024, 1, 1, 0, 0, 12, tzinfo=timezone.utc)  # 2 s in: start-up dominates
+    assert report.job_time_left_s(FakeJob("q", progress=0.5), just) is None
+    assert report.job_time_left_s(FakeJob("q", progress=None), now) is None
