@@ -144,7 +144,8 @@ def bench_bare(a, nc: int, device: str, channels_last: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # _isolated strips flags by their full names
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--arch", default="Unet")
     p.add_argument("--encoder", default="tu-efficientnet_lite0")
@@ -173,9 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(a.threads)
     if a.steps < 1 or a.warmup < 0 or a.crop % 32 or a.batch < 1:
         raise SystemExit("--steps >= 1, --warmup >= 0, --batch >= 1 and --crop a multiple of 32")
+    if a.only_contiguous and a.isolate:
+        raise SystemExit("--only-contiguous is internal to --isolate's child processes (use --compare-contiguous)")
 
     t_all = time.perf_counter()
-    if a.isolate and a.skip == "none":
+    # isolated: every part in its own child (with --compare-contiguous too, else the second layout measured in one
+    # process pays that process's slowdown and the ratio is biased)
+    if a.isolate and (a.skip == "none" or a.compare_contiguous):
         return _isolated(a, list(sys.argv[1:] if argv is None else argv), t_all)
     if a.data == "gid":
         samples, scheme = gid_samples(a.num_images), "gid15"
@@ -227,15 +232,17 @@ def _isolated(a, argv: list[str], t_all: float) -> dict:
         if skip_next:
             skip_next = False
             continue
-        if x in ("--json", "--repeats"):
+        if x in ("--json", "--repeats", "--skip"):
             skip_next = True
             continue
-        if x.startswith(("--json=", "--repeats=")) or x in ("--isolate", "--no-isolate", "--compare-contiguous"):
+        if x.startswith(("--json=", "--repeats=", "--skip=")) or x in ("--isolate", "--no-isolate", "--compare-contiguous"):
             continue
         base.append(x)
-    parts = [("bare", ["--skip", "trainer"]), ("trainer", ["--skip", "bare"])]
+    parts = [] if a.skip == "bare" else [("bare", ["--skip", "trainer"])]
     if a.compare_contiguous:
-        parts.insert(1, ("bare_contiguous", ["--skip", "trainer", "--only-contiguous"]))
+        parts.append(("bare_contiguous", ["--skip", "trainer", "--only-contiguous"]))
+    if a.skip != "trainer":
+        parts.append(("trainer", ["--skip", "bare"]))
     runs: dict[str, list[dict]] = {part: [] for part, _ in parts}
     report = None
     with tempfile.TemporaryDirectory() as d:

@@ -402,13 +402,14 @@ def job_duration_s(job: Any, now: datetime | None = None) -> float | None:
 
 def job_time_left_s(job: Any, now: datetime | None = None) -> float | None:
     """Seconds a running job still needs at the pace it has kept since it started: ``elapsed · (1 − p) / p`` for
-    progress ``p``. None unless it is running with 1 % < p < 100 % and has run for at least 5 s (before that the
-    start-up, e.g. reading the data, dominates and the estimate would mislead)."""
-    if getattr(job, "status", None) != "running":
+    progress ``p``. None unless it is running with 1 % < p < 99 % and has run for at least 5 s (before that the
+    start-up, e.g. reading the data, dominates and the estimate would mislead; from 99 % jobs run closing steps, like
+    re-ranking the noise queues, whose length the pace does not tell), or when a cancel was requested."""
+    if getattr(job, "status", None) != "running" or getattr(job, "cancel_requested", False):
         return None
     p = float(getattr(job, "progress", None) or 0.0)
     elapsed = job_duration_s(job, now)
-    if elapsed is None or elapsed < 5.0 or not 0.01 < p < 1.0:
+    if elapsed is None or elapsed < 5.0 or not 0.01 < p < 0.99:
         return None
     return elapsed * (1.0 - p) / p
 

@@ -229,6 +229,8 @@ def test_job_time_left_follows_the_pace_so_far_and_stays_quiet_when_it_cannot_kn
     assert report.job_time_left_s(FakeJob("q", progress=0.9), now) == pytest.approx(600 / 9)
     assert report.job_time_left_s(FakeJob("q", progress=0.005), now) is None  # too early to tell
     assert report.job_time_left_s(FakeJob("q", progress=1.0), now) is None
+    assert report.job_time_left_s(FakeJob("q", progress=0.99), now) is None  # closing steps (the queues' re-rank)
+    assert report.job_time_left_s(FakeJob("q", progress=0.5, cancel_requested=True), now) is None
     assert report.job_time_left_s(FakeJob("q", progress=0.5, status="queued", started_at=None), now) is None
     assert report.job_time_left_s(FakeJob("q", progress=0.5, status="cancelled"), now) is None
     just = datetime(2024, 1, 1, 0, 0, 12, tzinfo=timezone.utc)  # 2 s in: start-up dominates

@@ -57,3 +57,23 @@ def test_train_bench_compares_channels_last_with_contiguous_side_by_side(tmp_pat
     ratio = rep["ratios"]["channels_last_vs_contiguous"]
     assert abs(ratio - rates["bare"]["img_s"] / rates["bare_contiguous"]["img_s"]) < 1e-9
     assert abs(rep["ratios"]["trainer_vs_bare"] - rates["trainer"]["img_s"] / rates["bare"]["img_s"]) < 1e-9
+
+
+def test_layout_comparison_alone_still_isolates_each_layout(tmp_path):
+    """--skip trainer --compare-contiguous: both layouts, each in its own child (runs_img_s comes from _isolated), no
+    trainer; the internal child flag is refused at the top level."""
+    out = tmp_path / "layouts.json"
+    base = [sys.executable, str(ROOT / "bench" / "train_bench.py"), "--device", "cpu", "--arch", "Unet",
+            "--encoder", "tu-mobilenetv3_small_050", "--crop", "64", "--batch", "2", "--steps", "1", "--warmup", "0",
+            "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*base, "--skip", "trainer", "--compare-contiguous", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["rates"]) == {"bare", "bare_contiguous"} and rep["config"]["isolate"] is True
+    assert all(len(r["runs_img_s"]) == 1 for r in rep["rates"].values())
+    assert set(rep["ratios"]) == {"channels_last_vs_contiguous"}
+    bad = subprocess.run([*base, "--only-contiguous"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False, env=env)
+    assert bad.returncode != 0 and "internal" in bad.stderr

@@ -121,7 +121,7 @@ def find_head(model: nn.Module, num_classes: int) -> nn.Conv2d:
 
 
 def _patches(feat: torch.Tensor, head: nn.Conv2d, n: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """The head's input patch (C·kh·kw, ordered like ``weight.view(K, -1)``) at feature positions (n, i, j)."""
+    """The head's input patch (C·kh·kw, ordered like ``weight.reshape(K, -1)``) at feature positions (n, i, j)."""
     kh, kw = head.kernel_size
     if (kh, kw) == (1, 1):
         return feat[n, :, i, j]
@@ -402,6 +402,7 @@ def refit_head(
                 raise ValueError(f"item {k}: {name} shape {a.shape} differs from the image's {it.image.shape[:2]}")
     device = cfg.device or "cpu"
     model, meta = load_checkpoint(checkpoint, device)
+    model = model.to(memory_format=torch.channels_last)  # as the engine and trainer run it (faster on the CPU too)
     nc = int(meta["num_classes"])
     head = find_head(model, nc)
     for p in model.parameters():
