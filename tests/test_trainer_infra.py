@@ -350,3 +350,27 @@ def test_cpu_trains_channels_last_in_fp32_and_saves_ordinary_tensors(data, tmp_p
     state = model.state_dict()
     for k, v in saved.items():
         torch.testing.assert_close(v, state[k].detach().contiguous(), atol=0, rtol=0, msg=k)
+
+
+def test_one_cycle_schedule_works_for_every_run_length_including_ten_steps(data, tmp_path):
+    """torch's OneCycleLR divided by zero for a 10-step run with a 10 % warm-up (it ends at step 0.1·10 − 1 = 0):
+    a 2 × 5-step retrain crashed before its first step. Every length from 1 to 300 now schedules a full cycle."""
+    from seghz.train.trainer import warmup_fraction
+
+    for total in range(1, 301):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, pct_start=warmup_fraction(total))
+        lrs = [sched.get_last_lr()[0]]
+        for _ in range(total - 1):
+            opt.step()
+            sched.step()
+            lrs.append(sched.get_last_lr()[0])
+        assert all(np.isfinite(lrs)) and max(lrs) <= 1.0 + 1e-9, total
+        if total >= 2:
+            assert lrs[-1] < max(lrs), total  # it anneals
+        if total >= 10:
+            assert lrs[0] < max(lrs), total  # and warms up first (shorter runs start at the top of the cycle)
+    assert warmup_fraction(10) == 0.2 and warmup_fraction(11) == warmup_fraction(9) == warmup_fraction(2100) == 0.1
+    res = train(_cfg(epochs=2, steps_per_epoch=5), *data, tmp_path / "ten.safetensors")
+    assert [r["epoch"] for r in res["history"]] == [1, 2]
+    assert res["history"][-1]["lr"] < 1e-3 * 0.1 < res["history"][0]["lr"]  # peaked in epoch 1, annealed by the end

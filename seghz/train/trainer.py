@@ -601,6 +601,13 @@ def train(
             dist.destroy_process_group()
 
 
+def warmup_fraction(total_steps: int) -> float:
+    """OneCycle's warm-up share: 10 % of the run. torch ends the warm-up at step ``pct · total − 1`` and divides by
+    that length, so a run of exactly 10 steps (0.1 · 10 − 1 = 0) raised ZeroDivisionError before its first step;
+    there the warm-up takes 2 steps (20 %) instead. Every other length keeps 10 % (and resumes as before)."""
+    return 0.2 if int(total_steps) == 10 else 0.1
+
+
 def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: Path, progress, on_metrics,
            should_cancel, meta_extra) -> dict:
     scheme = get_scheme(cfg.scheme)
@@ -661,7 +668,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     steps = cfg.steps_per_epoch or max(1, math.ceil(pixels / (cfg.crop_size**2) / global_batch))
     opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = steps * cfg.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=warmup_fraction(total))
     has_trusted = any(len(s) > 2 for s in train_samples)
     order_rng = random.Random(cfg.seed)
     order: list[int] = []
