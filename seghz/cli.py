@@ -799,8 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--blend", default="uniform", choices=["uniform", "gaussian", "cosine"], help="window blending")
     ps.add_argument("--merge", default="softmax", choices=["softmax", "logits"], help="merge views by mean softmax or logits")
     ps.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                    help="torch.compile the model (auto, when a C++ compiler exists: CPU scenes of >= 32 windows; "
-                         "CUDA jobs of >= 14 gigapixels of window input × TTA views, where the 13 s compile pays)")
+                    help="torch.compile the model (auto, when a C++ compiler exists: jobs of >= 0.15 gigapixels of window "
+                         "input × TTA views on the CPU, >= 14 on CUDA, where the first compile pays)")
     ps.add_argument("--uncertainty", action="store_true", help="also write <output>_uncertainty.tif (confidence, entropy, disagreement)")
     ps.add_argument("--png", help="also write a colourised preview PNG (long side <= 4096)")
     ps.add_argument("--areas", help="also write a class-area CSV (km2 when georeferenced)")

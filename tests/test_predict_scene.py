@@ -271,24 +271,29 @@ def test_rank_rows_equal_the_whole(scene):
 
 
 def test_compile_auto_turns_on_where_the_first_compile_pays(monkeypatch):
-    """--compile auto: CPU scenes of >= 32 windows; CUDA jobs of >= 14 Gpx of window input × views; never without a
-    C++ compiler; on / off as asked."""
+    """--compile auto: jobs of >= 0.15 Gpx (CPU) / 14 Gpx (CUDA) of window input × views; never without a C++
+    compiler; on / off as asked."""
     from types import SimpleNamespace
 
     import seghz.data.io as io_mod
     import seghz.infer.engine as engine_mod
     from seghz.cli import _want_compile
-    from seghz.infer.engine import CUDA_COMPILE_MIN_PX
+    from seghz.infer.engine import CPU_COMPILE_MIN_PX, CUDA_COMPILE_MIN_PX
 
     side = {"v": 0}
     monkeypatch.setattr(io_mod, "raster_info", lambda path: SimpleNamespace(height=side["v"], width=side["v"]))
     monkeypatch.setattr(engine_mod, "compiler_available", lambda: True)
     cpu = SimpleNamespace(_cuda=False, tile=512, overlap=0.25)
     gpu = SimpleNamespace(_cuda=True, tile=1024, overlap=0.25)
-    side["v"] = 512 + 384 * 5  # 6 × 6 = 36 windows of 512² (stride 384)
-    assert _want_compile("auto", cpu, "x.tif") and not _want_compile("auto", gpu, "x.tif")
-    side["v"] = 512 + 384 * 4  # 25 windows
-    assert not _want_compile("auto", cpu, "x.tif")
+    # CPU: 512² windows at stride 384; n² windows × 512² px × views against 1.5e8 (≈ 572 window-views)
+    side["v"] = 512 + 384 * 23  # 24 × 24 = 576 windows: pays without TTA
+    assert 576 * 512 ** 2 >= CPU_COMPILE_MIN_PX and _want_compile("auto", cpu, "x.tif")
+    assert not _want_compile("auto", gpu, "x.tif")
+    side["v"] = 512 + 384 * 8  # 81 windows: only with D4 (648 window-views), not with 2 views or none
+    assert not _want_compile("auto", cpu, "x.tif") and not _want_compile("auto", cpu, "x.tif", views=2)
+    assert _want_compile("auto", cpu, "x.tif", views=8)
+    side["v"] = 512 + 384 * 7  # 64 windows × 8 views = 512 window-views: below
+    assert not _want_compile("auto", cpu, "x.tif", views=8)
     assert _want_compile("on", cpu, "x.tif") and not _want_compile("off", cpu, "x.tif")
     # CUDA: 1024² windows at stride 768; n² windows × 1024² px × views against 14e9
     n = 116  # 116² × 1024² = 14.1e9 px: pays without TTA; 82 per side (7.05e9 px) only with 2+ views
@@ -299,8 +304,8 @@ def test_compile_auto_turns_on_where_the_first_compile_pays(monkeypatch):
     assert _want_compile("auto", gpu, "x.tif", views=2) and not _want_compile("auto", gpu, "x.tif", views=1)
     # under torchrun each rank compiles for its share of the windows: 2 ranks need twice the scene
     assert not _want_compile("auto", gpu, "x.tif", views=2, world=2) and _want_compile("auto", gpu, "x.tif", views=8, world=2)
-    side["v"] = 512 + 384 * 7  # 64 windows of 512²: 32 per rank with 2 ranks, 16 with 4
-    assert _want_compile("auto", cpu, "x.tif", world=2) and not _want_compile("auto", cpu, "x.tif", world=4)
+    side["v"] = 512 + 384 * 11  # 144 windows × 8 views = 1152 window-views: 576 per rank with 2 ranks, 288 with 4
+    assert _want_compile("auto", cpu, "x.tif", views=8, world=2) and not _want_compile("auto", cpu, "x.tif", views=8, world=4)
     monkeypatch.setattr(engine_mod, "compiler_available", lambda: False)
-    side["v"] = 512 + 384 * 5
+    side["v"] = 512 + 384 * 23
     assert not _want_compile("auto", cpu, "x.tif") and _want_compile("on", cpu, "x.tif")

@@ -453,10 +453,13 @@ def compiler_available() -> bool:
 
 # On CUDA the compiled engine ran 1.53× faster than the eager one (one H200, Unet-resnet34, 1024² windows, bf16:
 # 1.76 vs 2.69 ns per window pixel and view) after a 13 s first compile (docs/benchmarks.md, session 9): it pays for
-# itself once a job holds about 14 gigapixels of window input (windows × tile² × TTA views). On the CPU the compile
-# takes 10–40 s and then doubles the rate: it pays from about 32 windows.
+# itself once a job holds about 14 gigapixels of window input (windows × tile² × TTA views). On the CPU, since the
+# model runs channels_last there too (2026-11-28, docs/benchmarks.md "channels_last on the CPU"), the compiled engine
+# is only 1.15–1.36× the eager one (it was 1.5–1.6× against contiguous eager, when the rule was "from 32 windows"):
+# Unet-Lite0, 16 windows of 512², 2-core AMD EPYC: 0.077 s saved per window without TTA, 0.031 s per window-view
+# with D4, after a 7–36 s first compile. At ~25 s that pays from ~8e7 (no TTA) to ~2e8 (D4) px of window input.
 CUDA_COMPILE_MIN_PX = 14e9
-CPU_COMPILE_MIN_WINDOWS = 32
+CPU_COMPILE_MIN_PX = 1.5e8  # ≈ 570 window-views of 512²: a D4 job of ≥ 72 windows, a plain one of ≥ 570
 
 
 COMPILE_CHOICES = ("auto", "on", "off")
@@ -480,15 +483,14 @@ def want_compile(choice: str, pred, height: int, width: int, views: int = 1, wor
 def compile_pays(pred, height: int, width: int, views: int = 1, world: int = 1) -> bool:
     """Whether ``torch.compile`` pays for itself on a ``height`` × ``width`` image (or window of a scene) predicted
     with ``views`` TTA views by a process that runs about 1/``world`` of its windows (each torchrun rank compiles
-    its own): never without a C++ compiler (Inductor needs one); on the CPU from :data:`CPU_COMPILE_MIN_WINDOWS`
-    windows; on CUDA from :data:`CUDA_COMPILE_MIN_PX` window pixels × views. The policy behind ``--compile auto``
-    and the big-region job."""
+    its own): never without a C++ compiler (Inductor needs one); else from :data:`CPU_COMPILE_MIN_PX` (CPU) or
+    :data:`CUDA_COMPILE_MIN_PX` (CUDA) window pixels × views. The policy behind ``--compile auto`` and the
+    big-region job."""
     if not compiler_available():
         return False
     n = len(sliding_windows(int(height), int(width), int(pred.tile), pred.overlap)) / max(1, int(world))
-    if pred._cuda:
-        return n * int(pred.tile) ** 2 * max(1, int(views)) >= CUDA_COMPILE_MIN_PX
-    return n >= CPU_COMPILE_MIN_WINDOWS
+    px = n * int(pred.tile) ** 2 * max(1, int(views))
+    return px >= (CUDA_COMPILE_MIN_PX if pred._cuda else CPU_COMPILE_MIN_PX)
 
 
 @dataclass
@@ -498,7 +500,7 @@ class Predictor:
     ``batch_size=None`` picks it: on the CPU 2 windows of 512² (4 of 256², 1 of 1024²); on CUDA from the free memory
     measured with one window.
     ``compile=True`` runs full-tile batches through ``torch.compile`` (Inductor with frozen weights:
-    about 2× faster on CPU after a 10–40 s first compile); inputs of other shapes run eagerly, and a
+    1.15–1.6× faster than eager on CPU after a 7–40 s first compile); inputs of other shapes run eagerly, and a
     compile failure (e.g. no C++ compiler) falls back to eager with a warning.
     """
 
@@ -992,7 +994,7 @@ __all__ = [
     "Predictor",
     "Strip",
     "COMPILE_CHOICES",
-    "CPU_COMPILE_MIN_WINDOWS",
+    "CPU_COMPILE_MIN_PX",
     "CUDA_COMPILE_MIN_PX",
     "auto_batch_size",
     "check_compile_choice",
