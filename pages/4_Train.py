@@ -287,6 +287,27 @@ st.subheader("Training jobs")
 watching = any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT))
 
 
+GATE_RULE_TEXT = {
+    "margin": "its IoU drops by more than the margin (the study's rule)",
+    "interval": "its IoU drops by more than the margin and the drop is beyond the tile noise "
+                "(95 % paired bootstrap over the validation scenes)",
+}
+
+
+def gate_settings() -> None:
+    """The workspace's regression-gate margin and rule, editable; saved as soon as they change."""
+    margin, rule = gate.get_margin(ws), gate.get_rule(ws)
+    with st.expander(f"Gate settings — margin {margin:.3f} IoU, rule '{rule}'"):
+        m = st.number_input("Margin: the largest allowed drop of a class's IoU (absolute)", min_value=0.0,
+                            max_value=1.0, value=float(margin), step=0.005, format="%.3f", key="train_gate_margin")
+        r = st.radio("Flag a class when", gate.RULES, index=gate.RULES.index(rule), format_func=GATE_RULE_TEXT.get,
+                     key="train_gate_rule")
+        if m != margin or r != rule:
+            gate.set_margin(ws, float(m))
+            gate.set_rule(ws, r)
+            st.rerun()
+
+
 def show_result(job) -> None:
     """The finished job's checkpoint: lineage, the regression-gate verdict against the active model, then Promote."""
     cid = (job.result or {}).get("checkpoint_id")
@@ -314,15 +335,27 @@ def show_result(job) -> None:
         return
 
     st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
+    gate_settings()
     verdict = gate.check(ws, ck.id)
-    can_score = verdict.status == "unknown" and cur is not None and cur.scheme == ck.scheme
-    if can_score and st.button("Score both models on the validation split", key=f"train_gate_eval_{ck.id}"):
-        with st.spinner("Evaluating on the validation split…"):
-            verdict = gate.check(ws, ck.id, compute=True)
+    same_scheme = cur is not None and cur.scheme == ck.scheme
+    if verdict.status == "unknown" and same_scheme:
+        label, key = "Score both models on the validation split", f"train_gate_eval_{ck.id}"
+    elif verdict.rows and verdict.scenes is None and same_scheme:
+        label, key = ("Add intervals (scores both models on the validation split, scene by scene)",
+                      f"train_gate_intervals_{ck.id}")
+    else:
+        label = key = None
+    if key and st.button(label, key=key, help="Scene-by-scene scores give each class's drop a paired bootstrap "
+                                              "interval: is it beyond the tile noise?"):
+        with st.spinner("Evaluating both models on the validation split…"):
+            verdict = gate.check(ws, ck.id, compute=True, intervals=True)
     show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
     show(f"Gate verdict: **{verdict.status.upper()}** — {verdict.message}")
     if verdict.rows:
         st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=f"train_gate_table_{ck.id}")
+        if verdict.scenes:
+            st.caption(f"Intervals: {100 * (verdict.level or 0.95):.0f} % paired bootstrap over {verdict.scenes} "
+                       f"validation scenes (both models on the same draws); rule '{verdict.rule}'.")
         if verdict.offending:
             st.caption("Offending classes: " + ", ".join(f"**{o['class']}** ({o['delta']:+.3f})" for o in verdict.offending)
                        + f" — margin {verdict.margin:.3f} IoU.")

@@ -223,12 +223,17 @@ def cmd_evaluate(a) -> int:
 
 def cmd_compare(a) -> int:
     """Score two checkpoints on the same image/label pairs and say how sure their difference is: candidate − reference
-    mIoU and per-class IoU with a paired scene-bootstrap interval (:func:`seghz.metrics.paired_bootstrap`)."""
+    mIoU and per-class IoU with a paired scene-bootstrap interval (:func:`seghz.metrics.paired_bootstrap`), then the
+    regression gate's verdict on them under both rules (:func:`seghz.gate.compare`)."""
+    from seghz import gate
     from seghz.metrics import paired_bootstrap
     from seghz.models.checkpoint import read_metadata
 
     if a.rounds < 1:
         raise SegHZError(f"--rounds must be at least 1 (got {a.rounds})")
+    margin = gate.DEFAULT_MARGIN if a.margin is None else a.margin
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise SegHZError(f"--margin is the largest allowed IoU drop, a number >= 0 (got {a.margin})")
     if not 0 < a.level < 1:
         raise SegHZError(f"--level is the interval's coverage, between 0 and 1 exclusive (got {a.level})")
     ref_meta, cand_meta = read_metadata(a.checkpoint), read_metadata(a.candidate)
@@ -276,8 +281,13 @@ def cmd_compare(a) -> int:
             continue
         sure = " (interval excludes 0)" if d["lo"] is not None and (d["lo"] > 0 or d["hi"] < 0) else ""
         print(f"  {name:<{w}} {100 * d['delta']:+7.2f}{span(d['lo'], d['hi'])}{sure}")
+    verdicts = {}
+    for rule in gate.RULES:
+        v = gate.compare(res["reference"]["per_class"], res["candidate"]["per_class"], margin, intervals=bs, rule=rule)
+        verdicts[rule] = v.to_dict()
+        print(f"regression gate, rule '{rule}': {v.status.upper()} — {v.message}")
     if a.json:
-        out = {"bootstrap": bs, "tta": a.tta, "images": keys,
+        out = {"bootstrap": bs, "tta": a.tta, "images": keys, "gate": verdicts,
                **{r: {k: v for k, v in res[r].items() if k != "per_scene"} for r in res}}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))
@@ -866,6 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--rounds", type=int, default=2000, help="bootstrap rounds (images drawn with replacement)")
     cp.add_argument("--level", type=float, default=0.95, help="interval level")
     cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--margin", type=float, default=None,
+                    help="regression gate margin (absolute IoU; default 0.02, the app's): the verdict is printed under "
+                         "both gate rules, 'margin' and 'interval'")
     cp.add_argument("--json")
     cp.add_argument("--device")
     cp.add_argument("--batch-size", type=int, default=8)

@@ -18,6 +18,22 @@ name and a reason, and the override (analyst, time, reason, offending classes, w
 in the workspace's promotion history. Auto-promotion after training (:func:`after_training`) happens only
 on ``pass``.
 
+**How sure is a drop?** A validation split of a few dozen tiles moves a class's IoU by several points between
+two equally good models. When both models have a cached evaluation of the split with per-scene confusion
+matrices (``evaluations`` rows without TTA, which :func:`seghz.evaluate.evaluate_split` writes), the verdict
+also carries, per class, a paired scene-bootstrap interval of the difference
+(:func:`seghz.metrics.paired_bootstrap`, 95 %, 2000 rounds, scenes as the draws), and the deltas come from
+those evaluations. The workspace setting ``gate_rule`` says what flags a class:
+
+- ``margin`` (the default, the study's rule): the drop exceeds the margin.
+- ``interval``: the drop exceeds the margin *and* its interval lies below 0, i.e. the drop is beyond the tile
+  noise (a one-sided 97.5 % test). A class without an interval (fewer than two scenes, no per-scene
+  matrices) falls back to the margin rule. With this rule :func:`check` ``compute=True`` scores missing
+  evaluations so the intervals exist.
+
+Under either rule the message names the offending drops that are within the tile noise, so an analyst
+weighing an override sees it.
+
 Per-class scores come from the checkpoint registry (``Workspace.class_metrics``: the training job's
 validation scores, or earlier gate evaluations), else from the evaluation cache (``evaluations`` rows
 without TTA); with ``compute=True`` a missing one is computed by :func:`seghz.evaluate.evaluate_split`.
@@ -37,7 +53,12 @@ from seghz.store import Promotion, Workspace
 
 DEFAULT_MARGIN = 0.02
 MARGIN_SETTING = "gate_margin"
+RULE_SETTING = "gate_rule"
+RULES = ("margin", "interval")
+DEFAULT_RULE = "margin"
 STATUSES = ("pass", "flagged", "unknown")
+INTERVAL_ROUNDS = 2000
+INTERVAL_LEVEL = 0.95
 _EPS = 1e-9  # a drop of exactly the margin passes, whatever the float rounding
 
 ABSENT = "absent from the validation labels"
@@ -62,13 +83,17 @@ class Verdict:
         status: ``pass``, ``flagged`` or ``unknown``.
         margin: Largest allowed IoU drop per class (absolute IoU).
         rows: One dict per class in class order: ``class``, ``active_iou``, ``candidate_iou``, ``delta``
-            (candidate − active, None when not compared), ``offending`` (bool), ``excluded`` (why the class
-            was left out, or None).
-        offending: ``{"class", "active_iou", "candidate_iou", "delta"}`` of each class that dropped too much.
+            (candidate − active, None when not compared), ``lo`` / ``hi`` (the delta's interval, None without
+            one), ``offending`` (bool), ``within_noise`` (the drop exceeds the margin but its interval holds 0),
+            ``excluded`` (why the class was left out, or None).
+        offending: ``{"class", "active_iou", "candidate_iou", "delta", "lo", "hi"}`` of each class that dropped
+            too much.
         excluded: ``{"class", "why"}`` of each class left out of the comparison.
         message: One plain-language sentence (or two).
         candidate_id / active_id: The checkpoints compared (active None when there is no active model).
         split / data_version: The validation data both were scored on.
+        rule: ``margin`` or ``interval`` (see the module docstring).
+        level / scenes: The intervals' coverage and the number of scenes drawn (None without intervals).
     """
 
     status: str
@@ -81,6 +106,9 @@ class Verdict:
     active_id: str | None = None
     split: str | None = None
     data_version: str | None = None
+    rule: str = DEFAULT_RULE
+    level: float | None = None
+    scenes: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -130,10 +158,17 @@ def per_class_iou(metrics: Mapping | None) -> dict[str, tuple[float | None, int 
     return out
 
 
+def _span(lo: float | None, hi: float | None) -> str:
+    return "" if lo is None or hi is None else f" [{lo:+.3f}, {hi:+.3f}]"
+
+
 def compare(
     active: Mapping | None,
     candidate: Mapping | None,
     margin: float = DEFAULT_MARGIN,
+    *,
+    intervals: Mapping | None = None,
+    rule: str = DEFAULT_RULE,
     **ids: Any,
 ) -> Verdict:
     """Compare per-class IoU of a candidate against the active model (both on the same validation data).
@@ -142,19 +177,26 @@ def compare(
         active: The active model's per-class scores (any shape :func:`per_class_iou` accepts).
         candidate: The candidate's per-class scores.
         margin: Largest allowed drop of a class's IoU (absolute, e.g. 0.02); a drop of exactly the margin passes.
+        intervals: A :func:`seghz.metrics.paired_bootstrap` result with the active model as ``a`` and the
+            candidate as ``b`` (its ``per_class`` ``lo`` / ``hi``, ``level`` and ``scenes`` are used), or None.
+        rule: ``margin``: a drop beyond the margin flags the class. ``interval``: it flags only when the drop's
+            interval also lies below 0 (a class without an interval falls back to the margin rule).
         **ids: ``candidate_id``, ``active_id``, ``split``, ``data_version`` to put into the verdict.
 
     Returns:
-        ``flagged`` when any compared class dropped by more than ``margin``; ``pass`` otherwise; ``unknown``
-        when no class could be compared. A class with support 0 (or no IoU) on either side is excluded as
-        absent from the validation labels; a class scored for only one model is excluded too.
+        ``flagged`` when any compared class is offending; ``pass`` otherwise; ``unknown`` when no class could
+        be compared. A class with support 0 (or no IoU) on either side is excluded as absent from the
+        validation labels; a class scored for only one model is excluded too.
     """
     margin = float(margin)
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"the gate margin must be a finite number >= 0 (got {margin})")
+    if rule not in RULES:
+        raise ValueError(f"unknown gate rule '{rule}' (expected one of {', '.join(RULES)})")
     a, c = per_class_iou(active), per_class_iou(candidate)
+    spans = (intervals or {}).get("per_class") or {}
     names = list(c) + [n for n in a if n not in c]
-    rows, offending, excluded = [], [], []
+    rows, offending, excluded, noisy = [], [], [], []
     for n in names:
         (ai, asup), (ci, csup) = a.get(n, (None, None)), c.get(n, (None, None))
         why = None
@@ -167,29 +209,56 @@ def compare(
         elif ai is None or ci is None:
             why = f"{ABSENT} (no score)"
         delta = None if why else ci - ai
-        bad = delta is not None and delta < -(margin + _EPS)
-        rows.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta, "offending": bad, "excluded": why})
+        sp = spans.get(n) if not why else None
+        lo = _num(sp.get("lo")) if isinstance(sp, Mapping) else None
+        hi = _num(sp.get("hi")) if isinstance(sp, Mapping) else None
+        if lo is None or hi is None:
+            lo = hi = None
+        beyond_margin = delta is not None and delta < -(margin + _EPS)
+        within_noise = beyond_margin and hi is not None and hi >= 0
+        bad = beyond_margin and not (rule == "interval" and within_noise)
+        rows.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta, "lo": lo, "hi": hi,
+                     "offending": bad, "within_noise": within_noise, "excluded": why})
         if why:
             excluded.append({"class": n, "why": why})
         if bad:
-            offending.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta})
+            offending.append({"class": n, "active_iou": ai, "candidate_iou": ci, "delta": delta, "lo": lo, "hi": hi})
+        if within_noise:
+            noisy.append(rows[-1])
     compared = len(rows) - len(excluded)
+    level = _num((intervals or {}).get("level")) if intervals else None
+    scenes = (intervals or {}).get("scenes") if intervals else None
+    pct = f"{100 * level:.0f} %" if level is not None else "95 %"
     ex_txt = ""
     if excluded:
         ex_txt = " Excluded: " + "; ".join(f"{e['class']} ({e['why']})" for e in excluded) + "."
+    noise_txt = ""
+    if noisy:
+        which = ", ".join(f"{r['class']} {r['delta']:+.3f}{_span(r['lo'], r['hi'])}" for r in noisy)
+        over = f" over {scenes} validation scenes" if scenes else ""
+        if rule == "interval":
+            noise_txt = (f" Not flagged, within the tile noise (their {pct} interval{over} holds 0): {which}.")
+        else:
+            noise_txt = (f" Within the tile noise (their {pct} interval{over} holds 0): {which}; the 'interval' "
+                         "gate rule would not flag them.")
     if offending:
         status = "flagged"
-        worst = ", ".join(f"{o['class']} {o['delta']:+.3f}" for o in sorted(offending, key=lambda o: o["delta"]))
+        worst = ", ".join(f"{o['class']} {o['delta']:+.3f}{_span(o['lo'], o['hi'])}"
+                          for o in sorted(offending, key=lambda o: o["delta"]))
+        beyond = "" if rule == "margin" else ", beyond the tile noise"
         msg = (f"{len(offending)} of {compared} compared class(es) lost more than {margin:.3f} IoU against the active "
-               f"model: {worst}.")
+               f"model{beyond}: {worst}.")
     elif compared == 0:
         status = "unknown"
         msg = "no class could be compared (no class has scores for both models on the validation labels)."
     else:
         status = "pass"
         msg = f"no class lost more than {margin:.3f} IoU against the active model ({compared} class(es) compared)."
+        if rule == "interval" and noisy:
+            msg = (f"no class lost more than {margin:.3f} IoU against the active model beyond the tile noise "
+                   f"({compared} class(es) compared).")
     return Verdict(status=status, margin=margin, rows=rows, offending=offending, excluded=excluded,
-                   message=msg + ex_txt, **ids)
+                   message=msg + noise_txt + ex_txt, rule=rule, level=level, scenes=scenes, **ids)
 
 
 # ------------------------------------------------------------------------------------------------ workspace
@@ -208,6 +277,58 @@ def set_margin(ws: Workspace, margin: float | None) -> None:
     if margin is not None and not (float(margin) >= 0 and math.isfinite(float(margin))):
         raise ValueError(f"the gate margin must be a finite number >= 0 (got {margin})")
     ws.set_setting(MARGIN_SETTING, None if margin is None else float(margin))
+
+
+def get_rule(ws: Workspace, rule: str | None = None) -> str:
+    """``rule`` when given, else the workspace setting ``gate_rule``, else :data:`DEFAULT_RULE` (``margin``)."""
+    r = rule if rule is not None else ws.get_setting(RULE_SETTING)
+    r = DEFAULT_RULE if r is None else str(r)
+    if r not in RULES:
+        raise ValueError(f"unknown gate rule '{r}' (expected one of {', '.join(RULES)})")
+    return r
+
+
+def set_rule(ws: Workspace, rule: str | None) -> None:
+    """Store the workspace's gate rule (``margin`` or ``interval``; None restores ``margin``)."""
+    if rule is not None and rule not in RULES:
+        raise ValueError(f"unknown gate rule '{rule}' (expected one of {', '.join(RULES)})")
+    ws.set_setting(RULE_SETTING, rule)
+
+
+def scene_evaluation(ws: Workspace, checkpoint_id: str, split: str, data_version: str) -> dict | None:
+    """The cached evaluation (no TTA) of a checkpoint on ``split`` at ``data_version`` when it holds per-scene
+    confusion matrices and per-class scores, else None."""
+    ev = ws.find_evaluation(checkpoint_id, split, False, data_version)
+    if ev is None:
+        return None
+    r = ev.result
+    if r.get("tta", "none") != "none" or not isinstance(r.get("per_scene"), Mapping) or not r["per_scene"]:
+        return None
+    if not isinstance(r.get("per_class"), Mapping):
+        return None
+    return r
+
+
+def scene_intervals(active_eval: Mapping, candidate_eval: Mapping, rounds: int = INTERVAL_ROUNDS,
+                    level: float = INTERVAL_LEVEL) -> dict | None:
+    """Paired scene-bootstrap of candidate − active from two evaluations' per-scene matrices
+    (:func:`scene_evaluation`), or None when they were not scored on the same scenes and classes."""
+    import numpy as np
+
+    from seghz.metrics import paired_bootstrap
+
+    sa, sc = active_eval["per_scene"], candidate_eval["per_scene"]
+    if set(sa) != set(sc):
+        return None
+    names = list(candidate_eval["per_class"])
+    if list(active_eval["per_class"]) != names:
+        return None
+    keys = sorted(sa)
+    a = np.asarray([sa[k] for k in keys], np.int64)
+    b = np.asarray([sc[k] for k in keys], np.int64)
+    if a.ndim != 3 or a.shape != b.shape or a.shape[1] != len(names):
+        return None
+    return paired_bootstrap(a, b, rounds=rounds, level=level, names=names)
 
 
 def stored_metrics(ws: Workspace, checkpoint_id: str, split: str, data_version: str) -> dict:
@@ -251,6 +372,8 @@ def check(
     margin: float | None = None,
     compute: bool = False,
     progress: Callable | None = None,
+    rule: str | None = None,
+    intervals: bool | None = None,
 ) -> Verdict:
     """The gate verdict for promoting ``candidate_id`` over the workspace's active model.
 
@@ -258,19 +381,27 @@ def check(
     preferred; without ``compute`` an older one both were scored on is used (the message says so); with
     ``compute`` the missing scores at the current version are computed (model inference on the split).
 
+    When both models have a cached per-scene evaluation at that version, the verdict carries per-class
+    intervals (:func:`scene_intervals`) and its deltas come from those evaluations. ``intervals`` says whether
+    ``compute`` should also score the evaluations the intervals need; None means: only under the ``interval``
+    rule. ``rule`` / ``margin`` None read the workspace settings.
+
     Raises:
         NotFoundError: When the candidate is not registered.
     """
     margin = get_margin(ws, margin)
+    rule = get_rule(ws, rule)
+    want_intervals = (rule == "interval") if intervals is None else bool(intervals)
     cand = ws.get_checkpoint(candidate_id)
     active = ws.active_checkpoint()
     ids = {"candidate_id": cand.id, "active_id": active.id if active else None, "split": split}
     if active is None:
-        return Verdict("pass", margin, message="there is no active model: nothing to compare against.", **ids)
+        return Verdict("pass", margin, message="there is no active model: nothing to compare against.", rule=rule,
+                       **ids)
     if active.id == cand.id:
-        return Verdict("pass", margin, message="this checkpoint is already the active model.", **ids)
+        return Verdict("pass", margin, message="this checkpoint is already the active model.", rule=rule, **ids)
     if active.scheme and cand.scheme and active.scheme != cand.scheme:
-        return Verdict("unknown", margin, message=(
+        return Verdict("unknown", margin, rule=rule, message=(
             f"the candidate predicts scheme {cand.scheme} and the active model {active.scheme}: their per-class "
             "IoU cannot be compared."), **ids)
     current = ws.data_version(split)
@@ -285,7 +416,7 @@ def check(
                 dv, am = evaluate_metrics(ws, active.id, split, progress)
         except Exception as e:  # noqa: BLE001 - no model, no labels, bad file: the verdict says why
             return Verdict("unknown", margin, message=f"could not score both models on the '{split}' split: {e}",
-                           data_version=current, **ids)
+                           data_version=current, rule=rule, **ids)
     if not (cm and am):
         for v in _versions(ws, cand.id, split):
             cm2, am2 = stored_metrics(ws, cand.id, split, v), stored_metrics(ws, active.id, split, v)
@@ -296,10 +427,26 @@ def check(
                 break
     if not (cm and am):
         who = "the candidate" if not cm else "the active model"
-        return Verdict("unknown", margin, data_version=current, message=(
+        return Verdict("unknown", margin, data_version=current, rule=rule, message=(
             f"{who} has no per-class scores on the '{split}' split at a data version the other was scored on; "
             "evaluate both on it to get a verdict."), **ids)
-    v = compare(am, cm, margin, data_version=dv, **ids)
+    ae, ce = scene_evaluation(ws, active.id, split, dv), scene_evaluation(ws, cand.id, split, dv)
+    if (ae is None or ce is None) and compute and want_intervals and dv == current:
+        try:
+            if ce is None:
+                evaluate_metrics(ws, cand.id, split, progress)
+            if ae is None:
+                evaluate_metrics(ws, active.id, split, progress)
+        except Exception as e:  # noqa: BLE001 - the point verdict still stands; say why there is no interval
+            note += f" No intervals: could not score both models on the '{split}' split ({e})."
+        ae, ce = scene_evaluation(ws, active.id, split, dv), scene_evaluation(ws, cand.id, split, dv)
+    bs = scene_intervals(ae, ce) if ae is not None and ce is not None else None
+    if bs is not None:
+        am, cm = ae["per_class"], ce["per_class"]
+    elif rule == "interval":
+        note += (" No per-class intervals (both models need a per-scene evaluation of the split): the margin rule "
+                 "decided.")
+    v = compare(am, cm, margin, intervals=bs, rule=rule, data_version=dv, **ids)
     v.message += note
     return v
 
@@ -386,21 +533,35 @@ def after_training(
 # ------------------------------------------------------------------------------------------------ tables
 
 
+def _gate_label(r: Mapping) -> str:
+    if r["excluded"]:
+        return f"excluded: {r['excluded']}"
+    if r["offending"]:
+        return "OFFENDING (within tile noise)" if r.get("within_noise") else "OFFENDING"
+    return "ok (drop within tile noise)" if r.get("within_noise") else "ok"
+
+
 def verdict_table(v: Verdict):
-    """Per-class IoU of active vs candidate: ``class, active IoU, candidate IoU, Δ IoU, gate`` (pandas)."""
+    """Per-class IoU of active vs candidate: ``class, active IoU, candidate IoU, Δ IoU, interval, gate`` (pandas).
+
+    ``interval`` is the Δ's paired scene-bootstrap interval as text (``—`` without one); ``gate`` is
+    ``OFFENDING``, ``ok``, ``excluded: …``, or notes a drop beyond the margin whose interval holds 0.
+    """
     import pandas as pd
 
     rows = [{
         "class": r["class"], "active IoU": r["active_iou"], "candidate IoU": r["candidate_iou"], "Δ IoU": r["delta"],
-        "gate": "OFFENDING" if r["offending"] else (f"excluded: {r['excluded']}" if r["excluded"] else "ok"),
+        "interval": _span(r.get("lo"), r.get("hi")).strip() or "—", "gate": _gate_label(r),
     } for r in v.rows]
-    return pd.DataFrame(rows, columns=["class", "active IoU", "candidate IoU", "Δ IoU", "gate"])
+    return pd.DataFrame(rows, columns=["class", "active IoU", "candidate IoU", "Δ IoU", "interval", "gate"])
 
 
 def styled_verdict_table(v: Verdict):
-    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop within the margin, red beyond
-    it; offending rows highlighted, excluded rows greyed."""
+    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop within the margin (or one
+    within the tile noise that the interval rule let through), red for an offending drop; offending rows
+    highlighted, excluded rows greyed."""
     df = verdict_table(v)
+    offending = {r["class"] for r in v.rows if r["offending"]}
 
     def delta_color(x: Any) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -412,7 +573,7 @@ def styled_verdict_table(v: Verdict):
         return "color: #1b7a1b"
 
     def row_style(row) -> list[str]:
-        if row["gate"] == "OFFENDING":
+        if row["class"] in offending:
             return ["background-color: #fbd5d5"] * len(row)
         if str(row["gate"]).startswith("excluded"):
             return ["color: #888888"] * len(row)
@@ -439,7 +600,10 @@ def history_table(promotions: Iterable[Promotion]):
 __all__ = [
     "ABSENT",
     "DEFAULT_MARGIN",
+    "DEFAULT_RULE",
     "MARGIN_SETTING",
+    "RULES",
+    "RULE_SETTING",
     "STATUSES",
     "GateRefused",
     "Verdict",
@@ -448,10 +612,14 @@ __all__ = [
     "compare",
     "evaluate_metrics",
     "get_margin",
+    "get_rule",
     "history_table",
     "per_class_iou",
     "promote",
+    "scene_evaluation",
+    "scene_intervals",
     "set_margin",
+    "set_rule",
     "stored_metrics",
     "styled_verdict_table",
     "verdict_table",

@@ -157,6 +157,17 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
         assert json.loads(ev.read_text())["miou"] == pytest.approx(b[key]) == pytest.approx(r[role]["miou"])
         assert json.loads(ev.read_text())["images"] == 3
     assert b["delta"] == pytest.approx(b["b"] - b["a"]) and b["lo"] <= b["hi"]
+    # the regression gate's verdict on the same numbers, under both rules
+    drops = {c: d for c, d in b["per_class"].items() if d and d["delta"] is not None and d["delta"] < -0.02 - 1e-9}
+    margin_v, interval_v = r["gate"]["margin"], r["gate"]["interval"]
+    assert {o["class"] for o in margin_v["offending"]} == set(drops)
+    assert {o["class"] for o in interval_v["offending"]} == {c for c, d in drops.items() if d["hi"] is None or d["hi"] < 0}
+    assert margin_v["status"] == ("flagged" if drops else "pass") and margin_v["scenes"] == 3
+    for rule, v in r["gate"].items():
+        assert f"regression gate, rule '{rule}': {v['status'].upper()}" in p.stdout
+    p = run("compare", "--checkpoint", cks[0], "--candidate", cks[1], "--images", d / "images", "--labels",
+            d / "labels", "--scheme", "gid15", "--margin", "-0.1", ok=False)
+    assert p.returncode == 2 and "--margin" in p.stderr
 
     assert set(read_metadata(cks[0])["val_stems"]) == val  # recorded by `seghz train`
 

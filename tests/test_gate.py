@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seghz import gate
@@ -103,10 +104,55 @@ def test_nothing_comparable_is_unknown_and_metric_shapes():
 def test_verdict_and_history_tables():
     v = compare(pc(ACTIVE), pc(dict(ACTIVE, Buildings=0.5, Water=0.0), support={"Water": 0}))
     df = gate.verdict_table(v)
-    assert list(df.columns) == ["class", "active IoU", "candidate IoU", "Δ IoU", "gate"]
+    assert list(df.columns) == ["class", "active IoU", "candidate IoU", "Δ IoU", "interval", "gate"]
     assert list(df["gate"]) == ["OFFENDING", "ok", "excluded: absent from the validation labels", "ok"]
+    assert list(df["interval"]) == ["—"] * 4  # no per-scene evaluations, no intervals
     html = gate.styled_verdict_table(v).to_html()
     assert "#fbd5d5" in html and "#b00020" in html  # offending row highlighted, its delta in red
+
+
+def _boot(spans: dict, scenes: int = 30) -> dict:
+    """A paired_bootstrap-shaped result with hand-set per-class intervals (active = a, candidate = b)."""
+    return {"level": 0.95, "scenes": scenes,
+            "per_class": {n: (None if v is None else {"delta": None, "lo": v[0], "hi": v[1]}) for n, v in spans.items()}}
+
+
+def test_intervals_margin_rule_flags_but_names_drops_within_noise():
+    cand = {"Buildings": 0.55, "Roads": 0.47, "Water": 0.80, "Trees": 0.40}  # -0.05 and -0.03
+    spans = {"Buildings": (-0.09, -0.01), "Roads": (-0.08, 0.02), "Water": (-0.01, 0.01), "Trees": (-0.02, 0.02)}
+    v = compare(pc(ACTIVE), pc(cand), intervals=_boot(spans))
+    assert v.status == "flagged" and v.rule == "margin" and v.offending_classes == ["Buildings", "Roads"]
+    assert (v.level, v.scenes) == (0.95, 30)
+    rows = {r["class"]: r for r in v.rows}
+    assert (rows["Buildings"]["lo"], rows["Buildings"]["hi"]) == (-0.09, -0.01) and not rows["Buildings"]["within_noise"]
+    assert rows["Roads"]["within_noise"] and rows["Roads"]["offending"]
+    assert not rows["Water"]["within_noise"]  # no drop beyond the margin: nothing to say
+    assert "Buildings -0.050 [-0.090, -0.010]" in v.message
+    assert "Within the tile noise (their 95 % interval over 30 validation scenes holds 0): Roads -0.030 [-0.080, +0.020]" in v.message
+    table = gate.verdict_table(v)
+    assert list(table["gate"]) == ["OFFENDING", "OFFENDING (within tile noise)", "ok", "ok"]
+    assert list(table["interval"])[:2] == ["[-0.090, -0.010]", "[-0.080, +0.020]"]
+    assert gate.Verdict.from_dict(v.to_dict()) == v
+
+
+def test_interval_rule_flags_only_drops_beyond_the_noise():
+    cand = {"Buildings": 0.55, "Roads": 0.47, "Water": 0.70, "Trees": 0.40}
+    spans = {"Buildings": (-0.09, -0.01), "Roads": (-0.08, 0.02), "Water": None, "Trees": (-0.02, 0.02)}
+    v = compare(pc(ACTIVE), pc(cand), intervals=_boot(spans), rule="interval")
+    # Roads' drop is within the noise; Water has no interval, so the margin rule decides it
+    assert v.status == "flagged" and v.offending_classes == ["Buildings", "Water"]
+    assert "beyond the tile noise" in v.message and "Not flagged, within the tile noise" in v.message
+    assert dict(zip(gate.verdict_table(v)["class"], gate.verdict_table(v)["gate"]))["Roads"] == "ok (drop within tile noise)"
+    css = gate.styled_verdict_table(v).to_html().split("#fbd5d5")[0].rsplit("}", 1)[-1]  # the highlighted cells
+    assert "row0_col0" in css and "row2_col5" in css and "row1_" not in css  # Buildings, Water; not Roads
+    # only drops within the noise: the interval rule passes, the margin rule does not
+    cand = dict(ACTIVE, Roads=0.47)
+    assert compare(pc(ACTIVE), pc(cand), intervals=_boot(spans), rule="interval").status == "pass"
+    assert compare(pc(ACTIVE), pc(cand), intervals=_boot(spans)).status == "flagged"
+    # without any intervals the interval rule is the margin rule
+    assert compare(pc(ACTIVE), pc(cand), rule="interval").offending_classes == ["Roads"]
+    with pytest.raises(ValueError, match="gate rule"):
+        compare(ACTIVE, ACTIVE, rule="vibes")
 
 
 # ------------------------------------------------------------------------------------------------ workspace
@@ -325,3 +371,133 @@ def test_train_page_pass_promotes_directly(page_ws):
     at.button(key="train_promote_good").click().run()
     assert ws.active_checkpoint().id == "good"
     assert ws.promotion_history()[0].verdict == "pass"
+
+
+# ------------------------------------------------------------------------------------------------ intervals in check
+
+
+def _scene_cms(n_scenes: int, drop_everywhere: tuple[int, int] | None, drop_one_scene: tuple[int, int] | None,
+               seed: int = 0) -> list[np.ndarray]:
+    """Per-scene 4-class confusion matrices (rows = label): a good model, optionally moving 10 % of a class's
+    pixels to another class in every scene, or 80 % of them in scene 0 only."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_scenes):
+        cm = np.diag(rng.integers(800, 1200, 4)).astype(np.int64)
+        cm[0, 1] += 40  # some ordinary confusion
+        for pair, share, here in ((drop_everywhere, 0.10, True), (drop_one_scene, 0.80, i == 0)):
+            if pair is not None and here:
+                src, dst = pair
+                k = int(cm[src, src] * share)
+                cm[src, src] -= k
+                cm[src, dst] += k
+        out.append(cm)
+    return out
+
+
+def _add_scene_eval(ws: Workspace, cid: str, cms: list[np.ndarray]) -> None:
+    from seghz.metrics import scores
+
+    per_scene = {f"s{i:02d}": cm.tolist() for i, cm in enumerate(cms)}
+    res = scores(np.sum(cms, 0), NAMES)
+    ws.add_evaluation(cid, "val", False, ws.data_version("val"),
+                      {"tta": "none", "per_class": res["per_class"], "per_scene": per_scene})
+
+
+def test_check_bootstraps_cached_scene_evaluations_and_the_interval_rule(ws):
+    """Buildings loses 10 % of its pixels to Roads in every scene (a real drop for both); Water loses 80 % to
+    Trees in one scene of 20 (drops as large overall, but one tile's doing). The margin rule flags all four, the
+    interval rule only Buildings and Roads."""
+    _ckpt(ws, "cand", parent="old")
+    active = _scene_cms(20, None, None)
+    _add_scene_eval(ws, "old", active)
+    _add_scene_eval(ws, "cand", _scene_cms(20, (0, 1), (2, 3)))
+    v = gate.check(ws, "cand")
+    assert v.scenes == 20 and v.level == 0.95 and v.rule == "margin"
+    rows = {r["class"]: r for r in v.rows}
+    assert rows["Buildings"]["delta"] < -0.05 and rows["Water"]["delta"] < -0.02
+    assert v.offending_classes == NAMES
+    for c in ("Buildings", "Roads"):
+        assert rows[c]["lo"] <= rows[c]["delta"] <= rows[c]["hi"] < 0 and not rows[c]["within_noise"]
+    for c in ("Water", "Trees"):
+        assert rows[c]["lo"] < rows[c]["delta"] < -0.02 and rows[c]["hi"] >= 0 and rows[c]["within_noise"]
+    # the deltas are those of the evaluations (the registry's class metrics of 'old' are the hand-made ACTIVE)
+    assert rows["Trees"]["active_iou"] == pytest.approx(1.0) and rows["Buildings"]["active_iou"] > 0.9
+    gate.set_rule(ws, "interval")
+    assert gate.get_rule(ws) == "interval"
+    v = gate.check(ws, "cand")
+    assert v.status == "flagged" and v.offending_classes == ["Buildings", "Roads"] and v.rule == "interval"
+    assert "Not flagged, within the tile noise" in v.message and "Water" in v.message
+    with pytest.raises(GateRefused):
+        gate.promote(ws, "cand", compute=False)
+    # an identical candidate passes under both rules
+    _ckpt(ws, "twin", parent="old")
+    _add_scene_eval(ws, "twin", active)
+    assert gate.check(ws, "twin").passed and gate.check(ws, "twin", rule="margin").passed
+    gate.set_rule(ws, None)
+    assert gate.get_rule(ws) == "margin"
+    with pytest.raises(ValueError, match="gate rule"):
+        gate.set_rule(ws, "lenient")
+
+
+def test_check_without_common_scenes_falls_back_to_the_margin_rule(ws):
+    _candidate(ws, "cand", dict(ACTIVE, Roads=0.47))
+    v = gate.check(ws, "cand", rule="interval")  # registry scores only: no per-scene matrices
+    assert v.status == "flagged" and v.offending_classes == ["Roads"] and v.scenes is None
+    assert "the margin rule decided" in v.message
+    # evaluations of different scenes cannot be paired
+    _add_scene_eval(ws, "old", _scene_cms(5, None, None))
+    cms = _scene_cms(6, None, None)
+    _add_scene_eval(ws, "cand", cms)
+    assert gate.scene_intervals(gate.scene_evaluation(ws, "old", "val", ws.data_version("val")),
+                                gate.scene_evaluation(ws, "cand", "val", ws.data_version("val"))) is None
+    assert gate.check(ws, "cand", rule="interval").scenes is None
+
+
+def test_check_compute_scores_the_evaluations_the_interval_rule_needs(ws, monkeypatch):
+    _candidate(ws, "cand", dict(ACTIVE, Roads=0.47))
+    calls = []
+
+    def fake_evaluate(w, cid, split, progress=None):
+        calls.append(cid)
+        cms = _scene_cms(12, (1, 0) if cid == "cand" else None, None)
+        _add_scene_eval(w, cid, cms)
+        return w.data_version(split), {}
+
+    monkeypatch.setattr(gate, "evaluate_metrics", fake_evaluate)
+    assert gate.check(ws, "cand", compute=True).scenes is None and calls == []  # margin rule: scores exist already
+    v = gate.check(ws, "cand", compute=True, rule="interval")
+    assert sorted(calls) == ["cand", "old"] and v.scenes == 12
+    assert v.offending_classes == ["Buildings", "Roads"] and v.rows[1]["hi"] < 0  # Roads -> Buildings hurts both
+    calls.clear()
+    gate.set_rule(ws, "interval")
+    v, promoted = gate.after_training(ws, "cand", auto_promote=True)
+    assert calls == [] and v.status == "flagged" and not promoted  # cached now
+
+
+def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
+    ws = page_ws
+
+    def fake_evaluate(w, cid, split, progress=None):
+        _add_scene_eval(w, cid, _scene_cms(20, None, (2, 3) if cid == "cand" else None))
+        return w.data_version(split), {}
+
+    monkeypatch.setattr(gate, "evaluate_metrics", fake_evaluate)
+    at = _app().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(DEFAULT_MARGIN)
+    assert at.radio(key="train_gate_rule").value == "margin"
+    at.button(key="train_gate_intervals_cand").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("Gate verdict: **FLAGGED**" in e and "Within the tile noise" in e for e in errors), errors
+    table = _table(at, "candidate IoU")
+    assert dict(zip(table["class"], table["gate"]))["Water"] == "OFFENDING (within tile noise)"
+    assert any("paired bootstrap over 20 validation scenes" in c.value for c in at.caption)
+    at.radio(key="train_gate_rule").set_value("interval").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert gate.get_rule(ws) == "interval"
+    assert any("Gate verdict: **PASS**" in s.value for s in at.success)
+    assert not at.button(key="train_promote_cand").disabled  # no override needed any more
+    at.number_input(key="train_gate_margin").set_value(0.5).run()
+    assert gate.get_margin(ws) == pytest.approx(0.5)
