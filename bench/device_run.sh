@@ -6,12 +6,19 @@
 #
 #   bash bench/device_run.sh --train [--budget-s 520] -- SEGHZ_TRAIN_OPTIONS...
 #
+#   bash bench/device_run.sh --train --variant "plain=--no-dice --set class_weights=none" --variant "study=" \
+#     [--budget-s 520] -- SEGHZ_TRAIN_OPTIONS...
+#
 # --train     instead of jobs: one `python3 -m seghz train` of the product's trainer on the kit's GID tiles (--images,
 #             --labels, --scheme gid15 --target-scheme hz7 --device cuda --out are set; the options after -- follow),
 #             e.g. to train a shipped checkpoint. The checkpoint it keeps (its best on the validation split, written
 #             atomically, so a watchdog stop keeps the best so far) comes back as $OUT/model.safetensors.part<i> +
 #             .sha256 (files come back ≤ 16 MiB): `python bench/device_kit.py join PARTS --out FILE` here.
 #             ImageNet weights (the trainer's default) need .gpu/lite0/ unless the options say --weights none.
+# --variant   with --train, NAME=OPTIONS (at most 2): one trainer per variant, in parallel, each with the common
+#             options after -- and then its own (so they override); each checkpoint comes back as
+#             $OUT/NAME.safetensors.part<i> + NAME.safetensors.sha256. NAME: lower-case letters, digits, _. With two
+#             variants jobs.tar.gz is left out (8 files come back at most); logs.txt holds each trainer's log.
 # --jobs      whitespace-separated ROW:SEED (SEED may be a comma list, e.g. ce:0,1)
 # --steps     optimiser steps per run (experiments.py --steps)
 # --budget-s  seconds from the start of this script after which the watchdog stops the jobs (default 520; keep it
@@ -26,20 +33,23 @@
 # merged.md (experiments.py --render-only of it), summary.txt (one line per run), logs.txt (setup log + the last
 # 200 lines of each job's log + watchdog + nvidia-smi), jobs.tar.gz (everything under /tmp/exp but checkpoints).
 # With --train: model.safetensors.part<i> + model.safetensors.sha256, summary.txt (the trainer's last 25 lines),
-# logs.txt, jobs.tar.gz.
+# logs.txt, jobs.tar.gz (with --variant: NAME.safetensors.* per variant, summary.txt holding each trainer's lines).
 #
 # For tests (tests/test_device_kit.py) only: DEVICE_RUN_TMP (instead of /tmp), DEVICE_RUN_EXPERIMENTS (a stand-in
 # for bench/experiments.py), DEVICE_RUN_SEGHZ (a stand-in script for `-m seghz`), DEVICE_RUN_CHECK=0 (skip the
 # torch/smp/CUDA import check), DEVICE_RUN_GRACE_S (seconds between the watchdog's TERM and KILL, default 10).
 set -euo pipefail
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; }
 
 STEPS="" JOBS="" BUDGET=520 TRAIN=0
 EXTRA=()
+VARIANTS=()
+declare -A VOPT=()
 while (($#)); do
   case "$1" in
     --train) TRAIN=1; shift ;;
+    --variant) VARIANTS+=("${2?--variant needs NAME=OPTIONS}"); shift 2 ;;
     --steps) STEPS=${2:?--steps needs a value}; shift 2 ;;
     --jobs) JOBS=${2:?--jobs needs a value}; shift 2 ;;
     --budget-s) BUDGET=${2:?--budget-s needs a value}; shift 2 ;;
@@ -49,9 +59,21 @@ while (($#)); do
   esac
 done
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "device_run.sh: --budget-s must be whole seconds" >&2; exit 2; }
+((TRAIN)) || ((${#VARIANTS[@]} == 0)) || { echo "device_run.sh: --variant goes with --train" >&2; exit 2; }
 if ((TRAIN)); then
   [[ -z $STEPS && -z $JOBS ]] || { echo "device_run.sh: --train takes no --steps or --jobs (give the trainer's options after --)" >&2; exit 2; }
   JOBS="seghz_train:0"
+  if ((${#VARIANTS[@]})); then
+    ((${#VARIANTS[@]} <= 2)) || { echo "device_run.sh: at most 2 --variant (8 files come back: 3 per checkpoint, summary, logs)" >&2; exit 2; }
+    JOBS=""
+    for v in "${VARIANTS[@]}"; do
+      vn=${v%%=*}
+      [[ $v == *=* && $vn =~ ^[a-z0-9_]+$ ]] || { echo "device_run.sh: bad --variant '$v' (expected NAME=OPTIONS, NAME of a-z 0-9 _)" >&2; exit 2; }
+      [[ -z ${VOPT[$vn]+set} ]] || { echo "device_run.sh: --variant $vn given twice" >&2; exit 2; }
+      VOPT[$vn]=${v#*=}
+      JOBS+=" $vn:0"
+    done
+  fi
 fi
 [[ $STEPS =~ ^[0-9]+$ ]] || ((TRAIN)) || { echo "device_run.sh: --steps N is required" >&2; exit 2; }
 read -r -a JOB_LIST <<<"$JOBS"
@@ -71,12 +93,13 @@ DATA=$TMPD/gid15
 EXPERIMENTS=${DEVICE_RUN_EXPERIMENTS:-bench/experiments.py}
 GRACE=${DEVICE_RUN_GRACE_S:-10}
 mkdir -p "$OUT"
-if ((TRAIN)); then rm -f "$OUT"/model.safetensors.part* "$OUT/model.safetensors.sha256"; fi  # no earlier run's pieces
+if ((TRAIN)); then rm -f "$OUT"/*.safetensors.part* "$OUT"/*.safetensors.sha256; fi  # no earlier run's pieces
 rm -rf "$EXP"
 mkdir -p "$EXP"
 SETUP_LOG=$EXP/setup.log
 PIDS=()
 NAMES=()
+CKPTS=()  # --train: the checkpoints' names under $EXP (model, or one per variant)
 declare -A RCS=()
 COLLECTED=0
 WD=""
@@ -114,12 +137,14 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     [[ -s $f ]] && js+=("$f")
   done
   if ((TRAIN)); then
-    if [[ -s $EXP/model.safetensors ]]; then
-      python3 bench/device_kit.py split "$EXP/model.safetensors" --out "$OUT" >>"$SETUP_LOG" 2>&1 \
-        || log "split of the checkpoint failed (see above)"
-    else
-      log "the trainer wrote no checkpoint ($EXP/model.safetensors)"
-    fi
+    for n in "${CKPTS[@]}"; do
+      if [[ -s $EXP/$n.safetensors ]]; then
+        python3 bench/device_kit.py split "$EXP/$n.safetensors" --out "$OUT" >>"$SETUP_LOG" 2>&1 \
+          || log "split of the checkpoint $n.safetensors failed (see above)"
+      else
+        log "the trainer wrote no checkpoint ($EXP/$n.safetensors)"
+      fi
+    done
   elif ((${#js[@]})); then
     if python3 bench/device_kit.py merge --skip-bad --out "$OUT/merged.json" "${js[@]}" >>"$SETUP_LOG" 2>&1; then
       merged=1
@@ -146,7 +171,9 @@ collect() {  # merge the JSONs that exist, write the logs and the summary to $OU
     timeout 20 nvidia-smi 2>&1 || echo
   } >"$OUT/logs.txt"
   # checkpoints (split above) and the temporary files of a write the watchdog cut short stay out of the archive
-  tar -czf "$OUT/jobs.tar.gz" --exclude='*.safetensors*' --exclude='*.tmp' -C "$EXP" . 2>/dev/null || true
+  if ((${#CKPTS[@]} < 2)); then  # two checkpoints' 6 pieces + summary + logs are the 8 files that come back
+    tar -czf "$OUT/jobs.tar.gz" --exclude='*.safetensors*' --exclude='*.tmp' -C "$EXP" . 2>/dev/null || true
+  fi
   if ((merged)); then
     python3 - "$OUT/merged.json" >"$OUT/summary.txt" <<'PY' || true
 import json, sys
@@ -162,6 +189,13 @@ for row, s in r["summary"].items():
 if r.get("skipped_after_deadline"):
     print("not run (deadline):", ", ".join(r["skipped_after_deadline"]))
 PY
+    cat "$OUT/summary.txt"
+  elif ((TRAIN && ${#VARIANTS[@]})); then
+    for n in "${NAMES[@]}"; do
+      echo "===== variant $n: ${VOPT[$n]:-(the common options alone)}"
+      echo "trainer $n exit status: ${RCS[$n]:-? (not waited for)}"
+      tail -n 25 "$EXP/$n.log" 2>/dev/null || true
+    done >"$OUT/summary.txt"
     cat "$OUT/summary.txt"
   elif ((TRAIN)); then
     {
@@ -244,8 +278,14 @@ for j in "${JOB_LIST[@]}"; do
   row=${j%%:*} seed=${j#*:}
   name=${row}_${seed//,/-}
   if ((TRAIN)); then
+    ck=model VO=()
+    if ((${#VARIANTS[@]})); then
+      name=$row ck=$row
+      read -r -a VO <<<"${VOPT[$row]}"
+    fi
+    CKPTS+=("$ck")
     OMP_NUM_THREADS=$THREADS "${SEGHZ[@]}" train --images "$DATA/images" --labels "$DATA/labels" --scheme gid15 \
-      --target-scheme hz7 --device cuda --out "$EXP/model.safetensors" "${EXTRA[@]}" \
+      --target-scheme hz7 --device cuda --out "$EXP/$ck.safetensors" "${EXTRA[@]}" "${VO[@]}" \
       >"$EXP/$name.log" 2>&1 </dev/null &
   else
     OMP_NUM_THREADS=$THREADS python3 "$EXPERIMENTS" --device cuda --encoder resnet34 --init scratch \
@@ -272,8 +312,12 @@ WD=""
 
 # --- 5. merge (or the checkpoint's pieces) + logs + summary into $OUT
 collect
-if ((TRAIN)); then  # the pieces come back either way; the status says whether the trainer finished
-  [[ -s $OUT/model.safetensors.sha256 && ${RCS[${NAMES[0]}]} == 0 ]]
+if ((TRAIN)); then  # the pieces come back either way; the status says whether every trainer finished
+  ok=1
+  for i in "${!NAMES[@]}"; do
+    [[ -s $OUT/${CKPTS[$i]}.safetensors.sha256 && ${RCS[${NAMES[$i]}]} == 0 ]] || ok=0
+  done
+  ((ok))
 else
   [[ -s $OUT/merged.json ]]
 fi

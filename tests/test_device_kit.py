@@ -348,7 +348,10 @@ def _check_train_command(cmd: str, argv: list[str], tmp_path: Path) -> None:
     r = subprocess.run(["bash", "bench/device_run.sh", *argv], cwd=repo, env=env, capture_output=True, text=True,
                        timeout=120, check=False)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
-    assert (tmp_path / "out" / "model.safetensors.part0").read_bytes() == b"parsed", cmd
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    names = [v.split("=", 1)[0] for k, v in zip(head, head[1:]) if k == "--variant"] or ["model"]
+    for n in names:
+        assert (tmp_path / "out" / f"{n}.safetensors.part0").read_bytes() == b"parsed", cmd
     shutil.rmtree(tmp_path / "t", ignore_errors=True)
 
 
@@ -475,11 +478,14 @@ assert sys.argv[1] == "train", sys.argv
 ap = argparse.ArgumentParser()
 for o in ("--images", "--labels", "--scheme", "--target-scheme", "--device", "--out", "--epochs", "--weights"):
     ap.add_argument(o)
+ap.add_argument("--no-dice", action="store_true")
+ap.add_argument("--set", action="append", default=[])
 a = ap.parse_args(sys.argv[2:])
 assert Path(a.images).is_dir() and Path(a.labels).is_dir(), a
 if a.epochs == "fail":
     sys.exit(3)
 print("fake train", a.scheme, a.target_scheme, a.device, a.epochs, a.weights, flush=True)
+print("recipe", "dice" if not a.no_dice else "no-dice", *a.set, flush=True)
 Path(a.out).write_bytes(b"weights" * 1000)
 Path(a.out).with_suffix(".state.safetensors").write_bytes(b"state")
 '''
@@ -519,4 +525,48 @@ def test_device_run_sh_train_mode_returns_the_checkpoint_in_pieces(tmp_path):
     with tarfile.open(out / "jobs.tar.gz") as t:
         names = t.getnames()
     assert not any(n.endswith(".safetensors") for n in names) and any(n.endswith("seghz_train_0.log") for n in names)
+    shutil.rmtree(tmp_path / "t", ignore_errors=True)
+
+
+def test_device_run_sh_train_variants_run_side_by_side_and_each_checkpoint_comes_back(tmp_path):
+    """--variant NAME=OPTIONS (at most 2) trains one checkpoint per variant in parallel, each with the common options
+    and then its own; each comes back as NAME.safetensors pieces with its digest, 8 files at most."""
+    repo, env = _fake_repo(tmp_path)
+    (tmp_path / "fake_seghz.py").write_text(textwrap.dedent(FAKE_SEGHZ))
+    env["DEVICE_RUN_SEGHZ"] = str(tmp_path / "fake_seghz.py")
+    out = tmp_path / "out"
+
+    def run(*argv):
+        return subprocess.run(["bash", "bench/device_run.sh", *argv], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    for argv, why in ((["--variant", "a=--epochs 2", "--", "--weights", "none"], "--variant goes with --train"),
+                      (["--train", "--variant", "A=", "--", "--weights", "none"], "bad --variant 'A='"),
+                      (["--train", "--variant", "plain", "--", "--weights", "none"], "bad --variant 'plain'"),
+                      (["--train", "--variant", "a=", "--variant", "a=--no-dice", "--", "--weights", "none"], "given twice"),
+                      (["--train", "--variant", "a=", "--variant", "b=", "--variant", "c=", "--", "--weights", "none"],
+                       "at most 2 --variant")):
+        r = run(*argv)
+        assert r.returncode == 2 and why in r.stderr, (argv, r.stderr)
+
+    r = run("--train", "--budget-s", "60", "--variant", "plain=--no-dice --set class_weights=none --epochs 4",
+            "--variant", "study=", "--", "--epochs", "3", "--weights", "none")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["logs.txt", "plain.safetensors.part0", "plain.safetensors.sha256",
+                                                     "study.safetensors.part0", "study.safetensors.sha256", "summary.txt"]
+    summary = (out / "summary.txt").read_text()
+    plain, study = summary.split("===== variant study")
+    assert "trainer plain exit status: 0" in plain and "fake train gid15 hz7 cuda 4 none" in plain  # its own options win
+    assert "recipe no-dice class_weights=none" in plain
+    assert "trainer study exit status: 0" in study and "fake train gid15 hz7 cuda 3 none" in study
+    assert "recipe dice" in study and "class_weights" not in study
+    for n in ("plain", "study"):
+        assert kit.join_parts([out / f"{n}.safetensors.part0"], tmp_path / f"{n}.safetensors")["bytes"] == 7000
+
+    # one variant failing fails the call, and the other's checkpoint still comes back
+    r = run("--train", "--budget-s", "60", "--variant", "bad=--epochs fail", "--variant", "good=", "--", "--epochs",
+            "3", "--weights", "none")
+    assert r.returncode != 0
+    assert sorted(p.name for p in out.glob("*.safetensors.*")) == ["good.safetensors.part0", "good.safetensors.sha256"]
+    assert "trainer bad exit status: 3" in (out / "summary.txt").read_text()
     shutil.rmtree(tmp_path / "t", ignore_errors=True)
