@@ -295,17 +295,22 @@ GATE_RULE_TEXT = {
 
 
 def gate_settings() -> None:
-    """The workspace's regression-gate margin and rule, editable; saved as soon as they change."""
+    """The workspace's regression-gate margin and rule, editable; saved when the analyst changes them (callbacks,
+    so a setting changed elsewhere is shown, never written back)."""
     margin, rule = gate.get_margin(ws), gate.get_rule(ws)
-    with st.expander(f"Gate settings — margin {margin:.3f} IoU, rule '{rule}'"):
-        m = st.number_input("Margin: the largest allowed drop of a class's IoU (absolute)", min_value=0.0,
-                            max_value=1.0, value=float(margin), step=0.005, format="%.3f", key="train_gate_margin")
-        r = st.radio("Flag a class when", gate.RULES, index=gate.RULES.index(rule), format_func=GATE_RULE_TEXT.get,
-                     key="train_gate_rule")
-        if m != margin or r != rule:
-            gate.set_margin(ws, float(m))
-            gate.set_rule(ws, r)
-            st.rerun()
+    ss = st.session_state
+    # show the stored values: a change made in another session must not be undone by this one's stale widgets
+    ss["train_gate_margin"] = min(max(float(margin), 0.0), 1.0)
+    ss["train_gate_rule"] = rule
+    with st.expander("Gate settings"):
+        st.number_input("Margin: the largest allowed drop of a class's IoU (absolute)", min_value=0.0, max_value=1.0,
+                        step=0.005, format="%.3f", key="train_gate_margin",
+                        on_change=lambda: gate.set_margin(ws, float(ss["train_gate_margin"])))
+        st.radio("Flag a class when", gate.RULES, format_func=GATE_RULE_TEXT.get, key="train_gate_rule",
+                 on_change=lambda: gate.set_rule(ws, ss["train_gate_rule"]),
+                 help="Under the interval rule a large drop of a class seen in few scenes can pass (its interval is "
+                      "wide); such a candidate is never auto-promoted, an analyst decides.")
+    st.caption(f"Gate: margin {margin:.3f} IoU, rule '{rule}'.")
 
 
 def show_result(job) -> None:

@@ -283,7 +283,8 @@ def cmd_compare(a) -> int:
         print(f"  {name:<{w}} {100 * d['delta']:+7.2f}{span(d['lo'], d['hi'])}{sure}")
     verdicts = {}
     for rule in gate.RULES:
-        v = gate.compare(res["reference"]["per_class"], res["candidate"]["per_class"], margin, intervals=bs, rule=rule)
+        v = gate.compare(res["reference"]["per_class"], res["candidate"]["per_class"], margin, intervals=bs, rule=rule,
+                         against="the reference", scenes_noun="images")
         verdicts[rule] = v.to_dict()
         print(f"regression gate, rule '{rule}': {v.status.upper()} — {v.message}")
     if a.json:
@@ -525,6 +526,95 @@ def cmd_info(a) -> int:
     print(json.dumps(ws.summary(), indent=1))
     for c in ws.list_checkpoints():
         print(f"checkpoint {c.id}: {c.arch}/{c.encoder} scheme {c.scheme} val {c.metrics.get('val')} {c.note}")
+    return 0
+
+
+def _print_verdict(v) -> None:
+    from seghz import gate
+
+    print(f"regression gate ({v.rule} rule, margin {v.margin:.3f}): {v.status.upper()} — {v.message}")
+    if v.rows:
+        def fmt(spec: str):
+            return lambda x: "—" if x is None or math.isnan(x) else format(x, spec)
+
+        print(gate.verdict_table(v).to_string(index=False, formatters={
+            "active IoU": fmt(".3f"), "candidate IoU": fmt(".3f"), "Δ IoU": fmt("+.3f")}))
+
+
+def cmd_checkpoints(a) -> int:
+    """The workspace's checkpoint registry: list, add a file, the regression gate, promote, roll back, history.
+
+    ``gate`` and ``promote`` exit 1 when the gate does not pass (promote: unless overridden), so scripts can stop."""
+    from seghz import gate
+    from seghz.store import NotFoundError
+
+    ws = _workspace(a)
+    if a.action == "list":
+        active = ws.active_checkpoint()
+        cks = ws.list_checkpoints()
+        if not cks:
+            print(f"no checkpoints registered in workspace {ws.root}")
+            return 0
+        for c in cks:
+            val = (c.metrics or {}).get("val") or {}
+            miou = val.get("miou")
+            mark = "*" if active is not None and c.id == active.id else " "
+            print(f"{mark} {c.id:<40} {c.name[:30]:<30} {c.arch}/{c.encoder} {c.scheme:<6} "
+                  f"val mIoU {'—' if miou is None else f'{100 * float(miou):.2f}':>6}  parent {c.parent_id or '—'}")
+        print("(* = active)")
+        return 0
+    if a.action == "add":
+        import shutil
+
+        from seghz.data.io import atomic_target
+        from seghz.models.checkpoint import read_metadata
+
+        src = Path(a.file)
+        meta = read_metadata(src)  # names the file when it is not a SegHZ checkpoint (never unpickled)
+        if a.parent:
+            ws.get_checkpoint(a.parent)  # NotFoundError names it, before anything is copied
+        dest = src
+        if not a.no_copy:
+            dest = ws.root / "checkpoints" / src.name
+            if dest.exists():
+                raise SegHZError(f"{dest} exists already: register it, or give the file another name")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_target(dest) as tmp:
+                shutil.copyfile(src, tmp)
+        cid = ws.register_checkpoint(dest.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, name=a.name,
+                                     parent_id=a.parent, note=a.note or f"added from {src}")
+        print(f"registered {cid} ({dest}); promote it with: python -m seghz checkpoints promote {cid}")
+        return 0
+    if a.action == "gate":
+        v = gate.check(ws, a.id, margin=a.margin, rule=a.rule, compute=a.compute, intervals=a.compute or None)
+        _print_verdict(v)
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(v.to_dict(), indent=1))
+        return 0 if v.passed else 1
+    if a.action == "promote":
+        try:
+            v = gate.promote(ws, a.id, override=a.override, analyst=a.analyst or "", reason=a.reason or "",
+                             margin=a.margin, compute=not a.no_compute)
+        except gate.GateRefused as e:
+            _print_verdict(e.verdict)
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        _print_verdict(v)
+        print(f"active model: {a.id}" + (" (gate overridden, recorded)" if not v.passed else ""))
+        return 0
+    if a.action == "rollback":
+        try:
+            now = ws.rollback(analyst=a.analyst or "", reason=a.reason or "")
+        except NotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"active model: {now.id} (rolled back)")
+        return 0
+    print(gate.history_table(ws.promotion_history(limit=a.limit)).to_string(index=False))
     return 0
 
 
@@ -897,6 +987,37 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stems-from-checkpoint", nargs="?", const="test", choices=["test", "val"],
                     help="only the checkpoint's held-out test stems (default) or its validation stems (re-derived)")
     rp.set_defaults(fn=cmd_report)
+    ck = sub.add_parser("checkpoints", help="the workspace's checkpoint registry: list, add, gate, promote, rollback, history")
+    cks = ck.add_subparsers(dest="action", required=True)
+    cks.add_parser("list", help="registered checkpoints (* = active), newest first")
+    ca = cks.add_parser("add", help="register a checkpoint file (copied into the workspace's checkpoints/)")
+    ca.add_argument("file", help="a SegHZ .safetensors checkpoint")
+    ca.add_argument("--name")
+    ca.add_argument("--parent", help="id of the checkpoint it was fine-tuned from")
+    ca.add_argument("--note")
+    ca.add_argument("--no-copy", action="store_true", help="register the file where it is")
+    cg = cks.add_parser("gate", help="the regression gate's verdict for promoting ID over the active model (exit 1 "
+                                     "unless it passes)")
+    cg.add_argument("id")
+    cg.add_argument("--margin", type=float, help="default: the workspace's setting (0.02)")
+    cg.add_argument("--rule", choices=["margin", "interval"], help="default: the workspace's setting (margin)")
+    cg.add_argument("--compute", action="store_true",
+                    help="score both models on the validation split when needed (scene by scene: with intervals)")
+    cg.add_argument("--json", help="write the verdict here")
+    cp2 = cks.add_parser("promote", help="make ID the active model if the gate passes (exit 1 when refused)")
+    cp2.add_argument("id")
+    cp2.add_argument("--override", action="store_true", help="promote despite the gate (needs --analyst and --reason)")
+    cp2.add_argument("--analyst")
+    cp2.add_argument("--reason")
+    cp2.add_argument("--margin", type=float)
+    cp2.add_argument("--no-compute", action="store_true", help="do not score missing validation scores")
+    cr = cks.add_parser("rollback", help="return to the previously active model")
+    cr.add_argument("--analyst")
+    cr.add_argument("--reason")
+    ch = cks.add_parser("history", help="changes of the active model, newest first")
+    ch.add_argument("--limit", type=int, default=20)
+    ck.set_defaults(fn=cmd_checkpoints)
+
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)
     dd.add_argument("--seeds", type=int, nargs="+", default=[0])

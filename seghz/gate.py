@@ -169,6 +169,8 @@ def compare(
     *,
     intervals: Mapping | None = None,
     rule: str = DEFAULT_RULE,
+    against: str = "the active model",
+    scenes_noun: str = "validation scenes",
     **ids: Any,
 ) -> Verdict:
     """Compare per-class IoU of a candidate against the active model (both on the same validation data).
@@ -180,7 +182,10 @@ def compare(
         intervals: A :func:`seghz.metrics.paired_bootstrap` result with the active model as ``a`` and the
             candidate as ``b`` (its ``per_class`` ``lo`` / ``hi``, ``level`` and ``scenes`` are used), or None.
         rule: ``margin``: a drop beyond the margin flags the class. ``interval``: it flags only when the drop's
-            interval also lies below 0 (a class without an interval falls back to the margin rule).
+            interval also lies below 0 (a class without an interval falls back to the margin rule, and the
+            message says so).
+        against / scenes_noun: How the message names the baseline and the scenes (``seghz compare`` compares a
+            reference checkpoint on the images given).
         **ids: ``candidate_id``, ``active_id``, ``split``, ``data_version`` to put into the verdict.
 
     Returns:
@@ -226,8 +231,9 @@ def compare(
         if within_noise:
             noisy.append(rows[-1])
     compared = len(rows) - len(excluded)
-    level = _num((intervals or {}).get("level")) if intervals else None
-    scenes = (intervals or {}).get("scenes") if intervals else None
+    has_spans = any(r["lo"] is not None for r in rows)
+    level = _num((intervals or {}).get("level")) if has_spans else None
+    scenes = (intervals or {}).get("scenes") if has_spans else None
     pct = f"{100 * level:.0f} %" if level is not None else "95 %"
     ex_txt = ""
     if excluded:
@@ -235,27 +241,32 @@ def compare(
     noise_txt = ""
     if noisy:
         which = ", ".join(f"{r['class']} {r['delta']:+.3f}{_span(r['lo'], r['hi'])}" for r in noisy)
-        over = f" over {scenes} validation scenes" if scenes else ""
+        over = f" over {scenes} {scenes_noun}" if scenes else ""
         if rule == "interval":
-            noise_txt = (f" Not flagged, within the tile noise (their {pct} interval{over} holds 0): {which}.")
+            noise_txt = f" Not flagged, within the tile noise (their {pct} interval{over} holds 0): {which}."
         else:
             noise_txt = (f" Within the tile noise (their {pct} interval{over} holds 0): {which}; the 'interval' "
                          "gate rule would not flag them.")
+
+    def item(o: Mapping) -> str:
+        if rule == "interval" and o["lo"] is None:
+            return f"{o['class']} {o['delta']:+.3f} (no interval: margin rule)"
+        return f"{o['class']} {o['delta']:+.3f}{_span(o['lo'], o['hi'])}"
+
     if offending:
         status = "flagged"
-        worst = ", ".join(f"{o['class']} {o['delta']:+.3f}{_span(o['lo'], o['hi'])}"
-                          for o in sorted(offending, key=lambda o: o["delta"]))
-        beyond = "" if rule == "margin" else ", beyond the tile noise"
-        msg = (f"{len(offending)} of {compared} compared class(es) lost more than {margin:.3f} IoU against the active "
-               f"model{beyond}: {worst}.")
+        worst = ", ".join(item(o) for o in sorted(offending, key=lambda o: o["delta"]))
+        beyond = ", beyond the tile noise" if rule == "interval" and has_spans else ""
+        msg = (f"{len(offending)} of {compared} compared class(es) lost more than {margin:.3f} IoU against {against}"
+               f"{beyond}: {worst}.")
     elif compared == 0:
         status = "unknown"
         msg = "no class could be compared (no class has scores for both models on the validation labels)."
     else:
         status = "pass"
-        msg = f"no class lost more than {margin:.3f} IoU against the active model ({compared} class(es) compared)."
+        msg = f"no class lost more than {margin:.3f} IoU against {against} ({compared} class(es) compared)."
         if rule == "interval" and noisy:
-            msg = (f"no class lost more than {margin:.3f} IoU against the active model beyond the tile noise "
+            msg = (f"no class lost more than {margin:.3f} IoU against {against} beyond the tile noise "
                    f"({compared} class(es) compared).")
     return Verdict(status=status, margin=margin, rows=rows, offending=offending, excluded=excluded,
                    message=msg + noise_txt + ex_txt, rule=rule, level=level, scenes=scenes, **ids)
@@ -280,12 +291,16 @@ def set_margin(ws: Workspace, margin: float | None) -> None:
 
 
 def get_rule(ws: Workspace, rule: str | None = None) -> str:
-    """``rule`` when given, else the workspace setting ``gate_rule``, else :data:`DEFAULT_RULE` (``margin``)."""
-    r = rule if rule is not None else ws.get_setting(RULE_SETTING)
-    r = DEFAULT_RULE if r is None else str(r)
-    if r not in RULES:
-        raise ValueError(f"unknown gate rule '{r}' (expected one of {', '.join(RULES)})")
-    return r
+    """``rule`` when given, else the workspace setting ``gate_rule``, else :data:`DEFAULT_RULE` (``margin``).
+
+    Raises ValueError for an unknown ``rule`` argument; an unknown stored setting (written by hand) reads as the
+    default, the stricter rule."""
+    if rule is not None:
+        if rule not in RULES:
+            raise ValueError(f"unknown gate rule '{rule}' (expected one of {', '.join(RULES)})")
+        return rule
+    r = ws.get_setting(RULE_SETTING)
+    return r if r in RULES else DEFAULT_RULE
 
 
 def set_rule(ws: Workspace, rule: str | None) -> None:
@@ -318,15 +333,18 @@ def scene_intervals(active_eval: Mapping, candidate_eval: Mapping, rounds: int =
     from seghz.metrics import paired_bootstrap
 
     sa, sc = active_eval["per_scene"], candidate_eval["per_scene"]
-    if set(sa) != set(sc):
+    if set(sa) != set(sc) or len(sa) < 2:  # one scene: nothing to resample
         return None
     names = list(candidate_eval["per_class"])
     if list(active_eval["per_class"]) != names:
         return None
     keys = sorted(sa)
-    a = np.asarray([sa[k] for k in keys], np.int64)
-    b = np.asarray([sc[k] for k in keys], np.int64)
-    if a.ndim != 3 or a.shape != b.shape or a.shape[1] != len(names):
+    try:
+        a = np.asarray([sa[k] for k in keys], np.int64)
+        b = np.asarray([sc[k] for k in keys], np.int64)
+    except (TypeError, ValueError):  # ragged or non-numeric matrices in a hand-edited cache: no intervals
+        return None
+    if a.ndim != 3 or a.shape != b.shape or a.shape[1:] != (len(names), len(names)):
         return None
     return paired_bootstrap(a, b, rounds=rounds, level=level, names=names)
 
@@ -443,9 +461,11 @@ def check(
     bs = scene_intervals(ae, ce) if ae is not None and ce is not None else None
     if bs is not None:
         am, cm = ae["per_class"], ce["per_class"]
-    elif rule == "interval":
-        note += (" No per-class intervals (both models need a per-scene evaluation of the split): the margin rule "
-                 "decided.")
+        note += f" Scores from both models' scene-by-scene evaluations of the '{split}' split."
+    elif rule == "interval" or (compute and want_intervals):
+        why = ("both models need a scene-by-scene evaluation of the split" if ae is None or ce is None
+               else "their evaluations cover different scenes or classes, or a single scene")
+        note += f" No per-class intervals ({why}): the margin rule decided."
     v = compare(am, cm, margin, intervals=bs, rule=rule, data_version=dv, **ids)
     v.message += note
     return v
@@ -502,7 +522,8 @@ def after_training(
     log: Callable[[str], None] | None = None,
 ) -> tuple[Verdict, bool]:
     """Run the gate for a freshly trained checkpoint (scoring the active model on the same data if needed) and,
-    when asked, auto-promote it — only on a ``pass`` verdict.
+    when asked, auto-promote it — only on a ``pass`` verdict with no drop beyond the margin (a drop the
+    ``interval`` rule let through as tile noise leaves the decision to an analyst).
 
     Returns:
         ``(verdict, promoted)``.
@@ -514,7 +535,12 @@ def after_training(
     if log:
         log(f"regression gate: {v.status} — {v.message}")
     promoted = False
-    if auto_promote and v.passed and v.active_id != candidate_id:
+    waved = [r["class"] for r in v.rows if r.get("within_noise")]
+    if auto_promote and v.passed and waved and v.active_id != candidate_id:
+        if log:
+            log("not auto-promoted: the interval rule let through drops beyond the margin within the tile noise ("
+                + ", ".join(waved) + "); an analyst decides")
+    elif auto_promote and v.passed and v.active_id != candidate_id:
         try:
             ws.record_activation(candidate_id, action="promote", analyst=f"auto ({job_id})" if job_id else "auto",
                                  reason="auto-promoted after training: regression gate passed", verdict=v.to_dict(),
@@ -557,16 +583,18 @@ def verdict_table(v: Verdict):
 
 
 def styled_verdict_table(v: Verdict):
-    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop within the margin (or one
-    within the tile noise that the interval rule let through), red for an offending drop; offending rows
+    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop that does not offend (within
+    the margin, or within the tile noise under the interval rule), red for an offending one; offending rows
     highlighted, excluded rows greyed."""
     df = verdict_table(v)
     offending = {r["class"] for r in v.rows if r["offending"]}
+    di = list(df.columns).index("Δ IoU")
 
-    def delta_color(x: Any) -> str:
+    def delta_color(row) -> str:
+        x = row["Δ IoU"]
         if x is None or (isinstance(x, float) and math.isnan(x)):
             return ""
-        if x < -(v.margin + _EPS):
+        if row["class"] in offending:
             return "color: #b00020; font-weight: bold"
         if x < 0:
             return "color: #c77700"
@@ -574,12 +602,15 @@ def styled_verdict_table(v: Verdict):
 
     def row_style(row) -> list[str]:
         if row["class"] in offending:
-            return ["background-color: #fbd5d5"] * len(row)
-        if str(row["gate"]).startswith("excluded"):
-            return ["color: #888888"] * len(row)
-        return [""] * len(row)
+            out = ["background-color: #fbd5d5"] * len(row)
+        elif str(row["gate"]).startswith("excluded"):
+            out = ["color: #888888"] * len(row)
+        else:
+            out = [""] * len(row)
+        out[di] = "; ".join(x for x in (out[di], delta_color(row)) if x)
+        return out
 
-    return (df.style.apply(row_style, axis=1).map(delta_color, subset=["Δ IoU"])
+    return (df.style.apply(row_style, axis=1)
             .format({"active IoU": "{:.3f}", "candidate IoU": "{:.3f}", "Δ IoU": "{:+.3f}"}, na_rep="—"))
 
 

@@ -1,6 +1,7 @@
 """bench/device_kit.py (pack / unpack / merge) and bench/device_run.sh (syntax; orchestration with a stand-in script)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -349,7 +350,7 @@ def _check_train_command(cmd: str, argv: list[str], tmp_path: Path) -> None:
                        timeout=120, check=False)
     assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
     head = argv[: argv.index("--")] if "--" in argv else argv
-    names = [v.split("=", 1)[0] for k, v in zip(head, head[1:]) if k == "--variant"] or ["model"]
+    names = [v.split("=", 1)[0] for k, v in itertools.pairwise(head) if k == "--variant"] or ["model"]
     for n in names:
         assert (tmp_path / "out" / f"{n}.safetensors.part0").read_bytes() == b"parsed", cmd
     shutil.rmtree(tmp_path / "t", ignore_errors=True)

@@ -501,3 +501,63 @@ def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
     assert not at.button(key="train_promote_cand").disabled  # no override needed any more
     at.number_input(key="train_gate_margin").set_value(0.5).run()
     assert gate.get_margin(ws) == pytest.approx(0.5)
+
+
+def test_interval_rule_message_names_fallback_classes_and_single_scene_gives_no_intervals(ws):
+    cand = {"Buildings": 0.55, "Roads": 0.40, "Water": 0.80, "Trees": 0.40}
+    spans = {"Buildings": (-0.09, -0.01), "Roads": None, "Water": (-0.01, 0.01), "Trees": (-0.02, 0.02)}
+    v = compare(pc(ACTIVE), pc(cand), intervals=_boot(spans), rule="interval")
+    assert v.offending_classes == ["Buildings", "Roads"]
+    assert "Roads -0.100 (no interval: margin rule)" in v.message and "Buildings -0.050 [-0.090, -0.010]" in v.message
+    # no spans at all: no claim about the tile noise, no level or scene count
+    v = compare(pc(ACTIVE), pc(cand), intervals=_boot(dict.fromkeys(spans)), rule="interval")
+    assert "tile noise" not in v.message and v.scenes is None and v.level is None
+    # one scene, or class lists in another order: nothing to pair
+    _ckpt(ws, "cand", parent="old")
+    _add_scene_eval(ws, "old", _scene_cms(1, None, None))
+    _add_scene_eval(ws, "cand", _scene_cms(1, (0, 1), None))
+    ev = lambda cid: gate.scene_evaluation(ws, cid, "val", ws.data_version("val"))  # noqa: E731
+    assert gate.scene_intervals(ev("old"), ev("cand")) is None
+    v = gate.check(ws, "cand", rule="interval")
+    assert v.scenes is None and "single scene" in v.message and "the margin rule decided" in v.message
+    a, c = dict(ev("old")), dict(ev("cand"))
+    a["per_scene"] = {"x": a["per_scene"]["s00"], "y": a["per_scene"]["s00"]}
+    c["per_scene"] = {"x": c["per_scene"]["s00"], "y": c["per_scene"]["s00"]}
+    assert gate.scene_intervals(a, c) is not None
+    c["per_class"] = dict(reversed(list(c["per_class"].items())))
+    assert gate.scene_intervals(a, c) is None
+    c = dict(ev("cand"), per_scene={"x": [[1, 2], [3]], "y": [[1]]})  # ragged: no crash, no intervals
+    assert gate.scene_intervals(a, c) is None
+
+
+def test_a_drop_let_through_as_noise_is_never_auto_promoted(ws):
+    _ckpt(ws, "cand", parent="old")
+    _add_scene_eval(ws, "old", _scene_cms(20, None, None))
+    _add_scene_eval(ws, "cand", _scene_cms(20, None, (2, 3)))  # Water and Trees: one scene's doing
+    gate.set_rule(ws, "interval")
+    logs: list[str] = []
+    v, promoted = gate.after_training(ws, "cand", auto_promote=True, job_id="j", log=logs.append)
+    assert v.passed and not promoted and ws.active_checkpoint().id == "old"
+    assert any("not auto-promoted" in m and "Water" in m for m in logs), logs
+    gate.promote(ws, "cand", analyst="Ann", compute=False)  # an analyst may: the verdict passes
+    assert ws.active_checkpoint().id == "cand"
+    # the Δ of a drop let through is orange, not red; its row is not highlighted
+    html = gate.styled_verdict_table(v).to_html()
+    assert "#b00020" not in html and "#fbd5d5" not in html and "#c77700" in html
+    # a stored rule written by hand reads as the default
+    ws.set_setting(gate.RULE_SETTING, "lenient")
+    assert gate.get_rule(ws) == "margin"
+
+
+def test_train_page_shows_gate_settings_changed_elsewhere(page_ws):
+    ws = page_ws
+    at = _app().run()
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(DEFAULT_MARGIN)
+    gate.set_margin(ws, 0.2)  # another analyst, or the shell
+    gate.set_rule(ws, "interval")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert gate.get_margin(ws) == pytest.approx(0.2) and gate.get_rule(ws) == "interval"  # not written back
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(0.2)
+    assert at.radio(key="train_gate_rule").value == "interval"
+    assert any("Gate verdict: **PASS**" in s.value for s in at.success)  # Water -0.10 is within a 0.2 margin
