@@ -345,7 +345,7 @@ def show_result(job) -> None:
     same_scheme = cur is not None and cur.scheme == ck.scheme
     if verdict.status == "unknown" and same_scheme:
         label, key = "Score both models on the validation split", f"train_gate_eval_{ck.id}"
-    elif verdict.rows and verdict.scenes is None and same_scheme:
+    elif verdict.rows and verdict.scenes is None and same_scheme and not gate.scene_evaluations_cached(ws, ck.id):
         label, key = ("Add intervals (scores both models on the validation split, scene by scene)",
                       f"train_gate_intervals_{ck.id}")
     else:

@@ -324,6 +324,16 @@ def scene_evaluation(ws: Workspace, checkpoint_id: str, split: str, data_version
     return r
 
 
+def scene_evaluations_cached(ws: Workspace, candidate_id: str, split: str = "val") -> bool:
+    """True when the candidate and the active model both have a per-scene evaluation of ``split`` at its current
+    data version (so asking for intervals again would score nothing new)."""
+    active = ws.active_checkpoint()
+    if active is None:
+        return False
+    dv = ws.data_version(split)
+    return all(scene_evaluation(ws, cid, split, dv) is not None for cid in (active.id, candidate_id))
+
+
 def scene_intervals(active_eval: Mapping, candidate_eval: Mapping, rounds: int = INTERVAL_ROUNDS,
                     level: float = INTERVAL_LEVEL) -> dict | None:
     """Paired scene-bootstrap of candidate − active from two evaluations' per-scene matrices
@@ -648,6 +658,7 @@ __all__ = [
     "per_class_iou",
     "promote",
     "scene_evaluation",
+    "scene_evaluations_cached",
     "scene_intervals",
     "set_margin",
     "set_rule",

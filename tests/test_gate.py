@@ -487,8 +487,11 @@ def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert at.number_input(key="train_gate_margin").value == pytest.approx(DEFAULT_MARGIN)
     assert at.radio(key="train_gate_rule").value == "margin"
+    assert not gate.scene_evaluations_cached(ws, "cand")
     at.button(key="train_gate_intervals_cand").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert gate.scene_evaluations_cached(ws, "cand")
+    assert "train_gate_intervals_cand" not in [b.key for b in _app().run().button]  # nothing more to score
     errors = [e.value for e in at.error]
     assert any("Gate verdict: **FLAGGED**" in e and "Within the tile noise" in e for e in errors), errors
     table = _table(at, "candidate IoU")
@@ -520,6 +523,7 @@ def test_interval_rule_message_names_fallback_classes_and_single_scene_gives_no_
     assert gate.scene_intervals(ev("old"), ev("cand")) is None
     v = gate.check(ws, "cand", rule="interval")
     assert v.scenes is None and "single scene" in v.message and "the margin rule decided" in v.message
+    assert gate.scene_evaluations_cached(ws, "cand")  # the page does not offer to score them again
     a, c = dict(ev("old")), dict(ev("cand"))
     a["per_scene"] = {"x": a["per_scene"]["s00"], "y": a["per_scene"]["s00"]}
     c["per_scene"] = {"x": c["per_scene"]["s00"], "y": c["per_scene"]["s00"]}
