@@ -109,9 +109,12 @@ def compare_section() -> None:
         if hit[1] == "evaluated":
             results[compare.checkpoint_label(by_id[c])] = hit[0]
     if sel[0] not in missing and len(results) >= 2:
-        deltas = compare.class_iou_deltas(results)
-        st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp)**")
+        deltas = compare.class_iou_deltas(results, intervals=True)
+        st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp) with its "
+                    "95 % interval**")
         st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas")
+        st.caption("Intervals: paired bootstrap over the scenes both were scored on; * = the interval excludes 0 "
+                   "(the change is beyond the scene-to-scene noise). – = no interval (fewer than 2 common scenes).")
         sure = compare.miou_difference_table(results)
         pp = st.column_config.NumberColumn(format="%+.2f")
         st.dataframe(sure, hide_index=True, key="eval_cmp_sure",

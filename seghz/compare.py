@@ -159,11 +159,15 @@ def missing_evaluations(ws: Any, checkpoint_ids: Sequence[str], split: str) -> l
     return [c for c in checkpoint_ids if cached_evaluation(ws, c, split, "none", dv) is None]
 
 
-def class_iou_deltas(results: Mapping[str, Mapping]) -> pd.DataFrame:
+def class_iou_deltas(results: Mapping[str, Mapping], intervals: bool = False, rounds: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Per-class IoU: the first result's IoU, then each other result's IoU minus it, in percentage points.
 
     ``results`` maps a checkpoint label to an evaluation result (``classes`` and ``per_class``). Columns:
     ``class``, ``<first> IoU``, ``Δ <label> (pp)`` for the others. Classes are the union, in first-seen order.
+    With ``intervals``, each ``Δ`` column is followed by ``<label>: 95 % (pp)``, the paired scene-bootstrap
+    interval of the class's change (:func:`seghz.metrics.paired_scene_bootstrap` of the results' ``per_scene``;
+    text such as ``[-3.1, +0.4]``, with `` *`` when it excludes 0; ``–`` without one).
     """
     labels = list(results)
     if not labels:
@@ -178,7 +182,29 @@ def class_iou_deltas(results: Mapping[str, Mapping]) -> pd.DataFrame:
     df = pd.DataFrame({"class": classes, f"{labels[0]} IoU": [iou(base, c) for c in classes]})
     for lab in labels[1:]:
         df[f"Δ {lab} (pp)"] = [100 * (iou(results[lab], c) - iou(base, c)) for c in classes]
+        if intervals:
+            df[f"{lab}: {100 * level:.0f} % (pp)"] = _class_spans(base, results[lab], classes, rounds, level, seed)
     return df
+
+
+def _class_spans(base: Mapping, other: Mapping, classes: list[str], rounds: int, level: float, seed: int) -> list[str]:
+    from seghz.metrics import paired_scene_bootstrap
+
+    names = list(base.get("classes") or [])
+    same = names and list(other.get("classes") or []) == names
+    r = None
+    if same:
+        r, _, _ = paired_scene_bootstrap(base.get("per_scene") or {}, other.get("per_scene") or {}, names,
+                                         rounds=rounds, level=level, seed=seed)
+    out = []
+    for c in classes:
+        d = ((r or {}).get("per_class") or {}).get(c) or {}
+        lo, hi = d.get("lo"), d.get("hi")
+        if lo is None or hi is None:
+            out.append("–")
+        else:
+            out.append(f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" + (" *" if lo > 0 or hi < 0 else ""))
+    return out
 
 
 MIOU_DIFF_COLUMNS = ["checkpoint", "Δ mIoU (pp)", "low (pp)", "high (pp)", "higher in", "scenes", "verdict"]
@@ -194,7 +220,7 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
     ``verdict`` is ``higher`` / ``lower`` when the interval excludes 0, ``cannot tell`` when it holds it, or why
     there is no interval (fewer than 2 common scenes, no per-scene counts, another class count).
     """
-    from seghz.metrics import paired_bootstrap
+    from seghz.metrics import paired_scene_bootstrap
 
     labels = list(results)
     rows = []
@@ -202,26 +228,18 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
         return pd.DataFrame(columns=MIOU_DIFF_COLUMNS)
     base = results[labels[0]].get("per_scene") or {}
     for lab in labels[1:]:
-        other = results[lab].get("per_scene") or {}
-        common = sorted(set(base) & set(other), key=str)
+        r, why, n = paired_scene_bootstrap(base, results[lab].get("per_scene") or {}, rounds=rounds, level=level,
+                                           seed=seed)
         row = {"checkpoint": lab, "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
-               "higher in": np.nan, "scenes": len(common)}
-        a = np.asarray([base[k] for k in common], np.int64)
-        b = np.asarray([other[k] for k in common], np.int64)
-        if not base or not other:
-            row["verdict"] = "no per-scene counts (re-evaluate)"
-        elif a.shape != b.shape:
-            row["verdict"] = "other class count"
-        elif len(common) < 2:
-            row["verdict"] = "fewer than 2 common scenes"
+               "higher in": np.nan, "scenes": n}
+        if r is None:
+            row["verdict"] = why
+        elif r["lo"] is None:
+            row["verdict"] = "no class present"
         else:
-            r = paired_bootstrap(a, b, rounds=rounds, level=level, seed=seed)
-            if r["lo"] is None:
-                row["verdict"] = "no class present"
-            else:
-                row.update({"Δ mIoU (pp)": 100 * r["delta"], "low (pp)": 100 * r["lo"], "high (pp)": 100 * r["hi"],
-                            "higher in": r["p_b_better"]})
-                row["verdict"] = "higher" if r["lo"] > 0 else "lower" if r["hi"] < 0 else "cannot tell"
+            row.update({"Δ mIoU (pp)": 100 * r["delta"], "low (pp)": 100 * r["lo"], "high (pp)": 100 * r["hi"],
+                        "higher in": r["p_b_better"]})
+            row["verdict"] = "higher" if r["lo"] > 0 else "lower" if r["hi"] < 0 else "cannot tell"
         rows.append(row)
     return pd.DataFrame(rows, columns=MIOU_DIFF_COLUMNS)
 

@@ -337,26 +337,15 @@ def scene_evaluations_cached(ws: Workspace, candidate_id: str, split: str = "val
 def scene_intervals(active_eval: Mapping, candidate_eval: Mapping, rounds: int = INTERVAL_ROUNDS,
                     level: float = INTERVAL_LEVEL) -> dict | None:
     """Paired scene-bootstrap of candidate − active from two evaluations' per-scene matrices
-    (:func:`scene_evaluation`), or None when they were not scored on the same scenes and classes."""
-    import numpy as np
+    (:func:`scene_evaluation`), or None unless they were scored on the same (two or more) scenes and classes."""
+    from seghz.metrics import paired_scene_bootstrap
 
-    from seghz.metrics import paired_bootstrap
-
-    sa, sc = active_eval["per_scene"], candidate_eval["per_scene"]
-    if set(sa) != set(sc) or len(sa) < 2:  # one scene: nothing to resample
-        return None
     names = list(candidate_eval["per_class"])
     if list(active_eval["per_class"]) != names:
         return None
-    keys = sorted(sa)
-    try:
-        a = np.asarray([sa[k] for k in keys], np.int64)
-        b = np.asarray([sc[k] for k in keys], np.int64)
-    except (TypeError, ValueError):  # ragged or non-numeric matrices in a hand-edited cache: no intervals
-        return None
-    if a.ndim != 3 or a.shape != b.shape or a.shape[1:] != (len(names), len(names)):
-        return None
-    return paired_bootstrap(a, b, rounds=rounds, level=level, names=names)
+    bs, _, _ = paired_scene_bootstrap(active_eval["per_scene"], candidate_eval["per_scene"], names, same_scenes=True,
+                                      rounds=rounds, level=level)
+    return bs
 
 
 def stored_metrics(ws: Workspace, checkpoint_id: str, split: str, data_version: str) -> dict:

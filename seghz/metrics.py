@@ -5,6 +5,8 @@ fwIoU weights IoU by the ground-truth frequency (the study's definition, ``utils
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from seghz.classes import IGNORE
@@ -159,6 +161,34 @@ def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed
     return {"delta": mb - ma, "lo": lo, "hi": hi, "p_b_better": float(np.mean(ok > 0)) if lo is not None else None,
             "a": ma, "b": mb, "scenes": int(n), "rounds": rounds, "level": float(level), "seed": int(seed),
             "per_class": per_class}
+
+
+def paired_scene_bootstrap(per_scene_a: Mapping, per_scene_b: Mapping, names: Sequence[str] | None = None, *,
+                           same_scenes: bool = False, rounds: int = 2000, level: float = 0.95,
+                           seed: int = 0) -> tuple[dict | None, str, int]:
+    """:func:`paired_bootstrap` of two evaluations' per-scene confusion matrices (``{scene: (C, C) matrix}``,
+    as :func:`seghz.evaluate.evaluate_split` stores them), paired by scene id.
+
+    The scenes drawn are those both hold (``same_scenes=True``: both must hold exactly the same ones). Returns
+    ``(result, "", scenes)``, or ``(None, why, scenes)`` when there is nothing to pair: no per-scene counts, other
+    scenes, fewer than 2 common scenes, matrices of another class count (or ragged ones, from a hand-edited
+    cache). ``scenes`` is the number of common scenes."""
+    if not per_scene_a or not per_scene_b:
+        return None, "no per-scene counts (re-evaluate)", 0
+    common = sorted(set(per_scene_a) & set(per_scene_b), key=str)
+    if same_scenes and set(per_scene_a) != set(per_scene_b):
+        return None, "scored on other scenes", len(common)
+    if len(common) < 2:
+        return None, "fewer than 2 common scenes", len(common)
+    try:
+        a = np.asarray([per_scene_a[k] for k in common], np.int64)
+        b = np.asarray([per_scene_b[k] for k in common], np.int64)
+    except (TypeError, ValueError):
+        return None, "unreadable per-scene counts", len(common)
+    c = len(names) if names is not None else (a.shape[-1] if a.ndim == 3 else -1)
+    if a.ndim != 3 or a.shape != b.shape or a.shape[1:] != (c, c):
+        return None, "other class count", len(common)
+    return paired_bootstrap(a, b, rounds=rounds, level=level, seed=seed, names=names), "", len(common)
 
 
 CAL_BINS = 10  # equal-width confidence bins of the calibration counts

@@ -295,3 +295,36 @@ def test_miou_difference_table_says_whether_the_split_can_tell():
     assert t["verdict"].tolist() == ["no per-scene counts (re-evaluate)", "other class count", "fewer than 2 common scenes"]
     assert t["Δ mIoU (pp)"].isna().all()
     assert compare.miou_difference_table({"only": {"per_scene": perfect}}).empty
+
+
+def test_class_iou_deltas_with_per_class_intervals():
+    """B moves 10 % of y's pixels to x in every scene (a real change for both classes); C moves 80 % of y's in one
+    scene of 12 (as large, but one scene's doing): only B's changes are marked beyond the noise."""
+    from seghz.metrics import scores
+
+    def res(shift: float, scenes_hit: set[int]) -> dict:
+        per_scene = {}
+        for i in range(12):
+            cm = np.array([[1000 + 10 * i, 30], [20, 900 - 5 * i]], np.int64)
+            if i in scenes_hit:
+                k = int(cm[1, 1] * shift)
+                cm[1, 1] -= k
+                cm[1, 0] += k
+            per_scene[f"s{i}"] = cm.tolist()
+        r = scores(np.sum([np.array(m) for m in per_scene.values()], 0), ["x", "y"])
+        return {**r, "per_scene": per_scene}
+
+    results = {"A": res(0, set()), "B": res(0.10, set(range(12))), "C": res(0.80, {0})}
+    df = compare.class_iou_deltas(results, intervals=True)
+    assert list(df.columns) == ["class", "A IoU", "Δ B (pp)", "B: 95 % (pp)", "Δ C (pp)", "C: 95 % (pp)"]
+    b, c = dict(zip(df["class"], df["B: 95 % (pp)"])), dict(zip(df["class"], df["C: 95 % (pp)"]))
+    assert b["x"].endswith(" *") and b["y"].endswith(" *")
+    lo, hi = (float(v) for v in b["y"].rstrip(" *").strip("[]").split(","))
+    assert lo - 0.05 <= df.loc[1, "Δ B (pp)"] <= hi + 0.05 and hi < 0  # the text is rounded to 0.1 pp
+    assert df.loc[1, "Δ C (pp)"] < -2 and not c["y"].endswith("*")  # one scene: the interval reaches 0
+    # no per-scene counts, or another class list: no interval, no crash
+    results["C"] = {k: v for k, v in results["C"].items() if k != "per_scene"}
+    results["B"] = {**results["B"], "classes": ["y", "x"]}
+    df = compare.class_iou_deltas(results, intervals=True)
+    assert set(df["B: 95 % (pp)"]) == {"–"} and set(df["C: 95 % (pp)"]) == {"–"}
+    compare.style_deltas(df).to_html()  # the text columns render next to the coloured deltas

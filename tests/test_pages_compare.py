@@ -77,8 +77,9 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     table = _frame(at, "eval_cmp_table")
     assert table["valid mIoU"].tolist() == pytest.approx([ev["cmp-a"][0].result["miou"], ev["cmp-b"][0].result["miou"]])
     deltas = _frame(at, "eval_cmp_deltas")
-    assert list(deltas.columns) == ["class", "cmp-a (cmp-a) IoU", "Δ cmp-b (cmp-b) (pp)"]
+    assert list(deltas.columns) == ["class", "cmp-a (cmp-a) IoU", "Δ cmp-b (cmp-b) (pp)", "cmp-b (cmp-b): 95 % (pp)"]
     assert len(deltas) == HZ7.num_classes
+    assert set(deltas["cmp-b (cmp-b): 95 % (pp)"]) == {"–"}  # one val scene: no per-class interval
     sure = _frame(at, "eval_cmp_sure")  # the mIoU difference with its scene-bootstrap interval
     n_val = len([s for s in ws.list_scenes("val") if s.label_path])
     assert n_val == 1  # the prepared workspace's one val scene: the table says why there is no interval
