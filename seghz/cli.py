@@ -284,7 +284,7 @@ def cmd_compare(a) -> int:
     verdicts = {}
     for rule in gate.RULES:
         v = gate.compare(res["reference"]["per_class"], res["candidate"]["per_class"], margin, intervals=bs, rule=rule,
-                         against="the reference", scenes_noun="images")
+                         against="the reference", scenes_noun="images", absent="absent from these labels")
         verdicts[rule] = v.to_dict()
         print(f"regression gate, rule '{rule}': {v.status.upper()} — {v.message}")
     if a.json:

@@ -171,6 +171,7 @@ def compare(
     rule: str = DEFAULT_RULE,
     against: str = "the active model",
     scenes_noun: str = "validation scenes",
+    absent: str = ABSENT,
     **ids: Any,
 ) -> Verdict:
     """Compare per-class IoU of a candidate against the active model (both on the same validation data).
@@ -184,8 +185,8 @@ def compare(
         rule: ``margin``: a drop beyond the margin flags the class. ``interval``: it flags only when the drop's
             interval also lies below 0 (a class without an interval falls back to the margin rule, and the
             message says so).
-        against / scenes_noun: How the message names the baseline and the scenes (``seghz compare`` compares a
-            reference checkpoint on the images given).
+        against / scenes_noun / absent: How the message names the baseline, the scenes and a class missing from
+            the labels (``seghz compare`` compares a reference checkpoint on the images given).
         **ids: ``candidate_id``, ``active_id``, ``split``, ``data_version`` to put into the verdict.
 
     Returns:
@@ -210,9 +211,9 @@ def compare(
         elif n not in c:
             why = "not scored for the candidate"
         elif asup == 0 or csup == 0:
-            why = ABSENT
+            why = absent
         elif ai is None or ci is None:
-            why = f"{ABSENT} (no score)"
+            why = f"{absent} (no score)"
         delta = None if why else ci - ai
         sp = spans.get(n) if not why else None
         lo = _num(sp.get("lo")) if isinstance(sp, Mapping) else None
