@@ -368,6 +368,7 @@ def test_train_tiny_job_progress_promote_home_shows_model(e2e_app, page, tmp_pat
     promote.click()
     page.get_by_text("This checkpoint is the active one.").first.wait_for(timeout=60_000)
     assert ws.active_checkpoint().id == new_id
+    wait_app_idle(page)  # the previous run's verdict box stays (stale) until this run has finished
     assert not app_errors(page), app_errors(page)
 
     # The home page shows the new active model.
