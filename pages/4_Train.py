@@ -227,7 +227,9 @@ with st.form("train_form"):
                               help="0 = off. Keep a moving average of the weights over this share of the run's steps "
                                    "(0.05 = the last ≈ 5 %); the average is validated, saved as the checkpoint and, "
                                    "with label refinement, judges the labels. Smooths the last batches' noise.")
-        auto_promote = st.checkbox("Promote automatically when the regression gate passes", key="train_auto_promote")
+        auto_promote = st.checkbox("Promote automatically when the regression gate passes", key="train_auto_promote",
+                                   help="Only on a PASS with no class dropping beyond the margin: under the interval "
+                                        "rule, a drop let through as tile noise waits for an analyst.")
     run_name = st.text_input("Name of the new checkpoint (optional)", key="train_name")
     submitted = st.form_submit_button("Launch training", type="primary", key="train_submit")
 
