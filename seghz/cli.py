@@ -567,10 +567,11 @@ def cmd_checkpoints(a) -> int:
         import shutil
 
         from seghz.data.io import atomic_target
+        from seghz.data.scenes import register_checkpoint_file
         from seghz.models.checkpoint import read_metadata
 
         src = Path(a.file)
-        meta = read_metadata(src)  # names the file when it is not a SegHZ checkpoint (never unpickled)
+        read_metadata(src)  # names the file when it is not a SegHZ checkpoint (never unpickled), before copying
         if a.parent:
             ws.get_checkpoint(a.parent)  # NotFoundError names it, before anything is copied
         dest = src
@@ -581,8 +582,7 @@ def cmd_checkpoints(a) -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_target(dest) as tmp:
                 shutil.copyfile(src, tmp)
-        cid = ws.register_checkpoint(dest.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, name=a.name,
-                                     parent_id=a.parent, note=a.note or f"added from {src}")
+        cid = register_checkpoint_file(ws, dest, name=a.name, parent_id=a.parent, note=a.note or f"added from {src}")
         print(f"registered {cid} ({dest}); promote it with: python -m seghz checkpoints promote {cid}")
         return 0
     if a.action == "gate":

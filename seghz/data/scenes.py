@@ -243,6 +243,17 @@ def ensure_demo_workspace(ws: Workspace, checkpoints_dir: str | Path = "checkpoi
     return created
 
 
+def register_checkpoint_file(ws: Workspace, path: str | Path, **kw) -> str:
+    """Register a SegHZ checkpoint file in ``ws`` from its own metadata (read without unpickling; CheckpointError
+    names the file when it is not one). ``kw`` go to :meth:`Workspace.register_checkpoint` (id, name, parent, note).
+    Returns the checkpoint id."""
+    from seghz.models.checkpoint import read_metadata
+
+    p = Path(path)
+    meta = read_metadata(p)
+    return ws.register_checkpoint(p.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, **kw)
+
+
 def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "checkpoints") -> bool:
     """Register every ``*.safetensors`` in ``checkpoints_dir`` not yet known; activate the demo model if none is."""
     from seghz.models.checkpoint import read_metadata
@@ -254,8 +265,8 @@ def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "c
             continue
         try:
             meta = read_metadata(p)
-            ws.register_checkpoint(p.resolve(), {**meta, "scheme": meta["scheme"]["name"]}, checkpoint_id=slugify(p.stem),
-                                   name=p.stem, note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
+            register_checkpoint_file(ws, p, checkpoint_id=slugify(p.stem), name=p.stem,
+                                     note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
         except (SegHZError, KeyError, TypeError) as e:  # one bad file (e.g. an LFS pointer) must not hide the others
             log.warning("skipping shipped checkpoint %s: %s", p, e)
             continue
