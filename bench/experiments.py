@@ -5,7 +5,7 @@ Protocol (issue 4, "Experiments"):
 
 * **Data**: ``../shared/data/gid15`` (224² Gaofen-2 tiles), labels crosswalked gid15 → hz7.
 * **Split** (fixed, disjoint): EVALUATION = the held-out ``test_stems`` of the shipped GID checkpoint (125 tiles,
-  never trained on by it), ordered by the salted SHA-1 of :func:`bench.noise_bench._salted`; the first
+  never trained on by it), ordered by the salted SHA-1 of :func:`bench.heldout.salted`; the first
   ``--eval-tiles`` are used. TRAINING = the other tiles of the folder (489), ordered by a salted SHA-1 of the stem
   (salt ``experiments-v1``); the first ``--train-tiles`` are used. No validation split and no model selection: the
   model after the last step is evaluated (equal budget for every row).
@@ -59,7 +59,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, inject_noise
+from bench.heldout import duplicate_images, folder_pairs, salted
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, inject_noise
 from seghz.classes import IGNORE, get_scheme, index_crosswalk
 
 TRAIN_SALT = "experiments-v1"
@@ -155,18 +156,47 @@ def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tile
     all_stems = sorted(p.stem for p in (data / "images").glob("*.png"))
     held = set(test)
     train = sorted((s for s in all_stems if s not in held and (data / "labels" / f"{s}.png").is_file()), key=_stem_order)
-    ev = sorted((s for s in test if (data / "images" / f"{s}.png").is_file()), key=_salted)
+    ev = sorted((s for s in test if (data / "images" / f"{s}.png").is_file()), key=salted)
     train, ev = train[:train_tiles] if train_tiles else train, ev[:eval_tiles] if eval_tiles else ev
     assert not set(train) & set(ev)
     return train, ev
 
 
 def load(data: Path, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    from seghz.data.io import read_image, read_label
+    """The GID tiles ``stems`` of ``data`` (``images/<stem>.png``, ``labels/<stem>.png``), labels in hz7."""
+    return load_pairs([(data / "images" / f"{s}.png", data / "labels" / f"{s}.png") for s in stems], SCHEME_SRC)
 
-    src = get_scheme(SCHEME_SRC)
-    lut = index_crosswalk(SCHEME_SRC, SCHEME)
-    return [(read_image(data / "images" / f"{s}.png"), lut[read_label(data / "labels" / f"{s}.png", src)]) for s in stems]
+
+def load_pairs(pairs: list[tuple[Path, Path]], scheme: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label in hz7) of each (image file, label file in ``scheme``); sizes are checked."""
+    from seghz.data.io import read_pair
+
+    src = get_scheme(scheme)
+    lut = index_crosswalk(scheme, SCHEME) if scheme != SCHEME else None
+    out = []
+    for img_p, lbl_p in pairs:
+        img, lbl = read_pair(Path(img_p), Path(lbl_p), src)
+        out.append((img, lut[lbl] if lut is not None else lbl))
+    return out
+
+
+def external_eval(a, train_stems: list[str]) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """``--eval-data``: (stems, pairs) of every tile of that folder in salted order (the first ``--eval-tiles``),
+    after checking that none of its images is a byte copy of a training tile."""
+    if a.eval_data.resolve() == a.data.resolve():
+        raise SystemExit(f"--eval-data {a.eval_data} is the training folder --data; its held-out tiles are the "
+                         "default evaluation (leave --eval-data out)")
+    try:
+        pairs = folder_pairs(a.eval_data)
+    except ValueError as e:
+        raise SystemExit(f"--eval-data: {e}") from None
+    stems = sorted(pairs, key=salted)
+    stems = stems[: a.eval_tiles] if a.eval_tiles else stems
+    dup = duplicate_images([a.data / "images" / f"{s}.png" for s in train_stems], [pairs[s][0] for s in stems])
+    if dup:
+        raise SystemExit(f"--eval-data: {len(dup)} evaluation image(s) are byte copies of training tiles, e.g. "
+                         f"{dup[0][1]} = {dup[0][0]}; the evaluation must be held out")
+    return stems, [pairs[s] for s in stems]
 
 
 def noisy_copy(samples, seed: int, flip_fraction: float) -> tuple[list, float]:
@@ -414,7 +444,9 @@ def miou_gt(sc: dict) -> float:
 
 
 def _protocol(a, train_stems, eval_stems) -> dict:
-    return {"data": "gid15 -> hz7", "arch": "Unet", "encoder": a.encoder, "init": a.init,
+    ev = getattr(a, "eval_data", None)  # absent in namespaces built by other scripts' callers
+    ext = {"eval_data": f"{ev.resolve().name} ({a.eval_scheme} -> {SCHEME})"} if ev else {}
+    return {"data": "gid15 -> hz7", **ext, "arch": "Unet", "encoder": a.encoder, "init": a.init,
             "encoder_weights": INITS[a.init],
             "steps": max(1, -(-a.steps // a.epochs)) * a.epochs, "epochs": a.epochs, "batch_size": a.batch_size,
             "crop": a.crop, "lr": a.lr, "flip_fraction": a.flip_fraction, "train_tiles": len(train_stems),
@@ -556,7 +588,7 @@ def _fmt_paired(pr: dict | None, per_seed: bool = True) -> str:
 
 
 # protocol keys that must match for reports to be compared side by side (init and steps may differ)
-COMPARE_KEYS = ("data", "arch", "encoder", "epochs", "batch_size", "crop", "lr", "flip_fraction", "train_tiles", "eval_tiles",
+COMPARE_KEYS = ("data", "eval_data", "arch", "encoder", "epochs", "batch_size", "crop", "lr", "flip_fraction", "train_tiles", "eval_tiles",
                 "train_stems_sha1", "eval_stems_sha1")
 COMPARE_ROWS = ("ce", "noisy_ce")
 
@@ -666,9 +698,14 @@ def render(report: dict, old_text: str | None) -> str:
         "",
         ("- Data: `../shared/data/gid15` (Gaofen-2, 224×224 tiles, ~4 m/px), labels crosswalked gid15 → hz7 "
          "(`seghz/schemes/crosswalks.json`; OpenArea and Reflection are empty in GID)."),
-        (f"- Split (fixed, disjoint): **evaluation** = the first {p['eval_tiles']} of the 125 held-out `test_stems` of "
-         "`checkpoints/gid15_hz7_unet_lite0.safetensors`, in the salted order of `bench/noise_bench.py`; **training** = "
-         f"the first {p['train_tiles']} of the other tiles, ordered by SHA-1 of `experiments-v1:<stem>` "
+        ((f"- Split (fixed, disjoint): **evaluation** = {p['eval_tiles']} tiles of the folder `{p['eval_data']}` "
+          "given by `--eval-data` (none a byte copy of a training tile), in the salted order of `bench/heldout.py`; "
+          f"**training** = the first {p['train_tiles']} of the GID tiles outside the 125 held-out `test_stems` of "
+          "`checkpoints/gid15_hz7_unet_lite0.safetensors`, " if p.get("eval_data") else
+          f"- Split (fixed, disjoint): **evaluation** = the first {p['eval_tiles']} of the 125 held-out `test_stems` of "
+          "`checkpoints/gid15_hz7_unet_lite0.safetensors`, in the salted order of `bench/heldout.py`; **training** = "
+          f"the first {p['train_tiles']} of the other tiles, ")
+         + "ordered by SHA-1 of `experiments-v1:<stem>` "
          f"(stem-list hashes: train `{p['train_stems_sha1']}`, eval `{p['eval_stems_sha1']}`). No validation split, no "
          "model selection: the weights after the last step are scored."),
         (f"- Model: Unet + {p.get('encoder', 'tu-efficientnet_lite0')} "
@@ -866,6 +903,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu | cuda[:i] (default cuda when available)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default OMP_NUM_THREADS or torch's)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--eval-data", type=Path, default=None,
+                    help="evaluate on every tile of this folder instead (images/ and labels/ paired by stem, e.g. "
+                         "GID tiles of your own that --data does not hold); training stays on --data's tiles")
+    ap.add_argument("--eval-scheme", default=SCHEME_SRC,
+                    help=f"class scheme of --eval-data's label files (crosswalked to {SCHEME}; default {SCHEME_SRC})")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="source of the held-out test_stems")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments.md")
     ap.add_argument("--json", type=Path, default=None)
@@ -924,7 +966,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--steps and --epochs >= 1, --crop a multiple of 32 and <= 224 (the GID tile size)")
     t_all = time.perf_counter()
     train_stems, eval_stems = split_stems(a.data, a.checkpoint, a.train_tiles, a.eval_tiles)
-    train_clean, eval_samples = load(a.data, train_stems), load(a.data, eval_stems)
+    if a.eval_data:
+        try:
+            index_crosswalk(get_scheme(a.eval_scheme).name, SCHEME)
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"--eval-scheme: {e.args[0] if isinstance(e, KeyError) else e}") from None
+        eval_stems, eval_pairs = external_eval(a, train_stems)
+        eval_samples = load_pairs(eval_pairs, a.eval_scheme)
+    else:
+        eval_samples = load(a.data, eval_stems)
+    train_clean = load(a.data, train_stems)
     protocol = _protocol(a, train_stems, eval_stems)
     compare_data = compare_entries(protocol, compare) if compare is not None else None
     names = list(get_scheme(SCHEME).names)

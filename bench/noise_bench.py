@@ -24,17 +24,20 @@ The noise mask is ``noisy label != true label`` over the non-ignored pixels. One
 Metrics over the non-ignored pixels of the reported tiles: precision@k and recall@k with k = the number of
 noisy pixels (equal by construction), and AUROC (ties get average ranks).
 
-Tiles: the test stems are ordered by a salted SHA-1 of the stem; the first ``--tune-tiles`` form the TUNING
-subset (``--mode tune`` grid-searches the mix there), the next ``--tiles`` are REPORTED. The two never overlap.
+Tiles (:mod:`bench.heldout`): the test stems are ordered by a salted SHA-1 of the stem; the first ``--tune-tiles``
+form the TUNING subset (``--mode tune`` grid-searches the mix there), the next ``--tiles`` are REPORTED. The two
+never overlap. **On your own data**: ``--data DIR --stems all --scheme NAME`` measures every tile of a folder the
+checkpoint never saw (``images/`` and ``labels/`` paired by stem, labels in any scheme with a crosswalk to the
+checkpoint's; no tuning tiles are reserved then).
 
     python bench/noise_bench.py --tiles 85 --tta d4 --json /tmp/noise.json
     python bench/noise_bench.py --mode tune --tune-tiles 40 --tta d4
+    python bench/noise_bench.py --data /path/to/heldout --stems all --scheme gid15 --tta d4 --device cuda --json out.json
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import itertools
 import json
 import os
@@ -50,6 +53,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
+from bench.heldout import WHICH, held_out
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -64,7 +68,6 @@ from seghz.review.suspicion import (
 
 DEFAULT_CKPT = ROOT / "checkpoints" / "gid15_hz7_unet_lite0.safetensors"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gid15"
-SALT = "noise-bench-v1"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -146,19 +149,19 @@ def inject_noise(labels: list[np.ndarray], rng: np.random.Generator, classes: li
     return noisy
 
 
-def _salted(stem: str, salt: str = SALT) -> str:
-    return hashlib.sha1(f"{salt}:{stem}".encode()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- data
 
-def load_tiles(args, stems: list[str], pred, src_scheme, ck_scheme: str, classes: list[int] | None):
-    """Predict each tile once (cached in ``--cache``), crosswalk its label and inject noise."""
+def load_tiles(args, chosen: list[tuple[str, Path, Path]], pred, src_scheme, ck_scheme: str, classes: list[int] | None):
+    """Predict each ``(stem, image, label)`` tile once (cached in ``--cache``), crosswalk its label and inject noise."""
     tiles = []
-    for i, stem in enumerate(stems):
-        img = read_image(Path(args.data) / "images" / f"{stem}.png")
-        true = label_for_checkpoint(read_label(Path(args.data) / "labels" / f"{stem}.png", src_scheme), src_scheme.name, ck_scheme)
-        cache = Path(args.cache) / f"{stem}_{args.tta}.npz" if args.cache else None
+    cache_dir = Path(args.cache) / _cache_tag(args.data) if args.cache else None
+    for i, (stem, image, label) in enumerate(chosen):
+        img = read_image(image)
+        true = label_for_checkpoint(read_label(label, src_scheme), src_scheme.name, ck_scheme)
+        if true.shape != img.shape[:2]:
+            raise SystemExit(f"{label}: label size {true.shape[1]}x{true.shape[0]} differs from its image "
+                             f"{image.name} ({img.shape[1]}x{img.shape[0]})")
+        cache = cache_dir / f"{stem}_{args.tta}.npz" if cache_dir is not None else None
         if cache is not None and cache.is_file():
             z = np.load(cache)
             proba, dis = z["proba"], z["disagreement"]
@@ -169,9 +172,17 @@ def load_tiles(args, stems: list[str], pred, src_scheme, ck_scheme: str, classes
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(cache, proba=proba, disagreement=dis)
         tiles.append({"stem": stem, "true": true, "proba": proba, "dis": dis})
-        print(f"\r  predicted {i + 1}/{len(stems)}", end="", file=sys.stderr, flush=True)
+        print(f"\r  predicted {i + 1}/{len(chosen)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return tiles, add_noise(tiles, args.seed, args.flip_fraction, args.shift_fraction, classes)
+
+
+def _cache_tag(data) -> str:
+    """The cache subfolder of a data folder: tiles of two folders may share a stem."""
+    import hashlib
+
+    p = Path(data).resolve()
+    return f"{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
 
 
 def add_noise(tiles: list[dict], seed: int, flip_fraction: float, shift_fraction: float,
@@ -284,9 +295,16 @@ def evaluate(tiles, weights_list, tau, with_cleanlab=True) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="GID-15 folder with images/ and labels/")
-    ap.add_argument("--tiles", type=int, default=85, help="reported tiles (after the tuning ones; 85 = all the rest)")
-    ap.add_argument("--tune-tiles", type=int, default=40, help="tiles reserved for tuning (never reported)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA),
+                    help="folder with images/ and labels/ paired by stem (default: ../shared/data/gid15)")
+    ap.add_argument("--scheme", default="gid15", help="class scheme of the label files (crosswalked to the checkpoint's)")
+    ap.add_argument("--stems", choices=WHICH, default="test",
+                    help="test: the checkpoint's held-out test_stems in --data (our protocol); all: every tile of "
+                         "--data, for a folder of tiles the checkpoint never saw (re-measuring on your own data)")
+    ap.add_argument("--tiles", type=int, default=None, help="reported tiles (after the tuning ones; default: all the rest)")
+    ap.add_argument("--tune-tiles", type=int, default=None,
+                    help="tiles reserved for tuning, never reported (default 40 with --stems test, 0 with --stems all: "
+                         "the weights were tuned on our tiles already)")
     ap.add_argument("--mode", choices=["report", "tune"], default="report")
     ap.add_argument("--tta", choices=["none", "flip", "d4"], default="d4")
     ap.add_argument("--tau", type=float, default=float(np.log(10.0)), help="noise-mask threshold in nats")
@@ -300,30 +318,39 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not (data / "images").is_dir():
-        print(f"GID-15 data not found at {data} (../shared/data is not part of a fresh clone); nothing to measure", file=sys.stderr)
+        print(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh clone); "
+              "nothing to measure", file=sys.stderr)
         return 2
     import torch
 
+    from seghz.classes import crosswalk_path
     from seghz.infer.engine import Predictor
     from seghz.models.checkpoint import read_metadata
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
     meta = read_metadata(args.checkpoint)
-    stems = sorted(meta.get("test_stems") or [], key=_salted)
-    if not stems:
-        print(f"{args.checkpoint}: no test_stems in the metadata; cannot pick held-out tiles", file=sys.stderr)
+    try:
+        src_scheme = get_scheme(args.scheme)
+        if args.scheme != meta["scheme"]["name"] and crosswalk_path(args.scheme, meta["scheme"]["name"]) is None:
+            raise ValueError(f"no crosswalk from scheme '{args.scheme}' to the checkpoint's '{meta['scheme']['name']}'")
+        tiles_all = held_out(data, meta.get("test_stems") or [], args.stems)
+    except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    tune_stems = stems[: args.tune_tiles]
-    report_stems = stems[args.tune_tiles: args.tune_tiles + args.tiles]
-    chosen = tune_stems if args.mode == "tune" else report_stems
+    n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)
+    tune_set = tiles_all[:n_tune]
+    rest = tiles_all[n_tune:]
+    report_set = rest[: args.tiles] if args.tiles is not None else rest
+    chosen = tune_set if args.mode == "tune" else report_set
+    tune_stems = [t[0] for t in tune_set]
     if not chosen:
-        print(f"no tiles left: {len(stems)} test stems, {args.tune_tiles} reserved for tuning", file=sys.stderr)
+        print(f"no tiles left: {len(tiles_all)} tiles ({args.stems}), {n_tune} reserved for tuning", file=sys.stderr)
         return 2
     pred, meta = Predictor.from_checkpoint(args.checkpoint, args.device)
     ck_scheme = meta["scheme"]["name"]
     names = meta["scheme"]["names"]
     t0 = time.perf_counter()
-    tiles, classes = load_tiles(args, chosen, pred, get_scheme("gid15"), ck_scheme, None)
+    tiles, classes = load_tiles(args, chosen, pred, src_scheme, ck_scheme, None)
     t_pred = time.perf_counter() - t0
 
     if args.mode == "tune":
@@ -359,7 +386,8 @@ def main(argv=None) -> int:
         res = evaluate(tiles, ws, args.tau)
         res["queue"] = queue_metrics(tiles, w, names)
         t_eval = time.perf_counter() - t1
-        out = {"mode": "report", "tiles": [t["stem"] for t in tiles], "tuning_tiles": tune_stems, **res,
+        out = {"mode": "report", "data": str(data), "scheme": args.scheme, "stems": args.stems,
+               "tiles": [t["stem"] for t in tiles], "tuning_tiles": tune_stems, **res,
                "weights": w.__dict__, "tau": args.tau, "tta": args.tta, "classes_for_flips": [names[c] for c in classes],
                "seconds": {"predict": round(t_pred, 1), "evaluate": round(t_eval, 1)}}
         print(f"REPORTED tiles: {len(tiles)} (tuning tiles excluded: {len(tune_stems)}), TTA {args.tta}")

@@ -46,7 +46,8 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, _salted, add_noise, method_metrics, run_cleanlab
+from bench.heldout import WHICH, held_out
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, method_metrics, run_cleanlab
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -139,10 +140,16 @@ def evaluate_checkpoint(ckpt: str, evals: list[dict], device: str, predictor=Non
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="GID-15 folder with images/ and labels/")
+    ap.add_argument("--data", default=str(DEFAULT_DATA),
+                    help="folder with images/ and labels/ paired by stem (default: ../shared/data/gid15)")
+    ap.add_argument("--scheme", default="gid15", help="class scheme of the label files (crosswalked to the checkpoint's)")
+    ap.add_argument("--stems", choices=WHICH, default="test",
+                    help="test: the checkpoint's held-out test_stems in --data; all: every tile of --data, for a "
+                         "folder of tiles the checkpoint never saw (bench.heldout)")
     ap.add_argument("--tiles", type=int, default=30, help="training tiles (noisy labels, the queue comes from them)")
     ap.add_argument("--eval-tiles", type=int, default=30, help="evaluation tiles (clean labels; disjoint from training)")
-    ap.add_argument("--tune-tiles", type=int, default=40, help="noise_bench's tuning tiles, skipped")
+    ap.add_argument("--tune-tiles", type=int, default=None,
+                    help="noise_bench's tuning tiles, skipped (default 40 with --stems test, 0 with --stems all)")
     ap.add_argument("--n", default="25,50,100,200", help="comma-separated numbers of items reviewed")
     ap.add_argument("--draws", type=int, default=3, help="random draws per N for the random arms")
     ap.add_argument("--random", default="components", help="random arms: components, queue (comma-separated)")
@@ -166,7 +173,8 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not (data / "images").is_dir():
-        _log(f"GID-15 data not found at {data} (../shared/data is not part of a fresh clone); nothing to measure")
+        _log(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh clone); "
+             "nothing to measure")
         return 2
     import torch
 
@@ -177,24 +185,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
     t_start = time.perf_counter()
     meta = read_metadata(args.checkpoint)
-    stems = sorted(meta.get("test_stems") or [], key=_salted)[args.tune_tiles:]
-    train_stems = stems[: args.tiles]
-    eval_stems = stems[args.tiles: args.tiles + args.eval_tiles]
-    if len(train_stems) < args.tiles or not eval_stems:
-        _log(f"not enough held-out tiles: {len(stems)} after the tuning ones, asked {args.tiles} + {args.eval_tiles}")
-        return 2
-    assert not set(train_stems) & set(eval_stems)
     ck_scheme = meta["scheme"]["name"]
     names = list(meta["scheme"]["names"])
-    src = get_scheme("gid15")
+    try:
+        src = get_scheme(args.scheme)
+        label_for_checkpoint(np.zeros((1, 1), np.uint8), src.name, ck_scheme)  # raises when no crosswalk exists
+        tiles_all = held_out(data, meta.get("test_stems") or [], args.stems)
+    except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
+        _log(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
+        return 2
+    n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)
+    rest = tiles_all[n_tune:]
+    train_set, eval_set = rest[: args.tiles], rest[args.tiles: args.tiles + args.eval_tiles]
+    if len(train_set) < args.tiles or not eval_set:
+        _log(f"not enough held-out tiles: {len(rest)} after the {n_tune} tuning ones, asked {args.tiles} + {args.eval_tiles}")
+        return 2
+    assert not {t[0] for t in train_set} & {t[0] for t in eval_set}
 
-    def load(stem):
-        img = read_image(data / "images" / f"{stem}.png")
-        true = label_for_checkpoint(read_label(data / "labels" / f"{stem}.png", src), src.name, ck_scheme)
+    def load(stem, image, label):
+        img = read_image(image)
+        true = label_for_checkpoint(read_label(label, src), src.name, ck_scheme)
         return {"stem": stem, "image": img, "true": true, "names": names}
 
-    train = [load(s) for s in train_stems]
-    evals = [load(s) for s in eval_stems]
+    train = [load(*t) for t in train_set]
+    evals = [load(*t) for t in eval_set]
     add_noise(train, args.seed, args.flip_fraction, args.shift_fraction)
     valid_px = int(sum((t["true"] != IGNORE).sum() for t in train))
     noisy_px = int(sum(t["noise"].sum() for t in train))
@@ -318,7 +332,9 @@ def main(argv=None) -> int:
     print(f"total {seconds} s")
 
     if args.json:
-        out = {"train_tiles": train_stems, "eval_tiles": eval_stems, "tuning_tiles_skipped": args.tune_tiles,
+        out = {"data": str(data), "scheme": args.scheme, "stems": args.stems,
+               "train_tiles": [t[0] for t in train_set], "eval_tiles": [t[0] for t in eval_set],
+               "tuning_tiles_skipped": n_tune,
                "pixels": valid_px, "noisy_pixels": noisy_px, "noise_rate": noisy_px / valid_px,
                "detector": dets, "queue_items": n_items, "label_components": len(comps),
                "shipped": shipped, "noisy_refit": base, "oracle_refit": oracle, "summary": summary, "runs": rows,
