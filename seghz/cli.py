@@ -1000,7 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "unless it passes)")
     cg.add_argument("id")
     cg.add_argument("--margin", type=float, help="default: the workspace's setting (0.02)")
-    cg.add_argument("--rule", choices=["margin", "interval"], help="default: the workspace's setting (margin)")
+    from seghz.gate import RULES  # the one list of rules (imports no torch)
+
+    cg.add_argument("--rule", choices=RULES, help="default: the workspace's setting (margin)")
     cg.add_argument("--compute", action="store_true",
                     help="score both models on the validation split when needed (scene by scene: with intervals)")
     cg.add_argument("--json", help="write the verdict here")
