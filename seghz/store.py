@@ -404,6 +404,22 @@ class LabelVersion:
 
 
 @dataclass(frozen=True)
+class LabelProvenance:
+    """A label version pixel by pixel (:meth:`Workspace.label_provenance`): ``original`` and ``effective``
+    class-index masks, ``status`` (``PIXEL_*`` codes), ``touched`` (int32: ``+v`` = set by the layer of version
+    ``v``, ``-v`` = confirmed by it, 0 = the original label) and ``entries`` (version -> its history entry, for
+    the layers in ``touched``)."""
+
+    scene_id: str
+    version: int
+    original: np.ndarray
+    effective: np.ndarray
+    status: np.ndarray
+    touched: np.ndarray
+    entries: dict
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A registered model checkpoint; ``metrics`` and ``recipe`` are decoded from JSON.
 
@@ -899,8 +915,11 @@ class Workspace:
         return layer
 
     def _compose(self, conn: sqlite3.Connection, scene: Scene, version: int | None,
-                 status: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """(effective label, pixel status or None, version) of ``version`` (None = latest), in ``conn``'s snapshot."""
+                 status: bool = False, touched: list | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(effective label, pixel status or None, version) of ``version`` (None = latest), in ``conn``'s snapshot.
+
+        With ``status``, a list passed as ``touched`` receives the int32 H×W array of the layer that last touched
+        each pixel: ``+v`` set by version ``v``, ``-v`` confirmed by it, 0 untouched (the original label)."""
         rows = self._history_rows(conn, scene.id, version)
         latest_here = rows[-1]["version"] if rows else 0
         if version is None:
@@ -910,23 +929,25 @@ class Workspace:
                                 f"(latest is {self._latest_version(conn, scene.id)})")
         original = self._original_label(scene)
         eff = original.ravel().copy()
-        last = np.zeros(eff.size, np.uint8) if status else None
+        last = np.zeros(eff.size, np.int32) if status else None
         by_version = {r["version"]: r for r in rows}
         cache: dict[int, LabelLayer] = {}
         for v in self._active_versions(rows):
             layer = self._load_layer(scene, by_version[v], by_version, cache)
             eff[layer.indices] = layer.values
             if last is not None:
-                last[layer.indices] = 1
-                last[layer.confirm] = 2
+                last[layer.indices] = v
+                last[layer.confirm] = -v
         eff = eff.reshape(original.shape)
         if last is None:
             return eff, None, version
         last = last.reshape(original.shape)
         st = np.full(original.shape, PIXEL_ORIGINAL, np.uint8)
-        st[(last == 1) & (eff != original)] = PIXEL_CORRECTED
-        st[(last == 2) | ((last == 1) & (eff == original))] = PIXEL_CONFIRMED
+        st[(last > 0) & (eff != original)] = PIXEL_CORRECTED
+        st[(last < 0) | ((last > 0) & (eff == original))] = PIXEL_CONFIRMED
         st[eff == IGNORE] = PIXEL_IGNORED
+        if touched is not None:
+            touched.append(last)
         return eff, st, version
 
     @contextmanager
@@ -975,6 +996,23 @@ class Workspace:
         with self._snapshot() as conn:
             eff, st, _ = self._compose(conn, scene, None if version is None else int(version), status=True)
         return eff, st
+
+    def label_provenance(self, scene_id: str, version: int | None = None) -> LabelProvenance:
+        """Who set each pixel of a label version: the original label, the effective label, the pixel status and
+        the version (with its history entry) of the layer in effect that last set or confirmed each pixel.
+
+        Raises:
+            NotFoundError: When the scene or the version does not exist.
+            BadInputError: When a layer or mask file is missing, unreadable or fails its checksum.
+        """
+        scene = self.get_scene(scene_id)
+        with self._snapshot() as conn:
+            touched: list = []
+            eff, st, v = self._compose(conn, scene, None if version is None else int(version), status=True,
+                                       touched=touched)
+            rows = self._history_rows(conn, scene_id, v)
+        entries = {r["version"]: LabelVersion.from_row(r) for r in rows if r["kind"] in _LAYER_KINDS}
+        return LabelProvenance(scene_id, v, self._original_label(scene), eff, st, touched[0], entries)
 
     def trusted_mask(self, scene_id: str, version: int | None = None) -> np.ndarray:
         """Boolean H×W mask of pixels an analyst vouched for (corrected or confirmed, not ignored); training

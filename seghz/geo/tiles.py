@@ -129,6 +129,25 @@ def pixel_to_latlng(rows, cols, info: RasterInfo) -> tuple[np.ndarray, np.ndarra
     return lat, lng
 
 
+def pixel_area_m2(geo, row: float, col: float) -> float | None:
+    """Ground area in m² of one pixel near continuous pixel (row, col) on a spherical Earth, or None without a
+    CRS. ``geo``: anything with ``crs`` and ``transform`` (a :class:`RasterInfo`, a workspace scene)."""
+    if getattr(geo, "crs", None) is None or getattr(geo, "transform", None) is None:
+        return None
+    from rasterio.warp import transform as warp
+
+    a, b, c, d, e, f = geo.transform[:6]
+    pts = [(col, row), (col + 1, row), (col, row + 1)]
+    xs = [a * x + b * y + c for x, y in pts]
+    ys = [d * x + e * y + f for x, y in pts]
+    lon, lat = warp(geo.crs, "EPSG:4326", xs, ys)
+    r = 6371008.8
+    k = math.cos(math.radians(lat[0]))
+    vx = (math.radians(lon[1] - lon[0]) * r * k, math.radians(lat[1] - lat[0]) * r)
+    vy = (math.radians(lon[2] - lon[0]) * r * k, math.radians(lat[2] - lat[0]) * r)
+    return abs(vx[0] * vy[1] - vx[1] * vy[0])
+
+
 def latlng_to_pixel(lat, lng, info: RasterInfo) -> tuple[np.ndarray, np.ndarray]:
     """Map ``(lat, lng)`` -> continuous pixel ``(row, col)`` arrays; exact inverse of :func:`pixel_to_latlng`."""
     lat, lng = _as_arrays(lat, lng)

@@ -1,7 +1,6 @@
 """Predicting an analyst's region of a workspace scene, with class areas in km² (or pixels)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from seghz.data.io import read_image
 from seghz.errors import RegionError
+from seghz.geo.tiles import pixel_area_m2
 from seghz.infer.engine import TTA_MODES, Predictor, tta_views
 from seghz.store import Scene, Workspace
 
@@ -46,24 +46,6 @@ def resolve_tta(tta: str | Sequence[str]) -> tuple[str, tuple[str, ...]]:
     if isinstance(tta, str):
         return (tta if tta in TTA_MODES else "custom"), names
     return "custom", names
-
-
-def pixel_area_m2(scene: Scene, row: float, col: float) -> float | None:
-    """Ground area of one pixel near (row, col) in m², or None for pixel-space scenes."""
-    if scene.crs is None or scene.transform is None:
-        return None
-    from rasterio.warp import transform as warp
-
-    a, b, c, d, e, f = scene.transform
-    pts = [(col, row), (col + 1, row), (col, row + 1)]
-    xs = [a * x + b * y + c for x, y in pts]
-    ys = [d * x + e * y + f for x, y in pts]
-    lon, lat = warp(scene.crs, "EPSG:4326", xs, ys)
-    r = 6371008.8
-    k = math.cos(math.radians(lat[0]))
-    vx = (math.radians(lon[1] - lon[0]) * r * k, math.radians(lat[1] - lat[0]) * r)
-    vy = (math.radians(lon[2] - lon[0]) * r * k, math.radians(lat[2] - lat[0]) * r)
-    return abs(vx[0] * vy[1] - vx[1] * vy[0])
 
 
 def check_window(scene: Scene, window: tuple[int, int, int, int], max_pixels: int = MAX_REGION_PIXELS) -> tuple[int, int, int, int]:

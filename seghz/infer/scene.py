@@ -41,15 +41,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from seghz.classes import Scheme, get_scheme, scheme_names
 from seghz.data.io import TIFF_EXT, atomic_write_bytes, raster_info, read_image, write_rgb
 from seghz.errors import BadInputError, SegHZError
+from seghz.geo.tiles import pixel_area_m2
 from seghz.infer.engine import Cancelled, Predictor, shard_rows
-from seghz.infer.region import class_areas, pixel_area_m2, window_transform
+from seghz.infer.region import class_areas, window_transform
 
 PNG_MAX_SIDE = 4096
 GDAL_CACHE_MB = 64  # GDAL block cache while predicting a scene (MB)
@@ -352,8 +352,7 @@ def _predict_scene(
         return summary
     try:
         counts = writer.counts
-        area = pixel_area_m2(SimpleNamespace(crs=info.crs, transform=info.transform), H / 2, W / 2) \
-            if info.georeferenced else None
+        area = pixel_area_m2(info, H / 2, W / 2)
         rows = _areas(counts, names, area)
         if areas_csv is not None:
             buf = io.StringIO()
