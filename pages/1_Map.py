@@ -30,6 +30,7 @@ from seghz.data.io import raster_info
 from seghz.data.scenes import import_imagery
 from seghz.errors import RegionError, SchemeMismatchError, SegHZError
 from seghz.evaluate import label_for_checkpoint
+from seghz.geo import vectors
 from seghz.geo.basemaps import (
     GCJ02,
     OFFLINE,
@@ -488,7 +489,7 @@ if rec:
     right.plotly_chart(fig, key="map_area_chart")
 
     stem = f"{sid}_r{r}_c{c}_{w}x{h}"
-    d1, d2, d3, _ = st.columns([1, 1, 1, 1])
+    d1, d2, d3, d4 = st.columns([1, 1, 1, 1])
     d1.download_button("Download prediction (PNG)", rgba_overlay_png(pred_shown, scheme, 1.0),
                        file_name=f"{stem}_prediction.png", mime="image/png", key="map_dl_png",
                        help="Class colours of the checkpoint's scheme; outside the region is transparent.")
@@ -498,6 +499,15 @@ if rec:
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
                        help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
                             "colour table in the scheme's colours; opens in QGIS/rasterio.")
+    d4.download_button("Download polygons (GeoJSON)",
+                       lambda: vectors.to_bytes(vectors.class_geojson(
+                           pred_shown, list(scheme.names), vectors.scene_info(scene), offset=res.window[:2],
+                           name=f"{scene.name} prediction", scene=scene.id, scheme=scheme.name)),
+                       file_name=f"{stem}_prediction.geojson", mime="application/geo+json", key="map_dl_geojson",
+                       on_click="ignore",
+                       help="One polygon per connected patch of each predicted class, following pixel edges, with "
+                            "its class and area: WGS84 on a georeferenced scene (opens in QGIS), pixel coordinates "
+                            "on a pixel-space one.")
 
 # ------------------------------------------------------------------------------------------------ big regions
 big_jobs = [j for j in ws.list_jobs(limit=30) if j.kind == "predict-region" and (j.config or {}).get("scene_id") == sid]

@@ -32,6 +32,7 @@ from seghz import drilldown, report
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
+from seghz.geo import vectors
 from seghz.labels_edit import (
     CANVAS_MODE,
     agreement,
@@ -591,6 +592,19 @@ u3.download_button("Export label (PNG)", data=export_data(sid, latest, ".png"), 
 u4.download_button("Export label (GeoTIFF)", data=export_data(sid, latest, ".tif"), file_name=f"{sid}_v{latest}.tif",
                    mime="image/tiff", key="lbl_export_tif", on_click="ignore",
                    help=f"Label version {latest} as a GeoTIFF with the scene's CRS and transform (nodata 255).")
+v1, v2, _, _ = st.columns(4)
+v1.download_button("Export corrections (GeoJSON)", data=lambda: vectors.to_bytes(vectors.corrections_geojson(ws, sid, latest)),
+                   file_name=f"{sid}_v{latest}_corrections.geojson", mime="application/geo+json",
+                   key="lbl_export_corrections", on_click="ignore",
+                   help="Every pixel relabelled, ignored or confirmed in the layers in effect at version "
+                        f"{latest}, as polygons with the action, the class and the original class, and the version, "
+                        "analyst, time, tool and reason of the edit that last touched it (WGS84 on a "
+                        "georeferenced scene, for QGIS; pixel coordinates otherwise).")
+v2.download_button("Export label polygons (GeoJSON)", data=lambda: vectors.to_bytes(vectors.label_geojson(ws, sid, latest)),
+                   file_name=f"{sid}_v{latest}_label.geojson", mime="application/geo+json",
+                   key="lbl_export_label_geojson", on_click="ignore",
+                   help=f"Label version {latest} as one polygon per connected patch of each class, following pixel "
+                        "edges, with its class and area.")
 if name_problem and not analyst_name():
     st.caption("Undo and redo act on your own edits: enter your analyst name in the sidebar.")
 show_flash("history")

@@ -529,6 +529,24 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_vectors(a) -> int:
+    from seghz.data.io import atomic_write_bytes
+    from seghz.geo import vectors
+
+    ws = _workspace(a)
+    if a.what == "corrections":
+        fc = vectors.corrections_geojson(ws, a.scene, a.version, a.min_pixels)
+    else:
+        fc = vectors.label_geojson(ws, a.scene, a.version, a.min_pixels)
+    out = Path(a.out)
+    atomic_write_bytes(out, vectors.to_bytes(fc))
+    n = len(fc["features"])
+    px = sum(f["properties"]["area_px"] for f in fc["features"])
+    print(f"wrote {n} polygon(s) covering {px:,} px ({a.what}, label version {fc['label_version']} of scene "
+          f"'{a.scene}'; coordinates {fc['coordinates']}) to {out}")
+    return 0
+
+
 def _print_verdict(v) -> None:
     from seghz import gate
 
@@ -1019,6 +1037,18 @@ def build_parser() -> argparse.ArgumentParser:
     ch = cks.add_parser("history", help="changes of the active model, newest first")
     ch.add_argument("--limit", type=int, default=20)
     ck.set_defaults(fn=cmd_checkpoints)
+
+    vx = sub.add_parser("vectors", help="a scene's label corrections (with provenance) or its label as GeoJSON "
+                                        "polygons (WGS84 on a georeferenced scene, for QGIS)")
+    vx.add_argument("--scene", required=True, help="scene id (python -m seghz info lists the workspace)")
+    vx.add_argument("--what", choices=["corrections", "label"], default="corrections",
+                    help="corrections: every pixel relabelled, ignored or confirmed, grouped by the edit that last "
+                         "touched it (action, class, original class, version, analyst, time, tool, reason); "
+                         "label: one polygon per connected patch of each class (default: corrections)")
+    vx.add_argument("--version", type=int, default=None, help="label version (default: the latest)")
+    vx.add_argument("--min-pixels", type=int, default=1, help="leave out patches smaller than this (pixels)")
+    vx.add_argument("--out", required=True, help="the .geojson file to write (atomically)")
+    vx.set_defaults(fn=cmd_vectors)
 
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)

@@ -169,3 +169,23 @@ def test_georeferenced_scene_corrections_are_wgs84(tmp_path):
     assert fc["coordinates"] == WGS84_COORDS
     (f,) = fc["features"]
     assert f["properties"]["area_m2"] == pytest.approx(16 * math.cos(math.radians(30.25)) ** 2, rel=0.01)
+
+
+def test_cli_writes_corrections_and_label_polygons(ws, tmp_path, capsys):
+    from seghz.cli import main
+
+    v1 = ws.save_label_edit("s", 0, "ana", "brush", pixels=_box(0, 4, 0, 4), values=5)
+    out = tmp_path / "c.geojson"
+    assert main(["--workspace", str(ws.root), "vectors", "--scene", "s", "--out", str(out)]) == 0
+    fc = json.loads(out.read_text())
+    assert [(f["properties"]["version"], f["properties"]["action"]) for f in fc["features"]] == [(v1, "relabel")]
+    assert "wrote 1 polygon(s) covering 16 px (corrections, label version 1" in capsys.readouterr().out
+
+    out2 = tmp_path / "l.geojson"
+    assert main(["--workspace", str(ws.root), "vectors", "--scene", "s", "--what", "label", "--version", "0",
+                 "--out", str(out2)]) == 0
+    (f,) = json.loads(out2.read_text())["features"]  # version 0: the original, all Green_land
+    assert f["properties"]["class"] == "Green_land" and f["properties"]["area_px"] == 256
+
+    assert main(["--workspace", str(ws.root), "vectors", "--scene", "nope", "--out", str(tmp_path / "x.geojson")]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "x.geojson").exists()

@@ -186,6 +186,17 @@ def corrections_geojson(ws, scene_id: str, version: int | None = None, min_pixel
                               scheme=scene.scheme, label_version=prov.version)
 
 
+def label_geojson(ws, scene_id: str, version: int | None = None, min_pixels: int = 1) -> dict:
+    """A scene's label version (None = latest) as class polygons (:func:`class_features`)."""
+    from seghz.classes import get_scheme
+
+    scene = ws.get_scene(scene_id)
+    v = ws.latest_label_version(scene_id) if version is None else int(version)
+    return class_geojson(ws.effective_label(scene_id, v), list(get_scheme(scene.scheme).names), scene_info(scene),
+                         min_pixels=min_pixels, name=f"{scene.name} label v{v}", scene=scene.id,
+                         scheme=scene.scheme, label_version=v)
+
+
 def class_geojson(mask: np.ndarray, names: Sequence[str], info, offset: tuple[int, int] = (0, 0),
                   min_pixels: int = 1, valid: np.ndarray | None = None, **meta: Any) -> dict:
     """:func:`class_features` wrapped in a FeatureCollection (``meta`` added to its members)."""

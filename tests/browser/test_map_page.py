@@ -17,6 +17,7 @@ GeoTIFF (checked with rasterio against the scene's georeference and the drawn re
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -133,6 +134,7 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
     prediction as a GeoTIFF and check its CRS and bounds against the scene's georeference and the drawn region."""
     import numpy as np
     import rasterio
+    import rasterio.warp
     from rasterio.windows import Window
     from rasterio.windows import bounds as window_bounds
 
@@ -182,5 +184,20 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
             assert (ds.height, ds.width) == (r1 - r0 + 1, c1 - c0 + 1)
             data = ds.read(1)
             assert data.size and ((data < 7) | (data == 255)).all()
+            west, south, east, north = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+
+        # the same prediction as polygons: the same pixels, class by class, inside the same bounds
+        buttons = page.locator(".st-key-map_dl_geojson").get_by_role("button")
+        with page.expect_download(timeout=60_000) as dl:
+            buttons.first.click()
+        fc = json.loads(Path(dl.value.path()).read_text())
+        assert fc["coordinates"].startswith("WGS84") and fc["features"]
+        for k in range(7):
+            px = sum(f["properties"]["area_px"] for f in fc["features"] if f["properties"]["class_index"] == k)
+            assert px == int((data == k).sum()), k
+        pts = np.array([p for f in fc["features"] for p in f["geometry"]["coordinates"][0]])
+        eps = 1e-7
+        assert west - eps <= pts[:, 0].min() and pts[:, 0].max() <= east + eps
+        assert south - eps <= pts[:, 1].min() and pts[:, 1].max() <= north + eps
     finally:
         ctx.close()

@@ -9,9 +9,11 @@ not blank. Nothing the tests assert depends on the untrained model's quality.
 """
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -247,6 +249,16 @@ def test_labels_queue_paint_save_history_undo(e2e_app, page, tmp_path):
     assert ws.latest_label_version(sid) == before + 1
     h = ws.label_history(sid)[-1]
     assert h.analyst == "E2E Analyst" and h.tool == "brush" and h.n_changed + h.n_confirmed > 0
+    # the corrections as GeoJSON: the new layer's pixels, with its provenance
+    btn = page.locator(".st-key-lbl_export_corrections").get_by_role("button")
+    btn.scroll_into_view_if_needed()
+    with page.expect_download(timeout=60_000) as dl:
+        btn.click()
+    fc = json.loads(Path(dl.value.path()).read_text())
+    mine = [f["properties"] for f in fc["features"] if f["properties"]["version"] == before + 1]
+    assert fc["label_version"] == before + 1 and mine
+    assert all(p["analyst"] == "E2E Analyst" and p["tool"] == "brush" for p in mine)
+    assert sum(p["area_px"] for p in mine) == h.n_changed + h.n_confirmed
     undo = page.locator(".st-key-lbl_undo").get_by_role("button", name=re.compile(r"^Undo my last edit")).first
     redo = page.locator(".st-key-lbl_redo").get_by_role("button", name=re.compile(r"^Redo")).first
     page.wait_for_function("() => /\\(v\\d+\\)/.test(document.querySelector('.st-key-lbl_undo button').innerText)")
