@@ -543,7 +543,7 @@ def cmd_vectors(a) -> int:
     n = len(fc["features"])
     px = sum(f["properties"]["area_px"] for f in fc["features"])
     print(f"wrote {n} polygon(s) covering {px:,} px ({a.what}, label version {fc['label_version']} of scene "
-          f"'{a.scene}'; coordinates {fc['coordinates']}) to {out}")
+          f"'{a.scene}'; coordinates {fc['coordinate_system']}) to {out}")
     return 0
 
 

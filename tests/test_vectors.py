@@ -106,7 +106,7 @@ def test_offset_and_valid_place_a_window_in_its_scene():
     valid = np.ones((4, 5), bool)
     valid[:, 3:] = False
     fc = class_geojson(win, NAMES, info, offset=(10, 20), valid=valid, scene="s")
-    assert fc["coordinates"] == PIXEL_COORDS and fc["scene"] == "s"
+    assert fc["coordinate_system"] == PIXEL_COORDS and fc["scene"] == "s"
     (f,) = fc["features"]
     xs, ys = np.array(f["geometry"]["coordinates"][0]).T
     assert (xs.min(), xs.max(), -ys.max(), -ys.min()) == (20, 23, 10, 14)  # cols 20..23, rows 10..14
@@ -137,7 +137,7 @@ def test_corrections_carry_action_classes_and_provenance_of_the_last_layer(ws):
     v3 = ws.save_label_edit("s", v2, "bo", "confirm", confirm=_box(6, 8, 0, 16))  # confirm a strip
     v4 = ws.save_label_edit("s", v3, "ana", "brush", pixels=_box(0, 2, 0, 2), values=0)  # over part of v1
     fc = corrections_geojson(ws, "s")
-    assert fc["label_version"] == v4 and fc["scheme"] == "hz7" and fc["coordinates"] == PIXEL_COORDS
+    assert fc["label_version"] == v4 and fc["scheme"] == "hz7" and fc["coordinate_system"] == PIXEL_COORDS
     rows = sorted((f["properties"]["version"], f["properties"]["action"], f["properties"]["class"],
                    f["properties"]["original_class"], f["properties"]["analyst"], f["properties"]["area_px"])
                   for f in fc["features"])
@@ -174,7 +174,7 @@ def test_georeferenced_scene_corrections_are_wgs84(tmp_path):
     w.add_scene("G", img, "hz7", label_path=lbl, split="train", scene_id="g", crs=info.crs, transform=info.transform)
     w.save_label_edit("g", 0, "ana", "brush", pixels=_box(0, 4, 0, 4), values=5)
     fc = corrections_geojson(w, "g")
-    assert fc["coordinates"] == WGS84_COORDS
+    assert fc["coordinate_system"] == WGS84_COORDS
     (f,) = fc["features"]
     assert f["properties"]["area_m2"] == pytest.approx(16 * math.cos(math.radians(30.25)) ** 2, rel=0.01)
 
@@ -197,3 +197,14 @@ def test_cli_writes_corrections_and_label_polygons(ws, tmp_path, capsys):
 
     assert main(["--workspace", str(ws.root), "vectors", "--scene", "nope", "--out", str(tmp_path / "x.geojson")]) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "x.geojson").exists()
+
+
+def test_collections_follow_rfc7946_member_rules():
+    """RFC 7946 section 7.1: a FeatureCollection carries no "coordinates", "geometry" or "properties" member."""
+    info = _pixel_info(4, 4)
+    fc = class_geojson(np.zeros((4, 4), np.uint8), NAMES, info, name="x")
+    assert not {"coordinates", "geometries", "geometry", "properties"} & set(fc)
+    for f in fc["features"]:
+        assert set(f) == {"type", "geometry", "properties"} and f["geometry"]["type"] == "Polygon"
+    with pytest.raises(ValueError, match="coordinates: GeoJSON member name"):
+        class_geojson(np.zeros((4, 4), np.uint8), NAMES, info, coordinates="pixels")

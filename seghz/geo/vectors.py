@@ -7,7 +7,8 @@ a pixel corner, so a polygon rasterised back at the scene's grid gives the same 
 * a **georeferenced** scene gives RFC 7946 GeoJSON: WGS84 ``[lng, lat]``, exterior rings counter-clockwise,
   holes clockwise; each feature's ``area_m2`` is its pixel count times the ground area of a pixel at its centre;
 * a **pixel-space** scene (no CRS) cannot be placed on Earth: positions are ``[col, -row]`` (the Map page's
-  convention), the collection says so in ``"coordinates"``, and ``area_m2`` is null.
+  convention), the collection says so in ``"coordinate_system"`` (a foreign member: RFC 7946 forbids a
+  ``"coordinates"`` member outside geometries), and ``area_m2`` is null.
 
 Two exports build on it: :func:`class_features` (one feature per connected region of each class of a mask, e.g.
 a prediction or a label version) and :func:`correction_features` (every pixel an analyst relabelled, ignored or
@@ -89,10 +90,17 @@ def group_polygons(groups: np.ndarray, valid: np.ndarray, info, offset: tuple[in
     return out
 
 
+RESERVED = frozenset({"type", "coordinates", "geometries", "geometry", "properties", "features", "bbox", "crs"})
+
+
 def feature_collection(features: list[dict], info, **meta: Any) -> dict:
-    """A GeoJSON FeatureCollection with a ``"coordinates"`` note (WGS84 or pixel) and ``meta`` members."""
+    """A GeoJSON FeatureCollection with a ``"coordinate_system"`` note (WGS84 or pixel) and ``meta`` members
+    (foreign members; none may be a GeoJSON member name such as ``coordinates``, ``geometry`` or ``properties``)."""
+    bad = sorted(RESERVED & set(meta))
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: GeoJSON member name(s), not allowed as collection metadata")
     return {"type": "FeatureCollection",
-            "coordinates": WGS84_COORDS if getattr(info, "georeferenced", False) else PIXEL_COORDS,
+            "coordinate_system": WGS84_COORDS if getattr(info, "georeferenced", False) else PIXEL_COORDS,
             **meta, "features": features}
 
 

@@ -191,7 +191,7 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
         with page.expect_download(timeout=60_000) as dl:
             buttons.first.click()
         fc = json.loads(Path(dl.value.path()).read_text())
-        assert fc["coordinates"].startswith("WGS84") and fc["features"]
+        assert fc["coordinate_system"].startswith("WGS84") and fc["features"]
         for k in range(7):
             px = sum(f["properties"]["area_px"] for f in fc["features"] if f["properties"]["class_index"] == k)
             assert px == int((data == k).sum()), k
