@@ -8,7 +8,7 @@ import numpy as np
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.evaluate import label_for_checkpoint
-from seghz.jobs.runner import ProgressReporter, register_job_kind
+from seghz.jobs.runner import JobCancelled, ProgressReporter, register_job_kind
 from seghz.store import Workspace
 from seghz.train.trainer import TrainConfig, train
 
@@ -97,6 +97,7 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     dv_train, dv_val = ws.data_version(config.get("train_split", "train")), ws.data_version(val_split)
     res = train(cfg, tr, va, out, progress=progress.update, on_metrics=on_metrics, should_cancel=should_cancel,
                 meta_extra={"job_id": job_id, "data_version": dv_train, "val_data_version": dv_val})
+    _cancel_before_registering(progress, out)
     from seghz import gate
     from seghz.models.checkpoint import read_metadata
 
@@ -116,9 +117,28 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
             "queues_reranked": reranked}
 
 
+def _cancel_before_registering(progress: ProgressReporter, out) -> None:
+    """A cancel that arrived after the last training step (during the final validation or the save) still
+    cancels the job: nothing is registered, gated or re-ranked. The file stays, as after a cancel mid-epoch."""
+    try:
+        progress.check_cancel(force=True)
+    except JobCancelled:
+        progress.log(f"cancelled after training: {out.name} stays in the workspace's checkpoints folder, not "
+                     "registered (python -m seghz checkpoints add can register it)")
+        raise
+
+
 def _rerank(ws: Workspace, checkpoint_id: str, config: dict, progress: ProgressReporter) -> list[str]:
-    """After a retrain: re-rank the saved noise queues with the new checkpoint (config ``rerank_queues``, default on)."""
+    """After a retrain or refit: re-rank the saved noise queues with the new checkpoint, only when it is now the
+    active model (auto-promoted). A candidate that is not active leaves the analyst's queues as they are: they
+    go on following the active model until someone promotes it (config ``rerank_queues``, default on)."""
     if not config.get("rerank_queues", True):
+        return []
+    active = ws.active_checkpoint()
+    if active is None or active.id != checkpoint_id:
+        progress.log("the saved noise queues stay with the active model"
+                     + (f" {active.id}" if active is not None else "")
+                     + f"; promote {checkpoint_id} and build them again to rank them with it")
         return []
     from seghz.review.queue import rerank_queues
 
@@ -214,6 +234,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id, progress=progress.update, should_cancel=should_cancel,
                      meta_extra={"job_id": job_id, "data_version": dv, "refit_source": source,
                                  "refit_scenes": sorted(corrected)})
+    _cancel_before_registering(progress, out)
     meta = read_metadata(out)
     kw = {"name": config.get("name") or f"refit {job_id[-6:]}", "parent_id": parent_id, "job_id": job_id,
           "note": f"head refit on {res.counts['corrected_used']} corrected pixels"}

@@ -114,10 +114,11 @@ class ProgressReporter:
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(f"[{stamp}] {redact_secrets(line.rstrip())}\n")
 
-    def check_cancel(self) -> None:
-        """Raise :class:`JobCancelled` when a cancel was requested (reads the index at most every 0.5 s)."""
+    def check_cancel(self, force: bool = False) -> None:
+        """Raise :class:`JobCancelled` when a cancel was requested (reads the index at most every 0.5 s, or now
+        with ``force``: before a step that cannot be taken back, such as registering a checkpoint)."""
         now = time.monotonic()
-        if not self._cancelled and now - self._last_cancel_check >= CANCEL_POLL_S:
+        if not self._cancelled and (force or now - self._last_cancel_check >= CANCEL_POLL_S):
             self._last_cancel_check = now
             self._cancelled = self.ws.cancel_requested(self.job_id)
         if self._cancelled:
