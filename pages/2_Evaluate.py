@@ -5,7 +5,6 @@ Results are cached in the workspace per (checkpoint, split, TTA, data version) a
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from seghz import compare, drilldown, report
@@ -29,7 +28,7 @@ ids = list(by_id)
 c1, c2, c3 = st.columns([3, 2, 2])
 cid = c1.selectbox(
     "Checkpoint", ids, index=ids.index(active.id) if active and active.id in by_id else 0, key="eval_checkpoint",
-    format_func=lambda i: f"{by_id[i].name} ({i})" + ("  — active" if active and i == active.id else ""),
+    format_func=lambda i: compare.checkpoint_label(by_id[i]) + ("  — active" if active and i == active.id else ""),
 )
 split = c2.radio("Split", ["val", "test", "train"], horizontal=True, key="eval_split")
 tta = c3.radio("Test-time augmentation", ["none", "d4"], horizontal=True, key="eval_tta",
@@ -98,11 +97,13 @@ def compare_section() -> None:
     entries = compare.comparison_entries(ws, sel)
     table = compare.comparison_table(entries)
     pct = st.column_config.NumberColumn(format="percent")
-    st.dataframe(table, hide_index=True, key="eval_cmp_table",
+    st.dataframe(table, hide_index=True, key="eval_cmp_table", placeholder="—",
                  column_config={c: pct for c in table.columns if c not in ("checkpoint", "note")})
-    st.caption("Scores: cached evaluations without TTA on the current labels where present, else those recorded at "
-               "training time (" + "; ".join(f"{e['checkpoint']}: val {e['val_source']}, test {e['test_source']}"
-                                             for e in entries) + "). Note = recipe keys that differ from the first.")
+    st.caption(f"**({compare.MEASURED})**: scored on this workspace's split with its current labels (cached "
+               f"evaluations without TTA; — = not evaluated yet). **({compare.RECORDED})**: the score the checkpoint "
+               "recorded when it was trained, on that run's own validation/test data, which may not be this "
+               "workspace's: do not rank checkpoints across the two kinds. Note = recipe keys that differ from the "
+               "first.")
     results = {}
     for c in sel:
         hit = compare.split_scores(ws, c, csplit)
@@ -250,17 +251,7 @@ if colors is not None:
 # ---------------------------------------------------------------------------------------------- confusion matrix
 mode = st.radio("Confusion matrix", list(report.CONFUSION_MODES), horizontal=True, key="eval_cm_mode",
                 format_func=report.CONFUSION_MODE_LABELS.get)
-cm_fig = report.confusion_figure(vres, mode, colors)
-# Streamlit reports clicks only on selectable traces, and a heatmap is not one: without this layer of invisible
-# markers on the cell centres (carrying the heatmap's hover text) clicking a cell in the browser did nothing.
-hm = cm_fig.data[0]
-n_cls = len(vres["classes"])
-cm_fig.add_trace(go.Scatter(
-    x=[j for i in range(n_cls) for j in range(n_cls)], y=[i for i in range(n_cls) for j in range(n_cls)],
-    text=[t for row in hm.text for t in row], hovertemplate=hm.hovertemplate, mode="markers",
-    marker={"size": 28, "opacity": 0, "symbol": "square"}, showlegend=False,
-))
-hm.update(hoverinfo="skip", hovertemplate=None)
+cm_fig = report.confusion_figure(vres, mode, colors, clickable=True)  # clickable: cells are selectable points
 event = st.plotly_chart(cm_fig, key="eval_cm", on_select="rerun", selection_mode="points")
 st.caption("Click a cell to drill down into it (or choose the cell below).")
 
@@ -333,9 +324,8 @@ biased = freq.loc[freq["bias"] != "", "class"].tolist()
 if biased:
     st.warning("Bias: predicted share differs from labelled share by more than "
                f"{thr:g} pp for " + ", ".join(f"**{c}** ({b})" for c, b in freq.loc[freq["bias"] != "", ["class", "bias"]].values))
-st.dataframe(freq, hide_index=True, key="eval_freq_table",
+st.dataframe(report.style_pp(freq), hide_index=True, key="eval_freq_table",  # Δ: 0.0, never -0.0
              column_config={"labelled share": pct, "predicted share": pct,
-                            "Δ (pp)": st.column_config.NumberColumn(format="%+.1f"),
                             "labelled (px)": st.column_config.NumberColumn(format="localized"),
                             "predicted (px)": st.column_config.NumberColumn(format="localized")})
 
@@ -350,9 +340,16 @@ if clicked is not None and (*clicked, view) != st.session_state.get("eval_dd_cli
     st.session_state["eval_dd_click"] = (*clicked, view)
     st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[clicked[0]], names[clicked[1]]
 cmv = np.asarray(vres["confusion"])
-if st.session_state.get("eval_dd_true") not in names or st.session_state.get("eval_dd_pred") not in names:
-    ia, ib = drilldown.largest_confusion(cmv)
-    st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = names[ia], names[ib]
+# another evaluation (checkpoint, split, TTA, view, labels): the page's own pick, or a cell without pixels there,
+# moves to the new largest confusion; an analyst's pick that still has pixels stays
+dd_sig = (cid, split, tta, view, result.get("data_version", data_version))
+dd_cur = (st.session_state.get("eval_dd_true"), st.session_state.get("eval_dd_pred"))
+a_name, b_name, dd_auto = drilldown.pick_cell(cmv, names, dd_cur, auto=st.session_state.get("eval_dd_auto"),
+                                              changed=dd_sig != st.session_state.get("eval_dd_sig"))
+if (a_name, b_name) != dd_cur:
+    st.session_state["eval_dd_true"], st.session_state["eval_dd_pred"] = a_name, b_name
+st.session_state["eval_dd_auto"] = (a_name, b_name) if dd_auto else None
+st.session_state["eval_dd_sig"] = dd_sig
 d1, d2, d3, d4 = st.columns([2, 2, 1, 1])
 a_name = d1.selectbox("True class (A)", names, key="eval_dd_true")
 b_name = d2.selectbox("Predicted class (B)", names, key="eval_dd_pred")
@@ -400,8 +397,8 @@ for i, w in enumerate(windows[:n_thumbs]):
     c_loc, c_btn = st.columns([4, 1])
     c_loc.caption("Open on map: " + drilldown.map_location(by_scene[w.scene_id], w.bbox))
     if c_btn.button("Open on map", key=f"eval_dd_map_{i}"):
-        st.session_state["map_jump"] = {"scene_id": w.scene_id, "bbox": tuple(int(v) for v in w.bbox),
-                                        "layer": "error", "why": f"{a_name} predicted as {b_name}"}
+        st.session_state["map_jump"] = drilldown.map_jump(w, checkpoint_id=cid, checkpoint_name=ck.name,
+                                                          why=f"{a_name} predicted as {b_name} by {ck.name}")
         st.switch_page("pages/1_Map.py")
 
 keys = [w.key() for w in windows]

@@ -1,7 +1,8 @@
 """Comparing checkpoints and TTA views (no Streamlit here): tables in the shape of the study's experiment tables.
 
 * :func:`recipe_diff`: the recipe keys that differ between two checkpoints (``"noise_mask=cos; epochs 5→20"``),
-  the "note" column of :func:`comparison_table` (one row per checkpoint: valid/test mIoU, fwIoU, Acc).
+  the "note" column of :func:`comparison_table` (one row per checkpoint: val/test mIoU, fwIoU, Acc measured on this
+  workspace, and apart from them those the checkpoint recorded at training on its own data).
 * :func:`class_iou_deltas` / :func:`style_deltas`: per-class IoU of each checkpoint minus the first, coloured.
 * :func:`miou_difference_table`: each checkpoint's mIoU minus the first's with a paired scene-bootstrap interval, and
   whether the split can tell them apart.
@@ -24,7 +25,7 @@ from seghz.metrics import as_float as _num
 
 # Recipe keys that do not change what a run learns (where it ran, whether it resumed, its parent's file path).
 RECIPE_IGNORED = frozenset({"device", "resume", "parent_checkpoint", "ddp", "deterministic"})
-SPLIT_COLUMNS = {"val": "valid", "test": "test"}
+SPLITS = ("val", "test")  # the splits of the comparison table, in column order
 HIGHLIGHT = (255, 0, 255)
 
 
@@ -80,24 +81,39 @@ def recipe_diff(base: Mapping | None, other: Mapping | None, ignore: Iterable[st
 # ---------------------------------------------------------------------------------------------- comparison table
 
 
+MEASURED = "this workspace"
+RECORDED = "recorded at training, its own data"
+METRIC_KEYS = {"mIoU": "miou", "fwIoU": "fwiou", "Acc": "oa"}
+
+
+def score_column(split: str, metric: str, recorded: bool = False) -> str:
+    """The comparison table's column of a split's metric, named by where the score comes from:
+    ``"val mIoU (this workspace)"`` (a cached evaluation on this workspace's split) or
+    ``"val mIoU (recorded at training, its own data)"`` (the checkpoint's metadata: its training run's own data)."""
+    return f"{split} {metric} ({RECORDED if recorded else MEASURED})"
+
+
 def comparison_table(entries: Sequence[Mapping]) -> pd.DataFrame:
     """One row per checkpoint, in the shape of the study's experiment tables.
 
-    Each entry: ``{"checkpoint": label, "recipe": dict, "val": scores|None, "test": scores|None}`` where scores
-    hold ``miou``/``fwiou``/``oa`` (an evaluation result or the checkpoint's recorded metrics). Columns:
-    ``checkpoint, valid mIoU, valid fwIoU, valid Acc, test mIoU, test fwIoU, test Acc, note``; ``note`` is
-    ``baseline`` for the first row, else the :func:`recipe_diff` against the first (``same recipe`` when equal,
-    ``recipe unknown`` when either recipe is missing).
+    Each entry: ``{"checkpoint": label, "recipe": dict, "val": scores|None, "test": scores|None,
+    "val_recorded": scores|None, "test_recorded": scores|None}`` where scores hold ``miou``/``fwiou``/``oa``;
+    ``val``/``test`` are evaluations on this workspace's splits, ``*_recorded`` the scores the checkpoint recorded at
+    training time (on whatever data it was trained with). The two kinds never share a column: ``checkpoint``, then
+    ``val|test mIoU|fwIoU|Acc (this workspace)`` (always), then ``val|test mIoU|fwIoU|Acc (recorded at training, its
+    own data)`` (a split's three only when some checkpoint recorded scores for it), then ``note``: ``baseline`` for the
+    first row, else the :func:`recipe_diff` against the first (``same recipe`` when equal, ``recipe unknown`` when
+    either recipe is missing). Missing scores are NaN.
     """
     rows = []
     base = entries[0].get("recipe") if entries else None
     for i, e in enumerate(entries):
         row: dict[str, Any] = {"checkpoint": e["checkpoint"]}
-        for split, col in SPLIT_COLUMNS.items():
-            sc = e.get(split) or {}
-            row[f"{col} mIoU"] = _num(sc.get("miou"))
-            row[f"{col} fwIoU"] = _num(sc.get("fwiou"))
-            row[f"{col} Acc"] = _num(sc.get("oa"))
+        for recorded in (False, True):
+            for split in SPLITS:
+                sc = e.get(f"{split}_recorded" if recorded else split) or {}
+                for metric, key in METRIC_KEYS.items():
+                    row[score_column(split, metric, recorded)] = _num(sc.get(key))
         if i == 0:
             note = "baseline"
         elif not base or not e.get("recipe"):
@@ -106,11 +122,13 @@ def comparison_table(entries: Sequence[Mapping]) -> pd.DataFrame:
             note = recipe_diff(base, e["recipe"]) or "same recipe"
         row["note"] = note
         rows.append(row)
-    cols = ["checkpoint", *(f"{c} {m}" for c in SPLIT_COLUMNS.values() for m in ("mIoU", "fwIoU", "Acc")), "note"]
-    df = pd.DataFrame(rows, columns=cols)
-    for c in cols[1:-1]:
+    scores_cols = [score_column(s, m, rec) for rec in (False, True) for s in SPLITS for m in METRIC_KEYS]
+    df = pd.DataFrame(rows, columns=["checkpoint", *scores_cols, "note"])
+    for c in scores_cols:
         df[c] = df[c].astype("float64")
-    return df
+    empty = [score_column(s, m, True) for s in SPLITS for m in METRIC_KEYS
+             if df[[score_column(s, k, True) for k in METRIC_KEYS]].isna().all().all()]
+    return df.drop(columns=empty)
 
 
 def recorded_scores(metrics: Mapping | None, split: str) -> dict | None:
@@ -122,8 +140,9 @@ def recorded_scores(metrics: Mapping | None, split: str) -> dict | None:
 
 
 def checkpoint_label(ck: Any) -> str:
-    """How a checkpoint is named in the comparison tables: ``name (id)``."""
-    return f"{ck.name} ({ck.id})"
+    """How a checkpoint is named in the comparison tables: ``name (id)``, or the id alone when the name is it."""
+    name, cid = str(getattr(ck, "name", "") or ""), str(ck.id)
+    return cid if not name.strip() or name == cid else f"{name} ({cid})"
 
 
 def split_scores(ws: Any, checkpoint_id: str, split: str) -> tuple[dict | None, str]:
@@ -139,14 +158,19 @@ def split_scores(ws: Any, checkpoint_id: str, split: str) -> tuple[dict | None, 
 
 
 def comparison_entries(ws: Any, checkpoint_ids: Sequence[str]) -> list[dict]:
-    """The entries of :func:`comparison_table` for registered checkpoints (first = baseline), from the
-    workspace's evaluation cache or the checkpoints' recorded scores."""
+    """The entries of :func:`comparison_table` for registered checkpoints (first = baseline): ``val``/``test`` from
+    the workspace's evaluation cache (no TTA, current labels; None when not evaluated), ``val_recorded`` /
+    ``test_recorded`` from the checkpoints' recorded scores (None when they recorded none)."""
+    from seghz.evaluate import cached_evaluation
+
     out = []
     for cid in checkpoint_ids:
         ck = ws.get_checkpoint(cid)
         e: dict[str, Any] = {"checkpoint": checkpoint_label(ck), "id": cid, "recipe": ck.recipe}
-        for split in SPLIT_COLUMNS:
-            e[split], e[f"{split}_source"] = split_scores(ws, cid, split)
+        for split in SPLITS:
+            hit = cached_evaluation(ws, cid, split, "none")
+            e[split] = None if hit is None else hit.result
+            e[f"{split}_recorded"] = recorded_scores(ck.metrics, split)
         out.append(e)
     return out
 
@@ -421,6 +445,7 @@ __all__ = [
     "recipe_diff",
     "recorded_scores",
     "region_bbox",
+    "score_column",
     "split_scores",
     "style_deltas",
     "tta_report",

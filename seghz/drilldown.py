@@ -356,7 +356,7 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 
 
 __all__ = [
-    "largest_confusion", "pending_reviews", "set_review_status",
+    "largest_confusion", "map_jump", "pending_reviews", "pick_cell", "set_review_status",
     "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
     "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
     "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",
@@ -370,3 +370,30 @@ def largest_confusion(cm: np.ndarray) -> tuple[int, int]:
     np.fill_diagonal(off, -1)
     ia, ib = np.unravel_index(int(np.argmax(off)), off.shape)
     return int(ia), int(ib)
+
+
+def pick_cell(cm: np.ndarray, names: Sequence[str], current: tuple[Any, Any], auto: tuple[Any, Any] | None = None,
+              changed: bool = False) -> tuple[str, str, bool]:
+    """The drill-down cell ``(true class, predicted class, picked automatically)`` to show for a confusion matrix.
+
+    ``current`` is the cell shown so far (class names, or None), ``auto`` the cell the page last picked itself and
+    ``changed`` whether the evaluation (checkpoint, split, TTA, scheme view, labels) changed since. The largest
+    off-diagonal cell (:func:`largest_confusion`) is picked when there is no valid current cell, and, after a change,
+    in place of an automatic pick or of a cell without pixels in the new matrix; an analyst's own pick that still has
+    pixels is kept.
+    """
+    names = list(names)
+    a, b = current
+    if a in names and b in names:
+        mine = auto is None or (a, b) != tuple(auto)
+        if not changed or (mine and np.asarray(cm)[names.index(a), names.index(b)] > 0):
+            return a, b, not mine
+    ia, ib = largest_confusion(cm)
+    return names[ia], names[ib], True
+
+
+def map_jump(window: Window, *, checkpoint_id: str, checkpoint_name: str = "", why: str = "") -> dict:
+    """The Map page's "open on map" request for a drill-down window: the scene, the window's bbox, the error layer
+    on, and the checkpoint whose errors these are (the Map page predicts the region with it, not the active one)."""
+    return {"scene_id": window.scene_id, "bbox": tuple(int(v) for v in window.bbox), "layer": "error", "why": why,
+            "checkpoint_id": checkpoint_id, "checkpoint_name": checkpoint_name or checkpoint_id}

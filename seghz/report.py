@@ -75,36 +75,68 @@ def color_chip_label(name: str, color: str | None) -> str:
     return n if not color else f"<span style='color:{color}'>■</span> {n}"
 
 
-def confusion_figure(result: dict, mode: str = "counts", colors: Sequence[str] | None = None) -> go.Figure:
+def share_text(share: float, count: float, total: float) -> str:
+    """A share of a confusion row/column as the matrix shows it (``"12.3%"``), never ``"0.0%"`` for a cell that
+    has pixels (``"<0.1%"``) nor ``"100.0%"`` for one that is not the whole row/column (``">99.9%"``)."""
+    txt = f"{100 * share:.1f}%"
+    if count > 0 and txt == "0.0%":
+        return "<0.1%"
+    if count < total and txt == "100.0%":
+        return ">99.9%"
+    return txt
+
+
+def confusion_figure(result: dict, mode: str = "counts", colors: Sequence[str] | None = None,
+                     clickable: bool = False) -> go.Figure:
     """Heatmap of an evaluation's confusion matrix; classes in scheme order on both axes, each tick
-    label led by a square in the class colour. Rows (y) = label, columns (x) = prediction."""
+    label led by a square in the class colour. Rows (y) = label, columns (x) = prediction.
+
+    Cells show pixel counts or the share of the row/column (:func:`share_text`); the hover names both classes and
+    gives the pixel count and the share. ``clickable`` adds a layer of invisible markers on the cell centres
+    carrying the hover (the heatmap's own is then off): Streamlit reports clicks only on selectable traces, and a
+    heatmap is not one, so without it clicking a cell in the browser did nothing."""
     names = list(result["classes"])
     cm = np.asarray(result["confusion"], np.float64)
     z = normalize_confusion(cm, mode)
     cols = _colors(len(names), colors)
     ticks = [color_chip_label(n, c) for n, c in zip(names, cols)]
+    rows, columns = cm.sum(1), cm.sum(0)
+    esc = [html.escape(str(n)) for n in names]
+    n = len(names)
     if mode == "counts":
         text = [[f"{int(v):,}" for v in row] for row in cm]
-        hover = "label %{y}<br>predicted %{x}<br>%{text} px<extra></extra>"
+        hover = [[f"label {esc[i]}<br>predicted {esc[j]}<br>{int(cm[i, j]):,} px"
+                  + (f" ({share_text(cm[i, j] / rows[i], cm[i, j], rows[i])} of the label row)" if rows[i] > 0 else "")
+                  for j in range(n)] for i in range(n)]
         cbar = "pixels"
     else:
-        text = [[f"{100 * v:.1f}%" for v in row] for row in z]
-        what = "share of label row" if mode == "recall" else "share of prediction column"
-        hover = "label %{y}<br>predicted %{x}<br>%{text} (" + what + ")<extra></extra>"
+        total = rows[:, None] if mode == "recall" else columns[None, :]
+        total = np.broadcast_to(total, cm.shape)
+        what = "of the label row" if mode == "recall" else "of the prediction column"
+        text = [[share_text(z[i, j], cm[i, j], total[i, j]) for j in range(n)] for i in range(n)]
+        hover = [[f"label {esc[i]}<br>predicted {esc[j]}<br>{text[i][j]} {what}<br>"
+                  f"{int(cm[i, j]):,} of {int(total[i, j]):,} px" for j in range(n)] for i in range(n)]
         cbar = "share"
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=list(range(len(names))), y=list(range(len(names))), text=text, texttemplate="%{text}",
-            hovertemplate=hover, colorscale="Blues", colorbar={"title": {"text": cbar}},
+            z=z, x=list(range(n)), y=list(range(n)), text=text, texttemplate="%{text}", customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>", colorscale="Blues", colorbar={"title": {"text": cbar}},
             zmin=0, zmax=(None if mode == "counts" else 1.0),
         )
     )
-    axis = {"tickmode": "array", "tickvals": list(range(len(names))), "ticktext": ticks}
+    if clickable:
+        fig.add_trace(go.Scatter(
+            x=[j for i in range(n) for j in range(n)], y=[i for i in range(n) for j in range(n)],
+            customdata=[hover[i][j] for i in range(n) for j in range(n)], hovertemplate="%{customdata}<extra></extra>",
+            mode="markers", marker={"size": 28, "opacity": 0, "symbol": "square"}, showlegend=False,
+        ))
+        fig.data[0].update(hoverinfo="skip", hovertemplate=None)
+    axis = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": ticks}
     fig.update_xaxes(title_text="predicted class", side="bottom", **axis)
     fig.update_yaxes(title_text="label (ground truth)", autorange="reversed", **axis)
     fig.update_layout(
         title=f"Confusion matrix — {CONFUSION_MODE_LABELS.get(mode, mode)}",
-        height=max(380, 60 + 42 * len(names)), margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=max(380, 60 + 42 * n), margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
 
@@ -287,6 +319,22 @@ def frequency_table(result: dict, threshold: float = BIAS_THRESHOLD, scene: str 
         "class": names, "labelled share": fl, "predicted share": fp, "Δ (pp)": delta * 100,
         "labelled (px)": cm.sum(1).astype(np.int64), "predicted (px)": cm.sum(0).astype(np.int64), "bias": flag,
     })
+
+
+def fmt_pp(v: Any, digits: int = 1) -> str:
+    """A signed difference in percentage points as shown: ``+1.2``, ``-3.4``, and ``0.0`` (no sign) for anything
+    that rounds to zero (never ``-0.0``); None/NaN -> ``"–"``."""
+    f = _num(v)
+    if f is None:
+        return "–"
+    txt = f"{f:+.{digits}f}"
+    return txt[1:] if float(txt) == 0 else txt
+
+
+def style_pp(df: pd.DataFrame, columns: Sequence[str] = ("Δ (pp)",)):
+    """A pandas Styler showing the ``columns`` (signed percentage points) through :func:`fmt_pp`. Give these
+    columns no number format in Streamlit's column_config: a column format there overrides the Styler's text."""
+    return df.style.format({c: fmt_pp for c in columns if c in df.columns})
 
 
 def biased_classes(result: dict, threshold: float = BIAS_THRESHOLD) -> list[str]:
@@ -523,6 +571,7 @@ __all__ = [
     "confusion_figure",
     "fmt_duration",
     "fmt_pct",
+    "fmt_pp",
     "frequency_figure",
     "frequency_table",
     "headline",
@@ -534,6 +583,8 @@ __all__ = [
     "per_class_iou_table",
     "per_class_table",
     "per_scene_table",
+    "share_text",
+    "style_pp",
     "summary_table",
     "training_curves_figure",
 ]

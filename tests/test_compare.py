@@ -2,6 +2,8 @@
 (on a tiny model and a 64 px synthetic scene), plus the evaluation cache's TTA keys and label invalidation."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -37,11 +39,38 @@ def test_comparison_table_shape_and_notes():
         {"checkpoint": "D", "recipe": {}, "val": None, "test": None},
     ]
     df = compare.comparison_table(entries)
-    assert list(df.columns) == ["checkpoint", "valid mIoU", "valid fwIoU", "valid Acc", "test mIoU", "test fwIoU",
-                                "test Acc", "note"]
+    assert list(df.columns) == ["checkpoint", "val mIoU (this workspace)", "val fwIoU (this workspace)",
+                                "val Acc (this workspace)", "test mIoU (this workspace)", "test fwIoU (this workspace)",
+                                "test Acc (this workspace)", "note"]  # nothing recorded: no recorded columns
     assert len(df) == 4 and list(df["checkpoint"]) == ["A", "B", "C", "D"]
     assert list(df["note"]) == ["baseline", "epochs 5→20; noise_mask=cos", "same recipe", "recipe unknown"]
-    assert df.loc[1, "test mIoU"] == 0.4 and np.isnan(df.loc[0, "test mIoU"]) and df.loc[0, "valid Acc"] == 0.7
+    assert df.loc[1, "test mIoU (this workspace)"] == 0.4 and np.isnan(df.loc[0, "test mIoU (this workspace)"])
+    assert df.loc[0, "val Acc (this workspace)"] == 0.7
+
+
+def test_comparison_table_never_mixes_measured_and_recorded_scores():
+    """A score measured on this workspace's split and one a checkpoint recorded at training (on its own data) are
+    different things: they go in different columns, and a missing one stays missing (NaN), never filled by the other."""
+    entries = [
+        {"checkpoint": "demo_hz7", "recipe": {}, "val": {"miou": 0.9619, "fwiou": 0.97, "oa": 0.98}, "test": None,
+         "val_recorded": None, "test_recorded": None},
+        {"checkpoint": "gid15 (gid15_hz7)", "recipe": {}, "val": None, "test": None,
+         "val_recorded": {"miou": 0.8206, "fwiou": 0.85, "oa": 0.9}, "test_recorded": None},
+    ]
+    df = compare.comparison_table(entries)
+    measured, recorded = "val mIoU (this workspace)", "val mIoU (recorded at training, its own data)"
+    assert list(df.columns) == ["checkpoint", measured, "val fwIoU (this workspace)", "val Acc (this workspace)",
+                                "test mIoU (this workspace)", "test fwIoU (this workspace)", "test Acc (this workspace)",
+                                recorded, "val fwIoU (recorded at training, its own data)",
+                                "val Acc (recorded at training, its own data)", "note"]
+    assert df.loc[0, measured] == 0.9619 and np.isnan(df.loc[1, measured])
+    assert np.isnan(df.loc[0, recorded]) and df.loc[1, recorded] == 0.8206
+    assert compare.score_column("test", "Acc", recorded=True) == "test Acc (recorded at training, its own data)"
+    assert "None" not in df.to_csv(index=False)  # missing scores are empty, not the text None
+    # the label shows a checkpoint's id once when its name is the id
+    assert compare.checkpoint_label(SimpleNamespace(id="demo_hz7", name="demo_hz7")) == "demo_hz7"
+    assert compare.checkpoint_label(SimpleNamespace(id="gid15_hz7", name="gid15")) == "gid15 (gid15_hz7)"
+    assert compare.checkpoint_label(SimpleNamespace(id="x1", name="")) == "x1"
 
 
 def test_recorded_scores():
@@ -228,19 +257,24 @@ def test_cached_evaluation_is_invalidated_when_labels_change(tiny_ws, predictor)
     assert cached_evaluation(tiny_ws, "tiny", "val").result == second
 
 
-def test_comparison_entries_use_cache_then_recorded_scores(tiny_ws, predictor):
+def test_comparison_entries_keep_evaluated_and_recorded_scores_apart(tiny_ws, predictor):
     entries = compare.comparison_entries(tiny_ws, ["tiny", "tiny2"])
-    assert [e["val_source"] for e in entries] == ["recorded", "recorded"]
-    assert [e["test_source"] for e in entries] == ["missing", "missing"]
+    assert [e["val"] for e in entries] == [None, None] and [e["test"] for e in entries] == [None, None]
+    assert [e["val_recorded"]["miou"] for e in entries] == [0.5, 0.5]
+    assert [e["test_recorded"] for e in entries] == [None, None]
     assert compare.missing_evaluations(tiny_ws, ["tiny", "tiny2"], "val") == ["tiny", "tiny2"]
     res = evaluate_split(tiny_ws, "tiny", "val", predictor=predictor)
     entries = compare.comparison_entries(tiny_ws, ["tiny", "tiny2"])
-    assert entries[0]["val_source"] == "evaluated" and entries[0]["val"]["miou"] == res["miou"]
+    assert entries[0]["val"]["miou"] == res["miou"] and entries[1]["val"] is None
+    assert entries[0]["val_recorded"]["miou"] == 0.5  # still there, apart from the evaluation
     assert compare.missing_evaluations(tiny_ws, ["tiny", "tiny2"], "val") == ["tiny2"]
     df = compare.comparison_table(entries)
     assert df["note"].tolist() == ["baseline", "epochs 5→20; noise_mask none→cos"]
-    assert df.loc[0, "valid mIoU"] == pytest.approx(res["miou"]) and df.loc[1, "valid mIoU"] == 0.5
-    assert df["checkpoint"].tolist() == ["tiny (tiny)", "tiny two (tiny2)"]
+    assert df.loc[0, "val mIoU (this workspace)"] == pytest.approx(res["miou"])
+    assert np.isnan(df.loc[1, "val mIoU (this workspace)"])  # not evaluated here: empty, not the recorded 0.5
+    assert df["val mIoU (recorded at training, its own data)"].tolist() == [0.5, 0.5]
+    assert "test mIoU (recorded at training, its own data)" not in df.columns
+    assert df["checkpoint"].tolist() == ["tiny", "tiny two (tiny2)"]
 
 
 def test_common_scheme_crosswalks_the_finer_prediction():

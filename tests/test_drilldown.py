@@ -191,3 +191,43 @@ def test_largest_confusion_skips_the_diagonal():
 
     cm = np.array([[90, 3, 1], [7, 80, 2], [0, 5, 70]])
     assert largest_confusion(cm) == (1, 0)
+
+
+def test_pick_cell_follows_a_new_evaluation():
+    """The drill-down cell when the evaluation changes (another checkpoint, split, TTA, view): the page's own pick and
+    a cell without pixels move to the new largest confusion; an analyst's pick with pixels stays."""
+    names = ["Water", "Road", "Forest", "Field"]
+    old = np.diag([50, 50, 50, 50])
+    old[3, 1] = 40  # Field -> Road, the old largest
+    old[0, 2] = 5
+    new = np.diag([50, 50, 50, 50])
+    new[2, 0] = 30  # Forest -> Water, the new largest; Field -> Road has no pixels in the new matrix
+    new[0, 2] = 7
+    assert dd.pick_cell(old, names, (None, None)) == ("Field", "Road", True)  # first visit: the largest
+    # same evaluation: whatever is shown stays (an empty cell the analyst chose too)
+    assert dd.pick_cell(old, names, ("Field", "Road"), auto=("Field", "Road")) == ("Field", "Road", True)
+    assert dd.pick_cell(old, names, ("Road", "Water"), auto=("Field", "Road")) == ("Road", "Water", False)
+    # another evaluation: the automatic pick follows, although it may still have pixels
+    assert dd.pick_cell(new, names, ("Field", "Road"), auto=("Field", "Road"), changed=True) == ("Forest", "Water", True)
+    new_with = new.copy()
+    new_with[3, 1] = 3
+    assert dd.pick_cell(new_with, names, ("Field", "Road"), auto=("Field", "Road"), changed=True) == \
+        ("Forest", "Water", True)
+    # the analyst's pick: kept where it has pixels, replaced where it has none
+    assert dd.pick_cell(new, names, ("Water", "Forest"), auto=("Field", "Road"), changed=True) == \
+        ("Water", "Forest", False)
+    assert dd.pick_cell(new, names, ("Road", "Water"), auto=("Field", "Road"), changed=True) == ("Forest", "Water", True)
+    assert dd.pick_cell(new, names, ("Field", "Road"), auto=None, changed=True) == ("Forest", "Water", True)
+    # classes of another scheme view: the largest
+    assert dd.pick_cell(new, names, ("Buildings", "Road"), auto=None) == ("Forest", "Water", True)
+
+
+def test_map_jump_carries_the_evaluated_checkpoint():
+    w = dd.Window("s1", (np.int64(0), 256, 256, 512), 36756)
+    jump = dd.map_jump(w, checkpoint_id="gid15_hz7_unet_lite0", checkpoint_name="gid15 unet",
+                       why="Forest predicted as Green_land")
+    assert jump == {"scene_id": "s1", "bbox": (0, 256, 256, 512), "layer": "error",
+                    "why": "Forest predicted as Green_land", "checkpoint_id": "gid15_hz7_unet_lite0",
+                    "checkpoint_name": "gid15 unet"}
+    assert all(type(v) is int for v in jump["bbox"])
+    assert dd.map_jump(w, checkpoint_id="x")["checkpoint_name"] == "x"

@@ -47,6 +47,11 @@ def _frames(at: AppTest, key: str) -> list:
     return out
 
 
+def _element(at: AppTest, key: str):
+    (el,) = [d for d in at.dataframe if FRAME_COLUMNS[key] in getattr(d.value, "data", d.value).columns]
+    return el
+
+
 def _frame(at: AppTest, key: str):
     frames = _frames(at, key)
     assert len(frames) == 1, (key, len(frames), [e.value for e in at.error])
@@ -63,11 +68,16 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     at.multiselect(key="eval_cmp_sel").set_value(["cmp-a", "cmp-b"]).run()
     assert_ok(at)
     table = _frame(at, "eval_cmp_table")
-    assert list(table.columns) == ["checkpoint", "valid mIoU", "valid fwIoU", "valid Acc", "test mIoU", "test fwIoU",
-                                   "test Acc", "note"]
-    assert table["checkpoint"].tolist() == ["cmp-a (cmp-a)", "cmp-b (cmp-b)"]
+    here = [f"{s} {m} (this workspace)" for s in ("val", "test") for m in ("mIoU", "fwIoU", "Acc")]
+    then = [f"val {m} (recorded at training, its own data)" for m in ("mIoU", "fwIoU", "Acc")]
+    assert list(table.columns) == ["checkpoint", *here, *then, "note"]
+    assert table["checkpoint"].tolist() == ["cmp-a", "cmp-b"]  # name = id: shown once
     assert table["note"].tolist() == ["baseline", "epochs 5→20; noise_mask none→cos"]
-    assert table["valid mIoU"].tolist() == [0.5, 0.5]  # recorded at training time (the metadata)
+    # not evaluated here yet: the workspace columns are empty, the scores recorded at training (the metadata) apart
+    assert table[here].isna().all().all()
+    assert table[then[0]].tolist() == [0.5, 0.5]
+    assert _element(at, "eval_cmp_table").proto.placeholder == "—"  # missing scores show "—", not "None"
+    assert "do not rank checkpoints across the two kinds" in texts(at)
     assert not _frames(at, "eval_cmp_deltas")
 
     at.button(key="eval_cmp_run").click().run()  # evaluate the missing ones on val
@@ -75,15 +85,17 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     ev = {c: ws.list_evaluations(c) for c in ("cmp-a", "cmp-b")}
     assert all(len(v) == 1 and v[0].split == "val" and v[0].result["tta"] == "none" for v in ev.values())
     table = _frame(at, "eval_cmp_table")
-    assert table["valid mIoU"].tolist() == pytest.approx([ev["cmp-a"][0].result["miou"], ev["cmp-b"][0].result["miou"]])
+    assert table["val mIoU (this workspace)"].tolist() == pytest.approx([ev["cmp-a"][0].result["miou"],
+                                                                         ev["cmp-b"][0].result["miou"]])
+    assert table[then[0]].tolist() == [0.5, 0.5]  # still apart
     deltas = _frame(at, "eval_cmp_deltas")
-    assert list(deltas.columns) == ["class", "cmp-a (cmp-a) IoU", "Δ cmp-b (cmp-b) (pp)", "cmp-b (cmp-b): 95 % (pp)"]
+    assert list(deltas.columns) == ["class", "cmp-a IoU", "Δ cmp-b (pp)", "cmp-b: 95 % (pp)"]
     assert len(deltas) == HZ7.num_classes
-    assert set(deltas["cmp-b (cmp-b): 95 % (pp)"]) == {"–"}  # one val scene: no per-class interval
+    assert set(deltas["cmp-b: 95 % (pp)"]) == {"–"}  # one val scene: no per-class interval
     sure = _frame(at, "eval_cmp_sure")  # the mIoU difference with its scene-bootstrap interval
     n_val = len([s for s in ws.list_scenes("val") if s.label_path])
     assert n_val == 1  # the prepared workspace's one val scene: the table says why there is no interval
-    assert sure["checkpoint"].tolist() == ["cmp-b (cmp-b)"] and sure["scenes"].tolist() == [1]
+    assert sure["checkpoint"].tolist() == ["cmp-b"] and sure["scenes"].tolist() == [1]
     assert sure["verdict"].tolist() == ["fewer than 2 common scenes"] and sure["Δ mIoU (pp)"].isna().all()
 
     # changed pixels between the two on the val scene

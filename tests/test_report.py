@@ -236,3 +236,43 @@ def test_job_time_left_follows_the_pace_so_far_and_stays_quiet_when_it_cannot_kn
     just = datetime(2024, 1, 1, 0, 0, 12, tzinfo=timezone.utc)  # 2 s in: start-up dominates
     assert report.job_time_left_s(FakeJob("q", progress=0.5), just) is None
     assert report.job_time_left_s(FakeJob("q", progress=None), now) is None
+
+
+def test_normalised_confusion_never_shows_zero_for_a_cell_with_pixels_and_hovers_the_count():
+    names = ["Water", "Road", "Forest"]
+    cm = np.array([[99_988, 12, 0], [0, 500, 500], [0, 0, 0]])
+    r = scores(cm, names)
+    assert report.share_text(12 / 100_000, 12, 100_000) == "<0.1%"
+    assert report.share_text(99_988 / 100_000, 99_988, 100_000) == ">99.9%"
+    assert report.share_text(0.0, 0, 100_000) == "0.0%" and report.share_text(1.0, 5, 5) == "100.0%"
+    assert report.share_text(0.5, 500, 1000) == "50.0%"
+    fig = report.confusion_figure(r, "recall")
+    hm = fig.data[0]
+    assert [list(row) for row in hm.text] == [[">99.9%", "<0.1%", "0.0%"], ["0.0%", "50.0%", "50.0%"],
+                                              ["0.0%", "0.0%", "0.0%"]]
+    hover = hm.customdata[0][1]  # the hover names both classes and gives the share and the pixels
+    assert hover == "label Water<br>predicted Road<br><0.1% of the label row<br>12 of 100,000 px"
+    assert hm.hovertemplate == "%{customdata}<extra></extra>"
+    prec = report.confusion_figure(r, "precision").data[0]
+    assert prec.text[0][1] == "2.3%" and "of the prediction column<br>12 of 512 px" in prec.customdata[0][1]
+    counts = report.confusion_figure(r, "counts").data[0]
+    assert counts.text[0][1] == "12" and counts.customdata[0][1] == \
+        "label Water<br>predicted Road<br>12 px (<0.1% of the label row)"
+    assert counts.customdata[2][2] == "label Forest<br>predicted Forest<br>0 px"  # an empty row: no share
+    # clickable: invisible markers on the cell centres carry the same hover, the heatmap's own is off
+    fig = report.confusion_figure(r, "recall", clickable=True)
+    hm, pts = fig.data
+    assert pts.type == "scatter" and list(pts.x) == [0, 1, 2] * 3 and list(pts.y) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert pts.customdata[1] == hover and pts.hovertemplate == "%{customdata}<extra></extra>"
+    assert hm.hoverinfo == "skip" and hm.hovertemplate is None
+
+
+def test_frequency_delta_rounding_to_zero_shows_no_minus_sign():
+    assert [report.fmt_pp(v) for v in (-0.04, -0.0, 0.0, 0.04, 0.05, -0.06, 12.345, -3.0, None, float("nan"))] == \
+        ["0.0", "0.0", "0.0", "0.0", "+0.1", "-0.1", "+12.3", "-3.0", "–", "–"]
+    cm = np.array([[100_000, 3], [0, 50_000]])  # Water labelled 100,003, predicted 100,000: Δ -0.002 pp
+    df = report.frequency_table(scores(cm, ["Water", "Road"]))
+    assert -0.05 < df.loc[0, "Δ (pp)"] < 0
+    shown = report.style_pp(df).to_html()
+    assert "-0.0" not in shown and ">0.0<" in shown
+    assert report.style_pp(df).data is df  # the numbers stay numbers
