@@ -60,7 +60,6 @@ from seghz.geo.regions import (
 )
 from seghz.geo.tiles import (
     build_pyramid,
-    geojson_to_pixel_window,
     pixel_to_latlng,
     region_overlay,
     rgba_overlay_png,
@@ -77,6 +76,7 @@ from seghz.infer.region import (
     MAX_REGION_PIXELS,
     check_window,
     class_areas,
+    drawn_window,
     predict_region,
     region_geotiff,
     too_big_window,
@@ -254,11 +254,13 @@ if pending and pending.get("scene_id") == sid:
         jw = bbox_to_window(tuple(pending["bbox"]), scene.height, scene.width)
         regions[sid] = window_to_geojson(jw, info)
         focus[sid] = jw
-        ss["map_autopredict"] = True
+        jck = pending.get("checkpoint_id")  # from an evaluation: predict with the checkpoint evaluated there
+        ss["map_autopredict"] = jck or True
         ss.setdefault("map_jump_msg", {})[sid] = (
             f"Opened at rows {jw[0]}–{jw[0] + jw[2] - 1}, columns {jw[1]}–{jw[1] + jw[3] - 1}"
             + (f" ({pending['why']})" if pending.get("why") else "")
-            + "; the region is predicted with the active model"
+            + (f"; the region is predicted with **{pending.get('checkpoint_name') or jck}** (`{jck}`), the "
+               "evaluated checkpoint" if jck else "; the region is predicted with the active model")
             + (" and the error layer is on." if pending.get("layer") == "error" else "."))
     except RegionError as e:
         st.error(f"Cannot open that place on the map: {e}")
@@ -385,7 +387,7 @@ if geometry is None:
             f"Regions are capped at {MAX_REGION_PIXELS / 1e6:.1f} Mpx (e.g. 2048×2048 px).")
 else:
     try:
-        window = check_window(scene, geojson_to_pixel_window(geometry, info))
+        window = check_window(scene, drawn_window(scene, geometry, info))
     except RegionError as e:
         st.error(f"Cannot predict this region: {e}")
         big = too_big_window(scene, geometry, info)
@@ -409,19 +411,26 @@ if active is None:
 
 clicked = st.button("Predict region", type="primary", key="map_predict",
                     disabled=window is None or active is None or tta_choice is None)
-clicked = ss.pop("map_autopredict", False) or clicked
-if clicked and window is not None and active is not None and tta_choice is not None:
+auto = ss.pop("map_autopredict", False)
+use_ck = active  # the button predicts with the active checkpoint; a jump from an evaluation with the evaluated one
+if isinstance(auto, str):
+    try:
+        use_ck = ws.get_checkpoint(auto)
+    except SegHZError:
+        st.warning(f"Checkpoint `{auto}` is no longer registered: the region is predicted with the active one.")
+clicked = bool(auto) or clicked
+if clicked and window is not None and use_ck is not None and tta_choice is not None:
     tta_txt = tta_mode if isinstance(tta_choice, str) else f"{len(tta_choice)} views: {', '.join(tta_choice)}"
-    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {active.name} (TTA {tta_txt})…")
+    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {use_ck.name} (TTA {tta_txt})…")
     ok = False
     try:
-        predictor, meta = predictor_for(ws, active.id)
+        predictor, meta = predictor_for(ws, use_ck.id)
         pred_scheme = checkpoint_scheme(meta)
         res = predict_region(ws, scene, window, predictor, tta_choice, progress=progress_callback(bar),
                              merge=merge, blend=blend)
         results[sid] = {
             "result": res, "inside": region_mask(geometry, info, res.window), "geometry": geometry,
-            "scheme": pred_scheme, "checkpoint_id": active.id, "checkpoint_name": active.name,
+            "scheme": pred_scheme, "checkpoint_id": use_ck.id, "checkpoint_name": use_ck.name,
         }
         ok = True
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
@@ -464,36 +473,44 @@ if rec:
     if georef:
         shown["area (km²)"] = table["km2"]
     shown["pixels"] = table["pixels"]
-    shown["share (%)"] = table["percent"]
+    shown["predicted share (%)"] = table["percent"]
     if label_shown is not None and (label_shown != 255).any():  # the region's class frequencies against its label
         lab = pd.DataFrame(class_areas(label_shown, list(scheme.names), res.pixel_area_m2))
         shown["label share (%)"] = lab["percent"]
-        shown["Δ (pp)"] = shown["share (%)"] - shown["label share (%)"]
+        shown["Δ (pp)"] = shown["predicted share (%)"] - shown["label share (%)"]
         shown["bias"] = ["over" if d > 100 * BIAS_THRESHOLD else "under" if d < -100 * BIAS_THRESHOLD else ""
                          for d in shown["Δ (pp)"]]
-    left, right = st.columns([2, 3])
-    left.dataframe(
-        shown, hide_index=True,
-        column_config={"area (km²)": st.column_config.NumberColumn(format="%.4f"),
-                       "share (%)": st.column_config.NumberColumn("predicted share (%)", format="%.1f"),
+    # the table over the page's full width (in the left 2/5 next to the chart, "label share", "Δ" and "bias" were
+    # off its right edge at 1400 px and long class names were cut), the chart below it
+    st.dataframe(
+        shown, hide_index=True, width="stretch", key="map_area_table",
+        column_config={"class": st.column_config.TextColumn(width="medium"),
+                       "area (km²)": st.column_config.NumberColumn(format="%.4f"),
+                       "predicted share (%)": st.column_config.NumberColumn(format="%.1f"),
                        "label share (%)": st.column_config.NumberColumn(format="%.1f"),
-                       "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")},
+                       "Δ (pp)": st.column_config.NumberColumn(format="%+.1f",
+                                                               help="predicted share − label share, percentage points"),
+                       "bias": st.column_config.TextColumn(
+                           help=f"over / under: the prediction's share is more than {100 * BIAS_THRESHOLD:.0f} pp "
+                                "above / below the label's")},
     )
     yname = "area (km²)" if georef else "pixels"
     fig = go.Figure(go.Bar(
         x=shown["class"], y=shown[yname], marker_color=scheme.hex_colors(),
-        text=[f"{p:.1f} %" for p in shown["share (%)"]], textposition="outside",
+        text=[f"{p:.1f} %" for p in shown["predicted share (%)"]], textposition="outside",
     ))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=yname, showlegend=False,
                       title=f"Predicted class {'areas' if georef else 'pixels'}")
-    right.plotly_chart(fig, key="map_area_chart")
+    st.plotly_chart(fig, key="map_area_chart")
 
     stem = f"{sid}_r{r}_c{c}_{w}x{h}"
     d1, d2, d3, d4 = st.columns([1, 1, 1, 1])
     d1.download_button("Download prediction (PNG)", rgba_overlay_png(pred_shown, scheme, 1.0),
                        file_name=f"{stem}_prediction.png", mime="image/png", key="map_dl_png",
                        help="Class colours of the checkpoint's scheme; outside the region is transparent.")
-    d2.download_button("Download class areas (CSV)", shown.to_csv(index=False).encode(),
+    # the CSV has the table's headers, areas to 6 decimals (km², i.e. to the m²) and shares to 2 (pp)
+    csv = shown.round({"area (km²)": 6, "predicted share (%)": 2, "label share (%)": 2, "Δ (pp)": 2})
+    d2.download_button("Download class areas (CSV)", csv.to_csv(index=False).encode(),
                        file_name=f"{stem}_class_areas.csv", mime="text/csv", key="map_dl_csv")
     d3.download_button("Download prediction (GeoTIFF)", lambda: region_geotiff(scene, res.window, pred_shown, scheme),
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",

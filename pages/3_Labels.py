@@ -156,7 +156,8 @@ def current_analyst(area: str) -> str | None:
 
 def commit_pending() -> int:
     """Apply the strokes left on the canvas in the last run (with the class they were painted with) to
-    their scene's edit, and start a fresh canvas. Returns the number of painted canvas pixels applied."""
+    their scene's edit, and start a fresh canvas. Returns the number of label pixels the strokes touched (the
+    unit of "unsaved edited pixels"; canvas pixels differ by the canvas scale)."""
     last = ss.pop("lbl_strokes", None)
     if not last:
         return 0
@@ -177,12 +178,15 @@ def commit_pending() -> int:
     edit["painted"] = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
     edit.setdefault("tools", set()).add(tool)
     edit["gen"] += 1
-    return n
+    return int(np.count_nonzero(touched))
 
 
 def on_apply() -> None:
     n = commit_pending()
-    flash("info", f"Applied the strokes ({n} canvas px) to your edit." if n else "Nothing painted on the canvas yet.")
+    scene_id = ss.get("lbl_scene")
+    total = int(np.count_nonzero(pending_pixels(edits[scene_id]))) if n and scene_id in edits else 0
+    flash("info", f"Applied the strokes to your edit: {n:,} label pixels; unsaved edited label pixels now {total:,}."
+          if n else "Nothing painted on the canvas yet.")
 
 
 def on_discard(scene_id: str) -> None:
@@ -417,16 +421,22 @@ base_version = edit["base_version"]
 # ------------------------------------------------------------------------------------------------ window
 sizes = window_options(scene.height, scene.width)
 w1, w2, w3 = st.columns([1, 2, 2])
-size = w1.selectbox("Window (px)", sizes, index=len(sizes) - 1, key=f"lbl_size_{sid}", on_change=commit_pending,
+# "Open in the canvas" (on_zoom) sets these widgets through session state: they take their value from there only
+# (a default argument as well made Streamlit log "created with a default value but also had its value set via
+# the Session State API"), the defaults being put into session state first
+ss.setdefault(f"lbl_size_{sid}", sizes[-1])
+size = w1.selectbox("Window (px)", sizes, key=f"lbl_size_{sid}", on_change=commit_pending,
                     help="Part of the scene shown and painted at once (at most 1024×1024).")
 row = col = 0
 if scene.height > size:
     ext = scene.height - size
-    row = w2.slider("Row offset", 0, offset_slider_max(ext), 0, step=offset_step(ext), key=f"lbl_row_{sid}",
+    ss.setdefault(f"lbl_row_{sid}", 0)
+    row = w2.slider("Row offset", 0, offset_slider_max(ext), step=offset_step(ext), key=f"lbl_row_{sid}",
                     on_change=commit_pending)
 if scene.width > size:
     ext = scene.width - size
-    col = w3.slider("Column offset", 0, offset_slider_max(ext), 0, step=offset_step(ext), key=f"lbl_col_{sid}",
+    ss.setdefault(f"lbl_col_{sid}", 0)
+    col = w3.slider("Column offset", 0, offset_slider_max(ext), step=offset_step(ext), key=f"lbl_col_{sid}",
                     on_change=commit_pending)
 win = clamp_window(scene.height, scene.width, row, col, size)
 r0, c0, wh, ww = win
@@ -435,7 +445,7 @@ img_mtime = img_path.stat().st_mtime
 img = load_window(str(img_path), img_mtime, win)
 lbl_win = edit["mask"][r0 : r0 + wh, c0 : c0 + ww]
 st.caption(f"Window rows {r0}–{r0 + wh - 1}, columns {c0}–{c0 + ww - 1} of {scene.width}×{scene.height} px · "
-           f"editing from label version {base_version} · unsaved edited pixels: {n_changed}")
+           f"editing from label version {base_version} · unsaved edited label pixels: {n_changed:,}")
 
 # ------------------------------------------------------------------------------------------------ views
 active = ws.active_checkpoint()
@@ -491,7 +501,8 @@ opacity = o1.slider("Label", 0.0, 1.0, 0.35, 0.05, key="lbl_opacity", help="Opac
 pred_opacity = o2.slider("Prediction", 0.0, 1.0, 0.0, 0.05, key="lbl_pred_opacity", disabled=pred is None,
                          help="Opacity of the model's prediction (predict the window or build the queue first).")
 have_score = queue is not None and queue.shape == edit["mask"].shape
-sus_opacity = o3.slider("Suspicion", 0.0, 1.0, 0.0, 0.05, key="lbl_sus_opacity", disabled=not have_score,
+ss.setdefault("lbl_sus_opacity", 0.0)  # set by "Open in the canvas" too: no default argument (see the window above)
+sus_opacity = o3.slider("Suspicion", 0.0, 1.0, step=0.05, key="lbl_sus_opacity", disabled=not have_score,
                         help="Opacity of the noise-queue suspicion score (yellow → red; build the queue first).")
 show_status = o4.toggle("Pixel status", key="lbl_status", help="Colour the saved label's pixels by status: corrected "
                         "(orange), confirmed (green), ignored (grey); original pixels are left as they are.")
@@ -788,10 +799,10 @@ else:
 # ------------------------------------------------------------------------------------------------ history
 st.subheader("Label history")
 hist = [{"version": 0, "kind": "original", "analyst": "", "time (UTC)": scene.created_at[:19].replace("T", " "),
-         "tool": "original", "changed": 0, "confirmed": 0, "undone": False, "checkpoint": None,
+         "tool": "original", "changed": 0, "confirmed": 0, "undone": False, "checkpoint": "—",
          "reason": "original label (never modified)"}]
 hist += [{"version": h.version, "kind": h.kind if h.kind not in ("undo", "redo") else f"{h.kind} v{h.target_version}",
           "analyst": h.analyst, "time (UTC)": h.created_at[:19].replace("T", " "), "tool": h.tool,
-          "changed": h.n_changed, "confirmed": h.n_confirmed, "undone": h.undone, "checkpoint": h.checkpoint_id,
+          "changed": h.n_changed, "confirmed": h.n_confirmed, "undone": h.undone, "checkpoint": h.checkpoint_id or "—",
           "reason": h.reason or ""} for h in ws.label_history(sid)]
 st.dataframe(pd.DataFrame(hist), hide_index=True, key="lbl_history")

@@ -22,6 +22,7 @@ from seghz.geo.align_scene import (
     before_after,
     canvas_points,
     default_airport_files,
+    find_aligned_scene,
     import_aligned_scene,
     load_pair,
     load_points,
@@ -107,8 +108,9 @@ M_manual = None
 if len(rows):
     try:
         M_manual = A.fit_transform(src, dst, kind)
-    except ValueError as e:
-        st.warning(f"Manual fit: {e}")
+    except ValueError as e:  # one message: what is wrong and what to do (no second "add control points" below)
+        st.warning(f"No manual fit yet: {e}. Add control points, or choose a transform that needs fewer "
+                   "(similarity ≥ 2, affine ≥ 3, homography ≥ 4 point pairs), or run automatic matching below.")
 if M_manual is not None:
     res = A.residuals(M_manual, src, dst)
     loo = A.holdout_rmse(src, dst, kind)[0] if len(src) > A.MIN_POINTS[kind] else float("nan")
@@ -130,7 +132,8 @@ if st.button("Automatic matching", key="al_auto_btn", help="coarse scale/rotatio
         r = A.auto_align(label, image, kind=kind, progress=lambda f, m: bar.progress(min(1.0, f), m),
                          local="local" if local else None)
         ss["al_auto"] = {"M": r.M, "T": r.transform, "kind": kind, "method": r.method, "score": r.score,
-                         "seconds": r.seconds, "inliers": r.inliers, "note": r.local_note}
+                         "seconds": r.seconds, "inliers": r.inliers, "note": r.local_note,
+                         "score_resize": A.match_score(label, image, A.resize_transform(label.shape, image.shape))}
     except (ValueError, SegHZError) as e:
         st.error(f"Automatic matching failed: {e}")
     bar.empty()
@@ -142,6 +145,15 @@ if auto:
         if isinstance(auto["T"], A.LocalWarp):
             msg += f" (global {auto['kind']} alone: {A.rmse(auto['M'], src, dst):.2f} px)"
     st.markdown(msg)
+    base = auto.get("score_resize")
+    st.caption("Score: the share of the image's grey-level variance that the aligned label's classes explain (each "
+               "class painted with its mean grey level, correlated with the image over the overlap) — 0 to 1, "
+               "higher is better"
+               + (f"; the plain resize scores {base:.3f}" if base is not None and base >= 0 else "")
+               + ". It also depends on how distinct the classes look in the image, so compare scores of the same "
+               "pair only; −1 means the label covers under 5 % of the image."
+               + (" It is the global transform's score (the local field is checked by cross-validation below)."
+                  if isinstance(auto["T"], A.LocalWarp) else ""))
     if auto.get("note"):
         st.warning(auto["note"])
     if isinstance(auto["T"], A.LocalWarp):
@@ -157,7 +169,9 @@ if auto:
 # ------------------------------------------------------------------------------------------------- result
 choices = (["manual fit"] if M_manual is not None else []) + (["automatic"] if auto else [])
 if not choices:
-    st.info("Add control points (at least 2 / 3 / 4 for similarity / affine / homography) or run automatic matching.")
+    if not len(rows):  # with points that cannot be fitted yet, the warning above already says what to do
+        st.info("Add control points (at least 2 / 3 / 4 for similarity / affine / homography) or run automatic "
+                "matching.")
     st.stop()
 use = st.radio("Use", choices, horizontal=True, key="al_use")
 M = M_manual if use == "manual fit" else auto["T"]
@@ -172,13 +186,54 @@ M3 = M.M if isinstance(M, A.LocalWarp) else M
 st.caption("Matrix (label px → image px): " + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in M3)
            + (" + local displacement field (saved in alignment.json)" if M3 is not M else ""))
 
-name = st.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name")
-if st.button("Save as aligned label scene", type="primary", key="al_save"):
+name = st.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name",
+                     help="A name another scene already has gets a number, e.g. “… (2)”, so the scene pickers can "
+                          "tell them apart.")
+
+
+def save_scene() -> None:
     rm = A.rmse(M, src, dst) if len(src) else None
     loo = A.holdout_rmse(src, dst, use_kind)[0] if use == "manual fit" and len(src) > A.MIN_POINTS[use_kind] else None
     try:
         sc = import_aligned_scene(ws, label_path.strip(), image_path.strip(), M, scheme=scheme, name=name, kind=use_kind,
                                   method=method, rmse=rm, n_points=len(src), holdout_rmse=loo, label=label)
+        ss.pop("al_dup", None)
         st.success(f"Saved scene '{sc.name}' ({sc.id}): the image with the aligned label; provenance in alignment.json.")
     except (ValueError, SegHZError) as e:
         st.error(f"Not saved: {e}")
+
+
+def same_as(scene_ids=None):
+    return find_aligned_scene(ws, label_path.strip(), image_path.strip(), M, scheme=scheme, label_shape=label.shape,
+                              scene_ids=scene_ids)
+
+
+if st.button("Save as aligned label scene", type="primary", key="al_save"):
+    dup = same_as()
+    if dup is None:
+        save_scene()
+    else:  # the same alignment again would only make an indistinguishable copy: say so, offer to open it
+        ss["al_dup"] = dup.id
+dup_id = ss.get("al_dup")
+dup = same_as({dup_id}) if dup_id else None  # still this alignment (not another pair, points or transform)?
+if dup_id and dup is None:
+    ss.pop("al_dup", None)
+if dup is not None:
+    notice = st.container()  # filled below unless "Save another copy anyway" was just pressed
+    k1, k2, k3 = st.columns(3)
+    if k1.button("Open it on the Labels page", key="al_dup_labels"):
+        ss.pop("al_dup", None)
+        ss["lbl_scene"] = dup.id
+        st.switch_page("pages/3_Labels.py")
+    if k2.button("Open it on the Map page", key="al_dup_map"):
+        ss.pop("al_dup", None)
+        ss["map_scene"] = dup.id
+        st.switch_page("pages/1_Map.py")
+    if k3.button("Save another copy anyway", key="al_dup_save",
+                 help="A new scene with the same content, named distinctly (e.g. “… (2)”)."):
+        with notice:
+            save_scene()
+    else:
+        notice.warning(f"This alignment is already saved as scene '{dup.name}' ({dup.id}, created "
+                       f"{dup.created_at[:19].replace('T', ' ')} UTC): same image, label and transform. Nothing new "
+                       "was saved.")

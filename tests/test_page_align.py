@@ -73,6 +73,9 @@ def test_align_page_points_auto_and_save(files):
     assert not at.exception, [e.value for e in at.exception]
     t = _texts(at)
     assert "Automatic (homography)" in t, t
+    # the score is explained: what it measures, its range, and the plain resize's score to compare with
+    assert "share of the image's grey-level variance" in t and "0 to 1, higher is better" in t, t
+    assert "the plain resize scores" in t
     auto_rmse = float(t.split("RMSE on the 6 control points ")[1].split(" px")[0])
     assert auto_rmse < 2.0
     # the same with the local (non-rigid) refinement: used and reported, or refused with the reason
@@ -195,3 +198,105 @@ def test_align_page_clicked_pairs_go_into_the_table(files, monkeypatch):
     np.testing.assert_allclose(table[["label_x", "label_y"]].to_numpy(), np.array(clicks["label"]) / lbl_scale, atol=1e-6)
     np.testing.assert_allclose(table[["image_x", "image_y"]].to_numpy(), truth, atol=1e-6)
     assert "RMSE" in _texts(at)  # the manual fit on the clicked pairs is shown live
+
+
+def _load_points(at, pts):
+    at.text_input(key="al_points_path").set_value(str(pts))
+    at.button(key="al_points_load").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _open(lp, ip):
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="al_label").set_value(str(lp))
+    at.text_input(key="al_image").set_value(str(ip))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_align_page_saving_the_same_alignment_twice_makes_no_silent_duplicate(files):
+    """Saving twice made scenes b_sat-aligned and b_sat-aligned-2, both named "B_sat aligned", which the scene
+    pickers could not tell apart. Now the second save says the alignment is saved already and offers to open it;
+    a copy made anyway, or another alignment saved under the same name, gets a distinct name."""
+    lp, ip, pts, ws, _M = files
+    at = _open(lp, ip)
+    _load_points(at, pts)
+    at.text_input(key="al_name").set_value("twice")
+    at.button(key="al_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.name for s in ws.list_scenes()] == ["twice"]
+    first = ws.list_scenes()[0]
+    # the same alignment again: said so, nothing created, the scene can be opened
+    at.button(key="al_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.name for s in ws.list_scenes()] == ["twice"]
+    warn = "\n".join(w.value for w in at.warning)
+    assert f"already saved as scene 'twice' ({first.id}" in warn and "Nothing new was saved" in warn, warn
+    assert not at.success
+    assert at.button(key="al_dup_labels") and at.button(key="al_dup_map")
+    at.run()  # the notice stays while the alignment shown is that scene's
+    assert any("already saved as scene 'twice'" in w.value for w in at.warning)
+    # a copy on purpose: a distinct name
+    at.button(key="al_dup_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(s.name for s in ws.list_scenes()) == ["twice", "twice (2)"]
+    assert any("Saved scene 'twice (2)'" in s.value for s in at.success), _texts(at)
+    assert not any("already saved" in w.value for w in at.warning)
+    # another alignment (affine instead of homography) under the same name: saved, with the next free name
+    at.radio(key="al_kind").set_value("affine").run()
+    assert not any("already saved" in w.value for w in at.warning)
+    at.button(key="al_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(s.name for s in ws.list_scenes()) == ["twice", "twice (2)", "twice (3)"]
+    assert len({s.id for s in ws.list_scenes()}) == 3
+
+
+def test_align_page_too_few_points_for_the_transform_is_one_message(files, tmp_path):
+    """3 points with the homography showed "needs at least 4 point pairs, got 3" and "Add control points…": one
+    message now, saying what is wrong and what to do."""
+    lp, ip, pts, _ws, _M = files
+    rows = json.loads(pts.read_text())["points"][:3]
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps({"points": rows}))
+    at = _open(lp, ip)
+    _load_points(at, three)
+    msgs = [w.value for w in at.main.warning] + [i.value for i in at.main.info]
+    assert len(msgs) == 1, msgs
+    assert "a homography needs at least 4 point pairs, got 3" in msgs[0] and "automatic matching" in msgs[0]
+    at.radio(key="al_kind").set_value("affine").run()  # 3 points fit an affine
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.main.warning and "Manual affine: RMSE" in _texts(at)
+
+
+def test_distinct_scene_name_and_same_alignment(files, tmp_path):
+    from seghz.geo.align_scene import distinct_scene_name, find_aligned_scene, import_aligned_scene, same_alignment
+
+    lp, ip, _pts, ws, M = files
+    assert distinct_scene_name(ws, "x") == "x"
+    sc = import_aligned_scene(ws, lp, ip, M, scheme="hz20", name="x", label=None)
+    assert sc.name == "x" and distinct_scene_name(ws, "x") == "x (2)"
+    sc2 = import_aligned_scene(ws, lp, ip, M @ A.scale_matrix(1.01), scheme="hz20", name="x")
+    assert sc2.name == "x (2)" and distinct_scene_name(ws, "x") == "x (3)"
+    shape = (160, 200)
+    rec = json.loads((ws.scene_path(sc, "image").parent / "alignment.json").read_text())
+    assert same_alignment(rec, lp, ip, M, scheme="hz20", label_shape=shape)
+    assert same_alignment(rec, str(lp.parent / "." / lp.name), ip, M + 1e-9, scheme="hz20", label_shape=shape)
+    shifted = M.copy()
+    shifted[0, 2] += 0.5
+    assert not same_alignment(rec, lp, ip, shifted, scheme="hz20", label_shape=shape)
+    assert not same_alignment(rec, lp, ip, M, scheme="hz7", label_shape=shape)
+    assert not same_alignment(rec, tmp_path / "other.png", ip, M, scheme="hz20", label_shape=shape)
+    assert find_aligned_scene(ws, lp, ip, M, scheme="hz20", label_shape=shape).id == sc.id
+    assert find_aligned_scene(ws, lp, ip, M, scheme="hz20", label_shape=shape, scene_ids={sc2.id}) is None
+    assert find_aligned_scene(ws, lp, ip, shifted, scheme="hz20", label_shape=shape) is None
+    # a local field is saved rounded to 0.001 px: read back, it is still the same alignment; another field is not
+    rng = np.random.default_rng(0)
+    warp = A.LocalWarp(M=M, dx=rng.normal(0, 2, (5, 6)), dy=rng.normal(0, 2, (5, 6)), spacing=40.0)
+    sc3 = import_aligned_scene(ws, lp, ip, warp, scheme="hz20", name="local")
+    assert find_aligned_scene(ws, lp, ip, warp, scheme="hz20", label_shape=shape).id == sc3.id
+    assert find_aligned_scene(ws, lp, ip, M, scheme="hz20", label_shape=shape).id == sc.id  # global only: not sc3
+    other = A.LocalWarp(M=M, dx=warp.dx + 0.5, dy=warp.dy, spacing=40.0)
+    assert find_aligned_scene(ws, lp, ip, other, scheme="hz20", label_shape=shape) is None

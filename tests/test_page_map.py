@@ -325,7 +325,22 @@ def test_region_job_compiles_where_it_pays_and_refuses_a_bad_choice(ws, monkeypa
     assert loads == []
 
 
-def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
+def capture_downloads(monkeypatch) -> dict:
+    """Record what the page offers for download: key -> (data, file_name) (the data of lazy buttons is not made)."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    got: dict = {}
+    real = DeltaGenerator.download_button
+
+    def record(self, label, data, file_name=None, *args, **kwargs):
+        got[kwargs.get("key")] = (data, file_name)
+        return real(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", record)
+    return got
+
+
+def test_map_page_predicts_a_drawn_rectangle(ws, fake_map, monkeypatch):
     from folium.raster_layers import ImageOverlay
 
     from seghz.geo.regions import workspace_tile_key
@@ -334,6 +349,7 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     info = scene_info(ws)
     window = (64, 32, 96, 128)
     fake = fake_map(feature(pixel_window_to_geojson(window, info)))
+    downloads = capture_downloads(monkeypatch)
     at = app().run()
     assert_ok(at)
     # tiles were built for this workspace's scene, and the map got them plus the draw tools
@@ -365,15 +381,32 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map):
     # class-area table: all hz7 classes, km² column, shares sum to 100 %
     df = at.dataframe[0].value
     assert list(df["class"]) == list(HZ7.names)
-    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+    assert abs(float(df["predicted share (%)"].sum()) - 100.0) < 1e-6
     assert int(df["pixels"].sum()) == 96 * 128
     assert float(df["area (km²)"].sum()) == pytest.approx(96 * 128 * res.pixel_area_m2 / 1e6, rel=1e-6)
     # the region's class frequencies against its label: the label's shares, the difference, bias flags
     lab = res.label[res.label != 255]
     want = [100.0 * float((lab == i).mean()) for i in range(HZ7.num_classes)]
     assert list(df["label share (%)"]) == pytest.approx(want)
-    assert list(df["Δ (pp)"]) == pytest.approx(list(df["share (%)"] - df["label share (%)"]))
+    assert list(df["Δ (pp)"]) == pytest.approx(list(df["predicted share (%)"] - df["label share (%)"]))
     assert all((b == "over") == (d > 5) and (b == "under") == (d < -5) for b, d in zip(df["bias"], df["Δ (pp)"]))
+    # the table spans the page (next to the chart, in 2/5 of it, its right columns were off the edge at 1400 px)
+    assert not any("bias" in d.value.columns for c in at.columns for d in c.dataframe)
+    # the CSV: the table's headers, areas to 6 decimals and shares to 2 (it had 0.0503120841566746 and "share (%)")
+    import io
+
+    import pandas as pd
+
+    data, fname = downloads["map_dl_csv"]
+    assert fname.endswith("_class_areas.csv")
+    csv_text = data.decode() if isinstance(data, bytes) else data
+    csv = pd.read_csv(io.StringIO(csv_text))
+    assert list(csv.columns) == list(df.columns) == ["class", "area (km²)", "pixels", "predicted share (%)",
+                                                      "label share (%)", "Δ (pp)", "bias"]
+    for col, decimals in (("area (km²)", 6), ("predicted share (%)", 2), ("label share (%)", 2), ("Δ (pp)", 2)):
+        assert list(csv[col]) == pytest.approx(list(df[col].round(decimals)), abs=1e-12), col
+    lines = csv_text.splitlines()[1:]
+    assert all(len(v.split(".")[1]) <= 6 for line in lines for v in line.split(",")[1:] if "." in v), lines
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Area"].endswith("km²") and metrics["Pixels"] == f"{96 * 128:,}"
     assert metrics["Mean confidence"].endswith("%") and metrics["Agreement with label"].endswith("%")
@@ -435,7 +468,7 @@ def test_map_page_masks_outside_a_drawn_polygon(ws, fake_map):
     assert inside is not None and inside.shape == rec["result"].pred.shape and 0.3 < inside.mean() < 0.7
     df = at.dataframe[0].value
     assert int(df["pixels"].sum()) == int(inside.sum())  # only the polygon's pixels are counted
-    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+    assert abs(float(df["predicted share (%)"].sum()) - 100.0) < 1e-6
 
 
 def test_map_page_region_outside_the_scene_shows_an_error(ws, fake_map):
@@ -447,6 +480,8 @@ def test_map_page_region_outside_the_scene_shows_an_error(ws, fake_map):
     assert_ok(at)
     errors = "\n".join(e.value for e in at.error)
     assert "Cannot predict this region" in errors and "outside" in errors, errors
+    # the scene by its name, not its image file ("lies outside scene town.tif")
+    assert "outside scene 'Test town (synthetic)' (256x256 px)" in errors and "town.tif" not in errors, errors
     assert at.button(key="map_predict").disabled
     assert "map_results" not in at.session_state or SCENE_ID not in at.session_state["map_results"]
 
@@ -499,7 +534,7 @@ def test_map_page_pixel_space_scene_counts_pixels(ws, fake_map):
     assert res.window == (10, 20, 50, 60) and res.pixel_area_m2 is None
     df = at.dataframe[0].value
     assert "area (km²)" not in df.columns and int(df["pixels"].sum()) == 50 * 60
-    assert abs(float(df["share (%)"].sum()) - 100.0) < 1e-6
+    assert abs(float(df["predicted share (%)"].sum()) - 100.0) < 1e-6
     assert {m.label: m.value for m in at.metric}["Area"] == f"{50 * 60:,} px"
     (s, w), (n, e) = fake.layers()["Prediction"].bounds
     assert (s, w, n, e) == (-60.0, 20.0, -10.0, 80.0)  # CRS.Simple: lat = -row, lng = col

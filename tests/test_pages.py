@@ -395,6 +395,64 @@ def history_frame(at: AppTest):
     return next(d.value for d in at.dataframe if "undone" in d.value.columns)
 
 
+def test_labels_apply_counts_label_pixels_and_history_shows_no_none(ws, monkeypatch):
+    """Apply said "Applied the strokes (5267 canvas px)" next to "unsaved edited pixels: 9365" (label pixels, canvas
+    scale 0.75): both are label pixels now. The history's checkpoint cell of version 0 read "None"."""
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    assert_ok(at)
+    assert history_frame(at)["checkpoint"].tolist() == ["—"]
+    at.button(key="lbl_apply").click().run()  # the fake stroke: 160×40 canvas px at scale 4 = 40×10 label px
+    assert_ok(at)
+    assert any(i.value == "Applied the strokes to your edit: 400 label pixels; unsaved edited label pixels now 400."
+               for i in at.info), [i.value for i in at.info]
+    assert "unsaved edited label pixels: 400" in texts(at)
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    hist = history_frame(at)
+    assert hist["checkpoint"].tolist() == ["—", "tiny-test"] and "None" not in hist.astype(str).to_numpy()
+
+
+def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(ws, monkeypatch):
+    """"Open in the canvas" sets the window size, offsets and suspicion opacity through session state; the widgets
+    also had default values, and Streamlit logged "The widget with key lbl_size_<scene> was created with a default
+    value but also had its value set via the Session State API"."""
+    from streamlit.elements.lib import policies
+
+    from seghz import drilldown
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.data.scenes import import_scene
+    from seghz.demo import generate_scene
+    from seghz.labels_edit import zoom_window
+
+    rgb, lbl = generate_scene(600, 5)  # larger than the smallest window: size selectbox and offset sliders in play
+    write_rgb(ws.root / "big.png", rgb)
+    write_index_mask(ws.root / "big_label.png", lbl, HZ7)
+    big = import_scene(ws, ws.root / "big.png", ws.root / "big_label.png", scheme="hz7", name="big", split="val")
+    bbox = (300, 320, 340, 380)
+    drilldown.add_to_review_list(ws, [drilldown.Window(big.id, bbox, 99)], true_class="Water", pred_class="Buildings",
+                                 scheme="hz7", checkpoint_id="tiny-test", analyst="Eve")
+    warned: list = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # Streamlit warns once per process
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: warned.append(msg % a))
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    at.selectbox(key="lbl_scene").set_value(big.id).run()
+    assert_ok(at)
+    assert at.selectbox(key=f"lbl_size_{big.id}").value == 600  # the whole scene, as before
+    at.button(key="lbl_sent_zoom_0").click().run()
+    assert_ok(at)
+    assert any("Zoomed to the component at rows 300–340" in i.value for i in at.info)
+    size, row, col = zoom_window(bbox, 600, 600)
+    assert at.selectbox(key=f"lbl_size_{big.id}").value == size < 600
+    assert (at.slider(key=f"lbl_row_{big.id}").value, at.slider(key=f"lbl_col_{big.id}").value) == (row, col)
+    assert at.slider(key="lbl_sus_opacity").value == 0.5
+    at.run()
+    assert_ok(at)
+    assert not [w for w in warned if "default value" in w], warned
+
+
 def test_labels_conflict_keeps_the_edit(ws, monkeypatch):
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()
@@ -866,3 +924,134 @@ def test_evaluate_collapsed_scheme_view(ws, tiny_checkpoint):
     with_cal = {**res, "calibration": {"bins": 10, "count": [[0] * 10] * hz14.num_classes}, "ece": 0.1}
     collapsed = drilldown.collapse_result(with_cal, "hz14", "hz7")
     assert "calibration" not in collapsed and "ece" not in collapsed and "calibration" in with_cal
+
+
+def _inject_evaluation(ws, cid: str, cm) -> dict:
+    """A cached val evaluation of ``cid`` with confusion matrix ``cm`` (hz7), as the Evaluate page finds it."""
+    from seghz.metrics import scores
+
+    res = scores(np.asarray(cm), HZ7.names)
+    dv = ws.data_version("val")
+    (scene,) = [s for s in ws.list_scenes("val") if s.label_path]
+    res.update(checkpoint_id=cid, split="val", tta="none", data_version=dv, scenes=1,
+               per_scene={scene.id: np.asarray(cm).tolist()})
+    ws.add_evaluation(cid, "val", False, dv, res)
+    return res
+
+
+def _dd_cell(at: AppTest) -> tuple[str, str]:
+    return at.selectbox(key="eval_dd_true").value, at.selectbox(key="eval_dd_pred").value
+
+
+def test_evaluate_drilldown_moves_to_the_new_evaluations_largest_confusion(ws, tiny_checkpoint):
+    """Switching the checkpoint: the page's own pick (or a cell empty in the new evaluation) moves to the new
+    largest off-diagonal cell; an analyst's pick that still has pixels stays."""
+    _path, meta = tiny_checkpoint
+    ws.register_checkpoint(ws.root / "checkpoints" / "tiny.safetensors", {**meta, "scheme": "hz7"},
+                           checkpoint_id="other-ck", name="other model")
+    n = HZ7.names
+    a = np.diag([100_000] * HZ7.num_classes)
+    a[1, 2], a[3, 4], a[5, 6] = 40, 10, 5  # largest: 1 -> 2
+    b = np.diag([100_000] * HZ7.num_classes)
+    b[4, 3], b[5, 6] = 30, 8  # largest: 4 -> 3; 1 -> 2 and 3 -> 4 have no pixels
+    _inject_evaluation(ws, "tiny-test", a)
+    _inject_evaluation(ws, "other-ck", b)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert _dd_cell(at) == (n[1], n[2])
+    at.selectbox(key="eval_checkpoint").set_value("other-ck").run()
+    assert_ok(at)
+    assert _dd_cell(at) == (n[4], n[3])
+    assert f"30 px labelled **{n[4]}** are predicted **{n[3]}**" in texts(at)
+    assert "No pixels in this cell." not in texts(at)
+    # the analyst's pick, with pixels in both: kept across the switch
+    at.selectbox(key="eval_dd_true").set_value(n[5])
+    at.selectbox(key="eval_dd_pred").set_value(n[6]).run()
+    at.selectbox(key="eval_checkpoint").set_value("tiny-test").run()
+    assert_ok(at)
+    assert _dd_cell(at) == (n[5], n[6])
+    # the analyst's pick without pixels in the new evaluation: the new largest
+    at.selectbox(key="eval_dd_true").set_value(n[3])
+    at.selectbox(key="eval_dd_pred").set_value(n[4]).run()
+    assert _dd_cell(at) == (n[3], n[4])
+    at.selectbox(key="eval_checkpoint").set_value("other-ck").run()
+    assert_ok(at)
+    assert _dd_cell(at) == (n[4], n[3])
+
+
+
+def test_evaluate_frequency_delta_and_normalised_matrix_never_show_a_false_zero(ws):
+    """Class frequencies: a Δ that rounds to zero reads 0.0, not -0.0; the row-normalised matrix shows <0.1% for a
+    cell with pixels and hovers its pixel count."""
+    import json
+
+    from streamlit import dataframe_util
+
+    n = HZ7.names
+    cm = np.diag([100_000] * HZ7.num_classes)
+    cm[1, 2] = 12  # class 1: predicted share 0.0017 pp below its labelled share; 12 of 100,012 px of its row
+    _inject_evaluation(ws, "tiny-test", cm)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    (el,) = [d for d in at.dataframe if "bias" in d.value.columns]
+    assert -0.05 < el.value.loc[1, "Δ (pp)"] < 0
+    shown = dataframe_util.convert_arrow_bytes_to_pandas_df(el.proto.arrow_data.styler.display_values)
+    deltas = shown.iloc[:, list(el.value.columns).index("Δ (pp)")].tolist()
+    assert deltas[1] == "0.0" and not any(d.startswith("-0.0") for d in deltas), deltas
+    at.radio(key="eval_cm_mode").set_value("recall").run()
+    assert_ok(at)
+    (chart,) = [c for c in at.get("plotly_chart") if c.key == "eval_cm"]
+    spec = json.loads(chart.proto.spec)
+    heat, points = spec["data"]
+    assert heat["text"][1][2] == "<0.1%" and heat["text"][1][0] == "0.0%"
+    hover = points["customdata"][1 * HZ7.num_classes + 2]
+    assert hover == f"label {n[1]}<br>predicted {n[2]}<br><0.1% of the label row<br>12 of 100,012 px"
+
+
+def test_evaluate_open_on_map_predicts_with_the_evaluated_checkpoint(ws, tiny_checkpoint, monkeypatch):
+    """"Open on map" from the drill-down of a checkpoint that is not the active one: the jump carries it, and the Map
+    page predicts the region with it (and says so), so the error layer shows that checkpoint's errors."""
+    import shutil
+
+    import streamlit_folium
+    from test_page_map import FakeFolium
+
+    from seghz.geo.regions import workspace_tile_key
+    from seghz.geo.tiles import tile_dir
+
+    _path, meta = tiny_checkpoint
+    ws.register_checkpoint(ws.root / "checkpoints" / "tiny.safetensors", {**meta, "scheme": "hz7"},
+                           checkpoint_id="other-ck", name="other model")
+    assert ws.active_checkpoint().id == "tiny-test"
+    at = app("pages/2_Evaluate.py").run()
+    at.selectbox(key="eval_checkpoint").set_value("other-ck").run()
+    at.button(key="eval_run").click().run()
+    assert_ok(at)
+    at.button(key="eval_dd_map_0").click().run()
+    jump = at.session_state["map_jump"]
+    assert jump["checkpoint_id"] == "other-ck" and jump["checkpoint_name"] == "other model"
+    assert jump["layer"] == "error" and "by other model" in jump["why"]
+    (scene,) = [s for s in ws.list_scenes("val")]
+    assert jump["scene_id"] == scene.id
+
+    monkeypatch.setattr(streamlit_folium, "st_folium", FakeFolium(None))
+    try:
+        mp = AppTest.from_file(str(REPO / "pages" / "1_Map.py"), default_timeout=60)
+        mp.session_state["map_jump"] = jump
+        mp.run()
+        assert_ok(mp)
+        rec = mp.session_state["map_results"][scene.id]
+        assert rec["checkpoint_id"] == "other-ck" and rec["checkpoint_name"] == "other model"
+        t = texts(mp)
+        assert "predicted with **other model** (`other-ck`), the evaluated checkpoint" in t
+        assert "with other model (other-ck)" in t and "not the active checkpoint" in t
+        assert "Error layer:" in t
+        # a plain jump (no checkpoint, e.g. from the noise queue) still predicts with the active model
+        mp2 = AppTest.from_file(str(REPO / "pages" / "1_Map.py"), default_timeout=60)
+        mp2.session_state["map_jump"] = {k: v for k, v in jump.items() if not k.startswith("checkpoint")}
+        mp2.run()
+        assert_ok(mp2)
+        assert mp2.session_state["map_results"][scene.id]["checkpoint_id"] == "tiny-test"
+        assert "predicted with the active model" in texts(mp2)
+    finally:
+        shutil.rmtree(tile_dir(workspace_tile_key(ws.root), scene.id).parent, ignore_errors=True)  # this ws's tiles

@@ -125,12 +125,79 @@ def load_transform(record):
     return M
 
 
+SAME_ALIGNMENT_PX = 0.01  # two transforms that map every sampled label point within this (image px) are the same
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError, TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def same_alignment(record: dict, label_path, image_path, M, *, scheme: str, label_shape: tuple[int, int],
+                   tol_px: float = SAME_ALIGNMENT_PX) -> bool:
+    """True when an ``alignment.json`` record describes the alignment ``M`` (3×3 or
+    :class:`seghz.geo.align.LocalWarp`) of the same label file onto the same image in the same scheme: the two
+    mappings agree within ``tol_px`` image px on a 17×17 grid of points over the label (``label_shape`` = (H, W)).
+    The saved local field is rounded to 0.001 px, so a saved field read back still counts as the same."""
+    try:
+        if record.get("scheme") != scheme or not _same_file(record.get("label_file", ""), label_path) \
+                or not _same_file(record.get("image_file", ""), image_path):
+            return False
+        old = load_transform(record)
+    except (KeyError, TypeError, ValueError):
+        return False
+    if isinstance(old, A.LocalWarp) != isinstance(M, A.LocalWarp):
+        return False
+    h, w = int(label_shape[0]), int(label_shape[1])
+    gx, gy = np.meshgrid(np.linspace(0, max(w - 1, 0), 17), np.linspace(0, max(h - 1, 0), 17))
+    pts = np.c_[gx.ravel(), gy.ravel()]
+    with np.errstate(all="ignore"):
+        a, b = A.map_points(old, pts), A.map_points(M, pts)
+    d = np.abs(a - b)
+    return bool(np.isfinite(d).all() and d.max() <= tol_px)
+
+
+def find_aligned_scene(ws, label_path, image_path, M, *, scheme: str, label_shape: tuple[int, int],
+                       scene_ids=None, tol_px: float = SAME_ALIGNMENT_PX):
+    """The first scene of the workspace (or of ``scene_ids``) saved from this same alignment (see
+    :func:`same_alignment`; its ``alignment.json`` is read), or None. Saving it again would only make an
+    indistinguishable copy."""
+    for sc in ws.list_scenes():
+        if scene_ids is not None and sc.id not in scene_ids:
+            continue
+        f = ws.scene_path(sc, "image").parent / "alignment.json"
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(rec, dict) and same_alignment(rec, label_path, image_path, M, scheme=scheme,
+                                                    label_shape=label_shape, tol_px=tol_px):
+            return sc
+    return None
+
+
+def distinct_scene_name(ws, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``, … when scenes of the workspace already carry it, so that scenes can
+    be told apart in the scene pickers (ids are made unique on their own; names were not)."""
+    taken = {s.name for s in ws.list_scenes()}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
+
+
 def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: str | None = None, kind: str = "homography",
                          method: str = "manual", rmse: float | None = None, n_points: int = 0,
                          holdout_rmse: float | None = None, label: np.ndarray | None = None, extra: dict | None = None):
     """Warp the label into the image grid with ``M`` (3×3 or :class:`seghz.geo.align.LocalWarp`) and import image +
     warped label as a new scene (through :func:`seghz.data.scenes.import_scene`). Pixels outside the label become unlabelled. The scene's source
-    line names the files, method and RMSE; ``alignment.json`` in the scene folder holds the full record."""
+    line names the files, method and RMSE; ``alignment.json`` in the scene folder holds the full record. A name
+    another scene already has gets a number (:func:`distinct_scene_name`); :func:`find_aligned_scene` tells whether
+    this alignment was saved before."""
     from seghz.data.io import raster_info
     from seghz.data.scenes import import_scene
 
@@ -148,7 +215,8 @@ def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: st
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td) / "aligned_label.png"
         write_index_mask(tmp, warped, get_scheme(scheme))  # palette PNG: 255 -> black -> unlabelled on read
-        return import_scene(ws, image_path, tmp, scheme=scheme, name=name or f"{Path(image_path).stem} aligned",
+        return import_scene(ws, image_path, tmp, scheme=scheme,
+                            name=distinct_scene_name(ws, (name or "").strip() or f"{Path(image_path).stem} aligned"),
                             source=source, extra_files={"alignment.json": json.dumps(rec, indent=1).encode()})
 
 
@@ -175,5 +243,6 @@ def canvas_points(json_data: dict | None, scale: float) -> np.ndarray:
     return np.asarray(out, float).reshape(-1, 2)
 
 
-__all__ = ["before_after", "canvas_points", "default_airport_files", "import_aligned_scene", "load_pair", "load_points",
-           "load_transform", "points_table", "provenance", "write_overlay"]
+__all__ = ["SAME_ALIGNMENT_PX", "before_after", "canvas_points", "default_airport_files", "distinct_scene_name",
+           "find_aligned_scene", "import_aligned_scene", "load_pair", "load_points", "load_transform", "points_table",
+           "provenance", "same_alignment", "write_overlay"]

@@ -128,13 +128,28 @@ def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.nda
         return out.read_bytes()
 
 
-def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | None:
-    """The pixel window of a drawn region when it is valid but over the inline cap (:data:`MAX_REGION_PIXELS`), so it
-    can run as a background job; None when the region is fine inline or unusable (e.g. outside the scene)."""
+def drawn_window(scene: Scene, geometry, info) -> tuple[int, int, int, int]:
+    """The scene pixel window ``(row, col, height, width)`` of a drawn region
+    (:func:`seghz.geo.tiles.geojson_to_pixel_window`), with the messages of its RegionError naming the scene by its
+    display name (``scene 'Demo town (synthetic)'``) instead of its image file (``scene image.tif``)."""
+    from pathlib import Path
+
     from seghz.geo.tiles import geojson_to_pixel_window
 
     try:
-        w = check_window(scene, geojson_to_pixel_window(geometry, info), max_pixels=2**62)
+        return geojson_to_pixel_window(geometry, info)
+    except RegionError as e:
+        msg = str(e)
+        for file_ref in (f"scene {Path(info.path).name} (", f"scene {info.path} ("):
+            msg = msg.replace(file_ref, f"scene '{scene.name}' (")
+        raise RegionError(msg) from None
+
+
+def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | None:
+    """The pixel window of a drawn region when it is valid but over the inline cap (:data:`MAX_REGION_PIXELS`), so it
+    can run as a background job; None when the region is fine inline or unusable (e.g. outside the scene)."""
+    try:
+        w = check_window(scene, drawn_window(scene, geometry, info), max_pixels=2**62)
     except RegionError:
         return None
     return w if w[2] * w[3] > MAX_REGION_PIXELS else None
