@@ -157,7 +157,8 @@ def current_analyst(area: str) -> str | None:
 def commit_pending() -> int:
     """Apply the strokes left on the canvas in the last run (with the class they were painted with) to
     their scene's edit, and start a fresh canvas. Returns the number of label pixels the strokes touched (the
-    unit of "unsaved edited pixels"; canvas pixels differ by the canvas scale)."""
+    unit of "unsaved edited pixels"; canvas pixels differ by the canvas scale), or -1 when the tool refused them
+    (its message is already flashed)."""
     last = ss.pop("lbl_strokes", None)
     if not last:
         return 0
@@ -173,7 +174,7 @@ def commit_pending() -> int:
                                    prediction=last.get("prediction"), num_classes=last.get("num_classes"))
     except ValueError as e:
         flash("error", f"The {TOOL_NAMES.get(tool, tool)} strokes were not applied: {e}")
-        return 0
+        return -1
     edit["mask"] = mask
     edit["painted"] = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
     edit.setdefault("tools", set()).add(tool)
@@ -183,6 +184,8 @@ def commit_pending() -> int:
 
 def on_apply() -> None:
     n = commit_pending()
+    if n < 0:  # refused: keep the tool's own message
+        return
     scene_id = ss.get("lbl_scene")
     total = int(np.count_nonzero(pending_pixels(edits[scene_id]))) if n and scene_id in edits else 0
     flash("info", f"Applied the strokes to your edit: {n:,} label pixels; unsaved edited label pixels now {total:,}."
@@ -681,7 +684,8 @@ if queue is not None:
                f"version {queue.label_version}, {queue.created_at[:19].replace('T', ' ')} UTC · {len(queue.items)} "
                f"item(s), {len(pending)} still to review.")
     if active is not None and queue.checkpoint_id != active.id:
-        # not always a change of the active model: a training job re-ranks the saved queues with its new checkpoint
+        # e.g. the active model changed since the queue was built (a job re-ranks the queues only when its new
+        # checkpoint becomes the active one)
         st.warning(f"This queue was built with **{queue.checkpoint_id}**, not the active checkpoint **{active.id}**: "
                    "build it again to rank it with the active model (judged items stay out unless their label changed).")
     show_flash("queue")

@@ -414,6 +414,23 @@ def test_labels_apply_counts_label_pixels_and_history_shows_no_none(ws, monkeypa
     assert hist["checkpoint"].tolist() == ["—", "tiny-test"] and "None" not in hist.astype(str).to_numpy()
 
 
+def test_labels_a_refused_stroke_keeps_its_message(ws, monkeypatch):
+    """A tool that refuses the strokes flashes why; Apply then replaced it with "Nothing painted on the canvas yet"."""
+    import seghz.labels_edit as le
+
+    def refuse(*a, **k):
+        raise ValueError("no prediction in this window")
+
+    monkeypatch.setattr(le, "apply_tool", refuse)
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    at = app("pages/3_Labels.py").run()
+    at.button(key="lbl_apply").click().run()
+    assert_ok(at)
+    assert any("strokes were not applied: no prediction in this window" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert not any("Nothing painted" in i.value for i in at.info)
+
+
 def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(ws, monkeypatch):
     """"Open in the canvas" sets the window size, offsets and suspicion opacity through session state; the widgets
     also had default values, and Streamlit logged "The widget with key lbl_size_<scene> was created with a default
