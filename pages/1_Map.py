@@ -83,7 +83,7 @@ from seghz.infer.region import (
 )
 from seghz.labels_edit import agreement
 from seghz.models.checkpoint import checkpoint_scheme
-from seghz.report import BIAS_THRESHOLD
+from seghz.report import BIAS_THRESHOLD, style_pp
 from seghz.review import queue as rq
 from seghz.security import redact_secrets
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
@@ -483,13 +483,12 @@ if rec:
     # the table over the page's full width (in the left 2/5 next to the chart, "label share", "Δ" and "bias" were
     # off its right edge at 1400 px and long class names were cut), the chart below it
     st.dataframe(
-        shown, hide_index=True, width="stretch", key="map_area_table",
+        style_pp(shown), hide_index=True, width="stretch", key="map_area_table",  # Δ: 0.0, never -0.0
         column_config={"class": st.column_config.TextColumn(width="medium"),
                        "area (km²)": st.column_config.NumberColumn(format="%.4f"),
                        "predicted share (%)": st.column_config.NumberColumn(format="%.1f"),
                        "label share (%)": st.column_config.NumberColumn(format="%.1f"),
-                       "Δ (pp)": st.column_config.NumberColumn(format="%+.1f",
-                                                               help="predicted share − label share, percentage points"),
+                       "Δ (pp)": st.column_config.Column(help="predicted share − label share, percentage points"),
                        "bias": st.column_config.TextColumn(
                            help=f"over / under: the prediction's share is more than {100 * BIAS_THRESHOLD:.0f} pp "
                                 "above / below the label's")},
