@@ -402,12 +402,18 @@ for i, w in enumerate(windows[:n_thumbs]):
         st.switch_page("pages/1_Map.py")
 
 keys = [w.key() for w in windows]
-chosen = st.multiselect("Windows to send to label review", keys, default=keys[:n_thumbs], key="eval_dd_send_sel")
-if st.button("Send to label review", key="eval_dd_send", disabled=not chosen):
+send_label = {w.key(): f"#{i + 1} · {by_scene[w.scene_id].name} · rows {w.bbox[0]}–{w.bbox[2]}, cols {w.bbox[1]}–"
+                       f"{w.bbox[3]} · {w.count:,} px" for i, w in enumerate(windows)}
+chosen = st.multiselect("Windows to send to label review", keys, default=keys[:n_thumbs], key="eval_dd_send_sel",
+                        format_func=lambda k: send_label.get(k, k))
+sender = analyst_name()
+if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender):
     picked = [w for w in windows if w.key() in chosen]
     n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
-                                     checkpoint_id=cid, analyst=analyst_name() or "")
+                                     checkpoint_id=cid, analyst=sender)
     st.success(f"Added {n} window(s) to the review list ({len(picked) - n} already there): "
                f"`{drilldown.review_list_path(ws)}`")
+if not sender:
+    st.caption("Enter your analyst name in the sidebar to send windows: the Labels page shows who sent them.")
 
 extra_sections()

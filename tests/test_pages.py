@@ -885,11 +885,17 @@ def test_evaluate_matrix_views_frequencies_and_drilldown_sends_to_review(ws):
     # frequency table with a bias threshold
     freq = _frame_with(at, "bias")
     assert list(freq["class"]) == names and set(freq["bias"]) <= {"", "over", "under"}
-    # send to label review
+    # send to label review: the windows are listed by scene name and place, and a sender must be named
+    sel = at.multiselect(key="eval_dd_send_sel")
+    assert all(o.startswith("#") and " px" in o for o in sel.options), sel.options
+    assert at.button(key="eval_dd_send").disabled
+    assert any("Enter your analyst name in the sidebar to send windows" in c.value for c in at.caption)
+    at.sidebar.text_input(key="seghz_analyst").input("Eve").run()
     at.button(key="eval_dd_send").click().run()
     assert_ok(at)
     items = drilldown.load_review_list(ws)
     assert len(items) == len(table) and items[0]["true"] == names[a] and items[0]["predicted"] == names[b]
+    assert items[0]["analyst"] == "Eve"
     assert json.loads(drilldown.review_list_path(ws).read_text()) == items
     assert any("Added" in s.value for s in at.success)
 
