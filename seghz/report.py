@@ -553,9 +553,15 @@ def training_curves_figure(rows: Iterable[dict], colors: dict[str, str] | None =
             fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines+markers", name=name, line={"color": color,
                                                                                             "width": 3}), 1, col)
     fig.update_xaxes(title_text=xname)
+    if xname == "epoch":  # whole epochs only (no "0.5 epoch" ticks), at most ~10 of them
+        fig.update_xaxes(dtick=max(1, round(wide["epoch"].max() / 10)))
     fig.update_yaxes(title_text="score", tickformat=".0%", row=1, col=col)
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.3})
+    # the learning rate from 0 in engineering notation (one epoch's single point was drawn on a -0.5..1 axis)
+    fig.update_yaxes(rangemode="tozero", tickformat=".1e", exponentformat="e", row=1, col=2)
+    # the legend below the axis titles, not over them
+    fig.update_layout(height=430, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0, "xanchor": "left",
+                              "traceorder": "normal"})
     return fig
 
 

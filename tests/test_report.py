@@ -159,6 +159,15 @@ def test_training_curves():
     assert report.training_curves_figure([]) is None
 
 
+def test_training_curves_layout_keeps_the_legend_off_the_axes_and_the_lr_from_zero():
+    rows = [{"step": 5, "epoch": 1, "key": k, "value": v} for k, v in (("loss", 1.2), ("lr", 2e-3), ("val_miou", 0.4))]
+    fig = report.training_curves_figure(rows)
+    lg = fig.layout.legend
+    assert lg.orientation == "h" and lg.yanchor == "top" and lg.y < -0.2 and lg.traceorder == "normal"
+    assert fig.layout.yaxis2.rangemode == "tozero" and fig.layout.yaxis2.tickformat == ".1e"
+    assert fig.layout.xaxis.dtick == 1  # whole epochs
+
+
 def test_frequency_table_and_bias_flag():
     # labelled shares: Water 60/85, Road 25/85, Forest 0; predicted: Water 55/85, Road 20/85, Forest 10/85
     df = report.frequency_table(result(), threshold=0.05)
