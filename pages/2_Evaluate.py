@@ -168,7 +168,7 @@ def compare_section() -> None:
     else:
         r0, c0, r1, c1 = got["bbox"]
         st.metric("Changed pixels", f"{100 * got['fraction']:.1f} %",
-                  help=f"{got['changed']:,} of {got['total']:,} px (rows {r0}–{r1}, cols {c0}–{c1}, scheme {got['scheme']})")
+                  help=f"{got['changed']:,} of {got['total']:,} px (rows {r0}–{r1 - 1}, cols {c0}–{c1 - 1}, scheme {got['scheme']})")
         st.image(got["image"], caption=f"image | {by_id[ca].name} (A) | {by_id[cb_].name} (B) | "
                                        "changed pixels in magenta")
         pairs = compare.changed_pairs_table(got, top=10)
@@ -402,8 +402,8 @@ for i, w in enumerate(windows[:n_thumbs]):
         st.switch_page("pages/1_Map.py")
 
 keys = [w.key() for w in windows]
-send_label = {w.key(): f"#{i + 1} · {by_scene[w.scene_id].name} · rows {w.bbox[0]}–{w.bbox[2]}, cols {w.bbox[1]}–"
-                       f"{w.bbox[3]} · {w.count:,} px" for i, w in enumerate(windows)}
+send_label = {w.key(): f"#{i + 1} · {by_scene[w.scene_id].name} · rows {w.bbox[0]}–{w.bbox[2] - 1}, cols {w.bbox[1]}–"
+                       f"{w.bbox[3] - 1} · {w.count:,} px" for i, w in enumerate(windows)}
 chosen = st.multiselect("Windows to send to label review", keys, default=keys[:n_thumbs], key="eval_dd_send_sel",
                         format_func=lambda k: send_label.get(k, k))
 sender = analyst_name()

@@ -304,7 +304,7 @@ def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: 
     ss[f"lbl_row_{scene_id}"] = row
     ss[f"lbl_col_{scene_id}"] = col
     ss["lbl_sus_opacity"] = max(float(ss.get("lbl_sus_opacity", 0.0)), 0.5)
-    flash("info", f"Zoomed to the component at rows {bbox[0]}–{bbox[2]}, columns {bbox[1]}–{bbox[3]} "
+    flash("info", f"Zoomed to the component at rows {bbox[0]}–{bbox[2] - 1}, columns {bbox[1]}–{bbox[3] - 1} "
                   f"({size}×{size} px window); its suspicion is shown on the canvas.")
 
 
@@ -633,7 +633,7 @@ if sent:
             bb = tuple(int(v) for v in e["bbox"])
             c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
             c1.markdown(f"**{e['true']} → {e['predicted']}** ({e.get('scheme', '')}) · {int(e.get('count', 0)):,} px · "
-                        f"rows {bb[0]}–{bb[2]}, cols {bb[1]}–{bb[3]} · sent by {e.get('analyst') or 'someone'}")
+                        f"rows {bb[0]}–{bb[2] - 1}, cols {bb[1]}–{bb[3] - 1} · sent by {e.get('analyst') or 'someone'}")
             c2.button("Open in the canvas", key=f"lbl_sent_zoom_{k}", on_click=on_zoom,
                       args=(sid, bb, scene.height, scene.width))
             if c3.button("Open on map", key=f"lbl_sent_map_{k}"):

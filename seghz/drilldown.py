@@ -258,9 +258,10 @@ def _fmt_coord(v: float, decimals: int) -> str:
 
 
 def map_location(scene: Any, bbox: tuple[int, int, int, int]) -> str:
-    """Where a window is, for "open on map": scene id and pixel bbox, plus the map bbox when georeferenced."""
+    """Where a window is, for "open on map": scene id and pixel rows/columns (first–last, as every page shows them),
+    plus the map bbox of the window's outer edges when georeferenced."""
     r0, c0, r1, c1 = bbox
-    txt = f"scene `{scene.id}` rows {r0}–{r1}, cols {c0}–{c1}"
+    txt = f"scene `{scene.id}` rows {r0}–{r1 - 1}, cols {c0}–{c1 - 1}"
     tr = getattr(scene, "transform", None)
     if tr and len(tr) >= 6:
         a, b_, c, d, e, f = tr[:6]

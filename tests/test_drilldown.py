@@ -137,7 +137,7 @@ def test_scenes_with_cell():
 
 def test_map_location_with_and_without_transform():
     s = SimpleNamespace(id="sc", transform=None, crs=None)
-    assert dd.map_location(s, (0, 10, 256, 266)) == "scene `sc` rows 0–256, cols 10–266"
+    assert dd.map_location(s, (0, 10, 256, 266)) == "scene `sc` rows 0–255, cols 10–265"  # first–last, as the Map page
     g = SimpleNamespace(id="sc", transform=(0.5, 0, 100, 0, -0.5, 200), crs="EPSG:32650")
     assert "bbox (105, 72, 233, 200) EPSG:32650" in dd.map_location(g, (0, 10, 256, 266))
 

@@ -371,7 +371,7 @@ def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, mon
     assert any("Water → Buildings" in m.value and "123 px" in m.value for m in at.markdown)
     at.button(key="lbl_sent_zoom_0").click().run()
     assert_ok(at)
-    assert any("Zoomed to the component at rows 8–40" in i.value for i in at.info)
+    assert any("Zoomed to the component at rows 8–39" in i.value for i in at.info)
     at.button(key="lbl_sent_done_0").click().run()
     assert_ok(at)
     assert drilldown.pending_reviews(ws, sid) == []
@@ -460,7 +460,7 @@ def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(w
     assert at.selectbox(key=f"lbl_size_{big.id}").value == 600  # the whole scene, as before
     at.button(key="lbl_sent_zoom_0").click().run()
     assert_ok(at)
-    assert any("Zoomed to the component at rows 300–340" in i.value for i in at.info)
+    assert any("Zoomed to the component at rows 300–339" in i.value for i in at.info)
     size, row, col = zoom_window(bbox, 600, 600)
     assert at.selectbox(key=f"lbl_size_{big.id}").value == size < 600
     assert (at.slider(key=f"lbl_row_{big.id}").value, at.slider(key=f"lbl_col_{big.id}").value) == (row, col)
