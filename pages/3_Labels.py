@@ -38,6 +38,7 @@ from seghz.labels_edit import (
     agreement,
     apply_tool,
     blend_overlay,
+    box_on_canvas,
     canvas_scale,
     clamp_window,
     colorize_status,
@@ -304,8 +305,9 @@ def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: 
     ss[f"lbl_row_{scene_id}"] = row
     ss[f"lbl_col_{scene_id}"] = col
     ss["lbl_sus_opacity"] = max(float(ss.get("lbl_sus_opacity", 0.0)), 0.5)
+    ss["lbl_focus"] = {"scene_id": scene_id, "bbox": tuple(int(v) for v in bbox)}
     flash("info", f"Zoomed to the component at rows {bbox[0]}–{bbox[2] - 1}, columns {bbox[1]}–{bbox[3] - 1} "
-                  f"({size}×{size} px window); its suspicion is shown on the canvas.")
+                  f"({size}×{size} px window): it is outlined in magenta on the canvas, with its suspicion shown.")
 
 
 def export_data(scene_id: str, version: int, suffix: str):
@@ -549,6 +551,16 @@ paint = f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, 0.8)"
 if tool in ("eraser", "accept"):
     paint = "rgba(255, 255, 255, 0.55)"  # these tools do not write the picked class: neutral colour
 bg_img = Image.fromarray(bg).resize((cw, ch), Image.NEAREST if scale >= 1 else Image.BILINEAR)
+focus = ss.get("lbl_focus")
+box = box_on_canvas(focus["bbox"], win, scale) if focus and focus.get("scene_id") == sid else None
+if box is not None:  # the queue item opened with "Open in the canvas" (a few pixels can be hard to find)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(bg_img).rectangle(box, outline=(255, 0, 255), width=2)
+    fb = focus["bbox"]
+    f1, f2 = st.columns([5, 1])
+    f1.caption(f"Magenta box: the queue item you opened (rows {fb[0]}–{fb[2] - 1}, columns {fb[1]}–{fb[3] - 1}).")
+    f2.button("Hide the box", key="lbl_focus_hide", on_click=lambda: ss.pop("lbl_focus", None))
 buf = io.BytesIO()
 bg_img.save(buf, format="JPEG", quality=90)
 canvas_key = f"lbl_canvas_{sid}_{r0}_{c0}_{wh}_{ww}_{edit['gen']}"

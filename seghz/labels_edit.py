@@ -385,6 +385,23 @@ def offset_slider_max(extent: int) -> int:
 
 
 
+def box_on_canvas(bbox: tuple[int, int, int, int], window: tuple[int, int, int, int], scale: float,
+                  pad: int = 3) -> tuple[int, int, int, int] | None:
+    """Where a scene box ``(row0, col0, row1, col1)`` (end exclusive) lies on the canvas of ``window``
+    ``(row, col, height, width)`` shown at ``scale`` canvas px per scene px: ``(x0, y0, x1, y1)`` of its outline,
+    ``pad`` canvas px outside the box, clipped to the canvas; None when the box is not in the window."""
+    r0, c0, r1, c1 = (int(v) for v in bbox)
+    wr, wc, wh, ww = (int(v) for v in window)
+    if r1 <= wr or r0 >= wr + wh or c1 <= wc or c0 >= wc + ww:
+        return None
+    h, w = round(wh * scale), round(ww * scale)
+    x0 = max(0, math.floor((c0 - wc) * scale) - pad)
+    y0 = max(0, math.floor((r0 - wr) * scale) - pad)
+    x1 = min(w - 1, math.ceil((c1 - wc) * scale) - 1 + pad)
+    y1 = min(h - 1, math.ceil((r1 - wr) * scale) - 1 + pad)
+    return x0, y0, x1, y1
+
+
 def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width: int, margin: float = 0.5,
                 sizes=(256, 512, 768, 1024)) -> tuple[int, int, int]:
     """Window settings ``(size, row offset, column offset)`` of the Labels page that show ``bbox`` zoomed in.
@@ -420,7 +437,7 @@ def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width:
 
 __all__ = [
     "CANVAS_MODE", "MAX_WINDOW", "STATUS_COLORS", "TOOLS", "agreement", "apply_layer", "apply_strokes", "apply_tool",
-    "blend_overlay", "blob_seeds", "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer",
+    "blend_overlay", "blob_seeds", "box_on_canvas", "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer",
     "fill_region", "offset_slider_max", "offset_step", "rebase_edit", "resize_nearest", "stroke_mask", "stroke_pixels",
     "window_options", "zoom_window",
 ]

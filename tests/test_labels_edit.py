@@ -178,3 +178,15 @@ def test_unreviewed_in_window_by_hand():
     assert unreviewed_in_window(status, label, (0, 0, 2, 4), pending)[1].tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match="does not lie inside"):
         unreviewed_in_window(status, label, (2, 0, 2, 4))
+
+
+def test_box_on_canvas_outlines_a_box_inside_the_window_and_clips_it():
+    from seghz.labels_edit import box_on_canvas
+
+    # window rows 100..355, cols 200..455 at 2 canvas px per scene px; box rows 110..119, cols 210..229
+    assert box_on_canvas((110, 210, 120, 230), (100, 200, 256, 256), 2.0, pad=3) == (17, 17, 62, 42)
+    assert box_on_canvas((110, 210, 120, 230), (100, 200, 256, 256), 2.0, pad=0) == (20, 20, 59, 39)
+    # partly outside: clipped to the canvas; wholly outside: None
+    assert box_on_canvas((90, 190, 105, 205), (100, 200, 256, 256), 1.0) == (0, 0, 7, 7)
+    assert box_on_canvas((0, 0, 50, 50), (100, 200, 256, 256), 1.0) is None
+    assert box_on_canvas((350, 450, 400, 500), (100, 200, 256, 256), 0.5, pad=0) == (125, 125, 127, 127)

@@ -453,13 +453,31 @@ def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(w
     warned: list = []
     monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # Streamlit warns once per process
     monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: warned.append(msg % a))
-    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    calls: list = []
+    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory(calls))
     at = app("pages/3_Labels.py").run()
     at.selectbox(key="lbl_scene").set_value(big.id).run()
     assert_ok(at)
     assert at.selectbox(key=f"lbl_size_{big.id}").value == 600  # the whole scene, as before
     at.button(key="lbl_sent_zoom_0").click().run()
     assert_ok(at)
+    # the item is outlined in magenta on the canvas background until the analyst hides the box
+    import io
+
+    from PIL import Image
+
+    from seghz.labels_edit import box_on_canvas, canvas_scale, clamp_window
+
+    def magenta_at_box(kw) -> bool:
+        bg = np.asarray(Image.open(io.BytesIO(kw["background_image"])).convert("RGB")).astype(int)
+        sz, r, c = zoom_window(bbox, 600, 600)
+        win = clamp_window(600, 600, r, c, sz)
+        x0, y0, x1, y1 = box_on_canvas(bbox, win, canvas_scale(sz, sz, 768, 512)[2])  # the page's MAX/MIN_DISPLAY
+        edge = bg[y0, x0 + 2: x1 - 1]  # the top edge of the outline (JPEG: near magenta)
+        return bool(((edge[:, 0] > 140) & (edge[:, 1] < 90) & (edge[:, 2] > 160)).mean() > 0.8)
+
+    assert magenta_at_box(calls[-1])
+    assert any("Magenta box: the queue item you opened (rows 300–339" in c.value for c in at.caption)
     assert any("Zoomed to the component at rows 300–339" in i.value for i in at.info)
     size, row, col = zoom_window(bbox, 600, 600)
     assert at.selectbox(key=f"lbl_size_{big.id}").value == size < 600
@@ -468,6 +486,9 @@ def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(w
     at.run()
     assert_ok(at)
     assert not [w for w in warned if "default value" in w], warned
+    at.button(key="lbl_focus_hide").click().run()
+    assert_ok(at)
+    assert not magenta_at_box(calls[-1]) and not any("Magenta box" in c.value for c in at.caption)
 
 
 def test_labels_conflict_keeps_the_edit(ws, monkeypatch):
