@@ -252,6 +252,7 @@ pending = ss.pop("map_pending_jump", None)
 if pending and pending.get("scene_id") == sid:
     try:
         jw = bbox_to_window(tuple(pending["bbox"]), scene.height, scene.width)
+        replaced = regions.get(sid) is not None and focus.get(sid) is None  # the analyst's own drawn region
         regions[sid] = window_to_geojson(jw, info)
         focus[sid] = jw
         jck = pending.get("checkpoint_id")  # from an evaluation: predict with the checkpoint evaluated there
@@ -261,7 +262,9 @@ if pending and pending.get("scene_id") == sid:
             + (f" ({pending['why']})" if pending.get("why") else "")
             + (f"; the region is predicted with **{pending.get('checkpoint_name') or jck}** (`{jck}`), the "
                "evaluated checkpoint" if jck else "; the region is predicted with the active model")
-            + (" and the error layer is on." if pending.get("layer") == "error" else "."))
+            + (" and the error layer is on." if pending.get("layer") == "error" else ".")
+            + (" It replaced the region you had drawn on this scene (and its prediction); draw again to go back."
+               if replaced else ""))
     except RegionError as e:
         st.error(f"Cannot open that place on the map: {e}")
 if ss.get("map_jump_msg", {}).get(sid) and focus.get(sid):
@@ -345,9 +348,11 @@ out = streamlit_folium.st_folium(
 drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")
 if isinstance(drawn, list) and not drawn:
     if regions.pop(sid, None) is not None:
+        ss.get("map_jump_msg", {}).pop(sid, None)  # "Opened at …" described the region just removed
         st.rerun()  # the analyst deleted the shape: drop its outline from the map
 elif drawing and drawing != regions.get(sid):
     regions[sid] = drawing
+    ss.get("map_jump_msg", {}).pop(sid, None)  # the analyst's own region replaces the one a jump opened
     st.rerun()  # show the region's outline (kept when the map is re-created) and its window
 geometry = regions.get(sid)
 

@@ -191,7 +191,27 @@ def test_map_page_jump_to_opens_predicts_and_shows_the_error_layer(ws, fake_map)
     (s0, w0), (n0, e0) = window_bounds(want, info)
     assert abs(s - s0) < 1e-7 and abs(e - e0) < 1e-7
     assert "Error layer:" in texts(at) and "prediction differs from the label" in texts(at)
-    # a bbox outside the scene: a clear message, nothing predicted
+    # a bbox outside the scene: a clear message, nothing predicted (below)
+
+    # a jump over the analyst's own drawn region says that it replaced it; drawing again removes the message
+    from seghz.geo.tiles import pixel_window_to_geojson
+
+    mine = feature(pixel_window_to_geojson((10, 10, 30, 30), info))
+    fake.drawing = mine
+    at3 = app()
+    at3.run()
+    assert_ok(at3)
+    fake.drawing = None
+    at3.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (40, 50, 70, 90), "layer": "error"}
+    at3.run()
+    assert_ok(at3)
+    assert "It replaced the region you had drawn on this scene" in texts(at3)
+    fake.drawing = feature(pixel_window_to_geojson((100, 100, 20, 20), info))
+    at3.run()
+    assert_ok(at3)
+    assert "Opened at rows" not in texts(at3)
+
+    fake.drawing = None
     at2 = app()
     at2.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (0, 0, 10**6, 10), "layer": "error"}
     at2.run()
