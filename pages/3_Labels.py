@@ -705,7 +705,8 @@ if queue is not None:
         st.success("Nothing left to review in this queue.")
     else:
         n_pages = (len(pending) + QUEUE_PAGE - 1) // QUEUE_PAGE
-        page = int(st.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"lbl_q_page_{sid}")) if n_pages > 1 else 1
+        page = int(st.columns([1, 4])[0].number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"lbl_q_page_{sid}")) \
+            if n_pages > 1 else 1
         page = min(max(page, 1), n_pages)
         first = (page - 1) * QUEUE_PAGE
         class_opts = list(range(scheme.num_classes))
@@ -718,7 +719,8 @@ if queue is not None:
                 panels = rq.item_panels(crop_img, latest_mask[cr : cr + chh, cc : cc + cww],
                                         queue.predicted[cr : cr + chh, cc : cc + cww], m, scheme)
                 left, right = st.columns([3, 2])
-                left.image(rq.composite(panels), caption="image · label · prediction · suspect pixels")
+                left.image(rq.composite(panels, size=240, per_row=2),  # 2 × 2: large enough to judge a few px
+                           caption="image · label (top) · prediction · suspect pixels (bottom)")
                 b_r0, b_c0, b_r1, b_c1 = it.bbox
                 right.markdown(f"**#{rank}** · label **{it.label_class}** → model says **{it.predicted_class}** · "
                                f"{it.pixels} px · score {it.score:.1f} (mean {it.mean_score:.2f})")

@@ -181,6 +181,13 @@ def test_display_helpers():
     assert r <= 5 and c <= 5 and r + h >= 11 and c + w >= 11 and h >= 24 and r + h <= H
     comp = rq.composite([np.zeros((h, w, 3), np.uint8)] * 4, size=64, gap=4)
     assert comp.shape == (64, 4 * 64 + 12, 3)
+    # 2 × 2: panel i at row i // 2, column i % 2, white gaps between
+    panels = [np.full((h, w, 3), 10 * (i + 1), np.uint8) for i in range(4)]
+    grid = rq.composite(panels, size=64, gap=4, per_row=2)
+    assert grid.shape == (2 * 64 + 4, 2 * 64 + 4, 3)
+    assert [int(grid[r, c, 0]) for r, c in ((0, 0), (0, 70), (70, 0), (70, 70))] == [10, 20, 30, 40]
+    assert (grid[64:68] == 255).all() and (grid[:, 64:68] == 255).all()
+    assert rq.composite(panels[:3], size=64, per_row=2).shape == (132, 132, 3)  # the empty 4th cell stays white
     rgb, m = rq.score_rgb(np.array([[0.9, -np.inf], [0.1, 0.5]], np.float32))
     assert m.tolist() == [[True, False], [False, True]] and rgb.shape == (2, 2, 3)
 

@@ -466,17 +466,21 @@ def crop_window(bbox: tuple[int, int, int, int], shape: tuple[int, int], margin:
     return rr, cc, side_h, side_w
 
 
-def composite(panels: list[np.ndarray], size: int = 160, gap: int = 4) -> np.ndarray:
-    """RGB panels (same size) scaled to ``size`` px on the longer side and put side by side on white."""
+def composite(panels: list[np.ndarray], size: int = 160, gap: int = 4, per_row: int | None = None) -> np.ndarray:
+    """RGB panels (same size) scaled to ``size`` px on the longer side and laid out on white, ``per_row`` to a row
+    (default: all side by side)."""
     from PIL import Image
 
     h, w = panels[0].shape[:2]
     s = size / max(h, w)
     th, tw = max(1, round(h * s)), max(1, round(w * s))
-    out = np.full((th, len(panels) * tw + (len(panels) - 1) * gap, 3), 255, np.uint8)
+    cols = max(1, min(per_row or len(panels), len(panels)))
+    rows = -(-len(panels) // cols)
+    out = np.full((rows * th + (rows - 1) * gap, cols * tw + (cols - 1) * gap, 3), 255, np.uint8)
     for i, p in enumerate(panels):
+        r, c = divmod(i, cols)
         im = Image.fromarray(np.asarray(p, np.uint8)).resize((tw, th), Image.NEAREST)
-        out[:, i * (tw + gap): i * (tw + gap) + tw] = np.asarray(im)
+        out[r * (th + gap): r * (th + gap) + th, c * (tw + gap): c * (tw + gap) + tw] = np.asarray(im)
     return out
 
 
