@@ -86,7 +86,7 @@ from seghz.models.checkpoint import checkpoint_scheme
 from seghz.report import BIAS_THRESHOLD, style_pp
 from seghz.review import queue as rq
 from seghz.security import redact_secrets
-from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html
+from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
 MAP_HEIGHT = 560
 TTA_CHOICES = {"none": "none", "d4": "d4 (8 views)", "custom": "custom"}
@@ -273,6 +273,7 @@ if ss.get("map_jump_msg", {}).get(sid) and focus.get(sid):
 active = ws.active_checkpoint()
 rec = results.get(sid)
 scheme = rec["scheme"] if rec else None
+dscheme = screen_scheme(scheme) if scheme is not None else None  # the session's screen colours (files keep the study's)
 
 # ------------------------------------------------------------------------------------------------ overlays
 layers = folium.FeatureGroup(name="SegHZ layers", control=False)
@@ -289,9 +290,9 @@ if rec:
             label_error = (f"The scene's label (scheme {scene.scheme}) cannot be compared with the prediction "
                            f"(checkpoint scheme {scheme.name}): {e}")
     if show_label and label_shown is not None:
-        add_region_overlay(layers, region_overlay(label_shown, res.window, info, scheme, opacity), name="Label")
+        add_region_overlay(layers, region_overlay(label_shown, res.window, info, dscheme, opacity), name="Label")
     if show_pred:
-        add_region_overlay(layers, region_overlay(pred_shown, res.window, info, scheme, opacity), name="Prediction")
+        add_region_overlay(layers, region_overlay(pred_shown, res.window, info, dscheme, opacity), name="Prediction")
     run_views = tuple(getattr(res, "views", ()) or ("identity",))  # results from before views were recorded: 1
     n_views = len(run_views)
     if unc_layer == "confidence":
@@ -500,7 +501,7 @@ if rec:
     )
     yname = "area (km²)" if georef else "pixels"
     fig = go.Figure(go.Bar(
-        x=shown["class"], y=shown[yname], marker_color=scheme.hex_colors(),
+        x=shown["class"], y=shown[yname], marker_color=dscheme.hex_colors(),
         text=[f"{p:.1f} %" for p in shown["predicted share (%)"]], textposition="outside",
     ))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=yname, showlegend=False,

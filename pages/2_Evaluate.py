@@ -13,7 +13,7 @@ from seghz.data.io import read_image
 from seghz.errors import SegHZError
 from seghz.evaluate import evaluate_split, label_for_checkpoint
 from seghz.metrics import calibration_report, coverage_at
-from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html
+from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
 ws = page_header("Evaluate", "Scores of a checkpoint on the labelled scenes of a split, using the latest label versions.")
 
@@ -156,7 +156,7 @@ def compare_section() -> None:
             st.session_state["eval_cmp_changed"] = {
                 "req": req, "bbox": bbox, "scheme": sch, "changed": stats["changed"], "total": stats["total"],
                 "fraction": stats["fraction"], "pairs": stats["pairs"],
-                "image": drilldown.thumbnail(compare.changed_panels(img, pa, pb, stats["mask"], scheme_ab)),
+                "image": drilldown.thumbnail(compare.changed_panels(img, pa, pb, stats["mask"], screen_scheme(scheme_ab))),
             }
         except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
             st.error(f"Comparison failed: {e}")
@@ -234,7 +234,8 @@ if view not in views:
     view = views[0]
 vres = drilldown.collapse_result(result, ck.scheme, view) if native_ok else result
 vscheme = get_scheme(view) if native_ok else scheme
-colors = vscheme.hex_colors() if vscheme is not None and list(vscheme.names) == list(vres["classes"]) else None
+colors = screen_scheme(vscheme).hex_colors() if vscheme is not None and list(vscheme.names) == list(vres["classes"]) \
+    else None
 names = list(vres["classes"])
 
 h = report.headline(vres)
@@ -293,7 +294,7 @@ else:
                             help="What you keep if you leave the pixels below this confidence for review (on the "
                                  "Map page, the low-confidence layer marks those below 90 %).")
     abstain = abstain_pct / 100
-    native_colors = scheme.hex_colors() if scheme is not None and native_ok else None
+    native_colors = screen_scheme(scheme).hex_colors() if scheme is not None and native_ok else None
     col = None if cal_cls == "__all__" or native_colors is None else native_colors[native.index(cal_cls)]
     f1c, f2c = st.columns(2)
     f1c.plotly_chart(report.reliability_figure(cal, None if cal_cls == "__all__" else cal_cls, col), key="eval_reliability")
@@ -380,8 +381,8 @@ except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
 masks = {sid: drilldown.cell_mask(p_, l_, a, b, lut) for sid, (p_, l_) in data.items()}
 windows = drilldown.rank_windows(masks, int(win), limit=50)
 st.dataframe(
-    [{"rank": i + 1, "scene": w.scene_id, "name": by_scene[w.scene_id].name, "rows": f"{w.bbox[0]}–{w.bbox[2]}",
-      "cols": f"{w.bbox[1]}–{w.bbox[3]}", f"{a_name}→{b_name} (px)": w.count} for i, w in enumerate(windows)],
+    [{"rank": i + 1, "scene": w.scene_id, "name": by_scene[w.scene_id].name, "rows": f"{w.bbox[0]}–{w.bbox[2] - 1}",
+      "cols": f"{w.bbox[1]}–{w.bbox[3] - 1}", f"{a_name}→{b_name} (px)": w.count} for i, w in enumerate(windows)],
     hide_index=True, key="eval_dd_table",
 )
 n_thumbs = min(len(windows), 6) if vscheme is not None else 0
@@ -391,7 +392,7 @@ for i, w in enumerate(windows[:n_thumbs]):
         images[w.scene_id] = read_image(ws.scene_path(w.scene_id, "image"))
     pred, lbl = data[w.scene_id]
     panels = drilldown.cell_panels(*(drilldown.crop(x, w.bbox) for x in (images[w.scene_id], lbl, pred)), a, b,
-                                   vscheme, lut)
+                                   screen_scheme(vscheme), lut)
     st.image(drilldown.thumbnail(panels),
              caption=f"#{i + 1} · {w.count:,} px · image | label | prediction | {a_name}→{b_name} in magenta")
     c_loc, c_btn = st.columns([4, 1])

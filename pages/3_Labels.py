@@ -61,6 +61,7 @@ from ui.common import (
     predictor_for,
     progress_callback,
     scheme_legend_html,
+    screen_scheme,
 )
 
 MAX_DISPLAY = 768  # canvas pixels on the longer side, at most
@@ -461,9 +462,10 @@ try:
     ck_scheme = get_scheme(active.scheme) if active else scheme
 except KeyError:
     ck_scheme = scheme
+dscheme, dck = screen_scheme(scheme), screen_scheme(ck_scheme)  # the session's screen colours (files keep the study's)
 v1, v2, v3 = st.columns(3)
 v1.image(img, caption="image", width="stretch")
-v2.image(scheme.colorize(lbl_win), caption=f"label (version {base_version}" + (" + your edit)" if n_changed else ")"),
+v2.image(dscheme.colorize(lbl_win), caption=f"label (version {base_version}" + (" + your edit)" if n_changed else ")"),
          width="stretch")
 pred = None
 with v3:
@@ -489,7 +491,7 @@ with v3:
             st.caption(f"Prediction of the active model **{active.name}**: press the button (computed on demand), "
                        "or build the noise queue below.")
         else:
-            st.image(ck_scheme.colorize(pred), caption=f"prediction ({active.name})", width="stretch")
+            st.image(dck.colorize(pred), caption=f"prediction ({active.name})", width="stretch")
             if ck_scheme.name == scheme.name:
                 agree = agreement(pred, lbl_win)
                 if agree is not None:
@@ -511,9 +513,9 @@ sus_opacity = o3.slider("Suspicion", 0.0, 1.0, step=0.05, key="lbl_sus_opacity",
                         help="Opacity of the noise-queue suspicion score (yellow → red; build the queue first).")
 show_status = o4.toggle("Pixel status", key="lbl_status", help="Colour the saved label's pixels by status: corrected "
                         "(orange), confirmed (green), ignored (grey); original pixels are left as they are.")
-bg = blend_overlay(img, scheme.colorize(lbl_win), opacity, mask=lbl_win != IGNORE)
+bg = blend_overlay(img, dscheme.colorize(lbl_win), opacity, mask=lbl_win != IGNORE)
 if pred is not None and pred_opacity > 0:
-    bg = blend_overlay(bg, ck_scheme.colorize(pred), pred_opacity)
+    bg = blend_overlay(bg, dck.colorize(pred), pred_opacity)
 if have_score and sus_opacity > 0:
     rgb, m = rq.score_rgb(queue.score[r0 : r0 + wh, c0 : c0 + ww])
     bg = blend_overlay(bg, rgb, sus_opacity, mask=m)
@@ -535,7 +537,7 @@ tool = b2.radio("Tool", list(TOOL_NAMES), key="lbl_tool", format_func=TOOL_NAMES
                 help=TOOL_HELP)
 stroke = b3.slider("Brush width (canvas px)", 1, 80, 16, key="lbl_width",
                    disabled=tool not in ("brush", "eraser"), help="Width of the brush and eraser strokes.")
-sw = scheme.colors[class_index] if class_index != IGNORE else (0, 0, 0)
+sw = dscheme.colors[class_index] if class_index != IGNORE else (0, 0, 0)
 b1.markdown(f"<span style='display:inline-block;width:1.6em;height:1em;vertical-align:middle;border:1px solid #555;"
             f"background:rgb{tuple(sw)}'></span> painting "
             f"**{'ignore (255)' if class_index == IGNORE else scheme.names[class_index]}**", unsafe_allow_html=True)
@@ -546,7 +548,7 @@ if tool == "accept" and pred_for_tool is None:
 mode = CANVAS_MODE[tool]
 
 ch, cw, scale = canvas_scale(wh, ww, MAX_DISPLAY, MIN_DISPLAY)
-rgb = (0, 0, 0) if class_index == IGNORE else scheme.colors[class_index]
+rgb = (0, 0, 0) if class_index == IGNORE else dscheme.colors[class_index]
 paint = f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, 0.8)"
 if tool in ("eraser", "accept"):
     paint = "rgba(255, 255, 255, 0.55)"  # these tools do not write the picked class: neutral colour
@@ -717,7 +719,7 @@ if queue is not None:
                 crop_img = load_window(str(img_path), img_mtime, (cr, cc, chh, cww))
                 m = it.crop_mask((cr, cc, chh, cww), queue.shape[1])
                 panels = rq.item_panels(crop_img, latest_mask[cr : cr + chh, cc : cc + cww],
-                                        queue.predicted[cr : cr + chh, cc : cc + cww], m, scheme)
+                                        queue.predicted[cr : cr + chh, cc : cc + cww], m, dscheme)
                 left, right = st.columns([3, 2])
                 left.image(rq.composite(panels, size=240, per_row=2),  # 2 × 2: large enough to judge a few px
                            caption="image · label (top) · prediction · suspect pixels (bottom)")

@@ -20,7 +20,7 @@ from seghz.store import NotFoundError
 from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, COTEACH_SELECT, NOISE_DENOMINATORS, NOISE_MASKS,
                               NOISE_MATRICES, PRESETS, REFINES, ROBUSTS, SAMPLERS, form_state_from_config,
                               noise_threshold_from_p, preset_state)
-from ui.common import analyst_name, page_header, review_noise_for
+from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
 
 ARCHS = ["Unet"]
 ENCODERS = ["tu-efficientnet_lite0"]
@@ -279,7 +279,7 @@ with st.expander("Label noise measured from your reviews"):
                        f"corrected ({rn.corrected_px / rn.reviewed_px:.1%}); scheme {noise_scheme}. Each class's row is "
                        "shrunk towards the pooled error rate in proportion to how few regions of it were reviewed.")
             st.plotly_chart(report.noise_matrix_figure(rn.names, rn.transition, rn.counts,
-                                                       get_scheme(noise_scheme).hex_colors()),
+                                                       screen_scheme(noise_scheme).hex_colors()),
                             key="train_noise_matrix")
             for p in rn.problems():
                 st.warning(f"Not usable for training: {p}.")
@@ -431,7 +431,7 @@ def jobs_panel(watching: bool) -> None:
             st.rerun()
     try:
         _sch = get_scheme(str((job.config or {}).get("scheme") or "hz7"))
-        class_colors = dict(zip(_sch.names, _sch.hex_colors()))
+        class_colors = dict(zip(_sch.names, screen_scheme(_sch).hex_colors()))
     except KeyError:
         class_colors = None
     fig = report.training_curves_figure(ws.job_metrics(jid), class_colors)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +37,7 @@ class Scheme:
     unlabelled_ids: tuple[int, ...] = ()
     unlabelled_colors: tuple[tuple[int, int, int], ...] = ()
     notes: str = ""
+    display_colors: tuple[tuple[int, int, int], ...] | None = None  # hand-picked "distinct" screen colours, if any
 
     @property
     def num_classes(self) -> int:
@@ -128,6 +129,23 @@ class Scheme:
             )
         return out.astype(np.uint8)
 
+    def for_display(self, palette: str = "study") -> Scheme:
+        """This scheme with the colours of a display ``palette`` (:data:`PALETTES`), for drawing only: ``study``
+        is the scheme's own (the colours of its label files); ``distinct`` is the scheme file's hand-picked
+        ``display_color`` of each class when it has them (hz7: tan open area, light green grass, dark green forest in
+        place of three blues), else the study's colours with those the eye cannot tell from an earlier class's moved
+        (:func:`distinct_colors`). Never decode or write label files with the result."""
+        if palette not in PALETTES:
+            raise ValueError(f"unknown palette '{palette}'; choose from {', '.join(PALETTES)}")
+        if palette == "study":
+            return self
+        disp = self.display_colors
+        if disp is None:  # e.g. a scheme rebuilt from a checkpoint's metadata: the registry's, when it is the same
+            reg = _registry().get(self.name)
+            if reg is not None and (reg.names, reg.colors) == (self.names, self.colors):
+                disp = reg.display_colors
+        return replace(self, colors=disp or distinct_colors(self.colors))
+
     def to_json(self) -> dict:
         return {
             "name": self.name,
@@ -135,6 +153,49 @@ class Scheme:
             "ids": list(self.ids),
             "colors": [list(c) for c in self.colors],
         }
+
+
+PALETTES = ("study", "distinct")
+MIN_DELTA_E = 40.0  # CIE76 colour difference that "distinct" keeps between any two classes (≈ 2.3 is a just-noticeable one)
+
+
+def srgb_to_lab(rgb) -> np.ndarray:
+    """CIE L*a*b* (D65) of sRGB uint8 colours (..., 3)."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+@lru_cache(maxsize=64)
+def distinct_colors(colors: tuple[tuple[int, int, int], ...], min_delta_e: float = MIN_DELTA_E
+                    ) -> tuple[tuple[int, int, int], ...]:
+    """Colours for the screen that keep every class apart, changing the study's as little as possible.
+
+    In class order, a colour at least ``min_delta_e`` (CIE76 ΔE) from every colour already kept is kept; one
+    closer (hz7's Green_land and Forest differ by ΔE 13, two blues side by side) is replaced by the nearest colour
+    of a 216-colour grid that is far enough from all kept ones (if none is, the grid colour farthest from them).
+    Deterministic: the same scheme always gets the same colours."""
+    levels = np.arange(0, 256, 51)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    grid_lab = srgb_to_lab(grid)
+    kept: list[tuple[int, int, int]] = []
+    kept_lab: list[np.ndarray] = []
+    for c in colors:
+        lab = srgb_to_lab(c)
+        if all(np.linalg.norm(lab - k) >= min_delta_e for k in kept_lab):
+            pick = tuple(int(v) for v in c)
+        else:
+            gap = np.min(np.linalg.norm(grid_lab[:, None, :] - np.array(kept_lab)[None], axis=2), axis=1)
+            ok = np.flatnonzero(gap >= min_delta_e)
+            i = ok[np.argmin(np.linalg.norm(grid_lab[ok] - lab, axis=1))] if ok.size else int(np.argmax(gap))
+            pick = tuple(int(v) for v in grid[i])
+        kept.append(pick)  # type: ignore[arg-type]
+        kept_lab.append(srgb_to_lab(pick))
+    return tuple(kept)
 
 
 def _load(path: Path) -> Scheme:
@@ -149,6 +210,8 @@ def _load(path: Path) -> Scheme:
         unlabelled_ids=tuple(int(v) for v in d.get("unlabelled_ids", [])),
         unlabelled_colors=tuple(tuple(int(v) for v in c) for c in d.get("unlabelled_colors", [])),
         notes=d.get("notes", ""),
+        display_colors=(tuple(tuple(int(v) for v in c["display_color"]) for c in cls)
+                        if all("display_color" in c for c in cls) else None),
     )
 
 

@@ -234,3 +234,47 @@ def test_decode_rgb_rejects_out_of_range_16bit_values():
     rgb = np.array([[[0, 53 * 256 + 60, 172]]], np.uint16)
     with pytest.raises(BadInputError):
         get_scheme("hz7").decode_rgb(rgb, source="mask16.tif")
+
+
+def test_srgb_to_lab_known_values():
+    from seghz.classes import srgb_to_lab
+
+    assert np.allclose(srgb_to_lab([255, 255, 255]), [100, 0, 0], atol=0.01)
+    assert np.allclose(srgb_to_lab([0, 0, 0]), [0, 0, 0], atol=0.01)
+    assert np.allclose(srgb_to_lab([255, 0, 0]), [53.24, 80.09, 67.20], atol=0.05)  # sRGB red, D65
+
+
+def test_display_palette_keeps_classes_apart_and_never_touches_the_files():
+    import itertools
+
+    from seghz.classes import PALETTES, get_scheme, scheme_names, srgb_to_lab
+
+    hz7 = get_scheme("hz7")
+    assert hz7.for_display("study") is hz7
+    d = hz7.for_display("distinct")
+    # the three blues of the study become tan, light green and dark green; the rest keep the study's colours
+    assert dict(zip(d.names, d.colors))["Forest"] == (25, 105, 45) and d.colors[0] == hz7.colors[0]
+    assert (d.names, d.ids, d.name) == (hz7.names, hz7.ids, hz7.name)
+    for name in scheme_names():
+        s = get_scheme(name)
+        lab = srgb_to_lab(np.array(s.for_display("distinct").colors))
+        gap = min(np.linalg.norm(lab[i] - lab[j]) for i, j in itertools.combinations(range(len(lab)), 2))
+        assert gap >= 38, (name, gap)  # the study's hz7 Green_land / Forest differ by ΔE 13
+    # label files still decode with the study's colours only
+    assert hz7.decode_rgb(np.array([[hz7.colors[3]]], np.uint8))[0, 0] == 3
+    with pytest.raises(BadInputError):
+        hz7.decode_rgb(np.array([[d.colors[3]]], np.uint8))
+    with pytest.raises(ValueError, match="unknown palette 'neon'"):
+        hz7.for_display("neon")
+    assert PALETTES == ("study", "distinct")
+
+
+def test_a_scheme_rebuilt_from_checkpoint_metadata_gets_the_registry_display_colours():
+    from seghz.classes import Scheme, distinct_colors, get_scheme
+
+    hz7 = get_scheme("hz7")
+    meta = Scheme(hz7.name, hz7.title, hz7.names, hz7.ids, hz7.colors)  # as checkpoint_scheme builds it: no display
+    assert meta.for_display("distinct").colors == hz7.display_colors
+    other = Scheme("mine", "mine", ("a", "b"), (1, 2), ((10, 120, 200), (12, 125, 205)))
+    assert other.for_display("distinct").colors == distinct_colors(other.colors)
+    assert other.for_display("distinct").colors[0] == (10, 120, 200) and other.for_display("distinct").colors[1] != (12, 125, 205)

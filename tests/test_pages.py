@@ -250,7 +250,17 @@ def test_labels_brush_edit_saves_a_new_version(ws, monkeypatch):
     at.sidebar.text_input(key="seghz_analyst").input("Ann Analyst").run()
     at.selectbox(key="lbl_class").set_value(buildings).run()
     assert_ok(at)
-    assert calls[-1]["stroke_color"].startswith("rgba(%d, %d, %d" % HZ7.colors[buildings])
+    assert calls[-1]["stroke_color"].startswith("rgba(%d, %d, %d" % HZ7.for_display("distinct").colors[buildings])
+    # the screen palette: "distinct" by default, the study's on request (the painted class is the same either way)
+    forest = HZ7.names.index("Forest")
+    at.selectbox(key="lbl_class").set_value(forest).run()
+    assert calls[-1]["stroke_color"].startswith("rgba(25, 105, 45")  # dark green, not the study's blue
+    at.sidebar.radio(key="seghz_palette").set_value("study").run()
+    assert_ok(at)
+    assert calls[-1]["stroke_color"].startswith("rgba(%d, %d, %d" % HZ7.colors[forest])
+    assert "#06a0cc" in "".join(m.value for m in at.markdown)  # the legend in the study's Forest blue
+    at.sidebar.radio(key="seghz_palette").set_value("distinct")
+    at.selectbox(key="lbl_class").set_value(buildings).run()
     at.button(key="lbl_save").click().run()
     assert_ok(at)
     assert any("Saved label version 1" in s.value for s in at.success)

@@ -143,8 +143,9 @@ def progress_callback(bar) -> Callable[[float, str], None]:
 
 
 def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None) -> str:
-    """HTML of coloured legend chips for a scheme's classes (for ``st.markdown(..., unsafe_allow_html=True)``)."""
-    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    """HTML of coloured legend chips for a scheme's classes (for ``st.markdown(..., unsafe_allow_html=True)``), in
+    the session's screen palette (:func:`screen_scheme`)."""
+    sch = screen_scheme(scheme)
     chips = []
     for name, color in zip(sch.names, sch.hex_colors()):
         if names is not None and name not in names:
@@ -165,6 +166,30 @@ def analyst_name_input() -> str:
         help="Recorded with every label version you save.",
     )
     return (value or "").strip()
+
+
+PALETTE_KEY = "seghz_palette"
+PALETTE_LABELS = {"distinct": "distinct (for the screen)", "study": "study palette (as in the label files)"}
+
+
+def palette_input() -> str:
+    """Render the sidebar "Class colours" choice (kept for the whole session, across pages); return it."""
+    return st.sidebar.radio(
+        "Class colours", list(PALETTE_LABELS), key=PALETTE_KEY, persist_state="session",
+        format_func=PALETTE_LABELS.get,
+        help="How classes are coloured on the screen. The study's hz7 palette draws open area, green land and "
+             "forest in three near-identical blues; 'distinct' draws them tan, light green and dark green (and "
+             "moves any colour too close to another in the other schemes). Files you export keep the study's "
+             "colours.",
+    )
+
+
+def screen_scheme(scheme: Scheme | str) -> Scheme:
+    """The scheme coloured for the screen with the session's palette (:meth:`seghz.classes.Scheme.for_display`);
+    only for drawing (never to decode or write label files)."""
+    sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    choice = st.session_state.get(PALETTE_KEY) or "distinct"
+    return sch.for_display(choice if choice in PALETTE_LABELS else "distinct")
 
 
 def analyst_name() -> str:
@@ -211,6 +236,7 @@ def page_header(title: str, caption: str | None = None, *, set_config: bool = Tr
         st.caption(caption)
     with st.sidebar:
         analyst_name_input()
+        palette_input()
         st.markdown("**Workspace**")
         st.code(str(ws.root), language=None)
         active = ws.active_checkpoint()
@@ -250,5 +276,5 @@ def canvas(**kwargs) -> Any:
 __all__ = [
     "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "analyst_problem", "canvas", "demo_disabled", "get_predictor",
     "get_workspace", "has_synthetic_scenes", "metric_row", "page_header", "predictor_for", "progress_callback",
-    "scheme_legend_html", "workspace_root",
+    "scheme_legend_html", "screen_scheme", "workspace_root",
 ]
