@@ -102,10 +102,17 @@ def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed
     Returns ``{"delta", "lo", "hi", "p_b_better", "a", "b", "scenes", "rounds", "level", "seed", "per_class"}``:
     ``a`` / ``b`` = each model's mIoU on all scenes, ``delta`` = ``b − a``, ``lo`` / ``hi`` the percentile interval at
     ``level`` over the rounds, ``p_b_better`` the share of rounds where B's mIoU is higher. With one scene there is
-    nothing to resample: ``lo``, ``hi`` and ``p_b_better`` are None. ``per_class[name]``:
+    nothing to resample: ``lo``, ``hi`` and ``p_b_better`` are None. Each round's mIoU is :func:`scores`' on the
+    draw (classes in its labels *or* a model's predictions, as ``seghz evaluate`` scores a split), so the interval
+    is that of the point estimate's statistic; a round counts unless a model's pooled matrix is all zero (a draw
+    without a labelled pixel, where mIoU is undefined). ``per_class[name]``:
 
-    * ``{"delta", "lo", "hi"}`` for a class both models score (IoU defined: in the labels or in both predictions);
-      rounds whose draw lacks the class are left out of its interval (it is conditional on the class being drawn);
+    * ``{"delta", "lo", "hi"}`` for a class both models score (IoU defined: in the labels or in both predictions).
+      Its interval is over the rounds whose draw holds labelled pixels of the class (support > 0: the class's row
+      sum of both models' pooled matrices), so it is conditional on the class being drawn. A round whose draw
+      holds no labelled pixel of it is left out, also when a model predicts the class somewhere in the draw (both
+      IoUs would be 0 there, a Δ of exactly 0 that says nothing about the class). ``lo`` / ``hi`` are None when
+      no round holds the class (e.g. a class absent from the labels that both models predict: ``delta`` 0);
     * ``{"delta": None, ..., "only": "a" | "b"}`` for a class absent from the labels that one model predicts: it
       counts as an IoU of 0 in that model's mIoU and is not scored at all for the other;
     * None for a class neither model scores.
@@ -136,6 +143,10 @@ def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed
     pb = (draws @ b.reshape(n, -1)).reshape(rounds, c, c)
     d = miou_batch(pb) - miou_batch(pa)
     dc = iou_batch(pb) - iou_batch(pa)
+    # a class's Δ counts only in rounds whose draw holds labelled pixels of it: without them both IoUs are 0 (false
+    # positives only) or undefined, and a forced Δ of 0 would pull the interval onto 0
+    drawn = (pa.sum(-1) > 0) & (pb.sum(-1) > 0)  # (rounds, C): support of each class in the draw
+    dc[~drawn] = np.nan
     tail = (1 - float(level)) / 2
     full_a, full_b = a.sum(0), b.sum(0)
     ia, ib = iou_batch(full_a), iou_batch(full_b)

@@ -370,6 +370,133 @@ def test_paired_bootstrap_one_scene_has_no_interval_and_one_sided_classes_are_na
     assert one["p_b_better"] is None and one["per_class"]["y"]["lo"] is None
 
 
+
+def _water_in_one_scene(fp: int, n: int = 10):
+    """``n`` scenes of land (class 0); water (class 1) is labelled in scene 0 only (1000 px): A finds all of it, B
+    half. Both models put ``fp`` false-positive water pixels into every other scene."""
+    a = np.zeros((n, 2, 2), np.int64)
+    a[:, 0, 0] = 1000
+    a[0, 1, 1] = 1000
+    b = a.copy()
+    b[0, 1, 1], b[0, 1, 0] = 500, 500
+    a[1:, 0, 0] -= fp
+    a[1:, 0, 1] = fp
+    b[1:] = a[1:]
+    return a, b
+
+
+def _loop_class_deltas(a, b, rounds, seed, cls):
+    """Per round, by hand with :func:`scores`: the class's B − A IoU, or None when the draw holds no labelled pixel
+    of it (support 0); and the mIoU difference."""
+    n = len(a)
+    out, miou = [], []
+    for counts in np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=rounds):
+        idx = np.repeat(np.arange(n), counts)
+        sa, sb = scores(a[idx].sum(0)), scores(b[idx].sum(0))
+        ca, cb = sa["per_class"][str(cls)], sb["per_class"][str(cls)]
+        out.append(cb["iou"] - ca["iou"] if ca["support"] > 0 and cb["support"] > 0 else None)
+        miou.append(sb["miou"] - sa["miou"])
+    return out, miou
+
+
+def _old_rule_class_interval(a, b, rounds, seed, level=0.95):
+    """The interval as it was before rounds without the class's labels were left out: only rounds where a model's
+    IoU is undefined (union 0) dropped, so false positives alone made a round count with a Δ of exactly 0."""
+    from seghz.metrics import iou_batch
+
+    n, c = a.shape[0], a.shape[1]
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=rounds).astype(np.float64)
+    dc = iou_batch((draws @ b.reshape(n, -1)).reshape(rounds, c, c)) - iou_batch(
+        (draws @ a.reshape(n, -1)).reshape(rounds, c, c))
+    tail = (1 - level) / 2
+    res = []
+    for i in range(c):
+        x = dc[:, i][~np.isnan(dc[:, i])]
+        res.append((float(np.quantile(x, tail)), float(np.quantile(x, 1 - tail))))
+    return res
+
+
+def test_paired_bootstrap_class_interval_leaves_out_rounds_without_its_labels_despite_false_positives():
+    """The reviewer's case: water labelled in one of 10 scenes, B loses half of it, both models predict 5 water px in
+    every other scene. A round that draws none of the water scene has IoU 0 for both (false positives only): its Δ
+    of 0 says nothing about water and must not count, or the interval ends at exactly 0 and the interval gate rule
+    waves the drop through. The interval is over the rounds that hold water: about −0.5 at both ends."""
+    from seghz.metrics import paired_bootstrap, paired_scene_bootstrap
+
+    a, b = _water_in_one_scene(fp=5)
+    r = paired_bootstrap(a, b, rounds=2000, seed=0, names=["0", "1"])
+    w = r["per_class"]["1"]
+    assert w["delta"] == pytest.approx(500 / 1045 - 1000 / 1045)  # the point estimate, as scores() on all scenes
+    assert w["hi"] < 0 and w["lo"] == pytest.approx(-0.5, abs=0.03) and w["hi"] == pytest.approx(-0.5, abs=0.03)
+    assert w["lo"] <= w["delta"] <= w["hi"]
+    # exactly the textbook rounds: those whose draw holds water labels
+    deltas, miou = _loop_class_deltas(a, b, 2000, 0, 1)
+    kept = [x for x in deltas if x is not None]
+    assert 0 < len(kept) < 2000  # some rounds lack the water scene (≈ 0.9 ** 10 of them)
+    assert w["lo"] == pytest.approx(np.quantile(kept, 0.025), abs=1e-12)
+    assert w["hi"] == pytest.approx(np.quantile(kept, 0.975), abs=1e-12)
+    # mIoU keeps scores()' class set per round (labels or predictions), as the point estimate: a round without the
+    # water scene is a tie there, and it counts
+    assert r["lo"] == pytest.approx(np.quantile(miou, 0.025), abs=1e-12)
+    assert r["hi"] == pytest.approx(np.quantile(miou, 0.975), abs=1e-12)
+    assert r["delta"] == pytest.approx(scores(b.sum(0))["miou"] - scores(a.sum(0))["miou"])
+    # the old rule, for the record: the same data gave an interval ending at exactly 0
+    assert _old_rule_class_interval(a, b, 2000, 0)[1][1] == 0.0
+    # the same through the per-scene mapping that compare / the gate use
+    ps, why, k = paired_scene_bootstrap({f"s{i}": m for i, m in enumerate(a)}, {f"s{i}": m for i, m in enumerate(b)},
+                                        ["land", "water"], same_scenes=True, rounds=2000, seed=0)
+    assert why == "" and k == 10
+    sw = ps["per_class"]["water"]
+    assert sw["hi"] < 0 and sw["lo"] == pytest.approx(-0.5, abs=0.03) and sw["hi"] == pytest.approx(-0.5, abs=0.03)
+
+
+def test_paired_bootstrap_class_interval_without_false_positives_is_unchanged():
+    """No false positives: a round without the water scene had an undefined IoU for both models and was left out
+    already; the interval is the constant −0.5 of every round that holds water, as before."""
+    from seghz.metrics import paired_bootstrap
+
+    a, b = _water_in_one_scene(fp=0)
+    r = paired_bootstrap(a, b, rounds=2000, seed=0, names=["land", "water"])
+    assert r["per_class"]["water"] == {"delta": -0.5, "lo": -0.5, "hi": -0.5}
+    old = _old_rule_class_interval(a, b, 2000, 0)
+    assert old[1] == (-0.5, -0.5)
+    assert (r["per_class"]["land"]["lo"], r["per_class"]["land"]["hi"]) == old[0]  # land is in every draw
+
+
+def test_paired_bootstrap_class_labelled_in_many_scenes_interval_as_before():
+    """A class labelled in 12 of 20 scenes (false positives of both models in the other 8): practically every draw
+    holds it, so its interval is the one the old rule gave on the same seed, and the textbook one."""
+    from seghz.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(21)
+    a, b = _random_cms(rng, 20, 3, scale=300), _random_cms(rng, 20, 3, scale=300)
+    for m in (a, b):
+        m[12:, 2, :] = 0  # class 2 unlabelled in scenes 12..19 ...
+        m[12:, 0, 2] = rng.integers(1, 30, size=8)  # ... but predicted there by both models
+    r = paired_bootstrap(a, b, rounds=1000, seed=9, names=["0", "1", "2"])
+    old = _old_rule_class_interval(a, b, 1000, 9)
+    for i in range(3):
+        pc = r["per_class"][str(i)]
+        assert pc["lo"] == pytest.approx(old[i][0], abs=1e-12) and pc["hi"] == pytest.approx(old[i][1], abs=1e-12)
+    deltas, _ = _loop_class_deltas(a, b, 1000, 9, 2)
+    assert None not in deltas
+    assert r["per_class"]["2"]["lo"] == pytest.approx(np.quantile(deltas, 0.025), abs=1e-12)
+    assert r["per_class"]["2"]["hi"] == pytest.approx(np.quantile(deltas, 0.975), abs=1e-12)
+
+
+def test_paired_bootstrap_class_only_in_both_predictions_has_no_interval():
+    """A class the labels never hold that both models predict: IoU 0 for both, Δ 0, but no round holds a labelled
+    pixel of it, so there is no interval (not a zero-width one that looks sure)."""
+    from seghz.metrics import paired_bootstrap
+
+    a = np.array([[[50, 0, 3], [0, 40, 0], [0, 0, 0]]] * 4)
+    b = a.copy()
+    b[:, 1, 1] -= 10
+    b[:, 1, 2] += 10
+    r = paired_bootstrap(a, b, rounds=200, names=["x", "y", "z"])
+    assert r["per_class"]["z"] == {"delta": 0.0, "lo": None, "hi": None}
+    assert r["per_class"]["y"]["lo"] is not None
+
 def test_pooled_class_frequencies_equal_those_of_the_masks_put_together():
     from seghz.metrics import class_frequencies, pooled_class_frequencies
 
