@@ -192,6 +192,10 @@ def external_eval(a, train_stems: list[str]) -> tuple[list[str], list[tuple[Path
         raise SystemExit(f"--eval-data: {e}") from None
     stems = sorted(pairs, key=salted)
     stems = stems[: a.eval_tiles] if a.eval_tiles else stems
+    from bench.heldout import file_digest
+
+    # the files' own digests key the protocol too: two folders of the same name never mix under --resume/--compare
+    a.eval_files_sha1 = hashlib.sha1(",".join(file_digest(p) for s in stems for p in pairs[s]).encode()).hexdigest()[:12]
     dup = duplicate_images([a.data / "images" / f"{s}.png" for s in train_stems], [pairs[s][0] for s in stems])
     if dup:
         raise SystemExit(f"--eval-data: {len(dup)} evaluation image(s) are byte copies of training tiles, e.g. "
@@ -445,7 +449,8 @@ def miou_gt(sc: dict) -> float:
 
 def _protocol(a, train_stems, eval_stems) -> dict:
     ev = getattr(a, "eval_data", None)  # absent in namespaces built by other scripts' callers
-    ext = {"eval_data": f"{ev.resolve().name} ({a.eval_scheme} -> {SCHEME})"} if ev else {}
+    ext = {"eval_data": f"{ev.resolve().name} ({a.eval_scheme} -> {SCHEME})",
+           "eval_files_sha1": getattr(a, "eval_files_sha1", None)} if ev else {}
     return {"data": "gid15 -> hz7", **ext, "arch": "Unet", "encoder": a.encoder, "init": a.init,
             "encoder_weights": INITS[a.init],
             "steps": max(1, -(-a.steps // a.epochs)) * a.epochs, "epochs": a.epochs, "batch_size": a.batch_size,
@@ -588,7 +593,7 @@ def _fmt_paired(pr: dict | None, per_seed: bool = True) -> str:
 
 
 # protocol keys that must match for reports to be compared side by side (init and steps may differ)
-COMPARE_KEYS = ("data", "eval_data", "arch", "encoder", "epochs", "batch_size", "crop", "lr", "flip_fraction", "train_tiles", "eval_tiles",
+COMPARE_KEYS = ("data", "eval_data", "eval_files_sha1", "arch", "encoder", "epochs", "batch_size", "crop", "lr", "flip_fraction", "train_tiles", "eval_tiles",
                 "train_stems_sha1", "eval_stems_sha1")
 COMPARE_ROWS = ("ce", "noisy_ce")
 
@@ -972,10 +977,11 @@ def main(argv: list[str] | None = None) -> dict:
         except (KeyError, ValueError) as e:
             raise SystemExit(f"--eval-scheme: {e.args[0] if isinstance(e, KeyError) else e}") from None
         eval_stems, eval_pairs = external_eval(a, train_stems)
-        eval_samples = load_pairs(eval_pairs, a.eval_scheme)
-    else:
-        eval_samples = load(a.data, eval_stems)
-    train_clean = load(a.data, train_stems)
+    try:  # a bad file (unknown class id, size mismatch, unreadable): its name and problem, no traceback
+        eval_samples = load_pairs(eval_pairs, a.eval_scheme) if a.eval_data else load(a.data, eval_stems)
+        train_clean = load(a.data, train_stems)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
     protocol = _protocol(a, train_stems, eval_stems)
     compare_data = compare_entries(protocol, compare) if compare is not None else None
     names = list(get_scheme(SCHEME).names)

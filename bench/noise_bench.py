@@ -350,7 +350,11 @@ def main(argv=None) -> int:
     ck_scheme = meta["scheme"]["name"]
     names = meta["scheme"]["names"]
     t0 = time.perf_counter()
-    tiles, classes = load_tiles(args, chosen, pred, src_scheme, ck_scheme, None)
+    try:
+        tiles, classes = load_tiles(args, chosen, pred, src_scheme, ck_scheme, None)
+    except (ValueError, OSError) as e:  # a bad file: its name and problem, no traceback
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
     t_pred = time.perf_counter() - t0
 
     if args.mode == "tune":

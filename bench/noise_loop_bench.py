@@ -207,8 +207,12 @@ def main(argv=None) -> int:
         true = label_for_checkpoint(read_label(label, src), src.name, ck_scheme)
         return {"stem": stem, "image": img, "true": true, "names": names}
 
-    train = [load(*t) for t in train_set]
-    evals = [load(*t) for t in eval_set]
+    try:
+        train = [load(*t) for t in train_set]
+        evals = [load(*t) for t in eval_set]
+    except (ValueError, OSError) as e:  # a bad file: its name and problem, no traceback
+        _log(f"error: {e}")
+        return 2
     add_noise(train, args.seed, args.flip_fraction, args.shift_fraction)
     valid_px = int(sum((t["true"] != IGNORE).sum() for t in train))
     noisy_px = int(sum(t["noise"].sum() for t in train))

@@ -271,8 +271,9 @@ def crosswalk_path(src: str, dst: str) -> list[str] | None:
 def index_crosswalk(src: str, dst: str) -> np.ndarray:
     """uint8 LUT of 256 entries mapping class *indices* of ``src`` to indices of ``dst`` (255 stays 255).
 
-    Raises SchemeMismatchError when no crosswalk chain exists.
+    Raises KeyError for an unknown scheme name, SchemeMismatchError when no crosswalk chain exists.
     """
+    get_scheme(src), get_scheme(dst)  # "unknown class scheme 'gid16'", not "no crosswalk from 'gid16'"
     path = crosswalk_path(src, dst)
     if path is None:
         raise SchemeMismatchError(

@@ -185,8 +185,13 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     which = getattr(a, "stems_from_checkpoint", None)
     if stems is None and which:
         stems = checkpoint_split_stems(a.checkpoint, meta, a.images, a.labels, a.scheme, which)
+    in_folder = len(pairs)
     if stems is not None:
         pairs = [p for p in pairs if p[0].stem in stems]
+        if not pairs:
+            raise SegHZError(f"{a.images}: none of its {in_folder} image(s) is among the {len(stems)} stems of the "
+                             f"checkpoint's {which or 'chosen'} split; give the folder it was trained on, or leave out "
+                             "--stems-from-checkpoint to score every image of this one")
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
@@ -208,12 +213,15 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     finally:
         bar.close()
     sc = evaluation_scores(cm, meta["scheme"]["names"], calib)
-    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), scheme=ck_scheme, per_scene=per_scene)
+    sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), images_in_folder=in_folder,
+              split=which or None, scheme=ck_scheme, per_scene=per_scene)
     return sc, kept, meta
 
 
 def cmd_evaluate(a) -> int:
     sc, _, _ = _evaluate_folder(a)
+    print(f"scored {sc['images']} image(s)" + (f" of the {sc['images_in_folder']} in {a.images} (the checkpoint's "
+          f"{sc['split']} split)" if sc.get("split") else f" of {a.images}") + f", TTA {a.tta}")
     print_table(sc)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
@@ -375,6 +383,9 @@ def cmd_import(a) -> int:
     if a.images:
         if not a.labels:
             raise SegHZError("--images needs --labels (a folder of label files with the same stems)")
+        if a.name or a.split != "none":
+            raise SegHZError("--name and --split are for one --image; a folder's scenes are named after their files "
+                             "and split by --test-fraction / --val-count")
         bar = _tqdm_progress("import")
         scenes = import_folder(ws, a.images, a.labels, scheme=a.scheme, target_scheme=a.target_scheme,
                                test_fraction=a.test_fraction, val_count=a.val_count, limit=a.limit, progress=bar)
@@ -387,6 +398,9 @@ def cmd_import(a) -> int:
 
     c = Counter(s.split for s in scenes)
     print(f"imported {len(scenes)} scene(s) into {ws.root}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    if len(scenes) <= 10:
+        for s in scenes:
+            print(f"  {s.id}  {s.name}  ({s.split}, {s.width}x{s.height} px)")
     return 0
 
 
@@ -409,6 +423,9 @@ def cmd_predict(a) -> int:
         raise BadInputError(src, "folder holds no images (.png/.jpg/.tif)")
     out = Path(a.output)
     multi = len(inputs) > 1 or Path(a.input).is_dir()
+    if not multi and out.suffix.lower() != ".png":
+        raise SegHZError(f"--output {out}: predict writes a palette PNG (.png); for a GeoTIFF that keeps the input's "
+                         "georeferencing use `python -m seghz predict-scene`")
     if multi:
         out.mkdir(parents=True, exist_ok=True)
     bar = _tqdm_progress("predict")
@@ -524,6 +541,13 @@ def cmd_info(a) -> int:
     ws = _workspace(a)
     print(f"workspace {ws.root}")
     print(json.dumps(ws.summary(), indent=1))
+    scenes = ws.list_scenes()
+    for sc in scenes[:50]:
+        geo = sc.crs or "pixel space"
+        print(f"scene {sc.id}: {sc.name} ({sc.split}, {sc.width}x{sc.height} px, {sc.scheme}, {geo}"
+              + (", no label" if sc.label_path is None else "") + ")")
+    if len(scenes) > 50:
+        print(f"… and {len(scenes) - 50} more scene(s)")
     for c in ws.list_checkpoints():
         print(f"checkpoint {c.id}: {c.arch}/{c.encoder} scheme {c.scheme} val {c.metrics.get('val')} {c.note}")
     return 0
@@ -534,16 +558,26 @@ def cmd_vectors(a) -> int:
     from seghz.geo import vectors
 
     ws = _workspace(a)
+    out = Path(a.out)
+    if not out.parent.is_dir():
+        raise SegHZError(f"--out {out}: folder {out.parent} does not exist")
+    scene = ws.get_scene(a.scene)
     if a.what == "corrections":
         fc = vectors.corrections_geojson(ws, a.scene, a.version, a.min_pixels)
     else:
         fc = vectors.label_geojson(ws, a.scene, a.version, a.min_pixels)
-    out = Path(a.out)
     atomic_write_bytes(out, vectors.to_bytes(fc))
     n = len(fc["features"])
     px = sum(f["properties"]["area_px"] for f in fc["features"])
     print(f"wrote {n} polygon(s) covering {px:,} px ({a.what}, label version {fc['label_version']} of scene "
           f"'{a.scene}'; coordinates {fc['coordinate_system']}) to {out}")
+    if a.what == "label" and scene.label_path is None and fc["label_version"] == 0:
+        print(f"note: scene '{a.scene}' has no label (imagery only): nothing to draw", file=sys.stderr)
+    elif n == 0 and a.what == "corrections":
+        print(f"note: label version {fc['label_version']} of scene '{a.scene}' holds no corrections", file=sys.stderr)
+    if fc["coordinate_system"] == vectors.PIXEL_COORDS:
+        print("warning: the scene has no CRS, so the positions are pixels ([column, -row]), not degrees: a GIS will "
+              "place them near 0°N 0°E", file=sys.stderr)
     return 0
 
 
@@ -579,7 +613,8 @@ def cmd_checkpoints(a) -> int:
             mark = "*" if active is not None and c.id == active.id else " "
             print(f"{mark} {c.id:<40} {c.name[:30]:<30} {c.arch}/{c.encoder} {c.scheme:<6} "
                   f"val mIoU {'—' if miou is None else f'{100 * float(miou):.2f}':>6}  parent {c.parent_id or '—'}")
-        print("(* = active)")
+        print("(* = active; val mIoU = each checkpoint's own validation data when it was trained: compare two "
+              "on the same data with `checkpoints gate ID --compute` or `seghz compare`)")
         return 0
     if a.action == "add":
         import shutil
@@ -596,7 +631,10 @@ def cmd_checkpoints(a) -> int:
         if not a.no_copy:
             dest = ws.root / "checkpoints" / src.name
             if dest.exists():
-                raise SegHZError(f"{dest} exists already: register it, or give the file another name")
+                same = [c.id for c in ws.list_checkpoints() if ws.checkpoint_path(c).resolve() == dest.resolve()]
+                raise SegHZError(f"{dest} exists already" + (f", registered as '{same[0]}'" if same else
+                                 " (not registered: `checkpoints add` it with --no-copy)")
+                                 + "; to add this file too, give it another name")
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_target(dest) as tmp:
                 shutil.copyfile(src, tmp)
@@ -613,7 +651,7 @@ def cmd_checkpoints(a) -> int:
     if a.action == "promote":
         try:
             v = gate.promote(ws, a.id, override=a.override, analyst=a.analyst or "", reason=a.reason or "",
-                             margin=a.margin, compute=not a.no_compute)
+                             margin=a.margin, compute=not a.no_compute, rule=a.rule)
         except gate.GateRefused as e:
             _print_verdict(e.verdict)
             print(f"error: {e}", file=sys.stderr)
@@ -632,7 +670,12 @@ def cmd_checkpoints(a) -> int:
             return 1
         print(f"active model: {now.id} (rolled back)")
         return 0
-    print(gate.history_table(ws.promotion_history(limit=a.limit)).to_string(index=False))
+    hist = ws.promotion_history(limit=a.limit)
+    if not hist:
+        print(f"no promotions or rollbacks recorded in workspace {ws.root}")
+        return 0
+    print(gate.history_table(hist).to_string(index=False))
+    print("(times in UTC)")
     return 0
 
 
@@ -1029,7 +1072,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp2.add_argument("--override", action="store_true", help="promote despite the gate (needs --analyst and --reason)")
     cp2.add_argument("--analyst")
     cp2.add_argument("--reason")
-    cp2.add_argument("--margin", type=float)
+    cp2.add_argument("--margin", type=float, help="largest allowed per-class IoU drop (default: the workspace's, 0.02)")
+    cp2.add_argument("--rule", choices=RULES, help="default: the workspace's setting (margin)")
     cp2.add_argument("--no-compute", action="store_true", help="do not score missing validation scores")
     cr = cks.add_parser("rollback", help="return to the previously active model")
     cr.add_argument("--analyst")
@@ -1120,10 +1164,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_device(args) -> None:
+    """``--device cuda…`` on a machine without a usable GPU: one clear line instead of torch's traceback."""
+    dev = str(getattr(args, "device", None) or "")
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SegHZError(f"--device {dev}: torch sees no CUDA GPU here (python -m seghz info says what it "
+                             "sees); use --device cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_device(args)
         return args.fn(args)
-    except (SegHZError, KeyError, FileNotFoundError) as e:
+    except KeyError as e:  # unknown scheme / class names: the message is the first argument (no quotes)
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except (SegHZError, FileNotFoundError, ValueError) as e:  # ValueError: bad option values (e.g. --batch-size 0)
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -482,8 +482,10 @@ def promote(
     margin: float | None = None,
     compute: bool = True,
     progress: Callable | None = None,
+    rule: str | None = None,
 ) -> Verdict:
-    """Make ``candidate_id`` the active model if the regression gate lets it.
+    """Make ``candidate_id`` the active model if the regression gate lets it (``rule``: as :func:`check`; None =
+    the workspace's setting).
 
     A ``pass`` verdict promotes. A ``flagged`` (or ``unknown``) verdict is refused unless ``override=True``,
     which needs the analyst's name and a reason; the override is recorded in the promotion history with the
@@ -499,7 +501,7 @@ def promote(
         NotFoundError: Candidate not registered.
         ConflictError: The active model changed meanwhile.
     """
-    v = check(ws, candidate_id, split=split, margin=margin, compute=compute, progress=progress)
+    v = check(ws, candidate_id, split=split, margin=margin, compute=compute, progress=progress, rule=rule)
     if v.active_id == candidate_id:
         return v
     if not v.passed:

@@ -110,7 +110,7 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
                     f"{cal_fig}{cal_tab}")
     ex_html = "".join(
         f"<div class='ex'><div><b>{html.escape(e.true)} → {html.escape(e.predicted)}</b>: {e.count:,} px in "
-        f"<code>{html.escape(e.image_name)}</code> rows {e.bbox[0]}–{e.bbox[2]}, cols {e.bbox[1]}–{e.bbox[3]}</div>"
+        f"<code>{html.escape(e.image_name)}</code> rows {e.bbox[0]}–{e.bbox[2] - 1}, cols {e.bbox[1]}–{e.bbox[3] - 1}</div>"
         f"<img alt='example' src='{png_data_uri(e.thumbnail)}'></div>"
         for e in examples) or "<p>No confusion (every labelled pixel predicted right).</p>"
     return f"""<!doctype html>

@@ -164,3 +164,22 @@ def test_experiments_evaluates_on_eval_data_and_refuses_copies_of_training_tiles
     proc = subprocess.run(cmd[:-1] + [str(GID)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV,
                           check=False)
     assert proc.returncode != 0 and "is the training folder --data" in proc.stderr
+
+
+@needs_gid
+def test_benches_name_a_bad_label_file_without_a_traceback(tmp_path):
+    mine = _copy_gid(_test_stems()[:2], tmp_path / "mine")
+    bad = sorted((mine / "labels").iterdir())[0]
+    lbl = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
+    lbl[0, 0] = 77  # no class of gid15 has id 77
+    cv2.imwrite(str(bad), lbl)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "noise_bench.py"), "--data", str(mine), "--stems",
+                           "all", "--tta", "none"], cwd=ROOT, capture_output=True, text=True, timeout=240, env=ENV,
+                          check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert bad.name in proc.stderr and "77" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "ce", "--seeds", "0",
+                           "--steps", "1", "--epochs", "1", "--crop", "32", "--batch-size", "2", "--train-tiles", "2",
+                           "--device", "cpu", "--eval-data", str(mine), "--out", str(tmp_path / "x.md")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240, env=ENV, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and bad.name in proc.stderr
