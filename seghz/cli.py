@@ -112,7 +112,8 @@ def cmd_train(a) -> int:
     if main:
         if res["resumed_from"] is not None:
             print(f"resumed after epoch {res['resumed_from']} from {res['state']}", file=sys.stderr)
-        print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou'] if res['best_val'] else None}")
+        print(f"best checkpoint: {res['checkpoint']}  val mIoU "
+          + (f"{100 * res['best_val']['miou']:.2f} %" if res["best_val"] else "— (no validation images)"))
     return 0
 
 
@@ -353,7 +354,7 @@ def cmd_train_demo(a) -> int:
                 on_metrics=lambda s, e, row: print(json.dumps(row), file=sys.stderr, flush=True),
                 meta_extra={"command": "python -m seghz " + " ".join(shlex.quote(x) for x in sys.argv[1:]), "synthetic": True})
     bar.close()
-    print(f"best checkpoint: {res['checkpoint']}  val mIoU {res['best_val']['miou']:.4f}")
+    print(f"best checkpoint: {res['checkpoint']}  val mIoU {100 * res['best_val']['miou']:.2f} %")
     return 0
 
 
@@ -528,7 +529,11 @@ def cmd_info(a) -> int:
         from seghz.models.checkpoint import read_metadata
 
         meta = read_metadata(a.checkpoint)
-        print(json.dumps({k: v for k, v in meta.items() if k not in ("test_stems", "val_stems")}, indent=1))
+        for k, v in meta.items():  # one line per key (the scheme's colours on one line, not one number per line)
+            if k in ("test_stems", "val_stems"):
+                print(f"{k}: {len(v or [])} stems")
+            else:
+                print(f"{k}: {json.dumps(v, ensure_ascii=False)}")
         return 0
     print("class schemes: " + ", ".join(f"{n} ({get_scheme(n).num_classes})" for n in scheme_names()))
     import torch
@@ -1145,7 +1150,8 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--baidu", action="store_true",
                     help="the template serves Baidu tiles (BD09MC ids, y northward): warp them to EPSG:3857")
     fe.set_defaults(fn=cmd_fetch)
-    al = sub.add_parser("align", help="align a label map to imagery (control points or automatic); prints the RMSE")
+    al = sub.add_parser("align", help="align a label map to imagery (control points or automatic); prints the fit's "
+                                      "RMSE on the control points (none without --points)")
     al.add_argument("--label", required=True, help="label file (palette RGB or id mask) of --scheme")
     al.add_argument("--image", required=True, help="the imagery (PNG/JPEG/GeoTIFF)")
     al.add_argument("--scheme", required=True, help="class scheme of the label file, e.g. hz20")

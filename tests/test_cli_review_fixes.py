@@ -88,6 +88,7 @@ def test_vectors_checks_its_folder_and_warns_about_pixel_coordinates(tmp_path, c
     err = _err(capsys)
     assert "warning: the scene has no CRS, so the positions are pixels" in err
     assert json.loads((tmp_path / "l.geojson").read_text())["features"][0]["properties"]["class"] == "Water"
+    assert "-0.0" not in (tmp_path / "l.geojson").read_text()  # row 0 is 0, not -0.0
     assert main(["--workspace", str(ws), "vectors", "--scene", sid, "--out", str(tmp_path / "c.geojson")]) == 0
     assert "holds no corrections" in _err(capsys)
 
@@ -120,3 +121,12 @@ def test_evaluate_with_checkpoint_stems_on_a_folder_holding_none_of_them_is_an_e
     assert main(["evaluate", "--checkpoint", str(GID_CK), "--images", str(tmp_path / "images"), "--labels",
                  str(tmp_path / "labels"), "--scheme", "gid15", "--stems-from-checkpoint"]) == 2
     assert "none of its 1 image(s) is among the 125 stems of the checkpoint's test split" in _err(capsys)
+
+
+def test_info_of_a_checkpoint_is_one_line_per_key_and_a_folder_is_not_a_checkpoint(tmp_path, capsys):
+    assert main(["info", "--checkpoint", str(DEMO)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    scheme = next(line for line in out if line.startswith("scheme: "))
+    assert '"names": ["Water", "OpenArea"' in scheme and len(out) < 30
+    assert main(["info", "--checkpoint", str(tmp_path)]) == 2
+    assert "is a folder, not a checkpoint file" in _err(capsys)

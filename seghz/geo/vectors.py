@@ -81,7 +81,7 @@ def group_polygons(groups: np.ndarray, valid: np.ndarray, info, offset: tuple[in
             xs = np.array([p[0] for p in ring], np.float64) + c0 + offset[1]
             ys = np.array([p[1] for p in ring], np.float64) + r0 + offset[0]
             lat, lng = pixel_to_latlng(ys, xs, info)
-            pts = [[float(x), float(y)] for x, y in zip(lng, lat)]
+            pts = [[float(x) + 0.0, float(y) + 0.0] for x, y in zip(lng, lat)]  # + 0.0: no "-0.0" (row 0 → -0.0)
             new_rings.append(_oriented(pts, ccw=(k == 0)))
         ext = rings[0]
         cx = float(np.mean([p[0] for p in ext[:-1]])) + c0 + offset[1]

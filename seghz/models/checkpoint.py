@@ -61,6 +61,8 @@ def read_safetensors_meta(path: Path, key: str, error: type[Exception], what: st
     from safetensors import safe_open
 
     p = Path(path)
+    if p.is_dir():
+        raise error(f"{p}: is a folder, not a {what} file (.safetensors)")
     if not p.is_file():
         raise error(f"{p}: {what} file does not exist")
     try:
