@@ -398,7 +398,12 @@ def cmd_import(a) -> int:
     from collections import Counter
 
     c = Counter(s.split for s in scenes)
-    print(f"imported {len(scenes)} scene(s) into {ws.root}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    print(f"imported {len(scenes)} scene(s) into {ws.root}"
+          + (": " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) if c else ""))
+    skipped = getattr(scenes, "skipped", [])
+    if skipped:
+        print(f"skipped {len(skipped)} pair(s) whose image is already in the workspace (e.g. {skipped[0][0].name} "
+              f"is scene '{skipped[0][1]}'); delete those scenes to import them again")
     if len(scenes) <= 10:
         for s in scenes:
             print(f"  {s.id}  {s.name}  ({s.split}, {s.width}x{s.height} px)")

@@ -214,3 +214,37 @@ def test_real_shanghai_tiles_land_in_shanghai(tmp_path):
     assert b[:, 0].min() < 121.485 and b[:, 2].max() > 121.515 and b[:, 1].min() < 31.105 and b[:, 3].max() > 31.135
     if {"google_5_5", "google_5_6"} <= boxes.keys():  # adjacent tiles share an edge (y index grows northward)
         assert boxes["google_5_5"][3] == pytest.approx(boxes["google_5_6"][1], abs=1e-7)
+
+
+def test_predict_scene_output_imports_as_the_same_classes(tmp_path, capsys):
+    """The reviewer's case: ``predict-scene`` writes class INDICES (255 = nodata) with a colour map in the scheme's
+    colours; importing that GeoTIFF as an hz7 label (``import --image X.tif --label pred.tif --scheme hz7``) keeps
+    every class (index 0 = Water stays Water, not unlabelled; index 5 = Buildings does not become id 5)."""
+    import torch
+
+    from seghz.classes import get_scheme
+    from seghz.cli import main
+    from seghz.infer.engine import Predictor
+    from seghz.infer.scene import predict_scene
+
+    hz7 = get_scheme("hz7")
+    src = _utm_tif(tmp_path / "scene.tif", h=64, w=96)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, hz7.num_classes, 1)
+    with torch.no_grad():  # a pointwise model that gives every class somewhere on the random image
+        conv.weight.copy_(torch.randn(hz7.num_classes, 3, 1, 1) * 4)
+    pred = Predictor(conv, hz7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=64, overlap=0.25, batch_size=2, device="cpu")
+    out = tmp_path / "pred.tif"
+    predict_scene(pred, src, out, scheme=hz7)
+    with rasterio.open(out) as ds:
+        want = ds.read(1)
+    want[:2, :5] = 255  # and some nodata
+    with rasterio.open(out, "r+") as ds:
+        ds.write(want, 1)
+    assert len(np.unique(want)) >= 5, np.unique(want)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "import", "--image", str(src), "--label", str(out), "--scheme", "hz7"]) == 0
+    capsys.readouterr()
+    w = Workspace(ws)
+    (scene,) = w.list_scenes()
+    assert np.array_equal(w.effective_label(scene.id), want)

@@ -377,3 +377,162 @@ def test_16bit_geotiff_windows_share_one_scene_wide_stretch(tmp_path):
         assert src.stretch == (lo, hi)
     finally:
         src.close()
+
+
+# ---------------------------------------------------------------- colour tables: index vs id masks
+
+
+def _every_index_mask(scheme, h=12, w=20, seed=3):
+    """A class-index mask holding every class index of ``scheme`` and 255 (nodata/ignore)."""
+    m = np.random.default_rng(seed).integers(0, scheme.num_classes, (h, w)).astype(np.uint8)
+    m[0, : scheme.num_classes] = np.arange(scheme.num_classes)
+    m[1, :3] = 255
+    return m
+
+
+def _write_predict_scene_like(path, mask, scheme):
+    """A GeoTIFF laid out as ``predict-scene`` writes it (seghz.infer.scene._Writer): nodata 255, tiled, a full
+    256-entry colour map from scheme.palette() (classes 0..K-1, black after)."""
+    import rasterio
+
+    pal = scheme.palette()
+    with rasterio.open(path, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1, dtype="uint8",
+                       nodata=255, compress="deflate") as ds:
+        ds.write(mask, 1)
+        ds.write_colormap(1, {i: (*map(int, pal[i]), 255) for i in range(256)})
+
+
+_INDEX_WRITERS = {
+    "palette_png": lambda p, m, s: sio.write_index_mask(p, m, s),
+    "geotiff": lambda p, m, s: sio.write_index_mask_geotiff(p, m, scheme=s),
+    "geotiff_georef": lambda p, m, s: sio.write_index_mask_geotiff(
+        p, m, crs="EPSG:3857", transform=(2.0, 0.0, 13_375_000.0, 0.0, -2.0, 3_536_000.0), scheme=s),
+    "predict_scene": _write_predict_scene_like,
+}
+
+
+@pytest.mark.parametrize("scheme_name", ["hz7", "gid15", "loveda", "hz20"])
+@pytest.mark.parametrize("writer", sorted(_INDEX_WRITERS))
+def test_seghz_index_masks_read_back_as_the_same_indices(tmp_path, writer, scheme_name):
+    """Everything SegHZ writes as a class-index mask (palette PNG, GeoTIFF export, predict-scene output) reads back
+    as the same indices through read_label, for id-based schemes (hz7/hz20/loveda: ids 1..K, 0 = unlabelled) and
+    0-based ones (gid15: ids 0..14) alike; 255 stays ignore."""
+    scheme = get_scheme(scheme_name)
+    mask = _every_index_mask(scheme)
+    p = tmp_path / ("mask.png" if writer == "palette_png" else "mask.tif")
+    _INDEX_WRITERS[writer](p, mask, scheme)
+    meta = {}
+    sio._read_raw(p, None, "label", {}, meta)
+    assert sio.palette_layout(meta["palette"], scheme) == ("both" if scheme_name == "gid15" else "index")
+    back = sio.read_label(p, scheme)
+    assert back.dtype == np.uint8 and np.array_equal(back, mask)
+    win = sio.read_label(p, scheme, window=(1, 2, 5, 7))
+    assert np.array_equal(win, mask[1:6, 2:9])
+
+
+def test_index_geotiff_as_hz7_label_is_not_read_as_ids(tmp_path):
+    """The reviewer's case: index 0 (Water) must stay Water (not unlabelled), index 5 (Buildings) must not become
+    id 5 (Reflection_Glass_Curtainwall = index 4)."""
+    mask = np.array([[0, 5, 6, 255]], np.uint8)
+    p = tmp_path / "pred.tif"
+    _write_predict_scene_like(p, mask, HZ7)
+    assert sio.read_label(p, HZ7).tolist() == [[0, 5, 6, 255]]
+    assert HZ7.names[5] != HZ7.names[4]
+    # without a colour table the same values are file ids, as before (id 0 = unlabelled, id 5 = index 4)
+    q = tmp_path / "ids.tif"
+    _write_geotiff(q, mask[None], "uint8", georef=False)
+    with pytest.raises(BadInputError, match="255"):  # 255 is no hz7 id
+        sio.read_label(q, HZ7)
+    _write_geotiff(q, np.array([[[0, 5, 6, 7]]], np.uint8), "uint8", georef=False)
+    assert sio.read_label(q, HZ7).tolist() == [[255, 4, 5, 6]]
+
+
+def _id_palette(scheme) -> np.ndarray:
+    pal = np.zeros((256, 3), np.uint8)
+    pal[list(scheme.ids)] = np.array(scheme.colors, np.uint8)
+    return pal
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_colour_table_by_id_reads_as_ids(tmp_path, fmt):
+    """A single-band file whose colour table puts class k's colour at its id (entry id_k) holds ids."""
+    import rasterio
+
+    idx = _every_index_mask(HZ7)
+    ids = HZ7.index_to_ids(idx)  # ignore -> id 0 (unlabelled)
+    pal = _id_palette(HZ7)
+    p = tmp_path / f"ids.{fmt}"
+    if fmt == "png":
+        im = Image.fromarray(ids).convert("P")
+        im.putpalette(pal.ravel().tolist())
+        im.save(p)
+    else:
+        with rasterio.open(p, "w", driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=1,
+                           dtype="uint8") as ds:
+            ds.write(ids, 1)
+            ds.write_colormap(1, {i: (*map(int, pal[i]), 255) for i in range(256)})
+    assert sio.palette_layout(pal, HZ7) == "id"
+    assert np.array_equal(sio.read_label(p, HZ7), idx)
+
+
+def test_other_colour_tables_keep_todays_reading(tmp_path):
+    """A colour table matching the scheme neither way: a GeoTIFF's values are ids, a palette PNG is decoded by
+    colour (both as before)."""
+    import rasterio
+
+    ids = np.array([[0, 1, 5, 7]], np.uint8)
+    grey = {i: (i, i, i, 255) for i in range(256)}
+    p = tmp_path / "grey.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=4, height=1, count=1, dtype="uint8") as ds:
+        ds.write(ids, 1)
+        ds.write_colormap(1, grey)
+    assert sio.read_label(p, HZ7).tolist() == [[255, 0, 4, 6]]
+    # a palette PNG with the scheme's colours at other entries (here reversed) is decoded by colour
+    pal = np.zeros((256, 3), np.uint8)
+    pal[10 : 10 + HZ7.num_classes] = np.array(HZ7.colors[::-1], np.uint8)
+    raw = np.array([[10, 16, 3]], np.uint8)  # colours of classes 6, 0 and black (unlabelled)
+    im = Image.fromarray(raw).convert("P")
+    im.putpalette(pal.ravel().tolist())
+    q = tmp_path / "odd.png"
+    im.save(q)
+    assert sio.palette_layout(pal, HZ7) is None
+    assert sio.read_label(q, HZ7).tolist() == [[6, 0, 255]]
+
+
+def test_index_mask_with_values_outside_the_scheme_names_file(tmp_path):
+    mask = np.array([[0, 1, 9, 255]], np.uint8)
+    p = tmp_path / "pred.tif"
+    _write_predict_scene_like(p, mask, HZ7)
+    with pytest.raises(BadInputError) as ei:
+        sio.read_label(p, HZ7)
+    msg = str(ei.value)
+    assert str(p) in msg and "[9]" in msg and "class indices 0..6" in msg and "row 0, col 2" in msg
+
+
+def test_gid15_index_mask_unlabelled_id_is_ignore(tmp_path):
+    """gid15's ids are its indices, so its palette matches both ways: its unlabelled id 15 and nodata 255 are both
+    ignore (a plain gid15 id mask with 255 was an error before)."""
+    g = get_scheme("gid15")
+    p = tmp_path / "g.tif"
+    sio.write_index_mask_geotiff(p, np.array([[0, 14, 15, 255]], np.uint8), scheme=g)
+    assert sio.read_label(p, g).tolist() == [[0, 14, 255, 255]]
+
+
+def test_check_image_from_header(tmp_path):
+    ok = _put(tmp_path / "ok.png", encode(_rand_rgb(), "PNG"))
+    info = sio.check_image(ok)
+    assert (info.width, info.height) == (56, 40)
+    grey = _put(tmp_path / "grey.png", encode(np.zeros((4, 5), np.uint8), "PNG"))
+    with pytest.raises(BadInputError, match="1 band"):
+        sio.check_image(grey)
+    two = tmp_path / "two.tif"
+    _write_geotiff(two, np.zeros((2, 4, 5), np.uint8), "uint8")
+    with pytest.raises(BadInputError, match="2 bands"):
+        sio.check_image(two)
+    tif = tmp_path / "rgb16.tif"
+    _write_geotiff(tif, np.zeros((3, 4, 5), np.uint16), "uint16")
+    assert sio.check_image(tif).count == 3
+    with pytest.raises(BadInputError, match="does not exist"):
+        sio.check_image(tmp_path / "missing.png")
+    with pytest.raises(BadInputError, match="empty"):
+        sio.check_image(_put(tmp_path / "empty.png", b""))

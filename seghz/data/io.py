@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seghz.classes import Scheme
+from seghz.classes import IGNORE, Scheme
 from seghz.errors import BadInputError, WriteError
 
 TIFF_EXT = {".tif", ".tiff"}
@@ -108,26 +108,76 @@ def tiff_stretch(path: str | os.PathLike) -> tuple[float, float] | None:
 def _to_rgb8(arr: np.ndarray, src: Path, stretch: tuple[float, float] | None = None) -> np.ndarray:
     """Normalise an H×W×B array to RGB uint8: drop alpha, stretch 16-bit (with ``stretch`` = (lo, hi) when given,
     else the array's own 2nd–98th percentiles), reject other band counts."""
-    if arr.ndim == 2:
-        raise BadInputError(src, "image has 1 band; SegHZ models need RGB (3 bands) imagery")
-    b = arr.shape[2]
-    if b == 4:
+    problem = _rgb_problem(1 if arr.ndim == 2 else arr.shape[2], arr.dtype)
+    if problem:
+        raise BadInputError(src, problem)
+    if arr.shape[2] == 4:
         arr = arr[..., :3]
-    elif b != 3:
-        raise BadInputError(src, f"image has {b} bands; SegHZ needs RGB (3 bands, or 4 with alpha)")
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
-    if arr.dtype in (np.uint16, np.int16, np.float32, np.float64, np.int32, np.uint32):
-        a = arr.astype(np.float32)
-        lo, hi = stretch if stretch is not None else (np.percentile(a, 2), np.percentile(a, 98))
-        if hi <= lo:
-            hi = lo + 1
-        return np.clip((a - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
-    raise BadInputError(src, f"unsupported pixel type {arr.dtype}")
+    a = arr.astype(np.float32)
+    lo, hi = stretch if stretch is not None else (np.percentile(a, 2), np.percentile(a, 98))
+    if hi <= lo:
+        hi = lo + 1
+    return np.clip((a - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str]) -> tuple[Path, np.ndarray]:
-    """Read a raster file as an array (GeoTIFF via rasterio, else Pillow), converting Pillow modes per ``convert``."""
+_STRETCHED = (np.uint16, np.int16, np.float32, np.float64, np.int32, np.uint32)
+
+
+def _rgb_problem(bands: int, dtype) -> str | None:
+    """Why :func:`read_image` would refuse an image of ``bands`` bands of ``dtype`` (None when it accepts it)."""
+    if bands == 1:
+        return "image has 1 band; SegHZ models need RGB (3 bands) imagery"
+    if bands not in (3, 4):
+        return f"image has {bands} bands; SegHZ needs RGB (3 bands, or 4 with alpha)"
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return f"unsupported pixel type {dtype}"
+    if dt != np.uint8 and dt not in _STRETCHED:
+        return f"unsupported pixel type {dt}"
+    return None
+
+
+def check_image(path: str | os.PathLike) -> RasterInfo:
+    """Check from the file's header alone (no pixels decoded) that :func:`read_image` will take ``path``: it exists,
+    has a readable header, a non-zero size and RGB bands of a supported type. Returns its :class:`RasterInfo`.
+
+    Cheap, for checking a whole folder before importing any of it; damaged pixel data (a truncated file) is only
+    found by the full read. Raises BadInputError naming the file, with the same wording as the full read."""
+    p = Path(path)
+    if p.is_dir():
+        raise BadInputError(p, "is a folder, not a file (give the image file itself)")
+    if p.exists() and p.stat().st_size == 0:
+        raise BadInputError(p, "file is empty (0 bytes)")
+    info = raster_info(p)
+    if info.width == 0 or info.height == 0:
+        raise BadInputError(p, "image has zero pixels")
+    if _is_tiff(p):
+        problem = _rgb_problem(info.count, info.dtype)
+    else:
+        try:
+            with Image.open(p) as im:
+                mode = _IMAGE_MODES.get(im.mode, im.mode)
+        except _PIL_ERRORS as e:
+            raise BadInputError(p, f"not a readable image ({e})") from None
+        try:
+            bands = Image.getmodebands(mode)
+        except KeyError:  # a mode Pillow cannot describe: leave it to the full read
+            bands = 3
+        problem = _rgb_problem(bands, np.uint8)
+    if problem:
+        raise BadInputError(p, problem)
+    return info
+
+
+def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str],
+              meta: dict | None = None) -> tuple[Path, np.ndarray]:
+    """Read a raster file as an array (GeoTIFF via rasterio, else Pillow), converting Pillow modes per ``convert``.
+
+    With ``meta`` (a dict), a single-band file's colour table is put in ``meta["palette"]`` as an (N, 3) uint8 array
+    (a GeoTIFF's colour map, or a palette PNG's palette when mode ``P`` is not converted)."""
     p = Path(path)
     if not p.exists():
         raise BadInputError(p, "file does not exist")
@@ -136,13 +186,15 @@ def _read_raw(path: str | os.PathLike, window, what: str, convert: dict[str, str
     if p.stat().st_size == 0:
         raise BadInputError(p, "file is empty (0 bytes)")
     if _is_tiff(p):
-        arr = _read_tiff(p, window)
+        arr = _read_tiff(p, window, meta)
     else:
         try:
             with Image.open(p) as im:
                 im.load()
                 if im.mode in convert:
                     im = im.convert(convert[im.mode])
+                elif im.mode == "P" and meta is not None:
+                    meta["palette"] = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
                 arr = np.asarray(im)
         except _PIL_ERRORS as e:
             raise BadInputError(p, f"corrupt or truncated {what} ({e})") from None
@@ -169,7 +221,7 @@ def read_image(path: str | os.PathLike, window: tuple[int, int, int, int] | None
     return _to_rgb8(arr, p, stretch)
 
 
-def _read_tiff(p: Path, window) -> np.ndarray:
+def _read_tiff(p: Path, window, meta: dict | None = None) -> np.ndarray:
     import rasterio
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
@@ -182,6 +234,16 @@ def _read_tiff(p: Path, window) -> np.ndarray:
                 raise BadInputError(p, f"a {w_}x{h_} px read is over the limit of {Image.MAX_IMAGE_PIXELS} pixels "
                                        "(a damaged header, or imagery to read in windows)")
             data = ds.read(window=w)  # B×H×W
+            if meta is not None and ds.count == 1:
+                try:
+                    cmap = ds.colormap(1)  # {value: (r, g, b, a)}; ValueError when the band has no colour table
+                except ValueError:
+                    cmap = None
+                if cmap:
+                    pal = np.zeros((max(cmap) + 1, 3), np.uint8)
+                    for v, c in cmap.items():
+                        pal[v] = c[:3]
+                    meta["palette"] = pal
     except (RasterioError, ValueError, MemoryError) as e:
         if isinstance(e, BadInputError):
             raise
@@ -204,14 +266,77 @@ def verify_tiff(path: str | os.PathLike) -> None:
         raise BadInputError(p, f"corrupt or truncated GeoTIFF ({e})") from None
 
 
+def palette_layout(palette: np.ndarray | None, scheme: Scheme) -> str | None:
+    """How a single-band label file's colour table (an (N, 3) array) lays out ``scheme``'s class colours:
+
+    ``"index"`` -- entries 0..K-1 are the K class colours in class order: the file holds class *indices* (255 =
+    nodata/ignore), as SegHZ's own masks do (:func:`write_index_mask`, :func:`write_index_mask_geotiff`,
+    ``predict-scene``); ``"id"`` -- entry ``ids[k]`` is the colour of class k: the file holds the scheme's file ids;
+    ``"both"`` -- both, which happens exactly when the ids are 0..K-1 (gid15), so ids and indices agree;
+    None -- no colour table, or one that is neither (the file is read as before: ids, or colours for a palette PNG).
+    """
+    if palette is None or len(palette) == 0:
+        return None
+    pal = np.asarray(palette, np.uint8).reshape(-1, 3)
+    colors = np.array(scheme.colors, np.uint8).reshape(-1, 3)
+    k = scheme.num_classes
+    by_index = len(pal) >= k and bool(np.array_equal(pal[:k], colors))
+    ids = np.array(scheme.ids, np.int64)
+    by_id = len(pal) > int(ids.max()) and bool(np.array_equal(pal[ids], colors))
+    if by_index and by_id:
+        return "both"
+    return "index" if by_index else "id" if by_id else None
+
+
+def _indices_to_index(arr: np.ndarray, scheme: Scheme, source: str, also_ids: bool) -> np.ndarray:
+    """Check a class-index mask (0..K-1, 255 = ignore; with ``also_ids`` the scheme's unlabelled ids are ignore too)."""
+    lut = np.full(256, 256, np.uint16)
+    lut[: scheme.num_classes] = np.arange(scheme.num_classes)
+    lut[IGNORE] = IGNORE
+    if also_ids:
+        for u in scheme.unlabelled_ids:
+            lut[u] = IGNORE
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise BadInputError(source, f"label values must be 0..255, found {arr.min()}..{arr.max()}")
+        arr = arr.astype(np.uint8)
+    out = lut[arr]
+    bad = out == 256
+    if bad.any():
+        ys, xs = np.nonzero(bad)
+        vals = sorted(np.unique(arr[bad]).tolist())
+        raise BadInputError(
+            source,
+            f"{int(bad.sum())} pixel(s) hold value(s) {vals[:10]} that are not class indices 0..{scheme.num_classes - 1} "
+            f"of scheme '{scheme.name}' or 255 (nodata); the file's colour table marks it as a class-index mask "
+            f"(entries 0..{scheme.num_classes - 1} are the scheme's colours in class order); first at row {ys[0]}, "
+            f"col {xs[0]}",
+        )
+    return out.astype(np.uint8)
+
+
 def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarray:
     """Read a label file into class indices of ``scheme`` (uint8, 255 = ignore).
 
-    Single-band files hold the scheme's file ids; RGB files are palette masks decoded by exact colour.
+    Single-band files hold the scheme's file ids, unless their colour table (a GeoTIFF colour map or a PNG
+    palette) says otherwise (:func:`palette_layout`): entries 0..K-1 in the scheme's class colours mark a
+    class-*index* mask (what SegHZ writes: exported labels, ``predict``/``predict-scene`` outputs; 255 = ignore);
+    entries at the scheme's ids in its colours mark an id mask. A palette PNG whose palette is neither is decoded
+    by colour, like an RGB file. RGB files are palette masks decoded by exact colour.
     """
-    p, arr = _read_raw(path, window, "label image", {"P": "RGB"})
+    meta: dict = {}
+    p, arr = _read_raw(path, window, "label image", {}, meta)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
+    pal = meta.get("palette")
+    if arr.ndim == 2 and pal is not None:
+        layout = palette_layout(pal, scheme)
+        if layout in ("index", "both"):
+            return _indices_to_index(arr, scheme, str(p), also_ids=layout == "both")
+        if layout is None and not _is_tiff(p):  # a palette PNG of other colours: decode by colour, as ever
+            full = np.zeros((256, 3), np.uint8)
+            full[: min(len(pal), 256)] = pal[:256]
+            return scheme.decode_rgb(full[arr], source=str(p))
     if arr.ndim == 2:
         return scheme.ids_to_index(arr, source=str(p))
     return scheme.decode_rgb(arr, source=str(p))

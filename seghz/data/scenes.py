@@ -62,13 +62,25 @@ def import_scene(
     info = raster_info(image)
     if info.width == 0 or info.height == 0:
         raise BadInputError(image, "image has zero pixels")
-    out_scheme = target_scheme or scheme
     lbl = None
     if label is not None:
         lbl = _label_to_target(Path(label), scheme, target_scheme)
-        if lbl.shape != (info.height, info.width):
-            raise BadInputError(label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size {info.width}x{info.height}")
-    sid, d = _scene_dir(ws, name or image.stem)
+        _check_label_size(image, info, Path(label), lbl)
+    return _write_scene(ws, image, info, lbl, target_scheme or scheme, name=name or image.stem, split=split,
+                        synthetic=synthetic, source=source or str(image), extra_files=extra_files)
+
+
+def _check_label_size(image: Path, info, label: Path, lbl: np.ndarray) -> None:
+    if lbl.shape != (info.height, info.width):
+        raise BadInputError(label, f"label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {image.name} size "
+                                   f"{info.width}x{info.height}")
+
+
+def _write_scene(ws: Workspace, image: Path, info, lbl: np.ndarray | None, out_scheme: str, *, name: str, split: str,
+                 synthetic: bool, source: str, extra_files: dict[str, bytes] | None) -> Scene:
+    """Copy a checked image (and its decoded label, class indices of ``out_scheme``) into a new scene folder and
+    register it; on any error the folder is removed and nothing is registered."""
+    sid, d = _scene_dir(ws, name)
     try:
         if has_usable_georef(info):
             read_image(image, window=(0, 0, min(16, info.height), min(16, info.width)))  # validates bands now
@@ -86,11 +98,53 @@ def import_scene(
             if "/" in fname or "\\" in fname or fname.startswith(".") or fname in ("image.png", "label.png"):
                 raise ValueError(f"extra file name {fname!r} must be a plain new file name")
             (d / fname).write_bytes(data)
-        return ws.add_scene(name or image.stem, img_dst, out_scheme, label_path=lbl_dst, split=split,
-                            synthetic=synthetic, source=source or str(image), scene_id=sid)
+        return ws.add_scene(name, img_dst, out_scheme, label_path=lbl_dst, split=split,
+                            synthetic=synthetic, source=source, scene_id=sid)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
+
+
+class FolderImport(list):
+    """What :func:`import_folder` did: a list of the new :class:`Scene` objects, plus ``skipped``, one
+    ``(image file, id of the scene already holding it)`` per pair left out because its image is already imported."""
+
+    def __init__(self, scenes=(), skipped=()):
+        super().__init__(scenes)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped)
+
+
+def _source_key(source: str) -> str | None:
+    """The absolute, resolved form of a recorded source path (a relative one is taken from the current folder), or
+    None when it is not a path at all."""
+    try:
+        return str(Path(source).expanduser().resolve()) if source else None
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def imported_sources(ws: Workspace, scheme: str | None = None) -> dict[str, str]:
+    """Resolved source path -> scene id of the workspace's scenes (of ``scheme`` only, when given)."""
+    out: dict[str, str] = {}
+    for sc in ws.list_scenes():
+        if scheme is not None and sc.scheme != scheme:
+            continue
+        key = _source_key(sc.source)
+        if key is not None:
+            out.setdefault(key, sc.id)
+    return out
+
+
+def _roll_back(ws: Workspace, scenes: list[Scene]) -> None:
+    for sc in reversed(scenes):
+        try:
+            ws.delete_scene(sc.id)
+        except Exception as e:  # noqa: BLE001 - keep rolling back the others; the original error is re-raised
+            log.warning("could not roll back scene %s of a failed folder import: %s", sc.id, e)
 
 
 def import_folder(
@@ -104,31 +158,61 @@ def import_folder(
     val_count: int = 60,
     limit: int | None = None,
     progress: Progress | None = None,
-) -> list[Scene]:
-    """Import every image/label pair of two folders (paired by stem), with train/val/test splits.
+) -> FolderImport:
+    """Import every image/label pair of two folders (paired by stem), with train/val/test splits -- all or nothing.
 
-    Splits follow :func:`seghz.data.folders.holdout_split` (hash hold-out test, greedy max-entropy val).
+    Pairs whose image is already in the workspace in the output scheme (a scene whose recorded source is the same
+    file, resolved to an absolute path) are skipped and listed in the result's ``skipped``, so importing a folder
+    again adds only its new pairs; ``limit`` counts the pairs still to import. Every remaining pair is checked first
+    (image header, size and bands; the label fully decoded in ``scheme``; the sizes agree) and the first bad one
+    raises BadInputError naming its file before anything is written; should a later step fail all the same (a
+    truncated image, a full disk), the scenes of this import are removed again. Splits follow
+    :func:`seghz.data.folders.holdout_split` (hash hold-out test, greedy max-entropy val) over the pairs imported.
+    The scenes record their image's absolute path as their source.
     """
     from seghz.data.folders import holdout_split
-    from seghz.data.io import list_pairs
+    from seghz.data.io import check_image, list_pairs
 
-    pairs = list_pairs(images, labels)[: limit or None]
+    pairs = list_pairs(images, labels)
     out_scheme = target_scheme or scheme
     nc = get_scheme(out_scheme).num_classes
-    items = []
-    for i, (ip, lp) in enumerate(pairs):
-        items.append((ip.stem, ip, _label_to_target(lp, scheme, target_scheme)))
+    have = imported_sources(ws, out_scheme)
+    todo, skipped = [], []
+    for ip, lp in pairs:
+        sid = have.get(_source_key(str(ip)) or "")
+        if sid is not None:
+            skipped.append((ip, sid))
+        else:
+            todo.append((ip, lp))
+    todo = todo[: limit or None]
+    checked = []  # (stem, image, label file, info, label indices)
+    for i, (ip, lp) in enumerate(todo):
+        try:
+            info = check_image(ip)
+            lbl = _label_to_target(lp, scheme, target_scheme)
+            _check_label_size(ip, info, lp, lbl)
+        except BadInputError as e:
+            raise BadInputError(e.source, f"{e.problem} (pair {i + 1} of {len(todo)}; nothing was imported)") from e
+        checked.append((ip.stem, ip, lp, info, lbl))
         if progress:
-            progress(0.3 * (i + 1) / len(pairs), f"checking {ip.name}")
-    split = holdout_split(items, nc, test_fraction, min(val_count, max(0, len(items) // 5)))
+            progress(0.3 * (i + 1) / len(todo), f"checked {ip.name}")
+    split = holdout_split([(stem, ip, lbl) for stem, ip, _, _, lbl in checked], nc, test_fraction,
+                          min(val_count, max(0, len(checked) // 5)))
     which = {it[0]: s for s, its in split.items() for it in its}
-    scenes = []
-    for i, (stem, ip, _) in enumerate(items):
-        lp = dict((p.stem, l) for p, l in pairs)[stem]
-        scenes.append(import_scene(ws, ip, lp, scheme=scheme, target_scheme=target_scheme, name=stem, split=which[stem]))
-        if progress:
-            progress(0.3 + 0.7 * (i + 1) / len(items), f"imported {ip.name}")
-    return scenes
+    scenes: list[Scene] = []
+    try:
+        for i, (stem, ip, lp, info, lbl) in enumerate(checked):
+            scenes.append(_write_scene(ws, ip, info, lbl, out_scheme, name=stem, split=which[stem], synthetic=False,
+                                       source=_source_key(str(ip)) or str(ip), extra_files=None))
+            if progress:
+                progress(0.3 + 0.7 * (i + 1) / len(checked), f"imported {ip.name}")
+    except BaseException as e:
+        _roll_back(ws, scenes)
+        if isinstance(e, BadInputError):
+            raise BadInputError(e.source, f"{e.problem} (pair {len(scenes) + 1} of {len(checked)}; nothing was "
+                                          "imported)") from e
+        raise
+    return FolderImport(scenes, skipped)
 
 
 IMAGERY_SCHEME = "hz7"  # scheme recorded for imagery imported without a label (the demo model's classes)
