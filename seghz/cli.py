@@ -159,7 +159,9 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
                "frequencies than recorded (another folder, other labels, or a run whose training labels were rewritten "
                "by cleaning)")
     if why is not None:
-        raise SegHZError(f"{checkpoint}: records no validation stems, and they cannot be re-derived from {images}: {why}")
+        raise SegHZError(f"{checkpoint}: records no validation stems, and they cannot be re-derived from {images}: {why}. "
+                         "Give the whole folder it was trained on (--images/--labels), or use "
+                         "--stems-from-checkpoint test")
     return {it[0] for it in split["val"]}
 
 
@@ -498,7 +500,7 @@ def cmd_predict_scene(a) -> int:
         if device is None and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     kw = {"batch_size": a.batch_size, "blend": a.blend, "merge": a.merge}
-    if a.tile:
+    if a.tile is not None:  # 0 or less: the engine's "tile must be a positive integer" (it fell back silently)
         kw["tile"] = a.tile
     if a.overlap is not None:
         kw["overlap"] = a.overlap
@@ -1130,7 +1132,8 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--scheme", required=True, help="class scheme of the label files (crosswalked to the checkpoint's)")
     nr.add_argument("--tta", default="none", choices=["none", "d4"])
     nr.add_argument("--scores", required=True, help="output folder for <stem>.npy (float32 HxW, -inf = ignored)")
-    nr.add_argument("--json", help="write the ranked queue [{stem, bbox, pixels, score, label_class, predicted_class, ...}]")
+    nr.add_argument("--json", help="write the ranked queue [{stem, bbox, pixels, score, label_class, predicted_class, "
+                                   "...}]; bbox = [row0, col0, row1, col1] in image pixels, row1/col1 exclusive")
     nr.add_argument("--tau", type=float, default=math.log(10.0), help="noise-mask threshold in nats (default ln 10)")
     nr.add_argument("--threshold", type=float, default=0.5, help="suspicion at or above which a pixel joins a queue item")
     nr.add_argument("--top-fraction", type=float, help="instead of --threshold: keep this top fraction of each image's pixels")

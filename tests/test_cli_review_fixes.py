@@ -130,3 +130,13 @@ def test_info_of_a_checkpoint_is_one_line_per_key_and_a_folder_is_not_a_checkpoi
     assert '"names": ["Water", "OpenArea"' in scheme and len(out) < 30
     assert main(["info", "--checkpoint", str(tmp_path)]) == 2
     assert "is a folder, not a checkpoint file" in _err(capsys)
+
+
+def test_predict_scene_refuses_a_zero_tile(tmp_path, capsys):
+    from seghz.data.io import write_rgb
+
+    src = tmp_path / "scene.png"
+    write_rgb(src, np.zeros((64, 64, 3), np.uint8))
+    assert main(["predict-scene", "--checkpoint", str(DEMO), "--input", str(src), "--output", str(tmp_path / "o.tif"),
+                 "--tile", "0", "--device", "cpu"]) == 2
+    assert "tile must be a positive integer, got 0" in _err(capsys) and not (tmp_path / "o.tif").exists()
