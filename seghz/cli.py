@@ -327,7 +327,9 @@ def cmd_report(a) -> int:
             examples.append(Example(ip.name, scheme.names[ta], scheme.names[pb], int(w.count), tuple(w.bbox),
                                     drilldown.thumbnail(panels)))
     doc = render(sc, examples, title=f"SegHZ evaluation — {Path(a.checkpoint).name}",
-                 subtitle=f"{sc['images']} image(s) from {a.images} · labels {a.labels} ({a.scheme} → {sc['scheme']}) "
+                 subtitle=f"{sc['images']} image(s) from {a.images}"
+                          + (f" (the checkpoint's {sc['split']} split, of {sc['images_in_folder']} there)" if sc.get("split") else "")
+                          + f" · labels {a.labels} ({a.scheme} → {sc['scheme']}) "
                           f"· TTA {a.tta} · {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
                  colors=scheme.hex_colors())
     Path(a.html).parent.mkdir(parents=True, exist_ok=True)
