@@ -929,6 +929,32 @@ def cmd_align(a) -> int:
     return 0
 
 
+def _no_default(action) -> bool:
+    """An option whose default is not worth stating: None, False (a flag) or suppressed (not 0: a seed of 0 is one)."""
+    return action.default is None or action.default is False or action.default == argparse.SUPPRESS
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Help that states each option's default, unless it is empty (None/False) or the help text names it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or _no_default(action) or "default" in text.lower():
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _with_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand below it :class:`_HelpWithDefaults`."""
+    parser.formatter_class = _HelpWithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_defaults(sub)
+        elif action.option_strings and not action.help and not _no_default(action):
+            action.help = "default: %(default)s"  # argparse shows no help line at all for options without help
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seghz", description="SegHZ land-cover workbench (command line)")
     p.add_argument("--workspace", help="workspace folder (default $SEGHZ_WORKSPACE or ./workspace)")
@@ -1177,6 +1203,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--overlay", help="write a before/after overlay PNG here (local use; do not commit real data)")
     al.add_argument("--import-scene", metavar="NAME", help="import image + aligned label as a workspace scene")
     al.set_defaults(fn=cmd_align)
+    _with_defaults(p)
     return p
 
 

@@ -140,3 +140,15 @@ def test_predict_scene_refuses_a_zero_tile(tmp_path, capsys):
     assert main(["predict-scene", "--checkpoint", str(DEMO), "--input", str(src), "--output", str(tmp_path / "o.tif"),
                  "--tile", "0", "--device", "cpu"]) == 2
     assert "tile must be a positive integer, got 0" in _err(capsys) and not (tmp_path / "o.tif").exists()
+
+
+def test_help_states_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "--tta {none,flip,d4}  default: none" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "default: 30" in out and "(default: lite0-imagenet)" in out and "--seed SEED           default: 0" in out
+    assert "default: None" not in out and "default: False" not in out
