@@ -252,8 +252,10 @@ pending = ss.pop("map_pending_jump", None)
 if pending and pending.get("scene_id") == sid:
     try:
         jw = bbox_to_window(tuple(pending["bbox"]), scene.height, scene.width)
-        replaced = regions.get(sid) is not None and focus.get(sid) is None  # the analyst's own drawn region
+        from_jump = ss.setdefault("map_region_from_jump", {})
+        replaced = regions.get(sid) is not None and not from_jump.get(sid)  # the analyst's own drawn region
         regions[sid] = window_to_geojson(jw, info)
+        from_jump[sid] = True
         focus[sid] = jw
         jck = pending.get("checkpoint_id")  # from an evaluation: predict with the checkpoint evaluated there
         ss["map_autopredict"] = jck or True
@@ -299,7 +301,7 @@ if rec:
         inside = rec["inside"] if rec["inside"] is not None else np.ones(res.pred.shape, bool)
         add_region_overlay(layers, region_overlay(confidence_classes(res.confidence, inside), res.window, info,
                                                   confidence_scheme(), opacity), name="Low confidence")
-        unc_legend = scheme_legend_html(confidence_scheme())
+        unc_legend = scheme_legend_html(confidence_scheme(), screen=False)  # drawn in its own ramp
     elif unc_layer in ("entropy", "disagreement"):
         values = getattr(res, unc_layer, None)
         if values is None:
@@ -350,10 +352,12 @@ drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")
 if isinstance(drawn, list) and not drawn:
     if regions.pop(sid, None) is not None:
         ss.get("map_jump_msg", {}).pop(sid, None)  # "Opened at …" described the region just removed
+        ss.get("map_region_from_jump", {}).pop(sid, None)
         st.rerun()  # the analyst deleted the shape: drop its outline from the map
 elif drawing and drawing != regions.get(sid):
     regions[sid] = drawing
     ss.get("map_jump_msg", {}).pop(sid, None)  # the analyst's own region replaces the one a jump opened
+    ss.get("map_region_from_jump", {}).pop(sid, None)
     st.rerun()  # show the region's outline (kept when the map is re-created) and its window
 geometry = regions.get(sid)
 
@@ -361,7 +365,7 @@ if rec:
     st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
     if show_error and label_shown is not None:
         n_err = int((error_classes(pred_shown, label_shown) == 0).sum())
-        st.markdown(scheme_legend_html(error_scheme()), unsafe_allow_html=True)
+        st.markdown(scheme_legend_html(error_scheme(), screen=False), unsafe_allow_html=True)
         st.caption(f"Error layer: {n_err:,} px where the prediction differs from the label "
                    f"({100 * n_err / max(int(((pred_shown != 255) & (label_shown != 255)).sum()), 1):.1f} % of the "
                    "labelled region).")

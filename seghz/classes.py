@@ -175,7 +175,8 @@ def distinct_colors(colors: tuple[tuple[int, int, int], ...], min_delta_e: float
                     ) -> tuple[tuple[int, int, int], ...]:
     """Colours for the screen that keep every class apart, changing the study's as little as possible.
 
-    In class order, a colour at least ``min_delta_e`` (CIE76 ΔE) from every colour already kept is kept; one
+    In class order, a colour at least ``min_delta_e`` (CIE76 ΔE) from every colour already kept (and from black,
+    which draws "ignore") is kept; one
     closer (hz7's Green_land and Forest differ by ΔE 13, two blues side by side) is replaced by the nearest colour
     of a 216-colour grid that is far enough from all kept ones (if none is, the grid colour farthest from them).
     Deterministic: the same scheme always gets the same colours."""
@@ -183,7 +184,7 @@ def distinct_colors(colors: tuple[tuple[int, int, int], ...], min_delta_e: float
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
     grid_lab = srgb_to_lab(grid)
     kept: list[tuple[int, int, int]] = []
-    kept_lab: list[np.ndarray] = []
+    kept_lab: list[np.ndarray] = [srgb_to_lab((0, 0, 0))]  # black is "ignore" on the screen: keep away from it too
     for c in colors:
         lab = srgb_to_lab(c)
         if all(np.linalg.norm(lab - k) >= min_delta_e for k in kept_lab):

@@ -272,7 +272,10 @@ def cmd_compare(a) -> int:
         raise SegHZError(f"no class is present in the labels or predictions of {a.images}; nothing to compare")
 
     def span(lo, hi) -> str:
-        return f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if lo is not None else " (no interval from one image)"
+        if lo is not None:
+            return f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+        # no interval: one image only, or (per class) no draw holds a labelled pixel of the class
+        return " (no interval from one image)" if len(keys) < 2 else " (no interval: not in these labels)"
 
     pct = round(100 * a.level)
     print(f"{len(keys)} image(s), TTA {a.tta}; {bs['rounds']} paired bootstrap rounds over images, {pct} % interval")

@@ -919,7 +919,7 @@ class Workspace:
         """(effective label, pixel status or None, version) of ``version`` (None = latest), in ``conn``'s snapshot.
 
         With ``status``, a list passed as ``touched`` receives the int32 H×W array of the layer that last touched
-        each pixel: ``+v`` set by version ``v``, ``-v`` confirmed by it, 0 untouched (the original label)."""
+        each pixel (``+v`` set by version ``v``, ``-v`` confirmed by it, 0 untouched) and then the original label."""
         rows = self._history_rows(conn, scene.id, version)
         latest_here = rows[-1]["version"] if rows else 0
         if version is None:
@@ -947,7 +947,7 @@ class Workspace:
         st[(last < 0) | ((last > 0) & (eff == original))] = PIXEL_CONFIRMED
         st[eff == IGNORE] = PIXEL_IGNORED
         if touched is not None:
-            touched.append(last)
+            touched.extend([last, original])
         return eff, st, version
 
     @contextmanager
@@ -1012,7 +1012,7 @@ class Workspace:
                                        touched=touched)
             rows = self._history_rows(conn, scene_id, v)
         entries = {r["version"]: LabelVersion.from_row(r) for r in rows if r["kind"] in _LAYER_KINDS}
-        return LabelProvenance(scene_id, v, self._original_label(scene), eff, st, touched[0], entries)
+        return LabelProvenance(scene_id, v, touched[1], eff, st, touched[0], entries)
 
     def trusted_mask(self, scene_id: str, version: int | None = None) -> np.ndarray:
         """Boolean H×W mask of pixels an analyst vouched for (corrected or confirmed, not ignored); training

@@ -536,3 +536,21 @@ def test_check_image_from_header(tmp_path):
         sio.check_image(tmp_path / "missing.png")
     with pytest.raises(BadInputError, match="empty"):
         sio.check_image(_put(tmp_path / "empty.png", b""))
+
+
+def test_a_palette_png_is_decoded_by_its_colours_nodata_included(tmp_path):
+    """A GIS export in hz7 ids with 255 as nodata drawn black (palette[0] black, [1..7] the class colours) read as
+    before: by colour, the nodata black is unlabelled. The colour-table layouts apply to GeoTIFFs only."""
+    from PIL import Image
+
+    from seghz.classes import IGNORE, get_scheme
+
+    hz7 = get_scheme("hz7")
+    pal = np.zeros((256, 3), np.uint8)
+    pal[list(hz7.ids)] = np.array(hz7.colors, np.uint8)
+    ids = np.array([[1, 6, 255], [7, 0, 3]], np.uint8)
+    im = Image.fromarray(ids, mode="P")
+    im.putpalette(pal.ravel().tolist())
+    im.save(tmp_path / "l.png")
+    got = sio.read_label(tmp_path / "l.png", hz7)
+    assert got.tolist() == [[0, 5, IGNORE], [6, IGNORE, 2]]

@@ -210,6 +210,17 @@ def test_map_page_jump_to_opens_predicts_and_shows_the_error_layer(ws, fake_map)
     at3.run()
     assert_ok(at3)
     assert "Opened at rows" not in texts(at3)
+    # a second jump over the region drawn after the first one says so too (the map's focus stays set by the first)
+    fake.drawing = None
+    at3.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (20, 20, 50, 60), "layer": "error"}
+    at3.run()
+    assert_ok(at3)
+    assert "It replaced the region you had drawn on this scene" in texts(at3)
+    # and a jump over a jump's own region does not
+    at3.session_state["map_jump"] = {"scene_id": SCENE_ID, "bbox": (40, 50, 70, 90), "layer": "error"}
+    at3.run()
+    assert_ok(at3)
+    assert "Opened at rows" in texts(at3) and "It replaced the region" not in texts(at3)
 
     fake.drawing = None
     at2 = app()

@@ -142,10 +142,11 @@ def progress_callback(bar) -> Callable[[float, str], None]:
     return update
 
 
-def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None) -> str:
+def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None, screen: bool = True) -> str:
     """HTML of coloured legend chips for a scheme's classes (for ``st.markdown(..., unsafe_allow_html=True)``), in
-    the session's screen palette (:func:`screen_scheme`)."""
-    sch = screen_scheme(scheme)
+    the session's screen palette (:func:`screen_scheme`); ``screen=False`` for a layer's own colours (the
+    confidence ramp, the error layer), which are drawn as they are."""
+    sch = screen_scheme(scheme) if screen else (get_scheme(scheme) if isinstance(scheme, str) else scheme)
     chips = []
     for name, color in zip(sch.names, sch.hex_colors()):
         if names is not None and name not in names:

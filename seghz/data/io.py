@@ -318,11 +318,11 @@ def _indices_to_index(arr: np.ndarray, scheme: Scheme, source: str, also_ids: bo
 def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarray:
     """Read a label file into class indices of ``scheme`` (uint8, 255 = ignore).
 
-    Single-band files hold the scheme's file ids, unless their colour table (a GeoTIFF colour map or a PNG
-    palette) says otherwise (:func:`palette_layout`): entries 0..K-1 in the scheme's class colours mark a
-    class-*index* mask (what SegHZ writes: exported labels, ``predict``/``predict-scene`` outputs; 255 = ignore);
-    entries at the scheme's ids in its colours mark an id mask. A palette PNG whose palette is neither is decoded
-    by colour, like an RGB file. RGB files are palette masks decoded by exact colour.
+    Single-band files hold the scheme's file ids, unless a GeoTIFF's colour table says otherwise
+    (:func:`palette_layout`): entries 0..K-1 in the scheme's class colours mark a class-*index* mask (what SegHZ
+    writes: exported labels, ``predict-scene`` outputs; 255 = ignore); entries at the scheme's ids in its colours
+    mark an id mask. Palette PNGs are decoded by colour, like RGB files (their palette says what each value means,
+    including a nodata value drawn black), and RGB files are palette masks decoded by exact colour.
     """
     meta: dict = {}
     p, arr = _read_raw(path, window, "label image", {}, meta)
@@ -330,13 +330,13 @@ def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarr
         arr = arr[..., 0]
     pal = meta.get("palette")
     if arr.ndim == 2 and pal is not None:
-        layout = palette_layout(pal, scheme)
-        if layout in ("index", "both"):
-            return _indices_to_index(arr, scheme, str(p), also_ids=layout == "both")
-        if layout is None and not _is_tiff(p):  # a palette PNG of other colours: decode by colour, as ever
+        if not _is_tiff(p):  # a palette PNG: by colour, as ever (SegHZ's own index PNGs decode the same way)
             full = np.zeros((256, 3), np.uint8)
             full[: min(len(pal), 256)] = pal[:256]
             return scheme.decode_rgb(full[arr], source=str(p))
+        layout = palette_layout(pal, scheme)
+        if layout in ("index", "both"):
+            return _indices_to_index(arr, scheme, str(p), also_ids=layout == "both")
     if arr.ndim == 2:
         return scheme.ids_to_index(arr, source=str(p))
     return scheme.decode_rgb(arr, source=str(p))

@@ -137,22 +137,25 @@ def correction_features(prov, names: Sequence[str], info, min_pixels: int = 1) -
     action, class, original class). ``action``: ``relabel`` (its class now differs from the original label),
     ``ignore`` (set to "do not train on this"), ``confirm`` (the label was checked and kept; a pixel painted with
     its original class counts as confirmed). Properties also carry the history entry's ``version``, ``analyst``,
-    ``saved_at`` (UTC), ``tool``, ``reason`` and ``checkpoint_id`` (the model the analyst looked at)."""
+    ``saved_at`` (UTC), ``tool``, ``reason`` and ``checkpoint_id`` (the model the analyst looked at). As the pixel
+    status does, a pixel keeps only its last edit: one relabelled in v1 and confirmed in v2 is a ``confirm`` of v2
+    (its class still differs from ``original_class``); the history has v1."""
     touched, eff, orig = prov.touched, prov.effective, prov.original
-    live = touched != 0
-    action = np.full(eff.shape, -1, np.int64)
-    action[live & (eff == IGNORE)] = 1
-    action[live & (eff != IGNORE) & (eff != orig) & (touched > 0)] = 0
-    action[live & (action < 0)] = 2
-    # one group id per (version, action, class, original class)
-    key = (np.abs(touched).astype(np.int64) * 3 + np.maximum(action, 0)) * 65536 + eff.astype(np.int64) * 256 + orig
-    uniq, inv = np.unique(key[live], return_inverse=True)
-    if uniq.size == 0:
+    idx = np.flatnonzero(touched.ravel())  # only the touched pixels: a large scene with sparse edits stays cheap
+    if idx.size == 0:
         return []
+    t, e, o = touched.ravel()[idx], eff.ravel()[idx], orig.ravel()[idx]
+    act = np.full(idx.size, 2, np.int64)  # confirm
+    act[e == IGNORE] = 1
+    act[(e != IGNORE) & (e != o) & (t > 0)] = 0
+    # one group id per (version, action, class, original class)
+    key = (np.abs(t).astype(np.int64) * 3 + act) * 65536 + e.astype(np.int64) * 256 + o
+    uniq, inv = np.unique(key, return_inverse=True)
     if uniq.size >= 2**31:
         raise ValueError("too many correction groups to export")
     groups = np.zeros(eff.shape, np.int32)
-    groups[live] = inv.astype(np.int32)
+    groups.reshape(-1)[idx] = inv.astype(np.int32)
+    live = touched != 0
     polys = group_polygons(groups, live, info, (0, 0), min_pixels)
 
     def name(c: int) -> str | None:
