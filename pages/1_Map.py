@@ -262,8 +262,9 @@ if pending and pending.get("scene_id") == sid:
         ss.setdefault("map_jump_msg", {})[sid] = (
             f"Opened at rows {jw[0]}–{jw[0] + jw[2] - 1}, columns {jw[1]}–{jw[1] + jw[3] - 1}"
             + (f" ({pending['why']})" if pending.get("why") else "")
-            + (f"; the region is predicted with **{pending.get('checkpoint_name') or jck}** (`{jck}`), the "
-               "evaluated checkpoint" if jck else "; the region is predicted with the active model")
+            + (f"; the region is predicted with **{pending.get('checkpoint_name') or jck}** (`{jck}`), "
+               f"{pending.get('checkpoint_role') or 'the evaluated checkpoint'}" if jck
+               else "; the region is predicted with the active model")
             + (" and the error layer is on." if pending.get("layer") == "error" else ".")
             + (" It replaced the region you had drawn on this scene (and its prediction); draw again to go back."
                if replaced else ""))

@@ -652,7 +652,9 @@ if sent:
                       args=(sid, bb, scene.height, scene.width))
             if c3.button("Open on map", key=f"lbl_sent_map_{k}"):
                 ss["map_jump"] = {"scene_id": sid, "bbox": bb, "layer": "error",
-                                  "why": f"{e['true']} predicted as {e['predicted']}"}
+                                  "why": f"{e['true']} predicted as {e['predicted']}",
+                                  "checkpoint_id": e.get("checkpoint_id"),  # the model whose errors were sent
+                                  "checkpoint_role": "the checkpoint whose errors were sent"}
                 st.switch_page("pages/1_Map.py")
             if c4.button("Mark reviewed", key=f"lbl_sent_done_{k}"):
                 drilldown.set_review_status(ws, e, "reviewed", analyst_name() or "")
@@ -742,7 +744,9 @@ if queue is not None:
                 if openers.button("Open on map", key=f"lbl_q_map_{sfx}",
                                   help="The Map page at this component, predicted, with the error layer on."):
                     ss["map_jump"] = {"scene_id": sid, "bbox": tuple(int(v) for v in it.bbox), "layer": "error",
-                                      "why": f"noise-queue item: label {it.label_class}, model {it.predicted_class}"}
+                                      "why": f"noise-queue item: label {it.label_class}, model {it.predicted_class}",
+                                      "checkpoint_id": queue.checkpoint_id,  # the model the queue was built with
+                                      "checkpoint_role": "the checkpoint the queue was built with"}
                     st.switch_page("pages/1_Map.py")
                 k4, k5 = right.columns([2, 1])
                 k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,

@@ -1230,5 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     except (SegHZError, FileNotFoundError, ValueError) as e:  # ValueError: bad option values (e.g. --batch-size 0)
+        if os.environ.get("SEGHZ_DEBUG"):  # the traceback, for a bug report
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -55,6 +55,10 @@ def test_bad_option_values_and_a_missing_gpu_are_one_line(tmp_path, capsys, monk
             str(tmp_path / "labels"), "--scheme", "hz7"]
     assert main(args + ["--batch-size", "0"]) == 2
     assert "batch_size must be a positive integer" in _err(capsys)
+    monkeypatch.setenv("SEGHZ_DEBUG", "1")  # the traceback, for a bug report
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        main(args + ["--batch-size", "0"])
+    monkeypatch.delenv("SEGHZ_DEBUG")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(args + ["--device", "cuda"]) == 2
     assert "--device cuda: torch sees no CUDA GPU here" in _err(capsys)

@@ -382,6 +382,13 @@ def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, mon
     at.button(key="lbl_sent_zoom_0").click().run()
     assert_ok(at)
     assert any("Zoomed to the component at rows 8–39" in i.value for i in at.info)
+    # "Open on map" carries the checkpoint whose errors were sent (the Map page predicts with it); in AppTest the
+    # page switch itself fails ("page not found": the page runs as the entry file), the request is already made
+    at.button(key="lbl_sent_map_0").click().run()
+    jump = at.session_state["map_jump"]
+    assert jump["checkpoint_id"] == "tiny-test" and jump["bbox"] == (8, 16, 40, 64) and jump["layer"] == "error"
+    del at.session_state["map_jump"]
+    at.run()
     at.button(key="lbl_sent_done_0").click().run()
     assert_ok(at)
     assert drilldown.pending_reviews(ws, sid) == []
