@@ -22,6 +22,16 @@ SALT = "noise-bench-v1"
 WHICH = ("test", "all")
 
 
+def add_data_arguments(ap, default_data) -> None:
+    """The benches' ``--data``, ``--scheme`` and ``--stems`` options (one wording for all of them)."""
+    ap.add_argument("--data", default=str(default_data),
+                    help="folder with images/ and labels/ paired by stem (default: ../shared/data/gid15)")
+    ap.add_argument("--scheme", default="gid15", help="class scheme of the label files (crosswalked to the checkpoint's)")
+    ap.add_argument("--stems", choices=WHICH, default="test",
+                    help="test: the checkpoint's held-out test_stems in --data (our protocol); all: every tile of "
+                         "--data, for a folder of tiles the checkpoint never saw (re-measuring on your own data)")
+
+
 def salted(stem: str, salt: str = SALT) -> str:
     """The order key of a stem (SHA-1 of ``salt:stem``)."""
     return hashlib.sha1(f"{salt}:{stem}".encode()).hexdigest()

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.heldout import WHICH, held_out
+from bench.heldout import add_data_arguments, held_out
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -295,12 +295,7 @@ def evaluate(tiles, weights_list, tau, with_cleanlab=True) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
-    ap.add_argument("--data", default=str(DEFAULT_DATA),
-                    help="folder with images/ and labels/ paired by stem (default: ../shared/data/gid15)")
-    ap.add_argument("--scheme", default="gid15", help="class scheme of the label files (crosswalked to the checkpoint's)")
-    ap.add_argument("--stems", choices=WHICH, default="test",
-                    help="test: the checkpoint's held-out test_stems in --data (our protocol); all: every tile of "
-                         "--data, for a folder of tiles the checkpoint never saw (re-measuring on your own data)")
+    add_data_arguments(ap, DEFAULT_DATA)
     ap.add_argument("--tiles", type=int, default=None, help="reported tiles (after the tuning ones; default: all the rest)")
     ap.add_argument("--tune-tiles", type=int, default=None,
                     help="tiles reserved for tuning, never reported (default 40 with --stems test, 0 with --stems all: "

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.heldout import WHICH, held_out
+from bench.heldout import add_data_arguments, held_out
 from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, method_metrics, run_cleanlab
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
@@ -140,12 +140,7 @@ def evaluate_checkpoint(ckpt: str, evals: list[dict], device: str, predictor=Non
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
-    ap.add_argument("--data", default=str(DEFAULT_DATA),
-                    help="folder with images/ and labels/ paired by stem (default: ../shared/data/gid15)")
-    ap.add_argument("--scheme", default="gid15", help="class scheme of the label files (crosswalked to the checkpoint's)")
-    ap.add_argument("--stems", choices=WHICH, default="test",
-                    help="test: the checkpoint's held-out test_stems in --data; all: every tile of --data, for a "
-                         "folder of tiles the checkpoint never saw (bench.heldout)")
+    add_data_arguments(ap, DEFAULT_DATA)
     ap.add_argument("--tiles", type=int, default=30, help="training tiles (noisy labels, the queue comes from them)")
     ap.add_argument("--eval-tiles", type=int, default=30, help="evaluation tiles (clean labels; disjoint from training)")
     ap.add_argument("--tune-tiles", type=int, default=None,
