@@ -262,7 +262,8 @@ def _densify_ring_merc(ring: list[tuple[float, float]], n: int = 8) -> tuple[np.
     return xs, ys
 
 
-def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | None = None, snap: float = 1e-3) -> Window:
+def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | None = None, snap: float = 1e-3,
+                            name: str | None = None) -> Window:
     """Pixel window ``(row, col, height, width)`` of the scene pixels touched by a drawn region, clipped to the scene.
 
     ``geometry`` is a GeoJSON Polygon/MultiPolygon or a Feature holding one, exactly as streamlit-folium returns
@@ -271,8 +272,10 @@ def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | 
     curved edges in the scene CRS are covered). Fractional pixel coordinates within ``snap`` pixels of a pixel
     edge are snapped to it (so :func:`pixel_window_to_geojson` round-trips exactly; note that Leaflet's
     ``toGeoJSON`` rounds to 6 decimals, about 0.1 m). Raises RegionError when the region misses the scene, is
-    empty, is not a polygon, or when a side exceeds ``max_side``.
+    empty, is not a polygon, or when a side exceeds ``max_side``; its messages call the scene ``name`` (its display
+    name) when given, else by its image file.
     """
+    label = f"'{name}'" if name else Path(info.path).name
     rings = _geometry_positions(geometry)
     all_rows, all_cols = [], []
     for ring in rings:
@@ -290,12 +293,12 @@ def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | 
         all_cols.append(cols)
     rows, cols = np.concatenate(all_rows), np.concatenate(all_cols)
     if not (np.all(np.isfinite(rows)) and np.all(np.isfinite(cols))):
-        raise RegionError(f"the region cannot be projected into the CRS of scene {info.path} ({info.crs})")
+        raise RegionError(f"the region cannot be projected into the CRS of scene {label} ({info.crs})")
     r0 = math.floor(float(rows.min()) + snap)
     r1 = math.ceil(float(rows.max()) - snap)
     c0 = math.floor(float(cols.min()) + snap)
     c1 = math.ceil(float(cols.max()) - snap)
-    scene = f"scene {Path(info.path).name} ({info.width}x{info.height} px)"
+    scene = f"scene {label} ({info.width}x{info.height} px)"
     if r1 <= 0 or c1 <= 0 or r0 >= info.height or c0 >= info.width:
         raise RegionError(
             f"the drawn region (rows {r0}..{r1}, cols {c0}..{c1}) lies outside {scene}; draw it on the image"

@@ -130,19 +130,11 @@ def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.nda
 
 def drawn_window(scene: Scene, geometry, info) -> tuple[int, int, int, int]:
     """The scene pixel window ``(row, col, height, width)`` of a drawn region
-    (:func:`seghz.geo.tiles.geojson_to_pixel_window`), with the messages of its RegionError naming the scene by its
-    display name (``scene 'Demo town (synthetic)'``) instead of its image file (``scene image.tif``)."""
-    from pathlib import Path
-
+    (:func:`seghz.geo.tiles.geojson_to_pixel_window`), its errors naming the scene by its display name
+    (``scene 'Demo town (synthetic)'``), not its image file."""
     from seghz.geo.tiles import geojson_to_pixel_window
 
-    try:
-        return geojson_to_pixel_window(geometry, info)
-    except RegionError as e:
-        msg = str(e)
-        for file_ref in (f"scene {Path(info.path).name} (", f"scene {info.path} ("):
-            msg = msg.replace(file_ref, f"scene '{scene.name}' (")
-        raise RegionError(msg) from None
+    return geojson_to_pixel_window(geometry, info, name=scene.name)
 
 
 def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | None:
