@@ -314,6 +314,16 @@ def slugify(text: str, fallback: str = "item") -> str:
     return slug or fallback
 
 
+def first_free(base: str, taken, suffix: str = "-{n}") -> str:
+    """``base``, or ``base`` + ``suffix`` with the first n = 2, 3, … that is not in ``taken``."""
+    if base not in taken:
+        return base
+    n = 2
+    while base + suffix.format(n=n) in taken:
+        n += 1
+    return base + suffix.format(n=n)
+
+
 def validate_slug(value: str, what: str) -> str:
     """Check that ``value`` is a safe id (``a-z0-9_-``, starting with a letter or digit, at most 64 chars).
 
@@ -673,12 +683,7 @@ class Workspace:
     @staticmethod
     def _unique_scene_id(conn: sqlite3.Connection, base: str) -> str:
         taken = {r[0] for r in conn.execute("SELECT id FROM scenes WHERE id = ? OR id LIKE ?", (base, base + "-%"))}
-        if base not in taken:
-            return base
-        n = 2
-        while f"{base}-{n}" in taken:
-            n += 1
-        return f"{base}-{n}"
+        return first_free(base, taken)
 
     def add_scene(
         self,

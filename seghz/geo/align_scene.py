@@ -181,13 +181,9 @@ def find_aligned_scene(ws, label_path, image_path, M, *, scheme: str, label_shap
 def distinct_scene_name(ws, name: str) -> str:
     """``name``, or ``name (2)``, ``name (3)``, … when scenes of the workspace already carry it, so that scenes can
     be told apart in the scene pickers (ids are made unique on their own; names were not)."""
-    taken = {s.name for s in ws.list_scenes()}
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name} ({n})" in taken:
-        n += 1
-    return f"{name} ({n})"
+    from seghz.store import first_free
+
+    return first_free(name, {s.name for s in ws.list_scenes()}, " ({n})")
 
 
 def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: str | None = None, kind: str = "homography",
