@@ -1,0 +1,60 @@
+"""The README's first commands are what CI runs: `.ci/run` must install and test exactly as README step 1 and 3 say,
+and installing the project must give the `seghz` command (pyproject's console script)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_setup_block() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"## Install, run, test\s+```bash\n(.*?)```", text, re.S)
+    assert m, "README lost its 'Install, run, test' bash block"
+    return [ln.strip() for ln in m.group(1).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _ci_commands() -> str:
+    return (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    lines = _readme_setup_block()
+    install = lines[0]
+    ci = _ci_commands()
+    # each pip step of README step 1 appears in .ci/run (CI adds -q)
+    for part in [p.strip() for p in install.split("&&")]:
+        if part.startswith("pip install"):
+            args = part.removeprefix("pip install").split()
+            assert any(ln.strip().startswith("pip install") and ln.split()[2:] and
+                       [a for a in ln.split()[2:] if a != "-q"] == args for ln in ci.splitlines()), (
+                f"README installs with {part!r} but .ci/run does not")
+    test_cmd = next(ln for ln in lines if ln.startswith("python -m pytest"))
+    assert test_cmd in ci, f"README's test command {test_cmd!r} is not what .ci/run runs"
+    assert any(ln.startswith("streamlit run app.py") for ln in lines), "README step 2 no longer runs the app"
+
+
+def test_project_installs_the_seghz_command(tmp_path):
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["project"]["scripts"]["seghz"] == "seghz.cli:main"
+    pkg = meta["tool"]["setuptools"]
+    assert pkg["packages"]["find"]["include"] == ["seghz*"]
+    assert pkg["package-data"]["seghz"] == ["schemes/*.json"]
+    # README step 1 installed the project: the CLI runs from another folder, with no PYTHONPATH, and finds
+    # its scheme files (the registry reads them at import)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["SEGHZ_WORKSPACE"] = str(tmp_path / "ws")
+    out = subprocess.run([sys.executable, "-m", "seghz", "info"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "hz7 (7)" in out.stdout and str(tmp_path / "ws") in out.stdout
+    script = Path(sys.executable).with_name("seghz")
+    assert script.exists(), f"{script} missing: run README step 1 (pip install --no-deps -e .)"
+    out = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "predict-scene" in out.stdout, out.stderr[-2000:]
