@@ -21,15 +21,18 @@ Tile schemes (256 px PNG tiles, files ``<out_dir>/{z}/{x}/{y}.png``)
 the first zoom whose tile pixel is at least as fine as the scene's pixel (so the native detail is kept);
 ``min_zoom`` is the largest zoom at which the whole scene fits in one tile's extent. Max-zoom tiles are
 reprojected with ``rasterio.warp.reproject`` from just the source window under each tile (the scene is never
-read whole); lower zooms are 2x2 averages of their four children (alpha-weighted). Outside the scene (and
+read whole); lower zooms are 2x2 averages of their four children over the covered ones only (see
+:func:`_downsample`: no part-transparent rim where the scene edge falls inside a pixel). Outside the scene (and
 where the source is nodata/alpha 0) tiles are transparent; tiles with no scene pixel are not written.
 
 ``PIXEL``: ``N = max_zoom = ceil(log2(max(width, height) / 256))``. File zoom ``z`` (0..N) shows the image at
 scale ``2**(z - N)``; tile ``(x, y)`` at zoom ``z`` covers image pixels
 ``rows [y * 256 * 2**(N-z), (y+1) * 256 * 2**(N-z))`` and ``cols [x * 256 * 2**(N-z), (x+1) * 256 * 2**(N-z))``
 (clipped to the image; the rest of an edge tile is transparent). Zoom N is the image itself cut into 256 px
-tiles, zoom 0 is the whole image in tile (0, 0). In Leaflet the *map* zoom is ``z - N`` (map zoom 0 = native),
-so the TileLayer uses ``zoomOffset = N`` (see :meth:`PyramidInfo.leaflet_options`).
+tiles, zoom 0 is the whole image in tile (0, 0). At zoom ``z`` the image is drawn on the zoom pixels
+``rows [0, ceil(height / 2**(N-z)))``, ``cols [0, ceil(width / 2**(N-z)))``, all of them as opaque as the
+image (a pixel the image edge cuts is not part-transparent). In Leaflet the *map* zoom is ``z - N`` (map zoom
+0 = native), so the TileLayer uses ``zoomOffset = N`` (see :meth:`PyramidInfo.leaflet_options`).
 
 Pyramids are idempotent: ``<out_dir>/pyramid.json`` records the source's path, size and mtime and the
 parameters; a second call with the same source and parameters returns at once. The URL template carries a
@@ -79,7 +82,7 @@ MERC_HALF = 20037508.342789244  # half the Web-Mercator world width (metres)
 MERC_MAX_LAT = 85.0511287798066  # Web-Mercator latitude limit
 MAX_AUTO_ZOOM = 24
 MANIFEST = "pyramid.json"
-PYRAMID_FORMAT = 1
+PYRAMID_FORMAT = 2  # 2: lower zooms average the covered children only (older pyramids are rebuilt)
 OVERLAY_MAX_SIDE = 4096  # largest reprojected region overlay (pixels per side)
 
 Window = tuple[int, int, int, int]  # row, col, height, width
@@ -481,20 +484,31 @@ def _read_tile(path: Path) -> np.ndarray | None:
 
 
 def _downsample(mosaic: np.ndarray) -> np.ndarray:
-    """2x2 alpha-weighted box filter of a (2T, 2T, 4) uint8 mosaic -> (T, T, 4)."""
-    def quad_mean(v: np.ndarray) -> np.ndarray:
-        return (v[0::2, 0::2] + v[1::2, 0::2] + v[0::2, 1::2] + v[1::2, 1::2]) * 0.25
+    """2x2 box filter of a (2T, 2T, 4) uint8 mosaic -> (T, T, 4) that averages only the *covered* children.
+
+    A child pixel with alpha 0 is "no scene here" (the padding of an edge tile, a missing child tile, nodata),
+    not transparent content, so it takes no part in the average: colour is the alpha-weighted mean of the
+    covered children and alpha the mean alpha of the covered children (0 where none is covered). Where the scene
+    edge falls inside a parent pixel (an image side that is not a multiple of ``2**(N - z)``, a scene outline
+    in Mercator) that pixel is therefore as opaque as the scene under it. Averaging with the padding instead
+    made it part-transparent (a 1300 px high image ends at row 162.5 of zoom 0: alpha 128), and that row/column
+    showed as a faint line along the bottom/right edge of the edge tiles -- or between two tile rows when the
+    edge fell just past a tile boundary. The scene's drawn extent at a lower zoom is its exact extent rounded
+    outwards to whole pixels of that zoom; interior pixels are plain 2x2 means as before."""
+    def quad_sum(v: np.ndarray) -> np.ndarray:
+        return v[0::2, 0::2] + v[1::2, 0::2] + v[0::2, 1::2] + v[1::2, 1::2]
 
     if mosaic[..., 3].min() == 255:  # fully opaque: a plain box filter
-        out = quad_mean(mosaic.astype(np.float32))
+        out = quad_sum(mosaic.astype(np.float32)) * 0.25
         return (out + 0.5).astype(np.uint8)
     m = mosaic.astype(np.float32)
-    a = m[..., 3:4] * (1.0 / 255.0)
-    pre = quad_mean(m[..., :3] * a)
-    am = quad_mean(a)
-    rgb = pre / np.maximum(am, 1e-6)
-    rgb[am[..., 0] == 0] = 0.0
-    out = np.concatenate([rgb, am * 255.0], axis=2)
+    a = m[..., 3:4]
+    asum = quad_sum(a)
+    n = quad_sum((a > 0).astype(np.float32))  # covered children (0..4)
+    rgb = quad_sum(m[..., :3] * a) / np.maximum(asum, 1e-6)
+    alpha = asum / np.maximum(n, 1.0)
+    rgb[asum[..., 0] == 0] = 0.0
+    out = np.concatenate([rgb, alpha], axis=2)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
