@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz.classes import get_scheme, scheme_names
+from seghz.classes import scheme_names
 from seghz.errors import SegHZError
 from seghz.geo import align as A
 from seghz.geo.align_scene import (
@@ -27,7 +27,7 @@ from seghz.geo.align_scene import (
     load_pair,
     load_points,
 )
-from ui.common import canvas, page_header
+from ui.common import canvas, page_header, scheme_legend_html, screen_scheme
 
 ws = page_header("Align", "Co-register a label map with imagery: control points or automatic matching, then save "
                           "the aligned label with the image as a scene.")
@@ -54,7 +54,12 @@ if ss.get("al_pair") != pair:  # another pair: forget the previous automatic res
     ss["al_pair"] = pair
     ss.pop("al_auto", None)
 
-label_rgb = get_scheme(scheme).colorize(label)
+# Drawn in the session's screen palette (sidebar "Class colours") like the other pages; the saved scene's label
+# and the CLI's overlay file keep the study's colours.
+dscheme = screen_scheme(scheme)
+label_rgb = dscheme.colorize(label)
+present = set(np.unique(label).tolist())
+legend = scheme_legend_html(scheme, names=[n for i, n in enumerate(dscheme.names) if i in present])  # screen colours
 clicking = st.toggle("Click control points on the two images", key="al_click",
                      help="Click a feature on the label, then the same feature on the image; repeat. Pairs are "
                           "matched in click order; press “Add the clicked pairs” to put them in the table.")
@@ -84,6 +89,7 @@ if clicking:
 else:
     a.image(label_rgb, caption=f"label {label.shape[1]}×{label.shape[0]} px", width="stretch")
     b.image(image, caption=f"image {image.shape[1]}×{image.shape[0]} px", width="stretch")
+st.markdown(legend, unsafe_allow_html=True)
 
 kind = st.radio("Transform", list(A.KINDS), index=2, horizontal=True, key="al_kind",
                 help="similarity: scale+rotation+shift (≥2 points); affine: +shear (≥3); homography: +perspective (≥4)")
@@ -178,10 +184,11 @@ M = M_manual if use == "manual fit" else auto["T"]
 use_kind = kind if use == "manual fit" else auto["kind"]
 method = f"manual ({len(src)} control points)" if use == "manual fit" else f"automatic: {auto['method']}"
 opacity = st.slider("Label opacity", 0.0, 1.0, 0.45, 0.05, key="al_opacity")
-bef, aft = before_after(label, image, M, scheme, opacity)
+bef, aft = before_after(label, image, M, dscheme, opacity)
 o1, o2 = st.columns(2)
 o1.image(bef, caption="before: label stretched onto the image (plain resize)", width="stretch")
 o2.image(aft, caption=f"after: {method}", width="stretch")
+st.markdown(legend, unsafe_allow_html=True)
 M3 = M.M if isinstance(M, A.LocalWarp) else M
 st.caption("Matrix (label px → image px): " + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in M3)
            + (" + local displacement field (saved in alignment.json)" if M3 is not M else ""))

@@ -300,3 +300,57 @@ def test_distinct_scene_name_and_same_alignment(files, tmp_path):
     assert find_aligned_scene(ws, lp, ip, M, scheme="hz20", label_shape=shape).id == sc.id  # global only: not sc3
     other = A.LocalWarp(M=M, dx=warp.dx + 0.5, dy=warp.dy, spacing=40.0)
     assert find_aligned_scene(ws, lp, ip, other, scheme="hz20", label_shape=shape) is None
+
+
+def test_align_page_draws_labels_in_the_screen_palette(files, monkeypatch):
+    """The label, its before/after overlays and the legend are drawn in the sidebar's screen palette like the other
+    pages (they were in the study palette); the saved scene's label file keeps the study's colours."""
+    import seghz.geo.align_scene as AS
+    from PIL import Image
+
+    from ui.common import PALETTE_KEY
+
+    lp, ip, pts, ws, _M = files
+    drawn = []
+    real = AS.before_after
+
+    def spy(label, image, M, scheme, opacity=0.45):
+        drawn.append(scheme if isinstance(scheme, str) else tuple(scheme.colors))
+        return real(label, image, M, scheme, opacity)
+
+    monkeypatch.setattr(AS, "before_after", spy)
+    study = get_scheme("hz20")
+    distinct = study.for_display("distinct")
+    present = range(8)  # the synthetic label holds hz20 indices 0..7
+    assert any(study.colors[i] != distinct.colors[i] for i in present)
+
+    def legend_colours(at) -> str:
+        return "\n".join(str(m.value) for m in at.markdown if "border-radius:3px" in str(m.value))
+
+    at = _open(lp, ip)  # no palette chosen yet: "distinct", the sidebar's default
+    _load_points(at, pts)
+    assert drawn and drawn[-1] == tuple(distinct.colors), drawn[-1]
+    leg = legend_colours(at)
+    for i in present:
+        assert distinct.hex_colors()[i] in leg and study.names[i] in leg
+        if study.colors[i] != distinct.colors[i]:
+            assert study.hex_colors()[i] not in leg
+    assert study.names[8] not in leg  # only the classes in the label
+    # the study palette chosen in the sidebar: drawn in the study's colours
+    at.session_state[PALETTE_KEY] = "study"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert drawn[-1] == tuple(study.colors)
+    leg = legend_colours(at)
+    assert all(study.hex_colors()[i] in leg for i in present)
+    # saved with the distinct palette on screen: the label file on disk is in the study's colours
+    at.session_state[PALETTE_KEY] = "distinct"
+    at.text_input(key="al_name").set_value("palette check")
+    at.button(key="al_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert drawn[-1] == tuple(distinct.colors)
+    sc = next(s for s in ws.list_scenes() if s.name == "palette check")
+    with Image.open(ws.scene_path(sc, "label")) as im:
+        cols = {tuple(c) for c in np.asarray(im.convert("RGB")).reshape(-1, 3).tolist()}
+    assert cols <= set(map(tuple, study.colors)) | {(0, 0, 0)}, cols - set(map(tuple, study.colors))
+    assert len(cols & {tuple(study.colors[i]) for i in present}) >= 6

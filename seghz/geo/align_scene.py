@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seghz.classes import get_scheme
+from seghz.classes import Scheme, get_scheme
 from seghz.data.io import read_image, read_label, write_index_mask, write_rgb
 from seghz.errors import BadInputError
 from seghz.geo import align as A
@@ -70,16 +70,18 @@ def points_table(src, dst, M=None, ids=None) -> list[dict]:
              "residual_px": None if r is None else round(float(r), 2)} for i, (s, d, r) in enumerate(zip(src, dst, res))]
 
 
-def before_after(label: np.ndarray, image: np.ndarray, M, scheme: str, opacity: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
-    """(before, after) overlays: the label stretched onto the image (plain resize) and warped with ``M``."""
-    pal = get_scheme(scheme).palette()
+def before_after(label: np.ndarray, image: np.ndarray, M, scheme: Scheme | str, opacity: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+    """(before, after) overlays: the label stretched onto the image (plain resize) and warped with ``M``, in the
+    colours of ``scheme``: a scheme name draws the study's colours (as :func:`write_overlay` writes them to
+    disk); the Align page passes the session's screen scheme (``ui.common.screen_scheme``)."""
+    pal = (get_scheme(scheme) if isinstance(scheme, str) else scheme).palette()
     before = A.label_overlay(image, label, A.resize_transform(label.shape, image.shape), pal, opacity)
     after = A.label_overlay(image, label, M, pal, opacity)
     return before, after
 
 
 def write_overlay(path, label: np.ndarray, image: np.ndarray, M, scheme: str, opacity: float = 0.45) -> Path:
-    """Write the before (left) / after (right) overlay side by side as one PNG at ``path``."""
+    """Write the before (left) / after (right) overlay side by side as one PNG at ``path`` (study colours)."""
     b, a = before_after(label, image, M, scheme, opacity)
     gap = np.full((b.shape[0], 8, 3), 255, np.uint8)
     p = Path(path)
