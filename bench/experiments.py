@@ -5,7 +5,8 @@ Protocol (issue 4, "Experiments"):
 
 * **Data**: ``../shared/data/gid15`` (224² Gaofen-2 tiles), labels crosswalked gid15 → hz7.
 * **Split** (fixed, disjoint): EVALUATION = the held-out ``test_stems`` of the shipped GID checkpoint (125 tiles,
-  never trained on by it), ordered by the salted SHA-1 of :func:`bench.heldout.salted`; the first
+  never trained on by it; 124 since session 23, which found ``artificial_grassland_71`` to be byte for byte the
+  training tile ``artificial_grassland_75``: :func:`split_stems` leaves such copies out), ordered by the salted SHA-1 of :func:`bench.heldout.salted`; the first
   ``--eval-tiles`` are used. TRAINING = the other tiles of the folder (489), ordered by a salted SHA-1 of the stem
   (salt ``experiments-v1``); the first ``--train-tiles`` are used. No validation split and no model selection: the
   model after the last step is evaluated (equal budget for every row).
@@ -59,7 +60,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
-from bench.heldout import duplicate_images, folder_pairs, salted
+from bench.heldout import folder_pairs, near_copies, salted
 from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, inject_noise
 from seghz.classes import IGNORE, get_scheme, index_crosswalk
 
@@ -147,7 +148,8 @@ def _stem_order(stem: str) -> str:
 
 
 def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tiles: int | None) -> tuple[list[str], list[str]]:
-    """(train stems, eval stems): eval from the checkpoint's held-out ``test_stems``, train from the rest."""
+    """(train stems, eval stems): eval from the checkpoint's held-out ``test_stems`` (less copies of other tiles),
+    train from the rest."""
     from seghz.models.checkpoint import read_metadata
 
     test = list(read_metadata(checkpoint).get("test_stems") or [])
@@ -156,7 +158,12 @@ def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tile
     all_stems = sorted(p.stem for p in (data / "images").glob("*.png"))
     held = set(test)
     train = sorted((s for s in all_stems if s not in held and (data / "labels" / f"{s}.png").is_file()), key=_stem_order)
-    ev = sorted((s for s in test if (data / "images" / f"{s}.png").is_file()), key=salted)
+    ev = [s for s in test if (data / "images" / f"{s}.png").is_file()]
+    from seghz.data.splits import content_key, copies_across
+
+    # a held-out tile identical to one outside the split was trained on (GID-15: artificial_grassland_71 = _75)
+    copies = copies_across({s: content_key(data / "images" / f"{s}.png") for s in all_stems}, ev)
+    ev = sorted((s for s in ev if s not in copies), key=salted)
     train, ev = train[:train_tiles] if train_tiles else train, ev[:eval_tiles] if eval_tiles else ev
     assert not set(train) & set(ev)
     return train, ev
@@ -182,7 +189,7 @@ def load_pairs(pairs: list[tuple[Path, Path]], scheme: str) -> list[tuple[np.nda
 
 def external_eval(a, train_stems: list[str]) -> tuple[list[str], list[tuple[Path, Path]]]:
     """``--eval-data``: (stems, pairs) of every tile of that folder in salted order (the first ``--eval-tiles``),
-    after checking that none of its images is a byte copy of a training tile."""
+    after checking that none of its images is a copy of a training tile (:func:`bench.heldout.near_copies`)."""
     if a.eval_data.resolve() == a.data.resolve():
         raise SystemExit(f"--eval-data {a.eval_data} is the training folder --data; its held-out tiles are the "
                          "default evaluation (leave --eval-data out)")
@@ -196,9 +203,9 @@ def external_eval(a, train_stems: list[str]) -> tuple[list[str], list[tuple[Path
 
     # the files' own digests key the protocol too: two folders of the same name never mix under --resume/--compare
     a.eval_files_sha1 = hashlib.sha1(",".join(file_digest(p) for s in stems for p in pairs[s]).encode()).hexdigest()[:12]
-    dup = duplicate_images([a.data / "images" / f"{s}.png" for s in train_stems], [pairs[s][0] for s in stems])
+    dup = near_copies([a.data / "images" / f"{s}.png" for s in train_stems], [pairs[s][0] for s in stems])
     if dup:
-        raise SystemExit(f"--eval-data: {len(dup)} evaluation image(s) are byte copies of training tiles, e.g. "
+        raise SystemExit(f"--eval-data: {len(dup)} evaluation image(s) are copies of training tiles, e.g. "
                          f"{dup[0][1]} = {dup[0][0]}; the evaluation must be held out")
     return stems, [pairs[s] for s in stems]
 
@@ -704,11 +711,12 @@ def render(report: dict, old_text: str | None) -> str:
         ("- Data: `../shared/data/gid15` (Gaofen-2, 224×224 tiles, ~4 m/px), labels crosswalked gid15 → hz7 "
          "(`seghz/schemes/crosswalks.json`; OpenArea and Reflection are empty in GID)."),
         ((f"- Split (fixed, disjoint): **evaluation** = {p['eval_tiles']} tiles of the folder `{p['eval_data']}` "
-          "given by `--eval-data` (none a byte copy of a training tile), in the salted order of `bench/heldout.py`; "
+          "given by `--eval-data` (none a copy of a training tile), in the salted order of `bench/heldout.py`; "
           f"**training** = the first {p['train_tiles']} of the GID tiles outside the 125 held-out `test_stems` of "
           "`checkpoints/gid15_hz7_unet_lite0.safetensors`, " if p.get("eval_data") else
-          f"- Split (fixed, disjoint): **evaluation** = the first {p['eval_tiles']} of the 125 held-out `test_stems` of "
-          "`checkpoints/gid15_hz7_unet_lite0.safetensors`, in the salted order of `bench/heldout.py`; **training** = "
+          f"- Split (fixed, disjoint): **evaluation** = the first {p['eval_tiles']} of the held-out `test_stems` of "
+          "`checkpoints/gid15_hz7_unet_lite0.safetensors` (less any copy of a training tile), in the salted order of "
+          "`bench/heldout.py`; **training** = "
           f"the first {p['train_tiles']} of the other tiles, ")
          + "ordered by SHA-1 of `experiments-v1:<stem>` "
          f"(stem-list hashes: train `{p['train_stems_sha1']}`, eval `{p['eval_stems_sha1']}`). No validation split, no "
@@ -893,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--train-tiles", type=int, default=None, help="default: all 489 non-test tiles")
-    ap.add_argument("--eval-tiles", type=int, default=None, help="default: all 125 held-out test tiles")
+    ap.add_argument("--eval-tiles", type=int, default=None, help="default: all held-out test tiles (124 of the 125 test_stems: one is a copy of a training tile)")
     ap.add_argument("--flip-fraction", type=float, default=0.3)
     ap.add_argument("--reviewed-tiles", type=int, default=DEFAULT_REVIEWED_TILES,
                     help="rows noisy_rv*: the first N training tiles were reviewed by an analyst (clean labels, every "

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.heldout import add_data_arguments, held_out
+from bench.heldout import add_data_arguments, held_out, trained_images
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
 from seghz.evaluate import label_for_checkpoint
@@ -328,7 +328,10 @@ def main(argv=None) -> int:
         src_scheme = get_scheme(args.scheme)
         if args.scheme != meta["scheme"]["name"] and crosswalk_path(args.scheme, meta["scheme"]["name"]) is None:
             raise ValueError(f"no crosswalk from scheme '{args.scheme}' to the checkpoint's '{meta['scheme']['name']}'")
-        tiles_all = held_out(data, meta.get("test_stems") or [], args.stems)
+        test_stems = meta.get("test_stems") or []
+        # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
+        trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
+        tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
     except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

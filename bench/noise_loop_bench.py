@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.heldout import add_data_arguments, held_out
+from bench.heldout import add_data_arguments, held_out, trained_images
 from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, method_metrics, run_cleanlab
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image, read_label
@@ -185,7 +185,10 @@ def main(argv=None) -> int:
     try:
         src = get_scheme(args.scheme)
         label_for_checkpoint(np.zeros((1, 1), np.uint8), src.name, ck_scheme)  # raises when no crosswalk exists
-        tiles_all = held_out(data, meta.get("test_stems") or [], args.stems)
+        test_stems = meta.get("test_stems") or []
+        # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
+        trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
+        tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
     except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
         _log(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
         return 2

@@ -14,19 +14,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from seghz.errors import SegHZError  # noqa: E402
 
 
-def _tqdm_progress(desc: str):
+def _tqdm_progress(desc: str, stream=None):
+    """A progress callback ``cb(frac, msg)``: a tqdm bar on a terminal; elsewhere (a log file, a pipe, a CI job) a
+    plain line every 10 % with the elapsed time, so a long run written to a file still shows where it is."""
+    import time
+
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, desc=desc, leave=False, file=sys.stderr, disable=None)
+    out = stream if stream is not None else sys.stderr
+    if out.isatty():
+        bar = tqdm(total=1000, desc=desc, leave=False, file=out)
 
-    def cb(frac: float, msg: str = "") -> None:
-        bar.n = int(frac * 1000)
-        if msg:
-            bar.set_postfix_str(msg[:60], refresh=False)
-        bar.refresh()
+        def cb(frac: float, msg: str = "") -> None:
+            bar.n = int(frac * 1000)
+            if msg:
+                bar.set_postfix_str(msg[:60], refresh=False)
+            bar.refresh()
 
-    cb.close = bar.close  # type: ignore[attr-defined]
-    return cb
+        cb.close = bar.close  # type: ignore[attr-defined]
+        return cb
+    t0, shown = time.monotonic(), [-1]
+
+    def line(frac: float, msg: str = "") -> None:
+        step = min(10, int(max(0.0, frac) * 10 + 1e-9))
+        if step > shown[0]:
+            shown[0] = step
+            el = int(time.monotonic() - t0)
+            print(f"{desc}: {10 * step:3d} %  {el // 60}m{el % 60:02d}s" + (f"  {msg[:60]}" if msg else ""), file=out,
+                  flush=True)
+
+    line.close = lambda: None  # type: ignore[attr-defined]
+    return line
 
 
 def print_table(sc: dict, out=sys.stdout) -> None:
@@ -84,7 +102,7 @@ def cmd_train(a) -> int:
     items = load_folder(a.images, a.labels, a.scheme, target, progress=bar)
     if bar is not None:
         bar.close()
-    split = holdout_split(items, nc, a.test_fraction, a.val_count)
+    split = holdout_split(items, nc, a.test_fraction, a.val_count, group_duplicates=True)
     if main:
         print(f"train {len(split['train'])}  val {len(split['val'])}  test {len(split['test'])} (held out, never trained on)", file=sys.stderr)
     cfg = TrainConfig(
@@ -92,7 +110,8 @@ def cmd_train(a) -> int:
         parent_checkpoint=a.parent, epochs=a.epochs, batch_size=a.batch_size, crop_size=a.crop_size, lr=a.lr,
         dice=not a.no_dice, seed=a.seed, device=a.device, tile_size=a.tile_size, steps_per_epoch=a.steps_per_epoch,
         resume=a.resume, amp=not a.no_amp, ddp=False if a.no_ddp else None,
-        extra={"data": {"images": str(a.images), "scheme": a.scheme, "test_fraction": a.test_fraction, "val_count": a.val_count}},
+        extra={"data": {"images": str(a.images), "scheme": a.scheme, "test_fraction": a.test_fraction, "val_count": a.val_count,
+                        "group_duplicates": True}},
     )
     _apply_sets(cfg, a.set or [])
     bar = _tqdm_progress("train") if main else None
@@ -118,6 +137,25 @@ def cmd_train(a) -> int:
 
 
 def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, which: str = "test") -> set[str]:
+    """The stems of a checkpoint's ``test`` or ``val`` split (:func:`_recorded_split_stems`) whose images in ``images``
+    are not copies of an image outside that split: a checkpoint whose split put a copy on both sides (GID-15's
+    ``artificial_grassland_71`` in the test split is byte for byte ``artificial_grassland_75``, a training tile of the
+    shipped model) has seen it, so it is left out, and stderr says which."""
+    from seghz.data.io import IMAGE_EXT
+    from seghz.data.splits import content_key, copies_across
+
+    stems = _recorded_split_stems(checkpoint, meta, images, labels, scheme, which)
+    files = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in IMAGE_EXT} \
+        if Path(images).is_dir() else {}
+    copies = copies_across({st: content_key(p) for st, p in files.items()}, stems & set(files))
+    if copies:
+        eg = ", ".join(f"{a} = {b}" for a, b in list(copies.items())[:3])
+        print(f"left out {len(copies)} {which} image(s) identical to an image outside the {which} split, which the "
+              f"checkpoint may have trained on: {eg}", file=sys.stderr)
+    return stems - set(copies)
+
+
+def _recorded_split_stems(checkpoint, meta: dict, images, labels, scheme: str, which: str = "test") -> set[str]:
     """The stems of a checkpoint's ``test`` or ``val`` split, as `seghz train` recorded them.
 
     A checkpoint from before the validation stems were recorded gets them re-derived the way `seghz train` chose them
@@ -145,7 +183,7 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
     target = meta["scheme"]["name"]
     nc = get_scheme(target).num_classes
     split = holdout_split(load_folder(images, labels, scheme, target), nc, float(data.get("test_fraction", 0.2)),
-                          int(data.get("val_count", 60)))
+                          int(data.get("val_count", 60)), group_duplicates=bool(data.get("group_duplicates", False)))
     freq = pooled_class_frequencies((lbl for _, _, lbl in split["train"]), nc)
     recorded = (meta.get("metrics") or {}).get("train_class_freq")
     why = None

@@ -158,7 +158,7 @@ def test_experiments_evaluates_on_eval_data_and_refuses_copies_of_training_tiles
     _copy_gid(train[:1], tmp_path / "leaky", rename=lambda s: "innocent_name")
     proc = subprocess.run(cmd[:-1] + [str(tmp_path / "leaky")], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env=ENV, check=False)
-    assert proc.returncode != 0 and "byte copies of training tiles" in proc.stderr
+    assert proc.returncode != 0 and "are copies of training tiles" in proc.stderr
     assert f"{train[0]}.png" in proc.stderr
     # the training folder itself is not an evaluation folder
     proc = subprocess.run(cmd[:-1] + [str(GID)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV,

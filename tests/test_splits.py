@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seghz.data.folders import holdout_split
-from seghz.data.splits import class_distribution, greedy_max_entropy, hash_fraction
+from seghz.data.splits import class_distribution, content_key, copies_across, greedy_max_entropy, hash_fraction
 
 
 def _entropy_of_mean(dists, idx) -> float:
@@ -145,3 +145,66 @@ def test_holdout_split_without_val():
     sp = holdout_split(items, 4, test_fraction=0.0, val_count=0)
     assert sp["val"] == [] and sp["test"] == []
     assert [it[0] for it in sp["train"]] == [it[0] for it in items]
+
+
+# --- identical images under two names (GID-15 has four such pairs) -------------------------------------------------
+
+def _dup_items(pool_ids, num_classes=4, seed=0):
+    """Items whose image is picture number ``pool_ids[i]`` of a small pool: equal ids = byte-identical images."""
+    rng = np.random.default_rng(seed)
+    pool = {k: np.full((6, 6, 3), k, np.uint8) for k in set(pool_ids)}
+    return [(f"tile_{i:03d}", pool[k].copy(), rng.integers(0, num_classes, (6, 6)).astype(np.uint8))
+            for i, k in enumerate(pool_ids)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 25), min_size=2, max_size=40), st.floats(0.05, 0.6), st.integers(0, 6))
+def test_grouped_split_never_puts_one_picture_on_two_sides(pool_ids, frac, val_count):
+    items = _dup_items(pool_ids)
+    sp = holdout_split(items, 4, test_fraction=frac, val_count=val_count, group_duplicates=True)
+    side = {}
+    for name, its in sp.items():
+        for it in its:
+            side.setdefault(content_key(it[1]), set()).add(name)
+    assert all(len(v) == 1 for v in side.values()), side
+    assert sorted(it[0] for v in sp.values() for it in v) == sorted(it[0] for it in items)
+    # a group follows the hash of its first stem
+    first = {}
+    for stem, img, _ in sorted(items, key=lambda it: it[0]):
+        first.setdefault(content_key(img), stem)
+    assert {it[0] for it in sp["test"]} == {s for s, img, _ in items if hash_fraction(first[content_key(img)]) < frac}
+    # with no duplicates the grouped split is the plain one
+    uniq = _dup_items(list(range(len(pool_ids))))
+    a = holdout_split(uniq, 4, frac, val_count, group_duplicates=True)
+    b = holdout_split(uniq, 4, frac, val_count)
+    assert all([it[0] for it in a[k]] == [it[0] for it in b[k]] for k in a)
+
+
+def test_grouped_split_pulls_copies_of_validation_images_into_validation():
+    # tile_000 and tile_005 are one picture; with no test split, greedy validation picks tile_005 (the only
+    # tile with class 3), and its copy tile_000 must not stay in training
+    items = _dup_items([7, 1, 2, 3, 4, 7])
+    items = [(s, img, np.full((6, 6), 3 if s == "tile_005" else 0, np.uint8)) for s, img, _ in items]
+    plain = holdout_split(items, 4, test_fraction=0.0, val_count=1)
+    assert [it[0] for it in plain["val"]] == ["tile_005"] and "tile_000" in {it[0] for it in plain["train"]}
+    grouped = holdout_split(items, 4, test_fraction=0.0, val_count=1, group_duplicates=True)
+    assert [it[0] for it in grouped["val"]] == ["tile_000", "tile_005"]
+
+
+def test_content_key_of_files_and_arrays(tmp_path):
+    a = tmp_path / "a.bin"
+    a.write_bytes(b"x" * 3_000_000)  # longer than one read chunk
+    (tmp_path / "b.bin").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "c.bin").write_bytes(b"x" * 2_999_999 + b"y")
+    assert content_key(a) == content_key(tmp_path / "b.bin") != content_key(tmp_path / "c.bin")
+    z = np.zeros((4, 6), np.uint8)
+    assert content_key(z) == content_key(z.copy()) != content_key(z.reshape(6, 4))  # the shape counts
+    assert content_key(z) != content_key(z.astype(np.uint16))
+    assert content_key(z[:, ::2]) == content_key(np.zeros((4, 3), np.uint8))  # views hash their values
+
+
+def test_copies_across_names_the_outside_twin():
+    keys = {"t1": "A", "t2": "B", "tr1": "C", "tr2": "A", "tr3": "A", "t3": "D", "t4": "D"}
+    assert copies_across(keys, ["t1", "t2", "t3", "t4"]) == {"t1": "tr2"}  # t3/t4: both held out, no leak
+    assert copies_across(keys, ["t1", "missing"]) == {"t1": "tr2"}
+    assert copies_across(keys, []) == {}

@@ -8,7 +8,7 @@ import numpy as np
 
 from seghz.classes import get_scheme, index_crosswalk
 from seghz.data.io import list_pairs, read_pair
-from seghz.data.splits import class_distribution, greedy_max_entropy, hash_fraction
+from seghz.data.splits import class_distribution, content_key, greedy_max_entropy, hash_fraction
 
 
 def load_folder(
@@ -34,21 +34,38 @@ def load_folder(
 
 
 def holdout_split(
-    items: list[tuple[str, np.ndarray, np.ndarray]], num_classes: int, test_fraction: float = 0.2, val_count: int = 60, salt: str = "seghz"
+    items: list[tuple[str, object, np.ndarray]], num_classes: int, test_fraction: float = 0.2, val_count: int = 60,
+    salt: str = "seghz", group_duplicates: bool = False,
 ) -> dict[str, list]:
-    """Split items into train / val / test.
+    """Split items ``(stem, image array or file, label)`` into train / val / test.
 
     Test = items whose stable hash of the stem falls below ``test_fraction`` (reproducible, independent of
     file order). Val = ``val_count`` items chosen from the rest by greedy max class entropy (the study's
     method) and removed from train (the study forgot to).
+
+    ``group_duplicates`` keeps identical images (same :func:`seghz.data.splits.content_key`, e.g. GID-15's
+    ``artificial_grassland_71`` and ``_75``) in one split: a group follows the hash of its first stem, and copies of a
+    validation image join the validation split. Without it (the splits of runs before it existed) a copy can sit on
+    both sides; evaluations leave such copies out (``seghz.cli.checkpoint_split_stems``).
     """
-    test = [it for it in items if hash_fraction(it[0], salt) < test_fraction]
-    rest = [it for it in items if hash_fraction(it[0], salt) >= test_fraction]
+    key_of = {it[0]: content_key(it[1]) for it in items} if group_duplicates else {}
+    first: dict[str, str] = {}
+    for stem in sorted(key_of):
+        first.setdefault(key_of[stem], stem)
+
+    def anchor(stem: str) -> str:
+        return first[key_of[stem]] if group_duplicates else stem
+
+    test = [it for it in items if hash_fraction(anchor(it[0]), salt) < test_fraction]
+    rest = [it for it in items if hash_fraction(anchor(it[0]), salt) >= test_fraction]
     if val_count and rest:
         dists = np.stack([class_distribution(it[2], num_classes) for it in rest])
         vi = set(greedy_max_entropy(dists, val_count))
     else:
         vi = set()
+    if group_duplicates:
+        val_keys = {key_of[rest[i][0]] for i in vi}
+        vi |= {i for i, it in enumerate(rest) if key_of[it[0]] in val_keys}
     val = [it for i, it in enumerate(rest) if i in vi]
     train = [it for i, it in enumerate(rest) if i not in vi]
     return {"train": train, "val": val, "test": test}

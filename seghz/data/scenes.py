@@ -197,7 +197,7 @@ def import_folder(
         if progress:
             progress(0.3 * (i + 1) / len(todo), f"checked {ip.name}")
     split = holdout_split([(stem, ip, lbl) for stem, ip, _, _, lbl in checked], nc, test_fraction,
-                          min(val_count, max(0, len(checked) // 5)))
+                          min(val_count, max(0, len(checked) // 5)), group_duplicates=True)
     which = {it[0]: s for s, its in split.items() for it in its}
     scenes: list[Scene] = []
     try:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -46,3 +48,28 @@ def greedy_max_entropy(dists: np.ndarray, k: int) -> list[int]:
 def hash_fraction(key: str, salt: str = "seghz") -> float:
     """Stable pseudo-random number in [0, 1) from a string (for reproducible hold-out splits)."""
     return int(hashlib.sha1(f"{salt}:{key}".encode()).hexdigest()[:8], 16) / 2**32
+
+
+def content_key(image) -> str:
+    """SHA-1 of an image's content: the bytes of a file (a path), or an array's shape, dtype and bytes. Two tiles with
+    the same key are the same picture under two names (GID-15 has four such pairs)."""
+    h = hashlib.sha1()
+    if isinstance(image, np.ndarray):
+        h.update(f"{image.shape}{image.dtype}".encode())
+        h.update(np.ascontiguousarray(image).tobytes())
+    else:
+        with open(os.fspath(image), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def copies_across(keys: Mapping[str, str], held: Iterable[str]) -> dict[str, str]:
+    """``{stem in held: a stem outside held with the same content key}``: held-out images that are copies of images
+    outside the hold-out (a model trained there has seen them). ``keys`` maps every stem to its :func:`content_key`."""
+    held = set(held)
+    outside: dict[str, str] = {}
+    for stem in sorted(keys):
+        if stem not in held:
+            outside.setdefault(keys[stem], stem)
+    return {s: outside[keys[s]] for s in sorted(held) if s in keys and keys[s] in outside}
