@@ -13,6 +13,13 @@
   view disagreement (fraction of TTA views differing from the merged class; needs >= 2 views), each with a legend.
 * The region and the last prediction are kept per scene in ``st.session_state`` (``map_regions``,
   ``map_results``), so they survive reruns and switching scenes.
+* "Open on map" from another page (``map_jump``, see :func:`seghz.drilldown.map_jump`) predicts the window with the
+  checkpoint and the TTA it names (the radio is put on that TTA), and a drill-down cell (true A, predicted B, in
+  the Evaluate scheme view) gets an "A → B errors" layer of exactly those pixels, on by default (other errors
+  dimmed when the error layer is on too).
+* An overlay made by a checkpoint that is not the active one is flagged above the map, naming its checkpoint and
+  TTA, with "Predict again with the active model" (same region, TTA, merge and blending).
+* Small regions read in m² (below 0.01 km²); export file names and the class-area CSV name the checkpoint and TTA.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit_folium
 
+from seghz import drilldown
+from seghz.classes import IGNORE
 from seghz.data.io import raster_info
 from seghz.data.scenes import import_imagery
 from seghz.errors import RegionError, SchemeMismatchError, SegHZError
@@ -42,8 +51,10 @@ from seghz.geo.basemaps import (
 )
 from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
 from seghz.geo.regions import (
+    OTHER_ERROR_ALPHA,
     UNCERTAINTY_LAYERS,
     bbox_to_window,
+    cell_scheme,
     confidence_classes,
     confidence_scheme,
     disagreement_spec,
@@ -51,7 +62,9 @@ from seghz.geo.regions import (
     error_classes,
     error_scheme,
     geometry_pixel_rings,
+    mask_classes,
     mask_outside,
+    other_errors_scheme,
     region_mask,
     suspicion_spec,
     uncertainty_summary,
@@ -70,16 +83,21 @@ from seghz.geo.tiles import (
 from seghz.geo.tiles import (
     scene_bounds as scene_bounds_of,
 )
-from seghz.geo.webmap import add_outline, add_region_overlay, add_tile_layer, make_map
+from seghz.geo.webmap import DRAW_COLOR, add_outline, add_region_overlay, add_tile_layer, make_map
 from seghz.infer.engine import BLENDS, MERGES, VIEW_NAMES
 from seghz.infer.region import (
     MAX_REGION_PIXELS,
+    area_unit,
     check_window,
     class_areas,
     drawn_window,
+    export_stem,
+    format_area,
     predict_region,
     region_geotiff,
+    resolve_tta,
     too_big_window,
+    tta_label,
 )
 from seghz.labels_edit import agreement
 from seghz.models.checkpoint import checkpoint_scheme
@@ -92,10 +110,10 @@ MAP_HEIGHT = 560
 TTA_CHOICES = {"none": "none", "d4": "d4 (8 views)", "custom": "custom"}
 MERGE_LABELS = {"softmax": "mean of softmax", "logits": "mean of logits"}
 BLEND_LABELS = {"uniform": "uniform", "gaussian": "gaussian (centre-weighted)", "cosine": "cosine (centre-weighted)"}
-REGION_STYLE = {"color": "#ff7800", "weight": 2, "dash_array": "6 4", "fill": False, "interactive": False}
+REGION_STYLE = {"color": DRAW_COLOR, "weight": 2, "dash_array": "6 4", "fill": False, "interactive": False}
 
 ws = page_header("Map", "Browse a scene, draw a rectangle or polygon on it and predict that region with the active "
-                        "model; class areas in km² (georeferenced scenes) or pixels.")
+                        "model; class areas in m² or km² (georeferenced scenes) or pixels.")
 ss = st.session_state
 regions: dict = ss.setdefault("map_regions", {})  # scene id -> drawn GeoJSON Feature
 results: dict = ss.setdefault("map_results", {})  # scene id -> last prediction record
@@ -126,6 +144,38 @@ def scene_pyramid(image: Path, out_dir: Path):
             finally:
                 bar.empty()
     return built[key]
+
+
+def set_tta_widgets(tta: str | list[str]) -> None:
+    """Put the TTA radio (and the custom views) on ``tta``: a mode of the radio, or a list of view names. Only before
+    the widgets are drawn in a run (or from a callback)."""
+    if isinstance(tta, str) and tta in TTA_CHOICES and tta != "custom":
+        ss["map_tta"] = tta
+    else:
+        ss["map_tta"] = "custom"
+        ss["map_tta_views"] = list(resolve_tta(tta)[1])
+
+
+def overlay_tta(res) -> str | list[str]:
+    """The TTA choice that reproduces a prediction: its mode, or its list of views (custom, flip)."""
+    return res.tta if res.tta in TTA_CHOICES and res.tta != "custom" else list(getattr(res, "views", ()) or ("identity",))
+
+
+def request_repredict(scene_id: str) -> None:
+    """"Predict again with the active model": the overlay's region, TTA, merge and blend (and its A → B cell), with
+    the active checkpoint; the TTA widgets are put on the overlay's TTA so that they read what is predicted."""
+    old = results.get(scene_id)
+    if not old:
+        return
+    res = old["result"]
+    set_tta_widgets(overlay_tta(res))
+    if getattr(res, "merge", None) in MERGES:
+        ss["map_merge"] = res.merge
+    if getattr(res, "blend", None) in BLENDS:
+        ss["map_blend"] = res.blend
+    ss["map_autopredict"] = {"checkpoint_id": None, "tta": overlay_tta(res), "merge": getattr(res, "merge", None),
+                             "blend": getattr(res, "blend", None), "geometry": old.get("geometry"),
+                             "cell": old.get("cell"), "scene_id": scene_id}
 
 
 # ------------------------------------------------------------------------------------------------ import
@@ -172,6 +222,14 @@ if jump and jump.get("scene_id") in by_id:
     ss["map_scene"] = jump["scene_id"]
     if jump.get("layer") == "error":
         ss["map_show_error"] = True
+    if jump.get("cell"):  # the drilled-into confusion cell: its "A → B errors" layer on
+        ss["map_show_cell"] = True
+    if jump.get("tta") is not None:  # the evaluation's TTA: the radio shows what the region is predicted with
+        try:
+            set_tta_widgets(jump["tta"])
+            ss["map_merge"], ss["map_blend"] = MERGES[0], BLENDS[0]  # the predictor's defaults, as Evaluate used
+        except ValueError:
+            jump = {k: v for k, v in jump.items() if k != "tta"}
     ss["map_pending_jump"] = jump
 if ss.get("map_scene") not in by_id:
     ss.pop("map_scene", None)
@@ -189,8 +247,9 @@ tta_mode = c_tta.radio(
 opacity = c_opacity.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="map_opacity")
 tta_choice: str | list[str] | None = tta_mode
 if tta_mode == "custom":
+    ss.setdefault("map_tta_views", ["identity"])  # (not default=: a jump or "predict again" may set the views)
     views = st.multiselect(
-        "TTA views", VIEW_NAMES, default=["identity"], key="map_tta_views",
+        "TTA views", VIEW_NAMES, key="map_tta_views",
         help="identity = the image as is; lr/tb = left-right/top-bottom flips; lrtb = both; diag/diag2 = transpose/"
              "anti-transpose; rot90/180/270 = rotations. Each view is undone exactly before the views are merged.",
     )
@@ -203,6 +262,16 @@ with st.expander("Inference settings (merge, window blending)"):
                          help="Average the views' class probabilities (softmax) or their logits before the softmax.")
     blend = e2.selectbox("Blend overlapping windows", list(BLENDS), format_func=BLEND_LABELS.get, key="map_blend",
                          help="Centre-weighted blending down-weights window borders and removes seams.")
+_shown_rec = results.get(sid)
+if _shown_rec:
+    _res0 = _shown_rec["result"]
+    try:
+        _same = tta_choice is not None and resolve_tta(tta_choice)[1] == tuple(getattr(_res0, "views", ()) or ("identity",))
+    except ValueError:
+        _same = False
+    if not _same:
+        st.caption(f"The overlay below was predicted with TTA **{_res0.tta_description}**; the choice above applies "
+                   "to the next prediction.")
 st.caption("Layers (each with its legend under the map):")
 t1, t2, t4, t5, t3 = st.columns([1, 1, 1, 1, 3])
 show_pred = t1.toggle("Prediction", value=True, key="map_show_pred")
@@ -224,6 +293,14 @@ unc_layer = t3.radio(
          "probabilities, 0..ln C nats; disagreement: fraction of the TTA views whose class differs from the merged "
          "one (needs at least 2 views).",
 )
+_cell0 = (results.get(sid) or {}).get("cell")
+show_cell = False
+if _cell0 and scene.label_path:
+    show_cell = st.toggle(
+        f"{_cell0['true']} → {_cell0['predicted']} errors", key="map_show_cell",
+        help=f"Magenta: exactly the pixels labelled {_cell0['true']} and predicted {_cell0['predicted']} (classes of "
+             f"the {_cell0.get('scheme')} view), the Evaluate drill-down cell this region was opened from; with "
+             "Errors on, the other errors are dimmed.")
 
 _bm_choices = basemap_choices()
 _bm_ok = {c.basemap.key: c for c in _bm_choices if c.available}
@@ -258,14 +335,21 @@ if pending and pending.get("scene_id") == sid:
         from_jump[sid] = True
         focus[sid] = jw
         jck = pending.get("checkpoint_id")  # from an evaluation: predict with the checkpoint evaluated there
-        ss["map_autopredict"] = jck or True
+        jtta = pending.get("tta")  # … and with its TTA
+        jcell = pending.get("cell")  # … and show the drilled-into (A, B) cell
+        ss["map_autopredict"] = {"checkpoint_id": jck, "tta": jtta, "cell": jcell, "chosen": bool(jck),
+                                 "scene_id": sid, **({"merge": None, "blend": None} if jtta is not None else {})}
         ss.setdefault("map_jump_msg", {})[sid] = (
             f"Opened at rows {jw[0]}–{jw[0] + jw[2] - 1}, columns {jw[1]}–{jw[1] + jw[3] - 1}"
             + (f" ({pending['why']})" if pending.get("why") else "")
             + (f"; the region is predicted with **{pending.get('checkpoint_name') or jck}** (`{jck}`), "
                f"{pending.get('checkpoint_role') or 'the evaluated checkpoint'}" if jck
                else "; the region is predicted with the active model")
-            + (" and the error layer is on." if pending.get("layer") == "error" else ".")
+            + (f", with TTA **{tta_label(*resolve_tta(jtta))}** as in the evaluation" if jtta is not None else "")
+            + (f"; the **{jcell['true']} → {jcell['predicted']} errors** layer marks exactly the pixels labelled "
+               f"{jcell['true']} and predicted {jcell['predicted']} ({jcell.get('scheme')} classes)" if jcell else "")
+            + ((", and the error layer is on (the other errors dimmed)." if jcell else " and the error layer is on.")
+               if pending.get("layer") == "error" else ".")
             + (" It replaced the region you had drawn on this scene (and its prediction); draw again to go back."
                if replaced else ""))
     except RegionError as e:
@@ -283,6 +367,8 @@ layers = folium.FeatureGroup(name="SegHZ layers", control=False)
 label_error = None
 pred_shown = label_shown = None
 unc_legend = unc_note = None  # the uncertainty layer's legend (HTML) / why it is not drawn
+cell = cell_shown = cell_note = None  # the drill-down cell of the prediction, its A → B pixels / why not drawn
+draw_cell = False
 if rec:
     res = rec["result"]
     pred_shown = mask_outside(res.pred, rec["inside"])
@@ -316,9 +402,27 @@ if rec:
             add_region_overlay(layers, scalar_overlay(values, res.window, info, spec, opacity, valid=rec["inside"]),
                                name=unc_layer.capitalize())
             unc_legend = spec.legend_html()
+    cell = rec.get("cell")
+    if cell and label_shown is not None:  # the drilled-into confusion cell, in the view it was counted in
+        try:
+            cell_shown = drilldown.jump_cell_mask(pred_shown, label_shown, scheme.name, cell)
+        except (KeyError, ValueError, SchemeMismatchError) as e:
+            cell_note = (f"The {cell.get('true')} → {cell.get('predicted')} layer cannot be drawn for this "
+                         f"prediction ({scheme.name} classes): {e}")
+    draw_cell = show_cell and cell_shown is not None
     if show_error and label_shown is not None:
-        add_region_overlay(layers, region_overlay(error_classes(pred_shown, label_shown), res.window, info,
-                                                  error_scheme(), max(opacity, 0.8)), name="Errors")
+        errs = error_classes(pred_shown, label_shown)
+        if draw_cell:  # A → B in magenta on top, every other error dimmed
+            errs[cell_shown] = IGNORE
+            add_region_overlay(layers, region_overlay(errs, res.window, info, other_errors_scheme(),
+                                                      min(opacity, OTHER_ERROR_ALPHA)), name="Errors")
+        else:
+            add_region_overlay(layers, region_overlay(errs, res.window, info, error_scheme(), max(opacity, 0.8)),
+                               name="Errors")
+    if draw_cell:
+        add_region_overlay(layers, region_overlay(mask_classes(cell_shown), res.window, info,
+                                                  cell_scheme(cell["true"], cell["predicted"]), max(opacity, 0.9)),
+                           name="A → B errors")
     if show_sus and queue is not None:
         qr, qc, qh, qw = res.window
         add_region_overlay(layers, scalar_overlay(queue.score[qr:qr + qh, qc:qc + qw], res.window, info,
@@ -334,6 +438,23 @@ if geometry:  # the drawn region's outline, so it stays visible when the map is 
             folium.Polygon([[float(a), float(b)] for a, b in zip(lat, lng)], **REGION_STYLE).add_to(layers)
     except RegionError:
         pass
+
+# ------------------------------------------------------------------------------------------------ stale overlay
+if rec and (active is None or active.id != rec["checkpoint_id"]):
+    _used = (f"**{rec['checkpoint_name']}** (`{rec['checkpoint_id']}`) with TTA "
+             f"**{rec['result'].tta_description}**")
+    if active is None:
+        st.warning(f"The overlay is a prediction by {_used}; no checkpoint is active now.")
+    elif rec.get("chosen"):  # opened from another page to show that checkpoint's errors
+        st.info(f"The overlay is a prediction by {_used}, opened from another page; it is not the active model "
+                f"**{active.name}** (`{active.id}`).")
+    else:
+        st.warning(f"Prediction of an earlier model: the overlay was made by {_used}, but the active model is now "
+                   f"**{active.name}** (`{active.id}`) (promoted or rolled back since). Its areas and layers are "
+                   "not the active model's.")
+    st.button("Predict again with the active model", key="map_repredict", disabled=active is None,
+              on_click=request_repredict, args=(sid,),
+              help="The same region, TTA, merge and blending, predicted with the active checkpoint.")
 
 # ------------------------------------------------------------------------------------------------ map
 fw = focus.get(sid)
@@ -364,9 +485,22 @@ geometry = regions.get(sid)
 
 if rec:
     st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
+    st.caption(f"Overlay: predicted by **{rec['checkpoint_name']}** (`{rec['checkpoint_id']}`), TTA "
+               f"**{rec['result'].tta_description}**"
+               + ("" if active is not None and active.id == rec["checkpoint_id"] else " — not the active checkpoint")
+               + ".")
+    if draw_cell:
+        st.markdown(scheme_legend_html(cell_scheme(cell["true"], cell["predicted"]), screen=False),
+                    unsafe_allow_html=True)
+        st.caption(f"{cell['true']} → {cell['predicted']} errors: {int(cell_shown.sum()):,} px labelled "
+                   f"{cell['true']} and predicted {cell['predicted']} ({cell.get('scheme')} classes, as in the "
+                   "Evaluate drill-down).")
+    if cell_note and show_cell:
+        st.warning(cell_note)
     if show_error and label_shown is not None:
         n_err = int((error_classes(pred_shown, label_shown) == 0).sum())
-        st.markdown(scheme_legend_html(error_scheme(), screen=False), unsafe_allow_html=True)
+        st.markdown(scheme_legend_html(other_errors_scheme() if draw_cell else error_scheme(), screen=False),
+                    unsafe_allow_html=True)
         st.caption(f"Error layer: {n_err:,} px where the prediction differs from the label "
                    f"({100 * n_err / max(int(((pred_shown != 255) & (label_shown != 255)).sum()), 1):.1f} % of the "
                    "labelled region).")
@@ -422,26 +556,48 @@ if active is None:
 
 clicked = st.button("Predict region", type="primary", key="map_predict",
                     disabled=window is None or active is None or tta_choice is None)
-auto = ss.pop("map_autopredict", False)
-use_ck = active  # the button predicts with the active checkpoint; a jump from an evaluation with the evaluated one
-if isinstance(auto, str):
-    try:
-        use_ck = ws.get_checkpoint(auto)
-    except SegHZError:
-        st.warning(f"Checkpoint `{auto}` is no longer registered: the region is predicted with the active one.")
+# a request from a jump ("open on map": its checkpoint, TTA and cell) or from "Predict again with the active model"
+# (the overlay's region, TTA, merge and blend); the button predicts the drawn region with the active model and the
+# choices above
+auto = ss.pop("map_autopredict", None)
+if auto is not None and not isinstance(auto, dict):  # older form: True, or a checkpoint id
+    auto = {"checkpoint_id": auto if isinstance(auto, str) else None}
+if auto and auto.get("scene_id", sid) != sid:
+    auto = None
+use_ck, use_tta, use_merge, use_blend = active, tta_choice, merge, blend
+use_geometry, use_window, use_cell, chosen = geometry, window, None, False
+if auto:
+    if auto.get("checkpoint_id"):
+        try:
+            use_ck, chosen = ws.get_checkpoint(auto["checkpoint_id"]), bool(auto.get("chosen", True))
+        except SegHZError:
+            st.warning(f"Checkpoint `{auto['checkpoint_id']}` is no longer registered: the region is predicted "
+                       "with the active one.")
+    if auto.get("tta") is not None:
+        use_tta = auto["tta"]
+    use_merge, use_blend = auto.get("merge", merge), auto.get("blend", blend)
+    if auto.get("geometry") is not None:
+        use_geometry = auto["geometry"]
+        try:
+            use_window = check_window(scene, drawn_window(scene, use_geometry, info))
+        except RegionError as e:
+            st.error(f"Cannot predict the overlay's region again: {e}")
+            use_window = None
+    use_cell = auto.get("cell")
 clicked = bool(auto) or clicked
-if clicked and window is not None and use_ck is not None and tta_choice is not None:
-    tta_txt = tta_mode if isinstance(tta_choice, str) else f"{len(tta_choice)} views: {', '.join(tta_choice)}"
-    bar = st.progress(0.0, text=f"Predicting {window[3]}×{window[2]} px with {use_ck.name} (TTA {tta_txt})…")
+if clicked and use_window is not None and use_ck is not None and use_tta is not None:
+    tta_txt = tta_label(*resolve_tta(use_tta))
+    bar = st.progress(0.0, text=f"Predicting {use_window[3]}×{use_window[2]} px with {use_ck.name} (TTA {tta_txt})…")
     ok = False
     try:
         predictor, meta = predictor_for(ws, use_ck.id)
         pred_scheme = checkpoint_scheme(meta)
-        res = predict_region(ws, scene, window, predictor, tta_choice, progress=progress_callback(bar),
-                             merge=merge, blend=blend)
+        res = predict_region(ws, scene, use_window, predictor, use_tta, progress=progress_callback(bar),
+                             merge=use_merge, blend=use_blend)
         results[sid] = {
-            "result": res, "inside": region_mask(geometry, info, res.window), "geometry": geometry,
+            "result": res, "inside": region_mask(use_geometry, info, res.window), "geometry": use_geometry,
             "scheme": pred_scheme, "checkpoint_id": use_ck.id, "checkpoint_name": use_ck.name,
+            "cell": use_cell, "chosen": chosen,
         }
         ok = True
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
@@ -459,6 +615,9 @@ if rec:
     areas = class_areas(pred_shown, list(scheme.names), res.pixel_area_m2)
     table = pd.DataFrame(areas)
     n_valid = int(table["pixels"].sum())
+    # m² below 0.01 km² (a 6×5 px region read "0.000 km²", its chart axis "5μ"), km² above
+    area_name, per_unit, area_decimals = area_unit(n_valid * res.pixel_area_m2) if georef else ("", 1.0, 0)
+    area_col = f"area ({area_name})"
     st.subheader("Class areas")
     where = "the drawn polygon" if rec["inside"] is not None else "the drawn rectangle"
     st.caption(f"Predicted window rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px) of {where}, "
@@ -469,7 +628,7 @@ if rec:
                + ("" if active is not None and active.id == rec["checkpoint_id"] else " — not the active checkpoint")
                + ".")
     k1, k2, k3, k4 = st.columns(4)
-    k1.metric("Area", f"{n_valid * res.pixel_area_m2 / 1e6:.3f} km²" if georef else f"{n_valid:,} px")
+    k1.metric("Area", format_area(n_valid * res.pixel_area_m2) if georef else f"{n_valid:,} px")
     k2.metric("Pixels", f"{n_valid:,}")
     valid = pred_shown != 255
     dis = getattr(res, "disagreement", None)
@@ -482,7 +641,7 @@ if rec:
 
     shown = pd.DataFrame({"class": table["class"]})
     if georef:
-        shown["area (km²)"] = table["km2"]
+        shown[area_col] = table["pixels"] * res.pixel_area_m2 / per_unit
     shown["pixels"] = table["pixels"]
     shown["predicted share (%)"] = table["percent"]
     if label_shown is not None and (label_shown != 255).any():  # the region's class frequencies against its label
@@ -496,7 +655,8 @@ if rec:
     st.dataframe(
         style_pp(shown), hide_index=True, width="stretch", key="map_area_table",  # Δ: 0.0, never -0.0
         column_config={"class": st.column_config.TextColumn(width="medium"),
-                       "area (km²)": st.column_config.NumberColumn(format="%.4f"),
+                       **({area_col: st.column_config.NumberColumn(format="%.4f" if area_name == "km²" else "%.1f")}
+                          if georef else {}),
                        "predicted share (%)": st.column_config.NumberColumn(format="%.1f"),
                        "label share (%)": st.column_config.NumberColumn(format="%.1f"),
                        "Δ (pp)": st.column_config.Column(help="predicted share − label share, percentage points"),
@@ -504,22 +664,27 @@ if rec:
                            help=f"over / under: the prediction's share is more than {100 * BIAS_THRESHOLD:.0f} pp "
                                 "above / below the label's")},
     )
-    yname = "area (km²)" if georef else "pixels"
+    yname = area_col if georef else "pixels"
     fig = go.Figure(go.Bar(
         x=shown["class"], y=shown[yname], marker_color=dscheme.hex_colors(),
         text=[f"{p:.1f} %" for p in shown["predicted share (%)"]], textposition="outside",
     ))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_title=yname, showlegend=False,
-                      title=f"Predicted class {'areas' if georef else 'pixels'}")
+                      title=f"Predicted class {'areas' if georef else 'pixels'}",
+                      yaxis_exponentformat="none")  # plain numbers on the axis, never "5μ"
     st.plotly_chart(fig, key="map_area_chart")
 
-    stem = f"{sid}_r{r}_c{c}_{w}x{h}"
+    run_views = tuple(getattr(res, "views", ()) or ("identity",))
+    stem = export_stem(sid, res.window, rec["checkpoint_id"], res.tta, run_views)  # which model and TTA made it
     d1, d2, d3, d4 = st.columns([1, 1, 1, 1])
     d1.download_button("Download prediction (PNG)", rgba_overlay_png(pred_shown, scheme, 1.0),
                        file_name=f"{stem}_prediction.png", mime="image/png", key="map_dl_png",
                        help="Class colours of the checkpoint's scheme; outside the region is transparent.")
-    # the CSV has the table's headers, areas to 6 decimals (km², i.e. to the m²) and shares to 2 (pp)
-    csv = shown.round({"area (km²)": 6, "predicted share (%)": 2, "label share (%)": 2, "Δ (pp)": 2})
+    # the CSV has the table's headers, areas to the m² (6 decimals in km², 2 in m²) and shares to 2 decimals (pp),
+    # then the checkpoint and TTA that made the prediction
+    csv = shown.round({area_col: area_decimals, "predicted share (%)": 2, "label share (%)": 2, "Δ (pp)": 2})
+    csv["checkpoint"] = rec["checkpoint_id"]
+    csv["TTA"] = tta_label(res.tta, run_views)
     d2.download_button("Download class areas (CSV)", csv.to_csv(index=False).encode(),
                        file_name=f"{stem}_class_areas.csv", mime="text/csv", key="map_dl_csv")
     d3.download_button("Download prediction (GeoTIFF)", lambda: region_geotiff(scene, res.window, pred_shown, scheme),
@@ -529,7 +694,8 @@ if rec:
     d4.download_button("Download polygons (GeoJSON)",
                        lambda: vectors.to_bytes(vectors.class_geojson(
                            pred_shown, list(scheme.names), vectors.scene_info(scene), offset=res.window[:2],
-                           name=f"{scene.name} prediction", scene=scene.id, scheme=scheme.name)),
+                           name=f"{scene.name} prediction by {rec['checkpoint_name']} ({rec['checkpoint_id']}), "
+                                f"TTA {tta_label(res.tta, run_views)}", scene=scene.id, scheme=scheme.name)),
                        file_name=f"{stem}_prediction.geojson", mime="application/geo+json", key="map_dl_geojson",
                        on_click="ignore",
                        help="One polygon per connected patch of each predicted class, following pixel edges, with "

@@ -399,7 +399,8 @@ for i, w in enumerate(windows[:n_thumbs]):
     c_loc.caption("Open on map: " + drilldown.map_location(by_scene[w.scene_id], w.bbox))
     if c_btn.button("Open on map", key=f"eval_dd_map_{i}"):
         st.session_state["map_jump"] = drilldown.map_jump(w, checkpoint_id=cid, checkpoint_name=ck.name,
-                                                          why=f"{a_name} predicted as {b_name} by {ck.name}")
+                                                          why=f"{a_name} predicted as {b_name} by {ck.name}",
+                                                          tta=tta, cell=(a_name, b_name, view))
         st.switch_page("pages/1_Map.py")
 
 keys = [w.key() for w in windows]

@@ -357,7 +357,7 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 
 
 __all__ = [
-    "largest_confusion", "map_jump", "pending_reviews", "pick_cell", "set_review_status",
+    "jump_cell_mask", "largest_confusion", "map_jump", "pending_reviews", "pick_cell", "set_review_status",
     "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
     "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
     "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",
@@ -393,8 +393,30 @@ def pick_cell(cm: np.ndarray, names: Sequence[str], current: tuple[Any, Any], au
     return names[ia], names[ib], True
 
 
-def map_jump(window: Window, *, checkpoint_id: str, checkpoint_name: str = "", why: str = "") -> dict:
+def map_jump(window: Window, *, checkpoint_id: str, checkpoint_name: str = "", why: str = "", tta: str = "none",
+             cell: tuple[str, str, str] | None = None) -> dict:
     """The Map page's "open on map" request for a drill-down window: the scene, the window's bbox, the error layer
-    on, and the checkpoint whose errors these are (the Map page predicts the region with it, not the active one)."""
-    return {"scene_id": window.scene_id, "bbox": tuple(int(v) for v in window.bbox), "layer": "error", "why": why,
-            "checkpoint_id": checkpoint_id, "checkpoint_name": checkpoint_name or checkpoint_id}
+    on, the checkpoint whose errors these are and the evaluation's TTA (the Map page predicts the region with both,
+    not with the active model and its own TTA choice), and the drilled-into cell ``(true class A, predicted class B,
+    scheme view)`` (class names of that view), for the Map's layer of exactly the A→B pixels (:func:`jump_cell_mask`)."""
+    out = {"scene_id": window.scene_id, "bbox": tuple(int(v) for v in window.bbox), "layer": "error", "why": why,
+           "checkpoint_id": checkpoint_id, "checkpoint_name": checkpoint_name or checkpoint_id, "tta": tta}
+    if cell is not None:
+        a, b, view = cell
+        out["cell"] = {"true": str(a), "predicted": str(b), "scheme": str(view)}
+    return out
+
+
+def jump_cell_mask(pred: np.ndarray, label: np.ndarray, scheme: str, cell: dict) -> np.ndarray:
+    """The pixels labelled ``cell["true"]`` and predicted ``cell["predicted"]`` in the scheme view
+    ``cell["scheme"]`` (as :func:`map_jump` carries them), for a prediction and a label in the checkpoint's
+    ``scheme``: both are collapsed into the view first (:func:`view_lut`), exactly as the Evaluate drill-down counts
+    them. Raises KeyError for an unknown class or scheme, SchemeMismatchError when ``scheme`` does not collapse into
+    the view."""
+    view = str(cell.get("scheme") or scheme)
+    names = list(get_scheme(view).names)
+    a_name, b_name = cell.get("true"), cell.get("predicted")
+    if a_name not in names or b_name not in names:
+        raise KeyError(f"{a_name!r} or {b_name!r} is not a class of scheme {view}")
+    lut = None if view == scheme else view_lut(scheme, view)
+    return cell_mask(pred, label, names.index(a_name), names.index(b_name), lut)

@@ -228,6 +228,39 @@ def test_map_jump_carries_the_evaluated_checkpoint():
                        why="Forest predicted as Green_land")
     assert jump == {"scene_id": "s1", "bbox": (0, 256, 256, 512), "layer": "error",
                     "why": "Forest predicted as Green_land", "checkpoint_id": "gid15_hz7_unet_lite0",
-                    "checkpoint_name": "gid15 unet"}
+                    "checkpoint_name": "gid15 unet", "tta": "none"}
     assert all(type(v) is int for v in jump["bbox"])
     assert dd.map_jump(w, checkpoint_id="x")["checkpoint_name"] == "x"
+
+
+def test_map_jump_carries_the_evaluations_tta_and_cell():
+    """The Map predicted a d4 drill-down with TTA none and showed every error: the jump now carries both."""
+    w = dd.Window("s1", (0, 0, 256, 256), 194)
+    jump = dd.map_jump(w, checkpoint_id="demo_hz7", tta="d4", cell=("Green_land", "OpenArea", "hz7"))
+    assert jump["tta"] == "d4"
+    assert jump["cell"] == {"true": "Green_land", "predicted": "OpenArea", "scheme": "hz7"}
+    json.dumps(jump)  # plain data (session state)
+
+
+def test_jump_cell_mask_is_exactly_the_cell_in_native_and_collapsed_views():
+    rng = np.random.default_rng(3)
+    hz20, hz7 = get_scheme("hz20"), get_scheme("hz7")
+    pred = rng.integers(0, hz20.num_classes, (40, 50)).astype(np.uint8)
+    label = rng.integers(0, hz20.num_classes, (40, 50)).astype(np.uint8)
+    label[:3] = IGNORE
+    pred[-2:] = IGNORE  # outside a drawn polygon
+    a, b = hz20.names[2], hz20.names[5]
+    got = dd.jump_cell_mask(pred, label, "hz20", {"true": a, "predicted": b, "scheme": "hz20"})
+    assert np.array_equal(got, (label == 2) & (pred == 5))
+    # a collapsed view: counted as the Evaluate drill-down counts it (both mapped through the crosswalk)
+    lut = index_crosswalk("hz20", "hz7")
+    ok = (lut[pred] != IGNORE) & (lut[label] != IGNORE)
+    cm = confusion_matrix(lut[pred][ok], lut[label][ok], hz7.num_classes)
+    ia, ib = dd.largest_confusion(cm)
+    cell = {"true": hz7.names[ia], "predicted": hz7.names[ib], "scheme": "hz7"}
+    got = dd.jump_cell_mask(pred, label, "hz20", cell)
+    want = (lut[label] == ia) & (lut[pred] == ib) & (label != IGNORE) & (lut[label] != IGNORE)
+    assert got.sum() > 0 and np.array_equal(got, want)
+    assert np.array_equal(got, dd.cell_mask(pred, label, ia, ib, dd.view_lut("hz20", "hz7")))
+    with pytest.raises(KeyError):
+        dd.jump_cell_mask(pred, label, "hz20", {"true": "Nope", "predicted": b, "scheme": "hz20"})

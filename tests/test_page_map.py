@@ -432,8 +432,10 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map, monkeypatch):
     assert fname.endswith("_class_areas.csv")
     csv_text = data.decode() if isinstance(data, bytes) else data
     csv = pd.read_csv(io.StringIO(csv_text))
-    assert list(csv.columns) == list(df.columns) == ["class", "area (km²)", "pixels", "predicted share (%)",
-                                                      "label share (%)", "Δ (pp)", "bias"]
+    assert list(df.columns) == ["class", "area (km²)", "pixels", "predicted share (%)", "label share (%)", "Δ (pp)",
+                                "bias"]
+    assert list(csv.columns) == [*df.columns, "checkpoint", "TTA"]  # which model and TTA made the prediction
+    assert set(csv["checkpoint"]) == {"tiny-map"} and set(csv["TTA"]) == {"none"}
     for col, decimals in (("area (km²)", 6), ("predicted share (%)", 2), ("label share (%)", 2), ("Δ (pp)", 2)):
         assert list(csv[col]) == pytest.approx(list(df[col].round(decimals)), abs=1e-12), col
     lines = csv_text.splitlines()[1:]

@@ -192,6 +192,29 @@ def error_scheme() -> Scheme:
                   colors=(ERROR_COLOR,))
 
 
+OTHER_ERROR_COLOR = (96, 96, 96)  # the other errors, dimmed, while the drilled-into A→B cell is highlighted
+OTHER_ERROR_ALPHA = 0.45
+
+
+def cell_scheme(true_class: str, pred_class: str) -> Scheme:
+    """A one-class pseudo scheme for the "A → B errors" layer of a drill-down cell: the pixels labelled
+    ``true_class`` and predicted ``pred_class``, in magenta (as in the Evaluate drill-down's thumbnails)."""
+    return Scheme(name="cell", title=f"{true_class} → {pred_class} errors",
+                  names=(f"{true_class} → {pred_class} (labelled {true_class}, predicted {pred_class})",), ids=(0,),
+                  colors=(ERROR_COLOR,))
+
+
+def other_errors_scheme() -> Scheme:
+    """The error layer while an "A → B errors" layer is on: the remaining errors in a dimmed grey."""
+    return Scheme(name="other-errors", title="Other errors (dimmed)", names=("other errors (prediction ≠ label)",),
+                  ids=(0,), colors=(OTHER_ERROR_COLOR,))
+
+
+def mask_classes(mask: np.ndarray) -> np.ndarray:
+    """uint8 mask for a one-class pseudo scheme: 0 where ``mask`` is True, IGNORE elsewhere."""
+    return np.where(np.asarray(mask, bool), 0, IGNORE).astype(np.uint8)
+
+
 def error_classes(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     """uint8 mask for :func:`error_scheme`: 0 where both are valid and differ, IGNORE elsewhere."""
     pred, label = np.asarray(pred), np.asarray(label)
@@ -346,4 +369,5 @@ __all__ = [
     "disagreement_spec", "entropy_spec", "geometry_pixel_rings", "uncertainty_summary",
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
     "ERROR_COLOR", "bbox_to_window", "error_classes", "error_scheme", "suspicion_spec", "window_to_geojson",
+    "OTHER_ERROR_ALPHA", "OTHER_ERROR_COLOR", "cell_scheme", "mask_classes", "other_errors_scheme",
 ]

@@ -55,6 +55,15 @@ from seghz.geo.tiles import (
     scene_bounds,
 )
 
+# The drawn region's outline (Leaflet.draw's rectangle and polygon, and the page's own outline of a kept region):
+# a fully transparent fill, so the overlays underneath keep their legend colours (Leaflet.draw's default is a 20 %
+# #ff7800 wash that turned Water purple and Buildings/OpenArea the same orange), and a 2 px outline in a mint that is
+# in no class palette, nor the error magenta or the predicted window's yellow (tests/test_page_map_loop.py holds it
+# there). The fill stays on at opacity 0 so that a click inside the shape still selects it (delete and edit modes),
+# as with Leaflet.draw's default.
+DRAW_COLOR = "#00ffd0"
+DRAW_SHAPE_OPTIONS = {"color": DRAW_COLOR, "weight": 2, "opacity": 1.0, "fill": True, "fillOpacity": 0.0}
+
 VENDOR_FILES = {
     "leaflet_js": "vendor/leaflet/leaflet.js",
     "leaflet_css": "vendor/leaflet/leaflet.css",
@@ -212,10 +221,13 @@ def make_map(
                 "circlemarker": False,
                 # showArea off: areas are meaningless in CRS.Simple, and Leaflet.draw 1.0.4's readableArea
                 # assigns an undeclared variable.
-                "rectangle": {"showArea": False, "shapeOptions": {"color": "#ff7800", "weight": 2}},
-                "polygon": {"allowIntersection": False, "showArea": False, "shapeOptions": {"color": "#ff7800", "weight": 2}},
+                "rectangle": {"showArea": False, "shapeOptions": dict(DRAW_SHAPE_OPTIONS)},
+                "polygon": {"allowIntersection": False, "showArea": False, "shapeOptions": dict(DRAW_SHAPE_OPTIONS)},
             },
-            edit_options={"poly": {"allowIntersection": False}},
+            # edit mode's selected shapes: no fill either (Leaflet.draw's default washes them in 10 % pink)
+            edit_options={"poly": {"allowIntersection": False},
+                          "edit": {"selectedPathOptions": {**DRAW_SHAPE_OPTIONS, "dashArray": "6, 4",
+                                                           "maintainColor": True}}},
         )
         if local is not None:
             d.default_js = [("leaflet_draw_js", local.draw_js)]

@@ -147,6 +147,43 @@ def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | 
     return w if w[2] * w[3] > MAX_REGION_PIXELS else None
 
 
+SMALL_AREA_M2 = 1e4  # below 0.01 km² (1 ha), areas read in m² ("0.000 km²" and a "5μ" km² axis otherwise)
+
+
+def area_unit(total_m2: float) -> tuple[str, float, int]:
+    """``(unit, m² per unit, decimals)`` to show areas of a region whose total area is ``total_m2``: m² below
+    :data:`SMALL_AREA_M2` (to the cm², 2 decimals), km² otherwise (to the m², 6 decimals)."""
+    if total_m2 < SMALL_AREA_M2:
+        return "m²", 1.0, 2
+    return "km²", 1e6, 6
+
+
+def format_area(m2: float) -> str:
+    """An area in the unit of :func:`area_unit`: ``"30 m²"``, ``"12.5 m²"``, ``"0.0123 km²"``, ``"4.210 km²"``."""
+    unit, per, _ = area_unit(m2)
+    v = m2 / per
+    if unit == "m²":
+        return f"{v:,.0f} m²" if v >= 100 else f"{v:,.1f} m²"
+    return f"{v:,.4f} km²" if v < 1 else f"{v:,.3f} km²"
+
+
+def tta_label(mode: str, views: Sequence[str]) -> str:
+    """A short TTA name for file names and CSV columns: ``none``, ``d4``, ``flip`` or ``custom-identity+lr``."""
+    return mode if mode != "custom" else "custom-" + "+".join(views)
+
+
+def export_stem(scene_id: str, window: tuple[int, int, int, int], checkpoint_id: str, mode: str,
+                views: Sequence[str]) -> str:
+    """File name stem of a region's exports, naming the model and TTA that made the prediction, e.g.
+    ``town_r64_c32_128x96_demo_hz7_tta-d4`` (a retrained model's export of the same region gets another name)."""
+    import re
+
+    r, c, h, w = (int(v) for v in window)
+    ck = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(checkpoint_id)).strip("-.") or "model"
+    tta = re.sub(r"[^A-Za-z0-9_+-]+", "-", tta_label(mode, views))
+    return f"{scene_id}_r{r}_c{c}_{w}x{h}_{ck[:48]}_tta-{tta}"
+
+
 def class_areas(mask: np.ndarray, names, pixel_area: float | None) -> list[dict]:
     """Per-class pixel counts, share (%) and area (km², when georeferenced) of a class mask."""
     valid = mask[mask != 255]

@@ -98,6 +98,15 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
         assert src.startswith("data:image/png;base64,")
         # the map was not re-created: the drawn rectangle is still on it, next to the overlay and its outline
         assert frame.evaluate("() => document.querySelectorAll('.leaflet-overlay-pane path').length") >= 2
+        # the drawn rectangle: an outline in the draw colour with no fill over the overlays (Leaflet.draw's default
+        # 20 % #ff7800 wash turned Water purple and Buildings/OpenArea the same orange until the map was re-created)
+        from seghz.geo.webmap import DRAW_COLOR
+
+        paths = frame.evaluate("() => [...document.querySelectorAll('.leaflet-overlay-pane path')].map("
+                               "p => [p.getAttribute('stroke'), p.getAttribute('fill-opacity'), p.getAttribute('fill')])")
+        drawn = [p for p in paths if p[0] == DRAW_COLOR]
+        assert drawn and all(fo == "0" or f == "none" for _s, fo, f in drawn), paths
+        assert not any(s == "#ff7800" for s, _fo, _f in paths), paths
         body = page.inner_text("body")
         for name in HZ7.names:
             assert name in body, f"class {name!r} missing from legend/table"
@@ -115,6 +124,15 @@ def test_map_page_draw_predict_overlay(map_app, chromium_browser, tmp_path):
         page.wait_for_selector("text=Predictive entropy", timeout=30_000)
         frame.wait_for_function("() => document.querySelectorAll('img.leaflet-image-layer').length >= 2", timeout=30_000)
         assert frame.evaluate("() => document.querySelectorAll('.leaflet-overlay-pane path').length") >= 2
+        # the drawn rectangle: an outline in the draw colour with no fill over the overlays (Leaflet.draw's default
+        # 20 % #ff7800 wash turned Water purple and Buildings/OpenArea the same orange until the map was re-created)
+        from seghz.geo.webmap import DRAW_COLOR
+
+        paths = frame.evaluate("() => [...document.querySelectorAll('.leaflet-overlay-pane path')].map("
+                               "p => [p.getAttribute('stroke'), p.getAttribute('fill-opacity'), p.getAttribute('fill')])")
+        drawn = [p for p in paths if p[0] == DRAW_COLOR]
+        assert drawn and all(fo == "0" or f == "none" for _s, fo, f in drawn), paths
+        assert not any(s == "#ff7800" for s, _fo, _f in paths), paths
         body = page.inner_text("body")
         assert "ln 7 = 1.95 nats" in body and "mean entropy" in body
 
