@@ -12,6 +12,12 @@ grouped into ranked components, and each item can be accepted (model's predictio
 confirmed with one click (tools ``queue-accept`` / ``queue-relabel`` / ``queue-ignore`` / ``queue-confirm``).
 Judged items leave the queue and only come back when their label pixels change.
 
+Unapplied strokes survive a visit to another page (``ui.labels``: kept in the session under their scene and window
+and loaded back into the canvas, with their class and tool); Undo clears them first, then takes back saved edits.
+Windows sent from Evaluate for review are counted per scene at the top, whichever scene is shown. A retrain or head
+refit started here shows its validation scores before/after on the same labels (a refit also its accuracy on the
+existing labels) and the regression gate's verdict; it is promoted on the Train page.
+
 Canvas: streamlit-drawable-canvas 0.13.0 (a components-v2 rewrite that works with Streamlit 1.67). The
 background is passed as encoded image bytes (a data: URL built by the package), not through Streamlit's
 media file manager, so the ``image_to_url`` breakage of the old 0.9.x releases does not apply. The canvas
@@ -28,7 +34,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz import drilldown, report
+from seghz import drilldown, gate
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
@@ -53,6 +59,8 @@ from seghz.labels_edit import (
 )
 from seghz.review import queue as rq
 from seghz.store import NotFoundError
+from ui import labels as lui
+from ui.candidates import show_refit_accuracy, show_validation_comparison
 from ui.common import (
     analyst_name,
     analyst_problem,
@@ -113,6 +121,7 @@ def pending_pixels(edit: dict) -> np.ndarray:
 
 def reset_edit(scene_id: str) -> None:
     edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
+    lui.drop_drafts(ss, scene_id)  # a new canvas: the strokes kept for a return to the page are gone with the old one
 
 
 def flash_context() -> tuple:
@@ -164,6 +173,7 @@ def commit_pending() -> int:
     last = ss.pop("lbl_strokes", None)
     if not last:
         return 0
+    lui.drop_drafts(ss, last["scene_id"])  # applied (or stale): nothing left to restore
     edit = edits.get(last["scene_id"])
     n = count_painted(last["rgba"])
     if edit is None or edit["gen"] != last["gen"] or n == 0:
@@ -282,7 +292,33 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
                      f"{int(conf.sum()):,} confirmed in the {window[3]}×{window[2]} px window.")
 
 
+def unapplied_strokes(scene_id: str) -> int:
+    """Canvas pixels painted on the scene's current canvas and not applied to its edit yet (0 when none)."""
+    last = ss.get("lbl_strokes")
+    edit = edits.get(scene_id)
+    if not last or edit is None or last["scene_id"] != scene_id or last["gen"] != edit["gen"]:
+        return 0
+    return count_painted(last["rgba"])
+
+
+def clear_unapplied(scene_id: str) -> None:
+    """Throw away the strokes on the canvas (a fresh canvas; the edit's applied pixels stay)."""
+    ss.pop("lbl_strokes", None)
+    lui.drop_drafts(ss, scene_id)
+    edits[scene_id]["gen"] += 1
+
+
 def on_undo_redo(scene_id: str, kind: str) -> None:
+    n = unapplied_strokes(scene_id)
+    if n and kind == "undo":  # the newest thing to undo is the work in progress, not a saved version
+        clear_unapplied(scene_id)
+        flash("info", f"Undo: cleared your unapplied strokes on the canvas ({n:,} canvas px); no saved label version "
+                      "was undone. Press Undo again to take back your last saved edit.", "history")
+        return
+    if n:
+        flash("warning", f"Not re-applied: you have unapplied strokes on the canvas ({n:,} canvas px). Apply them "
+                         "(Shift+A) or clear them with Undo (Shift+Z) first.", "history")
+        return
     name = current_analyst("history")
     if name is None:
         return
@@ -296,6 +332,12 @@ def on_undo_redo(scene_id: str, kind: str) -> None:
         reset_edit(scene_id)
     flash("success", f"{'Undid' if kind == 'undo' else 'Re-applied'} your label version {target} (recorded as version {v}).",
           "history")
+
+
+def on_goto_scene(scene_id: str) -> None:
+    """Show another scene (strokes on the canvas are applied to their own scene's edit first, as a scene switch does)."""
+    commit_pending()
+    ss["lbl_scene"] = scene_id
 
 
 def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: int) -> None:
@@ -396,6 +438,10 @@ name_problem = analyst_problem(analyst_name())
 if name_problem and analyst_name():  # empty is explained where it matters; a bad name is flagged at once
     st.sidebar.error(name_problem)
 by_id = {s.id: s for s in scenes}
+lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: their scene, window, class, tool
+open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this scene on the Labels page"
+if open_request in by_id and open_request != ss.get("lbl_scene"):
+    on_goto_scene(open_request)  # strokes left on the canvas are applied to their own scene's edit, not lost
 sid = st.selectbox(
     "Scene", list(by_id), key="lbl_scene", on_change=commit_pending,
     format_func=lambda i: f"{by_id[i].name} — {by_id[i].split}, {by_id[i].width}×{by_id[i].height} px"
@@ -403,6 +449,20 @@ sid = st.selectbox(
 )
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
+sent_counts = lui.pending_review_counts(drilldown.load_review_list(ws), by_id)
+if sent_counts:  # windows sent from Evaluate wait in these scenes, whichever scene is shown
+    with st.container(border=True, key="lbl_sent_summary"):
+        total = sum(sent_counts.values())
+        st.markdown(f"**{total} window(s) sent from Evaluate wait for review** in {len(sent_counts)} scene(s):")
+        for other, n in sent_counts.items():
+            c1, c2 = st.columns([4, 1])
+            if other == sid:
+                c1.markdown(f"**{by_id[other].name}** (shown): {n} window(s), listed under *Sent from Evaluate for "
+                            "review* below the canvas.")
+            else:
+                c1.markdown(f"**{by_id[other].name}** ({by_id[other].split}): {n} window(s)")
+                c2.button(f"Open {by_id[other].name}", key=f"lbl_sent_goto_{other}", on_click=on_goto_scene, args=(other,),
+                          help="Show this scene; its windows are listed under “Sent from Evaluate for review”.")
 if sid not in edits or "painted" not in edits[sid]:
     edits[sid] = new_edit(sid)
 edit = edits[sid]
@@ -566,22 +626,41 @@ if box is not None:  # the queue item opened with "Open in the canvas" (a few pi
 buf = io.BytesIO()
 bg_img.save(buf, format="JPEG", quality=90)
 canvas_key = f"lbl_canvas_{sid}_{r0}_{c0}_{wh}_{ww}_{edit['gen']}"
+# unapplied strokes of an earlier visit to the page, loaded into the canvas of their window (the same drawing for as
+# long as this canvas lives: a changed initial_drawing would make the canvas reload it)
+draft = lui.restored_for(ss, sid, win, edit["gen"])
 result = canvas(
     fill_color=paint, stroke_width=stroke if mode == "freedraw" else 2, stroke_color=paint,
     background_image=buf.getvalue(), point_display_radius=4,
     update_streamlit=True, height=ch, width=cw, drawing_mode=mode, return_image_data=True, key=canvas_key,
+    **({"initial_drawing": draft["drawing"]} if draft is not None and draft["drawing"] else {}),
 )
 rgba = getattr(result, "image_data", None) if result is not None else None
+drawing = getattr(result, "json_data", None) if result is not None else None
+if rgba is None and draft is not None:  # the restored canvas shows the strokes but sends nothing until drawn on
+    rgba, drawing = draft["rgba"], draft["drawing"]
 n_painted = count_painted(rgba)
 if n_painted:
     ss["lbl_strokes"] = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
                          "num_classes": scheme.num_classes, "rgba": np.asarray(rgba), "tool": tool,
                          "prediction": pred_for_tool}
+    lui.keep_draft(ss, sid, win, gen=edit["gen"], drawing=drawing, rgba=np.asarray(rgba), class_index=int(class_index),
+                   tool=tool, size=size, row=row, col=col)  # for a return to the page
 else:
     ss.pop("lbl_strokes", None)
+    if rgba is not None:  # the canvas says it is empty (cleared with its own tools)
+        lui.drop_drafts(ss, sid, win)
+if draft is not None and n_painted:
+    n_strokes = draft["strokes"]
+    what = f"{n_strokes} unapplied stroke{'s' if n_strokes != 1 else ''}" if n_strokes else "Your unapplied strokes"
+    st.info(f"{what} restored from your last visit to this page ({TOOL_NAMES.get(draft['tool'], draft['tool'])}, class "
+            f"{'ignore (255)' if draft['class_index'] == IGNORE else scheme.names[draft['class_index']]}, this "
+            "window): apply or save them, or press Undo to clear them.")
 st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f}). Painted on the canvas, not yet "
            f"applied: {n_painted} canvas px. Strokes are applied with their class when you switch class or window, "
-           "press Apply, or save. Pixels painted with the class they already have are saved as confirmed. "
+           "press Apply, or save; unapplied strokes are kept when you leave the page and restored when you come back "
+           "(in this browser session). Undo clears unapplied strokes first, then takes back your saved edits. Pixels "
+           "painted with the class they already have are saved as confirmed. "
            "Keys: Shift+A apply · Shift+S save · Shift+Z undo · Shift+Y redo.")
 
 st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
@@ -609,9 +688,14 @@ if name_problem is None:
     except (SegHZError, ValueError):
         pass
 u1, u2, u3, u4 = st.columns(4)
-u1.button("Undo my last edit" + (f" (v{undo_v})" if undo_v is not None else ""), key="lbl_undo",
-          disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"), shortcut="Shift+Z",
-          help="Take back your newest label version still in effect on this scene (recorded as a new version).")
+if n_painted:  # the first undo clears the strokes not applied yet; the next one takes back a saved version
+    u1.button("Undo: clear the unapplied strokes", key="lbl_undo", on_click=on_undo_redo, args=(sid, "undo"),
+              shortcut="Shift+Z", help=f"Throw away the {n_painted:,} canvas px painted and not applied yet (nothing "
+                                       "saved is undone). Press again to take back your last saved edit.")
+else:
+    u1.button("Undo my last edit" + (f" (v{undo_v})" if undo_v is not None else ""), key="lbl_undo",
+              disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"), shortcut="Shift+Z",
+              help="Take back your newest label version still in effect on this scene (recorded as a new version).")
 u2.button("Redo" + (f" (v{redo_v})" if redo_v is not None else ""), key="lbl_redo", disabled=redo_v is None,
           on_click=on_undo_redo, args=(sid, "redo"), shortcut="Shift+Y", help="Re-apply the version you undid last.")
 u3.download_button("Export label (PNG)", data=export_data(sid, latest, ".png"), file_name=f"{sid}_v{latest}.png",
@@ -789,15 +873,37 @@ def show_labels_jobs(parent_ok: bool) -> None:
         except NotFoundError:
             st.caption("Its checkpoints are no longer registered.")
             continue
-        if "corrected_acc_before" in res:
-            st.caption(f"Accuracy on the corrected pixels: {100 * res['corrected_acc_before']:.1f} % → "
-                       f"{100 * res['corrected_acc_after']:.1f} %.")
-        table = report.compare_checkpoints(old.metrics if old else None, new.metrics,
-                                           labels=(f"before ({old.name})" if old else "before", f"after ({new.name})"))
-        if table.iloc[:, 1:3].notna().any().any():
-            st.caption("Validation scores before / after (per-class IoU as recorded with each checkpoint):")
-            st.dataframe(table, hide_index=True, key=f"lbl_rt_table_{j.id}")
-        st.caption(f"New checkpoint `{new.id}`: promote it on the Train page (regression gate).")
+        if j.kind == "refit":
+            show_refit_accuracy(res, new.metrics, key=f"lbl_rt_{j.id}")
+        split = res.get("val_split") or j.config.get("val_split") or "val"
+        show_validation_comparison(ws, old, new, split=split, key=f"lbl_rt_table_{j.id}",
+                                   labels=(f"before ({old.name})" if old else "before", f"after ({new.name})"))
+        show_job_gate(j, new)
+
+
+def show_job_gate(job, new) -> None:
+    """The regression gate's verdict on a finished job's checkpoint (as the Train page computes it), and the way to
+    its Promote / override on the Train page."""
+    cur = ws.active_checkpoint()
+    if cur is not None and cur.id == new.id:
+        st.success(f"New checkpoint `{new.id}` is the active model.")
+        return
+    try:
+        verdict = gate.check(ws, new.id)
+    except (SegHZError, ValueError) as e:
+        st.caption(f"Regression gate: could not check ({e}).")
+        verdict = None
+    if verdict is not None:
+        show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
+        show(f"Regression gate against the active model{f' ({cur.name})' if cur else ''}: "
+             f"**{verdict.status.upper()}** — {verdict.message}")
+    c1, c2 = st.columns([3, 1])
+    c1.caption(f"New checkpoint `{new.id}`: promote it on the Train page, where it is listed with the training jobs "
+               "(regression gate; a flagged checkpoint needs an override with a reason).")
+    if c2.button("Promote on the Train page", key=f"lbl_rt_promote_{job.id}",
+                 help="Open the Train page on this job: the gate verdict, Promote and the override."):
+        ss["train_show_job"] = job.id  # the Train page's job list opens on it
+        st.switch_page("pages/4_Train.py")
 
 
 if active is None:

@@ -1,6 +1,7 @@
 """Train: launch a training job in the background, watch it, then promote its checkpoint through the
 regression gate (seghz.gate: per-class IoU against the active model on the same validation data; a flagged
-candidate needs a recorded override), roll back, and see the promotion history.
+candidate needs a recorded override), roll back, and see the promotion history. Head refits started from the
+Labels page are listed with the training jobs and go through the same gate and Promote / override flow.
 
 Jobs run in their own processes (seghz.jobs); all state is in the workspace index, so closing the tab or
 rerunning the page loses nothing. The job list refreshes itself every 2 s only while a job is active.
@@ -12,7 +13,7 @@ from collections import Counter
 
 import streamlit as st
 
-from seghz import gate, report
+from seghz import candidate, gate, report
 from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
@@ -20,6 +21,7 @@ from seghz.store import NotFoundError
 from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, COTEACH_SELECT, NOISE_DENOMINATORS, NOISE_MASKS,
                               NOISE_MATRICES, PRESETS, REFINES, ROBUSTS, SAMPLERS, form_state_from_config,
                               noise_threshold_from_p, preset_state)
+from ui.candidates import show_refit_accuracy, show_validation_comparison
 from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
 
 ARCHS = ["Unet"]
@@ -286,6 +288,8 @@ with st.expander("Label noise measured from your reviews"):
 
 # ------------------------------------------------------------------------------------------------ jobs
 st.subheader("Training jobs")
+st.caption("Training runs launched here or from the Labels page, and the head refits of the Labels page: each new "
+           "checkpoint goes through the regression gate below before it can be promoted.")
 watching = any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT))
 
 
@@ -330,6 +334,31 @@ def show_result(job) -> None:
     st.markdown(f"**Result:** checkpoint **{ck.name}** (`{ck.id}`)")
     st.caption(f"Lineage: parent `{ck.parent_id or '—'}` · training data version `{ck.data_version or '—'}` · "
                f"validation data version `{ck.val_data_version or '—'}`")
+    if job.kind == "refit":
+        show_refit_result(job, ck)
+    else:
+        show_training_scores(cur, ck)
+    if cur is not None and cur.id == ck.id:
+        st.success("This checkpoint is the active one.")
+        return
+    show_gate(ck, cur)
+
+
+def show_refit_result(job, ck) -> None:
+    """A head refit: its accuracy on the corrected pixels and on the existing labels, and its parent's and its own
+    validation scores on the same labels (the refit records no validation scores of its own)."""
+    st.markdown("**Head refit** (only the classifier head was refitted, on the analysts' corrections)")
+    show_refit_accuracy(job.result, ck.metrics, key=f"train_refit_{job.id}")
+    try:
+        parent = ws.get_checkpoint(ck.parent_id) if ck.parent_id else None
+    except NotFoundError:
+        parent = None
+    split = (job.result or {}).get("val_split") or (job.config or {}).get("val_split") or "val"
+    show_validation_comparison(ws, parent, ck, split=split, key=f"train_refit_val_{job.id}",
+                               labels=(f"parent ({parent.name})" if parent else "parent", f"refit ({ck.name})"))
+
+
+def show_training_scores(cur, ck) -> None:
     with st.expander("Scores recorded during training"):
         table = report.compare_checkpoints(cur.metrics if cur else None, ck.metrics,
                                            labels=(f"active ({cur.name})" if cur else "active (none)", f"new ({ck.name})"))
@@ -337,10 +366,10 @@ def show_result(job) -> None:
         st.dataframe(table, hide_index=True,
                      column_config={table.columns[1]: pct, table.columns[2]: pct,
                                     "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
-    if cur is not None and cur.id == ck.id:
-        st.success("This checkpoint is the active one.")
-        return
 
+
+def show_gate(ck, cur) -> None:
+    """The regression-gate verdict of a candidate against the active model, then Promote (or override)."""
     st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
     gate_settings()
     verdict = gate.check(ws, ck.id)
@@ -386,17 +415,19 @@ def show_result(job) -> None:
 @st.fragment(run_every=2 if watching else None)
 def jobs_panel(watching: bool) -> None:
     refresh_job_states(ws)
-    jobs = [j for j in ws.list_jobs(limit=JOB_LIST_LIMIT) if j.kind == "train"]
+    jobs = [j for j in ws.list_jobs(limit=JOB_LIST_LIMIT) if j.kind in candidate.JOB_KINDS]
     if watching and not any(j.active for j in jobs) and not any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT)):
         st.rerun()  # the last active job ended: stop polling and refresh the whole page (sidebar, summary)
     if not jobs:
-        st.caption("No training jobs yet.")
+        st.caption("No training or head-refit jobs yet.")
         return
     st.dataframe(report.job_table(jobs), hide_index=True,
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
     ids = [j.id for j in jobs]
     if ss.get("train_retried") in ids:  # a retry below submitted a job: show it
         ss["train_job_sel"] = ss.pop("train_retried")
+    if ss.get("train_show_job") in ids:  # "Promote on the Train page" of a Labels page job: show that one
+        ss["train_job_sel"] = ss.pop("train_show_job")
     if ss.get("train_job_sel") not in ids:
         ss["train_job_sel"] = ids[0]
     by_id = {j.id: j for j in jobs}
@@ -425,8 +456,9 @@ def jobs_panel(watching: bool) -> None:
                 st.error(f"Could not start the training job: {e}")
             else:
                 st.rerun()
-        if a2.button("Clone into the form", key=f"train_clone_{jid}",
-                     help="Fill the launch form above with this job's configuration, to edit and launch."):
+        if job.kind == "train" and a2.button(
+                "Clone into the form", key=f"train_clone_{jid}",
+                help="Fill the launch form above with this job's configuration, to edit and launch."):
             ss["train_clone_request"] = {"job_id": jid, "config": job.config}
             st.rerun()
     try:
@@ -437,7 +469,7 @@ def jobs_panel(watching: bool) -> None:
     fig = report.training_curves_figure(ws.job_metrics(jid), class_colors)
     if fig is not None:
         st.plotly_chart(fig, key=f"train_curves_{jid}")
-    elif job.active:
+    elif job.active and job.kind == "train":
         st.caption("Curves appear after the first epoch.")
     if job.status == "done":
         show_result(job)

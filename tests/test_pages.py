@@ -543,7 +543,15 @@ def test_labels_conflict_keeps_the_edit(ws, monkeypatch):
 
 
 def test_labels_undo_redo_buttons(ws, monkeypatch):
-    monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
+    # the canvas paints only while asked (a stroke left on the canvas is what the first Undo clears)
+    painting = {"on": False}
+    paint = fake_canvas_factory([])
+
+    def fake(**kw):
+        out = paint(**kw)
+        return out if painting["on"] else SimpleNamespace(image_data=np.zeros_like(out.image_data), json_data=None)
+
+    monkeypatch.setattr(ui.common, "canvas", fake)
     at = app("pages/3_Labels.py").run()
     assert_ok(at)
     sid = at.selectbox(key="lbl_scene").value
@@ -551,7 +559,9 @@ def test_labels_undo_redo_buttons(ws, monkeypatch):
     at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
     assert at.button(key="lbl_undo").disabled and at.button(key="lbl_redo").disabled  # nothing saved yet
     original = ws.effective_label(sid, 0)
+    painting["on"] = True
     at.selectbox(key="lbl_class").set_value(HZ7.names.index("Buildings")).run()
+    painting["on"] = False
     at.button(key="lbl_save").click().run()
     assert_ok(at)
     edited = ws.effective_label(sid)

@@ -157,9 +157,15 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     ``context_split``, plus those of the corrected scenes, at most ``context_max_scenes`` scenes) give the
     class-balanced sample that keeps untouched classes alive.
 
+    The new checkpoint then goes through the same regression gate as a training job's (:func:`seghz.gate.after_training`
+    against the active model on ``val_split``; auto-promotion only on "pass" and only with ``auto_promote``), and
+    the parent and the new checkpoint are scored on ``val_split`` (cached evaluations), so the pages can show a
+    before/after on the same labels next to the accuracies on the corrected pixels and on the context sample.
+
     config: ``checkpoint_id`` (default: the active checkpoint), ``scenes`` (scene ids to take corrections from;
     default all), ``label_scenes``, ``context_split`` (default "train"; None for no context),
-    ``context_max_scenes`` (default 8), ``name``, and any :class:`seghz.train.refit.RefitConfig` field.
+    ``context_max_scenes`` (default 8), ``val_split`` (default "val"), ``auto_promote``, ``name``, and any
+    :class:`seghz.train.refit.RefitConfig` field.
     """
     import inspect
 
@@ -231,7 +237,8 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
 
     out = ws.root / "checkpoints" / f"{job_id}.safetensors"
     dv = ws.data_version()
-    res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id, progress=progress.update, should_cancel=should_cancel,
+    res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id,
+                     progress=lambda f, m="": progress.update(REFIT_SHARE * float(f), m), should_cancel=should_cancel,
                      meta_extra={"job_id": job_id, "data_version": dv, "refit_source": source,
                                  "refit_scenes": sorted(corrected)})
     _cancel_before_registering(progress, out)
@@ -243,11 +250,58 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         if k in accepted:
             kw[k] = v
     cid = ws.register_checkpoint(out, {**meta, "scheme": ck_scheme}, **kw)
-    progress.log(f"registered {cid}: corrected-pixel accuracy {res.fit['before']['corrected_acc']:.3f} → "
-                 f"{res.fit['after']['corrected_acc']:.3f} in {res.seconds['total']:.1f} s")
+    before, after = res.fit["before"], res.fit["after"]
+
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    progress.log(f"registered {cid}: corrected-pixel accuracy {fmt(before['corrected_acc'])} → "
+                 f"{fmt(after['corrected_acc'])}, context (existing labels) accuracy {fmt(before['context_acc'])} → "
+                 f"{fmt(after['context_acc'])} in {res.seconds['total']:.1f} s")
+    # the same regression gate as a training job: both models on the validation split, auto-promotion only on "pass"
+    from seghz import gate
+
+    val_split = config.get("val_split", "val")
+    progress.update(0.85, f"regression gate: scoring on the '{val_split}' split")
+    verdict, promoted = gate.after_training(ws, cid, split=val_split, auto_promote=bool(config.get("auto_promote")),
+                                            job_id=job_id, log=progress.log)
+    val = _score_on_split(ws, [parent_id, cid], val_split, progress)  # the before/after table of the Labels page
     return {"checkpoint_id": cid, "parent_id": parent_id, "source": source, "counts": res.counts,
-            "seconds": res.seconds["total"], "corrected_acc_before": res.fit["before"]["corrected_acc"],
-            "corrected_acc_after": res.fit["after"]["corrected_acc"], "queues_reranked": _rerank(ws, cid, config, progress)}
+            "seconds": res.seconds["total"], "corrected_acc_before": before["corrected_acc"],
+            "corrected_acc_after": after["corrected_acc"], "context_acc_before": before["context_acc"],
+            "context_acc_after": after["context_acc"], "val_split": val_split, "val_miou": val.get(cid),
+            "parent_val_miou": val.get(parent_id), "gate": verdict.status, "gate_offending": verdict.offending_classes,
+            "promoted": promoted, "queues_reranked": _rerank(ws, cid, config, progress)}
+
+
+REFIT_SHARE = 0.8  # of a refit job's progress bar; the rest is the regression gate's scoring
+
+
+def _score_on_split(ws: Workspace, checkpoint_ids: list[str], split: str, progress: ProgressReporter) -> dict[str, float]:
+    """mIoU of each checkpoint on ``split`` (no TTA), from the evaluation cache or scored now (and cached, with the
+    per-class scores in the registry, as the gate records them); {} when the split has no labelled scene. A failure
+    is logged, never fatal: the checkpoint is registered already."""
+    from seghz import gate
+
+    if not any(s.label_path for s in ws.list_scenes(split)):
+        progress.log(f"no labelled scene in the '{split}' split: no validation scores")
+        return {}
+    out = {}
+    dv = ws.data_version(split)
+    for cid in dict.fromkeys(checkpoint_ids):
+        progress.check_cancel()
+        ev = ws.find_evaluation(cid, split, False, dv)
+        try:
+            if ev is None or ev.result.get("tta", "none") != "none":
+                gate.evaluate_metrics(ws, cid, split)
+                ev = ws.find_evaluation(cid, split, False, dv)
+        except Exception as e:  # noqa: BLE001 - a missing score is reported, the job still succeeds
+            progress.log(f"could not score {cid} on the '{split}' split: {e}")
+            continue
+        if ev is not None and ev.result.get("miou") is not None:
+            out[cid] = float(ev.result["miou"])
+            progress.log(f"{cid}: mIoU {out[cid]:.4f} on the '{split}' split (data version {dv}, no TTA)")
+    return out
 
 
 @register_job_kind("fetch")

@@ -1,0 +1,49 @@
+"""Streamlit glue for a candidate checkpoint made by a retrain or a head refit, shared by the Labels and Train pages:
+the refit's accuracies (corrected pixels and existing labels, before/after, with the warning) and the parent's and
+candidate's validation scores on the same labels. Numbers come from :mod:`seghz.candidate`.
+
+Tables show fractions as percentages and differences in percentage points; a value that was not recorded reads "—".
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from seghz import candidate
+
+
+def styled(df, pct_cols, pp_cols):
+    """A table with ``pct_cols`` as percentages, ``pp_cols`` as signed points, and "—" for missing values."""
+    fmt = {c: "{:.1%}" for c in pct_cols}
+    fmt.update({c: "{:+.1f}" for c in pp_cols})
+    return df.style.format(fmt, na_rep="—")
+
+
+def show_refit_accuracy(result: dict | None, new_metrics: dict | None, *, key: str) -> dict:
+    """The refit's accuracy on the corrected pixels and on the existing labels, before and after, side by side, and a
+    warning when the existing labels lost more than :data:`seghz.candidate.CONTEXT_DROP_WARN`; returns the numbers."""
+    acc = candidate.refit_accuracy(result, new_metrics)
+    st.caption(candidate.refit_accuracy_text(acc))
+    st.dataframe(styled(candidate.refit_accuracy_table(acc), ["before", "after"], [candidate.CHANGE_COLUMN]),
+                 hide_index=True, key=f"{key}_acc")
+    warning = candidate.refit_warning(acc)
+    if warning:
+        st.warning(warning)
+    elif None in acc["context"]:
+        st.caption("The accuracy on the existing labels was not recorded for this refit (no context sample, or a job "
+                   "from an older version): judge it by the validation scores and the regression gate.")
+    return acc
+
+
+def show_validation_comparison(ws, old, new, *, split: str = "val", labels: tuple[str, str], key: str) -> bool:
+    """The parent's and the candidate's validation scores on the same labels (or why there are none); True when a
+    table was shown."""
+    table, note = candidate.validation_comparison(ws, old, new, split=split, labels=labels)
+    if table is None:
+        st.caption(note)
+        return False
+    st.caption(f"Validation scores before / after. {note}")
+    st.dataframe(styled(table, list(labels), ["Δ (pp)"]), hide_index=True, key=key)
+    return True
+
+
+__all__ = ["show_refit_accuracy", "show_validation_comparison", "styled"]
