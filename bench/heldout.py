@@ -23,8 +23,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
+from seghz.data.copies import byte_copies, images_outside, near_copies
 from seghz.data.splits import content_key, copies_across
 
 SALT = "noise-bench-v1"
@@ -97,87 +96,16 @@ def held_out(data: str | Path, test_stems: Iterable[str], which: str = "test",
     return [(s, *pairs[s]) for s in sorted(stems, key=salted)]
 
 
-THUMB = 32  # side of the grey thumbnail near_copies compares
-
-
-def _thumbnail(path: Path) -> np.ndarray:
-    import cv2
-
-    from seghz.data.io import read_image
-
-    grey = read_image(path).astype(np.float32).mean(axis=2)
-    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
-
-
-def _d4_thumbnails(t: np.ndarray) -> np.ndarray:
-    sq = t.reshape(THUMB, THUMB)
-    views = [np.rot90(v, k) for v in (sq, sq[:, ::-1]) for k in range(4)]
-    return np.stack([v.ravel() for v in views])
-
-
-def _rms_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root-mean-square difference between each row of ``a`` and each row of ``b`` (one matrix product)."""
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(sq, 0.0) / a.shape[1])
-
-
-def near_copies(a: Sequence[Path], b: Sequence[Path], raw_tol: float = 1.5,
-                z_tol: float = 0.15) -> list[tuple[Path, Path]]:
-    """Pairs (x in ``a``, y in ``b``) where ``y`` is a copy of ``x``: byte-identical, or with the same 32×32 grey
-    thumbnail under some D4 symmetry. "Same" is a root-mean-square difference below ``raw_tol`` grey levels
-    (re-encoding, rescaling: ~0.7), or below ``z_tol`` after each thumbnail is brought to zero mean and unit spread
-    (brightness and contrast changes; only for thumbnails with some texture, grey spread > 8). Distinct photographs
-    differ by far more: on GID-15 no two distinct tiles come within 3.1 grey levels or 0.42 spread units. Only the
-    first match of each ``y`` is listed."""
-    a, b = [Path(p) for p in a], [Path(p) for p in b]
-    if not a or not b:
-        return []
-    found = {id(y): (x, y) for x, y in duplicate_images(a, b)}
-    todo = [y for y in b if id(y) not in found]
-    if not todo:
-        return [found[id(y)] for y in b if id(y) in found]
-    ta = np.stack([_thumbnail(p) for p in a]).astype(np.float64)
-    sa = ta.std(axis=1)
-    za = (ta - ta.mean(axis=1, keepdims=True)) / np.maximum(sa, 1e-6)[:, None]
-    views = np.stack([_d4_thumbnails(_thumbnail(y)) for y in todo]).astype(np.float64)  # n × 8 × T²
-    flat = views.reshape(-1, views.shape[-1])
-    raw = _rms_distance(ta, flat).reshape(len(a), len(todo), 8).min(axis=2)  # |a| × n
-    sv = flat.std(axis=1)
-    zv = (flat - flat.mean(axis=1, keepdims=True)) / np.maximum(sv, 1e-6)[:, None]
-    z = _rms_distance(za, zv).reshape(len(a), len(todo), 8).min(axis=2)
-    textured = (sa[:, None] > 8) & (sv.reshape(len(todo), 8)[:, 0] > 8)[None]
-    hit = (raw < raw_tol) | ((z < z_tol) & textured)
-    for k, y in enumerate(todo):
-        if hit[:, k].any():
-            found[id(y)] = (a[int(np.argmax(hit[:, k]))], y)
-    return [found[id(y)] for y in b if id(y) in found]
-
-
-def trained_images(data: str | Path, test_stems: Iterable[str]) -> list[Path]:
-    """The images of ``data/images`` outside a checkpoint's ``test_stems``: what the checkpoint saw in training
-    (its validation tiles included) if it was trained on ``data``. Empty when the folder is absent or does not hold
-    every one of the test stems (then it is not the folder the checkpoint was split from)."""
-    from seghz.data.io import IMAGE_EXT
-
-    folder = Path(data) / "images"
-    test = set(test_stems)
-    if not test or not folder.is_dir():
-        return []
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXT]
-    if not test <= {p.stem for p in files}:
-        return []
-    return [p for p in files if p.stem not in test]
-
-
 def file_digest(path: Path) -> str:
     """SHA-1 of a file's bytes (:func:`seghz.data.splits.content_key`)."""
     return content_key(Path(path))
 
 
+def trained_images(data: str | Path, test_stems: Iterable[str]) -> list[Path]:
+    """The images of ``data/images`` outside a checkpoint's ``test_stems`` (:func:`seghz.data.copies.images_outside`)."""
+    return images_outside(Path(data) / "images", test_stems)
+
+
 def duplicate_images(a: Sequence[Path], b: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """Pairs (x in ``a``, y in ``b``) whose files are byte-identical: an evaluation folder must not hold a copy of
-    a training image under another name."""
-    seen: dict[str, Path] = {}
-    for p in a:
-        seen.setdefault(file_digest(p), p)
-    return [(seen[d], p) for p in b if (d := file_digest(p)) in seen]
+    """Byte copies (:func:`seghz.data.copies.byte_copies`)."""
+    return byte_copies(a, b)

@@ -233,6 +233,14 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
             raise SegHZError(f"{a.images}: none of its {in_folder} image(s) is among the {len(stems)} stems of the "
                              f"checkpoint's {which or 'chosen'} split; give the folder it was trained on, or leave out "
                              "--stems-from-checkpoint to score every image of this one")
+    # every pair's header first (a bad file stops the run before any prediction), and which images get stretched
+    from seghz.data.io import check_image
+
+    wide = [ip.name for ip, _ in pairs if str(check_image(ip).dtype) != "uint8"]
+    if wide:
+        print(f"note: {len(wide)} image(s) are not 8-bit (e.g. {wide[0]}): each is stretched from its 2nd-98th "
+              "percentile to 0-255 for the model, as the app does", file=sys.stderr)
+    _warn_training_copies(a.checkpoint, meta, [ip for ip, _ in pairs])
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
@@ -254,16 +262,52 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     finally:
         bar.close()
     sc = evaluation_scores(cm, meta["scheme"]["names"], calib)
+    from seghz.evaluate import class_caveats
+    from seghz.metrics import scene_bootstrap
+
+    boot = scene_bootstrap(np.array(list(per_scene.values())), rounds=2000, seed=0)
     sc.update(checkpoint=str(a.checkpoint), tta=a.tta, images=len(pairs), images_in_folder=in_folder,
-              split=which or None, scheme=ck_scheme, per_scene=per_scene)
+              split=which or None, scheme=ck_scheme, label_scheme=a.scheme, per_scene=per_scene,
+              miou_interval={k: boot[k] for k in ("lo", "hi", "level", "rounds")},
+              **class_caveats(sc, (meta.get("metrics") or {}).get("train_class_freq"), a.scheme, ck_scheme))
     return sc, kept, meta
+
+
+def _warn_training_copies(checkpoint, meta: dict, images: list[Path]) -> None:
+    """Warn when images about to be scored are copies of images the checkpoint trained on (its recorded training
+    folder, when it is here: :func:`seghz.data.copies.checkpoint_training_images`)."""
+    from seghz.data.copies import checkpoint_training_images, near_copies
+
+    trained = checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent])
+    if not trained:
+        return
+    copies = near_copies(trained, images)
+    if copies:
+        eg = ", ".join(f"{y.name} = {x.name}" for x, y in copies[:3])
+        print(f"WARNING: {len(copies)} of the {len(images)} image(s) are copies of images the checkpoint trained on "
+              f"(in {trained[0].parent}): {eg}. Its score on them is not a held-out score", file=sys.stderr)
+
+
+def _evaluation_header(sc: dict, a) -> str:
+    """What was measured: images, checkpoint, label scheme and crosswalk, TTA."""
+    where = (f" of the {sc['images_in_folder']} in {a.images} (the checkpoint's {sc['split']} split)" if sc.get("split")
+             else f" of {a.images}")
+    cw = f"labels read as {a.scheme} -> {sc['scheme']}" if a.scheme != sc["scheme"] else f"labels in {a.scheme}"
+    return f"scored {sc['images']} image(s){where}, TTA {a.tta}\ncheckpoint {a.checkpoint} ({sc['scheme']}); {cw}"
+
+
+def _print_caveats(sc: dict, out=sys.stdout) -> None:
+    from seghz.evaluate import caveat_lines
+
+    for line in caveat_lines(sc):
+        print(line, file=out)
 
 
 def cmd_evaluate(a) -> int:
     sc, _, _ = _evaluate_folder(a)
-    print(f"scored {sc['images']} image(s)" + (f" of the {sc['images_in_folder']} in {a.images} (the checkpoint's "
-          f"{sc['split']} split)" if sc.get("split") else f" of {a.images}") + f", TTA {a.tta}")
+    print(_evaluation_header(sc, a))
     print_table(sc)
+    _print_caveats(sc)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({k: v for k, v in sc.items() if k != "per_scene"}, indent=1))
@@ -376,6 +420,7 @@ def cmd_report(a) -> int:
     Path(a.html).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(a.html, doc.encode(), fsync=False)
     print_table(sc)
+    _print_caveats(sc)
     print(f"wrote {a.html} ({len(doc) / 1e6:.1f} MB, {len(examples)} example(s))", file=sys.stderr)
     return 0
 
@@ -581,7 +626,10 @@ def cmd_info(a) -> int:
         meta = read_metadata(a.checkpoint)
         for k, v in meta.items():  # one line per key (the scheme's colours on one line, not one number per line)
             if k in ("test_stems", "val_stems"):
-                print(f"{k}: {len(v or [])} stems")
+                print(f"{k}: {len(v or [])} stems" + ("" if a.stems else " (--stems lists them)"))
+                if a.stems:
+                    for st in sorted(v or []):
+                        print(f"  {st}")
             else:
                 print(f"{k}: {json.dumps(v, ensure_ascii=False)}")
         return 0
@@ -593,6 +641,11 @@ def cmd_info(a) -> int:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device: {dev} ({device_description(dev)}); torch {torch.__version__}, CUDA build "
           f"{torch.version.cuda or 'none'}, {torch.cuda.device_count()} GPU(s) visible")
+    root = Path(a.workspace or os.environ.get("SEGHZ_WORKSPACE") or "workspace").expanduser()
+    if not root.is_dir():  # info only looks: it does not create a workspace where the user happens to stand
+        print(f"no workspace at {root.resolve()} (the app or `seghz import` creates one; --workspace or "
+              "$SEGHZ_WORKSPACE points at another)")
+        return 0
     ws = _workspace(a)
     print(f"workspace {ws.root}")
     print(json.dumps(ws.summary(), indent=1))
@@ -1052,6 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("info", help="show schemes, the workspace summary, or a checkpoint's metadata")
     inf.add_argument("--checkpoint")
+    inf.add_argument("--stems", action="store_true", help="with --checkpoint: list its held-out test and val stems")
     inf.set_defaults(fn=cmd_info)
 
     t = sub.add_parser("train", help="train a model on an image/label folder pair")

@@ -18,6 +18,61 @@ def label_for_checkpoint(label: np.ndarray, label_scheme: str, ck_scheme: str) -
     return label if label_scheme == ck_scheme else index_crosswalk(label_scheme, ck_scheme)[label]
 
 
+def class_caveats(sc: dict, train_freq, label_scheme: str, ck_scheme: str) -> dict:
+    """What a folder evaluation's per-class scores cannot mean, and the mIoU without it.
+
+    * ``untrained``: classes the labels hold that the checkpoint saw no pixel of in training (``train_class_freq``
+      0): it cannot predict them, so their IoU 0 measures the training data, not the model (GID has no bare ground:
+      Dubai "land" and LoveDA "barren" become OpenArea);
+    * ``unexpressible``: classes the model predicts that no class of ``label_scheme`` maps to under the crosswalk
+      (Dubai has no forest): their predicted pixels are already errors of the label classes, and their IoU 0 counts
+      a second time in mIoU;
+    * ``miou_comparable``: the mean IoU over the scored classes that are neither.
+
+    ``sc`` is :func:`seghz.metrics.scores`' dict. Returns ``{"untrained": [...], "unexpressible": [...],
+    "miou_comparable": float | None}``.
+    """
+    names = list(sc["classes"])
+    pc = sc["per_class"]
+    if label_scheme == ck_scheme:
+        reach = set(range(len(names)))
+    else:
+        lut = index_crosswalk(label_scheme, ck_scheme)
+        reach = {int(v) for v in np.unique(lut) if int(v) < len(names)}
+    tf = None if train_freq is None else [float(x) for x in train_freq]
+    untrained = [n for i, n in enumerate(names) if tf is not None and i < len(tf) and tf[i] == 0 and pc[n]["support"] > 0]
+    unexpressible = [n for i, n in enumerate(names) if i not in reach and pc[n]["predicted"] > 0]
+    keep = [pc[n]["iou"] for n in names if pc[n]["iou"] is not None and n not in untrained and n not in unexpressible]
+    return {"untrained": untrained, "unexpressible": unexpressible,
+            "miou_comparable": float(np.mean(keep)) if keep else None}
+
+
+def caveat_lines(sc: dict) -> list[str]:
+    """Lines to print under a folder evaluation's table: the mIoU's bootstrap interval over the images, the classes
+    of :func:`class_caveats` and the mIoU without them, and a hint when a very low score looks like a wrong label
+    scheme. ``sc`` is ``seghz evaluate``'s result (``miou_interval``, ``untrained``, ``unexpressible``, ...)."""
+    out = []
+    iv = sc.get("miou_interval") or {}
+    if iv.get("lo") is not None and sc.get("miou") is not None:
+        out.append(f"mIoU {100 * sc['miou']:.2f}, {100 * iv['level']:.0f} % interval over the {sc['images']} images "
+                   f"(scene bootstrap, {iv['rounds']} rounds): [{100 * iv['lo']:.2f}, {100 * iv['hi']:.2f}]")
+    pc = sc["per_class"]
+    for n in sc.get("untrained") or []:
+        out.append(f"note: {n}: {pc[n]['support']} labelled px, but the checkpoint saw no pixel of it in training and "
+                   "cannot predict it; its IoU 0 measures the training data")
+    for n in sc.get("unexpressible") or []:
+        out.append(f"note: {n}: no class of the label scheme '{sc.get('label_scheme')}' maps to it; its "
+                   f"{pc[n]['predicted']} predicted px are already errors of other classes and its IoU 0 counts "
+                   "again in mIoU")
+    odd = sc.get("untrained") or sc.get("unexpressible")
+    if odd and sc.get("miou_comparable") is not None:
+        out.append(f"mIoU over the classes both the labels and the checkpoint know: {100 * sc['miou_comparable']:.2f}")
+    if sc.get("miou") is not None and sc["miou"] < 0.2 and not odd:
+        out.append(f"note: mIoU below 20 %: check that --scheme ({sc.get('label_scheme')}) is the scheme of the label "
+                   "files (python -m seghz info lists the schemes)")
+    return out
+
+
 def tta_key(tta: str | list[str] | tuple[str, ...]) -> str:
     """The canonical cache key of a TTA spec: a mode name (``none``/``flip``/``d4``) or comma-joined view names.
 

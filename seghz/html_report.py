@@ -96,6 +96,10 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
                  f"{100 * report.BIAS_THRESHOLD:.0f} pp for: {html.escape(', '.join(biased))}</p>" if biased else
                  "<p>No class is over- or under-predicted by more than "
                  f"{100 * report.BIAS_THRESHOLD:.0f} pp.</p>")
+    from seghz.evaluate import caveat_lines
+
+    notes = "".join(f"<p class='bias'>{html.escape(line)}</p>" for line in caveat_lines(result)) \
+        if "per_class" in result else ""
     cal_html = ""
     if result.get("calibration"):
         cal = calibration_report(result["calibration"], list(result["classes"]))
@@ -117,6 +121,7 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
 {kpis}
+{notes}
 <h2>Confusion matrix</h2><p>Rows: label; columns: prediction. Counts, then row-normalised (recall).</p>
 {parts[0]}{parts[1]}
 <h2>Per class</h2>{table}

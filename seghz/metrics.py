@@ -90,6 +90,31 @@ def miou_batch(cms: np.ndarray) -> np.ndarray:
         return np.where(n > 0, np.nansum(iou, -1) / np.maximum(n, 1), np.nan)
 
 
+def scene_bootstrap(cms, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """How sure is one model's mIoU on N scenes? ``(N, C, C)`` confusion matrices, resampled by scene with
+    replacement (as :func:`paired_bootstrap`, for one model): ``{"miou", "lo", "hi", "scenes", "rounds", "level",
+    "seed"}``, fractions. ``lo``/``hi`` are None for fewer than two scenes. A round without a labelled pixel is left
+    out."""
+    c = np.asarray(cms, np.int64)
+    if c.ndim != 3 or c.shape[1] != c.shape[2] or c.shape[0] == 0:
+        raise ValueError(f"cms must be (scenes, C, C) confusion matrices, at least one scene (got shape {c.shape})")
+    n = c.shape[0]
+    point = miou_batch(c.sum(0))
+    out = {"miou": None if np.isnan(point) else float(point), "lo": None, "hi": None, "scenes": n,
+           "rounds": int(rounds), "level": level, "seed": seed}
+    if n < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(int(rounds), n))
+    pooled = np.stack([c[d].sum(0) for d in draws])
+    m = miou_batch(pooled)
+    m = m[~np.isnan(m) & (pooled.sum((1, 2)) > 0)]
+    if m.size:
+        q = (1 - level) / 2
+        out["lo"], out["hi"] = float(np.quantile(m, q)), float(np.quantile(m, 1 - q))
+    return out
+
+
 def paired_bootstrap(cms_a, cms_b, rounds: int = 2000, level: float = 0.95, seed: int = 0,
                      names: list[str] | tuple[str, ...] | None = None) -> dict:
     """How sure is a difference between two models scored on the same scenes? A paired scene bootstrap.

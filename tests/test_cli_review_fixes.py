@@ -156,3 +156,19 @@ def test_help_states_the_defaults(capsys):
     out = capsys.readouterr().out
     assert "default: 30" in out and "(default: lite0-imagenet)" in out and "--seed SEED           default: 0" in out
     assert "default: None" not in out and "default: False" not in out
+
+
+def test_info_does_not_create_a_workspace_and_lists_stems_on_request(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEGHZ_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["info"]) == 0
+    assert f"no workspace at {tmp_path / 'workspace'}" in capsys.readouterr().out
+    assert not (tmp_path / "workspace").exists()
+    assert main(["info", "--checkpoint", str(GID_CK)]) == 0
+    out = capsys.readouterr().out
+    assert "test_stems: 125 stems (--stems lists them)" in out and "  artificial_grassland_71" not in out
+    assert main(["info", "--checkpoint", str(GID_CK), "--stems"]) == 0
+    listed = [ln.strip() for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")]
+    from seghz.models.checkpoint import read_metadata
+
+    assert listed == sorted(read_metadata(GID_CK)["test_stems"])  # the shipped file records no val stems

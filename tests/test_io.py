@@ -1,6 +1,7 @@
 """Tests of seghz.data.io (the raster reader/writer) and seghz.data.folders.load_folder."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,6 +10,7 @@ from helpers_core import HZ_DIR, encode, files_in, need_shared
 from seghz.classes import get_scheme
 from seghz.data import io as sio
 from seghz.data.folders import load_folder
+from seghz.data.io import list_pairs, read_label
 from seghz.errors import BadInputError
 
 HZ7 = get_scheme("hz7")
@@ -554,3 +556,36 @@ def test_a_palette_png_is_decoded_by_its_colours_nodata_included(tmp_path):
     im.save(tmp_path / "l.png")
     got = sio.read_label(tmp_path / "l.png", hz7)
     assert got.tolist() == [[0, 5, IGNORE], [6, IGNORE, 2]]
+
+
+# --- folder pairing: every file needs its partner, one file per stem, no JPEG labels ---------------------------------
+
+def _pair_folder(root, images, labels):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name in images:
+        cv2.imwrite(str(root / "images" / name), np.zeros((4, 4, 3), np.uint8))
+    for name in labels:
+        cv2.imwrite(str(root / "labels" / name), np.zeros((4, 4), np.uint8))
+    return root / "images", root / "labels"
+
+
+def test_a_label_without_its_image_is_named(tmp_path):
+    ims, lbs = _pair_folder(tmp_path, ["a.png", "b.webp"], ["a.png", "b.png"])  # .webp is not read: b has no image
+    with pytest.raises(BadInputError, match=r"images: 1 label\(s\) have no image with the same stem, e.g. 'b.png' "
+                                            r"\(images are read from bmp/jpeg/jpg/png/tif/tiff files\)"):
+        list_pairs(ims, lbs)
+
+
+def test_two_files_with_one_stem_are_refused(tmp_path):
+    ims, lbs = _pair_folder(tmp_path, ["x.jpg", "x.png"], ["x.png"])
+    with pytest.raises(BadInputError, match=r"two files have the stem 'x' \(x.jpg and x.png\)"):
+        list_pairs(ims, lbs)
+
+
+def test_jpeg_labels_are_refused_with_the_reason(tmp_path):
+    ims, lbs = _pair_folder(tmp_path, ["a.png", "b.png"], ["a.png", "b.jpg"])
+    with pytest.raises(BadInputError, match=r"b.jpg: a label cannot be a JPEG \(1 in this folder\): lossy"):
+        list_pairs(ims, lbs)  # before anything is predicted
+    with pytest.raises(BadInputError, match=r"b.jpg: a label cannot be a JPEG: lossy compression"):
+        read_label(lbs / "b.jpg", get_scheme("gid15"))

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from seghz.classes import IGNORE, Scheme
 from seghz.errors import BadInputError, WriteError
+
+# A TIFF without a geotransform is a supported input (pixel space); rasterio's NotGeoreferencedWarning on every read
+# of one says nothing the scene's "pixel space" label does not already say.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs")
 
 TIFF_EXT = {".tif", ".tiff"}
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -324,6 +329,9 @@ def read_label(path: str | os.PathLike, scheme: Scheme, window=None) -> np.ndarr
     mark an id mask. Palette PNGs are decoded by colour, like RGB files (their palette says what each value means,
     including a nodata value drawn black), and RGB files are palette masks decoded by exact colour.
     """
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        raise BadInputError(path, "a label cannot be a JPEG: lossy compression changes class ids and colours along "
+                                  "every edge; save the label as PNG or TIFF")
     meta: dict = {}
     p, arr = _read_raw(path, window, "label image", {}, meta)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -436,20 +444,42 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
 
 
 def list_pairs(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Pair files in two folders by stem. Raises for empty folders or stems missing a partner."""
+    """Pair files in two folders by stem. Raises for empty folders, a file of either folder without a partner in
+    the other (a label whose image is missing, or in a format not read, is a mistake too: nothing would score it),
+    and two files of one folder with the same stem (``x.png`` and ``x.jpg``: which one is meant?)."""
     di, dl = Path(images), Path(labels)
     for d in (di, dl):
         if not d.is_dir():
             raise BadInputError(d, "folder does not exist")
-    imgs = {p.stem: p for p in sorted(di.iterdir()) if p.suffix.lower() in IMAGE_EXT}
-    lbls = {p.stem: p for p in sorted(dl.iterdir()) if p.suffix.lower() in IMAGE_EXT}
+    exts = "/".join(sorted({e.lstrip(".") for e in IMAGE_EXT}))
+
+    def by_stem(d: Path) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() not in IMAGE_EXT or not p.is_file():
+                continue
+            if p.stem in out:
+                raise BadInputError(d, f"two files have the stem '{p.stem}' ({out[p.stem].name} and {p.name}); "
+                                       "keep one, files are paired by stem")
+            out[p.stem] = p
+        return out
+
+    imgs, lbls = by_stem(di), by_stem(dl)
     if not imgs:
-        raise BadInputError(di, "folder holds no images (.png/.jpg/.tif)")
+        raise BadInputError(di, f"folder holds no images ({exts})")
     if not lbls:
         raise BadInputError(dl, "folder holds no label files (.png/.tif)")
     missing = sorted(set(imgs) - set(lbls))
     if missing:
         raise BadInputError(dl, f"{len(missing)} image(s) have no label with the same stem, e.g. '{missing[0]}'")
+    jpeg = [p for p in lbls.values() if p.suffix.lower() in (".jpg", ".jpeg")]
+    if jpeg:
+        raise BadInputError(jpeg[0], f"a label cannot be a JPEG ({len(jpeg)} in this folder): lossy compression "
+                                     "changes class ids and colours along every edge; save the labels as PNG or TIFF")
+    orphans = sorted(set(lbls) - set(imgs))
+    if orphans:
+        raise BadInputError(di, f"{len(orphans)} label(s) have no image with the same stem, e.g. "
+                                f"'{lbls[orphans[0]].name}' (images are read from {exts} files)")
     return [(imgs[s], lbls[s]) for s in sorted(imgs)]
 
 
