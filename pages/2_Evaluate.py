@@ -413,8 +413,14 @@ if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or 
     picked = [w for w in windows if w.key() in chosen]
     n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
                                      checkpoint_id=cid, analyst=sender)
-    st.success(f"Added {n} window(s) to the review list ({len(picked) - n} already there): "
-               f"`{drilldown.review_list_path(ws)}`")
+    names = ", ".join(dict.fromkeys(by_scene[w.scene_id].name for w in picked))
+    st.session_state["eval_dd_sent_scene"] = picked[0].scene_id
+    st.success(f"Added {n} window(s) to the label review ({len(picked) - n} already there). On the Labels page they "
+               f"are listed under “Sent from Evaluate for review” for {names}.")
+if st.session_state.get("eval_dd_sent_scene") in by_scene:
+    if st.button("Open the Labels page on the sent windows", key="eval_dd_open_labels"):
+        st.session_state["lbl_open_scene"] = st.session_state.pop("eval_dd_sent_scene")
+        st.switch_page("pages/3_Labels.py")
 if not sender:
     st.caption("Enter your analyst name in the sidebar to send windows: the Labels page shows who sent them.")
 

@@ -389,6 +389,7 @@ def on_queue_action(scene_id: str, key: str, action: str) -> None:
     name = current_analyst("queue")
     if name is None:
         return
+    commit_pending()  # strokes still on the canvas join the unsaved edit (a verdict gives the canvas a new key)
     q = scene_queue(scene_id)
     it = q.item(key) if q is not None else None
     if it is None:

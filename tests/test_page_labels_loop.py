@@ -222,3 +222,38 @@ def test_another_page_can_open_a_scene_on_the_labels_page(ws, monkeypatch):  # n
     at.selectbox(key="lbl_scene").set_value(first).run()
     assert_ok(at)
     assert "unsaved edited label pixels: 400" in texts(at)  # the strokes were applied to their scene's edit
+
+
+def test_a_queue_verdict_keeps_the_strokes_on_the_canvas(ws, monkeypatch):  # noqa: F811
+    """A queue verdict gives the canvas a new key; strokes painted and not applied were dropped without a word. They
+    now join the unsaved edit first, and the verdict is saved as its own version."""
+    from seghz.review import queue as rq
+
+    cv = FakeCanvas()
+    monkeypatch.setattr(ui.common, "canvas", cv)
+    at = app("pages/3_Labels.py").run()
+    sid = at.selectbox(key="lbl_scene").value
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    at.slider(key="lbl_q_threshold").set_value(0.05).run()
+    at.checkbox(key=f"lbl_q_heldout_{sid}").uncheck().run()
+    at.button(key="lbl_q_build").click().run()
+    assert_ok(at)
+    first = rq.load_queue(ws, sid).items[0]
+    buildings = HZ7.names.index("Buildings")
+    at.selectbox(key="lbl_class").set_value(buildings).run()
+    cv.paint(at)
+    assert caption_has(at, "not yet applied")
+    at.button(key=f"lbl_q_confirm_{'_'.join(str(v) for v in first.bbox)}").click().run()
+    assert_ok(at)
+    assert any("Confirmed the label" in s.value for s in at.success)
+    assert ws.label_history(sid)[-1].tool == "queue-confirm"
+    # the strokes are in the unsaved edit: saving writes them on top of the verdict's version
+    verdict = ws.effective_label(sid)
+    at.button(key="lbl_save").click().run()
+    assert_ok(at)
+    assert any("merged on top of version 1" in m.value for m in at.success)
+    saved = ws.effective_label(sid)
+    assert (saved[STROKE] == buildings).all()
+    outside = np.ones(saved.shape, bool)
+    outside[STROKE] = False
+    assert (saved[outside] == verdict[outside]).all()
