@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Loss-recipe ablation on real data (GID-15 → hz7), clean and with noisy training labels; writes docs/experiments.md.
+"""Loss-recipe ablation on real data (GID-15 → hz7), clean and with noisy training labels; writes a Markdown report.
 
 Protocol (issue 4, "Experiments"):
 
@@ -26,8 +26,9 @@ Protocol (issue 4, "Experiments"):
   ``paired recovery`` (:func:`paired_recovery`) is the same on the seeds where the row and both baselines ran, with
   the standard error of the paired differences and each seed's own recovery.
 
-The markdown keeps the text between ``<!-- reading -->`` and ``<!-- /reading -->`` of an existing ``--out`` (the
-hand-written reading of the results). ``--json`` is rewritten after every run; with ``--resume`` the runs already
+The Markdown report goes to ``--out`` (default ``runs/experiments.md``, an ignored folder: the project's
+``docs/experiments.md`` is rewritten only when named, ``--out docs/experiments.md``). It keeps the text between
+``<!-- reading -->`` and ``<!-- /reading -->`` of an existing ``--out`` (the hand-written reading of the results). ``--json`` is rewritten after every run; with ``--resume`` the runs already
 in it (same protocol) are not run again. ``--compare A.json B.json`` adds the CE rows of other reports of this script
 (same split and recipe settings; another ``--init`` and/or ``--steps``) as an "Initialisation" section next to the
 report's own CE rows; they are embedded in ``--json`` (key ``compare``). ``--render-only`` rewrites ``--out`` from
@@ -37,11 +38,15 @@ report's own CE rows; they are embedded in ``--json`` (key ``compare``). ``--ren
     python bench/experiments.py --device cuda --seeds 0,1,2 --steps 3000 --epochs 10 --batch-size 16 --json docs/experiments.json
     python bench/experiments.py --init scratch --rows ce,noisy_ce --seeds 0,1 --steps 56 --crop 160 --device cpu \
         --out /tmp/exp_init/scratch56.md --json /tmp/exp_init/scratch56.json
-    python bench/experiments.py --render-only --json docs/experiments.json --compare /tmp/exp_init/scratch56.json
+    python bench/experiments.py --render-only --json docs/experiments.json --out docs/experiments.md \
+        --compare /tmp/exp_init/scratch56.json
+
+Refusals (a bad option, folder, file or checkpoint) print one ``error: ...`` line and exit with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -52,6 +57,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +67,7 @@ if str(ROOT) not in sys.path:
 import numpy as np
 
 from bench.heldout import folder_pairs, near_copies, salted
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, inject_noise
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, inject_noise, run_cli
 from seghz.classes import IGNORE, get_scheme, index_crosswalk
 
 TRAIN_SALT = "experiments-v1"
@@ -141,6 +147,27 @@ BASE = {"class_weights": "none", "dice": False}
 ALL_ROWS = [k for k in ROWS if not k.startswith("rv")] + [f"noisy_{k}" for k in ROWS]
 DEFAULT_REVIEWED_TILES = 25
 READ_START, READ_END = "<!-- reading -->", "<!-- /reading -->"
+DEFAULT_OUT = ROOT / "runs" / "experiments.md"  # runs/ is ignored; docs/experiments.md only when named with --out
+
+
+_SHOWN_WARNINGS: set[tuple[str, str]] = set()
+
+
+@contextlib.contextmanager
+def warnings_once():
+    """Warnings raised inside are printed after the block, each distinct message once per process, as one
+    ``warning: ...`` line on stderr: every run trains on the same labels, so the trainer's absent-class warning
+    would repeat run after run (a ``"once"`` filter does not hold: any ``catch_warnings`` elsewhere resets it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:  # shown even when the block fails
+            for w in caught:
+                key = (str(w.message), w.category.__name__)
+                if key not in _SHOWN_WARNINGS:
+                    _SHOWN_WARNINGS.add(key)
+                    print(f"warning: {w.message}", file=sys.stderr, flush=True)
 
 
 def _stem_order(stem: str) -> str:
@@ -150,9 +177,13 @@ def _stem_order(stem: str) -> str:
 def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tiles: int | None) -> tuple[list[str], list[str]]:
     """(train stems, eval stems): eval from the checkpoint's held-out ``test_stems`` (less copies of other tiles),
     train from the rest."""
+    from seghz.errors import CheckpointError
     from seghz.models.checkpoint import read_metadata
 
-    test = list(read_metadata(checkpoint).get("test_stems") or [])
+    try:
+        test = list(read_metadata(checkpoint).get("test_stems") or [])
+    except CheckpointError as e:  # missing or not a checkpoint: one line, no traceback
+        raise SystemExit(f"error: --checkpoint: {e}") from None
     if not test:
         raise SystemExit(f"{checkpoint}: no test_stems in its metadata; cannot pick held-out tiles")
     all_stems = sorted(p.stem for p in (data / "images").glob("*.png"))
@@ -175,7 +206,8 @@ def load(data: Path, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def load_pairs(pairs: list[tuple[Path, Path]], scheme: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, label in hz7) of each (image file, label file in ``scheme``); sizes are checked."""
+    """(image, label in hz7) of each (image file, label file in ``scheme``); sizes are checked. The arrays are
+    writable (the image reader's are not: torch.from_numpy warns on every such crop the trainer hands it)."""
     from seghz.data.io import read_pair
 
     src = get_scheme(scheme)
@@ -183,7 +215,8 @@ def load_pairs(pairs: list[tuple[Path, Path]], scheme: str) -> list[tuple[np.nda
     out = []
     for img_p, lbl_p in pairs:
         img, lbl = read_pair(Path(img_p), Path(lbl_p), src)
-        out.append((img, lut[lbl] if lut is not None else lbl))
+        lbl = lut[lbl] if lut is not None else lbl
+        out.append((np.require(img, requirements=["C", "W"]), np.require(lbl, requirements=["C", "W"])))
     return out
 
 
@@ -699,7 +732,8 @@ def render(report: dict, old_text: str | None) -> str:
     lines = [
         "# Experiments: loss recipes on real data, clean and noisy labels",
         "",
-        "Generated by `bench/experiments.py` (re-run it to regenerate this file; the reading section is kept).",
+        ("Generated by `bench/experiments.py` (re-run the **Command** below with `--out` naming this file to regenerate "
+         "it; the reading section is kept)."),
         "",
         f"- **Command**: `{report['command']}`",
         (f"- **Device**: {env['device']} ({env['device_description']}; torch {env['torch']}, {env['threads']} threads, "
@@ -922,7 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-scheme", default=SCHEME_SRC,
                     help=f"class scheme of --eval-data's label files (crosswalked to {SCHEME}; default {SCHEME_SRC})")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="source of the held-out test_stems")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments.md")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help="the Markdown report (default runs/experiments.md; the project's docs/experiments.md is "
+                         "rewritten only when named here)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--resume", action="store_true", help="skip runs already in --json (same protocol)")
     ap.add_argument("--compare", type=Path, nargs="+", default=None,
@@ -956,7 +992,9 @@ def main(argv: list[str] | None = None) -> dict:
         report["summary"] = summarise(report["runs"], report["rows"])
         a.json.write_text(json.dumps(report, indent=1))
         if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(render(report, a.out.read_text() if a.out.is_file() else None))
+            print(f"wrote {a.out}", file=sys.stderr)
         return report
     import torch
 
@@ -1044,7 +1082,8 @@ def main(argv: list[str] | None = None) -> dict:
                 skipped.append(f"{row}/{seed}")
                 continue
             samples = (reviewed_cache[seed] if reviewed(row) else noisy_cache[seed]) if row.startswith("noisy_") else train_clean
-            x = run_one(a, row, seed, samples, eval_samples, [lb for _, lb in train_clean], transitions.get(seed))
+            with warnings_once():  # the trainer's absent-class warning once, not once per run
+                x = run_one(a, row, seed, samples, eval_samples, [lb for _, lb in train_clean], transitions.get(seed))
             runs.append(x)
             print(f"{row:<14} seed {seed}  mIoU {x['miou'] * 100:6.2f}  fwIoU {x['fwiou'] * 100:6.2f}  OA {x['oa'] * 100:6.2f}"
                   f"  train {x['train_s']:.0f}s  eval {x['eval_s']:.0f}s", flush=True)
@@ -1053,8 +1092,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["skipped_after_deadline"] = skipped
         print(f"deadline of {a.deadline_min} min reached; not run: {', '.join(skipped)}", file=sys.stderr)
     write()
+    if a.out:
+        print(f"wrote {a.out}" + (f" and {a.json}" if a.json else ""), file=sys.stderr)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

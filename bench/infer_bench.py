@@ -21,6 +21,19 @@ Ratios printed:
     engine_vs_naive     = engine_<tta> / naive_<tta>   (none and d4)
     engine_vs_ttach     = engine_d4 / ttach_d4
 
+Every measurement runs once per ROUND, all of them interleaved (``raw`` too: as many batched forwards as the engine
+runs batches, right before the engine; every other round in reverse order), so that load drift on a shared machine
+hits the raw model and the engine alike. Each ratio is computed per round from that round's rates; the ratio
+reported is the median over the rounds (``--repeats``, default 3; ``--budget-s`` stops new rounds only after 3),
+with its spread (min–max and interquartile range: JSON ``ratio_spread``). A WARNING is printed (JSON ``warnings``)
+when a ratio's spread is wide (max − min > 50 % of the median), when it rests on one round, or when a ratio against
+the ideal is outside 0.3–5 (engine vs ttach: 0.5–20): the machine was probably loaded and the number should not be
+quoted.
+
+The README's "1.22 / 1.48 (D4) and 2.13×" are the printed ratios ``engine_vs_ideal``, ``engine_d4_vs_ideal`` (H200,
+``--size large --compile on``) and ``engine_vs_ttach_d4`` (engine D4 vs ttach D4; measured with the eager engine,
+printed as ``engine_eager_vs_ttach_d4`` when ``--compile on``).
+
     python bench/infer_bench.py --device cpu --size small --json /tmp/bench.json
 
 ``--size xlarge`` (or ``--stream``) measures the whole-scene path instead: it writes a synthetic
@@ -57,14 +70,87 @@ from seghz.devices import device_description
 from seghz.infer.engine import Predictor, compiler_available
 from seghz.models.registry import IMAGENET_MEAN, IMAGENET_STD, build_model
 
-# name: (scene side px, tile px, default encoder, default repeats)
+# name: (scene side px, tile px, default encoder, default rounds)
 SIZES: dict[str, tuple[int, int, str, int]] = {
-    "tiny": (256, 128, "tu-efficientnet_lite0", 1),
-    "small": (640, 256, "tu-efficientnet_lite0", 2),  # 9 windows: < 1 min on 2 cores, compile included
+    "tiny": (256, 128, "tu-efficientnet_lite0", 3),
+    "small": (640, 256, "tu-efficientnet_lite0", 3),  # 9 windows: about a minute a round on 2 cores
     "medium": (4096, 512, "resnet34", 3),
-    "large": (8192, 1024, "resnet34", 1),
+    "large": (8192, 1024, "resnet34", 3),
     "xlarge": (20000, 1024, "resnet34", 1),  # the 20000² case: streamed from a GeoTIFF by predict-scene (peak RSS)
 }
+MIN_ROUNDS = 3  # --budget-s never stops the rounds before this many (a ratio needs a spread)
+MAX_REL_SPREAD = 0.5  # a ratio whose max − min exceeds this share of its median is flagged
+# plausible ranges of the ratios (outside: the machine was loaded or a measurement failed); "*_vs_ideal" by default
+PLAUSIBLE: dict[str, tuple[float, float]] = {"engine_vs_ttach_d4": (0.5, 20.0), "engine_eager_vs_ttach_d4": (0.5, 20.0)}
+IDEAL_RANGE = (0.3, 5.0)
+# the README's figures, by printed ratio
+CLAIMS = {"engine_vs_ideal": "README 1.22 (H200, --size large --compile on)",
+          "engine_d4_vs_ideal": "README 1.48 (H200, --size large --compile on)",
+          "engine_vs_ttach_d4": "README 2.13x (H200, eager engine: engine_eager_vs_ttach_d4 with --compile on)"}
+
+
+def plausible_range(name: str) -> tuple[float, float] | None:
+    """The range outside which ratio ``name`` is implausible (None: no range known)."""
+    if name in PLAUSIBLE:
+        return PLAUSIBLE[name]
+    return IDEAL_RANGE if "_vs_ideal" in name else None
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min, max and quartiles of one ratio's per-round values."""
+    v = np.asarray(values, np.float64)
+    q1, med, q3 = (float(x) for x in np.percentile(v, [25, 50, 75]))
+    return {"median": med, "min": float(v.min()), "max": float(v.max()), "q1": q1, "q3": q3, "rounds": int(v.size),
+            "values": [float(x) for x in v]}
+
+
+def ratio_warnings(spreads: dict[str, dict], max_rel_spread: float = MAX_REL_SPREAD) -> list[str]:
+    """WARNING lines for ratios that must not be quoted: a wide spread over the rounds, one round only, or a median
+    outside the ratio's plausible range (:func:`plausible_range`)."""
+    out = []
+    single = [k for k, s in spreads.items() if s["rounds"] < 2]
+    if single:
+        out.append(f"{', '.join(single)}: measured in 1 round only, so there is no spread to judge them by; "
+                   f"do not quote them (run --repeats {MIN_ROUNDS} or more)")
+    for name, s in spreads.items():
+        med, lo, hi = s["median"], s["min"], s["max"]
+        if s["rounds"] >= 2 and hi - lo > max_rel_spread * abs(med):
+            out.append(f"{name} varied from {lo:.3f} to {hi:.3f} over {s['rounds']} rounds (median {med:.3f}; spread "
+                       f"> {max_rel_spread * 100:.0f} % of it): the machine was probably loaded; do not quote this number")
+        rng = plausible_range(name)
+        if rng is not None and not rng[0] <= med <= rng[1]:
+            out.append(f"{name} = {med:.3f} is outside the plausible range {rng[0]:g}-{rng[1]:g}: the machine was "
+                       "probably loaded (or one measurement stalled); do not quote this number")
+    return out
+
+
+def round_ratios(rates: dict[str, list[float]], overlap_factor: float) -> dict[str, list[float]]:
+    """Every ratio, once per round, from ``rates`` (MP/s per measurement key, one value per round)."""
+    def per(num: str, den: str, scale: float = 1.0) -> list[float] | None:
+        if num not in rates or den not in rates:
+            return None
+        return [n / (d / scale) for n, d in zip(rates[num], rates[den])]
+
+    of = overlap_factor
+    pairs = {
+        "engine_vs_ideal": ("engine_none", "raw", of),
+        "engine_d4_vs_ideal": ("engine_d4", "raw", 8 * of),
+        "engine_vs_naive_none": ("engine_none", "naive_none", 1.0),
+        "engine_vs_naive_d4": ("engine_d4", "naive_d4", 1.0),
+        "engine_vs_ttach_d4": ("engine_d4", "ttach_d4", 1.0),
+        "engine_vs_ideal_same_model": ("engine_none", "raw_compiled", of),
+        "engine_full_vs_ideal": ("engine_full_none", "raw", of),
+        "engine_full_d4_vs_ideal": ("engine_full_d4", "raw", 8 * of),
+        "engine_eager_vs_ideal": ("engine_eager_none", "raw", of),
+        "engine_eager_d4_vs_ideal": ("engine_eager_d4", "raw", 8 * of),
+        "engine_eager_vs_ttach_d4": ("engine_eager_d4", "ttach_d4", 1.0),
+    }
+    out = {}
+    for name, (num, den, scale) in pairs.items():
+        v = per(num, den, scale)
+        if v:
+            out[name] = v
+    return out
 
 
 def _windows(height: int, width: int, tile: int, overlap: float):
@@ -285,10 +371,12 @@ def parse_args(argv=None):
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=None,
                    help="engine batch size and raw-rate batch (default 4; --stream: the engine's automatic choice)")
-    p.add_argument("--repeats", type=int, default=None, help="max repeats per scene measurement (median); default per size")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"rounds of interleaved measurements (medians and spreads over them); default {MIN_ROUNDS}")
     p.add_argument(
         "--budget-s", type=float, default=None,
-        help="no further round of scene measurements once this many seconds are spent (default 10 for small, else 20)",
+        help=f"no further round once this many seconds are spent, but never before {MIN_ROUNDS} rounds "
+             "(default 10 for small, else 20)",
     )
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="engine with torch.compile (auto: on for CPU when a C++ compiler exists)")
@@ -331,28 +419,29 @@ def main(argv=None) -> dict:
 
     model = build_model(a.arch, encoder, a.num_classes).to(device).eval()
     model = model.to(memory_format=torch.channels_last)  # as the engine runs it on every device (see _amp)
-    if device == "cuda":  # batch: the engine's choice from free memory
-        if a.batch_size is None:
-            a.batch_size = Predictor(model, a.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
-                                     device=device).resolve_batch_size()
+    if device == "cuda" and a.batch_size is None:  # batch: the engine's choice from free memory
+        a.batch_size = Predictor(model, a.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, batch_size=None,
+                                 device=device).resolve_batch_size()
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
     res: dict = {}
 
-    # ---- (a) raw model rate
-    with torch.no_grad():
-        xb = torch.randn(a.batch_size, 3, tile, tile, device=device)
-        xb = xb.contiguous(memory_format=torch.channels_last)
+    # ---- (a) raw model rate (the scene path measures it again inside every round, next to the engine)
+    xb = torch.randn(a.batch_size, 3, tile, tile, device=device)
+    xb = xb.contiguous(memory_format=torch.channels_last)
 
-        def raw_fwd(x=xb):
-            with _amp(device):
-                return model(x)
+    @torch.no_grad()
+    def raw_fwd(x=xb):
+        with _amp(device):
+            return model(x)
 
-        for _ in range(2):
-            raw_fwd()
-        med, times, _ = _timed(raw_fwd, device, 5, budget)
-    res["raw"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times, "batch": a.batch_size}
+    for _ in range(2):
+        raw_fwd()
     if stream:
+        med, times, _ = _timed(raw_fwd, device, 5, budget)
+        res["raw"] = {"mp_s": a.batch_size * tile * tile / med / 1e6, "median_s": med, "times_s": times,
+                      "batch": a.batch_size}
         return stream_bench(a, model, device, encoder, tile, side, threads, use_compile, res, t_start)
 
     rng = np.random.default_rng(a.seed)
@@ -369,22 +458,38 @@ def main(argv=None) -> dict:
     # warm-up the scene paths on one window-sized crop
     crop = scene[:tile, :tile]
     pred.predict_proba(scene, "none")  # warm-up on the scene itself: compiles, with the scene's batch shape
+    scene_mp = side * side / 1e6
+    # MP of work per call of each job: the scene for the scene paths, the batches' input for the raw forwards
+    n_raw = max(1, math.ceil(len(wins) / a.batch_size))  # as many batched forwards as the engine runs without TTA
+
+    def raw_round():
+        for _ in range(n_raw):
+            raw_fwd()
+
+    work = {"raw": n_raw * a.batch_size * tile * tile / 1e6}
+    batches = {"raw": (n_raw, a.batch_size)}
+    jobs = [("raw", raw_round)]
     if use_compile:
         res["compile"] = {"seconds": pred.compile_seconds, "error": pred.compile_error}
         fn = pred._compiled_fn()
         if fn is not None:
             cbs = pred._compiled_bs or a.batch_size
             xc = torch.randn(cbs, 3, tile, tile, device=device)
-            with torch.no_grad():
-                fn(xc)
-                med, times, _ = _timed(lambda x=xc: fn(x), device, 5, budget)
-            res["raw_compiled"] = {"mp_s": cbs * tile * tile / med / 1e6, "median_s": med, "times_s": times,
-                                   "batch": cbs}
-    del xb
+            n_rc = max(1, math.ceil(len(wins) / cbs))
 
-    # Scene-level measurements run interleaved, one of each per round, so that load from other
-    # processes on a shared machine hits every method alike; medians over rounds.
-    jobs = [("engine_none", lambda: pred.predict_proba(scene, "none"))]
+            @torch.no_grad()
+            def raw_compiled_round(x=xc, n=n_rc):
+                for _ in range(n):
+                    fn(x)
+
+            raw_compiled_round()
+            work["raw_compiled"] = n_rc * cbs * tile * tile / 1e6
+            batches["raw_compiled"] = (n_rc, cbs)
+            jobs.append(("raw_compiled", raw_compiled_round))
+
+    # Every measurement runs interleaved, one of each per round (the raw forwards right before the engine), so that
+    # load from other processes on a shared machine hits every method alike; ratios per round, medians over rounds.
+    jobs.append(("engine_none", lambda: pred.predict_proba(scene, "none")))
     if eager is not None:
         jobs.append(("engine_eager_none", lambda: eager.predict_proba(scene, "none")))
     if "full" not in skip:  # mask + confidence + entropy + view disagreement: what the Map page and predict-scene use
@@ -417,13 +522,14 @@ def main(argv=None) -> dict:
     ref: dict[str, np.ndarray] = {}
     t_rounds = time.perf_counter()
     for rnd in range(max(1, repeats)):
-        for key, fn in jobs:
+        # every other round in reverse order: a drifting load then favours no method
+        for key, fn in (jobs if rnd % 2 == 0 else jobs[::-1]):
             _sync(device)
             t0 = time.perf_counter()
             out = fn()
             _sync(device)
             times[key].append(time.perf_counter() - t0)
-            if rnd == 0 and check:
+            if rnd == 0 and check and not key.startswith("raw"):
                 tta = key.rsplit("_", 1)[1]
                 if key.startswith("engine_full"):
                     if tta in ref:  # the full outputs' mask against the argmax of the engine's probabilities
@@ -438,10 +544,17 @@ def main(argv=None) -> dict:
                     agree[key] = float((out.argmax(0) == ref[tta].argmax(0)).mean())
             del out
         ref.clear()
-        if time.perf_counter() - t_rounds > budget:
+        if rnd + 1 >= MIN_ROUNDS and time.perf_counter() - t_rounds > budget:
             break
-    scene_mp = side * side / 1e6
+    rates_by_round = {key: [work.get(key, scene_mp) / t for t in ts] for key, ts in times.items()}
     for key, ts in times.items():
+        if key in batches:  # the raw rows: seconds per batched forward, as before
+            n, bs = batches[key]
+            per = [t / n for t in ts]
+            med = statistics.median(per)
+            res[key] = {"mp_s": bs * tile * tile / med / 1e6, "median_s": med, "times_s": per, "batch": bs,
+                        "forwards_per_round": n}
+            continue
         med = statistics.median(ts)
         res[key] = {"mp_s": scene_mp / med, "median_s": med, "times_s": ts}
         if key in diffs:
@@ -450,27 +563,15 @@ def main(argv=None) -> dict:
         if key in agree:
             res[key]["argmax_agreement_vs_engine"] = agree[key]
 
-    # ---- ratios
-    raw = res["raw"]["mp_s"]
-    ratios = {"engine_vs_ideal": res["engine_none"]["mp_s"] / (raw / overlap_factor)}
-    if "engine_d4" in res:
-        ratios["engine_d4_vs_ideal"] = res["engine_d4"]["mp_s"] / (raw / (8 * overlap_factor))
-    if "naive_none" in res:
-        ratios["engine_vs_naive_none"] = res["engine_none"]["mp_s"] / res["naive_none"]["mp_s"]
-    if "naive_d4" in res:
-        ratios["engine_vs_naive_d4"] = res["engine_d4"]["mp_s"] / res["naive_d4"]["mp_s"]
-    if "mp_s" in res.get("ttach_d4", {}):
-        ratios["engine_vs_ttach_d4"] = res["engine_d4"]["mp_s"] / res["ttach_d4"]["mp_s"]
-    if "raw_compiled" in res:
-        ratios["engine_vs_ideal_same_model"] = res["engine_none"]["mp_s"] / (res["raw_compiled"]["mp_s"] / overlap_factor)
-    if "engine_full_none" in res:
-        ratios["engine_full_vs_ideal"] = res["engine_full_none"]["mp_s"] / (raw / overlap_factor)
-    if "engine_full_d4" in res:
-        ratios["engine_full_d4_vs_ideal"] = res["engine_full_d4"]["mp_s"] / (raw / (8 * overlap_factor))
-    if "engine_eager_none" in res:
-        ratios["engine_eager_vs_ideal"] = res["engine_eager_none"]["mp_s"] / (raw / overlap_factor)
-    if "engine_eager_d4" in res and "mp_s" in res.get("ttach_d4", {}):
-        ratios["engine_eager_vs_ttach_d4"] = res["engine_eager_d4"]["mp_s"] / res["ttach_d4"]["mp_s"]
+    # ---- ratios: per round (that round's rates), then the median and spread over the rounds
+    by_round = round_ratios(rates_by_round, overlap_factor)
+    ratio_spread = {k: spread(v) for k, v in by_round.items()}
+    ratios = {k: s["median"] for k, s in ratio_spread.items()}
+    warns = ratio_warnings(ratio_spread)
+    usable = len(os.sched_getaffinity(0))
+    if device == "cpu" and load_start[0] > usable:
+        warns.insert(0, f"load average {load_start[0]:.2f} at the start on {usable} usable core(s): other processes "
+                        "compete for the CPU, so the rates and ratios are unreliable")
 
     load = os.getloadavg()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -486,6 +587,7 @@ def main(argv=None) -> dict:
             "batch_size": a.batch_size,
             "compile": use_compile,
             "repeats": repeats,
+            "rounds": len(times["engine_none"]),
             "threads": threads,
             "device": device,
             "windows": len(wins),
@@ -498,11 +600,14 @@ def main(argv=None) -> dict:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
+            "loadavg_1_5_15_at_start": load_start,
             "loadavg_1_5_15_at_end": load,
             "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         },
         "rates": res,
         "ratios": ratios,
+        "ratio_spread": ratio_spread,
+        "warnings": warns,
         "peak_rss_mb": peak_rss_mb,
         "wall_s": time.perf_counter() - t_start,
     }
@@ -543,13 +648,19 @@ def main(argv=None) -> dict:
         if "argmax_agreement_vs_engine" in v:
             extra += f"  (argmax = engine's on {v['argmax_agreement_vs_engine'] * 100:.3f} % of pixels)"
         print(f"{k:<17}{v['mp_s']:>10.3f}{v['median_s']:>11.3f}  {len(v['times_s']):>4}  {notes.get(k, '')}{extra}")
+    print(f"{'ratio (median of rounds)':<27}{'median':>8}{'min-max':>17}{'IQR':>17}  rounds  claim")
     for k, v in ratios.items():
-        print(f"{k:<22}{v:>8.3f}")
+        sp = ratio_spread[k]
+        print(f"{k:<27}{v:>8.3f}{sp['min']:>8.3f}-{sp['max']:<8.3f}{sp['q1']:>8.3f}-{sp['q3']:<8.3f}  {sp['rounds']:>5}  "
+              f"{CLAIMS.get(k, '')}".rstrip())
     print(
         f"peak_rss_mb           {peak_rss_mb:>8.0f}"
         + (f"   peak_cuda_mb {report['peak_cuda_mb']:.0f}" if "peak_cuda_mb" in report else "")
     )
-    print(f"wall_s                {report['wall_s']:>8.1f}   loadavg(1,5,15) at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"wall_s                {report['wall_s']:>8.1f}   loadavg(1,5,15) at start {load_start[0]:.2f} "
+          f"{load_start[1]:.2f} {load_start[2]:.2f}, at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for w in warns:
+        print(f"WARNING: {w}")
 
     if a.json_out:
         Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -557,5 +668,16 @@ def main(argv=None) -> dict:
     return report
 
 
+def _cli() -> int:
+    try:
+        main()
+    except SystemExit as e:  # a refusal: one "error: ..." line on stderr and status 2, like python -m seghz
+        if isinstance(e.code, str):
+            print(f"error: {e.code.removeprefix('error: ')}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli())

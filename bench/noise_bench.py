@@ -28,7 +28,14 @@ Tiles (:mod:`bench.heldout`): the test stems are ordered by a salted SHA-1 of th
 form the TUNING subset (``--mode tune`` grid-searches the mix there), the next ``--tiles`` are REPORTED. The two
 never overlap. **On your own data**: ``--data DIR --stems all --scheme NAME`` measures every tile of a folder the
 checkpoint never saw (``images/`` and ``labels/`` paired by stem, labels in any scheme with a crosswalk to the
-checkpoint's; no tuning tiles are reserved then).
+checkpoint's; no tuning tiles are reserved then), less any tile that is one of the shipped weights' 40 tuning tiles
+(by name, or by content when ``../shared/data/gid15`` is present): :data:`DEFAULT_WEIGHTS` were tuned on them.
+
+Every pair is checked (image header, label read, sizes) before any tile is predicted. The output names the
+checkpoint, seed, noise fractions, scheme, stems and TTA (JSON keys of the same names), and the checkpoint's own
+mIoU on the folder's CLEAN labels (``model_on_clean_labels``, from the same probabilities): below 50 % the model
+fails on these tiles and the noise-finding numbers measure nothing useful. The claim of the README is the
+``suspicion`` row's P@k against cleanlab's pixel-score ranking on the same probabilities.
 
     python bench/noise_bench.py --tiles 85 --tta d4 --json /tmp/noise.json
     python bench/noise_bench.py --mode tune --tune-tiles 40 --tta d4
@@ -53,9 +60,10 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.heldout import add_data_arguments, held_out, trained_images
+from bench.heldout import add_data_arguments, held_out, near_copies, salted, trained_images
 from seghz.classes import IGNORE, get_scheme
-from seghz.data.io import read_image, read_label
+from seghz.data.io import check_image, read_image, read_label
+from seghz.errors import BadInputError, CheckpointError
 from seghz.evaluate import label_for_checkpoint
 from seghz.review.suspicion import (
     DEFAULT_WEIGHTS,
@@ -68,6 +76,38 @@ from seghz.review.suspicion import (
 
 DEFAULT_CKPT = ROOT / "checkpoints" / "gid15_hz7_unet_lite0.safetensors"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gid15"
+TUNE_TILES = 40  # the first 40 test tiles in salted order: DEFAULT_WEIGHTS were tuned on them (--mode tune)
+LOW_MIOU_PCT = 50.0  # below this clean mIoU the checkpoint fails on the tiles and the noise numbers mean nothing
+CLAIM = {"ours": "suspicion", "cleanlab": "pixel_scores", "ours_p_at_k": 0.921, "cleanlab_p_at_k": 0.913,
+         "where": "README / docs/benchmarks.md: 84 held-out GID tiles, TTA d4, seeds 0, 1, 2 (mean)"}
+
+
+# ----------------------------------------------------------------------------- command-line errors
+
+def fail(message: str) -> int:
+    """Print ``error: message`` on a line of its own on stderr; the exit status of a refusal (2, as the CLI's)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_cli(main_fn) -> int:
+    """Run a bench's ``main``: a SystemExit with a message, or a bad input / checkpoint error, becomes one
+    ``error: ...`` line on stderr and exit status 2, like ``python -m seghz``; anything else returns main's status."""
+    try:
+        rc = main_fn()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            return fail(e.code.removeprefix("error: "))
+        raise
+    except (BadInputError, CheckpointError) as e:
+        return fail(str(e))
+    return rc if isinstance(rc, int) else 0
+
+
+def tuning_stems(test_stems, n: int = TUNE_TILES) -> list[str]:
+    """The checkpoint's tuning tiles: the first ``n`` of its ``test_stems`` in salted order (none of the first 40 is
+    a copy of a training tile, so this equals ``held_out(data, test_stems, "test")[:n]`` on ../shared/data/gid15)."""
+    return sorted(test_stems, key=salted)[:n]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -151,30 +191,81 @@ def inject_noise(labels: list[np.ndarray], rng: np.random.Generator, classes: li
 
 # ----------------------------------------------------------------------------- data
 
-def load_tiles(args, chosen: list[tuple[str, Path, Path]], pred, src_scheme, ck_scheme: str, classes: list[int] | None):
-    """Predict each ``(stem, image, label)`` tile once (cached in ``--cache``), crosswalk its label and inject noise."""
+def check_pairs(chosen: list[tuple[str, Path, Path]], src_scheme, ck_scheme: str) -> list[np.ndarray]:
+    """Check every ``(stem, image, label)`` pair before anything is predicted: the image's header
+    (:func:`seghz.data.io.check_image`), the label read in ``src_scheme`` and crosswalked to ``ck_scheme``, and their
+    sizes. Returns the crosswalked labels; raises BadInputError naming the first bad file."""
+    labels = []
+    for _, image, label in chosen:
+        info = check_image(image)
+        true = label_for_checkpoint(read_label(label, src_scheme), src_scheme.name, ck_scheme)
+        if true.shape != (info.height, info.width):
+            raise BadInputError(label, f"label size {true.shape[1]}x{true.shape[0]} differs from image {image.name} "
+                                       f"size {info.width}x{info.height}")
+        labels.append(true)
+    return labels
+
+
+def load_tiles(args, chosen: list[tuple[str, Path, Path]], pred, src_scheme, ck_scheme: str, classes: list[int] | None,
+               labels: list[np.ndarray] | None = None):
+    """Predict each ``(stem, image, label)`` tile once (cached in ``--cache``), crosswalk its label and inject noise.
+    ``labels``: the crosswalked labels from :func:`check_pairs` (checked and read here when not given)."""
+    if labels is None:
+        labels = check_pairs(chosen, src_scheme, ck_scheme)
     tiles = []
     cache_dir = Path(args.cache) / _cache_tag(args.data) if args.cache else None
-    for i, (stem, image, label) in enumerate(chosen):
-        img = read_image(image)
-        true = label_for_checkpoint(read_label(label, src_scheme), src_scheme.name, ck_scheme)
-        if true.shape != img.shape[:2]:
-            raise SystemExit(f"{label}: label size {true.shape[1]}x{true.shape[0]} differs from its image "
-                             f"{image.name} ({img.shape[1]}x{img.shape[0]})")
-        cache = cache_dir / f"{stem}_{args.tta}.npz" if cache_dir is not None else None
-        if cache is not None and cache.is_file():
-            z = np.load(cache)
-            proba, dis = z["proba"], z["disagreement"]
-        else:
-            res = pred.predict_full(img, args.tta, return_proba=True)
-            proba, dis = res.proba.astype(np.float32), res.disagreement.astype(np.float32)
-            if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cache, proba=proba, disagreement=dis)
-        tiles.append({"stem": stem, "true": true, "proba": proba, "dis": dis})
-        print(f"\r  predicted {i + 1}/{len(chosen)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    try:
+        for i, ((stem, image, _), true) in enumerate(zip(chosen, labels)):
+            img = read_image(image)
+            if true.shape != img.shape[:2]:  # check_pairs compared the header's size; the pixels must agree
+                raise BadInputError(image, f"image size {img.shape[1]}x{img.shape[0]} differs from its label's "
+                                           f"{true.shape[1]}x{true.shape[0]}")
+            cache = cache_dir / f"{stem}_{args.tta}.npz" if cache_dir is not None else None
+            if cache is not None and cache.is_file():
+                z = np.load(cache)
+                proba, dis = z["proba"], z["disagreement"]
+            else:
+                res = pred.predict_full(img, args.tta, return_proba=True)
+                proba, dis = res.proba.astype(np.float32), res.disagreement.astype(np.float32)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cache, proba=proba, disagreement=dis)
+            tiles.append({"stem": stem, "true": true, "proba": proba, "dis": dis})
+            print(f"\r  predicted {i + 1}/{len(chosen)}", end="", file=sys.stderr, flush=True)
+    finally:
+        print(file=sys.stderr)  # end the progress line: an error message starts on a line of its own
     return tiles, add_noise(tiles, args.seed, args.flip_fraction, args.shift_fraction, classes)
+
+
+def clean_scores(tiles: list[dict], names) -> dict:
+    """The checkpoint's own scores on the tiles' CLEAN labels (argmax of the probabilities every method ranks), in %."""
+    from seghz.metrics import confusion_matrix, scores
+
+    nc = tiles[0]["proba"].shape[0]
+    cm = np.zeros((nc, nc), np.int64)
+    for t in tiles:
+        cm += confusion_matrix(t["proba"].argmax(0), t["true"], nc)
+    sc = scores(cm, list(names))
+    pct = lambda v: None if v is None else round(100 * v, 2)
+    return {"miou_pct": pct(sc["miou"]), "oa_pct": pct(sc["oa"]),
+            "per_class_iou_pct": {k: pct(v["iou"]) for k, v in sc["per_class"].items() if v["iou"] is not None},
+            "pixels": int(cm.sum())}
+
+
+def low_accuracy_warning(clean: dict, threshold: float = LOW_MIOU_PCT) -> str | None:
+    """The warning for a checkpoint that fails on the tiles (clean mIoU below ``threshold`` %), else None."""
+    m = clean.get("miou_pct")
+    if m is None or m >= threshold:
+        return None
+    return (f"the checkpoint's mIoU on these tiles' clean labels is {m:.2f} % (< {threshold:.0f} %): the model fails on "
+            "these tiles; noise-finding numbers measure nothing useful here")
+
+
+def queue_text(q: dict) -> str:
+    """One readable line for :func:`queue_metrics`."""
+    return (f"queue: {q['items']} items; the top {q['prefix_items']} cover {q['prefix_pixels']} suspicious px (as many as "
+            f"the noisy px), {q['prefix_noisy_fraction'] * 100:.1f} % of them noisy; the whole queue covers "
+            f"{q['noisy_pixels_covered_by_queue'] * 100:.1f} % of the noisy px")
 
 
 def _cache_tag(data) -> str:
@@ -298,8 +389,9 @@ def main(argv=None) -> int:
     add_data_arguments(ap, DEFAULT_DATA)
     ap.add_argument("--tiles", type=int, default=None, help="reported tiles (after the tuning ones; default: all the rest)")
     ap.add_argument("--tune-tiles", type=int, default=None,
-                    help="tiles reserved for tuning, never reported (default 40 with --stems test, 0 with --stems all: "
-                         "the weights were tuned on our tiles already)")
+                    help=f"tiles reserved for tuning, never reported (default {TUNE_TILES} with --stems test, 0 with "
+                         "--stems all: the weights were tuned on our tiles already, and any of those in the folder "
+                         "is left out)")
     ap.add_argument("--mode", choices=["report", "tune"], default="report")
     ap.add_argument("--tta", choices=["none", "flip", "d4"], default="d4")
     ap.add_argument("--tau", type=float, default=float(np.log(10.0)), help="noise-mask threshold in nats")
@@ -313,9 +405,8 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not (data / "images").is_dir():
-        print(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh clone); "
-              "nothing to measure", file=sys.stderr)
-        return 2
+        return fail(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh "
+                    "clone); nothing to measure")
     import torch
 
     from seghz.classes import crosswalk_path
@@ -323,8 +414,9 @@ def main(argv=None) -> int:
     from seghz.models.checkpoint import read_metadata
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
-    meta = read_metadata(args.checkpoint)
+    left_out: dict[str, str] = {}
     try:
+        meta = read_metadata(args.checkpoint)  # a missing or bad checkpoint: one line, no traceback
         src_scheme = get_scheme(args.scheme)
         if args.scheme != meta["scheme"]["name"] and crosswalk_path(args.scheme, meta["scheme"]["name"]) is None:
             raise ValueError(f"no crosswalk from scheme '{args.scheme}' to the checkpoint's '{meta['scheme']['name']}'")
@@ -332,28 +424,61 @@ def main(argv=None) -> int:
         # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
         trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
         tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
-    except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-    n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)
+        if args.stems == "all" and test_stems:
+            # the suspicion weights were tuned on our first 40 test tiles: leave them out (by name, or by content
+            # when our copy of them is here)
+            tuned = tuning_stems(test_stems)
+            left_out = {s: s for s, _, _ in tiles_all if s in set(tuned)}
+            ours = [DEFAULT_DATA / "images" / f"{s}.png" for s in tuned]
+            ours = [q for q in ours if q.is_file()]
+            if ours:
+                by_img = {img: s for s, img, _ in tiles_all if s not in left_out}
+                for src, cp in near_copies(ours, list(by_img)):
+                    left_out[by_img[cp]] = src.stem
+            tiles_all = [t for t in tiles_all if t[0] not in left_out]
+    except (ValueError, KeyError) as e:  # a bad folder, scheme or checkpoint (get_scheme raises KeyError)
+        return fail(e.args[0] if isinstance(e, KeyError) else str(e))
+    if left_out:
+        print(f"left out {len(left_out)} tile(s) that are the checkpoint's tuning tiles (the first {TUNE_TILES} of its "
+              "test tiles in salted order; the suspicion weights were tuned on them): "
+              + ", ".join(k if k == v else f"{k} (= {v})" for k, v in sorted(left_out.items())), file=sys.stderr)
+    n_tune = args.tune_tiles if args.tune_tiles is not None else (TUNE_TILES if args.stems == "test" else 0)
     tune_set = tiles_all[:n_tune]
     rest = tiles_all[n_tune:]
     report_set = rest[: args.tiles] if args.tiles is not None else rest
     chosen = tune_set if args.mode == "tune" else report_set
     tune_stems = [t[0] for t in tune_set]
     if not chosen:
-        print(f"no tiles left: {len(tiles_all)} tiles ({args.stems}), {n_tune} reserved for tuning", file=sys.stderr)
-        return 2
-    pred, meta = Predictor.from_checkpoint(args.checkpoint, args.device)
+        return fail(f"no tiles left: {len(tiles_all) + len(left_out)} tiles ({args.stems}), {len(left_out)} left out "
+                    f"as tuning tiles, {n_tune} reserved for tuning")
+    try:
+        labels = check_pairs(chosen, src_scheme, meta["scheme"]["name"])  # every file checked before predicting
+        pred, meta = Predictor.from_checkpoint(args.checkpoint, args.device)
+    except (ValueError, OSError) as e:  # a bad file or checkpoint: its name and problem, no traceback
+        return fail(str(e))
     ck_scheme = meta["scheme"]["name"]
     names = meta["scheme"]["names"]
     t0 = time.perf_counter()
     try:
-        tiles, classes = load_tiles(args, chosen, pred, src_scheme, ck_scheme, None)
+        tiles, classes = load_tiles(args, chosen, pred, src_scheme, ck_scheme, None, labels)
     except (ValueError, OSError) as e:  # a bad file: its name and problem, no traceback
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e))
     t_pred = time.perf_counter() - t0
+    if not any(t["noise"].any() for t in tiles):
+        return fail(f"the injected noise changed no labelled pixel of these {len(tiles)} tile(s) (too few label "
+                    "components to flip or shift at these fractions); measure on more tiles")
+    clean = clean_scores(tiles, names)
+    warns = [w for w in [low_accuracy_warning(clean)] if w]
+    setup = {"checkpoint": str(args.checkpoint), "data": str(data), "scheme": args.scheme, "stems": args.stems,
+             "tta": args.tta, "seed": args.seed, "flip_fraction": args.flip_fraction,
+             "shift_fraction": args.shift_fraction, "tau": args.tau, "device": args.device}
+    print(f"checkpoint {args.checkpoint}; data {data} (labels read as {args.scheme} -> {ck_scheme}, stems {args.stems}); "
+          f"TTA {args.tta}; noise seed {args.seed}: {args.flip_fraction * 100:g} % of components flipped, "
+          f"{args.shift_fraction * 100:g} % of the rest shifted")
+    print(f"the checkpoint on the CLEAN labels of these {len(tiles)} tiles: mIoU {clean['miou_pct']:.2f} %, "
+          f"OA {clean['oa_pct']:.2f} %")
+    for w in warns:
+        print(f"WARNING: {w}")
 
     if args.mode == "tune":
         # stage 1: the signal weights without smoothing; stage 2: smoothing for the 3 best weightings
@@ -374,7 +499,8 @@ def main(argv=None) -> int:
         for k, m in rows[:25]:
             print(f"{k:<28} p@k {m['precision_at_k']:.4f}  AUROC {m['auroc']:.4f}")
         print(f"{'loss':<28} p@k {res['methods']['loss']['precision_at_k']:.4f}  AUROC {res['methods']['loss']['auroc']:.4f}")
-        out = {"mode": "tune", "tiles": [t["stem"] for t in tiles], **res}
+        out = {"mode": "tune", **setup, "tiles": [t["stem"] for t in tiles], "model_on_clean_labels": clean,
+               "warnings": warns, **res}
     else:
         w = DEFAULT_WEIGHTS
         ws = {
@@ -388,16 +514,20 @@ def main(argv=None) -> int:
         res = evaluate(tiles, ws, args.tau)
         res["queue"] = queue_metrics(tiles, w, names)
         t_eval = time.perf_counter() - t1
-        out = {"mode": "report", "data": str(data), "scheme": args.scheme, "stems": args.stems,
-               "tiles": [t["stem"] for t in tiles], "tuning_tiles": tune_stems, **res,
-               "weights": w.__dict__, "tau": args.tau, "tta": args.tta, "classes_for_flips": [names[c] for c in classes],
+        cl = res["cleanlab"]
+        ours = res["methods"][CLAIM["ours"]]["precision_at_k"]
+        theirs = cl[CLAIM["cleanlab"]]["precision_at_k"] if "skipped" not in cl else None
+        claim = {**CLAIM, "here_ours_p_at_k": ours, "here_cleanlab_p_at_k": theirs}
+        out = {"mode": "report", **setup, "tiles": [t["stem"] for t in tiles], "tuning_tiles": tune_stems,
+               "tuning_tiles_left_out": sorted(left_out), "model_on_clean_labels": clean, "warnings": warns,
+               "claim": claim, **res, "weights": w.__dict__, "classes_for_flips": [names[c] for c in classes],
                "seconds": {"predict": round(t_pred, 1), "evaluate": round(t_eval, 1)}}
-        print(f"REPORTED tiles: {len(tiles)} (tuning tiles excluded: {len(tune_stems)}), TTA {args.tta}")
+        print(f"REPORTED tiles: {len(tiles)} (tuning tiles excluded: {len(tune_stems) + len(left_out)})")
         print(f"noisy pixels {res['noisy_pixels']}/{res['pixels']} (random precision@k = {res['noise_rate']:.3f})")
         print(f"{'method':<26} {'P@k':>7} {'R@k':>7} {'AUROC':>7}")
         for k, m in res["methods"].items():
-            print(f"{k:<26} {m['precision_at_k']:7.4f} {m['recall_at_k']:7.4f} {m['auroc']:7.4f}")
-        cl = res["cleanlab"]
+            mark = "  <- the claim's row (ours)" if k == CLAIM["ours"] else ""
+            print(f"{k:<26} {m['precision_at_k']:7.4f} {m['recall_at_k']:7.4f} {m['auroc']:7.4f}{mark}")
         if "skipped" in cl:
             print(f"cleanlab: {cl['skipped']}")
         else:
@@ -408,8 +538,13 @@ def main(argv=None) -> int:
                 print(f"  {name} at cleanlab's count ({f['flagged']} px): precision {m['precision_at_k_at_extra_k']:.4f}  "
                       f"recall {m['recall_at_k_at_extra_k']:.4f}")
             p = cl["pixel_scores"]
-            print(f"cleanlab pixel_scores ranking: P@k {p['precision_at_k']:.4f}  AUROC {p['auroc']:.4f}")
-        print(f"queue: {res['queue']}")
+            print(f"cleanlab pixel_scores ranking: P@k {p['precision_at_k']:.4f}  AUROC {p['auroc']:.4f}  <- the claim's row (cleanlab)")
+        print(f"the claim ({CLAIM['where']}): suspicion P@k {CLAIM['ours_p_at_k']} vs cleanlab pixel_scores ranking "
+              f"P@k {CLAIM['cleanlab_p_at_k']} on the same probabilities; here {ours:.4f} vs "
+              + (f"{theirs:.4f}" if theirs is not None else "n/a (cleanlab not installed)"))
+        print(queue_text(res["queue"]))
+        for w_ in warns:  # repeated under the numbers it is about
+            print(f"WARNING: {w_}")
     out.update(date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), machine=platform.processor() or platform.machine(),
                cpus=os.cpu_count(), command="python bench/noise_bench.py " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.json:
@@ -419,4 +554,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

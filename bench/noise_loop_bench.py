@@ -23,7 +23,11 @@ frozen). Steps, on held-out GID-15 test tiles of the shipped model (same salted 
 
 Reported per arm: mIoU, gain over the noisy model, gain per 100 items, noisy pixels fixed (per item and as a fraction
 of all the injected noise), pixels reviewed per item. Reference rows: the shipped model (never saw the noise) and
-the "oracle" refit on the clean training labels (every noisy pixel fixed).
+the "oracle" refit on the clean training labels (every noisy pixel fixed). The printed mIoU and gains are in
+percentage points (mIoU 82.0 = 0.820); the JSON keeps fractions of 1 (its ``units`` says so).
+
+Tiles needed: ``--tiles`` + ``--eval-tiles`` after the tuning tiles (40 with ``--stems test``, 0 with ``--stems
+all``): the defaults need 60 tiles in a folder of your own.
 
     python bench/noise_loop_bench.py --json /tmp/loop.json
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import sys
@@ -47,9 +52,9 @@ import cv2
 import numpy as np
 
 from bench.heldout import add_data_arguments, held_out, trained_images
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, method_metrics, run_cleanlab
+from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, fail, method_metrics, run_cleanlab, run_cli
 from seghz.classes import IGNORE, get_scheme
-from seghz.data.io import read_image, read_label
+from seghz.data.io import read_pair
 from seghz.evaluate import label_for_checkpoint
 from seghz.metrics import confusion_matrix, scores
 from seghz.review.crossfit import fold_assignment, held_out_head
@@ -58,6 +63,39 @@ from seghz.review.suspicion import DEFAULT_WEIGHTS, ClassThresholds, combine, gr
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+UNITS = {"miou": "fraction of 1 (printed x100 as percent)", "oa": "fraction of 1",
+         "gain": "fraction of 1 of mIoU (printed x100 as percentage points)",
+         "gain_per_100_items": "fraction of 1 of mIoU per 100 items reviewed (printed x100 as points)",
+         "gain_std": "fraction of 1 (sd over the random draws, ddof 0; null with one draw and for the queue arms)",
+         "precision_at_k": "fraction of 1", "noise_fraction_fixed": "fraction of 1"}
+LEGEND = ("mIoU and gain in percentage points; gain = mIoU - the noisy refit's mIoU; gain/100 = gain per 100 items "
+          "reviewed; ±sd = sd of the gain over the random draws (n/a: one draw, or a queue arm, which has no draws); "
+          "cleanlab n/a = cleanlab not installed (pip install 'cleanlab>=2.8')")
+
+
+def pts(v: float | None, signed: bool = False) -> str:
+    """A fraction of 1 as percentage points (``0.0675`` -> ``+6.75``); ``n/a`` for None/NaN."""
+    if v is None or math.isnan(v):
+        return "n/a"
+    return f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
+
+
+def summary_table(summary: list[dict]) -> list[str]:
+    """The printed arm table (mIoU and gains in percentage points); no lines at all without arms."""
+    if not summary:
+        return []
+    head = (f"{'arm':<19}{'N':>5}{'items':>6}{'px/item':>9}{'noisy fixed/item':>17}{'noise fixed':>12}{'rev. prec':>10}"
+            f"{'mIoU':>8}{'gain':>8}{'±sd':>7}{'gain/100':>10}")
+    lines = [head]
+    for s in summary:
+        sd = s.get("gain_std")
+        lines.append(f"{s['arm']:<19}{s['n']:>5}{s['items']:>6.0f}{s['pixels_reviewed_per_item']:>9.0f}"
+                     f"{s['noisy_fixed_per_item']:>17.0f}{s['noise_fraction_fixed']:>12.3f}{s['precision_of_review']:>10.3f}"
+                     f"{pts(s['miou']):>8}{pts(s['gain'], True):>8}{pts(sd):>7}{pts(s['gain_per_100_items'], True):>10}")
+    lines.append(LEGEND)
+    return lines
 
 
 # ----------------------------------------------------------------------------- items
@@ -168,9 +206,8 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not (data / "images").is_dir():
-        _log(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh clone); "
-             "nothing to measure")
-        return 2
+        return fail(f"no data at {data} (an images/ and a labels/ folder; ../shared/data is not part of a fresh "
+                    "clone); nothing to measure")
     import torch
 
     from seghz.infer.engine import Predictor
@@ -179,38 +216,35 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
     t_start = time.perf_counter()
-    meta = read_metadata(args.checkpoint)
-    ck_scheme = meta["scheme"]["name"]
-    names = list(meta["scheme"]["names"])
     try:
+        meta = read_metadata(args.checkpoint)  # a missing or bad checkpoint: one line, no traceback
+        ck_scheme = meta["scheme"]["name"]
+        names = list(meta["scheme"]["names"])
         src = get_scheme(args.scheme)
         label_for_checkpoint(np.zeros((1, 1), np.uint8), src.name, ck_scheme)  # raises when no crosswalk exists
         test_stems = meta.get("test_stems") or []
         # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
         trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
         tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
-    except (ValueError, KeyError) as e:  # a bad folder or scheme (get_scheme raises KeyError)
-        _log(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
-        return 2
+    except (ValueError, KeyError) as e:  # a bad folder, scheme or checkpoint (get_scheme raises KeyError)
+        return fail(e.args[0] if isinstance(e, KeyError) else str(e))
     n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)
     rest = tiles_all[n_tune:]
     train_set, eval_set = rest[: args.tiles], rest[args.tiles: args.tiles + args.eval_tiles]
     if len(train_set) < args.tiles or not eval_set:
-        _log(f"not enough held-out tiles: {len(rest)} after the {n_tune} tuning ones, asked {args.tiles} + {args.eval_tiles}")
-        return 2
+        return fail(f"not enough held-out tiles: {len(rest)} after the {n_tune} tuning ones, asked {args.tiles} + "
+                    f"{args.eval_tiles} (--tiles + --eval-tiles; this folder holds {len(tiles_all)})")
     assert not {t[0] for t in train_set} & {t[0] for t in eval_set}
 
     def load(stem, image, label):
-        img = read_image(image)
-        true = label_for_checkpoint(read_label(label, src), src.name, ck_scheme)
-        return {"stem": stem, "image": img, "true": true, "names": names}
+        img, lbl = read_pair(image, label, src)  # sizes checked
+        return {"stem": stem, "image": img, "true": label_for_checkpoint(lbl, src.name, ck_scheme), "names": names}
 
-    try:
+    try:  # every tile read and checked before anything is predicted
         train = [load(*t) for t in train_set]
         evals = [load(*t) for t in eval_set]
     except (ValueError, OSError) as e:  # a bad file: its name and problem, no traceback
-        _log(f"error: {e}")
-        return 2
+        return fail(str(e))
     add_noise(train, args.seed, args.flip_fraction, args.shift_fraction)
     valid_px = int(sum((t["true"] != IGNORE).sum() for t in train))
     noisy_px = int(sum(t["noise"].sum() for t in train))
@@ -224,12 +258,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="noise_loop_") as tmp:
         work = Path(tmp)
         shipped = evaluate_checkpoint(args.checkpoint, evals, args.device)
-        _log(f"shipped model: mIoU {shipped['miou']:.4f}")
+        _log(f"shipped model: mIoU {pts(shipped['miou'])} %")
         # 1. noisy training
         base = refit_and_eval(args.checkpoint, train, [t["noisy"] for t in train], evals, cfg, work, "noisy", args.device)
-        _log(f"noisy refit: mIoU {base['miou']:.4f} ({base['refit_seconds']} s refit)")
+        _log(f"noisy refit: mIoU {pts(base['miou'])} % ({base['refit_seconds']} s refit)")
         oracle = refit_and_eval(args.checkpoint, train, [t["true"] for t in train], evals, cfg, work, "oracle", args.device)
-        _log(f"oracle (clean) refit: mIoU {oracle['miou']:.4f}")
+        _log(f"oracle (clean) refit: mIoU {pts(oracle['miou'])} %")
         # 2. the queues from the noisy model: in-sample, and held-out heads (seghz.review.crossfit)
         scorings = [x.strip() for x in args.scoring.split(",") if x.strip()]
         noisy_pred, _ = Predictor.from_checkpoint(str(work / "noisy.safetensors"), args.device)
@@ -252,7 +286,7 @@ def main(argv=None) -> int:
                 _log(f"held-out heads ({args.folds} folds): {time.perf_counter() - t0:.1f} s")
                 name = "queue_heldout"
             else:
-                raise SystemExit(f"unknown --scoring {scoring!r}: in-sample, held-out")
+                raise SystemExit(f"unknown --scoring {scoring!r}: use in-sample, held-out")
             for i, t in enumerate(train):
                 r = pred_of[i].predict_full(t["image"], args.tta, return_proba=True)
                 t["proba"], t["dis"] = r.proba.astype(np.float32), r.disagreement.astype(np.float32)
@@ -269,9 +303,10 @@ def main(argv=None) -> int:
             items.sort(key=lambda it: (-it.score, it.stem, it.bbox))
             queues[name] = queue_item_masks(train, items, score)
             n_items[name] = len(items)
-            cl = det["cleanlab"].get("pixel_scores", {})
+            cl = det["cleanlab"].get("pixel_scores")
+            cl_pk = f"{cl['precision_at_k']:.4f}" if cl else "n/a (not installed)"
             _log(f"{scoring} scoring: suspicion P@k {det['suspicion']['precision_at_k']:.4f} (loss "
-                 f"{det['loss']['precision_at_k']:.4f}, cleanlab {cl.get('precision_at_k', float('nan')):.4f}), "
+                 f"{det['loss']['precision_at_k']:.4f}, cleanlab {cl_pk}), "
                  f"AUROC {det['suspicion']['auroc']:.4f}; {len(items)} items")
             for t in train:  # free memory
                 t.pop("proba"), t.pop("dis"), t.pop("sig")
@@ -285,7 +320,7 @@ def main(argv=None) -> int:
             row = {"arm": name, "n": n, "draw": draw, **fx, **ev, "gain": ev["miou"] - base["miou"],
                    "gain_per_100_items": 100 * (ev["miou"] - base["miou"]) / max(fx["items"], 1)}
             _log(f"  {name:<18} N={n:<4} draw={draw}  items {fx['items']:<4} fixed {fx['noise_fraction_fixed']:.3f} "
-                 f"mIoU {ev['miou']:.4f} ({row['gain']:+.4f})")
+                 f"mIoU {pts(ev['miou'])} ({pts(row['gain'], True)} points)")
             rows.append(row)
 
         for n in ns:
@@ -310,7 +345,8 @@ def main(argv=None) -> int:
             rs = [r for r in rows if r["arm"] == name and r["n"] == n]
             if rs:
                 s = {"arm": name, "n": n, "draws": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
-                s["gain_std"] = float(np.std([r["gain"] for r in rs]))
+                # sd over the random draws; None with one draw (and for the queue arms, which have no draws)
+                s["gain_std"] = float(np.std([r["gain"] for r in rs])) if len(rs) > 1 else None
                 summary.append(s)
 
     print(f"train {len(train)} tiles ({noisy_px}/{valid_px} = {noisy_px / valid_px:.3f} noisy), eval {len(evals)} tiles (clean)")
@@ -323,18 +359,15 @@ def main(argv=None) -> int:
               f"{det['suspicion']['auroc']:.4f}, loss P@k {det['loss']['precision_at_k']:.4f}; {cl_txt}; "
               f"{n_items[name]} items")
     print(f"{len(comps)} label components")
-    print(f"mIoU on eval tiles: shipped {shipped['miou']:.4f} | noisy refit {base['miou']:.4f} | "
-          f"oracle clean refit {oracle['miou']:.4f}")
-    hdr = f"{'arm':<19}{'N':>5}{'items':>6}{'px/item':>9}{'noisy fixed/item':>17}{'noise fixed':>12}{'rev. prec':>10}{'mIoU':>8}{'gain':>9}{'±sd':>8}{'gain/100':>10}"
-    print(hdr)
-    for s in summary:
-        print(f"{s['arm']:<19}{s['n']:>5}{s['items']:>6.0f}{s['pixels_reviewed_per_item']:>9.0f}{s['noisy_fixed_per_item']:>17.0f}"
-              f"{s['noise_fraction_fixed']:>12.3f}{s['precision_of_review']:>10.3f}{s['miou']:>8.4f}{s['gain']:>+9.4f}"
-              f"{s['gain_std']:>8.4f}{s['gain_per_100_items']:>+10.4f}")
+    print(f"mIoU (%) on eval tiles: shipped {pts(shipped['miou'])} | noisy refit {pts(base['miou'])} | "
+          f"oracle clean refit {pts(oracle['miou'])}")
+    for line in summary_table(summary):
+        print(line)
     print(f"total {seconds} s")
 
     if args.json:
-        out = {"data": str(data), "scheme": args.scheme, "stems": args.stems,
+        out = {"units": UNITS, "checkpoint": str(args.checkpoint), "data": str(data), "scheme": args.scheme,
+               "stems": args.stems,
                "train_tiles": [t[0] for t in train_set], "eval_tiles": [t[0] for t in eval_set],
                "tuning_tiles_skipped": n_tune,
                "pixels": valid_px, "noisy_pixels": noisy_px, "noise_rate": noisy_px / valid_px,
@@ -354,4 +387,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

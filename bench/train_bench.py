@@ -19,7 +19,9 @@ process ran ~20 % slower than the same one alone, whichever it was).
 Ratio printed: ``trainer_vs_bare = trainer img/s / bare img/s`` (the issue's GPU target: >= 0.85).
 
 Data: ``--data synthetic`` (default: ``--num-images`` random-block scenes of ``--image-size``², 7 classes) or
-``--data gid`` (the first ``--num-images`` 224² GID-15 tiles of ../shared/data/gid15, scheme gid15).
+``--data gid`` (the first ``--num-images`` 224² GID-15 tiles of ../shared/data/gid15, scheme gid15). The output
+names the data and the trainer's loss recipe, and warns (JSON ``warnings``) when fewer than 10 steps are timed: the
+ratio is then dominated by start-up and per-run overheads, not the steady state.
 
     python bench/train_bench.py --device cpu --arch Unet --encoder tu-efficientnet_lite0 --crop 128 --batch 4 \
         --steps 5 --json /tmp/train_bench.json
@@ -51,6 +53,36 @@ from seghz.devices import device_description
 from seghz.models.registry import build_model
 
 GID_DIR = ROOT.parent / "shared" / "data" / "gid15"
+MIN_STEADY_STEPS = 10  # fewer timed steps: the ratio is not a steady-state one
+RECIPES = {"plain": "plain CE, no class weights, no Dice (the bare step's loss)",
+           "default": "the trainer's default recipe: ENet class weights + Dice (the bare step: plain CE)"}
+
+
+def fail(message: str) -> int:
+    """``error: message`` on a line of its own on stderr; exit status 2 (as ``python -m seghz``)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def data_text(config: dict) -> str:
+    """What the bench trained on, in words (from the report's ``config``)."""
+    n, (h, w) = config["num_images"], config["image_size"]
+    if config["data"] == "gid":
+        what = f"the first {n} GID-15 tiles of {GID_DIR} ({w}x{h}, scheme {config['scheme']})"
+    else:
+        what = (f"synthetic: {n} random-block scenes of {w}x{h}, {get_scheme(config['scheme']).num_classes} classes "
+                f"(scheme {config['scheme']}; speed does not depend on the data)")
+    return f"data: {what}; trainer loss: {RECIPES.get(config['recipe'], config['recipe'])}"
+
+
+def bench_warnings(config: dict) -> list[str]:
+    """Why the ratio should not be quoted as a steady-state figure."""
+    out = []
+    if config["steps"] < MIN_STEADY_STEPS:
+        out.append(f"only {config['steps']} timed step(s) (--steps; {config['warmup']} warm-up): the ratio is dominated "
+                   f"by start-up and per-run overheads, not a steady-state ratio; use --steps {MIN_STEADY_STEPS} or more "
+                   "(default 20)")
+    return out
 
 
 def synthetic_samples(n: int, size: int, nc: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -214,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "python": platform.python_version()},
         "rates": rates, "ratios": ratios, "wall_s": time.perf_counter() - t_all,
     }
+    report["warnings"] = bench_warnings(report["config"])
     _print(a, report)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +296,7 @@ def _isolated(a, argv: list[str], t_all: float) -> dict:
     report["rates"] = rates
     report["ratios"] = _ratios(rates)
     report["config"].update(isolate=True, repeats=max(1, a.repeats))
+    report["warnings"] = bench_warnings(report["config"])
     try:
         report["env"]["loadavg"] = os.getloadavg()
     except OSError:
@@ -298,7 +332,20 @@ def _print(a, report: dict) -> None:
         print(f"{'bare NCHW':10s}{fmt(rates['bare_contiguous']):>10s}")
     for name, value in ratios.items():
         print(f"{name} {value:.3f}")
+    print(data_text(report["config"]))
+    for w in report.get("warnings", []):
+        print(f"WARNING: {w}")
+
+
+def _cli() -> int:
+    try:
+        main()
+    except SystemExit as e:  # a refusal: one "error: ..." line and status 2, like python -m seghz
+        if isinstance(e.code, str):
+            return fail(e.code.removeprefix("error: "))
+        raise
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli())

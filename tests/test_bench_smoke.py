@@ -55,6 +55,14 @@ def test_infer_bench_tiny_writes_json_with_positive_rates(tmp_path):
 
     assert rates["naive_d4"]["max_abs_diff_vs_engine"] < 1e-4  # the naive loop is the same computation
 
+    # each ratio comes with its spread over the rounds; one round is flagged: nothing to judge it by
+    sp = rep["ratio_spread"]
+    assert set(sp) == set(ratios) and sp["engine_vs_ideal"]["rounds"] == 1 == rep["config"]["rounds"]
+    assert sp["engine_vs_ideal"]["median"] == ratios["engine_vs_ideal"]
+    assert rates["raw"]["forwards_per_round"] >= 1 and len(rates["raw"]["times_s"]) == 1  # raw measured in the round
+    assert any("1 round only" in w for w in rep["warnings"]) and "WARNING: " in proc.stdout
+    assert "README 1.22" in proc.stdout  # the claim's row is named
+
 
 def test_infer_bench_stream_runs_predict_scene_and_reports_child_rss(tmp_path):
     """--stream: synthetic GeoTIFF → python -m seghz predict-scene in a child → wall time, MP/s, child peak RSS."""

@@ -36,6 +36,9 @@ def test_train_bench_tiny_writes_json_with_both_rates(tmp_path):
     assert rep["rates"]["bare"]["amp"] == "fp32"  # CPU trains in fp32
     ratio = rep["ratios"]["trainer_vs_bare"]
     assert abs(ratio - rep["rates"]["trainer"]["img_s"] / rep["rates"]["bare"]["img_s"]) < 1e-9 and ratio > 0
+    # 2 timed steps are not a steady state: said in the output and the JSON; the data and loss are named
+    assert any("only 2 timed step(s)" in w for w in rep["warnings"]) and "WARNING: only 2 timed step(s)" in proc.stdout
+    assert "data: synthetic" in proc.stdout and "plain CE" in proc.stdout
 
 
 def test_train_bench_compares_channels_last_with_contiguous_side_by_side(tmp_path):
