@@ -953,8 +953,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-data", type=Path, default=None,
                     help="evaluate on every tile of this folder instead (images/ and labels/ paired by stem, e.g. "
                          "GID tiles of your own that --data does not hold); training stays on --data's tiles")
-    ap.add_argument("--eval-scheme", default=SCHEME_SRC,
-                    help=f"class scheme of --eval-data's label files (crosswalked to {SCHEME}; default {SCHEME_SRC})")
+    ap.add_argument("--eval-scheme", default=None,
+                    help=f"class scheme of --eval-data's label files (crosswalked to {SCHEME}); required with "
+                         "--eval-data: a wrong scheme whose ids happen to fit scores silently low")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT, help="source of the held-out test_stems")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
                     help="the Markdown report (default runs/experiments.md; the project's docs/experiments.md is "
@@ -1017,6 +1018,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--steps and --epochs >= 1, --crop a multiple of 32 and <= 224 (the GID tile size)")
     t_all = time.perf_counter()
     train_stems, eval_stems = split_stems(a.data, a.checkpoint, a.train_tiles, a.eval_tiles)
+    if a.eval_data and not a.eval_scheme:
+        raise SystemExit("error: --eval-data needs --eval-scheme, the class scheme of its label files (gid15, loveda, "
+                         "dubai, hz20, ...; python -m seghz info lists them)")
     if a.eval_data:
         try:
             index_crosswalk(get_scheme(a.eval_scheme).name, SCHEME)

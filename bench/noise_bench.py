@@ -110,6 +110,26 @@ def tuning_stems(test_stems, n: int = TUNE_TILES) -> list[str]:
     return sorted(test_stems, key=salted)[:n]
 
 
+def leave_out_tuning_tiles(tiles, test_stems) -> tuple[list, dict[str, str]]:
+    """``--stems all``: the suspicion weights were tuned on the checkpoint's first 40 test tiles, so a folder's tiles
+    that are those (by name, or by content when our copy of them is here) are left out, and stderr names them.
+    Returns (the other tiles, ``{left-out stem: the tuning stem it is}``)."""
+    if not test_stems:
+        return list(tiles), {}
+    tuned = tuning_stems(test_stems)
+    left_out = {s: s for s, _, _ in tiles if s in set(tuned)}
+    ours = [q for q in (DEFAULT_DATA / "images" / f"{s}.png" for s in tuned) if q.is_file()]
+    if ours:
+        by_img = {img: s for s, img, _ in tiles if s not in left_out}
+        for src, cp in near_copies(ours, list(by_img)):
+            left_out[by_img[cp]] = src.stem
+    if left_out:
+        print(f"left out {len(left_out)} tile(s) that are the checkpoint's tuning tiles (the first {TUNE_TILES} of its "
+              "test tiles in salted order; the suspicion weights were tuned on them): "
+              + ", ".join(k if k == v else f"{k} (= {v})" for k, v in sorted(left_out.items())), file=sys.stderr)
+    return [t for t in tiles if t[0] not in left_out], left_out
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def _avg_ranks(x: np.ndarray) -> np.ndarray:
@@ -424,24 +444,10 @@ def main(argv=None) -> int:
         # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
         trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
         tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
-        if args.stems == "all" and test_stems:
-            # the suspicion weights were tuned on our first 40 test tiles: leave them out (by name, or by content
-            # when our copy of them is here)
-            tuned = tuning_stems(test_stems)
-            left_out = {s: s for s, _, _ in tiles_all if s in set(tuned)}
-            ours = [DEFAULT_DATA / "images" / f"{s}.png" for s in tuned]
-            ours = [q for q in ours if q.is_file()]
-            if ours:
-                by_img = {img: s for s, img, _ in tiles_all if s not in left_out}
-                for src, cp in near_copies(ours, list(by_img)):
-                    left_out[by_img[cp]] = src.stem
-            tiles_all = [t for t in tiles_all if t[0] not in left_out]
+        if args.stems == "all":
+            tiles_all, left_out = leave_out_tuning_tiles(tiles_all, test_stems)
     except (ValueError, KeyError) as e:  # a bad folder, scheme or checkpoint (get_scheme raises KeyError)
         return fail(e.args[0] if isinstance(e, KeyError) else str(e))
-    if left_out:
-        print(f"left out {len(left_out)} tile(s) that are the checkpoint's tuning tiles (the first {TUNE_TILES} of its "
-              "test tiles in salted order; the suspicion weights were tuned on them): "
-              + ", ".join(k if k == v else f"{k} (= {v})" for k, v in sorted(left_out.items())), file=sys.stderr)
     n_tune = args.tune_tiles if args.tune_tiles is not None else (TUNE_TILES if args.stems == "test" else 0)
     tune_set = tiles_all[:n_tune]
     rest = tiles_all[n_tune:]

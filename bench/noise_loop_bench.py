@@ -52,7 +52,8 @@ import cv2
 import numpy as np
 
 from bench.heldout import add_data_arguments, held_out, trained_images
-from bench.noise_bench import DEFAULT_CKPT, DEFAULT_DATA, add_noise, fail, method_metrics, run_cleanlab, run_cli
+from bench.noise_bench import (DEFAULT_CKPT, DEFAULT_DATA, add_noise, fail, leave_out_tuning_tiles, method_metrics,
+                               run_cleanlab, run_cli)
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_pair
 from seghz.evaluate import label_for_checkpoint
@@ -226,6 +227,8 @@ def main(argv=None) -> int:
         # a folder of "new" tiles must not hold copies of the tiles the checkpoint trained on (ours: DEFAULT_DATA)
         trained = trained_images(DEFAULT_DATA, test_stems) if args.stems == "all" else []
         tiles_all = held_out(data, test_stems, args.stems, trained_on=trained)
+        if args.stems == "all":  # the suspicion weights were tuned on the checkpoint's first 40 test tiles
+            tiles_all, _ = leave_out_tuning_tiles(tiles_all, test_stems)
     except (ValueError, KeyError) as e:  # a bad folder, scheme or checkpoint (get_scheme raises KeyError)
         return fail(e.args[0] if isinstance(e, KeyError) else str(e))
     n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)

@@ -295,3 +295,28 @@ def test_remeasure_page_says_where_to_run_and_which_rows_are_the_claims():
     assert "--compile on" in text  # the 1.22 / 1.48 were measured with the compiled engine
     assert "at least 60 tiles" in text  # noise_loop_bench's documented command: 30 + 30
     assert "accurate on `DIR`" in text and "percentage points" in text
+
+
+def test_leave_out_tuning_tiles_by_name_and_by_content(tmp_path, monkeypatch, capsys):
+    """The helper noise_bench and noise_loop_bench share for --stems all."""
+    import cv2
+
+    import bench.noise_bench as nb
+
+    test = [f"t{i:02d}" for i in range(50)]
+    tuned = nb.tuning_stems(test)
+    ours = tmp_path / "ours"
+    (ours / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pic = cv2.resize(rng.random((6, 6, 3)).astype(np.float32) * 255, (64, 64), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(ours / "images" / f"{tuned[5]}.png"), pic.astype(np.uint8))
+    monkeypatch.setattr(nb, "DEFAULT_DATA", ours)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    cv2.imwrite(str(mine / "renamed.png"), np.ascontiguousarray(np.rot90(pic.astype(np.uint8))))
+    cv2.imwrite(str(mine / "new.png"), (rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    tiles = [(tuned[0], mine / "x.png", None), ("renamed", mine / "renamed.png", None), ("new", mine / "new.png", None)]
+    kept, left = nb.leave_out_tuning_tiles(tiles, test)
+    assert [t[0] for t in kept] == ["new"] and left == {tuned[0]: tuned[0], "renamed": tuned[5]}
+    assert f"renamed (= {tuned[5]})" in capsys.readouterr().err
+    assert nb.leave_out_tuning_tiles(tiles, []) == (tiles, {})

@@ -149,7 +149,11 @@ def test_experiments_evaluates_on_eval_data_and_refuses_copies_of_training_tiles
     out, js = tmp_path / "exp.md", tmp_path / "exp.json"
     cmd = [sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "ce", "--seeds", "0", "--steps", "1",
            "--epochs", "1", "--batch-size", "2", "--crop", "32", "--train-tiles", "3", "--device", "cpu",
-           "--threads", "1", "--out", str(out), "--json", str(js), "--eval-data", str(mine)]
+           "--threads", "1", "--out", str(out), "--json", str(js), "--eval-scheme", "gid15", "--eval-data", str(mine)]
+    # without --eval-scheme: refused (a wrong default scheme whose ids fit scored silently low)
+    proc = subprocess.run(cmd[:-4] + cmd[-2:], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV,
+                          check=False)
+    assert proc.returncode == 2 and "error: --eval-data needs --eval-scheme" in proc.stderr, proc.stderr[-2000:]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170, env=ENV, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(js.read_text())
@@ -184,6 +188,7 @@ def test_benches_name_a_bad_label_file_without_a_traceback(tmp_path):
     assert bad.name in proc.stderr and "77" in proc.stderr
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "experiments.py"), "--rows", "ce", "--seeds", "0",
                            "--steps", "1", "--epochs", "1", "--crop", "32", "--batch-size", "2", "--train-tiles", "2",
-                           "--device", "cpu", "--eval-data", str(mine), "--out", str(tmp_path / "x.md")],
+                           "--device", "cpu", "--eval-scheme", "gid15", "--eval-data", str(mine), "--out",
+                           str(tmp_path / "x.md")],
                           cwd=ROOT, capture_output=True, text=True, timeout=240, env=ENV, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and bad.name in proc.stderr

@@ -313,12 +313,15 @@ def _augment(sample: Sample, size: int, rng: random.Random, sampler=None):
     img, lbl, tr = np.rot90(img, k), np.rot90(lbl, k), np.rot90(tr, k)
     if rng.random() < 0.5:
         img, lbl, tr = img[:, ::-1], lbl[:, ::-1], tr[:, ::-1]
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+    # writable copies where needed: a crop of a read-only (memory-mapped, cached) sample left as is would be
+    # handed to torch read-only ("The given NumPy array is not writable")
+    img, lbl = np.require(img, requirements=["C", "W"]), np.require(lbl, requirements=["C", "W"])
+    x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
     x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
     mean = x.mean()
     x = (x - mean) * rng.uniform(0.8, 1.2) + mean
-    return (x.clamp_(0, 1), torch.from_numpy(np.ascontiguousarray(lbl)).long(),
-            torch.from_numpy(np.ascontiguousarray(tr, dtype=bool)))
+    return (x.clamp_(0, 1), torch.from_numpy(lbl).long(),
+            torch.from_numpy(np.require(tr, dtype=bool, requirements=["C", "W"])))
 
 
 def _stack(parts: list, norm: dict, return_trusted: bool):
