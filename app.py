@@ -17,12 +17,15 @@ from seghz.report import checkpoint_val_metrics, fmt_pct, per_class_iou_table  #
 from ui.common import has_synthetic_scenes, metric_row, page_header, scheme_legend_html  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PAGES = (
-    ("pages/1_Map.py", "Map — browse scenes and predict a region", ":material/map:"),
-    ("pages/2_Evaluate.py", "Evaluate — scores of a checkpoint on a split", ":material/bar_chart:"),
-    ("pages/3_Labels.py", "Labels — review predictions and correct labels", ":material/brush:"),
-    ("pages/4_Train.py", "Train — fine-tune or train a model in the background", ":material/model_training:"),
-    ("pages/5_Align.py", "Align — co-register a label map with imagery", ":material/straighten:"),
+PAGES = (  # the analyst's daily loop, in order
+    ("pages/1_Map.py", "1. Map — draw a region and predict it with test-time augmentation", ":material/map:"),
+    ("pages/2_Evaluate.py", "2. Evaluate — where the model and the labels disagree, class by class",
+     ":material/bar_chart:"),
+    ("pages/3_Labels.py", "3. Labels — work through the noise queue and paint corrections", ":material/brush:"),
+    ("pages/4_Train.py", "4. Train — retrain (or refit the head) on the corrected labels, pass the gate, promote",
+     ":material/model_training:"),
+    ("pages/5_Align.py", "Align — bring in a label map that does not line up with its imagery yet",
+     ":material/straighten:"),
 )
 # icons: Material Symbols, whose font Streamlit serves itself (emoji need a system emoji font, which a bare Linux
 # or an offline machine may lack: they showed as empty boxes in headless Chromium)
@@ -40,6 +43,15 @@ if has_synthetic_scenes(ws):
         "west of Hangzhou only so the map has somewhere to show them. Scores on them say nothing about "
         "real-world accuracy; import real data (below) for that."
     )
+
+st.subheader("Start here")
+st.caption("The daily loop: each page hands over to the next (Open on map, Send to label review, Retrain from the "
+           "corrections). Enter your analyst name in the sidebar first: every label edit records it.")
+for path, label, icon in PAGES:
+    if (HERE / path).is_file():
+        st.page_link(path, label=label, icon=icon)
+    else:
+        st.markdown(f"{icon} {label} — _not installed in this copy (`{path}` is missing)_")
 
 st.subheader("Workspace")
 sc, jobs = summary["scenes"], summary["jobs"]
@@ -97,13 +109,6 @@ else:
                 table, hide_index=True,
                 column_config={"IoU": st.column_config.ProgressColumn("val IoU", format="percent", min_value=0.0, max_value=1.0)},
             )
-
-st.subheader("Pages")
-for path, label, icon in PAGES:
-    if (HERE / path).is_file():
-        st.page_link(path, label=label, icon=icon)
-    else:
-        st.markdown(f"{icon} {label} — _not installed in this copy (`{path}` is missing)_")
 
 st.subheader("Import real data")
 st.markdown(

@@ -134,6 +134,10 @@ def test_home_shows_summary_active_checkpoint_and_synthetic_notice(ws):
     assert "python -m seghz import --images DIR --labels DIR --scheme gid15 --target-scheme hz7" in [c.value for c in at.code]
     assert str(ws.root) in [c.value for c in at.sidebar.code]
     assert len(at.dataframe) >= 1  # per-class IoU table
+    # "start here": the loop's pages in order, above the workspace figures
+    heads = [h.value for h in at.subheader]
+    assert heads.index("Start here") < heads.index("Workspace")
+    assert "The daily loop" in t
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
