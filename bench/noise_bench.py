@@ -111,9 +111,14 @@ def tuning_stems(test_stems, n: int = TUNE_TILES) -> list[str]:
 
 
 def leave_out_tuning_tiles(tiles, test_stems) -> tuple[list, dict[str, str]]:
-    """``--stems all``: the suspicion weights were tuned on the checkpoint's first 40 test tiles, so a folder's tiles
+    """``--stems all``: the suspicion weights were tuned on the shipped checkpoint's first 40 test tiles (``test_stems``
+    is the fallback when that file is absent), so a folder's tiles
     that are those (by name, or by content when our copy of them is here) are left out, and stderr names them.
     Returns (the other tiles, ``{left-out stem: the tuning stem it is}``)."""
+    if DEFAULT_CKPT.is_file():  # the tuning tiles are the *shipped* checkpoint's, whatever --checkpoint says
+        from seghz.models.checkpoint import read_metadata
+
+        test_stems = read_metadata(DEFAULT_CKPT).get("test_stems") or test_stems
     if not test_stems:
         return list(tiles), {}
     tuned = tuning_stems(test_stems)

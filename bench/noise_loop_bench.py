@@ -52,8 +52,8 @@ import cv2
 import numpy as np
 
 from bench.heldout import add_data_arguments, held_out, trained_images
-from bench.noise_bench import (DEFAULT_CKPT, DEFAULT_DATA, add_noise, fail, leave_out_tuning_tiles, method_metrics,
-                               run_cleanlab, run_cli)
+from bench.noise_bench import (DEFAULT_CKPT, DEFAULT_DATA, TUNE_TILES, add_noise, fail, leave_out_tuning_tiles,
+                               method_metrics, run_cleanlab, run_cli)
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_pair
 from seghz.evaluate import label_for_checkpoint
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
             tiles_all, _ = leave_out_tuning_tiles(tiles_all, test_stems)
     except (ValueError, KeyError) as e:  # a bad folder, scheme or checkpoint (get_scheme raises KeyError)
         return fail(e.args[0] if isinstance(e, KeyError) else str(e))
-    n_tune = args.tune_tiles if args.tune_tiles is not None else (40 if args.stems == "test" else 0)
+    n_tune = args.tune_tiles if args.tune_tiles is not None else (TUNE_TILES if args.stems == "test" else 0)
     rest = tiles_all[n_tune:]
     train_set, eval_set = rest[: args.tiles], rest[args.tiles: args.tiles + args.eval_tiles]
     if len(train_set) < args.tiles or not eval_set:

@@ -890,7 +890,7 @@ def show_job_gate(job, new) -> None:
         st.success(f"New checkpoint `{new.id}` is the active model.")
         return
     try:
-        verdict = gate.check(ws, new.id)
+        verdict = gate.check(ws, new.id, split=(job.result or {}).get("val_split") or "val")
     except (SegHZError, ValueError) as e:
         st.caption(f"Regression gate: could not check ({e}).")
         verdict = None

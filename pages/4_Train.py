@@ -341,7 +341,7 @@ def show_result(job) -> None:
     if cur is not None and cur.id == ck.id:
         st.success("This checkpoint is the active one.")
         return
-    show_gate(ck, cur)
+    show_gate(ck, cur, split=(job.result or {}).get("val_split") or "val")
 
 
 def show_refit_result(job, ck) -> None:
@@ -368,11 +368,12 @@ def show_training_scores(cur, ck) -> None:
                                     "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
 
 
-def show_gate(ck, cur) -> None:
-    """The regression-gate verdict of a candidate against the active model, then Promote (or override)."""
+def show_gate(ck, cur, split: str = "val") -> None:
+    """The regression-gate verdict of a candidate against the active model on ``split`` (the one its job gated on),
+    then Promote (or override)."""
     st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
     gate_settings()
-    verdict = gate.check(ws, ck.id)
+    verdict = gate.check(ws, ck.id, split=split)
     same_scheme = cur is not None and cur.scheme == ck.scheme
     if verdict.status == "unknown" and same_scheme:
         label, key = "Score both models on the validation split", f"train_gate_eval_{ck.id}"
@@ -384,7 +385,7 @@ def show_gate(ck, cur) -> None:
     if key and st.button(label, key=key, help="Scene-by-scene scores give each class's drop a paired bootstrap "
                                               "interval: is it beyond the tile noise?"):
         with st.spinner("Evaluating both models on the validation split…"):
-            verdict = gate.check(ws, ck.id, compute=True, intervals=True)
+            verdict = gate.check(ws, ck.id, split=split, compute=True, intervals=True)
     show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
     show(f"Gate verdict: **{verdict.status.upper()}** — {verdict.message}")
     if verdict.rows:

@@ -240,7 +240,7 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     if wide:
         print(f"note: {len(wide)} image(s) are not 8-bit (e.g. {wide[0]}): each is stretched from its 2nd-98th "
               "percentile to 0-255 for the model, as the app does", file=sys.stderr)
-    _warn_training_copies(a.checkpoint, meta, [ip for ip, _ in pairs])
+    _warn_training_copies(a.checkpoint, meta, [ip for ip, _ in pairs], held=stems or set())
     pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
     nc = int(meta["num_classes"])
     cm = np.zeros((nc, nc), np.int64)
@@ -273,17 +273,23 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     return sc, kept, meta
 
 
-def _warn_training_copies(checkpoint, meta: dict, images: list[Path]) -> None:
+def _warn_training_copies(checkpoint, meta: dict, images: list[Path], held: set[str] = frozenset()) -> None:
     """Warn when images about to be scored are copies of images the checkpoint trained on (its recorded training
-    folder, when it is here: :func:`seghz.data.copies.checkpoint_training_images`)."""
+    folder, when it is here: :func:`seghz.data.copies.checkpoint_training_images`), or are those images themselves.
+    ``held``: stems of the checkpoint's own split being scored (``--stems-from-checkpoint``), never counted as
+    trained on (a legacy checkpoint's re-derived validation tiles are in its training folder)."""
     from seghz.data.copies import checkpoint_training_images, near_copies
 
-    trained = checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent])
+    trained = [p for p in checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent])
+               if p.stem not in held]
     if not trained:
         return
     copies = near_copies(trained, images)
     if copies:
-        eg = ", ".join(f"{y.name} = {x.name}" for x, y in copies[:3])
+        def said(x: Path, y: Path) -> str:
+            return f"{y.name} (a training image itself)" if x.resolve() == y.resolve() else f"{y.name} = {x.name}"
+
+        eg = ", ".join(said(x, y) for x, y in copies[:3])
         print(f"WARNING: {len(copies)} of the {len(images)} image(s) are copies of images the checkpoint trained on "
               f"(in {trained[0].parent}): {eg}. Its score on them is not a held-out score", file=sys.stderr)
 

@@ -311,6 +311,7 @@ def test_leave_out_tuning_tiles_by_name_and_by_content(tmp_path, monkeypatch, ca
     pic = cv2.resize(rng.random((6, 6, 3)).astype(np.float32) * 255, (64, 64), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(ours / "images" / f"{tuned[5]}.png"), pic.astype(np.uint8))
     monkeypatch.setattr(nb, "DEFAULT_DATA", ours)
+    monkeypatch.setattr(nb, "DEFAULT_CKPT", tmp_path / "none.safetensors")  # fall back to the given test_stems
     mine = tmp_path / "mine"
     mine.mkdir()
     cv2.imwrite(str(mine / "renamed.png"), np.ascontiguousarray(np.rot90(pic.astype(np.uint8))))

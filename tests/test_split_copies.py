@@ -102,6 +102,18 @@ def test_near_copies_finds_reencoded_rescaled_turned_and_brightened_copies(tmp_p
     (tmp_path / "fc").mkdir()
     shutil.copy(f, tmp_path / "fc" / "same.png")
     assert near_copies([f], [tmp_path / "fc" / "same.png", g]) == [(f, tmp_path / "fc" / "same.png")]
+    # a flat tile is only ever a byte copy: the same grey written as a JPEG (other bytes) is not a copy (open water,
+    # cloud or nodata tiles look alike without being one another)
+    cv2.imwrite(str(tmp_path / "fc" / "same.jpg"), np.full((32, 32, 3), 90, np.uint8))
+    assert near_copies([f], [tmp_path / "fc" / "same.jpg"]) == []
+    # a byte twin is named before a look-alike listed earlier
+    tex = _texture(9)
+    cv2.imwrite(str(tmp_path / "fc" / "look.png"), tex)
+    ok, jpg = cv2.imencode(".jpg", tex, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (tmp_path / "fc" / "twin.jpg").write_bytes(jpg.tobytes())
+    (tmp_path / "fc" / "copy_of_twin.jpg").write_bytes(jpg.tobytes())
+    got = near_copies([tmp_path / "fc" / "look.png", tmp_path / "fc" / "twin.jpg"], [tmp_path / "fc" / "copy_of_twin.jpg"])
+    assert got == [(tmp_path / "fc" / "twin.jpg", tmp_path / "fc" / "copy_of_twin.jpg")]
 
 
 def test_held_out_all_refuses_copies_of_training_images(tmp_path):
@@ -129,3 +141,27 @@ def test_gid_has_one_test_tile_that_is_a_training_tile(capsys):
     test_files = sorted(GID / "images" / f"{s}.png" for s in meta["test_stems"])
     got = near_copies(trained_images(GID, meta["test_stems"]), test_files)
     assert [(x.stem, y.stem) for x, y in got] == [("artificial_grassland_75", "artificial_grassland_71")]
+
+
+def test_evaluating_a_checkpoints_own_validation_split_is_not_called_training(tmp_path, capsys):
+    """`--stems-from-checkpoint val` scores validation tiles in the training folder itself: not copies of training
+    images (the review saw "59 of the 59 image(s) are copies …: x.png = x.png"). A training tile scored in place is
+    named as one."""
+    from seghz.cli import _warn_training_copies
+
+    d = _folder(tmp_path / "d", {"t1": _texture(1), "v1": _texture(2), "tr1": _texture(3)})
+    legacy = {"recipe": {"extra": {"data": {"images": str(d / "images")}}}, "test_stems": ["t1"]}
+    _warn_training_copies(tmp_path / "ck.safetensors", legacy, [d / "images" / "v1.png"], held={"v1"})
+    assert capsys.readouterr().err == ""
+    recorded = {**legacy, "val_stems": ["v1"]}
+    _warn_training_copies(tmp_path / "ck.safetensors", recorded, [d / "images" / "v1.png"])
+    assert capsys.readouterr().err == ""
+    _warn_training_copies(tmp_path / "ck.safetensors", recorded, [d / "images" / "tr1.png", d / "images" / "t1.png"])
+    err = capsys.readouterr().err
+    assert "WARNING: 1 of the 2 image(s) are copies of images the checkpoint trained on" in err
+    assert "tr1.png (a training image itself)" in err
+    # the command line is where the folder is recorded for checkpoints without recipe.extra.data
+    by_cmd = {"command": f"python -m seghz train --images '{d / 'images'}' --labels x", "test_stems": ["t1"],
+              "val_stems": ["v1"]}
+    _warn_training_copies(tmp_path / "ck.safetensors", by_cmd, [d / "images" / "tr1.png"])
+    assert "tr1.png (a training image itself)" in capsys.readouterr().err

@@ -6,6 +6,7 @@ turns; :func:`checkpoint_training_images` finds the images a checkpoint trained 
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -42,31 +43,35 @@ def near_copies(a: Sequence[Path], b: Sequence[Path], raw_tol: float = 1.5,
     """Pairs (x in ``a``, y in ``b``) where ``y`` is a copy of ``x``: byte-identical, or with the same 32×32 grey
     thumbnail under some D4 symmetry. "Same" is a root-mean-square difference below ``raw_tol`` grey levels
     (re-encoding, rescaling: ~0.7), or below ``z_tol`` after each thumbnail is brought to zero mean and unit spread
-    (brightness and contrast changes; only for thumbnails with some texture, grey spread > 8). Distinct photographs
-    differ by far more: on GID-15 no two distinct tiles come within 3.1 grey levels or 0.42 spread units. Only the
-    first match of each ``y`` is listed."""
+    (brightness and contrast changes). Thumbnails must have some texture (grey spread > 8) on both sides: two
+    near-uniform tiles (open water, cloud, nodata) of one brightness are alike without being copies, so they match
+    only byte for byte. Distinct photographs differ by far more: on GID-15 no two distinct tiles come within 3.1 grey
+    levels or 0.42 spread units. Only the first match of each ``y`` is listed (a byte twin before a look-alike)."""
     a, b = [Path(p) for p in a], [Path(p) for p in b]
     if not a or not b:
         return []
-    found = {id(y): (x, y) for x, y in byte_copies(a, b)}
-    todo = [y for y in b if id(y) not in found]
-    if not todo:
-        return [found[id(y)] for y in b if id(y) in found]
-    ta = np.stack([_thumbnail(p) for p in a]).astype(np.float64)
-    sa = ta.std(axis=1)
-    za = (ta - ta.mean(axis=1, keepdims=True)) / np.maximum(sa, 1e-6)[:, None]
-    views = np.stack([_d4_thumbnails(_thumbnail(y)) for y in todo]).astype(np.float64)  # n × 8 × T²
-    flat = views.reshape(-1, views.shape[-1])
-    raw = _rms_distance(ta, flat).reshape(len(a), len(todo), 8).min(axis=2)  # |a| × n
-    sv = flat.std(axis=1)
-    zv = (flat - flat.mean(axis=1, keepdims=True)) / np.maximum(sv, 1e-6)[:, None]
-    z = _rms_distance(za, zv).reshape(len(a), len(todo), 8).min(axis=2)
-    textured = (sa[:, None] > 8) & (sv.reshape(len(todo), 8)[:, 0] > 8)[None]
-    hit = (raw < raw_tol) | ((z < z_tol) & textured)
-    for k, y in enumerate(todo):
-        if hit[:, k].any():
-            found[id(y)] = (a[int(np.argmax(hit[:, k]))], y)
-    return [found[id(y)] for y in b if id(y) in found]
+    found: dict[int, tuple[Path, Path]] = {}
+    twins = {os.fspath(y): x for x, y in byte_copies(a, b)}
+    for k, y in enumerate(b):
+        if os.fspath(y) in twins:
+            found[k] = (twins[os.fspath(y)], y)
+    todo = [k for k in range(len(b)) if k not in found]
+    if todo:
+        ta = np.stack([_thumbnail(p) for p in a]).astype(np.float64)
+        sa = ta.std(axis=1)
+        za = (ta - ta.mean(axis=1, keepdims=True)) / np.maximum(sa, 1e-6)[:, None]
+        views = np.stack([_d4_thumbnails(_thumbnail(b[k])) for k in todo]).astype(np.float64)  # n × 8 × T²
+        flat = views.reshape(-1, views.shape[-1])
+        raw = _rms_distance(ta, flat).reshape(len(a), len(todo), 8).min(axis=2)  # |a| × n
+        sv = flat.std(axis=1)
+        zv = (flat - flat.mean(axis=1, keepdims=True)) / np.maximum(sv, 1e-6)[:, None]
+        z = _rms_distance(za, zv).reshape(len(a), len(todo), 8).min(axis=2)
+        textured = (sa[:, None] > 8) & (sv.reshape(len(todo), 8)[:, 0] > 8)[None]
+        hit = ((raw < raw_tol) | (z < z_tol)) & textured
+        for col, k in enumerate(todo):
+            if hit[:, col].any():
+                found[k] = (a[int(np.argmax(hit[:, col]))], b[k])
+    return [found[k] for k in sorted(found)]
 
 
 def images_outside(folder: str | Path, test_stems: Iterable[str]) -> list[Path]:
@@ -121,8 +126,10 @@ def recorded_training_folder(meta: dict, search: Sequence[Path] = ()) -> Path | 
 
 def checkpoint_training_images(meta: dict, search: Sequence[Path] = ()) -> list[Path]:
     """Images a checkpoint trained on: those of its recorded training folder (:func:`recorded_training_folder`)
-    outside its ``test_stems`` (validation tiles included). Empty when unknown."""
+    outside its ``test_stems`` and its recorded ``val_stems`` (a checkpoint from before validation stems were
+    recorded counts its validation tiles as trained on). Empty when unknown."""
     folder = recorded_training_folder(meta, search)
     if folder is None:
         return []
-    return images_outside(folder, meta.get("test_stems") or [])
+    val = set(meta.get("val_stems") or [])
+    return [p for p in images_outside(folder, meta.get("test_stems") or []) if p.stem not in val]

@@ -280,7 +280,8 @@ REFIT_SHARE = 0.8  # of a refit job's progress bar; the rest is the regression g
 def _score_on_split(ws: Workspace, checkpoint_ids: list[str], split: str, progress: ProgressReporter) -> dict[str, float]:
     """mIoU of each checkpoint on ``split`` (no TTA), from the evaluation cache or scored now (and cached, with the
     per-class scores in the registry, as the gate records them); {} when the split has no labelled scene. A failure
-    is logged, never fatal: the checkpoint is registered already."""
+    is logged, never fatal: the checkpoint is registered already, so a cancel pressed now is not honoured either (a
+    cancelled job with a registered, maybe promoted, checkpoint would have no Promote or result on any page)."""
     from seghz import gate
 
     if not any(s.label_path for s in ws.list_scenes(split)):
@@ -289,7 +290,6 @@ def _score_on_split(ws: Workspace, checkpoint_ids: list[str], split: str, progre
     out = {}
     dv = ws.data_version(split)
     for cid in dict.fromkeys(checkpoint_ids):
-        progress.check_cancel()
         ev = ws.find_evaluation(cid, split, False, dv)
         try:
             if ev is None or ev.result.get("tta", "none") != "none":
