@@ -278,11 +278,15 @@ def _warn_training_copies(checkpoint, meta: dict, images: list[Path], held: set[
     folder, when it is here: :func:`seghz.data.copies.checkpoint_training_images`), or are those images themselves.
     ``held``: stems of the checkpoint's own split being scored (``--stems-from-checkpoint``), never counted as
     trained on (a legacy checkpoint's re-derived validation tiles are in its training folder)."""
-    from seghz.data.copies import checkpoint_training_images, near_copies
+    from seghz.data.copies import check_is_affordable, checkpoint_training_images, near_copies
 
     trained = [p for p in checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent])
                if p.stem not in held]
     if not trained:
+        return
+    if not check_is_affordable(trained):
+        print(f"note: not checked whether these images copy the checkpoint's training images ({len(trained)} files, "
+              f"over 2 GiB, in {trained[0].parent})", file=sys.stderr)
         return
     copies = near_copies(trained, images)
     if copies:

@@ -165,3 +165,18 @@ def test_evaluating_a_checkpoints_own_validation_split_is_not_called_training(tm
               "val_stems": ["v1"]}
     _warn_training_copies(tmp_path / "ck.safetensors", by_cmd, [d / "images" / "tr1.png"])
     assert "tr1.png (a training image itself)" in capsys.readouterr().err
+
+
+def test_the_copy_check_is_skipped_with_a_note_over_its_size_budget(tmp_path, capsys, monkeypatch):
+    import seghz.data.copies as cp
+    from seghz.cli import _warn_training_copies
+
+    d = _folder(tmp_path / "d", {"t1": _texture(1), "tr1": _texture(3)})
+    meta = {"recipe": {"extra": {"data": {"images": str(d / "images")}}}, "test_stems": ["t1"], "val_stems": []}
+    assert cp.check_is_affordable([d / "images" / "tr1.png"])
+    monkeypatch.setattr(cp, "CHECK_MAX_BYTES", 10)
+    assert not cp.check_is_affordable([d / "images" / "tr1.png"])
+    _warn_training_copies(tmp_path / "ck.safetensors", meta, [d / "images" / "tr1.png"])
+    err = capsys.readouterr().err
+    assert "note: not checked whether these images copy the checkpoint's training images (1 files" in err
+    assert "WARNING" not in err

@@ -6,6 +6,7 @@ turns; :func:`checkpoint_training_images` finds the images a checkpoint trained 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -22,8 +23,30 @@ THUMB = 32  # side of the grey thumbnail near_copies compares
 
 
 def _thumbnail(path: Path) -> np.ndarray:
+    """The 32×32 grey thumbnail of an image file (cached per file state: ``seghz compare`` checks twice)."""
+    p = Path(path)
+    st = p.stat()
+    return _thumbnail_cached(os.fspath(p.resolve()), st.st_mtime_ns, st.st_size).copy()
+
+
+@functools.lru_cache(maxsize=8192)
+def _thumbnail_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     grey = read_image(path).astype(np.float32).mean(axis=2)
     return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
+
+
+CHECK_MAX_BYTES = 2 << 30  # training images larger than this in all are not read for the copy check
+
+
+def check_is_affordable(images: Sequence[Path]) -> bool:
+    """Whether reading ``images`` for :func:`near_copies` is cheap enough to do unasked (≤ 2 GiB of files): a
+    checkpoint trained on a folder of large GeoTIFFs would otherwise double an evaluation's time."""
+    total = 0
+    for p in images:
+        total += Path(p).stat().st_size
+        if total > CHECK_MAX_BYTES:
+            return False
+    return True
 
 
 def _d4_thumbnails(t: np.ndarray) -> np.ndarray:
