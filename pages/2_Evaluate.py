@@ -11,7 +11,9 @@ from seghz import compare, drilldown, report
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
-from seghz.evaluate import evaluate_split, label_for_checkpoint
+from seghz.evaluate import evaluate_split, label_for_checkpoint, tta_key
+from seghz.infer.engine import tta_views
+from seghz.jobs import runner
 from seghz.metrics import calibration_report, coverage_at
 from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
@@ -40,11 +42,123 @@ data_version = ws.data_version(split)
 cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tta)
 result = cached.result if cached is not None and cached.result.get("tta") == tta else None
 
-b1, b2 = st.columns([1, 3])
-force = b2.checkbox("Recompute even if a cached result exists", key="eval_force", disabled=result is None)
-run = b1.button("Run evaluation", type="primary", key="eval_run", disabled=not labelled)
+# ---------------------------------------------------------------------------------------------- background runs
+# An inline run lives in this page's script run: leaving the page mid-run discards it (a d4 evaluation of one
+# 1024 px scene took ~3.5 min on a CPU). The "evaluate" job (seghz.jobs.kinds) runs in a worker process instead
+# and stores its result in the same evaluation cache, where this page finds it.
+BACKGROUND_PX_VIEWS = 4_000_000  # labelled pixels × TTA views above which the background run is the suggested one
+ss = st.session_state
+
+
+def eval_jobs(c: str, sp: str, t: str, active_only: bool = False) -> list:
+    """Background evaluate jobs of (checkpoint, split, TTA), newest first (all evaluate jobs when ``c`` is None)."""
+    jobs = ws.list_jobs(status="running") + ws.list_jobs(status="queued") if active_only else ws.list_jobs(limit=50)
+    out = []
+    for j in jobs:
+        cfg = j.config or {}
+        if j.kind != "evaluate":
+            continue
+        try:
+            key = (cfg.get("checkpoint_id"), cfg.get("split") or "val", tta_key(cfg.get("tta") or "none"))
+        except ValueError:
+            continue
+        if c is None or key == (c, sp, t):
+            out.append(j)
+    return sorted(out, key=lambda j: j.created_at, reverse=True)
+
+
+def on_background(c: str, sp: str, t: str) -> None:
+    """Submit the evaluate job, unless an identical one is queued or running (then that one is shown)."""
+    runner.refresh_job_states(ws)
+    running = eval_jobs(c, sp, t, active_only=True)
+    if running:
+        ss["eval_bg_flash"] = ("info", (f"This evaluation is already running in the background (job `{running[0].id}`): "
+                                        "its progress is shown below."))
+        return
+    config = {"checkpoint_id": c, "split": sp, "tta": t, "force": bool(ss.get("eval_force"))}
+    try:
+        jid = runner.submit_job(ws, "evaluate", config)
+    except (SegHZError, ValueError, ImportError, OSError) as e:
+        ss["eval_bg_flash"] = ("error", f"Could not start the background evaluation: {e}")
+        return
+    ss["eval_bg_flash"] = ("success", (f"Background evaluation job `{jid}` submitted: it goes on if you leave this "
+                                       "page, and its result shows here when it is done."))
+
+
+def on_show(c: str, sp: str, t: str) -> None:
+    ss["eval_checkpoint"], ss["eval_split"], ss["eval_tta"] = c, sp, t
+
+
+runner.refresh_job_states(ws)
+running = eval_jobs(cid, split, tta, active_only=True)
+any_running = bool(eval_jobs(None, "", "", active_only=True))  # this one or others: the panel below polls
+px_views = sum(s.height * s.width for s in labelled) * len(tta_views(tta))
+heavy = tta != "none" or px_views > BACKGROUND_PX_VIEWS
+
+b1, b2, b3 = st.columns([1, 1, 2])
+force = b3.checkbox("Recompute even if a cached result exists", key="eval_force", disabled=result is None)
+run = b1.button("Run evaluation", type="secondary" if heavy else "primary", key="eval_run", disabled=not labelled,
+                help="Runs in this page: quick, but leaving the page before it ends discards the run.")
+b2.button("Run in the background", type="primary" if heavy else "secondary", key="eval_bg", on_click=on_background,
+          args=(cid, split, tta), disabled=not labelled or bool(running) or (result is not None and not force),
+          help="Runs as a job in a worker process: it goes on when you leave the page (progress and Cancel below), "
+               "and the result lands in the evaluation cache, shown here. " + ("Already running." if running else ""))
+if labelled:
+    mpx = sum(s.height * s.width for s in labelled) / 1e6
+    if heavy:
+        why = f"TTA {tta} runs every window {len(tta_views(tta))}×" if tta != "none" else f"{mpx:.1f} Mpx to score"
+        st.caption(f"**Run in the background** is suggested: {why} ({mpx:.2f} Mpx of labelled scenes; a d4 run over "
+                   "one 1024 px scene took about 3.5 min on a CPU), and an inline run is lost if you leave the page "
+                   "before it ends.")
+    else:
+        st.caption(f"{mpx:.2f} Mpx to score without TTA: **Run evaluation** is quick here; **Run in the background** "
+                   "keeps going if you leave the page.")
 if not labelled:
     st.info(f"The **{split}** split has no labelled scenes; move scenes into it (CLI) or pick another split.")
+flash = ss.pop("eval_bg_flash", None)
+if flash:
+    getattr(st, flash[0])(flash[1])
+
+
+@st.fragment(run_every=2 if any_running else None)
+def background_panel(watching: bool) -> None:
+    """The background evaluations of this checkpoint/split/TTA: progress and Cancel while they run; a failure or
+    cancel of the last one. When the last one ends the whole page reruns and shows the cached result."""
+    runner.refresh_job_states(ws)
+    jobs = eval_jobs(cid, split, tta)
+    active_now = [j for j in jobs if j.active]
+    if watching and not active_now:
+        st.rerun()  # it ended: the page's cached-result path shows the result
+    for j in active_now:
+        msg = (j.message or "").strip().splitlines()
+        left = report.job_time_left_s(j)
+        st.progress(min(1.0, max(0.0, float(j.progress or 0))),
+                    text=(f"background evaluation `{j.id}` {j.status}" + (f": {msg[0]}" if msg else "")
+                          + (f" — about {report.fmt_duration(left)} left" if left is not None else ""))[:200])
+        label = "Cancel requested…" if j.cancel_requested else "Cancel"
+        if st.button(label, key=f"eval_bg_cancel_{j.id}", disabled=j.cancel_requested):
+            runner.cancel_job(ws, j.id)
+            st.rerun()  # the whole page: a queued job is cancelled at once, and "Run in the background" comes back
+    if not active_now and jobs and jobs[0].status in ("failed", "died", "cancelled"):
+        last = jobs[0]
+        text = (last.message or last.status).strip()
+        if last.status == "cancelled":
+            st.caption(f"The last background evaluation (job `{last.id}`) was cancelled: {text.splitlines()[-1]}")
+        else:
+            st.error(f"The last background evaluation (job `{last.id}`) {last.status}:\n\n```\n{text}\n```")
+    shown_ids = {j.id for j in active_now}
+    others = [j for j in eval_jobs(None, "", "", active_only=True) if j.id not in shown_ids]
+    for j in others:  # e.g. a d4 run started before the analyst left the page: the widgets came back at their defaults
+        cfg = j.config or {}
+        c, sp, t = cfg.get("checkpoint_id"), cfg.get("split") or "val", tta_key(cfg.get("tta") or "none")
+        o1, o2 = st.columns([4, 1])
+        o1.caption(f"Also running in the background: job `{j.id}` · {by_id[c].name if c in by_id else c} on "
+                   f"{sp}, TTA {t} · {100 * float(j.progress or 0):.0f} %")
+        o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show, args=(c, sp, t),
+                  disabled=c not in by_id or sp not in ("val", "test", "train") or t not in ("none", "d4"))
+
+
+background_panel(bool(running))
 
 if run:
     bar = st.progress(0.0, text=f"evaluating {ck.name} on {len(labelled)} {split} scene(s)…")
@@ -214,7 +328,10 @@ def stop() -> None:
 
 if result is None:
     if labelled and not run:
-        st.caption("No cached result for this checkpoint, split, TTA and the current labels. Press **Run evaluation**.")
+        st.caption("A background evaluation of this checkpoint, split and TTA is running (above): its result shows "
+                   "here when it is done." if running else
+                   "No cached result for this checkpoint, split, TTA and the current labels. Press **Run evaluation** "
+                   "(or **Run in the background**).")
     stop()
 
 when = f" · computed {cached.created_at[:19].replace('T', ' ')} UTC" if cached is not None else ""

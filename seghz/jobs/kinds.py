@@ -393,3 +393,53 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     return {"output": str(out.relative_to(ws.root)), "areas_csv": str(out.with_suffix(".csv").relative_to(ws.root)),
             "scene_id": scene.id, "window": list(window), "checkpoint_id": cid, "seconds": summary.get("seconds"),
             "compiled": bool(pred.compile and pred.compile_error is None)}
+
+
+@register_job_kind("evaluate")
+def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """Score a checkpoint on a split of the workspace in the background (the Evaluate page's *Run in the
+    background*): :func:`seghz.evaluate.evaluate_split`, whose result goes to the workspace's evaluation cache
+    exactly as the page's inline run stores it, so the page shows it through its cached-result path.
+
+    A cancel is honoured at every window the predictor reports (so between scenes too); a cancelled run stores
+    nothing. With ``force`` false an evaluation already cached for the split's current labels is returned as is.
+
+    config: ``checkpoint_id`` (default: the active checkpoint), ``split`` (default "val"), ``tta`` (``none`` /
+    ``d4`` / a list or comma-joined string of view names; default "none"), ``force`` (recompute even when cached),
+    ``device``.
+
+    Returns a summary: ``checkpoint_id``, ``split``, ``tta``, ``miou``, ``scenes``, ``data_version``,
+    ``evaluation_id`` (the cache row), ``cached`` (true when nothing was recomputed).
+    """
+    from seghz.evaluate import cached_evaluation, evaluate_split, tta_key
+    from seghz.infer.engine import Predictor
+
+    cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
+    if not cid:
+        raise ValueError("no checkpoint given and none is active")
+    ck = ws.get_checkpoint(cid)  # NotFoundError for an unknown id, before any work
+    split = str(config.get("split") or "val")
+    tta = tta_key(config.get("tta") or "none")  # ValueError for an unknown spec
+    force = bool(config.get("force"))
+    labelled = [s for s in ws.list_scenes(split) if s.label_path]
+    progress.log(f"evaluating {cid} on {len(labelled)} labelled scene(s) of the '{split}' split (TTA {tta}"
+                 + (", recomputing" if force else "") + ")")
+
+    hit = None if force else cached_evaluation(ws, cid, split, tta)
+    if hit is None:
+        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
+
+        def on_progress(frac: float, msg: str = "") -> None:
+            progress.check_cancel()  # raises JobCancelled: evaluate_split then stores nothing
+            progress.update(0.99 * float(frac), msg)
+
+        res = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=on_progress, use_cache=not force)
+        ev = ws.find_evaluation(cid, split, tta != "none", res["data_version"], tta_spec=tta)
+    else:
+        res, ev = hit.result, hit
+        progress.log(f"a cached evaluation (id {hit.id}, {hit.created_at[:19]}) holds this result: not recomputed")
+    miou = res.get("miou")
+    progress.log(f"mIoU {miou:.4f} over {res.get('scenes')} scene(s)" if miou is not None else "mIoU: n/a")
+    return {"checkpoint_id": cid, "split": split, "tta": tta, "miou": miou, "scenes": res.get("scenes"),
+            "data_version": res.get("data_version"), "evaluation_id": ev.id if ev is not None else None,
+            "cached": hit is not None}
