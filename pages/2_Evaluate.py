@@ -135,6 +135,11 @@ def background_panel(watching: bool) -> None:
         st.progress(min(1.0, max(0.0, float(j.progress or 0))),
                     text=(f"background evaluation `{j.id}` {j.status}" + (f": {msg[0]}" if msg else "")
                           + (f" — about {report.fmt_duration(left)} left" if left is not None else ""))[:200])
+        if j.status == "queued":  # one job runs at a time in a workspace: say which one it waits for
+            ahead = [r for r in ws.list_jobs(status="running") if r.id != j.id]
+            if ahead:
+                st.caption(f"Queued behind the {ahead[0].kind} job `{ahead[0].id}` (one job runs at a time in a "
+                           "workspace; the Train page shows it).")
         label = "Cancel requested…" if j.cancel_requested else "Cancel"
         if st.button(label, key=f"eval_bg_cancel_{j.id}", disabled=j.cancel_requested):
             runner.cancel_job(ws, j.id)

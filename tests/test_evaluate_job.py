@@ -160,3 +160,16 @@ def test_cancel_a_background_evaluation_from_the_page(ws, monkeypatch):  # noqa:
     assert f"The last background evaluation (job `{job.id}`) was cancelled" in texts(at)
     assert not at.button(key="eval_bg").disabled  # it can be started again
     assert ws.list_evaluations("tiny-test") == []
+
+
+def test_a_queued_background_evaluation_says_which_job_it_waits_for(ws, monkeypatch):  # noqa: F811
+    import os
+
+    _no_worker(monkeypatch)
+    train = ws.create_job("train", {"epochs": 1})
+    ws.update_job(train, status="running", pid=os.getpid())
+    monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)  # its worker counts as alive
+    at = app("pages/2_Evaluate.py").run()
+    at.button(key="eval_bg").click().run()
+    assert_ok(at)
+    assert any(f"Queued behind the train job `{train}`" in c.value for c in at.caption), [c.value for c in at.caption]
