@@ -163,13 +163,20 @@ def test_cancel_a_background_evaluation_from_the_page(ws, monkeypatch):  # noqa:
 
 
 def test_a_queued_background_evaluation_says_which_job_it_waits_for(ws, monkeypatch):  # noqa: F811
-    import os
+    import subprocess
 
     _no_worker(monkeypatch)
     train = ws.create_job("train", {"epochs": 1})
-    ws.update_job(train, status="running", pid=os.getpid())
-    monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)  # its worker counts as alive
-    at = app("pages/2_Evaluate.py").run()
-    at.button(key="eval_bg").click().run()
-    assert_ok(at)
+    # a stand-in worker process (never this test's own pid: cleaning up a "running" job signals its process)
+    stand_in = subprocess.Popen(["sleep", "120"])
+    try:
+        ws.update_job(train, status="running", pid=stand_in.pid)
+        monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)  # its worker counts as alive
+        at = app("pages/2_Evaluate.py").run()
+        at.button(key="eval_bg").click().run()
+        assert_ok(at)
+    finally:
+        ws.update_job(train, status="done", pid=None)
+        stand_in.kill()
+        stand_in.wait()
     assert any(f"Queued behind the train job `{train}`" in c.value for c in at.caption), [c.value for c in at.caption]
