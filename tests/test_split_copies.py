@@ -5,24 +5,15 @@ folders of "new" tiles are checked for copies of training tiles, re-encoded or t
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from test_heldout import CKPT, GID, needs_gid  # the same data, checkpoint and skip reason (puts the repo on sys.path)
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.heldout import held_out, near_copies, trained_images  # noqa: E402
-from seghz.cli import checkpoint_split_stems  # noqa: E402
-
-GID = ROOT.parent / "shared" / "data" / "gid15"
-CKPT = ROOT / "checkpoints" / "gid15_hz7_unet_lite0.safetensors"
-needs_gid = pytest.mark.skipif(not (GID / "images").is_dir() or not CKPT.is_file(),
-                               reason="needs ../shared/data/gid15 and the shipped GID checkpoint (test_stems)")
+from bench.heldout import held_out, near_copies, trained_images
+from seghz.cli import checkpoint_split_stems
 
 
 def _texture(seed: int, size=(96, 128)) -> np.ndarray:
@@ -71,7 +62,7 @@ def test_held_out_test_tiles_leave_out_copies(tmp_path, capsys):
 
 def _variants(img: np.ndarray, tmp: Path) -> dict[str, Path]:
     out = {}
-    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    _ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])
     forms = {
         "jpeg70": cv2.imdecode(jpg, cv2.IMREAD_COLOR),
         "half": cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
@@ -109,7 +100,7 @@ def test_near_copies_finds_reencoded_rescaled_turned_and_brightened_copies(tmp_p
     # a byte twin is named before a look-alike listed earlier
     tex = _texture(9)
     cv2.imwrite(str(tmp_path / "fc" / "look.png"), tex)
-    ok, jpg = cv2.imencode(".jpg", tex, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    _ok, jpg = cv2.imencode(".jpg", tex, [cv2.IMWRITE_JPEG_QUALITY, 95])
     (tmp_path / "fc" / "twin.jpg").write_bytes(jpg.tobytes())
     (tmp_path / "fc" / "copy_of_twin.jpg").write_bytes(jpg.tobytes())
     got = near_copies([tmp_path / "fc" / "look.png", tmp_path / "fc" / "twin.jpg"], [tmp_path / "fc" / "copy_of_twin.jpg"])
