@@ -516,7 +516,8 @@ for i, w in enumerate(windows[:n_thumbs]):
     panels = drilldown.cell_panels(*(drilldown.crop(x, w.bbox) for x in (images[w.scene_id], lbl, pred)), a, b,
                                    screen_scheme(vscheme), lut)
     st.image(drilldown.thumbnail(panels),
-             caption=f"#{i + 1} · {w.count:,} px · image | label | prediction | {a_name}→{b_name} in magenta")
+             caption=f"#{i + 1} · {w.count:,} px · image | label | prediction | {a_name}→{b_name} in magenta (ringed in dim"
+                     " magenta so thin edges show)")
     c_loc, c_btn = st.columns([4, 1])
     c_loc.caption("Open on map: " + drilldown.map_location(by_scene[w.scene_id], w.bbox))
     if c_btn.button("Open on map", key=f"eval_dd_map_{i}"):

@@ -207,13 +207,24 @@ def clear_prediction_cache() -> None:
 # ------------------------------------------------------------------------------------------------ thumbnails
 
 
+HALO = (150, 0, 150)  # dim magenta: a ring around the A→B pixels, so 1-px error edges show in a shrunk thumbnail
+
+
 def highlight_panel(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = HIGHLIGHT) -> np.ndarray:
-    """The image darkened to half (so no other pixel can equal a 255 channel) with ``mask`` pixels in ``color``."""
+    """The image darkened to half (so no other pixel can equal a 255 channel) with ``mask`` pixels in ``color``, and
+    a ring of :data:`HALO` up to ``max(1, side / 128)`` px around them (never on a mask pixel): boundary errors are
+    often one pixel wide and vanished when the panel was shown at thumbnail size."""
+    import cv2
+
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     out = (img[..., :3].astype(np.uint16) // 2).astype(np.uint8)
-    out[np.asarray(mask, bool)] = color
+    m = np.asarray(mask, bool)
+    r = max(1, round(max(m.shape) / 128))
+    ring = cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool) & ~m
+    out[ring] = HALO
+    out[m] = color
     return out
 
 

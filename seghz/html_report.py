@@ -127,7 +127,7 @@ def render(result: dict, examples: Sequence[Example], *, title: str, subtitle: s
 <h2>Per class</h2>{table}
 <h2>Class frequencies</h2>{parts[2]}{freq_html}{bias_line}
 {cal_html}
-<h2>Top confusions</h2><p>image | label | prediction | the confused pixels in magenta</p>{ex_html}
+<h2>Top confusions</h2><p>image | label | prediction | the confused pixels in magenta, ringed in dim magenta so thin edges show</p>{ex_html}
 </body></html>
 """
 

@@ -264,3 +264,18 @@ def test_jump_cell_mask_is_exactly_the_cell_in_native_and_collapsed_views():
     assert np.array_equal(got, dd.cell_mask(pred, label, ia, ib, dd.view_lut("hz20", "hz7")))
     with pytest.raises(KeyError):
         dd.jump_cell_mask(pred, label, "hz20", {"true": "Nope", "predicted": b, "scheme": "hz20"})
+
+
+def test_highlight_rings_thin_errors_without_touching_the_exact_pixels():
+    img = np.full((256, 256, 3), 200, np.uint8)
+    mask = np.zeros((256, 256), bool)
+    mask[100, 50:150] = True  # a 1-px boundary error
+    out = dd.highlight_panel(img, mask)
+    exact = np.all(out == dd.HIGHLIGHT, axis=2)
+    ring = np.all(out == dd.HALO, axis=2)
+    np.testing.assert_array_equal(exact, mask)
+    assert not (ring & mask).any()
+    assert ring[98:100, 50:150].all() and ring[101:103, 50:150].all()  # 2 px each side at 256 px
+    assert not ring[:97].any() and not ring[104:].any()
+    assert (out[~(ring | mask)] == 100).all()  # the rest: the image darkened to half
+    assert dd.HALO != dd.HIGHLIGHT and max(dd.HALO) < 255
