@@ -236,10 +236,7 @@ def compare_section() -> None:
         st.caption("Intervals: paired bootstrap over the scenes both were scored on; * = the interval excludes 0 "
                    "(the change is beyond the scene-to-scene noise). – = no interval (fewer than 2 common scenes).")
         sure = compare.miou_difference_table(results)
-        pp = st.column_config.NumberColumn(format="%+.2f")
-        st.dataframe(sure, hide_index=True, key="eval_cmp_sure",
-                     column_config={"Δ mIoU (pp)": pp, "low (pp)": pp, "high (pp)": pp,
-                                    "higher in": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(compare.style_miou_difference(sure), hide_index=True, key="eval_cmp_sure")
         st.caption("mIoU minus the baseline's with a 95 % interval from 2000 paired bootstrap rounds over the scenes "
                    "(scenes, not pixels, are the draws). *cannot tell*: the interval holds 0, so this split cannot "
                    "tell the two apart; a few hard scenes can reverse a ranking (docs/checkpoints.md).")

@@ -289,8 +289,17 @@ def style_deltas(df: pd.DataFrame, scale: float | None = None):
         vals = vals[np.isfinite(vals)]
         scale = float(max(vals.max(), 1.0)) if vals.size else 1.0
     fmt = {c: "{:+.1f}" for c in cols}
-    fmt.update({c: "{:.3f}" for c in df.columns if str(c).endswith(" IoU")})
+    fmt.update({c: "{:.1%}" for c in df.columns if str(c).endswith(" IoU")})  # percent, as the deltas' points
     return df.style.map(lambda v: delta_color(v, scale), subset=cols).format(fmt, na_rep="–")
+
+
+def style_miou_difference(df: pd.DataFrame):
+    """A pandas Styler of :func:`miou_difference_table`: points with a sign, the share of rounds in percent, and
+    "–" where there is no interval (not "None")."""
+    fmt = {c: "{:+.2f}" for c in ("Δ mIoU (pp)", "low (pp)", "high (pp)") if c in df.columns}
+    if "higher in" in df.columns:
+        fmt["higher in"] = "{:.0%}"
+    return df.style.format(fmt, na_rep="–")
 
 
 # ---------------------------------------------------------------------------------------------- changed pixels

@@ -362,3 +362,20 @@ def test_class_iou_deltas_with_per_class_intervals():
     df = compare.class_iou_deltas(results, intervals=True)
     assert set(df["B: 95 % (pp)"]) == {"–"} and set(df["C: 95 % (pp)"]) == {"–"}
     compare.style_deltas(df).to_html()  # the text columns render next to the coloured deltas
+
+
+def test_comparison_tables_show_percent_points_and_dashes():
+    import pandas as pd
+
+    from seghz import compare
+
+    deltas = pd.DataFrame({"class": ["Water", "Forest"], "a IoU": [0.9913, np.nan], "Δ b (pp)": [-1.1, np.nan]})
+    html = compare.style_deltas(deltas).to_html()
+    assert "99.1%" in html and "0.991" not in html and "-1.1" in html and "–" in html
+    sure = pd.DataFrame([{"checkpoint": "b", "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
+                          "higher in": np.nan, "scenes": 1, "verdict": "fewer than 2 common scenes"},
+                         {"checkpoint": "c", "Δ mIoU (pp)": 1.234, "low (pp)": -0.5, "high (pp)": 2.9,
+                          "higher in": 0.91, "scenes": 5, "verdict": "cannot tell"}])
+    html = compare.style_miou_difference(sure).to_html()
+    assert "None" not in html and "nan" not in html and "–" in html
+    assert "+1.23" in html and "-0.50" in html and "91%" in html
