@@ -190,10 +190,10 @@ def split_stems(data: Path, checkpoint: Path, train_tiles: int | None, eval_tile
     held = set(test)
     train = sorted((s for s in all_stems if s not in held and (data / "labels" / f"{s}.png").is_file()), key=_stem_order)
     ev = [s for s in test if (data / "images" / f"{s}.png").is_file()]
-    from seghz.data.splits import content_key, copies_across
+    from seghz.data.copies import held_out_copies
 
     # a held-out tile identical to one outside the split was trained on (GID-15: artificial_grassland_71 = _75)
-    copies = copies_across({s: content_key(data / "images" / f"{s}.png") for s in all_stems}, ev)
+    copies = held_out_copies({s: data / "images" / f"{s}.png" for s in all_stems}, ev)
     ev = sorted((s for s in ev if s not in copies), key=salted)
     train, ev = train[:train_tiles] if train_tiles else train, ev[:eval_tiles] if eval_tiles else ev
     assert not set(train) & set(ev)
@@ -232,7 +232,7 @@ def external_eval(a, train_stems: list[str]) -> tuple[list[str], list[tuple[Path
         raise SystemExit(f"--eval-data: {e}") from None
     stems = sorted(pairs, key=salted)
     stems = stems[: a.eval_tiles] if a.eval_tiles else stems
-    from bench.heldout import file_digest
+    from seghz.data.splits import content_key as file_digest
 
     # the files' own digests key the protocol too: two folders of the same name never mix under --resume/--compare
     a.eval_files_sha1 = hashlib.sha1(",".join(file_digest(p) for s in stems for p in pairs[s]).encode()).hexdigest()[:12]

@@ -23,8 +23,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from seghz.data.copies import byte_copies, images_outside, near_copies
-from seghz.data.splits import content_key, copies_across
+from seghz.data.copies import held_out_copies, images_outside, near_copies
 
 SALT = "noise-bench-v1"
 WHICH = ("test", "all")
@@ -72,7 +71,7 @@ def held_out(data: str | Path, test_stems: Iterable[str], which: str = "test",
             raise ValueError("the checkpoint records no test_stems: cannot pick its held-out tiles; "
                              "use --stems all with a folder of tiles it never saw")
         stems = [s for s in pairs if s in test]
-        copies = copies_across({s: file_digest(p[0]) for s, p in pairs.items()}, stems)
+        copies = held_out_copies({s: p[0] for s, p in pairs.items()}, stems)
         if copies:
             print(f"left out {len(copies)} held-out tile(s) identical to a tile outside the test split: "
                   + ", ".join(f"{a} = {b}" for a, b in copies.items()), file=sys.stderr)
@@ -96,16 +95,6 @@ def held_out(data: str | Path, test_stems: Iterable[str], which: str = "test",
     return [(s, *pairs[s]) for s in sorted(stems, key=salted)]
 
 
-def file_digest(path: Path) -> str:
-    """SHA-1 of a file's bytes (:func:`seghz.data.splits.content_key`)."""
-    return content_key(Path(path))
-
-
 def trained_images(data: str | Path, test_stems: Iterable[str]) -> list[Path]:
     """The images of ``data/images`` outside a checkpoint's ``test_stems`` (:func:`seghz.data.copies.images_outside`)."""
     return images_outside(Path(data) / "images", test_stems)
-
-
-def duplicate_images(a: Sequence[Path], b: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """Byte copies (:func:`seghz.data.copies.byte_copies`)."""
-    return byte_copies(a, b)

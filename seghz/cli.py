@@ -141,13 +141,12 @@ def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, 
     are not copies of an image outside that split: a checkpoint whose split put a copy on both sides (GID-15's
     ``artificial_grassland_71`` in the test split is byte for byte ``artificial_grassland_75``, a training tile of the
     shipped model) has seen it, so it is left out, and stderr says which."""
-    from seghz.data.io import IMAGE_EXT
-    from seghz.data.splits import content_key, copies_across
+    from seghz.data.copies import held_out_copies
+    from seghz.data.io import list_pairs
 
     stems = _recorded_split_stems(checkpoint, meta, images, labels, scheme, which)
-    files = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in IMAGE_EXT} \
-        if Path(images).is_dir() else {}
-    copies = copies_across({st: content_key(p) for st, p in files.items()}, stems & set(files))
+    files = {ip.stem: ip for ip, _ in list_pairs(images, labels)}
+    copies = held_out_copies(files, stems & set(files))
     if copies:
         eg = ", ".join(f"{a} = {b}" for a, b in list(copies.items())[:3])
         print(f"left out {len(copies)} {which} image(s) identical to an image outside the {which} split, which the "

@@ -10,14 +10,14 @@ import functools
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from seghz.data.io import IMAGE_EXT, read_image
-from seghz.data.splits import content_key
+from seghz.data.splits import content_key, copies_across
 
 THUMB = 32  # side of the grey thumbnail near_copies compares
 
@@ -109,6 +109,13 @@ def images_outside(folder: str | Path, test_stems: Iterable[str]) -> list[Path]:
     if not test <= {p.stem for p in files}:
         return []
     return [p for p in files if p.stem not in test]
+
+
+def held_out_copies(files: Mapping[str, Path], held: Iterable[str]) -> dict[str, str]:
+    """``{held stem: a stem outside held}`` for held-out files that are byte copies of files outside the hold-out
+    (``files``: stem -> file; :func:`seghz.data.splits.copies_across` on their :func:`content_key`). What every
+    evaluation on a checkpoint's own split leaves out."""
+    return copies_across({s: content_key(Path(p)) for s, p in files.items()}, held)
 
 
 def byte_copies(a: Sequence[Path], b: Sequence[Path]) -> list[tuple[Path, Path]]:
