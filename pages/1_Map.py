@@ -412,6 +412,7 @@ if rec:
     draw_cell = show_cell and cell_shown is not None
     if show_error and label_shown is not None:
         errs = error_classes(pred_shown, label_shown)
+        n_err = int((errs == 0).sum())  # before the A → B pixels are taken out of the layer
         if draw_cell:  # A → B in magenta on top, every other error dimmed
             errs[cell_shown] = IGNORE
             add_region_overlay(layers, region_overlay(errs, res.window, info, other_errors_scheme(),
@@ -498,7 +499,6 @@ if rec:
     if cell_note and show_cell:
         st.warning(cell_note)
     if show_error and label_shown is not None:
-        n_err = int((error_classes(pred_shown, label_shown) == 0).sum())
         st.markdown(scheme_legend_html(other_errors_scheme() if draw_cell else error_scheme(), screen=False),
                     unsafe_allow_html=True)
         st.caption(f"Error layer: {n_err:,} px where the prediction differs from the label "

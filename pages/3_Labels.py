@@ -450,7 +450,8 @@ sid = st.selectbox(
 )
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
-sent_counts = lui.pending_review_counts(drilldown.load_review_list(ws), by_id)
+review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
+sent_counts = lui.pending_review_counts(review_list, by_id)
 if sent_counts:  # windows sent from Evaluate wait in these scenes, whichever scene is shown
     with st.container(border=True, key="lbl_sent_summary"):
         total = sum(sent_counts.values())
@@ -723,7 +724,7 @@ if name_problem and not analyst_name():
 show_flash("history")
 
 # ------------------------------------------------------------------------------------------------ from Evaluate
-sent = drilldown.pending_reviews(ws, sid)
+sent = drilldown.pending_reviews(ws, sid, review_list)
 if sent:
     with st.expander(f"Sent from Evaluate for review ({len(sent)})", expanded=True):
         st.caption("Windows where the model confuses one class with another, sent from the Evaluate page's "

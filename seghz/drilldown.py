@@ -341,9 +341,11 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
     return added
 
 
-def pending_reviews(ws: Any, scene_id: str) -> list[dict]:
-    """The review-list entries of one scene still waiting for an analyst (status "pending"), largest count first."""
-    items = [e for e in load_review_list(ws) if e.get("scene_id") == scene_id and e.get("status") == "pending"]
+def pending_reviews(ws: Any, scene_id: str, items: list[dict] | None = None) -> list[dict]:
+    """The review-list entries of one scene still waiting for an analyst (status "pending"), largest count first.
+    ``items``: the list already read by :func:`load_review_list` (read here when None)."""
+    items = load_review_list(ws) if items is None else items
+    items = [e for e in items if e.get("scene_id") == scene_id and e.get("status") == "pending"]
     return sorted(items, key=lambda e: (-int(e.get("count", 0)), tuple(e.get("bbox", ()))))
 
 

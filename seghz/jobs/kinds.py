@@ -352,6 +352,15 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
             "summary": redact_secrets(res.summary())}
 
 
+def _checkpoint_id(ws: Workspace, config: dict) -> str:
+    """The job's ``checkpoint_id``, else the active checkpoint's; ValueError when neither exists."""
+    active = ws.active_checkpoint()
+    cid = config.get("checkpoint_id") or (active.id if active else None)
+    if not cid:
+        raise ValueError("no checkpoint given and none is active")
+    return cid
+
+
 @register_job_kind("predict-region")
 def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
     """Predict a region too big for the Map page's inline prediction, streamed window row by window row into a
@@ -368,9 +377,7 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
 
     choice = check_compile_choice(config.get("compile", "auto"))  # before the model is loaded
     scene = ws.get_scene(config["scene_id"])
-    cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
-    if not cid:
-        raise ValueError("no checkpoint given and none is active")
+    cid = _checkpoint_id(ws, config)
     pred, meta = Predictor.from_checkpoint(ws.checkpoint_path(ws.get_checkpoint(cid)), config.get("device"),
                                            batch_size=None)
     out = ws.root / "predictions" / f"{job_id}.tif"
@@ -414,9 +421,7 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
     from seghz.evaluate import cached_evaluation, evaluate_split, tta_key
     from seghz.infer.engine import Predictor
 
-    cid = config.get("checkpoint_id") or (ws.active_checkpoint().id if ws.active_checkpoint() else None)
-    if not cid:
-        raise ValueError("no checkpoint given and none is active")
+    cid = _checkpoint_id(ws, config)
     ck = ws.get_checkpoint(cid)  # NotFoundError for an unknown id, before any work
     split = str(config.get("split") or "val")
     tta = tta_key(config.get("tta") or "none")  # ValueError for an unknown spec
@@ -434,7 +439,7 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
             progress.update(0.99 * float(frac), msg)
 
         res = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=on_progress, use_cache=not force)
-        ev = ws.find_evaluation(cid, split, tta != "none", res["data_version"], tta_spec=tta)
+        ev = cached_evaluation(ws, cid, split, tta, res["data_version"])
     else:
         res, ev = hit.result, hit
         progress.log(f"a cached evaluation (id {hit.id}, {hit.created_at[:19]}) holds this result: not recomputed")
