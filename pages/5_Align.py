@@ -215,14 +215,16 @@ def same_as(scene_ids=None):
                               scene_ids=scene_ids)
 
 
+found = None
 if st.button("Save as aligned label scene", type="primary", key="al_save"):
-    dup = same_as()
-    if dup is None:
+    found = same_as()
+    if found is None:
         save_scene()
     else:  # the same alignment again would only make an indistinguishable copy: say so, offer to open it
-        ss["al_dup"] = dup.id
+        ss["al_dup"] = found.id
 dup_id = ss.get("al_dup")
-dup = same_as({dup_id}) if dup_id else None  # still this alignment (not another pair, points or transform)?
+# still this alignment (not another pair, points or transform)? Just found on Save: no second search
+dup = found if found is not None else (same_as({dup_id}) if dup_id else None)
 if dup_id and dup is None:
     ss.pop("al_dup", None)
 if dup is not None:
