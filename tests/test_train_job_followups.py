@@ -82,6 +82,7 @@ def test_a_candidate_that_is_not_promoted_leaves_the_queues_with_the_active_mode
     ws.update_job(second, status="running")
     res2 = kinds.train_job(ws, second, CFG, ProgressReporter(ws, second))
     assert not res2["promoted"] and res2["queues_reranked"] == []
+    assert res1["val_split"] == res2["val_split"] == CFG.get("val_split", "val")  # the split the gate scored on
     assert reranked == [res1["checkpoint_id"]]  # not called again
     assert (f"the saved noise queues stay with the active model {res1['checkpoint_id']}; promote "
             f"{res2['checkpoint_id']}") in _log(ws, second)

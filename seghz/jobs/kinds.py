@@ -114,7 +114,7 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     reranked = _rerank(ws, cid, config, progress)
     return {"checkpoint_id": cid, "val_miou": best.get("miou"), "val_fwiou": best.get("fwiou"), "seconds": res["seconds"],
             "gate": verdict.status, "gate_offending": verdict.offending_classes, "promoted": promoted,
-            "queues_reranked": reranked}
+            "queues_reranked": reranked, "val_split": val_split}
 
 
 def _cancel_before_registering(progress: ProgressReporter, out) -> None:
