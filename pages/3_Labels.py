@@ -34,7 +34,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz import drilldown, gate
+from seghz import candidate, drilldown, gate
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
@@ -60,7 +60,7 @@ from seghz.labels_edit import (
 from seghz.review import queue as rq
 from seghz.store import NotFoundError
 from ui import labels as lui
-from ui.candidates import show_refit_accuracy, show_validation_comparison
+from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
 from ui.common import (
     analyst_name,
     analyst_problem,
@@ -877,8 +877,7 @@ def show_labels_jobs(parent_ok: bool) -> None:
             continue
         if j.kind == "refit":
             show_refit_accuracy(res, new.metrics, key=f"lbl_rt_{j.id}")
-        split = res.get("val_split") or j.config.get("val_split") or "val"
-        show_validation_comparison(ws, old, new, split=split, key=f"lbl_rt_table_{j.id}",
+        show_validation_comparison(ws, old, new, split=candidate.job_val_split(j), key=f"lbl_rt_table_{j.id}",
                                    labels=(f"before ({old.name})" if old else "before", f"after ({new.name})"))
         show_job_gate(j, new)
 
@@ -891,14 +890,11 @@ def show_job_gate(job, new) -> None:
         st.success(f"New checkpoint `{new.id}` is the active model.")
         return
     try:
-        verdict = gate.check(ws, new.id, split=(job.result or {}).get("val_split") or "val")
+        verdict = gate.check(ws, new.id, split=candidate.job_val_split(job))
     except (SegHZError, ValueError) as e:
         st.caption(f"Regression gate: could not check ({e}).")
-        verdict = None
-    if verdict is not None:
-        show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
-        show(f"Regression gate against the active model{f' ({cur.name})' if cur else ''}: "
-             f"**{verdict.status.upper()}** — {verdict.message}")
+    else:
+        show_gate_verdict(verdict, cur, compact=True)  # the Train page's banner; its table and Promote are there
     c1, c2 = st.columns([3, 1])
     c1.caption(f"New checkpoint `{new.id}`: promote it on the Train page, where it is listed with the training jobs "
                "(regression gate; a flagged checkpoint needs an override with a reason).")

@@ -21,7 +21,7 @@ from seghz.store import NotFoundError
 from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, COTEACH_SELECT, NOISE_DENOMINATORS, NOISE_MASKS,
                               NOISE_MATRICES, PRESETS, REFINES, ROBUSTS, SAMPLERS, form_state_from_config,
                               noise_threshold_from_p, preset_state)
-from ui.candidates import show_refit_accuracy, show_validation_comparison
+from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
 from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
 
 ARCHS = ["Unet"]
@@ -341,7 +341,7 @@ def show_result(job) -> None:
     if cur is not None and cur.id == ck.id:
         st.success("This checkpoint is the active one.")
         return
-    show_gate(ck, cur, split=(job.result or {}).get("val_split") or "val")
+    show_gate(ck, cur, split=candidate.job_val_split(job))
 
 
 def show_refit_result(job, ck) -> None:
@@ -353,8 +353,7 @@ def show_refit_result(job, ck) -> None:
         parent = ws.get_checkpoint(ck.parent_id) if ck.parent_id else None
     except NotFoundError:
         parent = None
-    split = (job.result or {}).get("val_split") or (job.config or {}).get("val_split") or "val"
-    show_validation_comparison(ws, parent, ck, split=split, key=f"train_refit_val_{job.id}",
+    show_validation_comparison(ws, parent, ck, split=candidate.job_val_split(job), key=f"train_refit_val_{job.id}",
                                labels=(f"parent ({parent.name})" if parent else "parent", f"refit ({ck.name})"))
 
 
@@ -386,16 +385,7 @@ def show_gate(ck, cur, split: str = "val") -> None:
                                               "interval: is it beyond the tile noise?"):
         with st.spinner("Evaluating both models on the validation split…"):
             verdict = gate.check(ws, ck.id, split=split, compute=True, intervals=True)
-    show = {"pass": st.success, "flagged": st.error, "unknown": st.warning}[verdict.status]
-    show(f"Gate verdict: **{verdict.status.upper()}** — {verdict.message}")
-    if verdict.rows:
-        st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=f"train_gate_table_{ck.id}")
-        if verdict.scenes:
-            st.caption(f"Intervals: {100 * (verdict.level or 0.95):.0f} % paired bootstrap over {verdict.scenes} "
-                       f"validation scenes (both models on the same draws); rule '{verdict.rule}'.")
-        if verdict.offending:
-            st.caption("Offending classes: " + ", ".join(f"**{o['class']}** ({o['delta']:+.3f})" for o in verdict.offending)
-                       + f" — margin {verdict.margin:.3f} IoU.")
+    show_gate_verdict(verdict, cur, key=f"train_gate_table_{ck.id}")
     override, reason = False, ""
     if not verdict.passed:
         override = st.checkbox("Override the regression gate and promote anyway", key=f"train_override_{ck.id}")

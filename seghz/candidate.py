@@ -8,6 +8,8 @@
   class) on the *same* labels, from the evaluation cache (both models scored on one split at one data version,
   no TTA; the refit job and the regression gate write those rows), else as recorded with each checkpoint, else
   nothing and the reason.
+- :func:`job_val_split` / :func:`gate_verdict_text`: the split a job's regression gate scored on, and the one
+  wording of its verdict (the Labels and Train pages show the same banner).
 
 No Streamlit here.
 """
@@ -25,6 +27,20 @@ JOB_KINDS = ("train", "refit")  # the job kinds that make a candidate checkpoint
 CONTEXT_DROP_WARN = 0.02  # accuracy on the existing labels may fall this much (absolute) before the pages warn
 ACCURACY_ROWS = ("corrected pixels (your reviews)", "existing labels (context sample, not corrected)")
 CHANGE_COLUMN = "change (pp)"
+
+
+def job_val_split(job) -> str:
+    """The validation split a training or refit job's regression gate scored on: its result's ``val_split`` (both
+    job kinds record it), else its config's (a job from an older version, or one not finished), else ``"val"``."""
+    return (job.result or {}).get("val_split") or (job.config or {}).get("val_split") or "val"
+
+
+def gate_verdict_text(verdict, active_name: str | None) -> str:
+    """The regression gate's verdict as one line of Markdown, the same on every page:
+    ``Gate verdict: **FLAGGED** against the active model (name) — <message>`` (no "against" without an active
+    model: the message says so). ``verdict`` is a :class:`seghz.gate.Verdict`."""
+    against = f" against the active model ({active_name})" if active_name else ""
+    return f"Gate verdict: **{verdict.status.upper()}**{against} — {verdict.message}"
 
 
 def refit_accuracy(result: Mapping | None, metrics: Mapping | None = None) -> dict[str, Any]:
@@ -164,6 +180,8 @@ __all__ = [
     "CONTEXT_DROP_WARN",
     "JOB_KINDS",
     "evaluation_as_metrics",
+    "gate_verdict_text",
+    "job_val_split",
     "paired_evaluations",
     "refit_accuracy",
     "refit_accuracy_table",

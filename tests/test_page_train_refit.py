@@ -82,7 +82,7 @@ def test_a_refit_job_is_gated_scored_and_promoted_from_the_train_page(ws, monkey
     cells = shown(val).astype(str).to_numpy()
     assert not any(c in ("None", "nan", "<NA>") for c in cells.ravel())
     assert any("Both models scored on the same labels" in c.value for c in at.caption)
-    assert any("Regression gate against the active model (tiny test model)" in a for a in alerts(at))
+    assert any(a.startswith("Gate verdict: ") and "against the active model (tiny test model) — " in a for a in alerts(at))
     assert at.button(key=f"lbl_rt_promote_{jid}")
 
     # Train: the refit is listed with the training jobs, with the gate verdict and Promote
@@ -131,8 +131,9 @@ def test_a_refit_that_loses_the_existing_labels_is_warned_and_needs_an_override(
     assert list(cells.iloc[0, 1:3]) == ["—", "—"]  # mIoU: not recorded on these labels, said so
     row = el.value.set_index("metric").loc["IoU Buildings"]
     assert abs(row.iloc[0] - 0.8) < 1e-9 and abs(row.iloc[1] - 0.5) < 1e-9
-    assert any("Regression gate against the active model (tiny test model): **FLAGGED**" in e.value and "Buildings" in e.value
-               for e in at.error), [e.value for e in at.error]
+    banner = [e.value for e in at.error if e.value.startswith("Gate verdict:")]  # the Train page's wording
+    assert len(banner) == 1 and "Buildings" in banner[0], [e.value for e in at.error]
+    assert banner[0].startswith("Gate verdict: **FLAGGED** against the active model (tiny test model) — ")
     at.button(key=f"lbl_rt_promote_{jid}").click().run()  # "Promote on the Train page": the Train page, on this job
 
     tr = at
@@ -140,7 +141,7 @@ def test_a_refit_that_loses_the_existing_labels_is_warned_and_needs_an_override(
     assert "Launch a training run" in texts(tr)
     assert tr.selectbox(key="train_job_sel").value == jid
     assert any("lost 8.3 points" in w.value for w in tr.warning)
-    assert any("Gate verdict: **FLAGGED**" in e.value for e in tr.error)
+    assert [e.value for e in tr.error if e.value.startswith("Gate verdict:")] == banner  # one banner, both pages
     assert tr.button(key="train_promote_refit-bad").disabled
     tr.switch_page("pages/4_Train.py")  # AppTest's own page for the next runs (it reruns the page it was last sent to)
     tr.checkbox(key="train_override_refit-bad").check().run()

@@ -1,6 +1,7 @@
 """Streamlit glue for a candidate checkpoint made by a retrain or a head refit, shared by the Labels and Train pages:
 the refit's accuracies (corrected pixels and existing labels, before/after, with the warning) and the parent's and
-candidate's validation scores on the same labels. Numbers come from :mod:`seghz.candidate`.
+candidate's validation scores on the same labels, and the regression gate's verdict on the candidate (one banner,
+one wording, on both pages). Numbers come from :mod:`seghz.candidate`.
 
 Tables show fractions as percentages and differences in percentage points; a value that was not recorded reads "—".
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from seghz import candidate
+from seghz import candidate, gate
 
 
 def styled(df, pct_cols, pp_cols):
@@ -46,4 +47,24 @@ def show_validation_comparison(ws, old, new, *, split: str = "val", labels: tupl
     return True
 
 
-__all__ = ["show_refit_accuracy", "show_validation_comparison", "styled"]
+GATE_ALERTS = {"pass": "success", "flagged": "error", "unknown": "warning"}  # verdict status -> st.<alert>
+
+
+def show_gate_verdict(verdict, cur, *, compact: bool = False, key: str | None = None) -> None:
+    """The regression gate's verdict (a :class:`seghz.gate.Verdict`) on a candidate against the active model ``cur``
+    (a registry checkpoint or None): the banner (:func:`seghz.candidate.gate_verdict_text`; pass: success, flagged:
+    error, unknown: warning), then, unless ``compact``, the per-class table (``key``), the intervals and the
+    offending classes."""
+    getattr(st, GATE_ALERTS[verdict.status])(candidate.gate_verdict_text(verdict, cur.name if cur else None))
+    if compact or not verdict.rows:
+        return
+    st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=key)
+    if verdict.scenes:
+        st.caption(f"Intervals: {100 * (verdict.level or 0.95):.0f} % paired bootstrap over {verdict.scenes} "
+                   f"validation scenes (both models on the same draws); rule '{verdict.rule}'.")
+    if verdict.offending:
+        st.caption("Offending classes: " + ", ".join(f"**{o['class']}** ({o['delta']:+.3f})" for o in verdict.offending)
+                   + f" — margin {verdict.margin:.3f} IoU.")
+
+
+__all__ = ["GATE_ALERTS", "show_gate_verdict", "show_refit_accuracy", "show_validation_comparison", "styled"]
