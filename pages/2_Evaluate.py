@@ -14,6 +14,7 @@ from seghz.errors import SegHZError
 from seghz.evaluate import evaluate_split, label_for_checkpoint, tta_key
 from seghz.infer.engine import tta_views
 from seghz.jobs import runner
+from seghz.jobs.kinds import evaluation_jobs, submit_evaluation_job, submit_missing_evaluations
 from seghz.metrics import calibration_report, coverage_at
 from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
@@ -45,44 +46,67 @@ result = cached.result if cached is not None and cached.result.get("tta") == tta
 # ---------------------------------------------------------------------------------------------- background runs
 # An inline run lives in this page's script run: leaving the page mid-run discards it (a d4 evaluation of one
 # 1024 px scene took ~3.5 min on a CPU). The "evaluate" job (seghz.jobs.kinds) runs in a worker process instead
-# and stores its result in the same evaluation cache, where this page finds it.
+# and stores its result in the same evaluation cache, where this page finds it. The comparison's "Evaluate missing"
+# (one "evaluate" job per checkpoint) and the TTA report (a "tta_report" job) run the same way.
 BACKGROUND_PX_VIEWS = 4_000_000  # labelled pixels × TTA views above which the background run is the suggested one
+JOB_ENDED = ("failed", "died", "cancelled")
 ss = st.session_state
 
 
-def eval_jobs(c: str, sp: str, t: str, active_only: bool = False) -> list:
+def eval_jobs(c: str | None, sp: str | None, t: str | None, active_only: bool = False) -> list:
     """Background evaluate jobs of (checkpoint, split, TTA), newest first (all evaluate jobs when ``c`` is None)."""
-    jobs = ws.list_jobs(status="running") + ws.list_jobs(status="queued") if active_only else ws.list_jobs(limit=50)
-    out = []
-    for j in jobs:
-        cfg = j.config or {}
-        if j.kind != "evaluate":
-            continue
-        try:
-            key = (cfg.get("checkpoint_id"), cfg.get("split") or "val", tta_key(cfg.get("tta") or "none"))
-        except ValueError:
-            continue
-        if c is None or key == (c, sp, t):
-            out.append(j)
-    return sorted(out, key=lambda j: j.created_at, reverse=True)
+    return evaluation_jobs(ws, "evaluate", c, sp if c is not None else None, t if c is not None else None,
+                           active_only=active_only)
 
 
 def on_background(c: str, sp: str, t: str) -> None:
     """Submit the evaluate job, unless an identical one is queued or running (then that one is shown)."""
-    runner.refresh_job_states(ws)
-    running = eval_jobs(c, sp, t, active_only=True)
-    if running:
-        ss["eval_bg_flash"] = ("info", (f"This evaluation is already running in the background (job `{running[0].id}`): "
-                                        "its progress is shown below."))
-        return
     config = {"checkpoint_id": c, "split": sp, "tta": t, "force": bool(ss.get("eval_force"))}
     try:
-        jid = runner.submit_job(ws, "evaluate", config)
+        jid, new = submit_evaluation_job(ws, "evaluate", config)
     except (SegHZError, ValueError, ImportError, OSError) as e:
         ss["eval_bg_flash"] = ("error", f"Could not start the background evaluation: {e}")
         return
+    if not new:
+        ss["eval_bg_flash"] = ("info", (f"This evaluation is already running in the background (job `{jid}`): "
+                                        "its progress is shown below."))
+        return
     ss["eval_bg_flash"] = ("success", (f"Background evaluation job `{jid}` submitted: it goes on if you leave this "
                                        "page, and its result shows here when it is done."))
+
+
+def show_flash(key: str) -> None:
+    """The message a submit callback left under ``key`` (shown once)."""
+    flash = ss.pop(key, None)
+    if flash:
+        getattr(st, flash[0])(flash[1])
+
+
+def job_progress(j, what: str, cancel_key: str) -> None:
+    """A queued or running job: its progress bar (status, message, time left), the job it waits behind, Cancel."""
+    msg = (j.message or "").strip().splitlines()
+    left = report.job_time_left_s(j)
+    st.progress(min(1.0, max(0.0, float(j.progress or 0))),
+                text=(f"{what} `{j.id}` {j.status}" + (f": {msg[0]}" if msg else "")
+                      + (f" — about {report.fmt_duration(left)} left" if left is not None else ""))[:200])
+    if j.status == "queued":  # one job runs at a time in a workspace: say which one it waits for
+        ahead = [r for r in ws.list_jobs(status="running") if r.id != j.id]
+        if ahead:
+            st.caption(f"Queued behind the {ahead[0].kind} job `{ahead[0].id}` (one job runs at a time in a "
+                       "workspace; the Train page shows it).")
+    label = "Cancel requested…" if j.cancel_requested else "Cancel"
+    if st.button(label, key=cancel_key, disabled=j.cancel_requested):
+        runner.cancel_job(ws, j.id)
+        st.rerun()  # the whole page: a queued job is cancelled at once, and its submit button comes back
+
+
+def job_outcome(j, what: str) -> None:
+    """How the last job of something ended when it did not succeed: an error with its message, or the cancel."""
+    text = (j.message or j.status).strip()
+    if j.status == "cancelled":
+        st.caption(f"The last {what} (job `{j.id}`) was cancelled: {text.splitlines()[-1]}")
+    else:
+        st.error(f"The last {what} (job `{j.id}`) {j.status}:\n\n```\n{text}\n```")
 
 
 def on_show(c: str, sp: str, t: str) -> None:
@@ -91,7 +115,7 @@ def on_show(c: str, sp: str, t: str) -> None:
 
 runner.refresh_job_states(ws)
 running = eval_jobs(cid, split, tta, active_only=True)
-any_running = bool(eval_jobs(None, "", "", active_only=True))  # this one or others: the panel below polls
+any_running = bool(evaluation_jobs(ws, active_only=True))  # this one or others (TTA reports too): the panel polls
 px_views = sum(s.height * s.width for s in labelled) * len(tta_views(tta))
 heavy = tta != "none" or px_views > BACKGROUND_PX_VIEWS
 
@@ -115,9 +139,7 @@ if labelled:
                    "keeps going if you leave the page.")
 if not labelled:
     st.info(f"The **{split}** split has no labelled scenes; move scenes into it (CLI) or pick another split.")
-flash = ss.pop("eval_bg_flash", None)
-if flash:
-    getattr(st, flash[0])(flash[1])
+show_flash("eval_bg_flash")
 
 
 @st.fragment(run_every=2 if any_running else None)
@@ -130,35 +152,22 @@ def background_panel(watching: bool) -> None:
     if watching and not active_now:
         st.rerun()  # it ended: the page's cached-result path shows the result
     for j in active_now:
-        msg = (j.message or "").strip().splitlines()
-        left = report.job_time_left_s(j)
-        st.progress(min(1.0, max(0.0, float(j.progress or 0))),
-                    text=(f"background evaluation `{j.id}` {j.status}" + (f": {msg[0]}" if msg else "")
-                          + (f" — about {report.fmt_duration(left)} left" if left is not None else ""))[:200])
-        if j.status == "queued":  # one job runs at a time in a workspace: say which one it waits for
-            ahead = [r for r in ws.list_jobs(status="running") if r.id != j.id]
-            if ahead:
-                st.caption(f"Queued behind the {ahead[0].kind} job `{ahead[0].id}` (one job runs at a time in a "
-                           "workspace; the Train page shows it).")
-        label = "Cancel requested…" if j.cancel_requested else "Cancel"
-        if st.button(label, key=f"eval_bg_cancel_{j.id}", disabled=j.cancel_requested):
-            runner.cancel_job(ws, j.id)
-            st.rerun()  # the whole page: a queued job is cancelled at once, and "Run in the background" comes back
-    if not active_now and jobs and jobs[0].status in ("failed", "died", "cancelled"):
-        last = jobs[0]
-        text = (last.message or last.status).strip()
-        if last.status == "cancelled":
-            st.caption(f"The last background evaluation (job `{last.id}`) was cancelled: {text.splitlines()[-1]}")
-        else:
-            st.error(f"The last background evaluation (job `{last.id}`) {last.status}:\n\n```\n{text}\n```")
+        job_progress(j, "background evaluation", f"eval_bg_cancel_{j.id}")
+    if not active_now and jobs and jobs[0].status in JOB_ENDED:
+        job_outcome(jobs[0], "background evaluation")
     shown_ids = {j.id for j in active_now}
-    others = [j for j in eval_jobs(None, "", "", active_only=True) if j.id not in shown_ids]
+    others = [j for j in evaluation_jobs(ws, active_only=True) if j.id not in shown_ids]
     for j in others:  # e.g. a d4 run started before the analyst left the page: the widgets came back at their defaults
         cfg = j.config or {}
-        c, sp, t = cfg.get("checkpoint_id"), cfg.get("split") or "val", tta_key(cfg.get("tta") or "none")
+        c, sp = cfg.get("checkpoint_id"), cfg.get("split") or "val"
+        name = by_id[c].name if c in by_id else c
+        if j.kind == "tta_report":  # its progress and Cancel are in the TTA report below; Show keeps the TTA
+            t, what = ss.get("eval_tta", "none"), f"TTA report of {name} on {sp}"
+        else:  # e.g. one of the comparison's "Evaluate missing" jobs
+            t = tta_key(cfg.get("tta") or "none")
+            what = f"{name} on {sp}, TTA {t}"
         o1, o2 = st.columns([4, 1])
-        o1.caption(f"Also running in the background: job `{j.id}` · {by_id[c].name if c in by_id else c} on "
-                   f"{sp}, TTA {t} · {100 * float(j.progress or 0):.0f} %")
+        o1.caption(f"Also running in the background: job `{j.id}` · {what} · {100 * float(j.progress or 0):.0f} %")
         o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show, args=(c, sp, t),
                   disabled=c not in by_id or sp not in ("val", "test", "train") or t not in ("none", "d4"))
 
@@ -181,7 +190,46 @@ if run:
 
 # ---------------------------------------------------------------------------------------------- comparisons
 # Checkpoint comparison and the TTA report do not depend on the result above; they render at the page's end
-# (also where the page stops early) through extra_sections().
+# (also where the page stops early) through extra_sections(). Their long computations run as background jobs
+# ("evaluate" per missing checkpoint, "tta_report"): panels poll them, and the page reruns when one ends.
+def on_compare_missing(sel: tuple[str, ...], csplit: str) -> None:
+    """Submit one background "evaluate" job per selected checkpoint still missing on ``csplit`` (not a second one
+    where such a job is queued or running)."""
+    try:
+        got = submit_missing_evaluations(ws, list(sel), csplit)
+    except (SegHZError, ValueError, ImportError, OSError) as e:
+        ss["eval_cmp_flash"] = ("error", f"Could not start the background evaluations: {e}")
+        return
+    new = [c for c, (_j, fresh) in got.items() if fresh]
+    old = [f"`{by_id[c].name}` (job `{j}`)" for c, (j, fresh) in got.items() if not fresh]
+    if not new and not got:
+        ss["eval_cmp_flash"] = ("info", f"Nothing to evaluate: every selected checkpoint is evaluated on {csplit}.")
+    elif not new:
+        ss["eval_cmp_flash"] = ("info", "Already running in the background: " + ", ".join(old) + ".")
+    else:
+        ss["eval_cmp_flash"] = ("success", (
+            f"{len(new)} background evaluation job(s) submitted on {csplit} (" + ", ".join(f"`{by_id[c].name}`" for c in new)
+            + "): they go on if you leave this page, and the table fills in as each ends."
+            + (" Already running: " + ", ".join(old) + "." if old else "")))
+
+
+def compare_jobs_panel(sel: tuple[str, ...], csplit: str, missing: tuple[str, ...], watching: tuple[str, ...]) -> None:
+    """The comparison's background evaluations on ``csplit``: progress and Cancel while they run, how the last one
+    of a checkpoint still missing ended when it did not succeed. The page reruns as each watched one ends."""
+    runner.refresh_job_states(ws)
+    active_now = [j for c in sel for j in eval_jobs(c, csplit, "none", active_only=True)]
+    if set(watching) - {j.id for j in active_now}:
+        st.rerun()  # one ended: the table and the per-class deltas show its result
+    for j in active_now:
+        c = (j.config or {}).get("checkpoint_id")
+        job_progress(j, f"background evaluation of {by_id[c].name if c in by_id else c} on {csplit}",
+                     f"eval_cmp_cancel_{j.id}")
+    for c in missing:
+        jobs = eval_jobs(c, csplit, "none")
+        if jobs and not jobs[0].active and jobs[0].status in JOB_ENDED:
+            job_outcome(jobs[0], f"background evaluation of `{by_id[c].name}` on {csplit}")
+
+
 def compare_section() -> None:
     """Two or more checkpoints side by side, per-class IoU deltas, and the pixels two of them predict differently."""
     st.divider()
@@ -195,24 +243,23 @@ def compare_section() -> None:
     csplit = st.radio("Split for per-class IoU", ["val", "test", "train"], horizontal=True, key="eval_cmp_split")
     has_labels = any(s.label_path for s in ws.list_scenes(csplit))
     missing = compare.missing_evaluations(ws, sel, csplit) if has_labels else []
+    cmp_active = [j for c in sel for j in eval_jobs(c, csplit, "none", active_only=True)]
+    busy = {(j.config or {}).get("checkpoint_id") for j in cmp_active}
+    to_run = [c for c in missing if c not in busy]
     if missing:
         st.caption(f"{len(missing)} of them {'has' if len(missing) == 1 else 'have'} no cached evaluation on the **{csplit}** split for the current labels: "
-                   + ", ".join(f"`{by_id[c].name}`" for c in missing))
-        if st.button(f"Evaluate {len(missing)} missing on {csplit}", key="eval_cmp_run"):
-            bar = st.progress(0.0, text=f"evaluating {len(missing)} checkpoint(s) on {csplit}…")
-            cb = progress_callback(bar)
-            try:
-                for i, c in enumerate(missing):
-                    pred_c, _ = predictor_for(ws, c)
-                    evaluate_split(ws, c, csplit, "none", predictor=pred_c,
-                                   progress=lambda f, m, i=i, c=c: cb((i + f) / len(missing), f"{by_id[c].name}: {m}"))
-            except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
-                st.error(f"Evaluation failed: {e}")
-            finally:
-                bar.empty()
-            missing = compare.missing_evaluations(ws, sel, csplit)
+                   + ", ".join(f"`{by_id[c].name}`" for c in missing)
+                   + (f" ({len(missing) - len(to_run)} being evaluated in the background)" if len(to_run) < len(missing) else ""))
+        st.button(f"Evaluate {len(to_run) or len(missing)} missing on {csplit}", key="eval_cmp_run", type="primary",
+                  on_click=on_compare_missing, args=(tuple(sel), csplit), disabled=not to_run,
+                  help="One background evaluation job per checkpoint (no TTA): they go on if you leave the page "
+                       "(progress and Cancel below), and the table fills in as each ends."
+                       + (" Already running for all of them." if not to_run else ""))
     elif not has_labels:
         st.caption(f"The **{csplit}** split has no labelled scenes: per-class deltas need an evaluation.")
+    show_flash("eval_cmp_flash")
+    watching = tuple(j.id for j in cmp_active)
+    st.fragment(compare_jobs_panel, run_every=2 if watching else None)(tuple(sel), csplit, tuple(missing), watching)
     entries = compare.comparison_entries(ws, sel)
     table = compare.comparison_table(entries)
     pct = st.column_config.NumberColumn(format="percent")
@@ -293,29 +340,59 @@ def compare_section() -> None:
                                     "pixels": st.column_config.NumberColumn(format="localized")})
 
 
+def on_tta_report(c: str, sp: str) -> None:
+    """Submit the TTA report job of (checkpoint, split), unless one is queued or running (then that one is shown)."""
+    try:
+        jid, new = submit_evaluation_job(ws, "tta_report", {"checkpoint_id": c, "split": sp})
+    except (SegHZError, ValueError, ImportError, OSError) as e:
+        ss["eval_tta_flash"] = ("error", f"Could not start the TTA report: {e}")
+        return
+    if new:
+        ss["eval_tta_flash"] = ("success", (f"TTA report job `{jid}` submitted: it goes on if you leave this page, and "
+                                            "its rows show here as they are scored."))
+    else:
+        ss["eval_tta_flash"] = ("info", (f"This TTA report is already running in the background (job `{jid}`): its "
+                                         "progress is shown below."))
+
+
+def tta_panel(c: str, sp: str, watching: tuple[str, ...]) -> None:
+    """The TTA report's job (progress and Cancel while it runs, how the last one ended when it did not succeed) and
+    the rows cached so far: while a job runs, rows show as they are scored. The page reruns when it ends."""
+    runner.refresh_job_states(ws)
+    jobs = evaluation_jobs(ws, "tta_report", c, sp, "d4")
+    active_now = [j for j in jobs if j.active]
+    if set(watching) - {j.id for j in active_now}:
+        st.rerun()  # it ended: the button comes back (or stays off when every row is cached)
+    table = compare.tta_report(ws, c, sp, compute=False)
+    for j in active_now:
+        job_progress(j, "background TTA report", f"eval_tta_cancel_{j.id}")
+    if not active_now and jobs and jobs[0].status in JOB_ENDED and not table["mIoU"].notna().all():
+        job_outcome(jobs[0], "background TTA report")
+    if table["mIoU"].notna().any():
+        pct = st.column_config.NumberColumn(format="percent")
+        st.dataframe(table, hide_index=True, key="eval_tta_table",
+                     column_config={"mIoU": pct, "fwIoU": pct, "OA": pct,
+                                    "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
+    else:
+        st.caption("Not computed yet for this checkpoint, split and the current labels.")
+
+
 def tta_section() -> None:
-    """mIoU as TTA views are added one at a time (the study's NAIC table), on demand, cached per view list."""
+    """mIoU as TTA views are added one at a time (the study's NAIC table), on demand as a background job, cached per
+    view list."""
     with st.expander("TTA report: scores as views are added (baseline, +lr, +tb, … full D4)"):
         st.caption(f"Checkpoint **{ck.name}** on the **{split}** split; each row adds one view to the row above "
                    "(mean of softmax). Rows are cached like evaluations (checkpoint, labels, view list).")
-        table = compare.tta_report(ws, cid, split, compute=False)
-        if st.button("Compute the TTA report", key="eval_tta_run", disabled=not labelled,
-                     help="Up to 36 model passes per window in all (1 + 2 + … + 8 views); cached rows are reused."):
-            bar = st.progress(0.0, text="TTA report…")
-            try:
-                predictor, _ = predictor_for(ws, cid)
-                table = compare.tta_report(ws, cid, split, predictor=predictor, progress=progress_callback(bar))
-            except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
-                st.error(f"TTA report failed: {e}")
-            finally:
-                bar.empty()
-        if table["mIoU"].notna().any():
-            pct = st.column_config.NumberColumn(format="percent")
-            st.dataframe(table, hide_index=True, key="eval_tta_table",
-                         column_config={"mIoU": pct, "fwIoU": pct, "OA": pct,
-                                        "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
-        else:
-            st.caption("Not computed yet for this checkpoint, split and the current labels.")
+        complete = bool(compare.tta_report(ws, cid, split, compute=False)["mIoU"].notna().all())
+        tta_running = evaluation_jobs(ws, "tta_report", cid, split, "d4", active_only=True)
+        st.button("Compute the TTA report", key="eval_tta_run", on_click=on_tta_report, args=(cid, split),
+                  disabled=not labelled or bool(tta_running) or complete,
+                  help="Runs as a background job: it goes on if you leave the page (progress and Cancel below). Up "
+                       "to 36 model passes per window in all (1 + 2 + … + 8 views); cached rows are reused."
+                       + (" Already running." if tta_running else " Every row is cached." if complete else ""))
+        show_flash("eval_tta_flash")
+        watching = tuple(j.id for j in tta_running)
+        st.fragment(tta_panel, run_every=2 if watching else None)(cid, split, watching)
 
 
 def extra_sections() -> None:

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_pages import HZ7, REPO, assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 
-TIMEOUT = 90  # the comparison evaluates two checkpoints and the TTA report runs 36 passes: the CPU is shared
+TIMEOUT = 90  # the CPU is shared with long training runs
 
 
 def app(script: str) -> AppTest:
@@ -58,10 +58,16 @@ def _frame(at: AppTest, key: str):
     return frames[0]
 
 
-def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F811
+def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint, monkeypatch):  # noqa: F811
+    from seghz.jobs import runner
+    from seghz.jobs.worker import run_job
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
     _path, meta = tiny_checkpoint
     _register(ws, "cmp-a", 1, {"epochs": 5, "noise_mask": "none"}, meta)
     _register(ws, "cmp-b", 2, {"epochs": 20, "noise_mask": "cos"}, meta)
+    stale = app("pages/2_Evaluate.py").run()  # another tab, drawn before the jobs exist
+    stale.multiselect(key="eval_cmp_sel").set_value(["cmp-a", "cmp-b"]).run()
     at = app("pages/2_Evaluate.py").run()
     assert_ok(at)
     assert "Compare checkpoints" in texts(at)  # rendered although nothing is evaluated yet (the page stopped early)
@@ -80,8 +86,29 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     assert "do not rank checkpoints across the two kinds" in texts(at)
     assert not _frames(at, "eval_cmp_deltas")
 
-    at.button(key="eval_cmp_run").click().run()  # evaluate the missing ones on val
+    assert at.button(key="eval_cmp_run").label == "Evaluate 2 missing on val"
+    at.button(key="eval_cmp_run").click().run()  # one background evaluate job per missing checkpoint on val
     assert_ok(at)
+    jobs = {j.config["checkpoint_id"]: j for j in ws.list_jobs()}
+    assert set(jobs) == {"cmp-a", "cmp-b"}
+    assert all(j.kind == "evaluate" and j.status == "queued" and j.config == {"checkpoint_id": c, "split": "val",
+               "tta": "none", "force": False} for c, j in jobs.items())
+    assert all(ws.list_evaluations(c) == [] for c in jobs)  # nothing is scored in the script run
+    assert any("2 background evaluation job(s) submitted on val" in s.value for s in at.success)
+    bars = [p.proto.text for p in at.get("progress")]
+    assert all(any(f"background evaluation of {c} on val `{j.id}` queued" in t for t in bars) for c, j in jobs.items())
+    assert all(at.button(key=f"eval_cmp_cancel_{j.id}") for j in jobs.values())
+    assert at.button(key="eval_cmp_run").disabled  # while they are queued or running
+    # the stale tab's button was still enabled: its click submits nothing and says which jobs run
+    stale.button(key="eval_cmp_run").click().run()
+    assert_ok(stale)
+    assert len(ws.list_jobs()) == 2
+    assert any("Already running in the background: `cmp-a`" in i.value for i in stale.info)
+    for j in reversed(ws.list_jobs()):  # the jobs run in line (here, in this process, as their workers would)
+        assert run_job(ws, j.id) == 0
+    at.run()
+    assert_ok(at)
+    assert not at.get("progress") and not [b for b in at.button if b.key == "eval_cmp_run"]  # none is missing now
     ev = {c: ws.list_evaluations(c) for c in ("cmp-a", "cmp-b")}
     assert all(len(v) == 1 and v[0].split == "val" and v[0].result["tta"] == "none" for v in ev.values())
     table = _frame(at, "eval_cmp_table")
@@ -117,12 +144,33 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint):  # noqa: F81
     assert int(pairs["pixels"].sum()) <= got["changed"]
 
 
-def test_evaluate_tta_report_expander(ws):  # noqa: F811
+def test_evaluate_tta_report_expander(ws, monkeypatch):  # noqa: F811
+    from seghz.jobs import runner
+    from seghz.jobs.worker import run_job
+
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    stale = app("pages/2_Evaluate.py").run()  # another tab, drawn before the job exists
     at = app("pages/2_Evaluate.py").run()
     assert_ok(at)
     assert not _frames(at, "eval_tta_table")
-    at.button(key="eval_tta_run").click().run()
+    at.button(key="eval_tta_run").click().run()  # a background "tta_report" job, nothing scored in the script run
     assert_ok(at)
+    (job,) = ws.list_jobs()
+    assert job.kind == "tta_report" and job.status == "queued" and job.config == {"checkpoint_id": "tiny-test",
+                                                                                 "split": "val"}
+    assert ws.list_evaluations("tiny-test") == [] and not _frames(at, "eval_tta_table")
+    assert any(f"TTA report job `{job.id}` submitted" in s.value for s in at.success)
+    assert any(f"background TTA report `{job.id}` queued" in p.proto.text for p in at.get("progress"))
+    assert at.button(key="eval_tta_run").disabled and at.button(key=f"eval_tta_cancel_{job.id}")
+    stale.button(key="eval_tta_run").click().run()  # its button was still enabled: no second job
+    assert_ok(stale)
+    assert len(ws.list_jobs()) == 1
+    assert any(f"already running in the background (job `{job.id}`)" in i.value for i in stale.info)
+    assert run_job(ws, job.id) == 0  # here, in this process, as its worker would
+    assert ws.get_job(job.id).status == "done"
+    at.run()
+    assert_ok(at)
+    assert not at.get("progress") and at.button(key="eval_tta_run").disabled  # every row is cached
     table = _frame(at, "eval_tta_table")
     assert table["TTA"].tolist() == ["baseline (identity)", "+lr", "+tb", "+diag", "+diag2", "+rot90", "+rot180", "+rot270"]
     assert table["views"].tolist() == list(range(1, 9)) and table.loc[0, "Δ mIoU (pp)"] == 0

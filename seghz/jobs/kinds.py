@@ -405,7 +405,7 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
 @register_job_kind("evaluate")
 def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
     """Score a checkpoint on a split of the workspace in the background (the Evaluate page's *Run in the
-    background*): :func:`seghz.evaluate.evaluate_split`, whose result goes to the workspace's evaluation cache
+    background*, and its checkpoint comparison's *Evaluate missing*, one job per checkpoint): :func:`seghz.evaluate.evaluate_split`, whose result goes to the workspace's evaluation cache
     exactly as the page's inline run stores it, so the page shows it through its cached-result path.
 
     A cancel is honoured at every window the predictor reports (so between scenes too); a cancelled run stores
@@ -448,3 +448,152 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
     return {"checkpoint_id": cid, "split": split, "tta": tta, "miou": miou, "scenes": res.get("scenes"),
             "data_version": res.get("data_version"), "evaluation_id": ev.id if ev is not None else None,
             "cached": hit is not None}
+
+
+def report_views(views: str | list[str] | None) -> list[str] | None:
+    """A TTA report's view list (a mode name, a comma-joined string or a list of view names) as the list
+    :func:`seghz.compare.cumulative_tta_specs` takes; None (the engine's D4 views) when not given.
+
+    Raises:
+        ValueError: For an unknown mode or view name.
+    """
+    from seghz.evaluate import tta_key
+    from seghz.infer.engine import TTA_MODES
+
+    if not views:
+        return None
+    key = tta_key(views)
+    return list(TTA_MODES[key]) if key in TTA_MODES else key.split(",")
+
+
+@register_job_kind("tta_report")
+def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """The Evaluate page's cumulative TTA report in the background: :func:`seghz.compare.tta_report` (baseline,
+    +lr, +tb, … full D4), whose rows are scored by :func:`seghz.evaluate.evaluate_split` and so land in the
+    workspace's evaluation cache one by one, where ``compare.tta_report(..., compute=False)`` (the page) finds them.
+
+    Rows already cached for the split's current labels are reused, not recomputed. A cancel is honoured before each
+    row and at every window the predictor reports: the row being scored stores nothing; rows finished before the
+    cancel stay cached (each is a complete evaluation of its view list, the one the page's TTA choice or a later
+    report reuses).
+
+    config: ``checkpoint_id`` (default: the active checkpoint), ``split`` (default "val"), ``views`` (the views
+    added one by one; default the engine's D4 views), ``device``.
+
+    Returns a summary: ``checkpoint_id``, ``split``, ``data_version``, ``rows`` (``tta``, ``spec``, ``views``,
+    ``miou`` per row), ``reused`` (rows found in the cache), ``computed`` (rows scored by this job).
+    """
+    from seghz import compare
+    from seghz.evaluate import evaluate_split
+    from seghz.infer.engine import Predictor
+
+    cid = _checkpoint_id(ws, config)
+    ck = ws.get_checkpoint(cid)  # NotFoundError for an unknown id, before any work
+    split = str(config.get("split") or "val")
+    views = report_views(config.get("views"))  # ValueError for an unknown view, before any work
+    specs = compare.cumulative_tta_specs(views)
+    dv = ws.data_version(split)
+    before = compare.tta_report(ws, cid, split, views, compute=False)
+    reused = int(before["mIoU"].notna().sum())
+    labelled = [s for s in ws.list_scenes(split) if s.label_path]
+    progress.log(f"TTA report of {cid} on {len(labelled)} labelled scene(s) of the '{split}' split: {len(specs)} rows "
+                 f"({reused} cached for the current labels, {len(specs) - reused} to score)")
+    predictor = None
+    if reused < len(specs):
+        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
+
+    for i, ((label, spec), done) in enumerate(zip(specs, before["mIoU"].notna())):
+        progress.check_cancel(force=True)  # between rows too: a row of one window reports only once it is scored
+        if done:
+            continue
+        progress.update(0.99 * i / len(specs), f"{label}: scoring")
+
+        def on_progress(frac: float, msg: str = "", i: int = i, label: str = label) -> None:
+            progress.check_cancel()  # raises JobCancelled: the row being scored stores nothing
+            progress.update(0.99 * (i + float(frac)) / len(specs), f"{label}: {msg}")
+
+        # the row compare.tta_report computes, cached by evaluate_split per view list
+        evaluate_split(ws, cid, split, spec, predictor=predictor, progress=on_progress)
+    table = compare.tta_report(ws, cid, split, views, compute=False)
+    rows = [{"tta": r["TTA"], "spec": r["spec"], "views": int(r["views"]),
+             "miou": None if np.isnan(r["mIoU"]) else float(r["mIoU"])} for r in table.to_dict("records")]
+    for r in rows:
+        progress.log(f"{r['tta']}: mIoU {r['miou']:.4f}" if r["miou"] is not None else f"{r['tta']}: mIoU n/a")
+    return {"checkpoint_id": cid, "split": split, "data_version": dv, "rows": rows, "reused": reused,
+            "computed": len(specs) - reused}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation jobs
+# The Evaluate page's background runs ("evaluate": one checkpoint on a split with a TTA; "tta_report": the
+# cumulative TTA report of one checkpoint on a split) are told apart by what they compute; a second job computing
+# the same thing while one is queued or running is never submitted.
+EVALUATION_JOB_KINDS = ("evaluate", "tta_report")
+
+
+def evaluation_key(kind: str, config: dict | None) -> tuple[str, str | None, str, str] | None:
+    """What an evaluation job of ``kind`` with ``config`` computes: ``(kind, checkpoint id, split, TTA key)``; for a
+    "tta_report" job the TTA key is that of its last row, the full view list (``"d4"`` by default). None for another
+    kind or a config naming an unknown TTA."""
+    from seghz.compare import cumulative_tta_specs
+    from seghz.evaluate import tta_key
+
+    cfg = config or {}
+    if kind not in EVALUATION_JOB_KINDS:
+        return None
+    try:
+        if kind == "evaluate":
+            t = tta_key(cfg.get("tta") or "none")
+        else:
+            t = cumulative_tta_specs(report_views(cfg.get("views")))[-1][1]
+    except (ValueError, TypeError):
+        return None
+    return kind, cfg.get("checkpoint_id"), str(cfg.get("split") or "val"), t
+
+
+def evaluation_jobs(ws: Workspace, kind: str | None = None, checkpoint_id: str | None = None, split: str | None = None,
+                    tta: str | None = None, active_only: bool = False, limit: int = 50) -> list:
+    """Evaluation jobs (:data:`EVALUATION_JOB_KINDS`), newest first: all queued or running ones with
+    ``active_only``, else among the ``limit`` newest jobs of the workspace. Each filter left None matches any."""
+    from seghz.evaluate import tta_key
+
+    # queued before running: a job that starts between the two reads is in both lists, never in neither
+    jobs = ws.list_jobs(status="queued") + ws.list_jobs(status="running") if active_only else ws.list_jobs(limit=limit)
+    want = (kind, checkpoint_id, split, None if tta is None else tta_key(tta))
+    out = {}
+    for j in jobs:
+        key = evaluation_key(j.kind, j.config)
+        if key is not None and all(w is None or w == k for w, k in zip(want, key)):
+            out.setdefault(j.id, j)
+    return sorted(out.values(), key=lambda j: j.created_at, reverse=True)
+
+
+def submit_evaluation_job(ws: Workspace, kind: str, config: dict) -> tuple[str, bool]:
+    """Submit an "evaluate" or "tta_report" job unless one computing the same thing (:func:`evaluation_key`) is
+    queued or running: ``(new job id, True)``, or ``(the queued/running job's id, False)``.
+
+    Raises:
+        ValueError: For another kind, or a config naming an unknown TTA spec; what :func:`runner.submit_job` raises.
+    """
+    from seghz.jobs import runner
+
+    if kind not in EVALUATION_JOB_KINDS:
+        raise ValueError(f"'{kind}' is not an evaluation job kind ({', '.join(EVALUATION_JOB_KINDS)})")
+    key = evaluation_key(kind, config)
+    if key is None:
+        raise ValueError(f"unknown TTA in the {kind} job's config: {config}")
+    runner.refresh_job_states(ws)  # a job whose worker died must not hold a new one back
+    same = evaluation_jobs(ws, *key, active_only=True)
+    if same:
+        return same[0].id, False
+    return runner.submit_job(ws, kind, config), True
+
+
+def submit_missing_evaluations(ws: Workspace, checkpoint_ids: list[str], split: str) -> dict[str, tuple[str, bool]]:
+    """One "evaluate" job (no TTA) for each checkpoint without a cached evaluation of ``split`` for its current
+    labels (:func:`seghz.compare.missing_evaluations`), except where such a job is queued or running already:
+    ``{checkpoint id: (job id, submitted now)}``."""
+    from seghz.compare import missing_evaluations
+
+    return {c: submit_evaluation_job(ws, "evaluate", {"checkpoint_id": c, "split": split, "tta": "none",
+                                                      "force": False})
+            for c in missing_evaluations(ws, checkpoint_ids, split)}

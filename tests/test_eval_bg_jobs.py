@@ -1,0 +1,297 @@
+"""The Evaluate page's comparison "Evaluate missing" and its TTA report as background jobs (they ran inline in the
+script run: leaving the page lost them, and the page was blocked meanwhile).
+
+"Evaluate missing" submits one "evaluate" job per checkpoint without a cached evaluation; the TTA report is a
+"tta_report" job whose rows land in the evaluation cache, where ``compare.tta_report(..., compute=False)`` (the page)
+reads them. Neither is submitted twice while one computing the same thing is queued or running. Same prepared
+workspace as tests/test_pages.py (one 128 px labelled val scene, a tiny active hz7 checkpoint ``tiny-test``); no
+worker process is started: ``runner.submit_job`` is replaced by ``create_job`` and jobs run in this process through
+the worker's ``run_job``.
+"""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from test_pages import assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
+from test_pages_compare import _frame, _frames, _register, app
+
+from seghz import compare
+from seghz.infer.engine import TTA_MODES
+from seghz.jobs import JOB_KINDS, JobCancelled, ProgressReporter, cancel_job, load_job_kinds, runner
+from seghz.jobs.kinds import (
+    evaluate_job,
+    evaluation_jobs,
+    evaluation_key,
+    submit_evaluation_job,
+    submit_missing_evaluations,
+    tta_report_job,
+)
+from seghz.jobs.worker import run_job
+from seghz.store import NotFoundError
+
+VIEWS3 = ["identity", "lr", "tb"]  # three rows (none, flip, identity,lr,tb): quicker than the full D4 report
+D4_ROWS = ["baseline (identity)", "+lr", "+tb", "+diag", "+diag2", "+rot90", "+rot180", "+rot270"]
+
+
+def _no_worker(monkeypatch):
+    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+
+
+def _cached_specs(ws) -> list[str]:  # noqa: F811
+    return sorted(e.result["tta"] for e in ws.list_evaluations("tiny-test"))
+
+
+# ------------------------------------------------------------------------------------------------ the tta_report kind
+
+
+def test_tta_report_job_caches_every_row_and_the_page_reads_them_with_compute_false(ws):  # noqa: F811
+    assert "tta_report" in load_job_kinds() and JOB_KINDS["tta_report"] is tta_report_job
+    before = compare.tta_report(ws, "tiny-test", "val", VIEWS3, compute=False)
+    assert before["mIoU"].isna().all()
+    config = {"checkpoint_id": "tiny-test", "split": "val", "views": VIEWS3}
+    jid = ws.create_job("tta_report", config)
+    assert run_job(ws, jid) == 0  # in this process, as its worker runs it
+    job = ws.get_job(jid)
+    assert job.status == "done", job.message
+    res = job.result
+    assert (res["checkpoint_id"], res["split"], res["reused"], res["computed"]) == ("tiny-test", "val", 0, 3)
+    assert res["data_version"] == ws.data_version("val")
+    assert [r["spec"] for r in res["rows"]] == ["none", "flip", "identity,lr,tb"]
+    assert [r["views"] for r in res["rows"]] == [1, 2, 3]
+    assert _cached_specs(ws) == ["flip", "identity,lr,tb", "none"]  # every row in the evaluation cache
+
+    table = compare.tta_report(ws, "tiny-test", "val", VIEWS3, compute=False)  # what the page reads
+    assert table["TTA"].tolist() == ["baseline (identity)", "+lr", "+tb"]
+    assert table["mIoU"].notna().all()
+    assert table["mIoU"].tolist() == pytest.approx([r["miou"] for r in res["rows"]])
+    assert table.loc[0, "mIoU"] == pytest.approx(ws.find_evaluation("tiny-test", "val", False, res["data_version"],
+                                                                    tta_spec="none").result["miou"])
+    log = ws.path(job.log_path).read_text()
+    assert "3 rows (0 cached for the current labels, 3 to score)" in log and "+tb: mIoU" in log
+    assert job.progress == 1.0
+
+    # again: every row is cached, nothing is scored (no model is even loaded) and nothing is added to the cache
+    jid2 = ws.create_job("tta_report", config)
+    res2 = tta_report_job(ws, jid2, config, ProgressReporter(ws, jid2))
+    assert (res2["reused"], res2["computed"]) == (3, 0) and res2["rows"] == res["rows"]
+    assert len(ws.list_evaluations("tiny-test")) == 3
+
+
+def test_tta_report_job_reuses_a_cached_evaluation_as_its_baseline_row(ws):  # noqa: F811
+    ev_id = ws.create_job("evaluate", {"checkpoint_id": "tiny-test", "split": "val", "tta": "none"})
+    evaluate_job(ws, ev_id, {"checkpoint_id": "tiny-test", "split": "val", "tta": "none"}, ProgressReporter(ws, ev_id))
+    baseline = ws.list_evaluations("tiny-test")[0]
+    jid = ws.create_job("tta_report", {"checkpoint_id": "tiny-test", "views": ["identity", "lr"]})  # split: val
+    res = tta_report_job(ws, jid, ws.get_job(jid).config, ProgressReporter(ws, jid))
+    assert (res["split"], res["reused"], res["computed"]) == ("val", 1, 1)
+    assert res["rows"][0]["miou"] == pytest.approx(baseline.result["miou"])
+    assert _cached_specs(ws) == ["flip", "none"]
+    assert [e.id for e in ws.list_evaluations("tiny-test") if e.result["tta"] == "none"] == [baseline.id]
+
+
+def test_tta_report_job_failures_are_recorded_with_their_message(ws):  # noqa: F811
+    for config, kind, text in (({"checkpoint_id": "tiny-test", "views": ["identity", "sideways"]}, ValueError,
+                                "unknown TTA spec"),
+                               ({"checkpoint_id": "nope"}, NotFoundError, "nope")):
+        jid = ws.create_job("tta_report", config)
+        with pytest.raises(kind, match=text):
+            tta_report_job(ws, jid, config, ProgressReporter(ws, jid))
+        ws.update_job(jid, status="failed")  # as its worker records it (a queued job would hold the queue)
+    # through the worker: a split without labelled scenes fails the job, with the reason in its message
+    jid = ws.create_job("tta_report", {"checkpoint_id": "tiny-test", "split": "test"})
+    assert run_job(ws, jid) == 1
+    job = ws.get_job(jid)
+    assert job.status == "failed" and "tta_report failed" in job.message and "no labelled scenes" in job.message
+    assert ws.list_evaluations("tiny-test") == []
+
+
+def test_tta_report_job_honours_a_cancel_and_caches_nothing(ws, monkeypatch):  # noqa: F811
+    config = {"checkpoint_id": "tiny-test", "split": "val", "views": VIEWS3}
+    jid = ws.create_job("tta_report", config)
+    ws.update_job(jid, status="running")
+    cancel_job(ws, jid)
+    with pytest.raises(JobCancelled):
+        tta_report_job(ws, jid, config, ProgressReporter(ws, jid))
+    assert ws.list_evaluations("tiny-test") == []
+    ws.update_job(jid, status="cancelled")  # as its worker records it (a 'running' job would hold the queue)
+
+    # through the worker: a cancel requested while the first row is scored ends the job 'cancelled', nothing cached
+    jid2 = ws.create_job("tta_report", config)
+    real = ProgressReporter.update
+
+    def cancel_on_first_update(self, fraction, message=""):
+        cancel_job(self.ws, self.job_id)
+        real(self, fraction, message)
+
+    monkeypatch.setattr(ProgressReporter, "update", cancel_on_first_update)
+    monkeypatch.setattr(runner, "CANCEL_POLL_S", 0.0)  # the tiny scene is scored within the 0.5 s between reads
+    assert run_job(ws, jid2) == 0
+    job = ws.get_job(jid2)
+    assert job.status == "cancelled" and "cancelled by request" in job.message and job.result is None
+    assert ws.list_evaluations("tiny-test") == []
+    assert compare.tta_report(ws, "tiny-test", "val", VIEWS3, compute=False)["mIoU"].isna().all()
+
+
+def test_a_cancel_during_a_later_row_keeps_the_rows_finished_before_it(ws, monkeypatch):  # noqa: F811
+    config = {"checkpoint_id": "tiny-test", "split": "val", "views": VIEWS3}
+    jid = ws.create_job("tta_report", config)
+    real = ProgressReporter.update
+
+    def cancel_in_the_second_row(self, fraction, message=""):
+        if message.startswith("+lr"):
+            cancel_job(self.ws, self.job_id)
+        real(self, fraction, message)
+
+    monkeypatch.setattr(ProgressReporter, "update", cancel_in_the_second_row)
+    monkeypatch.setattr(runner, "CANCEL_POLL_S", 0.0)
+    assert run_job(ws, jid) == 0
+    assert ws.get_job(jid).status == "cancelled"
+    assert _cached_specs(ws) == ["none"]  # the finished baseline row stays; the row being scored stored nothing
+    table = compare.tta_report(ws, "tiny-test", "val", VIEWS3, compute=False)
+    assert table["mIoU"].notna().tolist() == [True, False, False]
+
+
+# ------------------------------------------------------------------------------------------------ no duplicates
+
+
+def test_evaluation_key_tells_jobs_apart_by_what_they_compute():
+    assert evaluation_key("evaluate", {"checkpoint_id": "a", "split": "test", "tta": "d4"}) == ("evaluate", "a", "test", "d4")
+    assert evaluation_key("evaluate", {"checkpoint_id": "a"}) == ("evaluate", "a", "val", "none")
+    d4 = compare.cumulative_tta_specs()[-1][1]
+    assert evaluation_key("tta_report", {"checkpoint_id": "a"}) == ("tta_report", "a", "val", "d4") == \
+        evaluation_key("tta_report", {"checkpoint_id": "a", "views": "d4"}) and d4 == "d4"
+    assert evaluation_key("tta_report", {"checkpoint_id": "a", "views": "lr, tb"}) == \
+        ("tta_report", "a", "val", "identity,lr,tb")  # the report puts the identity view first
+    assert evaluation_key("evaluate", {"tta": "sideways"}) is None and evaluation_key("train", {}) is None
+
+
+def test_no_duplicate_evaluation_job_while_one_is_queued_or_running(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    rep = {"checkpoint_id": "tiny-test", "split": "val"}
+    jid, new = submit_evaluation_job(ws, "tta_report", rep)
+    assert new and ws.get_job(jid).kind == "tta_report" and ws.get_job(jid).config == rep
+    # the same report (its views spelt out), queued then running: never a second job
+    assert submit_evaluation_job(ws, "tta_report", {**rep, "views": TTA_MODES["d4"]}) == (jid, False)
+    ws.update_job(jid, status="running")  # no pid yet: its worker counts as alive for a minute after submission
+    assert submit_evaluation_job(ws, "tta_report", rep) == (jid, False)
+    assert len(ws.list_jobs()) == 1
+    # other things to compute are other jobs: another split, an evaluation of the same checkpoint, another TTA
+    other_split, n1 = submit_evaluation_job(ws, "tta_report", {**rep, "split": "train"})
+    ev, n2 = submit_evaluation_job(ws, "evaluate", {**rep, "tta": "d4"})
+    ev_none, n3 = submit_evaluation_job(ws, "evaluate", {**rep, "tta": "none"})
+    assert n1 and n2 and n3 and len({jid, other_split, ev, ev_none}) == 4
+    assert submit_evaluation_job(ws, "evaluate", {**rep, "tta": "d4", "force": True}) == (ev, False)
+    assert [j.id for j in evaluation_jobs(ws, "evaluate", "tiny-test", "val", "d4", active_only=True)] == [ev]
+    assert {j.id for j in evaluation_jobs(ws, active_only=True)} == {jid, other_split, ev, ev_none}
+    # once it has ended (done, cancelled, died), the same report can be submitted again
+    ws.update_job(jid, status="done")
+    again, new = submit_evaluation_job(ws, "tta_report", rep)
+    assert new and again != jid
+    cancel_job(ws, again)  # queued: cancelled at once
+    assert submit_evaluation_job(ws, "tta_report", rep)[1] is True
+    with pytest.raises(ValueError, match="not an evaluation job kind"):
+        submit_evaluation_job(ws, "train", rep)
+    with pytest.raises(ValueError, match="unknown TTA"):
+        submit_evaluation_job(ws, "evaluate", {**rep, "tta": "sideways"})
+
+
+def test_a_job_whose_worker_died_does_not_block_a_new_one(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    rep = {"checkpoint_id": "tiny-test", "split": "val"}
+    jid, _ = submit_evaluation_job(ws, "tta_report", rep)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ws.update_job(jid, status="running", pid=gone.pid)  # a worker that is gone
+    new_id, new = submit_evaluation_job(ws, "tta_report", rep)
+    assert new and new_id != jid and ws.get_job(jid).status == "died"
+
+
+def test_submit_missing_evaluations_one_evaluate_job_per_missing_checkpoint(ws, tiny_checkpoint, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    _path, meta = tiny_checkpoint
+    for cid, seed in (("cmp-a", 1), ("cmp-b", 2)):
+        _register(ws, cid, seed, {"epochs": seed}, meta)
+    pre = ws.create_job("evaluate", {"checkpoint_id": "tiny-test", "split": "val", "tta": "none"})
+    assert run_job(ws, pre) == 0  # tiny-test is evaluated already: nothing is submitted for it
+    sel = ["tiny-test", "cmp-a", "cmp-b"]
+    got = submit_missing_evaluations(ws, sel, "val")
+    assert list(got) == ["cmp-a", "cmp-b"] and all(new for _j, new in got.values())
+    for c, (jid, _new) in got.items():
+        job = ws.get_job(jid)
+        assert job.kind == "evaluate" and job.config == {"checkpoint_id": c, "split": "val", "tta": "none", "force": False}
+    assert submit_missing_evaluations(ws, sel, "val") == {c: (j, False) for c, (j, _n) in got.items()}  # no duplicates
+    assert len(ws.list_jobs()) == 3
+    for jid, _new in got.values():
+        assert run_job(ws, jid) == 0
+    assert compare.missing_evaluations(ws, sel, "val") == [] and submit_missing_evaluations(ws, sel, "val") == {}
+    assert [compare.split_scores(ws, c, "val")[1] for c in sel] == ["evaluated"] * 3
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def test_page_tta_report_cancel_and_failure(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    at.button(key="eval_tta_run").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    assert job.kind == "tta_report" and job.config == {"checkpoint_id": "tiny-test", "split": "val"}
+    assert ws.list_evaluations("tiny-test") == []  # nothing computed in the script run
+    # listed at the top too (the TTA expander is closed when the analyst comes back to the page)
+    assert f"Also running in the background: job `{job.id}` · TTA report of tiny test model on val" in texts(at)
+    at.button(key=f"eval_tta_cancel_{job.id}").click().run()
+    assert_ok(at)
+    assert ws.get_job(job.id).status == "cancelled"
+    assert f"The last background TTA report (job `{job.id}`) was cancelled" in texts(at)
+    assert not at.button(key="eval_tta_run").disabled  # it can be submitted again
+    assert ws.list_evaluations("tiny-test") == []
+
+    # a failed job: its message shows as an error, and the button comes back
+    failed = ws.create_job("tta_report", {"checkpoint_id": "tiny-test", "split": "val"})
+    ws.update_job(failed, status="failed", message="tta_report failed after 0.1 s:\nRuntimeError: out of memory")
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    errors = [e.value for e in at.error]
+    assert any(f"The last background TTA report (job `{failed}`) failed" in e and "out of memory" in e for e in errors)
+    assert not at.button(key="eval_tta_run").disabled
+
+
+def test_page_compare_missing_cancel_and_failure(ws, tiny_checkpoint, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    _path, meta = tiny_checkpoint
+    _register(ws, "cmp-a", 1, {"epochs": 5}, meta)
+    _register(ws, "cmp-b", 2, {"epochs": 20}, meta)
+    at = app("pages/2_Evaluate.py").run()
+    at.multiselect(key="eval_cmp_sel").set_value(["cmp-a", "cmp-b"]).run()
+    assert_ok(at)
+    at.button(key="eval_cmp_run").click().run()
+    assert_ok(at)
+    jobs = {j.config["checkpoint_id"]: j for j in ws.list_jobs()}
+    assert set(jobs) == {"cmp-a", "cmp-b"} and ws.list_evaluations("cmp-a") == []
+    at.button(key=f"eval_cmp_cancel_{jobs['cmp-b'].id}").click().run()
+    assert_ok(at)
+    assert ws.get_job(jobs["cmp-b"].id).status == "cancelled" and ws.get_job(jobs["cmp-a"].id).status == "queued"
+    assert f"The last background evaluation of `cmp-b` on val (job `{jobs['cmp-b'].id}`) was cancelled" in texts(at)
+    # cmp-a still runs: the button offers the one that is not running, and submits only that one
+    assert at.button(key="eval_cmp_run").label == "Evaluate 1 missing on val" and not at.button(key="eval_cmp_run").disabled
+    assert "(1 being evaluated in the background)" in texts(at)
+    at.button(key="eval_cmp_run").click().run()
+    assert_ok(at)
+    active = {j.config["checkpoint_id"]: j.id for j in ws.list_jobs() if j.active}
+    assert len(ws.list_jobs()) == 3 and active["cmp-a"] == jobs["cmp-a"].id and active["cmp-b"] != jobs["cmp-b"].id
+    assert at.button(key="eval_cmp_run").disabled  # both are running now
+
+    # cmp-b's job fails: the error names it; cmp-a's succeeds: its score is in the table
+    ws.update_job(active["cmp-b"], status="failed", message="evaluate failed after 0.2 s:\nOSError: disk full")
+    assert run_job(ws, active["cmp-a"]) == 0
+    at.run()
+    assert_ok(at)
+    assert any(f"The last background evaluation of `cmp-b` on val (job `{active['cmp-b']}`) failed" in e.value
+               and "disk full" in e.value for e in at.error)
+    table = _frame(at, "eval_cmp_table")
+    assert np.isfinite(table["val mIoU (this workspace)"].tolist()[0]) and np.isnan(table["val mIoU (this workspace)"].tolist()[1])
+    assert not _frames(at, "eval_cmp_deltas")  # cmp-b is not evaluated
