@@ -35,7 +35,7 @@ import shutil
 import sqlite3
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -1801,13 +1801,25 @@ class Workspace:
 
     def create_job(self, kind: str, config: dict) -> str:
         """Insert a queued job and return its id (``<kind>-<UTC time>-<random>``, also its log's name)."""
+        return self.create_job_once(kind, config, None)[0]
+
+    def create_job_once(self, kind: str, config: dict, same: Callable[[Job], bool] | None) -> tuple[str, bool]:
+        """Insert a queued job unless a queued or running one is ``same`` as it: ``(new id, True)``, or ``(the
+        newest such job's id, False)``. The check and the insert are one write transaction, so two sessions that
+        submit the same job at the same moment get one job between them (``same`` None: always insert)."""
         jid = f"{slugify(kind, 'job')[:24]}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.transaction() as conn:
+            if same is not None:
+                rows = conn.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY rowid DESC")
+                for row in rows.fetchall():
+                    job = Job.from_row(row)
+                    if same(job):
+                        return job.id, False
             conn.execute(
                 "INSERT INTO jobs (id, kind, status, config, created_at, log_path) VALUES (?, ?, 'queued', ?, ?, ?)",
                 (jid, kind, json.dumps(config), now_iso(), f"jobs/{jid}.log"),
             )
-        return jid
+        return jid, True
 
     def get_job(self, job_id: str) -> Job:
         """The job with id ``job_id``.

@@ -36,7 +36,7 @@ D4_ROWS = ["baseline (identity)", "+lr", "+tb", "+diag", "+diag2", "+rot90", "+r
 
 
 def _no_worker(monkeypatch):
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
 
 
 def _cached_specs(ws) -> list[str]:  # noqa: F811

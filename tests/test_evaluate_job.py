@@ -85,7 +85,7 @@ def test_evaluate_job_honours_a_cancel_and_stores_nothing(ws, monkeypatch):  # n
 
 
 def _no_worker(monkeypatch):
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
 
 
 def test_run_in_the_background_submits_one_job_and_the_page_shows_its_result(ws, monkeypatch):  # noqa: F811

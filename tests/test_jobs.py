@@ -112,3 +112,54 @@ def test_pid_alive():
     z = subprocess.Popen([sys.executable, "-c", "pass"])
     wait_for(lambda: not pid_alive(z.pid), "the exited child (a zombie until reaped) to count as dead", 10)
     z.wait()
+
+
+def test_submit_job_once_checks_and_queues_in_one_write_transaction(ws, monkeypatch):
+    """Two sessions submitting the same job at the same moment get one job: while ``same`` is being asked, the
+    workspace's write lock is held (another writer times out), and concurrent submitters see each other's job."""
+    import sqlite3
+    import threading
+    import time
+
+    from seghz.jobs import runner, submit_job_once
+
+    started: list[str] = []
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: started.append(job_id))  # no worker process
+    ws.create_job("toy_ok", {"steps": 1, "key": "other"})  # an unrelated queued job: not "the same"
+    seen_lock: list[str] = []
+
+    def same_and_probe(job) -> bool:
+        other = sqlite3.connect(ws.db_path, timeout=0.05, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # a second writer, mid-check
+            other.execute("ROLLBACK")
+        except sqlite3.OperationalError as e:
+            seen_lock.append(str(e))
+        finally:
+            other.close()
+        return job.config.get("key") == "a"
+
+    jid, created = submit_job_once(ws, "toy_ok", {"steps": 1, "key": "a"}, same_and_probe)
+    assert created and started == [jid] and seen_lock and "locked" in seen_lock[0]
+
+    def slow_same(job) -> bool:
+        time.sleep(0.2)  # widen the window between the check and the insert
+        return job.config.get("key") == "b"
+
+    go, results = threading.Barrier(3), []
+
+    def submit() -> None:
+        go.wait()
+        results.append(submit_job_once(ws, "toy_ok", {"steps": 1, "key": "b"}, slow_same))
+
+    threads = [threading.Thread(target=submit) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(c for _, c in results) == [False, False, True]
+    assert len({j for j, _ in results}) == 1  # all three name the one job
+    assert [j.config.get("key") for j in ws.list_jobs()].count("b") == 1 and len(started) == 2
+    assert submit_job_once(ws, "toy_ok", {"steps": 1, "key": "a"}, lambda j: j.config.get("key") == "a") == (jid, False)
+    with pytest.raises(ValueError, match="unknown job kind"):
+        submit_job_once(ws, "nope", {}, None)

@@ -669,7 +669,7 @@ def test_labels_retrain_buttons_submit_jobs_and_show_before_after(ws, monkeypatc
     from seghz.jobs import runner
 
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     at = app("pages/3_Labels.py").run()
     at.number_input(key="lbl_rt_epochs").set_value(2)
     at.button(key="lbl_rt_train").click().run()
@@ -716,7 +716,7 @@ def test_train_rejects_bad_settings(ws):
 def test_train_recipe_options_reach_the_job_config(ws, monkeypatch):
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     at = app("pages/4_Train.py").run()
     assert_ok(at)
     at.number_input(key="train_crop").set_value(64)
@@ -739,7 +739,7 @@ def test_train_recipe_options_reach_the_job_config(ws, monkeypatch):
 def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are_refused(ws, monkeypatch):
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     at = app("pages/4_Train.py").run()
     assert_ok(at)
     assert at.selectbox(key="train_robust").value == "none"
@@ -767,7 +767,7 @@ def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are
 def test_train_coteaching_reaches_the_job_config_and_conflicts_are_refused(ws, monkeypatch):
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     at = app("pages/4_Train.py").run()
     assert_ok(at)
     assert at.number_input(key="train_coteach").value == 0.0 and at.selectbox(key="train_coteach_select").disabled
@@ -789,7 +789,7 @@ def test_train_coteaching_reaches_the_job_config_and_conflicts_are_refused(ws, m
 def test_train_noise_mask_denominator_and_constant_threshold_reach_the_job_config(ws, monkeypatch):
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     at = app("pages/4_Train.py").run()
     assert_ok(at)
     assert at.selectbox(key="train_noise_den").value == "all"  # the study's denominator by default
@@ -815,7 +815,7 @@ def test_train_noise_mask_denominator_and_constant_threshold_reach_the_job_confi
 def test_train_noise_matrix_from_reviews_is_shown_and_reaches_the_job_config(ws, monkeypatch):
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     (scene,) = ws.list_scenes("train")
     at = app("pages/4_Train.py").run()
     assert_ok(at)

@@ -62,7 +62,7 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint, monkeypatch):
     from seghz.jobs import runner
     from seghz.jobs.worker import run_job
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     _path, meta = tiny_checkpoint
     _register(ws, "cmp-a", 1, {"epochs": 5, "noise_mask": "none"}, meta)
     _register(ws, "cmp-b", 2, {"epochs": 20, "noise_mask": "cos"}, meta)
@@ -148,7 +148,7 @@ def test_evaluate_tta_report_expander(ws, monkeypatch):  # noqa: F811
     from seghz.jobs import runner
     from seghz.jobs.worker import run_job
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     stale = app("pages/2_Evaluate.py").run()  # another tab, drawn before the job exists
     at = app("pages/2_Evaluate.py").run()
     assert_ok(at)
@@ -205,7 +205,7 @@ def _finished_job(ws, status: str, config: dict = JOB_CONFIG) -> str:  # noqa: F
 def test_train_retry_submits_the_same_config(ws, monkeypatch, status):  # noqa: F811
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
     jid = _finished_job(ws, status)
     at = app("pages/4_Train.py").run()
     assert_ok(at)
@@ -223,7 +223,7 @@ def test_train_retry_submits_the_same_config(ws, monkeypatch, status):  # noqa: 
 def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)
     jid = _finished_job(ws, "failed")
     at = app("pages/4_Train.py").run()
     at.button(key=f"train_clone_{jid}").click().run()
@@ -258,7 +258,7 @@ def test_train_clone_fills_the_form(ws, monkeypatch):  # noqa: F811
 def test_train_clone_keeps_the_noise_robust_loss(ws, monkeypatch):  # noqa: F811
     from seghz.jobs import runner
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)
     cfg = {**JOB_CONFIG, "bootstrap": "none", "noise_mask": "none", "robust": "gce", "gce_q": 0.5, "noise_rate": 0.2,
            "gce_warmup": 0.3, "ema": 0.05, "coteach": 0.0, "coteach_select": "pixel"}
     jid = _finished_job(ws, "failed", cfg)
@@ -299,7 +299,7 @@ def test_train_recipe_presets_fill_the_form(ws, monkeypatch):  # noqa: F811
     from seghz.jobs import runner
     from seghz.train.form import PRESETS, preset_state
 
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))  # no worker process
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
 
     at = app("pages/4_Train.py").run()
     assert_ok(at)

@@ -93,7 +93,7 @@ def test_scratch_config_and_values_the_form_does_not_offer():
 
 def test_retry_job_resubmits_same_kind_and_config(tmp_path, monkeypatch):
     ws = Workspace(tmp_path / "ws")
-    monkeypatch.setattr(runner, "submit_job", lambda w, kind, config: w.create_job(kind, config))
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)
     jid = ws.create_job("train", {"epochs": 2, "extra": {"a": [1, 2]}})
     with pytest.raises(ValueError, match="queued"):
         runner.retry_job(ws, jid)

@@ -8,6 +8,7 @@ from seghz.jobs.runner import (
     refresh_job_states,
     register_job_kind,
     submit_job,
+    submit_job_once,
     tail_log,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "refresh_job_states",
     "register_job_kind",
     "submit_job",
+    "submit_job_once",
     "tail_log",
 ]

@@ -582,10 +582,8 @@ def submit_evaluation_job(ws: Workspace, kind: str, config: dict) -> tuple[str, 
     if key is None:
         raise ValueError(f"unknown TTA in the {kind} job's config: {config}")
     runner.refresh_job_states(ws)  # a job whose worker died must not hold a new one back
-    same = evaluation_jobs(ws, *key, active_only=True)
-    if same:
-        return same[0].id, False
-    return runner.submit_job(ws, kind, config), True
+    # checked and queued in one write transaction: two sessions clicking at once get one job between them
+    return runner.submit_job_once(ws, kind, config, lambda j: evaluation_key(j.kind, j.config) == key)
 
 
 def submit_missing_evaluations(ws: Workspace, checkpoint_ids: list[str], split: str) -> dict[str, tuple[str, bool]]:

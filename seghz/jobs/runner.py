@@ -134,11 +134,29 @@ def submit_job(ws: Workspace, kind: str, config: dict) -> str:
     Raises:
         ValueError: When ``kind`` is not a registered job kind.
     """
+    return submit_job_once(ws, kind, config, None)[0]
+
+
+def submit_job_once(ws: Workspace, kind: str, config: dict, same: Callable[[Job], bool] | None) -> tuple[str, bool]:
+    """:func:`submit_job` unless a queued or running job is ``same`` as this one (checked and queued in one write
+    transaction: :meth:`Workspace.create_job_once`): ``(new id, True)``, or ``(that job's id, False)`` and no worker.
+
+    Raises:
+        ValueError: When ``kind`` is not a registered job kind.
+    """
     kinds = load_job_kinds()
     if kind not in kinds:
         raise ValueError(f"unknown job kind '{kind}'; registered kinds: {', '.join(sorted(kinds)) or 'none'}")
-    job_id = ws.create_job(kind, config)
-    log_path = ws.path(ws.get_job(job_id).log_path)
+    job_id, created = ws.create_job_once(kind, config, same)
+    if created:
+        start_worker(ws, job_id)
+    return job_id, created
+
+
+def start_worker(ws: Workspace, job_id: str) -> None:
+    """Start the worker process of the queued job ``job_id`` (the only place a job's process is started)."""
+    job = ws.get_job(job_id)
+    kind, log_path = job.kind, ws.path(job.log_path)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH", "")]))
@@ -155,7 +173,6 @@ def submit_job(ws: Workspace, kind: str, config: dict) -> str:
         )
     with ws.transaction() as conn:  # the worker may already have recorded its pid (the same one)
         conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, job_id))
-    return job_id
 
 
 def pid_alive(pid: int, job_id: str | None = None) -> bool:
