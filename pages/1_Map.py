@@ -13,6 +13,13 @@
   view disagreement (fraction of TTA views differing from the merged class; needs >= 2 views), each with a legend.
 * The region and the last prediction are kept per scene in ``st.session_state`` (``map_regions``,
   ``map_results``), so they survive reruns and switching scenes.
+* The URL holds the view: ``?scene=<scene id>&region=<packed region>`` (:func:`seghz.geo.regions.region_to_query`,
+  ~40 characters for a rectangle) is written whenever the scene changes or a region is drawn, opened by a jump or
+  cleared (``region`` is removed then). A reload (F5), a new tab or a link pasted to a colleague starts a fresh
+  session, which is seeded from it: that scene (an unknown id: a warning naming it, and the first scene) and its
+  region, the map zoomed to it (a damaged region or one off the scene: a warning, and it is dropped). Only a fresh
+  session reads the URL; afterwards ``st.session_state`` wins (and a pending "Open on map" jump wins over the URL).
+  The analyst's name is never put in the URL, so a shared link cannot record edits under the wrong person.
 * "Open on map" from another page (``map_jump``, see :func:`seghz.drilldown.map_jump`) predicts the window with the
   checkpoint and the TTA it names (the radio is put on that TTA), and a drill-down cell (true A, predicted B, in
   the Evaluate scheme view) gets an "A → B errors" layer of exactly those pixels, on by default (other errors
@@ -65,7 +72,9 @@ from seghz.geo.regions import (
     mask_classes,
     mask_outside,
     other_errors_scheme,
+    region_from_query,
     region_mask,
+    region_to_query,
     suspicion_spec,
     uncertainty_summary,
     window_to_geojson,
@@ -216,6 +225,26 @@ if not scenes:
     st.warning("The workspace has no scenes. Import imagery with `python -m seghz import`.")
     st.stop()
 by_id = {s.id: s for s in scenes}
+# a fresh session (reload, new tab, shared link) starts from the URL's ?scene=…&region=…; later runs keep to the
+# session state, and a jump from another page (below) wins over the URL
+if "map_link_read" not in ss:
+    ss["map_link_read"] = True
+    _q_scene, _q_region = st.query_params.get("scene"), st.query_params.get("region")
+    if "map_jump" not in ss and "map_scene" not in ss and (_q_scene or _q_region):
+        _msgs = []
+        if _q_scene in by_id:
+            ss["map_scene"] = _q_scene
+            if _q_region:
+                ss["map_link_region"] = (_q_scene, _q_region)  # restored once the scene is loaded (below)
+        elif _q_scene:
+            _shown_id = _q_scene[:80].replace("`", "'")  # (from the URL: kept short, inside its code span)
+            _msgs.append(f"The link names scene `{_shown_id}`, which is not in this workspace: showing "
+                         f"'{scenes[0].name}' (`{scenes[0].id}`) instead"
+                         + (", without the link's region." if _q_region else "."))
+        else:
+            _msgs.append("The link has a region but no scene (`scene=`): the region was dropped.")
+        ss["map_link_msgs"] = {"scene": ss.get("map_scene", scenes[0].id), "msgs": _msgs}
+link_box = st.container()  # what the link could not restore (filled below, once the region is checked)
 # jump-to from another page: {"scene_id", "bbox": (row0, col0, row1, col1), "layer": "error" | None}
 jump = ss.pop("map_jump", None)
 if jump and jump.get("scene_id") in by_id:
@@ -325,6 +354,23 @@ try:
 except (SegHZError, OSError, ValueError) as e:
     st.error(f"Cannot show scene '{scene.name}': {e}")
     st.stop()
+link_region = ss.pop("map_link_region", None)
+if link_region and link_region[0] == sid and sid not in regions:
+    try:
+        _geom = region_from_query(link_region[1], lonlat=bool(info.georeferenced))
+        _lw = drawn_window(scene, _geom, info)  # RegionError when it misses the scene
+        regions[sid] = {"type": "Feature", "properties": {"source": "link"}, "geometry": _geom}
+        focus[sid] = bbox_to_window((_lw[0], _lw[1], _lw[0] + _lw[2], _lw[1] + _lw[3]), scene.height, scene.width)
+    except Exception as e:  # noqa: BLE001 - a damaged or crafted link never breaks the page (PROJ errors too)
+        _why = str(e) if isinstance(e, RegionError) else f"it cannot be placed on this scene ({type(e).__name__}: {e})"
+        ss.setdefault("map_link_msgs", {"scene": sid, "msgs": []})["msgs"].append(
+            f"The region in the link was dropped: {_why}.")
+link_msgs = ss.get("map_link_msgs")
+if link_msgs and link_msgs.get("scene") == sid:  # until the analyst picks another scene
+    for _m in link_msgs["msgs"]:
+        link_box.warning(_m)
+elif link_msgs:
+    ss.pop("map_link_msgs", None)
 pending = ss.pop("map_pending_jump", None)
 if pending and pending.get("scene_id") == sid:
     try:
@@ -356,6 +402,20 @@ if pending and pending.get("scene_id") == sid:
         st.error(f"Cannot open that place on the map: {e}")
 if ss.get("map_jump_msg", {}).get(sid) and focus.get(sid):
     st.info(ss["map_jump_msg"][sid])
+# the URL follows the scene and its region (a drawing or a clear reruns the page, so this sees every change)
+if st.query_params.get("scene") != sid:
+    st.query_params["scene"] = sid
+link_note = None
+try:
+    _packed = region_to_query(regions[sid]) if regions.get(sid) is not None else None
+except RegionError as e:
+    _packed, link_note = None, (f"This region cannot go into the page's link ({e}): a reload or a shared link "
+                                "will not bring it back.")
+if _packed is None:
+    if "region" in st.query_params:
+        del st.query_params["region"]
+elif st.query_params.get("region") != _packed:
+    st.query_params["region"] = _packed
 
 active = ws.active_checkpoint()
 rec = results.get(sid)
@@ -551,6 +611,8 @@ if window is not None:
                f"of {scene.width}×{scene.height} px.")
     if rec and tuple(rec["result"].window) != tuple(window):
         st.caption("The overlay shows an earlier region; press **Predict region** to predict this one.")
+if link_note:
+    st.caption(link_note)
 if active is None:
     st.warning("No active checkpoint: train one on the Train page (or register one with the CLI) to predict regions.")
 

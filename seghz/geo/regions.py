@@ -14,13 +14,20 @@ other CRS).
 Uncertainty layers: :func:`confidence_classes` bins the max probability (the "low confidence" layer);
 :func:`entropy_spec` and :func:`disagreement_spec` describe the continuous predictive-entropy (0..ln C nats) and
 view-disagreement (fraction of TTA views) layers drawn with :func:`seghz.geo.tiles.scalar_overlay`, and
-:func:`uncertainty_summary` gives the figures shown under the map. No Streamlit here.
+:func:`uncertainty_summary` gives the figures shown under the map.
+
+Links: :func:`region_to_query` packs a drawn region into a short URL-safe text (coordinates rounded to 1e-7, a
+checksum, ~40 characters for a rectangle) for the Map page's ``?region=`` query parameter and
+:func:`region_from_query` unpacks it, refusing truncated, edited or absurd text with a RegionError that says why.
+No Streamlit here.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,6 +362,211 @@ def uncertainty_summary(
     return UncertaintySummary(n, mean_ent, frac, int(n_views))
 
 
+# ------------------------------------------------------------------------------------------------ links
+
+# A drawn region in a URL query parameter (the Map page's ``?region=``): ``"1."`` (the format version) + the
+# unpadded base64url (RFC 4648 §5: A-Z a-z 0-9 - _) of
+#   kind (0 = Polygon, 1 = MultiPolygon), [number of polygons if MultiPolygon], then per polygon the number of
+#   rings and per ring the number of vertices (the closing position left out) followed by its vertices,
+#   each coordinate a zigzag varint of round(value * 1e7) minus the previous vertex's (the first absolute),
+#   then the CRC-32 of all that (4 bytes, little-endian): a cut or edited link is refused, never misread.
+# Only unreserved URL characters, so the parameter is never percent-encoded. A Leaflet rectangle is ~40
+# characters near Hangzhou and at most ~80 anywhere.
+QUERY_VERSION = "1"
+QUERY_SCALE = 10_000_000  # coordinates are rounded to 1e-7 (degrees: ~1 cm; pixel-space scenes: pixels)
+QUERY_COORD_LIMIT = 1e7  # |coordinate| above this is absurd (lon/lat within ±180°, [col, -row] within a scene)
+QUERY_MAX_VERTICES = 1000  # vertices of all rings together (closing positions not counted)
+QUERY_MAX_CHARS = 24_000  # longer text is refused before decoding
+QUERY_MAX_LON = 540.0  # lon/lat regions: Leaflet gives longitudes past ±180° on a panned world copy; PROJ takes ±540
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_QUERY_KINDS = ("Polygon", "MultiPolygon")
+
+
+def _query_number(v: Any, where: str) -> int:
+    """A coordinate of a region to encode, in 1e-7 units; RegionError for non-numbers, non-finite or absurd values."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise RegionError(f"{where} has a coordinate {v!r} that is not a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise RegionError(f"{where} has a non-finite coordinate ({f})")
+    if abs(f) > QUERY_COORD_LIMIT:
+        raise RegionError(f"{where} has an absurd coordinate {f:g} (beyond ±{QUERY_COORD_LIMIT:g})")
+    return round(f * QUERY_SCALE)
+
+
+def _put_varint(out: bytearray, n: int) -> None:
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return
+
+
+def _zigzag(n: int) -> int:
+    return 2 * n if n >= 0 else -2 * n - 1
+
+
+def region_to_query(geometry: Any) -> str:
+    """A drawn region (GeoJSON Polygon/MultiPolygon, or a Feature holding one, as the Map page stores it) as a
+    short URL-safe text for a query parameter; :func:`region_from_query` gives it back with every coordinate
+    rounded to 1e-7. Rings must be closed (first position = last, after rounding) with 3+ vertices; positions
+    are ``[x, y]`` numbers. RegionError names what is wrong (not a polygon, ring not closed, non-finite or absurd
+    coordinate, more than :data:`QUERY_MAX_VERTICES` vertices)."""
+    if isinstance(geometry, dict) and geometry.get("type") == "Feature":
+        geometry = geometry.get("geometry")
+    if not isinstance(geometry, dict):
+        raise RegionError(f"a region must be a GeoJSON Polygon or MultiPolygon, got {type(geometry).__name__}")
+    gtype = geometry.get("type")
+    if gtype not in _QUERY_KINDS:
+        raise RegionError(f"a region must be a GeoJSON Polygon or MultiPolygon, got {gtype!r}")
+    coords = geometry.get("coordinates")
+    polys = [coords] if gtype == "Polygon" else coords
+    if not isinstance(polys, (list, tuple)) or not polys:
+        raise RegionError(f"the {gtype} has no polygons")
+    out = bytearray()
+    _put_varint(out, _QUERY_KINDS.index(gtype))
+    if gtype == "MultiPolygon":
+        _put_varint(out, len(polys))
+    n_total, prev = 0, (0, 0)
+    for i, poly in enumerate(polys):
+        pname = "the polygon" if gtype == "Polygon" else f"polygon {i + 1}"
+        if not isinstance(poly, (list, tuple)) or not poly:
+            raise RegionError(f"{pname} has no rings")
+        _put_varint(out, len(poly))
+        for j, ring in enumerate(poly):
+            where = f"ring {j + 1} of {pname}"
+            if not isinstance(ring, (list, tuple)) or len(ring) < 4:
+                raise RegionError(f"{where} needs at least 4 positions (3 vertices and the closing one)")
+            pts = []
+            for pos in ring:
+                if not isinstance(pos, (list, tuple)) or len(pos) != 2:
+                    raise RegionError(f"{where} has a position {pos!r} that is not [x, y]")
+                pts.append((_query_number(pos[0], where), _query_number(pos[1], where)))
+            if pts[0] != pts[-1]:
+                raise RegionError(f"{where} is not closed: it starts at {list(ring[0])} and ends at {list(ring[-1])}")
+            pts.pop()
+            n_total += len(pts)
+            if n_total > QUERY_MAX_VERTICES:
+                raise RegionError(f"the region has more than {QUERY_MAX_VERTICES} vertices, too many for a link")
+            _put_varint(out, len(pts))
+            for x, y in pts:
+                _put_varint(out, _zigzag(x - prev[0]))
+                _put_varint(out, _zigzag(y - prev[1]))
+                prev = (x, y)
+    out += zlib.crc32(out).to_bytes(4, "little")
+    return QUERY_VERSION + "." + base64.urlsafe_b64encode(bytes(out)).decode("ascii").rstrip("=")
+
+
+class _Truncated(Exception):
+    pass
+
+
+def region_from_query(text: Any, *, lonlat: bool = False) -> dict:
+    """The GeoJSON geometry (``{"type": "Polygon" | "MultiPolygon", "coordinates": ...}``, closed rings of
+    ``[x, y]`` floats) encoded by :func:`region_to_query`. RegionError naming the problem for anything else:
+    empty, too long, unknown format version, characters outside base64url, truncated, edited (checksum), too
+    many vertices or coordinates beyond ±:data:`QUERY_COORD_LIMIT`; with ``lonlat`` (a georeferenced scene) also
+    latitudes beyond ±90° and longitudes beyond ±:data:`QUERY_MAX_LON`."""
+    if not isinstance(text, str):
+        raise RegionError(f"a region parameter must be text, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise RegionError("the region parameter is empty")
+    if len(text) > QUERY_MAX_CHARS:
+        raise RegionError(f"the region parameter is {len(text):,} characters long; at most {QUERY_MAX_CHARS:,} "
+                          "are accepted")
+    version, dot, body = text.partition(".")
+    if not dot or not version:
+        raise RegionError(f"the region parameter {text[:40]!r} is not a SegHZ region (it should start with "
+                          f"'{QUERY_VERSION}.', the format version)")
+    if version != QUERY_VERSION:
+        raise RegionError(f"the region parameter is in format {version[:10]!r}; this SegHZ reads format "
+                          f"{QUERY_VERSION!r} only")
+    bad = next(((i, ch) for i, ch in enumerate(body) if ch not in _B64URL), None)
+    if bad is not None:
+        raise RegionError(f"the region parameter has a character {bad[1]!r} (at {len(dot) + len(version) + bad[0] + 1})"
+                          " that a SegHZ region never holds (only A-Z a-z 0-9 - _ after the version)")
+    if len(body) % 4 == 1:
+        raise RegionError("the region parameter is truncated or damaged (its length is impossible)")
+    data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    pos = 0
+
+    def varint(limit: int, what: str) -> int:
+        nonlocal pos
+        n, shift = 0, 0
+        while True:
+            if pos >= len(data):
+                raise _Truncated
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+            if shift > 63:
+                raise RegionError(f"the region parameter is damaged (an overlong number in {what})")
+        if n > limit:
+            raise RegionError(f"the region parameter is damaged or absurd: {what} is {n:,} (at most {limit:,})")
+        return n
+
+    zz_limit = _zigzag(int(2 * QUERY_COORD_LIMIT * QUERY_SCALE))  # the largest delta between two coordinates
+
+    def coord(prev: int, what: str) -> int:
+        d = varint(zz_limit, what)
+        v = prev + (d >> 1 if not d & 1 else -((d + 1) >> 1))
+        if abs(v) > QUERY_COORD_LIMIT * QUERY_SCALE:
+            raise RegionError(f"the region parameter is damaged or absurd: {what} is {v / QUERY_SCALE:g} (beyond "
+                              f"±{QUERY_COORD_LIMIT:g})")
+        return v
+
+    try:
+        kind = varint(len(_QUERY_KINDS) - 1, "the geometry kind")
+        n_polys = varint(QUERY_MAX_VERTICES // 3, "the number of polygons") if kind == 1 else 1
+        if n_polys < 1:
+            raise RegionError("the region parameter is damaged: a MultiPolygon without polygons")
+        polys, n_total, px, py = [], 0, 0, 0
+        for _ in range(n_polys):
+            n_rings = varint(QUERY_MAX_VERTICES // 3, "the number of rings")
+            if n_rings < 1:
+                raise RegionError("the region parameter is damaged: a polygon without rings")
+            rings = []
+            for _ in range(n_rings):
+                n = varint(QUERY_MAX_VERTICES, "the number of vertices of a ring")
+                if n < 3:
+                    raise RegionError(f"the region parameter is damaged: a ring of {n} vertices (3 at least)")
+                n_total += n
+                if n_total > QUERY_MAX_VERTICES:
+                    raise RegionError(f"the region parameter is damaged or absurd: more than {QUERY_MAX_VERTICES} vertices")
+                ring = []
+                for _ in range(n):
+                    px = coord(px, "an x coordinate")
+                    py = coord(py, "a y coordinate")
+                    ring.append([px / QUERY_SCALE, py / QUERY_SCALE])
+                ring.append(list(ring[0]))
+                rings.append(ring)
+            polys.append(rings)
+    except _Truncated:
+        raise RegionError("the region parameter is truncated (was the link cut off?)") from None
+    rest = len(data) - pos
+    if rest < 4:
+        raise RegionError("the region parameter is truncated (was the link cut off?)")
+    if rest > 4:
+        raise RegionError(f"the region parameter is damaged: {rest - 4} unexpected bytes at its end")
+    if zlib.crc32(data[:pos]) != int.from_bytes(data[pos:], "little"):
+        raise RegionError("the region parameter is damaged (its checksum does not match: was the link edited?)")
+    if lonlat:
+        for lon, lat in (p for rings in polys for ring in rings for p in ring):
+            if abs(lat) > 90.0 or abs(lon) > QUERY_MAX_LON:
+                raise RegionError(f"the region parameter is absurd for a georeferenced scene: position "
+                                  f"[{lon:g}, {lat:g}] is not a longitude/latitude (±{QUERY_MAX_LON:g}°, ±90°)")
+    if kind == 0:
+        return {"type": "Polygon", "coordinates": polys[0]}
+    return {"type": "MultiPolygon", "coordinates": polys}
+
+
 # ------------------------------------------------------------------------------------------------ misc
 
 
@@ -370,4 +582,5 @@ __all__ = [
     "is_axis_rectangle", "mask_outside", "polygon_mask", "region_mask", "rings_mask", "workspace_tile_key",
     "ERROR_COLOR", "bbox_to_window", "error_classes", "error_scheme", "suspicion_spec", "window_to_geojson",
     "OTHER_ERROR_ALPHA", "OTHER_ERROR_COLOR", "cell_scheme", "mask_classes", "other_errors_scheme",
+    "QUERY_COORD_LIMIT", "QUERY_MAX_LON", "QUERY_MAX_VERTICES", "QUERY_SCALE", "region_from_query", "region_to_query",
 ]

@@ -219,3 +219,55 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
         assert south - eps <= pts[:, 1].min() and pts[:, 1].max() <= north + eps
     finally:
         ctx.close()
+
+
+def test_map_page_scene_and_region_survive_a_reload_and_a_shared_link(map_app, chromium_browser):
+    """Drawing a region writes ``?scene=town&region=…`` into the address bar; F5 (same tab) and the link opened
+    in a new browser context (a colleague) show the same scene and region (same window caption, its outline on
+    the map). (Clearing the region and the error paths: ``tests/test_region_query.py``.)"""
+    from urllib.parse import parse_qs
+
+    from seghz.data.io import raster_info
+    from seghz.geo.regions import region_from_query
+
+    url, ws = map_app
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    other = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page_errors: list[str] = []
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    try:
+        frame = open_map(page, url)
+        page.wait_for_function("() => new URLSearchParams(location.search).get('scene') === 'town'")
+        info = raster_info(ws.scene_path("town", "image"))
+        draw_rectangle(page, frame, *scene_rect_points(frame, info, 64, 80, 144, 200))
+        page.get_by_text("Drawn region:").first.wait_for()
+        caption = re.search(r"Drawn region: rows \d+–\d+, columns \d+–\d+ \(\d+×\d+ px", page.inner_text("body"))
+        assert caption, page.inner_text("body")
+        page.wait_for_function("() => new URLSearchParams(location.search).has('region')")
+        link = page.url
+        params = parse_qs(urlparse(link).query)
+        assert params["scene"] == ["town"] and region_from_query(params["region"][0])["type"] == "Polygon", link
+        assert len(params["region"][0]) < 200 and "%" not in link, link
+
+        page.reload(wait_until="domcontentloaded")  # F5: a fresh session, seeded from the URL
+        page.get_by_text(caption.group(0)).first.wait_for()
+        assert page.url == link
+        assert not app_errors(page), app_errors(page)
+
+        shared = other.new_page()  # the link pasted to a colleague
+        shared.goto(link, wait_until="domcontentloaded")
+        shared.get_by_text(caption.group(0)).first.wait_for()
+        frame2 = shared.wait_for_selector(IFRAME).content_frame()
+        frame2.wait_for_selector(".leaflet-container")
+        from seghz.geo.webmap import DRAW_COLOR
+
+        frame2.wait_for_function(  # the region's outline is on the colleague's map
+            "(c) => [...document.querySelectorAll('.leaflet-overlay-pane path')].some(p => p.getAttribute('stroke') === c)",
+            arg=DRAW_COLOR)
+        assert not app_errors(shared), app_errors(shared)
+        assert not page_errors, page_errors
+    finally:
+        other.close()
+        ctx.close()
