@@ -1,3 +1,3 @@
-from seghz.cli import main
+from seghz.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import types
 
 import numpy as np
@@ -102,4 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from seghz.cli import end_process
+
+    end_process(main())  # a torchrun worker leaves without the C++ teardown that could abort it (see end_process)

@@ -174,7 +174,8 @@ def run_two_gloo_ranks(script: str, tmp_path, *args: str, timeout: int = 300) ->
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     drv = Path(tmp_path) / "drv.py"
-    drv.write_text(script.format(tests=str(Path(__file__).parent)))
+    # the script ends as the CLI does under torchrun: without the C++ teardown that could abort a finished rank
+    drv.write_text(script.format(tests=str(Path(__file__).parent)) + "\nfrom seghz.cli import end_process\nend_process(0)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     env.pop("WORLD_SIZE", None)

@@ -42,7 +42,7 @@ def test_ci_runs_the_readme_install_and_test_commands():
 
 def test_project_installs_the_seghz_command(tmp_path):
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert meta["project"]["scripts"]["seghz"] == "seghz.cli:main"
+    assert meta["project"]["scripts"]["seghz"] == "seghz.cli:entry"
     pkg = meta["tool"]["setuptools"]
     assert pkg["packages"]["find"]["include"] == ["seghz*"]
     assert pkg["package-data"]["seghz"] == ["schemes/*.json"]
@@ -58,3 +58,22 @@ def test_project_installs_the_seghz_command(tmp_path):
     assert script.exists(), f"{script} missing: run README step 1 (pip install --no-deps -e .)"
     out = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "predict-scene" in out.stdout, out.stderr[-2000:]
+
+
+def test_end_process_leaves_a_torchrun_worker_through_os_exit_with_its_output_flushed(tmp_path):
+    """Under torchrun (WORLD_SIZE > 1) the CLI ends through os._exit (no interpreter teardown, where gloo could
+    abort a finished rank) with the exit status kept and buffered output written; elsewhere it raises SystemExit."""
+    code = ("import atexit, sys\n"
+            "from seghz.cli import end_process\n"
+            "atexit.register(lambda: print('teardown ran'))\n"
+            "print('buffered line', end='')\n"
+            "sys.stderr.write('err line')\n"
+            "end_process(3)\n")
+    for world, teardown in (("2", False), ("1", True), (None, True)):
+        env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | ({"WORLD_SIZE": world} if world else {})
+        env["PYTHONPATH"] = str(ROOT)
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 3, (world, out.stderr[-2000:])
+        assert out.stdout.startswith("buffered line") and "err line" in out.stderr, world
+        assert ("teardown ran" in out.stdout) is teardown, world  # os._exit skips atexit and the teardown
