@@ -609,7 +609,7 @@ sender = analyst_name()
 if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender):
     picked = [w for w in windows if w.key() in chosen]
     n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
-                                     checkpoint_id=cid, analyst=sender)
+                                     checkpoint_id=cid, analyst=sender, tta=tta)
     names = ", ".join(dict.fromkeys(by_scene[w.scene_id].name for w in picked))
     st.session_state["eval_dd_sent_scene"] = picked[0].scene_id
     st.success(f"Added {n} window(s) to the label review ({len(picked) - n} already there). On the Labels page they "

@@ -119,6 +119,14 @@ def pending_pixels(edit: dict) -> np.ndarray:
     return edit["painted"] | (edit["mask"] != base)
 
 
+def checkpoint_name(checkpoint_id: str | None) -> str:
+    """A registered checkpoint's name, else its id (the Map's "predicted with …" message names it)."""
+    try:
+        return ws.get_checkpoint(checkpoint_id).name if checkpoint_id else ""
+    except NotFoundError:
+        return checkpoint_id or ""
+
+
 def reset_edit(scene_id: str) -> None:
     edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
     lui.drop_drafts(ss, scene_id)  # a new canvas: the strokes kept for a return to the page are gone with the old one
@@ -736,11 +744,10 @@ if sent:
                         f"rows {bb[0]}–{bb[2] - 1}, cols {bb[1]}–{bb[3] - 1} · sent by {e.get('analyst') or 'someone'}")
             c2.button("Open in the canvas", key=f"lbl_sent_zoom_{k}", on_click=on_zoom,
                       args=(sid, bb, scene.height, scene.width))
-            if c3.button("Open on map", key=f"lbl_sent_map_{k}"):
-                ss["map_jump"] = {"scene_id": sid, "bbox": bb, "layer": "error",
-                                  "why": f"{e['true']} predicted as {e['predicted']}",
-                                  "checkpoint_id": e.get("checkpoint_id"),  # the model whose errors were sent
-                                  "checkpoint_role": "the checkpoint whose errors were sent"}
+            if c3.button("Open on map", key=f"lbl_sent_map_{k}",
+                         help="The Map page at this window, predicted by the checkpoint whose errors were sent (with "
+                              "the evaluation's TTA), with exactly these A → B pixels marked."):
+                ss["map_jump"] = drilldown.review_jump(e, checkpoint_name=checkpoint_name(e.get("checkpoint_id")))
                 st.switch_page("pages/1_Map.py")
             if c4.button("Mark reviewed", key=f"lbl_sent_done_{k}"):
                 drilldown.set_review_status(ws, e, "reviewed", analyst_name() or "")
@@ -829,10 +836,11 @@ if queue is not None:
                                help="Show this component in the correction canvas above, with its suspicion overlaid.")
                 if openers.button("Open on map", key=f"lbl_q_map_{sfx}",
                                   help="The Map page at this component, predicted, with the error layer on."):
-                    ss["map_jump"] = {"scene_id": sid, "bbox": tuple(int(v) for v in it.bbox), "layer": "error",
-                                      "why": f"noise-queue item: label {it.label_class}, model {it.predicted_class}",
-                                      "checkpoint_id": queue.checkpoint_id,  # the model the queue was built with
-                                      "checkpoint_role": "the checkpoint the queue was built with"}
+                    ss["map_jump"] = drilldown.map_jump(
+                        drilldown.Window(sid, tuple(int(v) for v in it.bbox), 0), checkpoint_id=queue.checkpoint_id,
+                        checkpoint_name=checkpoint_name(queue.checkpoint_id), tta=queue.tta,  # as the queue was built
+                        why=f"noise-queue item: label {it.label_class}, model {it.predicted_class}",
+                        role="the checkpoint the queue was built with")
                     st.switch_page("pages/1_Map.py")
                 k4, k5 = right.columns([2, 1])
                 k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,

@@ -313,10 +313,11 @@ def load_review_list(ws: Any) -> list[dict]:
 
 
 def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, pred_class: str, scheme: str,
-                       checkpoint_id: str, analyst: str = "") -> int:
+                       checkpoint_id: str, analyst: str = "", tta: str = "none") -> int:
     """Append windows (with the confusion they show) to the review list; returns how many were new.
 
-    An entry is the window's scene, bbox, A→B count, the classes and scheme, checkpoint, analyst and time.
+    An entry is the window's scene, bbox, A→B count, the classes and scheme, checkpoint, the evaluation's TTA,
+    analyst and time.
     Already-listed (scene, bbox, true, predicted, scheme) entries are kept once. Written atomically under a lock.
     """
     from seghz.store import now_iso
@@ -334,7 +335,7 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
             seen.add(k)
             items.append({"scene_id": w.scene_id, "bbox": list(w.bbox), "count": w.count, "true": true_class,
                           "predicted": pred_class, "scheme": scheme, "checkpoint_id": checkpoint_id,
-                          "analyst": analyst, "added_at": now_iso(), "status": "pending"})
+                          "tta": tta, "analyst": analyst, "added_at": now_iso(), "status": "pending"})
             added += 1
         if added:
             atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
@@ -370,11 +371,36 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 
 
 __all__ = [
-    "jump_cell_mask", "largest_confusion", "map_jump", "pending_reviews", "pick_cell", "set_review_status",
-    "HIGHLIGHT", "WINDOW", "Window", "add_to_review_list", "cell_from_selection", "cell_mask", "cell_panels", "clear_prediction_cache",
-    "collapse_confusion", "collapse_result", "crop", "highlight_panel", "load_review_list", "map_location",
-    "rank_windows", "review_list_path", "scene_prediction", "scene_windows", "scenes_with_cell", "scheme_views",
-    "thumbnail", "view_lut", "window_counts",
+    "HIGHLIGHT",
+    "WINDOW",
+    "Window",
+    "add_to_review_list",
+    "cell_from_selection",
+    "cell_mask",
+    "cell_panels",
+    "clear_prediction_cache",
+    "collapse_confusion",
+    "collapse_result",
+    "crop",
+    "highlight_panel",
+    "jump_cell_mask",
+    "largest_confusion",
+    "load_review_list",
+    "map_jump",
+    "map_location",
+    "pending_reviews",
+    "pick_cell",
+    "rank_windows",
+    "review_jump",
+    "review_list_path",
+    "scene_prediction",
+    "scene_windows",
+    "scenes_with_cell",
+    "scheme_views",
+    "set_review_status",
+    "thumbnail",
+    "view_lut",
+    "window_counts",
 ]
 
 
@@ -407,17 +433,32 @@ def pick_cell(cm: np.ndarray, names: Sequence[str], current: tuple[Any, Any], au
 
 
 def map_jump(window: Window, *, checkpoint_id: str, checkpoint_name: str = "", why: str = "", tta: str = "none",
-             cell: tuple[str, str, str] | None = None) -> dict:
+             cell: tuple[str, str, str] | None = None, role: str = "") -> dict:
     """The Map page's "open on map" request for a drill-down window: the scene, the window's bbox, the error layer
     on, the checkpoint whose errors these are and the evaluation's TTA (the Map page predicts the region with both,
     not with the active model and its own TTA choice), and the drilled-into cell ``(true class A, predicted class B,
-    scheme view)`` (class names of that view), for the Map's layer of exactly the A→B pixels (:func:`jump_cell_mask`)."""
+    scheme view)`` (class names of that view), for the Map's layer of exactly the A→B pixels (:func:`jump_cell_mask`).
+    ``role`` says which checkpoint that is, in the Map's message ("the evaluated checkpoint" when empty)."""
     out = {"scene_id": window.scene_id, "bbox": tuple(int(v) for v in window.bbox), "layer": "error", "why": why,
            "checkpoint_id": checkpoint_id, "checkpoint_name": checkpoint_name or checkpoint_id, "tta": tta}
+    if role:
+        out["checkpoint_role"] = role
     if cell is not None:
         a, b, view = cell
         out["cell"] = {"true": str(a), "predicted": str(b), "scheme": str(view)}
     return out
+
+
+def review_jump(entry: dict, checkpoint_name: str = "") -> dict:
+    """:func:`map_jump` for a window of the review list (:func:`add_to_review_list`): the checkpoint whose errors
+    were sent, the TTA of the evaluation they were sent from ("none" for entries older than that field) and the
+    A→B cell, so the Map shows the same pixels the Evaluate drill-down showed."""
+    w = Window(str(entry["scene_id"]), tuple(int(v) for v in entry["bbox"]), int(entry.get("count", 0)))
+    a, b = str(entry.get("true")), str(entry.get("predicted"))
+    cell = (a, b, str(entry["scheme"])) if entry.get("scheme") else None
+    return map_jump(w, checkpoint_id=entry.get("checkpoint_id"), checkpoint_name=checkpoint_name,
+                    why=f"{a} predicted as {b}", tta=str(entry.get("tta") or "none"), cell=cell,
+                    role="the checkpoint whose errors were sent")
 
 
 def jump_cell_mask(pred: np.ndarray, label: np.ndarray, scheme: str, cell: dict) -> np.ndarray:

@@ -279,3 +279,22 @@ def test_highlight_rings_thin_errors_without_touching_the_exact_pixels():
     assert not ring[:97].any() and not ring[104:].any()
     assert (out[~(ring | mask)] == 100).all()  # the rest: the image darkened to half
     assert dd.HALO != dd.HIGHLIGHT and max(dd.HALO) < 255
+
+
+def test_review_jump_opens_the_map_as_the_evaluate_drilldown_did(tmp_path):
+    """A window sent for review opens on the Map with the checkpoint whose errors were sent, the TTA of the
+    evaluation it came from and its A → B cell: the same request as Evaluate's own "Open on map"."""
+    ws = SimpleNamespace(root=tmp_path)
+    w = dd.Window("s", (0, 256, 256, 512), 40)
+    dd.add_to_review_list(ws, [w], true_class="Water", pred_class="Road", scheme="hz7", checkpoint_id="ck",
+                          analyst="ann", tta="d4")
+    (entry,) = dd.load_review_list(ws)
+    assert entry["tta"] == "d4"
+    jump = dd.review_jump(entry, checkpoint_name="model A")
+    direct = dd.map_jump(w, checkpoint_id="ck", checkpoint_name="model A", why="Water predicted as Road", tta="d4",
+                         cell=("Water", "Road", "hz7"), role="the checkpoint whose errors were sent")
+    assert jump == direct
+    assert jump["bbox"] == (0, 256, 256, 512) and jump["cell"] == {"true": "Water", "predicted": "Road", "scheme": "hz7"}
+    old = {k: v for k, v in entry.items() if k != "tta"}  # an entry written before the field existed
+    assert dd.review_jump(old)["tta"] == "none" and dd.review_jump(old)["checkpoint_name"] == "ck"
+    assert "checkpoint_role" not in dd.map_jump(w, checkpoint_id="ck")  # the Map's own default wording then

@@ -379,7 +379,7 @@ def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, mon
     sid = at.selectbox(key="lbl_scene").value
     w = drilldown.Window(sid, (8, 16, 40, 64), 123)
     assert drilldown.add_to_review_list(ws, [w], true_class="Water", pred_class="Buildings", scheme="hz7",
-                                        checkpoint_id="tiny-test", analyst="Eve") == 1
+                                        checkpoint_id="tiny-test", analyst="Eve", tta="d4") == 1
     at.run()
     assert_ok(at)
     assert any("Water → Buildings" in m.value and "123 px" in m.value for m in at.markdown)
@@ -391,6 +391,10 @@ def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, mon
     at.button(key="lbl_sent_map_0").click().run()
     jump = at.session_state["map_jump"]
     assert jump["checkpoint_id"] == "tiny-test" and jump["bbox"] == (8, 16, 40, 64) and jump["layer"] == "error"
+    # … the evaluation's TTA and the A → B cell, as Evaluate's own "Open on map" does (the Map marks those pixels)
+    assert jump["tta"] == "d4" and jump["cell"] == {"true": "Water", "predicted": "Buildings", "scheme": "hz7"}
+    assert jump["checkpoint_name"] == ws.get_checkpoint("tiny-test").name
+    assert jump["checkpoint_role"] == "the checkpoint whose errors were sent"
     del at.session_state["map_jump"]
     at.run()
     at.button(key="lbl_sent_done_0").click().run()
@@ -654,6 +658,13 @@ def test_labels_queue_confirm_makes_pixels_confirmed(ws, monkeypatch):
     assert_ok(at)
     assert any("Zoomed to the component" in i.value for i in at.info)
     assert at.session_state["lbl_sus_opacity"] >= 0.5 and at.session_state[f"lbl_size_{sid}"] == 128
+    # "Open on map" asks the Map for the queue's checkpoint and the TTA the queue was built with
+    at.button(key=f"lbl_q_map_{'_'.join(str(v) for v in nxt.bbox)}").click().run()
+    jump = at.session_state["map_jump"]
+    assert jump["checkpoint_id"] == "tiny-test" and jump["tta"] == q.tta and jump["bbox"] == tuple(nxt.bbox)
+    assert jump["checkpoint_role"] == "the checkpoint the queue was built with" and "cell" not in jump
+    del at.session_state["map_jump"]
+    at.run()
     # the status overlay renders
     at.toggle(key="lbl_status").set_value(True).run()
     assert_ok(at)
