@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DATA = ROOT.parent / "shared" / "data" / "hangzhou_airport"
 CKPT = ROOT / "checkpoints" / "gid15_hz7_unet_lite0.safetensors"

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"epoch {e}: flipped px caught {100 * rep['caught']:.1f} %, correct px dropped "
               f"{100 * rep['correct_dropped']:.1f} %")
         for g, c in rep["classes"].items():
-            pct = lambda v: "—" if v is None else f"{100 * v:5.1f} %"  # noqa: E731
+            pct = lambda v: "—" if v is None else f"{100 * v:5.1f} %"
             auc = "—" if c["auc"] is None else f"{c['auc']:.2f}"
             print(f"  {names[g]:<12} wrong {pct(c['wrong'])}  caught {pct(c['caught'])}  correct dropped "
                   f"{pct(c['correct_dropped'])}  doubted {pct(c['doubted'])}  AUC {auc}")

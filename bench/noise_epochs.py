@@ -30,8 +30,18 @@ if str(ROOT) not in sys.path:
 
 import numpy as np
 
-from bench.experiments import (DEFAULT_CKPT, DEFAULT_DATA, INITS, SCHEME, EpochKeeper, _read_labels, load, noisy_copy,
-                               score_epochs, split_stems)
+from bench.experiments import (
+    DEFAULT_CKPT,
+    DEFAULT_DATA,
+    INITS,
+    SCHEME,
+    EpochKeeper,
+    _read_labels,
+    load,
+    noisy_copy,
+    score_epochs,
+    split_stems,
+)
 from seghz.classes import IGNORE, get_scheme
 
 

@@ -52,8 +52,17 @@ import cv2
 import numpy as np
 
 from bench.heldout import add_data_arguments, held_out, trained_images
-from bench.noise_bench import (DEFAULT_CKPT, DEFAULT_DATA, TUNE_TILES, add_noise, fail, leave_out_tuning_tiles,
-                               method_metrics, run_cleanlab, run_cli)
+from bench.noise_bench import (
+    DEFAULT_CKPT,
+    DEFAULT_DATA,
+    TUNE_TILES,
+    add_noise,
+    fail,
+    leave_out_tuning_tiles,
+    method_metrics,
+    run_cleanlab,
+    run_cli,
+)
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_pair
 from seghz.evaluate import label_for_checkpoint

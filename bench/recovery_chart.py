@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.experiments import ROWS, paired_recovery  # noqa: E402
+from bench.experiments import ROWS, paired_recovery
 
 RUNS = ROOT / "docs" / "experiments_runs"
 DEFAULT_PANELS = [

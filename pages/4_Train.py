@@ -18,9 +18,22 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
 from seghz.store import NotFoundError
-from seghz.train.form import (BOOTSTRAPS, CLASS_WEIGHTS, CLEANS, COTEACH_SELECT, NOISE_DENOMINATORS, NOISE_MASKS,
-                              NOISE_MATRICES, PRESETS, REFINES, ROBUSTS, SAMPLERS, form_state_from_config,
-                              noise_threshold_from_p, preset_state)
+from seghz.train.form import (
+    BOOTSTRAPS,
+    CLASS_WEIGHTS,
+    CLEANS,
+    COTEACH_SELECT,
+    NOISE_DENOMINATORS,
+    NOISE_MASKS,
+    NOISE_MATRICES,
+    PRESETS,
+    REFINES,
+    ROBUSTS,
+    SAMPLERS,
+    form_state_from_config,
+    noise_threshold_from_p,
+    preset_state,
+)
 from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
 from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
 

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 sys.path.insert(0, str(ROOT))
-from conftest import CHROMIUM, CHROMIUM_ARGS, draw_centre_rectangle, full_screenshot, open_map, run_app  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, draw_centre_rectangle, full_screenshot, open_map, run_app
 
 OUT = ROOT / "docs" / "screenshots"
 

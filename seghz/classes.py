@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +216,7 @@ def _load(path: Path) -> Scheme:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> dict[str, Scheme]:
     out = {}
     for p in sorted(SCHEME_DIR.glob("*.json")):
@@ -238,7 +238,7 @@ def get_scheme(name: str) -> Scheme:
     return reg[name]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crosswalk_edges() -> dict[str, dict[str, dict]]:
     raw = json.loads((SCHEME_DIR / "crosswalks.json").read_text())
     edges: dict[str, dict[str, dict]] = {}

@@ -13,7 +13,7 @@ from typing import NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from seghz.errors import SegHZError  # noqa: E402
+from seghz.errors import SegHZError
 
 
 def _tqdm_progress(desc: str, stream=None):
@@ -55,9 +55,9 @@ def print_table(sc: dict, out=sys.stdout) -> None:
     print(f"{'class':<{w}} {'IoU':>7} {'Acc':>7} {'support':>10}", file=out)
     for n in sc["classes"]:
         pc = sc["per_class"][n]
-        f = lambda v: "   -   " if v is None else f"{v * 100:7.2f}"  # noqa: E731
+        f = lambda v: "   -   " if v is None else f"{v * 100:7.2f}"
         print(f"{n:<{w}} {f(pc['iou'])} {f(pc['acc'])} {pc['support']:>10}", file=out)
-    f = lambda v: "-" if v is None else f"{v * 100:.2f}"  # noqa: E731
+    f = lambda v: "-" if v is None else f"{v * 100:.2f}"
     ece = f"  ECE {sc['ece'] * 100:.2f}" if sc.get("ece") is not None else ""
     print(f"mIoU {f(sc['miou'])}  fwIoU {f(sc['fwiou'])}  OA {f(sc['oa'])}{ece}", file=out)
 
@@ -880,10 +880,10 @@ def cmd_noise_rank(a) -> int:
                     bar((f + 1) / len(folds), f"fold {f + 1}/{len(folds)}: head fitted on {len(fit)} image(s)")
             finally:
                 bar.close()
-            predictor_for = lambda i: heads[fold_of[i]]  # noqa: E731
+            predictor_for = lambda i: heads[fold_of[i]]
         else:
             pred, _ = Predictor.from_checkpoint(a.checkpoint, a.device, batch_size=a.batch_size)
-            predictor_for = lambda i: pred  # noqa: E731
+            predictor_for = lambda i: pred
         bar = _tqdm_progress("noise-rank: predict")
         try:
             for i, (ip, lp) in enumerate(pairs):

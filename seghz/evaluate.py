@@ -1,7 +1,7 @@
 """Evaluating a workspace checkpoint on a split of the workspace, cached by (checkpoint, split, TTA, data version)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -149,7 +149,7 @@ def evaluate_split(
         lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, meta["scheme"]["name"])
         sub = None
         if progress:
-            sub = lambda f, m, i=i, name=s.name: progress((i + f) / len(scenes), f"{name}: {m}")  # noqa: E731
+            sub = lambda f, m, i=i, name=s.name: progress((i + f) / len(scenes), f"{name}: {m}")
         pred, conf = predictor.predict(img, tta_views_of(tta), progress=sub)
         cm = confusion_matrix(pred, lbl, nc)
         per_scene[s.id] = cm.tolist()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -436,7 +436,7 @@ def _parse_time(s: str | None) -> datetime | None:
         t = datetime.fromisoformat(s)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def job_duration_s(job: Any, now: datetime | None = None) -> float | None:
@@ -444,7 +444,7 @@ def job_duration_s(job: Any, now: datetime | None = None) -> float | None:
     start = _parse_time(getattr(job, "started_at", None))
     if start is None:
         return None
-    end = _parse_time(getattr(job, "finished_at", None)) or (now or datetime.now(timezone.utc))
+    end = _parse_time(getattr(job, "finished_at", None)) or (now or datetime.now(UTC))
     return max(0.0, (end - start).total_seconds())
 
 

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +294,7 @@ class NotFoundError(SegHZError, LookupError):
 
 def now_iso() -> str:
     """Current UTC time as an ISO 8601 string with milliseconds (the format of every ``*_at`` column)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def slugify(text: str, fallback: str = "item") -> str:
@@ -1807,7 +1807,7 @@ class Workspace:
         """Insert a queued job unless a queued or running one is ``same`` as it: ``(new id, True)``, or ``(the
         newest such job's id, False)``. The check and the insert are one write transaction, so two sessions that
         submit the same job at the same moment get one job between them (``same`` None: always insert)."""
-        jid = f"{slugify(kind, 'job')[:24]}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        jid = f"{slugify(kind, 'job')[:24]}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.transaction() as conn:
             if same is not None:
                 rows = conn.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY rowid DESC")
@@ -1896,7 +1896,7 @@ class Workspace:
 
     def add_job_metrics(self, job_id: str, step: int, epoch: int, values: dict[str, float]) -> None:
         """Record metric values of a job at one step (e.g. ``{"loss": 0.41, "val_miou": 0.62}``)."""
-        ts = datetime.now(timezone.utc).timestamp()
+        ts = datetime.now(UTC).timestamp()
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO job_metrics (job_id, step, epoch, key, value, ts) VALUES (?, ?, ?, ?, ?, ?)",

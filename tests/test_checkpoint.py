@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 import torch
-
 from helpers_core import GID_DIR, files_in, need_shared, torch_one_thread  # noqa: F401 (fixture)
+
 from seghz.classes import get_scheme
 from seghz.errors import CheckpointError
 from seghz.models.checkpoint import FORMAT, load_checkpoint, read_metadata, save_checkpoint, scheme_meta

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_core import HZ_DIR, need_shared, read_palette_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_core import HZ_DIR, need_shared, read_palette_csv
 from seghz.classes import IGNORE, crosswalk_path, get_scheme, index_crosswalk, scheme_names
 from seghz.errors import BadInputError, SchemeMismatchError
 

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import device_kit as kit  # noqa: E402
+from bench import device_kit as kit
 
 STEMS = ["arbor_a_1", "lake_b_2", "road_c_3"]
 

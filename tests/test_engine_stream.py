@@ -166,9 +166,9 @@ def _check_sink_equals_strips(h, w, tile, overlap, tta, nodata):
         if not valid.any():
             valid[-1, -1] = True
     p = Predictor(_model(), C, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=overlap, batch_size=3, device="cpu")
-    read = lambda a, b: (img[a:b], None if valid is None else valid[a:b])  # noqa: E731
+    read = lambda a, b: (img[a:b], None if valid is None else valid[a:b])
     strips = list(p.stream(h, w, read, tta, uncertainty=True, seams=True, proba=True))
-    cat = lambda f, ax=0: np.concatenate([getattr(s, f) for s in strips], axis=ax)  # noqa: E731
+    cat = lambda f, ax=0: np.concatenate([getattr(s, f) for s in strips], axis=ax)
     full = p.predict_full(img, tta, valid_mask=valid, seams=True, return_proba=True)
     for f in ("mask", "confidence", "entropy", "disagreement", "seam"):
         np.testing.assert_array_equal(getattr(full, f), cat(f), err_msg=f)

@@ -519,7 +519,7 @@ def test_interval_rule_message_names_fallback_classes_and_single_scene_gives_no_
     _ckpt(ws, "cand", parent="old")
     _add_scene_eval(ws, "old", _scene_cms(1, None, None))
     _add_scene_eval(ws, "cand", _scene_cms(1, (0, 1), None))
-    ev = lambda cid: gate.scene_evaluation(ws, cid, "val", ws.data_version("val"))  # noqa: E731
+    ev = lambda cid: gate.scene_evaluation(ws, cid, "val", ws.data_version("val"))
     assert gate.scene_intervals(ev("old"), ev("cand")) is None
     v = gate.check(ws, "cand", rule="interval")
     assert v.scenes is None and "single scene" in v.message and "the margin rule decided" in v.message

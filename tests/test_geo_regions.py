@@ -8,19 +8,18 @@ import pytest
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
-from seghz.models.checkpoint import checkpoint_scheme
 from seghz.geo.regions import (
     UNCERTAINTY_LAYERS,
     confidence_classes,
     confidence_scheme,
     disagreement_spec,
     entropy_spec,
-    uncertainty_summary,
     is_axis_rectangle,
     mask_outside,
     polygon_mask,
     region_mask,
     rings_mask,
+    uncertainty_summary,
     workspace_tile_key,
 )
 from seghz.geo.tiles import (
@@ -35,6 +34,7 @@ from seghz.geo.tiles import (
     scalar_rgba,
     window_bounds,
 )
+from seghz.models.checkpoint import checkpoint_scheme
 
 PIX = RasterInfo("p.png", 100, 80, 3, "uint8")
 # 1 m/px EPSG:3857 near Hangzhou (north-up), and a UTM 51N scene (not Web-Mercator aligned).

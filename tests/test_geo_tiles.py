@@ -18,9 +18,9 @@ from seghz.classes import get_scheme, scheme_names
 from seghz.data.io import RasterInfo, raster_info, write_rgb
 from seghz.errors import BadInputError, RegionError
 from seghz.geo.tiles import (
+    GEOREF,
     MERC_HALF,
     PIXEL,
-    GEOREF,
     build_pyramid,
     geojson_to_pixel_window,
     latlng_to_pixel,

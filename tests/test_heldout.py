@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.heldout import folder_pairs, held_out, salted  # noqa: E402
-from seghz.data.copies import byte_copies as duplicate_images  # noqa: E402
+from bench.heldout import folder_pairs, held_out, salted
+from seghz.data.copies import byte_copies as duplicate_images
 
 GID = ROOT.parent / "shared" / "data" / "gid15"
 CKPT = ROOT / "checkpoints" / "gid15_hz7_unet_lite0.safetensors"

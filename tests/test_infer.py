@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_core import torch_one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_core import torch_one_thread  # noqa: F401 (fixture)
 from seghz.infer.engine import D4_VIEWS, Cancelled, Predictor, sliding_windows, tta_views
 
 C = 4

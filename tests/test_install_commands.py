@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_setup_block() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"## Install, run, test\s+```bash\n(.*?)```", text, re.S)
+    m = re.search(r"## Install, run, test\s+```bash\n(.*?)```", text, re.DOTALL)
     assert m, "README lost its 'Install, run, test' bash block"
     return [ln.strip() for ln in m.group(1).splitlines() if ln.strip() and not ln.strip().startswith("#")]
 

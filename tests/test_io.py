@@ -4,9 +4,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from helpers_core import HZ_DIR, encode, files_in, need_shared
 from PIL import Image
 
-from helpers_core import HZ_DIR, encode, files_in, need_shared
 from seghz.classes import get_scheme
 from seghz.data import io as sio
 from seghz.data.folders import load_folder

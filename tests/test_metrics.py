@@ -134,7 +134,7 @@ def test_negative_prediction_raises():
 
 
 # ----------------------------------------------------------------------------------------------- calibration
-from seghz.metrics import add_calibration, calibration_counts, calibration_report  # noqa: E402
+from seghz.metrics import add_calibration, calibration_counts, calibration_report
 
 
 def test_calibration_counts_and_report_by_hand():

@@ -305,9 +305,9 @@ def test_distinct_scene_name_and_same_alignment(files, tmp_path):
 def test_align_page_draws_labels_in_the_screen_palette(files, monkeypatch):
     """The label, its before/after overlays and the legend are drawn in the sidebar's screen palette like the other
     pages (they were in the study palette); the saved scene's label file keeps the study's colours."""
-    import seghz.geo.align_scene as AS
     from PIL import Image
 
+    import seghz.geo.align_scene as AS
     from ui.common import PALETTE_KEY
 
     lp, ip, pts, ws, _M = files

@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-from seghz.classes import get_scheme  # noqa: E402
-from seghz.store import Workspace  # noqa: E402
+from seghz.classes import get_scheme
+from seghz.store import Workspace
 
 TIMEOUT = 60  # seconds per AppTest run: the CPU is shared with long training runs
 HZ7 = get_scheme("hz7")
@@ -530,8 +530,8 @@ def test_map_page_without_drawing_asks_to_draw(ws, fake_map):
 def test_map_page_region_over_the_size_cap_shows_an_error(ws, fake_map, monkeypatch):
     import functools
 
-    import seghz.infer.region as region
     from seghz.geo.tiles import pixel_window_to_geojson
+    from seghz.infer import region
 
     # a 256 px scene cannot exceed the real 4.2 Mpx cap: lower it for this run
     monkeypatch.setattr(region, "check_window", functools.partial(region.check_window, max_pixels=1000))

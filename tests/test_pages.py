@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-import ui.common  # noqa: E402  (the Labels page calls ui.common.canvas, patched below; importing
+import ui.common
+
 #                   streamlit_drawable_canvas itself outside a Streamlit runtime fails: components v2
 #                   resolve their asset folder only when a runtime has registered the manifests)
-
-from seghz.classes import get_scheme  # noqa: E402
-from seghz.store import Workspace  # noqa: E402
+from seghz.classes import get_scheme
+from seghz.store import Workspace
 
 TIMEOUT = 30  # seconds per AppTest run: the CPU is shared with long training runs
 TRAIN_WAIT_S = 300
@@ -36,10 +36,10 @@ HZ7 = get_scheme("hz7")
 
 def make_tiny_checkpoint(path: Path) -> dict:
     """A small FPN/MobileNetV3 hz7 checkpoint with metadata like the trainer writes."""
+    import torch
+
     from seghz.models.checkpoint import save_checkpoint
     from seghz.models.registry import build_model
-
-    import torch
 
     torch.manual_seed(0)
     model = build_model("FPN", "tu-mobilenetv3_small_050", HZ7.num_classes)

@@ -260,7 +260,7 @@ def test_rank_rows_equal_the_whole(scene):
     img, _ = scene
     p = _conv(96, 0.5)
     want = p.predict_full(img, "flip")
-    read = lambda a, b: (img[a:b], None)  # noqa: E731
+    read = lambda a, b: (img[a:b], None)
     for world in (2, 3):
         got = []
         for r in range(world):

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import recovery_chart as rc  # noqa: E402
+from bench import recovery_chart as rc
 
 
 def _proxy(name, seed, labels, overrides, miou, **kw):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import plotly.graph_objects as go
@@ -118,7 +118,7 @@ class FakeJob:
 
 
 def test_job_table_and_durations():
-    now = datetime(2024, 1, 1, 0, 1, 25, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, 0, 1, 25, tzinfo=UTC)
     jobs = [FakeJob("a"), FakeJob("b", status="done", progress=1.0, finished_at="2024-01-01T02:00:10.000+00:00"),
             FakeJob("c", status="queued", started_at=None)]
     assert report.job_duration_s(jobs[0], now) == pytest.approx(75)
@@ -233,7 +233,7 @@ def test_coverage_figure_and_table_follow_the_threshold():
 
 
 def test_job_time_left_follows_the_pace_so_far_and_stays_quiet_when_it_cannot_know():
-    now = datetime(2024, 1, 1, 0, 10, 10, tzinfo=timezone.utc)  # 600 s after the fake jobs start
+    now = datetime(2024, 1, 1, 0, 10, 10, tzinfo=UTC)  # 600 s after the fake jobs start
     assert report.job_time_left_s(FakeJob("q", progress=0.25), now) == pytest.approx(1800)  # 600 s per quarter
     assert report.job_time_left_s(FakeJob("q", progress=0.9), now) == pytest.approx(600 / 9)
     assert report.job_time_left_s(FakeJob("q", progress=0.005), now) is None  # too early to tell
@@ -242,7 +242,7 @@ def test_job_time_left_follows_the_pace_so_far_and_stays_quiet_when_it_cannot_kn
     assert report.job_time_left_s(FakeJob("q", progress=0.5, cancel_requested=True), now) is None
     assert report.job_time_left_s(FakeJob("q", progress=0.5, status="queued", started_at=None), now) is None
     assert report.job_time_left_s(FakeJob("q", progress=0.5, status="cancelled"), now) is None
-    just = datetime(2024, 1, 1, 0, 0, 12, tzinfo=timezone.utc)  # 2 s in: start-up dominates
+    just = datetime(2024, 1, 1, 0, 0, 12, tzinfo=UTC)  # 2 s in: start-up dominates
     assert report.job_time_left_s(FakeJob("q", progress=0.5), just) is None
     assert report.job_time_left_s(FakeJob("q", progress=None), now) is None
 

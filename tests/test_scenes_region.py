@@ -71,8 +71,8 @@ def test_import_shanghai_geotiff_keeps_georeference(tmp_path):
     a = pixel_area_m2(s, 256, 256)
     # ~1 m/px in EPSG:3857 at 31.1 N: the ground area of a pixel is well below the Mercator 1 m^2
     assert 0.3 < a < 1.5
-    from seghz.geo.tiles import scene_bounds_latlon
     from seghz.data.io import raster_info
+    from seghz.geo.tiles import scene_bounds_latlon
 
     (south, west), (north, east) = scene_bounds_latlon(raster_info(ws.scene_path(s, "image")))
     assert 121.48 <= west < east <= 121.52 and 31.10 <= south < north <= 31.14

@@ -210,7 +210,7 @@ def test_conflicting_saves_keep_the_first(ws, scene):
 
 
 def test_failed_file_write_leaves_old_state(ws, scene, monkeypatch):
-    import seghz.store as store
+    from seghz import store
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import seghz.jobs.kinds as kinds
 import seghz.review.queue as rq
 from seghz.data.io import write_index_mask, write_rgb
+from seghz.jobs import kinds
 from seghz.jobs.runner import JobCancelled, ProgressReporter
 from seghz.store import Workspace
 

@@ -18,7 +18,7 @@ import ddp_train_driver as driver  # tests/ is on sys.path, as for helpers_core
 import numpy as np
 import pytest
 import torch
-from helpers_core import tiny_train_config, REPO, torch_one_thread  # noqa: F401 (fixture)
+from helpers_core import REPO, tiny_train_config, torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.models.checkpoint import load_checkpoint, read_metadata
 from seghz.train import trainer as trainer_mod

@@ -1,8 +1,8 @@
 """Image+label folder datasets (files paired by stem), crosswalked to a target scheme on read."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

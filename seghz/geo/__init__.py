@@ -12,8 +12,8 @@ Leaflet/Leaflet.draw come from ``static/vendor`` (served by Streamlit at ``/app/
 Neither imports Streamlit.
 """
 from seghz.geo.tiles import (
-    PIXEL,
     GEOREF,
+    PIXEL,
     PyramidInfo,
     RampSpec,
     RegionOverlay,
@@ -35,8 +35,8 @@ from seghz.geo.tiles import (
 )
 
 __all__ = [
-    "PIXEL",
     "GEOREF",
+    "PIXEL",
     "PyramidInfo",
     "RampSpec",
     "RegionOverlay",

@@ -62,9 +62,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -372,7 +373,7 @@ class PyramidInfo:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "PyramidInfo":
+    def from_json(cls, d: dict) -> PyramidInfo:
         d = dict(d)
         b = d.pop("bounds")
         return cls(bounds=((float(b[0][0]), float(b[0][1])), (float(b[1][0]), float(b[1][1]))), **d)

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import branca
 import folium
 import folium.plugins
-import branca
 
 from seghz.data.io import RasterInfo
 from seghz.geo.tiles import (

@@ -984,6 +984,9 @@ class Predictor:
 
 __all__ = [
     "BLENDS",
+    "COMPILE_CHOICES",
+    "CPU_COMPILE_MIN_PX",
+    "CUDA_COMPILE_MIN_PX",
     "D4_VIEWS",
     "MERGES",
     "TTA_MODES",
@@ -993,9 +996,6 @@ __all__ = [
     "PredictionResult",
     "Predictor",
     "Strip",
-    "COMPILE_CHOICES",
-    "CPU_COMPILE_MIN_PX",
-    "CUDA_COMPILE_MIN_PX",
     "auto_batch_size",
     "check_compile_choice",
     "compile_pays",
@@ -1005,7 +1005,7 @@ __all__ = [
     "shard_rows",
     "sliding_windows",
     "tta_views",
-    "window_rows",
     "want_compile",
+    "window_rows",
     "window_weights",
 ]

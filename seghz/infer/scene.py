@@ -293,7 +293,7 @@ def _predict_scene(
             writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
         else:
             parts.mkdir(exist_ok=True)
-        msg = (lambda f, m: progress(f, f"rows {y0}–{y1 - 1} of {H}: {m}")) if progress is not None else None  # noqa: E731
+        msg = (lambda f, m: progress(f, f"rows {y0}–{y1 - 1} of {H}: {m}")) if progress is not None else None
         if y0 < y1:
             for st in predictor.stream(H, W, read, tta, rows=(y0, y1), progress=msg, should_cancel=should_cancel,
                                        uncertainty=uncertainty, blocks=True):

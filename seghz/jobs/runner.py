@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from seghz.security import redact_secrets
@@ -218,7 +218,7 @@ def refresh_job_states(ws: Workspace) -> list[str]:
         if not job.active:
             continue
         if job.pid is None:
-            age = datetime.now(timezone.utc) - datetime.fromisoformat(job.created_at)
+            age = datetime.now(UTC) - datetime.fromisoformat(job.created_at)
             if age < timedelta(seconds=UNSTARTED_GRACE_S):
                 continue
         elif pid_alive(job.pid, job.id):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from seghz.classes import Scheme, get_scheme
 from seghz.errors import CheckpointError
@@ -32,7 +32,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     meta = dict(meta)
     if getattr(model, "arch_kwargs", None) and "arch_kwargs" not in meta:
         meta["arch_kwargs"] = dict(model.arch_kwargs)  # constructor options the architecture needs to be rebuilt
-    meta.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("created_at", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     meta["format"] = FORMAT
     p = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

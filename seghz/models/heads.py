@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 DEFAULT_BINS = (1, 2, 3, 6)
 #: weight of the auxiliary soft-region loss in HRNet-OCR training (the OCR paper's 0.4)

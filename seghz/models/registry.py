@@ -11,17 +11,17 @@ pretrained weights are the ImageNet EfficientNet-Lite0 weights shipped in the Py
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import segmentation_models_pytorch as smp  # noqa: E402
+import segmentation_models_pytorch as smp
 
-from seghz.models.heads import HRNetOCR, HRNetPSP  # noqa: E402
+from seghz.models.heads import HRNetOCR, HRNetPSP
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "Unet": smp.Unet,

@@ -26,7 +26,7 @@ from conftest import (
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_page_map import SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
+from test_page_map import SCENE_SIZE, populate_map_workspace, remove_tiles
 
 pytestmark = pytest.mark.browser
 

@@ -28,7 +28,7 @@ import pytest
 from conftest import ROOT, app_errors, draw_rectangle, full_screenshot, open_map, run_app, scene_rect_points
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_page_map import HZ7, SCENE_SIZE, populate_map_workspace, remove_tiles  # noqa: E402
+from test_page_map import HZ7, SCENE_SIZE, populate_map_workspace, remove_tiles
 
 pytestmark = pytest.mark.browser
 
@@ -190,7 +190,7 @@ def test_map_page_d4_uncertainty_layer_and_geotiff_export(map_app, chromium_brow
         full_screenshot(page, tmp_path / "map_d4_disagreement.png")
 
         # GeoTIFF export of the prediction
-        buttons = page.locator("[data-testid='stDownloadButton']").filter(has_text=re.compile("GeoTIFF", re.I))
+        buttons = page.locator("[data-testid='stDownloadButton']").filter(has_text=re.compile("GeoTIFF", re.IGNORECASE))
         buttons.first.scroll_into_view_if_needed(timeout=30_000)
         with page.expect_download(timeout=60_000) as dl:
             buttons.first.click()

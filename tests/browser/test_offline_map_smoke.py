@@ -113,7 +113,7 @@ def test_offline_map_renders_and_draws(kind, browser_page, map_smoke_url):
         hits = [u for u in requests if urlparse(u).path == path]
         assert hits, f"{path} was never requested (requests: {requests})"
         assert all(urlparse(u).hostname == "127.0.0.1" and status.get(u) == 200 for u in hits), (path, hits, status)
-    leaflet_like = [u for u in requests if re.search(r"leaflet|jquery|bootstrap|awesome", u, re.I)]
+    leaflet_like = [u for u in requests if re.search(r"leaflet|jquery|bootstrap|awesome", u, re.IGNORECASE)]
     assert all(urlparse(u).hostname == "127.0.0.1" for u in leaflet_like), leaflet_like
     # Leaflet cancels tile loads it no longer needs while zooming (net::ERR_ABORTED); anything else is an error.
     static_failures = [f for f in failed if "/app/static/" in f[0] and "ERR_ABORTED" not in f[1]]
