@@ -231,6 +231,9 @@ def page_header(title: str, caption: str | None = None, *, set_config: bool = Tr
     """
     if set_config:
         st.set_page_config(page_title=f"SegHZ · {title}", layout="wide")
+    from ui.home import claim_navigation  # (ui.home imports this module)
+
+    claim_navigation()  # the sidebar's page list when Streamlit ran this page without app.py (ui/home.py)
     ws = get_workspace()
     st.title(title)
     if caption:
