@@ -590,6 +590,24 @@ def test_labels_undo_redo_buttons(ws, monkeypatch):
     assert at.get("download_button")  # PNG / GeoTIFF export of the current version
 
 
+def test_analyst_name_comes_back_when_its_widget_state_is_dropped(ws):
+    """A switch_page from inside a fragment (Labels' "Promote on the Train page") dropped the sidebar widget's
+    state: the Train page then asked for a name the analyst had entered. The name is also kept under a plain
+    session key, and a run that finds the widget state gone (here: a session holding only that key) puts it back;
+    a name the analyst clears stays cleared."""
+    at = app("pages/4_Train.py").run()
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    assert at.session_state["seghz_analyst_kept"] == "Ann"
+    fresh = app("pages/4_Train.py")
+    fresh.session_state["seghz_analyst_kept"] = "Ann"  # the widget's own state is gone, the kept name is not
+    fresh.run()
+    assert_ok(fresh)
+    assert fresh.sidebar.text_input(key="seghz_analyst").value == "Ann"
+    fresh.sidebar.text_input(key="seghz_analyst").input("").run()
+    assert fresh.session_state["seghz_analyst_kept"] == ""
+    assert fresh.sidebar.text_input(key="seghz_analyst").value == ""
+
+
 def test_labels_analyst_name_empty_or_too_long(ws, monkeypatch):
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
     at = app("pages/3_Labels.py").run()

@@ -160,12 +160,24 @@ def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None, scr
     return f"<div style='display:flex;flex-wrap:wrap;line-height:1.6'>{''.join(chips)}</div>"
 
 
+ANALYST_KEPT = "seghz_analyst_kept"  # a plain session key (no widget): survives what drops a widget's state
+
+
 def analyst_name_input() -> str:
-    """Render the sidebar "Analyst name" input (kept for the whole session, across pages); return the name."""
+    """Render the sidebar "Analyst name" input (kept for the whole session, across pages); return the name.
+
+    The name is also kept under a plain session key and put back when the widget's own state is gone: a
+    ``st.switch_page`` from inside a fragment (the Labels page's "Promote on the Train page") dropped the widget
+    state, because the sidebar was not part of that fragment's run, and the Train page then asked for a name the
+    analyst had entered."""
+    ss = st.session_state
+    if ANALYST_KEY not in ss and ss.get(ANALYST_KEPT):
+        ss[ANALYST_KEY] = ss[ANALYST_KEPT]
     value = st.sidebar.text_input(
         "Analyst name", key=ANALYST_KEY, persist_state="session", placeholder="who is editing labels",
         help="Recorded with every label version you save.",
     )
+    ss[ANALYST_KEPT] = value or ""
     return (value or "").strip()
 
 
