@@ -170,6 +170,17 @@ def overlay_tta(res) -> str | list[str]:
     return res.tta if res.tta in TTA_CHOICES and res.tta != "custom" else list(getattr(res, "views", ()) or ("identity",))
 
 
+def clear_region(scene_id: str) -> None:
+    """"Clear region": forget the scene's region, wherever it came from (drawn, a link, "Open on map"). A region
+    from a link or a jump is only an outline, not a Leaflet.draw shape, so the map's trash tool cannot remove it;
+    the map is re-created (a new key), so a drawn shape does not come back as the component's last drawing."""
+    regions.pop(scene_id, None)
+    ss.get("map_jump_msg", {}).pop(scene_id, None)
+    ss.get("map_region_from_jump", {}).pop(scene_id, None)
+    gens = ss.setdefault("map_clear_gen", {})
+    gens[scene_id] = gens.get(scene_id, 0) + 1
+
+
 def request_repredict(scene_id: str) -> None:
     """"Predict again with the active model": the overlay's region, TTA, merge and blend (and its A → B cell), with
     the active checkpoint; the TTA widgets are put on the overlay's TTA so that they read what is predicted."""
@@ -528,7 +539,8 @@ if basemap_key != OFFLINE and info.georeferenced:
                    f"the GCJ-02 offset. {gcj_view_shift(scene_bounds_of(info)).describe()}.")
 add_tile_layer(m, pyramid, name="Scene")
 out = streamlit_folium.st_folium(
-    m, key=f"map_folium__{sid}" + ("__at_{}_{}_{}_{}".format(*fw) if fw else ""), feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
+    m, key=f"map_folium__{sid}" + ("__at_{}_{}_{}_{}".format(*fw) if fw else "")
+    + (f"__c{ss['map_clear_gen'][sid]}" if ss.get("map_clear_gen", {}).get(sid) else ""), feature_group_to_add=layers, returned_objects=["last_active_drawing", "all_drawings"],
     height=MAP_HEIGHT, use_container_width=True,
 ) or {}
 drawing, drawn = out.get("last_active_drawing"), out.get("all_drawings")
@@ -607,8 +619,12 @@ else:
                 st.success(f"Job {jid} started: its GeoTIFF will be listed below when it is done.")
 if window is not None:
     r, c, h, w = window
-    st.caption(f"Drawn region: rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px = {w * h / 1e6:.2f} Mpx) "
-               f"of {scene.width}×{scene.height} px.")
+    rc1, rc2 = st.columns([5, 1])
+    rc1.caption(f"Drawn region: rows {r}–{r + h - 1}, columns {c}–{c + w - 1} ({w}×{h} px = {w * h / 1e6:.2f} Mpx) "
+                f"of {scene.width}×{scene.height} px.")
+    rc2.button("Clear region", key="map_clear_region", on_click=clear_region, args=(sid,),
+               help="Forget this region (also one opened from a link or another page, which the map's trash tool "
+                    "cannot remove); the link loses it too.")
     if rec and tuple(rec["result"].window) != tuple(window):
         st.caption("The overlay shows an earlier region; press **Predict region** to predict this one.")
 if link_note:

@@ -330,6 +330,13 @@ def test_a_link_opens_its_scene_and_region(ws, fake_map):
     at.run()
     assert_ok(at)
     assert at.selectbox(key="map_scene").value == "plain" and at.query_params["scene"] == "plain"
+    # a region from a link is an outline the map's trash tool cannot remove: "Clear region" forgets it, takes it
+    # out of the URL and re-creates the map (a drawn shape must not come back as the component's last drawing)
+    at.button(key="map_clear_region").click().run()
+    assert_ok(at)
+    assert "plain" not in at.session_state["map_regions"] and "region" not in at.query_params
+    assert not any(t.startswith("Drawn region:") for t in texts(at).splitlines())
+    assert at.button(key="map_predict").disabled and fake.calls[-1]["key"].endswith("__c1")
 
 
 def test_an_unknown_scene_in_the_link_warns_and_opens_the_first_scene(ws, fake_map):
