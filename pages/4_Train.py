@@ -406,7 +406,9 @@ def show_gate(ck, cur, split: str = "val") -> None:
                                disabled=not override)
         if override and not analyst_name():
             st.warning("Enter your analyst name in the sidebar: overrides are recorded with it.")
-    ready = verdict.passed or (override and reason.strip() and analyst_name())
+    if not analyst_name() and not override:  # a promotion is an audit event: it is recorded with who made it
+        st.caption("Enter your analyst name in the sidebar to promote: every promotion is recorded with it.")
+    ready = bool(analyst_name()) and (verdict.passed or (override and reason.strip()))
     if st.button("Promote to active", key=f"train_promote_{ck.id}", type="primary", disabled=not ready):
         try:
             gate.promote(ws, ck.id, override=override, analyst=analyst_name(), reason=reason, compute=False)
@@ -490,8 +492,9 @@ jobs_panel(watching)
 st.subheader("Active model: promotions and rollback")
 target = ws.rollback_target()
 if target is not None:
-    if st.button(f"Roll back to {target}", key="train_rollback",
-                 help="Return to the checkpoint that was active before the current one (recorded in the history)."):
+    if st.button(f"Roll back to {target}", key="train_rollback", disabled=not analyst_name(),
+                 help="Return to the checkpoint that was active before the current one (recorded in the history, "
+                      "with your analyst name: enter it in the sidebar first)."):
         try:
             ws.rollback(analyst=analyst_name())
         except (NotFoundError, ConflictError) as e:

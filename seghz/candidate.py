@@ -37,10 +37,11 @@ def job_val_split(job) -> str:
 
 def gate_verdict_text(verdict, active_name: str | None) -> str:
     """The regression gate's verdict as one line of Markdown, the same on every page:
-    ``Gate verdict: **FLAGGED** against the active model (name) — <message>`` (no "against" without an active
-    model: the message says so). ``verdict`` is a :class:`seghz.gate.Verdict`."""
-    against = f" against the active model ({active_name})" if active_name else ""
-    return f"Gate verdict: **{verdict.status.upper()}**{against} — {verdict.message}"
+    ``Gate verdict: **FLAGGED** (active model: name) — <message>`` (the message says "against the active model"
+    itself, so the banner only names it; nothing without an active model: the message says there is none).
+    ``verdict`` is a :class:`seghz.gate.Verdict`."""
+    active = f" (active model: {active_name})" if active_name else ""
+    return f"Gate verdict: **{verdict.status.upper()}**{active} — {verdict.message}"
 
 
 def refit_accuracy(result: Mapping | None, metrics: Mapping | None = None) -> dict[str, Any]:

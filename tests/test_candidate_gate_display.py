@@ -28,7 +28,7 @@ def test_job_val_split_result_then_config_then_val():
 def test_gate_verdict_text_names_the_active_model():
     v = gate.Verdict("flagged", 0.02, message="Water dropped by 0.100.")
     assert candidate.gate_verdict_text(v, "old model") == (
-        "Gate verdict: **FLAGGED** against the active model (old model) — Water dropped by 0.100.")
+        "Gate verdict: **FLAGGED** (active model: old model) — Water dropped by 0.100.")
     v = gate.Verdict("pass", message="there is no active model: nothing to compare against.")
     assert candidate.gate_verdict_text(v, None) == (
         "Gate verdict: **PASS** — there is no active model: nothing to compare against.")
@@ -56,9 +56,9 @@ def _verdict_script():
 def test_show_gate_verdict_maps_status_to_alert_and_compact_shows_only_the_banner():
     at = AppTest.from_function(_verdict_script, default_timeout=TIMEOUT).run()
     assert_ok(at)
-    assert [s.value for s in at.success] == ["Gate verdict: **PASS** against the active model (old model) — ok."]
+    assert [s.value for s in at.success] == ["Gate verdict: **PASS** (active model: old model) — ok."]
     assert [w.value for w in at.warning] == ["Gate verdict: **UNKNOWN** — no scores."]
-    flagged = "Gate verdict: **FLAGGED** against the active model (old model) — Water dropped."
+    flagged = "Gate verdict: **FLAGGED** (active model: old model) — Water dropped."
     assert [e.value for e in at.error] == [flagged]
     assert len(at.dataframe) == 1 and "candidate IoU" in at.dataframe[0].value.columns
     caps = [c.value for c in at.caption]
@@ -92,7 +92,7 @@ def test_both_pages_show_one_banner_on_the_split_the_job_recorded(ws, monkeypatc
 
     monkeypatch.setattr(gate, "check", fake_check)
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
-    want = "Gate verdict: **FLAGGED** against the active model (tiny test model) — Buildings dropped by 0.300."
+    want = "Gate verdict: **FLAGGED** (active model: tiny test model) — Buildings dropped by 0.300."
 
     labels = app("pages/3_Labels.py").run()
     assert_ok(labels)

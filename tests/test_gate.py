@@ -368,9 +368,11 @@ def test_train_page_pass_promotes_directly(page_ws):
     assert at.selectbox(key="train_job_sel").value == jid  # the newest job is shown
     assert any("Gate verdict: **PASS**" in s.value for s in at.success)
     assert "train_override_good" not in [c.key for c in at.checkbox]  # no override needed
+    assert at.button(key="train_promote_good").disabled  # … but a name: every promotion records who made it
+    at.sidebar.text_input(key="seghz_analyst").input("Bo").run()
     at.button(key="train_promote_good").click().run()
     assert ws.active_checkpoint().id == "good"
-    assert ws.promotion_history()[0].verdict == "pass"
+    assert ws.promotion_history()[0].verdict == "pass" and ws.promotion_history()[0].analyst == "Bo"
 
 
 # ------------------------------------------------------------------------------------------------ intervals in check
@@ -501,6 +503,7 @@ def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert gate.get_rule(ws) == "interval"
     assert any("Gate verdict: **PASS**" in s.value for s in at.success)
+    at.sidebar.text_input(key="seghz_analyst").input("Bo").run()
     assert not at.button(key="train_promote_cand").disabled  # no override needed any more
     at.number_input(key="train_gate_margin").set_value(0.5).run()
     assert gate.get_margin(ws) == pytest.approx(0.5)

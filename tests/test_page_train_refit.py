@@ -82,7 +82,7 @@ def test_a_refit_job_is_gated_scored_and_promoted_from_the_train_page(ws, monkey
     cells = shown(val).astype(str).to_numpy()
     assert not any(c in ("None", "nan", "<NA>") for c in cells.ravel())
     assert any("Both models scored on the same labels" in c.value for c in at.caption)
-    assert any(a.startswith("Gate verdict: ") and "against the active model (tiny test model) — " in a for a in alerts(at))
+    assert any(a.startswith("Gate verdict: ") and "(active model: tiny test model) — " in a for a in alerts(at))
     assert at.button(key=f"lbl_rt_promote_{jid}")
 
     # Train: the refit is listed with the training jobs, with the gate verdict and Promote
@@ -92,6 +92,9 @@ def test_a_refit_job_is_gated_scored_and_promoted_from_the_train_page(ws, monkey
     assert tr.selectbox(key="train_job_sel").value == jid
     assert any("Gate verdict: **PASS**" in s.value for s in tr.success)
     assert "Head refit" in texts(tr)
+    assert tr.button(key=f"train_promote_{cid}").disabled  # a promotion is recorded with who made it
+    assert any("analyst name in the sidebar to promote" in c.value for c in tr.caption)
+    tr.sidebar.text_input(key="seghz_analyst").input("Ann").run()
     tr.button(key=f"train_promote_{cid}").click().run()
     assert_ok(tr)
     assert ws.active_checkpoint().id == cid
@@ -133,7 +136,7 @@ def test_a_refit_that_loses_the_existing_labels_is_warned_and_needs_an_override(
     assert abs(row.iloc[0] - 0.8) < 1e-9 and abs(row.iloc[1] - 0.5) < 1e-9
     banner = [e.value for e in at.error if e.value.startswith("Gate verdict:")]  # the Train page's wording
     assert len(banner) == 1 and "Buildings" in banner[0], [e.value for e in at.error]
-    assert banner[0].startswith("Gate verdict: **FLAGGED** against the active model (tiny test model) — ")
+    assert banner[0].startswith("Gate verdict: **FLAGGED** (active model: tiny test model) — ")
     at.button(key=f"lbl_rt_promote_{jid}").click().run()  # "Promote on the Train page": the Train page, on this job
 
     tr = at

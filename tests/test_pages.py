@@ -907,9 +907,9 @@ def test_train_submits_job_shows_result_and_promotes(ws):
     at = app("pages/4_Train.py").run()  # a new session: everything comes back from the workspace
     assert_ok(at)
     new_id = job.result["checkpoint_id"]
-    promote = at.button(key=f"train_promote_{new_id}")
     assert len(at.get("plotly_chart")) >= 1  # loss / val curves
-    promote.click().run()
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()  # promotions are recorded with a name
+    at.button(key=f"train_promote_{new_id}").click().run()
     assert_ok(at)
     assert ws.active_checkpoint().id == new_id
 
