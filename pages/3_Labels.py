@@ -422,20 +422,25 @@ def on_queue_action(scene_id: str, key: str, action: str) -> None:
 
 
 def on_retrain(kind: str, checkpoint_id: str, name: str) -> None:
-    from seghz.jobs.runner import submit_job
+    from seghz.jobs.kinds import submit_retrain_job
 
     if kind == "train":
         config = {"parent_checkpoint_id": checkpoint_id, "epochs": int(ss.get("lbl_rt_epochs", 5)),
                   "name": f"{name} + corrections", "origin": "labels"}
     else:
         config = {"checkpoint_id": checkpoint_id, "name": f"{name} head refit", "origin": "labels"}
-    try:
-        jid = submit_job(ws, kind, config)
+    what = "Full retrain" if kind == "train" else "Head refit"
+    try:  # the same job queued or running already (a second click) is not submitted again
+        jid, created = submit_retrain_job(ws, kind, config)
     except (ValueError, ImportError, OSError) as e:
         flash("error", f"Could not start the job: {e}", "retrain")
         return
-    flash("success", f"{'Full retrain' if kind == 'train' else 'Head refit'} job `{jid}` submitted; it runs in the "
-                     "background (progress below and on the Train page).", "retrain")
+    if not created:
+        flash("info", f"The same {what.lower()} is already running (job `{jid}`): not submitted again; its "
+                      "progress is below and on the Train page.", "retrain")
+        return
+    flash("success", f"{what} job `{jid}` submitted; it runs in the background (progress below and on the Train "
+                     "page).", "retrain")
 
 
 # ------------------------------------------------------------------------------------------------ scene
@@ -921,8 +926,13 @@ else:
               args=("train", active.id, active.name), help="Fine-tunes the active checkpoint on the effective labels "
               "of the train split (trusted pixels are never dropped by the noise mask).")
     t3.button("Fast head refit on the corrections", key="lbl_rt_refit", on_click=on_retrain,
-              args=("refit", active.id, active.name), help="Refits only the classifier head on the corrected pixels "
-              "(seconds to minutes).")
+              args=("refit", active.id, active.name), help="Refits only the classifier head on the reviewed "
+              "(corrected or confirmed) pixels of the train split's scenes (seconds to minutes).")
+    if scene.split != "train":  # the refit and the retrain train on the train split only (seghz.jobs.kinds.refit_job)
+        st.caption(f"This scene is in the **{scene.split}** split: its corrections are not used by the refit or the "
+                   "retrain — they are the yardstick the new model is scored on." if scene.split in ("val", "test")
+                   else "This scene is in no split: its corrections are not used by the refit or the retrain, "
+                   "which train on the train split only.")
     show_flash("retrain")
     watching = any(j.active and (j.config or {}).get("origin") == "labels" for j in ws.list_jobs(limit=50))
 

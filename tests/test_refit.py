@@ -260,7 +260,8 @@ def test_refit_job_uses_the_workspace_corrections_and_registers_the_child(traine
         if k < 4:
             lab = d / "label.png"
             write_index_mask(lab, lbl)
-        ws.add_scene(f"S{k}", d / "image.png", "hz7", label_path=lab, split="train" if k < 4 else "none", scene_id=f"s{k}")
+        # s4: an unlabelled training scene (the refit, like the full retrain, trains on the train split only)
+        ws.add_scene(f"S{k}", d / "image.png", "hz7", label_path=lab, split="train", scene_id=f"s{k}")
     _, sparse, _ = _corrections()  # the analyst labels 15 pixels each of A and B on the unlabelled scene s4
     ws.save_label_version("s4", sparse, 0, analyst="tester", tool="brush")
 

@@ -1,6 +1,7 @@
 """The job kinds SegHZ runs in background processes (imported by the job worker)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields, replace
 
 import numpy as np
@@ -9,7 +10,7 @@ from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.evaluate import label_for_checkpoint
 from seghz.jobs.runner import JobCancelled, ProgressReporter, register_job_kind
-from seghz.store import Workspace
+from seghz.store import Job, Workspace
 from seghz.train.trainer import TrainConfig, train
 
 # Every TrainConfig field a job config may set (the parent comes from parent_checkpoint_id instead).
@@ -162,10 +163,19 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     the parent and the new checkpoint are scored on ``val_split`` (cached evaluations), so the pages can show a
     before/after on the same labels next to the accuracies on the corrected pixels and on the context sample.
 
+    Training data never includes a held-out split: the corrections, the ``label_scenes`` and the context sample
+    come only from scenes of the training split (``train_split``, default "train": the scenes the full retrain
+    trains on, :func:`train_job`). Reviewed pixels on the gate's split (``val_split``) or on "test" are the
+    yardstick the new checkpoint is scored against, so fitting on them would make the gate and the before/after
+    table judge the refit on its own training pixels; unassigned scenes (split "none") are left out too, as the
+    full retrain leaves them out. What was left out is logged and counted in the result (``held_out_reviewed_pixels``,
+    ``held_out_scenes``, and per split in ``held_out``); when nothing is left to fit on, the job fails and says so.
+
     config: ``checkpoint_id`` (default: the active checkpoint), ``scenes`` (scene ids to take corrections from;
-    default all), ``label_scenes``, ``context_split`` (default "train"; None for no context),
-    ``context_max_scenes`` (default 8), ``val_split`` (default "val"), ``auto_promote``, ``name``, and any
-    :class:`seghz.train.refit.RefitConfig` field.
+    default all; those outside the training split are left out), ``label_scenes``, ``train_split`` (default
+    "train"; neither ``val_split`` nor "test"), ``context_split`` (default: ``train_split``, the only split it may
+    name; None for no context), ``context_max_scenes`` (default 8), ``val_split`` (default "val"),
+    ``auto_promote``, ``name``, and any :class:`seghz.train.refit.RefitConfig` field.
     """
     import inspect
 
@@ -185,10 +195,13 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     rcfg = RefitConfig(**{k: v for k, v in config.items() if k in rkeys})
     rcfg.validate()
 
+    val_split = config.get("val_split", "val")
+    train_split, context_split = refit_splits(config)
     wanted = config.get("scenes")
     scenes = [ws.get_scene(s) for s in wanted] if wanted else ws.list_scenes()
     corrected: dict[str, np.ndarray] = {}
     effective: dict[str, np.ndarray] = {}
+    held_out: dict[str, dict] = {}  # split -> {"scenes": [...], "reviewed_pixels": n}: reviewed, not fitted on
     for s in scenes:
         progress.check_cancel()
         if ws.latest_label_version(s.id) == 0:
@@ -196,27 +209,53 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         eff_s, reviewed = ws.label_and_trusted(s.id)  # reviewed: corrected or confirmed
         eff = label_for_checkpoint(eff_s, s.scheme, ck_scheme)
         corr = np.where(reviewed & (eff != 255), eff, 255).astype(np.uint8)
-        if (corr != 255).any():
-            corrected[s.id], effective[s.id] = corr, eff
+        if not (corr != 255).any():
+            continue
+        if s.split != train_split:  # the yardstick (val, test) or unassigned: never trained on
+            h = held_out.setdefault(s.split, {"scenes": [], "reviewed_pixels": 0})
+            h["scenes"].append(s.id)
+            h["reviewed_pixels"] += int((corr != 255).sum())
+            continue
+        corrected[s.id], effective[s.id] = corr, eff
+    for sp, h in held_out.items():
+        progress.log(f"left out {_fmt_px(h['reviewed_pixels'])} reviewed pixels on {len(h['scenes'])} "
+                     f"{_split_words(sp)} scene(s) ({', '.join(h['scenes'])}): "
+                     f"{held_out_reason(sp, train_split, val_split)}")
+    n_held = sum(h["reviewed_pixels"] for h in held_out.values())
     source = "corrections"
     if not corrected:
         for sid in config.get("label_scenes") or []:
             s = ws.get_scene(sid)
+            if s.split != train_split:
+                progress.log(f"label scene {s.id} left out: it is in the {_split_words(s.split)} split "
+                             f"({held_out_reason(s.split, train_split, val_split)})")
+                continue
             eff = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme)
             if (eff != 255).any():
                 corrected[s.id], effective[s.id] = eff, eff
         source = "labels"
+    if not corrected and n_held:
+        where = "; ".join(f"{_fmt_px(h['reviewed_pixels'])} on {len(h['scenes'])} {_split_words(sp)} scene(s) "
+                          f"({', '.join(h['scenes'])})" for sp, h in held_out.items())
+        yardstick = [sp for sp in held_out if sp in (val_split, "test")]
+        raise ValueError(f"nothing to refit on: all {_fmt_px(n_held)} reviewed pixels are on scenes outside the "
+                         f"'{train_split}' split ({where}). The refit trains on the '{train_split}' split only, as the "
+                         f"full retrain does; the '{val_split}' split is the yardstick the regression gate and the "
+                         f"before/after table score on, and 'test' is held out. Correct or confirm pixels on a "
+                         f"'{train_split}' scene, or, if a scene should be trained on, move it to the "
+                         f"'{train_split}' split (Workspace.set_split"
+                         + (f"; it then no longer counts in the {' / '.join(repr(sp) for sp in yardstick)} score)"
+                            if yardstick else ")"))
     if not corrected:
-        raise ValueError("no reviewed pixels in the workspace (no saved label edit corrects or confirms a pixel) and no "
-                         "'label_scenes' with labels given; nothing to refit on")
+        raise ValueError(f"no reviewed pixels on the '{train_split}' split (no saved label edit corrects or confirms a "
+                         "pixel there) and no 'label_scenes' with labels given; nothing to refit on")
     n_corr = int(sum(int((c != 255).sum()) for c in corrected.values()))
     progress.log(f"{n_corr} reviewed pixels (corrected or confirmed) in {len(corrected)} scene(s) (from {source})")
 
-    # context: existing labels of the corrected scenes (outside their corrections) and of the context split
+    # context: existing labels of the corrected scenes (outside their corrections) and of the training split
     context_ids: list[str] = list(corrected) if source == "corrections" else []
-    split = config.get("context_split", "train")
-    if split:
-        others = [s.id for s in ws.list_scenes(split)
+    if context_split:
+        others = [s.id for s in ws.list_scenes(context_split)
                   if s.id not in corrected and (s.label_path or ws.latest_label_version(s.id))]
         rng = np.random.default_rng(rcfg.seed)
         rng.shuffle(others)
@@ -240,7 +279,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id,
                      progress=lambda f, m="": progress.update(REFIT_SHARE * float(f), m), should_cancel=should_cancel,
                      meta_extra={"job_id": job_id, "data_version": dv, "refit_source": source,
-                                 "refit_scenes": sorted(corrected)})
+                                 "refit_scenes": sorted(corrected), "refit_train_split": train_split})
     _cancel_before_registering(progress, out)
     meta = read_metadata(out)
     kw = {"name": config.get("name") or f"refit {job_id[-6:]}", "parent_id": parent_id, "job_id": job_id,
@@ -261,7 +300,6 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     # the same regression gate as a training job: both models on the validation split, auto-promotion only on "pass"
     from seghz import gate
 
-    val_split = config.get("val_split", "val")
     progress.update(0.85, f"regression gate: scoring on the '{val_split}' split")
     verdict, promoted = gate.after_training(ws, cid, split=val_split, auto_promote=bool(config.get("auto_promote")),
                                             job_id=job_id, log=progress.log)
@@ -271,8 +309,90 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
             "corrected_acc_after": after["corrected_acc"], "context_acc_before": before["context_acc"],
             "context_acc_after": after["context_acc"], "val_split": val_split, "val_miou": val.get(cid),
             "parent_val_miou": val.get(parent_id), "gate": verdict.status, "gate_offending": verdict.offending_classes,
-            "promoted": promoted, "queues_reranked": _rerank(ws, cid, config, progress)}
+            "promoted": promoted, "queues_reranked": _rerank(ws, cid, config, progress), "train_split": train_split,
+            "held_out_reviewed_pixels": n_held, "held_out_scenes": sum(len(h["scenes"]) for h in held_out.values()),
+            "held_out": held_out}
 
+
+
+def refit_splits(config: dict) -> tuple[str, str | None]:
+    """A refit job's ``(training split, context split)``: the split its corrections and context labels may come
+    from (``train_split``, default "train", as the full retrain's) and the one its context sample is drawn from
+    (``context_split``: default the training split; None for no context).
+
+    Raises:
+        ValueError: When the training split is the gate's split (``val_split``) or "test", or the context split is
+            another split than the training split (training data never includes a held-out split).
+    """
+    val_split = config.get("val_split", "val")
+    train_split = config.get("train_split") or "train"
+    if train_split in (val_split, "test"):
+        raise ValueError(f"the refit cannot train on the '{train_split}' split: it is held out (the regression gate "
+                         f"scores on '{val_split}', and 'test' is the final score)")
+    context_split = config.get("context_split", train_split)
+    if context_split and context_split != train_split:
+        raise ValueError(f"the refit's context labels come from its training split '{train_split}' only, not "
+                         f"'{context_split}' (training data never includes a held-out or unassigned split)")
+    return train_split, context_split or None
+
+
+def held_out_reason(split: str, train_split: str = "train", val_split: str = "val") -> str:
+    """Why a refit (or retrain) does not train on a scene of ``split``, in words."""
+    if split == val_split:
+        return f"the regression gate and the before/after table score on '{val_split}'"
+    if split == "test":
+        return "the 'test' split is held out for the final score"
+    return f"like the full retrain, the refit trains on the '{train_split}' split only"
+
+
+def _split_words(split: str) -> str:
+    return "unassigned" if split == "none" else split
+
+
+def _fmt_px(n: int) -> str:
+    """2097152 -> '2 097 152'."""
+    return f"{int(n):,}".replace(",", " ")
+
+
+# ------------------------------------------------------------------------------------------ retrain / refit jobs
+# The Labels page's "Full retrain" and "Fast head refit": a second click while the first job is queued or running
+# (two clicks ~2 s apart, or two sessions) must not start the same job twice.
+RETRAIN_JOB_KINDS = ("train", "refit")
+
+
+def _job_identity(kind: str, config: dict | None) -> tuple[str | None, dict]:
+    """``(parent checkpoint id, the rest of the config)`` of a retrain/refit job, without what does not change
+    what it computes: its ``name`` and timestamps (``timestamp``, ``*_at``). The parent is read as the job reads
+    it (a refit: ``checkpoint_id``, else ``parent_checkpoint_id``; a train job: ``parent_checkpoint_id``)."""
+    cfg = dict(config or {})
+    cp, pp = cfg.pop("checkpoint_id", None), cfg.pop("parent_checkpoint_id", None)
+    parent = (cp or pp) if kind == "refit" else pp
+    rest = {k: v for k, v in cfg.items() if k not in ("name", "timestamp") and not k.endswith("_at")}
+    return parent, rest
+
+
+def same_job(kind: str, config: dict) -> Callable[[Job], bool]:
+    """The predicate :func:`seghz.jobs.runner.submit_job_once` takes: whether a queued/running job is the same as
+    a ``kind`` job with ``config`` (same kind, same parent checkpoint, same config apart from its name and
+    timestamps)."""
+    want = _job_identity(kind, config)
+    return lambda job: job.kind == kind and _job_identity(job.kind, job.config) == want
+
+
+def submit_retrain_job(ws: Workspace, kind: str, config: dict) -> tuple[str, bool]:
+    """Submit a "train" or "refit" job unless the same one (:func:`same_job`) is queued or running: ``(new job id,
+    True)``, or ``(that job's id, False)`` and nothing submitted. The check and the queueing are one write
+    transaction (:func:`seghz.jobs.runner.submit_job_once`).
+
+    Raises:
+        ValueError: For another kind; what :func:`seghz.jobs.runner.submit_job` raises.
+    """
+    from seghz.jobs import runner
+
+    if kind not in RETRAIN_JOB_KINDS:
+        raise ValueError(f"'{kind}' is not a retrain job kind ({', '.join(RETRAIN_JOB_KINDS)})")
+    runner.refresh_job_states(ws)  # a job whose worker died must not hold a new one back
+    return runner.submit_job_once(ws, kind, config, same_job(kind, config))
 
 REFIT_SHARE = 0.8  # of a refit job's progress bar; the rest is the regression gate's scoring
 
@@ -466,6 +586,17 @@ def report_views(views: str | list[str] | None) -> list[str] | None:
     return list(TTA_MODES[key]) if key in TTA_MODES else key.split(",")
 
 
+def tta_progress_weights(specs: list[tuple[str, str]], cached: list[bool]) -> list[float]:
+    """Each TTA report row's share of a "tta_report" job's progress: its view count over the views of all the rows
+    still to compute (0 for a row already cached). A full D4 report with nothing cached: 1/36, 2/36, … 8/36."""
+    from seghz.infer.engine import TTA_MODES, tta_views
+
+    n = [0 if done else len(tta_views(spec if spec in TTA_MODES else spec.split(",")))
+         for (_, spec), done in zip(specs, cached)]
+    total = sum(n)
+    return [k / total if total else 0.0 for k in n]
+
+
 @register_job_kind("tta_report")
 def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
     """The Evaluate page's cumulative TTA report in the background: :func:`seghz.compare.tta_report` (baseline,
@@ -476,6 +607,9 @@ def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressR
     row and at every window the predictor reports: the row being scored stores nothing; rows finished before the
     cancel stay cached (each is a complete evaluation of its view list, the one the page's TTA choice or a later
     report reuses).
+
+    Progress is counted in view passes, not rows (:func:`tta_progress_weights`): row k runs k views, so a full D4
+    report is 36 passes and its baseline row 1/36 of them; within a row, the row's own progress callback.
 
     config: ``checkpoint_id`` (default: the active checkpoint), ``split`` (default "val"), ``views`` (the views
     added one by one; default the engine's D4 views), ``device``.
@@ -502,18 +636,24 @@ def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressR
     if reused < len(specs):
         predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
 
-    for i, ((label, spec), done) in enumerate(zip(specs, before["mIoU"].notna())):
+    # progress in view passes, not rows: row k runs k views (a full D4 report: 1 + 2 + … + 8 = 36 passes), so each
+    # row to score gets its view count's share of the views still to compute (cached rows cost nothing)
+    cached = before["mIoU"].notna().tolist()
+    todo = tta_progress_weights(specs, cached)
+    passed = 0.0
+    for (label, spec), done, w in zip(specs, cached, todo):
         progress.check_cancel(force=True)  # between rows too: a row of one window reports only once it is scored
         if done:
             continue
-        progress.update(0.99 * i / len(specs), f"{label}: scoring")
+        progress.update(0.99 * passed, f"{label}: scoring")
 
-        def on_progress(frac: float, msg: str = "", i: int = i, label: str = label) -> None:
+        def on_progress(frac: float, msg: str = "", start: float = passed, w: float = w, label: str = label) -> None:
             progress.check_cancel()  # raises JobCancelled: the row being scored stores nothing
-            progress.update(0.99 * (i + float(frac)) / len(specs), f"{label}: {msg}")
+            progress.update(0.99 * (start + w * min(1.0, max(0.0, float(frac)))), f"{label}: {msg}")
 
         # the row compare.tta_report computes, cached by evaluate_split per view list
         evaluate_split(ws, cid, split, spec, predictor=predictor, progress=on_progress)
+        passed += w
     table = compare.tta_report(ws, cid, split, views, compute=False)
     rows = [{"tta": r["TTA"], "spec": r["spec"], "views": int(r["views"]),
              "miou": None if np.isnan(r["mIoU"]) else float(r["mIoU"])} for r in table.to_dict("records")]
