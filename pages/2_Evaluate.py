@@ -14,7 +14,7 @@ from seghz.errors import SegHZError
 from seghz.evaluate import evaluate_split, label_for_checkpoint, tta_key
 from seghz.infer.engine import tta_views
 from seghz.jobs import runner
-from seghz.jobs.kinds import evaluation_jobs, submit_evaluation_job, submit_missing_evaluations
+from seghz.jobs.kinds import evaluation_jobs, evaluation_key, submit_evaluation_job, submit_missing_evaluations
 from seghz.metrics import calibration_report, coverage_at
 from ui.common import analyst_name, page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
@@ -48,8 +48,17 @@ result = cached.result if cached is not None and cached.result.get("tta") == tta
 # 1024 px scene took ~3.5 min on a CPU). The "evaluate" job (seghz.jobs.kinds) runs in a worker process instead
 # and stores its result in the same evaluation cache, where this page finds it. The comparison's "Evaluate missing"
 # (one "evaluate" job per checkpoint) and the TTA report (a "tta_report" job) run the same way.
+#
+# Each queued or running job is shown with its progress and Cancel in one place (job_panel): the comparison shows
+# the no-TTA evaluations of the checkpoints it compares on its split, the TTA report its own job, and the panel under
+# the buttons here the rest (this checkpoint/split/TTA's job, and one line with a Show button for each other one).
 BACKGROUND_PX_VIEWS = 4_000_000  # labelled pixels × TTA views above which the background run is the suggested one
 JOB_ENDED = ("failed", "died", "cancelled")
+PANEL_NAMES = {"compare": "Compare checkpoints", "tta": "TTA report"}
+# Scores in percent with one decimal, as the metrics above the tables ("99.3 %"): the "percent" format alone shows two
+# ("99.31%"); a step of 0.001 (three decimals of the fraction) makes the table show one.
+PCT = st.column_config.NumberColumn(format="percent", step=0.001)
+NA = "–"  # what a table shows for a value that is not available (Streamlit shows "None" unless told)
 ss = st.session_state
 
 
@@ -57,6 +66,33 @@ def eval_jobs(c: str | None, sp: str | None, t: str | None, active_only: bool = 
     """Background evaluate jobs of (checkpoint, split, TTA), newest first (all evaluate jobs when ``c`` is None)."""
     return evaluation_jobs(ws, "evaluate", c, sp if c is not None else None, t if c is not None else None,
                            active_only=active_only)
+
+
+def compare_default() -> list[str]:
+    """The comparison's checkpoints before its multiselect is changed: the active one and the next registered."""
+    return list(dict.fromkeys(([active.id] if active and active.id in by_id else []) + ids))[:2]
+
+
+def compare_scope() -> tuple[tuple[str, ...], str]:
+    """The checkpoints (none when fewer than 2) and the split the comparison shows: its widgets' values, or their
+    defaults before they are drawn (this page draws them after the panel here; leaving the page resets them)."""
+    sel = [c for c in ss.get("eval_cmp_sel", compare_default()) if c in by_id]
+    return (tuple(sel) if len(sel) >= 2 else ()), ss.get("eval_cmp_split", "val")
+
+
+def job_panel(j, scope: tuple[tuple[str, ...], str]) -> str:
+    """Where a job is shown with its progress and Cancel: ``"compare"`` (a no-TTA evaluation of a compared checkpoint
+    on the comparison's split, ``scope`` = :func:`compare_scope`), ``"tta"`` (the TTA report of this checkpoint and
+    split), else ``"top"`` (the panel under the evaluation buttons)."""
+    key = evaluation_key(j.kind, j.config)
+    if key is None:
+        return "top"
+    kind, c, sp, t = key
+    if kind == "evaluate" and t == "none" and c in scope[0] and sp == scope[1]:
+        return "compare"
+    if kind == "tta_report" and (c, sp, t) == (cid, split, "d4"):
+        return "tta"
+    return "top"
 
 
 def on_background(c: str, sp: str, t: str) -> None:
@@ -82,18 +118,21 @@ def show_flash(key: str) -> None:
         getattr(st, flash[0])(flash[1])
 
 
-def job_progress(j, what: str, cancel_key: str) -> None:
-    """A queued or running job: its progress bar (status, message, time left), the job it waits behind, Cancel."""
+def job_progress(j, what: str, cancel_key: str, running_now: list) -> None:
+    """A queued or running job: its progress bar (status, message, time left), the job it waits behind (among
+    ``running_now``, the workspace's running jobs), Cancel."""
     msg = (j.message or "").strip().splitlines()
     left = report.job_time_left_s(j)
     st.progress(min(1.0, max(0.0, float(j.progress or 0))),
                 text=(f"{what} `{j.id}` {j.status}" + (f": {msg[0]}" if msg else "")
                       + (f" — about {report.fmt_duration(left)} left" if left is not None else ""))[:200])
     if j.status == "queued":  # one job runs at a time in a workspace: say which one it waits for
-        ahead = [r for r in ws.list_jobs(status="running") if r.id != j.id]
+        ahead = [r for r in running_now if r.id != j.id]
         if ahead:
-            st.caption(f"Queued behind the {ahead[0].kind} job `{ahead[0].id}` (one job runs at a time in a "
-                       "workspace; the Train page shows it).")
+            a = ahead[0]
+            st.caption(f"Queued behind the {a.kind} job `{a.id}`"
+                       + (", which is being cancelled (it stops at its next check)" if a.cancel_requested else "")
+                       + " (one job runs at a time in a workspace; the Train page shows it).")
     label = "Cancel requested…" if j.cancel_requested else "Cancel"
     if st.button(label, key=cancel_key, disabled=j.cancel_requested):
         runner.cancel_job(ws, j.id)
@@ -104,7 +143,10 @@ def job_outcome(j, what: str) -> None:
     """How the last job of something ended when it did not succeed: an error with its message, or the cancel."""
     text = (j.message or j.status).strip()
     if j.status == "cancelled":
-        st.caption(f"The last {what} (job `{j.id}`) was cancelled: {text.splitlines()[-1]}")
+        last = text.splitlines()[-1].strip().rstrip(".") if text else ""
+        # the worker's message says "cancelled by request after 17.8 s": it is not repeated after "was cancelled"
+        how = last if last.lower().startswith("cancelled") else f"cancelled ({last})" if last else "cancelled"
+        st.caption(f"The last {what} (job `{j.id}`) was {how}.")
     else:
         st.error(f"The last {what} (job `{j.id}`) {j.status}:\n\n```\n{text}\n```")
 
@@ -114,19 +156,26 @@ def on_show(c: str, sp: str, t: str) -> None:
 
 
 runner.refresh_job_states(ws)
-running = eval_jobs(cid, split, tta, active_only=True)
-any_running = bool(evaluation_jobs(ws, active_only=True))  # this one or others (TTA reports too): the panel polls
+running = eval_jobs(cid, split, tta, active_only=True)  # this checkpoint/split/TTA: whichever panel shows them
+running_panels = {job_panel(j, compare_scope()) for j in running}
+# where its progress and Cancel are: the panel under the buttons, or (a comparison's job) under Compare checkpoints
+running_at = "" if not running or "top" in running_panels else f" under **{PANEL_NAMES[min(running_panels)]}**"
+top_others = [j for j in evaluation_jobs(ws, active_only=True)
+              if j.id not in {r.id for r in running} and job_panel(j, compare_scope()) == "top"]
 px_views = sum(s.height * s.width for s in labelled) * len(tta_views(tta))
 heavy = tta != "none" or px_views > BACKGROUND_PX_VIEWS
+busy_help = (f" A background evaluation of this checkpoint, split and TTA is queued or running (job `{running[0].id}`, "
+             f"shown{running_at} below): wait for its result or cancel it.") if running else ""
 
 b1, b2, b3 = st.columns([1, 1, 2])
 force = b3.checkbox("Recompute even if a cached result exists", key="eval_force", disabled=result is None)
-run = b1.button("Run evaluation", type="secondary" if heavy else "primary", key="eval_run", disabled=not labelled,
-                help="Runs in this page: quick, but leaving the page before it ends discards the run.")
+run = b1.button("Run evaluation", type="secondary" if heavy else "primary", key="eval_run",
+                disabled=not labelled or bool(running),  # it would compute what the background job computes
+                help="Runs in this page: quick, but leaving the page before it ends discards the run." + busy_help)
 b2.button("Run in the background", type="primary" if heavy else "secondary", key="eval_bg", on_click=on_background,
           args=(cid, split, tta), disabled=not labelled or bool(running) or (result is not None and not force),
           help="Runs as a job in a worker process: it goes on when you leave the page (progress and Cancel below), "
-               "and the result lands in the evaluation cache, shown here. " + ("Already running." if running else ""))
+               "and the result lands in the evaluation cache, shown here." + busy_help)
 if labelled:
     mpx = sum(s.height * s.width for s in labelled) / 1e6
     if heavy:
@@ -142,34 +191,49 @@ if not labelled:
 show_flash("eval_bg_flash")
 
 
-@st.fragment(run_every=2 if any_running else None)
+@st.fragment(run_every=2 if running or top_others else None)
 def background_panel(watching: bool) -> None:
-    """The background evaluations of this checkpoint/split/TTA: progress and Cancel while they run; a failure or
-    cancel of the last one. When the last one ends the whole page reruns and shows the cached result."""
+    """The background evaluations of this checkpoint/split/TTA that no other panel shows: progress and Cancel while
+    they run; a failure or cancel of the last one; one line for each other job no other panel shows. When the last
+    one of this checkpoint/split/TTA ends the whole page reruns and shows the cached result.
+
+    Every poll reads the jobs first, then redraws the panel as one new container in a fresh ``st.empty``: the
+    elements of the previous poll go at once, none is left behind (greyed) when the panel shrinks, e.g. when a job
+    starts and its "Queued behind" line goes, or a job ends."""
     runner.refresh_job_states(ws)
+    scope = compare_scope()
     jobs = eval_jobs(cid, split, tta)
     active_now = [j for j in jobs if j.active]
     if watching and not active_now:
         st.rerun()  # it ended: the page's cached-result path shows the result
-    for j in active_now:
-        job_progress(j, "background evaluation", f"eval_bg_cancel_{j.id}")
-    if not active_now and jobs and jobs[0].status in JOB_ENDED:
-        job_outcome(jobs[0], "background evaluation")
+    mine = [j for j in active_now if job_panel(j, scope) == "top"]
+    elsewhere = [j for j in active_now if job_panel(j, scope) != "top"]
+    ended = jobs[0] if not active_now and jobs and jobs[0].status in JOB_ENDED \
+        and job_panel(jobs[0], scope) == "top" else None  # the comparison reports its own ended jobs
     shown_ids = {j.id for j in active_now}
-    others = [j for j in evaluation_jobs(ws, active_only=True) if j.id not in shown_ids]
-    for j in others:  # e.g. a d4 run started before the analyst left the page: the widgets came back at their defaults
-        cfg = j.config or {}
-        c, sp = cfg.get("checkpoint_id"), cfg.get("split") or "val"
-        name = by_id[c].name if c in by_id else c
-        if j.kind == "tta_report":  # its progress and Cancel are in the TTA report below; Show keeps the TTA
-            t, what = ss.get("eval_tta", "none"), f"TTA report of {name} on {sp}"
-        else:  # e.g. one of the comparison's "Evaluate missing" jobs
-            t = tta_key(cfg.get("tta") or "none")
-            what = f"{name} on {sp}, TTA {t}"
-        o1, o2 = st.columns([4, 1])
-        o1.caption(f"Also running in the background: job `{j.id}` · {what} · {100 * float(j.progress or 0):.0f} %")
-        o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show, args=(c, sp, t),
-                  disabled=c not in by_id or sp not in ("val", "test", "train") or t not in ("none", "d4"))
+    others = [j for j in evaluation_jobs(ws, active_only=True) if j.id not in shown_ids and job_panel(j, scope) == "top"]
+    running_now = ws.list_jobs(status="running") if any(j.status == "queued" for j in mine) else []
+    with st.empty().container():
+        for j in mine:
+            job_progress(j, "background evaluation", f"eval_bg_cancel_{j.id}", running_now)
+        for j in elsewhere:
+            st.caption(f"The background evaluation of this checkpoint, split and TTA (job `{j.id}`, {j.status}) is "
+                       f"shown with its progress and Cancel under **{PANEL_NAMES[job_panel(j, scope)]}** below.")
+        if ended is not None:
+            job_outcome(ended, "background evaluation")
+        for j in others:  # e.g. a d4 run started before the analyst left the page: the widgets came back at defaults
+            cfg = j.config or {}
+            c, sp = cfg.get("checkpoint_id"), cfg.get("split") or "val"
+            name = by_id[c].name if c in by_id else c
+            if j.kind == "tta_report":  # of another checkpoint or split: Show opens it in the TTA report below
+                t, what = ss.get("eval_tta", "none"), f"TTA report of {name} on {sp}"
+            else:  # e.g. one of the comparison's "Evaluate missing" jobs, of checkpoints it no longer compares
+                t = tta_key(cfg.get("tta") or "none")
+                what = f"{name} on {sp}, TTA {t}"
+            o1, o2 = st.columns([4, 1])
+            o1.caption(f"Also running in the background: job `{j.id}` · {what} · {100 * float(j.progress or 0):.0f} %")
+            o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show, args=(c, sp, t),
+                      disabled=c not in by_id or sp not in ("val", "test", "train") or t not in ("none", "d4"))
 
 
 background_panel(bool(running))
@@ -214,28 +278,34 @@ def on_compare_missing(sel: tuple[str, ...], csplit: str) -> None:
 
 
 def compare_jobs_panel(sel: tuple[str, ...], csplit: str, missing: tuple[str, ...], watching: tuple[str, ...]) -> None:
-    """The comparison's background evaluations on ``csplit``: progress and Cancel while they run, how the last one
-    of a checkpoint still missing ended when it did not succeed. The page reruns as each watched one ends."""
+    """The comparison's background evaluations on ``csplit`` (every queued or running no-TTA evaluation of the
+    compared checkpoints: the panel at the top leaves them to this one): progress and Cancel while they run, how the
+    last one of a checkpoint still missing ended when it did not succeed. The page reruns as each watched one ends.
+    Redrawn as one new container per poll (see background_panel)."""
     runner.refresh_job_states(ws)
     active_now = [j for c in sel for j in eval_jobs(c, csplit, "none", active_only=True)]
     if set(watching) - {j.id for j in active_now}:
         st.rerun()  # one ended: the table and the per-class deltas show its result
-    for j in active_now:
-        c = (j.config or {}).get("checkpoint_id")
-        job_progress(j, f"background evaluation of {by_id[c].name if c in by_id else c} on {csplit}",
-                     f"eval_cmp_cancel_{j.id}")
+    ended = []
     for c in missing:
         jobs = eval_jobs(c, csplit, "none")
         if jobs and not jobs[0].active and jobs[0].status in JOB_ENDED:
-            job_outcome(jobs[0], f"background evaluation of `{by_id[c].name}` on {csplit}")
+            ended.append((c, jobs[0]))
+    running_now = ws.list_jobs(status="running") if any(j.status == "queued" for j in active_now) else []
+    with st.empty().container():
+        for j in active_now:
+            c = (j.config or {}).get("checkpoint_id")
+            job_progress(j, f"background evaluation of {by_id[c].name if c in by_id else c} on {csplit}",
+                         f"eval_cmp_cancel_{j.id}", running_now)
+        for c, j in ended:
+            job_outcome(j, f"background evaluation of `{by_id[c].name}` on {csplit}")
 
 
 def compare_section() -> None:
     """Two or more checkpoints side by side, per-class IoU deltas, and the pixels two of them predict differently."""
     st.divider()
     st.subheader("Compare checkpoints")
-    default = list(dict.fromkeys(([active.id] if active and active.id in by_id else []) + ids))[:2]
-    sel = st.multiselect("Checkpoints (the first is the baseline)", ids, default=default, key="eval_cmp_sel",
+    sel = st.multiselect("Checkpoints (the first is the baseline)", ids, default=compare_default(), key="eval_cmp_sel",
                          format_func=lambda i: compare.checkpoint_label(by_id[i]))
     if len(sel) < 2:
         st.caption("Pick two or more registered checkpoints to compare.")
@@ -262,11 +332,11 @@ def compare_section() -> None:
     st.fragment(compare_jobs_panel, run_every=2 if watching else None)(tuple(sel), csplit, tuple(missing), watching)
     entries = compare.comparison_entries(ws, sel)
     table = compare.comparison_table(entries)
-    pct = st.column_config.NumberColumn(format="percent")
-    st.dataframe(table, hide_index=True, key="eval_cmp_table", placeholder="—",
+    pct = PCT
+    st.dataframe(table, hide_index=True, key="eval_cmp_table", placeholder=NA,
                  column_config={c: pct for c in table.columns if c not in ("checkpoint", "note")})
     st.caption(f"**({compare.MEASURED})**: scored on this workspace's split with its current labels (cached "
-               f"evaluations without TTA; — = not evaluated yet). **({compare.RECORDED})**: the score the checkpoint "
+               f"evaluations without TTA; – = not evaluated yet). **({compare.RECORDED})**: the score the checkpoint "
                "recorded when it was trained, on that run's own validation/test data, which may not be this "
                "workspace's: do not rank checkpoints across the two kinds. Note = recipe keys that differ from the "
                "first.")
@@ -279,14 +349,15 @@ def compare_section() -> None:
         deltas = compare.class_iou_deltas(results, intervals=True)
         st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp) with its "
                     "95 % interval**")
-        st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas")
+        st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas", placeholder=NA)
         st.caption("Intervals: paired bootstrap over the scenes both were scored on; * = the interval excludes 0 "
                    "(the change is beyond the scene-to-scene noise). – = no interval (fewer than 2 common scenes).")
         sure = compare.miou_difference_table(results)
-        st.dataframe(compare.style_miou_difference(sure), hide_index=True, key="eval_cmp_sure")
+        st.dataframe(compare.style_miou_difference(sure), hide_index=True, key="eval_cmp_sure", placeholder=NA)
         st.caption("mIoU minus the baseline's with a 95 % interval from 2000 paired bootstrap rounds over the scenes "
                    "(scenes, not pixels, are the draws). *cannot tell*: the interval holds 0, so this split cannot "
-                   "tell the two apart; a few hard scenes can reverse a ranking (docs/checkpoints.md).")
+                   "tell the two apart; a few hard scenes can reverse a ranking (docs/checkpoints.md). – = no "
+                   "interval (the verdict says why): Δ mIoU is then the plain difference of the two mIoUs.")
     else:
         st.caption("Per-class deltas appear once the baseline and at least one other checkpoint are evaluated on "
                    f"the {csplit} split.")
@@ -357,34 +428,41 @@ def on_tta_report(c: str, sp: str) -> None:
 
 def tta_panel(c: str, sp: str, watching: tuple[str, ...]) -> None:
     """The TTA report's job (progress and Cancel while it runs, how the last one ended when it did not succeed) and
-    the rows cached so far: while a job runs, rows show as they are scored. The page reruns when it ends."""
+    the rows cached so far: while a job runs, rows show as they are scored. The page reruns when it ends. Redrawn as
+    one new container per poll (see background_panel)."""
     runner.refresh_job_states(ws)
     jobs = evaluation_jobs(ws, "tta_report", c, sp, "d4")
     active_now = [j for j in jobs if j.active]
     if set(watching) - {j.id for j in active_now}:
         st.rerun()  # it ended: the button comes back (or stays off when every row is cached)
     table = compare.tta_report(ws, c, sp, compute=False)
-    for j in active_now:
-        job_progress(j, "background TTA report", f"eval_tta_cancel_{j.id}")
-    if not active_now and jobs and jobs[0].status in JOB_ENDED and not table["mIoU"].notna().all():
-        job_outcome(jobs[0], "background TTA report")
-    if table["mIoU"].notna().any():
-        pct = st.column_config.NumberColumn(format="percent")
-        st.dataframe(table, hide_index=True, key="eval_tta_table",
-                     column_config={"mIoU": pct, "fwIoU": pct, "OA": pct,
-                                    "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
-    else:
-        st.caption("Not computed yet for this checkpoint, split and the current labels.")
+    running_now = ws.list_jobs(status="running") if any(j.status == "queued" for j in active_now) else []
+    with st.empty().container():
+        for j in active_now:
+            job_progress(j, "background TTA report", f"eval_tta_cancel_{j.id}", running_now)
+        if not active_now and jobs and jobs[0].status in JOB_ENDED and not table["mIoU"].notna().all():
+            job_outcome(jobs[0], "background TTA report")
+        if table["mIoU"].notna().any():
+            # the views each row averages ("identity,lr"), not the cache key ("flip"); rows not scored yet: "–"
+            shown = table.assign(spec=table["spec"].map(compare.tta_spec_views))
+            st.dataframe(shown, hide_index=True, key="eval_tta_table", placeholder=NA,
+                         column_config={"mIoU": PCT, "fwIoU": PCT, "OA": PCT, "spec": "view list",
+                                        "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
+        else:
+            st.caption("Not computed yet for this checkpoint, split and the current labels.")
 
 
 def tta_section() -> None:
     """mIoU as TTA views are added one at a time (the study's NAIC table), on demand as a background job, cached per
     view list."""
+    complete = bool(compare.tta_report(ws, cid, split, compute=False)["mIoU"].notna().all())
+    tta_running = evaluation_jobs(ws, "tta_report", cid, split, "d4", active_only=True)
+    if tta_running:  # its progress and Cancel are in the expander, which is closed when the analyst comes back
+        st.caption(f"The TTA report of **{ck.name}** on **{split}** is running in the background (job "
+                   f"`{tta_running[0].id}`): open **TTA report** below for its progress and Cancel.")
     with st.expander("TTA report: scores as views are added (baseline, +lr, +tb, … full D4)"):
         st.caption(f"Checkpoint **{ck.name}** on the **{split}** split; each row adds one view to the row above "
                    "(mean of softmax). Rows are cached like evaluations (checkpoint, labels, view list).")
-        complete = bool(compare.tta_report(ws, cid, split, compute=False)["mIoU"].notna().all())
-        tta_running = evaluation_jobs(ws, "tta_report", cid, split, "d4", active_only=True)
         st.button("Compute the TTA report", key="eval_tta_run", on_click=on_tta_report, args=(cid, split),
                   disabled=not labelled or bool(tta_running) or complete,
                   help="Runs as a background job: it goes on if you leave the page (progress and Cancel below). Up "
@@ -407,8 +485,9 @@ def stop() -> None:
 
 if result is None:
     if labelled and not run:
-        st.caption("A background evaluation of this checkpoint, split and TTA is running (above): its result shows "
-                   "here when it is done." if running else
+        where = f"{running_at.strip()} below" if running_at else "above"
+        st.caption(f"A background evaluation of this checkpoint, split and TTA is running ({where}): its result "
+                   "shows here when it is done." if running else
                    "No cached result for this checkpoint, split, TTA and the current labels. Press **Run evaluation** "
                    "(or **Run in the background**).")
     stop()
@@ -454,11 +533,11 @@ st.caption("Click a cell to drill down into it (or choose the cell below).")
 
 # ---------------------------------------------------------------------------------------------- per class
 st.subheader("Per class")
-pct = st.column_config.NumberColumn(format="percent")
-st.dataframe(report.summary_table(vres), hide_index=True,
+pct = PCT
+st.dataframe(report.summary_table(vres), hide_index=True, placeholder=NA,
              column_config={"mIoU": pct, "fwIoU": pct, "OA": pct, "mAcc": pct})
 st.dataframe(
-    report.per_class_table(vres), hide_index=True,
+    report.per_class_table(vres), hide_index=True, placeholder=NA,
     column_config={"IoU": pct, "Acc (recall)": pct, "Precision": pct, "F1": pct,
                    "Support (px)": st.column_config.NumberColumn(format="localized"),
                    "Predicted (px)": st.column_config.NumberColumn(format="localized")},
@@ -498,7 +577,7 @@ else:
     row = coverage_at(cal, abstain)
     st.caption(f"Abstaining below {abstain:.0%} keeps {report.fmt_pct(row['kept'])} of the labelled pixels; the label "
                f"agrees with {report.fmt_pct(row['accuracy'])} of them (all pixels: {report.fmt_pct(cal['accuracy'])}).")
-    st.dataframe(report.calibration_table(cal, abstain), hide_index=True, key="eval_cal_table",
+    st.dataframe(report.calibration_table(cal, abstain), hide_index=True, key="eval_cal_table", placeholder=NA,
                  column_config={"mean confidence": pct, "label agrees": pct, "kept": pct, "label agrees (kept)": pct,
                                 "predicted (px)": st.column_config.NumberColumn(format="localized"),
                                 "ECE (pp)": st.column_config.NumberColumn(format="%.1f")})
@@ -521,14 +600,14 @@ biased = freq.loc[freq["bias"] != "", "class"].tolist()
 if biased:
     st.warning("Bias: predicted share differs from labelled share by more than "
                f"{thr:g} pp for " + ", ".join(f"**{c}** ({b})" for c, b in freq.loc[freq["bias"] != "", ["class", "bias"]].values))
-st.dataframe(report.style_pp(freq), hide_index=True, key="eval_freq_table",  # Δ: 0.0, never -0.0
+st.dataframe(report.style_pp(freq), hide_index=True, key="eval_freq_table", placeholder=NA,  # Δ: 0.0, never -0.0
              column_config={"labelled share": pct, "predicted share": pct,
                             "labelled (px)": st.column_config.NumberColumn(format="localized"),
                             "predicted (px)": st.column_config.NumberColumn(format="localized")})
 
 if len(per_scene) > 1:
     with st.expander(f"Per scene ({len(per_scene)})"):
-        st.dataframe(per_scene, hide_index=True, column_config={"mIoU": pct, "fwIoU": pct, "OA": pct})
+        st.dataframe(per_scene, hide_index=True, placeholder=NA, column_config={"mIoU": pct, "fwIoU": pct, "OA": pct})
 
 # ---------------------------------------------------------------------------------------------- drill-down
 st.subheader("Drill-down: where does label A become prediction B?")
@@ -614,10 +693,10 @@ if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or 
     st.session_state["eval_dd_sent_scene"] = picked[0].scene_id
     st.success(f"Added {n} window(s) to the label review ({len(picked) - n} already there). On the Labels page they "
                f"are listed under “Sent from Evaluate for review” for {names}.")
-if st.session_state.get("eval_dd_sent_scene") in by_scene:
-    if st.button("Open the Labels page on the sent windows", key="eval_dd_open_labels"):
-        st.session_state["lbl_open_scene"] = st.session_state.pop("eval_dd_sent_scene")
-        st.switch_page("pages/3_Labels.py")
+if st.session_state.get("eval_dd_sent_scene") in by_scene and st.button("Open the Labels page on the sent windows",
+                                                                         key="eval_dd_open_labels"):
+    st.session_state["lbl_open_scene"] = st.session_state.pop("eval_dd_sent_scene")
+    st.switch_page("pages/3_Labels.py")
 if not sender:
     st.caption("Enter your analyst name in the sidebar to send windows: the Labels page shows who sent them.")
 

@@ -242,7 +242,9 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
     as :func:`seghz.evaluate.evaluate_split` stores them). The difference and its interval come from
     :func:`seghz.metrics.paired_bootstrap` over the scenes both were scored on. Columns :data:`MIOU_DIFF_COLUMNS`;
     ``verdict`` is ``higher`` / ``lower`` when the interval excludes 0, ``cannot tell`` when it holds it, or why
-    there is no interval (fewer than 2 common scenes, no per-scene counts, another class count).
+    there is no interval (fewer than 2 common scenes, no per-scene counts, another class count). Without an
+    interval, ``Δ mIoU (pp)`` is still the difference of the results' ``miou`` when both have one (NaN otherwise);
+    ``low``, ``high`` and ``higher in`` are NaN.
     """
     from seghz.metrics import paired_scene_bootstrap
 
@@ -250,11 +252,14 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
     rows = []
     if len(labels) < 2:
         return pd.DataFrame(columns=MIOU_DIFF_COLUMNS)
-    base = results[labels[0]].get("per_scene") or {}
+    first = results[labels[0]]
+    base = first.get("per_scene") or {}
     for lab in labels[1:]:
         r, why, n = paired_scene_bootstrap(base, results[lab].get("per_scene") or {}, rounds=rounds, level=level,
                                            seed=seed)
-        row = {"checkpoint": lab, "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
+        a, b = _num(first.get("miou")), _num(results[lab].get("miou"))
+        point = np.nan if a is None or b is None else 100 * (b - a)  # known without an interval
+        row = {"checkpoint": lab, "Δ mIoU (pp)": point, "low (pp)": np.nan, "high (pp)": np.nan,
                "higher in": np.nan, "scenes": n}
         if r is None:
             row["verdict"] = why
@@ -265,7 +270,10 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
                         "higher in": r["p_b_better"]})
             row["verdict"] = "higher" if r["lo"] > 0 else "lower" if r["hi"] < 0 else "cannot tell"
         rows.append(row)
-    return pd.DataFrame(rows, columns=MIOU_DIFF_COLUMNS)
+    df = pd.DataFrame(rows, columns=MIOU_DIFF_COLUMNS)
+    for c in ("Δ mIoU (pp)", "low (pp)", "high (pp)", "higher in"):
+        df[c] = df[c].astype("float64")  # NaN, never None, where there is no value
+    return df
 
 
 def delta_color(v: Any, scale: float = 10.0) -> str:
@@ -416,6 +424,12 @@ def tta_table(rows: Sequence[tuple[str, str, Mapping | None]]) -> pd.DataFrame:
     return df
 
 
+def tta_spec_views(spec: str) -> str:
+    """The views a TTA spec averages, comma-joined: ``"flip"`` -> ``"identity,lr"``, ``"none"`` -> ``"identity"``,
+    a view list as it is (what the TTA report shows in place of the cache key of :func:`tta_table`'s ``spec``)."""
+    return ",".join(TTA_MODES[spec]) if spec in TTA_MODES else str(spec)
+
+
 def tta_report(ws: Any, checkpoint_id: str, split: str, views: Sequence[str] | None = None, *, compute: bool = True,
                predictor: Any = None, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """The NAIC-style TTA table of a checkpoint on a split: one row per cumulative view set (see
@@ -458,5 +472,6 @@ __all__ = [
     "split_scores",
     "style_deltas",
     "tta_report",
+    "tta_spec_views",
     "tta_table",
 ]

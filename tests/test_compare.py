@@ -379,3 +379,33 @@ def test_comparison_tables_show_percent_points_and_dashes():
     html = compare.style_miou_difference(sure).to_html()
     assert "None" not in html and "nan" not in html and "–" in html
     assert "+1.23" in html and "-0.50" in html and "91%" in html
+
+
+def test_miou_difference_without_an_interval_still_has_the_point_difference_and_no_none():
+    """One common scene: no bootstrap interval, but both mIoUs are known, so Δ mIoU is their difference; the interval
+    columns are NaN (float, never None) and the styled table shows "–" there."""
+    from seghz import compare
+
+    one = {"s0": np.diag([10, 20, 30]).tolist()}
+    results = {"a": {"miou": 0.61, "per_scene": one}, "b": {"miou": 0.6435, "per_scene": one},
+               "c": {"per_scene": one}}  # c: no mIoU recorded, nothing to subtract
+    t = compare.miou_difference_table(results)
+    assert t["verdict"].tolist() == ["fewer than 2 common scenes"] * 2
+    assert t["Δ mIoU (pp)"].iloc[0] == pytest.approx(3.35) and np.isnan(t["Δ mIoU (pp)"].iloc[1])
+    for c in ("Δ mIoU (pp)", "low (pp)", "high (pp)", "higher in"):
+        assert t[c].dtype == np.float64
+    assert t[["low (pp)", "high (pp)", "higher in"]].isna().all().all()
+    html = compare.style_miou_difference(t).to_html()
+    assert "+3.35" in html and "None" not in html and "nan" not in html and "–" in html
+
+
+def test_tta_spec_views_lists_the_views_of_a_mode():
+    from seghz import compare
+    from seghz.infer.engine import TTA_MODES
+
+    assert compare.tta_spec_views("none") == "identity" and compare.tta_spec_views("flip") == "identity,lr"
+    assert compare.tta_spec_views("identity,lr,tb") == "identity,lr,tb"
+    assert compare.tta_spec_views("d4") == ",".join(TTA_MODES["d4"])
+    # every row of the report names its views, the cache key ("flip") aside
+    specs = [s for _label, s in compare.cumulative_tta_specs()]
+    assert [len(compare.tta_spec_views(s).split(",")) for s in specs] == list(range(1, len(specs) + 1))

@@ -10,12 +10,13 @@ the worker's ``run_job``.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
 import pytest
 from test_pages import assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
-from test_pages_compare import _frame, _frames, _register, app
+from test_pages_compare import _element, _frame, _frames, _register, app
 
 from seghz import compare
 from seghz.infer.engine import TTA_MODES
@@ -241,8 +242,11 @@ def test_page_tta_report_cancel_and_failure(ws, monkeypatch):  # noqa: F811
     (job,) = ws.list_jobs()
     assert job.kind == "tta_report" and job.config == {"checkpoint_id": "tiny-test", "split": "val"}
     assert ws.list_evaluations("tiny-test") == []  # nothing computed in the script run
-    # listed at the top too (the TTA expander is closed when the analyst comes back to the page)
-    assert f"Also running in the background: job `{job.id}` · TTA report of tiny test model on val" in texts(at)
+    # shown once, in the TTA report (progress and Cancel); a line above the expander, which is closed when the
+    # analyst comes back to the page, points at it; the panel at the top does not list it
+    assert f"Also running in the background: job `{job.id}`" not in texts(at)
+    assert f"(job `{job.id}`): open **TTA report** below for its progress and Cancel" in texts(at)
+    assert [b.key for b in at.button if job.id in str(b.key)] == [f"eval_tta_cancel_{job.id}"]
     at.button(key=f"eval_tta_cancel_{job.id}").click().run()
     assert_ok(at)
     assert ws.get_job(job.id).status == "cancelled"
@@ -295,3 +299,151 @@ def test_page_compare_missing_cancel_and_failure(ws, tiny_checkpoint, monkeypatc
     table = _frame(at, "eval_cmp_table")
     assert np.isfinite(table["val mIoU (this workspace)"].tolist()[0]) and np.isnan(table["val mIoU (this workspace)"].tolist()[1])
     assert not _frames(at, "eval_cmp_deltas")  # cmp-b is not evaluated
+
+
+# ------------------------------------------------------------------------------------------------ one place per job
+
+
+def _job_elements(at, job_id: str) -> dict:
+    """Where a job shows on the page: its Cancel buttons, its progress bars, its "Also running" lines."""
+    return {"cancel": sorted(b.key for b in at.button if b.key and b.key.endswith(f"cancel_{job_id}")),
+            "progress": [p.proto.text for p in at.get("progress") if f"`{job_id}`" in p.proto.text],
+            "also": [c.value for c in at.caption if c.value.startswith(f"Also running in the background: job `{job_id}`")]}
+
+
+def test_the_inline_run_is_off_while_the_same_evaluation_runs_in_the_background(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert not at.button(key="eval_run").disabled
+    at.button(key="eval_bg").click().run()
+    assert_ok(at)
+    (job,) = ws.list_jobs()
+    assert job.status == "queued"
+    run = at.button(key="eval_run")
+    assert run.disabled and at.button(key="eval_bg").disabled  # an inline run would compute the same thing again
+    assert f"is queued or running (job `{job.id}`" in run.help
+    at.radio(key="eval_tta").set_value("d4").run()  # another TTA: another evaluation, the inline run is on
+    assert_ok(at)
+    assert not at.button(key="eval_run").disabled
+    at.radio(key="eval_tta").set_value("none").run()
+    assert at.button(key="eval_run").disabled
+    at.button(key=f"eval_bg_cancel_{job.id}").click().run()
+    assert_ok(at)
+    assert ws.get_job(job.id).status == "cancelled" and not at.button(key="eval_run").disabled
+
+
+def test_each_comparison_job_is_shown_once_with_its_controls(ws, tiny_checkpoint, monkeypatch):  # noqa: F811
+    """'Evaluate 2 missing on val', then leave the page and come back: the panel at the top listed one job with its
+    bar and Cancel and the other as 'Also running', and the comparison showed both again with their own."""
+    _no_worker(monkeypatch)
+    _path, meta = tiny_checkpoint
+    _register(ws, "cmp-b", 2, {"epochs": 20}, meta)
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert at.multiselect(key="eval_cmp_sel").value == ["tiny-test", "cmp-b"]  # the default: the active one first
+    at.button(key="eval_cmp_run").click().run()
+    assert_ok(at)
+    jobs = {j.config["checkpoint_id"]: j.id for j in ws.list_jobs()}
+    assert set(jobs) == {"tiny-test", "cmp-b"}  # tiny-test's is also the job of the page's own evaluation
+    back = app("pages/2_Evaluate.py").run()  # leaving the page and coming back: the widgets are at their defaults
+    assert_ok(back)
+    names = {"tiny-test": "tiny test model", "cmp-b": "cmp-b"}
+    for c, jid in jobs.items():  # each in the comparison: one bar, one Cancel, no "Also running" line at the top
+        got = _job_elements(back, jid)
+        assert got["cancel"] == [f"eval_cmp_cancel_{jid}"] and len(got["progress"]) == 1 and not got["also"], (c, got)
+        assert f"background evaluation of {names[c]} on val `{jid}` queued" in got["progress"][0]
+    # the top points at the comparison for the page's own checkpoint, split and TTA, and the buttons are off
+    assert (f"The background evaluation of this checkpoint, split and TTA (job `{jobs['tiny-test']}`, queued) is shown "
+            "with its progress and Cancel under **Compare checkpoints** below.") in texts(back)
+    assert "is running (under **Compare checkpoints** below): its result shows here" in texts(back)
+    assert back.button(key="eval_run").disabled and back.button(key="eval_bg").disabled
+    assert "shown under **Compare checkpoints** below" in back.button(key="eval_run").help
+
+    # the comparison no longer shows them (one checkpoint picked): the top shows each, once
+    back.multiselect(key="eval_cmp_sel").set_value(["cmp-b"]).run()
+    assert_ok(back)
+    own, other = _job_elements(back, jobs["tiny-test"]), _job_elements(back, jobs["cmp-b"])
+    assert own["cancel"] == [f"eval_bg_cancel_{jobs['tiny-test']}"] and len(own["progress"]) == 1 and not own["also"]
+    assert not other["cancel"] and not other["progress"] and len(other["also"]) == 1
+    assert "cmp-b on val, TTA none" in other["also"][0]
+
+    # a job cancelled from the comparison is reported there only, in one wording
+    back.multiselect(key="eval_cmp_sel").set_value(["tiny-test", "cmp-b"]).run()
+    back.button(key=f"eval_cmp_cancel_{jobs['tiny-test']}").click().run()
+    assert_ok(back)
+    said = [c.value for c in back.caption if f"(job `{jobs['tiny-test']}`) was cancelled" in c.value]
+    assert said == [(f"The last background evaluation of `tiny test model` on val (job `{jobs['tiny-test']}`) was "
+                     "cancelled before it started.")], said
+
+
+def test_a_cancelled_job_says_cancelled_once(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    jid = ws.create_job("evaluate", {"checkpoint_id": "tiny-test", "split": "val", "tta": "none"})
+    ws.update_job(jid, status="running")
+    ws.update_job(jid, status="cancelled", message="cancelled by request after 17.8 s")  # as its worker words it
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    assert f"The last background evaluation (job `{jid}`) was cancelled by request after 17.8 s." in texts(at)
+    assert "cancelled: cancelled" not in texts(at)
+
+
+def test_a_job_queued_behind_one_being_cancelled_says_so(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    ahead = ws.create_job("evaluate", {"checkpoint_id": "tiny-test", "split": "val", "tta": "d4"})
+    stand_in = subprocess.Popen(["sleep", "120"])  # its worker (never this test's pid: a clean-up may signal it)
+    try:
+        ws.update_job(ahead, status="running", pid=stand_in.pid)
+        monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)
+        cancel_job(ws, ahead)  # running: it stops at its next check, and stays 'running' until then
+        at = app("pages/2_Evaluate.py").run()
+        at.button(key="eval_bg").click().run()
+        assert_ok(at)
+    finally:
+        ws.update_job(ahead, status="cancelled", pid=None)
+        stand_in.kill()
+        stand_in.wait()
+    assert any(f"Queued behind the evaluate job `{ahead}`, which is being cancelled" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------------------------------------ no "None" in tables
+
+
+def _shown_strings(el) -> list[str]:
+    """The text of every cell of a dataframe element as the browser gets it: the pandas Styler's display values
+    when it has them, else the values (a missing value is drawn as the element's placeholder)."""
+    from streamlit import dataframe_util
+
+    display = el.proto.arrow_data.styler.display_values
+    frame = dataframe_util.convert_arrow_bytes_to_pandas_df(display) if display else el.value
+    cells = frame.to_numpy().ravel()
+    return [el.proto.placeholder if v is not None and isinstance(v, float) and np.isnan(v) else str(v) for v in cells]
+
+
+def test_comparison_and_tta_tables_show_a_dash_not_none(ws, tiny_checkpoint, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    _path, meta = tiny_checkpoint
+    _register(ws, "cmp-b", 2, {"epochs": 20}, meta)
+    for jid, _new in submit_missing_evaluations(ws, ["tiny-test", "cmp-b"], "val").values():
+        assert run_job(ws, jid) == 0  # both on val (one scene: no bootstrap interval), the TTA report's first row too
+    at = app("pages/2_Evaluate.py").run()
+    assert_ok(at)
+    ev = {c: ws.list_evaluations(c)[0].result for c in ("tiny-test", "cmp-b")}
+    for key in ("eval_cmp_table", "eval_cmp_deltas", "eval_cmp_sure", "eval_tta_table"):
+        el = _element(at, key)
+        assert el.proto.placeholder == "–", key  # a missing value is drawn as "–"
+        shown = _shown_strings(el)
+        assert not [s for s in shown if s in ("None", "nan", "NaN", "<NA>")], (key, shown)
+    sure = _frame(at, "eval_cmp_sure")
+    assert sure["verdict"].tolist() == ["fewer than 2 common scenes"]
+    assert sure["Δ mIoU (pp)"].tolist() == pytest.approx([100 * (ev["cmp-b"]["miou"] - ev["tiny-test"]["miou"])])
+    sure_shown = _shown_strings(_element(at, "eval_cmp_sure"))
+    assert f"{100 * (ev['cmp-b']['miou'] - ev['tiny-test']['miou']):+.2f}" in sure_shown and "–" in sure_shown
+    tta = _frame(at, "eval_tta_table")
+    assert tta["mIoU"].notna().tolist() == [True] + [False] * 7  # only the baseline row is scored
+    assert tta["spec"].tolist()[:3] == ["identity", "identity,lr", "identity,lr,tb"]  # the views, not "flip"
+    assert tta["spec"].tolist()[-1] == ",".join(TTA_MODES["d4"])
+    # scores in percent with one decimal, as the metrics ("99.3 %", not "99.31%")
+    cfg = json.loads(_element(at, "eval_tta_table").proto.columns)
+    assert all(cfg[c]["type_config"]["format"] == "percent" and cfg[c]["type_config"]["step"] == 0.001
+               for c in ("mIoU", "fwIoU", "OA")), cfg

@@ -36,19 +36,23 @@ FRAME_COLUMNS = {  # AppTest gives dataframes without selection no key: find the
 }
 
 
-def _frames(at: AppTest, key: str) -> list:
+def _elements(at: AppTest, key: str) -> list:
     col = FRAME_COLUMNS[key]
     out = []
     for d in at.dataframe:
         v = d.value
         frame = getattr(v, "data", v)
-        if col in frame.columns and (key != "eval_cmp_deltas" or any(str(c).startswith("Δ ") for c in frame.columns)):
-            out.append(frame)
+        if col in frame.columns and (key != "eval_cmp_deltas" or any(str(c).endswith(" IoU") for c in frame.columns)):
+            out.append(d)
     return out
 
 
+def _frames(at: AppTest, key: str) -> list:
+    return [getattr(d.value, "data", d.value) for d in _elements(at, key)]
+
+
 def _element(at: AppTest, key: str):
-    (el,) = [d for d in at.dataframe if FRAME_COLUMNS[key] in getattr(d.value, "data", d.value).columns]
+    (el,) = _elements(at, key)
     return el
 
 
@@ -82,7 +86,7 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint, monkeypatch):
     # not evaluated here yet: the workspace columns are empty, the scores recorded at training (the metadata) apart
     assert table[here].isna().all().all()
     assert table[then[0]].tolist() == [0.5, 0.5]
-    assert _element(at, "eval_cmp_table").proto.placeholder == "—"  # missing scores show "—", not "None"
+    assert _element(at, "eval_cmp_table").proto.placeholder == "–"  # missing scores show "–", not "None"
     assert "do not rank checkpoints across the two kinds" in texts(at)
     assert not _frames(at, "eval_cmp_deltas")
 
@@ -123,7 +127,11 @@ def test_evaluate_compare_checkpoints_section(ws, tiny_checkpoint, monkeypatch):
     n_val = len([s for s in ws.list_scenes("val") if s.label_path])
     assert n_val == 1  # the prepared workspace's one val scene: the table says why there is no interval
     assert sure["checkpoint"].tolist() == ["cmp-b"] and sure["scenes"].tolist() == [1]
-    assert sure["verdict"].tolist() == ["fewer than 2 common scenes"] and sure["Δ mIoU (pp)"].isna().all()
+    assert sure["verdict"].tolist() == ["fewer than 2 common scenes"]
+    # no interval, but the point difference is known: the two mIoUs' difference (the interval columns show "–")
+    assert sure["Δ mIoU (pp)"].tolist() == pytest.approx([100 * (ev["cmp-b"][0].result["miou"]
+                                                                 - ev["cmp-a"][0].result["miou"])])
+    assert sure[["low (pp)", "high (pp)", "higher in"]].isna().all().all()
 
     # changed pixels between the two on the val scene
     at.selectbox(key="eval_cmp_a").set_value("cmp-a")
