@@ -15,12 +15,13 @@ import subprocess
 
 import numpy as np
 import pytest
+from test_evaluate_job import cancel_then_cancel_in_flight
 from test_pages import assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 from test_pages_compare import _element, _frame, _frames, _register, app
 
 from seghz import compare
 from seghz.infer.engine import TTA_MODES
-from seghz.jobs import JOB_KINDS, JobCancelled, ProgressReporter, cancel_job, load_job_kinds, runner
+from seghz.jobs import JOB_KINDS, ProgressReporter, cancel_job, load_job_kinds, runner
 from seghz.jobs.kinds import (
     evaluate_job,
     evaluation_jobs,
@@ -110,28 +111,7 @@ def test_tta_report_job_failures_are_recorded_with_their_message(ws):  # noqa: F
 
 def test_tta_report_job_honours_a_cancel_and_caches_nothing(ws, monkeypatch):  # noqa: F811
     config = {"checkpoint_id": "tiny-test", "split": "val", "views": VIEWS3}
-    jid = ws.create_job("tta_report", config)
-    ws.update_job(jid, status="running")
-    cancel_job(ws, jid)
-    with pytest.raises(JobCancelled):
-        tta_report_job(ws, jid, config, ProgressReporter(ws, jid))
-    assert ws.list_evaluations("tiny-test") == []
-    ws.update_job(jid, status="cancelled")  # as its worker records it (a 'running' job would hold the queue)
-
-    # through the worker: a cancel requested while the first row is scored ends the job 'cancelled', nothing cached
-    jid2 = ws.create_job("tta_report", config)
-    real = ProgressReporter.update
-
-    def cancel_on_first_update(self, fraction, message=""):
-        cancel_job(self.ws, self.job_id)
-        real(self, fraction, message)
-
-    monkeypatch.setattr(ProgressReporter, "update", cancel_on_first_update)
-    monkeypatch.setattr(runner, "CANCEL_POLL_S", 0.0)  # the tiny scene is scored within the 0.5 s between reads
-    assert run_job(ws, jid2) == 0
-    job = ws.get_job(jid2)
-    assert job.status == "cancelled" and "cancelled by request" in job.message and job.result is None
-    assert ws.list_evaluations("tiny-test") == []
+    cancel_then_cancel_in_flight(ws, monkeypatch, "tta_report", config, tta_report_job)
     assert compare.tta_report(ws, "tiny-test", "val", VIEWS3, compute=False)["mIoU"].isna().all()
 
 

@@ -57,16 +57,19 @@ def test_evaluate_job_defaults_to_the_active_checkpoint_and_refuses_bad_config(w
         _run(ws, {**D4, "split": "test"})
 
 
-def test_evaluate_job_honours_a_cancel_and_stores_nothing(ws, monkeypatch):  # noqa: F811
-    jid = ws.create_job("evaluate", D4)
+def cancel_then_cancel_in_flight(ws, monkeypatch, kind: str, config: dict, job_fn) -> str:  # noqa: F811
+    """A job of ``kind`` cancelled before it starts raises JobCancelled and stores no evaluation; a second one,
+    cancelled at its first progress update while the worker runs it, ends 'cancelled' with no result. Returns the
+    second job's id (the caller checks what its kind leaves behind)."""
+    jid = ws.create_job(kind, config)
     ws.update_job(jid, status="running")
     cancel_job(ws, jid)
     with pytest.raises(JobCancelled):
-        evaluate_job(ws, jid, D4, ProgressReporter(ws, jid))
+        job_fn(ws, jid, config, ProgressReporter(ws, jid))
     assert ws.list_evaluations("tiny-test") == []
     ws.update_job(jid, status="cancelled")  # as its worker records it (a 'running' job would hold the queue)
     # through the worker: a cancel requested while it runs ends the job 'cancelled', with nothing cached
-    jid2 = ws.create_job("evaluate", D4)
+    jid2 = ws.create_job(kind, config)
     real = ProgressReporter.update
 
     def cancel_on_first_update(self, fraction, message=""):
@@ -77,8 +80,13 @@ def test_evaluate_job_honours_a_cancel_and_stores_nothing(ws, monkeypatch):  # n
     monkeypatch.setattr(runner, "CANCEL_POLL_S", 0.0)  # the tiny scene is scored within the 0.5 s between reads
     assert run_job(ws, jid2) == 0  # in this process, as the worker runs it
     job = ws.get_job(jid2)
-    assert job.status == "cancelled" and "cancelled by request" in job.message
+    assert job.status == "cancelled" and "cancelled by request" in job.message and job.result is None
     assert ws.list_evaluations("tiny-test") == []
+    return jid2
+
+
+def test_evaluate_job_honours_a_cancel_and_stores_nothing(ws, monkeypatch):  # noqa: F811
+    cancel_then_cancel_in_flight(ws, monkeypatch, "evaluate", D4, evaluate_job)
 
 
 # ------------------------------------------------------------------------------------------------ the page
