@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_evaluate_job import cancel_then_cancel_in_flight
+from test_evaluate_job import cancel_then_cancel_in_flight, job_running_in_a_stand_in
 from test_pages import assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 from test_pages_compare import _element, _frame, _frames, _register, app
 
@@ -371,18 +371,11 @@ def test_a_cancelled_job_says_cancelled_once(ws, monkeypatch):  # noqa: F811
 def test_a_job_queued_behind_one_being_cancelled_says_so(ws, monkeypatch):  # noqa: F811
     _no_worker(monkeypatch)
     ahead = ws.create_job("evaluate", {"checkpoint_id": "tiny-test", "split": "val", "tta": "d4"})
-    stand_in = subprocess.Popen(["sleep", "120"])  # its worker (never this test's pid: a clean-up may signal it)
-    try:
-        ws.update_job(ahead, status="running", pid=stand_in.pid)
-        monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)
+    with job_running_in_a_stand_in(ws, monkeypatch, ahead, "cancelled"):
         cancel_job(ws, ahead)  # running: it stops at its next check, and stays 'running' until then
         at = app("pages/2_Evaluate.py").run()
         at.button(key="eval_bg").click().run()
         assert_ok(at)
-    finally:
-        ws.update_job(ahead, status="cancelled", pid=None)
-        stand_in.kill()
-        stand_in.wait()
     assert any(f"Queued behind the evaluate job `{ahead}`, which is being cancelled" in c.value for c in at.caption)
 
 

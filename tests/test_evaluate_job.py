@@ -8,6 +8,9 @@ and a tiny active hz7 checkpoint ``tiny-test``); no worker process is started: `
 """
 from __future__ import annotations
 
+import contextlib
+import subprocess
+
 import pytest
 from test_pages import app, assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 
@@ -170,21 +173,26 @@ def test_cancel_a_background_evaluation_from_the_page(ws, monkeypatch):  # noqa:
     assert ws.list_evaluations("tiny-test") == []
 
 
-def test_a_queued_background_evaluation_says_which_job_it_waits_for(ws, monkeypatch):  # noqa: F811
-    import subprocess
-
-    _no_worker(monkeypatch)
-    train = ws.create_job("train", {"epochs": 1})
-    # a stand-in worker process (never this test's own pid: cleaning up a "running" job signals its process)
+@contextlib.contextmanager
+def job_running_in_a_stand_in(ws, monkeypatch, job_id: str, end_status: str):  # noqa: F811
+    """``job_id`` is 'running' in a stand-in worker process (never this test's own pid: cleaning up a running job
+    signals its process) that counts as alive; afterwards the job is ``end_status`` and the stand-in is gone."""
     stand_in = subprocess.Popen(["sleep", "120"])
     try:
-        ws.update_job(train, status="running", pid=stand_in.pid)
-        monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)  # its worker counts as alive
+        ws.update_job(job_id, status="running", pid=stand_in.pid)
+        monkeypatch.setattr(runner, "pid_alive", lambda pid, job_id=None: True)
+        yield
+    finally:
+        ws.update_job(job_id, status=end_status, pid=None)
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_a_queued_background_evaluation_says_which_job_it_waits_for(ws, monkeypatch):  # noqa: F811
+    _no_worker(monkeypatch)
+    train = ws.create_job("train", {"epochs": 1})
+    with job_running_in_a_stand_in(ws, monkeypatch, train, "done"):
         at = app("pages/2_Evaluate.py").run()
         at.button(key="eval_bg").click().run()
         assert_ok(at)
-    finally:
-        ws.update_job(train, status="done", pid=None)
-        stand_in.kill()
-        stand_in.wait()
     assert any(f"Queued behind the train job `{train}`" in c.value for c in at.caption), [c.value for c in at.caption]
