@@ -391,7 +391,6 @@ def submit_retrain_job(ws: Workspace, kind: str, config: dict) -> tuple[str, boo
 
     if kind not in RETRAIN_JOB_KINDS:
         raise ValueError(f"'{kind}' is not a retrain job kind ({', '.join(RETRAIN_JOB_KINDS)})")
-    runner.refresh_job_states(ws)  # a job whose worker died must not hold a new one back
     return runner.submit_job_once(ws, kind, config, same_job(kind, config))
 
 REFIT_SHARE = 0.8  # of a refit job's progress bar; the rest is the regression gate's scoring
@@ -721,7 +720,6 @@ def submit_evaluation_job(ws: Workspace, kind: str, config: dict) -> tuple[str, 
     key = evaluation_key(kind, config)
     if key is None:
         raise ValueError(f"unknown TTA in the {kind} job's config: {config}")
-    runner.refresh_job_states(ws)  # a job whose worker died must not hold a new one back
     # checked and queued in one write transaction: two sessions clicking at once get one job between them
     return runner.submit_job_once(ws, kind, config, lambda j: evaluation_key(j.kind, j.config) == key)
 

@@ -139,7 +139,8 @@ def submit_job(ws: Workspace, kind: str, config: dict) -> str:
 
 def submit_job_once(ws: Workspace, kind: str, config: dict, same: Callable[[Job], bool] | None) -> tuple[str, bool]:
     """:func:`submit_job` unless a queued or running job is ``same`` as this one (checked and queued in one write
-    transaction: :meth:`Workspace.create_job_once`): ``(new id, True)``, or ``(that job's id, False)`` and no worker.
+    transaction: :meth:`Workspace.create_job_once`; jobs whose worker died are marked so first, and never count as
+    the same): ``(new id, True)``, or ``(that job's id, False)`` and no worker.
 
     Raises:
         ValueError: When ``kind`` is not a registered job kind.
@@ -147,6 +148,8 @@ def submit_job_once(ws: Workspace, kind: str, config: dict, same: Callable[[Job]
     kinds = load_job_kinds()
     if kind not in kinds:
         raise ValueError(f"unknown job kind '{kind}'; registered kinds: {', '.join(sorted(kinds)) or 'none'}")
+    if same is not None:
+        refresh_job_states(ws)  # a job whose worker died must not hold a new one back
     job_id, created = ws.create_job_once(kind, config, same)
     if created:
         start_worker(ws, job_id)
