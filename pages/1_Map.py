@@ -20,6 +20,12 @@
   region, the map zoomed to it (a damaged region or one off the scene: a warning, and it is dropped). Only a fresh
   session reads the URL; afterwards ``st.session_state`` wins (and a pending "Open on map" jump wins over the URL).
   The analyst's name is never put in the URL, so a shared link cannot record edits under the wrong person.
+  While the page shows what "Open on map" opened, the URL also holds its settings: ``&ckpt=<checkpoint id>&tta=d4
+  &err=3-5.hz7`` (the A → B cell as class indices of its scheme view; ``err=all``: the error layer alone;
+  :func:`seghz.drilldown.jump_to_query`); drawing, clearing or predicting otherwise drops them. A link with them
+  puts the layers, checkpoint and TTA back and offers "Predict as in the link" (the prediction is not in the URL);
+  an unknown checkpoint, TTA, scheme or class: a warning naming the parameter, and the plain region. See
+  :mod:`ui.map_link`.
 * "Open on map" from another page (``map_jump``, see :func:`seghz.drilldown.map_jump`) predicts the window with the
   checkpoint and the TTA it names (the radio is put on that TTA), and a drill-down cell (true A, predicted B, in
   the Evaluate scheme view) gets an "A → B errors" layer of exactly those pixels, on by default (other errors
@@ -72,9 +78,8 @@ from seghz.geo.regions import (
     mask_classes,
     mask_outside,
     other_errors_scheme,
-    region_from_query,
     region_mask,
-    region_to_query,
+    region_source,
     suspicion_spec,
     uncertainty_summary,
     window_to_geojson,
@@ -82,6 +87,7 @@ from seghz.geo.regions import (
 )
 from seghz.geo.tiles import (
     build_pyramid,
+    geojson_to_pixel_window,
     pixel_to_latlng,
     region_overlay,
     rgba_overlay_png,
@@ -99,7 +105,6 @@ from seghz.infer.region import (
     area_unit,
     check_window,
     class_areas,
-    drawn_window,
     export_stem,
     format_area,
     predict_region,
@@ -113,6 +118,7 @@ from seghz.models.checkpoint import checkpoint_scheme
 from seghz.report import BIAS_THRESHOLD, style_pp
 from seghz.review import queue as rq
 from seghz.security import redact_secrets
+from ui import map_link
 from ui.common import page_header, predictor_for, progress_callback, scheme_legend_html, screen_scheme
 
 MAP_HEIGHT = 560
@@ -170,6 +176,39 @@ def overlay_tta(res) -> str | list[str]:
     return res.tta if res.tta in TTA_CHOICES and res.tta != "custom" else list(getattr(res, "views", ()) or ("identity",))
 
 
+def apply_jump_widgets(jump: dict) -> dict:
+    """Put the widgets on what an "Open on map" jump (or a link made after one) shows: the error layer, the A → B
+    cell's layer and the TTA radio (with the predictor's default merge and blend, as Evaluate used). Only before the
+    widgets are drawn in a run (or from a callback). Returns ``jump``, without its TTA when that is unknown."""
+    if jump.get("layer") == "error":
+        ss["map_show_error"] = True
+    if jump.get("cell"):  # the drilled-into confusion cell: its "A → B errors" layer on
+        ss["map_show_cell"] = True
+    if jump.get("tta") is not None:  # the evaluation's TTA: the radio shows what the region is predicted with
+        try:
+            set_tta_widgets(jump["tta"])
+            ss["map_merge"], ss["map_blend"] = MERGES[0], BLENDS[0]  # the predictor's defaults, as Evaluate used
+        except ValueError:
+            jump = {k: v for k, v in jump.items() if k != "tta"}
+    return jump
+
+
+def jump_autopredict(scene_id: str, checkpoint_id: str | None, tta, cell: dict | None) -> dict:
+    """The ``map_autopredict`` request of a jump (or of a link made after one): its checkpoint (None: the active
+    one), TTA (None: the radio's) and A → B cell; the URL keeps the jump's settings while its prediction is shown."""
+    return {"checkpoint_id": checkpoint_id, "tta": tta, "cell": cell, "chosen": bool(checkpoint_id),
+            "scene_id": scene_id, "jump": True, **({"merge": None, "blend": None} if tta is not None else {})}
+
+
+def request_link_predict(scene_id: str) -> None:
+    """"Predict as in the link": the region restored from a link made after "Open on map", predicted with the link's
+    checkpoint, TTA and A → B cell, the widgets put back on the link's choices."""
+    lj = map_link.take_link_jump(scene_id)
+    if lj:
+        lj = apply_jump_widgets(lj)
+        ss["map_autopredict"] = jump_autopredict(scene_id, lj.get("checkpoint_id"), lj.get("tta"), lj.get("cell"))
+
+
 def clear_region(scene_id: str) -> None:
     """"Clear region": forget the scene's region, wherever it came from (drawn, a link, "Open on map"). A region
     from a link or a jump is only an outline, not a Leaflet.draw shape, so the map's trash tool cannot remove it;
@@ -177,6 +216,7 @@ def clear_region(scene_id: str) -> None:
     regions.pop(scene_id, None)
     ss.get("map_jump_msg", {}).pop(scene_id, None)
     ss.get("map_region_from_jump", {}).pop(scene_id, None)
+    map_link.forget_jump(scene_id)
     gens = ss.setdefault("map_clear_gen", {})
     gens[scene_id] = gens.get(scene_id, 0) + 1
 
@@ -236,41 +276,17 @@ if not scenes:
     st.warning("The workspace has no scenes. Import imagery with `python -m seghz import`.")
     st.stop()
 by_id = {s.id: s for s in scenes}
-# a fresh session (reload, new tab, shared link) starts from the URL's ?scene=…&region=…; later runs keep to the
-# session state, and a jump from another page (below) wins over the URL
-if "map_link_read" not in ss:
-    ss["map_link_read"] = True
-    _q_scene, _q_region = st.query_params.get("scene"), st.query_params.get("region")
-    if "map_jump" not in ss and "map_scene" not in ss and (_q_scene or _q_region):
-        _msgs = []
-        if _q_scene in by_id:
-            ss["map_scene"] = _q_scene
-            if _q_region:
-                ss["map_link_region"] = (_q_scene, _q_region)  # restored once the scene is loaded (below)
-        elif _q_scene:
-            _shown_id = _q_scene[:80].replace("`", "'")  # (from the URL: kept short, inside its code span)
-            _msgs.append(f"The link names scene `{_shown_id}`, which is not in this workspace: showing "
-                         f"'{scenes[0].name}' (`{scenes[0].id}`) instead"
-                         + (", without the link's region." if _q_region else "."))
-        else:
-            _msgs.append("The link has a region but no scene (`scene=`): the region was dropped.")
-        ss["map_link_msgs"] = {"scene": ss.get("map_scene", scenes[0].id), "msgs": _msgs}
-link_box = st.container()  # what the link could not restore (filled below, once the region is checked)
+# a fresh session (reload, new tab, shared link) starts from the URL (?scene=…&region=…, and the settings of an
+# "Open on map" it was made after); later runs keep to the session state, and a jump from another page wins
+link_jump = map_link.read_link(ws, scenes)
+if link_jump:
+    apply_jump_widgets(link_jump)
+link_box = st.container()  # what the link could not restore
 # jump-to from another page: {"scene_id", "bbox": (row0, col0, row1, col1), "layer": "error" | None}
 jump = ss.pop("map_jump", None)
 if jump and jump.get("scene_id") in by_id:
     ss["map_scene"] = jump["scene_id"]
-    if jump.get("layer") == "error":
-        ss["map_show_error"] = True
-    if jump.get("cell"):  # the drilled-into confusion cell: its "A → B errors" layer on
-        ss["map_show_cell"] = True
-    if jump.get("tta") is not None:  # the evaluation's TTA: the radio shows what the region is predicted with
-        try:
-            set_tta_widgets(jump["tta"])
-            ss["map_merge"], ss["map_blend"] = MERGES[0], BLENDS[0]  # the predictor's defaults, as Evaluate used
-        except ValueError:
-            jump = {k: v for k, v in jump.items() if k != "tta"}
-    ss["map_pending_jump"] = jump
+    ss["map_pending_jump"] = apply_jump_widgets(jump)
 if ss.get("map_scene") not in by_id:
     ss.pop("map_scene", None)
 c_scene, c_tta, c_opacity = st.columns([3, 2, 2])
@@ -365,23 +381,7 @@ try:
 except (SegHZError, OSError, ValueError) as e:
     st.error(f"Cannot show scene '{scene.name}': {e}")
     st.stop()
-link_region = ss.pop("map_link_region", None)
-if link_region and link_region[0] == sid and sid not in regions:
-    try:
-        _geom = region_from_query(link_region[1], lonlat=bool(info.georeferenced))
-        _lw = drawn_window(scene, _geom, info)  # RegionError when it misses the scene
-        regions[sid] = {"type": "Feature", "properties": {"source": "link"}, "geometry": _geom}
-        focus[sid] = bbox_to_window((_lw[0], _lw[1], _lw[0] + _lw[2], _lw[1] + _lw[3]), scene.height, scene.width)
-    except Exception as e:  # noqa: BLE001 - a damaged or crafted link never breaks the page (PROJ errors too)
-        _why = str(e) if isinstance(e, RegionError) else f"it cannot be placed on this scene ({type(e).__name__}: {e})"
-        ss.setdefault("map_link_msgs", {"scene": sid, "msgs": []})["msgs"].append(
-            f"The region in the link was dropped: {_why}.")
-link_msgs = ss.get("map_link_msgs")
-if link_msgs and link_msgs.get("scene") == sid:  # until the analyst picks another scene
-    for _m in link_msgs["msgs"]:
-        link_box.warning(_m)
-elif link_msgs:
-    ss.pop("map_link_msgs", None)
+map_link.show_link_messages(link_box, sid)  # until the analyst picks another scene
 pending = ss.pop("map_pending_jump", None)
 if pending and pending.get("scene_id") == sid:
     try:
@@ -394,8 +394,8 @@ if pending and pending.get("scene_id") == sid:
         jck = pending.get("checkpoint_id")  # from an evaluation: predict with the checkpoint evaluated there
         jtta = pending.get("tta")  # … and with its TTA
         jcell = pending.get("cell")  # … and show the drilled-into (A, B) cell
-        ss["map_autopredict"] = {"checkpoint_id": jck, "tta": jtta, "cell": jcell, "chosen": bool(jck),
-                                 "scene_id": sid, **({"merge": None, "blend": None} if jtta is not None else {})}
+        ss["map_autopredict"] = jump_autopredict(sid, jck, jtta, jcell)
+        map_link.remember_jump(sid, pending)  # the URL carries its checkpoint, TTA and layers too
         ss.setdefault("map_jump_msg", {})[sid] = (
             f"Opened at rows {jw[0]}–{jw[0] + jw[2] - 1}, columns {jw[1]}–{jw[1] + jw[3] - 1}"
             + (f" ({pending['why']})" if pending.get("why") else "")
@@ -413,22 +413,18 @@ if pending and pending.get("scene_id") == sid:
         st.error(f"Cannot open that place on the map: {e}")
 if ss.get("map_jump_msg", {}).get(sid) and focus.get(sid):
     st.info(ss["map_jump_msg"][sid])
-# the URL follows the scene and its region (a drawing or a clear reruns the page, so this sees every change)
-if st.query_params.get("scene") != sid:
-    st.query_params["scene"] = sid
-link_note = None
-try:
-    _packed = region_to_query(regions[sid]) if regions.get(sid) is not None else None
-except RegionError as e:
-    _packed, link_note = None, (f"This region cannot go into the page's link ({e}): a reload or a shared link "
-                                "will not bring it back.")
-if _packed is None:
-    if "region" in st.query_params:
-        del st.query_params["region"]
-elif st.query_params.get("region") != _packed:
-    st.query_params["region"] = _packed
+# the URL follows the scene, its region and the jump's settings (a drawing, a clear or a prediction reruns the
+# page, so this sees every change)
+link_note = map_link.write_link(sid, regions.get(sid))
 
 active = ws.active_checkpoint()
+_link_jump = map_link.pending_link_jump(sid) if regions.get(sid) is not None else None
+if _link_jump:  # restored from a link made after "Open on map": its settings are back, its prediction is not
+    st.info(map_link.restored_message(_link_jump))
+    lp1, lp2 = st.columns([1, 3], vertical_alignment="center")
+    lp1.button("Predict as in the link", key="map_link_predict", on_click=request_link_predict, args=(sid,),
+               disabled=active is None and not _link_jump.get("checkpoint_id"))
+    lp2.caption(map_link.PREDICT_CAPTION)
 rec = results.get(sid)
 scheme = rec["scheme"] if rec else None
 dscheme = screen_scheme(scheme) if scheme is not None else None  # the session's screen colours (files keep the study's)
@@ -548,11 +544,13 @@ if isinstance(drawn, list) and not drawn:
     if regions.pop(sid, None) is not None:
         ss.get("map_jump_msg", {}).pop(sid, None)  # "Opened at …" described the region just removed
         ss.get("map_region_from_jump", {}).pop(sid, None)
+        map_link.forget_jump(sid)
         st.rerun()  # the analyst deleted the shape: drop its outline from the map
 elif drawing and drawing != regions.get(sid):
     regions[sid] = drawing
     ss.get("map_jump_msg", {}).pop(sid, None)  # the analyst's own region replaces the one a jump opened
     ss.get("map_region_from_jump", {}).pop(sid, None)
+    map_link.forget_jump(sid)
     st.rerun()  # show the region's outline (kept when the map is re-created) and its window
 geometry = regions.get(sid)
 
@@ -604,7 +602,8 @@ if geometry is None:
             f"Regions are capped at {MAX_REGION_PIXELS / 1e6:.1f} Mpx (e.g. 2048×2048 px).")
 else:
     try:
-        window = check_window(scene, drawn_window(scene, geometry, info))
+        window = check_window(scene, geojson_to_pixel_window(geometry, info, name=scene.name,
+                                                          what=region_source(geometry)))
     except RegionError as e:
         st.error(f"Cannot predict this region: {e}")
         big = too_big_window(scene, geometry, info)
@@ -657,7 +656,8 @@ if auto:
     if auto.get("geometry") is not None:
         use_geometry = auto["geometry"]
         try:
-            use_window = check_window(scene, drawn_window(scene, use_geometry, info))
+            use_window = check_window(scene, geojson_to_pixel_window(use_geometry, info, name=scene.name,
+                                                           what=region_source(use_geometry)))
         except RegionError as e:
             st.error(f"Cannot predict the overlay's region again: {e}")
             use_window = None
@@ -677,6 +677,8 @@ if clicked and use_window is not None and use_ck is not None and use_tta is not 
             "scheme": pred_scheme, "checkpoint_id": use_ck.id, "checkpoint_name": use_ck.name,
             "cell": use_cell, "chosen": chosen,
         }
+        if not (auto and auto.get("jump")):  # not the jump's prediction any more: the link loses its settings
+            map_link.forget_jump(sid)
         ok = True
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
         st.error(f"Prediction failed: {e}")

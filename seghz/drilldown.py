@@ -14,14 +14,18 @@ Pure numpy (no Streamlit); the Evaluate page lays out what these functions retur
   highlighted in :data:`HIGHLIGHT` (exactly those pixels; everything else is the image darkened).
 * Review list: :func:`add_to_review_list` appends windows to ``review/drilldown.json`` in the workspace
   (written atomically, deduplicated); :func:`load_review_list` reads it back.
+* Links: "Open on map" (:func:`map_jump`) keeps its checkpoint, TTA and A→B cell in the Map page's URL next to the
+  region (``&ckpt=<checkpoint id>&tta=d4&err=3-5.hz7``): :func:`jump_to_query` / :func:`jump_from_query`, the
+  latter refusing anything it cannot use with a :class:`JumpQueryError` naming the parameter.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -372,7 +376,9 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 
 __all__ = [
     "HIGHLIGHT",
+    "JUMP_QUERY_KEYS",
     "WINDOW",
+    "JumpQueryError",
     "Window",
     "add_to_review_list",
     "cell_from_selection",
@@ -384,6 +390,8 @@ __all__ = [
     "crop",
     "highlight_panel",
     "jump_cell_mask",
+    "jump_from_query",
+    "jump_to_query",
     "largest_confusion",
     "load_review_list",
     "map_jump",
@@ -474,3 +482,122 @@ def jump_cell_mask(pred: np.ndarray, label: np.ndarray, scheme: str, cell: dict)
         raise KeyError(f"{a_name!r} or {b_name!r} is not a class of scheme {view}")
     lut = None if view == scheme else view_lut(scheme, view)
     return cell_mask(pred, label, names.index(a_name), names.index(b_name), lut)
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+# "Open on map" in the Map page's URL, next to ``scene`` and ``region`` (which hold the jump's window):
+#   ckpt=<checkpoint id>       the checkpoint that predicts the region (absent: the active one)
+#   tta=<mode or views>        ``none`` / ``flip`` / ``d4``, one view name, or view names joined by "." (custom)
+#   err=all | err=<A>-<B>.<scheme view>
+#                              the error layer on; with a cell, the layer of the pixels labelled class index A and
+#                              predicted class index B of that scheme view (e.g. ``err=3-5.hz7``)
+# Only unreserved URL characters, so nothing is percent-encoded.
+JUMP_QUERY_KEYS = ("ckpt", "tta", "err")
+JUMP_QUERY_MAX_CHARS = 200  # longer values are refused before anything else is looked at
+_CELL_QUERY = re.compile(r"([0-9]{1,3})-([0-9]{1,3})\.(.+)", re.ASCII)
+
+
+class JumpQueryError(ValueError):
+    """A jump parameter of a link that cannot be used; ``param`` names it (``"ckpt"``, ``"tta"``, ``"err"``)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+def _shown(text: str) -> str:
+    """A value from a URL inside a Markdown code span: kept short, no backquotes."""
+    return text[:80].replace("`", "'")
+
+
+def jump_to_query(jump: Mapping[str, Any]) -> dict[str, str]:
+    """The URL query parameters (``ckpt``, ``tta``, ``err``; see :data:`JUMP_QUERY_KEYS`) of a jump's settings
+    (:func:`map_jump`'s ``checkpoint_id``, ``tta``, ``cell`` and ``layer``); only those the jump has.
+    :func:`jump_from_query` gives them back. Raises ValueError for a TTA or a cell that cannot be written (unknown
+    views, classes or scheme)."""
+    from seghz.infer.engine import TTA_MODES, tta_views
+
+    out: dict[str, str] = {}
+    if jump.get("checkpoint_id"):
+        out["ckpt"] = str(jump["checkpoint_id"])
+    tta = jump.get("tta")
+    if tta is not None:
+        views = [name for name, *_ in tta_views(tta)]  # ValueError for unknown views
+        out["tta"] = tta if isinstance(tta, str) and tta in TTA_MODES else ".".join(views)
+    cell = jump.get("cell")
+    if cell:
+        view = str(cell.get("scheme") or "")
+        if view not in scheme_names():
+            raise ValueError(f"the A → B cell is in an unknown class scheme {view!r}")
+        names = list(get_scheme(view).names)
+        a, b = cell.get("true"), cell.get("predicted")
+        if a not in names or b not in names:
+            raise ValueError(f"{a!r} or {b!r} is not a class of scheme {view}")
+        out["err"] = f"{names.index(a)}-{names.index(b)}.{view}"
+    elif jump.get("layer") == "error":
+        out["err"] = "all"
+    return out
+
+
+def jump_from_query(params: Mapping[str, Any], checkpoint_scheme: Callable[[str], str | None]) -> dict | None:
+    """The jump settings of a link's query parameters (:func:`jump_to_query`): ``{"checkpoint_id", "tta", "cell",
+    "layer"}`` (each None when the link has no such parameter), or None when it has none of them.
+
+    ``checkpoint_scheme(id)`` gives the class scheme of a registered checkpoint, None for an unknown id. Raises
+    :class:`JumpQueryError` naming the first parameter that cannot be used: a checkpoint that is not registered,
+    unknown TTA views, a malformed ``err``, an unknown scheme or class index, or a cell in a scheme view the
+    checkpoint's scheme does not collapse into."""
+    from seghz.infer.engine import tta_views
+
+    got = {k: params.get(k) for k in JUMP_QUERY_KEYS}
+    if all(v is None for v in got.values()):
+        return None
+    for k, v in got.items():
+        if v is None:
+            continue
+        if not isinstance(v, str) or not v.strip():
+            raise JumpQueryError(k, f"the link's `{k}=` is empty")
+        if len(v) > JUMP_QUERY_MAX_CHARS:
+            raise JumpQueryError(k, f"the link's `{k}=` is {len(v):,} characters long (at most "
+                                    f"{JUMP_QUERY_MAX_CHARS})")
+    out: dict[str, Any] = {"checkpoint_id": None, "tta": None, "cell": None, "layer": None}
+    ck_scheme = None
+    if got["ckpt"] is not None:
+        ck = got["ckpt"].strip()
+        ck_scheme = checkpoint_scheme(ck)
+        if ck_scheme is None:
+            raise JumpQueryError("ckpt", f"the link's `ckpt=` names checkpoint `{_shown(ck)}`, which is not "
+                                         "registered in this workspace")
+        out["checkpoint_id"] = ck
+    if got["tta"] is not None:
+        text = got["tta"].strip()
+        parts = text.split(".")
+        tta: str | list[str] = parts[0] if len(parts) == 1 else parts
+        try:
+            tta_views(tta)
+        except ValueError:
+            raise JumpQueryError("tta", f"the link's `tta=` is `{_shown(text)}`: not a TTA mode (none, flip, d4) or "
+                                        "view names joined by '.'") from None
+        out["tta"] = tta
+    if got["err"] is not None:
+        text = got["err"].strip()
+        out["layer"] = "error"
+        if text != "all":
+            m = _CELL_QUERY.fullmatch(text)
+            if m is None:
+                raise JumpQueryError("err", f"the link's `err=` is `{_shown(text)}`: not `all` or an A → B cell "
+                                            "written `<A>-<B>.<scheme>` (class indices, e.g. `3-5.hz7`)")
+            a, b, view = int(m[1]), int(m[2]), m[3]
+            if view not in scheme_names():
+                raise JumpQueryError("err", f"the link's `err=` names class scheme `{_shown(view)}`, which this "
+                                            f"SegHZ does not know ({', '.join(scheme_names())})")
+            names = list(get_scheme(view).names)
+            if a >= len(names) or b >= len(names):
+                raise JumpQueryError("err", f"the link's `err=` names class {max(a, b)} of scheme {view}, which has "
+                                            f"{len(names)} classes (0–{len(names) - 1})")
+            if ck_scheme is not None and view not in scheme_views(ck_scheme):
+                raise JumpQueryError("err", f"the link's `err=` is a cell of scheme {view}, which checkpoint "
+                                            f"`{_shown(out['checkpoint_id'])}` (scheme {ck_scheme}) cannot be shown in")
+            out["cell"] = {"true": names[a], "predicted": names[b], "scheme": view}
+    return out

@@ -16,6 +16,10 @@ Uncertainty layers: :func:`confidence_classes` bins the max probability (the "lo
 view-disagreement (fraction of TTA views) layers drawn with :func:`seghz.geo.tiles.scalar_overlay`, and
 :func:`uncertainty_summary` gives the figures shown under the map.
 
+Where a region came from: :func:`region_source` names a region as drawn, from the page's link or opened with
+"Open on map", for the messages of :func:`seghz.geo.tiles.geojson_to_pixel_window` (``what``): never "the drawn
+region" for one the analyst did not draw.
+
 Links: :func:`region_to_query` packs a drawn region into a short URL-safe text (coordinates rounded to 1e-7, a
 checksum, ~40 characters for a rectangle) for the Map page's ``?region=`` query parameter and
 :func:`region_from_query` unpacks it, refusing truncated, edited or absurd text with a RegionError that says why.
@@ -36,7 +40,15 @@ import numpy as np
 from seghz.classes import IGNORE, Scheme
 from seghz.data.io import RasterInfo
 from seghz.errors import RegionError
-from seghz.geo.tiles import MERC_MAX_LAT, RampSpec, Window, geojson_polygons, latlng_to_pixel, pixel_window_to_geojson
+from seghz.geo.tiles import (
+    DRAWN_REGION,
+    MERC_MAX_LAT,
+    RampSpec,
+    Window,
+    geojson_polygons,
+    latlng_to_pixel,
+    pixel_window_to_geojson,
+)
 
 EARTH_RADIUS_MERC = 6378137.0
 # Confidence (max class probability) bins of the uncertainty layer; at or above the last edge = transparent.
@@ -45,6 +57,22 @@ CONFIDENCE_COLORS = ((215, 48, 31), (252, 141, 89), (253, 204, 138))
 
 
 # ------------------------------------------------------------------------------------------------ geometry
+
+
+# Where a region on the Map page came from, as its error messages name it (``what`` of
+# :func:`seghz.geo.tiles.geojson_to_pixel_window`; DRAWN_REGION, its default, comes from there).
+LINK_REGION = "the region in the link"
+JUMP_REGION = 'the region opened with "Open on map"'
+REGION_SOURCES = {"link": LINK_REGION, "jump-to": JUMP_REGION}  # a region Feature's ``properties.source``
+
+
+def region_source(region: Any) -> str:
+    """How to name a region of the Map page in messages: a GeoJSON Feature whose ``properties.source`` says it came
+    from a link (``"link"``) or an "Open on map" jump (``"jump-to"``, :func:`window_to_geojson`) is
+    :data:`LINK_REGION` / :data:`JUMP_REGION`; anything else was drawn (:data:`DRAWN_REGION`)."""
+    props = region.get("properties") if isinstance(region, dict) else None
+    source = props.get("source") if isinstance(props, dict) else None
+    return REGION_SOURCES.get(source, DRAWN_REGION) if isinstance(source, str) else DRAWN_REGION
 
 
 def _polygons(geometry: Any) -> tuple[str, list[list[list[tuple[float, float]]]]]:
@@ -578,13 +606,17 @@ def workspace_tile_key(root: str | os.PathLike) -> str:
 
 __all__ = [
     "CONFIDENCE_EDGES",
+    "DRAWN_REGION",
     "ERROR_COLOR",
+    "JUMP_REGION",
+    "LINK_REGION",
     "OTHER_ERROR_ALPHA",
     "OTHER_ERROR_COLOR",
     "QUERY_COORD_LIMIT",
     "QUERY_MAX_LON",
     "QUERY_MAX_VERTICES",
     "QUERY_SCALE",
+    "REGION_SOURCES",
     "UNCERTAINTY_LAYERS",
     "UncertaintySummary",
     "bbox_to_window",
@@ -603,6 +635,7 @@ __all__ = [
     "polygon_mask",
     "region_from_query",
     "region_mask",
+    "region_source",
     "region_to_query",
     "rings_mask",
     "suspicion_spec",

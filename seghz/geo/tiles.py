@@ -266,8 +266,11 @@ def _densify_ring_merc(ring: list[tuple[float, float]], n: int = 8) -> tuple[np.
     return xs, ys
 
 
+DRAWN_REGION = "the drawn region"  # how messages name a region the analyst drew (the default ``what``)
+
+
 def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | None = None, snap: float = 1e-3,
-                            name: str | None = None) -> Window:
+                            name: str | None = None, what: str = DRAWN_REGION) -> Window:
     """Pixel window ``(row, col, height, width)`` of the scene pixels touched by a drawn region, clipped to the scene.
 
     ``geometry`` is a GeoJSON Polygon/MultiPolygon or a Feature holding one, exactly as streamlit-folium returns
@@ -277,8 +280,10 @@ def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | 
     edge are snapped to it (so :func:`pixel_window_to_geojson` round-trips exactly; note that Leaflet's
     ``toGeoJSON`` rounds to 6 decimals, about 0.1 m). Raises RegionError when the region misses the scene, is
     empty, is not a polygon, or when a side exceeds ``max_side``; its messages call the scene ``name`` (its display
-    name) when given, else by its image file.
+    name) when given, else by its image file, and the region ``what`` ("the region in the link" for one the
+    analyst did not draw: then they do not advise drawing it again).
     """
+    drawn = what == DRAWN_REGION
     label = f"'{name}'" if name else Path(info.path).name
     rings = _geometry_positions(geometry)
     all_rows, all_cols = [], []
@@ -305,16 +310,17 @@ def geojson_to_pixel_window(geometry: Any, info: RasterInfo, *, max_side: int | 
     scene = f"scene {label} ({info.width}x{info.height} px)"
     if r1 <= 0 or c1 <= 0 or r0 >= info.height or c0 >= info.width:
         raise RegionError(
-            f"the drawn region (rows {r0}..{r1}, cols {c0}..{c1}) lies outside {scene}; draw it on the image"
+            f"{what} (rows {r0}..{r1}, cols {c0}..{c1}) lies outside {scene}" + ("; draw it on the image" if drawn else "")
         )
     r0, r1 = max(r0, 0), min(r1, info.height)
     c0, c1 = max(c0, 0), min(c1, info.width)
     if r1 <= r0 or c1 <= c0:
-        raise RegionError(f"the drawn region covers no whole pixel of {scene}")
+        raise RegionError(f"{what} covers no whole pixel of {scene}")
     h, w = r1 - r0, c1 - c0
     if max_side is not None and (h > max_side or w > max_side):
         raise RegionError(
-            f"the drawn region is {w}x{h} px; regions are capped at {max_side}x{max_side} px -- draw a smaller one"
+            f"{what} is {w}x{h} px; regions are capped at {max_side}x{max_side} px"
+            + (" -- draw a smaller one" if drawn else "")
         )
     return (r0, c0, h, w)
 
