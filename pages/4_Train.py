@@ -319,17 +319,18 @@ def gate_settings() -> None:
     margin, rule = gate.get_margin(ws), gate.get_rule(ws)
     ss = st.session_state
     # show the stored values: a change made in another session must not be undone by this one's stale widgets
-    ss["train_gate_margin"] = min(max(float(margin), 0.0), 1.0)
+    # the margin in percentage points, as the verdict and the tables show IoU differences (stored as a fraction)
+    ss["train_gate_margin"] = min(max(100 * float(margin), 0.0), 100.0)
     ss["train_gate_rule"] = rule
     with st.expander("Gate settings"):
-        st.number_input("Margin: the largest allowed drop of a class's IoU (absolute)", min_value=0.0, max_value=1.0,
-                        step=0.005, format="%.3f", key="train_gate_margin",
-                        on_change=lambda: gate.set_margin(ws, float(ss["train_gate_margin"])))
+        st.number_input("Margin: the largest allowed drop of a class's IoU (percentage points)", min_value=0.0,
+                        max_value=100.0, step=0.5, format="%.1f", key="train_gate_margin",
+                        on_change=lambda: gate.set_margin(ws, float(ss["train_gate_margin"]) / 100))
         st.radio("Flag a class when", gate.RULES, format_func=GATE_RULE_TEXT.get, key="train_gate_rule",
                  on_change=lambda: gate.set_rule(ws, ss["train_gate_rule"]),
                  help="Under the interval rule a large drop of a class seen in few scenes can pass (its interval is "
                       "wide); such a candidate is never auto-promoted, an analyst decides.")
-    st.caption(f"Gate: margin {margin:.3f} IoU, rule '{rule}'.")
+    st.caption(f"Gate: margin {gate.fmt_margin_pp(margin)} of IoU, rule '{rule}'.")
 
 
 def show_result(job) -> None:

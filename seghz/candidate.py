@@ -39,7 +39,8 @@ def gate_verdict_text(verdict, active_name: str | None) -> str:
     """The regression gate's verdict as one line of Markdown, the same on every page:
     ``Gate verdict: **FLAGGED** (active model: name) — <message>`` (the message says "against the active model"
     itself, so the banner only names it; nothing without an active model: the message says there is none).
-    ``verdict`` is a :class:`seghz.gate.Verdict`."""
+    ``verdict`` is a :class:`seghz.gate.Verdict`; its message gives IoU differences and the margin in percentage
+    points (``Buildings −4.7 pp (margin 2.0 pp)``), as the pages' before/after tables do."""
     active = f" (active model: {active_name})" if active_name else ""
     return f"Gate verdict: **{verdict.status.upper()}**{active} — {verdict.message}"
 

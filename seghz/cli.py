@@ -330,7 +330,7 @@ def cmd_compare(a) -> int:
     mIoU and per-class IoU with a paired scene-bootstrap interval (:func:`seghz.metrics.paired_bootstrap`), then the
     regression gate's verdict on them under both rules (:func:`seghz.gate.compare`)."""
     from seghz import gate
-    from seghz.metrics import paired_bootstrap
+    from seghz.metrics import paired_bootstrap, signed_pp
     from seghz.models.checkpoint import read_metadata
 
     if a.rounds < 1:
@@ -366,7 +366,7 @@ def cmd_compare(a) -> int:
 
     def span(lo, hi) -> str:
         if lo is not None:
-            return f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+            return f" [{signed_pp(100 * lo, 2)}, {signed_pp(100 * hi, 2)}]"
         # no interval: one image only, or (per class) no draw holds a labelled pixel of the class
         return " (no interval from one image)" if len(keys) < 2 else " (no interval: not in these labels)"
 
@@ -374,7 +374,7 @@ def cmd_compare(a) -> int:
     print(f"{len(keys)} image(s), TTA {a.tta}; {bs['rounds']} paired bootstrap rounds over images, {pct} % interval")
     print(f"reference {a.checkpoint}: mIoU {100 * bs['a']:.2f}")
     print(f"candidate {a.candidate}: mIoU {100 * bs['b']:.2f}")
-    line = f"candidate − reference: {100 * bs['delta']:+.2f}{span(bs['lo'], bs['hi'])} mIoU"
+    line = f"candidate − reference: {signed_pp(100 * bs['delta'], 2)}{span(bs['lo'], bs['hi'])} mIoU"
     if bs["p_b_better"] is not None:
         line += f"; candidate higher in {100 * bs['p_b_better']:.1f} % of the rounds"
     print(line)
@@ -387,7 +387,7 @@ def cmd_compare(a) -> int:
             print(f"  {name:<{w}} not in the labels; only the {who} predicts it (an IoU of 0 in its mIoU)")
             continue
         sure = " (interval excludes 0)" if d["lo"] is not None and (d["lo"] > 0 or d["hi"] < 0) else ""
-        print(f"  {name:<{w}} {100 * d['delta']:+7.2f}{span(d['lo'], d['hi'])}{sure}")
+        print(f"  {name:<{w}} {signed_pp(100 * d['delta'], 2):>7}{span(d['lo'], d['hi'])}{sure}")
     verdicts = {}
     for rule in gate.RULES:
         v = gate.compare(res["reference"]["per_class"], res["candidate"]["per_class"], margin, intervals=bs, rule=rule,
@@ -703,13 +703,14 @@ def cmd_vectors(a) -> int:
 def _print_verdict(v) -> None:
     from seghz import gate
 
-    print(f"regression gate ({v.rule} rule, margin {v.margin:.3f}): {v.status.upper()} — {v.message}")
+    # differences and the margin in percentage points, IoU in percent: the app's units (the JSON keeps fractions)
+    print(f"regression gate ({v.rule} rule, margin {gate.fmt_margin_pp(v.margin)}): {v.status.upper()} — {v.message}")
     if v.rows:
-        def fmt(spec: str):
-            return lambda x: "—" if x is None or math.isnan(x) else format(x, spec)
+        def pct(x) -> str:
+            return "—" if x is None or math.isnan(x) else f"{100 * x:.1f} %"
 
         print(gate.verdict_table(v).to_string(index=False, formatters={
-            "active IoU": fmt(".3f"), "candidate IoU": fmt(".3f"), "Δ IoU": fmt("+.3f")}))
+            "active IoU": pct, "candidate IoU": pct, "Δ IoU": lambda x: gate.fmt_delta_pp(x, margin=v.margin)}))
 
 
 def cmd_checkpoints(a) -> int:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from seghz.infer.engine import TTA_MODES
 from seghz.metrics import as_float as _num
+from seghz.metrics import signed_pp
 
 # Recipe keys that do not change what a run learns (where it ran, whether it resumed, its parent's file path).
 RECIPE_IGNORED = frozenset({"device", "resume", "parent_checkpoint", "ddp", "deterministic"})
@@ -227,7 +228,7 @@ def _class_spans(base: Mapping, other: Mapping, classes: list[str], rounds: int,
         if lo is None or hi is None:
             out.append("–")
         else:
-            out.append(f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" + (" *" if lo > 0 or hi < 0 else ""))
+            out.append(f"[{signed_pp(100 * lo)}, {signed_pp(100 * hi)}]" + (" *" if lo > 0 or hi < 0 else ""))
     return out
 
 
@@ -296,7 +297,7 @@ def style_deltas(df: pd.DataFrame, scale: float | None = None):
         vals = np.abs(df[cols].to_numpy(dtype=float)) if cols else np.zeros(0)
         vals = vals[np.isfinite(vals)]
         scale = float(max(vals.max(), 1.0)) if vals.size else 1.0
-    fmt = {c: "{:+.1f}" for c in cols}
+    fmt: dict[str, Any] = {c: signed_pp for c in cols}
     fmt.update({c: "{:.1%}" for c in df.columns if str(c).endswith(" IoU")})  # percent, as the deltas' points
     return df.style.map(lambda v: delta_color(v, scale), subset=cols).format(fmt, na_rep="–")
 
@@ -304,7 +305,8 @@ def style_deltas(df: pd.DataFrame, scale: float | None = None):
 def style_miou_difference(df: pd.DataFrame):
     """A pandas Styler of :func:`miou_difference_table`: points with a sign, the share of rounds in percent, and
     "–" where there is no interval (not "None")."""
-    fmt = {c: "{:+.2f}" for c in ("Δ mIoU (pp)", "low (pp)", "high (pp)") if c in df.columns}
+    fmt: dict[str, Any] = {c: (lambda v: signed_pp(v, 2)) for c in ("Δ mIoU (pp)", "low (pp)", "high (pp)")
+                           if c in df.columns}
     if "higher in" in df.columns:
         fmt["higher in"] = "{:.0%}"
     return df.style.format(fmt, na_rep="–")

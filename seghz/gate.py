@@ -2,9 +2,9 @@
 
 The candidate's per-class IoU is compared with the active model's on the *same* validation data (the same
 split at the same :meth:`~seghz.store.Workspace.data_version`). A class whose IoU drops by more than the
-margin (default 0.02 absolute IoU, workspace setting ``gate_margin``) flags the candidate; otherwise it
-passes. Classes absent from the validation labels (support 0, or no score at all) are left out of the
-comparison, and the verdict says which.
+margin (default 0.02 absolute IoU, i.e. 2 percentage points; workspace setting ``gate_margin``) flags the
+candidate; otherwise it passes. Classes absent from the validation labels (support 0, or no score at all) are
+left out of the comparison, and the verdict says which.
 
 Verdicts:
 
@@ -38,6 +38,11 @@ Per-class scores come from the checkpoint registry (``Workspace.class_metrics``:
 validation scores, or earlier gate evaluations), else from the evaluation cache (``evaluations`` rows
 without TTA); with ``compute=True`` a missing one is computed by :func:`seghz.evaluate.evaluate_split`.
 
+**Units.** The numbers (``margin``, ``delta``, ``lo`` / ``hi``, IoU) are fractions of 1, as stored and as the API
+takes them; every text an analyst reads (the verdict's ``message``, the interval column, :func:`styled_verdict_table`)
+shows differences in percentage points (:func:`fmt_delta_pp`, :func:`fmt_margin_pp`: ``Buildings −4.7 pp (margin
+2.0 pp)``) and IoU in percent, like the before/after tables of the Labels and Evaluate pages.
+
 No Streamlit here; the table helpers return pandas objects for the Train page.
 """
 from __future__ import annotations
@@ -48,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seghz.errors import ConflictError, SegHZError
+from seghz.metrics import MINUS, signed_pp
 from seghz.metrics import as_float as _num
 from seghz.store import Promotion, Workspace
 
@@ -158,8 +164,42 @@ def per_class_iou(metrics: Mapping | None) -> dict[str, tuple[float | None, int 
     return out
 
 
+
+
+def _pp_number(x: float, digits: int) -> str:
+    """A fraction as signed percentage points without the unit: ``-0.047`` -> ``"−4.7"``, ``0.01`` -> ``"+1.0"``,
+    anything that rounds to 0 -> ``"0.0"`` (never ``−0.0``)."""
+    return signed_pp(100 * x, digits)
+
+
+def fmt_delta_pp(delta: float | None, digits: int = 1, unit: bool = True, *, margin: float | None = None) -> str:
+    """An IoU difference (a fraction, candidate − active) in signed percentage points: ``-0.047`` -> ``"−4.7 pp"``,
+    ``0.012`` -> ``"+1.2 pp"``, ``0`` -> ``"0.0 pp"``; None/NaN -> ``"—"``. ``unit=False`` leaves off ``" pp"``.
+    With the gate's ``margin``, a drop beyond it that ``digits`` would round to the margin or less gets one more
+    decimal (``−2.04 pp``, not ``−2.0 pp`` against a 2.0 pp margin)."""
+    x = _num(delta)
+    if x is None:
+        return "—"
+    if margin is not None and -round(100 * x, digits) <= round(100 * float(margin), digits + 1) + 1e-9 < -100 * x:
+        digits += 1
+    return _pp_number(x, digits) + (" pp" if unit else "")
+
+
+def fmt_margin_pp(margin: float) -> str:
+    """The gate margin (a fraction) in percentage points, one decimal unless it needs two: ``0.02`` -> ``"2.0 pp"``,
+    ``0.005`` -> ``"0.5 pp"``, ``0.0025`` -> ``"0.25 pp"``."""
+    txt = f"{100 * float(margin):.2f}"
+    return txt.removesuffix("0") + " pp"
+
+
 def _span(lo: float | None, hi: float | None) -> str:
-    return "" if lo is None or hi is None else f" [{lo:+.3f}, {hi:+.3f}]"
+    """The interval of a difference in percentage points, unit left to the caller: ``" [−9.0, −1.0]"``."""
+    return "" if lo is None or hi is None else f" [{_pp_number(lo, 1)}, {_pp_number(hi, 1)}]"
+
+
+def _delta_text(d: float, lo: float | None, hi: float | None, margin: float) -> str:
+    """``"−5.0 pp"``, or with its interval ``"−5.0 [−9.0, −1.0] pp"``."""
+    return f"{fmt_delta_pp(d, unit=False, margin=margin)}{_span(lo, hi)} pp"
 
 
 def compare(
@@ -241,7 +281,7 @@ def compare(
         ex_txt = " Excluded: " + "; ".join(f"{e['class']} ({e['why']})" for e in excluded) + "."
     noise_txt = ""
     if noisy:
-        which = ", ".join(f"{r['class']} {r['delta']:+.3f}{_span(r['lo'], r['hi'])}" for r in noisy)
+        which = ", ".join(f"{r['class']} {_delta_text(r['delta'], r['lo'], r['hi'], margin)}" for r in noisy)
         over = f" over {scenes} {scenes_noun}" if scenes else ""
         if rule == "interval":
             noise_txt = f" Not flagged, within the tile noise (their {pct} interval{over} holds 0): {which}."
@@ -250,24 +290,24 @@ def compare(
                          "gate rule would not flag them.")
 
     def item(o: Mapping) -> str:
-        if rule == "interval" and o["lo"] is None:
-            return f"{o['class']} {o['delta']:+.3f} (no interval: margin rule)"
-        return f"{o['class']} {o['delta']:+.3f}{_span(o['lo'], o['hi'])}"
+        txt = f"{o['class']} {_delta_text(o['delta'], o['lo'], o['hi'], margin)}"
+        return txt + (" (no interval: margin rule)" if rule == "interval" and o["lo"] is None else "")
 
+    m_txt = fmt_margin_pp(margin)
     if offending:
         status = "flagged"
         worst = ", ".join(item(o) for o in sorted(offending, key=lambda o: o["delta"]))
         beyond = ", beyond the tile noise" if rule == "interval" and has_spans else ""
-        msg = (f"{len(offending)} of {compared} compared class(es) lost more than {margin:.3f} IoU against {against}"
-               f"{beyond}: {worst}.")
+        msg = (f"{len(offending)} of {compared} compared class(es) lost more IoU against {against} than the margin "
+               f"allows{beyond}: {worst} (margin {m_txt}).")
     elif compared == 0:
         status = "unknown"
         msg = "no class could be compared (no class has scores for both models on the validation labels)."
     else:
         status = "pass"
-        msg = f"no class lost more than {margin:.3f} IoU against {against} ({compared} class(es) compared)."
+        msg = f"no class lost more than {m_txt} of IoU against {against} ({compared} class(es) compared)."
         if rule == "interval" and noisy:
-            msg = (f"no class lost more than {margin:.3f} IoU against {against} beyond the tile noise "
+            msg = (f"no class lost more than {m_txt} of IoU against {against} beyond the tile noise "
                    f"({compared} class(es) compared).")
     return Verdict(status=status, margin=margin, rows=rows, offending=offending, excluded=excluded,
                    message=msg + noise_txt + ex_txt, rule=rule, level=level, scenes=scenes, **ids)
@@ -569,27 +609,35 @@ def _gate_label(r: Mapping) -> str:
     return "ok (drop within tile noise)" if r.get("within_noise") else "ok"
 
 
+def _interval_text(lo: float | None, hi: float | None) -> str:
+    span = _span(lo, hi).strip()
+    return f"{span} pp" if span else "—"
+
+
 def verdict_table(v: Verdict):
     """Per-class IoU of active vs candidate: ``class, active IoU, candidate IoU, Δ IoU, interval, gate`` (pandas).
 
-    ``interval`` is the Δ's paired scene-bootstrap interval as text (``—`` without one); ``gate`` is
-    ``OFFENDING``, ``ok``, ``excluded: …``, or notes a drop beyond the margin whose interval holds 0.
+    The IoU columns and ``Δ IoU`` are fractions (format them with :func:`fmt_delta_pp`, as
+    :func:`styled_verdict_table` does); ``interval`` is the Δ's paired scene-bootstrap interval as text in percentage
+    points (``[−9.0, −1.0] pp``; ``—`` without one); ``gate`` is ``OFFENDING``, ``ok``, ``excluded: …``, or notes a
+    drop beyond the margin whose interval holds 0.
     """
     import pandas as pd
 
     rows = [{
         "class": r["class"], "active IoU": r["active_iou"], "candidate IoU": r["candidate_iou"], "Δ IoU": r["delta"],
-        "interval": _span(r.get("lo"), r.get("hi")).strip() or "—", "gate": _gate_label(r),
+        "interval": _interval_text(r.get("lo"), r.get("hi")), "gate": _gate_label(r),
     } for r in v.rows]
     return pd.DataFrame(rows, columns=["class", "active IoU", "candidate IoU", "Δ IoU", "interval", "gate"])
 
 
 def styled_verdict_table(v: Verdict):
-    """:func:`verdict_table` as a pandas Styler: Δ green when up, orange for a drop that does not offend (within
-    the margin, or within the tile noise under the interval rule), red for an offending one; offending rows
-    highlighted, excluded rows greyed."""
+    """:func:`verdict_table` as a pandas Styler: IoU in percent, Δ in signed percentage points (``−4.7 pp``), green
+    when up, orange for a drop that does not offend (within the margin, or within the tile noise under the interval
+    rule), red for an offending one; offending rows highlighted, excluded rows greyed."""
     df = verdict_table(v)
     offending = {r["class"] for r in v.rows if r["offending"]}
+    margin = v.margin
     di = list(df.columns).index("Δ IoU")
 
     def delta_color(row) -> str:
@@ -613,7 +661,8 @@ def styled_verdict_table(v: Verdict):
         return out
 
     return (df.style.apply(row_style, axis=1)
-            .format({"active IoU": "{:.3f}", "candidate IoU": "{:.3f}", "Δ IoU": "{:+.3f}"}, na_rep="—"))
+            .format({"active IoU": "{:.1%}", "candidate IoU": "{:.1%}",
+                     "Δ IoU": lambda x: fmt_delta_pp(x, margin=margin)}, na_rep="—"))
 
 
 def history_table(promotions: Iterable[Promotion]):
@@ -635,6 +684,7 @@ __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_RULE",
     "MARGIN_SETTING",
+    "MINUS",
     "RULES",
     "RULE_SETTING",
     "STATUSES",
@@ -644,6 +694,8 @@ __all__ = [
     "check",
     "compare",
     "evaluate_metrics",
+    "fmt_delta_pp",
+    "fmt_margin_pp",
     "get_margin",
     "get_rule",
     "history_table",

@@ -353,6 +353,18 @@ def pooled_class_frequencies(labels, num_classes: int) -> np.ndarray:
     return counts / total if total > 0 else counts
 
 
+MINUS = "\u2212"  # the typographic minus every signed difference is shown with: "−4.7"
+
+
+def signed_pp(pp: float, digits: int = 1) -> str:
+    """A difference already in percentage points, signed as every table and verdict shows it: ``+1.2``,
+    ``−3.4`` (typographic minus), and ``0.0`` with no sign for anything that rounds to zero (never ``−0.0``)."""
+    txt = f"{float(pp):+.{digits}f}"
+    if float(txt) == 0:
+        return txt[1:]
+    return txt.replace("-", MINUS)
+
+
 def as_float(v) -> float | None:
     """A float, or None for None, NaN and anything that is not a number (scores read back from JSON/metadata)."""
     if v is None:

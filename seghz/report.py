@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from seghz.metrics import as_float as _num
-from seghz.metrics import coverage_at
+from seghz.metrics import coverage_at, signed_pp
 
 CONFUSION_MODES = ("counts", "recall", "precision")
 CONFUSION_MODE_LABELS = {
@@ -322,13 +322,10 @@ def frequency_table(result: dict, threshold: float = BIAS_THRESHOLD, scene: str 
 
 
 def fmt_pp(v: Any, digits: int = 1) -> str:
-    """A signed difference in percentage points as shown: ``+1.2``, ``-3.4``, and ``0.0`` (no sign) for anything
-    that rounds to zero (never ``-0.0``); None/NaN -> ``"–"``."""
+    """A signed difference in percentage points as shown (:func:`seghz.metrics.signed_pp`): ``+1.2``, ``−3.4``,
+    and ``0.0`` (no sign) for anything that rounds to zero; None/NaN -> ``"–"``."""
     f = _num(v)
-    if f is None:
-        return "–"
-    txt = f"{f:+.{digits}f}"
-    return txt[1:] if float(txt) == 0 else txt
+    return "–" if f is None else signed_pp(f, digits)
 
 
 def style_pp(df: pd.DataFrame, columns: Sequence[str] = ("Δ (pp)",)):
@@ -546,7 +543,7 @@ def training_curves_figure(rows: Iterable[dict], colors: dict[str, str] | None =
     col += 1
     for key in sorted(k for k in wide.columns if isinstance(k, str) and k.startswith("val_iou/")):
         name = key.split("/", 1)[1]
-        fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines", name=f"IoU {name}", opacity=0.6,
+        fig.add_trace(go.Scatter(x=x, y=wide[key], mode="lines+markers", marker={"size": 5}, name=f"IoU {name}", opacity=0.6,
                                  line={"width": 1, "color": (colors or {}).get(name)}, legendgroup="classes"), 1, col)
     for key, name, color in (("val_miou", "val mIoU", "#1b7f5f"), ("val_fwiou", "val fwIoU", "#1f77b4")):
         if key in wide and wide[key].notna().any():

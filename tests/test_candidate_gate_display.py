@@ -26,9 +26,9 @@ def test_job_val_split_result_then_config_then_val():
 
 
 def test_gate_verdict_text_names_the_active_model():
-    v = gate.Verdict("flagged", 0.02, message="Water dropped by 0.100.")
+    v = gate.Verdict("flagged", 0.02, message="Water dropped by 10.0 pp.")
     assert candidate.gate_verdict_text(v, "old model") == (
-        "Gate verdict: **FLAGGED** (active model: old model) — Water dropped by 0.100.")
+        "Gate verdict: **FLAGGED** (active model: old model) — Water dropped by 10.0 pp.")
     v = gate.Verdict("pass", message="there is no active model: nothing to compare against.")
     assert candidate.gate_verdict_text(v, None) == (
         "Gate verdict: **PASS** — there is no active model: nothing to compare against.")
@@ -63,7 +63,7 @@ def test_show_gate_verdict_maps_status_to_alert_and_compact_shows_only_the_banne
     assert len(at.dataframe) == 1 and "candidate IoU" in at.dataframe[0].value.columns
     caps = [c.value for c in at.caption]
     assert any("paired bootstrap over 12 validation scenes" in c for c in caps), caps
-    assert any(c.startswith("Offending classes: **Water** (-0.100)") for c in caps), caps
+    assert "Offending classes: **Water** (−10.0 pp) — margin 2.0 pp of IoU." in caps, caps
 
     at.session_state["compact"] = True
     at.run()
@@ -87,12 +87,12 @@ def test_both_pages_show_one_banner_on_the_split_the_job_recorded(ws, monkeypatc
 
     def fake_check(w, cid, *, split="val", **kw):
         splits.append(split)
-        return gate.Verdict("flagged", 0.02, message="Buildings dropped by 0.300.", candidate_id=cid,
+        return gate.Verdict("flagged", 0.02, message="Buildings dropped by 30.0 pp.", candidate_id=cid,
                             active_id="tiny-test", split=split)
 
     monkeypatch.setattr(gate, "check", fake_check)
     monkeypatch.setattr(ui.common, "canvas", fake_canvas_factory([]))
-    want = "Gate verdict: **FLAGGED** (active model: tiny test model) — Buildings dropped by 0.300."
+    want = "Gate verdict: **FLAGGED** (active model: tiny test model) — Buildings dropped by 30.0 pp."
 
     labels = app("pages/3_Labels.py").run()
     assert_ok(labels)

@@ -117,8 +117,8 @@ def test_registry_from_the_shell(setup, capsys, tmp_path):
         assert lost and lost <= {o["class"] for o in v["offending"]}
         assert all(o["hi"] < 0 for o in v["offending"])
     out = capsys.readouterr().out
-    assert "regression gate (interval rule, margin 0.020): FLAGGED" in out and "beyond the tile noise" in out
-    assert re.search(r"Water\s+1\.000\s+0\.000\s+-1\.000 \[-1\.000, -1\.000\]\s+OFFENDING", out)
+    assert "regression gate (interval rule, margin 2.0 pp): FLAGGED" in out and "beyond the tile noise" in out
+    assert re.search(r"Water\s+100\.0 %\s+0\.0 %\s+−100\.0 pp\s+\[−100\.0, −100\.0\] pp\s+OFFENDING", out)
     assert main([*w, "checkpoints", "promote", fid]) == 1
     assert "was not promoted" in capsys.readouterr().err
     assert main([*w, "checkpoints", "promote", fid, "--override", "--analyst", "Ann"]) == 2

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seghz.metrics import signed_pp
+
 ROOT = Path(__file__).resolve().parents[1]
 GID = ROOT.parent / "shared" / "data" / "gid15"
 pytestmark = pytest.mark.skipif(not GID.is_dir(), reason="../shared/data/gid15 is absent (real data is not shipped)")
@@ -133,7 +135,7 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
     r = json.loads(same.read_text())
     assert set(r["images"]) == test and r["bootstrap"]["delta"] == 0 and r["bootstrap"]["rounds"] == 200
     assert len(test) == 1 and r["bootstrap"]["lo"] is None  # one image: no fake zero-width interval
-    assert "candidate − reference: +0.00 (no interval from one image) mIoU" in p.stdout
+    assert "candidate − reference: 0.00 (no interval from one image) mIoU" in p.stdout
     p = run("compare", "--checkpoint", cks[0], "--candidate", cks[0], "--images", d / "images", "--labels",
             d / "labels", "--scheme", "gid15", "--rounds", "0", ok=False)
     assert p.returncode == 2 and "--rounds must be at least 1" in p.stderr
@@ -149,7 +151,8 @@ def test_compare_two_checkpoints_with_a_paired_bootstrap(gid_subset, tmp_path):
     b = r["bootstrap"]
     assert b["lo"] <= b["delta"] <= b["hi"] and b["scenes"] == 3 and 0 <= b["p_b_better"] <= 1
     assert f"reference {cks[0]}: mIoU {100 * b['a']:.2f}" in p.stdout
-    assert f"candidate − reference: {100 * b['delta']:+.2f} [{100 * b['lo']:+.2f}, {100 * b['hi']:+.2f}] mIoU" in p.stdout
+    pp = [signed_pp(100 * b[k], 2) for k in ("delta", "lo", "hi")]  # −1.23, never -0.00: as every table shows it
+    assert f"candidate − reference: {pp[0]} [{pp[1]}, {pp[2]}] mIoU" in p.stdout
     for role, key in (("reference", "a"), ("candidate", "b")):
         ev = tmp_path / f"{role}.json"
         run("evaluate", "--checkpoint", cks[0] if role == "reference" else cks[1], "--images", d / "images", "--labels",

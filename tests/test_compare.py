@@ -353,7 +353,7 @@ def test_class_iou_deltas_with_per_class_intervals():
     assert list(df.columns) == ["class", "A IoU", "Δ B (pp)", "B: 95 % (pp)", "Δ C (pp)", "C: 95 % (pp)"]
     b, c = dict(zip(df["class"], df["B: 95 % (pp)"])), dict(zip(df["class"], df["C: 95 % (pp)"]))
     assert b["x"].endswith(" *") and b["y"].endswith(" *")
-    lo, hi = (float(v) for v in b["y"].rstrip(" *").strip("[]").split(","))
+    lo, hi = (float(v.replace("−", "-")) for v in b["y"].rstrip(" *").strip("[]").split(","))
     assert lo - 0.05 <= df.loc[1, "Δ B (pp)"] <= hi + 0.05 and hi < 0  # the text is rounded to 0.1 pp
     assert df.loc[1, "Δ C (pp)"] < -2 and not c["y"].endswith("*")  # one scene: the interval reaches 0
     # no per-scene counts, or another class list: no interval, no crash
@@ -371,14 +371,14 @@ def test_comparison_tables_show_percent_points_and_dashes():
 
     deltas = pd.DataFrame({"class": ["Water", "Forest"], "a IoU": [0.9913, np.nan], "Δ b (pp)": [-1.1, np.nan]})
     html = compare.style_deltas(deltas).to_html()
-    assert "99.1%" in html and "0.991" not in html and "-1.1" in html and "–" in html
+    assert "99.1%" in html and "0.991" not in html and "−1.1" in html and "–" in html
     sure = pd.DataFrame([{"checkpoint": "b", "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
                           "higher in": np.nan, "scenes": 1, "verdict": "fewer than 2 common scenes"},
                          {"checkpoint": "c", "Δ mIoU (pp)": 1.234, "low (pp)": -0.5, "high (pp)": 2.9,
                           "higher in": 0.91, "scenes": 5, "verdict": "cannot tell"}])
     html = compare.style_miou_difference(sure).to_html()
     assert "None" not in html and "nan" not in html and "–" in html
-    assert "+1.23" in html and "-0.50" in html and "91%" in html
+    assert "+1.23" in html and "−0.50" in html and "91%" in html
 
 
 def test_miou_difference_without_an_interval_still_has_the_point_difference_and_no_none():

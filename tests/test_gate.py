@@ -52,7 +52,8 @@ def test_flagged_lists_offending_classes_and_deltas():
     assert off["Buildings"]["delta"] == pytest.approx(-0.05)
     assert off["Buildings"]["active_iou"] == 0.60 and off["Buildings"]["candidate_iou"] == 0.55
     assert off["Roads"]["delta"] == pytest.approx(-0.03)
-    assert "Buildings -0.050" in v.message and "Roads -0.030" in v.message
+    # the text in percentage points (the numbers above stay fractions): worst first, then the margin
+    assert "Buildings −5.0 pp, Roads −3.0 pp (margin 2.0 pp)." in v.message
     assert (v.candidate_id, v.active_id, v.split, v.data_version) == ("c", "a", "val", "dv1")
     # a round trip through JSON-ready dicts (stored with a promotion)
     assert gate.Verdict.from_dict(v.to_dict()) == v
@@ -127,11 +128,11 @@ def test_intervals_margin_rule_flags_but_names_drops_within_noise():
     assert (rows["Buildings"]["lo"], rows["Buildings"]["hi"]) == (-0.09, -0.01) and not rows["Buildings"]["within_noise"]
     assert rows["Roads"]["within_noise"] and rows["Roads"]["offending"]
     assert not rows["Water"]["within_noise"]  # no drop beyond the margin: nothing to say
-    assert "Buildings -0.050 [-0.090, -0.010]" in v.message
-    assert "Within the tile noise (their 95 % interval over 30 validation scenes holds 0): Roads -0.030 [-0.080, +0.020]" in v.message
+    assert "Buildings −5.0 [−9.0, −1.0] pp" in v.message
+    assert "Within the tile noise (their 95 % interval over 30 validation scenes holds 0): Roads −3.0 [−8.0, +2.0] pp" in v.message
     table = gate.verdict_table(v)
     assert list(table["gate"]) == ["OFFENDING", "OFFENDING (within tile noise)", "ok", "ok"]
-    assert list(table["interval"])[:2] == ["[-0.090, -0.010]", "[-0.080, +0.020]"]
+    assert list(table["interval"])[:2] == ["[−9.0, −1.0] pp", "[−8.0, +2.0] pp"]
     assert gate.Verdict.from_dict(v.to_dict()) == v
 
 
@@ -324,7 +325,7 @@ def test_train_page_shows_verdict_and_override_path(page_ws):
     at = _app().run()
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
-    assert any("Gate verdict: **FLAGGED**" in e and "Water -0.100" in e for e in errors), errors
+    assert any("Gate verdict: **FLAGGED**" in e and "Water −10.0 pp (margin 2.0 pp)" in e for e in errors), errors
     table = _table(at, "candidate IoU")
     assert list(table["class"]) == NAMES
     gates = dict(zip(table["class"], table["gate"]))
@@ -487,7 +488,7 @@ def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
     monkeypatch.setattr(gate, "evaluate_metrics", fake_evaluate)
     at = _app().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.number_input(key="train_gate_margin").value == pytest.approx(DEFAULT_MARGIN)
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(100 * DEFAULT_MARGIN)  # shown in pp
     assert at.radio(key="train_gate_rule").value == "margin"
     assert not gate.scene_evaluations_cached(ws, "cand")
     at.button(key="train_gate_intervals_cand").click().run()
@@ -505,8 +506,9 @@ def test_train_page_gate_settings_and_intervals(page_ws, monkeypatch):
     assert any("Gate verdict: **PASS**" in s.value for s in at.success)
     at.sidebar.text_input(key="seghz_analyst").input("Bo").run()
     assert not at.button(key="train_promote_cand").disabled  # no override needed any more
-    at.number_input(key="train_gate_margin").set_value(0.5).run()
+    at.number_input(key="train_gate_margin").set_value(50.0).run()  # 50 pp, stored as the fraction 0.5
     assert gate.get_margin(ws) == pytest.approx(0.5)
+    assert any(c.value == "Gate: margin 50.0 pp of IoU, rule 'interval'." for c in at.caption)
 
 
 def test_interval_rule_message_names_fallback_classes_and_single_scene_gives_no_intervals(ws):
@@ -514,7 +516,7 @@ def test_interval_rule_message_names_fallback_classes_and_single_scene_gives_no_
     spans = {"Buildings": (-0.09, -0.01), "Roads": None, "Water": (-0.01, 0.01), "Trees": (-0.02, 0.02)}
     v = compare(pc(ACTIVE), pc(cand), intervals=_boot(spans), rule="interval")
     assert v.offending_classes == ["Buildings", "Roads"]
-    assert "Roads -0.100 (no interval: margin rule)" in v.message and "Buildings -0.050 [-0.090, -0.010]" in v.message
+    assert "Roads −10.0 pp (no interval: margin rule)" in v.message and "Buildings −5.0 [−9.0, −1.0] pp" in v.message
     # no spans at all: no claim about the tile noise, no level or scene count
     v = compare(pc(ACTIVE), pc(cand), intervals=_boot(dict.fromkeys(spans)), rule="interval")
     assert "tile noise" not in v.message and v.scenes is None and v.level is None
@@ -559,12 +561,12 @@ def test_a_drop_let_through_as_noise_is_never_auto_promoted(ws):
 def test_train_page_shows_gate_settings_changed_elsewhere(page_ws):
     ws = page_ws
     at = _app().run()
-    assert at.number_input(key="train_gate_margin").value == pytest.approx(DEFAULT_MARGIN)
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(100 * DEFAULT_MARGIN)
     gate.set_margin(ws, 0.2)  # another analyst, or the shell
     gate.set_rule(ws, "interval")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert gate.get_margin(ws) == pytest.approx(0.2) and gate.get_rule(ws) == "interval"  # not written back
-    assert at.number_input(key="train_gate_margin").value == pytest.approx(0.2)
+    assert at.number_input(key="train_gate_margin").value == pytest.approx(20.0)  # 0.2 shown in pp
     assert at.radio(key="train_gate_rule").value == "interval"
     assert any("Gate verdict: **PASS**" in s.value for s in at.success)  # Water -0.10 is within a 0.2 margin

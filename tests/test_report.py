@@ -278,10 +278,10 @@ def test_normalised_confusion_never_shows_zero_for_a_cell_with_pixels_and_hovers
 
 def test_frequency_delta_rounding_to_zero_shows_no_minus_sign():
     assert [report.fmt_pp(v) for v in (-0.04, -0.0, 0.0, 0.04, 0.05, -0.06, 12.345, -3.0, None, float("nan"))] == \
-        ["0.0", "0.0", "0.0", "0.0", "+0.1", "-0.1", "+12.3", "-3.0", "–", "–"]
+        ["0.0", "0.0", "0.0", "0.0", "+0.1", "−0.1", "+12.3", "−3.0", "–", "–"]
     cm = np.array([[100_000, 3], [0, 50_000]])  # Water labelled 100,003, predicted 100,000: Δ -0.002 pp
     df = report.frequency_table(scores(cm, ["Water", "Road"]))
     assert -0.05 < df.loc[0, "Δ (pp)"] < 0
     shown = report.style_pp(df).to_html()
-    assert "-0.0" not in shown and ">0.0<" in shown
+    assert "-0.0" not in shown and "−0.0" not in shown and ">0.0<" in shown
     assert report.style_pp(df).data is df  # the numbers stay numbers

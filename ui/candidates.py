@@ -3,19 +3,21 @@ the refit's accuracies (corrected pixels and existing labels, before/after, with
 candidate's validation scores on the same labels, and the regression gate's verdict on the candidate (one banner,
 one wording, on both pages). Numbers come from :mod:`seghz.candidate`.
 
-Tables show fractions as percentages and differences in percentage points; a value that was not recorded reads "—".
+Tables show fractions as percentages and differences in percentage points, and so does the gate's text (its verdict,
+its offending classes and margin: ``Buildings (−4.7 pp) — margin 2.0 pp``); a value that was not recorded reads "—".
 """
 from __future__ import annotations
 
 import streamlit as st
 
 from seghz import candidate, gate
+from seghz.metrics import signed_pp
 
 
 def styled(df, pct_cols, pp_cols):
     """A table with ``pct_cols`` as percentages, ``pp_cols`` as signed points, and "—" for missing values."""
     fmt = {c: "{:.1%}" for c in pct_cols}
-    fmt.update({c: "{:+.1f}" for c in pp_cols})
+    fmt.update({c: signed_pp for c in pp_cols})
     return df.style.format(fmt, na_rep="—")
 
 
@@ -63,8 +65,9 @@ def show_gate_verdict(verdict, cur, *, compact: bool = False, key: str | None = 
         st.caption(f"Intervals: {100 * (verdict.level or 0.95):.0f} % paired bootstrap over {verdict.scenes} "
                    f"validation scenes (both models on the same draws); rule '{verdict.rule}'.")
     if verdict.offending:
-        st.caption("Offending classes: " + ", ".join(f"**{o['class']}** ({o['delta']:+.3f})" for o in verdict.offending)
-                   + f" — margin {verdict.margin:.3f} IoU.")
+        drops = ", ".join(f"**{o['class']}** ({gate.fmt_delta_pp(o['delta'], margin=verdict.margin)})"
+                          for o in verdict.offending)
+        st.caption(f"Offending classes: {drops} — margin {gate.fmt_margin_pp(verdict.margin)} of IoU.")
 
 
 __all__ = ["GATE_ALERTS", "show_gate_verdict", "show_refit_accuracy", "show_validation_comparison", "styled"]
