@@ -672,6 +672,62 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_scenes(a) -> int:
+    """The workspace's scenes and their splits: list, move (recorded with who and why), propose-val, history."""
+    from seghz import scene_splits
+
+    ws = _workspace(a)
+    if a.action == "list":
+        scenes = ws.list_scenes(a.split)
+        if not scenes:
+            print(f"no scenes{f' in the {a.split} split' if a.split else ''} in workspace {ws.root}")
+            return 0
+        for s in scenes:
+            lab = "labelled" if s.label_path else "no label"
+            v = ws.latest_label_version(s.id)
+            print(f"{s.id:<32} {s.split:<5} {s.width}x{s.height} {s.scheme:<6} {lab}"
+                  + (f", label version {v}" if v else "") + f"  {s.name}")
+        return 0
+    if a.action == "history":
+        rows = ws.split_history(a.scene, limit=a.limit)
+        if not rows:
+            print("no scene has been moved between splits" + (f" (scene {a.scene})" if a.scene else ""))
+        for r in rows:
+            print(f"{r.created_at[:19].replace('T', ' ')} UTC  {r.scene_id}: {r.from_split} → {r.to_split}  by "
+                  f"{r.analyst or '(no name)'}" + (f"  — {r.reason}" if r.reason else ""))
+        return 0
+    if a.action == "propose-val":
+        prop = scene_splits.propose_val(ws, a.k, scheme=a.scheme)
+        cur = "—" if prop.current_entropy is None else f"{prop.current_entropy:.3f}"
+        print(f"greedy max class entropy in scheme {prop.scheme}: val = {', '.join(prop.chosen)} "
+              f"(class entropy {prop.entropy:.3f} nats; the current val split's: {cur})")
+        for sid, why in prop.skipped.items():
+            print(f"  left out of the choice: {sid} ({why})")
+        wanted = prop.moves
+    else:  # move
+        wanted = dict.fromkeys(a.scene, a.to)
+    moves = scene_splits.planned_moves(ws, wanted)
+    if not moves:
+        print("nothing to move: every scene is already where it would go")
+        return 0
+    for sid, (frm, to) in moves.items():
+        print(f"  {sid}: {frm} → {to}")
+    for e in scene_splits.move_effects(ws, wanted):
+        print(f"{e.level}: {e.text}")
+    if a.action == "propose-val" and not a.apply:
+        print("(a proposal: add --apply --analyst NAME to make these moves)")
+        return 0
+    if a.action == "move" and a.dry_run:
+        print("(--dry-run: nothing moved)")
+        return 0
+    if not (a.analyst or "").strip():
+        raise SegHZError("moving scenes between splits changes what models are trained and judged on: give "
+                         "--analyst NAME (recorded with the move; --reason says why)")
+    done = ws.move_scenes(wanted, analyst=a.analyst, reason=a.reason or "")
+    print(f"moved {len(done)} scene(s); `python -m seghz scenes history` lists the moves")
+    return 0
+
+
 def cmd_vectors(a) -> int:
     from seghz.data.io import atomic_write_bytes
     from seghz.geo import vectors
@@ -1240,6 +1296,29 @@ def build_parser() -> argparse.ArgumentParser:
     vx.add_argument("--min-pixels", type=int, default=1, help="leave out patches smaller than this (pixels)")
     vx.add_argument("--out", required=True, help="the .geojson file to write (atomically)")
     vx.set_defaults(fn=cmd_vectors)
+
+    sc = sub.add_parser("scenes", help="the workspace's scenes and their splits: list, move, propose-val, history")
+    scs = sc.add_subparsers(dest="action", required=True)
+    sl = scs.add_parser("list", help="scenes with split, size, scheme and label state")
+    sl.add_argument("--split", choices=["train", "val", "test", "none"])
+    sm = scs.add_parser("move", help="move scenes to another split (what it does is printed first; recorded with "
+                                     "--analyst and --reason)")
+    sm.add_argument("scene", nargs="+", help="scene ids (`scenes list` shows them)")
+    sm.add_argument("--to", required=True, choices=["train", "val", "test", "none"])
+    sm.add_argument("--analyst", help="who moves them (required)")
+    sm.add_argument("--reason")
+    sm.add_argument("--dry-run", action="store_true", help="print what the moves would do, move nothing")
+    sp = scs.add_parser("propose-val", help="the study's validation split: K scenes of train+val chosen by greedy "
+                                            "max class-distribution entropy (the rest go to train)")
+    sp.add_argument("--k", type=int, required=True, help="scenes in the validation split")
+    sp.add_argument("--scheme", help="scheme to compare class distributions in (default: the active model's)")
+    sp.add_argument("--apply", action="store_true", help="make the moves (needs --analyst)")
+    sp.add_argument("--analyst")
+    sp.add_argument("--reason", default="greedy max class-entropy validation split")
+    sh = scs.add_parser("history", help="moves between splits, newest first")
+    sh.add_argument("--scene")
+    sh.add_argument("--limit", type=int, default=50)
+    sc.set_defaults(fn=cmd_scenes)
 
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)

@@ -48,7 +48,7 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes, raster_info, read_index_mask, write_index_mask, write_index_mask_geotiff
 from seghz.errors import BadInputError, ConflictError, SegHZError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SPLITS = ("train", "val", "test", "none")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "died")
 ACTIVE_JOB_STATUSES = ("queued", "running")
@@ -193,6 +193,19 @@ _MIGRATIONS: tuple[tuple[Any, ...], ...] = (
         _add_column("label_versions", "n_confirmed", "INTEGER NOT NULL DEFAULT 0"),
         _add_column("label_versions", "sha256", "TEXT"),
         "CREATE INDEX IF NOT EXISTS label_versions_analyst ON label_versions(scene_id, analyst)",
+    ),
+    (  # 3 -> 4: which scenes a checkpoint trained on (leakage warnings), and who moved scenes between splits
+        _add_column("checkpoints", "train_scenes", "TEXT"),
+        """CREATE TABLE IF NOT EXISTS split_changes (
+            id INTEGER PRIMARY KEY,
+            scene_id TEXT NOT NULL,
+            from_split TEXT NOT NULL,
+            to_split TEXT NOT NULL,
+            analyst TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS split_changes_scene ON split_changes(scene_id)",
     ),
 )
 
@@ -452,6 +465,7 @@ class Checkpoint:
     data_version: str | None = None
     val_data_version: str | None = None
     recipe: dict = field(default_factory=dict)
+    train_scenes: tuple[str, ...] | None = None  # workspace scenes it trained on (None: not recorded)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Checkpoint:
@@ -459,7 +473,27 @@ class Checkpoint:
         d = {k: row[k] for k in row.keys()}
         d["metrics"] = json.loads(d["metrics"])
         d["recipe"] = json.loads(d.get("recipe") or "{}")
+        ts = _json_or_none(d.get("train_scenes"))
+        d["train_scenes"] = tuple(str(x) for x in ts) if isinstance(ts, list) else None
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class SplitChange:
+    """One move of a scene between splits (``split_changes`` row): who, when, why."""
+
+    id: int
+    scene_id: str
+    from_split: str
+    to_split: str
+    analyst: str
+    reason: str
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SplitChange:
+        """Build a SplitChange from a ``split_changes`` row."""
+        return cls(**{k: row[k] for k in row.keys()})
 
 
 @dataclass(frozen=True)
@@ -798,17 +832,56 @@ class Workspace:
                 rows = conn.execute("SELECT * FROM scenes WHERE split = ? ORDER BY id", (split,)).fetchall()
         return [Scene.from_row(r) for r in rows]
 
-    def set_split(self, scene_id: str, split: str) -> None:
-        """Move a scene to ``split`` (``train``, ``val``, ``test`` or ``none``).
+    def set_split(self, scene_id: str, split: str, analyst: str = "", reason: str = "") -> None:
+        """Move a scene to ``split`` (``train``, ``val``, ``test`` or ``none``); see :meth:`move_scenes`.
 
         Raises:
             ValueError: For an unknown split.
             NotFoundError: When the scene does not exist.
         """
-        self._check_split(split)
+        self.move_scenes({scene_id: split}, analyst=analyst, reason=reason)
+
+    def move_scenes(self, moves: dict[str, str], analyst: str = "", reason: str = "") -> list[SplitChange]:
+        """Move scenes between splits, all or none, each move recorded with who and why (:meth:`split_history`).
+
+        A move to the split a scene is already in is no move (nothing recorded). Cached evaluations need no
+        clean-up: they are keyed by :meth:`data_version`, which changes when a scene joins or leaves a split.
+
+        Returns:
+            The recorded moves, in scene-id order.
+
+        Raises:
+            ValueError: For an unknown split (nothing moved).
+            NotFoundError: When a scene does not exist (nothing moved).
+        """
+        for split in moves.values():
+            self._check_split(split)
+        done: list[SplitChange] = []
         with self.transaction() as conn:
-            if conn.execute("UPDATE scenes SET split = ? WHERE id = ?", (split, scene_id)).rowcount == 0:
-                raise NotFoundError(f"scene '{scene_id}' does not exist in workspace {self.root}")
+            for scene_id in sorted(moves):
+                row = conn.execute("SELECT split FROM scenes WHERE id = ?", (scene_id,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"scene '{scene_id}' does not exist in workspace {self.root}")
+                if row[0] == moves[scene_id]:
+                    continue
+                conn.execute("UPDATE scenes SET split = ? WHERE id = ?", (moves[scene_id], scene_id))
+                cur = conn.execute(
+                    "INSERT INTO split_changes (scene_id, from_split, to_split, analyst, reason, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (scene_id, row[0], moves[scene_id], analyst.strip(), reason.strip(),
+                                                  now_iso()))
+                done.append(SplitChange(cur.lastrowid, scene_id, row[0], moves[scene_id], analyst.strip(),
+                                        reason.strip(), now_iso()))
+        return done
+
+    def split_history(self, scene_id: str | None = None, limit: int = 50) -> list[SplitChange]:
+        """Moves between splits (of one scene, or all), newest first."""
+        sql = "SELECT * FROM split_changes {where} ORDER BY id DESC LIMIT ?"
+        with self.connect() as conn:
+            if scene_id is None:
+                rows = conn.execute(sql.format(where=""), (int(limit),)).fetchall()
+            else:
+                rows = conn.execute(sql.format(where="WHERE scene_id = ?"), (scene_id, int(limit))).fetchall()
+        return [SplitChange.from_row(r) for r in rows]
 
     def scene_path(self, scene: Scene | str, which: str) -> Path | None:
         """Absolute path of a scene's ``"image"`` or original ``"label"`` (None when it has no label).
@@ -1455,6 +1528,7 @@ class Workspace:
         recipe: dict | None = None,
         val_metrics: dict | None = None,
         val_split: str = "val",
+        train_scenes: list[str] | None = None,
     ) -> str:
         """Register a checkpoint file, with its lineage and (optionally) its per-class validation metrics.
 
@@ -1473,6 +1547,8 @@ class Workspace:
             val_metrics: Per-class validation scores, ``{class: {"iou", "acc", "precision", "f1", "support"}}``
                 (as :func:`seghz.metrics.scores` gives in ``per_class``) or ``{class: iou}``; stored in the same
                 transaction under ``(val_split, val_data_version)``, which must then be given.
+            train_scenes: Ids of the workspace scenes it was trained on (defaults to ``meta.get("train_scenes")``;
+                None when unknown): :meth:`checkpoints_trained_on` reads them to warn of leakage.
 
         Returns:
             The checkpoint id.
@@ -1495,6 +1571,7 @@ class Workspace:
         data_version = data_version if data_version is not None else meta.get("data_version")
         val_data_version = val_data_version if val_data_version is not None else meta.get("val_data_version")
         recipe = recipe if recipe is not None else meta.get("recipe")
+        train_scenes = train_scenes if train_scenes is not None else meta.get("train_scenes")
         if val_metrics and not val_data_version:
             raise ValueError("register_checkpoint: val_metrics need the val_data_version they were measured on")
         with self.transaction() as conn:
@@ -1502,14 +1579,16 @@ class Workspace:
                 raise ConflictError(f"checkpoint id '{cid}' is already registered in workspace {self.root}")
             conn.execute(
                 "INSERT INTO checkpoints (id, path, name, arch, encoder, scheme, created_at, parent_id, metrics, note, job_id, "
-                "data_version, val_data_version, recipe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "data_version, val_data_version, recipe, train_scenes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, self.relative(full, "checkpoint", inside=False), name, str(meta.get("arch", "")),
                  str(meta.get("encoder", "")), str(meta.get("scheme", "")), now_iso(),
                  parent_id if parent_id is not None else meta.get("parent_id"),
                  json.dumps(meta.get("metrics") or {}), note, job_id,
                  None if data_version is None else str(data_version),
                  None if val_data_version is None else str(val_data_version),
-                 json.dumps(recipe if isinstance(recipe, dict) else {})),
+                 json.dumps(recipe if isinstance(recipe, dict) else {}),
+                 json.dumps(sorted({str(x) for x in train_scenes})) if isinstance(train_scenes, (list, tuple))
+                 else None),
             )
             if val_metrics:
                 self._write_class_metrics(conn, cid, val_split, str(val_data_version), val_metrics, "train")
@@ -1538,6 +1617,26 @@ class Workspace:
         if isinstance(checkpoint, str):
             checkpoint = self.get_checkpoint(checkpoint)
         return self.path(checkpoint.path)
+
+    def learned_scenes(self) -> dict[str, frozenset[str]]:
+        """``{checkpoint id: the workspace scenes it learned from}``: those it was trained on itself plus those of
+        the checkpoints it was fine-tuned from (through ``parent_id``). A checkpoint whose training scenes were not
+        recorded (a registered file, older SegHZ) adds none: nothing is known of it."""
+        by_id = {c.id: c for c in self.list_checkpoints()}
+        out = {}
+        for cid, c in by_id.items():
+            seen, learned, a = set(), set(), c
+            while a is not None and a.id not in seen:  # the lineage walk, in memory
+                learned.update(a.train_scenes or ())
+                seen.add(a.id)
+                a = by_id.get(a.parent_id) if a.parent_id else None
+            out[cid] = frozenset(learned)
+        return out
+
+    def checkpoints_trained_on(self, scene_id: str) -> list[Checkpoint]:
+        """Registered checkpoints that learned from scene ``scene_id`` (:meth:`learned_scenes`), newest first."""
+        learned = self.learned_scenes()
+        return [c for c in self.list_checkpoints() if scene_id in learned.get(c.id, ())]
 
     def lineage(self, checkpoint_id: str) -> list[Checkpoint]:
         """The checkpoint and its ancestors through ``parent_id``: ``[itself, parent, grandparent, ...]``.

@@ -903,10 +903,13 @@ def test_train_submits_job_shows_result_and_promotes(ws):
         cancel_job(ws, job.id)
         pytest.fail(f"training job still {job.status} after {TRAIN_WAIT_S} s (CPU too busy?)")
     assert job.status == "done", job.message
+    new_id = job.result["checkpoint_id"]
+    (train_scene,) = ws.list_scenes("train")  # recorded, for the leakage warning of a later split move
+    assert ws.get_checkpoint(new_id).train_scenes == (train_scene.id,)
+    assert [c.id for c in ws.checkpoints_trained_on(train_scene.id)] == [new_id]
 
     at = app("pages/4_Train.py").run()  # a new session: everything comes back from the workspace
     assert_ok(at)
-    new_id = job.result["checkpoint_id"]
     assert len(at.get("plotly_chart")) >= 1  # loss / val curves
     at.sidebar.text_input(key="seghz_analyst").input("Ann").run()  # promotions are recorded with a name
     at.button(key=f"train_promote_{new_id}").click().run()

@@ -66,6 +66,7 @@ def test_the_refit_fits_only_the_training_scenes_reviewed_pixels(ws):  # noqa: F
     assert res["train_split"] == "train" and res["val_split"] == "val"
     meta = read_metadata(ws.checkpoint_path(ws.get_checkpoint(res["checkpoint_id"])))
     assert meta["refit_scenes"] == [train.id] and meta["refit_train_split"] == "train"
+    assert ws.get_checkpoint(res["checkpoint_id"]).train_scenes == (train.id,)  # what the head learned from
     log = _log(ws, jid)
     assert ("left out 2 048 reviewed pixels on 1 val scene(s) (" + val.id + "): the regression gate and the "
             "before/after table score on 'val'") in log

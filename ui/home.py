@@ -31,13 +31,13 @@ import html
 from pathlib import Path
 from typing import NamedTuple
 
-import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from seghz.report import checkpoint_val_metrics, fmt_pct, per_class_iou_table
 from ui.common import has_synthetic_scenes, metric_row, page_header, scheme_legend_html
+from ui.scenes import scenes_panel
 
 HOME_TITLE = "Home"
 HOME_ICON = ":material/home:"
@@ -168,16 +168,7 @@ def render_home(app_dir: Path) -> None:
                 ("Jobs failed / died", jobs["failed"] + jobs["died"]), ("Jobs cancelled", jobs["cancelled"])])
 
     if scenes:
-        with st.expander(f"Scenes ({len(scenes)})"):
-            st.dataframe(
-                pd.DataFrame([
-                    {"scene": s.id, "name": s.name, "split": s.split, "size": f"{s.width}×{s.height}",
-                     "scheme": s.scheme, "labelled": bool(s.label_path), "label version": ws.latest_label_version(s.id),
-                     "georeferenced": s.crs is not None, "synthetic": s.synthetic}
-                    for s in scenes
-                ]),
-                hide_index=True,
-            )
+        scenes_panel(ws)
     else:
         st.warning("The workspace has no scenes yet. Import imagery with the command below.")
 

@@ -17,15 +17,18 @@ from seghz.train.trainer import TrainConfig, train
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)} - {"parent_checkpoint"}
 
 
+def labelled_scenes(ws: Workspace, split: str) -> list:
+    """The scenes of ``split`` a training job learns from: those with an original label or a saved correction."""
+    return [s for s in ws.list_scenes(split) if s.label_path or ws.latest_label_version(s.id) > 0]
+
+
 def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False) -> list[tuple[np.ndarray, ...]]:
     """(image, effective label[, trusted mask]) of every labelled scene of a split, labels in ``scheme``.
 
     A scene counts as labelled when it has an original label or any saved correction; trusted pixels (corrected
     or confirmed by an analyst) are never dropped by the noise-mask loss."""
     out = []
-    for s in ws.list_scenes(split):
-        if not s.label_path and ws.latest_label_version(s.id) == 0:
-            continue
+    for s in labelled_scenes(ws, split):
         lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, scheme)
         img = read_image(ws.scene_path(s, "image"))
         out.append((img, lbl, ws.trusted_mask(s.id)) if trusted else (img, lbl))
@@ -79,6 +82,7 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     cfg.validate()
     get_scheme(cfg.scheme)
     progress.log(f"loading scenes for scheme {cfg.scheme}")
+    train_ids = [s.id for s in labelled_scenes(ws, config.get("train_split", "train"))]
     tr = _samples(ws, config.get("train_split", "train"), cfg.scheme, trusted=True)
     va = _samples(ws, config.get("val_split", "val"), cfg.scheme)
     if not tr:
@@ -97,7 +101,8 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     val_split = config.get("val_split", "val")
     dv_train, dv_val = ws.data_version(config.get("train_split", "train")), ws.data_version(val_split)
     res = train(cfg, tr, va, out, progress=progress.update, on_metrics=on_metrics, should_cancel=should_cancel,
-                meta_extra={"job_id": job_id, "data_version": dv_train, "val_data_version": dv_val})
+                meta_extra={"job_id": job_id, "data_version": dv_train, "val_data_version": dv_val,
+                            "train_scenes": train_ids})
     _cancel_before_registering(progress, out)
     from seghz import gate
     from seghz.models.checkpoint import read_metadata
@@ -108,7 +113,8 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     cid = ws.register_checkpoint(out, {**meta, "scheme": cfg.scheme}, name=config.get("name") or f"retrained {job_id[-6:]}",
                                  parent_id=parent_id, job_id=job_id, note="trained in the app", data_version=dv_train,
                                  val_data_version=dv_val, recipe=meta.get("recipe"),
-                                 val_metrics=best.get("per_class") if va else None, val_split=val_split)
+                                 val_metrics=best.get("per_class") if va else None, val_split=val_split,
+                                 train_scenes=train_ids)
     # regression gate against the active model on the same validation data; auto-promotion only on "pass"
     verdict, promoted = gate.after_training(ws, cid, split=val_split, auto_promote=bool(config.get("auto_promote")),
                                             job_id=job_id, log=progress.log)
@@ -243,7 +249,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
                          f"full retrain does; the '{val_split}' split is the yardstick the regression gate and the "
                          f"before/after table score on, and 'test' is held out. Correct or confirm pixels on a "
                          f"'{train_split}' scene, or, if a scene should be trained on, move it to the "
-                         f"'{train_split}' split (Workspace.set_split"
+                         f"'{train_split}' split (Home page, Scenes; or `python -m seghz scenes move`"
                          + (f"; it then no longer counts in the {' / '.join(repr(sp) for sp in yardstick)} score)"
                             if yardstick else ")"))
     if not corrected:
@@ -285,7 +291,8 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     kw = {"name": config.get("name") or f"refit {job_id[-6:]}", "parent_id": parent_id, "job_id": job_id,
           "note": f"head refit on {res.counts['corrected_used']} corrected pixels"}
     accepted = inspect.signature(ws.register_checkpoint).parameters
-    for k, v in (("data_version", dv), ("recipe", meta.get("recipe"))):
+    used = list(dict.fromkeys(list(corrected) + context_ids))  # every scene whose labels the head was fitted on
+    for k, v in (("data_version", dv), ("recipe", meta.get("recipe")), ("train_scenes", used)):
         if k in accepted:
             kw[k] = v
     cid = ws.register_checkpoint(out, {**meta, "scheme": ck_scheme}, **kw)

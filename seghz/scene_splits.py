@@ -1,0 +1,199 @@
+"""Moving workspace scenes between splits: what a move does, and the study's validation split as a proposal.
+
+The split a scene sits in decides what it is for: ``train`` scenes are learned from (full retrain, head refit),
+``val`` scenes are the yardstick (early stopping, the regression gate, the refit's before/after table), ``test``
+is held out, and ``none`` is neither. Moving a scene is therefore never cosmetic, and :func:`move_effects` says what
+a planned set of moves does before the analyst applies it (:meth:`seghz.store.Workspace.move_scenes`, which records
+who moved what and why):
+
+* a scene that leaves ``train`` for ``val``/``test`` while a registered model learned from it (itself or through
+  its parent, :meth:`~seghz.store.Workspace.checkpoints_trained_on`) makes that model's scores there optimistic;
+* the ``val`` split changes, so every score measured on it before is for other data (cached evaluations are keyed
+  by the split's data version and are recomputed; the gate scores both models again);
+* an empty ``val`` or ``train`` split, an unlabelled scene that counts for nothing, jobs that already read the
+  old splits.
+
+:func:`propose_val` builds the study's validation set -- greedy maximum class-distribution entropy
+(:func:`seghz.data.splits.greedy_max_entropy`) -- over the labelled scenes of ``train`` and ``val``, and proposes
+the moves that make it so (the chosen scenes leave ``train``: the study forgot that step).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from seghz.classes import get_scheme
+from seghz.data.splits import class_distribution, greedy_max_entropy
+from seghz.errors import SchemeMismatchError
+from seghz.evaluate import label_for_checkpoint
+from seghz.store import ACTIVE_JOB_STATUSES, SPLITS, Workspace
+
+PURPOSE = {
+    "train": "learned from by the retrain and the head refit",
+    "val": "the yardstick: early stopping, the regression gate, the refit's before/after table",
+    "test": "held out: scored only when you ask",
+    "none": "neither trained on nor scored",
+}
+JOB_KINDS_READING_SPLITS = ("train", "refit", "evaluate", "tta_report")
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One consequence of a planned set of moves: ``level`` is ``"warning"`` (think twice) or ``"info"``."""
+
+    level: str
+    text: str
+
+
+def planned_moves(ws: Workspace, wanted: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``{scene id: (from split, to split)}`` for the entries of ``wanted`` that change anything.
+
+    Raises:
+        ValueError: For an unknown split.
+        NotFoundError: For an unknown scene.
+    """
+    out = {}
+    for sid in sorted(wanted):
+        to = str(wanted[sid])
+        if to not in SPLITS:
+            raise ValueError(f"scene '{sid}': unknown split {to!r}; use one of {', '.join(SPLITS)}")
+        cur = ws.get_scene(sid).split
+        if cur != to:
+            out[sid] = (cur, to)
+    return out
+
+
+def _names(items: Sequence[str], limit: int = 4) -> str:
+    items = list(items)
+    head = ", ".join(items[:limit])
+    return head + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
+    """What applying ``wanted`` (``{scene id: split}``) would do; warnings first. Empty when nothing moves."""
+    moves = planned_moves(ws, wanted)
+    if not moves:
+        return []
+    warn: list[str] = []
+    info: list[str] = []
+    scenes = {s.id: s for s in ws.list_scenes()}
+    after = {sid: moves.get(sid, (s.split, s.split))[1] for sid, s in scenes.items()}
+    active = ws.active_checkpoint()
+
+    def labelled(sid: str) -> bool:
+        return bool(scenes[sid].label_path) or ws.latest_label_version(sid) > 0
+
+    for sid, (frm, to) in moves.items():
+        if to in ("val", "test"):
+            seen = ws.checkpoints_trained_on(sid)
+            if seen:
+                names = [f"{c.name} ({c.id})" + (" — the active model" if active and c.id == active.id else "")
+                         for c in seen]
+                warn.append(f"Scene {sid} goes to {to}, but {len(seen)} model(s) learned from it: {_names(names)}. "
+                            f"Their {to} scores will be optimistic (they have seen this scene); compare them there "
+                            "only against models retrained without it.")
+        if to != "none" and not labelled(sid):
+            info.append(f"Scene {sid} has no label and no saved correction: in {to} it counts for nothing until "
+                        "someone labels it.")
+        if frm == "train" and to != "train" and ws.latest_label_version(sid) > 0:
+            info.append(f"Scene {sid}'s saved corrections leave the training data: the next retrain or refit no "
+                        "longer learns from them.")
+        if to == "train" and frm in ("val", "test") and ws.latest_label_version(sid) > 0:
+            info.append(f"Scene {sid}'s saved corrections will be trained on by the next retrain or refit.")
+    val_changes = [sid for sid, (frm, to) in moves.items() if "val" in (frm, to)]
+    if val_changes:
+        info.append(f"The val split changes ({_names(val_changes)}): every score measured on val before is for other "
+                    "data. Cached evaluations are recomputed when asked for, and the regression gate scores both "
+                    "models again on the new val split.")
+    for split, consequence in (("val", "the regression gate has nothing to judge a candidate on and training has no "
+                                       "validation (no early stopping)"),
+                               ("train", "a retrain or refit has nothing to learn from")):
+        before = [sid for sid, s in scenes.items() if s.split == split and labelled(sid)]
+        now = [sid for sid, sp in after.items() if sp == split and labelled(sid)]
+        if before and not now:
+            warn.append(f"The {split} split will have no labelled scene: {consequence}.")
+    running = [j for j in ws.list_jobs() if j.status in ACTIVE_JOB_STATUSES and j.kind in JOB_KINDS_READING_SPLITS]
+    if running:
+        warn.append(f"{len(running)} job(s) queued or running ({_names([f'{j.kind} {j.id}' for j in running])}) "
+                    "read the splits as they are now: their results are for the old splits.")
+    return [Effect("warning", t) for t in warn] + [Effect("info", t) for t in info]
+
+
+def proposal_scheme(ws: Workspace) -> str:
+    """The scheme to compare scenes' class distributions in: the active model's, else the scenes' most common."""
+    active = ws.active_checkpoint()
+    if active is not None and active.scheme:
+        return active.scheme
+    schemes = Counter(s.scheme for s in ws.list_scenes())
+    if not schemes:
+        raise ValueError(f"workspace {ws.root} has no scenes")
+    return schemes.most_common(1)[0][0]
+
+
+@dataclass(frozen=True)
+class ValProposal:
+    """A proposed validation split: ``moves`` (``{scene id: split}``, only the changes), the chosen scenes in
+    pick order, the entropy (nats) of their pooled class distribution, that of the current val split, and the
+    scenes left out of the choice (no label, or no crosswalk to ``scheme``) with why."""
+
+    scheme: str
+    chosen: list[str]
+    moves: dict[str, str]
+    entropy: float
+    current_entropy: float | None
+    skipped: dict[str, str]
+
+
+def _pooled_entropy(dists: np.ndarray) -> float:
+    if len(dists) == 0:
+        return 0.0
+    p = dists.sum(0)
+    p = p[p > 0] / p.sum() if p.sum() > 0 else p[:0]
+    return float(-(p * np.log(p)).sum())
+
+
+def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence[str] = ("train", "val")) -> ValProposal:
+    """The study's validation split over the labelled scenes of ``pool``: ``k`` scenes chosen greedily so their
+    mean class distribution (in ``scheme``, default :func:`proposal_scheme`) has maximal entropy. The chosen scenes
+    go to ``val``, the rest of the pool to ``train``; ``test`` and ``none`` scenes are never touched.
+
+    Raises:
+        ValueError: When ``k`` < 1, or the pool holds fewer than ``k + 1`` labelled scenes (then nothing would be
+            left to train on).
+    """
+    if k < 1:
+        raise ValueError(f"a validation split needs at least 1 scene, not {k}")
+    scheme = scheme or proposal_scheme(ws)
+    nc = get_scheme(scheme).num_classes
+    ids, dists, skipped = [], [], {}
+    for s in ws.list_scenes():
+        if s.split not in pool:
+            continue
+        if not s.label_path and ws.latest_label_version(s.id) == 0:
+            skipped[s.id] = "no label and no correction"
+            continue
+        try:
+            lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, scheme)
+        except (SchemeMismatchError, KeyError) as e:
+            skipped[s.id] = f"its scheme {s.scheme} does not map to {scheme} ({e})"
+            continue
+        d = class_distribution(lbl, nc)
+        if d.sum() == 0:
+            skipped[s.id] = "every pixel is ignore (255)"
+            continue
+        ids.append(s.id)
+        dists.append(d)
+    if len(ids) < k + 1:
+        raise ValueError(f"the {' and '.join(pool)} splits hold {len(ids)} labelled scene(s) in scheme {scheme}: "
+                         f"{k} for val would leave {max(0, len(ids) - k)} to train on; choose fewer")
+    d = np.stack(dists)
+    pick = greedy_max_entropy(d, k)
+    chosen = [ids[i] for i in pick]
+    current = [i for i, sid in enumerate(ids) if ws.get_scene(sid).split == "val"]
+    wanted = {sid: ("val" if sid in chosen else "train") for sid in ids}
+    moves = {sid: to for sid, to in wanted.items() if ws.get_scene(sid).split != to}
+    return ValProposal(scheme, chosen, moves, _pooled_entropy(d[pick]),
+                       _pooled_entropy(d[current]) if current else None, skipped)

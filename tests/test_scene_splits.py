@@ -1,0 +1,229 @@
+"""Moving scenes between splits: the store's recorded, all-or-nothing moves; which models learned from a scene
+(lineage included); what a planned move does (seghz.scene_splits.move_effects); the study's greedy max-entropy
+validation split as a proposal; the ``seghz scenes`` command; the Home page's Scenes panel."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_pages import app, assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
+
+from seghz import scene_splits
+from seghz.cli import main
+from seghz.data.io import write_index_mask, write_rgb
+from seghz.store import NotFoundError, Workspace
+
+S = 8  # scene side, pixels
+
+
+def _scene(w: Workspace, sid: str, split: str, classes: list[int] | None) -> None:
+    """An S×S hz7 scene whose label holds ``classes`` in equal horizontal bands (None: no label)."""
+    folder = w.root / "scenes" / sid
+    img = folder / "image.png"
+    write_rgb(img, np.random.default_rng(len(sid)).integers(0, 255, (S, S, 3), dtype=np.uint8))
+    lbl = None
+    if classes is not None:
+        mask = np.zeros((S, S), np.uint8)
+        for i, c in enumerate(classes):
+            mask[i * S // len(classes):(i + 1) * S // len(classes)] = c
+        lbl = folder / "label.png"
+        write_index_mask(lbl, mask)
+    w.add_scene(sid, img, "hz7", label_path=lbl, split=split, scene_id=sid)
+
+
+@pytest.fixture
+def four(tmp_path) -> Workspace:
+    """a: class 0; b: classes 0,1; c: classes 2-5; d: class 6 (all train); e: class 6 (test); f: no label."""
+    w = Workspace(tmp_path / "ws4")
+    for sid, split, classes in (("a", "train", [0]), ("b", "train", [0, 1]), ("c", "train", [2, 3, 4, 5]),
+                                ("d", "val", [6]), ("e", "test", [6]), ("f", "train", None)):
+        _scene(w, sid, split, classes)
+    return w
+
+
+def _ckpt(w: Workspace, cid: str, **kw) -> str:
+    f = w.root / "checkpoints" / f"{cid}.safetensors"
+    f.write_bytes(b"x")
+    return w.register_checkpoint(f, {"scheme": "hz7"}, checkpoint_id=cid, name=f"model {cid}", **kw)
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+def test_moves_are_recorded_with_who_and_why_and_no_ops_are_not(four):
+    done = four.move_scenes({"a": "val", "b": "train", "c": "test"}, analyst=" Ann ", reason="study split")
+    assert [(m.scene_id, m.from_split, m.to_split, m.analyst, m.reason) for m in done] == [
+        ("a", "train", "val", "Ann", "study split"), ("c", "train", "test", "Ann", "study split")]
+    assert four.get_scene("a").split == "val" and four.get_scene("c").split == "test"
+    four.set_split("a", "none", analyst="Bob")
+    hist = four.split_history()
+    assert [(h.scene_id, h.to_split, h.analyst) for h in hist] == [("a", "none", "Bob"), ("c", "test", "Ann"),
+                                                                   ("a", "val", "Ann")]
+    assert [h.to_split for h in four.split_history("a")] == ["none", "val"]
+    assert four.split_history("a", limit=1)[0].to_split == "none"
+
+
+def test_a_bad_move_moves_nothing(four):
+    dv = four.data_version("val")
+    with pytest.raises(NotFoundError, match="scene 'zz'"):
+        four.move_scenes({"a": "val", "zz": "val"}, analyst="Ann")
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        four.move_scenes({"a": "val", "b": "validation"}, analyst="Ann")
+    assert four.get_scene("a").split == "train" and four.split_history() == []
+    assert four.data_version("val") == dv
+
+
+def test_a_move_changes_the_data_version_of_both_splits(four):
+    before = {sp: four.data_version(sp) for sp in ("train", "val", "test")}
+    four.move_scenes({"a": "val"})
+    after = {sp: four.data_version(sp) for sp in ("train", "val", "test")}
+    assert after["train"] != before["train"] and after["val"] != before["val"] and after["test"] == before["test"]
+
+
+def test_models_that_learned_from_a_scene_include_fine_tuned_children(four):
+    _ckpt(four, "parent", train_scenes=["a", "b"])
+    _ckpt(four, "child", parent_id="parent", train_scenes=["c"])
+    _ckpt(four, "file")  # registered from a file: its training scenes are unknown
+    assert four.get_checkpoint("parent").train_scenes == ("a", "b")
+    assert four.get_checkpoint("file").train_scenes is None
+    learned = four.learned_scenes()
+    assert learned == {"parent": {"a", "b"}, "child": {"a", "b", "c"}, "file": frozenset()}
+    assert sorted(c.id for c in four.checkpoints_trained_on("a")) == ["child", "parent"]
+    assert [c.id for c in four.checkpoints_trained_on("c")] == ["child"]
+    assert four.checkpoints_trained_on("d") == []
+
+
+# ------------------------------------------------------------------------------------------------ effects
+
+
+def _texts(effects, level=None) -> str:
+    return "\n".join(e.text for e in effects if level is None or e.level == level)
+
+
+def test_moving_a_scene_a_model_learned_from_into_val_warns_and_names_the_models(four):
+    _ckpt(four, "parent", train_scenes=["a"])
+    _ckpt(four, "child", parent_id="parent", train_scenes=["b"])
+    four.set_active_checkpoint("child")
+    eff = scene_splits.move_effects(four, {"a": "val"})
+    warn = _texts(eff, "warning")
+    assert "Scene a goes to val, but 2 model(s) learned from it" in warn
+    assert "model child (child) — the active model" in warn and "model parent (parent)" in warn
+    assert "optimistic" in warn
+    assert "The val split changes (a)" in _texts(eff, "info")
+    # the child's own scene: only the child learned from it; to 'none' there is no leakage to warn of
+    assert "1 model(s) learned from it: model child (child)" in _texts(scene_splits.move_effects(four, {"b": "test"}))
+    assert not [e for e in scene_splits.move_effects(four, {"b": "none"}) if "learned from it" in e.text]
+    assert scene_splits.move_effects(four, {"a": "train"}) == []  # no move, nothing to say
+
+
+def test_emptying_val_unlabelled_scenes_corrections_and_running_jobs_are_named(four):
+    eff = scene_splits.move_effects(four, {"d": "train"})
+    assert "The val split will have no labelled scene" in _texts(eff, "warning")
+    assert "no label and no saved correction" in _texts(scene_splits.move_effects(four, {"f": "val"}), "info")
+    assert "no label" not in _texts(scene_splits.move_effects(four, {"f": "none"}))
+    m = four.effective_label("a")
+    m[0, 0] = 3
+    four.save_label_version("a", m, 0, "Ann", "brush")
+    assert "saved corrections leave the training data" in _texts(scene_splits.move_effects(four, {"a": "val"}))
+    four.move_scenes({"a": "val"})
+    assert "will be trained on by the next retrain" in _texts(scene_splits.move_effects(four, {"a": "train"}))
+    jid = four.create_job("train", {})
+    assert f"1 job(s) queued or running (train {jid})" in _texts(scene_splits.move_effects(four, {"a": "train"}))
+    # effects come before the analyst decides: nothing moved by asking
+    assert four.get_scene("a").split == "val"
+
+
+# ------------------------------------------------------------------------------------------------ proposal
+
+
+def test_the_proposal_is_the_greedy_max_entropy_choice_computed_by_hand(four):
+    # pool = labelled train + val scenes: a [0], b [0,1], c [2,3,4,5], d [6]; e (test) never moves; f has no label
+    p1 = scene_splits.propose_val(four, 1)
+    assert p1.scheme == "hz7" and p1.chosen == ["c"]  # ln 4, the most classes evenly
+    assert p1.entropy == pytest.approx(math.log(4)) and p1.current_entropy == pytest.approx(0.0)  # d: one class
+    assert p1.moves == {"c": "val", "d": "train"} and p1.skipped == {"f": "no label and no correction"}
+    # second pick: b makes the pooled distribution [.25 .25 .125 .125 .125 .125 0] (a or d would give ln 4 only)
+    p2 = scene_splits.propose_val(four, 2)
+    assert p2.chosen == ["c", "b"]
+    assert p2.entropy == pytest.approx(0.5 * math.log(4) + 0.5 * math.log(8))
+    assert p2.moves == {"b": "val", "c": "val", "d": "train"} and "e" not in p2.moves
+    with pytest.raises(ValueError, match="hold 4 labelled scene"):
+        scene_splits.propose_val(four, 4)
+    with pytest.raises(ValueError, match="at least 1"):
+        scene_splits.propose_val(four, 0)
+
+
+def test_the_proposal_counts_saved_corrections(four):
+    m = four.effective_label("a")
+    m[:] = 0
+    m[4:6] = 1
+    m[6:] = 6  # a now holds [.5 .25 0 0 0 0 .25]: with c, 1.906 nats, where b gives 1.733
+    four.save_label_version("a", m, 0, "Ann", "brush")
+    p = scene_splits.propose_val(four, 2)
+    assert p.chosen == ["c", "a"]
+    assert p.entropy == pytest.approx(0.25 * math.log(4) + 0.75 * math.log(8))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_the_scenes_command_lists_moves_with_a_name_and_proposes(four, capsys):
+    root = str(four.root)
+    assert main(["--workspace", root, "scenes", "list", "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert [ln.split()[0] for ln in out.splitlines()] == ["a", "b", "c", "f"]
+    assert "train 8x8 hz7    no label  f" in out
+    assert main(["--workspace", root, "scenes", "move", "a", "b", "--to", "val"]) == 2
+    out, err = capsys.readouterr()
+    assert "a: train → val" in out and "--analyst NAME" in err and four.get_scene("a").split == "train"
+    assert main(["--workspace", root, "scenes", "move", "a", "--to", "val", "--analyst", "Ann", "--dry-run"]) == 0
+    assert "nothing moved" in capsys.readouterr().out and four.get_scene("a").split == "train"
+    assert main(["--workspace", root, "scenes", "move", "a", "--to", "val", "--analyst", "Ann", "--reason", "r"]) == 0
+    assert four.get_scene("a").split == "val" and "moved 1 scene(s)" in capsys.readouterr().out
+    assert main(["--workspace", root, "scenes", "history"]) == 0
+    assert "a: train → val  by Ann  — r" in capsys.readouterr().out
+    assert main(["--workspace", root, "scenes", "propose-val", "--k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "val = c" in out and "(a proposal" in out and four.get_scene("c").split == "train"
+    assert main(["--workspace", root, "scenes", "propose-val", "--k", "1", "--apply", "--analyst", "Ann"]) == 0
+    assert [s.id for s in four.list_scenes("val")] == ["c"]
+    assert four.split_history()[0].reason == "greedy max class-entropy validation split"
+    assert main(["--workspace", root, "scenes", "move", "zz", "--to", "val", "--analyst", "Ann"]) == 2
+    assert "scene 'zz' does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ Home page
+
+
+def _editor_key(at) -> str:
+    (ed,) = [e for e in at.data_editor if "split" in e.value.columns]
+    return ed.key
+
+
+def test_home_scenes_panel_shows_effects_and_moves_only_under_a_name(ws):  # noqa: F811
+    at = app("app.py").run()
+    assert_ok(at)
+    key = _editor_key(at)
+    frame = next(e.value for e in at.data_editor if e.key == key)
+    assert list(frame["scene"]) == [s.id for s in ws.list_scenes()] and list(frame["split"]) == ["train", "val"]
+    assert not [b for b in at.button if b.key == "seghz_split_apply"]  # nothing planned, nothing to apply
+    at.session_state[key] = {"edited_rows": {0: {"split": "val"}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert_ok(at)
+    (train,) = ws.list_scenes("train")
+    t = texts(at)
+    assert "1 planned move(s)" in t and "The train split will have no labelled scene" in t
+    assert "The val split changes" in t
+    assert at.button(key="seghz_split_apply").disabled  # no analyst name yet
+    assert "every split move records who made it" in t
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    at.text_input(key="seghz_split_reason").input("more val").run()
+    at.button(key="seghz_split_apply").click().run()
+    assert_ok(at)
+    assert ws.get_scene(train.id).split == "val"
+    (h,) = ws.split_history()
+    assert (h.scene_id, h.from_split, h.to_split, h.analyst, h.reason) == (train.id, "train", "val", "Ann", "more val")
+    assert f"Moved 1 scene(s): {train.id} train → val (recorded under Ann)." in texts(at)
+    frame = next(e.value for e in at.data_editor if "split" in e.value.columns)  # fresh rows: the moved split
+    assert list(frame["split"]) == ["val", "val"]

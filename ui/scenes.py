@@ -1,0 +1,146 @@
+"""The Home page's Scenes panel: every scene with its split, editable; what a move does before it is made.
+
+Moving scenes between splits is done here (or with ``python -m seghz scenes move``): the analyst edits the split
+column (or asks for the study's greedy max-entropy validation split), reads the consequences
+(:func:`seghz.scene_splits.move_effects`: leakage of scenes a model learned from into val/test, the val split's
+scores going stale, an empty split, running jobs), and applies the moves under their name
+(:meth:`seghz.store.Workspace.move_scenes`), which records who moved what and why.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from seghz import scene_splits
+from seghz.store import SPLITS, Workspace
+from ui.common import analyst_name, analyst_problem
+
+PLAN_KEY = "seghz_split_plan"  # {scene id: split}: a proposal not yet applied (it pre-fills the editor)
+GEN_KEY = "seghz_split_editor_gen"  # bumped to give the editor fresh rows (after a proposal, apply or discard)
+DONE_KEY = "seghz_split_done"  # the message of the last applied moves, shown once
+
+
+def _editor_key() -> str:
+    return f"seghz_scene_splits_{st.session_state.get(GEN_KEY, 0)}"
+
+
+def _reset_editor(plan: dict[str, str] | None = None) -> None:
+    st.session_state[PLAN_KEY] = dict(plan or {})
+    st.session_state[GEN_KEY] = st.session_state.get(GEN_KEY, 0) + 1
+
+
+def scene_table(ws: Workspace, scenes, plan: dict[str, str]) -> pd.DataFrame:
+    """One row per scene, its split as planned (``plan`` over the current split)."""
+    rows = []
+    learned = ws.learned_scenes()
+    for s in scenes:
+        rows.append({
+            "scene": s.id, "split": plan.get(s.id, s.split), "name": s.name, "size": f"{s.width}×{s.height}",
+            "scheme": s.scheme, "labelled": bool(s.label_path), "label version": ws.latest_label_version(s.id),
+            "models trained on it": sum(s.id in sc for sc in learned.values()), "georeferenced": s.crs is not None, "synthetic": s.synthetic,
+        })
+    return pd.DataFrame(rows)
+
+
+def wanted_moves(scenes, edited: pd.DataFrame) -> dict[str, str]:
+    """``{scene id: split}`` where the edited table differs from the scenes' current splits."""
+    current = {s.id: s.split for s in scenes}
+    return {str(r["scene"]): str(r["split"]) for _, r in edited.iterrows()
+            if str(r["scene"]) in current and str(r["split"]) != current[str(r["scene"])]}
+
+
+def scenes_panel(ws: Workspace) -> None:
+    """The Scenes expander of the Home page (see the module docstring)."""
+    scenes = ws.list_scenes()
+    ss = st.session_state
+    plan = {k: v for k, v in (ss.get(PLAN_KEY) or {}).items() if any(s.id == k for s in scenes)}
+    done = ss.pop(DONE_KEY, None)
+    with st.expander(f"Scenes ({len(scenes)}) — splits", expanded=bool(plan) or bool(done)):
+        if done:
+            st.success(done)
+        st.caption(" · ".join(f"**{k}**: {v}" for k, v in scene_splits.PURPOSE.items())
+                   + ". Change a scene's split in the table; what the move does is shown before you apply it.")
+        edited = st.data_editor(
+            scene_table(ws, scenes, plan), key=_editor_key(), hide_index=True, width="stretch",
+            disabled=[c for c in ("scene", "name", "size", "scheme", "labelled", "label version",
+                                  "models trained on it", "georeferenced", "synthetic")],
+            column_config={
+                "split": st.column_config.SelectboxColumn("split", options=list(SPLITS), required=True,
+                                                          help="train / val / test / none: click to change"),
+                "models trained on it": st.column_config.NumberColumn(
+                    help="Registered models that learned from this scene (themselves or through the model they were "
+                         "fine-tuned from); unknown for models registered from files"),
+            },
+        )
+        wanted = wanted_moves(scenes, edited)
+        _proposal_controls(ws, scenes)
+        if not wanted:
+            if plan:
+                st.info("The proposal matches the current splits: nothing to move.")
+            _history(ws)
+            return
+        st.markdown(f"**{len(wanted)} planned move(s)**")
+        st.dataframe(pd.DataFrame([{"scene": sid, "from": frm, "to": to}
+                                   for sid, (frm, to) in scene_splits.planned_moves(ws, wanted).items()]),
+                     hide_index=True)
+        for e in scene_splits.move_effects(ws, wanted):
+            (st.warning if e.level == "warning" else st.info)(e.text)
+        name = analyst_name()
+        problem = analyst_problem(name)
+        reason = st.text_input("Why (recorded with the move)", key="seghz_split_reason",
+                               placeholder="e.g. the study's validation split; scene re-labelled")
+        if problem:
+            st.caption(problem.replace("every label edit records who made it", "every split move records who made it"))
+        c1, c2 = st.columns(2)
+        if c1.button(f"Apply {len(wanted)} move(s)", type="primary", disabled=problem is not None,
+                     key="seghz_split_apply"):
+            moved = ws.move_scenes(wanted, analyst=name, reason=reason)
+            ss[DONE_KEY] = (f"Moved {len(moved)} scene(s): "
+                            + ", ".join(f"{m.scene_id} {m.from_split} → {m.to_split}" for m in moved)
+                            + f" (recorded under {name}).")
+            _reset_editor()
+            st.rerun()
+        if c2.button("Discard", key="seghz_split_discard"):
+            _reset_editor()
+            st.rerun()
+        _history(ws)
+
+
+def _proposal_controls(ws: Workspace, scenes) -> None:
+    """The study's validation split (greedy max class entropy) as a proposal that pre-fills the table."""
+    pool = [s for s in scenes if s.split in ("train", "val")]
+    if len(pool) < 2:
+        return
+    with st.popover("Propose a validation split (study: greedy max class entropy)"):
+        default = max(1, sum(s.split == "val" for s in pool) or round(0.2 * len(pool)))
+        k = st.number_input("Scenes in val", min_value=1, max_value=len(pool) - 1, value=min(default, len(pool) - 1),
+                            key="seghz_split_k",
+                            help="Chosen among the labelled train and val scenes so the pooled class distribution "
+                                 "of val has the most entropy (every class represented as evenly as possible); the "
+                                 "rest go to train. Test scenes stay where they are.")
+        if st.button("Propose", key="seghz_split_propose"):
+            try:
+                prop = scene_splits.propose_val(ws, int(k))
+            except ValueError as e:
+                st.error(str(e))
+                return
+            cur = "—" if prop.current_entropy is None else f"{prop.current_entropy:.3f}"
+            st.session_state[DONE_KEY] = None
+            _reset_editor(prop.moves)
+            st.session_state["seghz_split_proposal_note"] = (
+                f"Proposed val: {', '.join(prop.chosen)} — class entropy {prop.entropy:.3f} nats in scheme "
+                f"{prop.scheme} (the current val split's: {cur})."
+                + (f" Left out: {'; '.join(f'{k}: {v}' for k, v in prop.skipped.items())}." if prop.skipped else ""))
+            st.rerun()
+    note = st.session_state.get("seghz_split_proposal_note")
+    if note and st.session_state.get(PLAN_KEY):
+        st.caption(note)
+
+
+def _history(ws: Workspace) -> None:
+    hist = ws.split_history(limit=10)
+    if hist:
+        st.caption("Recent moves")
+        st.dataframe(pd.DataFrame([{"when (UTC)": h.created_at[:19].replace("T", " "), "scene": h.scene_id,
+                                    "from": h.from_split, "to": h.to_split, "by": h.analyst or "—",
+                                    "why": h.reason} for h in hist]), hide_index=True)
