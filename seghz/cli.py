@@ -1424,8 +1424,17 @@ def end_process(code: int) -> NoReturn:
 
 
 def entry() -> NoReturn:
-    """The ``seghz`` command and ``python -m seghz``: :func:`main` on the command line, then :func:`end_process`."""
-    end_process(main())
+    """The ``seghz`` command and ``python -m seghz``: :func:`main` on the command line, then :func:`end_process`.
+
+    Output piped into a reader that stops early (``| head``) ends the command quietly, as other Unix tools do,
+    instead of with a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush goes nowhere
+        code = 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe closed
+    end_process(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,18 @@ def test_end_process_leaves_a_torchrun_worker_through_os_exit_with_its_output_fl
         assert out.returncode == 3, (world, out.stderr[-2000:])
         assert out.stdout.startswith("buffered line") and "err line" in out.stderr, world
         assert ("teardown ran" in out.stdout) is teardown, world  # os._exit skips atexit and the teardown
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """``seghz scenes list | head -1``: the CLI ends with status 141 (SIGPIPE, as Unix tools do), no traceback."""
+    code = ("import seghz.cli as c\n"
+            "c.main = lambda: sum(print('scene ' + 'x' * 100) or 0 for _ in range(200000))\n"
+            "c.entry()\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("scene x")
+    proc.stdout.close()  # the reader stops, like head -1
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]
