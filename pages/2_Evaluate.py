@@ -346,13 +346,14 @@ def compare_section() -> None:
         if hit[1] == "evaluated":
             results[compare.checkpoint_label(by_id[c])] = hit[0]
     if sel[0] not in missing and len(results) >= 2:
-        deltas = compare.class_iou_deltas(results, intervals=True)
+        pairs = compare.paired_intervals(results)  # one bootstrap per pair, for both tables
+        deltas = compare.class_iou_deltas(results, intervals=True, pairs=pairs)
         st.markdown(f"**Per-class IoU on {csplit}: the baseline's IoU, then each checkpoint's change (pp) with its "
                     "95 % interval**")
         st.dataframe(compare.style_deltas(deltas), hide_index=True, key="eval_cmp_deltas", placeholder=NA)
         st.caption("Intervals: paired bootstrap over the scenes both were scored on; * = the interval excludes 0 "
                    "(the change is beyond the scene-to-scene noise). – = no interval (fewer than 2 common scenes).")
-        sure = compare.miou_difference_table(results)
+        sure = compare.miou_difference_table(results, pairs=pairs)
         st.dataframe(compare.style_miou_difference(sure), hide_index=True, key="eval_cmp_sure", placeholder=NA)
         st.caption("mIoU minus the baseline's with a 95 % interval from 2000 paired bootstrap rounds over the scenes "
                    "(scenes, not pixels, are the draws). *cannot tell*: the interval holds 0, so this split cannot "

@@ -184,15 +184,39 @@ def missing_evaluations(ws: Any, checkpoint_ids: Sequence[str], split: str) -> l
     return [c for c in checkpoint_ids if cached_evaluation(ws, c, split, "none", dv) is None]
 
 
+def paired_intervals(results: Mapping[str, Mapping], rounds: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, tuple[dict | None, str, int]]:
+    """The paired scene bootstrap of each result after the first against the first, ``{label: (result, why, scenes)}``
+    (:func:`seghz.metrics.paired_scene_bootstrap`; per class too when both have the same class list): computed once
+    for both :func:`class_iou_deltas` and :func:`miou_difference_table`, which would otherwise each draw the same
+    rounds."""
+    from seghz.metrics import paired_scene_bootstrap
+
+    labels = list(results)
+    out = {}
+    if not labels:
+        return out
+    base = results[labels[0]]
+    names = list(base.get("classes") or [])
+    for lab in labels[1:]:
+        other = results[lab]
+        same = bool(names) and list(other.get("classes") or []) == names
+        out[lab] = paired_scene_bootstrap(base.get("per_scene") or {}, other.get("per_scene") or {},
+                                          names if same else None, rounds=rounds, level=level, seed=seed)
+    return out
+
+
 def class_iou_deltas(results: Mapping[str, Mapping], intervals: bool = False, rounds: int = 2000,
-                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                     level: float = 0.95, seed: int = 0,
+                     pairs: Mapping[str, tuple[dict | None, str, int]] | None = None) -> pd.DataFrame:
     """Per-class IoU: the first result's IoU, then each other result's IoU minus it, in percentage points.
 
     ``results`` maps a checkpoint label to an evaluation result (``classes`` and ``per_class``). Columns:
     ``class``, ``<first> IoU``, ``Δ <label> (pp)`` for the others. Classes are the union, in first-seen order.
     With ``intervals``, each ``Δ`` column is followed by ``<label>: 95 % (pp)``, the paired scene-bootstrap
     interval of the class's change (:func:`seghz.metrics.paired_scene_bootstrap` of the results' ``per_scene``;
-    text such as ``[-3.1, +0.4]``, with `` *`` when it excludes 0; ``–`` without one).
+    text such as ``[−3.1, +0.4]``, with `` *`` when it excludes 0; ``–`` without one). ``pairs``: the bootstraps
+    already drawn (:func:`paired_intervals` of the same ``results``).
     """
     labels = list(results)
     if not labels:
@@ -205,22 +229,17 @@ def class_iou_deltas(results: Mapping[str, Mapping], intervals: bool = False, ro
 
     base = results[labels[0]]
     df = pd.DataFrame({"class": classes, f"{labels[0]} IoU": [iou(base, c) for c in classes]})
+    if intervals and pairs is None:
+        pairs = paired_intervals(results, rounds, level, seed)
     for lab in labels[1:]:
         df[f"Δ {lab} (pp)"] = [100 * (iou(results[lab], c) - iou(base, c)) for c in classes]
         if intervals:
-            df[f"{lab}: {100 * level:.0f} % (pp)"] = _class_spans(base, results[lab], classes, rounds, level, seed)
+            df[f"{lab}: {100 * level:.0f} % (pp)"] = _class_spans((pairs or {}).get(lab, (None, "", 0))[0], classes)
     return df
 
 
-def _class_spans(base: Mapping, other: Mapping, classes: list[str], rounds: int, level: float, seed: int) -> list[str]:
-    from seghz.metrics import paired_scene_bootstrap
-
-    names = list(base.get("classes") or [])
-    same = names and list(other.get("classes") or []) == names
-    r = None
-    if same:
-        r, _, _ = paired_scene_bootstrap(base.get("per_scene") or {}, other.get("per_scene") or {}, names,
-                                         rounds=rounds, level=level, seed=seed)
+def _class_spans(r: Mapping | None, classes: list[str]) -> list[str]:
+    """The per-class interval texts of one paired bootstrap result (``–`` where it has none)."""
     out = []
     for c in classes:
         d = ((r or {}).get("per_class") or {}).get(c) or {}
@@ -236,7 +255,7 @@ MIOU_DIFF_COLUMNS = ["checkpoint", "Δ mIoU (pp)", "low (pp)", "high (pp)", "hig
 
 
 def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, level: float = 0.95,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, pairs: Mapping[str, tuple[dict | None, str, int]] | None = None) -> pd.DataFrame:
     """Is each checkpoint's mIoU really different from the first's on this split? One row per other checkpoint.
 
     ``results`` maps a checkpoint label to an evaluation result with per-scene confusion matrices (``per_scene``,
@@ -245,19 +264,17 @@ def miou_difference_table(results: Mapping[str, Mapping], rounds: int = 2000, le
     ``verdict`` is ``higher`` / ``lower`` when the interval excludes 0, ``cannot tell`` when it holds it, or why
     there is no interval (fewer than 2 common scenes, no per-scene counts, another class count). Without an
     interval, ``Δ mIoU (pp)`` is still the difference of the results' ``miou`` when both have one (NaN otherwise);
-    ``low``, ``high`` and ``higher in`` are NaN.
+    ``low``, ``high`` and ``higher in`` are NaN. ``pairs``: the bootstraps already drawn (:func:`paired_intervals`).
     """
-    from seghz.metrics import paired_scene_bootstrap
-
     labels = list(results)
     rows = []
     if len(labels) < 2:
         return pd.DataFrame(columns=MIOU_DIFF_COLUMNS)
     first = results[labels[0]]
-    base = first.get("per_scene") or {}
+    if pairs is None:
+        pairs = paired_intervals(results, rounds, level, seed)
     for lab in labels[1:]:
-        r, why, n = paired_scene_bootstrap(base, results[lab].get("per_scene") or {}, rounds=rounds, level=level,
-                                           seed=seed)
+        r, why, n = pairs[lab]
         a, b = _num(first.get("miou")), _num(results[lab].get("miou"))
         point = np.nan if a is None or b is None else 100 * (b - a)  # known without an interval
         row = {"checkpoint": lab, "Δ mIoU (pp)": point, "low (pp)": np.nan, "high (pp)": np.nan,
@@ -467,6 +484,7 @@ __all__ = [
     "cumulative_tta_specs",
     "delta_color",
     "missing_evaluations",
+    "paired_intervals",
     "recipe_diff",
     "recorded_scores",
     "region_bbox",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from seghz import compare
@@ -356,6 +357,25 @@ def test_class_iou_deltas_with_per_class_intervals():
     lo, hi = (float(v.replace("−", "-")) for v in b["y"].rstrip(" *").strip("[]").split(","))
     assert lo - 0.05 <= df.loc[1, "Δ B (pp)"] <= hi + 0.05 and hi < 0  # the text is rounded to 0.1 pp
     assert df.loc[1, "Δ C (pp)"] < -2 and not c["y"].endswith("*")  # one scene: the interval reaches 0
+    # both tables from one bootstrap per pair (the page draws them once): the same tables as drawing separately
+    from seghz import metrics
+
+    calls = []
+    real = metrics.paired_scene_bootstrap
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(metrics, "paired_scene_bootstrap", counted):
+        pairs = compare.paired_intervals(results)
+        shared = (compare.class_iou_deltas(results, intervals=True, pairs=pairs),
+                  compare.miou_difference_table(results, pairs=pairs))
+    assert len(calls) == 2  # B and C against A, once each
+    pd.testing.assert_frame_equal(shared[0], df)
+    pd.testing.assert_frame_equal(shared[1], compare.miou_difference_table(results))
     # no per-scene counts, or another class list: no interval, no crash
     results["C"] = {k: v for k, v in results["C"].items() if k != "per_scene"}
     results["B"] = {**results["B"], "classes": ["y", "x"]}
