@@ -8,6 +8,8 @@ who moved what and why):
 
 * a scene that leaves ``train`` for ``val``/``test`` while a registered model learned from it (itself or through
   its parent, :meth:`~seghz.store.Workspace.checkpoints_trained_on`) makes that model's scores there optimistic;
+  models that did not record their training scenes (:meth:`~seghz.store.Workspace.unrecorded_learning`) are named
+  as unknowns, never counted as "did not learn from it";
 * the ``val`` split changes, so every score measured on it before is for other data (cached evaluations are keyed
   by the split's data version and are recomputed; the gate scores both models again);
 * an empty ``val`` or ``train`` split, an unlabelled scene that counts for nothing, jobs that already read the
@@ -86,6 +88,13 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
     def labelled(sid: str) -> bool:
         return bool(scenes[sid].label_path) or ws.latest_label_version(sid) > 0
 
+    unsure = ws.unrecorded_learning()
+    yardstick = [sid for sid, (_, to) in moves.items() if to in ("val", "test")]
+    if unsure and yardstick:
+        names = [f"{c.name} ({c.id})" + (" — the active model" if active and c.id == active.id else "") for c in unsure]
+        info.append(f"{len(unsure)} model(s) do not record which scenes they learned from (registered from a file, or "
+                    f"fine-tuned from one): {_names(names)}. If one of them trained on {_names(yardstick)}, its "
+                    "val/test scores there are optimistic.")
     for sid, (frm, to) in moves.items():
         if to in ("val", "test"):
             seen = ws.checkpoints_trained_on(sid)
@@ -108,9 +117,10 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
         info.append(f"The val split changes ({_names(val_changes)}): every score measured on val before is for other "
                     "data. Cached evaluations are recomputed when asked for, and the regression gate scores both "
                     "models again on the new val split.")
-    for split, consequence in (("val", "the regression gate has nothing to judge a candidate on and training has no "
-                                       "validation (no early stopping)"),
-                               ("train", "a retrain or refit has nothing to learn from")):
+    emptied = {"val": ("the regression gate has nothing to judge a candidate on and training has no validation "
+                       "(no early stopping)"),
+               "train": "a retrain or refit has nothing to learn from"}
+    for split, consequence in emptied.items():
         before = [sid for sid, s in scenes.items() if s.split == split and labelled(sid)]
         now = [sid for sid, sp in after.items() if sp == split and labelled(sid)]
         if before and not now:

@@ -1618,20 +1618,36 @@ class Workspace:
             checkpoint = self.get_checkpoint(checkpoint)
         return self.path(checkpoint.path)
 
-    def learned_scenes(self) -> dict[str, frozenset[str]]:
-        """``{checkpoint id: the workspace scenes it learned from}``: those it was trained on itself plus those of
-        the checkpoints it was fine-tuned from (through ``parent_id``). A checkpoint whose training scenes were not
-        recorded (a registered file, older SegHZ) adds none: nothing is known of it."""
-        by_id = {c.id: c for c in self.list_checkpoints()}
-        out = {}
-        for cid, c in by_id.items():
-            seen, learned, a = set(), set(), c
+    def _lineage_learning(self) -> tuple[list[Checkpoint], dict[str, frozenset[str]], set[str]]:
+        """Every checkpoint (newest first), the workspace scenes each learned from (its own recorded
+        ``train_scenes`` plus its ancestors', through ``parent_id``), and the ids of those whose lineage holds a
+        checkpoint that did not record them (registered from a file, older SegHZ): what they learned is unknown."""
+        every = self.list_checkpoints()
+        by_id = {c.id: c for c in every}
+        learned, unknown = {}, set()
+        for c in every:
+            seen, scenes, a = set(), set(), c
             while a is not None and a.id not in seen:  # the lineage walk, in memory
-                learned.update(a.train_scenes or ())
+                if a.train_scenes is None:
+                    unknown.add(c.id)
+                else:
+                    scenes.update(a.train_scenes)
                 seen.add(a.id)
                 a = by_id.get(a.parent_id) if a.parent_id else None
-            out[cid] = frozenset(learned)
-        return out
+            learned[c.id] = frozenset(scenes)
+        return every, learned, unknown
+
+    def learned_scenes(self) -> dict[str, frozenset[str]]:
+        """``{checkpoint id: the workspace scenes it is known to have learned from}``: those it was trained on
+        itself plus those of the checkpoints it was fine-tuned from (through ``parent_id``). A checkpoint whose
+        training scenes were not recorded adds none (:meth:`unrecorded_learning` lists who that leaves unsure)."""
+        return self._lineage_learning()[1]
+
+    def unrecorded_learning(self) -> list[Checkpoint]:
+        """Checkpoints (newest first) whose lineage holds one that did not record its training scenes (a file
+        registered with ``checkpoints add``, older SegHZ): they may have learned from any scene."""
+        every, _, unknown = self._lineage_learning()
+        return [c for c in every if c.id in unknown]
 
     def checkpoints_trained_on(self, scene_id: str) -> list[Checkpoint]:
         """Registered checkpoints that learned from scene ``scene_id`` (:meth:`learned_scenes`), newest first."""

@@ -92,6 +92,22 @@ def test_models_that_learned_from_a_scene_include_fine_tuned_children(four):
     assert sorted(c.id for c in four.checkpoints_trained_on("a")) == ["child", "parent"]
     assert [c.id for c in four.checkpoints_trained_on("c")] == ["child"]
     assert four.checkpoints_trained_on("d") == []
+    assert [c.id for c in four.unrecorded_learning()] == ["file"]  # may have learned from any scene
+    _ckpt(four, "from-file", parent_id="file", train_scenes=["d"])
+    assert {c.id for c in four.unrecorded_learning()} == {"file", "from-file"}  # its parent's part is unknown
+    assert four.learned_scenes()["from-file"] == {"d"}  # what it recorded itself is still known
+
+
+def test_models_that_do_not_record_their_scenes_are_named_as_unknowns(four):
+    _ckpt(four, "known", train_scenes=["b"])
+    assert not [e for e in scene_splits.move_effects(four, {"a": "val"}) if "do not record" in e.text]
+    _ckpt(four, "file")
+    four.set_active_checkpoint("file")
+    text = _texts(scene_splits.move_effects(four, {"a": "val", "c": "test"}), "info")
+    assert ("1 model(s) do not record which scenes they learned from (registered from a file, or fine-tuned from "
+            "one): model file (file) — the active model. If one of them trained on a, c, its val/test scores there "
+            "are optimistic.") in text
+    assert "do not record" not in _texts(scene_splits.move_effects(four, {"a": "none"}))  # no yardstick, no worry
 
 
 # ------------------------------------------------------------------------------------------------ effects
@@ -207,6 +223,8 @@ def test_home_scenes_panel_shows_effects_and_moves_only_under_a_name(ws):  # noq
     key = _editor_key(at)
     frame = next(e.value for e in at.data_editor if e.key == key)
     assert list(frame["scene"]) == [s.id for s in ws.list_scenes()] and list(frame["split"]) == ["train", "val"]
+    # the fixture's model is a registered file: what it learned from is unknown, never shown as 0
+    assert list(frame["models trained on it"]) == ["0 (+1 unknown)"] * 2
     assert not [b for b in at.button if b.key == "seghz_split_apply"]  # nothing planned, nothing to apply
     at.session_state[key] = {"edited_rows": {0: {"split": "val"}}, "added_rows": [], "deleted_rows": []}
     at.run()

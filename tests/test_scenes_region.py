@@ -157,6 +157,11 @@ def test_bad_shipped_checkpoint_does_not_hide_the_others(tmp_path):
     model = build_model("Segformer", "tu-efficientnet_lite0", 7)
     save_checkpoint(d / "b_demo.safetensors", model, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "num_classes": 7,
                                                       "scheme": get_scheme("hz7").to_json()})
+    save_checkpoint(d / "c_synthetic.safetensors", model, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0",
+                                                           "num_classes": 7, "scheme": get_scheme("hz7").to_json(),
+                                                           "synthetic": True})
     ws = Workspace(tmp_path / "ws")
     assert register_shipped_checkpoints(ws, d) is True
-    assert [c.id for c in ws.list_checkpoints()] == ["b_demo"] and ws.active_checkpoint().id == "b_demo"
+    assert [c.id for c in ws.list_checkpoints()] == ["c_synthetic", "b_demo"] and ws.active_checkpoint() is not None
+    # the synthetic demo model trained on other seeds: on no scene here; a real shipped one may have (unknown)
+    assert ws.get_checkpoint("c_synthetic").train_scenes == () and ws.get_checkpoint("b_demo").train_scenes is None

@@ -33,11 +33,14 @@ def scene_table(ws: Workspace, scenes, plan: dict[str, str]) -> pd.DataFrame:
     """One row per scene, its split as planned (``plan`` over the current split)."""
     rows = []
     learned = ws.learned_scenes()
+    unsure = len(ws.unrecorded_learning())
     for s in scenes:
+        known = sum(s.id in sc for sc in learned.values())
         rows.append({
             "scene": s.id, "split": plan.get(s.id, s.split), "name": s.name, "size": f"{s.width}×{s.height}",
             "scheme": s.scheme, "labelled": bool(s.label_path), "label version": ws.latest_label_version(s.id),
-            "models trained on it": sum(s.id in sc for sc in learned.values()), "georeferenced": s.crs is not None, "synthetic": s.synthetic,
+            "models trained on it": f"{known}" + (f" (+{unsure} unknown)" if unsure else ""),
+            "georeferenced": s.crs is not None, "synthetic": s.synthetic,
         })
     return pd.DataFrame(rows)
 
@@ -67,9 +70,10 @@ def scenes_panel(ws: Workspace) -> None:
             column_config={
                 "split": st.column_config.SelectboxColumn("split", options=list(SPLITS), required=True,
                                                           help="train / val / test / none: click to change"),
-                "models trained on it": st.column_config.NumberColumn(
+                "models trained on it": st.column_config.TextColumn(
                     help="Registered models that learned from this scene (themselves or through the model they were "
-                         "fine-tuned from); unknown for models registered from files"),
+                         "fine-tuned from). '+N unknown': models that do not record their training scenes (registered "
+                         "from a file, or fine-tuned from one) may have learned from it too"),
             },
         )
         wanted = wanted_moves(scenes, edited)

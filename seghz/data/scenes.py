@@ -349,8 +349,10 @@ def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "c
             continue
         try:
             meta = read_metadata(p)
+            # the synthetic demo model trained on other seeds of the generator: on no scene of any workspace
             register_checkpoint_file(ws, p, checkpoint_id=slugify(p.stem), name=p.stem,
-                                     note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""))
+                                     note="shipped" + (" (synthetic demo)" if meta.get("synthetic") else ""),
+                                     train_scenes=[] if meta.get("synthetic") else None)
         except (SegHZError, KeyError, TypeError) as e:  # one bad file (e.g. an LFS pointer) must not hide the others
             log.warning("skipping shipped checkpoint %s: %s", p, e)
             continue
