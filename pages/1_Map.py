@@ -767,7 +767,10 @@ if rec:
     csv["TTA"] = tta_label(res.tta, run_views)
     d2.download_button("Download class areas (CSV)", csv.to_csv(index=False).encode(),
                        file_name=f"{stem}_class_areas.csv", mime="text/csv", key="map_dl_csv")
-    d3.download_button("Download prediction (GeoTIFF)", lambda: region_geotiff(scene, res.window, pred_shown, scheme),
+    d3.download_button("Download prediction (GeoTIFF)",
+                       lambda: region_geotiff(scene, res.window, pred_shown, scheme,
+                                              tags={"checkpoint": rec["checkpoint_id"],
+                                                    "tta": tta_label(res.tta, run_views)}),
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
                        help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
                             "colour table in the scheme's colours; opens in QGIS/rasterio.")

@@ -1485,8 +1485,10 @@ class Workspace:
         suffix = p.suffix.lower()
         if suffix == ".png":
             write_index_mask(p, mask, scheme)
-        elif suffix in (".tif", ".tiff"):
-            write_index_mask_geotiff(p, mask, crs=scene.crs, transform=scene.transform, scheme=scheme)
+        elif suffix in (".tif", ".tiff"):  # tagged with what it is: a GIS user sees which scene and version
+            v = self.latest_label_version(scene_id) if version is None else int(version)
+            write_index_mask_geotiff(p, mask, crs=scene.crs, transform=scene.transform, scheme=scheme,
+                                     tags={"scene": scene.id, "label_version": v, "split": scene.split})
         else:
             raise BadInputError(p, f"cannot export the label of scene '{scene_id}' as '{suffix or p.name}'; "
                                 "use .png or .tif")

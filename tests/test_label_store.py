@@ -517,6 +517,15 @@ def test_export_png_and_geotiff_with_the_scene_crs(tmp_path):
         assert ds.crs.to_string() == "EPSG:32650" and tuple(ds.transform)[:6] == pytest.approx(tuple(tr)[:6])
         assert ds.count == 1 and ds.dtypes[0] == "uint8" and ds.nodata == 255
         np.testing.assert_array_equal(ds.read(1), m)
+        # what the file is, for a GIS user: the band's classes, the scene and the label version
+        assert ds.descriptions == ("class",)
+        from seghz.classes import get_scheme
+
+        assert ds.tags(1) == {"scheme": "hz7", "classes": ",".join(get_scheme("hz7").names)}
+        tags = ds.tags()
+        assert (tags["SEGHZ_SCENE"], tags["SEGHZ_LABEL_VERSION"], tags["SEGHZ_SPLIT"]) == ("g", "1", "none")
+    with rasterio.open(ws.export_label("g", tmp_path / "out" / "g_v0.tif", version=0)) as ds:
+        assert ds.tags()["SEGHZ_LABEL_VERSION"] == "0"
     png = ws.export_label("g", tmp_path / "out" / "g_v0.png", version=0)
     np.testing.assert_array_equal(read_index_mask(png), ws.effective_label("g", 0))
     with pytest.raises(BadInputError, match="scene 'g'.*use .png or .tif"):

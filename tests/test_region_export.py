@@ -48,6 +48,12 @@ def test_region_geotiff_opens_with_the_scene_crs_and_the_region_bounds():
         assert (right, bottom) == pytest.approx((500000 + 0.5 * 120, 3350000 - 0.5 * 160))
         np.testing.assert_array_equal(ds.read(1), mask)
         assert ds.colormap(1)[5][:3] == tuple(HZ7.colors[5])
+        assert ds.tags(1) == {"scheme": "hz7", "classes": ",".join(HZ7.names)} and ds.descriptions == ("class",)
+    tagged = region_geotiff(scene(), (100, 40, 60, 80), mask, HZ7, tags={"checkpoint": "ck-1", "tta": "d4 (8 views)"})
+    with rasterio.open(io.BytesIO(tagged)) as ds:  # which model and TTA made it, travelling with the file
+        tags = ds.tags()
+        assert tags["SEGHZ_CHECKPOINT"] == "ck-1" and tags["SEGHZ_TTA"] == "d4 (8 views)"
+        assert tags["SEGHZ_WINDOW"] == "100,40,60,80" and tags["SEGHZ_SCENE"] == scene().id
 
 
 def test_region_geotiff_of_a_pixel_space_scene_has_no_fake_location():

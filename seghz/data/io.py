@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -494,15 +495,24 @@ def read_pair(image: Path, label: Path, scheme: Scheme) -> tuple[np.ndarray, np.
     return img, lbl
 
 
+def class_band_tags(scheme: Scheme) -> dict[str, str]:
+    """The band tags every class GeoTIFF SegHZ writes carries, so a GIS (``gdalinfo``, QGIS, rasterio's
+    ``tags(1)``) tells what the indices mean: ``scheme`` and ``classes`` (the names in index order, comma-joined)."""
+    return {"scheme": scheme.name, "classes": ",".join(scheme.names)}
+
+
 def write_index_mask_geotiff(
     path: str | os.PathLike,
     mask: np.ndarray,
     crs: str | None = None,
     transform: tuple[float, ...] | None = None,
     scheme: Scheme | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Atomically write a class-index mask as a single-band uint8 GeoTIFF (deflate, nodata 255) with ``crs``
-    and the affine ``transform`` (a, b, c, d, e, f) when given, and a colour map in ``scheme`` colours."""
+    and the affine ``transform`` (a, b, c, d, e, f) when given, a colour map in ``scheme`` colours and the band
+    named "class" with :func:`class_band_tags`; ``tags`` (e.g. the checkpoint and TTA that made a prediction, the
+    scene and label version of an exported label) become dataset tags, ``SEGHZ_<KEY>=value``."""
     import warnings
 
     import rasterio
@@ -522,5 +532,9 @@ def write_index_mask_geotiff(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(tmp, "w", **profile) as ds:
             ds.write(mask, 1)
+            ds.set_band_description(1, "class")
             if scheme is not None:
                 ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(scheme.colors)})
+                ds.update_tags(1, **class_band_tags(scheme))
+            if tags:
+                ds.update_tags(**{f"SEGHZ_{str(k).upper()}": str(v) for k, v in tags.items() if v is not None})

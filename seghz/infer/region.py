@@ -105,9 +105,12 @@ def window_transform(transform: Sequence[float], window: tuple[int, int, int, in
     return a, b, c + a * col + b * r, d, e, f + d * col + e * r
 
 
-def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.ndarray, scheme=None) -> bytes:
+def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.ndarray, scheme=None,
+                   tags: dict | None = None) -> bytes:
     """A predicted region as GeoTIFF bytes: uint8 class indices (255 = outside the region / ignore), the scene's CRS
-    and the window's transform (pixel space, no CRS, when the scene has none), colour table in ``scheme`` colours.
+    and the window's transform (pixel space, no CRS, when the scene has none), colour table in ``scheme`` colours,
+    class names as band tags, and as dataset tags the scene, the window (row, col, height, width) and ``tags``
+    (the checkpoint and TTA that made it).
 
     Raises:
         ValueError: When ``mask`` is not ``height``×``width`` of the window.
@@ -124,7 +127,9 @@ def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.nda
     with tempfile.TemporaryDirectory(prefix="seghz-region-") as d:
         out = Path(d) / "region.tif"
         write_index_mask_geotiff(out, mask, scene.crs if georef else None,
-                                 window_transform(scene.transform, window) if georef else None, scheme)
+                                 window_transform(scene.transform, window) if georef else None, scheme,
+                                 tags={"scene": scene.id, "window": ",".join(str(int(v)) for v in window),
+                                       **(tags or {})})
         return out.read_bytes()
 
 

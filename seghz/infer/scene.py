@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from seghz.classes import Scheme, get_scheme, scheme_names
-from seghz.data.io import TIFF_EXT, atomic_write_bytes, raster_info, read_image, write_rgb
+from seghz.data.io import TIFF_EXT, atomic_write_bytes, class_band_tags, raster_info, read_image, write_rgb
 from seghz.errors import BadInputError, SegHZError
 from seghz.geo.tiles import pixel_area_m2
 from seghz.infer.engine import Cancelled, Predictor, shard_rows
@@ -135,7 +135,7 @@ class _Writer:
                 pal = scheme.palette() if scheme is not None else np.zeros((256, 3), np.uint8)
                 self.ds.write_colormap(1, {i: (*map(int, pal[i]), 255) for i in range(256)})
                 if scheme is not None:
-                    self.ds.update_tags(1, classes=",".join(scheme.names), scheme=scheme.name)
+                    self.ds.update_tags(1, **class_band_tags(scheme))
                 if uncertainty:
                     t = self._tmp(uncertainty_path(output))
                     self.unc = rasterio.open(t, "w", count=3, dtype="float32", nodata=float("nan"), predictor=3, **prof)
