@@ -161,6 +161,34 @@ def scheme_legend_html(scheme: Scheme | str, names: list[str] | None = None, scr
 
 
 ANALYST_KEPT = "seghz_analyst_kept"  # a plain session key (no widget): survives what drops a widget's state
+ANALYST_COOKIE = "seghz_analyst"  # the browser remembers the name across reloads and new tabs (30 days)
+ANALYST_COOKIE_DAYS = 30
+_COOKIE_WRITTEN = "seghz_analyst_cookie"  # the name this session last wrote into the cookie
+_REMEMBERED = "seghz_analyst_remembered"  # True while the name shown came from the cookie, unchanged
+
+
+def remembered_analyst(cookies: Any) -> str:
+    """The analyst name this browser remembers (the ``seghz_analyst`` cookie, URL-encoded), or "" when there is
+    none or it could not be recorded with an edit (:func:`analyst_problem`: too long, control characters)."""
+    from urllib.parse import unquote
+
+    try:
+        raw = cookies.get(ANALYST_COOKIE) if cookies is not None else None
+    except (AttributeError, KeyError, RuntimeError):  # no browser behind this session (a test harness)
+        return ""
+    name = unquote(str(raw or "")).strip()
+    return name if name and analyst_problem(name) is None else ""
+
+
+def analyst_cookie_script(name: str) -> str:
+    """A ``<script>`` that makes this browser remember ``name`` (or forget it, for "") for
+    :data:`ANALYST_COOKIE_DAYS` days: a first-party, SameSite=Strict cookie of this server only."""
+    import json
+
+    age = ANALYST_COOKIE_DAYS * 86400 if name else 0
+    value = json.dumps(name).replace("<", "\\u003c").replace(">", "\\u003e")  # a JS string; never ends the tag
+    return (f"<script>document.cookie = '{ANALYST_COOKIE}=' + encodeURIComponent({value}) + "
+            f"'; path=/; max-age={age}; SameSite=Strict';</script>")
 
 
 def analyst_name_input() -> str:
@@ -169,16 +197,33 @@ def analyst_name_input() -> str:
     The name is also kept under a plain session key and put back when the widget's own state is gone: a
     ``st.switch_page`` from inside a fragment (the Labels page's "Promote on the Train page") dropped the widget
     state, because the sidebar was not part of that fragment's run, and the Train page then asked for a name the
-    analyst had entered."""
+    analyst had entered. The browser remembers it too (a cookie), so a reload or a new tab does not make the
+    analyst retype it; a caption says when the name shown came from there, so someone else at the same browser
+    sees whose name their edits would carry."""
     ss = st.session_state
     if ANALYST_KEY not in ss and ss.get(ANALYST_KEPT):
         ss[ANALYST_KEY] = ss[ANALYST_KEPT]
+    if ANALYST_KEY not in ss and _COOKIE_WRITTEN not in ss:  # a new session: a reload, a new tab
+        remembered = remembered_analyst(getattr(st.context, "cookies", None))
+        ss[_COOKIE_WRITTEN] = remembered
+        if remembered:
+            ss[ANALYST_KEY] = remembered
+            ss[_REMEMBERED] = True
     value = st.sidebar.text_input(
         "Analyst name", key=ANALYST_KEY, persist_state="session", placeholder="who is editing labels",
-        help="Recorded with every label version you save.",
+        help="Recorded with every label version you save. This browser remembers it for "
+             f"{ANALYST_COOKIE_DAYS} days; clear the box to make it forget.",
     )
-    ss[ANALYST_KEPT] = value or ""
-    return (value or "").strip()
+    value = (value or "").strip()
+    ss[ANALYST_KEPT] = value
+    if ss.get(_REMEMBERED) and value != ss.get(_COOKIE_WRITTEN):
+        ss[_REMEMBERED] = False
+    if ss.get(_REMEMBERED):
+        st.sidebar.caption("Remembered by this browser. Not you? Change the name above.")
+    if value != ss.get(_COOKIE_WRITTEN, "") and analyst_problem(value or "x") is None:
+        st.sidebar.html(analyst_cookie_script(value), unsafe_allow_javascript=True)
+        ss[_COOKIE_WRITTEN] = value
+    return value
 
 
 PALETTE_KEY = "seghz_palette"

@@ -99,6 +99,25 @@ def test_sidebar_lists_home_and_the_pages_and_keeps_their_urls(nav_app, chromium
         page.locator("[data-testid='stMain'] h1", has_text="Map").first.wait_for()
         page.wait_for_function("() => document.title === 'SegHZ · Map'")
         assert nav_labels(page) == NAV
+
+        # a reload is a new session: the browser remembered the name (a cookie), and says so
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_text("Remembered by this browser").first.wait_for()
+        wait_app_idle(page)
+        page.wait_for_function("() => [...document.querySelectorAll('input')].some(e => e.value === 'Ann')")
+        assert page.get_by_label("Analyst name", exact=True).input_value() == "Ann"
+        assert [c["value"] for c in ctx.cookies() if c["name"] == "seghz_analyst"] == ["Ann"]
         assert not outside, outside
     finally:
         ctx.close()
+    other = chromium_browser.new_context()  # another browser profile: nobody's name
+    try:
+        page = other.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(nav_app, wait_until="domcontentloaded")
+        page.get_by_text("Start here").first.wait_for()
+        wait_app_idle(page)
+        assert page.get_by_label("Analyst name", exact=True).input_value() == ""
+        assert not page.get_by_text("Remembered by this browser").count()
+    finally:
+        other.close()
