@@ -423,7 +423,7 @@ class LabelVersion:
     @classmethod
     def from_row(cls, row: sqlite3.Row, undone: bool = False) -> LabelVersion:
         """Build a LabelVersion from a ``label_versions`` row."""
-        return cls(**{k: row[k] for k in row.keys()}, undone=bool(undone))
+        return cls(**dict(row), undone=bool(undone))
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,7 @@ class Checkpoint:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Checkpoint:
         """Build a Checkpoint from a ``checkpoints`` row."""
-        d = {k: row[k] for k in row.keys()}
+        d = dict(row)
         d["metrics"] = json.loads(d["metrics"])
         d["recipe"] = json.loads(d.get("recipe") or "{}")
         ts = _json_or_none(d.get("train_scenes"))
@@ -493,7 +493,7 @@ class SplitChange:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SplitChange:
         """Build a SplitChange from a ``split_changes`` row."""
-        return cls(**{k: row[k] for k in row.keys()})
+        return cls(**dict(row))
 
 
 @dataclass(frozen=True)
@@ -522,7 +522,7 @@ class Promotion:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Promotion:
         """Build a Promotion from a ``promotions`` row."""
-        d = {k: row[k] for k in row.keys()}
+        d = dict(row)
         d["override"] = bool(d["override"])
         d["offending"] = json.loads(d["offending"] or "[]")
         d["gate"] = _json_or_none(d["gate"])
@@ -555,7 +555,7 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         """Build a Job from a ``jobs`` row."""
-        d = {k: row[k] for k in row.keys()}
+        d = dict(row)
         d["config"] = json.loads(d["config"])
         d["result"] = _json_or_none(d["result"])
         d["cancel_requested"] = bool(d["cancel_requested"])
@@ -577,7 +577,7 @@ class Evaluation:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Evaluation:
         """Build an Evaluation from an ``evaluations`` row."""
-        d = {k: row[k] for k in row.keys()}
+        d = dict(row)
         d["tta"] = bool(d["tta"])
         d["result"] = json.loads(d["result"])
         return cls(**d)

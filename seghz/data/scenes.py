@@ -308,7 +308,7 @@ def ensure_demo_workspace(ws: Workspace, checkpoints_dir: str | Path = "checkpoi
     have = {s.name for s in scenes}
     # a fresh workspace, or a demo build that was interrupted: (re)create the missing demo scenes
     if not scenes or (all(s.synthetic for s in scenes) and len(have & {n for n, *_ in DEMO_SCENES}) < len(DEMO_SCENES)):
-        crs, t = demo_transform(DEMO_SIZE)
+        _crs, t = demo_transform(DEMO_SIZE)
         for k, (name, seed, split, (gy, gx)) in enumerate(DEMO_SCENES):
             if name in have:
                 continue

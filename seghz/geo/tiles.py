@@ -834,7 +834,7 @@ class RegionOverlay:
 def _is_north_up_mercator(info: RasterInfo) -> bool:
     from rasterio.crs import CRS
 
-    a, b, c, d, e, f = info.transform[:6]
+    a, b, _c, d, e, _f = info.transform[:6]
     try:
         same = CRS.from_user_input(info.crs) == CRS.from_epsg(3857)
     except Exception:  # noqa: BLE001 - unparsable CRS strings simply take the reprojection path
