@@ -803,9 +803,15 @@ if big_jobs:
                                and j.message else ""))
 
 # ------------------------------------------------------------------------------------------------ fetch
-with st.expander("Fetch imagery for this area (online, as a background job)"):
+located = bool(getattr(info, "georeferenced", False))  # a pixel-space scene (e.g. an aligned one) has no place
+with st.expander("Fetch imagery for this area (online, as a background job)" if located
+                 else "Fetch imagery of a new area (online, as a background job)"):
     st.caption("Downloads map tiles over a WGS-84 box into a GeoTIFF in the workspace and imports it as a new scene "
                "(tile cache, retries, polite rate limit; missing tiles are skipped and reported). Needs internet.")
+    if not located:
+        st.info(f"Scene '{scene.name}' is in pixel space: it has no location on the Earth, so there is no area of "
+                   "it to fetch. A WGS-84 box typed here fetches a separate, georeferenced scene that has nothing "
+                   "to do with this one (it is not aligned to it).")
     sources = fetch_sources()
     f1, f2 = st.columns([2, 1])
     src_key = f1.selectbox("Source", list(sources), format_func=lambda k: sources[k].label, key="map_fetch_src")
@@ -815,18 +821,23 @@ with st.expander("Fetch imagery for this area (online, as a background job)"):
         url = f1.text_input("Tile URL template", key="map_fetch_url", placeholder="https://…/{z}/{x}/{y}.png",
                             help="{z} {x} {y} and optionally {s} (subdomain); for Baidu: its tile ids (BD-09).")
     zoom = int(f2.number_input("Zoom level", 1, 21, min(17, src.max_zoom), key="map_fetch_zoom"))
-    default_box = fetch_bbox_default(regions.get(sid), info)
+    default_box = fetch_bbox_default(regions.get(sid), info) if located else None  # never from pixel coordinates
     box_txt = st.text_input("Box W,S,E,N (WGS-84 degrees)", value=", ".join(f"{v:.6f}" for v in default_box)
                             if default_box else "", key=f"map_fetch_bbox_{sid}",
-                            help="Defaults to the drawn region (or the scene) when the scene is georeferenced.")
+                            placeholder="west, south, east, north in degrees, e.g. 120.150, 30.250, 120.160, 30.260",
+                            help="Defaults to the drawn region (or the scene) when the scene is georeferenced; "
+                                 "empty for a pixel-space scene, which has no location.")
     plan_txt, config = None, None
     try:
         if not url:
             raise ValueError("give a tile URL template")
-        box = parse_bbox(box_txt)
-        plan_txt = (plan_baidu if src.baidu else plan_xyz)(box, zoom).describe()
-        config = {"url": url, "bbox": list(box), "zoom": zoom, "baidu": src.baidu, "key_env": src.key_env,
-                  "subdomains": list(src.subdomains) or None, "name": f"{src.label} z{zoom}"}
+        if not box_txt.strip():  # nothing typed yet: a hint, not an error
+            st.caption("Type the box to fetch as W, S, E, N in WGS-84 degrees to see the tile estimate.")
+        else:
+            box = parse_bbox(box_txt)
+            plan_txt = (plan_baidu if src.baidu else plan_xyz)(box, zoom).describe()
+            config = {"url": url, "bbox": list(box), "zoom": zoom, "baidu": src.baidu, "key_env": src.key_env,
+                      "subdomains": list(src.subdomains) or None, "name": f"{src.label} z{zoom}"}
     except (SegHZError, ValueError) as e:
         st.caption(f"Not ready: {redact_secrets(str(e))}")
     if plan_txt:

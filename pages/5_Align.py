@@ -9,13 +9,16 @@ transform, method and RMSE recorded (``alignment.json`` in the scene folder). Th
 from __future__ import annotations
 
 import io
+import os
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz.classes import scheme_names
+from seghz.classes import get_scheme, scheme_names
+from seghz.data.io import read_label
 from seghz.errors import SegHZError
 from seghz.geo import align as A
 from seghz.geo.align_scene import (
@@ -36,19 +39,76 @@ COLS = ["label_x", "label_y", "image_x", "image_y"]
 CLICK_WIDTH = 560  # canvas px of each image when clicking control points
 defaults = default_airport_files()
 
+
+def expected_scheme(names: list[str]) -> tuple[str, str]:
+    """(scheme, where it comes from): the active checkpoint's scheme, else the workspace's most common scene scheme,
+    else hz20. An hz7 label read as hz20 showed the hz20 legend and was saved as an hz20 scene."""
+    active = ws.active_checkpoint()
+    if active is not None and active.scheme in names:
+        return active.scheme, f"the scheme of the active model {active.name or active.id}"
+    counts = Counter(s.scheme for s in ws.list_scenes() if s.scheme in names)
+    if counts:
+        name, n = counts.most_common(1)[0]  # a tie: the first scene's (by id) scheme
+        return name, f"the scheme of {n} of the workspace's {sum(counts.values())} scene(s)"
+    return ("hz20" if "hz20" in names else names[0]), "no model or scene in the workspace yet"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def readable_as(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> tuple[str, ...]:
+    """The schemes of ``names`` under which the label file decodes (each value one of the scheme's classes or
+    unlabelled); ``stamp`` (modification time, size) renews the answer when the file changes."""
+    ok = []
+    for n in names:
+        try:
+            read_label(path, get_scheme(n))
+        except (SegHZError, ValueError, KeyError, OSError):
+            continue
+        ok.append(n)
+    return tuple(ok)
+
+
+def schemes_reading(path: str) -> tuple[str, ...]:
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return ()
+    return readable_as(path, (st_.st_mtime_ns, st_.st_size), tuple(names))
+
+
 c1, c2, c3 = st.columns([4, 4, 2])
 label_path = c1.text_input("Label file (palette RGB or id mask)", value=str(defaults[0]) if defaults else "", key="al_label")
 image_path = c2.text_input("Imagery (PNG / JPEG / GeoTIFF)", value=str(defaults[1]) if defaults else "", key="al_image")
 names = scheme_names()
-scheme = c3.selectbox("Label scheme", names, index=names.index("hz20") if "hz20" in names else 0, key="al_scheme")
+expected, expected_why = expected_scheme(names)
+scheme = c3.selectbox("Label scheme", names, index=names.index(expected), key="al_scheme",
+                      help=f"The classes the label's colours or ids stand for; the saved scene gets this scheme. "
+                           f"Defaults to {expected}: {expected_why}.")
 if not label_path.strip() or not image_path.strip():  # spaces only = not given (stripped to "", it was read as the folder ".")
     st.info("Give a label file and an image (local paths).")
     st.stop()
 try:
     label, image = load_pair(label_path.strip(), image_path.strip(), scheme)
 except SegHZError as e:
-    st.error(str(e))
+    msg = str(e)
+    fits = schemes_reading(label_path.strip())
+    if fits and scheme not in fits:  # the label's values are not all classes of the chosen scheme; others fit
+        fits = sorted(fits, key=lambda n: (n != expected, get_scheme(n).num_classes))
+        msg += (f"\n\nThis label is not a {scheme} label: it reads as {' or '.join(fits)}. Choose "
+                f"{'that' if len(fits) == 1 else 'one of those'} under “Label scheme”.")
+    st.error(msg)
     st.stop()
+fits = schemes_reading(label_path.strip())
+coarser = sorted((n for n in fits if n != scheme and get_scheme(n).num_classes < get_scheme(scheme).num_classes
+                  and set(get_scheme(n).colors) <= set(get_scheme(scheme).colors)),
+                 key=lambda n: get_scheme(n).num_classes)  # same colours, fewer classes: hz7 within hz20
+if scheme != expected and expected in fits:
+    st.warning(f"This label also reads as {expected} ({expected_why}). Read as {scheme}, its classes get {scheme}'s "
+               f"names and legend, and it is saved as a {scheme} scene. If it is a {expected} label, choose "
+               f"{expected} under “Label scheme”.")
+elif coarser:
+    st.caption(f"Every value in this label is also a class of {coarser[0]} (the same colours, fewer classes): if it "
+               f"is a {coarser[0]} label, choose {coarser[0]} under “Label scheme”, or it is saved as a {scheme} "
+               "scene.")
 pair = (label_path, image_path, scheme)
 if ss.get("al_pair") != pair:  # another pair: forget the previous automatic result
     ss["al_pair"] = pair

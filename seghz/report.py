@@ -553,8 +553,17 @@ def training_curves_figure(rows: Iterable[dict], colors: dict[str, str] | None =
     if xname == "epoch":  # whole epochs only (no "0.5 epoch" ticks), at most ~10 of them
         fig.update_xaxes(dtick=max(1, round(wide["epoch"].max() / 10)))
     fig.update_yaxes(title_text="score", tickformat=".0%", row=1, col=col)
-    # the learning rate from 0 in engineering notation (one epoch's single point was drawn on a -0.5..1 axis)
+    # loss (and the noise threshold) from 0: one epoch's single point was drawn on a -0.5..1 axis, as if the loss
+    # could be negative ("tozero" still shows a negative value should a loss term ever give one)
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    if has_tau:
+        fig.update_yaxes(rangemode="tozero", row=1, col=3)
+    # the learning rate from 0 in engineering notation
     fig.update_yaxes(rangemode="tozero", tickformat=".1e", exponentformat="e", row=1, col=2)
+    if len(wide) == 1:  # a single epoch: no line to see, so larger markers (the per-class ones stay small)
+        for tr in fig.data:
+            if tr.legendgroup != "classes":
+                tr.marker.size = 10
     # the legend below the axis titles, not over them
     fig.update_layout(height=430, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0, "xanchor": "left",

@@ -285,3 +285,23 @@ def test_frequency_delta_rounding_to_zero_shows_no_minus_sign():
     shown = report.style_pp(df).to_html()
     assert "-0.0" not in shown and "−0.0" not in shown and ">0.0<" in shown
     assert report.style_pp(df).data is df  # the numbers stay numbers
+
+
+def test_training_curves_loss_axis_from_zero_and_single_epoch_points_visible():
+    """A 1-epoch run: the loss axis went negative (-0.5..1 around its single point); loss, learning rate and the
+    noise threshold start at 0 and the single points are drawn large enough to see."""
+    rows = [{"step": 4, "epoch": 1, "key": k, "value": v}
+            for k, v in (("loss", 0.15), ("lr", 1.8e-4), ("noise_threshold", 2.0), ("val_miou", 0.96),
+                         ("val_iou/Water", 0.9))]
+    fig = report.training_curves_figure(rows)
+    lay = fig.layout
+    assert lay.yaxis.rangemode == "tozero"  # training loss
+    assert lay.yaxis2.rangemode == "tozero"  # learning rate
+    assert lay.yaxis3.rangemode == "tozero"  # noise-mask threshold
+    assert lay.yaxis4.rangemode != "tozero"  # validation scores: autoscaled around the values
+    loss = next(t for t in fig.data if t.name == "loss")
+    assert "markers" in loss.mode and loss.marker.size >= 8
+    assert next(t for t in fig.data if t.name == "IoU Water").marker.size == 5
+    # with several epochs the markers keep their default size
+    rows2 = rows + [{"step": 8, "epoch": 2, "key": "loss", "value": 0.1}]
+    assert report.training_curves_figure(rows2).data[0].marker.size is None

@@ -353,6 +353,30 @@ def slot_batch(samples: list[Sample], idx: list[int], slots: list[int], seed: in
     return _stack(parts, norm, True)
 
 
+def step_message(epoch: int, epochs: int, step: int, steps: int, loss: float) -> str:
+    """The progress line of a training step: ``step`` (1-based) counts the steps of this epoch only, out of the
+    epoch's ``steps`` ("epoch 1/2, step 2/30 of this epoch, loss 0.412"), so the two counts never disagree."""
+    return f"epoch {epoch}/{epochs}, step {step}/{steps} of this epoch, loss {loss:.3f}"
+
+
+def validation_message(epoch: int, scene: int, scenes: int) -> str:
+    """The progress line while the end of an epoch validates: "validating epoch 1 (scene 2/3)"."""
+    return f"validating epoch {epoch} (scene {scene}/{scenes})"
+
+
+class _SayingPredictor:
+    """A predictor that reports ``report(k, n)`` before it predicts the ``k``-th of ``n`` samples: the progress
+    line while an epoch validates (it sat at the epoch's last step for the whole validation)."""
+
+    def __init__(self, predictor: Predictor, n: int, report: Callable[[int, int], None]):
+        self.predictor, self.n, self.report, self.k = predictor, n, report, 0
+
+    def predict(self, img, tta: str = "none"):
+        self.k += 1
+        self.report(min(self.k, self.n), self.n)
+        return self.predictor.predict(img, tta)
+
+
 def evaluate_samples(predictor: Predictor, samples: list[Sample], names, tta: str = "none") -> dict:
     """Scores of a predictor over (image, label) samples."""
     cm = np.zeros((len(names), len(names)), np.int64)
@@ -775,7 +799,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             for k, v in sts.items():
                 stats.setdefault(k, []).append(float(v))
             if say is not None:
-                say(sp / total, f"epoch {ep}/{cfg.epochs} step {sp}/{total} loss {lv:.3f}")
+                say(sp / total, step_message(ep, cfg.epochs, sp - (ep - 1) * steps, steps, lv))
 
     for epoch in range(int(st["epoch"]) + 1, cfg.epochs + 1):
         trained.train()
@@ -850,6 +874,8 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             try:
                 if do_refine:  # rank 0 refines (from the given labels), keeps them next to the state, then shares them
                     judge = ema.module if ema is not None else model  # the averaged weights judge, when kept
+                    if say is not None:
+                        say(step / total, f"epoch {epoch}: refining the training labels")
                     new_labels, rst = refine_samples(judge, train_samples, norm, device, rparams, amp=amp)
                     row.update(refined_px=rst["refined_px"], refine_ignored_px=rst["refine_ignored_px"])
                     st["refine_epoch"], st["refine_digest"] = epoch, _save_refined(rpath, new_labels, epoch)
@@ -898,6 +924,8 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
     net = ema.module if ema is not None else model
     if val_samples:
         pred = Predictor(net, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
+        if say is not None:
+            pred = _SayingPredictor(pred, len(val_samples), lambda k, n: say(step / total, validation_message(epoch, k, n)))
         sc = evaluate_samples(pred, val_samples, scheme.names)
         row.update(val_miou=sc["miou"], val_fwiou=sc["fwiou"], val_oa=sc["oa"])
         row.update({f"val_iou/{n}": v["iou"] for n, v in sc["per_class"].items() if v["iou"] is not None})
@@ -1140,4 +1168,4 @@ def _brief(sc: dict | None) -> dict | None:
 
 
 __all__ = ["TrainCancelled", "TrainConfig", "TrainDiverged", "TrainSaveError", "class_frequencies", "evaluate_samples",
-           "make_batch", "refine_path", "slot_batch", "state_path", "train"]
+           "make_batch", "refine_path", "slot_batch", "state_path", "step_message", "train", "validation_message"]
