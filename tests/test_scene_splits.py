@@ -223,6 +223,7 @@ def test_home_scenes_panel_shows_effects_and_moves_only_under_a_name(ws):  # noq
     key = _editor_key(at)
     frame = next(e.value for e in at.data_editor if e.key == key)
     assert list(frame["scene"]) == [s.id for s in ws.list_scenes()] and list(frame["split"]) == ["train", "val"]
+    assert list(frame["map"]) == [f"Map?scene={s.id}" for s in ws.list_scenes()]  # each scene opens on the Map
     # the fixture's model is a registered file: what it learned from is unknown, never shown as 0
     assert list(frame["models trained on it"]) == ["0 (+1 unknown)"] * 2
     assert not [b for b in at.button if b.key == "seghz_split_apply"]  # nothing planned, nothing to apply

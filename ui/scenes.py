@@ -8,6 +8,8 @@ scores going stale, an empty split, running jobs), and applies the moves under t
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pandas as pd
 import streamlit as st
 
@@ -37,7 +39,7 @@ def scene_table(ws: Workspace, scenes, plan: dict[str, str]) -> pd.DataFrame:
     for s in scenes:
         known = sum(s.id in sc for sc in learned.values())
         rows.append({
-            "scene": s.id, "split": plan.get(s.id, s.split), "name": s.name, "size": f"{s.width}×{s.height}",
+            "scene": s.id, "split": plan.get(s.id, s.split), "map": f"Map?scene={quote(s.id)}", "name": s.name, "size": f"{s.width}×{s.height}",
             "scheme": s.scheme, "labelled": bool(s.label_path), "label version": ws.latest_label_version(s.id),
             "models trained on it": f"{known}" + (f" (+{unsure} unknown)" if unsure else ""),
             "georeferenced": s.crs is not None, "synthetic": s.synthetic,
@@ -65,11 +67,13 @@ def scenes_panel(ws: Workspace) -> None:
                    + ". Change a scene's split in the table; what the move does is shown before you apply it.")
         edited = st.data_editor(
             scene_table(ws, scenes, plan), key=_editor_key(), hide_index=True, width="stretch",
-            disabled=[c for c in ("scene", "name", "size", "scheme", "labelled", "label version",
+            disabled=[c for c in ("scene", "map", "name", "size", "scheme", "labelled", "label version",
                                   "models trained on it", "georeferenced", "synthetic")],
             column_config={
                 "split": st.column_config.SelectboxColumn("split", options=list(SPLITS), required=True,
                                                           help="train / val / test / none: click to change"),
+                "map": st.column_config.LinkColumn("map", display_text="open", width="small",
+                                                   help="Open the scene on the Map page (a new tab)"),
                 "models trained on it": st.column_config.TextColumn(
                     help="Registered models that learned from this scene (themselves or through the model they were "
                          "fine-tuned from). '+N unknown': models that do not record their training scenes (registered "
