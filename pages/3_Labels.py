@@ -18,6 +18,18 @@ Windows sent from Evaluate for review are counted per scene at the top, whicheve
 refit started here shows its validation scores before/after on the same labels (a refit also its accuracy on the
 existing labels) and the regression gate's verdict; it is promoted on the Train page.
 
+Drafts (``seghz.drafts``): whenever the unsaved edit of a scene changes (strokes on the canvas included), it is also
+written to ``<workspace>/drafts/<analyst or anon>/<scene>.npz``, so a reload (F5), a new tab or a server restart loses
+nothing: a scene with a draft that is not this tab's own shows a banner to restore or discard it (the analyst's own
+drafts and those made without a name; every draft while no name is entered, saying whose). Saving or discarding the
+edit deletes its draft; switching scenes keeps it and says so. A tab never overwrites a draft it did not write or
+restore itself (each draft carries a random token).
+
+Noise queue freshness: the queue is flagged out of date, with a rebuild button, when label pixels changed since the
+version it was built on other than by its own verdicts, or when it was built with another checkpoint than the active
+one. A card says what *Accept* writes: the model's class pixel by pixel (with the breakdown when the component's
+pixels are predicted as several classes), next to "All as <majority class>".
+
 Canvas: streamlit-drawable-canvas 0.13.0 (a components-v2 rewrite that works with Streamlit 1.67). The
 background is passed as encoded image bytes (a data: URL built by the package), not through Streamlit's
 media file manager, so the ``image_to_url`` breakage of the old 0.9.x releases does not apply. The canvas
@@ -25,6 +37,7 @@ returns only what was painted (the background lives on a separate layer), so alp
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from pathlib import Path
@@ -35,6 +48,7 @@ import streamlit as st
 from PIL import Image
 
 from seghz import candidate, drilldown, gate
+from seghz import drafts as dft
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
@@ -128,6 +142,7 @@ def checkpoint_name(checkpoint_id: str | None) -> str:
 
 
 def reset_edit(scene_id: str) -> None:
+    drop_own_draft(edits.get(scene_id))  # saved or discarded: its draft goes with it
     edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
     lui.drop_drafts(ss, scene_id)  # a new canvas: the strokes kept for a return to the page are gone with the old one
 
@@ -186,20 +201,266 @@ def commit_pending() -> int:
     n = count_painted(last["rgba"])
     if edit is None or edit["gen"] != last["gen"] or n == 0:
         return 0
-    px = stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)
     tool = last.get("tool", "brush")
-    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"]) if tool == "eraser" else None
     try:
-        mask, touched = apply_tool(edit["mask"], px, tool, last["class_index"], last["window"], base=base,
-                                   prediction=last.get("prediction"), num_classes=last.get("num_classes"))
+        mask, painted, touched = strokes_applied(edit, last)
     except ValueError as e:
         flash("error", f"The {TOOL_NAMES.get(tool, tool)} strokes were not applied: {e}")
         return -1
     edit["mask"] = mask
-    edit["painted"] = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
+    edit["painted"] = painted
     edit.setdefault("tools", set()).add(tool)
     edit["gen"] += 1
     return int(np.count_nonzero(touched))
+
+
+def strokes_applied(edit: dict, last: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(label, painted, touched)`` of ``edit`` with the canvas strokes ``last`` applied (the edit is not changed).
+
+    Raises:
+        ValueError: The tool refuses the strokes (e.g. accept-prediction without a prediction).
+    """
+    px = stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)
+    tool = last.get("tool", "brush")
+    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"]) if tool == "eraser" else None
+    mask, touched = apply_tool(edit["mask"], px, tool, last["class_index"], last["window"], base=base,
+                               prediction=last.get("prediction"), num_classes=last.get("num_classes"))
+    painted = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
+    return mask, painted, touched
+
+
+# ---- drafts on the server (seghz.drafts): a reload, a new tab or a restart loses nothing
+
+
+DRAFT_TOKENS = "lbl_draft_tokens"  # draft path -> token of the draft this tab wrote or restored there
+
+
+def known_tokens() -> dict:
+    return ss.setdefault(DRAFT_TOKENS, {})
+
+
+def session_analyst() -> str:
+    """The analyst's name when it can be recorded, else "" (drafts then go to the ``anon`` folder)."""
+    name = analyst_name()
+    return "" if analyst_problem(name) else name
+
+
+def draft_owner(edit: dict) -> str:
+    """Whose draft an edit is written as: the analyst's name; without one, the analyst of the draft it was restored
+    from (a reload empties the name field: the restored draft stays in its analyst's folder); else nobody (anon)."""
+    return session_analyst() or str(edit.get("owner") or "")
+
+
+def owned(path: str | Path | None) -> bool:
+    """Whether the draft file at ``path`` is the one this tab last wrote or restored (same token)."""
+    if not path:
+        return False
+    tok = known_tokens().get(str(path))
+    return tok is not None and dft.draft_token(path) == tok
+
+
+def may_write(path: Path) -> bool:
+    """A tab writes a draft where there is none, where its own is, or over a damaged file (nothing in it can be
+    restored); never over a draft another tab (or an earlier session) left there."""
+    try:
+        d = dft.read_draft(path)
+    except FileNotFoundError:
+        return True
+    except dft.DraftError:
+        return True
+    return known_tokens().get(str(path)) == d.token
+
+
+def drop_own_draft(edit: dict | None) -> None:
+    """Delete the draft this edit wrote (or was restored from), if it is still this tab's."""
+    if not edit:
+        return
+    path = edit.pop("draft_path", None)
+    edit.pop("draft_info", None)
+    edit.pop("draft_sig", None)
+    if path and owned(path):
+        dft.delete_draft(path)
+    if path:
+        known_tokens().pop(str(path), None)
+
+
+def strokes_fingerprint(scene_id: str, edit: dict) -> str | None:
+    """What the strokes on the scene's current canvas are (None when there are none): a draft is rewritten when it
+    changes."""
+    last = ss.get("lbl_strokes")
+    if not last or last["scene_id"] != scene_id or last["gen"] != edit["gen"]:
+        return None
+    alpha = np.ascontiguousarray(np.asarray(last["rgba"])[..., 3])
+    return (hashlib.blake2b(alpha.tobytes(), digest_size=16).hexdigest()
+            + f"|{last['class_index']}|{last.get('tool')}|{tuple(last['window'])}")
+
+
+def pending_with_strokes(scene_id: str, edit: dict) -> tuple[np.ndarray, np.ndarray, set]:
+    """The edit's label, the pixels it sets and its tools, with the strokes still on the canvas applied: what a
+    draft keeps (a reload loses the canvas too)."""
+    mask, painted, tools = edit["mask"], edit["painted"], set(edit.get("tools") or ())
+    last = ss.get("lbl_strokes")
+    if strokes_fingerprint(scene_id, edit) is not None and count_painted(last["rgba"]):
+        try:
+            mask, painted, _ = strokes_applied(edit, last)
+            tools.add(last.get("tool", "brush"))
+        except ValueError:  # refused by its tool (said when applied): the draft keeps the edit without them
+            pass
+    base = version_mask(str(ws.root), scene_id, edit["base_version"])
+    return mask, painted | (mask != base), tools
+
+
+def sync_draft(scene_id: str) -> str | None:
+    """Write the scene's pending edit as its draft when it changed since the last write (delete the draft when nothing
+    is pending any more). Returns why it could not be kept ("blocked": another tab's draft is where it would go), or
+    None."""
+    edit = edits.get(scene_id)
+    if not edit or "painted" not in edit:
+        return None
+    owner = draft_owner(edit)
+    sig = (edit["gen"], edit["base_version"], owner, strokes_fingerprint(scene_id, edit))
+    if edit.get("draft_sig") == sig:
+        return None
+    mask, px, tools = pending_with_strokes(scene_id, edit)
+    if not px.any():
+        drop_own_draft(edit)
+        edit["draft_sig"] = sig
+        return None
+    path = dft.draft_path(ws.root, owner, scene_id)
+    if not may_write(path):
+        return "blocked"  # retried on every run until that draft is restored or discarded
+    try:
+        d = dft.write_draft(ws.root, owner, scene_id, base_version=edit["base_version"], pixels=px, values=mask,
+                            tool="+".join(sorted(tools)) or "brush")
+    except (OSError, ValueError) as e:
+        return f"Your unsaved edit could not be kept as a draft on the server ({e}): save it soon."
+    old = edit.get("draft_path")
+    if old and old != str(path):  # the analyst changed (a name entered): the draft moves to their folder
+        drop_own_draft(edit)
+    known_tokens()[str(path)] = d.token
+    edit["draft_path"], edit["draft_info"], edit["draft_sig"] = str(path), (d.when(), d.pixels), sig
+    return None
+
+
+def on_restore_draft(scene_id: str, path: str) -> None:
+    """Put a draft back as the scene's unsaved edit (replacing this tab's own, if any), on the version it was based
+    on: the usual notice then says when the label has moved on since, and the save merges or refuses."""
+    try:
+        d = dft.read_draft(path)
+    except FileNotFoundError:
+        flash("warning", "That draft is gone (saved or discarded in another tab meanwhile); nothing restored.", "draft")
+        return
+    except dft.DraftError as e:
+        flash("error", f"Could not restore the draft: {e}", "draft")
+        return
+    scene = ws.get_scene(scene_id)
+    num_classes = get_scheme(scene.scheme).num_classes
+    latest_now = ws.latest_label_version(scene_id)
+    bad = d.values[(d.values >= num_classes) & (d.values != IGNORE)]
+    problem = (f"it is the draft of scene '{d.scene_id}'" if d.scene_id != scene_id
+               else f"it is {d.shape[1]}×{d.shape[0]} px but the scene is {scene.width}×{scene.height} px"
+               if tuple(d.shape) != (scene.height, scene.width)
+               else f"it is based on label version {d.base_version} but the scene's latest is {latest_now}"
+               if d.base_version > latest_now
+               else f"it holds class {int(bad.max())}, not a class of the {scene.scheme} scheme" if bad.size else None)
+    if problem:
+        flash("error", f"Could not restore the draft {path}: {problem}. Discard it.", "draft")
+        return
+    old = edits.get(scene_id) or {}
+    replaced = int(np.count_nonzero(pending_with_strokes(scene_id, old)[1])) if "painted" in old else 0
+    ss.pop("lbl_strokes", None)  # the canvas starts afresh with the draft's pixels in the edit
+    lui.drop_drafts(ss, scene_id)
+    if "painted" in old and old.get("draft_path") != str(path):
+        drop_own_draft(old)  # replaced by the restored draft (the button said so)
+    edits[scene_id] = {"scene_id": scene_id, "base_version": d.base_version,
+                       "mask": d.apply(version_mask(str(ws.root), scene_id, d.base_version)), "painted": d.mask(),
+                       "gen": int(old.get("gen", 0)) + 1, "tools": {t for t in d.tool.split("+") if t} or {"brush"},
+                       "owner": d.analyst, "draft_path": str(path), "draft_info": (d.when(), d.pixels)}
+    known_tokens()[str(path)] = d.token
+    ss.pop("lbl_conflict", None)
+    who = f" of {d.analyst}" if d.analyst and d.analyst != session_analyst() else ""
+    msg = f"Restored the draft{who} from {d.when()}: {d.pixels:,} edited pixels on label version {d.base_version}."
+    if latest_now != d.base_version:
+        msg += (f" The label has moved on to version {latest_now} since: saving merges your pixels on top of it when "
+                "none of them were changed since, and refuses otherwise — or re-apply them onto the latest version "
+                "first (notice above).")
+    else:
+        msg += " Check it, then save it."
+    if replaced:
+        msg += f" It replaced this tab's unsaved edit ({replaced:,} px)."
+    flash("success", msg, "draft")
+
+
+def on_discard_draft(scene_id: str, path: str, who: str) -> None:
+    dft.delete_draft(path)
+    known_tokens().pop(str(path), None)
+    edit = edits.get(scene_id) or {}
+    edit.pop("draft_sig", None)  # this tab's own pending edit (if any) may now be kept there
+    if edit.get("draft_path") == str(path):
+        edit.pop("draft_path", None)
+        edit.pop("draft_info", None)
+    flash("info", f"Discarded the draft{who} (deleted {path}).", "draft")
+
+
+def show_other_drafts(shown: str, scene_names: dict[str, str]) -> None:
+    """A line per other scene holding a draft this tab did not write (after a reload the page opens on its first
+    scene: the drafts of the others would go unnoticed), with a button to open it."""
+    name = session_analyst()
+    found, _ = dft.list_drafts(ws.root, None, None if not name else [name, ""])
+    tokens = known_tokens()
+    others = [d for d in found if d.scene_id != shown and d.scene_id in scene_names
+              and tokens.get(str(d.path)) != d.token]
+    if not others:
+        return
+    with st.container(border=True, key="lbl_other_drafts"):
+        st.markdown(f"**Unsaved drafts of {len({d.scene_id for d in others})} other scene(s)** (open one to restore "
+                    "or discard it):")
+        for d in others:
+            who = "" if d.analyst and d.analyst == name else f" by {d.analyst}" if d.analyst else " (no analyst name)"
+            c1, c2 = st.columns([4, 1])
+            c1.markdown(f"**{scene_names[d.scene_id]}**: {d.pixels:,} px from {d.when()}, based on version "
+                        f"{d.base_version}{who}")
+            c2.button(f"Open {scene_names[d.scene_id]}", key=f"lbl_other_draft_{d.scene_id}_{d.path.parent.name}",
+                      on_click=on_goto_scene, args=(d.scene_id,))
+
+
+def show_drafts(scene_id: str, latest_version: int, pending_here: int) -> None:
+    """Banners for the scene's drafts that are not this tab's own: the analyst's and those made without a name (every
+    draft while no name is entered, saying whose), and damaged draft files (with a way to delete them)."""
+    name = session_analyst()
+    found, problems = dft.list_drafts(ws.root, scene_id, None if not name else [name, ""])
+    here = str(dft.draft_path(ws.root, draft_owner(edits[scene_id]), scene_id))
+    tokens = known_tokens()
+    for d in found:
+        if tokens.get(str(d.path)) == d.token:
+            continue  # this tab's own draft (kept up to date below the canvas)
+        folder = d.path.parent.name
+        who = ("" if d.analyst and d.analyst == name else f" by **{d.analyst}**" if d.analyst
+               else " made without an analyst name")
+        lines = [(f"**Unsaved draft from {d.when()}** ({d.pixels:,} px, based on version {d.base_version}){who} — "
+                  "Restore it into the editor, or Discard it.")]
+        if d.base_version != latest_version:
+            lines.append(f"The label has moved on since: it is at version {latest_version} now. Restoring brings the "
+                         f"pixels back on version {d.base_version}; saving then merges them on top of version "
+                         f"{latest_version} when none of them were changed since, and refuses otherwise.")
+        if pending_here:
+            lines.append(f"Restoring replaces this tab's unsaved edit of the scene ({pending_here:,} px).")
+        if str(d.path) == here:
+            lines.append("Until you restore or discard it, changes you make to this scene here are not kept as a "
+                         "draft (they would replace it).")
+        with st.container(border=True, key=f"lbl_draft_box_{folder}"):
+            st.warning("\n\n".join(lines), icon=":material/edit_note:")
+            row = st.container(horizontal=True)
+            row.button("Restore", key=f"lbl_draft_restore_{folder}", type="primary", on_click=on_restore_draft,
+                       args=(scene_id, str(d.path)), help=f"Re-apply the draft's {d.pixels:,} edited pixels ({d.tool or 'brush'}).")
+            row.button("Discard", key=f"lbl_draft_discard_{folder}", on_click=on_discard_draft,
+                       args=(scene_id, str(d.path), who.replace("**", "")), help=f"Delete {d.path}.")
+    for k, prob in enumerate(problems):
+        with st.container(border=True, key=f"lbl_draft_bad_{k}"):
+            st.error(f"A draft of this scene cannot be read: {prob.message}")
+            st.button("Discard the damaged draft", key=f"lbl_draft_bad_discard_{k}", on_click=on_discard_draft,
+                      args=(scene_id, str(prob.path), ""), help=f"Delete {prob.path}.")
+    show_flash("draft")
 
 
 def on_apply() -> None:
@@ -342,10 +603,55 @@ def on_undo_redo(scene_id: str, kind: str) -> None:
           "history")
 
 
+def leave_scene(prev: str | None, new: str | None) -> None:
+    """A scene switch: the strokes on the canvas are applied to their own scene's edit, and a pending edit of the scene
+    left is kept (in this session and as a draft on the server) — which the page says, instead of nothing."""
+    commit_pending()
+    if not prev or not new or prev == new or "painted" not in (edits.get(prev) or {}):
+        return
+    n = int(np.count_nonzero(pending_pixels(edits[prev])))
+    if not n:
+        return
+    problem = sync_draft(prev)
+    # shown while the next scene is (a flash lasting two runs vanished at once in the browser: a scene switch mounts
+    # a new canvas, whose first values rerun the page)
+    ss[LEFT_EDIT] = {"from": prev, "to": new, "n": n, "server": problem is None}
+
+
+LEFT_EDIT = "lbl_left_edit"  # the scene switched away from with an unsaved edit: {"from", "to", "n", "server"}
+
+
+def show_left_edit(shown: str) -> None:
+    """The notice that the unsaved edit of the scene switched away from is kept, with a way back to it."""
+    left = ss.get(LEFT_EDIT)
+    if not left:
+        return
+    prev = left["from"]
+    if left["to"] != shown or "painted" not in (edits.get(prev) or {}):
+        ss.pop(LEFT_EDIT, None)
+        return
+    try:
+        prev_name = ws.get_scene(prev).name
+    except NotFoundError:
+        ss.pop(LEFT_EDIT, None)
+        return
+    where = ("in this browser session and as a draft on the server (a reload or a new tab offers it back)"
+             if left["server"] else "in this browser session")
+    with st.container(horizontal=True, key="lbl_left_edit_box"):
+        st.info(f"Your unsaved edit of **{prev_name}** ({left['n']:,} px) is not lost: it is kept {where}. Switch "
+                "back to that scene to continue it and save it.", icon=":material/save:")
+        st.button(f"Back to {prev_name}", key="lbl_left_edit_back", on_click=on_goto_scene, args=(prev,))
+
+
+def on_scene_change() -> None:
+    leave_scene(ss.get("lbl_shown_scene"), ss.get("lbl_scene"))
+
+
 def on_goto_scene(scene_id: str) -> None:
     """Show another scene (strokes on the canvas are applied to their own scene's edit first, as a scene switch does)."""
-    commit_pending()
+    prev = ss.get("lbl_shown_scene") or ss.get("lbl_scene")
     ss["lbl_scene"] = scene_id
+    leave_scene(prev, scene_id)
 
 
 def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: int) -> None:
@@ -393,7 +699,8 @@ def item_suffix(it: rq.ReviewItem) -> str:
     return "_".join(str(v) for v in it.bbox)
 
 
-def on_queue_action(scene_id: str, key: str, action: str) -> None:
+def on_queue_action(scene_id: str, key: str, action: str, class_index: int | None = None) -> None:
+    """A verdict on a queue item; ``class_index`` for "relabel" (default: the card's "Relabel as" choice)."""
     name = current_analyst("queue")
     if name is None:
         return
@@ -403,7 +710,9 @@ def on_queue_action(scene_id: str, key: str, action: str) -> None:
     if it is None:
         flash("warning", "That queue item is gone (the queue was rebuilt); nothing saved.", "queue")
         return
-    class_index = ss.get(f"lbl_q_cls_{item_suffix(it)}") if action == "relabel" else None
+    if action == "relabel" and class_index is None:
+        class_index = ss.get(f"lbl_q_cls_{item_suffix(it)}")
+    parts = rq.accept_breakdown(q, it, get_scheme(ws.get_scene(scene_id).scheme).names) if action == "accept" else []
     try:
         v = rq.apply_action(ws, q, it, action, name, class_index=class_index)
     except ConflictError as e:
@@ -415,10 +724,36 @@ def on_queue_action(scene_id: str, key: str, action: str) -> None:
         return
     if not pending_pixels(edits[scene_id]).any():
         reset_edit(scene_id)
-    verb = {"accept": "Accepted the prediction for", "relabel": "Relabelled", "ignore": "Marked as ignored",
-            "confirm": "Confirmed the label of"}[action]
-    flash("success", f"{verb} the {it.label_class} component at {it.location()} ({it.pixels} px): label version {v}.",
-          "queue")
+    verb = {"accept": "Accepted the model's per-pixel prediction for", "relabel": "Relabelled",
+            "ignore": "Marked as ignored", "confirm": "Confirmed the label of"}[action]
+    what = (f": {rq.describe_breakdown(parts)}" if action == "accept" and parts else
+            f" as {ws_class_name(scene_id, class_index)}" if action == "relabel" else "")
+    flash("success", f"{verb} the {it.label_class} component at {it.location()} ({it.pixels} px{what}): label "
+                     f"version {v}.", "queue")
+
+
+def ws_class_name(scene_id: str, class_index: int | None) -> str:
+    if class_index is None:
+        return "?"
+    if int(class_index) == IGNORE:
+        return "ignore (255)"
+    names = get_scheme(ws.get_scene(scene_id).scheme).names
+    return names[int(class_index)] if 0 <= int(class_index) < len(names) else str(class_index)
+
+
+def run_build(scene_id: str, checkpoint_id: str, tta: str, threshold: float, held_out: bool) -> bool:
+    """Build (or rebuild) the scene's noise queue with a progress bar; False after showing why it failed."""
+    bar = st.progress(0.0, text="scoring the scene…")
+    try:
+        predictor, _ = predictor_for(ws, checkpoint_id)
+        rq.build_queue(ws, scene_id, predictor, checkpoint_id, tta=tta, threshold=float(threshold),
+                       progress=progress_callback(bar), held_out=held_out)
+    except (SegHZError, ValueError, OSError, RuntimeError) as e:
+        st.error(f"Could not build the queue: {e}")
+        return False
+    finally:
+        bar.empty()
+    return True
 
 
 def on_retrain(kind: str, checkpoint_id: str, name: str) -> None:
@@ -457,10 +792,12 @@ open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this sce
 if open_request in by_id and open_request != ss.get("lbl_scene"):
     on_goto_scene(open_request)  # strokes left on the canvas are applied to their own scene's edit, not lost
 sid = st.selectbox(
-    "Scene", list(by_id), key="lbl_scene", on_change=commit_pending,
+    "Scene", list(by_id), key="lbl_scene", on_change=on_scene_change,
     format_func=lambda i: f"{by_id[i].name} — {by_id[i].split}, {by_id[i].width}×{by_id[i].height} px"
     + (", synthetic" if by_id[i].synthetic else ""),
 )
+ss["lbl_shown_scene"] = sid
+show_left_edit(sid)
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
 review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
@@ -478,13 +815,17 @@ if sent_counts:  # windows sent from Evaluate wait in these scenes, whichever sc
                 c1.markdown(f"**{by_id[other].name}** ({by_id[other].split}): {n} window(s)")
                 c2.button(f"Open {by_id[other].name}", key=f"lbl_sent_goto_{other}", on_click=on_goto_scene, args=(other,),
                           help="Show this scene; its windows are listed under “Sent from Evaluate for review”.")
+show_other_drafts(sid, {i: s.name for i, s in by_id.items()})
 if sid not in edits or "painted" not in edits[sid]:
     edits[sid] = new_edit(sid)
 edit = edits[sid]
-n_changed = int(np.count_nonzero(pending_pixels(edit)))
 latest = ws.latest_label_version(sid)
+if latest != edit["base_version"] and unapplied_strokes(sid):
+    commit_pending()  # strokes on the canvas join the edit: a version saved meanwhile must not make them vanish
+n_changed = int(np.count_nonzero(pending_pixels(edit)))
 if latest != edit["base_version"]:
     if n_changed == 0:
+        drop_own_draft(edit)
         edits[sid] = edit = new_edit(sid, edit["gen"] + 1)
         st.info(f"Showing label version {latest} (saved since this page last showed the scene).")
     else:
@@ -498,6 +839,8 @@ if latest != edit["base_version"]:
         r1.button("Re-apply my edit on the latest version", key="lbl_rebase", on_click=on_rebase, args=(sid,))
         r2.button("Discard my edit", key="lbl_discard_conflict", on_click=on_discard, args=(sid,))
 base_version = edit["base_version"]
+show_drafts(sid, latest, n_changed)
+edit = edits[sid]  # a restore (callback) may have replaced it before this run
 
 # ------------------------------------------------------------------------------------------------ window
 sizes = window_options(scene.height, scene.width)
@@ -671,6 +1014,13 @@ if draft is not None and n_painted:
     st.info(f"{what} restored from your last visit to this page ({TOOL_NAMES.get(draft['tool'], draft['tool'])}, class "
             f"{'ignore (255)' if draft['class_index'] == IGNORE else scheme.names[draft['class_index']]}, this "
             "window): apply or save them, or press Undo to clear them.")
+draft_problem = sync_draft(sid)  # the pending edit, strokes on the canvas included, kept on the server
+if draft_problem and draft_problem != "blocked":  # "blocked" is explained by the draft's banner above
+    st.warning(draft_problem)
+elif edit.get("draft_info") and not draft_problem:
+    when, n_px = edit["draft_info"]
+    st.caption(f"Your unsaved edit ({n_px:,} px, strokes on the canvas included) is kept as a draft on the server "
+               f"({when}): a reload or a new tab offers it back. Saving or discarding it deletes the draft.")
 st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f}). Painted on the canvas, not yet "
            f"applied: {n_painted} canvas px. Strokes are applied with their class when you switch class or window, "
            "press Apply, or save; unapplied strokes are kept when you leave the page and restored when you come back "
@@ -780,28 +1130,46 @@ elif ck_scheme.name != scheme.name:
     st.info(f"The active model predicts {ck_scheme.name} classes but this scene is labelled in {scheme.name}; "
             "the queue needs a model of the scene's scheme.")
 elif q3.button("Build queue", key="lbl_q_build", type="primary", help=f"Score the whole scene with {active.name}."):
-    bar = st.progress(0.0, text="scoring the scene…")
-    try:
-        predictor, _ = predictor_for(ws, active.id)
-        rq.build_queue(ws, sid, predictor, active.id, tta=tta, threshold=float(threshold),
-                       progress=progress_callback(bar), held_out=held_out)
-    except (SegHZError, ValueError, OSError, RuntimeError) as e:
-        st.error(f"Could not build the queue: {e}")
-    finally:
-        bar.empty()
+    run_build(sid, active.id, tta, float(threshold), held_out)
     queue = scene_queue(sid)
 if queue is not None:
     latest_mask = version_mask(str(ws.root), sid, latest)
     pending = rq.pending_items(ws, queue, label=latest_mask) if queue.shape == latest_mask.shape else []
+    stale = rq.queue_staleness(
+        ws, queue, active_id=active.id if active else None, label=latest_mask, latest_version=latest,
+        built_label=version_mask(str(ws.root), sid, queue.label_version) if queue.label_version < latest else None)
+    since = ""
+    if latest != queue.label_version:
+        since = f" (the scene is at version {latest} now"
+        if stale.verdict_px and not stale.label_stale:
+            since += f"; the {stale.verdict_px:,} label px changed since were this queue's own verdicts"
+        since += ")"
     st.caption(f"Built with **{queue.checkpoint_id}** ({queue.scoring}, TTA {queue.tta}, threshold "
                f"{queue.threshold:.2f}) on label "
-               f"version {queue.label_version}, {queue.created_at[:19].replace('T', ' ')} UTC · {len(queue.items)} "
-               f"item(s), {len(pending)} still to review.")
-    if active is not None and queue.checkpoint_id != active.id:
+               f"version {queue.label_version}{since}, {queue.created_at[:19].replace('T', ' ')} UTC · "
+               f"{len(queue.items)} item(s), {len(pending)} still to review.")
+    if stale.label_stale:
+        why = ("that version is no longer in the label history" if queue.label_version > latest
+               else "the scene's size changed" if stale.shape_changed
+               else f"{stale.changed_px:,} label pixel{'s' if stale.changed_px != 1 else ''} changed since other than "
+                    "by this queue's own verdicts (brush edits, an undo, another analyst's save)")
+        st.warning(f"**This queue is out of date**: it was built on label version {queue.label_version}, the scene is "
+                   f"at version {latest} now, and {why}. Its items, scores and predictions may no longer match the "
+                   "label: rebuild it.")
+    if stale.model_stale:
         # e.g. the active model changed since the queue was built (a job re-ranks the queues only when its new
         # checkpoint becomes the active one)
         st.warning(f"This queue was built with **{queue.checkpoint_id}**, not the active checkpoint **{active.id}**: "
                    "build it again to rank it with the active model (judged items stay out unless their label changed).")
+    if stale.stale and active is not None and ck_scheme.name == scheme.name:
+        held = queue.scoring != "in-sample"
+        if st.button(f"Rebuild the queue with {active.name}", key="lbl_q_rebuild", type="primary",
+                     help=f"Score the current label (version {latest}) again with the active checkpoint, as this "
+                          f"queue was built: TTA {queue.tta}, threshold {queue.threshold:.2f}, "
+                          f"{'held-out' if held else 'in-sample'} scoring. Judged items stay out unless their label "
+                          "changed.") and run_build(sid, active.id, queue.tta, queue.threshold, held):
+            flash("success", f"Rebuilt the noise queue on label version {latest} with {active.name}.", "queue")
+            st.rerun()
     show_flash("queue")
     if not pending:
         st.success("Nothing left to review in this queue.")
@@ -824,13 +1192,30 @@ if queue is not None:
                 left.image(rq.composite(panels, size=240, per_row=2),  # 2 × 2: large enough to judge a few px
                            caption="image · label (top) · prediction · suspect pixels (bottom)")
                 b_r0, b_c0, b_r1, b_c1 = it.bbox
-                right.markdown(f"**#{rank}** · label **{it.label_class}** → model says **{it.predicted_class}** · "
-                               f"{it.pixels} px · score {it.score:.1f} (mean {it.mean_score:.2f})")
+                parts = rq.accept_breakdown(queue, it, scheme.names)  # what "accept" writes, class by class
+                mixed = len(parts) > 1
+                top = parts[0][1] if parts else it.predicted_class
+                n_top = next((k for c, _, k in parts if c == it.predicted_id), 0)
+                says = (f"model says **{it.predicted_class}** on {n_top:,} of {it.pixels:,} px (also "
+                        + ", ".join(f"{n} {k:,}" for c, n, k in parts if c != it.predicted_id) + ")") if mixed \
+                    else f"model says **{top}** · {it.pixels:,} px"
+                right.markdown(f"**#{rank}** · label **{it.label_class}** → {says} · score {it.score:.1f} "
+                               f"(mean {it.mean_score:.2f})")
+                right.caption(f"Accept prediction writes the model's class per pixel: {rq.describe_breakdown(parts)}"
+                              + (f" — or “All as {it.predicted_class}” sets all {it.pixels:,} px to "
+                                 f"{it.predicted_class}." if mixed else "."))
                 right.caption(f"Location: {it.location()} of {scene.width}×{scene.height} px · send to map: bbox "
                               f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
                 verdicts = right.container(horizontal=True)  # buttons as wide as their labels (thirds cut "Accept pre…")
-                verdicts.button("Accept prediction", key=f"lbl_q_accept_{sfx}", on_click=on_queue_action,
-                                args=(sid, it.key, "accept"), help="The component's pixels take the model's prediction.")
+                verdicts.button("Accept prediction (per pixel)" if mixed else "Accept prediction", key=f"lbl_q_accept_{sfx}",
+                                on_click=on_queue_action, args=(sid, it.key, "accept"),
+                                help="Each pixel of the component takes the model's class for that pixel: "
+                                     f"{rq.describe_breakdown(parts)}.")
+                if mixed and it.predicted_id < scheme.num_classes:
+                    verdicts.button(f"All as {it.predicted_class}", key=f"lbl_q_accept_all_{sfx}",
+                                    on_click=on_queue_action, args=(sid, it.key, "relabel", it.predicted_id),
+                                    help=f"All {it.pixels:,} px of the component become {it.predicted_class} (the "
+                                         "model's majority class here), saved as a relabel.")
                 verdicts.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_queue_action,
                                 args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
                 verdicts.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,

@@ -37,6 +37,14 @@ after a retrain, whose components may shift a little) is *judged* when at least 
 pixels are remembered pixels whose current label still equals the remembered value: judged items leave the
 queue and do not come back unless their label pixels changed (an undo, a brush edit, another analyst).
 Read-modify-write of these files is serialised with an ``fcntl`` lock on ``review/<scene>/.lock``.
+
+Freshness and display
+=====================
+:func:`queue_staleness` says whether a saved queue still describes the scene: it is out of date when label pixels
+changed since the version it was built on *other than by its own verdicts* (each verdict is a new label version,
+which alone does not invalidate the other items), or when the active checkpoint is another one.
+:func:`accept_breakdown` lists what an *accept* writes on an item class by class (the item's ``predicted_class`` is
+only the component's majority; the model's class is written pixel by pixel).
 """
 from __future__ import annotations
 
@@ -449,6 +457,94 @@ def apply_action(ws: Workspace, queue: SceneQueue, item: ReviewItem, action: str
     return version
 
 
+def accept_breakdown(queue: SceneQueue, item: ReviewItem, names: list[str] | None = None) -> list[tuple[int, str, int]]:
+    """What *Accept prediction* writes on an item: ``(class id, class name, pixels)`` per class the model predicts on
+    the component's pixels, most pixels first (ties: smaller id). The card's "model says X" is only the majority; an
+    accept writes the model's class pixel by pixel."""
+    pred = queue.predicted.ravel()[item.indices].astype(np.int64)
+    if pred.size == 0:
+        return []
+    counts = np.bincount(pred, minlength=256)
+    ids = sorted((int(c) for c in np.flatnonzero(counts)), key=lambda c: (-int(counts[c]), c))
+
+    def name(c: int) -> str:
+        if c == IGNORE:
+            return "ignore (255)"
+        return names[c] if names is not None and c < len(names) else str(c)
+
+    return [(c, name(c), int(counts[c])) for c in ids]
+
+
+def describe_breakdown(parts: list[tuple[int, str, int]]) -> str:
+    """``"OpenArea 19, Reflection_Glass 19, Road 1"``."""
+    return ", ".join(f"{n} {k:,}" for _, n, k in parts)
+
+
+@dataclass
+class Staleness:
+    """How a saved queue relates to the scene's current label and the active model (:func:`queue_staleness`)."""
+
+    label_version: int  # the version the queue was built on
+    latest_version: int  # the scene's latest label version
+    changed_px: int  # label pixels whose value changed since, other than by the verdicts given in the queue
+    verdict_px: int  # label pixels changed since by verdicts (accept / relabel / ignore)
+    checkpoint_id: str  # the queue's checkpoint
+    active_id: str | None  # the active checkpoint (None: none, or not asked)
+    shape_changed: bool = False
+    version_missing: bool = False
+
+    @property
+    def label_stale(self) -> bool:
+        return self.shape_changed or self.version_missing or self.changed_px > 0
+
+    @property
+    def model_stale(self) -> bool:
+        return self.active_id is not None and self.active_id != self.checkpoint_id
+
+    @property
+    def stale(self) -> bool:
+        return self.label_stale or self.model_stale
+
+
+def queue_staleness(ws: Workspace, queue: SceneQueue, *, active_id: str | None = None,
+                    built_label: np.ndarray | None = None, label: np.ndarray | None = None,
+                    latest_version: int | None = None) -> Staleness:
+    """Whether the queue still describes the scene: built on its current label, with the active checkpoint.
+
+    The label counts as moved on when pixel values changed since the version the queue was built on *other than by
+    the queue's own verdicts* (remembered in ``judged.npz`` with the value they were given): each verdict is saved as
+    a new label version, and that alone does not make the other items' scores wrong, whereas a brush edit, an undo or
+    another analyst's save does.
+
+    ``built_label`` / ``label`` / ``latest_version``: the label at the queue's version, the current label and the
+    latest version, when the caller has them (read otherwise)."""
+    latest = ws.latest_label_version(queue.scene_id) if latest_version is None else int(latest_version)
+    st = Staleness(queue.label_version, latest, 0, 0, queue.checkpoint_id, active_id)
+    if latest == queue.label_version and label is None:
+        return st
+    if queue.label_version > latest:  # the label history no longer holds the queue's version
+        st.version_missing = True
+        return st
+    cur = ws.effective_label(queue.scene_id, latest) if label is None else np.asarray(label)
+    if cur.shape != queue.shape:
+        st.shape_changed = True
+        return st
+    if latest == queue.label_version:
+        return st
+    old = ws.effective_label(queue.scene_id, queue.label_version) if built_label is None else np.asarray(built_label)
+    changed = np.flatnonzero(old.ravel() != cur.ravel())
+    if changed.size == 0:
+        return st
+    idx, vals = judged_pixels(ws, queue.scene_id)
+    explained = np.zeros(changed.size, bool)
+    if idx.size:
+        pos = np.minimum(np.searchsorted(idx, changed), idx.size - 1)
+        explained = (idx[pos] == changed) & (vals[pos] == cur.ravel()[changed])
+    st.verdict_px = int(np.count_nonzero(explained))
+    st.changed_px = int(changed.size - st.verdict_px)
+    return st
+
+
 # ------------------------------------------------------------------------------------------------ display
 
 
@@ -507,6 +603,8 @@ __all__ = [
     "JUDGED_OVERLAP",
     "ReviewItem",
     "SceneQueue",
+    "Staleness",
+    "accept_breakdown",
     "action_edit",
     "apply_action",
     "build_queue",
@@ -514,11 +612,13 @@ __all__ = [
     "component_indices",
     "composite",
     "crop_window",
+    "describe_breakdown",
     "is_judged",
     "item_panels",
     "judged_pixels",
     "load_queue",
     "pending_items",
+    "queue_staleness",
     "record_verdict",
     "rerank_queues",
     "review_dir",
