@@ -5,13 +5,15 @@ Results are cached in the workspace per (checkpoint, split, TTA, data version) a
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from seghz import compare, drilldown, report
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
-from seghz.evaluate import evaluate_split, label_for_checkpoint, tta_key
+from seghz.evaluate import evaluate_split, label_for_checkpoint, tta_key, tta_views_of
 from seghz.infer.engine import tta_views
 from seghz.jobs import runner
 from seghz.jobs.kinds import evaluation_jobs, evaluation_key, submit_evaluation_job, submit_missing_evaluations
@@ -44,8 +46,8 @@ cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tt
 result = cached.result if cached is not None and cached.result.get("tta") == tta else None
 
 # ---------------------------------------------------------------------------------------------- background runs
-# An inline run lives in this page's script run: leaving the page mid-run discards it (a d4 evaluation of one
-# 1024 px scene took ~3.5 min on a CPU). The "evaluate" job (seghz.jobs.kinds) runs in a worker process instead
+# An inline run lives in this page's script run: leaving the page mid-run discards it (a d4 run scores every window
+# 8 times). The "evaluate" job (seghz.jobs.kinds) runs in a worker process instead
 # and stores its result in the same evaluation cache, where this page finds it. The comparison's "Evaluate missing"
 # (one "evaluate" job per checkpoint) and the TTA report (a "tta_report" job) run the same way.
 #
@@ -55,11 +57,20 @@ result = cached.result if cached is not None and cached.result.get("tta") == tta
 BACKGROUND_PX_VIEWS = 4_000_000  # labelled pixels × TTA views above which the background run is the suggested one
 JOB_ENDED = ("failed", "died", "cancelled")
 PANEL_NAMES = {"compare": "Compare checkpoints", "tta": "TTA report"}
-# Scores in percent with one decimal, as the metrics above the tables ("99.3 %"): the "percent" format alone shows two
-# ("99.31%"); a step of 0.001 (three decimals of the fraction) makes the table show one.
-PCT = st.column_config.NumberColumn(format="percent", step=0.001)
 NA = "–"  # what a table shows for a value that is not available (Streamlit shows "None" unless told)
 ss = st.session_state
+TTA_OPEN = "eval_tta_open"  # the TTA report expander's state (open or closed)
+
+
+def pct(table: pd.DataFrame | Styler, *columns: str) -> Styler:
+    """``table`` (a frame, or a Styler of one) with its score ``columns`` shown as the metric tiles show them:
+    :func:`seghz.report.fmt_pct`, rounded to one decimal ("96.2 %" for 0.96186; "–" when missing). Streamlit's own
+    "percent" column format with a step of 0.001 truncates instead ("96.1%"), and any column format set in
+    ``column_config`` overrides this Styler's text: give these columns none there. A frame's other missing values
+    show as "–" (a Styler shows "nan" unless told)."""
+    sty = table if isinstance(table, Styler) else table.style.format(na_rep=NA)
+    cols = [c for c in columns if c in sty.data.columns]
+    return sty.format(report.fmt_pct, subset=cols) if cols else sty
 
 
 def eval_jobs(c: str | None, sp: str | None, t: str | None, active_only: bool = False) -> list:
@@ -112,10 +123,13 @@ def on_background(c: str, sp: str, t: str) -> None:
 
 
 def show_flash(key: str) -> None:
-    """The message a submit callback left under ``key`` (shown once)."""
+    """The message a submit callback left under ``key`` (shown once), in a slot that is on the page in every run (empty
+    without a message): the panel drawn after it keeps its place, so a rerun never draws the panel one element higher
+    while its previous elements linger, greyed, where they were (a second progress bar until the run ends)."""
+    slot = st.empty()
     flash = ss.pop(key, None)
     if flash:
-        getattr(st, flash[0])(flash[1])
+        getattr(slot, flash[0])(flash[1])
 
 
 def job_progress(j, what: str, cancel_key: str, running_now: list) -> None:
@@ -155,13 +169,48 @@ def on_show(c: str, sp: str, t: str) -> None:
     ss["eval_checkpoint"], ss["eval_split"], ss["eval_tta"] = c, sp, t
 
 
+def labelled_px(sp: str) -> int:
+    """Labelled pixels of a split (what an evaluation scores once per TTA view)."""
+    return sum(s.height * s.width for s in ws.list_scenes(sp) if s.label_path)
+
+
+def eval_pace() -> float | None:
+    """Pixels × TTA views per second that the newest background evaluation of this workspace which scored something
+    kept (its whole run, model loading included), for time estimates; None when none has run here yet."""
+    for j in evaluation_jobs(ws, "evaluate"):
+        res = j.result or {}
+        if j.status != "done" or res.get("cached") or not res.get("split") or not res.get("tta"):
+            continue
+        secs = report.job_duration_s(j)
+        try:
+            work = labelled_px(res["split"]) * len(tta_views(tta_views_of(str(res["tta"]))))
+        except (ValueError, KeyError):
+            continue
+        if secs and secs > 0 and work > 0:
+            return work / secs
+    return None
+
+
+def time_estimate(work: float) -> str:
+    """The text "; about 41 s at the pace of the last background evaluation here" for ``work`` pixels × views, or
+    "" while no evaluation has run here (no duration is claimed without one: the pace depends on the machine)."""
+    pace = eval_pace()
+    return "" if not pace else f"; about {report.fmt_duration(work / pace)} at the pace of the last background " \
+                                "evaluation here"
+
+
 runner.refresh_job_states(ws)
+all_active = evaluation_jobs(ws, active_only=True)
+# The panel under the buttons and the comparison's redraw themselves every 2 s while any evaluation job is queued or
+# running, not only while one of their own is: each redraw shows the jobs as they are now, and what a panel showed
+# before goes with its next redraw even where the browser kept it (greyed) after a whole-page run. (The TTA report's
+# panel, which redraws its table, polls for its own job only.)
+POLL_S = 2 if all_active else None
 running = eval_jobs(cid, split, tta, active_only=True)  # this checkpoint/split/TTA: whichever panel shows them
 running_panels = {job_panel(j, compare_scope()) for j in running}
 # where its progress and Cancel are: the panel under the buttons, or (a comparison's job) under Compare checkpoints
 running_at = "" if not running or "top" in running_panels else f" under **{PANEL_NAMES[min(running_panels)]}**"
-top_others = [j for j in evaluation_jobs(ws, active_only=True)
-              if j.id not in {r.id for r in running} and job_panel(j, compare_scope()) == "top"]
+top_others = [j for j in all_active if j.id not in {r.id for r in running} and job_panel(j, compare_scope()) == "top"]
 px_views = sum(s.height * s.width for s in labelled) * len(tta_views(tta))
 heavy = tta != "none" or px_views > BACKGROUND_PX_VIEWS
 busy_help = (f" A background evaluation of this checkpoint, split and TTA is queued or running (job `{running[0].id}`, "
@@ -179,10 +228,11 @@ b2.button("Run in the background", type="primary" if heavy else "secondary", key
 if labelled:
     mpx = sum(s.height * s.width for s in labelled) / 1e6
     if heavy:
-        why = f"TTA {tta} runs every window {len(tta_views(tta))}×" if tta != "none" else f"{mpx:.1f} Mpx to score"
-        st.caption(f"**Run in the background** is suggested: {why} ({mpx:.2f} Mpx of labelled scenes; a d4 run over "
-                   "one 1024 px scene took about 3.5 min on a CPU), and an inline run is lost if you leave the page "
-                   "before it ends.")
+        n_views = len(tta_views(tta))
+        why = f"TTA {tta} runs every window {n_views}×" if tta != "none" else f"{mpx:.1f} Mpx to score"
+        st.caption(f"**Run in the background** is suggested: {why} ({mpx:.2f} Mpx of labelled scenes × {n_views} "
+                   f"view{'s' if n_views > 1 else ''}{time_estimate(px_views)}), and an inline run is lost if you "
+                   "leave the page before it ends.")
     else:
         st.caption(f"{mpx:.2f} Mpx to score without TTA: **Run evaluation** is quick here; **Run in the background** "
                    "keeps going if you leave the page.")
@@ -191,15 +241,18 @@ if not labelled:
 show_flash("eval_bg_flash")
 
 
-@st.fragment(run_every=2 if running or top_others else None)
+@st.fragment(run_every=POLL_S)
 def background_panel(watching: bool) -> None:
     """The background evaluations of this checkpoint/split/TTA that no other panel shows: progress and Cancel while
     they run; a failure or cancel of the last one; one line for each other job no other panel shows. When the last
     one of this checkpoint/split/TTA ends the whole page reruns and shows the cached result.
 
-    Every poll reads the jobs first, then redraws the panel as one new container in a fresh ``st.empty``: the
-    elements of the previous poll go at once, none is left behind (greyed) when the panel shrinks, e.g. when a job
-    starts and its "Queued behind" line goes, or a job ends."""
+    Every poll (and every page run) reads the jobs first, then redraws the panel in one ``st.empty`` slot: left
+    empty when there is nothing to show, so what the panel showed goes at once (a container there would inherit the
+    previous run's elements, and the browser kept them, greyed, until the page's run ended: e.g. the line pointing
+    at a job under Compare checkpoints stayed while the drill-down below was computed after that job had ended);
+    else one container, where elements of the previous poll that the new one does not draw again (a "Queued behind"
+    line once the job starts) go when the poll ends."""
     runner.refresh_job_states(ws)
     scope = compare_scope()
     jobs = eval_jobs(cid, split, tta)
@@ -213,7 +266,10 @@ def background_panel(watching: bool) -> None:
     shown_ids = {j.id for j in active_now}
     others = [j for j in evaluation_jobs(ws, active_only=True) if j.id not in shown_ids and job_panel(j, scope) == "top"]
     running_now = ws.list_jobs(status="running") if any(j.status == "queued" for j in mine) else []
-    with st.empty().container():
+    slot = st.empty()
+    if not (mine or elsewhere or ended is not None or others):
+        return
+    with slot.container():
         for j in mine:
             job_progress(j, "background evaluation", f"eval_bg_cancel_{j.id}", running_now)
         for j in elsewhere:
@@ -281,7 +337,7 @@ def compare_jobs_panel(sel: tuple[str, ...], csplit: str, missing: tuple[str, ..
     """The comparison's background evaluations on ``csplit`` (every queued or running no-TTA evaluation of the
     compared checkpoints: the panel at the top leaves them to this one): progress and Cancel while they run, how the
     last one of a checkpoint still missing ended when it did not succeed. The page reruns as each watched one ends.
-    Redrawn as one new container per poll (see background_panel)."""
+    Redrawn in one slot per poll (see background_panel)."""
     runner.refresh_job_states(ws)
     active_now = [j for c in sel for j in eval_jobs(c, csplit, "none", active_only=True)]
     if set(watching) - {j.id for j in active_now}:
@@ -292,7 +348,10 @@ def compare_jobs_panel(sel: tuple[str, ...], csplit: str, missing: tuple[str, ..
         if jobs and not jobs[0].active and jobs[0].status in JOB_ENDED:
             ended.append((c, jobs[0]))
     running_now = ws.list_jobs(status="running") if any(j.status == "queued" for j in active_now) else []
-    with st.empty().container():
+    slot = st.empty()
+    if not (active_now or ended):
+        return
+    with slot.container():
         for j in active_now:
             c = (j.config or {}).get("checkpoint_id")
             job_progress(j, f"background evaluation of {by_id[c].name if c in by_id else c} on {csplit}",
@@ -329,12 +388,12 @@ def compare_section() -> None:
         st.caption(f"The **{csplit}** split has no labelled scenes: per-class deltas need an evaluation.")
     show_flash("eval_cmp_flash")
     watching = tuple(j.id for j in cmp_active)
-    st.fragment(compare_jobs_panel, run_every=2 if watching else None)(tuple(sel), csplit, tuple(missing), watching)
+    st.fragment(compare_jobs_panel, run_every=POLL_S or (2 if watching else None))(tuple(sel), csplit, tuple(missing),
+                                                                                   watching)
     entries = compare.comparison_entries(ws, sel)
     table = compare.comparison_table(entries)
-    pct = PCT
-    st.dataframe(table, hide_index=True, key="eval_cmp_table", placeholder=NA,
-                 column_config={c: pct for c in table.columns if c not in ("checkpoint", "note")})
+    st.dataframe(pct(table, *(c for c in table.columns if c not in ("checkpoint", "note"))), hide_index=True,
+                 key="eval_cmp_table", placeholder=NA)
     st.caption(f"**({compare.MEASURED})**: scored on this workspace's split with its current labels (cached "
                f"evaluations without TTA; – = not evaluated yet). **({compare.RECORDED})**: the score the checkpoint "
                "recorded when it was trained, on that run's own validation/test data, which may not be this "
@@ -407,9 +466,8 @@ def compare_section() -> None:
         st.image(got["image"], caption=f"image | {by_id[ca].name} (A) | {by_id[cb_].name} (B) | "
                                        "changed pixels in magenta")
         pairs = compare.changed_pairs_table(got, top=10)
-        st.dataframe(pairs, hide_index=True, key="eval_cmp_pairs",
-                     column_config={"share of changed": pct,
-                                    "pixels": st.column_config.NumberColumn(format="localized")})
+        st.dataframe(pct(pairs, "share of changed"), hide_index=True, key="eval_cmp_pairs",
+                     column_config={"pixels": st.column_config.NumberColumn(format="localized")})
 
 
 def on_tta_report(c: str, sp: str) -> None:
@@ -419,6 +477,7 @@ def on_tta_report(c: str, sp: str) -> None:
     except (SegHZError, ValueError, ImportError, OSError) as e:
         ss["eval_tta_flash"] = ("error", f"Could not start the TTA report: {e}")
         return
+    ss[TTA_OPEN], ss["eval_tta_closed_on"] = True, None  # its progress and Cancel are in the report: keep it open
     if new:
         ss["eval_tta_flash"] = ("success", (f"TTA report job `{jid}` submitted: it goes on if you leave this page, and "
                                             "its rows show here as they are scored."))
@@ -430,7 +489,7 @@ def on_tta_report(c: str, sp: str) -> None:
 def tta_panel(c: str, sp: str, watching: tuple[str, ...]) -> None:
     """The TTA report's job (progress and Cancel while it runs, how the last one ended when it did not succeed) and
     the rows cached so far: while a job runs, rows show as they are scored. The page reruns when it ends. Redrawn as
-    one new container per poll (see background_panel)."""
+    one new container per poll (see background_panel; never empty: the table or a line saying it is not computed)."""
     runner.refresh_job_states(ws)
     jobs = evaluation_jobs(ws, "tta_report", c, sp, "d4")
     active_now = [j for j in jobs if j.active]
@@ -446,28 +505,51 @@ def tta_panel(c: str, sp: str, watching: tuple[str, ...]) -> None:
         if table["mIoU"].notna().any():
             # the views each row averages ("identity,lr"), not the cache key ("flip"); rows not scored yet: "–"
             shown = table.assign(spec=table["spec"].map(compare.tta_spec_views))
+            shown = pct(shown, "mIoU", "fwIoU", "OA").format(lambda v: report.fmt_pp(v, 2), subset=["Δ mIoU (pp)"])
             st.dataframe(shown, hide_index=True, key="eval_tta_table", placeholder=NA,
-                         column_config={"mIoU": PCT, "fwIoU": PCT, "OA": PCT, "spec": "view list",
-                                        "Δ mIoU (pp)": st.column_config.NumberColumn(format="%+.2f")})
+                         column_config={"spec": "view list"})
         else:
             st.caption("Not computed yet for this checkpoint, split and the current labels.")
 
 
+def on_tta_toggle() -> None:
+    """The analyst opened or closed the TTA report: a close while its job runs is kept (the report is not opened again
+    for that job)."""
+    if ss.get(TTA_OPEN):
+        ss["eval_tta_closed_on"] = None
+    else:
+        now = evaluation_jobs(ws, "tta_report", cid, split, "d4", active_only=True)
+        ss["eval_tta_closed_on"] = now[0].id if now else None
+
+
 def tta_section() -> None:
     """mIoU as TTA views are added one at a time (the study's NAIC table), on demand as a background job, cached per
-    view list."""
-    complete = bool(compare.tta_report(ws, cid, split, compute=False)["mIoU"].notna().all())
+    view list.
+
+    The expander keeps its state (``TTA_OPEN``) across reruns: it is opened when its job is submitted and while one
+    runs (its progress and Cancel are in it) unless the analyst closed it during that job; otherwise it stays as the
+    analyst left it. Its place on the page does not depend on whether a job runs (the line above it is always there,
+    empty without a job)."""
+    report_now = compare.tta_report(ws, cid, split, compute=False)
+    complete = bool(report_now["mIoU"].notna().all())
     tta_running = evaluation_jobs(ws, "tta_report", cid, split, "d4", active_only=True)
-    if tta_running:  # its progress and Cancel are in the expander, which is closed when the analyst comes back
-        st.caption(f"The TTA report of **{ck.name}** on **{split}** is running in the background (job "
-                   f"`{tta_running[0].id}`): open **TTA report** below for its progress and Cancel.")
-    with st.expander("TTA report: scores as views are added (baseline, +lr, +tb, … full D4)"):
+    if tta_running and ss.get("eval_tta_closed_on") != tta_running[0].id:
+        ss[TTA_OPEN] = True
+    note = st.empty()
+    if tta_running and not ss.get(TTA_OPEN):  # closed by the analyst: say where the progress and Cancel are
+        note.caption(f"The TTA report of **{ck.name}** on **{split}** is running in the background (job "
+                     f"`{tta_running[0].id}`): open **TTA report** below for its progress and Cancel.")
+    with st.expander("TTA report: scores as views are added (baseline, +lr, +tb, … full D4)", key=TTA_OPEN,
+                     on_change=on_tta_toggle):
         st.caption(f"Checkpoint **{ck.name}** on the **{split}** split; each row adds one view to the row above "
                    "(mean of softmax). Rows are cached like evaluations (checkpoint, labels, view list).")
+        todo = int(report_now.loc[report_now["mIoU"].isna(), "views"].sum())  # model passes per window still to run
         st.button("Compute the TTA report", key="eval_tta_run", on_click=on_tta_report, args=(cid, split),
                   disabled=not labelled or bool(tta_running) or complete,
                   help="Runs as a background job: it goes on if you leave the page (progress and Cancel below). Up "
-                       "to 36 model passes per window in all (1 + 2 + … + 8 views); cached rows are reused."
+                       "to 36 model passes per window in all (1 + 2 + … + 8 views); cached rows are reused"
+                       + (f" ({todo} passes per window to run{time_estimate(labelled_px(split) * todo)})."
+                          if todo and labelled else ".")
                        + (" Already running." if tta_running else " Every row is cached." if complete else ""))
         show_flash("eval_tta_flash")
         watching = tuple(j.id for j in tta_running)
@@ -534,13 +616,10 @@ st.caption("Click a cell to drill down into it (or choose the cell below).")
 
 # ---------------------------------------------------------------------------------------------- per class
 st.subheader("Per class")
-pct = PCT
-st.dataframe(report.summary_table(vres), hide_index=True, placeholder=NA,
-             column_config={"mIoU": pct, "fwIoU": pct, "OA": pct, "mAcc": pct})
+st.dataframe(pct(report.summary_table(vres), "mIoU", "fwIoU", "OA", "mAcc"), hide_index=True, placeholder=NA)
 st.dataframe(
-    report.per_class_table(vres), hide_index=True, placeholder=NA,
-    column_config={"IoU": pct, "Acc (recall)": pct, "Precision": pct, "F1": pct,
-                   "Support (px)": st.column_config.NumberColumn(format="localized"),
+    pct(report.per_class_table(vres), "IoU", "Acc (recall)", "Precision", "F1"), hide_index=True, placeholder=NA,
+    column_config={"Support (px)": st.column_config.NumberColumn(format="localized"),
                    "Predicted (px)": st.column_config.NumberColumn(format="localized")},
 )
 g1, g2 = st.columns(2)
@@ -578,10 +657,10 @@ else:
     row = coverage_at(cal, abstain)
     st.caption(f"Abstaining below {abstain:.0%} keeps {report.fmt_pct(row['kept'])} of the labelled pixels; the label "
                f"agrees with {report.fmt_pct(row['accuracy'])} of them (all pixels: {report.fmt_pct(cal['accuracy'])}).")
-    st.dataframe(report.calibration_table(cal, abstain), hide_index=True, key="eval_cal_table", placeholder=NA,
-                 column_config={"mean confidence": pct, "label agrees": pct, "kept": pct, "label agrees (kept)": pct,
-                                "predicted (px)": st.column_config.NumberColumn(format="localized"),
-                                "ECE (pp)": st.column_config.NumberColumn(format="%.1f")})
+    st.dataframe(pct(report.calibration_table(cal, abstain), "mean confidence", "label agrees", "kept",
+                     "label agrees (kept)").format("{:.1f}", subset=["ECE (pp)"], na_rep=NA),
+                 hide_index=True, key="eval_cal_table", placeholder=NA,
+                 column_config={"predicted (px)": st.column_config.NumberColumn(format="localized")})
 
 # ---------------------------------------------------------------------------------------------- class frequencies
 st.subheader("Class frequencies")
@@ -601,14 +680,14 @@ biased = freq.loc[freq["bias"] != "", "class"].tolist()
 if biased:
     st.warning("Bias: predicted share differs from labelled share by more than "
                f"{thr:g} pp for " + ", ".join(f"**{c}** ({b})" for c, b in freq.loc[freq["bias"] != "", ["class", "bias"]].values))
-st.dataframe(report.style_pp(freq), hide_index=True, key="eval_freq_table", placeholder=NA,  # Δ: 0.0, never -0.0
-             column_config={"labelled share": pct, "predicted share": pct,
-                            "labelled (px)": st.column_config.NumberColumn(format="localized"),
+st.dataframe(pct(report.style_pp(freq), "labelled share", "predicted share"),  # Δ: 0.0, never -0.0
+             hide_index=True, key="eval_freq_table", placeholder=NA,
+             column_config={"labelled (px)": st.column_config.NumberColumn(format="localized"),
                             "predicted (px)": st.column_config.NumberColumn(format="localized")})
 
 if len(per_scene) > 1:
     with st.expander(f"Per scene ({len(per_scene)})"):
-        st.dataframe(per_scene, hide_index=True, placeholder=NA, column_config={"mIoU": pct, "fwIoU": pct, "OA": pct})
+        st.dataframe(pct(per_scene, "mIoU", "fwIoU", "OA"), hide_index=True, placeholder=NA)
 
 # ---------------------------------------------------------------------------------------------- drill-down
 st.subheader("Drill-down: where does label A become prediction B?")
@@ -683,7 +762,13 @@ for i, w in enumerate(windows[:n_thumbs]):
 keys = [w.key() for w in windows]
 send_label = {w.key(): f"#{i + 1} · {by_scene[w.scene_id].name} · rows {w.bbox[0]}–{w.bbox[2] - 1}, cols {w.bbox[1]}–"
                        f"{w.bbox[3] - 1} · {w.count:,} px" for i, w in enumerate(windows)}
-chosen = st.multiselect("Windows to send to label review", keys, default=keys[:n_thumbs], key="eval_dd_send_sel",
+# The selection starts at this cell's top windows (those with thumbnails) and starts there again whenever the cell
+# or its windows change (another cell, split, checkpoint, TTA, view, window size, labels): the widget's key alone
+# would keep the previous cell's picks, or none when they are not windows of this cell.
+send_sig = (cid, split, tta, view, a_name, b_name, tuple((w.key(), w.count) for w in windows))
+if ss.get("eval_dd_send_sig") != send_sig or "eval_dd_send_sel" not in ss:
+    ss["eval_dd_send_sel"], ss["eval_dd_send_sig"] = keys[:n_thumbs], send_sig
+chosen = st.multiselect("Windows to send to label review", keys, key="eval_dd_send_sel",
                         format_func=lambda k: send_label.get(k, k))
 sender = analyst_name()
 if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender):
