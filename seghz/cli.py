@@ -762,11 +762,10 @@ def _print_verdict(v) -> None:
     # differences and the margin in percentage points, IoU in percent: the app's units (the JSON keeps fractions)
     print(f"regression gate ({v.rule} rule, margin {gate.fmt_margin_pp(v.margin)}): {v.status.upper()} — {v.message}")
     if v.rows:
-        def pct(x) -> str:
-            return "—" if x is None or math.isnan(x) else f"{100 * x:.1f} %"
+        from seghz.metrics import fmt_pct
 
         print(gate.verdict_table(v).to_string(index=False, formatters={
-            "active IoU": pct, "candidate IoU": pct, "Δ IoU": lambda x: gate.fmt_delta_pp(x, margin=v.margin)}))
+            "active IoU": fmt_pct, "candidate IoU": fmt_pct, "Δ IoU": lambda x: gate.fmt_delta_pp(x, margin=v.margin)}))
 
 
 def cmd_checkpoints(a) -> int:

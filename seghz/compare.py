@@ -22,7 +22,7 @@ import pandas as pd
 
 from seghz.infer.engine import TTA_MODES
 from seghz.metrics import as_float as _num
-from seghz.metrics import signed_pp
+from seghz.metrics import fmt_pct, signed_pp
 
 # Recipe keys that do not change what a run learns (where it ran, whether it resumed, its parent's file path).
 RECIPE_IGNORED = frozenset({"device", "resume", "parent_checkpoint", "ddp", "deterministic"})
@@ -315,7 +315,7 @@ def style_deltas(df: pd.DataFrame, scale: float | None = None):
         vals = vals[np.isfinite(vals)]
         scale = float(max(vals.max(), 1.0)) if vals.size else 1.0
     fmt: dict[str, Any] = {c: signed_pp for c in cols}
-    fmt.update({c: "{:.1%}" for c in df.columns if str(c).endswith(" IoU")})  # percent, as the deltas' points
+    fmt.update({c: fmt_pct for c in df.columns if str(c).endswith(" IoU")})  # percent, as the tiles show it
     return df.style.map(lambda v: delta_color(v, scale), subset=cols).format(fmt, na_rep="–")
 
 

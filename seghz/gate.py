@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seghz.errors import ConflictError, SegHZError
-from seghz.metrics import MINUS, signed_pp
+from seghz.metrics import MINUS, fmt_pct, signed_pp
 from seghz.metrics import as_float as _num
 from seghz.store import Promotion, Workspace
 
@@ -661,7 +661,7 @@ def styled_verdict_table(v: Verdict):
         return out
 
     return (df.style.apply(row_style, axis=1)
-            .format({"active IoU": "{:.1%}", "candidate IoU": "{:.1%}",
+            .format({"active IoU": fmt_pct, "candidate IoU": fmt_pct,
                      "Δ IoU": lambda x: fmt_delta_pp(x, margin=margin)}, na_rep="—"))
 
 

@@ -365,6 +365,12 @@ def signed_pp(pp: float, digits: int = 1) -> str:
     return txt.replace("-", MINUS)
 
 
+def fmt_pct(v, digits: int = 1) -> str:
+    """A score as every tile and table shows it, rounded: ``0.6234`` -> ``"62.3 %"``; None/NaN -> ``"–"``."""
+    f = as_float(v)
+    return "–" if f is None else f"{100 * f:.{digits}f} %"
+
+
 def as_float(v) -> float | None:
     """A float, or None for None, NaN and anything that is not a number (scores read back from JSON/metadata)."""
     if v is None:

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from seghz.metrics import as_float as _num
-from seghz.metrics import coverage_at, signed_pp
+from seghz.metrics import coverage_at, fmt_pct, signed_pp
 
 CONFUSION_MODES = ("counts", "recall", "precision")
 CONFUSION_MODE_LABELS = {
@@ -34,12 +34,6 @@ def _colors(n: int, colors: Sequence[str] | None) -> list[str]:
     if colors is not None and len(colors) >= n:
         return list(colors)[:n]
     return [FALLBACK_COLORS[i % len(FALLBACK_COLORS)] for i in range(n)]
-
-
-def fmt_pct(v: Any, digits: int = 1) -> str:
-    """``0.6234`` -> ``"62.3 %"``; None/NaN -> ``"–"``."""
-    f = _num(v)
-    return "–" if f is None else f"{100 * f:.{digits}f} %"
 
 
 # ---------------------------------------------------------------------------------------------- evaluations

@@ -391,7 +391,7 @@ def test_comparison_tables_show_percent_points_and_dashes():
 
     deltas = pd.DataFrame({"class": ["Water", "Forest"], "a IoU": [0.9913, np.nan], "Δ b (pp)": [-1.1, np.nan]})
     html = compare.style_deltas(deltas).to_html()
-    assert "99.1%" in html and "0.991" not in html and "−1.1" in html and "–" in html
+    assert "99.1 %" in html and "0.991" not in html and "−1.1" in html and "–" in html
     sure = pd.DataFrame([{"checkpoint": "b", "Δ mIoU (pp)": np.nan, "low (pp)": np.nan, "high (pp)": np.nan,
                           "higher in": np.nan, "scenes": 1, "verdict": "fewer than 2 common scenes"},
                          {"checkpoint": "c", "Δ mIoU (pp)": 1.234, "low (pp)": -0.5, "high (pp)": 2.9,

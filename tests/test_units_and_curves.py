@@ -72,7 +72,7 @@ def test_styled_table_shows_percent_and_pp():
     df = gate.verdict_table(v)
     assert df["Δ IoU"].tolist() == pytest.approx([-0.047, 0.010])  # the frame keeps fractions
     html = gate.styled_verdict_table(v).to_html()
-    for text in ("80.0%", "75.3%", "−4.7 pp", "+1.0 pp"):
+    for text in ("80.0 %", "75.3 %", "−4.7 pp", "+1.0 pp"):
         assert text in html, text
     assert "-0.047" not in html and "0.753" not in html
 

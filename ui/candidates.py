@@ -11,12 +11,12 @@ from __future__ import annotations
 import streamlit as st
 
 from seghz import candidate, gate
-from seghz.metrics import signed_pp
+from seghz.metrics import fmt_pct, signed_pp
 
 
 def styled(df, pct_cols, pp_cols):
     """A table with ``pct_cols`` as percentages, ``pp_cols`` as signed points, and "—" for missing values."""
-    fmt = {c: "{:.1%}" for c in pct_cols}
+    fmt: dict = {c: fmt_pct for c in pct_cols}
     fmt.update({c: signed_pp for c in pp_cols})
     return df.style.format(fmt, na_rep="—")
 
