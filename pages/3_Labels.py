@@ -18,17 +18,17 @@ Windows sent from Evaluate for review are counted per scene at the top, whicheve
 refit started here shows its validation scores before/after on the same labels (a refit also its accuracy on the
 existing labels) and the regression gate's verdict; it is promoted on the Train page.
 
-Drafts (``seghz.drafts``): whenever the unsaved edit of a scene changes (strokes on the canvas included), it is also
-written to ``<workspace>/drafts/<analyst or anon>/<scene>.npz``, so a reload (F5), a new tab or a server restart loses
-nothing: a scene with a draft that is not this tab's own shows a banner to restore or discard it (the analyst's own
-drafts and those made without a name; every draft while no name is entered, saying whose). Saving or discarding the
-edit deletes its draft; switching scenes keeps it and says so. A tab never overwrites a draft it did not write or
-restore itself (each draft carries a random token).
+Drafts (``ui.label_drafts`` on ``seghz.drafts``): whenever the unsaved edit of a scene changes (strokes on the canvas
+included), it is also written to ``<workspace>/drafts/<analyst or anon>/<scene>.npz``, so a reload (F5), a new tab or a
+server restart loses nothing: a scene with a draft that is not this tab's own shows a banner to restore or discard it.
+Saving or discarding the edit deletes its draft; switching scenes keeps it and says so. A tab never overwrites a draft
+it did not write or restore itself.
 
-Noise queue freshness: the queue is flagged out of date, with a rebuild button, when label pixels changed since the
-version it was built on other than by its own verdicts, or when it was built with another checkpoint than the active
-one. A card says what *Accept* writes: the model's class pixel by pixel (with the breakdown when the component's
-pixels are predicted as several classes), next to "All as <majority class>".
+Noise queue freshness (the queue's cards and warnings are in ``ui.labels``): the queue is flagged out of date, with a
+rebuild button, when label pixels changed since the version it was built on other than by its own verdicts, or when it
+was built with another checkpoint than the active one. A card says what *Accept* writes: the model's class pixel by
+pixel (with the breakdown when the component's pixels are predicted as several classes), next to "All as <majority
+class>".
 
 Canvas: streamlit-drawable-canvas 0.13.0 (a components-v2 rewrite that works with Streamlit 1.67). The
 background is passed as encoded image bytes (a data: URL built by the package), not through Streamlit's
@@ -37,7 +37,6 @@ returns only what was painted (the background lives on a separate layer), so alp
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import tempfile
 from pathlib import Path
@@ -48,15 +47,12 @@ import streamlit as st
 from PIL import Image
 
 from seghz import candidate, drilldown, gate
-from seghz import drafts as dft
 from seghz.classes import IGNORE, get_scheme
-from seghz.data.io import read_image
 from seghz.errors import ConflictError, SegHZError
 from seghz.geo import vectors
 from seghz.labels_edit import (
     CANVAS_MODE,
     agreement,
-    apply_tool,
     blend_overlay,
     box_on_canvas,
     canvas_scale,
@@ -66,13 +62,13 @@ from seghz.labels_edit import (
     offset_slider_max,
     offset_step,
     rebase_edit,
-    stroke_pixels,
     unreviewed_in_window,
     window_options,
     zoom_window,
 )
 from seghz.review import queue as rq
 from seghz.store import NotFoundError
+from ui import label_drafts as dui
 from ui import labels as lui
 from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
 from ui.common import (
@@ -85,11 +81,11 @@ from ui.common import (
     scheme_legend_html,
     screen_scheme,
 )
+from ui.labels import QUEUE_PAGE, flash, show_flash
 
 MAX_DISPLAY = 768  # canvas pixels on the longer side, at most
 MIN_DISPLAY = 512  # small windows are enlarged to this on the canvas
 PRED_CACHE = 4
-QUEUE_PAGE = 5  # queue items per page
 TTA_CHOICES = ["none", "flip", "d4"]
 TOOL_NAMES = {"brush": "brush", "eraser": "eraser (back to the saved label)", "rect": "rectangle", "polygon": "polygon fill",
               "fill": "fill region (click)", "accept": "accept prediction (rectangle)"}
@@ -102,80 +98,14 @@ JOBS_SHOWN = 3
 ws = page_header("Labels", "Review the model's prediction and its noise queue against the label, and paint corrections; "
                            "each save is a new label version (originals are never modified).")
 ss = st.session_state
-edits: dict = ss.setdefault("lbl_edits", {})  # scene id -> {"base_version", "mask", "painted", "gen"}
+edits: dict = lui.scene_edits()  # scene id -> {"base_version", "mask", "painted", "gen"}
 queues: dict = ss.setdefault("lbl_queues", {})  # scene id -> (file mtime, SceneQueue)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def load_window(path: str, mtime: float, window: tuple[int, int, int, int]) -> np.ndarray:
-    return read_image(path, window=window)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def version_mask(root: str, scene_id: str, version: int) -> np.ndarray:
-    return ws.effective_label(scene_id, version)  # label versions never change once saved
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def version_status(root: str, scene_id: str, version: int) -> np.ndarray:
-    return ws.pixel_status(scene_id, version)
-
-
-def new_edit(scene_id: str, gen: int = 0) -> dict:
-    v = ws.latest_label_version(scene_id)
-    mask = version_mask(str(ws.root), scene_id, v).copy()
-    return {"scene_id": scene_id, "base_version": v, "mask": mask, "painted": np.zeros(mask.shape, bool), "gen": gen}
-
-
-def pending_pixels(edit: dict) -> np.ndarray:
-    """Pixels the unsaved edit sets: painted ones plus any whose value differs from its base version."""
-    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"])
-    return edit["painted"] | (edit["mask"] != base)
-
-
-def checkpoint_name(checkpoint_id: str | None) -> str:
-    """A registered checkpoint's name, else its id (the Map's "predicted with …" message names it)."""
-    try:
-        return ws.get_checkpoint(checkpoint_id).name if checkpoint_id else ""
-    except NotFoundError:
-        return checkpoint_id or ""
-
-
 def reset_edit(scene_id: str) -> None:
-    drop_own_draft(edits.get(scene_id))  # saved or discarded: its draft goes with it
-    edits[scene_id] = new_edit(scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
+    dui.drop_own_draft(edits.get(scene_id))  # saved or discarded: its draft goes with it
+    edits[scene_id] = lui.new_edit(ws, scene_id, edits.get(scene_id, {}).get("gen", 0) + 1)
     lui.drop_drafts(ss, scene_id)  # a new canvas: the strokes kept for a return to the page are gone with the old one
-
-
-def flash_context() -> tuple:
-    """What a flashed message is about: the scene shown, its edit generation and the analyst."""
-    scene_id = ss.get("lbl_scene")
-    return scene_id, (edits.get(scene_id) or {}).get("gen"), analyst_name()
-
-
-# a flashed message is shown in this many page runs: the callback's own run and the rerun that the new canvas's
-# first value triggers at once (a save or a queue verdict gives the canvas a new key); shown once, it vanished
-# within a second. Any later run (a stroke, a pan) drops it, so it never outlives what it was about.
-FLASH_RUNS = 2
-
-
-def flash(kind: str, message: str, area: str = "edit") -> None:
-    ss[f"lbl_flash_{area}"] = (kind, message, flash_context(), FLASH_RUNS)
-
-
-def show_flash(area: str) -> None:
-    """Show the area's last message for :data:`FLASH_RUNS` page runs, while the scene, the edit and the analyst are
-    those it was about."""
-    key = f"lbl_flash_{area}"
-    msg = ss.get(key)
-    if not msg:
-        return
-    kind, text, ctx, left = msg
-    if ctx != flash_context() or left <= 0:
-        ss.pop(key, None)
-        return
-    ss[key] = (kind, text, ctx, left - 1)
-    getattr(st, kind)(text)
 
 
 def current_analyst(area: str) -> str | None:
@@ -203,7 +133,7 @@ def commit_pending() -> int:
         return 0
     tool = last.get("tool", "brush")
     try:
-        mask, painted, touched = strokes_applied(edit, last)
+        mask, painted, touched = lui.strokes_applied(ws, edit, last)
     except ValueError as e:
         flash("error", f"The {TOOL_NAMES.get(tool, tool)} strokes were not applied: {e}")
         return -1
@@ -214,261 +144,12 @@ def commit_pending() -> int:
     return int(np.count_nonzero(touched))
 
 
-def strokes_applied(edit: dict, last: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(label, painted, touched)`` of ``edit`` with the canvas strokes ``last`` applied (the edit is not changed).
-
-    Raises:
-        ValueError: The tool refuses the strokes (e.g. accept-prediction without a prediction).
-    """
-    px = stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)
-    tool = last.get("tool", "brush")
-    base = version_mask(str(ws.root), edit["scene_id"], edit["base_version"]) if tool == "eraser" else None
-    mask, touched = apply_tool(edit["mask"], px, tool, last["class_index"], last["window"], base=base,
-                               prediction=last.get("prediction"), num_classes=last.get("num_classes"))
-    painted = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
-    return mask, painted, touched
-
-
-# ---- drafts on the server (seghz.drafts): a reload, a new tab or a restart loses nothing
-
-
-DRAFT_TOKENS = "lbl_draft_tokens"  # draft path -> token of the draft this tab wrote or restored there
-
-
-def known_tokens() -> dict:
-    return ss.setdefault(DRAFT_TOKENS, {})
-
-
-def session_analyst() -> str:
-    """The analyst's name when it can be recorded, else "" (drafts then go to the ``anon`` folder)."""
-    name = analyst_name()
-    return "" if analyst_problem(name) else name
-
-
-def draft_owner(edit: dict) -> str:
-    """Whose draft an edit is written as: the analyst's name; without one, the analyst of the draft it was restored
-    from (a reload empties the name field: the restored draft stays in its analyst's folder); else nobody (anon)."""
-    return session_analyst() or str(edit.get("owner") or "")
-
-
-def owned(path: str | Path | None) -> bool:
-    """Whether the draft file at ``path`` is the one this tab last wrote or restored (same token)."""
-    if not path:
-        return False
-    tok = known_tokens().get(str(path))
-    return tok is not None and dft.draft_token(path) == tok
-
-
-def may_write(path: Path) -> bool:
-    """A tab writes a draft where there is none, where its own is, or over a damaged file (nothing in it can be
-    restored); never over a draft another tab (or an earlier session) left there."""
-    try:
-        d = dft.read_draft(path)
-    except FileNotFoundError:
-        return True
-    except dft.DraftError:
-        return True
-    return known_tokens().get(str(path)) == d.token
-
-
-def drop_own_draft(edit: dict | None) -> None:
-    """Delete the draft this edit wrote (or was restored from), if it is still this tab's."""
-    if not edit:
-        return
-    path = edit.pop("draft_path", None)
-    edit.pop("draft_info", None)
-    edit.pop("draft_sig", None)
-    if path and owned(path):
-        dft.delete_draft(path)
-    if path:
-        known_tokens().pop(str(path), None)
-
-
-def strokes_fingerprint(scene_id: str, edit: dict) -> str | None:
-    """What the strokes on the scene's current canvas are (None when there are none): a draft is rewritten when it
-    changes."""
-    last = ss.get("lbl_strokes")
-    if not last or last["scene_id"] != scene_id or last["gen"] != edit["gen"]:
-        return None
-    alpha = np.ascontiguousarray(np.asarray(last["rgba"])[..., 3])
-    return (hashlib.blake2b(alpha.tobytes(), digest_size=16).hexdigest()
-            + f"|{last['class_index']}|{last.get('tool')}|{tuple(last['window'])}")
-
-
-def pending_with_strokes(scene_id: str, edit: dict) -> tuple[np.ndarray, np.ndarray, set]:
-    """The edit's label, the pixels it sets and its tools, with the strokes still on the canvas applied: what a
-    draft keeps (a reload loses the canvas too)."""
-    mask, painted, tools = edit["mask"], edit["painted"], set(edit.get("tools") or ())
-    last = ss.get("lbl_strokes")
-    if strokes_fingerprint(scene_id, edit) is not None and count_painted(last["rgba"]):
-        try:
-            mask, painted, _ = strokes_applied(edit, last)
-            tools.add(last.get("tool", "brush"))
-        except ValueError:  # refused by its tool (said when applied): the draft keeps the edit without them
-            pass
-    base = version_mask(str(ws.root), scene_id, edit["base_version"])
-    return mask, painted | (mask != base), tools
-
-
-def sync_draft(scene_id: str) -> str | None:
-    """Write the scene's pending edit as its draft when it changed since the last write (delete the draft when nothing
-    is pending any more). Returns why it could not be kept ("blocked": another tab's draft is where it would go), or
-    None."""
-    edit = edits.get(scene_id)
-    if not edit or "painted" not in edit:
-        return None
-    owner = draft_owner(edit)
-    sig = (edit["gen"], edit["base_version"], owner, strokes_fingerprint(scene_id, edit))
-    if edit.get("draft_sig") == sig:
-        return None
-    mask, px, tools = pending_with_strokes(scene_id, edit)
-    if not px.any():
-        drop_own_draft(edit)
-        edit["draft_sig"] = sig
-        return None
-    path = dft.draft_path(ws.root, owner, scene_id)
-    if not may_write(path):
-        return "blocked"  # retried on every run until that draft is restored or discarded
-    try:
-        d = dft.write_draft(ws.root, owner, scene_id, base_version=edit["base_version"], pixels=px, values=mask,
-                            tool="+".join(sorted(tools)) or "brush")
-    except (OSError, ValueError) as e:
-        return f"Your unsaved edit could not be kept as a draft on the server ({e}): save it soon."
-    old = edit.get("draft_path")
-    if old and old != str(path):  # the analyst changed (a name entered): the draft moves to their folder
-        drop_own_draft(edit)
-    known_tokens()[str(path)] = d.token
-    edit["draft_path"], edit["draft_info"], edit["draft_sig"] = str(path), (d.when(), d.pixels), sig
-    return None
-
-
-def on_restore_draft(scene_id: str, path: str) -> None:
-    """Put a draft back as the scene's unsaved edit (replacing this tab's own, if any), on the version it was based
-    on: the usual notice then says when the label has moved on since, and the save merges or refuses."""
-    try:
-        d = dft.read_draft(path)
-    except FileNotFoundError:
-        flash("warning", "That draft is gone (saved or discarded in another tab meanwhile); nothing restored.", "draft")
-        return
-    except dft.DraftError as e:
-        flash("error", f"Could not restore the draft: {e}", "draft")
-        return
-    scene = ws.get_scene(scene_id)
-    num_classes = get_scheme(scene.scheme).num_classes
-    latest_now = ws.latest_label_version(scene_id)
-    bad = d.values[(d.values >= num_classes) & (d.values != IGNORE)]
-    problem = (f"it is the draft of scene '{d.scene_id}'" if d.scene_id != scene_id
-               else f"it is {d.shape[1]}×{d.shape[0]} px but the scene is {scene.width}×{scene.height} px"
-               if tuple(d.shape) != (scene.height, scene.width)
-               else f"it is based on label version {d.base_version} but the scene's latest is {latest_now}"
-               if d.base_version > latest_now
-               else f"it holds class {int(bad.max())}, not a class of the {scene.scheme} scheme" if bad.size else None)
-    if problem:
-        flash("error", f"Could not restore the draft {path}: {problem}. Discard it.", "draft")
-        return
-    old = edits.get(scene_id) or {}
-    replaced = int(np.count_nonzero(pending_with_strokes(scene_id, old)[1])) if "painted" in old else 0
-    ss.pop("lbl_strokes", None)  # the canvas starts afresh with the draft's pixels in the edit
-    lui.drop_drafts(ss, scene_id)
-    if "painted" in old and old.get("draft_path") != str(path):
-        drop_own_draft(old)  # replaced by the restored draft (the button said so)
-    edits[scene_id] = {"scene_id": scene_id, "base_version": d.base_version,
-                       "mask": d.apply(version_mask(str(ws.root), scene_id, d.base_version)), "painted": d.mask(),
-                       "gen": int(old.get("gen", 0)) + 1, "tools": {t for t in d.tool.split("+") if t} or {"brush"},
-                       "owner": d.analyst, "draft_path": str(path), "draft_info": (d.when(), d.pixels)}
-    known_tokens()[str(path)] = d.token
-    ss.pop("lbl_conflict", None)
-    who = f" of {d.analyst}" if d.analyst and d.analyst != session_analyst() else ""
-    msg = f"Restored the draft{who} from {d.when()}: {d.pixels:,} edited pixels on label version {d.base_version}."
-    if latest_now != d.base_version:
-        msg += (f" The label has moved on to version {latest_now} since: saving merges your pixels on top of it when "
-                "none of them were changed since, and refuses otherwise — or re-apply them onto the latest version "
-                "first (notice above).")
-    else:
-        msg += " Check it, then save it."
-    if replaced:
-        msg += f" It replaced this tab's unsaved edit ({replaced:,} px)."
-    flash("success", msg, "draft")
-
-
-def on_discard_draft(scene_id: str, path: str, who: str) -> None:
-    dft.delete_draft(path)
-    known_tokens().pop(str(path), None)
-    edit = edits.get(scene_id) or {}
-    edit.pop("draft_sig", None)  # this tab's own pending edit (if any) may now be kept there
-    if edit.get("draft_path") == str(path):
-        edit.pop("draft_path", None)
-        edit.pop("draft_info", None)
-    flash("info", f"Discarded the draft{who} (deleted {path}).", "draft")
-
-
-def show_other_drafts(shown: str, scene_names: dict[str, str]) -> None:
-    """A line per other scene holding a draft this tab did not write (after a reload the page opens on its first
-    scene: the drafts of the others would go unnoticed), with a button to open it."""
-    name = session_analyst()
-    found, _ = dft.list_drafts(ws.root, None, None if not name else [name, ""])
-    tokens = known_tokens()
-    others = [d for d in found if d.scene_id != shown and d.scene_id in scene_names
-              and tokens.get(str(d.path)) != d.token]
-    if not others:
-        return
-    with st.container(border=True, key="lbl_other_drafts"):
-        st.markdown(f"**Unsaved drafts of {len({d.scene_id for d in others})} other scene(s)** (open one to restore "
-                    "or discard it):")
-        for d in others:
-            who = "" if d.analyst and d.analyst == name else f" by {d.analyst}" if d.analyst else " (no analyst name)"
-            c1, c2 = st.columns([4, 1])
-            c1.markdown(f"**{scene_names[d.scene_id]}**: {d.pixels:,} px from {d.when()}, based on version "
-                        f"{d.base_version}{who}")
-            c2.button(f"Open {scene_names[d.scene_id]}", key=f"lbl_other_draft_{d.scene_id}_{d.path.parent.name}",
-                      on_click=on_goto_scene, args=(d.scene_id,))
-
-
-def show_drafts(scene_id: str, latest_version: int, pending_here: int) -> None:
-    """Banners for the scene's drafts that are not this tab's own: the analyst's and those made without a name (every
-    draft while no name is entered, saying whose), and damaged draft files (with a way to delete them)."""
-    name = session_analyst()
-    found, problems = dft.list_drafts(ws.root, scene_id, None if not name else [name, ""])
-    here = str(dft.draft_path(ws.root, draft_owner(edits[scene_id]), scene_id))
-    tokens = known_tokens()
-    for d in found:
-        if tokens.get(str(d.path)) == d.token:
-            continue  # this tab's own draft (kept up to date below the canvas)
-        folder = d.path.parent.name
-        who = ("" if d.analyst and d.analyst == name else f" by **{d.analyst}**" if d.analyst
-               else " made without an analyst name")
-        lines = [(f"**Unsaved draft from {d.when()}** ({d.pixels:,} px, based on version {d.base_version}){who} — "
-                  "Restore it into the editor, or Discard it.")]
-        if d.base_version != latest_version:
-            lines.append(f"The label has moved on since: it is at version {latest_version} now. Restoring brings the "
-                         f"pixels back on version {d.base_version}; saving then merges them on top of version "
-                         f"{latest_version} when none of them were changed since, and refuses otherwise.")
-        if pending_here:
-            lines.append(f"Restoring replaces this tab's unsaved edit of the scene ({pending_here:,} px).")
-        if str(d.path) == here:
-            lines.append("Until you restore or discard it, changes you make to this scene here are not kept as a "
-                         "draft (they would replace it).")
-        with st.container(border=True, key=f"lbl_draft_box_{folder}"):
-            st.warning("\n\n".join(lines), icon=":material/edit_note:")
-            row = st.container(horizontal=True)
-            row.button("Restore", key=f"lbl_draft_restore_{folder}", type="primary", on_click=on_restore_draft,
-                       args=(scene_id, str(d.path)), help=f"Re-apply the draft's {d.pixels:,} edited pixels ({d.tool or 'brush'}).")
-            row.button("Discard", key=f"lbl_draft_discard_{folder}", on_click=on_discard_draft,
-                       args=(scene_id, str(d.path), who.replace("**", "")), help=f"Delete {d.path}.")
-    for k, prob in enumerate(problems):
-        with st.container(border=True, key=f"lbl_draft_bad_{k}"):
-            st.error(f"A draft of this scene cannot be read: {prob.message}")
-            st.button("Discard the damaged draft", key=f"lbl_draft_bad_discard_{k}", on_click=on_discard_draft,
-                      args=(scene_id, str(prob.path), ""), help=f"Delete {prob.path}.")
-    show_flash("draft")
-
-
 def on_apply() -> None:
     n = commit_pending()
     if n < 0:  # refused: keep the tool's own message
         return
     scene_id = ss.get("lbl_scene")
-    total = int(np.count_nonzero(pending_pixels(edits[scene_id]))) if n and scene_id in edits else 0
+    total = int(np.count_nonzero(lui.pending_pixels(ws, edits[scene_id]))) if n and scene_id in edits else 0
     flash("info", f"Applied the strokes to your edit: {n:,} label pixels; unsaved edited label pixels now {total:,}."
           if n else "Nothing painted on the canvas yet.")
 
@@ -483,9 +164,9 @@ def on_discard(scene_id: str) -> None:
 def on_rebase(scene_id: str) -> None:
     edit = edits[scene_id]
     latest = ws.latest_label_version(scene_id)
-    base = version_mask(str(ws.root), scene_id, edit["base_version"])
-    new, _ = rebase_edit(base, edit["mask"], version_mask(str(ws.root), scene_id, latest))
-    sel = pending_pixels(edit)
+    base = lui.version_mask(ws, scene_id, edit["base_version"])
+    new, _ = rebase_edit(base, edit["mask"], lui.version_mask(ws, scene_id, latest))
+    sel = lui.pending_pixels(ws, edit)
     new[sel] = edit["mask"][sel]
     edits[scene_id] = {**edit, "base_version": latest, "mask": new, "painted": sel, "gen": edit["gen"] + 1}
     ss.pop("lbl_conflict", None)
@@ -500,7 +181,7 @@ def start_save(scene_id: str) -> tuple[str, dict, np.ndarray] | None:
         return None
     commit_pending()
     edit = edits[scene_id]
-    return name, edit, pending_pixels(edit)
+    return name, edit, lui.pending_pixels(ws, edit)
 
 
 def on_save(scene_id: str, checkpoint_id: str | None) -> None:
@@ -540,7 +221,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
     if started is None:
         return
     name, edit, px = started
-    conf = unreviewed_in_window(version_status(str(ws.root), scene_id, edit["base_version"]), edit["mask"], window, px)
+    conf = unreviewed_in_window(lui.version_status(ws, scene_id, edit["base_version"]), edit["mask"], window, px)
     if not (px.any() or conf.any()):
         flash("warning", "Nothing to confirm: every labelled pixel of this window is already corrected or confirmed.")
         return
@@ -597,7 +278,7 @@ def on_undo_redo(scene_id: str, kind: str) -> None:
         flash("error", f"Could not {kind}: {e}", "history")
         return
     target = next((h.target_version for h in ws.label_history(scene_id) if h.version == v), None)
-    if not pending_pixels(edits[scene_id]).any():
+    if not lui.pending_pixels(ws, edits[scene_id]).any():
         reset_edit(scene_id)
     flash("success", f"{'Undid' if kind == 'undo' else 'Re-applied'} your label version {target} (recorded as version {v}).",
           "history")
@@ -607,40 +288,7 @@ def leave_scene(prev: str | None, new: str | None) -> None:
     """A scene switch: the strokes on the canvas are applied to their own scene's edit, and a pending edit of the scene
     left is kept (in this session and as a draft on the server) — which the page says, instead of nothing."""
     commit_pending()
-    if not prev or not new or prev == new or "painted" not in (edits.get(prev) or {}):
-        return
-    n = int(np.count_nonzero(pending_pixels(edits[prev])))
-    if not n:
-        return
-    problem = sync_draft(prev)
-    # shown while the next scene is (a flash lasting two runs vanished at once in the browser: a scene switch mounts
-    # a new canvas, whose first values rerun the page)
-    ss[LEFT_EDIT] = {"from": prev, "to": new, "n": n, "server": problem is None}
-
-
-LEFT_EDIT = "lbl_left_edit"  # the scene switched away from with an unsaved edit: {"from", "to", "n", "server"}
-
-
-def show_left_edit(shown: str) -> None:
-    """The notice that the unsaved edit of the scene switched away from is kept, with a way back to it."""
-    left = ss.get(LEFT_EDIT)
-    if not left:
-        return
-    prev = left["from"]
-    if left["to"] != shown or "painted" not in (edits.get(prev) or {}):
-        ss.pop(LEFT_EDIT, None)
-        return
-    try:
-        prev_name = ws.get_scene(prev).name
-    except NotFoundError:
-        ss.pop(LEFT_EDIT, None)
-        return
-    where = ("in this browser session and as a draft on the server (a reload or a new tab offers it back)"
-             if left["server"] else "in this browser session")
-    with st.container(horizontal=True, key="lbl_left_edit_box"):
-        st.info(f"Your unsaved edit of **{prev_name}** ({left['n']:,} px) is not lost: it is kept {where}. Switch "
-                "back to that scene to continue it and save it.", icon=":material/save:")
-        st.button(f"Back to {prev_name}", key="lbl_left_edit_back", on_click=on_goto_scene, args=(prev,))
+    dui.note_left_edit(ws, prev, new)
 
 
 def on_scene_change() -> None:
@@ -695,10 +343,6 @@ def scene_queue(scene_id: str) -> rq.SceneQueue | None:
     return cached[1]
 
 
-def item_suffix(it: rq.ReviewItem) -> str:
-    return "_".join(str(v) for v in it.bbox)
-
-
 def on_queue_action(scene_id: str, key: str, action: str, class_index: int | None = None) -> None:
     """A verdict on a queue item; ``class_index`` for "relabel" (default: the card's "Relabel as" choice)."""
     name = current_analyst("queue")
@@ -711,7 +355,7 @@ def on_queue_action(scene_id: str, key: str, action: str, class_index: int | Non
         flash("warning", "That queue item is gone (the queue was rebuilt); nothing saved.", "queue")
         return
     if action == "relabel" and class_index is None:
-        class_index = ss.get(f"lbl_q_cls_{item_suffix(it)}")
+        class_index = ss.get(f"lbl_q_cls_{lui.item_suffix(it)}")
     parts = rq.accept_breakdown(q, it, get_scheme(ws.get_scene(scene_id).scheme).names) if action == "accept" else []
     try:
         v = rq.apply_action(ws, q, it, action, name, class_index=class_index)
@@ -722,7 +366,7 @@ def on_queue_action(scene_id: str, key: str, action: str, class_index: int | Non
     except (SegHZError, ValueError) as e:
         flash("error", f"Not saved: {e}", "queue")
         return
-    if not pending_pixels(edits[scene_id]).any():
+    if not lui.pending_pixels(ws, edits[scene_id]).any():
         reset_edit(scene_id)
     verb = {"accept": "Accepted the model's per-pixel prediction for", "relabel": "Relabelled",
             "ignore": "Marked as ignored", "confirm": "Confirmed the label of"}[action]
@@ -797,7 +441,7 @@ sid = st.selectbox(
     + (", synthetic" if by_id[i].synthetic else ""),
 )
 ss["lbl_shown_scene"] = sid
-show_left_edit(sid)
+dui.show_left_edit(ws, sid, on_goto_scene)
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
 review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
@@ -815,18 +459,18 @@ if sent_counts:  # windows sent from Evaluate wait in these scenes, whichever sc
                 c1.markdown(f"**{by_id[other].name}** ({by_id[other].split}): {n} window(s)")
                 c2.button(f"Open {by_id[other].name}", key=f"lbl_sent_goto_{other}", on_click=on_goto_scene, args=(other,),
                           help="Show this scene; its windows are listed under “Sent from Evaluate for review”.")
-show_other_drafts(sid, {i: s.name for i, s in by_id.items()})
+dui.show_other_drafts(ws, sid, {i: s.name for i, s in by_id.items()}, on_goto_scene)
 if sid not in edits or "painted" not in edits[sid]:
-    edits[sid] = new_edit(sid)
+    edits[sid] = lui.new_edit(ws, sid)
 edit = edits[sid]
 latest = ws.latest_label_version(sid)
 if latest != edit["base_version"] and unapplied_strokes(sid):
     commit_pending()  # strokes on the canvas join the edit: a version saved meanwhile must not make them vanish
-n_changed = int(np.count_nonzero(pending_pixels(edit)))
+n_changed = int(np.count_nonzero(lui.pending_pixels(ws, edit)))
 if latest != edit["base_version"]:
     if n_changed == 0:
-        drop_own_draft(edit)
-        edits[sid] = edit = new_edit(sid, edit["gen"] + 1)
+        dui.drop_own_draft(edit)
+        edits[sid] = edit = lui.new_edit(ws, sid, edit["gen"] + 1)
         st.info(f"Showing label version {latest} (saved since this page last showed the scene).")
     else:
         st.warning(
@@ -839,7 +483,7 @@ if latest != edit["base_version"]:
         r1.button("Re-apply my edit on the latest version", key="lbl_rebase", on_click=on_rebase, args=(sid,))
         r2.button("Discard my edit", key="lbl_discard_conflict", on_click=on_discard, args=(sid,))
 base_version = edit["base_version"]
-show_drafts(sid, latest, n_changed)
+dui.show_drafts(ws, sid, latest, n_changed)
 edit = edits[sid]  # a restore (callback) may have replaced it before this run
 
 # ------------------------------------------------------------------------------------------------ window
@@ -866,7 +510,7 @@ win = clamp_window(scene.height, scene.width, row, col, size)
 r0, c0, wh, ww = win
 img_path = ws.scene_path(scene, "image")
 img_mtime = img_path.stat().st_mtime
-img = load_window(str(img_path), img_mtime, win)
+img = lui.load_window(str(img_path), img_mtime, win)
 lbl_win = edit["mask"][r0 : r0 + wh, c0 : c0 + ww]
 st.caption(f"Window rows {r0}–{r0 + wh - 1}, columns {c0}–{c0 + ww - 1} of {scene.width}×{scene.height} px · "
            f"editing from label version {base_version} · unsaved edited label pixels: {n_changed:,}")
@@ -938,7 +582,7 @@ if have_score and sus_opacity > 0:
     rgb, m = rq.score_rgb(queue.score[r0 : r0 + wh, c0 : c0 + ww])
     bg = blend_overlay(bg, rgb, sus_opacity, mask=m)
 if show_status:
-    rgb, m = colorize_status(version_status(str(ws.root), sid, base_version)[r0 : r0 + wh, c0 : c0 + ww])
+    rgb, m = colorize_status(lui.version_status(ws, sid, base_version)[r0 : r0 + wh, c0 : c0 + ww])
     bg = blend_overlay(bg, rgb, 0.65, mask=m)
     st.caption(f"Status of label version {base_version}: orange = corrected, green = confirmed, grey = ignored.")
 
@@ -1014,13 +658,7 @@ if draft is not None and n_painted:
     st.info(f"{what} restored from your last visit to this page ({TOOL_NAMES.get(draft['tool'], draft['tool'])}, class "
             f"{'ignore (255)' if draft['class_index'] == IGNORE else scheme.names[draft['class_index']]}, this "
             "window): apply or save them, or press Undo to clear them.")
-draft_problem = sync_draft(sid)  # the pending edit, strokes on the canvas included, kept on the server
-if draft_problem and draft_problem != "blocked":  # "blocked" is explained by the draft's banner above
-    st.warning(draft_problem)
-elif edit.get("draft_info") and not draft_problem:
-    when, n_px = edit["draft_info"]
-    st.caption(f"Your unsaved edit ({n_px:,} px, strokes on the canvas included) is kept as a draft on the server "
-               f"({when}): a reload or a new tab offers it back. Saving or discarding it deletes the draft.")
+dui.show_draft_status(ws, sid, edit)  # the pending edit, strokes on the canvas included, kept on the server
 st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f}). Painted on the canvas, not yet "
            f"applied: {n_painted} canvas px. Strokes are applied with their class when you switch class or window, "
            "press Apply, or save; unapplied strokes are kept when you leave the page and restored when you come back "
@@ -1102,7 +740,7 @@ if sent:
             if c3.button("Open on map", key=f"lbl_sent_map_{k}",
                          help="The Map page at this window, predicted by the checkpoint whose errors were sent (with "
                               "the evaluation's TTA), with exactly these A → B pixels marked."):
-                ss["map_jump"] = drilldown.review_jump(e, checkpoint_name=checkpoint_name(e.get("checkpoint_id")))
+                ss["map_jump"] = drilldown.review_jump(e, checkpoint_name=lui.checkpoint_name(ws, e.get("checkpoint_id")))
                 st.switch_page("pages/1_Map.py")
             if c4.button("Mark reviewed", key=f"lbl_sent_done_{k}"):
                 drilldown.set_review_status(ws, e, "reviewed", analyst_name() or "")
@@ -1133,111 +771,21 @@ elif q3.button("Build queue", key="lbl_q_build", type="primary", help=f"Score th
     run_build(sid, active.id, tta, float(threshold), held_out)
     queue = scene_queue(sid)
 if queue is not None:
-    latest_mask = version_mask(str(ws.root), sid, latest)
+    latest_mask = lui.version_mask(ws, sid, latest)
     pending = rq.pending_items(ws, queue, label=latest_mask) if queue.shape == latest_mask.shape else []
     stale = rq.queue_staleness(
         ws, queue, active_id=active.id if active else None, label=latest_mask, latest_version=latest,
-        built_label=version_mask(str(ws.root), sid, queue.label_version) if queue.label_version < latest else None)
-    since = ""
-    if latest != queue.label_version:
-        since = f" (the scene is at version {latest} now"
-        if stale.verdict_px and not stale.label_stale:
-            since += f"; the {stale.verdict_px:,} label px changed since were this queue's own verdicts"
-        since += ")"
-    st.caption(f"Built with **{queue.checkpoint_id}** ({queue.scoring}, TTA {queue.tta}, threshold "
-               f"{queue.threshold:.2f}) on label "
-               f"version {queue.label_version}{since}, {queue.created_at[:19].replace('T', ' ')} UTC · "
-               f"{len(queue.items)} item(s), {len(pending)} still to review.")
-    if stale.label_stale:
-        why = ("that version is no longer in the label history" if queue.label_version > latest
-               else "the scene's size changed" if stale.shape_changed
-               else f"{stale.changed_px:,} label pixel{'s' if stale.changed_px != 1 else ''} changed since other than "
-                    "by this queue's own verdicts (brush edits, an undo, another analyst's save)")
-        st.warning(f"**This queue is out of date**: it was built on label version {queue.label_version}, the scene is "
-                   f"at version {latest} now, and {why}. Its items, scores and predictions may no longer match the "
-                   "label: rebuild it.")
-    if stale.model_stale:
-        # e.g. the active model changed since the queue was built (a job re-ranks the queues only when its new
-        # checkpoint becomes the active one)
-        st.warning(f"This queue was built with **{queue.checkpoint_id}**, not the active checkpoint **{active.id}**: "
-                   "build it again to rank it with the active model (judged items stay out unless their label changed).")
+        built_label=lui.version_mask(ws, sid, queue.label_version) if queue.label_version < latest else None)
+    lui.show_queue_built(queue, stale, latest, len(pending))
+    lui.show_queue_staleness(queue, stale, latest, active)
     if stale.stale and active is not None and ck_scheme.name == scheme.name:
         held = queue.scoring != "in-sample"
-        if st.button(f"Rebuild the queue with {active.name}", key="lbl_q_rebuild", type="primary",
-                     help=f"Score the current label (version {latest}) again with the active checkpoint, as this "
-                          f"queue was built: TTA {queue.tta}, threshold {queue.threshold:.2f}, "
-                          f"{'held-out' if held else 'in-sample'} scoring. Judged items stay out unless their label "
-                          "changed.") and run_build(sid, active.id, queue.tta, queue.threshold, held):
+        if lui.rebuild_queue_button(queue, latest, active) and run_build(sid, active.id, queue.tta, queue.threshold, held):
             flash("success", f"Rebuilt the noise queue on label version {latest} with {active.name}.", "queue")
             st.rerun()
     show_flash("queue")
-    if not pending:
-        st.success("Nothing left to review in this queue.")
-    else:
-        n_pages = (len(pending) + QUEUE_PAGE - 1) // QUEUE_PAGE
-        page = int(st.columns([1, 4])[0].number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"lbl_q_page_{sid}")) \
-            if n_pages > 1 else 1
-        page = min(max(page, 1), n_pages)
-        first = (page - 1) * QUEUE_PAGE
-        class_opts = list(range(scheme.num_classes))
-        for rank, it in enumerate(pending[first : first + QUEUE_PAGE], start=first + 1):
-            sfx = item_suffix(it)
-            with st.container(border=True):
-                cr, cc, chh, cww = rq.crop_window(it.bbox, queue.shape)
-                crop_img = load_window(str(img_path), img_mtime, (cr, cc, chh, cww))
-                m = it.crop_mask((cr, cc, chh, cww), queue.shape[1])
-                panels = rq.item_panels(crop_img, latest_mask[cr : cr + chh, cc : cc + cww],
-                                        queue.predicted[cr : cr + chh, cc : cc + cww], m, dscheme)
-                left, right = st.columns([3, 2])
-                left.image(rq.composite(panels, size=240, per_row=2),  # 2 × 2: large enough to judge a few px
-                           caption="image · label (top) · prediction · suspect pixels (bottom)")
-                b_r0, b_c0, b_r1, b_c1 = it.bbox
-                parts = rq.accept_breakdown(queue, it, scheme.names)  # what "accept" writes, class by class
-                mixed = len(parts) > 1
-                top = parts[0][1] if parts else it.predicted_class
-                n_top = next((k for c, _, k in parts if c == it.predicted_id), 0)
-                says = (f"model says **{it.predicted_class}** on {n_top:,} of {it.pixels:,} px (also "
-                        + ", ".join(f"{n} {k:,}" for c, n, k in parts if c != it.predicted_id) + ")") if mixed \
-                    else f"model says **{top}** · {it.pixels:,} px"
-                right.markdown(f"**#{rank}** · label **{it.label_class}** → {says} · score {it.score:.1f} "
-                               f"(mean {it.mean_score:.2f})")
-                right.caption(f"Accept prediction writes the model's class per pixel: {rq.describe_breakdown(parts)}"
-                              + (f" — or “All as {it.predicted_class}” sets all {it.pixels:,} px to "
-                                 f"{it.predicted_class}." if mixed else "."))
-                right.caption(f"Location: {it.location()} of {scene.width}×{scene.height} px · send to map: bbox "
-                              f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
-                verdicts = right.container(horizontal=True)  # buttons as wide as their labels (thirds cut "Accept pre…")
-                verdicts.button("Accept prediction (per pixel)" if mixed else "Accept prediction", key=f"lbl_q_accept_{sfx}",
-                                on_click=on_queue_action, args=(sid, it.key, "accept"),
-                                help="Each pixel of the component takes the model's class for that pixel: "
-                                     f"{rq.describe_breakdown(parts)}.")
-                if mixed and it.predicted_id < scheme.num_classes:
-                    verdicts.button(f"All as {it.predicted_class}", key=f"lbl_q_accept_all_{sfx}",
-                                    on_click=on_queue_action, args=(sid, it.key, "relabel", it.predicted_id),
-                                    help=f"All {it.pixels:,} px of the component become {it.predicted_class} (the "
-                                         "model's majority class here), saved as a relabel.")
-                verdicts.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_queue_action,
-                                args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
-                verdicts.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_queue_action,
-                                args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
-                openers = right.container(horizontal=True)
-                openers.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
-                               args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
-                               help="Show this component in the correction canvas above, with its suspicion overlaid.")
-                if openers.button("Open on map", key=f"lbl_q_map_{sfx}",
-                                  help="The Map page at this component, predicted, with the error layer on."):
-                    ss["map_jump"] = drilldown.map_jump(
-                        drilldown.Window(sid, tuple(int(v) for v in it.bbox), 0), checkpoint_id=queue.checkpoint_id,
-                        checkpoint_name=checkpoint_name(queue.checkpoint_id), tta=queue.tta,  # as the queue was built
-                        why=f"noise-queue item: label {it.label_class}, model {it.predicted_class}",
-                        role="the checkpoint the queue was built with")
-                    st.switch_page("pages/1_Map.py")
-                k4, k5 = right.columns([2, 1])
-                k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
-                             key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",
-                             label_visibility="collapsed")
-                k5.button("Relabel", key=f"lbl_q_relabel_{sfx}", on_click=on_queue_action,
-                          args=(sid, it.key, "relabel"), help="Set the component's pixels to the chosen class.")
+    lui.show_queue_items(ws, pending, queue=queue, scene=scene, scheme=scheme, dscheme=dscheme, latest_mask=latest_mask,
+                         image=(str(img_path), img_mtime), on_action=on_queue_action, on_zoom=on_zoom)
 else:
     show_flash("queue")
     if active is not None:

@@ -1,5 +1,6 @@
-"""Session-state helpers of the Labels page: unapplied canvas strokes kept across page switches, and the windows sent
-from Evaluate for review, counted per scene.
+"""Streamlit helpers of the Labels page: unapplied canvas strokes kept across page switches, the windows sent from
+Evaluate for review counted per scene, the unsaved edit and its cached label versions, flashed messages, and the noise
+queue's cards.
 
 Unapplied strokes ("drafts"). Streamlit forgets a page's widget state when another page runs: the canvas comes back
 empty, and the scene, window, class and tool pickers back at their defaults. Every run in which the canvas holds
@@ -8,13 +9,33 @@ with the canvas drawing (Fabric JSON, for the canvas's ``initial_drawing``), the
 the class, tool and window they were painted with. On the first run of a later visit (the scene picker has no state
 yet) :func:`restore_draft` puts the scene, window, class and tool back and marks the drawing to be loaded into the
 canvas mounted for that window. A draft belongs to one edit generation: applying, saving or discarding the strokes
-starts a new one and drops the draft.
+starts a new one and drops the draft. (The drafts of unsaved edits kept on the server are ``ui.label_drafts``.)
+
+The unsaved edit of a scene (``st.session_state["lbl_edits"][scene_id]``): ``{"scene_id", "base_version", "mask",
+"painted", "gen"}`` plus, once used, ``"tools"`` and the draft fields of ``ui.label_drafts``. Label versions, their
+pixel status and image windows are read through caches here (saved versions never change).
+
+Messages: :func:`flash` keeps a message of an area of the page for :data:`FLASH_RUNS` runs, shown where the page calls
+:func:`show_flash` for that area.
+
+Noise queue: the card of a queue item (what each verdict writes, *Accept*'s breakdown per class) and the queue's
+caption and out-of-date warnings (``seghz.review.queue`` computes them).
 """
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from seghz import drilldown
+from seghz import labels_edit as le
+from seghz.data.io import read_image
+from seghz.review import queue as rq
+from seghz.store import NotFoundError
+from ui.common import analyst_name
 
 DRAFTS_KEY = "lbl_drafts"  # "scene|r0,c0,h,w" -> draft (see the module docstring)
 RESTORE_KEY = "lbl_canvas_restore"  # the draft being shown in the canvas it was restored into
@@ -110,16 +131,295 @@ def pending_review_counts(items: Iterable[dict], scene_ids: Iterable[str] | None
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
 
+# ------------------------------------------------------------------------------------------------ cached reads
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_window(path: str, mtime: float, window: tuple[int, int, int, int]) -> np.ndarray:
+    """A window ``(row, col, height, width)`` of an image file (cached per file modification time)."""
+    return read_image(path, window=window)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _version_mask(root: str, scene_id: str, version: int, _ws: Any) -> np.ndarray:
+    return _ws.effective_label(scene_id, version)  # label versions never change once saved
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _version_status(root: str, scene_id: str, version: int, _ws: Any) -> np.ndarray:
+    return _ws.pixel_status(scene_id, version)
+
+
+def version_mask(ws: Any, scene_id: str, version: int) -> np.ndarray:
+    """The scene's effective label at ``version`` (cached per workspace folder, scene and version)."""
+    return _version_mask(str(ws.root), scene_id, version, ws)
+
+
+def version_status(ws: Any, scene_id: str, version: int) -> np.ndarray:
+    """The pixel status (original / corrected / confirmed / ignored) of the scene's label at ``version`` (cached)."""
+    return _version_status(str(ws.root), scene_id, version, ws)
+
+
+def checkpoint_name(ws: Any, checkpoint_id: str | None) -> str:
+    """A registered checkpoint's name, else its id (the Map's "predicted with …" message names it)."""
+    try:
+        return ws.get_checkpoint(checkpoint_id).name if checkpoint_id else ""
+    except NotFoundError:
+        return checkpoint_id or ""
+
+
+# ------------------------------------------------------------------------------------------------ the unsaved edit
+
+EDITS_KEY = "lbl_edits"  # scene id -> {"scene_id", "base_version", "mask", "painted", "gen", ...}
+
+
+def scene_edits() -> dict:
+    """This session's unsaved edits, by scene id (see the module docstring)."""
+    return st.session_state.setdefault(EDITS_KEY, {})
+
+
+def new_edit(ws: Any, scene_id: str, gen: int = 0) -> dict:
+    """A fresh edit of the scene on its latest label version (nothing painted), of edit generation ``gen``."""
+    v = ws.latest_label_version(scene_id)
+    mask = version_mask(ws, scene_id, v).copy()
+    return {"scene_id": scene_id, "base_version": v, "mask": mask, "painted": np.zeros(mask.shape, bool), "gen": gen}
+
+
+def pending_pixels(ws: Any, edit: dict) -> np.ndarray:
+    """Pixels the unsaved edit sets: painted ones plus any whose value differs from its base version."""
+    base = version_mask(ws, edit["scene_id"], edit["base_version"])
+    return edit["painted"] | (edit["mask"] != base)
+
+
+def strokes_applied(ws: Any, edit: dict, last: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(label, painted, touched)`` of ``edit`` with the canvas strokes ``last`` applied (the edit is not changed).
+
+    Raises:
+        ValueError: The tool refuses the strokes (e.g. accept-prediction without a prediction).
+    """
+    px = le.stroke_pixels(last["rgba"], last["window"], edit["mask"].shape)  # (looked up when called: tests patch them)
+    tool = last.get("tool", "brush")
+    base = version_mask(ws, edit["scene_id"], edit["base_version"]) if tool == "eraser" else None
+    mask, touched = le.apply_tool(edit["mask"], px, tool, last["class_index"], last["window"], base=base,
+                                  prediction=last.get("prediction"), num_classes=last.get("num_classes"))
+    painted = (edit["painted"] & ~touched) if tool == "eraser" else (edit["painted"] | touched)
+    return mask, painted, touched
+
+
+# ------------------------------------------------------------------------------------------------ flashed messages
+
+# a flashed message is shown in this many page runs: the callback's own run and the rerun that the new canvas's
+# first value triggers at once (a save or a queue verdict gives the canvas a new key); shown once, it vanished
+# within a second. Any later run (a stroke, a pan) drops it, so it never outlives what it was about.
+FLASH_RUNS = 2
+
+
+def flash_context() -> tuple:
+    """What a flashed message is about: the scene shown, its edit generation and the analyst."""
+    scene_id = st.session_state.get(SCENE_KEY)
+    return scene_id, (scene_edits().get(scene_id) or {}).get("gen"), analyst_name()
+
+
+def flash(kind: str, message: str, area: str = "edit") -> None:
+    """Show ``message`` with ``st.<kind>`` where the page calls :func:`show_flash` for ``area``."""
+    st.session_state[f"lbl_flash_{area}"] = (kind, message, flash_context(), FLASH_RUNS)
+
+
+def show_flash(area: str) -> None:
+    """Show the area's last message for :data:`FLASH_RUNS` page runs, while the scene, the edit and the analyst are
+    those it was about."""
+    ss = st.session_state
+    key = f"lbl_flash_{area}"
+    msg = ss.get(key)
+    if not msg:
+        return
+    kind, text, ctx, left = msg
+    if ctx != flash_context() or left <= 0:
+        ss.pop(key, None)
+        return
+    ss[key] = (kind, text, ctx, left - 1)
+    getattr(st, kind)(text)
+
+
+# ------------------------------------------------------------------------------------------------ noise queue
+
+QUEUE_PAGE = 5  # queue items per page (and windows sent from Evaluate listed)
+
+
+def item_suffix(it: rq.ReviewItem) -> str:
+    """The part of a queue item's widget keys that names it (its bounding box)."""
+    return "_".join(str(v) for v in it.bbox)
+
+
+def show_queue_built(queue: rq.SceneQueue, stale: rq.Staleness, latest: int, n_pending: int) -> None:
+    """The caption saying how the queue was built, on which label version (and where the scene is now, saying when
+    only the queue's own verdicts changed it since), and how many items are left."""
+    since = ""
+    if latest != queue.label_version:
+        since = f" (the scene is at version {latest} now"
+        if stale.verdict_px and not stale.label_stale:
+            since += f"; the {stale.verdict_px:,} label px changed since were this queue's own verdicts"
+        since += ")"
+    st.caption(f"Built with **{queue.checkpoint_id}** ({queue.scoring}, TTA {queue.tta}, threshold "
+               f"{queue.threshold:.2f}) on label "
+               f"version {queue.label_version}{since}, {queue.created_at[:19].replace('T', ' ')} UTC · "
+               f"{len(queue.items)} item(s), {n_pending} still to review.")
+
+
+def show_queue_staleness(queue: rq.SceneQueue, stale: rq.Staleness, latest: int, active: Any) -> None:
+    """The warnings that the queue is out of date: its label changed other than by its own verdicts, or it was built
+    with another checkpoint than the active one."""
+    if stale.label_stale:
+        why = ("that version is no longer in the label history" if queue.label_version > latest
+               else "the scene's size changed" if stale.shape_changed
+               else f"{stale.changed_px:,} label pixel{'s' if stale.changed_px != 1 else ''} changed since other than "
+                    "by this queue's own verdicts (brush edits, an undo, another analyst's save)")
+        st.warning(f"**This queue is out of date**: it was built on label version {queue.label_version}, the scene is "
+                   f"at version {latest} now, and {why}. Its items, scores and predictions may no longer match the "
+                   "label: rebuild it.")
+    if stale.model_stale:
+        # e.g. the active model changed since the queue was built (a job re-ranks the queues only when its new
+        # checkpoint becomes the active one)
+        st.warning(f"This queue was built with **{queue.checkpoint_id}**, not the active checkpoint **{active.id}**: "
+                   "build it again to rank it with the active model (judged items stay out unless their label changed).")
+
+
+def rebuild_queue_button(queue: rq.SceneQueue, latest: int, active: Any) -> bool:
+    """The button that rebuilds an out-of-date queue with the active checkpoint, as it was built; whether pressed."""
+    held = queue.scoring != "in-sample"
+    return st.button(f"Rebuild the queue with {active.name}", key="lbl_q_rebuild", type="primary",
+                     help=f"Score the current label (version {latest}) again with the active checkpoint, as this "
+                          f"queue was built: TTA {queue.tta}, threshold {queue.threshold:.2f}, "
+                          f"{'held-out' if held else 'in-sample'} scoring. Judged items stay out unless their label "
+                          "changed.")
+
+
+def accept_summary(it: rq.ReviewItem, parts: list) -> tuple[str, str]:
+    """What a card says about an item and what *Accept* writes: the "label → model says" line (with the other classes
+    the model predicts on the component when there are several) and the caption of Accept's per-class breakdown
+    (``parts``: :func:`seghz.review.queue.accept_breakdown`)."""
+    mixed = len(parts) > 1
+    top = parts[0][1] if parts else it.predicted_class
+    n_top = next((k for c, _, k in parts if c == it.predicted_id), 0)
+    says = (f"model says **{it.predicted_class}** on {n_top:,} of {it.pixels:,} px (also "
+            + ", ".join(f"{n} {k:,}" for c, n, k in parts if c != it.predicted_id) + ")") if mixed \
+        else f"model says **{top}** · {it.pixels:,} px"
+    accept = (f"Accept prediction writes the model's class per pixel: {rq.describe_breakdown(parts)}"
+              + (f" — or “All as {it.predicted_class}” sets all {it.pixels:,} px to "
+                 f"{it.predicted_class}." if mixed else "."))
+    return says, accept
+
+
+def queue_item_card(ws: Any, rank: int, it: rq.ReviewItem, *, queue: rq.SceneQueue, scene: Any, scheme: Any,
+                    dscheme: Any, latest_mask: np.ndarray, image: tuple[str, float],
+                    on_action: Callable[..., None], on_zoom: Callable[..., None]) -> None:
+    """A queue item's card: its image / label / prediction / suspicion panels, what the model says and what Accept
+    writes, and its verdict buttons (``on_action(scene_id, key, action[, class_index])``), "Open in the canvas"
+    (``on_zoom(scene_id, bbox, height, width)``), "Open on map" and "Relabel as". ``image``: the scene image's path
+    and modification time; ``dscheme``: the scheme in the session's screen colours."""
+    sid, sfx = scene.id, item_suffix(it)
+    with st.container(border=True):
+        cr, cc, chh, cww = rq.crop_window(it.bbox, queue.shape)
+        crop_img = load_window(image[0], image[1], (cr, cc, chh, cww))
+        m = it.crop_mask((cr, cc, chh, cww), queue.shape[1])
+        panels = rq.item_panels(crop_img, latest_mask[cr : cr + chh, cc : cc + cww],
+                                queue.predicted[cr : cr + chh, cc : cc + cww], m, dscheme)
+        left, right = st.columns([3, 2])
+        left.image(rq.composite(panels, size=240, per_row=2),  # 2 × 2: large enough to judge a few px
+                   caption="image · label (top) · prediction · suspect pixels (bottom)")
+        b_r0, b_c0, b_r1, b_c1 = it.bbox
+        parts = rq.accept_breakdown(queue, it, scheme.names)  # what "accept" writes, class by class
+        mixed = len(parts) > 1
+        says, accept = accept_summary(it, parts)
+        right.markdown(f"**#{rank}** · label **{it.label_class}** → {says} · score {it.score:.1f} "
+                       f"(mean {it.mean_score:.2f})")
+        right.caption(accept)
+        right.caption(f"Location: {it.location()} of {scene.width}×{scene.height} px · send to map: bbox "
+                      f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
+        verdicts = right.container(horizontal=True)  # buttons as wide as their labels (thirds cut "Accept pre…")
+        verdicts.button("Accept prediction (per pixel)" if mixed else "Accept prediction", key=f"lbl_q_accept_{sfx}",
+                        on_click=on_action, args=(sid, it.key, "accept"),
+                        help="Each pixel of the component takes the model's class for that pixel: "
+                             f"{rq.describe_breakdown(parts)}.")
+        if mixed and it.predicted_id < scheme.num_classes:
+            verdicts.button(f"All as {it.predicted_class}", key=f"lbl_q_accept_all_{sfx}",
+                            on_click=on_action, args=(sid, it.key, "relabel", it.predicted_id),
+                            help=f"All {it.pixels:,} px of the component become {it.predicted_class} (the "
+                                 "model's majority class here), saved as a relabel.")
+        verdicts.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_action,
+                        args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
+        verdicts.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_action,
+                        args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
+        openers = right.container(horizontal=True)
+        openers.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
+                       args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
+                       help="Show this component in the correction canvas above, with its suspicion overlaid.")
+        if openers.button("Open on map", key=f"lbl_q_map_{sfx}",
+                          help="The Map page at this component, predicted, with the error layer on."):
+            st.session_state["map_jump"] = drilldown.map_jump(
+                drilldown.Window(sid, tuple(int(v) for v in it.bbox), 0), checkpoint_id=queue.checkpoint_id,
+                checkpoint_name=checkpoint_name(ws, queue.checkpoint_id), tta=queue.tta,  # as the queue was built
+                why=f"noise-queue item: label {it.label_class}, model {it.predicted_class}",
+                role="the checkpoint the queue was built with")
+            st.switch_page("pages/1_Map.py")
+        k4, k5 = right.columns([2, 1])
+        class_opts = list(range(scheme.num_classes))
+        k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
+                     key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",
+                     label_visibility="collapsed")
+        k5.button("Relabel", key=f"lbl_q_relabel_{sfx}", on_click=on_action,
+                  args=(sid, it.key, "relabel"), help="Set the component's pixels to the chosen class.")
+
+
+def show_queue_items(ws: Any, pending: list, *, queue: rq.SceneQueue, scene: Any, scheme: Any, dscheme: Any,
+                     latest_mask: np.ndarray, image: tuple[str, float], on_action: Callable[..., None],
+                     on_zoom: Callable[..., None]) -> None:
+    """The items still to review, :data:`QUEUE_PAGE` cards a page (with a page picker when there are more), or
+    that nothing is left (the arguments as :func:`queue_item_card`'s)."""
+    if not pending:
+        st.success("Nothing left to review in this queue.")
+        return
+    n_pages = (len(pending) + QUEUE_PAGE - 1) // QUEUE_PAGE
+    page = int(st.columns([1, 4])[0].number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"lbl_q_page_{scene.id}")) \
+        if n_pages > 1 else 1
+    page = min(max(page, 1), n_pages)
+    first = (page - 1) * QUEUE_PAGE
+    for rank, it in enumerate(pending[first : first + QUEUE_PAGE], start=first + 1):
+        queue_item_card(ws, rank, it, queue=queue, scene=scene, scheme=scheme, dscheme=dscheme,
+                        latest_mask=latest_mask, image=image, on_action=on_action, on_zoom=on_zoom)
+
+
 __all__ = [
     "DRAFTS_KEY",
+    "EDITS_KEY",
+    "FLASH_RUNS",
     "OPEN_SCENE_KEY",
+    "QUEUE_PAGE",
     "RESTORE_KEY",
+    "accept_summary",
+    "checkpoint_name",
     "draft_key",
     "drop_drafts",
+    "flash",
+    "flash_context",
+    "item_suffix",
     "keep_draft",
     "latest_draft",
+    "load_window",
+    "new_edit",
+    "pending_pixels",
     "pending_review_counts",
+    "queue_item_card",
+    "rebuild_queue_button",
     "restore_draft",
     "restored_for",
+    "scene_edits",
+    "show_flash",
+    "show_queue_built",
+    "show_queue_items",
+    "show_queue_staleness",
     "stroke_count",
+    "strokes_applied",
+    "version_mask",
+    "version_status",
 ]
