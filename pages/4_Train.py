@@ -16,7 +16,8 @@ import streamlit as st
 from seghz import candidate, gate, report
 from seghz.classes import get_scheme, scheme_names
 from seghz.errors import ConflictError
-from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, submit_job, tail_log
+from seghz.jobs.kinds import submit_retrain_job
+from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, tail_log
 from seghz.store import NotFoundError
 from seghz.train.form import (
     BOOTSTRAPS,
@@ -114,7 +115,9 @@ start = st.radio(
                  "scratch": "scratch (new model)"}.get,
 )
 fine_tune = start == "finetune"
-with st.form("train_form"):
+# Enter in a number box must not launch a training run (it queued one job per Enter, each with the settings typed
+# so far): only the button submits
+with st.form("train_form", enter_to_submit=False):
     if fine_tune:
         st.markdown(f"Fine-tunes **{active.name}** (`{active.id}`, {active.arch}/{active.encoder}, scheme "
                     f"**{active.scheme}**); architecture and classes come from it.")
@@ -272,12 +275,16 @@ if submitted:
         st.error("Cannot launch this training run:\n\n" + "\n".join(f"- {e}" for e in errors))
     else:
         try:
-            jid = submit_job(ws, "train", config)
+            jid, created = submit_retrain_job(ws, "train", config)  # an identical queued/running run is not doubled
         except (ValueError, ImportError, OSError) as e:
             st.error(f"Could not start the training job: {e}")
         else:
             ss["train_job_sel"] = jid
-            st.success(f"Training job `{jid}` submitted. It runs in the background; you may close this tab.")
+            if created:
+                st.success(f"Training job `{jid}` submitted. It runs in the background; you may close this tab.")
+            else:
+                st.info(f"The same training run is already queued or running as job `{jid}`: nothing new was "
+                        "submitted. Change a setting to launch another.")
 
 with st.expander("Label noise measured from your reviews"):
     noise_scheme = active.scheme if active is not None else (train_scenes[0].scheme if train_scenes else None)

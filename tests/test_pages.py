@@ -799,6 +799,29 @@ def test_train_recipe_options_reach_the_job_config(ws, monkeypatch):
     assert abs(c["label_smoothing"] - 0.1) < 1e-9 and c["ohem"] is False
 
 
+def test_train_enter_never_launches_and_the_same_run_is_not_queued_twice(ws, monkeypatch):
+    """A review found that Enter in each number box of the form launched a job (four jobs from four boxes, each
+    with the settings typed so far): the form submits on the button only; a second click with the same settings
+    while the first run is queued names that job and queues nothing."""
+    from seghz.jobs import runner
+
+    monkeypatch.setattr(runner, "start_worker", lambda w, job_id: None)  # no worker process
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    (form,) = at.get("form")
+    assert form.proto.form.enter_to_submit is False
+    at.number_input(key="train_crop").set_value(64)
+    at.button(key="train_submit").click().run()
+    (job,) = ws.list_jobs()
+    at.button(key="train_submit").click().run()
+    assert_ok(at)
+    assert [j.id for j in ws.list_jobs()] == [job.id]
+    assert any(f"already queued or running as job `{job.id}`" in i.value for i in at.info)
+    at.number_input(key="train_crop").set_value(96)  # another run: queued
+    at.button(key="train_submit").click().run()
+    assert len(ws.list_jobs()) == 2
+
+
 def test_train_noise_robust_loss_reaches_the_job_config_and_bad_combinations_are_refused(ws, monkeypatch):
     from seghz.jobs import runner
 

@@ -246,3 +246,31 @@ def test_home_scenes_panel_shows_effects_and_moves_only_under_a_name(ws):  # noq
     assert f"Moved 1 scene(s): {train.id} train → val (recorded under Ann)." in texts(at)
     frame = next(e.value for e in at.data_editor if "split" in e.value.columns)  # fresh rows: the moved split
     assert list(frame["split"]) == ["val", "val"]
+
+
+def test_home_propose_says_what_it_chose_even_when_nothing_moves(ws):  # noqa: F811
+    """A review found that Propose showed nothing at all when the proposal matched the current splits."""
+    at = app("app.py").run()
+    at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    at.button(key="seghz_split_propose").click().run()
+    assert_ok(at)
+    assert "Proposed val:" in texts(at) and "class entropy" in texts(at)
+    if [b for b in at.button if b.key == "seghz_split_apply"]:  # the proposal moves scenes: make it the split
+        at.button(key="seghz_split_apply").click().run()
+        at.button(key="seghz_split_propose").click().run()
+    assert_ok(at)
+    t = texts(at)
+    assert "The proposal matches the current splits: nothing to move." in t and "Proposed val:" in t
+    assert not [b for b in at.button if b.key == "seghz_split_apply"]
+    assert [s.id for s in ws.list_scenes("val")] == [t.split("Proposed val: ")[1].split(" ")[0]]
+
+
+def test_a_proposal_below_the_current_entropy_says_keep_the_current_split():
+    from ui.scenes import proposal_note
+
+    worse = scene_splits.ValProposal("hz7", ["b"], {"b": "val"}, 0.5, 0.9, {"f": "no label and no correction"})
+    text = proposal_note(worse)
+    assert "class entropy 0.500 nats in scheme hz7 (the current val split's: 0.900)" in text
+    assert "keeping the current split is the better choice" in text and "Left out: f: no label" in text
+    better = scene_splits.ValProposal("hz7", ["b"], {}, 0.9, 0.5, {})
+    assert "better choice" not in proposal_note(better) and "Left out" not in proposal_note(better)

@@ -20,6 +20,7 @@ from ui.common import analyst_name, analyst_problem
 PLAN_KEY = "seghz_split_plan"  # {scene id: split}: a proposal not yet applied (it pre-fills the editor)
 GEN_KEY = "seghz_split_editor_gen"  # bumped to give the editor fresh rows (after a proposal, apply or discard)
 DONE_KEY = "seghz_split_done"  # the message of the last applied moves, shown once
+NOTE_KEY = "seghz_split_proposal_note"  # (editor generation, text): what the last proposal chose, while it stands
 
 
 def _editor_key() -> str:
@@ -60,7 +61,9 @@ def scenes_panel(ws: Workspace) -> None:
     ss = st.session_state
     plan = {k: v for k, v in (ss.get(PLAN_KEY) or {}).items() if any(s.id == k for s in scenes)}
     done = ss.pop(DONE_KEY, None)
-    with st.expander(f"Scenes ({len(scenes)}) — splits", expanded=bool(plan) or bool(done)):
+    note = ss.get(NOTE_KEY)
+    note = note[1] if note and note[0] == ss.get(GEN_KEY, 0) else None  # a proposal stands until the table resets
+    with st.expander(f"Scenes ({len(scenes)}) — splits", expanded=bool(plan) or bool(done) or bool(note)):
         if done:
             st.success(done)
         st.caption(" · ".join(f"**{k}**: {v}" for k, v in scene_splits.PURPOSE.items())
@@ -82,9 +85,13 @@ def scenes_panel(ws: Workspace) -> None:
         )
         wanted = wanted_moves(scenes, edited)
         _proposal_controls(ws, scenes)
+        if note:
+            st.caption(note)
         if not wanted:
-            if plan:
+            if note and not plan:
                 st.info("The proposal matches the current splits: nothing to move.")
+            elif plan:
+                st.info("No planned moves: the table matches the current splits.")
             _history(ws)
             return
         st.markdown(f"**{len(wanted)} planned move(s)**")
@@ -119,30 +126,36 @@ def _proposal_controls(ws: Workspace, scenes) -> None:
     pool = [s for s in scenes if s.split in ("train", "val")]
     if len(pool) < 2:
         return
-    with st.popover("Propose a validation split (study: greedy max class entropy)"):
-        default = max(1, sum(s.split == "val" for s in pool) or round(0.2 * len(pool)))
-        k = st.number_input("Scenes in val", min_value=1, max_value=len(pool) - 1, value=min(default, len(pool) - 1),
-                            key="seghz_split_k",
-                            help="Chosen among the labelled train and val scenes so the pooled class distribution "
-                                 "of val has the most entropy (every class represented as evenly as possible); the "
-                                 "rest go to train. Test scenes stay where they are.")
-        if st.button("Propose", key="seghz_split_propose"):
-            try:
-                prop = scene_splits.propose_val(ws, int(k))
-            except ValueError as e:
-                st.error(str(e))
-                return
-            cur = "—" if prop.current_entropy is None else f"{prop.current_entropy:.3f}"
-            st.session_state[DONE_KEY] = None
-            _reset_editor(prop.moves)
-            st.session_state["seghz_split_proposal_note"] = (
-                f"Proposed val: {', '.join(prop.chosen)} — class entropy {prop.entropy:.3f} nats in scheme "
-                f"{prop.scheme} (the current val split's: {cur})."
-                + (f" Left out: {'; '.join(f'{k}: {v}' for k, v in prop.skipped.items())}." if prop.skipped else ""))
-            st.rerun()
-    note = st.session_state.get("seghz_split_proposal_note")
-    if note and st.session_state.get(PLAN_KEY):
-        st.caption(note)
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    default = max(1, sum(s.split == "val" for s in pool) or round(0.2 * len(pool)))
+    k = c1.number_input("Scenes in val", min_value=1, max_value=len(pool) - 1, value=min(default, len(pool) - 1),
+                        key="seghz_split_k",
+                        help="Chosen among the labelled train and val scenes so the pooled class distribution of val "
+                             "has the most entropy (every class represented as evenly as possible); the rest go to "
+                             "train. Test scenes stay where they are.")
+    if c2.button("Propose a validation split (study: greedy max class entropy)", key="seghz_split_propose"):
+        try:
+            prop = scene_splits.propose_val(ws, int(k))
+        except ValueError as e:
+            st.error(str(e))
+            return
+        st.session_state[DONE_KEY] = None
+        _reset_editor(prop.moves)
+        st.session_state[NOTE_KEY] = (st.session_state[GEN_KEY], proposal_note(prop))
+        st.rerun()
+
+
+def proposal_note(prop: scene_splits.ValProposal) -> str:
+    """What a proposal chose and how its class entropy compares with the current val split's."""
+    cur = prop.current_entropy
+    text = (f"Proposed val: {', '.join(prop.chosen)} — class entropy {prop.entropy:.3f} nats in scheme {prop.scheme}"
+            + ("" if cur is None else f" (the current val split's: {cur:.3f})") + ".")
+    if cur is not None and prop.entropy < cur - 1e-9:
+        text += (" That is less than the current split's: the greedy choice of this many scenes does not beat it, "
+                 "so keeping the current split is the better choice.")
+    if prop.skipped:
+        text += f" Left out: {'; '.join(f'{k}: {v}' for k, v in prop.skipped.items())}."
+    return text
 
 
 def _history(ws: Workspace) -> None:
