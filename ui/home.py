@@ -202,10 +202,11 @@ def render_home(app_dir: Path) -> None:
             if table.empty:
                 st.caption("No per-class validation IoU stored with this checkpoint.")
             else:
+                # percent with one decimal, rounded, as the tiles ("percent" showed 99% beside 99.12%)
                 st.dataframe(
-                    table, hide_index=True,
-                    column_config={"IoU": st.column_config.ProgressColumn("val IoU", format="percent", min_value=0.0,
-                                                                          max_value=1.0)},
+                    table.assign(IoU=100 * table["IoU"]), hide_index=True,
+                    column_config={"IoU": st.column_config.ProgressColumn("val IoU", format="%.1f %%", min_value=0.0,
+                                                                          max_value=100.0)},
                 )
 
     st.subheader("Import real data")
