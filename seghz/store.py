@@ -1487,8 +1487,11 @@ class Workspace:
             write_index_mask(p, mask, scheme)
         elif suffix in (".tif", ".tiff"):  # tagged with what it is: a GIS user sees which scene and version
             v = self.latest_label_version(scene_id) if version is None else int(version)
+            saved = next((h for h in self.label_history(scene_id) if h.version == v), None)
             write_index_mask_geotiff(p, mask, crs=scene.crs, transform=scene.transform, scheme=scheme,
-                                     tags={"scene": scene.id, "label_version": v, "split": scene.split})
+                                     tags={"scene": scene.id, "label_version": v, "split": scene.split,
+                                           "label_saved_by": saved.analyst if saved else None,
+                                           "label_saved_at": saved.created_at if saved else None})
         else:
             raise BadInputError(p, f"cannot export the label of scene '{scene_id}' as '{suffix or p.name}'; "
                                 "use .png or .tif")

@@ -524,8 +524,9 @@ def test_export_png_and_geotiff_with_the_scene_crs(tmp_path):
         assert ds.tags(1) == {"scheme": "hz7", "classes": ",".join(get_scheme("hz7").names)}
         tags = ds.tags()
         assert (tags["SEGHZ_SCENE"], tags["SEGHZ_LABEL_VERSION"], tags["SEGHZ_SPLIT"]) == ("g", "1", "none")
+        assert tags["SEGHZ_LABEL_SAVED_BY"] == "ann" and tags["SEGHZ_SCHEME"] == "hz7" and "SEGHZ_WRITTEN_AT" in tags
     with rasterio.open(ws.export_label("g", tmp_path / "out" / "g_v0.tif", version=0)) as ds:
-        assert ds.tags()["SEGHZ_LABEL_VERSION"] == "0"
+        assert ds.tags()["SEGHZ_LABEL_VERSION"] == "0" and "SEGHZ_LABEL_SAVED_BY" not in ds.tags()  # the original
     png = ws.export_label("g", tmp_path / "out" / "g_v0.png", version=0)
     np.testing.assert_array_equal(read_index_mask(png), ws.effective_label("g", 0))
     with pytest.raises(BadInputError, match="scene 'g'.*use .png or .tif"):

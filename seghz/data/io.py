@@ -512,7 +512,8 @@ def write_index_mask_geotiff(
     """Atomically write a class-index mask as a single-band uint8 GeoTIFF (deflate, nodata 255) with ``crs``
     and the affine ``transform`` (a, b, c, d, e, f) when given, a colour map in ``scheme`` colours and the band
     named "class" with :func:`class_band_tags`; ``tags`` (e.g. the checkpoint and TTA that made a prediction, the
-    scene and label version of an exported label) become dataset tags, ``SEGHZ_<KEY>=value``."""
+    scene and label version of an exported label) become dataset tags, ``SEGHZ_<KEY>=value``, with the scheme and
+    the UTC time of writing (``SEGHZ_SCHEME``, ``SEGHZ_WRITTEN_AT``)."""
     import warnings
 
     import rasterio
@@ -536,5 +537,8 @@ def write_index_mask_geotiff(
             if scheme is not None:
                 ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(scheme.colors)})
                 ds.update_tags(1, **class_band_tags(scheme))
-            if tags:
-                ds.update_tags(**{f"SEGHZ_{str(k).upper()}": str(v) for k, v in tags.items() if v is not None})
+            from datetime import UTC, datetime
+
+            written = {"scheme": scheme.name if scheme is not None else None, **(tags or {}),
+                       "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            ds.update_tags(**{f"SEGHZ_{str(k).upper()}": str(v) for k, v in written.items() if v is not None})
