@@ -271,8 +271,11 @@ def show_drafts(ws: Any, scene_id: str, latest_version: int, pending_here: int) 
             row.button("Restore", key=f"lbl_draft_restore_{folder}", type="primary", on_click=on_restore_draft,
                        args=(ws, scene_id, str(d.path)),
                        help=f"Re-apply the draft's {d.pixels:,} edited pixels ({d.tool or 'brush'}).")
-            row.button("Discard", key=f"lbl_draft_discard_{folder}", on_click=on_discard_draft,
-                       args=(scene_id, str(d.path), who.replace("**", "")), help=f"Delete {d.path}.")
+            with row.popover("Discard", help="Asks once more: discarding deletes the unsaved pixels for good."):
+                st.markdown(f"Delete the draft's {d.pixels:,} unsaved pixels for good?")
+                st.button("Delete the draft", key=f"lbl_draft_discard_{folder}", type="primary",
+                          on_click=on_discard_draft, args=(scene_id, str(d.path), who.replace("**", "")),
+                          help=f"Delete {d.path}.")
     for k, prob in enumerate(problems):
         with st.container(border=True, key=f"lbl_draft_bad_{k}"):
             st.error(f"A draft of this scene cannot be read: {prob.message}")
