@@ -56,6 +56,16 @@ def main() -> int:
                 print("wrote", OUT / f"{name}.png")
 
             shot("", "home", "Active checkpoint")
+            # Home's scenes table with the study's validation split proposed (the moves and what they do)
+            page.get_by_text("Scenes (4)", exact=False).first.click()
+            page.get_by_role("button", name="Propose a validation split").first.click()
+            page.get_by_text("Proposed val:", exact=False).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            page.get_by_text("Scenes (4)", exact=False).first.scroll_into_view_if_needed()
+            page.mouse.move(5, 995)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / "home_scenes.png"))
+            print("wrote", OUT / "home_scenes.png")
             shot("Evaluate", "evaluate", "Run evaluation", "Run evaluation", "fwIoU")
             page.get_by_text("Calibration: how far", exact=False).first.scroll_into_view_if_needed()
             page.mouse.wheel(0, 250)  # the section's heading, metrics and both figures in one viewport
