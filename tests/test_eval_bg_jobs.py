@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_evaluate_job import cancel_then_cancel_in_flight, job_running_in_a_stand_in
+from test_evaluate_job import cancel_on_the_page, cancel_then_cancel_in_flight, job_running_in_a_stand_in
 from test_pages import assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 from test_pages_compare import _element, _frame, _frames, _register, app
 
@@ -228,12 +228,7 @@ def test_page_tta_report_cancel_and_failure(ws, monkeypatch):  # noqa: F811
     (tta_exp,) = [e for e in at.expander if e.label.startswith("TTA report")]
     assert tta_exp.proto.expanded and "open **TTA report** below" not in texts(at)
     assert [b.key for b in at.button if job.id in str(b.key)] == [f"eval_tta_cancel_{job.id}"]
-    at.button(key=f"eval_tta_cancel_{job.id}").click().run()
-    assert_ok(at)
-    assert ws.get_job(job.id).status == "cancelled"
-    assert f"The last background TTA report (job `{job.id}`) was cancelled" in texts(at)
-    assert not at.button(key="eval_tta_run").disabled  # it can be submitted again
-    assert ws.list_evaluations("tiny-test") == []
+    cancel_on_the_page(at, ws, job.id, f"eval_tta_cancel_{job.id}", "background TTA report", "eval_tta_run")
 
     # a failed job: its message shows as an error, and the button comes back
     failed = ws.create_job("tta_report", {"checkpoint_id": "tiny-test", "split": "val"})

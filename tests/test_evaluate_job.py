@@ -165,11 +165,17 @@ def test_cancel_a_background_evaluation_from_the_page(ws, monkeypatch):  # noqa:
     assert_ok(at)
     (job,) = ws.list_jobs()
     assert job.config == {**D4, "tta": "none"}
-    at.button(key=f"eval_bg_cancel_{job.id}").click().run()
+    cancel_on_the_page(at, ws, job.id, f"eval_bg_cancel_{job.id}", "background evaluation", "eval_bg")
+
+
+def cancel_on_the_page(at, ws, job_id: str, cancel_key: str, what: str, submit_key: str) -> None:  # noqa: F811
+    """Press a background job's Cancel on the Evaluate page: the job is cancelled, the page says so, the button that
+    submits it is back, and nothing was cached."""
+    at.button(key=cancel_key).click().run()
     assert_ok(at)
-    assert ws.get_job(job.id).status == "cancelled"
-    assert f"The last background evaluation (job `{job.id}`) was cancelled" in texts(at)
-    assert not at.button(key="eval_bg").disabled  # it can be started again
+    assert ws.get_job(job_id).status == "cancelled"
+    assert f"The last {what} (job `{job_id}`) was cancelled" in texts(at)
+    assert not at.button(key=submit_key).disabled  # it can be submitted again
     assert ws.list_evaluations("tiny-test") == []
 
 
