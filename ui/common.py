@@ -220,7 +220,10 @@ def analyst_name_input() -> str:
         ss[_REMEMBERED] = False
     if ss.get(_REMEMBERED):
         st.sidebar.caption("Remembered by this browser. Not you? Change the name above.")
-    if value != ss.get(_COOKIE_WRITTEN, "") and analyst_problem(value or "x") is None:
+    if analyst_problem(value or "x") is None:
+        # on every run, not only when the name changes: a run that is superseded at once (a page switch, a rerun)
+        # may never mount its elements, and a script sent only then would never set the cookie. The browser keeps
+        # an element that did not change, so the script runs when it first mounts and when the name changes.
         st.sidebar.html(analyst_cookie_script(value), unsafe_allow_javascript=True)
         ss[_COOKIE_WRITTEN] = value
     return value

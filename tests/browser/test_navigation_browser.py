@@ -8,6 +8,7 @@ loaded from fonts.gstatic.com).
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 from conftest import ROOT, app_errors, run_app, wait_app_idle
@@ -100,7 +101,12 @@ def test_sidebar_lists_home_and_the_pages_and_keeps_their_urls(nav_app, chromium
         page.wait_for_function("() => document.title === 'SegHZ · Map'")
         assert nav_labels(page) == NAV
 
-        # a reload is a new session: the browser remembered the name (a cookie), and says so
+        # the browser keeps the name (a cookie written by the sidebar's script; every run carries it)
+        deadline = time.monotonic() + 30
+        while not [c for c in ctx.cookies() if c["name"] == "seghz_analyst"] and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert [c["value"] for c in ctx.cookies() if c["name"] == "seghz_analyst"] == ["Ann"]
+        # a reload is a new session: the name comes back from the cookie, and the sidebar says so
         page.reload(wait_until="domcontentloaded")
         page.get_by_text("Remembered by this browser").first.wait_for()
         wait_app_idle(page)
