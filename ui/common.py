@@ -224,7 +224,9 @@ def analyst_name_input() -> str:
         # on every run, not only when the name changes: a run that is superseded at once (a page switch, a rerun)
         # may never mount its elements, and a script sent only then would never set the cookie. The browser keeps
         # an element that did not change, so the script runs when it first mounts and when the name changes.
-        st.sidebar.html(analyst_cookie_script(value), unsafe_allow_javascript=True)
+        with st.sidebar.container(key="seghz_cookie"):  # hidden by its own style: no gap in the sidebar
+            st.html("<style>[data-testid='stLayoutWrapper']:has(> .st-key-seghz_cookie){display:none}</style>"
+                    + analyst_cookie_script(value), unsafe_allow_javascript=True)
         ss[_COOKIE_WRITTEN] = value
     return value
 
