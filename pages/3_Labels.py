@@ -435,10 +435,11 @@ lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: 
 open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this scene on the Labels page"
 if open_request in by_id and open_request != ss.get("lbl_scene"):
     on_goto_scene(open_request)  # strokes left on the canvas are applied to their own scene's edit, not lost
+drafted = dui.scenes_with_drafts(ws)
 sid = st.selectbox(
     "Scene", list(by_id), key="lbl_scene", on_change=on_scene_change,
     format_func=lambda i: f"{by_id[i].name} — {by_id[i].split}, {by_id[i].width}×{by_id[i].height} px"
-    + (", synthetic" if by_id[i].synthetic else ""),
+    + (", synthetic" if by_id[i].synthetic else "") + (" · unsaved draft" if i in drafted else ""),
 )
 ss["lbl_shown_scene"] = sid
 dui.show_left_edit(ws, sid, on_goto_scene)

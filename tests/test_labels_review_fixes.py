@@ -351,6 +351,8 @@ def test_drafts_of_other_scenes_are_listed_with_a_way_to_open_them(ws, monkeypat
     at.run()
     assert_ok(at)
     assert f"**{other.name}**: 20 px from" in texts(at) and banners(at) == []
+    picker = at.selectbox(key="lbl_scene")  # the scene picker marks the scene with the draft, and only it
+    assert picker.format_func(other.id).endswith(" · unsaved draft") and "draft" not in picker.format_func(sid)
     at.button(key=f"lbl_other_draft_{other.id}_{d.path.parent.name}").click().run()
     assert_ok(at)
     assert at.selectbox(key="lbl_scene").value == other.id

@@ -45,6 +45,14 @@ def session_analyst() -> str:
     return "" if analyst_problem(name) else name
 
 
+def scenes_with_drafts(ws: Any) -> set[str]:
+    """The scenes holding a draft this analyst would see (theirs, or made without a name; every draft while no name is
+    entered): the scene picker marks them, so a draft left on another scene is not forgotten."""
+    name = session_analyst()
+    found, _ = dft.list_drafts(ws.root, None, None if not name else [name, ""])
+    return {d.scene_id for d in found}
+
+
 def draft_owner(edit: dict) -> str:
     """Whose draft an edit is written as: the analyst's name; without one, the analyst of the draft it was restored
     from (a reload empties the name field: the restored draft stays in its analyst's folder); else nobody (anon)."""
