@@ -53,8 +53,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seghz.errors import ConflictError, SegHZError
-from seghz.metrics import MINUS, fmt_pct, signed_pp
 from seghz.metrics import as_float as _num
+from seghz.metrics import fmt_pct, signed_pp
 from seghz.store import Promotion, Workspace
 
 DEFAULT_MARGIN = 0.02
@@ -684,7 +684,6 @@ __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_RULE",
     "MARGIN_SETTING",
-    "MINUS",
     "RULES",
     "RULE_SETTING",
     "STATUSES",

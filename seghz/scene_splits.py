@@ -84,11 +84,12 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
     scenes = {s.id: s for s in ws.list_scenes()}
     after = {sid: moves.get(sid, (s.split, s.split))[1] for sid, s in scenes.items()}
     active = ws.active_checkpoint()
+    every, learned, unknown = ws.lineage_learning()  # one walk of the registry for every moved scene
 
     def labelled(sid: str) -> bool:
         return bool(scenes[sid].label_path) or ws.latest_label_version(sid) > 0
 
-    unsure = ws.unrecorded_learning()
+    unsure = [c for c in every if c.id in unknown]
     yardstick = [sid for sid, (_, to) in moves.items() if to in ("val", "test")]
     if unsure and yardstick:
         names = [f"{c.name} ({c.id})" + (" — the active model" if active and c.id == active.id else "") for c in unsure]
@@ -97,7 +98,7 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
                     "val/test scores there are optimistic.")
     for sid, (frm, to) in moves.items():
         if to in ("val", "test"):
-            seen = ws.checkpoints_trained_on(sid)
+            seen = [c for c in every if sid in learned.get(c.id, ())]
             if seen:
                 names = [f"{c.name} ({c.id})" + (" — the active model" if active and c.id == active.id else "")
                          for c in seen]

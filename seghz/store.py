@@ -1623,7 +1623,7 @@ class Workspace:
             checkpoint = self.get_checkpoint(checkpoint)
         return self.path(checkpoint.path)
 
-    def _lineage_learning(self) -> tuple[list[Checkpoint], dict[str, frozenset[str]], set[str]]:
+    def lineage_learning(self) -> tuple[list[Checkpoint], dict[str, frozenset[str]], set[str]]:
         """Every checkpoint (newest first), the workspace scenes each learned from (its own recorded
         ``train_scenes`` plus its ancestors', through ``parent_id``), and the ids of those whose lineage holds a
         checkpoint that did not record them (registered from a file, older SegHZ): what they learned is unknown."""
@@ -1646,12 +1646,12 @@ class Workspace:
         """``{checkpoint id: the workspace scenes it is known to have learned from}``: those it was trained on
         itself plus those of the checkpoints it was fine-tuned from (through ``parent_id``). A checkpoint whose
         training scenes were not recorded adds none (:meth:`unrecorded_learning` lists who that leaves unsure)."""
-        return self._lineage_learning()[1]
+        return self.lineage_learning()[1]
 
     def unrecorded_learning(self) -> list[Checkpoint]:
         """Checkpoints (newest first) whose lineage holds one that did not record its training scenes (a file
         registered with ``checkpoints add``, older SegHZ): they may have learned from any scene."""
-        every, _, unknown = self._lineage_learning()
+        every, _, unknown = self.lineage_learning()
         return [c for c in every if c.id in unknown]
 
     def checkpoints_trained_on(self, scene_id: str) -> list[Checkpoint]:
