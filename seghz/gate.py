@@ -646,6 +646,8 @@ def styled_verdict_table(v: Verdict):
             return ""
         if row["class"] in offending:
             return "color: #b00020; font-weight: bold"
+        if fmt_delta_pp(x, margin=margin).startswith("0.0"):  # shown as "0.0 pp": no colour that hints at a sign
+            return ""
         if x < 0:
             return "color: #c77700"
         return "color: #1b7a1b"

@@ -77,6 +77,21 @@ def test_styled_table_shows_percent_and_pp():
     assert "-0.047" not in html and "0.753" not in html
 
 
+def test_a_delta_shown_as_zero_gets_no_sign_colour():
+    """A drop of 0.04 pp shows as "0.0 pp"; it used to be orange (the colour of a drop), which hinted at a sign
+    the text does not show. A real drop keeps its orange, a rise its green."""
+    v = gate.compare({"Buildings": 0.8, "Roads": 0.5, "Water": 0.6},
+                     {"Buildings": 0.7996, "Roads": 0.49, "Water": 0.61})
+    styler = gate.styled_verdict_table(v)
+    styler._compute()
+    di = list(styler.data.columns).index("Δ IoU")
+    css = {styler.data.iloc[r]["class"]: "; ".join(f"{k}: {v}" for k, v in styler.ctx[(r, di)])
+           for r in range(len(styler.data))}
+    assert "0.0 pp" in styler.to_html()
+    assert "color" not in css["Buildings"], css
+    assert "#c77700" in css["Roads"] and "#1b7a1b" in css["Water"], css
+
+
 def test_cli_prints_the_gate_in_pp(capsys):
     from seghz.cli import _print_verdict
 
