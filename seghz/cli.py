@@ -697,10 +697,16 @@ def cmd_scenes(a) -> int:
                   f"{r.analyst or '(no name)'}" + (f"  — {r.reason}" if r.reason else ""))
         return 0
     if a.action == "propose-val":
-        prop = scene_splits.propose_val(ws, a.k, scheme=a.scheme)
+        prop = scene_splits.propose_val(ws, a.k, scheme=a.scheme, prefer_unlearned=not a.any_scene)
         cur = "—" if prop.current_entropy is None else f"{prop.current_entropy:.3f}"
         print(f"greedy max class entropy in scheme {prop.scheme}: val = {', '.join(prop.chosen)} "
               f"(class entropy {prop.entropy:.3f} nats; the current val split's: {cur})")
+        if prop.unconstrained is not None:
+            h, plain = prop.unconstrained
+            print(f"  scenes no model learned from were preferred; the plain choice ({', '.join(plain)}) would reach "
+                  f"{h:.3f} nats (--any-scene takes it)")
+        for sid, who in prop.learned.items():
+            print(f"  {sid}: learned from by {', '.join(who)} (their val scores there will be optimistic)")
         for sid, why in prop.skipped.items():
             print(f"  left out of the choice: {sid} ({why})")
         wanted = prop.moves
@@ -1311,6 +1317,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "max class-distribution entropy (the rest go to train)")
     sp.add_argument("--k", type=int, required=True, help="scenes in the validation split")
     sp.add_argument("--scheme", help="scheme to compare class distributions in (default: the active model's)")
+    sp.add_argument("--any-scene", action="store_true",
+                    help="the plain greedy choice: do not prefer scenes no registered model learned from")
     sp.add_argument("--apply", action="store_true", help="make the moves (needs --analyst)")
     sp.add_argument("--analyst")
     sp.add_argument("--reason", default="greedy max class-entropy validation split")

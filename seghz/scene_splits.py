@@ -17,13 +17,15 @@ who moved what and why):
 
 :func:`propose_val` builds the study's validation set -- greedy maximum class-distribution entropy
 (:func:`seghz.data.splits.greedy_max_entropy`) -- over the labelled scenes of ``train`` and ``val``, and proposes
-the moves that make it so (the chosen scenes leave ``train``: the study forgot that step).
+the moves that make it so (the chosen scenes leave ``train``: the study forgot that step). It prefers scenes no
+registered model learned from, so the yardstick is not the active model's own training data;
+:func:`proposal_note` says what it chose and what that preference cost.
 """
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -156,6 +158,11 @@ class ValProposal:
     entropy: float
     current_entropy: float | None
     skipped: dict[str, str]
+    #: chosen scenes a registered model learned from: ``{scene id: ["name (id)", ...]}`` (their val scores
+    #: would be optimistic); only what could not be avoided when scenes no model learned from were preferred
+    learned: dict[str, list[str]] = field(default_factory=dict)
+    #: the entropy and scenes of the plain greedy choice, when preferring unlearned scenes chose otherwise
+    unconstrained: tuple[float, list[str]] | None = None
 
 
 def _pooled_entropy(dists: np.ndarray) -> float:
@@ -166,10 +173,18 @@ def _pooled_entropy(dists: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence[str] = ("train", "val")) -> ValProposal:
+def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence[str] = ("train", "val"), *,
+                prefer_unlearned: bool = True) -> ValProposal:
     """The study's validation split over the labelled scenes of ``pool``: ``k`` scenes chosen greedily so their
     mean class distribution (in ``scheme``, default :func:`proposal_scheme`) has maximal entropy. The chosen scenes
     go to ``val``, the rest of the pool to ``train``; ``test`` and ``none`` scenes are never touched.
+
+    With ``prefer_unlearned`` (the default), the greedy choice first takes scenes no registered model is known to
+    have learned from (:meth:`~seghz.store.Workspace.lineage_learning`): a model scored on a scene it was trained
+    on looks better than it is, and the regression gate would judge the active model on its own training data.
+    Only when fewer than ``k`` such scenes exist does it go on among the learned ones (the entropy greedy continues
+    from the scenes already chosen); those are named in ``learned``. When the preference changed the choice, the
+    plain choice and its entropy are kept in ``unconstrained`` so the cost in entropy can be shown.
 
     Raises:
         ValueError: When ``k`` < 1, or the pool holds fewer than ``k + 1`` labelled scenes (then nothing would be
@@ -201,10 +216,47 @@ def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence
         raise ValueError(f"the {' and '.join(pool)} splits hold {len(ids)} labelled scene(s) in scheme {scheme}: "
                          f"{k} for val would leave {max(0, len(ids) - k)} to train on; choose fewer")
     d = np.stack(dists)
-    pick = greedy_max_entropy(d, k)
+    plain = greedy_max_entropy(d, k)
+    pick, learned, unconstrained = plain, {}, None
+    if prefer_unlearned:
+        every, seen_by, _ = ws.lineage_learning()
+        names = {c.id: f"{c.name} ({c.id})" for c in every}
+        by_scene: dict[str, list[str]] = {}
+        for cid, scenes in seen_by.items():
+            for sid in scenes:
+                by_scene.setdefault(sid, []).append(names[cid])
+        fresh = [i for i, sid in enumerate(ids) if sid not in by_scene]
+        pick = greedy_max_entropy(d, k, allowed=fresh)
+        if len(pick) < k:
+            pick += greedy_max_entropy(d, k - len(pick), given=pick)
+        learned = {ids[i]: by_scene[ids[i]] for i in pick if ids[i] in by_scene}
+        if set(pick) != set(plain):
+            unconstrained = (_pooled_entropy(d[plain]), [ids[i] for i in plain])
     chosen = [ids[i] for i in pick]
     current = [i for i, sid in enumerate(ids) if ws.get_scene(sid).split == "val"]
     wanted = {sid: ("val" if sid in chosen else "train") for sid in ids}
     moves = {sid: to for sid, to in wanted.items() if ws.get_scene(sid).split != to}
     return ValProposal(scheme, chosen, moves, _pooled_entropy(d[pick]),
-                       _pooled_entropy(d[current]) if current else None, skipped)
+                       _pooled_entropy(d[current]) if current else None, skipped, learned, unconstrained)
+
+
+def proposal_note(prop: ValProposal) -> str:
+    """What a proposal chose, how its class entropy compares with the current val split's, which chosen scenes a
+    model learned from, and what preferring unlearned scenes cost in entropy (the Home panel and the CLI say it)."""
+    cur = prop.current_entropy
+    text = (f"Proposed val: {', '.join(prop.chosen)} — class entropy {prop.entropy:.3f} nats in scheme {prop.scheme}"
+            + ("" if cur is None else f" (the current val split's: {cur:.3f})") + ".")
+    if cur is not None and prop.entropy < cur - 1e-9:
+        text += (" That is less than the current split's: the greedy choice of this many scenes does not beat it, "
+                 "so keeping the current split is the better choice.")
+    if prop.unconstrained is not None:
+        h, plain = prop.unconstrained
+        text += (f" Scenes no model learned from were preferred; the plain greedy choice ({', '.join(plain)}) "
+                 f"would reach {h:.3f} nats but puts training scenes into val.")
+    if prop.learned:
+        text += (" Too few unlearned scenes: " + "; ".join(f"{sid} was learned from by {_names(who, 2)}"
+                                                          for sid, who in prop.learned.items())
+                 + " — those models' val scores there will be optimistic.")
+    if prop.skipped:
+        text += f" Left out: {'; '.join(f'{k}: {v}' for k, v in prop.skipped.items())}."
+    return text

@@ -181,6 +181,39 @@ def test_the_proposal_counts_saved_corrections(four):
     assert p.entropy == pytest.approx(0.25 * math.log(4) + 0.75 * math.log(8))
 
 
+def test_the_proposal_prefers_scenes_no_model_learned_from(four):
+    """c is the plain choice (ln 4), but model m1 learned from c (through its child m2 too): with the preference,
+    val gets b (ln 2, the best of a, b, d), and the note names the plain choice and what it would reach."""
+    _ckpt(four, "m1", train_scenes=["c", "a"])
+    _ckpt(four, "m2", parent_id="m1", train_scenes=[])
+    p = scene_splits.propose_val(four, 1)
+    assert p.chosen == ["b"] and p.entropy == pytest.approx(math.log(2)) and p.learned == {}
+    assert p.unconstrained == (pytest.approx(math.log(4)), ["c"])
+    note = scene_splits.proposal_note(p)
+    assert "Scenes no model learned from were preferred; the plain greedy choice (c) would reach 1.386 nats" in note
+    # three picks out of b, d (unlearned) and a, c (learned): b and d first, then the greedy goes on from them
+    # among a and c: c adds classes 2-5 ([.25 .25 .25 .25]/... beats a's extra class 0)
+    p3 = scene_splits.propose_val(four, 3)
+    assert p3.chosen[:2] == ["b", "d"] or p3.chosen[:2] == ["d", "b"]
+    assert p3.chosen[2] == "c" and sorted(p3.learned["c"]) == ["model m1 (m1)", "model m2 (m2)"] and len(p3.learned) == 1
+    note = scene_splits.proposal_note(p3)
+    assert "Too few unlearned scenes: c was learned from by model m" in note and "optimistic" in note
+    # the plain choice on request, and nothing said when the preference changes nothing
+    plain = scene_splits.propose_val(four, 1, prefer_unlearned=False)
+    assert plain.chosen == ["c"] and plain.unconstrained is None and plain.learned == {}
+    assert "preferred" not in scene_splits.proposal_note(plain)
+
+
+def test_greedy_max_entropy_given_and_allowed():
+    from seghz.data.splits import greedy_max_entropy
+
+    d = np.eye(4)[[0, 0, 1, 2]]  # items 0, 1: class 0; 2: class 1; 3: class 2
+    assert greedy_max_entropy(d, 2, allowed=[0, 1, 2]) in ([2, 1], [2, 0])  # 3 is never picked
+    assert greedy_max_entropy(d, 1, given=[2]) == [3]  # the mean already holds class 1: class 2 adds most
+    assert greedy_max_entropy(d, 5, given=[0], allowed=[1]) == [1]  # capped by what may still be picked
+    assert greedy_max_entropy(d, 2) == [3, 2]  # unchanged without them (ties go to the later index)
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -266,7 +299,7 @@ def test_home_propose_says_what_it_chose_even_when_nothing_moves(ws):  # noqa: F
 
 
 def test_a_proposal_below_the_current_entropy_says_keep_the_current_split():
-    from ui.scenes import proposal_note
+    from seghz.scene_splits import proposal_note
 
     worse = scene_splits.ValProposal("hz7", ["b"], {"b": "val"}, 0.5, 0.9, {"f": "no label and no correction"})
     text = proposal_note(worse)

@@ -133,29 +133,20 @@ def _proposal_controls(ws: Workspace, scenes) -> None:
                         help="Chosen among the labelled train and val scenes so the pooled class distribution of val "
                              "has the most entropy (every class represented as evenly as possible); the rest go to "
                              "train. Test scenes stay where they are.")
+    prefer = c2.checkbox("Prefer scenes no model learned from", value=True, key="seghz_split_prefer_unlearned",
+                         help="A model scored on a scene it was trained on looks better than it is, and the "
+                              "regression gate would judge the active model on its own training data. Off: the "
+                              "plain greedy choice, as in the study.")
     if c2.button("Propose a validation split (study: greedy max class entropy)", key="seghz_split_propose"):
         try:
-            prop = scene_splits.propose_val(ws, int(k))
+            prop = scene_splits.propose_val(ws, int(k), prefer_unlearned=prefer)
         except ValueError as e:
             st.error(str(e))
             return
         st.session_state[DONE_KEY] = None
         _reset_editor(prop.moves)
-        st.session_state[NOTE_KEY] = (st.session_state[GEN_KEY], proposal_note(prop))
+        st.session_state[NOTE_KEY] = (st.session_state[GEN_KEY], scene_splits.proposal_note(prop))
         st.rerun()
-
-
-def proposal_note(prop: scene_splits.ValProposal) -> str:
-    """What a proposal chose and how its class entropy compares with the current val split's."""
-    cur = prop.current_entropy
-    text = (f"Proposed val: {', '.join(prop.chosen)} — class entropy {prop.entropy:.3f} nats in scheme {prop.scheme}"
-            + ("" if cur is None else f" (the current val split's: {cur:.3f})") + ".")
-    if cur is not None and prop.entropy < cur - 1e-9:
-        text += (" That is less than the current split's: the greedy choice of this many scenes does not beat it, "
-                 "so keeping the current split is the better choice.")
-    if prop.skipped:
-        text += f" Left out: {'; '.join(f'{k}: {v}' for k, v in prop.skipped.items())}."
-    return text
 
 
 def _history(ws: Workspace) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,17 +20,26 @@ def _entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def greedy_max_entropy(dists: np.ndarray, k: int) -> list[int]:
+def greedy_max_entropy(dists: np.ndarray, k: int, *, given: Sequence[int] = (),
+                       allowed: Sequence[int] | None = None) -> list[int]:
     """Pick ``k`` items greedily so the *mean* of their class distributions has maximal entropy.
 
-    Each image weighs the same (the study's ``greedy_entropy``); ties go to the later index.
+    Each image weighs the same (the study's ``greedy_entropy``); ties go to the later index. ``given``: items
+    already in the set (they count in the mean and are not picked again; the result holds only the new picks).
+    ``allowed``: the items that may be picked (default all).
     """
     dists = np.asarray(dists, np.float64)
     n = len(dists)
-    k = min(k, n)
-    chosen: list[int] = []
     used = np.zeros(n, bool)
+    if allowed is not None:
+        used[:] = True
+        used[list(allowed)] = False
     total = np.zeros(dists.shape[1])
+    for j in given:
+        used[j] = True
+        total += dists[j]
+    k = min(k, int((~used).sum()))
+    chosen: list[int] = []
     for _ in range(k):
         cand = total[None] + dists
         s = cand.sum(1, keepdims=True)
