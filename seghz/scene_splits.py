@@ -88,8 +88,10 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
     active = ws.active_checkpoint()
     every, learned, unknown = ws.lineage_learning()  # one walk of the registry for every moved scene
 
+    versions = ws.latest_label_versions()
+
     def labelled(sid: str) -> bool:
-        return bool(scenes[sid].label_path) or ws.latest_label_version(sid) > 0
+        return bool(scenes[sid].label_path) or versions.get(sid, 0) > 0
 
     unsure = [c for c in every if c.id in unknown]
     yardstick = [sid for sid, (_, to) in moves.items() if to in ("val", "test")]
@@ -110,10 +112,10 @@ def move_effects(ws: Workspace, wanted: Mapping[str, str]) -> list[Effect]:
         if to != "none" and not labelled(sid):
             info.append(f"Scene {sid} has no label and no saved correction: in {to} it counts for nothing until "
                         "someone labels it.")
-        if frm == "train" and to != "train" and ws.latest_label_version(sid) > 0:
+        if frm == "train" and to != "train" and versions.get(sid, 0) > 0:
             info.append(f"Scene {sid}'s saved corrections leave the training data: the next retrain or refit no "
                         "longer learns from them.")
-        if to == "train" and frm in ("val", "test") and ws.latest_label_version(sid) > 0:
+        if to == "train" and frm in ("val", "test") and versions.get(sid, 0) > 0:
             info.append(f"Scene {sid}'s saved corrections will be trained on by the next retrain or refit.")
     val_changes = [sid for sid, (frm, to) in moves.items() if "val" in (frm, to)]
     if val_changes:
@@ -195,10 +197,11 @@ def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence
     scheme = scheme or proposal_scheme(ws)
     nc = get_scheme(scheme).num_classes
     ids, dists, skipped = [], [], {}
+    versions = ws.latest_label_versions()
     for s in ws.list_scenes():
         if s.split not in pool:
             continue
-        if not s.label_path and ws.latest_label_version(s.id) == 0:
+        if not s.label_path and versions.get(s.id, 0) == 0:
             skipped[s.id] = "no label and no correction"
             continue
         try:

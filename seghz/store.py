@@ -929,6 +929,13 @@ class Workspace:
         with self.connect() as conn:
             return self._latest_version(conn, scene_id)
 
+    def latest_label_versions(self) -> dict[str, int]:
+        """``{scene id: latest label version}`` of every scene that has saved any (one query; a scene missing from
+        it is at version 0, its original label)."""
+        with self.connect() as conn:
+            return {str(sid): int(v) for sid, v in conn.execute(
+                "SELECT scene_id, MAX(version) FROM label_versions GROUP BY scene_id")}
+
     @staticmethod
     def _latest_version(conn: sqlite3.Connection, scene_id: str) -> int:
         return conn.execute(

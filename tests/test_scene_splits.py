@@ -150,6 +150,17 @@ def test_emptying_val_unlabelled_scenes_corrections_and_running_jobs_are_named(f
     assert four.get_scene("a").split == "val"
 
 
+def test_latest_label_versions_in_one_query_match_one_by_one(four):
+    for sid, base, value, who in (("a", 0, 3, "Ann"), ("a", 1, 4, "Ann"), ("c", 0, 1, "Bob")):
+        m = four.effective_label(sid)
+        m[0, 0] = value
+        four.save_label_version(sid, m, base, who, "brush")
+    got = four.latest_label_versions()
+    assert got == {"a": 2, "c": 1}
+    assert {s.id: got.get(s.id, 0) for s in four.list_scenes()} == {
+        s.id: four.latest_label_version(s.id) for s in four.list_scenes()}
+
+
 # ------------------------------------------------------------------------------------------------ proposal
 
 

@@ -35,13 +35,14 @@ def _reset_editor(plan: dict[str, str] | None = None) -> None:
 def scene_table(ws: Workspace, scenes, plan: dict[str, str]) -> pd.DataFrame:
     """One row per scene, its split as planned (``plan`` over the current split)."""
     rows = []
-    learned = ws.learned_scenes()
-    unsure = len(ws.unrecorded_learning())
+    _, learned, unknown = ws.lineage_learning()  # one walk of the registry, one query for the label versions
+    unsure = len(unknown)
+    versions = ws.latest_label_versions()
     for s in scenes:
         known = sum(s.id in sc for sc in learned.values())
         rows.append({
             "scene": s.id, "split": plan.get(s.id, s.split), "map": f"Map?scene={quote(s.id)}", "name": s.name, "size": f"{s.width}×{s.height}",
-            "scheme": s.scheme, "labelled": bool(s.label_path), "label version": ws.latest_label_version(s.id),
+            "scheme": s.scheme, "labelled": bool(s.label_path), "label version": versions.get(s.id, 0),
             "models trained on it": f"{known}" + (f" (+{unsure} unknown)" if unsure else ""),
             "georeferenced": s.crs is not None, "synthetic": s.synthetic,
         })
