@@ -672,6 +672,64 @@ def cmd_info(a) -> int:
     return 0
 
 
+def _draft_rows(ws, a) -> list[tuple]:
+    """``(path, scene id, analyst, pixels, base version, age in days, problem or None)`` of the workspace's drafts
+    (and unreadable files) that match ``a.scene`` / ``a.analyst``, newest first."""
+    from seghz import drafts as dft
+
+    analysts = None if a.analyst is None else [a.analyst]
+    found, problems = dft.list_drafts(ws.root, scene_id=a.scene, analysts=analysts)
+    scenes = {s.id: s for s in ws.list_scenes()}
+    versions = ws.latest_label_versions()
+    rows = []
+    for d in found:
+        sc = scenes.get(d.scene_id)
+        why = (f"scene '{d.scene_id}' is no longer in the workspace" if sc is None
+               else dft.restore_problem(sc, d, versions.get(d.scene_id, 0)))
+        rows.append((d.path, d.scene_id, d.analyst, d.pixels, d.base_version, dft.age_days(d), why,
+                     None if sc is None else versions.get(d.scene_id, 0)))
+    rows += [(p.path, p.scene_id, None, None, None, None, p.message, None) for p in problems]
+    return rows
+
+
+def cmd_drafts(a) -> int:
+    """Unsaved label edits kept as server-side drafts (seghz.drafts): list them, discard the ones asked for.
+
+    Nothing is ever discarded by itself: a draft is painted work. ``discard`` needs a filter (a scene, an analyst,
+    an age, or ``--unusable``: drafts no page can restore) and prints every file it deletes; ``--dry-run`` only
+    prints."""
+    from seghz import drafts as dft
+
+    ws = _workspace(a)
+    rows = _draft_rows(ws, a)
+    if a.action == "discard":
+        if a.scene is None and a.analyst is None and a.older_than is None and not a.unusable:
+            raise SegHZError("drafts discard deletes unsaved painted work: say which drafts with --scene, --analyst, "
+                             "--older-than DAYS or --unusable (`drafts list` shows them)")
+        rows = [r for r in rows if (a.older_than is None or (r[5] is not None and r[5] > a.older_than))
+                and (not a.unusable or r[6] is not None)]
+    if not rows:
+        print("no drafts" + (" match" if a.action == "discard" else f" in workspace {ws.root}"))
+        return 0
+    for path, sid, who, px, base, age, why, latest in rows:
+        if px is None:
+            state = f"unreadable: {why}"
+        else:
+            state = (f"{px:,} px on label version {base}"
+                     + (f" (the label is at version {latest} now: saving merges)" if latest is not None and latest > base
+                        else "")
+                     + (f"; cannot be restored: {why}" if why else ""))
+        age_txt = "" if age is None else (f"{age:.0f} d old" if age >= 1 else f"{24 * age:.1f} h old")
+        verb = ("would discard" if a.dry_run else "discarded") if a.action == "discard" else ""
+        if a.action == "discard" and not a.dry_run:
+            dft.delete_draft(path)
+        print(f"{verb + '  ' if verb else ''}{sid:<24} {(who or '(no name)') if px is not None else '?':<16} "
+              f"{age_txt:>9}  {state}")
+    if a.action == "discard":
+        print(f"{len(rows)} draft file(s) {'would be ' if a.dry_run else ''}discarded")
+    return 0
+
+
 def cmd_scenes(a) -> int:
     """The workspace's scenes and their splits: list, move (recorded with who and why), propose-val, history."""
     from seghz import scene_splits
@@ -1326,6 +1384,22 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--scene")
     sh.add_argument("--limit", type=int, default=50)
     sc.set_defaults(fn=cmd_scenes)
+
+    dr = sub.add_parser("drafts", help="unsaved label edits kept as drafts (a reload loses nothing): list, discard")
+    drs = dr.add_subparsers(dest="action", required=True)
+    for name, text in (("list", "every draft: scene, analyst, age, pixels, its label version, restorable or not"),
+                       ("discard", "delete the drafts asked for (a filter is required; each deleted file is printed)")):
+        dp = drs.add_parser(name, help=text)
+        dp.add_argument("--scene")
+        dp.add_argument("--analyst", help="drafts of this analyst (\"\" for drafts made without a name)")
+        if name == "discard":
+            dp.add_argument("--older-than", type=float, metavar="DAYS", help="only drafts older than this many days")
+            dp.add_argument("--unusable", action="store_true",
+                           help="only drafts no page can restore (scene gone, another size, unreadable file)")
+            dp.add_argument("--dry-run", action="store_true", help="print what would be discarded, discard nothing")
+        else:
+            dp.set_defaults(older_than=None, unusable=False, dry_run=False)
+    dr.set_defaults(fn=cmd_drafts)
 
     dd = sub.add_parser("demo-data", help="write synthetic demo scenes as image/label folders")
     dd.add_argument("--out", required=True)

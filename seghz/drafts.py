@@ -29,9 +29,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes
 from seghz.errors import BadInputError
 
@@ -317,12 +319,32 @@ def list_drafts(root: str | os.PathLike, scene_id: str | None = None,
     return found, problems
 
 
+def restore_problem(scene: Any, d: Draft, latest_now: int) -> str | None:
+    """Why the draft ``d`` cannot become the edit of ``scene`` (a :class:`seghz.store.Scene`): another scene's,
+    another size, a version after the scene's latest ``latest_now``, a class outside the scene's scheme; or None."""
+    num_classes = get_scheme(scene.scheme).num_classes
+    bad = d.values[(d.values >= num_classes) & (d.values != IGNORE)]
+    return (f"it is the draft of scene '{d.scene_id}'" if d.scene_id != scene.id
+            else f"it is {d.shape[1]}×{d.shape[0]} px but the scene is {scene.width}×{scene.height} px"
+            if tuple(d.shape) != (scene.height, scene.width)
+            else f"it is based on label version {d.base_version} but the scene's latest is {latest_now}"
+            if d.base_version > latest_now
+            else f"it holds class {int(bad.max())}, not a class of the {scene.scheme} scheme" if bad.size else None)
+
+
+def age_days(d: Draft, now: datetime | None = None) -> float | None:
+    """How old the draft is, in days (None when its time cannot be read)."""
+    t = d.saved_time()
+    return None if t is None else ((now or datetime.now(UTC)) - t).total_seconds() / 86400
+
+
 __all__ = [
     "ANON",
     "DRAFTS_DIR",
     "Draft",
     "DraftError",
     "DraftProblem",
+    "age_days",
     "analyst_folder",
     "delete_draft",
     "draft_path",
@@ -331,5 +353,6 @@ __all__ = [
     "list_drafts",
     "normalise_analyst",
     "read_draft",
+    "restore_problem",
     "write_draft",
 ]

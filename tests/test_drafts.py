@@ -170,3 +170,58 @@ def test_bad_arguments_are_refused(tmp_path):
         dft.write_draft(tmp_path, "Ann", "s1", base_version=-1, pixels=px, values=new)
     with pytest.raises(FileNotFoundError):
         dft.read_draft(tmp_path / "drafts" / "anon" / "s1.npz")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_the_drafts_command_lists_and_discards_only_what_is_asked(tmp_path, capsys):
+    """Nothing cleaned drafts up: `seghz drafts list` shows every one with whether it can still be restored, and
+    `drafts discard` deletes only the filtered ones (a filter is required; --dry-run deletes nothing)."""
+    from seghz.cli import main
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.store import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    for sid in ("s1", "s2"):
+        folder = ws.root / "scenes" / sid
+        img, lbl = folder / "image.png", folder / "label.png"
+        write_rgb(img, np.zeros((H, W, 3), np.uint8))
+        write_index_mask(lbl, np.zeros((H, W), np.uint8))
+        ws.add_scene(sid, img, "hz7", label_path=lbl, split="train", scene_id=sid)
+    m = ws.effective_label("s1")
+    m[0, 0] = 3
+    ws.save_label_version("s1", m, 0, "Cy", "brush")  # s1's label moves on to version 1
+    _base, new, px = edited()
+    old = "2026-01-01T10:00:00+00:00"
+    ann = dft.write_draft(ws.root, "Ann", "s1", base_version=0, pixels=px, values=new, saved_at=old)
+    bob = dft.write_draft(ws.root, "Bob", "s2", base_version=0, pixels=px, values=new)
+    gone = dft.write_draft(ws.root, "", "s9", base_version=0, pixels=px, values=new)  # a scene no longer there
+    small = dft.write_draft(ws.root, "Bob", "s1", base_version=0, pixels=px[:5], values=new[:5])  # another size
+    junk = ws.root / "drafts" / dft.analyst_folder("Cy") / "s2.npz"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"not a draft")
+    root = str(ws.root)
+
+    assert main(["--workspace", root, "drafts", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0] + " " + ln.split()[1]: ln for ln in out.splitlines()}
+    assert f"{int(px.sum()):,} px on label version 0 (the label is at version 1 now: saving merges)" in lines["s1 Ann"]
+    assert "d old" in lines["s1 Ann"] and "cannot be restored" not in lines["s1 Ann"]
+    assert "cannot be restored: scene 's9' is no longer in the workspace" in lines["s9 (no"]
+    assert f"cannot be restored: it is {W}×5 px but the scene is {W}×{H} px" in out
+    assert "s2       " in out and "unreadable:" in out and str(junk) in out
+
+    assert main(["--workspace", root, "drafts", "discard"]) == 2  # no filter: refused, nothing deleted
+    assert "--unusable" in capsys.readouterr().err
+    assert all(p.path.is_file() for p in (ann, bob, gone, small)) and junk.is_file()
+    assert main(["--workspace", root, "drafts", "discard", "--unusable", "--dry-run"]) == 0
+    assert "3 draft file(s) would be discarded" in capsys.readouterr().out and gone.path.is_file() and junk.is_file()
+    assert main(["--workspace", root, "drafts", "discard", "--unusable"]) == 0
+    assert "3 draft file(s) discarded" in capsys.readouterr().out
+    assert not gone.path.exists() and not small.path.exists() and not junk.exists()
+    assert ann.path.is_file() and bob.path.is_file()
+    assert main(["--workspace", root, "drafts", "discard", "--older-than", "30"]) == 0  # Ann's is from January
+    assert "discarded  s1" in capsys.readouterr().out and not ann.path.exists() and bob.path.is_file()
+    assert main(["--workspace", root, "drafts", "discard", "--scene", "s1"]) == 0
+    assert "no drafts match" in capsys.readouterr().out and bob.path.is_file()

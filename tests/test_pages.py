@@ -140,6 +140,24 @@ def test_home_shows_summary_active_checkpoint_and_synthetic_notice(ws):
     assert "The daily loop" in t
 
 
+def test_home_names_the_scenes_holding_unsaved_drafts(ws):
+    """Drafts were only found on the Labels page: painted work left on a scene went unnoticed from Home."""
+    from seghz import drafts as dft
+
+    at = app("app.py").run()
+    assert "Unsaved label drafts" not in texts(at)
+    sid = ws.list_scenes()[0].id
+    m = ws.effective_label(sid)
+    px = np.zeros(m.shape, bool)
+    px[:3, :3] = True
+    dft.write_draft(ws.root, "", sid, base_version=0, pixels=px, values=m)
+    dft.write_draft(ws.root, "", "gone-scene", base_version=0, pixels=px, values=m)  # not a scene: not named
+    at = app("app.py").run()
+    assert_ok(at)
+    (info,) = [e.value for e in at.info if "Unsaved label drafts" in e.value]
+    assert f"**Unsaved label drafts on 1 scene(s)**: {sid}." in info and "gone-scene" not in info
+
+
 # ------------------------------------------------------------------------------------------------ evaluate
 
 

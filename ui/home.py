@@ -37,6 +37,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from seghz.report import checkpoint_val_metrics, fmt_pct, per_class_iou_table
 from ui.common import has_synthetic_scenes, metric_row, page_header, scheme_legend_html
+from ui.label_drafts import scenes_with_drafts
 from ui.scenes import scenes_panel
 
 HOME_TITLE = "Home"
@@ -158,6 +159,14 @@ def render_home(app_dir: Path) -> None:
             st.page_link(p.path, label=p.link, icon=p.icon)
         else:
             st.markdown(f"{p.icon} {p.link} — _not installed in this copy (`{p.path}` is missing)_")
+
+    drafted = sorted(scenes_with_drafts(ws) & {s.id for s in scenes})
+    if drafted:
+        st.info(f"**Unsaved label drafts on {len(drafted)} scene(s)**: {', '.join(drafted[:6])}"
+                + (f" and {len(drafted) - 6} more" if len(drafted) > 6 else "")
+                + ". Painted work kept from an earlier visit: open Labels to restore and save it, or discard it "
+                  "(`python -m seghz drafts list` shows every analyst's).", icon=":material/edit_note:")
+        st.page_link("pages/3_Labels.py", label="Open Labels", icon=":material/brush:")
 
     st.subheader("Workspace")
     sc, jobs = summary["scenes"], summary["jobs"]

@@ -24,7 +24,6 @@ import numpy as np
 import streamlit as st
 
 from seghz import drafts as dft
-from seghz.classes import IGNORE, get_scheme
 from seghz.labels_edit import count_painted
 from seghz.store import NotFoundError
 from ui import labels as lui
@@ -150,19 +149,6 @@ def sync_draft(ws: Any, scene_id: str) -> str | None:
     return None
 
 
-def restore_problem(scene: Any, d: dft.Draft, latest_now: int) -> str | None:
-    """Why the draft ``d`` cannot become the edit of ``scene`` (another scene's, another size, a version after the
-    scene's latest ``latest_now``, a class outside the scene's scheme), or None."""
-    num_classes = get_scheme(scene.scheme).num_classes
-    bad = d.values[(d.values >= num_classes) & (d.values != IGNORE)]
-    return (f"it is the draft of scene '{d.scene_id}'" if d.scene_id != scene.id
-            else f"it is {d.shape[1]}×{d.shape[0]} px but the scene is {scene.width}×{scene.height} px"
-            if tuple(d.shape) != (scene.height, scene.width)
-            else f"it is based on label version {d.base_version} but the scene's latest is {latest_now}"
-            if d.base_version > latest_now
-            else f"it holds class {int(bad.max())}, not a class of the {scene.scheme} scheme" if bad.size else None)
-
-
 def on_restore_draft(ws: Any, scene_id: str, path: str) -> None:
     """Put a draft back as the scene's unsaved edit (replacing this tab's own, if any), on the version it was based
     on: the usual notice then says when the label has moved on since, and the save merges or refuses."""
@@ -178,7 +164,7 @@ def on_restore_draft(ws: Any, scene_id: str, path: str) -> None:
         return
     scene = ws.get_scene(scene_id)
     latest_now = ws.latest_label_version(scene_id)
-    problem = restore_problem(scene, d, latest_now)
+    problem = dft.restore_problem(scene, d, latest_now)
     if problem:
         lui.flash("error", f"Could not restore the draft {path}: {problem}. Discard it.", "draft")
         return
@@ -356,7 +342,6 @@ __all__ = [
     "on_restore_draft",
     "owned",
     "pending_with_strokes",
-    "restore_problem",
     "session_analyst",
     "show_draft_status",
     "show_drafts",
