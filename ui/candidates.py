@@ -45,10 +45,13 @@ def show_validation_comparison(ws, old, new, *, split: str = "val", labels: tupl
         st.caption(note)
         return False
     st.caption(f"Validation scores before / after. {note}")
-    st.dataframe(styled(table, list(labels), ["Δ (pp)"]), hide_index=True, key=key)
+    st.dataframe(styled(table, list(labels), ["Δ (pp)"]), hide_index=True, key=key,
+                 column_config={"Δ (pp)": st.column_config.Column(help=DELTA_HELP)})
     return True
 
 
+DELTA_HELP = ("After − before in percentage points, from the unrounded IoUs (the gate decides on those): it can "
+              "differ by 0.1 pp from the difference of the two rounded percentages beside it.")
 GATE_ALERTS = {"pass": "success", "flagged": "error", "unknown": "warning"}  # verdict status -> st.<alert>
 
 
@@ -60,7 +63,8 @@ def show_gate_verdict(verdict, cur, *, compact: bool = False, key: str | None = 
     getattr(st, GATE_ALERTS[verdict.status])(candidate.gate_verdict_text(verdict, cur.name if cur else None))
     if compact or not verdict.rows:
         return
-    st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=key)
+    st.dataframe(gate.styled_verdict_table(verdict), hide_index=True, key=key,
+                 column_config={"Δ IoU": st.column_config.Column(help=DELTA_HELP)})
     if verdict.scenes:
         st.caption(f"Intervals: {100 * (verdict.level or 0.95):.0f} % paired bootstrap over {verdict.scenes} "
                    f"validation scenes (both models on the same draws); rule '{verdict.rule}'.")
