@@ -61,9 +61,9 @@ def test_show_gate_verdict_maps_status_to_alert_and_compact_shows_only_the_banne
     flagged = "Gate verdict: **FLAGGED** (active model: old model) — Water dropped."
     assert [e.value for e in at.error] == [flagged]
     assert len(at.dataframe) == 1 and "candidate IoU" in at.dataframe[0].value.columns
-    from ui.candidates import DELTA_HELP
-
     import json
+
+    from ui.candidates import DELTA_HELP
 
     assert json.loads(at.dataframe[0].proto.columns)["Δ IoU"]["help"] == DELTA_HELP  # why Δ can look 0.1 pp off
     caps = [c.value for c in at.caption]
