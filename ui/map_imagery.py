@@ -1,0 +1,118 @@
+"""The Map page's imagery in: "Import imagery" (a local file or tile folder, or an upload, imported as a new scene)
+and "Fetch imagery" (map tiles over a WGS-84 box, downloaded by a background job into a new scene).
+
+A fetch's box defaults to the drawn region (or the scene) of a georeferenced scene, never to pixel coordinates; a
+pixel-space scene has no place on the Earth, so a box typed there fetches a separate scene. Error texts and job
+messages are shown with secrets (API keys in URLs) redacted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from seghz.data.scenes import import_imagery
+from seghz.errors import SegHZError
+from seghz.geo.basemaps import fetch_bbox_default, fetch_sources
+from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
+from seghz.security import redact_secrets
+
+
+def import_panel(ws: Any) -> None:
+    """The "Import imagery" expander: an import selects the new scene and reruns the page (its message stays)."""
+    ss = st.session_state
+    with st.expander("Import imagery"):
+        st.caption("A GeoTIFF in any CRS (reprojected for display; no CRS = pixel space, never placed at a made-up "
+                   "location), a PNG/JPEG (pixel space) or a folder of Baidu `{x}-{y}.jpeg` tiles (mosaicked and "
+                   "shifted from BD-09 to WGS-84). Same as `python -m seghz import PATH`.")
+        i1, i2, i3 = st.columns([4, 2, 1])
+        imp_path = i1.text_input("Local path (file or tile folder)", key="map_import_path")
+        imp_name = i2.text_input("Scene name (optional)", key="map_import_name")
+        imp_zoom = i3.number_input("Baidu level", 3, 19, 16, key="map_import_zoom",
+                                   help="Level of the tiles in a tile folder (the seed's folders hold level 16).")
+        imp_file = st.file_uploader("…or upload an image", type=["tif", "tiff", "png", "jpg", "jpeg"],
+                                    key="map_import_upload")
+        imp_clicked = st.button("Import", key="map_import_go")
+        if imp_clicked and not (imp_path.strip() or imp_file):
+            st.error("Give a local path (a file or a tile folder) or upload an image first.")
+        elif imp_clicked:
+            import tempfile
+
+            try:
+                with st.spinner("Importing…"), tempfile.TemporaryDirectory() as tmp:
+                    src = (Path(imp_path.strip()).expanduser() if imp_path.strip()
+                           else Path(tmp) / Path(imp_file.name).name)
+                    if not imp_path.strip():
+                        src.write_bytes(imp_file.getvalue())
+                    new_scene, imp_msg = import_imagery(ws, src, name=imp_name.strip() or None, zoom=int(imp_zoom))
+                ss["map_import_msg"] = imp_msg
+                ss["map_scene"] = new_scene.id
+                st.rerun()
+            except (SegHZError, OSError, ValueError) as e:
+                st.error(f"Import failed: {redact_secrets(str(e))}")
+        if ss.get("map_import_msg"):
+            st.success(ss["map_import_msg"])
+
+
+def fetch_panel(ws: Any, scene: Any, info: Any, region: dict | None) -> None:
+    """The "Fetch imagery" expander: source, zoom and box (by default the drawn ``region`` or the scene, when it is
+    georeferenced), the tile estimate, the button that starts the fetch job, and the latest fetch jobs."""
+    sid = scene.id
+    located = bool(getattr(info, "georeferenced", False))  # a pixel-space scene (e.g. an aligned one) has no place
+    with st.expander("Fetch imagery for this area (online, as a background job)" if located
+                     else "Fetch imagery of a new area (online, as a background job)"):
+        st.caption("Downloads map tiles over a WGS-84 box into a GeoTIFF in the workspace and imports it as a new "
+                   "scene (tile cache, retries, polite rate limit; missing tiles are skipped and reported). Needs "
+                   "internet.")
+        if not located:
+            st.info(f"Scene '{scene.name}' is in pixel space: it has no location on the Earth, so there is no area of "
+                    "it to fetch. A WGS-84 box typed here fetches a separate, georeferenced scene that has nothing "
+                    "to do with this one (it is not aligned to it).")
+        sources = fetch_sources()
+        f1, f2 = st.columns([2, 1])
+        src_key = f1.selectbox("Source", list(sources), format_func=lambda k: sources[k].label, key="map_fetch_src")
+        src = sources[src_key]
+        url = src.url
+        if src.custom:
+            url = f1.text_input("Tile URL template", key="map_fetch_url", placeholder="https://…/{z}/{x}/{y}.png",
+                                help="{z} {x} {y} and optionally {s} (subdomain); for Baidu: its tile ids (BD-09).")
+        zoom = int(f2.number_input("Zoom level", 1, 21, min(17, src.max_zoom), key="map_fetch_zoom"))
+        default_box = fetch_bbox_default(region, info) if located else None  # never from pixel coordinates
+        box_txt = st.text_input("Box W,S,E,N (WGS-84 degrees)", value=", ".join(f"{v:.6f}" for v in default_box)
+                                if default_box else "", key=f"map_fetch_bbox_{sid}",
+                                placeholder="west, south, east, north in degrees, e.g. 120.150, 30.250, 120.160, 30.260",
+                                help="Defaults to the drawn region (or the scene) when the scene is georeferenced; "
+                                     "empty for a pixel-space scene, which has no location.")
+        plan_txt, config = None, None
+        try:
+            if not url:
+                raise ValueError("give a tile URL template")
+            if not box_txt.strip():  # nothing typed yet: a hint, not an error
+                st.caption("Type the box to fetch as W, S, E, N in WGS-84 degrees to see the tile estimate.")
+            else:
+                box = parse_bbox(box_txt)
+                plan_txt = (plan_baidu if src.baidu else plan_xyz)(box, zoom).describe()
+                config = {"url": url, "bbox": list(box), "zoom": zoom, "baidu": src.baidu, "key_env": src.key_env,
+                          "subdomains": list(src.subdomains) or None, "name": f"{src.label} z{zoom}"}
+        except (SegHZError, ValueError) as e:
+            st.caption(f"Not ready: {redact_secrets(str(e))}")
+        if plan_txt:
+            st.caption(f"Estimate: {plan_txt}")
+        if st.button("Fetch as a background job", key="map_fetch_go", disabled=config is None):
+            from seghz.jobs.runner import submit_job
+
+            try:
+                jid = submit_job(ws, "fetch", config)
+                st.success(f"Fetch job {jid} started; the new scene appears in the scene list when it is done.")
+            except (SegHZError, ValueError, OSError) as e:
+                st.error(f"Could not start the fetch: {redact_secrets(str(e))}")
+        for j in [j for j in ws.list_jobs(limit=20) if j.kind == "fetch"][:3]:
+            res = j.result or {}
+            st.caption(f"`{j.id}` · {j.status} · {100 * float(j.progress or 0):.0f} %"
+                       + (f" · scene `{res['scene_id']}`: {res.get('where', '')}" if res.get("scene_id") else "")
+                       + (f" · {redact_secrets(j.message.strip().splitlines()[-1][:200])}"
+                          if j.status in ("failed", "died") and j.message else ""))
+
+
+__all__ = ["fetch_panel", "import_panel"]
