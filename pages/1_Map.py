@@ -22,14 +22,17 @@
   The analyst's name is never put in the URL, so a shared link cannot record edits under the wrong person.
   While the page shows what "Open on map" opened, the URL also holds its settings: ``&ckpt=<checkpoint id>&tta=d4
   &err=3-5.hz7`` (the A → B cell as class indices of its scheme view; ``err=all``: the error layer alone;
-  :func:`seghz.drilldown.jump_to_query`); drawing, clearing or predicting otherwise drops them. A link with them
+  :func:`seghz.drilldown.jump_to_query`); drawing, clearing or predicting otherwise drops them, and so does
+  setting the TTA, merge or blending away from the jump's (setting them back restores them). A link with them
   puts the layers, checkpoint and TTA back and offers "Predict as in the link" (the prediction is not in the URL);
   an unknown checkpoint, TTA, scheme or class: a warning naming the parameter, and the plain region. See
   :mod:`ui.map_link`.
 * "Open on map" from another page (``map_jump``, see :func:`seghz.drilldown.map_jump`) predicts the window with the
   checkpoint and the TTA it names (the radio is put on that TTA), and a drill-down cell (true A, predicted B, in
   the Evaluate scheme view) gets an "A → B errors" layer of exactly those pixels, on by default (other errors
-  dimmed when the error layer is on too).
+  dimmed when the error layer is on too). A checkpoint it names that is no longer registered: the active one
+  predicts, the "Opened at" message says so and a warning stays until the analyst draws, clears or picks another
+  scene (the URL has no ``ckpt`` then); a scene that is not in the workspace: a warning naming it, the page as usual.
 * An overlay made by a checkpoint that is not the active one is flagged above the map, naming its checkpoint and
   TTA, with "Predict again with the active model" (same region, TTA, merge and blending).
 * Small regions read in m² (below 0.01 km²); export file names and the class-area CSV name the checkpoint and TTA.
@@ -73,10 +76,7 @@ if link_jump:
     map_predict.apply_jump_widgets(link_jump)
 link_box = st.container()  # what the link could not restore
 # jump-to from another page: {"scene_id", "bbox": (row0, col0, row1, col1), "layer": "error" | None}
-jump = ss.pop("map_jump", None)
-if jump and jump.get("scene_id") in by_id:
-    ss["map_scene"] = jump["scene_id"]
-    ss["map_pending_jump"] = map_predict.apply_jump_widgets(jump)
+map_region.take_jump(by_id)
 if ss.get("map_scene") not in by_id:
     ss.pop("map_scene", None)
 c_scene, c_tta, c_opacity = st.columns([3, 2, 2])
@@ -100,12 +100,12 @@ except (SegHZError, OSError, ValueError) as e:
     st.error(f"Cannot show scene '{scene.name}': {e}")
     st.stop()
 map_link.show_link_messages(link_box, sid)  # until the analyst picks another scene
-map_region.open_pending_jump(scene, info)
-# the URL follows the scene, its region and the jump's settings (a drawing, a clear or a prediction reruns the
-# page, so this sees every change)
-link_note = map_link.write_link(sid, regions.get(sid))
-
 active = ws.active_checkpoint()
+map_region.open_pending_jump(ws, scene, info, active)
+# the URL follows the scene, its region and the jump's settings while the TTA widgets still match them (a drawing, a
+# clear or a prediction reruns the page, so this sees every change)
+link_note = map_link.write_link(sid, regions.get(sid), (tta_choice, merge, blend))
+
 map_predict.show_link_prompt(sid, regions.get(sid), active)  # restored from a link made after "Open on map"
 rec = results.get(sid)
 scheme = rec["scheme"] if rec else None

@@ -2,7 +2,10 @@
 and "Fetch imagery" (map tiles over a WGS-84 box, downloaded by a background job into a new scene).
 
 A fetch's box defaults to the drawn region (or the scene) of a georeferenced scene, never to pixel coordinates; a
-pixel-space scene has no place on the Earth, so a box typed there fetches a separate scene. Error texts and job
+pixel-space scene has no place on the Earth, so a box typed there fetches a separate scene. Before it is queued, the
+fetch's tiles, download and mosaic size are shown (:mod:`seghz.geo.fetch`'s plan); more than ``LARGE_FETCH_TILES``
+tiles needs an explicit confirmation (given again when the box, zoom or source changes), more than the fetch job's
+cap ``FETCH_JOB_MAX_TILES`` is refused with the way out (a lower zoom or a smaller box). Error texts and job
 messages are shown with secrets (API keys in URLs) redacted.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ import streamlit as st
 from seghz.data.scenes import import_imagery
 from seghz.errors import SegHZError
 from seghz.geo.basemaps import fetch_bbox_default, fetch_sources
-from seghz.geo.fetch import parse_bbox, plan_baidu, plan_xyz
+from seghz.geo.fetch import FETCH_JOB_MAX_TILES, LARGE_FETCH_TILES, BaiduPlan, parse_bbox, plan_baidu, plan_xyz
 from seghz.security import redact_secrets
 
 
@@ -84,7 +87,7 @@ def fetch_panel(ws: Any, scene: Any, info: Any, region: dict | None) -> None:
                                 placeholder="west, south, east, north in degrees, e.g. 120.150, 30.250, 120.160, 30.260",
                                 help="Defaults to the drawn region (or the scene) when the scene is georeferenced; "
                                      "empty for a pixel-space scene, which has no location.")
-        plan_txt, config = None, None
+        plan, config = None, None
         try:
             if not url:
                 raise ValueError("give a tile URL template")
@@ -92,14 +95,16 @@ def fetch_panel(ws: Any, scene: Any, info: Any, region: dict | None) -> None:
                 st.caption("Type the box to fetch as W, S, E, N in WGS-84 degrees to see the tile estimate.")
             else:
                 box = parse_bbox(box_txt)
-                plan_txt = (plan_baidu if src.baidu else plan_xyz)(box, zoom).describe()
+                plan = (plan_baidu if src.baidu else plan_xyz)(box, zoom)
                 config = {"url": url, "bbox": list(box), "zoom": zoom, "baidu": src.baidu, "key_env": src.key_env,
                           "subdomains": list(src.subdomains) or None, "name": f"{src.label} z{zoom}"}
         except (SegHZError, ValueError) as e:
             st.caption(f"Not ready: {redact_secrets(str(e))}")
-        if plan_txt:
-            st.caption(f"Estimate: {plan_txt}")
-        if st.button("Fetch as a background job", key="map_fetch_go", disabled=config is None):
+        if plan is not None:
+            st.caption(f"Estimate: {plan.describe()}")
+            if not fetch_size_ok(plan, (src_key, url, zoom, box_txt)):
+                config = None
+        if st.button("Fetch as a background job", key="map_fetch_go", disabled=config is None) and config is not None:
             from seghz.jobs.runner import submit_job
 
             try:
@@ -115,4 +120,28 @@ def fetch_panel(ws: Any, scene: Any, info: Any, region: dict | None) -> None:
                           if j.status in ("failed", "died") and j.message else ""))
 
 
-__all__ = ["fetch_panel", "import_panel"]
+def fetch_size_ok(plan: Any, what: tuple) -> bool:
+    """Whether a fetch of ``plan`` (:func:`seghz.geo.fetch.plan_xyz` / ``plan_baidu``) may be queued: up to
+    ``LARGE_FETCH_TILES`` tiles it may; above, a warning with its tiles, download and mosaic size and a confirmation
+    checkbox (unticked again when ``what``, the source, zoom and box, changes); above the fetch job's cap
+    ``FETCH_JOB_MAX_TILES``, an error naming the cap and the way out, and never."""
+    ss = st.session_state
+    n = plan.tiles
+    if n <= LARGE_FETCH_TILES:
+        return True
+    size = (f"{n:,} tiles at {'Baidu level' if isinstance(plan, BaiduPlan) else 'zoom'} {plan.zoom}, about "
+            f"{plan.bytes_estimate / 1e6:,.0f} MB to download and a mosaic of about {plan.pixels / 1e6:,.0f} Mpx")
+    if n > FETCH_JOB_MAX_TILES:
+        st.error(f"This box is too large to fetch: {size}, over the cap of {FETCH_JOB_MAX_TILES:,} tiles per fetch. "
+                 "Choose a lower zoom level (each level down needs about a quarter of the tiles) or a smaller box.")
+        return False
+    st.warning(f"A large fetch: {size}. At the polite request rate it takes a while; a lower zoom level or a smaller "
+               "box is quicker.")
+    if ss.get("map_fetch_confirm_for") != what:  # another box, zoom or source: confirm that one again
+        ss.pop("map_fetch_confirm", None)
+        ss["map_fetch_confirm_for"] = what
+    return st.checkbox(f"Yes, fetch all {n:,} tiles (about {plan.bytes_estimate / 1e6:,.0f} MB)",
+                       key="map_fetch_confirm")
+
+
+__all__ = ["fetch_panel", "fetch_size_ok", "import_panel"]

@@ -6,13 +6,20 @@ also the jump's settings ``&ckpt=<checkpoint id>&tta=<TTA>&err=<all | A-B.scheme
 session: :func:`read_link` seeds it once from the URL (the scene, its region with the map zoomed to it, the jump's
 settings), keeping a warning for whatever the link could not restore (:func:`show_link_messages`); later runs keep
 to ``st.session_state`` and a pending "Open on map" jump wins over the URL. :func:`write_link` keeps the URL on the
-page's scene, region and jump settings. The prediction itself is never in the link: a link made after "Open on map"
-puts the checkpoint, TTA and layers back, and the analyst presses "Predict as in the link" (:func:`restored_message`).
+page's scene, region and jump settings; the jump's settings only while the TTA, merge and blending widgets still
+read what the jump predicts with (:func:`jump_matches`). The prediction itself is never in the link: a link made
+after "Open on map" puts the checkpoint, TTA and layers back, and the analyst presses "Predict as in the link"
+(:func:`restored_message`).
+
+What a jump could not do as asked (its scene or checkpoint is gone) is kept as a warning in ``map_jump_warn``
+(:func:`keep_jump_warning`), shown on its scene until the analyst draws, clears or picks another scene
+(:func:`show_jump_warnings`, :func:`drop_jump_warnings`), so the rerun after the jump's prediction does not lose it.
 
 Session state: ``map_link_read`` (the URL was read), ``map_link_msgs`` (``{"scene", "msgs"}``: the warnings, shown
 on that scene), ``map_jump_link`` (scene id -> the jump settings that go into the URL while the page shows them) and
-``map_link_pending`` (scene id -> settings restored from a link, not predicted yet); the region and the map's focus
-go into ``map_regions`` / ``map_focus`` like any region.
+``map_link_pending`` (scene id -> settings restored from a link, not predicted yet), ``map_jump_warn`` (``{"scene",
+"msgs"}``: what a jump could not do, shown on that scene); the region and the map's focus go into ``map_regions`` /
+``map_focus`` like any region.
 """
 from __future__ import annotations
 
@@ -168,6 +175,61 @@ def forget_jump(scene_id: str) -> None:
     ss.get("map_link_pending", {}).pop(scene_id, None)
 
 
+def drop_jump_checkpoint(scene_id: str) -> None:
+    """The jump's checkpoint is no longer registered and the active one predicted instead: the URL loses ``ckpt``
+    (without it the link means the active model, which is what was used)."""
+    jump = st.session_state.get("map_jump_link", {}).get(scene_id)
+    if jump:
+        jump["checkpoint_id"] = None
+
+
+def keep_jump_warning(scene_id: str, msg: str) -> None:
+    """Keep a warning about what a jump could not do (its scene or checkpoint is gone), shown on ``scene_id`` by
+    :func:`show_jump_warnings` until the analyst moves on (draws, clears, picks another scene)."""
+    ss = st.session_state
+    kept = ss.get("map_jump_warn")
+    if not kept or kept.get("scene") != scene_id:
+        kept = {"scene": scene_id, "msgs": []}
+    if msg not in kept["msgs"]:
+        kept["msgs"].append(msg)
+    ss["map_jump_warn"] = kept
+
+
+def show_jump_warnings(scene_id: str) -> None:
+    """The warnings kept by :func:`keep_jump_warning` while their scene is shown (forgotten once the analyst picks
+    another scene)."""
+    ss = st.session_state
+    kept = ss.get("map_jump_warn")
+    if kept and kept.get("scene") == scene_id:
+        for m in kept["msgs"]:
+            st.warning(m)
+    elif kept:
+        ss.pop("map_jump_warn", None)
+
+
+def drop_jump_warnings(scene_id: str) -> None:
+    """The analyst moved on from what the jump opened on ``scene_id`` (drew, cleared, another jump): its warnings go."""
+    ss = st.session_state
+    if (ss.get("map_jump_warn") or {}).get("scene") == scene_id:
+        ss.pop("map_jump_warn", None)
+
+
+def jump_matches(jump: dict, tta_choice: Any, merge: str | None, blend: str | None) -> bool:
+    """Whether the page's TTA choice, merge and blending still are what ``jump`` predicts with: its TTA (the same
+    views) with the predictor's default merge and blending, as :func:`ui.map_predict.apply_jump_widgets` puts them.
+    A jump without a TTA predicts with the page's choices, so any match."""
+    from seghz.infer.engine import BLENDS, MERGES
+    from seghz.infer.region import resolve_tta
+
+    if jump.get("tta") is None:
+        return True
+    try:
+        same = tta_choice is not None and resolve_tta(tta_choice)[1] == resolve_tta(jump["tta"])[1]
+    except ValueError:
+        return False
+    return same and merge == MERGES[0] and blend == BLENDS[0]
+
+
 def pending_link_jump(scene_id: str) -> dict | None:
     """The jump settings restored from the link on ``scene_id`` and not predicted yet."""
     return st.session_state.get("map_link_pending", {}).get(scene_id)
@@ -201,10 +263,12 @@ PREDICT_CAPTION = ("The link does not hold the prediction itself: press **Predic
                    "active model and the choices above).")
 
 
-def write_link(scene_id: str, region: dict | None) -> str | None:
+def write_link(scene_id: str, region: dict | None, choice: tuple[Any, str, str] | None = None) -> str | None:
     """Keep the URL on the page: ``scene``, ``region`` (removed when there is none) and the jump's settings while
-    the scene shows them (``map_jump_link``). Returns a note when the region or the jump's layer cannot go into the
-    link (a reload or a shared link will not bring it back), else None."""
+    the scene shows them (``map_jump_link``) and, given the page's ``choice`` ``(TTA choice, merge, blend)``, while
+    those still match the jump (:func:`jump_matches`; the analyst changed them: the URL is the plain region, and
+    changing them back brings the settings back). Returns a note when the region or the jump's layer cannot go into
+    the link (a reload or a shared link will not bring it back), else None."""
     qp = st.query_params
     if qp.get(SCENE) != scene_id:
         qp[SCENE] = scene_id
@@ -215,6 +279,8 @@ def write_link(scene_id: str, region: dict | None) -> str | None:
         packed, note = None, (f"This region cannot go into the page's link ({e}): a reload or a shared link will not "
                               "bring it back.")
     jump = st.session_state.get("map_jump_link", {}).get(scene_id) if packed is not None else None
+    if jump and choice is not None and not jump_matches(jump, *choice):
+        jump = None
     try:
         extra = jump_to_query(jump) if jump else {}
     except ValueError as e:
@@ -233,7 +299,11 @@ def write_link(scene_id: str, region: dict | None) -> str | None:
 __all__ = [
     "LINK_SOURCE",
     "PREDICT_CAPTION",
+    "drop_jump_checkpoint",
+    "drop_jump_warnings",
     "forget_jump",
+    "jump_matches",
+    "keep_jump_warning",
     "link_region",
     "pending_link_jump",
     "read_link",
@@ -241,6 +311,7 @@ __all__ = [
     "restore_jump",
     "restore_region",
     "restored_message",
+    "show_jump_warnings",
     "show_link_messages",
     "take_link_jump",
     "write_link",

@@ -196,9 +196,13 @@ def predict(ws: Any, scene: Any, info: Any, *, active: Any, tta_choice, merge: s
         if auto.get("checkpoint_id"):
             try:
                 use_ck, chosen = ws.get_checkpoint(auto["checkpoint_id"]), bool(auto.get("chosen", True))
-            except SegHZError:
-                st.warning(f"Checkpoint `{auto['checkpoint_id']}` is no longer registered: the region is predicted "
-                           "with the active one.")
+            except SegHZError:  # deleted since it was named: kept above the map until the analyst moves on
+                gone = (f"Checkpoint `{map_link.shown(str(auto['checkpoint_id']))}` is no longer registered: the region "
+                        + (f"is predicted with the active model **{active.name}** (`{active.id}`) instead."
+                           if active is not None else "is not predicted, as no checkpoint is active."))
+                st.warning(gone)
+                map_link.keep_jump_warning(sid, gone)
+                map_link.drop_jump_checkpoint(sid)  # the URL does not name it (without ``ckpt``: the active model)
         if auto.get("tta") is not None:
             use_tta = auto["tta"]
         use_merge, use_blend = auto.get("merge", merge), auto.get("blend", blend)

@@ -52,6 +52,8 @@ MERC_MAX_LAT = 85.0511287798066
 ZOOM_RANGE = (0, 22)
 BYTES_PER_TILE = 25_000  # typical satellite JPEG/PNG tile; only for the size estimate
 DEFAULT_MAX_TILES = 10_000
+FETCH_JOB_MAX_TILES = 4096  # the "fetch" background job's cap (its ``max_tiles`` default): the Map page refuses above
+LARGE_FETCH_TILES = 2000  # the Map page asks the analyst to confirm a fetch of more tiles than this
 USER_AGENT = "SegHZ-fetch/1 (+land-cover workbench; polite, cached)"
 RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
@@ -79,6 +81,11 @@ class FetchPlan:
     @property
     def bytes_estimate(self) -> int:
         return self.tiles * BYTES_PER_TILE
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the cropped mosaic (the GeoTIFF written)."""
+        return self.width * self.height
 
     @property
     def width(self) -> int:
@@ -388,6 +395,11 @@ class BaiduPlan:
     @property
     def bytes_estimate(self) -> int:
         return self.tiles * BYTES_PER_TILE
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the tile mosaic (about those of the warped GeoTIFF)."""
+        return self.tiles * TILE_SIZE * TILE_SIZE
 
     @property
     def resolution(self) -> float:

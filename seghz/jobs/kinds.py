@@ -442,7 +442,7 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     import os
 
     from seghz.data.scenes import import_imagery
-    from seghz.geo.fetch import fetch_baidu, fetch_xyz, plan_baidu, plan_xyz
+    from seghz.geo.fetch import FETCH_JOB_MAX_TILES, fetch_baidu, fetch_xyz, plan_baidu, plan_xyz
     from seghz.security import redact_secrets
 
     url = str(config["url"])
@@ -464,7 +464,7 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         progress.check_cancel()
         progress.update(0.9 * frac, msg)
 
-    kw = {"cache_dir": ws.root / "imagery" / ".tilecache", "max_tiles": config.get("max_tiles", 4096),
+    kw = {"cache_dir": ws.root / "imagery" / ".tilecache", "max_tiles": config.get("max_tiles", FETCH_JOB_MAX_TILES),
           "rate": float(config.get("rate", 4.0)), "progress": on_progress}
     if config.get("subdomains"):
         kw["subdomains"] = tuple(config["subdomains"])
