@@ -842,7 +842,7 @@ def cmd_checkpoints(a) -> int:
     ws = _workspace(a)
     if a.action == "list":
         active = ws.active_checkpoint()
-        cks = ws.list_checkpoints()
+        cks = ws.list_checkpoints(include_archived=a.all)
         if not cks:
             print(f"no checkpoints registered in workspace {ws.root}")
             return 0
@@ -851,7 +851,11 @@ def cmd_checkpoints(a) -> int:
             miou = val.get("miou")
             mark = "*" if active is not None and c.id == active.id else " "
             print(f"{mark} {c.id:<40} {c.name[:30]:<30} {c.arch}/{c.encoder} {c.scheme:<6} "
-                  f"val mIoU {'—' if miou is None else f'{100 * float(miou):.2f}':>6}  parent {c.parent_id or '—'}")
+                  f"val mIoU {'—' if miou is None else f'{100 * float(miou):.2f}':>6}  parent {c.parent_id or '—'}"
+                  + (f"  [{c.archived_text()}]" if c.archived else ""))
+        hidden = len(ws.list_checkpoints(include_archived=True)) - len(cks)
+        if hidden:
+            print(f"({hidden} archived checkpoint(s) not shown: --all lists them)")
         print("(* = active; val mIoU = each checkpoint's own validation data when it was trained: compare two "
               "on the same data with `checkpoints gate ID --compute` or `seghz compare`)")
         return 0
@@ -900,6 +904,12 @@ def cmd_checkpoints(a) -> int:
             return 2
         _print_verdict(v)
         print(f"active model: {a.id}" + (" (gate overridden, recorded)" if not v.passed else ""))
+        return 0
+    if a.action == "archive":
+        ck = ws.archive_checkpoint(a.id, analyst=a.analyst or "", reason=a.reason or "", delete_file=not a.keep_file)
+        kept = ws.checkpoint_path(ck).exists()
+        print(f"{ck.id} {ck.archived_text()}; " + (f"its weights stay at {ws.checkpoint_path(ck)}" if kept
+                                                  else "its weights file was deleted"))
         return 0
     if a.action == "rollback":
         try:
@@ -1316,7 +1326,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
     ck = sub.add_parser("checkpoints", help="the workspace's checkpoint registry: list, add, gate, promote, rollback, history")
     cks = ck.add_subparsers(dest="action", required=True)
-    cks.add_parser("list", help="registered checkpoints (* = active), newest first")
+    cl = cks.add_parser("list", help="registered checkpoints (* = active), newest first")
+    cl.add_argument("--all", action="store_true", help="archived ones too (their weights are gone; lineage stays)")
     ca = cks.add_parser("add", help="register a checkpoint file (copied into the workspace's checkpoints/)")
     ca.add_argument("file", help="a SegHZ .safetensors checkpoint")
     ca.add_argument("--name")
@@ -1344,6 +1355,13 @@ def build_parser() -> argparse.ArgumentParser:
     cr = cks.add_parser("rollback", help="return to the previously active model")
     cr.add_argument("--analyst")
     cr.add_argument("--reason")
+    cx = cks.add_parser("archive", help="retire ID: hidden from every picker, its weights file deleted; lineage, "
+                                        "scores and history keep it (refused for the active model, the rollback "
+                                        "target, or one a running job uses)")
+    cx.add_argument("id")
+    cx.add_argument("--analyst", help="who archives it (required: it deletes the weights)")
+    cx.add_argument("--reason")
+    cx.add_argument("--keep-file", action="store_true", help="leave the weights file on disk")
     ch = cks.add_parser("history", help="changes of the active model, newest first")
     ch.add_argument("--limit", type=int, default=20)
     ck.set_defaults(fn=cmd_checkpoints)

@@ -26,6 +26,7 @@ acknowledgement, and files without a row (a crash in between) are never read.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes, raster_info, read_index_mask, write_index_mask, write_index_mask_geotiff
 from seghz.errors import BadInputError, ConflictError, SegHZError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SPLITS = ("train", "val", "test", "none")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "died")
 ACTIVE_JOB_STATUSES = ("queued", "running")
@@ -56,6 +57,15 @@ BUSY_TIMEOUT_S = 10.0
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 PROMOTION_ACTIONS = ("promote", "rollback", "set")
+
+
+def _config_values(config: Any) -> set[str]:
+    """Every string value in a job's configuration, nested ones included (which checkpoints it names)."""
+    if isinstance(config, dict):
+        return set().union(*(_config_values(v) for v in config.values())) if config else set()
+    if isinstance(config, (list, tuple)):
+        return set().union(*(_config_values(v) for v in config)) if config else set()
+    return {config} if isinstance(config, str) else set()
 
 
 def _add_column(table: str, column: str, decl: str):
@@ -206,6 +216,11 @@ _MIGRATIONS: tuple[tuple[Any, ...], ...] = (
             created_at TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS split_changes_scene ON split_changes(scene_id)",
+    ),
+    (  # 4 -> 5: archived checkpoints (hidden from pickers, weights deleted; the row keeps lineage and scores)
+        _add_column("checkpoints", "archived_at", "TEXT"),
+        _add_column("checkpoints", "archived_by", "TEXT NOT NULL DEFAULT ''"),
+        _add_column("checkpoints", "archive_reason", "TEXT NOT NULL DEFAULT ''"),
     ),
 )
 
@@ -466,6 +481,20 @@ class Checkpoint:
     val_data_version: str | None = None
     recipe: dict = field(default_factory=dict)
     train_scenes: tuple[str, ...] | None = None  # workspace scenes it trained on (None: not recorded)
+    archived_at: str | None = None  # when it was archived (its weights deleted); None: in use
+    archived_by: str = ""
+    archive_reason: str = ""
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    def archived_text(self) -> str:
+        """``"archived 2026-11-29 05:10 UTC by Ann (reason)"``, or "" for a checkpoint in use."""
+        if self.archived_at is None:
+            return ""
+        return (f"archived {self.archived_at[:16].replace('T', ' ')} UTC" + (f" by {self.archived_by}" if self.archived_by else "")
+                + (f" ({self.archive_reason})" if self.archive_reason else ""))
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Checkpoint:
@@ -1618,11 +1647,57 @@ class Workspace:
             raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
         return Checkpoint.from_row(row)
 
-    def list_checkpoints(self) -> list[Checkpoint]:
-        """All registered checkpoints, newest first."""
+    def list_checkpoints(self, include_archived: bool = False) -> list[Checkpoint]:
+        """The registered checkpoints, newest first; archived ones (:meth:`archive_checkpoint`) only with
+        ``include_archived`` (lineage walks need them: an archived parent is still a parent)."""
+        where = "" if include_archived else "WHERE archived_at IS NULL "
         with self.connect() as conn:
-            rows = conn.execute("SELECT * FROM checkpoints ORDER BY created_at DESC, rowid DESC").fetchall()
+            rows = conn.execute(f"SELECT * FROM checkpoints {where}ORDER BY created_at DESC, rowid DESC").fetchall()
         return [Checkpoint.from_row(r) for r in rows]
+
+    def archive_checkpoint(self, checkpoint_id: str, *, analyst: str, reason: str = "",
+                           delete_file: bool = True) -> Checkpoint:
+        """Retire a checkpoint: it leaves every picker and list (``include_archived`` brings it back), its weights
+        file is deleted (``delete_file``; only a file inside the workspace's ``checkpoints/``), and its row stays:
+        lineage, recorded scores, training scenes, and the promotion history keep naming it.
+
+        Raises:
+            ValueError: Without an analyst name (an archive deletes weights: it is recorded with who did it).
+            NotFoundError: When it is not registered.
+            ConflictError: When it is already archived, is the active model, is the model a rollback would return
+                to, or a queued or running job uses it.
+        """
+        if not (analyst or "").strip():
+            raise ValueError("archiving a checkpoint deletes its weights: give the analyst's name (it is recorded)")
+        with self.transaction() as conn:
+            row = conn.execute("SELECT * FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
+            ck = Checkpoint.from_row(row)
+            if ck.archived:
+                raise ConflictError(f"checkpoint '{checkpoint_id}' is already {ck.archived_text()}")
+            active = self._active_id(conn)
+            if active == checkpoint_id:
+                raise ConflictError(f"checkpoint '{checkpoint_id}' is the active model: promote another one or roll "
+                                    "back first, then archive it")
+            back = self._rollback_row(conn, active)
+            if back is not None and back["from_id"] == checkpoint_id:
+                raise ConflictError(f"checkpoint '{checkpoint_id}' is the model a rollback would return to (it was "
+                                    f"active before '{active}'): archiving it would leave nothing to roll back to")
+            for jid, kind, config in conn.execute(
+                    "SELECT id, kind, config FROM jobs WHERE status IN ('queued', 'running')").fetchall():
+                if checkpoint_id in _config_values(json.loads(config or "{}")):
+                    raise ConflictError(f"checkpoint '{checkpoint_id}' is used by the {kind} job {jid}, which is "
+                                        "queued or running: wait for it or cancel it first")
+            conn.execute("UPDATE checkpoints SET archived_at = ?, archived_by = ?, archive_reason = ? WHERE id = ?",
+                         (now_iso(), analyst.strip(), (reason or "").strip(), checkpoint_id))
+        if delete_file:
+            f = self.path(ck.path)
+            inside = self.root / "checkpoints"
+            if f.resolve().is_relative_to(inside.resolve()):
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        return self.get_checkpoint(checkpoint_id)
 
     def checkpoint_path(self, checkpoint: Checkpoint | str) -> Path:
         """Absolute path of a checkpoint's file."""
@@ -1634,7 +1709,7 @@ class Workspace:
         """Every checkpoint (newest first), the workspace scenes each learned from (its own recorded
         ``train_scenes`` plus its ancestors', through ``parent_id``), and the ids of those whose lineage holds a
         checkpoint that did not record them (registered from a file, older SegHZ): what they learned is unknown."""
-        every = self.list_checkpoints()
+        every = self.list_checkpoints(include_archived=True)
         by_id = {c.id: c for c in every}
         learned, unknown = {}, set()
         for c in every:
@@ -1664,7 +1739,7 @@ class Workspace:
     def checkpoints_trained_on(self, scene_id: str) -> list[Checkpoint]:
         """Registered checkpoints that learned from scene ``scene_id`` (:meth:`learned_scenes`), newest first."""
         learned = self.learned_scenes()
-        return [c for c in self.list_checkpoints() if scene_id in learned.get(c.id, ())]
+        return [c for c in self.list_checkpoints(include_archived=True) if scene_id in learned.get(c.id, ())]
 
     def lineage(self, checkpoint_id: str) -> list[Checkpoint]:
         """The checkpoint and its ancestors through ``parent_id``: ``[itself, parent, grandparent, ...]``.
@@ -1837,10 +1912,13 @@ class Workspace:
             raise ValueError(f"unknown promotion action {action!r}; use one of {PROMOTION_ACTIONS}")
         offending = [o.get("class") if isinstance(o, dict) else str(o) for o in (verdict or {}).get("offending", [])]
         with self.transaction() as conn:
-            if checkpoint_id is not None and conn.execute(
-                "SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,)
-            ).fetchone() is None:
-                raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
+            if checkpoint_id is not None:
+                row = conn.execute("SELECT * FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
+                if row["archived_at"] is not None:
+                    raise ConflictError(f"checkpoint '{checkpoint_id}' is {Checkpoint.from_row(row).archived_text()}: "
+                                        "its weights are gone, it cannot become the active model")
             current = self._active_id(conn)
             if expected_active is not self._UNSET and current != expected_active:
                 raise ConflictError(
@@ -1903,8 +1981,12 @@ class Workspace:
                     f"'{current}'" if current else f"nothing to roll back in workspace {self.root}: no active checkpoint"
                 )
             target = row["from_id"]
-            if conn.execute("SELECT 1 FROM checkpoints WHERE id = ?", (target,)).fetchone() is None:
+            trow = conn.execute("SELECT * FROM checkpoints WHERE id = ?", (target,)).fetchone()
+            if trow is None:
                 raise NotFoundError(f"cannot roll back: the previously active checkpoint '{target}' is no longer registered")
+            if trow["archived_at"] is not None:
+                raise ConflictError(f"cannot roll back: the previously active checkpoint '{target}' is "
+                                    f"{Checkpoint.from_row(trow).archived_text()}; promote another one instead")
             self._write_active(conn, target)
             cur = conn.execute(
                 "INSERT INTO promotions (action, from_id, to_id, analyst, reason, created_at) "

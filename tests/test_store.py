@@ -63,7 +63,7 @@ def test_layout_wal_and_schema(tmp_path, monkeypatch):
     raw = sqlite3.connect(ws.db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     raw.close()
-    assert ws.schema_version() == SCHEMA_VERSION == 4
+    assert ws.schema_version() == SCHEMA_VERSION == 5
     assert Workspace(ws.root).schema_version() == SCHEMA_VERSION  # reopening is idempotent
 
 
@@ -482,6 +482,7 @@ def test_schema_migration_from_version_1_keeps_the_workspace(tmp_path):
     ck = ws.get_checkpoint("m")
     assert ck.name == "old model" and ck.metrics == {"miou": 0.5}
     assert ck.recipe == {} and ck.data_version is None and ck.val_data_version is None and ck.train_scenes is None
+    assert ck.archived_at is None and not ck.archived and [c.id for c in ws.list_checkpoints()] == ["m"]
     assert ws.active_checkpoint().id == "m"
     assert ws.find_evaluation("m", "val", False, "dv").result == {"miou": 0.5}
     assert ws.promotion_history() == [] and ws.rollback_target() is None

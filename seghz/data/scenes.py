@@ -342,7 +342,7 @@ def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "c
     """Register every ``*.safetensors`` in ``checkpoints_dir`` not yet known; activate the demo model if none is."""
     from seghz.models.checkpoint import read_metadata
 
-    known = {ws.checkpoint_path(c).resolve() for c in ws.list_checkpoints()}
+    known = {ws.checkpoint_path(c).resolve() for c in ws.list_checkpoints(include_archived=True)}  # archived: not again
     added = False
     for p in sorted(Path(checkpoints_dir).glob("*.safetensors")):
         if p.resolve() in known:
@@ -358,7 +358,7 @@ def register_shipped_checkpoints(ws: Workspace, checkpoints_dir: str | Path = "c
             continue
         added = True
     if ws.active_checkpoint() is None:
-        ids = [c.id for c in ws.list_checkpoints()]
+        ids = [c.id for c in ws.list_checkpoints()]  # in use (an archived one has no weights)
         pick = next((i for i in ids if i.startswith("demo")), ids[0] if ids else None)
         if pick:
             ws.set_active_checkpoint(pick)
