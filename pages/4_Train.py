@@ -35,8 +35,10 @@ from seghz.train.form import (
     noise_threshold_from_p,
     preset_state,
 )
-from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
+from ui import train_gate
+from ui.candidates import show_refit_accuracy, show_validation_comparison
 from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
+from ui.registry import registry_panel
 
 ARCHS = ["Unet"]
 ENCODERS = ["tu-efficientnet_lite0"]
@@ -313,33 +315,6 @@ st.caption("Training runs launched here or from the Labels page, and the head re
 watching = any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT))
 
 
-GATE_RULE_TEXT = {
-    "margin": "its IoU drops by more than the margin (the study's rule)",
-    "interval": "its IoU drops by more than the margin and the drop is beyond the tile noise "
-                "(95 % paired bootstrap over the validation scenes)",
-}
-
-
-def gate_settings() -> None:
-    """The workspace's regression-gate margin and rule, editable; saved when the analyst changes them (callbacks,
-    so a setting changed elsewhere is shown, never written back)."""
-    margin, rule = gate.get_margin(ws), gate.get_rule(ws)
-    ss = st.session_state
-    # show the stored values: a change made in another session must not be undone by this one's stale widgets
-    # the margin in percentage points, as the verdict and the tables show IoU differences (stored as a fraction)
-    ss["train_gate_margin"] = min(max(100 * float(margin), 0.0), 100.0)
-    ss["train_gate_rule"] = rule
-    with st.expander("Gate settings"):
-        st.number_input("Margin: the largest allowed drop of a class's IoU (percentage points)", min_value=0.0,
-                        max_value=100.0, step=0.5, format="%.1f", key="train_gate_margin",
-                        on_change=lambda: gate.set_margin(ws, float(ss["train_gate_margin"]) / 100))
-        st.radio("Flag a class when", gate.RULES, format_func=GATE_RULE_TEXT.get, key="train_gate_rule",
-                 on_change=lambda: gate.set_rule(ws, ss["train_gate_rule"]),
-                 help="Under the interval rule a large drop of a class seen in few scenes can pass (its interval is "
-                      "wide); such a candidate is never auto-promoted, an analyst decides.")
-    st.caption(f"Gate: margin {gate.fmt_margin_pp(margin)} of IoU, rule '{rule}'.")
-
-
 def show_result(job) -> None:
     """The finished job's checkpoint: lineage, the regression-gate verdict against the active model, then Promote."""
     cid = (job.result or {}).get("checkpoint_id")
@@ -362,7 +337,7 @@ def show_result(job) -> None:
     if cur is not None and cur.id == ck.id:
         st.success("This checkpoint is the active one.")
         return
-    show_gate(ck, cur, split=candidate.job_val_split(job))
+    train_gate.show_gate(ws, ck, cur, split=candidate.job_val_split(job))
 
 
 def show_refit_result(job, ck) -> None:
@@ -386,44 +361,6 @@ def show_training_scores(cur, ck) -> None:
         st.dataframe(table, hide_index=True,
                      column_config={table.columns[1]: pct, table.columns[2]: pct,
                                     "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
-
-
-def show_gate(ck, cur, split: str = "val") -> None:
-    """The regression-gate verdict of a candidate against the active model on ``split`` (the one its job gated on),
-    then Promote (or override)."""
-    st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
-    gate_settings()
-    verdict = gate.check(ws, ck.id, split=split)
-    same_scheme = cur is not None and cur.scheme == ck.scheme
-    if verdict.status == "unknown" and same_scheme:
-        label, key = "Score both models on the validation split", f"train_gate_eval_{ck.id}"
-    elif verdict.rows and verdict.scenes is None and same_scheme and not gate.scene_evaluations_cached(ws, ck.id):
-        label, key = ("Add intervals (scores both models on the validation split, scene by scene)",
-                      f"train_gate_intervals_{ck.id}")
-    else:
-        label = key = None
-    if key and st.button(label, key=key, help="Scene-by-scene scores give each class's drop a paired bootstrap "
-                                              "interval: is it beyond the tile noise?"):
-        with st.spinner("Evaluating both models on the validation split…"):
-            verdict = gate.check(ws, ck.id, split=split, compute=True, intervals=True)
-    show_gate_verdict(verdict, cur, key=f"train_gate_table_{ck.id}")
-    override, reason = False, ""
-    if not verdict.passed:
-        override = st.checkbox("Override the regression gate and promote anyway", key=f"train_override_{ck.id}")
-        reason = st.text_input("Reason for the override (recorded)", key=f"train_override_reason_{ck.id}",
-                               disabled=not override)
-        if override and not analyst_name():
-            st.warning("Enter your analyst name in the sidebar: overrides are recorded with it.")
-    if not analyst_name() and not override:  # a promotion is an audit event: it is recorded with who made it
-        st.caption("Enter your analyst name in the sidebar to promote: every promotion is recorded with it.")
-    ready = bool(analyst_name()) and (verdict.passed or (override and reason.strip()))
-    if st.button("Promote to active", key=f"train_promote_{ck.id}", type="primary", disabled=not ready):
-        try:
-            gate.promote(ws, ck.id, override=override, analyst=analyst_name(), reason=reason, compute=False)
-        except (gate.GateRefused, ValueError, ConflictError, NotFoundError) as e:
-            st.error(str(e))
-        else:
-            st.rerun()
 
 
 @st.fragment(run_every=2 if watching else None)
@@ -495,6 +432,9 @@ def jobs_panel(watching: bool) -> None:
 
 jobs_panel(watching)
 
+
+# ------------------------------------------------------------------------------------------------ registry
+registry_panel(ws)
 
 # ------------------------------------------------------------------------------------------------ active model
 st.subheader("Active model: promotions and rollback")

@@ -7,7 +7,7 @@ pandas DataFrame or a plotly Figure, so the pages stay thin and these are unit-t
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -492,6 +492,29 @@ def job_table(jobs: Iterable[Any], now: datetime | None = None) -> pd.DataFrame:
 
 def _fmt_left(seconds: float | None) -> str:
     return "" if seconds is None else "≈ " + fmt_duration(seconds)
+
+
+def registry_table(checkpoints: Sequence[Any], *, active_id: str | None = None, rollback_id: str | None = None,
+                   learned: Mapping[str, Iterable[str]] | None = None, unknown: Iterable[str] = ()) -> pd.DataFrame:
+    """The checkpoint registry as rows, newest first as given: ``status`` (active / rollback target / archived),
+    name, id, created (local time), parent, model, scheme, val mIoU (0..1, the checkpoint's own validation data),
+    trained on (scenes it learned from, lineage included; "not recorded" for ``unknown``), job and note."""
+    learned = learned or {}
+    unknown = set(unknown)
+    rows = []
+    for c in checkpoints:
+        status = ("archived" if getattr(c, "archived_at", None) else "★ active" if c.id == active_id
+                  else "↩ rollback target" if c.id == rollback_id else "")
+        n = len(learned.get(c.id, ()))
+        rows.append({
+            "status": status, "name": c.name, "id": c.id, "created": _local_time(c.created_at, seconds=False),
+            "parent": c.parent_id or "", "model": f"{c.arch}/{c.encoder}".strip("/"), "scheme": c.scheme,
+            "val mIoU": checkpoint_val_metrics(c.metrics)["miou"],
+            "trained on": ("not recorded" if c.id in unknown else f"{n} scene(s)" if n else "no workspace scene"),
+            "job": c.job_id or "", "note": (c.note or "").strip().splitlines()[0] if (c.note or "").strip() else "",
+        })
+    return pd.DataFrame(rows, columns=["status", "name", "id", "created", "parent", "model", "scheme", "val mIoU",
+                                       "trained on", "job", "note"])
 
 
 def job_option(job: Any) -> str:

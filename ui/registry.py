@@ -1,0 +1,116 @@
+"""The Train page's checkpoint registry: every registered model at a glance, and what to do with one.
+
+The table lists the checkpoints newest first: which one is active, which one a rollback returns to, their lineage
+(parent), model, scheme, the validation mIoU recorded when each was trained (on its own validation data: compare two
+on the same data through the gate), the workspace scenes each learned from, the job that made it. Picking a row
+shows its lineage chain with what each step changed in the recipe (:func:`seghz.compare.recipe_diff`), the gate
+against the active model with Promote (:func:`ui.train_gate.show_gate`: a checkpoint registered from a file could
+not be promoted in the app before, only through the CLI), and Archive: the checkpoint leaves every picker and its
+weights file is deleted, while its row stays for lineage and history
+(:meth:`seghz.store.Workspace.archive_checkpoint`, which refuses the active model, the rollback target and a model
+a queued or running job uses).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from seghz import report
+from seghz.compare import recipe_diff
+from seghz.errors import ConflictError
+from seghz.store import NotFoundError
+from ui import train_gate
+from ui.common import analyst_name
+
+TABLE_KEY = "train_registry"
+SHOW_ARCHIVED_KEY = "train_registry_archived"
+
+
+def _lineage_lines(ws: Any, ck: Any) -> list[str]:
+    """``name (id)`` of the checkpoint and each ancestor, with what its recipe changed against its parent."""
+    lines = []
+    chain = ws.lineage(ck.id)
+    for i, c in enumerate(chain):
+        parent = chain[i + 1] if i + 1 < len(chain) else None
+        diff = recipe_diff(parent.recipe, c.recipe) if parent is not None and parent.recipe and c.recipe else ""
+        lines.append(f"{'↳ ' if i else ''}**{c.name}** (`{c.id}`)"
+                     + (f" — {c.archived_text()}" if c.archived else "")
+                     + (f": {diff}" if diff else ": fine-tuned from the next, same recipe" if parent is not None and
+                        parent.recipe and c.recipe else ""))
+    if chain and chain[-1].parent_id:
+        lines.append(f"↳ `{chain[-1].parent_id}` (no longer registered)")
+    return lines
+
+
+def registry_panel(ws: Any) -> None:
+    """The registry (see the module docstring)."""
+    st.subheader("Checkpoint registry")
+    done = st.session_state.pop("train_reg_done", None)
+    if done:
+        st.success(done)
+    show_archived = st.toggle("Show archived checkpoints", key=SHOW_ARCHIVED_KEY)
+    cks = ws.list_checkpoints(include_archived=show_archived)
+    if not cks:
+        st.caption("No checkpoints registered: train one above, or `python -m seghz checkpoints add FILE`.")
+        return
+    active = ws.active_checkpoint()
+    back = ws.rollback_target()
+    _, learned, unknown = ws.lineage_learning()
+    table = report.registry_table(cks, active_id=active.id if active else None, rollback_id=back,
+                                  learned=learned, unknown=unknown)
+    st.caption("Newest first. val mIoU is each checkpoint's own validation score when it was trained; pick a row to "
+               "compare it with the active model on this workspace's validation split (the gate), promote or "
+               "archive it.")
+    event = st.dataframe(
+        table.assign(**{"val mIoU": 100 * table["val mIoU"].astype(float)}), hide_index=True, key=TABLE_KEY, on_select="rerun", selection_mode="single-row",
+        column_config={"val mIoU": st.column_config.ProgressColumn("val mIoU", format="%.1f %%", min_value=0.0,
+                                                                   max_value=100.0),
+                       "trained on": st.column_config.TextColumn(
+                           help="Workspace scenes it learned from, its parents' included (moving one of them to "
+                                "val/test makes its scores there optimistic)")})
+    rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if not rows or rows[0] >= len(cks):
+        st.caption("Pick a checkpoint in the table to see its lineage, gate it against the active model, promote "
+                   "or archive it.")
+        return
+    ck = cks[rows[0]]
+    with st.container(border=True):
+        st.markdown(f"**{ck.name}** (`{ck.id}`) · {ck.arch}/{ck.encoder} · scheme **{ck.scheme}**")
+        st.markdown("  \n".join(_lineage_lines(ws, ck)))
+        if ck.train_scenes is not None:
+            st.caption(f"Trained on: {', '.join(ck.train_scenes) or 'no workspace scene (trained elsewhere)'}.")
+        if ck.archived:
+            st.info(f"This checkpoint is {ck.archived_text()}: its weights are gone; it stays here for lineage and "
+                    "history.")
+            return
+        if active is not None and ck.id == active.id:
+            st.success("This checkpoint is the active one.")
+        else:
+            train_gate.show_gate(ws, ck, active, prefix="train_reg_", settings=False)
+        _archive_controls(ws, ck, active, back)
+
+
+def _archive_controls(ws: Any, ck: Any, active: Any, back: str | None) -> None:
+    why_not = ("it is the active model" if active is not None and ck.id == active.id
+               else "a rollback would return to it" if ck.id == back
+               else "enter your analyst name in the sidebar first (archiving is recorded with it)" if not analyst_name()
+               else None)
+    with st.popover("Archive…", disabled=why_not is not None,
+                    help=f"Not now: {why_not}." if why_not else "Retire this checkpoint: it leaves every picker and "
+                         "its weights file is deleted; its lineage, scores and history stay."):
+        st.markdown(f"Archive **{ck.name}** (`{ck.id}`)? Its weights file is **deleted**; it cannot be promoted or "
+                    "used again. Its row stays, so lineage and history still name it.")
+        reason = st.text_input("Why (recorded)", key=f"train_reg_archive_reason_{ck.id}")
+        if st.button("Archive and delete its weights", key=f"train_reg_archive_{ck.id}", type="primary"):
+            try:
+                ws.archive_checkpoint(ck.id, analyst=analyst_name(), reason=reason)
+            except (ConflictError, NotFoundError, ValueError) as e:
+                st.error(str(e))
+            else:
+                st.session_state.pop(TABLE_KEY, None)  # the row is gone: drop the selection
+                st.session_state["train_reg_done"] = f"Archived {ck.name} (`{ck.id}`); its weights file was deleted."
+                st.rerun()
+
+
+__all__ = ["registry_panel"]
