@@ -2196,7 +2196,7 @@ class Workspace:
 
         Returns:
             ``{"scenes": {"train": n, "val": n, "test": n, "none": n, "total": n}, "label_versions": n,
-            "jobs": {status: n for every status}, "checkpoints": n, "active_checkpoint_id": id or None}``.
+            "jobs": {status: n for every status}, "checkpoints": n (archived ones not counted), "active_checkpoint_id": id or None}``.
         """
         with self.connect() as conn:
             conn.execute("BEGIN")
@@ -2207,7 +2207,7 @@ class Workspace:
                 jobs = dict.fromkeys(JOB_STATUSES, 0)
                 jobs.update(dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()))
                 n_versions = conn.execute("SELECT COUNT(*) FROM label_versions").fetchone()[0]
-                n_ckpt = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+                n_ckpt = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE archived_at IS NULL").fetchone()[0]
             finally:
                 conn.execute("COMMIT")
         active = self.active_checkpoint()

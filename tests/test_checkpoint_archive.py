@@ -35,7 +35,7 @@ def test_an_archived_checkpoint_leaves_the_lists_and_its_weights_go_but_its_row_
     assert ck.archived and ck.archived_by == "Ann" and ck.archive_reason == "worse on water"
     assert ck.archived_text().startswith("archived 20") and ck.archived_text().endswith("by Ann (worse on water)")
     assert not f.exists()
-    assert [c.id for c in reg.list_checkpoints()] == ["b", "a"]
+    assert [c.id for c in reg.list_checkpoints()] == ["b", "a"] and reg.summary()["checkpoints"] == 2
     assert [c.id for c in reg.list_checkpoints(include_archived=True)] == ["c", "b", "a"]
     assert reg.get_checkpoint("c").archived  # still registered: lineage and history name it
     _, learned, _ = reg.lineage_learning()
