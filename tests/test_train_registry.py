@@ -23,8 +23,16 @@ def _archive_popover(at):
     return pop
 
 
+def _table_key(at) -> str:
+    """The registry table's widget key: it names the ids shown (a changed list starts with no selection)."""
+    import hashlib
+
+    (table,) = [d.value for d in at.dataframe if "trained on" in d.value.columns]
+    return "train_registry_" + hashlib.sha1(" ".join(table["id"]).encode()).hexdigest()[:10]
+
+
 def _pick(at, row: int):
-    at.session_state["train_registry"] = {"selection": {"rows": [row], "columns": []}}
+    at.session_state[_table_key(at)] = {"selection": {"rows": [row], "columns": []}}
     return at.run()
 
 
@@ -88,6 +96,11 @@ def test_a_registered_checkpoint_is_gated_promoted_and_the_old_one_archived(ws, 
     assert "Archived model cand (`cand`); its weights file was deleted." in [s.value for s in at.success]
     (table,) = [d.value for d in at.dataframe if "trained on" in d.value.columns]
     assert table["id"].tolist() == ["cand2", "tiny-test"]
+    at = _pick(at, 0)
+    assert "This checkpoint is the active one." in texts(at)
+    _add(ws, "late", "cand2", {"epochs": 1})  # a job finishing meanwhile: the rows shift, the selection goes
+    at.run()
+    assert "Pick a checkpoint in the table" in texts(at) and "This checkpoint is the active one." not in texts(at)
     at.toggle(key="train_registry_archived").set_value(True).run()
     (table,) = [d.value for d in at.dataframe if "trained on" in d.value.columns]
-    assert table["status"].tolist() == ["★ active", "archived", "↩ rollback target"]
+    assert table["status"].tolist() == ["", "★ active", "archived", "↩ rollback target"]

@@ -12,6 +12,7 @@ a queued or running job uses).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import streamlit as st
@@ -23,7 +24,7 @@ from seghz.store import NotFoundError
 from ui import train_gate
 from ui.common import analyst_name
 
-TABLE_KEY = "train_registry"
+TABLE_KEY = "train_registry"  # + a hash of the ids shown
 SHOW_ARCHIVED_KEY = "train_registry_archived"
 
 
@@ -62,8 +63,12 @@ def registry_panel(ws: Any) -> None:
     st.caption("Newest first. val mIoU is each checkpoint's own validation score when it was trained; pick a row to "
                "compare it with the active model on this workspace's validation split (the gate), promote or "
                "archive it.")
+    # the selection is a row number: a checkpoint added or archived meanwhile (a job finishing) would shift the rows
+    # under it, and the details, Promote and Archive would be for another model. The key names the rows shown, so
+    # a changed list starts with no selection.
+    key = f"{TABLE_KEY}_{hashlib.sha1(' '.join(c.id for c in cks).encode()).hexdigest()[:10]}"
     event = st.dataframe(
-        table.assign(**{"val mIoU": 100 * table["val mIoU"].astype(float)}), hide_index=True, key=TABLE_KEY, on_select="rerun", selection_mode="single-row",
+        table.assign(**{"val mIoU": 100 * table["val mIoU"].astype(float)}), hide_index=True, key=key, on_select="rerun", selection_mode="single-row",
         column_config={"val mIoU": st.column_config.ProgressColumn("val mIoU", format="%.1f %%", min_value=0.0,
                                                                    max_value=100.0),
                        "trained on": st.column_config.TextColumn(
@@ -108,7 +113,6 @@ def _archive_controls(ws: Any, ck: Any, active: Any, back: str | None) -> None:
             except (ConflictError, NotFoundError, ValueError) as e:
                 st.error(str(e))
             else:
-                st.session_state.pop(TABLE_KEY, None)  # the row is gone: drop the selection
                 st.session_state["train_reg_done"] = f"Archived {ck.name} (`{ck.id}`); its weights file was deleted."
                 st.rerun()
 
