@@ -476,7 +476,7 @@ def cmd_import(a) -> int:
             raise SegHZError("give either PATH (imagery without a label) or --image/--images, not both")
         bar = _tqdm_progress("import")
         _, msg = import_imagery(ws, a.path, name=a.name, zoom=a.zoom, scheme=a.scheme or IMAGERY_SCHEME,
-                                    progress=bar)
+                                progress=bar, allow_duplicate=a.allow_duplicate)
         bar.close()
         print(msg)
         return 0
@@ -1212,6 +1212,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--test-fraction", type=float, default=0.2)
     im.add_argument("--val-count", type=int, default=60)
     im.add_argument("--limit", type=int, help="import at most N pairs")
+    im.add_argument("--allow-duplicate", action="store_true",
+                    help="PATH: import it even if it is already a scene (same file content or tile folder)")
     im.set_defaults(fn=cmd_import)
 
     pr = sub.add_parser("predict", help="predict class masks for an image or a folder of images")

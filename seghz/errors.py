@@ -34,3 +34,13 @@ class ConflictError(SegHZError):
 class WriteError(SegHZError, OSError):
     """Writing a file failed (disk full, read-only folder, ...). The message names the file; the previous
     version of the file, if any, is unchanged. Also an OSError (same ``errno``), for callers that catch those."""
+
+
+class DuplicateImportError(SegHZError):
+    """The imagery is already a scene of the workspace (same file content, or the same tile folder). ``scene_id``
+    names that scene; importing it again needs an explicit ``allow_duplicate``."""
+
+    def __init__(self, source: str, scene_id: str, scene_name: str, how: str):
+        self.source, self.scene_id, self.scene_name = str(source), scene_id, scene_name
+        super().__init__(f"{self.source}: already imported as scene '{scene_name}' ({scene_id}) — {how}; open that "
+                         "scene, or import it again on purpose (a second copy's labels and splits are separate)")

@@ -248,3 +248,46 @@ def test_predict_scene_output_imports_as_the_same_classes(tmp_path, capsys):
     w = Workspace(ws)
     (scene,) = w.list_scenes()
     assert np.array_equal(w.effective_label(scene.id), want)
+
+
+# ------------------------------------------------------------------------------------------------ duplicates
+
+
+def test_the_same_imagery_twice_names_the_scene_it_is_already(tmp_path, capsys):
+    """Importing a file twice made a second, identical scene (the review: two "B_sat — 1536×1280 px" entries)."""
+    from seghz.cli import main
+    from seghz.errors import DuplicateImportError
+
+    ws = Workspace(tmp_path / "ws")
+    src = _write_tif(tmp_path / "a.tif", 48, 64)
+    first, _ = import_imagery(ws, src, name="first")
+    copy = tmp_path / "elsewhere" / "renamed.tif"  # the same content under another name and folder (an upload)
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes())
+    with pytest.raises(DuplicateImportError, match=r"already imported as scene 'first' \(first\) — the same file "
+                                                   r"content") as e:
+        import_imagery(ws, copy, source="uploaded file renamed.tif")
+    assert e.value.scene_id == first.id and str(e.value).startswith("uploaded file renamed.tif: ")
+    assert [s.id for s in ws.list_scenes()] == [first.id]  # nothing written
+    other = _write_tif(tmp_path / "b.tif", 48, 65)  # other content: imported
+    second, _ = import_imagery(ws, other)
+    again, _ = import_imagery(ws, copy, allow_duplicate=True)  # on purpose
+    assert len({first.id, second.id, again.id}) == 3
+    # the CLI refuses (exit 2, naming the scene) unless --allow-duplicate
+    assert main(["--workspace", str(ws.root), "import", str(src)]) == 2
+    assert "already imported as scene 'first'" in capsys.readouterr().err
+    assert main(["--workspace", str(ws.root), "import", str(src), "--allow-duplicate", "--name", "third"]) == 0
+    assert len(ws.list_scenes()) == 4
+
+
+def test_a_scene_imported_before_content_was_recorded_is_found_by_its_path(tmp_path):
+    from seghz.data.scenes import SOURCE_RECORD, find_imported
+
+    ws = Workspace(tmp_path / "ws")
+    src = _write_tif(tmp_path / "a.tif", 48, 64)
+    scene, _ = import_imagery(ws, src)
+    (ws.scene_path(scene, "image").parent / SOURCE_RECORD).unlink()  # as older SegHZ left it
+    assert find_imported(ws, src) == (ws.get_scene(scene.id), "the same source path")
+    copy = tmp_path / "copy.tif"
+    copy.write_bytes(src.read_bytes())
+    assert find_imported(ws, copy) is None  # another path, no recorded content: not known to be the same

@@ -59,3 +59,27 @@ def test_import_expander_imports_a_geotiff(ws, fake_map, tmp_path):  # noqa: F81
     at.text_input(key="map_import_path").input(str(tmp_path / "missing.tif"))
     at.button(key="map_import_go").click().run()
     assert "Import failed" in "\n".join(str(e.value) for e in at.error)
+
+
+def test_importing_the_same_file_again_offers_its_scene_instead_of_a_copy(ws, fake_map, tmp_path):  # noqa: F811
+    fake_map(None)
+    src = tmp_path / "utm.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32651",
+                       transform=Affine(10, 0, 212000, 0, -10, 3350000)) as ds:
+        ds.write(np.full((3, 64, 64), 90, np.uint8))
+    at = app().run()
+    at.text_input(key="map_import_path").input(str(src))
+    at.button(key="map_import_go").click().run()
+    n = len(ws.list_scenes())
+    first = at.selectbox(key="map_scene").value
+    at.selectbox(key="map_scene").set_value(ws.list_scenes()[0].id).run()
+    at.button(key="map_import_go").click().run()  # again
+    assert_ok(at)
+    warn = "\n".join(str(w.value) for w in at.warning)
+    assert f"already imported as scene 'utm' ({first}) — the same file content" in warn
+    assert len(ws.list_scenes()) == n
+    at.button(key="map_import_open_dup").click().run()
+    assert at.selectbox(key="map_scene").value == first
+    at.checkbox(key="map_import_dup").check().run()
+    at.button(key="map_import_go").click().run()  # on purpose: a second copy
+    assert len(ws.list_scenes()) == n + 1 and at.selectbox(key="map_scene").value != first

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from seghz.data.scenes import import_imagery
-from seghz.errors import SegHZError
+from seghz.errors import DuplicateImportError, SegHZError
 from seghz.geo.basemaps import fetch_bbox_default, fetch_sources
 from seghz.geo.fetch import FETCH_JOB_MAX_TILES, LARGE_FETCH_TILES, BaiduPlan, parse_bbox, plan_baidu, plan_xyz
 from seghz.security import redact_secrets
@@ -36,24 +36,41 @@ def import_panel(ws: Any) -> None:
                                    help="Level of the tiles in a tile folder (the seed's folders hold level 16).")
         imp_file = st.file_uploader("…or upload an image", type=["tif", "tiff", "png", "jpg", "jpeg"],
                                     key="map_import_upload")
+        again = st.checkbox("Import it even if it is already a scene", key="map_import_dup",
+                            help="An image already imported (the same file content, or the same tile folder) "
+                                 "opens its scene instead of making a second copy, unless this is ticked.")
         imp_clicked = st.button("Import", key="map_import_go")
         if imp_clicked and not (imp_path.strip() or imp_file):
             st.error("Give a local path (a file or a tile folder) or upload an image first.")
         elif imp_clicked:
             import tempfile
 
+            shown = None  # how an uploaded file is named in messages (not by the temporary folder it passes through)
             try:
                 with st.spinner("Importing…"), tempfile.TemporaryDirectory() as tmp:
                     src = (Path(imp_path.strip()).expanduser() if imp_path.strip()
                            else Path(tmp) / Path(imp_file.name).name)
                     if not imp_path.strip():
                         src.write_bytes(imp_file.getvalue())
-                    new_scene, imp_msg = import_imagery(ws, src, name=imp_name.strip() or None, zoom=int(imp_zoom))
+                        shown = (str(src), f"uploaded file {Path(imp_file.name).name}")
+                    new_scene, imp_msg = import_imagery(ws, src, name=imp_name.strip() or None, zoom=int(imp_zoom),
+                                                        source=shown[1] if shown else None, allow_duplicate=again)
                 ss["map_import_msg"] = imp_msg
                 ss["map_scene"] = new_scene.id
                 st.rerun()
+            except DuplicateImportError as e:
+                ss["map_import_msg"] = None
+                ss["map_import_dup_of"] = (e.scene_id, e.scene_name, str(e))
             except (SegHZError, OSError, ValueError) as e:
-                st.error(f"Import failed: {redact_secrets(str(e))}")
+                text = str(e) if shown is None else str(e).replace(shown[0], shown[1])
+                st.error(f"Import failed: {redact_secrets(text)}")
+        dup = ss.get("map_import_dup_of")
+        if dup:
+            st.warning(redact_secrets(dup[2]))
+            if st.button(f"Open scene '{dup[1]}'", key="map_import_open_dup"):
+                ss.pop("map_import_dup_of", None)
+                ss["map_scene"] = dup[0]
+                st.rerun()
         if ss.get("map_import_msg"):
             st.success(ss["map_import_msg"])
 

@@ -6,6 +6,7 @@ exact colour) and can be crosswalked to another scheme on import.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import numpy as np
 
 from seghz.classes import get_scheme, index_crosswalk
 from seghz.data.io import raster_info, read_image, read_label, verify_tiff, write_index_mask, write_rgb
-from seghz.errors import BadInputError, SegHZError
+from seghz.errors import BadInputError, DuplicateImportError, SegHZError
 from seghz.store import Scene, Workspace, slugify
 
 Progress = Callable[[float, str], None]
@@ -272,20 +273,62 @@ def import_tile_folder(
         raise
 
 
+SOURCE_RECORD = "source.json"  # in a scene folder imported from one image file: its name and content SHA-1
+
+
+def find_imported(ws: Workspace, path: str | Path, content: str | None = None) -> tuple[Scene, str] | None:
+    """The scene that already holds the imagery at ``path`` and how that is known, or None: for a file, a scene
+    whose recorded content SHA-1 (``content``, default computed) is the same (any name, any folder, an upload), or,
+    for scenes imported before that was recorded, the same resolved source path; for a tile folder, the same
+    resolved path."""
+    from seghz.data.splits import content_key
+
+    p = Path(path).expanduser()
+    key = _source_key(str(p))
+    if p.is_file():
+        content = content or content_key(p)
+    for sc in ws.list_scenes():
+        rec = ws.scene_path(sc, "image").parent / SOURCE_RECORD
+        sha = None
+        if rec.is_file():
+            try:
+                sha = json.loads(rec.read_text()).get("sha1")
+            except (OSError, ValueError, AttributeError):
+                sha = None
+        if content is not None and sha == content:
+            return sc, "the same file content"
+        if sha is None and key is not None and _source_key(sc.source) == key:
+            return sc, "the same source path"
+    return None
+
+
 def import_imagery(
     ws: Workspace, path: str | Path, *, name: str | None = None, zoom: int | None = None, scheme: str = IMAGERY_SCHEME,
-    progress: Progress | None = None,
+    progress: Progress | None = None, source: str | None = None, allow_duplicate: bool = False,
 ) -> tuple[Scene, str]:
     """Import imagery without a label: a GeoTIFF (any CRS; none = pixel space), a PNG/JPEG (pixel space) or a
-    folder of Baidu tiles. Returns the scene and a one-line description of where it lies."""
+    folder of Baidu tiles. Returns the scene and a one-line description of where it lies.
+
+    ``source``: what to record as the scene's source (default: the path; an upload names itself). Imagery already
+    in the workspace (:func:`find_imported`) raises :class:`~seghz.errors.DuplicateImportError` naming the scene,
+    unless ``allow_duplicate``: importing a file twice gave two identical entries in every picker."""
+    from seghz.data.splits import content_key
+
     p = Path(path).expanduser()
     if not p.exists():
         raise BadInputError(p, "does not exist")
+    sha = content_key(p) if p.is_file() else None
+    if not allow_duplicate:
+        dup = find_imported(ws, p, sha)
+        if dup is not None:
+            raise DuplicateImportError(source or p, dup[0].id, dup[0].name, dup[1])
     if p.is_dir():
         scene = import_tile_folder(ws, p, name=name, zoom=zoom, scheme=scheme, progress=progress)
         what = "Baidu tile folder"
     else:
-        scene = import_scene(ws, p, scheme=scheme, name=name)
+        record = json.dumps({"sha1": sha, "name": p.name, "source": source or str(p)}).encode()
+        scene = import_scene(ws, p, scheme=scheme, name=name, source=source,
+                             extra_files={SOURCE_RECORD: record})
         what = "image"
     info = raster_info(p if p.is_file() else ws.scene_path(scene, "image"))  # the source says why it has no place
     return scene, f"imported {what} {p.name} as scene '{scene.name}' ({scene.id}): {describe_georef(info)}"

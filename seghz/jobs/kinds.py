@@ -472,7 +472,8 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     for x, y, why in res.missing[:20]:
         progress.log(redact_secrets(f"missing tile {zoom}/{x}/{y}: {why}"))
     progress.update(0.95, "importing the mosaic as a scene")
-    scene, where = import_imagery(ws, out, name=config.get("name") or f"fetched {job_id[-6:]}")
+    scene, where = import_imagery(ws, out, name=config.get("name") or f"fetched {job_id[-6:]}",
+                                  allow_duplicate=True)  # a fetch is a new download, asked for
     progress.log(f"imported scene {scene.id}: {where}")
     return {"scene_id": scene.id, "where": where, "tiles": plan.tiles, "missing": len(res.missing),
             "summary": redact_secrets(res.summary())}
