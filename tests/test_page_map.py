@@ -409,12 +409,12 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map, monkeypatch):
     assert abs(s - s0) < 1e-7 and abs(n - n0) < 1e-7 and abs(w - w0) < 1e-7 and abs(e - e0) < 1e-7
     assert "Label" not in layers and "Uncertainty" not in layers
 
-    # class-area table: all hz7 classes, km² column, shares sum to 100 %
+    # class-area table: all hz7 classes, m² column (12,288 m² read "0.0123 km²" before), shares sum to 100 %
     df = at.dataframe[0].value
     assert list(df["class"]) == list(HZ7.names)
     assert abs(float(df["predicted share (%)"].sum()) - 100.0) < 1e-6
     assert int(df["pixels"].sum()) == 96 * 128
-    assert float(df["area (km²)"].sum()) == pytest.approx(96 * 128 * res.pixel_area_m2 / 1e6, rel=1e-6)
+    assert float(df["area (m²)"].sum()) == pytest.approx(96 * 128 * res.pixel_area_m2, rel=1e-6)
     # the region's class frequencies against its label: the label's shares, the difference, bias flags
     lab = res.label[res.label != 255]
     want = [100.0 * float((lab == i).mean()) for i in range(HZ7.num_classes)]
@@ -432,16 +432,17 @@ def test_map_page_predicts_a_drawn_rectangle(ws, fake_map, monkeypatch):
     assert fname.endswith("_class_areas.csv")
     csv_text = data.decode() if isinstance(data, bytes) else data
     csv = pd.read_csv(io.StringIO(csv_text))
-    assert list(df.columns) == ["class", "area (km²)", "pixels", "predicted share (%)", "label share (%)", "Δ (pp)",
+    assert list(df.columns) == ["class", "area (m²)", "pixels", "predicted share (%)", "label share (%)", "Δ (pp)",
                                 "bias"]
     assert list(csv.columns) == [*df.columns, "checkpoint", "TTA"]  # which model and TTA made the prediction
     assert set(csv["checkpoint"]) == {"tiny-map"} and set(csv["TTA"]) == {"none"}
-    for col, decimals in (("area (km²)", 6), ("predicted share (%)", 2), ("label share (%)", 2), ("Δ (pp)", 2)):
+    for col, decimals in (("area (m²)", 2), ("predicted share (%)", 2), ("label share (%)", 2), ("Δ (pp)", 2)):
         assert list(csv[col]) == pytest.approx(list(df[col].round(decimals)), abs=1e-12), col
     lines = csv_text.splitlines()[1:]
     assert all(len(v.split(".")[1]) <= 6 for line in lines for v in line.split(",")[1:] if "." in v), lines
+    assert "e-" not in csv_text  # fixed decimals, never "6.6e-05"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Area"].endswith("km²") and metrics["Pixels"] == f"{96 * 128:,}"
+    assert metrics["Area"].endswith(" m²") and metrics["Pixels"] == f"{96 * 128:,}"
     assert metrics["Mean confidence"].endswith("%") and metrics["Agreement with label"].endswith("%")
     assert len(at.get("plotly_chart")) == 1
     t = texts(at)

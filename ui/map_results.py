@@ -1,7 +1,7 @@
 """The Map page's results: the class areas of the predicted region and its exports, and the large regions predicted
 in the background.
 
-Areas read in m² below 0.01 km², in km² above (:func:`seghz.infer.region.area_unit`), in pixels on a pixel-space
+Areas read in m² below 1 km², in km² above (:func:`seghz.infer.region.area_unit`), in pixels on a pixel-space
 scene; next to the region's label the table shows the label's shares, the difference and the bias flags. The export
 file names and the class-area CSV name the checkpoint and TTA that made the prediction
 (:func:`seghz.infer.region.export_stem`).
@@ -35,7 +35,7 @@ def show_class_areas(scene: Any, rec: dict, pred_shown: np.ndarray, label_shown:
     areas = class_areas(pred_shown, list(scheme.names), res.pixel_area_m2)
     table = pd.DataFrame(areas)
     n_valid = int(table["pixels"].sum())
-    # m² below 0.01 km² (a 6×5 px region read "0.000 km²", its chart axis "5μ"), km² above
+    # m² below 1 km² (a 6×5 px region read "0.000 km²", its chart axis "5μ"; 15,625 m² read "0.0156 km²"), km² above
     area_name, per_unit, area_decimals = area_unit(n_valid * res.pixel_area_m2) if georef else ("", 1.0, 0)
     area_col = f"area ({area_name})"
     st.subheader("Class areas")
@@ -103,6 +103,8 @@ def show_class_areas(scene: Any, rec: dict, pred_shown: np.ndarray, label_shown:
     # the CSV has the table's headers, areas to the m² (6 decimals in km², 2 in m²) and shares to 2 decimals (pp),
     # then the checkpoint and TTA that made the prediction
     csv = shown.round({area_col: area_decimals, "predicted share (%)": 2, "label share (%)": 2, "Δ (pp)": 2})
+    if georef:  # fixed decimals: a small class in km² was written "6.6e-05"
+        csv[area_col] = [f"{v:.{area_decimals}f}" for v in csv[area_col]]
     csv["checkpoint"] = rec["checkpoint_id"]
     csv["TTA"] = tta_label(res.tta, run_views)
     d2.download_button("Download class areas (CSV)", csv.to_csv(index=False).encode(),

@@ -152,7 +152,7 @@ def too_big_window(scene: Scene, geometry, info) -> tuple[int, int, int, int] | 
     return w if w[2] * w[3] > MAX_REGION_PIXELS else None
 
 
-SMALL_AREA_M2 = 1e4  # below 0.01 km² (1 ha), areas read in m² ("0.000 km²" and a "5μ" km² axis otherwise)
+SMALL_AREA_M2 = 1e6  # below 1 km², areas read in m² ("15,625 m²", not "0.0156 km²"; "0.000 km²" and a "5μ" axis for a few px)
 
 
 def area_unit(total_m2: float) -> tuple[str, float, int]:
@@ -164,12 +164,12 @@ def area_unit(total_m2: float) -> tuple[str, float, int]:
 
 
 def format_area(m2: float) -> str:
-    """An area in the unit of :func:`area_unit`: ``"30 m²"``, ``"12.5 m²"``, ``"0.0123 km²"``, ``"4.210 km²"``."""
+    """An area in the unit of :func:`area_unit`: ``"30.0 m²"``, ``"15,625 m²"``, ``"4.210 km²"``."""
     unit, per, _ = area_unit(m2)
     v = m2 / per
     if unit == "m²":
         return f"{v:,.0f} m²" if v >= 100 else f"{v:,.1f} m²"
-    return f"{v:,.4f} km²" if v < 1 else f"{v:,.3f} km²"
+    return f"{v:,.3f} km²"
 
 
 def tta_label(mode: str, views: Sequence[str]) -> str:
