@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from seghz.classes import get_scheme, scheme_names
+from seghz.classes import crosswalk_path, get_scheme, scheme_names
 from seghz.data.io import read_label
 from seghz.errors import SegHZError
 from seghz.geo import align as A
@@ -54,6 +54,19 @@ def expected_scheme(names: list[str]) -> tuple[str, str]:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+def save_schemes(scheme: str, names: list[str]) -> list[str]:
+    """The schemes a ``scheme`` label can be saved in: itself and every scheme it crosswalks to (hz20 -> hz14,
+    hz11, hz7)."""
+    return [scheme] + [n for n in names if n != scheme and crosswalk_path(scheme, n) is not None]
+
+
+def save_default(scheme: str, targets: list[str]) -> str:
+    """The active model's scheme when the label crosswalks to it (the review: an hz20 label saved as hz20 could not
+    be scored against the hz7 model), else the label's own."""
+    active = ws.active_checkpoint()
+    return active.scheme if active is not None and active.scheme in targets else scheme
+
+
 def readable_as(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> tuple[str, ...]:
     """The schemes of ``names`` under which the label file decodes (each value one of the scheme's classes or
     unlabelled); ``stamp`` (modification time, size) renews the answer when the file changes."""
@@ -253,9 +266,20 @@ M3 = M.M if isinstance(M, A.LocalWarp) else M
 st.caption("Matrix (label px → image px): " + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in M3)
            + (" + local displacement field (saved in alignment.json)" if M3 is not M else ""))
 
-name = st.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name",
+n1, n2, n3 = st.columns([3, 2, 1])
+name = n1.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name",
                      help="A name another scene already has gets a number, e.g. “… (2)”, so the scene pickers can "
                           "tell them apart.")
+targets = save_schemes(scheme, names)
+save_as = n2.selectbox("Save the label as", targets, index=targets.index(save_default(scheme, targets)),
+                       key="al_target_scheme",
+                       format_func=lambda n: n + (" (as drawn)" if n == scheme else f" (crosswalked from {scheme})"),
+                       help="The scene's label scheme. The active model predicts its own scheme: a label in another "
+                            "one cannot be scored or corrected against it (the alignment record keeps the drawn "
+                            "scheme).")
+split = n3.selectbox("Split", ["none", "train", "val", "test"], key="al_split",
+                     help="none: neither trained on nor scored until you move it (Home, Scenes). train: the next "
+                          "retrain learns from it. val / test: the yardstick.")
 
 
 def save_scene() -> None:
@@ -263,7 +287,8 @@ def save_scene() -> None:
     loo = A.holdout_rmse(src, dst, use_kind)[0] if use == "manual fit" and len(src) > A.MIN_POINTS[use_kind] else None
     try:
         sc = import_aligned_scene(ws, label_path.strip(), image_path.strip(), M, scheme=scheme, name=name, kind=use_kind,
-                                  method=method, rmse=rm, n_points=len(src), holdout_rmse=loo, label=label)
+                                  method=method, rmse=rm, n_points=len(src), holdout_rmse=loo, label=label,
+                                  target_scheme=None if save_as == scheme else save_as, split=split)
         ss.pop("al_dup", None)
         st.success(f"Saved scene '{sc.name}' ({sc.id}): the image with the aligned label; provenance in alignment.json.")
     except (ValueError, SegHZError) as e:

@@ -1159,8 +1159,9 @@ def cmd_align(a) -> int:
         print(f"wrote the before (plain resize) / after overlay to {a.overlay}")
     if a.import_scene:
         sc = import_aligned_scene(_workspace(a), a.label, a.image, T, scheme=a.scheme, name=a.import_scene, kind=a.kind,
-                                  method=method, rmse=rmse, n_points=n, holdout_rmse=loo, label=label)
-        print(f"imported scene '{sc.name}' ({sc.id}) with the aligned label")
+                                  method=method, rmse=rmse, n_points=n, holdout_rmse=loo, label=label,
+                                  target_scheme=a.target_scheme, split=a.split)
+        print(f"imported scene '{sc.name}' ({sc.id}, {sc.scheme}, split {sc.split}) with the aligned label")
     return 0
 
 
@@ -1489,6 +1490,10 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--out", help="write the aligned label (image grid, palette PNG) here")
     al.add_argument("--overlay", help="write a before/after overlay PNG here (local use; do not commit real data)")
     al.add_argument("--import-scene", metavar="NAME", help="import image + aligned label as a workspace scene")
+    al.add_argument("--target-scheme", help="with --import-scene: store the label crosswalked to this scheme (e.g. "
+                                            "hz7, the model's)")
+    al.add_argument("--split", default="none", choices=["train", "val", "test", "none"],
+                    help="with --import-scene: the scene's split (default none: neither trained on nor scored)")
     al.set_defaults(fn=cmd_align)
     _with_defaults(p)
     return p

@@ -469,7 +469,12 @@ def test_cli_align_points_out_overlay_import(tmp_path, capsys):
     assert read_index_mask(tmp_path / "a.png").shape == (240, 300)
     assert (tmp_path / "o.png").stat().st_size > 0
     sc = next(s for s in Workspace(ws).list_scenes() if s.name == "cli aligned")
-    assert "similarity" in sc.source
+    assert "similarity" in sc.source and sc.scheme == "hz20" and sc.split == "none"
+    rc = main(["--workspace", str(ws), "align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points",
+               str(pp), "--kind", "similarity", "--import-scene", "cli hz7", "--target-scheme", "hz7", "--split", "val"])
+    assert rc == 0 and "(cli-hz7, hz7, split val)" in capsys.readouterr().out
+    sc = next(s for s in Workspace(ws).list_scenes() if s.name == "cli hz7")
+    assert sc.scheme == "hz7" and sc.split == "val"
     # too few points: a clear error, exit code 2
     pp.write_text(json.dumps([[0, 0, 1, 1]]))
     rc = main(["align", "--label", str(lp), "--image", str(ip), "--scheme", "hz20", "--points", str(pp)])

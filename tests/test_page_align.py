@@ -354,3 +354,41 @@ def test_align_page_draws_labels_in_the_screen_palette(files, monkeypatch):
         cols = {tuple(c) for c in np.asarray(im.convert("RGB")).reshape(-1, 3).tolist()}
     assert cols <= set(map(tuple, study.colors)) | {(0, 0, 0)}, cols - set(map(tuple, study.colors))
     assert len(cols & {tuple(study.colors[i]) for i in present}) >= 6
+
+
+def test_align_page_saves_in_the_active_models_scheme_and_the_chosen_split(files):
+    """The review: an aligned hz20 label was saved as an hz20 scene in split none, and Labels then said "The model
+    predicts hz7 classes; the label is hz20". The label can be saved crosswalked to the model's scheme (the default
+    when one is active), into a chosen split."""
+    from seghz.classes import index_crosswalk
+    from seghz.data.io import read_label
+
+    lp, ip, pts, ws, M = files
+    f = ws.root / "checkpoints" / "m.safetensors"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(b"x")
+    ws.set_active_checkpoint(ws.register_checkpoint(f, {"scheme": "hz7"}, checkpoint_id="m", name="hz7 model"))
+    at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT).run()
+    assert at.selectbox(key="al_scheme").value == "hz7"  # the label scheme defaults to the model's, too
+    at.selectbox(key="al_scheme").set_value("hz20")  # drawn in hz20
+    at.text_input(key="al_label").set_value(str(lp))
+    at.text_input(key="al_image").set_value(str(ip))
+    at.run()
+    at.text_input(key="al_points_path").set_value(str(pts))
+    at.button(key="al_points_load").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    box = at.selectbox(key="al_target_scheme")
+    assert box.options[0] == "hz20 (as drawn)" and "hz7 (crosswalked from hz20)" in box.options
+    assert box.value == "hz7"  # the active model's scheme
+    at.selectbox(key="al_split").set_value("train")
+    at.text_input(key="al_name").set_value("for the model")
+    at.button(key="al_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sc = next(s for s in ws.list_scenes() if s.name == "for the model")
+    assert sc.scheme == "hz7" and sc.split == "train"
+    saved = read_label(ws.scene_path(sc, "label"), get_scheme("hz7"))
+    drawn = read_label(lp, get_scheme("hz20"))
+    cw = index_crosswalk("hz20", "hz7")
+    assert set(np.unique(saved)) - {255} <= set(np.unique(cw[drawn]))  # hz7 classes of the drawn hz20 ones
+    rec = json.loads((ws.scene_path(sc, "image").parent / "alignment.json").read_text())
+    assert rec["scheme"] == "hz20"  # the record keeps the scheme it was drawn in

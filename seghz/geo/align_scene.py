@@ -190,12 +190,14 @@ def distinct_scene_name(ws, name: str) -> str:
 
 def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: str | None = None, kind: str = "homography",
                          method: str = "manual", rmse: float | None = None, n_points: int = 0,
-                         holdout_rmse: float | None = None, label: np.ndarray | None = None, extra: dict | None = None):
+                         holdout_rmse: float | None = None, label: np.ndarray | None = None, extra: dict | None = None,
+                         target_scheme: str | None = None, split: str = "none"):
     """Warp the label into the image grid with ``M`` (3×3 or :class:`seghz.geo.align.LocalWarp`) and import image +
     warped label as a new scene (through :func:`seghz.data.scenes.import_scene`). Pixels outside the label become unlabelled. The scene's source
     line names the files, method and RMSE; ``alignment.json`` in the scene folder holds the full record. A name
     another scene already has gets a number (:func:`distinct_scene_name`); :func:`find_aligned_scene` tells whether
-    this alignment was saved before."""
+    this alignment was saved before. ``target_scheme``: the scene's labels crosswalked to it (e.g. hz20 -> hz7, the
+    model's scheme; the alignment record keeps the label's own ``scheme``); ``split``: where the scene goes."""
     from seghz.data.io import raster_info
     from seghz.data.scenes import import_scene
 
@@ -213,7 +215,7 @@ def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: st
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td) / "aligned_label.png"
         write_index_mask(tmp, warped, get_scheme(scheme))  # palette PNG: 255 -> black -> unlabelled on read
-        return import_scene(ws, image_path, tmp, scheme=scheme,
+        return import_scene(ws, image_path, tmp, scheme=scheme, target_scheme=target_scheme, split=split,
                             name=distinct_scene_name(ws, (name or "").strip() or f"{Path(image_path).stem} aligned"),
                             source=source, extra_files={"alignment.json": json.dumps(rec, indent=1).encode()})
 
