@@ -281,6 +281,9 @@ def test_home_scenes_panel_shows_effects_and_moves_only_under_a_name(ws):  # noq
     assert at.button(key="seghz_split_apply").disabled  # no analyst name yet
     assert "every split move records who made it" in t
     at.sidebar.text_input(key="seghz_analyst").input("Ann").run()
+    # a move the panel warns about (here: train left empty) needs a reason, recorded with it (the review applied a
+    # flagged leakage move with an empty "Why")
+    assert at.button(key="seghz_split_apply").disabled and "say why you make them anyway" in texts(at)
     at.text_input(key="seghz_split_reason").input("more val").run()
     at.button(key="seghz_split_apply").click().run()
     assert_ok(at)
@@ -300,6 +303,7 @@ def test_home_propose_says_what_it_chose_even_when_nothing_moves(ws):  # noqa: F
     assert_ok(at)
     assert "Proposed val:" in texts(at) and "class entropy" in texts(at)
     if [b for b in at.button if b.key == "seghz_split_apply"]:  # the proposal moves scenes: make it the split
+        at.text_input(key="seghz_split_reason").input("the study's split").run()
         at.button(key="seghz_split_apply").click().run()
         at.button(key="seghz_split_propose").click().run()
     assert_ok(at)

@@ -99,17 +99,23 @@ def scenes_panel(ws: Workspace) -> None:
         st.dataframe(pd.DataFrame([{"scene": sid, "from": frm, "to": to}
                                    for sid, (frm, to) in scene_splits.planned_moves(ws, wanted).items()]),
                      hide_index=True)
-        for e in scene_splits.move_effects(ws, wanted):
+        effects = scene_splits.move_effects(ws, wanted)
+        for e in effects:
             (st.warning if e.level == "warning" else st.info)(e.text)
+        warned = any(e.level == "warning" for e in effects)
         name = analyst_name()
         problem = analyst_problem(name)
-        reason = st.text_input("Why (recorded with the move)", key="seghz_split_reason",
+        reason = st.text_input("Why (recorded with the move)" + (" — required: see the warnings above" if warned else ""),
+                               key="seghz_split_reason",
                                placeholder="e.g. the study's validation split; scene re-labelled")
         if problem:
             st.caption(problem.replace("every label edit records who made it", "every split move records who made it"))
+        elif warned and not reason.strip():
+            st.caption("These moves have warnings above (leakage, an emptied split, running jobs): say why you make "
+                       "them anyway; the reason is recorded with the move.")
         c1, c2 = st.columns(2)
-        if c1.button(f"Apply {len(wanted)} move(s)", type="primary", disabled=problem is not None,
-                     key="seghz_split_apply"):
+        if c1.button(f"Apply {len(wanted)} move(s)", type="primary",
+                     disabled=problem is not None or (warned and not reason.strip()), key="seghz_split_apply"):
             moved = ws.move_scenes(wanted, analyst=name, reason=reason)
             ss[DONE_KEY] = (f"Moved {len(moved)} scene(s): "
                             + ", ".join(f"{m.scene_id} {m.from_split} → {m.to_split}" for m in moved)
