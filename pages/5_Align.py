@@ -30,6 +30,7 @@ from seghz.geo.align_scene import (
     load_pair,
     load_points,
 )
+from seghz.security import check_server_path
 from ui.common import canvas, page_header, scheme_legend_html, screen_scheme
 
 ws = page_header("Align", "Co-register a label map with imagery: control points or automatic matching, then save "
@@ -100,10 +101,12 @@ if not label_path.strip() or not image_path.strip():  # spaces only = not given 
     st.info("Give a label file and an image (local paths).")
     st.stop()
 try:
+    for _p, _what in ((label_path, "label file"), (image_path, "imagery file")):
+        check_server_path(_p.strip(), _what)  # SEGHZ_IMPORT_ROOTS, before anything is read
     label, image = load_pair(label_path.strip(), image_path.strip(), scheme)
 except SegHZError as e:
     msg = str(e)
-    fits = schemes_reading(label_path.strip())
+    fits = () if "SEGHZ_IMPORT_ROOTS" in msg else schemes_reading(label_path.strip())
     if fits and scheme not in fits:  # the label's values are not all classes of the chosen scheme; others fit
         fits = sorted(fits, key=lambda n: (n != expected, get_scheme(n).num_classes))
         msg += (f"\n\nThis label is not a {scheme} label: it reads as {' or '.join(fits)}. Choose "
@@ -173,7 +176,7 @@ pc1, pc2 = st.columns([5, 1])
 pts_path = pc1.text_input("Load control points (JSON: label_xy → image_xy)", key="al_points_path")
 if pc2.button("Load", key="al_points_load") and pts_path.strip():
     try:
-        src, dst, _ = load_points(pts_path.strip())
+        src, dst, _ = load_points(check_server_path(pts_path.strip(), "control-points file"))
         ss["al_points"] = pd.DataFrame(np.c_[src, dst], columns=COLS)
         ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
     except SegHZError as e:

@@ -83,3 +83,19 @@ def test_importing_the_same_file_again_offers_its_scene_instead_of_a_copy(ws, fa
     at.checkbox(key="map_import_dup").check().run()
     at.button(key="map_import_go").click().run()  # on purpose: a second copy
     assert len(ws.list_scenes()) == n + 1 and at.selectbox(key="map_scene").value != first
+
+
+def test_the_import_refuses_a_path_outside_the_allowed_roots(ws, fake_map, monkeypatch, tmp_path):  # noqa: F811
+    """Served to others, the import's path field read any file of the server and told by its error whether it
+    exists; with SEGHZ_IMPORT_ROOTS it refuses anything outside, before looking at it."""
+    from seghz.security import IMPORT_ROOTS_ENV
+
+    fake_map(None)
+    monkeypatch.setenv(IMPORT_ROOTS_ENV, str(tmp_path / "allowed"))
+    n = len(ws.list_scenes())
+    at = app().run()
+    at.text_input(key="map_import_path").input("/etc/passwd")
+    at.button(key="map_import_go").click().run()
+    err = "\n".join(str(e.value) for e in at.error)
+    assert "lies outside the folders this server may read" in err and "not a readable" not in err
+    assert len(ws.list_scenes()) == n

@@ -4,6 +4,7 @@ workspace path confinement, and API keys masked in URLs that reach errors and lo
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import tomllib
@@ -273,3 +274,30 @@ def test_no_key_like_literals_in_tracked_files():
             hits.append(f"{f}: {m.group(0)[:12]}...")
     assert hits == [], hits
 
+
+
+# ------------------------------------------------------------------------------------------------ path fields
+
+
+def test_import_roots_limit_the_apps_path_fields_without_telling_what_exists(tmp_path, monkeypatch):
+    from seghz.errors import BadInputError
+    from seghz.security import IMPORT_ROOTS_ENV, check_server_path
+
+    inside, outside = tmp_path / "data", tmp_path / "secret"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "passwd").write_text("x")
+    (inside / "a.png").write_text("x")
+    monkeypatch.delenv(IMPORT_ROOTS_ENV, raising=False)
+    assert check_server_path(outside / "passwd") == outside / "passwd"  # unset: no limit (a local app)
+    monkeypatch.setenv(IMPORT_ROOTS_ENV, f"{inside}{os.pathsep}{tmp_path / 'other'}")
+    assert check_server_path(inside / "a.png") == (inside / "a.png").resolve()
+    errors = []
+    for p in (outside / "passwd", outside / "missing", inside / ".." / "secret" / "passwd"):  # ".." counts too
+        with pytest.raises(BadInputError, match="lies outside the folders this server may read") as e:
+            check_server_path(p, "import path")
+        errors.append(str(e.value).split(": ", 1)[1])
+    assert len(set(errors)) == 1  # the same words whether the file exists or not
+    (inside / "link").symlink_to(outside / "passwd")  # a link inside that leads out
+    with pytest.raises(BadInputError):
+        check_server_path(inside / "link")

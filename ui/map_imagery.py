@@ -19,7 +19,7 @@ from seghz.data.scenes import import_imagery
 from seghz.errors import DuplicateImportError, SegHZError
 from seghz.geo.basemaps import fetch_bbox_default, fetch_sources
 from seghz.geo.fetch import FETCH_JOB_MAX_TILES, LARGE_FETCH_TILES, BaiduPlan, parse_bbox, plan_baidu, plan_xyz
-from seghz.security import redact_secrets
+from seghz.security import check_server_path, redact_secrets
 
 
 def import_panel(ws: Any) -> None:
@@ -48,7 +48,7 @@ def import_panel(ws: Any) -> None:
             shown = None  # how an uploaded file is named in messages (not by the temporary folder it passes through)
             try:
                 with st.spinner("Importing…"), tempfile.TemporaryDirectory() as tmp:
-                    src = (Path(imp_path.strip()).expanduser() if imp_path.strip()
+                    src = (check_server_path(imp_path.strip(), "import path") if imp_path.strip()
                            else Path(tmp) / Path(imp_file.name).name)
                     if not imp_path.strip():
                         src.write_bytes(imp_file.getvalue())
