@@ -13,7 +13,9 @@ Pure numpy (no Streamlit); the Evaluate page lays out what these functions retur
 * Thumbnails: :func:`cell_panels` / :func:`thumbnail` give image, label, prediction and the A→B pixels
   highlighted in :data:`HIGHLIGHT` (exactly those pixels; everything else is the image darkened).
 * Review list: :func:`add_to_review_list` appends windows to ``review/drilldown.json`` in the workspace
-  (written atomically, deduplicated); :func:`load_review_list` reads it back.
+  (written atomically, deduplicated; a diagonal cell, i.e. correct pixels, is refused); :func:`load_review_list` reads
+  it back. :func:`preselect_windows` picks the windows offered by default (those holding a meaningful share of the
+  cell's pixels), :func:`windows_to_send` keeps a selection to the windows shown.
 * Links: "Open on map" (:func:`map_jump`) keeps its checkpoint, TTA and A→B cell in the Map page's URL next to the
   region (``&ckpt=<checkpoint id>&tta=d4&err=3-5.hz7``): :func:`jump_to_query` / :func:`jump_from_query`, the
   latter refusing anything it cannot use with a :class:`JumpQueryError` naming the parameter.
@@ -167,6 +169,29 @@ def rank_windows(masks: dict[str, np.ndarray], window: int = WINDOW, limit: int 
     out = [w for sid, m in masks.items() for w in scene_windows(sid, m, window)]
     out.sort(key=lambda x: (-x.count, x.scene_id, x.bbox))
     return out if limit is None else out[:limit]
+
+
+PRESELECT_MAX = 6  # windows pre-selected for label review at most (the ones with thumbnails)
+PRESELECT_SHARE = 0.05  # ... each holding at least this share of the cell's A→B pixels in the scenes searched
+
+
+def preselect_windows(windows: Sequence[Window], total: int, max_n: int = PRESELECT_MAX,
+                      min_share: float = PRESELECT_SHARE) -> list[str]:
+    """Keys of the windows to pre-select for label review: of ``windows`` (ranked, most A→B pixels first), the top
+    ones, at most ``max_n``, that each hold at least ``min_share`` of ``total`` (the cell's A→B pixels in the scenes
+    searched); the top window alone when none does (the cell's pixels spread thin), none when there are no windows.
+    A window with a few dozen of a cell's thousands of pixels is not worth an analyst's review by default."""
+    ranked = sorted(windows, key=lambda x: (-x.count, x.scene_id, x.bbox))
+    floor = min_share * max(int(total), 0)
+    keep = [w.key() for w in ranked[: max(0, int(max_n))] if w.count > 0 and w.count >= floor]
+    return keep or [w.key() for w in ranked[:1] if w.count > 0 and max_n > 0]
+
+
+def windows_to_send(shown: Sequence[Window], chosen: Sequence[str] | None) -> list[Window]:
+    """The windows of ``shown`` (the drill-down's windows of the cell on screen) whose keys are in ``chosen``, in
+    rank order; a key that is not a window shown (of another cell or window size) is left out."""
+    want = set(chosen or ())
+    return [w for w in shown if w.key() in want]
 
 
 def scenes_with_cell(result: dict, a: int, b: int) -> list[tuple[str, int]]:
@@ -323,8 +348,13 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
     An entry is the window's scene, bbox, A→B count, the classes and scheme, checkpoint, the evaluation's TTA,
     analyst and time.
     Already-listed (scene, bbox, true, predicted, scheme) entries are kept once. Written atomically under a lock.
+    Raises ValueError for a diagonal cell (``true_class == pred_class``): correctly predicted pixels are no error to
+    review.
     """
     from seghz.store import now_iso
+
+    if true_class == pred_class:
+        raise ValueError(f"{true_class} predicted as {pred_class} is a correct prediction, not an error to review")
 
     p = review_list_path(ws)
     with _locked(p):
@@ -377,6 +407,8 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 __all__ = [
     "HIGHLIGHT",
     "JUMP_QUERY_KEYS",
+    "PRESELECT_MAX",
+    "PRESELECT_SHARE",
     "WINDOW",
     "JumpQueryError",
     "Window",
@@ -398,6 +430,7 @@ __all__ = [
     "map_location",
     "pending_reviews",
     "pick_cell",
+    "preselect_windows",
     "rank_windows",
     "review_jump",
     "review_list_path",
@@ -409,6 +442,7 @@ __all__ = [
     "thumbnail",
     "view_lut",
     "window_counts",
+    "windows_to_send",
 ]
 
 

@@ -2,7 +2,8 @@
 labelled val scene and one train scene, a tiny active hz7 checkpoint ``tiny-test``; no worker process is started).
 
 1. The drill-down's "Windows to send to label review" showed the previous cell's windows (or none after another
-   split): the selection now starts at the current cell's top windows whenever the cell or its windows change.
+   split): the selection now starts at the current cell's pre-selected windows whenever the cell or its windows
+   change.
 2. Tables showed a score truncated ("96.1%") where the metric tiles round it ("96.2 %"): both go through
    :func:`seghz.report.fmt_pct`.
 3. A line pointing at a job shown under Compare checkpoints stayed (greyed) after the job ended while another job
@@ -45,6 +46,14 @@ def _window_keys(at) -> list[str]:
     return out
 
 
+def _preselected(at) -> list[str]:
+    """The windows the send selection starts at (``seghz.drilldown.preselect_windows``): the top ones, at most 6, that
+    each hold 5 % of the cell's pixels in the scenes searched (all the windows listed here), else the top one."""
+    (table,) = [d.value for d in at.dataframe if "rank" in d.value.columns]
+    keys, counts = _window_keys(at), [int(v) for v in table.iloc[:, -1]]
+    return [k for k, c in zip(keys[:6], counts[:6]) if c >= 0.05 * sum(counts)] or keys[:1]
+
+
 def _pick_cell(at, a: str, b: str) -> None:
     at.selectbox(key="eval_dd_true").set_value(a)
     at.selectbox(key="eval_dd_pred").set_value(b).run()
@@ -64,8 +73,8 @@ def _add_val_scene(ws, tmp_path, size: int = 512) -> None:  # noqa: F811
 
 
 def test_send_selection_follows_the_drilldown_cell(ws, tmp_path):  # noqa: F811
-    """Cell A, then cell B: the selection is B's top windows (it stayed A's); the analyst's own pick stays across
-    unrelated reruns; Send sends the windows of the cell shown."""
+    """Cell A, then cell B: the selection is B's pre-selected windows (it stayed A's); the analyst's own pick stays
+    across unrelated reruns; Send sends the windows of the cell shown."""
     _add_val_scene(ws, tmp_path)
     at = app(PAGE).run()
     at.button(key="eval_run").click().run()
@@ -78,8 +87,7 @@ def test_send_selection_follows_the_drilldown_cell(ws, tmp_path):  # noqa: F811
     tops = {}
     for i, j in cells[:10]:  # the top windows of the largest confusions, to find two cells that differ
         _pick_cell(at, names[i], names[j])
-        keys = _window_keys(at)
-        tops[(names[i], names[j])] = keys[:6]
+        tops[(names[i], names[j])] = _preselected(at)
     multi = [c for c, k in tops.items() if len(k) >= 2]
     assert multi, tops
     first = multi[0]
@@ -115,13 +123,13 @@ def test_send_selection_after_another_split_is_that_splits_windows(ws):  # noqa:
     at.button(key="eval_run").click().run()
     assert_ok(at)
     val_keys = _window_keys(at)
-    assert at.multiselect(key="eval_dd_send_sel").value == val_keys[:6]
+    assert at.multiselect(key="eval_dd_send_sel").value == _preselected(at) == val_keys[:1]
     at.radio(key="eval_split").set_value("train").run()
     at.button(key="eval_run").click().run()
     assert_ok(at)
     train_keys = _window_keys(at)
     assert train_keys and train_keys != val_keys
-    assert at.multiselect(key="eval_dd_send_sel").value == train_keys[:6]  # it was empty
+    assert at.multiselect(key="eval_dd_send_sel").value == _preselected(at) == train_keys[:1]  # it was empty
     assert not at.button(key="eval_dd_send").disabled
 
 

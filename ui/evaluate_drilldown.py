@@ -5,6 +5,13 @@ split, TTA, view, labels) moves the page's own pick, or a cell without pixels th
 analyst's pick that still has pixels stays (``seghz.drilldown.pick_cell``). The scenes with the most A→B pixels are
 predicted (cached in memory), their windows ranked by A→B pixels, the top ones shown as thumbnails with a button that
 opens the window on the Map page, and the windows picked can be sent to label review (listed on the Labels page).
+
+The widgets keep their values in the browser across runs that do not draw them (``persist_state``): the page stops
+before the drill-down while a TTA, split or checkpoint has no cached result, and the browser then drops their state;
+drawn again without it, they showed their defaults (both pickers at the first class, e.g. Water → Water, no window
+chosen) while the page showed the cell and windows it kept, and the next click sent the defaults back. Send acts on
+the cell and windows drawn with the button (its callback's arguments), and refuses, saying why, when the click came
+with other picker values or no window of that cell chosen. A diagonal cell (A → A: correct pixels) offers no send.
 """
 from __future__ import annotations
 
@@ -21,6 +28,50 @@ from ui.common import analyst_name, predictor_for, screen_scheme
 from ui.evaluate_jobs import Selection
 from ui.evaluate_scores import View
 
+SEND_FLASH = "eval_dd_send_flash"  # what the last click on Send did, shown once by the next run
+KEEP = "page"  # persist_state of the drill-down's widgets: kept while the analyst stays on the page
+
+
+def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tta: str, scene_names: dict) -> None:
+    """Send's callback: add the chosen windows of the cell drawn with the button (``shown``, ``a_name`` → ``b_name``
+    in scheme ``view``) to the review list. Runs before the page's next run, with the values the browser sent with
+    the click: a cell in the pickers other than the one drawn, no chosen window of that cell, no analyst name or a
+    diagonal cell send nothing, and the message says why."""
+    ss = st.session_state
+    cell = f"{a_name} → {b_name}"
+    picked_now = (ss.get("eval_dd_true"), ss.get("eval_dd_pred"))
+    picked = drilldown.windows_to_send(shown, ss.get("eval_dd_send_sel"))
+    sender = analyst_name()
+    why = None
+    if a_name == b_name:
+        why = f"{cell} pixels are correct predictions, not errors to review"
+    elif picked_now != (a_name, b_name):
+        why = (f"the drill-down showed the windows of {cell}, but the class pickers said {picked_now[0]} → "
+               f"{picked_now[1]} when Send was clicked; check the windows shown and send again")
+    elif not picked:
+        why = f"no window is chosen under “Windows to send to label review” ({cell})"
+    elif not sender:
+        why = "enter your analyst name in the sidebar: the Labels page shows who sent the windows"
+    if why is not None:
+        ss[SEND_FLASH] = ("warning", f"Nothing was sent: {why}.")
+        return
+    try:
+        n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
+                                         checkpoint_id=cid, analyst=sender, tta=tta)
+    except (ValueError, OSError) as e:
+        ss[SEND_FLASH] = ("error", f"Could not add the windows to the label review: {e}")
+        return
+    sent_names = ", ".join(dict.fromkeys(scene_names.get(w.scene_id, w.scene_id) for w in picked))
+    ss["eval_dd_sent_scene"] = picked[0].scene_id
+    ss[SEND_FLASH] = ("success", (f"Added {n} window(s) of {cell} to the label review ({len(picked) - n} already "
+                                  f"there). On the Labels page they are listed under “Sent from Evaluate for review” "
+                                  f"for {sent_names}."))
+
+
+def _show(flash) -> None:
+    if flash:
+        getattr(st, flash[0])(flash[1])
+
 
 def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_version: str, labelled: list) -> bool:
     """The drill-down of the cell clicked in the confusion matrix (``event``) or picked; False when it stopped early
@@ -29,6 +80,7 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
     view, vres, vscheme, names = v.view, v.vres, v.vscheme, v.names
     ss = st.session_state
     st.subheader("Drill-down: where does label A become prediction B?")
+    flash = ss.pop(SEND_FLASH, None)  # shown by the send button, or where the section stops before it
     clicked = drilldown.cell_from_selection(event, len(names))
     if clicked is not None and (*clicked, view) != st.session_state.get("eval_dd_click"):
         st.session_state["eval_dd_click"] = (*clicked, view)
@@ -45,16 +97,17 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
     st.session_state["eval_dd_auto"] = (a_name, b_name) if dd_auto else None
     st.session_state["eval_dd_sig"] = dd_sig
     d1, d2, d3, d4 = st.columns([2, 2, 1, 1])
-    a_name = d1.selectbox("True class (A)", names, key="eval_dd_true")
-    b_name = d2.selectbox("Predicted class (B)", names, key="eval_dd_pred")
-    win = d3.selectbox("Window (px)", [128, 256, 512], index=1, key="eval_dd_window")
-    max_scenes = d4.number_input("Scenes", 1, 50, 5, key="eval_dd_scenes",
+    a_name = d1.selectbox("True class (A)", names, key="eval_dd_true", persist_state=KEEP)
+    b_name = d2.selectbox("Predicted class (B)", names, key="eval_dd_pred", persist_state=KEEP)
+    win = d3.selectbox("Window (px)", [128, 256, 512], index=1, key="eval_dd_window", persist_state=KEEP)
+    max_scenes = d4.number_input("Scenes", 1, 50, 5, key="eval_dd_scenes", persist_state=KEEP,
                                  help="Scenes to search, most A→B pixels first.")
     a, b = names.index(a_name), names.index(b_name)
     hits = drilldown.scenes_with_cell(vres, a, b)
     st.caption(f"{int(cmv[a, b]):,} px labelled **{a_name}** are predicted **{b_name}**, in {len(hits)} scene(s).")
     if not hits:
         st.info("No pixels in this cell.")
+        _show(flash)
         return False
 
     lut = drilldown.view_lut(ck.scheme, view) if v.native_ok and view != ck.scheme else None
@@ -71,6 +124,7 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
                 data[sid] = (pred, lbl)
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
         st.error(f"Drill-down failed: {e}")
+        _show(flash)
         return False
     masks = {sid: drilldown.cell_mask(p_, l_, a, b, lut) for sid, (p_, l_) in data.items()}
     windows = drilldown.rank_windows(masks, int(win), limit=50)
@@ -98,26 +152,33 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
                                                               tta=tta, cell=(a_name, b_name, view))
             st.switch_page("pages/1_Map.py")
 
+    if a == b:  # correct pixels: nothing to review
+        st.caption(f"Pixels labelled **{a_name}** and predicted **{b_name}** are correct, so there is nothing to send "
+                   "for label review: pick a predicted class other than the true class to see an error.")
+        _show(flash)
+        return True
     keys = [w.key() for w in windows]
     send_label = {w.key(): f"#{i + 1} · {by_scene[w.scene_id].name} · rows {w.bbox[0]}–{w.bbox[2] - 1}, cols "
                            f"{w.bbox[1]}–{w.bbox[3] - 1} · {w.count:,} px" for i, w in enumerate(windows)}
-    # The selection starts at this cell's top windows (those with thumbnails) and starts there again whenever the cell
-    # or its windows change (another cell, split, checkpoint, TTA, view, window size, labels): the widget's key alone
-    # would keep the previous cell's picks, or none when they are not windows of this cell.
+    # The selection starts at this cell's windows that matter (seghz.drilldown.preselect_windows) and starts there
+    # again whenever the cell or its windows change (another cell, split, checkpoint, TTA, view, window size, labels):
+    # the widget's key alone would keep the previous cell's picks, or none when they are not windows of this cell.
     send_sig = (cid, split, tta, view, a_name, b_name, tuple((w.key(), w.count) for w in windows))
     if ss.get("eval_dd_send_sig") != send_sig or "eval_dd_send_sel" not in ss:
-        ss["eval_dd_send_sel"], ss["eval_dd_send_sig"] = keys[:n_thumbs], send_sig
-    chosen = st.multiselect("Windows to send to label review", keys, key="eval_dd_send_sel",
-                            format_func=lambda k: send_label.get(k, k))
+        cell_px = int(sum(int(m.sum()) for m in masks.values()))  # the cell's pixels in the scenes searched
+        ss["eval_dd_send_sel"], ss["eval_dd_send_sig"] = drilldown.preselect_windows(windows, cell_px), send_sig
+    chosen = st.multiselect(
+        "Windows to send to label review", keys, key="eval_dd_send_sel", persist_state=KEEP,
+        format_func=lambda k: send_label.get(k, k),
+        help=f"Pre-selected: the top windows (at most {drilldown.PRESELECT_MAX}) that each hold at least "
+             f"{100 * drilldown.PRESELECT_SHARE:.0f} % of this cell's {a_name}→{b_name} pixels in the scenes searched "
+             "(the top window alone when none does); add any other window of the list.")
     sender = analyst_name()
-    if st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender):
-        picked = [w for w in windows if w.key() in chosen]
-        n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
-                                         checkpoint_id=cid, analyst=sender, tta=tta)
-        sent_names = ", ".join(dict.fromkeys(by_scene[w.scene_id].name for w in picked))
-        st.session_state["eval_dd_sent_scene"] = picked[0].scene_id
-        st.success(f"Added {n} window(s) to the label review ({len(picked) - n} already there). On the Labels page they "
-                   f"are listed under “Sent from Evaluate for review” for {sent_names}.")
+    st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender, on_click=_on_send,
+              args=(ws, tuple(windows), a_name, b_name, view, cid, tta,
+                    {sid: s.name for sid, s in by_scene.items() if sid in data}),
+              help=f"Adds the windows chosen above, of {a_name} → {b_name}, to the review list of the Labels page.")
+    _show(flash)
     if st.session_state.get("eval_dd_sent_scene") in by_scene and st.button("Open the Labels page on the sent windows",
                                                                              key="eval_dd_open_labels"):
         st.session_state["lbl_open_scene"] = st.session_state.pop("eval_dd_sent_scene")

@@ -5,6 +5,11 @@ the class frequencies with their bias warning.
 A result is shown in the checkpoint's own scheme or in a coarser one (:class:`View`: the confusion matrix collapsed
 through the crosswalk, ``seghz.drilldown``); the calibration stays on the checkpoint's own classes. Score columns of
 every table of the page are shown as the metric tiles show them (:func:`pct`).
+
+The widgets keep their values in the browser across runs that do not draw them (``persist_state``, :data:`KEEP`): the
+page stops before them while a TTA, split or checkpoint has no cached result, and the browser drops their state; drawn
+again, they showed their defaults while the page drew the values it kept (e.g. the scheme view), and the next click
+sent the defaults back.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from seghz.metrics import calibration_report, coverage_at
 from ui.common import scheme_legend_html, screen_scheme
 
 NA = "–"  # what a table shows for a value that is not available (Streamlit shows "None" unless told)
+KEEP = "page"  # persist_state of the section's widgets: kept while the analyst stays on the page
 
 
 def pct(table: pd.DataFrame | Styler, *columns: str) -> Styler:
@@ -57,7 +63,7 @@ def scheme_view(ck, result: dict) -> View:
     except KeyError:
         scheme, native_ok = None, False
     views = drilldown.scheme_views(ck.scheme) if native_ok else [ck.scheme]
-    view = st.selectbox("Class scheme view", views, key="eval_view", disabled=len(views) < 2,
+    view = st.selectbox("Class scheme view", views, key="eval_view", disabled=len(views) < 2, persist_state=KEEP,
                         help="Coarser schemes collapse the confusion matrix through the crosswalk (e.g. hz20 → hz14 → "
                              "hz11 → hz7).")
     if view not in views:
@@ -84,7 +90,7 @@ def scheme_view(ck, result: dict) -> View:
 def confusion_matrix(v: View) -> Any:
     """The confusion matrix (counts, recall or precision), its cells selectable; returns the chart's selection event."""
     mode = st.radio("Confusion matrix", list(report.CONFUSION_MODES), horizontal=True, key="eval_cm_mode",
-                    format_func=report.CONFUSION_MODE_LABELS.get)
+                    persist_state=KEEP, format_func=report.CONFUSION_MODE_LABELS.get)
     cm_fig = report.confusion_figure(v.vres, mode, v.colors, clickable=True)  # clickable: cells are selectable points
     event = st.plotly_chart(cm_fig, key="eval_cm", on_select="rerun", selection_mode="points")
     st.caption("Click a cell to drill down into it (or choose the cell below).")
@@ -126,9 +132,10 @@ def calibration(ck, result: dict, v: View) -> None:
         st.caption(f"Calibration is over the checkpoint's own classes (**{ck.scheme}**), not the collapsed view.")
     r1, r2 = st.columns(2)
     cal_cls = r1.selectbox("Reliability of", ["__all__", *[n for n in native if cal["per_class"][n]["pixels"] > 0]],
-                           key="eval_cal_class",
+                           key="eval_cal_class", persist_state=KEEP,
                            format_func=lambda c: "all pixels" if c == "__all__" else f"pixels predicted {c}")
     abstain_pct = r2.slider("Abstain below confidence", 0, 90, 0, 10, key="eval_abstain", format="%d%%",
+                            persist_state=KEEP,
                             help="What you keep if you leave the pixels below this confidence for review (on the "
                                  "Map page, the low-confidence layer marks those below 90 %).")
     abstain = abstain_pct / 100
@@ -155,11 +162,11 @@ def class_frequencies(v: View, labelled: list, split: str) -> None:
     per_scene = report.per_scene_table(vres, {s.id: s.name for s in labelled})
     scene_names = dict(zip(per_scene["scene"], per_scene["name"]))
     f1, f2 = st.columns([3, 2])
-    scope = f1.selectbox("Scope", ["__split__", *scene_names], key="eval_freq_scope",
+    scope = f1.selectbox("Scope", ["__split__", *scene_names], key="eval_freq_scope", persist_state=KEEP,
                          format_func=lambda s: f"whole {split} split" if s == "__split__"
                          else f"scene {scene_names.get(s, s)}")
     thr = f2.slider("Bias threshold (percentage points)", 0.5, 20.0, 100 * report.BIAS_THRESHOLD, 0.5,
-                    key="eval_bias_thr")
+                    key="eval_bias_thr", persist_state=KEEP)
     freq = report.frequency_table(vres, thr / 100, scene=None if scope == "__split__" else scope)
     if scope == "__split__":
         st.plotly_chart(report.frequency_figure(vres, colors), key="eval_freq")
