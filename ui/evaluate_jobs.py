@@ -26,7 +26,8 @@ from seghz.infer.engine import tta_views
 from seghz.jobs import runner
 from seghz.jobs.kinds import evaluation_jobs, evaluation_key, submit_evaluation_job
 
-BACKGROUND_PX_VIEWS = 4_000_000  # labelled pixels × TTA views above which the background run is the suggested one
+BACKGROUND_PX_VIEWS = 1_000_000  # labelled pixels × TTA views above which the background run is the suggested one
+# (1.15 Mpx without TTA blocked the page for 32 s on a 2-core CPU, the review)
 JOB_ENDED = ("failed", "died", "cancelled")
 PANEL_NAMES = {"compare": "Compare checkpoints", "tta": "TTA report"}
 
@@ -204,7 +205,8 @@ def job_controls(sel: Selection, labelled: list, result: dict | None, running: l
     force = b3.checkbox("Recompute even if a cached result exists", key="eval_force", disabled=result is None)
     run = b1.button("Run evaluation", type="secondary" if heavy else "primary", key="eval_run",
                     disabled=not labelled or bool(running),  # it would compute what the background job computes
-                    help="Runs in this page: quick, but leaving the page before it ends discards the run." + busy_help)
+                    help="Runs in this page, which waits until it ends; leaving the page before then discards the run."
+                    + busy_help)
     b2.button("Run in the background", type="primary" if heavy else "secondary", key="eval_bg", on_click=on_background,
               args=(sel.ws, cid, split, tta), disabled=not labelled or bool(running) or (result is not None and not force),
               help="Runs as a job in a worker process: it goes on when you leave the page (progress and Cancel below), "
@@ -218,8 +220,9 @@ def job_controls(sel: Selection, labelled: list, result: dict | None, running: l
                        f"view{'s' if n_views > 1 else ''}{time_estimate(sel.ws, px_views)}), and an inline run is lost "
                        "if you leave the page before it ends.")
         else:
-            st.caption(f"{mpx:.2f} Mpx to score without TTA: **Run evaluation** is quick here; **Run in the background** "
-                       "keeps going if you leave the page.")
+            st.caption(f"{mpx:.2f} Mpx to score without TTA{time_estimate(sel.ws, px_views)}: **Run evaluation** runs "
+                       "in this page (it waits until the run ends); **Run in the background** keeps going if you leave "
+                       "the page.")
     if not labelled:
         st.info(f"The **{split}** split has no labelled scenes; move scenes into it (CLI) or pick another split.")
     show_flash("eval_bg_flash")
