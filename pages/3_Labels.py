@@ -18,6 +18,15 @@ Windows sent from Evaluate for review are counted per scene at the top, whicheve
 refit started here shows its validation scores before/after on the same labels (a refit also its accuracy on the
 existing labels) and the regression gate's verdict; it is promoted on the Train page.
 
+Scene picker: it shows the scene the analyst picked (or opened) and nothing else. Its option texts never change
+within a session (a draft is listed under it, not marked in it): Streamlit sends a select widget's value as the text of
+its option, and a text that changed under the browser reset the picker to the first scene the run after (edits then
+landed on a scene nobody looked at); a text that still changes (a scene's split) is caught by the picker's callback
+(``ui.labels.restore_stale_choice``), as is the class picker's (another scene's scheme). "Save as new label version"
+and "Save and confirm the rest of this window" write nothing when the picker, the scene shown, the strokes on the canvas
+or the window shown are not those the button was for (a stale button clicked during a rerun). The Reason box belongs to
+one scene and one save: a new, empty box after every save and every scene switch (``ui.labels.reason_key``).
+
 Drafts (``ui.label_drafts`` on ``seghz.drafts``): whenever the unsaved edit of a scene changes (strokes on the canvas
 included), it is also written to ``<workspace>/drafts/<analyst or anon>/<scene>.npz``, so a reload (F5), a new tab or a
 server restart loses nothing: a scene with a draft that is not this tab's own shows a banner to restore or discard it.
@@ -173,9 +182,14 @@ def on_rebase(scene_id: str) -> None:
     flash("info", f"Re-applied your {int(sel.sum())} edited pixel(s) onto label version {latest}. Check them, then save again.")
 
 
-def start_save(scene_id: str) -> tuple[str, dict, np.ndarray] | None:
-    """The analyst, the scene's edit (canvas strokes applied) and the pixels it sets; None without an analyst name
-    (the message is shown)."""
+def start_save(scene_id: str, window: tuple[int, int, int, int] | None = None) -> tuple[str, dict, np.ndarray] | None:
+    """The analyst, the scene's edit (canvas strokes applied) and the pixels it sets; None without an analyst name, or
+    when the button was for another scene or window than the one shown (``ui.labels.action_problem``; the message is
+    shown)."""
+    problem = lui.action_problem(ws, scene_id, window)
+    if problem:
+        flash("error", f"Not saved: {problem}")
+        return None
     name = current_analyst("edit")
     if name is None:
         return None
@@ -196,7 +210,7 @@ def on_save(scene_id: str, checkpoint_id: str | None) -> None:
     try:
         v = ws.save_label_edit(scene_id, edit["base_version"], name, "+".join(sorted(edit.get("tools") or {"brush"})),
                                pixels=px, values=edit["mask"],
-                               checkpoint_id=checkpoint_id, reason=(ss.get("lbl_reason") or "").strip() or None, merge=True)
+                               checkpoint_id=checkpoint_id, reason=lui.take_reason(scene_id), merge=True)
     except ConflictError as e:
         ss["lbl_conflict"] = {"scene_id": scene_id, "message": str(e)}
         flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}. Your edit "
@@ -208,7 +222,7 @@ def on_save(scene_id: str, checkpoint_id: str | None) -> None:
     merged = latest_before != edit["base_version"]
     reset_edit(scene_id)
     ss.pop("lbl_conflict", None)
-    ss["lbl_reason"] = ""
+    lui.clear_reason()  # used: the next save starts with an empty Reason
     flash("success", f"Saved label version {v} of '{scene_id}' as {name}"
           + (f" (merged on top of version {latest_before}, saved meanwhile; your pixels did not overlap)." if merged else "."))
 
@@ -217,7 +231,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
     """Save the edit in progress together with a confirmation of every other labelled pixel of the window shown that
     no one has corrected or confirmed yet: "I reviewed this window". Whole reviewed windows are what makes the
     label-noise matrix of the Train page honest (reviewing only the wrong labels over-states the noise)."""
-    started = start_save(scene_id)
+    started = start_save(scene_id, window)
     if started is None:
         return
     name, edit, px = started
@@ -229,7 +243,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
         v = ws.save_label_edit(scene_id, edit["base_version"], name, "confirm-window",
                                pixels=px if px.any() else None, values=edit["mask"] if px.any() else None,
                                confirm=conf, checkpoint_id=checkpoint_id,
-                               reason=(ss.get("lbl_reason") or "").strip() or None, merge=True)
+                               reason=lui.take_reason(scene_id), merge=True)
     except ConflictError as e:
         flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}.")
         return
@@ -237,7 +251,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
         flash("error", f"Not saved: {e}")
         return
     reset_edit(scene_id)
-    ss["lbl_reason"] = ""
+    lui.clear_reason()
     flash("success", f"Saved label version {v} of '{scene_id}' as {name}: {int(px.sum()):,} pixels corrected, "
                      f"{int(conf.sum()):,} confirmed in the {window[3]}×{window[2]} px window.")
 
@@ -289,15 +303,24 @@ def leave_scene(prev: str | None, new: str | None) -> None:
     left is kept (in this session and as a draft on the server) — which the page says, instead of nothing."""
     commit_pending()
     dui.note_left_edit(ws, prev, new)
+    if prev != new:
+        lui.clear_reason()  # a reason typed for the scene left is not carried over to the next one
 
 
 def on_scene_change() -> None:
-    leave_scene(ss.get("lbl_shown_scene"), ss.get("lbl_scene"))
+    if lui.restore_stale_choice(lui.SCENE_KEY):
+        return  # the browser sent back the text an option had before: not a scene switch, the picker stays
+    leave_scene(ss.get(lui.SHOWN_SCENE_KEY), ss.get("lbl_scene"))
+
+
+def on_class_change() -> None:
+    lui.restore_stale_choice("lbl_class")  # another scene's scheme names the classes otherwise: not a class change
+    commit_pending()
 
 
 def on_goto_scene(scene_id: str) -> None:
     """Show another scene (strokes on the canvas are applied to their own scene's edit first, as a scene switch does)."""
-    prev = ss.get("lbl_shown_scene") or ss.get("lbl_scene")
+    prev = ss.get(lui.SHOWN_SCENE_KEY) or ss.get("lbl_scene")
     ss["lbl_scene"] = scene_id
     leave_scene(prev, scene_id)
 
@@ -355,7 +378,7 @@ def on_queue_action(scene_id: str, key: str, action: str, class_index: int | Non
         flash("warning", "That queue item is gone (the queue was rebuilt); nothing saved.", "queue")
         return
     if action == "relabel" and class_index is None:
-        class_index = ss.get(f"lbl_q_cls_{lui.item_suffix(it)}")
+        class_index = ss.get(lui.relabel_key(scene_id, it))
     parts = rq.accept_breakdown(q, it, get_scheme(ws.get_scene(scene_id).scheme).names) if action == "accept" else []
     try:
         v = rq.apply_action(ws, q, it, action, name, class_index=class_index)
@@ -435,13 +458,18 @@ lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: 
 open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this scene on the Labels page"
 if open_request in by_id and open_request != ss.get("lbl_scene"):
     on_goto_scene(open_request)  # strokes left on the canvas are applied to their own scene's edit, not lost
-drafted = dui.scenes_with_drafts(ws)
+# option texts that never change with what happens on the page (no draft marker: module docstring)
 sid = st.selectbox(
-    "Scene", list(by_id), key="lbl_scene", on_change=on_scene_change,
+    "Scene", list(by_id), key=lui.SCENE_KEY, on_change=on_scene_change,
     format_func=lambda i: f"{by_id[i].name} — {by_id[i].split}, {by_id[i].width}×{by_id[i].height} px"
-    + (", synthetic" if by_id[i].synthetic else "") + (" · unsaved draft" if i in drafted else ""),
+    + (", synthetic" if by_id[i].synthetic else ""),
 )
-ss["lbl_shown_scene"] = sid
+lui.remember_choice(lui.SCENE_KEY, sid, by_id)
+ss[lui.SHOWN_SCENE_KEY] = sid
+drafted = dui.scenes_with_drafts(ws)
+if drafted & set(by_id):
+    st.caption("Unsaved drafts on the server: " + ", ".join(
+        f"{by_id[i].name}" + (" (shown)" if i == sid else "") for i in by_id if i in drafted) + ".")
 dui.show_left_edit(ws, sid, on_goto_scene)
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
@@ -592,10 +620,11 @@ st.subheader("Paint a correction")
 options = list(range(scheme.num_classes)) + [IGNORE]
 b1, b2, b3 = st.columns([2, 1, 1])
 class_index = b1.selectbox(
-    "Class to paint", options, key="lbl_class", on_change=commit_pending,
+    "Class to paint", options, key="lbl_class", on_change=on_class_change,
     format_func=lambda i: "ignore / unlabelled (255)" if i == IGNORE else f"{i}: {scheme.names[i]}",
     help="Strokes already on the canvas keep the class they were painted with when you switch.",
 )
+lui.remember_choice("lbl_class", class_index, options)
 tool = b2.radio("Tool", list(TOOL_NAMES), key="lbl_tool", format_func=TOOL_NAMES.get, on_change=commit_pending,
                 help=TOOL_HELP)
 stroke = b3.slider("Brush width (canvas px)", 1, 80, 16, key="lbl_width",
@@ -667,7 +696,9 @@ st.caption(f"Canvas {cw}×{ch} px for a {ww}×{wh} px window (scale {scale:.2f})
            "painted with the class they already have are saved as confirmed. "
            "Keys: Shift+A apply · Shift+S save · Shift+Z undo · Shift+Y redo.")
 
-st.text_input("Reason (optional)", key="lbl_reason", placeholder="e.g. roof mislabelled as road")
+st.text_input("Reason (optional)", key=lui.reason_key(sid), placeholder="e.g. roof mislabelled as road",
+              help="Recorded with your next save of this scene only: the box is emptied after each save and when you "
+                   "switch scenes.")
 # a row that wraps, each button as wide as its label (five equal columns cut "Save as new l…" at 1400 px)
 actions = st.container(horizontal=True, key="lbl_edit_actions")
 actions.button("Apply strokes", key="lbl_apply", on_click=on_apply, shortcut="Shift+A")

@@ -46,7 +46,8 @@ def session_analyst() -> str:
 
 def scenes_with_drafts(ws: Any) -> set[str]:
     """The scenes holding a draft this analyst would see (theirs, or made without a name; every draft while no name is
-    entered): the scene picker marks them, so a draft left on another scene is not forgotten."""
+    entered): listed under the scene picker, so a draft left on another scene is not forgotten (never in the picker's
+    option texts: a text that changes under the browser resets the picker, see ``ui.labels``)."""
     name = session_analyst()
     found, _ = dft.list_drafts(ws.root, None, None if not name else [name, ""])
     return {d.scene_id for d in found}

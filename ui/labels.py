@@ -18,6 +18,20 @@ pixel status and image windows are read through caches here (saved versions neve
 Messages: :func:`flash` keeps a message of an area of the page for :data:`FLASH_RUNS` runs, shown where the page calls
 :func:`show_flash` for that area.
 
+Pickers whose option texts can change (:func:`remember_choice`, :func:`restore_stale_choice`). A Streamlit select
+widget travels as the *text* of its option: the browser sends back the text it shows, not the option. It keeps sending
+the text the option had when it was chosen (or last set by the page) until the widget's value changes, so once that
+text is no longer among the options (the scene picker marked a scene " · unsaved draft" when a draft was written, a
+scene's split changed, the class names differ in another scene's scheme), Streamlit 1.67 hands the widget's callback
+the stale text itself and then resets the widget to its first option, silently (``resolve_value_against_options`` in
+``streamlit/elements/lib/options_selector_utils.py``; the widget's id is not what changes: a keyed selectbox's id
+depends on its key only). So the pickers' option texts are kept stable, and the callbacks of the pickers whose texts can
+still change put back the choice shown when they receive a value that is not an option.
+
+The Reason of a save (:func:`reason_key`) is bound to its scene and to a generation that every successful save and
+every scene switch advances (:func:`clear_reason`): a new text box, so a reason is never carried over to another save,
+even when the browser sends back the text it had before the save (a rerun that overtook the one that cleared it).
+
 Noise queue: the card of a queue item (what each verdict writes, *Accept*'s breakdown per class) and the queue's
 caption and out-of-date warnings (``seghz.review.queue`` computes them).
 """
@@ -33,13 +47,17 @@ import streamlit as st
 from seghz import drilldown
 from seghz import labels_edit as le
 from seghz.data.io import read_image
+from seghz.errors import SegHZError
 from seghz.review import queue as rq
 from seghz.store import NotFoundError
 from ui.common import analyst_name
 
 DRAFTS_KEY = "lbl_drafts"  # "scene|r0,c0,h,w" -> draft (see the module docstring)
+CHOICES_KEY = "lbl_choices_shown"  # picker key -> (value shown, its options) in the last run that rendered it
+REASON_GEN_KEY = "lbl_reason_gen"  # advanced by every successful save and every scene switch
 RESTORE_KEY = "lbl_canvas_restore"  # the draft being shown in the canvas it was restored into
 SCENE_KEY = "lbl_scene"
+SHOWN_SCENE_KEY = "lbl_shown_scene"  # the scene the page showed last (set by the page right after its picker)
 OPEN_SCENE_KEY = "lbl_open_scene"  # set by another page (a scene id) before st.switch_page("pages/3_Labels.py")
 
 
@@ -206,6 +224,104 @@ def strokes_applied(ws: Any, edit: dict, last: dict) -> tuple[np.ndarray, np.nda
     return mask, painted, touched
 
 
+# ------------------------------------------------------------------------------------------------ pickers, reason
+
+
+def remember_choice(key: str, value: Any, options: Iterable[Any]) -> None:
+    """Note what the picker ``key`` shows in this run and its options (see :func:`restore_stale_choice`)."""
+    st.session_state.setdefault(CHOICES_KEY, {})[key] = (value, tuple(options))
+
+
+def restore_stale_choice(key: str) -> bool:
+    """In the picker's callback: when its value is not one of the options it was shown with, the browser sent back an
+    option text that has changed since (module docstring), not a choice: put back the choice shown (Streamlit would
+    reset the widget to its first option). Returns whether it did."""
+    ss = st.session_state
+    shown = (ss.get(CHOICES_KEY) or {}).get(key)
+    if shown is None or key not in ss:
+        return False
+    value, options = shown
+    try:
+        stale = ss[key] not in options
+    except TypeError:  # an unhashable stale value is not an option either
+        stale = True
+    if not stale or value not in options:
+        return False
+    ss[key] = value
+    return True
+
+
+def reason_key(scene_id: str) -> str:
+    """The key of the Reason box of ``scene_id`` in this reason generation (module docstring)."""
+    return f"lbl_reason_{scene_id}_{int(st.session_state.get(REASON_GEN_KEY, 0))}"
+
+
+def take_reason(scene_id: str) -> str | None:
+    """The reason typed for the save of ``scene_id`` (None when empty)."""
+    return (st.session_state.get(reason_key(scene_id)) or "").strip() or None
+
+
+def clear_reason() -> None:
+    """A new, empty Reason box (after a save, on a scene switch): the text typed is never attached to another save."""
+    ss = st.session_state
+    ss[REASON_GEN_KEY] = int(ss.get(REASON_GEN_KEY, 0)) + 1
+
+
+def scene_label(ws: Any, scene_id: str | None) -> str:
+    """A scene's name in bold for a message (its id when it is not a scene)."""
+    try:
+        return f"**{ws.get_scene(scene_id).name}**" if scene_id else "no scene"
+    except (NotFoundError, SegHZError, ValueError, TypeError):
+        return f"**{scene_id}**"
+
+
+def window_picked(ws: Any, scene_id: str) -> tuple[int, int, int, int] | None:
+    """The window of ``scene_id`` that its window widgets (``lbl_size_<scene>``, ``lbl_row_<scene>``,
+    ``lbl_col_<scene>``) select now, computed as the page does; None when they hold nothing."""
+    ss = st.session_state
+    size = ss.get(f"lbl_size_{scene_id}")
+    if size is None:
+        return None
+    try:
+        scene = ws.get_scene(scene_id)
+    except (NotFoundError, SegHZError):
+        return None
+    row = int(ss.get(f"lbl_row_{scene_id}", 0)) if scene.height > size else 0
+    col = int(ss.get(f"lbl_col_{scene_id}", 0)) if scene.width > size else 0
+    return le.clamp_window(scene.height, scene.width, row, col, int(size))
+
+
+def action_problem(ws: Any, scene_id: str, window: tuple[int, int, int, int] | None = None) -> str | None:
+    """In a save button's callback: why the save for ``scene_id`` (``window``: the window a confirmation covers) must
+    write nothing -- the button was rendered for another scene or window than the one the page picks and shows now (a
+    button of an earlier run clicked while the page was rerunning, or anything else that moved the scene picker or the
+    window), or the strokes on the canvas were painted on another scene. None when they all agree."""
+    ss = st.session_state
+    restore_stale_choice(SCENE_KEY)  # a stale option text is no scene switch (the picker's callback may come later)
+    picked, shown = ss.get(SCENE_KEY), ss.get(SHOWN_SCENE_KEY)
+    if picked != scene_id or shown != scene_id:
+        now = picked if picked != scene_id else shown
+        return (f"this button was for {scene_label(ws, scene_id)}, but the scene picker shows {scene_label(ws, now)} "
+                "now. Nothing was written: check the scene shown, then press again.")
+    last = ss.get("lbl_strokes")
+    if last and last.get("scene_id") != scene_id:
+        return (f"the strokes on the canvas were painted on {scene_label(ws, last.get('scene_id'))}, not on "
+                f"{scene_label(ws, scene_id)}. Nothing was written: check the scene shown, then press again.")
+    now_win = window_picked(ws, scene_id) if window is not None else None
+    if now_win is not None and tuple(int(v) for v in now_win) != tuple(int(v) for v in window):
+        return (f"the window shown changed (rows {now_win[0]}–{now_win[0] + now_win[2] - 1}, columns "
+                f"{now_win[1]}–{now_win[1] + now_win[3] - 1} now, not rows {window[0]}–{window[0] + window[2] - 1}, "
+                f"columns {window[1]}–{window[1] + window[3] - 1}). Nothing was written or confirmed: check the window "
+                "shown, then press again.")
+    return None
+
+
+def relabel_key(scene_id: str, it: rq.ReviewItem) -> str:
+    """The key of a queue card's "Relabel as" picker: per scene (the class names are the scene's scheme's; two scenes'
+    items with the same box would share a widget, and its option texts would change under it)."""
+    return f"lbl_q_cls_{scene_id}_{item_suffix(it)}"
+
+
 # ------------------------------------------------------------------------------------------------ flashed messages
 
 # a flashed message is shown in this many page runs: the callback's own run and the rerun that the new canvas's
@@ -215,9 +331,10 @@ FLASH_RUNS = 2
 
 
 def flash_context() -> tuple:
-    """What a flashed message is about: the scene shown, its edit generation and the analyst."""
+    """What a flashed message is about: the scene shown, its edit generation (0 before it has an edit: the page starts
+    it at 0) and the analyst."""
     scene_id = st.session_state.get(SCENE_KEY)
-    return scene_id, (scene_edits().get(scene_id) or {}).get("gen"), analyst_name()
+    return scene_id, (scene_edits().get(scene_id) or {}).get("gen", 0), analyst_name()
 
 
 def flash(kind: str, message: str, area: str = "edit") -> None:
@@ -365,7 +482,7 @@ def queue_item_card(ws: Any, rank: int, it: rq.ReviewItem, *, queue: rq.SceneQue
         k4, k5 = right.columns([2, 1])
         class_opts = list(range(scheme.num_classes))
         k4.selectbox("Relabel as", class_opts, index=it.predicted_id if it.predicted_id < scheme.num_classes else 0,
-                     key=f"lbl_q_cls_{sfx}", format_func=lambda i: f"{i}: {scheme.names[i]}",
+                     key=relabel_key(sid, it), format_func=lambda i: f"{i}: {scheme.names[i]}",
                      label_visibility="collapsed")
         k5.button("Relabel", key=f"lbl_q_relabel_{sfx}", on_click=on_action,
                   args=(sid, it.key, "relabel"), help="Set the component's pixels to the chosen class.")
@@ -390,14 +507,20 @@ def show_queue_items(ws: Any, pending: list, *, queue: rq.SceneQueue, scene: Any
 
 
 __all__ = [
+    "CHOICES_KEY",
     "DRAFTS_KEY",
     "EDITS_KEY",
     "FLASH_RUNS",
     "OPEN_SCENE_KEY",
     "QUEUE_PAGE",
+    "REASON_GEN_KEY",
     "RESTORE_KEY",
+    "SCENE_KEY",
+    "SHOWN_SCENE_KEY",
     "accept_summary",
+    "action_problem",
     "checkpoint_name",
+    "clear_reason",
     "draft_key",
     "drop_drafts",
     "flash",
@@ -410,16 +533,23 @@ __all__ = [
     "pending_pixels",
     "pending_review_counts",
     "queue_item_card",
+    "reason_key",
     "rebuild_queue_button",
+    "relabel_key",
+    "remember_choice",
     "restore_draft",
+    "restore_stale_choice",
     "restored_for",
     "scene_edits",
+    "scene_label",
     "show_flash",
     "show_queue_built",
     "show_queue_items",
     "show_queue_staleness",
     "stroke_count",
     "strokes_applied",
+    "take_reason",
     "version_mask",
     "version_status",
+    "window_picked",
 ]
