@@ -39,7 +39,8 @@ ids = list(by_id)
 c1, c2, c3 = st.columns([3, 2, 2])
 cid = c1.selectbox(
     "Checkpoint", ids, index=ids.index(active.id) if active and active.id in by_id else 0, key="eval_checkpoint",
-    format_func=lambda i: compare.checkpoint_label(by_id[i]) + ("  — active" if active and i == active.id else ""),
+    format_func=lambda i: compare.checkpoint_label(by_id[i]),  # stable text: the browser sends it back (no "active")
+    help="The active model is preselected." + (f" Active now: {compare.checkpoint_label(active)}." if active else ""),
 )
 split = c2.radio("Split", ["val", "test", "train"], horizontal=True, key="eval_split")
 tta = c3.radio("Test-time augmentation", ["none", "d4"], horizontal=True, key="eval_tta",
