@@ -13,9 +13,8 @@ from collections import Counter
 
 import streamlit as st
 
-from seghz import candidate, gate, report
+from seghz import candidate, report
 from seghz.classes import get_scheme, scheme_names
-from seghz.errors import ConflictError
 from seghz.jobs.kinds import submit_retrain_job
 from seghz.jobs.runner import RETRYABLE_STATUSES, cancel_job, refresh_job_states, retry_job, tail_log
 from seghz.store import NotFoundError
@@ -36,14 +35,15 @@ from seghz.train.form import (
     preset_state,
 )
 from ui import train_gate
-from ui.candidates import show_refit_accuracy, show_validation_comparison
-from ui.common import analyst_name, page_header, review_noise_for, screen_scheme
-from ui.registry import registry_panel
+from ui.candidates import show_refit_accuracy, show_training_scores, show_validation_comparison
+from ui.common import page_header, review_noise_for, screen_scheme
+from ui.registry import active_model_panel, registry_panel
 
 ARCHS = ["Unet"]
 ENCODERS = ["tu-efficientnet_lite0"]
 WEIGHTS = ["lite0-imagenet", "none"]
 JOB_LIST_LIMIT = 50
+START_OPTIONS = {"finetune": "the active checkpoint (fine-tune)", "scratch": "scratch (new model)"}
 
 ws = page_header("Train", "Fine-tune the active model on the corrected labels of the train split, or train a new one.")
 ss = st.session_state
@@ -111,10 +111,12 @@ if ss.get("train_preset_applied") in PRESETS:
     label, what, _ = PRESETS[ss["train_preset_applied"]]
     st.info(f"Recipe preset **{label}** is in the form (open *Recipe* to see or change it): {what}")
 modes = ["finetune", "scratch"] if active is not None else ["scratch"]
+# option texts that never change: the browser keeps the selection as its text, and a text naming the active model
+# matched no option once Promote changed it (neither option showed selected); the model's name is in the captions
 start = st.radio(
-    "Start from", modes, horizontal=True, key="train_start",
-    format_func={"finetune": f"the active checkpoint (fine-tune {active.name})" if active else "",
-                 "scratch": "scratch (new model)"}.get,
+    "Start from", modes, horizontal=True, key="train_start", format_func=START_OPTIONS.get,
+    captions=[f"fine-tunes {active.name}" if m == "finetune" and active else "architecture and classes below"
+              for m in modes],
 )
 fine_tune = start == "finetune"
 # Enter in a number box must not launch a training run (it queued one job per Enter, each with the settings typed
@@ -353,16 +355,6 @@ def show_refit_result(job, ck) -> None:
                                labels=(f"parent ({parent.name})" if parent else "parent", f"refit ({ck.name})"))
 
 
-def show_training_scores(cur, ck) -> None:
-    with st.expander("Scores recorded during training"):
-        table = report.compare_checkpoints(cur.metrics if cur else None, ck.metrics,
-                                           labels=(f"active ({cur.name})" if cur else "active (none)", f"new ({ck.name})"))
-        pct = st.column_config.NumberColumn(format="percent")
-        st.dataframe(table, hide_index=True,
-                     column_config={table.columns[1]: pct, table.columns[2]: pct,
-                                    "Δ (pp)": st.column_config.NumberColumn(format="%+.1f")})
-
-
 @st.fragment(run_every=2 if watching else None)
 def jobs_panel(watching: bool) -> None:
     refresh_job_states(ws)
@@ -437,22 +429,4 @@ jobs_panel(watching)
 registry_panel(ws)
 
 # ------------------------------------------------------------------------------------------------ active model
-st.subheader("Active model: promotions and rollback")
-target = ws.rollback_target()
-if target is not None:
-    if st.button(f"Roll back to {target}", key="train_rollback", disabled=not analyst_name(),
-                 help="Return to the checkpoint that was active before the current one (recorded in the history, "
-                      "with your analyst name: enter it in the sidebar first)."):
-        try:
-            ws.rollback(analyst=analyst_name())
-        except (NotFoundError, ConflictError) as e:
-            st.error(str(e))
-        else:
-            st.rerun()
-else:
-    st.caption("Nothing to roll back: no earlier active checkpoint is recorded.")
-history = ws.promotion_history(limit=50)
-if history:
-    st.dataframe(gate.history_table(history), hide_index=True, key="train_history")
-else:
-    st.caption("No promotions recorded yet.")
+active_model_panel(ws)

@@ -114,7 +114,7 @@ def assert_ok(at: AppTest) -> None:
 def test_page_loads_without_error(ws, script):
     at = app(script).run()  # the Labels page uses the real streamlit-drawable-canvas here
     assert_ok(at)
-    assert "SYNTHETIC DEMO DATA" in "\n".join(e.value for e in at.sidebar.error)
+    assert "SYNTHETIC DEMO DATA" in "\n".join(e.value for e in at.sidebar.info)  # every scene is synthetic
     assert at.sidebar.text_input(key="seghz_analyst") is not None
 
 

@@ -165,6 +165,7 @@ ANALYST_COOKIE = "seghz_analyst"  # the browser remembers the name across reload
 ANALYST_COOKIE_DAYS = 30
 _COOKIE_WRITTEN = "seghz_analyst_cookie"  # the name this session last wrote into the cookie
 _REMEMBERED = "seghz_analyst_remembered"  # True while the name shown came from the cookie, unchanged
+_ANALYST_PAGE = "seghz_analyst_page"  # the page whose sidebar box last showed the name
 
 
 def remembered_analyst(cookies: Any) -> str:
@@ -191,29 +192,50 @@ def analyst_cookie_script(name: str) -> str:
             f"'; path=/; max-age={age}; SameSite=Strict';</script>")
 
 
+def _page_id() -> str:
+    """The page this run draws (its script hash; "" outside a script run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return str(getattr(ctx, "page_script_hash", "") or "") if ctx is not None else ""
+
+
+def _keep_analyst() -> None:
+    """on_change of the name box: keep what the analyst typed (also when the run it triggers is another page's, a
+    sidebar link clicked right after typing)."""
+    st.session_state[ANALYST_KEPT] = str(st.session_state.get(ANALYST_KEY) or "").strip()
+
+
 def analyst_name_input() -> str:
     """Render the sidebar "Analyst name" input (kept for the whole session, across pages); return the name.
 
-    The name is also kept under a plain session key and put back when the widget's own state is gone: a
-    ``st.switch_page`` from inside a fragment (the Labels page's "Promote on the Train page") dropped the widget
-    state, because the sidebar was not part of that fragment's run, and the Train page then asked for a name the
-    analyst had entered. The browser remembers it too (a cookie), so a reload or a new tab does not make the
-    analyst retype it; a caption says when the name shown came from there, so someone else at the same browser
-    sees whose name their edits would carry."""
+    The session's name lives under a plain session key (:data:`ANALYST_KEPT`), not only in the widget's state:
+    Streamlit gives a widget a different id on each page (its id includes the page's script hash), so the box on
+    the Train page is another widget than the one on the Labels page. Its value crosses pages only through the
+    end-of-run cleanup of ``persist_state``, which a run stopped by ``st.switch_page`` skips (a rerun request):
+    after the Labels page's "Promote on the Train page" the Train page's box started empty, asked for a name the
+    analyst had entered, and its cookie script made the browser forget the name. So the first run of each page
+    (and any run that finds the widget state gone) fills the box from the kept name; on later runs of the same
+    page the box is left alone (a full rerun must not undo what the analyst is typing). The browser remembers the
+    name too (a cookie), so a reload or a new tab does not make the analyst retype it; a caption says when the name
+    shown came from there, so someone else at the same browser sees whose name their edits would carry."""
     ss = st.session_state
-    if ANALYST_KEY not in ss and ss.get(ANALYST_KEPT):
-        ss[ANALYST_KEY] = ss[ANALYST_KEPT]
-    if ANALYST_KEY not in ss and _COOKIE_WRITTEN not in ss:  # a new session: a reload, a new tab
+    if ANALYST_KEPT not in ss and ANALYST_KEY not in ss and _COOKIE_WRITTEN not in ss:  # a reload, a new tab
         remembered = remembered_analyst(getattr(st.context, "cookies", None))
         ss[_COOKIE_WRITTEN] = remembered
         if remembered:
-            ss[ANALYST_KEY] = remembered
+            ss[ANALYST_KEPT] = remembered
             ss[_REMEMBERED] = True
+    page = _page_id()
+    if ANALYST_KEPT in ss and (ss.get(_ANALYST_PAGE) != page or ANALYST_KEY not in ss):
+        ss[ANALYST_KEY] = ss[ANALYST_KEPT]
     value = st.sidebar.text_input(
         "Analyst name", key=ANALYST_KEY, persist_state="session", placeholder="who is editing labels",
+        on_change=_keep_analyst,
         help="Recorded with every label version you save. This browser remembers it for "
              f"{ANALYST_COOKIE_DAYS} days; clear the box to make it forget.",
     )
+    ss[_ANALYST_PAGE] = page
     value = (value or "").strip()
     ss[ANALYST_KEPT] = value
     if ss.get(_REMEMBERED) and value != ss.get(_COOKIE_WRITTEN):
@@ -285,11 +307,95 @@ def has_synthetic_scenes(ws: Workspace) -> bool:
     return any(s.synthetic for s in ws.list_scenes())
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _file_says_synthetic(path: str, mtime_ns: int) -> bool:
+    """Whether a checkpoint file's SegHZ metadata says ``"synthetic": true`` (``python -m seghz train-demo`` writes
+    it, e.g. the shipped ``checkpoints/demo_hz7.safetensors``). Read from the safetensors header alone: no weights,
+    no torch (this runs in every page's sidebar). False when the file cannot be read."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 0 < n <= 64 * 2**20:
+                return False
+            header = json.loads(f.read(n))
+        meta = json.loads((header.get("__metadata__") or {}).get("seghz") or "{}")
+        return bool(meta.get("synthetic")) if isinstance(meta, dict) else False
+    except (OSError, ValueError, struct.error, AttributeError, TypeError):
+        return False
+
+
+def synthetic_trained(ws: Workspace, checkpoints: list | None = None) -> set[str]:
+    """Ids of the checkpoints (those in use, or ``checkpoints``) that learned from synthetic demo data only.
+
+    A checkpoint counts when neither it nor an ancestor learned from a real scene of this workspace (their recorded
+    ``train_scenes``: :meth:`Workspace.lineage_learning`) and either it is marked synthetic -- its file's metadata
+    says ``synthetic: true`` (the demo trainer's mark; a head refit keeps its parent's metadata) or its recipe names
+    synthetic demo data -- or all it and its ancestors learned from is recorded and is synthetic demo scenes of this
+    workspace. A model registered from a file without the mark (e.g. ``gid15_hz7_unet_lite0``) does not count: what
+    it learned is unknown, not synthetic."""
+    scenes = ws.list_scenes()
+    synthetic = {s.id for s in scenes if s.synthetic}
+    real = {s.id for s in scenes if not s.synthetic}
+    _, learned, unknown = ws.lineage_learning()
+    out = set()
+    for ck in ws.list_checkpoints() if checkpoints is None else checkpoints:
+        seen = learned.get(ck.id, frozenset())
+        if seen & real:
+            continue
+        extra = ck.recipe.get("extra") if isinstance(ck.recipe, dict) else None
+        data = extra.get("data") if isinstance(extra, dict) else None  # train-demo: "synthetic demo scenes seeds …"
+        marked = isinstance(data, str) and data.lower().startswith("synthetic")
+        if not marked:
+            try:
+                path = ws.checkpoint_path(ck)
+                marked = _file_says_synthetic(str(path), path.stat().st_mtime_ns)
+            except (OSError, ValueError, KeyError):
+                marked = False
+        if marked or (ck.id not in unknown and seen and seen <= synthetic):
+            out.add(ck.id)
+    return out
+
+
+def _sidebar_data_notices(ws: Workspace, active: Any) -> None:
+    """What is synthetic, said where it matters: a clear warning when the active model learned from synthetic demo
+    data only while the workspace holds real scenes (its predictions on them mean nothing), and how many scenes are
+    synthetic demo scenes (a notice when all are, a quiet note when only some are)."""
+    scenes = ws.list_scenes()
+    n_syn = sum(s.synthetic for s in scenes)
+    n_real = len(scenes) - n_syn
+    syn = synthetic_trained(ws) if active is not None and n_real else set()
+    if active is not None and active.id in syn:
+        real_models = [c.name for c in ws.list_checkpoints() if c.id not in syn]
+        st.error(
+            f"**The active model ({active.name}) was trained on synthetic demo data**: its predictions on the "
+            f"{n_real} real scene{'s' if n_real != 1 else ''} of this workspace mean nothing. Promote a real model "
+            "on the Train page (Checkpoint registry)"
+            + (f" — registered: {', '.join(real_models[:3])}{' …' if len(real_models) > 3 else ''}." if real_models
+               else "; none is registered yet (train one, or `python -m seghz checkpoints add FILE`).")
+        )
+    if n_syn and not n_real:
+        st.info(
+            f"**SYNTHETIC DEMO DATA** — every scene of this workspace ({n_syn}) is a synthetic demo scene: "
+            "procedurally generated, not real imagery; their location near Hangzhou is nominal (for display only). "
+            "Scores on them say nothing about real-world accuracy."
+        )
+    elif n_syn:
+        st.caption(
+            f"**Synthetic demo data:** {n_syn} of {len(scenes)} scenes are synthetic demo scenes (procedurally "
+            f"generated, placed near Hangzhou for display only); the other {n_real} "
+            f"{'are' if n_real != 1 else 'is'} real."
+        )
+
+
 def page_header(title: str, caption: str | None = None, *, set_config: bool = True) -> Workspace:
     """Page title plus the sidebar block every page shows; returns the workspace.
 
-    The sidebar shows the analyst name input, the workspace folder, the active checkpoint and — when any
-    scene is synthetic — a clear "SYNTHETIC DEMO DATA" notice.
+    The sidebar shows the analyst name input, the workspace folder, the active checkpoint and what is synthetic
+    (:func:`_sidebar_data_notices`): a warning when the active model learned from synthetic demo data only while the
+    workspace holds real scenes, and how many scenes are synthetic demo scenes.
     """
     if set_config:
         st.set_page_config(page_title=f"SegHZ · {title}", layout="wide")
@@ -318,11 +424,7 @@ def page_header(title: str, caption: str | None = None, *, set_config: bool = Tr
                 f"{html.escape(active.encoder)} · {html.escape(active.scheme)} · val mIoU {fmt_pct(m['miou'])}</span>",
                 unsafe_allow_html=True,
             )
-        if has_synthetic_scenes(ws):
-            st.error(
-                "**SYNTHETIC DEMO DATA** — the demo scenes are procedurally generated, not real imagery; "
-                "their location near Hangzhou is nominal (for display only)."
-            )
+        _sidebar_data_notices(ws, active)
     return ws
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from seghz import report
+from seghz import gate, report
 from seghz.compare import recipe_diff
 from seghz.errors import ConflictError
 from seghz.store import NotFoundError
@@ -117,4 +117,55 @@ def _archive_controls(ws: Any, ck: Any, active: Any, back: str | None) -> None:
                 st.rerun()
 
 
-__all__ = ["registry_panel"]
+def active_model_panel(ws: Any) -> None:
+    """The active model's section: "Roll back to …" (asks first, like Archive) and the promotion history."""
+    st.subheader("Active model: promotions and rollback")
+    done = st.session_state.pop("train_rollback_done", None)
+    if done:
+        st.success(done)
+    target = ws.rollback_target()
+    if target is not None:
+        _rollback_controls(ws, target)
+    else:
+        st.caption("Nothing to roll back: no earlier active checkpoint is recorded.")
+    history = ws.promotion_history(limit=50)
+    if history:
+        st.dataframe(gate.history_table(history), hide_index=True, key="train_history")
+    else:
+        st.caption("No promotions recorded yet.")
+
+
+def _rollback_controls(ws: Any, target_id: str) -> None:
+    """"Roll back to X…": a popover that says which model becomes active in place of which, that the rollback is
+    recorded with the analyst's name, and a button that does it (:meth:`seghz.store.Workspace.rollback`)."""
+    try:
+        target = ws.get_checkpoint(target_id)
+    except NotFoundError:
+        st.caption(f"The checkpoint active before this one (`{target_id}`) is no longer registered: nothing to roll "
+                   "back to.")
+        return
+    active = ws.active_checkpoint()
+    name = analyst_name()
+    why_not = (f"it is {target.archived_text()}; promote another checkpoint instead" if target.archived
+               else "enter your analyst name in the sidebar first (a rollback is recorded with it)" if not name
+               else None)
+    with st.popover(f"Roll back to {target.name}…", disabled=why_not is not None,
+                    help=f"Not now: {why_not}." if why_not else "Return to the checkpoint that was active before the "
+                         "current one (asks first)."):
+        st.markdown(f"Roll back to **{target.name}** (`{target.id}`)? It becomes the **active model**"
+                    + (f" in place of **{active.name}** (`{active.id}`)" if active is not None else "")
+                    + ": the Map, Evaluate and Labels pages predict with it from now on, and new fine-tunes start "
+                      "from it. The rollback is recorded in the promotion history with your name "
+                      f"(**{name}**); the current model stays registered and can be promoted again.")
+        reason = st.text_input("Why (recorded, optional)", key="train_rollback_reason")
+        if st.button(f"Roll back to {target.name}", key="train_rollback", type="primary"):
+            try:
+                now = ws.rollback(analyst=name, reason=reason)
+            except (NotFoundError, ConflictError) as e:
+                st.error(str(e))
+            else:
+                st.session_state["train_rollback_done"] = f"Rolled back: {now.name} (`{now.id}`) is the active model."
+                st.rerun()
+
+
+__all__ = ["active_model_panel", "registry_panel"]

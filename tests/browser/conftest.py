@@ -135,8 +135,8 @@ def map_smoke_url(chromium_browser, tmp_path_factory) -> Iterator[str]:
 # scripts/screenshots.py: one way to serve app.py on a workspace and one set of page-driving helpers.
 
 FOLIUM_IFRAME = "iframe[title='streamlit_folium.st_folium']"
-# exception boxes anywhere; st.error alerts in the main area (the sidebar's permanent "SYNTHETIC DEMO DATA" notice is
-# an st.error by design)
+# exception boxes anywhere; st.error alerts in the main area (the sidebar's warning that the active model was trained
+# on synthetic demo data while the workspace holds real scenes is an st.error by design)
 ERROR_SELECTOR = "[data-testid='stException'], [data-testid='stMain'] [data-testid='stAlertContentError']"
 
 

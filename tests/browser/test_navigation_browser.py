@@ -127,3 +127,52 @@ def test_sidebar_lists_home_and_the_pages_and_keeps_their_urls(nav_app, chromium
         assert not page.get_by_text("Remembered by this browser").count()
     finally:
         other.close()
+
+
+@pytest.mark.browser
+def test_analyst_name_survives_switch_page_from_a_fragment(chromium_browser, tmp_path):
+    """Labels → "Promote on the Train page" (an ``st.switch_page`` from the jobs fragment) lost the sidebar name:
+    the box is another widget on each page (its id includes the page), and the run stopped by the switch skipped the
+    cleanup that carries its value over, so the Train page asked for a name and Promote stayed disabled (and the
+    cookie script made the browser forget the name)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_page_map import populate_map_workspace, remove_tiles
+
+    ws = populate_map_workspace(tmp_path / "ws")
+    src = ws.checkpoint_path(ws.get_checkpoint("tiny-map"))
+    (ws.root / "checkpoints" / "refit.safetensors").write_bytes(src.read_bytes())
+    ck = ws.get_checkpoint("tiny-map")
+    ws.register_checkpoint(ws.root / "checkpoints" / "refit.safetensors",
+                           {"arch": ck.arch, "encoder": ck.encoder, "scheme": "hz7", "metrics": {"val": None}},
+                           checkpoint_id="refit-x", name="refit x", parent_id="tiny-map")
+    jid = ws.create_job("refit", {"checkpoint_id": "tiny-map", "origin": "labels"})
+    ws.update_job(jid, status="done", progress=1.0, result={"checkpoint_id": "refit-x"})
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        with run_app(ws.root, tmp_path / "app") as url:
+            page.goto(f"{url}/Labels", wait_until="domcontentloaded")
+            page.get_by_text("Retrain with corrections").first.wait_for()
+            wait_app_idle(page)
+            box = page.get_by_label("Analyst name", exact=True)
+            box.fill("Ann")
+            box.press("Enter")
+            deadline = time.monotonic() + 30  # the run that took the name has ended: its cookie script ran
+            while not [c for c in ctx.cookies() if c["name"] == "seghz_analyst"] and time.monotonic() < deadline:
+                page.wait_for_timeout(250)
+            wait_app_idle(page)
+            button = page.get_by_role("button", name="Promote on the Train page")
+            button.scroll_into_view_if_needed()
+            button.click()
+            page.locator("[data-testid='stMain'] h1", has_text="Train").first.wait_for()
+            page.get_by_text("Launch a training run").first.wait_for()
+            wait_app_idle(page)
+            assert page.url.endswith("/Train"), page.url
+            assert page.get_by_label("Analyst name", exact=True).input_value() == "Ann"
+            assert not page.get_by_text("Enter your analyst name in the sidebar to promote").count()
+            assert [c["value"] for c in ctx.cookies() if c["name"] == "seghz_analyst"] == ["Ann"]
+            assert not app_errors(page), app_errors(page)
+    finally:
+        ctx.close()
+        remove_tiles(ws.root)
