@@ -140,6 +140,20 @@ def test_home_shows_summary_active_checkpoint_and_synthetic_notice(ws):
     assert "The daily loop" in t
 
 
+def test_home_says_which_scenes_are_synthetic_once_real_data_is_in(ws, tmp_path):
+    """The review: the SYNTHETIC DEMO DATA box stayed on Home while the analyst worked on real scenes."""
+    from seghz.data.io import write_rgb
+    from seghz.data.scenes import import_scene
+
+    write_rgb(tmp_path / "real.png", np.full((32, 32, 3), 80, np.uint8))
+    import_scene(ws, tmp_path / "real.png", scheme="hz7", name="real tile")
+    at = app("app.py").run()
+    assert_ok(at)
+    assert not any("SYNTHETIC DEMO DATA" in str(e.value) for e in at.main.info)
+    assert any("2 of the 3 scenes are synthetic demo scenes (train farm, val town)" in str(c.value)
+               for c in at.main.caption)
+
+
 def test_home_names_the_scenes_holding_unsaved_drafts(ws):
     """Drafts were only found on the Labels page: painted work left on a scene went unnoticed from Home."""
     from seghz import drafts as dft
@@ -403,7 +417,7 @@ def test_labels_lists_windows_sent_from_evaluate_and_marks_them_reviewed(ws, mon
     assert any("Water → Buildings" in m.value and "123 px" in m.value for m in at.markdown)
     at.button(key="lbl_sent_zoom_0").click().run()
     assert_ok(at)
-    assert any("Zoomed to the component at rows 8–39" in i.value for i in at.info)
+    assert any("Opened the window sent from Evaluate at rows 8–39" in i.value for i in at.info)
     # "Open on map" carries the checkpoint whose errors were sent (the Map page predicts with it); in AppTest the
     # page switch itself fails ("page not found": the page runs as the entry file), the request is already made
     at.button(key="lbl_sent_map_0").click().run()
@@ -520,8 +534,8 @@ def test_labels_open_in_the_canvas_sets_the_window_without_a_streamlit_warning(w
         return bool(((edge[:, 0] > 140) & (edge[:, 1] < 90) & (edge[:, 2] > 160)).mean() > 0.8)
 
     assert magenta_at_box(calls[-1])
-    assert any("Magenta box: the queue item you opened (rows 300–339" in c.value for c in at.caption)
-    assert any("Zoomed to the component at rows 300–339" in i.value for i in at.info)
+    assert any("Magenta box: the window sent from Evaluate you opened (rows 300–339" in c.value for c in at.caption)
+    assert any("Opened the window sent from Evaluate at rows 300–339" in i.value for i in at.info)
     size, row, col = zoom_window(bbox, 600, 600)
     assert at.selectbox(key=f"lbl_size_{big.id}").value == size < 600
     assert (at.slider(key=f"lbl_row_{big.id}").value, at.slider(key=f"lbl_col_{big.id}").value) == (row, col)

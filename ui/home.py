@@ -36,7 +36,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from seghz.report import checkpoint_val_metrics, fmt_pct, per_class_iou_table
-from ui.common import has_synthetic_scenes, metric_row, page_header, scheme_legend_html
+from ui.common import metric_row, page_header, scheme_legend_html
 from ui.label_drafts import scenes_with_drafts
 from ui.scenes import scenes_panel
 
@@ -142,7 +142,8 @@ def render_home(app_dir: Path) -> None:
     summary = ws.summary()
     scenes = ws.list_scenes()
 
-    if has_synthetic_scenes(ws):
+    synthetic = [s for s in scenes if s.synthetic]
+    if synthetic and len(synthetic) == len(scenes):
         st.info(
             "**This workspace holds SYNTHETIC DEMO DATA.** The demo scenes are procedurally generated hz7 "
             "town and farmland scenes (water, open area, green land, forest, glass roofs, buildings, roads) "
@@ -150,6 +151,10 @@ def render_home(app_dir: Path) -> None:
             "west of Hangzhou only so the map has somewhere to show them. Scores on them say nothing about "
             "real-world accuracy; import real data (below) for that."
         )
+    elif synthetic:  # real data imported too: say which part is synthetic, not an alarm about the whole workspace
+        st.caption(f"{len(synthetic)} of the {len(scenes)} scenes are synthetic demo scenes "
+                   f"({', '.join(s.name for s in synthetic[:4])}{' …' if len(synthetic) > 4 else ''}): scores on them "
+                   "say nothing about real-world accuracy.")
 
     st.subheader("Start here")
     st.caption("The daily loop: each page hands over to the next (Open on map, Send to label review, Retrain from "
