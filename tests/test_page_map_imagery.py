@@ -12,6 +12,14 @@ from tests.test_page_map import app, assert_ok, fake_map, texts, tiny_map_checkp
 KEY = "tdt0123456789abcdefSECRET42"
 
 
+def _utm_tif(src):
+    """A 64×64 GeoTIFF in UTM 51N (near Hangzhou)."""
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32651",
+                       transform=Affine(10, 0, 212000, 0, -10, 3350000)) as ds:
+        ds.write(np.full((3, 64, 64), 90, np.uint8))
+    return src
+
+
 def test_basemap_picker_offline_default_and_online_layers(ws, fake_map, monkeypatch):  # noqa: F811
     monkeypatch.delenv("SEGHZ_TIANDITU_KEY", raising=False)
     fake = fake_map(None)
@@ -44,10 +52,7 @@ def test_tianditu_key_is_masked(ws, fake_map, monkeypatch):  # noqa: F811
 
 def test_import_expander_imports_a_geotiff(ws, fake_map, tmp_path):  # noqa: F811
     fake_map(None)
-    src = tmp_path / "utm.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32651",
-                       transform=Affine(10, 0, 212000, 0, -10, 3350000)) as ds:
-        ds.write(np.full((3, 64, 64), 90, np.uint8))
+    src = _utm_tif(tmp_path / "utm.tif")
     at = app().run()
     at.text_input(key="map_import_path").input(str(src))
     at.text_input(key="map_import_name").input("UTM test")
@@ -63,10 +68,7 @@ def test_import_expander_imports_a_geotiff(ws, fake_map, tmp_path):  # noqa: F81
 
 def test_importing_the_same_file_again_offers_its_scene_instead_of_a_copy(ws, fake_map, tmp_path):  # noqa: F811
     fake_map(None)
-    src = tmp_path / "utm.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32651",
-                       transform=Affine(10, 0, 212000, 0, -10, 3350000)) as ds:
-        ds.write(np.full((3, 64, 64), 90, np.uint8))
+    src = _utm_tif(tmp_path / "utm.tif")
     at = app().run()
     at.text_input(key="map_import_path").input(str(src))
     at.button(key="map_import_go").click().run()

@@ -147,16 +147,22 @@ def read_link(ws: Any, scenes: Sequence[Any]) -> dict | None:
     return settings
 
 
+def _show_kept(key: str, scene_id: str, box: Any) -> None:
+    """The warnings kept under ``key`` (``{"scene", "msgs"}``) in ``box`` while their scene is shown; forgotten once
+    the analyst picks another scene."""
+    ss = st.session_state
+    kept = ss.get(key)
+    if kept and kept.get("scene") == scene_id:
+        for m in kept["msgs"]:
+            box.warning(m)
+    elif kept:
+        ss.pop(key, None)
+
+
 def show_link_messages(box: Any, scene_id: str) -> None:
     """The warnings of what the link could not restore, in ``box``, while the link's scene is shown (forgotten once
     the analyst picks another scene)."""
-    ss = st.session_state
-    link_msgs = ss.get("map_link_msgs")
-    if link_msgs and link_msgs.get("scene") == scene_id:
-        for m in link_msgs["msgs"]:
-            box.warning(m)
-    elif link_msgs:
-        ss.pop("map_link_msgs", None)
+    _show_kept("map_link_msgs", scene_id, box)
 
 
 def remember_jump(scene_id: str, jump: dict) -> None:
@@ -198,13 +204,7 @@ def keep_jump_warning(scene_id: str, msg: str) -> None:
 def show_jump_warnings(scene_id: str) -> None:
     """The warnings kept by :func:`keep_jump_warning` while their scene is shown (forgotten once the analyst picks
     another scene)."""
-    ss = st.session_state
-    kept = ss.get("map_jump_warn")
-    if kept and kept.get("scene") == scene_id:
-        for m in kept["msgs"]:
-            st.warning(m)
-    elif kept:
-        ss.pop("map_jump_warn", None)
+    _show_kept("map_jump_warn", scene_id, st)
 
 
 def drop_jump_warnings(scene_id: str) -> None:
