@@ -328,6 +328,9 @@ def show_result(job) -> None:
     except NotFoundError:
         st.warning(f"Its checkpoint `{cid}` is no longer registered.")
         return
+    if ck.archived:  # no gate, no scoring, no Promote: its weights are gone
+        st.info(f"Its checkpoint **{ck.name}** (`{ck.id}`) is {ck.archived_text()}: its weights are gone.")
+        return
     cur = ws.active_checkpoint()
     st.markdown(f"**Result:** checkpoint **{ck.name}** (`{ck.id}`)")
     st.caption(f"Lineage: parent `{ck.parent_id or '—'}` · training data version `{ck.data_version or '—'}` · "

@@ -26,9 +26,9 @@ acknowledgement, and files without a row (a crash in between) are never read.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -48,6 +48,8 @@ import numpy as np
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes, raster_info, read_index_mask, write_index_mask, write_index_mask_geotiff
 from seghz.errors import BadInputError, ConflictError, SegHZError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 5
 SPLITS = ("train", "val", "test", "none")
@@ -1647,6 +1649,17 @@ class Workspace:
             raise NotFoundError(f"checkpoint '{checkpoint_id}' is not registered in workspace {self.root}")
         return Checkpoint.from_row(row)
 
+    def usable_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint ``checkpoint_id`` when it can predict: registered and not archived (its weights exist).
+
+        Raises:
+            NotFoundError: When it is not registered, or is archived (the message says when and by whom).
+        """
+        ck = self.get_checkpoint(checkpoint_id)
+        if ck.archived:
+            raise NotFoundError(f"checkpoint '{checkpoint_id}' is {ck.archived_text()}: its weights are gone")
+        return ck
+
     def list_checkpoints(self, include_archived: bool = False) -> list[Checkpoint]:
         """The registered checkpoints, newest first; archived ones (:meth:`archive_checkpoint`) only with
         ``include_archived`` (lineage walks need them: an archived parent is still a parent)."""
@@ -1658,8 +1671,9 @@ class Workspace:
     def archive_checkpoint(self, checkpoint_id: str, *, analyst: str, reason: str = "",
                            delete_file: bool = True) -> Checkpoint:
         """Retire a checkpoint: it leaves every picker and list (``include_archived`` brings it back), its weights
-        file is deleted (``delete_file``; only a file inside the workspace's ``checkpoints/``), and its row stays:
-        lineage, recorded scores, training scenes, and the promotion history keep naming it.
+        file is deleted (``delete_file``; only a file inside the workspace's ``checkpoints/`` that no other checkpoint
+        in use names; a failed delete is logged: callers tell by whether the file is still there), and its row
+        stays: lineage, recorded scores, training scenes, and the promotion history keep naming it.
 
         Raises:
             ValueError: Without an analyst name (an archive deletes weights: it is recorded with who did it).
@@ -1691,12 +1705,19 @@ class Workspace:
                                         "queued or running: wait for it or cancel it first")
             conn.execute("UPDATE checkpoints SET archived_at = ?, archived_by = ?, archive_reason = ? WHERE id = ?",
                          (now_iso(), analyst.strip(), (reason or "").strip(), checkpoint_id))
-        if delete_file:
+            # another checkpoint in use may name the same file (`checkpoints add --no-copy` twice): it stays
+            shared = conn.execute("SELECT 1 FROM checkpoints WHERE path = ? AND id != ? AND archived_at IS NULL",
+                                  (ck.path, checkpoint_id)).fetchone() is not None
+        if delete_file and not shared:
             f = self.path(ck.path)
             inside = self.root / "checkpoints"
             if f.resolve().is_relative_to(inside.resolve()):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     f.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:  # archived all the same; the caller sees the file is still there
+                    log.warning("archived checkpoint %s, but could not delete %s: %s", checkpoint_id, f, e)
         return self.get_checkpoint(checkpoint_id)
 
     def checkpoint_path(self, checkpoint: Checkpoint | str) -> Path:
@@ -1705,12 +1726,16 @@ class Workspace:
             checkpoint = self.get_checkpoint(checkpoint)
         return self.path(checkpoint.path)
 
-    def lineage_learning(self) -> tuple[list[Checkpoint], dict[str, frozenset[str]], set[str]]:
-        """Every checkpoint (newest first), the workspace scenes each learned from (its own recorded
-        ``train_scenes`` plus its ancestors', through ``parent_id``), and the ids of those whose lineage holds a
-        checkpoint that did not record them (registered from a file, older SegHZ): what they learned is unknown."""
-        every = self.list_checkpoints(include_archived=True)
-        by_id = {c.id: c for c in every}
+    def lineage_learning(self, include_archived: bool = False) -> tuple[list[Checkpoint], dict[str, frozenset[str]],
+                                                                        set[str]]:
+        """Every checkpoint in use (newest first; archived ones too with ``include_archived``), the workspace scenes
+        each learned from (its own recorded ``train_scenes`` plus its ancestors', through ``parent_id``: an archived
+        ancestor counts), and the ids of those whose lineage holds a checkpoint that did not record them (registered
+        from a file, older SegHZ): what they learned is unknown. An archived model cannot be scored or used any more,
+        so leakage warnings and the val proposal leave it out."""
+        walk = self.list_checkpoints(include_archived=True)
+        by_id = {c.id: c for c in walk}
+        every = walk if include_archived else [c for c in walk if not c.archived]
         learned, unknown = {}, set()
         for c in every:
             seen, scenes, a = set(), set(), c
@@ -1738,8 +1763,8 @@ class Workspace:
 
     def checkpoints_trained_on(self, scene_id: str) -> list[Checkpoint]:
         """Registered checkpoints that learned from scene ``scene_id`` (:meth:`learned_scenes`), newest first."""
-        learned = self.learned_scenes()
-        return [c for c in self.list_checkpoints(include_archived=True) if scene_id in learned.get(c.id, ())]
+        every, learned, _ = self.lineage_learning()
+        return [c for c in every if scene_id in learned.get(c.id, ())]
 
     def lineage(self, checkpoint_id: str) -> list[Checkpoint]:
         """The checkpoint and its ancestors through ``parent_id``: ``[itself, parent, grandparent, ...]``.

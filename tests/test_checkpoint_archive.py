@@ -7,7 +7,7 @@ import pytest
 
 from seghz.cli import main
 from seghz.errors import ConflictError
-from seghz.store import Workspace
+from seghz.store import NotFoundError, Workspace
 
 
 def _ckpt(w: Workspace, cid: str, **kw) -> str:
@@ -38,9 +38,11 @@ def test_an_archived_checkpoint_leaves_the_lists_and_its_weights_go_but_its_row_
     assert [c.id for c in reg.list_checkpoints()] == ["b", "a"] and reg.summary()["checkpoints"] == 2
     assert [c.id for c in reg.list_checkpoints(include_archived=True)] == ["c", "b", "a"]
     assert reg.get_checkpoint("c").archived  # still registered: lineage and history name it
-    _, learned, _ = reg.lineage_learning()
-    assert learned["c"] == {"s1", "s2"}  # what it learned is still known (a scene moved to val warns about it)
-    assert [c.id for c in reg.checkpoints_trained_on("s2")] == ["c", "b"]
+    _, learned, _ = reg.lineage_learning(include_archived=True)
+    assert learned["c"] == {"s1", "s2"}  # what it learned is still known (the registry shows it)
+    every, learned, _ = reg.lineage_learning()  # but it is no model any more: no leakage warning names it
+    assert [c.id for c in every] == ["b", "a"] and "c" not in learned
+    assert [c.id for c in reg.checkpoints_trained_on("s2")] == ["b"]
     with pytest.raises(ConflictError, match="already archived"):
         reg.archive_checkpoint("c", analyst="Ann")
     with pytest.raises(ConflictError, match="weights are gone, it cannot become the active model"):
@@ -114,3 +116,34 @@ def test_the_checkpoints_command_archives_and_lists(reg, capsys):
     assert main(["--workspace", root, "checkpoints", "list", "--all"]) == 0
     out = capsys.readouterr().out
     assert "c " in out and "[archived 20" in out
+
+
+def test_archiving_keeps_a_file_another_checkpoint_uses_and_survives_a_failed_delete(reg, monkeypatch):
+    """The review: two rows naming one file (`checkpoints add --no-copy` twice); archiving one deleted the active
+    model's weights. And a delete that fails (permissions) left the page with a traceback."""
+    from pathlib import Path
+
+    f = reg.checkpoint_path("c")
+    reg.register_checkpoint(f, {"scheme": "hz7"}, checkpoint_id="c2", name="same file")
+    reg.archive_checkpoint("c", analyst="Ann")
+    assert f.exists() and not reg.get_checkpoint("c2").archived  # c2 still predicts with it
+    reg.archive_checkpoint("c2", analyst="Ann")
+    assert not f.exists()  # the last one in use goes: the file with it
+    g = reg.checkpoint_path("a")
+    _ckpt(reg, "d")
+    h = reg.checkpoint_path("d")
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    ck = reg.archive_checkpoint("d", analyst="Ann")  # archived; the file stays, nothing raised
+    assert ck.archived and h.exists() and g.exists()
+
+
+def test_usable_checkpoint_refuses_an_archived_one(reg):
+    """The Map's jumps and links and a finished job's result used an archived id as if its weights were there."""
+    reg.archive_checkpoint("c", analyst="Ann")
+    assert reg.usable_checkpoint("b").id == "b"
+    with pytest.raises(NotFoundError, match="is archived .*: its weights are gone"):
+        reg.usable_checkpoint("c")

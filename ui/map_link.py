@@ -55,7 +55,7 @@ def _jump_params() -> dict[str, str]:
 def _checkpoint_scheme(ws: Any, checkpoint_id: str) -> str | None:
     """The class scheme of a registered checkpoint, None when ``checkpoint_id`` is not registered."""
     try:
-        return ws.get_checkpoint(checkpoint_id).scheme
+        return ws.usable_checkpoint(checkpoint_id).scheme
     except SegHZError:
         return None
 
@@ -96,7 +96,7 @@ def restore_jump(ws: Any, params: dict[str, str], msgs: list[str]) -> dict | Non
                     "and error layer.")
         return None
     if settings and settings.get("checkpoint_id"):
-        settings["checkpoint_name"] = ws.get_checkpoint(settings["checkpoint_id"]).name
+        settings["checkpoint_name"] = ws.usable_checkpoint(settings["checkpoint_id"]).name
     return settings
 
 

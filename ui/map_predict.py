@@ -195,7 +195,7 @@ def predict(ws: Any, scene: Any, info: Any, *, active: Any, tta_choice, merge: s
     if auto:
         if auto.get("checkpoint_id"):
             try:
-                use_ck, chosen = ws.get_checkpoint(auto["checkpoint_id"]), bool(auto.get("chosen", True))
+                use_ck, chosen = ws.usable_checkpoint(auto["checkpoint_id"]), bool(auto.get("chosen", True))
             except SegHZError:  # deleted since it was named: kept above the map until the analyst moves on
                 gone = (f"Checkpoint `{map_link.shown(str(auto['checkpoint_id']))}` is no longer registered: the region "
                         + (f"is predicted with the active model **{active.name}** (`{active.id}`) instead."

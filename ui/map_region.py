@@ -67,7 +67,7 @@ def _checkpoint_gone(ws: Any, checkpoint_id: str | None) -> bool:
     if not checkpoint_id:
         return False
     try:
-        ws.get_checkpoint(checkpoint_id)
+        ws.usable_checkpoint(checkpoint_id)  # archived: its weights are gone, as good as unregistered
         return False
     except SegHZError:
         return True

@@ -57,7 +57,7 @@ def registry_panel(ws: Any) -> None:
         return
     active = ws.active_checkpoint()
     back = ws.rollback_target()
-    _, learned, unknown = ws.lineage_learning()
+    _, learned, unknown = ws.lineage_learning(include_archived=True)  # archived rows show what they learned too
     table = report.registry_table(cks, active_id=active.id if active else None, rollback_id=back,
                                   learned=learned, unknown=unknown)
     st.caption("Newest first. val mIoU is each checkpoint's own validation score when it was trained; pick a row to "
@@ -113,7 +113,11 @@ def _archive_controls(ws: Any, ck: Any, active: Any, back: str | None) -> None:
             except (ConflictError, NotFoundError, ValueError) as e:
                 st.error(str(e))
             else:
-                st.session_state["train_reg_done"] = f"Archived {ck.name} (`{ck.id}`); its weights file was deleted."
+                kept = ws.checkpoint_path(ck).exists()  # outside the workspace, shared, or not deletable: kept
+                st.session_state["train_reg_done"] = (
+                    f"Archived {ck.name} (`{ck.id}`); " + (f"its weights file stays at {ws.checkpoint_path(ck)} (outside "
+                                                           "the workspace's checkpoints, or used by another checkpoint)."
+                                                           if kept else "its weights file was deleted."))
                 st.rerun()
 
 
