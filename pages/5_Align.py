@@ -54,7 +54,6 @@ def expected_scheme(names: list[str]) -> tuple[str, str]:
     return ("hz20" if "hz20" in names else names[0]), "no model or scene in the workspace yet"
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def save_schemes(scheme: str, names: list[str]) -> list[str]:
     """The schemes a ``scheme`` label can be saved in: itself and every scheme it crosswalks to (hz20 -> hz14,
     hz11, hz7)."""
@@ -68,6 +67,7 @@ def save_default(scheme: str, targets: list[str]) -> str:
     return active.scheme if active is not None and active.scheme in targets else scheme
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
 def readable_as(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> tuple[str, ...]:
     """The schemes of ``names`` under which the label file decodes (each value one of the scheme's classes or
     unlabelled); ``stamp`` (modification time, size) renews the answer when the file changes."""
@@ -103,10 +103,14 @@ if not label_path.strip() or not image_path.strip():  # spaces only = not given 
 try:
     for _p, _what in ((label_path, "label file"), (image_path, "imagery file")):
         check_server_path(_p.strip(), _what)  # SEGHZ_IMPORT_ROOTS, before anything is read
+except SegHZError as e:
+    st.error(str(e))
+    st.stop()
+try:
     label, image = load_pair(label_path.strip(), image_path.strip(), scheme)
 except SegHZError as e:
     msg = str(e)
-    fits = () if "SEGHZ_IMPORT_ROOTS" in msg else schemes_reading(label_path.strip())
+    fits = schemes_reading(label_path.strip())
     if fits and scheme not in fits:  # the label's values are not all classes of the chosen scheme; others fit
         fits = sorted(fits, key=lambda n: (n != expected, get_scheme(n).num_classes))
         msg += (f"\n\nThis label is not a {scheme} label: it reads as {' or '.join(fits)}. Choose "

@@ -756,17 +756,9 @@ def cmd_scenes(a) -> int:
         return 0
     if a.action == "propose-val":
         prop = scene_splits.propose_val(ws, a.k, scheme=a.scheme, prefer_unlearned=not a.any_scene)
-        cur = "—" if prop.current_entropy is None else f"{prop.current_entropy:.3f}"
-        print(f"greedy max class entropy in scheme {prop.scheme}: val = {', '.join(prop.chosen)} "
-              f"(class entropy {prop.entropy:.3f} nats; the current val split's: {cur})")
+        print(scene_splits.proposal_note(prop))  # the same words as the Home page's
         if prop.unconstrained is not None:
-            h, plain = prop.unconstrained
-            print(f"  scenes no model learned from were preferred; the plain choice ({', '.join(plain)}) would reach "
-                  f"{h:.3f} nats (--any-scene takes it)")
-        for sid, who in prop.learned.items():
-            print(f"  {sid}: learned from by {', '.join(who)} (their val scores there will be optimistic)")
-        for sid, why in prop.skipped.items():
-            print(f"  left out of the choice: {sid} ({why})")
+            print("(--any-scene takes the plain greedy choice)")
         wanted = prop.moves
     else:  # move
         wanted = dict.fromkeys(a.scene, a.to)

@@ -85,6 +85,11 @@ def test_importing_the_same_file_again_offers_its_scene_instead_of_a_copy(ws, fa
     at.checkbox(key="map_import_dup").check().run()
     at.button(key="map_import_go").click().run()  # on purpose: a second copy
     assert len(ws.list_scenes()) == n + 1 and at.selectbox(key="map_scene").value != first
+    # "again" counted for that import only, and no notice of the earlier duplicate stays
+    assert not at.checkbox(key="map_import_dup").value
+    assert not any("already imported" in str(w.value) for w in at.warning)
+    at.button(key="map_import_go").click().run()  # the third time is refused again
+    assert len(ws.list_scenes()) == n + 1 and any("already imported" in str(w.value) for w in at.warning)
 
 
 def test_the_import_refuses_a_path_outside_the_allowed_roots(ws, fake_map, monkeypatch, tmp_path):  # noqa: F811

@@ -245,7 +245,8 @@ def test_the_scenes_command_lists_moves_with_a_name_and_proposes(four, capsys):
     assert "a: train → val  by Ann  — r" in capsys.readouterr().out
     assert main(["--workspace", root, "scenes", "propose-val", "--k", "1"]) == 0
     out = capsys.readouterr().out
-    assert "val = c" in out and "(a proposal" in out and four.get_scene("c").split == "train"
+    assert "Proposed val: c — class entropy 1.386 nats in scheme hz7" in out and "(a proposal" in out
+    assert four.get_scene("c").split == "train"
     assert main(["--workspace", root, "scenes", "propose-val", "--k", "1", "--apply", "--analyst", "Ann"]) == 0
     assert [s.id for s in four.list_scenes("val")] == ["c"]
     assert four.split_history()[0].reason == "greedy max class-entropy validation split"

@@ -366,9 +366,11 @@ def _sidebar_data_notices(ws: Workspace, active: Any) -> None:
     scenes = ws.list_scenes()
     n_syn = sum(s.synthetic for s in scenes)
     n_real = len(scenes) - n_syn
-    syn = synthetic_trained(ws) if active is not None and n_real else set()
-    if active is not None and active.id in syn:
-        real_models = [c.name for c in ws.list_checkpoints() if c.id not in syn]
+    # only the active model is judged on every run (every page, every stroke); the others when the warning shows
+    if active is not None and n_real and active.id in synthetic_trained(ws, [active]):
+        others = [c for c in ws.list_checkpoints() if c.id != active.id]
+        syn = synthetic_trained(ws, others)
+        real_models = [c.name for c in others if c.id not in syn]
         st.error(
             f"**The active model ({active.name}) was trained on synthetic demo data**: its predictions on the "
             f"{n_real} real scene{'s' if n_real != 1 else ''} of this workspace mean nothing. Promote a real model "

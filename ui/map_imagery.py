@@ -36,6 +36,8 @@ def import_panel(ws: Any) -> None:
                                    help="Level of the tiles in a tile folder (the seed's folders hold level 16).")
         imp_file = st.file_uploader("…or upload an image", type=["tif", "tiff", "png", "jpg", "jpeg"],
                                     key="map_import_upload")
+        if ss.pop("map_import_dup_used", False):  # "import again" counts for one import, not the session
+            ss["map_import_dup"] = False
         again = st.checkbox("Import it even if it is already a scene", key="map_import_dup",
                             help="An image already imported (the same file content, or the same tile folder) "
                                  "opens its scene instead of making a second copy, unless this is ticked.")
@@ -44,6 +46,8 @@ def import_panel(ws: Any) -> None:
             st.error("Give a local path (a file or a tile folder) or upload an image first.")
         elif imp_clicked:
             import tempfile
+
+            ss.pop("map_import_dup_of", None)  # an earlier duplicate's notice is about another import
 
             shown = None  # how an uploaded file is named in messages (not by the temporary folder it passes through)
             try:
@@ -57,6 +61,7 @@ def import_panel(ws: Any) -> None:
                                                         source=shown[1] if shown else None, allow_duplicate=again)
                 ss["map_import_msg"] = imp_msg
                 ss["map_scene"] = new_scene.id
+                ss["map_import_dup_used"] = again
                 st.rerun()
             except DuplicateImportError as e:
                 ss["map_import_msg"] = None
