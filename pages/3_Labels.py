@@ -1,10 +1,10 @@
-"""Labels: compare a scene's label with the active model's prediction, review the model-ranked noise queue,
-and paint corrections with a class brush.
+"""Labels: compare a scene's label with the active model's prediction (or, for a window sent from Evaluate, with the
+checkpoint it was sent for), review the model-ranked noise queue, and paint corrections with a class brush.
 
 Every save is a sparse correction layer (``ws.save_label_edit``: the painted pixels and their class, with the
-analyst, tool, active checkpoint and reason); original labels are never modified. An edit keeps the version it
-started from; when someone saved in between, the save is merged if none of its pixels were touched since, and
-refused otherwise (ConflictError) with the edit kept in this session so it can be re-applied onto the latest
+analyst, tool, checkpoint and reason: the active one, or the one whose prediction Accept took); original labels are
+never modified. An edit keeps the version it started from; when someone saved in between, the save is merged if none
+of its pixels were touched since, and refused otherwise (ConflictError) with the edit kept in this session so it can be re-applied onto the latest
 version. Pixels painted with the class they already hold are recorded as confirmed.
 
 Noise queue (``seghz.review.queue``): the active checkpoint scores the scene's label, suspicious pixels are
@@ -14,7 +14,12 @@ Judged items leave the queue and only come back when their label pixels change.
 
 Unapplied strokes survive a visit to another page (``ui.labels``: kept in the session under their scene and window
 and loaded back into the canvas, with their class and tool); Undo clears them first, then takes back saved edits.
-Windows sent from Evaluate for review are counted per scene at the top, whichever scene is shown. A retrain or head
+Windows sent from Evaluate for review are counted per scene at the top, whichever scene is shown, and listed with
+what they were sent for (the checkpoint that made the A → B confusion, its pixels, the evaluation's TTA). A sent
+window opened in the canvas (or from Evaluate's "Open the Labels page on the first sent window", which lands on that
+window) is compared with that checkpoint and TTA while it is registered and not archived; otherwise the page says that
+its prediction is the active model's, which is not the one that made the confusion (``ui.labels.comparison_for``).
+An edit that accepted a model's prediction records that model with the save. A retrain or head
 refit started here shows its validation scores before/after on the same labels (a refit also its accuracy on the
 existing labels) and the regression gate's verdict; it is promoted on the Train page.
 
@@ -58,6 +63,7 @@ from PIL import Image
 from seghz import candidate, drilldown, gate
 from seghz.classes import IGNORE, get_scheme
 from seghz.errors import ConflictError, SegHZError
+from seghz.evaluate import label_for_checkpoint
 from seghz.geo import vectors
 from seghz.labels_edit import (
     CANVAS_MODE,
@@ -149,6 +155,8 @@ def commit_pending() -> int:
     edit["mask"] = mask
     edit["painted"] = painted
     edit.setdefault("tools", set()).add(tool)
+    if tool == "accept" and last.get("prediction_checkpoint"):  # the save records whose prediction was accepted
+        edit["prediction_checkpoint"] = last["prediction_checkpoint"]
     edit["gen"] += 1
     return int(np.count_nonzero(touched))
 
@@ -210,7 +218,8 @@ def on_save(scene_id: str, checkpoint_id: str | None) -> None:
     try:
         v = ws.save_label_edit(scene_id, edit["base_version"], name, "+".join(sorted(edit.get("tools") or {"brush"})),
                                pixels=px, values=edit["mask"],
-                               checkpoint_id=checkpoint_id, reason=lui.take_reason(scene_id), merge=True)
+                               checkpoint_id=edit.get("prediction_checkpoint") or checkpoint_id,
+                               reason=lui.take_reason(scene_id), merge=True)
     except ConflictError as e:
         ss["lbl_conflict"] = {"scene_id": scene_id, "message": str(e)}
         flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}. Your edit "
@@ -242,7 +251,7 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
     try:
         v = ws.save_label_edit(scene_id, edit["base_version"], name, "confirm-window",
                                pixels=px if px.any() else None, values=edit["mask"] if px.any() else None,
-                               confirm=conf, checkpoint_id=checkpoint_id,
+                               confirm=conf, checkpoint_id=edit.get("prediction_checkpoint") or checkpoint_id,
                                reason=lui.take_reason(scene_id), merge=True)
     except ConflictError as e:
         flash("error", f"Not saved — someone saved this scene first and changed some of the same pixels. {e}.")
@@ -325,17 +334,25 @@ def on_goto_scene(scene_id: str) -> None:
     leave_scene(prev, scene_id)
 
 
-def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: int) -> None:
-    """Show a queue item's component: set the window selectbox and offset sliders to frame its bbox."""
+def on_zoom(scene_id: str, bbox: tuple[int, int, int, int], height: int, width: int, review: dict | None = None) -> None:
+    """Show a queue item's component, or a window sent from Evaluate (``review``: its review-list entry, kept with the
+    focus so the page compares the window with the checkpoint it was sent for): set the window selectbox and offset
+    sliders to frame its bbox."""
     commit_pending()
     size, row, col = zoom_window(bbox, height, width)
     ss[f"lbl_size_{scene_id}"] = size
     ss[f"lbl_row_{scene_id}"] = row
     ss[f"lbl_col_{scene_id}"] = col
     ss["lbl_sus_opacity"] = max(float(ss.get("lbl_sus_opacity", 0.0)), 0.5)
-    ss["lbl_focus"] = {"scene_id": scene_id, "bbox": tuple(int(v) for v in bbox)}
-    flash("info", f"Zoomed to the component at rows {bbox[0]}–{bbox[2] - 1}, columns {bbox[1]}–{bbox[3] - 1} "
-                  f"({size}×{size} px window): it is outlined in magenta on the canvas, with its suspicion shown.")
+    ss[lui.FOCUS_KEY] = {"scene_id": scene_id, "bbox": tuple(int(v) for v in bbox),
+                         **({"review": dict(review)} if review else {})}
+    where = f"rows {bbox[0]}–{bbox[2] - 1}, columns {bbox[1]}–{bbox[3] - 1} ({size}×{size} px window)"
+    if review:
+        flash("info", f"Opened the window sent from Evaluate at {where}, outlined in magenta on the canvas: "
+                      f"{drilldown.review_summary(review, lui.checkpoint_name(ws, review.get('checkpoint_id')))}.")
+        return
+    flash("info", f"Zoomed to the component at {where}: it is outlined in magenta on the canvas, with its suspicion "
+                  "shown.")
 
 
 def export_data(scene_id: str, version: int, suffix: str):
@@ -455,9 +472,22 @@ if name_problem and analyst_name():  # empty is explained where it matters; a ba
     st.sidebar.error(name_problem)
 by_id = {s.id: s for s in scenes}
 lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: their scene, window, class, tool
+review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
 open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this scene on the Labels page"
+open_window = ss.pop(lui.OPEN_WINDOW_KEY, None)  # ... on this window sent for review (Evaluate's drill-down)
+if isinstance(open_window, dict) and open_window.get("scene_id") in by_id:
+    open_request = open_window["scene_id"]
+else:
+    open_window = None
 if open_request in by_id and open_request != ss.get("lbl_scene"):
     on_goto_scene(open_request)  # strokes left on the canvas are applied to their own scene's edit, not lost
+if open_window is not None:  # the window itself, compared with the checkpoint it was sent for
+    sent_scene = by_id[open_window["scene_id"]]
+    try:
+        on_zoom(sent_scene.id, tuple(int(v) for v in open_window["bbox"]), sent_scene.height, sent_scene.width,
+                review=drilldown.find_review_entry(review_list, open_window) or open_window)
+    except (KeyError, TypeError, ValueError) as e:  # a window outside the scene (re-imported since): the scene only
+        flash("warning", f"Could not open the window sent from Evaluate ({e}); showing the whole scene.")
 # option texts that never change with what happens on the page (no draft marker: module docstring)
 sid = st.selectbox(
     "Scene", list(by_id), key=lui.SCENE_KEY, on_change=on_scene_change,
@@ -473,7 +503,6 @@ if drafted & set(by_id):
 dui.show_left_edit(ws, sid, on_goto_scene)
 scene = by_id[sid]
 scheme = get_scheme(scene.scheme)
-review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
 sent_counts = lui.pending_review_counts(review_list, by_id)
 if sent_counts:  # windows sent from Evaluate wait in these scenes, whichever scene is shown
     with st.container(border=True, key="lbl_sent_summary"):
@@ -548,26 +577,44 @@ st.caption(f"Window rows {r0}–{r0 + wh - 1}, columns {c0}–{c0 + ww - 1} of {
 active = ws.active_checkpoint()
 queue = scene_queue(sid)
 preds: dict = ss.setdefault("lbl_preds", {})
-pred_key = f"{sid}|{win}|{active.id if active else ''}"
 try:
     ck_scheme = get_scheme(active.scheme) if active else scheme
 except KeyError:
     ck_scheme = scheme
-dscheme, dck = screen_scheme(scheme), screen_scheme(ck_scheme)  # the session's screen colours (files keep the study's)
+# the model compared with the label: the active one, or, for a window sent from Evaluate opened in the canvas, the
+# checkpoint that made the confusion (with the evaluation's TTA) while it is registered and not archived
+cmp = lui.comparison_for(ws, lui.review_in_view(ss.get(lui.FOCUS_KEY), sid, win), active)
+model = cmp.checkpoint
+try:
+    model_scheme = get_scheme(model.scheme) if model else scheme
+except KeyError:
+    model_scheme = scheme
+pred_key = cmp.cache_key(sid, win)
+dscheme, dck = screen_scheme(scheme), screen_scheme(model_scheme)  # the session's screen colours (files keep the study's)
 v1, v2, v3 = st.columns(3)
 v1.image(img, caption="image", width="stretch")
 v2.image(dscheme.colorize(lbl_win), caption=f"label (version {base_version}" + (" + your edit)" if n_changed else ")"),
          width="stretch")
 pred = None
 with v3:
-    if active is None:
+    notice = lui.comparison_notice(cmp, active, lui.sent_in_window(review_list, sid, win))
+    if notice is not None:
+        getattr(st, notice[0])(notice[1])
+    who = (f"{model.name} (TTA {drilldown.tta_text(cmp.tta)}, the checkpoint this window was sent for)"
+           if cmp.sent_model else f"the active model {model.name}" if model is not None else "")
+    if model is None:
         st.info("No active checkpoint: nothing to predict with.")
     else:
-        if st.button("Predict this window", key="lbl_predict", help=f"Run {active.name} on the window shown."):
+        if st.button("Predict this window", key="lbl_predict",
+                     help=f"Run {who} on the window shown" + (" (its whole-scene prediction, as the Evaluate "
+                                                              "drill-down made it)." if cmp.sent_model else ".")):
             bar = st.progress(0.0, text="predicting…")
             try:
-                predictor, meta = predictor_for(ws, active.id)
-                p, _ = predictor.predict(img, "none", progress=progress_callback(bar))
+                predictor, meta = predictor_for(ws, model.id)
+                if cmp.sent_model:  # the pixels the drill-down counted: the scene predicted whole, with its TTA
+                    p = drilldown.scene_prediction(ws, model.id, sid, cmp.tta, predictor)[r0 : r0 + wh, c0 : c0 + ww]
+                else:
+                    p, _ = predictor.predict(img, "none", progress=progress_callback(bar))
                 preds[pred_key] = p
                 while len(preds) > PRED_CACHE:
                     preds.pop(next(iter(preds)))
@@ -576,20 +623,36 @@ with v3:
             finally:
                 bar.empty()
         pred = preds.get(pred_key)
-        if pred is None and queue is not None and queue.checkpoint_id == active.id and queue.shape == edit["mask"].shape:
+        if pred is None and cmp.sent_model:  # predicted by the Evaluate drill-down a moment ago (kept in memory)
+            whole = drilldown.cached_scene_prediction(ws, model.id, sid, cmp.tta)
+            if whole is not None and whole.shape == edit["mask"].shape:
+                pred = whole[r0 : r0 + wh, c0 : c0 + ww]
+        if (pred is None and not cmp.sent_model and queue is not None and queue.checkpoint_id == model.id
+                and queue.shape == edit["mask"].shape):  # (a sent window: the drill-down's prediction, not the queue's)
             pred = queue.predicted[r0 : r0 + wh, c0 : c0 + ww]
         if pred is None:
-            st.caption(f"Prediction of the active model **{active.name}**: press the button (computed on demand), "
-                       "or build the noise queue below.")
+            st.caption(f"Prediction of {'' if cmp.sent_model else 'the active model '}**{model.name}**: press the "
+                       "button (computed on demand)" + ("." if cmp.sent_model else ", or build the noise queue below."))
         else:
-            st.image(dck.colorize(pred), caption=f"prediction ({active.name})", width="stretch")
-            if ck_scheme.name == scheme.name:
+            st.image(dck.colorize(pred), caption=f"prediction ({who})", width="stretch")
+            if model_scheme.name == scheme.name:
                 agree = agreement(pred, lbl_win)
                 if agree is not None:
-                    st.caption(f"Agrees with the label on {100 * agree:.1f} % of labelled pixels.")
+                    st.caption(("The active model, not the one that made the confusion, agrees" if cmp.problem else
+                                "Agrees") + f" with the label on {100 * agree:.1f} % of labelled pixels.")
             else:
-                st.caption(f"The model predicts {ck_scheme.name} classes; the label is {scheme.name}.")
-                st.markdown(scheme_legend_html(ck_scheme), unsafe_allow_html=True)
+                st.caption(f"The model predicts {model_scheme.name} classes; the label is {scheme.name}.")
+                st.markdown(scheme_legend_html(model_scheme), unsafe_allow_html=True)
+            if cmp.entry is not None:
+                try:
+                    n_cell = drilldown.review_cell_pixels(
+                        pred, label_for_checkpoint(lbl_win, scene.scheme, model.scheme), model.scheme, cmp.entry)
+                except (SegHZError, KeyError, ValueError) as e:
+                    st.caption(f"Cannot count the sent cell's pixels with {model.name}: {e}")
+                else:
+                    st.caption(f"{model.name if cmp.sent_model else 'The active model'} predicts "
+                               f"**{cmp.entry.get('predicted')}** where the label shown says **{cmp.entry.get('true')}**"
+                               f" on {n_cell:,} px of this window (sent for {int(cmp.entry.get('count', 0)):,} px).")
 st.markdown(scheme_legend_html(scheme), unsafe_allow_html=True)
 
 # ------------------------------------------------------------------------------------------------ overlays
@@ -633,7 +696,7 @@ sw = dscheme.colors[class_index] if class_index != IGNORE else (0, 0, 0)
 b1.markdown(f"<span style='display:inline-block;width:1.6em;height:1em;vertical-align:middle;border:1px solid #555;"
             f"background:rgb{tuple(sw)}'></span> painting "
             f"**{'ignore (255)' if class_index == IGNORE else scheme.names[class_index]}**", unsafe_allow_html=True)
-pred_for_tool = pred if (pred is not None and ck_scheme.name == scheme.name) else None
+pred_for_tool = pred if (pred is not None and model_scheme.name == scheme.name) else None
 if tool == "accept" and pred_for_tool is None:
     st.warning("Accept prediction needs the model's prediction of this window in the label's scheme: press "
                "“Predict this window” above (or build the noise queue) first.")
@@ -645,16 +708,18 @@ paint = f"rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, 0.8)"
 if tool in ("eraser", "accept"):
     paint = "rgba(255, 255, 255, 0.55)"  # these tools do not write the picked class: neutral colour
 bg_img = Image.fromarray(bg).resize((cw, ch), Image.NEAREST if scale >= 1 else Image.BILINEAR)
-focus = ss.get("lbl_focus")
-box = box_on_canvas(focus["bbox"], win, scale) if focus and focus.get("scene_id") == sid else None
-if box is not None:  # the queue item opened with "Open in the canvas" (a few pixels can be hard to find)
+focus = ss.get(lui.FOCUS_KEY)
+box = (box_on_canvas(focus["bbox"], win, scale) if focus and focus.get("scene_id") == sid and not focus.get("hidden")
+       else None)
+if box is not None:  # the item opened with "Open in the canvas" (a few pixels can be hard to find)
     from PIL import ImageDraw
 
     ImageDraw.Draw(bg_img).rectangle(box, outline=(255, 0, 255), width=2)
     fb = focus["bbox"]
     f1, f2 = st.columns([5, 1])
-    f1.caption(f"Magenta box: the queue item you opened (rows {fb[0]}–{fb[2] - 1}, columns {fb[1]}–{fb[3] - 1}).")
-    f2.button("Hide the box", key="lbl_focus_hide", on_click=lambda: ss.pop("lbl_focus", None))
+    what = "the window sent from Evaluate you opened" if focus.get("review") else "the queue item you opened"
+    f1.caption(f"Magenta box: {what} (rows {fb[0]}–{fb[2] - 1}, columns {fb[1]}–{fb[3] - 1}).")
+    f2.button("Hide the box", key="lbl_focus_hide", on_click=lui.hide_focus_box)
 buf = io.BytesIO()
 bg_img.save(buf, format="JPEG", quality=90)
 canvas_key = f"lbl_canvas_{sid}_{r0}_{c0}_{wh}_{ww}_{edit['gen']}"
@@ -675,7 +740,8 @@ n_painted = count_painted(rgba)
 if n_painted:
     ss["lbl_strokes"] = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
                          "num_classes": scheme.num_classes, "rgba": np.asarray(rgba), "tool": tool,
-                         "prediction": pred_for_tool}
+                         "prediction": pred_for_tool,
+                         "prediction_checkpoint": model.id if pred_for_tool is not None and model is not None else None}
     lui.keep_draft(ss, sid, win, gen=edit["gen"], drawing=drawing, rgba=np.asarray(rgba), class_index=int(class_index),
                    tool=tool, size=size, row=row, col=col)  # for a return to the page
 else:
@@ -760,15 +826,16 @@ show_flash("history")
 sent = drilldown.pending_reviews(ws, sid, review_list)
 if sent:
     with st.expander(f"Sent from Evaluate for review ({len(sent)})", expanded=True):
-        st.caption("Windows where the model confuses one class with another, sent from the Evaluate page's "
-                   "drill-down. Open one, fix or confirm the label, then mark it reviewed.")
+        st.caption("Windows where a checkpoint confuses one class with another, sent from the Evaluate page's "
+                   "drill-down with the checkpoint and TTA that made the confusion. Open one, fix or confirm the "
+                   "label, then mark it reviewed.")
         for k, e in enumerate(sent[:QUEUE_PAGE]):
             bb = tuple(int(v) for v in e["bbox"])
             c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-            c1.markdown(f"**{e['true']} → {e['predicted']}** ({e.get('scheme', '')}) · {int(e.get('count', 0)):,} px · "
-                        f"rows {bb[0]}–{bb[2] - 1}, cols {bb[1]}–{bb[3] - 1} · sent by {e.get('analyst') or 'someone'}")
+            c1.markdown(lui.sent_item_markdown(ws, e))
             c2.button("Open in the canvas", key=f"lbl_sent_zoom_{k}", on_click=on_zoom,
-                      args=(sid, bb, scene.height, scene.width))
+                      args=(sid, bb, scene.height, scene.width, e),
+                      help="Show this window on the canvas, compared with the checkpoint it was sent for.")
             if c3.button("Open on map", key=f"lbl_sent_map_{k}",
                          help="The Map page at this window, predicted by the checkpoint whose errors were sent (with "
                               "the evaluation's TTA), with exactly these A → B pixels marked."):

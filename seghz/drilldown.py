@@ -14,7 +14,10 @@ Pure numpy (no Streamlit); the Evaluate page lays out what these functions retur
   highlighted in :data:`HIGHLIGHT` (exactly those pixels; everything else is the image darkened).
 * Review list: :func:`add_to_review_list` appends windows to ``review/drilldown.json`` in the workspace
   (written atomically, deduplicated; a diagonal cell, i.e. correct pixels, is refused); :func:`load_review_list` reads
-  it back. :func:`preselect_windows` picks the windows offered by default (those holding a meaningful share of the
+  it back. Each entry records what the window was sent for: the A→B cell and its scheme view, and the checkpoint that
+  made the confusion (id, name, class scheme) with the evaluation's TTA (older entries lack the name and scheme, the
+  oldest the TTA). The Labels page says so (:func:`review_summary`) and compares the window with that checkpoint
+  while it is registered and not archived (:func:`review_checkpoint`). :func:`preselect_windows` picks the windows offered by default (those holding a meaningful share of the
   cell's pixels), :func:`windows_to_send` keeps a selection to the windows shown.
 * Links: "Open on map" (:func:`map_jump`) keeps its checkpoint, TTA and A→B cell in the Map page's URL next to the
   region (``&ckpt=<checkpoint id>&tta=d4&err=3-5.hz7``): :func:`jump_to_query` / :func:`jump_from_query`, the
@@ -209,14 +212,18 @@ _PRED_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 PRED_CACHE_SIZE = 16
 
 
-def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str, predictor: Any) -> np.ndarray:
+def _prediction_key(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str]) -> tuple:
+    path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
+    return (str(ws.root), str(path), path.stat().st_mtime_ns if path.exists() else 0, scene_id,
+            tta if isinstance(tta, str) else tuple(tta))
+
+
+def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str], predictor: Any) -> np.ndarray:
     """The checkpoint's class-index prediction of a scene, cached in memory per (checkpoint file and its
     mtime, scene, TTA) — the label version does not change a prediction."""
     from seghz.data.io import read_image
 
-    ck = ws.get_checkpoint(checkpoint_id)
-    path = ws.checkpoint_path(ck)
-    key = (str(ws.root), str(path), path.stat().st_mtime_ns if path.exists() else 0, scene_id, tta)
+    key = _prediction_key(ws, checkpoint_id, scene_id, tta)
     if key in _PRED_CACHE:
         _PRED_CACHE.move_to_end(key)
         return _PRED_CACHE[key]
@@ -227,6 +234,16 @@ def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str, predi
     while len(_PRED_CACHE) > PRED_CACHE_SIZE:
         _PRED_CACHE.popitem(last=False)
     return pred
+
+
+def cached_scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str]) -> np.ndarray | None:
+    """The prediction :func:`scene_prediction` holds in memory for these arguments (e.g. computed by the Evaluate
+    drill-down a moment ago), or None: nothing is computed."""
+    try:
+        key = _prediction_key(ws, checkpoint_id, scene_id, tta)
+    except (LookupError, OSError, ValueError):  # e.g. the checkpoint is no longer registered (NotFoundError)
+        return None
+    return _PRED_CACHE.get(key)
 
 
 def clear_prediction_cache() -> None:
@@ -341,12 +358,39 @@ def load_review_list(ws: Any) -> list[dict]:
     return data if isinstance(data, list) else []
 
 
+def review_key(entry: Mapping[str, Any]) -> tuple:
+    """What identifies a review-list entry: ``(scene, bbox, true class, predicted class, scheme view)``."""
+    return (entry.get("scene_id"), tuple(int(v) for v in entry.get("bbox", ())), entry.get("true"),
+            entry.get("predicted"), entry.get("scheme"))
+
+
+def find_review_entry(items: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]) -> dict | None:
+    """The entry of ``items`` (the review list) with the same :func:`review_key` as ``entry``, or None."""
+    key = review_key(entry)
+    return next((dict(e) for e in items if review_key(e) == key), None)
+
+
+def review_entry(window: Window, *, true_class: str, pred_class: str, scheme: str, checkpoint_id: str,
+                 checkpoint_name: str = "", checkpoint_scheme: str = "", tta: str | Sequence[str] = "none",
+                 analyst: str = "") -> dict:
+    """The review-list entry of a window sent for the A→B cell ``true_class`` → ``pred_class`` of scheme view
+    ``scheme``, made by checkpoint ``checkpoint_id`` (its name and class scheme recorded too, so the Labels page can
+    say which model made the confusion even once it is archived) with ``tta`` (status "pending", no time yet)."""
+    return {"scene_id": window.scene_id, "bbox": [int(v) for v in window.bbox], "count": int(window.count),
+            "true": true_class, "predicted": pred_class, "scheme": scheme, "checkpoint_id": checkpoint_id,
+            "checkpoint_name": checkpoint_name or checkpoint_id, "checkpoint_scheme": checkpoint_scheme,
+            "tta": tta if isinstance(tta, str) else list(tta), "analyst": analyst, "status": "pending"}
+
+
 def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, pred_class: str, scheme: str,
-                       checkpoint_id: str, analyst: str = "", tta: str = "none") -> int:
+                       checkpoint_id: str, analyst: str = "", tta: str | Sequence[str] = "none",
+                       checkpoint_name: str = "", checkpoint_scheme: str = "") -> int:
     """Append windows (with the confusion they show) to the review list; returns how many were new.
 
-    An entry is the window's scene, bbox, A→B count, the classes and scheme, checkpoint, the evaluation's TTA,
-    analyst and time.
+    An entry (:func:`review_entry`) is the window's scene, bbox, A→B count, the classes and scheme view, the
+    checkpoint that made the confusion (id, name, class scheme), the evaluation's TTA, analyst and time. Entries
+    written before the name, scheme or TTA were recorded lack those fields: readers fall back (:func:`review_tta`,
+    :func:`review_checkpoint_label`).
     Already-listed (scene, bbox, true, predicted, scheme) entries are kept once. Written atomically under a lock.
     Raises ValueError for a diagonal cell (``true_class == pred_class``): correctly predicted pixels are no error to
     review.
@@ -359,17 +403,17 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
     p = review_list_path(ws)
     with _locked(p):
         items = load_review_list(ws)
-        seen = {(e.get("scene_id"), tuple(e.get("bbox", ())), e.get("true"), e.get("predicted"), e.get("scheme"))
-                for e in items}
+        seen = {review_key(e) for e in items}
         added = 0
         for w in windows:
-            k = (w.scene_id, tuple(w.bbox), true_class, pred_class, scheme)
+            e = review_entry(w, true_class=true_class, pred_class=pred_class, scheme=scheme,
+                             checkpoint_id=checkpoint_id, checkpoint_name=checkpoint_name,
+                             checkpoint_scheme=checkpoint_scheme, tta=tta, analyst=analyst)
+            k = review_key(e)
             if k in seen:
                 continue
             seen.add(k)
-            items.append({"scene_id": w.scene_id, "bbox": list(w.bbox), "count": w.count, "true": true_class,
-                          "predicted": pred_class, "scheme": scheme, "checkpoint_id": checkpoint_id,
-                          "tta": tta, "analyst": analyst, "added_at": now_iso(), "status": "pending"})
+            items.append({**e, "added_at": now_iso()})
             added += 1
         if added:
             atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
@@ -391,17 +435,93 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
 
     if status not in ("pending", "reviewed"):
         raise ValueError(f"review status must be 'pending' or 'reviewed', got {status!r}")
-    key = (entry.get("scene_id"), tuple(entry.get("bbox", ())), entry.get("true"), entry.get("predicted"),
-           entry.get("scheme"))
+    key = review_key(entry)
     p = review_list_path(ws)
     with _locked(p):
         items = load_review_list(ws)
         for e in items:
-            if (e.get("scene_id"), tuple(e.get("bbox", ())), e.get("true"), e.get("predicted"), e.get("scheme")) == key:
+            if review_key(e) == key:
                 e.update(status=status, reviewed_by=analyst, reviewed_at=now_iso())
                 atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
                 return True
     return False
+
+
+# ---- what a window was sent for (the Labels page)
+
+
+def review_tta(entry: Mapping[str, Any]) -> str | list[str]:
+    """The TTA of the evaluation a window was sent from; "none" for entries older than that field (the Evaluate
+    page's default, as :func:`review_jump` does)."""
+    tta = entry.get("tta")
+    if isinstance(tta, str) and tta:
+        return tta
+    if isinstance(tta, (list, tuple)) and tta:
+        return [str(v) for v in tta]
+    return "none"
+
+
+def tta_text(tta: Any) -> str:
+    """A TTA as the pages say it: ``none`` / ``flip`` / ``d4``, view names joined by "+" for a custom set, "not
+    recorded" for None."""
+    if tta is None or tta == "" or tta == []:
+        return "not recorded"
+    return tta if isinstance(tta, str) else "custom " + "+".join(str(v) for v in tta)
+
+
+def review_checkpoint_label(entry: Mapping[str, Any], registered_name: str = "") -> str:
+    """The name of the checkpoint a window was sent for: its registered name (``registered_name``, looked up by the
+    caller), else the name recorded with the entry, else its id; "an unrecorded checkpoint" for an entry without one."""
+    return (registered_name or str(entry.get("checkpoint_name") or "") or str(entry.get("checkpoint_id") or "")
+            or "an unrecorded checkpoint")
+
+
+def review_summary(entry: Mapping[str, Any], checkpoint_name: str = "") -> str:
+    """What a window was sent for, in Markdown: ``sent from Evaluate: **<checkpoint>** predicts **B** where the label
+    says **A** on N px (TTA d4)``; ``checkpoint_name``: the checkpoint's registered name when the caller knows it."""
+    name = review_checkpoint_label(entry, checkpoint_name)
+    tta = entry.get("tta")
+    return (f"sent from Evaluate: **{name}** predicts **{entry.get('predicted')}** where the label says "
+            f"**{entry.get('true')}** on {int(entry.get('count', 0)):,} px (TTA {tta_text(tta if tta else None)})")
+
+
+def review_checkpoint(ws: Any, entry: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """``(checkpoint, "")``: the registered checkpoint that made the confusion a window was sent for, usable to
+    predict with (not archived, its weights file present); or ``(None, why not)``, e.g. "checkpoint **x** is archived
+    2026-11-29 10:00 UTC by Ann" (the caller then compares with another model and says so)."""
+    from seghz.store import NotFoundError
+
+    cid = entry.get("checkpoint_id")
+    if not cid:
+        return None, "the review list does not record which checkpoint sent this window"
+    try:
+        ck = ws.get_checkpoint(str(cid))
+    except NotFoundError:
+        return None, f"checkpoint **{review_checkpoint_label(entry)}** (`{cid}`) is no longer registered"
+    if ck.archived:
+        return None, f"checkpoint **{ck.name}** is {ck.archived_text()}"
+    try:
+        present = ws.checkpoint_path(ck).exists()
+    except (OSError, ValueError):
+        present = False
+    if not present:
+        return None, f"the weights file of checkpoint **{ck.name}** is missing"
+    return ck, ""
+
+
+def review_cell_pixels(pred: np.ndarray, label: np.ndarray, checkpoint_scheme: str, entry: Mapping[str, Any]) -> int:
+    """Pixels of a window labelled the entry's class A and predicted its class B in the entry's scheme view, for a
+    prediction and a label in ``checkpoint_scheme`` (:func:`jump_cell_mask`; its errors propagate)."""
+    cell = {"true": entry.get("true"), "predicted": entry.get("predicted"), "scheme": entry.get("scheme")}
+    return int(jump_cell_mask(pred, label, checkpoint_scheme, cell).sum())
+
+
+def bbox_overlaps(bbox: Sequence[int], window: Sequence[int]) -> bool:
+    """Whether ``bbox`` ``(row0, col0, row1, col1)`` (end exclusive) shares a pixel with ``window``
+    ``(row, col, height, width)`` (the Labels page's window)."""
+    r0, c0, r1, c1 = (int(v) for v in bbox)
+    wr, wc, wh, ww = (int(v) for v in window)
+    return r0 < wr + wh and wr < r1 and c0 < wc + ww and wc < c1
 
 
 __all__ = [
@@ -413,6 +533,8 @@ __all__ = [
     "JumpQueryError",
     "Window",
     "add_to_review_list",
+    "bbox_overlaps",
+    "cached_scene_prediction",
     "cell_from_selection",
     "cell_mask",
     "cell_panels",
@@ -420,6 +542,7 @@ __all__ = [
     "collapse_confusion",
     "collapse_result",
     "crop",
+    "find_review_entry",
     "highlight_panel",
     "jump_cell_mask",
     "jump_from_query",
@@ -432,14 +555,22 @@ __all__ = [
     "pick_cell",
     "preselect_windows",
     "rank_windows",
+    "review_cell_pixels",
+    "review_checkpoint",
+    "review_checkpoint_label",
+    "review_entry",
     "review_jump",
+    "review_key",
     "review_list_path",
+    "review_summary",
+    "review_tta",
     "scene_prediction",
     "scene_windows",
     "scenes_with_cell",
     "scheme_views",
     "set_review_status",
     "thumbnail",
+    "tta_text",
     "view_lut",
     "window_counts",
     "windows_to_send",
@@ -499,7 +630,7 @@ def review_jump(entry: dict, checkpoint_name: str = "") -> dict:
     a, b = str(entry.get("true")), str(entry.get("predicted"))
     cell = (a, b, str(entry["scheme"])) if entry.get("scheme") else None
     return map_jump(w, checkpoint_id=entry.get("checkpoint_id"), checkpoint_name=checkpoint_name,
-                    why=f"{a} predicted as {b}", tta=str(entry.get("tta") or "none"), cell=cell,
+                    why=f"{a} predicted as {b}", tta=review_tta(entry), cell=cell,
                     role="the checkpoint whose errors were sent")
 
 

@@ -12,6 +12,11 @@ drawn again without it, they showed their defaults (both pickers at the first cl
 chosen) while the page showed the cell and windows it kept, and the next click sent the defaults back. Send acts on
 the cell and windows drawn with the button (its callback's arguments), and refuses, saying why, when the click came
 with other picker values or no window of that cell chosen. A diagonal cell (A → A: correct pixels) offers no send.
+
+Each window sent records the checkpoint that made the confusion (id, name, class scheme), the evaluation's TTA and the
+A → B cell with its scheme view (``seghz.drilldown.review_entry``). "Open the Labels page on the first sent window"
+opens the Labels page on that window (scene, position and size: ``ui.labels.OPEN_WINDOW_KEY``), compared there with
+the same checkpoint and TTA.
 """
 from __future__ import annotations
 
@@ -27,16 +32,21 @@ from seghz.evaluate import label_for_checkpoint
 from ui.common import analyst_name, predictor_for, screen_scheme
 from ui.evaluate_jobs import Selection
 from ui.evaluate_scores import View
+from ui.labels import OPEN_SCENE_KEY, OPEN_WINDOW_KEY
 
 SEND_FLASH = "eval_dd_send_flash"  # what the last click on Send did, shown once by the next run
 KEEP = "page"  # persist_state of the drill-down's widgets: kept while the analyst stays on the page
+SENT_KEY = "eval_dd_sent"  # the review-list entry of the first window the last Send sent (opened on the Labels page)
 
 
-def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tta: str, scene_names: dict) -> None:
+def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tta: str, scene_names: dict,
+             ck_name: str = "", ck_scheme: str = "") -> None:
     """Send's callback: add the chosen windows of the cell drawn with the button (``shown``, ``a_name`` → ``b_name``
-    in scheme ``view``) to the review list. Runs before the page's next run, with the values the browser sent with
+    in scheme ``view``), with the checkpoint that made the confusion (``cid``, its name and class scheme) and the
+    evaluation's TTA, to the review list. Runs before the page's next run, with the values the browser sent with
     the click: a cell in the pickers other than the one drawn, no chosen window of that cell, no analyst name or a
-    diagonal cell send nothing, and the message says why."""
+    diagonal cell send nothing, and the message says why. The first window sent (the top one chosen) is kept for
+    "Open the Labels page on the first sent window" (:data:`SENT_KEY`)."""
     ss = st.session_state
     cell = f"{a_name} → {b_name}"
     picked_now = (ss.get("eval_dd_true"), ss.get("eval_dd_pred"))
@@ -57,12 +67,15 @@ def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tt
         return
     try:
         n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
-                                         checkpoint_id=cid, analyst=sender, tta=tta)
+                                         checkpoint_id=cid, analyst=sender, tta=tta, checkpoint_name=ck_name,
+                                         checkpoint_scheme=ck_scheme)
     except (ValueError, OSError) as e:
         ss[SEND_FLASH] = ("error", f"Could not add the windows to the label review: {e}")
         return
     sent_names = ", ".join(dict.fromkeys(scene_names.get(w.scene_id, w.scene_id) for w in picked))
-    ss["eval_dd_sent_scene"] = picked[0].scene_id
+    ss[SENT_KEY] = drilldown.review_entry(picked[0], true_class=a_name, pred_class=b_name, scheme=view,
+                                          checkpoint_id=cid, checkpoint_name=ck_name, checkpoint_scheme=ck_scheme,
+                                          tta=tta, analyst=sender)
     ss[SEND_FLASH] = ("success", (f"Added {n} window(s) of {cell} to the label review ({len(picked) - n} already "
                                   f"there). On the Labels page they are listed under “Sent from Evaluate for review” "
                                   f"for {sent_names}."))
@@ -176,13 +189,20 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
     sender = analyst_name()
     st.button("Send to label review", key="eval_dd_send", disabled=not chosen or not sender, on_click=_on_send,
               args=(ws, tuple(windows), a_name, b_name, view, cid, tta,
-                    {sid: s.name for sid, s in by_scene.items() if sid in data}),
+                    {sid: s.name for sid, s in by_scene.items() if sid in data}, ck.name, ck.scheme),
               help=f"Adds the windows chosen above, of {a_name} → {b_name}, to the review list of the Labels page.")
     _show(flash)
-    if st.session_state.get("eval_dd_sent_scene") in by_scene and st.button("Open the Labels page on the sent windows",
-                                                                             key="eval_dd_open_labels"):
-        st.session_state["lbl_open_scene"] = st.session_state.pop("eval_dd_sent_scene")
-        st.switch_page("pages/3_Labels.py")
+    sent = ss.get(SENT_KEY)
+    if isinstance(sent, dict) and sent.get("scene_id") in by_scene:
+        bb = sent["bbox"]
+        if st.button("Open the Labels page on the first sent window", key="eval_dd_open_labels",
+                     help=f"The Labels page on {by_scene[sent['scene_id']].name}, rows {bb[0]}–{bb[2] - 1}, cols "
+                          f"{bb[1]}–{bb[3] - 1} ({sent['true']} → {sent['predicted']}), compared with "
+                          f"{sent.get('checkpoint_name') or sent.get('checkpoint_id')}, the checkpoint that sent it."):
+            ss.pop(SENT_KEY, None)
+            ss[OPEN_SCENE_KEY] = sent["scene_id"]
+            ss[OPEN_WINDOW_KEY] = sent  # the window itself, and what it was sent for
+            st.switch_page("pages/3_Labels.py")
     if not sender:
         st.caption("Enter your analyst name in the sidebar to send windows: the Labels page shows who sent them.")
     return True

@@ -32,6 +32,12 @@ The Reason of a save (:func:`reason_key`) is bound to its scene and to a generat
 every scene switch advances (:func:`clear_reason`): a new text box, so a reason is never carried over to another save,
 even when the browser sends back the text it had before the save (a rerun that overtook the one that cleared it).
 
+Windows sent from Evaluate for review (``seghz.drilldown``'s review list): each is listed with what it was sent for
+(:func:`sent_item_markdown`: the checkpoint that made the A → B confusion, its pixels, the evaluation's TTA). Opened in
+the canvas (or from Evaluate, :data:`OPEN_WINDOW_KEY`), the page compares the window with that checkpoint and TTA
+while it is registered and not archived, and says plainly when it compares with the active model instead
+(:func:`comparison_for`, :func:`comparison_notice`).
+
 Noise queue: the card of a queue item (what each verdict writes, *Accept*'s breakdown per class) and the queue's
 caption and out-of-date warnings (``seghz.review.queue`` computes them).
 """
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,6 +66,8 @@ RESTORE_KEY = "lbl_canvas_restore"  # the draft being shown in the canvas it was
 SCENE_KEY = "lbl_scene"
 SHOWN_SCENE_KEY = "lbl_shown_scene"  # the scene the page showed last (set by the page right after its picker)
 OPEN_SCENE_KEY = "lbl_open_scene"  # set by another page (a scene id) before st.switch_page("pages/3_Labels.py")
+OPEN_WINDOW_KEY = "lbl_open_window"  # ... and a review-list entry: open its window, compared as it was sent
+FOCUS_KEY = "lbl_focus"  # {"scene_id", "bbox"[, "review": entry]}: the item opened in the canvas (magenta box)
 
 
 def draft_key(scene_id: str, window: Iterable[int]) -> str:
@@ -147,6 +156,115 @@ def pending_review_counts(items: Iterable[dict], scene_ids: Iterable[str] | None
     counts = Counter(e.get("scene_id") for e in items
                      if e.get("status") == "pending" and (keep is None or e.get("scene_id") in keep))
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def _registered_name(ws: Any, checkpoint_id: str | None) -> str:
+    try:
+        return ws.get_checkpoint(checkpoint_id).name if checkpoint_id else ""
+    except NotFoundError:
+        return ""
+
+
+def sent_item_markdown(ws: Any, entry: dict) -> str:
+    """A window sent from Evaluate, as the list under "Sent from Evaluate for review" shows it: the cell, what it was
+    sent for (``seghz.drilldown.review_summary``: the checkpoint, its A → B pixels, the TTA), where, who sent it, and
+    whether the page can still compare it with that checkpoint."""
+    bb = tuple(int(v) for v in entry["bbox"])
+    text = (f"**{entry.get('true')} → {entry.get('predicted')}** ({entry.get('scheme', '')}) · "
+            f"{drilldown.review_summary(entry, _registered_name(ws, entry.get('checkpoint_id')))} · rows {bb[0]}–"
+            f"{bb[2] - 1}, cols {bb[1]}–{bb[3] - 1} · sent by {entry.get('analyst') or 'someone'}")
+    ck, why = drilldown.review_checkpoint(ws, entry)
+    if ck is None:
+        text += f" · ⚠ {why}: the canvas compares this window with the active model, not with the one that made " \
+                "the confusion"
+    return text
+
+
+def review_in_view(focus: Any, scene_id: str, window: tuple[int, int, int, int]) -> dict | None:
+    """The window sent from Evaluate that was opened in the canvas (``focus``, :data:`FOCUS_KEY`, with its
+    review-list entry), while the window shown still overlaps it; None otherwise."""
+    if not isinstance(focus, dict) or focus.get("scene_id") != scene_id or not isinstance(focus.get("review"), dict):
+        return None
+    return focus["review"] if drilldown.bbox_overlaps(focus["bbox"], window) else None
+
+
+def hide_focus_box() -> None:
+    """"Hide the box": the magenta outline goes; a window sent from Evaluate stays the one compared with (its
+    checkpoint's prediction) while it is shown, so hiding the outline does not switch the comparison to the active
+    model."""
+    focus = st.session_state.get(FOCUS_KEY)
+    if isinstance(focus, dict) and focus.get("review"):
+        st.session_state[FOCUS_KEY] = {**focus, "hidden": True}
+    else:
+        st.session_state.pop(FOCUS_KEY, None)
+
+
+def sent_in_window(items: Iterable[dict], scene_id: str, window: tuple[int, int, int, int]) -> list[dict]:
+    """The pending review-list entries of ``scene_id`` that overlap the window shown."""
+    return [e for e in items if e.get("scene_id") == scene_id and e.get("status") == "pending" and e.get("bbox")
+            and drilldown.bbox_overlaps(e["bbox"], window)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The model whose prediction the Labels page shows next to the label, and why that one.
+
+    ``checkpoint``: the checkpoint predicted with (None: nothing to predict with); ``tta``: its TTA; ``entry``: the
+    window sent from Evaluate this comparison is for (None: the page's own comparison with the active model);
+    ``sent_model``: ``checkpoint`` is the one that made the confusion the window was sent for (its whole-scene
+    prediction with the evaluation's TTA, the pixels the Evaluate drill-down showed); ``problem``: why the sent
+    checkpoint cannot be used (archived, no longer registered, ...), "" otherwise."""
+
+    checkpoint: Any | None
+    tta: str | tuple[str, ...] = "none"
+    entry: dict | None = None
+    sent_model: bool = False
+    problem: str = ""
+
+    def cache_key(self, scene_id: str, window: tuple[int, int, int, int]) -> str:
+        """The key of the page's window-prediction cache: scene, window, checkpoint, TTA and whether whole-scene."""
+        tta = self.tta if isinstance(self.tta, str) else "+".join(self.tta)
+        ck = self.checkpoint.id if self.checkpoint is not None else ""
+        return f"{scene_id}|{tuple(int(v) for v in window)}|{ck}|{tta}|{'scene' if self.sent_model else 'window'}"
+
+
+def comparison_for(ws: Any, entry: dict | None, active: Any) -> Comparison:
+    """What the page compares the label with: for a window sent from Evaluate (``entry``), the checkpoint that made
+    the confusion with the evaluation's TTA when it is registered, not archived and has its weights; else the active
+    model (``active``, TTA none), with the reason it is not the sent one."""
+    if entry is None:
+        return Comparison(active)
+    ck, why = drilldown.review_checkpoint(ws, entry)
+    if ck is None:
+        return Comparison(active, entry=entry, problem=why)
+    tta = drilldown.review_tta(entry)
+    return Comparison(ck, tta if isinstance(tta, str) else tuple(tta), entry, sent_model=True)
+
+
+def comparison_notice(cmp: Comparison, active: Any, sent_here: list[dict] | None = None) -> tuple[str, str] | None:
+    """``(kind, Markdown)`` of what the page says above its prediction: which checkpoint it compares with when that
+    is the one a sent window was sent for, a warning when it is the active model instead (which is not the one that
+    made the confusion), and, without an opened sent window, a note when the window shown overlaps windows sent for
+    other checkpoints (``sent_here``: :func:`sent_in_window`); None when there is nothing to say."""
+    if cmp.entry is not None:
+        summary = drilldown.review_summary(cmp.entry, getattr(cmp.checkpoint, "name", "") if cmp.sent_model else "")
+        if cmp.sent_model:
+            return "caption", (f"Window {summary}. The prediction here is **{cmp.checkpoint.name}**'s (TTA "
+                               f"{drilldown.tta_text(cmp.tta)}), the checkpoint it was sent for.")
+        if active is None:
+            return "warning", (f"This window was {summary}, but {cmp.problem}, and there is no active checkpoint to "
+                               "compare with.")
+        return "warning", (f"This window was {summary}, but {cmp.problem}: the prediction here is the **active model "
+                           f"{active.name}**'s (TTA none), which is **not the one that made the confusion**.")
+    if active is None or not sent_here:
+        return None
+    others = [e for e in sent_here if e.get("checkpoint_id") != active.id]
+    if not others:
+        return None
+    names = ", ".join(dict.fromkeys(f"**{drilldown.review_checkpoint_label(e)}**" for e in others))
+    return "caption", (f"This window overlaps {len(others)} window(s) sent from Evaluate for {names}: the prediction "
+                       f"here is the active model **{active.name}**'s, not the one that made the confusion. “Open in "
+                       "the canvas” under *Sent from Evaluate for review* compares with that checkpoint.")
 
 
 # ------------------------------------------------------------------------------------------------ cached reads
@@ -511,20 +629,26 @@ __all__ = [
     "DRAFTS_KEY",
     "EDITS_KEY",
     "FLASH_RUNS",
+    "FOCUS_KEY",
     "OPEN_SCENE_KEY",
+    "OPEN_WINDOW_KEY",
     "QUEUE_PAGE",
     "REASON_GEN_KEY",
     "RESTORE_KEY",
     "SCENE_KEY",
     "SHOWN_SCENE_KEY",
+    "Comparison",
     "accept_summary",
     "action_problem",
     "checkpoint_name",
     "clear_reason",
+    "comparison_for",
+    "comparison_notice",
     "draft_key",
     "drop_drafts",
     "flash",
     "flash_context",
+    "hide_focus_box",
     "item_suffix",
     "keep_draft",
     "latest_draft",
@@ -540,8 +664,11 @@ __all__ = [
     "restore_draft",
     "restore_stale_choice",
     "restored_for",
+    "review_in_view",
     "scene_edits",
     "scene_label",
+    "sent_in_window",
+    "sent_item_markdown",
     "show_flash",
     "show_queue_built",
     "show_queue_items",
