@@ -176,3 +176,37 @@ def test_analyst_name_survives_switch_page_from_a_fragment(chromium_browser, tmp
     finally:
         ctx.close()
         remove_tiles(ws.root)
+
+
+@pytest.mark.browser
+def test_a_name_typed_after_moving_to_another_page_stays_on_its_next_runs(chromium_browser, tmp_path):
+    """A helper saw (in AppTest) the name typed on Evaluate, after coming from Home, wiped on the next run: a real
+    browser must keep it through the page's following runs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_page_map import populate_map_workspace, remove_tiles
+
+    ws = populate_map_workspace(tmp_path / "ws")
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        with run_app(ws.root, tmp_path / "app") as url:
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("Start here").first.wait_for()
+            wait_app_idle(page)
+            page.locator("[data-testid='stSidebarNavLink']", has_text="Evaluate").click()
+            page.locator("[data-testid='stMain'] h1", has_text="Evaluate").first.wait_for()
+            wait_app_idle(page)
+            box = page.get_by_label("Analyst name", exact=True)
+            box.fill("Bea")
+            box.press("Enter")
+            wait_app_idle(page)
+            page.get_by_text("test", exact=True).first.click()  # the Split radio: another run of the page
+            wait_app_idle(page)
+            page.wait_for_timeout(1500)
+            wait_app_idle(page)
+            assert page.get_by_label("Analyst name", exact=True).input_value() == "Bea"
+            assert not app_errors(page), app_errors(page)
+    finally:
+        ctx.close()
+        remove_tiles(ws.root)
