@@ -58,6 +58,7 @@ def main() -> int:
             shot("", "home", "Active checkpoint")
             # Home's scenes table with the study's validation split proposed (the moves and what they do)
             page.get_by_text("Scenes (4)", exact=False).first.click()
+            page.wait_for_timeout(1500)  # the expander opening: a click on its button before then can be lost
             page.get_by_role("button", name="Propose a validation split").first.click()
             page.get_by_text("Proposed val:", exact=False).first.wait_for(timeout=60_000)
             page.wait_for_timeout(2000)
