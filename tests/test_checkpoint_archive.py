@@ -147,3 +147,24 @@ def test_usable_checkpoint_refuses_an_archived_one(reg):
     assert reg.usable_checkpoint("b").id == "b"
     with pytest.raises(NotFoundError, match="is archived .*: its weights are gone"):
         reg.usable_checkpoint("c")
+
+
+def test_a_job_that_took_the_active_model_names_it_so_archive_waits_for_it(reg):
+    """A job whose config names no checkpoint takes the active one when it starts; if the analyst then promoted
+    another and archived that one, its weights went while the job was about to load them. The job now writes the
+    checkpoint it took into its config, which the archive guard reads; an archived one is refused by the job."""
+    from seghz.jobs.kinds import _checkpoint_id
+
+    reg.record_activation("c", action="promote")
+    job = reg.create_job("evaluate", {"split": "val"})
+    reg.update_job(job, status="running")
+    assert _checkpoint_id(reg, reg.get_job(job).config, job) == "c"
+    assert reg.get_job(job).config["checkpoint_id"] == "c"
+    reg.record_activation("b", action="promote")
+    reg.record_activation("a", action="promote")  # c is neither active nor the rollback target now
+    with pytest.raises(ConflictError, match=f"used by the evaluate job {job}"):
+        reg.archive_checkpoint("c", analyst="Ann")
+    reg.update_job(job, status="done")
+    reg.archive_checkpoint("c", analyst="Ann")
+    with pytest.raises(NotFoundError, match="archived"):
+        _checkpoint_id(reg, {"checkpoint_id": "c"})

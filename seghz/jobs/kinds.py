@@ -190,11 +190,10 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
 
     parent_id = config.get("checkpoint_id") or config.get("parent_checkpoint_id")
     if not parent_id:
-        active = ws.active_checkpoint()
-        if active is None:
+        if ws.active_checkpoint() is None:
             raise ValueError("refit needs a checkpoint_id (and no checkpoint is active)")
-        parent_id = active.id
-    ck = ws.get_checkpoint(parent_id)
+        parent_id = _checkpoint_id(ws, config, job_id)  # recorded in the job's config: archive sees it
+    ck = ws.usable_checkpoint(parent_id)
     parent_path = ws.checkpoint_path(ck)
     ck_scheme = read_metadata(parent_path)["scheme"]["name"]
     rkeys = {f.name for f in fields(RefitConfig)}
@@ -479,12 +478,19 @@ def fetch_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
             "summary": redact_secrets(res.summary())}
 
 
-def _checkpoint_id(ws: Workspace, config: dict) -> str:
-    """The job's ``checkpoint_id``, else the active checkpoint's; ValueError when neither exists."""
-    active = ws.active_checkpoint()
-    cid = config.get("checkpoint_id") or (active.id if active else None)
+def _checkpoint_id(ws: Workspace, config: dict, job_id: str | None = None) -> str:
+    """The job's ``checkpoint_id``, else the active checkpoint's; ValueError when neither exists, NotFoundError
+    when it is archived (its weights are gone). A checkpoint taken as the active one is written into the job's
+    config (``job_id``), so archiving it while the job runs is refused (the archive guard reads job configs)."""
+    cid = config.get("checkpoint_id")
     if not cid:
-        raise ValueError("no checkpoint given and none is active")
+        active = ws.active_checkpoint()
+        if active is None:
+            raise ValueError("no checkpoint given and none is active")
+        cid = config["checkpoint_id"] = active.id
+        if job_id is not None:
+            ws.update_job(job_id, config=config)
+    ws.usable_checkpoint(cid)
     return cid
 
 
@@ -504,7 +510,7 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
 
     choice = check_compile_choice(config.get("compile", "auto"))  # before the model is loaded
     scene = ws.get_scene(config["scene_id"])
-    cid = _checkpoint_id(ws, config)
+    cid = _checkpoint_id(ws, config, job_id)
     pred, meta = Predictor.from_checkpoint(ws.checkpoint_path(ws.get_checkpoint(cid)), config.get("device"),
                                            batch_size=None)
     out = ws.root / "predictions" / f"{job_id}.tif"
@@ -548,7 +554,7 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
     from seghz.evaluate import cached_evaluation, evaluate_split, tta_key
     from seghz.infer.engine import Predictor
 
-    cid = _checkpoint_id(ws, config)
+    cid = _checkpoint_id(ws, config, job_id)
     ck = ws.get_checkpoint(cid)  # NotFoundError for an unknown id, before any work
     split = str(config.get("split") or "val")
     tta = tta_key(config.get("tta") or "none")  # ValueError for an unknown spec
@@ -628,7 +634,7 @@ def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressR
     from seghz.evaluate import evaluate_split
     from seghz.infer.engine import Predictor
 
-    cid = _checkpoint_id(ws, config)
+    cid = _checkpoint_id(ws, config, job_id)
     ck = ws.get_checkpoint(cid)  # NotFoundError for an unknown id, before any work
     split = str(config.get("split") or "val")
     views = report_views(config.get("views"))  # ValueError for an unknown view, before any work
