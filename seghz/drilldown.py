@@ -382,16 +382,50 @@ def review_entry(window: Window, *, true_class: str, pred_class: str, scheme: st
             "tta": tta if isinstance(tta, str) else list(tta), "analyst": analyst, "status": "pending"}
 
 
+@dataclass(frozen=True)
+class ReviewSend:
+    """What :func:`send_to_review` did with the windows it was given."""
+
+    added: int = 0  # windows new to the review list
+    refreshed: int = 0  # still-pending windows now recorded for the newer checkpoint that sent them again
+    reopened: int = 0  # windows reviewed for another checkpoint, pending again for this one
+    unchanged: int = 0  # windows already listed for this checkpoint (pending or reviewed): left as they were
+
+    def text(self) -> str:
+        """``"2 added, 1 re-opened for this model, 3 already listed"`` (parts that are 0 left out)."""
+        parts = [f"{self.added} added"]
+        if self.refreshed:
+            parts.append(f"{self.refreshed} still pending, now recorded for this model")
+        if self.reopened:
+            parts.append(f"{self.reopened} reviewed for another model, re-opened for this one")
+        if self.unchanged:
+            parts.append(f"{self.unchanged} already listed for this model")
+        return ", ".join(parts)
+
+
 def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, pred_class: str, scheme: str,
                        checkpoint_id: str, analyst: str = "", tta: str | Sequence[str] = "none",
                        checkpoint_name: str = "", checkpoint_scheme: str = "") -> int:
-    """Append windows (with the confusion they show) to the review list; returns how many were new.
+    """:func:`send_to_review`, returning only how many windows were new to the list."""
+    return send_to_review(ws, windows, true_class=true_class, pred_class=pred_class, scheme=scheme,
+                          checkpoint_id=checkpoint_id, analyst=analyst, tta=tta, checkpoint_name=checkpoint_name,
+                          checkpoint_scheme=checkpoint_scheme).added
+
+
+def send_to_review(ws: Any, windows: Sequence[Window], *, true_class: str, pred_class: str, scheme: str,
+                   checkpoint_id: str, analyst: str = "", tta: str | Sequence[str] = "none",
+                   checkpoint_name: str = "", checkpoint_scheme: str = "") -> ReviewSend:
+    """Put windows (with the confusion they show) on the review list; says what it did (:class:`ReviewSend`).
 
     An entry (:func:`review_entry`) is the window's scene, bbox, A→B count, the classes and scheme view, the
     checkpoint that made the confusion (id, name, class scheme), the evaluation's TTA, analyst and time. Entries
     written before the name, scheme or TTA were recorded lack those fields: readers fall back (:func:`review_tta`,
     :func:`review_checkpoint_label`).
-    Already-listed (scene, bbox, true, predicted, scheme) entries are kept once. Written atomically under a lock.
+    A (scene, bbox, true, predicted, scheme) is listed once. Sent again by the checkpoint already recorded, it is left
+    as it is (reviewed stays reviewed: an analyst already looked at that model's confusion there). Sent again by
+    another checkpoint, it becomes that checkpoint's confusion (name, scheme, TTA, count, sender; the Labels page
+    compares with the model that sent it last) and is pending again even if reviewed for the earlier model, whose
+    send is kept under ``earlier``. Written atomically under a lock.
     Raises ValueError for a diagonal cell (``true_class == pred_class``): correctly predicted pixels are no error to
     review.
     """
@@ -401,23 +435,36 @@ def add_to_review_list(ws: Any, windows: Sequence[Window], *, true_class: str, p
         raise ValueError(f"{true_class} predicted as {pred_class} is a correct prediction, not an error to review")
 
     p = review_list_path(ws)
+    added = refreshed = reopened = unchanged = 0
     with _locked(p):
         items = load_review_list(ws)
-        seen = {review_key(e) for e in items}
-        added = 0
+        where = {review_key(e): i for i, e in enumerate(items)}
         for w in windows:
             e = review_entry(w, true_class=true_class, pred_class=pred_class, scheme=scheme,
                              checkpoint_id=checkpoint_id, checkpoint_name=checkpoint_name,
                              checkpoint_scheme=checkpoint_scheme, tta=tta, analyst=analyst)
             k = review_key(e)
-            if k in seen:
+            if k not in where:
+                where[k] = len(items)
+                items.append({**e, "added_at": now_iso()})
+                added += 1
                 continue
-            seen.add(k)
-            items.append({**e, "added_at": now_iso()})
-            added += 1
-        if added:
+            old = items[where[k]]
+            if str(old.get("checkpoint_id") or "") == str(checkpoint_id):
+                unchanged += 1
+                continue
+            earlier = {f: old.get(f) for f in ("checkpoint_id", "checkpoint_name", "tta", "count", "analyst",
+                                               "added_at", "status", "reviewed_by", "reviewed_at") if f in old}
+            if old.get("status") == "reviewed":
+                reopened += 1
+            else:
+                refreshed += 1
+            fresh = {f: v for f, v in old.items() if f not in ("reviewed_by", "reviewed_at")}
+            fresh.update(e, added_at=now_iso(), earlier=[*old.get("earlier", []), earlier])
+            items[where[k]] = fresh
+        if added or refreshed or reopened:
             atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
-    return added
+    return ReviewSend(added, refreshed, reopened, unchanged)
 
 
 def pending_reviews(ws: Any, scene_id: str, items: list[dict] | None = None) -> list[dict]:
@@ -531,6 +578,7 @@ __all__ = [
     "PRESELECT_SHARE",
     "WINDOW",
     "JumpQueryError",
+    "ReviewSend",
     "Window",
     "add_to_review_list",
     "bbox_overlaps",
@@ -568,6 +616,7 @@ __all__ = [
     "scene_windows",
     "scenes_with_cell",
     "scheme_views",
+    "send_to_review",
     "set_review_status",
     "thumbnail",
     "tta_text",

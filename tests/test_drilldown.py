@@ -155,6 +155,48 @@ def test_map_location_keeps_web_mercator_coordinates_to_the_pixel():
     assert "bbox (0, 6, 4, 10) EPSG:32650" in dd.map_location(tiny, (0, 0, 4, 4))
 
 
+def test_a_window_sent_again_by_another_checkpoint_becomes_its_confusion(tmp_path):
+    """Re-sent by the checkpoint already recorded, a window is left alone (reviewed stays reviewed); re-sent by
+    another checkpoint, it is recorded for that one, pending again, with the earlier send kept."""
+    ws = SimpleNamespace(root=tmp_path)
+    w, other = dd.Window("s", (0, 0, 256, 256), 40), dd.Window("s", (256, 0, 512, 256), 9)
+    kw = {"true_class": "Water", "pred_class": "Road", "scheme": "hz7", "analyst": "ann"}
+    assert dd.send_to_review(ws, [w, other], checkpoint_id="old", checkpoint_name="old model", **kw) == \
+        dd.ReviewSend(added=2)
+    first = dd.load_review_list(ws)
+    assert dd.set_review_status(ws, first[0], "reviewed", "bo")
+    # the same model again: nothing changes, the reviewed window stays reviewed
+    same = dd.send_to_review(ws, [w, other], checkpoint_id="old", **kw)
+    assert same == dd.ReviewSend(unchanged=2) and same.text() == "0 added, 2 already listed for this model"
+    assert [e["status"] for e in dd.load_review_list(ws)] == ["reviewed", "pending"]
+    # a newer model makes the same confusion in both windows, and in a third
+    third = dd.Window("s", (0, 256, 256, 512), 3)
+    again = dd.send_to_review(ws, [dd.Window("s", w.bbox, 55), other, third], checkpoint_id="new",
+                              checkpoint_name="new model", tta="d4", **{**kw, "analyst": "cy"})
+    assert again == dd.ReviewSend(added=1, refreshed=1, reopened=1)
+    assert again.text() == ("1 added, 1 still pending, now recorded for this model, "
+                            "1 reviewed for another model, re-opened for this one")
+    items = dd.load_review_list(ws)
+    assert len(items) == 3
+    assert [(e["checkpoint_id"], e["status"], e["count"], e["analyst"]) for e in items] == \
+        [("new", "pending", 55, "cy"), ("new", "pending", 9, "cy"), ("new", "pending", 3, "cy")]
+    assert "reviewed_by" not in items[0] and items[0]["tta"] == "d4" and items[0]["checkpoint_name"] == "new model"
+    assert [(x["checkpoint_id"], x["status"], x["count"], x.get("reviewed_by")) for x in items[0]["earlier"]] == \
+        [("old", "reviewed", 40, "bo")]
+    assert items[1]["earlier"][0]["status"] == "pending" and "earlier" not in items[2]
+    assert drilldown_summary_names(items) == ["new model"] * 3
+    # the Labels page lists all three again, for the newer model
+    assert [e["count"] for e in dd.pending_reviews(ws, "s")] == [55, 9, 3]
+    # an add that changes nothing does not rewrite the file
+    before = dd.review_list_path(ws).stat().st_mtime_ns
+    assert dd.add_to_review_list(ws, [other], checkpoint_id="new", **kw) == 0
+    assert dd.review_list_path(ws).stat().st_mtime_ns == before
+
+
+def drilldown_summary_names(items):
+    return [dd.review_checkpoint_label(e) for e in items]
+
+
 def test_review_list_is_appended_atomically_and_deduplicated(tmp_path):
     ws = SimpleNamespace(root=tmp_path)
     w1, w2 = dd.Window("s", (0, 0, 256, 256), 40), dd.Window("s", (256, 0, 512, 256), 7)

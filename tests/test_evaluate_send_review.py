@@ -121,7 +121,8 @@ def test_send_after_a_run_without_the_drilldown_acts_on_the_cell_shown(ws, tmp_p
     assert_ok(at)
     assert _shown_cell(at) == cell  # the drill-down did not jump to another cell
     assert _sent(ws) == [(*cell, k) for k in chosen]
-    assert any(f"Added {len(chosen)} window(s) of {cell[0]} → {cell[1]}" in s.value for s in at.success)
+    assert any(f"Sent {len(chosen)} window(s) of {cell[0]} → {cell[1]} to the label review: {len(chosen)} added."
+               in s.value for s in at.success)
 
 
 def test_send_refuses_when_the_cell_changed_with_the_click(ws, tmp_path):  # noqa: F811

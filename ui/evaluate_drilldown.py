@@ -66,9 +66,9 @@ def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tt
         ss[SEND_FLASH] = ("warning", f"Nothing was sent: {why}.")
         return
     try:
-        n = drilldown.add_to_review_list(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
-                                         checkpoint_id=cid, analyst=sender, tta=tta, checkpoint_name=ck_name,
-                                         checkpoint_scheme=ck_scheme)
+        sent = drilldown.send_to_review(ws, picked, true_class=a_name, pred_class=b_name, scheme=view,
+                                       checkpoint_id=cid, analyst=sender, tta=tta, checkpoint_name=ck_name,
+                                       checkpoint_scheme=ck_scheme)
     except (ValueError, OSError) as e:
         ss[SEND_FLASH] = ("error", f"Could not add the windows to the label review: {e}")
         return
@@ -76,8 +76,8 @@ def _on_send(ws, shown: tuple, a_name: str, b_name: str, view: str, cid: str, tt
     ss[SENT_KEY] = drilldown.review_entry(picked[0], true_class=a_name, pred_class=b_name, scheme=view,
                                           checkpoint_id=cid, checkpoint_name=ck_name, checkpoint_scheme=ck_scheme,
                                           tta=tta, analyst=sender)
-    ss[SEND_FLASH] = ("success", (f"Added {n} window(s) of {cell} to the label review ({len(picked) - n} already "
-                                  f"there). On the Labels page they are listed under “Sent from Evaluate for review” "
+    ss[SEND_FLASH] = ("success", (f"Sent {len(picked)} window(s) of {cell} to the label review: {sent.text()}. "
+                                  f"On the Labels page they are listed under “Sent from Evaluate for review” "
                                   f"for {sent_names}."))
 
 
