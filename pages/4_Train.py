@@ -337,6 +337,8 @@ def show_result(job) -> None:
                f"validation data version `{ck.val_data_version or '—'}`")
     if job.kind == "refit":
         show_refit_result(job, ck)
+    elif cur is not None and cur.id == ck.id:  # already active: against the model it was trained from, not itself
+        show_training_scores(parent_of(ck), ck, role="parent")
     else:
         show_training_scores(cur, ck)
     if cur is not None and cur.id == ck.id:
@@ -345,15 +347,21 @@ def show_result(job) -> None:
     train_gate.show_gate(ws, ck, cur, split=candidate.job_val_split(job))
 
 
+def parent_of(ck):
+    """The registered checkpoint ``ck`` was trained or refitted from (archived ones too: their scores stay), or
+    None."""
+    try:
+        return ws.get_checkpoint(ck.parent_id) if ck.parent_id else None
+    except NotFoundError:
+        return None
+
+
 def show_refit_result(job, ck) -> None:
     """A head refit: its accuracy on the corrected pixels and on the existing labels, and its parent's and its own
     validation scores on the same labels (the refit records no validation scores of its own)."""
     st.markdown("**Head refit** (only the classifier head was refitted, on the analysts' corrections)")
     show_refit_accuracy(job.result, ck.metrics, key=f"train_refit_{job.id}")
-    try:
-        parent = ws.get_checkpoint(ck.parent_id) if ck.parent_id else None
-    except NotFoundError:
-        parent = None
+    parent = parent_of(ck)
     show_validation_comparison(ws, parent, ck, split=candidate.job_val_split(job), key=f"train_refit_val_{job.id}",
                                labels=(f"parent ({parent.name})" if parent else "parent", f"refit ({ck.name})"))
 

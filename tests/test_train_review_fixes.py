@@ -112,6 +112,25 @@ def test_training_scores_on_different_validation_data_say_so_and_show_no_delta(w
     assert any("same validation data" in c.value for c in exp.caption)
 
 
+def test_a_job_result_that_is_already_active_is_compared_with_its_parent_not_itself(ws):  # noqa: F811
+    """Once a job's checkpoint was promoted, "active" and "new" were the same model: a table of identical columns with
+    Δ 0.0 everywhere. It is compared with the model it was trained from."""
+    dv = ws.data_version("val")
+    _copy(ws, "base", "model base", metrics=_val(0.5), val_data_version=dv)
+    _copy(ws, "cand", "model cand", metrics=_val(0.6), val_data_version=dv, parent_id="base")
+    _done_job(ws, "cand")
+    ws.set_active_checkpoint("cand")
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    exp = _scores_expander(at)
+    table = _scores_table(at, "model cand")
+    assert list(table.columns[1:3]) == ["parent (model base)", "new (model cand)"]
+    assert abs(table["Δ (pp)"].iloc[0] - (60.0 - 50.0)) < 1e-6
+    assert not [d for d in at.dataframe if "active (model cand)" in d.value.columns]
+    assert not any("regression gate below" in c.value for c in exp.caption)
+    assert any("This checkpoint is the active one" in s.value for s in at.success)
+
+
 # ------------------------------------------------------------------------------------------------ 3. start from
 
 

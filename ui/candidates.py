@@ -74,8 +74,9 @@ def show_gate_verdict(verdict, cur, *, compact: bool = False, key: str | None = 
         st.caption(f"Offending classes: {drops} — margin {gate.fmt_margin_pp(verdict.margin)} of IoU.")
 
 
-def training_scores_caveat(cur, new) -> str | None:
-    """Why the validation scores ``cur`` (the active model) and ``new`` recorded when each was trained cannot be
+def training_scores_caveat(cur, new, role: str = "active") -> str | None:
+    """Why the validation scores ``cur`` (the active model, or the ``role`` it plays: "parent") and ``new`` recorded
+    when each was trained cannot be
     ranked against each other (None when they can: both measured on the same version of this workspace's
     validation split, with the same class scheme). Each checkpoint records its scores on the validation data of its
     own training run; a checkpoint registered from a file (the shipped synthetic demo model, a model trained
@@ -83,25 +84,26 @@ def training_scores_caveat(cur, new) -> str | None:
     if cur is None or new is None:
         return None
     if cur.scheme != new.scheme:
-        return f"they use different class schemes (active: {cur.scheme}, new: {new.scheme})"
+        return f"they use different class schemes ({role}: {cur.scheme}, new: {new.scheme})"
     a, b = cur.val_data_version, new.val_data_version
     if a and b:
         return None if a == b else (f"they were measured on different versions of the validation split (active: "
-                                    f"`{a}`, new: `{b}`): its scenes or labels changed in between")
-    unknown = [f"the {who} model ({ck.name})" for who, ck in (("active", cur), ("new", new)) if not ck.val_data_version]
+                                    f"({role}: `{a}`, new: `{b}`): its scenes or labels changed in between")
+    unknown = [f"the {who} model ({ck.name})" for who, ck in ((role, cur), ("new", new)) if not ck.val_data_version]
     return (f"the scores of {' and '.join(unknown)} were measured on validation data this workspace does not know (a "
             "checkpoint registered from a file, such as the synthetic demo model, brings scores on its own "
             "validation data)")
 
 
-def show_training_scores(cur, new) -> None:
+def show_training_scores(cur, new, role: str = "active") -> None:
     """The validation scores the active model ``cur`` and a new checkpoint recorded when each was trained, in an
     expander. With the difference (Δ) only when both were measured on the same validation data; otherwise a plain
-    caveat above the table, no Δ, and a pointer to the regression gate, which scores both on the same data."""
-    caveat = training_scores_caveat(cur, new)
+    caveat above the table, no Δ, and a pointer to the regression gate, which scores both on the same data.
+    ``role``: what ``cur`` is to ``new`` when it is not the active model ("parent": ``new`` is already active)."""
+    caveat = training_scores_caveat(cur, new, role)
     title = "Scores recorded during training" + (" — on different validation data, not comparable" if caveat else "")
     with st.expander(title):
-        labels = (f"active ({cur.name})" if cur else "active (none)", f"new ({new.name})")
+        labels = (f"{role} ({cur.name})" if cur else f"{role} (none)", f"new ({new.name})")
         table = report.compare_checkpoints(cur.metrics if cur else None, new.metrics, labels=labels)
         pct = st.column_config.NumberColumn(format="percent")
         config = {labels[0]: pct, labels[1]: pct}
@@ -109,12 +111,15 @@ def show_training_scores(cur, new) -> None:
             table = table.drop(columns=["Δ (pp)"])
         if caveat:
             st.warning(f"**These two columns are not comparable:** {caveat}. A difference between them says nothing "
-                       "about which model is better, so none is shown. Compare the two models with the regression "
-                       "gate below: it scores both on this workspace's validation split, the same data for both.")
+                       "about which model is better, so none is shown."
+                       + (" Compare the two models with the regression gate below: it scores both on this workspace's "
+                          "validation split, the same data for both." if role == "active" else ""))
         elif cur is not None:
-            st.caption(f"Both measured on the same validation data (version `{new.val_data_version}`). The regression "
-                       "gate below decides on per-class IoU with its margin.")
-            config["Δ (pp)"] = st.column_config.NumberColumn(format="%+.1f", help="New − active, in percentage points.")
+            st.caption(f"Both measured on the same validation data (version `{new.val_data_version}`)."
+                       + (" The regression gate below decides on per-class IoU with its margin." if role == "active"
+                          else ""))
+            config["Δ (pp)"] = st.column_config.NumberColumn(format="%+.1f",
+                                                             help=f"New − {role}, in percentage points.")
         st.dataframe(table, hide_index=True, column_config=config, key=f"train_scores_{new.id}")
 
 
