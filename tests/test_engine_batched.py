@@ -210,6 +210,54 @@ def test_coverage_sums_positive_everywhere(blend, h, w, tile, overlap):
     np.testing.assert_allclose(p, np.broadcast_to(ref[:, None, None], p.shape), atol=1e-6)
 
 
+def test_gaussian_blend_profile_is_the_documented_one():
+    """engine._profile: sigma = 0.25 of the window length, so the window's border gets exp(-2) ~ 0.135 of the
+    centre; pixel i of n sits at t = (i + 0.5) / n and weighs exp(-0.5 ((t - 0.5) / 0.25)^2) = exp(-8 (t - 0.5)^2)."""
+    n = 65  # odd: one pixel exactly at the centre
+    wt = window_weights(n, n, "gaussian").astype(np.float64)
+    t = (np.arange(n) + 0.5) / n
+    prof = np.exp(-8.0 * (t - 0.5) ** 2)
+    np.testing.assert_allclose(wt, np.outer(prof, prof), rtol=1e-6)
+    c = n // 2
+    assert wt[c, c] == pytest.approx(1.0, abs=1e-7)  # centre weight 1
+    # the pixel at the middle of an edge: exp(-8 (0.5 - 0.5/n)^2), exp(-2) in the limit of a wide window
+    assert wt[0, c] == pytest.approx(math.exp(-2.0 * (1 - 1 / n) ** 2), rel=1e-6)
+    big = window_weights(1001, 1001, "gaussian")
+    assert big[500, 0] == pytest.approx(math.exp(-2.0), rel=0.01)
+    assert big[0, 0] == pytest.approx(math.exp(-4.0), rel=0.01)  # a corner: border x border
+    # quarter of the way in (t = 0.25): exp(-0.5)
+    q = window_weights(1, 1000, "gaussian")[0]
+    assert q[249] == pytest.approx(math.exp(-0.5), rel=0.01)
+    # the cosine profile is the Hann window at pixel centres, floored at 1e-3 (never 0)
+    cw = window_weights(1, n, "cosine")[0].astype(np.float64)
+    np.testing.assert_allclose(cw, np.maximum(np.sin(np.pi * t) ** 2, 1e-3), rtol=1e-6)
+    np.testing.assert_array_equal(window_weights(7, 9, "uniform"), np.ones((7, 9), np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 70), w=st.integers(1, 70), tile=st.integers(4, 40), overlap=st.floats(0.0, 0.9),
+    blend=st.sampled_from(["uniform", "gaussian", "cosine"]),
+    logits=st.lists(st.floats(-6.0, 6.0, allow_nan=False), min_size=C, max_size=C),
+)
+def test_blending_a_constant_prediction_returns_the_constant(h, w, tile, overlap, blend, logits):
+    """Whatever the window layout and profile, overlapping windows that all predict the same distribution blend
+    to exactly that distribution at every pixel (weights are normalised by their per-pixel sum)."""
+    const = torch.nn.Conv2d(3, C, 1)
+    with torch.no_grad():
+        const.weight.zero_()
+        const.bias.copy_(torch.tensor(logits))
+    pr = Predictor(const, C, MEAN, STD, tile=tile, overlap=overlap, batch_size=5, device="cpu", blend=blend)
+    p = pr.predict_proba(_image(h, w))
+    want = torch.tensor(logits).softmax(0).numpy()
+    np.testing.assert_allclose(p, np.broadcast_to(want[:, None, None], (C, h, w)), atol=2e-6)
+    # and the weights alone: every pixel is covered with a positive total weight
+    cover = np.zeros((h, w), np.float64)
+    for r, c, th, tw in sliding_windows(h, w, tile, overlap):
+        cover[r : r + th, c : c + tw] += window_weights(th, tw, blend)
+    assert (cover > 0).all()
+
+
 # ---------------------------------------------------------------- merge
 
 

@@ -263,6 +263,89 @@ def test_utm_uint16_pyramid_covers_the_scene(tmp_path):
     assert len(np.unique(t[t[..., 3] == 255][:, 0])) > 10
 
 
+def _trend_u16(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """H x W x 3 uint16 with a strong left-to-right / top-to-bottom trend plus noise: every 256 px tile has its own
+    2-98 % range, far from the scene's, and values above 255 (a plain cast to uint8 would wrap around)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 500 + 40 * xx + 15 * yy
+    return (base[..., None] + rng.integers(0, 400, (h, w, 3)) + np.array([0, 700, 1400])).astype(np.uint16)
+
+
+def _assert_tiles_equal_read_image(src: Path, pyr, origin_tile: tuple[int, int] = (0, 0)) -> int:
+    """Every max-zoom tile holds exactly read_image's pixels of the same scene area (opaque there, clear past the
+    scene edge). Returns the number of tiles checked."""
+    from seghz.data.io import read_image
+
+    z = pyr.max_zoom
+    tiles = _tiles(Path(pyr.out_dir), z)
+    assert tiles
+    for (x, y), t in tiles.items():
+        r0, c0 = (y - origin_tile[1]) * 256, (x - origin_tile[0]) * 256
+        h, w = min(256, pyr.height - r0), min(256, pyr.width - c0)
+        want = read_image(src, window=(r0, c0, h, w))
+        np.testing.assert_array_equal(t[:h, :w, :3], want, err_msg=f"tile {z}/{x}/{y}")
+        assert (t[:h, :w, 3] == 255).all() and not t[h:, :, 3].any() and not t[:, w:, 3].any()
+    return len(tiles)
+
+
+def test_pixel_tiles_of_16bit_tiff_equal_read_image(tmp_path):
+    """Map tiles and read_image share one 16 -> 8 bit conversion (seghz.data.io.to_rgb8) and one scene-wide
+    stretch: a tile shows exactly the pixels the model reads for the same area (no wrap-around, no per-tile
+    stretch)."""
+    import rasterio
+
+    h, w = 520, 600
+    img = _trend_u16(h, w)
+    src = tmp_path / "u16.tif"  # no CRS: a CRS.Simple pyramid, tile (x, y) at max zoom = pixels [256 y, 256 x]
+    with rasterio.open(src, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint16") as ds:
+        ds.write(np.transpose(img, (2, 0, 1)))
+    pyr = build_pyramid(src, tmp_path / "static" / "tiles" / "u" / "p", static_root=tmp_path / "static")
+    assert pyr.crs_kind == PIXEL and pyr.max_zoom == 2
+    assert _assert_tiles_equal_read_image(src, pyr) == 3 * 3
+
+
+def test_georef_tiles_of_16bit_tiff_equal_read_image(tmp_path):
+    """The same on a Web-Mercator scene laid exactly on the z17 tile grid (its pixel = a z17 tile pixel, its
+    corner = a tile corner), where reprojecting a tile is the identity."""
+    z, tx, ty = 17, 109300, 53500  # near Hangzhou
+    size = 2 * MERC_HALF / 2**z
+    h, w = 300, 520
+    img = _trend_u16(h, w, seed=1)
+    src = tmp_path / "m16.tif"
+    _write_tif(src, img, "EPSG:3857", (size / 256, 0.0, -MERC_HALF + tx * size, 0.0, -size / 256, MERC_HALF - ty * size))
+    pyr = build_pyramid(src, tmp_path / "static" / "tiles" / "u" / "g", static_root=tmp_path / "static")
+    assert pyr.crs_kind == GEOREF and pyr.max_zoom == z
+    assert _assert_tiles_equal_read_image(src, pyr, origin_tile=(tx, ty)) == 3 * 2
+
+
+@pytest.mark.skipif(not SHANGHAI.is_dir(), reason=f"real sample data folder {SHANGHAI} is absent (not in a fresh clone)")
+@pytest.mark.parametrize("name", ["google_5_5", "height_5_5"])
+def test_real_shanghai_tiles_equal_read_image(tmp_path, name):
+    """Real Shanghai pixels copied into a plain (pixel-space) TIFF: its tiles equal read_image of the same area.
+    ``google_*`` is 8-bit RGBA; ``height_*`` is a 16-bit band (nodata 65535), repeated into 3 bands."""
+    import rasterio
+
+    with rasterio.open(SHANGHAI / f"{name}.tif") as ds:
+        data, nodata = ds.read(), ds.nodata
+    if data.shape[0] == 1:
+        data = np.repeat(data, 3, axis=0)
+    assert name.startswith("google") == (data.dtype == np.uint8)
+    src = tmp_path / f"{name}.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=str(data.dtype), nodata=nodata) as ds:
+        ds.write(data)
+    pyr = build_pyramid(src, tmp_path / "static" / "tiles" / "sh" / name, static_root=tmp_path / "static")
+    z = pyr.max_zoom
+    from seghz.data.io import read_image
+
+    for (x, y), t in _tiles(Path(pyr.out_dir), z).items():
+        want = read_image(src, window=(y * 256, x * 256, 256, 256))
+        np.testing.assert_array_equal(t[..., :3], want, err_msg=f"tile {z}/{x}/{y}")
+    if name.startswith("google"):  # 8-bit: the tiles are the real file's own pixels
+        np.testing.assert_array_equal(read_image(src), read_image(SHANGHAI / f"{name}.tif"))
+
+
 def test_pyramid_outside_static_root_has_no_url(tmp_path):
     src = tmp_path / "a.png"
     write_rgb(src, np.zeros((10, 10, 3), np.uint8))

@@ -25,7 +25,7 @@ def _write_geotiff(path, arr_bhw, dtype, georef=True):
     import rasterio
     from rasterio.transform import Affine
 
-    kw = dict(crs="EPSG:3857", transform=Affine(0.5, 0.0, 13_500_000.0, 0.0, -0.5, 3_600_000.0)) if georef else {}
+    kw = {"crs": "EPSG:3857", "transform": Affine(0.5, 0.0, 13_500_000.0, 0.0, -0.5, 3_600_000.0)} if georef else {}
     b, h, w = arr_bhw.shape
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=b, dtype=dtype, **kw) as ds:
         ds.write(arr_bhw)
@@ -589,3 +589,123 @@ def test_jpeg_labels_are_refused_with_the_reason(tmp_path):
         list_pairs(ims, lbs)  # before anything is predicted
     with pytest.raises(BadInputError, match=r"b.jpg: a label cannot be a JPEG: lossy compression"):
         read_label(lbs / "b.jpg", get_scheme("gid15"))
+
+
+# ---------------------------------------------------------------- the one 8-bit conversion (read_image and map tiles)
+
+
+def test_to_rgb8_stretch_values():
+    a = np.array([[0, 1000, 1500, 2000, 65535]], np.uint16)
+    got = sio.to_rgb8(a, (1000.0, 2000.0))
+    assert got.shape == (1, 5, 3) and got.dtype == np.uint8
+    # lo -> 0, hi -> 255, halfway -> 127.5 rounded up, clipped outside; a grey band becomes grey RGB
+    assert got[0, :, 0].tolist() == [0, 0, 128, 255, 255]
+    assert (got == got[..., :1]).all()
+    # (x - lo) / (hi - lo) * 255, rounded: 1100 -> 25.5 -> 26, 1900 -> 229.5 -> 230
+    assert sio.to_rgb8(np.array([[1100, 1900]], np.uint16), (1000, 2000))[0, :, 0].tolist() == [26, 230]
+    # RGBA: the alpha band is dropped, not stretched into a colour
+    rgba = np.dstack([np.full((2, 2), 1500, np.uint16)] * 3 + [np.zeros((2, 2), np.uint16)])
+    assert (sio.to_rgb8(rgba, (1000, 2000)) == 128).all()
+    # uint8 passes through untouched (no stretch even when one is given)
+    u8 = _rand_rgb(4, 5)
+    np.testing.assert_array_equal(sio.to_rgb8(u8, (10.0, 20.0)), u8)
+    # an empty range does not divide by zero
+    assert sio.to_rgb8(np.full((2, 2, 3), 7, np.uint16), (7.0, 7.0)).max() <= 255
+    # no stretch given: the array's own 2nd..98th percentiles (values far above 255 are not wrapped)
+    ramp = np.linspace(10000, 20000, 101).astype(np.uint16)[None]
+    own = sio.to_rgb8(ramp)[0, :, 0].astype(int)
+    assert own[0] == 0 and own[-1] == 255 and (np.diff(own) >= 0).all()
+    with pytest.raises(ValueError, match="B in"):
+        sio.to_rgb8(np.zeros((2, 2, 2), np.uint16))
+
+
+# ---------------------------------------------------------------- TiffReader: windowed reads with clear errors
+
+
+def _tiled_rgba(path, h=300, w=300, seed=0):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(seed).integers(0, 256, (4, h, w), dtype=np.uint8)
+    data[3] = 255
+    data[3, :10, :10] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", tiled=True,
+                       blockxsize=64, blockysize=64, compress="deflate", photometric="RGB", alpha="YES",
+                       crs="EPSG:3857", transform=from_origin(13_500_000.0, 3_600_000.0, 1.0, 1.0)) as ds:
+        ds.write(data)
+    return data
+
+
+def test_tiff_reader_reads_windows(tmp_path):
+    p = tmp_path / "ok.tif"
+    data = _tiled_rgba(p)
+    with sio.TiffReader(p) as r:
+        assert (r.width, r.height, r.count, r.dtype) == (300, 300, 4, "uint8")
+        assert r.has_alpha and r.crs is not None and r.nodata is None
+        np.testing.assert_array_equal(r.read((10, 20, 30, 40), [1, 2, 3]), data[:3, 10:40, 20:60])
+        np.testing.assert_array_equal(r.read((10, 20, 30, 40), 4), data[3, 10:40, 20:60])
+        np.testing.assert_array_equal(r.read(), data)
+        m = r.dataset_mask((0, 0, 20, 20))
+        assert m.shape == (20, 20) and (m[:10, :10] == 0).all() and (m[10:, :] == 255).all()
+        with pytest.raises(BadInputError, match="outside the 300x300 raster") as ei:
+            r.read((290, 0, 20, 10))
+        assert ei.value.source == str(p)
+    with pytest.raises(BadInputError, match="closed"):
+        r.read((0, 0, 1, 1))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt block"])
+def test_tiff_reader_damaged_pixels_raise_naming_the_file(tmp_path, damage):
+    """The header is intact (so the file opens) but pixel blocks are cut off / overwritten: every read that touches
+    them raises BadInputError naming the file and saying what could not be read, not a raw rasterio error."""
+    import rasterio
+
+    full = tmp_path / "full.tif"
+    _tiled_rgba(full)
+    raw = bytearray(full.read_bytes())
+    p = tmp_path / f"{damage.replace(' ', '_')}.tif"
+    if damage == "truncated":
+        p.write_bytes(bytes(raw[: len(raw) * 6 // 10]))
+    else:  # wipe the zlib header of the block at column 1, row 2 (pixels 128..191 x 64..127)
+        with rasterio.open(full) as ds:
+            off = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+        raw[off : off + 16] = bytes(16)
+        p.write_bytes(bytes(raw))
+    r = sio.TiffReader(p)
+    try:
+        assert r.read((0, 0, 64, 64)).shape == (4, 64, 64)  # undamaged blocks still read
+        for call in (lambda: r.read(), lambda: r.read((64, 0, 200, 300), [1, 2, 3]), lambda: r.dataset_mask()):
+            with pytest.raises(BadInputError) as ei:
+                call()
+            assert ei.value.source == str(p) and p.name in str(ei.value)
+            assert "corrupt or truncated GeoTIFF" in str(ei.value)
+    finally:
+        r.close()
+
+
+def test_tiff_reader_unreadable_files(tmp_path):
+    for name, data, why in [("empty.tif", b"", "empty"), ("junk.tif", b"not a tiff at all" * 20, "not a readable GeoTIFF"),
+                            ("head.tif", None, "not a readable GeoTIFF")]:
+        p = tmp_path / name
+        if data is None:  # only the first bytes of a real GeoTIFF: the header itself is cut
+            _tiled_rgba(tmp_path / "src.tif")
+            data = (tmp_path / "src.tif").read_bytes()[:6]
+        p.write_bytes(data)
+        with pytest.raises(BadInputError, match=why) as ei:
+            sio.TiffReader(p)
+        assert ei.value.source == str(p)
+    with pytest.raises(BadInputError, match="does not exist"):
+        sio.TiffReader(tmp_path / "missing.tif")
+
+
+def test_map_tiles_of_a_damaged_tiff_raise_naming_the_file(tmp_path):
+    """seghz.geo.tiles reads GeoTIFFs through TiffReader: a truncated scene is a BadInputError naming it."""
+    from seghz.geo.tiles import build_pyramid
+
+    full = tmp_path / "full.tif"
+    _tiled_rgba(full, 600, 600)
+    p = tmp_path / "cut.tif"
+    p.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(BadInputError, match="corrupt or truncated GeoTIFF") as ei:
+        build_pyramid(p, tmp_path / "static" / "tiles" / "k" / "s", static_root=tmp_path / "static")
+    assert ei.value.source == str(p)

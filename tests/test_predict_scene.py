@@ -51,7 +51,8 @@ def _write_tif(path: Path, img: np.ndarray, *, alpha: np.ndarray | None = None, 
 def _pointwise(tile=128) -> Predictor:
     torch.manual_seed(0)
     m = torch.nn.Conv2d(3, HZ7.num_classes, 1)
-    return Predictor(m, HZ7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=0.25, batch_size=4, device="cpu")
+    return Predictor(m, HZ7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=0.25, batch_size=4, device="cpu",
+                     scheme=HZ7)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def test_output_keeps_geo_and_colours(scene, tmp_path):
 def _conv(tile=128, overlap=0.25) -> Predictor:
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(8, HZ7.num_classes, 5, padding=2))
-    return Predictor(m.eval(), HZ7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=overlap, batch_size=3, device="cpu")
+    return Predictor(m.eval(), HZ7.num_classes, (0.5,) * 3, (0.5,) * 3, tile=tile, overlap=overlap, batch_size=3, device="cpu",
+                     scheme=HZ7)
 
 
 @pytest.mark.parametrize("tile,overlap,tta", [(128, 0.25, "none"), (96, 0.5, "flip"), (64, 0.0, "none"), (1024, 0.25, "none")])

@@ -178,3 +178,72 @@ def test_block_buffers_stay_small(monkeypatch):
         pass
     stride = math.ceil(tile * 0.75)
     assert peak["blocks"] <= tile + stride < w  # columns of the current window row held at once
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source validity masks (seghz.infer.scene._Masks) are read through seghz.data.io.TiffReader
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _rgba_tif(path, h=192, w=256, seed=0):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(seed).integers(0, 256, (4, h, w), dtype=np.uint8)
+    data[3] = 255
+    data[3, :40, :50] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", tiled=True,
+                       blockxsize=64, blockysize=64, compress="deflate", photometric="RGB", alpha="YES",
+                       crs="EPSG:3857", transform=from_origin(13_375_000.0, 3_536_000.0, 2.0, 2.0)) as ds:
+        ds.write(data)
+    return data
+
+
+def test_masks_read_alpha_and_nodata(tmp_path):
+    from seghz.infer.scene import _Masks
+
+    p = tmp_path / "a.tif"
+    data = _rgba_tif(p)
+    m = _Masks(p, 4)
+    try:
+        np.testing.assert_array_equal(m.read((0, 0, 100, 120)), data[3, :100, :120] != 0)
+    finally:
+        m.close()
+    assert _Masks(tmp_path / "x.png", 3).read((0, 0, 1, 1)) is None  # not a TIFF: no mask
+
+
+def test_masks_of_a_damaged_file_raise_naming_it(tmp_path):
+    """A truncated or junk source gives BadInputError naming the file (it was a raw rasterio error)."""
+    from seghz.errors import BadInputError
+    from seghz.infer.scene import _Masks
+
+    full = tmp_path / "full.tif"
+    _rgba_tif(full)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    m = _Masks(cut, 4)  # the header is intact: it opens
+    try:
+        with pytest.raises(BadInputError, match="corrupt or truncated GeoTIFF") as ei:
+            m.read((128, 0, 64, 256))
+        assert ei.value.source == str(cut)
+    finally:
+        m.close()
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\x00" + bytes(200))
+    with pytest.raises(BadInputError, match="not a readable GeoTIFF") as ei:
+        _Masks(junk, 4)
+    assert ei.value.source == str(junk)
+
+
+def test_predict_scene_on_a_damaged_source_names_it(tmp_path):
+    from seghz.errors import BadInputError
+    from seghz.infer.scene import predict_scene
+
+    full = tmp_path / "full.tif"
+    _rgba_tif(full)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    with pytest.raises(BadInputError) as ei:
+        predict_scene(_predictor(64, 0.25, "uniform"), cut, tmp_path / "o.tif", scheme="dubai")
+    assert ei.value.source == str(cut) and "cut.tif" in str(ei.value)
+    assert not (tmp_path / "o.tif").exists()

@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -111,21 +111,44 @@ def tiff_stretch(path: str | os.PathLike) -> tuple[float, float] | None:
         return None
 
 
+def to_rgb8(arr: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    """The one 8-bit display/model conversion of SegHZ pixels (used by :func:`read_image` and the map tiles of
+    :mod:`seghz.geo.tiles`): an H×W or H×W×B array (B = 1, 3 or 4) -> H×W×3 uint8.
+
+    A single band is repeated into grey RGB, a 4th (alpha) band is dropped. uint8 data is kept as it is; any other
+    type is stretched linearly, ``lo`` -> 0 and ``hi`` -> 255 (rounded, clipped to 0..255), with ``stretch`` =
+    (lo, hi) -- normally the scene-wide range of :func:`tiff_stretch`, so every window of a scene is stretched the
+    same way -- or, when None, the array's own 2nd and 98th percentiles. A range with ``hi <= lo`` uses
+    ``hi = lo + 1``. It never casts 16-bit values straight to uint8 (that would wrap around)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"to_rgb8 needs an H×W or H×W×B array with B in (1, 3, 4), got shape {a.shape}")
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        f = a.astype(np.float32)
+        if stretch is not None:
+            lo, hi = (float(v) for v in stretch)
+        elif f.size:
+            lo, hi = (float(v) for v in np.percentile(f, [2, 98]))
+        else:
+            lo, hi = 0.0, 1.0
+        if not hi > lo:
+            hi = lo + 1.0
+        a = np.clip((f - np.float32(lo)) / np.float32(hi - lo) * np.float32(255) + np.float32(0.5), 0, 255)
+        a = a.astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a)
+
+
 def _to_rgb8(arr: np.ndarray, src: Path, stretch: tuple[float, float] | None = None) -> np.ndarray:
-    """Normalise an H×W×B array to RGB uint8: drop alpha, stretch 16-bit (with ``stretch`` = (lo, hi) when given,
-    else the array's own 2nd–98th percentiles), reject other band counts."""
+    """:func:`to_rgb8` for :func:`read_image`, which refuses (naming ``src``) anything but RGB / RGBA images."""
     problem = _rgb_problem(1 if arr.ndim == 2 else arr.shape[2], arr.dtype)
     if problem:
         raise BadInputError(src, problem)
-    if arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    a = arr.astype(np.float32)
-    lo, hi = stretch if stretch is not None else (np.percentile(a, 2), np.percentile(a, 98))
-    if hi <= lo:
-        hi = lo + 1
-    return np.clip((a - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return to_rgb8(arr, stretch)
 
 
 _STRETCHED = (np.uint16, np.int16, np.float32, np.float64, np.int32, np.uint32)
@@ -270,6 +293,89 @@ def verify_tiff(path: str | os.PathLike) -> None:
                 ds.read(window=win)
     except (RasterioError, ValueError) as e:
         raise BadInputError(p, f"corrupt or truncated GeoTIFF ({e})") from None
+
+
+class TiffReader:
+    """Windowed reads from one (Geo)TIFF kept open: the one way SegHZ reads parts of a raster repeatedly (the map
+    tiles of :mod:`seghz.geo.tiles`, the validity masks of :mod:`seghz.infer.scene`). Every failure -- a missing,
+    empty or unreadable file, damaged or truncated pixel data, a window outside the raster -- raises BadInputError
+    naming the file and the problem, as :func:`read_image` does.
+
+    ``window`` = (row, col, height, width), None = the whole raster. Attributes: ``path``, ``width``, ``height``,
+    ``count``, ``dtype`` (of band 1), ``nodata``, ``crs`` (a rasterio CRS or None) and ``has_alpha`` (a band is
+    marked as alpha). Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike):
+        import rasterio
+        from rasterio.enums import ColorInterp
+        from rasterio.errors import RasterioError
+
+        p = Path(path)
+        self.path = p
+        self._ds = None
+        if not p.exists():
+            raise BadInputError(p, "file does not exist")
+        if p.is_dir():
+            raise BadInputError(p, "is a folder, not a file (give the image file itself)")
+        if p.stat().st_size == 0:
+            raise BadInputError(p, "file is empty (0 bytes)")
+        try:
+            ds = rasterio.open(p)
+        except (RasterioError, ValueError, MemoryError) as e:
+            raise BadInputError(p, f"not a readable GeoTIFF ({e})") from None
+        self._ds = ds
+        self.width, self.height, self.count = ds.width, ds.height, ds.count
+        self.dtype = ds.dtypes[0]
+        self.nodata = ds.nodata
+        self.crs = ds.crs if ds.crs else None
+        self.has_alpha = ColorInterp.alpha in ds.colorinterp
+
+    def _window(self, window):
+        from rasterio.windows import Window
+
+        if window is None:
+            return None
+        r, c, h, w = (int(v) for v in window)
+        if h <= 0 or w <= 0 or r < 0 or c < 0 or r + h > self.height or c + w > self.width:
+            raise BadInputError(self.path, f"window (row {r}, col {c}, {h}x{w} px) is empty or outside the "
+                                           f"{self.width}x{self.height} raster")
+        return Window(c, r, w, h)
+
+    def _guard(self, what: str, fn):
+        from rasterio.errors import RasterioError
+
+        if self._ds is None:
+            raise BadInputError(self.path, "the file was already closed")
+        try:
+            return fn()
+        except (RasterioError, ValueError, MemoryError) as e:
+            if isinstance(e, BadInputError):
+                raise
+            why = e.__cause__ or e  # GDAL's own message ("IReadBlock failed at ...") is the cause rasterio wraps
+            raise BadInputError(self.path, f"corrupt or truncated GeoTIFF: cannot read {what} ({why})") from None
+
+    def read(self, window=None, bands: int | list[int] | None = None) -> np.ndarray:
+        """Raw pixels of ``window``: B×h×w for a list of bands (default: all), h×w for a single band number."""
+        win = self._window(window)
+        return self._guard(f"band(s) {bands if bands is not None else 'all'}",
+                           lambda: self._ds.read(bands, window=win) if bands is not None else self._ds.read(window=win))
+
+    def dataset_mask(self, window=None) -> np.ndarray:
+        """h×w uint8 validity of ``window`` (GDAL's dataset mask): 0 = nodata (alpha 0, or every band equal to
+        ``nodata``), else 255 -- or the alpha value itself when the file has an alpha band."""
+        win = self._window(window)
+        return self._guard("the validity mask", lambda: self._ds.dataset_mask(window=win))
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def palette_layout(palette: np.ndarray | None, scheme: Scheme) -> str | None:

@@ -122,12 +122,17 @@ def _gcj_delta(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return dlon, dlat
 
 
+def _gcj_forward(lon: np.ndarray, lat: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS-84 -> GCJ-02 where ``inside``, identity elsewhere. The series is only evaluated at in-China points (the
+    others are replaced by the series' centre first): near the poles its longitude term divides by cos(lat) ~ 0."""
+    dlon, dlat = _gcj_delta(np.where(inside, lon, 105.0), np.where(inside, lat, 35.0))
+    return np.where(inside, lon + dlon, lon), np.where(inside, lat + dlat, lat)
+
+
 def wgs84_to_gcj02(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     """WGS-84 -> GCJ-02 (identity outside the China rectangle)."""
     lon, lat = _arr(lon, lat)
-    dlon, dlat = _gcj_delta(lon, lat)
-    inside = in_china(lon, lat)
-    return np.where(inside, lon + dlon, lon), np.where(inside, lat + dlat, lat)
+    return _gcj_forward(lon, lat, in_china(lon, lat))
 
 
 def _solve(forward, tlon: np.ndarray, tlat: np.ndarray, lon0: np.ndarray, lat0: np.ndarray, what: str):
@@ -147,13 +152,8 @@ def _solve(forward, tlon: np.ndarray, tlat: np.ndarray, lon0: np.ndarray, lat0: 
 def gcj02_to_wgs84(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     """GCJ-02 -> WGS-84, solved iteratively to < 1e-12 degrees (identity outside the China rectangle)."""
     lon, lat = _arr(lon, lat)
-    inside = in_china(lon, lat)
-
-    def fwd(x, y):
-        dx, dy = _gcj_delta(x, y)
-        return x + dx, y + dy
-
-    wlon, wlat = _solve(fwd, lon, lat, lon, lat, "GCJ-02 -> WGS-84")
+    inside = in_china(lon, lat)  # decided on the GCJ-02 input; outside points are never iterated (identity)
+    wlon, wlat = _solve(lambda x, y: _gcj_forward(x, y, inside), lon, lat, lon, lat, "GCJ-02 -> WGS-84")
     return np.where(inside, wlon, lon), np.where(inside, wlat, lat)
 
 

@@ -71,7 +71,16 @@ import numpy as np
 from PIL import Image
 
 from seghz.classes import IGNORE, Scheme
-from seghz.data.io import TIFF_EXT, RasterInfo, atomic_write_bytes, raster_info, read_image, tiff_stretch
+from seghz.data.io import (
+    TIFF_EXT,
+    RasterInfo,
+    TiffReader,
+    atomic_write_bytes,
+    raster_info,
+    read_image,
+    tiff_stretch,
+    to_rgb8,
+)
 from seghz.errors import BadInputError, RegionError
 
 TILE_SIZE = 256
@@ -416,47 +425,30 @@ def _url_for(out_dir: Path, static_root: Path, url_prefix: str, version: str) ->
 
 
 def _to_rgb8(data: np.ndarray, stretch: tuple[float, float] | None) -> np.ndarray:
-    """B x H x W (B = 1 or 3) -> H x W x 3 uint8, applying the scene-wide stretch for non-uint8 data."""
-    if stretch is not None:
-        lo, hi = stretch
-        data = np.clip((data.astype(np.float32) - lo) / (hi - lo) * 255 + 0.5, 0, 255)
-    data = data.astype(np.uint8)
-    if data.shape[0] == 1:
-        data = np.repeat(data, 3, axis=0)
-    return np.transpose(data[:3], (1, 2, 0))
+    """B x H x W (B = 1 or 3) -> H x W x 3 uint8 through :func:`seghz.data.io.to_rgb8` (the conversion
+    :func:`seghz.data.io.read_image` uses), with the scene-wide stretch for non-uint8 data."""
+    return to_rgb8(np.moveaxis(data, 0, -1), stretch)
 
 
 class _TiffSource:
-    """Windowed reads from a (Geo)TIFF: RGB (or grey) bands + dataset mask, scene-wide stretch for non-uint8."""
+    """Windowed reads from a (Geo)TIFF through :class:`seghz.data.io.TiffReader`: RGB (or grey) bands + dataset
+    mask, scene-wide stretch for non-uint8. Damaged files raise BadInputError naming the file."""
 
     def __init__(self, path: Path):
-        import rasterio
-        from rasterio.errors import RasterioIOError
-
-        try:
-            self.ds = rasterio.open(path)
-        except RasterioIOError as e:
-            raise BadInputError(path, f"not a readable GeoTIFF ({e})") from None
-        ds = self.ds
-        self.path = path
-        self.bands = [1, 2, 3] if ds.count >= 3 else [1]
+        self.reader = TiffReader(path)
+        self.path = Path(path)
+        self.crs = self.reader.crs
+        self.nodata = self.reader.nodata
+        self.bands = [1, 2, 3] if self.reader.count >= 3 else [1]
         self.stretch = tiff_stretch(path)  # the one scene-wide stretch, shared with seghz.data.io.read_image
 
     def read(self, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """(B x h x w raw data, h x w uint8 mask 0/255) of a window inside the raster."""
-        from rasterio.errors import RasterioIOError
-        from rasterio.windows import Window
-
-        win = Window(c0, r0, w, h)
-        try:
-            data = self.ds.read(self.bands, window=win)
-            mask = self.ds.dataset_mask(window=win)
-        except (RasterioIOError, ValueError) as e:
-            raise BadInputError(self.path, f"corrupt or truncated GeoTIFF ({e})") from None
-        return data, mask
+        win = (r0, c0, h, w)
+        return self.reader.read(win, self.bands), self.reader.dataset_mask(win)
 
     def close(self) -> None:
-        self.ds.close()
+        self.reader.close()
 
 
 class _ArraySource:
@@ -617,7 +609,7 @@ class _GeoTiler(_Tiler):
 
     def __init__(self, src: _TiffSource, info: RasterInfo, min_zoom: int | None, max_zoom: int | None):
         self.src, self.info = src, info
-        self.crs = src.ds.crs
+        self.crs = src.crs
         # Scene extent in Web Mercator from its densified outline (latitudes clipped to the Mercator limit).
         rows, cols = _window_boundary((0, 0, info.height, info.width), 32)
         lat, lng = pixel_to_latlng(rows, cols, info)
@@ -679,7 +671,7 @@ class _GeoTiler(_Tiler):
         data, mask = self.src.read(r0, c0, r1 - r0, c1 - c0)
         src_tr = _affine(self.info) @ Affine.translation(c0, r0)
         dst_tr = Affine(size / ts, 0.0, left, 0.0, -size / ts, top)
-        nodata = self.src.ds.nodata
+        nodata = self.src.nodata
         dst = np.zeros((data.shape[0], ts, ts), data.dtype)
         reproject(
             data, dst, src_transform=src_tr, src_crs=self.crs, dst_transform=dst_tr, dst_crs=WEB_MERCATOR,
@@ -811,7 +803,7 @@ def rgba_overlay_png(class_index_mask: np.ndarray, scheme: Scheme, opacity: floa
     im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
     im.putpalette(scheme.palette().ravel().tolist())
     alpha = np.zeros(256, np.uint8)
-    alpha[: scheme.num_classes] = int(round(255 * float(opacity)))
+    alpha[: scheme.num_classes] = round(255 * float(opacity))
     alpha[IGNORE] = 0
     buf = io.BytesIO()
     im.save(buf, format="PNG", transparency=alpha.tobytes(), optimize=False)

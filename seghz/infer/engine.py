@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 
 from seghz.devices import readonly_tensor, to_device
 from seghz.errors import SegHZError
+
+if TYPE_CHECKING:
+    from seghz.classes import Scheme
 
 
 def _rot(k: int) -> Callable:
@@ -502,6 +506,8 @@ class Predictor:
     ``compile=True`` runs full-tile batches through ``torch.compile`` (Inductor with frozen weights:
     1.15–1.6× faster than eager on CPU after a 7–40 s first compile); inputs of other shapes run eagerly, and a
     compile failure (e.g. no C++ compiler) falls back to eager with a warning.
+    ``scheme`` is the class scheme the model predicts (names and colours of its outputs); :meth:`from_checkpoint`
+    sets it from the checkpoint metadata. None = not known (whole-scene prediction then needs it given).
     """
 
     model: torch.nn.Module
@@ -515,15 +521,17 @@ class Predictor:
     merge: str = "softmax"
     blend: str = "uniform"
     compile: bool = False
+    scheme: Scheme | None = None
 
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None, **kw) -> tuple[Predictor, dict]:
-        from seghz.models.checkpoint import load_checkpoint
+        from seghz.models.checkpoint import checkpoint_scheme, load_checkpoint
 
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta = load_checkpoint(path, dev)
         norm = meta.get("normalization", {})
         kw.setdefault("tile", int(meta.get("tile_size", 512)))
+        kw.setdefault("scheme", checkpoint_scheme(meta))
         return cls(model, int(meta["num_classes"]), tuple(norm.get("mean", (0.5,) * 3)), tuple(norm.get("std", (0.5,) * 3)), device=dev, **kw), meta
 
     def __post_init__(self):

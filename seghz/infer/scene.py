@@ -18,8 +18,9 @@ output and renamed at the very end, so a crash or cancel never leaves a file tha
 
 Nodata: source pixels whose dataset mask is 0 (alpha band == 0, or every band equal to the source's
 nodata value) and, for 4-band inputs, pixels whose 4th band is 0 are predicted as 255; windows with no
-valid pixel are not run. This module is the one place besides :mod:`seghz.data.io` that opens rasters
-with rasterio, and only to read those masks and to write the output.
+valid pixel are not run. Sources are read only through :mod:`seghz.data.io` (pixels with
+:func:`~seghz.data.io.read_image`, masks with :class:`~seghz.data.io.TiffReader`); this module opens rasters
+with rasterio only to write the output.
 
 Distributed (``world_size > 1``, e.g. under torchrun with ``torch.distributed`` initialised): each rank
 takes a contiguous run of window rows (:func:`seghz.infer.engine.shard_rows`), streams the window rows
@@ -45,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from seghz.classes import Scheme, get_scheme, scheme_names
-from seghz.data.io import TIFF_EXT, atomic_write_bytes, class_band_tags, raster_info, read_image, write_rgb
+from seghz.data.io import TIFF_EXT, TiffReader, atomic_write_bytes, class_band_tags, raster_info, read_image, write_rgb
 from seghz.errors import BadInputError, SegHZError
 from seghz.geo.tiles import pixel_area_m2
 from seghz.infer.engine import Cancelled, Predictor, shard_rows
@@ -61,12 +62,33 @@ class SceneError(SegHZError, ValueError):
     """Bad settings for a scene prediction (rank, scheme)."""
 
 
-def _guess_scheme(num_classes: int) -> Scheme | None:
-    for n in scheme_names():
-        s = get_scheme(n)
-        if s.num_classes == num_classes:
-            return s
-    return None
+def resolve_scheme(predictor: Predictor, scheme: Scheme | str | None) -> Scheme:
+    """The class scheme of a prediction: ``scheme`` (a Scheme or a registered scheme's name) when given, else the
+    predictor's own (:attr:`Predictor.scheme`, which :meth:`Predictor.from_checkpoint` takes from the checkpoint
+    metadata via :func:`seghz.models.checkpoint.checkpoint_scheme`). It is never guessed from the class count
+    (several schemes share one: hz7 and loveda both have 7 classes). Raises SceneError when it cannot be known,
+    when a name is not registered, when its class count differs from the model's, or when a given scheme names
+    other classes than the checkpoint's."""
+    own = getattr(predictor, "scheme", None)
+    if isinstance(scheme, str):
+        try:
+            scheme = get_scheme(scheme)
+        except KeyError:
+            raise SceneError(f"unknown class scheme '{scheme}' (known: {', '.join(scheme_names())})") from None
+    if scheme is None:
+        scheme = own
+    k = predictor.num_classes
+    if scheme is None:
+        same = [n for n in scheme_names() if get_scheme(n).num_classes == k]
+        hint = f" ({k} classes could be any of: {', '.join(same)})" if same else ""
+        raise SceneError(f"the class scheme of this {k}-class model is not known{hint}: pass scheme=..., or load the "
+                         "model with Predictor.from_checkpoint, whose metadata names its scheme")
+    if scheme.num_classes != k:
+        raise SceneError(f"scheme '{scheme.name}' has {scheme.num_classes} classes, the model {k}")
+    if own is not None and tuple(own.names) != tuple(scheme.names):
+        raise SceneError(f"scheme '{scheme.name}' names other classes than the model's checkpoint scheme "
+                         f"'{own.name}' ({', '.join(scheme.names)} vs {', '.join(own.names)})")
+    return scheme
 
 
 def uncertainty_path(output: str | os.PathLike) -> Path:
@@ -75,38 +97,32 @@ def uncertainty_path(output: str | os.PathLike) -> Path:
 
 
 class _Masks:
-    """Validity masks of the source raster (alpha / nodata); None where the source has none."""
+    """Validity masks of the source raster (alpha / nodata); None where the source has none. Read through
+    :class:`seghz.data.io.TiffReader`, so a damaged file raises BadInputError naming it."""
 
     def __init__(self, path: Path, count: int):
-        self.ds = None
+        self.reader: TiffReader | None = None
         if Path(path).suffix.lower() not in TIFF_EXT:
             return
-        import rasterio
-        from rasterio.enums import ColorInterp
-
-        ds = rasterio.open(path)
-        has_alpha = ColorInterp.alpha in ds.colorinterp or count == 4
-        if ds.nodata is None and not has_alpha:
-            ds.close()
+        reader = TiffReader(path)
+        if reader.nodata is None and not (reader.has_alpha or count == 4):
+            reader.close()
             return
-        self.ds = ds
+        self.reader = reader
         self.count = count
 
     def read(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
-        if self.ds is None:
+        if self.reader is None:
             return None
-        from rasterio.windows import Window
-
-        w = Window(window[1], window[0], window[3], window[2])
-        valid = self.ds.dataset_mask(window=w) != 0
+        valid = self.reader.dataset_mask(window) != 0
         if self.count == 4:
-            valid &= self.ds.read(4, window=w) != 0
+            valid &= self.reader.read(window, 4) != 0
         return valid
 
     def close(self) -> None:
-        if self.ds is not None:
-            self.ds.close()
-            self.ds = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class _Writer:
@@ -244,8 +260,8 @@ def _predict_scene(
     ``window`` = ``(row, col, height, width)`` predicts only that part of the raster (streamed the same way); the
     output then covers the window, with the window's transform (e.g. a Map-page region too big to predict inline).
 
-    ``scheme`` (a Scheme or its name; default: the first registered scheme with the predictor's class
-    count) gives the colour table, class names of the CSV and the PNG colours. Raises
+    ``scheme`` (a Scheme or its name; default: the predictor's checkpoint scheme, see :func:`resolve_scheme`;
+    SceneError when neither is known) gives the colour table, class names of the CSV and the PNG colours. Raises
     :class:`Cancelled` when ``should_cancel()`` turns true; no output or temporary file is left behind
     then (nor on any other error).
     """
@@ -263,13 +279,8 @@ def _predict_scene(
                                    transform=window_transform(info.transform, window) if info.transform else None)
     if info.count not in (3, 4):
         raise BadInputError(src, f"image has {info.count} band(s); SegHZ needs RGB (3 bands, or 4 with alpha)")
-    if isinstance(scheme, str):
-        scheme = get_scheme(scheme)
-    if scheme is None:
-        scheme = _guess_scheme(predictor.num_classes)
-    if scheme is not None and scheme.num_classes != predictor.num_classes:
-        raise SceneError(f"scheme '{scheme.name}' has {scheme.num_classes} classes, the model {predictor.num_classes}")
-    names = list(scheme.names) if scheme is not None else [f"class_{i}" for i in range(predictor.num_classes)]
+    scheme = resolve_scheme(predictor, scheme)
+    names = list(scheme.names)
     if not 0 <= rank < world_size:
         raise SceneError(f"rank {rank} outside world_size {world_size}")
     if world_size > 1:
@@ -392,4 +403,4 @@ def _areas(counts: np.ndarray, names: list[str], pixel_area: float | None) -> li
     return rows
 
 
-__all__ = ["NODATA", "UNCERTAINTY_BANDS", "SceneError", "predict_scene", "uncertainty_path"]
+__all__ = ["NODATA", "UNCERTAINTY_BANDS", "SceneError", "predict_scene", "resolve_scheme", "uncertainty_path"]
