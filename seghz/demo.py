@@ -138,14 +138,17 @@ def demo_transform(size: int) -> tuple[str, tuple[float, ...]]:
 
 
 def write_demo_geotiff(path, rgb: np.ndarray, transform: tuple[float, ...] | None = None) -> None:
-    """Write the demo image as a tiled GeoTIFF with the nominal placement (or the given affine transform)."""
+    """Atomically write the demo image as a tiled GeoTIFF with the nominal placement (or the given affine transform):
+    through :func:`seghz.data.io.atomic_target`, so a failure leaves any previous file as it was and no temp file."""
     import rasterio
     from rasterio.transform import Affine
 
+    from seghz.data.io import atomic_target
+
     crs, t = demo_transform(rgb.shape[0])
     t = tuple(transform) if transform is not None else t
-    with rasterio.open(
-        path, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8",
+    with atomic_target(path, suffix=".tmp.tif") as tmp, rasterio.open(
+        tmp, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0], count=3, dtype="uint8",
         crs=crs, transform=Affine(*t), tiled=True, blockxsize=256, blockysize=256, compress="deflate",
     ) as ds:
         ds.write(np.transpose(rgb, (2, 0, 1)))

@@ -152,11 +152,10 @@ def evaluate_split(
     scenes = [s for s in ws.list_scenes(split) if s.label_path]
     if not scenes:
         raise SegHZError(f"split '{split}' of workspace {ws.root} has no labelled scenes to evaluate")
-    names = None
-    from seghz.models.checkpoint import read_metadata
+    from seghz.models.checkpoint import checkpoint_scheme, read_metadata
 
-    meta = read_metadata(ws.checkpoint_path(ck))
-    names = meta["scheme"]["names"]
+    ck_scheme = checkpoint_scheme(read_metadata(ws.checkpoint_path(ck)))
+    names = list(ck_scheme.names)
     nc = len(names)
     total = np.zeros((nc, nc), np.int64)
     per_scene = {}
@@ -168,7 +167,7 @@ def evaluate_split(
     total_px, done_px = sum(px), 0
     for s, n_px in zip(scenes, px):
         img = read_image(ws.scene_path(s, "image"))
-        lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, meta["scheme"]["name"])
+        lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme.name)
         sub = None
         if progress:
             sub = lambda f, m, d=done_px, n=n_px, name=s.name: progress((d + f * n) / total_px, f"{name}: {m}")

@@ -12,19 +12,37 @@ import numpy as np
 from seghz.classes import IGNORE
 
 
+def check_class_indices(values: np.ndarray, num_classes: int, what: str) -> None:
+    """Raise ValueError when ``values`` (class indices, ignore already left out) hold anything outside
+    ``0..num_classes-1``, naming ``what`` ("label", "prediction") and the offending values (up to 5 of them)."""
+    v = np.asarray(values)
+    bad = (v < 0) | (v >= num_classes)
+    if bad.any():
+        odd = np.unique(v[bad])
+        shown = ", ".join(str(int(x)) for x in odd[:5]) + (f", … ({odd.size} values)" if odd.size > 5 else "")
+        raise ValueError(f"{what} holds class index {shown} outside 0..{num_classes - 1} ({num_classes} classes; "
+                         f"{IGNORE} is ignore)")
+
+
+def _labelled(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keep, prediction, label)`` over the labelled pixels (label ≠ 255) as int64, both checked by
+    :func:`check_class_indices`: the one rule of :func:`confusion_matrix` and :func:`calibration_counts`."""
+    keep = gt != IGNORE
+    g = gt[keep].astype(np.int64)
+    p = pred[keep].astype(np.int64)
+    check_class_indices(g, num_classes, "label")
+    check_class_indices(p, num_classes, "prediction")
+    return keep, p, g
+
+
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) int64 matrix, rows = ground truth, columns = prediction; gt == 255 is skipped."""
+    """(C, C) int64 matrix, rows = ground truth, columns = prediction; gt == 255 is skipped. A label or a prediction
+    (on a labelled pixel) outside ``0..C-1`` is a ValueError naming the values (:func:`check_class_indices`)."""
     pred = np.asarray(pred).ravel()
     gt = np.asarray(gt).ravel()
     if pred.shape != gt.shape:
         raise ValueError(f"prediction has {pred.size} pixels, label {gt.size}")
-    keep = gt != IGNORE
-    if np.any(gt[keep] >= num_classes) or np.any(gt[keep] < 0):
-        raise ValueError(f"label holds class index {int(gt[keep].max())} >= {num_classes} classes")
-    p = pred[keep].astype(np.int64)
-    g = gt[keep].astype(np.int64)
-    if p.size and (p.max() >= num_classes or p.min() < 0):
-        raise ValueError(f"prediction holds class indices outside 0..{num_classes - 1} ({int(p.min())}..{int(p.max())})")
+    _, p, g = _labelled(pred, gt, num_classes)
     return np.bincount(g * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -236,19 +254,21 @@ def calibration_counts(pred: np.ndarray, conf: np.ndarray, gt: np.ndarray, num_c
     how many of them the label agrees with (``correct``) and the sum of their confidences (``conf_sum``); bins of
     equal width over [0, 1] (a confidence of exactly 1 falls in the last). JSON-ready: ``{"bins", "count",
     "correct", "conf_sum"}``, each count a ``num_classes`` × ``bins`` nested list. Add two with
-    :func:`add_calibration`; read them with :func:`calibration_report`."""
+    :func:`add_calibration`; read them with :func:`calibration_report`.
+
+    The pixels are those :func:`confusion_matrix` counts: a label or a prediction (on a labelled pixel) outside
+    ``0..num_classes-1`` is the same ValueError, never silently left out."""
     pred = np.asarray(pred).ravel()
     conf = np.asarray(conf, np.float64).ravel()
     gt = np.asarray(gt).ravel()
     if not (pred.shape == conf.shape == gt.shape):
         raise ValueError(f"prediction ({pred.size} px), confidence ({conf.size}) and label ({gt.size}) differ in size")
-    keep = (gt != IGNORE) & (pred < num_classes)
-    p = pred[keep].astype(np.int64)
+    keep, p, g = _labelled(pred, gt, num_classes)
     b = np.clip((conf[keep] * bins).astype(np.int64), 0, bins - 1)
     idx = p * bins + b
     n = num_classes * bins
     count = np.bincount(idx, minlength=n).reshape(num_classes, bins)
-    correct = np.bincount(idx, weights=(p == gt[keep]).astype(np.float64), minlength=n).reshape(num_classes, bins)
+    correct = np.bincount(idx, weights=(p == g).astype(np.float64), minlength=n).reshape(num_classes, bins)
     csum = np.bincount(idx, weights=conf[keep], minlength=n).reshape(num_classes, bins)
     return {"bins": int(bins), "count": count.astype(np.int64).tolist(), "correct": correct.astype(np.int64).tolist(),
             "conf_sum": csum.tolist()}
@@ -333,22 +353,30 @@ def coverage_at(cal_report: dict, threshold: float) -> dict:
     return rows[k]
 
 
-def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel share of each class in a class-index mask (ignore excluded); zeros when empty."""
+def class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel count of each class in a class-index mask: the one class-histogram rule of SegHZ. 255 (ignore) is
+    left out (and so out of any denominator); any other value outside ``0..num_classes-1`` is a ValueError naming
+    it (:func:`check_class_indices`), never dropped or counted."""
     m = np.asarray(mask).ravel()
-    m = m[m != IGNORE]
-    if m.size == 0:
-        return np.zeros(num_classes)
-    return np.bincount(m, minlength=num_classes)[:num_classes] / m.size
+    m = m[m != IGNORE].astype(np.int64)
+    check_class_indices(m, num_classes, "label")
+    return np.bincount(m, minlength=num_classes).astype(np.float64)
+
+
+def class_frequencies(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel share of each class in a class-index mask (:func:`class_counts` over their sum: 255 is not in the
+    denominator, any other out-of-range value is a ValueError); zeros when every pixel is ignore."""
+    counts = class_counts(mask, num_classes)
+    total = counts.sum()
+    return counts / total if total > 0 else counts
 
 
 def pooled_class_frequencies(labels, num_classes: int) -> np.ndarray:
-    """Pixel share of each class over several class-index masks pooled (ignore excluded); zeros when none is
-    labelled. The training class frequencies a checkpoint records (``train_class_freq``)."""
+    """Pixel share of each class over several class-index masks pooled (the rule of :func:`class_counts`); zeros
+    when none is labelled. The training class frequencies a checkpoint records (``train_class_freq``)."""
     counts = np.zeros(num_classes)
     for lbl in labels:
-        lbl = np.asarray(lbl)
-        counts += np.bincount(lbl[lbl != IGNORE].ravel(), minlength=num_classes)[:num_classes]
+        counts += class_counts(lbl, num_classes)
     total = counts.sum()
     return counts / total if total > 0 else counts
 

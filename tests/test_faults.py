@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 from helpers_core import wait_for
 
+from seghz.classes import get_scheme
 from seghz.data.io import read_index_mask, write_index_mask, write_rgb
 from seghz.errors import WriteError
 from seghz.jobs import refresh_job_states
 from seghz.jobs.runner import pid_alive
-from seghz.models.checkpoint import read_metadata, save_checkpoint
+from seghz.models.checkpoint import read_metadata, save_checkpoint, scheme_meta
 from seghz.store import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ def churn(root, ack, start):
         for k, v in sorted(model.state_dict().items()):
             h.update(k.encode()); h.update(v.detach().numpy().tobytes())
         digest = h.hexdigest()
+        # a registered scheme's name: save_checkpoint stores its full block (the row keeps the name)
         meta = {"arch": "Tiny", "encoder": "none", "scheme": "hz7", "num_classes": 7, "step": i}
         with open(ack + ".intent", "a") as f:  # every state that may ever reach latest.safetensors
             f.write(f"{digest}\\n"); f.flush(); os.fsync(f.fileno())
@@ -134,7 +136,8 @@ def test_kill9_during_checkpoint_writes_leaves_no_torn_checkpoint(tmp_path):
             assert set(acked) <= set(registered)
             for cid, digest in acked.items():  # every acknowledged checkpoint loads and holds what was saved
                 path = reopened.checkpoint_path(cid)
-                assert read_metadata(path)["num_classes"] == 7
+                meta = read_metadata(path)
+                assert meta["num_classes"] == 7 and meta["scheme"] == scheme_meta(get_scheme("hz7"))
                 assert _tensor_digest(path) == digest, (it, cid)
             for cid in registered:  # registered but not yet acknowledged: still whole (file renamed before the row)
                 read_metadata(reopened.checkpoint_path(cid))
@@ -154,7 +157,10 @@ def test_kill9_during_checkpoint_writes_leaves_no_torn_checkpoint(tmp_path):
 
     out = save_checkpoint(ws.root / "checkpoints" / "after.safetensors", nn.Linear(2, 2),
                           {"arch": "Tiny", "encoder": "none", "scheme": "hz7", "num_classes": 7})
-    Workspace(ws.root).register_checkpoint(out, read_metadata(out), checkpoint_id="after")
+    meta = read_metadata(out)
+    assert meta["scheme"] == scheme_meta(get_scheme("hz7"))  # the one shape: the block, also for a name given
+    Workspace(ws.root).register_checkpoint(out, {**meta, "scheme": meta["scheme"]["name"]}, checkpoint_id="after")
+    assert Workspace(ws.root).get_checkpoint("after").scheme == "hz7"
 
 
 # ------------------------------------------------------------------------------------ the app server is killed
@@ -282,7 +288,7 @@ def test_disk_full_during_checkpoint_save(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match=r"other\.safetensors.*nothing was written"):
         save_checkpoint(tmp_path / "ck" / "other.safetensors", nn.Linear(4, 3), meta)
     assert path.read_bytes() == before
-    assert read_metadata(path)["num_classes"] == 7
+    assert read_metadata(path)["num_classes"] == 7 and read_metadata(path)["scheme"]["name"] == "hz7"
     assert sorted(f.name for f in (tmp_path / "ck").iterdir()) == ["model.safetensors"]
 
 

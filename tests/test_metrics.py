@@ -108,13 +108,43 @@ def test_empty_confusion_gives_none():
 
 
 def test_prediction_out_of_range_raises():
-    with pytest.raises(ValueError, match=r"prediction holds class indices outside 0..2 \(0..3\)"):
+    with pytest.raises(ValueError, match=r"prediction holds class index 3 outside 0\.\.2 \(3 classes"):
         confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
 
 
 def test_label_out_of_range_raises():
-    with pytest.raises(ValueError, match="label holds class index 7"):
+    with pytest.raises(ValueError, match="label holds class index 7 outside 0..2"):
         confusion_matrix(np.array([0, 0]), np.array([7, 1]), 3)
+
+
+@pytest.mark.parametrize("gt,pred,what,shown", [
+    ([-1, 1], [0, 0], "label", "-1"),  # the bad value, not the largest label (1)
+    ([-2, 2, 9, 0], [0, 0, 0, 0], "label", "-2, 9"),
+    ([0, 1], [0, -3], "prediction", "-3"),
+    ([0, 1, 2], [5, 1, 4], "prediction", "4, 5"),
+])
+def test_out_of_range_values_are_named_and_refused_alike_by_confusion_and_calibration(gt, pred, what, shown):
+    """A bad label or prediction on a labelled pixel is the same ValueError, naming the actual values, from the
+    confusion matrix and the calibration counts: ECE never covers other pixels than the confusion matrix."""
+    gt, pred = np.array(gt), np.array(pred)
+    conf = np.full(gt.shape, 0.9)
+    msg = rf"{what} holds class index {shown} outside 0\.\.2 "
+    with pytest.raises(ValueError, match=msg):
+        confusion_matrix(pred, gt, 3)
+    with pytest.raises(ValueError, match=msg):
+        calibration_counts(pred, conf, gt, 3)
+
+
+def test_prediction_on_ignored_pixels_is_not_checked_by_either():
+    gt, pred = np.array([0, 255, 1]), np.array([0, 7, 1])  # the pixel predicted 7 is not labelled
+    cm = confusion_matrix(pred, gt, 3)
+    cal = calibration_counts(pred, np.full(3, 0.5), gt, 3)
+    assert cm.sum() == 2 == np.asarray(cal["count"]).sum()
+
+
+def test_many_bad_values_are_summarised():
+    with pytest.raises(ValueError, match=r"label holds class index 3, 4, 5, 6, 7, … \(8 values\)"):
+        confusion_matrix(np.zeros(8, int), np.arange(3, 11), 3)
 
 
 def test_shape_mismatch_raises():
@@ -126,6 +156,24 @@ def test_class_frequencies():
     m = np.array([[0, 0, 1], [255, 2, 2], [2, 255, 255]], np.uint8)
     assert class_frequencies(m, 4).tolist() == pytest.approx([2 / 6, 1 / 6, 3 / 6, 0.0])
     assert class_frequencies(np.full((2, 2), 255, np.uint8), 3).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("mask,bad", [([0, 1, 9, 9], "9"), ([0, -1, 1], "-1"), ([3, 0, 254, 255], "3, 254")])
+def test_class_frequencies_refuse_values_outside_the_classes_naming_them(mask, bad):
+    """255 is ignore (out of the denominator); any other value outside 0..C-1 is an error, never dropped (that
+    gave [.5, .5, 0] for [0, 1, 9, 9]) nor counted in the denominator (that gave [.25, .25, 0])."""
+    from seghz.metrics import pooled_class_frequencies
+
+    m = np.array(mask)
+    with pytest.raises(ValueError, match=rf"label holds class index {bad} outside 0\.\.2"):
+        class_frequencies(m, 3)
+    with pytest.raises(ValueError, match=rf"label holds class index {bad} outside 0\.\.2"):
+        pooled_class_frequencies([np.array([0, 1]), m], 3)
+
+
+def test_class_frequencies_leave_ignore_out_of_the_denominator():
+    m = np.array([0, 1, 255, 255], np.uint8)
+    assert class_frequencies(m, 3).tolist() == [0.5, 0.5, 0.0]
 
 
 def test_negative_prediction_raises():

@@ -6,8 +6,6 @@ repair it from 15 corrected pixels per class. Runs on one CPU thread.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -115,10 +113,7 @@ def test_scrambled_head_is_wrong_and_refit_repairs_it(trained, data, tmp_path):
     assert acc_bad[[A, B]].max() < 0.1  # swapping the rows swaps the predictions
 
     img, sparse, lbl = _corrections()
-    t0 = time.perf_counter()
     res = refit_head(bad, [RefitItem(img, sparse, lbl)] + [RefitItem(i, None, lb) for i, lb in data[0]], tmp_path / "r.safetensors")
-    took = time.perf_counter() - t0
-    assert took < 10, f"refit took {took:.1f} s"
     assert res.counts["corrected_used"] == 30 and res.counts["corrected_per_class"][:2] == [15, 15]
     assert res.fit["before"]["corrected_acc"] < 0.1 and res.fit["after"]["corrected_acc"] == 1.0
     acc_new = per_class_acc(load_checkpoint(res.checkpoint)[0], va)
@@ -285,7 +280,7 @@ def test_refit_job_counts_confirmed_pixels_as_reviewed(trained, data, tmp_path):
     from seghz.store import Workspace
 
     _, bad = trained
-    tr, va = data
+    tr, _ = data
     ws = Workspace(tmp_path / "ws")
     cid = ws.register_checkpoint(bad, read_metadata(bad) | {"scheme": "hz7"}, name="scrambled")
     for k, (img, lbl) in enumerate(tr):

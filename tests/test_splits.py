@@ -80,6 +80,19 @@ def test_class_distribution_ignores_255():
     assert class_distribution(np.full((2, 2), 255, np.uint8), 3).tolist() == [0, 0, 0]
 
 
+def test_class_distribution_is_the_metrics_rule():
+    """One class histogram: the splits' one is seghz.metrics.class_frequencies, so both agree on every mask and
+    refuse the same values (it used to drop [0, 1, 9, 9]'s 9s, giving [.5, .5, 0])."""
+    from seghz.metrics import class_frequencies
+
+    rng = np.random.default_rng(1)
+    m = rng.integers(0, 4, (6, 6)).astype(np.uint8)
+    m[rng.random((6, 6)) < 0.3] = 255
+    assert class_distribution(m, 4).tolist() == class_frequencies(m, 4).tolist()
+    with pytest.raises(ValueError, match="class index 9 outside 0..2"):
+        class_distribution(np.array([0, 1, 9, 9], np.uint8), 3)
+
+
 # ---------------------------------------------------------------- hash splits
 
 

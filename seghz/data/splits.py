@@ -7,12 +7,14 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from seghz.metrics import class_frequencies
+
 
 def class_distribution(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Normalised class histogram of one mask (ignore excluded); zeros when fully ignored."""
-    m = mask[mask < num_classes]
-    h = np.bincount(m.ravel(), minlength=num_classes).astype(np.float64)
-    return h / h.sum() if h.sum() > 0 else h
+    """Normalised class histogram of one mask: :func:`seghz.metrics.class_frequencies` (255 is ignore and out of
+    the denominator; any other value outside ``0..num_classes-1`` is a ValueError naming it); zeros when fully
+    ignored."""
+    return class_frequencies(mask, num_classes)
 
 
 def _entropy(p: np.ndarray) -> float:

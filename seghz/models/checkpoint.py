@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seghz.classes import Scheme, get_scheme
+from seghz.classes import Scheme, get_scheme, scheme_names
 from seghz.errors import CheckpointError
 
 FORMAT = "seghz-checkpoint/1"
@@ -25,11 +25,16 @@ REQUIRED = ("arch", "encoder", "scheme", "num_classes")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Atomically write ``model``'s weights and ``meta`` to ``path`` (.safetensors)."""
+    """Atomically write ``model``'s weights and ``meta`` to ``path`` (.safetensors).
+
+    ``meta["scheme"]`` is the scheme block (:func:`scheme_meta`) or the name of a registered scheme, which is
+    stored as that scheme's full block: a checkpoint file always holds the block. ``meta`` itself is not changed.
+    """
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
     meta = dict(meta)
+    meta["scheme"] = scheme_block(meta["scheme"], Path(path))
     if getattr(model, "arch_kwargs", None) and "arch_kwargs" not in meta:
         meta["arch_kwargs"] = dict(model.arch_kwargs)  # constructor options the architecture needs to be rebuilt
     meta.setdefault("created_at", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
@@ -79,12 +84,39 @@ def read_safetensors_meta(path: Path, key: str, error: type[Exception], what: st
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read only the metadata of a checkpoint. Raises CheckpointError naming the file when it is not one."""
+    """Read only the metadata of a checkpoint. Raises CheckpointError naming the file when it is not one.
+
+    ``meta["scheme"]`` is always the scheme block (a dict with ``name`` and ``names``): a file written with a bare
+    scheme name (before :func:`save_checkpoint` stored the block) gets that registered scheme's block; an unknown
+    name, or a value that is neither, is a CheckpointError naming the file."""
     p = Path(path)
     meta = read_safetensors_meta(p, "seghz", CheckpointError, "checkpoint")
-    if meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED):
-        raise CheckpointError(f"{p}: unsupported checkpoint metadata (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED):
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{p}: unsupported checkpoint metadata (format {fmt!r})")
+    meta["scheme"] = scheme_block(meta["scheme"], p)
     return meta
+
+
+def scheme_block(value: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The one shape of a checkpoint's ``scheme`` metadata: a dict with ``name`` (str) and ``names`` (a non-empty
+    list of str), as :func:`scheme_meta` writes it (``ids``/``colors`` too). A registered scheme's name becomes its
+    block. Raises CheckpointError naming ``path`` for an unknown name or any other value."""
+    if isinstance(value, str):
+        try:
+            return scheme_meta(get_scheme(value))
+        except KeyError:
+            raise CheckpointError(f"{path}: checkpoint metadata names an unknown class scheme '{value}' "
+                                  f"(known: {', '.join(scheme_names())})") from None
+    if isinstance(value, dict):
+        names = value.get("names")
+        if (isinstance(value.get("name"), str) and isinstance(names, list) and names
+                and all(isinstance(n, str) for n in names)):
+            return value
+        raise CheckpointError(f"{path}: checkpoint metadata 'scheme' block needs a 'name' and a non-empty list of "
+                              f"class 'names' (got keys {sorted(map(str, value))})")
+    raise CheckpointError(f"{path}: checkpoint metadata 'scheme' must be a scheme name or a scheme block, "
+                          f"not {type(value).__name__} {value!r:.60}")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -540,12 +540,11 @@ def _write_debug(dctx: _Dist, seen: list[dict], global_batch: int, device: str) 
     folder = os.environ.get(DEBUG_ENV)
     if not folder:
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    from seghz.data.io import atomic_write_bytes
+
     dst = Path(folder) / f"rank{dctx.rank}.json"
-    tmp = dst.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"rank": dctx.rank, "world_size": dctx.world, "device": device,
-                               "global_batch": global_batch, "steps": seen}))
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, json.dumps({"rank": dctx.rank, "world_size": dctx.world, "device": device,
+                                        "global_batch": global_batch, "steps": seen}).encode())
 
 
 def _save_error(e: OSError, what: str, path: Path, epoch: int, kept: str) -> TrainSaveError:
