@@ -26,11 +26,10 @@ Pure numpy (no Streamlit); the Evaluate page lays out what these functions retur
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ import numpy as np
 
 from seghz.classes import IGNORE, crosswalk_path, get_scheme, index_crosswalk, scheme_names
 from seghz.data.io import atomic_write_bytes
+from seghz.errors import BadInputError
+from seghz.locks import file_lock
 from seghz.metrics import scores
 
 HIGHLIGHT = (255, 0, 255)  # magenta: the A→B pixels in the highlight panel
@@ -338,24 +339,34 @@ def review_list_path(ws: Any) -> Path:
     return Path(ws.root) / REVIEW_FILE
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name("." + path.name + ".lock"), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The review list's lock (:func:`seghz.locks.file_lock` on ``.<name>.lock`` next to it)."""
+    return file_lock(path.with_name("." + path.name + ".lock"))
 
 
 def load_review_list(ws: Any) -> list[dict]:
-    """Entries of the drill-down review list (empty when none)."""
+    """Entries of the drill-down review list (empty when none).
+
+    Raises:
+        BadInputError: Naming the file, when it is not a JSON list (damaged, e.g. edited by hand); nothing is
+            overwritten then, so the analysts' entries can still be recovered from it.
+    """
     p = review_list_path(ws)
-    if not p.exists():
+    try:
+        text = p.read_text("utf-8")
+    except FileNotFoundError:
         return []
-    data = json.loads(p.read_text() or "[]")
-    return data if isinstance(data, list) else []
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInputError(p, f"the drill-down review list cannot be read ({e}); fix or move the file away") from e
+    try:
+        data = json.loads(text or "[]")
+    except ValueError as e:
+        raise BadInputError(p, f"the drill-down review list is damaged (not valid JSON: {e}); fix or move the file "
+                               "away (sending windows to review would otherwise replace it)") from e
+    if not isinstance(data, list):
+        raise BadInputError(p, f"the drill-down review list is damaged (a JSON {type(data).__name__}, not a list of "
+                               "entries); fix or move the file away")
+    return data
 
 
 def review_key(entry: Mapping[str, Any]) -> tuple:
@@ -463,7 +474,7 @@ def send_to_review(ws: Any, windows: Sequence[Window], *, true_class: str, pred_
             fresh.update(e, added_at=now_iso(), earlier=[*old.get("earlier", []), earlier])
             items[where[k]] = fresh
         if added or refreshed or reopened:
-            atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
+            atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=True)
     return ReviewSend(added, refreshed, reopened, unchanged)
 
 
@@ -489,7 +500,7 @@ def set_review_status(ws: Any, entry: dict, status: str, analyst: str = "") -> b
         for e in items:
             if review_key(e) == key:
                 e.update(status=status, reviewed_by=analyst, reviewed_at=now_iso())
-                atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=False)
+                atomic_write_bytes(p, json.dumps(items, indent=1).encode(), fsync=True)
                 return True
     return False
 

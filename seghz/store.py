@@ -36,7 +36,7 @@ import shutil
 import sqlite3
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -778,18 +778,21 @@ class Workspace:
             split: ``"train"``, ``"val"``, ``"test"`` or ``"none"``.
             synthetic: True for generated demo data.
             source: The file the scene was imported from.
-            scene_id: Wanted id (a safe slug); defaults to a slug of ``name``. A taken id gets ``-2``, ``-3``...
+            scene_id: The id to register (a safe slug), exactly: when it is taken, BadInputError and nothing is
+                registered (an import reserved ``scenes/<scene_id>/`` for it; another id would part the scene from
+                its folder). None: a slug of ``name``, made free with ``-2``, ``-3``...
             crs: CRS overriding the image's.
             transform: Affine (a, b, c, d, e, f) overriding the image's.
 
         Returns:
-            The stored Scene; its ``id`` may differ from ``scene_id`` when that was taken.
+            The stored Scene (its ``id`` is ``scene_id`` when given).
 
         Raises:
             ValueError: For an unsafe ``scene_id``, an unknown split or a transform without 6 numbers.
             KeyError: For an unknown scheme.
             BadInputError: For missing or unreadable files, files outside the workspace, a label that is not
-                single-band, differs in size from the image or holds values outside the scheme.
+                single-band, differs in size from the image or holds values outside the scheme; for a
+                ``scene_id`` that is taken.
         """
         base = validate_slug(scene_id, "scene id") if scene_id is not None else slugify(name, "scene")
         self._check_split(split)
@@ -816,7 +819,14 @@ class Workspace:
                 )
             self._check_mask_values(mask, sch.num_classes, str(label_full))
         with self.transaction() as conn:
-            sid = self._unique_scene_id(conn, base)
+            if scene_id is None:
+                sid = self._unique_scene_id(conn, base)
+            else:
+                sid = base
+                row = conn.execute("SELECT name FROM scenes WHERE id = ?", (sid,)).fetchone()
+                if row is not None:
+                    raise BadInputError(f"scene id '{sid}'", f"is already the id of scene '{row[0]}' in workspace "
+                                        f"{self.root}; nothing was registered")
             conn.execute(
                 "INSERT INTO scenes (id, name, image_path, label_path, scheme, width, height, crs, transform, split, "
                 "synthetic, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -931,24 +941,65 @@ class Workspace:
     def delete_scene(self, scene_id: str) -> None:
         """Remove a scene, its label versions and their files, and its own files under ``scenes/``.
 
-        The index rows go first, so an interruption leaves at worst orphan files, never rows without files.
+        While the deleting transaction holds the write lock (the scene still registered for everyone else), its
+        ``labels/<id>/`` folder and its files are renamed to unique ``.trash-*`` names; after the commit those are
+        removed. So nothing of a scene imported again under the same id meanwhile (a new ``scenes/<id>/`` or
+        ``labels/<id>/``) can be hit. The scene's own import folder ``scenes/<id>/`` goes whole (its extra files
+        too); files under ``scenes/`` that another scene also refers to stay. An interruption leaves at worst
+        ``.trash-*`` leftovers, never rows without files; a failed commit renames everything back.
 
         Raises:
             NotFoundError: When the scene does not exist.
         """
         scene = self.get_scene(scene_id)
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM scenes WHERE id = ?", (scene_id,))
-        shutil.rmtree(self.root / "labels" / scene_id, ignore_errors=True)
+        moved: list[tuple[Path, Path]] = []  # (original path, trash path)
+        try:
+            with self.transaction() as conn:
+                conn.execute("DELETE FROM scenes WHERE id = ?", (scene_id,))
+                for src, trash_dir in self._scene_leftovers(conn, scene):
+                    dst = trash_dir / f".trash-{uuid.uuid4().hex[:12]}-{src.name}"
+                    os.rename(src, dst)
+                    moved.append((src, dst))
+                for src, _ in moved:  # a folder emptied of this scene's files (not scenes/ itself)
+                    parent = src.parent
+                    if parent != self.root / "scenes" and parent.parent == self.root / "scenes" and parent.is_dir() \
+                            and not any(parent.iterdir()):
+                        parent.rmdir()
+        except BaseException:
+            for src, dst in reversed(moved):  # the scene stays registered: its files come back
+                try:
+                    src.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(dst, src)
+                except OSError as e:
+                    log.error("deleting scene %s failed and %s could not be moved back to %s: %s", scene_id, dst, src, e)
+            raise
+        for _, dst in moved:
+            if dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst, ignore_errors=True)
+            else:
+                dst.unlink(missing_ok=True)
+
+    def _scene_leftovers(self, conn: sqlite3.Connection, scene: Scene) -> list[tuple[Path, Path]]:
+        """What :meth:`delete_scene` removes of ``scene`` (already deleted in ``conn``'s transaction), each with the
+        folder its trash name goes in: ``labels/<id>/``; the scene's import folder ``scenes/<id>/`` when no other
+        scene refers to a file in it, else its image and label files under ``scenes/`` no other scene refers to."""
+        out: list[tuple[Path, Path]] = []
+        labels = self.root / "labels" / scene.id
+        if labels.is_dir() and not labels.is_symlink():
+            out.append((labels, self.root / "labels"))
         scenes_dir = self.root / "scenes"
-        for stored in (scene.image_path, scene.label_path):
-            if not stored:
-                continue
-            p = self.path(stored)
-            if scenes_dir in p.parents:
-                p.unlink(missing_ok=True)
-                if p.parent != scenes_dir and not any(p.parent.iterdir()):
-                    p.parent.rmdir()
+        others = [r for r in conn.execute("SELECT image_path, label_path FROM scenes")]
+        used = {self.path(v) for r in others for v in r if v}
+        own = scenes_dir / scene.id
+        files = [self.path(p) for p in (scene.image_path, scene.label_path) if p]
+        if own.is_dir() and not own.is_symlink() and all(f.parent == own for f in files) \
+                and not any(own in u.parents for u in used):
+            out.append((own, scenes_dir))
+            return out
+        for f in dict.fromkeys(files):
+            if scenes_dir in f.parents and f not in used and (f.is_file() or f.is_symlink()):
+                out.append((f, scenes_dir))
+        return out
 
     # ------------------------------------------------------------------ label versions
 
@@ -1617,6 +1668,9 @@ class Workspace:
         train_scenes = train_scenes if train_scenes is not None else meta.get("train_scenes")
         if val_metrics and not val_data_version:
             raise ValueError("register_checkpoint: val_metrics need the val_data_version they were measured on")
+        scheme = meta.get("scheme", "")
+        if isinstance(scheme, Mapping):  # a checkpoint file's metadata holds the whole scheme block: keep its name
+            scheme = scheme.get("name", "")
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM checkpoints WHERE id = ?", (cid,)).fetchone():
                 raise ConflictError(f"checkpoint id '{cid}' is already registered in workspace {self.root}")
@@ -1624,7 +1678,7 @@ class Workspace:
                 "INSERT INTO checkpoints (id, path, name, arch, encoder, scheme, created_at, parent_id, metrics, note, job_id, "
                 "data_version, val_data_version, recipe, train_scenes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, self.relative(full, "checkpoint", inside=False), name, str(meta.get("arch", "")),
-                 str(meta.get("encoder", "")), str(meta.get("scheme", "")), now_iso(),
+                 str(meta.get("encoder", "")), str(scheme), now_iso(),
                  parent_id if parent_id is not None else meta.get("parent_id"),
                  json.dumps(meta.get("metrics") or {}), note, job_id,
                  None if data_version is None else str(data_version),

@@ -81,7 +81,9 @@ def test_scene_ids_are_safe_slugs(ws):
             ws.add_scene("x", img, "hz7", scene_id=bad)
     s1 = ws.add_scene("../evil", img, "hz7", label_path=lbl)
     s2 = ws.add_scene("../evil", img, "hz7")
-    s3 = ws.add_scene("x", img, "hz7", scene_id="evil")
+    with pytest.raises(BadInputError, match="scene id 'evil'.*already the id"):  # a given id is registered or fails
+        ws.add_scene("x", img, "hz7", scene_id="evil")
+    s3 = ws.add_scene("x", img, "hz7", scene_id="evil-3")
     assert (s1.id, s2.id, s3.id) == ("evil", "evil-2", "evil-3")
     assert ws.unique_scene_id("Evil!") == "evil-4"
     assert not (ws.root.parent / "evil").exists()
@@ -315,6 +317,10 @@ def test_checkpoints_and_active(ws, tmp_path):
     assert ck2.path == str(ext.resolve()) and ck2.parent_id == c1 and ck2.job_id == "job-1"
     assert ws.checkpoint_path(c1) == f and ws.checkpoint_path(ck2) == ext.resolve()
     assert [c.id for c in ws.list_checkpoints()] == [c2, c1]
+    assert ck1.scheme == "hz7"
+    # a checkpoint file's metadata as read_metadata gives it: the whole scheme block; its name is what is kept
+    block = {"name": "hz7", "names": ["a"] * 7, "colors": [[0, 0, 0]] * 7}
+    assert ws.get_checkpoint(ws.register_checkpoint(f, {**meta, "scheme": block})).scheme == "hz7"
     with pytest.raises(ConflictError, match="already registered"):
         ws.register_checkpoint(ext, meta, checkpoint_id="ext-1")
     with pytest.raises(BadInputError, match="does not exist"):

@@ -6,10 +6,13 @@ exact colour) and can be crosswalked to another scheme on import.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +26,82 @@ Progress = Callable[[float, str], None]
 log = logging.getLogger(__name__)
 
 
-def _scene_dir(ws: Workspace, name: str) -> tuple[str, Path]:
-    """A free scene id and its new, empty folder. A folder left by an interrupted import (no index row) is removed."""
-    sid = ws.unique_scene_id(slugify(name, "scene"))
+def _folder_in_use(ws: Workspace, sid: str) -> bool:
+    """Whether scene id ``sid`` is registered, or a registered scene keeps a file in ``scenes/<sid>/`` (a workspace
+    from before imports reserved their folder could have a scene ``x-2`` whose files lie in ``scenes/x/``)."""
+    prefix = f"scenes/{sid}/"
+    with ws.connect() as conn:
+        return conn.execute(
+            "SELECT 1 FROM scenes WHERE id = ? OR substr(image_path, 1, ?) = ? OR substr(COALESCE(label_path, ''), 1, ?) "
+            "= ? LIMIT 1", (sid, len(prefix), prefix, len(prefix), prefix)).fetchone() is not None
+
+
+def _try_reserve(ws: Workspace, sid: str):
+    """The open, exclusively flock'ed reservation file ``scenes/.<sid>.import`` of ``sid``, or None when another
+    import (of this or another process) holds it. The path is checked to still name the locked file afterwards (a
+    finishing import removes its reservation file, so a stale handle could lock a file that is gone)."""
+    path = ws.root / "scenes" / f".{sid}.import"
+    while True:
+        fh = open(path, "a+b")  # noqa: SIM115 - held open for the whole import, closed by _release
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fh
+        fh.close()  # we locked a reservation file its owner had just removed: try the path again
+
+
+def _release(ws: Workspace, sid: str, fh) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (ws.root / "scenes" / f".{sid}.import").unlink()  # while still locked: see _try_reserve
+    fh.close()
+
+
+@contextlib.contextmanager
+def _scene_dir(ws: Workspace, name: str) -> Iterator[tuple[str, Path]]:
+    """Reserve a free scene id (a slug of ``name``, then ``-2``, ``-3``...) and its new, empty folder
+    ``scenes/<id>/`` for one import; the ``with`` block writes the files and registers the scene under that id.
+
+    The reservation is an exclusive ``flock`` on ``scenes/.<id>.import``, held until the block ends (the kernel drops
+    it when the process dies), so two imports of the same name -- two processes, or threads -- never share a
+    folder: the second takes the next suffix. A folder whose id is free in the index, that no scene refers to and
+    whose reservation nobody holds is what an interrupted import left: it is removed and the id reused. When the
+    block raises, the folder is removed before the reservation is released.
+    """
+    base = slugify(name, "scene")
+    with ws.connect() as conn:
+        taken = {r[0] for r in conn.execute("SELECT id FROM scenes WHERE id = ? OR id LIKE ?", (base, base + "-%"))}
+    n = 1
+    while True:
+        sid = base if n == 1 else f"{base}-{n}"
+        n += 1
+        if sid in taken:
+            continue
+        fh = _try_reserve(ws, sid)
+        if fh is None:  # another import is writing this folder right now
+            continue
+        if _folder_in_use(ws, sid):  # registered since we looked, or a scene's files live there
+            _release(ws, sid, fh)
+            continue
+        break
     d = ws.root / "scenes" / sid
-    if d.exists():  # orphan: the id is free in the index, so nothing refers to this folder
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    return sid, d
+    try:
+        if d.exists():  # orphan of an interrupted import: unregistered, unreferenced, unreserved
+            shutil.rmtree(d)
+        d.mkdir()
+        try:
+            yield sid, d
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+    finally:
+        _release(ws, sid, fh)
 
 
 def _label_to_target(label_path: Path, scheme: str, target: str | None) -> np.ndarray:
@@ -81,8 +152,7 @@ def _write_scene(ws: Workspace, image: Path, info, lbl: np.ndarray | None, out_s
                  synthetic: bool, source: str, extra_files: dict[str, bytes] | None) -> Scene:
     """Copy a checked image (and its decoded label, class indices of ``out_scheme``) into a new scene folder and
     register it; on any error the folder is removed and nothing is registered."""
-    sid, d = _scene_dir(ws, name)
-    try:
+    with _scene_dir(ws, name) as (sid, d):
         if has_usable_georef(info):
             read_image(image, window=(0, 0, min(16, info.height), min(16, info.width)))  # validates bands now
             verify_tiff(image)  # and that every block decodes: a truncated file must not become a scene
@@ -101,9 +171,6 @@ def _write_scene(ws: Workspace, image: Path, info, lbl: np.ndarray | None, out_s
             (d / fname).write_bytes(data)
         return ws.add_scene(name, img_dst, out_scheme, label_path=lbl_dst, split=split,
                             synthetic=synthetic, source=source, scene_id=sid)
-    except BaseException:
-        shutil.rmtree(d, ignore_errors=True)
-        raise
 
 
 class FolderImport(list):
@@ -263,14 +330,10 @@ def import_tile_folder(
     folder = Path(folder)
     z = guess_baidu_level(folder) if zoom is None else int(zoom)
     label = name or (f"{folder.parent.name}-{folder.name}" if folder.name.isdigit() else folder.name) or "tiles"
-    sid, d = _scene_dir(ws, label)
-    try:
+    with _scene_dir(ws, label) as (sid, d):
         plan = baidu_folder_to_geotiff(folder, d / "image.tif", zoom=z, progress=progress)
         return ws.add_scene(label, d / "image.tif", scheme, source=f"{folder} (Baidu level {plan.zoom}, {plan.tiles} "
                             "tile slots)", scene_id=sid)
-    except BaseException:
-        shutil.rmtree(d, ignore_errors=True)
-        raise
 
 
 SOURCE_RECORD = "source.json"  # in a scene folder imported from one image file: its name and content SHA-1
@@ -356,13 +419,13 @@ def ensure_demo_workspace(ws: Workspace, checkpoints_dir: str | Path = "checkpoi
             if name in have:
                 continue
             rgb, lbl = generate_scene(DEMO_SIZE, seed)
-            sid, d = _scene_dir(ws, name)
             off = (t[0] * DEMO_SIZE * 1.02 * gx, -t[4] * DEMO_SIZE * 1.02 * gy)
             tr = (t[0], 0.0, t[2] + off[0], 0.0, t[4], t[5] - off[1])
-            write_demo_geotiff(d / "image.tif", rgb, tr)
-            write_index_mask(d / "label.png", lbl, get_scheme("hz7"))
-            ws.add_scene(name, d / "image.tif", "hz7", label_path=d / "label.png", split=split, synthetic=True,
-                         source=f"seghz.demo.generate_scene(size={DEMO_SIZE}, seed={seed})", scene_id=sid)
+            with _scene_dir(ws, name) as (sid, d):
+                write_demo_geotiff(d / "image.tif", rgb, tr)
+                write_index_mask(d / "label.png", lbl, get_scheme("hz7"))
+                ws.add_scene(name, d / "image.tif", "hz7", label_path=d / "label.png", split=split, synthetic=True,
+                             source=f"seghz.demo.generate_scene(size={DEMO_SIZE}, seed={seed})", scene_id=sid)
             if progress:
                 progress((k + 1) / len(DEMO_SCENES), f"created {name}")
         created = True

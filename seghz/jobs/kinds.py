@@ -22,16 +22,73 @@ def labelled_scenes(ws: Workspace, split: str) -> list:
     return [s for s in ws.list_scenes(split) if s.label_path or ws.latest_label_version(s.id) > 0]
 
 
-def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False) -> list[tuple[np.ndarray, ...]]:
+class LabelSnapshot:
+    """The labels a training job learns from, all of one moment: the scenes of some splits (``None``: all scenes),
+    each scene's label version and the splits' data versions (:meth:`Workspace.data_version`), taken by
+    :func:`label_snapshot`. Reading every label at these versions trains on exactly what the recorded data
+    versions name: a correction saved while the job loads is either wholly in (label and trusted pixels) or wholly
+    out, and then the checkpoint's data version differs from the split's ("labels changed since")."""
+
+    def __init__(self, scenes: dict, versions: dict[str, int], data_versions: dict):
+        self.scenes, self.versions, self.data_versions = scenes, versions, data_versions
+
+    def version(self, scene_id: str) -> int:
+        """The scene's label version in the snapshot (0 = its original label)."""
+        return int(self.versions.get(scene_id, 0))
+
+    def labelled(self, split: str | None) -> list:
+        """The scenes of ``split`` with an original label or a saved correction (:func:`labelled_scenes`)."""
+        return [s for s in self.scenes[split] if s.label_path or self.version(s.id) > 0]
+
+
+SNAPSHOT_TRIES = 20
+
+
+def label_snapshot(ws: Workspace, splits) -> LabelSnapshot:
+    """A :class:`LabelSnapshot` of ``splits`` (split names; None = all scenes).
+
+    The scenes and label versions are read before and after the data versions; when a save (or a split move)
+    came in between, it is read again, so the data versions are those of exactly these scenes and versions.
+
+    Raises:
+        RuntimeError: When the labels changed during each of :data:`SNAPSHOT_TRIES` tries.
+    """
+    splits = list(dict.fromkeys(splits))
+
+    def state() -> tuple[dict, dict[str, int], dict]:
+        scenes = {sp: ws.list_scenes(sp) for sp in splits}
+        key = {sp: [(s.id, s.split, s.label_path) for s in v] for sp, v in scenes.items()}
+        return scenes, ws.latest_label_versions(), key
+
+    scenes, versions, key = state()
+    for _ in range(SNAPSHOT_TRIES):
+        dvs = {sp: ws.data_version(sp) for sp in splits}
+        scenes, versions2, key2 = state()
+        if (versions2, key2) == (versions, key):
+            return LabelSnapshot(scenes, versions, dvs)
+        versions, key = versions2, key2
+    raise RuntimeError(f"the labels of {', '.join(repr(sp or 'all') for sp in splits)} changed {SNAPSHOT_TRIES} times "
+                       "while the job read their versions; run the job again")
+
+
+def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False,
+             snapshot: LabelSnapshot | None = None) -> list[tuple[np.ndarray, ...]]:
     """(image, effective label[, trusted mask]) of every labelled scene of a split, labels in ``scheme``.
 
     A scene counts as labelled when it has an original label or any saved correction; trusted pixels (corrected
-    or confirmed by an analyst) are never dropped by the noise-mask loss."""
+    or confirmed by an analyst) are never dropped by the noise-mask loss. Every label and trusted mask is read at
+    the scene's version in ``snapshot`` (taken now when None), the label and its mask in one pass."""
+    snap = snapshot or label_snapshot(ws, [split])
     out = []
-    for s in labelled_scenes(ws, split):
-        lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, scheme)
+    for s in snap.labelled(split):
+        v = snap.version(s.id)
+        if trusted:
+            eff, mask = ws.label_and_trusted(s.id, v)
+        else:
+            eff, mask = ws.effective_label(s.id, v), None
+        lbl = label_for_checkpoint(eff, s.scheme, scheme)
         img = read_image(ws.scene_path(s, "image"))
-        out.append((img, lbl, ws.trusted_mask(s.id)) if trusted else (img, lbl))
+        out.append((img, lbl, mask) if trusted else (img, lbl))
     return out
 
 
@@ -82,9 +139,12 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     cfg.validate()
     get_scheme(cfg.scheme)
     progress.log(f"loading scenes for scheme {cfg.scheme}")
-    train_ids = [s.id for s in labelled_scenes(ws, config.get("train_split", "train"))]
-    tr = _samples(ws, config.get("train_split", "train"), cfg.scheme, trusted=True)
-    va = _samples(ws, config.get("val_split", "val"), cfg.scheme)
+    # one snapshot of the label versions first: the samples are read at those versions, and the checkpoint records
+    # exactly those data versions (a correction saved while loading is then "since", never half in)
+    snap = label_snapshot(ws, [config.get("train_split", "train"), config.get("val_split", "val")])
+    train_ids = [s.id for s in snap.labelled(config.get("train_split", "train"))]
+    tr = _samples(ws, config.get("train_split", "train"), cfg.scheme, trusted=True, snapshot=snap)
+    va = _samples(ws, config.get("val_split", "val"), cfg.scheme, snapshot=snap)
     if not tr:
         raise ValueError(f"the '{config.get('train_split', 'train')}' split has no labelled scenes to train on")
     progress.log(f"{len(tr)} training scenes, {len(va)} validation scenes")
@@ -99,7 +159,7 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         return False
 
     val_split = config.get("val_split", "val")
-    dv_train, dv_val = ws.data_version(config.get("train_split", "train")), ws.data_version(val_split)
+    dv_train, dv_val = snap.data_versions[config.get("train_split", "train")], snap.data_versions[val_split]
     res = train(cfg, tr, va, out, progress=progress.update, on_metrics=on_metrics, should_cancel=should_cancel,
                 meta_extra={"job_id": job_id, "data_version": dv_train, "val_data_version": dv_val,
                             "train_scenes": train_ids})
@@ -202,16 +262,19 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
 
     val_split = config.get("val_split", "val")
     train_split, context_split = refit_splits(config)
+    # one snapshot of the label versions first: every label below is read at its version, and the checkpoint
+    # records exactly that data version
+    snap = label_snapshot(ws, [None])
     wanted = config.get("scenes")
-    scenes = [ws.get_scene(s) for s in wanted] if wanted else ws.list_scenes()
+    scenes = [ws.get_scene(s) for s in wanted] if wanted else snap.scenes[None]
     corrected: dict[str, np.ndarray] = {}
     effective: dict[str, np.ndarray] = {}
     held_out: dict[str, dict] = {}  # split -> {"scenes": [...], "reviewed_pixels": n}: reviewed, not fitted on
     for s in scenes:
         progress.check_cancel()
-        if ws.latest_label_version(s.id) == 0:
+        if snap.version(s.id) == 0:
             continue
-        eff_s, reviewed = ws.label_and_trusted(s.id)  # reviewed: corrected or confirmed
+        eff_s, reviewed = ws.label_and_trusted(s.id, snap.version(s.id))  # reviewed: corrected or confirmed
         eff = label_for_checkpoint(eff_s, s.scheme, ck_scheme)
         corr = np.where(reviewed & (eff != 255), eff, 255).astype(np.uint8)
         if not (corr != 255).any():
@@ -235,7 +298,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
                 progress.log(f"label scene {s.id} left out: it is in the {_split_words(s.split)} split "
                              f"({held_out_reason(s.split, train_split, val_split)})")
                 continue
-            eff = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme)
+            eff = label_for_checkpoint(ws.effective_label(s.id, snap.version(s.id)), s.scheme, ck_scheme)
             if (eff != 255).any():
                 corrected[s.id], effective[s.id] = eff, eff
         source = "labels"
@@ -260,8 +323,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     # context: existing labels of the corrected scenes (outside their corrections) and of the training split
     context_ids: list[str] = list(corrected) if source == "corrections" else []
     if context_split:
-        others = [s.id for s in ws.list_scenes(context_split)
-                  if s.id not in corrected and (s.label_path or ws.latest_label_version(s.id))]
+        others = [s.id for s in snap.labelled(None) if s.split == context_split and s.id not in corrected]
         rng = np.random.default_rng(rcfg.seed)
         rng.shuffle(others)
         context_ids += others[: max(0, int(config.get("context_max_scenes", 8)) - len(context_ids))]
@@ -271,7 +333,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         s = ws.get_scene(sid)
         lab = effective.get(sid) if source == "corrections" else None
         if lab is None and sid in context_ids:
-            lab = label_for_checkpoint(ws.effective_label(sid), s.scheme, ck_scheme)
+            lab = label_for_checkpoint(ws.effective_label(sid, snap.version(sid)), s.scheme, ck_scheme)
         items.append(RefitItem(read_image(ws.scene_path(s, "image")), corrected.get(sid), lab))
     progress.log(f"{len(items)} scene(s) in the refit ({len(context_ids)} giving context labels)")
 
@@ -280,7 +342,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
         return False
 
     out = ws.root / "checkpoints" / f"{job_id}.safetensors"
-    dv = ws.data_version()
+    dv = snap.data_versions[None]
     res = refit_head(parent_path, items, out, rcfg, parent_id=parent_id,
                      progress=lambda f, m="": progress.update(REFIT_SHARE * float(f), m), should_cancel=should_cancel,
                      meta_extra={"job_id": job_id, "data_version": dv, "refit_source": source,

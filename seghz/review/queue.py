@@ -52,7 +52,7 @@ import contextlib
 import io
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ import numpy as np
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes, read_image
 from seghz.errors import BadInputError
+from seghz.locks import file_lock
 from seghz.review.suspicion import group_components, suspicion_score
 from seghz.store import Workspace, now_iso
 
@@ -149,18 +150,9 @@ def review_dir(ws: Workspace, scene_id: str) -> Path:
     return ws.root / "review" / scene_id
 
 
-@contextlib.contextmanager
-def _locked(ws: Workspace, scene_id: str) -> Iterator[None]:
-    import fcntl
-
-    d = review_dir(ws, scene_id)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _locked(ws: Workspace, scene_id: str) -> contextlib.AbstractContextManager[None]:
+    """A scene's review lock (:func:`seghz.locks.file_lock` on ``review/<scene>/.lock``)."""
+    return file_lock(review_dir(ws, scene_id) / ".lock")
 
 
 def save_queue(ws: Workspace, queue: SceneQueue) -> Path:
@@ -373,7 +365,14 @@ def verdicts(ws: Workspace, scene_id: str) -> list[dict]:
 
 def record_verdict(ws: Workspace, scene_id: str, item: ReviewItem, action: str, version: int, analyst: str,
                    *, class_index: int | None = None, checkpoint_id: str | None = None) -> dict:
-    """Remember an item as judged: its pixels with their label at ``version``, and a log entry."""
+    """Remember an item as judged: its pixels with their label at ``version``, and a log entry.
+
+    Two files, each replaced atomically under the scene's lock, the log first: ``verdicts.json`` gets the entry,
+    then ``judged.npz`` the pixels. A crash between the two leaves a logged verdict whose item is not marked
+    judged: the queue shows the item again (at worst it is judged twice, two log entries), and it is never the
+    other way round, an item gone from the queue with no verdict recorded. (The label edit itself is saved before
+    this, so a crash before either write also shows the item again.)
+    """
     label = ws.effective_label(scene_id, version).ravel()
     entry = {"scene_id": scene_id, "bbox": list(item.bbox), "label_version": int(version), "action": action,
              "class_index": class_index, "label_class": item.label_class, "pixels": int(item.pixels),
@@ -386,10 +385,10 @@ def record_verdict(ws: Workspace, scene_id: str, item: ReviewItem, action: str, 
         order = np.argsort(idx, kind="stable")
         buf = io.BytesIO()
         np.savez_compressed(buf, indices=idx[order], values=vals[order])
-        atomic_write_bytes(review_dir(ws, scene_id) / "judged.npz", buf.getvalue())
         log = verdicts(ws, scene_id) + [entry]
         atomic_write_bytes(review_dir(ws, scene_id) / "verdicts.json",
                            json.dumps(log, ensure_ascii=False, indent=1).encode("utf-8"))
+        atomic_write_bytes(review_dir(ws, scene_id) / "judged.npz", buf.getvalue())
     return entry
 
 
