@@ -1050,6 +1050,89 @@ def cmd_noise_rank(a) -> int:
     return 0
 
 
+def _review_split(text: str | None) -> str | None:
+    """``--split all`` -> None (every scene); otherwise the split name."""
+    return None if text in (None, "all") else text
+
+
+def cmd_review(a) -> int:
+    """The workspace-wide review plan (``seghz.review.plan``): ``build`` the noise queues of many scenes in the
+    foreground, ``plan`` ranks every saved queue's pending items across scenes with the cumulative review time.
+
+    ``build`` exits 1 when a scene's queue could not be built (the others are built; each failure is printed)."""
+    from seghz.review import plan as rp
+
+    ws = _workspace(a)
+    active = ws.active_checkpoint()
+    if a.action == "build":
+        cid = a.checkpoint or (active.id if active else None)
+        if not cid:
+            raise SegHZError("no checkpoint given and none is active: give --checkpoint ID "
+                             "(`python -m seghz checkpoints list`)")
+        ws.usable_checkpoint(cid)  # NotFoundError names it (archived: its weights are gone)
+        if not 0.0 < a.threshold <= 1.0:
+            raise SegHZError(f"--threshold must be in (0, 1], got {a.threshold}")
+        if a.scenes:
+            scenes = [s.strip() for s in a.scenes.split(",") if s.strip()]
+            for sid in scenes:
+                ws.get_scene(sid)  # NotFoundError names an unknown scene before any work
+        else:
+            scenes = rp.scenes_needing_queues(ws, _review_split(a.split), checkpoint_id=cid,
+                                              active_id=active.id if active else None)
+        if not scenes:
+            print(f"nothing to build: every labelled scene of the {a.split} split has a fresh queue "
+                  "(--scenes names scenes to rebuild)")
+            return 0
+        how = "held-out for training scenes" if a.held_out is None else "held-out" if a.held_out else "in-sample"
+        print(f"building the noise queues of {len(scenes)} scene(s) with {cid} (TTA {a.tta}, threshold "
+              f"{a.threshold:.2f}, scoring {how})", file=sys.stderr)
+        bar = _tqdm_progress("review build")
+        try:
+            res = rp.build_queues(ws, cid, scenes, tta=a.tta, threshold=a.threshold, held_out=a.held_out,
+                                  progress=bar, log=lambda line: print(line, file=sys.stderr, flush=True),
+                                  device=a.device)
+        finally:
+            bar.close()
+        n = {k: sum(1 for b in res if b.status == k) for k in ("built", "skipped", "failed")}
+        print(f"{n['built']} queue(s) built, {n['skipped']} scene(s) skipped, {n['failed']} failed; "
+              "`python -m seghz review plan` ranks them")
+        return 1 if n["failed"] else 0
+
+    budget = rp.parse_duration(a.budget) if a.budget else None
+    plan = rp.review_plan(ws, split=_review_split(a.split), active_id=active.id if active else None,
+                          budget_s=budget, seconds_per_item=a.seconds_per_item, analyst=a.analyst)
+    rows = plan.items[: a.limit] if a.limit else plan.items
+    if rows:
+        print(f"{'rank':>4} {'cum.':>9} {'score':>8} {'px':>7}  {'scene':<24} {'split':<5} {'label -> predicted':<34} "
+              "bbox (row0,col0,row1,col1)")
+    for r in rows:
+        print(f"{r.rank:>4} {rp.fmt_minutes(r.cumulative_s):>9} {r.score:>8.1f} {r.pixels:>7}  {r.scene_name[:24]:<24} "
+              f"{r.split:<5} {(r.label_class + ' -> ' + r.predicted_class)[:34]:<34} {','.join(map(str, r.bbox))}"
+              + ("  [stale queue]" if r.stale else ""))
+    where = f"the {a.split} split" if a.split != "all" else "the workspace"
+    print(f"{plan.total_items} item(s) to review in {where} (~{rp.fmt_minutes(plan.total_s)} at "
+          f"{plan.seconds_per_item:.0f} s an item: {plan.pace_source})")
+    if budget is not None:
+        print(f"budget {rp.fmt_minutes(budget)}: {len(plan.items)} item(s) fit, {plan.cut} left for later")
+    if a.limit and len(plan.items) > a.limit:
+        print(f"(first {a.limit} of {len(plan.items)} shown: --limit 0 shows all)")
+    if plan.stale_items:
+        print(f"{plan.stale_items} item(s) come from out-of-date queues: ranked after the fresh ones; "
+              "`python -m seghz review build` rebuilds them")
+    if plan.no_queue:
+        shown = ", ".join(plan.no_queue[:10]) + (" …" if len(plan.no_queue) > 10 else "")
+        print(f"{len(plan.no_queue)} labelled scene(s) without a queue: {shown}; `python -m seghz review build` "
+              "builds them")
+    for line in plan.unreadable:
+        print(f"warning: queue not read: {line}", file=sys.stderr)
+    if a.json:
+        from seghz.data.io import atomic_write_bytes
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(a.json, json.dumps(plan.to_dict(), indent=1).encode(), fsync=False)
+    return 0
+
+
 def _parse_bbox(text: str) -> tuple[float, float, float, float]:
     from seghz.geo.fetch import parse_bbox
 
@@ -1454,6 +1537,34 @@ def build_parser() -> argparse.ArgumentParser:
                          "(use when the checkpoint was trained on these labels; 0 = off)")
     nr.add_argument("--cross-fit-images", type=int, default=16, help="labelled images per held-out head fit, at most")
     nr.set_defaults(fn=cmd_noise_rank)
+    rv = sub.add_parser("review", help="the workspace-wide review plan: build many scenes' noise queues, rank "
+                                       "their pending items across scenes with a time budget")
+    rvs = rv.add_subparsers(dest="action", required=True)
+    rb = rvs.add_parser("build", help="build the noise queues of the labelled scenes without a fresh one (in the "
+                                      "foreground; exit 1 when a scene failed)")
+    rb.add_argument("--split", default="train", choices=["train", "val", "test", "none", "all"],
+                    help="scenes whose queues to build (ignored with --scenes)")
+    rb.add_argument("--scenes", help="comma-separated scene ids to build (or rebuild), instead of the split's "
+                                     "scenes without a fresh queue")
+    rb.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
+    rb.add_argument("--threshold", type=float, default=0.5, help="suspicion at or above which a pixel joins an item")
+    hv = rb.add_mutually_exclusive_group()
+    hv.add_argument("--held-out", dest="held_out", action="store_true", default=None,
+                    help="score every scene with the head refitted on the OTHER scenes' labels (default: held-out "
+                         "for training scenes, in-sample elsewhere, as the Labels page)")
+    hv.add_argument("--in-sample", dest="held_out", action="store_false", help="score every scene with the checkpoint itself (default: see --held-out)")
+    rb.add_argument("--checkpoint", help="checkpoint id (default: the active one)")
+    rb.add_argument("--device")
+    rpl = rvs.add_parser("plan", help="every saved queue's pending items ranked across scenes, with the cumulative "
+                                      "review time (fresh queues first; out-of-date ones after, flagged)")
+    rpl.add_argument("--split", default="train", choices=["train", "val", "test", "none", "all"])
+    rpl.add_argument("--budget", help="time budget, e.g. 30m, 1h, 90s, or minutes (default: no cut)")
+    rpl.add_argument("--seconds-per-item", type=float,
+                     help="review pace (default: measured from the verdict log, 20 s until 5 verdict gaps exist)")
+    rpl.add_argument("--analyst", help="use this analyst's own pace when their verdicts give one")
+    rpl.add_argument("--limit", type=int, default=50, help="rows printed (0: all; --json always holds the plan)")
+    rpl.add_argument("--json", help="write the plan (items, per-scene summary, scenes without a queue) here")
+    rv.set_defaults(fn=cmd_review)
     fe = sub.add_parser("fetch", help="fetch XYZ map tiles over a WGS-84 bbox into an EPSG:3857 GeoTIFF mosaic")
     fe.add_argument("--url", required=True, help="tile URL template with {z} {x} {y} (optional {s} subdomain)")
     fe.add_argument("--bbox", required=True, type=_parse_bbox, help="W,S,E,N in WGS-84 degrees")

@@ -809,3 +809,104 @@ def submit_missing_evaluations(ws: Workspace, checkpoint_ids: list[str], split: 
     return {c: submit_evaluation_job(ws, "evaluate", {"checkpoint_id": c, "split": split, "tta": "none",
                                                       "force": False})
             for c in missing_evaluations(ws, checkpoint_ids, split)}
+
+
+# ---------------------------------------------------------------------------------------------- noise queues
+# The Labels page's "Build queues for N scenes" (review plan): one job builds the noise queue of many scenes with one
+# predictor. A second click while the same build is queued or running must not score the same scenes twice.
+QUEUE_TTAS = ("none", "flip", "d4")
+
+
+def queues_config(ws: Workspace, config: dict) -> dict:
+    """A "queues" job's config with its defaults resolved: ``checkpoint_id`` (the active one), ``scenes`` (the labelled
+    scenes of ``split``, default "train", of the checkpoint's scheme without a fresh queue:
+    :func:`seghz.review.plan.scenes_needing_queues`), ``tta`` ("none"), ``threshold`` (0.5), ``held_out`` (None: the
+    Labels page's default per scene, held-out for training scenes).
+
+    Raises:
+        ValueError: No checkpoint given and none active; an unknown TTA; a threshold outside (0, 1].
+        NotFoundError: An unknown or archived checkpoint.
+    """
+    from seghz.review.plan import scenes_needing_queues
+
+    cfg = dict(config or {})
+    cid = _checkpoint_id(ws, cfg)  # fills cfg["checkpoint_id"] with the active one when missing
+    tta = str(cfg.get("tta") or "none")
+    if tta not in QUEUE_TTAS:
+        raise ValueError(f"unknown TTA '{tta}' for the noise queues; use one of {', '.join(QUEUE_TTAS)}")
+    threshold = float(cfg.get("threshold", 0.5))
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"the suspicion threshold must be in (0, 1], got {threshold}")
+    held = cfg.get("held_out")
+    if not cfg.get("scenes"):
+        active = ws.active_checkpoint()
+        cfg["scenes"] = scenes_needing_queues(ws, cfg.get("split", "train"), checkpoint_id=cid,
+                                              active_id=active.id if active else None)
+    return {**cfg, "checkpoint_id": cid, "scenes": list(cfg["scenes"]), "tta": tta, "threshold": threshold,
+            "held_out": None if held is None else bool(held)}
+
+
+def queues_identity(config: dict | None) -> tuple:
+    """What a "queues" job builds: ``(checkpoint, scenes (sorted), TTA, threshold, held-out)``; two jobs with the
+    same identity build the same queues."""
+    cfg = config or {}
+    held = cfg.get("held_out")
+    return (cfg.get("checkpoint_id"), tuple(sorted(cfg.get("scenes") or ())), str(cfg.get("tta") or "none"),
+            round(float(cfg.get("threshold", 0.5)), 6), None if held is None else bool(held))
+
+
+@register_job_kind("queues")
+def queues_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReporter) -> dict:
+    """Build the noise queue of many scenes with one checkpoint (:func:`seghz.review.plan.build_queues`), for the
+    Labels page's review plan: scenes of another scheme are skipped, a scene that fails is logged and skipped.
+
+    A cancel is honoured at every window the predictor reports: the scene being scored writes nothing, the queues
+    finished before it stay (each complete). Progress is weighted by the scenes' pixel counts.
+
+    config: ``checkpoint_id`` (default: the active one, recorded in the config), ``scenes`` (default: the labelled
+    scenes of ``split``, default "train", without a fresh queue), ``tta``, ``threshold``, ``held_out`` (see
+    :func:`queues_config`), ``device``.
+
+    Returns ``checkpoint_id``, ``built`` / ``skipped`` / ``failed`` (scene ids) and ``scenes`` (per scene: status,
+    message, items).
+    """
+    from seghz.review.plan import build_queues
+
+    _checkpoint_id(ws, config, job_id)  # the active checkpoint taken is recorded in the job's config
+    cfg = queues_config(ws, config)
+    scenes = cfg["scenes"]
+    how = ("held-out for training scenes" if cfg["held_out"] is None
+           else "held-out" if cfg["held_out"] else "in-sample")
+    progress.log(f"building the noise queues of {len(scenes)} scene(s) with {cfg['checkpoint_id']} (TTA {cfg['tta']}, "
+                 f"threshold {cfg['threshold']:.2f}, scoring {how})")
+
+    def should_stop() -> bool:
+        progress.check_cancel()  # raises JobCancelled: the scene being scored writes nothing
+        return False
+
+    res = build_queues(ws, cfg["checkpoint_id"], scenes, tta=cfg["tta"], threshold=cfg["threshold"],
+                       held_out=cfg["held_out"], progress=lambda f, m="": progress.update(0.99 * f, m),
+                       should_stop=should_stop, log=progress.log, device=config.get("device"))
+    by = {k: [b.scene_id for b in res if b.status == k] for k in ("built", "skipped", "failed")}
+    progress.log(f"{len(by['built'])} queue(s) built, {len(by['skipped'])} scene(s) skipped, "
+                 f"{len(by['failed'])} failed")
+    return {"checkpoint_id": cfg["checkpoint_id"], **by, "scenes": {b.scene_id: b.to_dict() for b in res}}
+
+
+def submit_queues_job(ws: Workspace, config: dict) -> tuple[str, bool]:
+    """Submit a "queues" job, its defaults resolved (:func:`queues_config`: the checkpoint and the scenes it builds
+    are fixed now, so a second click finds the first job), unless one with the same identity (:func:`queues_identity`)
+    is queued or running: ``(new job id, True)``, or ``(that job's id, False)`` and nothing submitted.
+
+    Raises:
+        ValueError: A bad config (:func:`queues_config`), or no scene to build; what
+            :func:`seghz.jobs.runner.submit_job` raises.
+    """
+    from seghz.jobs import runner
+
+    cfg = queues_config(ws, config)
+    if not cfg["scenes"]:
+        raise ValueError("no scene to build a queue for: every labelled scene asked for has a fresh queue")
+    key = queues_identity(cfg)
+    return runner.submit_job_once(ws, "queues", cfg,
+                                  lambda j: j.kind == "queues" and queues_identity(j.config) == key)
