@@ -5,7 +5,15 @@ Every save is a sparse correction layer (``ws.save_label_edit``: the painted pix
 analyst, tool, checkpoint and reason: the active one, or the one whose prediction Accept took); original labels are
 never modified. An edit keeps the version it started from; when someone saved in between, the save is merged if none
 of its pixels were touched since, and refused otherwise (ConflictError) with the edit kept in this session so it can be re-applied onto the latest
-version. Pixels painted with the class they already hold are recorded as confirmed.
+version. Re-applying never takes over what was saved since: the edit's pixels that a version saved since its base changed
+or confirmed keep that version's value (counted and named — version, analyst — and shown in cyan on the canvas), and
+only an explicit "Overwrite these N pixel(s) with my edit" gives them the edit's class (its save's tool then says
+``rebase-overwrite``). Pixels painted with the class they already hold are recorded as confirmed; such a confirmation
+never reverts a change saved since. The page decides on a version saved meanwhile with the strokes the canvas holds
+*now* (``ui.labels.current_strokes``), so a stroke painted just after someone saved joins the edit instead of
+vanishing with the old canvas. A noise-queue verdict carries the identity of the queue its card was drawn from and is
+refused when the queue was rebuilt since; Undo / Redo carry the version their button names and undo nothing when the
+analyst's newest version is another one by then.
 
 Noise queue (``seghz.review.queue``): the active checkpoint scores the scene's label, suspicious pixels are
 grouped into ranked components, and each item can be accepted (model's prediction), relabelled, ignored or
@@ -74,9 +82,12 @@ from seghz.labels_edit import (
     clamp_window,
     colorize_status,
     count_painted,
+    kept_by_version,
     offset_slider_max,
     offset_step,
-    rebase_edit,
+    rebase_keeping_theirs,
+    touched_mask,
+    touched_since,
     unreviewed_in_window,
     window_options,
     zoom_window,
@@ -85,6 +96,7 @@ from seghz.review import queue as rq
 from seghz.store import NotFoundError
 from ui import label_drafts as dui
 from ui import labels as lui
+from ui import review_plan as rpui
 from ui.candidates import show_gate_verdict, show_refit_accuracy, show_validation_comparison
 from ui.common import (
     analyst_name,
@@ -137,7 +149,9 @@ def commit_pending() -> int:
     """Apply the strokes left on the canvas in the last run (with the class they were painted with) to
     their scene's edit, and start a fresh canvas. Returns the number of label pixels the strokes touched (the
     unit of "unsaved edited pixels"; canvas pixels differ by the canvas scale), or -1 when the tool refused them
-    (its message is already flashed)."""
+    (its message is already flashed). The strokes are those the canvas holds now (``ui.labels.current_strokes``: in a
+    callback, or a run a new stroke triggered, ``lbl_strokes`` of the last run lacks the newest stroke)."""
+    lui.current_strokes(ss, edits)
     last = ss.pop("lbl_strokes", None)
     if not last:
         return 0
@@ -178,16 +192,75 @@ def on_discard(scene_id: str) -> None:
     flash("info", "Discarded your unsaved changes; showing the latest label version.")
 
 
+def kept_text(kept: dict) -> str:
+    """Who saved the pixels a re-apply kept: "v2 by 'Ann' (380 px), v3 by 'Bob' (undo of v1, 20 px)"."""
+    return ", ".join(f"v{v} by '{who}' ({'' if what == 'saved' else what + ', '}{n:,} px)"
+                     for v, who, what, n in kept["by"])
+
+
 def on_rebase(scene_id: str) -> None:
+    """Re-apply the edit onto the latest version, keeping what was saved since its base: the edit's pixels that a
+    version saved since changed or confirmed keep that version's value (its own pixels there are dropped, counted,
+    named and shown in cyan on the canvas; an explicit "Overwrite" is offered for those it gave another class)."""
+    commit_pending()  # strokes on the canvas are part of the edit being re-applied (the canvas gets a new key)
     edit = edits[scene_id]
     latest = ws.latest_label_version(scene_id)
-    base = lui.version_mask(ws, scene_id, edit["base_version"])
-    new, _ = rebase_edit(base, edit["mask"], lui.version_mask(ws, scene_id, latest))
-    sel = lui.pending_pixels(ws, edit)
-    new[sel] = edit["mask"][sel]
-    edits[scene_id] = {**edit, "base_version": latest, "mask": new, "painted": sel, "gen": edit["gen"] + 1}
+    base_v = edit["base_version"]
+    if latest == base_v:
+        flash("info", f"Your edit is already on the latest label version ({latest}); nothing to re-apply.")
+        return
+    touches = touched_since(ws, scene_id, base_v, latest)
+    rb = rebase_keeping_theirs(lui.version_mask(ws, scene_id, base_v), edit["mask"], edit["painted"],
+                               lui.version_mask(ws, scene_id, latest), touched_mask(touches, edit["mask"].shape))
+    new = {**edit, "base_version": latest, "mask": rb.mask, "painted": rb.painted, "gen": edit["gen"] + 1}
+    new.pop("rebase_kept", None)
+    n_kept, n_carried = int(rb.kept.sum()), int(rb.carried.sum())
+    n_agreed, n_over = int(rb.agreed.sum()), int(rb.overwritable.sum())
+    if n_kept:
+        new["rebase_kept"] = {"from": base_v, "onto": latest, "kept": rb.kept, "overwritable": rb.overwritable,
+                              "values": rb.values, "n": n_kept, "n_over": n_over,
+                              "by": [(t.version, t.analyst, t.what, n) for t, n in kept_by_version(touches, rb.kept)]}
+    edits[scene_id] = new
     ss.pop("lbl_conflict", None)
-    flash("info", f"Re-applied your {int(sel.sum())} edited pixel(s) onto label version {latest}. Check them, then save again.")
+    msg = f"Re-applied {n_carried:,} of your edited pixel(s) onto label version {latest}."
+    if n_kept:
+        msg += (f" **Kept {n_kept:,} pixel(s) as saved since version {base_v}** — {kept_text(new['rebase_kept'])} — "
+                "instead of your edit there (shown in cyan on the canvas; see the notice above it)"
+                + (f"; {n_kept - n_over:,} of them you had only confirmed (painted with the class they held)"
+                   if n_kept > n_over else "") + ".")
+    if n_agreed:
+        msg += f" {n_agreed:,} pixel(s) of your edit already held your class in version {latest}."
+    flash("warning" if n_kept else "info", msg + (" Check your edit, then save again." if n_carried else
+                                                  " Nothing of your edit is left to save."))
+
+
+def on_rebase_overwrite(scene_id: str, onto: int, n: int) -> None:
+    """The explicit choice after a re-apply: give the ``n`` pixels it kept as saved since (and that the edit had given
+    another class) the edit's class after all. Recorded with the save's tool as ``rebase-overwrite``."""
+    commit_pending()  # strokes painted since the re-apply are applied first (and win over the old edit's pixels)
+    edit = edits.get(scene_id) or {}
+    kept = edit.get("rebase_kept")
+    latest = ws.latest_label_version(scene_id)
+    if not kept or kept["onto"] != onto or edit.get("base_version") != onto or kept["n_over"] != n:
+        flash("warning", "Nothing overwritten: your edit changed since this button was drawn. Check the notice again.")
+        return
+    if latest != onto:
+        flash("warning", f"Nothing overwritten: label version {latest} was saved since your re-apply onto version "
+                         f"{onto}. Re-apply your edit on the latest version again first.")
+        return
+    px = kept["overwritable"] & ~edit["painted"]  # pixels painted since the re-apply keep their newer class
+    edit["mask"][px] = kept["values"][px]
+    edit["painted"] = edit["painted"] | px
+    edit.setdefault("tools", set()).add("rebase-overwrite")
+    edit.pop("rebase_kept", None)
+    edit["gen"] += 1
+    flash("warning", f"Your edit now overwrites {int(px.sum()):,} pixel(s) saved since version {kept['from']} "
+                     f"({kept_text(kept)}). Nothing is written until you save; the save records them as your "
+                     "corrections, with “rebase-overwrite” in its tool.")
+
+
+def on_rebase_dismiss(scene_id: str) -> None:
+    (edits.get(scene_id) or {}).pop("rebase_kept", None)
 
 
 def start_save(scene_id: str, window: tuple[int, int, int, int] | None = None) -> tuple[str, dict, np.ndarray] | None:
@@ -266,8 +339,9 @@ def on_confirm_window(scene_id: str, window: tuple[int, int, int, int], checkpoi
 
 
 def unapplied_strokes(scene_id: str) -> int:
-    """Canvas pixels painted on the scene's current canvas and not applied to its edit yet (0 when none)."""
-    last = ss.get("lbl_strokes")
+    """Canvas pixels painted on the scene's current canvas and not applied to its edit yet (0 when none), as the canvas
+    holds them now (``ui.labels.current_strokes``)."""
+    last = lui.current_strokes(ss, edits)
     edit = edits.get(scene_id)
     if not last or edit is None or last["scene_id"] != scene_id or last["gen"] != edit["gen"]:
         return 0
@@ -281,8 +355,15 @@ def clear_unapplied(scene_id: str) -> None:
     edits[scene_id]["gen"] += 1
 
 
-def on_undo_redo(scene_id: str, kind: str) -> None:
+def on_undo_redo(scene_id: str, kind: str, expected: int | None = None, strokes_only: bool = False) -> None:
+    """Undo / redo of the button drawn for version ``expected`` (``strokes_only``: the button that clears the unapplied
+    strokes): the store refuses when the analyst's newest edit is another one by the time of the click."""
     n = unapplied_strokes(scene_id)
+    if strokes_only and not n:
+        flash("warning", "Nothing undone: the strokes this Undo was for are no longer on the canvas (applied or "
+                         "cleared meanwhile); no saved label version was undone. Press Undo again to take back your "
+                         "last saved edit.", "history")
+        return
     if n and kind == "undo":  # the newest thing to undo is the work in progress, not a saved version
         clear_unapplied(scene_id)
         flash("info", f"Undo: cleared your unapplied strokes on the canvas ({n:,} canvas px); no saved label version "
@@ -296,7 +377,17 @@ def on_undo_redo(scene_id: str, kind: str) -> None:
     if name is None:
         return
     try:
-        v = (ws.undo_label_edit if kind == "undo" else ws.redo_label_edit)(scene_id, name)
+        v = (ws.undo_label_edit if kind == "undo" else ws.redo_label_edit)(scene_id, name, expected_version=expected)
+    except ConflictError as e:  # the analyst's history changed since the button was drawn (another tab saved)
+        now = getattr(e, "target_version", None)
+        if not lui.pending_pixels(ws, edits[scene_id]).any():
+            reset_edit(scene_id)  # show the version saved meanwhile now (a later switch to it would drop this message)
+        flash("error", f"Nothing {'undone' if kind == 'undo' else 're-applied'}: the button was for your label version "
+                       f"{expected}, but {kind} would now act on "
+                       + (f"version {now}" if now is not None else "none of your versions")
+                       + " (your label history changed since the button was drawn, e.g. a save from another tab). "
+                       "Check the history below, then press again.", "history")
+        return
     except (NotFoundError, SegHZError, ValueError) as e:
         flash("error", f"Could not {kind}: {e}", "history")
         return
@@ -383,13 +474,24 @@ def scene_queue(scene_id: str) -> rq.SceneQueue | None:
     return cached[1]
 
 
-def on_queue_action(scene_id: str, key: str, action: str, class_index: int | None = None) -> None:
-    """A verdict on a queue item; ``class_index`` for "relabel" (default: the card's "Relabel as" choice)."""
+def on_queue_action(scene_id: str, key: str, action: str, class_index: int | None = None, *,
+                    drawn_from: str | None = None) -> None:
+    """A verdict on a queue item; ``class_index`` for "relabel" (default: the card's "Relabel as" choice).
+    ``drawn_from``: the identity of the queue the card was drawn from (``ui.labels.queue_identity``); a queue rebuilt
+    since (a retrain's re-rank, another tab's Rebuild) refuses the verdict: its item with the same box may hold other
+    pixels and another prediction than the card showed."""
     name = current_analyst("queue")
     if name is None:
         return
     commit_pending()  # strokes still on the canvas join the unsaved edit (a verdict gives the canvas a new key)
     q = scene_queue(scene_id)
+    if q is not None and drawn_from is not None and lui.queue_identity(q) != drawn_from:
+        built = q.created_at[:19].replace("T", " ")
+        flash("warning", f"Nothing saved: the noise queue was rebuilt since this card was drawn (now built at {built} "
+                         f"UTC with {lui.checkpoint_name(ws, q.checkpoint_id)} on label version {q.label_version}); "
+                         "its items and the model's predictions may differ from what the card showed. Look at the "
+                         "item again below, then give your verdict.", "queue")
+        return
     it = q.item(key) if q is not None else None
     if it is None:
         flash("warning", "That queue item is gone (the queue was rebuilt); nothing saved.", "queue")
@@ -470,9 +572,15 @@ if not scenes:
 name_problem = analyst_problem(analyst_name())
 if name_problem and analyst_name():  # empty is explained where it matters; a bad name is flagged at once
     st.sidebar.error(name_problem)
+rpui.review_plan_panel(ws, ws.active_checkpoint(), analyst_name())  # which scene next; its Open sets OPEN_SCENE_KEY
 by_id = {s.id: s for s in scenes}
 lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: their scene, window, class, tool
-review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
+try:
+    review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
+except SegHZError as e:  # a damaged file is shown, never overwritten (sending from Evaluate refuses too)
+    st.warning(f"The windows sent from Evaluate for review cannot be listed: {e}. Repair or remove that file; "
+               "nothing else on this page depends on it.")
+    review_list = []
 open_request = ss.pop(lui.OPEN_SCENE_KEY, None)  # another page's "open this scene on the Labels page"
 open_window = ss.pop(lui.OPEN_WINDOW_KEY, None)  # ... on this window sent for review (Evaluate's drill-down)
 if isinstance(open_window, dict) and open_window.get("scene_id") in by_id:
@@ -522,7 +630,7 @@ if sid not in edits or "painted" not in edits[sid]:
     edits[sid] = lui.new_edit(ws, sid)
 edit = edits[sid]
 latest = ws.latest_label_version(sid)
-if latest != edit["base_version"] and unapplied_strokes(sid):
+if latest != edit["base_version"] and unapplied_strokes(sid):  # what the canvas holds now, the newest stroke included
     commit_pending()  # strokes on the canvas join the edit: a version saved meanwhile must not make them vanish
 n_changed = int(np.count_nonzero(lui.pending_pixels(ws, edit)))
 if latest != edit["base_version"]:
@@ -534,12 +642,26 @@ if latest != edit["base_version"]:
         st.warning(
             f"Your unsaved edit ({n_changed} px) started from label version {edit['base_version']}, but version "
             f"{latest} has been saved since. Saving merges your edit on top of it when none of your pixels were changed "
-            "since; otherwise the save is refused. You can also re-apply your pixels onto the latest version first, or "
-            "discard them."
+            "since; otherwise the save is refused. You can also re-apply your pixels onto the latest version first "
+            "(pixels someone changed or confirmed since keep what they saved; you are told how many), or discard them."
         )
         r1, r2, _ = st.columns([2, 2, 3])
         r1.button("Re-apply my edit on the latest version", key="lbl_rebase", on_click=on_rebase, args=(sid,))
         r2.button("Discard my edit", key="lbl_discard_conflict", on_click=on_discard, args=(sid,))
+kept = edit.get("rebase_kept")
+if kept is not None and kept["onto"] == edit["base_version"] == latest:  # the last re-apply kept pixels saved since
+    with st.container(border=True, key="lbl_rebase_kept"):
+        st.warning(f"Your re-applied edit leaves **{kept['n']:,} pixel(s) as saved since version {kept['from']}** "
+                   f"({kept_text(kept)}), shown in cyan on the canvas: your edit there was dropped. Saving writes "
+                   "the rest of your edit only.")
+        k1, k2, _ = st.columns([3, 2, 2])
+        if kept["n_over"]:
+            k1.button(f"Overwrite these {kept['n_over']:,} pixel(s) with my edit", key="lbl_rebase_overwrite",
+                      on_click=on_rebase_overwrite, args=(sid, kept["onto"], kept["n_over"]),
+                      help="Give them the class your edit gave them after all (the pixels you had only confirmed stay "
+                           "as saved). Nothing is written until you save; the save's tool then says "
+                           "“rebase-overwrite”.")
+        k2.button("Hide this notice", key="lbl_rebase_kept_hide", on_click=on_rebase_dismiss, args=(sid,))
 base_version = edit["base_version"]
 dui.show_drafts(ws, sid, latest, n_changed)
 edit = edits[sid]  # a restore (callback) may have replaced it before this run
@@ -673,6 +795,11 @@ if pred is not None and pred_opacity > 0:
 if have_score and sus_opacity > 0:
     rgb, m = rq.score_rgb(queue.score[r0 : r0 + wh, c0 : c0 + ww])
     bg = blend_overlay(bg, rgb, sus_opacity, mask=m)
+kept = edit.get("rebase_kept")
+if kept is not None and kept["onto"] == base_version and kept["kept"].shape == edit["mask"].shape:
+    m = kept["kept"][r0 : r0 + wh, c0 : c0 + ww]  # pixels a re-apply kept as saved by someone else: in cyan
+    if m.any():
+        bg = blend_overlay(bg, np.broadcast_to(np.array([0, 255, 255], np.uint8), (*m.shape, 3)), 0.7, mask=m)
 if show_status:
     rgb, m = colorize_status(lui.version_status(ws, sid, base_version)[r0 : r0 + wh, c0 : c0 + ww])
     bg = blend_overlay(bg, rgb, 0.65, mask=m)
@@ -737,11 +864,12 @@ drawing = getattr(result, "json_data", None) if result is not None else None
 if rgba is None and draft is not None:  # the restored canvas shows the strokes but sends nothing until drawn on
     rgba, drawing = draft["rgba"], draft["drawing"]
 n_painted = count_painted(rgba)
+stroke_ctx = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
+              "num_classes": scheme.num_classes, "tool": tool, "prediction": pred_for_tool,
+              "prediction_checkpoint": model.id if pred_for_tool is not None and model is not None else None}
+ss[lui.CANVAS_CTX_KEY] = {**stroke_ctx, "key": canvas_key}  # read back before the next run decides (current_strokes)
 if n_painted:
-    ss["lbl_strokes"] = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
-                         "num_classes": scheme.num_classes, "rgba": np.asarray(rgba), "tool": tool,
-                         "prediction": pred_for_tool,
-                         "prediction_checkpoint": model.id if pred_for_tool is not None and model is not None else None}
+    ss["lbl_strokes"] = {**stroke_ctx, "rgba": np.asarray(rgba)}
     lui.keep_draft(ss, sid, win, gen=edit["gen"], drawing=drawing, rgba=np.asarray(rgba), class_index=int(class_index),
                    tool=tool, size=size, row=row, col=col)  # for a return to the page
 else:
@@ -790,15 +918,15 @@ if name_problem is None:
         pass
 u1, u2, u3, u4 = st.columns(4)
 if n_painted:  # the first undo clears the strokes not applied yet; the next one takes back a saved version
-    u1.button("Undo: clear the unapplied strokes", key="lbl_undo", on_click=on_undo_redo, args=(sid, "undo"),
+    u1.button("Undo: clear the unapplied strokes", key="lbl_undo", on_click=on_undo_redo, args=(sid, "undo", None, True),
               shortcut="Shift+Z", help=f"Throw away the {n_painted:,} canvas px painted and not applied yet (nothing "
                                        "saved is undone). Press again to take back your last saved edit.")
 else:
     u1.button("Undo my last edit" + (f" (v{undo_v})" if undo_v is not None else ""), key="lbl_undo",
-              disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo"), shortcut="Shift+Z",
+              disabled=undo_v is None, on_click=on_undo_redo, args=(sid, "undo", undo_v), shortcut="Shift+Z",
               help="Take back your newest label version still in effect on this scene (recorded as a new version).")
 u2.button("Redo" + (f" (v{redo_v})" if redo_v is not None else ""), key="lbl_redo", disabled=redo_v is None,
-          on_click=on_undo_redo, args=(sid, "redo"), shortcut="Shift+Y", help="Re-apply the version you undid last.")
+          on_click=on_undo_redo, args=(sid, "redo", redo_v), shortcut="Shift+Y", help="Re-apply the version you undid last.")
 u3.download_button("Export label (PNG)", data=export_data(sid, latest, ".png"), file_name=f"{sid}_v{latest}.png",
                    mime="image/png", key="lbl_export_png", on_click="ignore",
                    help=f"Label version {latest} as a class-index PNG in scheme colours.")

@@ -8,7 +8,8 @@ that mask back to the window (nearest neighbour) and writes the chosen class ind
 of the full scene label.
 
 An edit made on label version N can be carried onto a newer version M (when someone saved first):
-:func:`rebase_edit` re-applies exactly the pixels the analyst changed.
+:func:`rebase_keeping_theirs` re-applies the pixels the analyst changed that nobody touched since (those
+:func:`touched_since` lists keep the value saved since, and are counted, never overwritten silently).
 
 The label store keeps corrections as sparse layers (changed flat pixel indices + new values, plus confirmed
 pixels): :func:`diff_layer` turns an edited mask into such a layer, :func:`stroke_pixels` turns canvas
@@ -18,6 +19,7 @@ strokes into a scene-sized pixel mask (for ``Workspace.save_label_edit(pixels=..
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -163,7 +165,8 @@ def count_painted(rgba: np.ndarray | None, alpha_threshold: int = 1) -> int:
 
 def rebase_edit(base: np.ndarray, edited: np.ndarray, latest: np.ndarray) -> tuple[np.ndarray, int]:
     """Carry an edit made on ``base`` onto ``latest``: the pixels where ``edited`` differs from ``base``
-    take ``edited``'s value, all others keep ``latest``'s.
+    take ``edited``'s value, all others keep ``latest``'s. Blind to what was saved since: on a pixel both changed,
+    the edit wins -- the Labels page uses :func:`rebase_keeping_theirs`, which keeps those as saved.
 
     Returns:
         ``(new mask, number of pixels carried over)``.
@@ -175,6 +178,96 @@ def rebase_edit(base: np.ndarray, edited: np.ndarray, latest: np.ndarray) -> tup
     out = latest.astype(np.uint8, copy=True)
     out[changed] = edited[changed]
     return out, int(np.count_nonzero(changed))
+
+
+@dataclass
+class Rebased:
+    """An unsaved edit carried onto a newer label version by :func:`rebase_keeping_theirs`.
+
+    ``mask`` / ``painted``: the edit on the newer version (its pixels that nobody touched since its base);
+    ``kept``: pixels of the edit that were touched since its base and now hold another value than the edit gave them
+    (kept as saved since: the edit's pixel is dropped); ``agreed``: pixels of the edit touched since that already hold
+    the edit's value; ``overwritable``: the kept pixels whose class the edit *changed* (not those it only confirmed by
+    painting the class they held), with ``values`` the edit's class there, for an explicit overwrite."""
+
+    mask: np.ndarray
+    painted: np.ndarray
+    carried: np.ndarray
+    kept: np.ndarray
+    agreed: np.ndarray
+    overwritable: np.ndarray
+    values: np.ndarray
+
+
+def rebase_keeping_theirs(base: np.ndarray, edited: np.ndarray, painted: np.ndarray, latest: np.ndarray,
+                          theirs: np.ndarray) -> Rebased:
+    """Carry an edit made on ``base`` (``edited`` with ``painted`` pixels) onto ``latest`` without taking over what
+    was saved since: the edit's pixels (painted, or whose value differs from ``base``) that ``theirs`` (touched by a
+    version saved since ``base``: changed or confirmed) does not cover take the edit's value; those it covers keep
+    ``latest``'s value and leave the edit (:class:`Rebased` counts them). A pixel the edit only confirmed (painted
+    with the class it held in ``base``) therefore never reverts a change saved since.
+
+    Raises:
+        ValueError: When the masks differ in shape.
+    """
+    base, edited, painted, latest, theirs = (np.asarray(a) for a in (base, edited, painted, latest, theirs))
+    if not (base.shape == edited.shape == painted.shape == latest.shape == theirs.shape):
+        raise ValueError(f"masks differ in shape: base {base.shape}, edited {edited.shape}, painted {painted.shape}, "
+                         f"latest {latest.shape}, touched since {theirs.shape}")
+    sel = painted.astype(bool) | (edited != base)
+    theirs = theirs.astype(bool)
+    mine = sel & ~theirs
+    clash = sel & theirs
+    out = latest.astype(np.uint8, copy=True)
+    out[mine] = edited[mine]
+    kept = clash & (edited != latest)
+    return Rebased(mask=out, painted=mine, carried=mine, kept=kept, agreed=clash & (edited == latest),
+                   overwritable=kept & (edited != base), values=edited.astype(np.uint8, copy=True))
+
+
+@dataclass
+class VersionTouch:
+    """A label version saved since an edit's base: who saved it, what it was (``layer``, ``undo vN`` …), and the
+    flat pixels it changed or confirmed."""
+
+    version: int
+    analyst: str
+    what: str
+    pixels: np.ndarray
+
+
+def touched_since(ws, scene_id: str, base_version: int, latest_version: int) -> list[VersionTouch]:
+    """The versions ``base_version`` + 1 .. ``latest_version`` of a scene with the pixels each touched (an undo or a
+    redo: those of the layer it took back or re-applied), oldest first -- what a stale save is checked against
+    (``Workspace.save_label_edit``)."""
+    out = []
+    for h in ws.label_history(scene_id):
+        if not base_version < h.version <= latest_version:
+            continue
+        target = h.target_version if h.kind in ("undo", "redo") else h.version
+        layer = ws.label_layer(scene_id, target)
+        px = np.union1d(np.asarray(layer.indices, np.int64), np.asarray(layer.confirm, np.int64))
+        what = f"{h.kind} of v{h.target_version}" if h.kind in ("undo", "redo") else "saved"
+        out.append(VersionTouch(int(h.version), h.analyst, what, px))
+    return out
+
+
+def touched_mask(touches: list[VersionTouch], shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of every pixel the ``touches`` (:func:`touched_since`) changed or confirmed."""
+    out = np.zeros(int(shape[0]) * int(shape[1]), bool)
+    for t in touches:
+        out[t.pixels] = True
+    return out.reshape(shape)
+
+
+def kept_by_version(touches: list[VersionTouch], kept: np.ndarray) -> list[tuple[VersionTouch, int]]:
+    """``(version, pixels of kept)`` for the versions that last touched the ``kept`` pixels (each pixel counted once,
+    for the newest version that touched it; versions holding none are left out)."""
+    last = np.full(kept.size, -1, np.int64)
+    for i, t in enumerate(touches):
+        last[t.pixels] = i
+    counts = np.bincount(last[kept.ravel() & (last >= 0)], minlength=len(touches))
+    return [(t, int(counts[i])) for i, t in enumerate(touches) if counts[i]]
 
 
 def stroke_pixels(
@@ -436,8 +529,9 @@ def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width:
     return size, offset(r0, r1, scene_height), offset(c0, c1, scene_width)
 
 __all__ = [
-    "CANVAS_MODE", "MAX_WINDOW", "STATUS_COLORS", "TOOLS", "agreement", "apply_layer", "apply_strokes", "apply_tool",
-    "blend_overlay", "blob_seeds", "box_on_canvas", "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer",
-    "fill_region", "offset_slider_max", "offset_step", "rebase_edit", "resize_nearest", "stroke_mask", "stroke_pixels",
-    "window_options", "zoom_window",
+    "CANVAS_MODE", "MAX_WINDOW", "STATUS_COLORS", "TOOLS", "Rebased", "VersionTouch", "agreement", "apply_layer",
+    "apply_strokes", "apply_tool", "blend_overlay", "blob_seeds", "box_on_canvas", "canvas_scale", "clamp_window",
+    "colorize_status", "count_painted", "diff_layer", "fill_region", "kept_by_version", "offset_slider_max", "offset_step",
+    "rebase_edit", "rebase_keeping_theirs", "resize_nearest", "stroke_mask", "stroke_pixels", "touched_mask",
+    "touched_since", "window_options", "zoom_window",
 ]

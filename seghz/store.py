@@ -1512,35 +1512,57 @@ class Workspace:
         with self._snapshot() as conn:
             return self._undo_redo_targets(self._history_rows(conn, scene_id), name)
 
-    def undo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None) -> int:
+    def undo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None, *,
+                        expected_version: int | None = None) -> int:
         """Take back the analyst's newest correction layer still in effect on the scene.
 
         Nothing is deleted: a new ``undo`` version is recorded (so the history shows who undid what, when).
+
+        Args:
+            expected_version: The version the caller means to undo (what :meth:`undo_redo_state` said when its
+                button was drawn). When the analyst's newest layer in effect is another one now (saved meanwhile,
+                e.g. from another tab), nothing is undone and :class:`ConflictError` names both versions.
 
         Returns:
             The new version number.
 
         Raises:
             NotFoundError: When the scene does not exist or the analyst has no layer in effect to undo.
+            ConflictError: When ``expected_version`` is given and is not the version undo would take back.
         """
-        return self._undo_redo(scene_id, analyst, reason, "undo")
+        return self._undo_redo(scene_id, analyst, reason, "undo", expected_version)
 
-    def redo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None) -> int:
+    def redo_label_edit(self, scene_id: str, analyst: str, reason: str | None = None, *,
+                        expected_version: int | None = None) -> int:
         """Re-apply the layer the analyst undid last (as a new ``redo`` version; the layer keeps its place in
         the order of application). Redo is no longer possible once the analyst saved a new edit.
 
+        Args:
+            expected_version: The version the caller means to re-apply; another one is refused
+                (:class:`ConflictError`, naming both), as for :meth:`undo_label_edit`.
+
         Raises:
             NotFoundError: When the scene does not exist or there is nothing to redo.
+            ConflictError: When ``expected_version`` is given and is not the version redo would re-apply.
         """
-        return self._undo_redo(scene_id, analyst, reason, "redo")
+        return self._undo_redo(scene_id, analyst, reason, "redo", expected_version)
 
-    def _undo_redo(self, scene_id: str, analyst: str, reason: str | None, kind: str) -> int:
+    def _undo_redo(self, scene_id: str, analyst: str, reason: str | None, kind: str,
+                   expected_version: int | None = None) -> int:
         name, _, reason = self._check_provenance(scene_id, analyst, kind, reason)
         scene = self.get_scene(scene_id)
         with self.transaction() as conn:
             rows = self._history_rows(conn, scene_id)
             undo, redo = self._undo_redo_targets(rows, name)
             target = undo if kind == "undo" else redo
+            if expected_version is not None and target != int(expected_version):
+                now = f"version {target}" if target is not None else "nothing"
+                err = ConflictError(
+                    f"scene '{scene_id}': {kind} was asked for label version {int(expected_version)} of analyst "
+                    f"'{name}', but {kind} would now act on {now} (the label history changed since, e.g. a save "
+                    f"from another tab); nothing was {'undone' if kind == 'undo' else 're-applied'}")
+                err.scene_id, err.expected_version, err.target_version = scene_id, int(expected_version), target
+                raise err
             if target is None:
                 raise NotFoundError(f"scene '{scene_id}': analyst '{name}' has no label edit to {kind}")
             latest = rows[-1]["version"]

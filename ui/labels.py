@@ -43,13 +43,16 @@ caption and out-of-date warnings (``seghz.review.queue`` computes them).
 """
 from __future__ import annotations
 
+import base64
+import io
 from collections import Counter
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import streamlit as st
+from PIL import Image
 
 from seghz import drilldown
 from seghz import labels_edit as le
@@ -327,6 +330,49 @@ def pending_pixels(ws: Any, edit: dict) -> np.ndarray:
     return edit["painted"] | (edit["mask"] != base)
 
 
+CANVAS_CTX_KEY = "lbl_canvas_shown"  # the canvas the last run drew: its key and what its strokes are (see below)
+
+
+def canvas_value_rgba(value: Any) -> np.ndarray | None:
+    """The RGBA image in a drawing canvas's widget state (``st.session_state[<canvas key>]``, which holds what the
+    browser sent *before* the canvas is drawn in the run: ``{"drawing": {"raw": <fabric JSON>, "data": <PNG data
+    URL>}, …}``); None when it holds no image (a canvas that has sent nothing since it was mounted)."""
+    drawing = value.get("drawing") if isinstance(value, Mapping) else None
+    data = drawing.get("data") if isinstance(drawing, Mapping) else None
+    if not isinstance(data, str) or ";base64," not in data:
+        return None
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data.split(";base64,", 1)[1]))) as img:
+            return np.asarray(img.convert("RGBA"))
+    except (OSError, ValueError):
+        return None
+
+
+def current_strokes(ss: MutableMapping, edits: dict) -> dict | None:
+    """The strokes on the canvas *now*, read from the canvas's widget state at the start of a run or in a callback.
+
+    ``ss["lbl_strokes"]`` is written when the canvas is drawn, late in a run: in the run a new stroke triggers (or a
+    button clicked right after a stroke), it still holds the strokes of the run before, without the new one. A page
+    decision taken before the canvas is drawn (a version saved meanwhile, Apply, Save, a verdict: all give the canvas
+    a new key, and what it held is gone) must use what the canvas holds now: this brings ``ss["lbl_strokes"]`` up to
+    date from the canvas of the last run (``CANVAS_CTX_KEY``: its key, scene, window, edit generation, class and tool)
+    when that canvas is still the edit's, and returns it."""
+    ctx = ss.get(CANVAS_CTX_KEY)
+    if not isinstance(ctx, dict):
+        return ss.get("lbl_strokes")
+    edit = edits.get(ctx.get("scene_id"))
+    if edit is None or edit.get("gen") != ctx.get("gen") or ctx.get("key") not in ss:
+        return ss.get("lbl_strokes")
+    rgba = canvas_value_rgba(ss.get(ctx["key"]))
+    if rgba is None:  # nothing sent since it was mounted (or restored from a draft): what the last run saw stands
+        return ss.get("lbl_strokes")
+    if le.count_painted(rgba):
+        ss["lbl_strokes"] = {**{k: v for k, v in ctx.items() if k != "key"}, "rgba": rgba}
+    else:  # cleared with the canvas's own tools
+        ss.pop("lbl_strokes", None)
+    return ss.get("lbl_strokes")
+
+
 def strokes_applied(ws: Any, edit: dict, last: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(label, painted, touched)`` of ``edit`` with the canvas strokes ``last`` applied (the edit is not changed).
 
@@ -529,6 +575,15 @@ def rebuild_queue_button(queue: rq.SceneQueue, latest: int, active: Any) -> bool
                           "changed.")
 
 
+def queue_identity(queue: rq.SceneQueue) -> str:
+    """Which build of a scene's queue this is: when it was built, with which checkpoint, TTA, threshold and scoring, on
+    which label version. A card's verdict carries it (``drawn_from``), so a verdict clicked on a card of a queue that was
+    rebuilt since (a retrain's re-rank, another tab's Rebuild) is refused instead of applied to the new queue's item with
+    the same box, whose prediction the analyst never saw."""
+    return (f"{queue.created_at}|{queue.checkpoint_id}|v{queue.label_version}|{queue.tta}|{queue.threshold:g}|"
+            f"{queue.scoring}")
+
+
 def accept_summary(it: rq.ReviewItem, parts: list) -> tuple[str, str]:
     """What a card says about an item and what *Accept* writes: the "label → model says" line (with the other classes
     the model predicts on the component when there are several) and the caption of Accept's per-class breakdown
@@ -551,8 +606,10 @@ def queue_item_card(ws: Any, rank: int, it: rq.ReviewItem, *, queue: rq.SceneQue
     """A queue item's card: its image / label / prediction / suspicion panels, what the model says and what Accept
     writes, and its verdict buttons (``on_action(scene_id, key, action[, class_index])``), "Open in the canvas"
     (``on_zoom(scene_id, bbox, height, width)``), "Open on map" and "Relabel as". ``image``: the scene image's path
-    and modification time; ``dscheme``: the scheme in the session's screen colours."""
+    and modification time; ``dscheme``: the scheme in the session's screen colours. Every verdict is given the queue's
+    :func:`queue_identity` as ``drawn_from``."""
     sid, sfx = scene.id, item_suffix(it)
+    drawn = {"drawn_from": queue_identity(queue)}  # the queue this card shows (a rebuilt one refuses the verdict)
     with st.container(border=True):
         cr, cc, chh, cww = rq.crop_window(it.bbox, queue.shape)
         crop_img = load_window(image[0], image[1], (cr, cc, chh, cww))
@@ -573,18 +630,18 @@ def queue_item_card(ws: Any, rank: int, it: rq.ReviewItem, *, queue: rq.SceneQue
                       f"(row0, col0, row1, col1) = ({b_r0}, {b_c0}, {b_r1}, {b_c1})")
         verdicts = right.container(horizontal=True)  # buttons as wide as their labels (thirds cut "Accept pre…")
         verdicts.button("Accept prediction (per pixel)" if mixed else "Accept prediction", key=f"lbl_q_accept_{sfx}",
-                        on_click=on_action, args=(sid, it.key, "accept"),
+                        on_click=on_action, args=(sid, it.key, "accept"), kwargs=drawn,
                         help="Each pixel of the component takes the model's class for that pixel: "
                              f"{rq.describe_breakdown(parts)}.")
         if mixed and it.predicted_id < scheme.num_classes:
             verdicts.button(f"All as {it.predicted_class}", key=f"lbl_q_accept_all_{sfx}",
-                            on_click=on_action, args=(sid, it.key, "relabel", it.predicted_id),
+                            on_click=on_action, args=(sid, it.key, "relabel", it.predicted_id), kwargs=drawn,
                             help=f"All {it.pixels:,} px of the component become {it.predicted_class} (the "
                                  "model's majority class here), saved as a relabel.")
         verdicts.button("Confirm label", key=f"lbl_q_confirm_{sfx}", on_click=on_action,
-                        args=(sid, it.key, "confirm"), help="The label is right: its pixels become trusted.")
+                        args=(sid, it.key, "confirm"), kwargs=drawn, help="The label is right: its pixels become trusted.")
         verdicts.button("Ignore (255)", key=f"lbl_q_ignore_{sfx}", on_click=on_action,
-                        args=(sid, it.key, "ignore"), help="Mark the component's pixels as ignore / unlabelled.")
+                        args=(sid, it.key, "ignore"), kwargs=drawn, help="Mark the component's pixels as ignore / unlabelled.")
         openers = right.container(horizontal=True)
         openers.button("Open in the canvas", key=f"lbl_q_zoom_{sfx}", on_click=on_zoom,
                        args=(sid, tuple(int(v) for v in it.bbox), scene.height, scene.width),
@@ -603,7 +660,7 @@ def queue_item_card(ws: Any, rank: int, it: rq.ReviewItem, *, queue: rq.SceneQue
                      key=relabel_key(sid, it), format_func=lambda i: f"{i}: {scheme.names[i]}",
                      label_visibility="collapsed")
         k5.button("Relabel", key=f"lbl_q_relabel_{sfx}", on_click=on_action,
-                  args=(sid, it.key, "relabel"), help="Set the component's pixels to the chosen class.")
+                  args=(sid, it.key, "relabel"), kwargs=drawn, help="Set the component's pixels to the chosen class.")
 
 
 def show_queue_items(ws: Any, pending: list, *, queue: rq.SceneQueue, scene: Any, scheme: Any, dscheme: Any,
@@ -625,6 +682,7 @@ def show_queue_items(ws: Any, pending: list, *, queue: rq.SceneQueue, scene: Any
 
 
 __all__ = [
+    "CANVAS_CTX_KEY",
     "CHOICES_KEY",
     "DRAFTS_KEY",
     "EDITS_KEY",
@@ -640,10 +698,12 @@ __all__ = [
     "Comparison",
     "accept_summary",
     "action_problem",
+    "canvas_value_rgba",
     "checkpoint_name",
     "clear_reason",
     "comparison_for",
     "comparison_notice",
+    "current_strokes",
     "draft_key",
     "drop_drafts",
     "flash",
@@ -656,6 +716,7 @@ __all__ = [
     "new_edit",
     "pending_pixels",
     "pending_review_counts",
+    "queue_identity",
     "queue_item_card",
     "reason_key",
     "rebuild_queue_button",
