@@ -194,15 +194,15 @@ def test_judged_items_leave_the_plan_and_a_label_edit_makes_a_queue_stale_and_ra
 def test_the_plan_reads_a_queue_without_its_maps_and_finds_the_same_items(synth):
     w, ids = synth
     _build(w, ids, ("a",))
-    full, light = rq.load_queue(w, ids["a"]), rp.load_queue_items(w, ids["a"])
+    full, light = rq.load_queue(w, ids["a"]), rq.load_queue(w, maps=False, scene_id=ids["a"])
     assert light.shape == full.shape == (H, 48) and light.label_version == full.label_version
     assert [(it.key, it.score, it.pixels) for it in light.items] == [(it.key, it.score, it.pixels) for it in full.items]
     assert all(np.array_equal(x.indices, y.indices) for x, y in zip(light.items, full.items, strict=True))
     assert light.predicted.strides == (0, 0)  # a stand-in: the class map was never decompressed
-    assert rp.load_queue_items(w, ids["b"]) is None  # none built
+    assert rq.load_queue(w, maps=False, scene_id=ids["b"]) is None  # none built
     rq.review_dir(w, ids["b"]).mkdir(parents=True)
     (rq.review_dir(w, ids["b"]) / "queue.npz").write_bytes(b"not a zip")
-    assert rp.load_queue_items(w, ids["b"]) is None
+    assert rq.load_queue(w, maps=False, scene_id=ids["b"]) is None
 
 
 def test_the_cache_is_reused_until_the_scene_changes(synth, monkeypatch):

@@ -35,16 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import statistics
-import zipfile
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from seghz.errors import BadInputError
 from seghz.review import queue as rq
@@ -303,44 +299,11 @@ def stale_reason(st: rq.Staleness) -> str:
     return "; ".join(why)
 
 
-def load_queue_items(ws: Workspace, scene_id: str) -> rq.SceneQueue | None:
-    """The scene's saved queue (as :func:`seghz.review.queue.load_queue` reads it) without its two H×W maps.
-
-    The plan needs the items (and their pixels, to tell judged ones) but neither the model's class map nor the
-    score map, and decompressing those two is nearly all of ``load_queue``'s time (4.6 s for one 6800×7200
-    Gaofen-2 scene on the 2-core dev machine; a workspace of such scenes would wait minutes per plan). Here they
-    are zero-cost read-only stand-ins of the right shape (read from the ``.npy`` header), enough for
-    :func:`~seghz.review.queue.pending_items` and :func:`~seghz.review.queue.queue_staleness`. None when there is
-    no readable queue of this format."""
-    path = rq.review_dir(ws, scene_id) / "queue.npz"
-    fmt = np.lib.format
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            offsets, idx = z["offsets"], z["indices"]
-        with zipfile.ZipFile(path) as zf, zf.open("predicted.npy") as f:
-            version = fmt.read_magic(f)
-            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape = tuple(int(v) for v in header(f)[0])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
-    if meta.get("format") != rq.QUEUE_FORMAT or meta.get("scene_id") != scene_id or len(shape) != 2:
-        return None
-    items = []
-    for i, d in enumerate(meta["items"]):
-        d = {**d, "bbox": tuple(int(v) for v in d["bbox"])}
-        items.append(rq.ReviewItem(**d, indices=idx[offsets[i]: offsets[i + 1]].astype(np.int64)))
-    return rq.SceneQueue(scene_id, meta["checkpoint_id"], meta["tta"], int(meta["label_version"]), meta["created_at"],
-                         items, np.broadcast_to(np.zeros((), np.uint8), shape),
-                         np.broadcast_to(np.zeros((), np.float32), shape), float(meta.get("threshold", 0.5)),
-                         str(meta.get("scoring", "in-sample")))
-
-
 def scene_state(ws: Workspace, scene: Scene, active_id: str | None) -> SceneState | None:
     """The scene's saved queue reduced to its pending items and staleness; None without a (readable) queue.
 
     The label is read once, and only when something changed since the build (a verdict or another save)."""
-    q = load_queue_items(ws, scene.id)
+    q = rq.load_queue(ws, scene.id, maps=False)
     if q is None:
         return None
     latest = ws.latest_label_version(scene.id)
@@ -554,7 +517,6 @@ __all__ = [
     "build_queues",
     "default_held_out",
     "fmt_minutes",
-    "load_queue_items",
     "parse_duration",
     "review_plan",
     "scene_state",
