@@ -45,7 +45,31 @@ _FOLDER_RE = re.compile(r"^(anon|[A-Za-z0-9_-]{1,40}-[0-9a-f]{10})$")
 
 
 class DraftError(BadInputError):
-    """A draft file cannot be read or does not fit its scene. The message names the file."""
+    """A draft file cannot be read or does not fit its scene. The message names the file and says it is damaged in
+    SegHZ's own words (never numpy's: its advice to load with ``allow_pickle`` / ``pickle.load()`` is exactly what
+    must not be done with a file of unknown content). ``analyst``: the analyst named in the file's metadata when that
+    much could be read, else None."""
+
+    def __init__(self, source: str, problem: str, analyst: str | None = None):
+        super().__init__(source, problem)
+        self.analyst = analyst
+
+
+def _unreadable(e: BaseException) -> str:
+    """Why ``np.load`` could not read a draft, in words that never repeat numpy's pickle advice."""
+    import zipfile
+
+    text = str(e)
+    if "pickle" in text.lower() or "object arrays" in text.lower():
+        why = ("its content is not a zip of plain arrays; a draft never holds Python objects, and SegHZ never "
+               "unpickles a file")
+    elif isinstance(e, zipfile.BadZipFile) or "zip file" in text.lower():
+        why = "not a zip archive: truncated or overwritten"
+    elif isinstance(e, EOFError) or "no data left" in text.lower():
+        why = "the file is empty or truncated"
+    else:
+        why = f"{type(e).__name__}: {text}"
+    return f"not a readable .npz: {why}"
 
 
 @dataclass
@@ -105,11 +129,22 @@ class Draft:
 
 @dataclass
 class DraftProblem:
-    """A file in the drafts folder that could not be read as a draft."""
+    """A file in the drafts folder that could not be read as a draft. ``analyst``: whose it is, when known -- from
+    the file's own metadata, else from a readable draft in the same analyst folder (its name hashes to the folder),
+    ``""`` for the ``anon`` folder -- or None; :attr:`owner` says it in words either way."""
 
     path: Path
     scene_id: str
     message: str
+    analyst: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """The analyst's name; ``(no name)`` for a draft made without one; else the name as its folder spells it."""
+        if self.analyst is not None:
+            return self.analyst or "(no name)"
+        folder = self.path.parent.name
+        return f"{folder.rsplit('-', 1)[0]} (as its folder spells it)" if _FOLDER_RE.match(folder) else "unknown"
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -203,9 +238,10 @@ def read_draft(path: str | os.PathLike) -> Draft:
     """
     path = Path(path)
     src = str(path)
+    who: str | None = None  # the analyst of the metadata, once read
 
     def bad(problem: str) -> DraftError:
-        return DraftError(src, f"damaged draft file ({problem}); it cannot be restored — discard it")
+        return DraftError(src, f"damaged draft file ({problem}); it cannot be restored — discard it", analyst=who)
 
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -221,16 +257,16 @@ def read_draft(path: str | os.PathLike) -> Draft:
         raise
     except DraftError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, RuntimeError) as e:  # truncated zip, not a zip, bad member
-        raise bad(f"not a readable .npz: {e}") from e
-    except Exception as e:  # zipfile/zlib raise their own types on garbage: never crash a reader
-        raise bad(f"not a readable .npz: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - truncated zip, not a zip, a pickled member, zipfile/zlib's own types
+        raise bad(_unreadable(e)) from None  # numpy's message (its pickle advice) must not reach the analyst
     try:
         meta = json.loads(bytes(np.asarray(meta_raw, np.uint8)).decode("utf-8"))
     except (ValueError, TypeError) as e:
         raise bad(f"its metadata is not JSON: {e}") from e
     if not isinstance(meta, dict):
         raise bad("its metadata is not a JSON object")
+    if isinstance(meta.get("analyst"), str):
+        who = normalise_analyst(meta["analyst"])
     if meta.get("format") != DRAFT_FORMAT:
         raise bad(f"unknown format {meta.get('format')!r}")
     try:
@@ -308,13 +344,18 @@ def list_drafts(root: str | os.PathLike, scene_id: str | None = None,
             except FileNotFoundError:  # deleted meanwhile
                 continue
             except DraftError as e:
-                problems.append(DraftProblem(f, f.stem, str(e)))
+                problems.append(DraftProblem(f, f.stem, str(e), e.analyst))
                 continue
             if folder.name != analyst_folder(d.analyst):
                 problems.append(DraftProblem(f, f.stem, f"{f}: draft of analyst {d.analyst or '(none)'!r} found in "
-                                                        f"the folder of another analyst; it cannot be restored"))
+                                                        f"the folder of another analyst; it cannot be restored",
+                                             d.analyst))
                 continue
             found.append(d)
+    names = {d.path.parent.name: d.analyst for d in found if d.path is not None}
+    for p in problems:  # a damaged file's name: from a readable draft of the same folder (the name hashes to it)
+        if p.analyst is None:
+            p.analyst = "" if p.path.parent.name == ANON else names.get(p.path.parent.name)
     found.sort(key=lambda d: d.saved_at, reverse=True)
     return found, problems
 

@@ -373,4 +373,5 @@ def test_one_cycle_schedule_works_for_every_run_length_including_ten_steps(data,
     assert warmup_fraction(10) == 0.2 and warmup_fraction(11) == warmup_fraction(9) == warmup_fraction(2100) == 0.1
     res = train(_cfg(epochs=2, steps_per_epoch=5), *data, tmp_path / "ten.safetensors")
     assert [r["epoch"] for r in res["history"]] == [1, 2]
-    assert res["history"][-1]["lr"] < 1e-3 * 0.1 < res["history"][0]["lr"]  # peaked in epoch 1, annealed by the end
+    # peaked in epoch 1, annealed by the end (lr: the epoch's mean rate; lr_end: its last step's)
+    assert res["history"][-1]["lr_end"] < 1e-3 * 0.1 < res["history"][0]["lr"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from seghz.classes import get_scheme, index_crosswalk
 from seghz.data.io import raster_info, read_image, read_label, verify_tiff, write_index_mask, write_rgb
+from seghz.data.splits import content_key
 from seghz.errors import BadInputError, DuplicateImportError, SegHZError
 from seghz.store import Scene, Workspace, slugify
 
@@ -104,6 +105,128 @@ def _scene_dir(ws: Workspace, name: str) -> Iterator[tuple[str, Path]]:
         _release(ws, sid, fh)
 
 
+SOURCE_RECORD = "source.json"  # in a scene folder imported from one image file: its name and content SHA-1
+
+
+def _source_record(image: Path, sha: str, source: str, label: str | Path | None) -> bytes:
+    """The ``source.json`` of a scene imported from ``image``: its content SHA-1 and name, the recorded source and,
+    when known, the label file (path and content SHA-1) -- what a later import compares a pair with."""
+    rec = {"sha1": sha, "name": Path(image).name, "source": source}
+    if label is not None:
+        rec.update(label=str(_source_key(str(label)) or label), label_sha1=content_key(Path(label)))
+    return json.dumps(rec).encode()
+
+
+def read_source_record(ws: Workspace, sc: Scene) -> dict:
+    """A scene's ``source.json`` (:data:`SOURCE_RECORD`) as a dict; ``{}`` when it has none (scenes imported before it
+    was written for every import) or it cannot be read."""
+    rec = ws.scene_path(sc, "image").parent / SOURCE_RECORD
+    try:
+        out = json.loads(rec.read_text()) if rec.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+class ImportIndex:
+    """Which scenes (of ``scheme``, or all) already hold which image, for imports to recognise a pair they have.
+
+    A scene with a recorded content SHA-1 (``source.json``) is matched by content: any file name, any folder. An
+    older scene without one is matched by its recorded source path, or by the content of the file at that path when
+    it is still there (hashed lazily, only for files of the incoming file's size)."""
+
+    def __init__(self, ws: Workspace, scheme: str | None = None):
+        self.by_sha: dict[str, Scene] = {}
+        self.by_path: dict[str, Scene] = {}
+        self._legacy: dict[int, list[tuple[Path, Scene]]] = {}  # file size -> (source file, scene) of older scenes
+        self._hashed: dict[Path, str] = {}
+        for sc in ws.list_scenes():
+            if scheme is not None and sc.scheme != scheme:
+                continue
+            sha = read_source_record(ws, sc).get("sha1")
+            if isinstance(sha, str) and sha:
+                self.by_sha.setdefault(sha, sc)
+                continue
+            key = _source_key(sc.source)
+            if key is None:
+                continue
+            self.by_path.setdefault(key, sc)
+            with contextlib.suppress(OSError):
+                p = Path(key)
+                if p.is_file():
+                    self._legacy.setdefault(p.stat().st_size, []).append((p, sc))
+
+    def find(self, path: str | Path, sha: str | None = None) -> tuple[Scene, str] | None:
+        """``(scene, how it is known)`` of the scene holding the image file ``path`` (content SHA-1 ``sha``, default
+        computed), or None."""
+        p = Path(path)
+        sha = sha or content_key(p)
+        if sha in self.by_sha:
+            return self.by_sha[sha], "the same image content"
+        key = _source_key(str(p))
+        if key is not None and key in self.by_path:
+            return self.by_path[key], "the same source path"
+        try:
+            size = p.stat().st_size
+        except OSError:
+            return None
+        for src, sc in self._legacy.get(size, []):
+            if src not in self._hashed:
+                try:
+                    self._hashed[src] = content_key(src)
+                except OSError:
+                    self._hashed[src] = ""
+            if self._hashed[src] == sha:
+                return sc, f"the same image content as {src}, the file it was imported from"
+        return None
+
+
+def label_difference(ws: Workspace, sc: Scene, lbl: np.ndarray | None) -> str | None:
+    """None when scene ``sc``'s original label (version 0, before any edit) is ``lbl`` (class indices of the scene's
+    scheme; None = no label file, which never conflicts: the image alone is nothing new); else how it differs."""
+    if lbl is None:
+        return None
+    if not sc.label_path:
+        return "the scene has no label"
+    have = ws.effective_label(sc.id, version=0)
+    if have.shape != lbl.shape:
+        return f"its label is {have.shape[1]}x{have.shape[0]} px, this one {lbl.shape[1]}x{lbl.shape[0]} px"
+    n = int(np.count_nonzero(have != lbl))
+    return None if n == 0 else f"{n:,} of {lbl.size:,} px ({100 * n / lbl.size:.1f} %) differ"
+
+
+def scene_label_origin(ws: Workspace, sc: Scene) -> str:
+    """Where scene ``sc``'s original label came from, in words: the label file recorded at import, else its source."""
+    if not sc.label_path:
+        return "no label"
+    rec = read_source_record(ws, sc)
+    if rec.get("label"):
+        return f"label from {rec['label']}"
+    return f"label imported with {sc.source} (label file not recorded)"
+
+
+class LabelConflictError(DuplicateImportError):
+    """The image of a pair is already a scene's, but with another label: importing it would put one picture in the
+    workspace twice (possibly in two splits) with two labels. Names the scene, its label and how they differ."""
+
+    def __init__(self, source, label: Path | None, ws: Workspace, sc: Scene, how: str, differs: str):
+        self.source, self.scene_id, self.scene_name = str(source), sc.id, sc.name
+        self.label, self.differs = label, differs
+        SegHZError.__init__(self, conflict_text(str(source), label, ws, sc, how, differs)
+                            + "; nothing was imported: fix that scene's label (or delete the scene and import again), "
+                            "or import the pair anyway on purpose (--allow-duplicate)")
+
+
+def _split_words(sc: Scene) -> str:
+    return "in no split" if sc.split == "none" else f"{sc.split} split"
+
+
+def conflict_text(image: str, label: Path | None, ws: Workspace, sc: Scene, how: str, differs: str) -> str:
+    """One line on a pair whose image scene ``sc`` holds with another label: the scene, its label, how they differ."""
+    return (f"{image}: this image is already scene '{sc.name}' ({sc.id}, {_split_words(sc)}; {how}) with a different "
+            f"label: that scene has its {scene_label_origin(ws, sc)}, this pair {label or 'no label'}; {differs}")
+
+
 def _label_to_target(label_path: Path, scheme: str, target: str | None) -> np.ndarray:
     lbl = read_label(label_path, get_scheme(scheme))
     if target and target != scheme:
@@ -123,12 +246,20 @@ def import_scene(
     synthetic: bool = False,
     source: str | None = None,
     extra_files: dict[str, bytes] | None = None,
+    allow_duplicate: bool = True,
 ) -> Scene:
     """Import one image (GeoTIFF in any CRS, PNG or JPEG) with an optional label file.
 
     GeoTIFFs keep their CRS and transform (the file is copied as is); other images are pixel-space.
     ``source`` overrides the recorded source (default: the image path); ``extra_files`` (name -> bytes) are
-    written into the scene folder too, e.g. an ``alignment.json`` provenance record.
+    written into the scene folder too, e.g. an ``alignment.json`` provenance record. The image's content SHA-1 (and,
+    without ``source``, the label file) is recorded in the folder's ``source.json`` (:data:`SOURCE_RECORD`).
+
+    ``allow_duplicate=False`` (what ``seghz import --image`` asks, unless ``--allow-duplicate``): when a scene of the
+    output scheme already holds this image (:class:`ImportIndex`: same content, any name or folder), nothing is
+    imported: :class:`LabelConflictError` when its label differs (it names that scene and its label),
+    :class:`~seghz.errors.DuplicateImportError` when it is the same pair again. The default ``True`` keeps callers
+    with their own duplicate rules (aligned imports, :func:`import_imagery`) as they were.
     """
     image = Path(image)
     info = raster_info(image)
@@ -138,8 +269,22 @@ def import_scene(
     if label is not None:
         lbl = _label_to_target(Path(label), scheme, target_scheme)
         _check_label_size(image, info, Path(label), lbl)
+    extra = dict(extra_files or {})
+    sha = content_key(image) if not allow_duplicate or SOURCE_RECORD not in extra else None
+    if not allow_duplicate:
+        hit = ImportIndex(ws, target_scheme or scheme).find(image, sha)
+        if hit is not None:
+            differs = label_difference(ws, hit[0], lbl)
+            if differs is not None:
+                raise LabelConflictError(source or image, Path(label) if label is not None else None, ws, hit[0],
+                                         hit[1], differs)
+            raise DuplicateImportError(source or image, hit[0].id, hit[0].name,
+                                       hit[1] + (" and the same label" if lbl is not None else " (no label given)"))
+    if sha is not None and SOURCE_RECORD not in extra:  # the image's content (and label file) a later import recognises
+        extra[SOURCE_RECORD] = _source_record(image, sha, source or str(image),
+                                              label if source is None else None)
     return _write_scene(ws, image, info, lbl, target_scheme or scheme, name=name or image.stem, split=split,
-                        synthetic=synthetic, source=source or str(image), extra_files=extra_files)
+                        synthetic=synthetic, source=source or str(image), extra_files=extra)
 
 
 def _check_label_size(image: Path, info, label: Path, lbl: np.ndarray) -> None:
@@ -175,15 +320,39 @@ def _write_scene(ws: Workspace, image: Path, info, lbl: np.ndarray | None, out_s
 
 class FolderImport(list):
     """What :func:`import_folder` did: a list of the new :class:`Scene` objects, plus ``skipped``, one
-    ``(image file, id of the scene already holding it)`` per pair left out because its image is already imported."""
+    ``(image file, id of the scene already holding it)`` per pair left out because its image is already imported;
+    ``reasons`` (image file -> one line: which scene holds it, how it is known, same label or not), ``conflicts``
+    (the image files of ``skipped`` whose label differs from that scene's: not a plain re-import, see
+    :func:`import_folder`) and ``report_path``, the file listing every skipped pair (None when none was)."""
 
-    def __init__(self, scenes=(), skipped=()):
+    def __init__(self, scenes=(), skipped=(), reasons=None, conflicts=(), report_path: Path | None = None):
         super().__init__(scenes)
         self.skipped: list[tuple[Path, str]] = list(skipped)
+        self.reasons: dict[Path, str] = dict(reasons or {})
+        self.conflicts: list[Path] = list(conflicts)
+        self.report_path = report_path
 
     @property
     def skipped_count(self) -> int:
         return len(self.skipped)
+
+    def summary_lines(self, limit: int = 20) -> list[str]:
+        """What to tell about the skipped pairs: a count line, then one line per skipped pair (label conflicts first),
+        every one up to ``limit`` pairs, else the first ``limit`` and where the full list is (:attr:`report_path`)."""
+        if not self.skipped:
+            return []
+        n, nc = len(self.skipped), len(self.conflicts)
+        head = (f"skipped {n} pair(s) whose image is already a scene of the workspace" + (
+            f"; {nc} of them with a DIFFERENT label than that scene's (nothing imported for them: fix or delete that "
+            "scene, or import with --allow-duplicate)" if nc else "; same image and label: nothing new"))
+        order = self.conflicts + [p for p, _ in self.skipped if p not in set(self.conflicts)]
+        lines = [head] + [f"  {self.reasons.get(p, p.name)}" for p in order[:limit]]
+        if n > limit:
+            lines.append(f"  ... and {n - limit} more" + (f"; every skipped pair is listed in {self.report_path}"
+                                                           if self.report_path else ""))
+        elif self.report_path:
+            lines.append(f"  (also listed in {self.report_path})")
+        return lines
 
 
 def _source_key(source: str) -> str | None:
@@ -226,12 +395,18 @@ def import_folder(
     val_count: int = 60,
     limit: int | None = None,
     progress: Progress | None = None,
+    allow_duplicate: bool = False,
 ) -> FolderImport:
     """Import every image/label pair of two folders (paired by stem), with train/val/test splits -- all or nothing.
 
-    Pairs whose image is already in the workspace in the output scheme (a scene whose recorded source is the same
-    file, resolved to an absolute path) are skipped and listed in the result's ``skipped``, so importing a folder
-    again adds only its new pairs; ``limit`` counts the pairs still to import. Every remaining pair is checked first
+    Pairs whose image is already a scene of the output scheme (:class:`ImportIndex`: the same content under any name
+    or folder -- a copy of the folder elsewhere, an earlier ``import --image`` -- or, for scenes imported before
+    contents were recorded, the same source file) are skipped and listed in the result's ``skipped`` with a reason
+    each (:meth:`FolderImport.summary_lines`; all of them in :attr:`FolderImport.report_path`), so importing a folder
+    again adds only its new pairs and no picture lands in two splits. A skipped pair whose label differs from that
+    scene's original label is a *conflict* (``conflicts``, and a logged warning naming the scene and its label): its
+    real label is not imported silently, nor is a second copy made; ``allow_duplicate`` imports every pair anyway
+    (new scenes). ``limit`` counts the pairs still to import. Every remaining pair is checked first
     (image header, size and bands; the label fully decoded in ``scheme``; the sizes agree) and the first bad one
     raises BadInputError naming its file before anything is written; should a later step fail all the same (a
     truncated image, a full disk), the scenes of this import are removed again. Splits follow
@@ -244,14 +419,26 @@ def import_folder(
     pairs = list_pairs(images, labels)
     out_scheme = target_scheme or scheme
     nc = get_scheme(out_scheme).num_classes
-    have = imported_sources(ws, out_scheme)
-    todo, skipped = [], []
+    have = ImportIndex(ws, out_scheme)
+    todo, skipped, reasons, conflicts, sha_of = [], [], {}, [], {}
     for ip, lp in pairs:
-        sid = have.get(_source_key(str(ip)) or "")
-        if sid is not None:
-            skipped.append((ip, sid))
-        else:
+        sha_of[ip] = content_key(ip)
+        hit = None if allow_duplicate else have.find(ip, sha_of[ip])
+        if hit is None:
             todo.append((ip, lp))
+            continue
+        sc, how = hit
+        try:
+            differs = label_difference(ws, sc, _label_to_target(lp, scheme, target_scheme))
+        except BadInputError as e:
+            differs = f"this pair's label cannot be read ({e.problem})"
+        skipped.append((ip, sc.id))
+        if differs is None:
+            reasons[ip] = f"{ip.name}: already scene '{sc.name}' ({sc.id}, {_split_words(sc)}; {how}), same label"
+        else:
+            conflicts.append(ip)
+            reasons[ip] = conflict_text(ip.name, lp, ws, sc, how, differs)
+            log.warning("not imported: %s (import it anyway with --allow-duplicate)", reasons[ip])
     todo = todo[: limit or None]
     checked = []  # (stem, image, label file, info, label indices)
     for i, (ip, lp) in enumerate(todo):
@@ -270,8 +457,9 @@ def import_folder(
     scenes: list[Scene] = []
     try:
         for i, (stem, ip, lp, info, lbl) in enumerate(checked):
+            src = _source_key(str(ip)) or str(ip)
             scenes.append(_write_scene(ws, ip, info, lbl, out_scheme, name=stem, split=which[stem], synthetic=False,
-                                       source=_source_key(str(ip)) or str(ip), extra_files=None))
+                                       source=src, extra_files={SOURCE_RECORD: _source_record(ip, sha_of[ip], src, lp)}))
             if progress:
                 progress(0.3 + 0.7 * (i + 1) / len(checked), f"imported {ip.name}")
     except BaseException as e:
@@ -280,7 +468,25 @@ def import_folder(
             raise BadInputError(e.source, f"{e.problem} (pair {len(scenes) + 1} of {len(checked)}; nothing was "
                                           "imported)") from e
         raise
-    return FolderImport(scenes, skipped)
+    return FolderImport(scenes, skipped, reasons, conflicts, _skip_report(ws, images, [reasons[p] for p, _ in skipped]))
+
+
+def _skip_report(ws: Workspace, images: str | Path, lines: list[str]) -> Path | None:
+    """Write every skipped pair's line to ``<workspace>/imports/<UTC time>-<folder>-skipped.txt``; its path (None when
+    nothing was skipped or the file cannot be written: the lines are in the result all the same)."""
+    if not lines:
+        return None
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = ws.root / "imports" / f"{stamp}-{slugify(Path(images).resolve().name, 'folder')}-skipped.txt"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"pairs of {Path(images).resolve()} not imported ({len(lines)}):\n" + "\n".join(lines) + "\n")
+    except OSError as e:
+        log.warning("could not write the list of skipped pairs to %s: %s", path, e)
+        return None
+    return path
 
 
 IMAGERY_SCHEME = "hz7"  # scheme recorded for imagery imported without a label (the demo model's classes)
@@ -334,9 +540,6 @@ def import_tile_folder(
         plan = baidu_folder_to_geotiff(folder, d / "image.tif", zoom=z, progress=progress)
         return ws.add_scene(label, d / "image.tif", scheme, source=f"{folder} (Baidu level {plan.zoom}, {plan.tiles} "
                             "tile slots)", scene_id=sid)
-
-
-SOURCE_RECORD = "source.json"  # in a scene folder imported from one image file: its name and content SHA-1
 
 
 def find_imported(ws: Workspace, path: str | Path, content: str | None = None) -> tuple[Scene, str] | None:

@@ -577,7 +577,8 @@ def train(
     """Train a model and write the best checkpoint (by validation ``cfg.monitor``) atomically to ``out_path``.
 
     Samples are ``(image, label)`` or ``(image, label, trusted)``. Each epoch's metrics row (passed to
-    ``on_metrics``) holds loss, lr, seconds, the validation scores and, when enabled, ``noise_threshold`` /
+    ``on_metrics``) holds loss, lr (the mean learning rate the epoch's optimizer steps used; ``lr_start`` /
+    ``lr_end``: that of its first / last step), seconds, the validation scores and, when enabled, ``noise_threshold`` /
     ``noise_dropped`` (mean dropped fraction of labelled pixels), ``ohem_kept``, ``consistency_mse``, with co-teaching
     ``coteach_rate`` (the forget rate at the epoch's last step), ``coteach_dropped`` and ``coteach_disagree`` (mean
     shares of the labelled pixels left out of the model's loss / kept for one network only) and, at a
@@ -625,6 +626,25 @@ def train(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def absent_classes_message(freqs: np.ndarray, val_samples, scheme, n_train: int) -> str | None:
+    """The one warning about classes without a labelled pixel in the training split (``freqs``: its pooled class
+    frequencies), naming the split, and which of them the validation split's labels do hold (the model cannot
+    predict those: their validation IoU is 0); None when every class is in the training labels. The class weights of
+    absent classes are kept finite (:func:`seghz.train.losses.class_weights`, whose own warning is not repeated)."""
+    absent = [int(i) for i in np.flatnonzero(np.asarray(freqs) == 0)]
+    if not absent:
+        return None
+    nc = scheme.num_classes
+    val = pooled_class_frequencies((s[1] for s in val_samples), nc) if val_samples else np.zeros(nc)
+    in_val = [scheme.names[i] for i in absent if val[i] > 0]
+    msg = (f"warning: {len(absent)} of {nc} classes have no pixel in the training split's labels ({n_train} "
+           f"sample(s)), so the model cannot learn them: {', '.join(scheme.names[i] for i in absent)}")
+    if val_samples:
+        msg += (f"; of these, the validation split's labels hold {', '.join(in_val)} (their validation IoU will be 0)"
+                if in_val else "; the validation split's labels hold none of them either")
+    return msg
 
 
 def warmup_fraction(total_steps: int) -> float:
@@ -682,10 +702,13 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     freqs = pooled_class_frequencies((sample[1] for sample in train_samples), nc)
     if freqs.sum() <= 0:
         raise ValueError("the training labels hold no labelled pixel (all are ignore/background)")
-    absent = [scheme.names[i] for i in np.flatnonzero(freqs == 0)]
-    if absent and say is not None:
-        say(0.0, f"warning: class(es) absent from the training labels: {', '.join(absent)}")
-    weights = make_class_weights(freqs, cfg.class_weights, list(scheme.names))  # warns about absent classes
+    if say is not None:
+        msg = absent_classes_message(freqs, val_samples, scheme, len(train_samples))
+        if msg:
+            say(0.0, msg)
+    with warnings.catch_warnings():  # said once above, as a log line naming the split; not a raw UserWarning too
+        warnings.filterwarnings("ignore", message=r"class\(es\) absent from the training labels", category=UserWarning)
+        weights = make_class_weights(freqs, cfg.class_weights, list(scheme.names))
     lcfg = cfg.loss_config()
     crit = SegLoss(weights, config=lcfg, present=freqs > 0).to(device)  # present: forward correction's K classes
 
@@ -805,6 +828,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         thre = crit.set_epoch(epoch, cfg.epochs)
         losses.clear()
         stats.clear()
+        lrs: list[float] = []  # the learning rate each of this epoch's optimizer steps used
         for _ in range(steps):
             cancel = should_cancel is not None and bool(should_cancel())
             if dctx.on:
@@ -847,6 +871,7 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
             loss.backward()
             if manual_sync:
                 _allreduce_grads(model, dctx.world)
+            lrs.append(float(opt.param_groups[0]["lr"]))
             opt.step()
             sched.step()
             if ema is not None:
@@ -857,7 +882,10 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
         drain(0)
         if debug:
             _write_debug(dctx, seen, global_batch, device)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0]), "seconds": time.time() - t0}
+        # lr: what the epoch's steps used (their mean; lr_start / lr_end: its first and last step's). The scheduler's
+        # get_last_lr() after the epoch is the rate of the *next* step -- after the last epoch, one past the schedule
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(np.mean(lrs)), "lr_start": lrs[0],
+               "lr_end": lrs[-1], "seconds": time.time() - t0}
         if lcfg.noise_mask != "none":
             row["noise_threshold"] = float(thre)
         if lcfg.robust == "gce" and lcfg.gce_warmup > 0:
