@@ -25,7 +25,7 @@ from seghz.report import checkpoint_val_metrics, compare_checkpoints
 
 JOB_KINDS = ("train", "refit")  # the job kinds that make a candidate checkpoint (listed, gated, promoted on Train)
 CONTEXT_DROP_WARN = 0.02  # accuracy on the existing labels may fall this much (absolute) before the pages warn
-ACCURACY_ROWS = ("corrected pixels (your reviews)", "existing labels (context sample, not corrected)")
+ACCURACY_ROWS = ("reviewed pixels (corrected or confirmed by an analyst)", "existing labels (context sample, not reviewed)")
 CHANGE_COLUMN = "change (pp)"
 
 
@@ -84,13 +84,13 @@ def refit_accuracy_table(acc: Mapping) -> pd.DataFrame:
 
 
 def refit_accuracy_text(acc: Mapping) -> str:
-    """One sentence: ``Accuracy on the corrected pixels: 0.8 % → 35.0 %; on the existing labels: 98.6 % → 90.3 %.``"""
+    """One sentence: ``Accuracy on the reviewed pixels: 0.8 % → 35.0 %; on the existing labels: 98.6 % → 90.3 %.``"""
 
     def arrow(p: tuple) -> str:
         return "not recorded" if None in p else f"{100 * p[0]:.1f} % → {100 * p[1]:.1f} %"
 
-    return (f"Accuracy on the corrected pixels: {arrow(acc['corrected'])}; on the existing labels (a sample of "
-            f"uncorrected labels): {arrow(acc['context'])}.")
+    return (f"Accuracy on the reviewed pixels (corrected or confirmed): {arrow(acc['corrected'])}; on the existing "
+            f"labels (a sample of unreviewed labels): {arrow(acc['context'])}.")
 
 
 def refit_warning(acc: Mapping) -> str | None:

@@ -72,7 +72,7 @@ def test_a_refit_job_is_gated_scored_and_promoted_from_the_train_page(ws, monkey
     acc = frame(at, "sampled").value
     assert acc[["before", "after"]].notna().all().all() and len(acc) == 2
     assert abs(acc["after"].iloc[1] - res["context_acc_after"]) < 1e-9
-    assert any(f"on the existing labels (a sample of uncorrected labels): {100 * res['context_acc_before']:.1f} % → "
+    assert any(f"on the existing labels (a sample of unreviewed labels): {100 * res['context_acc_before']:.1f} % → "
                f"{100 * res['context_acc_after']:.1f} %" in c.value for c in at.caption)
     val = frame(at, "Δ (pp)")
     table = val.value
@@ -125,8 +125,8 @@ def test_a_refit_that_loses_the_existing_labels_is_warned_and_needs_an_override(
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()  # the app, so that pages can switch
     at.switch_page("pages/3_Labels.py").run()
     assert_ok(at)
-    assert any("Accuracy on the corrected pixels: 0.8 % → 35.0 %; on the existing labels (a sample of uncorrected "
-               "labels): 98.6 % → 90.3 %" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("Accuracy on the reviewed pixels (corrected or confirmed): 0.8 % → 35.0 %; on the existing labels (a "
+               "sample of unreviewed labels): 98.6 % → 90.3 %" in c.value for c in at.caption), [c.value for c in at.caption]
     assert any("lost 8.3 points of accuracy on the existing labels (98.6 % → 90.3 %)" in w.value for w in at.warning)
     el = frame(at, "Δ (pp)")
     cells = shown(el)

@@ -134,14 +134,29 @@ def _patches(feat: torch.Tensor, head: nn.Conv2d, n: torch.Tensor, i: torch.Tens
 # ----------------------------------------------------------------------------------------------- sampling
 
 
-def _windows(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
-    def starts(n: int) -> list[int]:
-        if n <= tile:
-            return [0]
-        s = list(range(0, n - tile, tile))
-        return s + [n - tile]
+def _starts(n: int, tile: int) -> list[int]:
+    """Window starts along one axis: every ``tile`` px, the last one flush with the edge (so it may overlap)."""
+    if n <= tile:
+        return [0]
+    return [*range(0, n - tile, tile), n - tile]
 
-    return [(r, c, min(tile, h - r), min(tile, w - c)) for r in starts(h) for c in starts(w)]
+
+def _windows(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """``(row, col, height, width)`` of the windows the features are computed on; they cover the image and the
+    last row/column of windows overlaps its neighbour when the size is not a multiple of ``tile``."""
+    return [(r, c, min(tile, h - r), min(tile, w - c)) for r in _starts(h, tile) for c in _starts(w, tile)]
+
+
+def _owned(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """For each window of :func:`_windows` (same order), the part of it whose pixels it samples, window-relative
+    ``(row0, row1, col0, col1)`` (end-exclusive): from its start to the next window's start, the last one to the
+    edge. The parts tile the image exactly once, so a pixel in the overlap of two windows is sampled (and counted)
+    once, not twice (1280 rows at tile 512 gave windows at 0, 512 and 768: rows 768–1023 counted twice)."""
+    def own(n: int) -> list[tuple[int, int]]:
+        st = _starts(n, tile)
+        return [(0, (st[i + 1] if i + 1 < len(st) else n) - s0) for i, s0 in enumerate(st)]
+
+    return [(r0, r1, c0, c1) for r0, r1 in own(h) for c0, c1 in own(w)]
 
 
 def _balanced_pick(labels: np.ndarray, cap_per_class: int | None, total_cap: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -183,17 +198,20 @@ def _plan(items: list[RefitItem], nc: int, cfg: RefitConfig, rng: np.random.Gene
         h, w = it.image.shape[:2]
         corr = it.corrected
         lab = it.labels
-        for win in _windows(h, w, cfg.tile):
+        for win, (or0, or1, oc0, oc1) in zip(_windows(h, w, cfg.tile), _owned(h, w, cfg.tile), strict=True):
             r0, c0, th, tw = win
             sl = np.s_[r0 : r0 + th, c0 : c0 + tw]
+            mine = np.zeros((th, tw), bool)  # the pixels this window samples (none of another window's)
+            mine[or0:or1, oc0:oc1] = True
+            mine = mine.ravel()
             cm = corr[sl] if corr is not None else None
-            cpos = np.flatnonzero(cm.ravel() != IGNORE) if cm is not None else np.zeros(0, np.int64)
+            cpos = np.flatnonzero((cm.ravel() != IGNORE) & mine) if cm is not None else np.zeros(0, np.int64)
             ccls = cm.ravel()[cpos] if cm is not None else np.zeros(0, np.uint8)
             xpos = np.zeros(0, np.int64)
             xcls = np.zeros(0, np.uint8)
             if lab is not None and cfg.context_per_class > 0:
                 lm = lab[sl].ravel()
-                ok = lm != IGNORE
+                ok = (lm != IGNORE) & mine
                 if cm is not None:
                     ok &= cm.ravel() == IGNORE
                 xpos = np.flatnonzero(ok)
