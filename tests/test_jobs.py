@@ -163,3 +163,22 @@ def test_submit_job_once_checks_and_queues_in_one_write_transaction(ws, monkeypa
     assert submit_job_once(ws, "toy_ok", {"steps": 1, "key": "a"}, lambda j: j.config.get("key") == "a") == (jid, False)
     with pytest.raises(ValueError, match="unknown job kind"):
         submit_job_once(ws, "nope", {}, None)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to tell a zombie")
+def test_a_finished_worker_does_not_stay_a_zombie(ws):
+    """The review's browser session: every finished job left a defunct python under streamlit (a done job is never
+    looked at by refresh_job_states' dead-worker check, so nothing collected its exit status)."""
+    jid = submit_job(ws, "toy_ok", {"steps": 2})
+    pid = wait_status(ws, jid, "done").pid
+    wait_for(lambda: _zombie(pid) or not Path(f"/proc/{pid}").exists() or None, "the worker to exit")
+    refresh_job_states(ws)  # what every page does on its next run
+    assert not _zombie(pid) and not Path(f"/proc/{pid}").exists()

@@ -156,8 +156,20 @@ def submit_job_once(ws: Workspace, kind: str, config: dict, same: Callable[[Job]
     return job_id, created
 
 
+_children: list[subprocess.Popen] = []  # workers this process started, until reaped (reap_workers)
+
+
+def reap_workers() -> int:
+    """Collect the exit status of the workers this process started that have ended, so none stays a zombie (a
+    job that finishes records its own status and is never looked at again by :func:`refresh_job_states`, and a
+    long-running app would collect one defunct process per job). Returns how many are still running."""
+    _children[:] = [p for p in _children if p.poll() is None]
+    return len(_children)
+
+
 def start_worker(ws: Workspace, job_id: str) -> None:
     """Start the worker process of the queued job ``job_id`` (the only place a job's process is started)."""
+    reap_workers()
     job = ws.get_job(job_id)
     kind, log_path = job.kind, ws.path(job.log_path)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -174,6 +186,7 @@ def start_worker(ws: Workspace, job_id: str) -> None:
             env=env,
             start_new_session=True,
         )
+    _children.append(proc)
     with ws.transaction() as conn:  # the worker may already have recorded its pid (the same one)
         conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, job_id))
 
@@ -216,6 +229,7 @@ def refresh_job_states(ws: Workspace) -> list[str]:
     Returns:
         Ids of the jobs marked ``died``.
     """
+    reap_workers()
     died = []
     for job in ws.list_jobs():
         if not job.active:
