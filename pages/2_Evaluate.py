@@ -1,6 +1,9 @@
 """Evaluate: score a checkpoint on a split of the workspace (effective, i.e. corrected, labels).
 
-Results are cached in the workspace per (checkpoint, split, TTA, data version) and show at once when present.
+Results are cached in the workspace per (checkpoint, split, TTA, data version) and show at once when present. The scene
+filter scores chosen scenes of the split only: such an evaluation is cached apart from the whole split's
+(``seghz.evaluate.scene_scope``), and the headline, confusion matrix, tables, calibration and drill-down cover exactly
+those scenes; the TTA report and the checkpoint comparison stay on the whole split.
 
 An evaluation runs inline in this page's script run (lost if the analyst leaves the page before it ends) or as a
 background "evaluate" job in a worker process (``ui.evaluate_jobs``: the buttons, the panel of its progress and Cancel
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from seghz import compare
+from seghz import compare, drilldown
 from seghz.errors import SegHZError
 from seghz.evaluate import evaluate_split
 from seghz.jobs import runner
@@ -46,11 +49,13 @@ split = c2.radio("Split", ["val", "test", "train"], horizontal=True, key="eval_s
 tta = c3.radio("Test-time augmentation", ["none", "d4"], horizontal=True, key="eval_tta",
                help="d4 averages the 8 flips/rotations of every window: usually a little better, 8× slower.")
 ck = by_id[cid]
-sel = evj.Selection(ws, by_id, active, cid, split, tta)
+split_labelled = [s for s in ws.list_scenes(split) if s.label_path]
+scenes = evj.scene_filter(split, split_labelled)  # () = the whole split
+labelled = [s for s in split_labelled if not scenes or s.id in scenes]  # what the evaluation scores
+sel = evj.Selection(ws, by_id, active, cid, split, tta, scenes)
 
-labelled = [s for s in ws.list_scenes(split) if s.label_path]
 data_version = ws.data_version(split)
-cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tta)
+cached = ws.find_evaluation(cid, sel.scope, tta != "none", data_version, tta_spec=tta)
 result = cached.result if cached is not None and cached.result.get("tta") == tta else None
 
 # ---------------------------------------------------------------------------------------------- background runs
@@ -61,7 +66,7 @@ all_active = evaluation_jobs(ws, active_only=True)
 # before goes with its next redraw even where the browser kept it (greyed) after a whole-page run. (The TTA report's
 # panel, which redraws its table, polls for its own job only.)
 POLL_S = 2 if all_active else None
-running = evj.eval_jobs(ws, cid, split, tta, active_only=True)  # this checkpoint/split/TTA: whichever panel shows them
+running = evj.eval_jobs(ws, cid, sel.scope, tta, active_only=True)  # this checkpoint/split/TTA: whichever panel shows them
 # where its progress and Cancel are: the panel under the buttons, or (a comparison's job) under Compare checkpoints
 running_at = evj.running_at(sel, running)
 
@@ -73,8 +78,9 @@ if run:
     try:
         predictor, _ = predictor_for(ws, cid)
         result = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=progress_callback(bar),
-                                use_cache=not force)
-        cached = ws.find_evaluation(cid, split, tta != "none", data_version, tta_spec=tta)
+                                use_cache=not force, scene_ids=scenes,  # predictions kept for the drill-down
+                                on_prediction=lambda sid, p: drilldown.save_scene_prediction(ws, cid, sid, tta, p))
+        cached = ws.find_evaluation(cid, sel.scope, tta != "none", data_version, tta_spec=tta)
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
         result = None
         st.error(f"Evaluation failed: {e}")
@@ -87,7 +93,7 @@ if run:
 # (also where the page stops early) through extra_sections(). Their long computations run as background jobs
 # ("evaluate" per missing checkpoint, "tta_report"): panels poll them, and the page reruns when one ends.
 def extra_sections() -> None:
-    tta_section(sel, labelled)
+    tta_section(sel, split_labelled)  # of the whole split
     compare_section(sel, POLL_S)
 
 
@@ -106,10 +112,13 @@ if result is None:
     stop()
 
 when = f" · computed {cached.created_at[:19].replace('T', ' ')} UTC" if cached is not None else ""
-st.caption(f"{result.get('scenes', '?')} labelled scene(s) of the **{split}** split · TTA {tta} · "
-           f"data version `{result.get('data_version', data_version)}`{when}")
+which = (f"{result.get('scenes', '?')} chosen labelled scene(s) of the **{split}** split ("
+         + ", ".join(s.name for s in labelled) + ")") if scenes else \
+    f"{result.get('scenes', '?')} labelled scene(s) of the **{split}** split"
+st.caption(f"{which} · TTA {tta} · data version `{result.get('data_version', data_version)}`{when}")
 
 view = evs.scheme_view(ck, result)  # the scheme picker and the headline tiles
+evj.per_scene_scores(view, labelled)  # next to the headline, when there are several scenes
 event = evs.confusion_matrix(view)
 evs.per_class(view)
 evs.calibration(ck, result, view)

@@ -219,22 +219,79 @@ def _prediction_key(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Seque
             tta if isinstance(tta, str) else tuple(tta))
 
 
-def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str], predictor: Any) -> np.ndarray:
-    """The checkpoint's class-index prediction of a scene, cached in memory per (checkpoint file and its
-    mtime, scene, TTA) — the label version does not change a prediction."""
+PRED_DIR = "cache/predictions"  # predictions kept on disk (the evaluate job's, the drill-down's), one .npz each
+PRED_DISK_MAX = 64  # files kept there; the oldest go first
+
+
+def _prediction_file(ws: Any, key: tuple) -> Path:
+    import hashlib
+
+    # the checkpoint file's name, not its path: the worker process may spell the workspace's root otherwise
+    ident = (Path(key[1]).name, *key[2:])
+    return Path(ws.root) / PRED_DIR / f"{hashlib.sha256(repr(ident).encode()).hexdigest()[:24]}.npz"
+
+
+def _remember(key: tuple, pred: np.ndarray) -> np.ndarray:
+    _PRED_CACHE[key] = pred
+    _PRED_CACHE.move_to_end(key)
+    while len(_PRED_CACHE) > PRED_CACHE_SIZE:
+        _PRED_CACHE.popitem(last=False)
+    return pred
+
+
+def _load_saved(ws: Any, key: tuple) -> np.ndarray | None:
+    path = _prediction_file(ws, key)
+    try:
+        with np.load(path) as z:
+            return _remember(key, np.asarray(z["pred"], np.uint8))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save_scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str],
+                          pred: np.ndarray) -> None:
+    """Keep a scene's prediction (e.g. made by the background evaluation) in memory and on disk under the key
+    :func:`scene_prediction` looks it up by, so the drill-down reuses it instead of predicting the scene again. The
+    disk copy is a compressed class-index map (a few hundred kB for a 1024 px scene); at most :data:`PRED_DISK_MAX`
+    are kept. Best effort: a failed write is ignored."""
+    import io
+
+    from seghz.data.io import atomic_write_bytes
+
+    key = _prediction_key(ws, checkpoint_id, scene_id, tta)
+    pred = _remember(key, np.asarray(pred, np.uint8))
+    path = _prediction_file(ws, key)
+    try:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, pred=pred)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue(), fsync=False)
+        files = sorted(path.parent.glob("*.npz"), key=lambda f: f.stat().st_mtime_ns)
+        for old in files[:-PRED_DISK_MAX]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str], predictor: Any,
+                     progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+    """The checkpoint's class-index prediction of a scene, cached in memory and on disk per (checkpoint file and its
+    mtime, scene, TTA) — the label version does not change a prediction. A prediction the background evaluation
+    saved (:func:`save_scene_prediction`) is reused. ``progress(fraction, message)`` follows the windows when the
+    scene is predicted now."""
     from seghz.data.io import read_image
 
     key = _prediction_key(ws, checkpoint_id, scene_id, tta)
     if key in _PRED_CACHE:
         _PRED_CACHE.move_to_end(key)
         return _PRED_CACHE[key]
+    saved = _load_saved(ws, key)
+    if saved is not None:
+        return saved
     img = read_image(ws.scene_path(scene_id, "image"))
-    pred, _ = predictor.predict(img, tta)
-    pred = np.asarray(pred, np.uint8)
-    _PRED_CACHE[key] = pred
-    while len(_PRED_CACHE) > PRED_CACHE_SIZE:
-        _PRED_CACHE.popitem(last=False)
-    return pred
+    pred, _ = predictor.predict(img, tta, progress=progress) if progress is not None else predictor.predict(img, tta)
+    save_scene_prediction(ws, checkpoint_id, scene_id, tta, pred)
+    return _PRED_CACHE[key]
 
 
 def cached_scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str]) -> np.ndarray | None:
@@ -244,7 +301,16 @@ def cached_scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str
         key = _prediction_key(ws, checkpoint_id, scene_id, tta)
     except (LookupError, OSError, ValueError):  # e.g. the checkpoint is no longer registered (NotFoundError)
         return None
-    return _PRED_CACHE.get(key)
+    return _PRED_CACHE.get(key) if key in _PRED_CACHE else _load_saved(ws, key)
+
+
+def has_scene_prediction(ws: Any, checkpoint_id: str, scene_id: str, tta: str | Sequence[str]) -> bool:
+    """Whether :func:`scene_prediction` would return at once (in memory or saved on disk): nothing is loaded."""
+    try:
+        key = _prediction_key(ws, checkpoint_id, scene_id, tta)
+    except (LookupError, OSError, ValueError):
+        return False
+    return key in _PRED_CACHE or _prediction_file(ws, key).is_file()
 
 
 def clear_prediction_cache() -> None:
@@ -602,6 +668,7 @@ __all__ = [
     "collapse_result",
     "crop",
     "find_review_entry",
+    "has_scene_prediction",
     "highlight_panel",
     "jump_cell_mask",
     "jump_from_query",
@@ -623,6 +690,7 @@ __all__ = [
     "review_list_path",
     "review_summary",
     "review_tta",
+    "save_scene_prediction",
     "scene_prediction",
     "scene_windows",
     "scenes_with_cell",

@@ -1,7 +1,7 @@
 """Confusion matrix and the study's scores: per-class IoU, Acc (recall), precision, mIoU, fwIoU, OA.
 
-All functions ignore label 255. mIoU averages over the classes present in labels *or* predictions;
-fwIoU weights IoU by the ground-truth frequency (the study's definition, ``utils/metrics.py``).
+All functions ignore label 255. mIoU averages over the classes present in labels *or* predictions (``miou_present``:
+over the classes present in the labels, shown alongside); fwIoU weights IoU by the ground-truth frequency (the study's definition, ``utils/metrics.py``).
 """
 from __future__ import annotations
 
@@ -50,8 +50,13 @@ def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> 
     """Scores from a confusion matrix, as a JSON-ready dict.
 
     Returns ``{"miou", "fwiou", "oa", "macc", "per_class": {name: {"iou", "acc", "precision", "f1",
-    "support", "predicted"}}, "confusion", "classes", "present"}``. Classes absent from both labels and
-    predictions get ``None`` scores and are left out of the means.
+    "support", "predicted"}}, "confusion", "classes", "present", "miou_present", "predicted_only"}``. Classes absent
+    from both labels and predictions get ``None`` scores and are left out of the means.
+
+    ``miou`` is the standard (the study's) mIoU: a class with no labelled pixel but some predicted ones has IoU 0 and
+    counts, so a handful of stray pixels of a class the labels lack can move it by 1/K. ``predicted_only`` names such
+    classes and ``miou_present`` is the mean IoU over the classes present in the labels only (None without any), to
+    be shown alongside, never instead.
     """
     cm = np.asarray(cm, np.float64)
     c = cm.shape[0]
@@ -86,6 +91,8 @@ def scores(cm: np.ndarray, names: list[str] | tuple[str, ...] | None = None) -> 
         "confusion": cm.astype(np.int64).tolist(),
         "classes": names,
         "present": [n for i, n in enumerate(names) if present[i]],
+        "miou_present": f(np.mean(iou[gt_sum > 0])) if (gt_sum > 0).any() else None,
+        "predicted_only": [n for i, n in enumerate(names) if gt_sum[i] == 0 and pr_sum[i] > 0],
     }
 
 
@@ -99,25 +106,29 @@ def iou_batch(cms: np.ndarray) -> np.ndarray:
         return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
-def miou_batch(cms: np.ndarray) -> np.ndarray:
+def miou_batch(cms: np.ndarray, labelled_only: bool = False) -> np.ndarray:
     """mIoU of a stack of confusion matrices ``(..., C, C)`` -> ``(...)``: :func:`scores`' ``miou`` for each (NaN
-    where no class is present)."""
+    where no class is present); with ``labelled_only`` its ``miou_present`` (over the classes each matrix's labels
+    hold)."""
     iou = iou_batch(cms)
+    if labelled_only:
+        iou = np.where(np.asarray(cms).sum(-1) > 0, iou, np.nan)
     n = np.sum(~np.isnan(iou), -1)
     with np.errstate(invalid="ignore"):
         return np.where(n > 0, np.nansum(iou, -1) / np.maximum(n, 1), np.nan)
 
 
-def scene_bootstrap(cms, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def scene_bootstrap(cms, rounds: int = 2000, level: float = 0.95, seed: int = 0, labelled_only: bool = False) -> dict:
     """How sure is one model's mIoU on N scenes? ``(N, C, C)`` confusion matrices, resampled by scene with
     replacement (as :func:`paired_bootstrap`, for one model): ``{"miou", "lo", "hi", "scenes", "rounds", "level",
     "seed"}``, fractions. ``lo``/``hi`` are None for fewer than two scenes. A round without a labelled pixel is left
-    out."""
+    out. ``labelled_only``: of the mIoU over the classes present in the labels (:func:`scores`' ``miou_present``;
+    stray predictions of a class no label holds widen the standard interval the way they lower the mIoU)."""
     c = np.asarray(cms, np.int64)
     if c.ndim != 3 or c.shape[1] != c.shape[2] or c.shape[0] == 0:
         raise ValueError(f"cms must be (scenes, C, C) confusion matrices, at least one scene (got shape {c.shape})")
     n = c.shape[0]
-    point = miou_batch(c.sum(0))
+    point = miou_batch(c.sum(0), labelled_only)
     out = {"miou": None if np.isnan(point) else float(point), "lo": None, "hi": None, "scenes": n,
            "rounds": int(rounds), "level": level, "seed": seed}
     if n < 2:
@@ -125,7 +136,7 @@ def scene_bootstrap(cms, rounds: int = 2000, level: float = 0.95, seed: int = 0)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(int(rounds), n))
     pooled = np.stack([c[d].sum(0) for d in draws])
-    m = miou_batch(pooled)
+    m = miou_batch(pooled, labelled_only)
     m = m[~np.isnan(m) & (pooled.sum((1, 2)) > 0)]
     if m.size:
         q = (1 - level) / 2

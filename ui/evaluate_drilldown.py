@@ -29,8 +29,11 @@ from seghz import drilldown
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
 from seghz.evaluate import label_for_checkpoint
+from seghz.infer.engine import tta_views
+from seghz.jobs import runner
+from seghz.jobs.kinds import evaluation_jobs, submit_evaluation_job
 from ui.common import analyst_name, predictor_for, screen_scheme
-from ui.evaluate_jobs import Selection
+from ui.evaluate_jobs import BACKGROUND_PX_VIEWS, Selection, job_outcome, job_progress, time_estimate
 from ui.evaluate_scores import View
 from ui.labels import OPEN_SCENE_KEY, OPEN_WINDOW_KEY
 
@@ -86,6 +89,85 @@ def _show(flash) -> None:
         getattr(st, flash[0])(flash[1])
 
 
+CONFIRM_KEY = "eval_dd_confirmed"  # the (checkpoint, TTA, scenes) whose long prediction the analyst accepted here
+DD_FLASH = "eval_dd_job_flash"
+
+
+def _drilldown_jobs(sel: Selection, active_only: bool = False) -> list:
+    """The drill-down's background predictions ("evaluate" jobs with ``purpose: drilldown``) of this checkpoint,
+    split and TTA, newest first."""
+    return [j for j in evaluation_jobs(sel.ws, "evaluate", active_only=active_only)
+            if (j.config or {}).get("purpose") == "drilldown"
+            and ((j.config or {}).get("checkpoint_id"), (j.config or {}).get("split"),
+                 str((j.config or {}).get("tta") or "none")) == (sel.cid, sel.split, sel.tta)]
+
+
+def _on_predict_background(sel: Selection, scene_ids: list[str]) -> None:
+    """Submit the drill-down's prediction of ``scene_ids`` as a background "evaluate" job of those scenes (forced, so
+    it predicts them even where their scores are cached): it keeps each prediction for the drill-down."""
+    ss = st.session_state
+    config = {"checkpoint_id": sel.cid, "split": sel.split, "tta": sel.tta, "force": True,
+              "scene_ids": sorted(scene_ids), "purpose": "drilldown"}
+    try:
+        jid, new = submit_evaluation_job(sel.ws, "evaluate", config)
+    except (SegHZError, ValueError, ImportError, OSError) as e:
+        ss[DD_FLASH] = ("error", f"Could not start the background prediction: {e}")
+        return
+    ss[DD_FLASH] = ("success" if new else "info",
+                    f"Background prediction job `{jid}` " + ("submitted" if new else "is already running")
+                    + ": the drill-down shows its windows when it is done, and you can leave the page meanwhile.")
+
+
+def _prediction_job_panel(sel: Selection, watching: bool) -> None:
+    """Progress and Cancel of the drill-down's background prediction (run as a polling fragment); the whole page
+    reruns when it ends, and the drill-down then finds the saved predictions."""
+    runner.refresh_job_states(sel.ws)
+    active_now = _drilldown_jobs(sel, active_only=True)
+    if watching and not active_now:
+        st.rerun()
+    running_now = sel.ws.list_jobs(status="running") if any(j.status == "queued" for j in active_now) else []
+    slot = st.empty()
+    if not active_now:
+        return
+    with slot.container():
+        for j in active_now:
+            job_progress(sel.ws, j, "background prediction for the drill-down", f"eval_dd_cancel_{j.id}", running_now)
+
+
+def _predict_scenes(sel: Selection, todo: list[str], by_scene: dict) -> bool:
+    """Whether the drill-down may predict the scenes of ``todo`` now. Those with a prediction in memory or saved
+    (e.g. by the background evaluation) cost nothing; when the others hold more than
+    :data:`ui.evaluate_jobs.BACKGROUND_PX_VIEWS` pixels × TTA views, the analyst is asked first: predict now (the
+    page waits, with a progress bar) or as a background job (the page stays usable)."""
+    ss = st.session_state
+    ws, cid, tta = sel.ws, sel.cid, sel.tta
+    _show(ss.pop(DD_FLASH, None))
+    active = _drilldown_jobs(sel, active_only=True)
+    if active:
+        st.fragment(_prediction_job_panel, run_every=2)(sel, True)
+        return False
+    missing = [sid for sid in todo if not drilldown.has_scene_prediction(ws, cid, sid, tta)]
+    n_views = len(tta_views(tta))
+    work = sum(by_scene[sid].height * by_scene[sid].width for sid in missing) * n_views
+    sig = (cid, sel.split, tta, tuple(missing))
+    if not missing or work <= BACKGROUND_PX_VIEWS or ss.get(CONFIRM_KEY) == sig:
+        return True
+    last = _drilldown_jobs(sel)
+    if last and last[0].status in ("failed", "died", "cancelled"):
+        job_outcome(last[0], "background prediction for the drill-down")
+    st.warning(f"The drill-down needs {len(missing)} scene(s) predicted ({work / 1e6:.1f} Mpx × views: "
+               f"{sum(by_scene[s].height * by_scene[s].width for s in missing) / 1e6:.2f} Mpx × {n_views} TTA "
+               f"view{'s' if n_views > 1 else ''}{time_estimate(ws, work)}). Predicting here blocks the page until it "
+               "ends; in the background it goes on if you leave the page.")
+    b1, b2 = st.columns(2)
+    b1.button("Predict in the background", type="primary", key="eval_dd_bg", on_click=_on_predict_background,
+              args=(sel, missing))
+    if b2.button("Predict now (the page waits)", key="eval_dd_now"):
+        ss[CONFIRM_KEY] = sig
+        return True
+    return False
+
+
 def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_version: str, labelled: list) -> bool:
     """The drill-down of the cell clicked in the confusion matrix (``event``) or picked; False when it stopped early
     (a cell without pixels, or the prediction failed: the page then stops after its other sections)."""
@@ -101,7 +183,7 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
     cmv = np.asarray(vres["confusion"])
     # another evaluation (checkpoint, split, TTA, view, labels): the page's own pick, or a cell without pixels there,
     # moves to the new largest confusion; an analyst's pick that still has pixels stays
-    dd_sig = (cid, split, tta, view, result.get("data_version", data_version))
+    dd_sig = (cid, split, tta, sel.scenes, view, result.get("data_version", data_version))
     dd_cur = (st.session_state.get("eval_dd_true"), st.session_state.get("eval_dd_pred"))
     a_name, b_name, dd_auto = drilldown.pick_cell(cmv, names, dd_cur, auto=st.session_state.get("eval_dd_auto"),
                                                   changed=dd_sig != st.session_state.get("eval_dd_sig"))
@@ -126,19 +208,42 @@ def drilldown_section(sel: Selection, v: View, event: Any, result: dict, data_ve
     lut = drilldown.view_lut(ck.scheme, view) if v.native_ok and view != ck.scheme else None
     by_scene = {s.id: s for s in labelled}
     data = {}
+    todo = [sid for sid, _n in hits[: int(max_scenes)] if sid in by_scene]
+    if not _predict_scenes(sel, todo, by_scene):
+        _show(flash)
+        return False
+    bar = None
     try:
-        predictor, _ = predictor_for(ws, cid)
-        with st.spinner("predicting the scenes with this confusion (cached in memory)…"):
-            for sid, _n in hits[: int(max_scenes)]:
-                if sid not in by_scene:
-                    continue
-                pred = drilldown.scene_prediction(ws, cid, sid, tta, predictor)
-                lbl = label_for_checkpoint(ws.effective_label(sid), by_scene[sid].scheme, ck.scheme)
-                data[sid] = (pred, lbl)
+        # scenes predicted already (in memory, or saved by the evaluation) first: they cost nothing
+        missing = [sid for sid in todo if not drilldown.has_scene_prediction(ws, cid, sid, tta)]
+        px = {sid: by_scene[sid].height * by_scene[sid].width for sid in missing}
+        total, done, n_views = max(1, sum(px.values())), 0, len(tta_views(tta))
+        predictor = predictor_for(ws, cid)[0]  # loaded once per checkpoint (ui.common), not per run
+        if missing:
+            bar = st.progress(0.0, text=f"predicting {len(missing)} scene(s) with this confusion…")
+        for sid in todo:
+            prog = None
+            if sid in px:
+                k = missing.index(sid) + 1
+                s_ = by_scene[sid]
+                head = (f"predicting scene {k} of {len(missing)}: {s_.name} ({s_.height}×{s_.width} px × {n_views} "
+                        f"view{'s' if n_views > 1 else ''})")
+
+                def prog(f, m="", d=done, n=px[sid], head=head):
+                    bar.progress(min(1.0, (d + float(f) * n) / total), text=f"{head} · {100 * float(f):.0f} %")
+
+                prog(0.0)
+            pred = drilldown.scene_prediction(ws, cid, sid, tta, predictor, progress=prog)
+            done += px.get(sid, 0)
+            lbl = label_for_checkpoint(ws.effective_label(sid), by_scene[sid].scheme, ck.scheme)
+            data[sid] = (pred, lbl)
     except (SegHZError, ValueError, KeyError, OSError, RuntimeError) as e:
         st.error(f"Drill-down failed: {e}")
         _show(flash)
         return False
+    finally:
+        if bar is not None:
+            bar.empty()
     masks = {sid: drilldown.cell_mask(p_, l_, a, b, lut) for sid, (p_, l_) in data.items()}
     windows = drilldown.rank_windows(masks, int(win), limit=50)
     st.dataframe(

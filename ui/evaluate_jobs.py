@@ -21,7 +21,7 @@ import streamlit as st
 
 from seghz import report
 from seghz.errors import SegHZError
-from seghz.evaluate import tta_key, tta_views_of
+from seghz.evaluate import scene_scope, tta_key, tta_views_of
 from seghz.infer.engine import tta_views
 from seghz.jobs import runner
 from seghz.jobs.kinds import evaluation_jobs, evaluation_key, submit_evaluation_job
@@ -29,13 +29,14 @@ from seghz.jobs.kinds import evaluation_jobs, evaluation_key, submit_evaluation_
 BACKGROUND_PX_VIEWS = 1_000_000  # labelled pixels × TTA views above which the background run is the suggested one
 # (1.15 Mpx without TTA blocked the page for 32 s on a 2-core CPU, the review)
 JOB_ENDED = ("failed", "died", "cancelled")
-PANEL_NAMES = {"compare": "Compare checkpoints", "tta": "TTA report"}
+PANEL_NAMES = {"compare": "Compare checkpoints", "drilldown": "Drill-down", "tta": "TTA report"}
 
 
 @dataclass(frozen=True)
 class Selection:
     """What the page evaluates: checkpoint ``cid`` on ``split`` with TTA ``tta``, with the workspace, its registered
-    checkpoints (``by_id``, in registry order) and the active one."""
+    checkpoints (``by_id``, in registry order) and the active one; ``scenes``: the chosen scenes of the split (sorted
+    ids, a strict subset of its labelled scenes), empty for the whole split (:func:`scene_filter`)."""
 
     ws: Any
     by_id: dict
@@ -43,10 +44,16 @@ class Selection:
     cid: str
     split: str
     tta: str
+    scenes: tuple[str, ...] = ()
 
     @property
     def ids(self) -> list[str]:
         return list(self.by_id)
+
+    @property
+    def scope(self) -> str:
+        """The split key of the evaluation cache and of its jobs (:func:`seghz.evaluate.scene_scope`)."""
+        return scene_scope(self.split, self.scenes)
 
     @property
     def ck(self) -> Any:
@@ -77,11 +84,16 @@ def compare_scope(sel: Selection) -> tuple[tuple[str, ...], str]:
 def job_panel(sel: Selection, j, scope: tuple[tuple[str, ...], str]) -> str:
     """Where a job is shown with its progress and Cancel: ``"compare"`` (a no-TTA evaluation of a compared checkpoint
     on the comparison's split, ``scope`` = :func:`compare_scope`), ``"tta"`` (the TTA report of this checkpoint and
-    split), else ``"top"`` (the panel under the evaluation buttons)."""
+    split), ``"drilldown"`` (the drill-down's prediction of its scenes for this checkpoint, split and TTA), else
+    ``"top"`` (the panel under the evaluation buttons)."""
     key = evaluation_key(j.kind, j.config)
     if key is None:
         return "top"
     kind, c, sp, t = key
+    cfg = j.config or {}
+    if kind == "evaluate" and cfg.get("purpose") == "drilldown" and (c, cfg.get("split"), t) == (sel.cid, sel.split,
+                                                                                                  sel.tta):
+        return "drilldown"
     if kind == "evaluate" and t == "none" and c in scope[0] and sp == scope[1]:
         return "compare"
     if kind == "tta_report" and (c, sp, t) == (sel.cid, sel.split, "d4"):
@@ -96,10 +108,13 @@ def running_at(sel: Selection, running: list) -> str:
     return "" if not running or "top" in running_panels else f" under **{PANEL_NAMES[min(running_panels)]}**"
 
 
-def on_background(ws, c: str, sp: str, t: str) -> None:
-    """Submit the evaluate job, unless an identical one is queued or running (then that one is shown)."""
+def on_background(ws, c: str, sp: str, t: str, scenes: tuple[str, ...] = ()) -> None:
+    """Submit the evaluate job (of the chosen ``scenes`` when given), unless an identical one is queued or running
+    (then that one is shown)."""
     ss = st.session_state
     config = {"checkpoint_id": c, "split": sp, "tta": t, "force": bool(ss.get("eval_force"))}
+    if scenes:
+        config["scene_ids"] = list(scenes)
     try:
         jid, new = submit_evaluation_job(ws, "evaluate", config)
     except (SegHZError, ValueError, ImportError, OSError) as e:
@@ -156,14 +171,57 @@ def job_outcome(j, what: str) -> None:
         st.error(f"The last {what} (job `{j.id}`) {j.status}:\n\n```\n{text}\n```")
 
 
-def on_show(c: str, sp: str, t: str) -> None:
+def on_show(c: str, sp: str, t: str, scenes=()) -> None:
     ss = st.session_state
     ss["eval_checkpoint"], ss["eval_split"], ss["eval_tta"] = c, sp, t
+    ss[scene_filter_key(sp)] = list(scenes or ())
 
 
-def labelled_px(ws, sp: str) -> int:
-    """Labelled pixels of a split (what an evaluation scores once per TTA view)."""
-    return sum(s.height * s.width for s in ws.list_scenes(sp) if s.label_path)
+def labelled_px(ws, sp: str, scene_ids=None) -> int:
+    """Labelled pixels of a split, or of its scenes ``scene_ids`` (what an evaluation scores once per TTA view)."""
+    return sum(s.height * s.width for s in ws.list_scenes(sp) if s.label_path and (not scene_ids or s.id in scene_ids))
+
+
+def scene_filter_key(split: str) -> str:
+    return f"eval_scenes_{split}"
+
+
+def scene_option(s) -> str:
+    """A scene's option text in the scene filter: stable run to run (the browser sends the text back)."""
+    return f"{s.name} · {s.height}×{s.width} px · {s.id}"
+
+
+def scene_filter(split: str, labelled: list) -> tuple[str, ...]:
+    """The scene filter (one multiselect per split, none chosen = the whole split): the chosen scenes' sorted ids
+    when they are a strict subset of the split's ``labelled`` scenes, else ``()``."""
+    by_id = {s.id: s for s in labelled}
+    key = scene_filter_key(split)
+    ss = st.session_state
+    if key in ss:  # scenes that left the split (or lost their label) since they were chosen
+        ss[key] = [i for i in ss[key] if i in by_id]
+    chosen = st.multiselect(
+        f"Scenes of the {split} split", list(by_id), key=key, format_func=lambda i: scene_option(by_id[i]),
+        placeholder=f"all {len(labelled)} labelled scenes of the split", disabled=len(labelled) < 2,
+        help="Score only the chosen scenes (the headline, confusion matrix, per-class tables, calibration and "
+             "drill-down then cover exactly them; cached apart from the whole split's evaluation). None chosen: "
+             "the whole split.")
+    ids = sorted(i for i in chosen if i in by_id)
+    return tuple(ids) if ids and len(ids) < len(by_id) else ()
+
+
+def per_scene_scores(v, labelled: list) -> None:
+    """The evaluated scenes' own scores next to the headline, when there are several (a large synthetic scene can
+    carry the split's mIoU while a real one scores far lower)."""
+    from ui.evaluate_scores import NA, pct
+
+    table = report.per_scene_table(v.vres, {s.id: s.name for s in labelled})
+    if len(table) < 2:
+        return
+    table = table.sort_values("mIoU", na_position="last").reset_index(drop=True)
+    st.caption(f"Per scene ({len(table)}), lowest mIoU first: the headline pools their pixels, so large scenes weigh "
+               "most. Choose scenes above to score only them.")
+    st.dataframe(pct(table, "mIoU", "fwIoU", "OA"), hide_index=True, placeholder=NA, key="eval_per_scene",
+                 column_config={"labelled px": st.column_config.NumberColumn(format="localized")})
 
 
 def eval_pace(ws) -> float | None:
@@ -175,7 +233,7 @@ def eval_pace(ws) -> float | None:
             continue
         secs = report.job_duration_s(j)
         try:
-            work = labelled_px(ws, res["split"]) * len(tta_views(tta_views_of(str(res["tta"]))))
+            work = labelled_px(ws, res["split"], res.get("scene_ids")) * len(tta_views(tta_views_of(str(res["tta"]))))
         except (ValueError, KeyError):
             continue
         if secs and secs > 0 and work > 0:
@@ -208,7 +266,7 @@ def job_controls(sel: Selection, labelled: list, result: dict | None, running: l
                     help="Runs in this page, which waits until it ends; leaving the page before then discards the run."
                     + busy_help)
     b2.button("Run in the background", type="primary" if heavy else "secondary", key="eval_bg", on_click=on_background,
-              args=(sel.ws, cid, split, tta), disabled=not labelled or bool(running) or (result is not None and not force),
+              args=(sel.ws, cid, split, tta, sel.scenes), disabled=not labelled or bool(running) or (result is not None and not force),
               help="Runs as a job in a worker process: it goes on when you leave the page (progress and Cancel below), "
                    "and the result lands in the evaluation cache, shown here." + busy_help)
     if labelled:
@@ -244,7 +302,7 @@ def background_panel(sel: Selection, watching: bool) -> None:
     ws, by_id = sel.ws, sel.by_id
     runner.refresh_job_states(ws)
     scope = compare_scope(sel)
-    jobs = eval_jobs(ws, sel.cid, sel.split, sel.tta)
+    jobs = eval_jobs(ws, sel.cid, sel.scope, sel.tta)
     active_now = [j for j in jobs if j.active]
     if watching and not active_now:
         st.rerun()  # it ended: the page's cached-result path shows the result
@@ -275,8 +333,10 @@ def background_panel(sel: Selection, watching: bool) -> None:
                 t, what = st.session_state.get("eval_tta", "none"), f"TTA report of {name} on {sp}"
             else:  # e.g. one of the comparison's "Evaluate missing" jobs, of checkpoints it no longer compares
                 t = tta_key(cfg.get("tta") or "none")
-                what = f"{name} on {sp}, TTA {t}"
+                n_sc = len(cfg.get("scene_ids") or ())
+                what = f"{name} on {sp}" + (f" ({n_sc} chosen scene(s))" if n_sc else "") + f", TTA {t}"
             o1, o2 = st.columns([4, 1])
             o1.caption(f"Also running in the background: job `{j.id}` · {what} · {100 * float(j.progress or 0):.0f} %")
-            o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show, args=(c, sp, t),
+            o2.button("Show", key=f"eval_bg_show_{j.id}", on_click=on_show,
+                      args=(c, sp, t, sorted(cfg.get("scene_ids") or ()) if j.kind == "evaluate" else ()),
                       disabled=c not in by_id or sp not in ("val", "test", "train") or t not in ("none", "d4"))

@@ -22,6 +22,7 @@ from pandas.io.formats.style import Styler
 
 from seghz import drilldown, report
 from seghz.classes import get_scheme
+from seghz.evaluate import predicted_only_lines
 from seghz.metrics import calibration_report, coverage_at
 from ui.common import scheme_legend_html, screen_scheme
 
@@ -82,6 +83,9 @@ def scheme_view(ck, result: dict) -> View:
     m4.metric("mean class accuracy", report.fmt_pct(vres.get("macc")))
     if view != ck.scheme:
         st.caption(f"Scores recomputed on the confusion matrix collapsed from **{ck.scheme}** to **{view}**.")
+    stray = predicted_only_lines(vres)  # classes no label holds but the model predicts: IoU 0 in mIoU, and beside it
+    if stray:
+        st.caption("\n\n".join(stray))
     if colors is not None:
         st.markdown(scheme_legend_html(vscheme), unsafe_allow_html=True)
     return View(view, vres, vscheme, colors, names, scheme, native_ok)

@@ -608,11 +608,16 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
 
     config: ``checkpoint_id`` (default: the active checkpoint), ``split`` (default "val"), ``tta`` (``none`` /
     ``d4`` / a list or comma-joined string of view names; default "none"), ``force`` (recompute even when cached),
-    ``device``.
+    ``scene_ids`` (score only these labelled scenes of the split, cached apart from the whole split's:
+    :func:`seghz.evaluate.scene_scope`; absent: the whole split), ``device``.
+
+    Each scene's prediction is kept for the Evaluate drill-down (:func:`seghz.drilldown.save_scene_prediction`), which
+    then shows its windows without predicting the scene again.
 
     Returns a summary: ``checkpoint_id``, ``split``, ``tta``, ``miou``, ``scenes``, ``data_version``,
-    ``evaluation_id`` (the cache row), ``cached`` (true when nothing was recomputed).
+    ``evaluation_id`` (the cache row), ``cached`` (true when nothing was recomputed); ``scene_ids`` when given.
     """
+    from seghz import drilldown
     from seghz.evaluate import cached_evaluation, evaluate_split, tta_key
     from seghz.infer.engine import Predictor
 
@@ -621,11 +626,13 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
     split = str(config.get("split") or "val")
     tta = tta_key(config.get("tta") or "none")  # ValueError for an unknown spec
     force = bool(config.get("force"))
-    labelled = [s for s in ws.list_scenes(split) if s.label_path]
+    scene_ids = sorted({str(i) for i in config.get("scene_ids") or ()})
+    labelled = [s for s in ws.list_scenes(split) if s.label_path and (not scene_ids or s.id in scene_ids)]
     progress.log(f"evaluating {cid} on {len(labelled)} labelled scene(s) of the '{split}' split (TTA {tta}"
+                 + (f", chosen scenes: {', '.join(s.name for s in labelled)}" if scene_ids else "")
                  + (", recomputing" if force else "") + ")")
 
-    hit = None if force else cached_evaluation(ws, cid, split, tta)
+    hit = None if force else cached_evaluation(ws, cid, split, tta, scene_ids=scene_ids)
     if hit is None:
         predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
 
@@ -633,16 +640,23 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
             progress.check_cancel()  # raises JobCancelled: evaluate_split then stores nothing
             progress.update(0.99 * float(frac), msg)
 
-        res = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=on_progress, use_cache=not force)
-        ev = cached_evaluation(ws, cid, split, tta, res["data_version"])
+        def keep(sid: str, pred) -> None:  # for the drill-down: best effort, never fails the evaluation
+            drilldown.save_scene_prediction(ws, cid, sid, tta, pred)
+
+        res = evaluate_split(ws, cid, split, tta, predictor=predictor, progress=on_progress, use_cache=not force,
+                             scene_ids=scene_ids, on_prediction=keep)
+        ev = cached_evaluation(ws, cid, split, tta, res["data_version"], scene_ids=res.get("scene_ids"))
     else:
         res, ev = hit.result, hit
         progress.log(f"a cached evaluation (id {hit.id}, {hit.created_at[:19]}) holds this result: not recomputed")
     miou = res.get("miou")
     progress.log(f"mIoU {miou:.4f} over {res.get('scenes')} scene(s)" if miou is not None else "mIoU: n/a")
-    return {"checkpoint_id": cid, "split": split, "tta": tta, "miou": miou, "scenes": res.get("scenes"),
-            "data_version": res.get("data_version"), "evaluation_id": ev.id if ev is not None else None,
-            "cached": hit is not None}
+    out = {"checkpoint_id": cid, "split": split, "tta": tta, "miou": miou, "scenes": res.get("scenes"),
+           "data_version": res.get("data_version"), "evaluation_id": ev.id if ev is not None else None,
+           "cached": hit is not None}
+    if scene_ids:
+        out["scene_ids"] = scene_ids
+    return out
 
 
 def report_views(views: str | list[str] | None) -> list[str] | None:
@@ -748,9 +762,11 @@ EVALUATION_JOB_KINDS = ("evaluate", "tta_report")
 def evaluation_key(kind: str, config: dict | None) -> tuple[str, str | None, str, str] | None:
     """What an evaluation job of ``kind`` with ``config`` computes: ``(kind, checkpoint id, split, TTA key)``; for a
     "tta_report" job the TTA key is that of its last row, the full view list (``"d4"`` by default). None for another
-    kind or a config naming an unknown TTA."""
+    kind or a config naming an unknown TTA. The split of an "evaluate" job of chosen scenes (``scene_ids``) is its
+    cache key :func:`seghz.evaluate.scene_scope` (``"train@<hash>"``): it is neither the whole split's job nor that of
+    another scene set."""
     from seghz.compare import cumulative_tta_specs
-    from seghz.evaluate import tta_key
+    from seghz.evaluate import scene_scope, tta_key
 
     cfg = config or {}
     if kind not in EVALUATION_JOB_KINDS:
@@ -762,7 +778,8 @@ def evaluation_key(kind: str, config: dict | None) -> tuple[str, str | None, str
             t = cumulative_tta_specs(report_views(cfg.get("views")))[-1][1]
     except (ValueError, TypeError):
         return None
-    return kind, cfg.get("checkpoint_id"), str(cfg.get("split") or "val"), t
+    split = str(cfg.get("split") or "val")
+    return kind, cfg.get("checkpoint_id"), scene_scope(split, cfg.get("scene_ids")) if kind == "evaluate" else split, t
 
 
 def evaluation_jobs(ws: Workspace, kind: str | None = None, checkpoint_id: str | None = None, split: str | None = None,
