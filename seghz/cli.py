@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from seghz.errors import SegHZError
 
+MIN_TILE, TILE_STEP = 32, 32  # predict-scene --tile: the engine pads each window to a multiple of 32 (pad32)
+
 
 def _tqdm_progress(desc: str, stream=None):
     """A progress callback ``cb(frac, msg)``: a tqdm bar on a terminal; elsewhere (a log file, a pipe, a CI job) a
@@ -47,6 +49,48 @@ def _tqdm_progress(desc: str, stream=None):
 
     line.close = lambda: None  # type: ignore[attr-defined]
     return line
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder (a symlink or hard link counts): ``os.path.samefile`` when
+    both exist, else the resolved paths."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            pass
+    return a.resolve() == b.resolve()
+
+
+def _refuse_overwriting_inputs(outputs, inputs, flag: str = "--output") -> None:
+    """Refuse (SegHZError naming the path) when a file this command would write is one of the files it reads: the
+    same path, or another name of the same file (a symlink, a hard link: same device and inode)."""
+    by_path = {Path(p).resolve(): Path(p) for p in inputs}
+    by_inode = {}
+    for p in inputs:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            by_inode[(st.st_dev, st.st_ino)] = Path(p)
+    for out in outputs:
+        if out is None:
+            continue
+        src = by_path.get(Path(out).resolve())
+        if src is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(out)
+                src = by_inode.get((st.st_dev, st.st_ino))
+            if src is not None:
+                raise SegHZError(f"{out}: {flag} would overwrite the input image (the same file as {src}); give "
+                                 "another output path")
+        if src is not None:
+            raise SegHZError(f"{out}: {flag} would overwrite the input image; give another output path")
+
+
+def _check_input_folder(path, flag: str) -> None:
+    """A file given where a folder is wanted: say so (``list_pairs`` would call it a folder that does not exist)."""
+    if Path(path).is_file():
+        raise SegHZError(f"{path}: is a file, not a folder; {flag} takes a folder of files paired by file stem")
 
 
 def print_table(sc: dict, out=sys.stdout) -> None:
@@ -91,6 +135,9 @@ def cmd_train(a) -> int:
     from seghz.train.trainer import TrainConfig, train
 
     main = int(os.environ.get("RANK", "0") or 0) == 0
+    _check_train_out(a)
+    _check_input_folder(a.images, "--images")
+    _check_input_folder(a.labels, "--labels")
     target = a.target_scheme or a.scheme
     if a.parent:
         from seghz.errors import CheckpointError
@@ -136,6 +183,41 @@ def cmd_train(a) -> int:
         print(f"best checkpoint: {res['checkpoint']}  val mIoU "
           + (f"{100 * res['best_val']['miou']:.2f} %" if res["best_val"] else "— (no validation images)"))
     return 0
+
+
+def _existing_workspace(a):
+    """The workspace of ``--workspace`` / ``$SEGHZ_WORKSPACE`` / ``./workspace`` when one exists there (its index
+    file), else None: opened without creating anything where there is none."""
+    from seghz.store import Workspace
+
+    root = Path(getattr(a, "workspace", None) or os.environ.get("SEGHZ_WORKSPACE") or "workspace").expanduser()
+    return Workspace(root) if (root / "index.sqlite").is_file() else None
+
+
+def _check_train_out(a) -> None:
+    """``train --out`` never replaces a registered checkpoint's weights (the registry would keep its old scores),
+    and replaces another existing file only with ``--overwrite`` or when ``--resume`` continues that run."""
+    from seghz.train.state import state_path
+
+    out = Path(a.out)
+    if out.is_dir():
+        raise SegHZError(f"{out}: --out is a folder; give the checkpoint file to write (.safetensors)")
+    ws = _existing_workspace(a)
+    if ws is not None:
+        for c in ws.list_checkpoints(include_archived=True):
+            if _same_file(ws.checkpoint_path(c), out):
+                raise SegHZError(f"{out}: is the weights file of checkpoint '{c.id}' registered in workspace {ws.root}; "
+                                 "training would replace its weights under its recorded scores: pick another --out "
+                                 "path (then `checkpoints add` the result)")
+    if not out.exists() or getattr(a, "overwrite", False):
+        return
+    if a.resume:
+        if state_path(out).is_file():
+            return
+        raise SegHZError(f"{out}: exists, and --resume finds no training state of that run ({state_path(out).name}); "
+                         "give another --out path, or --overwrite to replace it")
+    raise SegHZError(f"{out}: exists already; give another --out path, --resume to continue that run, or --overwrite "
+                     "to replace it")
 
 
 def checkpoint_split_stems(checkpoint, meta: dict, images, labels, scheme: str, which: str = "test") -> set[str]:
@@ -219,6 +301,8 @@ def _evaluate_folder(a, keep: bool = False, stems: set[str] | None = None):
     from seghz.metrics import add_calibration, calibration_counts, confusion_matrix, evaluation_scores
     from seghz.models.checkpoint import read_metadata
 
+    _check_input_folder(a.images, "--images")
+    _check_input_folder(a.labels, "--labels")
     meta = read_metadata(a.checkpoint)
     ck_scheme = meta["scheme"]["name"]
     lut = index_crosswalk(a.scheme, ck_scheme) if a.scheme != ck_scheme else None
@@ -279,24 +363,97 @@ def _warn_training_copies(checkpoint, meta: dict, images: list[Path], held: set[
     folder, when it is here: :func:`seghz.data.copies.checkpoint_training_images`), or are those images themselves.
     ``held``: stems of the checkpoint's own split being scored (``--stems-from-checkpoint``), never counted as
     trained on (a legacy checkpoint's re-derived validation tiles are in its training folder)."""
+    line = _training_copies_line(checkpoint, meta, images, held)
+    if line:
+        print(line, file=sys.stderr)
+
+
+def _training_copies_line(checkpoint, meta: dict, images: list[Path], held: set[str] = frozenset(),
+                          who: str = "the checkpoint", search: list[Path] = ()) -> str | None:
+    """The line :func:`_warn_training_copies` prints (None when there is nothing to say)."""
     from seghz.data.copies import check_is_affordable, checkpoint_training_images, near_copies
 
-    trained = [p for p in checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent])
+    trained = [p for p in checkpoint_training_images(meta, search=[Path(checkpoint).resolve().parent.parent, *search])
                if p.stem not in held]
-    if not trained:
-        return
+    if not trained or not images:
+        return None
     if not check_is_affordable(trained):
-        print(f"note: not checked whether these images copy the checkpoint's training images ({len(trained)} files, "
-              f"over 2 GiB, in {trained[0].parent})", file=sys.stderr)
-        return
+        return (f"note: not checked whether these images copy {who}'s training images ({len(trained)} files, "
+                f"over 2 GiB, in {trained[0].parent})")
     copies = near_copies(trained, images)
-    if copies:
-        def said(x: Path, y: Path) -> str:
-            return f"{y.name} (a training image itself)" if x.resolve() == y.resolve() else f"{y.name} = {x.name}"
+    if not copies:
+        return None
 
-        eg = ", ".join(said(x, y) for x, y in copies[:3])
-        print(f"WARNING: {len(copies)} of the {len(images)} image(s) are copies of images the checkpoint trained on "
-              f"(in {trained[0].parent}): {eg}. Its score on them is not a held-out score", file=sys.stderr)
+    def said(x: Path, y: Path) -> str:
+        return f"{y.name} (a training image itself)" if x.resolve() == y.resolve() else f"{y.name} = {x.name}"
+
+    eg = ", ".join(said(x, y) for x, y in copies[:3])
+    return (f"WARNING: {len(copies)} of the {len(images)} image(s) are copies of images {who} trained on "
+            f"(in {trained[0].parent}): {eg}. Its score on them is not a held-out score")
+
+
+def _warn_gate_training_overlap(ws, v) -> None:
+    """Warn (stderr) when a model the gate compares learned from the scenes of the split it is judged on: scenes
+    recorded as trained on (its own or its ancestors' ``train_scenes``, :meth:`Workspace.lineage_learning`, as the
+    split moves warn), or scene images that copy its recorded training folder's images (as ``evaluate`` warns)."""
+    if not v.active_id or v.active_id == v.candidate_id:
+        return
+    from seghz.models.checkpoint import read_metadata
+
+    scenes = [s for s in ws.list_scenes(v.split) if s.label_path]
+    if not scenes:
+        return
+    _, learned, _ = ws.lineage_learning(include_archived=True)
+    images = [ws.scene_path(s, "image") for s in scenes]
+    for cid, role in ((v.active_id, "the active model"), (v.candidate_id, "the candidate")):
+        who = f"{role} '{cid}'"
+        seen = sorted({s.id for s in scenes} & set(learned.get(cid, ())))
+        if seen:
+            print(f"WARNING: {who} learned from {len(seen)} of the {len(scenes)} '{v.split}' scene(s) the gate scores "
+                  f"it on ({', '.join(seen[:5])}{' …' if len(seen) > 5 else ''}). Its score there is not a held-out "
+                  "score: the verdict favours it", file=sys.stderr)
+            continue
+        try:
+            path = ws.checkpoint_path(cid)
+            line = _training_copies_line(path, read_metadata(path), images, who=who, search=[ws.root.parent])
+        except (SegHZError, OSError):
+            continue  # an unreadable file: the gate's own message says so
+        if line and line.startswith("WARNING"):
+            print(line.replace("image(s) are copies", f"'{v.split}' scene image(s) are copies")
+                  + ": the verdict favours it", file=sys.stderr)
+        elif line:
+            print(line, file=sys.stderr)
+
+
+def _check_recorded_parent(ws, src: Path, meta: dict, parent_id: str) -> None:
+    """``checkpoints add --parent ID`` must agree with the parent the file records (``parent_id``, or the
+    ``parent`` file `seghz train --parent` wrote): refuse, naming both, when they differ. A file that records none
+    agrees with any; a recorded parent file that is not here cannot be checked (a note says so)."""
+    recorded_id = meta.get("parent_id")
+    if recorded_id and str(recorded_id) != parent_id:
+        raise SegHZError(f"{src}: --parent '{parent_id}' differs from the parent the file records ('{recorded_id}'); "
+                         "give --parent "
+                         f"{recorded_id}, or leave --parent out to record the file's own")
+    recorded = meta.get("parent")
+    if not recorded or recorded_id:
+        return
+    rp = Path(str(recorded)).expanduser()
+    candidates = [rp] if rp.is_absolute() else [Path.cwd() / rp, ws.root / rp, ws.root.parent / rp,
+                                                  src.resolve().parent / rp]
+    here = next((c for c in candidates if c.is_file()), None)
+    mine = ws.checkpoint_path(parent_id)
+    if here is None:
+        print(f"note: {src} records its parent as the file {recorded}, which is not here: --parent '{parent_id}' "
+              "is recorded as given, unchecked", file=sys.stderr)
+        return
+    if _same_file(here, mine) or (mine.is_file() and here.stat().st_size == mine.stat().st_size
+                                  and here.read_bytes() == mine.read_bytes()):
+        return
+    other = [c.id for c in ws.list_checkpoints(include_archived=True) if _same_file(ws.checkpoint_path(c), here)]
+    named = f"checkpoint '{other[0]}' ({here})" if other else f"the file {here} (not registered)"
+    raise SegHZError(f"{src}: --parent '{parent_id}' ({mine}) differs from the parent the file records: {named}; "
+                     + (f"give --parent {other[0]}" if other else "register that file first and give its id")
+                     + ", or leave --parent out")
 
 
 def _evaluation_header(sc: dict, a) -> str:
@@ -340,6 +497,8 @@ def cmd_compare(a) -> int:
         raise SegHZError(f"--margin is the largest allowed IoU drop, a number >= 0 (got {a.margin})")
     if not 0 < a.level < 1:
         raise SegHZError(f"--level is the interval's coverage, between 0 and 1 exclusive (got {a.level})")
+    _check_input_folder(a.images, "--images")
+    _check_input_folder(a.labels, "--labels")
     ref_meta, cand_meta = read_metadata(a.checkpoint), read_metadata(a.candidate)
     if ref_meta["scheme"]["names"] != cand_meta["scheme"]["names"]:
         raise SegHZError(f"{a.candidate}: scheme '{cand_meta['scheme']['name']}' differs from {a.checkpoint}'s "
@@ -348,8 +507,11 @@ def cmd_compare(a) -> int:
     if a.stems_from_checkpoint:
         stems = checkpoint_split_stems(a.checkpoint, ref_meta, a.images, a.labels, a.scheme, a.stems_from_checkpoint)
         held = cand_meta.get("test_stems" if a.stems_from_checkpoint == "test" else "val_stems")
-        if held is not None and not stems <= set(held):
-            print(f"warning: {len(stems - set(held))} of these {len(stems)} images are not in the candidate's recorded "
+        from seghz.data.io import list_pairs
+
+        scored = stems & {ip.stem for ip, _ in list_pairs(a.images, a.labels)}  # the images actually scored
+        if held is not None and not scored <= set(held):
+            print(f"warning: {len(scored - set(held))} of these {len(scored)} images are not in the candidate's recorded "
                   f"{a.stems_from_checkpoint} split: it may have trained on them", file=sys.stderr)
     res = {}
     for role, ck in (("reference", a.checkpoint), ("candidate", a.candidate)):
@@ -533,13 +695,34 @@ def cmd_predict(a) -> int:
     if not multi and out.suffix.lower() != ".png":
         raise SegHZError(f"--output {out}: predict writes a palette PNG (.png); for a GeoTIFF that keeps the input's "
                          "georeferencing use `python -m seghz predict-scene`")
+    if multi and out.exists() and _same_file(out, src):
+        raise SegHZError(f"{out}: --output is the input folder: the class masks would replace its images; give "
+                         "another folder")
+
+    def dest(p: Path) -> Path:
+        return out / f"{p.stem}.png" if multi else out
+
+    written = [f for p in inputs for f in (dest(p), dest(p).with_name(dest(p).stem + "_color.png") if a.color else None,
+                                           dest(p).with_suffix(".csv") if a.areas else None)]
+    _refuse_overwriting_inputs(written, inputs)
     if multi:
         out.mkdir(parents=True, exist_ok=True)
+    from seghz.data.io import raster_info
+    from seghz.infer.scene import NODATA, _Masks
+
     bar = _tqdm_progress("predict")
     for i, p in enumerate(inputs):
         img = read_image(p)
         mask, conf = pred.predict(img, a.tta)
-        dst = out / f"{p.stem}.png" if multi else out
+        masks = _Masks(p, raster_info(p).count)  # alpha / nodata: 255 in the mask, as predict-scene writes
+        try:
+            valid = masks.read((0, 0, *mask.shape))
+        finally:
+            masks.close()
+        if valid is not None:
+            mask = np.where(valid, mask, NODATA).astype(np.uint8)
+            conf = conf[valid] if valid.any() else np.zeros(1, np.float32)
+        dst = dest(p)
         write_index_mask(dst, mask, scheme)
         if a.color:
             write_rgb(dst.with_name(dst.stem + "_color.png"), scheme.colorize(mask))
@@ -586,8 +769,18 @@ def cmd_predict_scene(a) -> int:
 
     if not Path(a.checkpoint).is_file():
         raise SegHZError(f"{a.checkpoint}: checkpoint file does not exist")
+    if Path(a.input).is_dir():
+        raise SegHZError(f"{a.input}: is a folder; predict-scene reads one GeoTIFF (or PNG/JPEG) file: for a folder "
+                         "of images use `python -m seghz predict --input FOLDER --output FOLDER`")
     if not Path(a.input).is_file():
         raise SegHZError(f"{a.input}: file does not exist")
+    from seghz.infer.scene import uncertainty_path
+
+    _refuse_overwriting_inputs([a.output, uncertainty_path(a.output) if a.uncertainty else None, a.png, a.areas],
+                               [a.input])
+    if a.tile is not None and (a.tile < MIN_TILE or a.tile % TILE_STEP):
+        raise SegHZError(f"--tile {a.tile}: the model window must be a multiple of {TILE_STEP} pixels (the engine pads "
+                         f"every window up to one, the model's output stride), at least {MIN_TILE}; e.g. 256 or 512")
     world, rank, device = int(os.environ.get("WORLD_SIZE", "1")), 0, a.device
     if world > 1:
         import torch
@@ -599,7 +792,7 @@ def cmd_predict_scene(a) -> int:
         if device is None and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     kw = {"batch_size": a.batch_size, "blend": a.blend, "merge": a.merge}
-    if a.tile is not None:  # 0 or less: the engine's "tile must be a positive integer" (it fell back silently)
+    if a.tile is not None:
         kw["tile"] = a.tile
     if a.overlap is not None:
         kw["overlap"] = a.overlap
@@ -611,8 +804,13 @@ def cmd_predict_scene(a) -> int:
     pred.compile = _want_compile(a.compile, pred, a.input, len(tta_views(tta)), world)
     bar = _tqdm_progress("predict-scene" if world == 1 else f"predict-scene rank {rank}")
     try:
+        from seghz.infer.region import tta_label
+
+        views = [v[0] for v in tta_views(tta)]
         summary = predict_scene(pred, a.input, a.output, tta=tta, uncertainty=a.uncertainty, png=a.png,
-                                areas_csv=a.areas, scheme=meta["scheme"]["name"], progress=bar, rank=rank, world_size=world)
+                                areas_csv=a.areas, scheme=meta["scheme"]["name"], progress=bar, rank=rank, world_size=world,
+                                tags={"checkpoint": str(Path(a.checkpoint).resolve()),  # the Map export's tag names
+                                      "tta": tta_label(tta if isinstance(tta, str) else "custom", views)})
     finally:
         bar.close()
         if world > 1:
@@ -653,8 +851,9 @@ def cmd_info(a) -> int:
     print(f"device: {dev} ({device_description(dev)}); torch {torch.__version__}, CUDA build "
           f"{torch.version.cuda or 'none'}, {torch.cuda.device_count()} GPU(s) visible")
     root = Path(a.workspace or os.environ.get("SEGHZ_WORKSPACE") or "workspace").expanduser()
-    if not root.is_dir():  # info only looks: it does not create a workspace where the user happens to stand
-        print(f"no workspace at {root.resolve()} (the app or `seghz import` creates one; --workspace or "
+    if not (root / "index.sqlite").is_file():  # info only looks: it creates no workspace where the user stands
+        what = "the folder holds no SegHZ workspace index" if root.is_dir() else "no such folder"
+        print(f"no workspace at {root.resolve()} ({what}; the app or `seghz import` creates one; --workspace or "
               "$SEGHZ_WORKSPACE points at another)")
         return 0
     ws = _workspace(a)
@@ -793,6 +992,9 @@ def cmd_vectors(a) -> int:
     if not out.parent.is_dir():
         raise SegHZError(f"--out {out}: folder {out.parent} does not exist")
     scene = ws.get_scene(a.scene)
+    if a.what == "label" and scene.label_path is None and ws.latest_label_version(a.scene) == 0:
+        raise SegHZError(f"scene '{a.scene}': has no label (imagery only) and no saved label version, so --what label "
+                         f"has nothing to draw; nothing written to {out}")
     if a.what == "corrections":
         fc = vectors.corrections_geojson(ws, a.scene, a.version, a.min_pixels)
     else:
@@ -802,9 +1004,7 @@ def cmd_vectors(a) -> int:
     px = sum(f["properties"]["area_px"] for f in fc["features"])
     print(f"wrote {n} polygon(s) covering {px:,} px ({a.what}, label version {fc['label_version']} of scene "
           f"'{a.scene}'; coordinates {fc['coordinate_system']}) to {out}")
-    if a.what == "label" and scene.label_path is None and fc["label_version"] == 0:
-        print(f"note: scene '{a.scene}' has no label (imagery only): nothing to draw", file=sys.stderr)
-    elif n == 0 and a.what == "corrections":
+    if n == 0 and a.what == "corrections":
         print(f"note: label version {fc['label_version']} of scene '{a.scene}' holds no corrections", file=sys.stderr)
     if fc["coordinate_system"] == vectors.PIXEL_COORDS:
         print("warning: the scene has no CRS, so the positions are pixels ([column, -row]), not degrees: a GIS will "
@@ -829,7 +1029,6 @@ def cmd_checkpoints(a) -> int:
 
     ``gate`` and ``promote`` exit 1 when the gate does not pass (promote: unless overridden), so scripts can stop."""
     from seghz import gate
-    from seghz.store import NotFoundError
 
     ws = _workspace(a)
     if a.action == "list":
@@ -859,9 +1058,10 @@ def cmd_checkpoints(a) -> int:
         from seghz.models.checkpoint import read_metadata
 
         src = Path(a.file)
-        read_metadata(src)  # names the file when it is not a SegHZ checkpoint (never unpickled), before copying
+        meta = read_metadata(src)  # names the file when it is not a SegHZ checkpoint (never unpickled), before copying
         if a.parent:
             ws.get_checkpoint(a.parent)  # NotFoundError names it, before anything is copied
+            _check_recorded_parent(ws, src, meta, a.parent)
         dest = src
         if not a.no_copy:
             dest = ws.root / "checkpoints" / src.name
@@ -879,11 +1079,15 @@ def cmd_checkpoints(a) -> int:
     if a.action == "gate":
         v = gate.check(ws, a.id, margin=a.margin, rule=a.rule, compute=a.compute, intervals=a.compute or None)
         _print_verdict(v)
+        _warn_gate_training_overlap(ws, v)
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps(v.to_dict(), indent=1))
         return 0 if v.passed else 1
     if a.action == "promote":
+        if a.override and not ((a.analyst or "").strip() and (a.reason or "").strip()):
+            raise SegHZError("promote --override records who overrode the regression gate and why: give --analyst NAME "
+                             "and --reason TEXT")
         try:
             v = gate.promote(ws, a.id, override=a.override, analyst=a.analyst or "", reason=a.reason or "",
                              margin=a.margin, compute=not a.no_compute, rule=a.rule)
@@ -895,6 +1099,7 @@ def cmd_checkpoints(a) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         _print_verdict(v)
+        _warn_gate_training_overlap(ws, v)
         print(f"active model: {a.id}" + (" (gate overridden, recorded)" if not v.passed else ""))
         return 0
     if a.action == "archive":
@@ -904,11 +1109,10 @@ def cmd_checkpoints(a) -> int:
                                                   else "its weights file was deleted"))
         return 0
     if a.action == "rollback":
-        try:
-            now = ws.rollback(analyst=a.analyst or "", reason=a.reason or "")
-        except NotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        if not (a.analyst or "").strip():
+            raise SegHZError("rolling back changes the active model: give --analyst NAME (recorded in `checkpoints "
+                             "history`; --reason says why)")
+        now = ws.rollback(analyst=a.analyst.strip(), reason=(a.reason or "").strip())  # nothing to roll back: exit 2
         print(f"active model: {now.id} (rolled back)")
         return 0
     hist = ws.promotion_history(limit=a.limit)
@@ -941,7 +1145,8 @@ def cmd_noise_rank(a) -> int:
     Two passes: the first predicts every image once (probabilities and TTA disagreement, cached in a temporary
     folder) and accumulates the per-class confident-learning thresholds over the whole folder; the second
     scores, writes the ``.npy`` files and groups suspicious pixels into queue items. Queue items carry class
-    names (``label_class``/``predicted_class``) and class indices of the checkpoint's scheme
+    names (``label_class``/``predicted_class``), 0-based class indices of the checkpoint's scheme
+    (``label_index``/``predicted_index``) and the scheme's class ids as its label files write them
     (``label_id``/``predicted_id``); ``bbox`` is ``[row0, col0, row1, col1]``, end-exclusive.
     """
     import tempfile
@@ -966,6 +1171,8 @@ def cmd_noise_rank(a) -> int:
         from seghz.classes import index_crosswalk
 
         index_crosswalk(a.scheme, ck_scheme)  # raises SchemeMismatchError naming both schemes
+    _check_input_folder(a.images, "--images")
+    _check_input_folder(a.labels, "--labels")
     pairs = list_pairs(a.images, a.labels)
     if not pairs:
         raise BadInputError(a.images, "no image/label pairs")
@@ -1046,7 +1253,17 @@ def cmd_noise_rank(a) -> int:
         from seghz.data.io import atomic_write_bytes
 
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(a.json, json.dumps([it.to_json() for it in queue], indent=1).encode(), fsync=False)
+        ck = get_scheme(ck_scheme)
+
+        def with_ids(d: dict) -> dict:  # the item's indices under *_index, the scheme's file ids under *_id
+            for k in ("label", "predicted"):
+                ix = int(d.pop(f"{k}_id"))
+                d[f"{k}_index"] = ix
+                d[f"{k}_id"] = int(ck.ids[ix]) if 0 <= ix < len(ck.ids) else None
+            return d
+
+        atomic_write_bytes(a.json, json.dumps([with_ids(it.to_json()) for it in queue], indent=1).encode(),
+                           fsync=False)
     return 0
 
 
@@ -1332,7 +1549,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", required=True)
     t.add_argument("--scheme", required=True, help="class scheme of the label files")
     t.add_argument("--target-scheme", help="train in this scheme (labels crosswalked)")
-    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--out", required=True, help="checkpoint path (.safetensors); an existing file is refused unless "
+                                               "--resume continues that run or --overwrite is given, and a checkpoint "
+                                               "registered in the workspace always")
     t.add_argument("--arch", default="Unet")
     t.add_argument("--encoder", default="tu-efficientnet_lite0")
     t.add_argument("--weights", default="lite0-imagenet", help="'lite0-imagenet' or 'none'")
@@ -1350,6 +1569,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-count", type=int, default=60)
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>.state.safetensors (weights, optimizer, scheduler, RNG) when it exists")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (never a checkpoint registered in the workspace)")
     t.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 (default: bf16 autocast; the CPU always trains in fp32)")
     t.add_argument("--no-ddp", action="store_true", help="do not use DDP even when WORLD_SIZE > 1")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -1430,9 +1651,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp2.add_argument("--margin", type=float, help="largest allowed per-class IoU drop (default: the workspace's, 0.02)")
     cp2.add_argument("--rule", choices=RULES, help="default: the workspace's setting (margin)")
     cp2.add_argument("--no-compute", action="store_true", help="do not score missing validation scores")
-    cr = cks.add_parser("rollback", help="return to the previously active model")
-    cr.add_argument("--analyst")
-    cr.add_argument("--reason")
+    cr = cks.add_parser("rollback", help="return to the previously active model (recorded with --analyst and --reason)")
+    cr.add_argument("--analyst", help="who rolls back (required; recorded in the history)")
+    cr.add_argument("--reason", help="why (recorded in the history)")
     cx = cks.add_parser("archive", help="retire ID: hidden from every picker, its weights file deleted; lineage, "
                                         "scores and history keep it (refused for the active model, the rollback "
                                         "target, or one a running job uses)")
@@ -1521,10 +1742,12 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--images", required=True, help="folder of images (paired with --labels by file stem)")
     nr.add_argument("--labels", required=True, help="folder of label files")
     nr.add_argument("--scheme", required=True, help="class scheme of the label files (crosswalked to the checkpoint's)")
-    nr.add_argument("--tta", default="none", choices=["none", "d4"])
+    nr.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
     nr.add_argument("--scores", required=True, help="output folder for <stem>.npy (float32 HxW, -inf = ignored)")
     nr.add_argument("--json", help="write the ranked queue [{stem, bbox, pixels, score, label_class, predicted_class, "
-                                   "...}]; bbox = [row0, col0, row1, col1] in image pixels, row1/col1 exclusive")
+                                   "label_index, predicted_index (0-based class indices), label_id, predicted_id (the "
+                                   "scheme's ids in label files), ...}]; bbox = [row0, col0, row1, col1] in image "
+                                   "pixels, row1/col1 exclusive")
     nr.add_argument("--tau", type=float, default=math.log(10.0), help="noise-mask threshold in nats (default ln 10)")
     nr.add_argument("--threshold", type=float, default=0.5, help="suspicion at or above which a pixel joins a queue item")
     nr.add_argument("--top-fraction", type=float, help="instead of --threshold: keep this top fraction of each image's pixels")
@@ -1640,10 +1863,62 @@ def entry() -> NoReturn:
     try:
         code = main()
         sys.stdout.flush()
+    except KeyboardInterrupt:  # Ctrl-C while the command line was still being read (imports): nothing written yet
+        print("\ninterrupted: nothing written", file=sys.stderr, flush=True)
+        code = 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush goes nowhere
         code = 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe closed
     end_process(code)
+
+
+# what an interrupted command leaves behind (Ctrl-C), by command; every file SegHZ writes is renamed into place whole
+INTERRUPTED = {
+    "predict-scene": "no output written (the temporary files were removed)",
+    "predict": "the masks written before it are kept; the image in progress got none",
+    "train": "the best checkpoint and the training state of the last finished epoch are kept, if one finished "
+             "(--resume continues the run)",
+    "train-demo": "the best checkpoint of the last finished epoch is kept, if one finished",
+    "import": "the scenes imported before it are kept (`python -m seghz info` lists them)",
+    "noise-rank": "the .npy files written before it are kept; no queue (--json) written",
+    "fetch": "the tiles fetched so far stay in the tile cache (a rerun resumes from it); no mosaic written",
+}
+
+
+def _interrupted_line(args) -> str:
+    cmd = getattr(args, "cmd", None)
+    return "interrupted: " + INTERRUPTED.get(cmd, "nothing half-written is left (files are written whole or not at "
+                                                  "all); the files written before it are kept")
+
+
+def _checkpoint_problem(args, e: Exception) -> str | None:
+    """A clearer message for a checkpoint file the safetensors reader refused: when its header parses but the file
+    is shorter than the tensors it declares, it is a truncated or damaged copy, not some other kind of file."""
+    import struct
+
+    text = str(e)
+    if "not a safetensors file" not in text:
+        return None
+    for name in ("checkpoint", "candidate", "parent", "file"):
+        v = getattr(args, name, None)
+        if not isinstance(v, str) or not text.startswith(f"{Path(v)}:"):
+            continue
+        p = Path(v)
+        try:
+            size = p.stat().st_size
+            with open(p, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > min(size, 100 << 20):
+                    return None
+                header = json.loads(f.read(n))
+            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+            return None
+        need = 8 + n + end
+        if size < need:
+            return (f"{p}: the checkpoint file is truncated or damaged: its header declares {need:,} bytes, the file "
+                    f"has {size:,} (an interrupted copy or download?); copy it again")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1651,11 +1926,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_device(args)
         return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; 130 = 128 + SIGINT, as a shell reports it
+        if os.environ.get("SEGHZ_DEBUG"):
+            raise
+        print(f"\n{_interrupted_line(args)}", file=sys.stderr, flush=True)
+        return 130
     except KeyError as e:  # unknown scheme / class names: the message is the first argument (no quotes)
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     except (SegHZError, FileNotFoundError, ValueError) as e:  # ValueError: bad option values (e.g. --batch-size 0)
         if os.environ.get("SEGHZ_DEBUG"):  # the traceback, for a bug report
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_checkpoint_problem(args, e) or e}", file=sys.stderr)
         return 2

@@ -131,6 +131,6 @@ def test_registry_from_the_shell(setup, capsys, tmp_path):
     assert "Ann" in hist and "field test" in hist and "flagged" in hist
     assert main([*w, "checkpoints", "rollback", "--analyst", "Ann", "--reason", "too coarse"]) == 0
     assert f"active model: {rid} (rolled back)" in capsys.readouterr().out
-    assert main([*w, "checkpoints", "rollback"]) == 1  # the first promotion has nothing before it
+    assert main([*w, "checkpoints", "rollback", "--analyst", "Ann"]) == 2  # the first promotion has nothing before it
     assert "nothing to roll back" in capsys.readouterr().err
     assert np.isfinite(json.loads(j.read_text())["margin"])

@@ -143,7 +143,7 @@ def test_predict_scene_refuses_a_zero_tile(tmp_path, capsys):
     write_rgb(src, np.zeros((64, 64, 3), np.uint8))
     assert main(["predict-scene", "--checkpoint", str(DEMO), "--input", str(src), "--output", str(tmp_path / "o.tif"),
                  "--tile", "0", "--device", "cpu"]) == 2
-    assert "tile must be a positive integer, got 0" in _err(capsys) and not (tmp_path / "o.tif").exists()
+    assert "--tile 0: the model window must be a multiple of 32" in _err(capsys) and not (tmp_path / "o.tif").exists()
 
 
 def test_help_states_the_defaults(capsys):

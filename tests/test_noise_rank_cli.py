@@ -18,7 +18,8 @@ from seghz.data.io import write_index_mask, write_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 HZ7 = get_scheme("hz7")
-QUEUE_KEYS = {"stem", "bbox", "pixels", "score", "label_class", "predicted_class", "label_id", "predicted_id"}
+QUEUE_KEYS = {"stem", "bbox", "pixels", "score", "label_class", "predicted_class", "label_id", "predicted_id",
+              "label_index", "predicted_index"}
 
 
 def _ckpt(path: Path, scheme: str) -> Path:
@@ -89,7 +90,7 @@ def test_noise_rank_end_to_end(tiny_ckpt, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     q = _check_outputs(images, labels, scores, qp, lambda f: read_label(f, HZ7))
     assert q, "the top 20 % of the pixels must form queue items"
-    assert {it["label_class"] for it in q} <= set(HZ7.names) and all(HZ7.names[it["label_id"]] == it["label_class"] for it in q)
+    assert {it["label_class"] for it in q} <= set(HZ7.names) and all(HZ7.names[it["label_index"]] == it["label_class"] for it in q)
 
 
 def test_noise_rank_crosswalked_labels_in_process(tiny_ckpt, tmp_path):

@@ -128,7 +128,8 @@ class _Masks:
 class _Writer:
     """Writes block results into the (temporary) output files and gathers counts and the preview."""
 
-    def __init__(self, output: Path, info, scheme: Scheme | None, nc: int, uncertainty: bool, png: bool):
+    def __init__(self, output: Path, info, scheme: Scheme | None, nc: int, uncertainty: bool, png: bool,
+                 tags: dict | None = None):
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
 
@@ -152,6 +153,12 @@ class _Writer:
                 self.ds.write_colormap(1, {i: (*map(int, pal[i]), 255) for i in range(256)})
                 if scheme is not None:
                     self.ds.update_tags(1, **class_band_tags(scheme))
+                from datetime import UTC, datetime
+
+                # dataset tags as write_index_mask_geotiff writes them (the Map page's export): SEGHZ_<KEY>=value
+                written = {"scheme": scheme.name if scheme is not None else None, **(tags or {}),
+                           "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                self.ds.update_tags(**{f"SEGHZ_{str(k).upper()}": str(v) for k, v in written.items() if v is not None})
                 if uncertainty:
                     t = self._tmp(uncertainty_path(output))
                     self.unc = rasterio.open(t, "w", count=3, dtype="float32", nodata=float("nan"), predictor=3, **prof)
@@ -229,7 +236,7 @@ def predict_scene(predictor: Predictor, input_path: str | os.PathLike, output_pa
     """Predict a whole raster window row by window row into a class-index GeoTIFF; returns a summary dict.
 
     Keyword arguments: ``tta``, ``uncertainty``, ``png``, ``areas_csv``, ``scheme``, ``progress``,
-    ``should_cancel``, ``rank``, ``world_size`` (see :func:`_predict_scene`). GDAL's block cache is capped at
+    ``should_cancel``, ``rank``, ``world_size``, ``window``, ``tags`` (see :func:`_predict_scene`). GDAL's block cache is capped at
     ``GDAL_CACHE_MB`` while it runs (GDAL's default allows 5 % of the machine's RAM), so the open output file
     cannot hold more than that of cached blocks.
     """
@@ -254,8 +261,12 @@ def _predict_scene(
     rank: int = 0,
     world_size: int = 1,
     window: tuple[int, int, int, int] | None = None,
+    tags: dict | None = None,
 ) -> dict:
     """The body of :func:`predict_scene`.
+
+    ``tags`` (e.g. the checkpoint and TTA that made the prediction) become dataset tags ``SEGHZ_<KEY>=value`` of
+    the class GeoTIFF, with ``SEGHZ_SCHEME`` and ``SEGHZ_WRITTEN_AT``, as the Map page's export writes them.
 
     ``window`` = ``(row, col, height, width)`` predicts only that part of the raster (streamed the same way); the
     output then covers the window, with the window's transform (e.g. a Map-page region too big to predict inline).
@@ -301,7 +312,7 @@ def _predict_scene(
     strips = 0
     try:
         if world_size == 1:
-            writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
+            writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None, tags)
         else:
             parts.mkdir(exist_ok=True)
         msg = (lambda f, m: progress(f, f"rows {y0}–{y1 - 1} of {H}: {m}")) if progress is not None else None
@@ -328,7 +339,7 @@ def _predict_scene(
         ok = _all_ok(err is None, world_size)
         if ok and rank == 0:
             try:
-                writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None)
+                writer = _Writer(out, info, scheme, predictor.num_classes, uncertainty, png is not None, tags)
                 for f in sorted(parts.glob("*.mask.npy")):  # row-major: y0 then x0 (zero-padded names)
                     key = f.name.split(".")[0]
                     r, c = (int(v) for v in key.split("_"))
