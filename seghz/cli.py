@@ -29,15 +29,20 @@ def _tqdm_progress(desc: str, stream=None):
     if out.isatty():
         bar = tqdm(total=1000, desc=desc, leave=False, file=out)
 
+        seen: set[str] = set()
+
         def cb(frac: float, msg: str = "") -> None:
             bar.n = int(frac * 1000)
-            if msg:
+            if msg.startswith("warning:") and msg not in seen:  # in full, once, above the bar (not cut to 60 chars)
+                seen.add(msg)
+                bar.write(msg, file=out)
+            elif msg:
                 bar.set_postfix_str(msg[:60], refresh=False)
             bar.refresh()
 
         cb.close = bar.close  # type: ignore[attr-defined]
         return cb
-    t0, shown = time.monotonic(), [-1]
+    t0, shown, warned = time.monotonic(), [-1], set()
 
     def line(frac: float, msg: str = "") -> None:
         step = min(10, int(max(0.0, frac) * 10 + 1e-9))
@@ -46,6 +51,9 @@ def _tqdm_progress(desc: str, stream=None):
             el = int(time.monotonic() - t0)
             print(f"{desc}: {10 * step:3d} %  {el // 60}m{el % 60:02d}s" + (f"  {msg[:60]}" if msg else ""), file=out,
                   flush=True)
+        if msg.startswith("warning:") and msg not in warned:  # in full, once, on its own line
+            warned.add(msg)
+            print(msg, file=out, flush=True)
 
     line.close = lambda: None  # type: ignore[attr-defined]
     return line
@@ -652,10 +660,12 @@ def cmd_import(a) -> int:
                              "and split by --test-fraction / --val-count")
         bar = _tqdm_progress("import")
         scenes = import_folder(ws, a.images, a.labels, scheme=a.scheme, target_scheme=a.target_scheme,
-                               test_fraction=a.test_fraction, val_count=a.val_count, limit=a.limit, progress=bar)
+                               test_fraction=a.test_fraction, val_count=a.val_count, limit=a.limit, progress=bar,
+                               allow_duplicate=a.allow_duplicate)
         bar.close()
     elif a.image:
-        scenes = [import_scene(ws, a.image, a.label, scheme=a.scheme, target_scheme=a.target_scheme, name=a.name, split=a.split)]
+        scenes = [import_scene(ws, a.image, a.label, scheme=a.scheme, target_scheme=a.target_scheme, name=a.name,
+                               split=a.split, allow_duplicate=a.allow_duplicate)]
     else:
         raise SegHZError("give --image FILE [--label FILE] or --images DIR --labels DIR")
     from collections import Counter
@@ -663,10 +673,8 @@ def cmd_import(a) -> int:
     c = Counter(s.split for s in scenes)
     print(f"imported {len(scenes)} scene(s) into {ws.root}"
           + (": " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) if c else ""))
-    skipped = getattr(scenes, "skipped", [])
-    if skipped:
-        print(f"skipped {len(skipped)} pair(s) whose image is already in the workspace (e.g. {skipped[0][0].name} "
-              f"is scene '{skipped[0][1]}'); delete those scenes to import them again")
+    for line in (scenes.summary_lines() if hasattr(scenes, "summary_lines") else []):
+        print(line)
     if len(scenes) <= 10:
         for s in scenes:
             print(f"  {s.id}  {s.name}  ({s.split}, {s.width}x{s.height} px)")
@@ -887,7 +895,7 @@ def _draft_rows(ws, a) -> list[tuple]:
                else dft.restore_problem(sc, d, versions.get(d.scene_id, 0)))
         rows.append((d.path, d.scene_id, d.analyst, d.pixels, d.base_version, dft.age_days(d), why,
                      None if sc is None else versions.get(d.scene_id, 0)))
-    rows += [(p.path, p.scene_id, None, None, None, None, p.message, None) for p in problems]
+    rows += [(p.path, p.scene_id, p.owner, None, None, None, p.message, None) for p in problems]
     return rows
 
 
@@ -922,7 +930,7 @@ def cmd_drafts(a) -> int:
         verb = ("would discard" if a.dry_run else "discarded") if a.action == "discard" else ""
         if a.action == "discard" and not a.dry_run:
             dft.delete_draft(path)
-        print(f"{verb + '  ' if verb else ''}{sid:<24} {(who or '(no name)') if px is not None else '?':<16} "
+        print(f"{verb + '  ' if verb else ''}{sid:<24} {(who or '(no name)'):<16} "
               f"{age_txt:>9}  {state}")
     if a.action == "discard":
         print(f"{len(rows)} draft file(s) {'would be ' if a.dry_run else ''}discarded")
@@ -1506,7 +1514,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--val-count", type=int, default=60)
     im.add_argument("--limit", type=int, help="import at most N pairs")
     im.add_argument("--allow-duplicate", action="store_true",
-                    help="PATH: import it even if it is already a scene (same file content or tile folder)")
+                    help="import even what is already a scene: PATH (same file content or tile folder), --image or "
+                         "--images pairs whose image is already a scene (same content; with another label too)")
     im.set_defaults(fn=cmd_import)
 
     pr = sub.add_parser("predict", help="predict class masks for an image or a folder of images")

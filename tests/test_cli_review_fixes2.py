@@ -204,7 +204,7 @@ def test_ctrl_c_in_train_says_what_is_kept(tmp_path, capsys, monkeypatch):
 def _val_workspace(tmp_path, capsys) -> tuple[Path, list[str]]:
     ws = tmp_path / "ws"
     for stem in ("v1", "v2"):
-        img, lbl = _pair(tmp_path / "src", stem)
+        img, lbl = _pair(tmp_path / "src", stem, seed=int(stem[1:]))  # two different images
         assert main(["--workspace", str(ws), "import", "--image", str(img), "--label", str(lbl), "--scheme", "hz7",
                      "--split", "val", "--name", stem]) == 0
     capsys.readouterr()
@@ -395,3 +395,40 @@ def test_predict_leaves_nodata_out_like_predict_scene(tmp_path, capsys):
 
     with rasterio.open(tmp_path / "s.tif") as ds:
         assert ((ds.read(1) == 255) == (mask == 255)).all()
+
+
+def test_import_of_a_known_image_is_refused_or_named_and_allowed_on_request(tmp_path, capsys):
+    """The review: ``import --image`` had no duplicate check (three river_2 scenes), and a folder import's summary
+    named one example ("e.g. …") of what it skipped."""
+    ws = tmp_path / "ws"
+    img, lbl = _pair(tmp_path, "river_2")
+    base = ["--workspace", str(ws), "import", "--image", str(img), "--label", str(lbl), "--scheme", "hz7"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base) == 2
+    err = _err(capsys)
+    assert "river_2" in err and len(Workspace(ws).list_scenes()) == 1
+    assert main([*base, "--allow-duplicate"]) == 0
+    assert len(Workspace(ws).list_scenes()) == 2
+    # a folder holding two known images and a new one: both skipped pairs are listed, not "e.g." one
+    _pair(tmp_path, "lake_10", seed=5)
+    (tmp_path / "images" / "b.png").write_bytes(img.read_bytes())
+    (tmp_path / "labels" / "b.png").write_bytes(lbl.read_bytes())
+    capsys.readouterr()
+    assert main(["--workspace", str(ws), "import", "--images", str(tmp_path / "images"), "--labels",
+                 str(tmp_path / "labels"), "--scheme", "hz7"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 1 scene(s)" in out and "e.g." not in out
+    assert "skipped 2 pair(s)" in out and "b.png" in out and "river_2.png" in out
+
+
+def test_progress_prints_a_warning_in_full_once(capsys):
+    from seghz.cli import _tqdm_progress
+
+    cb = _tqdm_progress("train", stream=sys.stdout)  # not a terminal: plain lines
+    long = "warning: 3 of 7 classes have no pixel in the training split's labels: " + ", ".join(HZ7.names)
+    for f in (0.0, 0.05, 0.5):
+        cb(f, long)
+    cb(1.0, "done")
+    out = capsys.readouterr().out
+    assert out.count(long) == 1  # in full (the bar's text is cut to 60 characters), once
