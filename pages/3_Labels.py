@@ -575,6 +575,7 @@ if name_problem and analyst_name():  # empty is explained where it matters; a ba
 rpui.review_plan_panel(ws, ws.active_checkpoint(), analyst_name())  # which scene next; its Open sets OPEN_SCENE_KEY
 by_id = {s.id: s for s in scenes}
 lui.restore_draft(ss, edits, by_id)  # back on the page with unapplied strokes: their scene, window, class, tool
+lui.restore_scene(ss, by_id)  # back on the page: the scene it showed last (the picker's state was dropped)
 try:
     review_list = drilldown.load_review_list(ws)  # read once per run (nothing writes it before the list below)
 except SegHZError as e:  # a damaged file is shown, never overwritten (sending from Evaluate refuses too)
@@ -861,13 +862,14 @@ result = canvas(
 )
 rgba = getattr(result, "image_data", None) if result is not None else None
 drawing = getattr(result, "json_data", None) if result is not None else None
+rgba = lui.canvas_strokes(rgba, drawing, tool, win, (ch, cw))  # rectangles: the drawn boxes, not their outline
 if rgba is None and draft is not None:  # the restored canvas shows the strokes but sends nothing until drawn on
     rgba, drawing = draft["rgba"], draft["drawing"]
 n_painted = count_painted(rgba)
 stroke_ctx = {"scene_id": sid, "window": win, "class_index": int(class_index), "gen": edit["gen"],
               "num_classes": scheme.num_classes, "tool": tool, "prediction": pred_for_tool,
               "prediction_checkpoint": model.id if pred_for_tool is not None and model is not None else None}
-ss[lui.CANVAS_CTX_KEY] = {**stroke_ctx, "key": canvas_key}  # read back before the next run decides (current_strokes)
+ss[lui.CANVAS_CTX_KEY] = {**stroke_ctx, "key": canvas_key, "canvas": (ch, cw)}  # read back before the next run decides (current_strokes)
 if n_painted:
     ss["lbl_strokes"] = {**stroke_ctx, "rgba": np.asarray(rgba)}
     lui.keep_draft(ss, sid, win, gen=edit["gen"], drawing=drawing, rgba=np.asarray(rgba), class_index=int(class_index),

@@ -308,6 +308,75 @@ TOOLS = ("brush", "eraser", "rect", "polygon", "fill", "accept")
 
 CANVAS_MODE = {"brush": "freedraw", "eraser": "freedraw", "rect": "rect", "polygon": "polygon", "fill": "point",
                "accept": "rect"}
+RECT_TOOLS = ("rect", "accept")  # the tools drawn as rectangles: applied from the boxes' geometry (rect_strokes_rgba)
+_ORIGIN = {"left": -0.5, "top": -0.5, "center": 0.0, "right": 0.5, "bottom": 0.5}  # Fabric's resolveOrigin
+
+
+def drawn_boxes(drawing) -> list[tuple[float, float, float, float]] | None:
+    """``(x0, y0, x1, y1)`` in canvas pixels of every rectangle of a canvas drawing (Fabric JSON): the rectangle's
+    geometry, the filled box the outline is centred on, not the outline (``strokeWidth``) around it.
+
+    As Fabric places it (``getRelativeCenterPoint``): ``left``/``top`` is the ``originX``/``originY`` point of the box
+    *with* its stroke (streamlit-drawable-canvas's rect tool: the press, ``originX="left"``, ``originY="top"``,
+    ``strokeUniform``), so the centre is ``left + (0.5, 0 or -0.5 for a left, centre or right origin) * (width *
+    scaleX + strokeWidth)`` (``(width + strokeWidth) * scaleX`` without ``strokeUniform``), the box ``width * scaleX``
+    wide around it. None when the
+    drawing is not a Fabric JSON or holds anything but axis-aligned rectangles (a rotated or skewed one, a path)."""
+    objs = drawing.get("objects") if isinstance(drawing, dict) else None
+    if not isinstance(objs, list):
+        return None
+    out = []
+    for o in objs:
+        if not isinstance(o, dict) or str(o.get("type", "")).lower() != "rect":
+            return None
+        try:
+            if float(o.get("angle") or 0) % 360 or float(o.get("skewX") or 0) or float(o.get("skewY") or 0):
+                return None
+            sx, sy = abs(float(o.get("scaleX", 1))), abs(float(o.get("scaleY", 1)))
+            w, h = float(o.get("width", 0)), float(o.get("height", 0))
+            sw = float(o.get("strokeWidth") or 0)  # counted by Fabric whether or not a stroke colour is set
+            dx, dy = (w * sx + sw, h * sy + sw) if o.get("strokeUniform") else ((w + sw) * sx, (h + sw) * sy)
+            cx = float(o.get("left", 0)) - _ORIGIN.get(str(o.get("originX", "left")), -0.5) * dx
+            cy = float(o.get("top", 0)) - _ORIGIN.get(str(o.get("originY", "top")), -0.5) * dy
+        except (TypeError, ValueError):
+            return None
+        x0, y0, x1, y1 = cx - w * sx / 2, cy - h * sy / 2, cx + w * sx / 2, cy + h * sy / 2
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            return None
+        out.append((x0, y0, x1, y1))
+    return out
+
+
+def boxes_mask(boxes, height: int, width: int, canvas_height: int, canvas_width: int) -> np.ndarray:
+    """Boolean ``height``×``width`` mask (window pixels) of the pixels whose centre lies inside one of ``boxes``
+    (``(x0, y0, x1, y1)`` canvas pixels on a ``canvas_height``×``canvas_width`` canvas showing the window): a
+    55×35 px box at scale 1 is exactly 55×35 pixels, wherever it starts."""
+    sy, sx = canvas_height / height, canvas_width / width
+    out = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        # pixel j covers canvas [j*sx, (j+1)*sx): inside when x0 <= (j + 0.5)*sx < x1
+        c0, c1 = max(0, math.ceil(x0 / sx - 0.5)), min(width, math.ceil(x1 / sx - 0.5))
+        r0, r1 = max(0, math.ceil(y0 / sy - 0.5)), min(height, math.ceil(y1 / sy - 0.5))
+        if c1 > c0 and r1 > r0:
+            out[r0:r1, c0:c1] = True
+    return out
+
+
+def rect_strokes_rgba(rgba: np.ndarray | None, drawing, height: int, width: int, canvas_height: int,
+                      canvas_width: int) -> np.ndarray | None:
+    """What a rectangle tool painted, from the rectangles' geometry: a ``height``×``width`` (window) RGBA image, alpha
+    255 inside the drawn boxes (:func:`drawn_boxes`, :func:`boxes_mask`), for :func:`stroke_pixels` and
+    :func:`count_painted`. The canvas's own image (``rgba``) also holds each box's outline, painted around it (a
+    55×35 px box came out 59×39). ``rgba`` unchanged when nothing was sent (None) or the drawing is not only
+    axis-aligned rectangles."""
+    if rgba is None:
+        return None
+    boxes = drawn_boxes(drawing)
+    if boxes is None:
+        return rgba
+    out = np.zeros((height, width, 4), np.uint8)
+    out[boxes_mask(boxes, height, width, canvas_height, canvas_width), 3] = 255
+    return out
 
 
 def blob_seeds(painted: np.ndarray) -> list[tuple[int, int]]:
@@ -529,9 +598,9 @@ def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width:
     return size, offset(r0, r1, scene_height), offset(c0, c1, scene_width)
 
 __all__ = [
-    "CANVAS_MODE", "MAX_WINDOW", "STATUS_COLORS", "TOOLS", "Rebased", "VersionTouch", "agreement", "apply_layer",
-    "apply_strokes", "apply_tool", "blend_overlay", "blob_seeds", "box_on_canvas", "canvas_scale", "clamp_window",
-    "colorize_status", "count_painted", "diff_layer", "fill_region", "kept_by_version", "offset_slider_max", "offset_step",
-    "rebase_edit", "rebase_keeping_theirs", "resize_nearest", "stroke_mask", "stroke_pixels", "touched_mask",
+    "CANVAS_MODE", "MAX_WINDOW", "RECT_TOOLS", "STATUS_COLORS", "TOOLS", "Rebased", "VersionTouch", "agreement",
+    "apply_layer", "apply_strokes", "apply_tool", "blend_overlay", "blob_seeds", "box_on_canvas", "boxes_mask",
+    "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer", "drawn_boxes", "fill_region", "kept_by_version", "offset_slider_max", "offset_step",
+    "rebase_edit", "rebase_keeping_theirs", "rect_strokes_rgba", "resize_nearest", "stroke_mask", "stroke_pixels", "touched_mask",
     "touched_since", "window_options", "zoom_window",
 ]

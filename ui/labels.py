@@ -10,6 +10,7 @@ the class, tool and window they were painted with. On the first run of a later v
 yet) :func:`restore_draft` puts the scene, window, class and tool back and marks the drawing to be loaded into the
 canvas mounted for that window. A draft belongs to one edit generation: applying, saving or discarding the strokes
 starts a new one and drops the draft. (The drafts of unsaved edits kept on the server are ``ui.label_drafts``.)
+Without a draft, :func:`restore_scene` puts back the scene the page showed last.
 
 The unsaved edit of a scene (``st.session_state["lbl_edits"][scene_id]``): ``{"scene_id", "base_version", "mask",
 "painted", "gen"}`` plus, once used, ``"tools"`` and the draft fields of ``ui.label_drafts``. Label versions, their
@@ -135,6 +136,22 @@ def restore_draft(ss: MutableMapping, edits: dict, scene_ids: Iterable[str]) -> 
     ss["lbl_tool"] = d["tool"]
     ss[RESTORE_KEY] = d
     return d
+
+
+def restore_scene(ss: MutableMapping, scene_ids: Iterable[str]) -> str | None:
+    """On the first run of a visit to the Labels page (the scene picker has no state: Streamlit dropped it when another
+    page ran), show the scene the page showed last (:data:`SHOWN_SCENE_KEY`, a plain key, kept across pages) instead
+    of the picker's first option: Labels (a scene) -> Train -> Align -> Labels opened another scene. Call after
+    :func:`restore_draft` (unapplied strokes bring back their own scene) and before the picker; an "open this scene"
+    request of another page still wins. Returns the scene put back, or None (the picker kept its state, or the scene
+    is gone)."""
+    if SCENE_KEY in ss:
+        return None
+    sid = ss.get(SHOWN_SCENE_KEY)
+    if sid is None or sid not in set(scene_ids):
+        return None
+    ss[SCENE_KEY] = sid
+    return sid
 
 
 def restored_for(ss: MutableMapping, scene_id: str, window: tuple[int, int, int, int], gen: int) -> dict | None:
@@ -348,6 +365,18 @@ def canvas_value_rgba(value: Any) -> np.ndarray | None:
         return None
 
 
+def canvas_strokes(rgba: Any, drawing: Any, tool: str | None, window: Iterable[int],
+                   canvas_hw: tuple[int, int] | None) -> Any:
+    """What the canvas painted, as the page applies it: for the rectangle tools (``rect``, ``accept``) the drawn boxes
+    from their geometry in window pixels (:func:`seghz.labels_edit.rect_strokes_rgba`: the canvas image also holds
+    each box's 2 px outline, around it), else the canvas image ``rgba`` itself."""
+    if tool not in le.RECT_TOOLS or rgba is None:
+        return rgba
+    _, _, wh, ww = (int(v) for v in window)
+    ch, cw = (int(v) for v in canvas_hw) if canvas_hw else np.shape(rgba)[:2]
+    return le.rect_strokes_rgba(rgba, drawing, wh, ww, ch, cw)
+
+
 def current_strokes(ss: MutableMapping, edits: dict) -> dict | None:
     """The strokes on the canvas *now*, read from the canvas's widget state at the start of a run or in a callback.
 
@@ -363,11 +392,15 @@ def current_strokes(ss: MutableMapping, edits: dict) -> dict | None:
     edit = edits.get(ctx.get("scene_id"))
     if edit is None or edit.get("gen") != ctx.get("gen") or ctx.get("key") not in ss:
         return ss.get("lbl_strokes")
-    rgba = canvas_value_rgba(ss.get(ctx["key"]))
+    value = ss.get(ctx["key"])
+    rgba = canvas_value_rgba(value)
     if rgba is None:  # nothing sent since it was mounted (or restored from a draft): what the last run saw stands
         return ss.get("lbl_strokes")
+    sent = value.get("drawing") if isinstance(value, Mapping) else None
+    rgba = canvas_strokes(rgba, sent.get("raw") if isinstance(sent, Mapping) else None, ctx.get("tool"),
+                          ctx["window"], ctx.get("canvas"))
     if le.count_painted(rgba):
-        ss["lbl_strokes"] = {**{k: v for k, v in ctx.items() if k != "key"}, "rgba": rgba}
+        ss["lbl_strokes"] = {**{k: v for k, v in ctx.items() if k not in ("key", "canvas")}, "rgba": rgba}
     else:  # cleared with the canvas's own tools
         ss.pop("lbl_strokes", None)
     return ss.get("lbl_strokes")
@@ -698,6 +731,7 @@ __all__ = [
     "Comparison",
     "accept_summary",
     "action_problem",
+    "canvas_strokes",
     "canvas_value_rgba",
     "checkpoint_name",
     "clear_reason",
@@ -723,6 +757,7 @@ __all__ = [
     "relabel_key",
     "remember_choice",
     "restore_draft",
+    "restore_scene",
     "restore_stale_choice",
     "restored_for",
     "review_in_view",

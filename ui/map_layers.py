@@ -46,7 +46,15 @@ from seghz.geo.regions import (
     suspicion_spec,
     uncertainty_summary,
 )
-from seghz.geo.tiles import build_pyramid, pixel_to_latlng, region_overlay, scalar_overlay, window_bounds
+from seghz.geo.tiles import (
+    GEOREF,
+    MAP_MAX_ZOOM,
+    build_pyramid,
+    pixel_to_latlng,
+    region_overlay,
+    scalar_overlay,
+    window_bounds,
+)
 from seghz.geo.tiles import scene_bounds as scene_bounds_of
 from seghz.geo.webmap import DRAW_COLOR, add_outline, add_region_overlay, add_tile_layer, make_map
 from seghz.review import queue as rq
@@ -263,7 +271,7 @@ def show_map(scene: Any, info: Any, pyramid: Any, focus_window: tuple | None, ba
     m = make_map(info, draw=True, bounds=window_bounds(fw, info) if fw else None)
     if basemap_key != OFFLINE and info.georeferenced:
         _bm = basemaps[basemap_key].basemap
-        add_basemap(m, _bm)
+        add_basemap(m, _bm, max_zoom=MAP_MAX_ZOOM[GEOREF])  # shown as deep as the map zooms
         if _bm.datum == GCJ02:
             st.warning(f"{_bm.label} tiles are in GCJ-02, the scene and its overlays in WGS-84: they appear shifted by "
                        f"the GCJ-02 offset. {gcj_view_shift(scene_bounds_of(info)).describe()}.")

@@ -114,8 +114,9 @@ def show_class_areas(scene: Any, rec: dict, pred_shown: np.ndarray, label_shown:
                                               tags={"checkpoint": rec["checkpoint_id"],
                                                     "tta": tta_label(res.tta, run_views)}),
                        file_name=f"{stem}_prediction.tif", mime="image/tiff", key="map_dl_tif", on_click="ignore",
-                       help="Class indices (255 outside the region) with the scene's CRS and the region's transform, "
-                            "colour table in the scheme's colours; opens in QGIS/rasterio.")
+                       help="Class indices (255 outside the region) with the scene's CRS and the region's transform "
+                            "(on a pixel-space scene: column, −row, as the GeoJSON), colour table in the scheme's "
+                            "colours; opens in QGIS/rasterio.")
     d4.download_button("Download polygons (GeoJSON)",
                        lambda: vectors.to_bytes(vectors.class_geojson(
                            pred_shown, list(scheme.names), vectors.scene_info(scene), offset=res.window[:2],

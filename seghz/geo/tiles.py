@@ -94,6 +94,10 @@ MAX_AUTO_ZOOM = 24
 MANIFEST = "pyramid.json"
 PYRAMID_FORMAT = 2  # 2: lower zooms average the covered children only (older pyramids are rebuilt)
 OVERLAY_MAX_SIDE = 4096  # largest reprojected region overlay (pixels per side)
+# The deepest *map* zoom of the Map page's Leaflet map, by kind (PIXEL: 2**5 = 32 screen px per image pixel; GEOREF:
+# Web-Mercator zoom). Every tile layer's ``max_zoom`` reaches it (Leaflet upsamples beyond ``max_native_zoom``),
+# else the imagery vanished past native + 3 while the map still zoomed in (:func:`seghz.geo.webmap.make_map`).
+MAP_MAX_ZOOM = {PIXEL: 5, GEOREF: 23}
 
 Window = tuple[int, int, int, int]  # row, col, height, width
 LatLng = tuple[float, float]
@@ -364,16 +368,17 @@ class PyramidInfo:
         """File zoom minus Leaflet map zoom: ``max_zoom`` for PIXEL pyramids (map zoom 0 = native), else 0."""
         return self.max_zoom if self.crs_kind == PIXEL else 0
 
-    def leaflet_options(self, overzoom: int = 3, underzoom: int = 3) -> dict:
+    def leaflet_options(self, underzoom: int = 3) -> dict:
         """Leaflet TileLayer options (snake_case, as folium takes them) in *map* zoom units.
 
-        Tiles are fetched only inside ``bounds``; beyond the native zoom Leaflet scales the finest tiles up
-        (``overzoom`` levels), below ``min_zoom`` it scales the coarsest down (``underzoom`` levels, then hides)."""
+        Tiles are fetched only inside ``bounds``; beyond the native zoom Leaflet scales the finest tiles up, as far
+        as the map zooms (:data:`MAP_MAX_ZOOM`), below ``min_zoom`` it scales the coarsest down (``underzoom``
+        levels, then hides)."""
         off = self.zoom_offset
         lo, hi = self.min_zoom - off, self.max_zoom - off
         return {
             "min_zoom": lo - underzoom if self.crs_kind == PIXEL else max(0, lo - underzoom),
-            "max_zoom": hi + overzoom,
+            "max_zoom": max(hi, MAP_MAX_ZOOM[self.crs_kind]),
             "min_native_zoom": lo,
             "max_native_zoom": hi,
             "zoom_offset": off,

@@ -46,6 +46,7 @@ import folium.plugins
 from seghz.data.io import RasterInfo
 from seghz.geo.tiles import (
     GEOREF,
+    MAP_MAX_ZOOM,
     PIXEL,
     LatLngBounds,
     PyramidInfo,
@@ -186,7 +187,7 @@ def make_map(
             height=height, control_scale=False, zoom_snap=0.25, zoom_delta=0.5,
         )
         m.options["min_zoom"] = -native - 3
-        m.options["max_zoom"] = 5
+        m.options["max_zoom"] = MAP_MAX_ZOOM[PIXEL]  # tile layers reach it too (PyramidInfo.leaflet_options)
     else:
         m = folium.Map(
             location=_center(bounds) if bounds is not None else None,
@@ -194,7 +195,7 @@ def make_map(
             zoom_start=zoom_start if zoom_start is not None else (_fit_zoom(bounds) if bounds is not None else 2),
             height=height, control_scale=True,
         )
-        m.options["max_zoom"] = 23
+        m.options["max_zoom"] = MAP_MAX_ZOOM[GEOREF]
     if bounds is not None:
         m.fit_bounds([list(bounds[0]), list(bounds[1])])
 
@@ -237,15 +238,16 @@ def make_map(
 
 
 def add_tile_layer(
-    m: folium.Map, pyramid: PyramidInfo, name: str = "Scene", opacity: float = 1.0, overzoom: int = 3
+    m: folium.Map, pyramid: PyramidInfo, name: str = "Scene", opacity: float = 1.0
 ) -> folium.TileLayer:
     """Add a pyramid built by :func:`seghz.geo.tiles.build_pyramid` as a TileLayer (local URLs, fetched only
-    inside the scene bounds; PIXEL pyramids are shifted by ``zoomOffset`` so map zoom 0 = native pixels)."""
+    inside the scene bounds; PIXEL pyramids are shifted by ``zoomOffset`` so map zoom 0 = native pixels), shown
+    (upsampled past its native zoom) as deep as the map zooms."""
     if not pyramid.url_template:
         raise ValueError(
             f"pyramid in {pyramid.out_dir} has no URL: build it under the Streamlit static folder or pass url_template"
         )
-    opts = pyramid.leaflet_options(overzoom=overzoom)
+    opts = pyramid.leaflet_options()
     layer = folium.TileLayer(
         tiles=pyramid.url_template, attr="SegHZ scene tiles", name=name, overlay=True, control=True, opacity=opacity,
     )

@@ -97,6 +97,12 @@ def predict_region(
                         full.disagreement, views, merge, blend)
 
 
+# The affine of a pixel-space scene (no CRS) in the convention of the Map page and its GeoJSON exports
+# (:data:`seghz.geo.vectors.PIXEL_COORDS`): x = column, y = -row, so a region's GeoTIFF and its polygons line up
+# in a GIS (an identity transform put a window at (0, 0), its polygons at the window's offset).
+PIXEL_SPACE_TRANSFORM = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
 def window_transform(transform: Sequence[float], window: tuple[int, int, int, int]) -> tuple[float, ...]:
     """The affine ``(a, b, c, d, e, f)`` of a ``(row, col, height, width)`` window of a raster with ``transform``:
     the same pixel size and rotation, origin moved to the window's top-left pixel corner."""
@@ -108,7 +114,8 @@ def window_transform(transform: Sequence[float], window: tuple[int, int, int, in
 def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.ndarray, scheme=None,
                    tags: dict | None = None) -> bytes:
     """A predicted region as GeoTIFF bytes: uint8 class indices (255 = outside the region / ignore), the scene's CRS
-    and the window's transform (pixel space, no CRS, when the scene has none), colour table in ``scheme`` colours,
+    and the window's transform (no CRS when the scene has none: then :data:`PIXEL_SPACE_TRANSFORM` shifted to the
+    window, x = column, y = -row of the scene, as the GeoJSON export), colour table in ``scheme`` colours,
     class names as band tags, and as dataset tags the scene, the window (row, col, height, width) and ``tags``
     (the checkpoint and TTA that made it).
 
@@ -127,7 +134,8 @@ def region_geotiff(scene: Scene, window: tuple[int, int, int, int], mask: np.nda
     with tempfile.TemporaryDirectory(prefix="seghz-region-") as d:
         out = Path(d) / "region.tif"
         write_index_mask_geotiff(out, mask, scene.crs if georef else None,
-                                 window_transform(scene.transform, window) if georef else None, scheme,
+                                 window_transform(scene.transform if georef else PIXEL_SPACE_TRANSFORM, window),
+                                 scheme,
                                  tags={"scene": scene.id, "window": ",".join(str(int(v)) for v in window),
                                        **(tags or {})})
         return out.read_bytes()
