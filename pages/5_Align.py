@@ -29,15 +29,17 @@ from seghz.geo.align_scene import (
     import_aligned_scene,
     load_pair,
     load_points,
+    parse_points,
 )
 from seghz.security import check_server_path
+from ui import align_page as AP
 from ui.common import canvas, page_header, scheme_legend_html, screen_scheme
 
 ws = page_header("Align", "Co-register a label map with imagery: control points or automatic matching, then save "
                           "the aligned label with the image as a scene.")
 ss = st.session_state
 COLS = ["label_x", "label_y", "image_x", "image_y"]
-CLICK_WIDTH = 560  # canvas px of each image when clicking control points
+AUTO_KEY = "al_auto"  # the automatic-matching result, a plain session key: it outlives visits to other pages
 defaults = default_airport_files()
 
 
@@ -81,6 +83,15 @@ def readable_as(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> tu
     return tuple(ok)
 
 
+def file_stamp(path: str) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None when it cannot be read: a changed file is another input."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return None
+    return st_.st_mtime_ns, st_.st_size
+
+
 def schemes_reading(path: str) -> tuple[str, ...]:
     try:
         st_ = os.stat(path)
@@ -89,14 +100,39 @@ def schemes_reading(path: str) -> tuple[str, ...]:
     return readable_as(path, (st_.st_mtime_ns, st_.st_size), tuple(names))
 
 
+def label_fits(path: str) -> tuple[str, ...]:
+    """The schemes the label file reads in; () for a path outside SEGHZ_IMPORT_ROOTS (never read: the check below
+    says why) or a file that cannot be read."""
+    if not path:
+        return ()
+    try:
+        check_server_path(path, "label file")
+    except SegHZError:
+        return ()
+    return schemes_reading(path)
+
+
 c1, c2, c3 = st.columns([4, 4, 2])
-label_path = c1.text_input("Label file (palette RGB or id mask)", value=str(defaults[0]) if defaults else "", key="al_label")
-image_path = c2.text_input("Imagery (PNG / JPEG / GeoTIFF)", value=str(defaults[1]) if defaults else "", key="al_image")
+AP.keep("al_label", str(defaults[0]) if defaults else "")
+label_path = c1.text_input("Label file (palette RGB or id mask)", key="al_label")
+AP.remember("al_label")
+AP.keep("al_image", str(defaults[1]) if defaults else "")
+image_path = c2.text_input("Imagery (PNG / JPEG / GeoTIFF)", key="al_image")
+AP.remember("al_image")
 names = scheme_names()
 expected, expected_why = expected_scheme(names)
-scheme = c3.selectbox("Label scheme", names, index=names.index(expected), key="al_scheme",
+label_reads = label_fits(label_path.strip())
+start_scheme = AP.default_scheme(expected, label_reads, lambda n: get_scheme(n).num_classes)
+if ss.get(AP.SCHEME_CHOSEN) == label_path.strip():  # chosen by hand for this label: kept (also across pages)
+    AP.keep("al_scheme", start_scheme, options=names)
+else:  # the default follows the label: the scheme it reads in when it does not read in the expected one
+    ss["al_scheme"] = start_scheme
+why_start = (f"{expected}: {expected_why}" if start_scheme == expected else
+             f"{start_scheme}, the scheme this label reads in (it does not read as {expected}, {expected_why})")
+scheme = c3.selectbox("Label scheme", names, key="al_scheme", on_change=AP.scheme_picked,
                       help=f"The classes the label's colours or ids stand for; the saved scene gets this scheme. "
-                           f"Defaults to {expected}: {expected_why}.")
+                           f"Defaults to {why_start}.")
+AP.remember("al_scheme")
 if not label_path.strip() or not image_path.strip():  # spaces only = not given (stripped to "", it was read as the folder ".")
     st.info("Give a label file and an image (local paths).")
     st.stop()
@@ -129,10 +165,10 @@ elif coarser:
     st.caption(f"Every value in this label is also a class of {coarser[0]} (the same colours, fewer classes): if it "
                f"is a {coarser[0]} label, choose {coarser[0]} under “Label scheme”, or it is saved as a {scheme} "
                "scene.")
-pair = (label_path, image_path, scheme)
-if ss.get("al_pair") != pair:  # another pair: forget the previous automatic result
+pair = (label_path.strip(), image_path.strip(), scheme, file_stamp(label_path.strip()), file_stamp(image_path.strip()))
+if ss.get("al_pair") != pair:  # another pair (or a file changed): forget the previous automatic result
     ss["al_pair"] = pair
-    ss.pop("al_auto", None)
+    ss.pop(AUTO_KEY, None)
 
 # Drawn in the session's screen palette (sidebar "Class colours") like the other pages; the saved scene's label
 # and the CLI's overlay file keep the study's colours.
@@ -140,22 +176,25 @@ dscheme = screen_scheme(scheme)
 label_rgb = dscheme.colorize(label)
 present = set(np.unique(label).tolist())
 legend = scheme_legend_html(scheme, names=[n for i, n in enumerate(dscheme.names) if i in present])  # screen colours
+AP.keep("al_click", False)
 clicking = st.toggle("Click control points on the two images", key="al_click",
                      help="Click a feature on the label, then the same feature on the image; repeat. Pairs are "
                           "matched in click order; press “Add the clicked pairs” to put them in the table.")
+AP.remember("al_click")
 a, b = st.columns(2)
 clicked = {}
 if clicking:
     gen = ss.get("al_click_gen", 0)
+    with a:  # the two columns are equally wide: the canvases fit them (no horizontal scroll)
+        click_width = AP.column_width() or AP.FALLBACK_WIDTH
     for col, name, arr in ((a, "label", label_rgb), (b, "image", image)):
-        sc = min(1.0, CLICK_WIDTH / arr.shape[1])
-        h, w = max(1, round(arr.shape[0] * sc)), max(1, round(arr.shape[1] * sc))
+        h, w, sc = AP.canvas_size(arr.shape, click_width)
         buf = io.BytesIO()
         Image.fromarray(arr).resize((w, h), Image.BILINEAR).save(buf, format="JPEG", quality=90)
         with col:
             out = canvas(drawing_mode="point", point_display_radius=4, stroke_width=2, stroke_color="#ff00ff",
                          fill_color="rgba(255, 0, 255, 0.6)", background_image=buf.getvalue(), height=h, width=w,
-                         update_streamlit=True, key=f"al_canvas_{name}_{gen}")
+                         update_streamlit=True, key=f"al_canvas_{name}_{gen}_{w}x{h}")  # resized: a new canvas
         clicked[name] = canvas_points(getattr(out, "json_data", None), sc)
         col.caption(f"{name}: {len(clicked[name])} point(s) clicked")
     n_pairs = min(len(clicked["label"]), len(clicked["image"]))
@@ -171,13 +210,18 @@ else:
     b.image(image, caption=f"image {image.shape[1]}×{image.shape[0]} px", width="stretch")
 st.markdown(legend, unsafe_allow_html=True)
 
-kind = st.radio("Transform", list(A.KINDS), index=2, horizontal=True, key="al_kind",
+AP.keep("al_kind", list(A.KINDS)[2], options=A.KINDS)
+kind = st.radio("Transform", list(A.KINDS), horizontal=True, key="al_kind",
                 help="similarity: scale+rotation+shift (≥2 points); affine: +shear (≥3); homography: +perspective (≥4)")
+AP.remember("al_kind")
 
 # --------------------------------------------------------------------------------------------- control points
 st.subheader("Control points")
 pc1, pc2 = st.columns([5, 1])
-pts_path = pc1.text_input("Load control points (JSON: label_xy → image_xy)", key="al_points_path")
+AP.keep("al_points_path", "")
+pts_path = pc1.text_input("Load control points (JSON: label_xy → image_xy, or CSV) from a file on the server",
+                          key="al_points_path")
+AP.remember("al_points_path")
 if pc2.button("Load", key="al_points_load") and pts_path.strip():
     try:
         src, dst, _ = load_points(check_server_path(pts_path.strip(), "control-points file"))
@@ -185,9 +229,37 @@ if pc2.button("Load", key="al_points_load") and pts_path.strip():
         ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
     except SegHZError as e:
         st.error(str(e))
+upload = st.file_uploader("… or upload a control-points file: JSON (as above) or CSV with the columns "
+                          f"{', '.join(COLS)} (the table's), or four numbers a row", type=["json", "csv"],
+                          key="al_points_upload")
+if upload is None:
+    ss.pop("al_upload_seen", None)
+    ss.pop("al_upload_msg", None)
+else:
+    fid = getattr(upload, "file_id", None) or (upload.name, upload.size)
+    if ss.get("al_upload_seen") != fid:  # read each uploaded file once (a rerun must not undo later table edits)
+        ss["al_upload_seen"] = fid
+        try:
+            src, dst, _ = parse_points(upload.getvalue(), f"uploaded file {upload.name}")
+            ss["al_points"] = pd.DataFrame(np.c_[src, dst], columns=COLS)
+            ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
+            ss["al_upload_msg"] = ("success", f"Loaded {len(src)} control point(s) from {upload.name} into the table.")
+        except SegHZError as e:
+            ss["al_upload_msg"] = ("error", f"Not loaded: {e}")
+    level, text = ss.get("al_upload_msg") or (None, None)
+    if level == "error":
+        st.error(text)
+    elif level:
+        st.success(text)
+editor_gen = ss.get("al_editor_gen", 0)
+editor_key = f"al_editor_{editor_gen}"
+kept_edits = ss.get("al_points_edited")
+if editor_key not in ss and kept_edits is not None and kept_edits[0] == editor_gen:
+    ss["al_points"] = kept_edits[1]  # back from another page: the editor's own edits were forgotten, not these
 pts = ss.get("al_points", pd.DataFrame(columns=COLS, dtype=float))
-edited = st.data_editor(pts, num_rows="dynamic", key=f"al_editor_{ss.get('al_editor_gen', 0)}", width="stretch",
+edited = st.data_editor(pts, num_rows="dynamic", key=editor_key, width="stretch",
                         column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in COLS})
+ss["al_points_edited"] = (editor_gen, edited[COLS].copy())
 rows = edited[COLS].apply(pd.to_numeric, errors="coerce").dropna()
 src, dst = rows[["label_x", "label_y"]].to_numpy(float), rows[["image_x", "image_y"]].to_numpy(float)
 M_manual = None
@@ -208,22 +280,24 @@ if M_manual is not None:
 
 # ------------------------------------------------------------------------------------------------ automatic
 st.subheader("Automatic matching")
-local = st.checkbox("Local (non-rigid) refinement", value=False, key="al_local",
+AP.keep("al_local", False)
+local = st.checkbox("Local (non-rigid) refinement", key="al_local",
                     help="on top of the global transform: a smooth displacement field fitted to automatic window "
                          "matches (its smoothing chosen by cross-validation on those matches, never on your "
                          "control points). For label maps that were digitised with local distortions; +5–15 s.")
+AP.remember("al_local")
 if st.button("Automatic matching", key="al_auto_btn", help="coarse scale/rotation search, features, ECC and local windows"):
     bar = st.progress(0.0, "starting")
     try:
         r = A.auto_align(label, image, kind=kind, progress=lambda f, m: bar.progress(min(1.0, f), m),
                          local="local" if local else None)
-        ss["al_auto"] = {"M": r.M, "T": r.transform, "kind": kind, "method": r.method, "score": r.score,
+        ss[AUTO_KEY] = {"M": r.M, "T": r.transform, "kind": kind, "method": r.method, "score": r.score,
                          "seconds": r.seconds, "inliers": r.inliers, "note": r.local_note,
                          "score_resize": A.match_score(label, image, A.resize_transform(label.shape, image.shape))}
     except (ValueError, SegHZError) as e:
         st.error(f"Automatic matching failed: {e}")
     bar.empty()
-auto = ss.get("al_auto")
+auto = ss.get(AUTO_KEY)
 if auto:
     msg = f"Automatic ({auto['kind']}): {auto['method']}, score {auto['score']:.3f}, {auto['seconds']:.1f} s"
     if len(src):
@@ -259,11 +333,15 @@ if not choices:
         st.info("Add control points (at least 2 / 3 / 4 for similarity / affine / homography) or run automatic "
                 "matching.")
     st.stop()
+AP.keep("al_use", choices[0], options=choices)
 use = st.radio("Use", choices, horizontal=True, key="al_use")
+AP.remember("al_use")
 M = M_manual if use == "manual fit" else auto["T"]
 use_kind = kind if use == "manual fit" else auto["kind"]
 method = f"manual ({len(src)} control points)" if use == "manual fit" else f"automatic: {auto['method']}"
-opacity = st.slider("Label opacity", 0.0, 1.0, 0.45, 0.05, key="al_opacity")
+AP.keep("al_opacity", 0.45)
+opacity = st.slider("Label opacity", 0.0, 1.0, step=0.05, key="al_opacity")
+AP.remember("al_opacity")
 bef, aft = before_after(label, image, M, dscheme, opacity)
 o1, o2 = st.columns(2)
 o1.image(bef, caption="before: label stretched onto the image (plain resize)", width="stretch")
@@ -274,19 +352,24 @@ st.caption("Matrix (label px → image px): " + "; ".join(" ".join(f"{v:.6g}" fo
            + (" + local displacement field (saved in alignment.json)" if M3 is not M else ""))
 
 n1, n2, n3 = st.columns([3, 2, 1])
-name = n1.text_input("Scene name", value=f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", key="al_name",
+AP.keep("al_name", f"{image_path.strip().rsplit('/', 1)[-1].rsplit('.', 1)[0]} aligned", context=image_path.strip())
+name = n1.text_input("Scene name", key="al_name",
                      help="A name another scene already has gets a number, e.g. “… (2)”, so the scene pickers can "
                           "tell them apart.")
+AP.remember("al_name", image_path.strip())
 targets = save_schemes(scheme, names)
-save_as = n2.selectbox("Save the label as", targets, index=targets.index(save_default(scheme, targets)),
-                       key="al_target_scheme",
+AP.keep("al_target_scheme", save_default(scheme, targets), options=targets, context=scheme)
+save_as = n2.selectbox("Save the label as", targets, key="al_target_scheme",
                        format_func=lambda n: n + (" (as drawn)" if n == scheme else f" (crosswalked from {scheme})"),
                        help="The scene's label scheme. The active model predicts its own scheme: a label in another "
                             "one cannot be scored or corrected against it (the alignment record keeps the drawn "
                             "scheme).")
+AP.remember("al_target_scheme", scheme)
+AP.keep("al_split", "none", options=["none", "train", "val", "test"])
 split = n3.selectbox("Split", ["none", "train", "val", "test"], key="al_split",
                      help="none: neither trained on nor scored until you move it (Home, Scenes). train: the next "
                           "retrain learns from it. val / test: the yardstick.")
+AP.remember("al_split")
 
 
 def save_scene() -> None:

@@ -147,13 +147,14 @@ def test_align_page_blank_path_or_folder(files, tmp_path):
 def test_canvas_points_are_the_click_positions_in_image_pixels():
     from seghz.geo.align_scene import canvas_points
 
-    # what the canvas stores for clicks at (100, 50) and (20.5, 7) with radius 4 and stroke 2, shown at scale 0.5
+    # what the canvas (streamlit-drawable-canvas 0.13, fabric.js 6: type "Circle") stores for clicks at (100, 50)
+    # and (20.5, 7) with radius 4 and stroke 2, shown at scale 0.5; image pixel centres are at integers
     objs = {"objects": [
-        {"type": "circle", "left": 100 - 5, "top": 50, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
-        {"type": "path"},
-        {"type": "circle", "left": 20.5 - 5, "top": 7, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
+        {"type": "Circle", "left": 100 - 5, "top": 50, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
+        {"type": "Path"},
+        {"type": "Circle", "left": 20.5 - 5, "top": 7, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
     ]}
-    np.testing.assert_allclose(canvas_points(objs, 0.5), [[200, 100], [41, 14]])
+    np.testing.assert_allclose(canvas_points(objs, 0.5), [[199.5, 99.5], [40.5, 13.5]])
     assert canvas_points(None, 1.0).shape == (0, 2)
     with pytest.raises(ValueError, match="scale"):
         canvas_points(objs, 0)
@@ -172,7 +173,7 @@ def test_align_page_clicked_pairs_go_into_the_table(files, monkeypatch):
         calls.append(kw)
         which = "label" if "_label_" in kw["key"] else "image"
         r, sw = kw["point_display_radius"], kw["stroke_width"]
-        objs = [{"type": "circle", "left": x - r - sw / 2, "top": y, "radius": r, "strokeWidth": sw, "originX": "left",
+        objs = [{"type": "Circle", "left": x - r - sw / 2, "top": y, "radius": r, "strokeWidth": sw, "originX": "left",
                  "originY": "center"} for x, y in clicks[which]]
         return SimpleNamespace(json_data={"objects": objs}, image_data=None)
 
@@ -186,16 +187,19 @@ def test_align_page_clicked_pairs_go_into_the_table(files, monkeypatch):
     assert {c["drawing_mode"] for c in calls} == {"point"}
     assert at.button(key="al_click_add").disabled  # no image points yet: no pairs
     # the same features clicked on the image (the true transform, at the image canvas' scale)
-    img_scale = next(c for c in reversed(calls) if "_image_" in c["key"])["width"] / 300
-    lbl_scale = next(c for c in reversed(calls) if "_label_" in c["key"])["width"] / 200
-    truth = A.apply_transform(M, np.array(clicks["label"], float) / lbl_scale)
-    clicks["image"] = [tuple(p * img_scale) for p in truth]
+    ic = next(c for c in reversed(calls) if "_image_" in c["key"])
+    lc = next(c for c in reversed(calls) if "_label_" in c["key"])
+    img_scale = np.array([ic["width"] / 300, ic["height"] / 250])  # canvas px per image px, each axis
+    lbl_scale = np.array([lc["width"] / 200, lc["height"] / 160])
+    truth = A.apply_transform(M, np.array(clicks["label"], float) / lbl_scale - 0.5)  # pixel centres at integers
+    clicks["image"] = [tuple((p + 0.5) * img_scale) for p in truth]
     at.run()
     at.button(key="al_click_add").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.session_state["al_points"]
     assert len(table) == 4
-    np.testing.assert_allclose(table[["label_x", "label_y"]].to_numpy(), np.array(clicks["label"]) / lbl_scale, atol=1e-6)
+    np.testing.assert_allclose(table[["label_x", "label_y"]].to_numpy(), np.array(clicks["label"]) / lbl_scale - 0.5,
+                               atol=1e-6)
     np.testing.assert_allclose(table[["image_x", "image_y"]].to_numpy(), truth, atol=1e-6)
     assert "RMSE" in _texts(at)  # the manual fit on the clicked pairs is shown live
 
@@ -369,8 +373,7 @@ def test_align_page_saves_in_the_active_models_scheme_and_the_chosen_split(files
     f.write_bytes(b"x")
     ws.set_active_checkpoint(ws.register_checkpoint(f, {"scheme": "hz7"}, checkpoint_id="m", name="hz7 model"))
     at = AppTest.from_file(str(REPO / "pages" / "5_Align.py"), default_timeout=TIMEOUT).run()
-    assert at.selectbox(key="al_scheme").value == "hz7"  # the label scheme defaults to the model's, too
-    at.selectbox(key="al_scheme").set_value("hz20")  # drawn in hz20
+    at.selectbox(key="al_scheme").set_value("hz20")  # drawn in hz20 (the label reads in hz20, not in the model's hz7)
     at.text_input(key="al_label").set_value(str(lp))
     at.text_input(key="al_image").set_value(str(ip))
     at.run()

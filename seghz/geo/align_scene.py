@@ -7,6 +7,7 @@ No Streamlit here.
 """
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from datetime import UTC, datetime
@@ -38,26 +39,89 @@ def load_points(path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     list of such objects or of ``[label_x, label_y, image_x, image_y]`` rows. Returns (src, dst, ids)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInputError(p, f"not a readable JSON file of control points ({e})") from None
-    rows = data.get("points") if isinstance(data, dict) else data
+        text = p.read_bytes()
+    except OSError as e:
+        raise BadInputError(p, f"not a readable file of control points ({e})") from None
+    return parse_points(text, p)
+
+
+POINT_COLUMNS = ("label_x", "label_y", "image_x", "image_y")
+
+
+def _csv_rows(text: str, p) -> list:
+    """The rows of a CSV of control points: a header with ``label_x, label_y, image_x, image_y`` (any order, other
+    columns such as ``id`` or ``residual_px`` ignored; the Align table's columns), or no header and four numbers a
+    row."""
+    import csv
+
+    lines = [ln for ln in csv.reader(io.StringIO(text)) if any(c.strip() for c in ln)]
+    if not lines:
+        raise BadInputError(p, "holds no control points (an empty file)")
+    head = [c.strip().lower() for c in lines[0]]
+    if any(h in POINT_COLUMNS for h in head):
+        missing = [c for c in POINT_COLUMNS if c not in head]
+        if missing:
+            raise BadInputError(p, f"the CSV header lacks the column(s) {', '.join(missing)} (it needs "
+                                   f"{', '.join(POINT_COLUMNS)}; it has {', '.join(head)})")
+        idx, id_col = [head.index(c) for c in POINT_COLUMNS], head.index("id") if "id" in head else None
+        rows = []
+        for i, ln in enumerate(lines[1:]):
+            try:
+                vals = [ln[j] for j in idx]
+            except IndexError:
+                raise BadInputError(p, f"CSV row {i + 2} has {len(ln)} column(s), fewer than the header's "
+                                       f"{len(head)}") from None
+            rows.append({"label_xy": vals[:2], "image_xy": vals[2:],
+                         **({"id": ln[id_col]} if id_col is not None and id_col < len(ln) else {})})
+        return rows
+    for i, ln in enumerate(lines):
+        if len(ln) != 4:
+            raise BadInputError(p, f"CSV row {i + 1} has {len(ln)} column(s): expected a header with "
+                                   f"{', '.join(POINT_COLUMNS)}, or four numbers a row (label x, label y, image x, "
+                                   "image y)")
+    return lines
+
+
+def parse_points(data: bytes | str, source="control points") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Control points from the text of a file (an uploaded one, or :func:`load_points`'s): JSON as
+    :func:`load_points` describes, or CSV (a header with ``label_x, label_y, image_x, image_y``, or four numbers a
+    row). ``source`` names the file in errors. Raises :class:`BadInputError` naming the problem."""
+    p = source
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadInputError(p, "is not a text file (expected JSON or CSV control points)") from None
+    text = data.lstrip("\ufeff").strip()
+    if not text:
+        raise BadInputError(p, "holds no control points (an empty file)")
+    if text[0] in "[{":
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BadInputError(p, f"not a readable JSON file of control points ({e})") from None
+        rows = parsed.get("points") if isinstance(parsed, dict) else parsed
+    else:
+        rows = _csv_rows(text, p)
     if not isinstance(rows, list) or not rows:
-        raise BadInputError(p, "holds no control points (expected a 'points' list)")
+        raise BadInputError(p, "holds no control points (expected a 'points' list, or CSV rows "
+                               f"{', '.join(POINT_COLUMNS)})")
     src, dst, ids = [], [], []
     for i, r in enumerate(rows):
         try:
             if isinstance(r, dict):
-                src.append([float(v) for v in r["label_xy"]][:2])
-                dst.append([float(v) for v in r["image_xy"]][:2])
+                s_, d_ = [float(v) for v in r["label_xy"]][:2], [float(v) for v in r["image_xy"]][:2]
                 ids.append(str(r.get("id", i + 1)))
             else:
                 lx, ly, ix, iy = (float(v) for v in r)
-                src.append([lx, ly])
-                dst.append([ix, iy])
+                s_, d_ = [lx, ly], [ix, iy]
                 ids.append(str(i + 1))
+            if len(s_) != 2 or len(d_) != 2 or not np.isfinite(s_ + d_).all():
+                raise ValueError
+            src.append(s_)
+            dst.append(d_)
         except (KeyError, TypeError, ValueError):
-            raise BadInputError(p, f"point {i + 1} is not label_xy/image_xy pairs of numbers: {r!r}") from None
+            raise BadInputError(p, f"point {i + 1} is not label_xy/image_xy pairs of finite numbers: {r!r}") from None
     return np.asarray(src, np.float64), np.asarray(dst, np.float64), ids
 
 
@@ -222,27 +286,43 @@ def import_aligned_scene(ws, label_path, image_path, M, *, scheme: str, name: st
 
 
 
-def canvas_points(json_data: dict | None, scale: float) -> np.ndarray:
-    """Click positions of the "point" objects of a streamlit-drawable-canvas (``json_data``), in click order, as
-    ``(n, 2)`` ``(x, y)`` pixel coordinates of the image shown at ``scale`` (canvas px = image px × scale).
+CANVAS_POINT_TYPES = frozenset({"circle"})  # compared case-insensitively: fabric.js 6 writes "Circle", 5 "circle"
+_ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
 
-    The canvas stores a clicked point as a circle whose ``left`` is the click minus (radius + stroke / 2) with
-    ``originX = "left"`` and whose ``top`` is the click with ``originY = "center"``; other origins are handled too.
+
+def canvas_points(json_data: dict | None, scale) -> np.ndarray:
+    """Click positions of the "point" objects of a streamlit-drawable-canvas (``json_data``), in click order, as
+    ``(n, 2)`` ``(x, y)`` pixel coordinates (pixel centres at integers, like every transform here) of the image
+    shown at ``scale``: one number, or ``(scale_x, scale_y)`` = canvas size / image size per axis (the canvas
+    stretches its background image over the whole canvas, so a rounded canvas size scales the axes slightly
+    differently).
+
+    streamlit-drawable-canvas 0.13 (fabric.js 6) stores a clicked point as ``{"type": "Circle", "left": x - (radius +
+    strokeWidth / 2), "top": y, "originX": "left", "originY": "center", "radius": ..., "strokeWidth": ...,
+    "scaleX": 1, ...}``: ``left``/``top`` are the point of the object's box (circle plus stroke, ``2 radius +
+    strokeWidth`` wide) that the origins name. Older builds wrote ``"circle"``; fabric.js 7 defaults both origins to
+    ``"center"``. Each origin convention is undone here, so the centre comes out right for any of them. A canvas
+    coordinate ``c`` (0 at the canvas' left edge) is image pixel ``c / scale - 0.5``: the click at the middle of the
+    image's first pixel is pixel 0.
     """
-    if scale <= 0:
+    sx, sy = (float(scale), float(scale)) if np.isscalar(scale) else (float(scale[0]), float(scale[1]))
+    if not (sx > 0 and sy > 0):
         raise ValueError(f"scale must be positive, got {scale}")
     out = []
     for o in (json_data or {}).get("objects") or []:
-        if o.get("type") != "circle":
+        if not isinstance(o, dict) or str(o.get("type", "")).lower() not in CANVAS_POINT_TYPES:
             continue
-        r = float(o.get("radius", 0)) * float(o.get("scaleX", 1) or 1)
-        half = r + float(o.get("strokeWidth", 0)) / 2
-        x = float(o.get("left", 0)) + {"left": half, "center": 0.0, "right": -half}.get(o.get("originX", "left"), half)
-        y = float(o.get("top", 0)) + {"top": half, "center": 0.0, "bottom": -half}.get(o.get("originY", "top"), half)
-        out.append((x / scale, y / scale))
+        r, sw = float(o.get("radius", 0) or 0), float(o.get("strokeWidth", 0) or 0)
+        kx, ky = float(o.get("scaleX", 1) or 1), float(o.get("scaleY", 1) or 1)
+        # fabric: the box is (2r + stroke) x scale, or 2r x scale + stroke with strokeUniform
+        wx = (2 * r * kx + sw) if o.get("strokeUniform") else (2 * r + sw) * kx
+        wy = (2 * r * ky + sw) if o.get("strokeUniform") else (2 * r + sw) * ky
+        x = float(o.get("left", 0)) + (0.5 - _ORIGIN.get(str(o.get("originX", "left")), 0.0)) * wx
+        y = float(o.get("top", 0)) + (0.5 - _ORIGIN.get(str(o.get("originY", "top")), 0.0)) * wy
+        out.append((x / sx - 0.5, y / sy - 0.5))
     return np.asarray(out, float).reshape(-1, 2)
 
 
-__all__ = ["SAME_ALIGNMENT_PX", "before_after", "canvas_points", "default_airport_files", "distinct_scene_name",
-           "find_aligned_scene", "import_aligned_scene", "load_pair", "load_points", "load_transform", "points_table",
+__all__ = ["CANVAS_POINT_TYPES", "SAME_ALIGNMENT_PX", "before_after", "canvas_points", "default_airport_files", "distinct_scene_name",
+           "find_aligned_scene", "import_aligned_scene", "load_pair", "load_points", "load_transform", "parse_points", "points_table",
            "provenance", "same_alignment", "write_overlay"]
