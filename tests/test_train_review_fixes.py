@@ -260,3 +260,27 @@ def test_sidebar_warns_when_a_synthetic_model_is_active_on_real_scenes(ws, tmp_p
     assert_ok(at)
     assert not at.sidebar.error
     assert any("2 of 3 scenes are synthetic demo scenes" in c.value for c in at.sidebar.caption)
+
+
+def test_the_gate_says_when_its_yardstick_is_only_synthetic_scenes(ws, tmp_path):  # noqa: F811
+    """The review: the real GID model was flagged "Forest −98.7 pp" against the demo model on the synthetic val scene,
+    and no screen said the val split was synthetic."""
+    from seghz.data.io import write_index_mask, write_rgb
+    from seghz.data.scenes import import_scene
+    from seghz.demo import generate_scene
+
+    from ui.train_gate import synthetic_yardstick
+
+    _copy(ws, "cand", "model cand", metrics=_val(0.6), val_data_version=ws.data_version("val"), parent_id="tiny-test")
+    _done_job(ws, "cand")
+    at = app("pages/4_Train.py").run()
+    assert_ok(at)
+    assert any("holds only synthetic demo scenes (1)" in w.value for w in at.warning)
+    assert synthetic_yardstick(ws, "test") is None  # an empty split: the gate says that itself
+    rgb, lbl = generate_scene(64, 5)
+    write_rgb(tmp_path / "real.png", rgb)
+    write_index_mask(tmp_path / "real_label.png", lbl, HZ7)
+    import_scene(ws, tmp_path / "real.png", tmp_path / "real_label.png", scheme="hz7", name="real", split="val")
+    at.run()
+    assert_ok(at)
+    assert not any("synthetic demo scenes" in w.value for w in at.warning)

@@ -46,10 +46,24 @@ def gate_settings(ws: Any, editable: bool = True) -> None:
                + ("" if editable else " (Change them under Gate settings with a job's result above.)"))
 
 
+def synthetic_yardstick(ws: Any, split: str) -> str | None:
+    """Why the gate's verdict says little about the analyst's imagery: every labelled scene of ``split`` is a
+    synthetic demo scene (None otherwise, or when the split is empty: the gate says so itself)."""
+    scenes = ws.list_scenes(split)
+    if not scenes or not all(s.synthetic for s in scenes):
+        return None
+    return (f"The **{split}** split holds only synthetic demo scenes ({len(scenes)}): this gate compares the two models "
+            "on generated data, not on your imagery. A model trained on real scenes can be flagged here and still be "
+            f"the better one for your work. Move a labelled real scene into **{split}** on the Home page to gate on it.")
+
+
 def show_gate(ws: Any, ck: Any, cur: Any, split: str = "val", *, prefix: str = "train_", settings: bool = True) -> None:
     """The regression-gate verdict of a candidate against the active model on ``split`` (the one its job gated on),
     then Promote (or override). Widget keys start with ``prefix``."""
     st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
+    yardstick = synthetic_yardstick(ws, split)
+    if yardstick:
+        st.warning(yardstick)
     gate_settings(ws, editable=settings)
     verdict = gate.check(ws, ck.id, split=split)
     same_scheme = cur is not None and cur.scheme == ck.scheme
