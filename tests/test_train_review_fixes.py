@@ -268,7 +268,6 @@ def test_the_gate_says_when_its_yardstick_is_only_synthetic_scenes(ws, tmp_path)
     from seghz.data.io import write_index_mask, write_rgb
     from seghz.data.scenes import import_scene
     from seghz.demo import generate_scene
-
     from ui.train_gate import synthetic_yardstick
 
     _copy(ws, "cand", "model cand", metrics=_val(0.6), val_data_version=ws.data_version("val"), parent_id="tiny-test")
