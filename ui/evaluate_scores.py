@@ -187,6 +187,4 @@ def class_frequencies(v: View, labelled: list, split: str) -> None:
                  column_config={"labelled (px)": st.column_config.NumberColumn(format="localized"),
                                 "predicted (px)": st.column_config.NumberColumn(format="localized")})
 
-    if len(per_scene) > 1:
-        with st.expander(f"Per scene ({len(per_scene)})"):
-            st.dataframe(pct(per_scene, "mIoU", "fwIoU", "OA"), hide_index=True, placeholder=NA)
+    # the per-scene scores are under the headline (ui.evaluate_jobs.per_scene_scores), not repeated here
