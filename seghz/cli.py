@@ -1900,36 +1900,6 @@ def _interrupted_line(args) -> str:
                                                   "all); the files written before it are kept")
 
 
-def _checkpoint_problem(args, e: Exception) -> str | None:
-    """A clearer message for a checkpoint file the safetensors reader refused: when its header parses but the file
-    is shorter than the tensors it declares, it is a truncated or damaged copy, not some other kind of file."""
-    import struct
-
-    text = str(e)
-    if "not a safetensors file" not in text:
-        return None
-    for name in ("checkpoint", "candidate", "parent", "file"):
-        v = getattr(args, name, None)
-        if not isinstance(v, str) or not text.startswith(f"{Path(v)}:"):
-            continue
-        p = Path(v)
-        try:
-            size = p.stat().st_size
-            with open(p, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                if n > min(size, 100 << 20):
-                    return None
-                header = json.loads(f.read(n))
-            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
-        except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
-            return None
-        need = 8 + n + end
-        if size < need:
-            return (f"{p}: the checkpoint file is truncated or damaged: its header declares {need:,} bytes, the file "
-                    f"has {size:,} (an interrupted copy or download?); copy it again")
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -1946,5 +1916,5 @@ def main(argv: list[str] | None = None) -> int:
     except (SegHZError, FileNotFoundError, ValueError) as e:  # ValueError: bad option values (e.g. --batch-size 0)
         if os.environ.get("SEGHZ_DEBUG"):  # the traceback, for a bug report
             raise
-        print(f"error: {_checkpoint_problem(args, e) or e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2

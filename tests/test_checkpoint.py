@@ -314,3 +314,21 @@ def test_unknown_architecture_in_metadata_is_a_checkpoint_error(tmp_path, arch, 
     assert read_metadata(p)["arch"] == arch  # the metadata itself is well-formed
     with pytest.raises(CheckpointError, match="future.safetensors"):
         load_checkpoint(p)
+
+
+def test_a_truncated_checkpoint_is_called_truncated_everywhere_not_a_foreign_file(saved, tmp_path):
+    """Every reader (the app's registry, jobs, the CLI) goes through read_metadata: a copy cut short says so, with the
+    sizes, while a file that is no safetensors at all still says that."""
+    _, path = saved
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or damaged") as e:
+        read_metadata(cut)
+    assert str(cut) in str(e.value) and f"file has {len(data) // 2:,}" in str(e.value)
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        load_checkpoint(cut)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        read_metadata(junk)

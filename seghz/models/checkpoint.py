@@ -74,6 +74,10 @@ def read_safetensors_meta(path: Path, key: str, error: type[Exception], what: st
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(key)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for foreign / truncated files
+        short = _truncated(p)
+        if short is not None:
+            raise error(f"{p}: the {what} file is truncated or damaged: its header declares {short[0]:,} bytes, the "
+                        f"file has {short[1]:,} (an interrupted copy or download?); copy it again") from None
         raise error(f"{p}: not a SegHZ {what} (not a safetensors file: {e})") from None
     if raw is None:
         raise error(f"{p}: safetensors file without SegHZ metadata; not a SegHZ {what}")
@@ -81,6 +85,25 @@ def read_safetensors_meta(path: Path, key: str, error: type[Exception], what: st
         return json.loads(raw)
     except json.JSONDecodeError as e:
         raise error(f"{p}: SegHZ {what} metadata is not valid JSON ({e})") from None
+
+
+def _truncated(p: Path) -> tuple[int, int] | None:
+    """``(bytes the header declares, bytes the file has)`` when ``p`` is a safetensors file cut short (its header
+    parses but the tensors it declares run past the end); None otherwise (another kind of file, or whole)."""
+    import struct
+
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > min(size, 100 << 20):
+                return None
+            header = json.loads(f.read(n))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    need = 8 + n + end
+    return (need, size) if size < need else None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
