@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -952,6 +953,7 @@ class Workspace:
             NotFoundError: When the scene does not exist.
         """
         scene = self.get_scene(scene_id)
+        self._sweep_trash()
         moved: list[tuple[Path, Path]] = []  # (original path, trash path)
         try:
             with self.transaction() as conn:
@@ -978,6 +980,29 @@ class Workspace:
                 shutil.rmtree(dst, ignore_errors=True)
             else:
                 dst.unlink(missing_ok=True)
+
+    TRASH_MAX_AGE_S = 3600.0
+
+    def _sweep_trash(self, max_age_s: float | None = None) -> list[Path]:
+        """Remove the ``.trash-*`` names :meth:`delete_scene` left behind when it was killed between its commit and
+        its removal (under ``labels/`` and ``scenes/``), once they are older than ``max_age_s`` (an hour by default):
+        a younger one may belong to a delete still running in another process, which renames it back if its
+        commit fails. Returns what was removed; one that cannot be removed is logged and left."""
+        age = self.TRASH_MAX_AGE_S if max_age_s is None else max_age_s
+        now, gone = time.time(), []
+        for folder in (self.root / "labels", self.root / "scenes"):
+            for p in folder.glob(".trash-*") if folder.is_dir() else ():
+                try:
+                    if now - p.lstat().st_mtime < age:
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+                    gone.append(p)
+                except OSError as e:
+                    log.warning("could not remove the leftover %s of an interrupted scene delete: %s", p, e)
+        return gone
 
     def _scene_leftovers(self, conn: sqlite3.Connection, scene: Scene) -> list[tuple[Path, Path]]:
         """What :meth:`delete_scene` removes of ``scene`` (already deleted in ``conn``'s transaction), each with the

@@ -214,3 +214,26 @@ def test_a_failed_delete_leaves_the_scene_whole(ws, src, monkeypatch):
     ws.delete_scene(s.id)
     assert [p.name for p in Path(ws.root / "scenes").iterdir()] == []
     assert [p.name for p in Path(ws.root / "labels").iterdir()] == []
+
+
+def test_trash_left_by_a_killed_delete_is_swept_once_old(ws, src):
+    """A delete killed between its commit and its removal leaves ``.trash-*`` names; the next delete removes those
+    older than an hour (a younger one may be a delete still running elsewhere, which may rename it back)."""
+    import os
+
+    keep = _import(ws, src[0], name="keep")
+    gone = _import(ws, src[1], name="gone")
+    old_dir = ws.root / "labels" / ".trash-0123456789ab-old"
+    old_dir.mkdir(parents=True)
+    (old_dir / "v0001.npz").write_bytes(b"x")
+    old_file = ws.root / "scenes" / ".trash-0123456789ab-img.png"
+    old_file.write_bytes(b"x")
+    young = ws.root / "labels" / ".trash-ba9876543210-young"
+    young.mkdir()
+    hours_ago = __import__("time").time() - 2 * 3600
+    for p in (old_dir, old_file):
+        os.utime(p, (hours_ago, hours_ago))
+    ws.delete_scene(gone.id)
+    assert not old_dir.exists() and not old_file.exists() and young.exists()
+    _check_scene(ws, keep.id, src[0])
+    assert [s.id for s in ws.list_scenes()] == [keep.id]
