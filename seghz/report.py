@@ -334,10 +334,18 @@ def biased_classes(result: dict, threshold: float = BIAS_THRESHOLD) -> list[str]
     return df.loc[df["bias"] != "", "class"].tolist()
 
 
+MIOU_LABELLED = "mIoU (labelled classes)"
+
+
 def summary_table(result: dict) -> pd.DataFrame:
-    """The study's headline metrics as one row: ``mIoU``, ``fwIoU``, ``OA``, ``mAcc``."""
-    return pd.DataFrame([{"mIoU": _num(result.get("miou")), "fwIoU": _num(result.get("fwiou")),
-                          "OA": _num(result.get("oa")), "mAcc": _num(result.get("macc"))}], dtype="float64")
+    """The study's headline metrics as one row: ``mIoU``, ``fwIoU``, ``OA``, ``mAcc``; and :data:`MIOU_LABELLED`
+    (the mean over the classes the labels hold) after ``mIoU`` when the model predicts a class no label holds (its
+    IoU 0 counts in the standard mIoU)."""
+    row = {"mIoU": _num(result.get("miou"))}
+    if result.get("predicted_only"):
+        row[MIOU_LABELLED] = _num(result.get("miou_present"))
+    row.update({"fwIoU": _num(result.get("fwiou")), "OA": _num(result.get("oa")), "mAcc": _num(result.get("macc"))})
+    return pd.DataFrame([row], dtype="float64")
 
 
 def class_metric_bars(result: dict, colors: Sequence[str] | None = None) -> go.Figure:
@@ -354,16 +362,19 @@ def class_metric_bars(result: dict, colors: Sequence[str] | None = None) -> go.F
 
 
 def per_scene_table(result: dict, scene_names: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per evaluated scene (from ``result["per_scene"]`` confusion matrices): mIoU, fwIoU, OA, pixels."""
+    """One row per evaluated scene (from ``result["per_scene"]`` confusion matrices): mIoU, :data:`MIOU_LABELLED`
+    (a small scene lacks most classes, so a few stray predicted pixels of one of them weigh 1/K in its mIoU), fwIoU,
+    OA, pixels."""
     from seghz.metrics import scores
 
     rows = []
     for sid, cm in (result.get("per_scene") or {}).items():
         sc = scores(np.asarray(cm), result["classes"])
         rows.append({"scene": sid, "name": (scene_names or {}).get(sid, sid), "mIoU": _num(sc["miou"]),
-                     "fwIoU": _num(sc["fwiou"]), "OA": _num(sc["oa"]), "labelled px": int(np.asarray(cm).sum())})
-    df = pd.DataFrame(rows, columns=["scene", "name", "mIoU", "fwIoU", "OA", "labelled px"])
-    for c in ("mIoU", "fwIoU", "OA"):
+                     MIOU_LABELLED: _num(sc["miou_present"]), "fwIoU": _num(sc["fwiou"]), "OA": _num(sc["oa"]),
+                     "labelled px": int(np.asarray(cm).sum())})
+    df = pd.DataFrame(rows, columns=["scene", "name", "mIoU", MIOU_LABELLED, "fwIoU", "OA", "labelled px"])
+    for c in ("mIoU", MIOU_LABELLED, "fwIoU", "OA"):
         df[c] = df[c].astype("float64")
     return df
 
@@ -592,6 +603,7 @@ __all__ = [
     "BIAS_THRESHOLD",
     "CONFUSION_MODES",
     "CONFUSION_MODE_LABELS",
+    "MIOU_LABELLED",
     "biased_classes",
     "checkpoint_val_metrics",
     "class_metric_bars",

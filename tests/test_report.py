@@ -190,8 +190,18 @@ def test_frequency_table_per_scene():
 
 
 def test_summary_table_and_class_metric_bars():
+    s = report.summary_table(scores(np.array([[50, 0, 0], [5, 20, 0], [0, 0, 9]]), NAMES))
+    assert list(s.columns) == ["mIoU", "fwIoU", "OA", "mAcc"]  # every predicted class is labelled somewhere
     s = report.summary_table(result())
-    assert list(s.columns) == ["mIoU", "fwIoU", "OA", "mAcc"]
+    # a class the labels lack but the model predicts (Forest): its IoU 0 counts in mIoU; the labelled-class mean
+    # sits beside it
+    stray = scores(np.array([[50, 0, 5], [0, 40, 5], [0, 0, 0]]), ["A", "B", "C"])
+    t = report.summary_table(stray)
+    assert list(t.columns) == ["mIoU", report.MIOU_LABELLED, "fwIoU", "OA", "mAcc"]
+    assert t.loc[0, "mIoU"] == pytest.approx((50 / 55 + 40 / 45 + 0) / 3)
+    assert t.loc[0, report.MIOU_LABELLED] == pytest.approx((50 / 55 + 40 / 45) / 2)
+    ps = report.per_scene_table({"classes": ["A", "B", "C"], "per_scene": {"s": stray["confusion"]}})
+    assert ps.loc[0, report.MIOU_LABELLED] == pytest.approx((50 / 55 + 40 / 45) / 2)
     assert s.loc[0, "OA"] == pytest.approx(70 / 85)
     fig = report.class_metric_bars(result(), COLORS)
     assert [t.name for t in fig.data] == ["IoU", "Acc (recall)", "Precision", "F1"]

@@ -220,7 +220,8 @@ def per_scene_scores(v, labelled: list) -> None:
     table = table.sort_values("mIoU", na_position="last").reset_index(drop=True)
     st.caption(f"Per scene ({len(table)}), lowest mIoU first: the headline pools their pixels, so large scenes weigh "
                "most. Choose scenes above to score only them.")
-    st.dataframe(pct(table, "mIoU", "fwIoU", "OA"), hide_index=True, placeholder=NA, key="eval_per_scene",
+    st.dataframe(pct(table, "mIoU", report.MIOU_LABELLED, "fwIoU", "OA"), hide_index=True, placeholder=NA,
+                 key="eval_per_scene",
                  column_config={"labelled px": st.column_config.NumberColumn(format="localized")})
 
 

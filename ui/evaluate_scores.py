@@ -105,7 +105,8 @@ def per_class(v: View) -> None:
     """The summary and per-class tables, the IoU bars and the per-class metric bars."""
     vres, colors = v.vres, v.colors
     st.subheader("Per class")
-    st.dataframe(pct(report.summary_table(vres), "mIoU", "fwIoU", "OA", "mAcc"), hide_index=True, placeholder=NA)
+    summary = report.summary_table(vres)
+    st.dataframe(pct(summary, *summary.columns), hide_index=True, placeholder=NA)
     st.dataframe(
         pct(report.per_class_table(vres), "IoU", "Acc (recall)", "Precision", "F1"), hide_index=True, placeholder=NA,
         column_config={"Support (px)": st.column_config.NumberColumn(format="localized"),
