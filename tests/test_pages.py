@@ -1071,7 +1071,7 @@ def test_evaluate_matrix_views_frequencies_and_drilldown_sends_to_review(ws):
     assert len(items) == len(table) and items[0]["true"] == names[a] and items[0]["predicted"] == names[b]
     assert items[0]["analyst"] == "Eve"
     assert json.loads(drilldown.review_list_path(ws).read_text()) == items
-    assert any("Added" in s.value and "Sent from Evaluate for review" in s.value for s in at.success)
+    assert any(f"{len(table)} added" in s.value and "Sent from Evaluate for review" in s.value for s in at.success)
     # one click opens the Labels page on the scene the windows were sent from
     at.button(key="eval_dd_open_labels").click().run()
     assert at.session_state["lbl_open_scene"] == items[0]["scene_id"]
