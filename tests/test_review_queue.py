@@ -237,9 +237,11 @@ def test_held_out_scoring_flags_a_flip_the_model_absorbed(tmp_path):
     q2 = rq.load_queue(ws, sids[0])
     assert q2.checkpoint_id == "retrained" and q2.scoring == q_out.scoring and q2.tta == "none"
     assert any("re-ranked" in line for line in logs)
-    # no other labelled scene of the scheme: a clear error
+    # no other labelled scene of the scheme: a real scene is scored in-sample and says why (tests/
+    # test_heldout_real_scenes.py), a synthetic one gets a clear error
     ws2 = Workspace(tmp_path / "ws2")
-    s2 = import_scene(ws2, images / "c0.png", labels / "c0.png", scheme="hz7", name="alone", split="train")
+    s2 = import_scene(ws2, images / "c0.png", labels / "c0.png", scheme="hz7", name="alone", split="train",
+                      synthetic=True)
     ck2 = ws2.register_checkpoint(noisy, {"arch": "Segformer", "encoder": "tu-efficientnet_lite0", "scheme": "hz7"},
                                   checkpoint_id="noisy")
     with pytest.raises(BadInputError, match="OTHER labelled scene"):

@@ -134,7 +134,9 @@ class SceneQueue:
     predicted: np.ndarray  # uint8 H×W model argmax
     score: np.ndarray  # float32 H×W suspicion, -inf at ignored pixels
     threshold: float = 0.5
-    scoring: str = "in-sample"  # or "held-out head (N scene(s))": see seghz.review.crossfit
+    # "in-sample", "held-out head (N scene(s))" (seghz.review.crossfit), or "in-sample (held-out asked, but ...)": a real
+    # scene with no other real labelled scene to refit the head on (see _held_out_predictor)
+    scoring: str = "in-sample"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -250,27 +252,55 @@ def component_indices(score: np.ndarray, label: np.ndarray, items: list, thresho
     return out  # type: ignore[return-value]
 
 
+MIN_HELD_OUT_PIXELS = 1_024  # labelled pixels the other scenes must hold between them to refit a held-out head on
+
+
+def held_out_fit_scenes(ws: Workspace, scene: Any) -> list[Any]:
+    """The scenes whose labels a held-out head for ``scene`` may be refitted on: the OTHER labelled scenes of its
+    scheme (never one of another scheme), and for a real scene only real ones: a head refitted on the synthetic demo
+    scenes ranked a correctly labelled field of the real Hangzhou airport scene first, as "Road_land". A synthetic
+    scene may use every other labelled scene (as before)."""
+    return [s for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme
+            and (scene.synthetic or not s.synthetic) and (s.label_path or ws.latest_label_version(s.id))]
+
+
 def _held_out_predictor(ws: Workspace, scene: Any, checkpoint_id: str, predictor: Any, tmp: Path, max_scenes: int,
-                        progress: Callable[[float, str], None] | None) -> tuple[Any, int]:
-    """A predictor of the checkpoint with its head refitted on other labelled scenes of ``scene``'s scheme."""
+                        progress: Callable[[float, str], None] | None) -> tuple[Any, str]:
+    """``(predictor, scoring)``: a predictor of the checkpoint with its head refitted on the scenes of
+    :func:`held_out_fit_scenes` (up to ``max_scenes``) and ``"held-out head (N scene(s))"``. For a real scene without
+    such a scene, or whose such scenes hold under :data:`MIN_HELD_OUT_PIXELS` labelled pixels, ``predictor`` itself
+    (in-sample scoring) and a ``scoring`` that starts with "in-sample" and says why held-out scoring was not done.
+
+    Raises:
+        BadInputError: For a synthetic scene without another labelled scene of its scheme.
+    """
     from seghz.infer.engine import Predictor
     from seghz.review.crossfit import held_out_head
 
-    others = [s for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme
-              and (s.label_path or ws.latest_label_version(s.id))]
-    if not others:
+    others = held_out_fit_scenes(ws, scene)
+    if not others and scene.synthetic:
         raise BadInputError(f"scene '{scene.id}'", "held-out scoring needs at least one OTHER labelled scene of the "
                             f"{scene.scheme} scheme to refit the head on; there is none")
+    n_synth = sum(1 for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme and s.synthetic)
+    unused = f"; the {n_synth} synthetic demo scene(s) are never used for a real scene" if n_synth else ""
+    if not others:
+        return predictor, (f"in-sample (held-out asked, but there is no other real labelled {scene.scheme} scene to "
+                           f"refit the head on{unused})")
     rng = np.random.default_rng(0)
     pick = sorted(rng.choice(len(others), min(len(others), max_scenes), replace=False).tolist())
     fit = [(read_image(ws.scene_path(others[i], "image")), ws.effective_label(others[i].id)) for i in pick]
+    n_px = sum(int((np.asarray(lbl) != IGNORE).sum()) for _, lbl in fit)
+    if not scene.synthetic and n_px < MIN_HELD_OUT_PIXELS:
+        return predictor, (f"in-sample (held-out asked, but the other real labelled {scene.scheme} scene(s) hold only "
+                           f"{n_px:,} labelled px, too few to refit the head on (at least {MIN_HELD_OUT_PIXELS:,})"
+                           f"{unused})")
     if progress:
         progress(0.0, f"refitting the head on {len(fit)} other scene(s)")
     path = held_out_head(ws.checkpoint_path(ws.get_checkpoint(checkpoint_id)), fit, tmp / "held_out.safetensors",
                          max_images=max_scenes, device=str(getattr(predictor, "device", "cpu")))
     held, _ = Predictor.from_checkpoint(path, str(getattr(predictor, "device", "cpu")),
                                         batch_size=getattr(predictor, "batch_size", None))
-    return held, len(fit)
+    return held, f"held-out head ({len(fit)} scene(s))"
 
 
 def build_queue(
@@ -293,11 +323,12 @@ def build_queue(
     With ``held_out``, the scene is scored by the checkpoint's head refitted on the effective labels of up to
     ``held_out_scenes`` OTHER labelled scenes of the same scheme (:mod:`seghz.review.crossfit`), so a model that was
     trained on this scene's noisy labels does not excuse the noise it learned; ``predictor`` is then only used for
-    its device and batch size.
+    its device and batch size. A real scene's head is refitted on real scenes only (:func:`held_out_fit_scenes`):
+    without one (or with too few labelled pixels) it is scored in-sample, and the queue's ``scoring`` says so and why.
 
     Raises:
         BadInputError: When the checkpoint predicts another class scheme than the scene's, or ``held_out`` finds no
-            other labelled scene.
+            other labelled scene for a synthetic scene.
     """
     scene = ws.get_scene(scene_id)
     ck = ws.get_checkpoint(checkpoint_id)
@@ -311,9 +342,8 @@ def build_queue(
     scoring = "in-sample"
     with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
         if held_out:
-            predictor, n_fit = _held_out_predictor(ws, scene, checkpoint_id, predictor, Path(tmp), held_out_scenes,
-                                                   progress)
-            scoring = f"held-out head ({n_fit} scene(s))"
+            predictor, scoring = _held_out_predictor(ws, scene, checkpoint_id, predictor, Path(tmp), held_out_scenes,
+                                                     progress)
         res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
     proba = res.proba
     disagreement = res.disagreement if tta != "none" else None
