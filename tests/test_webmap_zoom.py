@@ -84,3 +84,13 @@ def test_map_page_map_has_no_layer_stopping_short(monkeypatch):
     m = got["m"]
     tiles = [c for c in m._children.values() if isinstance(c, folium.TileLayer)]
     assert len(tiles) == 2 and all(t.options["max_zoom"] == m.options["max_zoom"] == 23 for t in tiles)
+
+
+@pytest.mark.parametrize("kind,bounds", [(PIXEL, PIX_BOUNDS), (GEOREF, GEO_BOUNDS)])
+def test_maps_snap_to_whole_zooms(kind, bounds):
+    """At a fractional zoom Leaflet scales each 256 px tile by a fraction and GPU rendering leaves hairline gaps
+    where tiles meet (seen as faint seams; Leaflet#3575). The pixel-space map snapped to quarter zooms."""
+    html = make_map(kind=kind, bounds=bounds, assets="cdn").get_root().render()
+    snaps = re.findall(r'"zoomSnap": ([0-9.]+)', html)
+    deltas = re.findall(r'"zoomDelta": ([0-9.]+)', html)
+    assert all(float(v) == 1.0 for v in snaps + deltas), (snaps, deltas)

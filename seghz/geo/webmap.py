@@ -184,8 +184,8 @@ def make_map(
         native = max(0, math.ceil(math.log2(side / 256.0)))  # the image fits one 256 px tile at map zoom -native
         m = folium.Map(
             location=_center(bounds), tiles=None, crs="Simple", zoom_start=zoom_start if zoom_start is not None else -native,
-            height=height, control_scale=False, zoom_snap=0.25, zoom_delta=0.5,
-        )
+            height=height, control_scale=False, zoom_snap=1, zoom_delta=1,
+        )  # whole zooms only: at a fractional zoom Leaflet scales each tile and leaves hairline gaps (Leaflet#3575)
         m.options["min_zoom"] = -native - 3
         m.options["max_zoom"] = MAP_MAX_ZOOM[PIXEL]  # tile layers reach it too (PyramidInfo.leaflet_options)
     else:
