@@ -632,11 +632,14 @@ if sid not in edits or "painted" not in edits[sid]:
 edit = edits[sid]
 latest = ws.latest_label_version(sid)
 if latest != edit["base_version"] and unapplied_strokes(sid):  # what the canvas holds now, the newest stroke included
+    gen_before = edit["gen"]
     commit_pending()  # strokes on the canvas join the edit: a version saved meanwhile must not make them vanish
+    lui.carry_flash(sid, gen_before, edit["gen"])  # a message of this run's callback is still about this edit
 n_changed = int(np.count_nonzero(lui.pending_pixels(ws, edit)))
 if latest != edit["base_version"]:
     if n_changed == 0:
         dui.drop_own_draft(edit)
+        lui.carry_flash(sid, edit["gen"], edit["gen"] + 1)  # a message flashed meanwhile survives the switch
         edits[sid] = edit = lui.new_edit(ws, sid, edit["gen"] + 1)
         st.info(f"Showing label version {latest} (saved since this page last showed the scene).")
     else:
@@ -672,7 +675,9 @@ sizes = window_options(scene.height, scene.width)
 w1, w2, w3 = st.columns([1, 2, 2])
 # "Open in the canvas" (on_zoom) sets these widgets through session state: they take their value from there only
 # (a default argument as well made Streamlit log "created with a default value but also had its value set via
-# the Session State API"), the defaults being put into session state first
+# the Session State API"), the defaults being put into session state first. Back on the page (or the scene): the
+# window it showed last for the scene (Streamlit dropped the widgets' state meanwhile)
+lui.restore_window(ss, sid, sizes, scene.height, scene.width)
 ss.setdefault(f"lbl_size_{sid}", sizes[-1])
 size = w1.selectbox("Window (px)", sizes, key=f"lbl_size_{sid}", on_change=commit_pending,
                     help="Part of the scene shown and painted at once (at most 1024×1024).")
@@ -688,6 +693,7 @@ if scene.width > size:
     col = w3.slider("Column offset", 0, offset_slider_max(ext), step=offset_step(ext), key=f"lbl_col_{sid}",
                     on_change=commit_pending)
 win = clamp_window(scene.height, scene.width, row, col, size)
+lui.keep_window(ss, sid, size, row, col)  # for a return to the page (a plain key: kept when another page runs)
 r0, c0, wh, ww = win
 img_path = ws.scene_path(scene, "image")
 img_mtime = img_path.stat().st_mtime
@@ -862,7 +868,7 @@ result = canvas(
 )
 rgba = getattr(result, "image_data", None) if result is not None else None
 drawing = getattr(result, "json_data", None) if result is not None else None
-rgba = lui.canvas_strokes(rgba, drawing, tool, win, (ch, cw))  # rectangles: the drawn boxes, not their outline
+rgba = lui.canvas_strokes(rgba, drawing, tool, win, (ch, cw))  # rectangles, polygons: the shapes, not their outline
 if rgba is None and draft is not None:  # the restored canvas shows the strokes but sends nothing until drawn on
     rgba, drawing = draft["rgba"], draft["drawing"]
 n_painted = count_painted(rgba)

@@ -379,6 +379,154 @@ def rect_strokes_rgba(rgba: np.ndarray | None, drawing, height: int, width: int,
     return out
 
 
+POLYGON_TOOLS = ("polygon",)  # the tools drawn as polygons: applied from the polygons' geometry (polygon_strokes_rgba)
+
+
+def _path_points(path) -> list[tuple[float, float]] | None:
+    """The vertices of a Fabric path made of one ``M`` and straight ``L`` segments (an optional closing ``Z``): what
+    the polygon tool shows while its corners are being clicked. None for anything else (curves, several subpaths)."""
+    if not isinstance(path, list) or not path:
+        return None
+    pts = []
+    for i, cmd in enumerate(path):
+        if not isinstance(cmd, (list, tuple)) or not cmd:
+            return None
+        op = str(cmd[0]).upper()
+        if op == "Z" and len(cmd) == 1 and i == len(path) - 1:
+            continue
+        if op not in ("M", "L") or len(cmd) != 3 or (op == "M") != (i == 0):
+            return None
+        pts.append((float(cmd[1]), float(cmd[2])))
+    return pts
+
+
+def drawn_polygons(drawing) -> list[tuple[np.ndarray, str]] | None:
+    """``(vertices, fill rule)`` of every polygon of a canvas drawing (Fabric JSON): an N×2 float array of the
+    vertices in canvas pixels, the polygon the fill covers, not the outline (``strokeWidth``) around it.
+
+    streamlit-drawable-canvas's polygon tool (Fabric 7) sends a closed polygon as a ``Polygon`` whose ``points``
+    are the clicked scene points, and the polygon being clicked as a ``Path`` of ``M``/``L`` commands (its fill
+    closes it). Fabric places either (``calcOwnMatrix``) by mapping a point ``p`` to ``centre + R(angle) ·
+    S(scaleX, scaleY, flips) · (p - pathOffset)``, ``pathOffset`` being the centre of the points' bounding box (not
+    sent: recomputed here) and the centre found from ``left``/``top`` and ``originX``/``originY`` as for a
+    rectangle (:func:`drawn_boxes`; default origin ``center``). None when the drawing is not a Fabric JSON or holds
+    anything else (a skewed shape, a curve, a rectangle, a brush stroke)."""
+    objs = drawing.get("objects") if isinstance(drawing, dict) else None
+    if not isinstance(objs, list):
+        return None
+    out = []
+    for o in objs:
+        if not isinstance(o, dict):
+            return None
+        kind = str(o.get("type", "")).lower()
+        try:
+            if kind == "polygon":
+                raw = o.get("points")
+                if not isinstance(raw, list):
+                    return None
+                pts = [(float(q["x"]), float(q["y"])) for q in raw]
+            elif kind == "path":
+                pts = _path_points(o.get("path"))
+                if pts is None:
+                    return None
+            else:
+                return None
+            if float(o.get("skewX") or 0) or float(o.get("skewY") or 0):
+                return None
+            p = np.asarray(pts, float).reshape(-1, 2)
+            if len(p) < 3:  # a point or a line: it encloses nothing
+                if not np.isfinite(p).all():
+                    return None
+                continue
+            sx, sy = float(o.get("scaleX", 1)), float(o.get("scaleY", 1))
+            w, h = float(o.get("width", 0)), float(o.get("height", 0))
+            sw = float(o.get("strokeWidth") or 0)
+            ax, ay = abs(sx), abs(sy)
+            dx, dy = (w * ax + sw, h * ay + sw) if o.get("strokeUniform") else ((w + sw) * ax, (h + sw) * ay)
+            ox, oy = (_origin(o.get("originX", "center")), _origin(o.get("originY", "center")))
+            theta = math.radians(float(o.get("angle") or 0))
+            cos, sin = math.cos(theta), math.sin(theta)
+            left, top = float(o.get("left", 0)), float(o.get("top", 0))
+            # the centre: the origin point moved by the offset to the centre, rotated about the origin point
+            ux, uy = -ox * dx, -oy * dy
+            cx, cy = left + ux * cos - uy * sin, top + ux * sin + uy * cos
+            po = (p.min(axis=0) + p.max(axis=0)) / 2
+            q = (p - po) * [sx * (-1 if o.get("flipX") else 1), sy * (-1 if o.get("flipY") else 1)]
+            q = np.stack([q[:, 0] * cos - q[:, 1] * sin, q[:, 0] * sin + q[:, 1] * cos], axis=1)
+            shift = np.array([cx, cy]) - po
+            if theta == 0 and sx == sy == 1 and not o.get("flipX") and not o.get("flipY"):
+                # not moved, scaled or turned since it was drawn: its points are where it is (``left``/``top`` are
+                # rounded to 4 decimals when sent; a shift of 1e-4 px could move a pixel centre on an edge)
+                shift[np.abs(shift) < 1e-3] = 0
+            q = q + po + shift
+        except (TypeError, ValueError, KeyError):
+            return None
+        if not np.isfinite(q).all():
+            return None
+        out.append((q, "evenodd" if str(o.get("fillRule", "nonzero")).lower() == "evenodd" else "nonzero"))
+    return out
+
+
+def _origin(v) -> float:
+    """Fabric's ``resolveOrigin``: ``left``/``top`` -0.5, ``center`` 0, ``right``/``bottom`` 0.5, a number minus 0.5."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v) - 0.5
+    if str(v) not in _ORIGIN:
+        raise ValueError(f"unknown origin {v!r}")
+    return _ORIGIN[str(v)]
+
+
+def polygons_mask(polygons, height: int, width: int, canvas_height: int, canvas_width: int) -> np.ndarray:
+    """Boolean ``height``×``width`` mask (window pixels) of the pixels whose centre lies inside one of ``polygons``
+    (:func:`drawn_polygons`: vertices in canvas pixels on a ``canvas_height``×``canvas_width`` canvas showing the
+    window; ``"nonzero"`` or ``"evenodd"`` fill rule, as the canvas fills them). A centre on an edge counts as a
+    rectangle's does (:func:`boxes_mask`): inside on the left and top edges, outside on the right and bottom ones,
+    so a square drawn as a polygon covers exactly the pixels of the same box."""
+    sy, sx = canvas_height / height, canvas_width / width
+    out = np.zeros((height, width), bool)
+    for poly, rule in polygons:
+        # window-pixel coordinates in which pixel (i, j)'s centre is the point (j, i)
+        v = np.asarray(poly, float) / [sx, sy] - 0.5
+        j0, j1 = max(0, math.ceil(v[:, 0].min())), min(width - 1, math.floor(v[:, 0].max()))
+        i0, i1 = max(0, math.ceil(v[:, 1].min())), min(height - 1, math.floor(v[:, 1].max()))
+        if j1 < j0 or i1 < i0:
+            continue
+        cols = np.arange(j0, j1 + 1, dtype=float)
+        wind = np.zeros((i1 - i0 + 1, j1 - j0 + 1), np.int32)
+        for (xa, ya), (xb, yb) in zip(v, np.roll(v, -1, axis=0)):
+            if ya == yb:
+                continue  # a horizontal edge crosses no row of centres' rays
+            lo, hi = (ya, yb) if ya < yb else (yb, ya)
+            # rows whose centre's y is in [lo, hi): the ray from the centre to the right crosses the edge when the
+            # edge's x at that y is beyond the centre (a centre on the edge is not crossed: left edge in, right out)
+            r0, r1 = max(i0, math.ceil(lo)), min(i1, math.ceil(hi) - 1)
+            if r1 < r0:
+                continue
+            rows = np.arange(r0, r1 + 1, dtype=float)
+            xs = xa + (rows - ya) * (xb - xa) / (yb - ya)
+            wind[r0 - i0 : r1 - i0 + 1] += np.where(cols[None, :] < xs[:, None], 1 if yb > ya else -1, 0).astype(np.int32)
+        inside = (wind % 2 == 1) if rule == "evenodd" else (wind != 0)
+        out[i0 : i1 + 1, j0 : j1 + 1] |= inside
+    return out
+
+
+def polygon_strokes_rgba(rgba: np.ndarray | None, drawing, height: int, width: int, canvas_height: int,
+                         canvas_width: int) -> np.ndarray | None:
+    """What the polygon tool painted, from the polygons' geometry: a ``height``×``width`` (window) RGBA image, alpha
+    255 inside the drawn polygons (:func:`drawn_polygons`, :func:`polygons_mask`). The canvas's own image (``rgba``)
+    also holds each polygon's 2 px outline, half of it beyond the vertices (and, while a polygon is being clicked,
+    its corner handles). ``rgba`` unchanged when nothing was sent (None) or the drawing holds anything but straight-
+    edged polygons."""
+    if rgba is None:
+        return None
+    polys = drawn_polygons(drawing)
+    if polys is None:
+        return rgba
+    out = np.zeros((height, width, 4), np.uint8)
+    out[polygons_mask(polys, height, width, canvas_height, canvas_width), 3] = 255
+    return out
+
+
 def blob_seeds(painted: np.ndarray) -> list[tuple[int, int]]:
     """One ``(row, col)`` seed per 4-connected blob of ``painted``: the blob's pixel nearest its centroid."""
     import cv2
@@ -598,9 +746,9 @@ def zoom_window(bbox: tuple[int, int, int, int], scene_height: int, scene_width:
     return size, offset(r0, r1, scene_height), offset(c0, c1, scene_width)
 
 __all__ = [
-    "CANVAS_MODE", "MAX_WINDOW", "RECT_TOOLS", "STATUS_COLORS", "TOOLS", "Rebased", "VersionTouch", "agreement",
+    "CANVAS_MODE", "MAX_WINDOW", "POLYGON_TOOLS", "RECT_TOOLS", "STATUS_COLORS", "TOOLS", "Rebased", "VersionTouch", "agreement",
     "apply_layer", "apply_strokes", "apply_tool", "blend_overlay", "blob_seeds", "box_on_canvas", "boxes_mask",
-    "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer", "drawn_boxes", "fill_region", "kept_by_version", "offset_slider_max", "offset_step",
-    "rebase_edit", "rebase_keeping_theirs", "rect_strokes_rgba", "resize_nearest", "stroke_mask", "stroke_pixels", "touched_mask",
+    "canvas_scale", "clamp_window", "colorize_status", "count_painted", "diff_layer", "drawn_boxes", "drawn_polygons", "fill_region", "kept_by_version", "offset_slider_max", "offset_step",
+    "polygon_strokes_rgba", "polygons_mask", "rebase_edit", "rebase_keeping_theirs", "rect_strokes_rgba", "resize_nearest", "stroke_mask", "stroke_pixels", "touched_mask",
     "touched_since", "window_options", "zoom_window",
 ]

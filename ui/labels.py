@@ -10,14 +10,17 @@ the class, tool and window they were painted with. On the first run of a later v
 yet) :func:`restore_draft` puts the scene, window, class and tool back and marks the drawing to be loaded into the
 canvas mounted for that window. A draft belongs to one edit generation: applying, saving or discarding the strokes
 starts a new one and drops the draft. (The drafts of unsaved edits kept on the server are ``ui.label_drafts``.)
-Without a draft, :func:`restore_scene` puts back the scene the page showed last.
+Without a draft, :func:`restore_scene` puts back the scene the page showed last, and :func:`restore_window` the window
+(size and offsets) it showed last for a scene (:func:`keep_window`, a plain key too).
 
 The unsaved edit of a scene (``st.session_state["lbl_edits"][scene_id]``): ``{"scene_id", "base_version", "mask",
 "painted", "gen"}`` plus, once used, ``"tools"`` and the draft fields of ``ui.label_drafts``. Label versions, their
 pixel status and image windows are read through caches here (saved versions never change).
 
 Messages: :func:`flash` keeps a message of an area of the page for :data:`FLASH_RUNS` runs, shown where the page calls
-:func:`show_flash` for that area.
+:func:`show_flash` for that area, while the scene, its edit generation and the analyst are those it was about. A
+message not shown yet, or one whose edit the page itself replaced by a label version saved meanwhile
+(:func:`carry_flash`), survives the edit's change: a callback's message is not lost to the version switch of its run.
 
 Pickers whose option texts can change (:func:`remember_choice`, :func:`restore_stale_choice`). A Streamlit select
 widget travels as the *text* of its option: the browser sends back the text it shows, not the option. It keeps sending
@@ -69,6 +72,7 @@ REASON_GEN_KEY = "lbl_reason_gen"  # advanced by every successful save and every
 RESTORE_KEY = "lbl_canvas_restore"  # the draft being shown in the canvas it was restored into
 SCENE_KEY = "lbl_scene"
 SHOWN_SCENE_KEY = "lbl_shown_scene"  # the scene the page showed last (set by the page right after its picker)
+WINDOWS_KEY = "lbl_windows_kept"  # scene id -> {"size", "row", "col"}: the window shown last (restore_window)
 OPEN_SCENE_KEY = "lbl_open_scene"  # set by another page (a scene id) before st.switch_page("pages/3_Labels.py")
 OPEN_WINDOW_KEY = "lbl_open_window"  # ... and a review-list entry: open its window, compared as it was sent
 FOCUS_KEY = "lbl_focus"  # {"scene_id", "bbox"[, "review": entry]}: the item opened in the canvas (magenta box)
@@ -152,6 +156,37 @@ def restore_scene(ss: MutableMapping, scene_ids: Iterable[str]) -> str | None:
         return None
     ss[SCENE_KEY] = sid
     return sid
+
+
+def keep_window(ss: MutableMapping, scene_id: str, size: int, row: int, col: int) -> None:
+    """Note the window the page shows for ``scene_id`` (its size and offsets, as the widgets hold them) under a plain
+    key (:data:`WINDOWS_KEY`), kept across page switches, for :func:`restore_window`."""
+    ss.setdefault(WINDOWS_KEY, {})[scene_id] = {"size": int(size), "row": int(row), "col": int(col)}
+
+
+def restore_window(ss: MutableMapping, scene_id: str, sizes: Iterable[int], scene_height: int,
+                   scene_width: int) -> bool:
+    """When the window widgets of ``scene_id`` have no state (a visit to another page, or another scene shown, made
+    Streamlit drop them), put back the window the page showed last for that scene (:func:`keep_window`), as the
+    scene itself is (:func:`restore_scene`). Call before the widgets, after anything that sets them on purpose (a
+    draft restored, "Open in the canvas"). A size no longer offered (the scene was re-imported smaller) is dropped:
+    the page's defaults; offsets beyond the sliders' range are clamped. Returns whether it put a window back."""
+    skey = f"lbl_size_{scene_id}"
+    kept = (ss.get(WINDOWS_KEY) or {}).get(scene_id)
+    if skey in ss or not isinstance(kept, Mapping):
+        return False
+    try:
+        size, row, col = int(kept["size"]), int(kept["row"]), int(kept["col"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if size not in list(sizes):
+        (ss.get(WINDOWS_KEY) or {}).pop(scene_id, None)
+        return False
+    ss[skey] = size
+    for key, value, extent in (("row", row, scene_height - size), ("col", col, scene_width - size)):
+        if extent > 0 and f"lbl_{key}_{scene_id}" not in ss:
+            ss[f"lbl_{key}_{scene_id}"] = min(max(0, value), le.offset_slider_max(extent))
+    return True
 
 
 def restored_for(ss: MutableMapping, scene_id: str, window: tuple[int, int, int, int], gen: int) -> dict | None:
@@ -369,11 +404,15 @@ def canvas_strokes(rgba: Any, drawing: Any, tool: str | None, window: Iterable[i
                    canvas_hw: tuple[int, int] | None) -> Any:
     """What the canvas painted, as the page applies it: for the rectangle tools (``rect``, ``accept``) the drawn boxes
     from their geometry in window pixels (:func:`seghz.labels_edit.rect_strokes_rgba`: the canvas image also holds
-    each box's 2 px outline, around it), else the canvas image ``rgba`` itself."""
-    if tool not in le.RECT_TOOLS or rgba is None:
+    each box's 2 px outline, around it), for the polygon tool the drawn polygons from their vertices
+    (:func:`seghz.labels_edit.polygon_strokes_rgba`: its outline is 2 px too), else the canvas image ``rgba`` itself
+    (also for a drawing whose shapes cannot be read)."""
+    if tool not in le.RECT_TOOLS + le.POLYGON_TOOLS or rgba is None:
         return rgba
     _, _, wh, ww = (int(v) for v in window)
     ch, cw = (int(v) for v in canvas_hw) if canvas_hw else np.shape(rgba)[:2]
+    if tool in le.POLYGON_TOOLS:
+        return le.polygon_strokes_rgba(rgba, drawing, wh, ww, ch, cw)
     return le.rect_strokes_rgba(rgba, drawing, wh, ww, ch, cw)
 
 
@@ -548,11 +587,28 @@ def show_flash(area: str) -> None:
     if not msg:
         return
     kind, text, ctx, left = msg
-    if ctx != flash_context() or left <= 0:
+    now = flash_context()
+    if left == FLASH_RUNS and ctx != now and (ctx[0], ctx[2]) == (now[0], now[2]):
+        # not shown yet: flashed in this run (a callback), before the page moved the scene's edit on (a label version
+        # saved meanwhile shown, strokes applied); about the same scene and analyst, it is still news
+        ctx = now
+    if ctx != now or left <= 0:
         ss.pop(key, None)
         return
     ss[key] = (kind, text, ctx, left - 1)
     getattr(st, kind)(text)
+
+
+def carry_flash(scene_id: str, old_gen: int, new_gen: int) -> None:
+    """The page replaced the edit of ``scene_id`` (generation ``old_gen``) by generation ``new_gen`` on its own, not
+    on the analyst's doing (a label version saved meanwhile is shown): the messages about the old edit are kept, about
+    the new one (a flash is dropped when its edit changes: :func:`show_flash`)."""
+    ss = st.session_state
+    for key in [k for k in ss if isinstance(k, str) and k.startswith("lbl_flash_")]:
+        msg = ss.get(key)
+        if isinstance(msg, tuple) and len(msg) == 4 and isinstance(msg[2], tuple) and len(msg[2]) == 3 \
+                and msg[2][:2] == (scene_id, old_gen):
+            ss[key] = (msg[0], msg[1], (scene_id, new_gen, msg[2][2]), msg[3])
 
 
 # ------------------------------------------------------------------------------------------------ noise queue
@@ -728,11 +784,13 @@ __all__ = [
     "RESTORE_KEY",
     "SCENE_KEY",
     "SHOWN_SCENE_KEY",
+    "WINDOWS_KEY",
     "Comparison",
     "accept_summary",
     "action_problem",
     "canvas_strokes",
     "canvas_value_rgba",
+    "carry_flash",
     "checkpoint_name",
     "clear_reason",
     "comparison_for",
@@ -745,6 +803,7 @@ __all__ = [
     "hide_focus_box",
     "item_suffix",
     "keep_draft",
+    "keep_window",
     "latest_draft",
     "load_window",
     "new_edit",
@@ -759,6 +818,7 @@ __all__ = [
     "restore_draft",
     "restore_scene",
     "restore_stale_choice",
+    "restore_window",
     "restored_for",
     "review_in_view",
     "scene_edits",
