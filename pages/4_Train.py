@@ -49,6 +49,7 @@ ws = page_header("Train", "Fine-tune the active model on the corrected labels of
 ss = st.session_state
 refresh_job_states(ws)
 active = ws.active_checkpoint()
+train_gate.show_promoted()
 train_scenes = [s for s in ws.list_scenes("train") if s.label_path]
 val_scenes = [s for s in ws.list_scenes("val") if s.label_path]
 
@@ -367,8 +368,13 @@ def show_refit_result(job, ck) -> None:
 
 
 @st.fragment(run_every=2 if watching else None)
-def jobs_panel(watching: bool) -> None:
+def jobs_panel(watching: bool, active_id: str | None) -> None:
     refresh_job_states(ws)
+    now = ws.active_checkpoint()
+    if (now.id if now else None) != active_id:
+        # promoted since the page was drawn (a job's auto-promote, another tab, the CLI) while this fragment polls
+        # alone: the registry's verdicts and the sidebar outside it are against the old model, so redraw them all
+        st.rerun()
     jobs = [j for j in ws.list_jobs(limit=JOB_LIST_LIMIT) if j.kind in candidate.JOB_KINDS]
     if watching and not any(j.active for j in jobs) and not any(j.active for j in ws.list_jobs(limit=JOB_LIST_LIMIT)):
         st.rerun()  # the last active job ended: stop polling and refresh the whole page (sidebar, summary)
@@ -433,7 +439,7 @@ def jobs_panel(watching: bool) -> None:
         st.code(json.dumps(job.config, indent=1), language="json")
 
 
-jobs_panel(watching)
+jobs_panel(watching, active.id if active else None)
 
 
 # ------------------------------------------------------------------------------------------------ registry

@@ -40,6 +40,7 @@ ws = page_header("Align", "Co-register a label map with imagery: control points 
 ss = st.session_state
 COLS = ["label_x", "label_y", "image_x", "image_y"]
 AUTO_KEY = "al_auto"  # the automatic-matching result, a plain session key: it outlives visits to other pages
+SAVED_KEY = "al_saved_msg"  # "Saved scene …", shown by the run after the save (which redraws the sidebar)
 defaults = default_airport_files()
 
 
@@ -380,9 +381,12 @@ def save_scene() -> None:
                                   method=method, rmse=rm, n_points=len(src), holdout_rmse=loo, label=label,
                                   target_scheme=None if save_as == scheme else save_as, split=split)
         ss.pop("al_dup", None)
-        st.success(f"Saved scene '{sc.name}' ({sc.id}): the image with the aligned label; provenance in alignment.json.")
     except (ValueError, SegHZError) as e:
         st.error(f"Not saved: {e}")
+        return
+    # the sidebar (scene counts, what is synthetic) was drawn before the save: draw the page again, message kept
+    ss[SAVED_KEY] = f"Saved scene '{sc.name}' ({sc.id}): the image with the aligned label; provenance in alignment.json."
+    st.rerun()
 
 
 def same_as(scene_ids=None):
@@ -397,6 +401,8 @@ if st.button("Save as aligned label scene", type="primary", key="al_save"):
         save_scene()
     else:  # the same alignment again would only make an indistinguishable copy: say so, offer to open it
         ss["al_dup"] = found.id
+if ss.get(SAVED_KEY):  # the save's message, shown once by the run after it
+    st.success(ss.pop(SAVED_KEY))
 dup_id = ss.get("al_dup")
 # still this alignment (not another pair, points or transform)? Just found on Save: no second search
 dup = found if found is not None else (same_as({dup_id}) if dup_id else None)

@@ -10,6 +10,7 @@ Environment:
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -392,6 +393,27 @@ def _sidebar_data_notices(ws: Workspace, active: Any) -> None:
         )
 
 
+def active_val_miou(ws: Workspace, ck: Any) -> tuple[float | None, str]:
+    """The best recorded validation mIoU of checkpoint ``ck`` and where it comes from: the score it recorded when it
+    was trained (``metrics["val"]``), else its cached evaluation (no TTA) of this workspace's val split at the split's
+    current data version (the regression gate's or the Evaluate page's: a head refit records no validation score of
+    its own); ``(None, "")`` when neither exists."""
+    from seghz.report import checkpoint_val_metrics
+
+    miou = checkpoint_val_metrics(ck.metrics)["miou"]
+    if miou is not None:
+        return miou, "recorded at training"
+    try:
+        ev = ws.find_evaluation(ck.id, "val", False, ws.data_version("val"))
+    except Exception:  # noqa: BLE001  (a sidebar line must never break a page)
+        ev = None
+    result = ev.result if ev is not None and isinstance(ev.result, dict) else {}
+    value = result.get("miou") if result.get("tta", "none") == "none" else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value), "evaluated on this workspace's val split"
+    return None, ""
+
+
 def page_header(title: str, caption: str | None = None, *, set_config: bool = True) -> Workspace:
     """Page title plus the sidebar block every page shows; returns the workspace.
 
@@ -417,13 +439,14 @@ def page_header(title: str, caption: str | None = None, *, set_config: bool = Tr
         if active is None:
             st.warning("No active checkpoint. Train one on the Train page or register one with the CLI.")
         else:
-            from seghz.report import checkpoint_val_metrics, fmt_pct
+            from seghz.report import fmt_pct
 
-            m = checkpoint_val_metrics(active.metrics)
+            miou, source = active_val_miou(ws, active)
             st.markdown(
                 f"**Active checkpoint**  \n{html.escape(active.name)}  \n"
                 f"<span style='font-size:0.8em;color:#666'>{html.escape(active.id)} · {html.escape(active.arch)}/"
-                f"{html.escape(active.encoder)} · {html.escape(active.scheme)} · val mIoU {fmt_pct(m['miou'])}</span>",
+                f"{html.escape(active.encoder)} · {html.escape(active.scheme)} · val mIoU {fmt_pct(miou)}"
+                + (f" ({html.escape(source, quote=False)})" if source else "") + "</span>",
                 unsafe_allow_html=True,
             )
         _sidebar_data_notices(ws, active)
@@ -444,7 +467,7 @@ def canvas(**kwargs) -> Any:
 
 
 __all__ = [
-    "ANALYST_KEY", "REPO_ROOT", "analyst_name", "analyst_name_input", "analyst_problem", "canvas", "demo_disabled", "get_predictor",
+    "ANALYST_KEY", "REPO_ROOT", "active_val_miou", "analyst_name", "analyst_name_input", "analyst_problem", "canvas", "demo_disabled", "get_predictor",
     "get_workspace", "has_synthetic_scenes", "metric_row", "page_header", "predictor_for", "progress_callback",
     "scheme_legend_html", "screen_scheme", "workspace_root",
 ]

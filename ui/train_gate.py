@@ -17,6 +17,7 @@ from seghz.store import NotFoundError
 from ui.candidates import show_gate_verdict
 from ui.common import analyst_name
 
+PROMOTED_KEY = "train_promoted_msg"  # what the last Promote did, shown once by the run after it
 GATE_RULE_TEXT = {
     "margin": "its IoU drops by more than the margin (the study's rule)",
     "interval": "its IoU drops by more than the margin and the drop is beyond the tile noise "
@@ -59,7 +60,19 @@ def synthetic_yardstick(ws: Any, split: str) -> str | None:
 
 def show_gate(ws: Any, ck: Any, cur: Any, split: str = "val", *, prefix: str = "train_", settings: bool = True) -> None:
     """The regression-gate verdict of a candidate against the active model on ``split`` (the one its job gated on),
-    then Promote (or override). Widget keys start with ``prefix``."""
+    then Promote (or override). Widget keys start with ``prefix``.
+
+    ``cur`` is the active model the caller drew the page with; the verdict is always against the active model now
+    (a promote made meanwhile -- this page's other panel, another tab, a job's auto-promote -- changes it): when they
+    differ the panel says so, and the banner names the model the verdict was computed against."""
+    now = ws.active_checkpoint()
+    if (now.id if now else None) != (cur.id if cur else None):
+        st.info(f"The active model changed to **{now.name if now else 'none'}** since this panel was drawn: the "
+                "verdict below is recomputed against it.")
+        cur = now
+    if cur is not None and cur.id == ck.id:
+        st.success("This checkpoint is the active one.")
+        return
     st.markdown("**Regression gate** (per-class IoU on the validation split, candidate vs active model)")
     yardstick = synthetic_yardstick(ws, split)
     if yardstick:
@@ -78,6 +91,11 @@ def show_gate(ws: Any, ck: Any, cur: Any, split: str = "val", *, prefix: str = "
                                               "interval: is it beyond the tile noise?"):
         with st.spinner("Evaluating both models on the validation split…"):
             verdict = gate.check(ws, ck.id, split=split, compute=True, intervals=True)
+    if verdict.active_id != (cur.id if cur else None):  # promoted elsewhere while it was computed: name that one
+        try:
+            cur = ws.get_checkpoint(verdict.active_id) if verdict.active_id else None
+        except NotFoundError:
+            cur = None
     show_gate_verdict(verdict, cur, key=f"{prefix}gate_table_{ck.id}")
     override, reason = False, ""
     if not verdict.passed:
@@ -94,8 +112,19 @@ def show_gate(ws: Any, ck: Any, cur: Any, split: str = "val", *, prefix: str = "
             gate.promote(ws, ck.id, override=override, analyst=analyst_name(), reason=reason, compute=False)
         except (gate.GateRefused, ValueError, ConflictError, NotFoundError) as e:
             st.error(str(e))
-        else:
+        else:  # the whole page again: every verdict, the sidebar and the registry are drawn against the new model
+            st.session_state[PROMOTED_KEY] = (
+                f"Promoted **{ck.name}** (`{ck.id}`): it is the active model now"
+                + (f" in place of {cur.name} (`{cur.id}`)" if cur is not None else "")
+                + ". Every gate verdict on this page is against it.")
             st.rerun()
 
 
-__all__ = ["GATE_RULE_TEXT", "gate_settings", "show_gate"]
+def show_promoted() -> None:
+    """The last Promote's message, once (the run after the promote: :func:`show_gate` reruns the page)."""
+    done = st.session_state.pop(PROMOTED_KEY, None)
+    if done:
+        st.success(done)
+
+
+__all__ = ["GATE_RULE_TEXT", "PROMOTED_KEY", "gate_settings", "show_gate", "show_promoted"]
