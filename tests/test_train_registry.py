@@ -2,6 +2,8 @@
 one is gated against the active model and promoted, or archived (its weights deleted, its row kept)."""
 from __future__ import annotations
 
+import importlib
+
 from test_pages import app, assert_ok, texts, tiny_checkpoint, ws  # noqa: F401  (fixtures)
 
 import ui.common
@@ -53,6 +55,11 @@ def test_registry_table_rows():
 
 
 def test_a_registered_checkpoint_is_gated_promoted_and_the_old_one_archived(ws, monkeypatch):  # noqa: F811
+    # imported before ui.common is patched: a module first imported under the patch binds the stand-in by
+    # ``from ui.common import analyst_name``, and the teardown would then "restore" the stand-in (every later test
+    # of the session had an analyst named Ann)
+    for name in ("ui.registry", "ui.train_gate"):
+        importlib.import_module(name)
     monkeypatch.setattr(ui.common, "analyst_name", lambda: "Ann")
     monkeypatch.setattr("ui.registry.analyst_name", lambda: "Ann")
     monkeypatch.setattr("ui.train_gate.analyst_name", lambda: "Ann")
