@@ -184,3 +184,25 @@ def test_the_refit_scenes_follow_the_scored_scene_scheme(bench):
     assert sorted(s.id for s in rq.held_out_fit_scenes(bench.ws, get(lv_demo))) == sorted([lv_a, lv_b])
     assert [s.id for s in rq.held_out_fit_scenes(bench.ws, get(hz_demo))] == [hz_real]
     assert rq.held_out_fit_scenes(bench.ws, get(hz_real)) == []
+
+
+def test_the_labels_page_warns_when_a_queue_fell_back_to_in_sample():
+    from streamlit.testing.v1 import AppTest
+
+    def page(scoring: str) -> None:
+        from types import SimpleNamespace
+
+        import ui.labels as lui
+
+        q = SimpleNamespace(checkpoint_id="ck", scoring=scoring, tta="none", threshold=0.5, label_version=0,
+                            created_at="2026-11-29T08:00:00", items=[])
+        lui.show_queue_built(q, SimpleNamespace(verdict_px=0, label_stale=False), 0, 0)
+
+    fallback = ("in-sample (held-out asked, but there is no other real labelled hz7 scene to refit the head on; the 3 "
+                "synthetic demo scene(s) are never used for a real scene)")
+    at = AppTest.from_function(page, args=(fallback,)).run()
+    assert any("Scored in-sample, not held-out" in w.value for w in at.warning)
+    assert fallback in at.caption[0].value
+    for plain in ("in-sample", "held-out head (2 scene(s))"):
+        at = AppTest.from_function(page, args=(plain,)).run()
+        assert not at.warning

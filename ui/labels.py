@@ -634,6 +634,10 @@ def show_queue_built(queue: rq.SceneQueue, stale: rq.Staleness, latest: int, n_p
                f"{queue.threshold:.2f}) on label "
                f"version {queue.label_version}{since}, {queue.created_at[:19].replace('T', ' ')} UTC · "
                f"{len(queue.items)} item(s), {n_pending} still to review.")
+    if queue.scoring.startswith("in-sample (held-out asked"):
+        st.warning("**Scored in-sample, not held-out:** the model learned part of this scene's label noise, so it "
+                   "finds less of it suspicious than a held-out head would; weigh its top items with that in mind. "
+                   "Label another real scene of this scheme and rebuild for held-out scoring.")
 
 
 def show_queue_staleness(queue: rq.SceneQueue, stale: rq.Staleness, latest: int, active: Any) -> None:
