@@ -163,6 +163,10 @@ def test_analyst_name_survives_switch_page_from_a_fragment(chromium_browser, tmp
                 page.wait_for_timeout(250)
             wait_app_idle(page)
             button = page.get_by_role("button", name="Promote on the Train page")
+            # one button: a rerun still finishing can briefly show the stale element beside its replacement
+            from playwright.sync_api import expect
+
+            expect(button).to_have_count(1, timeout=30_000)
             button.scroll_into_view_if_needed()
             button.click()
             page.locator("[data-testid='stMain'] h1", has_text="Train").first.wait_for()
