@@ -369,13 +369,18 @@ def rect_strokes_rgba(rgba: np.ndarray | None, drawing, height: int, width: int,
     :func:`count_painted`. The canvas's own image (``rgba``) also holds each box's outline, painted around it (a
     55×35 px box came out 59×39). ``rgba`` unchanged when nothing was sent (None) or the drawing is not only
     axis-aligned rectangles."""
-    if rgba is None:
-        return None
-    boxes = drawn_boxes(drawing)
-    if boxes is None:
+    return _geometry_rgba(rgba, drawn_boxes(drawing) if rgba is not None else None, boxes_mask, height, width,
+                          canvas_height, canvas_width)
+
+
+def _geometry_rgba(rgba: np.ndarray | None, shapes, mask_fn, height: int, width: int, canvas_height: int,
+                   canvas_width: int) -> np.ndarray | None:
+    """The RGBA stroke image of shapes read from a drawing's geometry (alpha 255 where ``mask_fn(shapes, …)`` says
+    inside); ``rgba`` itself when nothing was sent (None) or the shapes could not be read (``shapes`` None)."""
+    if rgba is None or shapes is None:
         return rgba
     out = np.zeros((height, width, 4), np.uint8)
-    out[boxes_mask(boxes, height, width, canvas_height, canvas_width), 3] = 255
+    out[mask_fn(shapes, height, width, canvas_height, canvas_width), 3] = 255
     return out
 
 
@@ -517,14 +522,8 @@ def polygon_strokes_rgba(rgba: np.ndarray | None, drawing, height: int, width: i
     also holds each polygon's 2 px outline, half of it beyond the vertices (and, while a polygon is being clicked,
     its corner handles). ``rgba`` unchanged when nothing was sent (None) or the drawing holds anything but straight-
     edged polygons."""
-    if rgba is None:
-        return None
-    polys = drawn_polygons(drawing)
-    if polys is None:
-        return rgba
-    out = np.zeros((height, width, 4), np.uint8)
-    out[polygons_mask(polys, height, width, canvas_height, canvas_width), 3] = 255
-    return out
+    return _geometry_rgba(rgba, drawn_polygons(drawing) if rgba is not None else None, polygons_mask, height, width,
+                          canvas_height, canvas_width)
 
 
 def blob_seeds(painted: np.ndarray) -> list[tuple[int, int]]:

@@ -21,12 +21,13 @@ CFG = {"scheme": "hz7", "arch": "Unet", "encoder": "resnet18", "encoder_weights"
        "dice": False}
 
 
-def _scene(ws: Workspace, name: str, split: str) -> str:
+def _scene(ws: Workspace, name: str, split: str, size: int = H) -> str:
+    """A size×size scene: random image, label class 2 on its right half, class 0 on its left."""
     rng = np.random.default_rng(len(name))
     folder = ws.root / "scenes" / name
-    write_rgb(folder / "image.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    lbl = np.zeros((H, W), np.uint8)
-    lbl[:, W // 2:] = 2
+    write_rgb(folder / "image.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    lbl = np.zeros((size, size), np.uint8)
+    lbl[:, size // 2:] = 2
     write_index_mask(folder / "label.png", lbl)
     return ws.add_scene(name, folder / "image.png", "hz7", label_path=folder / "label.png", split=split,
                         scene_id=name).id

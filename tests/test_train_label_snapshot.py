@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_train_job_followups import CFG
+from test_train_job_followups import _scene as scene_of
 
-from seghz.data.io import write_index_mask, write_rgb
 from seghz.jobs import kinds
 from seghz.jobs.runner import ProgressReporter
 from seghz.store import Workspace
 
 H = W = 48
 NEW = 4  # class the injected correction paints
-CFG = {"scheme": "hz7", "arch": "Unet", "encoder": "resnet18", "encoder_weights": None, "epochs": 1, "batch_size": 2,
-       "crop_size": 32, "steps_per_epoch": 1, "tile_size": 64, "device": "cpu", "class_weights": "none",
-       "dice": False}
 
 
 class _Stop(Exception):
@@ -31,14 +29,7 @@ class _Stop(Exception):
 
 
 def _scene(ws: Workspace, name: str, split: str) -> str:
-    rng = np.random.default_rng(len(name))
-    folder = ws.root / "scenes" / name
-    write_rgb(folder / "image.png", rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    lbl = np.zeros((H, W), np.uint8)
-    lbl[:, W // 2:] = 2
-    write_index_mask(folder / "label.png", lbl)
-    return ws.add_scene(name, folder / "image.png", "hz7", label_path=folder / "label.png", split=split,
-                        scene_id=name).id
+    return scene_of(ws, name, split, size=H)
 
 
 @pytest.fixture
