@@ -110,3 +110,28 @@ def test_train_job_uses_the_reviewed_noise_matrix(ws):
     t = np.array(recipe["noise_transition"])
     assert t.shape == (7, 7) and t[2, 0] > 0.1 and t[1, 1] == 1.0
     assert any("noise matrix from 4096 reviewed pixels" in line for line in (ws.path(ws.get_job(jid).log_path)).read_text().splitlines())
+
+
+def test_review_noise_at_a_snapshot_ignores_reviews_saved_after_it(ws):
+    """A training job counts its noise matrix on the reviews of its own label snapshot: a correction saved after
+    the snapshot (while the job loads) is neither in the labels it trains on nor in the matrix. Before, the matrix
+    read the live latest versions."""
+    from seghz.jobs.kinds import label_snapshot
+
+    a = _scene(ws, "a", _given())
+    fix = np.zeros((H, W), bool)
+    fix[:32, :16] = True
+    ws.save_label_edit(a, 0, "ana", "brush", pixels=np.flatnonzero(fix), values=2, confirm=~fix)
+    snap = label_snapshot(ws, ["train", "val"])
+    before = review_noise(ws, "train", "hz7", snapshot=snap)
+    # saved after the snapshot: another 16 columns of "0" corrected to class 3
+    late = np.zeros((H, W), bool)
+    late[32:, :16] = True
+    ws.save_label_edit(a, 1, "bo", "brush", pixels=np.flatnonzero(late), values=3)
+    live = review_noise(ws, "train", "hz7")
+    assert live.counts[3, 0] == 32 * 16  # the live count sees the late correction
+    at_snap = review_noise(ws, "train", "hz7", snapshot=snap)
+    assert np.array_equal(at_snap.counts, before.counts) and at_snap.counts[3, 0] == 0
+    assert np.allclose(at_snap.transition, before.transition)
+    m = noise_matrix_for(ws, {"noise_from_review": True, "robust": "forward"}, "hz7", snapshot=snap)
+    assert np.allclose(np.array(m), before.transition.round(6))

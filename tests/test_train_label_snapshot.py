@@ -172,3 +172,18 @@ def test_refit_job_records_the_data_version_of_the_labels_it_read(ws, monkeypatc
     assert seen["meta"]["data_version"] == dv_before != ws.data_version()
     corrected = seen["items"][0].corrected  # scene "a": its confirmed first row, not Ann's later correction
     assert (corrected[0] != 255).all() and not (corrected[_fix_mask()] == NEW).any()
+
+
+def test_snapshot_scene_is_the_scene_as_the_snapshot_saw_it(ws):
+    """A refit looks its chosen scenes up in its snapshot, not live: a scene moved to another split after the
+    snapshot keeps the split the snapshot read (the labels and data version are of that moment), and a scene the
+    snapshot does not hold is named in a clear error."""
+    snap = kinds.label_snapshot(ws, [None])
+    ws.move_scenes({"b": "val"})
+    assert snap.scene("b").split == "train" and ws.get_scene("b").split == "val"
+    with pytest.raises(ValueError, match="'nope' is not in the workspace's scenes"):
+        snap.scene("nope")
+    only_train = kinds.label_snapshot(ws, ["train"])
+    with pytest.raises(ValueError, match="of the 'train' split"):
+        only_train.scene("v")
+

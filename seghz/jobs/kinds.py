@@ -36,6 +36,20 @@ class LabelSnapshot:
         """The scene's label version in the snapshot (0 = its original label)."""
         return int(self.versions.get(scene_id, 0))
 
+    def scene(self, scene_id: str):
+        """The scene ``scene_id`` as the snapshot saw it (its split, scheme and files at that moment).
+
+        Raises:
+            ValueError: When the snapshot has no such scene (deleted, or outside the snapshot's splits).
+        """
+        for scenes in self.scenes.values():
+            for s in scenes:
+                if s.id == scene_id:
+                    return s
+        raise ValueError(f"scene {scene_id!r} is not in the workspace's scenes"
+                         + ("" if None in self.scenes else f" of the {', '.join(repr(sp) for sp in self.scenes)} split(s)")
+                         + " (deleted or moved since the job was queued?)")
+
     def labelled(self, split: str | None) -> list:
         """The scenes of ``split`` with an original label or a saved correction (:func:`labelled_scenes`)."""
         return [s for s in self.scenes[split] if s.label_path or self.version(s.id) > 0]
@@ -92,9 +106,12 @@ def _samples(ws: Workspace, split: str, scheme: str, trusted: bool = False,
     return out
 
 
-def noise_matrix_for(ws: Workspace, config: dict, scheme: str, log=None) -> list | None:
+def noise_matrix_for(ws: Workspace, config: dict, scheme: str, log=None,
+                     snapshot: LabelSnapshot | None = None) -> list | None:
     """The job's forward-correction matrix when ``config["noise_from_review"]`` asks for it: counted on the reviewed
-    pixels of the training split (:func:`seghz.review.noise_matrix.review_noise`); None otherwise.
+    pixels of the training split (:func:`seghz.review.noise_matrix.review_noise`), at the label versions of
+    ``snapshot`` (the training job's, so the matrix and the labels it corrects are of one moment; taken now when
+    None); None otherwise.
 
     Raises:
         ValueError: When it is asked for without ``robust="forward"``, or the reviewed pixels cannot give an
@@ -107,7 +124,7 @@ def noise_matrix_for(ws: Workspace, config: dict, scheme: str, log=None) -> list
     from seghz.review.noise_matrix import review_noise
 
     split = config.get("train_split", "train")
-    rn = review_noise(ws, split, scheme)
+    rn = review_noise(ws, split, scheme, snapshot=snapshot)
     problems = rn.problems()
     if problems:
         raise ValueError(f"cannot count the label-noise matrix from the reviews of the '{split}' split: "
@@ -133,15 +150,17 @@ def train_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     if parent_id:
         cfg_d["scheme"] = ws.get_checkpoint(parent_id).scheme
     cfg = TrainConfig(parent_checkpoint=parent_path, **cfg_d)
-    matrix = noise_matrix_for(ws, config, cfg.scheme, progress.log)  # forward correction counted on the reviews
+    # one snapshot of the label versions first: the samples (and the reviews the noise matrix is counted on) are
+    # read at those versions, and the checkpoint records exactly those data versions (a correction saved while
+    # loading is then "since", never half in)
+    snap = label_snapshot(ws, [config.get("train_split", "train"), config.get("val_split", "val")])
+    # forward correction counted on the reviews
+    matrix = noise_matrix_for(ws, config, cfg.scheme, progress.log, snapshot=snap)
     if matrix is not None:
         cfg = replace(cfg, noise_transition=matrix)
     cfg.validate()
     get_scheme(cfg.scheme)
     progress.log(f"loading scenes for scheme {cfg.scheme}")
-    # one snapshot of the label versions first: the samples are read at those versions, and the checkpoint records
-    # exactly those data versions (a correction saved while loading is then "since", never half in)
-    snap = label_snapshot(ws, [config.get("train_split", "train"), config.get("val_split", "val")])
     train_ids = [s.id for s in snap.labelled(config.get("train_split", "train"))]
     tr = _samples(ws, config.get("train_split", "train"), cfg.scheme, trusted=True, snapshot=snap)
     va = _samples(ws, config.get("val_split", "val"), cfg.scheme, snapshot=snap)
@@ -266,7 +285,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     # records exactly that data version
     snap = label_snapshot(ws, [None])
     wanted = config.get("scenes")
-    scenes = [ws.get_scene(s) for s in wanted] if wanted else snap.scenes[None]
+    scenes = [snap.scene(s) for s in wanted] if wanted else snap.scenes[None]
     corrected: dict[str, np.ndarray] = {}
     effective: dict[str, np.ndarray] = {}
     held_out: dict[str, dict] = {}  # split -> {"scenes": [...], "reviewed_pixels": n}: reviewed, not fitted on
@@ -293,7 +312,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     source = "corrections"
     if not corrected:
         for sid in config.get("label_scenes") or []:
-            s = ws.get_scene(sid)
+            s = snap.scene(sid)
             if s.split != train_split:
                 progress.log(f"label scene {s.id} left out: it is in the {_split_words(s.split)} split "
                              f"({held_out_reason(s.split, train_split, val_split)})")
@@ -330,7 +349,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     items = []
     for sid in dict.fromkeys(list(corrected) + context_ids):
         progress.check_cancel()
-        s = ws.get_scene(sid)
+        s = snap.scene(sid)
         lab = effective.get(sid) if source == "corrections" else None
         if lab is None and sid in context_ids:
             lab = label_for_checkpoint(ws.effective_label(sid, snap.version(sid)), s.scheme, ck_scheme)

@@ -58,14 +58,23 @@ class ReviewNoise:
         return out
 
 
-def review_noise(ws, split: str, scheme: str, prior_regions: float = 20.0) -> ReviewNoise:
-    """Count :class:`ReviewNoise` over the labelled scenes of ``split`` of workspace ``ws``, in ``scheme``."""
+def review_noise(ws, split: str, scheme: str, prior_regions: float = 20.0, snapshot=None) -> ReviewNoise:
+    """Count :class:`ReviewNoise` over the labelled scenes of ``split`` of workspace ``ws``, in ``scheme``.
+
+    With ``snapshot`` (a :class:`seghz.jobs.kinds.LabelSnapshot` holding ``split``: a training job's), the scenes
+    and each scene's label version are the snapshot's, so the matrix counts exactly the reviews of the labels the
+    job trains on; without it, the scenes and versions of now."""
     names = list(get_scheme(scheme).names)
     given, reviewed, masks = [], [], []
-    for s in ws.list_scenes(split):
-        if not s.label_path or ws.latest_label_version(s.id) == 0:
+    if snapshot is not None:
+        scenes, version = snapshot.scenes[split], snapshot.version
+    else:
+        scenes, version = ws.list_scenes(split), ws.latest_label_version
+    for s in scenes:
+        v = version(s.id)
+        if not s.label_path or v == 0:
             continue  # no original label to compare with, or never reviewed
-        eff, tr = ws.label_and_trusted(s.id)
+        eff, tr = ws.label_and_trusted(s.id, v)
         if not tr.any():
             continue
         given.append(label_for_checkpoint(ws.effective_label(s.id, 0), s.scheme, scheme))
