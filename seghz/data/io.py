@@ -79,20 +79,79 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
 
 
 STRETCH_SAMPLE = 1024  # longest side of the decimated read that gives a GeoTIFF's stretch range
+_STRETCH_GRID = 16  # when that read fails: at most _STRETCH_GRID x _STRETCH_GRID windowed reads ...
+_STRETCH_WIN = 64  # ... of _STRETCH_WIN x _STRETCH_WIN px, spread over the whole raster
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a failed rasterio read raises: its own errors, GDAL's (CPLE_*, not RasterioError subclasses), and
+    ValueError / MemoryError / OSError for impossible shapes, huge reads and I/O trouble."""
+    from rasterio.errors import RasterioError
+
+    try:
+        from rasterio._err import CPLE_BaseError
+    except ImportError:  # pragma: no cover - a rasterio without the private module
+        return (RasterioError, ValueError, MemoryError, OSError)
+    return (RasterioError, CPLE_BaseError, ValueError, MemoryError, OSError)
+
+
+class _SampleError(Exception):
+    """A windowed read of the stretch sample failed; the message says which window and why."""
+
+
+def _grid_starts(n: int) -> list[tuple[int, int]]:
+    """(start, length) of at most _STRETCH_GRID windows of up to _STRETCH_WIN px along an axis of ``n`` px: an
+    axis short enough is covered exactly (no overlap); a longer one is cut into _STRETCH_GRID equal strips with one
+    window centred in each, so every part of the axis weighs the same in the sample (windows flush with both ends
+    would over-weight the edges)."""
+    if n <= _STRETCH_GRID * _STRETCH_WIN:
+        return [(s, min(_STRETCH_WIN, n - s)) for s in range(0, n, _STRETCH_WIN)]
+    centres = (np.arange(_STRETCH_GRID) + 0.5) * (n / _STRETCH_GRID)
+    return [(round(float(c) - _STRETCH_WIN / 2), _STRETCH_WIN) for c in centres]
+
+
+def _stretch_sample_windows(ds, bands: list[int]) -> np.ndarray:
+    """The valid (unmasked) pixel values of ``bands`` from a grid of small windowed reads over the whole raster:
+    the scene-wide sample when the decimated read fails. Any failed window read raises (the caller reports it)."""
+    from rasterio.windows import Window
+
+    vals = []
+    for r, h in _grid_starts(ds.height):
+        for c, w in _grid_starts(ds.width):
+            try:
+                data = ds.read(indexes=bands, window=Window(c, r, w, h), masked=True)
+            except _read_errors() as e:
+                why = e.__cause__ or e
+                raise _SampleError(f"window at row {r}, col {c} ({w}x{h} px): {why}") from e
+            vals.append(np.ma.compressed(data))
+    return np.concatenate(vals) if vals else np.zeros(0)
 
 
 @functools.lru_cache(maxsize=32)
 def _tiff_stretch_cached(path: str, mtime_ns: int, size: int) -> tuple[float, float] | None:
     import rasterio
 
-    with rasterio.open(path) as ds:
+    errors = _read_errors()
+    try:
+        ds = rasterio.open(path)
+    except errors as e:
+        raise BadInputError(path, f"not a readable GeoTIFF ({e.__cause__ or e})") from None
+    with ds:
         if ds.dtypes[0] == "uint8":
             return None
         bands = [1, 2, 3] if ds.count >= 3 else [1]
         f = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE)
         shape = (len(bands), max(1, int(ds.height / f)), max(1, int(ds.width / f)))
-        data = ds.read(indexes=bands, out_shape=shape, masked=True)
-    vals = np.ma.compressed(data).astype(np.float64)
+        try:
+            vals = np.ma.compressed(ds.read(indexes=bands, out_shape=shape, masked=True))
+        except errors as e1:  # e.g. a broken overview: sample the full-resolution pixels by small windows instead
+            why1 = e1.__cause__ or e1
+            try:
+                vals = _stretch_sample_windows(ds, bands)
+            except _SampleError as e2:
+                raise BadInputError(path, "corrupt or truncated GeoTIFF: cannot read pixels for the scene-wide "
+                                          f"contrast stretch (decimated read: {why1}; windowed sample: {e2})") from None
+    vals = vals.astype(np.float64)
     if vals.size == 0:
         return None
     lo, hi = (float(v) for v in np.percentile(vals, [2, 98]))
@@ -100,15 +159,22 @@ def _tiff_stretch_cached(path: str, mtime_ns: int, size: int) -> tuple[float, fl
 
 
 def tiff_stretch(path: str | os.PathLike) -> tuple[float, float] | None:
-    """The (2nd, 98th) percentile range of a non-8-bit GeoTIFF (RGB bands, or the grey band), from one decimated
-    read of the whole raster (nodata left out), so every window of a scene — predicted rows and map tiles alike — is
-    stretched the same way (no seams between windows); None for 8-bit rasters. Cached per file state."""
+    """The (2nd, 98th) percentile range of a non-8-bit GeoTIFF (RGB bands, or the grey band), nodata and masked
+    pixels left out, so every window of a scene — predicted rows and map tiles alike — is stretched the same way
+    (no seams between windows). The range comes from one decimated read of the whole raster (longest side
+    STRETCH_SAMPLE px); if that read fails (e.g. a broken overview), from a grid of up to 16 x 16 windowed reads of
+    64 x 64 px spread over the whole raster -- still one range for the scene.
+
+    None for 8-bit rasters (they are not stretched) and for rasters with no valid pixel in the sample. Raises
+    BadInputError naming the file when it does not exist, does not open, or both ways of reading pixels fail (the
+    message gives both reasons); it never falls back to per-window stretching silently. Cached per file state
+    (path, mtime, size); errors are not cached."""
     p = Path(path)
-    st_ = p.stat()
     try:
-        return _tiff_stretch_cached(str(p), st_.st_mtime_ns, st_.st_size)
-    except Exception:  # noqa: BLE001 - a damaged file is reported by the actual read
-        return None
+        st_ = p.stat()
+    except FileNotFoundError:
+        raise BadInputError(p, "file does not exist") from None
+    return _tiff_stretch_cached(str(p), st_.st_mtime_ns, st_.st_size)
 
 
 def to_rgb8(arr: np.ndarray, stretch: tuple[float, float] | None = None) -> np.ndarray:
