@@ -186,24 +186,47 @@ a, b = st.columns(2)
 clicked = {}
 if clicking:
     gen = ss.get("al_click_gen", 0)
+    # clicked points not yet added are kept per pair (not the scheme: it only recolours the label) and shown again by
+    # a canvas that comes back: from another page, the toggle turned off and on, a new size
+    pkey = AP.pair_key(label_path, image_path, pair[3], pair[4])
+    restored = {}
     with a:  # the two columns are equally wide: the canvases fit them (no horizontal scroll)
         click_width = AP.column_width() or AP.FALLBACK_WIDTH
     for col, name, arr in ((a, "label", label_rgb), (b, "image", image)):
         h, w, sc = AP.canvas_size(arr.shape, click_width)
         buf = io.BytesIO()
         Image.fromarray(arr).resize((w, h), Image.BILINEAR).save(buf, format="JPEG", quality=90)
+        ckey = AP.canvas_key(name, pkey, gen, (h, w))  # another pair, resized, added/cleared: a new canvas
+        fresh = ckey not in ss
+        drawing = AP.initial_drawing(ss, ckey, pkey, name, sc)
         with col:
-            out = canvas(drawing_mode="point", point_display_radius=4, stroke_width=2, stroke_color="#ff00ff",
-                         fill_color="rgba(255, 0, 255, 0.6)", background_image=buf.getvalue(), height=h, width=w,
-                         update_streamlit=True, key=f"al_canvas_{name}_{gen}_{w}x{h}")  # resized: a new canvas
-        clicked[name] = canvas_points(getattr(out, "json_data", None), sc)
+            out = canvas(drawing_mode="point", point_display_radius=int(AP.POINT_STYLE["radius"]),
+                         stroke_width=int(AP.POINT_STYLE["strokeWidth"]), stroke_color=AP.POINT_STYLE["stroke"],
+                         fill_color=AP.POINT_STYLE["fill"],
+                         background_image=buf.getvalue(), height=h, width=w, update_streamlit=True,
+                         initial_drawing=drawing, key=ckey)
+        json_data = getattr(out, "json_data", None)
+        clicked[name] = canvas_points(drawing if json_data is None else json_data, sc)
+        AP.keep_pending(ss, pkey, name, clicked[name])
+        restored[name] = len(drawing["objects"]) if fresh else 0
         col.caption(f"{name}: {len(clicked[name])} point(s) clicked")
     n_pairs = min(len(clicked["label"]), len(clicked["image"]))
-    if st.button(f"Add the {n_pairs} clicked pair(s)", key="al_click_add", disabled=n_pairs == 0):
+    if any(restored.values()):
+        st.caption(f"Restored the points you clicked here before ({restored['label']} on the label, "
+                   f"{restored['image']} on the image) and had not added to the table yet. “Clear the clicked points” "
+                   "removes them.")
+    ca, cc = st.columns(2)
+    add = ca.button(f"Add the {n_pairs} clicked pair(s)", key="al_click_add", disabled=n_pairs == 0)
+    clear = cc.button("Clear the clicked points", key="al_click_clear",
+                      disabled=not (len(clicked["label"]) or len(clicked["image"])),
+                      help="Remove every point clicked on the two images and not yet added to the table.")
+    if add:
         cur = ss.get("al_points", pd.DataFrame(columns=COLS, dtype=float))
         new = pd.DataFrame(np.c_[clicked["label"][:n_pairs], clicked["image"][:n_pairs]], columns=COLS)
         ss["al_points"] = pd.concat([cur, new], ignore_index=True)
         ss["al_editor_gen"] = ss.get("al_editor_gen", 0) + 1
+    if add or clear:  # consumed: never restored (nor added) again; new, empty canvases
+        AP.drop_pending(ss, pkey)
         ss["al_click_gen"] = gen + 1
         st.rerun()
 else:

@@ -8,12 +8,21 @@ drawn when the widget state is gone. A value is kept with its *context* (e.g. th
 under): in another context the default applies, as before (the widget's identity then changed with its options).
 Widgets kept this way get no ``value=``/``index=`` argument: their default is given through the session state
 (Streamlit warns when both are given).
+
+Clicked points not yet added to the table are kept the same way, in plain session keys: :data:`PENDING` holds them
+per label/image pair (:func:`pair_key`) in image pixels, so a resized canvas shows them at the right place, and
+:func:`initial_drawing` gives a canvas that comes back (another page visited, the click toggle turned off and on, a
+new size) those points as its ``initial_drawing``: the same drawing for as long as that canvas lives (the canvas
+reloads a changed ``initial_drawing``, dropping clicks under way and its undo history). "Add" and "Clear" drop a
+pair's pending points (:func:`drop_pending`) and start new canvases, so points are never added twice.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 KEPT = "al_kept"  # {widget key: (value, context)}
@@ -21,6 +30,12 @@ SCHEME_CHOSEN = "al_scheme_chosen_for"  # the label path the analyst chose the s
 WIDTH_KEY = "al_column_width"
 FALLBACK_WIDTH = 400  # canvas px before the column has been measured (fits a column of a 1024 px wide window)
 MIN_WIDTH, MAX_WIDTH, WIDTH_STEP = 200, 1200, 8
+PENDING = "al_pending"  # {pair_key: {"label": [[x, y], ...], "image": [...]}}: clicked, not yet in the table (image px)
+CANVAS_SEED = "al_canvas_seed"  # {side: (canvas key, the initial_drawing it was created with)}
+MAX_PENDING_PAIRS = 8  # the pairs whose pending points are kept (the least recently clicked go first)
+SIDES = ("label", "image")
+# how the canvas' point tool draws a click (the page's st_canvas arguments): a restored point looks the same
+POINT_STYLE = {"radius": 4, "strokeWidth": 2, "stroke": "#ff00ff", "fill": "rgba(255, 0, 255, 0.6)"}
 
 
 def keep(key: str, default: Any, *, options: Iterable[Any] | None = None, context: Any = None) -> None:
@@ -85,6 +100,89 @@ def canvas_size(shape: tuple[int, ...], width: int) -> tuple[int, int, tuple[flo
     return h, w, (w / W, h / H)
 
 
+def pair_key(label_path: str, image_path: str, label_stamp: Any = None, image_stamp: Any = None) -> str:
+    """The key pending points are kept under: the two files (paths as given, stripped) and their (modification
+    time, size) stamps, so points clicked on one pair (or on a file since changed) never show on another. The label
+    scheme is not part of it: it changes the label's colours, not where its features are."""
+    def stamp(v: Any) -> list | None:
+        return None if v is None else [int(x) for x in v]
+
+    return repr((str(label_path).strip(), str(image_path).strip(), stamp(label_stamp), stamp(image_stamp)))
+
+
+def _as_points(points: Any) -> np.ndarray:
+    a = np.asarray([] if points is None else points, float)
+    return a.reshape(-1, 2) if a.size else np.zeros((0, 2))
+
+
+def points_drawing(points: Any, scale: Any, style: dict | None = None) -> dict:
+    """The canvas drawing (Fabric.js JSON, for ``initial_drawing``) of image pixel ``points`` ``(n, 2)`` shown at
+    ``scale`` (one number or (scale x, scale y), canvas px per image px): each a "Circle" placed as the point tool
+    places a click (origin left/centre, ``left`` = x - (radius + strokeWidth / 2)). The inverse of
+    :func:`seghz.geo.align_scene.canvas_points` (to fabric's 2 decimals)."""
+    sx, sy = (float(scale), float(scale)) if np.isscalar(scale) else (float(scale[0]), float(scale[1]))
+    if not (sx > 0 and sy > 0):
+        raise ValueError(f"scale must be positive, got {scale}")
+    st_ = {**POINT_STYLE, **(style or {})}
+    r, sw = float(st_["radius"]), float(st_["strokeWidth"])
+    objs = []
+    for x, y in _as_points(points):
+        cx, cy = (x + 0.5) * sx, (y + 0.5) * sy  # the image pixel's centre on the canvas
+        objs.append({"type": "Circle", "originX": "left", "originY": "center",
+                     "left": round(float(cx - (r + sw / 2)), 2), "top": round(float(cy), 2), "radius": r, "strokeWidth": sw, "stroke": st_["stroke"],
+                     "fill": st_["fill"], "scaleX": 1, "scaleY": 1, "selectable": False, "evented": False})
+    return {"objects": objs}
+
+
+def pending_points(ss: MutableMapping, key: str) -> dict[str, np.ndarray]:
+    """The clicked points of pair ``key`` not yet added to the table: ``{"label": (n, 2), "image": (m, 2)}``."""
+    entry = ss.get(PENDING, {}).get(key) or {}
+    return {side: _as_points(entry.get(side)) for side in SIDES}
+
+
+def keep_pending(ss: MutableMapping, key: str, side: str, points: Any) -> None:
+    """Keep the points now clicked on the ``side`` ("label" / "image") canvas of pair ``key`` for a return to the
+    page; a pair with no points on either side is forgotten. At most :data:`MAX_PENDING_PAIRS` pairs are kept."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    pts = [[float(x), float(y)] for x, y in _as_points(points)]
+    store = ss.setdefault(PENDING, {})
+    entry = store.get(key) or {s: [] for s in SIDES}
+    if entry.get(side, []) == pts and key in store:
+        return
+    entry = {**entry, side: pts}
+    store.pop(key, None)  # (re)inserted last: the most recently clicked pair
+    if any(entry.get(s) for s in SIDES):
+        store[key] = entry
+        while len(store) > MAX_PENDING_PAIRS:
+            store.pop(next(iter(store)))
+
+
+def drop_pending(ss: MutableMapping, key: str) -> None:
+    """"Add" or "Clear": the pair's clicked points are consumed (in the table, or discarded), never restored."""
+    ss.get(PENDING, {}).pop(key, None)
+
+
+def canvas_key(side: str, key: str, gen: int, size: tuple[int, int]) -> str:
+    """The widget key of the ``side`` click canvas of pair ``key``: another pair, click generation (after "Add" or
+    "Clear") or size (h, w) is another canvas, so a canvas never carries one pair's clicks over to another."""
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return f"al_canvas_{side}_{int(gen)}_{int(size[1])}x{int(size[0])}_{digest}"
+
+
+def initial_drawing(ss: MutableMapping, canvas_key: str, key: str, side: str, scale: Any) -> dict:
+    """The ``initial_drawing`` of the ``side`` canvas ``canvas_key`` of pair ``key``: for a canvas being created
+    (its state not in the session: new, or back after another page) the pair's pending points at ``scale``; for the
+    canvas alive since an earlier run the drawing it was created with (unchanged: the canvas reloads a changed one)."""
+    seeds = ss.setdefault(CANVAS_SEED, {})  # {side: (canvas key, drawing)}: the canvas shown last on each side
+    seed = seeds.get(side)
+    if seed is not None and seed[0] == canvas_key and canvas_key in ss:
+        return seed[1]
+    drawing = points_drawing(pending_points(ss, key)[side], scale)
+    seeds[side] = (canvas_key, drawing)
+    return drawing
+
+
 _JS = """
 export default function(component) {
     const { parentElement, setStateValue } = component;
@@ -122,5 +220,7 @@ def column_width(key: str = "al_measure") -> int | None:
     return ss.get(WIDTH_KEY)
 
 
-__all__ = ["FALLBACK_WIDTH", "KEPT", "SCHEME_CHOSEN", "WIDTH_KEY", "canvas_size", "clamp_width", "column_width",
-           "default_scheme", "keep", "remember", "scheme_picked"]
+__all__ = ["CANVAS_SEED", "FALLBACK_WIDTH", "KEPT", "PENDING", "POINT_STYLE", "SCHEME_CHOSEN", "WIDTH_KEY",
+           "canvas_key", "canvas_size", "clamp_width", "column_width", "default_scheme", "drop_pending",
+           "initial_drawing", "keep", "keep_pending", "pair_key", "pending_points", "points_drawing", "remember",
+           "scheme_picked"]
