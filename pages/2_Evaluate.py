@@ -54,7 +54,7 @@ scenes = evj.scene_filter(split, split_labelled)  # () = the whole split
 labelled = [s for s in split_labelled if not scenes or s.id in scenes]  # what the evaluation scores
 sel = evj.Selection(ws, by_id, active, cid, split, tta, scenes)
 
-data_version = ws.data_version(split)
+data_version = ws.data_version(split, scenes or None)  # chosen scenes: their own data version
 cached = ws.find_evaluation(cid, sel.scope, tta != "none", data_version, tta_spec=tta)
 result = cached.result if cached is not None and cached.result.get("tta") == tta else None
 

@@ -158,10 +158,12 @@ def scene_scope(split: str, scene_ids=None) -> str:
 def cached_evaluation(ws: Workspace, checkpoint_id: str, split: str, tta: str | list[str] = "none",
                       data_version: str | None = None, scene_ids=None):
     """The cached :class:`seghz.store.Evaluation` for exactly this TTA spec and the split's current data (or None);
-    of the chosen ``scene_ids`` only (:func:`scene_scope`) when given."""
+    of the chosen ``scene_ids`` only (:func:`scene_scope`) when given, at their own data version
+    (``ws.data_version(split, scene_ids)``: labels saved on other scenes of the split do not make it stale)."""
     key = tta_key(tta)
-    dv = ws.data_version(split) if data_version is None else data_version
-    return ws.find_evaluation(checkpoint_id, scene_scope(split, scene_ids), key != "none", dv, tta_spec=key)
+    ids = sorted({str(i) for i in scene_ids or ()})
+    dv = ws.data_version(split, ids or None) if data_version is None else data_version
+    return ws.find_evaluation(checkpoint_id, scene_scope(split, ids), key != "none", dv, tta_spec=key)
 
 
 def scene_work(height: int, width: int, predictor=None) -> int:
@@ -200,12 +202,12 @@ def evaluate_split(
     scene weighing its windows' pixels (:func:`scene_work`), not one scene's share, so the pace stays even across scene
     sizes.
     ``scene_ids``: score only these labelled scenes of the split (None, empty or all of them: the whole split); the
-    result then lists them (``scene_ids``) and is cached under :func:`scene_scope`, apart from the whole split's.
+    result then lists them (``scene_ids``) and is cached under :func:`scene_scope`, apart from the whole split's, at
+    the data version of those scenes only (``ws.data_version(split, scene_ids)``, also its ``data_version``).
     ``on_prediction(scene_id, prediction)`` receives each scene's class-index prediction (e.g. to keep it for the
     drill-down).
     """
     tta = tta_key(tta)
-    dv = ws.data_version(split)
     labelled_ids = [s.id for s in ws.list_scenes(split) if s.label_path]
     chosen = sorted({str(i) for i in scene_ids or ()})
     if chosen:
@@ -215,6 +217,8 @@ def evaluate_split(
         if len(chosen) == len(labelled_ids):
             chosen = []  # every scene of the split: the whole split's evaluation
     scope = scene_scope(split, chosen)
+    # chosen scenes: their own data version, so a label saved on another scene of the split keeps this cached
+    dv = ws.data_version(split, chosen or None)
     if use_cache:
         hit = ws.find_evaluation(checkpoint_id, scope, tta != "none", dv, tta_spec=tta)
         if hit is not None:

@@ -2260,11 +2260,16 @@ class Workspace:
 
     # ------------------------------------------------------------------ evaluations
 
-    def data_version(self, split: str | None = None) -> str:
+    def data_version(self, split: str | None = None, scene_ids=None) -> str:
         """A short hash of the scenes in ``split`` (all scenes when None) and their latest label versions.
 
         A cached evaluation stored with this value is stale once any of its scenes gets a new label version,
         or a scene joins or leaves the split.
+
+        ``scene_ids`` (None or empty: every scene of ``split``) narrows the hash to those scenes of ``split``, for an
+        evaluation of chosen scenes (:func:`seghz.evaluate.scene_scope`): a label save on another scene of the
+        split, or a scene joining it, leaves it unchanged; a new label version of a chosen scene changes it, and so
+        does a chosen scene that has left ``split`` or was deleted (hashed as ``id:missing``).
         """
         sql = (
             "SELECT s.id, COALESCE(MAX(lv.version), 0) FROM scenes s "
@@ -2276,6 +2281,10 @@ class Workspace:
             args = (split,)
         with self.connect() as conn:
             rows = conn.execute(sql.format(where="WHERE s.split = ?" if split is not None else ""), args).fetchall()
+        chosen = sorted({str(i) for i in scene_ids or ()})
+        if chosen:
+            latest = {sid: v for sid, v in rows}
+            rows = [(sid, latest.get(sid, "missing")) for sid in chosen]
         text = ";".join(f"{sid}:{v}" for sid, v in rows)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

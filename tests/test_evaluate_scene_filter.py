@@ -51,7 +51,7 @@ def test_a_scene_subset_is_cached_apart_from_the_whole_split(ws, two):  # noqa: 
     assert one["confusion"] == whole["per_scene"][air.id]
     # the whole split's row is still what split-wide readers get, and the subset has its own
     assert ws.find_evaluation("tiny-test", "train", False, dv).result["scenes"] == 2
-    sub = ws.find_evaluation("tiny-test", scene_scope("train", [air.id]), False, dv)
+    sub = ws.find_evaluation("tiny-test", scene_scope("train", [air.id]), False, ws.data_version("train", [air.id]))
     assert sub is not None and sub.result["scene_ids"] == [air.id]
     assert scene_scope("train", [air.id]) != scene_scope("train", [farm.id]) != "train"
     # every scene chosen is the whole split (its cached row, no new one)
@@ -120,6 +120,13 @@ def test_background_evaluation_of_chosen_scenes(ws, two, monkeypatch):  # noqa: 
     at.run()
     assert_ok(at)
     assert "1 chosen labelled scene(s) of the **train** split (train airport)" in texts(at)
+    # a label saved on a scene outside the chosen ones leaves the subset's result shown, not "stale, run again"
+    _no_predict(monkeypatch)
+    ws.save_label_edit(_farm.id, ws.latest_label_version(_farm.id), "Ann", "brush", pixels=np.arange(5), values=1)
+    at.run()
+    assert_ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert f"data version `{ws.data_version('train', [air.id])}`" in texts(at)
 
 
 def _no_predict(monkeypatch):
