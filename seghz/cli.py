@@ -13,6 +13,7 @@ from typing import NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from seghz.devices import check_device, rank_device
 from seghz.errors import SegHZError
 
 MIN_TILE, TILE_STEP = 32, 32  # predict-scene --tile: the engine pads each window to a multiple of 32 (pad32)
@@ -791,14 +792,12 @@ def cmd_predict_scene(a) -> int:
                          f"every window up to one, the model's output stride), at least {MIN_TILE}; e.g. 256 or 512")
     world, rank, device = int(os.environ.get("WORLD_SIZE", "1")), 0, a.device
     if world > 1:
-        import torch
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         rank = dist.get_rank()
-        if device is None and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        device = rank_device(device, "--device")  # the trainer's rule: cuda (no index) -> cuda:<LOCAL_RANK>
     kw = {"batch_size": a.batch_size, "blend": a.blend, "merge": a.merge}
     if a.tile is not None:
         kw["tile"] = a.tile
@@ -1834,17 +1833,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_device(args) -> None:
-    """``--device cuda…`` on a machine without a usable GPU: one clear line instead of torch's traceback."""
-    dev = str(getattr(args, "device", None) or "")
-    if dev.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SegHZError(f"--device {dev}: torch sees no CUDA GPU here (python -m seghz info says what it "
-                             "sees); use --device cpu")
-
-
 def end_process(code: int) -> NoReturn:
     """Leave the process with exit status ``code``.
 
@@ -1903,7 +1891,7 @@ def _interrupted_line(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _check_device(args)
+        check_device(getattr(args, "device", None), "--device")  # a GPU this machine lacks: one clear line
         return args.fn(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; 130 = 128 + SIGINT, as a shell reports it
         if os.environ.get("SEGHZ_DEBUG"):

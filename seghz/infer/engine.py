@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seghz.devices import readonly_tensor, to_device
+from seghz.devices import check_device, cuda_free_bytes, readonly_tensor, to_device
 from seghz.errors import SegHZError
 
 if TYPE_CHECKING:
@@ -284,6 +284,7 @@ class _Copier:
 
     def __init__(self, dev: torch.device, pinned: bool = False, rowwise: bool | None = None):
         self.cuda = dev.type == "cuda"
+        self.dev = dev
         self.pinned = self.cuda and pinned
         self.rowwise = self.cuda if rowwise is None else rowwise
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="seghz-d2h") if self.cuda and not self.pinned else None
@@ -295,7 +296,9 @@ class _Copier:
             torch.from_numpy(dst).copy_(src)
             return
         ev = torch.cuda.Event()
-        ev.record()  # on the current (compute) stream, after src was computed
+        # on the compute device's current stream, after src was computed: a bare ``record()`` records on the current
+        # *device's* stream, which is cuda:0 for an engine on cuda:1 (the engine never calls set_device)
+        ev.record(torch.cuda.current_stream(self.dev))
         if self.pinned:
             with torch.cuda.stream(self.stream):
                 self.stream.wait_event(ev)
@@ -508,6 +511,9 @@ class Predictor:
     compile failure (e.g. no C++ compiler) falls back to eager with a warning.
     ``scheme`` is the class scheme the model predicts (names and colours of its outputs); :meth:`from_checkpoint`
     sets it from the checkpoint metadata. None = not known (whole-scene prediction then needs it given).
+    ``amp``: bf16 autocast on CUDA (default); False runs fp32 there too. ``device`` is checked on construction
+    (:func:`seghz.devices.check_device`: a GPU this machine lacks is a clear error); on CUDA cuDNN autotuning is
+    switched on unless deterministic kernels were asked for.
     """
 
     model: torch.nn.Module
@@ -522,12 +528,13 @@ class Predictor:
     blend: str = "uniform"
     compile: bool = False
     scheme: Scheme | None = None
+    amp: bool = True  # CUDA: bf16 autocast (False: fp32, e.g. validation of an fp32 training run); the CPU runs fp32
 
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None, **kw) -> tuple[Predictor, dict]:
         from seghz.models.checkpoint import checkpoint_scheme, load_checkpoint
 
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = check_device(device, "Predictor device") or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta = load_checkpoint(path, dev)
         norm = meta.get("normalization", {})
         kw.setdefault("tile", int(meta.get("tile_size", 512)))
@@ -536,9 +543,9 @@ class Predictor:
 
     def __post_init__(self):
         self._check_settings(self.merge, self.blend)
-        if self.device is None:
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = str(self.device)
+        self.device = check_device(self.device, "Predictor device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self._cuda and not (torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()):
+            torch.backends.cudnn.benchmark = True  # fixed window shapes: cuDNN's autotuned kernels pay off
         self.model.to(self.device)
         self.model.to(memory_format=torch.channels_last)  # faster on CUDA and on the CPU (docs/benchmarks.md)
         self.model.eval()
@@ -590,15 +597,14 @@ class Predictor:
             self._model_call(torch.zeros(1, 3, t, t))
         torch.cuda.synchronize(dev)
         per_item = torch.cuda.max_memory_allocated(dev) - base
-        free, _ = torch.cuda.mem_get_info(dev)
-        self.batch_size = auto_batch_size(free, per_item)
+        self.batch_size = auto_batch_size(cuda_free_bytes(dev), per_item)  # torch's cached blocks count as free
         return self.batch_size
 
     def _model_call(self, x: torch.Tensor, fn=None) -> torch.Tensor:
         fn = self.model if fn is None else fn
         x = x.to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
-        if self._cuda:
+        if self._cuda and self.amp:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 y = fn(x)
         else:

@@ -8,6 +8,7 @@ import numpy as np
 
 from seghz.classes import get_scheme
 from seghz.data.io import read_image
+from seghz.devices import check_device
 from seghz.evaluate import label_for_checkpoint
 from seghz.jobs.runner import JobCancelled, ProgressReporter, register_job_kind
 from seghz.store import Job, Workspace
@@ -278,6 +279,7 @@ def refit_job(ws: Workspace, job_id: str, config: dict, progress: ProgressReport
     rkeys = {f.name for f in fields(RefitConfig)}
     rcfg = RefitConfig(**{k: v for k, v in config.items() if k in rkeys})
     rcfg.validate()
+    check_device(rcfg.device, "refit job 'device'")  # a GPU this machine lacks: a clear error, before any loading
 
     val_split = config.get("val_split", "val")
     train_split, context_split = refit_splits(config)
@@ -592,7 +594,8 @@ def predict_region_job(ws: Workspace, job_id: str, config: dict, progress: Progr
     choice = check_compile_choice(config.get("compile", "auto"))  # before the model is loaded
     scene = ws.get_scene(config["scene_id"])
     cid = _checkpoint_id(ws, config, job_id)
-    pred, meta = Predictor.from_checkpoint(ws.checkpoint_path(ws.get_checkpoint(cid)), config.get("device"),
+    pred, meta = Predictor.from_checkpoint(ws.checkpoint_path(ws.get_checkpoint(cid)),
+                                           check_device(config.get("device"), "predict-region job 'device'"),
                                            batch_size=None)
     out = ws.root / "predictions" / f"{job_id}.tif"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -653,7 +656,8 @@ def evaluate_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRep
 
     hit = None if force else cached_evaluation(ws, cid, split, tta, scene_ids=scene_ids)
     if hit is None:
-        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
+        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck),
+                                                 check_device(config.get("device"), "evaluate job 'device'"))
 
         def on_progress(frac: float, msg: str = "") -> None:
             progress.check_cancel()  # raises JobCancelled: evaluate_split then stores nothing
@@ -742,7 +746,8 @@ def tta_report_job(ws: Workspace, job_id: str, config: dict, progress: ProgressR
                  f"({reused} cached for the current labels, {len(specs) - reused} to score)")
     predictor = None
     if reused < len(specs):
-        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), config.get("device"))
+        predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck),
+                                                 check_device(config.get("device"), "tta_report job 'device'"))
 
     # progress in view passes, not rows: row k runs k views (a full D4 report: 1 + 2 + … + 8 = 36 passes), so each
     # row to score gets its view count's share of the views still to compute (cached rows cost nothing)
@@ -910,6 +915,7 @@ def queues_job(ws: Workspace, job_id: str, config: dict, progress: ProgressRepor
 
     _checkpoint_id(ws, config, job_id)  # the active checkpoint taken is recorded in the job's config
     cfg = queues_config(ws, config)
+    check_device(config.get("device"), "queues job 'device'")  # before any scene is scored
     scenes = cfg["scenes"]
     how = ("held-out for training scenes" if cfg["held_out"] is None
            else "held-out" if cfg["held_out"] else "in-sample")

@@ -79,12 +79,14 @@ def preload_bytes(samples: Sequence[tuple]) -> int:
 
 
 def default_budget(device: str | torch.device) -> int:
-    """Preload budget: 40 % of the free GPU memory on CUDA; 0 elsewhere (on CPU, preloading only copies the data and
-    the batched gather is no faster than slicing the numpy samples, so the default is to stream)."""
+    """Preload budget: 40 % of the free GPU memory on CUDA (torch's cached-but-unused blocks count as free,
+    :func:`seghz.devices.cuda_free_bytes`); 0 elsewhere (on CPU, preloading only copies the data and the batched
+    gather is no faster than slicing the numpy samples, so the default is to stream)."""
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.4 * free)
+        from seghz.devices import cuda_free_bytes
+
+        return int(0.4 * cuda_free_bytes(device))
     return 0
 
 

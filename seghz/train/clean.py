@@ -118,7 +118,8 @@ def crossfit_clean(cfg, samples: Sequence[tuple], *, device: str, world: int = 1
             norm = meta.get("normalization") or {"mean": (0.5,) * 3, "std": (0.5,) * 3}
             say(base + 0.9 / folds, f"cleaning: fold {k + 1}/{folds}: judging {len(held)} held-out images")
             fk = {"relabelled": 0, "ignored": 0, "doubtful": 0, "labelled": 0}
-            for j, probs in iter_probs(model, [samples[i][0] for i in held], norm, device, flip=True):
+            for j, probs in iter_probs(model, [samples[i][0] for i in held], norm, device, flip=True,
+                                       amp=bool(cfg.amp)):  # fp32 under an fp32 (amp=False) recipe
                 s = samples[held[j]]
                 tr = s[2] if len(s) > 2 else None
                 lab, st = refine_labels(s[1], probs, tr, params)

@@ -146,7 +146,7 @@ def iter_probs(model: torch.nn.Module, images: Sequence[np.ndarray], norm: dict,
             from seghz.infer.engine import Predictor
 
             pred = Predictor(model, _num_classes(model, images[big[0]], norm, dev, cuda, amp), tuple(norm["mean"]),
-                             tuple(norm["std"]), tile=tile, device=str(dev), batch_size=max(1, bs // 4))
+                             tuple(norm["std"]), tile=tile, device=str(dev), batch_size=max(1, bs // 4), amp=amp)
             for i in big:
                 yield i, pred.predict_proba(images[i], "flip" if flip else "none").astype(np.float32, copy=False)
 

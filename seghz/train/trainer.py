@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import errno as _errno
 import json
 import math
@@ -51,6 +52,7 @@ import numpy as np
 import torch
 
 from seghz.classes import IGNORE, get_scheme
+from seghz.devices import check_device, default_device, rank_device
 from seghz.errors import SegHZError
 from seghz.infer.engine import Predictor
 from seghz.metrics import class_frequencies, confusion_matrix, pooled_class_frequencies, scores
@@ -387,7 +389,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], names, tta: st
     return scores(cm, names)
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool, cuda: bool = False) -> None:
+    """Seed every RNG; ``deterministic``: deterministic kernels (no cuDNN autotuning). Otherwise, on CUDA, cuDNN
+    autotunes its convolutions (fixed crop shapes: the search pays off after the first steps); the CPU is untouched."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -397,6 +401,8 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif cuda:
+        torch.backends.cudnn.benchmark = True
 
 
 def _check_samples(train_samples: list[Sample], val_samples: list[Sample], nc: int, scheme_name: str) -> None:
@@ -431,8 +437,9 @@ class _Dist:
 
 def _dist_setup(cfg: TrainConfig) -> tuple[_Dist, str]:
     """Decide on DDP (``cfg.ddp``, else ``WORLD_SIZE > 1``), init the process group (gloo on the CPU, nccl on CUDA)
-    unless one exists, and pick this rank's device (``cuda:<LOCAL_RANK>`` on CUDA)."""
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    unless one exists, and pick this rank's device (``cuda:<LOCAL_RANK>`` for a CUDA device naming no GPU,
+    :func:`seghz.devices.rank_device`). A device this machine lacks is a :class:`~seghz.devices.DeviceError`."""
+    device = check_device(cfg.device, "TrainConfig.device") or default_device()
     env_world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     want = cfg.ddp if cfg.ddp is not None else env_world > 1
     if not want:
@@ -442,18 +449,17 @@ def _dist_setup(cfg: TrainConfig) -> tuple[_Dist, str]:
     if not dist.is_available():
         raise RuntimeError("DDP was asked for but this torch build has no torch.distributed")
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    device = rank_device(device, "TrainConfig.device", local)  # cuda -> cuda:<LOCAL_RANK>, made the current GPU
     cuda = torch.device(device).type == "cuda"
-    if cuda:
-        if torch.device(device).index is None:
-            device = f"cuda:{local}"
-        torch.cuda.set_device(torch.device(device))
     owns = False
     if not dist.is_initialized():
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE") if k not in os.environ]
         if missing:
             raise RuntimeError(f"DDP training needs the torchrun environment ({', '.join(missing)} not set); start it "
                                "with `python -m torch.distributed.run --nproc-per-node N -m seghz train ...`")
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # rank 0 alone validates and writes the checkpoints while the others wait at the next collective: an hour,
+        # not the backend's default (10 min for nccl in some torch versions), before a wait counts as a hang
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=1))
         owns = True
     return _Dist(dist.get_world_size(), dist.get_rank(), local, owns), device
 
@@ -662,9 +668,9 @@ def _train(cfg, dctx: _Dist, device: str, train_samples, val_samples, out_path: 
     say = progress if main else None
     on_metrics = on_metrics if main else None
     spath = state_path(out_path)
-    _seed_everything(cfg.seed, cfg.deterministic)
-    norm = _normalization(cfg)
     cuda = torch.device(device).type == "cuda"
+    _seed_everything(cfg.seed, cfg.deterministic, cuda)
+    norm = _normalization(cfg)
     amp = bool(cfg.amp) and cuda  # CUDA: bf16 autocast. CPU: fp32. channels_last on both
     sampler = None
     if cfg.sampler == "class_aware":
@@ -950,7 +956,8 @@ def _end_of_epoch(cfg, model, norm, nc, scheme, val_samples, device, epoch, step
     ``trained``: every trained weight, for the training state (co-teaching: the model and its peer; default: model)."""
     net = ema.module if ema is not None else model
     if val_samples:
-        pred = Predictor(net, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device)
+        pred = Predictor(net, nc, tuple(norm["mean"]), tuple(norm["std"]), tile=cfg.tile_size, device=device,
+                         amp=bool(cfg.amp))  # fp32 validation of an fp32 (amp=False) run
         if say is not None:
             pred = _SayingPredictor(pred, len(val_samples), lambda k, n: say(step / total, validation_message(epoch, k, n)))
         sc = evaluate_samples(pred, val_samples, scheme.names)
