@@ -383,3 +383,16 @@ def test_free_memory_counts_torchs_cached_unallocated_blocks(monkeypatch):
     p = Predictor(_HostOnlyModel(), 3, (0.5,) * 3, (0.5,) * 3, device="cuda:0", batch_size=None, tile=64)
     monkeypatch.setattr(p, "_model_call", lambda x, fn=None: None)
     assert p.resolve_batch_size() == 12  # 0.6 × 2000 MB / 100 MB per window (before: 0.6 × 1000 MB → 6)
+
+
+def test_refit_head_called_directly_names_its_device_setting(tmp_path, monkeypatch):
+    """A library call of refit_head (not through the job) with a device this machine lacks gets the SegHZ error
+    naming RefitConfig.device, before the checkpoint is read."""
+    import torch
+
+    from seghz.devices import DeviceError
+    from seghz.train.refit import RefitConfig, refit_head
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"RefitConfig\.device cuda: torch sees no CUDA GPU"):
+        refit_head(tmp_path / "missing.safetensors", [], tmp_path / "out.safetensors", RefitConfig(device="cuda"))

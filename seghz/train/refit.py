@@ -418,7 +418,9 @@ def refit_head(
             a = getattr(it, name)
             if a is not None and a.shape != it.image.shape[:2]:
                 raise ValueError(f"item {k}: {name} shape {a.shape} differs from the image's {it.image.shape[:2]}")
-    device = cfg.device or "cpu"
+    from seghz.devices import check_device
+
+    device = check_device(cfg.device, "RefitConfig.device") or "cpu"
     model, meta = load_checkpoint(checkpoint, device)
     model = model.to(memory_format=torch.channels_last)  # as the engine and trainer run it (faster on the CPU too)
     nc = int(meta["num_classes"])
