@@ -795,7 +795,10 @@ def cmd_predict_scene(a) -> int:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
+            import datetime
+
+            # rank 0 alone writes the GeoTIFF while the others wait: gloo's 30-min default could cut a big scene
+            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=1))
         rank = dist.get_rank()
         device = rank_device(device, "--device")  # the trainer's rule: cuda (no index) -> cuda:<LOCAL_RANK>
     kw = {"batch_size": a.batch_size, "blend": a.blend, "merge": a.merge}
@@ -946,9 +949,10 @@ def cmd_scenes(a) -> int:
         if not scenes:
             print(f"no scenes{f' in the {a.split} split' if a.split else ''} in workspace {ws.root}")
             return 0
+        versions = ws.latest_label_versions()  # one query, not one connection per scene
         for s in scenes:
             lab = "labelled" if s.label_path else "no label"
-            v = ws.latest_label_version(s.id)
+            v = versions.get(s.id, 0)
             print(f"{s.id:<32} {s.split:<5} {s.width}x{s.height} {s.scheme:<6} {lab}"
                   + (f", label version {v}" if v else "") + f"  {s.name}")
         return 0

@@ -234,6 +234,10 @@ def test_the_scenes_command_lists_moves_with_a_name_and_proposes(four, capsys):
     out = capsys.readouterr().out
     assert [ln.split()[0] for ln in out.splitlines()] == ["a", "b", "c", "f"]
     assert "train 8x8 hz7    no label  f" in out
+    four.save_label_edit("b", 0, "Ann", "brush", pixels=np.arange(3), values=1)
+    assert main(["--workspace", root, "scenes", "list", "--split", "train"]) == 0
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert "label version 1" in rows["b"] and "label version" not in rows["a"]
     assert main(["--workspace", root, "scenes", "move", "a", "b", "--to", "val"]) == 2
     out, err = capsys.readouterr()
     assert "a: train → val" in out and "--analyst NAME" in err and four.get_scene("a").split == "train"
