@@ -101,22 +101,24 @@ class Scheme:
                 raise BadInputError(source, f"palette mask values must be 0..255 per channel, found {rgb.min()}..{rgb.max()}")
         rgb = rgb[..., :3].astype(np.uint32)
         code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        keys, inv = np.unique(code.ravel(), return_inverse=True)
-        table = {}
+        # the scheme's colours as sorted 24-bit codes and what each decodes to (a class colour wins over an
+        # unlabelled one; of two classes sharing a colour the later wins); each pixel's code is looked up by binary
+        # search and checked for equality -- O(pixels x log(colours)), no sort of the pixels
+        table: dict[int, int] = {}
+        for c in self.unlabelled_colors:
+            table[(c[0] << 16) | (c[1] << 8) | c[2]] = IGNORE
+        if self.unlabelled_ids and not self.unlabelled_colors:
+            table[0] = IGNORE  # black = unlabelled for id-based schemes (hz: id 0 is black)
         for i, c in enumerate(self.colors):
             table[(c[0] << 16) | (c[1] << 8) | c[2]] = i
-        unl = [(c[0] << 16) | (c[1] << 8) | c[2] for c in self.unlabelled_colors]
-        if self.unlabelled_ids and not self.unlabelled_colors:
-            unl.append(0)  # black = unlabelled for id-based schemes (hz: id 0 is black)
-        mapped = np.empty(len(keys), np.int32)
-        for k, key in enumerate(keys.tolist()):
-            if key in table:
-                mapped[k] = table[key]
-            elif key in unl:
-                mapped[k] = IGNORE
-            else:
-                mapped[k] = -1
-        out = mapped[inv].reshape(code.shape)
+        keys = np.array(sorted(table), np.uint32)
+        values = np.array([table[k] for k in keys.tolist()], np.int32)
+        if code.size and len(keys):
+            pos = np.searchsorted(keys, code)
+            np.minimum(pos, len(keys) - 1, out=pos)
+            out = np.where(keys[pos] == code, values[pos], np.int32(-1))
+        else:
+            out = np.full(code.shape, -1, np.int32)
         bad = out < 0
         if bad.any():
             ys, xs = np.nonzero(bad)

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seghz.classes import index_crosswalk
 from seghz.data.io import read_image
 from seghz.errors import SegHZError
-from seghz.infer.engine import _ALIASES, TTA_MODES, VIEWS, Predictor
 from seghz.metrics import add_calibration, calibration_counts, class_frequencies, confusion_matrix, evaluation_scores
 from seghz.store import Workspace
+
+if TYPE_CHECKING:
+    from seghz.infer.engine import Predictor
+# seghz.infer.engine (and torch with it) is imported inside the functions that need it: importing this module
+# (label_for_checkpoint, caveat_lines ... for light commands such as ``seghz scenes list``) must stay cheap
 
 
 def label_for_checkpoint(label: np.ndarray, label_scheme: str, ck_scheme: str) -> np.ndarray:
@@ -125,6 +130,8 @@ def tta_key(tta: str | list[str] | tuple[str, ...]) -> str:
     A view list equal to a mode's views (in order) is that mode, so ``["identity"]`` is ``"none"`` and the
     eight D4 views in the engine's order are ``"d4"``; aliases become the engine's names (``flip_lr`` -> ``lr``).
     """
+    from seghz.infer.engine import _ALIASES, TTA_MODES, VIEWS
+
     if isinstance(tta, str):
         if tta in TTA_MODES:
             return tta
@@ -141,6 +148,8 @@ def tta_key(tta: str | list[str] | tuple[str, ...]) -> str:
 
 def tta_views_of(key: str) -> str | list[str]:
     """What :meth:`Predictor.predict` takes for a canonical key of :func:`tta_key`."""
+    from seghz.infer.engine import TTA_MODES
+
     return key if key in TTA_MODES else key.split(",")
 
 
@@ -225,6 +234,8 @@ def evaluate_split(
             return hit.result
     ck = ws.get_checkpoint(checkpoint_id)
     if predictor is None:
+        from seghz.infer.engine import Predictor
+
         predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck))
     scenes = [s for s in ws.list_scenes(split) if s.label_path and (not chosen or s.id in chosen)]
     if not scenes:

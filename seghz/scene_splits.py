@@ -23,17 +23,24 @@ registered model learned from, so the yardstick is not the active model's own tr
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from seghz.classes import get_scheme
+from seghz.classes import get_scheme, index_crosswalk
+from seghz.data.io import atomic_write_bytes
 from seghz.data.splits import class_distribution, greedy_max_entropy
-from seghz.errors import SchemeMismatchError
+from seghz.errors import SchemeMismatchError, SegHZError
 from seghz.evaluate import label_for_checkpoint
-from seghz.store import ACTIVE_JOB_STATUSES, SPLITS, Workspace
+from seghz.store import ACTIVE_JOB_STATUSES, SPLITS, Scene, Workspace
+
+log = logging.getLogger(__name__)
 
 PURPOSE = {
     "train": "learned from by the retrain and the head refit",
@@ -60,11 +67,12 @@ def planned_moves(ws: Workspace, wanted: Mapping[str, str]) -> dict[str, tuple[s
         NotFoundError: For an unknown scene.
     """
     out = {}
+    split_of = {s.id: s.split for s in ws.list_scenes()}  # one query, not one connection per scene
     for sid in sorted(wanted):
         to = str(wanted[sid])
         if to not in SPLITS:
             raise ValueError(f"scene '{sid}': unknown split {to!r}; use one of {', '.join(SPLITS)}")
-        cur = ws.get_scene(sid).split
+        cur = split_of[sid] if sid in split_of else ws.get_scene(sid).split  # get_scene: the NotFoundError
         if cur != to:
             out[sid] = (cur, to)
     return out
@@ -167,6 +175,90 @@ class ValProposal:
     unconstrained: tuple[float, list[str]] | None = None
 
 
+DISTRIBUTION_CACHE = "cache/class_distributions.json"  # under the workspace root; rebuildable, safe to delete
+UNMAPPABLE = "unmappable"  # cached for a scene whose label reads but whose scheme has no crosswalk to the target
+
+
+def _crosswalk_stamp(src: str, dst: str, nc: int) -> str | Exception:
+    """What a scene of scheme ``src`` contributes to its class distribution in ``dst`` besides its label: the
+    crosswalk (a hash of its lookup table) and ``dst``'s class count -- or the error that says there is none."""
+    if src == dst:
+        return f"same:{nc}"
+    try:
+        lut = index_crosswalk(src, dst)
+    except (SchemeMismatchError, KeyError) as e:
+        return e
+    return f"lut:{hashlib.sha1(lut.tobytes()).hexdigest()[:16]}:{nc}"
+
+
+def _distribution_key(ws: Workspace, s: Scene, version: int, walk: str | Exception) -> str:
+    """Everything a scene's cached class distribution depends on: the label version, the scene's scheme and
+    registration time (a scene deleted and imported again under the same id is another scene), the content of its
+    original label file (hashing the small PNG costs far less than decoding it; no clock is trusted) and the
+    crosswalk. Saved label versions never change, so a new save is a new version and so a new key."""
+    stamp = "none"
+    if s.label_path:
+        try:
+            stamp = f"{s.label_path}:{hashlib.sha1(ws.path(s.label_path).read_bytes()).hexdigest()}"
+        except OSError:
+            stamp = "missing"  # reading the label raises
+    walk_s = walk if isinstance(walk, str) else f"error:{type(walk).__name__}:{walk}"
+    return "|".join((f"v{version}", s.scheme, s.created_at, stamp, walk_s))
+
+
+class _DistributionCache:
+    """Class distributions of scenes' effective labels, kept in ``<workspace>/cache/class_distributions.json``
+    (one entry per scene and target scheme, replaced when its key changes; entries of deleted scenes are dropped on
+    the next write). A missing, unreadable or foreign file counts as empty; it is replaced atomically (temp file +
+    rename), and a failed write only costs the next call its reads. Floats round-trip exactly through JSON."""
+
+    FORMAT = 1
+
+    def __init__(self, ws: Workspace, scene_ids: set[str]):
+        self.path = ws.root / DISTRIBUTION_CACHE
+        self.scene_ids = scene_ids
+        self.dirty = False
+        self.entries: dict[str, dict] = {}
+        try:
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict) and data.get("format") == self.FORMAT and isinstance(data.get("entries"), dict):
+                self.entries = data["entries"]
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _slot(scene_id: str, scheme: str) -> str:
+        return f"{scene_id}\t{scheme}"
+
+    def get(self, scene_id: str, scheme: str, key: str, nc: int) -> np.ndarray | str | None:
+        e = self.entries.get(self._slot(scene_id, scheme))
+        if not isinstance(e, dict) or e.get("key") != key:
+            return None
+        d = e.get("dist")
+        if d == UNMAPPABLE:
+            return UNMAPPABLE
+        try:
+            arr = np.array(d, np.float64)
+        except (TypeError, ValueError):
+            return None
+        return arr if arr.shape == (nc,) else None
+
+    def put(self, scene_id: str, scheme: str, key: str, dist: np.ndarray | str) -> None:
+        self.entries[self._slot(scene_id, scheme)] = {
+            "key": key, "dist": dist if isinstance(dist, str) else [float(x) for x in dist]}
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        keep = {k: v for k, v in self.entries.items() if k.split("\t", 1)[0] in self.scene_ids}
+        try:
+            atomic_write_bytes(self.path, json.dumps({"format": self.FORMAT, "entries": keep}).encode(), fsync=False)
+        except (OSError, SegHZError) as e:
+            log.warning("could not write the class-distribution cache %s: %s", self.path, e)
+        self.dirty = False
+
+
 def _pooled_entropy(dists: np.ndarray) -> float:
     if len(dists) == 0:
         return 0.0
@@ -198,23 +290,40 @@ def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence
     nc = get_scheme(scheme).num_classes
     ids, dists, skipped = [], [], {}
     versions = ws.latest_label_versions()
-    for s in ws.list_scenes():
-        if s.split not in pool:
-            continue
-        if not s.label_path and versions.get(s.id, 0) == 0:
-            skipped[s.id] = "no label and no correction"
-            continue
-        try:
-            lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, scheme)
-        except (SchemeMismatchError, KeyError) as e:
-            skipped[s.id] = f"its scheme {s.scheme} does not map to {scheme} ({e})"
-            continue
-        d = class_distribution(lbl, nc)
-        if d.sum() == 0:
-            skipped[s.id] = "every pixel is ignore (255)"
-            continue
-        ids.append(s.id)
-        dists.append(d)
+    all_scenes = ws.list_scenes()
+    split_of = {s.id: s.split for s in all_scenes}
+    cache = _DistributionCache(ws, {s.id for s in all_scenes})
+    walks: dict[str, str | Exception] = {}  # scene scheme -> stamp of its crosswalk to ``scheme``, or why none
+    with contextlib.ExitStack() as stack:
+        conn = None  # one read snapshot for every label this call reads (not two connections per scene)
+        for s in all_scenes:
+            if s.split not in pool:
+                continue
+            version = versions.get(s.id, 0)
+            if not s.label_path and version == 0:
+                skipped[s.id] = "no label and no correction"
+                continue
+            if s.scheme not in walks:
+                walks[s.scheme] = _crosswalk_stamp(s.scheme, scheme, nc)
+            walk = walks[s.scheme]
+            key = _distribution_key(ws, s, version, walk)
+            d = cache.get(s.id, scheme, key, nc)
+            if d is None:  # not cached for this label version: read the label as it is at ``version``
+                if conn is None:
+                    conn = stack.enter_context(ws._snapshot())
+                lbl = ws._compose(conn, s, version)[0]  # what ws.effective_label(s.id, version) reads
+                d = UNMAPPABLE if isinstance(walk, Exception) else class_distribution(
+                    label_for_checkpoint(lbl, s.scheme, scheme), nc)
+                cache.put(s.id, scheme, key, d)
+            if isinstance(d, str):
+                skipped[s.id] = f"its scheme {s.scheme} does not map to {scheme} ({walk})"
+                continue
+            if d.sum() == 0:
+                skipped[s.id] = "every pixel is ignore (255)"
+                continue
+            ids.append(s.id)
+            dists.append(d)
+    cache.save()
     if len(ids) < k + 1:
         raise ValueError(f"the {' and '.join(pool)} splits hold {len(ids)} labelled scene(s) in scheme {scheme}: "
                          f"{k} for val would leave {max(0, len(ids) - k)} to train on; choose fewer")
@@ -236,9 +345,9 @@ def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence
         if set(pick) != set(plain):
             unconstrained = (_pooled_entropy(d[plain]), [ids[i] for i in plain])
     chosen = [ids[i] for i in pick]
-    current = [i for i, sid in enumerate(ids) if ws.get_scene(sid).split == "val"]
+    current = [i for i, sid in enumerate(ids) if split_of[sid] == "val"]
     wanted = {sid: ("val" if sid in chosen else "train") for sid in ids}
-    moves = {sid: to for sid, to in wanted.items() if ws.get_scene(sid).split != to}
+    moves = {sid: to for sid, to in wanted.items() if split_of[sid] != to}
     return ValProposal(scheme, chosen, moves, _pooled_entropy(d[pick]),
                        _pooled_entropy(d[current]) if current else None, skipped, learned, unconstrained)
 

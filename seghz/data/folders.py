@@ -1,7 +1,7 @@
 """Image+label folder datasets (files paired by stem), crosswalked to a target scheme on read."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,62 @@ def load_folder(
         if progress is not None:
             progress((i + 1) / len(pairs), f"read {ip.name}")
     return out
+
+
+def _folder_of(path: str | Path) -> Path | None:
+    """The absolute folder of a file path (None for a recorded source that is no absolute path: an upload's name)."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return None
+    try:
+        return p.resolve().parent
+    except (OSError, RuntimeError, ValueError):
+        return p.parent
+
+
+def _telling_folder(mine: Path, others: Sequence[Path | None]) -> str | None:
+    """The name of the nearest folder above a file (``mine`` is its folder) that no other file's folder has at the
+    same depth (``.../Tile 8/images`` against ``.../Tile 1/images``: ``Tile 8``); the file's own folder when an
+    other's folder is unknown (None); None when there is no such folder."""
+    known = [o for o in others if o is not None]
+    if not known:
+        return mine.name or None
+    for depth in range(1, len(mine.parts)):  # parts[0] is the root: never a name
+        part = mine.parts[-depth]
+        if all(len(o.parts) <= depth or o.parts[-depth] != part for o in known):
+            return part
+    return None
+
+
+def scene_names(images: Sequence[str | Path], taken: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """Scene names for image files imported together (one per file, in order): the file stem, as always, unless
+    that stem names another picture too -- another file of ``images`` in another folder, or a scene of the
+    workspace named so whose source (``taken``: scene name -> the recorded sources of the scenes so named) lies
+    in another folder. Then the name is ``"<telling folder>/<stem>"``, the telling folder being the nearest one
+    above the file that tells it apart (Dubai's ``Tile 8/images/image_part_008.jpg`` next to an imported
+    ``Tile 1/images/image_part_008.jpg``: ``"Tile 8/image_part_008"``), so a scene picker does not list eight
+    ``image_part_008``. A stem seen only in the file's own folder (the same folder imported again) keeps the stem;
+    so do folders without repeats, and their scene ids with it."""
+    files = [Path(p) for p in images]
+    names = [f.stem for f in files]
+    by_stem: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        by_stem.setdefault(f.stem, []).append(i)
+    taken = taken or {}
+    for stem, idx in by_stem.items():
+        outside = [_folder_of(src) for src in taken.get(stem, ())]
+        if len(idx) == 1 and not outside:
+            continue
+        for i in idx:
+            mine = _folder_of(files[i].absolute()) or files[i].absolute().parent
+            others = [_folder_of(files[j].absolute()) for j in idx if j != i] + outside
+            others = [o for o in others if o != mine]  # the same folder again: nothing to tell apart by
+            if not others:
+                continue
+            folder = _telling_folder(mine, others)
+            if folder:
+                names[i] = f"{folder}/{stem}"
+    return names
 
 
 def holdout_split(

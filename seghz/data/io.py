@@ -605,14 +605,22 @@ def write_index_mask(path: str | os.PathLike, mask: np.ndarray, scheme: Scheme |
     atomic_write_bytes(path, _png_bytes(mask, scheme.palette() if scheme is not None else None))
 
 
+RGB_PNG_COMPRESS_LEVEL = 1  # zlib level of write_rgb's PNGs: lossless at any level; 1 is ~3x faster than the
+# default 6 on photos (a 2149x1479 Dubai tile: 0.34 s instead of 1.06 s) for about the same size
+
+
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Atomically write an RGB uint8 image (PNG or JPEG by suffix)."""
+    """Atomically write an RGB uint8 image (PNG or JPEG by suffix). PNGs use fast, lossless compression
+    (:data:`RGB_PNG_COMPRESS_LEVEL`)."""
     import io
 
     p = Path(path)
     buf = io.BytesIO()
-    fmt = "JPEG" if p.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format=fmt, quality=92)
+    im = Image.fromarray(np.asarray(rgb, np.uint8))
+    if p.suffix.lower() in (".jpg", ".jpeg"):
+        im.save(buf, format="JPEG", quality=92)
+    else:
+        im.save(buf, format="PNG", compress_level=RGB_PNG_COMPRESS_LEVEL)
     atomic_write_bytes(p, buf.getvalue())
 
 

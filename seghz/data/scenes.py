@@ -413,7 +413,7 @@ def import_folder(
     :func:`seghz.data.folders.holdout_split` (hash hold-out test, greedy max-entropy val) over the pairs imported.
     The scenes record their image's absolute path as their source.
     """
-    from seghz.data.folders import holdout_split
+    from seghz.data.folders import holdout_split, scene_names
     from seghz.data.io import check_image, list_pairs
 
     pairs = list_pairs(images, labels)
@@ -451,6 +451,14 @@ def import_folder(
         checked.append((ip.stem, ip, lp, info, lbl))
         if progress:
             progress(0.3 * (i + 1) / len(todo), f"checked {ip.name}")
+    # a stem that repeats across folders (Dubai's "Tile N/images/image_part_008") is named with the folder that
+    # tells it apart, in this import and against the workspace's scenes; and the split is chosen per name, so two
+    # pictures of one stem no longer share one split entry
+    taken: dict[str, list[str]] = {}
+    for sc in ws.list_scenes():
+        taken.setdefault(sc.name, []).append(sc.source)
+    names = scene_names([it[1] for it in checked], taken)
+    checked = [(name, *it[1:]) for name, it in zip(names, checked)]
     split = holdout_split([(stem, ip, lbl) for stem, ip, _, _, lbl in checked], nc, test_fraction,
                           min(val_count, max(0, len(checked) // 5)), group_duplicates=True)
     which = {it[0]: s for s, its in split.items() for it in its}
