@@ -1635,7 +1635,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stems-from-checkpoint", nargs="?", const="test", choices=["test", "val"],
                     help="only the checkpoint's held-out test stems (default) or its validation stems (re-derived)")
     rp.set_defaults(fn=cmd_report)
-    ck = sub.add_parser("checkpoints", help="the workspace's checkpoint registry: list, add, gate, promote, rollback, history")
+    ck = sub.add_parser("checkpoints", help="the workspace's checkpoint registry: list, add, gate, promote, rollback, archive, history")
     cks = ck.add_subparsers(dest="action", required=True)
     cl = cks.add_parser("list", help="registered checkpoints (* = active), newest first")
     cl.add_argument("--all", action="store_true", help="archived ones too (their weights are gone; lineage stays)")
