@@ -13,11 +13,23 @@ there. With a model trained on clean labels (``bench/noise_bench.py``) the plain
 noisy labels is itself noisier. Held-out scoring is for a model trained on the labels it judges.
 
 Limits: only the head is held out; a backbone trained on the same noisy labels keeps what it memorised.
+
+One head per fold, not per scene
+================================
+A build of many queues (``python -m seghz review build``, the Labels page's "queues" job) used to refit one head per
+scene, each on 8 other scenes drawn with the same seed: 477 near-identical refits of ~16 s each for the GID training
+split. :func:`fold_fit_sets` splits the candidate scenes into :data:`DEFAULT_FOLDS` folds and gives each fold ONE fit
+set, a capped sample of the scenes OUTSIDE it; a scene is scored by its own fold's head, so it never judges labels it
+was fitted on. :data:`HEAD_CACHE` keeps each fitted head (only the tensors the refit changed, :func:`head_delta`) for
+the process's later scenes and builds, keyed by what the head depends on (see ``seghz.review.queue``).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,4 +90,96 @@ def held_out_head(
     return Path(out_path)
 
 
-__all__ = ["fold_assignment", "held_out_head"]
+DEFAULT_FOLDS = 5  # folds of a held-out build: at most this many head refits, however many scenes are scored
+
+
+def fold_fit_sets(ids: Sequence[str], k: int = DEFAULT_FOLDS, max_fit: int = 8,
+                  seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """``[(members, fit), ...]``, one per fold: the candidate scene ``ids`` split into ``min(k, len(ids))`` folds
+    (:func:`fold_assignment` over the ids sorted, so the order they are given in does not matter) and, for each fold,
+    the ids its head is fitted on: all the ids OUTSIDE the fold, or a seeded sample of ``max_fit`` of them, sorted.
+    A fold's fit set never holds one of its members. With ``len(ids) <= k`` every fold is one scene: leave-one-out.
+
+    Raises:
+        ValueError: With fewer than 2 distinct ids (nothing to fit on outside a fold) or ``k`` < 2.
+    """
+    order = sorted(set(ids))
+    if len(order) < 2:
+        raise ValueError(f"fold cross-fitting needs at least 2 scenes, got {len(order)}")
+    if k < 2:
+        raise ValueError(f"held-out scoring needs at least 2 folds, got {k}")
+    out = []
+    for f, members in enumerate(fold_assignment(len(order), min(k, len(order)), seed)):
+        inside = set(members)
+        outside = [i for i in range(len(order)) if i not in inside]
+        if len(outside) > max_fit:
+            outside = sorted(int(i) for i in np.random.default_rng([seed, f]).choice(outside, max_fit, replace=False))
+        out.append(([order[i] for i in members], [order[i] for i in outside]))
+    return out
+
+
+def head_delta(base: str | Path, refitted: str | Path) -> dict[str, Any]:
+    """The tensors of checkpoint ``refitted`` that differ from ``base`` (for a head refit: the classifier's weight and
+    bias, a few KB), to keep in memory instead of a whole model.
+
+    Raises:
+        ValueError: When the two checkpoints do not hold the same tensor names and shapes (not a refit of ``base``).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(base), device="cpu"), load_file(str(refitted), device="cpu")
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError(f"{refitted}: not a head refit of {base} (its tensors differ in names or shapes)")
+    return {k: b[k].clone() for k in sorted(b) if not torch.equal(a[k], b[k])}
+
+
+def apply_delta(model: Any, delta: dict[str, Any]) -> None:
+    """Copy the tensors of :func:`head_delta` into ``model`` (a model of the base checkpoint), in place."""
+    import torch
+
+    state = model.state_dict()
+    unknown = sorted(set(delta) - set(state))
+    if unknown:
+        raise ValueError(f"the held-out head names tensors the model lacks: {unknown[:5]}")
+    with torch.no_grad():
+        for k, v in delta.items():
+            state[k].copy_(v.to(state[k].device, state[k].dtype))
+
+
+class HeadCache:
+    """A small thread-safe LRU of fitted held-out heads (or of the reason none could be fitted), in memory."""
+
+    def __init__(self, maxsize: int = 32):
+        self.maxsize = int(maxsize)
+        self._d: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self._d:
+                return None
+            self._d.move_to_end(key)
+            return self._d[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._d)
+
+
+HEAD_CACHE = HeadCache()  # the process's fitted fold heads (seghz.review.queue keys them)
+
+
+__all__ = ["DEFAULT_FOLDS", "HEAD_CACHE", "HeadCache", "apply_delta", "fold_assignment", "fold_fit_sets",
+           "head_delta", "held_out_head"]

@@ -13,6 +13,11 @@ connected-component labelling), so an action touches exactly those pixels. The r
 :class:`SceneQueue` (items + the predicted class map + the score map + the label version it was built on),
 is cached per scene in ``review/<scene>/queue.npz`` (written atomically; :func:`load_queue`).
 
+Held-out scoring (``held_out=True``) scores a scene with the checkpoint's head refitted on OTHER scenes
+(:mod:`seghz.review.crossfit`). The candidate scenes are split into folds and one head is fitted per fold, on scenes
+outside it, then kept in memory: the queues of a whole split cost a few refits, not one per scene
+(:func:`held_out_fold`), and no scene is scored by a head fitted on its own labels.
+
 Actions
 =======
 :func:`apply_action` saves one sparse label edit per item (``Workspace.save_label_edit``, ``merge=True``,
@@ -65,6 +70,7 @@ from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import atomic_write_bytes, read_image
 from seghz.errors import BadInputError
 from seghz.locks import file_lock
+from seghz.review import crossfit
 from seghz.review.suspicion import group_components, suspicion_score
 from seghz.store import Workspace, now_iso
 
@@ -264,43 +270,96 @@ def held_out_fit_scenes(ws: Workspace, scene: Any) -> list[Any]:
             and (scene.synthetic or not s.synthetic) and (s.label_path or ws.latest_label_version(s.id))]
 
 
+def _file_stamp(path: Path | None) -> tuple | None:
+    """``(path, size, mtime ns)`` of a file (None for no file): part of a cached head's key."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return str(path), int(st.st_size), int(st.st_mtime_ns)
+
+
+def held_out_fold(ws: Workspace, scene: Any, folds: int = crossfit.DEFAULT_FOLDS,
+                  max_scenes: int = 8) -> tuple[int, int, list[str], list[Any]] | None:
+    """``(fold index, fold count, fold members' ids, fit scenes)`` of ``scene``'s held-out head, or None when no
+    other scene can be fitted on (:func:`held_out_fit_scenes` is empty).
+
+    The candidates are ``scene`` and its :func:`held_out_fit_scenes`, split into ``folds`` folds
+    (:func:`seghz.review.crossfit.fold_fit_sets`): the head of ``scene``'s fold is fitted on up to ``max_scenes``
+    scenes outside that fold, so every scene of the fold, ``scene`` first, is scored by a head that never saw its
+    labels, and a whole build refits at most ``folds`` heads. With at most ``folds`` candidates each fold is one scene
+    (the head is fitted on all the others, up to ``max_scenes``)."""
+    others = held_out_fit_scenes(ws, scene)
+    if not others:
+        return None
+    by_id = {s.id: s for s in others}
+    plan = crossfit.fold_fit_sets([scene.id, *by_id], folds, max_scenes)
+    f = next(i for i, (members, _) in enumerate(plan) if scene.id in members)
+    members, fit = plan[f]
+    if scene.id in fit:  # fold_fit_sets guarantees it; a head fitted on the scene must never score it
+        raise RuntimeError(f"held-out fold of scene '{scene.id}' fits on the scene itself")
+    return f, len(plan), members, [by_id[i] for i in fit]
+
+
 def _held_out_predictor(ws: Workspace, scene: Any, checkpoint_id: str, predictor: Any, tmp: Path, max_scenes: int,
-                        progress: Callable[[float, str], None] | None) -> tuple[Any, str]:
-    """``(predictor, scoring)``: a predictor of the checkpoint with its head refitted on the scenes of
-    :func:`held_out_fit_scenes` (up to ``max_scenes``) and ``"held-out head (N scene(s))"``. For a real scene without
-    such a scene, or whose such scenes hold under :data:`MIN_HELD_OUT_PIXELS` labelled pixels, ``predictor`` itself
-    (in-sample scoring) and a ``scoring`` that starts with "in-sample" and says why held-out scoring was not done.
+                        progress: Callable[[float, str], None] | None,
+                        folds: int = crossfit.DEFAULT_FOLDS) -> tuple[Any, str]:
+    """``(predictor, scoring)``: a predictor of the checkpoint with the head of ``scene``'s fold
+    (:func:`held_out_fold`: refitted on up to ``max_scenes`` of the :func:`held_out_fit_scenes` outside the fold) and
+    ``"held-out head (N scene(s))"``. For a real scene without such a scene, or whose fold's fit scenes hold under
+    :data:`MIN_HELD_OUT_PIXELS` labelled pixels, ``predictor`` itself (in-sample scoring) and a ``scoring`` that
+    starts with "in-sample" and says why held-out scoring was not done.
+
+    A fitted head (only the tensors the refit changed) is kept in :data:`seghz.review.crossfit.HEAD_CACHE`, keyed by
+    the workspace, the checkpoint (id and file), the device, ``max_scenes`` and each fit scene's id, latest label
+    version and image/label files: the other scenes of the fold, in this build or a later one, reuse it until one of
+    those changes (a label saved on a fit scene refits only the heads fitted on it).
 
     Raises:
         BadInputError: For a synthetic scene without another labelled scene of its scheme.
     """
     from seghz.infer.engine import Predictor
-    from seghz.review.crossfit import held_out_head
 
-    others = held_out_fit_scenes(ws, scene)
-    if not others and scene.synthetic:
+    fold = held_out_fold(ws, scene, folds, max_scenes)
+    if fold is None and scene.synthetic:
         raise BadInputError(f"scene '{scene.id}'", "held-out scoring needs at least one OTHER labelled scene of the "
                             f"{scene.scheme} scheme to refit the head on; there is none")
     n_synth = sum(1 for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme and s.synthetic)
     unused = f"; the {n_synth} synthetic demo scene(s) are never used for a real scene" if n_synth else ""
-    if not others:
+    if fold is None:
         return predictor, (f"in-sample (held-out asked, but there is no other real labelled {scene.scheme} scene to "
                            f"refit the head on{unused})")
-    rng = np.random.default_rng(0)
-    pick = sorted(rng.choice(len(others), min(len(others), max_scenes), replace=False).tolist())
-    fit = [(read_image(ws.scene_path(others[i], "image")), ws.effective_label(others[i].id)) for i in pick]
-    n_px = sum(int((np.asarray(lbl) != IGNORE).sum()) for _, lbl in fit)
-    if not scene.synthetic and n_px < MIN_HELD_OUT_PIXELS:
+    f, k, members, fit_scenes = fold
+    ck_path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
+    device = str(getattr(predictor, "device", "cpu"))
+    versions = ws.latest_label_versions()
+    key = ("held-out head", str(Path(ws.root).resolve()), checkpoint_id, _file_stamp(ck_path), device,
+           int(max_scenes), tuple((s.id, versions.get(s.id, 0), _file_stamp(ws.scene_path(s, "image")),
+                                   _file_stamp(ws.scene_path(s, "label"))) for s in fit_scenes))
+    what = f"fold {f + 1}/{k} ({len(members)} scene(s))"
+    entry = crossfit.HEAD_CACHE.get(key)
+    if entry is None:
+        fit = [(read_image(ws.scene_path(s, "image")), ws.effective_label(s.id)) for s in fit_scenes]
+        n_px = sum(int((np.asarray(lbl) != IGNORE).sum()) for _, lbl in fit)
+        if not scene.synthetic and n_px < MIN_HELD_OUT_PIXELS:
+            entry = ("too few", n_px)
+        else:
+            say = f"fitting the held-out head of {what} on {len(fit)} scene(s) outside it"
+            if progress:
+                progress(0.0, say)
+            path = crossfit.held_out_head(
+                ck_path, fit, tmp / f"held_out_fold{f}.safetensors", max_images=max_scenes, device=device,
+                progress=(lambda _frac, msg="": progress(0.0, f"{say}: {msg}")) if progress else None)
+            entry = ("head", crossfit.head_delta(ck_path, path))
+        crossfit.HEAD_CACHE.put(key, entry)
+    if entry[0] == "too few":
         return predictor, (f"in-sample (held-out asked, but the other real labelled {scene.scheme} scene(s) hold only "
-                           f"{n_px:,} labelled px, too few to refit the head on (at least {MIN_HELD_OUT_PIXELS:,})"
+                           f"{entry[1]:,} labelled px, too few to refit the head on (at least {MIN_HELD_OUT_PIXELS:,})"
                            f"{unused})")
     if progress:
-        progress(0.0, f"refitting the head on {len(fit)} other scene(s)")
-    path = held_out_head(ws.checkpoint_path(ws.get_checkpoint(checkpoint_id)), fit, tmp / "held_out.safetensors",
-                         max_images=max_scenes, device=str(getattr(predictor, "device", "cpu")))
-    held, _ = Predictor.from_checkpoint(path, str(getattr(predictor, "device", "cpu")),
-                                        batch_size=getattr(predictor, "batch_size", None))
-    return held, f"held-out head ({len(fit)} scene(s))"
+        progress(0.0, f"scoring with the held-out head of {what}")
+    held, _ = Predictor.from_checkpoint(ck_path, device, batch_size=getattr(predictor, "batch_size", None))
+    crossfit.apply_delta(held.model, entry[1])
+    return held, f"held-out head ({len(fit_scenes)} scene(s))"
 
 
 def build_queue(
@@ -317,6 +376,7 @@ def build_queue(
     save: bool = True,
     held_out: bool = False,
     held_out_scenes: int = 8,
+    held_out_folds: int = crossfit.DEFAULT_FOLDS,
 ) -> SceneQueue:
     """Score the scene's latest effective label with the checkpoint's predictor and group it into a queue.
 
@@ -325,6 +385,9 @@ def build_queue(
     trained on this scene's noisy labels does not excuse the noise it learned; ``predictor`` is then only used for
     its device and batch size. A real scene's head is refitted on real scenes only (:func:`held_out_fit_scenes`):
     without one (or with too few labelled pixels) it is scored in-sample, and the queue's ``scoring`` says so and why.
+    The head is that of the scene's fold (``held_out_folds`` folds of the candidate scenes, :func:`held_out_fold`),
+    fitted once on scenes outside the fold and reused from memory by the fold's other scenes: building the queues of
+    a whole split refits at most ``held_out_folds`` heads, not one per scene.
 
     Raises:
         BadInputError: When the checkpoint predicts another class scheme than the scene's, or ``held_out`` finds no
@@ -343,7 +406,7 @@ def build_queue(
     with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
         if held_out:
             predictor, scoring = _held_out_predictor(ws, scene, checkpoint_id, predictor, Path(tmp), held_out_scenes,
-                                                     progress)
+                                                     progress, held_out_folds)
         res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
     proba = res.proba
     disagreement = res.disagreement if tta != "none" else None
