@@ -292,7 +292,9 @@ def test_the_installed_canvas_sends_the_restored_points_back_and_is_recreated_af
     assert set(seeds) == {"label", "image"} and all(ck in at.session_state for ck, _ in seeds.values())  # alive
     at.run()
     assert dict(at.session_state[AP.CANVAS_SEED]) == seeds  # the same initial drawing while the canvases live
-    assert not any("Restored the points" in c for c in _caps(at))  # not created again
+    # not created again, and still said: in a browser the canvas reports its size at once, and the caption shown
+    # only on the creating run was gone 0.2 s later
+    assert any("before (2 on the label, 1 on the image)" in c for c in _caps(at)), _caps(at)
     at.switch_page("app.py").run()
     at.switch_page("pages/5_Align.py").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -154,7 +154,9 @@ def test_canvas_points_are_the_click_positions_in_image_pixels():
         {"type": "Path"},
         {"type": "Circle", "left": 20.5 - 5, "top": 7, "radius": 4, "strokeWidth": 2, "originX": "left", "originY": "center"},
     ]}
-    np.testing.assert_allclose(canvas_points(objs, 0.5), [[199.5, 99.5], [40.5, 13.5]])
+    # a whole number is the canvas pixel a browser reports for a click anywhere on it: read as its middle
+    # (100.5 / 0.5 - 0.5 = 200.5); a fraction (20.5, from a zoomed page) is kept
+    np.testing.assert_allclose(canvas_points(objs, 0.5), [[200.5, 100.5], [40.5, 14.5]])
     assert canvas_points(None, 1.0).shape == (0, 2)
     with pytest.raises(ValueError, match="scale"):
         canvas_points(objs, 0)
@@ -166,7 +168,7 @@ def test_align_page_clicked_pairs_go_into_the_table(files, monkeypatch):
     import ui.common
 
     lp, ip, pts, ws, M = files
-    clicks = {"label": [(20, 30), (150, 40), (40, 120), (170, 130)], "image": []}
+    clicks = {"label": [(20.25, 30.25), (150.25, 40.25), (40.25, 120.25), (170.25, 130.25)], "image": []}  # fractions: exact
     calls = []
 
     def fake_canvas(**kw):

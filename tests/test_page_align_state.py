@@ -38,13 +38,16 @@ def real_point(x: float, y: float, r: float = 4, sw: float = 2) -> dict:
 
 def test_canvas_points_reads_the_real_components_circles_and_both_origins():
     drawing = {"version": "6.7.1", "objects": [real_point(100.5, 50.5), {"type": "Path"}, real_point(10, 20, 6, 3)]}
-    np.testing.assert_allclose(canvas_points(drawing, 1.0), [[100, 50], [9.5, 19.5]])
+    # a whole-number position is what a browser reports for a click anywhere on that canvas pixel: its middle
+    np.testing.assert_allclose(canvas_points(drawing, 1.0), [[100, 50], [10, 20]])
     # fabric.js 7 defaults both origins to the centre: left/top are the centre itself
     centred = {**real_point(0, 0), "originX": "center", "originY": "center", "left": 30.5, "top": 40.5}
     np.testing.assert_allclose(canvas_points({"objects": [centred]}, 1.0), [[30, 40]])
     # origin top/left on both axes, a scaled object
     tl = {**real_point(0, 0), "originY": "top", "left": 10, "top": 10, "scaleX": 2, "scaleY": 2}
-    np.testing.assert_allclose(canvas_points({"objects": [tl]}, 1.0), [[10 + 5 * 2 - 0.5, 10 + 5 * 2 - 0.5]])
+    np.testing.assert_allclose(canvas_points({"objects": [tl]}, 1.0), [[10 + 5 * 2, 10 + 5 * 2]])
+    tl_frac = {**tl, "left": 10.25, "top": 10.25}  # a zoomed page reports fractions: kept as they are
+    np.testing.assert_allclose(canvas_points({"objects": [tl_frac]}, 1.0), [[19.75, 19.75]])
 
 
 @pytest.mark.parametrize("shape,width", [((800, 1000), 456), ((1280, 1536), 456), ((160, 200), 456), ((333, 997), 301)])
@@ -58,8 +61,18 @@ def test_canvas_size_maps_clicks_on_pixel_centres_to_those_pixels(shape, width):
     px = np.c_[rng.integers(0, shape[1], 50), rng.integers(0, shape[0], 50)].astype(float)  # (x, y) pixels
     canvas_xy = (px + 0.5) * [sx, sy]  # where those pixels' centres are drawn on the canvas
     assert (canvas_xy[:, 0] <= w).all() and (canvas_xy[:, 1] <= h).all()
-    got = canvas_points({"objects": [real_point(x, y) for x, y in canvas_xy]}, (sx, sy))
-    np.testing.assert_allclose(got, px, atol=0.02)  # fabric keeps 2 decimals
+    frac = (np.round(canvas_xy, 2) % 1 != 0).all(1)  # a fractional position (a zoomed page) is that position
+    got = canvas_points({"objects": [real_point(x, y) for x, y in canvas_xy[frac]]}, (sx, sy))
+    np.testing.assert_allclose(got, px[frac], atol=0.02)  # fabric keeps 2 decimals
+    # a browser at 100 % reports the whole canvas pixel under the pointer (Chromium floors 40.5 and 40.9 to 40):
+    # read as that canvas pixel's middle, the clicks land within half a canvas pixel and unbiased on average
+    # (read as the pixel's edge they sat 0.5 / scale image px up and left of the pixel under the mouse)
+    px = np.c_[rng.uniform(0, shape[1] - 1, 4000), rng.uniform(0, shape[0] - 1, 4000)]
+    floored = np.floor((px + 0.5) * [sx, sy])
+    got = canvas_points({"objects": [real_point(x, y) for x, y in floored]}, (sx, sy))
+    err = got - px
+    assert (np.abs(err) <= 0.5 / np.array([sx, sy]) + 1e-6).all()
+    assert (np.abs(err.mean(0)) < 0.1 / np.array([sx, sy])).all()
 
 
 def test_clamp_width():

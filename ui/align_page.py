@@ -119,7 +119,8 @@ def points_drawing(points: Any, scale: Any, style: dict | None = None) -> dict:
     """The canvas drawing (Fabric.js JSON, for ``initial_drawing``) of image pixel ``points`` ``(n, 2)`` shown at
     ``scale`` (one number or (scale x, scale y), canvas px per image px): each a "Circle" placed as the point tool
     places a click (origin left/centre, ``left`` = x - (radius + strokeWidth / 2)). The inverse of
-    :func:`seghz.geo.align_scene.canvas_points` (to fabric's 2 decimals)."""
+    :func:`seghz.geo.align_scene.canvas_points` (to fabric's 2 decimals; a point whose centre falls on a whole canvas
+    coordinate moves by 0.01 canvas px, else it would read back as a browser click on that canvas pixel)."""
     sx, sy = (float(scale), float(scale)) if np.isscalar(scale) else (float(scale[0]), float(scale[1]))
     if not (sx > 0 and sy > 0):
         raise ValueError(f"scale must be positive, got {scale}")
@@ -128,6 +129,9 @@ def points_drawing(points: Any, scale: Any, style: dict | None = None) -> dict:
     objs = []
     for x, y in _as_points(points):
         cx, cy = (x + 0.5) * sx, (y + 0.5) * sy  # the image pixel's centre on the canvas
+        # a whole canvas coordinate reads back as a browser click on that canvas pixel (its middle, canvas_points):
+        # nudged by fabric's last decimal, it reads back as itself
+        cx, cy = (c + 0.01 if round(float(c), 2).is_integer() else c for c in (cx, cy))
         objs.append({"type": "Circle", "originX": "left", "originY": "center",
                      "left": round(float(cx - (r + sw / 2)), 2), "top": round(float(cy), 2), "radius": r, "strokeWidth": sw, "stroke": st_["stroke"],
                      "fill": st_["fill"], "scaleX": 1, "scaleY": 1, "selectable": False, "evented": False})

@@ -304,6 +304,12 @@ def canvas_points(json_data: dict | None, scale) -> np.ndarray:
     ``"center"``. Each origin convention is undone here, so the centre comes out right for any of them. A canvas
     coordinate ``c`` (0 at the canvas' left edge) is image pixel ``c / scale - 0.5``: the click at the middle of the
     image's first pixel is pixel 0.
+
+    A browser reports a click as the whole canvas pixel under the pointer (Chromium: clicks at 40.5 and 40.9 both
+    arrive as 40, the pixel's left/top edge), so a whole-number centre is taken as that canvas pixel's middle
+    (``c + 0.5``); a fractional one (a zoomed page, :func:`ui.align_page.points_drawing`'s restored points) is kept.
+    Unshifted, every click sat half a canvas pixel up and left of the pixel under the mouse: 0.5 / scale image
+    pixels, a different amount on the label and on the image canvas, so a systematic shift of the fitted alignment.
     """
     sx, sy = (float(scale), float(scale)) if np.isscalar(scale) else (float(scale[0]), float(scale[1]))
     if not (sx > 0 and sy > 0):
@@ -319,6 +325,7 @@ def canvas_points(json_data: dict | None, scale) -> np.ndarray:
         wy = (2 * r * ky + sw) if o.get("strokeUniform") else (2 * r + sw) * ky
         x = float(o.get("left", 0)) + (0.5 - _ORIGIN.get(str(o.get("originX", "left")), 0.0)) * wx
         y = float(o.get("top", 0)) + (0.5 - _ORIGIN.get(str(o.get("originY", "top")), 0.0)) * wy
+        x, y = (x + 0.5 if float(x).is_integer() else x), (y + 0.5 if float(y).is_integer() else y)
         out.append((x / sx - 0.5, y / sy - 0.5))
     return np.asarray(out, float).reshape(-1, 2)
 

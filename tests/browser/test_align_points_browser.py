@@ -8,9 +8,8 @@ counts them and offers to add them, and a point clicked on a restored canvas joi
 the canvas' own drawing, not only in the page's count). "Add" puts them in the table, once: the canvases after the
 next visit are empty. "Clear" empties restored points, for good.
 
-Not asserted: the page's "Restored the points you clicked here before …" caption. In a browser it lasts one run:
-a mounted canvas reports its background fit at once (a rerun), its key is then in the session and the page no
-longer counts it as restored.
+The page's "Restored the points you clicked here before …" caption stays once the canvases have painted: a mounted
+canvas reports its background fit at once (a rerun), and the caption used to vanish with that rerun (0.2 s).
 """
 from __future__ import annotations
 
@@ -200,6 +199,9 @@ def test_clicked_points_come_back_after_another_page_then_add_and_clear(align_ap
         expect(button(page, "Add the 2 clicked pair(s)")).to_be_enabled()
         expect(button(page, "Clear the clicked points")).to_be_enabled()
         assert table_rows(page) == []
+        # said after the canvases painted and reported (their rerun has run: the points are drawn)
+        expect(page.get_by_text("Restored the points you clicked here before (2 on the label, 2 on the image)")
+               ).to_have_count(1)
 
         # Add: the two pairs go into the table, at the clicked pixels; new, empty canvases
         button(page, "Add the 2 clicked pair(s)").click()
