@@ -327,6 +327,12 @@ def propose_val(ws: Workspace, k: int, scheme: str | None = None, pool: Sequence
     if len(ids) < k + 1:
         raise ValueError(f"the {' and '.join(pool)} splits hold {len(ids)} labelled scene(s) in scheme {scheme}: "
                          f"{k} for val would leave {max(0, len(ids) - k)} to train on; choose fewer")
+    return _proposal(ws, scheme, k, ids, dists, skipped, split_of, prefer_unlearned)
+
+
+def _proposal(ws: Workspace, scheme: str, k: int, ids: list[str], dists: list[np.ndarray], skipped: dict[str, str],
+              split_of: dict[str, str], prefer_unlearned: bool) -> ValProposal:
+    """:func:`propose_val`'s choice from the pool's class distributions (``dists``, one per scene of ``ids``)."""
     d = np.stack(dists)
     plain = greedy_max_entropy(d, k)
     pick, learned, unconstrained = plain, {}, None

@@ -26,7 +26,7 @@ from seghz import scene_splits
 from seghz.classes import IGNORE, Scheme, get_scheme
 from seghz.data.folders import scene_names
 from seghz.data.io import write_index_mask, write_rgb
-from seghz.data.splits import class_distribution, greedy_max_entropy
+from seghz.data.splits import class_distribution
 from seghz.errors import BadInputError, SchemeMismatchError
 from seghz.evaluate import label_for_checkpoint
 from seghz.store import Workspace
@@ -257,30 +257,10 @@ def _reference(ws: Workspace, k: int, scheme: str, pool: Sequence[str] = ("train
             continue
         ids.append(s.id)
         dists.append(d)
-    d = np.stack(dists)
-    plain = greedy_max_entropy(d, k)
-    pick, learned, unconstrained = plain, {}, None
-    if prefer_unlearned:
-        every, seen_by, _ = ws.lineage_learning()
-        names = {c.id: f"{c.name} ({c.id})" for c in every}
-        by_scene: dict[str, list[str]] = {}
-        for cid, scenes in seen_by.items():
-            for sid in scenes:
-                by_scene.setdefault(sid, []).append(names[cid])
-        fresh = [i for i, sid in enumerate(ids) if sid not in by_scene]
-        pick = greedy_max_entropy(d, k, allowed=fresh)
-        if len(pick) < k:
-            pick += greedy_max_entropy(d, k - len(pick), given=pick)
-        learned = {ids[i]: by_scene[ids[i]] for i in pick if ids[i] in by_scene}
-        if set(pick) != set(plain):
-            unconstrained = (scene_splits._pooled_entropy(d[plain]), [ids[i] for i in plain])
-    chosen = [ids[i] for i in pick]
-    current = [i for i, sid in enumerate(ids) if ws.get_scene(sid).split == "val"]
-    wanted = {sid: ("val" if sid in chosen else "train") for sid in ids}
-    moves = {sid: to for sid, to in wanted.items() if ws.get_scene(sid).split != to}
-    return scene_splits.ValProposal(scheme, chosen, moves, scene_splits._pooled_entropy(d[pick]),
-                                    scene_splits._pooled_entropy(d[current]) if current else None, skipped, learned,
-                                    unconstrained)
+    if len(ids) < k + 1:
+        raise ValueError("too few scenes")
+    split_of = {s.id: ws.get_scene(s.id).split for s in ws.list_scenes()}  # one get_scene per question
+    return scene_splits._proposal(ws, scheme, k, ids, dists, skipped, split_of, prefer_unlearned)
 
 
 def _no_label_reads(monkeypatch):
