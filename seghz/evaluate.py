@@ -253,20 +253,75 @@ def evaluate_split(
     # before a 1024 px one filled half the bar in 1/100 of the time, and the time left grew as the job ran
     px = [scene_work(s.height, s.width, predictor) for s in scenes]
     total_px, done_px = sum(px), 0
-    for s, n_px in zip(scenes, px):
-        img = read_image(ws.scene_path(s, "image"))
-        lbl = label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme.name)
-        sub = None
-        if progress:
-            sub = lambda f, m, d=done_px, n=n_px, name=s.name: progress((d + f * n) / total_px, f"{name}: {m}")
-        pred, conf = predictor.predict(img, tta_views_of(tta), progress=sub)
-        if on_prediction is not None:
-            on_prediction(s.id, pred)
-        cm = confusion_matrix(pred, lbl, nc)
-        per_scene[s.id] = cm.tolist()
-        total += cm
-        calib = add_calibration(calib, calibration_counts(pred, conf, lbl, nc))
+    starts = []
+    for n_px in px:
+        starts.append(done_px)
         done_px += n_px
+
+    def scene_progress(i: int, f: float, m: str) -> None:
+        progress((starts[i] + f * px[i]) / total_px, f"{scenes[i].name}: {m}")
+
+    # A thread reads the scenes (image, then label) one or two ahead of the model, so reading overlaps compute. A
+    # scene it cannot read ends the images handed to the model: the scenes before it are still scored (and handed
+    # to on_prediction), then its error (naming the file) is raised here, as when the scenes were read in turn.
+    import collections
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def reader() -> None:
+        for s in scenes:
+            try:
+                img = read_image(ws.scene_path(s, "image"))
+                item = (s, img, label_for_checkpoint(ws.effective_label(s.id), s.scheme, ck_scheme.name), None)
+            except BaseException as e:  # noqa: BLE001 - handed over whole, raised by the loop
+                item = (s, None, None, e)
+            while not stop.is_set():
+                try:
+                    box.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set() or item[3] is not None:
+                return
+
+    labels: collections.deque = collections.deque()  # (scene, label) of the images handed over, not yet scored
+    failed: list[BaseException] = []
+
+    def images():
+        for _ in scenes:
+            s, img, lbl, err = box.get()
+            if err is not None:
+                failed.append(err)
+                return
+            labels.append((s, lbl))
+            yield img
+
+    spec = tta_views_of(tta)
+    many = getattr(predictor, "predict_many", None)  # windows of several scenes per batch; else scene by scene
+    if many is not None:
+        results = many(images(), spec, progress=scene_progress if progress else None)
+    else:
+        results = (predictor.predict(img, spec, progress=(lambda f, m, i=i: scene_progress(i, f, m)) if progress
+                                     else None) for i, img in enumerate(images()))
+    thread = threading.Thread(target=reader, name="seghz-evaluate-read", daemon=True)
+    thread.start()
+    try:
+        for pred, conf in results:
+            s, lbl = labels.popleft()
+            if on_prediction is not None:
+                on_prediction(s.id, pred)
+            cm = confusion_matrix(pred, lbl, nc)
+            per_scene[s.id] = cm.tolist()
+            total += cm
+            calib = add_calibration(calib, calibration_counts(pred, conf, lbl, nc))
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise failed[0]
     res = evaluation_scores(total, names, calib)
     res.update(checkpoint_id=checkpoint_id, split=split, tta=tta, data_version=dv, scenes=len(scenes), per_scene=per_scene)
     if chosen:

@@ -136,6 +136,7 @@ def _no_predict(monkeypatch):
         raise RuntimeError("predicted again")
 
     monkeypatch.setattr(Predictor, "predict", boom)
+    monkeypatch.setattr(Predictor, "predict_many", boom)  # small scenes are predicted in shared batches
 
 
 def test_the_drilldown_reuses_the_predictions_of_the_background_evaluation(ws, two, monkeypatch):  # noqa: F811

@@ -45,6 +45,7 @@ def _no_predict(monkeypatch):
         raise AssertionError("predicted again: the cached evaluation was not used")
 
     monkeypatch.setattr(Predictor, "predict", boom)
+    monkeypatch.setattr(Predictor, "predict_many", boom)  # small scenes are predicted in shared batches
 
 
 @pytest.fixture
@@ -113,8 +114,8 @@ def test_subset_goes_stale_on_a_save_inside_it(ws, scenes, monkeypatch):  # noqa
     calls = []
     from seghz.infer.engine import Predictor
 
-    real = Predictor.predict
-    monkeypatch.setattr(Predictor, "predict", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = Predictor._model_call  # every prediction path (one scene, or small scenes batched together) runs it
+    monkeypatch.setattr(Predictor, "_model_call", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     res = evaluate_split(ws, CID, "train", scene_ids=[air.id])
     assert calls and res["data_version"] == ws.data_version("train", [air.id])
     assert cached_evaluation(ws, CID, "train", scene_ids=[air.id]) is not None

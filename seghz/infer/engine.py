@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -994,6 +994,145 @@ class Predictor:
             pass
         return PredictionResult(sink["mask"], sink["confidence"], sink["entropy"], sink["disagreement"],
                                 sink.get("seam"), sink.get("proba"))
+
+    @torch.no_grad()
+    def predict_many(
+        self,
+        images: Iterable[np.ndarray],
+        tta: str | Iterable[str] = "none",
+        progress: Callable[[int, float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        *,
+        merge: str | None = None,
+        blend: str | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`predict` of each image of ``images`` in turn: yields its (class-index mask uint8, confidence
+        float32) in the images' order, while the model runs the windows of several images in one batch.
+
+        An image that fits in one window (height and width ≤ ``tile``) is one model input per TTA view; the inputs
+        of consecutive such images of the same shape fill batches of :meth:`resolve_batch_size` inputs, so N of them
+        with V views take ceil(N·V / batch) model calls (per image, :meth:`predict` takes ceil(V / batch): one
+        call per scene without TTA, however small). A larger image first finishes the images before it, then goes
+        through :meth:`predict` (its own windows batched as there). ``images`` is read lazily, about one batch
+        ahead of the image yielded, so a generator that reads files one by one keeps few in memory.
+
+        The values are :meth:`predict`'s for each image: the same inputs, views, merge, blending and outputs, in
+        the same order of operations; only the batches the model sees differ. So they match bit for bit when the
+        model's output for one input does not depend on the batch it runs in (the shipped GID checkpoint on the
+        CPU: identical confusion matrices over 60 GID tiles). Kernels chosen per batch size can break that in
+        the last bits: a random 3 → 8 channel convolution on the CPU (oneDNN, channels_last) moved confidences by
+        6e-8; on CUDA, cuDNN's autotuned kernels and bf16 can do the same, and an argmax tie may flip.
+
+        ``progress(index, fraction, message)``: ``index`` counts the images from 0 and never goes back; ``fraction``
+        (of that image) is 1.0 once a single-window image is done, and the share of its views run after a batch
+        that left it half done (so a caller that checks for a cancel there gets a chance every batch); it
+        follows :meth:`predict` for a larger image.
+        ``should_cancel()`` is checked before every batch (raises :class:`Cancelled`).
+        """
+        merge, blend = merge or self.merge, blend or self.blend
+        self._check_settings(merge, blend)
+        views = tta_views(tta)
+        view_names = [v[0] for v in views]
+        nv = len(views)
+        tile, C = int(self.tile), self.num_classes
+        dev = torch.device(self.device)
+        bs = self.resolve_batch_size()
+        weights: dict[tuple[int, int], torch.Tensor] = {}
+        pending: list[dict] = []  # single-window images not yet yielded, in order
+        queue: list[tuple[dict, int]] = []  # (image, view index) inputs not yet run, in order
+
+        def run_batch() -> None:
+            """Run the first inputs of ``queue`` as one batch (smaller after running out of GPU memory)."""
+            nonlocal bs
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("inference cancelled")
+            size = bs
+            if self._compiled_fn() is not None:  # one compiled batch shape for the predictor's life (see _run_row)
+                if self._compiled_bs is None:
+                    self._compiled_bs = bs
+                size = min(bs, self._compiled_bs)
+            batch = queue[:size]
+            try:
+                logits = self._run_items([views[vi][1](e["x"]) for e, vi in batch], size)
+            except torch.cuda.OutOfMemoryError as err:
+                if self._cuda:
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    raise SegHZError(
+                        "out of GPU memory even with a batch of 1; use a smaller tile or run on the CPU (--device cpu)"
+                    ) from err
+                bs = max(1, bs // 2)
+                return
+            del queue[:size]
+            for (e, vi), y in zip(batch, logits):
+                if y.shape[1] != C:
+                    raise SegHZError(f"model returned {y.shape[1]} classes, expected {C}")
+                e["logits"].append(views[vi][2](y)[:, :, : e["th"], : e["tw"]])
+                if len(e["logits"]) == nv:
+                    e["x"] = None
+
+        def finish(e: dict) -> dict[str, torch.Tensor]:
+            """The one window of image ``e`` blended and finished as :meth:`_run_row` and :meth:`_finish_blocks` do."""
+            th, tw = e["th"], e["tw"]
+            outs = torch.cat(e.pop("logits"))  # nv×C×th×tw logits, original orientation
+            p = outs.mean(0).softmax(0) if merge == "logits" else outs.softmax(1).mean(0)
+            wt = weights.get((th, tw))
+            if wt is None:
+                wt = weights[(th, tw)] = torch.from_numpy(window_weights(th, tw, blend)).to(dev)
+            band = _Band(th, tw, [0, tw], {"acc": C, "wsum": 0}, {}, dev)
+            band.add(0, "acc", p * wt)
+            band.add(0, "wsum", wt)
+            return _block_fields(band.take(0), slice(0, th), None, {"confidence"})
+
+        def done() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            """Yield the leading pending images whose views have all run (one device → host wait for them all)."""
+            k = 0
+            while k < len(pending) and "logits" in pending[k] and len(pending[k]["logits"]) == nv:
+                k += 1
+            if not k:
+                return
+            ready, pending[:k] = pending[:k], []
+            outs = [finish(e) for e in ready]
+            for e, out in zip(ready, outs):
+                mask = out["mask"].cpu().numpy()
+                res = np.where(mask == 255, 0, mask).astype(np.uint8), out["confidence"].cpu().numpy()
+                if progress is not None:
+                    progress(e["index"], 1.0, "window 1/1")
+                yield res
+
+        def drain(everything: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            while queue and (everything or len(queue) >= bs):
+                run_batch()
+                yield from done()
+                first = pending[0] if pending else None  # views run of the first image not done: a report per batch
+                if progress is not None and first is not None and 0 < len(first["logits"]) < nv:
+                    k = len(first["logits"])
+                    progress(first["index"], k / nv, f"window 1/1, view {k}/{nv}")
+            yield from done()
+
+        shape = None  # the padded input shape of the images in ``queue``
+        for index, image in enumerate(images):
+            h, w = _image_hw(image)
+            if h == 0 or w == 0:
+                raise ValueError(f"image {index} has zero pixels ({h}x{w})")
+            if h > tile or w > tile:  # several windows: through predict, after the images before it
+                yield from drain(True)
+                sub = None if progress is None else (lambda f, m, i=index: progress(i, f, m))
+                yield self.predict(image, view_names, sub, should_cancel, merge=merge, blend=blend)
+                continue
+            img = np.asarray(image)
+            if any(st < 0 for st in img.strides):
+                img = img.copy(order="C")
+            x = to_device(img, dev) if self._cuda else readonly_tensor(img)
+            x = pad32(self._normalise_t(x)[None])
+            if shape is not None and tuple(x.shape) != shape:  # batches hold inputs of one shape
+                yield from drain(True)
+            shape = tuple(x.shape)
+            e = {"index": index, "th": h, "tw": w, "x": x, "logits": []}
+            pending.append(e)
+            queue.extend((e, vi) for vi in range(nv))
+            yield from drain(False)
+        yield from drain(True)
 
 
 __all__ = [
