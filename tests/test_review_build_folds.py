@@ -160,3 +160,167 @@ def test_a_single_real_scene_build_still_falls_back_with_its_warning(bench):
             "synthetic demo scene(s) are never used for a real scene)")
     assert rq.load_queue(bench.ws, airport).scoring == want and any(want in line for line in logs)
     assert rq.held_out_fold(bench.ws, bench.ws.get_scene(airport)) is None
+
+
+# ------------------------------------------------------------------------------------------------ one model per build
+# A rebuild with every head cached still took 2.2 s/scene on 20 GID scenes, ~0.8 s of it loading the checkpoint again
+# for each scene's held-out predictor; and the progress bar stood still inside a scene while a fold head was fitted.
+
+
+class _Loads:
+    n = 0
+
+
+@pytest.fixture
+def varied(tmp_path, base_checkpoint, monkeypatch):  # noqa: F811
+    """A workbench whose n-th held-out refit perturbs the base head at random (seed n): odd refits only the bias,
+    even ones the weight too, so two folds' deltas change different tensors. Every checkpoint load (the refit's
+    included) is counted in ``loads.n``; ``fail_fit``: the refit index that raises instead."""
+    import torch
+
+    import seghz.models.checkpoint as ckmod
+    from seghz.train.refit import find_head
+
+    b = Workbench(tmp_path, base_checkpoint)
+    b.fits, b.fail_fit, b.loads = [], None, _Loads()
+    real_load = ckmod.load_checkpoint
+
+    def counted(*a, **kw):
+        b.loads.n += 1
+        return real_load(*a, **kw)
+
+    def perturbed(checkpoint, items, out_path, **kw):
+        n = len(b.fits)
+        b.fits.append(b.which(list(items)))
+        if n == b.fail_fit:
+            raise ValueError(f"refit {n} broke")
+        model, meta = ckmod.load_checkpoint(checkpoint)
+        head = find_head(model, int(meta["num_classes"]))
+        g = torch.Generator().manual_seed(n)
+        with torch.no_grad():
+            head.bias.add_(torch.randn(head.bias.shape, generator=g) * 3)
+            if n % 2 == 0:
+                head.weight.add_(torch.randn(head.weight.shape, generator=g))
+        ckmod.save_checkpoint(out_path, model, meta)
+        return out_path
+
+    monkeypatch.setattr(ckmod, "load_checkpoint", counted)
+    monkeypatch.setattr(crossfit, "held_out_head", perturbed)
+    return b
+
+
+def _same_queue(a, b, saved: bool = False) -> None:
+    """Equal queues; ``saved``: ``a`` was read back from its file (the score map is stored as float16)."""
+    assert a.scoring == b.scoring
+    np.testing.assert_array_equal(a.score, b.score.astype(np.float16).astype(np.float32) if saved else b.score)
+    np.testing.assert_array_equal(a.predicted, b.predicted)
+    assert [(it.key, it.score) for it in a.items] == [(it.key, it.score) for it in b.items]
+
+
+def test_a_build_loads_the_checkpoint_per_fold_fit_not_per_scene(varied):
+    ids = [varied.add(f"field {i}", synthetic=False) for i in range(12)]
+    res = rp.build_queues(varied.ws, varied.cid, ids, held_out=True)  # the "queues" job: no predictor given
+    assert [b.status for b in res] == ["built"] * 12
+    assert all(rq.load_queue(varied.ws, sid).scoring.startswith("held-out head (") for sid in ids)
+    assert len(varied.fits) == 5
+    assert varied.loads.n <= 5 + 1  # the build's model and the 5 refits; was 1 + 12 + 5
+    varied.loads.n = 0  # heads cached: a rebuild loads the checkpoint once, the other ways in too
+    rp.build_queues(varied.ws, varied.cid, ids, held_out=True)
+    assert varied.loads.n == 1
+    varied.loads.n = 0
+    rp.build_queues(varied.ws, varied.cid, ids, held_out=True, predictor=varied.predictor)
+    assert varied.loads.n == 1  # the given predictor is not touched: one model for the held-out heads
+    varied.loads.n = 0
+    assert sorted(rq.rerank_queues(varied.ws, varied.cid)) == sorted(ids)
+    assert varied.loads.n == 1 and len(varied.fits) == 5
+
+
+def test_queues_are_bit_identical_with_and_without_the_shared_model(varied):
+    from seghz.infer.engine import Predictor
+
+    ids = []
+    for i in range(8):  # train (held-out) and val (in-sample) interleaved: the shared model goes back to its base
+        ids.append(varied.add(f"field {i}", synthetic=False, split="train" if i % 3 else "val"))
+    rp.build_queues(varied.ws, varied.cid, ids)  # held_out=None: the Labels page's default per scene
+    shared = {sid: rq.load_queue(varied.ws, sid) for sid in ids}
+    given = rp.build_queues(varied.ws, varied.cid, ids[::-1], predictor=varied.predictor)
+    assert {b.status for b in given} == {"built"}
+    n_fits = len(varied.fits)
+    assert n_fits >= 3  # the folds holding a train scene (a fold may hold only val scenes)
+    ck = varied.ws.checkpoint_path(varied.ws.get_checkpoint(varied.cid))
+    own, _ = Predictor.from_checkpoint(ck, "cpu")
+    one = rq.HeldOutBuild(own=own, checkpoint=ck)  # the heads swapped into the build's own model, unsaved (float32)
+    for sid in ids:
+        fresh, _ = Predictor.from_checkpoint(ck, "cpu")  # as before: a model loaded for this scene alone
+        held = varied.ws.get_scene(sid).split == "train"
+        alone = rq.build_queue(varied.ws, sid, fresh, varied.cid, held_out=held, save=False)
+        _same_queue(rq.build_queue(varied.ws, sid, own, varied.cid, held_out=held, save=False, held_out_build=one),
+                    alone)
+        _same_queue(shared[sid], alone, saved=True)
+        _same_queue(rq.load_queue(varied.ws, sid), alone, saved=True)
+        if held:  # a perturbed head really scored it
+            assert alone.scoring.startswith("held-out head (")
+            assert not np.array_equal(alone.score, rq.build_queue(varied.ws, sid, fresh, varied.cid, save=False).score)
+    assert len(varied.fits) == n_fits  # the scene-by-scene builds took the cached heads
+
+
+def test_the_fold_heads_are_fitted_first_and_the_bar_moves_while_they_are(varied):
+    ids = [varied.add(f"field {i}", synthetic=False) for i in range(7)]
+    steps: list[tuple[float, str]] = []
+    res = rp.build_queues(varied.ws, varied.cid, ids, held_out=True, progress=lambda f, m="": steps.append((f, m)))
+    assert [b.status for b in res] == ["built"] * 7
+    fracs = [f for f, _ in steps]
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(fracs)) and fracs[-1] == pytest.approx(1.0)
+    first_scene = next(k for k, (_, m) in enumerate(steps) if m.startswith("scene "))
+    fitting = [k for k, (_, m) in enumerate(steps) if "fitting the held-out head of fold" in m]
+    assert {steps[k][1].split("fold ")[1].split(" ")[0] for k in fitting} == {f"{i}/5" for i in range(1, 6)}
+    assert max(fitting) < first_scene  # every head before any scene
+    done = [f for f, m in steps[:first_scene] if m.startswith("held-out head ") and m.endswith(": done")]
+    assert len(done) == 5 and all(b > a for a, b in itertools.pairwise([0.0, *done]))
+    assert done[-1] < 1.0 and steps[first_scene][0] == pytest.approx(done[-1])
+    assert not any("fitting" in m for _, m in steps[first_scene:])  # no scene fits a head any more
+
+
+def test_a_stop_while_the_heads_are_fitted_writes_no_queue(varied):
+    ids = [varied.add(f"field {i}", synthetic=False) for i in range(7)]
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(varied.fits) >= 2
+
+    res = rp.build_queues(varied.ws, varied.cid, ids, held_out=True, should_stop=should_stop)
+    assert [b.status for b in res] == ["stopped"] * 7 and len(varied.fits) == 2
+    assert all(rq.load_queue(varied.ws, sid) is None for sid in ids)
+
+
+def test_a_head_that_cannot_be_fitted_fails_its_fold_once(varied):
+    ids = [varied.add(f"field {i}", synthetic=False) for i in range(12)]
+    varied.fail_fit = 1
+    logs: list[str] = []
+    res = rp.build_queues(varied.ws, varied.cid, ids, held_out=True, log=logs.append)
+    assert len(varied.fits) == 5  # tried once, not once per scene of its fold
+    failed = [b for b in res if b.status == "failed"]
+    assert failed and all(b.message == "refit 1 broke" for b in failed)
+    assert len(failed) < 12 and all(b.status == "built" for b in res if b not in failed)
+    assert any("was not fitted: refit 1 broke" in line for line in logs)
+
+
+def test_head_swap_restores_the_base_bit_for_bit():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 5, 1))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    a = {"1.weight": torch.randn(5, 4, 1, 1), "1.bias": torch.randn(5)}
+    b = {"1.bias": torch.randn(5)}
+    swap = crossfit.HeadSwap(model)
+    swap.use(a)
+    swap.use(b)  # a's weight goes back to the base: the model is base + b, not base + a + b
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, b.get(k, base[k])), k
+    swap.restore()
+    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="lacks"):
+        swap.use({"2.weight": torch.zeros(1)})
+    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())

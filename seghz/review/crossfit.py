@@ -21,7 +21,9 @@ scene, each on 8 other scenes drawn with the same seed: 477 near-identical refit
 split. :func:`fold_fit_sets` splits the candidate scenes into :data:`DEFAULT_FOLDS` folds and gives each fold ONE fit
 set, a capped sample of the scenes OUTSIDE it; a scene is scored by its own fold's head, so it never judges labels it
 was fitted on. :data:`HEAD_CACHE` keeps each fitted head (only the tensors the refit changed, :func:`head_delta`) for
-the process's later scenes and builds, keyed by what the head depends on (see ``seghz.review.queue``).
+the process's later scenes and builds, keyed by what the head depends on (see ``seghz.review.queue``). A build
+keeps ONE model of the checkpoint and swaps each fold's delta into it (:class:`HeadSwap`) rather than loading the
+checkpoint again for every scene it scores.
 """
 from __future__ import annotations
 
@@ -147,6 +149,43 @@ def apply_delta(model: Any, delta: dict[str, Any]) -> None:
             state[k].copy_(v.to(state[k].device, state[k].dtype))
 
 
+class HeadSwap:
+    """Swaps fitted heads (:func:`head_delta`) in and out of ONE model of the base checkpoint, in place: a build of many
+    queues keeps one model instead of loading the checkpoint again for every scene. :meth:`use` puts the base tensors
+    a previous delta replaced back before it applies the next one, so the model holds exactly base + that delta (two
+    folds' deltas may change different tensors); :meth:`restore` leaves the base model bit for bit."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self._base: dict[str, Any] = {}  # name -> the base tensor a delta in use replaced (a copy)
+
+    def restore(self) -> None:
+        """Put the base tensors back (nothing to do when no delta is in use)."""
+        import torch
+
+        if not self._base:
+            return
+        state = self.model.state_dict()
+        with torch.no_grad():
+            for k, v in self._base.items():
+                state[k].copy_(v)
+        self._base.clear()
+
+    def use(self, delta: dict[str, Any]) -> Any:
+        """Make the model base + ``delta``; returns the model.
+
+        Raises:
+            ValueError: When ``delta`` names tensors the model lacks (nothing is changed then)."""
+        self.restore()
+        state = self.model.state_dict()
+        unknown = sorted(set(delta) - set(state))
+        if unknown:
+            raise ValueError(f"the held-out head names tensors the model lacks: {unknown[:5]}")
+        self._base = {k: state[k].detach().clone() for k in delta}
+        apply_delta(self.model, delta)
+        return self.model
+
+
 class HeadCache:
     """A small thread-safe LRU of fitted held-out heads (or of the reason none could be fitted), in memory."""
 
@@ -181,5 +220,5 @@ class HeadCache:
 HEAD_CACHE = HeadCache()  # the process's fitted fold heads (seghz.review.queue keys them)
 
 
-__all__ = ["DEFAULT_FOLDS", "HEAD_CACHE", "HeadCache", "apply_delta", "fold_assignment", "fold_fit_sets",
+__all__ = ["DEFAULT_FOLDS", "HEAD_CACHE", "HeadCache", "HeadSwap", "apply_delta", "fold_assignment", "fold_fit_sets",
            "head_delta", "held_out_head"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import statistics
+import tempfile
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -85,6 +86,18 @@ def default_held_out(scene: Scene) -> bool:
     return scene.split == "train"
 
 
+FIT_WINDOW_PX = 4 * 512 * 512  # what a held-out refit reads of one fit scene at most (4 windows of 512², crossfit)
+# a head's fit weighs, on the progress bar, this many times the fit scenes' pixels it reads (20 GID tiles of 224²,
+# 2-core CPU: the 5 fits took 83 % of a first build's time and got 80 % of its bar)
+FIT_PX_WEIGHT = 2.0
+
+
+def fit_weight(fh: rq.FoldHead) -> float:
+    """The progress weight of fitting a fold's held-out head, in scored pixels: :data:`FIT_PX_WEIGHT` × the pixels
+    its fit scenes give the refit (each at most :data:`FIT_WINDOW_PX`)."""
+    return FIT_PX_WEIGHT * sum(min(int(s.width) * int(s.height), FIT_WINDOW_PX) for s in fh.fit_scenes)
+
+
 def build_queues(
     ws: Workspace,
     checkpoint_id: str,
@@ -113,6 +126,13 @@ def build_queues(
     same way, queues finished before it staying saved. ``predictor``: reuse a loaded predictor of the checkpoint
     (else one is loaded on the first scene that needs it, on ``device``).
 
+    Held-out scenes: the fold heads they need (:func:`seghz.review.queue.fold_heads_to_fit`, those not in memory
+    already) are fitted first, one progress step per head ("held-out head 2/5: fitting the held-out head of fold
+    3/5 ..."), weighted by :func:`fit_weight`; then the scenes are scored, every held-out scene with its fold's head
+    swapped into ONE model of the checkpoint (:class:`seghz.review.queue.HeldOutBuild`: the predictor loaded here
+    when none is given, else one more), not a model loaded per scene. A head that cannot be fitted is logged; its
+    fold's scenes fail with that error.
+
     Raises:
         NotFoundError: For an unknown checkpoint or scene id (before any work).
     """
@@ -131,13 +151,61 @@ def build_queues(
             say(f"scene '{s.id}' skipped: it has no label to check")
         else:
             todo.append(s)
-    total_px = float(sum(s.width * s.height for s in todo)) or 1.0
+    held = {s.id: default_held_out(s) if held_out is None else bool(held_out) for s in todo}
+    owned = predictor is None  # loaded here: the fold heads are swapped into it (rq.HeldOutBuild), no second model
+    build: rq.HeldOutBuild | None = None
+    fits: list[rq.FoldHead] = []
+
+    def load() -> None:
+        nonlocal predictor, build
+        if predictor is None:
+            from seghz.infer.engine import Predictor
+
+            predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), device)
+        if build is None and any(held.values()):
+            build = (rq.HeldOutBuild(own=predictor, checkpoint=ws.checkpoint_path(ck)) if owned
+                     else rq.HeldOutBuild())
+
+    if any(held.values()):  # the fold heads the scenes need, fitted before any scene is scored
+        try:
+            load()
+            fits = rq.fold_heads_to_fit(ws, [s for s in todo if held[s.id]], checkpoint_id,
+                                        str(getattr(predictor, "device", "cpu")))
+        except (BadInputError, ValueError, OSError, RuntimeError) as e:  # each scene tries again and says why
+            say(f"the held-out heads were not fitted up front: {e}")
+    fit_px = [fit_weight(fh) for fh in fits]
+    total_px = float(sum(fit_px) + sum(s.width * s.height for s in todo)) or 1.0
     done_px = 0.0
     stopped = False
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
             raise _Stopped
+
+    with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
+        for j, fh in enumerate(fits):
+            start, share = done_px / total_px, fit_px[j] / total_px
+            prefix = f"held-out head {j + 1}/{len(fits)}"
+
+            def on_fit(frac: float, msg: str = "", start: float = start, share: float = share,
+                       prefix: str = prefix) -> None:
+                check_stop()
+                if progress is not None:
+                    progress(start + share * min(1.0, max(0.0, float(frac))), f"{prefix}: {msg}" if msg else prefix)
+
+            try:
+                on_fit(0.0, f"reading the {len(fh.fit_scenes)} scene(s) the head of {fh.what} is fitted on")
+                rq.fit_fold_head(ws, fh, checkpoint_id, str(getattr(predictor, "device", "cpu")), Path(tmp), 8,
+                                 on_fit, build)
+            except _Stopped:
+                stopped = True
+                say("stopped while fitting the held-out heads: no queue was written")
+                break
+            except (BadInputError, ValueError, OSError, RuntimeError) as e:  # its scenes fail with this error
+                say(f"the held-out head of {fh.what} was not fitted: {e}")
+            done_px += fit_px[j]
+            if progress is not None:
+                progress(done_px / total_px, f"{prefix}: done")
 
     for i, s in enumerate(todo):
         px = s.width * s.height
@@ -153,15 +221,11 @@ def build_queues(
             if progress is not None:
                 progress(start + share * min(1.0, max(0.0, float(frac))), f"{prefix}: {msg}" if msg else prefix)
 
-        held = default_held_out(s) if held_out is None else bool(held_out)
         try:
             on_progress(0.0, "scoring")
-            if predictor is None:
-                from seghz.infer.engine import Predictor
-
-                predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), device)
+            load()
             q = rq.build_queue(ws, s.id, predictor, checkpoint_id, tta=tta, threshold=float(threshold),
-                               progress=on_progress, held_out=held)
+                               progress=on_progress, held_out=held[s.id], held_out_build=build)
         except _Stopped:
             stopped = True
             out.append(SceneBuild(s.id, "stopped", "stopped while it was being scored: nothing written", pixels=px))
@@ -177,6 +241,8 @@ def build_queues(
         done_px += px
         if progress is not None:
             progress(done_px / total_px, f"{prefix}: done")
+    if build is not None:
+        build.restore()
     order = {s.id: k for k, s in enumerate(scenes)}
     return sorted(out, key=lambda b: order[b.scene_id])
 
@@ -506,6 +572,8 @@ __all__ = [
     "BREAK_S",
     "DEFAULT_BUDGET_S",
     "DEFAULT_SECONDS_PER_ITEM",
+    "FIT_PX_WEIGHT",
+    "FIT_WINDOW_PX",
     "MIN_GAPS",
     "ItemPace",
     "PendingItem",
@@ -516,6 +584,7 @@ __all__ = [
     "SceneSummary",
     "build_queues",
     "default_held_out",
+    "fit_weight",
     "fmt_minutes",
     "parse_duration",
     "review_plan",

@@ -16,7 +16,8 @@ is cached per scene in ``review/<scene>/queue.npz`` (written atomically; :func:`
 Held-out scoring (``held_out=True``) scores a scene with the checkpoint's head refitted on OTHER scenes
 (:mod:`seghz.review.crossfit`). The candidate scenes are split into folds and one head is fitted per fold, on scenes
 outside it, then kept in memory: the queues of a whole split cost a few refits, not one per scene
-(:func:`held_out_fold`), and no scene is scored by a head fitted on its own labels.
+(:func:`held_out_fold`), and no scene is scored by a head fitted on its own labels. A build of many scenes keeps one
+model of the checkpoint and swaps each fold's head into it (:class:`HeldOutBuild`), not a model loaded per scene.
 
 Actions
 =======
@@ -300,66 +301,179 @@ def held_out_fold(ws: Workspace, scene: Any, folds: int = crossfit.DEFAULT_FOLDS
     return f, len(plan), members, [by_id[i] for i in fit]
 
 
+@dataclass
+class FoldHead:
+    """The held-out head a scene is scored with (:func:`fold_head`): its fold, the scenes it is fitted on and its key
+    in :data:`seghz.review.crossfit.HEAD_CACHE`. ``synthetic``: whether it is asked for a synthetic scene (fitted
+    whatever the fit scenes' labelled pixel count)."""
+
+    fold: int
+    folds: int
+    members: list[str]
+    fit_scenes: list[Any]
+    key: tuple
+    synthetic: bool
+
+    @property
+    def what(self) -> str:
+        return f"fold {self.fold + 1}/{self.folds} ({len(self.members)} scene(s))"
+
+
+def fold_head(ws: Workspace, scene: Any, checkpoint_id: str, device: str, max_scenes: int = 8,
+              folds: int = crossfit.DEFAULT_FOLDS) -> FoldHead | None:
+    """The :class:`FoldHead` that scores ``scene`` held out (:func:`held_out_fold`), or None when no other scene can
+    be fitted on.
+
+    Its key holds what the head depends on: the workspace, the checkpoint (id and file), the device, ``max_scenes``
+    and each fit scene's id, latest label version and image/label files."""
+    fold = held_out_fold(ws, scene, folds, max_scenes)
+    if fold is None:
+        return None
+    f, k, members, fit_scenes = fold
+    ck_path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
+    versions = ws.latest_label_versions()
+    key = ("held-out head", str(Path(ws.root).resolve()), checkpoint_id, _file_stamp(ck_path), str(device),
+           int(max_scenes), tuple((s.id, versions.get(s.id, 0), _file_stamp(ws.scene_path(s, "image")),
+                                   _file_stamp(ws.scene_path(s, "label"))) for s in fit_scenes))
+    return FoldHead(f, k, members, fit_scenes, key, bool(scene.synthetic))
+
+
+class HeldOutBuild:
+    """What the scenes of one build of many queues share for held-out scoring (:func:`build_queue`'s
+    ``held_out_build``; :func:`seghz.review.plan.build_queues` and :func:`rerank_queues` make one per build).
+
+    * ONE predictor of the checkpoint: each scene's fold head is swapped into it
+      (:class:`seghz.review.crossfit.HeadSwap`: base + that fold's delta, bit for bit what a fresh load with the delta
+      applied gives) instead of loading the checkpoint again per scene. Memory: one model, plus the heads' deltas.
+    * The folds whose head could not be fitted: the fold's other scenes fail with the same error, not refitting.
+
+    ``own``: a predictor of exactly ``checkpoint`` that the build loaded itself and shares with no one: the heads are
+    swapped into its model (no second load) and :meth:`restore` puts its head back before it scores a scene
+    in-sample. Without it, the first held-out scene loads one (``Predictor.from_checkpoint``). ``loads`` counts the
+    checkpoints this object loaded."""
+
+    def __init__(self, own: Any = None, checkpoint: str | Path | None = None):
+        if own is not None and checkpoint is None:
+            raise ValueError("an owned predictor needs the checkpoint file it was loaded from")
+        self._own = own
+        self._own_key = (str(checkpoint), _file_stamp(Path(checkpoint)), str(getattr(own, "device", "cpu"))) \
+            if own is not None else None
+        self._key: tuple | None = None
+        self._pred: Any = None
+        self._swap: crossfit.HeadSwap | None = None
+        self.failed: dict[tuple, Exception] = {}
+        self.loads = 0
+
+    def restore(self) -> None:
+        """Put the base head back into the shared model (before it scores in-sample, and at the end of a build)."""
+        if self._swap is not None:
+            self._swap.restore()
+
+    def predictor(self, ck_path: Path, device: str, batch_size: int | None, delta: dict[str, Any]) -> Any:
+        """The build's predictor of checkpoint ``ck_path`` on ``device`` with the head ``delta`` in place."""
+        key = (str(ck_path), _file_stamp(Path(ck_path)), str(device), batch_size)
+        if key != self._key:
+            self.restore()
+            own = self._own
+            if own is not None and self._own_key == key[:3] and getattr(own, "batch_size", None) == batch_size:
+                pred = own
+            else:
+                from seghz.infer.engine import Predictor
+
+                pred, _ = Predictor.from_checkpoint(ck_path, device, batch_size=batch_size)
+                self.loads += 1
+            self._key, self._pred, self._swap = key, pred, crossfit.HeadSwap(pred.model)
+        self._swap.use(delta)  # type: ignore[union-attr]
+        return self._pred
+
+
+def fit_fold_head(ws: Workspace, fh: FoldHead, checkpoint_id: str, device: str, tmp: Path, max_scenes: int,
+                  progress: Callable[[float, str], None] | None = None, build: HeldOutBuild | None = None) -> tuple:
+    """The cache entry of ``fh``'s head, fitted now when :data:`seghz.review.crossfit.HEAD_CACHE` lacks it:
+    ``("head", delta)``, or ``("too few", labelled px)`` when the fit scenes of a real scene hold under
+    :data:`MIN_HELD_OUT_PIXELS` labelled pixels. ``progress(fraction of this fit, message)``.
+
+    Raises:
+        What the refit raises; a fit that failed in ``build`` raises the same error again without refitting.
+    """
+    entry = crossfit.HEAD_CACHE.get(fh.key)
+    if entry is not None:
+        return entry
+    if build is not None and fh.key in build.failed:
+        raise build.failed[fh.key]
+    try:
+        fit = [(read_image(ws.scene_path(s, "image")), ws.effective_label(s.id)) for s in fh.fit_scenes]
+        n_px = sum(int((np.asarray(lbl) != IGNORE).sum()) for _, lbl in fit)
+        if not fh.synthetic and n_px < MIN_HELD_OUT_PIXELS:
+            entry = ("too few", n_px)
+        else:
+            ck_path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
+            say = f"fitting the held-out head of {fh.what} on {len(fit)} scene(s) outside it"
+            if progress:
+                progress(0.0, say)
+            path = crossfit.held_out_head(
+                ck_path, fit, tmp / f"held_out_fold{fh.fold}.safetensors", max_images=max_scenes, device=device,
+                progress=(lambda frac, msg="": progress(frac, f"{say}: {msg}")) if progress else None)
+            entry = ("head", crossfit.head_delta(ck_path, path))
+    except (BadInputError, ValueError, OSError, RuntimeError) as e:
+        if build is not None:
+            build.failed[fh.key] = e
+        raise
+    crossfit.HEAD_CACHE.put(fh.key, entry)
+    return entry
+
+
+def fold_heads_to_fit(ws: Workspace, scenes: list[Any], checkpoint_id: str, device: str, *, max_scenes: int = 8,
+                   folds: int = crossfit.DEFAULT_FOLDS) -> list[FoldHead]:
+    """The fold heads the held-out queues of ``scenes`` need that :data:`seghz.review.crossfit.HEAD_CACHE` lacks,
+    each once, in fold order: what a build fits up front (:func:`fit_fold_head`) before it scores any scene. A head
+    is planned for the first of ``scenes`` it scores (as a scene-by-scene build would fit it)."""
+    out: dict[tuple, FoldHead] = {}
+    for s in scenes:
+        fh = fold_head(ws, s, checkpoint_id, device, max_scenes, folds)
+        if fh is not None and fh.key not in out and crossfit.HEAD_CACHE.get(fh.key) is None:
+            out[fh.key] = fh
+    return sorted(out.values(), key=lambda h: (h.fold, h.folds))
+
+
 def _held_out_predictor(ws: Workspace, scene: Any, checkpoint_id: str, predictor: Any, tmp: Path, max_scenes: int,
                         progress: Callable[[float, str], None] | None,
-                        folds: int = crossfit.DEFAULT_FOLDS) -> tuple[Any, str]:
+                        folds: int = crossfit.DEFAULT_FOLDS, build: HeldOutBuild | None = None) -> tuple[Any, str]:
     """``(predictor, scoring)``: a predictor of the checkpoint with the head of ``scene``'s fold
     (:func:`held_out_fold`: refitted on up to ``max_scenes`` of the :func:`held_out_fit_scenes` outside the fold) and
     ``"held-out head (N scene(s))"``. For a real scene without such a scene, or whose fold's fit scenes hold under
     :data:`MIN_HELD_OUT_PIXELS` labelled pixels, ``predictor`` itself (in-sample scoring) and a ``scoring`` that
     starts with "in-sample" and says why held-out scoring was not done.
 
-    A fitted head (only the tensors the refit changed) is kept in :data:`seghz.review.crossfit.HEAD_CACHE`, keyed by
-    the workspace, the checkpoint (id and file), the device, ``max_scenes`` and each fit scene's id, latest label
-    version and image/label files: the other scenes of the fold, in this build or a later one, reuse it until one of
-    those changes (a label saved on a fit scene refits only the heads fitted on it).
+    A fitted head (only the tensors the refit changed) is kept in :data:`seghz.review.crossfit.HEAD_CACHE` under its
+    :func:`fold_head` key: the other scenes of the fold, in this build or a later one, reuse it until one of those
+    changes (a label saved on a fit scene refits only the heads fitted on it). The predictor returned is ``build``'s
+    one model with the head swapped in (:class:`HeldOutBuild`; a new one, which loads the checkpoint, without it).
 
     Raises:
         BadInputError: For a synthetic scene without another labelled scene of its scheme.
     """
-    from seghz.infer.engine import Predictor
-
-    fold = held_out_fold(ws, scene, folds, max_scenes)
-    if fold is None and scene.synthetic:
+    device = str(getattr(predictor, "device", "cpu"))
+    fh = fold_head(ws, scene, checkpoint_id, device, max_scenes, folds)
+    if fh is None and scene.synthetic:
         raise BadInputError(f"scene '{scene.id}'", "held-out scoring needs at least one OTHER labelled scene of the "
                             f"{scene.scheme} scheme to refit the head on; there is none")
     n_synth = sum(1 for s in ws.list_scenes() if s.id != scene.id and s.scheme == scene.scheme and s.synthetic)
     unused = f"; the {n_synth} synthetic demo scene(s) are never used for a real scene" if n_synth else ""
-    if fold is None:
+    if fh is None:
         return predictor, (f"in-sample (held-out asked, but there is no other real labelled {scene.scheme} scene to "
                            f"refit the head on{unused})")
-    f, k, members, fit_scenes = fold
-    ck_path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
-    device = str(getattr(predictor, "device", "cpu"))
-    versions = ws.latest_label_versions()
-    key = ("held-out head", str(Path(ws.root).resolve()), checkpoint_id, _file_stamp(ck_path), device,
-           int(max_scenes), tuple((s.id, versions.get(s.id, 0), _file_stamp(ws.scene_path(s, "image")),
-                                   _file_stamp(ws.scene_path(s, "label"))) for s in fit_scenes))
-    what = f"fold {f + 1}/{k} ({len(members)} scene(s))"
-    entry = crossfit.HEAD_CACHE.get(key)
-    if entry is None:
-        fit = [(read_image(ws.scene_path(s, "image")), ws.effective_label(s.id)) for s in fit_scenes]
-        n_px = sum(int((np.asarray(lbl) != IGNORE).sum()) for _, lbl in fit)
-        if not scene.synthetic and n_px < MIN_HELD_OUT_PIXELS:
-            entry = ("too few", n_px)
-        else:
-            say = f"fitting the held-out head of {what} on {len(fit)} scene(s) outside it"
-            if progress:
-                progress(0.0, say)
-            path = crossfit.held_out_head(
-                ck_path, fit, tmp / f"held_out_fold{f}.safetensors", max_images=max_scenes, device=device,
-                progress=(lambda _frac, msg="": progress(0.0, f"{say}: {msg}")) if progress else None)
-            entry = ("head", crossfit.head_delta(ck_path, path))
-        crossfit.HEAD_CACHE.put(key, entry)
+    entry = fit_fold_head(ws, fh, checkpoint_id, device, tmp, max_scenes,
+                          (lambda _frac, msg="": progress(0.0, msg)) if progress else None, build)
     if entry[0] == "too few":
         return predictor, (f"in-sample (held-out asked, but the other real labelled {scene.scheme} scene(s) hold only "
                            f"{entry[1]:,} labelled px, too few to refit the head on (at least {MIN_HELD_OUT_PIXELS:,})"
                            f"{unused})")
     if progress:
-        progress(0.0, f"scoring with the held-out head of {what}")
-    held, _ = Predictor.from_checkpoint(ck_path, device, batch_size=getattr(predictor, "batch_size", None))
-    crossfit.apply_delta(held.model, entry[1])
-    return held, f"held-out head ({len(fit_scenes)} scene(s))"
+        progress(0.0, f"scoring with the held-out head of {fh.what}")
+    ck_path = ws.checkpoint_path(ws.get_checkpoint(checkpoint_id))
+    held = (build or HeldOutBuild()).predictor(ck_path, device, getattr(predictor, "batch_size", None), entry[1])
+    return held, f"held-out head ({len(fh.fit_scenes)} scene(s))"
 
 
 def build_queue(
@@ -377,6 +491,7 @@ def build_queue(
     held_out: bool = False,
     held_out_scenes: int = 8,
     held_out_folds: int = crossfit.DEFAULT_FOLDS,
+    held_out_build: HeldOutBuild | None = None,
 ) -> SceneQueue:
     """Score the scene's latest effective label with the checkpoint's predictor and group it into a queue.
 
@@ -387,7 +502,9 @@ def build_queue(
     without one (or with too few labelled pixels) it is scored in-sample, and the queue's ``scoring`` says so and why.
     The head is that of the scene's fold (``held_out_folds`` folds of the candidate scenes, :func:`held_out_fold`),
     fitted once on scenes outside the fold and reused from memory by the fold's other scenes: building the queues of
-    a whole split refits at most ``held_out_folds`` heads, not one per scene.
+    a whole split refits at most ``held_out_folds`` heads, not one per scene. ``held_out_build``: what the scenes of
+    one build share (:class:`HeldOutBuild`: one model the fold heads are swapped into, loaded once per build instead
+    of once per scene); without it a held-out scene loads the checkpoint for itself.
 
     Raises:
         BadInputError: When the checkpoint predicts another class scheme than the scene's, or ``held_out`` finds no
@@ -403,10 +520,12 @@ def build_queue(
     label = ws.effective_label(scene_id, version)
     image = read_image(ws.scene_path(scene, "image"))
     scoring = "in-sample"
+    if held_out_build is not None:
+        held_out_build.restore()  # its model may be ``predictor`` itself (owned): in-sample scoring needs the base head
     with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
         if held_out:
             predictor, scoring = _held_out_predictor(ws, scene, checkpoint_id, predictor, Path(tmp), held_out_scenes,
-                                                     progress, held_out_folds)
+                                                     progress, held_out_folds, held_out_build)
         res = predictor.predict_full(image, tta, progress=progress, return_proba=True)
     proba = res.proba
     disagreement = res.disagreement if tta != "none" else None
@@ -431,21 +550,24 @@ def rerank_queues(ws: Workspace, checkpoint_id: str, *, device: str | None = Non
                   log: Callable[[str], None] | None = None) -> list[str]:
     """Rebuild every saved queue of the checkpoint's scheme with ``checkpoint_id`` (e.g. right after a retrain),
     keeping each queue's TTA, threshold and scoring. Judged items stay out unless their label changed
-    (:func:`pending_items`). Returns the ids of the scenes re-ranked; a scene that fails is logged and skipped."""
+    (:func:`pending_items`). Returns the ids of the scenes re-ranked; a scene that fails is logged and skipped. The
+    checkpoint is loaded once: held-out scenes swap their fold's head into that model (:class:`HeldOutBuild`)."""
     from seghz.infer.engine import Predictor
 
     ck = ws.get_checkpoint(checkpoint_id)
     done: list[str] = []
     predictor = None
+    build = None
     for scene in ws.list_scenes():
         old = load_queue(ws, scene.id) if scene.scheme == ck.scheme else None
         if old is None:
             continue
         if predictor is None:
             predictor, _ = Predictor.from_checkpoint(ws.checkpoint_path(ck), device)
+            build = HeldOutBuild(own=predictor, checkpoint=ws.checkpoint_path(ck))  # one model for every scene
         try:
             build_queue(ws, scene.id, predictor, checkpoint_id, tta=old.tta, threshold=old.threshold,
-                        held_out=old.scoring != "in-sample")
+                        held_out=old.scoring != "in-sample", held_out_build=build)
         except (BadInputError, ValueError, OSError, RuntimeError) as e:
             if log:
                 log(f"queue of scene '{scene.id}' not re-ranked: {e}")
@@ -714,6 +836,8 @@ def score_rgb(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 __all__ = [
     "ACTIONS",
     "JUDGED_OVERLAP",
+    "FoldHead",
+    "HeldOutBuild",
     "ReviewItem",
     "SceneQueue",
     "Staleness",
@@ -726,6 +850,9 @@ __all__ = [
     "composite",
     "crop_window",
     "describe_breakdown",
+    "fit_fold_head",
+    "fold_head",
+    "fold_heads_to_fit",
     "is_judged",
     "item_panels",
     "judged_pixels",
