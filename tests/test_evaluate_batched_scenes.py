@@ -11,7 +11,7 @@ import torch
 from helpers_core import torch_one_thread  # noqa: F401 (fixture)
 
 from seghz.classes import get_scheme
-from seghz.errors import BadInputError
+from seghz.errors import BadInputError, SegHZError
 from seghz.infer.engine import Predictor, sliding_windows
 from seghz.store import Workspace
 
@@ -305,3 +305,32 @@ def test_an_error_while_scoring_stops_the_reader(eval_ws):
     with pytest.raises(RuntimeError, match="drill-down store failed"):
         evaluate_split(eval_ws, "tiny", "val", "none", predictor=pred, use_cache=False, on_prediction=boom)
     assert not [t for t in threading.enumerate() if t.name == "seghz-evaluate-read"]
+
+
+class _OOMAbove(torch.nn.Module):
+    """Runs out of (GPU) memory for batches larger than ``limit``."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def forward(self, x):
+        self.sizes.append(int(x.shape[0]))
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return self.inner(x)
+
+
+def test_predict_many_halves_the_batch_on_out_of_memory_then_raises():
+    imgs = _images([(64, 64)] * 10)
+    ref = [m for m, _ in _predictor(8).predict_many(iter(imgs), "flip")]
+    oom = _OOMAbove(_OneByOne(_model()), 2)
+    pred = Predictor(oom, C, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), tile=TILE, overlap=0.25, batch_size=8, device="cpu")
+    got = [m for m, _ in pred.predict_many(iter(imgs), "flip")]
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    assert oom.sizes[:3] == [8, 4, 2] and set(oom.sizes[3:]) == {2}
+    never = Predictor(_OOMAbove(_model(), 0), C, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), tile=TILE, batch_size=4,
+                      device="cpu")
+    with pytest.raises(SegHZError, match="out of GPU memory even with a batch of 1"):
+        list(never.predict_many(iter(imgs), "none"))

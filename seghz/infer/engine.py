@@ -645,6 +645,17 @@ class Predictor:
             self.compile_seconds = time.perf_counter() - t0
         return y[:n]
 
+    def _halved_after_oom(self, bs: int, err: BaseException) -> int:
+        """The batch size to try after running out of GPU memory at ``bs`` (half of it, cache emptied), or a clear
+        SegHZError when even a batch of 1 did not fit."""
+        if self._cuda:
+            torch.cuda.empty_cache()
+        if bs == 1:
+            raise SegHZError(
+                "out of GPU memory even with a batch of 1; use a smaller tile or run on the CPU (--device cpu)"
+            ) from err
+        return max(1, bs // 2)
+
     def _run_items(self, inputs: list[torch.Tensor], bs: int) -> list[torch.Tensor]:
         """Logits for a list of 1×3×h×w inputs, stacked into one batch per input shape."""
         groups: dict[tuple, list[int]] = {}
@@ -836,13 +847,7 @@ class Predictor:
             try:
                 logits = self._run_items(inputs, bs_row)
             except torch.cuda.OutOfMemoryError as e:
-                if self._cuda:
-                    torch.cuda.empty_cache()
-                if bs == 1:
-                    raise SegHZError(
-                        "out of GPU memory even with a batch of 1; use a smaller tile or run on the CPU (--device cpu)"
-                    ) from e
-                bs = max(1, bs // 2)  # kept for the rest of this image
+                bs = self._halved_after_oom(bs, e)  # kept for the rest of this image
                 bs_row = bs if compiled else -(-(len(items) - i) // -(-(len(items) - i) // bs))
                 continue
             for (j, vi), y in zip(batch, logits):
@@ -1055,13 +1060,7 @@ class Predictor:
             try:
                 logits = self._run_items([views[vi][1](e["x"]) for e, vi in batch], size)
             except torch.cuda.OutOfMemoryError as err:
-                if self._cuda:
-                    torch.cuda.empty_cache()
-                if bs == 1:
-                    raise SegHZError(
-                        "out of GPU memory even with a batch of 1; use a smaller tile or run on the CPU (--device cpu)"
-                    ) from err
-                bs = max(1, bs // 2)
+                bs = self._halved_after_oom(bs, err)
                 return
             del queue[:size]
             for (e, vi), y in zip(batch, logits):
