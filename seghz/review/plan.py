@@ -182,16 +182,19 @@ def build_queues(
         if should_stop is not None and should_stop():
             raise _Stopped
 
+    def stage(start: float, share: float, prefix: str):
+        """A progress callback for one stage (a head fit, a scene) spanning ``share`` of the bar from ``start``:
+        it checks for a stop first, and prefixes the stage's messages."""
+        def on_stage(frac: float, msg: str = "") -> None:
+            check_stop()
+            if progress is not None:
+                progress(start + share * min(1.0, max(0.0, float(frac))), f"{prefix}: {msg}" if msg else prefix)
+        return on_stage
+
     with tempfile.TemporaryDirectory(prefix="seghz-heldout-") as tmp:
         for j, fh in enumerate(fits):
-            start, share = done_px / total_px, fit_px[j] / total_px
             prefix = f"held-out head {j + 1}/{len(fits)}"
-
-            def on_fit(frac: float, msg: str = "", start: float = start, share: float = share,
-                       prefix: str = prefix) -> None:
-                check_stop()
-                if progress is not None:
-                    progress(start + share * min(1.0, max(0.0, float(frac))), f"{prefix}: {msg}" if msg else prefix)
+            on_fit = stage(done_px / total_px, fit_px[j] / total_px, prefix)
 
             try:
                 on_fit(0.0, f"reading the {len(fh.fit_scenes)} scene(s) the head of {fh.what} is fitted on")
@@ -212,14 +215,8 @@ def build_queues(
         if stopped:
             out.append(SceneBuild(s.id, "stopped", "stopped before this scene", pixels=px))
             continue
-        start, share = done_px / total_px, px / total_px
         prefix = f"scene {i + 1}/{len(todo)} ({s.name})"
-
-        def on_progress(frac: float, msg: str = "", start: float = start, share: float = share,
-                        prefix: str = prefix) -> None:
-            check_stop()
-            if progress is not None:
-                progress(start + share * min(1.0, max(0.0, float(frac))), f"{prefix}: {msg}" if msg else prefix)
+        on_progress = stage(done_px / total_px, px / total_px, prefix)
 
         try:
             on_progress(0.0, "scoring")
