@@ -566,12 +566,19 @@ def main(argv=None) -> int:
         print(queue_text(res["queue"]))
         for w_ in warns:  # repeated under the numbers it is about
             print(f"WARNING: {w_}")
-    out.update(date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), machine=platform.processor() or platform.machine(),
-               cpus=os.cpu_count(), command="python bench/noise_bench.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    out.update(date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    write_report(args.json, out, "bench/noise_bench.py", argv)
     return 0
+
+
+def write_report(path: str | None, out: dict, script: str, argv: list[str] | None) -> None:
+    """Add the machine, its CPU count and the command line to a bench's JSON report ``out``, and write it to ``path``
+    (nothing when None)."""
+    out.update(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+               command=f"python {script} " + " ".join(sys.argv[1:] if argv is None else argv))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1, default=float))
 
 
 if __name__ == "__main__":

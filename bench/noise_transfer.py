@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -52,7 +50,16 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
-from bench.noise_bench import add_noise, clean_scores, fail, low_accuracy_warning, method_metrics, run_cleanlab, run_cli
+from bench.noise_bench import (
+    add_noise,
+    clean_scores,
+    fail,
+    low_accuracy_warning,
+    method_metrics,
+    run_cleanlab,
+    run_cli,
+    write_report,
+)
 from seghz.classes import IGNORE, get_scheme
 from seghz.data.io import check_image, list_pairs, read_image, read_label
 from seghz.errors import BadInputError
@@ -449,12 +456,8 @@ def main(argv=None) -> int:
            "training": training, "model_on_clean_labels": clean, "warnings": warns,
            "defaults": DEFAULT_WEIGHTS.__dict__, "radii": args.radii, "seeds": seeds,
            "flip_fraction": args.flip_fraction, "shift_fraction": args.shift_fraction, "tau": args.tau,
-           "gid_component_scale": gid_scale, "results": results, "seconds": {**seconds, "wall": round(wall, 1)},
-           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "command": "python bench/noise_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+           "gid_component_scale": gid_scale, "results": results, "seconds": {**seconds, "wall": round(wall, 1)}}
+    write_report(args.json, out, "bench/noise_transfer.py", argv)
     return 0
 
 
