@@ -208,12 +208,7 @@ if clicking:
         json_data = getattr(out, "json_data", None)
         clicked[name] = canvas_points(drawing if json_data is None else json_data, sc)
         AP.keep_pending(ss, pkey, name, clicked[name])
-        # counted when the canvas is created with them, and said for as long as that canvas lives: the canvas
-        # reports its size at once, and the rerun that follows no longer finds it "fresh" (the caption lasted 0.2 s)
-        kept = ss.setdefault("al_restored", {})
-        if fresh:
-            kept[name] = (ckey, len(drawing["objects"]))
-        restored[name] = kept[name][1] if kept.get(name, (None,))[0] == ckey else 0
+        restored[name] = AP.restored_count(ss, name, ckey, drawing if fresh else None)
         col.caption(f"{name}: {len(clicked[name])} point(s) clicked")
     n_pairs = min(len(clicked["label"]), len(clicked["image"]))
     if any(restored.values()):
